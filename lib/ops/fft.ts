@@ -1,0 +1,2 @@
+/** The fft family; see SPEC.md. */
+export {};

@@ -1,0 +1,2 @@
+/** The scan family; see SPEC.md. */
+export {};

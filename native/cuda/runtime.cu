@@ -1,0 +1,161 @@
+// The CUDA device runtime behind ssmkit/device.h: one non-blocking stream per device, created on first
+// use; stream-ordered allocation (cudaMallocAsync) so that freeing a tensor never waits for the device;
+// copies ordered on that stream. Every CUDA call goes through SSMKIT_CUDA_CHECK, which records the
+// file and line of a failure in the status.
+#include <cuda_runtime.h>
+
+#include <mutex>
+
+#include "cuda_check.cuh"
+#include "ssmkit/device.h"
+#include "ssmkit/dtype.h"
+
+namespace ssmkit::device {
+namespace {
+
+constexpr int kMaxDevices = 64;
+std::mutex g_mu;
+cudaStream_t g_streams[kMaxDevices] = {};
+
+status get_stream(int dev, cudaStream_t* out) {
+  if (dev < 0 || dev >= kMaxDevices) return make_status(status_code::value, "cuda: no device %d", dev);
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_streams[dev] == nullptr) {
+    SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+    SSMKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[dev], cudaStreamNonBlocking));
+  }
+  *out = g_streams[dev];
+  return ok_status();
+}
+
+// Element-wise dtype conversion; 16-bit formats travel as their bit patterns.
+__global__ void cast_any_kernel(const void* __restrict__ src, int src_dt, void* __restrict__ dst, int dst_dt,
+                                int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    double v;
+    switch (src_dt) {
+      case SSMKIT_DTYPE_F32: v = static_cast<const float*>(src)[i]; break;
+      case SSMKIT_DTYPE_F16: v = f16_to_f32(static_cast<const uint16_t*>(src)[i]); break;
+      case SSMKIT_DTYPE_BF16: v = bf16_to_f32(static_cast<const uint16_t*>(src)[i]); break;
+      default: v = static_cast<const double*>(src)[i]; break;
+    }
+    switch (dst_dt) {
+      case SSMKIT_DTYPE_F32: static_cast<float*>(dst)[i] = static_cast<float>(v); break;
+      case SSMKIT_DTYPE_F16: static_cast<uint16_t*>(dst)[i] = f32_to_f16(static_cast<float>(v)); break;
+      case SSMKIT_DTYPE_BF16: static_cast<uint16_t*>(dst)[i] = f32_to_bf16(static_cast<float>(v)); break;
+      default: static_cast<double*>(dst)[i] = v; break;
+    }
+  }
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+status count(int* n) {
+  *n = 0;
+  const cudaError_t e = cudaGetDeviceCount(n);
+  if (e != cudaSuccess) {
+    *n = 0;
+    return make_status(status_code::cuda, "cuda: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+  }
+  return ok_status();
+}
+
+status info(int dev, device_info* out) {
+  cudaDeviceProp p{};
+  SSMKIT_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  std::snprintf(out->name, sizeof(out->name), "%s", p.name);
+  out->major = p.major;
+  out->minor = p.minor;
+  out->multiprocessors = p.multiProcessorCount;
+  out->total_memory = p.totalGlobalMem;
+  return ok_status();
+}
+
+status stream(int dev, void** out) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  *out = s;
+  return ok_status();
+}
+
+status alloc(int dev, size_t bytes, void** out) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  const cudaError_t e = cudaMallocAsync(out, bytes, s);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear the sticky-free allocation error so later calls work
+    return make_status(status_code::cuda_oom, "cuda: out of device memory allocating %zu bytes on cuda:%d",
+                       bytes, dev);
+  }
+  if (e != cudaSuccess) {
+    return make_status(status_code::cuda, "cuda: cudaMallocAsync: %s (%s:%d)", cudaGetErrorString(e), __FILE__,
+                       __LINE__);
+  }
+  return ok_status();
+}
+
+status release(int dev, void* ptr) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  SSMKIT_CUDA_CHECK(cudaFreeAsync(ptr, s));
+  return ok_status();
+}
+
+status copy_to_device(int dev, void* dst, const void* src, size_t bytes) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
+  return ok_status();
+}
+
+status copy_to_host(int dev, void* dst, const void* src, size_t bytes) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
+  return ok_status();
+}
+
+status copy_on_device(int dev, void* dst, const void* src, size_t bytes) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+  return ok_status();
+}
+
+status synchronize(int dev) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
+  return ok_status();
+}
+
+status memory_info(int dev, size_t* free_bytes, size_t* total_bytes) {
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  SSMKIT_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+  return ok_status();
+}
+
+status cast(int dev, const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n) {
+  if (n == 0) return ok_status();
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  const int threads = 256;
+  const int64_t blocks = (n + threads - 1) / threads;
+  cast_any_kernel<<<static_cast<unsigned>(blocks < 65535 * 16 ? blocks : 65535 * 16), threads, 0, s>>>(
+      src, src_dtype, dst, dst_dtype, n);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+}  // namespace ssmkit::device

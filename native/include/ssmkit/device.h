@@ -1,0 +1,39 @@
+// The CUDA device runtime as the Node-API layer sees it: discovery, per-device streams, stream-ordered
+// allocation and copies. native/cuda/runtime.cu implements it; in a build without CUDA,
+// native/cpu/no_cuda.cc answers every call with status_code::not_compiled.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ssmkit/status.h"
+
+namespace ssmkit::device {
+
+struct device_info {
+  char name[256];
+  int major;
+  int minor;
+  int multiprocessors;
+  size_t total_memory;
+};
+
+// True when this binary was built with the CUDA backend.
+bool compiled();
+// How many devices a driver reports; on failure, why none can be used.
+status count(int* n);
+status info(int device, device_info* out);
+// The device's one stream (created on first use); all ops and copies for the device go through it.
+status stream(int device, void** out);
+status alloc(int device, size_t bytes, void** out);
+status release(int device, void* ptr);
+// Host <-> device copies ordered on the device's stream; they return when the copy has finished.
+status copy_to_device(int device, void* dst, const void* src, size_t bytes);
+status copy_to_host(int device, void* dst, const void* src, size_t bytes);
+// Enqueued device -> device copy; returns at once.
+status copy_on_device(int device, void* dst, const void* src, size_t bytes);
+status synchronize(int device);
+status memory_info(int device, size_t* free_bytes, size_t* total_bytes);
+// Element-wise dtype conversion on the device (float32 <-> float16/bfloat16/float64), enqueued.
+status cast(int device, const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n);
+
+}  // namespace ssmkit::device

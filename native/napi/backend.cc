@@ -1,0 +1,164 @@
+// Node-API functions for what the loader and Tensor need besides the ops: build and CPU facts, the
+// thread count, and the CUDA runtime (device discovery, allocation, copies, synchronize, cast).
+#include <string>
+
+#include "common.h"
+#include "ssmkit/cpu_features.h"
+#include "ssmkit/parallel.h"
+
+namespace ssmkit::napi {
+namespace {
+
+int device_arg(const Napi::CallbackInfo& info, size_t i) {
+  return info[i].As<Napi::Number>().Int32Value();
+}
+
+void* address_arg(const Napi::CallbackInfo& info, size_t i) {
+  bool lossless = false;
+  return reinterpret_cast<void*>(
+      static_cast<uintptr_t>(info[i].As<Napi::BigInt>().Uint64Value(&lossless)));
+}
+
+void throw_if(Napi::Env env, const status& s) {
+  if (!s.ok()) throw make_error(env, s);
+}
+
+Napi::Value build_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cuda", Napi::Boolean::New(env, device::compiled()));
+  o.Set("simd", Napi::String::New(env, cpu::simd_name(cpu::simd())));
+  Napi::Array features = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const std::string& f : cpu::detected_features()) features.Set(i++, f);
+  o.Set("cpuFeatures", features);
+  o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  return o;
+}
+
+Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
+  cpu::set_num_threads(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value get_num_threads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu::get_num_threads());
+}
+
+// Returns {count} or {count: 0, error} with the driver's reason.
+Napi::Value device_count(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int n = 0;
+  status s = device::count(&n);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("count", Napi::Number::New(env, n));
+  if (!s.ok()) o.Set("error", Napi::String::New(env, s.message));
+  return o;
+}
+
+Napi::Value device_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  device::device_info d{};
+  throw_if(env, device::info(device_arg(info, 0), &d));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", Napi::String::New(env, d.name));
+  o.Set("computeCapability", Napi::String::New(env, std::to_string(d.major) + "." +
+                                                        std::to_string(d.minor)));
+  o.Set("multiprocessors", Napi::Number::New(env, d.multiprocessors));
+  o.Set("totalMemory", Napi::Number::New(env, static_cast<double>(d.total_memory)));
+  return o;
+}
+
+Napi::Value device_alloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  void* p = nullptr;
+  const double bytes = info[1].As<Napi::Number>().DoubleValue();
+  throw_if(env, device::alloc(device_arg(info, 0), static_cast<size_t>(bytes), &p));
+  return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)));
+}
+
+Napi::Value device_free(const Napi::CallbackInfo& info) {
+  throw_if(info.Env(), device::release(device_arg(info, 0), address_arg(info, 1)));
+  return info.Env().Undefined();
+}
+
+// (device, dstAddress, srcTypedArray, async)
+Napi::Value copy_to_device(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int dev = device_arg(info, 0);
+  void* dst = address_arg(info, 1);
+  Napi::TypedArray src = info[2].As<Napi::TypedArray>();
+  const void* p = static_cast<const char*>(src.ArrayBuffer().Data()) + src.ByteOffset();
+  const size_t n = src.ByteLength();
+  keepalive keep;
+  keep.emplace_back(Napi::Persistent(info[2]));
+  return run_task(env, info[3].ToBoolean(),
+                  [=]() { return device::copy_to_device(dev, dst, p, n); }, std::move(keep));
+}
+
+// (device, dstTypedArray, srcAddress, async)
+Napi::Value copy_to_host(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int dev = device_arg(info, 0);
+  Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
+  void* p = static_cast<char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+  const size_t n = dst.ByteLength();
+  const void* src = address_arg(info, 2);
+  keepalive keep;
+  keep.emplace_back(Napi::Persistent(info[1]));
+  return run_task(env, info[3].ToBoolean(),
+                  [=]() { return device::copy_to_host(dev, p, src, n); }, std::move(keep));
+}
+
+// (device, dstAddress, srcAddress, bytes)
+Napi::Value copy_on_device(const Napi::CallbackInfo& info) {
+  const size_t n = static_cast<size_t>(info[3].As<Napi::Number>().DoubleValue());
+  throw_if(info.Env(),
+           device::copy_on_device(device_arg(info, 0), address_arg(info, 1), address_arg(info, 2), n));
+  return info.Env().Undefined();
+}
+
+// (device, async)
+Napi::Value device_synchronize(const Napi::CallbackInfo& info) {
+  const int dev = device_arg(info, 0);
+  return run_task(info.Env(), info[1].ToBoolean(), [=]() { return device::synchronize(dev); }, {});
+}
+
+Napi::Value device_memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t free_bytes = 0, total = 0;
+  throw_if(env, device::memory_info(device_arg(info, 0), &free_bytes, &total));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("free", Napi::Number::New(env, static_cast<double>(free_bytes)));
+  o.Set("total", Napi::Number::New(env, static_cast<double>(total)));
+  return o;
+}
+
+// (device, srcAddress, srcDtype, dstAddress, dstDtype, n)
+Napi::Value device_cast(const Napi::CallbackInfo& info) {
+  throw_if(info.Env(), device::cast(device_arg(info, 0), address_arg(info, 1),
+                                    info[2].As<Napi::Number>().Int32Value(), address_arg(info, 3),
+                                    info[4].As<Napi::Number>().Int32Value(),
+                                    static_cast<int64_t>(info[5].As<Napi::Number>().DoubleValue())));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void register_backend(Napi::Env env, Napi::Object exports) {
+  exports.Set("buildInfo", Napi::Function::New(env, build_info));
+  exports.Set("setNumThreads", Napi::Function::New(env, set_num_threads));
+  exports.Set("getNumThreads", Napi::Function::New(env, get_num_threads));
+  exports.Set("deviceCount", Napi::Function::New(env, device_count));
+  exports.Set("deviceInfo", Napi::Function::New(env, device_info));
+  exports.Set("deviceAlloc", Napi::Function::New(env, device_alloc));
+  exports.Set("deviceFree", Napi::Function::New(env, device_free));
+  exports.Set("copyToDevice", Napi::Function::New(env, copy_to_device));
+  exports.Set("copyToHost", Napi::Function::New(env, copy_to_host));
+  exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
+  exports.Set("deviceSynchronize", Napi::Function::New(env, device_synchronize));
+  exports.Set("deviceMemory", Napi::Function::New(env, device_memory));
+  exports.Set("deviceCast", Napi::Function::New(env, device_cast));
+}
+
+}  // namespace ssmkit::napi

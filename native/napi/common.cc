@@ -1,0 +1,193 @@
+// Implementation of native/napi/common.h.
+#include "common.h"
+
+#include <cstring>
+#include <string>
+
+namespace ssmkit::napi {
+
+const char* status_code_name(status_code code) {
+  switch (code) {
+    case status_code::ok: return "OK";
+    case status_code::dtype: return "ERR_SSMKIT_DTYPE";
+    case status_code::shape: return "ERR_SSMKIT_SHAPE";
+    case status_code::value: return "ERR_SSMKIT_VALUE";
+    case status_code::unsupported: return "ERR_SSMKIT_UNSUPPORTED";
+    case status_code::not_compiled: return "ERR_SSMKIT_NOT_COMPILED";
+    case status_code::cuda: return "ERR_SSMKIT_CUDA";
+    case status_code::cuda_oom: return "ERR_SSMKIT_CUDA_OOM";
+    case status_code::internal: return "ERR_SSMKIT_INTERNAL";
+  }
+  return "ERR_SSMKIT_INTERNAL";
+}
+
+Napi::Error make_error(Napi::Env env, const status& s) {
+  Napi::Error e;
+  switch (s.code) {
+    case status_code::dtype: e = Napi::TypeError::New(env, s.message); break;
+    case status_code::shape:
+    case status_code::value: e = Napi::RangeError::New(env, s.message); break;
+    default: e = Napi::Error::New(env, s.message); break;
+  }
+  e.Value().Set("code", Napi::String::New(env, status_code_name(s.code)));
+  return e;
+}
+
+namespace {
+[[noreturn]] void throw_range(Napi::Env env, const std::string& msg) {
+  throw make_error(env, make_status(status_code::shape, "%s", msg.c_str()));
+}
+}  // namespace
+
+tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const char* what) {
+  tensor_view t;
+  if (v.IsUndefined() || v.IsNull()) return t;
+  if (!v.IsArray()) throw_range(env, std::string(what) + ": internal tensor descriptor expected");
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() != 4) throw_range(env, std::string(what) + ": internal tensor descriptor expected");
+  const int dt = a.Get(0u).As<Napi::Number>().Int32Value();
+  if (dt < 0 || dt > SSMKIT_DTYPE_F64) throw_range(env, std::string(what) + ": unknown dtype code");
+  t.dtype = static_cast<ssmkit_dtype>(dt);
+  Napi::Array shape = a.Get(1u).As<Napi::Array>();
+  if (shape.Length() > static_cast<uint32_t>(kMaxDims)) {
+    throw_range(env, std::string(what) + ": more than 8 dimensions");
+  }
+  t.ndim = static_cast<int>(shape.Length());
+  for (int i = 0; i < t.ndim; ++i) {
+    const double d = shape.Get(static_cast<uint32_t>(i)).As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d > 9007199254740991.0) throw_range(env, std::string(what) + ": bad dimension");
+    t.shape[i] = static_cast<int64_t>(d);
+  }
+  t.device = a.Get(3u).As<Napi::Number>().Int32Value();
+  // Bytes the view covers; int4 packs two values per byte along the last dimension.
+  int64_t need = 0;
+  if (t.ndim == 0) {
+    need = dtype_size(t.dtype);
+  } else if (t.dtype == SSMKIT_DTYPE_I4) {
+    int64_t rows = 1;
+    for (int i = 0; i + 1 < t.ndim; ++i) rows *= t.shape[i];
+    need = rows * ((t.shape[t.ndim - 1] + 1) / 2);
+  } else {
+    need = t.numel() * dtype_size(t.dtype);
+  }
+  Napi::Value data = a.Get(2u);
+  if (t.device < 0) {
+    if (!data.IsTypedArray()) throw_range(env, std::string(what) + ": host data must be a TypedArray");
+    Napi::TypedArray ta = data.As<Napi::TypedArray>();
+    Napi::ArrayBuffer buf = ta.ArrayBuffer();
+    bool detached = false;
+    napi_is_detached_arraybuffer(env, buf, &detached);
+    if (detached) {
+      throw Napi::TypeError::New(env, std::string(what) + ": its ArrayBuffer has been detached");
+    }
+    if (static_cast<int64_t>(ta.ByteLength()) < need) {
+      throw_range(env, std::string(what) + ": its TypedArray is smaller than its shape");
+    }
+    t.data = static_cast<char*>(buf.Data()) + ta.ByteOffset();
+    if (t.data == nullptr && need > 0) throw_range(env, std::string(what) + ": no memory");
+    // An empty tensor still needs a non-null pointer to count as present.
+    if (t.data == nullptr) t.data = reinterpret_cast<void*>(alignof(std::max_align_t));
+    keep.emplace_back(Napi::Persistent(data));
+  } else {
+    if (!data.IsBigInt()) throw_range(env, std::string(what) + ": device address must be a BigInt");
+    bool lossless = false;
+    const uint64_t addr = data.As<Napi::BigInt>().Uint64Value(&lossless);
+    t.data = reinterpret_cast<void*>(static_cast<uintptr_t>(addr));
+    if (t.data == nullptr) t.data = reinterpret_cast<void*>(alignof(std::max_align_t));
+  }
+  return t;
+}
+
+double get_number(Napi::Object o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+bool get_bool(Napi::Object o, const char* key, bool fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+
+Napi::Value finish(Napi::Env env, const status& s, bool async) {
+  if (async) {
+    auto d = Napi::Promise::Deferred::New(env);
+    if (s.ok()) {
+      d.Resolve(env.Undefined());
+    } else {
+      d.Reject(make_error(env, s).Value());
+    }
+    return d.Promise();
+  }
+  if (!s.ok()) throw make_error(env, s);
+  return env.Undefined();
+}
+
+namespace {
+
+class task_worker : public Napi::AsyncWorker {
+ public:
+  task_worker(Napi::Env env, std::function<status()> task, keepalive keep)
+      : Napi::AsyncWorker(env, "ssmkit"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        task_(std::move(task)),
+        keep_(std::move(keep)) {}
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      status_ = task_();
+    } catch (const std::bad_alloc&) {
+      status_ = make_status(status_code::internal, "ssmkit: out of host memory");
+    } catch (...) {
+      status_ = make_status(status_code::internal, "ssmkit: unexpected native exception");
+    }
+  }
+
+  void OnOK() override {
+    if (status_.ok()) {
+      deferred_.Resolve(Env().Undefined());
+    } else {
+      deferred_.Reject(make_error(Env(), status_).Value());
+    }
+    keep_.clear();
+  }
+
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(e.Value());
+    keep_.clear();
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<status()> task_;
+  keepalive keep_;
+  status status_;
+};
+
+}  // namespace
+
+Napi::Value run_task(Napi::Env env, bool async, std::function<status()> task, keepalive keep) {
+  if (!async) {
+    status s;
+    try {
+      s = task();
+    } catch (const std::bad_alloc&) {
+      s = make_status(status_code::internal, "ssmkit: out of host memory");
+    }
+    return finish(env, s, false);
+  }
+  auto* w = new task_worker(env, std::move(task), std::move(keep));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+int op_device(std::initializer_list<const tensor_view*> views) {
+  for (const tensor_view* v : views) {
+    if (v->present()) return v->device;
+  }
+  return -1;
+}
+
+}  // namespace ssmkit::napi
