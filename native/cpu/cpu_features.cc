@@ -11,11 +11,10 @@ namespace {
 simd_level detect() {
 #if SSMKIT_X86
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vl");
+  const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
   if (vnni) return SIMD_AVX512_VNNI;
   if (avx512) return SIMD_AVX512;
@@ -58,9 +57,9 @@ std::vector<std::string> detected_features() {
   std::vector<std::string> out;
 #if SSMKIT_X86
   __builtin_cpu_init();
-  static const char* const names[] = {"sse4.2",   "avx",      "avx2",     "fma",        "f16c",
-                                      "avx512f",  "avx512bw", "avx512dq", "avx512vl",   "avx512vnni",
-                                      "avx512bf16"};
+  static const char* const names[] = {"sse4.2",   "avx",        "avx2",      "fma",
+                                      "f16c",     "avx512f",    "avx512bw",  "avx512dq",
+                                      "avx512vl", "avx512vnni", "avx512bf16"};
   if (__builtin_cpu_supports("sse4.2")) out.emplace_back(names[0]);
   if (__builtin_cpu_supports("avx")) out.emplace_back(names[1]);
   if (__builtin_cpu_supports("avx2")) out.emplace_back(names[2]);

@@ -11,20 +11,42 @@ status not_compiled() {
 }
 }  // namespace
 
-bool compiled() { return false; }
+bool compiled() {
+  return false;
+}
 status count(int* n) {
   *n = 0;
   return not_compiled();
 }
-status info(int, device_info*) { return not_compiled(); }
-status stream(int, void**) { return not_compiled(); }
-status alloc(int, size_t, void**) { return not_compiled(); }
-status release(int, void*) { return not_compiled(); }
-status copy_to_device(int, void*, const void*, size_t) { return not_compiled(); }
-status copy_to_host(int, void*, const void*, size_t) { return not_compiled(); }
-status copy_on_device(int, void*, const void*, size_t) { return not_compiled(); }
-status synchronize(int) { return not_compiled(); }
-status memory_info(int, size_t*, size_t*) { return not_compiled(); }
-status cast(int, const void*, int, void*, int, int64_t) { return not_compiled(); }
+status info(int, device_info*) {
+  return not_compiled();
+}
+status stream(int, void**) {
+  return not_compiled();
+}
+status alloc(int, size_t, void**) {
+  return not_compiled();
+}
+status release(int, void*) {
+  return not_compiled();
+}
+status copy_to_device(int, void*, const void*, size_t) {
+  return not_compiled();
+}
+status copy_to_host(int, void*, const void*, size_t) {
+  return not_compiled();
+}
+status copy_on_device(int, void*, const void*, size_t) {
+  return not_compiled();
+}
+status synchronize(int) {
+  return not_compiled();
+}
+status memory_info(int, size_t*, size_t*) {
+  return not_compiled();
+}
+status cast(int, const void*, int, void*, int, int64_t) {
+  return not_compiled();
+}
 
 }  // namespace ssmkit::device

@@ -96,9 +96,13 @@ class pool {
 
 }  // namespace
 
-void set_num_threads(int n) { pool::get().set_threads(n); }
+void set_num_threads(int n) {
+  pool::get().set_threads(n);
+}
 
-int get_num_threads() { return pool::get().threads(); }
+int get_num_threads() {
+  return pool::get().threads();
+}
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;

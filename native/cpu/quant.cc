@@ -1,9 +1,10 @@
 // CPU kernels of the quantization family. hadamard: the in-register radix-2 Walsh-Hadamard butterfly
 // over each row in float32, rows spread over the thread pool.
+#include "ssmkit/quant.h"
+
 #include <vector>
 
 #include "ssmkit/parallel.h"
-#include "ssmkit/quant.h"
 
 namespace ssmkit {
 namespace {

@@ -5,14 +5,13 @@
 
 #include "ssmkit/status.h"
 
-#define SSMKIT_CUDA_CHECK(call)                                                                   \
-  do {                                                                                            \
-    const cudaError_t ssmkit_e_ = (call);                                                         \
-    if (ssmkit_e_ != cudaSuccess) {                                                               \
-      return ::ssmkit::make_status(ssmkit_e_ == cudaErrorMemoryAllocation                          \
-                                       ? ::ssmkit::status_code::cuda_oom                          \
-                                       : ::ssmkit::status_code::cuda,                             \
-                                   "cuda: %s failed: %s (%s:%d)", #call, cudaGetErrorString(ssmkit_e_), \
-                                   __FILE__, __LINE__);                                           \
-    }                                                                                             \
+#define SSMKIT_CUDA_CHECK(call)                                                                             \
+  do {                                                                                                      \
+    const cudaError_t ssmkit_e_ = (call);                                                                   \
+    if (ssmkit_e_ != cudaSuccess) {                                                                         \
+      return ::ssmkit::make_status(ssmkit_e_ == cudaErrorMemoryAllocation ? ::ssmkit::status_code::cuda_oom \
+                                                                          : ::ssmkit::status_code::cuda,    \
+                                   "cuda: %s failed: %s (%s:%d)", #call, cudaGetErrorString(ssmkit_e_),     \
+                                   __FILE__, __LINE__);                                                     \
+    }                                                                                                       \
   } while (0)

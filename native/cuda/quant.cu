@@ -12,7 +12,8 @@ namespace {
 constexpr int64_t kMaxSharedRow = 32768;
 
 template <ssmkit_dtype T>
-__global__ void hadamard_shared_kernel(const void* __restrict__ x, void* __restrict__ out, int64_t n, float scale) {
+__global__ void hadamard_shared_kernel(const void* __restrict__ x, void* __restrict__ out, int64_t n,
+                                       float scale) {
   extern __shared__ float row[];  // (n,)
   const int64_t r = blockIdx.x;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) row[i] = load_f32<T>(x, r * n + i);
@@ -38,17 +39,19 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
                        static_cast<long long>(p.n));
   }
   if (p.n > kMaxSharedRow) {
-    return make_status(status_code::unsupported, "hadamard: x: rows longer than %lld are not supported on CUDA",
+    return make_status(status_code::unsupported,
+                       "hadamard: x: rows longer than %lld are not supported on CUDA",
                        static_cast<long long>(kMaxSharedRow));
   }
   if (p.rows == 0) return ok_status();
   return SSMKIT_FLOAT_SWITCH(p.x.dtype, "hadamard", [&] {
     const size_t smem = static_cast<size_t>(p.n) * sizeof(float);
-    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(hadamard_shared_kernel<kDType>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(
+        hadamard_shared_kernel<kDType>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     const int threads = p.n >= 2048 ? 1024 : (p.n >= 64 ? static_cast<int>(p.n / 2) : 32);
-    hadamard_shared_kernel<kDType><<<static_cast<unsigned>(p.rows), threads, smem, static_cast<cudaStream_t>(stream)>>>(
-        p.x.data, p.out.data, p.n, p.scale);
+    hadamard_shared_kernel<kDType>
+        <<<static_cast<unsigned>(p.rows), threads, smem, static_cast<cudaStream_t>(stream)>>>(
+            p.x.data, p.out.data, p.n, p.scale);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   });

@@ -51,7 +51,9 @@ __global__ void cast_any_kernel(const void* __restrict__ src, int src_dt, void* 
 
 }  // namespace
 
-bool compiled() { return true; }
+bool compiled() {
+  return true;
+}
 
 status count(int* n) {
   *n = 0;
@@ -92,8 +94,8 @@ status alloc(int dev, size_t bytes, void** out) {
                        bytes, dev);
   }
   if (e != cudaSuccess) {
-    return make_status(status_code::cuda, "cuda: cudaMallocAsync: %s (%s:%d)", cudaGetErrorString(e), __FILE__,
-                       __LINE__);
+    return make_status(status_code::cuda, "cuda: cudaMallocAsync: %s (%s:%d)", cudaGetErrorString(e),
+                       __FILE__, __LINE__);
   }
   return ok_status();
 }

@@ -15,8 +15,7 @@ int device_arg(const Napi::CallbackInfo& info, size_t i) {
 
 void* address_arg(const Napi::CallbackInfo& info, size_t i) {
   bool lossless = false;
-  return reinterpret_cast<void*>(
-      static_cast<uintptr_t>(info[i].As<Napi::BigInt>().Uint64Value(&lossless)));
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(info[i].As<Napi::BigInt>().Uint64Value(&lossless)));
 }
 
 void throw_if(Napi::Env env, const status& s) {
@@ -62,8 +61,7 @@ Napi::Value device_info(const Napi::CallbackInfo& info) {
   throw_if(env, device::info(device_arg(info, 0), &d));
   Napi::Object o = Napi::Object::New(env);
   o.Set("name", Napi::String::New(env, d.name));
-  o.Set("computeCapability", Napi::String::New(env, std::to_string(d.major) + "." +
-                                                        std::to_string(d.minor)));
+  o.Set("computeCapability", Napi::String::New(env, std::to_string(d.major) + "." + std::to_string(d.minor)));
   o.Set("multiprocessors", Napi::Number::New(env, d.multiprocessors));
   o.Set("totalMemory", Napi::Number::New(env, static_cast<double>(d.total_memory)));
   return o;
@@ -92,8 +90,8 @@ Napi::Value copy_to_device(const Napi::CallbackInfo& info) {
   const size_t n = src.ByteLength();
   keepalive keep;
   keep.emplace_back(Napi::Persistent(info[2]));
-  return run_task(env, info[3].ToBoolean(),
-                  [=]() { return device::copy_to_device(dev, dst, p, n); }, std::move(keep));
+  return run_task(
+      env, info[3].ToBoolean(), [=]() { return device::copy_to_device(dev, dst, p, n); }, std::move(keep));
 }
 
 // (device, dstTypedArray, srcAddress, async)
@@ -106,8 +104,8 @@ Napi::Value copy_to_host(const Napi::CallbackInfo& info) {
   const void* src = address_arg(info, 2);
   keepalive keep;
   keep.emplace_back(Napi::Persistent(info[1]));
-  return run_task(env, info[3].ToBoolean(),
-                  [=]() { return device::copy_to_host(dev, p, src, n); }, std::move(keep));
+  return run_task(
+      env, info[3].ToBoolean(), [=]() { return device::copy_to_host(dev, p, src, n); }, std::move(keep));
 }
 
 // (device, dstAddress, srcAddress, bytes)
@@ -136,10 +134,10 @@ Napi::Value device_memory(const Napi::CallbackInfo& info) {
 
 // (device, srcAddress, srcDtype, dstAddress, dstDtype, n)
 Napi::Value device_cast(const Napi::CallbackInfo& info) {
-  throw_if(info.Env(), device::cast(device_arg(info, 0), address_arg(info, 1),
-                                    info[2].As<Napi::Number>().Int32Value(), address_arg(info, 3),
-                                    info[4].As<Napi::Number>().Int32Value(),
-                                    static_cast<int64_t>(info[5].As<Napi::Number>().DoubleValue())));
+  throw_if(info.Env(),
+           device::cast(device_arg(info, 0), address_arg(info, 1), info[2].As<Napi::Number>().Int32Value(),
+                        address_arg(info, 3), info[4].As<Napi::Number>().Int32Value(),
+                        static_cast<int64_t>(info[5].As<Napi::Number>().DoubleValue())));
   return info.Env().Undefined();
 }
 

@@ -56,16 +56,15 @@ struct non_deduced {
 
 template <class P>
 Napi::Value run_op(Napi::Env env, const char* op, P params, int device, bool async, keepalive keep,
-                   status (*cpu)(const P&),
-                   status (*cuda)(const typename non_deduced<P>::type&, void*)) {
+                   status (*cpu)(const P&), status (*cuda)(const typename non_deduced<P>::type&, void*)) {
   if (device < 0) {
-    return run_task(env, async, [params, cpu]() { return cpu(params); }, std::move(keep));
+    return run_task(
+        env, async, [params, cpu]() { return cpu(params); }, std::move(keep));
   }
   if (cuda == nullptr) {
     return finish(env,
                   make_status(status_code::not_compiled,
-                              "%s: tensors are on cuda:%d but this binary has no CUDA kernels", op,
-                              device),
+                              "%s: tensors are on cuda:%d but this binary has no CUDA kernels", op, device),
                   async);
   }
   void* stream = nullptr;

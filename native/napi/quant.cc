@@ -1,6 +1,7 @@
 // Node-API bindings of the quantization family: JS arguments -> params struct -> CPU pool or stream.
-#include "common.h"
 #include "ssmkit/quant.h"
+
+#include "common.h"
 
 namespace ssmkit::napi {
 namespace {
@@ -16,8 +17,8 @@ Napi::Value hadamard(const Napi::CallbackInfo& info) {
   p.n = p.x.ndim == 0 ? 1 : p.x.dim(-1);
   p.rows = p.n == 0 ? 0 : p.x.numel() / p.n;
   p.scale = static_cast<float>(get_number(a, "scale", 1.0));
-  return run_op(env, "hadamard", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
-                &hadamard_cpu, SSMKIT_CUDA_FN(hadamard_cuda));
+  return run_op(env, "hadamard", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep), &hadamard_cpu,
+                SSMKIT_CUDA_FN(hadamard_cuda));
 }
 
 }  // namespace

@@ -71,7 +71,9 @@ SSMKIT_HD float bits_f32(uint32_t u) {
 #endif
 }
 
-SSMKIT_HD float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
+SSMKIT_HD float bf16_to_f32(uint16_t h) {
+  return bits_f32(static_cast<uint32_t>(h) << 16);
+}
 
 SSMKIT_HD uint16_t f32_to_bf16(float f) {
   uint32_t u = f32_bits(f);
@@ -152,25 +154,25 @@ SSMKIT_HD void store_f32<SSMKIT_DTYPE_BF16>(void* p, int64_t i, float v) {
 
 // Expands BODY with `kDType` bound to the compile-time float dtype of DT (float32, float16, bfloat16);
 // any other dtype returns a dtype error naming OP.
-#define SSMKIT_FLOAT_SWITCH(DT, OP, ...)                                                   \
-  [&]() -> ::ssmkit::status {                                                             \
-    switch (DT) {                                                                         \
-      case SSMKIT_DTYPE_F32: {                                                            \
-        constexpr ssmkit_dtype kDType = SSMKIT_DTYPE_F32;                                 \
-        return __VA_ARGS__();                                                             \
-      }                                                                                   \
-      case SSMKIT_DTYPE_F16: {                                                            \
-        constexpr ssmkit_dtype kDType = SSMKIT_DTYPE_F16;                                 \
-        return __VA_ARGS__();                                                             \
-      }                                                                                   \
-      case SSMKIT_DTYPE_BF16: {                                                           \
-        constexpr ssmkit_dtype kDType = SSMKIT_DTYPE_BF16;                                \
-        return __VA_ARGS__();                                                             \
-      }                                                                                   \
-      default:                                                                            \
-        return ::ssmkit::make_status(::ssmkit::status_code::dtype, "%s: unsupported dtype %s", \
-                                     OP, ::ssmkit::dtype_name(DT));                       \
-    }                                                                                     \
+#define SSMKIT_FLOAT_SWITCH(DT, OP, ...)                                                           \
+  [&]() -> ::ssmkit::status {                                                                      \
+    switch (DT) {                                                                                  \
+      case SSMKIT_DTYPE_F32: {                                                                     \
+        constexpr ssmkit_dtype kDType = SSMKIT_DTYPE_F32;                                          \
+        return __VA_ARGS__();                                                                      \
+      }                                                                                            \
+      case SSMKIT_DTYPE_F16: {                                                                     \
+        constexpr ssmkit_dtype kDType = SSMKIT_DTYPE_F16;                                          \
+        return __VA_ARGS__();                                                                      \
+      }                                                                                            \
+      case SSMKIT_DTYPE_BF16: {                                                                    \
+        constexpr ssmkit_dtype kDType = SSMKIT_DTYPE_BF16;                                         \
+        return __VA_ARGS__();                                                                      \
+      }                                                                                            \
+      default:                                                                                     \
+        return ::ssmkit::make_status(::ssmkit::status_code::dtype, "%s: unsupported dtype %s", OP, \
+                                     ::ssmkit::dtype_name(DT));                                    \
+    }                                                                                              \
   }()
 
 #define SSMKIT_BOOL_SWITCH(COND, NAME, ...) \

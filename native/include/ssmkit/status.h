@@ -25,12 +25,15 @@ struct status {
   bool ok() const { return code == status_code::ok; }
 };
 
-inline status ok_status() { return status{}; }
+inline status ok_status() {
+  return status{};
+}
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-inline status make_status(status_code code, const char* fmt, ...) {
+inline status
+make_status(status_code code, const char* fmt, ...) {
   status s;
   s.code = code;
   va_list args;
