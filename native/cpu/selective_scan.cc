@@ -1023,7 +1023,7 @@ inline void conv_row(const float* buf, const float* w, int64_t width, float bias
   for (int64_t i = 0; i < n; i += W) {
     T acc = V::set1(bias);
     for (int64_t k = 0; k < width; ++k) acc = V::fma(V::set1(w[k]), V::load(buf + i + k), acc);
-    if (silu) acc = V::mul(acc, vsilu<V>(acc));
+    if (silu) acc = vsilu<V>(acc);
     V::store(out + i, acc);
   }
 }
