@@ -631,7 +631,7 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
     build_tables(md, etab, rtab, Kp);
     float* G = g_buf.get(kRowsPerCall * std::max<int64_t>(K, 1));
     // (N2) complex each: the coefficients of a series, the state, the block's input sum, lambda^T, B.
-    auto* work = reinterpret_cast<cplx*>(state_buf.get(2 * 5 * std::max<int64_t>(n2, 1)));
+    auto* work = reinterpret_cast<cplx*>(state_buf.get(4 * 5 * std::max<int64_t>(n2, 1)));
     cplx* coef = work;
     cplx* state = work + n2;
     cplx* sum = work + 2 * n2;
