@@ -72,6 +72,8 @@ function load(): Loaded {
   const tried: string[] = [];
   let fallbackReason: string | undefined;
   let warn = false;
+  // An NVIDIA driver's control device: CUDA was expected here, so falling back deserves a warning.
+  const gpuLikely = fs.existsSync('/dev/nvidiactl');
 
   if (want !== 'cpu') {
     let found = false;
@@ -101,14 +103,16 @@ function load(): Loaded {
         }
         tried.push(`${file}: ${error ?? 'no CUDA device found'}`);
       } catch (e) {
+        // The binary exists but does not load (missing library, wrong platform): always worth a warning.
+        warn = true;
         tried.push(`${file}: ${(e as Error).message}`);
       }
     }
     if (!found) tried.push(`no CUDA build (looked for ${cudaCandidates(root).join(', ')})`);
     fallbackReason = tried.join('; ');
-    // A CUDA binary that cannot run, or an NVIDIA device without a CUDA binary, deserves a warning;
-    // a machine with neither simply runs on the CPU.
-    warn = found || fs.existsSync('/dev/nvidiactl');
+    // A machine without an NVIDIA driver simply runs on the CPU (the reason is in backend()); a GPU
+    // machine where CUDA cannot be used, or a CUDA binary that does not load, gets one warning.
+    warn = warn || gpuLikely;
     if (want === 'cuda') {
       throw new SsmkitError(
         `ssmkit: SSMKIT_BACKEND=cuda, but the CUDA backend cannot be used: ${fallbackReason}. ` +
