@@ -77,5 +77,6 @@ void register_backend(Napi::Env env, Napi::Object exports);
 void register_quant(Napi::Env env, Napi::Object exports);
 void register_scan(Napi::Env env, Napi::Object exports);
 void register_fft(Napi::Env env, Napi::Object exports);
+void register_nn(Napi::Env env, Napi::Object exports);
 
 }  // namespace ssmkit::napi
