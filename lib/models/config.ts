@@ -35,6 +35,9 @@ export interface MambaConfig {
   checkpointDtype?: string;
 }
 
+// Marks a number that JSON cannot spell while the text is re-parsed.
+const TAG = '__ssmkit_float__:';
+
 function bad(field: string, expected: string, got: unknown): SsmkitError {
   const g = typeof got === 'string' ? JSON.stringify(got) : got === undefined ? 'nothing' : JSON.stringify(got);
   return new SsmkitError(`MambaModel.load: config.json: ${field}: expected ${expected}, got ${g}`, 'ERR_SSMKIT_CONFIG');
@@ -67,13 +70,13 @@ export function parseConfigJson(text: string): Record<string, unknown> {
     }
     const rest = text.slice(i, i + 9);
     if (rest.startsWith('-Infinity')) {
-      out += '"\u0000-Infinity"';
+      out += `"${TAG}-Infinity"`;
       i += 8;
     } else if (rest.startsWith('Infinity')) {
-      out += '"\u0000Infinity"';
+      out += `"${TAG}Infinity"`;
       i += 7;
     } else if (rest.startsWith('NaN')) {
-      out += '"\u0000NaN"';
+      out += `"${TAG}NaN"`;
       i += 2;
     } else {
       out += ch;
@@ -82,7 +85,7 @@ export function parseConfigJson(text: string): Record<string, unknown> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(out, (_k, v) => {
-      if (typeof v === 'string' && v.startsWith('\u0000')) return Number(v.slice(1));
+      if (typeof v === 'string' && v.startsWith(TAG)) return Number(v.slice(TAG.length));
       if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
         const keys = Object.keys(v);
         if (keys.length === 1 && keys[0] === '__float__') return Number((v as { __float__: unknown }).__float__);
