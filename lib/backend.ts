@@ -69,6 +69,27 @@ function load(): Loaded {
     throw rangeError('ssmkit', 'SSMKIT_BACKEND', "'auto', 'cpu' or 'cuda'", JSON.stringify(want));
   }
   const root = packageRoot();
+  const explicit = process.env.SSMKIT_BINDING;
+  if (explicit) {
+    // A specific binary (a sanitizer or debug build), used as it is.
+    const addon = requireAddon(path.resolve(explicit));
+    const build = addon.buildInfo() as { simd: string; cpuFeatures: string[]; cuda: boolean };
+    const count = build.cuda && want !== 'cpu' ? (addon.deviceCount() as { count: number }).count : 0;
+    const dev = count > 0 ? (addon.deviceInfo(0) as { name: string; computeCapability: string }) : undefined;
+    loaded = {
+      addon,
+      cudaDevices: count,
+      info: {
+        name: count > 0 ? 'cuda' : 'cpu',
+        ...(dev ? { device: dev.name, computeCapability: dev.computeCapability } : {}),
+        cpuFeatures: build.cpuFeatures,
+        simd: build.simd,
+        threads: addon.getNumThreads() as number,
+        bindingPath: path.resolve(explicit),
+      },
+    };
+    return loaded;
+  }
   const tried: string[] = [];
   let fallbackReason: string | undefined;
   let warn = false;
