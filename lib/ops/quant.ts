@@ -56,7 +56,8 @@ function prepareHadamard(op: string, x: unknown, opts: unknown) {
  * Fast Walsh-Hadamard transform over the last dimension, times `scale`; math in float32, output in x's
  * dtype. n = 2^k uses the Sylvester order; n = m * 2^k with m in {12, 20, 28, 40} (Mamba widths such as
  * 1536, 3072, 5120) computes (H_m kron H_{2^k}) x with the H_m of Dao-AILab's fast-hadamard-transform
- * (its hadamard_transform_12N / 20N / 28N / 40N).
+ * (its hadamard_transform_12N / 20N / 28N / 40N). 20 * 2^k with k >= 1 equals 40 * 2^(k-1) and uses H_40,
+ * as Quamba does.
  * @param x `[..., n]` float32 | float16 | bfloat16.
  * @returns `[..., n]`, x's dtype.
  * @throws TypeError for a wrong dtype; RangeError for an unsupported length.

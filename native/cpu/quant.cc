@@ -85,44 +85,6 @@ const char* const kHad40[] = {
     "+++----+-+-++++--++----++++-+-+----++--+", "+-++----+-+-++++--++-+--++++-+-+----++--",
 };
 
-// H_m as floats (+1 / -1), row-major m x m; nullptr for an order we do not have.
-const float* hadamard_signs(int m) {
-  struct tables {
-    std::vector<float> t12, t20, t28, t40;
-    static std::vector<float> build(const char* const* rows, int m) {
-      std::vector<float> t(static_cast<size_t>(m) * m);
-      for (int i = 0; i < m; ++i) {
-        for (int j = 0; j < m; ++j) t[i * m + j] = rows[i][j] == '-' ? -1.0f : 1.0f;
-      }
-      return t;
-    }
-  };
-  static const tables t{tables::build(kHad12, 12), tables::build(kHad20, 20), tables::build(kHad28, 28),
-                        tables::build(kHad40, 40)};
-  switch (m) {
-    case 12: return t.t12.data();
-    case 20: return t.t20.data();
-    case 28: return t.t28.data();
-    case 40: return t.t40.data();
-    default: return nullptr;
-  }
-}
-
-// n = m * 2^k with m in {1, 12, 20, 28, 40}; false otherwise.
-bool hadamard_factor(int64_t n, int* m, int64_t* pow2) {
-  if (n < 1) return false;
-  for (int f : {1, 12, 20, 28, 40}) {
-    if (n % f != 0) continue;
-    const int64_t q = n / f;
-    if ((q & (q - 1)) == 0) {
-      *m = f;
-      *pow2 = q;
-      return true;
-    }
-  }
-  return false;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Row kernels, one set per SIMD level. A row is `n` floats in a float32 buffer.
 
@@ -667,6 +629,46 @@ float scale_from_amax(float amax, int bits) {
 }
 
 }  // namespace
+
+// H_m as floats (+1 / -1), row-major m x m; nullptr for an order we do not have.
+const float* hadamard_signs(int m) {
+  struct tables {
+    std::vector<float> t12, t20, t28, t40;
+    static std::vector<float> build(const char* const* rows, int m) {
+      std::vector<float> t(static_cast<size_t>(m) * m);
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < m; ++j) t[i * m + j] = rows[i][j] == '-' ? -1.0f : 1.0f;
+      }
+      return t;
+    }
+  };
+  static const tables t{tables::build(kHad12, 12), tables::build(kHad20, 20), tables::build(kHad28, 28),
+                        tables::build(kHad40, 40)};
+  switch (m) {
+    case 12: return t.t12.data();
+    case 20: return t.t20.data();
+    case 28: return t.t28.data();
+    case 40: return t.t40.data();
+    default: return nullptr;
+  }
+}
+
+// n = m * 2^k with m in {1, 12, 20, 28, 40}; false otherwise. 20 * 2^k for k >= 1 is also 40 * 2^(k-1):
+// like Quamba (which picks 12N, then 40N, then the power of two), we take H_40 there, so H_20 serves
+// n = 20 only.
+bool hadamard_factor(int64_t n, int* m, int64_t* pow2) {
+  if (n < 1) return false;
+  for (int f : {1, 12, 40, 20, 28}) {
+    if (n % f != 0) continue;
+    const int64_t q = n / f;
+    if ((q & (q - 1)) == 0) {
+      *m = f;
+      *pow2 = q;
+      return true;
+    }
+  }
+  return false;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // hadamard

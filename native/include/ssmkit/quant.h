@@ -39,8 +39,8 @@ enum quant_granularity : int32_t {
 };
 
 // Fast Walsh-Hadamard transform over the last dimension, times `scale`. n = m * 2^k with m in {1, 12, 20,
-// 28, 40}: out = (H_m kron H_{2^k}) x, element i * 2^k + p, H_{2^k} in Sylvester order and H_m the
-// matrices of Dao-AILab's fast-hadamard-transform (see native/cpu/quant.cc).
+// 28, 40} (40 before 20 where both fit): out = (H_m kron H_{2^k}) x, element i * 2^k + p, H_{2^k} in
+// Sylvester order and H_m the matrices of Dao-AILab's fast-hadamard-transform (see native/cpu/quant.cc).
 struct hadamard_params {
   tensor_view x;    // (rows, n) float32 | float16 | bfloat16
   tensor_view out;  // (rows, n) x's dtype
@@ -48,6 +48,11 @@ struct hadamard_params {
   int64_t n = 0;
   float scale = 1.0f;
 };
+
+// n = m * 2^k as hadamard uses it (m = 1 for a power of two); false for any other length.
+bool hadamard_factor(int64_t n, int* m, int64_t* pow2);
+// H_m as m x m floats (+1 / -1), row-major, for m in {12, 20, 28, 40}; nullptr otherwise.
+const float* hadamard_signs(int m);
 
 status hadamard_cpu(const hadamard_params& p);
 status hadamard_cuda(const hadamard_params& p, void* stream);
