@@ -180,7 +180,12 @@ export class MambaModel {
     const ckpt = await Checkpoint.open(dir);
     const model = await loadWeights(config, ckpt, dtype);
     if (quantize) {
-      await quantizeModelLinears(model, quantize, calibration);
+      try {
+        await quantizeModelLinears(model, ckpt, quantize, calibration);
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
     }
     if (device !== 'cpu') await model.#to(device);
     return model;
@@ -210,11 +215,9 @@ export class MambaModel {
     return out;
   }
 
-  /** @internal Replaces one linear layer (the old one is disposed). */
+  /** @internal Replaces one linear layer (the caller disposes the old one). */
   _setLinear(layer: number, name: 'inProj' | 'xProj' | 'dtProj' | 'outProj', linear: LinearLayer, quantize?: QuantizeMode): void {
     const l = this.#layers[layer] as Layer;
-    const old = l[name];
-    if (old !== linear) old?.dispose();
     l[name] = linear;
     if (quantize) (this as { quantize: QuantizeMode | undefined }).quantize = quantize;
   }

@@ -130,38 +130,17 @@ export interface LinearOptions {
   outDtype?: FloatDType;
 }
 
-function prepareLinear(op: string, x: unknown, w: unknown, opts: unknown) {
-  const o = options<LinearOptions>(op, opts, ['bias', 'xTransposed', 'split', 'outDtype']);
-  const xTransposed = boolOption(op, 'options.xTransposed', o.xTransposed, false);
-  const xt = tensorArg(op, 'x', x, FLOAT_DTYPES, xTransposed ? 3 : undefined);
-  const pw = packedArg(op, 'w', w);
-  const n = pw.outFeatures;
-  const k = pw.inFeatures;
-  if (xt.shape.length < 1) throw rangeError(op, 'x', 'at least 1 dimension', 'a scalar');
-  const xk = xTransposed ? xt.shape[1] : xt.shape[xt.shape.length - 1];
-  if (xk !== k) throw rangeError(op, 'x', `${k} input features (w is [${n}, ${k}])`, `[${xt.shape.join(', ')}]`);
-  const bias = optTensor(op, 'options.bias', o.bias, ['float32'], 1);
-  if (bias) expectShape(op, 'options.bias', bias, [n], 'outFeatures');
-  const outDtype = enumOption(op, 'options.outDtype', o.outDtype, FLOAT_DTYPES as readonly FloatDType[], xt.dtype as FloatDType);
-  let split: readonly LinearSplit[];
-  if (o.split === undefined) {
-    split = [{ cols: n, dtype: outDtype }];
-  } else {
-    if (!Array.isArray(o.split)) throw typeError(op, 'options.split', 'an array of { cols, transposed?, dtype? }', o.split);
-    if (o.split.length < 1 || o.split.length > MAX_SPLIT) {
-      throw rangeError(op, 'options.split', `1 to ${MAX_SPLIT} outputs`, `${o.split.length}`);
-    }
-    split = o.split;
-  }
-  // Rows: x [..., K] -> lead dims; x [batch, K, seqlen] -> [batch, seqlen].
-  const lead = xTransposed ? [xt.shape[0] as number, xt.shape[2] as number] : xt.shape.slice(0, -1);
-  const m = shapeSize(lead);
+/** Allocates the outputs of a column split of `[...lead, n]` and their native descriptors. */
+function splitOutputs(
+  op: string,
+  split: readonly LinearSplit[],
+  n: number,
+  lead: readonly number[],
+  outDtype: FloatDType,
+  device: number,
+  xShape: readonly number[],
+): { outs: Tensor[]; outputs: object[] } {
   const seqlen = lead.length >= 2 ? (lead[lead.length - 1] as number) : 1;
-  const device = commonDevice(op, [
-    ['x', xt],
-    ['w', pw.panels],
-    ['options.bias', bias],
-  ]);
   const outs: Tensor[] = [];
   const outputs: object[] = [];
   let col0 = 0;
@@ -175,7 +154,7 @@ function prepareLinear(op: string, x: unknown, w: unknown, opts: unknown) {
       const transposed = boolOption(op, `${name}.transposed`, s.transposed, false);
       const dtype = enumOption(op, `${name}.dtype`, s.dtype, FLOAT_DTYPES as readonly FloatDType[], outDtype);
       if (transposed && lead.length !== 2) {
-        throw rangeError(op, name, 'x of [batch, seqlen, K] (or transposed) for a transposed output', `[${xt.shape.join(', ')}]`);
+        throw rangeError(op, name, 'x of [batch, seqlen, K] (or transposed) for a transposed output', `[${xShape.join(', ')}]`);
       }
       const shape = transposed ? [lead[0] as number, cols, seqlen] : [...lead, cols];
       const out = Tensor._alloc(op, dtype, shape, device);
@@ -188,6 +167,40 @@ function prepareLinear(op: string, x: unknown, w: unknown, opts: unknown) {
     for (const t of outs) t.dispose();
     throw e;
   }
+  return { outs, outputs };
+}
+
+function splitOption(op: string, v: unknown, n: number, outDtype: FloatDType): readonly LinearSplit[] {
+  if (v === undefined) return [{ cols: n, dtype: outDtype }];
+  if (!Array.isArray(v)) throw typeError(op, 'options.split', 'an array of { cols, transposed?, dtype? }', v);
+  if (v.length < 1 || v.length > MAX_SPLIT) throw rangeError(op, 'options.split', `1 to ${MAX_SPLIT} outputs`, `${v.length}`);
+  return v;
+}
+
+function prepareLinear(op: string, x: unknown, w: unknown, opts: unknown) {
+  const o = options<LinearOptions>(op, opts, ['bias', 'xTransposed', 'split', 'outDtype']);
+  const xTransposed = boolOption(op, 'options.xTransposed', o.xTransposed, false);
+  const xt = tensorArg(op, 'x', x, FLOAT_DTYPES, xTransposed ? 3 : undefined);
+  const pw = packedArg(op, 'w', w);
+  const n = pw.outFeatures;
+  const k = pw.inFeatures;
+  if (xt.shape.length < 1) throw rangeError(op, 'x', 'at least 1 dimension', 'a scalar');
+  const xk = xTransposed ? xt.shape[1] : xt.shape[xt.shape.length - 1];
+  if (xk !== k) throw rangeError(op, 'x', `${k} input features (w is [${n}, ${k}])`, `[${xt.shape.join(', ')}]`);
+  const bias = optTensor(op, 'options.bias', o.bias, ['float32'], 1);
+  if (bias) expectShape(op, 'options.bias', bias, [n], 'outFeatures');
+  const outDtype = enumOption(op, 'options.outDtype', o.outDtype, FLOAT_DTYPES as readonly FloatDType[], xt.dtype as FloatDType);
+  const split = splitOption(op, o.split, n, outDtype);
+  // Rows: x [..., K] -> lead dims; x [batch, K, seqlen] -> [batch, seqlen].
+  const lead = xTransposed ? [xt.shape[0] as number, xt.shape[2] as number] : xt.shape.slice(0, -1);
+  const m = shapeSize(lead);
+  const seqlen = lead.length >= 2 ? (lead[lead.length - 1] as number) : 1;
+  const device = commonDevice(op, [
+    ['x', xt],
+    ['w', pw.panels],
+    ['options.bias', bias],
+  ]);
+  const { outs, outputs } = splitOutputs(op, split, n, lead, outDtype, device, xt.shape);
   const args = {
     x: xt._native(op, 'x'),
     w: pw.panels._native(op, 'w'),
@@ -229,6 +242,48 @@ export function linearSync(x: Tensor, w: PackedLinear, opts: LinearOptions = {})
   const { outs, args, single } = prepareLinear('linearSync', x, w, opts);
   callSync('linear', args, outs);
   return single ? (outs[0] as Tensor) : outs;
+}
+
+// ---- splitColumns -----------------------------------------------------------------------------------
+
+function prepareSplitColumns(op: string, x: unknown, split: unknown) {
+  const xt = tensorArg(op, 'x', x, FLOAT_DTYPES);
+  if (xt.shape.length < 1) throw rangeError(op, 'x', 'at least 1 dimension', 'a scalar');
+  const n = xt.shape[xt.shape.length - 1] as number;
+  const parts = splitOption(op, split, n, xt.dtype as FloatDType);
+  const lead = xt.shape.slice(0, -1);
+  const device = commonDevice(op, [['x', xt]]);
+  const { outs, outputs } = splitOutputs(op, parts, n, lead, xt.dtype as FloatDType, device, xt.shape);
+  const seqlen = lead.length >= 2 ? (lead[lead.length - 1] as number) : 1;
+  return { outs, args: { x: xt._native(op, 'x'), m: shapeSize(lead), n, seqlen, outputs } };
+}
+
+/**
+ * Splits x `[..., N]` by columns into outputs laid out as {@link linear} writes them (each token-major
+ * or, for x `[batch, seqlen, N]`, transposed to `[batch, cols, seqlen]`).
+ * @param x `[..., N]` float32 | float16 | bfloat16.
+ * @param split the outputs, in order; their cols add up to N.
+ * @throws TypeError for a wrong dtype; RangeError for splits that do not add up.
+ * @example
+ * const [z, xs] = await splitColumns(y, [{ cols: 64 }, { cols: 64, transposed: true }]);
+ */
+export async function splitColumns(x: Tensor, split: readonly LinearSplit[]): Promise<Tensor[]> {
+  maxArgs('splitColumns', arguments.length, 2);
+  const { outs, args } = prepareSplitColumns('splitColumns', x, split);
+  await callAsync('splitColumns', args, outs);
+  return outs;
+}
+
+/**
+ * {@link splitColumns} on the calling thread.
+ * @example
+ * const [a, b] = splitColumnsSync(y, [{ cols: 2 }, { cols: 3 }]);
+ */
+export function splitColumnsSync(x: Tensor, split: readonly LinearSplit[]): Tensor[] {
+  maxArgs('splitColumnsSync', arguments.length, 2);
+  const { outs, args } = prepareSplitColumns('splitColumnsSync', x, split);
+  callSync('splitColumns', args, outs);
+  return outs;
 }
 
 // ---- rmsNorm ----------------------------------------------------------------------------------------

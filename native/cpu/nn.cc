@@ -401,6 +401,24 @@ status linear_cpu(const linear_params& p) {
   return linear_run(p);
 }
 
+status split_columns_cpu(const split_columns_params& p) {
+  cpu::parallel_for(p.num_outputs, 1, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      const linear_output& out = p.outputs[o];
+      for (int64_t row = 0; row < p.m; ++row) {
+        for (int64_t c = 0; c < out.cols; ++c) {
+          const float v = load_any(p.x, row * p.n + out.col0 + c);
+          // out (M, cols) or (batch, cols, seqlen)
+          const int64_t dst = out.transposed ? ((row / p.seqlen) * out.cols + c) * p.seqlen + row % p.seqlen
+                                             : row * out.cols + c;
+          store_any(out.out, dst, v);
+        }
+      }
+    }
+  });
+  return ok_status();
+}
+
 status rms_norm_cpu(const rms_norm_params& p) {
   const int64_t d = p.d;
   const int64_t out_rows = p.last_of > 0 ? p.rows / p.last_of : p.rows;

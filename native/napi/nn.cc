@@ -54,6 +54,30 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
                                &linear_cpu, nullptr);
 }
 
+// splitColumns({x, m, n, seqlen, outputs: [{out, col0, cols, transposed}]}, async)
+Napi::Value split_columns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  split_columns_params p;
+  p.x = read_tensor(env, a.Get("x"), keep, "splitColumns: x");
+  p.m = get_int(a, "m", 0);
+  p.n = get_int(a, "n", 0);
+  p.seqlen = get_int(a, "seqlen", 1);
+  Napi::Array outs = a.Get("outputs").As<Napi::Array>();
+  p.num_outputs = static_cast<int>(std::min<uint32_t>(outs.Length(), kLinearMaxOutputs));
+  for (int i = 0; i < p.num_outputs; ++i) {
+    Napi::Object o = outs.Get(static_cast<uint32_t>(i)).As<Napi::Object>();
+    linear_output& lo = p.outputs[i];
+    lo.out = read_tensor(env, o.Get("out"), keep, "splitColumns: out");
+    lo.col0 = get_int(o, "col0", 0);
+    lo.cols = get_int(o, "cols", 0);
+    lo.transposed = get_bool(o, "transposed", false);
+  }
+  return run_op<split_columns_params>(env, "splitColumns", p, op_device({&p.x}), info[1].ToBoolean(),
+                                      std::move(keep), &split_columns_cpu, nullptr);
+}
+
 // rmsNorm({x, residual, residualOut, weight, out, rows, d, lastOf, eps}, async)
 Napi::Value rms_norm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -153,6 +177,7 @@ Napi::Value dt_limit(const Napi::CallbackInfo& info) {
 void register_nn(Napi::Env env, Napi::Object exports) {
   exports.Set("packLinear", Napi::Function::New(env, pack_linear));
   exports.Set("linear", Napi::Function::New(env, linear));
+  exports.Set("splitColumns", Napi::Function::New(env, split_columns));
   exports.Set("rmsNorm", Napi::Function::New(env, rms_norm));
   exports.Set("gatedRmsNorm", Napi::Function::New(env, gated_rms_norm));
   exports.Set("embedding", Napi::Function::New(env, embedding));

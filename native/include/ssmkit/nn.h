@@ -47,6 +47,17 @@ struct linear_params {
   linear_output outputs[kLinearMaxOutputs];
 };
 
+// Columns of x (M, N) into outputs as linear writes them (the epilogue of a GEMM that cannot split its
+// own output, such as the quantized ones).
+struct split_columns_params {
+  tensor_view x;  // (M, N) float32 | float16 | bfloat16
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t seqlen = 1;  // the last dimension of transposed outputs
+  int num_outputs = 0;
+  linear_output outputs[kLinearMaxOutputs];
+};
+
 // residual_out = x + residual (float32 math); out = residual_out / rms(residual_out) * weight. With
 // last_of > 0 only the last row of every last_of rows is normalized (the final norm before the LM head
 // when only the next token's logits are wanted), and residual_out must be absent.
@@ -118,6 +129,7 @@ struct dt_limit_params {
 
 status pack_linear_cpu(const pack_linear_params& p);
 status linear_cpu(const linear_params& p);
+status split_columns_cpu(const split_columns_params& p);
 status rms_norm_cpu(const rms_norm_params& p);
 status gated_rms_norm_cpu(const gated_rms_norm_params& p);
 status embedding_cpu(const embedding_params& p);
@@ -126,6 +138,7 @@ status dt_limit_cpu(const dt_limit_params& p);
 
 status pack_linear_cuda(const pack_linear_params& p, void* stream);
 status linear_cuda(const linear_params& p, void* stream);
+status split_columns_cuda(const split_columns_params& p, void* stream);
 status rms_norm_cuda(const rms_norm_params& p, void* stream);
 status gated_rms_norm_cuda(const gated_rms_norm_params& p, void* stream);
 status embedding_cuda(const embedding_params& p, void* stream);
