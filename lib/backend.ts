@@ -69,9 +69,32 @@ function load(): Loaded {
     throw rangeError('ssmkit', 'SSMKIT_BACKEND', "'auto', 'cpu' or 'cuda'", JSON.stringify(want));
   }
   const root = packageRoot();
+  const explicit = process.env.SSMKIT_BINDING;
+  if (explicit) {
+    // A specific binary (a sanitizer or debug build), used as it is.
+    const addon = requireAddon(path.resolve(explicit));
+    const build = addon.buildInfo() as { simd: string; cpuFeatures: string[]; cuda: boolean };
+    const count = build.cuda && want !== 'cpu' ? (addon.deviceCount() as { count: number }).count : 0;
+    const dev = count > 0 ? (addon.deviceInfo(0) as { name: string; computeCapability: string }) : undefined;
+    loaded = {
+      addon,
+      cudaDevices: count,
+      info: {
+        name: count > 0 ? 'cuda' : 'cpu',
+        ...(dev ? { device: dev.name, computeCapability: dev.computeCapability } : {}),
+        cpuFeatures: build.cpuFeatures,
+        simd: build.simd,
+        threads: addon.getNumThreads() as number,
+        bindingPath: path.resolve(explicit),
+      },
+    };
+    return loaded;
+  }
   const tried: string[] = [];
   let fallbackReason: string | undefined;
   let warn = false;
+  // An NVIDIA driver's control device: CUDA was expected here, so falling back deserves a warning.
+  const gpuLikely = fs.existsSync('/dev/nvidiactl');
 
   if (want !== 'cpu') {
     let found = false;
@@ -101,14 +124,16 @@ function load(): Loaded {
         }
         tried.push(`${file}: ${error ?? 'no CUDA device found'}`);
       } catch (e) {
+        // The binary exists but does not load (missing library, wrong platform): always worth a warning.
+        warn = true;
         tried.push(`${file}: ${(e as Error).message}`);
       }
     }
     if (!found) tried.push(`no CUDA build (looked for ${cudaCandidates(root).join(', ')})`);
     fallbackReason = tried.join('; ');
-    // A CUDA binary that cannot run, or an NVIDIA device without a CUDA binary, deserves a warning;
-    // a machine with neither simply runs on the CPU.
-    warn = found || fs.existsSync('/dev/nvidiactl');
+    // A machine without an NVIDIA driver simply runs on the CPU (the reason is in backend()); a GPU
+    // machine where CUDA cannot be used, or a CUDA binary that does not load, gets one warning.
+    warn = warn || gpuLikely;
     if (want === 'cuda') {
       throw new SsmkitError(
         `ssmkit: SSMKIT_BACKEND=cuda, but the CUDA backend cannot be used: ${fallbackReason}. ` +

@@ -5,6 +5,7 @@ export { type BackendInfo, backend, getNumThreads, setNumThreads } from './backe
 export { type Device, synchronize, synchronizeSync } from './device';
 export type { ArrayFor, DType } from './dtype';
 export { SsmkitError } from './errors';
+export * from './models/index';
 export * from './ops/fft';
 export * from './ops/quant';
 export * from './ops/scan';

@@ -1,6 +1,7 @@
 // Implementation of native/napi/common.h.
 #include "common.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -181,6 +182,22 @@ Napi::Value run_task(Napi::Env env, bool async, std::function<status()> task, ke
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
+}
+
+bool cuda_sync_each_op() {
+  static const bool on = [] {
+    const char* v = std::getenv("SSMKIT_CUDA_SYNC");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+status prefix_status(const char* op, const status& s) {
+  status out = s;
+  // The message may be cut to fit; the op's name in front matters more than its tail.
+  const int room = static_cast<int>(sizeof(out.message)) - static_cast<int>(std::strlen(op)) - 3;
+  std::snprintf(out.message, sizeof(out.message), "%s: %.*s", op, room > 0 ? room : 0, s.message);
+  return out;
 }
 
 int op_device(std::initializer_list<const tensor_view*> views) {

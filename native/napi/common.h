@@ -6,6 +6,7 @@
 #pragma once
 #include <napi.h>
 
+#include <cstring>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -47,6 +48,12 @@ Napi::Value run_task(Napi::Env env, bool async, std::function<status()> task, ke
 // TypeScript layer has already checked that they agree.
 int op_device(std::initializer_list<const tensor_view*> views);
 
+// True when SSMKIT_CUDA_SYNC=1: every CUDA op waits for its kernels before returning.
+bool cuda_sync_each_op();
+
+// The same status with "<op>: " in front of its message.
+status prefix_status(const char* op, const status& s);
+
 // Runs an op on the backend its tensors live on: the CPU pool (possibly async), or the device's stream
 // (enqueued here, so async and sync both return at once).
 template <class T>
@@ -70,6 +77,10 @@ Napi::Value run_op(Napi::Env env, const char* op, P params, int device, bool asy
   void* stream = nullptr;
   status s = device::stream(device, &stream);
   if (s.ok()) s = cuda(params, stream);
+  // Kernel faults surface at the next synchronization; SSMKIT_CUDA_SYNC=1 waits after every op so that
+  // a fault is reported on the op that caused it.
+  if (s.ok() && cuda_sync_each_op()) s = device::synchronize(device);
+  if (!s.ok() && std::strncmp(s.message, op, std::strlen(op)) != 0) s = prefix_status(op, s);
   return finish(env, s, async);
 }
 
@@ -77,5 +88,6 @@ void register_backend(Napi::Env env, Napi::Object exports);
 void register_quant(Napi::Env env, Napi::Object exports);
 void register_scan(Napi::Env env, Napi::Object exports);
 void register_fft(Napi::Env env, Napi::Object exports);
+void register_nn(Napi::Env env, Napi::Object exports);
 
 }  // namespace ssmkit::napi

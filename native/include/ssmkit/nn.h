@@ -1,0 +1,148 @@
+// Parameters of the model building blocks that the model runner composes with the op families: the
+// float linear layer over pre-packed weight panels, RMSNorm with the float32 residual, Mamba-2's gated
+// group RMSNorm, the embedding lookup, the transposing split between (tokens, channels) and (channels,
+// tokens) layouts, and dt's softplus with limits. One struct per op, filled once by native/napi/nn.cc
+// and read by native/cpu/nn.cc (and the CUDA kernels, whose entry points are declared here).
+#pragma once
+#include "ssmkit/status.h"
+#include "ssmkit/tensor.h"
+
+namespace ssmkit {
+
+// Output columns per packed weight panel: two AVX-512 registers of float32, four of AVX2.
+constexpr int kLinearPanel = 32;
+// A linear layer writes at most this many outputs, each a range of its columns (in_proj's z | x | B |
+// C | dt split, for one).
+constexpr int kLinearMaxOutputs = 6;
+
+// W (N, K) -> panels (ceil(N / 32), K, 32): panel p holds columns 32p..32p+31 of W^T, zero-padded past
+// N, so that a kernel reads each panel front to back once per row block.
+struct pack_linear_params {
+  tensor_view w;    // (N, K) float32 | float16 | bfloat16
+  tensor_view out;  // (ceil(N / 32), K, 32) float32 | bfloat16
+  int64_t n = 0;
+  int64_t k = 0;
+};
+
+// One output of a linear layer: columns [col0, col0 + cols) of x @ W^T + bias.
+struct linear_output {
+  tensor_view out;  // (M, cols), or (batch, cols, seqlen) when transposed; float32 | float16 | bfloat16
+  int64_t col0 = 0;
+  int64_t cols = 0;
+  bool transposed = false;
+};
+
+// out = x @ W^T + bias, with M = batch * seqlen rows; x may come in the scan layout (batch, K, seqlen)
+// and each output may leave in it, so the scan ops need no separate transposes.
+struct linear_params {
+  tensor_view x;     // (M, K), or (batch, K, seqlen) when x_transposed; float32 | float16 | bfloat16
+  tensor_view w;     // (ceil(N / 32), K, 32) from pack_linear; float32 | bfloat16
+  tensor_view bias;  // (N,) float32, optional
+  int64_t m = 0;
+  int64_t k = 0;
+  int64_t n = 0;
+  int64_t seqlen = 1;  // the last dimension of the transposed layouts
+  bool x_transposed = false;
+  int num_outputs = 0;
+  linear_output outputs[kLinearMaxOutputs];
+};
+
+// Columns of x (M, N) into outputs as linear writes them (the epilogue of a GEMM that cannot split its
+// own output, such as the quantized ones).
+struct split_columns_params {
+  tensor_view x;  // (M, N) float32 | float16 | bfloat16
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t seqlen = 1;  // the last dimension of transposed outputs
+  int num_outputs = 0;
+  linear_output outputs[kLinearMaxOutputs];
+};
+
+// residual_out = x + residual (float32 math); out = residual_out / rms(residual_out) * weight. With
+// last_of > 0 only the last row of every last_of rows is normalized (the final norm before the LM head
+// when only the next token's logits are wanted), and residual_out must be absent.
+struct rms_norm_params {
+  tensor_view x;             // (rows, d) float32 | float16 | bfloat16
+  tensor_view residual;      // (rows, d) float, optional
+  tensor_view residual_out;  // (rows, d) float, optional; may be the residual itself (updated in place)
+  tensor_view weight;        // (d,) float32 | bfloat16
+  tensor_view out;           // (rows, d), or (rows / last_of, d)
+  int64_t rows = 0;
+  int64_t d = 0;
+  int64_t last_of = 0;
+  float eps = 1e-5f;
+};
+
+// Mamba-2's gated RMSNorm (norm_before_gate = false): g = y * silu(z); each of the `groups` groups of
+// d / groups channels is normalized on its own; out = g / rms_group(g) * weight.
+struct gated_rms_norm_params {
+  tensor_view y;       // (rows, d) float32 | float16 | bfloat16
+  tensor_view z;       // (rows, d) float, optional (plain group RMSNorm without it)
+  tensor_view weight;  // (d,) float32 | bfloat16
+  tensor_view out;     // (rows, d)
+  int64_t rows = 0;
+  int64_t d = 0;
+  int64_t groups = 1;
+  float eps = 1e-5f;
+};
+
+// out[i] = row ids[i] of the embedding table, which may be the packed LM-head panels of a tied model.
+struct embedding_params {
+  tensor_view ids;     // (count,) int32
+  tensor_view weight;  // (vocab, d), or packed (ceil(vocab / 32), d, 32); float32 | bfloat16
+  tensor_view out;     // (count, d) float32 | float16 | bfloat16
+  int64_t count = 0;
+  int64_t vocab = 0;
+  int64_t d = 0;
+  bool packed = false;
+};
+
+// One output of a transposing split: rows [row0, row0 + rows) of each batch of x, transposed.
+struct split_output {
+  tensor_view out;  // (batch, c, rows)
+  int64_t row0 = 0;
+  int64_t rows = 0;
+};
+
+// x (batch, r, c) -> outputs (batch, c, rows_i): conv1d's (batch, channels, seqlen) back into the SSD
+// scan's (batch, seqlen, channels) split into x | B | C (with c = 1 it is a plain split of the columns).
+struct transpose_split_params {
+  tensor_view x;  // (batch, r, c) float32 | float16 | bfloat16
+  int64_t batch = 0;
+  int64_t r = 0;
+  int64_t c = 0;
+  int num_outputs = 0;
+  split_output outputs[kLinearMaxOutputs];
+};
+
+// out = clamp(softplus(dt + bias), lo, hi): Mamba-2's dt with a finite time_step_limit, which the scan
+// ops take already transformed.
+struct dt_limit_params {
+  tensor_view dt;    // (rows, heads) float32 | float16 | bfloat16
+  tensor_view bias;  // (heads,) float32, optional
+  tensor_view out;   // (rows, heads) dt's dtype
+  int64_t rows = 0;
+  int64_t heads = 0;
+  float lo = 0.0f;
+  float hi = 0.0f;
+};
+
+status pack_linear_cpu(const pack_linear_params& p);
+status linear_cpu(const linear_params& p);
+status split_columns_cpu(const split_columns_params& p);
+status rms_norm_cpu(const rms_norm_params& p);
+status gated_rms_norm_cpu(const gated_rms_norm_params& p);
+status embedding_cpu(const embedding_params& p);
+status transpose_split_cpu(const transpose_split_params& p);
+status dt_limit_cpu(const dt_limit_params& p);
+
+status pack_linear_cuda(const pack_linear_params& p, void* stream);
+status linear_cuda(const linear_params& p, void* stream);
+status split_columns_cuda(const split_columns_params& p, void* stream);
+status rms_norm_cuda(const rms_norm_params& p, void* stream);
+status gated_rms_norm_cuda(const gated_rms_norm_params& p, void* stream);
+status embedding_cuda(const embedding_params& p, void* stream);
+status transpose_split_cuda(const transpose_split_params& p, void* stream);
+status dt_limit_cuda(const dt_limit_params& p, void* stream);
+
+}  // namespace ssmkit

@@ -1,0 +1,188 @@
+// Node-API bindings of the model building blocks (linear layers, norms, embeddings) that the model
+// runner composes with the op families: JS arguments -> params struct -> CPU pool or stream. The CUDA
+// kernels of this family are not written yet: on a device the ops answer ERR_SSMKIT_NOT_COMPILED.
+#include "ssmkit/nn.h"
+
+#include "common.h"
+
+namespace ssmkit::napi {
+namespace {
+
+int64_t get_int(Napi::Object o, const char* key, int64_t fallback) {
+  return static_cast<int64_t>(get_number(o, key, static_cast<double>(fallback)));
+}
+
+// packLinear({w, out}, async)
+Napi::Value pack_linear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  pack_linear_params p;
+  p.w = read_tensor(env, a.Get("w"), keep, "packLinear: w");
+  p.out = read_tensor(env, a.Get("out"), keep, "packLinear: out");
+  p.n = p.w.dim(0);
+  p.k = p.w.dim(1);
+  return run_op<pack_linear_params>(env, "packLinear", p, op_device({&p.w}), info[1].ToBoolean(),
+                                    std::move(keep), &pack_linear_cpu, nullptr);
+}
+
+// linear({x, w, bias, m, k, n, seqlen, xTransposed, outputs: [{out, col0, cols, transposed}]}, async)
+Napi::Value linear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  linear_params p;
+  p.x = read_tensor(env, a.Get("x"), keep, "linear: x");
+  p.w = read_tensor(env, a.Get("w"), keep, "linear: w");
+  p.bias = read_tensor(env, a.Get("bias"), keep, "linear: bias");
+  p.m = get_int(a, "m", 0);
+  p.k = get_int(a, "k", 0);
+  p.n = get_int(a, "n", 0);
+  p.seqlen = get_int(a, "seqlen", 1);
+  p.x_transposed = get_bool(a, "xTransposed", false);
+  Napi::Array outs = a.Get("outputs").As<Napi::Array>();
+  p.num_outputs = static_cast<int>(std::min<uint32_t>(outs.Length(), kLinearMaxOutputs));
+  for (int i = 0; i < p.num_outputs; ++i) {
+    Napi::Object o = outs.Get(static_cast<uint32_t>(i)).As<Napi::Object>();
+    linear_output& lo = p.outputs[i];
+    lo.out = read_tensor(env, o.Get("out"), keep, "linear: out");
+    lo.col0 = get_int(o, "col0", 0);
+    lo.cols = get_int(o, "cols", 0);
+    lo.transposed = get_bool(o, "transposed", false);
+  }
+  return run_op<linear_params>(env, "linear", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
+                               &linear_cpu, nullptr);
+}
+
+// splitColumns({x, m, n, seqlen, outputs: [{out, col0, cols, transposed}]}, async)
+Napi::Value split_columns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  split_columns_params p;
+  p.x = read_tensor(env, a.Get("x"), keep, "splitColumns: x");
+  p.m = get_int(a, "m", 0);
+  p.n = get_int(a, "n", 0);
+  p.seqlen = get_int(a, "seqlen", 1);
+  Napi::Array outs = a.Get("outputs").As<Napi::Array>();
+  p.num_outputs = static_cast<int>(std::min<uint32_t>(outs.Length(), kLinearMaxOutputs));
+  for (int i = 0; i < p.num_outputs; ++i) {
+    Napi::Object o = outs.Get(static_cast<uint32_t>(i)).As<Napi::Object>();
+    linear_output& lo = p.outputs[i];
+    lo.out = read_tensor(env, o.Get("out"), keep, "splitColumns: out");
+    lo.col0 = get_int(o, "col0", 0);
+    lo.cols = get_int(o, "cols", 0);
+    lo.transposed = get_bool(o, "transposed", false);
+  }
+  return run_op<split_columns_params>(env, "splitColumns", p, op_device({&p.x}), info[1].ToBoolean(),
+                                      std::move(keep), &split_columns_cpu, nullptr);
+}
+
+// rmsNorm({x, residual, residualOut, weight, out, rows, d, lastOf, eps}, async)
+Napi::Value rms_norm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  rms_norm_params p;
+  p.x = read_tensor(env, a.Get("x"), keep, "rmsNorm: x");
+  p.residual = read_tensor(env, a.Get("residual"), keep, "rmsNorm: residual");
+  p.residual_out = read_tensor(env, a.Get("residualOut"), keep, "rmsNorm: residualOut");
+  p.weight = read_tensor(env, a.Get("weight"), keep, "rmsNorm: weight");
+  p.out = read_tensor(env, a.Get("out"), keep, "rmsNorm: out");
+  p.rows = get_int(a, "rows", 0);
+  p.d = get_int(a, "d", 0);
+  p.last_of = get_int(a, "lastOf", 0);
+  p.eps = static_cast<float>(get_number(a, "eps", 1e-5));
+  return run_op<rms_norm_params>(env, "rmsNorm", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
+                                 &rms_norm_cpu, nullptr);
+}
+
+// gatedRmsNorm({y, z, weight, out, rows, d, groups, eps}, async)
+Napi::Value gated_rms_norm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  gated_rms_norm_params p;
+  p.y = read_tensor(env, a.Get("y"), keep, "gatedRmsNorm: y");
+  p.z = read_tensor(env, a.Get("z"), keep, "gatedRmsNorm: z");
+  p.weight = read_tensor(env, a.Get("weight"), keep, "gatedRmsNorm: weight");
+  p.out = read_tensor(env, a.Get("out"), keep, "gatedRmsNorm: out");
+  p.rows = get_int(a, "rows", 0);
+  p.d = get_int(a, "d", 0);
+  p.groups = get_int(a, "groups", 1);
+  p.eps = static_cast<float>(get_number(a, "eps", 1e-5));
+  return run_op<gated_rms_norm_params>(env, "gatedRmsNorm", p, op_device({&p.y}), info[1].ToBoolean(),
+                                       std::move(keep), &gated_rms_norm_cpu, nullptr);
+}
+
+// embedding({ids, weight, out, count, vocab, d, packed}, async)
+Napi::Value embedding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  embedding_params p;
+  p.ids = read_tensor(env, a.Get("ids"), keep, "embedding: ids");
+  p.weight = read_tensor(env, a.Get("weight"), keep, "embedding: weight");
+  p.out = read_tensor(env, a.Get("out"), keep, "embedding: out");
+  p.count = get_int(a, "count", 0);
+  p.vocab = get_int(a, "vocab", 0);
+  p.d = get_int(a, "d", 0);
+  p.packed = get_bool(a, "packed", false);
+  return run_op<embedding_params>(env, "embedding", p, op_device({&p.ids}), info[1].ToBoolean(),
+                                  std::move(keep), &embedding_cpu, nullptr);
+}
+
+// transposeSplit({x, batch, r, c, outputs: [{out, row0, rows}]}, async)
+Napi::Value transpose_split(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  transpose_split_params p;
+  p.x = read_tensor(env, a.Get("x"), keep, "transposeSplit: x");
+  p.batch = get_int(a, "batch", 0);
+  p.r = get_int(a, "r", 0);
+  p.c = get_int(a, "c", 0);
+  Napi::Array outs = a.Get("outputs").As<Napi::Array>();
+  p.num_outputs = static_cast<int>(std::min<uint32_t>(outs.Length(), kLinearMaxOutputs));
+  for (int i = 0; i < p.num_outputs; ++i) {
+    Napi::Object o = outs.Get(static_cast<uint32_t>(i)).As<Napi::Object>();
+    split_output& so = p.outputs[i];
+    so.out = read_tensor(env, o.Get("out"), keep, "transposeSplit: out");
+    so.row0 = get_int(o, "row0", 0);
+    so.rows = get_int(o, "rows", 0);
+  }
+  return run_op<transpose_split_params>(env, "transposeSplit", p, op_device({&p.x}), info[1].ToBoolean(),
+                                        std::move(keep), &transpose_split_cpu, nullptr);
+}
+
+// dtLimit({dt, bias, out, rows, heads, lo, hi}, async)
+Napi::Value dt_limit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  dt_limit_params p;
+  p.dt = read_tensor(env, a.Get("dt"), keep, "dtLimit: dt");
+  p.bias = read_tensor(env, a.Get("bias"), keep, "dtLimit: bias");
+  p.out = read_tensor(env, a.Get("out"), keep, "dtLimit: out");
+  p.rows = get_int(a, "rows", 0);
+  p.heads = get_int(a, "heads", 0);
+  p.lo = static_cast<float>(get_number(a, "lo", 0.0));
+  p.hi = static_cast<float>(get_number(a, "hi", 3.4e38));
+  return run_op<dt_limit_params>(env, "dtLimit", p, op_device({&p.dt}), info[1].ToBoolean(), std::move(keep),
+                                 &dt_limit_cpu, nullptr);
+}
+
+}  // namespace
+
+void register_nn(Napi::Env env, Napi::Object exports) {
+  exports.Set("packLinear", Napi::Function::New(env, pack_linear));
+  exports.Set("linear", Napi::Function::New(env, linear));
+  exports.Set("splitColumns", Napi::Function::New(env, split_columns));
+  exports.Set("rmsNorm", Napi::Function::New(env, rms_norm));
+  exports.Set("gatedRmsNorm", Napi::Function::New(env, gated_rms_norm));
+  exports.Set("embedding", Napi::Function::New(env, embedding));
+  exports.Set("transposeSplit", Napi::Function::New(env, transpose_split));
+  exports.Set("dtLimit", Napi::Function::New(env, dt_limit));
+}
+
+}  // namespace ssmkit::napi

@@ -1,0 +1,71 @@
+// CUDA tensors: copies both ways for every dtype, casts on the device, memory accounting, and an
+// allocation larger than the card. Runs where the CUDA backend loaded; elsewhere skipped (no GPU).
+import { describe, expect, it } from 'vitest';
+import { native } from '../dist/cjs/backend.js';
+import { backend, memory, SsmkitError, synchronize, Tensor } from '../dist/cjs/index.js';
+import { Rng } from './util';
+
+const onCuda = backend().name === 'cuda';
+
+describe.skipIf(!onCuda)('CUDA tensors (skipped: no CUDA backend on this machine)', () => {
+  it('reports the device', () => {
+    const b = backend();
+    expect(b.device).toBeTruthy();
+    expect(b.computeCapability).toMatch(/^\d+\.\d+$/);
+  });
+
+  it.each(['float32', 'float16', 'bfloat16', 'int8', 'uint8', 'int32', 'int4', 'float64'] as const)(
+    '%s round-trips cpu -> cuda -> cpu',
+    async (dtype) => {
+      const rng = new Rng(dtype.length);
+      const shape = [3, 5, 7];
+      const cpu = Tensor.zeros(shape, dtype);
+      const raw = cpu.dataSync() as unknown as { length: number; [i: number]: number };
+      for (let i = 0; i < raw.length; i++) raw[i] = Math.floor(rng.uniform() * 100);
+      const g = await cpu.to('cuda:0');
+      expect(g.device).toBe('cuda:0');
+      const back = await g.data();
+      expect(Array.from(back as ArrayLike<number>)).toEqual(Array.from(raw as unknown as ArrayLike<number>));
+      expect(Array.from(g.toSync('cpu').dataSync() as ArrayLike<number>)).toEqual(Array.from(back as ArrayLike<number>));
+      g.dispose();
+    },
+  );
+
+  it('casts on the device exactly as on the CPU', async () => {
+    const rng = new Rng(5);
+    const vals = Array.from({ length: 4099 }, () => rng.normal() * 1000);
+    const t = new Tensor('float32', vals, [4099]);
+    const g = t.toSync('cuda:0');
+    for (const dt of ['float16', 'bfloat16', 'float64'] as const) {
+      const c = g.cast(dt);
+      expect(Array.from(c.dataSync() as ArrayLike<number>), dt).toEqual(Array.from(t.cast(dt).dataSync() as ArrayLike<number>));
+      expect(Array.from(c.cast('float32').dataSync()), `${dt} back`).toEqual(Array.from(t.cast(dt).cast('float32').dataSync()));
+      c.dispose();
+    }
+    g.dispose();
+  });
+
+  it('accounts device bytes and returns them on dispose', async () => {
+    const before = memory().deviceBytes;
+    const g = Tensor.zeros([1024, 1024], 'float32', 'cuda:0');
+    expect(memory().deviceBytes).toBe(before + 4 * 1024 * 1024);
+    expect(Array.from((await g.data()).slice(0, 4))).toEqual([0, 0, 0, 0]);
+    g.dispose();
+    expect(memory().deviceBytes).toBe(before);
+    await synchronize('cuda:0');
+  });
+
+  it('an allocation larger than the card is ERR_SSMKIT_CUDA_OOM, and the process goes on', async () => {
+    const { total } = native().deviceMemory(0) as { total: number };
+    let err: unknown;
+    try {
+      Tensor.empty([Math.ceil((total * 1.5) / 4)], 'float32', 'cuda:0');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(SsmkitError);
+    expect((err as SsmkitError).code).toBe('ERR_SSMKIT_CUDA_OOM');
+    const t = new Tensor('float32', [1, 2, 3], [3]);
+    expect(Array.from(await (await t.to('cuda:0')).data())).toEqual([1, 2, 3]);
+  });
+});
