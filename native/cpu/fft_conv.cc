@@ -145,6 +145,43 @@ SSMKIT_INLINE void reduce_impl(const float* U, const float* tab, int64_t na, int
   for (; kk < Kp; kk += W) reduce_cols<W, 1>(U, tab, na, Kp, S, kk, out);
 }
 
+// The direct convolution for short filters: y[t] = sum_j k0[j] v[t - j] + sum_j k1[j] v[t + j] for
+// t < count (rounded up to W; y has slack), where v[-(Lk - 1) .. count + Lk - 1) is readable (zeros
+// outside the row). Four vectors of outputs per pass over the taps hide the FMA latency.
+template <int W>
+SSMKIT_INLINE void direct_impl(const float* v, const float* k0, const float* k1, int64_t Lk, int64_t count,
+                               float* y) {
+  const int64_t rounded = (count + W - 1) / W * W;
+  int64_t t = 0;
+  for (; t + 4 * W <= rounded; t += 4 * W) {
+    vf<W> a0{}, a1{}, a2{}, a3{};
+    for (int64_t j = 0; j < Lk; ++j) {
+      const vf<W> kj = vsplat<W>(k0[j]);
+      const float* x = v + t - j;
+      a0 += kj * vload<W>(x), a1 += kj * vload<W>(x + W), a2 += kj * vload<W>(x + 2 * W);
+      a3 += kj * vload<W>(x + 3 * W);
+    }
+    if (k1 != nullptr) {
+      for (int64_t j = 1; j < Lk; ++j) {
+        const vf<W> kj = vsplat<W>(k1[j]);
+        const float* x = v + t + j;
+        a0 += kj * vload<W>(x), a1 += kj * vload<W>(x + W), a2 += kj * vload<W>(x + 2 * W);
+        a3 += kj * vload<W>(x + 3 * W);
+      }
+    }
+    vstore<W>(y + t, a0), vstore<W>(y + t + W, a1), vstore<W>(y + t + 2 * W, a2),
+        vstore<W>(y + t + 3 * W, a3);
+  }
+  for (; t < count; t += W) {
+    vf<W> a{};
+    for (int64_t j = 0; j < Lk; ++j) a += vsplat<W>(k0[j]) * vload<W>(v + t - j);
+    if (k1 != nullptr) {
+      for (int64_t j = 1; j < Lk; ++j) a += vsplat<W>(k1[j]) * vload<W>(v + t + j);
+    }
+    vstore<W>(y + t, a);
+  }
+}
+
 // ---- dtype conversion of row segments ----
 
 SSMKIT_INLINE void to_float_loop(ssmkit_dtype dt, const void* src, int64_t off, float* dst, int64_t n) {
@@ -180,6 +217,7 @@ struct level_kernels {
   void (*mul)(float*, const float*, int64_t);
   void (*expand)(const float*, const float*, int64_t, int64_t, int64_t, float*);
   void (*reduce)(const float*, const float*, int64_t, int64_t, int64_t, float*);
+  void (*direct)(const float*, const float*, const float*, int64_t, int64_t, float*);
 };
 
 void to_float_base(ssmkit_dtype dt, const void* src, int64_t off, float* dst, int64_t n) {
@@ -200,8 +238,11 @@ void expand_base(const float* G, const float* tab, int64_t na, int64_t K, int64_
 void reduce_base(const float* U, const float* tab, int64_t na, int64_t Kp, int64_t S, float* out) {
   reduce_impl<4>(U, tab, na, Kp, S, out);
 }
-const level_kernels k_base = {&to_float_base, &from_float_base, &gelu_base,
-                              &mul_base,      &expand_base,     &reduce_base};
+void direct_base(const float* v, const float* k0, const float* k1, int64_t Lk, int64_t count, float* y) {
+  direct_impl<4>(v, k0, k1, Lk, count, y);
+}
+const level_kernels k_base = {&to_float_base, &from_float_base, &gelu_base,  &mul_base,
+                              &expand_base,   &reduce_base,     &direct_base};
 
 #if SSMKIT_X86
 SSMKIT_TARGET_AVX2 void to_float_avx2(ssmkit_dtype dt, const void* src, int64_t off, float* dst, int64_t n) {
@@ -239,8 +280,12 @@ SSMKIT_TARGET_AVX2 void reduce_avx2(const float* U, const float* tab, int64_t na
                                     float* out) {
   reduce_impl<8>(U, tab, na, Kp, S, out);
 }
-const level_kernels k_avx2 = {&to_float_avx2, &from_float_avx2, &gelu_avx2,
-                              &mul_avx2,      &expand_avx2,     &reduce_avx2};
+SSMKIT_TARGET_AVX2 void direct_avx2(const float* v, const float* k0, const float* k1, int64_t Lk,
+                                    int64_t count, float* y) {
+  direct_impl<8>(v, k0, k1, Lk, count, y);
+}
+const level_kernels k_avx2 = {&to_float_avx2, &from_float_avx2, &gelu_avx2,  &mul_avx2,
+                              &expand_avx2,   &reduce_avx2,     &direct_avx2};
 
 SSMKIT_TARGET_AVX512 void to_float_avx512(ssmkit_dtype dt, const void* src, int64_t off, float* dst,
                                           int64_t n) {
@@ -280,8 +325,12 @@ SSMKIT_TARGET_AVX512 void reduce_avx512(const float* U, const float* tab, int64_
                                         float* out) {
   reduce_impl<16>(U, tab, na, Kp, S, out);
 }
-const level_kernels k_avx512 = {&to_float_avx512, &from_float_avx512, &gelu_avx512,
-                                &mul_avx512,      &expand_avx512,     &reduce_avx512};
+SSMKIT_TARGET_AVX512 void direct_avx512(const float* v, const float* k0, const float* k1, int64_t Lk,
+                                        int64_t count, float* y) {
+  direct_impl<16>(v, k0, k1, Lk, count, y);
+}
+const level_kernels k_avx512 = {&to_float_avx512, &from_float_avx512, &gelu_avx512,  &mul_avx512,
+                                &expand_avx512,   &reduce_avx512,     &direct_avx512};
 #endif
 
 const level_kernels& kern() {
@@ -315,30 +364,50 @@ int64_t round_up(int64_t x, int64_t to) {
 
 // ---- fftConv ----
 
-// How a row is cut: transforms of n = 2^log2n real samples, each producing `outputs` samples.
+// How a row is cut: the direct sum in chunks, or transforms of n = 2^log2n real samples, each producing
+// `outputs` samples.
 struct conv_layout {
+  bool direct = false;
   int log2n = 1;
   int64_t outputs = 0;
 };
 
-// Overlap-save with history Lk - 1 (and as much future when bidirectional) costs about
-// blocks * n * (log2 n + 4); one transform of n >= L + Lk - 1 needs no overlap at all.
-conv_layout choose_layout(int64_t L, int64_t Lk, bool bidirectional) {
+// Output samples per chunk of the direct path (bounds its scratch for any L).
+constexpr int64_t kDirectChunk = 4096;
+
+// Estimated nanoseconds of one transform block of n real samples (forward, product, inverse, packing):
+// about 1 ns per sample on AVX-512 from 2^10 to 2^17, more below (fixed costs, the scalar pair head)
+// and above (L2 misses); narrower vectors pay about sqrt(16 / W).
+double block_ns(int k, double width) {
+  const double per_sample = 1.05 + 0.15 * std::max(0, 11 - k) + 0.4 * std::max(0, k - 17);
+  return (static_cast<double>(int64_t{1} << k) * per_sample + 300.0) * std::sqrt(16.0 / width);
+}
+
+// Overlap-save with history Lk - 1 (and as much future when bidirectional) against one transform of
+// n >= L + Lk - 1 and against the direct sum (about 0.3 / W ns per tap and sample, plus 0.3 ns of
+// passes per sample), by estimated time.
+conv_layout choose_layout(int64_t L, int64_t Lk, bool bidirectional, int64_t width) {
   const int64_t halo = (Lk - 1) * (bidirectional ? 2 : 1);
+  const double w = static_cast<double>(width);
   conv_layout best;
-  best.log2n = std::max(1, cpu::fft::log2_ceil(L + Lk - 1));
+  const int single = std::max(1, cpu::fft::log2_ceil(L + Lk - 1));
+  best.log2n = single;
   best.outputs = L;
-  double best_cost = static_cast<double>(int64_t{1} << best.log2n) * (best.log2n + 4);
-  for (int k = std::max(1, cpu::fft::log2_ceil(halo + 2)); k < best.log2n; ++k) {
-    const int64_t n = int64_t{1} << k;
-    const int64_t outputs = n - halo;
-    const double blocks = static_cast<double>((L + outputs - 1) / outputs);
-    const double cost = blocks * static_cast<double>(n) * (k + 4);
+  double best_cost = block_ns(single, w);
+  for (int k = std::max(1, cpu::fft::log2_ceil(halo + 2)); k < single; ++k) {
+    const int64_t outputs = (int64_t{1} << k) - halo;
+    const double cost = static_cast<double>((L + outputs - 1) / outputs) * block_ns(k, w);
     if (cost < best_cost) {
       best_cost = cost;
       best.log2n = k;
       best.outputs = outputs;
     }
+  }
+  const double taps = static_cast<double>(Lk + halo - (Lk - 1));
+  const double direct_cost = static_cast<double>(L) * (taps * 0.3 / w + 0.3);
+  if (direct_cost < best_cost) {
+    best.direct = true;
+    best.outputs = std::min(L, kDirectChunk);
   }
   return best;
 }
@@ -377,13 +446,71 @@ status fft_conv_cpu(const fft_conv_params& p) {
   }
   if (p.batch == 0 || p.H == 0) return ok_status();
 
-  const conv_layout lay = choose_layout(p.L, p.Lk, p.bidirectional);
-  const plan& pl = cpu::fft::get_plan(lay.log2n);
-  const int64_t n = pl.n, m = pl.m, L = p.L, Lk = p.Lk, H = p.H;
+  const int64_t vec = level_width();
+  const conv_layout lay = choose_layout(p.L, p.Lk, p.bidirectional, vec);
+  const int64_t L = p.L, Lk = p.Lk, H = p.H;
   const int64_t history = Lk - 1, future = p.bidirectional ? Lk - 1 : 0;
   const float* k = p.k.ptr<const float>();
   const float* D = p.D.ptr<const float>();
   const level_kernels& lk = kern();
+  const int64_t rows = p.batch * H;
+  const int64_t outputs = lay.outputs;
+
+  // The parts every path shares: v = u * pregate into `to`, and the epilogue from y to out.
+  auto load = [&](int64_t base, int64_t t, int64_t count, float* to, float* gate) {
+    lk.to_float(dt, p.u.data, base + t, to, count);
+    if (p.pregate.present()) {
+      lk.to_float(dt, p.pregate.data, base + t, gate, count);
+      lk.mul(to, gate, count);
+    }
+  };
+  auto store = [&](int64_t base, int64_t t, int64_t count, float* y, float* gate) {
+    if (p.gelu) lk.gelu(y, count);
+    if (p.postgate.present()) {
+      lk.to_float(dt, p.postgate.data, base + t, gate, count);
+      lk.mul(y, gate, count);
+    }
+    lk.from_float(dt, y, p.out.data, base + t, count);
+  };
+
+  if (lay.direct) {
+    // Filters with D (and the anti-causal filter's tap 0) folded into tap 0: (H, 2, Lk).
+    thread_local scratch filter_buf;
+    float* filters = filter_buf.get(H * 2 * Lk);
+    for (int64_t h = 0; h < H; ++h) {
+      const float* k0 = k + h * Lk * (p.bidirectional ? 2 : 1);
+      float* f = filters + h * 2 * Lk;
+      std::memcpy(f, k0, static_cast<size_t>(Lk) * sizeof(float));
+      if (D != nullptr) f[0] += D[h];
+      if (p.bidirectional) {
+        std::memcpy(f + Lk, k0 + Lk, static_cast<size_t>(Lk) * sizeof(float));
+        f[0] += k0[Lk];
+      }
+    }
+    for_rows(rows, [&](int64_t r) {
+      thread_local scratch v_buf, y_buf, gate_buf;
+      const int64_t span = history + outputs + future;
+      float* v = v_buf.get(span + 4 * vec);
+      float* y = y_buf.get(outputs);
+      float* gate = gate_buf.get(round_up(span, vec));
+      const float* f = filters + (r % H) * 2 * Lk;
+      const int64_t base = r * L;
+      for (int64_t t0 = 0; t0 < L; t0 += outputs) {
+        const int64_t count = std::min(outputs, L - t0);
+        const int64_t lo = std::max<int64_t>(0, t0 - history), hi = std::min(L, t0 + count + future);
+        float* v0 = v + history;  // v0[t - t0] = v_t
+        std::fill(v, v0 + (lo - t0), 0.0f);
+        load(base, lo, hi - lo, v0 + (lo - t0), gate);
+        std::fill(v0 + (hi - t0), v + span + 4 * vec, 0.0f);
+        lk.direct(v0, f, p.bidirectional ? f + Lk : nullptr, Lk, count, y);
+        store(base, t0, count, y, gate);
+      }
+    });
+    return ok_status();
+  }
+
+  const plan& pl = cpu::fft::get_plan(lay.log2n);
+  const int64_t n = pl.n, m = pl.m;
 
   // Filter spectra, (H, 2, m): transformed once per call.
   thread_local scratch spectra_buf;
@@ -407,9 +534,6 @@ status fft_conv_cpu(const fft_conv_params& p) {
     cpu::fft::filter_spectrum(pl, hre, him, 1.0f);
   });
 
-  const int64_t rows = p.batch * H;
-  const int64_t outputs = lay.outputs;
-  const int64_t vec = level_width();
   for_rows(rows, [&](int64_t r) {
     thread_local scratch x_buf, re_buf, im_buf, gate_buf;
     float* x = x_buf.get(n);
@@ -419,32 +543,19 @@ status fft_conv_cpu(const fft_conv_params& p) {
     const float* hre = spectra + (r % H) * 2 * m;
     const float* him = hre + m;
     const int64_t base = r * L;
-    // Fills x[at, at + count) with v = u * pregate at row offsets [t, t + count).
-    auto load = [&](int64_t t, int64_t count, float* to) {
-      lk.to_float(dt, p.u.data, base + t, to, count);
-      if (p.pregate.present()) {
-        lk.to_float(dt, p.pregate.data, base + t, gate, count);
-        lk.mul(to, gate, count);
-      }
-    };
     for (int64_t t0 = 0; t0 < L; t0 += outputs) {
       const int64_t ahead = std::min(L, t0 + outputs + future) - t0;
       const int64_t behind = t0 - std::max<int64_t>(0, t0 - history);
-      load(t0, ahead, x);
+      load(base, t0, ahead, x, gate);
       std::fill(x + ahead, x + n - behind, 0.0f);
-      if (behind > 0) load(t0 - behind, behind, x + n - behind);
+      if (behind > 0) load(base, t0 - behind, behind, x + n - behind, gate);
       cpu::fft::pack(pl, x, re, im);
       cpu::fft::forward(pl, re, im);
       cpu::fft::convolve(pl, re, im, hre, him);
       cpu::fft::inverse(pl, re, im);
       const int64_t count = std::min(outputs, L - t0);
       cpu::fft::unpack(pl, re, im, x, count);
-      if (p.gelu) lk.gelu(x, count);
-      if (p.postgate.present()) {
-        lk.to_float(dt, p.postgate.data, base + t0, gate, count);
-        lk.mul(x, gate, count);
-      }
-      lk.from_float(dt, x, p.out.data, base + t0, count);
+      store(base, t0, count, x, gate);
     }
   });
   return ok_status();
@@ -454,32 +565,57 @@ status fft_conv_cpu(const fft_conv_params& p) {
 
 namespace {
 
-// The modes of one channel, in double: lambda = exp(dt A), B = (lambda - 1) / A, C' = C B.
+// The modes of one channel, in double: lambda = exp(dt A), B = (lambda - 1) / A, and the powers the
+// kernels step by, computed once per channel (exp per mode, not per sample).
 struct s4d_modes {
   int64_t n2 = 0;
   double dt = 0;
   const float* A = nullptr;  // (N2, 2)
-  const float* C = nullptr;  // (N2, 2)
+  cplx* lam = nullptr;       // (N2,) exp(dt A)
+  cplx* lam_sub = nullptr;   // (N2,) lambda^kSub
+  cplx* b = nullptr;         // (N2,) (exp(dt A) - 1) / A, with its limit dt near A = 0
+  cplx* c = nullptr;         // (N2,) C
 
   cplx dtA(int64_t i) const { return dt * cplx(A[2 * i], A[2 * i + 1]); }
-  cplx lambda(int64_t i) const { return std::exp(dtA(i)); }
+  // lambda^e straight from exp (for exponents met once per block or less).
   cplx lambda_pow(int64_t i, int64_t e) const { return std::exp(static_cast<double>(e) * dtA(i)); }
-  // (exp(dt A) - 1) / A, with its limit dt near A = 0.
-  cplx b(int64_t i) const {
-    const cplx z = dtA(i);
-    if (std::abs(z) < 1e-5) return dt * (1.0 + z * (0.5 + z / 6.0));
-    return (std::exp(z) - 1.0) / cplx(A[2 * i], A[2 * i + 1]);
-  }
-  cplx c(int64_t i) const { return cplx(C[2 * i], C[2 * i + 1]); }
 };
+
+// Complex values of scratch a channel's modes need (four arrays of N2).
+int64_t modes_floats(int64_t n2) {
+  return 4 * 4 * std::max<int64_t>(n2, 1);
+}
+
+s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t h, int64_t n2,
+                   float* storage) {
+  s4d_modes md;
+  md.n2 = n2;
+  md.dt = std::exp(static_cast<double>(log_dt[h]));
+  md.A = A + h * n2 * 2;
+  auto* z = reinterpret_cast<cplx*>(storage);
+  md.lam = z;
+  md.lam_sub = z + n2;
+  md.b = z + 2 * n2;
+  md.c = z + 3 * n2;
+  const float* ch = C + h * n2 * 2;
+  for (int64_t i = 0; i < n2; ++i) {
+    const cplx a(md.A[2 * i], md.A[2 * i + 1]);
+    const cplx x = md.dt * a;
+    md.lam[i] = std::exp(x);
+    md.lam_sub[i] = md.lambda_pow(i, kSub);
+    md.b[i] = std::abs(x) < 1e-5 ? md.dt * (1.0 + x * (0.5 + x / 6.0)) : (md.lam[i] - 1.0) / a;
+    md.c[i] = cplx(ch[2 * i], ch[2 * i + 1]);
+  }
+  return md;
+}
 
 // The tables of one channel: lambda^i (i < kSub) laid out for expand (rows 2n: Re, 2n+1: -Im) and, for
 // the state update, lambda^(kSub-1-i) laid out for reduce (row i: Re, Im of each mode, padded to Kp).
 void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int64_t Kp) {
   const int64_t K = 2 * md.n2;
   for (int64_t n = 0; n < md.n2; ++n) {
-    for (int64_t i = 0; i < kSub; ++i) {
-      const cplx v = md.lambda_pow(n, i);
+    cplx v = 1.0;
+    for (int64_t i = 0; i < kSub; ++i, v *= md.lam[n]) {
       expand_tab[(2 * n) * kSub + i] = static_cast<float>(v.real());
       expand_tab[(2 * n + 1) * kSub + i] = static_cast<float>(-v.imag());
       if (reduce_tab != nullptr) {
@@ -500,8 +636,8 @@ void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int
 void fill_g(const s4d_modes& md, const cplx* coef, int64_t a0, int64_t na, float* G) {
   const int64_t K = 2 * md.n2;
   for (int64_t n = 0; n < md.n2; ++n) {
-    const cplx step = md.lambda_pow(n, kSub);
-    cplx v = coef[n] * md.lambda_pow(n, a0 * kSub);
+    const cplx step = md.lam_sub[n];
+    cplx v = a0 == 0 ? coef[n] : coef[n] * md.lambda_pow(n, a0 * kSub);
     for (int64_t a = 0; a < na; ++a) {
       G[a * K + 2 * n] = static_cast<float>(v.real());
       G[a * K + 2 * n + 1] = static_cast<float>(v.imag());
@@ -534,15 +670,6 @@ status check_modes(const char* op, const tensor_view& log_dt, const tensor_view&
   return ok_status();
 }
 
-s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t h, int64_t n2) {
-  s4d_modes md;
-  md.n2 = n2;
-  md.dt = std::exp(static_cast<double>(log_dt[h]));
-  md.A = A + h * n2 * 2;
-  md.C = C + h * n2 * 2;
-  return md;
-}
-
 }  // namespace
 
 status s4d_kernel_cpu(const s4d_kernel_params& p) {
@@ -560,12 +687,12 @@ status s4d_kernel_cpu(const s4d_kernel_params& p) {
   for_rows(p.H * pieces, [&](int64_t unit) {
     const int64_t h = unit / pieces, t0 = (unit % pieces) * kPiece;
     const int64_t count = std::min(kPiece, L - t0);
-    thread_local scratch tab_buf, g_buf, out_buf, coef_buf;
-    const s4d_modes md = modes_of(log_dt, A, C, h, n2);
+    thread_local scratch tab_buf, g_buf, out_buf, coef_buf, modes_buf;
+    const s4d_modes md = modes_of(log_dt, A, C, h, n2, modes_buf.get(modes_floats(n2)));
     float* tab = tab_buf.get(2 * n2 * kSub);
     build_tables(md, tab, nullptr, 0);
-    auto* coef = reinterpret_cast<cplx*>(coef_buf.get(4 * n2));
-    for (int64_t n = 0; n < n2; ++n) coef[n] = 2.0 * md.c(n) * md.b(n) * md.lambda_pow(n, t0);
+    auto* coef = reinterpret_cast<cplx*>(coef_buf.get(4 * std::max<int64_t>(n2, 1)));
+    for (int64_t n = 0; n < n2; ++n) coef[n] = 2.0 * md.c[n] * md.b[n] * md.lambda_pow(n, t0);
     float* G = g_buf.get(kRowsPerCall * 2 * n2);
     float* out = out_buf.get(round_up(count, kSub));
     expand_series(md, coef, tab, G, count, false, out);
@@ -624,27 +751,29 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
     const int64_t h = split_batch ? unit / p.batch : unit;
     const int64_t b_begin = split_batch ? unit % p.batch : 0;
     const int64_t b_end = split_batch ? b_begin + 1 : p.batch;
-    thread_local scratch etab_buf, rtab_buf, spec_buf, x_buf, re_buf, im_buf, u_buf, g_buf, r_buf, state_buf;
-    const s4d_modes md = modes_of(log_dt, A, C, h, n2);
+    thread_local scratch etab_buf, rtab_buf, spec_buf, x_buf, re_buf, im_buf, u_buf, g_buf, r_buf, state_buf,
+        modes_buf;
+    const s4d_modes md = modes_of(log_dt, A, C, h, n2, modes_buf.get(modes_floats(n2)));
     float* etab = etab_buf.get(K * kSub);
     float* rtab = rtab_buf.get(kSub * Kp);
     build_tables(md, etab, rtab, Kp);
     float* G = g_buf.get(kRowsPerCall * std::max<int64_t>(K, 1));
-    // (N2) complex each: the coefficients of a series, the state, the block's input sum, lambda^T, B.
+    // (N2) complex each: the coefficients of a series, the state, the block's input sum, lambda^T,
+    // and 2 C lambda (what the state before a block is multiplied by).
     auto* work = reinterpret_cast<cplx*>(state_buf.get(4 * 5 * std::max<int64_t>(n2, 1)));
     cplx* coef = work;
     cplx* state = work + n2;
     cplx* sum = work + 2 * n2;
     cplx* lam_t = work + 3 * n2;
-    cplx* bbar = work + 4 * n2;
+    cplx* c_lam = work + 4 * n2;
     for (int64_t i = 0; i < n2; ++i) {
       lam_t[i] = md.lambda_pow(i, T);
-      bbar[i] = md.b(i);
+      c_lam[i] = 2.0 * md.c[i] * md.lam[i];
     }
 
     // The block kernel k[0, T) (D on its first tap) and its spectrum.
     float* x = x_buf.get(std::max(n, t_pad));
-    for (int64_t i = 0; i < n2; ++i) coef[i] = 2.0 * md.c(i) * bbar[i];
+    for (int64_t i = 0; i < n2; ++i) coef[i] = 2.0 * md.c[i] * md.b[i];
     expand_series(md, coef, etab, G, T, false, x);
     if (D != nullptr) x[0] += D[h];
     std::fill(x + T, x + n, 0.0f);
@@ -678,7 +807,7 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
           const int64_t na = t_pad / kSub;
           lk.reduce(ub, rtab, na, Kp, kSub, R);
           for (int64_t i = 0; i < n2; ++i) {
-            const cplx step = md.lambda_pow(i, kSub);
+            const cplx step = md.lam_sub[i];
             cplx acc = 0.0;
             for (int64_t a = 0; a < na; ++a)
               acc = acc * step + cplx(R[a * Kp + 2 * i], R[a * Kp + 2 * i + 1]);
@@ -692,14 +821,14 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
         cpu::fft::inverse(pl, re, im);
         cpu::fft::unpack(pl, re, im, x, count);
         if (has_state) {
-          for (int64_t i = 0; i < n2; ++i) coef[i] = 2.0 * md.c(i) * md.lambda(i) * state[i];
+          for (int64_t i = 0; i < n2; ++i) coef[i] = c_lam[i] * state[i];
           expand_series(md, coef, etab, G, count, true, x);
         }
         lk.from_float(dt, x, p.out.data, row * L + t0, count);
         if (update) {
           const bool full = count == T;
           for (int64_t i = 0; i < n2; ++i) {
-            state[i] = (full ? lam_t[i] : md.lambda_pow(i, count)) * state[i] + bbar[i] * sum[i];
+            state[i] = (full ? lam_t[i] : md.lambda_pow(i, count)) * state[i] + md.b[i] * sum[i];
           }
           has_state = true;
         }
