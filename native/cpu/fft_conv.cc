@@ -42,9 +42,10 @@ using cpu::fft::vsplat;
 using cpu::fft::vstore;
 using cplx = std::complex<double>;
 
-// Columns of the lambda^i tables: a multiple of 2W for every level, small enough that a table of
-// 2 N2 x kSub floats stays in L1 for N2 <= 64.
-constexpr int64_t kSub = 64;
+// Columns of the lambda^i tables: a multiple of 2W for every level; long enough that the per-row work in
+// double (one complex step per mode per kSub samples) stays small, short enough that a table of
+// 2 N2 x kSub floats stays in L1 for N2 <= 32 (L2 beyond).
+constexpr int64_t kSub = 128;
 
 // ---- element-wise kernels ----
 
@@ -565,8 +566,15 @@ status fft_conv_cpu(const fft_conv_params& p) {
 
 namespace {
 
+// Complex product without the NaN recovery of std::complex's operator* (inputs here are finite, and
+// its slow path would sit in every inner loop otherwise).
+inline cplx cmul(const cplx& a, const cplx& b) {
+  return cplx(a.real() * b.real() - a.imag() * b.imag(), a.real() * b.imag() + a.imag() * b.real());
+}
+
 // The modes of one channel, in double: lambda = exp(dt A), B = (lambda - 1) / A, and the powers the
-// kernels step by, computed once per channel (exp per mode, not per sample).
+// kernels step by, computed once per channel (exp per mode, not per sample). Loops run over the modes
+// innermost, so that the steps of different modes overlap instead of waiting on each other.
 struct s4d_modes {
   int64_t n2 = 0;
   double dt = 0;
@@ -575,15 +583,16 @@ struct s4d_modes {
   cplx* lam_sub = nullptr;   // (N2,) lambda^kSub
   cplx* b = nullptr;         // (N2,) (exp(dt A) - 1) / A, with its limit dt near A = 0
   cplx* c = nullptr;         // (N2,) C
+  cplx* tmp = nullptr;       // (N2,) running powers
 
   cplx dtA(int64_t i) const { return dt * cplx(A[2 * i], A[2 * i + 1]); }
   // lambda^e straight from exp (for exponents met once per block or less).
   cplx lambda_pow(int64_t i, int64_t e) const { return std::exp(static_cast<double>(e) * dtA(i)); }
 };
 
-// Complex values of scratch a channel's modes need (four arrays of N2).
+// Floats of scratch a channel's modes need (five complex double arrays of N2).
 int64_t modes_floats(int64_t n2) {
-  return 4 * 4 * std::max<int64_t>(n2, 1);
+  return 5 * 4 * std::max<int64_t>(n2, 1);
 }
 
 s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t h, int64_t n2,
@@ -597,6 +606,7 @@ s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t 
   md.lam_sub = z + n2;
   md.b = z + 2 * n2;
   md.c = z + 3 * n2;
+  md.tmp = z + 4 * n2;
   const float* ch = C + h * n2 * 2;
   for (int64_t i = 0; i < n2; ++i) {
     const cplx a(md.A[2 * i], md.A[2 * i + 1]);
@@ -613,20 +623,21 @@ s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t 
 // the state update, lambda^(kSub-1-i) laid out for reduce (row i: Re, Im of each mode, padded to Kp).
 void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int64_t Kp) {
   const int64_t K = 2 * md.n2;
-  for (int64_t n = 0; n < md.n2; ++n) {
-    cplx v = 1.0;
-    for (int64_t i = 0; i < kSub; ++i, v *= md.lam[n]) {
-      expand_tab[(2 * n) * kSub + i] = static_cast<float>(v.real());
-      expand_tab[(2 * n + 1) * kSub + i] = static_cast<float>(-v.imag());
-      if (reduce_tab != nullptr) {
-        reduce_tab[(kSub - 1 - i) * Kp + 2 * n] = static_cast<float>(v.real());
-        reduce_tab[(kSub - 1 - i) * Kp + 2 * n + 1] = static_cast<float>(v.imag());
-      }
+  cplx* v = md.tmp;
+  for (int64_t n = 0; n < md.n2; ++n) v[n] = 1.0;
+  for (int64_t i = 0; i < kSub; ++i) {
+    for (int64_t n = 0; n < md.n2; ++n) {
+      expand_tab[(2 * n) * kSub + i] = static_cast<float>(v[n].real());
+      expand_tab[(2 * n + 1) * kSub + i] = static_cast<float>(-v[n].imag());
+      v[n] = cmul(v[n], md.lam[n]);
     }
-  }
-  if (reduce_tab != nullptr) {
-    for (int64_t i = 0; i < kSub; ++i) {
-      for (int64_t kk = K; kk < Kp; ++kk) reduce_tab[i * Kp + kk] = 0.0f;
+    if (reduce_tab != nullptr) {
+      float* row = reduce_tab + (kSub - 1 - i) * Kp;
+      for (int64_t n = 0; n < md.n2; ++n) {
+        row[2 * n] = expand_tab[(2 * n) * kSub + i];
+        row[2 * n + 1] = -expand_tab[(2 * n + 1) * kSub + i];
+      }
+      for (int64_t kk = K; kk < Kp; ++kk) row[kk] = 0.0f;
     }
   }
 }
@@ -635,13 +646,14 @@ void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int
 // coef in double: G[a, 2n] = Re, G[a, 2n + 1] = Im of coef_n lambda_n^(a kSub).
 void fill_g(const s4d_modes& md, const cplx* coef, int64_t a0, int64_t na, float* G) {
   const int64_t K = 2 * md.n2;
-  for (int64_t n = 0; n < md.n2; ++n) {
-    const cplx step = md.lam_sub[n];
-    cplx v = a0 == 0 ? coef[n] : coef[n] * md.lambda_pow(n, a0 * kSub);
-    for (int64_t a = 0; a < na; ++a) {
-      G[a * K + 2 * n] = static_cast<float>(v.real());
-      G[a * K + 2 * n + 1] = static_cast<float>(v.imag());
-      v *= step;
+  cplx* v = md.tmp;
+  for (int64_t n = 0; n < md.n2; ++n) v[n] = a0 == 0 ? coef[n] : cmul(coef[n], md.lambda_pow(n, a0 * kSub));
+  for (int64_t a = 0; a < na; ++a) {
+    float* g = G + a * K;
+    for (int64_t n = 0; n < md.n2; ++n) {
+      g[2 * n] = static_cast<float>(v[n].real());
+      g[2 * n + 1] = static_cast<float>(v[n].imag());
+      v[n] = cmul(v[n], md.lam_sub[n]);
     }
   }
 }
@@ -806,12 +818,12 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
           std::memcpy(ub + t_pad - count, x, static_cast<size_t>(count) * sizeof(float));
           const int64_t na = t_pad / kSub;
           lk.reduce(ub, rtab, na, Kp, kSub, R);
-          for (int64_t i = 0; i < n2; ++i) {
-            const cplx step = md.lam_sub[i];
-            cplx acc = 0.0;
-            for (int64_t a = 0; a < na; ++a)
-              acc = acc * step + cplx(R[a * Kp + 2 * i], R[a * Kp + 2 * i + 1]);
-            sum[i] = acc;
+          for (int64_t i = 0; i < n2; ++i) sum[i] = 0.0;
+          for (int64_t a = 0; a < na; ++a) {
+            const float* row = R + a * Kp;
+            for (int64_t i = 0; i < n2; ++i) {
+              sum[i] = cmul(sum[i], md.lam_sub[i]) + cplx(row[2 * i], row[2 * i + 1]);
+            }
           }
         }
         std::fill(x + count, x + n, 0.0f);
@@ -821,14 +833,14 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
         cpu::fft::inverse(pl, re, im);
         cpu::fft::unpack(pl, re, im, x, count);
         if (has_state) {
-          for (int64_t i = 0; i < n2; ++i) coef[i] = c_lam[i] * state[i];
+          for (int64_t i = 0; i < n2; ++i) coef[i] = cmul(c_lam[i], state[i]);
           expand_series(md, coef, etab, G, count, true, x);
         }
         lk.from_float(dt, x, p.out.data, row * L + t0, count);
         if (update) {
           const bool full = count == T;
           for (int64_t i = 0; i < n2; ++i) {
-            state[i] = (full ? lam_t[i] : md.lambda_pow(i, count)) * state[i] + md.b[i] * sum[i];
+            state[i] = cmul(full ? lam_t[i] : md.lambda_pow(i, count), state[i]) + cmul(md.b[i], sum[i]);
           }
           has_state = true;
         }
