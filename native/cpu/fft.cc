@@ -774,20 +774,21 @@ void unpack(const plan& p, const float* re, const float* im, float* x, int64_t c
 }
 
 scratch::~scratch() {
-  if (data_ != nullptr) {
-    count_scratch(-capacity_ * static_cast<int64_t>(sizeof(float)));
-    std::free(data_);
-  }
+  release();
 }
 
-float* scratch::get(int64_t n) {
-  if (n <= capacity_) return data_;
+void scratch::release() {
   if (data_ != nullptr) {
     count_scratch(-capacity_ * static_cast<int64_t>(sizeof(float)));
     std::free(data_);
     data_ = nullptr;
     capacity_ = 0;
   }
+}
+
+float* scratch::get(int64_t n) {
+  if (n <= capacity_) return data_;
+  release();
   // Round up to whole cache lines, and a little beyond so that vector tails may read past the end.
   const int64_t cap = (n + 16 + 15) / 16 * 16;
   void* mem = std::aligned_alloc(64, static_cast<size_t>(cap) * sizeof(float));

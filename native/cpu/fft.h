@@ -69,6 +69,8 @@ class scratch {
   ~scratch();
   // At least n floats; the contents are not kept when it grows.
   float* get(int64_t n);
+  // Frees the memory (for one-off large sizes that should not stay held).
+  void release();
 
  private:
   float* data_ = nullptr;

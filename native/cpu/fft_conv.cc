@@ -513,12 +513,8 @@ status fft_conv_cpu(const fft_conv_params& p) {
   const plan& pl = cpu::fft::get_plan(lay.log2n);
   const int64_t n = pl.n, m = pl.m;
 
-  // Filter spectra, (H, 2, m): transformed once per call.
-  thread_local scratch spectra_buf;
-  float* spectra = spectra_buf.get(H * 2 * m);
-  for_rows(H, [&](int64_t h) {
-    thread_local scratch time_buf;
-    float* x = time_buf.get(n);
+  // The spectrum of channel h's filter into (hre, him), m each.
+  auto filter = [&](int64_t h, float* x, float* hre, float* him) {
     std::fill(x, x + n, 0.0f);
     const float* k0 = k + h * Lk * (p.bidirectional ? 2 : 1);
     std::memcpy(x, k0, static_cast<size_t>(Lk) * sizeof(float));
@@ -528,21 +524,12 @@ status fft_conv_cpu(const fft_conv_params& p) {
       x[0] += k1[0];
       for (int64_t j = 1; j < Lk; ++j) x[n - j] += k1[j];
     }
-    float* hre = spectra + h * 2 * m;
-    float* him = hre + m;
     cpu::fft::pack(pl, x, hre, him);
     cpu::fft::forward(pl, hre, him);
     cpu::fft::filter_spectrum(pl, hre, him, 1.0f);
-  });
-
-  for_rows(rows, [&](int64_t r) {
-    thread_local scratch x_buf, re_buf, im_buf, gate_buf;
-    float* x = x_buf.get(n);
-    float* re = re_buf.get(m);
-    float* im = im_buf.get(m);
-    float* gate = gate_buf.get(round_up(std::min(n, L + history), vec));
-    const float* hre = spectra + (r % H) * 2 * m;
-    const float* him = hre + m;
+  };
+  // Row r = b H + h convolved with the spectrum (hre, him).
+  auto row = [&](int64_t r, const float* hre, const float* him, float* x, float* re, float* im, float* gate) {
     const int64_t base = r * L;
     for (int64_t t0 = 0; t0 < L; t0 += outputs) {
       const int64_t ahead = std::min(L, t0 + outputs + future) - t0;
@@ -558,7 +545,37 @@ status fft_conv_cpu(const fft_conv_params& p) {
       cpu::fft::unpack(pl, re, im, x, count);
       store(base, t0, count, x, gate);
     }
+  };
+  const int64_t gate_len = round_up(std::min(n, L + history), vec);
+
+  // Each filter is transformed once per call. With enough channels to keep the pool busy, a task is one
+  // channel: its spectrum stays in the task's cache for all its batch rows and nothing is shared.
+  // Otherwise all spectra are made first, (H, 2, m), and the rows are the tasks.
+  if (p.batch == 1 || H >= 2 * cpu::get_num_threads()) {
+    for_rows(H, [&](int64_t h) {
+      thread_local scratch x_buf, re_buf, im_buf, gate_buf, spec_buf;
+      float* x = x_buf.get(n);
+      float* re = re_buf.get(m);
+      float* im = im_buf.get(m);
+      float* spec = spec_buf.get(2 * m);
+      filter(h, x, spec, spec + m);
+      for (int64_t b = 0; b < p.batch; ++b) row(b * H + h, spec, spec + m, x, re, im, gate_buf.get(gate_len));
+    });
+    return ok_status();
+  }
+  thread_local scratch spectra_buf;
+  float* spectra = spectra_buf.get(H * 2 * m);
+  for_rows(H, [&](int64_t h) {
+    thread_local scratch x_buf;
+    filter(h, x_buf.get(n), spectra + h * 2 * m, spectra + h * 2 * m + m);
   });
+  for_rows(rows, [&](int64_t r) {
+    thread_local scratch x_buf, re_buf, im_buf, gate_buf;
+    const float* spec = spectra + (r % H) * 2 * m;
+    row(r, spec, spec + m, x_buf.get(n), re_buf.get(m), im_buf.get(m), gate_buf.get(gate_len));
+  });
+  // Spectra of many long filters are not worth holding on to between calls.
+  if (H * 2 * m > (int64_t{16} << 20)) spectra_buf.release();
   return ok_status();
 }
 
