@@ -7,7 +7,7 @@
 // than 300 blocks are replaced by the default to keep the file fast; short rows cover the small blocks.
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
-import { fftConvSync, s4dKernelSync, ssmConv, ssmConvSync, Tensor } from '../dist/cjs/index.js';
+import { fftConvSync, getNumThreads, s4dKernelSync, setNumThreads, ssmConv, ssmConvSync, Tensor } from '../dist/cjs/index.js';
 import { randomModes, ssmRecurrenceRef } from './ref/fft';
 import { assertClose, DTYPES_FLOAT, type FloatDType, Rng, randTensor, type Tolerance, testDevices, toF64 } from './util';
 
@@ -125,15 +125,29 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
       ).toSync(device);
       ssmConvSync(u, logDt.t.toSync(device), A.t.toSync(device), C.t.toSync(device), { returnLastState: true });
     };
-    // One channel and one row run on the calling thread, so the same thread_local buffers serve both;
-    // this test comes first so that the count holds nothing else of this file's.
-    run(1 << 16);
-    const [before] = native().fftScratchBytes() as [number, number];
-    run(1 << 20);
-    const [after] = native().fftScratchBytes() as [number, number];
-    expect(after).toBe(before);
-    // Everything the kernel holds for a row, whatever L: well under one 2^20-sample output (4 MiB).
-    expect(before).toBeLessThan(1 << 20);
+    const scratch = () => (native().fftScratchBytes() as [number, number])[0];
+    const threads = getNumThreads();
+    try {
+      // One thread: the blocks run in order on the calling thread, so the same buffers serve both
+      // lengths exactly. (This test comes first so that the count holds nothing else of this file's.)
+      setNumThreads(1);
+      run(1 << 16);
+      const before = scratch();
+      run(1 << 20);
+      expect(scratch()).toBe(before);
+      // Everything the kernel holds for a row, whatever L: well under one 2^20-sample output (4 MiB).
+      expect(before).toBeLessThan(1 << 20);
+      // The pool: blocks go in waves over the threads; a thread that joins late adds its block buffers
+      // (tens of KiB), never anything that scales with L.
+      setNumThreads(threads);
+      run(1 << 16);
+      const pooled = scratch();
+      run(1 << 20);
+      expect(scratch() - pooled).toBeLessThan(256 << 10);
+      expect(scratch()).toBeLessThan(2 << 20);
+    } finally {
+      setNumThreads(threads);
+    }
   });
 
   describe('grid: L x dtype against the recurrence', () => {
@@ -165,6 +179,31 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
       it(`float32 block ${blockSize}`, () =>
         runCase(device, { dtype: 'float32', L: 1000, H: 3, batch: 2, n2: 16, blockSize, set, seed: blockSize }));
     }
+  });
+
+  describe('fewer rows than threads: blocks in waves across the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      for (const [L, blockSize] of [
+        [5000, 64],
+        [4097, 1000],
+        [300, 7],
+      ] as const) {
+        const set = OPTION_SETS[4] as OptionSet;
+        it(`${dtype} [1, 1, ${L}] block ${blockSize} ${set.name}`, () =>
+          runCase(device, { dtype, L, H: 1, batch: 1, n2: 8, blockSize, set, seed: L + blockSize }));
+      }
+    }
+    it('float32 [1, 1, 3000] block 128, no state returned', () =>
+      runCase(device, {
+        dtype: 'float32',
+        L: 3000,
+        H: 1,
+        batch: 1,
+        n2: 32,
+        blockSize: 128,
+        set: { name: 'D', D: true },
+        seed: 1,
+      }));
   });
 
   describe('equals fftConv(u, s4dKernel(...), { D })', () => {

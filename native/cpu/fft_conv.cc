@@ -738,6 +738,153 @@ namespace {
 // to the state passing's O(N) per sample, short enough that a block's buffers stay in L2.
 constexpr int64_t kDefaultBlock = 2048;
 
+// The sizes every block of a call shares.
+struct ssm_geometry {
+  int64_t L = 0, T = 0, blocks = 0, t_pad = 0, n2 = 0, K = 0, Kp = 0;
+  const plan* pl = nullptr;
+  int64_t y_len() const { return std::max(pl->n, t_pad); }  // room a block's output needs
+};
+
+// What all blocks of one channel read: its modes, the lambda^i tables, the block kernel's spectrum,
+// lambda^T and 2 C lambda (what the state before a block is multiplied by).
+struct ssm_channel {
+  s4d_modes md;
+  const float* etab = nullptr;  // (K, kSub)
+  const float* rtab = nullptr;  // (kSub, Kp)
+  const float* spec = nullptr;  // (2, m)
+  const cplx* lam_t = nullptr;  // (N2,)
+  const cplx* c_lam = nullptr;  // (N2,)
+};
+
+// A block's working buffers, one set per thread.
+struct block_buffers {
+  float* x;    // (max(n, t_pad),)
+  float* re;   // (m,)
+  float* im;   // (m,)
+  float* ub;   // (t_pad,)
+  float* R;    // (t_pad / kSub, Kp)
+  float* G;    // (kRowsPerCall, K)
+  cplx* coef;  // (N2,)
+};
+
+block_buffers thread_block_buffers(const ssm_geometry& g) {
+  thread_local scratch x_buf, re_buf, im_buf, u_buf, r_buf, g_buf, coef_buf;
+  block_buffers bb;
+  bb.x = x_buf.get(g.y_len());
+  bb.re = re_buf.get(g.pl->m);
+  bb.im = im_buf.get(g.pl->m);
+  bb.ub = u_buf.get(g.t_pad);
+  bb.R = r_buf.get((g.t_pad / kSub) * g.Kp);
+  bb.G = g_buf.get(kRowsPerCall * std::max<int64_t>(g.K, 1));
+  bb.coef = reinterpret_cast<cplx*>(coef_buf.get(4 * std::max<int64_t>(g.n2, 1)));
+  return bb;
+}
+
+// Builds channel h's shared data in this thread's buffers (valid until this thread builds another).
+ssm_channel setup_channel(const ssm_geometry& g, const ssm_conv_params& p, int64_t h) {
+  thread_local scratch etab_buf, rtab_buf, spec_buf, modes_buf, work_buf;
+  const int64_t n2 = g.n2, n = g.pl->n, m = g.pl->m, T = g.T;
+  ssm_channel ch;
+  ch.md = modes_of(p.log_dt.ptr<const float>(), p.A.ptr<const float>(), p.C.ptr<const float>(), h, n2,
+                   modes_buf.get(modes_floats(n2)));
+  float* etab = etab_buf.get(g.K * kSub);
+  float* rtab = rtab_buf.get(kSub * g.Kp);
+  build_tables(ch.md, etab, rtab, g.Kp);
+  auto* work = reinterpret_cast<cplx*>(work_buf.get(4 * 2 * std::max<int64_t>(n2, 1)));
+  cplx* lam_t = work;
+  cplx* c_lam = work + n2;
+  for (int64_t i = 0; i < n2; ++i) {
+    lam_t[i] = ch.md.lambda_pow(i, T);
+    c_lam[i] = 2.0 * cmul(ch.md.c[i], ch.md.lam[i]);
+  }
+  // The block kernel k[0, T) (D on its first tap) and its spectrum.
+  block_buffers bb = thread_block_buffers(g);
+  for (int64_t i = 0; i < n2; ++i) bb.coef[i] = 2.0 * cmul(ch.md.c[i], ch.md.b[i]);
+  expand_series(ch.md, bb.coef, etab, bb.G, T, false, bb.x);
+  if (p.D.present()) bb.x[0] += p.D.ptr<const float>()[h];
+  std::fill(bb.x + T, bb.x + n, 0.0f);
+  float* spec = spec_buf.get(2 * m);
+  cpu::fft::pack(*g.pl, bb.x, spec, spec + m);
+  cpu::fft::forward(*g.pl, spec, spec + m);
+  cpu::fft::filter_spectrum(*g.pl, spec, spec + m, 1.0f);
+  ch.etab = etab;
+  ch.rtab = rtab;
+  ch.spec = spec;
+  ch.lam_t = lam_t;
+  ch.c_lam = c_lam;
+  return ch;
+}
+
+// Block c of a row on its own: y[0, count) = the FFT convolution of the block's inputs with the block
+// kernel, and (when `sum` is given) sum = sum_j lambda^(count-1-j) u_j, the state the block's inputs
+// alone leave behind (before the factor B).
+void block_local(const ssm_geometry& g, const ssm_channel& ch, const ssm_conv_params& p, int64_t row,
+                 int64_t c, const block_buffers& bb, float* y, cplx* sum) {
+  const plan& pl = *g.pl;
+  const int64_t t0 = c * g.T, count = std::min(g.T, g.L - t0), n2 = g.n2;
+  const level_kernels& lk = kern();
+  float* x = bb.x;
+  lk.to_float(p.u.dtype, p.u.data, row * g.L + t0, x, count);
+  if (sum != nullptr) {
+    // Right-aligned so that sum_q ub[q] lambda^(t_pad - 1 - q) = sum_j u_j lambda^(count - 1 - j).
+    std::fill(bb.ub, bb.ub + g.t_pad - count, 0.0f);
+    std::memcpy(bb.ub + g.t_pad - count, x, static_cast<size_t>(count) * sizeof(float));
+    const int64_t na = g.t_pad / kSub;
+    lk.reduce(bb.ub, ch.rtab, na, g.Kp, kSub, bb.R);
+    for (int64_t i = 0; i < n2; ++i) sum[i] = 0.0;
+    for (int64_t a = 0; a < na; ++a) {
+      const float* r = bb.R + a * g.Kp;
+      for (int64_t i = 0; i < n2; ++i) sum[i] = cmul(sum[i], ch.md.lam_sub[i]) + cplx(r[2 * i], r[2 * i + 1]);
+    }
+  }
+  std::fill(x + count, x + pl.n, 0.0f);
+  cpu::fft::pack(pl, x, bb.re, bb.im);
+  cpu::fft::forward(pl, bb.re, bb.im);
+  cpu::fft::convolve(pl, bb.re, bb.im, ch.spec, ch.spec + pl.m);
+  cpu::fft::inverse(pl, bb.re, bb.im);
+  cpu::fft::unpack(pl, bb.re, bb.im, y, count);
+}
+
+// Adds what the state before block c contributes (2 Re sum_n C_n lambda_n^(j+1) x_n) to y and stores the
+// block's outputs.
+void block_finish(const ssm_geometry& g, const ssm_channel& ch, const ssm_conv_params& p, int64_t row,
+                  int64_t c, const cplx* state, const block_buffers& bb, float* y) {
+  const int64_t t0 = c * g.T, count = std::min(g.T, g.L - t0);
+  if (state != nullptr) {
+    for (int64_t i = 0; i < g.n2; ++i) bb.coef[i] = cmul(ch.c_lam[i], state[i]);
+    expand_series(ch.md, bb.coef, ch.etab, bb.G, count, true, y);
+  }
+  kern().from_float(p.u.dtype, y, p.out.data, row * g.L + t0, count);
+}
+
+// The state after block c from the state before it and the block's own sum.
+void advance(const ssm_geometry& g, const ssm_channel& ch, int64_t c, cplx* state, const cplx* sum) {
+  const int64_t count = std::min(g.T, g.L - c * g.T);
+  for (int64_t i = 0; i < g.n2; ++i) {
+    const cplx step = count == g.T ? ch.lam_t[i] : ch.md.lambda_pow(i, count);
+    state[i] = cmul(step, state[i]) + cmul(ch.md.b[i], sum[i]);
+  }
+}
+
+// The state before the first block of a row; false when it is all zeros.
+bool initial_state(const ssm_conv_params& p, int64_t row, cplx* state) {
+  const float* init = p.initial_state.ptr<const float>();
+  bool any = false;
+  for (int64_t i = 0; i < p.N2; ++i) {
+    state[i] = init == nullptr ? cplx(0.0) : cplx(init[(row * p.N2 + i) * 2], init[(row * p.N2 + i) * 2 + 1]);
+    any = any || state[i] != 0.0;
+  }
+  return any;
+}
+
+void store_last_state(const ssm_conv_params& p, int64_t row, const cplx* state) {
+  float* last = p.last_state.ptr<float>();
+  for (int64_t i = 0; i < p.N2; ++i) {
+    last[(row * p.N2 + i) * 2] = static_cast<float>(state[i].real());
+    last[(row * p.N2 + i) * 2 + 1] = static_cast<float>(state[i].imag());
+  }
+}
+
 }  // namespace
 
 status ssm_conv_cpu(const ssm_conv_params& p) {
@@ -756,120 +903,89 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
   }
   if (p.batch == 0 || p.H == 0) return ok_status();
 
-  const int64_t L = p.L, H = p.H, n2 = p.N2, K = 2 * n2;
-  const int64_t T = std::min(L, p.block_size > 0 ? p.block_size : kDefaultBlock);
-  const int64_t blocks = (L + T - 1) / T;
-  const int64_t t_pad = round_up(T, kSub);
-  const int64_t Kp = round_up(std::max<int64_t>(K, 1), 16);
-  const plan& pl = cpu::fft::get_plan(std::max(1, cpu::fft::log2_ceil(2 * T - 1)));
-  const int64_t n = pl.n, m = pl.m;
-  const float* log_dt = p.log_dt.ptr<const float>();
-  const float* A = p.A.ptr<const float>();
-  const float* C = p.C.ptr<const float>();
-  const float* D = p.D.ptr<const float>();
-  const float* init = p.initial_state.ptr<const float>();
-  float* last = p.last_state.ptr<float>();
-  const bool need_last = last != nullptr;
-  const level_kernels& lk = kern();
+  ssm_geometry g;
+  g.L = p.L;
+  g.T = std::min(p.L, p.block_size > 0 ? p.block_size : kDefaultBlock);
+  g.blocks = (g.L + g.T - 1) / g.T;
+  g.t_pad = round_up(g.T, kSub);
+  g.n2 = p.N2;
+  g.K = 2 * p.N2;
+  g.Kp = round_up(std::max<int64_t>(g.K, 1), 16);
+  g.pl = &cpu::fft::get_plan(std::max(1, cpu::fft::log2_ceil(2 * g.T - 1)));
+  const int64_t H = p.H, rows = p.batch * H, n2 = g.n2;
+  const bool need_last = p.last_state.present();
+  const int threads = cpu::get_num_threads();
 
-  // Units of work: one channel with all its batch rows (the channel's tables and kernel spectrum are
-  // built once), or one (channel, row) pair when there are fewer channels than threads.
-  const bool split_batch = H < cpu::get_num_threads() && p.batch > 1;
-  const int64_t units = split_batch ? H * p.batch : H;
-  for_rows(units, [&](int64_t unit) {
-    const int64_t h = split_batch ? unit / p.batch : unit;
-    const int64_t b_begin = split_batch ? unit % p.batch : 0;
-    const int64_t b_end = split_batch ? b_begin + 1 : p.batch;
-    thread_local scratch etab_buf, rtab_buf, spec_buf, x_buf, re_buf, im_buf, u_buf, g_buf, r_buf, state_buf,
-        modes_buf;
-    const s4d_modes md = modes_of(log_dt, A, C, h, n2, modes_buf.get(modes_floats(n2)));
-    float* etab = etab_buf.get(K * kSub);
-    float* rtab = rtab_buf.get(kSub * Kp);
-    build_tables(md, etab, rtab, Kp);
-    float* G = g_buf.get(kRowsPerCall * std::max<int64_t>(K, 1));
-    // (N2) complex each: the coefficients of a series, the state, the block's input sum, lambda^T,
-    // and 2 C lambda (what the state before a block is multiplied by).
-    auto* work = reinterpret_cast<cplx*>(state_buf.get(4 * 5 * std::max<int64_t>(n2, 1)));
-    cplx* coef = work;
-    cplx* state = work + n2;
-    cplx* sum = work + 2 * n2;
-    cplx* lam_t = work + 3 * n2;
-    cplx* c_lam = work + 4 * n2;
-    for (int64_t i = 0; i < n2; ++i) {
-      lam_t[i] = md.lambda_pow(i, T);
-      c_lam[i] = 2.0 * md.c[i] * md.lam[i];
-    }
-
-    // The block kernel k[0, T) (D on its first tap) and its spectrum.
-    float* x = x_buf.get(std::max(n, t_pad));
-    for (int64_t i = 0; i < n2; ++i) coef[i] = 2.0 * md.c[i] * md.b[i];
-    expand_series(md, coef, etab, G, T, false, x);
-    if (D != nullptr) x[0] += D[h];
-    std::fill(x + T, x + n, 0.0f);
-    float* spec = spec_buf.get(2 * m);
-    cpu::fft::pack(pl, x, spec, spec + m);
-    cpu::fft::forward(pl, spec, spec + m);
-    cpu::fft::filter_spectrum(pl, spec, spec + m, 1.0f);
-
-    float* re = re_buf.get(m);
-    float* im = im_buf.get(m);
-    float* ub = u_buf.get(t_pad);
-    float* R = r_buf.get((t_pad / kSub) * Kp);
-    for (int64_t b = b_begin; b < b_end; ++b) {
-      const int64_t row = b * H + h;
-      bool has_state = false;
-      for (int64_t i = 0; i < n2; ++i) {
-        state[i] = 0.0;
-        if (init != nullptr) {
-          state[i] = cplx(init[(row * n2 + i) * 2], init[(row * n2 + i) * 2 + 1]);
-          has_state = has_state || state[i] != 0.0;
+  if (rows >= threads || g.blocks == 1) {
+    // Enough rows for the pool: a task is a channel with all its rows (the channel's tables and kernel
+    // spectrum built once) or, with fewer channels than threads, a single row; blocks run in order.
+    const bool per_row = H < threads;
+    for_rows(per_row ? rows : H, [&](int64_t unit) {
+      const int64_t h = unit % H;
+      const int64_t b_begin = per_row ? unit / H : 0, b_end = per_row ? b_begin + 1 : p.batch;
+      const ssm_channel ch = setup_channel(g, p, h);
+      const block_buffers bb = thread_block_buffers(g);
+      thread_local scratch state_buf;
+      auto* state = reinterpret_cast<cplx*>(state_buf.get(4 * 2 * std::max<int64_t>(n2, 1)));
+      cplx* sum = state + n2;
+      for (int64_t b = b_begin; b < b_end; ++b) {
+        const int64_t row = b * H + h;
+        bool has_state = initial_state(p, row, state);
+        for (int64_t c = 0; c < g.blocks; ++c) {
+          const bool update = c + 1 < g.blocks || need_last;
+          block_local(g, ch, p, row, c, bb, bb.x, update ? sum : nullptr);
+          block_finish(g, ch, p, row, c, has_state ? state : nullptr, bb, bb.x);
+          if (update) advance(g, ch, c, state, sum);
+          has_state = has_state || update;
         }
+        if (need_last) store_last_state(p, row, state);
       }
-      for (int64_t c = 0; c < blocks; ++c) {
-        const int64_t t0 = c * T, count = std::min(T, L - t0);
-        lk.to_float(dt, p.u.data, row * L + t0, x, count);
-        const bool update = c + 1 < blocks || need_last;
-        if (update) {
-          // Right-aligned so that sum_p ub[p] lambda^(t_pad - 1 - p) = sum_j u_j lambda^(count - 1 - j).
-          std::fill(ub, ub + t_pad - count, 0.0f);
-          std::memcpy(ub + t_pad - count, x, static_cast<size_t>(count) * sizeof(float));
-          const int64_t na = t_pad / kSub;
-          lk.reduce(ub, rtab, na, Kp, kSub, R);
-          for (int64_t i = 0; i < n2; ++i) sum[i] = 0.0;
-          for (int64_t a = 0; a < na; ++a) {
-            const float* row = R + a * Kp;
-            for (int64_t i = 0; i < n2; ++i) {
-              sum[i] = cmul(sum[i], md.lam_sub[i]) + cplx(row[2 * i], row[2 * i + 1]);
-            }
-          }
+    });
+    return ok_status();
+  }
+
+  // Fewer rows than threads: the blocks of a row go in waves across the pool. Each block's own part
+  // (its convolution and its zero-state sum) is independent; the state recursion between blocks is
+  // O(N) per block and runs in order; then each block adds its incoming state and is stored. The wave
+  // buffers hold a few blocks per thread, whatever L is.
+  constexpr int64_t kMaxWave = 64;
+  const int64_t wave = std::min<int64_t>({g.blocks, 4 * static_cast<int64_t>(threads), kMaxWave});
+  thread_local scratch wave_y, wave_sums;
+  float* ys = wave_y.get(wave * g.y_len());
+  auto* sums = reinterpret_cast<cplx*>(wave_sums.get(4 * (wave + 1) * 2 * std::max<int64_t>(n2, 1)));
+  cplx* starts = sums + wave * n2;  // (wave, N2): the state before each block of the wave
+  cplx* state = starts + wave * n2;
+  for (int64_t row = 0; row < rows; ++row) {
+    const ssm_channel ch = setup_channel(g, p, row % H);
+    bool has_state = initial_state(p, row, state);
+    for (int64_t c0 = 0; c0 < g.blocks; c0 += wave) {
+      const int64_t nw = std::min(wave, g.blocks - c0);
+      cpu::parallel_for(nw, 1, [&](int64_t w0, int64_t w1) {
+        const block_buffers bb = thread_block_buffers(g);
+        for (int64_t w = w0; w < w1; ++w) {
+          const bool update = c0 + w + 1 < g.blocks || need_last;
+          block_local(g, ch, p, row, c0 + w, bb, ys + w * g.y_len(), update ? sums + w * n2 : nullptr);
         }
-        std::fill(x + count, x + n, 0.0f);
-        cpu::fft::pack(pl, x, re, im);
-        cpu::fft::forward(pl, re, im);
-        cpu::fft::convolve(pl, re, im, spec, spec + m);
-        cpu::fft::inverse(pl, re, im);
-        cpu::fft::unpack(pl, re, im, x, count);
-        if (has_state) {
-          for (int64_t i = 0; i < n2; ++i) coef[i] = cmul(c_lam[i], state[i]);
-          expand_series(md, coef, etab, G, count, true, x);
-        }
-        lk.from_float(dt, x, p.out.data, row * L + t0, count);
-        if (update) {
-          const bool full = count == T;
-          for (int64_t i = 0; i < n2; ++i) {
-            state[i] = cmul(full ? lam_t[i] : md.lambda_pow(i, count), state[i]) + cmul(md.b[i], sum[i]);
-          }
+      });
+      bool wave_has_state[kMaxWave];
+      for (int64_t w = 0; w < nw; ++w) {
+        std::copy(state, state + n2, starts + w * n2);
+        wave_has_state[w] = has_state;
+        if (c0 + w + 1 < g.blocks || need_last) {
+          advance(g, ch, c0 + w, state, sums + w * n2);
           has_state = true;
         }
       }
-      if (need_last) {
-        for (int64_t i = 0; i < n2; ++i) {
-          last[(row * n2 + i) * 2] = static_cast<float>(state[i].real());
-          last[(row * n2 + i) * 2 + 1] = static_cast<float>(state[i].imag());
+      cpu::parallel_for(nw, 1, [&](int64_t w0, int64_t w1) {
+        const block_buffers bb = thread_block_buffers(g);
+        for (int64_t w = w0; w < w1; ++w) {
+          block_finish(g, ch, p, row, c0 + w, wave_has_state[w] ? starts + w * n2 : nullptr, bb,
+                       ys + w * g.y_len());
         }
-      }
+      });
     }
-  });
+    if (need_last) store_last_state(p, row, state);
+  }
   return ok_status();
 }
 
