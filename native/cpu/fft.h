@@ -36,6 +36,13 @@ struct plan {
   const float* pair_im = nullptr;    // (m,)
   const int32_t* partner = nullptr;  // (head,) position of frequency m - freq(P)
   const int64_t* freq = nullptr;     // (head,) frequency held at position P
+  // The head's pairs (P, partner) other than position 0, padded to a multiple of the width by repeating
+  // the last one, with the real-split twiddle of P: what the vector kernels gather from.
+  int64_t head_pairs = 0;
+  const int32_t* head_k = nullptr;  // (head_pairs,)
+  const int32_t* head_m = nullptr;  // (head_pairs,)
+  const float* head_wr = nullptr;   // (head_pairs,)
+  const float* head_wi = nullptr;   // (head_pairs,)
 };
 
 // ceil(log2(x)) for x >= 1.
