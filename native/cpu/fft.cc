@@ -125,6 +125,10 @@ plan* build_plan(int log2n) {
   while (w >= 4 && static_cast<int64_t>(w) * w > m) w /= 2;
   p->width = w >= 4 ? w : 0;
   p->head = p->width == 0 ? m : static_cast<int64_t>(p->width) * p->width;
+  for (int k = 1; k <= bits; ++k) {
+    tw2(k);
+    if (k >= 2) tw4(k);
+  }
   auto freq_of = [&](uint64_t pos) { return bit_reverse(swap_fields(pos, p->width), bits); };
   auto* re = new float[m];
   auto* im = new float[m];

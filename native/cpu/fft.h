@@ -48,7 +48,11 @@ struct plan {
 // ceil(log2(x)) for x >= 1.
 int log2_ceil(int64_t x);
 
-// The plan for n = 2^log2n real samples, 1 <= log2n <= 30; built on first use (thread-safe).
+// Longest transform: 2^kMaxLog2n real samples.
+constexpr int kMaxLog2n = 30;
+
+// The plan for n = 2^log2n real samples, 1 <= log2n <= kMaxLog2n, with every twiddle table its kernels
+// read; built on first use (thread-safe), so that the transforms themselves never allocate.
 const plan& get_plan(int log2n);
 
 // Complex FFT in place on m values (re, im): natural order in, plan order out (unnormalized).

@@ -19,6 +19,7 @@
 #include "ssmkit/fft_conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <complex>
 #include <cstring>
@@ -421,9 +422,27 @@ status check_float_io(const char* op, const tensor_view& t, ssmkit_dtype want, c
   return ok_status();
 }
 
+// parallel_for over [0, n) with fn(begin, end), turning an exception on any thread (scratch that could
+// not grow) into a status: pool threads must not throw.
 template <class F>
-void for_rows(int64_t rows, const F& fn) {
-  cpu::parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
+status parallel_ranges(int64_t n, const F& fn) {
+  std::atomic<bool> failed{false};
+  cpu::parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
+    if (failed.load(std::memory_order_relaxed)) return;
+    try {
+      fn(i0, i1);
+    } catch (...) {
+      failed.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (failed.load()) return make_status(status_code::internal, "ssmkit: out of host memory for FFT scratch");
+  return ok_status();
+}
+
+// The same, one index at a time.
+template <class F>
+status for_rows(int64_t rows, const F& fn) {
+  return parallel_ranges(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) fn(r);
   });
 }
@@ -488,7 +507,7 @@ status fft_conv_cpu(const fft_conv_params& p) {
         f[0] += k0[Lk];
       }
     }
-    for_rows(rows, [&](int64_t r) {
+    return for_rows(rows, [&](int64_t r) {
       thread_local scratch v_buf, y_buf, gate_buf;
       const int64_t span = history + outputs + future;
       float* v = v_buf.get(span + 4 * vec);
@@ -507,9 +526,12 @@ status fft_conv_cpu(const fft_conv_params& p) {
         store(base, t0, count, y, gate);
       }
     });
-    return ok_status();
   }
 
+  if (lay.log2n > cpu::fft::kMaxLog2n) {
+    return make_status(status_code::unsupported, "%s: u: a transform of 2^%d samples is longer than 2^%d", op,
+                       lay.log2n, cpu::fft::kMaxLog2n);
+  }
   const plan& pl = cpu::fft::get_plan(lay.log2n);
   const int64_t n = pl.n, m = pl.m;
 
@@ -552,7 +574,7 @@ status fft_conv_cpu(const fft_conv_params& p) {
   // channel: its spectrum stays in the task's cache for all its batch rows and nothing is shared.
   // Otherwise all spectra are made first, (H, 2, m), and the rows are the tasks.
   if (p.batch == 1 || H >= 2 * cpu::get_num_threads()) {
-    for_rows(H, [&](int64_t h) {
+    return for_rows(H, [&](int64_t h) {
       thread_local scratch x_buf, re_buf, im_buf, gate_buf, spec_buf;
       float* x = x_buf.get(n);
       float* re = re_buf.get(m);
@@ -561,22 +583,21 @@ status fft_conv_cpu(const fft_conv_params& p) {
       filter(h, x, spec, spec + m);
       for (int64_t b = 0; b < p.batch; ++b) row(b * H + h, spec, spec + m, x, re, im, gate_buf.get(gate_len));
     });
-    return ok_status();
   }
   thread_local scratch spectra_buf;
   float* spectra = spectra_buf.get(H * 2 * m);
-  for_rows(H, [&](int64_t h) {
+  SSMKIT_RETURN_IF_ERROR(for_rows(H, [&](int64_t h) {
     thread_local scratch x_buf;
     filter(h, x_buf.get(n), spectra + h * 2 * m, spectra + h * 2 * m + m);
-  });
-  for_rows(rows, [&](int64_t r) {
+  }));
+  const status st = for_rows(rows, [&](int64_t r) {
     thread_local scratch x_buf, re_buf, im_buf, gate_buf;
     const float* spec = spectra + (r % H) * 2 * m;
     row(r, spec, spec + m, x_buf.get(n), re_buf.get(m), im_buf.get(m), gate_buf.get(gate_len));
   });
   // Spectra of many long filters are not worth holding on to between calls.
   if (H * 2 * m > (int64_t{16} << 20)) spectra_buf.release();
-  return ok_status();
+  return st;
 }
 
 // ---- S4D modes ----
@@ -713,7 +734,7 @@ status s4d_kernel_cpu(const s4d_kernel_params& p) {
   // Channels are independent; a long kernel is also cut into pieces of kPiece samples.
   constexpr int64_t kPiece = kSub * kRowsPerCall * 4;
   const int64_t pieces = (L + kPiece - 1) / kPiece;
-  for_rows(p.H * pieces, [&](int64_t unit) {
+  return for_rows(p.H * pieces, [&](int64_t unit) {
     const int64_t h = unit / pieces, t0 = (unit % pieces) * kPiece;
     const int64_t count = std::min(kPiece, L - t0);
     thread_local scratch tab_buf, g_buf, out_buf, coef_buf, modes_buf;
@@ -727,7 +748,6 @@ status s4d_kernel_cpu(const s4d_kernel_params& p) {
     expand_series(md, coef, tab, G, count, false, out);
     std::memcpy(k + h * L + t0, out, static_cast<size_t>(count) * sizeof(float));
   });
-  return ok_status();
 }
 
 // ---- ssmConv ----
@@ -920,7 +940,7 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
     // Enough rows for the pool: a task is a channel with all its rows (the channel's tables and kernel
     // spectrum built once) or, with fewer channels than threads, a single row; blocks run in order.
     const bool per_row = H < threads;
-    for_rows(per_row ? rows : H, [&](int64_t unit) {
+    return for_rows(per_row ? rows : H, [&](int64_t unit) {
       const int64_t h = unit % H;
       const int64_t b_begin = per_row ? unit / H : 0, b_end = per_row ? b_begin + 1 : p.batch;
       const ssm_channel ch = setup_channel(g, p, h);
@@ -941,7 +961,6 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
         if (need_last) store_last_state(p, row, state);
       }
     });
-    return ok_status();
   }
 
   // Fewer rows than threads: the blocks of a row go in waves across the pool. Each block's own part
@@ -960,13 +979,13 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
     bool has_state = initial_state(p, row, state);
     for (int64_t c0 = 0; c0 < g.blocks; c0 += wave) {
       const int64_t nw = std::min(wave, g.blocks - c0);
-      cpu::parallel_for(nw, 1, [&](int64_t w0, int64_t w1) {
+      SSMKIT_RETURN_IF_ERROR(parallel_ranges(nw, [&](int64_t w0, int64_t w1) {
         const block_buffers bb = thread_block_buffers(g);
         for (int64_t w = w0; w < w1; ++w) {
           const bool update = c0 + w + 1 < g.blocks || need_last;
           block_local(g, ch, p, row, c0 + w, bb, ys + w * g.y_len(), update ? sums + w * n2 : nullptr);
         }
-      });
+      }));
       bool wave_has_state[kMaxWave];
       for (int64_t w = 0; w < nw; ++w) {
         std::copy(state, state + n2, starts + w * n2);
@@ -976,13 +995,13 @@ status ssm_conv_cpu(const ssm_conv_params& p) {
           has_state = true;
         }
       }
-      cpu::parallel_for(nw, 1, [&](int64_t w0, int64_t w1) {
+      SSMKIT_RETURN_IF_ERROR(parallel_ranges(nw, [&](int64_t w0, int64_t w1) {
         const block_buffers bb = thread_block_buffers(g);
         for (int64_t w = w0; w < w1; ++w) {
           block_finish(g, ch, p, row, c0 + w, wave_has_state[w] ? starts + w * n2 : nullptr, bb,
                        ys + w * g.y_len());
         }
-      });
+      }));
     }
     if (need_last) store_last_state(p, row, state);
   }
