@@ -1,8 +1,8 @@
 // fftConv against its float64 reference and the golden cases, on every backend present.
 //
-// The grid is L x dtype over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384} and every dtype;
-// each cell takes the next (H, batch) from H {1, 3, 8} x batch {1, 2} and the next option set from
-// OPTION_SETS, so that every option, filter length and shape meets every dtype and several lengths.
+// The grid is L x dtype x (H, batch) over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384},
+// every dtype, H {1, 3, 8} and batch {1, 2}; each cell takes the next option set from OPTION_SETS, so
+// that every option set (and filter length) meets every dtype, shape and several lengths.
 // Rows longer than 1100 are checked at sampled positions (the first and last 64, and 128 drawn at
 // random) because the direct reference costs O(L * Lk) per position checked, not per row.
 import { describe, expect, it } from 'vitest';
@@ -146,15 +146,16 @@ async function runCase(device: string, c: Case): Promise<void> {
 }
 
 describe.each(testDevices())('fftConv on %s', (device) => {
-  describe('grid: L x dtype, rotating shapes and options', () => {
+  describe('grid: L x dtype x (H, batch), rotating option sets', () => {
     let i = 0;
     for (const L of LENGTHS) {
       for (const dtype of DTYPES_FLOAT) {
-        const [H, batch] = SHAPES[i % SHAPES.length] as readonly [number, number];
-        const set = OPTION_SETS[(i * 7) % OPTION_SETS.length] as OptionSet;
-        const c: Case = { dtype, L, H, batch, set, seed: 1000 + i };
-        it(`${dtype} [${batch}, ${H}, ${L}] ${set.name}`, () => runCase(device, c));
-        i++;
+        for (const [H, batch] of SHAPES) {
+          const set = OPTION_SETS[(i * 7) % OPTION_SETS.length] as OptionSet;
+          const c: Case = { dtype, L, H, batch, set, seed: 1000 + i };
+          it(`${dtype} [${batch}, ${H}, ${L}] ${set.name}`, () => runCase(device, c));
+          i++;
+        }
       }
     }
   });

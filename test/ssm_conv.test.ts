@@ -1,9 +1,9 @@
 // ssmConv against the float64 SSM recurrence (an independent route: no convolution at all), against
 // fftConv(u, s4dKernel(...)) up to L = 1M, and its scratch memory, on every backend present.
 //
-// The grid is L x dtype over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384} and every dtype;
-// each cell takes the next (H, batch) from H {1, 3, 8} x batch {1, 2}, the next mode count, block size
-// and option set, so that every option meets every dtype. Block sizes that would cut a row into more
+// The grid is L x dtype x (H, batch) over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384},
+// every dtype, H {1, 3, 8} and batch {1, 2}; each cell takes the next mode count, block size and
+// option set, so that every option meets every dtype and shape. Block sizes that would cut a row into more
 // than 300 blocks are replaced by the default to keep the file fast; short rows cover the small blocks.
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
@@ -150,18 +150,19 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
     }
   });
 
-  describe('grid: L x dtype against the recurrence', () => {
+  describe('grid: L x dtype x (H, batch) against the recurrence', () => {
     let i = 0;
     for (const L of LENGTHS) {
       for (const dtype of DTYPES_FLOAT) {
-        const [H, batch] = SHAPES[i % SHAPES.length] as readonly [number, number];
-        const n2 = MODES[i % MODES.length] as number;
-        let blockSize = BLOCKS[(i * 5) % BLOCKS.length];
-        if (blockSize !== undefined && L / blockSize > 300) blockSize = undefined;
-        const set = OPTION_SETS[(i * 3) % OPTION_SETS.length] as OptionSet;
-        const c: Case = { dtype, L, H, batch, n2, blockSize, set, seed: 7000 + i };
-        it(`${dtype} [${batch}, ${H}, ${L}] N/2 ${n2} block ${blockSize ?? 'default'} ${set.name}`, () => runCase(device, c));
-        i++;
+        for (const [H, batch] of SHAPES) {
+          const n2 = MODES[i % MODES.length] as number;
+          let blockSize = BLOCKS[(i * 5) % BLOCKS.length];
+          if (blockSize !== undefined && L / blockSize > 300) blockSize = undefined;
+          const set = OPTION_SETS[(i * 3) % OPTION_SETS.length] as OptionSet;
+          const c: Case = { dtype, L, H, batch, n2, blockSize, set, seed: 7000 + i };
+          it(`${dtype} [${batch}, ${H}, ${L}] N/2 ${n2} block ${blockSize ?? 'default'} ${set.name}`, () => runCase(device, c));
+          i++;
+        }
       }
     }
   });
