@@ -225,13 +225,18 @@ async function benchSsmConv(batch, H, L, n2, blockSize) {
   const err = relL2(got, ref, rows, L);
   check('ssmConv vs fftConv(s4dKernel)', err, 1e-5);
   const ms = await timeit(() => ssmConvSync(u, logDt, A, C, opts));
+  setNumThreads(1);
+  const ms1 = await timeit(() => ssmConvSync(u, logDt, A, C, opts));
+  setNumThreads(threads);
   const msRef = await timeit(() => fftConvSync(u, s4dKernelSync(logDt, A, C, L), { D }));
   const ns = (ms * 1e6) / (rows * L);
+  const ns1 = (ms1 * 1e6) / (rows * L);
   console.log(
-    `ssmConv float32 [${batch}, ${H}, ${L}] N/2 ${n2} block ${blockSize ?? 'default'}: ${ms.toFixed(3)} ms, ` +
-      `${ns.toFixed(2)} ns/sample | fftConv(s4dKernel(L)) ${msRef.toFixed(3)} ms | check ${err.toExponential(1)}`,
+    `ssmConv float32 [${batch}, ${H}, ${L}] N/2 ${n2} block ${blockSize ?? 'default'}: ${ms.toFixed(3)} ms ` +
+      `(${ns.toFixed(2)} ns/sample; 1 thread ${ms1.toFixed(3)} ms, ${ns1.toFixed(2)} ns/sample) | ` +
+      `fftConv(u, s4dKernel(L)) ${msRef.toFixed(3)} ms | check ${err.toExponential(1)}`,
   );
-  return ns;
+  return { ns, ns1 };
 }
 
 console.log('== fftConv, full-length filters, batch 1 x 64 channels ==');
@@ -247,8 +252,11 @@ if (!quick) await benchFftConv('float32', 1, 64, 65536, 32);
 console.log('\n== ssmConv, one row, N/2 = 32: time per sample as L grows ==');
 const base = await benchSsmConv(1, 1, 8192, 32);
 for (const L of quick ? [1 << 20] : [65536, 1 << 20]) {
-  const ns = await benchSsmConv(1, 1, L, 32);
-  console.log(`  per-sample time at L = ${L} / at L = 8192: ${(ns / base).toFixed(2)}x (aim: <= 2x)`);
+  const r = await benchSsmConv(1, 1, L, 32);
+  console.log(
+    `  per-sample time at L = ${L} / at L = 8192: ${(r.ns / base.ns).toFixed(2)}x (${threads} threads), ` +
+      `${(r.ns1 / base.ns1).toFixed(2)}x (1 thread); aim: <= 2x`,
+  );
 }
 console.log('\n== ssmConv, batch 1 x 64 channels ==');
 await benchSsmConv(1, 64, 8192, 32);

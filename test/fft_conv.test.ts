@@ -6,10 +6,11 @@
 // Rows longer than 1100 are checked at sampled positions (the first and last 64, and 128 drawn at
 // random) because the direct reference costs O(L * Lk) per position checked, not per row.
 import { describe, expect, it } from 'vitest';
-import { fftConv, fftConvSync, Tensor } from '../dist/cjs/index.js';
+import { fftConv, fftConvSync, getNumThreads, setNumThreads, Tensor } from '../dist/cjs/index.js';
 import { type FftConvRefArgs, fftConvRefAt } from './ref/fft';
 import {
   assertClose,
+  assertEqual,
   DTYPES_FLOAT,
   type FloatDType,
   goldenCases,
@@ -179,6 +180,25 @@ describe.each(testDevices())('fftConv on %s', (device) => {
     ] as const) {
       const set: OptionSet = { name: `Lk ${Lk}${bidirectional ? ' bidirectional' : ''}`, D: true, bidirectional, lk: () => Lk };
       it(`float32 [2, 3, ${L}] ${set.name}`, () => runCase(device, { dtype: 'float32', L, H: 3, batch: 2, set, seed: L + Lk }));
+    }
+  });
+
+  it('gives the same bits on one thread and on the pool', () => {
+    const rng = new Rng(5);
+    const u = randTensor([2, 3, 5000], 'float32', () => rng.normal()).t.toSync(device);
+    const k = randTensor([3, 5000], 'float32', () => rng.normal() / 70).t.toSync(device);
+    const kShort = randTensor([3, 40], 'float32', () => rng.normal() / 7).t.toSync(device);
+    const threads = getNumThreads();
+    for (const filter of [k, kShort]) {
+      let one: Tensor;
+      try {
+        setNumThreads(1);
+        one = fftConvSync(u, filter, { gelu: true });
+      } finally {
+        setNumThreads(threads);
+      }
+      const pooled = fftConvSync(u, filter, { gelu: true });
+      assertEqual(pooled.toSync('cpu').dataSync(), one.toSync('cpu').dataSync(), `Lk ${filter.shape[1]}`);
     }
   });
 

@@ -9,7 +9,17 @@ import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
 import { fftConvSync, getNumThreads, s4dKernelSync, setNumThreads, ssmConv, ssmConvSync, Tensor } from '../dist/cjs/index.js';
 import { randomModes, ssmRecurrenceRef } from './ref/fft';
-import { assertClose, DTYPES_FLOAT, type FloatDType, Rng, randTensor, type Tolerance, testDevices, toF64 } from './util';
+import {
+  assertClose,
+  assertEqual,
+  DTYPES_FLOAT,
+  type FloatDType,
+  Rng,
+  randTensor,
+  type Tolerance,
+  testDevices,
+  toF64,
+} from './util';
 
 const TOL: Record<FloatDType, Tolerance> = {
   float32: { rtol: 5e-5, atol: 2e-5 },
@@ -62,7 +72,7 @@ interface Case {
 async function runCase(device: string, c: Case): Promise<void> {
   const { dtype, L, H, batch, n2, set } = c;
   const rng = new Rng(c.seed);
-  const { logDt, A, C } = randomModes(rng, H, n2);
+  const { logDt, A, C } = randomModes(rng, H, n2, c.seed % 2 ? 'long' : 'mixed');
   const u = randTensor([batch, H, L], dtype, () => rng.normal());
   const D = set.D ? randTensor([H], 'float32', () => rng.normal()) : undefined;
   const init = set.initialState ? randTensor([batch, H, n2, 2], 'float32', () => rng.normal()) : undefined;
@@ -99,7 +109,7 @@ function rms(x: ArrayLike<number>): number {
 /** ssmConv against fftConv(u, s4dKernel(logDt, A, C, L), { D }) on one float32 problem. */
 function checkEquivalence(device: string, L: number, H: number, batch: number, n2: number, blockSize?: number) {
   const rng = new Rng(L + n2);
-  const { logDt, A, C } = randomModes(rng, H, n2);
+  const { logDt, A, C } = randomModes(rng, H, n2, 'long');
   const u = new Float32Array(batch * H * L);
   for (let i = 0; i < u.length; i++) u[i] = rng.normal();
   const ut = new Tensor('float32', u, [batch, H, L]).toSync(device);
@@ -205,6 +215,36 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
         set: { name: 'D', D: true },
         seed: 1,
       }));
+  });
+
+  it('gives the same bits on one thread and on the pool (one row in waves, long memory, 3 runs)', () => {
+    const rng = new Rng(11);
+    const L = 300_000;
+    const { logDt, A, C } = randomModes(rng, 1, 32, 'long');
+    const u = new Tensor(
+      'float32',
+      new Float32Array(L).map(() => rng.normal()),
+      [1, 1, L],
+    ).toSync(device);
+    const args = [u, logDt.t.toSync(device), A.t.toSync(device), C.t.toSync(device)] as const;
+    const opts = { returnLastState: true, blockSize: 1024 };
+    const threads = getNumThreads();
+    let one: { out: Tensor; lastState?: Tensor };
+    try {
+      setNumThreads(1);
+      one = ssmConvSync(...args, opts);
+    } finally {
+      setNumThreads(threads);
+    }
+    for (let run = 0; run < 3; run++) {
+      const pooled = ssmConvSync(...args, opts);
+      assertEqual(pooled.out.toSync('cpu').dataSync(), one.out.toSync('cpu').dataSync(), `out, run ${run}`);
+      assertEqual(
+        (pooled.lastState as Tensor).toSync('cpu').dataSync(),
+        (one.lastState as Tensor).toSync('cpu').dataSync(),
+        `lastState, run ${run}`,
+      );
+    }
   });
 
   describe('equals fftConv(u, s4dKernel(...), { D })', () => {

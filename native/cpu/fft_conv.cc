@@ -1,18 +1,19 @@
 // CPU kernels of the FFT convolution family: fftConv, s4dKernel and ssmConv.
 //
 // fftConv: every filter (D folded into its first tap, a bidirectional filter's second half wrapped to
-// the end) is transformed once per call; rows (batch x H) are spread over the pool, each convolved with
-// the real FFT of fft.h. Long filters use one transform of n >= L + Lk - 1; short ones use overlap-save
-// blocks, the size picked by a cost model. Gates, gelu and the dtype conversions are fused into the
-// passes that fill and drain the transform buffer.
+// the end) is transformed once per call, and the rows (batch x H) are convolved with the real FFT of
+// fft.h, one task per channel (or per row when channels are few). A cost model picks, per call, one
+// transform of n >= L + Lk - 1, overlap-save blocks of a smaller n, or for short filters the direct sum.
+// Gates, gelu and the dtype conversions are fused into the passes that fill and drain the buffers.
 //
-// s4dKernel and ssmConv share one primitive, a real GEMM that expands mode coefficients into
-// sums of exponentials: out[a S + i] += sum_n Re(G[a, n] lambda_n^i), with lambda^i tabulated for
-// i < S (kSub) and G[a, n] = g_n lambda_n^(a S) carried in double. ssmConv is H3's state passing:
-// inside a block of T samples the output is the FFT convolution with the T-tap kernel, the state
-// before the block adds sum_n Re(2 C_n lambda_n^(j+1) x_n) (the same GEMM), and the block's inputs move
-// the state by x <- lambda^T x + B sum_j lambda^(T-1-j) u_j (the transposed GEMM). Time is linear in L
-// and the scratch (per thread: O(T + N S)) does not depend on L.
+// s4dKernel and ssmConv share one primitive, a small real GEMM that expands mode coefficients into sums
+// of exponentials: out[a S + i] += sum_n Re(G[a, n] lambda_n^i), with lambda^i tabulated for i < S
+// (kSub) and G[a, n] = g_n lambda_n^(a S) carried in double. ssmConv is H3's state passing: inside a
+// block of T samples the output is the FFT convolution with the T-tap kernel, the state before the block
+// adds sum_n Re(2 C_n lambda_n^(j+1) x_n) (the same GEMM), and the block's inputs move the state by
+// x <- lambda^T x + B sum_j lambda^(T-1-j) u_j (the transposed GEMM). Rows run in parallel; a single row
+// runs its blocks in waves across the pool (each block's own part in parallel, the O(N) state recursion
+// in order). Time is linear in L and the scratch (per thread: O(T + N S)) does not depend on L.
 //
 // Math in float32 except the mode coefficients and the carried state (double). SIMD levels as in
 // fft.cc: generic vector templates inlined into per-level entry points.
@@ -621,16 +622,15 @@ struct s4d_modes {
   cplx* lam_sub = nullptr;   // (N2,) lambda^kSub
   cplx* b = nullptr;         // (N2,) (exp(dt A) - 1) / A, with its limit dt near A = 0
   cplx* c = nullptr;         // (N2,) C
-  cplx* tmp = nullptr;       // (N2,) running powers
 
   cplx dtA(int64_t i) const { return dt * cplx(A[2 * i], A[2 * i + 1]); }
   // lambda^e straight from exp (for exponents met once per block or less).
   cplx lambda_pow(int64_t i, int64_t e) const { return std::exp(static_cast<double>(e) * dtA(i)); }
 };
 
-// Floats of scratch a channel's modes need (five complex double arrays of N2).
+// Floats of scratch a channel's modes need (four complex double arrays of N2).
 int64_t modes_floats(int64_t n2) {
-  return 5 * 4 * std::max<int64_t>(n2, 1);
+  return 4 * 4 * std::max<int64_t>(n2, 1);
 }
 
 s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t h, int64_t n2,
@@ -644,7 +644,6 @@ s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t 
   md.lam_sub = z + n2;
   md.b = z + 2 * n2;
   md.c = z + 3 * n2;
-  md.tmp = z + 4 * n2;
   const float* ch = C + h * n2 * 2;
   for (int64_t i = 0; i < n2; ++i) {
     const cplx a(md.A[2 * i], md.A[2 * i + 1]);
@@ -659,9 +658,8 @@ s4d_modes modes_of(const float* log_dt, const float* A, const float* C, int64_t 
 
 // The tables of one channel: lambda^i (i < kSub) laid out for expand (rows 2n: Re, 2n+1: -Im) and, for
 // the state update, lambda^(kSub-1-i) laid out for reduce (row i: Re, Im of each mode, padded to Kp).
-void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int64_t Kp) {
+void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int64_t Kp, cplx* v) {
   const int64_t K = 2 * md.n2;
-  cplx* v = md.tmp;
   for (int64_t n = 0; n < md.n2; ++n) v[n] = 1.0;
   for (int64_t i = 0; i < kSub; ++i) {
     for (int64_t n = 0; n < md.n2; ++n) {
@@ -682,9 +680,8 @@ void build_tables(const s4d_modes& md, float* expand_tab, float* reduce_tab, int
 
 // G rows for out[a kSub + i] += sum_n Re(coef_n lambda_n^(a kSub + i)), a in [a0, a0 + na), from
 // coef in double: G[a, 2n] = Re, G[a, 2n + 1] = Im of coef_n lambda_n^(a kSub).
-void fill_g(const s4d_modes& md, const cplx* coef, int64_t a0, int64_t na, float* G) {
+void fill_g(const s4d_modes& md, const cplx* coef, int64_t a0, int64_t na, float* G, cplx* v) {
   const int64_t K = 2 * md.n2;
-  cplx* v = md.tmp;
   for (int64_t n = 0; n < md.n2; ++n) v[n] = a0 == 0 ? coef[n] : cmul(coef[n], md.lambda_pow(n, a0 * kSub));
   for (int64_t a = 0; a < na; ++a) {
     float* g = G + a * K;
@@ -701,14 +698,14 @@ constexpr int64_t kRowsPerCall = 64;
 
 // out[0, count) = (accumulate ? out : 0) + sum_n Re(coef_n lambda_n^j); out has room for
 // round_up(count, kSub) floats.
-void expand_series(const s4d_modes& md, const cplx* coef, const float* expand_tab, float* G, int64_t count,
-                   bool accumulate, float* out) {
+void expand_series(const s4d_modes& md, const cplx* coef, const float* expand_tab, float* G, cplx* tmp,
+                   int64_t count, bool accumulate, float* out) {
   const int64_t K = 2 * md.n2;
   const int64_t rows = (count + kSub - 1) / kSub;
   if (!accumulate) std::fill(out, out + rows * kSub, 0.0f);
   for (int64_t a0 = 0; a0 < rows; a0 += kRowsPerCall) {
     const int64_t na = std::min(kRowsPerCall, rows - a0);
-    fill_g(md, coef, a0, na, G);
+    fill_g(md, coef, a0, na, G, tmp);
     kern().expand(G, expand_tab, na, K, kSub, out + a0 * kSub);
   }
 }
@@ -740,12 +737,13 @@ status s4d_kernel_cpu(const s4d_kernel_params& p) {
     thread_local scratch tab_buf, g_buf, out_buf, coef_buf, modes_buf;
     const s4d_modes md = modes_of(log_dt, A, C, h, n2, modes_buf.get(modes_floats(n2)));
     float* tab = tab_buf.get(2 * n2 * kSub);
-    build_tables(md, tab, nullptr, 0);
-    auto* coef = reinterpret_cast<cplx*>(coef_buf.get(4 * std::max<int64_t>(n2, 1)));
+    auto* coef = reinterpret_cast<cplx*>(coef_buf.get(4 * 2 * std::max<int64_t>(n2, 1)));
+    cplx* tmp = coef + n2;
+    build_tables(md, tab, nullptr, 0, tmp);
     for (int64_t n = 0; n < n2; ++n) coef[n] = 2.0 * md.c[n] * md.b[n] * md.lambda_pow(n, t0);
     float* G = g_buf.get(kRowsPerCall * 2 * n2);
     float* out = out_buf.get(round_up(count, kSub));
-    expand_series(md, coef, tab, G, count, false, out);
+    expand_series(md, coef, tab, G, tmp, count, false, out);
     std::memcpy(k + h * L + t0, out, static_cast<size_t>(count) * sizeof(float));
   });
 }
@@ -785,6 +783,7 @@ struct block_buffers {
   float* R;    // (t_pad / kSub, Kp)
   float* G;    // (kRowsPerCall, K)
   cplx* coef;  // (N2,)
+  cplx* tmp;   // (N2,) running powers
 };
 
 block_buffers thread_block_buffers(const ssm_geometry& g) {
@@ -796,7 +795,8 @@ block_buffers thread_block_buffers(const ssm_geometry& g) {
   bb.ub = u_buf.get(g.t_pad);
   bb.R = r_buf.get((g.t_pad / kSub) * g.Kp);
   bb.G = g_buf.get(kRowsPerCall * std::max<int64_t>(g.K, 1));
-  bb.coef = reinterpret_cast<cplx*>(coef_buf.get(4 * std::max<int64_t>(g.n2, 1)));
+  bb.coef = reinterpret_cast<cplx*>(coef_buf.get(4 * 2 * std::max<int64_t>(g.n2, 1)));
+  bb.tmp = bb.coef + g.n2;
   return bb;
 }
 
@@ -809,7 +809,7 @@ ssm_channel setup_channel(const ssm_geometry& g, const ssm_conv_params& p, int64
                    modes_buf.get(modes_floats(n2)));
   float* etab = etab_buf.get(g.K * kSub);
   float* rtab = rtab_buf.get(kSub * g.Kp);
-  build_tables(ch.md, etab, rtab, g.Kp);
+  build_tables(ch.md, etab, rtab, g.Kp, thread_block_buffers(g).tmp);
   auto* work = reinterpret_cast<cplx*>(work_buf.get(4 * 2 * std::max<int64_t>(n2, 1)));
   cplx* lam_t = work;
   cplx* c_lam = work + n2;
@@ -820,7 +820,7 @@ ssm_channel setup_channel(const ssm_geometry& g, const ssm_conv_params& p, int64
   // The block kernel k[0, T) (D on its first tap) and its spectrum.
   block_buffers bb = thread_block_buffers(g);
   for (int64_t i = 0; i < n2; ++i) bb.coef[i] = 2.0 * cmul(ch.md.c[i], ch.md.b[i]);
-  expand_series(ch.md, bb.coef, etab, bb.G, T, false, bb.x);
+  expand_series(ch.md, bb.coef, etab, bb.G, bb.tmp, T, false, bb.x);
   if (p.D.present()) bb.x[0] += p.D.ptr<const float>()[h];
   std::fill(bb.x + T, bb.x + n, 0.0f);
   float* spec = spec_buf.get(2 * m);
@@ -872,7 +872,7 @@ void block_finish(const ssm_geometry& g, const ssm_channel& ch, const ssm_conv_p
   const int64_t t0 = c * g.T, count = std::min(g.T, g.L - t0);
   if (state != nullptr) {
     for (int64_t i = 0; i < g.n2; ++i) bb.coef[i] = cmul(ch.c_lam[i], state[i]);
-    expand_series(ch.md, bb.coef, ch.etab, bb.G, count, true, y);
+    expand_series(ch.md, bb.coef, ch.etab, bb.G, bb.tmp, count, true, y);
   }
   kern().from_float(p.u.dtype, y, p.out.data, row * g.L + t0, count);
 }
