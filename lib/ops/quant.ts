@@ -406,7 +406,10 @@ export class PackedWeight {
 export interface PackWeightsOptions {
   /** 8 for int8 weights, 4 for int4; inferred from w's dtype when left out (and must match it). */
   bits?: 8 | 4;
-  /** The group size of the scales the weight will be used with; recorded and checked by the GEMMs. */
+  /**
+   * The group size of the scales the weight will be used with: gemmW4A16 takes it as its default and
+   * rejects another; gemmW4A8 rejects other group-wise scales (per-channel scales stay allowed).
+   */
   groupSize?: number;
 }
 
@@ -572,7 +575,7 @@ function prepareIntGemm(
       );
     }
   }
-  if (wa.groupSize !== undefined && (groupSize || k) !== wa.groupSize) {
+  if (wa.groupSize !== undefined && groupSize !== 0 && groupSize !== wa.groupSize) {
     throw rangeError(op, 'options.groupSize', `${wa.groupSize} (the PackedWeight's)`, `${groupSize || k}`);
   }
   const bias = optTensor(op, 'options.bias', o.bias, FLOAT_DTYPES);

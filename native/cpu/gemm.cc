@@ -955,22 +955,149 @@ SSMKIT_TARGET_AVX512 void gemv_group_avx512(const float* x, const uint8_t* b, in
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
 }
+
+// Scales of one 64-column group, transposed: sc[q][col] = scales[n0 + col][q] as float32, for
+// q < kgroups. The group must not hold the tensor's last column (a 16-bit gather reads 4 bytes).
+SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t kgroups,
+                                               float* sc) {
+  const __m512i lanes =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(kgroups)));
+  const int esize = dtype_size(scales.dtype);
+  const char* base = static_cast<const char*>(scales.data) + n0 * kgroups * esize;
+  for (int j = 0; j < 4; ++j) {
+    for (int64_t q = 0; q < kgroups; ++q) {
+      const __m512i idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(j * 16 * kgroups + q)));
+      __m512 v;
+      if (scales.dtype == SSMKIT_DTYPE_F32) {
+        v = _mm512_i32gather_ps(idx, base, 4);
+      } else {
+        const __m512i d = _mm512_i32gather_epi32(idx, base, 2);
+        v = scales.dtype == SSMKIT_DTYPE_F16 ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))
+                                             : _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+      }
+      _mm512_storeu_ps(sc + q * kGroupCols + j * 16, v);
+    }
+  }
+}
+
+#define SSMKIT_TARGET_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c")))
+
+// One row from float16 / bfloat16 x with AVX512-BF16 dot products: each 32-bit lane of a weight vector
+// holds two nibbles mapped to bfloat16 by vpermw (w - 8 is exact in bfloat16), and x is split into
+// x = hi + lo with both halves exact in bfloat16 (x has at most 11 significant bits), so vdpbf16ps
+// adds exact products in float32. Lane pairs follow the packed bytes: dword c of a step holds
+// (k0 | k4, k1 | k5, k2 | k6, k3 | k7), so the 16-bit words of v, v >> 4, v >> 8 and v >> 12 give the
+// pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7). xh / xl: (steps, 4) bfloat16 pairs in that order.
+SSMKIT_TARGET_BF16 void gemv_group_bf16(const uint32_t* xh, const uint32_t* xl, const uint8_t* b, int64_t sb,
+                                        int64_t steps, int64_t group_steps, int np, const float* sc,
+                                        float* acc_out) {
+  alignas(64) static const uint16_t kTable[32] = {
+      0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000,
+      0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0, 0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040,
+      0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
+  const __m512i table = _mm512_load_si512(kTable);
+  __m512 out[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t s0 = 0, q = 0; s0 < steps; s0 += group_steps, ++q) {
+    const int64_t s1 = std::min(steps, s0 + group_steps);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_setzero_ps();
+    }
+    for (int64_t s = s0; s < s1; ++s) {
+      __m512bh hv[4], lv[4];
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) {
+        hv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xh[s * 4 + u]));
+        if (xl != nullptr) lv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xl[s * 4 + u]));
+      }
+      const uint8_t* bs = b + s * sb;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        if (j >= np) break;
+        const __m512i v = _mm512_loadu_si512(bs + j * 64);
+        const __m512bh w[4] = {(__m512bh)_mm512_permutexvar_epi16(v, table),
+                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 4), table),
+                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 8), table),
+                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 12), table)};
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          acc[j][u] = _mm512_dpbf16_ps(acc[j][u], w[u], hv[u]);
+          if (xl != nullptr) acc[j][u] = _mm512_dpbf16_ps(acc[j][u], w[u], lv[u]);
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512 sum =
+          _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3]));
+      out[j] = _mm512_fmadd_ps(sum, _mm512_loadu_ps(sc + q * 64 + j * 16), out[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
+}
+
+// x (k values of dtype float16 or bfloat16) as the bfloat16 pairs gemv_group_bf16 reads, zero-padded
+// to whole steps: hi = bf16(x) rounded to nearest even, lo = x - hi (exact: x has at most 11 significant
+// bits; all zero for bfloat16 x). 16 values (two steps) per iteration: a permute puts each step's values
+// in pair order (k0, k2, k4, k6, k1, k3, k5, k7), then each 32-bit lane packs two of them.
+SSMKIT_TARGET_AVX512 void bf16_pairs_avx512(const tensor_view& xv, int64_t k, int64_t steps, uint32_t* xh,
+                                            uint32_t* xl) {
+  const __m512i order = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const uint16_t* src = static_cast<const uint16_t*>(xv.data);
+  for (int64_t k0 = 0; k0 < steps * 8; k0 += 16) {
+    const int64_t left = k - k0;
+    const __mmask16 m =
+        left >= 16 ? static_cast<__mmask16>(0xffff)
+                   : (left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1));
+    const __m256i h16 = _mm256_maskz_loadu_epi16(m, src + k0);
+    const __m512 x = xv.dtype == SSMKIT_DTYPE_F16
+                         ? _mm512_cvtph_ps(h16)
+                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16));
+    const __m512 xo = _mm512_permutexvar_ps(order, x);
+    // Round to nearest even in the integer domain (the inputs are finite or are passed through).
+    const __m512i u = _mm512_castps_si512(xo);
+    const __m512i hi_bits = _mm512_and_si512(
+        _mm512_add_epi32(u,
+                         _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                          _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))),
+        _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+    // lo is exact in bfloat16 (its low 16 bits are zero); 0 where x is infinite or NaN.
+    const __mmask16 finite = _mm512_cmp_ps_mask(_mm512_abs_ps(xo), _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+    const __m512i lo_bits =
+        _mm512_castps_si512(_mm512_maskz_sub_ps(finite, xo, _mm512_castsi512_ps(hi_bits)));
+    // The top halves, 16 bits each, consecutive: lanes 2i and 2i + 1 form pair i (low half first).
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xh + k0 / 2),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi_bits, 16)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xl + k0 / 2),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(lo_bits, 16)));
+  }
+}
 #endif
 
 struct w4a16_kernels {
   dequant_fn dequant;
   f32_tile_fn tile;
-  bool gemv;  // the one-row kernel from packed nibbles exists
+  bool avx512;  // the one-row kernel from packed nibbles and the gathered scales exist
+  bool bf16;    // ... and its AVX512-BF16 variant (the vnni level, on CPUs with avx512bf16)
 };
 
 const w4a16_kernels& w4a16_level() {
   static const w4a16_kernels k = [] {
 #if SSMKIT_X86
     const cpu::simd_level level = cpu::simd();
-    if (level >= cpu::SIMD_AVX512) return w4a16_kernels{dequant_avx512, f32_tile_avx512, true};
-    if (level >= cpu::SIMD_AVX2) return w4a16_kernels{dequant_avx2, f32_tile_avx2, false};
+    if (level >= cpu::SIMD_AVX512) {
+      __builtin_cpu_init();
+      const bool bf16 = level >= cpu::SIMD_AVX512_VNNI && __builtin_cpu_supports("avx512bf16");
+      return w4a16_kernels{dequant_avx512, f32_tile_avx512, true, bf16};
+    }
+    if (level >= cpu::SIMD_AVX2) return w4a16_kernels{dequant_avx2, f32_tile_avx2, false, false};
 #endif
-    return w4a16_kernels{dequant_scalar, f32_tile_scalar, false};
+    return w4a16_kernels{dequant_scalar, f32_tile_scalar, false, false};
   }();
   return k;
 }
@@ -1107,6 +1234,14 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
     const int64_t n0 = gi * kGroupCols, cols = L.cols(gi);
     for (int64_t col = 0; col < kGroupCols; ++col) {
       bias[col] = col < cols && p.bias.present() ? read_float(p.bias, n0 + col) : 0.0f;
+    }
+#if SSMKIT_X86
+    if (kk.avx512 && gi + 1 < L.groups) {
+      gather_scales_avx512(p.scales, n0, kgroups, sc);
+      return;
+    }
+#endif
+    for (int64_t col = 0; col < kGroupCols; ++col) {
       for (int64_t q = 0; q < kgroups; ++q) {
         sc[q * kGroupCols + col] = col < cols ? read_float(p.scales, (n0 + col) * kgroups + q) : 0.0f;
       }
@@ -1114,16 +1249,32 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   };
 
 #if SSMKIT_X86
-  if (p.m == 1 && kk.gemv) {
-    const float* x = float_rows(p.x, 0, 1, p.k, L.steps * 8);
+  if (p.m == 1 && kk.avx512) {
+    // float32 x has 24 significant bits, more than two bfloat16 halves hold: it takes the float32 kernel.
+    const bool bf16 = kk.bf16 && p.x.dtype != SSMKIT_DTYPE_F32;
+    const float* x = bf16 ? nullptr : float_rows(p.x, 0, 1, p.k, L.steps * 8);
+    thread_local std::vector<uint32_t> pairs;
+    uint32_t* xh = nullptr;
+    uint32_t* xl = nullptr;
+    if (bf16) {
+      // Two steps per 16 values: room for one step more than the padding needs.
+      xh = grow(pairs, 8 * (L.steps + 1));
+      xl = xh + 4 * (L.steps + 1);
+      bf16_pairs_avx512(p.x, p.k, L.steps, xh, xl);
+      if (p.x.dtype == SSMKIT_DTYPE_BF16) xl = nullptr;
+    }
     cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
       thread_local std::vector<float> sc_buf;
       float* sc = grow(sc_buf, kgroups * kGroupCols);
       alignas(64) float bias[kGroupCols], acc[kGroupCols];
       for (int64_t gi = g0; gi < g1; ++gi) {
         load_group(gi, sc, bias);
-        gemv_group_avx512(x, w + L.group_offset(gi), L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc,
-                          acc);
+        const uint8_t* b = w + L.group_offset(gi);
+        if (bf16) {
+          gemv_group_bf16(xh, xl, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+        } else {
+          gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+        }
         store_rows(1, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
       }
     });
