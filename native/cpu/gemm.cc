@@ -162,17 +162,17 @@ const uint8_t* packed_weights(const tensor_view& w, bool w_packed, const layout&
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Integer micro-kernels: c[i][col] = sum over `steps` steps of the packed weights (u8, or u4 nibbles)
+// Integer micro-kernels: c[i][col] (+)= sum over `steps` steps of the packed weights (u8, or u4 nibbles)
 // times a[i][...] (s8), for i < mr rows (stride lda) and np panels. c is (kMaxRows, 64) int32.
 
 using int_tile_fn = void (*)(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                             int64_t steps, int np, int32_t* c);
+                             int64_t steps, int np, int32_t* c, bool accumulate);
 
 void w8_tile_scalar(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                    int32_t* c) {
+                    int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; ++i) {
     for (int col = 0; col < np * 16; ++col) {
-      int32_t acc = 0;
+      int32_t acc = accumulate ? c[i * 64 + col] : 0;
       for (int64_t s = 0; s < steps; ++s) {
         const uint8_t* bw = b + s * sb + col * 4;
         const int8_t* av = a + i * lda + 4 * s;
@@ -184,10 +184,10 @@ void w8_tile_scalar(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int6
 }
 
 void w4_tile_scalar(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                    int32_t* c) {
+                    int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; ++i) {
     for (int col = 0; col < np * 16; ++col) {
-      int32_t acc = 0;
+      int32_t acc = accumulate ? c[i * 64 + col] : 0;
       for (int64_t s = 0; s < steps; ++s) {
         const uint8_t* bw = b + s * sb + col * 4;
         const int8_t* av = a + i * lda + 8 * s;
@@ -208,12 +208,14 @@ inline int32_t load_i32(const int8_t* p) {
 
 template <int MR, int NB>
 SSMKIT_TARGET_VNNI void w8_tile_vnni_t(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                       int64_t steps, int32_t* c) {
+                                       int64_t steps, int32_t* c, bool accumulate) {
   __m512i acc[MR][NB];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NB; ++j) {
+      acc[i][j] = accumulate ? _mm512_loadu_si512(c + i * 64 + j * 16) : _mm512_setzero_si512();
+    }
   }
   for (int64_t s = 0; s < steps; ++s) {
     __m512i bv[NB];
@@ -236,13 +238,15 @@ SSMKIT_TARGET_VNNI void w8_tile_vnni_t(const int8_t* a, int64_t lda, const uint8
 
 template <int MR, int NB>
 SSMKIT_TARGET_VNNI void w4_tile_vnni_t(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                       int64_t steps, int32_t* c) {
+                                       int64_t steps, int32_t* c, bool accumulate) {
   const __m512i mask = _mm512_set1_epi8(0x0f);
   __m512i acc[MR][NB];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NB; ++j) {
+      acc[i][j] = accumulate ? _mm512_loadu_si512(c + i * 64 + j * 16) : _mm512_setzero_si512();
+    }
   }
   for (int64_t s = 0; s < steps; ++s) {
     __m512i lo[NB], hi[NB];
@@ -275,50 +279,66 @@ SSMKIT_TARGET_VNNI void w4_tile_vnni_t(const int8_t* a, int64_t lda, const uint8
 template <template <int, int> class K, int MR>
 struct by_panels {
   static void run(int np, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
     switch (np) {
-      case 1: K<MR, 1>::run(a, lda, b, sb, steps, c); break;
-      case 2: K<MR, 2>::run(a, lda, b, sb, steps, c); break;
-      case 3: K<MR, 3>::run(a, lda, b, sb, steps, c); break;
-      default: K<MR, 4>::run(a, lda, b, sb, steps, c); break;
+      case 1: K<MR, 1>::run(a, lda, b, sb, steps, c, accumulate); break;
+      case 2: K<MR, 2>::run(a, lda, b, sb, steps, c, accumulate); break;
+      case 3: K<MR, 3>::run(a, lda, b, sb, steps, c, accumulate); break;
+      default: K<MR, 4>::run(a, lda, b, sb, steps, c, accumulate); break;
     }
   }
 };
 
 template <int MR, int NB>
 struct w8_vnni {
-  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c) {
-    w8_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c);
+  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c,
+                  bool accumulate) {
+    w8_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c, accumulate);
   }
 };
 
 template <int MR, int NB>
 struct w4_vnni {
-  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c) {
-    w4_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c);
+  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c,
+                  bool accumulate) {
+    w4_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c, accumulate);
   }
 };
 
 void w8_tile_vnni(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   switch (mr) {
-    case 1: by_panels<w8_vnni, 1>::run(np, a, lda, b, sb, steps, c); break;
-    case 2: by_panels<w8_vnni, 2>::run(np, a, lda, b, sb, steps, c); break;
-    case 3: by_panels<w8_vnni, 3>::run(np, a, lda, b, sb, steps, c); break;
-    case 4: by_panels<w8_vnni, 4>::run(np, a, lda, b, sb, steps, c); break;
-    case 5: by_panels<w8_vnni, 5>::run(np, a, lda, b, sb, steps, c); break;
-    default: by_panels<w8_vnni, 6>::run(np, a, lda, b, sb, steps, c); break;
+    case 1: by_panels<w8_vnni, 1>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 2: by_panels<w8_vnni, 2>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 3: by_panels<w8_vnni, 3>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 4: by_panels<w8_vnni, 4>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 5: by_panels<w8_vnni, 5>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    default: by_panels<w8_vnni, 6>::run(np, a, lda, b, sb, steps, c, accumulate); break;
   }
 }
 
 void w4_tile_vnni(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   switch (mr) {
-    case 1: by_panels<w4_vnni, 1>::run(np, a, lda, b, sb, steps, c); break;
-    case 2: by_panels<w4_vnni, 2>::run(np, a, lda, b, sb, steps, c); break;
-    case 3: by_panels<w4_vnni, 3>::run(np, a, lda, b, sb, steps, c); break;
-    case 4: by_panels<w4_vnni, 4>::run(np, a, lda, b, sb, steps, c); break;
-    default: by_panels<w4_vnni, 5>::run(np, a, lda, b, sb, steps, c); break;
+    case 1: by_panels<w4_vnni, 1>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 2: by_panels<w4_vnni, 2>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 3: by_panels<w4_vnni, 3>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 4: by_panels<w4_vnni, 4>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    default: by_panels<w4_vnni, 5>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+  }
+}
+
+// Four-bit weights as the 8-bit kernels read them: each packed step (8 values of k, nibbles) becomes two
+// 8-bit steps of unsigned bytes (w + 8), the low nibbles (k0..k3) first. out: (2 * steps, np * 64).
+SSMKIT_TARGET_AVX512 void unpack4_avx512(const uint8_t* b, int64_t sb, int64_t steps, int np, uint8_t* out) {
+  const __m512i mask = _mm512_set1_epi8(0x0f);
+  const int64_t ob = np * 64;
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int j = 0; j < np; ++j) {
+      const __m512i v = _mm512_loadu_si512(b + s * sb + j * 64);
+      _mm512_storeu_si512(out + 2 * s * ob + j * 64, _mm512_and_si512(v, mask));
+      _mm512_storeu_si512(out + (2 * s + 1) * ob + j * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+    }
   }
 }
 
@@ -327,7 +347,7 @@ void w4_tile_vnni(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_
 // column, added pairwise at the end.
 template <int MR>
 SSMKIT_TARGET_AVX2 void w8_panel_avx2(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                      int64_t steps, int32_t* c) {
+                                      int64_t steps, int32_t* c, bool accumulate) {
   __m256i acc[MR][4];
   for (int i = 0; i < MR; ++i) {
     for (int q = 0; q < 4; ++q) acc[i][q] = _mm256_setzero_si256();
@@ -343,8 +363,12 @@ SSMKIT_TARGET_AVX2 void w8_panel_avx2(const int8_t* a, int64_t lda, const uint8_
     b += sb;
   }
   for (int i = 0; i < MR; ++i) {
-    const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][0], acc[i][1]), 0xd8);
-    const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][2], acc[i][3]), 0xd8);
+    __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][0], acc[i][1]), 0xd8);
+    __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][2], acc[i][3]), 0xd8);
+    if (accumulate) {
+      lo = _mm256_add_epi32(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 64)));
+      hi = _mm256_add_epi32(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 64 + 8)));
+    }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * 64), lo);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * 64 + 8), hi);
   }
@@ -354,11 +378,16 @@ SSMKIT_TARGET_AVX2 void w8_panel_avx2(const int8_t* a, int64_t lda, const uint8_
 // pmaddubsw + pmaddwd(1) sums the 8 products of a step per column exactly.
 template <int MR>
 SSMKIT_TARGET_AVX2 void w4_panel_avx2(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                      int64_t steps, int32_t* c) {
+                                      int64_t steps, int32_t* c, bool accumulate) {
   const __m256i mask = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[MR][2];
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  for (int i = 0; i < MR; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      acc[i][h] = accumulate ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 64 + h * 8))
+                             : _mm256_setzero_si256();
+    }
+  }
   for (int64_t s = 0; s < steps; ++s) {
     __m256i lo[2], hi[2];
     for (int h = 0; h < 2; ++h) {
@@ -383,26 +412,26 @@ SSMKIT_TARGET_AVX2 void w4_panel_avx2(const int8_t* a, int64_t lda, const uint8_
 }
 
 void w8_tile_avx2(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; i += 2) {
     for (int j = 0; j < np; ++j) {
       if (mr - i >= 2) {
-        w8_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w8_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       } else {
-        w8_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w8_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       }
     }
   }
 }
 
 void w4_tile_avx2(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; i += 2) {
     for (int j = 0; j < np; ++j) {
       if (mr - i >= 2) {
-        w4_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w4_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       } else {
-        w4_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w4_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       }
     }
   }
@@ -588,6 +617,8 @@ struct int_kernels {
   int w8_rows;  // tile height of w8
   int w4_rows;
   int_epilogue epi;
+  // Unpacks 4-bit steps for w8, or null where w4 is the faster way for any number of rows.
+  void (*unpack4)(const uint8_t* b, int64_t sb, int64_t steps, int np, uint8_t* out);
 };
 
 const int_kernels& int_level() {
@@ -595,16 +626,25 @@ const int_kernels& int_level() {
 #if SSMKIT_X86
     const cpu::simd_level level = cpu::simd();
     if (level >= cpu::SIMD_AVX512_VNNI) {
-      return int_kernels{w8_tile_vnni, w4_tile_vnni, 6, 5,
-                         int_epilogue{finish_avx512, accumulate_avx512, finish_float_avx512}};
+      return int_kernels{w8_tile_vnni,
+                         w4_tile_vnni,
+                         6,
+                         5,
+                         int_epilogue{finish_avx512, accumulate_avx512, finish_float_avx512},
+                         unpack4_avx512};
     }
     if (level >= cpu::SIMD_AVX2) {
-      return int_kernels{w8_tile_avx2, w4_tile_avx2, 6, 6,
-                         int_epilogue{finish_avx2, accumulate_avx2, finish_float_avx2}};
+      return int_kernels{
+          w8_tile_avx2, w4_tile_avx2, 6, 6, int_epilogue{finish_avx2, accumulate_avx2, finish_float_avx2},
+          nullptr};
     }
 #endif
-    return int_kernels{w8_tile_scalar, w4_tile_scalar, 4, 4,
-                       int_epilogue{finish_scalar, accumulate_scalar, finish_float_scalar}};
+    return int_kernels{w8_tile_scalar,
+                       w4_tile_scalar,
+                       4,
+                       4,
+                       int_epilogue{finish_scalar, accumulate_scalar, finish_float_scalar},
+                       nullptr};
   }();
   return k;
 }
@@ -627,20 +667,33 @@ struct int_gemm_args {
   int64_t group_steps;  // steps per k-group
 };
 
+// Steps of 4-bit weights unpacked at once for the 8-bit kernel: 512 values of k x 64 columns, 32 KiB of
+// bytes, which stay in L1 while every row tile of the block reads them.
+constexpr int64_t kUnpackSteps = 64;
+
 void int_gemm(const int_gemm_args& g) {
   const int_kernels& kk = int_level();
   const bool four = g.L.bits == 4;
-  const int mr_max = four ? kk.w4_rows : kk.w8_rows;
-  const int_tile_fn tile = four ? kk.w4 : kk.w8;
+  // With a dozen rows or more, 4-bit weights are unpacked once per block of k and shared by all row tiles
+  // of the task: the nibble split then costs a few percent instead of a third of the dot products.
+  const bool unpack = four && kk.unpack4 != nullptr && g.m >= 2 * kk.w8_rows;
+  const int mr_max = four && !unpack ? kk.w4_rows : kk.w8_rows;
+  const int_tile_fn tile = four && !unpack ? kk.w4 : kk.w8;
   const int64_t block_rows = mr_max * 8;
   const int64_t mblocks = (g.m + block_rows - 1) / block_rows;
   const int64_t tasks = g.L.groups * mblocks;
   const int64_t n = g.L.n;
+  // Steps per unpacked block: whole k-groups split evenly (k-groups are steps * 8 values long).
+  int64_t ublock = std::min(kUnpackSteps, g.group_steps);
+  while (g.kgroups > 1 && g.group_steps % ublock != 0) --ublock;
   cpu::parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
-    alignas(64) int32_t c[kMaxRows * 64];
-    alignas(64) float cf[kMaxRows * 64];
+    thread_local std::vector<int32_t> c_buf;
+    thread_local std::vector<float> cf_buf, wsg_buf;
+    thread_local std::vector<uint8_t> u_buf;
+    int32_t* c_all = grow(c_buf, block_rows * 64);  // (block_rows, 64) int32 sums of the current k-group
+    float* cf_all = grow(cf_buf, block_rows * 64);  // (block_rows, 64) float sums over k-groups
+    uint8_t* ub = unpack ? grow(u_buf, 2 * ublock * 256) : nullptr;
     alignas(64) float ws[kGroupCols], bias[kGroupCols], as[kMaxRows];
-    thread_local std::vector<float> wsg_buf;
     int32_t comp[kMaxRows];
     int64_t loaded_group = -1;
     float* wsg = nullptr;  // (kgroups, 64) the group's weight scales, transposed
@@ -668,26 +721,46 @@ void int_gemm(const int_gemm_args& g) {
           }
         }
       }
-      const int64_t m_end = std::min(g.m, (mb + 1) * block_rows);
-      for (int64_t m0 = mb * block_rows; m0 < m_end; m0 += mr_max) {
-        const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
-        for (int i = 0; i < mr; ++i) as[i] = scale_at(*g.a_scale, m0 + i);
-        const int8_t* a = g.a + m0 * g.lda;
-        if (g.kgroups == 1) {
-          tile(mr, a, g.lda, b, sb, g.L.steps, np, c);
-          for (int i = 0; i < mr; ++i) comp[i] = g.comp[m0 + i];
-          kk.epi.finish(mr, cols, c, comp, as, ws, bias, *g.out, m0, n0, n);
-          continue;
+      const int64_t m_begin = mb * block_rows, m_end = std::min(g.m, m_begin + block_rows);
+      if (g.kgroups > 1) std::memset(cf_all, 0, sizeof(float) * block_rows * 64);
+      for (int64_t q = 0; q < g.kgroups; ++q) {
+        const int64_t q0 = q * g.group_steps, q1 = std::min(g.L.steps, q0 + g.group_steps);
+        // The integer sums of k-group q for every row of the block, block by block of k when unpacking.
+        // (At least one pass, so that an empty k still writes zero sums.)
+        for (int64_t s0 = q0, ns = 0; s0 < q1 || s0 == q0; s0 += std::max<int64_t>(ns, 1)) {
+          ns = unpack ? std::min(ublock, q1 - s0) : q1 - s0;
+          const uint8_t* bk = b + s0 * sb;
+          int64_t bsb = sb, bsteps = ns;
+          if (unpack) {
+            kk.unpack4(bk, sb, ns, np, ub);
+            bk = ub;
+            bsb = np * 64;
+            bsteps = 2 * ns;
+          }
+          for (int64_t m0 = m_begin; m0 < m_end; m0 += mr_max) {
+            const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
+            tile(mr, g.a + m0 * g.lda + s0 * g.L.kstep, g.lda, bk, bsb, bsteps, np,
+                 c_all + (m0 - m_begin) * 64, s0 > q0);
+          }
         }
-        std::memset(cf, 0, sizeof(cf));
-        for (int64_t q = 0; q < g.kgroups; ++q) {
-          const int64_t s0 = q * g.group_steps;
-          tile(mr, a + s0 * g.L.kstep, g.lda, b + s0 * sb, sb, std::min(g.group_steps, g.L.steps - s0), np,
-               c);
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += mr_max) {
+          const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
           for (int i = 0; i < mr; ++i) comp[i] = g.comp[(m0 + i) * g.kgroups + q];
-          kk.epi.accumulate(mr, c, comp, wsg + q * kGroupCols, cf);
+          int32_t* c = c_all + (m0 - m_begin) * 64;
+          if (g.kgroups == 1) {
+            for (int i = 0; i < mr; ++i) as[i] = scale_at(*g.a_scale, m0 + i);
+            kk.epi.finish(mr, cols, c, comp, as, ws, bias, *g.out, m0, n0, n);
+          } else {
+            kk.epi.accumulate(mr, c, comp, wsg + q * kGroupCols, cf_all + (m0 - m_begin) * 64);
+          }
         }
-        kk.epi.finish_float(mr, cols, cf, as, bias, *g.out, m0, n0, n);
+      }
+      if (g.kgroups > 1) {
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += mr_max) {
+          const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
+          for (int i = 0; i < mr; ++i) as[i] = scale_at(*g.a_scale, m0 + i);
+          kk.epi.finish_float(mr, cols, cf_all + (m0 - m_begin) * 64, as, bias, *g.out, m0, n0, n);
+        }
       }
     }
   });
@@ -1114,17 +1187,53 @@ void store_rows(int mr, int64_t cols, const float* cf, const float* bias, const 
 
 // Rows of x as float32: x itself, or a conversion of rows [r0, r1) into a thread-local buffer, with the
 // row length padded to `ld` (zeros) when ld > k.
+// One row of n float16 / bfloat16 / float32 values as float32.
+void row_to_f32_scalar(ssmkit_dtype dt, const void* src, int64_t n, float* dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    switch (dt) {
+      case SSMKIT_DTYPE_F16: dst[j] = load_f32<SSMKIT_DTYPE_F16>(src, j); break;
+      case SSMKIT_DTYPE_BF16: dst[j] = load_f32<SSMKIT_DTYPE_BF16>(src, j); break;
+      default: dst[j] = load_f32<SSMKIT_DTYPE_F32>(src, j); break;
+    }
+  }
+}
+
+#if SSMKIT_X86
+SSMKIT_TARGET_AVX2 void row_to_f32_avx2(ssmkit_dtype dt, const void* src, int64_t n, float* dst) {
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  int64_t j = 0;
+  if (dt == SSMKIT_DTYPE_F16) {
+    for (; j + 8 <= n; j += 8) {
+      _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + j))));
+    }
+  } else if (dt == SSMKIT_DTYPE_BF16) {
+    for (; j + 8 <= n; j += 8) {
+      const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + j)));
+      _mm256_storeu_ps(dst + j, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+  }
+  row_to_f32_scalar(dt, static_cast<const char*>(src) + j * dtype_size(dt), n - j, dst + j);
+}
+#endif
+
+// Rows of x as float32: x itself, or a conversion of rows [r0, r1) into a thread-local buffer, with the
+// row length padded to `ld` (zeros) when ld > k.
 const float* float_rows(const tensor_view& x, int64_t r0, int64_t r1, int64_t k, int64_t ld) {
   if (x.dtype == SSMKIT_DTYPE_F32 && ld == k) return static_cast<const float*>(x.data) + r0 * k;
   thread_local std::vector<float> buf;
   float* out = grow(buf, (r1 - r0) * ld);
-  cpu::parallel_for(r1 - r0, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)),
-                    [&](int64_t i0, int64_t i1) {
-                      for (int64_t i = i0; i < i1; ++i) {
-                        for (int64_t j = 0; j < k; ++j) out[i * ld + j] = read_float(x, (r0 + i) * k + j);
-                        for (int64_t j = k; j < ld; ++j) out[i * ld + j] = 0.0f;
-                      }
-                    });
+  auto convert = row_to_f32_scalar;
+#if SSMKIT_X86
+  if (cpu::simd() >= cpu::SIMD_AVX2) convert = row_to_f32_avx2;
+#endif
+  const int esize = dtype_size(x.dtype);
+  cpu::parallel_for(
+      r1 - r0, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          convert(x.dtype, static_cast<const char*>(x.data) + (r0 + i) * k * esize, k, out + i * ld);
+          for (int64_t j = k; j < ld; ++j) out[i * ld + j] = 0.0f;
+        }
+      });
   return out;
 }
 
