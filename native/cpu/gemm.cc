@@ -4,8 +4,9 @@
 // Work is cut into tasks of one 64-column group of the packed weight times a block of rows; a thread takes
 // consecutive tasks, so a group's weights stay in its L2 while it walks the rows. Inside a task the
 // micro-kernels hold a tile of MR rows x 64 columns in registers:
-// - VNNI (avx512vnni level): vpdpbusd, u8 weights x s8 activations broadcast from memory; W8A8 6 x 64,
-//   W4A8 5 x 64 (its nibbles are split with one and, one shift and one and per 64 bytes).
+// - VNNI (avx512vnni level): vpdpbusd, u8 weights x s8 activations broadcast from memory, 6 x 64 tiles.
+//   4-bit weights are unpacked to bytes a block of 512 values of k at a time (32 KiB, in L1) and shared by
+//   every row tile of the task; below a dozen rows a 5 x 64 kernel splits the nibbles in registers instead.
 // - AVX2 (also the avx512 level, which has no int8 dot product): pmaddwd on zero-extended weights (W8A8)
 //   and pmaddubsw + pmaddwd (W4A8, whose 4-bit products cannot saturate); 2 x 16 tiles.
 // - scalar: the same arithmetic in plain loops.
@@ -14,8 +15,10 @@
 //
 // W4A16 turns a block of 128 values of k x 64 columns of weights into float32 (times their group scale)
 // in L1, then runs a float32 micro-kernel (AVX-512: 6 x 64, AVX2: 6 x 16) over the rows. With one row
-// (decode), AVX-512 reads the packed nibbles directly: vpermps maps each nibble to its value through a
-// 16-entry table, and the group scale is applied once per group and column.
+// (decode) the weights are read once and nothing is worth staging: AVX-512 maps each nibble to its
+// value in registers (vpermps through a 16-entry table) and applies the group scale once per group and
+// column; on CPUs with AVX512-BF16 (vnni level) float16/bfloat16 x goes through vdpbf16ps instead, two
+// values of k per lane (see gemv_group_bf16).
 //
 // Weights that are not packed are packed per call into a thread-local buffer (packWeights avoids that).
 #include <algorithm>

@@ -9,10 +9,11 @@
 // Hadamard of n = m * 2^k, m in {12, 20, 28, 40}: we follow Dao-AILab's fast-hadamard-transform
 // (hadamard_transform_12N/20N/28N/40N, the kernels Quamba uses): element i * 2^k + p of a row is chunk i,
 // position p; the Sylvester transform of order 2^k runs over p inside each chunk, then the m x m matrix
-// H_m mixes the chunks, out[i * 2^k + p] = sum_j H_m[i][j] y[j * 2^k + p]. H_12 is Paley's construction
-// II for q = 5, H_20 and H_28 Williamson-type matrices, H_40 the two-block Paley matrix; the sign
-// patterns below are those of that library (rows i, columns j, '-' = -1), which also appear in Sloane's
-// library of Hadamard matrices.
+// H_m mixes the chunks, out[i * 2^k + p] = sum_j H_m[i][j] y[j * 2^k + p]. The sign patterns below are
+// that library's (rows i, columns j, '-' = -1): H_12 is Paley's construction II for q = 5 (its
+// had_12_paley, which current versions and Quamba's fork use, not the older Sloane had_12), H_20 and
+// H_28 Williamson-type matrices, H_40 the two-block Paley matrix [[A, A], [B, -B]]. 20 * 2^k with k >= 1
+// is also 40 * 2^(k-1) and takes H_40, as Quamba's choice of kernel does.
 #include "ssmkit/quant.h"
 
 #include <algorithm>
