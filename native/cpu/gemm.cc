@@ -30,6 +30,10 @@
 #include "ssmkit/parallel.h"
 #include "ssmkit/quant.h"
 
+#ifndef SSMKIT_GEMV_PREFETCH
+#define SSMKIT_GEMV_PREFETCH 16
+#endif
+
 #if SSMKIT_X86
 // GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_* operands) as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -42,6 +46,7 @@ namespace {
 constexpr int64_t kGroupCols = 64;  // columns per packed group: four 16-column panels
 constexpr int kMaxRows = 6;         // the tallest micro-kernel tile
 constexpr int64_t kKBlock = 128;    // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
+constexpr int64_t kGemvPrefetch = static_cast<int64_t>(SSMKIT_GEMV_PREFETCH);  // steps of 256 bytes
 
 // Geometry of a packed weight (see quant.h).
 struct layout {
@@ -1007,6 +1012,10 @@ SSMKIT_TARGET_AVX512 void gemv_group_avx512(const float* x, const uint8_t* b, in
                    x3 = _mm512_set1_ps(xs[3]), x4 = _mm512_set1_ps(xs[4]), x5 = _mm512_set1_ps(xs[5]),
                    x6 = _mm512_set1_ps(xs[6]), x7 = _mm512_set1_ps(xs[7]);
       const uint8_t* bs = b + s * sb;
+      // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
+      // out-of-order window to keep enough cache misses in flight on its own).
+      for (int j = 0; j < np; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         if (j >= np) break;
@@ -1091,6 +1100,10 @@ SSMKIT_TARGET_BF16 void gemv_group_bf16(const uint32_t* xh, const uint32_t* xl, 
         if (xl != nullptr) lv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xl[s * 4 + u]));
       }
       const uint8_t* bs = b + s * sb;
+      // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
+      // out-of-order window to keep enough cache misses in flight on its own).
+      for (int j = 0; j < np; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         if (j >= np) break;
