@@ -30,10 +30,6 @@
 #include "ssmkit/parallel.h"
 #include "ssmkit/quant.h"
 
-#ifndef SSMKIT_GEMV_PREFETCH
-#define SSMKIT_GEMV_PREFETCH 16
-#endif
-
 #if SSMKIT_X86
 // GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_* operands) as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -43,10 +39,10 @@
 namespace ssmkit {
 namespace {
 
-constexpr int64_t kGroupCols = 64;  // columns per packed group: four 16-column panels
-constexpr int kMaxRows = 6;         // the tallest micro-kernel tile
-constexpr int64_t kKBlock = 128;    // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
-constexpr int64_t kGemvPrefetch = static_cast<int64_t>(SSMKIT_GEMV_PREFETCH);  // steps of 256 bytes
+constexpr int64_t kGroupCols = 64;     // columns per packed group: four 16-column panels
+constexpr int kMaxRows = 6;            // the tallest micro-kernel tile
+constexpr int64_t kKBlock = 128;       // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
+constexpr int64_t kGemvPrefetch = 16;  // W4A16 decode: steps (of up to 256 bytes) prefetched ahead, 4 KiB
 
 // Geometry of a packed weight (see quant.h).
 struct layout {
