@@ -104,53 +104,99 @@ inline int nibble(const uint8_t* row, int64_t kk) {
   return (row[kk >> 1] >> ((kk & 1) * 4)) & 0x0f;
 }
 
+// Column n's packed bytes for steps [s0, s1): d is the column's first byte, steps sb bytes apart.
+// w: (n, k) int8 row-major, or int4 rows of ceil(k / 2) bytes.
+void pack_column(const void* w, const layout& L, int64_t n, uint8_t* d, int64_t sb, int64_t s0, int64_t s1) {
+  if (n >= L.n) {
+    for (int64_t s = s0; s < s1; ++s) std::memset(d + s * sb, L.bits == 4 ? 0x88 : 0x80, 4);
+    return;
+  }
+  if (L.bits == 8) {
+    const int8_t* row = static_cast<const int8_t*>(w) + n * L.k;
+    for (int64_t s = s0; s < s1; ++s) {
+      if (4 * s + 4 <= L.k) {
+        uint32_t v;
+        std::memcpy(&v, row + 4 * s, 4);
+        v ^= 0x80808080u;
+        std::memcpy(d + s * sb, &v, 4);
+      } else {
+        for (int r = 0; r < 4; ++r) {
+          d[s * sb + r] = 4 * s + r < L.k ? static_cast<uint8_t>(row[4 * s + r] ^ 0x80) : 0x80;
+        }
+      }
+    }
+    return;
+  }
+  const uint8_t* row = static_cast<const uint8_t*>(w) + n * ((L.k + 1) / 2);
+  for (int64_t s = s0; s < s1; ++s) {
+    if (8 * s + 8 <= L.k) {
+      uint32_t v;
+      std::memcpy(&v, row + 4 * s, 4);
+      v = shuffle_nibbles(v);
+      std::memcpy(d + s * sb, &v, 4);
+    } else {
+      for (int r = 0; r < 4; ++r) {
+        const int64_t k0 = 8 * s + r, k1 = 8 * s + 4 + r;
+        const int lo = k0 < L.k ? nibble(row, k0) : 0;
+        const int hi = k1 < L.k ? nibble(row, k1) : 0;
+        d[s * sb + r] = static_cast<uint8_t>(((lo ^ 8) & 0x0f) | (((hi ^ 8) & 0x0f) << 4));
+      }
+    }
+  }
+}
+
+#if SSMKIT_X86
+// The whole steps of a 16-column panel (rows n0.. of w), one 32-bit gather per step: the 4 bytes of each
+// row that a step takes, then the same transform as pack_column, lane by lane. Returns the steps done.
+SSMKIT_TARGET_AVX512 int64_t pack_panel_avx512(const void* w, const layout& L, int64_t n0, uint8_t* d,
+                                               int64_t sb) {
+  const int64_t rb = L.bits == 8 ? L.k : (L.k + 1) / 2;  // bytes per row of w
+  const int64_t full = L.bits == 8 ? L.k / 4 : L.k / 8;
+  if (16 * rb + 4 * full > INT32_MAX) return 0;
+  const int64_t rows = std::min<int64_t>(16, L.n - n0);
+  const __mmask16 m = rows >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << rows) - 1);
+  const __m512i offs =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(rb)));
+  const char* base = static_cast<const char*>(w) + n0 * rb;
+  for (int64_t s = 0; s < full; ++s) {
+    // Rows past n gather nothing (0), which the transform turns into zero weights.
+    __m512i v = _mm512_mask_i32gather_epi32(
+        _mm512_setzero_si512(), m, _mm512_add_epi32(offs, _mm512_set1_epi32(static_cast<int>(4 * s))), base,
+        1);
+    if (L.bits == 8) {
+      v = _mm512_xor_si512(v, _mm512_set1_epi32(static_cast<int>(0x80808080u)));
+    } else {
+      __m512i t =
+          _mm512_and_si512(_mm512_xor_si512(v, _mm512_srli_epi32(v, 8)), _mm512_set1_epi32(0x0000ff00));
+      v = _mm512_xor_si512(v, _mm512_xor_si512(t, _mm512_slli_epi32(t, 8)));
+      t = _mm512_and_si512(_mm512_xor_si512(v, _mm512_srli_epi32(v, 4)), _mm512_set1_epi32(0x00f000f0));
+      v = _mm512_xor_si512(v, _mm512_xor_si512(t, _mm512_slli_epi32(t, 4)));
+      v = _mm512_xor_si512(v, _mm512_set1_epi32(static_cast<int>(0x88888888u)));
+    }
+    _mm512_storeu_si512(d + s * sb, v);
+  }
+  return full;
+}
+#endif
+
 // w: (n, k) int8 row-major, or int4 rows of ceil(k / 2) bytes.
 void pack(const void* w, const layout& L, uint8_t* out) {
+#if SSMKIT_X86
+  const bool avx512 = cpu::simd() >= cpu::SIMD_AVX512;
+#endif
   cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int np = L.panels(g);
       const int64_t sb = L.step_bytes(g);
       for (int j = 0; j < np; ++j) {
-        for (int c = 0; c < 16; ++c) {
-          const int64_t n = g * kGroupCols + j * 16 + c;
-          uint8_t* d = out + L.group_offset(g) + j * 64 + c * 4;
-          if (n >= L.n) {
-            for (int64_t s = 0; s < L.steps; ++s) std::memset(d + s * sb, L.bits == 4 ? 0x88 : 0x80, 4);
-            continue;
-          }
-          if (L.bits == 8) {
-            const int8_t* row = static_cast<const int8_t*>(w) + n * L.k;
-            for (int64_t s = 0; s < L.steps; ++s) {
-              if (4 * s + 4 <= L.k) {
-                uint32_t v;
-                std::memcpy(&v, row + 4 * s, 4);
-                v ^= 0x80808080u;
-                std::memcpy(d + s * sb, &v, 4);
-              } else {
-                for (int r = 0; r < 4; ++r) {
-                  d[s * sb + r] = 4 * s + r < L.k ? static_cast<uint8_t>(row[4 * s + r] ^ 0x80) : 0x80;
-                }
-              }
-            }
-          } else {
-            const uint8_t* row = static_cast<const uint8_t*>(w) + n * ((L.k + 1) / 2);
-            for (int64_t s = 0; s < L.steps; ++s) {
-              if (8 * s + 8 <= L.k) {
-                uint32_t v;
-                std::memcpy(&v, row + 4 * s, 4);
-                v = shuffle_nibbles(v);
-                std::memcpy(d + s * sb, &v, 4);
-              } else {
-                for (int r = 0; r < 4; ++r) {
-                  const int64_t k0 = 8 * s + r, k1 = 8 * s + 4 + r;
-                  const int lo = k0 < L.k ? nibble(row, k0) : 0;
-                  const int hi = k1 < L.k ? nibble(row, k1) : 0;
-                  d[s * sb + r] = static_cast<uint8_t>(((lo ^ 8) & 0x0f) | (((hi ^ 8) & 0x0f) << 4));
-                }
-              }
-            }
-          }
-        }
+        const int64_t n0 = g * kGroupCols + j * 16;
+        uint8_t* d = out + L.group_offset(g) + j * 64;
+        int64_t done = 0;
+#if SSMKIT_X86
+        if (avx512) done = pack_panel_avx512(w, L, n0, d, sb);
+#endif
+        for (int c = 0; c < 16; ++c) pack_column(w, L, n0 + c, d + c * 4, sb, done, L.steps);
       }
     }
   });
