@@ -333,6 +333,51 @@ describe.each(testDevices())('random models on %s', (device) => {
   }
 });
 
+describe.each(testDevices())('the fused decode step on %s', (device) => {
+  // One native call per token must give what the op-by-op path gives: the same kernels in the same order.
+  for (const [name, config, dtype, quantize] of [
+    ['mamba-biased', MAMBA_BIASED, 'float32', undefined],
+    ['mamba-bf16', { ...MAMBA_BIASED, tie_word_embeddings: true }, 'bfloat16', undefined],
+    ['mamba2-limits', MAMBA2_GROUPS, 'float32', undefined],
+    ['mamba2-open', { ...MAMBA2_GROUPS, time_step_limit: [0, '__inf__'], n_groups: 1 }, 'bfloat16', undefined],
+    ['mamba-w8a8', { ...MAMBA_BIASED, intermediate_size: 48 }, 'float32', 'w8a8'],
+    ['mamba2-w4a16', MAMBA2_GROUPS, 'float32', 'w4a16'],
+    ['mamba2-w4a8', MAMBA2_GROUPS, 'bfloat16', 'w4a8'],
+  ] as const) {
+    it(`${name}: fused and op-by-op decode agree`, async () => {
+      const dir = await writeModel(`fused-${name}-${device}`, config as Record<string, unknown>, name.length * 7);
+      const model = await MambaModel.load(dir, {
+        device,
+        dtype,
+        ...(quantize ? { quantize, calibration: [[1, 2, 3, 4, 5, 6]] } : {}),
+      });
+      const prompts = [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11, 12, 13, 14, 15],
+      ];
+      const run = async (fused: boolean) => {
+        model._setFused(fused);
+        const r = await model.forward(prompts);
+        const out: Float64Array[] = [];
+        for (const t of [16, 17, 18])
+          out.push(toF64((await model.forward([[t], [t + 1], [t + 2]], { state: r.state })).logits.toSync('cpu')));
+        const { tokens } = await model.generate(prompts, { maxNewTokens: 5, temperature: 0.7, seed: 3 });
+        return { out, tokens };
+      };
+      const fused = await run(true);
+      expect(model._fused).toBe(device === 'cpu');
+      const ops = await run(false);
+      expect(model._fused).toBe(false);
+      expect(fused.tokens).toEqual(ops.tokens);
+      fused.out.forEach((l, i) => {
+        assertClose(l, ops.out[i] as Float64Array, { rtol: 1e-6, atol: 1e-6 }, `${name} step ${i}`);
+      });
+      model.dispose();
+    });
+  }
+});
+
 // ---- generation options -------------------------------------------------------------------------------
 
 describe('generate', () => {

@@ -8,8 +8,20 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { native } from '../backend';
 import { rangeError, SsmkitError, typeError } from '../errors';
-import { dtLimit, embedding, gatedRmsNorm, type PackedLinear, rmsNorm, transposeSplit } from '../ops/nn';
+import {
+  createDecodePlan,
+  type DecodeLinear,
+  type DecodePlan,
+  decodeStep,
+  dtLimit,
+  embedding,
+  gatedRmsNorm,
+  type PackedLinear,
+  rmsNorm,
+  transposeSplit,
+} from '../ops/nn';
 import { Tensor } from '../tensor';
 import { enumOption, options } from '../validate';
 import { Checkpoint } from './checkpoint';
@@ -120,6 +132,9 @@ export class MambaModel {
   #head: LinearLayer;
   #embed: Tensor | PackedLinear;
   #disposed = false;
+  // The fused decode step's native plan: built on first use; null where it cannot run.
+  #plan: DecodePlan | null | undefined;
+  #fused = true;
 
   private constructor(
     config: MambaConfig,
@@ -219,6 +234,7 @@ export class MambaModel {
   _setLinear(layer: number, name: 'inProj' | 'xProj' | 'dtProj' | 'outProj', linear: LinearLayer, quantize?: QuantizeMode): void {
     const l = this.#layers[layer] as Layer;
     l[name] = linear;
+    this.#plan = undefined;
     if (quantize) (this as { quantize: QuantizeMode | undefined }).quantize = quantize;
   }
 
@@ -232,6 +248,7 @@ export class MambaModel {
   }
 
   async #to(device: string): Promise<void> {
+    this.#plan = undefined;
     const move = async (t: Tensor): Promise<Tensor> => {
       const m = await t.to(device);
       t.dispose();
@@ -252,6 +269,77 @@ export class MambaModel {
     if (this.#embed instanceof Tensor) this.#embed = await move(this.#embed);
     else this.#embed = (this.#head as FloatLinear).packed;
     (this as { device: string }).device = device;
+  }
+
+  /**
+   * @internal Whether decode steps run fused (one native call per token, where the backend has it) or
+   * op by op; both give the same results.
+   */
+  _setFused(on: boolean): void {
+    this.#fused = on;
+  }
+
+  /** @internal Whether decode steps run fused now. */
+  get _fused(): boolean {
+    return this.#decodePlan() !== null;
+  }
+
+  /** The fused decode step's plan, or null where the weights or the backend cannot run it. */
+  #decodePlan(): DecodePlan | null {
+    if (!this.#fused) return null;
+    if (this.#plan !== undefined) return this.#plan;
+    this.#plan = null;
+    if (this.device !== 'cpu' || typeof native().decodeStep !== 'function') return null;
+    const c = this.config;
+    const lin = (l: LinearLayer | undefined): DecodeLinear | undefined => l?.decodeLinear();
+    const layers = [];
+    for (const l of this.#layers) {
+      const inProj = lin(l.inProj);
+      const outProj = lin(l.outProj);
+      const xProj = lin(l.xProj);
+      const dtProj = lin(l.dtProj);
+      if (!inProj || !outProj || (c.modelType === 'mamba' && (!xProj || !dtProj))) return null;
+      layers.push({
+        norm: l.norm,
+        inProj,
+        outProj,
+        ...(xProj ? { xProj } : {}),
+        ...(dtProj ? { dtProj } : {}),
+        conv: l.conv,
+        ...(l.convBias ? { convBias: l.convBias } : {}),
+        dtBias: l.dtBias,
+        A: l.A,
+        D: l.D,
+        ...(l.gatedNorm ? { gatedNorm: l.gatedNorm } : {}),
+      });
+    }
+    const head = lin(this.#head);
+    if (!head) return null;
+    const [lo, hi] = c.timeStepLimit;
+    this.#plan = createDecodePlan({
+      mamba2: c.modelType === 'mamba2',
+      act: this.dtype,
+      residualFp32: c.residualInFp32,
+      dModel: c.hiddenSize,
+      dInner: c.intermediateSize,
+      dState: c.stateSize,
+      dtRank: c.timeStepRank,
+      nheads: c.numHeads,
+      headdim: c.headDim,
+      ngroups: c.nGroups,
+      convWidth: c.convKernel,
+      vocab: c.vocabSize,
+      eps: c.eps,
+      ...(c.modelType === 'mamba2' && (lo !== 0 || hi !== Number.POSITIVE_INFINITY)
+        ? { dtLimit: [lo, hi] as [number, number] }
+        : {}),
+      layers,
+      normF: this.#normF,
+      head,
+      embed: this.#embed instanceof Tensor ? this.#embed : this.#embed.panels,
+      embedPacked: !(this.#embed instanceof Tensor),
+    });
+    return this.#plan;
   }
 
   #check(op: string): void {
@@ -442,6 +530,7 @@ export class MambaModel {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#plan = null;
     for (const l of this.#layers) {
       for (const lin of [l.inProj, l.xProj, l.dtProj, l.outProj]) lin?.dispose();
       disposeAll(l.norm, l.conv, l.convBias, l.dtBias, l.A, l.D, l.gatedNorm);
@@ -637,6 +726,14 @@ export class MambaModel {
   async #step(tokens: readonly number[], state: MambaState): Promise<Tensor> {
     const c = this.config;
     const B = tokens.length;
+    const plan = this.#decodePlan();
+    if (plan) {
+      const ids = new Tensor('int32', Int32Array.from(tokens), [B]);
+      const logits = Tensor.empty([B, c.vocabSize], 'float32', this.device);
+      await decodeStep(plan, state._decodeStates(), ids, logits);
+      ids.dispose();
+      return logits;
+    }
     const idT = await this.#ids(tokens.map((t) => [t]));
     const ids1 = idT.reshape([B]);
     idT.dispose();

@@ -14,6 +14,8 @@
 
 #include "ssmkit/cpu_features.h"
 #include "ssmkit/parallel.h"
+#include "ssmkit/quant.h"
+#include "ssmkit/selective_scan.h"
 
 #if SSMKIT_X86
 #include <immintrin.h>
@@ -519,6 +521,355 @@ status dt_limit_cpu(const dt_limit_params& p) {
     store_any(p.out, i, std::min(std::max(v, p.lo), p.hi));
   }
   return ok_status();
+}
+
+}  // namespace ssmkit
+
+// ---- the fused decode step ---------------------------------------------------------------------------
+// One worker-thread call per token instead of one op call per kernel: the same kernels in the same order
+// as the runner's op-by-op path (so the results agree bit for bit), on views of one scratch block, with
+// the scan family's state updates and the quantization family's GEMMs called through their C++ API.
+
+namespace ssmkit {
+namespace {
+
+tensor_view view_of(void* data, ssmkit_dtype dtype, std::initializer_list<int64_t> dims) {
+  tensor_view v;
+  v.data = data;
+  v.dtype = dtype;
+  v.ndim = static_cast<int>(dims.size());
+  int i = 0;
+  for (int64_t d : dims) v.shape[i++] = d;
+  return v;
+}
+
+// Bump allocation of 64-byte aligned buffers from one thread_local block that grows to the largest
+// step this thread has run.
+class scratch_arena {
+ public:
+  void reserve(size_t bytes) {
+    thread_local std::vector<char> block;
+    if (block.size() < bytes + 64) block.resize(bytes + 64);
+    base_ = block.data() + ((64 - reinterpret_cast<uintptr_t>(block.data()) % 64) % 64);
+    used_ = 0;
+  }
+  void* take(size_t bytes) {
+    void* p = base_ + used_;
+    used_ += (bytes + 63) / 64 * 64;
+    return p;
+  }
+
+ private:
+  char* base_ = nullptr;
+  size_t used_ = 0;
+};
+
+struct quant_scratch {
+  void* tmp = nullptr;      // (batch, max n) activation dtype: a quantized GEMM's output before its split
+  int8_t* aq = nullptr;     // (batch, max k) int8 activations
+  float* as = nullptr;      // (batch,) per-token activation scales
+  void* rotated = nullptr;  // (batch, max k) activation dtype: w4a16's rotated input
+};
+
+// out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k).
+status run_linear(const linear_weight& lw, const tensor_view& x, int64_t batch, const linear_output* outs,
+                  int n_outs, ssmkit_dtype act, const quant_scratch& qs) {
+  if (lw.kind == LINEAR_FLOAT) {
+    linear_params p;
+    p.x = x;
+    p.w = lw.w;
+    p.bias = lw.bias;
+    p.m = batch;
+    p.k = lw.k;
+    p.n = lw.n;
+    p.num_outputs = n_outs;
+    for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
+    return linear_cpu(p);
+  }
+  // A single output of every column takes the GEMM's result directly.
+  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
+  tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n});
+  if (lw.kind == LINEAR_W4A16) {
+    tensor_view xin = x;
+    if (lw.rotate) {
+      hadamard_params h;
+      h.x = x;
+      h.out = view_of(qs.rotated, x.dtype, {batch, lw.k});
+      h.rows = batch;
+      h.n = lw.k;
+      h.scale = 1.0f / std::sqrt(static_cast<float>(lw.k));
+      SSMKIT_RETURN_IF_ERROR(hadamard_cpu(h));
+      xin = h.out;
+    }
+    gemm_w4a16_params g;
+    g.x = xin;
+    g.w = lw.w;
+    g.scales = lw.w_scale;
+    g.bias = lw.bias;
+    g.out = out;
+    g.m = batch;
+    g.n = lw.n;
+    g.k = lw.k;
+    g.group_size = lw.group_size;
+    g.w_packed = true;
+    SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cpu(g));
+  } else {
+    quantize_params q;
+    q.x = x;
+    q.q = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k});
+    q.lines = batch;
+    q.len = lw.k;
+    q.bits = 8;
+    q.hadamard = lw.rotate;
+    if (lw.act_scale.present()) {
+      q.scale = lw.act_scale;
+      q.granularity = QUANT_TENSOR;
+      q.static_scale = true;
+    } else {
+      q.scale = view_of(qs.as, SSMKIT_DTYPE_F32, {batch});
+      q.granularity = QUANT_TOKEN;
+    }
+    SSMKIT_RETURN_IF_ERROR(quantize_cpu(q));
+    if (lw.kind == LINEAR_W8A8) {
+      gemm_w8a8_params g;
+      g.a = q.q;
+      g.w = lw.w;
+      g.a_scale = q.scale;
+      g.w_scale = lw.w_scale;
+      g.bias = lw.bias;
+      g.out = out;
+      g.m = batch;
+      g.n = lw.n;
+      g.k = lw.k;
+      g.w_packed = true;
+      SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cpu(g));
+    } else {
+      gemm_w4a8_params g;
+      g.a = q.q;
+      g.w = lw.w;
+      g.a_scale = q.scale;
+      g.w_scale = lw.w_scale;
+      g.bias = lw.bias;
+      g.out = out;
+      g.m = batch;
+      g.n = lw.n;
+      g.k = lw.k;
+      g.group_size = lw.group_size;
+      g.w_packed = true;
+      SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cpu(g));
+    }
+  }
+  if (direct) return ok_status();
+  split_columns_params sp;
+  sp.x = out;
+  sp.m = batch;
+  sp.n = lw.n;
+  sp.num_outputs = n_outs;
+  for (int i = 0; i < n_outs; ++i) sp.outputs[i] = outs[i];
+  return split_columns_cpu(sp);
+}
+
+linear_output col(const tensor_view& out, int64_t col0, int64_t cols) {
+  linear_output o;
+  o.out = out;
+  o.col0 = col0;
+  o.cols = cols;
+  return o;
+}
+
+}  // namespace
+
+status mamba_decode_step_cpu(const mamba_decode_params& p) {
+  const mamba_decode_model& m = *p.model;
+  const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
+  const int64_t gds = m.ngroups * ds;
+  const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
+  const int64_t nh = m.nheads, r = m.dt_rank;
+  const ssmkit_dtype act = m.act;
+  const ssmkit_dtype res_t = m.residual_fp32 ? SSMKIT_DTYPE_F32 : act;
+  const size_t e = static_cast<size_t>(dtype_size(act));
+  // The widest linear input and output, for the quantized layers' scratch.
+  int64_t max_k = d, max_n = 0;
+  for (int l = 0; l < m.num_layers; ++l) {
+    for (const linear_weight* lw :
+         {&m.layers[l].in_proj, &m.layers[l].x_proj, &m.layers[l].dt_proj, &m.layers[l].out_proj}) {
+      max_k = std::max(max_k, lw->k);
+      max_n = std::max(max_n, lw->n);
+    }
+  }
+  const size_t row = static_cast<size_t>(B);
+  scratch_arena arena;
+  arena.reserve(
+      row * (4 * d * 4 + 10 * (conv_dim + di + nh + r + 2 * gds) * e + max_k * (e + 1) + max_n * e + 4) +
+      64 * 32);
+  void* hidden = arena.take(row * d * e);                      // (B, d)
+  void* residual = arena.take(row * d * 4);                    // (B, d) res_t
+  void* hn = arena.take(row * d * e);                          // (B, d)
+  void* z = arena.take(row * di * e);                          // (B, di)
+  void* xin = arena.take(row * conv_dim * e);                  // (B, conv_dim): x (Mamba) or xBC (Mamba-2)
+  void* xc = arena.take(row * conv_dim * e);                   // (B, conv_dim) after the conv
+  void* dt = arena.take(row * std::max(di, nh) * e);           // (B, di) or (B, nh)
+  void* dtl = arena.take(row * nh * e);                        // (B, nh) limited dt
+  void* dtin = arena.take(row * std::max<int64_t>(r, 1) * e);  // (B, r)
+  void* xs = arena.take(row * di * e);                         // (B, di) Mamba-2's x
+  void* bm = arena.take(row * gds * e);                        // (B, groups, ds)
+  void* cm = arena.take(row * gds * e);                        // (B, groups, ds)
+  void* y = arena.take(row * di * e);                          // (B, di)
+  void* yn = arena.take(row * di * e);                         // (B, di)
+  quant_scratch qs;
+  qs.tmp = arena.take(row * max_n * e);
+  qs.aq = static_cast<int8_t*>(arena.take(row * max_k));
+  qs.as = static_cast<float*>(arena.take(row * 4));
+  qs.rotated = arena.take(row * max_k * e);
+
+  const tensor_view hidden_v = view_of(hidden, act, {B, d});
+  const tensor_view residual_v = view_of(residual, res_t, {B, d});
+  const tensor_view hn_v = view_of(hn, act, {B, d});
+
+  embedding_params ep;
+  ep.ids = p.ids;
+  ep.weight = m.embed;
+  ep.out = hidden_v;
+  ep.count = B;
+  ep.vocab = m.vocab;
+  ep.d = d;
+  ep.packed = m.embed_packed;
+  SSMKIT_RETURN_IF_ERROR(embedding_cpu(ep));
+
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    rms_norm_params np;
+    np.x = hidden_v;
+    if (l > 0) np.residual = residual_v;
+    np.residual_out = residual_v;
+    np.weight = w.norm;
+    np.out = hn_v;
+    np.rows = B;
+    np.d = d;
+    np.eps = m.eps;
+    SSMKIT_RETURN_IF_ERROR(rms_norm_cpu(np));
+
+    const tensor_view z_v = view_of(z, act, {B, di});
+    const tensor_view xin_v = view_of(xin, act, {B, conv_dim});
+    const tensor_view xc_v = view_of(xc, act, {B, conv_dim});
+    if (!m.mamba2) {
+      const linear_output outs[2] = {col(xin_v, 0, di), col(z_v, di, di)};
+      SSMKIT_RETURN_IF_ERROR(run_linear(w.in_proj, hn_v, B, outs, 2, act, qs));
+    } else {
+      const tensor_view dt_v = view_of(dt, act, {B, nh});
+      const linear_output outs[3] = {col(z_v, 0, di), col(xin_v, di, conv_dim), col(dt_v, di + conv_dim, nh)};
+      SSMKIT_RETURN_IF_ERROR(run_linear(w.in_proj, hn_v, B, outs, 3, act, qs));
+    }
+
+    causal_conv1d_update_params cp;
+    cp.x = xin_v;
+    cp.conv_state = p.conv_states[l];
+    cp.weight = w.conv_weight;
+    cp.bias = w.conv_bias;
+    cp.out = xc_v;
+    cp.batch = B;
+    cp.state_batch = B;
+    cp.dim = conv_dim;
+    cp.seqlen = 1;
+    cp.width = m.conv_width;
+    cp.state_len = p.conv_states[l].dim(2);
+    cp.silu = true;
+    SSMKIT_RETURN_IF_ERROR(causal_conv1d_update_cpu(cp));
+
+    selective_state_update_params sp;
+    sp.state = p.ssm_states[l];
+    sp.A = w.A;
+    sp.D = w.D;
+    sp.batch = B;
+    sp.state_batch = B;
+    sp.dstate = ds;
+    const tensor_view y_v = view_of(y, act, {B, di});
+    tensor_view layer_out = y_v;
+    if (!m.mamba2) {
+      const tensor_view dtin_v = view_of(dtin, act, {B, r});
+      const tensor_view bm_v = view_of(bm, act, {B, ds});
+      const tensor_view cm_v = view_of(cm, act, {B, ds});
+      const linear_output xo[3] = {col(dtin_v, 0, r), col(bm_v, r, ds), col(cm_v, r + ds, ds)};
+      SSMKIT_RETURN_IF_ERROR(run_linear(w.x_proj, xc_v, B, xo, 3, act, qs));
+      const tensor_view dt_v = view_of(dt, act, {B, di});
+      const linear_output dto[1] = {col(dt_v, 0, di)};
+      SSMKIT_RETURN_IF_ERROR(run_linear(w.dt_proj, dtin_v, B, dto, 1, act, qs));
+      sp.x = xc_v;
+      sp.dt = dt_v;
+      sp.B = bm_v;
+      sp.C = cm_v;
+      sp.z = z_v;
+      sp.dt_bias = w.dt_bias;
+      sp.dt_softplus = true;
+      sp.out = y_v;
+      sp.multihead = false;
+      sp.nheads = di;
+      sp.headdim = 1;
+      sp.groups = 1;
+      SSMKIT_RETURN_IF_ERROR(selective_state_update_cpu(sp));
+    } else {
+      split_columns_params xp;
+      xp.x = xc_v;
+      xp.m = B;
+      xp.n = conv_dim;
+      xp.num_outputs = 3;
+      xp.outputs[0] = col(view_of(xs, act, {B, di}), 0, di);
+      xp.outputs[1] = col(view_of(bm, act, {B, gds}), di, gds);
+      xp.outputs[2] = col(view_of(cm, act, {B, gds}), di + gds, gds);
+      SSMKIT_RETURN_IF_ERROR(split_columns_cpu(xp));
+      tensor_view dt_v = view_of(dt, act, {B, nh});
+      if (m.dt_limited) {
+        dt_limit_params lp;
+        lp.dt = dt_v;
+        lp.bias = w.dt_bias;
+        lp.out = view_of(dtl, act, {B, nh});
+        lp.rows = B;
+        lp.heads = nh;
+        lp.lo = m.dt_lo;
+        lp.hi = m.dt_hi;
+        SSMKIT_RETURN_IF_ERROR(dt_limit_cpu(lp));
+        dt_v = lp.out;
+      } else {
+        sp.dt_bias = w.dt_bias;
+        sp.dt_softplus = true;
+      }
+      sp.x = view_of(xs, act, {B, nh, m.headdim});
+      sp.dt = dt_v;
+      sp.B = view_of(bm, act, {B, m.ngroups, ds});
+      sp.C = view_of(cm, act, {B, m.ngroups, ds});
+      sp.out = view_of(y, act, {B, nh, m.headdim});
+      sp.multihead = true;
+      sp.nheads = nh;
+      sp.headdim = m.headdim;
+      sp.groups = m.ngroups;
+      SSMKIT_RETURN_IF_ERROR(selective_state_update_cpu(sp));
+      gated_rms_norm_params gp;
+      gp.y = y_v;
+      gp.z = z_v;
+      gp.weight = w.gated_norm;
+      gp.out = view_of(yn, act, {B, di});
+      gp.rows = B;
+      gp.d = di;
+      gp.groups = m.ngroups;
+      gp.eps = m.eps;
+      SSMKIT_RETURN_IF_ERROR(gated_rms_norm_cpu(gp));
+      layer_out = gp.out;
+    }
+    const linear_output oo[1] = {col(hidden_v, 0, d)};
+    SSMKIT_RETURN_IF_ERROR(run_linear(w.out_proj, layer_out, B, oo, 1, act, qs));
+  }
+
+  rms_norm_params fp;
+  fp.x = hidden_v;
+  if (m.num_layers > 0) fp.residual = residual_v;
+  fp.weight = m.norm_f;
+  fp.out = hn_v;
+  fp.rows = B;
+  fp.d = d;
+  fp.eps = m.eps;
+  SSMKIT_RETURN_IF_ERROR(rms_norm_cpu(fp));
+  const linear_output lo[1] = {col(p.logits, 0, m.vocab)};
+  return run_linear(m.head, hn_v, B, lo, 1, act, qs);
 }
 
 }  // namespace ssmkit
