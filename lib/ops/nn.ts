@@ -803,8 +803,8 @@ export function createDecodePlan(m: DecodeModel): DecodePlan {
 export function bindDecodeStates(conv: readonly Tensor[], ssm: readonly Tensor[]): DecodeStates {
   const op = 'bindDecodeStates';
   if (conv.length !== ssm.length) throw rangeError(op, 'ssm', `${conv.length} tensors (one per layer)`, `${ssm.length}`);
-  conv.forEach((t, i) => tensorArg(op, `conv[${i}]`, t, ['float32'], 3));
-  ssm.forEach((t, i) => tensorArg(op, `ssm[${i}]`, t, ['float32'], [3, 4]));
+  for (const [i, t] of conv.entries()) tensorArg(op, `conv[${i}]`, t, ['float32'], 3);
+  for (const [i, t] of ssm.entries()) tensorArg(op, `ssm[${i}]`, t, ['float32'], [3, 4]);
   const batch = conv[0]?.shape[0] ?? 0;
   try {
     return {
