@@ -34,7 +34,10 @@ const PACKED_DTYPES: readonly DType[] = ['float32', 'bfloat16'];
 
 /** A linear layer's weight W `[outFeatures, inFeatures]` packed into panels for the linear kernel. */
 export class PackedLinear {
-  /** `[ceil(outFeatures / 32), inFeatures, 32]` float32 | bfloat16: panel p holds columns 32p.. of W^T. */
+  /**
+   * `[ceil(outFeatures / 32), Kx, 32]` float32 | bfloat16: panel p holds columns 32p.. of W^T (bfloat16
+   * in pairs of k, Kx = inFeatures rounded up to even; float32 Kx = inFeatures).
+   */
   readonly panels: Tensor;
   readonly outFeatures: number;
   readonly inFeatures: number;
@@ -80,12 +83,15 @@ function preparePack(op: string, w: unknown, opts: unknown) {
   );
   const [n, k] = t.shape as [number, number];
   const device = commonDevice(op, [['w', t]]);
-  const out = Tensor._alloc(op, dtype, [Math.ceil(n / LINEAR_PANEL), k, LINEAR_PANEL], device);
+  // bfloat16 panels hold k in pairs: K rounds up to even.
+  const kx = dtype === 'bfloat16' ? k + (k % 2) : k;
+  const out = Tensor._alloc(op, dtype, [Math.ceil(n / LINEAR_PANEL), kx, LINEAR_PANEL], device);
   return { out, n, k, args: { w: t._native(op, 'w'), out: out._native(op, 'out') } };
 }
 
 /**
- * Packs a linear layer's weight for {@link linear}: W `[N, K]` -> panels `[ceil(N / 32), K, 32]`.
+ * Packs a linear layer's weight for {@link linear}: W `[N, K]` -> panels `[ceil(N / 32), K, 32]`
+ * (bfloat16: K rounded up to even, k in pairs).
  * @param w `[outFeatures, inFeatures]` float32 | float16 | bfloat16.
  * @throws TypeError for a wrong dtype; RangeError for a wrong rank.
  * @example

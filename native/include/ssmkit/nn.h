@@ -15,11 +15,12 @@ constexpr int kLinearPanel = 32;
 // C | dt split, for one).
 constexpr int kLinearMaxOutputs = 6;
 
-// W (N, K) -> panels (ceil(N / 32), K, 32): panel p holds columns 32p..32p+31 of W^T, zero-padded past
-// N, so that a kernel reads each panel front to back once per row block.
+// W (N, K) -> panels: panel p holds columns 32p..32p+31 of W^T, zero-padded past N, so that a kernel
+// reads each panel front to back once per row block. float32: (ceil(N / 32), K, 32); bfloat16 in pairs
+// of k, (ceil(N / 32), Kx / 2, 32, 2) with Kx = K rounded up to even (see native/cpu/nn.cc).
 struct pack_linear_params {
   tensor_view w;    // (N, K) float32 | float16 | bfloat16
-  tensor_view out;  // (ceil(N / 32), K, 32) float32 | bfloat16
+  tensor_view out;  // (ceil(N / 32), Kx, 32) float32 | bfloat16
   int64_t n = 0;
   int64_t k = 0;
 };
@@ -36,7 +37,7 @@ struct linear_output {
 // and each output may leave in it, so the scan ops need no separate transposes.
 struct linear_params {
   tensor_view x;     // (M, K), or (batch, K, seqlen) when x_transposed; float32 | float16 | bfloat16
-  tensor_view w;     // (ceil(N / 32), K, 32) from pack_linear; float32 | bfloat16
+  tensor_view w;     // (ceil(N / 32), Kx, 32) from pack_linear; float32 | bfloat16
   tensor_view bias;  // (N,) float32, optional
   int64_t m = 0;
   int64_t k = 0;
