@@ -202,7 +202,10 @@ export class MambaModel {
         throw e;
       }
     }
-    if (device !== 'cpu') await model.#to(device);
+    if (device !== 'cpu') {
+      await model.#to(device);
+      await model.#probe();
+    }
     return model;
   }
 
@@ -340,6 +343,30 @@ export class MambaModel {
       embedPacked: !(this.#embed instanceof Tensor),
     });
     return this.#plan;
+  }
+
+  /**
+   * One prefill and one decode step of a single token on the model's device: every kernel the runner
+   * calls runs once, so that a build without one of them fails here, naming it, instead of mid-generation.
+   */
+  async #probe(): Promise<void> {
+    try {
+      const { logits, state } = await this.forward([[0, 0]]);
+      logits.dispose();
+      (await this.forward([[0]], { state })).logits.dispose();
+      state.dispose();
+    } catch (e) {
+      this.dispose();
+      const err = e as { code?: string; message?: string };
+      if (err.code === 'ERR_SSMKIT_NOT_COMPILED') {
+        throw new SsmkitError(
+          `${OP}: options.device: ${this.device}: the model runner needs a kernel this build lacks on that device (${err.message})`,
+          'ERR_SSMKIT_NOT_COMPILED',
+          { cause: e },
+        );
+      }
+      throw e;
+    }
   }
 
   #check(op: string): void {
@@ -505,6 +532,7 @@ export class MambaModel {
         r.state.dispose();
       }
     }
+    let buffer: Tensor | undefined;
     try {
       for (let step = 0; step < maxNew; step++) {
         signal?.throwIfAborted();
@@ -516,12 +544,15 @@ export class MambaModel {
           onToken?.({ sequence: b, token: tok, step });
         }
         if (step + 1 === maxNew) break;
-        const logits = await this.#step(next, state);
+        // The fused step writes every step's logits into one buffer, read (sampled) before the next.
+        const logits = await this.#step(next, state, buffer);
         host = (await logits.data()) as Float32Array;
-        logits.dispose();
+        if (this.#plan) buffer = logits;
+        else logits.dispose();
       }
     } finally {
       state.dispose();
+      buffer?.dispose();
     }
     return { tokens };
   }
@@ -723,13 +754,13 @@ export class MambaModel {
   }
 
   /** One decode step for a batch of tokens (one per sequence), updating `state` in place: logits (B, vocab). */
-  async #step(tokens: readonly number[], state: MambaState): Promise<Tensor> {
+  async #step(tokens: readonly number[], state: MambaState, reuse?: Tensor): Promise<Tensor> {
     const c = this.config;
     const B = tokens.length;
     const plan = this.#decodePlan();
     if (plan) {
       const ids = new Tensor('int32', Int32Array.from(tokens), [B]);
-      const logits = Tensor.empty([B, c.vocabSize], 'float32', this.device);
+      const logits = reuse ?? Tensor.empty([B, c.vocabSize], 'float32', this.device);
       await decodeStep(plan, state._decodeStates(), ids, logits);
       ids.dispose();
       return logits;
