@@ -2,6 +2,7 @@
 // step logits made by mamba_ssm / transformers), against the float64 reference model on random
 // checkpoints this test writes (biases, untied heads, n_groups > 1, dt limits, sharded files), and its
 // sampling, streaming, abort and error behaviour.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -560,4 +561,63 @@ describe('MambaModel.load errors', () => {
     await expect(MambaModel.load(golden, { bogus: 1 } as never)).rejects.toThrow(TypeError);
     await expect(MambaModel.load(42 as never)).rejects.toThrow(TypeError);
   });
+});
+
+// The runner on the SIMD paths below the one this CPU runs by default (child processes with
+// SSMKIT_SIMD capping the level): the golden checkpoints' logits and greedy tokens, in float32 and
+// through the fused decode step, and bfloat16 logits.
+describe('golden models on every SIMD path', () => {
+  const script = `
+    const path = require('node:path');
+    const { MambaModel, loadSafetensorsSync, backend } = require('./dist/cjs/index.js');
+    (async () => {
+      const out = { simd: backend().simd, cases: [] };
+      for (const dir of ${JSON.stringify(goldenModels.map((g) => g.dir))}) {
+        const d = path.join(${JSON.stringify(GOLDEN_DIR)}, dir);
+        const e = loadSafetensorsSync(path.join(d, 'expected.safetensors'));
+        const ids = Array.from(e.input_ids.dataSync());
+        const L = e.input_ids.shape[1];
+        const prompts = [ids.slice(0, L), ids.slice(L)];
+        const gen = Array.from(e.generated_ids.dataSync()).slice(L);
+        for (const dtype of ['float32', 'bfloat16']) {
+          const m = await MambaModel.load(d, { dtype });
+          const { logits } = await m.forward(prompts);
+          const a = logits.dataSync(), x = e.logits.dataSync();
+          let maxErr = 0, num = 0, den = 0;
+          for (let i = 0; i < x.length; i++) { maxErr = Math.max(maxErr, Math.abs(a[i] - x[i])); num += (a[i] - x[i]) ** 2; den += x[i] ** 2; }
+          const { tokens } = await m.generate([prompts[0]], { maxNewTokens: gen.length });
+          out.cases.push({ dir, dtype, maxErr, relL2: Math.sqrt(num / den), greedy: tokens[0].join(',') === gen.join(','), fused: m._fused });
+          m.dispose();
+        }
+      }
+      console.log(JSON.stringify(out));
+    })();`;
+  const feats = execFileSync(process.execPath, ['-p', "require('./dist/cjs/index.js').backend().cpuFeatures.join(',')"], {
+    cwd: path.join(__dirname, '..'),
+    encoding: 'utf8',
+  });
+  for (const level of ['scalar', 'avx2', 'avx512'] as const) {
+    const skip = (level === 'avx2' && !feats.includes('avx2')) || (level === 'avx512' && !feats.includes('avx512bw'));
+    it.skipIf(skip)(`SSMKIT_SIMD=${level}`, () => {
+      const res = execFileSync(process.execPath, ['-e', script], {
+        cwd: path.join(__dirname, '..'),
+        env: { ...process.env, SSMKIT_SIMD: level, SSMKIT_BACKEND: 'cpu' },
+        encoding: 'utf8',
+      });
+      const r = JSON.parse(res.trim().split('\n').pop() as string) as {
+        simd: string;
+        cases: { dir: string; dtype: string; maxErr: number; relL2: number; greedy: boolean; fused: boolean }[];
+      };
+      expect(r.simd).toBe(level);
+      for (const c of r.cases) {
+        expect(c.fused, `${c.dir} ${c.dtype}`).toBe(true);
+        if (c.dtype === 'float32') {
+          expect(c.maxErr, `${c.dir} float32 logits`).toBeLessThan(2e-3);
+          expect(c.greedy, `${c.dir} greedy tokens`).toBe(true);
+        } else {
+          expect(c.relL2, `${c.dir} bfloat16 logits`).toBeLessThan(TOL.bfloat16.relL2);
+        }
+      }
+    });
+  }
 });
