@@ -10,7 +10,20 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
 import { QuantLinear } from '../dist/cjs/models/quantized.js';
+import { rmsNormSync } from '../dist/cjs/ops/nn.js';
 import { assertClose, Rng, testDevices, toF64 } from './util';
+
+/** Why the model runner cannot run on `device` in this build (a kernel it needs is missing), or undefined. */
+function runnerGap(device: string): string | undefined {
+  if (device === 'cpu') return undefined;
+  try {
+    rmsNormSync(new Tensor('float32', [1, 2], [1, 2]).toSync(device), new Tensor('float32', [1, 1], [2]).toSync(device));
+    return undefined;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_SSMKIT_NOT_COMPILED') return (e as Error).message;
+    throw e;
+  }
+}
 
 let tmp = '';
 beforeAll(() => {
@@ -118,6 +131,11 @@ const MAMBA2_ROT = {
 };
 
 describe.each(testDevices())('quantized models on %s', (device) => {
+  const gap = runnerGap(device);
+  if (gap) {
+    it.skip(`skipped: ${gap}`, () => {});
+    return;
+  }
   const prompts = [
     [3, 14, 15, 9, 26, 5, 35, 8],
     [9, 7, 9, 3, 2, 38, 4, 6],
