@@ -22,11 +22,11 @@ import {
   rmsNorm,
   transposeSplit,
 } from '../ops/nn';
+import { causalConv1d, causalConv1dUpdate, selectiveScan, selectiveStateUpdate, ssdScan } from '../ops/scan';
 import { Tensor } from '../tensor';
 import { enumOption, options } from '../validate';
 import { Checkpoint } from './checkpoint';
 import { type MambaConfig, normalizeConfig, parseConfigJson } from './config';
-import { kernels } from './kernels';
 import { FloatLinear, type LinearLayer } from './linear';
 import { type QuantizeMode, quantizeModelLinears } from './quantized';
 import { SeededRandom, sampleToken } from './sampling';
@@ -653,7 +653,6 @@ export class MambaModel {
     ssm0: Tensor | undefined,
   ): Promise<{ out: Tensor; conv: Tensor; ssm: Tensor }> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const ds = c.stateSize;
     const r = c.timeStepRank;
@@ -664,7 +663,7 @@ export class MambaModel {
         { cols: di, transposed: true },
       ],
     })) as [Tensor, Tensor];
-    const cv = await K.causalConv1d(x, lw.conv, {
+    const cv = await causalConv1d(x, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
       ...(conv0 ? { initialStates: conv0 } : {}),
@@ -681,7 +680,7 @@ export class MambaModel {
     dtIn.dispose();
     const Bg = Bm.reshape([B, 1, ds, L]);
     const Cg = Cm.reshape([B, 1, ds, L]);
-    const scan = await K.selectiveScan(xc, delta, lw.A, Bg, Cg, {
+    const scan = await selectiveScan(xc, delta, lw.A, Bg, Cg, {
       D: lw.D,
       z,
       deltaBias: lw.dtBias,
@@ -704,7 +703,6 @@ export class MambaModel {
     ssm0: Tensor | undefined,
   ): Promise<{ out: Tensor; conv: Tensor; ssm: Tensor }> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const gds = c.nGroups * c.stateSize;
     const nh = c.numHeads;
@@ -712,7 +710,7 @@ export class MambaModel {
     const [z, xBC, dtRaw] = (await lw.inProj.forward(hn, {
       split: [{ cols: di }, { cols: di + 2 * gds, transposed: true }, { cols: nh }],
     })) as [Tensor, Tensor, Tensor];
-    const cv = await K.causalConv1d(xBC, lw.conv, {
+    const cv = await causalConv1d(xBC, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
       ...(conv0 ? { initialStates: conv0 } : {}),
@@ -726,7 +724,7 @@ export class MambaModel {
     const x4 = xs.reshape([B, L, nh, c.headDim]);
     const B4 = Bm.reshape([B, L, c.nGroups, c.stateSize]);
     const C4 = Cm.reshape([B, L, c.nGroups, c.stateSize]);
-    const scan = await K.ssdScan(x4, dt, lw.A, B4, C4, {
+    const scan = await ssdScan(x4, dt, lw.A, B4, C4, {
       chunkSize: c.chunkSize,
       D: lw.D,
       ...dtOpts,
@@ -801,12 +799,11 @@ export class MambaModel {
 
   async #mambaStep(lw: Layer, hn: Tensor, B: number, convState: Tensor, ssmState: Tensor): Promise<Tensor> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const ds = c.stateSize;
     const [x, z] = (await lw.inProj.forward(hn, { split: [{ cols: di }, { cols: di }] })) as [Tensor, Tensor]; // (B, di)
     const x3 = x.reshape([B, di, 1]);
-    const xc3 = await K.causalConv1dUpdate(x3, convState, lw.conv, {
+    const xc3 = await causalConv1dUpdate(x3, convState, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
     });
@@ -818,7 +815,7 @@ export class MambaModel {
     })) as [Tensor, Tensor, Tensor];
     const dt = await one((lw.dtProj as LinearLayer).forward(dtIn));
     dtIn.dispose();
-    const y = await K.selectiveStateUpdate(ssmState, xc, dt, lw.A, Bm, Cm, {
+    const y = await selectiveStateUpdate(ssmState, xc, dt, lw.A, Bm, Cm, {
       D: lw.D,
       z,
       dtBias: lw.dtBias,
@@ -832,7 +829,6 @@ export class MambaModel {
 
   async #mamba2Step(lw: Layer, hn: Tensor, B: number, convState: Tensor, ssmState: Tensor): Promise<Tensor> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const gds = c.nGroups * c.stateSize;
     const nh = c.numHeads;
@@ -842,7 +838,7 @@ export class MambaModel {
       Tensor,
     ];
     const xBC3 = xBC.reshape([B, di + 2 * gds, 1]);
-    const conv = await K.causalConv1dUpdate(xBC3, convState, lw.conv, {
+    const conv = await causalConv1dUpdate(xBC3, convState, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
     });
@@ -853,7 +849,7 @@ export class MambaModel {
     const x3 = xs.reshape([B, nh, c.headDim]);
     const B3 = Bm.reshape([B, c.nGroups, c.stateSize]);
     const C3 = Cm.reshape([B, c.nGroups, c.stateSize]);
-    const y = await K.selectiveStateUpdate(ssmState, x3, dt, lw.A, B3, C3, { D: lw.D, ...dtOpts });
+    const y = await selectiveStateUpdate(ssmState, x3, dt, lw.A, B3, C3, { D: lw.D, ...dtOpts });
     disposeAll(xs, Bm, Cm, x3, B3, C3, dt);
     if (dt !== dtRaw) dtRaw.dispose();
     const y2 = y.reshape([B, di]);
