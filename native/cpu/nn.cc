@@ -1,11 +1,14 @@
 // CPU kernels of the model building blocks. The linear layer is a blocked GEMM over weight panels
-// packed once at load ((ceil(N / 32), K, 32), float32 or bfloat16 widened on the fly): x is packed into
+// packed once at load (32 output columns each; float32, or bfloat16 in pairs of k): x is packed into
 // blocks of MR rows laid out (K, MR) so a tile broadcasts one x value against a whole panel row; tiles
 // of MR x 32 outputs accumulate in registers over all of K. Variants: AVX-512 (MR = 12, the panel as
-// two zmm), AVX2 (MR = 6, the panel as two 16-column halves) and portable C++ (MR = 4), chosen by
-// cpu::simd() at run time. Decode (M = batch <= MR) is the same code with one row block, bound by the
-// weight bytes it streams; row blocks and panels are spread over the thread pool. The norms, the
-// embedding lookup, the transposing split and dt's limits are row loops in float32.
+// two zmm; bfloat16 activations on bfloat16 panels take AVX512-BF16's vdpbf16ps where the CPU has it),
+// AVX2 (MR = 6, the panel as two 16-column halves) and portable C++ (MR = 4), chosen by cpu::simd() at
+// run time. Decode (M = batch <= MR) is the same code with one row block, bound by the weight bytes it
+// streams; row blocks and panels are spread over the thread pool. The norms, the embedding lookup, the
+// column and transposing splits and dt's limits are row loops in float32. Last, the fused decode step:
+// one token per sequence through a whole Mamba / Mamba-2 model in one call, composing these kernels
+// with the scan and quantization families' CPU kernels.
 #include "ssmkit/nn.h"
 
 #include <algorithm>
