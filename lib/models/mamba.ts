@@ -1,10 +1,11 @@
 /**
  * MambaModel: a Hugging Face Mamba or Mamba-2 causal LM, loaded from its folder and run with the
  * package's ops. Prefill runs the whole prompt through the scan ops (selectiveScan / ssdScan and
- * causalConv1d, states returned); decode runs one token per step through selectiveStateUpdate and
- * causalConv1dUpdate on states kept per sequence. Every op is awaited, so CPU work stays off the event
- * loop. Activations between ops are in the model's dtype; the residual stream is float32 when the
- * config says residual_in_fp32; logits are float32.
+ * causalConv1d, states returned), prompts of equal length as one batch. Decode runs one token per
+ * sequence per step through selectiveStateUpdate and causalConv1dUpdate on states kept per sequence:
+ * on the CPU as one native call per step (the fused decode step, nn.h), elsewhere op by op. Every op is
+ * awaited, so CPU work stays off the event loop. Activations between ops are in the model's dtype; the
+ * residual stream is float32 when the config says residual_in_fp32; logits are float32.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -39,7 +40,7 @@ export interface LoadOptions {
   device?: string;
   /** Weights and activations (default: bfloat16 for a bfloat16 checkpoint, else float32). */
   dtype?: ModelDType;
-  /** Quantize the in/out (and x/dt) projections at load, after Quamba / Quamba2. */
+  /** Quantize in_proj, out_proj and (Mamba) x_proj at load, after Quamba / Quamba2 (see ./quantized). */
   quantize?: QuantizeMode;
   /** Token ids run through the float model to calibrate static activation scales (w8a8, w4a8). */
   calibration?: number[][];
