@@ -11,9 +11,8 @@ export function opCases(s, rnd) {
     const v = Array.from({ length: n }, () => (rnd() * 2 - 1) * scale);
     return new T(dtype, v, shape);
   };
-  const neg = (shape) => f(shape, 'float32', 1).cast('float32'); // any floats; A below is made negative
   const negA = (shape) => {
-    const t = neg(shape);
+    const t = f(shape);
     const d = t.dataSync();
     for (let i = 0; i < d.length; i++) d[i] = -Math.abs(d[i]) - 0.1;
     return t;
@@ -82,7 +81,16 @@ export function opCases(s, rnd) {
     { op: 'hadamard', args: () => [f([3, 8]), { scale: 0.5 }], inPlace: [] },
     { op: 'gemmW8A8', args: () => [i8([3, 8]), i8([5, 8]), pos([3]), pos([5]), { bias: f([5]), outDtype: 'float32' }], inPlace: [] },
     { op: 'gemmW4A8', args: () => [i8([3, 8]), i4([5, 8]), pos([3]), pos([5]), { outDtype: 'float32' }], inPlace: [] },
-    { op: 'gemmW4A16', args: () => [f([3, 128], 'float16'), i4([5, 128]), pos([5, 1]).cast('float16'), { groupSize: 128 }], inPlace: [] },
+    {
+      op: 'gemmW4A16',
+      args: () => {
+        const s32 = pos([5, 1]);
+        const scales = s32.cast('float16');
+        s32.dispose();
+        return [f([3, 128], 'float16'), i4([5, 128]), scales, { groupSize: 128 }];
+      },
+      inPlace: [],
+    },
     { op: 'packWeights', args: () => [i8([5, 8]), { bits: 8 }], inPlace: [] },
   ];
 }
