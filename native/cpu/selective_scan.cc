@@ -115,7 +115,8 @@ class carver {
 
 // ------------------------------------------------------------------------------------------------------
 // The vector interface. T is the register type, W its float lanes; load_n/store_n touch the first n < W
-// lanes only; hsum_w(acc, out) writes out[i] = the lane sum of the W vectors stored at acc + i * W.
+// lanes only; hsum_w(acc, out) writes out[i] = the lane sum of the W vectors stored at acc + i * W;
+// gather/scatter read or write lane i at base[i * stride].
 
 struct vec_scalar {
   using T = float;
@@ -154,6 +155,8 @@ struct vec_scalar {
   }
   static float hsum(T v) { return v; }
   static void hsum_w(const float* acc, float* out) { out[0] = acc[0]; }
+  static T gather(const float* base, int stride) { return *base; }
+  static void scatter(float* base, int stride, T v) { *base = v; }
   static T load_f16(const uint16_t* p) { return f16_to_f32(*p); }
   static T load_bf16(const uint16_t* p) { return bf16_to_f32(*p); }
   static void store_f16(uint16_t* p, T v) { *p = f32_to_f16(v); }
@@ -222,6 +225,16 @@ struct vec_avx2 {
                                _mm256_shuffle_ps(r[2], r[3], _MM_SHUFFLE(3, 2, 3, 2)));
     _mm256_storeu_ps(
         out, _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31)));
+  }
+  SSMKIT_TARGET_AVX2 static inline T gather(const float* base, int stride) {
+    const __m256i idx =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+    return _mm256_i32gather_ps(base, idx, 4);
+  }
+  SSMKIT_TARGET_AVX2 static inline void scatter(float* base, int stride, T v) {
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, v);
+    for (int i = 0; i < 8; ++i) base[i * stride] = tmp[i];
   }
   SSMKIT_TARGET_AVX2 static inline T load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -305,6 +318,16 @@ struct vec_avx512 {
     }
     _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
                                         _mm512_shuffle_f32x4(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1))));
+  }
+  SSMKIT_TARGET_AVX512 static inline __m512i lane_offsets(int stride) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(stride));
+  }
+  SSMKIT_TARGET_AVX512 static inline T gather(const float* base, int stride) {
+    return _mm512_i32gather_ps(lane_offsets(stride), base, 4);
+  }
+  SSMKIT_TARGET_AVX512 static inline void scatter(float* base, int stride, T v) {
+    _mm512_i32scatter_ps(base, lane_offsets(stride), v, 4);
   }
   SSMKIT_TARGET_AVX512 static inline T load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -925,18 +948,19 @@ struct ssd_plan {
 };
 
 struct ssd_scratch {
-  float* S;    // (nr, ppad) the state, transposed so that the head dimension is contiguous
-  float* xs;   // (chunk, ppad)
-  float* ys;   // (chunk, ppad)
-  float* zs;   // (ppad,)
-  float* dtb;  // (chunk, nr) dt_t * B_t
-  float* cs;   // (chunk, nr)
-  float* dts;  // (chunk + 16,)
-  float* av;   // (chunk + 16,) exp(dt_t * A)
-  float* dv;   // (ppad,) D of the head
-  float* row;  // (max(nr, ppad),)
+  float* S;       // (nr, ppad) the state, transposed so that the head dimension is contiguous
+  float* xs;      // (chunk, ppad)
+  float* ys;      // (chunk, ppad)
+  float* zs;      // (ppad,)
+  float* dtb;     // (chunk, nr) dt_t * B_t / P_t
+  float* cs;      // (chunk, nr)
+  float* dts;     // (chunk + 16,)
+  float* av;      // (chunk + 16,) exp(dt_t * A)
+  float* pt;      // (chunk + 16,) P_t, the decay since the start of t's run
+  float* scales;  // (chunk + 2,) what the state is multiplied by at the start of each run
+  float* dv;      // (ppad,) D of the head
+  float* row;     // (max(nr, ppad),)
   int32_t* starts;
-  uint8_t* resets;
 
   size_t carve(void* base, const ssd_plan& pl) {
     carver c(base);
@@ -948,19 +972,50 @@ struct ssd_scratch {
     cs = c.take<float>(pl.chunk * pl.nr);
     dts = c.take<float>(pl.chunk + 16);
     av = c.take<float>(pl.chunk + 16);
+    pt = c.take<float>(pl.chunk + 16);
+    scales = c.take<float>(pl.chunk + 2);
     dv = c.take<float>(pl.ppad);
     row = c.take<float>(std::max(pl.nr, pl.ppad));
     starts = c.take<int32_t>(pl.chunk + 2);
-    resets = c.take<uint8_t>(pl.chunk + 2);
     return c.used();
   }
 };
 
+// The SSD recurrence s_t = a_t s_{t-1} + dt_t x_t B_t^T, with a scalar decay a_t per head, is evaluated
+// in runs of steps: within a run that starts at t_s, s_t = P_t (S0 + sum_{t_s <= u <= t} dt_u x_u B_u^T
+// / P_u) with P_t = a_{t_s + 1} ... a_t and S0 = a_{t_s} s_{t_s - 1}. The decay then costs one multiply per
+// run instead of one per step and state element, and the readout is scaled by P_t once per step. A run
+// ends where seqIdx changes (S0 = 0) or before P_t would fall below kMinRunDecay, which keeps 1 / P_t
+// far from float32 overflow and every term within the usual rounding of the step-by-step recurrence.
+constexpr float kMinRunDecay = 8.67361738e-19f;  // 2^-60
+
+// Fills starts/scales/pt for steps [0, nt) of the block at t0; returns the number of runs.
+inline int ssd_runs(const int32_t* seq, int64_t t0, int64_t nt, const float* av, int32_t* starts,
+                    float* scales, float* pt) {
+  int n = 0;
+  starts[0] = 0;
+  scales[0] = seq != nullptr && t0 > 0 && seq[t0] != seq[t0 - 1] ? 0.0f : av[0];
+  pt[0] = 1.0f;
+  for (int64_t t = 1; t < nt; ++t) {
+    const bool reset = seq != nullptr && seq[t0 + t] != seq[t0 + t - 1];
+    const float next = pt[t - 1] * av[t];
+    if (reset || next < kMinRunDecay) {
+      starts[++n] = static_cast<int32_t>(t);
+      scales[n] = reset ? 0.0f : next;
+      pt[t] = 1.0f;
+    } else {
+      pt[t] = next;
+    }
+  }
+  starts[++n] = static_cast<int32_t>(nt);
+  return n;
+}
+
 // A (kR state rows x kPv vectors of the head dimension) tile of the state, held in registers over every
-// step of the block: s = a_t s + (dt_t B_t[n]) x_t and y_t += C_t[n] s.
+// step of the block: per step and element one fma for the update and one for the readout.
 template <class V, int kPv, int kR>
 inline void ssd_tile(float* S, int64_t ppad, const float* xs, float* ys, const float* dtb, const float* cs,
-                     int64_t nr, const float* av, const int32_t* starts, const uint8_t* resets, int runs) {
+                     int64_t nr, const int32_t* starts, const float* scales, int runs, float last) {
   using T = typename V::T;
   constexpr int W = V::W;
   T s[kR][kPv];
@@ -968,13 +1023,11 @@ inline void ssd_tile(float* S, int64_t ppad, const float* xs, float* ys, const f
     for (int j = 0; j < kPv; ++j) s[r][j] = V::load(S + r * ppad + j * W);
   }
   for (int run = 0; run < runs; ++run) {
-    if (resets[run]) {
-      for (int r = 0; r < kR; ++r) {
-        for (int j = 0; j < kPv; ++j) s[r][j] = V::zero();
-      }
+    const T scale = V::set1(scales[run]);
+    for (int r = 0; r < kR; ++r) {
+      for (int j = 0; j < kPv; ++j) s[r][j] = V::mul(s[r][j], scale);
     }
     for (int64_t t = starts[run]; t < starts[run + 1]; ++t) {
-      const T a = V::set1(av[t]);
       T x[kPv], y[kPv];
       for (int j = 0; j < kPv; ++j) {
         x[j] = V::load(xs + t * ppad + j * W);
@@ -984,24 +1037,25 @@ inline void ssd_tile(float* S, int64_t ppad, const float* xs, float* ys, const f
         const T bb = V::set1(dtb[t * nr + r]);
         const T cc = V::set1(cs[t * nr + r]);
         for (int j = 0; j < kPv; ++j) {
-          s[r][j] = V::fma(s[r][j], a, V::mul(bb, x[j]));
+          s[r][j] = V::fma(bb, x[j], s[r][j]);
           y[j] = V::fma(cc, s[r][j], y[j]);
         }
       }
       for (int j = 0; j < kPv; ++j) V::store(ys + t * ppad + j * W, y[j]);
     }
   }
+  const T scale = V::set1(last);
   for (int r = 0; r < kR; ++r) {
-    for (int j = 0; j < kPv; ++j) V::store(S + r * ppad + j * W, s[r][j]);
+    for (int j = 0; j < kPv; ++j) V::store(S + r * ppad + j * W, V::mul(s[r][j], scale));
   }
 }
 
 template <class V, int kPv>
-inline void ssd_tiles(const ssd_plan& pl, const ssd_scratch& s, int64_t p0, int runs) {
+inline void ssd_tiles(const ssd_plan& pl, const ssd_scratch& s, int64_t p0, int runs, float last) {
   constexpr int kR = V::kTile / kPv;
   for (int64_t n0 = 0; n0 < pl.nr; n0 += kR) {
     ssd_tile<V, kPv, kR>(s.S + n0 * pl.ppad + p0, pl.ppad, s.xs + p0, s.ys + p0, s.dtb + n0, s.cs + n0, pl.nr,
-                         s.av, s.starts, s.resets, runs);
+                         s.starts, s.scales, runs, last);
   }
 }
 
@@ -1049,35 +1103,39 @@ void ssd_items(const ssd_plan& pl, void* scratch, int64_t i0, int64_t i1) {
         V::store(s.dts + t, d);
         V::store(s.av + t, vexp<V>(V::mul(d, V::set1(a_h))));
       }
+      const int runs =
+          ssd_runs(seq != nullptr ? seq + b * L : nullptr, t0, nt, s.av, s.starts, s.scales, s.pt);
       for (int64_t t = 0; t < nt; ++t) {
         const int64_t bc_off = ((b * L + t0 + t) * G + g) * N;
         load_row<V>(p.B.data, p.B.dtype, bc_off, N, s.row);
-        const T dtv = V::set1(s.dts[t]);
+        const float scaled_dt = s.dts[t] / s.pt[t];
+        const T dtv = V::set1(scaled_dt);
         float* dtb = s.dtb + t * nr;
         int64_t n = 0;
         for (; n + W <= N; n += W) V::store(dtb + n, V::mul(dtv, V::load(s.row + n)));
-        for (; n < N; ++n) dtb[n] = s.dts[t] * s.row[n];
+        for (; n < N; ++n) dtb[n] = scaled_dt * s.row[n];
         load_row<V>(p.C.data, p.C.dtype, bc_off, N, s.cs + t * nr);
         load_row<V>(p.x.data, p.x.dtype, ((b * L + t0 + t) * H + h) * P, P, s.xs + t * ppad);
       }
       zero_floats(s.ys, nt * ppad);
-      const int runs = split_runs(seq != nullptr ? seq + b * L : nullptr, t0, nt, s.starts, s.resets);
+      const float last = s.pt[nt - 1];
       // Column tiles of the widest register shape, then narrower ones for the remainder.
       int64_t p0 = 0;
-      for (; p0 + V::kMaxPv * W <= ppad; p0 += V::kMaxPv * W) ssd_tiles<V, V::kMaxPv>(pl, s, p0, runs);
+      for (; p0 + V::kMaxPv * W <= ppad; p0 += V::kMaxPv * W) ssd_tiles<V, V::kMaxPv>(pl, s, p0, runs, last);
       if constexpr (V::kMaxPv > 2) {
         if (p0 + 2 * W <= ppad) {
-          ssd_tiles<V, 2>(pl, s, p0, runs);
+          ssd_tiles<V, 2>(pl, s, p0, runs, last);
           p0 += 2 * W;
         }
       }
-      for (; p0 < ppad; p0 += W) ssd_tiles<V, 1>(pl, s, p0, runs);
+      for (; p0 < ppad; p0 += W) ssd_tiles<V, 1>(pl, s, p0, runs, last);
       for (int64_t t = 0; t < nt; ++t) {
         const int64_t off = ((b * L + t0 + t) * H + h) * P;
         if (p.z.present()) load_row<V>(p.z.data, p.z.dtype, off, P, s.zs);
         float* y = s.ys + t * ppad;
+        const T scale = V::set1(s.pt[t]);
         for (int64_t q = 0; q < ppad; q += W) {
-          T o = V::fma(V::load(s.dv + q), V::load(s.xs + t * ppad + q), V::load(y + q));
+          T o = V::fma(scale, V::load(y + q), V::mul(V::load(s.dv + q), V::load(s.xs + t * ppad + q)));
           if (p.z.present()) o = V::mul(o, vsilu<V>(V::load(s.zs + q)));
           V::store(y + q, o);
         }
@@ -1179,11 +1237,24 @@ void conv_update_items(const causal_conv1d_update_params& p, void* scratch, int6
       zero_floats(win, (SL + Ln) * W);
       zero_floats(wt, K * W);
     }
-    for (int j = 0; j < cnt; ++j) {
-      for (int64_t q = 0; q < SL; ++q) win[q * W + j] = st[j * SL + q];
-      for (int64_t t = 0; t < Ln; ++t)
-        win[(SL + t) * W + j] = load1(p.x.data, p.x.dtype, (b * Dm + c0 + j) * Ln + t);
-      for (int64_t k = 0; k < K; ++k) wt[k * W + j] = load1(p.weight.data, p.weight.dtype, (c0 + j) * K + k);
+    const bool fast = cnt == W && p.x.dtype == SSMKIT_DTYPE_F32 && p.weight.dtype == SSMKIT_DTYPE_F32;
+    if (fast) {
+      const float* x = p.x.ptr<const float>() + (b * Dm + c0) * Ln;
+      const float* w = p.weight.ptr<const float>() + c0 * K;
+      for (int64_t q = 0; q < SL; ++q) V::store(win + q * W, V::gather(st + q, static_cast<int>(SL)));
+      for (int64_t t = 0; t < Ln; ++t) {
+        V::store(win + (SL + t) * W, Ln == 1 ? V::load(x) : V::gather(x + t, static_cast<int>(Ln)));
+      }
+      for (int64_t k = 0; k < K; ++k) V::store(wt + k * W, V::gather(w + k, static_cast<int>(K)));
+    } else {
+      for (int j = 0; j < cnt; ++j) {
+        for (int64_t q = 0; q < SL; ++q) win[q * W + j] = st[j * SL + q];
+        for (int64_t t = 0; t < Ln; ++t) {
+          win[(SL + t) * W + j] = load1(p.x.data, p.x.dtype, (b * Dm + c0 + j) * Ln + t);
+        }
+        for (int64_t k = 0; k < K; ++k)
+          wt[k * W + j] = load1(p.weight.data, p.weight.dtype, (c0 + j) * K + k);
+      }
     }
     T bias = V::zero();
     if (p.bias.present()) load_vec<V>(bias, p.bias.data, p.bias.dtype, c0, cnt);
@@ -1200,8 +1271,12 @@ void conv_update_items(const causal_conv1d_update_params& p, void* scratch, int6
           store_vec<vec_scalar>(p.out.data, p.out.dtype, (b * Dm + c0 + j) * Ln + t, 1, col[j]);
       }
     }
-    for (int j = 0; j < cnt; ++j) {
-      for (int64_t q = 0; q < SL; ++q) st[j * SL + q] = win[(q + Ln) * W + j];
+    if (fast) {
+      for (int64_t q = 0; q < SL; ++q) V::scatter(st + q, static_cast<int>(SL), V::load(win + (q + Ln) * W));
+    } else {
+      for (int j = 0; j < cnt; ++j) {
+        for (int64_t q = 0; q < SL; ++q) st[j * SL + q] = win[(q + Ln) * W + j];
+      }
     }
   }
 }
@@ -1572,10 +1647,12 @@ status causal_conv1d_fwd_cpu(const causal_conv1d_params& p) {
 
   // Runs of one sequence per batch row, shared by all its channels: row b's run boundaries are
   // starts[first[b], first[b + 1]), from 0 to L.
-  auto* first = static_cast<int64_t*>(thread_scratch<0>(static_cast<size_t>((Bt + 1) + Bt * (L + 1)) * 8));
+  const int32_t* seq = p.seq_idx.present() ? p.seq_idx.ptr<const int32_t>() : nullptr;
+  int64_t changes = 0;
+  for (int64_t i = 1; seq != nullptr && i < Bt * L; ++i) changes += (i % L != 0 && seq[i] != seq[i - 1]);
+  auto* first = static_cast<int64_t*>(thread_scratch<0>(static_cast<size_t>(3 * Bt + 1 + changes) * 8));
   int64_t* starts = first + Bt + 1;
   int64_t n = 0;
-  const int32_t* seq = p.seq_idx.present() ? p.seq_idx.ptr<const int32_t>() : nullptr;
   for (int64_t b = 0; b < Bt; ++b) {
     first[b] = n;
     starts[n++] = 0;
