@@ -461,6 +461,18 @@ describe('selectiveScan argument errors', () => {
     expect(Array.from(init.dataSync())).toEqual(new Array(9).fill(0.5));
   });
 
+  it('variable B and C of rank 3 are one group', () => {
+    const rng = new Rng(8);
+    const x = randTensor([2, 3, 7], 'float32', () => rng.normal());
+    const b = randTensor([2, 4, 7], 'float32', () => rng.normal());
+    const c = randTensor([2, 4, 7], 'float32', () => rng.normal());
+    const dt = f32([2, 3, 7]);
+    const a = f32([3, 4], -1);
+    const r3 = selectiveScanSync(x.t, dt, a, b.t, c.t);
+    const r4 = selectiveScanSync(x.t, dt, a, b.t.reshape([2, 1, 4, 7]), c.t.reshape([2, 1, 4, 7]));
+    expect(Array.from(r3.out.dataSync())).toEqual(Array.from(r4.out.dataSync()));
+  });
+
   it('dtypes of B and C may differ from u', () => {
     const rng = new Rng(6);
     const dtypes: DType[] = ['float32', 'bfloat16'];
