@@ -244,6 +244,40 @@ describe.each(testDevices())('selectiveScan on %s', (device) => {
     expect(Array.from((b.lastState as Tensor).dataSync())).toEqual(Array.from((a.lastState as Tensor).dataSync()));
   });
 
+  itDev('concurrent async calls each get their own result', async () => {
+    const cases = [0, 1, 2, 3].map((i) =>
+      makeCase(
+        {
+          batch: 1 + (i % 2),
+          dim: 33 + i * 20,
+          seqlen: 200 + i * 111,
+          dstate: [16, 8, 64, 5][i] as number,
+          dtype: DTYPES_FLOAT[i % 3] as FloatDType,
+          varB: true,
+          varC: i % 2 === 0,
+          groups: 1,
+          D: true,
+          z: true,
+          deltaBias: true,
+          softplus: true,
+          initialState: i > 1,
+          seqIdx: i === 3,
+        },
+        900 + i,
+      ),
+    );
+    const run = (m: (typeof cases)[number], sync: boolean) => {
+      const t = m.tensors;
+      const opts = { D: t.D, z: t.z, deltaBias: t.deltaBias, deltaSoftplus: true, initialState: m.init, seqIdx: m.seqIdx };
+      return sync ? selectiveScanSync(t.u, t.delta, t.A, t.B, t.C, opts) : selectiveScan(t.u, t.delta, t.A, t.B, t.C, opts);
+    };
+    const results = await Promise.all(cases.map((m) => run(m, false)));
+    cases.forEach((m, i) => {
+      const want = run(m, true) as { out: Tensor };
+      expect(Array.from((results[i] as { out: Tensor }).out.dataSync())).toEqual(Array.from(want.out.dataSync()));
+    });
+  });
+
   itDev('decoding L steps with selectiveStateUpdate equals the scan over L', async () => {
     const rng = new Rng(4242);
     const [batch, dim, L, N] = [2, 37, 23, 16];
