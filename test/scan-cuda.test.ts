@@ -87,17 +87,27 @@ async function dev(t: Tensor | undefined): Promise<Tensor | undefined> {
   return t === undefined ? undefined : t.to(DEV);
 }
 
-/** Runs `f` with SSMKIT_CUDA_SCAN_STATES set to `states` (undefined: the kernel's own choice). */
-async function withStates<T>(states: number | undefined, f: () => Promise<T>): Promise<T> {
-  const prev = process.env.SSMKIT_CUDA_SCAN_STATES;
-  if (states === undefined) delete process.env.SSMKIT_CUDA_SCAN_STATES;
-  else process.env.SSMKIT_CUDA_SCAN_STATES = String(states);
+/** Runs `f` with the given environment variables set (undefined: unset), restoring them afterwards. */
+async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
+  const prev: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(vars)) {
+    prev[k] = process.env[k];
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
   try {
     return await f();
   } finally {
-    if (prev === undefined) delete process.env.SSMKIT_CUDA_SCAN_STATES;
-    else process.env.SSMKIT_CUDA_SCAN_STATES = prev;
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   }
+}
+
+/** SSMKIT_CUDA_SCAN_STATES forces how many states each thread of the scan kernel holds. */
+function statesEnv(states: number | undefined): Record<string, string | undefined> {
+  return { SSMKIT_CUDA_SCAN_STATES: states === undefined ? undefined : String(states) };
 }
 
 function seqIdx(rng: Rng, batch: number, seqlen: number): { t: Tensor; v: Int32Array } {
@@ -199,7 +209,7 @@ async function checkScan(c: ScanCase, seed: number): Promise<void> {
     { shape: [batch, dim, L], dtype },
     { shape: [batch, dim, N], dtype: 'float32' },
   ]);
-  const res = await withStates(c.states, () =>
+  const res = await withEnv(statesEnv(c.states), () =>
     selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, dopts),
   );
   expect(res.out.device).toBe(DEV);
@@ -321,12 +331,14 @@ interface SsdCase {
   init: boolean;
   seq: boolean;
   states?: number;
+  /** Force the sequential kernel (SSMKIT_CUDA_SSD=exact) instead of the tensor-core one. */
+  exact?: boolean;
 }
 
 async function checkSsd(c: SsdCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, seqlen: L, nheads: H, headdim: P, groups: G, dstate: N, dtype } = c;
-  const label = `${dtype} [${batch}, ${L}, ${H}, ${P}] groups ${G} dstate ${N} D ${c.D} ${JSON.stringify({ z: c.z, dtBias: c.dtBias, softplus: c.softplus, init: c.init, seq: c.seq })} states ${c.states ?? 'auto'}`;
+  const label = `${dtype} [${batch}, ${L}, ${H}, ${P}] groups ${G} dstate ${N} D ${c.D} ${JSON.stringify({ z: c.z, dtBias: c.dtBias, softplus: c.softplus, init: c.init, seq: c.seq })} states ${c.states ?? 'auto'}${c.exact ? ' exact' : ''}`;
   const normal = () => rng.normal();
   const x = randTensor([batch, L, H, P], dtype, normal);
   // Some negative dt: the op clamps dt at 0, as mamba_chunk_scan_combined does.
@@ -383,7 +395,8 @@ async function checkSsd(c: SsdCase, seed: number): Promise<void> {
     { shape: [batch, L, H, P], dtype },
     { shape: [batch, H, P, N], dtype: 'float32' },
   ]);
-  const res = await withStates(c.states, () =>
+  const env = { ...statesEnv(c.states), SSMKIT_CUDA_SSD: c.exact ? 'exact' : undefined };
+  const res = await withEnv(env, () =>
     ssdScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, dopts),
   );
   notePoisoned(res.out, ranges);
@@ -431,8 +444,36 @@ function ssdCases(): SsdCase[] {
           init: all || rng.uniform() < 0.5,
           seq: all || rng.uniform() < 0.4,
           states,
+          // A forced split runs the sequential kernel, which bfloat16 otherwise skips at these shapes.
+          exact: states !== undefined,
         });
       }
+    }
+  }
+  // The tensor-core kernel (bfloat16, headdim and dstate multiples of 8 up to 64 and 128): several
+  // chunks of 64 with a tail, padding of headdim and dstate, groups, every flag.
+  for (const [batch, seqlen, nheads, headdim, groups, dstate] of [
+    [2, 130, 4, 64, 2, 128],
+    [1, 200, 3, 40, 1, 72],
+    [2, 64, 2, 8, 1, 16],
+    [1, 300, 4, 64, 4, 64],
+  ] as const) {
+    for (const seq of [false, true]) {
+      cases.push({
+        batch,
+        seqlen,
+        nheads,
+        headdim,
+        groups,
+        dstate,
+        dtype: 'bfloat16',
+        D: seq ? 'channel' : 'head',
+        z: true,
+        dtBias: true,
+        softplus: true,
+        init: true,
+        seq,
+      });
     }
   }
   return cases;

@@ -41,6 +41,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "cuda_check.cuh"
 #include "ssmkit/selective_scan.h"
@@ -470,6 +471,326 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 }
 
 // ------------------------------------------------------------------------------------------------------
+// The chunked SSD scan on tensor cores (bfloat16 x, B, C; headdim <= 64 and dstate <= 128, multiples of
+// 8). One block of 4 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
+// (headdim x dstate, float32) in the warps' mma accumulators, 16 headdim rows a warp. Per chunk:
+//   CB = C B^T (64 x 64 over dstate), M = CB * exp(cum_i - cum_j) * dt_j on j <= i within a sequence,
+//   Y = exp(cum_i) C S^T + M x (+ D x, gated by silu(z)), S = exp(cum_end) S + (x * w)^T B,
+// with mma.sync m16n8k16 (bf16 in, float32 accumulate), 16 output rows a warp for Y. The operands the
+// kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
+// rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
+// ~1e-5 relative instead of bfloat16's 4e-3. The bound is the tensor pipe: 384 mma a warp and chunk.
+
+constexpr int kSsdQ = 64;         // steps per chunk
+constexpr int kSsdP = 64;         // headdim, padded
+constexpr int kSsdThreads = 128;  // 4 warps: 16 rows of the chunk (Y) or of headdim (S) each
+
+struct ssd_tc_args {
+  const uint16_t* x;  // (batch, L, H, P) bf16
+  const void* dt;     // (batch, L, H)
+  const float* A;
+  const uint16_t* B;  // (batch, L, G, N) bf16
+  const uint16_t* C;
+  const float* D;
+  const void* z;
+  const float* dt_bias;
+  const float* h0;  // (batch, H, P, N)
+  float* hT;
+  const int32_t* seq;
+  uint16_t* out;  // (batch, L, H, P) bf16
+  int dt_dt, z_dt;
+  int64_t L, H, P, G, N;
+  bool softplus, d_per_channel;
+};
+
+template <int kN>
+struct ssd_tc_layout {
+  static constexpr int kXPitch = kSsdP + 8;  // bf16 row pitches: +16 bytes puts the 8 rows a fragment
+  static constexpr int kBPitch = kN + 8;     // load touches on distinct banks
+  static constexpr int kX = 0;               // (Q, kXPitch) bf16: x of the chunk
+  static constexpr int kB = kX + kSsdQ * kXPitch * 2;      // (Q, kBPitch) bf16: B
+  static constexpr int kC = kB + kSsdQ * kBPitch * 2;      // (Q, kBPitch) bf16: C
+  static constexpr int kSHi = kC + kSsdQ * kBPitch * 2;    // (P, kBPitch) bf16: S, high part
+  static constexpr int kSLo = kSHi + kSsdP * kBPitch * 2;  // (P, kBPitch) bf16: S, low part
+  static constexpr int kDt = kSLo + kSsdP * kBPitch * 2;   // (Q,) float: dt
+  static constexpr int kCum = kDt + kSsdQ * 4;             // (Q,) float: cumulative dt * A
+  static constexpr int kW = kCum + kSsdQ * 4;              // (Q,) float: dt exp(cum_end - cum)
+  static constexpr int kEo = kW + kSsdQ * 4;               // (Q,) float: exp(cum)
+  static constexpr int kSeg = kEo + kSsdQ * 4;             // (Q,) int: sequence starts so far
+  static constexpr int kCd = kSeg + kSsdQ * 4;             // float: exp(cum_end)
+  static constexpr int kBytes = kCd + 16;
+};
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) {
+  return __uint_as_float(w << 16);
+}
+__device__ __forceinline__ float bf16_hi(uint32_t w) {
+  return __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+// v ~ hi + lo with both bfloat16: hi = bf16(v), lo = bf16(v - hi).
+__device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = pack_bf16(a, b);
+  lo = pack_bf16(a - bf16_lo(hi), b - bf16_hi(hi));
+}
+__device__ __forceinline__ uint32_t pair16(const uint16_t* p, int stride) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[stride]) << 16);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int kN>
+__global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
+  using lay = ssd_tc_layout<kN>;
+  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch, kNT = kN / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint16_t* sX = reinterpret_cast<uint16_t*>(smem_raw + lay::kX);
+  uint16_t* sB = reinterpret_cast<uint16_t*>(smem_raw + lay::kB);
+  uint16_t* sC = reinterpret_cast<uint16_t*>(smem_raw + lay::kC);
+  uint16_t* sSh = reinterpret_cast<uint16_t*>(smem_raw + lay::kSHi);
+  uint16_t* sSl = reinterpret_cast<uint16_t*>(smem_raw + lay::kSLo);
+  float* sDt = reinterpret_cast<float*>(smem_raw + lay::kDt);
+  float* sCum = reinterpret_cast<float*>(smem_raw + lay::kCum);
+  float* sW = reinterpret_cast<float*>(smem_raw + lay::kW);
+  float* sEo = reinterpret_cast<float*>(smem_raw + lay::kEo);
+  int* sSeg = reinterpret_cast<int*>(smem_raw + lay::kSeg);
+  float* sCd = reinterpret_cast<float*>(smem_raw + lay::kCd);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
+  const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
+  const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
+  const int64_t grp = h / (H / G);
+  const float Ah = a.A[h];
+  const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  const int r0 = warp * 16;  // this warp's rows: chunk steps for Y, headdim for S
+
+  // S rows r0 + g (+8), columns 8 nt + 2 tig (+1), as mma accumulator tiles.
+  float S[kNT][4];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+      S[nt][r] = a.h0 != nullptr && p < P && n < N ? a.h0[((b * H + h) * P + p) * N + n] : 0.0f;
+    }
+  }
+
+  for (int64_t t0 = 0; t0 < L; t0 += kSsdQ) {
+    // S (as it stands before the chunk) for the other warps' Y rows, in two bf16 parts.
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      uint32_t hi, lo;
+      const int col = 8 * nt + 2 * tig;
+      split_bf16(S[nt][0], S[nt][1], hi, lo);
+      *reinterpret_cast<uint32_t*>(sSh + (r0 + g) * kBP + col) = hi;
+      *reinterpret_cast<uint32_t*>(sSl + (r0 + g) * kBP + col) = lo;
+      split_bf16(S[nt][2], S[nt][3], hi, lo);
+      *reinterpret_cast<uint32_t*>(sSh + (r0 + g + 8) * kBP + col) = hi;
+      *reinterpret_cast<uint32_t*>(sSl + (r0 + g + 8) * kBP + col) = lo;
+    }
+    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time.
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    for (int v = tid; v < kSsdQ * (kSsdP / 8); v += kSsdThreads) {
+      const int t = v / (kSsdP / 8), p0 = (v % (kSsdP / 8)) * 8;
+      const int64_t tg = t0 + t;
+      *reinterpret_cast<uint4*>(sX + t * kXP + p0) =
+          tg < L && p0 < P ? *reinterpret_cast<const uint4*>(a.x + ((b * L + tg) * H + h) * P + p0) : zero4;
+    }
+    for (int v = tid; v < kSsdQ * (kN / 8); v += kSsdThreads) {
+      const int t = v / (kN / 8), n0 = (v % (kN / 8)) * 8;
+      const int64_t tg = t0 + t;
+      const bool ok = tg < L && n0 < N;
+      const int64_t off = ((b * L + tg) * G + grp) * N + n0;
+      *reinterpret_cast<uint4*>(sB + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.B + off) : zero4;
+      *reinterpret_cast<uint4*>(sC + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.C + off) : zero4;
+    }
+    // dt, the cumulative decay exponent and the sequence starts of the chunk: warp 0, two steps a lane.
+    if (warp == 0) {
+      float d[2], av[2];
+      int rs[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t tg = t0 + 2 * lane + e;
+        float x = 0.0f;
+        rs[e] = 0;
+        if (tg < L) {
+          x = load_any(a.dt, a.dt_dt, (b * L + tg) * H + h) + bias;
+          if (a.softplus) x = softplus(x);
+          x = x < 0.0f ? 0.0f : x;
+          rs[e] = starts_sequence(seq, tg) ? 1 : 0;
+        }
+        d[e] = x;
+        av[e] = x * Ah;
+      }
+      float sum = av[0] + av[1];
+      int cnt = rs[0] + rs[1];
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float ps = __shfl_up_sync(0xffffffffu, sum, o);
+        const int pc = __shfl_up_sync(0xffffffffu, cnt, o);
+        if (lane >= o) sum += ps, cnt += pc;
+      }
+      const float cum0 = sum - av[1], cum1 = sum;
+      const int seg0 = cnt - rs[1], seg1 = cnt;
+      const float cend = __shfl_sync(0xffffffffu, cum1, 31);
+      const int send = __shfl_sync(0xffffffffu, seg1, 31);
+      const float cums[2] = {cum0, cum1};
+      const int segs[2] = {seg0, seg1};
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int t = 2 * lane + e;
+        sDt[t] = d[e];
+        sCum[t] = cums[e];
+        sSeg[t] = segs[e];
+        sW[t] = segs[e] == send ? d[e] * expf(cend - cums[e]) : 0.0f;
+        sEo[t] = segs[e] == 0 ? expf(cums[e]) : 0.0f;
+      }
+      if (lane == 0) *sCd = send == 0 ? expf(cend) : 0.0f;
+    }
+    __syncthreads();
+
+    // Y for steps r0 .. r0 + 15 of the chunk, all of headdim.
+    {
+      float cb[kSsdQ / 8][4], y[kSsdP / 8][4];
+#pragma unroll
+      for (int i = 0; i < kSsdQ / 8; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kSsdP / 8; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) {
+        const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
+        const uint32_t af[4] = {
+            *reinterpret_cast<const uint32_t*>(cr), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
+            *reinterpret_cast<const uint32_t*>(cr + 8), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+#pragma unroll
+        for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+          const uint16_t* br = sB + (8 * jt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
+                   *reinterpret_cast<const uint32_t*>(br + 8));
+        }
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                   *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                   *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+        }
+      }
+      // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+      const int i_lo = r0 + g, i_hi = r0 + g + 8;
+      const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+#pragma unroll
+      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+        y[pt][0] *= eo_lo, y[pt][1] *= eo_lo, y[pt][2] *= eo_hi, y[pt][3] *= eo_hi;
+      }
+      // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+      const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
+      const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
+#pragma unroll
+      for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
+          const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
+          cb[jt][r] = keep ? cb[jt][r] * expf((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * sDt[j] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+        uint32_t mh[4], ml[4];
+        split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
+        split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
+        split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
+        split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          // B fragment (k = j, column p) gathered from x stored (j, p).
+          const uint16_t* xr = sX + (16 * kk + 2 * tig) * kXP + 8 * pt + g;
+          const uint32_t b0 = pair16(xr, kXP), b1 = pair16(xr + 8 * kXP, kXP);
+          mma_bf16(y[pt], mh, b0, b1);
+          mma_bf16(y[pt], ml, b0, b1);
+        }
+      }
+      // out = (Y + D x) silu(z), two adjacent headdim elements per store.
+#pragma unroll
+      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int i = half ? i_hi : i_lo, p = 8 * pt + 2 * tig;
+          const int64_t tg = t0 + i;
+          if (tg >= L || p >= P) continue;
+          const int64_t off = ((b * L + tg) * H + h) * P + p;
+          float v[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float o = y[pt][2 * half + e];
+            if (a.D != nullptr) {
+              const float dv = a.D[a.d_per_channel ? h * P + p + e : h];
+              o += dv * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
+            }
+            if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, off + e));
+            v[e] = o;
+          }
+          *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
+        }
+      }
+    }
+    __syncthreads();
+
+    // S for headdim rows r0 .. r0 + 15: S = exp(cum_end) S + (x * w)^T B.
+    {
+      const float cd = *sCd;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) S[nt][0] *= cd, S[nt][1] *= cd, S[nt][2] *= cd, S[nt][3] *= cd;
+#pragma unroll
+      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+        // A fragment (row p, k = t) of x * w, gathered from x stored (t, p) and split in two parts.
+        uint32_t xh[4], xl[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+          const float w0 = sW[t], w1 = sW[t + 1];
+          const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
+          const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
+          split_bf16(v0, v1, xh[q], xl[q]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          // B fragment (k = t, column n) gathered from B stored (t, n).
+          const uint16_t* br = sB + (16 * kk + 2 * tig) * kBP + 8 * nt + g;
+          const uint32_t b0 = pair16(br, kBP), b1 = pair16(br + 8 * kBP, kBP);
+          mma_bf16(S[nt], xh, b0, b1);
+          mma_bf16(S[nt], xl, b0, b1);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  if (a.hT != nullptr) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+        if (p < P && n < N) a.hT[((b * H + h) * P + p) * N + n] = S[nt][r];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
 // The decode step (selectiveStateUpdate).
 
 constexpr int kUpdateThreads = 128;
@@ -837,6 +1158,18 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   }
 }
 
+template <int kN>
+status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
+  constexpr int smem = ssd_tc_layout<kN>::kBytes;
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(ssd_tc_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  ssd_tc_kernel<kN><<<grid, kSsdThreads, smem, stream>>>(t);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
 const int32_t* seq_ptr(const tensor_view& t) {
   return t.present() ? t.ptr<const int32_t>() : nullptr;
 }
@@ -911,6 +1244,28 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   if (Bt == 0 || H == 0 || P == 0) return ok_status();
   if (N == 0) return make_status(status_code::shape, "%s: B: expected dstate >= 1", op);
 
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  // The tensor-core kernel for bfloat16 at Mamba-2's shapes; SSMKIT_CUDA_SSD=exact forces the sequential
+  // kernel (tests and benchmarks compare the two).
+  const char* mode = std::getenv("SSMKIT_CUDA_SSD");
+  const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
+  const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
+                    p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
+  if (!exact && bf16 && P % 8 == 0 && P <= kSsdP && N % 8 == 0 && N <= 128) {
+    ssd_tc_args t{};
+    t.x = p.x.ptr<const uint16_t>(), t.dt = p.dt.data, t.A = p.A.ptr<const float>();
+    t.B = p.B.ptr<const uint16_t>(), t.C = p.C.ptr<const uint16_t>(), t.D = p.D.ptr<const float>();
+    t.z = p.z.data, t.dt_bias = p.dt_bias.ptr<const float>(), t.h0 = p.initial_states.ptr<const float>();
+    t.hT = p.final_states.ptr<float>(), t.seq = seq_ptr(p.seq_idx), t.out = p.out.ptr<uint16_t>();
+    t.dt_dt = p.dt.dtype, t.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+    t.L = L, t.H = H, t.P = P, t.G = G, t.N = N;
+    t.softplus = p.dt_softplus, t.d_per_channel = p.d_per_channel;
+    unsigned grid = 0;
+    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
+    if (N <= 64) return run_ssd_tc<64>(t, grid, st);
+    return run_ssd_tc<128>(t, grid, st);
+  }
+
   const int64_t Dm = H * P;
   scan_args a{};
   a.u = p.x.data, a.delta = p.dt.data, a.z = p.z.data, a.out = p.out.data;
@@ -931,7 +1286,7 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   a.nseg = G;
   a.softplus = p.dt_softplus;
   a.dt_nonneg = true;
-  return launch_scan<true, true>(op, a, Bt, true, true, static_cast<cudaStream_t>(stream));
+  return launch_scan<true, true>(op, a, Bt, true, true, st);
 }
 
 status selective_state_update_cuda(const selective_state_update_params& p, void* stream) {
