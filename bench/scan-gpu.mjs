@@ -6,7 +6,8 @@
 // every input and output must move once, at 4.2 TB/s. The peer is the anchor measured on this H200 with
 // mamba_ssm (its CUDA scan, its Triton SSD and state-update kernels; peers.py does not time these), as
 // the issue gives it. The scan rows are timed again with each split of the states over threads forced
-// (SSMKIT_CUDA_SCAN_STATES), to show which the kernel should pick. Usage: node bench/scan-gpu.mjs [--quick]
+// (SSMKIT_CUDA_SCAN_STATES), to show which the kernel should pick, and the SSD row with the sequential
+// kernel too (SSMKIT_CUDA_SSD=exact). Usage: node bench/scan-gpu.mjs [--quick]
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -284,9 +285,19 @@ async function benchSsd(label, batch, L, H, P, G, N, dtype, anchor) {
     if (out.length > 4) out.shift().dispose();
   };
   report(label, await time(call, 5), bytes, anchor, 'mamba_ssm Triton');
-  for (const s of [16, 8]) {
-    const us = await withStates(s, () => time(call, 3, 3));
-    report(`  ssdScan ${dtype}, ${s} states/thread`, us, bytes, anchor, 'mamba_ssm Triton', '(forced split)');
+  // The sequential float32 kernel that serves other dtypes and shapes, for comparison.
+  process.env.SSMKIT_CUDA_SSD = 'exact';
+  try {
+    report(
+      `  ssdScan ${dtype}, sequential kernel`,
+      await time(call, 2, 3),
+      bytes,
+      anchor,
+      'mamba_ssm Triton',
+      '(SSMKIT_CUDA_SSD=exact)',
+    );
+  } finally {
+    delete process.env.SSMKIT_CUDA_SSD;
   }
   for (const t of out) t.dispose();
   dispose(g);

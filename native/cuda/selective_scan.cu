@@ -6,8 +6,10 @@
 // constant or variable B and C, a per-state or per-head A (kScalarA: the SSD scan) and the layout of
 // x/u (kTimeMajor: SSD's (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD
 // scan is the selective scan with dim = heads * headdim, dt and A per head, and B and C per group; its
-// result does not depend on chunkSize, which the CPU kernel uses as a working-set size only, so the
-// exact sequential recurrence serves every shape. Every other flag (softplus, z, D, biases, initial and
+// result does not depend on chunkSize (the CPU kernel uses it as a working-set size only). For bfloat16
+// at Mamba-2's shapes (headdim <= 64, dstate <= 128, multiples of 8) ssd_tc_kernel runs the chunked SSD
+// algorithm on tensor cores instead (its design is with it below); the sequential kernel serves every
+// other dtype and shape. Every other flag (softplus, z, D, biases, initial and
 // last state, seqIdx) is a run-time branch outside the state loop; every float input may have its own
 // dtype (float32, float16, bfloat16), read by a uniform switch in the staging code.
 //
