@@ -60,6 +60,7 @@ const SHAPES: readonly [number, number, number][] = [
   [50, 17, 3],
   [2, 200, 1000],
   [97, 70, 36],
+  [1030, 20, 40], // more rows than one pass of the kernel takes (1024)
 ];
 
 // No CUDA kernels for these ops yet: on a CUDA backend only the CPU runs them.
@@ -218,6 +219,7 @@ describe.each(testDevices().filter((d) => d === 'cpu'))('quantized GEMMs on %s',
         [9, 31, 37, 37],
         [37, 96, 256, 64],
         [100, 20, 384, 128],
+        [300, 24, 64, 32], // more rows than one pass of the kernel takes (256)
       ] as const) {
         const rng = new Rng(m * 7 + n * 11 + k + gs);
         const x = randTensor([m, k], dtype, () => rng.normal());

@@ -2,13 +2,27 @@
 // step logits made by mamba_ssm / transformers), against the float64 reference model on random
 // checkpoints this test writes (biases, untied heads, n_groups > 1, dt limits, sharded files), and its
 // sampling, streaming, abort and error behaviour.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSafetensorsSync, MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
+import { rmsNormSync } from '../dist/cjs/ops/nn.js';
 import { emptyState, type RefConfig, type RefWeights, refForward, refGreedy } from './ref/model';
 import { assertClose, GOLDEN_DIR, Rng, testDevices, toF64 } from './util';
+
+/** Why the model runner cannot run on `device` in this build (a kernel it needs is missing), or undefined. */
+function runnerGap(device: string): string | undefined {
+  if (device === 'cpu') return undefined;
+  try {
+    rmsNormSync(new Tensor('float32', [1, 2], [1, 2]).toSync(device), new Tensor('float32', [1, 1], [2]).toSync(device));
+    return undefined;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_SSMKIT_NOT_COMPILED') return (e as Error).message;
+    throw e;
+  }
+}
 
 // Logits against float64 / the reference implementations, keyed by the model's dtype.
 const TOL = {
@@ -75,6 +89,11 @@ function refOf(dir: string): { cfg: RefConfig; ws: RefWeights } {
 // ---- golden checkpoints -------------------------------------------------------------------------------
 
 describe.each(testDevices())('golden models on %s', (device) => {
+  const gap = runnerGap(device);
+  if (gap) {
+    it.skip(`skipped: ${gap}`, () => {});
+    return;
+  }
   for (const g of goldenModels) {
     const dir = path.join(GOLDEN_DIR, g.dir);
     const expected = loadSafetensorsSync(path.join(dir, 'expected.safetensors'));
@@ -270,6 +289,11 @@ const MAMBA2_GROUPS = {
 };
 
 describe.each(testDevices())('random models on %s', (device) => {
+  const gap = runnerGap(device);
+  if (gap) {
+    it.skip(`skipped: ${gap}`, () => {});
+    return;
+  }
   for (const [name, config, shards] of [
     ['mamba-biased', MAMBA_BIASED, 1],
     ['mamba2-groups', MAMBA2_GROUPS, 1],
@@ -327,6 +351,56 @@ describe.each(testDevices())('random models on %s', (device) => {
       const gen = await model.generate(prompts, { maxNewTokens: 6 });
       prompts.forEach((p, i) => {
         expect(gen.tokens[i], `${name} prompt ${i}`).toEqual(refGreedy(cfg, ws, p, 6).tokens);
+      });
+      model.dispose();
+    });
+  }
+});
+
+describe.each(testDevices())('the fused decode step on %s', (device) => {
+  const gap = runnerGap(device);
+  if (gap) {
+    it.skip(`skipped: ${gap}`, () => {});
+    return;
+  }
+  // One native call per token must give what the op-by-op path gives: the same kernels in the same order.
+  for (const [name, config, dtype, quantize] of [
+    ['mamba-biased', MAMBA_BIASED, 'float32', undefined],
+    ['mamba-bf16', { ...MAMBA_BIASED, tie_word_embeddings: true }, 'bfloat16', undefined],
+    ['mamba2-limits', MAMBA2_GROUPS, 'float32', undefined],
+    ['mamba2-open', { ...MAMBA2_GROUPS, time_step_limit: [0, '__inf__'], n_groups: 1 }, 'bfloat16', undefined],
+    ['mamba-w8a8', { ...MAMBA_BIASED, intermediate_size: 48 }, 'float32', 'w8a8'],
+    ['mamba2-w4a16', MAMBA2_GROUPS, 'float32', 'w4a16'],
+    ['mamba2-w4a8', MAMBA2_GROUPS, 'bfloat16', 'w4a8'],
+  ] as const) {
+    it(`${name}: fused and op-by-op decode agree`, async () => {
+      const dir = await writeModel(`fused-${name}-${device}`, config as Record<string, unknown>, name.length * 7);
+      const model = await MambaModel.load(dir, {
+        device,
+        dtype,
+        ...(quantize ? { quantize, calibration: [[1, 2, 3, 4, 5, 6]] } : {}),
+      });
+      const prompts = [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11, 12, 13, 14, 15],
+      ];
+      const run = async (fused: boolean) => {
+        model._setFused(fused);
+        const r = await model.forward(prompts);
+        const out: Float64Array[] = [];
+        for (const t of [16, 17, 18])
+          out.push(toF64((await model.forward([[t], [t + 1], [t + 2]], { state: r.state })).logits.toSync('cpu')));
+        const { tokens } = await model.generate(prompts, { maxNewTokens: 5, temperature: 0.7, seed: 3 });
+        return { out, tokens };
+      };
+      const fused = await run(true);
+      expect(model._fused).toBe(device === 'cpu');
+      const ops = await run(false);
+      expect(model._fused).toBe(false);
+      expect(fused.tokens).toEqual(ops.tokens);
+      fused.out.forEach((l, i) => {
+        assertClose(l, ops.out[i] as Float64Array, { rtol: 1e-6, atol: 1e-6 }, `${name} step ${i}`);
       });
       model.dispose();
     });
@@ -405,6 +479,33 @@ describe('generate', () => {
     await expect(model.generate([[1]], { maxNewTokens: 2, signal: AbortSignal.abort() })).rejects.toMatchObject({
       name: 'AbortError',
     });
+  });
+
+  it('keeps the event loop free while it generates (5 ms interval, p99 delay < 20 ms)', async () => {
+    // A model big enough that prefill and each decode step take milliseconds of kernel time.
+    const dir = await writeModel(
+      'event-loop',
+      { ...MAMBA2_GROUPS, hidden_size: 256, num_heads: 16, head_dim: 32, vocab_size: 4096, num_hidden_layers: 4 },
+      5,
+    );
+    const big = await MambaModel.load(dir);
+    const gaps: number[] = [];
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      gaps.push(now - last - 5);
+      last = now;
+    }, 5);
+    const t0 = performance.now();
+    const prompt = Array.from({ length: 256 }, (_, i) => (i * 37) % 4096);
+    await big.generate([prompt, prompt.slice(7)], { maxNewTokens: 40, temperature: 1, topP: 0.9, seed: 1 });
+    const elapsed = performance.now() - t0;
+    clearInterval(timer);
+    gaps.sort((a, b) => a - b);
+    const p99 = gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * 0.99))] as number;
+    expect(gaps.length).toBeGreaterThan(elapsed / 5 / 3);
+    expect(p99).toBeLessThan(20);
+    big.dispose();
   });
 
   it('rejects bad arguments, naming them', async () => {
@@ -515,4 +616,63 @@ describe('MambaModel.load errors', () => {
     await expect(MambaModel.load(golden, { bogus: 1 } as never)).rejects.toThrow(TypeError);
     await expect(MambaModel.load(42 as never)).rejects.toThrow(TypeError);
   });
+});
+
+// The runner on the SIMD paths below the one this CPU runs by default (child processes with
+// SSMKIT_SIMD capping the level): the golden checkpoints' logits and greedy tokens, in float32 and
+// through the fused decode step, and bfloat16 logits.
+describe('golden models on every SIMD path', () => {
+  const script = `
+    const path = require('node:path');
+    const { MambaModel, loadSafetensorsSync, backend } = require('./dist/cjs/index.js');
+    (async () => {
+      const out = { simd: backend().simd, cases: [] };
+      for (const dir of ${JSON.stringify(goldenModels.map((g) => g.dir))}) {
+        const d = path.join(${JSON.stringify(GOLDEN_DIR)}, dir);
+        const e = loadSafetensorsSync(path.join(d, 'expected.safetensors'));
+        const ids = Array.from(e.input_ids.dataSync());
+        const L = e.input_ids.shape[1];
+        const prompts = [ids.slice(0, L), ids.slice(L)];
+        const gen = Array.from(e.generated_ids.dataSync()).slice(L);
+        for (const dtype of ['float32', 'bfloat16']) {
+          const m = await MambaModel.load(d, { dtype });
+          const { logits } = await m.forward(prompts);
+          const a = logits.dataSync(), x = e.logits.dataSync();
+          let maxErr = 0, num = 0, den = 0;
+          for (let i = 0; i < x.length; i++) { maxErr = Math.max(maxErr, Math.abs(a[i] - x[i])); num += (a[i] - x[i]) ** 2; den += x[i] ** 2; }
+          const { tokens } = await m.generate([prompts[0]], { maxNewTokens: gen.length });
+          out.cases.push({ dir, dtype, maxErr, relL2: Math.sqrt(num / den), greedy: tokens[0].join(',') === gen.join(','), fused: m._fused });
+          m.dispose();
+        }
+      }
+      console.log(JSON.stringify(out));
+    })();`;
+  const feats = execFileSync(process.execPath, ['-p', "require('./dist/cjs/index.js').backend().cpuFeatures.join(',')"], {
+    cwd: path.join(__dirname, '..'),
+    encoding: 'utf8',
+  });
+  for (const level of ['scalar', 'avx2', 'avx512'] as const) {
+    const skip = (level === 'avx2' && !feats.includes('avx2')) || (level === 'avx512' && !feats.includes('avx512bw'));
+    it.skipIf(skip)(`SSMKIT_SIMD=${level}`, () => {
+      const res = execFileSync(process.execPath, ['-e', script], {
+        cwd: path.join(__dirname, '..'),
+        env: { ...process.env, SSMKIT_SIMD: level, SSMKIT_BACKEND: 'cpu' },
+        encoding: 'utf8',
+      });
+      const r = JSON.parse(res.trim().split('\n').pop() as string) as {
+        simd: string;
+        cases: { dir: string; dtype: string; maxErr: number; relL2: number; greedy: boolean; fused: boolean }[];
+      };
+      expect(r.simd).toBe(level);
+      for (const c of r.cases) {
+        expect(c.fused, `${c.dir} ${c.dtype}`).toBe(true);
+        if (c.dtype === 'float32') {
+          expect(c.maxErr, `${c.dir} float32 logits`).toBeLessThan(2e-3);
+          expect(c.greedy, `${c.dir} greedy tokens`).toBe(true);
+        } else {
+          expect(c.relL2, `${c.dir} bfloat16 logits`).toBeLessThan(TOL.bfloat16.relL2);
+        }
+      }
+    });
+  }
 });

@@ -244,6 +244,40 @@ describe.each(testDevices())('selectiveScan on %s', (device) => {
     expect(Array.from((b.lastState as Tensor).dataSync())).toEqual(Array.from((a.lastState as Tensor).dataSync()));
   });
 
+  itDev('concurrent async calls each get their own result', async () => {
+    const cases = [0, 1, 2, 3].map((i) =>
+      makeCase(
+        {
+          batch: 1 + (i % 2),
+          dim: 33 + i * 20,
+          seqlen: 200 + i * 111,
+          dstate: [16, 8, 64, 5][i] as number,
+          dtype: DTYPES_FLOAT[i % 3] as FloatDType,
+          varB: true,
+          varC: i % 2 === 0,
+          groups: 1,
+          D: true,
+          z: true,
+          deltaBias: true,
+          softplus: true,
+          initialState: i > 1,
+          seqIdx: i === 3,
+        },
+        900 + i,
+      ),
+    );
+    const run = (m: (typeof cases)[number], sync: boolean) => {
+      const t = m.tensors;
+      const opts = { D: t.D, z: t.z, deltaBias: t.deltaBias, deltaSoftplus: true, initialState: m.init, seqIdx: m.seqIdx };
+      return sync ? selectiveScanSync(t.u, t.delta, t.A, t.B, t.C, opts) : selectiveScan(t.u, t.delta, t.A, t.B, t.C, opts);
+    };
+    const results = await Promise.all(cases.map((m) => run(m, false)));
+    cases.forEach((m, i) => {
+      const want = run(m, true) as { out: Tensor };
+      expect(Array.from((results[i] as { out: Tensor }).out.dataSync())).toEqual(Array.from(want.out.dataSync()));
+    });
+  });
+
   itDev('decoding L steps with selectiveStateUpdate equals the scan over L', async () => {
     const rng = new Rng(4242);
     const [batch, dim, L, N] = [2, 37, 23, 16];
@@ -459,6 +493,18 @@ describe('selectiveScan argument errors', () => {
     });
     expect(Array.from(x.t.dataSync())).toEqual(before);
     expect(Array.from(init.dataSync())).toEqual(new Array(9).fill(0.5));
+  });
+
+  it('variable B and C of rank 3 are one group', () => {
+    const rng = new Rng(8);
+    const x = randTensor([2, 3, 7], 'float32', () => rng.normal());
+    const b = randTensor([2, 4, 7], 'float32', () => rng.normal());
+    const c = randTensor([2, 4, 7], 'float32', () => rng.normal());
+    const dt = f32([2, 3, 7]);
+    const a = f32([3, 4], -1);
+    const r3 = selectiveScanSync(x.t, dt, a, b.t, c.t);
+    const r4 = selectiveScanSync(x.t, dt, a, b.t.reshape([2, 1, 4, 7]), c.t.reshape([2, 1, 4, 7]));
+    expect(Array.from(r3.out.dataSync())).toEqual(Array.from(r4.out.dataSync()));
   });
 
   it('dtypes of B and C may differ from u', () => {

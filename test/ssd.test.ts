@@ -202,6 +202,37 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
     );
   });
 
+  itDev('decays from none to underflow within one block', async () => {
+    // Per-step decays exp(dt A) from 1 down to exp(-300) = 0 in float32: the kernel restarts its
+    // rescaled runs wherever the running decay would leave float32's comfortable range.
+    const rng = new Rng(17);
+    const [batch, L, H, P, G, N] = [1, 150, 3, 16, 1, 16];
+    const normal = () => rng.normal();
+    const x = randTensor([batch, L, H, P], 'float32', normal);
+    const dt = randTensor([batch, L, H], 'float32', () => (rng.uniform() < 0.1 ? 0 : 3 * rng.uniform()));
+    const A = new Tensor('float32', new Float32Array([-0.01, -30, -100]), [H]);
+    const B = randTensor([batch, L, G, N], 'float32', normal);
+    const C = randTensor([batch, L, G, N], 'float32', normal);
+    const init = randTensor([batch, H, P, N], 'float32', normal);
+    const res = ssdScanSync(x.t, dt.t, A, B.t, C.t, { initialStates: init.t, returnFinalStates: true, chunkSize: 64 });
+    const want = ssdScanRef({
+      batch,
+      seqlen: L,
+      nheads: H,
+      headdim: P,
+      groups: G,
+      dstate: N,
+      x: x.v,
+      dt: dt.v,
+      A: [-0.01, -30, -100],
+      B: B.v,
+      C: C.v,
+      initialStates: init.v,
+    });
+    assertClose(toF64(res.out), want.out, TOL.float32, 'out');
+    assertClose(toF64(res.finalStates as Tensor), want.finalStates, TOL.float32, 'finalStates');
+  });
+
   itDev('the result does not depend on chunkSize', async () => {
     const c: SsdCase = {
       batch: 1,

@@ -72,7 +72,8 @@ export async function writeRandomCheckpoint(
   const nh = mamba2 ? (c.num_heads as number) : 0;
   const convDim = mamba2 ? di + 2 * ng * ds : di;
   // name -> shape, scale, offset; A_log is filled with log(1..n).
-  const specs: [string, number[], number, number][] = [['backbone.embeddings.weight', [c.vocab_size as number, d], 1, 0]];
+  // Embeddings at 0.02 (the published models' init) keep the tied head's logits O(1), as trained ones are.
+  const specs: [string, number[], number, number][] = [['backbone.embeddings.weight', [c.vocab_size as number, d], 0.02, 0]];
   for (let l = 0; l < (c.num_hidden_layers as number); l++) {
     const m = `backbone.layers.${l}.mixer`;
     specs.push([`backbone.layers.${l}.norm.weight`, [d], 0.1, 1]);

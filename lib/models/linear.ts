@@ -3,7 +3,7 @@
  * weight is stored: float32/bfloat16 panels through the nn family's linear op, or (see ./quantized)
  * int8/int4 weights through the quantization family's GEMMs.
  */
-import { type LinearSplit, linear, PackedLinear, packLinear } from '../ops/nn';
+import { type DecodeLinear, LINEAR_KIND, type LinearSplit, linear, PackedLinear, packLinear } from '../ops/nn';
 import type { Tensor } from '../tensor';
 
 export interface LinearCall {
@@ -22,6 +22,8 @@ export interface LinearLayer {
   /** Bytes of weight data one forward pass streams (what bounds decode speed). */
   readonly weightBytes: number;
   forward(x: Tensor, call?: LinearCall): Promise<Tensor[]>;
+  /** The layer as the fused decode step reads it, or undefined when it cannot run there. */
+  decodeLinear(): DecodeLinear | undefined;
   /** Moves the weights to a device (the layer is updated in place). */
   to(device: string): Promise<void>;
   dispose(): void;
@@ -62,6 +64,16 @@ export class FloatLinear implements LinearLayer {
       split: call.split ?? [{ cols: this.outFeatures, ...(call.outDtype ? { dtype: call.outDtype } : {}) }],
     });
     return out as Tensor[];
+  }
+
+  decodeLinear(): DecodeLinear {
+    return {
+      kind: LINEAR_KIND.float,
+      w: this.#w.panels,
+      ...(this.#bias ? { bias: this.#bias } : {}),
+      n: this.outFeatures,
+      k: this.inFeatures,
+    };
   }
 
   async to(device: string): Promise<void> {

@@ -1,20 +1,33 @@
 /**
  * MambaModel: a Hugging Face Mamba or Mamba-2 causal LM, loaded from its folder and run with the
  * package's ops. Prefill runs the whole prompt through the scan ops (selectiveScan / ssdScan and
- * causalConv1d, states returned); decode runs one token per step through selectiveStateUpdate and
- * causalConv1dUpdate on states kept per sequence. Every op is awaited, so CPU work stays off the event
- * loop. Activations between ops are in the model's dtype; the residual stream is float32 when the
- * config says residual_in_fp32; logits are float32.
+ * causalConv1d, states returned), prompts of equal length as one batch. Decode runs one token per
+ * sequence per step through selectiveStateUpdate and causalConv1dUpdate on states kept per sequence:
+ * on the CPU as one native call per step (the fused decode step, nn.h), elsewhere op by op. Every op is
+ * awaited, so CPU work stays off the event loop. Activations between ops are in the model's dtype; the
+ * residual stream is float32 when the config says residual_in_fp32; logits are float32.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { native } from '../backend';
 import { rangeError, SsmkitError, typeError } from '../errors';
-import { dtLimit, embedding, gatedRmsNorm, type PackedLinear, rmsNorm, transposeSplit } from '../ops/nn';
+import {
+  createDecodePlan,
+  type DecodeLinear,
+  type DecodePlan,
+  decodeStep,
+  dtLimit,
+  embedding,
+  gatedRmsNorm,
+  type PackedLinear,
+  rmsNorm,
+  transposeSplit,
+} from '../ops/nn';
+import { causalConv1d, causalConv1dUpdate, selectiveScan, selectiveStateUpdate, ssdScan } from '../ops/scan';
 import { Tensor } from '../tensor';
 import { enumOption, options } from '../validate';
 import { Checkpoint } from './checkpoint';
 import { type MambaConfig, normalizeConfig, parseConfigJson } from './config';
-import { kernels } from './kernels';
 import { FloatLinear, type LinearLayer } from './linear';
 import { type QuantizeMode, quantizeModelLinears } from './quantized';
 import { SeededRandom, sampleToken } from './sampling';
@@ -27,7 +40,7 @@ export interface LoadOptions {
   device?: string;
   /** Weights and activations (default: bfloat16 for a bfloat16 checkpoint, else float32). */
   dtype?: ModelDType;
-  /** Quantize the in/out (and x/dt) projections at load, after Quamba / Quamba2. */
+  /** Quantize in_proj, out_proj and (Mamba) x_proj at load, after Quamba / Quamba2 (see ./quantized). */
   quantize?: QuantizeMode;
   /** Token ids run through the float model to calibrate static activation scales (w8a8, w4a8). */
   calibration?: number[][];
@@ -120,6 +133,9 @@ export class MambaModel {
   #head: LinearLayer;
   #embed: Tensor | PackedLinear;
   #disposed = false;
+  // The fused decode step's native plan: built on first use; null where it cannot run.
+  #plan: DecodePlan | null | undefined;
+  #fused = true;
 
   private constructor(
     config: MambaConfig,
@@ -187,7 +203,10 @@ export class MambaModel {
         throw e;
       }
     }
-    if (device !== 'cpu') await model.#to(device);
+    if (device !== 'cpu') {
+      await model.#to(device);
+      await model.#probe();
+    }
     return model;
   }
 
@@ -219,6 +238,7 @@ export class MambaModel {
   _setLinear(layer: number, name: 'inProj' | 'xProj' | 'dtProj' | 'outProj', linear: LinearLayer, quantize?: QuantizeMode): void {
     const l = this.#layers[layer] as Layer;
     l[name] = linear;
+    this.#plan = undefined;
     if (quantize) (this as { quantize: QuantizeMode | undefined }).quantize = quantize;
   }
 
@@ -232,6 +252,7 @@ export class MambaModel {
   }
 
   async #to(device: string): Promise<void> {
+    this.#plan = undefined;
     const move = async (t: Tensor): Promise<Tensor> => {
       const m = await t.to(device);
       t.dispose();
@@ -252,6 +273,101 @@ export class MambaModel {
     if (this.#embed instanceof Tensor) this.#embed = await move(this.#embed);
     else this.#embed = (this.#head as FloatLinear).packed;
     (this as { device: string }).device = device;
+  }
+
+  /**
+   * @internal Whether decode steps run fused (one native call per token, where the backend has it) or
+   * op by op; both give the same results.
+   */
+  _setFused(on: boolean): void {
+    this.#fused = on;
+  }
+
+  /** @internal Whether decode steps run fused now. */
+  get _fused(): boolean {
+    return this.#decodePlan() !== null;
+  }
+
+  /** The fused decode step's plan, or null where the weights or the backend cannot run it. */
+  #decodePlan(): DecodePlan | null {
+    if (!this.#fused) return null;
+    if (this.#plan !== undefined) return this.#plan;
+    this.#plan = null;
+    if (this.device !== 'cpu' || typeof native().decodeStep !== 'function') return null;
+    const c = this.config;
+    const lin = (l: LinearLayer | undefined): DecodeLinear | undefined => l?.decodeLinear();
+    const layers = [];
+    for (const l of this.#layers) {
+      const inProj = lin(l.inProj);
+      const outProj = lin(l.outProj);
+      const xProj = lin(l.xProj);
+      const dtProj = lin(l.dtProj);
+      if (!inProj || !outProj || (c.modelType === 'mamba' && (!xProj || !dtProj))) return null;
+      layers.push({
+        norm: l.norm,
+        inProj,
+        outProj,
+        ...(xProj ? { xProj } : {}),
+        ...(dtProj ? { dtProj } : {}),
+        conv: l.conv,
+        ...(l.convBias ? { convBias: l.convBias } : {}),
+        dtBias: l.dtBias,
+        A: l.A,
+        D: l.D,
+        ...(l.gatedNorm ? { gatedNorm: l.gatedNorm } : {}),
+      });
+    }
+    const head = lin(this.#head);
+    if (!head) return null;
+    const [lo, hi] = c.timeStepLimit;
+    this.#plan = createDecodePlan({
+      mamba2: c.modelType === 'mamba2',
+      act: this.dtype,
+      residualFp32: c.residualInFp32,
+      dModel: c.hiddenSize,
+      dInner: c.intermediateSize,
+      dState: c.stateSize,
+      dtRank: c.timeStepRank,
+      nheads: c.numHeads,
+      headdim: c.headDim,
+      ngroups: c.nGroups,
+      convWidth: c.convKernel,
+      vocab: c.vocabSize,
+      eps: c.eps,
+      ...(c.modelType === 'mamba2' && (lo !== 0 || hi !== Number.POSITIVE_INFINITY)
+        ? { dtLimit: [lo, hi] as [number, number] }
+        : {}),
+      layers,
+      normF: this.#normF,
+      head,
+      embed: this.#embed instanceof Tensor ? this.#embed : this.#embed.panels,
+      embedPacked: !(this.#embed instanceof Tensor),
+    });
+    return this.#plan;
+  }
+
+  /**
+   * One prefill and one decode step of a single token on the model's device: every kernel the runner
+   * calls runs once, so that a build without one of them fails here, naming it, instead of mid-generation.
+   */
+  async #probe(): Promise<void> {
+    try {
+      const { logits, state } = await this.forward([[0, 0]]);
+      logits.dispose();
+      (await this.forward([[0]], { state })).logits.dispose();
+      state.dispose();
+    } catch (e) {
+      this.dispose();
+      const err = e as { code?: string; message?: string };
+      if (err.code === 'ERR_SSMKIT_NOT_COMPILED') {
+        throw new SsmkitError(
+          `${OP}: options.device: ${this.device}: the model runner needs a kernel this build lacks on that device (${err.message})`,
+          'ERR_SSMKIT_NOT_COMPILED',
+          { cause: e },
+        );
+      }
+      throw e;
+    }
   }
 
   #check(op: string): void {
@@ -417,6 +533,7 @@ export class MambaModel {
         r.state.dispose();
       }
     }
+    let buffer: Tensor | undefined;
     try {
       for (let step = 0; step < maxNew; step++) {
         signal?.throwIfAborted();
@@ -428,12 +545,15 @@ export class MambaModel {
           onToken?.({ sequence: b, token: tok, step });
         }
         if (step + 1 === maxNew) break;
-        const logits = await this.#step(next, state);
+        // The fused step writes every step's logits into one buffer, read (sampled) before the next.
+        const logits = await this.#step(next, state, buffer);
         host = (await logits.data()) as Float32Array;
-        logits.dispose();
+        if (this.#plan) buffer = logits;
+        else logits.dispose();
       }
     } finally {
       state.dispose();
+      buffer?.dispose();
     }
     return { tokens };
   }
@@ -442,6 +562,7 @@ export class MambaModel {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#plan = null;
     for (const l of this.#layers) {
       for (const lin of [l.inProj, l.xProj, l.dtProj, l.outProj]) lin?.dispose();
       disposeAll(l.norm, l.conv, l.convBias, l.dtBias, l.A, l.D, l.gatedNorm);
@@ -533,7 +654,6 @@ export class MambaModel {
     ssm0: Tensor | undefined,
   ): Promise<{ out: Tensor; conv: Tensor; ssm: Tensor }> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const ds = c.stateSize;
     const r = c.timeStepRank;
@@ -544,7 +664,7 @@ export class MambaModel {
         { cols: di, transposed: true },
       ],
     })) as [Tensor, Tensor];
-    const cv = await K.causalConv1d(x, lw.conv, {
+    const cv = await causalConv1d(x, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
       ...(conv0 ? { initialStates: conv0 } : {}),
@@ -561,7 +681,7 @@ export class MambaModel {
     dtIn.dispose();
     const Bg = Bm.reshape([B, 1, ds, L]);
     const Cg = Cm.reshape([B, 1, ds, L]);
-    const scan = await K.selectiveScan(xc, delta, lw.A, Bg, Cg, {
+    const scan = await selectiveScan(xc, delta, lw.A, Bg, Cg, {
       D: lw.D,
       z,
       deltaBias: lw.dtBias,
@@ -584,7 +704,6 @@ export class MambaModel {
     ssm0: Tensor | undefined,
   ): Promise<{ out: Tensor; conv: Tensor; ssm: Tensor }> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const gds = c.nGroups * c.stateSize;
     const nh = c.numHeads;
@@ -592,7 +711,7 @@ export class MambaModel {
     const [z, xBC, dtRaw] = (await lw.inProj.forward(hn, {
       split: [{ cols: di }, { cols: di + 2 * gds, transposed: true }, { cols: nh }],
     })) as [Tensor, Tensor, Tensor];
-    const cv = await K.causalConv1d(xBC, lw.conv, {
+    const cv = await causalConv1d(xBC, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
       ...(conv0 ? { initialStates: conv0 } : {}),
@@ -606,7 +725,7 @@ export class MambaModel {
     const x4 = xs.reshape([B, L, nh, c.headDim]);
     const B4 = Bm.reshape([B, L, c.nGroups, c.stateSize]);
     const C4 = Cm.reshape([B, L, c.nGroups, c.stateSize]);
-    const scan = await K.ssdScan(x4, dt, lw.A, B4, C4, {
+    const scan = await ssdScan(x4, dt, lw.A, B4, C4, {
       chunkSize: c.chunkSize,
       D: lw.D,
       ...dtOpts,
@@ -634,9 +753,17 @@ export class MambaModel {
   }
 
   /** One decode step for a batch of tokens (one per sequence), updating `state` in place: logits (B, vocab). */
-  async #step(tokens: readonly number[], state: MambaState): Promise<Tensor> {
+  async #step(tokens: readonly number[], state: MambaState, reuse?: Tensor): Promise<Tensor> {
     const c = this.config;
     const B = tokens.length;
+    const plan = this.#decodePlan();
+    if (plan) {
+      const ids = new Tensor('int32', Int32Array.from(tokens), [B]);
+      const logits = reuse ?? Tensor.empty([B, c.vocabSize], 'float32', this.device);
+      await decodeStep(plan, state._decodeStates(), ids, logits);
+      ids.dispose();
+      return logits;
+    }
     const idT = await this.#ids(tokens.map((t) => [t]));
     const ids1 = idT.reshape([B]);
     idT.dispose();
@@ -673,12 +800,11 @@ export class MambaModel {
 
   async #mambaStep(lw: Layer, hn: Tensor, B: number, convState: Tensor, ssmState: Tensor): Promise<Tensor> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const ds = c.stateSize;
     const [x, z] = (await lw.inProj.forward(hn, { split: [{ cols: di }, { cols: di }] })) as [Tensor, Tensor]; // (B, di)
     const x3 = x.reshape([B, di, 1]);
-    const xc3 = await K.causalConv1dUpdate(x3, convState, lw.conv, {
+    const xc3 = await causalConv1dUpdate(x3, convState, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
     });
@@ -690,7 +816,7 @@ export class MambaModel {
     })) as [Tensor, Tensor, Tensor];
     const dt = await one((lw.dtProj as LinearLayer).forward(dtIn));
     dtIn.dispose();
-    const y = await K.selectiveStateUpdate(ssmState, xc, dt, lw.A, Bm, Cm, {
+    const y = await selectiveStateUpdate(ssmState, xc, dt, lw.A, Bm, Cm, {
       D: lw.D,
       z,
       dtBias: lw.dtBias,
@@ -704,7 +830,6 @@ export class MambaModel {
 
   async #mamba2Step(lw: Layer, hn: Tensor, B: number, convState: Tensor, ssmState: Tensor): Promise<Tensor> {
     const c = this.config;
-    const K = kernels();
     const di = c.intermediateSize;
     const gds = c.nGroups * c.stateSize;
     const nh = c.numHeads;
@@ -714,7 +839,7 @@ export class MambaModel {
       Tensor,
     ];
     const xBC3 = xBC.reshape([B, di + 2 * gds, 1]);
-    const conv = await K.causalConv1dUpdate(xBC3, convState, lw.conv, {
+    const conv = await causalConv1dUpdate(xBC3, convState, lw.conv, {
       ...(lw.convBias ? { bias: lw.convBias } : {}),
       activation: 'silu',
     });
@@ -725,7 +850,7 @@ export class MambaModel {
     const x3 = xs.reshape([B, nh, c.headDim]);
     const B3 = Bm.reshape([B, c.nGroups, c.stateSize]);
     const C3 = Cm.reshape([B, c.nGroups, c.stateSize]);
-    const y = await K.selectiveStateUpdate(ssmState, x3, dt, lw.A, B3, C3, { D: lw.D, ...dtOpts });
+    const y = await selectiveStateUpdate(ssmState, x3, dt, lw.A, B3, C3, { D: lw.D, ...dtOpts });
     disposeAll(xs, Bm, Cm, x3, B3, C3, dt);
     if (dt !== dtRaw) dtRaw.dispose();
     const y2 = y.reshape([B, di]);

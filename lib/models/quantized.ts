@@ -10,7 +10,7 @@
  * the softplus), the norms, the embedding and the LM head stay in the model's float dtype.
  */
 
-import { splitColumns, transposeSplit } from '../ops/nn';
+import { type DecodeLinear, LINEAR_KIND, splitColumns, transposeSplit } from '../ops/nn';
 import { gemmW4A8, gemmW4A16, gemmW8A8, hadamard, type PackedWeight, packWeights, quantize } from '../ops/quant';
 import { Tensor } from '../tensor';
 import type { Checkpoint } from './checkpoint';
@@ -141,6 +141,20 @@ export class QuantLinear implements LinearLayer {
     return parts;
   }
 
+  decodeLinear(): DecodeLinear {
+    return {
+      kind: LINEAR_KIND[this.mode],
+      w: this.#w._data,
+      ...(this.#bias ? { bias: this.#bias } : {}),
+      wScale: this.#wScale,
+      ...(this.#actScale ? { actScale: this.#actScale } : {}),
+      n: this.outFeatures,
+      k: this.inFeatures,
+      groupSize: this.#groupSize,
+      rotate: this.rotate,
+    };
+  }
+
   async to(device: string): Promise<void> {
     if (this.#w.device === device) return;
     // PackedWeight has no copy of its own: move its bytes and rebuild it around them.
@@ -202,6 +216,9 @@ class Recorder implements LinearLayer {
     if (host !== seen) host.dispose();
     if (seen !== x) seen.dispose();
     return this.inner.forward(x, call);
+  }
+  decodeLinear(): undefined {
+    return undefined;
   }
   async to(device: string): Promise<void> {
     await this.inner.to(device);

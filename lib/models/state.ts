@@ -6,6 +6,7 @@
 import { native } from '../backend';
 import { byteLength, shapeSize } from '../dtype';
 import { fromNative, rangeError } from '../errors';
+import { bindDecodeStates, type DecodeStates } from '../ops/nn';
 import { Tensor } from '../tensor';
 
 /** The state {@link MambaModel.forward} returns and continues from. */
@@ -19,6 +20,7 @@ export class MambaState {
    * `[batch, numHeads, headDim, stateSize]`.
    */
   readonly ssm: Tensor[];
+  #binding: DecodeStates | undefined;
   /** @internal */
   constructor(batch: number, conv: Tensor[], ssm: Tensor[]) {
     this.batch = batch;
@@ -43,8 +45,15 @@ export class MambaState {
     return new MambaState(batch, conv, ssm);
   }
 
+  /** @internal The native binding of the states for the fused decode step (rebuilt after _set). */
+  _decodeStates(): DecodeStates {
+    this.#binding ??= bindDecodeStates(this.conv, this.ssm);
+    return this.#binding;
+  }
+
   /** Replaces layer l's tensors (the old ones are disposed). @internal */
   _set(l: number, conv: Tensor | undefined, ssm: Tensor | undefined): void {
+    this.#binding = undefined;
     if (conv !== undefined && conv !== this.conv[l]) {
       this.conv[l]?.dispose();
       this.conv[l] = conv;
@@ -69,6 +78,7 @@ export class MambaState {
 
   /** Frees every tensor; idempotent. */
   dispose(): void {
+    this.#binding = undefined;
     for (const t of this.conv) t.dispose();
     for (const t of this.ssm) t.dispose();
   }

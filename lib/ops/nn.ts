@@ -5,8 +5,10 @@
  * softplus with limits. Internal to the package (the model runner is their user); each op has an async
  * form (CPU work on the pool) and a Sync form, and validates its arguments first like every other op.
  */
+
+import { native } from '../backend';
 import { type DType, FLOAT_DTYPES, shapeSize } from '../dtype';
-import { rangeError, typeError } from '../errors';
+import { fromNative, rangeError, typeError } from '../errors';
 import { Tensor } from '../tensor';
 import {
   boolOption,
@@ -32,7 +34,10 @@ const PACKED_DTYPES: readonly DType[] = ['float32', 'bfloat16'];
 
 /** A linear layer's weight W `[outFeatures, inFeatures]` packed into panels for the linear kernel. */
 export class PackedLinear {
-  /** `[ceil(outFeatures / 32), inFeatures, 32]` float32 | bfloat16: panel p holds columns 32p.. of W^T. */
+  /**
+   * `[ceil(outFeatures / 32), Kx, 32]` float32 | bfloat16: panel p holds columns 32p.. of W^T (bfloat16
+   * in pairs of k, Kx = inFeatures rounded up to even; float32 Kx = inFeatures).
+   */
   readonly panels: Tensor;
   readonly outFeatures: number;
   readonly inFeatures: number;
@@ -78,12 +83,15 @@ function preparePack(op: string, w: unknown, opts: unknown) {
   );
   const [n, k] = t.shape as [number, number];
   const device = commonDevice(op, [['w', t]]);
-  const out = Tensor._alloc(op, dtype, [Math.ceil(n / LINEAR_PANEL), k, LINEAR_PANEL], device);
+  // bfloat16 panels hold k in pairs: K rounds up to even.
+  const kx = dtype === 'bfloat16' ? k + (k % 2) : k;
+  const out = Tensor._alloc(op, dtype, [Math.ceil(n / LINEAR_PANEL), kx, LINEAR_PANEL], device);
   return { out, n, k, args: { w: t._native(op, 'w'), out: out._native(op, 'out') } };
 }
 
 /**
- * Packs a linear layer's weight for {@link linear}: W `[N, K]` -> panels `[ceil(N / 32), K, 32]`.
+ * Packs a linear layer's weight for {@link linear}: W `[N, K]` -> panels `[ceil(N / 32), K, 32]`
+ * (bfloat16: K rounded up to even, k in pairs).
  * @param w `[outFeatures, inFeatures]` float32 | float16 | bfloat16.
  * @throws TypeError for a wrong dtype; RangeError for a wrong rank.
  * @example
@@ -649,4 +657,217 @@ export function dtLimitSync(dt: Tensor, opts: DtLimitOptions = {}): Tensor {
   const { out, args } = prepareDtLimit('dtLimitSync', dt, opts);
   callSync('dtLimit', args, [out]);
   return out;
+}
+
+// ---- the fused decode step --------------------------------------------------------------------------
+
+/** How a linear layer holds its weight, as the decode step reads it (nn.h linear_kind). */
+export const LINEAR_KIND = { float: 0, w8a8: 1, w4a8: 2, w4a16: 3 } as const;
+
+/** One linear layer for {@link createDecodePlan}. */
+export interface DecodeLinear {
+  kind: number;
+  /** Float panels, or the packed int8/int4 bytes. */
+  w: Tensor;
+  bias?: Tensor;
+  wScale?: Tensor;
+  actScale?: Tensor;
+  n: number;
+  k: number;
+  groupSize?: number;
+  rotate?: boolean;
+}
+
+export interface DecodeLayer {
+  norm: Tensor;
+  inProj: DecodeLinear;
+  xProj?: DecodeLinear;
+  dtProj?: DecodeLinear;
+  outProj: DecodeLinear;
+  conv: Tensor;
+  convBias?: Tensor;
+  dtBias: Tensor;
+  A: Tensor;
+  D: Tensor;
+  gatedNorm?: Tensor;
+}
+
+/** A whole model for the fused decode step (native/include/ssmkit/nn.h mamba_decode_model). */
+export interface DecodeModel {
+  mamba2: boolean;
+  act: 'float32' | 'bfloat16' | 'float16';
+  residualFp32: boolean;
+  dModel: number;
+  dInner: number;
+  dState: number;
+  dtRank: number;
+  nheads: number;
+  headdim: number;
+  ngroups: number;
+  convWidth: number;
+  vocab: number;
+  eps: number;
+  dtLimit?: [number, number];
+  layers: DecodeLayer[];
+  normF: Tensor;
+  head: DecodeLinear;
+  embed: Tensor;
+  embedPacked: boolean;
+}
+
+/** The native plan of a model's decode step: opaque; lives as long as the model's weights. */
+export interface DecodePlan {
+  readonly _plan: unknown;
+  readonly layers: number;
+  readonly device: string;
+}
+
+/** The native binding of a batch's per-layer states for {@link decodeStep}: opaque. */
+export interface DecodeStates {
+  readonly _states: unknown;
+  readonly batch: number;
+}
+
+const DTYPE_CODES = { float32: 0, float16: 1, bfloat16: 2 } as const;
+
+function linearDesc(op: string, name: string, l: DecodeLinear | undefined): object | undefined {
+  if (l === undefined) return undefined;
+  return {
+    kind: l.kind,
+    w: l.w._native(op, `${name}.w`),
+    bias: l.bias?._native(op, `${name}.bias`),
+    wScale: l.wScale?._native(op, `${name}.wScale`),
+    actScale: l.actScale?._native(op, `${name}.actScale`),
+    n: l.n,
+    k: l.k,
+    groupSize: l.groupSize ?? 0,
+    rotate: l.rotate ?? false,
+  };
+}
+
+/**
+ * Builds the native plan of a model's decode step from its weights (all on one device); the plan keeps
+ * them alive until it is dropped.
+ * @throws RangeError when the weights are on different devices.
+ * @example
+ * const plan = createDecodePlan(desc);
+ */
+export function createDecodePlan(m: DecodeModel): DecodePlan {
+  const op = 'createDecodePlan';
+  commonDevice(op, [
+    ['normF', m.normF],
+    ['embed', m.embed],
+    ['head', m.head.w],
+  ]);
+  const args = {
+    mamba2: m.mamba2,
+    act: DTYPE_CODES[m.act],
+    residualFp32: m.residualFp32,
+    dModel: m.dModel,
+    dInner: m.dInner,
+    dState: m.dState,
+    dtRank: m.dtRank,
+    nheads: m.nheads,
+    headdim: m.headdim,
+    ngroups: m.ngroups,
+    convWidth: m.convWidth,
+    vocab: m.vocab,
+    eps: m.eps,
+    dtLimited: m.dtLimit !== undefined,
+    dtLo: m.dtLimit?.[0] ?? 0,
+    dtHi: m.dtLimit === undefined || m.dtLimit[1] === Number.POSITIVE_INFINITY ? 3.4e38 : m.dtLimit[1],
+    layers: m.layers.map((l, i) => ({
+      norm: l.norm._native(op, `layers[${i}].norm`),
+      inProj: linearDesc(op, `layers[${i}].inProj`, l.inProj),
+      xProj: linearDesc(op, `layers[${i}].xProj`, l.xProj),
+      dtProj: linearDesc(op, `layers[${i}].dtProj`, l.dtProj),
+      outProj: linearDesc(op, `layers[${i}].outProj`, l.outProj),
+      conv: l.conv._native(op, `layers[${i}].conv`),
+      convBias: l.convBias?._native(op, `layers[${i}].convBias`),
+      dtBias: l.dtBias._native(op, `layers[${i}].dtBias`),
+      A: l.A._native(op, `layers[${i}].A`),
+      D: l.D._native(op, `layers[${i}].D`),
+      gatedNorm: l.gatedNorm?._native(op, `layers[${i}].gatedNorm`),
+    })),
+    normF: m.normF._native(op, 'normF'),
+    head: linearDesc(op, 'head', m.head),
+    embed: m.embed._native(op, 'embed'),
+    embedPacked: m.embedPacked,
+  };
+  try {
+    return { _plan: native().decodePlan(args), layers: m.layers.length, device: m.normF.device };
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+/**
+ * Binds a batch's per-layer conv and SSM states for {@link decodeStep}.
+ * @example
+ * const st = bindDecodeStates(state.conv, state.ssm);
+ */
+export function bindDecodeStates(conv: readonly Tensor[], ssm: readonly Tensor[]): DecodeStates {
+  const op = 'bindDecodeStates';
+  if (conv.length !== ssm.length) throw rangeError(op, 'ssm', `${conv.length} tensors (one per layer)`, `${ssm.length}`);
+  for (const [i, t] of conv.entries()) tensorArg(op, `conv[${i}]`, t, ['float32'], 3);
+  for (const [i, t] of ssm.entries()) tensorArg(op, `ssm[${i}]`, t, ['float32'], [3, 4]);
+  const batch = conv[0]?.shape[0] ?? 0;
+  try {
+    return {
+      _states: native().decodeStates(
+        conv.map((t, i) => t._native(op, `conv[${i}]`)),
+        ssm.map((t, i) => t._native(op, `ssm[${i}]`)),
+      ),
+      batch,
+    };
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+function prepareDecodeStep(op: string, plan: DecodePlan, states: DecodeStates, ids: unknown) {
+  const it = tensorArg(op, 'ids', ids, ['int32'], 1);
+  if (it.shape[0] !== states.batch) throw rangeError(op, 'ids', `${states.batch} ids (the states' batch)`, `${it.shape[0]}`);
+  void plan;
+  return it;
+}
+
+/**
+ * One decode step of every sequence (one new token each) through the whole model in one native call:
+ * the states are updated in place and the next-token logits written to `logits` `[batch, vocab]`.
+ * @throws RangeError for ids that do not match the states' batch; errors of the kernels it runs.
+ * @example
+ * await decodeStep(plan, states, ids, logits);
+ */
+export async function decodeStep(plan: DecodePlan, states: DecodeStates, ids: Tensor, logits: Tensor): Promise<void> {
+  const it = prepareDecodeStep('decodeStep', plan, states, ids);
+  await callAsync(
+    'decodeStep',
+    {
+      plan: plan._plan,
+      states: states._states,
+      ids: it._native('decodeStep', 'ids'),
+      logits: logits._native('decodeStep', 'logits'),
+    },
+    [],
+  );
+}
+
+/**
+ * {@link decodeStep} on the calling thread.
+ * @example
+ * decodeStepSync(plan, states, ids, logits);
+ */
+export function decodeStepSync(plan: DecodePlan, states: DecodeStates, ids: Tensor, logits: Tensor): void {
+  const it = prepareDecodeStep('decodeStepSync', plan, states, ids);
+  callSync(
+    'decodeStep',
+    {
+      plan: plan._plan,
+      states: states._states,
+      ids: it._native('decodeStepSync', 'ids'),
+      logits: logits._native('decodeStepSync', 'logits'),
+    },
+    [],
+  );
 }

@@ -125,6 +125,10 @@ plan* build_plan(int log2n) {
   while (w >= 4 && static_cast<int64_t>(w) * w > m) w /= 2;
   p->width = w >= 4 ? w : 0;
   p->head = p->width == 0 ? m : static_cast<int64_t>(p->width) * p->width;
+  for (int k = 1; k <= bits; ++k) {
+    tw2(k);
+    if (k >= 2) tw4(k);
+  }
   auto freq_of = [&](uint64_t pos) { return bit_reverse(swap_fields(pos, p->width), bits); };
   auto* re = new float[m];
   auto* im = new float[m];
@@ -145,6 +149,34 @@ plan* build_plan(int log2n) {
   p->pair_im = im;
   p->partner = partner;
   p->freq = freq;
+  if (p->width > 0) {
+    std::vector<int32_t> ks, ms;
+    for (int64_t pos = 1; pos < p->head; ++pos) {
+      if (partner[pos] < pos) continue;
+      ks.push_back(static_cast<int32_t>(pos));
+      ms.push_back(partner[pos]);
+    }
+    while (ks.size() % static_cast<size_t>(p->width) != 0) {
+      ks.push_back(ks.back());
+      ms.push_back(ms.back());
+    }
+    const size_t np = ks.size();
+    auto* hk = new int32_t[np];
+    auto* hm = new int32_t[np];
+    auto* wr = new float[np];
+    auto* wi = new float[np];
+    for (size_t j = 0; j < np; ++j) {
+      hk[j] = ks[j];
+      hm[j] = ms[j];
+      wr[j] = re[ks[j]];
+      wi[j] = im[ks[j]];
+    }
+    p->head_pairs = static_cast<int64_t>(np);
+    p->head_k = hk;
+    p->head_m = hm;
+    p->head_wr = wr;
+    p->head_wi = wi;
+  }
   return p;
 }
 
@@ -574,13 +606,68 @@ SSMKIT_INLINE void inverse_impl(const plan& p, float* re, float* im) {
   for (int k = st.nbig - 1; k >= 0; --k) dit4_pass<W>(re, im, m, st.big[k], tw4(ilog2s(st.big[k])));
 }
 
+// The pair math of filter_spectrum_impl / convolve_impl for the head: lanes of (k, m - k) pairs gathered
+// through the plan's index lists, the results scattered back.
+template <int W>
+SSMKIT_INLINE void filter_head_vec(const plan& p, float* re, float* im, float scale) {
+  {
+    const float a = re[0], b = im[0], g0 = scale / static_cast<float>(2 * p.m);
+    re[0] = (a + b) * g0;
+    im[0] = (a - b) * g0;
+  }
+  const vf<W> sc = vsplat<W>(scale / static_cast<float>(8 * p.m));
+  for (int64_t j = 0; j < p.head_pairs; j += W) {
+    const int32_t* ik = p.head_k + j;
+    const int32_t* im_ = p.head_m + j;
+    vf<W> ar, ai, br, bi;
+    for (int l = 0; l < W; ++l) ar[l] = re[ik[l]], ai[l] = im[ik[l]], br[l] = re[im_[l]], bi[l] = im[im_[l]];
+    const vf<W> wr = vload<W>(p.head_wr + j), wi = vload<W>(p.head_wi + j);
+    const vf<W> er = ar + br, ei = ai - bi, orr = ai + bi, oi = br - ar;
+    const vf<W> wor = wr * orr - wi * oi, woi = wr * oi + wi * orr;
+    const vf<W> xkr = (er + wor) * sc, xki = (ei + woi) * sc, xmr = (er - wor) * sc, xmi = (woi - ei) * sc;
+    for (int l = 0; l < W; ++l)
+      re[ik[l]] = xkr[l], im[ik[l]] = xki[l], re[im_[l]] = xmr[l], im[im_[l]] = xmi[l];
+  }
+}
+
+template <int W>
+SSMKIT_INLINE void convolve_head_vec(const plan& p, float* re, float* im, const float* hre,
+                                     const float* him) {
+  {
+    const float a = re[0], b = im[0];
+    const float y0 = (a + b) * hre[0], ym = (a - b) * him[0];
+    re[0] = y0 + ym;
+    im[0] = y0 - ym;
+  }
+  for (int64_t j = 0; j < p.head_pairs; j += W) {
+    const int32_t* ik = p.head_k + j;
+    const int32_t* im_ = p.head_m + j;
+    vf<W> ar, ai, br, bi, hkr, hki, hmr, hmi;
+    for (int l = 0; l < W; ++l) {
+      ar[l] = re[ik[l]], ai[l] = im[ik[l]], br[l] = re[im_[l]], bi[l] = im[im_[l]];
+      hkr[l] = hre[ik[l]], hki[l] = him[ik[l]], hmr[l] = hre[im_[l]], hmi[l] = him[im_[l]];
+    }
+    const vf<W> wr = vload<W>(p.head_wr + j), wi = vload<W>(p.head_wi + j);
+    const vf<W> er = ar + br, ei = ai - bi, orr = ai + bi, oi = br - ar;
+    const vf<W> wor = wr * orr - wi * oi, woi = wr * oi + wi * orr;
+    const vf<W> xkr = er + wor, xki = ei + woi, xmr = er - wor, xmi = woi - ei;
+    const vf<W> ykr = xkr * hkr - xki * hki, yki = xkr * hki + xki * hkr;
+    const vf<W> ymr = xmr * hmr - xmi * hmi, ymi = xmr * hmi + xmi * hmr;
+    const vf<W> fr = ykr + ymr, fi = yki - ymi, gr = ykr - ymr, gi = yki + ymi;
+    const vf<W> tr = wi * gr - wr * gi, ti = wr * gr + wi * gi;
+    const vf<W> zkr = fr + tr, zki = fi + ti, zmr = fr - tr, zmi = ti - fi;
+    for (int l = 0; l < W; ++l)
+      re[ik[l]] = zkr[l], im[ik[l]] = zki[l], re[im_[l]] = zmr[l], im[im_[l]] = zmi[l];
+  }
+}
+
 // Positions P >= head come in octaves [B, 2B); P in the first half pairs with 3B - 1 - P. For each
 // pair (frequencies k and m - k) the packed spectrum Z gives the real signal's spectrum as
 //   2X_k = (Z_k + conj Z_{m-k}) + w (-i)(Z_k - conj Z_{m-k}),   w = W_n^k,
 //   2X_{m-k} = conj of the same with w's term negated.
 template <int W>
 SSMKIT_INLINE void filter_spectrum_impl(const plan& p, float* re, float* im, float scale) {
-  filter_head(p, re, im, scale);
+  filter_head_vec<W>(p, re, im, scale);
   const vf<W> sc = vsplat<W>(scale / static_cast<float>(8 * p.m));
   for (int64_t b = p.head; b < p.m; b *= 2) {
     for (int64_t pos = b; pos < b + b / 2; pos += W) {
@@ -603,7 +690,7 @@ SSMKIT_INLINE void filter_spectrum_impl(const plan& p, float* re, float* im, flo
 // The factors 2 and the 1/m of the unnormalized inverse live in the filter spectrum's scale.
 template <int W>
 SSMKIT_INLINE void convolve_impl(const plan& p, float* re, float* im, const float* hre, const float* him) {
-  convolve_head(p, re, im, hre, him);
+  convolve_head_vec<W>(p, re, im, hre, him);
   for (int64_t b = p.head; b < p.m; b *= 2) {
     for (int64_t pos = b; pos < b + b / 2; pos += W) {
       const int64_t q = 3 * b - W - pos;
@@ -747,6 +834,10 @@ const plan& get_plan(int log2n) {
     delete[] built->pair_im;
     delete[] built->partner;
     delete[] built->freq;
+    delete[] built->head_k;
+    delete[] built->head_m;
+    delete[] built->head_wr;
+    delete[] built->head_wi;
     delete built;
     return *p;
   }
@@ -774,20 +865,21 @@ void unpack(const plan& p, const float* re, const float* im, float* x, int64_t c
 }
 
 scratch::~scratch() {
-  if (data_ != nullptr) {
-    count_scratch(-capacity_ * static_cast<int64_t>(sizeof(float)));
-    std::free(data_);
-  }
+  release();
 }
 
-float* scratch::get(int64_t n) {
-  if (n <= capacity_) return data_;
+void scratch::release() {
   if (data_ != nullptr) {
     count_scratch(-capacity_ * static_cast<int64_t>(sizeof(float)));
     std::free(data_);
     data_ = nullptr;
     capacity_ = 0;
   }
+}
+
+float* scratch::get(int64_t n) {
+  if (n <= capacity_) return data_;
+  release();
   // Round up to whole cache lines, and a little beyond so that vector tails may read past the end.
   const int64_t cap = (n + 16 + 15) / 16 * 16;
   void* mem = std::aligned_alloc(64, static_cast<size_t>(cap) * sizeof(float));

@@ -36,12 +36,23 @@ struct plan {
   const float* pair_im = nullptr;    // (m,)
   const int32_t* partner = nullptr;  // (head,) position of frequency m - freq(P)
   const int64_t* freq = nullptr;     // (head,) frequency held at position P
+  // The head's pairs (P, partner) other than position 0, padded to a multiple of the width by repeating
+  // the last one, with the real-split twiddle of P: what the vector kernels gather from.
+  int64_t head_pairs = 0;
+  const int32_t* head_k = nullptr;  // (head_pairs,)
+  const int32_t* head_m = nullptr;  // (head_pairs,)
+  const float* head_wr = nullptr;   // (head_pairs,)
+  const float* head_wi = nullptr;   // (head_pairs,)
 };
 
 // ceil(log2(x)) for x >= 1.
 int log2_ceil(int64_t x);
 
-// The plan for n = 2^log2n real samples, 1 <= log2n <= 30; built on first use (thread-safe).
+// Longest transform: 2^kMaxLog2n real samples.
+constexpr int kMaxLog2n = 30;
+
+// The plan for n = 2^log2n real samples, 1 <= log2n <= kMaxLog2n, with every twiddle table its kernels
+// read; built on first use (thread-safe), so that the transforms themselves never allocate.
 const plan& get_plan(int log2n);
 
 // Complex FFT in place on m values (re, im): natural order in, plan order out (unnormalized).
@@ -69,6 +80,8 @@ class scratch {
   ~scratch();
   // At least n floats; the contents are not kept when it grows.
   float* get(int64_t n);
+  // Frees the memory (for one-off large sizes that should not stay held).
+  void release();
 
  private:
   float* data_ = nullptr;

@@ -4,8 +4,9 @@
 // Work is cut into tasks of one 64-column group of the packed weight times a block of rows; a thread takes
 // consecutive tasks, so a group's weights stay in its L2 while it walks the rows. Inside a task the
 // micro-kernels hold a tile of MR rows x 64 columns in registers:
-// - VNNI (avx512vnni level): vpdpbusd, u8 weights x s8 activations broadcast from memory; W8A8 6 x 64,
-//   W4A8 5 x 64 (its nibbles are split with one and, one shift and one and per 64 bytes).
+// - VNNI (avx512vnni level): vpdpbusd, u8 weights x s8 activations broadcast from memory, 6 x 64 tiles.
+//   4-bit weights are unpacked to bytes a block of 512 values of k at a time (32 KiB, in L1) and shared by
+//   every row tile of the task; below a dozen rows a 5 x 64 kernel splits the nibbles in registers instead.
 // - AVX2 (also the avx512 level, which has no int8 dot product): pmaddwd on zero-extended weights (W8A8)
 //   and pmaddubsw + pmaddwd (W4A8, whose 4-bit products cannot saturate); 2 x 16 tiles.
 // - scalar: the same arithmetic in plain loops.
@@ -14,8 +15,10 @@
 //
 // W4A16 turns a block of 128 values of k x 64 columns of weights into float32 (times their group scale)
 // in L1, then runs a float32 micro-kernel (AVX-512: 6 x 64, AVX2: 6 x 16) over the rows. With one row
-// (decode), AVX-512 reads the packed nibbles directly: vpermps maps each nibble to its value through a
-// 16-entry table, and the group scale is applied once per group and column.
+// (decode) the weights are read once and nothing is worth staging: AVX-512 maps each nibble to its
+// value in registers (vpermps through a 16-entry table) and applies the group scale once per group and
+// column; on CPUs with AVX512-BF16 (vnni level) float16/bfloat16 x goes through vdpbf16ps instead, two
+// values of k per lane (see gemv_group_bf16).
 //
 // Weights that are not packed are packed per call into a thread-local buffer (packWeights avoids that).
 #include <algorithm>
@@ -36,9 +39,10 @@
 namespace ssmkit {
 namespace {
 
-constexpr int64_t kGroupCols = 64;  // columns per packed group: four 16-column panels
-constexpr int kMaxRows = 6;         // the tallest micro-kernel tile
-constexpr int64_t kKBlock = 128;    // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
+constexpr int64_t kGroupCols = 64;     // columns per packed group: four 16-column panels
+constexpr int kMaxRows = 6;            // the tallest micro-kernel tile
+constexpr int64_t kKBlock = 128;       // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
+constexpr int64_t kGemvPrefetch = 16;  // W4A16 decode: steps (of up to 256 bytes) prefetched ahead, 4 KiB
 
 // Geometry of a packed weight (see quant.h).
 struct layout {
@@ -100,53 +104,99 @@ inline int nibble(const uint8_t* row, int64_t kk) {
   return (row[kk >> 1] >> ((kk & 1) * 4)) & 0x0f;
 }
 
+// Column n's packed bytes for steps [s0, s1): d is the column's first byte, steps sb bytes apart.
+// w: (n, k) int8 row-major, or int4 rows of ceil(k / 2) bytes.
+void pack_column(const void* w, const layout& L, int64_t n, uint8_t* d, int64_t sb, int64_t s0, int64_t s1) {
+  if (n >= L.n) {
+    for (int64_t s = s0; s < s1; ++s) std::memset(d + s * sb, L.bits == 4 ? 0x88 : 0x80, 4);
+    return;
+  }
+  if (L.bits == 8) {
+    const int8_t* row = static_cast<const int8_t*>(w) + n * L.k;
+    for (int64_t s = s0; s < s1; ++s) {
+      if (4 * s + 4 <= L.k) {
+        uint32_t v;
+        std::memcpy(&v, row + 4 * s, 4);
+        v ^= 0x80808080u;
+        std::memcpy(d + s * sb, &v, 4);
+      } else {
+        for (int r = 0; r < 4; ++r) {
+          d[s * sb + r] = 4 * s + r < L.k ? static_cast<uint8_t>(row[4 * s + r] ^ 0x80) : 0x80;
+        }
+      }
+    }
+    return;
+  }
+  const uint8_t* row = static_cast<const uint8_t*>(w) + n * ((L.k + 1) / 2);
+  for (int64_t s = s0; s < s1; ++s) {
+    if (8 * s + 8 <= L.k) {
+      uint32_t v;
+      std::memcpy(&v, row + 4 * s, 4);
+      v = shuffle_nibbles(v);
+      std::memcpy(d + s * sb, &v, 4);
+    } else {
+      for (int r = 0; r < 4; ++r) {
+        const int64_t k0 = 8 * s + r, k1 = 8 * s + 4 + r;
+        const int lo = k0 < L.k ? nibble(row, k0) : 0;
+        const int hi = k1 < L.k ? nibble(row, k1) : 0;
+        d[s * sb + r] = static_cast<uint8_t>(((lo ^ 8) & 0x0f) | (((hi ^ 8) & 0x0f) << 4));
+      }
+    }
+  }
+}
+
+#if SSMKIT_X86
+// The whole steps of a 16-column panel (rows n0.. of w), one 32-bit gather per step: the 4 bytes of each
+// row that a step takes, then the same transform as pack_column, lane by lane. Returns the steps done.
+SSMKIT_TARGET_AVX512 int64_t pack_panel_avx512(const void* w, const layout& L, int64_t n0, uint8_t* d,
+                                               int64_t sb) {
+  const int64_t rb = L.bits == 8 ? L.k : (L.k + 1) / 2;  // bytes per row of w
+  const int64_t full = L.bits == 8 ? L.k / 4 : L.k / 8;
+  if (16 * rb + 4 * full > INT32_MAX) return 0;
+  const int64_t rows = std::min<int64_t>(16, L.n - n0);
+  const __mmask16 m = rows >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << rows) - 1);
+  const __m512i offs =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(rb)));
+  const char* base = static_cast<const char*>(w) + n0 * rb;
+  for (int64_t s = 0; s < full; ++s) {
+    // Rows past n gather nothing (0), which the transform turns into zero weights.
+    __m512i v = _mm512_mask_i32gather_epi32(
+        _mm512_setzero_si512(), m, _mm512_add_epi32(offs, _mm512_set1_epi32(static_cast<int>(4 * s))), base,
+        1);
+    if (L.bits == 8) {
+      v = _mm512_xor_si512(v, _mm512_set1_epi32(static_cast<int>(0x80808080u)));
+    } else {
+      __m512i t =
+          _mm512_and_si512(_mm512_xor_si512(v, _mm512_srli_epi32(v, 8)), _mm512_set1_epi32(0x0000ff00));
+      v = _mm512_xor_si512(v, _mm512_xor_si512(t, _mm512_slli_epi32(t, 8)));
+      t = _mm512_and_si512(_mm512_xor_si512(v, _mm512_srli_epi32(v, 4)), _mm512_set1_epi32(0x00f000f0));
+      v = _mm512_xor_si512(v, _mm512_xor_si512(t, _mm512_slli_epi32(t, 4)));
+      v = _mm512_xor_si512(v, _mm512_set1_epi32(static_cast<int>(0x88888888u)));
+    }
+    _mm512_storeu_si512(d + s * sb, v);
+  }
+  return full;
+}
+#endif
+
 // w: (n, k) int8 row-major, or int4 rows of ceil(k / 2) bytes.
 void pack(const void* w, const layout& L, uint8_t* out) {
+#if SSMKIT_X86
+  const bool avx512 = cpu::simd() >= cpu::SIMD_AVX512;
+#endif
   cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int np = L.panels(g);
       const int64_t sb = L.step_bytes(g);
       for (int j = 0; j < np; ++j) {
-        for (int c = 0; c < 16; ++c) {
-          const int64_t n = g * kGroupCols + j * 16 + c;
-          uint8_t* d = out + L.group_offset(g) + j * 64 + c * 4;
-          if (n >= L.n) {
-            for (int64_t s = 0; s < L.steps; ++s) std::memset(d + s * sb, L.bits == 4 ? 0x88 : 0x80, 4);
-            continue;
-          }
-          if (L.bits == 8) {
-            const int8_t* row = static_cast<const int8_t*>(w) + n * L.k;
-            for (int64_t s = 0; s < L.steps; ++s) {
-              if (4 * s + 4 <= L.k) {
-                uint32_t v;
-                std::memcpy(&v, row + 4 * s, 4);
-                v ^= 0x80808080u;
-                std::memcpy(d + s * sb, &v, 4);
-              } else {
-                for (int r = 0; r < 4; ++r) {
-                  d[s * sb + r] = 4 * s + r < L.k ? static_cast<uint8_t>(row[4 * s + r] ^ 0x80) : 0x80;
-                }
-              }
-            }
-          } else {
-            const uint8_t* row = static_cast<const uint8_t*>(w) + n * ((L.k + 1) / 2);
-            for (int64_t s = 0; s < L.steps; ++s) {
-              if (8 * s + 8 <= L.k) {
-                uint32_t v;
-                std::memcpy(&v, row + 4 * s, 4);
-                v = shuffle_nibbles(v);
-                std::memcpy(d + s * sb, &v, 4);
-              } else {
-                for (int r = 0; r < 4; ++r) {
-                  const int64_t k0 = 8 * s + r, k1 = 8 * s + 4 + r;
-                  const int lo = k0 < L.k ? nibble(row, k0) : 0;
-                  const int hi = k1 < L.k ? nibble(row, k1) : 0;
-                  d[s * sb + r] = static_cast<uint8_t>(((lo ^ 8) & 0x0f) | (((hi ^ 8) & 0x0f) << 4));
-                }
-              }
-            }
-          }
-        }
+        const int64_t n0 = g * kGroupCols + j * 16;
+        uint8_t* d = out + L.group_offset(g) + j * 64;
+        int64_t done = 0;
+#if SSMKIT_X86
+        if (avx512) done = pack_panel_avx512(w, L, n0, d, sb);
+#endif
+        for (int c = 0; c < 16; ++c) pack_column(w, L, n0 + c, d + c * 4, sb, done, L.steps);
       }
     }
   });
@@ -162,17 +212,17 @@ const uint8_t* packed_weights(const tensor_view& w, bool w_packed, const layout&
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Integer micro-kernels: c[i][col] = sum over `steps` steps of the packed weights (u8, or u4 nibbles)
+// Integer micro-kernels: c[i][col] (+)= sum over `steps` steps of the packed weights (u8, or u4 nibbles)
 // times a[i][...] (s8), for i < mr rows (stride lda) and np panels. c is (kMaxRows, 64) int32.
 
 using int_tile_fn = void (*)(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                             int64_t steps, int np, int32_t* c);
+                             int64_t steps, int np, int32_t* c, bool accumulate);
 
 void w8_tile_scalar(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                    int32_t* c) {
+                    int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; ++i) {
     for (int col = 0; col < np * 16; ++col) {
-      int32_t acc = 0;
+      int32_t acc = accumulate ? c[i * 64 + col] : 0;
       for (int64_t s = 0; s < steps; ++s) {
         const uint8_t* bw = b + s * sb + col * 4;
         const int8_t* av = a + i * lda + 4 * s;
@@ -184,10 +234,10 @@ void w8_tile_scalar(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int6
 }
 
 void w4_tile_scalar(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                    int32_t* c) {
+                    int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; ++i) {
     for (int col = 0; col < np * 16; ++col) {
-      int32_t acc = 0;
+      int32_t acc = accumulate ? c[i * 64 + col] : 0;
       for (int64_t s = 0; s < steps; ++s) {
         const uint8_t* bw = b + s * sb + col * 4;
         const int8_t* av = a + i * lda + 8 * s;
@@ -208,12 +258,14 @@ inline int32_t load_i32(const int8_t* p) {
 
 template <int MR, int NB>
 SSMKIT_TARGET_VNNI void w8_tile_vnni_t(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                       int64_t steps, int32_t* c) {
+                                       int64_t steps, int32_t* c, bool accumulate) {
   __m512i acc[MR][NB];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NB; ++j) {
+      acc[i][j] = accumulate ? _mm512_loadu_si512(c + i * 64 + j * 16) : _mm512_setzero_si512();
+    }
   }
   for (int64_t s = 0; s < steps; ++s) {
     __m512i bv[NB];
@@ -236,13 +288,15 @@ SSMKIT_TARGET_VNNI void w8_tile_vnni_t(const int8_t* a, int64_t lda, const uint8
 
 template <int MR, int NB>
 SSMKIT_TARGET_VNNI void w4_tile_vnni_t(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                       int64_t steps, int32_t* c) {
+                                       int64_t steps, int32_t* c, bool accumulate) {
   const __m512i mask = _mm512_set1_epi8(0x0f);
   __m512i acc[MR][NB];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NB; ++j) {
+      acc[i][j] = accumulate ? _mm512_loadu_si512(c + i * 64 + j * 16) : _mm512_setzero_si512();
+    }
   }
   for (int64_t s = 0; s < steps; ++s) {
     __m512i lo[NB], hi[NB];
@@ -275,50 +329,66 @@ SSMKIT_TARGET_VNNI void w4_tile_vnni_t(const int8_t* a, int64_t lda, const uint8
 template <template <int, int> class K, int MR>
 struct by_panels {
   static void run(int np, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
     switch (np) {
-      case 1: K<MR, 1>::run(a, lda, b, sb, steps, c); break;
-      case 2: K<MR, 2>::run(a, lda, b, sb, steps, c); break;
-      case 3: K<MR, 3>::run(a, lda, b, sb, steps, c); break;
-      default: K<MR, 4>::run(a, lda, b, sb, steps, c); break;
+      case 1: K<MR, 1>::run(a, lda, b, sb, steps, c, accumulate); break;
+      case 2: K<MR, 2>::run(a, lda, b, sb, steps, c, accumulate); break;
+      case 3: K<MR, 3>::run(a, lda, b, sb, steps, c, accumulate); break;
+      default: K<MR, 4>::run(a, lda, b, sb, steps, c, accumulate); break;
     }
   }
 };
 
 template <int MR, int NB>
 struct w8_vnni {
-  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c) {
-    w8_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c);
+  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c,
+                  bool accumulate) {
+    w8_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c, accumulate);
   }
 };
 
 template <int MR, int NB>
 struct w4_vnni {
-  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c) {
-    w4_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c);
+  static void run(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int32_t* c,
+                  bool accumulate) {
+    w4_tile_vnni_t<MR, NB>(a, lda, b, sb, steps, c, accumulate);
   }
 };
 
 void w8_tile_vnni(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   switch (mr) {
-    case 1: by_panels<w8_vnni, 1>::run(np, a, lda, b, sb, steps, c); break;
-    case 2: by_panels<w8_vnni, 2>::run(np, a, lda, b, sb, steps, c); break;
-    case 3: by_panels<w8_vnni, 3>::run(np, a, lda, b, sb, steps, c); break;
-    case 4: by_panels<w8_vnni, 4>::run(np, a, lda, b, sb, steps, c); break;
-    case 5: by_panels<w8_vnni, 5>::run(np, a, lda, b, sb, steps, c); break;
-    default: by_panels<w8_vnni, 6>::run(np, a, lda, b, sb, steps, c); break;
+    case 1: by_panels<w8_vnni, 1>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 2: by_panels<w8_vnni, 2>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 3: by_panels<w8_vnni, 3>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 4: by_panels<w8_vnni, 4>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 5: by_panels<w8_vnni, 5>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    default: by_panels<w8_vnni, 6>::run(np, a, lda, b, sb, steps, c, accumulate); break;
   }
 }
 
 void w4_tile_vnni(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   switch (mr) {
-    case 1: by_panels<w4_vnni, 1>::run(np, a, lda, b, sb, steps, c); break;
-    case 2: by_panels<w4_vnni, 2>::run(np, a, lda, b, sb, steps, c); break;
-    case 3: by_panels<w4_vnni, 3>::run(np, a, lda, b, sb, steps, c); break;
-    case 4: by_panels<w4_vnni, 4>::run(np, a, lda, b, sb, steps, c); break;
-    default: by_panels<w4_vnni, 5>::run(np, a, lda, b, sb, steps, c); break;
+    case 1: by_panels<w4_vnni, 1>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 2: by_panels<w4_vnni, 2>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 3: by_panels<w4_vnni, 3>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    case 4: by_panels<w4_vnni, 4>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+    default: by_panels<w4_vnni, 5>::run(np, a, lda, b, sb, steps, c, accumulate); break;
+  }
+}
+
+// Four-bit weights as the 8-bit kernels read them: each packed step (8 values of k, nibbles) becomes two
+// 8-bit steps of unsigned bytes (w + 8), the low nibbles (k0..k3) first. out: (2 * steps, np * 64).
+SSMKIT_TARGET_AVX512 void unpack4_avx512(const uint8_t* b, int64_t sb, int64_t steps, int np, uint8_t* out) {
+  const __m512i mask = _mm512_set1_epi8(0x0f);
+  const int64_t ob = np * 64;
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int j = 0; j < np; ++j) {
+      const __m512i v = _mm512_loadu_si512(b + s * sb + j * 64);
+      _mm512_storeu_si512(out + 2 * s * ob + j * 64, _mm512_and_si512(v, mask));
+      _mm512_storeu_si512(out + (2 * s + 1) * ob + j * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+    }
   }
 }
 
@@ -327,7 +397,7 @@ void w4_tile_vnni(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_
 // column, added pairwise at the end.
 template <int MR>
 SSMKIT_TARGET_AVX2 void w8_panel_avx2(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                      int64_t steps, int32_t* c) {
+                                      int64_t steps, int32_t* c, bool accumulate) {
   __m256i acc[MR][4];
   for (int i = 0; i < MR; ++i) {
     for (int q = 0; q < 4; ++q) acc[i][q] = _mm256_setzero_si256();
@@ -343,8 +413,12 @@ SSMKIT_TARGET_AVX2 void w8_panel_avx2(const int8_t* a, int64_t lda, const uint8_
     b += sb;
   }
   for (int i = 0; i < MR; ++i) {
-    const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][0], acc[i][1]), 0xd8);
-    const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][2], acc[i][3]), 0xd8);
+    __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][0], acc[i][1]), 0xd8);
+    __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][2], acc[i][3]), 0xd8);
+    if (accumulate) {
+      lo = _mm256_add_epi32(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 64)));
+      hi = _mm256_add_epi32(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 64 + 8)));
+    }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * 64), lo);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * 64 + 8), hi);
   }
@@ -354,11 +428,16 @@ SSMKIT_TARGET_AVX2 void w8_panel_avx2(const int8_t* a, int64_t lda, const uint8_
 // pmaddubsw + pmaddwd(1) sums the 8 products of a step per column exactly.
 template <int MR>
 SSMKIT_TARGET_AVX2 void w4_panel_avx2(const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb,
-                                      int64_t steps, int32_t* c) {
+                                      int64_t steps, int32_t* c, bool accumulate) {
   const __m256i mask = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[MR][2];
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  for (int i = 0; i < MR; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      acc[i][h] = accumulate ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 64 + h * 8))
+                             : _mm256_setzero_si256();
+    }
+  }
   for (int64_t s = 0; s < steps; ++s) {
     __m256i lo[2], hi[2];
     for (int h = 0; h < 2; ++h) {
@@ -383,26 +462,26 @@ SSMKIT_TARGET_AVX2 void w4_panel_avx2(const int8_t* a, int64_t lda, const uint8_
 }
 
 void w8_tile_avx2(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; i += 2) {
     for (int j = 0; j < np; ++j) {
       if (mr - i >= 2) {
-        w8_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w8_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       } else {
-        w8_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w8_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       }
     }
   }
 }
 
 void w4_tile_avx2(int mr, const int8_t* a, int64_t lda, const uint8_t* b, int64_t sb, int64_t steps, int np,
-                  int32_t* c) {
+                  int32_t* c, bool accumulate) {
   for (int i = 0; i < mr; i += 2) {
     for (int j = 0; j < np; ++j) {
       if (mr - i >= 2) {
-        w4_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w4_panel_avx2<2>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       } else {
-        w4_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16);
+        w4_panel_avx2<1>(a + i * lda, lda, b + j * 64, sb, steps, c + i * 64 + j * 16, accumulate);
       }
     }
   }
@@ -588,6 +667,8 @@ struct int_kernels {
   int w8_rows;  // tile height of w8
   int w4_rows;
   int_epilogue epi;
+  // Unpacks 4-bit steps for w8, or null where w4 is the faster way for any number of rows.
+  void (*unpack4)(const uint8_t* b, int64_t sb, int64_t steps, int np, uint8_t* out);
 };
 
 const int_kernels& int_level() {
@@ -595,16 +676,25 @@ const int_kernels& int_level() {
 #if SSMKIT_X86
     const cpu::simd_level level = cpu::simd();
     if (level >= cpu::SIMD_AVX512_VNNI) {
-      return int_kernels{w8_tile_vnni, w4_tile_vnni, 6, 5,
-                         int_epilogue{finish_avx512, accumulate_avx512, finish_float_avx512}};
+      return int_kernels{w8_tile_vnni,
+                         w4_tile_vnni,
+                         6,
+                         5,
+                         int_epilogue{finish_avx512, accumulate_avx512, finish_float_avx512},
+                         unpack4_avx512};
     }
     if (level >= cpu::SIMD_AVX2) {
-      return int_kernels{w8_tile_avx2, w4_tile_avx2, 6, 6,
-                         int_epilogue{finish_avx2, accumulate_avx2, finish_float_avx2}};
+      return int_kernels{
+          w8_tile_avx2, w4_tile_avx2, 6, 6, int_epilogue{finish_avx2, accumulate_avx2, finish_float_avx2},
+          nullptr};
     }
 #endif
-    return int_kernels{w8_tile_scalar, w4_tile_scalar, 4, 4,
-                       int_epilogue{finish_scalar, accumulate_scalar, finish_float_scalar}};
+    return int_kernels{w8_tile_scalar,
+                       w4_tile_scalar,
+                       4,
+                       4,
+                       int_epilogue{finish_scalar, accumulate_scalar, finish_float_scalar},
+                       nullptr};
   }();
   return k;
 }
@@ -627,20 +717,33 @@ struct int_gemm_args {
   int64_t group_steps;  // steps per k-group
 };
 
+// Steps of 4-bit weights unpacked at once for the 8-bit kernel: 512 values of k x 64 columns, 32 KiB of
+// bytes, which stay in L1 while every row tile of the block reads them.
+constexpr int64_t kUnpackSteps = 64;
+
 void int_gemm(const int_gemm_args& g) {
   const int_kernels& kk = int_level();
   const bool four = g.L.bits == 4;
-  const int mr_max = four ? kk.w4_rows : kk.w8_rows;
-  const int_tile_fn tile = four ? kk.w4 : kk.w8;
+  // With a dozen rows or more, 4-bit weights are unpacked once per block of k and shared by all row tiles
+  // of the task: the nibble split then costs a few percent instead of a third of the dot products.
+  const bool unpack = four && kk.unpack4 != nullptr && g.m >= 2 * kk.w8_rows;
+  const int mr_max = four && !unpack ? kk.w4_rows : kk.w8_rows;
+  const int_tile_fn tile = four && !unpack ? kk.w4 : kk.w8;
   const int64_t block_rows = mr_max * 8;
   const int64_t mblocks = (g.m + block_rows - 1) / block_rows;
   const int64_t tasks = g.L.groups * mblocks;
   const int64_t n = g.L.n;
+  // Steps per unpacked block: whole k-groups split evenly (k-groups are steps * 8 values long).
+  int64_t ublock = std::min(kUnpackSteps, g.group_steps);
+  while (g.kgroups > 1 && g.group_steps % ublock != 0) --ublock;
   cpu::parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
-    alignas(64) int32_t c[kMaxRows * 64];
-    alignas(64) float cf[kMaxRows * 64];
+    thread_local std::vector<int32_t> c_buf;
+    thread_local std::vector<float> cf_buf, wsg_buf;
+    thread_local std::vector<uint8_t> u_buf;
+    int32_t* c_all = grow(c_buf, block_rows * 64);  // (block_rows, 64) int32 sums of the current k-group
+    float* cf_all = grow(cf_buf, block_rows * 64);  // (block_rows, 64) float sums over k-groups
+    uint8_t* ub = unpack ? grow(u_buf, 2 * ublock * 256) : nullptr;
     alignas(64) float ws[kGroupCols], bias[kGroupCols], as[kMaxRows];
-    thread_local std::vector<float> wsg_buf;
     int32_t comp[kMaxRows];
     int64_t loaded_group = -1;
     float* wsg = nullptr;  // (kgroups, 64) the group's weight scales, transposed
@@ -668,26 +771,46 @@ void int_gemm(const int_gemm_args& g) {
           }
         }
       }
-      const int64_t m_end = std::min(g.m, (mb + 1) * block_rows);
-      for (int64_t m0 = mb * block_rows; m0 < m_end; m0 += mr_max) {
-        const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
-        for (int i = 0; i < mr; ++i) as[i] = scale_at(*g.a_scale, m0 + i);
-        const int8_t* a = g.a + m0 * g.lda;
-        if (g.kgroups == 1) {
-          tile(mr, a, g.lda, b, sb, g.L.steps, np, c);
-          for (int i = 0; i < mr; ++i) comp[i] = g.comp[m0 + i];
-          kk.epi.finish(mr, cols, c, comp, as, ws, bias, *g.out, m0, n0, n);
-          continue;
+      const int64_t m_begin = mb * block_rows, m_end = std::min(g.m, m_begin + block_rows);
+      if (g.kgroups > 1) std::memset(cf_all, 0, sizeof(float) * block_rows * 64);
+      for (int64_t q = 0; q < g.kgroups; ++q) {
+        const int64_t q0 = q * g.group_steps, q1 = std::min(g.L.steps, q0 + g.group_steps);
+        // The integer sums of k-group q for every row of the block, block by block of k when unpacking.
+        // (At least one pass, so that an empty k still writes zero sums.)
+        for (int64_t s0 = q0, ns = 0; s0 < q1 || s0 == q0; s0 += std::max<int64_t>(ns, 1)) {
+          ns = unpack ? std::min(ublock, q1 - s0) : q1 - s0;
+          const uint8_t* bk = b + s0 * sb;
+          int64_t bsb = sb, bsteps = ns;
+          if (unpack) {
+            kk.unpack4(bk, sb, ns, np, ub);
+            bk = ub;
+            bsb = np * 64;
+            bsteps = 2 * ns;
+          }
+          for (int64_t m0 = m_begin; m0 < m_end; m0 += mr_max) {
+            const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
+            tile(mr, g.a + m0 * g.lda + s0 * g.L.kstep, g.lda, bk, bsb, bsteps, np,
+                 c_all + (m0 - m_begin) * 64, s0 > q0);
+          }
         }
-        std::memset(cf, 0, sizeof(cf));
-        for (int64_t q = 0; q < g.kgroups; ++q) {
-          const int64_t s0 = q * g.group_steps;
-          tile(mr, a + s0 * g.L.kstep, g.lda, b + s0 * sb, sb, std::min(g.group_steps, g.L.steps - s0), np,
-               c);
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += mr_max) {
+          const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
           for (int i = 0; i < mr; ++i) comp[i] = g.comp[(m0 + i) * g.kgroups + q];
-          kk.epi.accumulate(mr, c, comp, wsg + q * kGroupCols, cf);
+          int32_t* c = c_all + (m0 - m_begin) * 64;
+          if (g.kgroups == 1) {
+            for (int i = 0; i < mr; ++i) as[i] = scale_at(*g.a_scale, m0 + i);
+            kk.epi.finish(mr, cols, c, comp, as, ws, bias, *g.out, m0, n0, n);
+          } else {
+            kk.epi.accumulate(mr, c, comp, wsg + q * kGroupCols, cf_all + (m0 - m_begin) * 64);
+          }
         }
-        kk.epi.finish_float(mr, cols, cf, as, bias, *g.out, m0, n0, n);
+      }
+      if (g.kgroups > 1) {
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += mr_max) {
+          const int mr = static_cast<int>(std::min<int64_t>(mr_max, m_end - m0));
+          for (int i = 0; i < mr; ++i) as[i] = scale_at(*g.a_scale, m0 + i);
+          kk.epi.finish_float(mr, cols, cf_all + (m0 - m_begin) * 64, as, bias, *g.out, m0, n0, n);
+        }
       }
     }
   });
@@ -931,6 +1054,10 @@ SSMKIT_TARGET_AVX512 void gemv_group_avx512(const float* x, const uint8_t* b, in
                    x3 = _mm512_set1_ps(xs[3]), x4 = _mm512_set1_ps(xs[4]), x5 = _mm512_set1_ps(xs[5]),
                    x6 = _mm512_set1_ps(xs[6]), x7 = _mm512_set1_ps(xs[7]);
       const uint8_t* bs = b + s * sb;
+      // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
+      // out-of-order window to keep enough cache misses in flight on its own).
+      for (int j = 0; j < np; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         if (j >= np) break;
@@ -955,22 +1082,153 @@ SSMKIT_TARGET_AVX512 void gemv_group_avx512(const float* x, const uint8_t* b, in
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
 }
+
+// Scales of one 64-column group, transposed: sc[q][col] = scales[n0 + col][q] as float32, for
+// q < kgroups. The group must not hold the tensor's last column (a 16-bit gather reads 4 bytes).
+SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t kgroups,
+                                               float* sc) {
+  const __m512i lanes =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(kgroups)));
+  const int esize = dtype_size(scales.dtype);
+  const char* base = static_cast<const char*>(scales.data) + n0 * kgroups * esize;
+  for (int j = 0; j < 4; ++j) {
+    for (int64_t q = 0; q < kgroups; ++q) {
+      const __m512i idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(j * 16 * kgroups + q)));
+      __m512 v;
+      if (scales.dtype == SSMKIT_DTYPE_F32) {
+        v = _mm512_i32gather_ps(idx, base, 4);
+      } else {
+        const __m512i d = _mm512_i32gather_epi32(idx, base, 2);
+        v = scales.dtype == SSMKIT_DTYPE_F16 ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))
+                                             : _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+      }
+      _mm512_storeu_ps(sc + q * kGroupCols + j * 16, v);
+    }
+  }
+}
+
+#define SSMKIT_TARGET_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c")))
+
+// One row from float16 / bfloat16 x with AVX512-BF16 dot products: each 32-bit lane of a weight vector
+// holds two nibbles mapped to bfloat16 by vpermw (w - 8 is exact in bfloat16), and x is split into
+// x = hi + lo with both halves exact in bfloat16 (x has at most 11 significant bits), so vdpbf16ps
+// adds exact products in float32. Lane pairs follow the packed bytes: dword c of a step holds
+// (k0 | k4, k1 | k5, k2 | k6, k3 | k7), so the 16-bit words of v, v >> 4, v >> 8 and v >> 12 give the
+// pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7). xh / xl: (steps, 4) bfloat16 pairs in that order.
+SSMKIT_TARGET_BF16 void gemv_group_bf16(const uint32_t* xh, const uint32_t* xl, const uint8_t* b, int64_t sb,
+                                        int64_t steps, int64_t group_steps, int np, const float* sc,
+                                        float* acc_out) {
+  alignas(64) static const uint16_t kTable[32] = {
+      0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000,
+      0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0, 0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040,
+      0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
+  const __m512i table = _mm512_load_si512(kTable);
+  __m512 out[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t s0 = 0, q = 0; s0 < steps; s0 += group_steps, ++q) {
+    const int64_t s1 = std::min(steps, s0 + group_steps);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_setzero_ps();
+    }
+    for (int64_t s = s0; s < s1; ++s) {
+      __m512bh hv[4], lv[4];
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) {
+        hv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xh[s * 4 + u]));
+        if (xl != nullptr) lv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xl[s * 4 + u]));
+      }
+      const uint8_t* bs = b + s * sb;
+      // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
+      // out-of-order window to keep enough cache misses in flight on its own).
+      for (int j = 0; j < np; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        if (j >= np) break;
+        const __m512i v = _mm512_loadu_si512(bs + j * 64);
+        const __m512bh w[4] = {(__m512bh)_mm512_permutexvar_epi16(v, table),
+                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 4), table),
+                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 8), table),
+                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 12), table)};
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          acc[j][u] = _mm512_dpbf16_ps(acc[j][u], w[u], hv[u]);
+          if (xl != nullptr) acc[j][u] = _mm512_dpbf16_ps(acc[j][u], w[u], lv[u]);
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512 sum =
+          _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3]));
+      out[j] = _mm512_fmadd_ps(sum, _mm512_loadu_ps(sc + q * 64 + j * 16), out[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
+}
+
+// x (k values of dtype float16 or bfloat16) as the bfloat16 pairs gemv_group_bf16 reads, zero-padded
+// to whole steps: hi = bf16(x) rounded to nearest even, lo = x - hi (exact: x has at most 11 significant
+// bits; all zero for bfloat16 x). 16 values (two steps) per iteration: a permute puts each step's values
+// in pair order (k0, k2, k4, k6, k1, k3, k5, k7), then each 32-bit lane packs two of them.
+SSMKIT_TARGET_AVX512 void bf16_pairs_avx512(const tensor_view& xv, int64_t k, int64_t steps, uint32_t* xh,
+                                            uint32_t* xl) {
+  const __m512i order = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const uint16_t* src = static_cast<const uint16_t*>(xv.data);
+  for (int64_t k0 = 0; k0 < steps * 8; k0 += 16) {
+    const int64_t left = k - k0;
+    const __mmask16 m =
+        left >= 16 ? static_cast<__mmask16>(0xffff)
+                   : (left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1));
+    const __m256i h16 = _mm256_maskz_loadu_epi16(m, src + k0);
+    const __m512 x = xv.dtype == SSMKIT_DTYPE_F16
+                         ? _mm512_cvtph_ps(h16)
+                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16));
+    const __m512 xo = _mm512_permutexvar_ps(order, x);
+    // Round to nearest even in the integer domain (the inputs are finite or are passed through).
+    const __m512i u = _mm512_castps_si512(xo);
+    const __m512i hi_bits = _mm512_and_si512(
+        _mm512_add_epi32(u,
+                         _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                          _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))),
+        _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+    // lo is exact in bfloat16 (its low 16 bits are zero); 0 where x is infinite or NaN.
+    const __mmask16 finite = _mm512_cmp_ps_mask(_mm512_abs_ps(xo), _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+    const __m512i lo_bits =
+        _mm512_castps_si512(_mm512_maskz_sub_ps(finite, xo, _mm512_castsi512_ps(hi_bits)));
+    // The top halves, 16 bits each, consecutive: lanes 2i and 2i + 1 form pair i (low half first).
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xh + k0 / 2),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi_bits, 16)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xl + k0 / 2),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(lo_bits, 16)));
+  }
+}
 #endif
 
 struct w4a16_kernels {
   dequant_fn dequant;
   f32_tile_fn tile;
-  bool gemv;  // the one-row kernel from packed nibbles exists
+  bool avx512;  // the one-row kernel from packed nibbles and the gathered scales exist
+  bool bf16;    // ... and its AVX512-BF16 variant (the vnni level, on CPUs with avx512bf16)
 };
 
 const w4a16_kernels& w4a16_level() {
   static const w4a16_kernels k = [] {
 #if SSMKIT_X86
     const cpu::simd_level level = cpu::simd();
-    if (level >= cpu::SIMD_AVX512) return w4a16_kernels{dequant_avx512, f32_tile_avx512, true};
-    if (level >= cpu::SIMD_AVX2) return w4a16_kernels{dequant_avx2, f32_tile_avx2, false};
+    if (level >= cpu::SIMD_AVX512) {
+      __builtin_cpu_init();
+      const bool bf16 = level >= cpu::SIMD_AVX512_VNNI && __builtin_cpu_supports("avx512bf16");
+      return w4a16_kernels{dequant_avx512, f32_tile_avx512, true, bf16};
+    }
+    if (level >= cpu::SIMD_AVX2) return w4a16_kernels{dequant_avx2, f32_tile_avx2, false, false};
 #endif
-    return w4a16_kernels{dequant_scalar, f32_tile_scalar, false};
+    return w4a16_kernels{dequant_scalar, f32_tile_scalar, false, false};
   }();
   return k;
 }
@@ -987,17 +1245,53 @@ void store_rows(int mr, int64_t cols, const float* cf, const float* bias, const 
 
 // Rows of x as float32: x itself, or a conversion of rows [r0, r1) into a thread-local buffer, with the
 // row length padded to `ld` (zeros) when ld > k.
+// One row of n float16 / bfloat16 / float32 values as float32.
+void row_to_f32_scalar(ssmkit_dtype dt, const void* src, int64_t n, float* dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    switch (dt) {
+      case SSMKIT_DTYPE_F16: dst[j] = load_f32<SSMKIT_DTYPE_F16>(src, j); break;
+      case SSMKIT_DTYPE_BF16: dst[j] = load_f32<SSMKIT_DTYPE_BF16>(src, j); break;
+      default: dst[j] = load_f32<SSMKIT_DTYPE_F32>(src, j); break;
+    }
+  }
+}
+
+#if SSMKIT_X86
+SSMKIT_TARGET_AVX2 void row_to_f32_avx2(ssmkit_dtype dt, const void* src, int64_t n, float* dst) {
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  int64_t j = 0;
+  if (dt == SSMKIT_DTYPE_F16) {
+    for (; j + 8 <= n; j += 8) {
+      _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + j))));
+    }
+  } else if (dt == SSMKIT_DTYPE_BF16) {
+    for (; j + 8 <= n; j += 8) {
+      const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + j)));
+      _mm256_storeu_ps(dst + j, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+  }
+  row_to_f32_scalar(dt, static_cast<const char*>(src) + j * dtype_size(dt), n - j, dst + j);
+}
+#endif
+
+// Rows of x as float32: x itself, or a conversion of rows [r0, r1) into a thread-local buffer, with the
+// row length padded to `ld` (zeros) when ld > k.
 const float* float_rows(const tensor_view& x, int64_t r0, int64_t r1, int64_t k, int64_t ld) {
   if (x.dtype == SSMKIT_DTYPE_F32 && ld == k) return static_cast<const float*>(x.data) + r0 * k;
   thread_local std::vector<float> buf;
   float* out = grow(buf, (r1 - r0) * ld);
-  cpu::parallel_for(r1 - r0, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)),
-                    [&](int64_t i0, int64_t i1) {
-                      for (int64_t i = i0; i < i1; ++i) {
-                        for (int64_t j = 0; j < k; ++j) out[i * ld + j] = read_float(x, (r0 + i) * k + j);
-                        for (int64_t j = k; j < ld; ++j) out[i * ld + j] = 0.0f;
-                      }
-                    });
+  auto convert = row_to_f32_scalar;
+#if SSMKIT_X86
+  if (cpu::simd() >= cpu::SIMD_AVX2) convert = row_to_f32_avx2;
+#endif
+  const int esize = dtype_size(x.dtype);
+  cpu::parallel_for(
+      r1 - r0, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          convert(x.dtype, static_cast<const char*>(x.data) + (r0 + i) * k * esize, k, out + i * ld);
+          for (int64_t j = k; j < ld; ++j) out[i * ld + j] = 0.0f;
+        }
+      });
   return out;
 }
 
@@ -1034,8 +1328,10 @@ status check_packed(const char* op, const tensor_view& w, bool packed, const lay
 }
 
 // Row blocks of the activations handled per pass: bounds the thread-local copies of padded or converted
-// rows (the weights are streamed once per block).
+// rows, at the cost of streaming the weights once per block (1024 int8 rows of K = 5120 are 5 MiB; 256
+// float32 rows of K = 2560 are 2.5 MiB and stay in the L3).
 constexpr int64_t kRowBlock = 1024;
+constexpr int64_t kFloatRowBlock = 256;
 
 }  // namespace
 
@@ -1107,6 +1403,14 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
     const int64_t n0 = gi * kGroupCols, cols = L.cols(gi);
     for (int64_t col = 0; col < kGroupCols; ++col) {
       bias[col] = col < cols && p.bias.present() ? read_float(p.bias, n0 + col) : 0.0f;
+    }
+#if SSMKIT_X86
+    if (kk.avx512 && gi + 1 < L.groups) {
+      gather_scales_avx512(p.scales, n0, kgroups, sc);
+      return;
+    }
+#endif
+    for (int64_t col = 0; col < kGroupCols; ++col) {
       for (int64_t q = 0; q < kgroups; ++q) {
         sc[q * kGroupCols + col] = col < cols ? read_float(p.scales, (n0 + col) * kgroups + q) : 0.0f;
       }
@@ -1114,16 +1418,32 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   };
 
 #if SSMKIT_X86
-  if (p.m == 1 && kk.gemv) {
-    const float* x = float_rows(p.x, 0, 1, p.k, L.steps * 8);
+  if (p.m == 1 && kk.avx512) {
+    // float32 x has 24 significant bits, more than two bfloat16 halves hold: it takes the float32 kernel.
+    const bool bf16 = kk.bf16 && p.x.dtype != SSMKIT_DTYPE_F32;
+    const float* x = bf16 ? nullptr : float_rows(p.x, 0, 1, p.k, L.steps * 8);
+    thread_local std::vector<uint32_t> pairs;
+    uint32_t* xh = nullptr;
+    uint32_t* xl = nullptr;
+    if (bf16) {
+      // Two steps per 16 values: room for one step more than the padding needs.
+      xh = grow(pairs, 8 * (L.steps + 1));
+      xl = xh + 4 * (L.steps + 1);
+      bf16_pairs_avx512(p.x, p.k, L.steps, xh, xl);
+      if (p.x.dtype == SSMKIT_DTYPE_BF16) xl = nullptr;
+    }
     cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
       thread_local std::vector<float> sc_buf;
       float* sc = grow(sc_buf, kgroups * kGroupCols);
       alignas(64) float bias[kGroupCols], acc[kGroupCols];
       for (int64_t gi = g0; gi < g1; ++gi) {
         load_group(gi, sc, bias);
-        gemv_group_avx512(x, w + L.group_offset(gi), L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc,
-                          acc);
+        const uint8_t* b = w + L.group_offset(gi);
+        if (bf16) {
+          gemv_group_bf16(xh, xl, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+        } else {
+          gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+        }
         store_rows(1, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
       }
     });
@@ -1134,8 +1454,8 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   const int mr_max = kMaxRows;
   const int64_t block_rows = mr_max * 16;
   const int64_t kblock_steps = kKBlock / 8;
-  for (int64_t r0 = 0; r0 < p.m; r0 += kRowBlock) {
-    const int64_t rows = std::min(kRowBlock, p.m - r0);
+  for (int64_t r0 = 0; r0 < p.m; r0 += kFloatRowBlock) {
+    const int64_t rows = std::min(kFloatRowBlock, p.m - r0);
     const float* x = float_rows(p.x, r0, r0 + rows, p.k, p.k);
     const int64_t mblocks = (rows + block_rows - 1) / block_rows;
     cpu::parallel_for(L.groups * mblocks, 1, [&](int64_t t0, int64_t t1) {

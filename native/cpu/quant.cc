@@ -9,10 +9,11 @@
 // Hadamard of n = m * 2^k, m in {12, 20, 28, 40}: we follow Dao-AILab's fast-hadamard-transform
 // (hadamard_transform_12N/20N/28N/40N, the kernels Quamba uses): element i * 2^k + p of a row is chunk i,
 // position p; the Sylvester transform of order 2^k runs over p inside each chunk, then the m x m matrix
-// H_m mixes the chunks, out[i * 2^k + p] = sum_j H_m[i][j] y[j * 2^k + p]. H_12 is Paley's construction
-// II for q = 5, H_20 and H_28 Williamson-type matrices, H_40 the two-block Paley matrix; the sign
-// patterns below are those of that library (rows i, columns j, '-' = -1), which also appear in Sloane's
-// library of Hadamard matrices.
+// H_m mixes the chunks, out[i * 2^k + p] = sum_j H_m[i][j] y[j * 2^k + p]. The sign patterns below are
+// that library's (rows i, columns j, '-' = -1): H_12 is Paley's construction II for q = 5 (its
+// had_12_paley, which current versions and Quamba's fork use, not the older Sloane had_12), H_20 and
+// H_28 Williamson-type matrices, H_40 the two-block Paley matrix [[A, A], [B, -B]]. 20 * 2^k with k >= 1
+// is also 40 * 2^(k-1) and takes H_40, as Quamba's choice of kernel does.
 #include "ssmkit/quant.h"
 
 #include <algorithm>
@@ -95,8 +96,8 @@ struct row_kernels {
   void (*store)(ssmkit_dtype dt, const float* v, int64_t n, float scale, void* dst, int64_t i0);
   // Sylvester Walsh-Hadamard transform in place of n = 2^k floats (stages h = 1, 2, 4, ...).
   void (*fwht)(float* v, int64_t n);
-  // out[i * p + q] = sum_j h[i][j] v[j * p + q] for i, j < m.
-  void (*mix)(const float* h, int m, const float* v, int64_t p, float* out);
+  // out[i * p + q] = sum_j h[i * ldh + j] v[j * p + q] for i, j < m.
+  void (*mix)(const float* h, int ldh, int m, const float* v, int64_t p, float* out);
   float (*amax)(const float* v, int64_t n);
   // q[i] = clamp(rint(v[i] / s), lo, hi), NaN -> 0.
   void (*quant)(const float* v, int64_t n, float s, float lo, float hi, int8_t* q);
@@ -149,9 +150,9 @@ void fwht_scalar(float* v, int64_t n) {
   fwht_stages_scalar(v, n, 1);
 }
 
-void mix_scalar(const float* h, int m, const float* v, int64_t p, float* out) {
+void mix_scalar(const float* h, int ldh, int m, const float* v, int64_t p, float* out) {
   for (int i = 0; i < m; ++i) {
-    const float* hi = h + i * m;
+    const float* hi = h + i * ldh;
     for (int64_t q = 0; q < p; ++q) {
       float acc = hi[0] * v[q];
       for (int j = 1; j < m; ++j) acc += hi[j] * v[j * p + q];
@@ -294,27 +295,27 @@ SSMKIT_TARGET_AVX2 void fwht_avx2(float* v, int64_t n) {
   }
 }
 
-SSMKIT_TARGET_AVX2 void mix_avx2(const float* h, int m, const float* v, int64_t p, float* out) {
+SSMKIT_TARGET_AVX2 void mix_avx2(const float* h, int ldh, int m, const float* v, int64_t p, float* out) {
   if (p % 8 != 0) {
-    mix_scalar(h, m, v, p, out);
+    mix_scalar(h, ldh, m, v, p, out);
     return;
   }
   // Four output chunks at a time share each load of an input chunk.
   int i = 0;
   for (; i + 4 <= m; i += 4) {
-    const float* h0 = h + i * m;
+    const float* h0 = h + i * ldh;
     for (int64_t q = 0; q < p; q += 8) {
       const __m256 x0 = _mm256_loadu_ps(v + q);
       __m256 a0 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[0]));
-      __m256 a1 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[m]));
-      __m256 a2 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[2 * m]));
-      __m256 a3 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[3 * m]));
+      __m256 a1 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[ldh]));
+      __m256 a2 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[2 * ldh]));
+      __m256 a3 = _mm256_mul_ps(x0, _mm256_set1_ps(h0[3 * ldh]));
       for (int j = 1; j < m; ++j) {
         const __m256 x = _mm256_loadu_ps(v + j * p + q);
         a0 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[j]), a0);
-        a1 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[m + j]), a1);
-        a2 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[2 * m + j]), a2);
-        a3 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[3 * m + j]), a3);
+        a1 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[ldh + j]), a1);
+        a2 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[2 * ldh + j]), a2);
+        a3 = _mm256_fmadd_ps(x, _mm256_set1_ps(h0[3 * ldh + j]), a3);
       }
       _mm256_storeu_ps(out + i * p + q, a0);
       _mm256_storeu_ps(out + (i + 1) * p + q, a1);
@@ -459,25 +460,25 @@ SSMKIT_TARGET_AVX512 void fwht_avx512(float* v, int64_t n) {
   }
 }
 
-SSMKIT_TARGET_AVX512 void mix_avx512(const float* h, int m, const float* v, int64_t p, float* out) {
+SSMKIT_TARGET_AVX512 void mix_avx512(const float* h, int ldh, int m, const float* v, int64_t p, float* out) {
   if (p % 16 != 0) {
-    mix_avx2(h, m, v, p, out);
+    mix_avx2(h, ldh, m, v, p, out);
     return;
   }
   for (int i = 0; i + 4 <= m; i += 4) {
-    const float* h0 = h + i * m;
+    const float* h0 = h + i * ldh;
     for (int64_t q = 0; q < p; q += 16) {
       const __m512 x0 = _mm512_loadu_ps(v + q);
       __m512 a0 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[0]));
-      __m512 a1 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[m]));
-      __m512 a2 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[2 * m]));
-      __m512 a3 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[3 * m]));
+      __m512 a1 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[ldh]));
+      __m512 a2 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[2 * ldh]));
+      __m512 a3 = _mm512_mul_ps(x0, _mm512_set1_ps(h0[3 * ldh]));
       for (int j = 1; j < m; ++j) {
         const __m512 x = _mm512_loadu_ps(v + j * p + q);
         a0 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[j]), a0);
-        a1 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[m + j]), a1);
-        a2 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[2 * m + j]), a2);
-        a3 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[3 * m + j]), a3);
+        a1 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[ldh + j]), a1);
+        a2 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[2 * ldh + j]), a2);
+        a3 = _mm512_fmadd_ps(x, _mm512_set1_ps(h0[3 * ldh + j]), a3);
       }
       _mm512_storeu_ps(out + i * p + q, a0);
       _mm512_storeu_ps(out + (i + 1) * p + q, a1);
@@ -570,6 +571,19 @@ row_scratch& scratch() {
   return s;
 }
 
+// H_40 is [[A, A], [B, -B]] with A, B 20 x 20 (two Paley blocks): H_40 [x1; x2] = [A (x1 + x2);
+// B (x1 - x2)], 840 additions per position instead of 1600.
+bool doubled_blocks(const float* h, int m) {
+  if (m % 2 != 0) return false;
+  const int half = m / 2;
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < half; ++j) {
+      if (h[i * m + half + j] != (i < half ? h[i * m + j] : -h[i * m + j])) return false;
+    }
+  }
+  return true;
+}
+
 // Transforms a float32 row in place (or into `tmp`); returns where the result is.
 float* hadamard_row(const row_kernels& k, float* v, int64_t n, int m, int64_t pow2, float* tmp) {
   if (m == 1) {
@@ -577,7 +591,20 @@ float* hadamard_row(const row_kernels& k, float* v, int64_t n, int m, int64_t po
     return v;
   }
   for (int i = 0; i < m; ++i) k.fwht(v + i * pow2, pow2);
-  k.mix(hadamard_signs(m), m, v, pow2, tmp);
+  const float* h = hadamard_signs(m);
+  static const bool doubled40 = doubled_blocks(hadamard_signs(40), 40);
+  if (m == 40 && doubled40) {
+    const int64_t half = n / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[half + i];
+      v[i] = a + b;
+      v[half + i] = a - b;
+    }
+    k.mix(h, m, m / 2, v, pow2, tmp);
+    k.mix(h + (m / 2) * m, m, m / 2, v + half, pow2, tmp + half);
+  } else {
+    k.mix(h, m, m, v, pow2, tmp);
+  }
   return tmp;
 }
 
@@ -746,7 +773,13 @@ status quantize_cpu(const quantize_params& p) {
                        "quantize: options.groupSize: expected a divisor of %lld, got %lld",
                        static_cast<long long>(p.len), static_cast<long long>(p.group_size));
   }
-  if (p.lines == 0 || p.len == 0) return ok_status();
+  if (p.lines == 0 || p.len == 0) {
+    // Nothing to quantize: every computed scale covers only zeros, so it is 1.
+    if (!p.static_scale) {
+      for (int64_t i = 0; i < p.scale.numel(); ++i) write_scale(p.scale, i, 1.0f);
+    }
+    return ok_status();
+  }
   const row_kernels& k = kernels();
   const float lo = p.bits == 4 ? -8.0f : -127.0f;
   const float hi = p.bits == 4 ? 7.0f : 127.0f;

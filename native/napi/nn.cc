@@ -3,6 +3,9 @@
 // kernels of this family are not written yet: on a device the ops answer ERR_SSMKIT_NOT_COMPILED.
 #include "ssmkit/nn.h"
 
+#include <memory>
+#include <vector>
+
 #include "common.h"
 
 namespace ssmkit::napi {
@@ -172,6 +175,131 @@ Napi::Value dt_limit(const Napi::CallbackInfo& info) {
                                  &dt_limit_cpu, nullptr);
 }
 
+// ---- the fused decode step ----------------------------------------------------------------------------
+
+// A model's weights as views, built once; JS keeps the External (and so the references that keep its
+// TypedArrays alive) for as long as the model lives, and every step holds it until it finishes.
+struct decode_plan {
+  mamba_decode_model model;
+  std::vector<mamba_layer_weights> layers;
+  keepalive keep;
+};
+
+struct decode_states {
+  std::vector<tensor_view> conv;
+  std::vector<tensor_view> ssm;
+  keepalive keep;
+};
+
+linear_weight read_linear(Napi::Env env, Napi::Value v, keepalive& keep, const char* what) {
+  linear_weight lw;
+  if (!v.IsObject()) return lw;
+  Napi::Object o = v.As<Napi::Object>();
+  lw.kind = static_cast<linear_kind>(get_int(o, "kind", LINEAR_FLOAT));
+  lw.w = read_tensor(env, o.Get("w"), keep, what);
+  lw.bias = read_tensor(env, o.Get("bias"), keep, what);
+  lw.w_scale = read_tensor(env, o.Get("wScale"), keep, what);
+  lw.act_scale = read_tensor(env, o.Get("actScale"), keep, what);
+  lw.n = get_int(o, "n", 0);
+  lw.k = get_int(o, "k", 0);
+  lw.group_size = get_int(o, "groupSize", 0);
+  lw.rotate = get_bool(o, "rotate", false);
+  return lw;
+}
+
+// decodePlan({mamba2, act, residualFp32, dModel, ..., layers: [...], normF, head, embed, embedPacked})
+Napi::Value decode_plan_new(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  auto plan = std::make_unique<decode_plan>();
+  mamba_decode_model& m = plan->model;
+  keepalive& keep = plan->keep;
+  m.mamba2 = get_bool(a, "mamba2", false);
+  m.act = static_cast<ssmkit_dtype>(get_int(a, "act", SSMKIT_DTYPE_F32));
+  m.residual_fp32 = get_bool(a, "residualFp32", true);
+  m.d_model = get_int(a, "dModel", 0);
+  m.d_inner = get_int(a, "dInner", 0);
+  m.d_state = get_int(a, "dState", 0);
+  m.dt_rank = get_int(a, "dtRank", 0);
+  m.nheads = get_int(a, "nheads", 0);
+  m.headdim = get_int(a, "headdim", 0);
+  m.ngroups = get_int(a, "ngroups", 1);
+  m.conv_width = get_int(a, "convWidth", 0);
+  m.vocab = get_int(a, "vocab", 0);
+  m.eps = static_cast<float>(get_number(a, "eps", 1e-5));
+  m.dt_limited = get_bool(a, "dtLimited", false);
+  m.dt_lo = static_cast<float>(get_number(a, "dtLo", 0.0));
+  m.dt_hi = static_cast<float>(get_number(a, "dtHi", 3.4e38));
+  Napi::Array layers = a.Get("layers").As<Napi::Array>();
+  for (uint32_t i = 0; i < layers.Length(); ++i) {
+    Napi::Object o = layers.Get(i).As<Napi::Object>();
+    mamba_layer_weights w;
+    w.norm = read_tensor(env, o.Get("norm"), keep, "decodePlan: norm");
+    w.in_proj = read_linear(env, o.Get("inProj"), keep, "decodePlan: inProj");
+    w.x_proj = read_linear(env, o.Get("xProj"), keep, "decodePlan: xProj");
+    w.dt_proj = read_linear(env, o.Get("dtProj"), keep, "decodePlan: dtProj");
+    w.out_proj = read_linear(env, o.Get("outProj"), keep, "decodePlan: outProj");
+    w.conv_weight = read_tensor(env, o.Get("conv"), keep, "decodePlan: conv");
+    w.conv_bias = read_tensor(env, o.Get("convBias"), keep, "decodePlan: convBias");
+    w.dt_bias = read_tensor(env, o.Get("dtBias"), keep, "decodePlan: dtBias");
+    w.A = read_tensor(env, o.Get("A"), keep, "decodePlan: A");
+    w.D = read_tensor(env, o.Get("D"), keep, "decodePlan: D");
+    w.gated_norm = read_tensor(env, o.Get("gatedNorm"), keep, "decodePlan: gatedNorm");
+    plan->layers.push_back(w);
+  }
+  m.num_layers = static_cast<int>(plan->layers.size());
+  m.layers = plan->layers.data();
+  m.norm_f = read_tensor(env, a.Get("normF"), keep, "decodePlan: normF");
+  m.head = read_linear(env, a.Get("head"), keep, "decodePlan: head");
+  m.embed = read_tensor(env, a.Get("embed"), keep, "decodePlan: embed");
+  m.embed_packed = get_bool(a, "embedPacked", false);
+  return Napi::External<decode_plan>::New(env, plan.release(), [](Napi::Env, decode_plan* p) { delete p; });
+}
+
+// decodeStates(conv: tensor[], ssm: tensor[])
+Napi::Value decode_states_new(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = std::make_unique<decode_states>();
+  Napi::Array conv = info[0].As<Napi::Array>();
+  Napi::Array ssm = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < conv.Length(); ++i) {
+    st->conv.push_back(read_tensor(env, conv.Get(i), st->keep, "decodeStates: conv"));
+    st->ssm.push_back(read_tensor(env, ssm.Get(i), st->keep, "decodeStates: ssm"));
+  }
+  return Napi::External<decode_states>::New(env, st.release(), [](Napi::Env, decode_states* s) { delete s; });
+}
+
+// decodeStep({plan, states, ids, logits}, async)
+Napi::Value decode_step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  keepalive keep;
+  Napi::Value plan_v = a.Get("plan");
+  Napi::Value states_v = a.Get("states");
+  if (!plan_v.IsExternal() || !states_v.IsExternal()) {
+    throw make_error(
+        env, make_status(status_code::value, "decodeStep: plan and states must come from decodePlan"));
+  }
+  // The step holds both Externals (and through them every weight and state buffer) until it finishes.
+  keep.emplace_back(Napi::Persistent(plan_v));
+  keep.emplace_back(Napi::Persistent(states_v));
+  const decode_plan* plan = plan_v.As<Napi::External<decode_plan>>().Data();
+  const decode_states* st = states_v.As<Napi::External<decode_states>>().Data();
+  mamba_decode_params p;
+  p.model = &plan->model;
+  p.ids = read_tensor(env, a.Get("ids"), keep, "decodeStep: ids");
+  p.logits = read_tensor(env, a.Get("logits"), keep, "decodeStep: logits");
+  p.conv_states = st->conv.data();
+  p.ssm_states = st->ssm.data();
+  p.batch = p.ids.numel();
+  if (static_cast<int>(st->conv.size()) != plan->model.num_layers) {
+    throw make_error(env, make_status(status_code::shape,
+                                      "decodeStep: states: one conv and ssm state per layer expected"));
+  }
+  return run_op<mamba_decode_params>(env, "decodeStep", p, op_device({&p.ids}), info[1].ToBoolean(),
+                                     std::move(keep), &mamba_decode_step_cpu, nullptr);
+}
+
 }  // namespace
 
 void register_nn(Napi::Env env, Napi::Object exports) {
@@ -183,6 +311,9 @@ void register_nn(Napi::Env env, Napi::Object exports) {
   exports.Set("embedding", Napi::Function::New(env, embedding));
   exports.Set("transposeSplit", Napi::Function::New(env, transpose_split));
   exports.Set("dtLimit", Napi::Function::New(env, dt_limit));
+  exports.Set("decodePlan", Napi::Function::New(env, decode_plan_new));
+  exports.Set("decodeStates", Napi::Function::New(env, decode_states_new));
+  exports.Set("decodeStep", Napi::Function::New(env, decode_step));
 }
 
 }  // namespace ssmkit::napi

@@ -15,11 +15,12 @@ constexpr int kLinearPanel = 32;
 // C | dt split, for one).
 constexpr int kLinearMaxOutputs = 6;
 
-// W (N, K) -> panels (ceil(N / 32), K, 32): panel p holds columns 32p..32p+31 of W^T, zero-padded past
-// N, so that a kernel reads each panel front to back once per row block.
+// W (N, K) -> panels: panel p holds columns 32p..32p+31 of W^T, zero-padded past N, so that a kernel
+// reads each panel front to back once per row block. float32: (ceil(N / 32), K, 32); bfloat16 in pairs
+// of k, (ceil(N / 32), Kx / 2, 32, 2) with Kx = K rounded up to even (see native/cpu/nn.cc).
 struct pack_linear_params {
   tensor_view w;    // (N, K) float32 | float16 | bfloat16
-  tensor_view out;  // (ceil(N / 32), K, 32) float32 | bfloat16
+  tensor_view out;  // (ceil(N / 32), Kx, 32) float32 | bfloat16
   int64_t n = 0;
   int64_t k = 0;
 };
@@ -36,7 +37,7 @@ struct linear_output {
 // and each output may leave in it, so the scan ops need no separate transposes.
 struct linear_params {
   tensor_view x;     // (M, K), or (batch, K, seqlen) when x_transposed; float32 | float16 | bfloat16
-  tensor_view w;     // (ceil(N / 32), K, 32) from pack_linear; float32 | bfloat16
+  tensor_view w;     // (ceil(N / 32), Kx, 32) from pack_linear; float32 | bfloat16
   tensor_view bias;  // (N,) float32, optional
   int64_t m = 0;
   int64_t k = 0;
@@ -127,6 +128,80 @@ struct dt_limit_params {
   float hi = 0.0f;
 };
 
+// ---- the fused decode step ---------------------------------------------------------------------------
+
+// How a linear layer of the decode step holds its weight.
+enum linear_kind : int32_t {
+  LINEAR_FLOAT = 0,  // packed float32 | bfloat16 panels (pack_linear)
+  LINEAR_W8A8 = 1,   // int8 weights (pack_weights, 8 bits), int8 activations
+  LINEAR_W4A8 = 2,   // int4 weights (pack_weights, 4 bits), int8 activations
+  LINEAR_W4A16 = 3,  // int4 weights, float activations
+};
+
+struct linear_weight {
+  linear_kind kind = LINEAR_FLOAT;
+  tensor_view w;          // panels (ceil(n / 32), k, 32), or the packed int8/int4 bytes
+  tensor_view bias;       // (n,) float32, optional
+  tensor_view w_scale;    // quantized: (n,) float32 (w8a8) or (n, k / group_size) float (int4)
+  tensor_view act_scale;  // w8a8 / w4a8: () float32 static input scale, optional (per token without)
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t group_size = 0;
+  bool rotate = false;  // quantized: Hadamard-rotate the input (out_proj)
+};
+
+// One layer of a Mamba (mamba2 = false) or Mamba-2 model.
+struct mamba_layer_weights {
+  tensor_view norm;  // (d_model,) float32
+  linear_weight in_proj;
+  linear_weight x_proj;     // Mamba: (dt_rank + 2 d_state, d_inner)
+  linear_weight dt_proj;    // Mamba: (d_inner, dt_rank), no bias (dt_bias goes to the state update)
+  linear_weight out_proj;   // (d_model, d_inner)
+  tensor_view conv_weight;  // (conv_dim, conv_width) float32
+  tensor_view conv_bias;    // (conv_dim,) float32, optional
+  tensor_view dt_bias;      // Mamba (d_inner,) / Mamba-2 (nheads,) float32
+  tensor_view A;            // Mamba (d_inner, d_state) / Mamba-2 (nheads,) float32
+  tensor_view D;            // Mamba (d_inner,) / Mamba-2 (nheads,) float32
+  tensor_view gated_norm;   // Mamba-2 (d_inner,) float32
+};
+
+// A whole model as the decode step runs it: one token per sequence through every layer.
+struct mamba_decode_model {
+  bool mamba2 = false;
+  ssmkit_dtype act = SSMKIT_DTYPE_F32;  // the activations between ops
+  bool residual_fp32 = true;
+  int64_t d_model = 0;
+  int64_t d_inner = 0;
+  int64_t d_state = 0;
+  int64_t dt_rank = 0;
+  int64_t nheads = 0;
+  int64_t headdim = 0;
+  int64_t ngroups = 1;
+  int64_t conv_width = 0;
+  int64_t vocab = 0;
+  float eps = 1e-5f;
+  bool dt_limited = false;  // Mamba-2: clamp softplus(dt + bias) to [dt_lo, dt_hi]
+  float dt_lo = 0.0f;
+  float dt_hi = 0.0f;
+  int num_layers = 0;
+  const mamba_layer_weights* layers = nullptr;  // (num_layers,)
+  tensor_view norm_f;                           // (d_model,) float32
+  linear_weight head;                           // float panels (vocab, d_model)
+  tensor_view embed;                            // (vocab, d_model), or the head's panels when embed_packed
+  bool embed_packed = false;
+};
+
+// One decode step: ids (batch,) through the model, the states updated in place, logits written.
+struct mamba_decode_params {
+  const mamba_decode_model* model = nullptr;
+  tensor_view ids;                           // (batch,) int32
+  const tensor_view* conv_states = nullptr;  // per layer (batch, conv_dim, conv_width - 1) float32
+  const tensor_view* ssm_states = nullptr;   // per layer Mamba (batch, d_inner, d_state), Mamba-2
+                                             // (batch, nheads, headdim, d_state) float32
+  tensor_view logits;                        // (batch, vocab) float32
+  int64_t batch = 0;
+};
+
 status pack_linear_cpu(const pack_linear_params& p);
 status linear_cpu(const linear_params& p);
 status split_columns_cpu(const split_columns_params& p);
@@ -135,6 +210,7 @@ status gated_rms_norm_cpu(const gated_rms_norm_params& p);
 status embedding_cpu(const embedding_params& p);
 status transpose_split_cpu(const transpose_split_params& p);
 status dt_limit_cpu(const dt_limit_params& p);
+status mamba_decode_step_cpu(const mamba_decode_params& p);
 
 status pack_linear_cuda(const pack_linear_params& p, void* stream);
 status linear_cuda(const linear_params& p, void* stream);
@@ -144,5 +220,6 @@ status gated_rms_norm_cuda(const gated_rms_norm_params& p, void* stream);
 status embedding_cuda(const embedding_params& p, void* stream);
 status transpose_split_cuda(const transpose_split_params& p, void* stream);
 status dt_limit_cuda(const dt_limit_params& p, void* stream);
+status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream);
 
 }  // namespace ssmkit

@@ -61,8 +61,9 @@ struct selective_state_update_params {
   bool dt_softplus = false;
 };
 
-// Mamba-2 SSD scan: the same recurrence with a scalar A per head, evaluated exactly (the result does
-// not depend on chunk_size, which only sets the time block of the CPU kernel's working set).
+// Mamba-2 SSD scan: the same recurrence with a scalar A per head. chunk_size is the reference's chunk
+// length, kept for its API: the CPU kernel evaluates the recurrence in its own time blocks, so the result
+// does not depend on it.
 struct ssd_scan_params {
   tensor_view x;               // (batch, seqlen, nheads, headdim)
   tensor_view dt;              // (batch, seqlen, nheads)

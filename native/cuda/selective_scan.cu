@@ -1,0 +1,1434 @@
+// CUDA kernels of the selective-scan family: the Mamba-1 selective scan, its one-step decode update (the
+// Mamba-1 and the multi-head form), the Mamba-2 SSD scan, and the depthwise causal convolution with its
+// streaming update. The params structs are the CPU kernels' (ssmkit/selective_scan.h).
+//
+// Variants. The scans share one kernel, scan_fwd_kernel, templated on the states each thread holds (kS),
+// constant or variable B and C, a per-state or per-head A (kScalarA: the SSD scan) and the layout of
+// x/u (kTimeMajor: SSD's (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD
+// scan is the selective scan with dim = heads * headdim, dt and A per head, and B and C per group; its
+// result does not depend on chunkSize (the CPU kernel uses it as a working-set size only). For bfloat16
+// at Mamba-2's shapes (headdim <= 64, dstate <= 128, multiples of 8) ssd_tc_kernel runs the chunked SSD
+// algorithm on tensor cores instead (its design is with it below); the sequential kernel serves every
+// other dtype and shape. Every other flag (softplus, z, D, biases, initial and
+// last state, seqIdx) is a run-time branch outside the state loop; every float input may have its own
+// dtype (float32, float16, bfloat16), read by a uniform switch in the staging code.
+//
+// Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
+// non-decreasing and that state indices are distinct (their values live on the device, so the kernels
+// treat an index outside [0, state batch) as padding rather than read out of bounds).
+//
+// Design of the scan: each channel's recurrence runs sequentially over time inside its threads, with no
+// scan across threads. A channel's dstate states are split over `lanes` threads of kS states each (the
+// state index of a thread's q-th vector is 4 (lane + lanes q) + e, so the lanes of a channel read
+// adjacent 16-byte pieces of a B/C row); a block of 128 threads holds 128 / lanes channels of one batch
+// row and one B/C group. Time goes in tiles of 16 steps: the block stages dt, dt*u and D*u of its
+// channels (softplus, dtype conversion and, for a per-head A, the decay exp(dt A) done once per element),
+// the B and C rows of the tile and a seqIdx reset mask into shared memory; each thread then runs the
+// 16 steps with its states, the decay and the B/C values in registers, and writes its partial y; the
+// block sums the lanes' partials, adds D*u, gates with silu(z) and stores the tile with 16-byte vectors
+// while it stages the next one. The bound for Mamba-1 at dstate 16 is the special-function unit: one ex2
+// per (channel, step, state) at 16 per clock per SM, plus ~4 per (channel, step) for softplus and silu,
+// is 10 SFU cycles per warp and (step, state), against ~6-8 issue slots of FMA, shared-memory and
+// staging work; kS is chosen per call (more lanes per channel when there are few channels) so that
+// each SM sub-partition gets several warps and the per-SM load is even.
+//
+// The decode update (selective_state_update_kernel) is one row (batch, head, headdim element) per group
+// of 4..32 threads, each holding float4 pieces of the row's state: a read and a write of the state in
+// coalesced 16-byte accesses, bound by memory bandwidth. causal_conv1d_kernel gives each thread 8 steps
+// of one channel with the width-1 history, weights in registers, 16-byte loads and stores; the streaming
+// update is one thread per (batch, channel).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda_check.cuh"
+#include "ssmkit/selective_scan.h"
+
+namespace ssmkit {
+namespace {
+
+constexpr float kLog2e = 1.44269504088896341f;
+// softplus(x) = x above this, as in mamba_ssm and the CPU kernels.
+constexpr float kSoftplusThreshold = 20.0f;
+
+// ------------------------------------------------------------------------------------------------------
+// Element access with a run-time dtype (float32, float16, bfloat16; anything else reads as bfloat16, the
+// entry points having checked the dtypes).
+
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float softplus(float x) {
+  return x > kSoftplusThreshold ? x : log1pf(expf(x));
+}
+
+__device__ __forceinline__ float silu(float x) {
+  return x / (1.0f + expf(-x));
+}
+
+__device__ __forceinline__ float load_any(const void* p, int dt, int64_t i) {
+  if (dt == SSMKIT_DTYPE_F32) return static_cast<const float*>(p)[i];
+  const unsigned short bits = static_cast<const unsigned short*>(p)[i];
+  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
+  return __bfloat162float(__ushort_as_bfloat16(bits));
+}
+
+__device__ __forceinline__ void store_any(void* p, int dt, int64_t i, float v) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    static_cast<float*>(p)[i] = v;
+  } else if (dt == SSMKIT_DTYPE_F16) {
+    static_cast<unsigned short*>(p)[i] = __half_as_ushort(__float2half_rn(v));
+  } else {
+    static_cast<unsigned short*>(p)[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  }
+}
+
+__device__ __forceinline__ void unpack2(unsigned w, int dt, float& lo, float& hi) {
+  if (dt == SSMKIT_DTYPE_F16) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+    lo = f.x;
+    hi = f.y;
+  } else {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ unsigned pack2(float lo, float hi, int dt) {
+  if (dt == SSMKIT_DTYPE_F16) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&h);
+  }
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+// v[e] = p[off + e * stride] for e < n, 0 beyond: one (16-bit types) or two (float32) 16-byte loads when
+// all 8 elements are present and contiguous and the address is 16-byte aligned, scalar loads otherwise
+// (row tails, rows whose byte stride is not a multiple of 16).
+__device__ __forceinline__ void load8(const void* p, int dt, int64_t off, int64_t stride, int n,
+                                      float (&v)[8]) {
+  const int64_t es = dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+  const char* a = static_cast<const char*>(p) + off * es;
+  if (n == 8 && stride == 1 && (reinterpret_cast<uintptr_t>(a) & 15) == 0) {
+    if (dt == SSMKIT_DTYPE_F32) {
+      const float4 x = reinterpret_cast<const float4*>(a)[0];
+      const float4 y = reinterpret_cast<const float4*>(a)[1];
+      v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
+    } else {
+      const uint4 r = *reinterpret_cast<const uint4*>(a);
+      unpack2(r.x, dt, v[0], v[1]);
+      unpack2(r.y, dt, v[2], v[3]);
+      unpack2(r.z, dt, v[4], v[5]);
+      unpack2(r.w, dt, v[6], v[7]);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = e < n ? load_any(p, dt, off + e * stride) : 0.0f;
+  }
+}
+
+// p[off + e * stride] = v[e] for e < n, vectorized under the same conditions as load8.
+__device__ __forceinline__ void store8(void* p, int dt, int64_t off, int64_t stride, int n,
+                                       const float (&v)[8]) {
+  const int64_t es = dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+  char* a = static_cast<char*>(p) + off * es;
+  if (n == 8 && stride == 1 && (reinterpret_cast<uintptr_t>(a) & 15) == 0) {
+    if (dt == SSMKIT_DTYPE_F32) {
+      reinterpret_cast<float4*>(a)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(a)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+      *reinterpret_cast<uint4*>(a) = make_uint4(pack2(v[0], v[1], dt), pack2(v[2], v[3], dt),
+                                                pack2(v[4], v[5], dt), pack2(v[6], v[7], dt));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      if (e < n) store_any(p, dt, off + e * stride, v[e]);
+    }
+  }
+}
+
+__device__ __forceinline__ float component(const float4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The scan (selectiveScan and ssdScan).
+
+constexpr int kScanThreads = 128;
+// Four resident blocks per SM (16 warps, at most 128 registers a thread): enough warps per SM
+// sub-partition to keep the SFU busy, and the kS = 16 kernel fits in 128 registers without spills.
+constexpr int kScanMinBlocks = 4;
+// Time steps staged per tile: a multiple of 8 (16-byte vectors of 16-bit types) and of 4 (float4 reads).
+constexpr int kScanSteps = 16;
+// Row pitch of the per-channel tiles: 20 words puts the float4 reads of 8 consecutive rows (one
+// quarter-warp) on distinct banks.
+constexpr int kRow = kScanSteps + 4;
+
+// Everything the scan kernel reads, with the layouts of both ops expressed as strides.
+struct scan_args {
+  const void* u;  // u/x, z and out share one layout: b * x_sb + c * x_sc + t * x_st
+  const void* delta;
+  const void* z;
+  void* out;
+  const float* A;
+  const void* B;
+  const void* C;
+  const float* D;
+  const float* delta_bias;
+  const float* h0;         // (batch, dim, dstate)
+  float* hT;               // (batch, dim, dstate)
+  const int32_t* seq_idx;  // (batch, seqlen)
+  int u_dt, delta_dt, z_dt, out_dt, b_dt, c_dt;
+  int64_t dim, seqlen, dstate;
+  int64_t x_sb, x_sc, x_st;
+  int64_t dt_sb, dt_sc, dt_st, dt_div;    // channel c reads delta row c / dt_div
+  int64_t a_div, a_sr, a_sn;              // A[(c / a_div) * a_sr + n * a_sn]
+  int64_t d_div, bias_div;                // D[c / d_div], delta_bias[c / bias_div]
+  int64_t b_sb, b_sg, b_sn, b_st, b_cpg;  // variable B: b * sb + g * sg + n * sn + t * st, g = c / cpg
+  int64_t c_sb, c_sg, c_sn, c_st, c_cpg;
+  int64_t seg_len;         // channels of one B/C group (blocks never straddle two)
+  int64_t nseg;            // dim / seg_len
+  int64_t blocks_per_seg;  // ceil(seg_len / chans)
+  int lanes;               // threads per channel
+  int chans;               // channels per block: kScanThreads / lanes
+  bool softplus;
+  bool dt_nonneg;  // clamp dt at 0 (SSD: mamba_chunk_scan_combined's default dt_limit)
+};
+
+// Shared-memory layout of the scan kernel, in floats; the host sizes the launch with the same function.
+struct scan_smem {
+  int brow;  // pitch of the B/C tiles: the padded dstate + 4 (16-byte aligned rows, no bank aliasing)
+  int dt, dtu, du, y, rb, b, c, total;
+};
+
+__host__ __device__ inline scan_smem scan_layout(int chans, int npad, bool var_b, bool var_c) {
+  scan_smem s;
+  s.brow = npad + 4;
+  s.dt = 0;                                       // (chans, kRow): dt, or exp(dt A) for a per-head A
+  s.dtu = s.dt + chans * kRow;                    // (chans, kRow): dt * u
+  s.du = s.dtu + chans * kRow;                    // (2, chans, kRow): D * u, double-buffered
+  s.y = s.du + 2 * chans * kRow;                  // (kScanThreads, kRow): each thread's partial y
+  s.rb = s.y + kScanThreads * kRow;               // (kScanSteps,): -inf where a new sequence starts
+  s.b = s.rb + kScanSteps;                        // (kScanSteps, brow) when B is variable
+  s.c = s.b + (var_b ? kScanSteps * s.brow : 0);  // (kScanSteps, brow) when C is variable
+  s.total = s.c + (var_c ? kScanSteps * s.brow : 0);
+  return s;
+}
+
+// kVec consecutive floats of a B/C row in shared memory, in one vector read.
+template <int kVec>
+__device__ __forceinline__ void load_states(const float* p, float (&v)[kVec]) {
+  if constexpr (kVec == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+  } else if constexpr (kVec == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    v[0] = x.x, v[1] = x.y;
+  } else {
+    v[0] = p[0];
+  }
+}
+
+__device__ __forceinline__ bool starts_sequence(const int32_t* seq, int64_t t) {
+  return seq != nullptr && t > 0 && seq[t] != seq[t - 1];
+}
+
+template <int kS, bool kVarB, bool kVarC, bool kScalarA, bool kTimeMajor>
+__global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(const scan_args a) {
+  constexpr int kVec = kS < 4 ? kS : 4;  // states per shared-memory vector read
+  constexpr int kQ = kS / kVec;
+  constexpr int kSegs = kScanSteps / 8;  // 8-step vectors per channel and tile (Mamba-1 layout)
+  extern __shared__ __align__(16) float smem[];
+  const int P = a.lanes, CH = a.chans;
+  const scan_smem lay = scan_layout(CH, P * kS, kVarB, kVarC);
+  float* s_dt = smem + lay.dt;
+  float* s_dtu = smem + lay.dtu;
+  float* s_du = smem + lay.du;
+  float* s_y = smem + lay.y;
+  float* s_rb = smem + lay.rb;
+  float* s_b = smem + lay.b;
+  float* s_c = smem + lay.c;
+
+  const int tid = threadIdx.x;
+  const int64_t blk = blockIdx.x;
+  const int64_t bi = blk % a.blocks_per_seg;
+  const int64_t seg = (blk / a.blocks_per_seg) % a.nseg;
+  const int64_t b = blk / a.blocks_per_seg / a.nseg;
+  const int64_t c0 = seg * a.seg_len + bi * CH;                     // first channel of the block
+  const int cn = static_cast<int>(min64(CH, a.seg_len - bi * CH));  // its valid channels
+  const int64_t L = a.seqlen, N = a.dstate, dim = a.dim;
+  const int32_t* seq = a.seq_idx != nullptr ? a.seq_idx + b * L : nullptr;
+  const int64_t gb = kVarB ? c0 / a.b_cpg : 0;
+  const int64_t gc = kVarC ? c0 / a.c_cpg : 0;
+
+  // This thread's channel and states. Threads of channels past the end compute on zeros, store nothing.
+  const int cl = tid / P, lane = tid % P;
+  const bool active = cl < cn;
+  const int64_t c = c0 + (active ? cl : 0);
+  float h[kS], a2[kS], bk[kS], ck[kS];
+#pragma unroll
+  for (int q = 0; q < kQ; ++q) {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const int i = q * kVec + e;
+      const int64_t n = kVec * (lane + static_cast<int64_t>(P) * q) + e;
+      const bool ok = n < N;
+      h[i] = ok && active && a.h0 != nullptr ? a.h0[(b * dim + c) * N + n] : 0.0f;
+      a2[i] = !kScalarA && ok ? a.A[(c / a.a_div) * a.a_sr + n * a.a_sn] * kLog2e : 0.0f;
+      bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
+      ck[i] = !kVarC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+    }
+  }
+
+  // 8-element vectors of a tile: along time for Mamba-1 (8 steps of one channel), along channels for SSD
+  // (8 channels of one step), so that consecutive threads read consecutive 16-byte pieces.
+  const int nvec = kTimeMajor ? kScanSteps * (CH / 8) : CH * kSegs;
+  const int64_t xstride = kTimeMajor ? a.x_sc : a.x_st;
+  auto vec_of = [&](int it, int64_t t0, int& vc, int& vt, int& n) {
+    if (kTimeMajor) {
+      vt = it / (CH / 8);
+      vc = (it % (CH / 8)) * 8;
+      n = t0 + vt < L ? max(0, min(8, cn - vc)) : 0;
+    } else {
+      vc = it / kSegs;
+      vt = (it % kSegs) * 8;
+      n = vc < cn ? static_cast<int>(max64(0, min64(8, L - t0 - vt))) : 0;
+    }
+  };
+
+  // Stages tile t0: dt, dt*u and D*u per element, the seqIdx mask, and the B/C rows.
+  auto stage = [&](int64_t t0, int buf) {
+    for (int it = tid; it < nvec; it += kScanThreads) {
+      int vc, vt, n;
+      vec_of(it, t0, vc, vt, n);
+      const int64_t cc = c0 + vc, tt = t0 + vt;
+      float u[8], d[8];
+      load8(a.u, a.u_dt, b * a.x_sb + cc * a.x_sc + tt * a.x_st, xstride, n, u);
+      if (!kTimeMajor && a.dt_div == 1) {
+        load8(a.delta, a.delta_dt, b * a.dt_sb + cc * a.dt_sc + tt * a.dt_st, a.dt_st, n, d);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int64_t ce = cc + (kTimeMajor ? e : 0), te = tt + (kTimeMajor ? 0 : e);
+          d[e] = e < n ? load_any(a.delta, a.delta_dt, b * a.dt_sb + (ce / a.dt_div) * a.dt_sc + te * a.dt_st)
+                       : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int lc = vc + (kTimeMajor ? e : 0), lt = vt + (kTimeMajor ? 0 : e);
+        const int64_t ce = c0 + lc, te = t0 + lt;
+        // Steps past the end keep the state as it is: decay 1, input 0.
+        float dec = kScalarA ? 1.0f : 0.0f, dtu = 0.0f, du = 0.0f;
+        if (e < n) {
+          float x = d[e] + (a.delta_bias != nullptr ? a.delta_bias[ce / a.bias_div] : 0.0f);
+          if (a.softplus) x = softplus(x);
+          if (a.dt_nonneg) x = x < 0.0f ? 0.0f : x;  // keeps a NaN
+          dtu = x * u[e];
+          du = a.D != nullptr ? a.D[ce / a.d_div] * u[e] : 0.0f;
+          if (kScalarA) {
+            dec = starts_sequence(seq, te) ? 0.0f : ex2_approx(x * a.A[ce / a.a_div] * kLog2e);
+          } else {
+            dec = x;
+          }
+        }
+        s_dt[lc * kRow + lt] = dec;
+        s_dtu[lc * kRow + lt] = dtu;
+        s_du[(buf * CH + lc) * kRow + lt] = du;
+      }
+    }
+    if (!kScalarA && tid < kScanSteps) {
+      s_rb[tid] = t0 + tid < L && starts_sequence(seq, t0 + tid) ? -INFINITY : 0.0f;
+    }
+    const int npad = P * kS, brow = lay.brow, total = kScanSteps * npad;
+    if (kVarB) {
+      for (int i = tid; i < total; i += kScanThreads) {
+        const int n = a.b_st == 1 ? i / kScanSteps : i % npad;
+        const int lt = a.b_st == 1 ? i % kScanSteps : i / npad;
+        const int64_t te = t0 + lt;
+        s_b[lt * brow + n] = n < N && te < L
+                                 ? load_any(a.B, a.b_dt, b * a.b_sb + gb * a.b_sg + n * a.b_sn + te * a.b_st)
+                                 : 0.0f;
+      }
+    }
+    if (kVarC) {
+      for (int i = tid; i < total; i += kScanThreads) {
+        const int n = a.c_st == 1 ? i / kScanSteps : i % npad;
+        const int lt = a.c_st == 1 ? i % kScanSteps : i / npad;
+        const int64_t te = t0 + lt;
+        s_c[lt * brow + n] = n < N && te < L
+                                 ? load_any(a.C, a.c_dt, b * a.c_sb + gc * a.c_sg + n * a.c_sn + te * a.c_st)
+                                 : 0.0f;
+      }
+    }
+  };
+
+  // Writes tile t0: the lanes' partial y summed, plus D*u, gated by silu(z).
+  auto emit = [&](int64_t t0, int buf) {
+    for (int it = tid; it < nvec; it += kScanThreads) {
+      int vc, vt, n;
+      vec_of(it, t0, vc, vt, n);
+      if (n == 0) continue;
+      const int64_t off = b * a.x_sb + (c0 + vc) * a.x_sc + (t0 + vt) * a.x_st;
+      float zv[8], o[8];
+      if (a.z != nullptr) load8(a.z, a.z_dt, off, xstride, n, zv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int lc = vc + (kTimeMajor ? e : 0), lt = vt + (kTimeMajor ? 0 : e);
+        float y = s_du[(buf * CH + lc) * kRow + lt];
+        for (int l = 0; l < P; ++l) y += s_y[(lc * P + l) * kRow + lt];
+        o[e] = a.z != nullptr ? y * silu(zv[e]) : y;
+      }
+      store8(a.out, a.out_dt, off, xstride, n, o);
+    }
+  };
+
+  // The recurrence over one staged tile. Lanes of a channel read the same dt row (broadcast) and
+  // adjacent pieces of each B/C row.
+  auto run = [&]() {
+    const float* dtr = s_dt + cl * kRow;
+    const float* dur = s_dtu + cl * kRow;
+    float* yr = s_y + tid * kRow;
+#pragma unroll
+    for (int t4 = 0; t4 < kScanSteps; t4 += 4) {
+      const float4 dv = *reinterpret_cast<const float4*>(dtr + t4);
+      const float4 uv = *reinterpret_cast<const float4*>(dur + t4);
+      const float4 rv =
+          kScalarA ? make_float4(0.f, 0.f, 0.f, 0.f) : *reinterpret_cast<const float4*>(s_rb + t4);
+      float y[4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const float dt = component(dv, s), dtu = component(uv, s), rb = component(rv, s);
+        const float* br = s_b + (t4 + s) * lay.brow + kVec * lane;
+        const float* cr = s_c + (t4 + s) * lay.brow + kVec * lane;
+        float acc = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kQ; ++q) {
+          float bv[kVec], cv[kVec];
+          if constexpr (kVarB) {
+            load_states<kVec>(br + kVec * P * q, bv);
+          } else {
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) bv[e] = bk[q * kVec + e];
+          }
+          if constexpr (kVarC) {
+            load_states<kVec>(cr + kVec * P * q, cv);
+          } else {
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) cv[e] = ck[q * kVec + e];
+          }
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) {
+            const int i = q * kVec + e;
+            // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
+            const float decay = kScalarA ? dt : ex2_approx(fmaf(dt, a2[i], rb));
+            h[i] = fmaf(decay, h[i], dtu * bv[e]);
+            acc = fmaf(h[i], cv[e], acc);
+          }
+        }
+        y[s] = acc;
+      }
+      *reinterpret_cast<float4*>(yr + t4) = make_float4(y[0], y[1], y[2], y[3]);
+    }
+  };
+
+  int buf = 0;
+  for (int64_t t0 = 0; t0 < L; t0 += kScanSteps) {
+    stage(t0, buf);
+    if (t0 > 0) emit(t0 - kScanSteps, buf ^ 1);
+    __syncthreads();
+    run();
+    __syncthreads();
+    buf ^= 1;
+  }
+  if (L > 0) emit((L - 1) / kScanSteps * kScanSteps, buf ^ 1);
+
+  if (a.hT != nullptr && active) {
+#pragma unroll
+    for (int q = 0; q < kQ; ++q) {
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        const int64_t n = kVec * (lane + static_cast<int64_t>(P) * q) + e;
+        if (n < N) a.hT[(b * dim + c) * N + n] = h[q * kVec + e];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The chunked SSD scan on tensor cores (bfloat16 x, B, C; headdim <= 64 and dstate <= 128, multiples of
+// 8). One block of 4 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
+// (headdim x dstate, float32) in the warps' mma accumulators, 16 headdim rows a warp. Per chunk:
+//   CB = C B^T (64 x 64 over dstate), M = CB * exp(cum_i - cum_j) * dt_j on j <= i within a sequence,
+//   Y = exp(cum_i) C S^T + M x (+ D x, gated by silu(z)), S = exp(cum_end) S + (x * w)^T B,
+// with mma.sync m16n8k16 (bf16 in, float32 accumulate), 16 output rows a warp for Y. The operands the
+// kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
+// rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
+// ~1e-5 relative instead of bfloat16's 4e-3. The bound is the tensor pipe: 384 mma a warp and chunk.
+
+constexpr int kSsdQ = 64;         // steps per chunk
+constexpr int kSsdP = 64;         // headdim, padded
+constexpr int kSsdThreads = 128;  // 4 warps: 16 rows of the chunk (Y) or of headdim (S) each
+
+struct ssd_tc_args {
+  const uint16_t* x;  // (batch, L, H, P) bf16
+  const void* dt;     // (batch, L, H)
+  const float* A;
+  const uint16_t* B;  // (batch, L, G, N) bf16
+  const uint16_t* C;
+  const float* D;
+  const void* z;
+  const float* dt_bias;
+  const float* h0;  // (batch, H, P, N)
+  float* hT;
+  const int32_t* seq;
+  uint16_t* out;  // (batch, L, H, P) bf16
+  int dt_dt, z_dt;
+  int64_t L, H, P, G, N;
+  bool softplus, d_per_channel;
+};
+
+template <int kN>
+struct ssd_tc_layout {
+  static constexpr int kXPitch = kSsdP + 8;  // bf16 row pitches: +16 bytes puts the 8 rows a fragment
+  static constexpr int kBPitch = kN + 8;     // load touches on distinct banks
+  static constexpr int kX = 0;               // (Q, kXPitch) bf16: x of the chunk
+  static constexpr int kB = kX + kSsdQ * kXPitch * 2;      // (Q, kBPitch) bf16: B
+  static constexpr int kC = kB + kSsdQ * kBPitch * 2;      // (Q, kBPitch) bf16: C
+  static constexpr int kSHi = kC + kSsdQ * kBPitch * 2;    // (P, kBPitch) bf16: S, high part
+  static constexpr int kSLo = kSHi + kSsdP * kBPitch * 2;  // (P, kBPitch) bf16: S, low part
+  static constexpr int kDt = kSLo + kSsdP * kBPitch * 2;   // (Q,) float: dt
+  static constexpr int kCum = kDt + kSsdQ * 4;             // (Q,) float: cumulative dt * A
+  static constexpr int kW = kCum + kSsdQ * 4;              // (Q,) float: dt exp(cum_end - cum)
+  static constexpr int kEo = kW + kSsdQ * 4;               // (Q,) float: exp(cum)
+  static constexpr int kSeg = kEo + kSsdQ * 4;             // (Q,) int: sequence starts so far
+  static constexpr int kCd = kSeg + kSsdQ * 4;             // float: exp(cum_end)
+  static constexpr int kBytes = kCd + 16;
+};
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) {
+  return __uint_as_float(w << 16);
+}
+__device__ __forceinline__ float bf16_hi(uint32_t w) {
+  return __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+// v ~ hi + lo with both bfloat16: hi = bf16(v), lo = bf16(v - hi).
+__device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = pack_bf16(a, b);
+  lo = pack_bf16(a - bf16_lo(hi), b - bf16_hi(hi));
+}
+__device__ __forceinline__ uint32_t pair16(const uint16_t* p, int stride) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[stride]) << 16);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int kN>
+__global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
+  using lay = ssd_tc_layout<kN>;
+  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch, kNT = kN / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint16_t* sX = reinterpret_cast<uint16_t*>(smem_raw + lay::kX);
+  uint16_t* sB = reinterpret_cast<uint16_t*>(smem_raw + lay::kB);
+  uint16_t* sC = reinterpret_cast<uint16_t*>(smem_raw + lay::kC);
+  uint16_t* sSh = reinterpret_cast<uint16_t*>(smem_raw + lay::kSHi);
+  uint16_t* sSl = reinterpret_cast<uint16_t*>(smem_raw + lay::kSLo);
+  float* sDt = reinterpret_cast<float*>(smem_raw + lay::kDt);
+  float* sCum = reinterpret_cast<float*>(smem_raw + lay::kCum);
+  float* sW = reinterpret_cast<float*>(smem_raw + lay::kW);
+  float* sEo = reinterpret_cast<float*>(smem_raw + lay::kEo);
+  int* sSeg = reinterpret_cast<int*>(smem_raw + lay::kSeg);
+  float* sCd = reinterpret_cast<float*>(smem_raw + lay::kCd);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
+  const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
+  const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
+  const int64_t grp = h / (H / G);
+  const float Ah = a.A[h];
+  const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  const int r0 = warp * 16;  // this warp's rows: chunk steps for Y, headdim for S
+
+  // S rows r0 + g (+8), columns 8 nt + 2 tig (+1), as mma accumulator tiles.
+  float S[kNT][4];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+      S[nt][r] = a.h0 != nullptr && p < P && n < N ? a.h0[((b * H + h) * P + p) * N + n] : 0.0f;
+    }
+  }
+
+  for (int64_t t0 = 0; t0 < L; t0 += kSsdQ) {
+    // S (as it stands before the chunk) for the other warps' Y rows, in two bf16 parts.
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      uint32_t hi, lo;
+      const int col = 8 * nt + 2 * tig;
+      split_bf16(S[nt][0], S[nt][1], hi, lo);
+      *reinterpret_cast<uint32_t*>(sSh + (r0 + g) * kBP + col) = hi;
+      *reinterpret_cast<uint32_t*>(sSl + (r0 + g) * kBP + col) = lo;
+      split_bf16(S[nt][2], S[nt][3], hi, lo);
+      *reinterpret_cast<uint32_t*>(sSh + (r0 + g + 8) * kBP + col) = hi;
+      *reinterpret_cast<uint32_t*>(sSl + (r0 + g + 8) * kBP + col) = lo;
+    }
+    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time.
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    for (int v = tid; v < kSsdQ * (kSsdP / 8); v += kSsdThreads) {
+      const int t = v / (kSsdP / 8), p0 = (v % (kSsdP / 8)) * 8;
+      const int64_t tg = t0 + t;
+      *reinterpret_cast<uint4*>(sX + t * kXP + p0) =
+          tg < L && p0 < P ? *reinterpret_cast<const uint4*>(a.x + ((b * L + tg) * H + h) * P + p0) : zero4;
+    }
+    for (int v = tid; v < kSsdQ * (kN / 8); v += kSsdThreads) {
+      const int t = v / (kN / 8), n0 = (v % (kN / 8)) * 8;
+      const int64_t tg = t0 + t;
+      const bool ok = tg < L && n0 < N;
+      const int64_t off = ((b * L + tg) * G + grp) * N + n0;
+      *reinterpret_cast<uint4*>(sB + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.B + off) : zero4;
+      *reinterpret_cast<uint4*>(sC + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.C + off) : zero4;
+    }
+    // dt, the cumulative decay exponent and the sequence starts of the chunk: warp 0, two steps a lane.
+    if (warp == 0) {
+      float d[2], av[2];
+      int rs[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t tg = t0 + 2 * lane + e;
+        float x = 0.0f;
+        rs[e] = 0;
+        if (tg < L) {
+          x = load_any(a.dt, a.dt_dt, (b * L + tg) * H + h) + bias;
+          if (a.softplus) x = softplus(x);
+          x = x < 0.0f ? 0.0f : x;
+          rs[e] = starts_sequence(seq, tg) ? 1 : 0;
+        }
+        d[e] = x;
+        av[e] = x * Ah;
+      }
+      float sum = av[0] + av[1];
+      int cnt = rs[0] + rs[1];
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float ps = __shfl_up_sync(0xffffffffu, sum, o);
+        const int pc = __shfl_up_sync(0xffffffffu, cnt, o);
+        if (lane >= o) sum += ps, cnt += pc;
+      }
+      const float cum0 = sum - av[1], cum1 = sum;
+      const int seg0 = cnt - rs[1], seg1 = cnt;
+      const float cend = __shfl_sync(0xffffffffu, cum1, 31);
+      const int send = __shfl_sync(0xffffffffu, seg1, 31);
+      const float cums[2] = {cum0, cum1};
+      const int segs[2] = {seg0, seg1};
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int t = 2 * lane + e;
+        sDt[t] = d[e];
+        sCum[t] = cums[e];
+        sSeg[t] = segs[e];
+        sW[t] = segs[e] == send ? d[e] * expf(cend - cums[e]) : 0.0f;
+        sEo[t] = segs[e] == 0 ? expf(cums[e]) : 0.0f;
+      }
+      if (lane == 0) *sCd = send == 0 ? expf(cend) : 0.0f;
+    }
+    __syncthreads();
+
+    // Y for steps r0 .. r0 + 15 of the chunk, all of headdim.
+    {
+      float cb[kSsdQ / 8][4], y[kSsdP / 8][4];
+#pragma unroll
+      for (int i = 0; i < kSsdQ / 8; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kSsdP / 8; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) {
+        const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
+        const uint32_t af[4] = {
+            *reinterpret_cast<const uint32_t*>(cr), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
+            *reinterpret_cast<const uint32_t*>(cr + 8), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+#pragma unroll
+        for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+          const uint16_t* br = sB + (8 * jt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
+                   *reinterpret_cast<const uint32_t*>(br + 8));
+        }
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                   *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                   *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+        }
+      }
+      // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+      const int i_lo = r0 + g, i_hi = r0 + g + 8;
+      const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+#pragma unroll
+      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+        y[pt][0] *= eo_lo, y[pt][1] *= eo_lo, y[pt][2] *= eo_hi, y[pt][3] *= eo_hi;
+      }
+      // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+      const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
+      const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
+#pragma unroll
+      for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
+          const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
+          cb[jt][r] = keep ? cb[jt][r] * expf((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * sDt[j] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+        uint32_t mh[4], ml[4];
+        split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
+        split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
+        split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
+        split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          // B fragment (k = j, column p) gathered from x stored (j, p).
+          const uint16_t* xr = sX + (16 * kk + 2 * tig) * kXP + 8 * pt + g;
+          const uint32_t b0 = pair16(xr, kXP), b1 = pair16(xr + 8 * kXP, kXP);
+          mma_bf16(y[pt], mh, b0, b1);
+          mma_bf16(y[pt], ml, b0, b1);
+        }
+      }
+      // out = (Y + D x) silu(z), two adjacent headdim elements per store.
+#pragma unroll
+      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int i = half ? i_hi : i_lo, p = 8 * pt + 2 * tig;
+          const int64_t tg = t0 + i;
+          if (tg >= L || p >= P) continue;
+          const int64_t off = ((b * L + tg) * H + h) * P + p;
+          float v[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float o = y[pt][2 * half + e];
+            if (a.D != nullptr) {
+              const float dv = a.D[a.d_per_channel ? h * P + p + e : h];
+              o += dv * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
+            }
+            if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, off + e));
+            v[e] = o;
+          }
+          *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
+        }
+      }
+    }
+    __syncthreads();
+
+    // S for headdim rows r0 .. r0 + 15: S = exp(cum_end) S + (x * w)^T B.
+    {
+      const float cd = *sCd;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) S[nt][0] *= cd, S[nt][1] *= cd, S[nt][2] *= cd, S[nt][3] *= cd;
+#pragma unroll
+      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+        // A fragment (row p, k = t) of x * w, gathered from x stored (t, p) and split in two parts.
+        uint32_t xh[4], xl[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+          const float w0 = sW[t], w1 = sW[t + 1];
+          const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
+          const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
+          split_bf16(v0, v1, xh[q], xl[q]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          // B fragment (k = t, column n) gathered from B stored (t, n).
+          const uint16_t* br = sB + (16 * kk + 2 * tig) * kBP + 8 * nt + g;
+          const uint32_t b0 = pair16(br, kBP), b1 = pair16(br + 8 * kBP, kBP);
+          mma_bf16(S[nt], xh, b0, b1);
+          mma_bf16(S[nt], xl, b0, b1);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  if (a.hT != nullptr) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+        if (p < P && n < N) a.hT[((b * H + h) * P + p) * N + n] = S[nt][r];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The decode step (selectiveStateUpdate).
+
+constexpr int kUpdateThreads = 128;
+
+struct update_args {
+  float* state;  // (state_batch, H, P, N)
+  const void* x;
+  const void* dt;
+  const float* A;
+  const void* B;
+  const void* C;
+  const float* D;
+  const void* z;
+  const float* dt_bias;
+  const int32_t* sbi;
+  void* out;
+  int x_dt, dt_dt, b_dt, c_dt, z_dt, out_dt;
+  int64_t batch, state_batch, H, P, N, G;
+  int lanes;  // threads per row, a power of two <= 32
+  bool softplus;
+};
+
+// One row (b, head, headdim element) per `lanes` threads; each holds kV consecutive states at a time.
+// kAPerState: Mamba-1's A (dim, dstate); otherwise one A per head.
+template <int kV, bool kAPerState>
+__global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(const update_args a) {
+  const int Q = a.lanes;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * kUpdateThreads + threadIdx.x;
+  const int64_t rows = a.batch * a.H * a.P;
+  const int64_t row = gid / Q;
+  const int lq = static_cast<int>(gid % Q);
+  const bool valid = row < rows;
+  const int64_t r = valid ? row : 0;
+  const int64_t b = r / (a.H * a.P), h = (r / a.P) % a.H, pp = r % a.P;
+  const int64_t sb = a.sbi != nullptr ? a.sbi[b] : b;
+  const bool pad = sb < 0 || sb >= a.state_batch;
+  const int64_t N = a.N;
+  float y = 0.0f, x = 0.0f;
+  if (valid && !pad) {
+    x = load_any(a.x, a.x_dt, r);
+    float dt = load_any(a.dt, a.dt_dt, b * a.H + h) + (a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f);
+    if (a.softplus) dt = softplus(dt);
+    const float dtx = dt * x;
+    const float head_decay = kAPerState ? 0.0f : ex2_approx(dt * a.A[h] * kLog2e);
+    const int64_t g = h / (a.H / a.G);
+    const int64_t bc = (b * a.G + g) * N;
+    float* srow = a.state + ((sb * a.H + h) * a.P + pp) * N;
+    for (int64_t n0 = static_cast<int64_t>(lq) * kV; n0 < N; n0 += static_cast<int64_t>(Q) * kV) {
+      float s[kV];
+      if constexpr (kV == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(srow + n0);
+        s[0] = v.x, s[1] = v.y, s[2] = v.z, s[3] = v.w;
+      } else {
+        s[0] = srow[n0];
+      }
+#pragma unroll
+      for (int e = 0; e < kV; ++e) {
+        const int64_t n = n0 + e;
+        const float decay = kAPerState ? ex2_approx(dt * a.A[h * N + n] * kLog2e) : head_decay;
+        s[e] = fmaf(s[e], decay, dtx * load_any(a.B, a.b_dt, bc + n));
+        y = fmaf(s[e], load_any(a.C, a.c_dt, bc + n), y);
+      }
+      if constexpr (kV == 4) {
+        *reinterpret_cast<float4*>(srow + n0) = make_float4(s[0], s[1], s[2], s[3]);
+      } else {
+        srow[n0] = s[0];
+      }
+    }
+  }
+  // Lanes of a row are Q consecutive lanes of one warp (Q divides 32), and every thread gets here.
+  for (int o = Q / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+  if (valid && lq == 0) {
+    float o = 0.0f;
+    if (!pad) {
+      o = y + (a.D != nullptr ? a.D[h] * x : 0.0f);
+      if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, r));
+    }
+    store_any(a.out, a.out_dt, r, o);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The causal convolution and its streaming update.
+
+constexpr int kConvThreads = 128;
+
+struct conv_args {
+  const void* x;  // (batch, dim, L)
+  const void* weight;
+  const void* bias;
+  const float* init;   // (batch, dim, W - 1)
+  const int32_t* seq;  // (batch, L)
+  void* out;
+  float* fin;  // (batch, dim, W - 1)
+  int x_dt, w_dt, bias_dt, out_dt;
+  int64_t batch, dim, L, W;
+  bool silu;
+};
+
+// History value of row `row` at time tau < 0: the initial state, or zero.
+__device__ __forceinline__ float conv_history(const conv_args& a, int64_t row, int64_t tau) {
+  return a.init != nullptr ? a.init[row * (a.W - 1) + (a.W - 1) + tau] : 0.0f;
+}
+
+// The last W - 1 inputs of the row's last sequence (zeros, or the initial state, before it).
+__device__ void conv_final_states(const conv_args& a, int64_t row) {
+  const int64_t b = row / a.dim, L = a.L, hist = a.W - 1;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  for (int64_t j = 0; j < hist; ++j) {
+    const int64_t tau = L - hist + j;
+    float v = 0.0f;
+    if (tau >= 0) {
+      if (seq == nullptr || seq[tau] == seq[L - 1]) v = load_any(a.x, a.x_dt, row * L + tau);
+    } else if (seq == nullptr || seq[0] == seq[L - 1]) {
+      v = conv_history(a, row, tau);
+    }
+    a.fin[row * hist + j] = v;
+  }
+}
+
+// Each thread: 8 steps of one (batch, channel) row. kW is the filter width.
+template <int kW>
+__global__ void __launch_bounds__(kConvThreads) causal_conv1d_kernel(const conv_args a) {
+  constexpr int kHist = kW - 1;
+  constexpr int kWin = kHist + 8;
+  const int64_t L = a.L;
+  const int64_t nseg = (L + 7) / 8;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (gid >= a.batch * a.dim * nseg) return;
+  const int64_t row = gid / nseg, seg = gid % nseg;
+  const int64_t b = row / a.dim, c = row % a.dim;
+  const int64_t t0 = seg * 8;
+  const int n = static_cast<int>(min64(8, L - t0));
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+
+  // win[m] = input at time t0 - kHist + m.
+  float win[kWin];
+  float xv[8];
+  load8(a.x, a.x_dt, row * L + t0, 1, n, xv);
+#pragma unroll
+  for (int m = 0; m < kHist; ++m) {
+    const int64_t tau = t0 - kHist + m;
+    win[m] = tau >= 0 ? load_any(a.x, a.x_dt, row * L + tau) : conv_history(a, row, tau);
+  }
+#pragma unroll
+  for (int e = 0; e < 8; ++e) win[kHist + e] = xv[e];
+  float w[kW];
+#pragma unroll
+  for (int k = 0; k < kW; ++k) w[k] = load_any(a.weight, a.w_dt, c * kW + k);
+  const float bias = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
+
+  float o[8];
+  if (seq == nullptr) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float acc = bias;
+#pragma unroll
+      for (int k = 0; k < kW; ++k) acc = fmaf(w[k], win[e + k], acc);
+      o[e] = a.silu ? silu(acc) : acc;
+    }
+  } else {
+    // A tap counts only within the output's own sequence; the initial state belongs to the first.
+    int32_t sv[kWin];
+#pragma unroll
+    for (int m = 0; m < kWin; ++m) {
+      const int64_t tau = t0 - kHist + m;
+      sv[m] = tau < 0 ? seq[0] : seq[min64(tau, L - 1)];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float acc = bias;
+#pragma unroll
+      for (int k = 0; k < kW; ++k) acc = sv[e + k] == sv[kHist + e] ? fmaf(w[k], win[e + k], acc) : acc;
+      o[e] = a.silu ? silu(acc) : acc;
+    }
+  }
+  store8(a.out, a.out_dt, row * L + t0, 1, n, o);
+  if (a.fin != nullptr && seg == nseg - 1) conv_final_states(a, row);
+}
+
+// Any width: one thread per output element, plain loads (widths above 8 are rare).
+__global__ void __launch_bounds__(kConvThreads) causal_conv1d_any_kernel(const conv_args a) {
+  const int64_t L = a.L, W = a.W, hist = W - 1;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (gid >= a.batch * a.dim * L) return;
+  const int64_t row = gid / L, t = gid % L;
+  const int64_t b = row / a.dim, c = row % a.dim;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  float acc = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
+  for (int64_t k = 0; k < W; ++k) {
+    const int64_t tau = t - hist + k;
+    const int32_t s = seq == nullptr ? 0 : tau < 0 ? seq[0] : seq[tau];
+    if (seq != nullptr && s != seq[t]) continue;
+    const float v = tau >= 0 ? load_any(a.x, a.x_dt, row * L + tau) : conv_history(a, row, tau);
+    acc = fmaf(load_any(a.weight, a.w_dt, c * W + k), v, acc);
+  }
+  store_any(a.out, a.out_dt, row * L + t, a.silu ? silu(acc) : acc);
+  if (a.fin != nullptr && t == L - 1) conv_final_states(a, row);
+}
+
+struct conv_update_args {
+  const void* x;  // (batch, dim, Ln)
+  float* state;   // (state_batch, dim, SL)
+  const void* weight;
+  const void* bias;
+  const int32_t* idx;
+  void* out;
+  int x_dt, w_dt, bias_dt, out_dt;
+  int64_t batch, state_batch, dim, Ln, W, SL;
+  bool silu;
+};
+
+// One thread per (batch, channel): the Ln outputs over [state | x], then the state shifted by Ln.
+__global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(const conv_update_args a) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (row >= a.batch * a.dim) return;
+  const int64_t b = row / a.dim, c = row % a.dim, Ln = a.Ln, SL = a.SL, W = a.W;
+  const int64_t sb = a.idx != nullptr ? a.idx[b] : b;
+  if (sb < 0 || sb >= a.state_batch) {
+    for (int64_t t = 0; t < Ln; ++t) store_any(a.out, a.out_dt, row * Ln + t, 0.0f);
+    return;
+  }
+  float* st = a.state + (sb * a.dim + c) * SL;
+  const float bias = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
+  // buf = [state (SL) | x (Ln)]; output t reads buf[SL - (W - 1) + t + k].
+  for (int64_t t = 0; t < Ln; ++t) {
+    float acc = bias;
+    for (int64_t k = 0; k < W; ++k) {
+      const int64_t m = SL - (W - 1) + t + k;
+      const float v = m < SL ? st[m] : load_any(a.x, a.x_dt, row * Ln + m - SL);
+      acc = fmaf(load_any(a.weight, a.w_dt, c * W + k), v, acc);
+    }
+    store_any(a.out, a.out_dt, row * Ln + t, a.silu ? silu(acc) : acc);
+  }
+  // Reads run ahead of writes (source index i + Ln > i), so the shift can go in place.
+  for (int64_t i = 0; i < SL; ++i) {
+    const int64_t m = i + Ln;
+    st[i] = m < SL ? st[m] : load_any(a.x, a.x_dt, row * Ln + m - SL);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Host side.
+
+bool is_float(const tensor_view& t) {
+  return t.dtype == SSMKIT_DTYPE_F32 || t.dtype == SSMKIT_DTYPE_F16 || t.dtype == SSMKIT_DTYPE_BF16;
+}
+
+// Checks that guard memory safety when the entry points are called directly; lib/ops/scan.ts has
+// already checked everything with friendlier messages.
+status check(const char* op, const char* arg, const tensor_view& t, std::initializer_list<int64_t> shape,
+             int dtype) {
+  if (!t.present()) return make_status(status_code::shape, "%s: %s: missing", op, arg);
+  if (dtype == -1 ? !is_float(t) : t.dtype != dtype) {
+    return make_status(status_code::dtype, "%s: %s: unexpected dtype %s", op, arg, dtype_name(t.dtype));
+  }
+  bool ok = t.ndim == static_cast<int>(shape.size());
+  int i = 0;
+  for (int64_t d : shape) ok = ok && t.shape[i++] == d;
+  if (!ok) return make_status(status_code::shape, "%s: %s: unexpected shape", op, arg);
+  if (t.device < 0) return make_status(status_code::value, "%s: %s: expected a CUDA tensor", op, arg);
+  return ok_status();
+}
+
+status check_opt(const char* op, const char* arg, const tensor_view& t, std::initializer_list<int64_t> shape,
+                 int dtype) {
+  return t.present() ? check(op, arg, t, shape, dtype) : ok_status();
+}
+
+constexpr int kAnyFloat = -1;
+
+int next_pow2(int64_t v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+status launch_blocks(const char* op, int64_t blocks, unsigned* grid) {
+  if (blocks > 0x7fffffff) return make_status(status_code::unsupported, "%s: the problem is too large", op);
+  *grid = static_cast<unsigned>(blocks);
+  return ok_status();
+}
+
+template <int kS, bool kVarB, bool kVarC, bool kScalarA, bool kTimeMajor>
+status run_scan(const char* op, const scan_args& a, int64_t blocks, size_t smem, cudaStream_t stream) {
+  auto kernel = scan_fwd_kernel<kS, kVarB, kVarC, kScalarA, kTimeMajor>;
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
+  kernel<<<grid, kScanThreads, smem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kS, bool kScalarA, bool kTimeMajor>
+status run_scan_bc(const char* op, const scan_args& a, bool var_b, bool var_c, int64_t blocks, size_t smem,
+                   cudaStream_t stream) {
+  if constexpr (kTimeMajor) {
+    return run_scan<kS, true, true, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+  } else {
+    if (var_b && var_c) return run_scan<kS, true, true, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+    if (var_b) return run_scan<kS, true, false, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+    if (var_c) return run_scan<kS, false, true, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+    return run_scan<kS, false, false, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+  }
+}
+
+// Picks the states per thread (and so the threads per channel) and launches. The cost model: the SM
+// with the most blocks sets the time; a block's work is its threads' states times the cycles one
+// (step, state) costs a warp at that split (more lanes per channel add shared-memory reads and the sum of
+// partial y), and fewer than two warps per SM sub-partition leave latency exposed.
+template <bool kScalarA, bool kTimeMajor>
+status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool var_c, cudaStream_t stream) {
+  int dev = 0, sms = 1, smem_optin = 48 * 1024;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const int kCandidates[4] = {16, 8, 4, 2};
+  const double kCycles[4] = {kScalarA ? 4.0 : 10.0, kScalarA ? 4.5 : 10.0, kScalarA ? 5.5 : 10.5,
+                             kScalarA ? 7.0 : 11.5};
+  // SSMKIT_CUDA_SCAN_STATES=16|8|4|2 forces the split, for tests and benchmarks of each kernel variant.
+  const char* forced = std::getenv("SSMKIT_CUDA_SCAN_STATES");
+  const int force = forced != nullptr ? std::atoi(forced) : 0;
+  int best = -1;
+  double best_cost = 0;
+  int64_t best_blocks = 0;
+  size_t best_smem = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int ks = kCandidates[i];
+    if (force != 0 && ks != force) continue;
+    const int lanes = next_pow2((a.dstate + ks - 1) / ks);
+    // SSD stages 8 channels per vector, so a block needs at least 8 channels.
+    if (lanes > (kTimeMajor ? kScanThreads / 8 : 32)) continue;
+    const int chans = kScanThreads / lanes;
+    const size_t smem = scan_layout(chans, lanes * ks, var_b, var_c).total * sizeof(float);
+    if (smem > static_cast<size_t>(smem_optin)) continue;
+    const int64_t blocks = batch * a.nseg * ((a.seg_len + chans - 1) / chans);
+    const double per_sm = static_cast<double>((blocks + sms - 1) / sms);
+    const double cost = per_sm * ks * kCycles[i] * (per_sm < 2 ? 2.0 / per_sm : 1.0);
+    if (best < 0 || cost < best_cost) {
+      best = i, best_cost = cost, best_blocks = blocks, best_smem = smem;
+    }
+  }
+  if (best < 0) {
+    if (force != 0) {
+      return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_STATES=%s does not fit dstate %lld", op,
+                         forced, static_cast<long long>(a.dstate));
+    }
+    return make_status(status_code::unsupported, "%s: dstate %lld is more than the CUDA kernel supports (%d)",
+                       op, static_cast<long long>(a.dstate), kTimeMajor ? 256 : 512);
+  }
+  const int ks = kCandidates[best];
+  a.lanes = next_pow2((a.dstate + ks - 1) / ks);
+  a.chans = kScanThreads / a.lanes;
+  a.blocks_per_seg = (a.seg_len + a.chans - 1) / a.chans;
+  switch (ks) {
+    case 16:
+      return run_scan_bc<16, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+    case 8: return run_scan_bc<8, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+    case 4: return run_scan_bc<4, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+    default: return run_scan_bc<2, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+  }
+}
+
+template <int kN>
+status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
+  constexpr int smem = ssd_tc_layout<kN>::kBytes;
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(ssd_tc_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  ssd_tc_kernel<kN><<<grid, kSsdThreads, smem, stream>>>(t);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+const int32_t* seq_ptr(const tensor_view& t) {
+  return t.present() ? t.ptr<const int32_t>() : nullptr;
+}
+
+}  // namespace
+
+status selective_scan_fwd_cuda(const selective_scan_params& p, void* stream) {
+  const char* op = "selectiveScan";
+  const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, N = p.dstate;
+  SSMKIT_RETURN_IF_ERROR(check(op, "u", p.u, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "delta", p.delta, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {Dm, N}, SSMKIT_DTYPE_F32));
+  const bool var_b = p.groups_b > 0, var_c = p.groups_c > 0;
+  if ((var_b && Dm % p.groups_b != 0) || (var_c && Dm % p.groups_c != 0) ||
+      (var_b && var_c && p.groups_b != p.groups_c)) {
+    return make_status(status_code::shape, "%s: B, C: groups must agree and divide dim", op);
+  }
+  SSMKIT_RETURN_IF_ERROR(var_b ? check(op, "B", p.B, {Bt, p.groups_b, N, L}, kAnyFloat)
+                               : check(op, "B", p.B, {Dm, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(var_c ? check(op, "C", p.C, {Bt, p.groups_c, N, L}, kAnyFloat)
+                               : check(op, "C", p.C, {Dm, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.D", p.D, {Dm}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.deltaBias", p.delta_bias, {Dm}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.initialState", p.initial_state, {Bt, Dm, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "lastState", p.last_state, {Bt, Dm, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
+  if (Bt == 0 || Dm == 0) return ok_status();
+  if (N == 0) return make_status(status_code::shape, "%s: A: expected dstate >= 1", op);
+
+  scan_args a{};
+  a.u = p.u.data, a.delta = p.delta.data, a.z = p.z.data, a.out = p.out.data;
+  a.A = p.A.ptr<const float>(), a.B = p.B.data, a.C = p.C.data;
+  a.D = p.D.ptr<const float>(), a.delta_bias = p.delta_bias.ptr<const float>();
+  a.h0 = p.initial_state.ptr<const float>(), a.hT = p.last_state.ptr<float>();
+  a.seq_idx = seq_ptr(p.seq_idx);
+  a.u_dt = p.u.dtype, a.delta_dt = p.delta.dtype, a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.dim = Dm, a.seqlen = L, a.dstate = N;
+  a.x_sb = Dm * L, a.x_sc = L, a.x_st = 1;
+  a.dt_sb = Dm * L, a.dt_sc = L, a.dt_st = 1, a.dt_div = 1;
+  a.a_div = 1, a.a_sr = N, a.a_sn = 1;
+  a.d_div = 1, a.bias_div = 1;
+  if (var_b) a.b_sb = p.groups_b * N * L, a.b_sg = N * L, a.b_sn = L, a.b_st = 1, a.b_cpg = Dm / p.groups_b;
+  if (var_c) a.c_sb = p.groups_c * N * L, a.c_sg = N * L, a.c_sn = L, a.c_st = 1, a.c_cpg = Dm / p.groups_c;
+  a.seg_len = var_b ? a.b_cpg : var_c ? a.c_cpg : Dm;
+  a.nseg = Dm / a.seg_len;
+  a.softplus = p.delta_softplus;
+  return launch_scan<false, false>(op, a, Bt, var_b, var_c, static_cast<cudaStream_t>(stream));
+}
+
+status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
+  const char* op = "ssdScan";
+  const int64_t Bt = p.batch, L = p.seqlen, H = p.nheads, P = p.headdim, G = p.groups, N = p.dstate;
+  SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, L, H, P}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, L, H, P}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "dt", p.dt, {Bt, L, H}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {H}, SSMKIT_DTYPE_F32));
+  if (G <= 0 || H % G != 0) return make_status(status_code::shape, "%s: B: groups must divide nheads", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "B", p.B, {Bt, L, G, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "C", p.C, {Bt, L, G, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, L, H, P}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(p.d_per_channel ? check_opt(op, "options.D", p.D, {H, P}, SSMKIT_DTYPE_F32)
+                                         : check_opt(op, "options.D", p.D, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.dtBias", p.dt_bias, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.initialStates", p.initial_states, {Bt, H, P, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "finalStates", p.final_states, {Bt, H, P, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
+  if (Bt == 0 || H == 0 || P == 0) return ok_status();
+  if (N == 0) return make_status(status_code::shape, "%s: B: expected dstate >= 1", op);
+
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  // The tensor-core kernel for bfloat16 at Mamba-2's shapes; SSMKIT_CUDA_SSD=exact forces the sequential
+  // kernel (tests and benchmarks compare the two).
+  const char* mode = std::getenv("SSMKIT_CUDA_SSD");
+  const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
+  const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
+                    p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
+  if (!exact && bf16 && P % 8 == 0 && P <= kSsdP && N % 8 == 0 && N <= 128) {
+    ssd_tc_args t{};
+    t.x = p.x.ptr<const uint16_t>(), t.dt = p.dt.data, t.A = p.A.ptr<const float>();
+    t.B = p.B.ptr<const uint16_t>(), t.C = p.C.ptr<const uint16_t>(), t.D = p.D.ptr<const float>();
+    t.z = p.z.data, t.dt_bias = p.dt_bias.ptr<const float>(), t.h0 = p.initial_states.ptr<const float>();
+    t.hT = p.final_states.ptr<float>(), t.seq = seq_ptr(p.seq_idx), t.out = p.out.ptr<uint16_t>();
+    t.dt_dt = p.dt.dtype, t.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+    t.L = L, t.H = H, t.P = P, t.G = G, t.N = N;
+    t.softplus = p.dt_softplus, t.d_per_channel = p.d_per_channel;
+    unsigned grid = 0;
+    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
+    if (N <= 64) return run_ssd_tc<64>(t, grid, st);
+    return run_ssd_tc<128>(t, grid, st);
+  }
+
+  const int64_t Dm = H * P;
+  scan_args a{};
+  a.u = p.x.data, a.delta = p.dt.data, a.z = p.z.data, a.out = p.out.data;
+  a.A = p.A.ptr<const float>(), a.B = p.B.data, a.C = p.C.data;
+  a.D = p.D.ptr<const float>(), a.delta_bias = p.dt_bias.ptr<const float>();
+  a.h0 = p.initial_states.ptr<const float>(), a.hT = p.final_states.ptr<float>();
+  a.seq_idx = seq_ptr(p.seq_idx);
+  a.u_dt = p.x.dtype, a.delta_dt = p.dt.dtype, a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.dim = Dm, a.seqlen = L, a.dstate = N;
+  a.x_sb = L * Dm, a.x_sc = 1, a.x_st = Dm;
+  a.dt_sb = L * H, a.dt_sc = 1, a.dt_st = H, a.dt_div = P;
+  a.a_div = P, a.a_sr = 1, a.a_sn = 0;
+  a.d_div = p.d_per_channel ? 1 : P, a.bias_div = P;
+  a.b_sb = L * G * N, a.b_sg = N, a.b_sn = 1, a.b_st = G * N, a.b_cpg = Dm / G;
+  a.c_sb = L * G * N, a.c_sg = N, a.c_sn = 1, a.c_st = G * N, a.c_cpg = Dm / G;
+  a.seg_len = Dm / G;
+  a.nseg = G;
+  a.softplus = p.dt_softplus;
+  a.dt_nonneg = true;
+  return launch_scan<true, true>(op, a, Bt, true, true, st);
+}
+
+status selective_state_update_cuda(const selective_state_update_params& p, void* stream) {
+  const char* op = "selectiveStateUpdate";
+  const int64_t Bt = p.batch, H = p.nheads, P = p.headdim, N = p.dstate, G = p.groups, SB = p.state_batch;
+  if (!p.multihead) {
+    if (P != 1 || G != 1) return make_status(status_code::shape, "%s: x: the Mamba-1 form has no heads", op);
+    SSMKIT_RETURN_IF_ERROR(check(op, "state", p.state, {SB, H, N}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "dt", p.dt, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {H, N}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "B", p.B, {Bt, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "C", p.C, {Bt, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, H}, kAnyFloat));
+  } else {
+    if (G <= 0 || H % G != 0) return make_status(status_code::shape, "%s: B: groups must divide nheads", op);
+    SSMKIT_RETURN_IF_ERROR(check(op, "state", p.state, {SB, H, P, N}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, H, P}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "dt", p.dt, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {H}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "B", p.B, {Bt, G, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "C", p.C, {Bt, G, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, H, P}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, H, P}, kAnyFloat));
+  }
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.D", p.D, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.dtBias", p.dt_bias, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.stateBatchIndices", p.state_batch_indices, {Bt}, SSMKIT_DTYPE_I32));
+  if (!p.state_batch_indices.present() && SB != Bt) {
+    return make_status(status_code::shape, "%s: state: expected batch %lld, got %lld", op,
+                       static_cast<long long>(Bt), static_cast<long long>(SB));
+  }
+  if (Bt == 0 || H == 0 || P == 0) return ok_status();
+  if (N == 0) return make_status(status_code::shape, "%s: state: expected dstate >= 1", op);
+
+  update_args a{};
+  a.state = p.state.ptr<float>(), a.x = p.x.data, a.dt = p.dt.data, a.A = p.A.ptr<const float>();
+  a.B = p.B.data, a.C = p.C.data, a.D = p.D.ptr<const float>(), a.z = p.z.data;
+  a.dt_bias = p.dt_bias.ptr<const float>(), a.sbi = seq_ptr(p.state_batch_indices), a.out = p.out.data;
+  a.x_dt = p.x.dtype, a.dt_dt = p.dt.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32, a.out_dt = p.out.dtype;
+  a.batch = Bt, a.state_batch = SB, a.H = H, a.P = P, a.N = N, a.G = p.multihead ? G : 1;
+  a.softplus = p.dt_softplus;
+  // float4 pieces of the state when rows are 16-byte aligned (dstate % 4 == 0, allocations 256-aligned).
+  const bool vec = N % 4 == 0;
+  const int64_t pieces = vec ? N / 4 : N;
+  a.lanes = next_pow2(pieces < 32 ? pieces : 32);
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(
+      launch_blocks(op, (Bt * H * P * a.lanes + kUpdateThreads - 1) / kUpdateThreads, &grid));
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (vec && !p.multihead) selective_state_update_kernel<4, true><<<grid, kUpdateThreads, 0, s>>>(a);
+  if (vec && p.multihead) selective_state_update_kernel<4, false><<<grid, kUpdateThreads, 0, s>>>(a);
+  if (!vec && !p.multihead) selective_state_update_kernel<1, true><<<grid, kUpdateThreads, 0, s>>>(a);
+  if (!vec && p.multihead) selective_state_update_kernel<1, false><<<grid, kUpdateThreads, 0, s>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status causal_conv1d_fwd_cuda(const causal_conv1d_params& p, void* stream) {
+  const char* op = "causalConv1d";
+  const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, K = p.width;
+  SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm, L}, kAnyFloat));
+  if (K < 1) return make_status(status_code::shape, "%s: weight: expected width >= 1", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "weight", p.weight, {Dm, K}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.bias", p.bias, {Dm}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.initialStates", p.initial_states, {Bt, Dm, K - 1}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "finalStates", p.final_states, {Bt, Dm, K - 1}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
+  if (Bt == 0 || Dm == 0 || L == 0) return ok_status();
+
+  conv_args a{};
+  a.x = p.x.data, a.weight = p.weight.data, a.bias = p.bias.data;
+  a.init = p.initial_states.ptr<const float>(), a.seq = seq_ptr(p.seq_idx);
+  a.out = p.out.data, a.fin = p.final_states.ptr<float>();
+  a.x_dt = p.x.dtype, a.w_dt = p.weight.dtype, a.bias_dt = p.bias.present() ? p.bias.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype;
+  a.batch = Bt, a.dim = Dm, a.L = L, a.W = K, a.silu = p.silu;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  unsigned grid = 0;
+  if (K > 8) {
+    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * Dm * L + kConvThreads - 1) / kConvThreads, &grid));
+    causal_conv1d_any_kernel<<<grid, kConvThreads, 0, s>>>(a);
+  } else {
+    SSMKIT_RETURN_IF_ERROR(
+        launch_blocks(op, (Bt * Dm * ((L + 7) / 8) + kConvThreads - 1) / kConvThreads, &grid));
+    switch (K) {
+      case 1: causal_conv1d_kernel<1><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 2: causal_conv1d_kernel<2><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 3: causal_conv1d_kernel<3><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 4: causal_conv1d_kernel<4><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 5: causal_conv1d_kernel<5><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 6: causal_conv1d_kernel<6><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 7: causal_conv1d_kernel<7><<<grid, kConvThreads, 0, s>>>(a); break;
+      default: causal_conv1d_kernel<8><<<grid, kConvThreads, 0, s>>>(a); break;
+    }
+  }
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status causal_conv1d_update_cuda(const causal_conv1d_update_params& p, void* stream) {
+  const char* op = "causalConv1dUpdate";
+  const int64_t Bt = p.batch, Dm = p.dim, Ln = p.seqlen, K = p.width, SL = p.state_len, SB = p.state_batch;
+  if (p.x.ndim == 2) {
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, Dm}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm}, kAnyFloat));
+    if (Ln != 1) return make_status(status_code::shape, "%s: x: unexpected shape", op);
+  } else {
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, Dm, Ln}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm, Ln}, kAnyFloat));
+  }
+  if (K < 1) return make_status(status_code::shape, "%s: weight: expected width >= 1", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "weight", p.weight, {Dm, K}, kAnyFloat));
+  if (SL < K - 1) return make_status(status_code::shape, "%s: convState: expected stateLen >= width - 1", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "convState", p.conv_state, {SB, Dm, SL}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.bias", p.bias, {Dm}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.convStateIndices", p.conv_state_indices, {Bt}, SSMKIT_DTYPE_I32));
+  if (!p.conv_state_indices.present() && SB != Bt) {
+    return make_status(status_code::shape, "%s: convState: expected batch %lld, got %lld", op,
+                       static_cast<long long>(Bt), static_cast<long long>(SB));
+  }
+  if (Bt == 0 || Dm == 0 || Ln == 0) return ok_status();
+
+  conv_update_args a{};
+  a.x = p.x.data, a.state = p.conv_state.ptr<float>(), a.weight = p.weight.data, a.bias = p.bias.data;
+  a.idx = seq_ptr(p.conv_state_indices), a.out = p.out.data;
+  a.x_dt = p.x.dtype, a.w_dt = p.weight.dtype, a.bias_dt = p.bias.present() ? p.bias.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype;
+  a.batch = Bt, a.state_batch = SB, a.dim = Dm, a.Ln = Ln, a.W = K, a.SL = SL, a.silu = p.silu;
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * Dm + kConvThreads - 1) / kConvThreads, &grid));
+  causal_conv1d_update_kernel<<<grid, kConvThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+}  // namespace ssmkit

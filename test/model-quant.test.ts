@@ -1,0 +1,225 @@
+// MambaModel's quantized modes. A checkpoint whose weights are exactly int4 values times a per-row
+// scale loses nothing to weight quantization, so w4a16 must equal the float model and w4a8 must differ
+// only by the int8 activations; a Mamba-2 checkpoint with a Hadamard-length inner width exercises the
+// rotated out_proj, calibration, and the decode path against the prefill path of the same quantized
+// model. Random tiny models magnify quantization error, so accuracy bounds here are loose by design;
+// bench/model.mjs reports the accuracy cost on a 130M-shaped model.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
+import { QuantLinear } from '../dist/cjs/models/quantized.js';
+import { rmsNormSync } from '../dist/cjs/ops/nn.js';
+import { assertClose, Rng, testDevices, toF64 } from './util';
+
+/** Why the model runner cannot run on `device` in this build (a kernel it needs is missing), or undefined. */
+function runnerGap(device: string): string | undefined {
+  if (device === 'cpu') return undefined;
+  try {
+    rmsNormSync(new Tensor('float32', [1, 2], [1, 2]).toSync(device), new Tensor('float32', [1, 1], [2]).toSync(device));
+    return undefined;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_SSMKIT_NOT_COMPILED') return (e as Error).message;
+    throw e;
+  }
+}
+
+let tmp = '';
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-quant-'));
+});
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function relL2(a: ArrayLike<number>, e: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < e.length; i++) {
+    num += ((a[i] as number) - (e[i] as number)) ** 2;
+    den += (e[i] as number) ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+/** (rows, k) values s_r * q with q integers in -7..7 and a +-7 in every row: exact in int4 per row. */
+function int4Exact(rng: Rng, rows: number, k: number): Float32Array {
+  const v = new Float32Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    const s = 2 ** -rng.int(3, 6);
+    for (let j = 0; j < k; j++) v[r * k + j] = s * rng.int(-7, 7);
+    v[r * k + rng.int(0, k - 1)] = s * (rng.uniform() < 0.5 ? -7 : 7);
+  }
+  return v;
+}
+
+async function writeModel(name: string, config: Record<string, unknown>, exact: boolean): Promise<string> {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir, { recursive: true });
+  const rng = new Rng(name.length * 131);
+  const c = config as Record<string, number>;
+  const d = c.hidden_size as number;
+  const di = (c.intermediate_size ?? (c.expand as number) * d) as number;
+  const ds = c.state_size as number;
+  const mamba2 = config.model_type === 'mamba2';
+  const nh = c.num_heads ?? 0;
+  const ng = c.n_groups ?? 1;
+  const t = (shape: number[], f: () => number) =>
+    new Tensor('float32', Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape);
+  const lin = (n: number, k: number) =>
+    exact ? new Tensor('float32', int4Exact(rng, n, k), [n, k]) : t([n, k], () => rng.normal() / Math.sqrt(k));
+  const ts: Record<string, Tensor> = {
+    'backbone.embeddings.weight': t([c.vocab_size as number, d], () => rng.normal()),
+    'backbone.norm_f.weight': t([d], () => 1 + 0.1 * rng.normal()),
+  };
+  for (let l = 0; l < (c.num_hidden_layers as number); l++) {
+    const m = `backbone.layers.${l}.mixer`;
+    const convDim = mamba2 ? di + 2 * ng * ds : di;
+    ts[`backbone.layers.${l}.norm.weight`] = t([d], () => 1 + 0.1 * rng.normal());
+    ts[`${m}.in_proj.weight`] = lin(mamba2 ? 2 * di + 2 * ng * ds + nh : 2 * di, d);
+    ts[`${m}.out_proj.weight`] = lin(d, di);
+    ts[`${m}.conv1d.weight`] = t([convDim, 1, 4], () => 0.5 * rng.normal());
+    ts[`${m}.conv1d.bias`] = t([convDim], () => 0.1 * rng.normal());
+    if (mamba2) {
+      ts[`${m}.A_log`] = t([nh], () => Math.log(1 + 4 * rng.uniform()));
+      ts[`${m}.D`] = t([nh], () => 1 + 0.5 * rng.normal());
+      ts[`${m}.dt_bias`] = t([nh], () => -2 + 0.5 * rng.normal());
+      ts[`${m}.norm.weight`] = t([di], () => 1 + 0.1 * rng.normal());
+    } else {
+      const r = c.time_step_rank as number;
+      ts[`${m}.x_proj.weight`] = lin(r + 2 * ds, di);
+      ts[`${m}.dt_proj.weight`] = t([di, r], () => rng.normal() / Math.sqrt(r));
+      ts[`${m}.dt_proj.bias`] = t([di], () => -3 + 0.5 * rng.normal());
+      ts[`${m}.A_log`] = t([di, ds], () => Math.log(1 + 4 * rng.uniform()));
+      ts[`${m}.D`] = t([di], () => 1 + 0.5 * rng.normal());
+    }
+  }
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  await saveSafetensors(path.join(dir, 'model.safetensors'), ts);
+  return dir;
+}
+
+// intermediate_size 36 is not a Hadamard length (m * 2^k, m in 1, 12, 20, 28, 40): no rotation, so
+// int4-exact weights stay exact.
+const MAMBA_EXACT = {
+  model_type: 'mamba',
+  hidden_size: 24,
+  intermediate_size: 36,
+  state_size: 4,
+  num_hidden_layers: 2,
+  vocab_size: 50,
+  conv_kernel: 4,
+  time_step_rank: 2,
+  tie_word_embeddings: true,
+};
+
+// intermediate_size 64: out_proj's input is rotated.
+const MAMBA2_ROT = {
+  model_type: 'mamba2',
+  hidden_size: 32,
+  expand: 2,
+  num_heads: 4,
+  head_dim: 16,
+  n_groups: 2,
+  state_size: 8,
+  num_hidden_layers: 2,
+  vocab_size: 40,
+  conv_kernel: 4,
+  chunk_size: 16,
+  tie_word_embeddings: true,
+};
+
+describe.each(testDevices())('quantized models on %s', (device) => {
+  const gap = runnerGap(device);
+  if (gap) {
+    it.skip(`skipped: ${gap}`, () => {});
+    return;
+  }
+  const prompts = [
+    [3, 14, 15, 9, 26, 5, 35, 8],
+    [9, 7, 9, 3, 2, 38, 4, 6],
+  ];
+
+  it('int4-exact weights: w4a16 equals float, w4a8 and w8a8 differ by their int8 activations', async () => {
+    const dir = await writeModel(`exact-${device}`, MAMBA_EXACT, true);
+    const float = await MambaModel.load(dir, { device, dtype: 'float32' });
+    const want = toF64((await float.forward(prompts)).logits.toSync('cpu'));
+    const w4a16 = await MambaModel.load(dir, { device, dtype: 'float32', quantize: 'w4a16' });
+    expect(w4a16.quantize).toBe('w4a16');
+    expect(w4a16.weightBytes).toBeLessThan(float.weightBytes);
+    assertClose(toF64((await w4a16.forward(prompts)).logits.toSync('cpu')), want, { rtol: 1e-4, atol: 1e-4 }, 'w4a16');
+    for (const mode of ['w4a8', 'w8a8'] as const) {
+      const q = await MambaModel.load(dir, { device, dtype: 'float32', quantize: mode });
+      expect(relL2(toF64((await q.forward(prompts)).logits.toSync('cpu')), want), mode).toBeLessThan(0.05);
+      q.dispose();
+    }
+    float.dispose();
+    w4a16.dispose();
+  });
+
+  for (const mode of ['w8a8', 'w4a8', 'w4a16'] as const) {
+    it(`${mode}: rotated out_proj, calibration, decode path = prefill path`, async () => {
+      const dir = await writeModel(`rot-${device}`, MAMBA2_ROT, false);
+      const float = await MambaModel.load(dir, { device, dtype: 'float32' });
+      const want = toF64((await float.forward(prompts)).logits.toSync('cpu'));
+      for (const calibration of [undefined, [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]]) {
+        const q = await MambaModel.load(dir, {
+          device,
+          dtype: 'float32',
+          quantize: mode,
+          ...(calibration ? { calibration } : {}),
+        });
+        const got = toF64((await q.forward(prompts)).logits.toSync('cpu'));
+        // int8 weights and activations: about 1% per layer; int4 weights of random Gaussians: about 11%.
+        expect(relL2(got, want), `${mode} ${calibration ? 'calibrated' : 'dynamic'}`).toBeLessThan(mode === 'w8a8' ? 0.1 : 0.6);
+        // The decode path (state updates) of the quantized model against its own prefill path.
+        const p = prompts[0] as number[];
+        const r = await q.forward([p.slice(0, 5)]);
+        let last: Tensor | undefined;
+        for (const tok of p.slice(5)) last = (await q.forward([[tok]], { state: r.state })).logits;
+        const v = want.length / prompts.length / p.length;
+        assertClose(
+          toF64((last as Tensor).toSync('cpu')),
+          got.subarray(7 * v, 8 * v),
+          { rtol: 2e-3, atol: 2e-3 },
+          `${mode} decode`,
+        );
+        const { tokens } = await q.generate(prompts, { maxNewTokens: 3 });
+        expect(tokens.map((t) => t.length)).toEqual([3, 3]);
+        q.dispose();
+      }
+      float.dispose();
+    });
+  }
+
+  it('a rotated layer computes the same product as an unrotated one', async () => {
+    const rng = new Rng(17);
+    const [n, k] = [48, 128];
+    const w = new Tensor(
+      'float32',
+      Float32Array.from({ length: n * k }, () => rng.normal()),
+      [n, k],
+    );
+    const x = await new Tensor(
+      'float32',
+      Float32Array.from({ length: 3 * k }, () => rng.normal()),
+      [3, k],
+    ).to(device);
+    const plain = await QuantLinear.create(w, undefined, 'w8a8', { dtype: 'float32', rotate: false });
+    const rot = await QuantLinear.create(w, undefined, 'w8a8', { dtype: 'float32', rotate: true });
+    await plain.to(device);
+    await rot.to(device);
+    const a = toF64(((await plain.forward(x))[0] as Tensor).toSync('cpu'));
+    const b = toF64(((await rot.forward(x))[0] as Tensor).toSync('cpu'));
+    expect(relL2(b, a)).toBeLessThan(0.03);
+  });
+});
+
+describe('quantized load errors', () => {
+  it('names bad calibration ids', async () => {
+    const dir = await writeModel('errors', MAMBA_EXACT, true);
+    await expect(MambaModel.load(dir, { quantize: 'w8a8', calibration: [[1, 99]] })).rejects.toThrow(/options\.calibration\[0\]/);
+    await expect(MambaModel.load(dir, { quantize: 'w8a8', calibration: [['a']] as never })).rejects.toThrow(TypeError);
+  });
+});
