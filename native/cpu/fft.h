@@ -65,9 +65,18 @@ void filter_spectrum(const plan& p, float* re, float* im, float scale);
 // After forward() of a packed real signal: multiplies its spectrum by a filter_spectrum() and leaves
 // what inverse() turns into the packed circular convolution (no further scaling needed).
 void convolve(const plan& p, float* re, float* im, const float* hre, const float* him);
-// x (n floats) -> re, im (m each): even samples to re, odd samples to im; and back.
+// x (n floats) -> re, im (m each): even samples to re, odd samples to im; and back (the first `count`
+// samples, possibly a few more: x must hold n).
 void pack(const plan& p, const float* x, float* re, float* im);
 void unpack(const plan& p, const float* re, const float* im, float* x, int64_t count);
+
+// The same, each pass spread over the thread pool: for long rows when there are fewer rows than
+// threads. Same results, bit for bit.
+void forward_parallel(const plan& p, float* re, float* im);
+void inverse_parallel(const plan& p, float* re, float* im);
+void convolve_parallel(const plan& p, float* re, float* im, const float* hre, const float* him);
+void pack_parallel(const plan& p, const float* x, float* re, float* im);
+void unpack_parallel(const plan& p, const float* re, const float* im, float* x, int64_t count);
 
 // A grow-only, 64-byte aligned float buffer, meant to be thread_local: the family's only scratch
 // memory. Every buffer's size counts in scratch_bytes(), so tests can check that it does not grow with

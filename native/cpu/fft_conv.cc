@@ -375,6 +375,9 @@ struct conv_layout {
   int64_t outputs = 0;
 };
 
+// Shortest transform (complex values) whose passes are worth spreading over the pool.
+constexpr int64_t kSpreadMin = int64_t{1} << 15;
+
 // Output samples per chunk of the direct path (bounds its scratch for any L).
 constexpr int64_t kDirectChunk = 4096;
 
@@ -536,6 +539,8 @@ status fft_conv_cpu(const fft_conv_params& p) {
   const plan& pl = cpu::fft::get_plan(lay.log2n);
   const int64_t n = pl.n, m = pl.m;
 
+  // Fewer rows than threads and long transforms: each transform's passes are spread over the pool.
+  const bool spread = rows < cpu::get_num_threads() && pl.m >= kSpreadMin;
   // The spectrum of channel h's filter into (hre, him), m each.
   auto filter = [&](int64_t h, float* x, float* hre, float* him) {
     std::fill(x, x + n, 0.0f);
@@ -547,8 +552,13 @@ status fft_conv_cpu(const fft_conv_params& p) {
       x[0] += k1[0];
       for (int64_t j = 1; j < Lk; ++j) x[n - j] += k1[j];
     }
-    cpu::fft::pack(pl, x, hre, him);
-    cpu::fft::forward(pl, hre, him);
+    if (spread) {
+      cpu::fft::pack_parallel(pl, x, hre, him);
+      cpu::fft::forward_parallel(pl, hre, him);
+    } else {
+      cpu::fft::pack(pl, x, hre, him);
+      cpu::fft::forward(pl, hre, him);
+    }
     cpu::fft::filter_spectrum(pl, hre, him, 1.0f);
   };
   // Row r = b H + h convolved with the spectrum (hre, him).
@@ -560,12 +570,20 @@ status fft_conv_cpu(const fft_conv_params& p) {
       load(base, t0, ahead, x, gate);
       std::fill(x + ahead, x + n - behind, 0.0f);
       if (behind > 0) load(base, t0 - behind, behind, x + n - behind, gate);
-      cpu::fft::pack(pl, x, re, im);
-      cpu::fft::forward(pl, re, im);
-      cpu::fft::convolve(pl, re, im, hre, him);
-      cpu::fft::inverse(pl, re, im);
       const int64_t count = std::min(outputs, L - t0);
-      cpu::fft::unpack(pl, re, im, x, count);
+      if (spread) {
+        cpu::fft::pack_parallel(pl, x, re, im);
+        cpu::fft::forward_parallel(pl, re, im);
+        cpu::fft::convolve_parallel(pl, re, im, hre, him);
+        cpu::fft::inverse_parallel(pl, re, im);
+        cpu::fft::unpack_parallel(pl, re, im, x, count);
+      } else {
+        cpu::fft::pack(pl, x, re, im);
+        cpu::fft::forward(pl, re, im);
+        cpu::fft::convolve(pl, re, im, hre, him);
+        cpu::fft::inverse(pl, re, im);
+        cpu::fft::unpack(pl, re, im, x, count);
+      }
       store(base, t0, count, x, gate);
     }
   };
