@@ -6,9 +6,11 @@
 // real-signal split and the product with a filter's spectrum are fused into one pass over that order.
 //
 // The last log2(w) stages of a vector plan run on w x w tiles transposed in registers, so the spectrum
-// order is bit-reversed with the two low log2(w)-bit fields swapped; only positions below w*w need a
-// partner table, above it the partner of frequency k (m - k) is the mirror position within the octave.
-// Plans and twiddles are built once per size and kept (twiddles in double, rounded to float).
+// order is bit-reversed with the two low log2(w)-bit fields swapped. Above position w*w the partner of
+// frequency k (frequency m - k) is the mirror position within the octave, so the pair pass runs on
+// contiguous and reversed vectors; the w*w positions below go through per-plan pair lists (gathered).
+// Plans and twiddles are built once per size and kept (twiddles in double, rounded to float). Every
+// kernel also takes a range of its work so that one long transform can be spread over the pool.
 //
 // Besides the transform this header holds the small vector toolkit the family's kernels share: GCC /
 // clang vector types of W floats, always inlined so that each SIMD level's entry point (compiled with
