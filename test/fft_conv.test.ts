@@ -183,6 +183,13 @@ describe.each(testDevices())('fftConv on %s', (device) => {
     }
   });
 
+  describe('one row, short filters: its blocks spread over the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      const set: OptionSet = { name: 'Lk 3000 bidirectional D gelu', bidirectional: true, D: true, gelu: true, lk: () => 3000 };
+      it(`${dtype} [1, 1, 50001] ${set.name}`, () => runCase(device, { dtype, L: 50001, H: 1, batch: 1, set, seed: 99 }));
+    }
+  });
+
   describe('one long row: each transform spread over the pool', () => {
     for (const dtype of DTYPES_FLOAT) {
       const set = OPTION_SETS[9] as OptionSet;
