@@ -40,8 +40,13 @@
 // target-specific caller, so GCC's note about the ABI of such calls does not apply; and GCC 12's
 // intrinsic headers start some results from a self-initialized "undefined" register, which
 // -Wmaybe-uninitialized reports once they are inlined here.
+#if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define SSMKIT_FLATTEN __attribute__((flatten))
+#else
+#define SSMKIT_FLATTEN
+#endif
 
 namespace ssmkit {
 namespace {
@@ -1294,24 +1299,24 @@ struct isa_kernels {
   int tile;
 };
 
-#define SSMKIT_SCAN_ENTRIES(NAME, VEC, TARGET)                                                               \
-  TARGET __attribute__((flatten)) void scan_##NAME(const scan_plan& pl, void* s, int64_t a, int64_t b) {     \
-    scan_items<VEC>(pl, s, a, b);                                                                            \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void update_##NAME(const update_plan& pl, void* s, int64_t a, int64_t b) { \
-    update_items<VEC>(pl, s, a, b);                                                                          \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void ssd_##NAME(const ssd_plan& pl, void* s, int64_t a, int64_t b) {       \
-    ssd_items<VEC>(pl, s, a, b);                                                                             \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void conv_##NAME(const conv_plan& pl, void* s, int64_t a, int64_t b) {     \
-    conv_rows<VEC>(pl, s, a, b);                                                                             \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void conv_update_##NAME(const causal_conv1d_update_params& p, void* s,     \
-                                                          int64_t a, int64_t b) {                            \
-    conv_update_items<VEC>(p, s, a, b);                                                                      \
-  }                                                                                                          \
-  constexpr isa_kernels kKernels_##NAME = {&scan_##NAME,        &update_##NAME, &ssd_##NAME, &conv_##NAME,   \
+#define SSMKIT_SCAN_ENTRIES(NAME, VEC, TARGET)                                                             \
+  TARGET SSMKIT_FLATTEN void scan_##NAME(const scan_plan& pl, void* s, int64_t a, int64_t b) {             \
+    scan_items<VEC>(pl, s, a, b);                                                                          \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void update_##NAME(const update_plan& pl, void* s, int64_t a, int64_t b) {         \
+    update_items<VEC>(pl, s, a, b);                                                                        \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void ssd_##NAME(const ssd_plan& pl, void* s, int64_t a, int64_t b) {               \
+    ssd_items<VEC>(pl, s, a, b);                                                                           \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void conv_##NAME(const conv_plan& pl, void* s, int64_t a, int64_t b) {             \
+    conv_rows<VEC>(pl, s, a, b);                                                                           \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void conv_update_##NAME(const causal_conv1d_update_params& p, void* s, int64_t a,  \
+                                                int64_t b) {                                               \
+    conv_update_items<VEC>(p, s, a, b);                                                                    \
+  }                                                                                                        \
+  constexpr isa_kernels kKernels_##NAME = {&scan_##NAME,        &update_##NAME, &ssd_##NAME, &conv_##NAME, \
                                            &conv_update_##NAME, VEC::W,         VEC::kTile};
 
 #define SSMKIT_NO_TARGET
@@ -1558,7 +1563,7 @@ status selective_state_update_cpu(const selective_state_update_params& p) {
                        : k.width == 8 ? sizing.carve<8>(nullptr, pl)
                                       : sizing.carve<1>(nullptr, pl);
   // A decode step is a few microseconds of work: split it only into pieces worth waking a thread for.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_item));
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, per_item));
   cpu::parallel_for(Bt * pl.items_per_row, grain,
                     [&](int64_t i0, int64_t i1) { k.update(pl, thread_scratch<1>(bytes), i0, i1); });
   return ok_status();
