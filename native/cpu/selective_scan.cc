@@ -158,7 +158,6 @@ struct vec_scalar {
     p = p * f + kExp2C0;
     return p * bits_f32(static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
   }
-  static float hsum(T v) { return v; }
   static void hsum_w(const float* acc, float* out) { out[0] = acc[0]; }
   static T gather(const float* base, int stride) { return *base; }
   static void scatter(float* base, int stride, T v) { *base = v; }
@@ -210,12 +209,6 @@ struct vec_avx2 {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C0));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  }
-  SSMKIT_TARGET_AVX2 static inline float hsum(T v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
   }
   SSMKIT_TARGET_AVX2 static inline void hsum_w(const float* acc, float* out) {
     T r[4];
@@ -301,7 +294,6 @@ struct vec_avx512 {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2F0));
     return _mm512_scalef_ps(p, x);
   }
-  SSMKIT_TARGET_AVX512 static inline float hsum(T v) { return _mm512_reduce_add_ps(v); }
   SSMKIT_TARGET_AVX512 static inline void hsum_w(const float* acc, float* out) {
     // A transpose folded into the adds: 16 vectors -> 8 holding pairs -> 4 holding quads per 128-bit
     // lane -> 2 -> 1, about three instructions per input vector.
