@@ -530,7 +530,58 @@ SSMKIT_TARGET_AVX512 inline void store16(ssmkit_dtype dt, __m512 v, __mmask16 k,
 SSMKIT_TARGET_AVX512 inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
 }
+
+SSMKIT_TARGET_AVX512 void store_row_avx512(ssmkit_dtype dt, const float* v, int64_t cols, void* dst,
+                                           int64_t i0) {
+  for (int64_t col = 0; col < cols; col += 16) {
+    const __mmask16 k = tail_mask(cols - col);
+    store16(dt, _mm512_maskz_loadu_ps(k, v + col), k, dst, i0 + col);
+  }
+}
+
+// Round to nearest even, NaN kept quiet: f32_to_bf16 on 8 lanes.
+SSMKIT_TARGET_AVX2 inline __m128i bf16_from_f32x8(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                                           _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)))),
+      16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  const __m256i nan =
+      _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+
+SSMKIT_TARGET_AVX2 void store_row_avx2(ssmkit_dtype dt, const float* v, int64_t cols, void* dst, int64_t i0) {
+  int64_t col = 0;
+  for (; col + 8 <= cols; col += 8) {
+    const __m256 x = _mm256_loadu_ps(v + col);
+    if (dt == SSMKIT_DTYPE_F16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i0 + col),
+                       _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    } else if (dt == SSMKIT_DTYPE_BF16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i0 + col),
+                       bf16_from_f32x8(x));
+    } else {
+      _mm256_storeu_ps(static_cast<float*>(dst) + i0 + col, x);
+    }
+  }
+  store_row_scalar(dt, v + col, cols - col, dst, i0 + col);
+}
 #endif
+
+// Stores a row of float32 values in dtype dt, vectorized where the CPU allows (the same rounding).
+void store_row(ssmkit_dtype dt, const float* v, int64_t cols, void* dst, int64_t i0) {
+  static const auto fn = [] {
+#if SSMKIT_X86
+    if (cpu::simd() >= cpu::SIMD_AVX512) return store_row_avx512;
+    if (cpu::simd() >= cpu::SIMD_AVX2) return store_row_avx2;
+#endif
+    return store_row_scalar;
+  }();
+  fn(dt, v, cols, dst, i0);
+}
 
 // The per-level pieces of the integer GEMMs' epilogues.
 struct int_epilogue {
@@ -553,7 +604,7 @@ void finish_scalar(int mr, int64_t cols, const int32_t* c, const int32_t* comp, 
     for (int64_t col = 0; col < cols; ++col) {
       row[col] = std::fma(static_cast<float>(c[i * 64 + col] - comp[i]) * as[i], ws[col], bias[col]);
     }
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -570,7 +621,7 @@ void finish_float_scalar(int mr, int64_t cols, const float* cf, const float* as,
   float row[kGroupCols];
   for (int i = 0; i < mr; ++i) {
     for (int64_t col = 0; col < cols; ++col) row[col] = std::fma(cf[i * 64 + col], as[i], bias[col]);
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -588,7 +639,7 @@ SSMKIT_TARGET_AVX2 void finish_avx2(int mr, int64_t cols, const int32_t* c, cons
       const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(ci), av);
       _mm256_store_ps(row + col, _mm256_fmadd_ps(v, _mm256_loadu_ps(ws + col), _mm256_loadu_ps(bias + col)));
     }
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -616,7 +667,7 @@ SSMKIT_TARGET_AVX2 void finish_float_avx2(int mr, int64_t cols, const float* cf,
       _mm256_store_ps(row + col,
                       _mm256_fmadd_ps(_mm256_loadu_ps(cf + i * 64 + col), av, _mm256_loadu_ps(bias + col)));
     }
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -1239,7 +1290,7 @@ void store_rows(int mr, int64_t cols, const float* cf, const float* bias, const 
   float row[kGroupCols];
   for (int i = 0; i < mr; ++i) {
     for (int64_t col = 0; col < cols; ++col) row[col] = cf[i * 64 + col] + bias[col];
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
