@@ -481,7 +481,7 @@ describe('generate', () => {
     });
   });
 
-  it('keeps the event loop free while it generates (5 ms interval, p99 delay < 20 ms)', async () => {
+  it('keeps the event loop free while it generates (5 ms interval, p99 delay < 20 ms over the idle p99)', async () => {
     // A model big enough that prefill and each decode step take milliseconds of kernel time.
     const dir = await writeModel(
       'event-loop',
@@ -489,22 +489,30 @@ describe('generate', () => {
       5,
     );
     const big = await MambaModel.load(dir);
-    const gaps: number[] = [];
-    let last = performance.now();
-    const timer = setInterval(() => {
-      const now = performance.now();
-      gaps.push(now - last - 5);
-      last = now;
-    }, 5);
-    const t0 = performance.now();
+    // The timer's p99 lateness while `work` runs.
+    const lateness = async (work: () => Promise<unknown>) => {
+      const gaps: number[] = [];
+      let last = performance.now();
+      const timer = setInterval(() => {
+        const now = performance.now();
+        gaps.push(now - last - 5);
+        last = now;
+      }, 5);
+      const t0 = performance.now();
+      await work();
+      const elapsed = performance.now() - t0;
+      clearInterval(timer);
+      gaps.sort((a, b) => a - b);
+      return { elapsed, count: gaps.length, p99: gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * 0.99))] as number };
+    };
     const prompt = Array.from({ length: 256 }, (_, i) => (i * 37) % 4096);
-    await big.generate([prompt, prompt.slice(7)], { maxNewTokens: 40, temperature: 1, topP: 0.9, seed: 1 });
-    const elapsed = performance.now() - t0;
-    clearInterval(timer);
-    gaps.sort((a, b) => a - b);
-    const p99 = gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * 0.99))] as number;
-    expect(gaps.length).toBeGreaterThan(elapsed / 5 / 3);
-    expect(p99).toBeLessThan(20);
+    const busy = await lateness(() =>
+      big.generate([prompt, prompt.slice(7)], { maxNewTokens: 40, temperature: 1, topP: 0.9, seed: 1 }),
+    );
+    // The same span with nothing running: what this (shared) machine's scheduling alone costs the timer.
+    const idle = await lateness(() => new Promise((r) => setTimeout(r, busy.elapsed)));
+    expect(busy.count).toBeGreaterThan(busy.elapsed / 5 / 3);
+    expect(busy.p99).toBeLessThan(20 + idle.p99);
     big.dispose();
   });
 

@@ -21,6 +21,7 @@ import {
   gatedRmsNorm,
   type PackedLinear,
   rmsNorm,
+  sample,
   transposeSplit,
 } from '../ops/nn';
 import { causalConv1d, causalConv1dUpdate, selectiveScan, selectiveStateUpdate, ssdScan } from '../ops/scan';
@@ -30,7 +31,7 @@ import { Checkpoint } from './checkpoint';
 import { type MambaConfig, normalizeConfig, parseConfigJson } from './config';
 import { FloatLinear, type LinearLayer } from './linear';
 import { type QuantizeMode, quantizeModelLinears } from './quantized';
-import { SeededRandom, sampleToken } from './sampling';
+import { SeededRandom } from './sampling';
 import { copyRows, MambaState } from './state';
 
 export type ModelDType = 'float32' | 'bfloat16';
@@ -503,18 +504,30 @@ export class MambaModel {
     signal?.throwIfAborted();
     const rng = new SeededRandom(seed);
     const sampling = { temperature, ...(topK !== undefined ? { topK } : {}), ...(o.topP !== undefined ? { topP: o.topP } : {}) };
+    // One uniform draw per sequence and step from the seeded generator; the native sampler uses it.
+    const drawsFor = () =>
+      temperature > 0
+        ? {
+            draws: new Tensor(
+              'float64',
+              Float64Array.from(ids, () => rng.next()),
+              [B],
+            ),
+          }
+        : {};
 
-    // Prefill: groups of equal length; the next-token logits of each prompt land in `host`.
+    // Prefill: groups of equal length; the next-token logits of each prompt land in `host` (B, vocab).
     const groups = groupByLength(ids);
     let state: MambaState;
-    let host: Float32Array = new Float32Array(B * vocab);
+    let host: Tensor;
     if (groups.length === 1) {
       const r = await this.#prefill(ids, undefined, true);
       state = r.state;
-      host = (await r.logits.data()) as Float32Array;
+      host = await r.logits.to('cpu');
       r.logits.dispose();
     } else {
       state = this.createState(B);
+      const all = new Float32Array(B * vocab);
       for (const g of groups) {
         const r = await this.#prefill(
           g.rows.map((i) => ids[i] as number[]),
@@ -523,7 +536,7 @@ export class MambaModel {
         );
         const lg = (await r.logits.data()) as Float32Array;
         g.rows.forEach((row, j) => {
-          host.set(lg.subarray(j * vocab, (j + 1) * vocab), row * vocab);
+          all.set(lg.subarray(j * vocab, (j + 1) * vocab), row * vocab);
           for (let l = 0; l < this.config.numLayers; l++) {
             copyRows(state.conv[l] as Tensor, row, r.state.conv[l] as Tensor, j, 1);
             copyRows(state.ssm[l] as Tensor, row, r.state.ssm[l] as Tensor, j, 1);
@@ -532,24 +545,35 @@ export class MambaModel {
         r.logits.dispose();
         r.state.dispose();
       }
+      host = new Tensor('float32', all, [B, vocab]);
     }
+    let next = await sample(host, { ...sampling, ...drawsFor() });
+    host.dispose();
     let buffer: Tensor | undefined;
     try {
       for (let step = 0; step < maxNew; step++) {
         signal?.throwIfAborted();
-        const next: number[] = [];
-        for (let b = 0; b < B; b++) {
-          const tok = sampleToken(host, b * vocab, vocab, sampling, rng);
-          next.push(tok);
+        const picked = Array.from(next.dataSync() as Int32Array);
+        next.dispose();
+        picked.forEach((tok, b) => {
           (tokens[b] as number[]).push(tok);
           onToken?.({ sequence: b, token: tok, step });
-        }
+        });
         if (step + 1 === maxNew) break;
-        // The fused step writes every step's logits into one buffer, read (sampled) before the next.
-        const logits = await this.#step(next, state, buffer);
-        host = (await logits.data()) as Float32Array;
-        if (this.#plan) buffer = logits;
-        else logits.dispose();
+        const plan = this.#decodePlan();
+        if (plan) {
+          // One native call: the step, then the pick from its logits (written to one reused buffer).
+          buffer ??= Tensor.empty([B, vocab], 'float32', this.device);
+          const idT = new Tensor('int32', Int32Array.from(picked), [B]);
+          next = (await decodeStep(plan, state._decodeStates(), idT, buffer, { ...sampling, ...drawsFor() })) as Tensor;
+          idT.dispose();
+        } else {
+          const logits = await this.#step(picked, state);
+          const onHost = logits.device === 'cpu' ? logits : await logits.to('cpu');
+          next = await sample(onHost, { ...sampling, ...drawsFor() });
+          if (onHost !== logits) onHost.dispose();
+          logits.dispose();
+        }
       }
     } finally {
       state.dispose();
@@ -753,13 +777,13 @@ export class MambaModel {
   }
 
   /** One decode step for a batch of tokens (one per sequence), updating `state` in place: logits (B, vocab). */
-  async #step(tokens: readonly number[], state: MambaState, reuse?: Tensor): Promise<Tensor> {
+  async #step(tokens: readonly number[], state: MambaState): Promise<Tensor> {
     const c = this.config;
     const B = tokens.length;
     const plan = this.#decodePlan();
     if (plan) {
       const ids = new Tensor('int32', Int32Array.from(tokens), [B]);
-      const logits = reuse ?? Tensor.empty([B, c.vocabSize], 'float32', this.device);
+      const logits = Tensor.empty([B, c.vocabSize], 'float32', this.device);
       await decodeStep(plan, state._decodeStates(), ids, logits);
       ids.dispose();
       return logits;
