@@ -212,14 +212,41 @@ SSMKIT_TARGET_AVX512 void tile_avx512_bf16(const float* xp, const void* panel, i
 template <int MR>
 SSMKIT_TARGET_AVX512_BF16 void tile_avx512_dot(const uint32_t* xq, const void* panel, int64_t kx,
                                                float* acc) {
+  // Below 5 rows, even and odd pair rows accumulate separately: two chains per column half would wait
+  // on vdpbf16ps's latency.
+  constexpr bool kSplit = MR <= 4;
   const uint16_t* wp = static_cast<const uint16_t*>(panel);
-  __m512 a0[MR], a1[MR];
+  __m512 a0[MR], a1[MR], b0[kSplit ? MR : 1], b1[kSplit ? MR : 1];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
     a0[r] = _mm512_setzero_ps();
     a1[r] = _mm512_setzero_ps();
+    if constexpr (kSplit) {
+      b0[r] = _mm512_setzero_ps();
+      b1[r] = _mm512_setzero_ps();
+    }
   }
-  for (int64_t k2 = 0; k2 < kx / 2; ++k2) {
+  const int64_t k2n = kx / 2;
+  int64_t k2 = 0;
+  if constexpr (kSplit) {
+    for (; k2 + 2 <= k2n; k2 += 2) {
+      const __m512bh p0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel));
+      const __m512bh p1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 32));
+      const __m512bh q0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 64));
+      const __m512bh q1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 96));
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        const __m512bh x0 = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xq[k2 * MR + r])));
+        const __m512bh x1 =
+            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xq[(k2 + 1) * MR + r])));
+        a0[r] = _mm512_dpbf16_ps(a0[r], x0, p0);
+        a1[r] = _mm512_dpbf16_ps(a1[r], x0, p1);
+        b0[r] = _mm512_dpbf16_ps(b0[r], x1, q0);
+        b1[r] = _mm512_dpbf16_ps(b1[r], x1, q1);
+      }
+    }
+  }
+  for (; k2 < k2n; ++k2) {
     const __m512bh p0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel));
     const __m512bh p1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 32));
 #pragma GCC unroll 12
@@ -231,6 +258,10 @@ SSMKIT_TARGET_AVX512_BF16 void tile_avx512_dot(const uint32_t* xq, const void* p
   }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
+    if constexpr (kSplit) {
+      a0[r] = _mm512_add_ps(a0[r], b0[r]);
+      a1[r] = _mm512_add_ps(a1[r], b1[r]);
+    }
     _mm512_storeu_ps(acc + r * kPanel, a0[r]);
     _mm512_storeu_ps(acc + r * kPanel + 16, a1[r]);
   }
