@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadSafetensorsSync, MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
+import { loadSafetensorsSync, MambaModel, memory, saveSafetensors, Tensor } from '../dist/cjs/index.js';
 import { rmsNormSync } from '../dist/cjs/ops/nn.js';
 import { emptyState, type RefConfig, type RefWeights, refForward, refGreedy } from './ref/model';
 import { assertClose, GOLDEN_DIR, Rng, testDevices, toF64 } from './util';
@@ -514,6 +514,30 @@ describe('generate', () => {
     expect(busy.count).toBeGreaterThan(busy.elapsed / 5 / 3);
     expect(busy.p99).toBeLessThan(20 + idle.p99);
     big.dispose();
+  });
+
+  it('leaves no tensor behind: forward, generate and dispose bring memory() back to its baseline', async () => {
+    const base = memory();
+    for (let i = 0; i < 4; i++) {
+      // Both decode paths: fused and op by op.
+      model._setFused(i % 2 === 0);
+      const r = await model.forward([
+        [1, 2, 3],
+        [4, 5],
+      ]);
+      const s = await model.forward([[6], [7]], { state: r.state });
+      r.logits.dispose();
+      s.logits.dispose();
+      r.state.dispose();
+      await model.generate([[1, 2, 3], [4]], { maxNewTokens: 4, temperature: 0.5, seed: i });
+      await model.generate([[1, 2, 3]], { maxNewTokens: 3 });
+    }
+    model._setFused(true);
+    expect(memory()).toEqual(base);
+    const q = await MambaModel.load(path.join(GOLDEN_DIR, 'mamba2-tiny'), { quantize: 'w8a8', calibration: [[1, 2, 3]] });
+    await q.generate([[1, 2], [3]], { maxNewTokens: 3 });
+    q.dispose();
+    expect(memory()).toEqual(base);
   });
 
   it('rejects bad arguments, naming them', async () => {

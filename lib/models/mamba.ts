@@ -425,7 +425,9 @@ export class MambaModel {
           ids.map((s) => s[0] as number),
           state,
         );
-        return { logits: logits.reshape([B, 1, this.config.vocabSize]), state };
+        const shaped = logits.reshape([B, 1, this.config.vocabSize]);
+        logits.dispose();
+        return { logits: shaped, state };
       }
       const r = await this.#prefill(ids, state, false);
       if (state) {
@@ -505,16 +507,13 @@ export class MambaModel {
     const rng = new SeededRandom(seed);
     const sampling = { temperature, ...(topK !== undefined ? { topK } : {}), ...(o.topP !== undefined ? { topP: o.topP } : {}) };
     // One uniform draw per sequence and step from the seeded generator; the native sampler uses it.
-    const drawsFor = () =>
-      temperature > 0
-        ? {
-            draws: new Tensor(
-              'float64',
-              Float64Array.from(ids, () => rng.next()),
-              [B],
-            ),
-          }
-        : {};
+    const draws = new Tensor('float64', new Float64Array(B), [B]);
+    const drawsFor = () => {
+      if (temperature === 0) return {};
+      const d = draws.dataSync() as Float64Array;
+      for (let b = 0; b < B; b++) d[b] = rng.next();
+      return { draws };
+    };
 
     // Prefill: groups of equal length; the next-token logits of each prompt land in `host` (B, vocab).
     const groups = groupByLength(ids);
@@ -578,6 +577,7 @@ export class MambaModel {
     } finally {
       state.dispose();
       buffer?.dispose();
+      draws.dispose();
     }
     return { tokens };
   }
