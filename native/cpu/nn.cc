@@ -31,6 +31,8 @@ constexpr int kPanel = kLinearPanel;
 // Row blocks that share one pass over a weight panel, so the panel is read from memory once per
 // kRowBlocksPerPanel * MR rows and from cache otherwise.
 constexpr int64_t kRowBlocksPerPanel = 8;
+// Below this many weight bytes times rows a linear layer runs on the calling thread alone.
+constexpr int64_t kInlineLinearBytes = 256 * 1024;
 
 inline float load_any(const tensor_view& t, int64_t i) {
   switch (t.dtype) {
@@ -524,7 +526,11 @@ status linear_run(const linear_params& p) {
   const int64_t groups = (blocks + kRowBlocksPerPanel - 1) / kRowBlocksPerPanel;
   const size_t panel_bytes = static_cast<size_t>(kx) * kPanel * (bf16 ? 2 : 4);
   const char* w = static_cast<const char*>(p.w.data);
-  cpu::parallel_for(groups * panels, 1, [&](int64_t i0, int64_t i1) {
+  // A small product (decode's x_proj and dt_proj: ~150 KB of weights for one row) finishes on the calling
+  // thread in less time than waking the pool would take.
+  const bool small = static_cast<double>(panels) * static_cast<double>(panel_bytes) * static_cast<double>(m) <
+                     static_cast<double>(kInlineLinearBytes);
+  cpu::parallel_for(groups * panels, small ? groups * panels : 1, [&](int64_t i0, int64_t i1) {
     alignas(64) float acc[kMaxMR * kPanel];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / panels, pn = i % panels;
