@@ -446,9 +446,66 @@ void pack_x(const linear_params& p, int mr, int64_t kx, float* xp) {
   });
 }
 
+#if SSMKIT_X86
+// dst[i] = bf16(src[i] + bias[i]) for n <= 16 values, rounded as f32_to_bf16 does (to nearest even,
+// NaN kept quiet), 16 lanes at once.
+SSMKIT_TARGET_AVX512 void store_bf16_avx512(uint16_t* dst, const float* src, const float* bias, int64_t n) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+  // The all-ones masked shifts: the unmasked ones trip GCC 12's -Wmaybe-uninitialized.
+  const __mmask16 all = 0xffff;
+  __m512 v = _mm512_maskz_loadu_ps(m, src);
+  if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(all, u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded =
+      _mm512_maskz_srli_epi32(all, _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_maskz_srli_epi32(all, u, 16), _mm512_set1_epi32(0x40));
+  _mm512_mask_cvtepi32_storeu_epi16(dst, m, _mm512_mask_blend_epi32(nan, rounded, quiet));
+}
+#endif
+
 template <ssmkit_dtype T>
 inline void store_row(void* out, int64_t base, const float* a, const float* bias, int64_t lo, int64_t hi) {
+#if SSMKIT_X86
+  if constexpr (T == SSMKIT_DTYPE_BF16) {
+    if (cpu::simd() >= cpu::SIMD_AVX512) {
+      for (int64_t c = lo; c < hi; c += 16) {
+        store_bf16_avx512(static_cast<uint16_t*>(out) + base + c, a + c, bias ? bias + c : nullptr,
+                          std::min<int64_t>(16, hi - c));
+      }
+      return;
+    }
+  }
+#endif
   for (int64_t c = lo; c < hi; ++c) store_f32<T>(out, base + c, a[c] + (bias ? bias[c] : 0.0f));
+}
+
+// out (batch, cols, seqlen): for one column the block's rows are consecutive tokens, so when they lie
+// in one batch (all but the blocks that straddle two) the inner loop writes one contiguous run.
+template <ssmkit_dtype T>
+void store_transposed(const linear_params& p, const linear_output& out, int64_t m0, int rows, int64_t c0,
+                      int64_t lo, int64_t hi, const float* acc, const float* bias) {
+  const int64_t len = p.seqlen;
+  float col[kMaxMR];
+  if (m0 / len == (m0 + rows - 1) / len) {
+    const int64_t base = (m0 / len) * out.cols * len + m0 % len;
+    for (int64_t c = lo; c < hi; ++c) {
+      const float bc = bias ? bias[c] : 0.0f;
+      for (int r = 0; r < rows; ++r) col[r] = acc[r * kPanel + c - c0] + bc;
+      store_row<T>(out.out.data, base + (c - out.col0) * len, col, nullptr, 0, rows);
+    }
+    return;
+  }
+  for (int64_t c = lo; c < hi; ++c) {
+    const float bc = bias ? bias[c] : 0.0f;
+    for (int r = 0; r < rows; ++r) {
+      const int64_t row = m0 + r;
+      store_f32<T>(out.out.data, ((row / len) * out.cols + (c - out.col0)) * len + row % len,
+                   acc[r * kPanel + c - c0] + bc);
+    }
+  }
 }
 
 // Adds the bias to acc (rows, 32) for columns c0.. and writes each column to the output that takes it.
@@ -471,17 +528,14 @@ void store_tile(const linear_params& p, int64_t m0, int rows, int64_t c0, const 
       }
       continue;
     }
-    // out (batch, cols, seqlen): for one column the block's rows are consecutive tokens, so the inner
-    // loop over rows writes one contiguous run per batch.
-    int64_t base[kMaxMR];
-    for (int r = 0; r < rows; ++r) {
-      const int64_t row = m0 + r;
-      base[r] = (row / p.seqlen) * out.cols * p.seqlen + row % p.seqlen;
-    }
-    for (int64_t c = lo; c < hi; ++c) {
-      const float bc = bias ? bias[c] : 0.0f;
-      const int64_t off = (c - out.col0) * p.seqlen;
-      for (int r = 0; r < rows; ++r) store_any(out.out, base[r] + off, acc[r * kPanel + c - c0] + bc);
+    switch (out.out.dtype) {
+      case SSMKIT_DTYPE_BF16:
+        store_transposed<SSMKIT_DTYPE_BF16>(p, out, m0, rows, c0, lo, hi, acc, bias);
+        break;
+      case SSMKIT_DTYPE_F16:
+        store_transposed<SSMKIT_DTYPE_F16>(p, out, m0, rows, c0, lo, hi, acc, bias);
+        break;
+      default: store_transposed<SSMKIT_DTYPE_F32>(p, out, m0, rows, c0, lo, hi, acc, bias); break;
     }
   }
 }
