@@ -386,7 +386,13 @@ export class MambaModel {
     return c.modelType === 'mamba' ? [c.intermediateSize, c.stateSize] : [c.numHeads, c.headDim, c.stateSize];
   }
 
-  /** A zero state for `batch` sequences (what a fresh forward starts from). */
+  /**
+   * A zero state for `batch` sequences (what a fresh forward starts from).
+   * @throws RangeError unless batch is a positive integer.
+   * @example
+   * const state = model.createState(2);
+   * const { logits } = await model.forward([[1], [2]], { state });
+   */
   createState(batch: number): MambaState {
     this.#check('MambaModel.createState');
     if (!Number.isInteger(batch) || batch < 1)
@@ -582,7 +588,11 @@ export class MambaModel {
     return { tokens };
   }
 
-  /** Frees the weights; idempotent. */
+  /**
+   * Frees the weights; idempotent. Any later call throws.
+   * @example
+   * model.dispose();
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
