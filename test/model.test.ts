@@ -346,6 +346,11 @@ describe.each(testDevices())('random models on %s', (device) => {
       assertClose(rg.subarray(13 * v, 17 * v), refForward(cfg, ws, short, emptyState(cfg)), TOL.float32, `${name} ragged short`);
       expect(rg.subarray(17 * v, 26 * v).every((x) => x === 0)).toBe(true);
       assertClose(rg.subarray(26 * v), refB, TOL.float32, `${name} ragged b`);
+      // A prompt prefilled in chunks (state passed between them) generates what it does in one piece.
+      const whole = await model.generate([a, b], { maxNewTokens: 4 });
+      model._setPrefillChunk(4);
+      expect((await model.generate([a, b], { maxNewTokens: 4 })).tokens, `${name} chunked prefill`).toEqual(whole.tokens);
+      model._setPrefillChunk(2048);
       // Greedy generation of a ragged batch equals each prompt alone, and the reference.
       const prompts = [a.slice(0, 9), short, b];
       const gen = await model.generate(prompts, { maxNewTokens: 6 });

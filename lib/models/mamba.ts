@@ -137,6 +137,8 @@ export class MambaModel {
   // The fused decode step's native plan: built on first use; null where it cannot run.
   #plan: DecodePlan | null | undefined;
   #fused = true;
+  // Generation prefills prompts longer than this in chunks (bounded activations, same result).
+  #prefillChunk = 2048;
 
   private constructor(
     config: MambaConfig,
@@ -282,6 +284,11 @@ export class MambaModel {
    */
   _setFused(on: boolean): void {
     this.#fused = on;
+  }
+
+  /** @internal The chunk length of generation's prefill. */
+  _setPrefillChunk(tokens: number): void {
+    this.#prefillChunk = tokens;
   }
 
   /** @internal Whether decode steps run fused now. */
@@ -631,6 +638,34 @@ export class MambaModel {
     state: MambaState | undefined,
     lastOnly: boolean,
   ): Promise<{ logits: Tensor; state: MambaState }> {
+    const L = (ids[0] as readonly number[]).length;
+    if (!lastOnly || L <= this.#prefillChunk) {
+      return (await this.#prefillRun(ids, state, lastOnly ? 'last' : 'all')) as { logits: Tensor; state: MambaState };
+    }
+    // A long prompt for generation: chunks of #prefillChunk tokens, each from the state the previous one
+    // left, so that the activations stay bounded; only the last chunk computes logits.
+    let st = state;
+    try {
+      for (let t0 = 0; ; t0 += this.#prefillChunk) {
+        const t1 = Math.min(L, t0 + this.#prefillChunk);
+        const chunk = ids.map((s) => s.slice(t0, t1));
+        const r = await this.#prefillRun(chunk, st, t1 === L ? 'last' : 'none');
+        if (st !== state) st?.dispose();
+        st = r.state;
+        if (t1 === L) return r as { logits: Tensor; state: MambaState };
+      }
+    } catch (e) {
+      if (st !== state) st?.dispose();
+      throw e;
+    }
+  }
+
+  /** One prefill pass; logits of every position, of the last one, or none. */
+  async #prefillRun(
+    ids: readonly (readonly number[])[],
+    state: MambaState | undefined,
+    logitsOf: 'all' | 'last' | 'none',
+  ): Promise<{ logits: Tensor | undefined; state: MambaState }> {
     const c = this.config;
     const B = ids.length;
     const L = (ids[0] as readonly number[]).length;
@@ -661,10 +696,11 @@ export class MambaModel {
         conv.push(r.conv);
         ssm.push(r.ssm);
       }
+      if (logitsOf === 'none') return { logits: undefined, state: new MambaState(B, conv, ssm) };
       const hn = await rmsNorm(hidden, this.#normF, {
         ...(residual ? { residual } : {}),
         eps: c.eps,
-        lastToken: lastOnly,
+        lastToken: logitsOf === 'last',
         outDtype: this.dtype,
       });
       const logits = await one(this.#head.forward(hn, { outDtype: 'float32' }));
