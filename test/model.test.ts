@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadSafetensorsSync, MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
+import { loadSafetensorsSync, MambaModel, memory, saveSafetensors, Tensor } from '../dist/cjs/index.js';
 import { rmsNormSync } from '../dist/cjs/ops/nn.js';
 import { emptyState, type RefConfig, type RefWeights, refForward, refGreedy } from './ref/model';
 import { assertClose, GOLDEN_DIR, Rng, testDevices, toF64 } from './util';
@@ -346,6 +346,11 @@ describe.each(testDevices())('random models on %s', (device) => {
       assertClose(rg.subarray(13 * v, 17 * v), refForward(cfg, ws, short, emptyState(cfg)), TOL.float32, `${name} ragged short`);
       expect(rg.subarray(17 * v, 26 * v).every((x) => x === 0)).toBe(true);
       assertClose(rg.subarray(26 * v), refB, TOL.float32, `${name} ragged b`);
+      // A prompt prefilled in chunks (state passed between them) generates what it does in one piece.
+      const whole = await model.generate([a, b], { maxNewTokens: 4 });
+      model._setPrefillChunk(4);
+      expect((await model.generate([a, b], { maxNewTokens: 4 })).tokens, `${name} chunked prefill`).toEqual(whole.tokens);
+      model._setPrefillChunk(2048);
       // Greedy generation of a ragged batch equals each prompt alone, and the reference.
       const prompts = [a.slice(0, 9), short, b];
       const gen = await model.generate(prompts, { maxNewTokens: 6 });
@@ -481,7 +486,7 @@ describe('generate', () => {
     });
   });
 
-  it('keeps the event loop free while it generates (5 ms interval, p99 delay < 20 ms)', async () => {
+  it('keeps the event loop free while it generates (5 ms interval, p99 delay < 20 ms over the idle p99)', async () => {
     // A model big enough that prefill and each decode step take milliseconds of kernel time.
     const dir = await writeModel(
       'event-loop',
@@ -489,23 +494,55 @@ describe('generate', () => {
       5,
     );
     const big = await MambaModel.load(dir);
-    const gaps: number[] = [];
-    let last = performance.now();
-    const timer = setInterval(() => {
-      const now = performance.now();
-      gaps.push(now - last - 5);
-      last = now;
-    }, 5);
-    const t0 = performance.now();
+    // The timer's p99 lateness while `work` runs.
+    const lateness = async (work: () => Promise<unknown>) => {
+      const gaps: number[] = [];
+      let last = performance.now();
+      const timer = setInterval(() => {
+        const now = performance.now();
+        gaps.push(now - last - 5);
+        last = now;
+      }, 5);
+      const t0 = performance.now();
+      await work();
+      const elapsed = performance.now() - t0;
+      clearInterval(timer);
+      gaps.sort((a, b) => a - b);
+      return { elapsed, count: gaps.length, p99: gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * 0.99))] as number };
+    };
     const prompt = Array.from({ length: 256 }, (_, i) => (i * 37) % 4096);
-    await big.generate([prompt, prompt.slice(7)], { maxNewTokens: 40, temperature: 1, topP: 0.9, seed: 1 });
-    const elapsed = performance.now() - t0;
-    clearInterval(timer);
-    gaps.sort((a, b) => a - b);
-    const p99 = gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * 0.99))] as number;
-    expect(gaps.length).toBeGreaterThan(elapsed / 5 / 3);
-    expect(p99).toBeLessThan(20);
+    const busy = await lateness(() =>
+      big.generate([prompt, prompt.slice(7)], { maxNewTokens: 40, temperature: 1, topP: 0.9, seed: 1 }),
+    );
+    // The same span with nothing running: what this (shared) machine's scheduling alone costs the timer.
+    const idle = await lateness(() => new Promise((r) => setTimeout(r, busy.elapsed)));
+    expect(busy.count).toBeGreaterThan(busy.elapsed / 5 / 3);
+    expect(busy.p99).toBeLessThan(20 + idle.p99);
     big.dispose();
+  });
+
+  it('leaves no tensor behind: forward, generate and dispose bring memory() back to its baseline', async () => {
+    const base = memory();
+    for (let i = 0; i < 4; i++) {
+      // Both decode paths: fused and op by op.
+      model._setFused(i % 2 === 0);
+      const r = await model.forward([
+        [1, 2, 3],
+        [4, 5],
+      ]);
+      const s = await model.forward([[6], [7]], { state: r.state });
+      r.logits.dispose();
+      s.logits.dispose();
+      r.state.dispose();
+      await model.generate([[1, 2, 3], [4]], { maxNewTokens: 4, temperature: 0.5, seed: i });
+      await model.generate([[1, 2, 3]], { maxNewTokens: 3 });
+    }
+    model._setFused(true);
+    expect(memory()).toEqual(base);
+    const q = await MambaModel.load(path.join(GOLDEN_DIR, 'mamba2-tiny'), { quantize: 'w8a8', calibration: [[1, 2, 3]] });
+    await q.generate([[1, 2], [3]], { maxNewTokens: 3 });
+    q.dispose();
+    expect(memory()).toEqual(base);
   });
 
   it('rejects bad arguments, naming them', async () => {

@@ -18,9 +18,12 @@ import {
   packLinearSync,
   rmsNorm,
   rmsNormSync,
+  sample,
+  sampleSync,
   transposeSplit,
   transposeSplitSync,
 } from '../dist/cjs/ops/nn.js';
+import { refSample } from './ref/model';
 import { columnsRef, dtLimitRef, gatedRmsNormRef, linearRef, rmsNormRef, transposeRef } from './ref/nn';
 import { assertClose, assertEqual, DTYPES_FLOAT, Rng, randTensor, testDevices, toF64 } from './util';
 
@@ -237,6 +240,67 @@ describe.each(testDevices())('nn on %s', (device) => {
     assertClose(toF64(out.toSync('cpu')), dtLimitRef(dt.v, bias.v, 6, 0.01, 2), TOL.float32, 'dtLimit');
     const open = dtLimitSync(await dt.t.to(device));
     assertClose(toF64(open.toSync('cpu')), dtLimitRef(dt.v, undefined, 6, 0, Number.POSITIVE_INFINITY), TOL.float32, 'no limit');
+  });
+});
+
+describe('sample', () => {
+  // Native picks against the float64 reference, with the same draws: the argmax, plain temperature,
+  // top-k, top-p, both, over flat and peaked rows (a draw within float rounding of a boundary between
+  // two tokens could legitimately differ; with these seeds none is).
+  it('matches the reference for every filter', () => {
+    const rng = new Rng(21);
+    const rows = 24;
+    const vocab = 3001;
+    for (const [temperature, topK, topP, spread] of [
+      [0, 0, 1, 3],
+      [1, 0, 1, 3],
+      [0.7, 40, 1, 3],
+      [1.3, 0, 0.9, 3],
+      [1, 50, 0.8, 8],
+      [2, 0, 0.5, 0.01],
+      [1, 1, 1, 3],
+      [1, 0, 1e-6, 3],
+    ] as const) {
+      const logits = new Float32Array(rows * vocab).map(() => spread * rng.normal());
+      const draws = new Float64Array(rows).map(() => rng.uniform());
+      const lt = new Tensor('float32', logits, [rows, vocab]);
+      const got = sampleSync(lt, {
+        temperature,
+        topK,
+        topP,
+        draws: new Tensor('float64', draws, [rows]),
+      }).dataSync() as Int32Array;
+      for (let r = 0; r < rows; r++) {
+        const want = refSample(logits.subarray(r * vocab, (r + 1) * vocab), draws[r] as number, temperature, topK, topP);
+        expect(got[r], `T ${temperature} k ${topK} p ${topP} row ${r}`).toBe(want);
+      }
+    }
+  });
+
+  it('draws distribute as the softmax', async () => {
+    const vocab = 5;
+    const logits = new Tensor('float32', [0, 1, 2, 0.5, -1], [1, vocab]);
+    const counts = new Array(vocab).fill(0);
+    const rng = new Rng(8);
+    for (let i = 0; i < 2000; i++) {
+      const t = await sample(logits, { temperature: 1, draws: new Tensor('float64', [rng.uniform()], [1]) });
+      counts[(t.dataSync() as Int32Array)[0] as number]++;
+    }
+    const z = [0, 1, 2, 0.5, -1].reduce((a, l) => a + Math.exp(l), 0);
+    counts.forEach((c, i) => {
+      const p = Math.exp([0, 1, 2, 0.5, -1][i] as number) / z;
+      expect(Math.abs(c / 2000 - p)).toBeLessThan(4 * Math.sqrt((p * (1 - p)) / 2000));
+    });
+  });
+
+  it('checks its arguments', () => {
+    const lt = new Tensor('float32', [1, 2, 3, 4], [2, 2]);
+    expect(() => sampleSync(lt, { temperature: 1 })).toThrow(/sampleSync: options.draws/);
+    expect(() => sampleSync(lt, { temperature: -1 })).toThrow(RangeError);
+    expect(() => sampleSync(lt, { topP: 0 })).toThrow(/options.topP/);
+    expect(() => sampleSync(lt, { temperature: 1, draws: new Tensor('float64', [0.5], [1]) })).toThrow(/options.draws/);
+    expect(() => sampleSync(new Tensor('float16', [1, 2], [1, 2]))).toThrow(TypeError);
+    expect(Array.from(sampleSync(lt).dataSync() as Int32Array)).toEqual([1, 1]);
   });
 });
 

@@ -21,6 +21,7 @@ import {
   gatedRmsNorm,
   type PackedLinear,
   rmsNorm,
+  sample,
   transposeSplit,
 } from '../ops/nn';
 import { causalConv1d, causalConv1dUpdate, selectiveScan, selectiveStateUpdate, ssdScan } from '../ops/scan';
@@ -30,7 +31,7 @@ import { Checkpoint } from './checkpoint';
 import { type MambaConfig, normalizeConfig, parseConfigJson } from './config';
 import { FloatLinear, type LinearLayer } from './linear';
 import { type QuantizeMode, quantizeModelLinears } from './quantized';
-import { SeededRandom, sampleToken } from './sampling';
+import { SeededRandom } from './sampling';
 import { copyRows, MambaState } from './state';
 
 export type ModelDType = 'float32' | 'bfloat16';
@@ -136,6 +137,8 @@ export class MambaModel {
   // The fused decode step's native plan: built on first use; null where it cannot run.
   #plan: DecodePlan | null | undefined;
   #fused = true;
+  // Generation prefills prompts longer than this in chunks (bounded activations, same result).
+  #prefillChunk = 2048;
 
   private constructor(
     config: MambaConfig,
@@ -283,6 +286,11 @@ export class MambaModel {
     this.#fused = on;
   }
 
+  /** @internal The chunk length of generation's prefill. */
+  _setPrefillChunk(tokens: number): void {
+    this.#prefillChunk = tokens;
+  }
+
   /** @internal Whether decode steps run fused now. */
   get _fused(): boolean {
     return this.#decodePlan() !== null;
@@ -385,7 +393,13 @@ export class MambaModel {
     return c.modelType === 'mamba' ? [c.intermediateSize, c.stateSize] : [c.numHeads, c.headDim, c.stateSize];
   }
 
-  /** A zero state for `batch` sequences (what a fresh forward starts from). */
+  /**
+   * A zero state for `batch` sequences (what a fresh forward starts from).
+   * @throws RangeError unless batch is a positive integer.
+   * @example
+   * const state = model.createState(2);
+   * const { logits } = await model.forward([[1], [2]], { state });
+   */
   createState(batch: number): MambaState {
     this.#check('MambaModel.createState');
     if (!Number.isInteger(batch) || batch < 1)
@@ -424,7 +438,9 @@ export class MambaModel {
           ids.map((s) => s[0] as number),
           state,
         );
-        return { logits: logits.reshape([B, 1, this.config.vocabSize]), state };
+        const shaped = logits.reshape([B, 1, this.config.vocabSize]);
+        logits.dispose();
+        return { logits: shaped, state };
       }
       const r = await this.#prefill(ids, state, false);
       if (state) {
@@ -503,18 +519,27 @@ export class MambaModel {
     signal?.throwIfAborted();
     const rng = new SeededRandom(seed);
     const sampling = { temperature, ...(topK !== undefined ? { topK } : {}), ...(o.topP !== undefined ? { topP: o.topP } : {}) };
+    // One uniform draw per sequence and step from the seeded generator; the native sampler uses it.
+    const draws = new Tensor('float64', new Float64Array(B), [B]);
+    const drawsFor = () => {
+      if (temperature === 0) return {};
+      const d = draws.dataSync() as Float64Array;
+      for (let b = 0; b < B; b++) d[b] = rng.next();
+      return { draws };
+    };
 
-    // Prefill: groups of equal length; the next-token logits of each prompt land in `host`.
+    // Prefill: groups of equal length; the next-token logits of each prompt land in `host` (B, vocab).
     const groups = groupByLength(ids);
     let state: MambaState;
-    let host: Float32Array = new Float32Array(B * vocab);
+    let host: Tensor;
     if (groups.length === 1) {
       const r = await this.#prefill(ids, undefined, true);
       state = r.state;
-      host = (await r.logits.data()) as Float32Array;
+      host = await r.logits.to('cpu');
       r.logits.dispose();
     } else {
       state = this.createState(B);
+      const all = new Float32Array(B * vocab);
       for (const g of groups) {
         const r = await this.#prefill(
           g.rows.map((i) => ids[i] as number[]),
@@ -523,7 +548,7 @@ export class MambaModel {
         );
         const lg = (await r.logits.data()) as Float32Array;
         g.rows.forEach((row, j) => {
-          host.set(lg.subarray(j * vocab, (j + 1) * vocab), row * vocab);
+          all.set(lg.subarray(j * vocab, (j + 1) * vocab), row * vocab);
           for (let l = 0; l < this.config.numLayers; l++) {
             copyRows(state.conv[l] as Tensor, row, r.state.conv[l] as Tensor, j, 1);
             copyRows(state.ssm[l] as Tensor, row, r.state.ssm[l] as Tensor, j, 1);
@@ -532,33 +557,49 @@ export class MambaModel {
         r.logits.dispose();
         r.state.dispose();
       }
+      host = new Tensor('float32', all, [B, vocab]);
     }
+    let next = await sample(host, { ...sampling, ...drawsFor() });
+    host.dispose();
     let buffer: Tensor | undefined;
     try {
       for (let step = 0; step < maxNew; step++) {
         signal?.throwIfAborted();
-        const next: number[] = [];
-        for (let b = 0; b < B; b++) {
-          const tok = sampleToken(host, b * vocab, vocab, sampling, rng);
-          next.push(tok);
+        const picked = Array.from(next.dataSync() as Int32Array);
+        next.dispose();
+        picked.forEach((tok, b) => {
           (tokens[b] as number[]).push(tok);
           onToken?.({ sequence: b, token: tok, step });
-        }
+        });
         if (step + 1 === maxNew) break;
-        // The fused step writes every step's logits into one buffer, read (sampled) before the next.
-        const logits = await this.#step(next, state, buffer);
-        host = (await logits.data()) as Float32Array;
-        if (this.#plan) buffer = logits;
-        else logits.dispose();
+        const plan = this.#decodePlan();
+        if (plan) {
+          // One native call: the step, then the pick from its logits (written to one reused buffer).
+          buffer ??= Tensor.empty([B, vocab], 'float32', this.device);
+          const idT = new Tensor('int32', Int32Array.from(picked), [B]);
+          next = (await decodeStep(plan, state._decodeStates(), idT, buffer, { ...sampling, ...drawsFor() })) as Tensor;
+          idT.dispose();
+        } else {
+          const logits = await this.#step(picked, state);
+          const onHost = logits.device === 'cpu' ? logits : await logits.to('cpu');
+          next = await sample(onHost, { ...sampling, ...drawsFor() });
+          if (onHost !== logits) onHost.dispose();
+          logits.dispose();
+        }
       }
     } finally {
       state.dispose();
       buffer?.dispose();
+      draws.dispose();
     }
     return { tokens };
   }
 
-  /** Frees the weights; idempotent. */
+  /**
+   * Frees the weights; idempotent. Any later call throws.
+   * @example
+   * model.dispose();
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
@@ -597,6 +638,34 @@ export class MambaModel {
     state: MambaState | undefined,
     lastOnly: boolean,
   ): Promise<{ logits: Tensor; state: MambaState }> {
+    const L = (ids[0] as readonly number[]).length;
+    if (!lastOnly || L <= this.#prefillChunk) {
+      return (await this.#prefillRun(ids, state, lastOnly ? 'last' : 'all')) as { logits: Tensor; state: MambaState };
+    }
+    // A long prompt for generation: chunks of #prefillChunk tokens, each from the state the previous one
+    // left, so that the activations stay bounded; only the last chunk computes logits.
+    let st = state;
+    try {
+      for (let t0 = 0; ; t0 += this.#prefillChunk) {
+        const t1 = Math.min(L, t0 + this.#prefillChunk);
+        const chunk = ids.map((s) => s.slice(t0, t1));
+        const r = await this.#prefillRun(chunk, st, t1 === L ? 'last' : 'none');
+        if (st !== state) st?.dispose();
+        st = r.state;
+        if (t1 === L) return r as { logits: Tensor; state: MambaState };
+      }
+    } catch (e) {
+      if (st !== state) st?.dispose();
+      throw e;
+    }
+  }
+
+  /** One prefill pass; logits of every position, of the last one, or none. */
+  async #prefillRun(
+    ids: readonly (readonly number[])[],
+    state: MambaState | undefined,
+    logitsOf: 'all' | 'last' | 'none',
+  ): Promise<{ logits: Tensor | undefined; state: MambaState }> {
     const c = this.config;
     const B = ids.length;
     const L = (ids[0] as readonly number[]).length;
@@ -627,10 +696,11 @@ export class MambaModel {
         conv.push(r.conv);
         ssm.push(r.ssm);
       }
+      if (logitsOf === 'none') return { logits: undefined, state: new MambaState(B, conv, ssm) };
       const hn = await rmsNorm(hidden, this.#normF, {
         ...(residual ? { residual } : {}),
         eps: c.eps,
-        lastToken: lastOnly,
+        lastToken: logitsOf === 'last',
         outDtype: this.dtype,
       });
       const logits = await one(this.#head.forward(hn, { outDtype: 'float32' }));
@@ -753,13 +823,13 @@ export class MambaModel {
   }
 
   /** One decode step for a batch of tokens (one per sequence), updating `state` in place: logits (B, vocab). */
-  async #step(tokens: readonly number[], state: MambaState, reuse?: Tensor): Promise<Tensor> {
+  async #step(tokens: readonly number[], state: MambaState): Promise<Tensor> {
     const c = this.config;
     const B = tokens.length;
     const plan = this.#decodePlan();
     if (plan) {
       const ids = new Tensor('int32', Int32Array.from(tokens), [B]);
-      const logits = reuse ?? Tensor.empty([B, c.vocabSize], 'float32', this.device);
+      const logits = Tensor.empty([B, c.vocabSize], 'float32', this.device);
       await decodeStep(plan, state._decodeStates(), ids, logits);
       ids.dispose();
       return logits;

@@ -9,7 +9,14 @@ import { fromNative, rangeError } from '../errors';
 import { bindDecodeStates, type DecodeStates } from '../ops/nn';
 import { Tensor } from '../tensor';
 
-/** The state {@link MambaModel.forward} returns and continues from. */
+/**
+ * The state {@link MambaModel.forward} returns and continues from: one row per sequence. Dispose it
+ * when done (it holds device memory on a GPU).
+ * @example
+ * const { state } = await model.forward([[1, 2, 3]]);
+ * const { logits } = await model.forward([[4]], { state }); // one decode step; state is updated
+ * state.dispose();
+ */
 export class MambaState {
   /** Sequences in the batch. */
   readonly batch: number;

@@ -659,6 +659,81 @@ export function dtLimitSync(dt: Tensor, opts: DtLimitOptions = {}): Tensor {
   return out;
 }
 
+// ---- sample -----------------------------------------------------------------------------------------
+
+export interface SampleOptions {
+  /** 0 (default): the argmax. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (default: all). */
+  topK?: number;
+  /** Keep the smallest set of the most likely tokens holding this much of their mass (default 1: all). */
+  topP?: number;
+  /** `[rows]` float64 uniform draws in [0, 1), one per row; required when temperature > 0. */
+  draws?: Tensor;
+}
+
+function sampleArgs(op: string, rows: number, vocab: number, opts: unknown) {
+  const o = options<SampleOptions>(op, opts, ['temperature', 'topK', 'topP', 'draws']);
+  const temperature = numberOption(op, 'options.temperature', o.temperature, 0);
+  if (temperature < 0) throw rangeError(op, 'options.temperature', 'a number >= 0', `${temperature}`);
+  const topK = intOption(op, 'options.topK', o.topK, 0, 0, Number.MAX_SAFE_INTEGER);
+  const topP = numberOption(op, 'options.topP', o.topP, 1);
+  if (!(topP > 0 && topP <= 1)) throw rangeError(op, 'options.topP', 'a number in (0, 1]', `${topP}`);
+  const draws = optTensor(op, 'options.draws', o.draws, ['float64'], 1);
+  if (temperature > 0) {
+    if (draws === undefined) throw typeError(op, 'options.draws', `a float64 Tensor of ${rows} uniform draws`, undefined);
+    expectShape(op, 'options.draws', draws, [rows], 'rows');
+  }
+  return { draws, args: { rows, vocab, temperature, topK, topP } };
+}
+
+function prepareSample(op: string, logits: unknown, opts: unknown) {
+  const lt = tensorArg(op, 'logits', logits, ['float32'], 2);
+  if (lt.device !== 'cpu') throw rangeError(op, 'logits', 'a CPU tensor (copy device logits to the host first)', lt.device);
+  const [rows, vocab] = lt.shape as [number, number];
+  if (vocab < 1) throw rangeError(op, 'logits', 'a vocabulary of at least 1', `[${lt.shape.join(', ')}]`);
+  const { draws, args } = sampleArgs(op, rows, vocab, opts);
+  const tokens = Tensor._alloc(op, 'int32', [rows], -1);
+  return {
+    tokens,
+    args: {
+      ...args,
+      logits: lt._native(op, 'logits'),
+      draws: draws?._native(op, 'options.draws'),
+      tokens: tokens._native(op, 'tokens'),
+    },
+  };
+}
+
+/**
+ * The next token of each row of logits: the argmax at temperature 0 (the first on ties, as torch),
+ * else a draw from softmax(logits / temperature) kept to the topK most likely tokens and then to the
+ * smallest set of those holding topP of their mass (transformers' order), with the given uniform draw.
+ * @param logits `[rows, vocab]` float32, on the CPU.
+ * @returns `[rows]` int32 token ids.
+ * @throws TypeError for a wrong dtype or missing draws; RangeError for bad options or shapes.
+ * @example
+ * const tokens = await sample(logits, { temperature: 0.8, topP: 0.95, draws });
+ */
+export async function sample(logits: Tensor, opts: SampleOptions = {}): Promise<Tensor> {
+  maxArgs('sample', arguments.length, 2);
+  const { tokens, args } = prepareSample('sample', logits, opts);
+  await callAsync('sample', args, [tokens]);
+  return tokens;
+}
+
+/**
+ * {@link sample} on the calling thread.
+ * @example
+ * const next = sampleSync(logits).dataSync()[0];
+ */
+export function sampleSync(logits: Tensor, opts: SampleOptions = {}): Tensor {
+  maxArgs('sampleSync', arguments.length, 2);
+  const { tokens, args } = prepareSample('sampleSync', logits, opts);
+  callSync('sample', args, [tokens]);
+  return tokens;
+}
+
 // ---- the fused decode step --------------------------------------------------------------------------
 
 /** How a linear layer holds its weight, as the decode step reads it (nn.h linear_kind). */
@@ -825,32 +900,47 @@ export function bindDecodeStates(conv: readonly Tensor[], ssm: readonly Tensor[]
   }
 }
 
-function prepareDecodeStep(op: string, plan: DecodePlan, states: DecodeStates, ids: unknown) {
+function prepareDecodeStep(op: string, plan: DecodePlan, states: DecodeStates, ids: unknown, logits: unknown, opts: unknown) {
   const it = tensorArg(op, 'ids', ids, ['int32'], 1);
-  if (it.shape[0] !== states.batch) throw rangeError(op, 'ids', `${states.batch} ids (the states' batch)`, `${it.shape[0]}`);
-  void plan;
-  return it;
+  const batch = it.shape[0] as number;
+  if (batch !== states.batch) throw rangeError(op, 'ids', `${states.batch} ids (the states' batch)`, `${batch}`);
+  const lt = tensorArg(op, 'logits', logits, ['float32'], 2);
+  const vocab = lt.shape[1] as number;
+  expectShape(op, 'logits', lt, [batch, vocab], 'batch, vocab');
+  const args: Record<string, unknown> = {
+    plan: plan._plan,
+    states: states._states,
+    ids: it._native(op, 'ids'),
+    logits: lt._native(op, 'logits'),
+  };
+  let tokens: Tensor | undefined;
+  if (opts !== undefined) {
+    const s = sampleArgs(op, batch, vocab, opts);
+    tokens = Tensor._alloc(op, 'int32', [batch], -1);
+    args.sample = { ...s.args, draws: s.draws?._native(op, 'options.draws'), tokens: tokens._native(op, 'tokens') };
+  }
+  return { args, tokens };
 }
 
 /**
  * One decode step of every sequence (one new token each) through the whole model in one native call:
- * the states are updated in place and the next-token logits written to `logits` `[batch, vocab]`.
+ * the states are updated in place and the next-token logits written to `logits` `[batch, vocab]`;
+ * with sampling options it also picks each sequence's next token (as {@link sample}).
+ * @returns the picked tokens `[batch]` int32 when sampling options were given.
  * @throws RangeError for ids that do not match the states' batch; errors of the kernels it runs.
  * @example
- * await decodeStep(plan, states, ids, logits);
+ * const next = await decodeStep(plan, states, ids, logits, { temperature: 0 });
  */
-export async function decodeStep(plan: DecodePlan, states: DecodeStates, ids: Tensor, logits: Tensor): Promise<void> {
-  const it = prepareDecodeStep('decodeStep', plan, states, ids);
-  await callAsync(
-    'decodeStep',
-    {
-      plan: plan._plan,
-      states: states._states,
-      ids: it._native('decodeStep', 'ids'),
-      logits: logits._native('decodeStep', 'logits'),
-    },
-    [],
-  );
+export async function decodeStep(
+  plan: DecodePlan,
+  states: DecodeStates,
+  ids: Tensor,
+  logits: Tensor,
+  sampling?: SampleOptions,
+): Promise<Tensor | undefined> {
+  const { args, tokens } = prepareDecodeStep('decodeStep', plan, states, ids, logits, sampling);
+  await callAsync('decodeStep', args, [tokens]);
+  return tokens;
 }
 
 /**
@@ -858,16 +948,14 @@ export async function decodeStep(plan: DecodePlan, states: DecodeStates, ids: Te
  * @example
  * decodeStepSync(plan, states, ids, logits);
  */
-export function decodeStepSync(plan: DecodePlan, states: DecodeStates, ids: Tensor, logits: Tensor): void {
-  const it = prepareDecodeStep('decodeStepSync', plan, states, ids);
-  callSync(
-    'decodeStep',
-    {
-      plan: plan._plan,
-      states: states._states,
-      ids: it._native('decodeStepSync', 'ids'),
-      logits: logits._native('decodeStepSync', 'logits'),
-    },
-    [],
-  );
+export function decodeStepSync(
+  plan: DecodePlan,
+  states: DecodeStates,
+  ids: Tensor,
+  logits: Tensor,
+  sampling?: SampleOptions,
+): Tensor | undefined {
+  const { args, tokens } = prepareDecodeStep('decodeStepSync', plan, states, ids, logits, sampling);
+  callSync('decodeStep', args, [tokens]);
+  return tokens;
 }

@@ -31,6 +31,8 @@ constexpr int kPanel = kLinearPanel;
 // Row blocks that share one pass over a weight panel, so the panel is read from memory once per
 // kRowBlocksPerPanel * MR rows and from cache otherwise.
 constexpr int64_t kRowBlocksPerPanel = 8;
+// Below this many weight bytes times rows a linear layer runs on the calling thread alone.
+constexpr int64_t kInlineLinearBytes = 256 * 1024;
 
 inline float load_any(const tensor_view& t, int64_t i) {
   switch (t.dtype) {
@@ -212,14 +214,41 @@ SSMKIT_TARGET_AVX512 void tile_avx512_bf16(const float* xp, const void* panel, i
 template <int MR>
 SSMKIT_TARGET_AVX512_BF16 void tile_avx512_dot(const uint32_t* xq, const void* panel, int64_t kx,
                                                float* acc) {
+  // Below 5 rows, even and odd pair rows accumulate separately: two chains per column half would wait
+  // on vdpbf16ps's latency.
+  constexpr bool kSplit = MR <= 4;
   const uint16_t* wp = static_cast<const uint16_t*>(panel);
-  __m512 a0[MR], a1[MR];
+  __m512 a0[MR], a1[MR], b0[kSplit ? MR : 1], b1[kSplit ? MR : 1];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
     a0[r] = _mm512_setzero_ps();
     a1[r] = _mm512_setzero_ps();
+    if constexpr (kSplit) {
+      b0[r] = _mm512_setzero_ps();
+      b1[r] = _mm512_setzero_ps();
+    }
   }
-  for (int64_t k2 = 0; k2 < kx / 2; ++k2) {
+  const int64_t k2n = kx / 2;
+  int64_t k2 = 0;
+  if constexpr (kSplit) {
+    for (; k2 + 2 <= k2n; k2 += 2) {
+      const __m512bh p0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel));
+      const __m512bh p1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 32));
+      const __m512bh q0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 64));
+      const __m512bh q1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 96));
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        const __m512bh x0 = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xq[k2 * MR + r])));
+        const __m512bh x1 =
+            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xq[(k2 + 1) * MR + r])));
+        a0[r] = _mm512_dpbf16_ps(a0[r], x0, p0);
+        a1[r] = _mm512_dpbf16_ps(a1[r], x0, p1);
+        b0[r] = _mm512_dpbf16_ps(b0[r], x1, q0);
+        b1[r] = _mm512_dpbf16_ps(b1[r], x1, q1);
+      }
+    }
+  }
+  for (; k2 < k2n; ++k2) {
     const __m512bh p0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel));
     const __m512bh p1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + k2 * 2 * kPanel + 32));
 #pragma GCC unroll 12
@@ -231,6 +260,10 @@ SSMKIT_TARGET_AVX512_BF16 void tile_avx512_dot(const uint32_t* xq, const void* p
   }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
+    if constexpr (kSplit) {
+      a0[r] = _mm512_add_ps(a0[r], b0[r]);
+      a1[r] = _mm512_add_ps(a1[r], b1[r]);
+    }
     _mm512_storeu_ps(acc + r * kPanel, a0[r]);
     _mm512_storeu_ps(acc + r * kPanel + 16, a1[r]);
   }
@@ -413,9 +446,66 @@ void pack_x(const linear_params& p, int mr, int64_t kx, float* xp) {
   });
 }
 
+#if SSMKIT_X86
+// dst[i] = bf16(src[i] + bias[i]) for n <= 16 values, rounded as f32_to_bf16 does (to nearest even,
+// NaN kept quiet), 16 lanes at once.
+SSMKIT_TARGET_AVX512 void store_bf16_avx512(uint16_t* dst, const float* src, const float* bias, int64_t n) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+  // The all-ones masked shifts: the unmasked ones trip GCC 12's -Wmaybe-uninitialized.
+  const __mmask16 all = 0xffff;
+  __m512 v = _mm512_maskz_loadu_ps(m, src);
+  if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(all, u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded =
+      _mm512_maskz_srli_epi32(all, _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_maskz_srli_epi32(all, u, 16), _mm512_set1_epi32(0x40));
+  _mm512_mask_cvtepi32_storeu_epi16(dst, m, _mm512_mask_blend_epi32(nan, rounded, quiet));
+}
+#endif
+
 template <ssmkit_dtype T>
 inline void store_row(void* out, int64_t base, const float* a, const float* bias, int64_t lo, int64_t hi) {
+#if SSMKIT_X86
+  if constexpr (T == SSMKIT_DTYPE_BF16) {
+    if (cpu::simd() >= cpu::SIMD_AVX512) {
+      for (int64_t c = lo; c < hi; c += 16) {
+        store_bf16_avx512(static_cast<uint16_t*>(out) + base + c, a + c, bias ? bias + c : nullptr,
+                          std::min<int64_t>(16, hi - c));
+      }
+      return;
+    }
+  }
+#endif
   for (int64_t c = lo; c < hi; ++c) store_f32<T>(out, base + c, a[c] + (bias ? bias[c] : 0.0f));
+}
+
+// out (batch, cols, seqlen): for one column the block's rows are consecutive tokens, so when they lie
+// in one batch (all but the blocks that straddle two) the inner loop writes one contiguous run.
+template <ssmkit_dtype T>
+void store_transposed(const linear_params& p, const linear_output& out, int64_t m0, int rows, int64_t c0,
+                      int64_t lo, int64_t hi, const float* acc, const float* bias) {
+  const int64_t len = p.seqlen;
+  float col[kMaxMR];
+  if (m0 / len == (m0 + rows - 1) / len) {
+    const int64_t base = (m0 / len) * out.cols * len + m0 % len;
+    for (int64_t c = lo; c < hi; ++c) {
+      const float bc = bias ? bias[c] : 0.0f;
+      for (int r = 0; r < rows; ++r) col[r] = acc[r * kPanel + c - c0] + bc;
+      store_row<T>(out.out.data, base + (c - out.col0) * len, col, nullptr, 0, rows);
+    }
+    return;
+  }
+  for (int64_t c = lo; c < hi; ++c) {
+    const float bc = bias ? bias[c] : 0.0f;
+    for (int r = 0; r < rows; ++r) {
+      const int64_t row = m0 + r;
+      store_f32<T>(out.out.data, ((row / len) * out.cols + (c - out.col0)) * len + row % len,
+                   acc[r * kPanel + c - c0] + bc);
+    }
+  }
 }
 
 // Adds the bias to acc (rows, 32) for columns c0.. and writes each column to the output that takes it.
@@ -438,17 +528,14 @@ void store_tile(const linear_params& p, int64_t m0, int rows, int64_t c0, const 
       }
       continue;
     }
-    // out (batch, cols, seqlen): for one column the block's rows are consecutive tokens, so the inner
-    // loop over rows writes one contiguous run per batch.
-    int64_t base[kMaxMR];
-    for (int r = 0; r < rows; ++r) {
-      const int64_t row = m0 + r;
-      base[r] = (row / p.seqlen) * out.cols * p.seqlen + row % p.seqlen;
-    }
-    for (int64_t c = lo; c < hi; ++c) {
-      const float bc = bias ? bias[c] : 0.0f;
-      const int64_t off = (c - out.col0) * p.seqlen;
-      for (int r = 0; r < rows; ++r) store_any(out.out, base[r] + off, acc[r * kPanel + c - c0] + bc);
+    switch (out.out.dtype) {
+      case SSMKIT_DTYPE_BF16:
+        store_transposed<SSMKIT_DTYPE_BF16>(p, out, m0, rows, c0, lo, hi, acc, bias);
+        break;
+      case SSMKIT_DTYPE_F16:
+        store_transposed<SSMKIT_DTYPE_F16>(p, out, m0, rows, c0, lo, hi, acc, bias);
+        break;
+      default: store_transposed<SSMKIT_DTYPE_F32>(p, out, m0, rows, c0, lo, hi, acc, bias); break;
     }
   }
 }
@@ -493,7 +580,11 @@ status linear_run(const linear_params& p) {
   const int64_t groups = (blocks + kRowBlocksPerPanel - 1) / kRowBlocksPerPanel;
   const size_t panel_bytes = static_cast<size_t>(kx) * kPanel * (bf16 ? 2 : 4);
   const char* w = static_cast<const char*>(p.w.data);
-  cpu::parallel_for(groups * panels, 1, [&](int64_t i0, int64_t i1) {
+  // A small product (decode's x_proj and dt_proj: ~150 KB of weights for one row) finishes on the calling
+  // thread in less time than waking the pool would take.
+  const bool small = static_cast<double>(panels) * static_cast<double>(panel_bytes) * static_cast<double>(m) <
+                     static_cast<double>(kInlineLinearBytes);
+  cpu::parallel_for(groups * panels, small ? groups * panels : 1, [&](int64_t i0, int64_t i1) {
     alignas(64) float acc[kMaxMR * kPanel];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t g = i / panels, pn = i % panels;
@@ -514,6 +605,53 @@ status linear_run(const linear_params& p) {
   return ok_status();
 }
 
+// The entry points check what they are given against the sizes they will touch, so that a malformed
+// call from native code (past the TypeScript checks) gets a status instead of reading out of bounds.
+status need_float(const char* op, const char* arg, const tensor_view& t, bool optional = false) {
+  if (!t.present()) {
+    if (optional) return ok_status();
+    return make_status(status_code::value, "%s: %s: expected a tensor", op, arg);
+  }
+  if (!is_float(t.dtype))
+    return make_status(status_code::dtype, "%s: %s: unsupported dtype %s", op, arg, dtype_name(t.dtype));
+  return ok_status();
+}
+
+status need_numel(const char* op, const char* arg, const tensor_view& t, int64_t n, bool optional = false) {
+  if (!t.present() && optional) return ok_status();
+  if (!t.present() || t.numel() != n) {
+    return make_status(status_code::shape, "%s: %s: expected %lld elements, got %lld", op, arg,
+                       static_cast<long long>(n), static_cast<long long>(t.present() ? t.numel() : 0));
+  }
+  return ok_status();
+}
+
+status need_dims(const char* op, std::initializer_list<int64_t> dims) {
+  for (int64_t d : dims) {
+    if (d < 0) return make_status(status_code::value, "%s: negative size", op);
+  }
+  return ok_status();
+}
+
+// The outputs of linear / splitColumns: each a column range within n, sized (m, cols).
+status check_outputs(const char* op, const linear_output* outs, int count, int64_t m, int64_t n,
+                     int64_t seqlen) {
+  if (count < 1 || count > kLinearMaxOutputs)
+    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
+  for (int i = 0; i < count; ++i) {
+    const linear_output& o = outs[i];
+    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
+    if (o.col0 < 0 || o.cols < 0 || o.col0 + o.cols > n)
+      return make_status(status_code::value, "%s: out: columns outside 0..%lld", op,
+                         static_cast<long long>(n));
+    if (o.transposed && (seqlen < 1 || m % seqlen != 0))
+      return make_status(status_code::shape, "%s: seqlen: expected a divisor of %lld", op,
+                         static_cast<long long>(m));
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, m * o.cols));
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 // ---- entry points ------------------------------------------------------------------------------------
@@ -528,6 +666,9 @@ status pack_linear_cpu(const pack_linear_params& p) {
   const bool bf16 = p.out.dtype == SSMKIT_DTYPE_BF16;
   const int64_t kx = bf16 ? (k + 1) / 2 * 2 : k;
   const int64_t panels = (n + kPanel - 1) / kPanel;
+  SSMKIT_RETURN_IF_ERROR(need_dims("packLinear", {n, k}));
+  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "w", p.w, n * k));
+  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "out", p.out, panels * kx * kPanel));
   cpu::parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t pn = p0; pn < p1; ++pn) {
       for (int j = 0; j < kPanel; ++j) {
@@ -557,6 +698,17 @@ status linear_cpu(const linear_params& p) {
   if (p.w.dtype != SSMKIT_DTYPE_F32 && p.w.dtype != SSMKIT_DTYPE_BF16) {
     return make_status(status_code::dtype, "linear: w: unsupported packed dtype %s", dtype_name(p.w.dtype));
   }
+  const int64_t kx = p.w.dtype == SSMKIT_DTYPE_BF16 ? (p.k + 1) / 2 * 2 : p.k;
+  SSMKIT_RETURN_IF_ERROR(need_dims("linear", {p.m, p.n, p.k}));
+  SSMKIT_RETURN_IF_ERROR(need_float("linear", "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "x", p.x, p.m * p.k));
+  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "w", p.w, (p.n + kPanel - 1) / kPanel * kx * kPanel));
+  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "linear: bias: expected float32");
+  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "bias", p.bias, p.n, true));
+  if (p.x_transposed && (p.seqlen < 1 || p.m % p.seqlen != 0))
+    return make_status(status_code::shape, "linear: seqlen: expected a divisor of M");
+  SSMKIT_RETURN_IF_ERROR(check_outputs("linear", p.outputs, p.num_outputs, p.m, p.n, p.seqlen));
   if (p.m == 0 || p.n == 0) return ok_status();
   if (p.k == 0) {
     // An empty sum: every output is the bias.
@@ -573,6 +725,10 @@ status linear_cpu(const linear_params& p) {
 }
 
 status split_columns_cpu(const split_columns_params& p) {
+  SSMKIT_RETURN_IF_ERROR(need_dims("splitColumns", {p.m, p.n}));
+  SSMKIT_RETURN_IF_ERROR(need_float("splitColumns", "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_numel("splitColumns", "x", p.x, p.m * p.n));
+  SSMKIT_RETURN_IF_ERROR(check_outputs("splitColumns", p.outputs, p.num_outputs, p.m, p.n, p.seqlen));
   cpu::parallel_for(p.num_outputs, 1, [&](int64_t o0, int64_t o1) {
     for (int64_t o = o0; o < o1; ++o) {
       const linear_output& out = p.outputs[o];
@@ -591,8 +747,24 @@ status split_columns_cpu(const split_columns_params& p) {
 }
 
 status rms_norm_cpu(const rms_norm_params& p) {
+  const char* op = "rmsNorm";
   const int64_t d = p.d;
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, d, p.last_of}));
+  if (p.last_of > 0 && (p.rows % p.last_of != 0 || p.residual_out.present())) {
+    return make_status(status_code::shape, "%s: lastOf: expected a divisor of the rows and no residualOut",
+                       op);
+  }
   const int64_t out_rows = p.last_of > 0 ? p.rows / p.last_of : p.rows;
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "residual", p.residual, true));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "residualOut", p.residual_out, true));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.rows * d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, out_rows * d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residual", p.residual, p.rows * d, true));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residualOut", p.residual_out, p.rows * d, true));
   cpu::parallel_for(out_rows, 4, [&](int64_t r0, int64_t r1) {
     thread_local std::vector<float> row;  // (d,) the residual sum of one row
     if (row.size() < static_cast<size_t>(d)) row.resize(static_cast<size_t>(d));
@@ -616,6 +788,18 @@ status rms_norm_cpu(const rms_norm_params& p) {
 }
 
 status gated_rms_norm_cpu(const gated_rms_norm_params& p) {
+  const char* op = "gatedRmsNorm";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.d}));
+  if (p.groups < 1 || p.d % p.groups != 0)
+    return make_status(status_code::value, "%s: groups: expected a divisor of d", op);
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "y", p.y));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "z", p.z, true));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "y", p.y, p.rows * p.d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "z", p.z, p.rows * p.d, true));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.d));
   const int64_t d = p.d, gs = p.d / p.groups;
   cpu::parallel_for(p.rows, 4, [&](int64_t r0, int64_t r1) {
     thread_local std::vector<float> row;  // (d,) the gated values of one row
@@ -642,6 +826,21 @@ status gated_rms_norm_cpu(const gated_rms_norm_params& p) {
 }
 
 status embedding_cpu(const embedding_params& p) {
+  const char* op = "embedding";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.count, p.vocab, p.d}));
+  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.count));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.count * p.d));
+  if (!p.packed) {
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.vocab * p.d));
+  } else {
+    if (p.weight.dtype != SSMKIT_DTYPE_F32 && p.weight.dtype != SSMKIT_DTYPE_BF16)
+      return make_status(status_code::dtype, "%s: weight: unsupported packed dtype", op);
+    const int64_t kx = p.weight.dtype == SSMKIT_DTYPE_BF16 ? (p.d + 1) / 2 * 2 : p.d;
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, (p.vocab + kPanel - 1) / kPanel * kx * kPanel));
+  }
   const int32_t* ids = p.ids.ptr<const int32_t>();
   for (int64_t i = 0; i < p.count; ++i) {
     if (ids[i] < 0 || ids[i] >= p.vocab) {
@@ -668,6 +867,20 @@ status embedding_cpu(const embedding_params& p) {
 }
 
 status transpose_split_cpu(const transpose_split_params& p) {
+  const char* op = "transposeSplit";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.batch, p.r, p.c}));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.batch * p.r * p.c));
+  if (p.num_outputs < 1 || p.num_outputs > kLinearMaxOutputs)
+    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
+  for (int i = 0; i < p.num_outputs; ++i) {
+    const split_output& o = p.outputs[i];
+    if (o.row0 < 0 || o.rows < 0 || o.row0 + o.rows > p.r)
+      return make_status(status_code::value, "%s: out: rows outside 0..%lld", op,
+                         static_cast<long long>(p.r));
+    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, p.batch * p.c * o.rows));
+  }
   const int64_t r = p.r, c = p.c;
   cpu::parallel_for(p.batch * p.num_outputs, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -684,6 +897,15 @@ status transpose_split_cpu(const transpose_split_params& p) {
 }
 
 status dt_limit_cpu(const dt_limit_params& p) {
+  const char* op = "dtLimit";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.heads}));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "dt", p.dt));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "dt", p.dt, p.rows * p.heads));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.heads));
+  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "%s: bias: expected float32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "bias", p.bias, p.heads, true));
   const int64_t h = p.heads;
   for (int64_t i = 0; i < p.rows * h; ++i) {
     float v = load_any(p.dt, i);
@@ -692,6 +914,229 @@ status dt_limit_cpu(const dt_limit_params& p) {
     v = v <= 20.0f ? std::log1p(std::exp(v)) : v;
     store_any(p.out, i, std::min(std::max(v, p.lo), p.hi));
   }
+  return ok_status();
+}
+
+namespace {
+
+// e^x for x <= 0 to about 2 ulp, branch-free so that the loop over a row vectorizes: x = n ln2 + r
+// with |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial, 2^n by the exponent bits. Below -87 (and
+// for NaN) the result is 0: under float32's normal range, it adds nothing to a softmax.
+inline float exp_nonpositive(float x) {
+  const float xc = x > -87.0f ? x : -87.0f;
+  const float t = xc * 1.44269504088896341f;
+  // Round to nearest by the 1.5 * 2^23 trick (exact for |t| < 2^22).
+  const float n = (t + 12582912.0f) - 12582912.0f;
+  const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  float e = 1.0f / 720.0f;
+  e = e * r + 1.0f / 120.0f;
+  e = e * r + 1.0f / 24.0f;
+  e = e * r + 1.0f / 6.0f;
+  e = e * r + 0.5f;
+  e = e * r + 1.0f;
+  e = e * r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  return x > -87.0f ? e * bits_f32(bits) : 0.0f;
+}
+
+#if SSMKIT_X86
+// exp_nonpositive over 8 lanes (the scalar form's branches keep GCC from vectorizing its loop).
+SSMKIT_TARGET_AVX2 void exp_row_avx2(const float* logits, int64_t n, float mx, float inv_t, float* out) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x =
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(logits + i), _mm256_set1_ps(mx)), _mm256_set1_ps(inv_t));
+    const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GT_OQ);  // false for NaN and below -87
+    const __m256 xc = _mm256_max_ps(x, lo);
+    const __m256 nf = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(1.428606765330187e-06f),
+                                      _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693145751953125f), xc));
+    __m256 e = _mm256_set1_ps(1.0f / 720.0f);
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 120.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 24.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 6.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(0.5f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f));
+    const __m256i bits =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127)), 23);
+    _mm256_storeu_ps(out + i, _mm256_and_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(bits)), keep));
+  }
+  for (; i < n; ++i) out[i] = exp_nonpositive((logits[i] - mx) * inv_t);
+}
+#endif
+
+// exp((logits - mx) * inv_t) over a row.
+void exp_row(const float* logits, int64_t n, float mx, float inv_t, float* out) {
+#if SSMKIT_X86
+  if (cpu::simd() >= cpu::SIMD_AVX2) {
+    exp_row_avx2(logits, n, mx, inv_t, out);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = exp_nonpositive((logits[i] - mx) * inv_t);
+}
+
+// Buckets of -log p (width 1/64 nat over [0, 32), the rest in the last): tokens in an earlier bucket
+// are always more likely, so the descending order that top-k and top-p walk is the buckets in order,
+// each sorted only when the walk reaches it.
+constexpr int kSampleBins = 2048;
+constexpr float kBinsPerNat = 64.0f;
+
+// Values per block of the sampler's running sums: the blocks' sums find the block a draw lands in,
+// and only that block is walked element by element.
+constexpr int64_t kSumBlock = 256;
+
+int32_t sample_row(const float* logits, int64_t vocab, const sample_params& p, double draw) {
+  // The max in 16 independent lanes (vectorizes), then its first index.
+  float lanes[16];
+  for (float& l : lanes) l = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) lanes[i & 15] = logits[i] > lanes[i & 15] ? logits[i] : lanes[i & 15];
+  float mx = -INFINITY;
+  for (float l : lanes) mx = l > mx ? l : mx;
+  int64_t best = 0;
+  while (best < vocab && !(logits[best] == mx)) ++best;
+  if (best == vocab) best = 0;  // every logit NaN
+  if (p.temperature <= 0.0f || !(mx > -INFINITY) || mx == INFINITY) return static_cast<int32_t>(best);
+  const float inv_t = 1.0f / p.temperature;
+  thread_local std::vector<float> prob;   // (vocab,) exp((l - max) / T); NaN logits 0
+  thread_local std::vector<double> sums;  // (vocab / kSumBlock,) each block's mass
+  const int64_t blocks = (vocab + kSumBlock - 1) / kSumBlock;
+  if (prob.size() < static_cast<size_t>(vocab)) prob.resize(static_cast<size_t>(vocab));
+  if (sums.size() < static_cast<size_t>(blocks)) sums.resize(static_cast<size_t>(blocks));
+  float* pr = prob.data();
+  double total = 0;
+  exp_row(logits, vocab, mx, inv_t, pr);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t i0 = b * kSumBlock, i1 = std::min(vocab, i0 + kSumBlock);
+    // 16 partial sums per block, so that the adds vectorize.
+    float part[16] = {};
+    int64_t i = i0;
+    for (; i + 16 <= i1; i += 16) {
+      for (int j = 0; j < 16; ++j) part[j] += pr[i + j];
+    }
+    for (; i < i1; ++i) part[0] += pr[i];
+    double block = 0;
+    for (float v : part) block += v;
+    sums[b] = block;
+    total += block;
+  }
+  const int64_t top_k = p.top_k > 0 ? std::min(p.top_k, vocab) : vocab;
+  const double top_p = p.top_p > 0.0f && p.top_p < 1.0f ? p.top_p : 1.0;
+  if (top_k == vocab && top_p >= 1.0) {
+    // No filter: the cumulative mass in index order, block sums first.
+    double u = draw * total;
+    int64_t b = 0;
+    while (b + 1 < blocks && u >= sums[b]) u -= sums[b++];
+    int64_t last = best;
+    for (int64_t i = b * kSumBlock; i < std::min(vocab, (b + 1) * kSumBlock); ++i) {
+      if (pr[i] <= 0.0f) continue;
+      last = i;
+      u -= pr[i];
+      if (u < 0) return static_cast<int32_t>(i);
+    }
+    return static_cast<int32_t>(last);
+  }
+  // Counting sort of the tokens by bucket (stable: by index within one).
+  thread_local std::vector<int32_t> order;   // (vocab,) token ids by bucket
+  thread_local std::vector<int32_t> bucket;  // (vocab,)
+  thread_local std::vector<int64_t> start;   // (kSampleBins + 1,)
+  if (order.size() < static_cast<size_t>(vocab)) {
+    order.resize(static_cast<size_t>(vocab));
+    bucket.resize(static_cast<size_t>(vocab));
+  }
+  start.assign(kSampleBins + 1, 0);
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float nl = (mx - logits[i]) * inv_t * kBinsPerNat;
+    const int b =
+        nl < static_cast<float>(kSampleBins - 1) ? static_cast<int>(nl) : kSampleBins - 1;  // NaN: last
+    bucket[i] = b;
+    ++start[b + 1];
+  }
+  for (int b = 0; b < kSampleBins; ++b) start[b + 1] += start[b];
+  {
+    thread_local std::vector<int64_t> fill;
+    fill.assign(start.begin(), start.end() - 1);
+    for (int64_t i = 0; i < vocab; ++i) order[fill[bucket[i]]++] = static_cast<int32_t>(i);
+  }
+  // Walks the tokens in descending probability, sorting each bucket as it is first reached; calls
+  // visit(token) until it returns true; returns how many tokens it visited.
+  int sorted_upto = 0;
+  const auto walk = [&](int64_t limit, auto&& visit) -> int64_t {
+    int64_t n = 0;
+    for (int b = 0; b < kSampleBins && n < limit; ++b) {
+      int32_t* first = order.data() + start[b];
+      int32_t* last = order.data() + start[b + 1];
+      if (b >= sorted_upto) {
+        std::sort(first, last,
+                  [&](int32_t x, int32_t y) { return pr[x] > pr[y] || (pr[x] == pr[y] && x < y); });
+        sorted_upto = b + 1;
+      }
+      for (int32_t* t = first; t < last && n < limit; ++t) {
+        ++n;
+        if (visit(*t)) return n;
+      }
+    }
+    return n;
+  };
+  // The mass top-p is a fraction of: the top-k survivors', or (without top-k) every token's.
+  double kept = 0;
+  if (top_k < vocab) {
+    walk(top_k, [&](int32_t t) {
+      kept += pr[t];
+      return false;
+    });
+  } else {
+    kept = total;
+  }
+  int64_t n = top_k;
+  if (top_p < 1.0) {
+    // The smallest prefix whose mass reaches top_p of the survivors'; at least one token.
+    double cum = 0;
+    n = walk(top_k, [&](int32_t t) {
+      cum += pr[t];
+      return cum >= top_p * kept;
+    });
+    n = std::max<int64_t>(1, n);
+    kept = cum;
+  }
+  double u = draw * kept;
+  int32_t picked = static_cast<int32_t>(best);
+  walk(n, [&](int32_t t) {
+    picked = t;
+    u -= pr[t];
+    return u < 0;
+  });
+  return picked;
+}
+
+}  // namespace
+
+status sample_cpu(const sample_params& p) {
+  const char* op = "sample";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.vocab}));
+  if (p.vocab < 1)
+    return make_status(status_code::value, "%s: logits: expected a vocabulary of at least 1", op);
+  if (p.logits.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "%s: logits: expected float32", op);
+  if (p.tokens.dtype != SSMKIT_DTYPE_I32)
+    return make_status(status_code::dtype, "%s: tokens: expected int32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "logits", p.logits, p.rows * p.vocab));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "tokens", p.tokens, p.rows));
+  const bool sampled = p.temperature > 0.0f;
+  if (sampled) {
+    if (p.draws.dtype != SSMKIT_DTYPE_F64)
+      return make_status(status_code::dtype, "%s: draws: expected float64", op);
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "draws", p.draws, p.rows));
+  }
+  cpu::parallel_for(p.rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const double draw = sampled ? p.draws.ptr<const double>()[r] : 0.0;
+      p.tokens.ptr<int32_t>()[r] = sample_row(p.logits.ptr<const float>() + r * p.vocab, p.vocab, p, draw);
+    }
+  });
   return ok_status();
 }
 
@@ -852,7 +1297,30 @@ linear_output col(const tensor_view& out, int64_t col0, int64_t cols) {
 }  // namespace
 
 status mamba_decode_step_cpu(const mamba_decode_params& p) {
-  const mamba_decode_model& m = *p.model;
+  const char* op = "decodeStep";
+  if (p.model == nullptr) return make_status(status_code::value, "%s: plan: expected a model", op);
+  const mamba_decode_model& mm = *p.model;
+  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.batch));
+  if (p.logits.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "%s: logits: expected float32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "logits", p.logits, p.batch * mm.vocab));
+  {
+    const int64_t cd = mm.mamba2 ? mm.d_inner + 2 * mm.ngroups * mm.d_state : mm.d_inner;
+    const int64_t ssm = mm.mamba2 ? mm.nheads * mm.headdim * mm.d_state : mm.d_inner * mm.d_state;
+    for (int l = 0; l < mm.num_layers; ++l) {
+      const tensor_view& c = p.conv_states[l];
+      if (c.dtype != SSMKIT_DTYPE_F32 || c.ndim != 3 || c.shape[0] != p.batch || c.shape[1] != cd ||
+          c.shape[2] < mm.conv_width - 1) {
+        return make_status(status_code::shape, "%s: states: layer %d's conv state does not fit the model", op,
+                           l);
+      }
+      if (p.ssm_states[l].dtype != SSMKIT_DTYPE_F32)
+        return make_status(status_code::dtype, "%s: states: expected float32", op);
+      SSMKIT_RETURN_IF_ERROR(need_numel(op, "states", p.ssm_states[l], p.batch * ssm));
+    }
+  }
+  const mamba_decode_model& m = mm;
   const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
   const int64_t gds = m.ngroups * ds;
   const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
@@ -1041,7 +1509,13 @@ status mamba_decode_step_cpu(const mamba_decode_params& p) {
   fp.eps = m.eps;
   SSMKIT_RETURN_IF_ERROR(rms_norm_cpu(fp));
   const linear_output lo[1] = {col(p.logits, 0, m.vocab)};
-  return run_linear(m.head, hn_v, B, lo, 1, act, qs);
+  SSMKIT_RETURN_IF_ERROR(run_linear(m.head, hn_v, B, lo, 1, act, qs));
+  if (!p.sample.tokens.present()) return ok_status();
+  sample_params sp = p.sample;
+  sp.logits = p.logits;
+  sp.rows = B;
+  sp.vocab = m.vocab;
+  return sample_cpu(sp);
 }
 
 }  // namespace ssmkit

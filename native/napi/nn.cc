@@ -175,17 +175,45 @@ Napi::Value dt_limit(const Napi::CallbackInfo& info) {
                                  &dt_limit_cpu, nullptr);
 }
 
+// sample({logits, draws, tokens, rows, vocab, temperature, topK, topP}, async)
+sample_params read_sample(Napi::Env env, Napi::Object a, keepalive& keep) {
+  sample_params p;
+  p.logits = read_tensor(env, a.Get("logits"), keep, "sample: logits");
+  p.draws = read_tensor(env, a.Get("draws"), keep, "sample: draws");
+  p.tokens = read_tensor(env, a.Get("tokens"), keep, "sample: tokens");
+  p.rows = get_int(a, "rows", 0);
+  p.vocab = get_int(a, "vocab", 0);
+  p.temperature = static_cast<float>(get_number(a, "temperature", 0.0));
+  p.top_k = get_int(a, "topK", 0);
+  p.top_p = static_cast<float>(get_number(a, "topP", 1.0));
+  return p;
+}
+
+Napi::Value sample(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  keepalive keep;
+  sample_params p = read_sample(env, info[0].As<Napi::Object>(), keep);
+  return run_op<sample_params>(env, "sample", p, op_device({&p.logits}), info[1].ToBoolean(), std::move(keep),
+                               &sample_cpu, nullptr);
+}
+
 // ---- the fused decode step ----------------------------------------------------------------------------
 
 // A model's weights as views, built once; JS keeps the External (and so the references that keep its
 // TypedArrays alive) for as long as the model lives, and every step holds it until it finishes.
+// Both start with a tag that decodeStep checks, so that a wrong External is an error, not a crash.
+constexpr uint32_t kPlanTag = 0x6e6e706c;    // "nnpl"
+constexpr uint32_t kStatesTag = 0x6e6e7374;  // "nnst"
+
 struct decode_plan {
+  uint32_t tag = kPlanTag;
   mamba_decode_model model;
   std::vector<mamba_layer_weights> layers;
   keepalive keep;
 };
 
 struct decode_states {
+  uint32_t tag = kStatesTag;
   std::vector<tensor_view> conv;
   std::vector<tensor_view> ssm;
   keepalive keep;
@@ -260,6 +288,11 @@ Napi::Value decode_plan_new(const Napi::CallbackInfo& info) {
 Napi::Value decode_states_new(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto st = std::make_unique<decode_states>();
+  if (!info[0].IsArray() || !info[1].IsArray() ||
+      info[0].As<Napi::Array>().Length() != info[1].As<Napi::Array>().Length()) {
+    throw make_error(
+        env, make_status(status_code::value, "decodeStates: expected two arrays of one tensor per layer"));
+  }
   Napi::Array conv = info[0].As<Napi::Array>();
   Napi::Array ssm = info[1].As<Napi::Array>();
   for (uint32_t i = 0; i < conv.Length(); ++i) {
@@ -285,6 +318,11 @@ Napi::Value decode_step(const Napi::CallbackInfo& info) {
   keep.emplace_back(Napi::Persistent(states_v));
   const decode_plan* plan = plan_v.As<Napi::External<decode_plan>>().Data();
   const decode_states* st = states_v.As<Napi::External<decode_states>>().Data();
+  if (plan == nullptr || st == nullptr || plan->tag != kPlanTag || st->tag != kStatesTag) {
+    throw make_error(env,
+                     make_status(status_code::value,
+                                 "decodeStep: plan and states must come from decodePlan and decodeStates"));
+  }
   mamba_decode_params p;
   p.model = &plan->model;
   p.ids = read_tensor(env, a.Get("ids"), keep, "decodeStep: ids");
@@ -292,6 +330,8 @@ Napi::Value decode_step(const Napi::CallbackInfo& info) {
   p.conv_states = st->conv.data();
   p.ssm_states = st->ssm.data();
   p.batch = p.ids.numel();
+  Napi::Value sampling = a.Get("sample");
+  if (sampling.IsObject()) p.sample = read_sample(env, sampling.As<Napi::Object>(), keep);
   if (static_cast<int>(st->conv.size()) != plan->model.num_layers) {
     throw make_error(env, make_status(status_code::shape,
                                       "decodeStep: states: one conv and ssm state per layer expected"));
@@ -311,6 +351,7 @@ void register_nn(Napi::Env env, Napi::Object exports) {
   exports.Set("embedding", Napi::Function::New(env, embedding));
   exports.Set("transposeSplit", Napi::Function::New(env, transpose_split));
   exports.Set("dtLimit", Napi::Function::New(env, dt_limit));
+  exports.Set("sample", Napi::Function::New(env, sample));
   exports.Set("decodePlan", Napi::Function::New(env, decode_plan_new));
   exports.Set("decodeStates", Napi::Function::New(env, decode_states_new));
   exports.Set("decodeStep", Napi::Function::New(env, decode_step));

@@ -207,3 +207,47 @@ export function refGreedy(
   }
   return { tokens, stepLogits };
 }
+
+/**
+ * The token that a uniform draw u picks from logits (vocab): argmax at temperature 0 (first on ties);
+ * else p = softmax(logits / T) and the first token whose cumulative mass exceeds u times the total,
+ * in index order without filters; with them, the topK most likely kept (ties by index), then the
+ * smallest prefix holding topP of their mass, accumulated in that (descending) order.
+ */
+export function refSample(logits: ArrayLike<number>, u: number, temperature: number, topK = 0, topP = 1): number {
+  const v = logits.length;
+  let best = 0;
+  for (let i = 1; i < v; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
+  if (temperature === 0) return best;
+  const max = logits[best] as number;
+  const p = Array.from({ length: v }, (_, i) => Math.exp(((logits[i] as number) - max) / temperature));
+  if (topK === 0 && topP >= 1) {
+    // No filter: the cumulative mass in index order.
+    let x = u * p.reduce((a, b) => a + b, 0);
+    for (let i = 0; i < v; i++) {
+      x -= p[i] as number;
+      if (x < 0) return i;
+    }
+    return v - 1;
+  }
+  const order = p.map((_, i) => i).sort((a, b) => (p[b] as number) - (p[a] as number) || a - b);
+  const kept = order.slice(0, topK > 0 ? topK : v);
+  let mass = kept.reduce((s, i) => s + (p[i] as number), 0);
+  let n = kept.length;
+  if (topP < 1) {
+    let cum = 0;
+    n = 0;
+    for (const i of kept) {
+      cum += p[i] as number;
+      n++;
+      if (cum >= topP * mass) break;
+    }
+    mass = cum;
+  }
+  let x = u * mass;
+  for (let j = 0; j < n; j++) {
+    x -= p[kept[j] as number] as number;
+    if (x < 0) return kept[j] as number;
+  }
+  return kept[n - 1] as number;
+}

@@ -128,6 +128,20 @@ struct dt_limit_params {
   float hi = 0.0f;
 };
 
+// The next token of each row of logits: the argmax at temperature 0 (the first on ties), else a draw
+// from softmax(logits / temperature) restricted to the top_k largest (0: all) and then to the smallest
+// set of them holding top_p of their mass (1: all), using the caller's uniform draw for the row.
+struct sample_params {
+  tensor_view logits;  // (rows, vocab) float32
+  tensor_view draws;   // (rows,) float64 in [0, 1); read only when sampling
+  tensor_view tokens;  // (rows,) int32
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  float temperature = 0.0f;
+  int64_t top_k = 0;
+  float top_p = 1.0f;
+};
+
 // ---- the fused decode step ---------------------------------------------------------------------------
 
 // How a linear layer of the decode step holds its weight.
@@ -200,6 +214,8 @@ struct mamba_decode_params {
                                              // (batch, nheads, headdim, d_state) float32
   tensor_view logits;                        // (batch, vocab) float32
   int64_t batch = 0;
+  // With sample.tokens present, the step also picks each sequence's next token from its logits.
+  sample_params sample;
 };
 
 status pack_linear_cpu(const pack_linear_params& p);
@@ -210,6 +226,7 @@ status gated_rms_norm_cpu(const gated_rms_norm_params& p);
 status embedding_cpu(const embedding_params& p);
 status transpose_split_cpu(const transpose_split_params& p);
 status dt_limit_cpu(const dt_limit_params& p);
+status sample_cpu(const sample_params& p);
 status mamba_decode_step_cpu(const mamba_decode_params& p);
 
 status pack_linear_cuda(const pack_linear_params& p, void* stream);
@@ -220,6 +237,7 @@ status gated_rms_norm_cuda(const gated_rms_norm_params& p, void* stream);
 status embedding_cuda(const embedding_params& p, void* stream);
 status transpose_split_cuda(const transpose_split_params& p, void* stream);
 status dt_limit_cuda(const dt_limit_params& p, void* stream);
+status sample_cuda(const sample_params& p, void* stream);
 status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream);
 
 }  // namespace ssmkit
