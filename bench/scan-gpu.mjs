@@ -301,7 +301,7 @@ async function benchScan(label, batch, dim, L, N, dtype, anchor, chunkCounts = [
   };
   const iters = Math.max(3, Math.round(20000 / ((batch * dim * L) / 1e5)));
   report(label, await time(call, Math.min(iters, 20)), bytes, anchor, 'mamba_ssm CUDA');
-  const short = label.split(',')[0];
+  const short = label.split(',').slice(0, 2).join(',');
   const variants = [
     ...[0, 1, 2].map((p) => [{ SSMKIT_CUDA_SCAN_POLY: p }, `${short}, poly ${p}`, '(FMA-pipe exp2 states forced)']),
     ...chunkCounts.map((k) => [{ SSMKIT_CUDA_SCAN_CHUNKS: k }, `${short}, ${k} chunks`, '(time chunks forced)']),

@@ -2068,7 +2068,9 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
   const int64_t pieces = vec ? N / 4 : N;
   a.lanes = next_pow2(pieces < 32 ? pieces : 32);
   unsigned grid = 0;
-  if (vec && N <= 128) {
+  // The vector kernel also reads A in float4 and B, C in 4-element pieces.
+  const bool aligned = aligned16(a.state) && aligned16(a.A) && aligned16(a.B) && aligned16(a.C);
+  if (vec && aligned && N <= 128) {
     const int64_t rows_per_block = static_cast<int64_t>(kUpdateThreads / a.lanes) * kUpdateRows;
     SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * H * P + rows_per_block - 1) / rows_per_block, &grid));
     if (p.multihead) {
