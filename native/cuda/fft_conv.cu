@@ -102,19 +102,23 @@ __device__ __forceinline__ float2 mul_w32(float2 a, int e) {
 }
 
 // W_n^q = exp(-2 pi i q / n) for a power of two n (conjugated for the inverse). The fraction 2q/n is
-// exact in float32 while q < 2^24; past that it is formed in double.
+// exact in float32 while q < 2^24; past that it is formed in double. The forward and inverse roots
+// are computed from arguments of opposite sign on purpose: with the same argument the compiler would
+// keep the forward pass's twiddles alive across the product for the inverse, which costs registers.
 template <bool kInv>
-__device__ __forceinline__ float2 root_of_unity(int64_t q, int64_t n) {
+__device__ __forceinline__ float2 root_of_unity(int q, int n) {
   float s, c;
-  if (q < (int64_t{1} << 24)) {
-    sincospif(static_cast<float>(q) * (2.0f / static_cast<float>(n)), &s, &c);
+  if (q < (1 << 24)) {
+    const float x = static_cast<float>(q) * (2.0f / static_cast<float>(n));
+    sincospif(kInv ? x : -x, &s, &c);
   } else {
+    const double x = 2.0 * static_cast<double>(q) / static_cast<double>(n);
     double sd, cd;
-    sincospi(2.0 * static_cast<double>(q) / static_cast<double>(n), &sd, &cd);
+    sincospi(kInv ? x : -x, &sd, &cd);
     s = static_cast<float>(sd);
     c = static_cast<float>(cd);
   }
-  return make_float2(c, kInv ? s : -s);
+  return make_float2(c, s);
 }
 
 __host__ __device__ constexpr int bit_reverse(int i, int r) {
@@ -148,17 +152,33 @@ __device__ __forceinline__ void dft(float2* a) {
   for (int i = 0; i < kR; ++i) a[i] = b[i];
 }
 
-// x[s] *= W_n^(s q) for s < kR (conjugated for the inverse); the powers come from one root through a
-// product tree of depth log2(kR), which keeps their error within a few float32 roundings.
+// x[s] *= W_n^(s q) for s < kR (conjugated for the inverse). Powers s = 4a + b are W^(4aq) W^(bq): two
+// exact roots, W^(4aq) by a running product and W^(bq) from three kept powers, so at most ~kR / 4 + 2
+// float32 roundings separate a twiddle from its exact value while only six complex values stay live.
 template <int kR, bool kInv>
-__device__ __forceinline__ void twiddle(float2* x, int64_t q, int64_t n) {
-  float2 pw[kR];
-  pw[0] = make_float2(1.0f, 0.0f);
-  pw[1] = root_of_unity<kInv>(q, n);
+__device__ __forceinline__ void twiddle(float2* x, int q, int n) {
+  const float2 w1 = root_of_unity<kInv>(q, n);
+  if constexpr (kR == 2) {
+    x[1] = c_mul(x[1], w1);
+  } else {
+    const float2 w2 = c_mul(w1, w1);
+    const float2 w3 = c_mul(w2, w1);
+    x[1] = c_mul(x[1], w1);
+    x[2] = c_mul(x[2], w2);
+    x[3] = c_mul(x[3], w3);
+    if constexpr (kR > 4) {
+      const float2 w4 = root_of_unity<kInv>(4 * q, n);
+      float2 wa = w4;
 #pragma unroll
-  for (int s = 2; s < kR; ++s) pw[s] = c_mul(pw[s / 2], pw[s - s / 2]);
-#pragma unroll
-  for (int s = 1; s < kR; ++s) x[s] = c_mul(x[s], pw[s]);
+      for (int a = 4; a < kR; a += 4) {
+        x[a] = c_mul(x[a], wa);
+        x[a + 1] = c_mul(x[a + 1], c_mul(wa, w1));
+        x[a + 2] = c_mul(x[a + 2], c_mul(wa, w2));
+        x[a + 3] = c_mul(x[a + 3], c_mul(wa, w3));
+        if (a + 4 < kR) wa = c_mul(wa, w4);
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -173,48 +193,93 @@ __device__ __forceinline__ void twiddle(float2* x, int64_t q, int64_t n) {
 constexpr int kE = 32;          // complex values per thread
 constexpr int kLastRadix = 16;  // kE / 2: the last pass holds a group and its mirror
 
-__device__ __forceinline__ int64_t in_position(int64_t g, int s, int64_t m_over_r) {
-  return g + s * m_over_r;
+// A group's elements sit at positions base + s * stride (s < kR): on the input side base = g and
+// stride = m / kR; on the output side base = (g - q) kR + q and stride = R_(i-1). Positions within a
+// row fit in 32 bits (m <= 2^30). Accessors take (base, s, stride), so that a padded shared-memory
+// layout can turn them into one address per group plus constant offsets.
+template <int kR, bool kOut>
+__device__ __forceinline__ void group_span(int g, int rprev, int m, int& base, int& stride) {
+  if (kOut) {
+    const int q = g % rprev;
+    base = (g - q) * kR + q;
+    stride = rprev;
+  } else {
+    base = g;
+    stride = m / kR;
+  }
 }
-__device__ __forceinline__ int64_t out_position(int64_t g, int t, int64_t rprev, int r) {
-  const int64_t q = g % rprev;
-  return (g - q) * r + q + rprev * t;
+
+// Keeps the compiler from hoisting the loads that follow above this point: without it, the global
+// loads of all 32 values (and their gates, and the filter's spectrum) are issued at once, which needs
+// twice the registers a thread has and spills. Every lane of the warp reaches each call.
+__device__ __forceinline__ void load_fence() {
+  __syncwarp();
 }
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
-// index g of its e-th group.
-template <int kR, bool kOut, class Group, class Load>
-__device__ __forceinline__ void gather(float2 (&v)[kE], Group group, int64_t rprev, int64_t m, Load load) {
+// index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory).
+template <int kR, bool kOut, bool kFenced = false, class Group, class Load>
+__device__ __forceinline__ void gather(float2 (&v)[kE], Group group, int rprev, int m, Load load) {
 #pragma unroll
   for (int e = 0; e < kE / kR; ++e) {
-    const int64_t g = group(e);
+    if (kFenced && e > 0) load_fence();
+    int base, stride;
+    group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
-    for (int s = 0; s < kR; ++s) {
-      v[e * kR + s] = load(kOut ? out_position(g, s, rprev, kR) : in_position(g, s, m / kR));
-    }
+    for (int s = 0; s < kR; ++s) v[e * kR + s] = load(base, s, stride);
   }
 }
 
-template <int kR, bool kOut, class Group, class Store>
-__device__ __forceinline__ void scatter(const float2 (&v)[kE], Group group, int64_t rprev, int64_t m, Store store) {
+template <int kR, bool kOut, bool kFenced = false, class Group, class Store>
+__device__ __forceinline__ void scatter(const float2 (&v)[kE], Group group, int rprev, int m, Store store) {
 #pragma unroll
   for (int e = 0; e < kE / kR; ++e) {
-    const int64_t g = group(e);
+    if (kFenced && e > 0) load_fence();
+    int base, stride;
+    group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
-    for (int s = 0; s < kR; ++s) {
-      store(kOut ? out_position(g, s, rprev, kR) : in_position(g, s, m / kR), v[e * kR + s]);
-    }
+    for (int s = 0; s < kR; ++s) store(base, s, stride, v[e * kR + s]);
   }
 }
+
+// A row of (m,) float2 in device memory.
+struct flat_row {
+  float2* p;
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const { return p[base + s * stride]; }
+  __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
+    p[base + s * stride] = x;
+  }
+};
+
+__device__ __forceinline__ int padded(int pos) {
+  return pos + (pos >> 4);
+}
+
+// Shared memory with one pad every 16 values: what pass 1 writes with lanes r_1 apart (and the inverse
+// reads back), so that those lanes fall in different banks. With a stride that is a multiple of 16, or
+// bases that are (`aligned`), the address is one padded base plus constant offsets.
+struct padded_row {
+  float2* p;
+  bool aligned;
+  __device__ __forceinline__ int at(int base, int s, int stride) const {
+    if (stride % 16 == 0) return padded(base) + s * (stride + stride / 16);
+    if (aligned) return padded(base) + padded(s * stride);
+    return padded(base + s * stride);
+  }
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const { return p[at(base, s, stride)]; }
+  __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
+    p[at(base, s, stride)] = x;
+  }
+};
 
 // The arithmetic of one pass on a thread's groups: forward = twiddle then DFT; inverse = the adjoint
 // (conjugate DFT, then conjugate twiddle), so running the inverse passes in reverse order undoes the
 // forward ones up to the factor m.
 template <int kR, bool kInv, class Group>
-__device__ __forceinline__ void butterflies(float2 (&v)[kE], Group group, int64_t rprev) {
+__device__ __forceinline__ void butterflies(float2 (&v)[kE], Group group, int rprev) {
 #pragma unroll
   for (int e = 0; e < kE / kR; ++e) {
-    const int64_t q = group(e) % rprev;
+    const int q = group(e) % rprev;
     if (!kInv) {
       if (rprev > 1) twiddle<kR, false>(&v[e * kR], q, rprev * kR);
       dft<kR, false>(&v[e * kR]);
@@ -257,11 +322,11 @@ __device__ __forceinline__ void mirror_spectrum(float2 za, float2 zb, float2 w, 
 // The last pass's two groups for thread t of an m-point transform (c = m / 16 groups, t < c / 2):
 // q and c - q, or 0 and c / 2 for thread 0, so that frequency f and m - f sit in one thread.
 struct last_groups {
-  int64_t q1, q2;
-  __device__ __forceinline__ int64_t operator()(int e) const { return e == 0 ? q1 : q2; }
+  int q1, q2;
+  __device__ __forceinline__ int operator()(int e) const { return e == 0 ? q1 : q2; }
 };
-__device__ __forceinline__ last_groups make_last_groups(int64_t t, int64_t m) {
-  const int64_t c = m / kLastRadix;
+__device__ __forceinline__ last_groups make_last_groups(int t, int m) {
+  const int c = m / kLastRadix;
   return last_groups{t, t == 0 ? c / 2 : c - t};
 }
 
@@ -273,10 +338,12 @@ __device__ __forceinline__ void product_last_pass(float2 (&v)[kE], int64_t t, in
     const float2 base = root_of_unity<false>(t, 2 * m);
 #pragma unroll
     for (int k = 0; k < kLastRadix; ++k) {
+      if (k % 4 == 0 && k > 0) load_fence();
       const int64_t f = t + c * k;
       mirror_product(v[k], v[2 * kLastRadix - 1 - k], mul_w32<false>(base, k), spectrum[f], spectrum[m - f]);
     }
   } else {
+    // Thread 0 (lane 0 of its warp) takes this branch: it makes as many load_fence calls as the other.
     {
       float2 za = v[0], zb = v[0];
       mirror_product(za, zb, make_float2(1.0f, 0.0f), spectrum[0], spectrum[m]);
@@ -289,12 +356,15 @@ __device__ __forceinline__ void product_last_pass(float2 (&v)[kE], int64_t t, in
     }
 #pragma unroll
     for (int k = 1; k < 8; ++k) {
+      if (k == 4) load_fence();
       mirror_product(v[k], v[kLastRadix - k], mul_w32<false>(make_float2(1.0f, 0.0f), k), spectrum[c * k],
                      spectrum[m - c * k]);
     }
+    load_fence();
     const float2 base = root_of_unity<false>(c / 2, 2 * m);
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
+      if (k == 4) load_fence();
       const int64_t f = c / 2 + c * k;
       mirror_product(v[kLastRadix + k], v[2 * kLastRadix - 1 - k], mul_w32<false>(base, k), spectrum[f],
                      spectrum[m - f]);
@@ -533,7 +603,11 @@ struct fused_plan {
   static constexpr int kThreadsPerRow = kM / kE;
   static constexpr int kRows = kThreadsPerRow >= 128 ? 1 : 128 / kThreadsPerRow;  // >= 4 warps a block
   static constexpr int kThreads = kRows * kThreadsPerRow;
-  static constexpr int kMinBlocks = kThreads >= 512 ? 1 : 512 / kThreads;  // <= 128 registers a thread
+  // Registers: a thread's 32 values, two groups' DFT temporaries and twiddles, and the row's addresses
+  // need ~120-200 registers; a 128 cap spills. So up to 255 where the block size allows it (two
+  // 128-thread blocks or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight),
+  // and 128 for m = 16384, whose 512 threads a block need all 64K registers of the SM at that cap.
+  static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;
   static constexpr int kRowStride = kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
   template <int i>
@@ -549,67 +623,70 @@ struct fused_plan {
   static_assert(bits_before(kLogM, kPasses) + 4 == kLogM, "passes cover the transform");
 };
 
-__device__ __forceinline__ int64_t padded(int64_t pos) {
-  return pos + (pos >> 4);
-}
-
 struct thread_groups {
-  int64_t t, nt;
-  __device__ __forceinline__ int64_t operator()(int e) const { return t + nt * e; }
+  int t, nt;
+  __device__ __forceinline__ int operator()(int e) const { return t + nt * e; }
 };
 
-// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
+// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers. Pass 1's
+// output lives in the padded layout; a middle pass's output, read by the last pass with consecutive
+// lanes on consecutive positions, in the plain one.
 template <class Plan, class Load>
 __device__ __forceinline__ void fused_forward(float2 (&v)[kE], float2* buf, int t, Load load) {
-  constexpr int64_t m = Plan::kM;
+  constexpr int m = Plan::kM;
   const thread_groups groups{t, Plan::kThreadsPerRow};
-  auto smem_load = [buf](int64_t pos) { return buf[padded(pos)]; };
-  auto smem_store = [buf](int64_t pos, float2 x) { buf[padded(pos)] = x; };
   constexpr int r1 = Plan::template radix<1>();
-  gather<r1, false>(v, groups, 1, m, load);
+  const padded_row d1{buf, r1 % 16 == 0};
+  const flat_row d2{buf};
+  gather<r1, false, true>(v, groups, 1, m, load);
   butterflies<r1, false>(v, groups, 1);
-  scatter<r1, true>(v, groups, 1, m, smem_store);
+  scatter<r1, true>(v, groups, 1, m, d1);
   __syncthreads();
+  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  const last_groups last = make_last_groups(t, m);
   if constexpr (Plan::kPasses == 3) {
     constexpr int r2 = Plan::template radix<2>();
     constexpr int p2 = Plan::template rprev<2>();
-    gather<r2, false>(v, groups, p2, m, smem_load);
+    gather<r2, false>(v, groups, p2, m, d1);
     butterflies<r2, false>(v, groups, p2);
     __syncthreads();
-    scatter<r2, true>(v, groups, p2, m, smem_store);
+    scatter<r2, true>(v, groups, p2, m, d2);
     __syncthreads();
+    gather<kLastRadix, false>(v, last, plast, m, d2);
+  } else {
+    gather<kLastRadix, false>(v, last, plast, m, d1);
   }
-  constexpr int plast = Plan::template rprev<Plan::kPasses>();
-  const last_groups last = make_last_groups(t, m);
-  gather<kLastRadix, false>(v, last, plast, m, smem_load);
   butterflies<kLastRadix, false>(v, last, plast);
 }
 
 // The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
 template <class Plan, class Store>
 __device__ __forceinline__ void fused_inverse(float2 (&v)[kE], float2* buf, int t, Store store) {
-  constexpr int64_t m = Plan::kM;
+  constexpr int m = Plan::kM;
   const thread_groups groups{t, Plan::kThreadsPerRow};
-  auto smem_load = [buf](int64_t pos) { return buf[padded(pos)]; };
-  auto smem_store = [buf](int64_t pos, float2 x) { buf[padded(pos)] = x; };
+  constexpr int r1 = Plan::template radix<1>();
+  const padded_row d1{buf, r1 % 16 == 0};
+  const flat_row d2{buf};
   constexpr int plast = Plan::template rprev<Plan::kPasses>();
   const last_groups last = make_last_groups(t, m);
   butterflies<kLastRadix, true>(v, last, plast);
-  scatter<kLastRadix, false>(v, last, plast, m, smem_store);  // the positions this thread read
-  __syncthreads();
+  // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
   if constexpr (Plan::kPasses == 3) {
     constexpr int r2 = Plan::template radix<2>();
     constexpr int p2 = Plan::template rprev<2>();
-    gather<r2, true>(v, groups, p2, m, smem_load);
+    scatter<kLastRadix, false>(v, last, plast, m, d2);
+    __syncthreads();
+    gather<r2, true>(v, groups, p2, m, d2);
     butterflies<r2, true>(v, groups, p2);
     __syncthreads();
-    scatter<r2, false>(v, groups, p2, m, smem_store);
-    __syncthreads();
+    scatter<r2, false>(v, groups, p2, m, d1);
+  } else {
+    scatter<kLastRadix, false>(v, last, plast, m, d1);
   }
-  constexpr int r1 = Plan::template radix<1>();
-  gather<r1, true>(v, groups, 1, m, smem_load);
+  __syncthreads();
+  gather<r1, true>(v, groups, 1, m, d1);
   butterflies<r1, true>(v, groups, 1);
-  scatter<r1, false>(v, groups, 1, m, store);
+  scatter<r1, false, true>(v, groups, 1, m, store);
 }
 
 template <ssmkit_dtype T, int kLogM>
@@ -624,9 +701,10 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const conv_row row(a, b * Plan::kRows + local_row);
     float2 v[kE];
-    fused_forward<Plan>(v, buf, t, [&](int64_t j) { return load_packed<T>(a, row, j); });
+    fused_forward<Plan>(v, buf, t, [&](int b, int s, int st) { return load_packed<T>(a, row, b + s * st); });
     product_last_pass(v, t, Plan::kM, a.spectrum + row.h * (Plan::kM + 1));
-    fused_inverse<Plan>(v, buf, t, [&](int64_t j, float2 y) { store_packed<T>(a, row, j, y); });
+    fused_inverse<Plan>(v, buf, t,
+                        [&](int b, int s, int st, float2 y) { store_packed<T>(a, row, b + s * st, y); });
     __syncthreads();  // the next row reuses buf
   }
 }
@@ -644,7 +722,7 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t r = b * Plan::kRows + local_row;
     float2 v[kE];
-    fused_forward<Plan>(v, buf, t, [&](int64_t j) { return load_filter_packed(a, r, j); });
+    fused_forward<Plan>(v, buf, t, [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
     if (r < a.rows) spectrum_last_pass(v, t, Plan::kM, scale, a.spectrum + (a.h0 + r) * (Plan::kM + 1));
     __syncthreads();
   }
@@ -670,13 +748,13 @@ __global__ void __launch_bounds__(256) fft_pass_kernel(const pass_args a) {
   for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = id / nt;
-    const thread_groups groups{id % nt, nt};
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
     const float2* src = a.src + row * a.m;
     float2* dst = a.dst + row * a.m;
     float2 v[kE];
-    gather<kR, kInv>(v, groups, a.rprev, a.m, [src](int64_t pos) { return src[pos]; });
+    gather<kR, kInv>(v, groups, a.rprev, a.m, flat_row{const_cast<float2*>(src)});
     butterflies<kR, kInv>(v, groups, a.rprev);
-    scatter<kR, !kInv>(v, groups, a.rprev, a.m, [dst](int64_t pos, float2 x) { dst[pos] = x; });
+    scatter<kR, !kInv>(v, groups, a.rprev, a.m, flat_row{dst});
   }
 }
 
@@ -688,12 +766,13 @@ __global__ void __launch_bounds__(256) fft_conv_first_pass_kernel(const conv_arg
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = id / nt;
     const conv_row row(a, r);
-    const thread_groups groups{id % nt, nt};
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
     float2* out = dst + r * a.m;
     float2 v[kE];
-    gather<kLastRadix, false>(v, groups, 1, a.m, [&](int64_t j) { return load_packed<T>(a, row, j); });
+    gather<kLastRadix, false>(v, groups, 1, a.m,
+                              [&](int b, int s, int st) { return load_packed<T>(a, row, b + s * st); });
     butterflies<kLastRadix, false>(v, groups, 1);
-    scatter<kLastRadix, true>(v, groups, 1, a.m, [out](int64_t pos, float2 x) { out[pos] = x; });
+    scatter<kLastRadix, true>(v, groups, 1, a.m, flat_row{out});
   }
 }
 
@@ -705,12 +784,13 @@ __global__ void __launch_bounds__(256) fft_conv_last_pass_kernel(const conv_args
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = id / nt;
     const conv_row row(a, r);
-    const thread_groups groups{id % nt, nt};
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
     const float2* in = src + r * a.m;
     float2 v[kE];
-    gather<kLastRadix, true>(v, groups, 1, a.m, [in](int64_t pos) { return in[pos]; });
+    gather<kLastRadix, true>(v, groups, 1, a.m, flat_row{const_cast<float2*>(in)});
     butterflies<kLastRadix, true>(v, groups, 1);
-    scatter<kLastRadix, false>(v, groups, 1, a.m, [&](int64_t j, float2 y) { store_packed<T>(a, row, j, y); });
+    scatter<kLastRadix, false>(v, groups, 1, a.m,
+                               [&](int b, int s, int st, float2 y) { store_packed<T>(a, row, b + s * st, y); });
   }
 }
 
@@ -727,13 +807,13 @@ __global__ void __launch_bounds__(256) fft_conv_product_kernel(float2* data, con
     const int64_t r = id / nt;
     const int64_t t = id % nt;
     float2* row = data + r * m;
-    const last_groups last = make_last_groups(t, m);
+    const last_groups last = make_last_groups(static_cast<int>(t), static_cast<int>(m));
     float2 v[kE];
-    gather<kLastRadix, false>(v, last, plast, m, [row](int64_t pos) { return row[pos]; });
+    gather<kLastRadix, false>(v, last, plast, m, flat_row{row});
     butterflies<kLastRadix, false>(v, last, plast);
     product_last_pass(v, t, m, spectrum + (((row0 + r) / segments) % H) * (m + 1));
     butterflies<kLastRadix, true>(v, last, plast);
-    scatter<kLastRadix, false>(v, last, plast, m, [row](int64_t pos, float2 x) { row[pos] = x; });
+    scatter<kLastRadix, false>(v, last, plast, m, flat_row{row});
   }
 }
 
@@ -743,12 +823,13 @@ __global__ void __launch_bounds__(256) filter_first_pass_kernel(const filter_arg
   for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = id / nt;
-    const thread_groups groups{id % nt, nt};
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
     float2* out = dst + r * a.m;
     float2 v[kE];
-    gather<kLastRadix, false>(v, groups, 1, a.m, [&](int64_t j) { return load_filter_packed(a, r, j); });
+    gather<kLastRadix, false>(v, groups, 1, a.m,
+                              [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
     butterflies<kLastRadix, false>(v, groups, 1);
-    scatter<kLastRadix, true>(v, groups, 1, a.m, [out](int64_t pos, float2 x) { out[pos] = x; });
+    scatter<kLastRadix, true>(v, groups, 1, a.m, flat_row{out});
   }
 }
 
@@ -762,9 +843,9 @@ __global__ void __launch_bounds__(256) filter_spectrum_last_kernel(const filter_
     const int64_t r = id / nt;
     const int64_t t = id % nt;
     const float2* row = src + r * a.m;
-    const last_groups last = make_last_groups(t, a.m);
+    const last_groups last = make_last_groups(static_cast<int>(t), static_cast<int>(a.m));
     float2 v[kE];
-    gather<kLastRadix, false>(v, last, plast, a.m, [row](int64_t pos) { return row[pos]; });
+    gather<kLastRadix, false>(v, last, plast, a.m, flat_row{const_cast<float2*>(row)});
     butterflies<kLastRadix, false>(v, last, plast);
     spectrum_last_pass(v, t, a.m, scale, a.spectrum + (a.h0 + r) * (a.m + 1));
   }
