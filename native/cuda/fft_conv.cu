@@ -245,7 +245,9 @@ __device__ __forceinline__ void scatter(const float2 (&v)[kE], Group group, int 
 // A row of (m,) float2 in device memory.
 struct flat_row {
   float2* p;
-  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const { return p[base + s * stride]; }
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
+    return p[base + s * stride];
+  }
   __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
     p[base + s * stride] = x;
   }
@@ -266,7 +268,9 @@ struct padded_row {
     if (aligned) return padded(base) + padded(s * stride);
     return padded(base + s * stride);
   }
-  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const { return p[at(base, s, stride)]; }
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
+    return p[at(base, s, stride)];
+  }
   __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
     p[at(base, s, stride)] = x;
   }
@@ -295,10 +299,10 @@ __device__ __forceinline__ void butterflies(float2 (&v)[kE], Group group, int rp
 // filter's scaled spectrum. Leaves za = Zy[f] and zb = Zy[m - f], whose inverse m-point DFT is y packed.
 __device__ __forceinline__ void mirror_product(float2& za, float2& zb, float2 w, float2 ka, float2 kb) {
   const float2 zbc = c_conj(zb);
-  const float2 even = c_add(za, zbc);                   // 2 E[f]: the spectrum of x[2i]
-  const float2 odd = c_mul_neg_i(c_sub(za, zbc));       // 2 O[f]: the spectrum of x[2i + 1]
+  const float2 even = c_add(za, zbc);              // 2 E[f]: the spectrum of x[2i]
+  const float2 odd = c_mul_neg_i(c_sub(za, zbc));  // 2 O[f]: the spectrum of x[2i + 1]
   const float2 wodd = c_mul(w, odd);
-  const float2 ya = c_mul(c_add(even, wodd), ka);       // Y[f]
+  const float2 ya = c_mul(c_add(even, wodd), ka);          // Y[f]
   const float2 yb = c_mul(c_sub(even, wodd), c_conj(kb));  // Y[f + m]
   const float2 sum = c_add(ya, yb);
   const float2 dif = c_mul_i(c_mul(c_conj(w), c_sub(ya, yb)));
@@ -332,7 +336,8 @@ __device__ __forceinline__ last_groups make_last_groups(int t, int m) {
 
 // The conv's work in the last pass: v[0..16) = Z[q1 + c k], v[16..32) = Z[q2 + c k] in, Zy out.
 // spectrum: (m + 1,) the row's filter.
-__device__ __forceinline__ void product_last_pass(float2 (&v)[kE], int64_t t, int64_t m, const float2* spectrum) {
+__device__ __forceinline__ void product_last_pass(float2 (&v)[kE], int64_t t, int64_t m,
+                                                  const float2* spectrum) {
   const int64_t c = m / kLastRadix;
   if (t != 0) {
     const float2 base = root_of_unity<false>(t, 2 * m);
@@ -441,7 +446,8 @@ __device__ __forceinline__ float2 load_pair(const void* p, int64_t i, bool both,
     const uint16_t* h = static_cast<const uint16_t*>(p);
     if (both && vec) {
       const uint32_t w = *reinterpret_cast<const uint32_t*>(h + i);
-      return make_float2(to_float<T>(static_cast<uint16_t>(w & 0xffffu)), to_float<T>(static_cast<uint16_t>(w >> 16)));
+      return make_float2(to_float<T>(static_cast<uint16_t>(w & 0xffffu)),
+                         to_float<T>(static_cast<uint16_t>(w >> 16)));
     }
     return make_float2(to_float<T>(h[i]), both ? to_float<T>(h[i + 1]) : 0.0f);
   }
@@ -476,21 +482,21 @@ __device__ __forceinline__ float gelu_erf(float x) {
 // One convolution call as the kernels see it. A row is a segment of seg_len samples of one (batch, H)
 // sequence (the whole sequence for fftConv; a block for ssmConv).
 struct conv_args {
-  const void* u;            // (batch, H, L)
-  const void* pregate;      // (batch, H, L) u's dtype, or null
-  const void* postgate;     // (batch, H, L) u's dtype, or null
-  const float* extra;       // (batch, H, L) float32 added before the activation (ssmConv's state), or null
-  void* out;                // (batch, H, L) u's dtype
-  const float2* spectrum;   // (H, m + 1) the filters' scaled spectra
-  int64_t rows;             // rows of this launch
-  int64_t row0;             // the global index of its first row (batch * H * segments in all)
+  const void* u;           // (batch, H, L)
+  const void* pregate;     // (batch, H, L) u's dtype, or null
+  const void* postgate;    // (batch, H, L) u's dtype, or null
+  const float* extra;      // (batch, H, L) float32 added before the activation (ssmConv's state), or null
+  void* out;               // (batch, H, L) u's dtype
+  const float2* spectrum;  // (H, m + 1) the filters' scaled spectra
+  int64_t rows;            // rows of this launch
+  int64_t row0;            // the global index of its first row (batch * H * segments in all)
   int64_t H;
   int64_t L;
   int64_t seg_len;
   int64_t segments;
-  int64_t m;                // complex FFT length: n / 2
+  int64_t m;  // complex FFT length: n / 2
   bool gelu;
-  bool vec;                 // rows and segments start at even elements: pairs load at once
+  bool vec;  // rows and segments start at even elements: pairs load at once
 };
 
 // Where row r of a conv call lives.
@@ -548,11 +554,11 @@ __device__ __forceinline__ void store_packed(const conv_args& a, const conv_row&
 // The real filter g of n samples whose spectrum a conv multiplies by: k at lags 0..Lk-1, D added at lag
 // 0, and for bidirectional filters k[h, 1, j] at lag -j (position n - j, j >= 1; lag 0 adds to g[0]).
 struct filter_args {
-  const float* k;       // (H, Lk) or (H, 2, Lk)
-  const float* D;       // (H,) or null
-  float2* spectrum;     // (H, m + 1)
-  int64_t rows;         // filters of this launch
-  int64_t h0;           // the first one's index
+  const float* k;    // (H, Lk) or (H, 2, Lk)
+  const float* D;    // (H,) or null
+  float2* spectrum;  // (H, m + 1)
+  int64_t rows;      // filters of this launch
+  int64_t h0;        // the first one's index
   int64_t Lk;
   int64_t m;
   bool bidirectional;
@@ -608,7 +614,8 @@ struct fused_plan {
   // 128-thread blocks or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight),
   // and 128 for m = 16384, whose 512 threads a block need all 64K registers of the SM at that cap.
   static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;
-  static constexpr int kRowStride = kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
+  static constexpr int kRowStride =
+      kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
   template <int i>
   static constexpr int radix() {
@@ -722,7 +729,8 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t r = b * Plan::kRows + local_row;
     float2 v[kE];
-    fused_forward<Plan>(v, buf, t, [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
+    fused_forward<Plan>(v, buf, t,
+                        [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
     if (r < a.rows) spectrum_last_pass(v, t, Plan::kM, scale, a.spectrum + (a.h0 + r) * (Plan::kM + 1));
     __syncthreads();
   }
@@ -738,7 +746,7 @@ struct pass_args {
   float2* dst;        // (rows, m)
   int64_t rows;
   int64_t m;
-  int64_t rprev;      // product of the earlier passes' radices
+  int64_t rprev;  // product of the earlier passes' radices
 };
 
 template <int kR, bool kInv>
@@ -789,16 +797,16 @@ __global__ void __launch_bounds__(256) fft_conv_last_pass_kernel(const conv_args
     float2 v[kE];
     gather<kLastRadix, true>(v, groups, 1, a.m, flat_row{const_cast<float2*>(in)});
     butterflies<kLastRadix, true>(v, groups, 1);
-    scatter<kLastRadix, false>(v, groups, 1, a.m,
-                               [&](int b, int s, int st, float2 y) { store_packed<T>(a, row, b + s * st, y); });
+    scatter<kLastRadix, false>(
+        v, groups, 1, a.m, [&](int b, int s, int st, float2 y) { store_packed<T>(a, row, b + s * st, y); });
   }
 }
 
 // The middle of the transform in one launch: the last forward pass, the product, the first inverse
 // pass, in place on `data` (each thread reads and writes only its own two groups).
-__global__ void __launch_bounds__(256) fft_conv_product_kernel(float2* data, const float2* spectrum, int64_t rows,
-                                                               int64_t row0, int64_t m, int64_t H,
-                                                               int64_t segments) {
+__global__ void __launch_bounds__(256)
+    fft_conv_product_kernel(float2* data, const float2* spectrum, int64_t rows, int64_t row0, int64_t m,
+                            int64_t H, int64_t segments) {
   const int64_t nt = m / kE;
   const int64_t total = rows * nt;
   const int64_t plast = m / kLastRadix;
@@ -923,8 +931,8 @@ __device__ __forceinline__ void mode_power(const s4d_mode& md, double l, double&
 constexpr int kChunk = 32;  // consecutive samples per thread: one exact power, then a recurrence
 
 // k[h, l] = 2 Re sum_n C_n B_n lambda_n^l, in double; one thread per (h, 32 consecutive l).
-__global__ void __launch_bounds__(128) s4d_kernel_kernel(const float* log_dt, const float* A, const float* C, float* k,
-                                                        int64_t H, int64_t N2, int64_t L) {
+__global__ void __launch_bounds__(128) s4d_kernel_kernel(const float* log_dt, const float* A, const float* C,
+                                                         float* k, int64_t H, int64_t N2, int64_t L) {
   const int64_t chunks = (L + kChunk - 1) / kChunk;
   for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < H * chunks;
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -957,10 +965,10 @@ __global__ void __launch_bounds__(128) s4d_kernel_kernel(const float* log_dt, co
 // (s = s lambda + B u_t, stable as |lambda| <= 1). One thread per (row, block, mode).
 // states: (batch * H, segments, N2) complex.
 template <ssmkit_dtype T>
-__global__ void __launch_bounds__(128) ssm_block_state_kernel(const void* u, const float* log_dt, const float* A,
-                                                             const float* C, float2* states, int64_t rows,
-                                                             int64_t H, int64_t L, int64_t N2, int64_t seg_len,
-                                                             int64_t segments) {
+__global__ void __launch_bounds__(128)
+    ssm_block_state_kernel(const void* u, const float* log_dt, const float* A, const float* C, float2* states,
+                           int64_t rows, int64_t H, int64_t L, int64_t N2, int64_t seg_len,
+                           int64_t segments) {
   const int64_t total = rows * segments * N2;
   for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -968,28 +976,26 @@ __global__ void __launch_bounds__(128) ssm_block_state_kernel(const void* u, con
     const int64_t seg = (id / N2) % segments;
     const int64_t bh = id / (N2 * segments);
     const s4d_mode md = make_mode(log_dt, A, C, bh % H, N2, n);
-    const float lre = static_cast<float>(md.lre), lim = static_cast<float>(md.lim);
-    const float bre = static_cast<float>(md.bre), bim = static_cast<float>(md.bim);
     const int64_t start = seg * seg_len;
     const int64_t end = L < start + seg_len ? L : start + seg_len;
-    float sre = 0.0f, sim = 0.0f;
+    // In double: with long memory (|lambda| near 1) thousands of float32 roundings would add up.
+    double sre = 0.0, sim = 0.0;
     for (int64_t i = start; i < end; ++i) {
-      const float x = load_pair<T>(u, bh * L + i, false, false).x;
-      const float nre = sre * lre - sim * lim + bre * x;
-      sim = sre * lim + sim * lre + bim * x;
+      const double x = load_pair<T>(u, bh * L + i, false, false).x;
+      const double nre = sre * md.lre - sim * md.lim + md.bre * x;
+      sim = sre * md.lim + sim * md.lre + md.bim * x;
       sre = nre;
     }
-    states[id] = make_float2(sre, sim);
+    states[id] = make_float2(static_cast<float>(sre), static_cast<float>(sim));
   }
 }
 
 // ssmConv, step 2: the scan over blocks, in double. Replaces each block's end state by the state that
 // enters it, and writes the final state. One thread per (row, mode).
-__global__ void __launch_bounds__(128) ssm_state_scan_kernel(const float* log_dt, const float* A, const float* C,
-                                                            float2* states, const float* initial_state,
-                                                            float* last_state, int64_t rows, int64_t H,
-                                                            int64_t L, int64_t N2, int64_t seg_len,
-                                                            int64_t segments) {
+__global__ void __launch_bounds__(128)
+    ssm_state_scan_kernel(const float* log_dt, const float* A, const float* C, float2* states,
+                          const float* initial_state, float* last_state, int64_t rows, int64_t H, int64_t L,
+                          int64_t N2, int64_t seg_len, int64_t segments) {
   for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < rows * N2;
        id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = id % N2;
@@ -1021,10 +1027,10 @@ __global__ void __launch_bounds__(128) ssm_state_scan_kernel(const float* log_dt
 // ssmConv, step 3: the entering state's part of each output, 2 Re sum_n C_n lambda_n^(tau + 1) x_n at
 // position tau of its block, into extra (batch * H, L) float32. One thread per 32 consecutive samples
 // of a block.
-__global__ void __launch_bounds__(128) ssm_state_output_kernel(const float* log_dt, const float* A, const float* C,
-                                                              const float2* states, float* extra, int64_t rows,
-                                                              int64_t H, int64_t L, int64_t N2, int64_t seg_len,
-                                                              int64_t segments) {
+__global__ void __launch_bounds__(128)
+    ssm_state_output_kernel(const float* log_dt, const float* A, const float* C, const float2* states,
+                            float* extra, int64_t rows, int64_t H, int64_t L, int64_t N2, int64_t seg_len,
+                            int64_t segments) {
   const int64_t chunks = (seg_len + kChunk - 1) / kChunk;
   const int64_t total = rows * segments * chunks;
   for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
@@ -1045,7 +1051,8 @@ __global__ void __launch_bounds__(128) ssm_state_output_kernel(const float* log_
       double pre, pim;
       mode_power(md, static_cast<double>(tau0 + 1), pre, pim);
       const double cxre = md.cre * x.x - md.cim * x.y, cxim = md.cre * x.y + md.cim * x.x;
-      float wre = static_cast<float>(cxre * pre - cxim * pim), wim = static_cast<float>(cxre * pim + cxim * pre);
+      float wre = static_cast<float>(cxre * pre - cxim * pim),
+            wim = static_cast<float>(cxre * pim + cxim * pre);
       const float lre = static_cast<float>(md.lre), lim = static_cast<float>(md.lim);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) {
@@ -1116,7 +1123,8 @@ class scratch {
 template <class Kernel>
 status set_smem(Kernel* kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
-    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }
   return ok_status();
 }
@@ -1126,8 +1134,7 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   using Plan = fused_plan<kLogM>;
   SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, Plan::kSmem));
   const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
-  filter_spectrum_fused_kernel<kLogM>
-      <<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
+  filter_spectrum_fused_kernel<kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
@@ -1137,12 +1144,10 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   using Plan = fused_plan<kLogM>;
   SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-  fft_conv_fused_kernel<T, kLogM>
-      <<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
+  fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
-
 
 // Calls fn(std::integral_constant<int, log_m>) for the fused lengths, log_m in [5, 14].
 template <class Fn>
@@ -1201,7 +1206,8 @@ status multipass_middle(const int* radix, int passes, int64_t rows, int64_t m, f
   for (int step = 1; step < passes - 1; ++step) {
     const int i = inverse ? passes - 1 - step : step;
     const pass_args p{bufs[*cur], bufs[1 - *cur], rows, m, rprev[i]};
-    SSMKIT_RETURN_IF_ERROR(inverse ? launch_pass<true>(radix[i], p, stream) : launch_pass<false>(radix[i], p, stream));
+    SSMKIT_RETURN_IF_ERROR(inverse ? launch_pass<true>(radix[i], p, stream)
+                                   : launch_pass<false>(radix[i], p, stream));
     *cur = 1 - *cur;
   }
   return ok_status();
@@ -1260,7 +1266,8 @@ status convolve(conv_args a, cudaStream_t stream) {
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     int cur = 0;
     SSMKIT_RETURN_IF_ERROR(multipass_middle(radix, passes, a.rows, a.m, bufs, &cur, false, stream));
-    fft_conv_product_kernel<<<grid, 256, 0, stream>>>(bufs[cur], a.spectrum, a.rows, a.row0, a.m, a.H, a.segments);
+    fft_conv_product_kernel<<<grid, 256, 0, stream>>>(bufs[cur], a.spectrum, a.rows, a.row0, a.m, a.H,
+                                                      a.segments);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     SSMKIT_RETURN_IF_ERROR(multipass_middle(radix, passes, a.rows, a.m, bufs, &cur, true, stream));
     fft_conv_last_pass_kernel<T><<<grid, 256, 0, stream>>>(a, bufs[cur]);
@@ -1278,8 +1285,8 @@ status check_f32(const tensor_view& t, const char* op, const char* name) {
 
 status check_like(const tensor_view& t, const tensor_view& u, const char* op, const char* name) {
   if (t.present() && t.dtype != u.dtype) {
-    return make_status(status_code::dtype, "%s: %s must have u's dtype %s, got %s", op, name, dtype_name(u.dtype),
-                       dtype_name(t.dtype));
+    return make_status(status_code::dtype, "%s: %s must have u's dtype %s, got %s", op, name,
+                       dtype_name(u.dtype), dtype_name(t.dtype));
   }
   return ok_status();
 }
@@ -1344,9 +1351,9 @@ status s4d_kernel_cuda(const s4d_kernel_params& p, void* stream_ptr) {
   SSMKIT_RETURN_IF_ERROR(check_f32(p.k, "s4dKernel", "k"));
   if (p.H == 0 || p.L == 0) return ok_status();
   const int64_t work = p.H * ((p.L + kChunk - 1) / kChunk);
-  s4d_kernel_kernel<<<grid_for(work, 128), 128, 0, stream>>>(p.log_dt.ptr<const float>(), p.A.ptr<const float>(),
-                                                             p.C.ptr<const float>(), p.k.ptr<float>(), p.H, p.N2,
-                                                             p.L);
+  s4d_kernel_kernel<<<grid_for(work, 128), 128, 0, stream>>>(p.log_dt.ptr<const float>(),
+                                                             p.A.ptr<const float>(), p.C.ptr<const float>(),
+                                                             p.k.ptr<float>(), p.H, p.N2, p.L);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
@@ -1367,8 +1374,8 @@ status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
     if (p.last_state.present()) {
       const size_t bytes = static_cast<size_t>(rows * p.N2 * 2) * sizeof(float);
       if (p.initial_state.present()) {
-        SSMKIT_CUDA_CHECK(
-            cudaMemcpyAsync(p.last_state.data, p.initial_state.data, bytes, cudaMemcpyDeviceToDevice, stream));
+        SSMKIT_CUDA_CHECK(cudaMemcpyAsync(p.last_state.data, p.initial_state.data, bytes,
+                                          cudaMemcpyDeviceToDevice, stream));
       } else {
         SSMKIT_CUDA_CHECK(cudaMemsetAsync(p.last_state.data, 0, bytes, stream));
       }
@@ -1412,18 +1419,20 @@ status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
       ssm_state_scan_kernel<<<grid_for(rows * p.N2, 128), 128, 0, stream>>>(
           log_dt, A, C, states.as<float2>(),
           p.initial_state.present() ? p.initial_state.ptr<const float>() : nullptr,
-          p.last_state.present() ? p.last_state.ptr<float>() : nullptr, rows, p.H, p.L, p.N2, seg_len, segments);
+          p.last_state.present() ? p.last_state.ptr<float>() : nullptr, rows, p.H, p.L, p.N2, seg_len,
+          segments);
       SSMKIT_CUDA_CHECK(cudaGetLastError());
       if (state_output) {
         SSMKIT_RETURN_IF_ERROR(extra.alloc(static_cast<size_t>(rows * p.L) * sizeof(float)));
         const int64_t chunks = (seg_len + kChunk - 1) / kChunk;
         ssm_state_output_kernel<<<grid_for(rows * segments * chunks, 128), 128, 0, stream>>>(
-            log_dt, A, C, states.as<const float2>(), extra.as<float>(), rows, p.H, p.L, p.N2, seg_len, segments);
+            log_dt, A, C, states.as<const float2>(), extra.as<float>(), rows, p.H, p.L, p.N2, seg_len,
+            segments);
         SSMKIT_CUDA_CHECK(cudaGetLastError());
       }
     } else if (p.last_state.present()) {
-      SSMKIT_CUDA_CHECK(
-          cudaMemsetAsync(p.last_state.data, 0, static_cast<size_t>(rows * p.N2 * 2) * sizeof(float), stream));
+      SSMKIT_CUDA_CHECK(cudaMemsetAsync(p.last_state.data, 0,
+                                        static_cast<size_t>(rows * p.N2 * 2) * sizeof(float), stream));
     }
     conv_args a{};
     a.u = p.u.data;
