@@ -64,41 +64,57 @@ __device__ __forceinline__ float2 c_mul_neg_i(float2 a) {
   return make_float2(a.y, -a.x);
 }
 
-// cos(2 pi k / 32) for k in [0, 8].
-__host__ __device__ constexpr float cos32_quadrant(int k) {
-  return k == 0   ? 1.0f
-         : k == 1 ? 9.807852804e-01f
-         : k == 2 ? 9.238795325e-01f
-         : k == 3 ? 8.314696123e-01f
-         : k == 4 ? 7.071067812e-01f
-         : k == 5 ? 5.555702330e-01f
-         : k == 6 ? 3.826834324e-01f
-         : k == 7 ? 1.950903220e-01f
-                  : 0.0f;
+// cos(2 pi k / 64) for k in [0, 16].
+__host__ __device__ constexpr float cos64_quadrant(int k) {
+  return k == 0    ? 1.0f
+         : k == 1  ? 9.951847267e-01f
+         : k == 2  ? 9.807852804e-01f
+         : k == 3  ? 9.569403357e-01f
+         : k == 4  ? 9.238795325e-01f
+         : k == 5  ? 8.819212643e-01f
+         : k == 6  ? 8.314696123e-01f
+         : k == 7  ? 7.730104534e-01f
+         : k == 8  ? 7.071067812e-01f
+         : k == 9  ? 6.343932842e-01f
+         : k == 10 ? 5.555702330e-01f
+         : k == 11 ? 4.713967368e-01f
+         : k == 12 ? 3.826834324e-01f
+         : k == 13 ? 2.902846773e-01f
+         : k == 14 ? 1.950903220e-01f
+         : k == 15 ? 9.801714033e-02f
+                   : 0.0f;
 }
-// cos(2 pi k / 32) for any k.
-__host__ __device__ constexpr float cos32(int k) {
-  return (k & 31) <= 8    ? cos32_quadrant(k & 31)
-         : (k & 31) <= 16 ? -cos32_quadrant(16 - (k & 31))
-         : (k & 31) <= 24 ? -cos32_quadrant((k & 31) - 16)
-                          : cos32_quadrant(32 - (k & 31));
+// cos(2 pi k / 64) for any k.
+__host__ __device__ constexpr float cos64(int k) {
+  return (k & 63) <= 16   ? cos64_quadrant(k & 63)
+         : (k & 63) <= 32 ? -cos64_quadrant(32 - (k & 63))
+         : (k & 63) <= 48 ? -cos64_quadrant((k & 63) - 32)
+                          : cos64_quadrant(64 - (k & 63));
 }
 
-// a * W_32^e with W = exp(-2 pi i / 32), or a * conj(W_32^e) for the inverse. e is a compile-time
-// constant after unrolling, so the branches fold and the trivial roots cost no multiplications.
-template <bool kInv>
-__device__ __forceinline__ float2 mul_w32(float2 a, int e) {
-  e = kInv ? (32 - (e & 31)) & 31 : e & 31;
+// a * W_kN^e with W = exp(-2 pi i / kN), kN in {32, 64}, or a * conj(W_kN^e) for the inverse. e is a
+// compile-time constant after unrolling, so the branches fold and the trivial roots cost no
+// multiplications.
+template <int kN, bool kInv>
+__device__ __forceinline__ float2 mul_root(float2 a, int e) {
+  static_assert(kN == 32 || kN == 64, "roots of unity of order 32 or 64");
+  e = (e * (64 / kN)) & 63;
+  e = kInv ? (64 - e) & 63 : e;
   constexpr float kHalfSqrt2 = 7.071067812e-01f;
   if (e == 0) return a;
-  if (e == 8) return c_mul_neg_i(a);
-  if (e == 16) return make_float2(-a.x, -a.y);
-  if (e == 24) return c_mul_i(a);
-  if (e == 4) return make_float2(kHalfSqrt2 * (a.x + a.y), kHalfSqrt2 * (a.y - a.x));
-  if (e == 12) return make_float2(kHalfSqrt2 * (a.y - a.x), -kHalfSqrt2 * (a.x + a.y));
-  if (e == 20) return make_float2(-kHalfSqrt2 * (a.x + a.y), kHalfSqrt2 * (a.x - a.y));
-  if (e == 28) return make_float2(kHalfSqrt2 * (a.x - a.y), kHalfSqrt2 * (a.x + a.y));
-  return c_mul(a, make_float2(cos32(e), -cos32(e - 8)));
+  if (e == 16) return c_mul_neg_i(a);
+  if (e == 32) return make_float2(-a.x, -a.y);
+  if (e == 48) return c_mul_i(a);
+  if (e == 8) return make_float2(kHalfSqrt2 * (a.x + a.y), kHalfSqrt2 * (a.y - a.x));
+  if (e == 24) return make_float2(kHalfSqrt2 * (a.y - a.x), -kHalfSqrt2 * (a.x + a.y));
+  if (e == 40) return make_float2(-kHalfSqrt2 * (a.x + a.y), kHalfSqrt2 * (a.x - a.y));
+  if (e == 56) return make_float2(kHalfSqrt2 * (a.x - a.y), kHalfSqrt2 * (a.x + a.y));
+  return c_mul(a, make_float2(cos64(e), -cos64(e - 16)));
+}
+
+template <bool kInv>
+__device__ __forceinline__ float2 mul_w32(float2 a, int e) {
+  return mul_root<32, kInv>(a, e);
 }
 
 // W_n^q = exp(-2 pi i q / n) for a power of two n (conjugated for the inverse). The fraction 2q/n is
@@ -190,8 +206,10 @@ __device__ __forceinline__ void twiddle(float2* x, int q, int n) {
 // Pass 1 reads natural order; the last pass writes frequency q + (m / 16) t at position q + (m / 16) t.
 // Every thread holds kE values: kE / r_i groups per pass.
 
-constexpr int kE = 32;          // complex values per thread
-constexpr int kLastRadix = 16;  // kE / 2: the last pass holds a group and its mirror
+// Complex values per thread: 32 (the multi-pass kernels and fused lengths up to 8192), 64 for the fused
+// 16384; the last pass has radix kE / 2 and holds a group and its mirror.
+constexpr int kE = 32;
+constexpr int kLastRadix = kE / 2;
 
 // A group's elements sit at positions base + s * stride (s < kR): on the input side base = g and
 // stride = m / kR; on the output side base = (g - q) kR + q and stride = R_(i-1). Positions within a
@@ -209,19 +227,20 @@ __device__ __forceinline__ void group_span(int g, int rprev, int m, int& base, i
   }
 }
 
-// Keeps the compiler from hoisting the loads that follow above this point: without it, the global
-// loads of all 32 values (and their gates, and the filter's spectrum) are issued at once, which needs
-// twice the registers a thread has and spills. Every lane of the warp reaches each call.
+// Keeps the compiler from hoisting the loads that follow above this point, so that the global loads of
+// all 32 values (and their gates, and the filter's spectrum) are not all in flight at once. It
+// synchronizes only the lanes active here: lanes past the end of a grid-stride loop have left, and
+// thread 0 runs its own branch of the product.
 __device__ __forceinline__ void load_fence() {
-  __syncwarp();
+  __syncwarp(__activemask());
 }
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
 // index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory).
-template <int kR, bool kOut, bool kFenced = false, class Group, class Load>
-__device__ __forceinline__ void gather(float2 (&v)[kE], Group group, int rprev, int m, Load load) {
+template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Load>
+__device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, int m, Load load) {
 #pragma unroll
-  for (int e = 0; e < kE / kR; ++e) {
+  for (int e = 0; e < kN / kR; ++e) {
     if (kFenced && e > 0) load_fence();
     int base, stride;
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
@@ -230,10 +249,10 @@ __device__ __forceinline__ void gather(float2 (&v)[kE], Group group, int rprev, 
   }
 }
 
-template <int kR, bool kOut, bool kFenced = false, class Group, class Store>
-__device__ __forceinline__ void scatter(const float2 (&v)[kE], Group group, int rprev, int m, Store store) {
+template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Store>
+__device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int rprev, int m, Store store) {
 #pragma unroll
-  for (int e = 0; e < kE / kR; ++e) {
+  for (int e = 0; e < kN / kR; ++e) {
     if (kFenced && e > 0) load_fence();
     int base, stride;
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
@@ -279,10 +298,10 @@ struct padded_row {
 // The arithmetic of one pass on a thread's groups: forward = twiddle then DFT; inverse = the adjoint
 // (conjugate DFT, then conjugate twiddle), so running the inverse passes in reverse order undoes the
 // forward ones up to the factor m.
-template <int kR, bool kInv, class Group>
-__device__ __forceinline__ void butterflies(float2 (&v)[kE], Group group, int rprev) {
+template <int kR, bool kInv, int kN, class Group>
+__device__ __forceinline__ void butterflies(float2 (&v)[kN], Group group, int rprev) {
 #pragma unroll
-  for (int e = 0; e < kE / kR; ++e) {
+  for (int e = 0; e < kN / kR; ++e) {
     const int q = group(e) % rprev;
     if (!kInv) {
       if (rprev > 1) twiddle<kR, false>(&v[e * kR], q, rprev * kR);
@@ -323,71 +342,94 @@ __device__ __forceinline__ void mirror_spectrum(float2 za, float2 zb, float2 w, 
   xbc = make_float2(b.x * scale, -b.y * scale);
 }
 
-// The last pass's two groups for thread t of an m-point transform (c = m / 16 groups, t < c / 2):
-// q and c - q, or 0 and c / 2 for thread 0, so that frequency f and m - f sit in one thread.
+// The last pass's two groups for thread t of an m-point transform of last radix kLast (c = m / kLast
+// groups, t < c / 2): q and c - q, or 0 and c / 2 for thread 0, so that frequency f and m - f sit in
+// one thread.
 struct last_groups {
   int q1, q2;
   __device__ __forceinline__ int operator()(int e) const { return e == 0 ? q1 : q2; }
 };
+template <int kLast>
 __device__ __forceinline__ last_groups make_last_groups(int t, int m) {
-  const int c = m / kLastRadix;
+  const int c = m / kLast;
   return last_groups{t, t == 0 ? c / 2 : c - t};
 }
 
-// The conv's work in the last pass: v[0..16) = Z[q1 + c k], v[16..32) = Z[q2 + c k] in, Zy out.
-// spectrum: (m + 1,) the row's filter.
-__device__ __forceinline__ void product_last_pass(float2 (&v)[kE], int64_t t, int64_t m,
-                                                  const float2* spectrum) {
-  const int64_t c = m / kLastRadix;
+// The conv's work in the last pass (radix K): v[0..K) = Z[q1 + c k], v[K..2K) = Z[q2 + c k] in, Zy
+// out (c = m / K). spectrum: (m + 1,) the row's filter. Frequency q1 + c k pairs with q2 + c (K-1-k);
+// thread 0's groups 0 and c / 2 pair within themselves (k with K - k, and k with K - 1 - k).
+template <int K, class Spectrum>
+__device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                  Spectrum spectrum) {
+  const int64_t c = m / K;
   if (t != 0) {
-    const float2 base = root_of_unity<false>(t, 2 * m);
+    const float2 base = root_of_unity<false>(static_cast<int>(t), static_cast<int>(2 * m));
 #pragma unroll
-    for (int k = 0; k < kLastRadix; ++k) {
+    for (int k = 0; k < K; ++k) {
       if (k % 4 == 0 && k > 0) load_fence();
       const int64_t f = t + c * k;
-      mirror_product(v[k], v[2 * kLastRadix - 1 - k], mul_w32<false>(base, k), spectrum[f], spectrum[m - f]);
+      mirror_product(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
     }
   } else {
-    // Thread 0 (lane 0 of its warp) takes this branch: it makes as many load_fence calls as the other.
+    // Thread 0 (lane 0 of its warp) takes this branch; its fences only order its own loads.
     {
       float2 za = v[0], zb = v[0];
-      mirror_product(za, zb, make_float2(1.0f, 0.0f), spectrum[0], spectrum[m]);
+      mirror_product(za, zb, make_float2(1.0f, 0.0f), spectrum(0), spectrum(m));
       v[0] = za;
     }
     {
-      float2 za = v[8], zb = v[8];
-      mirror_product(za, zb, make_float2(0.0f, -1.0f), spectrum[m / 2], spectrum[m / 2]);
-      v[8] = za;
+      float2 za = v[K / 2], zb = v[K / 2];
+      mirror_product(za, zb, make_float2(0.0f, -1.0f), spectrum(m / 2), spectrum(m / 2));
+      v[K / 2] = za;
     }
 #pragma unroll
-    for (int k = 1; k < 8; ++k) {
-      if (k == 4) load_fence();
-      mirror_product(v[k], v[kLastRadix - k], mul_w32<false>(make_float2(1.0f, 0.0f), k), spectrum[c * k],
-                     spectrum[m - c * k]);
+    for (int k = 1; k < K / 2; ++k) {
+      if (k % 4 == 0) load_fence();
+      mirror_product(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), spectrum(c * k),
+                     spectrum(m - c * k));
     }
     load_fence();
-    const float2 base = root_of_unity<false>(c / 2, 2 * m);
+    const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      if (k == 4) load_fence();
+    for (int k = 0; k < K / 2; ++k) {
+      if (k % 4 == 0 && k > 0) load_fence();
       const int64_t f = c / 2 + c * k;
-      mirror_product(v[kLastRadix + k], v[2 * kLastRadix - 1 - k], mul_w32<false>(base, k), spectrum[f],
-                     spectrum[m - f]);
+      mirror_product(v[K + k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), spectrum(f),
+                     spectrum(m - f));
     }
   }
 }
 
-// The filter's work in the last pass: writes S[f] for all f in [0, m] from Z of the packed filter.
-__device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[kE], int64_t t, int64_t m, float scale,
-                                                   float2* spectrum) {
-  const int64_t c = m / kLastRadix;
+// The same for the odd frequencies of a split transform (below): v[0..K) = Z'[t + c k] and
+// v[K..2K) = Z'[c - 1 - t + c k], where Z'[k] = Z[2k + 1] of the full m2 = 2m point transform; local
+// frequency k pairs with m - 1 - k, the full 2k + 1 with m2 - 2k - 1. spectrum: (m2 + 1,).
+template <int K>
+__device__ __forceinline__ void product_last_pass_odd(float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                      const float2* spectrum) {
+  const int64_t c = m / K;
+  const int64_t m2 = 2 * m;
+  const float2 base = root_of_unity<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    if (k % 4 == 0 && k > 0) load_fence();
+    const int64_t f = 2 * (t + c * k) + 1;
+    mirror_product(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), spectrum[f], spectrum[m2 - f]);
+  }
+}
+
+// The filter's work in the last pass (radix K): writes S[f] for all f in [0, m] from Z of the packed
+// filter.
+template <int K>
+__device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                   float scale, float2* spectrum) {
+  const int64_t c = m / K;
   float2 xa, xbc;
   if (t != 0) {
-    const float2 base = root_of_unity<false>(t, 2 * m);
+    const float2 base = root_of_unity<false>(static_cast<int>(t), static_cast<int>(2 * m));
 #pragma unroll
-    for (int k = 0; k < kLastRadix; ++k) {
+    for (int k = 0; k < K; ++k) {
       const int64_t f = t + c * k;
-      mirror_spectrum(v[k], v[2 * kLastRadix - 1 - k], mul_w32<false>(base, k), scale, xa, xbc);
+      mirror_spectrum(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
       spectrum[f] = xa;
       spectrum[m - f] = xbc;
     }
@@ -395,19 +437,19 @@ __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[kE], int64_
     mirror_spectrum(v[0], v[0], make_float2(1.0f, 0.0f), scale, xa, xbc);
     spectrum[0] = xa;
     spectrum[m] = xbc;
-    mirror_spectrum(v[8], v[8], make_float2(0.0f, -1.0f), scale, xa, xbc);
+    mirror_spectrum(v[K / 2], v[K / 2], make_float2(0.0f, -1.0f), scale, xa, xbc);
     spectrum[m / 2] = xa;
 #pragma unroll
-    for (int k = 1; k < 8; ++k) {
-      mirror_spectrum(v[k], v[kLastRadix - k], mul_w32<false>(make_float2(1.0f, 0.0f), k), scale, xa, xbc);
+    for (int k = 1; k < K / 2; ++k) {
+      mirror_spectrum(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), scale, xa, xbc);
       spectrum[c * k] = xa;
       spectrum[m - c * k] = xbc;
     }
-    const float2 base = root_of_unity<false>(c / 2, 2 * m);
+    const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < K / 2; ++k) {
       const int64_t f = c / 2 + c * k;
-      mirror_spectrum(v[kLastRadix + k], v[2 * kLastRadix - 1 - k], mul_w32<false>(base, k), scale, xa, xbc);
+      mirror_spectrum(v[K + k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
       spectrum[f] = xa;
       spectrum[m - f] = xbc;
     }
@@ -519,14 +561,15 @@ struct conv_row {
   }
 };
 
-// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end.
-template <ssmkit_dtype T>
+// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end. kGates = false: the call
+// has no pregate, postgate or extra (fewer registers).
+template <ssmkit_dtype T, bool kGates = true>
 __device__ __forceinline__ float2 load_packed(const conv_args& a, const conv_row& row, int64_t j) {
   const int64_t i = 2 * j;
   if (i >= row.len) return make_float2(0.0f, 0.0f);
   const bool both = i + 1 < row.len;
   float2 v = load_pair<T>(a.u, row.base + i, both, a.vec);
-  if (a.pregate != nullptr) {
+  if (kGates && a.pregate != nullptr) {
     const float2 g = load_pair<T>(a.pregate, row.base + i, both, a.vec);
     v = make_float2(v.x * g.x, v.y * g.y);
   }
@@ -534,17 +577,17 @@ __device__ __forceinline__ float2 load_packed(const conv_args& a, const conv_row
 }
 
 // Writes y[2j] and y[2j + 1] of the row from zy[j], after extra, gelu and postgate.
-template <ssmkit_dtype T>
+template <ssmkit_dtype T, bool kGates = true>
 __device__ __forceinline__ void store_packed(const conv_args& a, const conv_row& row, int64_t j, float2 y) {
   const int64_t i = 2 * j;
   if (i >= row.len) return;
   const bool both = i + 1 < row.len;
-  if (a.extra != nullptr) {
+  if (kGates && a.extra != nullptr) {
     y.x += a.extra[row.base + i];
     if (both) y.y += a.extra[row.base + i + 1];
   }
   if (a.gelu) y = make_float2(gelu_erf(y.x), gelu_erf(y.y));
-  if (a.postgate != nullptr) {
+  if (kGates && a.postgate != nullptr) {
     const float2 g = load_pair<T>(a.postgate, row.base + i, both, a.vec);
     y = make_float2(y.x * g.x, y.y * g.y);
   }
@@ -588,46 +631,56 @@ __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64
 // ---------------------------------------------------------------------------------------------------
 // The fused kernel: one row per FFT, rows of a block side by side in shared memory.
 
-__host__ __device__ constexpr int leading_passes(int log_m) {
-  return (log_m - 4 + 4) / 5;
+// Passes of an m = 2^log_m point transform whose last pass has last_bits bits: the leading passes share
+// the rest as evenly as possible (at most 5 bits each, radix 32), the earlier ones taking the larger
+// shares.
+__host__ __device__ constexpr int leading_passes(int log_m, int last_bits) {
+  return (log_m - last_bits + 4) / 5;
 }
-// Bits of pass i (1-based) of an m = 2^log_m point transform: the last pass 4, the leading ones share the
-// rest as evenly as possible (at most 5 each), the earlier ones taking the larger shares.
-__host__ __device__ constexpr int pass_bits(int log_m, int i) {
-  return i == leading_passes(log_m) + 1
-             ? 4
-             : (log_m - 4) / leading_passes(log_m) + ((i - 1) < (log_m - 4) % leading_passes(log_m) ? 1 : 0);
+// Bits of pass i (1-based).
+__host__ __device__ constexpr int pass_bits(int log_m, int last_bits, int i) {
+  return i == leading_passes(log_m, last_bits) + 1
+             ? last_bits
+             : (log_m - last_bits) / leading_passes(log_m, last_bits) +
+                   ((i - 1) < (log_m - last_bits) % leading_passes(log_m, last_bits) ? 1 : 0);
 }
-__host__ __device__ constexpr int bits_before(int log_m, int i) {
-  return i <= 1 ? 0 : bits_before(log_m, i - 1) + pass_bits(log_m, i - 1);
+__host__ __device__ constexpr int bits_before(int log_m, int last_bits, int i) {
+  return i <= 1 ? 0 : bits_before(log_m, last_bits, i - 1) + pass_bits(log_m, last_bits, i - 1);
 }
 
 template <int kLogM>
 struct fused_plan {
   static constexpr int kM = 1 << kLogM;
-  static constexpr int kPasses = leading_passes(kLogM) + 1;  // 2 or 3 for m in [32, 16384]
+  // 64 values a thread (256 threads of 255 registers for m = 16384) spills more than 32 values at a
+  // 128-register cap, so every size holds 32.
+  static constexpr int kE = 32;
+  static constexpr int kLast = kE / 2;  // the last pass's radix
+  static constexpr int kLastBits = 4;
+  static constexpr int kPasses = leading_passes(kLogM, kLastBits) + 1;  // 2 or 3 for m in [32, 16384]
   static constexpr int kThreadsPerRow = kM / kE;
   static constexpr int kRows = kThreadsPerRow >= 128 ? 1 : 128 / kThreadsPerRow;  // >= 4 warps a block
   static constexpr int kThreads = kRows * kThreadsPerRow;
-  // Registers: a thread's 32 values, two groups' DFT temporaries and twiddles, and the row's addresses
-  // need ~120-200 registers; a 128 cap spills. So up to 255 where the block size allows it (two
-  // 128-thread blocks or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight),
-  // and 128 for m = 16384, whose 512 threads a block need all 64K registers of the SM at that cap.
+  // Registers: a thread's values, two groups' DFT temporaries and twiddles, and the row's addresses need
+  // ~120-200 registers; a 128 cap spills. So up to 255 where the block allows it (two 128-thread blocks
+  // or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight); m = 16384 has
+  // 512 threads a block and keeps the 128 cap (its gate-free variant spills least).
   static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;
   static constexpr int kRowStride =
       kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
   template <int i>
   static constexpr int radix() {
-    return 1 << pass_bits(kLogM, i);
+    return 1 << pass_bits(kLogM, kLastBits, i);
   }
   template <int i>
   static constexpr int rprev() {
-    return 1 << bits_before(kLogM, i);
+    return 1 << bits_before(kLogM, kLastBits, i);
   }
   static_assert(kLogM >= 5 && kLogM <= 14, "fused FFT lengths are 32..16384");
   static_assert(kPasses == 2 || kPasses == 3, "the fused kernel runs 2 or 3 passes");
-  static_assert(bits_before(kLogM, kPasses) + 4 == kLogM, "passes cover the transform");
+  static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
+  static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
+  static_assert(radix<1>() <= kE && (kPasses == 2 || radix<2>() <= kE), "passes fit a thread's values");
 };
 
 struct thread_groups {
@@ -638,8 +691,8 @@ struct thread_groups {
 // Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers. Pass 1's
 // output lives in the padded layout; a middle pass's output, read by the last pass with consecutive
 // lanes on consecutive positions, in the plain one.
-template <class Plan, class Load>
-__device__ __forceinline__ void fused_forward(float2 (&v)[kE], float2* buf, int t, Load load) {
+template <class Plan, bool kOddPairs = false, class Load>
+__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load) {
   constexpr int m = Plan::kM;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
@@ -650,7 +703,8 @@ __device__ __forceinline__ void fused_forward(float2 (&v)[kE], float2* buf, int 
   scatter<r1, true>(v, groups, 1, m, d1);
   __syncthreads();
   constexpr int plast = Plan::template rprev<Plan::kPasses>();
-  const last_groups last = make_last_groups(t, m);
+  const last_groups last =
+      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
   if constexpr (Plan::kPasses == 3) {
     constexpr int r2 = Plan::template radix<2>();
     constexpr int p2 = Plan::template rprev<2>();
@@ -659,36 +713,37 @@ __device__ __forceinline__ void fused_forward(float2 (&v)[kE], float2* buf, int 
     __syncthreads();
     scatter<r2, true>(v, groups, p2, m, d2);
     __syncthreads();
-    gather<kLastRadix, false>(v, last, plast, m, d2);
+    gather<Plan::kLast, false>(v, last, plast, m, d2);
   } else {
-    gather<kLastRadix, false>(v, last, plast, m, d1);
+    gather<Plan::kLast, false>(v, last, plast, m, d1);
   }
-  butterflies<kLastRadix, false>(v, last, plast);
+  butterflies<Plan::kLast, false>(v, last, plast);
 }
 
 // The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
-template <class Plan, class Store>
-__device__ __forceinline__ void fused_inverse(float2 (&v)[kE], float2* buf, int t, Store store) {
+template <class Plan, bool kOddPairs = false, class Store>
+__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store) {
   constexpr int m = Plan::kM;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
   const padded_row d1{buf, r1 % 16 == 0};
   const flat_row d2{buf};
   constexpr int plast = Plan::template rprev<Plan::kPasses>();
-  const last_groups last = make_last_groups(t, m);
-  butterflies<kLastRadix, true>(v, last, plast);
+  const last_groups last =
+      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  butterflies<Plan::kLast, true>(v, last, plast);
   // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
   if constexpr (Plan::kPasses == 3) {
     constexpr int r2 = Plan::template radix<2>();
     constexpr int p2 = Plan::template rprev<2>();
-    scatter<kLastRadix, false>(v, last, plast, m, d2);
+    scatter<Plan::kLast, false>(v, last, plast, m, d2);
     __syncthreads();
     gather<r2, true>(v, groups, p2, m, d2);
     butterflies<r2, true>(v, groups, p2);
     __syncthreads();
     scatter<r2, false>(v, groups, p2, m, d1);
   } else {
-    scatter<kLastRadix, false>(v, last, plast, m, d1);
+    scatter<Plan::kLast, false>(v, last, plast, m, d1);
   }
   __syncthreads();
   gather<r1, true>(v, groups, 1, m, d1);
@@ -696,7 +751,7 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[kE], float2* buf, int 
   scatter<r1, false, true>(v, groups, 1, m, store);
 }
 
-template <ssmkit_dtype T, int kLogM>
+template <ssmkit_dtype T, int kLogM, bool kGates>
 __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>::kMinBlocks)
     fft_conv_fused_kernel(const conv_args a) {
   using Plan = fused_plan<kLogM>;
@@ -707,12 +762,57 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const conv_row row(a, b * Plan::kRows + local_row);
-    float2 v[kE];
-    fused_forward<Plan>(v, buf, t, [&](int b, int s, int st) { return load_packed<T>(a, row, b + s * st); });
-    product_last_pass(v, t, Plan::kM, a.spectrum + row.h * (Plan::kM + 1));
-    fused_inverse<Plan>(v, buf, t,
-                        [&](int b, int s, int st, float2 y) { store_packed<T>(a, row, b + s * st, y); });
+    float2 v[Plan::kE];
+    fused_forward<Plan>(
+        v, buf, t, [&](int base, int s, int st) { return load_packed<T, kGates>(a, row, base + s * st); });
+    const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
+    product_last_pass<Plan::kLast>(v, t, Plan::kM, [filter](int64_t f) { return filter[f]; });
+    fused_inverse<Plan>(v, buf, t, [&](int base, int s, int st, float2 y) {
+      store_packed<T, kGates>(a, row, base + s * st, y);
+    });
     __syncthreads();  // the next row reuses buf
+  }
+}
+
+// m = 16384 when the row fits in the lower half (L <= m: its packed z is zero past m / 2), as two
+// 8192-point halves in one block, which fit 255 registers where the 16384-point kernel spills: the even
+// frequencies Z[2k] are the 8192-point DFT of z, the odd ones Z[2k + 1] that of z[j] W_m^j; each half
+// pairs with itself for the product, and zy[j] = IDFT(even)[j] + W_m^-j IDFT(odd)[j] for the j < m / 2
+// that the output needs, summed in shared memory by the thread that owns j in both halves.
+constexpr size_t kSplitSmem = (fused_plan<13>::kRowStride + fused_plan<13>::kM) * sizeof(float2);
+
+template <ssmkit_dtype T, bool kGates>
+__global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
+    fft_conv_split_kernel(const conv_args a) {
+  using Plan = fused_plan<13>;
+  constexpr int mh = Plan::kM;  // the halves' length
+  constexpr int m = 2 * mh;
+  constexpr int r1 = Plan::template radix<1>();
+  extern __shared__ __align__(16) float2 smem[];
+  float2* buf = smem;                     // (mh + mh / 16,) the halves' transforms
+  float2* acc = smem + Plan::kRowStride;  // (mh,) zy of the even half
+  const int t = static_cast<int>(threadIdx.x);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const conv_row row(a, r);
+    const float2* filter = a.spectrum + row.h * (m + 1);
+    float2 v[Plan::kE];
+    fused_forward<Plan>(
+        v, buf, t, [&](int base, int s, int st) { return load_packed<T, kGates>(a, row, base + s * st); });
+    product_last_pass<Plan::kLast>(v, t, mh, [filter](int64_t f) { return filter[2 * f]; });
+    fused_inverse<Plan>(v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
+    __syncthreads();  // buf is read to the end before the odd half writes it
+    // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
+    fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
+      const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
+      return c_mul(load_packed<T, kGates>(a, row, base + s * st), w);
+    });
+    product_last_pass_odd<Plan::kLast>(v, t, mh, filter);
+    fused_inverse<Plan, true>(v, buf, t, [&](int base, int s, int st, float2 y) {
+      const int j = base + s * st;
+      const float2 w = mul_root<2 * r1, true>(root_of_unity<true>(base, m), s);
+      store_packed<T, kGates>(a, row, j, c_add(acc[j], c_mul(y, w)));
+    });
+    __syncthreads();
   }
 }
 
@@ -728,10 +828,11 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t r = b * Plan::kRows + local_row;
-    float2 v[kE];
+    float2 v[Plan::kE];
     fused_forward<Plan>(v, buf, t,
                         [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
-    if (r < a.rows) spectrum_last_pass(v, t, Plan::kM, scale, a.spectrum + (a.h0 + r) * (Plan::kM + 1));
+    if (r < a.rows)
+      spectrum_last_pass<Plan::kLast>(v, t, Plan::kM, scale, a.spectrum + (a.h0 + r) * (Plan::kM + 1));
     __syncthreads();
   }
 }
@@ -815,11 +916,12 @@ __global__ void __launch_bounds__(256)
     const int64_t r = id / nt;
     const int64_t t = id % nt;
     float2* row = data + r * m;
-    const last_groups last = make_last_groups(static_cast<int>(t), static_cast<int>(m));
+    const last_groups last = make_last_groups<kLastRadix>(static_cast<int>(t), static_cast<int>(m));
     float2 v[kE];
     gather<kLastRadix, false>(v, last, plast, m, flat_row{row});
     butterflies<kLastRadix, false>(v, last, plast);
-    product_last_pass(v, t, m, spectrum + (((row0 + r) / segments) % H) * (m + 1));
+    const float2* filter = spectrum + (((row0 + r) / segments) % H) * (m + 1);
+    product_last_pass<kLastRadix>(v, t, m, [filter](int64_t f) { return filter[f]; });
     butterflies<kLastRadix, true>(v, last, plast);
     scatter<kLastRadix, false>(v, last, plast, m, flat_row{row});
   }
@@ -851,11 +953,11 @@ __global__ void __launch_bounds__(256) filter_spectrum_last_kernel(const filter_
     const int64_t r = id / nt;
     const int64_t t = id % nt;
     const float2* row = src + r * a.m;
-    const last_groups last = make_last_groups(static_cast<int>(t), static_cast<int>(a.m));
+    const last_groups last = make_last_groups<kLastRadix>(static_cast<int>(t), static_cast<int>(a.m));
     float2 v[kE];
     gather<kLastRadix, false>(v, last, plast, a.m, flat_row{const_cast<float2*>(row)});
     butterflies<kLastRadix, false>(v, last, plast);
-    spectrum_last_pass(v, t, a.m, scale, a.spectrum + (a.h0 + r) * (a.m + 1));
+    spectrum_last_pass<kLastRadix>(v, t, a.m, scale, a.spectrum + (a.h0 + r) * (a.m + 1));
   }
 }
 
@@ -1139,14 +1241,39 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   return ok_status();
 }
 
-template <ssmkit_dtype T, int kLogM>
-status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
+template <ssmkit_dtype T, int kLogM, bool kGates>
+status launch_conv_fused_variant(const conv_args& a, cudaStream_t stream) {
   using Plan = fused_plan<kLogM>;
-  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
+  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM, kGates>, Plan::kSmem));
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-  fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
+  fft_conv_fused_kernel<T, kLogM, kGates><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
+}
+
+// m = 16384 runs at a 128-register cap, where dropping the gates' code halves the spills; the other
+// sizes do not spill and keep one variant (compile time).
+template <ssmkit_dtype T, bool kGates>
+status launch_conv_split(const conv_args& a, cudaStream_t stream) {
+  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T, kGates>, kSplitSmem));
+  fft_conv_split_kernel<T, kGates>
+      <<<grid_for(a.rows, 1), fused_plan<13>::kThreadsPerRow, kSplitSmem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// m = 16384 takes the split kernel when rows fit in half the transform (always with a full-length
+// filter; its gate-free variant saves registers), else the 16384-point kernel at a 128-register cap,
+// which spills (rows of 16385..32768 samples with short filters).
+template <ssmkit_dtype T, int kLogM>
+status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
+  if constexpr (kLogM == 14) {
+    if (a.seg_len <= a.m) {
+      const bool gates = a.pregate != nullptr || a.postgate != nullptr || a.extra != nullptr;
+      return gates ? launch_conv_split<T, true>(a, stream) : launch_conv_split<T, false>(a, stream);
+    }
+  }
+  return launch_conv_fused_variant<T, kLogM, true>(a, stream);
 }
 
 // Calls fn(std::integral_constant<int, log_m>) for the fused lengths, log_m in [5, 14].
@@ -1295,6 +1422,7 @@ status check_like(const tensor_view& t, const tensor_view& u, const char* op, co
 
 status fft_conv_cuda(const fft_conv_params& p, void* stream_ptr) {
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.u.device));  // the stream's device
   SSMKIT_RETURN_IF_ERROR(check_f32(p.k, "fftConv", "k"));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.D, "fftConv", "D"));
   SSMKIT_RETURN_IF_ERROR(check_like(p.pregate, p.u, "fftConv", "pregate"));
@@ -1345,6 +1473,7 @@ status fft_conv_cuda(const fft_conv_params& p, void* stream_ptr) {
 
 status s4d_kernel_cuda(const s4d_kernel_params& p, void* stream_ptr) {
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.log_dt.device));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.log_dt, "s4dKernel", "logDt"));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.A, "s4dKernel", "A"));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.C, "s4dKernel", "C"));
@@ -1360,6 +1489,7 @@ status s4d_kernel_cuda(const s4d_kernel_params& p, void* stream_ptr) {
 
 status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.u.device));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.log_dt, "ssmConv", "logDt"));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.A, "ssmConv", "A"));
   SSMKIT_RETURN_IF_ERROR(check_f32(p.C, "ssmConv", "C"));
