@@ -1,34 +1,44 @@
 // CUDA kernels of the FFT convolution family: fftConv (FlashConv's fused FFT convolution), s4dKernel
 // (the S4D Vandermonde kernel) and ssmConv (the S4D convolution by state passing between blocks).
 //
-// Variants. fftConv has three paths, chosen by the FFT length n = nextpow2(L + Lk - 1): a direct
-// convolution when n <= 32; one fused kernel per row when 64 <= n <= 32768 (L up to 16384 with a
-// full-length filter); and multi-pass FFTs through device scratch for longer rows. Every path takes
-// float32, float16 and bfloat16 activations, and applies pregate, D, gelu (erf form) and postgate;
-// bidirectional filters are folded into the filter's spectrum, as is D (D v is the convolution with
-// D at lag 0). ssmConv convolves blocks of blockSize samples with the fused kernel and carries the
-// S4D state between blocks on the GPU (block-local end states, a scan over blocks, then the state's
-// contribution to each block), so it runs for any length with scratch linear in L.
+// Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
+// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
+// the same kernel run as two 8192-point halves (even and odd frequencies) when L <= m, which is always
+// the case with a full-length filter; a four-step FFT with one trip through device scratch each way
+// for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
+// takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
+// postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
+// spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any block size gives
+// the same result) with the fused kernel and carries the S4D state between blocks on the GPU
+// (block-local end states, a scan over blocks, the entering state's share of each output), so any
+// length runs with scratch linear in L. s4dKernel sums its modes in double.
 //
-// Design of the fused kernel. A real row x of n samples is packed as m = n/2 complex values
+// Assumptions: contiguous tensors from cudaMallocAsync (256-byte aligned bases); pairs of elements are
+// loaded as one 4- or 8-byte access only when L (and the block length) is even, since rows then start
+// on even elements; rows of up to 2^29 samples; one call per stream at a time (scratch is allocated
+// and freed in stream order).
+//
+// Design of the fused kernel. A real row x of n samples is packed as m complex values
 // z = x[2i] + i x[2i+1]; a complex FFT of z, the real split, the product with the filter's spectrum
 // and the re-packing into one complex spectrum, and the inverse complex FFT give y = x * k packed the
 // same way. The filter's spectrum (H x (m + 1) complex, scaled) is made once per call by a separate
 // kernel with the same FFT and read from L2 by every batch row. Each thread holds 32 complex values in
 // registers; an m-point FFT is 2 or 3 radix-2..32 passes (Stockham order, decimation in time, the last
 // pass radix 16), each pass an in-register DFT of its groups, with the passes exchanging data through
-// shared memory (one padded row of m float2 per FFT row). In the last forward pass each thread holds
-// the two groups of frequencies f and m - f, so the real split, the product and the inverse's first
-// pass happen in registers without another exchange. u, the gates and y are read and written once,
-// in their dtype. Everything is float32; twiddles come from sincospi of exact fractions and short
-// product trees, so the error stays near float32 rounding for every dtype.
+// shared memory (one row of m float2 per FFT row, padded where lanes would share banks). In the last
+// forward pass each thread holds the two groups of frequencies f and m - f, so the real split, the
+// product and the inverse's last pass happen in registers without another exchange. u, the gates and
+// y are read and written once, in their dtype. Everything is float32, with twiddles from sincospi of
+// exact fractions, so the error stays near float32 rounding for every dtype.
 //
 // Expected bound: float32 issue. Per row of L = 4096 (m = 4096): two 4096-point FFTs at ~3.5
 // instructions per complex value per radix-2 stage (12 stages) plus twiddles and the split, ~0.4 M
 // lane instructions; 6144 rows is ~2.4 G lane instructions, ~75 us at 128 lanes x 132 SMs x 1.98 GHz,
 // against ~24 us for the 100 MB that bfloat16 u and y move. Shared memory carries 8 float2 accesses per
 // value (4 exchanges), about 70% of the FP32 time, so it overlaps. Tensor-core DFTs (FlashFFTConv) would
-// cut the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow.
+// cut the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow. Threads
+// hold 32 values and need up to 255 registers: 8 warps an SM, each with two independent DFTs in flight.
+// The four-step path is bound by its scratch traffic: 16 bytes per complex value each way.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -838,6 +848,230 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The four-step path for m = m1 m2 in 2^15..2^20 (rows of up to 1M samples with a full-length filter),
+// with one trip through device scratch (rows, m1, m2) float2 each way. Write j = m2 j1 + j2 and
+// f = f1 + m1 f2: the columns step takes, for each j2, the m1-point DFT over j1 and its twiddle
+// W_m^(j2 f1), stored at [f1][j2]; the rows step takes, for each f1, the m2-point DFT over j2, which is
+// Z[f1 + m1 f2], multiplies by the filter's spectrum with rows f1 and m1 - f1 in one block (their
+// frequencies mirror each other: m - f = (m1 - f1) + m1 (m2 - 1 - f2); rows 0 and m1 / 2 mirror
+// within themselves), and transforms back; the inverse columns step undoes the first and writes y.
+// The filter's spectrum is kept transposed, S[f] at [f1][f2], with S[m] last, so that rows read it
+// contiguously.
+
+constexpr int kColLogM = 8;  // m1 = 256: 8 threads a column, 32 columns a block on a warp's lanes
+
+struct four_step_cols {
+  using Plan = fused_plan<kColLogM>;
+  static constexpr int kCols = 32;  // consecutive j2 on the 32 lanes of a warp: coalesced rows of u and y
+  static constexpr int kThreads = kCols * Plan::kThreadsPerRow;
+  static constexpr int kStride =
+      Plan::kRowStride + 1;  // odd: the 32 columns at one position hit distinct banks
+  static constexpr size_t kSmem = static_cast<size_t>(kCols) * kStride * sizeof(float2);
+};
+
+// The transposed spectrum of a four-step filter: S[f] of (m + 1,) at f1 * m2 + f2, S[m] at m.
+struct transposed_spectrum {
+  const float2* p;
+  int64_t m, m1, m2;
+  __device__ __forceinline__ float2 operator()(int64_t f) const {
+    return f == m ? p[m] : p[(f % m1) * m2 + f / m1];
+  }
+};
+
+// Columns step, forward: column (r, j2) of rows * m2 columns; load(row_of(r), j) gives z[j] of row r.
+template <class RowOf, class Load>
+__device__ __forceinline__ void four_step_columns_forward(float2* scratch, int64_t rows, int64_t m2,
+                                                          RowOf row_of, Load load) {
+  using C = four_step_cols;
+  using Plan = C::Plan;
+  constexpr int m1 = Plan::kM;
+  extern __shared__ __align__(16) float2 smem[];
+  const int col = static_cast<int>(threadIdx.x) % C::kCols;
+  const int t = static_cast<int>(threadIdx.x) / C::kCols;
+  float2* buf = smem + col * C::kStride;
+  const int64_t blocks = rows * m2 / C::kCols;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t c = b * C::kCols + col;
+    const int64_t r = c / m2;
+    const int j2 = static_cast<int>(c % m2);
+    const auto ctx = row_of(r);
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t,
+                        [&](int base, int s, int st) { return load(ctx, (base + s * st) * m2 + j2); });
+    const last_groups last = make_last_groups<Plan::kLast>(t, m1);
+    const int m = static_cast<int>(m1 * m2);
+    float2* out = scratch + r * m1 * m2 + j2;
+    scatter<Plan::kLast, true>(
+        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st, float2 x) {
+          const int f1 = base + s * st;
+          out[static_cast<int64_t>(f1) * m2] = c_mul(x, root_of_unity<false>(j2 * f1, m));
+        });
+    __syncthreads();
+  }
+}
+
+// Columns step, inverse: store(row_of(r), j, zy) receives zy[j] of row r.
+template <class RowOf, class Store>
+__device__ __forceinline__ void four_step_columns_inverse(const float2* scratch, int64_t rows, int64_t m2,
+                                                          RowOf row_of, Store store) {
+  using C = four_step_cols;
+  using Plan = C::Plan;
+  constexpr int m1 = Plan::kM;
+  extern __shared__ __align__(16) float2 smem[];
+  const int col = static_cast<int>(threadIdx.x) % C::kCols;
+  const int t = static_cast<int>(threadIdx.x) / C::kCols;
+  float2* buf = smem + col * C::kStride;
+  const int64_t blocks = rows * m2 / C::kCols;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t c = b * C::kCols + col;
+    const int64_t r = c / m2;
+    const int j2 = static_cast<int>(c % m2);
+    const int m = static_cast<int>(m1 * m2);
+    const float2* in = scratch + r * m1 * m2 + j2;
+    const last_groups last = make_last_groups<Plan::kLast>(t, m1);
+    float2 v[Plan::kE];
+    gather<Plan::kLast, true, true>(
+        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st) {
+          const int f1 = base + s * st;
+          return c_mul(in[static_cast<int64_t>(f1) * m2], root_of_unity<true>(j2 * f1, m));
+        });
+    const auto ctx = row_of(r);
+    fused_inverse<Plan>(v, buf, t,
+                        [&](int base, int s, int st, float2 y) { store(ctx, (base + s * st) * m2 + j2, y); });
+    __syncthreads();
+  }
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(four_step_cols::kThreads, 1)
+    four_step_conv_columns_kernel(const conv_args a, float2* scratch, int64_t m2) {
+  four_step_columns_forward(
+      scratch, a.rows, m2, [&](int64_t r) { return conv_row(a, r); },
+      [&](const conv_row& row, int64_t j) { return load_packed<T>(a, row, j); });
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(four_step_cols::kThreads, 1)
+    four_step_conv_columns_inverse_kernel(const conv_args a, const float2* scratch, int64_t m2) {
+  four_step_columns_inverse(
+      scratch, a.rows, m2, [&](int64_t r) { return conv_row(a, r); },
+      [&](const conv_row& row, int64_t j, float2 y) { store_packed<T>(a, row, j, y); });
+}
+
+__global__ void __launch_bounds__(four_step_cols::kThreads, 1)
+    four_step_filter_columns_kernel(const filter_args f, float2* scratch, int64_t m2) {
+  four_step_columns_forward(
+      scratch, f.rows, m2, [](int64_t r) { return r; },
+      [&](int64_t r, int64_t j) { return load_filter_packed(f, r, j); });
+}
+
+// Rows step: pairs of rows (f1, m1 - f1), or (0, m1 / 2), kPairs of them a block; local row 2i holds the
+// first of pair i. kConv: multiply by the spectrum and transform back, in place; else write the
+// filter's spectrum (transposed) from the rows' transforms.
+template <int kLogM2>
+struct four_step_rows {
+  using Plan = fused_plan<kLogM2>;
+  static constexpr int kPairs = Plan::kThreadsPerRow >= 64 ? 1 : 64 / Plan::kThreadsPerRow;
+  static constexpr int kThreads = 2 * kPairs * Plan::kThreadsPerRow;  // 128..256
+  static constexpr size_t kSmem = static_cast<size_t>(2 * kPairs) * Plan::kRowStride * sizeof(float2);
+  static_assert(kThreads <= 256, "255 registers a thread");
+};
+
+template <int kLogM2, bool kConv>
+__global__ void __launch_bounds__(four_step_rows<kLogM2>::kThreads, 1)
+    four_step_rows_kernel(float2* scratch, int64_t rows, const float2* spectrum, float2* spectrum_out,
+                          int64_t row0, int64_t H, int64_t segments, float scale) {
+  using R = four_step_rows<kLogM2>;
+  using Plan = typename R::Plan;
+  constexpr int m2 = Plan::kM;
+  constexpr int m1 = four_step_cols::Plan::kM;
+  constexpr int64_t m = static_cast<int64_t>(m1) * m2;
+  extern __shared__ __align__(16) float2 smem[];
+  const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
+  const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
+  const int pair = local_row / 2;
+  const bool second = local_row % 2 == 1;
+  float2* buf = smem + local_row * Plan::kRowStride;
+  float2* first_buf = smem + 2 * pair * Plan::kRowStride;
+  float2* second_buf = first_buf + Plan::kRowStride;
+  const int64_t pairs_per_row = m1 / 2;
+  const int64_t blocks = (rows * pairs_per_row + R::kPairs - 1) / R::kPairs;
+  const last_groups last = make_last_groups<Plan::kLast>(t, m2);
+  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t gp = b * R::kPairs + pair;
+    const bool active = gp < rows * pairs_per_row;
+    const int64_t r = active ? gp / pairs_per_row : 0;
+    const int pi = static_cast<int>(gp % pairs_per_row);
+    const int f1a = pi == 0 ? 0 : pi;
+    const int f1b = pi == 0 ? m1 / 2 : m1 - pi;
+    const int f1 = second ? f1b : f1a;
+    float2* row = scratch + (r * m1 + f1) * m2;
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t, [&](int base, int s, int st) {
+      return active ? row[base + s * st] : make_float2(0.0f, 0.0f);
+    });
+    // To natural order in the plain layout; the last pass may have read the padded one, which other
+    // threads may still be reading.
+    const flat_row natural{buf};
+    __syncthreads();
+    scatter<Plan::kLast, true>(v, last, plast, m2, natural);
+    __syncthreads();
+    // Each mirror pair once: for pi > 0 the first row's threads take f2 < m2 / 2 of the first row and
+    // the second row's threads the rest, each with its partner m2 - 1 - f2 in the other row; rows 0
+    // and m1 / 2 pair within themselves (f2 with -f2, and f2 with m2 - 1 - f2).
+    const int64_t h = ((row0 + r) / segments) % H;
+    const transposed_spectrum spec{spectrum + h * (m + 1), m, m1, m2};
+    float2* out = spectrum_out == nullptr ? nullptr : spectrum_out + (row0 + r) * (m + 1);
+    auto pair_at = [&](float2* pa, int fa, float2* pb, int fb, int64_t f, bool self) {
+      const float2 w = root_of_unity<false>(static_cast<int>(f % (2 * m)), static_cast<int>(2 * m));
+      if (kConv) {
+        float2 za = pa[fa], zb = pb[fb];
+        mirror_product(za, zb, w, spec(f), spec(m - f));
+        pa[fa] = za;
+        if (!self) pb[fb] = zb;
+      } else {
+        float2 xa, xbc;
+        mirror_spectrum(pa[fa], pb[fb], w, scale, xa, xbc);
+        out[(f % m1) * m2 + f / m1] = xa;
+        const int64_t g = m - f;
+        if (g == m) {
+          out[m] = xbc;
+        } else if (!self) {
+          out[(g % m1) * m2 + g / m1] = xbc;
+        }
+      }
+    };
+    if (active) {
+      if (pi != 0) {
+        for (int i = t; i < m2 / 2; i += Plan::kThreadsPerRow) {
+          const int f2 = second ? m2 / 2 + i : i;
+          pair_at(first_buf, f2, second_buf, m2 - 1 - f2, f1a + static_cast<int64_t>(m1) * f2, false);
+        }
+      } else if (!second) {
+        for (int f2 = t; f2 <= m2 / 2; f2 += Plan::kThreadsPerRow) {
+          pair_at(first_buf, f2, first_buf, (m2 - f2) % m2, static_cast<int64_t>(m1) * f2,
+                  f2 == 0 || f2 == m2 / 2);
+        }
+      } else {
+        for (int f2 = t; f2 < m2 / 2; f2 += Plan::kThreadsPerRow) {
+          pair_at(second_buf, f2, second_buf, m2 - 1 - f2, m1 / 2 + static_cast<int64_t>(m1) * f2, false);
+        }
+      }
+    }
+    __syncthreads();
+    if (kConv) {
+      gather<Plan::kLast, true>(v, last, plast, m2, natural);
+      __syncthreads();  // the inverse's first writes may use the padded layout
+      fused_inverse<Plan>(v, buf, t, [&](int base, int s, int st, float2 x) {
+        if (active) row[base + s * st] = x;
+      });
+    }
+    __syncthreads();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // The multi-pass path for m > 16384: each pass is one launch over all rows, reading and writing
 // device scratch (rows, m) float2 with the same groups and arithmetic as the fused kernel. Pass 1 is
 // radix 16, the next pass takes the remainder (radix 2..16), the rest are radix 16.
@@ -1295,6 +1529,33 @@ status with_log_m(int log_m, Fn&& fn) {
 }
 
 constexpr int kMaxFusedLogM = 14;
+constexpr int kMaxFourStepLogM = kColLogM + 12;  // rows of up to 4096 points: 256 threads of 255 registers
+
+// Calls fn(std::integral_constant<int, log_m2>) for the four-step rows, log_m2 in [7, 12].
+template <class Fn>
+status with_row_log_m(int log_m2, Fn&& fn) {
+  switch (log_m2) {
+    case 7: return fn(std::integral_constant<int, 7>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+    case 9: return fn(std::integral_constant<int, 9>{});
+    case 10: return fn(std::integral_constant<int, 10>{});
+    case 11: return fn(std::integral_constant<int, 11>{});
+    case 12: return fn(std::integral_constant<int, 12>{});
+    default: return make_status(status_code::internal, "fftConv: no four-step rows of 2^%d points", log_m2);
+  }
+}
+
+template <int kLogM2, bool kConv>
+status launch_four_step_rows(float2* scratch, int64_t rows, const float2* spectrum, float2* spectrum_out,
+                             int64_t row0, int64_t H, int64_t segments, float scale, cudaStream_t stream) {
+  using R = four_step_rows<kLogM2>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(four_step_rows_kernel<kLogM2, kConv>, R::kSmem));
+  const int64_t blocks = (rows * (four_step_cols::Plan::kM / 2) + R::kPairs - 1) / R::kPairs;
+  four_step_rows_kernel<kLogM2, kConv><<<grid_for(blocks, 1), R::kThreads, R::kSmem, stream>>>(
+      scratch, rows, spectrum, spectrum_out, row0, H, segments, scale);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
 // Complex values in one multi-pass scratch buffer (512 MiB); longer problems go in chunks of rows.
 constexpr int64_t kMultipassValues = int64_t{1} << 26;
 
@@ -1348,6 +1609,27 @@ status filter_spectra(filter_args f, int64_t H, cudaStream_t stream) {
     f.h0 = 0;
     return with_log_m(log_m, [&](auto lm) { return launch_filter_fused<decltype(lm)::value>(f, stream); });
   }
+  if (log_m <= kMaxFourStepLogM) {
+    using C = four_step_cols;
+    const int64_t m2 = f.m >> kColLogM;
+    const int64_t chunk_rows = H < kMultipassValues / f.m ? H : kMultipassValues / f.m;
+    scratch buf(stream);
+    SSMKIT_RETURN_IF_ERROR(buf.alloc(static_cast<size_t>(chunk_rows * f.m) * sizeof(float2)));
+    SSMKIT_RETURN_IF_ERROR(set_smem(four_step_filter_columns_kernel, C::kSmem));
+    const float scale = static_cast<float>(1.0 / (8.0 * static_cast<double>(f.m)));
+    for (int64_t h0 = 0; h0 < H; h0 += chunk_rows) {
+      f.h0 = h0;
+      f.rows = H - h0 < chunk_rows ? H - h0 : chunk_rows;
+      four_step_filter_columns_kernel<<<grid_for(f.rows * m2 / C::kCols, 1), C::kThreads, C::kSmem, stream>>>(
+          f, buf.as<float2>(), m2);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      SSMKIT_RETURN_IF_ERROR(with_row_log_m(log_m - kColLogM, [&](auto lm) {
+        return launch_four_step_rows<decltype(lm)::value, false>(buf.as<float2>(), f.rows, f.spectrum,
+                                                                 f.spectrum, h0, H, 1, scale, stream);
+      }));
+    }
+    return ok_status();
+  }
   int radix[32];
   const int passes = multipass_radices(log_m, radix);
   const int64_t chunk = kMultipassValues / f.m > 0 ? kMultipassValues / f.m : 1;
@@ -1377,9 +1659,33 @@ status convolve(conv_args a, cudaStream_t stream) {
     a.row0 = 0;
     return with_log_m(log_m, [&](auto lm) { return launch_conv_fused<T, decltype(lm)::value>(a, stream); });
   }
+  const int64_t total_rows = a.rows;
+  if (log_m <= kMaxFourStepLogM) {
+    using C = four_step_cols;
+    const int64_t m2 = a.m >> kColLogM;
+    const int64_t chunk_rows = total_rows < kMultipassValues / a.m ? total_rows : kMultipassValues / a.m;
+    scratch buf(stream);
+    SSMKIT_RETURN_IF_ERROR(buf.alloc(static_cast<size_t>(chunk_rows * a.m) * sizeof(float2)));
+    SSMKIT_RETURN_IF_ERROR(set_smem(four_step_conv_columns_kernel<T>, C::kSmem));
+    SSMKIT_RETURN_IF_ERROR(set_smem(four_step_conv_columns_inverse_kernel<T>, C::kSmem));
+    for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
+      a.row0 = row0;
+      a.rows = total_rows - row0 < chunk_rows ? total_rows - row0 : chunk_rows;
+      const unsigned grid = grid_for(a.rows * m2 / C::kCols, 1);
+      four_step_conv_columns_kernel<T><<<grid, C::kThreads, C::kSmem, stream>>>(a, buf.as<float2>(), m2);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      SSMKIT_RETURN_IF_ERROR(with_row_log_m(log_m - kColLogM, [&](auto lm) {
+        return launch_four_step_rows<decltype(lm)::value, true>(buf.as<float2>(), a.rows, a.spectrum, nullptr,
+                                                                row0, a.H, a.segments, 1.0f, stream);
+      }));
+      four_step_conv_columns_inverse_kernel<T>
+          <<<grid, C::kThreads, C::kSmem, stream>>>(a, buf.as<float2>(), m2);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+    }
+    return ok_status();
+  }
   int radix[32];
   const int passes = multipass_radices(log_m, radix);
-  const int64_t total_rows = a.rows;
   const int64_t chunk = kMultipassValues / a.m > 0 ? kMultipassValues / a.m : 1;
   const int64_t chunk_rows = total_rows < chunk ? total_rows : chunk;
   scratch buf(stream);
