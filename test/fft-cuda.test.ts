@@ -1,8 +1,9 @@
 // CUDA-specific checks of the FFT convolution family: every op and option on the CUDA backend against
 // the float64 references and against our CPU backend, with the device memory the outputs land in
 // poisoned with NaN first, on the shapes that stress the kernels' index arithmetic: lengths around
-// every FFT size the fused kernel switches at (n = 32, 64, ..., 32768), odd lengths (tails of the
-// packed pairs), size-1 dimensions, seqlen 1, many rows, and rows long enough for the multi-pass path.
+// every FFT size the kernels switch at (n = nextpow2(L + Lk - 1): direct up to 32, fused 64..16384,
+// two halves at 32768, four-step 2^16..2^21, radix-16 passes beyond), odd lengths (tails of the packed
+// pairs), size-1 dimensions, seqlen 1 and many rows.
 // The family's own tests (fft_conv, s4d_kernel, ssm_conv) also run on cuda:0 through testDevices().
 import { describe, expect, it } from 'vitest';
 import { fromNumbers } from '../dist/cjs/dtype.js';
@@ -211,6 +212,11 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     it(convName(c), () => runConv(c));
     const d: ConvCase = { dtype: 'float32', batch: 1, H: 1, L: 65536, Lk: 65536, D: true, gelu: true, seed: 78 };
     it(convName(d), () => runConv(d));
+    // n = 2^21 (four-step's largest) and 2^22 (radix-16 passes).
+    const e: ConvCase = { dtype: 'bfloat16', batch: 1, H: 2, L: 1048576, Lk: 5, pregate: true, postgate: true, seed: 79 };
+    it(convName(e), () => runConv(e));
+    const f: ConvCase = { dtype: 'float32', batch: 1, H: 1, L: 2097152, Lk: 3, D: true, bidirectional: true, seed: 80 };
+    it(convName(f), () => runConv(f));
   });
 
   describe('size-1 dimensions, seqlen 1, many rows', () => {
