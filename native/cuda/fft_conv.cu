@@ -571,15 +571,14 @@ struct conv_row {
   }
 };
 
-// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end. kGates = false: the call
-// has no pregate, postgate or extra (fewer registers).
-template <ssmkit_dtype T, bool kGates = true>
+// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end.
+template <ssmkit_dtype T>
 __device__ __forceinline__ float2 load_packed(const conv_args& a, const conv_row& row, int64_t j) {
   const int64_t i = 2 * j;
   if (i >= row.len) return make_float2(0.0f, 0.0f);
   const bool both = i + 1 < row.len;
   float2 v = load_pair<T>(a.u, row.base + i, both, a.vec);
-  if (kGates && a.pregate != nullptr) {
+  if (a.pregate != nullptr) {
     const float2 g = load_pair<T>(a.pregate, row.base + i, both, a.vec);
     v = make_float2(v.x * g.x, v.y * g.y);
   }
@@ -587,17 +586,17 @@ __device__ __forceinline__ float2 load_packed(const conv_args& a, const conv_row
 }
 
 // Writes y[2j] and y[2j + 1] of the row from zy[j], after extra, gelu and postgate.
-template <ssmkit_dtype T, bool kGates = true>
+template <ssmkit_dtype T>
 __device__ __forceinline__ void store_packed(const conv_args& a, const conv_row& row, int64_t j, float2 y) {
   const int64_t i = 2 * j;
   if (i >= row.len) return;
   const bool both = i + 1 < row.len;
-  if (kGates && a.extra != nullptr) {
+  if (a.extra != nullptr) {
     y.x += a.extra[row.base + i];
     if (both) y.y += a.extra[row.base + i + 1];
   }
   if (a.gelu) y = make_float2(gelu_erf(y.x), gelu_erf(y.y));
-  if (kGates && a.postgate != nullptr) {
+  if (a.postgate != nullptr) {
     const float2 g = load_pair<T>(a.postgate, row.base + i, both, a.vec);
     y = make_float2(y.x * g.x, y.y * g.y);
   }
@@ -673,7 +672,7 @@ struct fused_plan {
   // Registers: a thread's values, two groups' DFT temporaries and twiddles, and the row's addresses need
   // ~120-200 registers; a 128 cap spills. So up to 255 where the block allows it (two 128-thread blocks
   // or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight); m = 16384 has
-  // 512 threads a block and keeps the 128 cap (its gate-free variant spills least).
+  // 512 threads a block and a 128 cap, which is why it usually runs as two 8192-point halves.
   static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;
   static constexpr int kRowStride =
       kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
@@ -761,7 +760,7 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
   scatter<r1, false, true>(v, groups, 1, m, store);
 }
 
-template <ssmkit_dtype T, int kLogM, bool kGates>
+template <ssmkit_dtype T, int kLogM>
 __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>::kMinBlocks)
     fft_conv_fused_kernel(const conv_args a) {
   using Plan = fused_plan<kLogM>;
@@ -773,13 +772,12 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const conv_row row(a, b * Plan::kRows + local_row);
     float2 v[Plan::kE];
-    fused_forward<Plan>(
-        v, buf, t, [&](int base, int s, int st) { return load_packed<T, kGates>(a, row, base + s * st); });
+    fused_forward<Plan>(v, buf, t,
+                        [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
     const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
     product_last_pass<Plan::kLast>(v, t, Plan::kM, [filter](int64_t f) { return filter[f]; });
-    fused_inverse<Plan>(v, buf, t, [&](int base, int s, int st, float2 y) {
-      store_packed<T, kGates>(a, row, base + s * st, y);
-    });
+    fused_inverse<Plan>(
+        v, buf, t, [&](int base, int s, int st, float2 y) { store_packed<T>(a, row, base + s * st, y); });
     __syncthreads();  // the next row reuses buf
   }
 }
@@ -791,7 +789,7 @@ __global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>
 // that the output needs, summed in shared memory by the thread that owns j in both halves.
 constexpr size_t kSplitSmem = (fused_plan<13>::kRowStride + fused_plan<13>::kM) * sizeof(float2);
 
-template <ssmkit_dtype T, bool kGates>
+template <ssmkit_dtype T>
 __global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
     fft_conv_split_kernel(const conv_args a) {
   using Plan = fused_plan<13>;
@@ -806,21 +804,21 @@ __global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
     const conv_row row(a, r);
     const float2* filter = a.spectrum + row.h * (m + 1);
     float2 v[Plan::kE];
-    fused_forward<Plan>(
-        v, buf, t, [&](int base, int s, int st) { return load_packed<T, kGates>(a, row, base + s * st); });
+    fused_forward<Plan>(v, buf, t,
+                        [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
     product_last_pass<Plan::kLast>(v, t, mh, [filter](int64_t f) { return filter[2 * f]; });
     fused_inverse<Plan>(v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
     __syncthreads();  // buf is read to the end before the odd half writes it
     // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
     fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
       const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
-      return c_mul(load_packed<T, kGates>(a, row, base + s * st), w);
+      return c_mul(load_packed<T>(a, row, base + s * st), w);
     });
     product_last_pass_odd<Plan::kLast>(v, t, mh, filter);
     fused_inverse<Plan, true>(v, buf, t, [&](int base, int s, int st, float2 y) {
       const int j = base + s * st;
       const float2 w = mul_root<2 * r1, true>(root_of_unity<true>(base, m), s);
-      store_packed<T, kGates>(a, row, j, c_add(acc[j], c_mul(y, w)));
+      store_packed<T>(a, row, j, c_add(acc[j], c_mul(y, w)));
     });
     __syncthreads();
   }
@@ -1475,39 +1473,26 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   return ok_status();
 }
 
-template <ssmkit_dtype T, int kLogM, bool kGates>
-status launch_conv_fused_variant(const conv_args& a, cudaStream_t stream) {
-  using Plan = fused_plan<kLogM>;
-  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM, kGates>, Plan::kSmem));
-  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-  fft_conv_fused_kernel<T, kLogM, kGates><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
-}
-
-// m = 16384 runs at a 128-register cap, where dropping the gates' code halves the spills; the other
-// sizes do not spill and keep one variant (compile time).
-template <ssmkit_dtype T, bool kGates>
-status launch_conv_split(const conv_args& a, cudaStream_t stream) {
-  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T, kGates>, kSplitSmem));
-  fft_conv_split_kernel<T, kGates>
-      <<<grid_for(a.rows, 1), fused_plan<13>::kThreadsPerRow, kSplitSmem, stream>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
-}
-
 // m = 16384 takes the split kernel when rows fit in half the transform (always with a full-length
-// filter; its gate-free variant saves registers), else the 16384-point kernel at a 128-register cap,
-// which spills (rows of 16385..32768 samples with short filters).
+// filter), else the 16384-point kernel at a 128-register cap, which spills (rows of 16385..32768
+// samples with short filters).
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == 14) {
     if (a.seg_len <= a.m) {
-      const bool gates = a.pregate != nullptr || a.postgate != nullptr || a.extra != nullptr;
-      return gates ? launch_conv_split<T, true>(a, stream) : launch_conv_split<T, false>(a, stream);
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
+      fft_conv_split_kernel<T>
+          <<<grid_for(a.rows, 1), fused_plan<13>::kThreadsPerRow, kSplitSmem, stream>>>(a);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      return ok_status();
     }
   }
-  return launch_conv_fused_variant<T, kLogM, true>(a, stream);
+  using Plan = fused_plan<kLogM>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
 }
 
 // Calls fn(std::integral_constant<int, log_m>) for the fused lengths, log_m in [5, 14].
