@@ -1,6 +1,7 @@
-// hadamard against its float64 reference and the golden cases, on every backend present.
+// hadamard against its float64 reference and the golden cases, on every backend present: powers of two
+// (Sylvester order) and 12, 20, 28, 40 times a power of two (Dao-AILab's fast-hadamard-transform order).
 import { describe, expect, it } from 'vitest';
-import { hadamard, hadamardSync, type Tensor } from '../dist/cjs/index.js';
+import { backend, hadamard, hadamardSync, Tensor } from '../dist/cjs/index.js';
 import { hadamardRef } from './ref/quant';
 import { assertClose, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, testDevices, toF64 } from './util';
 
@@ -10,6 +11,13 @@ const TOL = {
   bfloat16: { rtol: 1.6e-2, atol: 1.6e-2 },
 };
 
+// The forced SIMD path (SSMKIT_SIMD) must be the one in force: test/quant-simd.test.ts reruns this file
+// under each.
+it('runs the SIMD path SSMKIT_SIMD asks for', () => {
+  const want = process.env.SSMKIT_SIMD;
+  if (want) expect(backend().simd).toBe(want === 'vnni' ? 'avx512vnni' : want);
+});
+
 describe.each(testDevices())('hadamard on %s', (device) => {
   for (const dtype of DTYPES_FLOAT) {
     for (const [rows, n] of [
@@ -18,6 +26,14 @@ describe.each(testDevices())('hadamard on %s', (device) => {
       [5, 64],
       [2, 1024],
       [1, 8192],
+      [2, 12],
+      [3, 24],
+      [1, 20],
+      [2, 40],
+      [1, 112],
+      [2, 320],
+      [1, 1536],
+      [1, 5120],
     ] as const) {
       it(`${dtype} [${rows}, ${n}]`, async () => {
         const rng = new Rng(rows * 7919 + n);
@@ -34,6 +50,31 @@ describe.each(testDevices())('hadamard on %s', (device) => {
     }
   }
 
+  it('keeps leading dimensions and defaults scale to 1', async () => {
+    const rng = new Rng(3);
+    const { t, v } = randTensor([2, 3, 28], 'float32', () => rng.normal());
+    const out = await hadamard(await t.to(device));
+    expect(out.shape).toEqual([2, 3, 28]);
+    assertClose(toF64(out.toSync('cpu')), hadamardRef(v, 6, 28, 1), TOL.float32, 'rank 3');
+  });
+
+  // Transforming the identity gives H^T; H^T H = n I holds only for a true Hadamard matrix, which checks
+  // the sign tables independently of the reference.
+  for (const n of [12, 20, 28, 40, 48, 80]) {
+    it(`H of order ${n} is orthogonal`, async () => {
+      const eye = new Float32Array(n * n);
+      for (let i = 0; i < n; i++) eye[i * n + i] = 1;
+      const h = toF64((await hadamard(await new Tensor('float32', eye, [n, n]).to(device))).toSync('cpu'));
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += (h[i * n + k] as number) * (h[j * n + k] as number);
+          if (s !== (i === j ? n : 0)) expect.fail(`(H^T H)[${i}][${j}] = ${s}`);
+        }
+      }
+    });
+  }
+
   for (const c of goldenCases('hadamard')) {
     it(`golden ${c.file}`, async () => {
       const g = loadGolden(c.file);
@@ -42,4 +83,18 @@ describe.each(testDevices())('hadamard on %s', (device) => {
       assertClose(toF64(out.toSync('cpu')), toF64(g.out as Tensor), TOL.float32, c.file);
     });
   }
+
+  it('rejects bad input', async () => {
+    const x = (n: number) => new Tensor('float32', new Float32Array(n), [1, n]).toSync(device);
+    for (const n of [3, 6, 36, 44, 60, 100]) {
+      expect(() => hadamardSync(x(n))).toThrow(RangeError);
+      expect(() => hadamardSync(x(n))).toThrow(/hadamardSync: x: expected a last dimension of 2\^k/);
+    }
+    await expect(hadamard(x(6))).rejects.toThrow(RangeError);
+    expect(() => hadamardSync(new Tensor('int8', new Int8Array(4), [4]))).toThrow(TypeError);
+    expect(() => hadamardSync(new Tensor('int8', new Int8Array(4), [4]))).toThrow(/hadamardSync: x:/);
+    expect(() => hadamardSync(x(4), { scale: 'a' as never })).toThrow(/hadamardSync: options.scale/);
+    expect(() => hadamardSync(x(4), { scale: Number.NaN })).toThrow(RangeError);
+    expect(() => hadamardSync(x(4), { scales: 1 } as never)).toThrow(TypeError);
+  });
 });

@@ -1,13 +1,46 @@
 // Parameters of the quantization family (quantize, dequantize, hadamard, the int8/int4 GEMMs and
-// packWeights), one struct per op, filled once by native/napi/quant.cc and read by both
-// native/cpu/quant.cc and native/cuda/quant.cu.
+// packWeights), one struct per op, filled once by native/napi/quant.cc and read by the CPU kernels
+// (native/cpu/quant.cc, native/cpu/gemm.cc) and, where they exist, the CUDA kernels (native/cuda/quant.cu).
+//
+// Conventions shared by every op here:
+// - A tensor is seen as `lines` rows of its last dimension (`len` values each). int4 rows are packed two
+//   values per byte, low nibble first, ceil(len / 2) bytes per row (SPEC.md).
+// - Quantization is symmetric: q = clamp(rint(x / scale), lo, hi) with round half to even, [-127, 127]
+//   for 8 bits and [-8, 7] for 4 bits; a computed scale is amax / 127 (8 bits) or amax / 7 (4 bits), and
+//   1 where amax is 0.
+// - The GEMMs compute out = x @ w^T with w (N, K) row-major, or w repacked by pack_weights_cpu into the
+//   layout below. Integer products accumulate exactly in int32.
+//
+// Packed weight layout (what pack_weights writes and the GEMM kernels read). Columns (output channels n)
+// are cut into groups of 64 (four panels of 16; the last group may hold fewer panels, and the last panel
+// is padded with zero weights). Inside a group, K advances in steps and each step stores, for each panel,
+// 16 columns x 4 bytes (one 64-byte vector):
+// - 8 bits: a step is 4 values of k; byte r of column c holds w[n][k0 + r] + 128 (unsigned). K is padded
+//   to a multiple of 4 with zero weights.
+// - 4 bits: a step is 8 values of k; byte r of column c holds (w[n][k0 + r] + 8) in its low nibble and
+//   (w[n][k0 + 4 + r] + 8) in its high nibble. K is padded to a multiple of 8 with zero weights.
+// Storing the weights unsigned makes them the u8 operand of VNNI's vpdpbusd (u8 x s8), with the
+// activations as the signed operand broadcast from memory; the offset comes back out as
+// 128 * sum(a) (or 8 * sum(a)) per row, which is exact in int32.
 #pragma once
+#include <cstdint>
+
 #include "ssmkit/status.h"
 #include "ssmkit/tensor.h"
 
 namespace ssmkit {
 
-// Fast Walsh-Hadamard transform (Sylvester order) over the last dimension, times `scale`.
+// How many scales a quantized tensor has.
+enum quant_granularity : int32_t {
+  QUANT_TENSOR = 0,   // one scale; scale shape ()
+  QUANT_TOKEN = 1,    // one per row of the last dimension; scale shape x.shape[:-1]
+  QUANT_CHANNEL = 2,  // one per index of dimension 0 (a weight's output channel); scale shape (x.shape[0],)
+  QUANT_GROUP = 3,    // one per group_size values along the last dimension; (..., len / group_size)
+};
+
+// Fast Walsh-Hadamard transform over the last dimension, times `scale`. n = m * 2^k with m in {1, 12, 20,
+// 28, 40} (40 before 20 where both fit): out = (H_m kron H_{2^k}) x, element i * 2^k + p, H_{2^k} in
+// Sylvester order and H_m the matrices of Dao-AILab's fast-hadamard-transform (see native/cpu/quant.cc).
 struct hadamard_params {
   tensor_view x;    // (rows, n) float32 | float16 | bfloat16
   tensor_view out;  // (rows, n) x's dtype
@@ -16,7 +49,110 @@ struct hadamard_params {
   float scale = 1.0f;
 };
 
+// n = m * 2^k as hadamard uses it (m = 1 for a power of two); false for any other length.
+bool hadamard_factor(int64_t n, int* m, int64_t* pow2);
+// H_m as m x m floats (+1 / -1), row-major, for m in {12, 20, 28, 40}; nullptr otherwise.
+const float* hadamard_signs(int m);
+
 status hadamard_cpu(const hadamard_params& p);
 status hadamard_cuda(const hadamard_params& p, void* stream);
+
+struct quantize_params {
+  tensor_view x;      // (lines, len) float32 | float16 | bfloat16
+  tensor_view q;      // (lines, len) int8 (bits 8) or int4 (bits 4)
+  tensor_view scale;  // float32 (group: float32 | float16 | bfloat16); written unless static_scale
+  int64_t lines = 0;
+  int64_t len = 0;
+  int64_t lines_per_channel = 1;  // QUANT_CHANNEL: the rows of one index of dimension 0
+  int64_t group_size = 0;         // QUANT_GROUP: divides len
+  int32_t bits = 8;
+  quant_granularity granularity = QUANT_TENSOR;
+  bool static_scale = false;  // scale is given (calibrated) and only read
+  bool hadamard = false;      // rotate each row by hadamard(x, 1 / sqrt(len)) before quantizing
+};
+
+status quantize_cpu(const quantize_params& p);
+status quantize_cuda(const quantize_params& p, void* stream);
+
+struct dequantize_params {
+  tensor_view q;      // (lines, len) int8 | int4
+  tensor_view scale;  // float32 | float16 | bfloat16, shaped as quantize_params::scale
+  tensor_view out;    // (lines, len) float32 | float16 | bfloat16
+  int64_t lines = 0;
+  int64_t len = 0;
+  int64_t lines_per_channel = 1;
+  int64_t group_size = 0;
+  quant_granularity granularity = QUANT_TENSOR;
+};
+
+status dequantize_cpu(const dequantize_params& p);
+status dequantize_cuda(const dequantize_params& p, void* stream);
+
+// Bytes of a packed weight of (n, k) with `bits` 8 or 4.
+int64_t packed_weight_bytes(int64_t n, int64_t k, int32_t bits);
+
+struct pack_weights_params {
+  tensor_view w;    // (n, k) int8 (bits 8) or int4 (bits 4)
+  tensor_view out;  // (packed_weight_bytes(n, k, bits),) uint8
+  int64_t n = 0;
+  int64_t k = 0;
+  int32_t bits = 8;
+};
+
+status pack_weights_cpu(const pack_weights_params& p);
+status pack_weights_cuda(const pack_weights_params& p, void* stream);
+
+// out = ((a @ w^T) * a_scale) * w_scale + bias, the product exact in int32.
+struct gemm_w8a8_params {
+  tensor_view a;        // (m, k) int8
+  tensor_view w;        // (n, k) int8, or (packed_weight_bytes(n, k, 8),) uint8 when w_packed
+  tensor_view a_scale;  // (1) or (m) float
+  tensor_view w_scale;  // (1) or (n) float
+  tensor_view bias;     // (n) float, optional
+  tensor_view out;      // (m, n) float32 | float16 | bfloat16
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  bool w_packed = false;
+};
+
+status gemm_w8a8_cpu(const gemm_w8a8_params& p);
+status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream);
+
+// out = sum over groups g of (a @ w^T)_g * w_scale[:, g], times a_scale, plus bias; each group's
+// product exact in int32. Per-channel weights are one group of k.
+struct gemm_w4a8_params {
+  tensor_view a;        // (m, k) int8
+  tensor_view w;        // (n, k) int4, or (packed_weight_bytes(n, k, 4),) uint8 when w_packed
+  tensor_view a_scale;  // (1) or (m) float
+  tensor_view w_scale;  // (1), (n) or (n, k / group_size) float
+  tensor_view bias;     // (n) float, optional
+  tensor_view out;      // (m, n) float32 | float16 | bfloat16
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t group_size = 0;  // a multiple of 8 that divides k, or k
+  bool w_packed = false;
+};
+
+status gemm_w4a8_cpu(const gemm_w4a8_params& p);
+status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream);
+
+// out = x @ (w * scales[:, group])^T + bias, in float32 arithmetic.
+struct gemm_w4a16_params {
+  tensor_view x;       // (m, k) float32 | float16 | bfloat16
+  tensor_view w;       // (n, k) int4, or (packed_weight_bytes(n, k, 4),) uint8 when w_packed
+  tensor_view scales;  // (n, k / group_size) float
+  tensor_view bias;    // (n) float, optional
+  tensor_view out;     // (m, n) float32 | float16 | bfloat16
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t group_size = 0;  // a multiple of 8 that divides k, or k
+  bool w_packed = false;
+};
+
+status gemm_w4a16_cpu(const gemm_w4a16_params& p);
+status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream);
 
 }  // namespace ssmkit
