@@ -11,12 +11,12 @@
 //   fragment is one 16-byte load. K is split across blocks until there are about four blocks per SM; the
 //   partial sums go to a workspace and the last block of each column tile adds them in split order
 //   (deterministic) and runs the epilogue.
-// - tiled (m > 64): bound by the tensor cores. 128 x 128 block tiles, k-steps of 64 through a 4-stage
-//   cp.async pipeline, warp tiles of 64 x 64 (64 x 32 when per-group scales need a second accumulator
-//   set), fragments read with plain 16/8-byte shared loads instead of ldmatrix (the k order inside an mma
-//   is free as long as A and B agree, so each lane takes 16 consecutive k of one row), int4 decoded in
-//   registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's dtype) fused into the
-//   epilogue from registers.
+// - tiled (m > 64): bound by the tensor cores. 128 x 256 block tiles of 8 warps (64 x 64 each; 128 x 128
+//   and 64 x 32 when per-group scales need a second accumulator set), k-steps of 64 through a 4-stage
+//   cp.async pipeline, fragments read with plain 16/8-byte shared loads instead of ldmatrix (the k order
+//   inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one row), int4
+//   decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's dtype) fused into
+//   the epilogue from registers.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles in float32 / int32 FMAs with element-wise, bounds-
 //   checked loads. Correct for every shape SPEC allows; not fast.
@@ -528,22 +528,24 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
 // ---------------------------------------------------------------------------------------------------
 // Tiled path (m > 64).
 //
-// Block tile 128 x 128, k-steps of 64 through kStages shared-memory stages filled by cp.async. Warps
-// 2 (m) x 2 (n) with 64 x 64 warp tiles, or 2 x 4 with 64 x 32 when groups need a second accumulator
-// set. Per k-step and warp, lane (g, t) reads for each of its m16 tiles rows g and g + 8 at k
-// [16 t, 16 t + 16), and for each n8 tile row g of the weights at the same k: the same mapping of lane
-// k slots to k values as the skinny path (W8A8: words 0-1 / 2-3 of 16 bytes; W4A8: the two 8-k words of
-// an 8-byte int4 chunk against even/odd bytes of x picked with byte permutes; W4A16: the two 8-k words
-// against (x0 x4)(x1 x5)(x2 x6)(x3 x7) of 16 bytes of x).
+// Block tile 128 x 256 (128 x 128 with groups), k-steps of 64 through kStages shared-memory stages filled
+// by cp.async. Warps 2 (m) x 4 (n) with 64 x 64 warp tiles (64 x 32 with groups). Per k-step and warp, lane
+// (g, t) reads for each of its m16 tiles rows g and g + 8 at k [16 t, 16 t + 16), and for each n8 tile row g
+// of the weights at the same k: the same mapping of lane k slots to k values as the skinny path (W8A8: words
+// 0-1 / 2-3 of 16 bytes; W4A8: the two 8-k words of an 8-byte int4 chunk against even/odd bytes of x picked
+// with byte permutes; W4A16: the two 8-k words against (x0 x4)(x1 x5)(x2 x6)(x3 x7) of 16 bytes of x).
 
+// 128 x 256 block tiles (8 warps of 64 x 64) move 24 KiB of operands per 2M multiply-adds, about 12 bytes
+// per clock per SM from L2 at the tensor cores' rate; 128 x 128 tiles would need twice that. Groups need
+// a second accumulator set, so there the warps take 64 x 32 and the block 128 x 128.
 template <int kKind, bool kGrouped>
 struct tile_traits {
   static constexpr int kBM = 128;
-  static constexpr int kBN = 128;
+  static constexpr int kBN = kGrouped ? 128 : 256;
   static constexpr int kBK = 64;
   static constexpr int kStages = 4;
   static constexpr int kWarpsM = 2;
-  static constexpr int kWarpsN = kGrouped ? 4 : 2;
+  static constexpr int kWarpsN = 4;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kMTiles = kBM / kWarpsM / 16;  // 4 m16 tiles per warp
   static constexpr int kNTiles = kBN / kWarpsN / 8;   // 8 or 4 n8 tiles per warp
@@ -1205,7 +1207,10 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
         g.k / 1024 < skinny_splits_max) {
       return launch_skinny<kKind, kX, kGrouped>(g, dev, stream);
     }
-    if (aligned && (!kGrouped || g.group_size % tile_traits<kKind, kGrouped>::kBK == 0)) {
+    device_limits lim;
+    SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+    using T = tile_traits<kKind, kGrouped>;
+    if (aligned && (!kGrouped || g.group_size % T::kBK == 0) && T::kSmem <= lim.smem_optin) {
       return launch_tiled<kKind, kX, kGrouped>(g, dev, stream);
     }
   }
@@ -1334,7 +1339,30 @@ __device__ void rotate_row(const quant_args& a, int64_t r, float* buf) {
     }
     __syncthreads();
   }
-  if constexpr (kM > 1) {
+  if constexpr (kM == 40) {
+    // H_40 = [[A, A], [B, -B]] (two 20 x 20 blocks), as the CPU computes it: a butterfly across the two
+    // halves, then A on the sums and B on the differences.
+    for (int q = threadIdx.x; q < p; q += blockDim.x) {
+      float v[kM];
+#pragma unroll
+      for (int j = 0; j < kM / 2; ++j) {
+        const float x0 = buf[j * p + q];
+        const float x1 = buf[(j + kM / 2) * p + q];
+        v[j] = x0 + x1;
+        v[j + kM / 2] = x0 - x1;
+      }
+#pragma unroll 1
+      for (int i = 0; i < kM; ++i) {
+        const uint64_t s = a.had_signs[i];
+        const int base = i < kM / 2 ? 0 : kM / 2;
+        float acc = (s & 1) ? -v[base] : v[base];
+#pragma unroll
+        for (int j = 1; j < kM / 2; ++j) acc = ((s >> j) & 1) ? acc - v[base + j] : acc + v[base + j];
+        buf[i * p + q] = acc;
+      }
+    }
+    __syncthreads();
+  } else if constexpr (kM > 1) {
     for (int q = threadIdx.x; q < p; q += blockDim.x) {
       float v[kM];
 #pragma unroll
@@ -1645,6 +1673,17 @@ status quantize_cuda(const quantize_params& p, void* stream_ptr) {
     a.had_pow2 = pow2;
     if (m > 1) {
       const float* signs = hadamard_signs(m);
+      if (m == 40) {
+        // The kernel uses H_40's two-block form [[A, A], [B, -B]], as native/cpu/quant.cc does.
+        for (int i = 0; i < 40; ++i) {
+          for (int j = 0; j < 20; ++j) {
+            if (signs[i * 40 + 20 + j] != (i < 20 ? signs[i * 40 + j] : -signs[i * 40 + j])) {
+              return make_status(status_code::internal,
+                                 "quantize: H_40 is not of the form [[A, A], [B, -B]]");
+            }
+          }
+        }
+      }
       for (int i = 0; i < m; ++i) {
         uint64_t bits = 0;
         for (int j = 0; j < m; ++j) {
