@@ -1351,15 +1351,18 @@ __device__ void rotate_row(const quant_args& a, int64_t r, float* buf) {
         v[j] = x0 + x1;
         v[j + kM / 2] = x0 - x1;
       }
+      // Rows 0..19 take the sums, rows 20..39 the differences (compile-time halves keep v in registers).
+      static_for<2>([&](auto half) {
+        constexpr int kBase = half * (kM / 2);
 #pragma unroll 1
-      for (int i = 0; i < kM; ++i) {
-        const uint64_t s = a.had_signs[i];
-        const int base = i < kM / 2 ? 0 : kM / 2;
-        float acc = (s & 1) ? -v[base] : v[base];
+        for (int i = kBase; i < kBase + kM / 2; ++i) {
+          const uint64_t s = a.had_signs[i];
+          float acc = (s & 1) ? -v[kBase] : v[kBase];
 #pragma unroll
-        for (int j = 1; j < kM / 2; ++j) acc = ((s >> j) & 1) ? acc - v[base + j] : acc + v[base + j];
-        buf[i * p + q] = acc;
-      }
+          for (int j = 1; j < kM / 2; ++j) acc = ((s >> j) & 1) ? acc - v[kBase + j] : acc + v[kBase + j];
+          buf[i * p + q] = acc;
+        }
+      });
     }
     __syncthreads();
   } else if constexpr (kM > 1) {
