@@ -3,26 +3,30 @@
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first) have
 // three paths, chosen per call:
-// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Each warp owns 16 output columns and
-//   streams their weights straight from global memory into registers, 16 bytes per lane and four k-steps
-//   in flight, as the B operand of mma.sync (int8 m16n8k32, or f16/bf16 m16n8k16 for W4A16 with int4
-//   turned into exact 16-bit integers by a magic-number trick); the activations of up to 16 rows (one m16
-//   tile, rows past m are zeros) sit in shared memory, permuted when staged so that each lane's A
-//   fragment is one 16-byte load. K is split across blocks until there are about four blocks per SM; the
-//   partial sums go to a workspace and the last block of each column tile adds them in split order
+// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Blocks of 8 warps own 128 output
+//   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
+//   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
+//   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
+//   int8 m16n8k32 mma; for W4A16, int4 become exact f16/bf16 integers by a magic-number trick and go to
+//   m16n8k16. The activations of up to 16 rows (one m16 tile; rows past m are zeros; more rows take
+//   more m slices of the grid) sit in shared memory, permuted when staged so that each lane's A fragment
+//   is one 16-byte load. K is split across blocks until there are about four blocks per SM; the partial
+//   sums go to a workspace and the last block of each column tile adds them in split order
 //   (deterministic) and runs the epilogue.
-// - tiled (m > 64): bound by the tensor cores. 128 x 256 block tiles of 8 warps (64 x 64 each; 128 x 128
-//   and 64 x 32 when per-group scales need a second accumulator set), k-steps of 64 through a 4-stage
-//   cp.async pipeline, fragments read with plain 16/8-byte shared loads instead of ldmatrix (the k order
-//   inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one row), int4
-//   decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's dtype) fused into
-//   the epilogue from registers.
+// - tiled (m > 64): bound by the tensor cores. 128 x 256 block tiles of 8 warps (64 x 64 each, 64
+//   accumulators per thread; with per-group scales 128 x 128 and 64 x 32), k-steps of 64 through a
+//   4-stage cp.async pipeline, fragments read with plain 16/8-byte shared loads instead of ldmatrix (the
+//   k order inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one
+//   row), int4 decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's
+//   dtype) fused into the epilogue from registers.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
-//   sizes the fast paths do not take): 64 x 64 tiles in float32 / int32 FMAs with element-wise, bounds-
-//   checked loads. Correct for every shape SPEC allows; not fast.
-// Integer products accumulate exactly in int32 on every path; per-group W4A8 sums are int32 per group,
-// then scaled in float32. W4A16 multiplies exact integer weights by x in the tensor cores with float32
-// accumulation and applies each group's scale in float32 at the group's end.
+//   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
+//   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
+// Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
+// do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
+// groups, W4A8 sums each group (tiled, simt) or k-step (skinny) in int32 and scales it in float32;
+// W4A16 multiplies the exact integer weights by x with float32 accumulation and scales each k-step's
+// partial sums by the group scale in float32 (every group is a whole number of k-steps).
 // Packed weights (pack_weights' layout, native/include/ssmkit/quant.h) are unpacked into the plain
 // layout in a stream-ordered temporary, then take the same paths.
 //
