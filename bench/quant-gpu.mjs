@@ -224,7 +224,7 @@ function report(label, us, floorUs, floorWhat, peer) {
   const [peerText, peerUs] = peer;
   rows.push({ label, us, floorUs, floorWhat, peerText, peerUs });
   const frac = ((floorUs / us) * 100).toFixed(0);
-  const vs = peerUs ? `, ${(peerUs / us).toFixed(2)}x the peer` : '';
+  const vs = peerUs ? `; peer / ours = ${(peerUs / us).toFixed(2)}` : '';
   console.log(
     `${label}: ${us.toFixed(1)} us; floor ${floorUs.toFixed(1)} us (${floorWhat}), ${frac}% of it; peer ${peerText}${vs}`,
   );
@@ -327,7 +327,7 @@ benchW4A8(2048, 2560, 10240, w8a8Big);
 benchW4A8(1, 2560, 10240, w8a8Decode);
 benchHadamard();
 
-console.log('\n| case | ours (us) | floor (us) | % of floor | peer | ours vs peer |');
+console.log('\n| case | ours (us) | floor (us) | floor / ours | peer | peer / ours |');
 console.log('|---|---|---|---|---|---|');
 for (const r of rows) {
   const vs = r.peerUs ? `${(r.peerUs / r.us).toFixed(2)}x` : '-';

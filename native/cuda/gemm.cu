@@ -3,26 +3,30 @@
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first) have
 // three paths, chosen per call:
-// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Each warp owns 16 output columns and
-//   streams their weights straight from global memory into registers, 16 bytes per lane and four k-steps
-//   in flight, as the B operand of mma.sync (int8 m16n8k32, or f16/bf16 m16n8k16 for W4A16 with int4
-//   turned into exact 16-bit integers by a magic-number trick); the activations of up to 16 rows (one m16
-//   tile, rows past m are zeros) sit in shared memory, permuted when staged so that each lane's A
-//   fragment is one 16-byte load. K is split across blocks until there are about four blocks per SM; the
-//   partial sums go to a workspace and the last block of each column tile adds them in split order
+// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Blocks of 8 warps own 128 output
+//   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
+//   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
+//   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
+//   int8 m16n8k32 mma; for W4A16, int4 become exact f16/bf16 integers by a magic-number trick and go to
+//   m16n8k16. The activations of up to 16 rows (one m16 tile; rows past m are zeros; more rows take
+//   more m slices of the grid) sit in shared memory, permuted when staged so that each lane's A fragment
+//   is one 16-byte load. K is split across blocks until there are about four blocks per SM; the partial
+//   sums go to a workspace and the last block of each column tile adds them in split order
 //   (deterministic) and runs the epilogue.
-// - tiled (m > 64): bound by the tensor cores. 128 x 128 block tiles, k-steps of 64 through a 4-stage
-//   cp.async pipeline, warp tiles of 64 x 64 (64 x 32 when per-group scales need a second accumulator
-//   set), fragments read with plain 16/8-byte shared loads instead of ldmatrix (the k order inside an mma
-//   is free as long as A and B agree, so each lane takes 16 consecutive k of one row), int4 decoded in
-//   registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's dtype) fused into the
-//   epilogue from registers.
+// - tiled (m > 64): bound by the tensor cores. 128 x 256 block tiles of 8 warps (64 x 64 each, 64
+//   accumulators per thread; with per-group scales 128 x 128 and 64 x 32), k-steps of 64 through a
+//   4-stage cp.async pipeline, fragments read with plain 16/8-byte shared loads instead of ldmatrix (the
+//   k order inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one
+//   row), int4 decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's
+//   dtype) fused into the epilogue from registers.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
-//   sizes the fast paths do not take): 64 x 64 tiles in float32 / int32 FMAs with element-wise, bounds-
-//   checked loads. Correct for every shape SPEC allows; not fast.
-// Integer products accumulate exactly in int32 on every path; per-group W4A8 sums are int32 per group,
-// then scaled in float32. W4A16 multiplies exact integer weights by x in the tensor cores with float32
-// accumulation and applies each group's scale in float32 at the group's end.
+//   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
+//   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
+// Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
+// do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
+// groups, W4A8 sums each group (tiled, simt) or k-step (skinny) in int32 and scales it in float32;
+// W4A16 multiplies the exact integer weights by x with float32 accumulation and scales each k-step's
+// partial sums by the group scale in float32 (every group is a whole number of k-steps).
 // Packed weights (pack_weights' layout, native/include/ssmkit/quant.h) are unpacked into the plain
 // layout in a stream-ordered temporary, then take the same paths.
 //
@@ -528,22 +532,24 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
 // ---------------------------------------------------------------------------------------------------
 // Tiled path (m > 64).
 //
-// Block tile 128 x 128, k-steps of 64 through kStages shared-memory stages filled by cp.async. Warps
-// 2 (m) x 2 (n) with 64 x 64 warp tiles, or 2 x 4 with 64 x 32 when groups need a second accumulator
-// set. Per k-step and warp, lane (g, t) reads for each of its m16 tiles rows g and g + 8 at k
-// [16 t, 16 t + 16), and for each n8 tile row g of the weights at the same k: the same mapping of lane
-// k slots to k values as the skinny path (W8A8: words 0-1 / 2-3 of 16 bytes; W4A8: the two 8-k words of
-// an 8-byte int4 chunk against even/odd bytes of x picked with byte permutes; W4A16: the two 8-k words
-// against (x0 x4)(x1 x5)(x2 x6)(x3 x7) of 16 bytes of x).
+// Block tile 128 x 256 (128 x 128 with groups), k-steps of 64 through kStages shared-memory stages filled
+// by cp.async. Warps 2 (m) x 4 (n) with 64 x 64 warp tiles (64 x 32 with groups). Per k-step and warp, lane
+// (g, t) reads for each of its m16 tiles rows g and g + 8 at k [16 t, 16 t + 16), and for each n8 tile row g
+// of the weights at the same k: the same mapping of lane k slots to k values as the skinny path (W8A8: words
+// 0-1 / 2-3 of 16 bytes; W4A8: the two 8-k words of an 8-byte int4 chunk against even/odd bytes of x picked
+// with byte permutes; W4A16: the two 8-k words against (x0 x4)(x1 x5)(x2 x6)(x3 x7) of 16 bytes of x).
 
+// 128 x 256 block tiles (8 warps of 64 x 64) move 24 KiB of operands per 2M multiply-adds, about 12 bytes
+// per clock per SM from L2 at the tensor cores' rate; 128 x 128 tiles would need twice that. Groups need
+// a second accumulator set, so there the warps take 64 x 32 and the block 128 x 128.
 template <int kKind, bool kGrouped>
 struct tile_traits {
   static constexpr int kBM = 128;
-  static constexpr int kBN = 128;
+  static constexpr int kBN = kGrouped ? 128 : 256;
   static constexpr int kBK = 64;
   static constexpr int kStages = 4;
   static constexpr int kWarpsM = 2;
-  static constexpr int kWarpsN = kGrouped ? 4 : 2;
+  static constexpr int kWarpsN = 4;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kMTiles = kBM / kWarpsM / 16;  // 4 m16 tiles per warp
   static constexpr int kNTiles = kBN / kWarpsN / 8;   // 8 or 4 n8 tiles per warp
@@ -1205,7 +1211,10 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
         g.k / 1024 < skinny_splits_max) {
       return launch_skinny<kKind, kX, kGrouped>(g, dev, stream);
     }
-    if (aligned && (!kGrouped || g.group_size % tile_traits<kKind, kGrouped>::kBK == 0)) {
+    device_limits lim;
+    SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+    using T = tile_traits<kKind, kGrouped>;
+    if (aligned && (!kGrouped || g.group_size % T::kBK == 0) && T::kSmem <= lim.smem_optin) {
       return launch_tiled<kKind, kX, kGrouped>(g, dev, stream);
     }
   }
@@ -1334,7 +1343,33 @@ __device__ void rotate_row(const quant_args& a, int64_t r, float* buf) {
     }
     __syncthreads();
   }
-  if constexpr (kM > 1) {
+  if constexpr (kM == 40) {
+    // H_40 = [[A, A], [B, -B]] (two 20 x 20 blocks), as the CPU computes it: a butterfly across the two
+    // halves, then A on the sums and B on the differences.
+    for (int q = threadIdx.x; q < p; q += blockDim.x) {
+      float v[kM];
+#pragma unroll
+      for (int j = 0; j < kM / 2; ++j) {
+        const float x0 = buf[j * p + q];
+        const float x1 = buf[(j + kM / 2) * p + q];
+        v[j] = x0 + x1;
+        v[j + kM / 2] = x0 - x1;
+      }
+      // Rows 0..19 take the sums, rows 20..39 the differences (compile-time halves keep v in registers).
+      static_for<2>([&](auto half) {
+        constexpr int kBase = half * (kM / 2);
+#pragma unroll 1
+        for (int i = kBase; i < kBase + kM / 2; ++i) {
+          const uint64_t s = a.had_signs[i];
+          float acc = (s & 1) ? -v[kBase] : v[kBase];
+#pragma unroll
+          for (int j = 1; j < kM / 2; ++j) acc = ((s >> j) & 1) ? acc - v[kBase + j] : acc + v[kBase + j];
+          buf[i * p + q] = acc;
+        }
+      });
+    }
+    __syncthreads();
+  } else if constexpr (kM > 1) {
     for (int q = threadIdx.x; q < p; q += blockDim.x) {
       float v[kM];
 #pragma unroll
@@ -1645,6 +1680,17 @@ status quantize_cuda(const quantize_params& p, void* stream_ptr) {
     a.had_pow2 = pow2;
     if (m > 1) {
       const float* signs = hadamard_signs(m);
+      if (m == 40) {
+        // The kernel uses H_40's two-block form [[A, A], [B, -B]], as native/cpu/quant.cc does.
+        for (int i = 0; i < 40; ++i) {
+          for (int j = 0; j < 20; ++j) {
+            if (signs[i * 40 + 20 + j] != (i < 20 ? signs[i * 40 + j] : -signs[i * 40 + j])) {
+              return make_status(status_code::internal,
+                                 "quantize: H_40 is not of the form [[A, A], [B, -B]]");
+            }
+          }
+        }
+      }
       for (int i = 0; i < m; ++i) {
         uint64_t bits = 0;
         for (int j = 0; j < m; ++j) {
