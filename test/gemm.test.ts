@@ -64,7 +64,7 @@ const SHAPES: readonly [number, number, number][] = [
 ];
 
 // No CUDA kernels for these ops yet: on a CUDA backend only the CPU runs them.
-describe.each(testDevices().filter((d) => d === 'cpu'))('quantized GEMMs on %s', (device) => {
+describe.each(testDevices())('quantized GEMMs on %s', (device) => {
   const dev = async (t: Tensor) => t.to(device);
 
   for (const bits of [8, 4] as const) {
