@@ -35,19 +35,22 @@ function randn(n, scale = 1) {
   return a;
 }
 
-/** Median wall time in ms of fn (awaited), over at least `minMs` of runs (and at least 3). */
+/**
+ * Best wall time in ms of fn (awaited) over at least `minMs` of runs (and at least 5): on a shared
+ * machine the best run is the one least disturbed by other work.
+ */
 async function timeit(fn, minMs = quick ? 150 : 600) {
   await fn();
-  const times = [];
+  let best = Number.POSITIVE_INFINITY;
+  let runs = 0;
   const start = performance.now();
-  while (times.length < 3 || performance.now() - start < minMs) {
+  while (runs < 5 || performance.now() - start < minMs) {
     const t0 = performance.now();
     await fn();
-    times.push(performance.now() - t0);
-    if (times.length >= 200) break;
+    best = Math.min(best, performance.now() - t0);
+    if (++runs >= 200) break;
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
+  return best;
 }
 
 function relL2(a, b, rows, L, stride = L) {
@@ -148,7 +151,8 @@ const bw = copyBandwidth();
 console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores`);
 console.log(`ssmkit: ${info.name}, SIMD ${info.simd}, ${threads} threads; node ${process.version}`);
 console.log(`host copy bandwidth (for the memory floor): ${bw.toFixed(1)} GB/s`);
-console.log('FLOP count: 2.5 n log2 n per real FFT of n samples; per call, one transform per filter and two per row.\n');
+console.log('Times are the best of at least 5 runs (0.6 s). FLOP count: 2.5 n log2 n per real FFT of n samples;');
+console.log('per call, one transform per filter and two per row.\n');
 
 async function benchFftConv(dtype, batch, H, L, Lk, opts = {}) {
   const rows = batch * H;

@@ -183,21 +183,42 @@ describe.each(testDevices())('fftConv on %s', (device) => {
     }
   });
 
+  describe('one row, short filters: its blocks spread over the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      const set: OptionSet = { name: 'Lk 1000 D gelu pregate', D: true, gelu: true, pregate: true, lk: () => 1000 };
+      it(`${dtype} [1, 1, 200001] ${set.name}`, () => runCase(device, { dtype, L: 200001, H: 1, batch: 1, set, seed: 99 }));
+    }
+  });
+
+  describe('one long row: each transform spread over the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      const set = OPTION_SETS[9] as OptionSet;
+      const full: OptionSet = { ...set, name: 'everything, Lk = L', lk: (L) => L };
+      it(`${dtype} [1, 1, 70001] ${full.name}`, () => runCase(device, { dtype, L: 70001, H: 1, batch: 1, set: full, seed: 77 }));
+    }
+  });
+
   it('gives the same bits on one thread and on the pool', () => {
     const rng = new Rng(5);
     const u = randTensor([2, 3, 5000], 'float32', () => rng.normal()).t.toSync(device);
     const k = randTensor([3, 5000], 'float32', () => rng.normal() / 70).t.toSync(device);
     const kShort = randTensor([3, 40], 'float32', () => rng.normal() / 7).t.toSync(device);
     const threads = getNumThreads();
-    for (const filter of [k, kShort]) {
+    const uLong = randTensor([1, 1, 100000], 'float32', () => rng.normal()).t.toSync(device);
+    const kLong = randTensor([1, 100000], 'float32', () => rng.normal() / 300).t.toSync(device);
+    for (const [input, filter] of [
+      [u, k],
+      [u, kShort],
+      [uLong, kLong],
+    ] as const) {
       let one: Tensor;
       try {
         setNumThreads(1);
-        one = fftConvSync(u, filter, { gelu: true });
+        one = fftConvSync(input, filter, { gelu: true });
       } finally {
         setNumThreads(threads);
       }
-      const pooled = fftConvSync(u, filter, { gelu: true });
+      const pooled = fftConvSync(input, filter, { gelu: true });
       assertEqual(pooled.toSync('cpu').dataSync(), one.toSync('cpu').dataSync(), `Lk ${filter.shape[1]}`);
     }
   });

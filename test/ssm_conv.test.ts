@@ -247,6 +247,29 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
     }
   });
 
+  it('no modes: out = D u, and an empty state', () => {
+    const rng = new Rng(2);
+    const u = randTensor([2, 1, 3000], 'float32', () => rng.normal());
+    const { out, lastState } = ssmConvSync(
+      u.t.toSync(device),
+      Tensor.zeros([1]),
+      Tensor.zeros([1, 0, 2]),
+      Tensor.zeros([1, 0, 2]),
+      {
+        D: new Tensor('float32', [2], [1]).toSync(device),
+        blockSize: 100,
+        returnLastState: true,
+      },
+    );
+    assertClose(
+      toF64(out.toSync('cpu')),
+      u.v.map((x) => 2 * x),
+      TOL.float32,
+      'D u',
+    );
+    expect(lastState?.shape).toEqual([2, 1, 0, 2]);
+  });
+
   describe('equals fftConv(u, s4dKernel(...), { D })', () => {
     it('L 4096, [2, 3], N/2 32, block 512', () => checkEquivalence(device, 4096, 3, 2, 32, 512));
     it('L 200003, [1, 2], N/2 64, block 3000', () => checkEquivalence(device, 200003, 2, 1, 64, 3000));

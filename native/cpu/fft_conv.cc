@@ -375,6 +375,9 @@ struct conv_layout {
   int64_t outputs = 0;
 };
 
+// Shortest transform (complex values) whose passes are worth spreading over the pool.
+constexpr int64_t kSpreadMin = int64_t{1} << 15;
+
 // Output samples per chunk of the direct path (bounds its scratch for any L).
 constexpr int64_t kDirectChunk = 4096;
 
@@ -406,7 +409,7 @@ conv_layout choose_layout(int64_t L, int64_t Lk, bool bidirectional, int64_t wid
       best.outputs = outputs;
     }
   }
-  const double taps = static_cast<double>(Lk + halo - (Lk - 1));
+  const double taps = static_cast<double>(halo + 1);
   const double direct_cost = static_cast<double>(L) * (taps * 0.3 / w + 0.3);
   if (direct_cost < best_cost) {
     best.direct = true;
@@ -508,24 +511,25 @@ status fft_conv_cpu(const fft_conv_params& p) {
         f[0] += k0[Lk];
       }
     }
-    return for_rows(rows, [&](int64_t r) {
+    // Tasks are (row, chunk of outputs): independent, and enough of them for the pool on any shape.
+    const int64_t chunks = (L + outputs - 1) / outputs;
+    return for_rows(rows * chunks, [&](int64_t unit) {
       thread_local scratch v_buf, y_buf, gate_buf;
+      const int64_t r = unit / chunks, t0 = (unit % chunks) * outputs;
       const int64_t span = history + outputs + future;
       float* v = v_buf.get(span + 4 * vec);
       float* y = y_buf.get(outputs);
       float* gate = gate_buf.get(round_up(span, vec));
       const float* f = filters + (r % H) * 2 * Lk;
       const int64_t base = r * L;
-      for (int64_t t0 = 0; t0 < L; t0 += outputs) {
-        const int64_t count = std::min(outputs, L - t0);
-        const int64_t lo = std::max<int64_t>(0, t0 - history), hi = std::min(L, t0 + count + future);
-        float* v0 = v + history;  // v0[t - t0] = v_t
-        std::fill(v, v0 + (lo - t0), 0.0f);
-        load(base, lo, hi - lo, v0 + (lo - t0), gate);
-        std::fill(v0 + (hi - t0), v + span + 4 * vec, 0.0f);
-        lk.direct(v0, f, p.bidirectional ? f + Lk : nullptr, Lk, count, y);
-        store(base, t0, count, y, gate);
-      }
+      const int64_t count = std::min(outputs, L - t0);
+      const int64_t lo = std::max<int64_t>(0, t0 - history), hi = std::min(L, t0 + count + future);
+      float* v0 = v + history;  // v0[t - t0] = v_t
+      std::fill(v, v0 + (lo - t0), 0.0f);
+      load(base, lo, hi - lo, v0 + (lo - t0), gate);
+      std::fill(v0 + (hi - t0), v + span + 4 * vec, 0.0f);
+      lk.direct(v0, f, p.bidirectional ? f + Lk : nullptr, Lk, count, y);
+      store(base, t0, count, y, gate);
     });
   }
 
@@ -536,6 +540,11 @@ status fft_conv_cpu(const fft_conv_params& p) {
   const plan& pl = cpu::fft::get_plan(lay.log2n);
   const int64_t n = pl.n, m = pl.m;
 
+  const int threads = cpu::get_num_threads();
+  const int64_t blocks = (L + outputs - 1) / outputs;
+  // One long transform per row and fewer rows than threads: each transform's passes are spread over
+  // the pool instead.
+  const bool spread = rows < threads && blocks == 1 && pl.m >= kSpreadMin;
   // The spectrum of channel h's filter into (hre, him), m each.
   auto filter = [&](int64_t h, float* x, float* hre, float* him) {
     std::fill(x, x + n, 0.0f);
@@ -547,58 +556,95 @@ status fft_conv_cpu(const fft_conv_params& p) {
       x[0] += k1[0];
       for (int64_t j = 1; j < Lk; ++j) x[n - j] += k1[j];
     }
-    cpu::fft::pack(pl, x, hre, him);
-    cpu::fft::forward(pl, hre, him);
+    if (spread) {
+      cpu::fft::pack_parallel(pl, x, hre, him);
+      cpu::fft::forward_parallel(pl, hre, him);
+    } else {
+      cpu::fft::pack(pl, x, hre, him);
+      cpu::fft::forward(pl, hre, him);
+    }
     cpu::fft::filter_spectrum(pl, hre, him, 1.0f);
   };
-  // Row r = b H + h convolved with the spectrum (hre, him).
-  auto row = [&](int64_t r, const float* hre, const float* him, float* x, float* re, float* im, float* gate) {
+  // The block of row r = b H + h starting at output t0, convolved with the spectrum (hre, him).
+  auto block = [&](int64_t r, int64_t t0, const float* hre, const float* him, float* x, float* re, float* im,
+                   float* gate) {
     const int64_t base = r * L;
-    for (int64_t t0 = 0; t0 < L; t0 += outputs) {
-      const int64_t ahead = std::min(L, t0 + outputs + future) - t0;
-      const int64_t behind = t0 - std::max<int64_t>(0, t0 - history);
-      load(base, t0, ahead, x, gate);
-      std::fill(x + ahead, x + n - behind, 0.0f);
-      if (behind > 0) load(base, t0 - behind, behind, x + n - behind, gate);
+    const int64_t ahead = std::min(L, t0 + outputs + future) - t0;
+    const int64_t behind = t0 - std::max<int64_t>(0, t0 - history);
+    load(base, t0, ahead, x, gate);
+    std::fill(x + ahead, x + n - behind, 0.0f);
+    if (behind > 0) load(base, t0 - behind, behind, x + n - behind, gate);
+    const int64_t count = std::min(outputs, L - t0);
+    if (spread) {
+      cpu::fft::pack_parallel(pl, x, re, im);
+      cpu::fft::forward_parallel(pl, re, im);
+      cpu::fft::convolve_parallel(pl, re, im, hre, him);
+      cpu::fft::inverse_parallel(pl, re, im);
+      cpu::fft::unpack_parallel(pl, re, im, x, count);
+    } else {
       cpu::fft::pack(pl, x, re, im);
       cpu::fft::forward(pl, re, im);
       cpu::fft::convolve(pl, re, im, hre, him);
       cpu::fft::inverse(pl, re, im);
-      const int64_t count = std::min(outputs, L - t0);
       cpu::fft::unpack(pl, re, im, x, count);
-      store(base, t0, count, x, gate);
     }
+    store(base, t0, count, x, gate);
   };
   const int64_t gate_len = round_up(std::min(n, L + history), vec);
 
-  // Each filter is transformed once per call. With enough channels to keep the pool busy, a task is one
-  // channel: its spectrum stays in the task's cache for all its batch rows and nothing is shared.
-  // Otherwise all spectra are made first, (H, 2, m), and the rows are the tasks.
-  if (p.batch == 1 || H >= 2 * cpu::get_num_threads()) {
+  // Each filter is transformed once per call. With enough rows and channels to keep the pool busy, a
+  // task is one channel: its spectrum stays in the task's cache for all its batch rows and blocks, and
+  // nothing is shared. Otherwise all spectra are made first, (H, 2, m), and the tasks are rows, or
+  // (row, block) pairs when rows are fewer than threads.
+  if (rows >= threads && (p.batch == 1 || H >= 2 * threads)) {
     return for_rows(H, [&](int64_t h) {
       thread_local scratch x_buf, re_buf, im_buf, gate_buf, spec_buf;
       float* x = x_buf.get(n);
       float* re = re_buf.get(m);
       float* im = im_buf.get(m);
       float* spec = spec_buf.get(2 * m);
+      float* gate = gate_buf.get(gate_len);
       filter(h, x, spec, spec + m);
-      for (int64_t b = 0; b < p.batch; ++b) row(b * H + h, spec, spec + m, x, re, im, gate_buf.get(gate_len));
+      for (int64_t b = 0; b < p.batch; ++b) {
+        for (int64_t t0 = 0; t0 < L; t0 += outputs) block(b * H + h, t0, spec, spec + m, x, re, im, gate);
+      }
     });
   }
   thread_local scratch spectra_buf;
   float* spectra = spectra_buf.get(H * 2 * m);
-  SSMKIT_RETURN_IF_ERROR(for_rows(H, [&](int64_t h) {
-    thread_local scratch x_buf;
-    filter(h, x_buf.get(n), spectra + h * 2 * m, spectra + h * 2 * m + m);
-  }));
-  const status st = for_rows(rows, [&](int64_t r) {
+  if (spread) {
+    // Few long rows: one after another on this thread, each transform across the pool.
     thread_local scratch x_buf, re_buf, im_buf, gate_buf;
-    const float* spec = spectra + (r % H) * 2 * m;
-    row(r, spec, spec + m, x_buf.get(n), re_buf.get(m), im_buf.get(m), gate_buf.get(gate_len));
-  });
+    float* x = x_buf.get(n);
+    for (int64_t h = 0; h < H; ++h) filter(h, x, spectra + h * 2 * m, spectra + h * 2 * m + m);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* spec = spectra + (r % H) * 2 * m;
+      block(r, 0, spec, spec + m, x, re_buf.get(m), im_buf.get(m), gate_buf.get(gate_len));
+    }
+  } else {
+    SSMKIT_RETURN_IF_ERROR(for_rows(H, [&](int64_t h) {
+      thread_local scratch x_buf;
+      filter(h, x_buf.get(n), spectra + h * 2 * m, spectra + h * 2 * m + m);
+    }));
+    const bool per_block = rows < threads;
+    SSMKIT_RETURN_IF_ERROR(for_rows(per_block ? rows * blocks : rows, [&](int64_t unit) {
+      thread_local scratch x_buf, re_buf, im_buf, gate_buf;
+      const int64_t r = per_block ? unit / blocks : unit;
+      const float* spec = spectra + (r % H) * 2 * m;
+      float* x = x_buf.get(n);
+      float* re = re_buf.get(m);
+      float* im = im_buf.get(m);
+      float* gate = gate_buf.get(gate_len);
+      if (per_block) {
+        block(r, (unit % blocks) * outputs, spec, spec + m, x, re, im, gate);
+      } else {
+        for (int64_t t0 = 0; t0 < L; t0 += outputs) block(r, t0, spec, spec + m, x, re, im, gate);
+      }
+    }));
+  }
   // Spectra of many long filters are not worth holding on to between calls.
   if (H * 2 * m > (int64_t{16} << 20)) spectra_buf.release();
-  return st;
+  return ok_status();
 }
 
 // ---- S4D modes ----
