@@ -4,8 +4,10 @@
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
 // the same kernel run as two 8192-point halves (even and odd frequencies) when L <= m, which is always
-// the case with a full-length filter; a four-step FFT with one trip through device scratch each way
-// for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
+// the case with a full-length filter (on parts with less than 136 KB of shared memory a block, sm_86 and
+// sm_89, m = 16384 takes the radix-16 passes instead); a four-step FFT with one trip through device
+// scratch each way for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond
+// that. Every path
 // takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
 // postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
 // spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any block size gives
@@ -1544,7 +1546,7 @@ status launch_four_step_rows(float2* scratch, int64_t rows, const float2* spectr
 // Complex values in one multi-pass scratch buffer (512 MiB); longer problems go in chunks of rows.
 constexpr int64_t kMultipassValues = int64_t{1} << 26;
 
-// The radices of the multi-pass path for m = 2^log_m > 2^14: 16, the remainder, 16, ..., 16.
+// The radices of the multi-pass path for m = 2^log_m >= 2^14: 16, the remainder, 16, ..., 16.
 int multipass_radices(int log_m, int* radix) {
   int count = 0;
   const int rest = log_m - 8;  // bits between the first and the last pass
@@ -1586,15 +1588,32 @@ status multipass_middle(const int* radix, int passes, int64_t rows, int64_t m, f
   return ok_status();
 }
 
-// The filters' spectra into f.spectrum (H, m + 1), for any m >= 32.
+// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 136 KB a
+// block, more than the 99 KB of sm_86 / sm_89 parts, which run that size by the multi-pass path.
+status fused_fits(int log_m, bool* fits) {
+  *fits = log_m < kMaxFusedLogM;
+  if (log_m == kMaxFusedLogM) {
+    int dev = 0, bytes = 0;
+    SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    static_assert(fused_plan<kMaxFusedLogM>::kSmem >= kSplitSmem, "the split kernel needs no more");
+    *fits = static_cast<size_t>(bytes) >= fused_plan<kMaxFusedLogM>::kSmem;
+  }
+  return ok_status();
+}
+
+// The filters' spectra into f.spectrum (H, m + 1), for any m >= 32: natural order for the fused and
+// the multi-pass paths, transposed for the four-step path (the one convolve() takes for this m).
 status filter_spectra(filter_args f, int64_t H, cudaStream_t stream) {
   const int log_m = log2_exact(f.m);
-  if (log_m <= kMaxFusedLogM) {
+  bool fused = false;
+  SSMKIT_RETURN_IF_ERROR(fused_fits(log_m, &fused));
+  if (fused) {
     f.rows = H;
     f.h0 = 0;
     return with_log_m(log_m, [&](auto lm) { return launch_filter_fused<decltype(lm)::value>(f, stream); });
   }
-  if (log_m <= kMaxFourStepLogM) {
+  if (log_m > kMaxFusedLogM && log_m <= kMaxFourStepLogM) {
     using C = four_step_cols;
     const int64_t m2 = f.m >> kColLogM;
     const int64_t chunk_rows = H < kMultipassValues / f.m ? H : kMultipassValues / f.m;
@@ -1636,16 +1655,18 @@ status filter_spectra(filter_args f, int64_t H, cudaStream_t stream) {
   return ok_status();
 }
 
-// y for every row of `a` (a.m set, a.spectrum filled), fused or multi-pass.
+// y for every row of `a` (a.m set, a.spectrum filled by filter_spectra): fused, four-step or multi-pass.
 template <ssmkit_dtype T>
 status convolve(conv_args a, cudaStream_t stream) {
   const int log_m = log2_exact(a.m);
-  if (log_m <= kMaxFusedLogM) {
+  bool fused = false;
+  SSMKIT_RETURN_IF_ERROR(fused_fits(log_m, &fused));
+  if (fused) {
     a.row0 = 0;
     return with_log_m(log_m, [&](auto lm) { return launch_conv_fused<T, decltype(lm)::value>(a, stream); });
   }
   const int64_t total_rows = a.rows;
-  if (log_m <= kMaxFourStepLogM) {
+  if (log_m > kMaxFusedLogM && log_m <= kMaxFourStepLogM) {
     using C = four_step_cols;
     const int64_t m2 = a.m >> kColLogM;
     const int64_t chunk_rows = total_rows < kMultipassValues / a.m ? total_rows : kMultipassValues / a.m;
