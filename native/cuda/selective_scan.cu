@@ -492,6 +492,21 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // a warp-state against ~7.5 of issue); `poly` of the 8 states take their exp2 on the FMA pipe instead
 // (exp2_fma: 12 issue slots, no MUFU), which balances the two pipes near ~9 cycles at poly = 1.
 //
+// Round 3 reading of the PTX (nvcc -ptx, scan1_kernel<2, true, true, false>, poly 0): the state loop is
+// exactly FFMA (dt a2 + rb), ex2.approx.ftz (one MUFU.EX2, no range fix-up with ftz), FMUL (dtu B),
+// FFMA (h), FFMA (y) per state, and per step of 8 states four ld.shared.v4 (B and C, 16 bytes each, the
+// kP = 2 lanes of a channel reading different addresses: no bank conflict beyond 2 wavefronts) and two
+// SHFL (dt, dtu): 5.75 issue slots a state, no integer index math in the loop. So the count is not
+// where the missing time is. What the round-2 prediction left out is the MUFU work outside the state
+// loop: softplus (ex2 + lg2) and silu (ex2 + rcp) per (channel, step), i.e. 4 MUFU per step for 16
+// state MUFU at dstate 16: +25% on the MUFU pipe (1.25 x 363 us = 454 us at 100% MUFU use) and that
+// the MUFU pipe cannot be kept full by 5 warps an SMSP whose y sums are 8-deep dependent FFMA chains
+// per step (32 cycles of latency a step per warp against ~10 MUFU cycles a step per warp). The poly
+// variants add issue slots to a pipe that is ~60% busy, hence slower. Round 3 splits the y sum into two
+// independent accumulators (even and odd states; +1 FADD a step, 1/8 slot a state): predicted 785 ->
+// 650-720 us if the chain latency is what starves the MUFU pipe, no change if it is not (then the next
+// step is 6 warps an SMSP at <= 80 registers).
+//
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
 // state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
@@ -874,16 +889,17 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 #pragma unroll
         for (int i = 0; i < kS; ++i) cv[i] = ck[i];
       }
-      float acc = 0.0f;
+      // Two y accumulators (even and odd states): two 4-deep FFMA chains a step instead of one 8-deep.
+      float acc[2] = {0.0f, 0.0f};
 #pragma unroll
       for (int i = 0; i < kS; ++i) {
         // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
         const float x = fmaf(dt[s], a2[i], rbs[s]);
         const float decay = i < kPoly ? exp2_fma(x) : ex2_approx(x);
         h[i] = fmaf(decay, h[i], dtu[s] * bv[i]);
-        if constexpr (kUseC) acc = fmaf(h[i], cv[i], acc);
+        if constexpr (kUseC) acc[i & 1] = fmaf(h[i], cv[i], acc[i & 1]);
       }
-      y[s] = acc;
+      y[s] = acc[0] + acc[1];
       if constexpr (kLocal) {
         sum_dt += dt[s];
         reset = reset || rbs[s] != 0.0f;
@@ -980,6 +996,14 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // dependent mma); expected 1.3-1.6 ms. Reaching ~0.5 ms needs more warps in flight: the next step is
 // to split headdim over two blocks (half the S accumulators and of the shared state: ~150 registers and
 // ~60 KB, 3 blocks an SM) and to prefetch the next chunk's x, B and C with cp.async.
+// Round 3 measured 2085 us (no change). Plan for round 4, with its arithmetic (not written yet): (1) a
+// small kernel computes CB = C B^T per (batch, group, chunk) once into device scratch (8 x 32 chunks x
+// 64 x 64 float32 = 4 MB at 1 group; the 80 heads of the group then share it: today each head
+// recomputes it, 80x the mma of that product, ~1/3 of the per-chunk mma); (2) the per-head kernel splits
+// headdim over blocks of 32 rows (2 warps for Y and S, S = 32 x 128 float32 = 16 KB of accumulators a
+// block: 64 registers a thread for S, ~128 in all), ~40 KB shared, 4-5 blocks an SM = 8-10 warps per
+// SM against 8 today but with half the serial mma chain per block; (3) cp.async of the next chunk's x,
+// B, C, dt under the current chunk's mma. Predicted 2085 -> ~700 us from (1) + (2), ~500 from (3).
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -1390,10 +1414,18 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
 // The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
 // (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
 // serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z)
-// issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight,
-// against one round trip for dt and a second for the state in the loop above. Bound by the state's
-// read and write (batch 256 x dim 5120 x dstate 16: 168 MB, 40 us at 4.2 TB/s); expected 50-60 us
-// (3-3.4 TB/s) against the ~95 us of the one-round-trip-per-load kernel measured at 1.5 TB/s.
+// issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight.
+// A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
+// Round 2 measured 136 us at batch 256 (1.3 TB/s), slower than the loop kernel. Round 3's reading: the
+// kernel was issue-bound, not memory-bound. Per thread it did 8 state updates (~40 instructions) but
+// ~8 64-bit divisions and remainders (r / (H P), r % P, (r / P) % H, h / (H / G), twice): each a call
+// of the ~40-70 instruction 64-bit division subroutine, ~400 instructions a thread in all. 2.6M threads
+// x ~500 instructions / 32 = 41M warp instructions = ~45 us of issue at a perfect 528 x 1.75 GHz,
+// realistically ~90 us at the ~50% issue efficiency of a kernel with one memory round trip; added to
+// the memory time that is round 2's 136. Round 3: batch on grid y (no division), 32-bit row math, the
+// headdim division skipped at P = 1 (Mamba-1) and the group division at G = 1: ~60 instructions a
+// thread. Prediction at batch 256: the state's 168 MB at ~3.3 TB/s = 50 us, plus launch: 55-65 us
+// of kernel (per call from Node: that plus the host cost, ~70 us). Batch 1 and 64 stay host-bound.
 constexpr int kUpdateRows = 2;
 
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
@@ -1408,41 +1440,44 @@ __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) 
 
 template <bool kAPerState>
 __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_kernel(const update_args a) {
+  // Grid: x over the rows of one batch element, y = batch element. All index math is 32-bit (the launcher
+  // checks H * P * N < 2^31): round 2's 64-bit divisions (r / (H P), r % P, h / (H / G) per row, each a
+  // ~40-instruction subroutine) cost more issue slots than the 8 state updates a thread does.
   const int Q = a.lanes;
   const int rows_per_pass = kUpdateThreads / Q;
   const int lq = threadIdx.x % Q;
-  const int64_t rows = a.batch * a.H * a.P;
-  const int64_t N = a.N;
-  const int64_t n0 = static_cast<int64_t>(lq) * 4;
+  const int b = blockIdx.y;
+  const int HP = static_cast<int>(a.H * a.P), P = static_cast<int>(a.P), N = static_cast<int>(a.N);
+  const int hpg = static_cast<int>(a.H / a.G);
+  const int n0 = lq * 4;
   const bool has_n = n0 < N;
+  const int sbi = a.sbi != nullptr ? a.sbi[b] : b;
+  const bool pad = sbi < 0 || sbi >= a.state_batch;
+  const int64_t sb = pad ? 0 : sbi;
+  float* sbase = a.state + sb * HP * static_cast<int64_t>(N);
+  const int64_t rbase = static_cast<int64_t>(b) * HP;
   float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
   float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows];
-  int64_t r[kUpdateRows], h[kUpdateRows];
-  bool live[kUpdateRows], pad[kUpdateRows];
-  float* srow[kUpdateRows];
+  int rr[kUpdateRows], h[kUpdateRows];
+  bool live[kUpdateRows];
 #pragma unroll
   for (int j = 0; j < kUpdateRows; ++j) {
-    const int64_t row =
-        (static_cast<int64_t>(blockIdx.x) * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
-    const bool valid = row < rows;
-    r[j] = valid ? row : 0;
-    const int64_t b = r[j] / (a.H * a.P), pp = r[j] % a.P;
-    h[j] = (r[j] / a.P) % a.H;
-    const int64_t sb = a.sbi != nullptr ? a.sbi[b] : b;
-    pad[j] = sb < 0 || sb >= a.state_batch;
-    live[j] = valid && !pad[j];
-    const int64_t g = h[j] / (a.H / a.G);
-    const int64_t bc = (b * a.G + g) * N;
-    srow[j] = a.state + (((live[j] ? sb : 0) * a.H + h[j]) * a.P + pp) * N;
+    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
+    const bool valid = row < HP;
+    rr[j] = valid ? row : 0;
+    h[j] = P == 1 ? rr[j] : rr[j] / P;
+    live[j] = valid && !pad;
+    const int g = a.G == 1 ? 0 : h[j] / hpg;
+    const int64_t bc = (static_cast<int64_t>(b) * a.G + g) * N;
     const bool ld = live[j] && has_n;
     const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    s[j] = ld ? *reinterpret_cast<const float4*>(srow[j] + n0) : zero;
+    s[j] = ld ? *reinterpret_cast<const float4*>(sbase + rr[j] * N + n0) : zero;
     av[j] = ld && kAPerState ? *reinterpret_cast<const float4*>(a.A + h[j] * N + n0) : zero;
     bv[j] = ld ? load4_any(a.B, a.b_dt, bc + n0) : zero;
     cv[j] = ld ? load4_any(a.C, a.c_dt, bc + n0) : zero;
-    x[j] = live[j] ? load_any(a.x, a.x_dt, r[j]) : 0.0f;
-    dt[j] = live[j] ? load_any(a.dt, a.dt_dt, b * a.H + h[j]) : 0.0f;
-    zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, r[j]) : 0.0f;
+    x[j] = live[j] ? load_any(a.x, a.x_dt, rbase + rr[j]) : 0.0f;
+    dt[j] = live[j] ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * a.H + h[j]) : 0.0f;
+    zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, rbase + rr[j]) : 0.0f;
     ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
   }
   float y[kUpdateRows];
@@ -1465,21 +1500,20 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
     s[j].z = fmaf(s[j].z, dec.z, dtx * bv[j].z);
     s[j].w = fmaf(s[j].w, dec.w, dtx * bv[j].w);
     y[j] = fmaf(s[j].x, cv[j].x, fmaf(s[j].y, cv[j].y, fmaf(s[j].z, cv[j].z, s[j].w * cv[j].w)));
-    if (live[j] && has_n) *reinterpret_cast<float4*>(srow[j] + n0) = s[j];
+    if (live[j] && has_n) *reinterpret_cast<float4*>(sbase + rr[j] * N + n0) = s[j];
   }
   // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
 #pragma unroll
   for (int j = 0; j < kUpdateRows; ++j) {
     for (int o = Q / 2; o > 0; o >>= 1) y[j] += __shfl_xor_sync(0xffffffffu, y[j], o);
-    const int64_t row =
-        (static_cast<int64_t>(blockIdx.x) * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
-    if (row < rows && lq == 0) {
+    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
+    if (row < HP && lq == 0) {
       float o = 0.0f;
-      if (!pad[j]) {
+      if (!pad) {
         o = y[j] + (a.D != nullptr ? a.D[h[j]] * x[j] : 0.0f);
         if (a.z != nullptr) o *= silu(zv[j]);
       }
-      store_any(a.out, a.out_dt, row, o);
+      store_any(a.out, a.out_dt, rbase + row, o);
     }
   }
 }
@@ -2070,13 +2104,16 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
   unsigned grid = 0;
   // The vector kernel also reads A in float4 and B, C in 4-element pieces.
   const bool aligned = aligned16(a.state) && aligned16(a.A) && aligned16(a.B) && aligned16(a.C);
-  if (vec && aligned && N <= 128) {
+  // 32-bit index math inside the vector kernel; batch on grid y.
+  const bool small = H * P * N < (int64_t{1} << 31) && Bt <= 65535 && SB < (int64_t{1} << 31);
+  if (vec && aligned && N <= 128 && small) {
     const int64_t rows_per_block = static_cast<int64_t>(kUpdateThreads / a.lanes) * kUpdateRows;
-    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * H * P + rows_per_block - 1) / rows_per_block, &grid));
+    const dim3 g2(static_cast<unsigned>((H * P + rows_per_block - 1) / rows_per_block),
+                  static_cast<unsigned>(Bt));
     if (p.multihead) {
-      selective_state_update_vec_kernel<false><<<grid, kUpdateThreads, 0, s>>>(a);
+      selective_state_update_vec_kernel<false><<<g2, kUpdateThreads, 0, s>>>(a);
     } else {
-      selective_state_update_vec_kernel<true><<<grid, kUpdateThreads, 0, s>>>(a);
+      selective_state_update_vec_kernel<true><<<g2, kUpdateThreads, 0, s>>>(a);
     }
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
