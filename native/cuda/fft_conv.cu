@@ -40,6 +40,15 @@
 // value (4 exchanges), about 70% of the FP32 time, so it overlaps. Tensor-core DFTs (FlashFFTConv) would
 // cut the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow. Threads
 // hold 32 values and need up to 255 registers: 8 warps an SM, each with two independent DFTs in flight.
+// Measured (H200, 8 x 768 x 1024 bf16): 201 us, 231 registers, 8 warps an SM, issue slots 17.5% busy,
+// 82% of cycles with no eligible warp: latency-bound, ~8x the issue estimate (~0.5 G lane
+// instructions, ~15 us). So rows up to m = 2048 hold 16 values a thread (3 passes: radix 16, 16 or 8,
+// last radix 8) in 256-thread blocks at a 128-register cap (113-128 registers, a few dozen bytes of
+// spill at m = 32..1024): 16 warps an SM. At a latency bound the time scales with 1 / resident warps,
+// less the third exchange (6 shared-memory round trips a row instead of 4): predicted ~100-110 us at
+// 8 x 768 x 1024, still over the 45 us aim, which needs ~32 warps an SM (8 values a thread) or more
+// independent butterflies a warp. The filter kernel runs one row a block (64 threads at m = 1024:
+// 768 blocks, one wave at up to 8 blocks an SM) instead of 192 blocks of 4 rows: predicted ~8 us.
 // The four-step path is bound by its scratch traffic: 16 bytes per complex value each way.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
