@@ -718,7 +718,8 @@ template <int kLogM>
 using conv_plan = std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 256, 2>, fused_plan<kLogM>>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
 template <int kLogM>
-using filter_plan = std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 64, 4>, fused_plan<kLogM>>;
+using filter_plan =
+    std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 64, 4>, fused_plan<kLogM>>;
 
 struct thread_groups {
   int t, nt;
