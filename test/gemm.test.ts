@@ -135,9 +135,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         const tol1 = scaled(TOL_INT.float32, maxAbs(ref1));
         assertClose(toF64(await run(at, wt, 0.5, 0.25)), ref1, tol1, 'number scales');
         assertClose(
-          toF64(
-            await run(at, wt, await dev(new Tensor('float32', [0.5], [])), await dev(new Tensor('float32', [0.25], [1]))),
-          ),
+          toF64(await run(at, wt, await dev(new Tensor('float32', [0.5], [])), await dev(new Tensor('float32', [0.25], [1])))),
           ref1,
           tol1,
           'tensor scales',
@@ -263,9 +261,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       const x = randTensor([m, k], 'bfloat16', () => rng.normal());
       const w = ints(n * k, -8, 7, rng);
       const sc = randTensor([n, k / 128], 'bfloat16', () => 0.01 + rng.uniform() * 0.1);
-      const out = toF64(
-        await gemmW4A16(await dev(x.t), await packWeights(await dev(int4Tensor(w, n, k))), await dev(sc.t)),
-      );
+      const out = toF64(await gemmW4A16(await dev(x.t), await packWeights(await dev(int4Tensor(w, n, k))), await dev(sc.t)));
       const got: number[] = [];
       const want: number[] = [];
       let mag = 0;
@@ -320,9 +316,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         await packWeights(
           c.op === 'gemmW8A8'
             ? gw
-            : await dev(
-                int4Tensor(Int8Array.from(toF64(g.wInt as Tensor)), ...((g.wInt as Tensor).shape as [number, number])),
-              ),
+            : await dev(int4Tensor(Int8Array.from(toF64(g.wInt as Tensor)), ...((g.wInt as Tensor).shape as [number, number]))),
         ),
       ];
       const [aScale, wScale] = [await dev(g.aScale as Tensor), await dev(g.wScale as Tensor)];
@@ -340,12 +334,8 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     const w4 = await dev(int4Tensor(w, n, k));
     const pw = await packWeights(w4, { groupSize: 8 });
     const sc = await dev(randTensor([n, k / 8], 'float16', () => 0.05 + rng.uniform() * 0.1).t);
-    const xs = await Promise.all(
-      [1, 3, m, 1, m].map((rows) => dev(randTensor([rows, k], 'float16', () => rng.normal()).t)),
-    );
-    const as = await Promise.all(
-      [1, m].map((rows) => dev(new Tensor('int8', ints(rows * k, -127, 127, rng), [rows, k]))),
-    );
+    const xs = await Promise.all([1, 3, m, 1, m].map((rows) => dev(randTensor([rows, k], 'float16', () => rng.normal()).t)));
+    const as = await Promise.all([1, m].map((rows) => dev(new Tensor('int8', ints(rows * k, -127, 127, rng), [rows, k]))));
     const calls = [
       ...xs.map((x) => gemmW4A16(x, pw, sc, { outDtype: 'float32' })),
       ...as.map((a) => gemmW4A8(a, w4, 0.5, 2)),

@@ -51,39 +51,37 @@ struct had_rows;
 template <>
 struct had_rows<12> {
   static constexpr uint64_t rows[12] = {
-    0x2ull, 0xaabull, 0x3c8ull, 0x96eull, 0xf20ull, 0x5baull,
-    0xc8cull, 0x6e6ull, 0x23cull, 0xb96ull, 0x8f0ull, 0xe5aull,
+      0x2ull,   0xaabull, 0x3c8ull, 0x96eull, 0xf20ull, 0x5baull,
+      0xc8cull, 0x6e6ull, 0x23cull, 0xb96ull, 0x8f0ull, 0xe5aull,
   };
 };
 template <>
 struct had_rows<20> {
   static constexpr uint64_t rows[20] = {
-    0x933deull, 0x2e3bdull, 0x5477bull, 0xa0ef7ull, 0x499efull, 0x637c1ull,
-    0xc6ba2ull, 0x8d764ull, 0x1aee8ull, 0x359f0ull, 0xfa53ull, 0x174a7ull,
-    0x26d4eull, 0x45e9cull, 0x83d39ull, 0xf7a6dull, 0xef4faull, 0xdedd5ull,
-    0xbdf8bull, 0x7bf36ull,
+      0x933deull, 0x2e3bdull, 0x5477bull, 0xa0ef7ull, 0x499efull, 0x637c1ull, 0xc6ba2ull,
+      0x8d764ull, 0x1aee8ull, 0x359f0ull, 0xfa53ull,  0x174a7ull, 0x26d4eull, 0x45e9cull,
+      0x83d39ull, 0xf7a6dull, 0xef4faull, 0xdedd5ull, 0xbdf8bull, 0x7bf36ull,
   };
 };
 template <>
 struct had_rows<28> {
   static constexpr uint64_t rows[28] = {
-    0xcd69e7eull, 0x9ad7c7dull, 0x37ab8fbull, 0x6d571f7ull, 0xd8ae3efull, 0xb3587dfull,
-    0x66b4f3full, 0xb467f43ull, 0x6acbe87ull, 0xd593d8eull, 0xab27b9cull, 0x564f7b8ull,
-    0xac9aff0ull, 0x5b31fe1ull, 0x87fb325ull, 0xff66caull, 0x1decd95ull, 0x39ddb2aull,
-    0x71bf654ull, 0xe17eca9ull, 0xc2fd9d2ull, 0xfcf1299ull, 0xfbe2532ull, 0xf7c4ae4ull,
-    0xef8d549ull, 0xdf1ea13ull, 0xbe3d4a6ull, 0x7e7a94cull,
+      0xcd69e7eull, 0x9ad7c7dull, 0x37ab8fbull, 0x6d571f7ull, 0xd8ae3efull, 0xb3587dfull, 0x66b4f3full,
+      0xb467f43ull, 0x6acbe87ull, 0xd593d8eull, 0xab27b9cull, 0x564f7b8ull, 0xac9aff0ull, 0x5b31fe1ull,
+      0x87fb325ull, 0xff66caull,  0x1decd95ull, 0x39ddb2aull, 0x71bf654ull, 0xe17eca9ull, 0xc2fd9d2ull,
+      0xfcf1299ull, 0xfbe2532ull, 0xf7c4ae4ull, 0xef8d549ull, 0xdf1ea13ull, 0xbe3d4a6ull, 0x7e7a94cull,
   };
 };
 template <>
 struct had_rows<40> {
   static constexpr uint64_t rows[40] = {
-    0xffffeffffeull, 0x615e4615e4ull, 0xc2bc8c2bc8ull, 0x8579285792ull, 0xaf260af26ull, 0x15e4c15e4cull,
-    0x2bc982bc98ull, 0x5793057930ull, 0xaf260af260ull, 0x5e4c25e4c2ull, 0xbc984bc984ull, 0x7930a7930aull,
-    0xf2614f2614ull, 0xe4c2ae4c2aull, 0xc9856c9856ull, 0x930ae930aeull, 0x2615e2615eull, 0x4c2bc4c2bcull,
-    0x9857898578ull, 0x30af230af2ull, 0x1ffffeull, 0x9ea1b615e4ull, 0x3d437c2bc8ull, 0x7a86d85792ull,
-    0xf50d90af26ull, 0xea1b315e4cull, 0xd43672bc98ull, 0xa86cf57930ull, 0x50d9faf260ull, 0xa1b3d5e4c2ull,
-    0x4367bbc984ull, 0x86cf57930aull, 0xd9ebf2614ull, 0x1b3d5e4c2aull, 0x367a9c9856ull, 0x6cf51930aeull,
-    0xd9ea12615eull, 0xb3d434c2bcull, 0x67a8798578ull, 0xcf50d30af2ull,
+      0xffffeffffeull, 0x615e4615e4ull, 0xc2bc8c2bc8ull, 0x8579285792ull, 0xaf260af26ull,  0x15e4c15e4cull,
+      0x2bc982bc98ull, 0x5793057930ull, 0xaf260af260ull, 0x5e4c25e4c2ull, 0xbc984bc984ull, 0x7930a7930aull,
+      0xf2614f2614ull, 0xe4c2ae4c2aull, 0xc9856c9856ull, 0x930ae930aeull, 0x2615e2615eull, 0x4c2bc4c2bcull,
+      0x9857898578ull, 0x30af230af2ull, 0x1ffffeull,     0x9ea1b615e4ull, 0x3d437c2bc8ull, 0x7a86d85792ull,
+      0xf50d90af26ull, 0xea1b315e4cull, 0xd43672bc98ull, 0xa86cf57930ull, 0x50d9faf260ull, 0xa1b3d5e4c2ull,
+      0x4367bbc984ull, 0x86cf57930aull, 0xd9ebf2614ull,  0x1b3d5e4c2aull, 0x367a9c9856ull, 0x6cf51930aeull,
+      0xd9ea12615eull, 0xb3d434c2bcull, 0x67a8798578ull, 0xcf50d30af2ull,
   };
 };
 
@@ -337,8 +335,8 @@ bool table_matches() {
 template <ssmkit_dtype T, int kM, bool kFast>
 status launch_hadamard(const had_args& a, int threads, size_t smem, cudaStream_t stream) {
   if (smem > 48 * 1024) {
-    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(hadamard_kernel<T, kM, kFast>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(
+        hadamard_kernel<T, kM, kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
   const int64_t max_blocks = int64_t{1} << 20;  // rows beyond this loop inside the blocks
   const unsigned blocks = static_cast<unsigned>(a.rows < max_blocks ? a.rows : max_blocks);
@@ -374,9 +372,10 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
                        static_cast<long long>(kMaxSharedRow));
   }
   if (p.rows == 0) return ok_status();
-  static const bool tables_ok = table_matches<12>() && table_matches<20>() && table_matches<28>() &&
-                                table_matches<40>();
-  if (!tables_ok) return make_status(status_code::internal, "hadamard: CUDA H_m tables differ from the CPU's");
+  static const bool tables_ok =
+      table_matches<12>() && table_matches<20>() && table_matches<28>() && table_matches<40>();
+  if (!tables_ok)
+    return make_status(status_code::internal, "hadamard: CUDA H_m tables differ from the CPU's");
 
   had_args a{};
   a.x = p.x.data;
@@ -386,8 +385,8 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
   a.log_p = 0;
   while ((int64_t{1} << a.log_p) < pow2) ++a.log_p;
   a.scale = p.scale;
-  const bool aligned = reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(p.out.data) % 16 == 0;
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0 && reinterpret_cast<uintptr_t>(p.out.data) % 16 == 0;
   const bool fast = a.log_p >= 3 && aligned;
   int threads;
   if (fast) {
