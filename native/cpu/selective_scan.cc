@@ -412,7 +412,11 @@ template <class V>
 inline void load_row(const void* src, ssmkit_dtype t, int64_t off, int64_t n, float* dst) {
   constexpr int W = V::W;
   if (t == SSMKIT_DTYPE_F32) {
-    std::memcpy(dst, static_cast<const float*>(src) + off, static_cast<size_t>(n) * sizeof(float));
+    // Rows are short (a head, a state) and many: an inline loop beats a call to memcpy.
+    const float* s = static_cast<const float*>(src) + off;
+    int64_t i = 0;
+    for (; i + W <= n; i += W) V::store(dst + i, V::load(s + i));
+    for (; i < n; ++i) dst[i] = s[i];
     return;
   }
   const uint16_t* s = static_cast<const uint16_t*>(src) + off;
@@ -431,7 +435,10 @@ template <class V>
 inline void store_row(void* dst, ssmkit_dtype t, int64_t off, int64_t n, const float* src) {
   constexpr int W = V::W;
   if (t == SSMKIT_DTYPE_F32) {
-    std::memcpy(static_cast<float*>(dst) + off, src, static_cast<size_t>(n) * sizeof(float));
+    float* d = static_cast<float*>(dst) + off;
+    int64_t i = 0;
+    for (; i + W <= n; i += W) V::store(d + i, V::load(src + i));
+    for (; i < n; ++i) d[i] = src[i];
     return;
   }
   uint16_t* d = static_cast<uint16_t*>(dst) + off;
