@@ -37,7 +37,7 @@ function f32(shape, f = normal) {
 }
 
 /** Median and best of `reps` timed calls after `warm` untimed ones, in milliseconds. */
-function time(fn, reps = 9, warm = 2) {
+function time(fn, reps = 15, warm = 2) {
   for (let i = 0; i < warm; i++) fn();
   const ts = [];
   for (let i = 0; i < reps; i++) {

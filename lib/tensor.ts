@@ -90,8 +90,14 @@ function deviceStorage(op: string, device: number, bytes: number): Storage {
   return s;
 }
 
-/** The descriptor native code reads: [dtype code, shape, TypedArray | device address, device]. */
-export type NativeTensor = [number, readonly number[], AnyArray | bigint, number];
+/**
+ * The descriptor native code reads. `meta` is [dtype code, device (-1: host), ndim, shape[0..7], device
+ * address]: one Float64Array, built once per tensor, that native code reads without a call per field
+ * (device addresses are below 2^53, so a double holds them exactly). A device tensor passes `meta`
+ * alone; a host tensor passes [meta, its TypedArray].
+ */
+export type NativeTensor = Float64Array | [Float64Array, AnyArray];
+const META_LENGTH = 12;
 
 let internalStorage: Storage | undefined;
 
@@ -177,6 +183,7 @@ export class Tensor<D extends DType = DType> {
   readonly size: number;
   readonly device: Device;
   #storage: Storage | null;
+  #meta: Float64Array | undefined;
 
   /**
    * Wraps `data` (no copy) as a CPU tensor. `data` is the dtype's TypedArray (float16/bfloat16:
@@ -278,7 +285,22 @@ export class Tensor<D extends DType = DType> {
   /** @internal The descriptor passed to native code; throws if the tensor was disposed. */
   _native(op: string, arg: string): NativeTensor {
     const s = this.#live(op, arg);
-    return [DTYPE_CODE[this.dtype], this.shape, s.array ?? s.handle.ptr, s.handle.device];
+    let meta = this.#meta;
+    if (meta === undefined) {
+      meta = new Float64Array(META_LENGTH);
+      meta[0] = DTYPE_CODE[this.dtype];
+      meta[1] = s.handle.device;
+      meta[2] = this.shape.length;
+      for (let i = 0; i < this.shape.length; i++) meta[3 + i] = this.shape[i] as number;
+      meta[11] = Number(s.handle.ptr);
+      this.#meta = meta;
+    }
+    return s.array === undefined ? meta : [meta, s.array];
+  }
+
+  /** @internal The device address of a CUDA tensor's storage (0n for a host tensor). */
+  get _deviceAddress(): bigint {
+    return this.#live('_deviceAddress', 'this').handle.ptr;
   }
 
   /** @internal The device index (-1 for the CPU). */

@@ -1,15 +1,16 @@
 // fftConv against its float64 reference and the golden cases, on every backend present.
 //
-// The grid is L x dtype over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384} and every dtype;
-// each cell takes the next (H, batch) from H {1, 3, 8} x batch {1, 2} and the next option set from
-// OPTION_SETS, so that every option, filter length and shape meets every dtype and several lengths.
+// The grid is L x dtype x (H, batch) over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384},
+// every dtype, H {1, 3, 8} and batch {1, 2}; each cell takes the next option set from OPTION_SETS, so
+// that every option set (and filter length) meets every dtype, shape and several lengths.
 // Rows longer than 1100 are checked at sampled positions (the first and last 64, and 128 drawn at
 // random) because the direct reference costs O(L * Lk) per position checked, not per row.
 import { describe, expect, it } from 'vitest';
-import { fftConv, fftConvSync, Tensor } from '../dist/cjs/index.js';
+import { fftConv, fftConvSync, getNumThreads, setNumThreads, Tensor } from '../dist/cjs/index.js';
 import { type FftConvRefArgs, fftConvRefAt } from './ref/fft';
 import {
   assertClose,
+  assertEqual,
   DTYPES_FLOAT,
   type FloatDType,
   goldenCases,
@@ -146,15 +147,16 @@ async function runCase(device: string, c: Case): Promise<void> {
 }
 
 describe.each(testDevices())('fftConv on %s', (device) => {
-  describe('grid: L x dtype, rotating shapes and options', () => {
+  describe('grid: L x dtype x (H, batch), rotating option sets', () => {
     let i = 0;
     for (const L of LENGTHS) {
       for (const dtype of DTYPES_FLOAT) {
-        const [H, batch] = SHAPES[i % SHAPES.length] as readonly [number, number];
-        const set = OPTION_SETS[(i * 7) % OPTION_SETS.length] as OptionSet;
-        const c: Case = { dtype, L, H, batch, set, seed: 1000 + i };
-        it(`${dtype} [${batch}, ${H}, ${L}] ${set.name}`, () => runCase(device, c));
-        i++;
+        for (const [H, batch] of SHAPES) {
+          const set = OPTION_SETS[(i * 7) % OPTION_SETS.length] as OptionSet;
+          const c: Case = { dtype, L, H, batch, set, seed: 1000 + i };
+          it(`${dtype} [${batch}, ${H}, ${L}] ${set.name}`, () => runCase(device, c));
+          i++;
+        }
       }
     }
   });
@@ -178,6 +180,46 @@ describe.each(testDevices())('fftConv on %s', (device) => {
     ] as const) {
       const set: OptionSet = { name: `Lk ${Lk}${bidirectional ? ' bidirectional' : ''}`, D: true, bidirectional, lk: () => Lk };
       it(`float32 [2, 3, ${L}] ${set.name}`, () => runCase(device, { dtype: 'float32', L, H: 3, batch: 2, set, seed: L + Lk }));
+    }
+  });
+
+  describe('one row, short filters: its blocks spread over the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      const set: OptionSet = { name: 'Lk 1000 D gelu pregate', D: true, gelu: true, pregate: true, lk: () => 1000 };
+      it(`${dtype} [1, 1, 200001] ${set.name}`, () => runCase(device, { dtype, L: 200001, H: 1, batch: 1, set, seed: 99 }));
+    }
+  });
+
+  describe('one long row: each transform spread over the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      const set = OPTION_SETS[9] as OptionSet;
+      const full: OptionSet = { ...set, name: 'everything, Lk = L', lk: (L) => L };
+      it(`${dtype} [1, 1, 70001] ${full.name}`, () => runCase(device, { dtype, L: 70001, H: 1, batch: 1, set: full, seed: 77 }));
+    }
+  });
+
+  it('gives the same bits on one thread and on the pool', () => {
+    const rng = new Rng(5);
+    const u = randTensor([2, 3, 5000], 'float32', () => rng.normal()).t.toSync(device);
+    const k = randTensor([3, 5000], 'float32', () => rng.normal() / 70).t.toSync(device);
+    const kShort = randTensor([3, 40], 'float32', () => rng.normal() / 7).t.toSync(device);
+    const threads = getNumThreads();
+    const uLong = randTensor([1, 1, 100000], 'float32', () => rng.normal()).t.toSync(device);
+    const kLong = randTensor([1, 100000], 'float32', () => rng.normal() / 300).t.toSync(device);
+    for (const [input, filter] of [
+      [u, k],
+      [u, kShort],
+      [uLong, kLong],
+    ] as const) {
+      let one: Tensor;
+      try {
+        setNumThreads(1);
+        one = fftConvSync(input, filter, { gelu: true });
+      } finally {
+        setNumThreads(threads);
+      }
+      const pooled = fftConvSync(input, filter, { gelu: true });
+      assertEqual(pooled.toSync('cpu').dataSync(), one.toSync('cpu').dataSync(), `Lk ${filter.shape[1]}`);
     }
   });
 

@@ -214,6 +214,7 @@ describe.each(testDevices().filter((d) => d === 'cpu'))('quantized GEMMs on %s',
         [1, 17, 37, 37],
         [2, 5, 16, 8],
         [3, 64, 128, 32],
+        [4, 130, 72, 8],
         [7, 33, 264, 8],
         [13, 70, 520, 520],
         [9, 31, 37, 37],
@@ -317,6 +318,30 @@ describe.each(testDevices().filter((d) => d === 'cpu'))('quantized GEMMs on %s',
       }
     });
   }
+
+  it('runs concurrent calls independently', async () => {
+    const rng = new Rng(77);
+    const [m, n, k] = [20, 70, 200];
+    const w = ints(n * k, -8, 7, rng);
+    const pw = await packWeights(int4Tensor(w, n, k), { groupSize: 8 });
+    const sc = randTensor([n, k / 8], 'float16', () => 0.05 + rng.uniform() * 0.1);
+    const xs = [1, 3, m, 1, m].map((rows) => randTensor([rows, k], 'float16', () => rng.normal()).t);
+    const as = [1, m].map((rows) => new Tensor('int8', ints(rows * k, -127, 127, rng), [rows, k]));
+    const calls = [
+      ...xs.map((x) => gemmW4A16(x, pw, sc.t, { outDtype: 'float32' })),
+      ...as.map((a) => gemmW4A8(a, int4Tensor(w, n, k), 0.5, 2)),
+      ...as.map((a) => gemmW4A8(a, pw, 0.5, 2)),
+    ];
+    const outs = await Promise.all(calls);
+    const want = [
+      ...xs.map((x) => gemmW4A16Sync(x, pw, sc.t, { outDtype: 'float32' })),
+      ...as.map((a) => gemmW4A8Sync(a, int4Tensor(w, n, k), 0.5, 2)),
+      ...as.map((a) => gemmW4A8Sync(a, pw, 0.5, 2)),
+    ];
+    outs.forEach((o, i) => {
+      assertEqual(toF64(o), toF64(want[i] as Tensor), `call ${i}`);
+    });
+  });
 
   it('packWeights: metadata, disposal and bad input', async () => {
     const w8 = new Tensor('int8', new Int8Array(6 * 16), [6, 16]);

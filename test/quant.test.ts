@@ -89,7 +89,11 @@ describe.each(testDevices().filter((d) => d === 'cpu'))('quantize on %s', (devic
       .q.toSync('cpu')
       .dataSync() as Uint8Array;
     expect(Array.from(p)).toEqual([0xe1, 0x87, 0x03]);
-    // An all-zero tensor gets scale 1 and q 0.
+    // Empty rows and all-zero rows get scale 1 (and q 0).
+    expect(Array.from(toF64(quantizeSync(await Tensor.zeros([2, 0]).to(device)).scale.toSync('cpu')))).toEqual([1]);
+    expect(
+      Array.from(toF64(quantizeSync(await Tensor.zeros([3, 0]).to(device), { granularity: 'token' }).scale.toSync('cpu'))),
+    ).toEqual([1, 1, 1]);
     const z = quantizeSync(await Tensor.zeros([2, 3]).to(device), { granularity: 'token' });
     expect(Array.from(toF64(z.scale.toSync('cpu')))).toEqual([1, 1]);
   });

@@ -1,15 +1,25 @@
 // ssmConv against the float64 SSM recurrence (an independent route: no convolution at all), against
 // fftConv(u, s4dKernel(...)) up to L = 1M, and its scratch memory, on every backend present.
 //
-// The grid is L x dtype over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384} and every dtype;
-// each cell takes the next (H, batch) from H {1, 3, 8} x batch {1, 2}, the next mode count, block size
-// and option set, so that every option meets every dtype. Block sizes that would cut a row into more
+// The grid is L x dtype x (H, batch) over L in {1, 2, 17, 255, 256, 1000, 1024, 4096, 8192, 16384},
+// every dtype, H {1, 3, 8} and batch {1, 2}; each cell takes the next mode count, block size and
+// option set, so that every option meets every dtype and shape. Block sizes that would cut a row into more
 // than 300 blocks are replaced by the default to keep the file fast; short rows cover the small blocks.
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
-import { fftConvSync, s4dKernelSync, ssmConv, ssmConvSync, Tensor } from '../dist/cjs/index.js';
+import { fftConvSync, getNumThreads, s4dKernelSync, setNumThreads, ssmConv, ssmConvSync, Tensor } from '../dist/cjs/index.js';
 import { randomModes, ssmRecurrenceRef } from './ref/fft';
-import { assertClose, DTYPES_FLOAT, type FloatDType, Rng, randTensor, type Tolerance, testDevices, toF64 } from './util';
+import {
+  assertClose,
+  assertEqual,
+  DTYPES_FLOAT,
+  type FloatDType,
+  Rng,
+  randTensor,
+  type Tolerance,
+  testDevices,
+  toF64,
+} from './util';
 
 const TOL: Record<FloatDType, Tolerance> = {
   float32: { rtol: 5e-5, atol: 2e-5 },
@@ -62,7 +72,7 @@ interface Case {
 async function runCase(device: string, c: Case): Promise<void> {
   const { dtype, L, H, batch, n2, set } = c;
   const rng = new Rng(c.seed);
-  const { logDt, A, C } = randomModes(rng, H, n2);
+  const { logDt, A, C } = randomModes(rng, H, n2, c.seed % 2 ? 'long' : 'mixed');
   const u = randTensor([batch, H, L], dtype, () => rng.normal());
   const D = set.D ? randTensor([H], 'float32', () => rng.normal()) : undefined;
   const init = set.initialState ? randTensor([batch, H, n2, 2], 'float32', () => rng.normal()) : undefined;
@@ -99,7 +109,7 @@ function rms(x: ArrayLike<number>): number {
 /** ssmConv against fftConv(u, s4dKernel(logDt, A, C, L), { D }) on one float32 problem. */
 function checkEquivalence(device: string, L: number, H: number, batch: number, n2: number, blockSize?: number) {
   const rng = new Rng(L + n2);
-  const { logDt, A, C } = randomModes(rng, H, n2);
+  const { logDt, A, C } = randomModes(rng, H, n2, 'long');
   const u = new Float32Array(batch * H * L);
   for (let i = 0; i < u.length; i++) u[i] = rng.normal();
   const ut = new Tensor('float32', u, [batch, H, L]).toSync(device);
@@ -125,29 +135,44 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
       ).toSync(device);
       ssmConvSync(u, logDt.t.toSync(device), A.t.toSync(device), C.t.toSync(device), { returnLastState: true });
     };
-    // One channel and one row run on the calling thread, so the same thread_local buffers serve both;
-    // this test comes first so that the count holds nothing else of this file's.
-    run(1 << 16);
-    const [before] = native().fftScratchBytes() as [number, number];
-    run(1 << 20);
-    const [after] = native().fftScratchBytes() as [number, number];
-    expect(after).toBe(before);
-    // Everything the kernel holds for a row, whatever L: well under one 2^20-sample output (4 MiB).
-    expect(before).toBeLessThan(1 << 20);
+    const scratch = () => (native().fftScratchBytes() as [number, number])[0];
+    const threads = getNumThreads();
+    try {
+      // One thread: the blocks run in order on the calling thread, so the same buffers serve both
+      // lengths exactly. (This test comes first so that the count holds nothing else of this file's.)
+      setNumThreads(1);
+      run(1 << 16);
+      const before = scratch();
+      run(1 << 20);
+      expect(scratch()).toBe(before);
+      // Everything the kernel holds for a row, whatever L: well under one 2^20-sample output (4 MiB).
+      expect(before).toBeLessThan(1 << 20);
+      // The pool: blocks go in waves over the threads; a thread that joins late adds its block buffers
+      // (tens of KiB), never anything that scales with L.
+      setNumThreads(threads);
+      run(1 << 16);
+      const pooled = scratch();
+      run(1 << 20);
+      expect(scratch() - pooled).toBeLessThan(256 << 10);
+      expect(scratch()).toBeLessThan(2 << 20);
+    } finally {
+      setNumThreads(threads);
+    }
   });
 
-  describe('grid: L x dtype against the recurrence', () => {
+  describe('grid: L x dtype x (H, batch) against the recurrence', () => {
     let i = 0;
     for (const L of LENGTHS) {
       for (const dtype of DTYPES_FLOAT) {
-        const [H, batch] = SHAPES[i % SHAPES.length] as readonly [number, number];
-        const n2 = MODES[i % MODES.length] as number;
-        let blockSize = BLOCKS[(i * 5) % BLOCKS.length];
-        if (blockSize !== undefined && L / blockSize > 300) blockSize = undefined;
-        const set = OPTION_SETS[(i * 3) % OPTION_SETS.length] as OptionSet;
-        const c: Case = { dtype, L, H, batch, n2, blockSize, set, seed: 7000 + i };
-        it(`${dtype} [${batch}, ${H}, ${L}] N/2 ${n2} block ${blockSize ?? 'default'} ${set.name}`, () => runCase(device, c));
-        i++;
+        for (const [H, batch] of SHAPES) {
+          const n2 = MODES[i % MODES.length] as number;
+          let blockSize = BLOCKS[(i * 5) % BLOCKS.length];
+          if (blockSize !== undefined && L / blockSize > 300) blockSize = undefined;
+          const set = OPTION_SETS[(i * 3) % OPTION_SETS.length] as OptionSet;
+          const c: Case = { dtype, L, H, batch, n2, blockSize, set, seed: 7000 + i };
+          it(`${dtype} [${batch}, ${H}, ${L}] N/2 ${n2} block ${blockSize ?? 'default'} ${set.name}`, () => runCase(device, c));
+          i++;
+        }
       }
     }
   });
@@ -165,6 +190,84 @@ describe.each(testDevices())('ssmConv on %s', (device) => {
       it(`float32 block ${blockSize}`, () =>
         runCase(device, { dtype: 'float32', L: 1000, H: 3, batch: 2, n2: 16, blockSize, set, seed: blockSize }));
     }
+  });
+
+  describe('fewer rows than threads: blocks in waves across the pool', () => {
+    for (const dtype of DTYPES_FLOAT) {
+      for (const [L, blockSize] of [
+        [5000, 64],
+        [4097, 1000],
+        [300, 7],
+      ] as const) {
+        const set = OPTION_SETS[4] as OptionSet;
+        it(`${dtype} [1, 1, ${L}] block ${blockSize} ${set.name}`, () =>
+          runCase(device, { dtype, L, H: 1, batch: 1, n2: 8, blockSize, set, seed: L + blockSize }));
+      }
+    }
+    it('float32 [1, 1, 3000] block 128, no state returned', () =>
+      runCase(device, {
+        dtype: 'float32',
+        L: 3000,
+        H: 1,
+        batch: 1,
+        n2: 32,
+        blockSize: 128,
+        set: { name: 'D', D: true },
+        seed: 1,
+      }));
+  });
+
+  it('gives the same bits on one thread and on the pool (one row in waves, long memory, 3 runs)', () => {
+    const rng = new Rng(11);
+    const L = 300_000;
+    const { logDt, A, C } = randomModes(rng, 1, 32, 'long');
+    const u = new Tensor(
+      'float32',
+      new Float32Array(L).map(() => rng.normal()),
+      [1, 1, L],
+    ).toSync(device);
+    const args = [u, logDt.t.toSync(device), A.t.toSync(device), C.t.toSync(device)] as const;
+    const opts = { returnLastState: true, blockSize: 1024 };
+    const threads = getNumThreads();
+    let one: { out: Tensor; lastState?: Tensor };
+    try {
+      setNumThreads(1);
+      one = ssmConvSync(...args, opts);
+    } finally {
+      setNumThreads(threads);
+    }
+    for (let run = 0; run < 3; run++) {
+      const pooled = ssmConvSync(...args, opts);
+      assertEqual(pooled.out.toSync('cpu').dataSync(), one.out.toSync('cpu').dataSync(), `out, run ${run}`);
+      assertEqual(
+        (pooled.lastState as Tensor).toSync('cpu').dataSync(),
+        (one.lastState as Tensor).toSync('cpu').dataSync(),
+        `lastState, run ${run}`,
+      );
+    }
+  });
+
+  it('no modes: out = D u, and an empty state', () => {
+    const rng = new Rng(2);
+    const u = randTensor([2, 1, 3000], 'float32', () => rng.normal());
+    const { out, lastState } = ssmConvSync(
+      u.t.toSync(device),
+      Tensor.zeros([1]),
+      Tensor.zeros([1, 0, 2]),
+      Tensor.zeros([1, 0, 2]),
+      {
+        D: new Tensor('float32', [2], [1]).toSync(device),
+        blockSize: 100,
+        returnLastState: true,
+      },
+    );
+    assertClose(
+      toF64(out.toSync('cpu')),
+      u.v.map((x) => 2 * x),
+      TOL.float32,
+      'D u',
+    );
+    expect(lastState?.shape).toEqual([2, 1, 0, 2]);
   });
 
   describe('equals fftConv(u, s4dKernel(...), { D })', () => {

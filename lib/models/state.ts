@@ -102,11 +102,9 @@ export function copyRows(dst: Tensor, dstRow: number, src: Tensor, srcRow: numbe
     throw rangeError('copyRows', 'src', `rows like ${dst.toString()}`, src.toString());
   }
   const rowBytes = byteLength(src.dtype, rowShape);
-  const d = dst._native('copyRows', 'dst');
-  const s = src._native('copyRows', 'src');
   if (dst.device === 'cpu') {
-    const da = d[2] as ArrayBufferView;
-    const sa = s[2] as ArrayBufferView;
+    const da = dst.dataSync();
+    const sa = src.dataSync();
     new Uint8Array(da.buffer, da.byteOffset + dstRow * rowBytes, rows * rowBytes).set(
       new Uint8Array(sa.buffer, sa.byteOffset + srcRow * rowBytes, rows * rowBytes),
     );
@@ -114,9 +112,9 @@ export function copyRows(dst: Tensor, dstRow: number, src: Tensor, srcRow: numbe
   }
   try {
     native().copyOnDevice(
-      d[3],
-      (d[2] as bigint) + BigInt(dstRow * rowBytes),
-      (s[2] as bigint) + BigInt(srcRow * rowBytes),
+      dst._deviceIndex,
+      dst._deviceAddress + BigInt(dstRow * rowBytes),
+      src._deviceAddress + BigInt(srcRow * rowBytes),
       rows * rowBytes,
     );
   } catch (e) {

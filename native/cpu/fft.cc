@@ -9,6 +9,7 @@
 // transposed W-point stage. The inverse runs the same stages backwards with conjugate twiddles.
 #include "fft.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "ssmkit/cpu_features.h"
+#include "ssmkit/parallel.h"
 
 namespace ssmkit::cpu::fft {
 namespace {
@@ -125,6 +127,10 @@ plan* build_plan(int log2n) {
   while (w >= 4 && static_cast<int64_t>(w) * w > m) w /= 2;
   p->width = w >= 4 ? w : 0;
   p->head = p->width == 0 ? m : static_cast<int64_t>(p->width) * p->width;
+  for (int k = 1; k <= bits; ++k) {
+    tw2(k);
+    if (k >= 2) tw4(k);
+  }
   auto freq_of = [&](uint64_t pos) { return bit_reverse(swap_fields(pos, p->width), bits); };
   auto* re = new float[m];
   auto* im = new float[m];
@@ -145,6 +151,34 @@ plan* build_plan(int log2n) {
   p->pair_im = im;
   p->partner = partner;
   p->freq = freq;
+  if (p->width > 0) {
+    std::vector<int32_t> ks, ms;
+    for (int64_t pos = 1; pos < p->head; ++pos) {
+      if (partner[pos] < pos) continue;
+      ks.push_back(static_cast<int32_t>(pos));
+      ms.push_back(partner[pos]);
+    }
+    while (ks.size() % static_cast<size_t>(p->width) != 0) {
+      ks.push_back(ks.back());
+      ms.push_back(ms.back());
+    }
+    const size_t np = ks.size();
+    auto* hk = new int32_t[np];
+    auto* hm = new int32_t[np];
+    auto* wr = new float[np];
+    auto* wi = new float[np];
+    for (size_t j = 0; j < np; ++j) {
+      hk[j] = ks[j];
+      hm[j] = ms[j];
+      wr[j] = re[ks[j]];
+      wi[j] = im[ks[j]];
+    }
+    p->head_pairs = static_cast<int64_t>(np);
+    p->head_k = hk;
+    p->head_m = hm;
+    p->head_wr = wr;
+    p->head_wi = wi;
+  }
   return p;
 }
 
@@ -302,46 +336,66 @@ SSMKIT_INLINE void bfly4_dit(vf<W>& x0r, vf<W>& x0i, vf<W>& x1r, vf<W>& x1i, vf<
   x3i = t2i - t3r;
 }
 
+// Vector butterflies [u0, u1) of a radix-4 pass at block s, numbered block by block: unit u is column
+// (u mod q/W) W of block u div (q/W), q = s/4.
+template <int W>
+SSMKIT_INLINE void dif4_units(float* re, float* im, int64_t s, const float* tw, int64_t u0, int64_t u1) {
+  const int64_t q = s / 4, per = q / W;
+  int64_t blk = u0 / per, j = (u0 % per) * W;
+  for (int64_t u = u0; u < u1; ++u) {
+    float* r = re + blk * s;
+    float* i = im + blk * s;
+    vf<W> x0r = vload<W>(r + j), x0i = vload<W>(i + j), x1r = vload<W>(r + q + j), x1i = vload<W>(i + q + j);
+    vf<W> x2r = vload<W>(r + 2 * q + j), x2i = vload<W>(i + 2 * q + j), x3r = vload<W>(r + 3 * q + j),
+          x3i = vload<W>(i + 3 * q + j);
+    bfly4_dif<W, false>(x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i, vload<W>(tw + j), vload<W>(tw + q + j),
+                        vload<W>(tw + 2 * q + j), vload<W>(tw + 3 * q + j), vload<W>(tw + 4 * q + j),
+                        vload<W>(tw + 5 * q + j));
+    vstore<W>(r + j, x0r), vstore<W>(i + j, x0i), vstore<W>(r + q + j, x1r), vstore<W>(i + q + j, x1i);
+    vstore<W>(r + 2 * q + j, x2r), vstore<W>(i + 2 * q + j, x2i), vstore<W>(r + 3 * q + j, x3r);
+    vstore<W>(i + 3 * q + j, x3i);
+    j += W;
+    if (j == q) {
+      j = 0;
+      ++blk;
+    }
+  }
+}
+
 template <int W>
 SSMKIT_INLINE void dif4_pass(float* re, float* im, int64_t len, int64_t s, const float* tw) {
-  const int64_t q = s / 4;
-  for (int64_t b = 0; b < len; b += s) {
-    float* r = re + b;
-    float* i = im + b;
-    for (int64_t j = 0; j < q; j += W) {
-      vf<W> x0r = vload<W>(r + j), x0i = vload<W>(i + j), x1r = vload<W>(r + q + j),
-            x1i = vload<W>(i + q + j);
-      vf<W> x2r = vload<W>(r + 2 * q + j), x2i = vload<W>(i + 2 * q + j), x3r = vload<W>(r + 3 * q + j),
-            x3i = vload<W>(i + 3 * q + j);
-      bfly4_dif<W, false>(x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i, vload<W>(tw + j), vload<W>(tw + q + j),
-                          vload<W>(tw + 2 * q + j), vload<W>(tw + 3 * q + j), vload<W>(tw + 4 * q + j),
-                          vload<W>(tw + 5 * q + j));
-      vstore<W>(r + j, x0r), vstore<W>(i + j, x0i), vstore<W>(r + q + j, x1r), vstore<W>(i + q + j, x1i);
-      vstore<W>(r + 2 * q + j, x2r), vstore<W>(i + 2 * q + j, x2i), vstore<W>(r + 3 * q + j, x3r);
-      vstore<W>(i + 3 * q + j, x3i);
+  dif4_units<W>(re, im, s, tw, 0, len / 4 / W);
+}
+
+// Vector butterflies [u0, u1) of a radix-4 pass at block s, numbered block by block: unit u is column
+// (u mod q/W) W of block u div (q/W), q = s/4.
+template <int W>
+SSMKIT_INLINE void dit4_units(float* re, float* im, int64_t s, const float* tw, int64_t u0, int64_t u1) {
+  const int64_t q = s / 4, per = q / W;
+  int64_t blk = u0 / per, j = (u0 % per) * W;
+  for (int64_t u = u0; u < u1; ++u) {
+    float* r = re + blk * s;
+    float* i = im + blk * s;
+    vf<W> x0r = vload<W>(r + j), x0i = vload<W>(i + j), x1r = vload<W>(r + q + j), x1i = vload<W>(i + q + j);
+    vf<W> x2r = vload<W>(r + 2 * q + j), x2i = vload<W>(i + 2 * q + j), x3r = vload<W>(r + 3 * q + j),
+          x3i = vload<W>(i + 3 * q + j);
+    bfly4_dit<W, false>(x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i, vload<W>(tw + j), vload<W>(tw + q + j),
+                        vload<W>(tw + 2 * q + j), vload<W>(tw + 3 * q + j), vload<W>(tw + 4 * q + j),
+                        vload<W>(tw + 5 * q + j));
+    vstore<W>(r + j, x0r), vstore<W>(i + j, x0i), vstore<W>(r + q + j, x1r), vstore<W>(i + q + j, x1i);
+    vstore<W>(r + 2 * q + j, x2r), vstore<W>(i + 2 * q + j, x2i), vstore<W>(r + 3 * q + j, x3r);
+    vstore<W>(i + 3 * q + j, x3i);
+    j += W;
+    if (j == q) {
+      j = 0;
+      ++blk;
     }
   }
 }
 
 template <int W>
 SSMKIT_INLINE void dit4_pass(float* re, float* im, int64_t len, int64_t s, const float* tw) {
-  const int64_t q = s / 4;
-  for (int64_t b = 0; b < len; b += s) {
-    float* r = re + b;
-    float* i = im + b;
-    for (int64_t j = 0; j < q; j += W) {
-      vf<W> x0r = vload<W>(r + j), x0i = vload<W>(i + j), x1r = vload<W>(r + q + j),
-            x1i = vload<W>(i + q + j);
-      vf<W> x2r = vload<W>(r + 2 * q + j), x2i = vload<W>(i + 2 * q + j), x3r = vload<W>(r + 3 * q + j),
-            x3i = vload<W>(i + 3 * q + j);
-      bfly4_dit<W, false>(x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i, vload<W>(tw + j), vload<W>(tw + q + j),
-                          vload<W>(tw + 2 * q + j), vload<W>(tw + 3 * q + j), vload<W>(tw + 4 * q + j),
-                          vload<W>(tw + 5 * q + j));
-      vstore<W>(r + j, x0r), vstore<W>(i + j, x0i), vstore<W>(r + q + j, x1r), vstore<W>(i + q + j, x1i);
-      vstore<W>(r + 2 * q + j, x2r), vstore<W>(i + 2 * q + j, x2i), vstore<W>(r + 3 * q + j, x3r);
-      vstore<W>(i + 3 * q + j, x3i);
-    }
-  }
+  dit4_units<W>(re, im, s, tw, 0, len / 4 / W);
 }
 
 template <int W>
@@ -545,14 +599,20 @@ stages stage_list(int64_t m, int w) {
   return st;
 }
 
+// Big stage k of the forward transform, vector butterflies [u0, u1) of m / 4W.
 template <int W>
-SSMKIT_INLINE void forward_impl(const plan& p, float* re, float* im) {
-  const int64_t m = p.m;
-  const stages st = stage_list(m, W);
-  for (int k = 0; k < st.nbig; ++k) dif4_pass<W>(re, im, m, st.big[k], tw4(ilog2s(st.big[k])));
-  for (int64_t c = 0; c < m; c += st.chunk) {
-    float* r = re + c;
-    float* i = im + c;
+SSMKIT_INLINE void forward_stage_impl(const plan& p, float* re, float* im, int k, int64_t u0, int64_t u1) {
+  const stages st = stage_list(p.m, W);
+  dif4_units<W>(re, im, st.big[k], tw4(ilog2s(st.big[k])), u0, u1);
+}
+
+// Chunks [c0, c1) through the rest of the forward transform.
+template <int W>
+SSMKIT_INLINE void forward_chunks_impl(const plan& p, float* re, float* im, int64_t c0, int64_t c1) {
+  const stages st = stage_list(p.m, W);
+  for (int64_t c = c0; c < c1; ++c) {
+    float* r = re + c * st.chunk;
+    float* i = im + c * st.chunk;
     for (int k = 0; k < st.nsmall; ++k) dif4_pass<W>(r, i, st.chunk, st.small[k], tw4(ilog2s(st.small[k])));
     if (st.odd) dif2_pass<W>(r, i, st.chunk, 2 * W, tw2(ilog2(2 * W)));
     dif_last<W>(r, i, st.chunk);
@@ -560,18 +620,77 @@ SSMKIT_INLINE void forward_impl(const plan& p, float* re, float* im) {
 }
 
 template <int W>
-SSMKIT_INLINE void inverse_impl(const plan& p, float* re, float* im) {
-  const int64_t m = p.m;
-  const stages st = stage_list(m, W);
-  for (int64_t c = 0; c < m; c += st.chunk) {
-    float* r = re + c;
-    float* i = im + c;
+SSMKIT_INLINE void inverse_chunks_impl(const plan& p, float* re, float* im, int64_t c0, int64_t c1) {
+  const stages st = stage_list(p.m, W);
+  for (int64_t c = c0; c < c1; ++c) {
+    float* r = re + c * st.chunk;
+    float* i = im + c * st.chunk;
     dit_first<W>(r, i, st.chunk);
     if (st.odd) dit2_pass<W>(r, i, st.chunk, 2 * W, tw2(ilog2(2 * W)));
     for (int k = st.nsmall - 1; k >= 0; --k)
       dit4_pass<W>(r, i, st.chunk, st.small[k], tw4(ilog2s(st.small[k])));
   }
-  for (int k = st.nbig - 1; k >= 0; --k) dit4_pass<W>(re, im, m, st.big[k], tw4(ilog2s(st.big[k])));
+}
+
+template <int W>
+SSMKIT_INLINE void inverse_stage_impl(const plan& p, float* re, float* im, int k, int64_t u0, int64_t u1) {
+  const stages st = stage_list(p.m, W);
+  dit4_units<W>(re, im, st.big[k], tw4(ilog2s(st.big[k])), u0, u1);
+}
+
+// The pair math of filter_spectrum_impl / convolve_impl for the head: lanes of (k, m - k) pairs gathered
+// through the plan's index lists, the results scattered back.
+template <int W>
+SSMKIT_INLINE void filter_head_vec(const plan& p, float* re, float* im, float scale) {
+  {
+    const float a = re[0], b = im[0], g0 = scale / static_cast<float>(2 * p.m);
+    re[0] = (a + b) * g0;
+    im[0] = (a - b) * g0;
+  }
+  const vf<W> sc = vsplat<W>(scale / static_cast<float>(8 * p.m));
+  for (int64_t j = 0; j < p.head_pairs; j += W) {
+    const int32_t* ik = p.head_k + j;
+    const int32_t* im_ = p.head_m + j;
+    vf<W> ar, ai, br, bi;
+    for (int l = 0; l < W; ++l) ar[l] = re[ik[l]], ai[l] = im[ik[l]], br[l] = re[im_[l]], bi[l] = im[im_[l]];
+    const vf<W> wr = vload<W>(p.head_wr + j), wi = vload<W>(p.head_wi + j);
+    const vf<W> er = ar + br, ei = ai - bi, orr = ai + bi, oi = br - ar;
+    const vf<W> wor = wr * orr - wi * oi, woi = wr * oi + wi * orr;
+    const vf<W> xkr = (er + wor) * sc, xki = (ei + woi) * sc, xmr = (er - wor) * sc, xmi = (woi - ei) * sc;
+    for (int l = 0; l < W; ++l)
+      re[ik[l]] = xkr[l], im[ik[l]] = xki[l], re[im_[l]] = xmr[l], im[im_[l]] = xmi[l];
+  }
+}
+
+template <int W>
+SSMKIT_INLINE void convolve_head_vec(const plan& p, float* re, float* im, const float* hre,
+                                     const float* him) {
+  {
+    const float a = re[0], b = im[0];
+    const float y0 = (a + b) * hre[0], ym = (a - b) * him[0];
+    re[0] = y0 + ym;
+    im[0] = y0 - ym;
+  }
+  for (int64_t j = 0; j < p.head_pairs; j += W) {
+    const int32_t* ik = p.head_k + j;
+    const int32_t* im_ = p.head_m + j;
+    vf<W> ar, ai, br, bi, hkr, hki, hmr, hmi;
+    for (int l = 0; l < W; ++l) {
+      ar[l] = re[ik[l]], ai[l] = im[ik[l]], br[l] = re[im_[l]], bi[l] = im[im_[l]];
+      hkr[l] = hre[ik[l]], hki[l] = him[ik[l]], hmr[l] = hre[im_[l]], hmi[l] = him[im_[l]];
+    }
+    const vf<W> wr = vload<W>(p.head_wr + j), wi = vload<W>(p.head_wi + j);
+    const vf<W> er = ar + br, ei = ai - bi, orr = ai + bi, oi = br - ar;
+    const vf<W> wor = wr * orr - wi * oi, woi = wr * oi + wi * orr;
+    const vf<W> xkr = er + wor, xki = ei + woi, xmr = er - wor, xmi = woi - ei;
+    const vf<W> ykr = xkr * hkr - xki * hki, yki = xkr * hki + xki * hkr;
+    const vf<W> ymr = xmr * hmr - xmi * hmi, ymi = xmr * hmi + xmi * hmr;
+    const vf<W> fr = ykr + ymr, fi = yki - ymi, gr = ykr - ymr, gi = yki + ymi;
+    const vf<W> tr = wi * gr - wr * gi, ti = wr * gr + wi * gi;
+    const vf<W> zkr = fr + tr, zki = fi + ti, zmr = fr - tr, zmi = ti - fi;
+    for (int l = 0; l < W; ++l)
+      re[ik[l]] = zkr[l], im[ik[l]] = zki[l], re[im_[l]] = zmr[l], im[im_[l]] = zmi[l];
+  }
 }
 
 // Positions P >= head come in octaves [B, 2B); P in the first half pairs with 3B - 1 - P. For each
@@ -580,7 +699,7 @@ SSMKIT_INLINE void inverse_impl(const plan& p, float* re, float* im) {
 //   2X_{m-k} = conj of the same with w's term negated.
 template <int W>
 SSMKIT_INLINE void filter_spectrum_impl(const plan& p, float* re, float* im, float scale) {
-  filter_head(p, re, im, scale);
+  filter_head_vec<W>(p, re, im, scale);
   const vf<W> sc = vsplat<W>(scale / static_cast<float>(8 * p.m));
   for (int64_t b = p.head; b < p.m; b *= 2) {
     for (int64_t pos = b; pos < b + b / 2; pos += W) {
@@ -602,10 +721,21 @@ SSMKIT_INLINE void filter_spectrum_impl(const plan& p, float* re, float* im, flo
 //   Z'_k = F + T, Z'_{m-k} = conj(F - T), F = Y_k + conj Y_{m-k}, T = i conj(w) (Y_k - conj Y_{m-k}).
 // The factors 2 and the 1/m of the unnormalized inverse live in the filter spectrum's scale.
 template <int W>
-SSMKIT_INLINE void convolve_impl(const plan& p, float* re, float* im, const float* hre, const float* him) {
-  convolve_head(p, re, im, hre, him);
-  for (int64_t b = p.head; b < p.m; b *= 2) {
-    for (int64_t pos = b; pos < b + b / 2; pos += W) {
+SSMKIT_INLINE void convolve_impl(const plan& p, float* re, float* im, const float* hre, const float* him,
+                                 int64_t f0, int64_t f1) {
+  if (f0 == 0) {
+    convolve_head_vec<W>(p, re, im, hre, him);
+    f0 = 1;
+  }
+  // Unit f >= 1 is the (f - 1)-th vector of first-half positions, octave after octave.
+  int64_t b = p.head, v = f0 - 1;
+  while (v >= b / 2 / W) {
+    v -= b / 2 / W;
+    b *= 2;
+  }
+  for (int64_t f = f0; f < f1; ++f) {
+    {
+      const int64_t pos = b + v * W;
       const int64_t q = 3 * b - W - pos;
       const vf<W> ar = vload<W>(re + pos), ai = vload<W>(im + pos);
       const vf<W> br = vreverse<W>(vload<W>(re + q)), bi = vreverse<W>(vload<W>(im + q));
@@ -624,12 +754,17 @@ SSMKIT_INLINE void convolve_impl(const plan& p, float* re, float* im, const floa
       vstore<W>(re + q, vreverse<W>(fr - tr));
       vstore<W>(im + q, vreverse<W>(ti - fi));
     }
+    if (++v == b / 2 / W) {
+      v = 0;
+      b *= 2;
+    }
   }
 }
 
+// Complex positions [k0, k1) (multiples of W) of pack and unpack.
 template <int W>
-SSMKIT_INLINE void pack_impl(const plan& p, const float* x, float* re, float* im) {
-  for (int64_t k = 0; k < p.m; k += W) {
+SSMKIT_INLINE void pack_impl(const float* x, float* re, float* im, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; k += W) {
     const vf<W> a = vload<W>(x + 2 * k), b = vload<W>(x + 2 * k + W);
     vstore<W>(re + k, vevens<W>(a, b));
     vstore<W>(im + k, vodds<W>(a, b));
@@ -637,8 +772,8 @@ SSMKIT_INLINE void pack_impl(const plan& p, const float* x, float* re, float* im
 }
 
 template <int W>
-SSMKIT_INLINE void unpack_impl(const plan& p, const float* re, const float* im, float* x, int64_t count) {
-  for (int64_t k = 0; 2 * k < count; k += W) {
+SSMKIT_INLINE void unpack_impl(const float* re, const float* im, float* x, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; k += W) {
     const vf<W> a = vload<W>(re + k), b = vload<W>(im + k);
     vstore<W>(x + 2 * k, vzip_lo<W>(a, b));
     vstore<W>(x + 2 * k + W, vzip_hi<W>(a, b));
@@ -661,46 +796,64 @@ void unpack_scalar(const plan& p, const float* re, const float* im, float* x, in
 
 // ---- per-level entry points ----
 
+// Every kernel takes a range of its work units so that one long transform can be spread over the pool:
+// big stages count vector butterflies (m / 4W), the chunk phase counts chunks, convolve counts the head
+// (unit 0) and then vectors of first-half positions, pack and unpack count complex positions.
 struct kernels {
-  void (*forward)(const plan&, float*, float*);
-  void (*inverse)(const plan&, float*, float*);
+  void (*forward_stage)(const plan&, float*, float*, int, int64_t, int64_t);
+  void (*forward_chunks)(const plan&, float*, float*, int64_t, int64_t);
+  void (*inverse_chunks)(const plan&, float*, float*, int64_t, int64_t);
+  void (*inverse_stage)(const plan&, float*, float*, int, int64_t, int64_t);
   void (*filter_spectrum)(const plan&, float*, float*, float);
-  void (*convolve)(const plan&, float*, float*, const float*, const float*);
-  void (*pack)(const plan&, const float*, float*, float*);
-  void (*unpack)(const plan&, const float*, const float*, float*, int64_t);
+  void (*convolve)(const plan&, float*, float*, const float*, const float*, int64_t, int64_t);
+  void (*pack)(const plan&, const float*, float*, float*, int64_t, int64_t);
+  void (*unpack)(const plan&, const float*, const float*, float*, int64_t, int64_t);
 };
+
+// Calls F<W>(args...) for the plan's width W among the level's widths Ws.
+#define SSMKIT_FFT_WIDTH(F, ...) (void)((p.width == Ws ? (F<Ws>(__VA_ARGS__), true) : false) || ...)
 
 // Expands the entry points of one level, for the widths up to its own.
 #define SSMKIT_FFT_LEVEL(NAME, ATTR, ...)                                                                \
   template <int... Ws>                                                                                   \
   struct NAME##_widths {                                                                                 \
-    ATTR static void forward(const plan& p, float* re, float* im) {                                      \
-      if (p.width == 0) return forward_scalar(p, re, im);                                                \
-      (void)((p.width == Ws ? (forward_impl<Ws>(p, re, im), true) : false) || ...);                      \
+    ATTR static void forward_stage(const plan& p, float* re, float* im, int k, int64_t u0, int64_t u1) { \
+      SSMKIT_FFT_WIDTH(forward_stage_impl, p, re, im, k, u0, u1);                                        \
     }                                                                                                    \
-    ATTR static void inverse(const plan& p, float* re, float* im) {                                      \
+    ATTR static void forward_chunks(const plan& p, float* re, float* im, int64_t c0, int64_t c1) {       \
+      if (p.width == 0) return forward_scalar(p, re, im);                                                \
+      SSMKIT_FFT_WIDTH(forward_chunks_impl, p, re, im, c0, c1);                                          \
+    }                                                                                                    \
+    ATTR static void inverse_chunks(const plan& p, float* re, float* im, int64_t c0, int64_t c1) {       \
       if (p.width == 0) return inverse_scalar(p, re, im);                                                \
-      (void)((p.width == Ws ? (inverse_impl<Ws>(p, re, im), true) : false) || ...);                      \
+      SSMKIT_FFT_WIDTH(inverse_chunks_impl, p, re, im, c0, c1);                                          \
+    }                                                                                                    \
+    ATTR static void inverse_stage(const plan& p, float* re, float* im, int k, int64_t u0, int64_t u1) { \
+      SSMKIT_FFT_WIDTH(inverse_stage_impl, p, re, im, k, u0, u1);                                        \
     }                                                                                                    \
     ATTR static void filter_spectrum(const plan& p, float* re, float* im, float scale) {                 \
       if (p.width == 0) return filter_head(p, re, im, scale);                                            \
-      (void)((p.width == Ws ? (filter_spectrum_impl<Ws>(p, re, im, scale), true) : false) || ...);       \
+      SSMKIT_FFT_WIDTH(filter_spectrum_impl, p, re, im, scale);                                          \
     }                                                                                                    \
-    ATTR static void convolve(const plan& p, float* re, float* im, const float* hre, const float* him) { \
+    ATTR static void convolve(const plan& p, float* re, float* im, const float* hre, const float* him,   \
+                              int64_t f0, int64_t f1) {                                                  \
       if (p.width == 0) return convolve_head(p, re, im, hre, him);                                       \
-      (void)((p.width == Ws ? (convolve_impl<Ws>(p, re, im, hre, him), true) : false) || ...);           \
+      SSMKIT_FFT_WIDTH(convolve_impl, p, re, im, hre, him, f0, f1);                                      \
     }                                                                                                    \
-    ATTR static void pack(const plan& p, const float* x, float* re, float* im) {                         \
+    ATTR static void pack(const plan& p, const float* x, float* re, float* im, int64_t k0, int64_t k1) { \
       if (p.width == 0) return pack_scalar(p, x, re, im);                                                \
-      (void)((p.width == Ws ? (pack_impl<Ws>(p, x, re, im), true) : false) || ...);                      \
+      SSMKIT_FFT_WIDTH(pack_impl, x, re, im, k0, k1);                                                    \
     }                                                                                                    \
-    ATTR static void unpack(const plan& p, const float* re, const float* im, float* x, int64_t count) {  \
-      if (p.width == 0) return unpack_scalar(p, re, im, x, count);                                       \
-      (void)((p.width == Ws ? (unpack_impl<Ws>(p, re, im, x, count), true) : false) || ...);             \
+    ATTR static void unpack(const plan& p, const float* re, const float* im, float* x, int64_t k0,       \
+                            int64_t k1) {                                                                \
+      if (p.width == 0) return unpack_scalar(p, re, im, x, 2 * k1);                                      \
+      SSMKIT_FFT_WIDTH(unpack_impl, re, im, x, k0, k1);                                                  \
     }                                                                                                    \
   };                                                                                                     \
-  const kernels NAME = {&NAME##_widths<__VA_ARGS__>::forward,                                            \
-                        &NAME##_widths<__VA_ARGS__>::inverse,                                            \
+  const kernels NAME = {&NAME##_widths<__VA_ARGS__>::forward_stage,                                      \
+                        &NAME##_widths<__VA_ARGS__>::forward_chunks,                                     \
+                        &NAME##_widths<__VA_ARGS__>::inverse_chunks,                                     \
+                        &NAME##_widths<__VA_ARGS__>::inverse_stage,                                      \
                         &NAME##_widths<__VA_ARGS__>::filter_spectrum,                                    \
                         &NAME##_widths<__VA_ARGS__>::convolve,                                           \
                         &NAME##_widths<__VA_ARGS__>::pack,                                               \
@@ -747,6 +900,10 @@ const plan& get_plan(int log2n) {
     delete[] built->pair_im;
     delete[] built->partner;
     delete[] built->freq;
+    delete[] built->head_k;
+    delete[] built->head_m;
+    delete[] built->head_wr;
+    delete[] built->head_wi;
     delete built;
     return *p;
   }
@@ -754,40 +911,108 @@ const plan& get_plan(int log2n) {
   return *built;
 }
 
+namespace {
+
+// How a plan's work splits into units (see kernels).
+struct work {
+  stages st;
+  int64_t chunks = 1;
+  int64_t stage_units = 0;
+  int64_t conv_units = 1;
+};
+
+work work_of(const plan& p) {
+  work w;
+  if (p.width == 0) return w;
+  w.st = stage_list(p.m, p.width);
+  w.chunks = p.m / w.st.chunk;
+  w.stage_units = p.m / 4 / p.width;
+  w.conv_units = 1 + (p.m - p.head) / (2 * p.width);
+  return w;
+}
+
+// Units per task when a pass is spread over the pool: a few microseconds of work each.
+constexpr int64_t kUnitsPerTask = 512;
+
+}  // namespace
+
 void forward(const plan& p, float* re, float* im) {
-  active().forward(p, re, im);
+  const kernels& k = active();
+  const work w = work_of(p);
+  for (int s = 0; s < w.st.nbig; ++s) k.forward_stage(p, re, im, s, 0, w.stage_units);
+  k.forward_chunks(p, re, im, 0, w.chunks);
 }
 void inverse(const plan& p, float* re, float* im) {
-  active().inverse(p, re, im);
+  const kernels& k = active();
+  const work w = work_of(p);
+  k.inverse_chunks(p, re, im, 0, w.chunks);
+  for (int s = w.st.nbig - 1; s >= 0; --s) k.inverse_stage(p, re, im, s, 0, w.stage_units);
 }
 void filter_spectrum(const plan& p, float* re, float* im, float scale) {
   active().filter_spectrum(p, re, im, scale);
 }
 void convolve(const plan& p, float* re, float* im, const float* hre, const float* him) {
-  active().convolve(p, re, im, hre, him);
+  active().convolve(p, re, im, hre, him, 0, work_of(p).conv_units);
 }
 void pack(const plan& p, const float* x, float* re, float* im) {
-  active().pack(p, x, re, im);
+  active().pack(p, x, re, im, 0, p.m);
 }
 void unpack(const plan& p, const float* re, const float* im, float* x, int64_t count) {
-  active().unpack(p, re, im, x, count);
+  const int64_t w = std::max(p.width, 1);
+  active().unpack(p, re, im, x, 0, std::min(p.m, (count + 2 * w - 1) / (2 * w) * w));
+}
+
+void forward_parallel(const plan& p, float* re, float* im) {
+  const kernels& k = active();
+  const work w = work_of(p);
+  for (int s = 0; s < w.st.nbig; ++s) {
+    parallel_for(w.stage_units, kUnitsPerTask,
+                 [&](int64_t u0, int64_t u1) { k.forward_stage(p, re, im, s, u0, u1); });
+  }
+  parallel_for(w.chunks, 1, [&](int64_t c0, int64_t c1) { k.forward_chunks(p, re, im, c0, c1); });
+}
+void inverse_parallel(const plan& p, float* re, float* im) {
+  const kernels& k = active();
+  const work w = work_of(p);
+  parallel_for(w.chunks, 1, [&](int64_t c0, int64_t c1) { k.inverse_chunks(p, re, im, c0, c1); });
+  for (int s = w.st.nbig - 1; s >= 0; --s) {
+    parallel_for(w.stage_units, kUnitsPerTask,
+                 [&](int64_t u0, int64_t u1) { k.inverse_stage(p, re, im, s, u0, u1); });
+  }
+}
+void convolve_parallel(const plan& p, float* re, float* im, const float* hre, const float* him) {
+  const kernels& k = active();
+  parallel_for(work_of(p).conv_units, kUnitsPerTask,
+               [&](int64_t f0, int64_t f1) { k.convolve(p, re, im, hre, him, f0, f1); });
+}
+void pack_parallel(const plan& p, const float* x, float* re, float* im) {
+  const kernels& k = active();
+  const int64_t w = std::max(p.width, 1);
+  parallel_for(p.m / w, kUnitsPerTask, [&](int64_t u0, int64_t u1) { k.pack(p, x, re, im, u0 * w, u1 * w); });
+}
+void unpack_parallel(const plan& p, const float* re, const float* im, float* x, int64_t count) {
+  const kernels& k = active();
+  const int64_t w = std::max(p.width, 1);
+  const int64_t units = std::min(p.m / w, (count + 2 * w - 1) / (2 * w));
+  parallel_for(units, kUnitsPerTask, [&](int64_t u0, int64_t u1) { k.unpack(p, re, im, x, u0 * w, u1 * w); });
 }
 
 scratch::~scratch() {
-  if (data_ != nullptr) {
-    count_scratch(-capacity_ * static_cast<int64_t>(sizeof(float)));
-    std::free(data_);
-  }
+  release();
 }
 
-float* scratch::get(int64_t n) {
-  if (n <= capacity_) return data_;
+void scratch::release() {
   if (data_ != nullptr) {
     count_scratch(-capacity_ * static_cast<int64_t>(sizeof(float)));
     std::free(data_);
     data_ = nullptr;
     capacity_ = 0;
   }
+}
+
+float* scratch::get(int64_t n) {
+  if (n <= capacity_) return data_;
+  release();
   // Round up to whole cache lines, and a little beyond so that vector tails may read past the end.
   const int64_t cap = (n + 16 + 15) / 16 * 16;
   void* mem = std::aligned_alloc(64, static_cast<size_t>(cap) * sizeof(float));

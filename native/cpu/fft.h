@@ -6,9 +6,11 @@
 // real-signal split and the product with a filter's spectrum are fused into one pass over that order.
 //
 // The last log2(w) stages of a vector plan run on w x w tiles transposed in registers, so the spectrum
-// order is bit-reversed with the two low log2(w)-bit fields swapped; only positions below w*w need a
-// partner table, above it the partner of frequency k (m - k) is the mirror position within the octave.
-// Plans and twiddles are built once per size and kept (twiddles in double, rounded to float).
+// order is bit-reversed with the two low log2(w)-bit fields swapped. Above position w*w the partner of
+// frequency k (frequency m - k) is the mirror position within the octave, so the pair pass runs on
+// contiguous and reversed vectors; the w*w positions below go through per-plan pair lists (gathered).
+// Plans and twiddles are built once per size and kept (twiddles in double, rounded to float). Every
+// kernel also takes a range of its work so that one long transform can be spread over the pool.
 //
 // Besides the transform this header holds the small vector toolkit the family's kernels share: GCC /
 // clang vector types of W floats, always inlined so that each SIMD level's entry point (compiled with
@@ -36,12 +38,23 @@ struct plan {
   const float* pair_im = nullptr;    // (m,)
   const int32_t* partner = nullptr;  // (head,) position of frequency m - freq(P)
   const int64_t* freq = nullptr;     // (head,) frequency held at position P
+  // The head's pairs (P, partner) other than position 0, padded to a multiple of the width by repeating
+  // the last one, with the real-split twiddle of P: what the vector kernels gather from.
+  int64_t head_pairs = 0;
+  const int32_t* head_k = nullptr;  // (head_pairs,)
+  const int32_t* head_m = nullptr;  // (head_pairs,)
+  const float* head_wr = nullptr;   // (head_pairs,)
+  const float* head_wi = nullptr;   // (head_pairs,)
 };
 
 // ceil(log2(x)) for x >= 1.
 int log2_ceil(int64_t x);
 
-// The plan for n = 2^log2n real samples, 1 <= log2n <= 30; built on first use (thread-safe).
+// Longest transform: 2^kMaxLog2n real samples.
+constexpr int kMaxLog2n = 30;
+
+// The plan for n = 2^log2n real samples, 1 <= log2n <= kMaxLog2n, with every twiddle table its kernels
+// read; built on first use (thread-safe), so that the transforms themselves never allocate.
 const plan& get_plan(int log2n);
 
 // Complex FFT in place on m values (re, im): natural order in, plan order out (unnormalized).
@@ -54,9 +67,18 @@ void filter_spectrum(const plan& p, float* re, float* im, float scale);
 // After forward() of a packed real signal: multiplies its spectrum by a filter_spectrum() and leaves
 // what inverse() turns into the packed circular convolution (no further scaling needed).
 void convolve(const plan& p, float* re, float* im, const float* hre, const float* him);
-// x (n floats) -> re, im (m each): even samples to re, odd samples to im; and back.
+// x (n floats) -> re, im (m each): even samples to re, odd samples to im; and back (the first `count`
+// samples, possibly a few more: x must hold n).
 void pack(const plan& p, const float* x, float* re, float* im);
 void unpack(const plan& p, const float* re, const float* im, float* x, int64_t count);
+
+// The same, each pass spread over the thread pool: for long rows when there are fewer rows than
+// threads. Same results, bit for bit.
+void forward_parallel(const plan& p, float* re, float* im);
+void inverse_parallel(const plan& p, float* re, float* im);
+void convolve_parallel(const plan& p, float* re, float* im, const float* hre, const float* him);
+void pack_parallel(const plan& p, const float* x, float* re, float* im);
+void unpack_parallel(const plan& p, const float* re, const float* im, float* x, int64_t count);
 
 // A grow-only, 64-byte aligned float buffer, meant to be thread_local: the family's only scratch
 // memory. Every buffer's size counts in scratch_bytes(), so tests can check that it does not grow with
@@ -69,6 +91,8 @@ class scratch {
   ~scratch();
   // At least n floats; the contents are not kept when it grows.
   float* get(int64_t n);
+  // Frees the memory (for one-off large sizes that should not stay held).
+  void release();
 
  private:
   float* data_ = nullptr;

@@ -42,6 +42,7 @@ namespace {
 constexpr int64_t kGroupCols = 64;     // columns per packed group: four 16-column panels
 constexpr int kMaxRows = 6;            // the tallest micro-kernel tile
 constexpr int64_t kKBlock = 128;       // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
+constexpr int64_t kGemvRows = 4;       // W4A16: rows the decode kernel takes (more go through float32 tiles)
 constexpr int64_t kGemvPrefetch = 16;  // W4A16 decode: steps (of up to 256 bytes) prefetched ahead, 4 KiB
 
 // Geometry of a packed weight (see quant.h).
@@ -530,7 +531,58 @@ SSMKIT_TARGET_AVX512 inline void store16(ssmkit_dtype dt, __m512 v, __mmask16 k,
 SSMKIT_TARGET_AVX512 inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
 }
+
+SSMKIT_TARGET_AVX512 void store_row_avx512(ssmkit_dtype dt, const float* v, int64_t cols, void* dst,
+                                           int64_t i0) {
+  for (int64_t col = 0; col < cols; col += 16) {
+    const __mmask16 k = tail_mask(cols - col);
+    store16(dt, _mm512_maskz_loadu_ps(k, v + col), k, dst, i0 + col);
+  }
+}
+
+// Round to nearest even, NaN kept quiet: f32_to_bf16 on 8 lanes.
+SSMKIT_TARGET_AVX2 inline __m128i bf16_from_f32x8(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                                           _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)))),
+      16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  const __m256i nan =
+      _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+
+SSMKIT_TARGET_AVX2 void store_row_avx2(ssmkit_dtype dt, const float* v, int64_t cols, void* dst, int64_t i0) {
+  int64_t col = 0;
+  for (; col + 8 <= cols; col += 8) {
+    const __m256 x = _mm256_loadu_ps(v + col);
+    if (dt == SSMKIT_DTYPE_F16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i0 + col),
+                       _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    } else if (dt == SSMKIT_DTYPE_BF16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i0 + col),
+                       bf16_from_f32x8(x));
+    } else {
+      _mm256_storeu_ps(static_cast<float*>(dst) + i0 + col, x);
+    }
+  }
+  store_row_scalar(dt, v + col, cols - col, dst, i0 + col);
+}
 #endif
+
+// Stores a row of float32 values in dtype dt, vectorized where the CPU allows (the same rounding).
+void store_row(ssmkit_dtype dt, const float* v, int64_t cols, void* dst, int64_t i0) {
+  static const auto fn = [] {
+#if SSMKIT_X86
+    if (cpu::simd() >= cpu::SIMD_AVX512) return store_row_avx512;
+    if (cpu::simd() >= cpu::SIMD_AVX2) return store_row_avx2;
+#endif
+    return store_row_scalar;
+  }();
+  fn(dt, v, cols, dst, i0);
+}
 
 // The per-level pieces of the integer GEMMs' epilogues.
 struct int_epilogue {
@@ -553,7 +605,7 @@ void finish_scalar(int mr, int64_t cols, const int32_t* c, const int32_t* comp, 
     for (int64_t col = 0; col < cols; ++col) {
       row[col] = std::fma(static_cast<float>(c[i * 64 + col] - comp[i]) * as[i], ws[col], bias[col]);
     }
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -570,7 +622,7 @@ void finish_float_scalar(int mr, int64_t cols, const float* cf, const float* as,
   float row[kGroupCols];
   for (int i = 0; i < mr; ++i) {
     for (int64_t col = 0; col < cols; ++col) row[col] = std::fma(cf[i * 64 + col], as[i], bias[col]);
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -588,7 +640,7 @@ SSMKIT_TARGET_AVX2 void finish_avx2(int mr, int64_t cols, const int32_t* c, cons
       const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(ci), av);
       _mm256_store_ps(row + col, _mm256_fmadd_ps(v, _mm256_loadu_ps(ws + col), _mm256_loadu_ps(bias + col)));
     }
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -616,7 +668,7 @@ SSMKIT_TARGET_AVX2 void finish_float_avx2(int mr, int64_t cols, const float* cf,
       _mm256_store_ps(row + col,
                       _mm256_fmadd_ps(_mm256_loadu_ps(cf + i * 64 + col), av, _mm256_loadu_ps(bias + col)));
     }
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -1117,59 +1169,107 @@ SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_
 // adds exact products in float32. Lane pairs follow the packed bytes: dword c of a step holds
 // (k0 | k4, k1 | k5, k2 | k6, k3 | k7), so the 16-bit words of v, v >> 4, v >> 8 and v >> 12 give the
 // pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7). xh / xl: (steps, 4) bfloat16 pairs in that order.
-SSMKIT_TARGET_BF16 void gemv_group_bf16(const uint32_t* xh, const uint32_t* xl, const uint8_t* b, int64_t sb,
-                                        int64_t steps, int64_t group_steps, int np, const float* sc,
-                                        float* acc_out) {
+// MR rows at once (batched decode) share each weight vector; row r's pairs are at xh + r * xstride. Per
+// step the NP panels' vectors are loaded once and mapped pair type by pair type, and ACC partial sums per
+// row and panel keep enough dot products in flight within the 32 registers; LO: x has low halves
+// (float16 x). acc_out holds (MR, 64) float32 sums.
+template <int MR, int NP, bool LO>
+SSMKIT_TARGET_BF16 void gemv_group_bf16_t(const uint32_t* xh, const uint32_t* xl, int64_t xstride,
+                                          const uint8_t* b, int64_t sb, int64_t steps, int64_t group_steps,
+                                          const float* sc, float* acc_out) {
+  constexpr int ACC = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
   alignas(64) static const uint16_t kTable[32] = {
       0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000,
       0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0, 0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040,
       0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
   const __m512i table = _mm512_load_si512(kTable);
-  __m512 out[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int i = 0; i < MR * 64; i += 16) _mm512_storeu_ps(acc_out + i, _mm512_setzero_ps());
   for (int64_t s0 = 0, q = 0; s0 < steps; s0 += group_steps, ++q) {
     const int64_t s1 = std::min(steps, s0 + group_steps);
-    __m512 acc[4][4];
+    __m512 acc[MR][NP][ACC];
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
+    for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
-      for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_setzero_ps();
+      for (int j = 0; j < NP; ++j) {
+#pragma GCC unroll 4
+        for (int u = 0; u < ACC; ++u) acc[r][j][u] = _mm512_setzero_ps();
+      }
     }
     for (int64_t s = s0; s < s1; ++s) {
-      __m512bh hv[4], lv[4];
-#pragma GCC unroll 4
-      for (int u = 0; u < 4; ++u) {
-        hv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xh[s * 4 + u]));
-        if (xl != nullptr) lv[u] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xl[s * 4 + u]));
-      }
       const uint8_t* bs = b + s * sb;
       // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
       // out-of-order window to keep enough cache misses in flight on its own).
-      for (int j = 0; j < np; ++j)
+#pragma GCC unroll 4
+      for (int j = 0; j < NP; ++j) {
         _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
+      }
+      __m512i v[NP];
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        if (j >= np) break;
-        const __m512i v = _mm512_loadu_si512(bs + j * 64);
-        const __m512bh w[4] = {(__m512bh)_mm512_permutexvar_epi16(v, table),
-                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 4), table),
-                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 8), table),
-                               (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi32(v, 12), table)};
+      for (int j = 0; j < NP; ++j) v[j] = _mm512_loadu_si512(bs + j * 64);
 #pragma GCC unroll 4
-        for (int u = 0; u < 4; ++u) {
-          acc[j][u] = _mm512_dpbf16_ps(acc[j][u], w[u], hv[u]);
-          if (xl != nullptr) acc[j][u] = _mm512_dpbf16_ps(acc[j][u], w[u], lv[u]);
+      for (int u = 0; u < 4; ++u) {
+        __m512bh w[NP];
+#pragma GCC unroll 4
+        for (int j = 0; j < NP; ++j) {
+          w[j] = (__m512bh)_mm512_permutexvar_epi16(u == 0 ? v[j] : _mm512_srli_epi32(v[j], 4 * u), table);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) {
+          const __m512bh hb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xh[r * xstride + s * 4 + u]));
+#pragma GCC unroll 4
+          for (int j = 0; j < NP; ++j) acc[r][j][u % ACC] = _mm512_dpbf16_ps(acc[r][j][u % ACC], w[j], hb);
+          if (LO) {
+            const __m512bh lb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xl[r * xstride + s * 4 + u]));
+#pragma GCC unroll 4
+            for (int j = 0; j < NP; ++j) acc[r][j][u % ACC] = _mm512_dpbf16_ps(acc[r][j][u % ACC], w[j], lb);
+          }
         }
       }
     }
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      const __m512 sum =
-          _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3]));
-      out[j] = _mm512_fmadd_ps(sum, _mm512_loadu_ps(sc + q * 64 + j * 16), out[j]);
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NP; ++j) {
+        __m512 sum = acc[r][j][0];
+#pragma GCC unroll 4
+        for (int u = 1; u < ACC; ++u) sum = _mm512_add_ps(sum, acc[r][j][u]);
+        float* o = acc_out + r * 64 + j * 16;
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(sum, _mm512_loadu_ps(sc + q * 64 + j * 16), _mm512_loadu_ps(o)));
+      }
     }
   }
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
+}
+
+template <int MR, int NP>
+void gemv_bf16_lo(const uint32_t* xh, const uint32_t* xl, int64_t xstride, const uint8_t* b, int64_t sb,
+                  int64_t steps, int64_t group_steps, const float* sc, float* acc_out) {
+  if (xl != nullptr) {
+    gemv_group_bf16_t<MR, NP, true>(xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out);
+  } else {
+    gemv_group_bf16_t<MR, NP, false>(xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out);
+  }
+}
+
+template <int MR>
+void gemv_bf16_np(int np, const uint32_t* xh, const uint32_t* xl, int64_t xstride, const uint8_t* b,
+                  int64_t sb, int64_t steps, int64_t group_steps, const float* sc, float* acc_out) {
+  switch (np) {
+    case 1: gemv_bf16_lo<MR, 1>(xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+    case 2: gemv_bf16_lo<MR, 2>(xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+    case 3: gemv_bf16_lo<MR, 3>(xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+    default: gemv_bf16_lo<MR, 4>(xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+  }
+}
+
+void gemv_group_bf16(int mr, const uint32_t* xh, const uint32_t* xl, int64_t xstride, const uint8_t* b,
+                     int64_t sb, int64_t steps, int64_t group_steps, int np, const float* sc,
+                     float* acc_out) {
+  switch (mr) {
+    case 1: gemv_bf16_np<1>(np, xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+    case 2: gemv_bf16_np<2>(np, xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+    case 3: gemv_bf16_np<3>(np, xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+    default: gemv_bf16_np<4>(np, xh, xl, xstride, b, sb, steps, group_steps, sc, acc_out); break;
+  }
 }
 
 // x (k values of dtype float16 or bfloat16) as the bfloat16 pairs gemv_group_bf16 reads, zero-padded
@@ -1239,7 +1339,7 @@ void store_rows(int mr, int64_t cols, const float* cf, const float* bias, const 
   float row[kGroupCols];
   for (int i = 0; i < mr; ++i) {
     for (int64_t col = 0; col < cols; ++col) row[col] = cf[i * 64 + col] + bias[col];
-    store_row_scalar(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
+    store_row(out.dtype, row, cols, out.data, (m0 + i) * ldo + n0);
   }
 }
 
@@ -1418,33 +1518,40 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   };
 
 #if SSMKIT_X86
-  if (p.m == 1 && kk.avx512) {
-    // float32 x has 24 significant bits, more than two bfloat16 halves hold: it takes the float32 kernel.
-    const bool bf16 = kk.bf16 && p.x.dtype != SSMKIT_DTYPE_F32;
+  // A few rows (decode, batched decode) read the weights once and straight from their nibbles; float32 x
+  // has 24 significant bits, more than two bfloat16 halves hold, and takes the float32 kernel (one row).
+  const bool bf16 = kk.bf16 && p.x.dtype != SSMKIT_DTYPE_F32 && p.m <= kGemvRows;
+  if (bf16 || (p.m == 1 && kk.avx512)) {
+    const int64_t xstride = 4 * (L.steps + 1);  // two steps per 16 values: room for one more than padding
     const float* x = bf16 ? nullptr : float_rows(p.x, 0, 1, p.k, L.steps * 8);
     thread_local std::vector<uint32_t> pairs;
     uint32_t* xh = nullptr;
     uint32_t* xl = nullptr;
     if (bf16) {
-      // Two steps per 16 values: room for one step more than the padding needs.
-      xh = grow(pairs, 8 * (L.steps + 1));
-      xl = xh + 4 * (L.steps + 1);
-      bf16_pairs_avx512(p.x, p.k, L.steps, xh, xl);
+      xh = grow(pairs, 2 * p.m * xstride);
+      xl = xh + p.m * xstride;
+      for (int64_t r = 0; r < p.m; ++r) {
+        tensor_view row = p.x;
+        row.data = static_cast<char*>(p.x.data) + r * p.k * 2;
+        bf16_pairs_avx512(row, p.k, L.steps, xh + r * xstride, xl + r * xstride);
+      }
       if (p.x.dtype == SSMKIT_DTYPE_BF16) xl = nullptr;
     }
+    const int mr = static_cast<int>(p.m);
     cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
       thread_local std::vector<float> sc_buf;
       float* sc = grow(sc_buf, kgroups * kGroupCols);
-      alignas(64) float bias[kGroupCols], acc[kGroupCols];
+      alignas(64) float bias[kGroupCols], acc[kGemvRows * kGroupCols];
       for (int64_t gi = g0; gi < g1; ++gi) {
         load_group(gi, sc, bias);
         const uint8_t* b = w + L.group_offset(gi);
         if (bf16) {
-          gemv_group_bf16(xh, xl, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+          gemv_group_bf16(mr, xh, xl, xstride, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc,
+                          acc);
         } else {
           gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
         }
-        store_rows(1, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+        store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
       }
     });
     return ok_status();

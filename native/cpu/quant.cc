@@ -773,7 +773,13 @@ status quantize_cpu(const quantize_params& p) {
                        "quantize: options.groupSize: expected a divisor of %lld, got %lld",
                        static_cast<long long>(p.len), static_cast<long long>(p.group_size));
   }
-  if (p.lines == 0 || p.len == 0) return ok_status();
+  if (p.lines == 0 || p.len == 0) {
+    // Nothing to quantize: every computed scale covers only zeros, so it is 1.
+    if (!p.static_scale) {
+      for (int64_t i = 0; i < p.scale.numel(); ++i) write_scale(p.scale, i, 1.0f);
+    }
+    return ok_status();
+  }
   const row_kernels& k = kernels();
   const float lo = p.bits == 4 ? -8.0f : -127.0f;
   const float hi = p.bits == 4 ? 7.0f : 127.0f;

@@ -40,8 +40,13 @@
 // target-specific caller, so GCC's note about the ABI of such calls does not apply; and GCC 12's
 // intrinsic headers start some results from a self-initialized "undefined" register, which
 // -Wmaybe-uninitialized reports once they are inlined here.
+#if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define SSMKIT_FLATTEN __attribute__((flatten))
+#else
+#define SSMKIT_FLATTEN
+#endif
 
 namespace ssmkit {
 namespace {
@@ -153,7 +158,6 @@ struct vec_scalar {
     p = p * f + kExp2C0;
     return p * bits_f32(static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
   }
-  static float hsum(T v) { return v; }
   static void hsum_w(const float* acc, float* out) { out[0] = acc[0]; }
   static T gather(const float* base, int stride) { return *base; }
   static void scatter(float* base, int stride, T v) { *base = v; }
@@ -205,12 +209,6 @@ struct vec_avx2 {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C0));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  }
-  SSMKIT_TARGET_AVX2 static inline float hsum(T v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
   }
   SSMKIT_TARGET_AVX2 static inline void hsum_w(const float* acc, float* out) {
     T r[4];
@@ -296,7 +294,6 @@ struct vec_avx512 {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2F0));
     return _mm512_scalef_ps(p, x);
   }
-  SSMKIT_TARGET_AVX512 static inline float hsum(T v) { return _mm512_reduce_add_ps(v); }
   SSMKIT_TARGET_AVX512 static inline void hsum_w(const float* acc, float* out) {
     // A transpose folded into the adds: 16 vectors -> 8 holding pairs -> 4 holding quads per 128-bit
     // lane -> 2 -> 1, about three instructions per input vector.
@@ -1294,24 +1291,24 @@ struct isa_kernels {
   int tile;
 };
 
-#define SSMKIT_SCAN_ENTRIES(NAME, VEC, TARGET)                                                               \
-  TARGET __attribute__((flatten)) void scan_##NAME(const scan_plan& pl, void* s, int64_t a, int64_t b) {     \
-    scan_items<VEC>(pl, s, a, b);                                                                            \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void update_##NAME(const update_plan& pl, void* s, int64_t a, int64_t b) { \
-    update_items<VEC>(pl, s, a, b);                                                                          \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void ssd_##NAME(const ssd_plan& pl, void* s, int64_t a, int64_t b) {       \
-    ssd_items<VEC>(pl, s, a, b);                                                                             \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void conv_##NAME(const conv_plan& pl, void* s, int64_t a, int64_t b) {     \
-    conv_rows<VEC>(pl, s, a, b);                                                                             \
-  }                                                                                                          \
-  TARGET __attribute__((flatten)) void conv_update_##NAME(const causal_conv1d_update_params& p, void* s,     \
-                                                          int64_t a, int64_t b) {                            \
-    conv_update_items<VEC>(p, s, a, b);                                                                      \
-  }                                                                                                          \
-  constexpr isa_kernels kKernels_##NAME = {&scan_##NAME,        &update_##NAME, &ssd_##NAME, &conv_##NAME,   \
+#define SSMKIT_SCAN_ENTRIES(NAME, VEC, TARGET)                                                             \
+  TARGET SSMKIT_FLATTEN void scan_##NAME(const scan_plan& pl, void* s, int64_t a, int64_t b) {             \
+    scan_items<VEC>(pl, s, a, b);                                                                          \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void update_##NAME(const update_plan& pl, void* s, int64_t a, int64_t b) {         \
+    update_items<VEC>(pl, s, a, b);                                                                        \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void ssd_##NAME(const ssd_plan& pl, void* s, int64_t a, int64_t b) {               \
+    ssd_items<VEC>(pl, s, a, b);                                                                           \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void conv_##NAME(const conv_plan& pl, void* s, int64_t a, int64_t b) {             \
+    conv_rows<VEC>(pl, s, a, b);                                                                           \
+  }                                                                                                        \
+  TARGET SSMKIT_FLATTEN void conv_update_##NAME(const causal_conv1d_update_params& p, void* s, int64_t a,  \
+                                                int64_t b) {                                               \
+    conv_update_items<VEC>(p, s, a, b);                                                                    \
+  }                                                                                                        \
+  constexpr isa_kernels kKernels_##NAME = {&scan_##NAME,        &update_##NAME, &ssd_##NAME, &conv_##NAME, \
                                            &conv_update_##NAME, VEC::W,         VEC::kTile};
 
 #define SSMKIT_NO_TARGET
@@ -1558,7 +1555,7 @@ status selective_state_update_cpu(const selective_state_update_params& p) {
                        : k.width == 8 ? sizing.carve<8>(nullptr, pl)
                                       : sizing.carve<1>(nullptr, pl);
   // A decode step is a few microseconds of work: split it only into pieces worth waking a thread for.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_item));
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, per_item));
   cpu::parallel_for(Bt * pl.items_per_row, grain,
                     [&](int64_t i0, int64_t i1) { k.update(pl, thread_scratch<1>(bytes), i0, i1); });
   return ok_status();

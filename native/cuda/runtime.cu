@@ -25,6 +25,8 @@ status get_stream(int dev, cudaStream_t* out) {
     SSMKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[dev], cudaStreamNonBlocking));
   }
   *out = g_streams[dev];
+  // Kernels launch on the calling thread's current device: make it the stream's.
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   return ok_status();
 }
 

@@ -40,26 +40,73 @@ namespace {
 }
 }  // namespace
 
+namespace {
+
+constexpr uint32_t kMetaLength = 12;  // [dtype, device, ndim, shape[0..7], address]: lib/tensor.ts
+
+// Raw view of a TypedArray: its element type, length in elements, data pointer and byte length, with
+// one Node-API call. Returns false when `v` is no TypedArray.
+bool typed_array(napi_env env, napi_value v, napi_typedarray_type* type, size_t* length, void** data,
+                 napi_value* buffer) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  size_t offset = 0;
+  return napi_get_typedarray_info(env, v, type, length, data, buffer, &offset) == napi_ok;
+}
+
+size_t element_size(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array:
+    case napi_uint8_array:
+    case napi_uint8_clamped_array: return 1;
+    case napi_int16_array:
+    case napi_uint16_array: return 2;
+    case napi_int32_array:
+    case napi_uint32_array:
+    case napi_float32_array: return 4;
+    default: return 8;
+  }
+}
+
+}  // namespace
+
 tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const char* what) {
   tensor_view t;
   if (v.IsUndefined() || v.IsNull()) return t;
-  if (!v.IsArray()) throw_range(env, std::string(what) + ": internal tensor descriptor expected");
-  Napi::Array a = v.As<Napi::Array>();
-  if (a.Length() != 4) throw_range(env, std::string(what) + ": internal tensor descriptor expected");
-  const int dt = a.Get(0u).As<Napi::Number>().Int32Value();
-  if (dt < 0 || dt > SSMKIT_DTYPE_F64) throw_range(env, std::string(what) + ": unknown dtype code");
-  t.dtype = static_cast<ssmkit_dtype>(dt);
-  Napi::Array shape = a.Get(1u).As<Napi::Array>();
-  if (shape.Length() > static_cast<uint32_t>(kMaxDims)) {
-    throw_range(env, std::string(what) + ": more than 8 dimensions");
+  // A device tensor passes its meta array alone; a host tensor passes [meta, data].
+  napi_value meta_value = v;
+  napi_value data_value = nullptr;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* raw = nullptr;
+  napi_value buffer = nullptr;
+  if (!typed_array(env, meta_value, &type, &length, &raw, &buffer)) {
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) {
+      throw_range(env, std::string(what) + ": internal tensor descriptor expected");
+    }
+    Napi::Array a = v.As<Napi::Array>();
+    meta_value = a.Get(0u);
+    data_value = a.Get(1u);
+    if (!typed_array(env, meta_value, &type, &length, &raw, &buffer)) {
+      throw_range(env, std::string(what) + ": internal tensor descriptor expected");
+    }
   }
-  t.ndim = static_cast<int>(shape.Length());
+  if (type != napi_float64_array || length != kMetaLength) {
+    throw_range(env, std::string(what) + ": internal tensor descriptor expected");
+  }
+  const double* meta = static_cast<const double*>(raw);
+  const double dt = meta[0];
+  if (!(dt >= 0 && dt <= SSMKIT_DTYPE_F64)) throw_range(env, std::string(what) + ": unknown dtype code");
+  t.dtype = static_cast<ssmkit_dtype>(static_cast<int>(dt));
+  t.device = static_cast<int>(meta[1]);
+  const double nd = meta[2];
+  if (!(nd >= 0 && nd <= kMaxDims)) throw_range(env, std::string(what) + ": more than 8 dimensions");
+  t.ndim = static_cast<int>(nd);
   for (int i = 0; i < t.ndim; ++i) {
-    const double d = shape.Get(static_cast<uint32_t>(i)).As<Napi::Number>().DoubleValue();
+    const double d = meta[3 + i];
     if (!(d >= 0) || d > 9007199254740991.0) throw_range(env, std::string(what) + ": bad dimension");
     t.shape[i] = static_cast<int64_t>(d);
   }
-  t.device = a.Get(3u).As<Napi::Number>().Int32Value();
   // Bytes the view covers; int4 packs two values per byte along the last dimension.
   int64_t need = 0;
   if (t.ndim == 0) {
@@ -71,28 +118,25 @@ tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const cha
   } else {
     need = t.numel() * dtype_size(t.dtype);
   }
-  Napi::Value data = a.Get(2u);
   if (t.device < 0) {
-    if (!data.IsTypedArray()) throw_range(env, std::string(what) + ": host data must be a TypedArray");
-    Napi::TypedArray ta = data.As<Napi::TypedArray>();
-    Napi::ArrayBuffer buf = ta.ArrayBuffer();
+    if (data_value == nullptr || !typed_array(env, data_value, &type, &length, &raw, &buffer)) {
+      throw_range(env, std::string(what) + ": host data must be a TypedArray");
+    }
     bool detached = false;
-    napi_is_detached_arraybuffer(env, buf, &detached);
+    napi_is_detached_arraybuffer(env, buffer, &detached);
     if (detached) {
       throw Napi::TypeError::New(env, std::string(what) + ": its ArrayBuffer has been detached");
     }
-    if (static_cast<int64_t>(ta.ByteLength()) < need) {
+    if (static_cast<int64_t>(length * element_size(type)) < need) {
       throw_range(env, std::string(what) + ": its TypedArray is smaller than its shape");
     }
-    t.data = static_cast<char*>(buf.Data()) + ta.ByteOffset();
+    t.data = raw;
     if (t.data == nullptr && need > 0) throw_range(env, std::string(what) + ": no memory");
     // An empty tensor still needs a non-null pointer to count as present.
     if (t.data == nullptr) t.data = reinterpret_cast<void*>(alignof(std::max_align_t));
-    keep.emplace_back(Napi::Persistent(data));
+    keep.emplace_back(Napi::Persistent(Napi::Value(env, data_value)));
   } else {
-    if (!data.IsBigInt()) throw_range(env, std::string(what) + ": device address must be a BigInt");
-    bool lossless = false;
-    const uint64_t addr = data.As<Napi::BigInt>().Uint64Value(&lossless);
+    const double addr = meta[11];
     t.data = reinterpret_cast<void*>(static_cast<uintptr_t>(addr));
     if (t.data == nullptr) t.data = reinterpret_cast<void*>(alignof(std::max_align_t));
   }

@@ -139,16 +139,17 @@ Napi::Value selective_scan(const Napi::CallbackInfo& info) {
   keepalive keep;
   selective_scan_params p = selective_scan_args(env, info[0].As<Napi::Object>(), keep);
   return run_op<selective_scan_params>(env, "selectiveScan", p, op_device({&p.u}), info[1].ToBoolean(),
-                                       std::move(keep), &selective_scan_fwd_cpu, nullptr);
+                                       std::move(keep), &selective_scan_fwd_cpu,
+                                       SSMKIT_CUDA_FN(selective_scan_fwd_cuda));
 }
 
 Napi::Value selective_state_update(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   keepalive keep;
   selective_state_update_params p = state_update_args(env, info[0].As<Napi::Object>(), keep);
-  return run_op<selective_state_update_params>(env, "selectiveStateUpdate", p, op_device({&p.x}),
-                                               info[1].ToBoolean(), std::move(keep),
-                                               &selective_state_update_cpu, nullptr);
+  return run_op<selective_state_update_params>(
+      env, "selectiveStateUpdate", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
+      &selective_state_update_cpu, SSMKIT_CUDA_FN(selective_state_update_cuda));
 }
 
 Napi::Value ssd_scan(const Napi::CallbackInfo& info) {
@@ -156,7 +157,7 @@ Napi::Value ssd_scan(const Napi::CallbackInfo& info) {
   keepalive keep;
   ssd_scan_params p = ssd_scan_args(env, info[0].As<Napi::Object>(), keep);
   return run_op<ssd_scan_params>(env, "ssdScan", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
-                                 &ssd_scan_fwd_cpu, nullptr);
+                                 &ssd_scan_fwd_cpu, SSMKIT_CUDA_FN(ssd_scan_fwd_cuda));
 }
 
 Napi::Value causal_conv1d(const Napi::CallbackInfo& info) {
@@ -164,7 +165,8 @@ Napi::Value causal_conv1d(const Napi::CallbackInfo& info) {
   keepalive keep;
   causal_conv1d_params p = causal_conv1d_args(env, info[0].As<Napi::Object>(), keep);
   return run_op<causal_conv1d_params>(env, "causalConv1d", p, op_device({&p.x}), info[1].ToBoolean(),
-                                      std::move(keep), &causal_conv1d_fwd_cpu, nullptr);
+                                      std::move(keep), &causal_conv1d_fwd_cpu,
+                                      SSMKIT_CUDA_FN(causal_conv1d_fwd_cuda));
 }
 
 Napi::Value causal_conv1d_update(const Napi::CallbackInfo& info) {
@@ -173,7 +175,7 @@ Napi::Value causal_conv1d_update(const Napi::CallbackInfo& info) {
   causal_conv1d_update_params p = causal_conv1d_update_args(env, info[0].As<Napi::Object>(), keep);
   return run_op<causal_conv1d_update_params>(env, "causalConv1dUpdate", p, op_device({&p.x}),
                                              info[1].ToBoolean(), std::move(keep), &causal_conv1d_update_cpu,
-                                             nullptr);
+                                             SSMKIT_CUDA_FN(causal_conv1d_update_cuda));
 }
 
 }  // namespace

@@ -159,14 +159,20 @@ export function ssmRecurrenceRef(
   return { out, lastState: last };
 }
 
-/** S4D-style modes: logDt in [log 1e-3, log 1e-1], A = -a + i b (a > 0), C complex normal. */
-export function randomModes(rng: Rng, H: number, n2: number) {
-  const logDt = randTensor([H], 'float32', () => Math.log(1e-3) + rng.uniform() * Math.log(100));
+/**
+ * S4D-style modes: C complex normal, A = -a + i b with b ~ pi n. 'mixed' memory draws logDt in
+ * [log 1e-3, log 1e-1] and a in [0.05, 1.05]; 'long' memory (dt a <= 5e-3, so a state lives for
+ * thousands of samples and every block sees its predecessors) draws logDt in [log 1e-3, log 1e-2] and
+ * a in [0.01, 0.5].
+ */
+export function randomModes(rng: Rng, H: number, n2: number, memory: 'mixed' | 'long' = 'mixed') {
+  const long = memory === 'long';
+  const logDt = randTensor([H], 'float32', () => Math.log(1e-3) + rng.uniform() * Math.log(long ? 10 : 100));
   const A = randTensor([H, n2, 2], 'float32', () => 0);
   const a = A.t.dataSync() as Float32Array;
   for (let h = 0; h < H; h++) {
     for (let n = 0; n < n2; n++) {
-      a[(h * n2 + n) * 2] = -(0.05 + rng.uniform());
+      a[(h * n2 + n) * 2] = long ? -(0.01 + 0.49 * rng.uniform()) : -(0.05 + rng.uniform());
       a[(h * n2 + n) * 2 + 1] = Math.PI * n * (0.5 + rng.uniform());
     }
   }

@@ -1,0 +1,2175 @@
+// CUDA kernels of the selective-scan family: the Mamba-1 selective scan, its one-step decode update (the
+// Mamba-1 and the multi-head form), the Mamba-2 SSD scan, and the depthwise causal convolution with its
+// streaming update. The params structs are the CPU kernels' (ssmkit/selective_scan.h).
+//
+// Variants. selectiveScan at dstate <= 32 (Mamba-1's 16) runs scan1_kernel, with a time-parallel
+// two-pass form for few channels and long sequences (its design is with it below). Every other scan runs
+// the generic scan_fwd_kernel, templated on the states each thread holds (kS), constant or variable B
+// and C, a per-state or per-head A (kScalarA: the SSD scan) and the layout of x/u (kTimeMajor: SSD's
+// (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD scan is the selective
+// scan with dim = heads * headdim, dt and A per head, and B and C per group; its result does not depend
+// on chunkSize (the CPU kernel uses it as a working-set size only). For bfloat16 at Mamba-2's shapes
+// (headdim <= 64, dstate <= 128, multiples of 8) ssd_tc_kernel runs the chunked SSD algorithm on tensor
+// cores instead (its design is with it below). Every other flag (softplus, z, D, biases, initial and
+// last state, seqIdx) is a run-time branch outside the state loop; every float input may have its own
+// dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment knobs for
+// tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
+//
+// Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
+// non-decreasing and that state indices are distinct (their values live on the device, so the kernels
+// treat an index outside [0, state batch) as padding rather than read out of bounds).
+//
+// Design of the generic scan: each channel's recurrence runs sequentially over time inside its threads,
+// with no scan across threads. A channel's dstate states are split over `lanes` threads of kS states
+// each; a block of 128 threads holds 128 / lanes channels of one batch row and one B/C group. Time goes
+// in tiles of 16 steps: the block stages dt, dt*u and D*u of its channels, the B and C rows of the tile
+// and a seqIdx reset mask into shared memory; each thread then runs the 16 steps with its states, and
+// the block sums the lanes' partial y, adds D*u, gates with silu(z) and stores the tile. Measured on the
+// H200 at the Mamba-1 bf16 shape (batch 8, dim 5120, seqlen 2048): 2.45 ms, latency-bound (126
+// registers, 25% occupancy, 1.21 waves, ~20 instructions per state update, global loads not prefetched).
+//
+// The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (batch,
+// head, headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, two
+// rows a thread with all loads issued first; other dstates take the plain loop kernel. causal_conv1d_kernel
+// gives each thread 8 steps of one channel with the width-1 history, weights in registers, 16-byte loads
+// and stores; the streaming update is one thread per (batch, channel).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "cuda_check.cuh"
+#include "ssmkit/selective_scan.h"
+
+namespace ssmkit {
+namespace {
+
+constexpr float kLog2e = 1.44269504088896341f;
+// softplus(x) = x above this, as in mamba_ssm and the CPU kernels.
+constexpr float kSoftplusThreshold = 20.0f;
+
+// ------------------------------------------------------------------------------------------------------
+// Element access with a run-time dtype (float32, float16, bfloat16; anything else reads as bfloat16, the
+// entry points having checked the dtypes).
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+__host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float softplus(float x) {
+  return x > kSoftplusThreshold ? x : log1pf(expf(x));
+}
+
+__device__ __forceinline__ float silu(float x) {
+  return x / (1.0f + expf(-x));
+}
+
+__device__ __forceinline__ float load_any(const void* p, int dt, int64_t i) {
+  if (dt == SSMKIT_DTYPE_F32) return static_cast<const float*>(p)[i];
+  const unsigned short bits = static_cast<const unsigned short*>(p)[i];
+  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
+  return __bfloat162float(__ushort_as_bfloat16(bits));
+}
+
+__device__ __forceinline__ void store_any(void* p, int dt, int64_t i, float v) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    static_cast<float*>(p)[i] = v;
+  } else if (dt == SSMKIT_DTYPE_F16) {
+    static_cast<unsigned short*>(p)[i] = __half_as_ushort(__float2half_rn(v));
+  } else {
+    static_cast<unsigned short*>(p)[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  }
+}
+
+__device__ __forceinline__ void unpack2(unsigned w, int dt, float& lo, float& hi) {
+  if (dt == SSMKIT_DTYPE_F16) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+    lo = f.x;
+    hi = f.y;
+  } else {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ unsigned pack2(float lo, float hi, int dt) {
+  if (dt == SSMKIT_DTYPE_F16) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&h);
+  }
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+// v[e] = p[off + e * stride] for e < n, 0 beyond: one (16-bit types) or two (float32) 16-byte loads when
+// all 8 elements are present and contiguous and the address is 16-byte aligned, scalar loads otherwise
+// (row tails, rows whose byte stride is not a multiple of 16).
+__device__ __forceinline__ void load8(const void* p, int dt, int64_t off, int64_t stride, int n,
+                                      float (&v)[8]) {
+  const int64_t es = dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+  const char* a = static_cast<const char*>(p) + off * es;
+  if (n == 8 && stride == 1 && (reinterpret_cast<uintptr_t>(a) & 15) == 0) {
+    if (dt == SSMKIT_DTYPE_F32) {
+      const float4 x = reinterpret_cast<const float4*>(a)[0];
+      const float4 y = reinterpret_cast<const float4*>(a)[1];
+      v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
+    } else {
+      const uint4 r = *reinterpret_cast<const uint4*>(a);
+      unpack2(r.x, dt, v[0], v[1]);
+      unpack2(r.y, dt, v[2], v[3]);
+      unpack2(r.z, dt, v[4], v[5]);
+      unpack2(r.w, dt, v[6], v[7]);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = e < n ? load_any(p, dt, off + e * stride) : 0.0f;
+  }
+}
+
+// p[off + e * stride] = v[e] for e < n, vectorized under the same conditions as load8.
+__device__ __forceinline__ void store8(void* p, int dt, int64_t off, int64_t stride, int n,
+                                       const float (&v)[8]) {
+  const int64_t es = dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+  char* a = static_cast<char*>(p) + off * es;
+  if (n == 8 && stride == 1 && (reinterpret_cast<uintptr_t>(a) & 15) == 0) {
+    if (dt == SSMKIT_DTYPE_F32) {
+      reinterpret_cast<float4*>(a)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(a)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+      *reinterpret_cast<uint4*>(a) = make_uint4(pack2(v[0], v[1], dt), pack2(v[2], v[3], dt),
+                                                pack2(v[4], v[5], dt), pack2(v[6], v[7], dt));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      if (e < n) store_any(p, dt, off + e * stride, v[e]);
+    }
+  }
+}
+
+__device__ __forceinline__ float component(const float4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The scan (selectiveScan and ssdScan).
+
+constexpr int kScanThreads = 128;
+// Four resident blocks per SM (16 warps, at most 128 registers a thread): enough warps per SM
+// sub-partition to keep the SFU busy, and the kS = 16 kernel fits in 128 registers without spills.
+constexpr int kScanMinBlocks = 4;
+// Time steps staged per tile: a multiple of 8 (16-byte vectors of 16-bit types) and of 4 (float4 reads).
+constexpr int kScanSteps = 16;
+// Row pitch of the per-channel tiles: 20 words puts the float4 reads of 8 consecutive rows (one
+// quarter-warp) on distinct banks.
+constexpr int kRow = kScanSteps + 4;
+
+// Everything the scan kernel reads, with the layouts of both ops expressed as strides.
+struct scan_args {
+  const void* u;  // u/x, z and out share one layout: b * x_sb + c * x_sc + t * x_st
+  const void* delta;
+  const void* z;
+  void* out;
+  const float* A;
+  const void* B;
+  const void* C;
+  const float* D;
+  const float* delta_bias;
+  const float* h0;         // (batch, dim, dstate)
+  float* hT;               // (batch, dim, dstate)
+  const int32_t* seq_idx;  // (batch, seqlen)
+  int u_dt, delta_dt, z_dt, out_dt, b_dt, c_dt;
+  int64_t dim, seqlen, dstate;
+  int64_t x_sb, x_sc, x_st;
+  int64_t dt_sb, dt_sc, dt_st, dt_div;    // channel c reads delta row c / dt_div
+  int64_t a_div, a_sr, a_sn;              // A[(c / a_div) * a_sr + n * a_sn]
+  int64_t d_div, bias_div;                // D[c / d_div], delta_bias[c / bias_div]
+  int64_t b_sb, b_sg, b_sn, b_st, b_cpg;  // variable B: b * sb + g * sg + n * sn + t * st, g = c / cpg
+  int64_t c_sb, c_sg, c_sn, c_st, c_cpg;
+  int64_t seg_len;         // channels of one B/C group (blocks never straddle two)
+  int64_t nseg;            // dim / seg_len
+  int64_t blocks_per_seg;  // ceil(seg_len / chans)
+  int lanes;               // threads per channel
+  int chans;               // channels per block: kScanThreads / lanes
+  bool softplus;
+  bool dt_nonneg;  // clamp dt at 0 (SSD: mamba_chunk_scan_combined's default dt_limit)
+};
+
+// Shared-memory layout of the scan kernel, in floats; the host sizes the launch with the same function.
+struct scan_smem {
+  int brow;  // pitch of the B/C tiles: the padded dstate + 4 (16-byte aligned rows, no bank aliasing)
+  int dt, dtu, du, y, rb, b, c, total;
+};
+
+__host__ __device__ inline scan_smem scan_layout(int chans, int npad, bool var_b, bool var_c) {
+  scan_smem s;
+  s.brow = npad + 4;
+  s.dt = 0;                                       // (chans, kRow): dt, or exp(dt A) for a per-head A
+  s.dtu = s.dt + chans * kRow;                    // (chans, kRow): dt * u
+  s.du = s.dtu + chans * kRow;                    // (2, chans, kRow): D * u, double-buffered
+  s.y = s.du + 2 * chans * kRow;                  // (kScanThreads, kRow): each thread's partial y
+  s.rb = s.y + kScanThreads * kRow;               // (kScanSteps,): -inf where a new sequence starts
+  s.b = s.rb + kScanSteps;                        // (kScanSteps, brow) when B is variable
+  s.c = s.b + (var_b ? kScanSteps * s.brow : 0);  // (kScanSteps, brow) when C is variable
+  s.total = s.c + (var_c ? kScanSteps * s.brow : 0);
+  return s;
+}
+
+// kVec consecutive floats of a B/C row in shared memory, in one vector read.
+template <int kVec>
+__device__ __forceinline__ void load_states(const float* p, float (&v)[kVec]) {
+  if constexpr (kVec == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+  } else if constexpr (kVec == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    v[0] = x.x, v[1] = x.y;
+  } else {
+    v[0] = p[0];
+  }
+}
+
+__device__ __forceinline__ bool starts_sequence(const int32_t* seq, int64_t t) {
+  return seq != nullptr && t > 0 && seq[t] != seq[t - 1];
+}
+
+template <int kS, bool kVarB, bool kVarC, bool kScalarA, bool kTimeMajor>
+__global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(const scan_args a) {
+  constexpr int kVec = kS < 4 ? kS : 4;  // states per shared-memory vector read
+  constexpr int kQ = kS / kVec;
+  constexpr int kSegs = kScanSteps / 8;  // 8-step vectors per channel and tile (Mamba-1 layout)
+  extern __shared__ __align__(16) float smem[];
+  const int P = a.lanes, CH = a.chans;
+  const scan_smem lay = scan_layout(CH, P * kS, kVarB, kVarC);
+  float* s_dt = smem + lay.dt;
+  float* s_dtu = smem + lay.dtu;
+  float* s_du = smem + lay.du;
+  float* s_y = smem + lay.y;
+  float* s_rb = smem + lay.rb;
+  float* s_b = smem + lay.b;
+  float* s_c = smem + lay.c;
+
+  const int tid = threadIdx.x;
+  const int64_t blk = blockIdx.x;
+  const int64_t bi = blk % a.blocks_per_seg;
+  const int64_t seg = (blk / a.blocks_per_seg) % a.nseg;
+  const int64_t b = blk / a.blocks_per_seg / a.nseg;
+  const int64_t c0 = seg * a.seg_len + bi * CH;                     // first channel of the block
+  const int cn = static_cast<int>(min64(CH, a.seg_len - bi * CH));  // its valid channels
+  const int64_t L = a.seqlen, N = a.dstate, dim = a.dim;
+  const int32_t* seq = a.seq_idx != nullptr ? a.seq_idx + b * L : nullptr;
+  const int64_t gb = kVarB ? c0 / a.b_cpg : 0;
+  const int64_t gc = kVarC ? c0 / a.c_cpg : 0;
+
+  // This thread's channel and states. Threads of channels past the end compute on zeros, store nothing.
+  const int cl = tid / P, lane = tid % P;
+  const bool active = cl < cn;
+  const int64_t c = c0 + (active ? cl : 0);
+  float h[kS], a2[kS], bk[kS], ck[kS];
+#pragma unroll
+  for (int q = 0; q < kQ; ++q) {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const int i = q * kVec + e;
+      const int64_t n = kVec * (lane + static_cast<int64_t>(P) * q) + e;
+      const bool ok = n < N;
+      h[i] = ok && active && a.h0 != nullptr ? a.h0[(b * dim + c) * N + n] : 0.0f;
+      a2[i] = !kScalarA && ok ? a.A[(c / a.a_div) * a.a_sr + n * a.a_sn] * kLog2e : 0.0f;
+      bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
+      ck[i] = !kVarC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+    }
+  }
+
+  // 8-element vectors of a tile: along time for Mamba-1 (8 steps of one channel), along channels for SSD
+  // (8 channels of one step), so that consecutive threads read consecutive 16-byte pieces.
+  const int nvec = kTimeMajor ? kScanSteps * (CH / 8) : CH * kSegs;
+  const int64_t xstride = kTimeMajor ? a.x_sc : a.x_st;
+  auto vec_of = [&](int it, int64_t t0, int& vc, int& vt, int& n) {
+    if (kTimeMajor) {
+      vt = it / (CH / 8);
+      vc = (it % (CH / 8)) * 8;
+      n = t0 + vt < L ? max(0, min(8, cn - vc)) : 0;
+    } else {
+      vc = it / kSegs;
+      vt = (it % kSegs) * 8;
+      n = vc < cn ? static_cast<int>(max64(0, min64(8, L - t0 - vt))) : 0;
+    }
+  };
+
+  // Stages tile t0: dt, dt*u and D*u per element, the seqIdx mask, and the B/C rows.
+  auto stage = [&](int64_t t0, int buf) {
+    for (int it = tid; it < nvec; it += kScanThreads) {
+      int vc, vt, n;
+      vec_of(it, t0, vc, vt, n);
+      const int64_t cc = c0 + vc, tt = t0 + vt;
+      float u[8], d[8];
+      load8(a.u, a.u_dt, b * a.x_sb + cc * a.x_sc + tt * a.x_st, xstride, n, u);
+      if (!kTimeMajor && a.dt_div == 1) {
+        load8(a.delta, a.delta_dt, b * a.dt_sb + cc * a.dt_sc + tt * a.dt_st, a.dt_st, n, d);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int64_t ce = cc + (kTimeMajor ? e : 0), te = tt + (kTimeMajor ? 0 : e);
+          d[e] = e < n ? load_any(a.delta, a.delta_dt, b * a.dt_sb + (ce / a.dt_div) * a.dt_sc + te * a.dt_st)
+                       : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int lc = vc + (kTimeMajor ? e : 0), lt = vt + (kTimeMajor ? 0 : e);
+        const int64_t ce = c0 + lc, te = t0 + lt;
+        // Steps past the end keep the state as it is: decay 1, input 0.
+        float dec = kScalarA ? 1.0f : 0.0f, dtu = 0.0f, du = 0.0f;
+        if (e < n) {
+          float x = d[e] + (a.delta_bias != nullptr ? a.delta_bias[ce / a.bias_div] : 0.0f);
+          if (a.softplus) x = softplus(x);
+          if (a.dt_nonneg) x = x < 0.0f ? 0.0f : x;  // keeps a NaN
+          dtu = x * u[e];
+          du = a.D != nullptr ? a.D[ce / a.d_div] * u[e] : 0.0f;
+          if (kScalarA) {
+            dec = starts_sequence(seq, te) ? 0.0f : ex2_approx(x * a.A[ce / a.a_div] * kLog2e);
+          } else {
+            dec = x;
+          }
+        }
+        s_dt[lc * kRow + lt] = dec;
+        s_dtu[lc * kRow + lt] = dtu;
+        s_du[(buf * CH + lc) * kRow + lt] = du;
+      }
+    }
+    if (!kScalarA && tid < kScanSteps) {
+      s_rb[tid] = t0 + tid < L && starts_sequence(seq, t0 + tid) ? -INFINITY : 0.0f;
+    }
+    const int npad = P * kS, brow = lay.brow, total = kScanSteps * npad;
+    if (kVarB) {
+      for (int i = tid; i < total; i += kScanThreads) {
+        const int n = a.b_st == 1 ? i / kScanSteps : i % npad;
+        const int lt = a.b_st == 1 ? i % kScanSteps : i / npad;
+        const int64_t te = t0 + lt;
+        s_b[lt * brow + n] = n < N && te < L
+                                 ? load_any(a.B, a.b_dt, b * a.b_sb + gb * a.b_sg + n * a.b_sn + te * a.b_st)
+                                 : 0.0f;
+      }
+    }
+    if (kVarC) {
+      for (int i = tid; i < total; i += kScanThreads) {
+        const int n = a.c_st == 1 ? i / kScanSteps : i % npad;
+        const int lt = a.c_st == 1 ? i % kScanSteps : i / npad;
+        const int64_t te = t0 + lt;
+        s_c[lt * brow + n] = n < N && te < L
+                                 ? load_any(a.C, a.c_dt, b * a.c_sb + gc * a.c_sg + n * a.c_sn + te * a.c_st)
+                                 : 0.0f;
+      }
+    }
+  };
+
+  // Writes tile t0: the lanes' partial y summed, plus D*u, gated by silu(z).
+  auto emit = [&](int64_t t0, int buf) {
+    for (int it = tid; it < nvec; it += kScanThreads) {
+      int vc, vt, n;
+      vec_of(it, t0, vc, vt, n);
+      if (n == 0) continue;
+      const int64_t off = b * a.x_sb + (c0 + vc) * a.x_sc + (t0 + vt) * a.x_st;
+      float zv[8], o[8];
+      if (a.z != nullptr) load8(a.z, a.z_dt, off, xstride, n, zv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int lc = vc + (kTimeMajor ? e : 0), lt = vt + (kTimeMajor ? 0 : e);
+        float y = s_du[(buf * CH + lc) * kRow + lt];
+        for (int l = 0; l < P; ++l) y += s_y[(lc * P + l) * kRow + lt];
+        o[e] = a.z != nullptr ? y * silu(zv[e]) : y;
+      }
+      store8(a.out, a.out_dt, off, xstride, n, o);
+    }
+  };
+
+  // The recurrence over one staged tile. Lanes of a channel read the same dt row (broadcast) and
+  // adjacent pieces of each B/C row.
+  auto run = [&]() {
+    const float* dtr = s_dt + cl * kRow;
+    const float* dur = s_dtu + cl * kRow;
+    float* yr = s_y + tid * kRow;
+#pragma unroll
+    for (int t4 = 0; t4 < kScanSteps; t4 += 4) {
+      const float4 dv = *reinterpret_cast<const float4*>(dtr + t4);
+      const float4 uv = *reinterpret_cast<const float4*>(dur + t4);
+      const float4 rv =
+          kScalarA ? make_float4(0.f, 0.f, 0.f, 0.f) : *reinterpret_cast<const float4*>(s_rb + t4);
+      float y[4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const float dt = component(dv, s), dtu = component(uv, s), rb = component(rv, s);
+        const float* br = s_b + (t4 + s) * lay.brow + kVec * lane;
+        const float* cr = s_c + (t4 + s) * lay.brow + kVec * lane;
+        float acc = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kQ; ++q) {
+          float bv[kVec], cv[kVec];
+          if constexpr (kVarB) {
+            load_states<kVec>(br + kVec * P * q, bv);
+          } else {
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) bv[e] = bk[q * kVec + e];
+          }
+          if constexpr (kVarC) {
+            load_states<kVec>(cr + kVec * P * q, cv);
+          } else {
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) cv[e] = ck[q * kVec + e];
+          }
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) {
+            const int i = q * kVec + e;
+            // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
+            const float decay = kScalarA ? dt : ex2_approx(fmaf(dt, a2[i], rb));
+            h[i] = fmaf(decay, h[i], dtu * bv[e]);
+            acc = fmaf(h[i], cv[e], acc);
+          }
+        }
+        y[s] = acc;
+      }
+      *reinterpret_cast<float4*>(yr + t4) = make_float4(y[0], y[1], y[2], y[3]);
+    }
+  };
+
+  int buf = 0;
+  for (int64_t t0 = 0; t0 < L; t0 += kScanSteps) {
+    stage(t0, buf);
+    if (t0 > 0) emit(t0 - kScanSteps, buf ^ 1);
+    __syncthreads();
+    run();
+    __syncthreads();
+    buf ^= 1;
+  }
+  if (L > 0) emit((L - 1) / kScanSteps * kScanSteps, buf ^ 1);
+
+  if (a.hT != nullptr && active) {
+#pragma unroll
+    for (int q = 0; q < kQ; ++q) {
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        const int64_t n = kVec * (lane + static_cast<int64_t>(P) * q) + e;
+        if (n < N) a.hT[(b * dim + c) * N + n] = h[q * kVec + e];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The Mamba-1 scan (selectiveScan with dstate <= 32): scan1_kernel.
+//
+// Each thread holds kS1States = 8 states of one channel; kP = 1, 2 or 4 threads (adjacent lanes) share a
+// channel, so a block of 128 threads holds 128 / kP channels of one batch row and one B/C group. Time
+// goes in sub-tiles of 8 steps. Per sub-tile, lane l of a channel loads the raw u, delta and z of steps
+// [8 l / kP, 8 (l + 1) / kP) straight from global memory with one vector load each (issued one sub-tile
+// ahead, into registers), computes dt (bias, softplus), dt * u and D * u for those steps, and the lanes
+// of the channel all-gather dt and dt * u with shuffles: the per-(channel, step) work (two MUFU for
+// softplus, two for silu) is done once per channel, not once per thread. The 8 steps then run with every
+// operand in registers except B and C, which the block stages per 16-step tile in shared memory as
+// float rows (step, state) (loaded one tile ahead, one barrier per tile); a thread reads its 8 states of
+// a row with two 16-byte loads. The partial y of the lanes are summed with a reduce-scatter (each lane
+// ends with the sums of its own steps), gated and stored with one vector store per lane.
+//
+// Cost per (step, state) and thread: FFMA (dt A log2 e, plus -inf at a sequence start), MUFU.EX2, FMUL
+// (dt u B), FFMA (h), FFMA (y), and half a shared-memory load: 5.5 issue slots and 8 cycles of the
+// SMSP's MUFU pipe per warp instruction (16 ex2 per clock per SM). The per-(channel, step) work adds
+// ~1.9 issue slots and ~2 MUFU cycles per state (at dstate 16). So the MUFU pipe bounds it (~10 cycles
+// a warp-state against ~7.5 of issue); `poly` of the 8 states take their exp2 on the FMA pipe instead
+// (exp2_fma: 12 issue slots, no MUFU), which balances the two pipes near ~9 cycles at poly = 1.
+//
+// Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
+// 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
+// state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
+// usual, each chunk first folding the chunk states before it into its true initial state (K-1 FMAs a
+// state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight.
+//
+// Predictions (H200, 132 SMs, ~1.9 GHz under load), batch 8 x dim 5120 x seqlen 2048, dstate 16: 640
+// blocks in one wave (96 registers, 5 blocks = 20 warps an SM), so 4.85 warps per SMSP on average and 5 on
+// the busiest; 1.34e9 state updates = 79.4k warp-updates per SMSP at ~9 cycles each (poly 1) is 0.71M
+// cycles, x 5 / 4.85 = 0.74M cycles = 390 us at full pipe use, 420-480 us expected (bf16; the 160 us
+// memory floor overlaps). float32: the same arithmetic, twice the bytes (320 us floor): 430-500 us. Batch
+// 1 x seqlen 16384: the cost model picks ~13 chunks, 1.78x the batch-8 work: 700-850 us.
+constexpr int kS1Threads = 128;
+constexpr int kS1States = 8;  // states per thread
+constexpr int kS1Sub = 8;     // steps per sub-tile (one 16-byte vector of a 16-bit type)
+constexpr int kS1Tile = 16;   // steps per staged B/C tile (one barrier per tile)
+// Five resident blocks (20 warps) per SM at <= 102 registers: the 640 blocks of the batch-8 shape then
+// run in one wave with at most 5 warps on any SMSP against a mean of 4.85.
+constexpr int kS1MinBlocks = 5;
+
+struct scan1_args {
+  const void* u;      // (batch, dim, L)
+  const void* delta;  // (batch, dim, L)
+  const void* z;      // (batch, dim, L), optional
+  void* out;          // (batch, dim, L)
+  const float* A;     // (dim, N)
+  const void* B;      // (batch, G, N, L) variable, or (dim, N) constant
+  const void* C;
+  const float* D;           // (dim,), optional
+  const float* delta_bias;  // (dim,), optional
+  const float* h0;          // (batch, dim, N), optional
+  float* hT;                // (batch, dim, N), optional
+  const int32_t* seq_idx;   // (batch, L), optional
+  float* chunk_h;           // (K - 1, batch, dim, N): each chunk's end state from a zero start
+  float* chunk_decay;       // (K - 1, batch, dim, N): each chunk's total decay
+  int u_dt, delta_dt, z_dt, out_dt, b_dt, c_dt;
+  int64_t batch, dim, L, N;
+  int64_t cpg;        // channels per B/C group (blocks never straddle two)
+  int64_t groups;     // dim / cpg
+  int64_t bpg;        // blocks per group
+  int64_t chunk_len;  // steps per chunk, a multiple of kS1Tile
+  int64_t nchunks;    // K
+  int poly;           // states per thread (0 .. 2) whose exp2 runs on the FMA pipe
+  bool softplus;
+  bool vec;  // u, delta, z, out, B and C rows start 16-byte aligned (seqlen % 8 == 0): vector loads
+};
+
+// 2^x on the FMA pipe: x = i + f with i = round(x), f in [-0.5, 0.5]; 2^f by a degree-5 polynomial
+// (relative error 2.2e-7, like ex2.approx), 2^i added to the exponent. x is clamped to [-126, 126], so
+// -inf (a sequence start) gives 2^-126 instead of 0: a state of at most ~1e30 keeps ~1e-8 of itself.
+__device__ __forceinline__ float exp2_fma(float x) {
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: x + kRound holds round(x) in its low mantissa bits
+  x = fminf(fmaxf(x, -126.0f), 126.0f);
+  const float t = x + kRound;
+  const float f = x - (t - kRound);
+  float p = 0.001327531412243843f;
+  p = fmaf(p, f, 0.009675148874521255f);
+  p = fmaf(p, f, 0.05550713464617729f);
+  p = fmaf(p, f, 0.2402212768793106f);
+  p = fmaf(p, f, 0.6931469440460205f);
+  p = fmaf(p, f, 1.0000001192092896f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+
+__device__ __forceinline__ float lg2_approx(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// softplus with two MUFU operations: log1p(e), e = exp(x), by its series below 1/16 (truncation error
+// 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result >= 0.06).
+__device__ __forceinline__ float softplus_fast(float x) {
+  const float e = ex2_approx(x * kLog2e);
+  float s = fmaf(e, -0.2f, 0.25f);
+  s = fmaf(e, -s, 1.0f / 3.0f);
+  s = fmaf(e, -s, 0.5f);
+  s = fmaf(e, -s, 1.0f);
+  const float small = e * s;
+  const float large = lg2_approx(1.0f + e) * 0.69314718055994531f;
+  const float r = e < 0.0625f ? small : large;
+  return x > kSoftplusThreshold ? x : r;
+}
+
+// silu with two MUFU operations (ex2, rcp); exp(-z) = inf for z < -88 gives z * 0.
+__device__ __forceinline__ float silu_fast(float z) {
+  return __fdividef(z, 1.0f + ex2_approx(-z * kLog2e));
+}
+
+// E consecutive elements [off, off + E) of p as raw words: float32 one word each, 16-bit types two per
+// word (element 2j in the low half of word j). Elements at or past n read 0. One vector load when vec
+// and all E are there (off is then a multiple of E and the row 16-byte aligned).
+template <int E>
+struct raw_vec {
+  uint32_t w[E];  // E words: enough for float32
+};
+
+template <int E>
+__device__ __forceinline__ void load_raw(raw_vec<E>& r, const void* p, int dt, int64_t off, int n, bool vec) {
+#pragma unroll
+  for (int i = 0; i < E; ++i) r.w[i] = 0;
+  if (dt == SSMKIT_DTYPE_F32) {
+    const float* q = static_cast<const float*>(p) + off;
+    if (vec && n >= E && E >= 4) {
+#pragma unroll
+      for (int i = 0; i < E; i += 4) {
+        const uint4 v = *reinterpret_cast<const uint4*>(q + i);
+        r.w[i] = v.x, r.w[i + 1] = v.y, r.w[i + 2] = v.z, r.w[i + 3] = v.w;
+      }
+    } else if (vec && n >= E && E == 2) {
+      const uint2 v = *reinterpret_cast<const uint2*>(q);
+      r.w[0] = v.x, r.w[1] = v.y;
+    } else {
+#pragma unroll
+      for (int i = 0; i < E; ++i) r.w[i] = i < n ? __float_as_uint(q[i]) : 0u;
+    }
+  } else {
+    const unsigned short* q = static_cast<const unsigned short*>(p) + off;
+    if (vec && n >= E && E == 8) {
+      const uint4 v = *reinterpret_cast<const uint4*>(q);
+      r.w[0] = v.x, r.w[1] = v.y, r.w[2] = v.z, r.w[3] = v.w;
+    } else if (vec && n >= E && E == 4) {
+      const uint2 v = *reinterpret_cast<const uint2*>(q);
+      r.w[0] = v.x, r.w[1] = v.y;
+    } else if (vec && n >= E && E == 2) {
+      r.w[0] = *reinterpret_cast<const uint32_t*>(q);
+    } else {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        const uint32_t h = i < n ? q[i] : 0u;
+        r.w[i / 2] |= (i & 1) ? h << 16 : h;
+      }
+    }
+  }
+}
+
+// The E floats of a raw vector.
+template <int E>
+__device__ __forceinline__ void unpack_raw(const raw_vec<E>& r, int dt, float (&v)[E]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = __uint_as_float(r.w[i]);
+  } else if (dt == SSMKIT_DTYPE_F16) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const unsigned short h = static_cast<unsigned short>((i & 1) ? r.w[i / 2] >> 16 : r.w[i / 2] & 0xffffu);
+      v[i] = __half2float(__ushort_as_half(h));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = __uint_as_float((i & 1) ? r.w[i / 2] & 0xffff0000u : r.w[i / 2] << 16);
+  }
+}
+
+// p[off + i] = v[i] for i < n, one vector store when vec and all E are there.
+template <int E>
+__device__ __forceinline__ void store_vec(void* p, int dt, int64_t off, int n, bool vec,
+                                          const float (&v)[E]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    float* q = static_cast<float*>(p) + off;
+    if (vec && n >= E && E >= 4) {
+#pragma unroll
+      for (int i = 0; i < E; i += 4) {
+        *reinterpret_cast<float4*>(q + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+      }
+    } else if (vec && n >= E && E == 2) {
+      *reinterpret_cast<float2*>(q) = make_float2(v[0], v[1]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        if (i < n) q[i] = v[i];
+      }
+    }
+  } else if (vec && n >= E && E >= 2) {
+    uint32_t w[(E + 1) / 2];
+#pragma unroll
+    for (int i = 0; i < E / 2; ++i) w[i] = pack2(v[2 * i], v[2 * i + 1], dt);
+    unsigned short* q = static_cast<unsigned short*>(p) + off;
+    if constexpr (E == 8) {
+      *reinterpret_cast<uint4*>(q) = make_uint4(w[0], w[1], w[2], w[3]);
+    } else if constexpr (E == 4) {
+      *reinterpret_cast<uint2*>(q) = make_uint2(w[0], w[1]);
+    } else if constexpr (E == 2) {
+      *reinterpret_cast<uint32_t*>(q) = w[0];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      if (i < n) store_any(p, dt, off + i, v[i]);
+    }
+  }
+}
+
+template <int kP>
+struct scan1_smem {
+  static constexpr int kPitch = kP * kS1States + 4;  // floats per staged B/C row (16-byte aligned)
+  float b[2][kS1Tile][kPitch];                       // (buffer, step, state)
+  float c[2][kS1Tile][kPitch];
+  float rb[2][kS1Tile];  // -inf where a new sequence starts, else 0
+};
+
+// The raw B/C values a thread stages per tile: (tensor, state, 4 steps) items.
+template <int kP>
+struct scan1_stage {
+  static constexpr int kItems = 2 * kP * kS1States * (kS1Tile / 4);  // B and C, padded states, step quads
+  static constexpr int kPerThread = (kItems + kS1Threads - 1) / kS1Threads;
+  raw_vec<4> v[kPerThread];
+  int32_t seq_now, seq_prev;
+};
+
+template <int kP, bool kVarB, bool kVarC, bool kLocal>
+__global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_kernel(const scan1_args a) {
+  constexpr int kS = kS1States;
+  constexpr int E = kS1Sub / kP;  // steps of a sub-tile whose per-step work this lane does
+  constexpr int kCh = kS1Threads / kP;
+  constexpr bool kUseC = !kLocal;
+  __shared__ __align__(16) scan1_smem<kP> sm;
+
+  const int tid = threadIdx.x;
+  int64_t blk = blockIdx.x;
+  const int64_t bi = blk % a.bpg;
+  blk /= a.bpg;
+  const int64_t g = blk % a.groups;
+  blk /= a.groups;
+  const int64_t b = blk % a.batch;
+  const int64_t chunk = blk / a.batch;
+  const int64_t L = a.L, N = a.N, dim = a.dim;
+  const int64_t t_begin = chunk * a.chunk_len;
+  const int64_t t_end = min64(L, t_begin + a.chunk_len);
+  const int64_t c0 = g * a.cpg + bi * kCh;
+  const int cn = static_cast<int>(min64(kCh, a.cpg - bi * kCh));
+  const int cl = tid / kP, l = tid % kP;
+  const bool active = cl < cn;
+  const int64_t c = c0 + (active ? cl : 0);
+  const int64_t row = (b * dim + c) * L;  // u, delta, z, out of this channel
+  const int32_t* seq = a.seq_idx != nullptr ? a.seq_idx + b * L : nullptr;
+  const int64_t bc_row = b * a.groups + g;  // (batch, group) of variable B/C
+
+  // This thread's states n = kS l + i.
+  float h[kS], a2[kS], bk[kS], ck[kS];
+#pragma unroll
+  for (int i = 0; i < kS; ++i) {
+    const int64_t n = kS * l + i;
+    const bool ok = n < N;
+    h[i] = 0.0f;
+    a2[i] = ok ? a.A[c * N + n] * kLog2e : 0.0f;
+    bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
+    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+  }
+  if constexpr (!kLocal) {
+    // The true initial state: the given one, then each earlier chunk's decay and end state folded in.
+#pragma unroll
+    for (int i = 0; i < kS; ++i) {
+      const int64_t n = kS * l + i;
+      h[i] = a.h0 != nullptr && n < N ? a.h0[(b * dim + c) * N + n] : 0.0f;
+    }
+    for (int64_t j = 0; j < chunk; ++j) {
+      const int64_t base = ((j * a.batch + b) * dim + c) * N;
+#pragma unroll
+      for (int i = 0; i < kS; ++i) {
+        const int64_t n = kS * l + i;
+        if (n < N) h[i] = fmaf(a.chunk_decay[base + n], h[i], a.chunk_h[base + n]);
+      }
+    }
+  }
+  const float bias = a.delta_bias != nullptr ? a.delta_bias[c] : 0.0f;
+  const float dval = a.D != nullptr ? a.D[c] : 0.0f;
+
+  // B/C tile staging: item it = (tensor, state, quad): 4 steps of one state row, loaded one tile ahead.
+  scan1_stage<kP> st;
+  auto stage_load = [&](int64_t t0) {
+#pragma unroll
+    for (int k = 0; k < scan1_stage<kP>::kPerThread; ++k) {
+      const int it = tid + k * kS1Threads;
+      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
+                which = it / (kS1Tile / 4) / (kP * kS);
+      const int64_t tq = t0 + 4 * q;
+      const int cnt = static_cast<int>(max64(0, min64(4, t_end - tq)));
+      const bool want = it < scan1_stage<kP>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC);
+      if (want) {
+        const void* p = which == 0 ? a.B : a.C;
+        const int dt = which == 0 ? a.b_dt : a.c_dt;
+        load_raw<4>(st.v[k], p, dt, (bc_row * N + n) * L + tq, cnt, a.vec);
+      } else {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) st.v[k].w[w] = 0;
+      }
+    }
+    if (tid < kS1Tile) {
+      const int64_t t = t0 + tid;
+      const bool ok = seq != nullptr && t > 0 && t < t_end;
+      st.seq_now = ok ? seq[t] : 0;
+      st.seq_prev = ok ? seq[t - 1] : 0;
+    }
+  };
+  auto stage_store = [&](int buf) {
+#pragma unroll
+    for (int k = 0; k < scan1_stage<kP>::kPerThread; ++k) {
+      const int it = tid + k * kS1Threads;
+      if (it >= scan1_stage<kP>::kItems) continue;
+      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
+                which = it / (kS1Tile / 4) / (kP * kS);
+      const int dt = which == 0 ? a.b_dt : a.c_dt;
+      float v[4];
+      unpack_raw<4>(st.v[k], dt, v);
+      float(*dst)[scan1_smem<kP>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[4 * q + e][n] = v[e];
+    }
+    if (tid < kS1Tile) sm.rb[buf][tid] = st.seq_now != st.seq_prev ? -INFINITY : 0.0f;
+  };
+
+  // Per-channel inputs of a sub-tile: this lane's E steps, loaded one sub-tile ahead.
+  raw_vec<E> ru, rd, rz;
+  auto chan_load = [&](int64_t ts) {
+    const int64_t t = ts + l * E;
+    const int n = static_cast<int>(max64(0, min64(E, t_end - t)));
+    load_raw<E>(ru, a.u, a.u_dt, row + t, n, a.vec);
+    load_raw<E>(rd, a.delta, a.delta_dt, row + t, n, a.vec);
+    if (!kLocal && a.z != nullptr) load_raw<E>(rz, a.z, a.z_dt, row + t, n, a.vec);
+  };
+
+  float sum_dt = 0.0f;  // kLocal: the chunk's sum of dt
+  bool reset = false;   // kLocal: a sequence starts inside the chunk
+
+  // One sub-tile of 8 steps at ts (rows r0 .. r0 + 7 of the staged tile in buffer buf).
+  auto sub_tile = [&](int64_t ts, int buf, int r0, auto poly_tag) {
+    constexpr int kPoly = decltype(poly_tag)::value;
+    float uv[E], dv[E], zv[E];
+    unpack_raw<E>(ru, a.u_dt, uv);
+    unpack_raw<E>(rd, a.delta_dt, dv);
+    if (!kLocal && a.z != nullptr) unpack_raw<E>(rz, a.z_dt, zv);
+    const int64_t t_own = ts + l * E;
+    const int n_own = static_cast<int>(max64(0, min64(E, t_end - t_own)));
+    // Issue the next sub-tile's loads before this one's arithmetic.
+    if (ts + kS1Sub < t_end) chan_load(ts + kS1Sub);
+
+    float dt_own[E], dtu_own[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float x = dv[e] + bias;
+      if (a.softplus) x = softplus_fast(x);
+      // Steps past the end keep the state: decay 1, input 0.
+      dt_own[e] = e < n_own ? x : 0.0f;
+      dtu_own[e] = e < n_own ? x * uv[e] : 0.0f;
+    }
+    float dt[kS1Sub], dtu[kS1Sub];
+#pragma unroll
+    for (int s = 0; s < kS1Sub; ++s) {
+      if constexpr (kP == 1) {
+        dt[s] = dt_own[s], dtu[s] = dtu_own[s];
+      } else {
+        dt[s] = __shfl_sync(0xffffffffu, dt_own[s % E], s / E, kP);
+        dtu[s] = __shfl_sync(0xffffffffu, dtu_own[s % E], s / E, kP);
+      }
+    }
+    const float4 rb0 = *reinterpret_cast<const float4*>(&sm.rb[buf][r0]);
+    const float4 rb1 = *reinterpret_cast<const float4*>(&sm.rb[buf][r0 + 4]);
+    const float rbs[8] = {rb0.x, rb0.y, rb0.z, rb0.w, rb1.x, rb1.y, rb1.z, rb1.w};
+
+    float y[kS1Sub];
+#pragma unroll
+    for (int s = 0; s < kS1Sub; ++s) {
+      float bv[kS], cv[kS];
+      if constexpr (kVarB) {
+        const float4 x0 = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l]);
+        const float4 x1 = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l + 4]);
+        bv[0] = x0.x, bv[1] = x0.y, bv[2] = x0.z, bv[3] = x0.w, bv[4] = x1.x, bv[5] = x1.y, bv[6] = x1.z,
+        bv[7] = x1.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < kS; ++i) bv[i] = bk[i];
+      }
+      if constexpr (kUseC && kVarC) {
+        const float4 x0 = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l]);
+        const float4 x1 = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l + 4]);
+        cv[0] = x0.x, cv[1] = x0.y, cv[2] = x0.z, cv[3] = x0.w, cv[4] = x1.x, cv[5] = x1.y, cv[6] = x1.z,
+        cv[7] = x1.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < kS; ++i) cv[i] = ck[i];
+      }
+      float acc = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kS; ++i) {
+        // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
+        const float x = fmaf(dt[s], a2[i], rbs[s]);
+        const float decay = i < kPoly ? exp2_fma(x) : ex2_approx(x);
+        h[i] = fmaf(decay, h[i], dtu[s] * bv[i]);
+        if constexpr (kUseC) acc = fmaf(h[i], cv[i], acc);
+      }
+      y[s] = acc;
+      if constexpr (kLocal) {
+        sum_dt += dt[s];
+        reset = reset || rbs[s] != 0.0f;
+      }
+    }
+    if constexpr (!kLocal) {
+      // Reduce-scatter of y over the channel's lanes: lane l ends with the sums of steps [E l, E l + E).
+      int w = kS1Sub;
+#pragma unroll
+      for (int o = kP / 2; o >= 1; o >>= 1) {
+        const bool hi = (l & o) != 0;
+        w /= 2;
+#pragma unroll
+        for (int j = 0; j < kS1Sub / 2; ++j) {
+          if (j < w) {
+            const float send = hi ? y[j] : y[j + w];
+            const float keep = hi ? y[j + w] : y[j];
+            y[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+          }
+        }
+      }
+      float o[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        float v = fmaf(dval, uv[e], y[e]);
+        if (a.z != nullptr) v *= silu_fast(zv[e]);
+        o[e] = v;
+      }
+      if (active) store_vec<E>(a.out, a.out_dt, row + t_own, n_own, a.vec, o);
+    }
+  };
+
+  if (t_begin < t_end) {
+    stage_load(t_begin);
+    stage_store(0);
+    chan_load(t_begin);
+    __syncthreads();
+  }
+  int buf = 0;
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kS1Tile) {
+    const bool more = t0 + kS1Tile < t_end;
+    if (more) stage_load(t0 + kS1Tile);
+#pragma unroll
+    for (int half = 0; half < kS1Tile / kS1Sub; ++half) {
+      const int64_t ts = t0 + half * kS1Sub;
+      if (ts < t_end) {
+        switch (a.poly) {
+          case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
+          case 1: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 1>{}); break;
+          default: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 2>{}); break;
+        }
+      }
+    }
+    if (more) stage_store(buf ^ 1);
+    __syncthreads();
+    buf ^= 1;
+  }
+
+  if (!active) return;
+  if constexpr (kLocal) {
+    const int64_t base = ((chunk * a.batch + b) * dim + c) * N;
+#pragma unroll
+    for (int i = 0; i < kS; ++i) {
+      const int64_t n = kS * l + i;
+      if (n < N) {
+        a.chunk_h[base + n] = h[i];
+        a.chunk_decay[base + n] = reset ? 0.0f : ex2_approx(a2[i] * sum_dt);
+      }
+    }
+  } else if (a.hT != nullptr && chunk == a.nchunks - 1) {
+#pragma unroll
+    for (int i = 0; i < kS; ++i) {
+      const int64_t n = kS * l + i;
+      if (n < N) a.hT[(b * dim + c) * N + n] = h[i];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The chunked SSD scan on tensor cores (bfloat16 x, B, C; headdim <= 64 and dstate <= 128, multiples of
+// 8). One block of 4 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
+// (headdim x dstate, float32) in the warps' mma accumulators, 16 headdim rows a warp. Per chunk:
+//   CB = C B^T (64 x 64 over dstate), M = CB * exp(cum_i - cum_j) * dt_j on j <= i within a sequence,
+//   Y = exp(cum_i) C S^T + M x (+ D x, gated by silu(z)), S = exp(cum_end) S + (x * w)^T B,
+// with mma.sync m16n8k16 (bf16 in, float32 accumulate), 16 output rows a warp for Y. The operands the
+// kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
+// rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
+// ~1e-5 relative instead of bfloat16's 4e-3. The bound is the tensor pipe: 384 mma a warp and chunk.
+// Measured (H200, batch 8 x 2048 x 80 heads x 64, dstate 128): 2.15 ms, 253 registers, 80 KB shared, 2
+// blocks an SM, issue slots 22% busy: latency-bound. This version feeds the transposed B fragments of
+// M x and of the state update with ldmatrix.trans (one instruction for four fragment pairs instead of
+// eight 16-bit loads and four packs, ~300 of ~2400 instructions a warp and chunk) and orders the high
+// and low mma of the split operands so that consecutive mma write different accumulators (no chain of
+// dependent mma); expected 1.3-1.6 ms. Reaching ~0.5 ms needs more warps in flight: the next step is
+// to split headdim over two blocks (half the S accumulators and of the shared state: ~150 registers and
+// ~60 KB, 3 blocks an SM) and to prefetch the next chunk's x, B and C with cp.async.
+
+constexpr int kSsdQ = 64;         // steps per chunk
+constexpr int kSsdP = 64;         // headdim, padded
+constexpr int kSsdThreads = 128;  // 4 warps: 16 rows of the chunk (Y) or of headdim (S) each
+
+struct ssd_tc_args {
+  const uint16_t* x;  // (batch, L, H, P) bf16
+  const void* dt;     // (batch, L, H)
+  const float* A;
+  const uint16_t* B;  // (batch, L, G, N) bf16
+  const uint16_t* C;
+  const float* D;
+  const void* z;
+  const float* dt_bias;
+  const float* h0;  // (batch, H, P, N)
+  float* hT;
+  const int32_t* seq;
+  uint16_t* out;  // (batch, L, H, P) bf16
+  int dt_dt, z_dt;
+  int64_t L, H, P, G, N;
+  bool softplus, d_per_channel;
+};
+
+template <int kN>
+struct ssd_tc_layout {
+  static constexpr int kXPitch = kSsdP + 8;  // bf16 row pitches: +16 bytes puts the 8 rows a fragment
+  static constexpr int kBPitch = kN + 8;     // load touches on distinct banks
+  static constexpr int kX = 0;               // (Q, kXPitch) bf16: x of the chunk
+  static constexpr int kB = kX + kSsdQ * kXPitch * 2;      // (Q, kBPitch) bf16: B
+  static constexpr int kC = kB + kSsdQ * kBPitch * 2;      // (Q, kBPitch) bf16: C
+  static constexpr int kSHi = kC + kSsdQ * kBPitch * 2;    // (P, kBPitch) bf16: S, high part
+  static constexpr int kSLo = kSHi + kSsdP * kBPitch * 2;  // (P, kBPitch) bf16: S, low part
+  static constexpr int kDt = kSLo + kSsdP * kBPitch * 2;   // (Q,) float: dt
+  static constexpr int kCum = kDt + kSsdQ * 4;             // (Q,) float: cumulative dt * A
+  static constexpr int kW = kCum + kSsdQ * 4;              // (Q,) float: dt exp(cum_end - cum)
+  static constexpr int kEo = kW + kSsdQ * 4;               // (Q,) float: exp(cum)
+  static constexpr int kSeg = kEo + kSsdQ * 4;             // (Q,) int: sequence starts so far
+  static constexpr int kCd = kSeg + kSsdQ * 4;             // float: exp(cum_end)
+  static constexpr int kBytes = kCd + 16;
+};
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) {
+  return __uint_as_float(w << 16);
+}
+__device__ __forceinline__ float bf16_hi(uint32_t w) {
+  return __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+// v ~ hi + lo with both bfloat16: hi = bf16(v), lo = bf16(v - hi).
+__device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = pack_bf16(a, b);
+  lo = pack_bf16(a - bf16_lo(hi), b - bf16_hi(hi));
+}
+
+// Not volatile: the compiler may interleave independent mma (a pure function of registers).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 bf16 tiles, transposed: lane i gives the address of row i % 8 of tile i / 8 (16-byte aligned);
+// r[q] is tile q's mma B fragment when the tile is stored (k, n): {M[2 tig][g], M[2 tig + 1][g]}.
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+template <int kN>
+__global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
+  using lay = ssd_tc_layout<kN>;
+  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch, kNT = kN / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint16_t* sX = reinterpret_cast<uint16_t*>(smem_raw + lay::kX);
+  uint16_t* sB = reinterpret_cast<uint16_t*>(smem_raw + lay::kB);
+  uint16_t* sC = reinterpret_cast<uint16_t*>(smem_raw + lay::kC);
+  uint16_t* sSh = reinterpret_cast<uint16_t*>(smem_raw + lay::kSHi);
+  uint16_t* sSl = reinterpret_cast<uint16_t*>(smem_raw + lay::kSLo);
+  float* sDt = reinterpret_cast<float*>(smem_raw + lay::kDt);
+  float* sCum = reinterpret_cast<float*>(smem_raw + lay::kCum);
+  float* sW = reinterpret_cast<float*>(smem_raw + lay::kW);
+  float* sEo = reinterpret_cast<float*>(smem_raw + lay::kEo);
+  int* sSeg = reinterpret_cast<int*>(smem_raw + lay::kSeg);
+  float* sCd = reinterpret_cast<float*>(smem_raw + lay::kCd);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
+  const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
+  const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
+  const int64_t grp = h / (H / G);
+  const float Ah = a.A[h];
+  const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  const int r0 = warp * 16;  // this warp's rows: chunk steps for Y, headdim for S
+
+  // S rows r0 + g (+8), columns 8 nt + 2 tig (+1), as mma accumulator tiles.
+  float S[kNT][4];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+      S[nt][r] = a.h0 != nullptr && p < P && n < N ? a.h0[((b * H + h) * P + p) * N + n] : 0.0f;
+    }
+  }
+
+  for (int64_t t0 = 0; t0 < L; t0 += kSsdQ) {
+    // S (as it stands before the chunk) for the other warps' Y rows, in two bf16 parts.
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      uint32_t hi, lo;
+      const int col = 8 * nt + 2 * tig;
+      split_bf16(S[nt][0], S[nt][1], hi, lo);
+      *reinterpret_cast<uint32_t*>(sSh + (r0 + g) * kBP + col) = hi;
+      *reinterpret_cast<uint32_t*>(sSl + (r0 + g) * kBP + col) = lo;
+      split_bf16(S[nt][2], S[nt][3], hi, lo);
+      *reinterpret_cast<uint32_t*>(sSh + (r0 + g + 8) * kBP + col) = hi;
+      *reinterpret_cast<uint32_t*>(sSl + (r0 + g + 8) * kBP + col) = lo;
+    }
+    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time.
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    for (int v = tid; v < kSsdQ * (kSsdP / 8); v += kSsdThreads) {
+      const int t = v / (kSsdP / 8), p0 = (v % (kSsdP / 8)) * 8;
+      const int64_t tg = t0 + t;
+      *reinterpret_cast<uint4*>(sX + t * kXP + p0) =
+          tg < L && p0 < P ? *reinterpret_cast<const uint4*>(a.x + ((b * L + tg) * H + h) * P + p0) : zero4;
+    }
+    for (int v = tid; v < kSsdQ * (kN / 8); v += kSsdThreads) {
+      const int t = v / (kN / 8), n0 = (v % (kN / 8)) * 8;
+      const int64_t tg = t0 + t;
+      const bool ok = tg < L && n0 < N;
+      const int64_t off = ((b * L + tg) * G + grp) * N + n0;
+      *reinterpret_cast<uint4*>(sB + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.B + off) : zero4;
+      *reinterpret_cast<uint4*>(sC + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.C + off) : zero4;
+    }
+    // dt, the cumulative decay exponent and the sequence starts of the chunk: warp 0, two steps a lane.
+    if (warp == 0) {
+      float d[2], av[2];
+      int rs[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t tg = t0 + 2 * lane + e;
+        float x = 0.0f;
+        rs[e] = 0;
+        if (tg < L) {
+          x = load_any(a.dt, a.dt_dt, (b * L + tg) * H + h) + bias;
+          if (a.softplus) x = softplus(x);
+          x = x < 0.0f ? 0.0f : x;
+          rs[e] = starts_sequence(seq, tg) ? 1 : 0;
+        }
+        d[e] = x;
+        av[e] = x * Ah;
+      }
+      float sum = av[0] + av[1];
+      int cnt = rs[0] + rs[1];
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float ps = __shfl_up_sync(0xffffffffu, sum, o);
+        const int pc = __shfl_up_sync(0xffffffffu, cnt, o);
+        if (lane >= o) sum += ps, cnt += pc;
+      }
+      const float cum0 = sum - av[1], cum1 = sum;
+      const int seg0 = cnt - rs[1], seg1 = cnt;
+      const float cend = __shfl_sync(0xffffffffu, cum1, 31);
+      const int send = __shfl_sync(0xffffffffu, seg1, 31);
+      const float cums[2] = {cum0, cum1};
+      const int segs[2] = {seg0, seg1};
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int t = 2 * lane + e;
+        sDt[t] = d[e];
+        sCum[t] = cums[e];
+        sSeg[t] = segs[e];
+        sW[t] = segs[e] == send ? d[e] * expf(cend - cums[e]) : 0.0f;
+        sEo[t] = segs[e] == 0 ? expf(cums[e]) : 0.0f;
+      }
+      if (lane == 0) *sCd = send == 0 ? expf(cend) : 0.0f;
+    }
+    __syncthreads();
+
+    // Y for steps r0 .. r0 + 15 of the chunk, all of headdim.
+    {
+      float cb[kSsdQ / 8][4], y[kSsdP / 8][4];
+#pragma unroll
+      for (int i = 0; i < kSsdQ / 8; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kSsdP / 8; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) {
+        const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
+        const uint32_t af[4] = {
+            *reinterpret_cast<const uint32_t*>(cr), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
+            *reinterpret_cast<const uint32_t*>(cr + 8), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+#pragma unroll
+        for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+          const uint16_t* br = sB + (8 * jt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
+                   *reinterpret_cast<const uint32_t*>(br + 8));
+        }
+        // High parts into every accumulator, then low parts: consecutive mma are independent.
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                   *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+        }
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
+          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                   *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+        }
+      }
+      // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+      const int i_lo = r0 + g, i_hi = r0 + g + 8;
+      const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+#pragma unroll
+      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+        y[pt][0] *= eo_lo, y[pt][1] *= eo_lo, y[pt][2] *= eo_hi, y[pt][3] *= eo_hi;
+      }
+      // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+      const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
+      const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
+#pragma unroll
+      for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
+          const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
+          cb[jt][r] = keep ? cb[jt][r] * expf((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * sDt[j] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+        uint32_t mh[4], ml[4];
+        split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
+        split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
+        split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
+        split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; pt += 2) {
+          // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
+          uint32_t f[4];
+          ldsm_x4_trans(f, sX + (16 * kk + (lane & 7) + (lane & 8)) * kXP + 8 * (pt + (lane >> 4)));
+          mma_bf16(y[pt], mh, f[0], f[1]);
+          mma_bf16(y[pt + 1], mh, f[2], f[3]);
+          mma_bf16(y[pt], ml, f[0], f[1]);
+          mma_bf16(y[pt + 1], ml, f[2], f[3]);
+        }
+      }
+      // out = (Y + D x) silu(z), two adjacent headdim elements per store.
+#pragma unroll
+      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int i = half ? i_hi : i_lo, p = 8 * pt + 2 * tig;
+          const int64_t tg = t0 + i;
+          if (tg >= L || p >= P) continue;
+          const int64_t off = ((b * L + tg) * H + h) * P + p;
+          float v[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float o = y[pt][2 * half + e];
+            if (a.D != nullptr) {
+              const float dv = a.D[a.d_per_channel ? h * P + p + e : h];
+              o += dv * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
+            }
+            if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, off + e));
+            v[e] = o;
+          }
+          *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
+        }
+      }
+    }
+    __syncthreads();
+
+    // S for headdim rows r0 .. r0 + 15: S = exp(cum_end) S + (x * w)^T B.
+    {
+      const float cd = *sCd;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) S[nt][0] *= cd, S[nt][1] *= cd, S[nt][2] *= cd, S[nt][3] *= cd;
+#pragma unroll
+      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+        // A fragment (row p, k = t) of x * w, gathered from x stored (t, p) and split in two parts.
+        uint32_t xh[4], xl[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+          const float w0 = sW[t], w1 = sW[t + 1];
+          const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
+          const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
+          split_bf16(v0, v1, xh[q], xl[q]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; nt += 2) {
+          // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
+          uint32_t f[4];
+          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + 8 * (nt + (lane >> 4)));
+          mma_bf16(S[nt], xh, f[0], f[1]);
+          mma_bf16(S[nt + 1], xh, f[2], f[3]);
+          mma_bf16(S[nt], xl, f[0], f[1]);
+          mma_bf16(S[nt + 1], xl, f[2], f[3]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  if (a.hT != nullptr) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+        if (p < P && n < N) a.hT[((b * H + h) * P + p) * N + n] = S[nt][r];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The decode step (selectiveStateUpdate).
+
+constexpr int kUpdateThreads = 128;
+
+struct update_args {
+  float* state;  // (state_batch, H, P, N)
+  const void* x;
+  const void* dt;
+  const float* A;
+  const void* B;
+  const void* C;
+  const float* D;
+  const void* z;
+  const float* dt_bias;
+  const int32_t* sbi;
+  void* out;
+  int x_dt, dt_dt, b_dt, c_dt, z_dt, out_dt;
+  int64_t batch, state_batch, H, P, N, G;
+  int lanes;  // threads per row, a power of two <= 32
+  bool softplus;
+};
+
+// One row (b, head, headdim element) per `lanes` threads; each holds kV consecutive states at a time.
+// kAPerState: Mamba-1's A (dim, dstate); otherwise one A per head.
+template <int kV, bool kAPerState>
+__global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(const update_args a) {
+  const int Q = a.lanes;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * kUpdateThreads + threadIdx.x;
+  const int64_t rows = a.batch * a.H * a.P;
+  const int64_t row = gid / Q;
+  const int lq = static_cast<int>(gid % Q);
+  const bool valid = row < rows;
+  const int64_t r = valid ? row : 0;
+  const int64_t b = r / (a.H * a.P), h = (r / a.P) % a.H, pp = r % a.P;
+  const int64_t sb = a.sbi != nullptr ? a.sbi[b] : b;
+  const bool pad = sb < 0 || sb >= a.state_batch;
+  const int64_t N = a.N;
+  float y = 0.0f, x = 0.0f;
+  if (valid && !pad) {
+    x = load_any(a.x, a.x_dt, r);
+    float dt = load_any(a.dt, a.dt_dt, b * a.H + h) + (a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f);
+    if (a.softplus) dt = softplus(dt);
+    const float dtx = dt * x;
+    const float head_decay = kAPerState ? 0.0f : ex2_approx(dt * a.A[h] * kLog2e);
+    const int64_t g = h / (a.H / a.G);
+    const int64_t bc = (b * a.G + g) * N;
+    float* srow = a.state + ((sb * a.H + h) * a.P + pp) * N;
+    for (int64_t n0 = static_cast<int64_t>(lq) * kV; n0 < N; n0 += static_cast<int64_t>(Q) * kV) {
+      float s[kV];
+      if constexpr (kV == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(srow + n0);
+        s[0] = v.x, s[1] = v.y, s[2] = v.z, s[3] = v.w;
+      } else {
+        s[0] = srow[n0];
+      }
+#pragma unroll
+      for (int e = 0; e < kV; ++e) {
+        const int64_t n = n0 + e;
+        const float decay = kAPerState ? ex2_approx(dt * a.A[h * N + n] * kLog2e) : head_decay;
+        s[e] = fmaf(s[e], decay, dtx * load_any(a.B, a.b_dt, bc + n));
+        y = fmaf(s[e], load_any(a.C, a.c_dt, bc + n), y);
+      }
+      if constexpr (kV == 4) {
+        *reinterpret_cast<float4*>(srow + n0) = make_float4(s[0], s[1], s[2], s[3]);
+      } else {
+        srow[n0] = s[0];
+      }
+    }
+  }
+  // Lanes of a row are Q consecutive lanes of one warp (Q divides 32), and every thread gets here.
+  for (int o = Q / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+  if (valid && lq == 0) {
+    float o = 0.0f;
+    if (!pad) {
+      o = y + (a.D != nullptr ? a.D[h] * x : 0.0f);
+      if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, r));
+    }
+    store_any(a.out, a.out_dt, r, o);
+  }
+}
+
+// The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
+// (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
+// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z)
+// issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight,
+// against one round trip for dt and a second for the state in the loop above. Bound by the state's
+// read and write (batch 256 x dim 5120 x dstate 16: 168 MB, 40 us at 4.2 TB/s); expected 50-60 us
+// (3-3.4 TB/s) against the ~95 us of the one-round-trip-per-load kernel measured at 1.5 TB/s.
+constexpr int kUpdateRows = 2;
+
+// Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
+__device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) {
+  if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + off);
+  const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + off);
+  float4 v;
+  unpack2(w.x, dt, v.x, v.y);
+  unpack2(w.y, dt, v.z, v.w);
+  return v;
+}
+
+template <bool kAPerState>
+__global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_kernel(const update_args a) {
+  const int Q = a.lanes;
+  const int rows_per_pass = kUpdateThreads / Q;
+  const int lq = threadIdx.x % Q;
+  const int64_t rows = a.batch * a.H * a.P;
+  const int64_t N = a.N;
+  const int64_t n0 = static_cast<int64_t>(lq) * 4;
+  const bool has_n = n0 < N;
+  float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
+  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows];
+  int64_t r[kUpdateRows], h[kUpdateRows];
+  bool live[kUpdateRows], pad[kUpdateRows];
+  float* srow[kUpdateRows];
+#pragma unroll
+  for (int j = 0; j < kUpdateRows; ++j) {
+    const int64_t row =
+        (static_cast<int64_t>(blockIdx.x) * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
+    const bool valid = row < rows;
+    r[j] = valid ? row : 0;
+    const int64_t b = r[j] / (a.H * a.P), pp = r[j] % a.P;
+    h[j] = (r[j] / a.P) % a.H;
+    const int64_t sb = a.sbi != nullptr ? a.sbi[b] : b;
+    pad[j] = sb < 0 || sb >= a.state_batch;
+    live[j] = valid && !pad[j];
+    const int64_t g = h[j] / (a.H / a.G);
+    const int64_t bc = (b * a.G + g) * N;
+    srow[j] = a.state + (((live[j] ? sb : 0) * a.H + h[j]) * a.P + pp) * N;
+    const bool ld = live[j] && has_n;
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    s[j] = ld ? *reinterpret_cast<const float4*>(srow[j] + n0) : zero;
+    av[j] = ld && kAPerState ? *reinterpret_cast<const float4*>(a.A + h[j] * N + n0) : zero;
+    bv[j] = ld ? load4_any(a.B, a.b_dt, bc + n0) : zero;
+    cv[j] = ld ? load4_any(a.C, a.c_dt, bc + n0) : zero;
+    x[j] = live[j] ? load_any(a.x, a.x_dt, r[j]) : 0.0f;
+    dt[j] = live[j] ? load_any(a.dt, a.dt_dt, b * a.H + h[j]) : 0.0f;
+    zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, r[j]) : 0.0f;
+    ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
+  }
+  float y[kUpdateRows];
+#pragma unroll
+  for (int j = 0; j < kUpdateRows; ++j) {
+    float d = dt[j] + (a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f);
+    if (a.softplus) d = softplus(d);
+    const float dtx = d * x[j];
+    const float e = d * kLog2e;
+    float4 dec;
+    if (kAPerState) {
+      dec = make_float4(ex2_approx(e * av[j].x), ex2_approx(e * av[j].y), ex2_approx(e * av[j].z),
+                        ex2_approx(e * av[j].w));
+    } else {
+      const float hd = ex2_approx(e * ah[j]);
+      dec = make_float4(hd, hd, hd, hd);
+    }
+    s[j].x = fmaf(s[j].x, dec.x, dtx * bv[j].x);
+    s[j].y = fmaf(s[j].y, dec.y, dtx * bv[j].y);
+    s[j].z = fmaf(s[j].z, dec.z, dtx * bv[j].z);
+    s[j].w = fmaf(s[j].w, dec.w, dtx * bv[j].w);
+    y[j] = fmaf(s[j].x, cv[j].x, fmaf(s[j].y, cv[j].y, fmaf(s[j].z, cv[j].z, s[j].w * cv[j].w)));
+    if (live[j] && has_n) *reinterpret_cast<float4*>(srow[j] + n0) = s[j];
+  }
+  // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
+#pragma unroll
+  for (int j = 0; j < kUpdateRows; ++j) {
+    for (int o = Q / 2; o > 0; o >>= 1) y[j] += __shfl_xor_sync(0xffffffffu, y[j], o);
+    const int64_t row =
+        (static_cast<int64_t>(blockIdx.x) * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
+    if (row < rows && lq == 0) {
+      float o = 0.0f;
+      if (!pad[j]) {
+        o = y[j] + (a.D != nullptr ? a.D[h[j]] * x[j] : 0.0f);
+        if (a.z != nullptr) o *= silu(zv[j]);
+      }
+      store_any(a.out, a.out_dt, row, o);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The causal convolution and its streaming update.
+
+constexpr int kConvThreads = 128;
+
+struct conv_args {
+  const void* x;  // (batch, dim, L)
+  const void* weight;
+  const void* bias;
+  const float* init;   // (batch, dim, W - 1)
+  const int32_t* seq;  // (batch, L)
+  void* out;
+  float* fin;  // (batch, dim, W - 1)
+  int x_dt, w_dt, bias_dt, out_dt;
+  int64_t batch, dim, L, W;
+  bool silu;
+};
+
+// History value of row `row` at time tau < 0: the initial state, or zero.
+__device__ __forceinline__ float conv_history(const conv_args& a, int64_t row, int64_t tau) {
+  return a.init != nullptr ? a.init[row * (a.W - 1) + (a.W - 1) + tau] : 0.0f;
+}
+
+// The last W - 1 inputs of the row's last sequence (zeros, or the initial state, before it).
+__device__ void conv_final_states(const conv_args& a, int64_t row) {
+  const int64_t b = row / a.dim, L = a.L, hist = a.W - 1;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  for (int64_t j = 0; j < hist; ++j) {
+    const int64_t tau = L - hist + j;
+    float v = 0.0f;
+    if (tau >= 0) {
+      if (seq == nullptr || seq[tau] == seq[L - 1]) v = load_any(a.x, a.x_dt, row * L + tau);
+    } else if (seq == nullptr || seq[0] == seq[L - 1]) {
+      v = conv_history(a, row, tau);
+    }
+    a.fin[row * hist + j] = v;
+  }
+}
+
+// Each thread: 8 steps of one (batch, channel) row. kW is the filter width.
+template <int kW>
+__global__ void __launch_bounds__(kConvThreads) causal_conv1d_kernel(const conv_args a) {
+  constexpr int kHist = kW - 1;
+  constexpr int kWin = kHist + 8;
+  const int64_t L = a.L;
+  const int64_t nseg = (L + 7) / 8;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (gid >= a.batch * a.dim * nseg) return;
+  const int64_t row = gid / nseg, seg = gid % nseg;
+  const int64_t b = row / a.dim, c = row % a.dim;
+  const int64_t t0 = seg * 8;
+  const int n = static_cast<int>(min64(8, L - t0));
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+
+  // win[m] = input at time t0 - kHist + m.
+  float win[kWin];
+  float xv[8];
+  load8(a.x, a.x_dt, row * L + t0, 1, n, xv);
+#pragma unroll
+  for (int m = 0; m < kHist; ++m) {
+    const int64_t tau = t0 - kHist + m;
+    win[m] = tau >= 0 ? load_any(a.x, a.x_dt, row * L + tau) : conv_history(a, row, tau);
+  }
+#pragma unroll
+  for (int e = 0; e < 8; ++e) win[kHist + e] = xv[e];
+  float w[kW];
+#pragma unroll
+  for (int k = 0; k < kW; ++k) w[k] = load_any(a.weight, a.w_dt, c * kW + k);
+  const float bias = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
+
+  float o[8];
+  if (seq == nullptr) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float acc = bias;
+#pragma unroll
+      for (int k = 0; k < kW; ++k) acc = fmaf(w[k], win[e + k], acc);
+      o[e] = a.silu ? silu(acc) : acc;
+    }
+  } else {
+    // A tap counts only within the output's own sequence; the initial state belongs to the first.
+    int32_t sv[kWin];
+#pragma unroll
+    for (int m = 0; m < kWin; ++m) {
+      const int64_t tau = t0 - kHist + m;
+      sv[m] = tau < 0 ? seq[0] : seq[min64(tau, L - 1)];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float acc = bias;
+#pragma unroll
+      for (int k = 0; k < kW; ++k) acc = sv[e + k] == sv[kHist + e] ? fmaf(w[k], win[e + k], acc) : acc;
+      o[e] = a.silu ? silu(acc) : acc;
+    }
+  }
+  store8(a.out, a.out_dt, row * L + t0, 1, n, o);
+  if (a.fin != nullptr && seg == nseg - 1) conv_final_states(a, row);
+}
+
+// Any width: one thread per output element, plain loads (widths above 8 are rare).
+__global__ void __launch_bounds__(kConvThreads) causal_conv1d_any_kernel(const conv_args a) {
+  const int64_t L = a.L, W = a.W, hist = W - 1;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (gid >= a.batch * a.dim * L) return;
+  const int64_t row = gid / L, t = gid % L;
+  const int64_t b = row / a.dim, c = row % a.dim;
+  const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
+  float acc = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
+  for (int64_t k = 0; k < W; ++k) {
+    const int64_t tau = t - hist + k;
+    const int32_t s = seq == nullptr ? 0 : tau < 0 ? seq[0] : seq[tau];
+    if (seq != nullptr && s != seq[t]) continue;
+    const float v = tau >= 0 ? load_any(a.x, a.x_dt, row * L + tau) : conv_history(a, row, tau);
+    acc = fmaf(load_any(a.weight, a.w_dt, c * W + k), v, acc);
+  }
+  store_any(a.out, a.out_dt, row * L + t, a.silu ? silu(acc) : acc);
+  if (a.fin != nullptr && t == L - 1) conv_final_states(a, row);
+}
+
+struct conv_update_args {
+  const void* x;  // (batch, dim, Ln)
+  float* state;   // (state_batch, dim, SL)
+  const void* weight;
+  const void* bias;
+  const int32_t* idx;
+  void* out;
+  int x_dt, w_dt, bias_dt, out_dt;
+  int64_t batch, state_batch, dim, Ln, W, SL;
+  bool silu;
+};
+
+// One thread per (batch, channel): the Ln outputs over [state | x], then the state shifted by Ln.
+__global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(const conv_update_args a) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (row >= a.batch * a.dim) return;
+  const int64_t b = row / a.dim, c = row % a.dim, Ln = a.Ln, SL = a.SL, W = a.W;
+  const int64_t sb = a.idx != nullptr ? a.idx[b] : b;
+  if (sb < 0 || sb >= a.state_batch) {
+    for (int64_t t = 0; t < Ln; ++t) store_any(a.out, a.out_dt, row * Ln + t, 0.0f);
+    return;
+  }
+  float* st = a.state + (sb * a.dim + c) * SL;
+  const float bias = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
+  // buf = [state (SL) | x (Ln)]; output t reads buf[SL - (W - 1) + t + k].
+  for (int64_t t = 0; t < Ln; ++t) {
+    float acc = bias;
+    for (int64_t k = 0; k < W; ++k) {
+      const int64_t m = SL - (W - 1) + t + k;
+      const float v = m < SL ? st[m] : load_any(a.x, a.x_dt, row * Ln + m - SL);
+      acc = fmaf(load_any(a.weight, a.w_dt, c * W + k), v, acc);
+    }
+    store_any(a.out, a.out_dt, row * Ln + t, a.silu ? silu(acc) : acc);
+  }
+  // Reads run ahead of writes (source index i + Ln > i), so the shift can go in place.
+  for (int64_t i = 0; i < SL; ++i) {
+    const int64_t m = i + Ln;
+    st[i] = m < SL ? st[m] : load_any(a.x, a.x_dt, row * Ln + m - SL);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Host side.
+
+bool is_float(const tensor_view& t) {
+  return t.dtype == SSMKIT_DTYPE_F32 || t.dtype == SSMKIT_DTYPE_F16 || t.dtype == SSMKIT_DTYPE_BF16;
+}
+
+// Checks that guard memory safety when the entry points are called directly; lib/ops/scan.ts has
+// already checked everything with friendlier messages.
+status check(const char* op, const char* arg, const tensor_view& t, std::initializer_list<int64_t> shape,
+             int dtype) {
+  if (!t.present()) return make_status(status_code::shape, "%s: %s: missing", op, arg);
+  if (dtype == -1 ? !is_float(t) : t.dtype != dtype) {
+    return make_status(status_code::dtype, "%s: %s: unexpected dtype %s", op, arg, dtype_name(t.dtype));
+  }
+  bool ok = t.ndim == static_cast<int>(shape.size());
+  int i = 0;
+  for (int64_t d : shape) ok = ok && t.shape[i++] == d;
+  if (!ok) return make_status(status_code::shape, "%s: %s: unexpected shape", op, arg);
+  if (t.device < 0) return make_status(status_code::value, "%s: %s: expected a CUDA tensor", op, arg);
+  return ok_status();
+}
+
+status check_opt(const char* op, const char* arg, const tensor_view& t, std::initializer_list<int64_t> shape,
+                 int dtype) {
+  return t.present() ? check(op, arg, t, shape, dtype) : ok_status();
+}
+
+constexpr int kAnyFloat = -1;
+
+int next_pow2(int64_t v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+status launch_blocks(const char* op, int64_t blocks, unsigned* grid) {
+  if (blocks > 0x7fffffff) return make_status(status_code::unsupported, "%s: the problem is too large", op);
+  *grid = static_cast<unsigned>(blocks);
+  return ok_status();
+}
+
+template <int kS, bool kVarB, bool kVarC, bool kScalarA, bool kTimeMajor>
+status run_scan(const char* op, const scan_args& a, int64_t blocks, size_t smem, cudaStream_t stream) {
+  auto kernel = scan_fwd_kernel<kS, kVarB, kVarC, kScalarA, kTimeMajor>;
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
+  kernel<<<grid, kScanThreads, smem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kS, bool kScalarA, bool kTimeMajor>
+status run_scan_bc(const char* op, const scan_args& a, bool var_b, bool var_c, int64_t blocks, size_t smem,
+                   cudaStream_t stream) {
+  if constexpr (kTimeMajor) {
+    return run_scan<kS, true, true, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+  } else {
+    if (var_b && var_c) return run_scan<kS, true, true, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+    if (var_b) return run_scan<kS, true, false, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+    if (var_c) return run_scan<kS, false, true, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+    return run_scan<kS, false, false, kScalarA, kTimeMajor>(op, a, blocks, smem, stream);
+  }
+}
+
+// Picks the states per thread (and so the threads per channel) and launches. The cost model: the SM
+// with the most blocks sets the time; a block's work is its threads' states times the cycles one
+// (step, state) costs a warp at that split (more lanes per channel add shared-memory reads and the sum of
+// partial y), and fewer than two warps per SM sub-partition leave latency exposed.
+template <bool kScalarA, bool kTimeMajor>
+status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool var_c, cudaStream_t stream) {
+  int dev = 0, sms = 1, smem_optin = 48 * 1024;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const int kCandidates[4] = {16, 8, 4, 2};
+  const double kCycles[4] = {kScalarA ? 4.0 : 10.0, kScalarA ? 4.5 : 10.0, kScalarA ? 5.5 : 10.5,
+                             kScalarA ? 7.0 : 11.5};
+  // SSMKIT_CUDA_SCAN_STATES=16|8|4|2 forces the split, for tests and benchmarks of each kernel variant.
+  const char* forced = std::getenv("SSMKIT_CUDA_SCAN_STATES");
+  const int force = forced != nullptr ? std::atoi(forced) : 0;
+  int best = -1;
+  double best_cost = 0;
+  int64_t best_blocks = 0;
+  size_t best_smem = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int ks = kCandidates[i];
+    if (force != 0 && ks != force) continue;
+    const int lanes = next_pow2((a.dstate + ks - 1) / ks);
+    // SSD stages 8 channels per vector, so a block needs at least 8 channels.
+    if (lanes > (kTimeMajor ? kScanThreads / 8 : 32)) continue;
+    const int chans = kScanThreads / lanes;
+    const size_t smem = scan_layout(chans, lanes * ks, var_b, var_c).total * sizeof(float);
+    if (smem > static_cast<size_t>(smem_optin)) continue;
+    const int64_t blocks = batch * a.nseg * ((a.seg_len + chans - 1) / chans);
+    const double per_sm = static_cast<double>((blocks + sms - 1) / sms);
+    const double cost = per_sm * ks * kCycles[i] * (per_sm < 2 ? 2.0 / per_sm : 1.0);
+    if (best < 0 || cost < best_cost) {
+      best = i, best_cost = cost, best_blocks = blocks, best_smem = smem;
+    }
+  }
+  if (best < 0) {
+    if (force != 0) {
+      return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_STATES=%s does not fit dstate %lld", op,
+                         forced, static_cast<long long>(a.dstate));
+    }
+    return make_status(status_code::unsupported, "%s: dstate %lld is more than the CUDA kernel supports (%d)",
+                       op, static_cast<long long>(a.dstate), kTimeMajor ? 256 : 512);
+  }
+  const int ks = kCandidates[best];
+  a.lanes = next_pow2((a.dstate + ks - 1) / ks);
+  a.chans = kScanThreads / a.lanes;
+  a.blocks_per_seg = (a.seg_len + a.chans - 1) / a.chans;
+  switch (ks) {
+    case 16:
+      return run_scan_bc<16, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+    case 8: return run_scan_bc<8, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+    case 4: return run_scan_bc<4, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+    default: return run_scan_bc<2, kScalarA, kTimeMajor>(op, a, var_b, var_c, best_blocks, best_smem, stream);
+  }
+}
+
+template <int kN>
+status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
+  constexpr int smem = ssd_tc_layout<kN>::kBytes;
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(ssd_tc_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  ssd_tc_kernel<kN><<<grid, kSsdThreads, smem, stream>>>(t);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+const int32_t* seq_ptr(const tensor_view& t) {
+  return t.present() ? t.ptr<const int32_t>() : nullptr;
+}
+
+template <int kP, bool kVarB, bool kVarC, bool kLocal>
+status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
+  scan1_kernel<kP, kVarB, kVarC, kLocal><<<grid, kS1Threads, 0, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kP>
+status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
+                    cudaStream_t stream) {
+  // The local pass reads no C.
+  if (local) {
+    return var_b ? run_scan1<kP, true, false, true>(op, a, blocks, stream)
+                 : run_scan1<kP, false, false, true>(op, a, blocks, stream);
+  }
+  if (var_b && var_c) return run_scan1<kP, true, true, false>(op, a, blocks, stream);
+  if (var_b) return run_scan1<kP, true, false, false>(op, a, blocks, stream);
+  if (var_c) return run_scan1<kP, false, true, false>(op, a, blocks, stream);
+  return run_scan1<kP, false, false, false>(op, a, blocks, stream);
+}
+
+status run_scan1_p(const char* op, int lanes, const scan1_args& a, bool var_b, bool var_c, bool local,
+                   int64_t blocks, cudaStream_t stream) {
+  if (lanes == 1) return run_scan1_bc<1>(op, a, var_b, var_c, local, blocks, stream);
+  if (lanes == 2) return run_scan1_bc<2>(op, a, var_b, var_c, local, blocks, stream);
+  return run_scan1_bc<4>(op, a, var_b, var_c, local, blocks, stream);
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+}
+
+// Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, at
+// least 3 as fewer leave the SFU idle on latency) x (steps per block); the local pass costs 0.8 of a full
+// pass per step (no C, y or output). One chunk unless splitting time pays for the local pass.
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms) {
+  int64_t best_k = 1;
+  double best = 0;
+  for (int64_t k = 1; k <= 64; ++k) {
+    const int64_t len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
+    if (k > 1 && len < 256) break;
+    const int64_t kr = (L + len - 1) / len;
+    if (kr != k) continue;
+    auto busiest = [&](int64_t chunks) {
+      return static_cast<double>(max64(3, (blocks_per_chunk * chunks + sms - 1) / sms));
+    };
+    const double cost = busiest(k) * len + (k > 1 ? 0.8 * busiest(k - 1) * len : 0.0);
+    if (k == 1 || cost < best) best = cost, best_k = k;
+  }
+  return best_k;
+}
+
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
+
+// selectiveScan at dstate <= 32 on scan1_kernel; SSMKIT_CUDA_SCAN_CHUNKS forces the number of time
+// chunks and SSMKIT_CUDA_SCAN_POLY the states a thread takes through the FMA-pipe exp2 (tests, benches).
+status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t stream) {
+  const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, N = p.dstate;
+  const bool var_b = p.groups_b > 0, var_c = p.groups_c > 0;
+  scan1_args a{};
+  a.u = p.u.data, a.delta = p.delta.data, a.z = p.z.data, a.out = p.out.data;
+  a.A = p.A.ptr<const float>(), a.B = p.B.data, a.C = p.C.data;
+  a.D = p.D.ptr<const float>(), a.delta_bias = p.delta_bias.ptr<const float>();
+  a.h0 = p.initial_state.ptr<const float>(), a.hT = p.last_state.ptr<float>();
+  a.seq_idx = seq_ptr(p.seq_idx);
+  a.u_dt = p.u.dtype, a.delta_dt = p.delta.dtype, a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.batch = Bt, a.dim = Dm, a.L = L, a.N = N;
+  a.groups = var_b ? p.groups_b : var_c ? p.groups_c : 1;
+  a.cpg = Dm / a.groups;
+  a.softplus = p.delta_softplus;
+  a.vec = L % 8 == 0 && aligned16(a.u) && aligned16(a.delta) && aligned16(a.out) && aligned16(a.z) &&
+          (!var_b || aligned16(a.B)) && (!var_c || aligned16(a.C));
+  const int lanes = N <= 8 ? 1 : N <= 16 ? 2 : 4;
+  a.bpg = (a.cpg + kS1Threads / lanes - 1) / (kS1Threads / lanes);
+  a.poly = env_int("SSMKIT_CUDA_SCAN_POLY", 1);
+  if (a.poly < 0 || a.poly > 2) {
+    return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
+  }
+  const int64_t per_chunk = Bt * a.groups * a.bpg;
+
+  int dev = 0, sms = 1;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms) : 1;
+  const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
+  if (forced > 0) k = forced;
+  k = max64(1, min64(k, (L + kS1Tile - 1) / kS1Tile));
+  a.chunk_len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
+  if (a.chunk_len == 0) a.chunk_len = kS1Tile;
+  a.nchunks = max64(1, (L + a.chunk_len - 1) / a.chunk_len);
+
+  void* work = nullptr;
+  if (a.nchunks > 1) {
+    const size_t bytes = 2 * sizeof(float) * static_cast<size_t>((a.nchunks - 1) * Bt * Dm * N);
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&work, bytes, stream));
+    a.chunk_h = static_cast<float*>(work);
+    a.chunk_decay = a.chunk_h + (a.nchunks - 1) * Bt * Dm * N;
+    const status s = run_scan1_p(op, lanes, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
+    if (!s.ok()) {
+      cudaFreeAsync(work, stream);
+      return s;
+    }
+  }
+  const status s = run_scan1_p(op, lanes, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
+  if (work != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(work, stream));
+  return s;
+}
+
+}  // namespace
+
+status selective_scan_fwd_cuda(const selective_scan_params& p, void* stream) {
+  const char* op = "selectiveScan";
+  const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, N = p.dstate;
+  SSMKIT_RETURN_IF_ERROR(check(op, "u", p.u, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "delta", p.delta, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {Dm, N}, SSMKIT_DTYPE_F32));
+  const bool var_b = p.groups_b > 0, var_c = p.groups_c > 0;
+  if ((var_b && Dm % p.groups_b != 0) || (var_c && Dm % p.groups_c != 0) ||
+      (var_b && var_c && p.groups_b != p.groups_c)) {
+    return make_status(status_code::shape, "%s: B, C: groups must agree and divide dim", op);
+  }
+  SSMKIT_RETURN_IF_ERROR(var_b ? check(op, "B", p.B, {Bt, p.groups_b, N, L}, kAnyFloat)
+                               : check(op, "B", p.B, {Dm, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(var_c ? check(op, "C", p.C, {Bt, p.groups_c, N, L}, kAnyFloat)
+                               : check(op, "C", p.C, {Dm, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.D", p.D, {Dm}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.deltaBias", p.delta_bias, {Dm}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.initialState", p.initial_state, {Bt, Dm, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "lastState", p.last_state, {Bt, Dm, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
+  if (Bt == 0 || Dm == 0) return ok_status();
+  if (N == 0) return make_status(status_code::shape, "%s: A: expected dstate >= 1", op);
+  // dstate <= 32 (Mamba-1's 16): scan1_kernel; SSMKIT_CUDA_SCAN_STATES forces the generic kernel.
+  if (N <= 32 && std::getenv("SSMKIT_CUDA_SCAN_STATES") == nullptr) {
+    return launch_scan1(op, p, static_cast<cudaStream_t>(stream));
+  }
+
+  scan_args a{};
+  a.u = p.u.data, a.delta = p.delta.data, a.z = p.z.data, a.out = p.out.data;
+  a.A = p.A.ptr<const float>(), a.B = p.B.data, a.C = p.C.data;
+  a.D = p.D.ptr<const float>(), a.delta_bias = p.delta_bias.ptr<const float>();
+  a.h0 = p.initial_state.ptr<const float>(), a.hT = p.last_state.ptr<float>();
+  a.seq_idx = seq_ptr(p.seq_idx);
+  a.u_dt = p.u.dtype, a.delta_dt = p.delta.dtype, a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.dim = Dm, a.seqlen = L, a.dstate = N;
+  a.x_sb = Dm * L, a.x_sc = L, a.x_st = 1;
+  a.dt_sb = Dm * L, a.dt_sc = L, a.dt_st = 1, a.dt_div = 1;
+  a.a_div = 1, a.a_sr = N, a.a_sn = 1;
+  a.d_div = 1, a.bias_div = 1;
+  if (var_b) a.b_sb = p.groups_b * N * L, a.b_sg = N * L, a.b_sn = L, a.b_st = 1, a.b_cpg = Dm / p.groups_b;
+  if (var_c) a.c_sb = p.groups_c * N * L, a.c_sg = N * L, a.c_sn = L, a.c_st = 1, a.c_cpg = Dm / p.groups_c;
+  a.seg_len = var_b ? a.b_cpg : var_c ? a.c_cpg : Dm;
+  a.nseg = Dm / a.seg_len;
+  a.softplus = p.delta_softplus;
+  return launch_scan<false, false>(op, a, Bt, var_b, var_c, static_cast<cudaStream_t>(stream));
+}
+
+status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
+  const char* op = "ssdScan";
+  const int64_t Bt = p.batch, L = p.seqlen, H = p.nheads, P = p.headdim, G = p.groups, N = p.dstate;
+  SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, L, H, P}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, L, H, P}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "dt", p.dt, {Bt, L, H}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {H}, SSMKIT_DTYPE_F32));
+  if (G <= 0 || H % G != 0) return make_status(status_code::shape, "%s: B: groups must divide nheads", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "B", p.B, {Bt, L, G, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "C", p.C, {Bt, L, G, N}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, L, H, P}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(p.d_per_channel ? check_opt(op, "options.D", p.D, {H, P}, SSMKIT_DTYPE_F32)
+                                         : check_opt(op, "options.D", p.D, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.dtBias", p.dt_bias, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.initialStates", p.initial_states, {Bt, H, P, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "finalStates", p.final_states, {Bt, H, P, N}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
+  if (Bt == 0 || H == 0 || P == 0) return ok_status();
+  if (N == 0) return make_status(status_code::shape, "%s: B: expected dstate >= 1", op);
+
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  // The tensor-core kernel for bfloat16 at Mamba-2's shapes; SSMKIT_CUDA_SSD=exact forces the sequential
+  // kernel (tests and benchmarks compare the two).
+  const char* mode = std::getenv("SSMKIT_CUDA_SSD");
+  const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
+  const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
+                    p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
+  if (!exact && bf16 && P % 8 == 0 && P <= kSsdP && N % 8 == 0 && N <= 128) {
+    ssd_tc_args t{};
+    t.x = p.x.ptr<const uint16_t>(), t.dt = p.dt.data, t.A = p.A.ptr<const float>();
+    t.B = p.B.ptr<const uint16_t>(), t.C = p.C.ptr<const uint16_t>(), t.D = p.D.ptr<const float>();
+    t.z = p.z.data, t.dt_bias = p.dt_bias.ptr<const float>(), t.h0 = p.initial_states.ptr<const float>();
+    t.hT = p.final_states.ptr<float>(), t.seq = seq_ptr(p.seq_idx), t.out = p.out.ptr<uint16_t>();
+    t.dt_dt = p.dt.dtype, t.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+    t.L = L, t.H = H, t.P = P, t.G = G, t.N = N;
+    t.softplus = p.dt_softplus, t.d_per_channel = p.d_per_channel;
+    unsigned grid = 0;
+    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
+    if (N <= 64) return run_ssd_tc<64>(t, grid, st);
+    return run_ssd_tc<128>(t, grid, st);
+  }
+
+  const int64_t Dm = H * P;
+  scan_args a{};
+  a.u = p.x.data, a.delta = p.dt.data, a.z = p.z.data, a.out = p.out.data;
+  a.A = p.A.ptr<const float>(), a.B = p.B.data, a.C = p.C.data;
+  a.D = p.D.ptr<const float>(), a.delta_bias = p.dt_bias.ptr<const float>();
+  a.h0 = p.initial_states.ptr<const float>(), a.hT = p.final_states.ptr<float>();
+  a.seq_idx = seq_ptr(p.seq_idx);
+  a.u_dt = p.x.dtype, a.delta_dt = p.dt.dtype, a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.dim = Dm, a.seqlen = L, a.dstate = N;
+  a.x_sb = L * Dm, a.x_sc = 1, a.x_st = Dm;
+  a.dt_sb = L * H, a.dt_sc = 1, a.dt_st = H, a.dt_div = P;
+  a.a_div = P, a.a_sr = 1, a.a_sn = 0;
+  a.d_div = p.d_per_channel ? 1 : P, a.bias_div = P;
+  a.b_sb = L * G * N, a.b_sg = N, a.b_sn = 1, a.b_st = G * N, a.b_cpg = Dm / G;
+  a.c_sb = L * G * N, a.c_sg = N, a.c_sn = 1, a.c_st = G * N, a.c_cpg = Dm / G;
+  a.seg_len = Dm / G;
+  a.nseg = G;
+  a.softplus = p.dt_softplus;
+  a.dt_nonneg = true;
+  return launch_scan<true, true>(op, a, Bt, true, true, st);
+}
+
+status selective_state_update_cuda(const selective_state_update_params& p, void* stream) {
+  const char* op = "selectiveStateUpdate";
+  const int64_t Bt = p.batch, H = p.nheads, P = p.headdim, N = p.dstate, G = p.groups, SB = p.state_batch;
+  if (!p.multihead) {
+    if (P != 1 || G != 1) return make_status(status_code::shape, "%s: x: the Mamba-1 form has no heads", op);
+    SSMKIT_RETURN_IF_ERROR(check(op, "state", p.state, {SB, H, N}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "dt", p.dt, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {H, N}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "B", p.B, {Bt, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "C", p.C, {Bt, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, H}, kAnyFloat));
+  } else {
+    if (G <= 0 || H % G != 0) return make_status(status_code::shape, "%s: B: groups must divide nheads", op);
+    SSMKIT_RETURN_IF_ERROR(check(op, "state", p.state, {SB, H, P, N}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, H, P}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "dt", p.dt, {Bt, H}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "A", p.A, {H}, SSMKIT_DTYPE_F32));
+    SSMKIT_RETURN_IF_ERROR(check(op, "B", p.B, {Bt, G, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "C", p.C, {Bt, G, N}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, H, P}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.z", p.z, {Bt, H, P}, kAnyFloat));
+  }
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.D", p.D, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.dtBias", p.dt_bias, {H}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.stateBatchIndices", p.state_batch_indices, {Bt}, SSMKIT_DTYPE_I32));
+  if (!p.state_batch_indices.present() && SB != Bt) {
+    return make_status(status_code::shape, "%s: state: expected batch %lld, got %lld", op,
+                       static_cast<long long>(Bt), static_cast<long long>(SB));
+  }
+  if (Bt == 0 || H == 0 || P == 0) return ok_status();
+  if (N == 0) return make_status(status_code::shape, "%s: state: expected dstate >= 1", op);
+
+  update_args a{};
+  a.state = p.state.ptr<float>(), a.x = p.x.data, a.dt = p.dt.data, a.A = p.A.ptr<const float>();
+  a.B = p.B.data, a.C = p.C.data, a.D = p.D.ptr<const float>(), a.z = p.z.data;
+  a.dt_bias = p.dt_bias.ptr<const float>(), a.sbi = seq_ptr(p.state_batch_indices), a.out = p.out.data;
+  a.x_dt = p.x.dtype, a.dt_dt = p.dt.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32, a.out_dt = p.out.dtype;
+  a.batch = Bt, a.state_batch = SB, a.H = H, a.P = P, a.N = N, a.G = p.multihead ? G : 1;
+  a.softplus = p.dt_softplus;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  // float4 pieces of the state when rows are 16-byte aligned (dstate % 4 == 0, allocations 256-aligned).
+  const bool vec = N % 4 == 0;
+  const int64_t pieces = vec ? N / 4 : N;
+  a.lanes = next_pow2(pieces < 32 ? pieces : 32);
+  unsigned grid = 0;
+  // The vector kernel also reads A in float4 and B, C in 4-element pieces.
+  const bool aligned = aligned16(a.state) && aligned16(a.A) && aligned16(a.B) && aligned16(a.C);
+  if (vec && aligned && N <= 128) {
+    const int64_t rows_per_block = static_cast<int64_t>(kUpdateThreads / a.lanes) * kUpdateRows;
+    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * H * P + rows_per_block - 1) / rows_per_block, &grid));
+    if (p.multihead) {
+      selective_state_update_vec_kernel<false><<<grid, kUpdateThreads, 0, s>>>(a);
+    } else {
+      selective_state_update_vec_kernel<true><<<grid, kUpdateThreads, 0, s>>>(a);
+    }
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
+  }
+  SSMKIT_RETURN_IF_ERROR(
+      launch_blocks(op, (Bt * H * P * a.lanes + kUpdateThreads - 1) / kUpdateThreads, &grid));
+  if (vec && !p.multihead) selective_state_update_kernel<4, true><<<grid, kUpdateThreads, 0, s>>>(a);
+  if (vec && p.multihead) selective_state_update_kernel<4, false><<<grid, kUpdateThreads, 0, s>>>(a);
+  if (!vec && !p.multihead) selective_state_update_kernel<1, true><<<grid, kUpdateThreads, 0, s>>>(a);
+  if (!vec && p.multihead) selective_state_update_kernel<1, false><<<grid, kUpdateThreads, 0, s>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status causal_conv1d_fwd_cuda(const causal_conv1d_params& p, void* stream) {
+  const char* op = "causalConv1d";
+  const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, K = p.width;
+  SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, Dm, L}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm, L}, kAnyFloat));
+  if (K < 1) return make_status(status_code::shape, "%s: weight: expected width >= 1", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "weight", p.weight, {Dm, K}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.bias", p.bias, {Dm}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.initialStates", p.initial_states, {Bt, Dm, K - 1}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "finalStates", p.final_states, {Bt, Dm, K - 1}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
+  if (Bt == 0 || Dm == 0 || L == 0) return ok_status();
+
+  conv_args a{};
+  a.x = p.x.data, a.weight = p.weight.data, a.bias = p.bias.data;
+  a.init = p.initial_states.ptr<const float>(), a.seq = seq_ptr(p.seq_idx);
+  a.out = p.out.data, a.fin = p.final_states.ptr<float>();
+  a.x_dt = p.x.dtype, a.w_dt = p.weight.dtype, a.bias_dt = p.bias.present() ? p.bias.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype;
+  a.batch = Bt, a.dim = Dm, a.L = L, a.W = K, a.silu = p.silu;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  unsigned grid = 0;
+  if (K > 8) {
+    SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * Dm * L + kConvThreads - 1) / kConvThreads, &grid));
+    causal_conv1d_any_kernel<<<grid, kConvThreads, 0, s>>>(a);
+  } else {
+    SSMKIT_RETURN_IF_ERROR(
+        launch_blocks(op, (Bt * Dm * ((L + 7) / 8) + kConvThreads - 1) / kConvThreads, &grid));
+    switch (K) {
+      case 1: causal_conv1d_kernel<1><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 2: causal_conv1d_kernel<2><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 3: causal_conv1d_kernel<3><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 4: causal_conv1d_kernel<4><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 5: causal_conv1d_kernel<5><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 6: causal_conv1d_kernel<6><<<grid, kConvThreads, 0, s>>>(a); break;
+      case 7: causal_conv1d_kernel<7><<<grid, kConvThreads, 0, s>>>(a); break;
+      default: causal_conv1d_kernel<8><<<grid, kConvThreads, 0, s>>>(a); break;
+    }
+  }
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status causal_conv1d_update_cuda(const causal_conv1d_update_params& p, void* stream) {
+  const char* op = "causalConv1dUpdate";
+  const int64_t Bt = p.batch, Dm = p.dim, Ln = p.seqlen, K = p.width, SL = p.state_len, SB = p.state_batch;
+  if (p.x.ndim == 2) {
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, Dm}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm}, kAnyFloat));
+    if (Ln != 1) return make_status(status_code::shape, "%s: x: unexpected shape", op);
+  } else {
+    SSMKIT_RETURN_IF_ERROR(check(op, "x", p.x, {Bt, Dm, Ln}, kAnyFloat));
+    SSMKIT_RETURN_IF_ERROR(check(op, "out", p.out, {Bt, Dm, Ln}, kAnyFloat));
+  }
+  if (K < 1) return make_status(status_code::shape, "%s: weight: expected width >= 1", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "weight", p.weight, {Dm, K}, kAnyFloat));
+  if (SL < K - 1) return make_status(status_code::shape, "%s: convState: expected stateLen >= width - 1", op);
+  SSMKIT_RETURN_IF_ERROR(check(op, "convState", p.conv_state, {SB, Dm, SL}, SSMKIT_DTYPE_F32));
+  SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.bias", p.bias, {Dm}, kAnyFloat));
+  SSMKIT_RETURN_IF_ERROR(
+      check_opt(op, "options.convStateIndices", p.conv_state_indices, {Bt}, SSMKIT_DTYPE_I32));
+  if (!p.conv_state_indices.present() && SB != Bt) {
+    return make_status(status_code::shape, "%s: convState: expected batch %lld, got %lld", op,
+                       static_cast<long long>(Bt), static_cast<long long>(SB));
+  }
+  if (Bt == 0 || Dm == 0 || Ln == 0) return ok_status();
+
+  conv_update_args a{};
+  a.x = p.x.data, a.state = p.conv_state.ptr<float>(), a.weight = p.weight.data, a.bias = p.bias.data;
+  a.idx = seq_ptr(p.conv_state_indices), a.out = p.out.data;
+  a.x_dt = p.x.dtype, a.w_dt = p.weight.dtype, a.bias_dt = p.bias.present() ? p.bias.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype;
+  a.batch = Bt, a.state_batch = SB, a.dim = Dm, a.Ln = Ln, a.W = K, a.SL = SL, a.silu = p.silu;
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * Dm + kConvThreads - 1) / kConvThreads, &grid));
+  causal_conv1d_update_kernel<<<grid, kConvThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+}  // namespace ssmkit
