@@ -8,10 +8,15 @@
 // small Mamba and Mamba-2 models against the CPU step, captured and uncaptured, fused and composed, with
 // and without programmatic dependent launch (the captured and uncaptured runs must agree bit for bit).
 // The family's own tests (nn.test.ts, model.test.ts and its golden models) also run on cuda:0.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
 import { fromNative } from '../dist/cjs/errors.js';
-import { backend, Tensor } from '../dist/cjs/index.js';
+import { backend, loadSafetensorsSync, MambaModel, Tensor } from '../dist/cjs/index.js';
+import { Checkpoint } from '../dist/cjs/models/checkpoint.js';
+import { normalizeConfig, parseConfigJson } from '../dist/cjs/models/config.js';
+import { FloatLinear } from '../dist/cjs/models/linear.js';
 import {
   bindDecodeStates,
   createDecodePlan,
@@ -33,7 +38,17 @@ import {
 } from '../dist/cjs/ops/nn.js';
 import { refSample } from './ref/model';
 import { columnsRef, dtLimitRef, gatedRmsNormRef, linearRef, rmsNormRef, transposeRef } from './ref/nn';
-import { assertClose, assertEqual, DTYPES_FLOAT, type FloatDType, Rng, randTensor, type Tolerance, toF64 } from './util';
+import {
+  assertClose,
+  assertEqual,
+  DTYPES_FLOAT,
+  type FloatDType,
+  GOLDEN_DIR,
+  Rng,
+  randTensor,
+  type Tolerance,
+  toF64,
+} from './util';
 
 const ON_CUDA = backend().name === 'cuda';
 const SKIP_REASON = `needs the CUDA backend (this run has backend ${backend().name})`;
@@ -504,8 +519,13 @@ describe('nn on CUDA', () => {
 
   // ---- sample ------------------------------------------------------------------------------------
 
-  /** The reference's pick, allowing a draw or a top-p mass within rounding of a boundary to move it. */
-  function refPicks(l: Float32Array, u: number, t: number, k: number, p: number): Set<number> {
+  /**
+   * The reference's pick, allowing a draw or a top-p mass within rounding of a boundary to move it. A
+   * topK of the whole vocabulary filters nothing: the native samplers then walk in index order, as
+   * without a topK.
+   */
+  function refPicks(l: Float32Array, u: number, t: number, topK: number, p: number): Set<number> {
+    const k = topK >= l.length ? 0 : topK;
     const s = new Set<number>();
     for (const du of [-1e-6, 0, 1e-6]) {
       for (const dp of p < 1 ? [-1e-6, 0, 1e-6] : [0])
@@ -915,4 +935,137 @@ describe('the fused decode step on CUDA', () => {
     expect(() => decodeStepSync(plan, hostStates, ids, Tensor.empty([1, MAMBA1.vocab], 'float32', DEV))).toThrow(/states/);
     for (const t of dev.keep) t.dispose();
   });
+});
+
+// ---- the golden models through the fused step -------------------------------------------------------
+
+/** A checkpoint folder's float32 decode plan on `device`, loaded as MambaModel.load reads it. */
+async function goldenPlan(dir: string, device: string): Promise<{ model: DecodeModel; keep: { dispose(): void }[] }> {
+  const c = normalizeConfig(parseConfigJson(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')));
+  const ck = await Checkpoint.open(dir);
+  const keep: { dispose(): void }[] = [];
+  const f32 = async (name: string): Promise<Tensor> => {
+    const t = await ck.read(name);
+    const f = t.dtype === 'float32' ? t : t.cast('float32');
+    const d = f.toSync(device);
+    keep.push(d);
+    return d;
+  };
+  const negExp = async (name: string): Promise<Tensor> => {
+    const t = await ck.read(name);
+    const v = (t.dtype === 'float32' ? t : t.cast('float32')).dataSync() as Float32Array;
+    const d = new Tensor(
+      'float32',
+      Float32Array.from(v, (a) => -Math.exp(a)),
+      t.shape,
+    ).toSync(device);
+    keep.push(d);
+    return d;
+  };
+  const lin = async (name: string, withBias = true) => {
+    const w = (await ck.read(`${name}.weight`)).toSync(device);
+    const bias = withBias && ck.has(`${name}.bias`) ? await f32(`${name}.bias`) : undefined;
+    const l = await FloatLinear.create(w, bias, 'float32');
+    w.dispose();
+    keep.push(l);
+    return l;
+  };
+  const mamba2 = c.modelType === 'mamba2';
+  const di = c.intermediateSize;
+  const convDim = mamba2 ? di + 2 * c.nGroups * c.stateSize : di;
+  const layers = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const m = `backbone.layers.${l}.mixer`;
+    const conv = await f32(`${m}.conv1d.weight`);
+    layers.push({
+      norm: await f32(`backbone.layers.${l}.norm.weight`),
+      inProj: (await lin(`${m}.in_proj`)).decodeLinear(),
+      outProj: (await lin(`${m}.out_proj`)).decodeLinear(),
+      ...(mamba2
+        ? { dtBias: await f32(`${m}.dt_bias`), gatedNorm: await f32(`${m}.norm.weight`) }
+        : {
+            xProj: (await lin(`${m}.x_proj`)).decodeLinear(),
+            // dt_proj's bias goes to the state update as dtBias.
+            dtProj: (await lin(`${m}.dt_proj`, false)).decodeLinear(),
+            dtBias: await f32(`${m}.dt_proj.bias`),
+          }),
+      conv: conv.reshape([convDim, c.convKernel]),
+      ...(ck.has(`${m}.conv1d.bias`) ? { convBias: await f32(`${m}.conv1d.bias`) } : {}),
+      A: await negExp(`${m}.A_log`),
+      D: await f32(`${m}.D`),
+    });
+  }
+  const embName = ck.has('backbone.embeddings.weight') ? 'backbone.embeddings.weight' : 'backbone.embedding.weight';
+  const tied = c.tieWordEmbeddings || !ck.has('lm_head.weight');
+  const head = await lin(tied ? embName.replace(/\.weight$/, '') : 'lm_head');
+  const [lo, hi] = c.timeStepLimit;
+  return {
+    model: {
+      mamba2,
+      act: 'float32',
+      residualFp32: c.residualInFp32,
+      dModel: c.hiddenSize,
+      dInner: di,
+      dState: c.stateSize,
+      dtRank: c.timeStepRank,
+      nheads: c.numHeads,
+      headdim: c.headDim,
+      ngroups: c.nGroups,
+      convWidth: c.convKernel,
+      vocab: c.vocabSize,
+      eps: c.eps,
+      ...(mamba2 && (lo !== 0 || hi !== Number.POSITIVE_INFINITY) ? { dtLimit: [lo, hi] as [number, number] } : {}),
+      layers,
+      normF: await f32('backbone.norm_f.weight'),
+      head: head.decodeLinear(),
+      embed: tied ? head.packed.panels : await f32(embName),
+      embedPacked: tied,
+    },
+    keep,
+  };
+}
+
+describe('golden models through the fused step on CUDA', () => {
+  if (!ON_CUDA) {
+    it.skip(`skipped: ${SKIP_REASON}`, () => {});
+    return;
+  }
+  const models = JSON.parse(fs.readFileSync(path.join(GOLDEN_DIR, 'models.json'), 'utf8')) as { dir: string }[];
+  for (const g of models) {
+    for (const [variant, env] of Object.entries(VARIANTS)) {
+      it(`${g.dir} (${variant}): step logits and greedy tokens of the reference`, async () => {
+        const dir = path.join(GOLDEN_DIR, g.dir);
+        const expected = loadSafetensorsSync(path.join(dir, 'expected.safetensors'));
+        const ids = expected.input_ids as Tensor;
+        const len = ids.shape[1] as number;
+        const prompt = Array.from((ids.dataSync() as Int32Array).subarray(0, len));
+        const generated = Array.from(expected.generated_ids?.dataSync() as Int32Array);
+        const newTokens = generated.slice(len);
+        const stepLogits = toF64(expected.step_logits as Tensor);
+        const vocab = (expected.logits as Tensor).shape[2] as number;
+        // Prefill through the runner on CUDA, then the fused step from its state.
+        const runner = await MambaModel.load(dir, { device: DEV, dtype: 'float32' });
+        const { state } = await runner.forward([prompt]);
+        const { model, keep } = await goldenPlan(dir, DEV);
+        const plan = createDecodePlan(model);
+        const bound = bindDecodeStates(state.conv, state.ssm);
+        const tol = { rtol: 1e-3, atol: 1e-3 };
+        const picks: number[] = [];
+        withEnv(env, () => {
+          for (let i = 1; i < newTokens.length; i++) {
+            const lg = poisoned([1, vocab], 'float32');
+            const tok = decodeStepSync(plan, bound, new Tensor('int32', [newTokens[i - 1] as number], [1]).toSync(DEV), lg, {
+              temperature: 0,
+            }) as Tensor;
+            picks.push((tok.dataSync() as Int32Array)[0] as number);
+            assertClose(host(lg), stepLogits.subarray(i * vocab, (i + 1) * vocab), tol, `${g.dir} ${variant} step ${i}`);
+          }
+        });
+        expect(picks).toEqual(newTokens.slice(1));
+        state.dispose();
+        runner.dispose();
+        for (const t of keep) t.dispose();
+      });
+    }
+  }
 });

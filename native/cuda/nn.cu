@@ -32,10 +32,20 @@
 // runs one block per row: argmax, or probabilities from the softmax and radix selections over their
 // float bits (count for top-k, mass for top-p and the draw), ties in index order as the CPU walks them.
 //
-// The decode step enqueues the whole step on the stream: its own kernels and the scan family's state
-// updates (and the quantization family's GEMMs for quantized layers), on scratch it owns; the sequence
-// is captured once per (model, states, batch) into a CUDA graph and replayed, since ~7 launches per
-// layer would otherwise leave the GPU waiting on the host.
+// The decode step enqueues the whole step on the stream, on scratch it owns. Fused (the default, float
+// layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
+// with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's
+// limit), x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head
+// update and the gated norm instead), and out_proj whose last block, once every panel is written,
+// applies the next layer's RMSNorm (or the final one) to the hidden rows, with the residual. Composed
+// (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
+// CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
+// included, bit for bit what the runner's op-by-op path computes on CUDA. Either sequence is captured
+// once per (model, states, batch) into a CUDA graph and replayed (ids and logits staged through the
+// graph's own buffers); its kernels launch with programmatic dependent launch on sm_90, so each one's
+// blocks start and prefetch their weights while the previous kernel drains. Bound for batch-1 decode of
+// Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at 4.2 TB/s; the four launches a layer add their
+// ramp and tail latencies (~3-4 us each where PDL does not hide them).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -561,7 +571,23 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
   float* st = e.state + (row * e.dim + c) * e.N;
   const float* A = e.A + c * e.N;
   float y = 0.0f;
-  for (int64_t n = 0; n < e.N; ++n) {
+  int64_t n = 0;
+  if (e.N % 4 == 0) {
+    // Rows of 4k floats: 16-byte aligned (the allocations are), one vector per 4 states.
+    for (; n < e.N; n += 4) {
+      const float4 sv = *reinterpret_cast<const float4*>(st + n);
+      const float4 av = *reinterpret_cast<const float4*>(A + n);
+      float sr[4] = {sv.x, sv.y, sv.z, sv.w};
+      const float ar[4] = {av.x, av.y, av.z, av.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n + q));
+        y = fmaf(sr[q], ld_any(e.C, e.c_dt, row * e.N + n + q), y);
+      }
+      *reinterpret_cast<float4*>(st + n) = make_float4(sr[0], sr[1], sr[2], sr[3]);
+    }
+  }
+  for (; n < e.N; ++n) {
     const float s = fmaf(st[n], ex2_approx(dt * A[n] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n));
     st[n] = s;
     y = fmaf(s, ld_any(e.C, e.c_dt, row * e.N + n), y);
@@ -745,9 +771,22 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    for (int t = threadIdx.x; t < MR * kPanel; t += kGemvThreads) {
+    // Every thread takes part: group g of the threads sums splits g, g + kGroups, ..., then the groups
+    // add up in order (a fixed order, so the result does not depend on the run).
+    constexpr int kItems = MR * kPanel;
+    constexpr int kGroups = kItems >= kGemvThreads ? 1 : kGemvThreads / kItems;
+    for (int t = threadIdx.x; t < kItems * kGroups; t += kGemvThreads) {
+      const int item = t % kItems, g = t / kItems;
       float s = 0.0f;
-      for (int sp = 0; sp < a.splits; ++sp) s += __ldcg(part + sp * (kGemvMaxRows * kPanel) + t);
+#pragma unroll 4
+      for (int sp = g; sp < a.splits; sp += kGroups) s += __ldcg(part + sp * (kGemvMaxRows * kPanel) + item);
+      red[t] = s;  // (kGroups, kItems)
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < kItems; t += kGemvThreads) {
+      float s = 0.0f;
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) s += red[g * kItems + t];
       const int mm = t / kPanel;
       const int64_t col = panel * kPanel + t % kPanel;
       if (mm < mr && col < a.n) gemv_finalize<kEpi>(a, m0 + mm, col, s);
