@@ -12,7 +12,8 @@
 // 64 x cuBLAS GEMVs of in_proj and out_proj, the step's two large layers alone), else the issue's anchor.
 //
 // node bench/model-gpu.mjs [--shape mamba-2.8b] [--modes bfloat16,w4a16] [--prompt 2048] [--steps 50]
-//                          [--repeats 5] [--dir <checkpoint folder to reuse>] [--peers <peers.jsonl>]
+//                          [--repeats 5] [--dir <checkpoint folder: reused, or written and kept>]
+//                          [--peers <peers.jsonl>]
 //                          [--no-prefill] [--no-micro]
 
 import * as fs from 'node:fs';
@@ -369,9 +370,9 @@ console.log('all results match, starting benchmarks');
 
 // ---- the checkpoint ---------------------------------------------------------------------------------
 
-let dir = args.dir;
-if (!dir) {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), `ssmkit-${args.shape}-`));
+// --dir: a folder that holds the checkpoint from an earlier run, or gets it (and keeps it) now.
+const dir = args.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), `ssmkit-${args.shape}-`));
+if (!fs.existsSync(path.join(dir, 'config.json'))) {
   const t0 = now();
   await benchLib.writeRandomCheckpoint(dir, shapeCfg, { seed: 1 });
   log(`wrote ${args.shape} (bfloat16) to ${dir} in ${((now() - t0) / 1000).toFixed(1)} s`);

@@ -806,7 +806,8 @@ describe('the fused decode step on CUDA', () => {
     ['mamba2 bf16 open dt', { ...MAMBA2, act: 'bfloat16', dtLimit: undefined, ngroups: 1, tied: false }],
     ['mamba2 f32 dstate 20, wide conv state', { ...MAMBA2, dState: 20, convWidth: 3, layers: 1 }],
   ] as [string, TinyConfig][]) {
-    for (const batch of [1, 3, 20]) {
+    // Batch 70 runs the composed sequence (the fused one takes at most 64 rows) on the GEMM kernels.
+    for (const batch of [1, 3, 20, 70]) {
       it(`${name}, batch ${batch}: every variant against the CPU step; graph and no graph bit for bit`, () => {
         const tiny = new TinyModel(cfg, name.length * 13 + batch);
         const cpu = tiny.desc('cpu');

@@ -2391,7 +2391,7 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
 // per call at most 64 rows, and a d_model row that fits the norm tail's shared memory.
 bool decode_can_fuse(const mamba_decode_model& m, int64_t B) {
   if (B < 1 || B > kGemvMaxM || m.num_layers < 1) return false;
-  if (m.d_model * static_cast<int64_t>(sizeof(float)) > 48 * 1024) return false;
+  if (m.d_model * static_cast<int64_t>(sizeof(float)) > 40 * 1024) return false;
   for (int l = 0; l < m.num_layers; ++l) {
     const mamba_layer_weights& w = m.layers[l];
     if (w.in_proj.kind != LINEAR_FLOAT || w.out_proj.kind != LINEAR_FLOAT) return false;
