@@ -59,3 +59,22 @@ export function synchronizeSync(device?: string): void {
     throw fromNative(e);
   }
 }
+
+/**
+ * Waits for the device's queued work, then hands the memory that disposed tensors left in the
+ * allocation pool back to the driver (freed device memory otherwise stays pooled for reuse, as in
+ * torch.cuda.empty_cache). A no-op for 'cpu'.
+ * @param device 'cpu', 'cuda' or 'cuda:N' (default: 'cuda:0' on the CUDA backend, else 'cpu').
+ * @throws SsmkitError when the device reports an error.
+ * @example
+ * emptyCache('cuda:0');
+ */
+export function emptyCache(device?: string): void {
+  const idx = deviceIndex('emptyCache', 'device', device ?? (cudaDeviceCount() > 0 ? 'cuda:0' : 'cpu'));
+  if (idx < 0) return;
+  try {
+    native().deviceTrim(idx);
+  } catch (e) {
+    throw fromNative(e);
+  }
+}

@@ -2,7 +2,7 @@
  * ssmkit: state-space-model kernels for Node.js. Tensors, the backend, and the three op families.
  */
 export { type BackendInfo, backend, getNumThreads, setNumThreads } from './backend';
-export { type Device, synchronize, synchronizeSync } from './device';
+export { type Device, emptyCache, synchronize, synchronizeSync } from './device';
 export type { ArrayFor, DType } from './dtype';
 export { SsmkitError } from './errors';
 export * from './models/index';

@@ -91,7 +91,7 @@ if (!process.argv.includes('--no-asan')) {
     const probe = await node(['-e', "process.stdout.write(require('fs').readFileSync('/proc/self/maps','utf8').includes('libasan') ? 'asan' : 'none')"], env);
     record('sanitizer loaded', probe.out === 'asan', probe.out);
     await fuzz('malformed calls under AddressSanitizer + LeakSanitizer', seeds.slice(0, quick ? 2 : 6), calls, env);
-    const cyc = await node([join(root, 'stress/cycles.mjs'), '2000'], env);
+    const cyc = await node([join(root, 'stress/cycles.mjs'), '2000', '--no-rss'], env);
     const asanErr = /ERROR: (AddressSanitizer|LeakSanitizer)/.test(cyc.err);
     record('create -> op -> dispose cycles under AddressSanitizer + LeakSanitizer', cyc.code === 0 && !asanErr, cyc.out.trim() || cyc.err.slice(-400));
   }

@@ -2,7 +2,7 @@
 // allocation larger than the card. Runs where the CUDA backend loaded; elsewhere skipped (no GPU).
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
-import { backend, memory, SsmkitError, synchronize, Tensor } from '../dist/cjs/index.js';
+import { backend, emptyCache, hadamardSync, memory, SsmkitError, synchronize, Tensor } from '../dist/cjs/index.js';
 import { Rng } from './util';
 
 const onCuda = backend().name === 'cuda';
@@ -53,6 +53,24 @@ describe.skipIf(!onCuda)('CUDA tensors (skipped: no CUDA backend on this machine
     g.dispose();
     expect(memory().deviceBytes).toBe(before);
     await synchronize('cuda:0');
+  });
+
+  it('10,000 create -> op -> dispose cycles return the device memory (cudaMemGetInfo back to baseline)', async () => {
+    emptyCache('cuda:0');
+    const before = native().deviceMemory(0) as { free: number };
+    const bytes0 = memory().deviceBytes;
+    const x = new Tensor('float32', new Float32Array(64 * 256).fill(1), [64, 256]);
+    for (let i = 0; i < 10_000; i++) {
+      const g = x.toSync('cuda:0');
+      const y = hadamardSync(g);
+      g.dispose();
+      y.dispose();
+    }
+    emptyCache('cuda:0');
+    expect(memory().deviceBytes).toBe(bytes0);
+    const after = native().deviceMemory(0) as { free: number };
+    // emptyCache hands the pool's memory back; allow one 2 MiB granule.
+    expect(before.free - after.free).toBeLessThanOrEqual(2 * 1024 * 1024);
   });
 
   it('an allocation larger than the card is ERR_SSMKIT_CUDA_OOM, and the process goes on', async () => {

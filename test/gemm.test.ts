@@ -64,7 +64,7 @@ const SHAPES: readonly [number, number, number][] = [
 ];
 
 // No CUDA kernels for these ops yet: on a CUDA backend only the CPU runs them.
-describe.each(testDevices().filter((d) => d === 'cpu'))('quantized GEMMs on %s', (device) => {
+describe.each(testDevices())('quantized GEMMs on %s', (device) => {
   const dev = async (t: Tensor) => t.to(device);
 
   for (const bits of [8, 4] as const) {
@@ -338,7 +338,9 @@ describe.each(testDevices().filter((d) => d === 'cpu'))('quantized GEMMs on %s',
       ...as.map((a) => gemmW4A8Sync(a, int4Tensor(w, n, k), 0.5, 2)),
       ...as.map((a) => gemmW4A8Sync(a, pw, 0.5, 2)),
     ];
-    outs.forEach((o, i) => assertEqual(toF64(o), toF64(want[i] as Tensor), `call ${i}`));
+    outs.forEach((o, i) => {
+      assertEqual(toF64(o), toF64(want[i] as Tensor), `call ${i}`);
+    });
   });
 
   it('packWeights: metadata, disposal and bad input', async () => {

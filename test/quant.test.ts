@@ -23,7 +23,7 @@ const roundTo = (dtype: FloatDType) => (v: number) =>
 const SHAPES: readonly (readonly number[])[] = [[1], [7], [1, 1], [3, 17], [4, 64], [2, 3, 40], [5, 1, 96], [1, 300]];
 
 // No CUDA kernels for quantize and dequantize yet: on a CUDA backend only the CPU runs them.
-describe.each(testDevices().filter((d) => d === 'cpu'))('quantize on %s', (device) => {
+describe.each(testDevices())('quantize on %s', (device) => {
   for (const dtype of DTYPES_FLOAT) {
     for (const bits of [8, 4] as const) {
       for (const granularity of ['tensor', 'token', 'channel', 'group'] as const) {

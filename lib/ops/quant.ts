@@ -4,7 +4,7 @@
  */
 import { native } from '../backend';
 import { type DType, FLOAT_DTYPES } from '../dtype';
-import { describe, rangeError, SsmkitError, typeError } from '../errors';
+import { describe, rangeError, typeError } from '../errors';
 import { Tensor } from '../tensor';
 import { boolOption, commonDevice, enumOption, maxArgs, numberOption, options, optTensor, tensorArg } from '../validate';
 import { callAsync, callSync } from './run';
@@ -30,14 +30,6 @@ function bitsOption(op: string, v: unknown, fallback: 8 | 4): 8 | 4 {
   if (typeof v !== 'number') throw typeError(op, 'options.bits', '8 or 4', v);
   if (v !== 8 && v !== 4) throw rangeError(op, 'options.bits', '8 or 4', `${v}`);
   return v;
-}
-
-/** The ops of this family other than hadamard have CPU kernels only, so far. */
-function cpuOnly(op: string, device: number): number {
-  if (device >= 0) {
-    throw new SsmkitError(`${op}: no CUDA kernel for this op yet; move its tensors to the CPU`, 'ERR_SSMKIT_UNSUPPORTED');
-  }
-  return device;
 }
 
 const HADAMARD_LENGTHS = 'a last dimension of 2^k, or 12, 20, 28 or 40 times 2^k';
@@ -158,7 +150,6 @@ function groupSizeOption(op: string, v: unknown, len: number, fallback: number):
 function prepareQuantize(op: string, x: unknown, opts: unknown) {
   const t = tensorArg(op, 'x', x, FLOAT_DTYPES);
   if (t.shape.length === 0) throw rangeError(op, 'x', 'at least 1 dimension', 'a scalar');
-  cpuOnly(op, t._deviceIndex);
   const o = options<QuantizeOptions>(op, opts, ['bits', 'granularity', 'groupSize', 'scale', 'hadamard']);
   const bits = bitsOption(op, o.bits, 8);
   const granularity = enumOption(op, 'options.granularity', o.granularity, GRANULARITIES, 'tensor');
@@ -189,13 +180,10 @@ function prepareQuantize(op: string, x: unknown, opts: unknown) {
     if (!ok) throw rangeError(op, 'options.scale', `shape ${shapeStr(shape)}`, shapeStr(scale.shape));
     isStatic = true;
   }
-  const device = cpuOnly(
-    op,
-    commonDevice(op, [
-      ['x', t],
-      ['options.scale', scale],
-    ]),
-  );
+  const device = commonDevice(op, [
+    ['x', t],
+    ['options.scale', scale],
+  ]);
   const q = Tensor._alloc(op, bits === 4 ? 'int4' : 'int8', t.shape, device);
   // A 1-D tensor's channels are its elements: groups of one value.
   const [g, gs] = granularity === 'channel' && t.shape.length === 1 ? (['group', 1] as const) : [granularity, groupSize];
@@ -221,7 +209,7 @@ function prepareQuantize(op: string, x: unknown, opts: unknown) {
  * @param x `[..., n]` float32 | float16 | bfloat16.
  * @returns `{ q, scale }`: q `x.shape` int8 | int4; scale `[]` (tensor), `x.shape[:-1]` (token),
  * `[x.shape[0]]` (channel) or `[..., n / groupSize]` (group).
- * @throws TypeError for a wrong dtype or option type; RangeError for a bad shape, groupSize or scale. SsmkitError (ERR_SSMKIT_UNSUPPORTED) for CUDA tensors (CPU kernels only, so far).
+ * @throws TypeError for a wrong dtype or option type; RangeError for a bad shape, groupSize or scale.
  * @example
  * const { q, scale } = await quantize(w, { bits: 4, granularity: 'group', groupSize: 128 });
  */
@@ -274,7 +262,6 @@ function inferGranularity(q: Tensor, scale: Tensor): [QuantGranularity, number] 
 function prepareDequantize(op: string, q: unknown, scale: unknown, opts: unknown) {
   const qt = tensorArg(op, 'q', q, ['int8', 'int4']);
   if (qt.shape.length === 0) throw rangeError(op, 'q', 'at least 1 dimension', 'a scalar');
-  cpuOnly(op, qt._deviceIndex);
   let st: Tensor;
   if (typeof scale === 'number') {
     if (!Number.isFinite(scale)) throw rangeError(op, 'scale', 'a finite number', `${scale}`);
@@ -315,13 +302,10 @@ function prepareDequantize(op: string, q: unknown, scale: unknown, opts: unknown
     if (!ok) throw rangeError(op, 'scale', `shape ${shapeStr(want)} for granularity '${granularity}'`, shapeStr(st.shape));
   }
   if (granularity === 'channel' && qt.shape.length === 1) [granularity, groupSize] = ['group', 1];
-  const device = cpuOnly(
-    op,
-    commonDevice(op, [
-      ['q', qt],
-      ['scale', st],
-    ]),
-  );
+  const device = commonDevice(op, [
+    ['q', qt],
+    ['scale', st],
+  ]);
   const out = Tensor._alloc(op, outDtype, qt.shape, device);
   const args = {
     q: qt._native(op, 'q'),
@@ -338,7 +322,7 @@ function prepareDequantize(op: string, q: unknown, scale: unknown, opts: unknown
  * @param q `[..., n]` int8 | int4.
  * @param scale float32 | float16 | bfloat16 shaped as quantize returns it, or a number (one scale).
  * @returns `q.shape`, `options.outDtype` (float32 by default).
- * @throws TypeError for a wrong dtype; RangeError for a scale shape that fits no granularity. SsmkitError (ERR_SSMKIT_UNSUPPORTED) for CUDA tensors (CPU kernels only, so far).
+ * @throws TypeError for a wrong dtype; RangeError for a scale shape that fits no granularity.
  * @example
  * const x = await dequantize(q, scale);
  */
@@ -446,7 +430,7 @@ function preparePack(op: string, w: unknown, opts: unknown) {
   if (bits !== fromDtype) throw rangeError(op, 'options.bits', `${fromDtype} for ${t.dtype} weights`, `${bits}`);
   const [n, k] = t.shape as [number, number];
   const groupSize = o.groupSize === undefined ? undefined : checkGroupSize(op, o.groupSize, k);
-  const device = cpuOnly(op, commonDevice(op, [['w', t]]));
+  const device = commonDevice(op, [['w', t]]);
   const bytes = native().packedWeightBytes(n, k, bits) as number;
   const out = Tensor._alloc(op, 'uint8', [bytes], device);
   const packed = new PackedWeight(bits, [n, k], groupSize, out);
@@ -458,7 +442,7 @@ function preparePack(op: string, w: unknown, opts: unknown) {
  * 4 or 8, stored unsigned for VNNI), so that each later call streams them without repacking.
  * @param w `[N, K]` int8 (for gemmW8A8) or int4 (for gemmW4A8 and gemmW4A16).
  * @returns a {@link PackedWeight}.
- * @throws TypeError for a wrong dtype; RangeError for a bad rank, bits or groupSize. SsmkitError (ERR_SSMKIT_UNSUPPORTED) for CUDA tensors (CPU kernels only, so far).
+ * @throws TypeError for a wrong dtype; RangeError for a bad rank, bits or groupSize.
  * @example
  * const pw = await packWeights(wq, { bits: 4, groupSize: 128 });
  * const y = await gemmW4A16(x, pw, scales, { groupSize: 128 });
@@ -597,16 +581,13 @@ function prepareIntGemm(
   const bias = optTensor(op, 'options.bias', o.bias, FLOAT_DTYPES);
   if (bias !== undefined && !sameShape(bias.shape, [n]))
     throw rangeError(op, 'options.bias', `shape [${n}]`, shapeStr(bias.shape));
-  const device = cpuOnly(
-    op,
-    commonDevice(op, [
-      ['a', at],
-      ['w', wa.tensor],
-      ['aScale', as],
-      ['wScale', ws],
-      ['options.bias', bias],
-    ]),
-  );
+  const device = commonDevice(op, [
+    ['a', at],
+    ['w', wa.tensor],
+    ['aScale', as],
+    ['wScale', ws],
+    ['options.bias', bias],
+  ]);
   const out = Tensor._alloc(op, outDtype, [...at.shape.slice(0, -1), n], device);
   const args = {
     a: at._native(op, 'a'),
@@ -632,7 +613,7 @@ function prepareIntGemm(
  * @param aScale a number, `[]`/`[1]` or `[M]` float (per token).
  * @param wScale a number, `[]`/`[1]` or `[N]` float (per channel).
  * @returns `[M, N]` in `options.outDtype` (float32 by default).
- * @throws TypeError for a wrong dtype; RangeError for mismatched shapes. SsmkitError (ERR_SSMKIT_UNSUPPORTED) for CUDA tensors (CPU kernels only, so far).
+ * @throws TypeError for a wrong dtype; RangeError for mismatched shapes.
  * @example
  * const y = await gemmW8A8(aq, await packWeights(wq), aScale, wScale, { bias });
  */
@@ -675,7 +656,7 @@ export function gemmW8A8Sync(
  * @param aScale a number, `[]`/`[1]` or `[M]` float.
  * @param wScale a number, `[N]` (per channel) or `[N, K / groupSize]` float.
  * @returns `[M, N]` in `options.outDtype` (float32 by default).
- * @throws TypeError for a wrong dtype; RangeError for mismatched shapes or a bad groupSize. SsmkitError (ERR_SSMKIT_UNSUPPORTED) for CUDA tensors (CPU kernels only, so far).
+ * @throws TypeError for a wrong dtype; RangeError for mismatched shapes or a bad groupSize.
  * @example
  * const y = await gemmW4A8(aq, pw, aScale, wScale);
  */
@@ -736,15 +717,12 @@ function prepareW4A16(op: string, x: unknown, w: unknown, scales: unknown, opts:
   const bias = optTensor(op, 'options.bias', o.bias, FLOAT_DTYPES);
   if (bias !== undefined && !sameShape(bias.shape, [n]))
     throw rangeError(op, 'options.bias', `shape [${n}]`, shapeStr(bias.shape));
-  const device = cpuOnly(
-    op,
-    commonDevice(op, [
-      ['x', xt],
-      ['w', wa.tensor],
-      ['scales', st],
-      ['options.bias', bias],
-    ]),
-  );
+  const device = commonDevice(op, [
+    ['x', xt],
+    ['w', wa.tensor],
+    ['scales', st],
+    ['options.bias', bias],
+  ]);
   const out = Tensor._alloc(op, outDtype, [...xt.shape.slice(0, -1), n], device);
   const args = {
     x: xt._native(op, 'x'),
@@ -768,7 +746,7 @@ function prepareW4A16(op: string, x: unknown, w: unknown, scales: unknown, opts:
  * @param w `[N, K]` int4 (or its bytes as uint8 `[N, ceil(K / 2)]`), or a {@link PackedWeight} of 4 bits.
  * @param scales `[N, K / groupSize]` float (x's dtype, typically).
  * @returns `[M, N]` in x's dtype (or `options.outDtype`).
- * @throws TypeError for a wrong dtype; RangeError for mismatched shapes or a bad groupSize. SsmkitError (ERR_SSMKIT_UNSUPPORTED) for CUDA tensors (CPU kernels only, so far).
+ * @throws TypeError for a wrong dtype; RangeError for mismatched shapes or a bad groupSize.
  * @example
  * const y = await gemmW4A16(x, pw, scales, { groupSize: 128 });
  */

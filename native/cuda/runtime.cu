@@ -23,6 +23,12 @@ status get_stream(int dev, cudaStream_t* out) {
   if (g_streams[dev] == nullptr) {
     SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
     SSMKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[dev], cudaStreamNonBlocking));
+    // Keep freed memory in the stream-ordered pool across synchronizations: otherwise every
+    // synchronize hands it back and the next allocations map it again. trim() releases it on demand.
+    cudaMemPool_t pool = nullptr;
+    SSMKIT_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t keep = UINT64_MAX;
+    SSMKIT_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   }
   *out = g_streams[dev];
   // Kernels launch on the calling thread's current device: make it the stream's.
@@ -140,6 +146,16 @@ status synchronize(int dev) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
   SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
+  return ok_status();
+}
+
+status trim(int dev) {
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaMemPool_t pool = nullptr;
+  SSMKIT_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+  SSMKIT_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
   return ok_status();
 }
 

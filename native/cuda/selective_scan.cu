@@ -2,41 +2,38 @@
 // Mamba-1 and the multi-head form), the Mamba-2 SSD scan, and the depthwise causal convolution with its
 // streaming update. The params structs are the CPU kernels' (ssmkit/selective_scan.h).
 //
-// Variants. The scans share one kernel, scan_fwd_kernel, templated on the states each thread holds (kS),
-// constant or variable B and C, a per-state or per-head A (kScalarA: the SSD scan) and the layout of
-// x/u (kTimeMajor: SSD's (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD
-// scan is the selective scan with dim = heads * headdim, dt and A per head, and B and C per group; its
-// result does not depend on chunkSize (the CPU kernel uses it as a working-set size only). For bfloat16
-// at Mamba-2's shapes (headdim <= 64, dstate <= 128, multiples of 8) ssd_tc_kernel runs the chunked SSD
-// algorithm on tensor cores instead (its design is with it below); the sequential kernel serves every
-// other dtype and shape. Every other flag (softplus, z, D, biases, initial and
+// Variants. selectiveScan at dstate <= 32 (Mamba-1's 16) runs scan1_kernel, with a time-parallel
+// two-pass form for few channels and long sequences (its design is with it below). Every other scan runs
+// the generic scan_fwd_kernel, templated on the states each thread holds (kS), constant or variable B
+// and C, a per-state or per-head A (kScalarA: the SSD scan) and the layout of x/u (kTimeMajor: SSD's
+// (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD scan is the selective
+// scan with dim = heads * headdim, dt and A per head, and B and C per group; its result does not depend
+// on chunkSize (the CPU kernel uses it as a working-set size only). For bfloat16 at Mamba-2's shapes
+// (headdim <= 64, dstate <= 128, multiples of 8) ssd_tc_kernel runs the chunked SSD algorithm on tensor
+// cores instead (its design is with it below). Every other flag (softplus, z, D, biases, initial and
 // last state, seqIdx) is a run-time branch outside the state loop; every float input may have its own
-// dtype (float32, float16, bfloat16), read by a uniform switch in the staging code.
+// dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment knobs for
+// tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
 // treat an index outside [0, state batch) as padding rather than read out of bounds).
 //
-// Design of the scan: each channel's recurrence runs sequentially over time inside its threads, with no
-// scan across threads. A channel's dstate states are split over `lanes` threads of kS states each (the
-// state index of a thread's q-th vector is 4 (lane + lanes q) + e, so the lanes of a channel read
-// adjacent 16-byte pieces of a B/C row); a block of 128 threads holds 128 / lanes channels of one batch
-// row and one B/C group. Time goes in tiles of 16 steps: the block stages dt, dt*u and D*u of its
-// channels (softplus, dtype conversion and, for a per-head A, the decay exp(dt A) done once per element),
-// the B and C rows of the tile and a seqIdx reset mask into shared memory; each thread then runs the
-// 16 steps with its states, the decay and the B/C values in registers, and writes its partial y; the
-// block sums the lanes' partials, adds D*u, gates with silu(z) and stores the tile with 16-byte vectors
-// while it stages the next one. The bound for Mamba-1 at dstate 16 is the special-function unit: one ex2
-// per (channel, step, state) at 16 per clock per SM, plus ~4 per (channel, step) for softplus and silu,
-// is 10 SFU cycles per warp and (step, state), against ~6-8 issue slots of FMA, shared-memory and
-// staging work; kS is chosen per call (more lanes per channel when there are few channels) so that
-// each SM sub-partition gets several warps and the per-SM load is even.
+// Design of the generic scan: each channel's recurrence runs sequentially over time inside its threads,
+// with no scan across threads. A channel's dstate states are split over `lanes` threads of kS states
+// each; a block of 128 threads holds 128 / lanes channels of one batch row and one B/C group. Time goes
+// in tiles of 16 steps: the block stages dt, dt*u and D*u of its channels, the B and C rows of the tile
+// and a seqIdx reset mask into shared memory; each thread then runs the 16 steps with its states, and
+// the block sums the lanes' partial y, adds D*u, gates with silu(z) and stores the tile. Measured on the
+// H200 at the Mamba-1 bf16 shape (batch 8, dim 5120, seqlen 2048): 2.45 ms, latency-bound (126
+// registers, 25% occupancy, 1.21 waves, ~20 instructions per state update, global loads not prefetched).
 //
-// The decode update (selective_state_update_kernel) is one row (batch, head, headdim element) per group
-// of 4..32 threads, each holding float4 pieces of the row's state: a read and a write of the state in
-// coalesced 16-byte accesses, bound by memory bandwidth. causal_conv1d_kernel gives each thread 8 steps
-// of one channel with the width-1 history, weights in registers, 16-byte loads and stores; the streaming
-// update is one thread per (batch, channel).
+// The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (batch,
+// head, headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, two
+// rows a thread with all loads issued first; other dstates take the plain loop kernel. causal_conv1d_kernel
+// gives each thread 8 steps of one channel with the width-1 history, weights in registers, 16-byte loads
+// and stores; the streaming update is one thread per (batch, channel).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -44,6 +41,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "cuda_check.cuh"
 #include "ssmkit/selective_scan.h"
@@ -59,11 +57,11 @@ constexpr float kSoftplusThreshold = 20.0f;
 // Element access with a run-time dtype (float32, float16, bfloat16; anything else reads as bfloat16, the
 // entry points having checked the dtypes).
 
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
   return a < b ? a : b;
 }
 
-__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
+__host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
   return a > b ? a : b;
 }
 
@@ -473,6 +471,514 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 }
 
 // ------------------------------------------------------------------------------------------------------
+// The Mamba-1 scan (selectiveScan with dstate <= 32): scan1_kernel.
+//
+// Each thread holds kS1States = 8 states of one channel; kP = 1, 2 or 4 threads (adjacent lanes) share a
+// channel, so a block of 128 threads holds 128 / kP channels of one batch row and one B/C group. Time
+// goes in sub-tiles of 8 steps. Per sub-tile, lane l of a channel loads the raw u, delta and z of steps
+// [8 l / kP, 8 (l + 1) / kP) straight from global memory with one vector load each (issued one sub-tile
+// ahead, into registers), computes dt (bias, softplus), dt * u and D * u for those steps, and the lanes
+// of the channel all-gather dt and dt * u with shuffles: the per-(channel, step) work (two MUFU for
+// softplus, two for silu) is done once per channel, not once per thread. The 8 steps then run with every
+// operand in registers except B and C, which the block stages per 16-step tile in shared memory as
+// float rows (step, state) (loaded one tile ahead, one barrier per tile); a thread reads its 8 states of
+// a row with two 16-byte loads. The partial y of the lanes are summed with a reduce-scatter (each lane
+// ends with the sums of its own steps), gated and stored with one vector store per lane.
+//
+// Cost per (step, state) and thread: FFMA (dt A log2 e, plus -inf at a sequence start), MUFU.EX2, FMUL
+// (dt u B), FFMA (h), FFMA (y), and half a shared-memory load: 5.5 issue slots and 8 cycles of the
+// SMSP's MUFU pipe per warp instruction (16 ex2 per clock per SM). The per-(channel, step) work adds
+// ~1.9 issue slots and ~2 MUFU cycles per state (at dstate 16). So the MUFU pipe bounds it (~10 cycles
+// a warp-state against ~7.5 of issue); `poly` of the 8 states take their exp2 on the FMA pipe instead
+// (exp2_fma: 12 issue slots, no MUFU), which balances the two pipes near ~9 cycles at poly = 1.
+//
+// Round 3 reading of the PTX (nvcc -ptx, scan1_kernel<2, true, true, false>, poly 0): the state loop is
+// exactly FFMA (dt a2 + rb), ex2.approx.ftz (one MUFU.EX2, no range fix-up with ftz), FMUL (dtu B),
+// FFMA (h), FFMA (y) per state, and per step of 8 states four ld.shared.v4 (B and C, 16 bytes each, the
+// kP = 2 lanes of a channel reading different addresses: no bank conflict beyond 2 wavefronts) and two
+// SHFL (dt, dtu): 5.75 issue slots a state, no integer index math in the loop. So the count is not
+// where the missing time is. What the round-2 prediction left out is the MUFU work outside the state
+// loop: softplus (ex2 + lg2) and silu (ex2 + rcp) per (channel, step), i.e. 4 MUFU per step for 16
+// state MUFU at dstate 16: +25% on the MUFU pipe (1.25 x 363 us = 454 us at 100% MUFU use) and that
+// the MUFU pipe cannot be kept full by 5 warps an SMSP whose y sums are 8-deep dependent FFMA chains
+// per step (32 cycles of latency a step per warp against ~10 MUFU cycles a step per warp). The poly
+// variants add issue slots to a pipe that is ~60% busy, hence slower. Round 3 splits the y sum into two
+// independent accumulators (even and odd states; +1 FADD a step, 1/8 slot a state): predicted 785 ->
+// 650-720 us if the chain latency is what starves the MUFU pipe, no change if it is not (then the next
+// step is 6 warps an SMSP at <= 80 registers).
+//
+// Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
+// 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
+// state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
+// usual, each chunk first folding the chunk states before it into its true initial state (K-1 FMAs a
+// state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight.
+//
+// Predictions (H200, 132 SMs, ~1.9 GHz under load), batch 8 x dim 5120 x seqlen 2048, dstate 16: 640
+// blocks in one wave (96 registers, 5 blocks = 20 warps an SM), so 4.85 warps per SMSP on average and 5 on
+// the busiest; 1.34e9 state updates = 79.4k warp-updates per SMSP at ~9 cycles each (poly 1) is 0.71M
+// cycles, x 5 / 4.85 = 0.74M cycles = 390 us at full pipe use, 420-480 us expected (bf16; the 160 us
+// memory floor overlaps). float32: the same arithmetic, twice the bytes (320 us floor): 430-500 us. Batch
+// 1 x seqlen 16384: the cost model picks ~13 chunks, 1.78x the batch-8 work: 700-850 us.
+constexpr int kS1Threads = 128;
+constexpr int kS1States = 8;  // states per thread
+constexpr int kS1Sub = 8;     // steps per sub-tile (one 16-byte vector of a 16-bit type)
+constexpr int kS1Tile = 16;   // steps per staged B/C tile (one barrier per tile)
+// Five resident blocks (20 warps) per SM at <= 102 registers: the 640 blocks of the batch-8 shape then
+// run in one wave with at most 5 warps on any SMSP against a mean of 4.85.
+constexpr int kS1MinBlocks = 5;
+
+struct scan1_args {
+  const void* u;      // (batch, dim, L)
+  const void* delta;  // (batch, dim, L)
+  const void* z;      // (batch, dim, L), optional
+  void* out;          // (batch, dim, L)
+  const float* A;     // (dim, N)
+  const void* B;      // (batch, G, N, L) variable, or (dim, N) constant
+  const void* C;
+  const float* D;           // (dim,), optional
+  const float* delta_bias;  // (dim,), optional
+  const float* h0;          // (batch, dim, N), optional
+  float* hT;                // (batch, dim, N), optional
+  const int32_t* seq_idx;   // (batch, L), optional
+  float* chunk_h;           // (K - 1, batch, dim, N): each chunk's end state from a zero start
+  float* chunk_decay;       // (K - 1, batch, dim, N): each chunk's total decay
+  int u_dt, delta_dt, z_dt, out_dt, b_dt, c_dt;
+  int64_t batch, dim, L, N;
+  int64_t cpg;        // channels per B/C group (blocks never straddle two)
+  int64_t groups;     // dim / cpg
+  int64_t bpg;        // blocks per group
+  int64_t chunk_len;  // steps per chunk, a multiple of kS1Tile
+  int64_t nchunks;    // K
+  int poly;           // states per thread (0 .. 2) whose exp2 runs on the FMA pipe
+  bool softplus;
+  bool vec;  // u, delta, z, out, B and C rows start 16-byte aligned (seqlen % 8 == 0): vector loads
+};
+
+// 2^x on the FMA pipe: x = i + f with i = round(x), f in [-0.5, 0.5]; 2^f by a degree-5 polynomial
+// (relative error 2.2e-7, like ex2.approx), 2^i added to the exponent. x is clamped to [-126, 126], so
+// -inf (a sequence start) gives 2^-126 instead of 0: a state of at most ~1e30 keeps ~1e-8 of itself.
+__device__ __forceinline__ float exp2_fma(float x) {
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: x + kRound holds round(x) in its low mantissa bits
+  x = fminf(fmaxf(x, -126.0f), 126.0f);
+  const float t = x + kRound;
+  const float f = x - (t - kRound);
+  float p = 0.001327531412243843f;
+  p = fmaf(p, f, 0.009675148874521255f);
+  p = fmaf(p, f, 0.05550713464617729f);
+  p = fmaf(p, f, 0.2402212768793106f);
+  p = fmaf(p, f, 0.6931469440460205f);
+  p = fmaf(p, f, 1.0000001192092896f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+
+__device__ __forceinline__ float lg2_approx(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// softplus with two MUFU operations: log1p(e), e = exp(x), by its series below 1/16 (truncation error
+// 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result >= 0.06).
+__device__ __forceinline__ float softplus_fast(float x) {
+  const float e = ex2_approx(x * kLog2e);
+  float s = fmaf(e, -0.2f, 0.25f);
+  s = fmaf(e, -s, 1.0f / 3.0f);
+  s = fmaf(e, -s, 0.5f);
+  s = fmaf(e, -s, 1.0f);
+  const float small = e * s;
+  const float large = lg2_approx(1.0f + e) * 0.69314718055994531f;
+  const float r = e < 0.0625f ? small : large;
+  return x > kSoftplusThreshold ? x : r;
+}
+
+// silu with two MUFU operations (ex2, rcp); exp(-z) = inf for z < -88 gives z * 0.
+__device__ __forceinline__ float silu_fast(float z) {
+  return __fdividef(z, 1.0f + ex2_approx(-z * kLog2e));
+}
+
+// E consecutive elements [off, off + E) of p as raw words: float32 one word each, 16-bit types two per
+// word (element 2j in the low half of word j). Elements at or past n read 0. One vector load when vec
+// and all E are there (off is then a multiple of E and the row 16-byte aligned).
+template <int E>
+struct raw_vec {
+  uint32_t w[E];  // E words: enough for float32
+};
+
+template <int E>
+__device__ __forceinline__ void load_raw(raw_vec<E>& r, const void* p, int dt, int64_t off, int n, bool vec) {
+#pragma unroll
+  for (int i = 0; i < E; ++i) r.w[i] = 0;
+  if (dt == SSMKIT_DTYPE_F32) {
+    const float* q = static_cast<const float*>(p) + off;
+    if (vec && n >= E && E >= 4) {
+#pragma unroll
+      for (int i = 0; i < E; i += 4) {
+        const uint4 v = *reinterpret_cast<const uint4*>(q + i);
+        r.w[i] = v.x, r.w[i + 1] = v.y, r.w[i + 2] = v.z, r.w[i + 3] = v.w;
+      }
+    } else if (vec && n >= E && E == 2) {
+      const uint2 v = *reinterpret_cast<const uint2*>(q);
+      r.w[0] = v.x, r.w[1] = v.y;
+    } else {
+#pragma unroll
+      for (int i = 0; i < E; ++i) r.w[i] = i < n ? __float_as_uint(q[i]) : 0u;
+    }
+  } else {
+    const unsigned short* q = static_cast<const unsigned short*>(p) + off;
+    if (vec && n >= E && E == 8) {
+      const uint4 v = *reinterpret_cast<const uint4*>(q);
+      r.w[0] = v.x, r.w[1] = v.y, r.w[2] = v.z, r.w[3] = v.w;
+    } else if (vec && n >= E && E == 4) {
+      const uint2 v = *reinterpret_cast<const uint2*>(q);
+      r.w[0] = v.x, r.w[1] = v.y;
+    } else if (vec && n >= E && E == 2) {
+      r.w[0] = *reinterpret_cast<const uint32_t*>(q);
+    } else {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        const uint32_t h = i < n ? q[i] : 0u;
+        r.w[i / 2] |= (i & 1) ? h << 16 : h;
+      }
+    }
+  }
+}
+
+// The E floats of a raw vector.
+template <int E>
+__device__ __forceinline__ void unpack_raw(const raw_vec<E>& r, int dt, float (&v)[E]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = __uint_as_float(r.w[i]);
+  } else if (dt == SSMKIT_DTYPE_F16) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const unsigned short h = static_cast<unsigned short>((i & 1) ? r.w[i / 2] >> 16 : r.w[i / 2] & 0xffffu);
+      v[i] = __half2float(__ushort_as_half(h));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = __uint_as_float((i & 1) ? r.w[i / 2] & 0xffff0000u : r.w[i / 2] << 16);
+  }
+}
+
+// p[off + i] = v[i] for i < n, one vector store when vec and all E are there.
+template <int E>
+__device__ __forceinline__ void store_vec(void* p, int dt, int64_t off, int n, bool vec,
+                                          const float (&v)[E]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    float* q = static_cast<float*>(p) + off;
+    if (vec && n >= E && E >= 4) {
+#pragma unroll
+      for (int i = 0; i < E; i += 4) {
+        *reinterpret_cast<float4*>(q + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+      }
+    } else if (vec && n >= E && E == 2) {
+      *reinterpret_cast<float2*>(q) = make_float2(v[0], v[1]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        if (i < n) q[i] = v[i];
+      }
+    }
+  } else if (vec && n >= E && E >= 2) {
+    uint32_t w[(E + 1) / 2];
+#pragma unroll
+    for (int i = 0; i < E / 2; ++i) w[i] = pack2(v[2 * i], v[2 * i + 1], dt);
+    unsigned short* q = static_cast<unsigned short*>(p) + off;
+    if constexpr (E == 8) {
+      *reinterpret_cast<uint4*>(q) = make_uint4(w[0], w[1], w[2], w[3]);
+    } else if constexpr (E == 4) {
+      *reinterpret_cast<uint2*>(q) = make_uint2(w[0], w[1]);
+    } else if constexpr (E == 2) {
+      *reinterpret_cast<uint32_t*>(q) = w[0];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      if (i < n) store_any(p, dt, off + i, v[i]);
+    }
+  }
+}
+
+template <int kP>
+struct scan1_smem {
+  static constexpr int kPitch = kP * kS1States + 4;  // floats per staged B/C row (16-byte aligned)
+  float b[2][kS1Tile][kPitch];                       // (buffer, step, state)
+  float c[2][kS1Tile][kPitch];
+  float rb[2][kS1Tile];  // -inf where a new sequence starts, else 0
+};
+
+// The raw B/C values a thread stages per tile: (tensor, state, 4 steps) items.
+template <int kP>
+struct scan1_stage {
+  static constexpr int kItems = 2 * kP * kS1States * (kS1Tile / 4);  // B and C, padded states, step quads
+  static constexpr int kPerThread = (kItems + kS1Threads - 1) / kS1Threads;
+  raw_vec<4> v[kPerThread];
+  int32_t seq_now, seq_prev;
+};
+
+template <int kP, bool kVarB, bool kVarC, bool kLocal>
+__global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_kernel(const scan1_args a) {
+  constexpr int kS = kS1States;
+  constexpr int E = kS1Sub / kP;  // steps of a sub-tile whose per-step work this lane does
+  constexpr int kCh = kS1Threads / kP;
+  constexpr bool kUseC = !kLocal;
+  __shared__ __align__(16) scan1_smem<kP> sm;
+
+  const int tid = threadIdx.x;
+  int64_t blk = blockIdx.x;
+  const int64_t bi = blk % a.bpg;
+  blk /= a.bpg;
+  const int64_t g = blk % a.groups;
+  blk /= a.groups;
+  const int64_t b = blk % a.batch;
+  const int64_t chunk = blk / a.batch;
+  const int64_t L = a.L, N = a.N, dim = a.dim;
+  const int64_t t_begin = chunk * a.chunk_len;
+  const int64_t t_end = min64(L, t_begin + a.chunk_len);
+  const int64_t c0 = g * a.cpg + bi * kCh;
+  const int cn = static_cast<int>(min64(kCh, a.cpg - bi * kCh));
+  const int cl = tid / kP, l = tid % kP;
+  const bool active = cl < cn;
+  const int64_t c = c0 + (active ? cl : 0);
+  const int64_t row = (b * dim + c) * L;  // u, delta, z, out of this channel
+  const int32_t* seq = a.seq_idx != nullptr ? a.seq_idx + b * L : nullptr;
+  const int64_t bc_row = b * a.groups + g;  // (batch, group) of variable B/C
+
+  // This thread's states n = kS l + i.
+  float h[kS], a2[kS], bk[kS], ck[kS];
+#pragma unroll
+  for (int i = 0; i < kS; ++i) {
+    const int64_t n = kS * l + i;
+    const bool ok = n < N;
+    h[i] = 0.0f;
+    a2[i] = ok ? a.A[c * N + n] * kLog2e : 0.0f;
+    bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
+    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+  }
+  if constexpr (!kLocal) {
+    // The true initial state: the given one, then each earlier chunk's decay and end state folded in.
+#pragma unroll
+    for (int i = 0; i < kS; ++i) {
+      const int64_t n = kS * l + i;
+      h[i] = a.h0 != nullptr && n < N ? a.h0[(b * dim + c) * N + n] : 0.0f;
+    }
+    for (int64_t j = 0; j < chunk; ++j) {
+      const int64_t base = ((j * a.batch + b) * dim + c) * N;
+#pragma unroll
+      for (int i = 0; i < kS; ++i) {
+        const int64_t n = kS * l + i;
+        if (n < N) h[i] = fmaf(a.chunk_decay[base + n], h[i], a.chunk_h[base + n]);
+      }
+    }
+  }
+  const float bias = a.delta_bias != nullptr ? a.delta_bias[c] : 0.0f;
+  const float dval = a.D != nullptr ? a.D[c] : 0.0f;
+
+  // B/C tile staging: item it = (tensor, state, quad): 4 steps of one state row, loaded one tile ahead.
+  scan1_stage<kP> st;
+  auto stage_load = [&](int64_t t0) {
+#pragma unroll
+    for (int k = 0; k < scan1_stage<kP>::kPerThread; ++k) {
+      const int it = tid + k * kS1Threads;
+      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
+                which = it / (kS1Tile / 4) / (kP * kS);
+      const int64_t tq = t0 + 4 * q;
+      const int cnt = static_cast<int>(max64(0, min64(4, t_end - tq)));
+      const bool want = it < scan1_stage<kP>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC);
+      if (want) {
+        const void* p = which == 0 ? a.B : a.C;
+        const int dt = which == 0 ? a.b_dt : a.c_dt;
+        load_raw<4>(st.v[k], p, dt, (bc_row * N + n) * L + tq, cnt, a.vec);
+      } else {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) st.v[k].w[w] = 0;
+      }
+    }
+    if (tid < kS1Tile) {
+      const int64_t t = t0 + tid;
+      const bool ok = seq != nullptr && t > 0 && t < t_end;
+      st.seq_now = ok ? seq[t] : 0;
+      st.seq_prev = ok ? seq[t - 1] : 0;
+    }
+  };
+  auto stage_store = [&](int buf) {
+#pragma unroll
+    for (int k = 0; k < scan1_stage<kP>::kPerThread; ++k) {
+      const int it = tid + k * kS1Threads;
+      if (it >= scan1_stage<kP>::kItems) continue;
+      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
+                which = it / (kS1Tile / 4) / (kP * kS);
+      const int dt = which == 0 ? a.b_dt : a.c_dt;
+      float v[4];
+      unpack_raw<4>(st.v[k], dt, v);
+      float(*dst)[scan1_smem<kP>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[4 * q + e][n] = v[e];
+    }
+    if (tid < kS1Tile) sm.rb[buf][tid] = st.seq_now != st.seq_prev ? -INFINITY : 0.0f;
+  };
+
+  // Per-channel inputs of a sub-tile: this lane's E steps, loaded one sub-tile ahead.
+  raw_vec<E> ru, rd, rz;
+  auto chan_load = [&](int64_t ts) {
+    const int64_t t = ts + l * E;
+    const int n = static_cast<int>(max64(0, min64(E, t_end - t)));
+    load_raw<E>(ru, a.u, a.u_dt, row + t, n, a.vec);
+    load_raw<E>(rd, a.delta, a.delta_dt, row + t, n, a.vec);
+    if (!kLocal && a.z != nullptr) load_raw<E>(rz, a.z, a.z_dt, row + t, n, a.vec);
+  };
+
+  float sum_dt = 0.0f;  // kLocal: the chunk's sum of dt
+  bool reset = false;   // kLocal: a sequence starts inside the chunk
+
+  // One sub-tile of 8 steps at ts (rows r0 .. r0 + 7 of the staged tile in buffer buf).
+  auto sub_tile = [&](int64_t ts, int buf, int r0, auto poly_tag) {
+    constexpr int kPoly = decltype(poly_tag)::value;
+    float uv[E], dv[E], zv[E];
+    unpack_raw<E>(ru, a.u_dt, uv);
+    unpack_raw<E>(rd, a.delta_dt, dv);
+    if (!kLocal && a.z != nullptr) unpack_raw<E>(rz, a.z_dt, zv);
+    const int64_t t_own = ts + l * E;
+    const int n_own = static_cast<int>(max64(0, min64(E, t_end - t_own)));
+    // Issue the next sub-tile's loads before this one's arithmetic.
+    if (ts + kS1Sub < t_end) chan_load(ts + kS1Sub);
+
+    float dt_own[E], dtu_own[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float x = dv[e] + bias;
+      if (a.softplus) x = softplus_fast(x);
+      // Steps past the end keep the state: decay 1, input 0.
+      dt_own[e] = e < n_own ? x : 0.0f;
+      dtu_own[e] = e < n_own ? x * uv[e] : 0.0f;
+    }
+    float dt[kS1Sub], dtu[kS1Sub];
+#pragma unroll
+    for (int s = 0; s < kS1Sub; ++s) {
+      if constexpr (kP == 1) {
+        dt[s] = dt_own[s], dtu[s] = dtu_own[s];
+      } else {
+        dt[s] = __shfl_sync(0xffffffffu, dt_own[s % E], s / E, kP);
+        dtu[s] = __shfl_sync(0xffffffffu, dtu_own[s % E], s / E, kP);
+      }
+    }
+    const float4 rb0 = *reinterpret_cast<const float4*>(&sm.rb[buf][r0]);
+    const float4 rb1 = *reinterpret_cast<const float4*>(&sm.rb[buf][r0 + 4]);
+    const float rbs[8] = {rb0.x, rb0.y, rb0.z, rb0.w, rb1.x, rb1.y, rb1.z, rb1.w};
+
+    float y[kS1Sub];
+#pragma unroll
+    for (int s = 0; s < kS1Sub; ++s) {
+      float bv[kS], cv[kS];
+      if constexpr (kVarB) {
+        const float4 x0 = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l]);
+        const float4 x1 = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l + 4]);
+        bv[0] = x0.x, bv[1] = x0.y, bv[2] = x0.z, bv[3] = x0.w, bv[4] = x1.x, bv[5] = x1.y, bv[6] = x1.z,
+        bv[7] = x1.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < kS; ++i) bv[i] = bk[i];
+      }
+      if constexpr (kUseC && kVarC) {
+        const float4 x0 = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l]);
+        const float4 x1 = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l + 4]);
+        cv[0] = x0.x, cv[1] = x0.y, cv[2] = x0.z, cv[3] = x0.w, cv[4] = x1.x, cv[5] = x1.y, cv[6] = x1.z,
+        cv[7] = x1.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < kS; ++i) cv[i] = ck[i];
+      }
+      // Two y accumulators (even and odd states): two 4-deep FFMA chains a step instead of one 8-deep.
+      float acc[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int i = 0; i < kS; ++i) {
+        // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
+        const float x = fmaf(dt[s], a2[i], rbs[s]);
+        const float decay = i < kPoly ? exp2_fma(x) : ex2_approx(x);
+        h[i] = fmaf(decay, h[i], dtu[s] * bv[i]);
+        if constexpr (kUseC) acc[i & 1] = fmaf(h[i], cv[i], acc[i & 1]);
+      }
+      y[s] = acc[0] + acc[1];
+      if constexpr (kLocal) {
+        sum_dt += dt[s];
+        reset = reset || rbs[s] != 0.0f;
+      }
+    }
+    if constexpr (!kLocal) {
+      // Reduce-scatter of y over the channel's lanes: lane l ends with the sums of steps [E l, E l + E).
+      int w = kS1Sub;
+#pragma unroll
+      for (int o = kP / 2; o >= 1; o >>= 1) {
+        const bool hi = (l & o) != 0;
+        w /= 2;
+#pragma unroll
+        for (int j = 0; j < kS1Sub / 2; ++j) {
+          if (j < w) {
+            const float send = hi ? y[j] : y[j + w];
+            const float keep = hi ? y[j + w] : y[j];
+            y[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+          }
+        }
+      }
+      float o[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        float v = fmaf(dval, uv[e], y[e]);
+        if (a.z != nullptr) v *= silu_fast(zv[e]);
+        o[e] = v;
+      }
+      if (active) store_vec<E>(a.out, a.out_dt, row + t_own, n_own, a.vec, o);
+    }
+  };
+
+  if (t_begin < t_end) {
+    stage_load(t_begin);
+    stage_store(0);
+    chan_load(t_begin);
+    __syncthreads();
+  }
+  int buf = 0;
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kS1Tile) {
+    const bool more = t0 + kS1Tile < t_end;
+    if (more) stage_load(t0 + kS1Tile);
+#pragma unroll
+    for (int half = 0; half < kS1Tile / kS1Sub; ++half) {
+      const int64_t ts = t0 + half * kS1Sub;
+      if (ts < t_end) {
+        switch (a.poly) {
+          case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
+          case 1: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 1>{}); break;
+          default: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 2>{}); break;
+        }
+      }
+    }
+    if (more) stage_store(buf ^ 1);
+    __syncthreads();
+    buf ^= 1;
+  }
+
+  if (!active) return;
+  if constexpr (kLocal) {
+    const int64_t base = ((chunk * a.batch + b) * dim + c) * N;
+#pragma unroll
+    for (int i = 0; i < kS; ++i) {
+      const int64_t n = kS * l + i;
+      if (n < N) {
+        a.chunk_h[base + n] = h[i];
+        a.chunk_decay[base + n] = reset ? 0.0f : ex2_approx(a2[i] * sum_dt);
+      }
+    }
+  } else if (a.hT != nullptr && chunk == a.nchunks - 1) {
+#pragma unroll
+    for (int i = 0; i < kS; ++i) {
+      const int64_t n = kS * l + i;
+      if (n < N) a.hT[(b * dim + c) * N + n] = h[i];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
 // The chunked SSD scan on tensor cores (bfloat16 x, B, C; headdim <= 64 and dstate <= 128, multiples of
 // 8). One block of 4 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
 // (headdim x dstate, float32) in the warps' mma accumulators, 16 headdim rows a warp. Per chunk:
@@ -482,6 +988,22 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
 // rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
 // ~1e-5 relative instead of bfloat16's 4e-3. The bound is the tensor pipe: 384 mma a warp and chunk.
+// Measured (H200, batch 8 x 2048 x 80 heads x 64, dstate 128): 2.15 ms, 253 registers, 80 KB shared, 2
+// blocks an SM, issue slots 22% busy: latency-bound. This version feeds the transposed B fragments of
+// M x and of the state update with ldmatrix.trans (one instruction for four fragment pairs instead of
+// eight 16-bit loads and four packs, ~300 of ~2400 instructions a warp and chunk) and orders the high
+// and low mma of the split operands so that consecutive mma write different accumulators (no chain of
+// dependent mma); expected 1.3-1.6 ms. Reaching ~0.5 ms needs more warps in flight: the next step is
+// to split headdim over two blocks (half the S accumulators and of the shared state: ~150 registers and
+// ~60 KB, 3 blocks an SM) and to prefetch the next chunk's x, B and C with cp.async.
+// Round 3 measured 2085 us (no change). Plan for round 4, with its arithmetic (not written yet): (1) a
+// small kernel computes CB = C B^T per (batch, group, chunk) once into device scratch (8 x 32 chunks x
+// 64 x 64 float32 = 4 MB at 1 group; the 80 heads of the group then share it: today each head
+// recomputes it, 80x the mma of that product, ~1/3 of the per-chunk mma); (2) the per-head kernel splits
+// headdim over blocks of 32 rows (2 warps for Y and S, S = 32 x 128 float32 = 16 KB of accumulators a
+// block: 64 registers a thread for S, ~128 in all), ~40 KB shared, 4-5 blocks an SM = 8-10 warps per
+// SM against 8 today but with half the serial mma chain per block; (3) cp.async of the next chunk's x,
+// B, C, dt under the current chunk's mma. Predicted 2085 -> ~700 us from (1) + (2), ~500 from (3).
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -538,16 +1060,22 @@ __device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint3
   hi = pack_bf16(a, b);
   lo = pack_bf16(a - bf16_lo(hi), b - bf16_hi(hi));
 }
-__device__ __forceinline__ uint32_t pair16(const uint16_t* p, int stride) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[stride]) << 16);
-}
 
+// Not volatile: the compiler may interleave independent mma (a pure function of registers).
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 bf16 tiles, transposed: lane i gives the address of row i % 8 of tile i / 8 (16-byte aligned);
+// r[q] is tile q's mma B fragment when the tile is stored (k, n): {M[2 tig][g], M[2 tig + 1][g]}.
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
 }
 
 template <int kN>
@@ -680,11 +1208,16 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
                    *reinterpret_cast<const uint32_t*>(br + 8));
         }
+        // High parts into every accumulator, then low parts: consecutive mma are independent.
 #pragma unroll
         for (int pt = 0; pt < kSsdP / 8; ++pt) {
           const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
           mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSh + o),
                    *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+        }
+#pragma unroll
+        for (int pt = 0; pt < kSsdP / 8; ++pt) {
+          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
           mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSl + o),
                    *reinterpret_cast<const uint32_t*>(sSl + o + 8));
         }
@@ -716,12 +1249,14 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
         split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; ++pt) {
-          // B fragment (k = j, column p) gathered from x stored (j, p).
-          const uint16_t* xr = sX + (16 * kk + 2 * tig) * kXP + 8 * pt + g;
-          const uint32_t b0 = pair16(xr, kXP), b1 = pair16(xr + 8 * kXP, kXP);
-          mma_bf16(y[pt], mh, b0, b1);
-          mma_bf16(y[pt], ml, b0, b1);
+        for (int pt = 0; pt < kSsdP / 8; pt += 2) {
+          // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
+          uint32_t f[4];
+          ldsm_x4_trans(f, sX + (16 * kk + (lane & 7) + (lane & 8)) * kXP + 8 * (pt + (lane >> 4)));
+          mma_bf16(y[pt], mh, f[0], f[1]);
+          mma_bf16(y[pt + 1], mh, f[2], f[3]);
+          mma_bf16(y[pt], ml, f[0], f[1]);
+          mma_bf16(y[pt + 1], ml, f[2], f[3]);
         }
       }
       // out = (Y + D x) silu(z), two adjacent headdim elements per store.
@@ -768,12 +1303,14 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           split_bf16(v0, v1, xh[q], xl[q]);
         }
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          // B fragment (k = t, column n) gathered from B stored (t, n).
-          const uint16_t* br = sB + (16 * kk + 2 * tig) * kBP + 8 * nt + g;
-          const uint32_t b0 = pair16(br, kBP), b1 = pair16(br + 8 * kBP, kBP);
-          mma_bf16(S[nt], xh, b0, b1);
-          mma_bf16(S[nt], xl, b0, b1);
+        for (int nt = 0; nt < kNT; nt += 2) {
+          // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
+          uint32_t f[4];
+          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + 8 * (nt + (lane >> 4)));
+          mma_bf16(S[nt], xh, f[0], f[1]);
+          mma_bf16(S[nt + 1], xh, f[2], f[3]);
+          mma_bf16(S[nt], xl, f[0], f[1]);
+          mma_bf16(S[nt + 1], xl, f[2], f[3]);
         }
       }
     }
@@ -871,6 +1408,113 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
       if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, r));
     }
     store_any(a.out, a.out_dt, r, o);
+  }
+}
+
+// The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
+// (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
+// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z)
+// issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight.
+// A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
+// Round 2 measured 136 us at batch 256 (1.3 TB/s), slower than the loop kernel. Round 3's reading: the
+// kernel was issue-bound, not memory-bound. Per thread it did 8 state updates (~40 instructions) but
+// ~8 64-bit divisions and remainders (r / (H P), r % P, (r / P) % H, h / (H / G), twice): each a call
+// of the ~40-70 instruction 64-bit division subroutine, ~400 instructions a thread in all. 2.6M threads
+// x ~500 instructions / 32 = 41M warp instructions = ~45 us of issue at a perfect 528 x 1.75 GHz,
+// realistically ~90 us at the ~50% issue efficiency of a kernel with one memory round trip; added to
+// the memory time that is round 2's 136. Round 3: batch on grid y (no division), 32-bit row math, the
+// headdim division skipped at P = 1 (Mamba-1) and the group division at G = 1: ~60 instructions a
+// thread. Prediction at batch 256: the state's 168 MB at ~3.3 TB/s = 50 us, plus launch: 55-65 us
+// of kernel (per call from Node: that plus the host cost, ~70 us). Batch 1 and 64 stay host-bound.
+constexpr int kUpdateRows = 2;
+
+// Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
+__device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) {
+  if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + off);
+  const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + off);
+  float4 v;
+  unpack2(w.x, dt, v.x, v.y);
+  unpack2(w.y, dt, v.z, v.w);
+  return v;
+}
+
+template <bool kAPerState>
+__global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_kernel(const update_args a) {
+  // Grid: x over the rows of one batch element, y = batch element. All index math is 32-bit (the launcher
+  // checks H * P * N < 2^31): round 2's 64-bit divisions (r / (H P), r % P, h / (H / G) per row, each a
+  // ~40-instruction subroutine) cost more issue slots than the 8 state updates a thread does.
+  const int Q = a.lanes;
+  const int rows_per_pass = kUpdateThreads / Q;
+  const int lq = threadIdx.x % Q;
+  const int b = blockIdx.y;
+  const int HP = static_cast<int>(a.H * a.P), P = static_cast<int>(a.P), N = static_cast<int>(a.N);
+  const int hpg = static_cast<int>(a.H / a.G);
+  const int n0 = lq * 4;
+  const bool has_n = n0 < N;
+  const int sbi = a.sbi != nullptr ? a.sbi[b] : b;
+  const bool pad = sbi < 0 || sbi >= a.state_batch;
+  const int64_t sb = pad ? 0 : sbi;
+  float* sbase = a.state + sb * HP * static_cast<int64_t>(N);
+  const int64_t rbase = static_cast<int64_t>(b) * HP;
+  float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
+  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows];
+  int rr[kUpdateRows], h[kUpdateRows];
+  bool live[kUpdateRows];
+#pragma unroll
+  for (int j = 0; j < kUpdateRows; ++j) {
+    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
+    const bool valid = row < HP;
+    rr[j] = valid ? row : 0;
+    h[j] = P == 1 ? rr[j] : rr[j] / P;
+    live[j] = valid && !pad;
+    const int g = a.G == 1 ? 0 : h[j] / hpg;
+    const int64_t bc = (static_cast<int64_t>(b) * a.G + g) * N;
+    const bool ld = live[j] && has_n;
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    s[j] = ld ? *reinterpret_cast<const float4*>(sbase + rr[j] * N + n0) : zero;
+    av[j] = ld && kAPerState ? *reinterpret_cast<const float4*>(a.A + h[j] * N + n0) : zero;
+    bv[j] = ld ? load4_any(a.B, a.b_dt, bc + n0) : zero;
+    cv[j] = ld ? load4_any(a.C, a.c_dt, bc + n0) : zero;
+    x[j] = live[j] ? load_any(a.x, a.x_dt, rbase + rr[j]) : 0.0f;
+    dt[j] = live[j] ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * a.H + h[j]) : 0.0f;
+    zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, rbase + rr[j]) : 0.0f;
+    ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
+  }
+  float y[kUpdateRows];
+#pragma unroll
+  for (int j = 0; j < kUpdateRows; ++j) {
+    float d = dt[j] + (a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f);
+    if (a.softplus) d = softplus(d);
+    const float dtx = d * x[j];
+    const float e = d * kLog2e;
+    float4 dec;
+    if (kAPerState) {
+      dec = make_float4(ex2_approx(e * av[j].x), ex2_approx(e * av[j].y), ex2_approx(e * av[j].z),
+                        ex2_approx(e * av[j].w));
+    } else {
+      const float hd = ex2_approx(e * ah[j]);
+      dec = make_float4(hd, hd, hd, hd);
+    }
+    s[j].x = fmaf(s[j].x, dec.x, dtx * bv[j].x);
+    s[j].y = fmaf(s[j].y, dec.y, dtx * bv[j].y);
+    s[j].z = fmaf(s[j].z, dec.z, dtx * bv[j].z);
+    s[j].w = fmaf(s[j].w, dec.w, dtx * bv[j].w);
+    y[j] = fmaf(s[j].x, cv[j].x, fmaf(s[j].y, cv[j].y, fmaf(s[j].z, cv[j].z, s[j].w * cv[j].w)));
+    if (live[j] && has_n) *reinterpret_cast<float4*>(sbase + rr[j] * N + n0) = s[j];
+  }
+  // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
+#pragma unroll
+  for (int j = 0; j < kUpdateRows; ++j) {
+    for (int o = Q / 2; o > 0; o >>= 1) y[j] += __shfl_xor_sync(0xffffffffu, y[j], o);
+    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
+    if (row < HP && lq == 0) {
+      float o = 0.0f;
+      if (!pad) {
+        o = y[j] + (a.D != nullptr ? a.D[h[j]] * x[j] : 0.0f);
+        if (a.z != nullptr) o *= silu(zv[j]);
+      }
+      store_any(a.out, a.out_dt, rbase + row, o);
+    }
   }
 }
 
@@ -1176,6 +1820,120 @@ const int32_t* seq_ptr(const tensor_view& t) {
   return t.present() ? t.ptr<const int32_t>() : nullptr;
 }
 
+template <int kP, bool kVarB, bool kVarC, bool kLocal>
+status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
+  scan1_kernel<kP, kVarB, kVarC, kLocal><<<grid, kS1Threads, 0, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kP>
+status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
+                    cudaStream_t stream) {
+  // The local pass reads no C.
+  if (local) {
+    return var_b ? run_scan1<kP, true, false, true>(op, a, blocks, stream)
+                 : run_scan1<kP, false, false, true>(op, a, blocks, stream);
+  }
+  if (var_b && var_c) return run_scan1<kP, true, true, false>(op, a, blocks, stream);
+  if (var_b) return run_scan1<kP, true, false, false>(op, a, blocks, stream);
+  if (var_c) return run_scan1<kP, false, true, false>(op, a, blocks, stream);
+  return run_scan1<kP, false, false, false>(op, a, blocks, stream);
+}
+
+status run_scan1_p(const char* op, int lanes, const scan1_args& a, bool var_b, bool var_c, bool local,
+                   int64_t blocks, cudaStream_t stream) {
+  if (lanes == 1) return run_scan1_bc<1>(op, a, var_b, var_c, local, blocks, stream);
+  if (lanes == 2) return run_scan1_bc<2>(op, a, var_b, var_c, local, blocks, stream);
+  return run_scan1_bc<4>(op, a, var_b, var_c, local, blocks, stream);
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+}
+
+// Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, at
+// least 3 as fewer leave the SFU idle on latency) x (steps per block); the local pass costs 0.8 of a full
+// pass per step (no C, y or output). One chunk unless splitting time pays for the local pass.
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms) {
+  int64_t best_k = 1;
+  double best = 0;
+  for (int64_t k = 1; k <= 64; ++k) {
+    const int64_t len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
+    if (k > 1 && len < 256) break;
+    const int64_t kr = (L + len - 1) / len;
+    if (kr != k) continue;
+    auto busiest = [&](int64_t chunks) {
+      return static_cast<double>(max64(3, (blocks_per_chunk * chunks + sms - 1) / sms));
+    };
+    const double cost = busiest(k) * len + (k > 1 ? 0.8 * busiest(k - 1) * len : 0.0);
+    if (k == 1 || cost < best) best = cost, best_k = k;
+  }
+  return best_k;
+}
+
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
+
+// selectiveScan at dstate <= 32 on scan1_kernel; SSMKIT_CUDA_SCAN_CHUNKS forces the number of time
+// chunks and SSMKIT_CUDA_SCAN_POLY the states a thread takes through the FMA-pipe exp2 (tests, benches).
+status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t stream) {
+  const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, N = p.dstate;
+  const bool var_b = p.groups_b > 0, var_c = p.groups_c > 0;
+  scan1_args a{};
+  a.u = p.u.data, a.delta = p.delta.data, a.z = p.z.data, a.out = p.out.data;
+  a.A = p.A.ptr<const float>(), a.B = p.B.data, a.C = p.C.data;
+  a.D = p.D.ptr<const float>(), a.delta_bias = p.delta_bias.ptr<const float>();
+  a.h0 = p.initial_state.ptr<const float>(), a.hT = p.last_state.ptr<float>();
+  a.seq_idx = seq_ptr(p.seq_idx);
+  a.u_dt = p.u.dtype, a.delta_dt = p.delta.dtype, a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32;
+  a.out_dt = p.out.dtype, a.b_dt = p.B.dtype, a.c_dt = p.C.dtype;
+  a.batch = Bt, a.dim = Dm, a.L = L, a.N = N;
+  a.groups = var_b ? p.groups_b : var_c ? p.groups_c : 1;
+  a.cpg = Dm / a.groups;
+  a.softplus = p.delta_softplus;
+  a.vec = L % 8 == 0 && aligned16(a.u) && aligned16(a.delta) && aligned16(a.out) && aligned16(a.z) &&
+          (!var_b || aligned16(a.B)) && (!var_c || aligned16(a.C));
+  const int lanes = N <= 8 ? 1 : N <= 16 ? 2 : 4;
+  a.bpg = (a.cpg + kS1Threads / lanes - 1) / (kS1Threads / lanes);
+  a.poly = env_int("SSMKIT_CUDA_SCAN_POLY", 1);
+  if (a.poly < 0 || a.poly > 2) {
+    return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
+  }
+  const int64_t per_chunk = Bt * a.groups * a.bpg;
+
+  int dev = 0, sms = 1;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms) : 1;
+  const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
+  if (forced > 0) k = forced;
+  k = max64(1, min64(k, (L + kS1Tile - 1) / kS1Tile));
+  a.chunk_len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
+  if (a.chunk_len == 0) a.chunk_len = kS1Tile;
+  a.nchunks = max64(1, (L + a.chunk_len - 1) / a.chunk_len);
+
+  void* work = nullptr;
+  if (a.nchunks > 1) {
+    const size_t bytes = 2 * sizeof(float) * static_cast<size_t>((a.nchunks - 1) * Bt * Dm * N);
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&work, bytes, stream));
+    a.chunk_h = static_cast<float*>(work);
+    a.chunk_decay = a.chunk_h + (a.nchunks - 1) * Bt * Dm * N;
+    const status s = run_scan1_p(op, lanes, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
+    if (!s.ok()) {
+      cudaFreeAsync(work, stream);
+      return s;
+    }
+  }
+  const status s = run_scan1_p(op, lanes, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
+  if (work != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(work, stream));
+  return s;
+}
+
 }  // namespace
 
 status selective_scan_fwd_cuda(const selective_scan_params& p, void* stream) {
@@ -1203,6 +1961,10 @@ status selective_scan_fwd_cuda(const selective_scan_params& p, void* stream) {
   SSMKIT_RETURN_IF_ERROR(check_opt(op, "options.seqIdx", p.seq_idx, {Bt, L}, SSMKIT_DTYPE_I32));
   if (Bt == 0 || Dm == 0) return ok_status();
   if (N == 0) return make_status(status_code::shape, "%s: A: expected dstate >= 1", op);
+  // dstate <= 32 (Mamba-1's 16): scan1_kernel; SSMKIT_CUDA_SCAN_STATES forces the generic kernel.
+  if (N <= 32 && std::getenv("SSMKIT_CUDA_SCAN_STATES") == nullptr) {
+    return launch_scan1(op, p, static_cast<cudaStream_t>(stream));
+  }
 
   scan_args a{};
   a.u = p.u.data, a.delta = p.delta.data, a.z = p.z.data, a.out = p.out.data;
@@ -1334,14 +2096,30 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
   a.z_dt = p.z.present() ? p.z.dtype : SSMKIT_DTYPE_F32, a.out_dt = p.out.dtype;
   a.batch = Bt, a.state_batch = SB, a.H = H, a.P = P, a.N = N, a.G = p.multihead ? G : 1;
   a.softplus = p.dt_softplus;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
   // float4 pieces of the state when rows are 16-byte aligned (dstate % 4 == 0, allocations 256-aligned).
   const bool vec = N % 4 == 0;
   const int64_t pieces = vec ? N / 4 : N;
   a.lanes = next_pow2(pieces < 32 ? pieces : 32);
   unsigned grid = 0;
+  // The vector kernel also reads A in float4 and B, C in 4-element pieces.
+  const bool aligned = aligned16(a.state) && aligned16(a.A) && aligned16(a.B) && aligned16(a.C);
+  // 32-bit index math inside the vector kernel; batch on grid y.
+  const bool small = H * P * N < (int64_t{1} << 31) && Bt <= 65535 && SB < (int64_t{1} << 31);
+  if (vec && aligned && N <= 128 && small) {
+    const int64_t rows_per_block = static_cast<int64_t>(kUpdateThreads / a.lanes) * kUpdateRows;
+    const dim3 g2(static_cast<unsigned>((H * P + rows_per_block - 1) / rows_per_block),
+                  static_cast<unsigned>(Bt));
+    if (p.multihead) {
+      selective_state_update_vec_kernel<false><<<g2, kUpdateThreads, 0, s>>>(a);
+    } else {
+      selective_state_update_vec_kernel<true><<<g2, kUpdateThreads, 0, s>>>(a);
+    }
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
+  }
   SSMKIT_RETURN_IF_ERROR(
       launch_blocks(op, (Bt * H * P * a.lanes + kUpdateThreads - 1) / kUpdateThreads, &grid));
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (vec && !p.multihead) selective_state_update_kernel<4, true><<<grid, kUpdateThreads, 0, s>>>(a);
   if (vec && p.multihead) selective_state_update_kernel<4, false><<<grid, kUpdateThreads, 0, s>>>(a);
   if (!vec && !p.multihead) selective_state_update_kernel<1, true><<<grid, kUpdateThreads, 0, s>>>(a);

@@ -122,6 +122,12 @@ Napi::Value device_synchronize(const Napi::CallbackInfo& info) {
   return run_task(info.Env(), info[1].ToBoolean(), [=]() { return device::synchronize(dev); }, {});
 }
 
+// (device): synchronize, then give the pool's unused memory back to the driver.
+Napi::Value device_trim(const Napi::CallbackInfo& info) {
+  throw_if(info.Env(), device::trim(device_arg(info, 0)));
+  return info.Env().Undefined();
+}
+
 Napi::Value device_memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   size_t free_bytes = 0, total = 0;
@@ -156,6 +162,7 @@ void register_backend(Napi::Env env, Napi::Object exports) {
   exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
   exports.Set("deviceSynchronize", Napi::Function::New(env, device_synchronize));
   exports.Set("deviceMemory", Napi::Function::New(env, device_memory));
+  exports.Set("deviceTrim", Napi::Function::New(env, device_trim));
   exports.Set("deviceCast", Napi::Function::New(env, device_cast));
 }
 

@@ -25,7 +25,7 @@ Napi::Value fft_conv(const Napi::CallbackInfo& info) {
   p.L = p.u.dim(2);
   p.Lk = p.k.dim(-1);
   return run_op(env, "fftConv", p, op_device({&p.u}), info[1].ToBoolean(), std::move(keep), &fft_conv_cpu,
-                nullptr);
+                SSMKIT_CUDA_FN(fft_conv_cuda));
 }
 
 // s4dKernel({logDt, A, C, k}, async)
@@ -42,7 +42,7 @@ Napi::Value s4d_kernel(const Napi::CallbackInfo& info) {
   p.N2 = p.A.dim(1);
   p.L = p.k.dim(1);
   return run_op(env, "s4dKernel", p, op_device({&p.log_dt}), info[1].ToBoolean(), std::move(keep),
-                &s4d_kernel_cpu, nullptr);
+                &s4d_kernel_cpu, SSMKIT_CUDA_FN(s4d_kernel_cuda));
 }
 
 // ssmConv({u, logDt, A, C, D, initialState, out, lastState, blockSize}, async)
@@ -65,7 +65,7 @@ Napi::Value ssm_conv(const Napi::CallbackInfo& info) {
   p.N2 = p.A.dim(1);
   p.block_size = static_cast<int64_t>(get_number(a, "blockSize", 0));
   return run_op(env, "ssmConv", p, op_device({&p.u}), info[1].ToBoolean(), std::move(keep), &ssm_conv_cpu,
-                nullptr);
+                SSMKIT_CUDA_FN(ssm_conv_cuda));
 }
 
 // fftScratchBytes() -> [now, peak]: the family's CPU scratch memory (a diagnostic for tests and benches).

@@ -48,7 +48,7 @@ Napi::Value quantize(const Napi::CallbackInfo& info) {
   p.static_scale = get_bool(a, "static", false);
   p.hadamard = get_bool(a, "hadamard", false);
   return run_op(env, "quantize", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep), &quantize_cpu,
-                nullptr);
+                SSMKIT_CUDA_FN(quantize_cuda));
 }
 
 // dequantize({q, scale, out, granularity, groupSize}, async)
@@ -65,7 +65,7 @@ Napi::Value dequantize(const Napi::CallbackInfo& info) {
   p.group_size = get_int(a, "groupSize", 0);
   p.lines_per_channel = p.q.ndim >= 2 && p.q.shape[0] > 0 ? p.lines / p.q.shape[0] : 1;
   return run_op(env, "dequantize", p, op_device({&p.q}), info[1].ToBoolean(), std::move(keep),
-                &dequantize_cpu, nullptr);
+                &dequantize_cpu, SSMKIT_CUDA_FN(dequantize_cuda));
 }
 
 // packedWeightBytes(n, k, bits) -> number
@@ -88,7 +88,7 @@ Napi::Value pack_weights(const Napi::CallbackInfo& info) {
   p.k = get_int(a, "k", 0);
   p.bits = static_cast<int32_t>(get_int(a, "bits", 8));
   return run_op(env, "packWeights", p, op_device({&p.w}), info[1].ToBoolean(), std::move(keep),
-                &pack_weights_cpu, nullptr);
+                &pack_weights_cpu, SSMKIT_CUDA_FN(pack_weights_cuda));
 }
 
 // gemmW8A8({a, w, aScale, wScale, bias, out, m, n, k, packed}, async)
@@ -108,7 +108,7 @@ Napi::Value gemm_w8a8(const Napi::CallbackInfo& info) {
   p.k = get_int(a, "k", 0);
   p.w_packed = get_bool(a, "packed", false);
   return run_op(env, "gemmW8A8", p, op_device({&p.a}), info[1].ToBoolean(), std::move(keep), &gemm_w8a8_cpu,
-                nullptr);
+                SSMKIT_CUDA_FN(gemm_w8a8_cuda));
 }
 
 // gemmW4A8({a, w, aScale, wScale, bias, out, m, n, k, groupSize, packed}, async)
@@ -129,7 +129,7 @@ Napi::Value gemm_w4a8(const Napi::CallbackInfo& info) {
   p.group_size = get_int(a, "groupSize", 0);
   p.w_packed = get_bool(a, "packed", false);
   return run_op(env, "gemmW4A8", p, op_device({&p.a}), info[1].ToBoolean(), std::move(keep), &gemm_w4a8_cpu,
-                nullptr);
+                SSMKIT_CUDA_FN(gemm_w4a8_cuda));
 }
 
 // gemmW4A16({x, w, scales, bias, out, m, n, k, groupSize, packed}, async)
@@ -149,7 +149,7 @@ Napi::Value gemm_w4a16(const Napi::CallbackInfo& info) {
   p.group_size = get_int(a, "groupSize", 0);
   p.w_packed = get_bool(a, "packed", false);
   return run_op(env, "gemmW4A16", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep), &gemm_w4a16_cpu,
-                nullptr);
+                SSMKIT_CUDA_FN(gemm_w4a16_cuda));
 }
 
 }  // namespace

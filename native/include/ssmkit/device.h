@@ -32,6 +32,8 @@ status copy_to_host(int device, void* dst, const void* src, size_t bytes);
 // Enqueued device -> device copy; returns at once.
 status copy_on_device(int device, void* dst, const void* src, size_t bytes);
 status synchronize(int device);
+// Waits for the device's stream, then hands the allocation pool's unused memory back to the driver.
+status trim(int device);
 status memory_info(int device, size_t* free_bytes, size_t* total_bytes);
 // Element-wise dtype conversion on the device (float32 <-> float16/bfloat16/float64), enqueued.
 status cast(int device, const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n);

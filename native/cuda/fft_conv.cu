@@ -1,0 +1,1899 @@
+// CUDA kernels of the FFT convolution family: fftConv (FlashConv's fused FFT convolution), s4dKernel
+// (the S4D Vandermonde kernel) and ssmConv (the S4D convolution by state passing between blocks).
+//
+// Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
+// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
+// the same kernel run as two 8192-point halves (even and odd frequencies) when L <= m, which is always
+// the case with a full-length filter (on parts with less than 136 KB of shared memory a block, sm_86 and
+// sm_89, m = 16384 takes the radix-16 passes instead); a four-step FFT with one trip through device
+// scratch each way for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond
+// that. Every path
+// takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
+// postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
+// spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any block size gives
+// the same result) with the fused kernel and carries the S4D state between blocks on the GPU
+// (block-local end states, a scan over blocks, the entering state's share of each output), so any
+// length runs with scratch linear in L. s4dKernel sums its modes in double.
+//
+// Assumptions: contiguous tensors from cudaMallocAsync (256-byte aligned bases); pairs of elements are
+// loaded as one 4- or 8-byte access only when L (and the block length) is even, since rows then start
+// on even elements; rows of up to 2^29 samples; one call per stream at a time (scratch is allocated
+// and freed in stream order).
+//
+// Design of the fused kernel. A real row x of n samples is packed as m complex values
+// z = x[2i] + i x[2i+1]; a complex FFT of z, the real split, the product with the filter's spectrum
+// and the re-packing into one complex spectrum, and the inverse complex FFT give y = x * k packed the
+// same way. The filter's spectrum (H x (m + 1) complex, scaled) is made once per call by a separate
+// kernel with the same FFT and read from L2 by every batch row. Each thread holds 32 complex values in
+// registers; an m-point FFT is 2 or 3 radix-2..32 passes (Stockham order, decimation in time, the last
+// pass radix 16), each pass an in-register DFT of its groups, with the passes exchanging data through
+// shared memory (one row of m float2 per FFT row, padded where lanes would share banks). In the last
+// forward pass each thread holds the two groups of frequencies f and m - f, so the real split, the
+// product and the inverse's last pass happen in registers without another exchange. u, the gates and
+// y are read and written once, in their dtype. Everything is float32, with twiddles from sincospi of
+// exact fractions, so the error stays near float32 rounding for every dtype.
+//
+// Expected bound: float32 issue. Per row of L = 4096 (m = 4096): two 4096-point FFTs at ~3.5
+// instructions per complex value per radix-2 stage (12 stages) plus twiddles and the split, ~0.4 M
+// lane instructions; 6144 rows is ~2.4 G lane instructions, ~75 us at 128 lanes x 132 SMs x 1.98 GHz,
+// against ~24 us for the 100 MB that bfloat16 u and y move. Shared memory carries 8 float2 accesses per
+// value (4 exchanges), about 70% of the FP32 time, so it overlaps. Tensor-core DFTs (FlashFFTConv) would
+// cut the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow. Threads
+// hold 32 values and need up to 255 registers: 8 warps an SM, each with two independent DFTs in flight.
+// The four-step path is bound by its scratch traffic: 16 bytes per complex value each way.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda_check.cuh"
+#include "ssmkit/fft_conv.h"
+
+namespace ssmkit {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Complex arithmetic on float2 (x = re, y = im) and the compile-time roots of unity W_32^k.
+
+__device__ __forceinline__ float2 c_add(float2 a, float2 b) {
+  return make_float2(a.x + b.x, a.y + b.y);
+}
+__device__ __forceinline__ float2 c_sub(float2 a, float2 b) {
+  return make_float2(a.x - b.x, a.y - b.y);
+}
+__device__ __forceinline__ float2 c_mul(float2 a, float2 b) {
+  return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+__device__ __forceinline__ float2 c_conj(float2 a) {
+  return make_float2(a.x, -a.y);
+}
+__device__ __forceinline__ float2 c_mul_i(float2 a) {
+  return make_float2(-a.y, a.x);
+}
+__device__ __forceinline__ float2 c_mul_neg_i(float2 a) {
+  return make_float2(a.y, -a.x);
+}
+
+// cos(2 pi k / 64) for k in [0, 16].
+__host__ __device__ constexpr float cos64_quadrant(int k) {
+  return k == 0    ? 1.0f
+         : k == 1  ? 9.951847267e-01f
+         : k == 2  ? 9.807852804e-01f
+         : k == 3  ? 9.569403357e-01f
+         : k == 4  ? 9.238795325e-01f
+         : k == 5  ? 8.819212643e-01f
+         : k == 6  ? 8.314696123e-01f
+         : k == 7  ? 7.730104534e-01f
+         : k == 8  ? 7.071067812e-01f
+         : k == 9  ? 6.343932842e-01f
+         : k == 10 ? 5.555702330e-01f
+         : k == 11 ? 4.713967368e-01f
+         : k == 12 ? 3.826834324e-01f
+         : k == 13 ? 2.902846773e-01f
+         : k == 14 ? 1.950903220e-01f
+         : k == 15 ? 9.801714033e-02f
+                   : 0.0f;
+}
+// cos(2 pi k / 64) for any k.
+__host__ __device__ constexpr float cos64(int k) {
+  return (k & 63) <= 16   ? cos64_quadrant(k & 63)
+         : (k & 63) <= 32 ? -cos64_quadrant(32 - (k & 63))
+         : (k & 63) <= 48 ? -cos64_quadrant((k & 63) - 32)
+                          : cos64_quadrant(64 - (k & 63));
+}
+
+// a * W_kN^e with W = exp(-2 pi i / kN), kN in {32, 64}, or a * conj(W_kN^e) for the inverse. e is a
+// compile-time constant after unrolling, so the branches fold and the trivial roots cost no
+// multiplications.
+template <int kN, bool kInv>
+__device__ __forceinline__ float2 mul_root(float2 a, int e) {
+  static_assert(kN == 32 || kN == 64, "roots of unity of order 32 or 64");
+  e = (e * (64 / kN)) & 63;
+  e = kInv ? (64 - e) & 63 : e;
+  constexpr float kHalfSqrt2 = 7.071067812e-01f;
+  if (e == 0) return a;
+  if (e == 16) return c_mul_neg_i(a);
+  if (e == 32) return make_float2(-a.x, -a.y);
+  if (e == 48) return c_mul_i(a);
+  if (e == 8) return make_float2(kHalfSqrt2 * (a.x + a.y), kHalfSqrt2 * (a.y - a.x));
+  if (e == 24) return make_float2(kHalfSqrt2 * (a.y - a.x), -kHalfSqrt2 * (a.x + a.y));
+  if (e == 40) return make_float2(-kHalfSqrt2 * (a.x + a.y), kHalfSqrt2 * (a.x - a.y));
+  if (e == 56) return make_float2(kHalfSqrt2 * (a.x - a.y), kHalfSqrt2 * (a.x + a.y));
+  return c_mul(a, make_float2(cos64(e), -cos64(e - 16)));
+}
+
+template <bool kInv>
+__device__ __forceinline__ float2 mul_w32(float2 a, int e) {
+  return mul_root<32, kInv>(a, e);
+}
+
+// W_n^q = exp(-2 pi i q / n) for a power of two n (conjugated for the inverse). The fraction 2q/n is
+// exact in float32 while q < 2^24; past that it is formed in double. The forward and inverse roots
+// are computed from arguments of opposite sign on purpose: with the same argument the compiler would
+// keep the forward pass's twiddles alive across the product for the inverse, which costs registers.
+template <bool kInv>
+__device__ __forceinline__ float2 root_of_unity(int q, int n) {
+  float s, c;
+  if (q < (1 << 24)) {
+    const float x = static_cast<float>(q) * (2.0f / static_cast<float>(n));
+    sincospif(kInv ? x : -x, &s, &c);
+  } else {
+    const double x = 2.0 * static_cast<double>(q) / static_cast<double>(n);
+    double sd, cd;
+    sincospi(kInv ? x : -x, &sd, &cd);
+    s = static_cast<float>(sd);
+    c = static_cast<float>(cd);
+  }
+  return make_float2(c, s);
+}
+
+__host__ __device__ constexpr int bit_reverse(int i, int r) {
+  int out = 0;
+  for (int b = 1; b < r; b <<= 1) {
+    out = (out << 1) | (i & 1);
+    i >>= 1;
+  }
+  return out;
+}
+
+// In-register DFT of kR points (natural order in and out): radix-2 decimation in time, fully unrolled.
+template <int kR, bool kInv>
+__device__ __forceinline__ void dft(float2* a) {
+  float2 b[kR];
+#pragma unroll
+  for (int i = 0; i < kR; ++i) b[bit_reverse(i, kR)] = a[i];
+#pragma unroll
+  for (int half = 1; half < kR; half *= 2) {
+#pragma unroll
+    for (int base = 0; base < kR; base += 2 * half) {
+#pragma unroll
+      for (int j = 0; j < half; ++j) {
+        const float2 t = mul_w32<kInv>(b[base + j + half], j * (32 / (2 * half)));
+        b[base + j + half] = c_sub(b[base + j], t);
+        b[base + j] = c_add(b[base + j], t);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kR; ++i) a[i] = b[i];
+}
+
+// x[s] *= W_n^(s q) for s < kR (conjugated for the inverse). Powers s = 4a + b are W^(4aq) W^(bq): two
+// exact roots, W^(4aq) by a running product and W^(bq) from three kept powers, so at most ~kR / 4 + 2
+// float32 roundings separate a twiddle from its exact value while only six complex values stay live.
+template <int kR, bool kInv>
+__device__ __forceinline__ void twiddle(float2* x, int q, int n) {
+  const float2 w1 = root_of_unity<kInv>(q, n);
+  if constexpr (kR == 2) {
+    x[1] = c_mul(x[1], w1);
+  } else {
+    const float2 w2 = c_mul(w1, w1);
+    const float2 w3 = c_mul(w2, w1);
+    x[1] = c_mul(x[1], w1);
+    x[2] = c_mul(x[2], w2);
+    x[3] = c_mul(x[3], w3);
+    if constexpr (kR > 4) {
+      const float2 w4 = root_of_unity<kInv>(4 * q, n);
+      float2 wa = w4;
+#pragma unroll
+      for (int a = 4; a < kR; a += 4) {
+        x[a] = c_mul(x[a], wa);
+        x[a + 1] = c_mul(x[a + 1], c_mul(wa, w1));
+        x[a + 2] = c_mul(x[a + 2], c_mul(wa, w2));
+        x[a + 3] = c_mul(x[a + 3], c_mul(wa, w3));
+        if (a + 4 < kR) wa = c_mul(wa, w4);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The FFT passes. An m-point transform is passes i = 1..P of radix r_i (the last radix 16); R_i is the
+// product of r_1..r_i. After pass i the data holds, for each offset o < m / R_i, the R_i-point DFT of
+// x[o + (m / R_i) j], frequency q at position o * R_i + q. Pass i combines, for each group (o, q) with
+// q < R_(i-1), the r_i inputs at positions (o + (m / R_i) s) * R_(i-1) + q = g + s * m / r_i (g is the
+// group's index o * R_(i-1) + q), twiddled by W_(R_i)^(s q), into the outputs at o * R_i + q + R_(i-1) t.
+// Pass 1 reads natural order; the last pass writes frequency q + (m / 16) t at position q + (m / 16) t.
+// Every thread holds kE values: kE / r_i groups per pass.
+
+// Complex values per thread: 32 (the multi-pass kernels and fused lengths up to 8192), 64 for the fused
+// 16384; the last pass has radix kE / 2 and holds a group and its mirror.
+constexpr int kE = 32;
+constexpr int kLastRadix = kE / 2;
+
+// A group's elements sit at positions base + s * stride (s < kR): on the input side base = g and
+// stride = m / kR; on the output side base = (g - q) kR + q and stride = R_(i-1). Positions within a
+// row fit in 32 bits (m <= 2^30). Accessors take (base, s, stride), so that a padded shared-memory
+// layout can turn them into one address per group plus constant offsets.
+template <int kR, bool kOut>
+__device__ __forceinline__ void group_span(int g, int rprev, int m, int& base, int& stride) {
+  if (kOut) {
+    const int q = g % rprev;
+    base = (g - q) * kR + q;
+    stride = rprev;
+  } else {
+    base = g;
+    stride = m / kR;
+  }
+}
+
+// Keeps the compiler from hoisting the loads that follow above this point, so that the global loads of
+// all 32 values (and their gates, and the filter's spectrum) are not all in flight at once. It
+// synchronizes only the lanes active here: lanes past the end of a grid-stride loop have left, and
+// thread 0 runs its own branch of the product.
+__device__ __forceinline__ void load_fence() {
+  __syncwarp(__activemask());
+}
+
+// Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
+// index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory).
+template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Load>
+__device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, int m, Load load) {
+#pragma unroll
+  for (int e = 0; e < kN / kR; ++e) {
+    if (kFenced && e > 0) load_fence();
+    int base, stride;
+    group_span<kR, kOut>(group(e), rprev, m, base, stride);
+#pragma unroll
+    for (int s = 0; s < kR; ++s) v[e * kR + s] = load(base, s, stride);
+  }
+}
+
+template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Store>
+__device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int rprev, int m, Store store) {
+#pragma unroll
+  for (int e = 0; e < kN / kR; ++e) {
+    if (kFenced && e > 0) load_fence();
+    int base, stride;
+    group_span<kR, kOut>(group(e), rprev, m, base, stride);
+#pragma unroll
+    for (int s = 0; s < kR; ++s) store(base, s, stride, v[e * kR + s]);
+  }
+}
+
+// A row of (m,) float2 in device memory.
+struct flat_row {
+  float2* p;
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
+    return p[base + s * stride];
+  }
+  __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
+    p[base + s * stride] = x;
+  }
+};
+
+__device__ __forceinline__ int padded(int pos) {
+  return pos + (pos >> 4);
+}
+
+// Shared memory with one pad every 16 values: what pass 1 writes with lanes r_1 apart (and the inverse
+// reads back), so that those lanes fall in different banks. With a stride that is a multiple of 16, or
+// bases that are (`aligned`), the address is one padded base plus constant offsets.
+struct padded_row {
+  float2* p;
+  bool aligned;
+  __device__ __forceinline__ int at(int base, int s, int stride) const {
+    if (stride % 16 == 0) return padded(base) + s * (stride + stride / 16);
+    if (aligned) return padded(base) + padded(s * stride);
+    return padded(base + s * stride);
+  }
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
+    return p[at(base, s, stride)];
+  }
+  __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
+    p[at(base, s, stride)] = x;
+  }
+};
+
+// The arithmetic of one pass on a thread's groups: forward = twiddle then DFT; inverse = the adjoint
+// (conjugate DFT, then conjugate twiddle), so running the inverse passes in reverse order undoes the
+// forward ones up to the factor m.
+template <int kR, bool kInv, int kN, class Group>
+__device__ __forceinline__ void butterflies(float2 (&v)[kN], Group group, int rprev) {
+#pragma unroll
+  for (int e = 0; e < kN / kR; ++e) {
+    const int q = group(e) % rprev;
+    if (!kInv) {
+      if (rprev > 1) twiddle<kR, false>(&v[e * kR], q, rprev * kR);
+      dft<kR, false>(&v[e * kR]);
+    } else {
+      dft<kR, true>(&v[e * kR]);
+      if (rprev > 1) twiddle<kR, true>(&v[e * kR], q, rprev * kR);
+    }
+  }
+}
+
+// The real split, the product with the filter and the re-packing, on one mirror pair: za = Z[f] and
+// zb = Z[m - f] of the packed signal (indices mod m), w = W_(2m)^f, ka = S[f] and kb = S[m - f] of the
+// filter's scaled spectrum. Leaves za = Zy[f] and zb = Zy[m - f], whose inverse m-point DFT is y packed.
+__device__ __forceinline__ void mirror_product(float2& za, float2& zb, float2 w, float2 ka, float2 kb) {
+  const float2 zbc = c_conj(zb);
+  const float2 even = c_add(za, zbc);              // 2 E[f]: the spectrum of x[2i]
+  const float2 odd = c_mul_neg_i(c_sub(za, zbc));  // 2 O[f]: the spectrum of x[2i + 1]
+  const float2 wodd = c_mul(w, odd);
+  const float2 ya = c_mul(c_add(even, wodd), ka);          // Y[f]
+  const float2 yb = c_mul(c_sub(even, wodd), c_conj(kb));  // Y[f + m]
+  const float2 sum = c_add(ya, yb);
+  const float2 dif = c_mul_i(c_mul(c_conj(w), c_sub(ya, yb)));
+  za = c_add(sum, dif);
+  zb = c_conj(c_sub(sum, dif));
+}
+
+// The spectrum of a packed real filter on one mirror pair: X[f] and conj(X[m - f]) times `scale`.
+__device__ __forceinline__ void mirror_spectrum(float2 za, float2 zb, float2 w, float scale, float2& xa,
+                                                float2& xbc) {
+  const float2 zbc = c_conj(zb);
+  const float2 even = c_add(za, zbc);
+  const float2 odd = c_mul_neg_i(c_sub(za, zbc));
+  const float2 wodd = c_mul(w, odd);
+  const float2 a = c_add(even, wodd);
+  const float2 b = c_sub(even, wodd);
+  xa = make_float2(a.x * scale, a.y * scale);
+  xbc = make_float2(b.x * scale, -b.y * scale);
+}
+
+// The last pass's two groups for thread t of an m-point transform of last radix kLast (c = m / kLast
+// groups, t < c / 2): q and c - q, or 0 and c / 2 for thread 0, so that frequency f and m - f sit in
+// one thread.
+struct last_groups {
+  int q1, q2;
+  __device__ __forceinline__ int operator()(int e) const { return e == 0 ? q1 : q2; }
+};
+template <int kLast>
+__device__ __forceinline__ last_groups make_last_groups(int t, int m) {
+  const int c = m / kLast;
+  return last_groups{t, t == 0 ? c / 2 : c - t};
+}
+
+// The conv's work in the last pass (radix K): v[0..K) = Z[q1 + c k], v[K..2K) = Z[q2 + c k] in, Zy
+// out (c = m / K). spectrum: (m + 1,) the row's filter. Frequency q1 + c k pairs with q2 + c (K-1-k);
+// thread 0's groups 0 and c / 2 pair within themselves (k with K - k, and k with K - 1 - k).
+template <int K, class Spectrum>
+__device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                  Spectrum spectrum) {
+  const int64_t c = m / K;
+  if (t != 0) {
+    const float2 base = root_of_unity<false>(static_cast<int>(t), static_cast<int>(2 * m));
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if (k % 4 == 0 && k > 0) load_fence();
+      const int64_t f = t + c * k;
+      mirror_product(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
+    }
+  } else {
+    // Thread 0 (lane 0 of its warp) takes this branch; its fences only order its own loads.
+    {
+      float2 za = v[0], zb = v[0];
+      mirror_product(za, zb, make_float2(1.0f, 0.0f), spectrum(0), spectrum(m));
+      v[0] = za;
+    }
+    {
+      float2 za = v[K / 2], zb = v[K / 2];
+      mirror_product(za, zb, make_float2(0.0f, -1.0f), spectrum(m / 2), spectrum(m / 2));
+      v[K / 2] = za;
+    }
+#pragma unroll
+    for (int k = 1; k < K / 2; ++k) {
+      if (k % 4 == 0) load_fence();
+      mirror_product(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), spectrum(c * k),
+                     spectrum(m - c * k));
+    }
+    load_fence();
+    const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
+#pragma unroll
+    for (int k = 0; k < K / 2; ++k) {
+      if (k % 4 == 0 && k > 0) load_fence();
+      const int64_t f = c / 2 + c * k;
+      mirror_product(v[K + k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), spectrum(f),
+                     spectrum(m - f));
+    }
+  }
+}
+
+// The same for the odd frequencies of a split transform (below): v[0..K) = Z'[t + c k] and
+// v[K..2K) = Z'[c - 1 - t + c k], where Z'[k] = Z[2k + 1] of the full m2 = 2m point transform; local
+// frequency k pairs with m - 1 - k, the full 2k + 1 with m2 - 2k - 1. spectrum: (m2 + 1,).
+template <int K>
+__device__ __forceinline__ void product_last_pass_odd(float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                      const float2* spectrum) {
+  const int64_t c = m / K;
+  const int64_t m2 = 2 * m;
+  const float2 base = root_of_unity<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    if (k % 4 == 0 && k > 0) load_fence();
+    const int64_t f = 2 * (t + c * k) + 1;
+    mirror_product(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), spectrum[f], spectrum[m2 - f]);
+  }
+}
+
+// The filter's work in the last pass (radix K): writes S[f] for all f in [0, m] from Z of the packed
+// filter.
+template <int K>
+__device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                   float scale, float2* spectrum) {
+  const int64_t c = m / K;
+  float2 xa, xbc;
+  if (t != 0) {
+    const float2 base = root_of_unity<false>(static_cast<int>(t), static_cast<int>(2 * m));
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int64_t f = t + c * k;
+      mirror_spectrum(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
+      spectrum[f] = xa;
+      spectrum[m - f] = xbc;
+    }
+  } else {
+    mirror_spectrum(v[0], v[0], make_float2(1.0f, 0.0f), scale, xa, xbc);
+    spectrum[0] = xa;
+    spectrum[m] = xbc;
+    mirror_spectrum(v[K / 2], v[K / 2], make_float2(0.0f, -1.0f), scale, xa, xbc);
+    spectrum[m / 2] = xa;
+#pragma unroll
+    for (int k = 1; k < K / 2; ++k) {
+      mirror_spectrum(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), scale, xa, xbc);
+      spectrum[c * k] = xa;
+      spectrum[m - c * k] = xbc;
+    }
+    const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
+#pragma unroll
+    for (int k = 0; k < K / 2; ++k) {
+      const int64_t f = c / 2 + c * k;
+      mirror_spectrum(v[K + k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
+      spectrum[f] = xa;
+      spectrum[m - f] = xbc;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Element access: activations in their dtype, converted by the hardware's cvt instructions.
+
+template <ssmkit_dtype T>
+__device__ __forceinline__ float to_float(uint16_t bits) {
+  if constexpr (T == SSMKIT_DTYPE_F16) {
+    return __half2float(__ushort_as_half(bits));
+  } else {
+    return __bfloat162float(__ushort_as_bfloat16(bits));
+  }
+}
+template <ssmkit_dtype T>
+__device__ __forceinline__ uint16_t from_float(float v) {
+  if constexpr (T == SSMKIT_DTYPE_F16) {
+    return __half_as_ushort(__float2half_rn(v));
+  } else {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  }
+}
+
+// Elements i and i + 1 of p (the second only when `both`, else 0). `vec`: i is even and the row's
+// elements are pair-aligned, so the pair is one 4- or 8-byte load.
+template <ssmkit_dtype T>
+__device__ __forceinline__ float2 load_pair(const void* p, int64_t i, bool both, bool vec) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    const float* f = static_cast<const float*>(p);
+    if (both && vec) return *reinterpret_cast<const float2*>(f + i);
+    return make_float2(f[i], both ? f[i + 1] : 0.0f);
+  } else {
+    const uint16_t* h = static_cast<const uint16_t*>(p);
+    if (both && vec) {
+      const uint32_t w = *reinterpret_cast<const uint32_t*>(h + i);
+      return make_float2(to_float<T>(static_cast<uint16_t>(w & 0xffffu)),
+                         to_float<T>(static_cast<uint16_t>(w >> 16)));
+    }
+    return make_float2(to_float<T>(h[i]), both ? to_float<T>(h[i + 1]) : 0.0f);
+  }
+}
+
+template <ssmkit_dtype T>
+__device__ __forceinline__ void store_pair(void* p, int64_t i, float2 v, bool both, bool vec) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    float* f = static_cast<float*>(p);
+    if (both && vec) {
+      *reinterpret_cast<float2*>(f + i) = v;
+    } else {
+      f[i] = v.x;
+      if (both) f[i + 1] = v.y;
+    }
+  } else {
+    uint16_t* h = static_cast<uint16_t*>(p);
+    if (both && vec) {
+      *reinterpret_cast<uint32_t*>(h + i) =
+          static_cast<uint32_t>(from_float<T>(v.x)) | (static_cast<uint32_t>(from_float<T>(v.y)) << 16);
+    } else {
+      h[i] = from_float<T>(v.x);
+      if (both) h[i + 1] = from_float<T>(v.y);
+    }
+  }
+}
+
+__device__ __forceinline__ float gelu_erf(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+// One convolution call as the kernels see it. A row is a segment of seg_len samples of one (batch, H)
+// sequence (the whole sequence for fftConv; a block for ssmConv).
+struct conv_args {
+  const void* u;           // (batch, H, L)
+  const void* pregate;     // (batch, H, L) u's dtype, or null
+  const void* postgate;    // (batch, H, L) u's dtype, or null
+  const float* extra;      // (batch, H, L) float32 added before the activation (ssmConv's state), or null
+  void* out;               // (batch, H, L) u's dtype
+  const float2* spectrum;  // (H, m + 1) the filters' scaled spectra
+  int64_t rows;            // rows of this launch
+  int64_t row0;            // the global index of its first row (batch * H * segments in all)
+  int64_t H;
+  int64_t L;
+  int64_t seg_len;
+  int64_t segments;
+  int64_t m;  // complex FFT length: n / 2
+  bool gelu;
+  bool vec;  // rows and segments start at even elements: pairs load at once
+};
+
+// Where row r of a conv call lives.
+struct conv_row {
+  int64_t base;  // element offset of the segment's first sample in u, out, the gates and extra
+  int64_t len;   // samples in the segment (0 for the padding rows of a block)
+  int64_t h;
+  __device__ __forceinline__ conv_row(const conv_args& a, int64_t r) {
+    if (r < a.rows) {
+      const int64_t bh = (a.row0 + r) / a.segments;
+      const int64_t start = ((a.row0 + r) % a.segments) * a.seg_len;
+      base = bh * a.L + start;
+      len = a.L - start < a.seg_len ? a.L - start : a.seg_len;
+      h = bh % a.H;
+    } else {
+      base = 0;
+      len = 0;
+      h = 0;
+    }
+  }
+};
+
+// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end.
+template <ssmkit_dtype T>
+__device__ __forceinline__ float2 load_packed(const conv_args& a, const conv_row& row, int64_t j) {
+  const int64_t i = 2 * j;
+  if (i >= row.len) return make_float2(0.0f, 0.0f);
+  const bool both = i + 1 < row.len;
+  float2 v = load_pair<T>(a.u, row.base + i, both, a.vec);
+  if (a.pregate != nullptr) {
+    const float2 g = load_pair<T>(a.pregate, row.base + i, both, a.vec);
+    v = make_float2(v.x * g.x, v.y * g.y);
+  }
+  return v;
+}
+
+// Writes y[2j] and y[2j + 1] of the row from zy[j], after extra, gelu and postgate.
+template <ssmkit_dtype T>
+__device__ __forceinline__ void store_packed(const conv_args& a, const conv_row& row, int64_t j, float2 y) {
+  const int64_t i = 2 * j;
+  if (i >= row.len) return;
+  const bool both = i + 1 < row.len;
+  if (a.extra != nullptr) {
+    y.x += a.extra[row.base + i];
+    if (both) y.y += a.extra[row.base + i + 1];
+  }
+  if (a.gelu) y = make_float2(gelu_erf(y.x), gelu_erf(y.y));
+  if (a.postgate != nullptr) {
+    const float2 g = load_pair<T>(a.postgate, row.base + i, both, a.vec);
+    y = make_float2(y.x * g.x, y.y * g.y);
+  }
+  store_pair<T>(a.out, row.base + i, y, both, a.vec);
+}
+
+// The real filter g of n samples whose spectrum a conv multiplies by: k at lags 0..Lk-1, D added at lag
+// 0, and for bidirectional filters k[h, 1, j] at lag -j (position n - j, j >= 1; lag 0 adds to g[0]).
+struct filter_args {
+  const float* k;    // (H, Lk) or (H, 2, Lk)
+  const float* D;    // (H,) or null
+  float2* spectrum;  // (H, m + 1)
+  int64_t rows;      // filters of this launch
+  int64_t h0;        // the first one's index
+  int64_t Lk;
+  int64_t m;
+  bool bidirectional;
+};
+
+__device__ __forceinline__ float filter_value(const filter_args& a, int64_t h, int64_t i) {
+  const int64_t n = 2 * a.m;
+  const float* row = a.k + h * (a.bidirectional ? 2 * a.Lk : a.Lk);
+  float v = i < a.Lk ? row[i] : 0.0f;
+  if (i == 0 && a.D != nullptr) v += a.D[h];
+  if (a.bidirectional) {
+    if (i == 0) {
+      v += row[a.Lk];
+    } else if (i > n - a.Lk) {
+      v += row[a.Lk + (n - i)];
+    }
+  }
+  return v;
+}
+
+// r: the filter's index within the launch.
+__device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64_t r, int64_t j) {
+  if (r >= a.rows) return make_float2(0.0f, 0.0f);
+  return make_float2(filter_value(a, a.h0 + r, 2 * j), filter_value(a, a.h0 + r, 2 * j + 1));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The fused kernel: one row per FFT, rows of a block side by side in shared memory.
+
+// Passes of an m = 2^log_m point transform whose last pass has last_bits bits: the leading passes share
+// the rest as evenly as possible (at most 5 bits each, radix 32), the earlier ones taking the larger
+// shares.
+__host__ __device__ constexpr int leading_passes(int log_m, int last_bits) {
+  return (log_m - last_bits + 4) / 5;
+}
+// Bits of pass i (1-based).
+__host__ __device__ constexpr int pass_bits(int log_m, int last_bits, int i) {
+  return i == leading_passes(log_m, last_bits) + 1
+             ? last_bits
+             : (log_m - last_bits) / leading_passes(log_m, last_bits) +
+                   ((i - 1) < (log_m - last_bits) % leading_passes(log_m, last_bits) ? 1 : 0);
+}
+__host__ __device__ constexpr int bits_before(int log_m, int last_bits, int i) {
+  return i <= 1 ? 0 : bits_before(log_m, last_bits, i - 1) + pass_bits(log_m, last_bits, i - 1);
+}
+
+template <int kLogM>
+struct fused_plan {
+  static constexpr int kM = 1 << kLogM;
+  // 64 values a thread (256 threads of 255 registers for m = 16384) spills more than 32 values at a
+  // 128-register cap, so every size holds 32.
+  static constexpr int kE = 32;
+  static constexpr int kLast = kE / 2;  // the last pass's radix
+  static constexpr int kLastBits = 4;
+  static constexpr int kPasses = leading_passes(kLogM, kLastBits) + 1;  // 2 or 3 for m in [32, 16384]
+  static constexpr int kThreadsPerRow = kM / kE;
+  static constexpr int kRows = kThreadsPerRow >= 128 ? 1 : 128 / kThreadsPerRow;  // >= 4 warps a block
+  static constexpr int kThreads = kRows * kThreadsPerRow;
+  // Registers: a thread's values, two groups' DFT temporaries and twiddles, and the row's addresses need
+  // ~120-200 registers; a 128 cap spills. So up to 255 where the block allows it (two 128-thread blocks
+  // or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight); m = 16384 has
+  // 512 threads a block and a 128 cap, which is why it usually runs as two 8192-point halves.
+  static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;
+  static constexpr int kRowStride =
+      kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
+  static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
+  template <int i>
+  static constexpr int radix() {
+    return 1 << pass_bits(kLogM, kLastBits, i);
+  }
+  template <int i>
+  static constexpr int rprev() {
+    return 1 << bits_before(kLogM, kLastBits, i);
+  }
+  static_assert(kLogM >= 5 && kLogM <= 14, "fused FFT lengths are 32..16384");
+  static_assert(kPasses == 2 || kPasses == 3, "the fused kernel runs 2 or 3 passes");
+  static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
+  static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
+  static_assert(radix<1>() <= kE && (kPasses == 2 || radix<2>() <= kE), "passes fit a thread's values");
+};
+
+struct thread_groups {
+  int t, nt;
+  __device__ __forceinline__ int operator()(int e) const { return t + nt * e; }
+};
+
+// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers. Pass 1's
+// output lives in the padded layout; a middle pass's output, read by the last pass with consecutive
+// lanes on consecutive positions, in the plain one.
+template <class Plan, bool kOddPairs = false, class Load>
+__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load) {
+  constexpr int m = Plan::kM;
+  const thread_groups groups{t, Plan::kThreadsPerRow};
+  constexpr int r1 = Plan::template radix<1>();
+  const padded_row d1{buf, r1 % 16 == 0};
+  const flat_row d2{buf};
+  gather<r1, false, true>(v, groups, 1, m, load);
+  butterflies<r1, false>(v, groups, 1);
+  scatter<r1, true>(v, groups, 1, m, d1);
+  __syncthreads();
+  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  const last_groups last =
+      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  if constexpr (Plan::kPasses == 3) {
+    constexpr int r2 = Plan::template radix<2>();
+    constexpr int p2 = Plan::template rprev<2>();
+    gather<r2, false>(v, groups, p2, m, d1);
+    butterflies<r2, false>(v, groups, p2);
+    __syncthreads();
+    scatter<r2, true>(v, groups, p2, m, d2);
+    __syncthreads();
+    gather<Plan::kLast, false>(v, last, plast, m, d2);
+  } else {
+    gather<Plan::kLast, false>(v, last, plast, m, d1);
+  }
+  butterflies<Plan::kLast, false>(v, last, plast);
+}
+
+// The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
+template <class Plan, bool kOddPairs = false, class Store>
+__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store) {
+  constexpr int m = Plan::kM;
+  const thread_groups groups{t, Plan::kThreadsPerRow};
+  constexpr int r1 = Plan::template radix<1>();
+  const padded_row d1{buf, r1 % 16 == 0};
+  const flat_row d2{buf};
+  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  const last_groups last =
+      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  butterflies<Plan::kLast, true>(v, last, plast);
+  // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
+  if constexpr (Plan::kPasses == 3) {
+    constexpr int r2 = Plan::template radix<2>();
+    constexpr int p2 = Plan::template rprev<2>();
+    scatter<Plan::kLast, false>(v, last, plast, m, d2);
+    __syncthreads();
+    gather<r2, true>(v, groups, p2, m, d2);
+    butterflies<r2, true>(v, groups, p2);
+    __syncthreads();
+    scatter<r2, false>(v, groups, p2, m, d1);
+  } else {
+    scatter<Plan::kLast, false>(v, last, plast, m, d1);
+  }
+  __syncthreads();
+  gather<r1, true>(v, groups, 1, m, d1);
+  butterflies<r1, true>(v, groups, 1);
+  scatter<r1, false, true>(v, groups, 1, m, store);
+}
+
+template <ssmkit_dtype T, int kLogM>
+__global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>::kMinBlocks)
+    fft_conv_fused_kernel(const conv_args a) {
+  using Plan = fused_plan<kLogM>;
+  extern __shared__ __align__(16) float2 smem[];
+  const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
+  const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
+  float2* buf = smem + local_row * Plan::kRowStride;
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const conv_row row(a, b * Plan::kRows + local_row);
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t,
+                        [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+    const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
+    product_last_pass<Plan::kLast>(v, t, Plan::kM, [filter](int64_t f) { return filter[f]; });
+    fused_inverse<Plan>(
+        v, buf, t, [&](int base, int s, int st, float2 y) { store_packed<T>(a, row, base + s * st, y); });
+    __syncthreads();  // the next row reuses buf
+  }
+}
+
+// m = 16384 when the row fits in the lower half (L <= m: its packed z is zero past m / 2), as two
+// 8192-point halves in one block, which fit 255 registers where the 16384-point kernel spills: the even
+// frequencies Z[2k] are the 8192-point DFT of z, the odd ones Z[2k + 1] that of z[j] W_m^j; each half
+// pairs with itself for the product, and zy[j] = IDFT(even)[j] + W_m^-j IDFT(odd)[j] for the j < m / 2
+// that the output needs, summed in shared memory by the thread that owns j in both halves.
+constexpr size_t kSplitSmem = (fused_plan<13>::kRowStride + fused_plan<13>::kM) * sizeof(float2);
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
+    fft_conv_split_kernel(const conv_args a) {
+  using Plan = fused_plan<13>;
+  constexpr int mh = Plan::kM;  // the halves' length
+  constexpr int m = 2 * mh;
+  constexpr int r1 = Plan::template radix<1>();
+  extern __shared__ __align__(16) float2 smem[];
+  float2* buf = smem;                     // (mh + mh / 16,) the halves' transforms
+  float2* acc = smem + Plan::kRowStride;  // (mh,) zy of the even half
+  const int t = static_cast<int>(threadIdx.x);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const conv_row row(a, r);
+    const float2* filter = a.spectrum + row.h * (m + 1);
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t,
+                        [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+    product_last_pass<Plan::kLast>(v, t, mh, [filter](int64_t f) { return filter[2 * f]; });
+    fused_inverse<Plan>(v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
+    __syncthreads();  // buf is read to the end before the odd half writes it
+    // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
+    fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
+      const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
+      return c_mul(load_packed<T>(a, row, base + s * st), w);
+    });
+    product_last_pass_odd<Plan::kLast>(v, t, mh, filter);
+    fused_inverse<Plan, true>(v, buf, t, [&](int base, int s, int st, float2 y) {
+      const int j = base + s * st;
+      const float2 w = mul_root<2 * r1, true>(root_of_unity<true>(base, m), s);
+      store_packed<T>(a, row, j, c_add(acc[j], c_mul(y, w)));
+    });
+    __syncthreads();
+  }
+}
+
+template <int kLogM>
+__global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>::kMinBlocks)
+    filter_spectrum_fused_kernel(const filter_args a) {
+  using Plan = fused_plan<kLogM>;
+  extern __shared__ __align__(16) float2 smem[];
+  const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
+  const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
+  float2* buf = smem + local_row * Plan::kRowStride;
+  const float scale = 1.0f / (8.0f * Plan::kM);  // S = K / (2n): the packing's 1/2 and the inverse's 1/n
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t r = b * Plan::kRows + local_row;
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t,
+                        [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
+    if (r < a.rows)
+      spectrum_last_pass<Plan::kLast>(v, t, Plan::kM, scale, a.spectrum + (a.h0 + r) * (Plan::kM + 1));
+    __syncthreads();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The four-step path for m = m1 m2 in 2^15..2^20 (rows of up to 1M samples with a full-length filter),
+// with one trip through device scratch (rows, m1, m2) float2 each way. Write j = m2 j1 + j2 and
+// f = f1 + m1 f2: the columns step takes, for each j2, the m1-point DFT over j1 and its twiddle
+// W_m^(j2 f1), stored at [f1][j2]; the rows step takes, for each f1, the m2-point DFT over j2, which is
+// Z[f1 + m1 f2], multiplies by the filter's spectrum with rows f1 and m1 - f1 in one block (their
+// frequencies mirror each other: m - f = (m1 - f1) + m1 (m2 - 1 - f2); rows 0 and m1 / 2 mirror
+// within themselves), and transforms back; the inverse columns step undoes the first and writes y.
+// The filter's spectrum is kept transposed, S[f] at [f1][f2], with S[m] last, so that rows read it
+// contiguously.
+
+constexpr int kColLogM = 8;  // m1 = 256: 8 threads a column, 32 columns a block on a warp's lanes
+
+struct four_step_cols {
+  using Plan = fused_plan<kColLogM>;
+  static constexpr int kCols = 32;  // consecutive j2 on the 32 lanes of a warp: coalesced rows of u and y
+  static constexpr int kThreads = kCols * Plan::kThreadsPerRow;
+  static constexpr int kStride =
+      Plan::kRowStride + 1;  // odd: the 32 columns at one position hit distinct banks
+  static constexpr size_t kSmem = static_cast<size_t>(kCols) * kStride * sizeof(float2);
+};
+
+// The transposed spectrum of a four-step filter: S[f] of (m + 1,) at f1 * m2 + f2, S[m] at m.
+struct transposed_spectrum {
+  const float2* p;
+  int64_t m, m1, m2;
+  __device__ __forceinline__ float2 operator()(int64_t f) const {
+    return f == m ? p[m] : p[(f % m1) * m2 + f / m1];
+  }
+};
+
+// Columns step, forward: column (r, j2) of rows * m2 columns; load(row_of(r), j) gives z[j] of row r.
+template <class RowOf, class Load>
+__device__ __forceinline__ void four_step_columns_forward(float2* scratch, int64_t rows, int64_t m2,
+                                                          RowOf row_of, Load load) {
+  using C = four_step_cols;
+  using Plan = C::Plan;
+  constexpr int m1 = Plan::kM;
+  extern __shared__ __align__(16) float2 smem[];
+  const int col = static_cast<int>(threadIdx.x) % C::kCols;
+  const int t = static_cast<int>(threadIdx.x) / C::kCols;
+  float2* buf = smem + col * C::kStride;
+  const int64_t blocks = rows * m2 / C::kCols;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t c = b * C::kCols + col;
+    const int64_t r = c / m2;
+    const int j2 = static_cast<int>(c % m2);
+    const auto ctx = row_of(r);
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t,
+                        [&](int base, int s, int st) { return load(ctx, (base + s * st) * m2 + j2); });
+    const last_groups last = make_last_groups<Plan::kLast>(t, m1);
+    const int m = static_cast<int>(m1 * m2);
+    float2* out = scratch + r * m1 * m2 + j2;
+    scatter<Plan::kLast, true>(
+        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st, float2 x) {
+          const int f1 = base + s * st;
+          out[static_cast<int64_t>(f1) * m2] = c_mul(x, root_of_unity<false>(j2 * f1, m));
+        });
+    __syncthreads();
+  }
+}
+
+// Columns step, inverse: store(row_of(r), j, zy) receives zy[j] of row r.
+template <class RowOf, class Store>
+__device__ __forceinline__ void four_step_columns_inverse(const float2* scratch, int64_t rows, int64_t m2,
+                                                          RowOf row_of, Store store) {
+  using C = four_step_cols;
+  using Plan = C::Plan;
+  constexpr int m1 = Plan::kM;
+  extern __shared__ __align__(16) float2 smem[];
+  const int col = static_cast<int>(threadIdx.x) % C::kCols;
+  const int t = static_cast<int>(threadIdx.x) / C::kCols;
+  float2* buf = smem + col * C::kStride;
+  const int64_t blocks = rows * m2 / C::kCols;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t c = b * C::kCols + col;
+    const int64_t r = c / m2;
+    const int j2 = static_cast<int>(c % m2);
+    const int m = static_cast<int>(m1 * m2);
+    const float2* in = scratch + r * m1 * m2 + j2;
+    const last_groups last = make_last_groups<Plan::kLast>(t, m1);
+    float2 v[Plan::kE];
+    gather<Plan::kLast, true, true>(
+        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st) {
+          const int f1 = base + s * st;
+          return c_mul(in[static_cast<int64_t>(f1) * m2], root_of_unity<true>(j2 * f1, m));
+        });
+    const auto ctx = row_of(r);
+    fused_inverse<Plan>(v, buf, t,
+                        [&](int base, int s, int st, float2 y) { store(ctx, (base + s * st) * m2 + j2, y); });
+    __syncthreads();
+  }
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(four_step_cols::kThreads, 1)
+    four_step_conv_columns_kernel(const conv_args a, float2* scratch, int64_t m2) {
+  four_step_columns_forward(
+      scratch, a.rows, m2, [&](int64_t r) { return conv_row(a, r); },
+      [&](const conv_row& row, int64_t j) { return load_packed<T>(a, row, j); });
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(four_step_cols::kThreads, 1)
+    four_step_conv_columns_inverse_kernel(const conv_args a, const float2* scratch, int64_t m2) {
+  four_step_columns_inverse(
+      scratch, a.rows, m2, [&](int64_t r) { return conv_row(a, r); },
+      [&](const conv_row& row, int64_t j, float2 y) { store_packed<T>(a, row, j, y); });
+}
+
+__global__ void __launch_bounds__(four_step_cols::kThreads, 1)
+    four_step_filter_columns_kernel(const filter_args f, float2* scratch, int64_t m2) {
+  four_step_columns_forward(
+      scratch, f.rows, m2, [](int64_t r) { return r; },
+      [&](int64_t r, int64_t j) { return load_filter_packed(f, r, j); });
+}
+
+// Rows step: pairs of rows (f1, m1 - f1), or (0, m1 / 2), kPairs of them a block; local row 2i holds the
+// first of pair i. kConv: multiply by the spectrum and transform back, in place; else write the
+// filter's spectrum (transposed) from the rows' transforms.
+template <int kLogM2>
+struct four_step_rows {
+  using Plan = fused_plan<kLogM2>;
+  static constexpr int kPairs = Plan::kThreadsPerRow >= 64 ? 1 : 64 / Plan::kThreadsPerRow;
+  static constexpr int kThreads = 2 * kPairs * Plan::kThreadsPerRow;  // 128..256
+  static constexpr size_t kSmem = static_cast<size_t>(2 * kPairs) * Plan::kRowStride * sizeof(float2);
+  static_assert(kThreads <= 256, "255 registers a thread");
+};
+
+template <int kLogM2, bool kConv>
+__global__ void __launch_bounds__(four_step_rows<kLogM2>::kThreads, 1)
+    four_step_rows_kernel(float2* scratch, int64_t rows, const float2* spectrum, float2* spectrum_out,
+                          int64_t row0, int64_t H, int64_t segments, float scale) {
+  using R = four_step_rows<kLogM2>;
+  using Plan = typename R::Plan;
+  constexpr int m2 = Plan::kM;
+  constexpr int m1 = four_step_cols::Plan::kM;
+  constexpr int64_t m = static_cast<int64_t>(m1) * m2;
+  extern __shared__ __align__(16) float2 smem[];
+  const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
+  const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
+  const int pair = local_row / 2;
+  const bool second = local_row % 2 == 1;
+  float2* buf = smem + local_row * Plan::kRowStride;
+  float2* first_buf = smem + 2 * pair * Plan::kRowStride;
+  float2* second_buf = first_buf + Plan::kRowStride;
+  const int64_t pairs_per_row = m1 / 2;
+  const int64_t blocks = (rows * pairs_per_row + R::kPairs - 1) / R::kPairs;
+  const last_groups last = make_last_groups<Plan::kLast>(t, m2);
+  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const int64_t gp = b * R::kPairs + pair;
+    const bool active = gp < rows * pairs_per_row;
+    const int64_t r = active ? gp / pairs_per_row : 0;
+    const int pi = static_cast<int>(gp % pairs_per_row);
+    const int f1a = pi == 0 ? 0 : pi;
+    const int f1b = pi == 0 ? m1 / 2 : m1 - pi;
+    const int f1 = second ? f1b : f1a;
+    float2* row = scratch + (r * m1 + f1) * m2;
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t, [&](int base, int s, int st) {
+      return active ? row[base + s * st] : make_float2(0.0f, 0.0f);
+    });
+    // To natural order in the plain layout; the last pass may have read the padded one, which other
+    // threads may still be reading.
+    const flat_row natural{buf};
+    __syncthreads();
+    scatter<Plan::kLast, true>(v, last, plast, m2, natural);
+    __syncthreads();
+    // Each mirror pair once: for pi > 0 the first row's threads take f2 < m2 / 2 of the first row and
+    // the second row's threads the rest, each with its partner m2 - 1 - f2 in the other row; rows 0
+    // and m1 / 2 pair within themselves (f2 with -f2, and f2 with m2 - 1 - f2).
+    const int64_t h = ((row0 + r) / segments) % H;
+    const transposed_spectrum spec{spectrum + h * (m + 1), m, m1, m2};
+    float2* out = spectrum_out == nullptr ? nullptr : spectrum_out + (row0 + r) * (m + 1);
+    auto pair_at = [&](float2* pa, int fa, float2* pb, int fb, int64_t f, bool self) {
+      const float2 w = root_of_unity<false>(static_cast<int>(f % (2 * m)), static_cast<int>(2 * m));
+      if (kConv) {
+        float2 za = pa[fa], zb = pb[fb];
+        mirror_product(za, zb, w, spec(f), spec(m - f));
+        pa[fa] = za;
+        if (!self) pb[fb] = zb;
+      } else {
+        float2 xa, xbc;
+        mirror_spectrum(pa[fa], pb[fb], w, scale, xa, xbc);
+        out[(f % m1) * m2 + f / m1] = xa;
+        const int64_t g = m - f;
+        if (g == m) {
+          out[m] = xbc;
+        } else if (!self) {
+          out[(g % m1) * m2 + g / m1] = xbc;
+        }
+      }
+    };
+    if (active) {
+      if (pi != 0) {
+        for (int i = t; i < m2 / 2; i += Plan::kThreadsPerRow) {
+          const int f2 = second ? m2 / 2 + i : i;
+          pair_at(first_buf, f2, second_buf, m2 - 1 - f2, f1a + static_cast<int64_t>(m1) * f2, false);
+        }
+      } else if (!second) {
+        for (int f2 = t; f2 <= m2 / 2; f2 += Plan::kThreadsPerRow) {
+          pair_at(first_buf, f2, first_buf, (m2 - f2) % m2, static_cast<int64_t>(m1) * f2,
+                  f2 == 0 || f2 == m2 / 2);
+        }
+      } else {
+        for (int f2 = t; f2 < m2 / 2; f2 += Plan::kThreadsPerRow) {
+          pair_at(second_buf, f2, second_buf, m2 - 1 - f2, m1 / 2 + static_cast<int64_t>(m1) * f2, false);
+        }
+      }
+    }
+    __syncthreads();
+    if (kConv) {
+      gather<Plan::kLast, true>(v, last, plast, m2, natural);
+      __syncthreads();  // the inverse's first writes may use the padded layout
+      fused_inverse<Plan>(v, buf, t, [&](int base, int s, int st, float2 x) {
+        if (active) row[base + s * st] = x;
+      });
+    }
+    __syncthreads();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The multi-pass path for m > 16384: each pass is one launch over all rows, reading and writing
+// device scratch (rows, m) float2 with the same groups and arithmetic as the fused kernel. Pass 1 is
+// radix 16, the next pass takes the remainder (radix 2..16), the rest are radix 16.
+
+struct pass_args {
+  const float2* src;  // (rows, m)
+  float2* dst;        // (rows, m)
+  int64_t rows;
+  int64_t m;
+  int64_t rprev;  // product of the earlier passes' radices
+};
+
+template <int kR, bool kInv>
+__global__ void __launch_bounds__(256) fft_pass_kernel(const pass_args a) {
+  const int64_t nt = a.m / kE;
+  const int64_t total = a.rows * nt;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = id / nt;
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
+    const float2* src = a.src + row * a.m;
+    float2* dst = a.dst + row * a.m;
+    float2 v[kE];
+    gather<kR, kInv>(v, groups, a.rprev, a.m, flat_row{const_cast<float2*>(src)});
+    butterflies<kR, kInv>(v, groups, a.rprev);
+    scatter<kR, !kInv>(v, groups, a.rprev, a.m, flat_row{dst});
+  }
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(256) fft_conv_first_pass_kernel(const conv_args a, float2* dst) {
+  const int64_t nt = a.m / kE;
+  const int64_t total = a.rows * nt;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = id / nt;
+    const conv_row row(a, r);
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
+    float2* out = dst + r * a.m;
+    float2 v[kE];
+    gather<kLastRadix, false>(v, groups, 1, a.m,
+                              [&](int b, int s, int st) { return load_packed<T>(a, row, b + s * st); });
+    butterflies<kLastRadix, false>(v, groups, 1);
+    scatter<kLastRadix, true>(v, groups, 1, a.m, flat_row{out});
+  }
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(256) fft_conv_last_pass_kernel(const conv_args a, const float2* src) {
+  const int64_t nt = a.m / kE;
+  const int64_t total = a.rows * nt;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = id / nt;
+    const conv_row row(a, r);
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
+    const float2* in = src + r * a.m;
+    float2 v[kE];
+    gather<kLastRadix, true>(v, groups, 1, a.m, flat_row{const_cast<float2*>(in)});
+    butterflies<kLastRadix, true>(v, groups, 1);
+    scatter<kLastRadix, false>(
+        v, groups, 1, a.m, [&](int b, int s, int st, float2 y) { store_packed<T>(a, row, b + s * st, y); });
+  }
+}
+
+// The middle of the transform in one launch: the last forward pass, the product, the first inverse
+// pass, in place on `data` (each thread reads and writes only its own two groups).
+__global__ void __launch_bounds__(256)
+    fft_conv_product_kernel(float2* data, const float2* spectrum, int64_t rows, int64_t row0, int64_t m,
+                            int64_t H, int64_t segments) {
+  const int64_t nt = m / kE;
+  const int64_t total = rows * nt;
+  const int64_t plast = m / kLastRadix;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = id / nt;
+    const int64_t t = id % nt;
+    float2* row = data + r * m;
+    const last_groups last = make_last_groups<kLastRadix>(static_cast<int>(t), static_cast<int>(m));
+    float2 v[kE];
+    gather<kLastRadix, false>(v, last, plast, m, flat_row{row});
+    butterflies<kLastRadix, false>(v, last, plast);
+    const float2* filter = spectrum + (((row0 + r) / segments) % H) * (m + 1);
+    product_last_pass<kLastRadix>(v, t, m, [filter](int64_t f) { return filter[f]; });
+    butterflies<kLastRadix, true>(v, last, plast);
+    scatter<kLastRadix, false>(v, last, plast, m, flat_row{row});
+  }
+}
+
+__global__ void __launch_bounds__(256) filter_first_pass_kernel(const filter_args a, float2* dst) {
+  const int64_t nt = a.m / kE;
+  const int64_t total = a.rows * nt;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = id / nt;
+    const thread_groups groups{static_cast<int>(id % nt), static_cast<int>(nt)};
+    float2* out = dst + r * a.m;
+    float2 v[kE];
+    gather<kLastRadix, false>(v, groups, 1, a.m,
+                              [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
+    butterflies<kLastRadix, false>(v, groups, 1);
+    scatter<kLastRadix, true>(v, groups, 1, a.m, flat_row{out});
+  }
+}
+
+__global__ void __launch_bounds__(256) filter_spectrum_last_kernel(const filter_args a, const float2* src) {
+  const int64_t nt = a.m / kE;
+  const int64_t total = a.rows * nt;
+  const int64_t plast = a.m / kLastRadix;
+  const float scale = static_cast<float>(1.0 / (8.0 * static_cast<double>(a.m)));
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = id / nt;
+    const int64_t t = id % nt;
+    const float2* row = src + r * a.m;
+    const last_groups last = make_last_groups<kLastRadix>(static_cast<int>(t), static_cast<int>(a.m));
+    float2 v[kE];
+    gather<kLastRadix, false>(v, last, plast, a.m, flat_row{const_cast<float2*>(row)});
+    butterflies<kLastRadix, false>(v, last, plast);
+    spectrum_last_pass<kLastRadix>(v, t, a.m, scale, a.spectrum + (a.h0 + r) * (a.m + 1));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Direct convolution for tiny problems (n <= 32): one thread per output sample.
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(256) fft_conv_direct_kernel(const conv_args a, const filter_args f) {
+  const int64_t total = a.rows * a.L;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = id % a.L;
+    const int64_t base = id - t;
+    const int64_t h = (id / a.L) % a.H;
+    const float* kf = f.k + h * (f.bidirectional ? 2 * f.Lk : f.Lk);
+    auto v = [&](int64_t s) {
+      float x = load_pair<T>(a.u, base + s, false, false).x;
+      if (a.pregate != nullptr) x *= load_pair<T>(a.pregate, base + s, false, false).x;
+      return x;
+    };
+    float y = f.D != nullptr ? f.D[h] * v(t) : 0.0f;
+    for (int64_t j = 0; j < f.Lk && j <= t; ++j) y += kf[j] * v(t - j);
+    if (f.bidirectional) {
+      for (int64_t j = 0; j < f.Lk && t + j < a.L; ++j) y += kf[f.Lk + j] * v(t + j);
+    }
+    if (a.extra != nullptr) y += a.extra[id];
+    if (a.gelu) y = gelu_erf(y);
+    if (a.postgate != nullptr) y *= load_pair<T>(a.postgate, id, false, false).x;
+    store_pair<T>(a.out, id, make_float2(y, 0.0f), false, false);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// S4D: the kernel, and ssmConv's state passing. Modes are complex: A, C (H, N2, 2); dt = exp(logDt).
+
+struct s4d_mode {
+  double lre, lim;  // lambda = exp(dt A)
+  double dre, dim;  // dt A
+  double bre, bim;  // B = (lambda - 1) / A
+  double cre, cim;  // C
+};
+
+__device__ __forceinline__ s4d_mode make_mode(const float* log_dt, const float* A, const float* C, int64_t h,
+                                              int64_t N2, int64_t n) {
+  s4d_mode md;
+  const double dt = exp(static_cast<double>(log_dt[h]));
+  const double are = A[(h * N2 + n) * 2], aim = A[(h * N2 + n) * 2 + 1];
+  md.cre = C[(h * N2 + n) * 2];
+  md.cim = C[(h * N2 + n) * 2 + 1];
+  md.dre = dt * are;
+  md.dim = dt * aim;
+  double s, c;
+  sincos(md.dim, &s, &c);
+  const double e = exp(md.dre);
+  md.lre = e * c;
+  md.lim = e * s;
+  const double nre = md.lre - 1.0, nim = md.lim;
+  const double den = are * are + aim * aim;
+  md.bre = (nre * are + nim * aim) / den;
+  md.bim = (nim * are - nre * aim) / den;
+  return md;
+}
+
+// exp(dt A l) for a whole number l, from the exact exponent.
+__device__ __forceinline__ void mode_power(const s4d_mode& md, double l, double& re, double& im) {
+  double s, c;
+  sincos(md.dim * l, &s, &c);
+  const double e = exp(md.dre * l);
+  re = e * c;
+  im = e * s;
+}
+
+constexpr int kChunk = 32;  // consecutive samples per thread: one exact power, then a recurrence
+
+// k[h, l] = 2 Re sum_n C_n B_n lambda_n^l, in double; one thread per (h, 32 consecutive l).
+__global__ void __launch_bounds__(128) s4d_kernel_kernel(const float* log_dt, const float* A, const float* C,
+                                                         float* k, int64_t H, int64_t N2, int64_t L) {
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < H * chunks;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t h = id / chunks;
+    const int64_t l0 = (id % chunks) * kChunk;
+    double acc[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0;
+    for (int64_t n = 0; n < N2; ++n) {
+      const s4d_mode md = make_mode(log_dt, A, C, h, N2, n);
+      const double cbre = md.cre * md.bre - md.cim * md.bim, cbim = md.cre * md.bim + md.cim * md.bre;
+      double pre, pim;
+      mode_power(md, static_cast<double>(l0), pre, pim);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) {
+        acc[j] += cbre * pre - cbim * pim;
+        const double nre = pre * md.lre - pim * md.lim;
+        pim = pre * md.lim + pim * md.lre;
+        pre = nre;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      if (l0 + j < L) k[h * L + l0 + j] = static_cast<float>(2.0 * acc[j]);
+    }
+  }
+}
+
+// ssmConv, step 1: the state each block would end with from a zero start, by Horner's rule
+// (s = s lambda + B u_t, stable as |lambda| <= 1). One thread per (row, block, mode).
+// states: (batch * H, segments, N2) complex.
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(128)
+    ssm_block_state_kernel(const void* u, const float* log_dt, const float* A, const float* C, float2* states,
+                           int64_t rows, int64_t H, int64_t L, int64_t N2, int64_t seg_len,
+                           int64_t segments) {
+  const int64_t total = rows * segments * N2;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = id % N2;
+    const int64_t seg = (id / N2) % segments;
+    const int64_t bh = id / (N2 * segments);
+    const s4d_mode md = make_mode(log_dt, A, C, bh % H, N2, n);
+    const int64_t start = seg * seg_len;
+    const int64_t end = L < start + seg_len ? L : start + seg_len;
+    // In double: with long memory (|lambda| near 1) thousands of float32 roundings would add up.
+    double sre = 0.0, sim = 0.0;
+    for (int64_t i = start; i < end; ++i) {
+      const double x = load_pair<T>(u, bh * L + i, false, false).x;
+      const double nre = sre * md.lre - sim * md.lim + md.bre * x;
+      sim = sre * md.lim + sim * md.lre + md.bim * x;
+      sre = nre;
+    }
+    states[id] = make_float2(static_cast<float>(sre), static_cast<float>(sim));
+  }
+}
+
+// ssmConv, step 2: the scan over blocks, in double. Replaces each block's end state by the state that
+// enters it, and writes the final state. One thread per (row, mode).
+__global__ void __launch_bounds__(128)
+    ssm_state_scan_kernel(const float* log_dt, const float* A, const float* C, float2* states,
+                          const float* initial_state, float* last_state, int64_t rows, int64_t H, int64_t L,
+                          int64_t N2, int64_t seg_len, int64_t segments) {
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < rows * N2;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = id % N2;
+    const int64_t bh = id / N2;
+    const s4d_mode md = make_mode(log_dt, A, C, bh % H, N2, n);
+    double xre = 0.0, xim = 0.0;
+    if (initial_state != nullptr) {
+      xre = initial_state[id * 2];
+      xim = initial_state[id * 2 + 1];
+    }
+    for (int64_t seg = 0; seg < segments; ++seg) {
+      float2& slot = states[(bh * segments + seg) * N2 + n];
+      const float2 local = slot;
+      slot = make_float2(static_cast<float>(xre), static_cast<float>(xim));
+      const int64_t len = L - seg * seg_len < seg_len ? L - seg * seg_len : seg_len;
+      double pre, pim;
+      mode_power(md, static_cast<double>(len), pre, pim);
+      const double nre = xre * pre - xim * pim + local.x;
+      xim = xre * pim + xim * pre + local.y;
+      xre = nre;
+    }
+    if (last_state != nullptr) {
+      last_state[id * 2] = static_cast<float>(xre);
+      last_state[id * 2 + 1] = static_cast<float>(xim);
+    }
+  }
+}
+
+// ssmConv, step 3: the entering state's part of each output, 2 Re sum_n C_n lambda_n^(tau + 1) x_n at
+// position tau of its block, into extra (batch * H, L) float32. One thread per 32 consecutive samples
+// of a block.
+__global__ void __launch_bounds__(128)
+    ssm_state_output_kernel(const float* log_dt, const float* A, const float* C, const float2* states,
+                            float* extra, int64_t rows, int64_t H, int64_t L, int64_t N2, int64_t seg_len,
+                            int64_t segments) {
+  const int64_t chunks = (seg_len + kChunk - 1) / kChunk;
+  const int64_t total = rows * segments * chunks;
+  for (int64_t id = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; id < total;
+       id += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t tau0 = (id % chunks) * kChunk;
+    const int64_t seg = (id / chunks) % segments;
+    const int64_t bh = id / (chunks * segments);
+    const int64_t start = seg * seg_len;
+    const int64_t len = L - start < seg_len ? L - start : seg_len;
+    if (tau0 >= len) continue;
+    float acc[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0f;
+    for (int64_t n = 0; n < N2; ++n) {
+      const s4d_mode md = make_mode(log_dt, A, C, bh % H, N2, n);
+      const float2 x = states[(bh * segments + seg) * N2 + n];
+      // c x lambda^(tau0 + 1), then one factor lambda per sample
+      double pre, pim;
+      mode_power(md, static_cast<double>(tau0 + 1), pre, pim);
+      const double cxre = md.cre * x.x - md.cim * x.y, cxim = md.cre * x.y + md.cim * x.x;
+      float wre = static_cast<float>(cxre * pre - cxim * pim),
+            wim = static_cast<float>(cxre * pim + cxim * pre);
+      const float lre = static_cast<float>(md.lre), lim = static_cast<float>(md.lim);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) {
+        acc[j] += wre;
+        const float nre = wre * lre - wim * lim;
+        wim = wre * lim + wim * lre;
+        wre = nre;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      if (tau0 + j < len) extra[bh * L + start + tau0 + j] = 2.0f * acc[j];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Host side.
+
+int64_t next_pow2(int64_t x) {
+  int64_t p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+int log2_exact(int64_t x) {
+  int l = 0;
+  while ((int64_t{1} << l) < x) ++l;
+  return l;
+}
+
+// Blocks for a grid-stride loop over `work` items: enough to fill the GPU, within the grid limit.
+unsigned grid_for(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  const int64_t cap = int64_t{1} << 20;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+}
+
+// Stream-ordered scratch that frees itself.
+class scratch {
+ public:
+  explicit scratch(cudaStream_t s) : stream_(s) {}
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+  ~scratch() {
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);
+  }
+  status alloc(size_t bytes) {
+    const cudaError_t e = cudaMallocAsync(&ptr_, bytes == 0 ? 1 : bytes, stream_);
+    if (e != cudaSuccess) {
+      ptr_ = nullptr;
+      cudaGetLastError();
+      return make_status(e == cudaErrorMemoryAllocation ? status_code::cuda_oom : status_code::cuda,
+                         "fftConv: could not allocate %zu bytes of device scratch: %s", bytes,
+                         cudaGetErrorString(e));
+    }
+    return ok_status();
+  }
+  template <class P>
+  P* as() const {
+    return static_cast<P*>(ptr_);
+  }
+
+ private:
+  cudaStream_t stream_;
+  void* ptr_ = nullptr;
+};
+
+template <class Kernel>
+status set_smem(Kernel* kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
+  return ok_status();
+}
+
+template <int kLogM>
+status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
+  using Plan = fused_plan<kLogM>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, Plan::kSmem));
+  const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
+  filter_spectrum_fused_kernel<kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// m = 16384 takes the split kernel when rows fit in half the transform (always with a full-length
+// filter), else the 16384-point kernel at a 128-register cap, which spills (rows of 16385..32768
+// samples with short filters).
+template <ssmkit_dtype T, int kLogM>
+status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
+  if constexpr (kLogM == 14) {
+    if (a.seg_len <= a.m) {
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
+      fft_conv_split_kernel<T>
+          <<<grid_for(a.rows, 1), fused_plan<13>::kThreadsPerRow, kSplitSmem, stream>>>(a);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      return ok_status();
+    }
+  }
+  using Plan = fused_plan<kLogM>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// Calls fn(std::integral_constant<int, log_m>) for the fused lengths, log_m in [5, 14].
+template <class Fn>
+status with_log_m(int log_m, Fn&& fn) {
+  switch (log_m) {
+    case 5: return fn(std::integral_constant<int, 5>{});
+    case 6: return fn(std::integral_constant<int, 6>{});
+    case 7: return fn(std::integral_constant<int, 7>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+    case 9: return fn(std::integral_constant<int, 9>{});
+    case 10: return fn(std::integral_constant<int, 10>{});
+    case 11: return fn(std::integral_constant<int, 11>{});
+    case 12: return fn(std::integral_constant<int, 12>{});
+    case 13: return fn(std::integral_constant<int, 13>{});
+    case 14: return fn(std::integral_constant<int, 14>{});
+    default: return make_status(status_code::internal, "fftConv: no fused kernel for m = 2^%d", log_m);
+  }
+}
+
+constexpr int kMaxFusedLogM = 14;
+constexpr int kMaxFourStepLogM = kColLogM + 12;  // rows of up to 4096 points: 256 threads of 255 registers
+
+// Calls fn(std::integral_constant<int, log_m2>) for the four-step rows, log_m2 in [7, 12].
+template <class Fn>
+status with_row_log_m(int log_m2, Fn&& fn) {
+  switch (log_m2) {
+    case 7: return fn(std::integral_constant<int, 7>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+    case 9: return fn(std::integral_constant<int, 9>{});
+    case 10: return fn(std::integral_constant<int, 10>{});
+    case 11: return fn(std::integral_constant<int, 11>{});
+    case 12: return fn(std::integral_constant<int, 12>{});
+    default: return make_status(status_code::internal, "fftConv: no four-step rows of 2^%d points", log_m2);
+  }
+}
+
+template <int kLogM2, bool kConv>
+status launch_four_step_rows(float2* scratch, int64_t rows, const float2* spectrum, float2* spectrum_out,
+                             int64_t row0, int64_t H, int64_t segments, float scale, cudaStream_t stream) {
+  using R = four_step_rows<kLogM2>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(four_step_rows_kernel<kLogM2, kConv>, R::kSmem));
+  const int64_t blocks = (rows * (four_step_cols::Plan::kM / 2) + R::kPairs - 1) / R::kPairs;
+  four_step_rows_kernel<kLogM2, kConv><<<grid_for(blocks, 1), R::kThreads, R::kSmem, stream>>>(
+      scratch, rows, spectrum, spectrum_out, row0, H, segments, scale);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+// Complex values in one multi-pass scratch buffer (512 MiB); longer problems go in chunks of rows.
+constexpr int64_t kMultipassValues = int64_t{1} << 26;
+
+// The radices of the multi-pass path for m = 2^log_m >= 2^14: 16, the remainder, 16, ..., 16.
+int multipass_radices(int log_m, int* radix) {
+  int count = 0;
+  const int rest = log_m - 8;  // bits between the first and the last pass
+  radix[count++] = 16;
+  if (rest % 4 != 0) radix[count++] = 1 << (rest % 4);
+  for (int i = 0; i < rest / 4; ++i) radix[count++] = 16;
+  radix[count++] = 16;
+  return count;
+}
+
+template <bool kInv>
+status launch_pass(int radix, const pass_args& p, cudaStream_t stream) {
+  const unsigned grid = grid_for(p.rows * (p.m / kE), 256);
+  switch (radix) {
+    case 2: fft_pass_kernel<2, kInv><<<grid, 256, 0, stream>>>(p); break;
+    case 4: fft_pass_kernel<4, kInv><<<grid, 256, 0, stream>>>(p); break;
+    case 8: fft_pass_kernel<8, kInv><<<grid, 256, 0, stream>>>(p); break;
+    case 16: fft_pass_kernel<16, kInv><<<grid, 256, 0, stream>>>(p); break;
+    default: return make_status(status_code::internal, "fftConv: no pass of radix %d", radix);
+  }
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// The forward passes between the first and the last of the multi-pass path; returns the buffer that
+// holds the result in *cur (buffers 0 and 1 of `bufs`).
+status multipass_middle(const int* radix, int passes, int64_t rows, int64_t m, float2* const* bufs, int* cur,
+                        bool inverse, cudaStream_t stream) {
+  int64_t rprev[32];
+  rprev[0] = 1;
+  for (int i = 1; i < passes; ++i) rprev[i] = rprev[i - 1] * radix[i - 1];
+  for (int step = 1; step < passes - 1; ++step) {
+    const int i = inverse ? passes - 1 - step : step;
+    const pass_args p{bufs[*cur], bufs[1 - *cur], rows, m, rprev[i]};
+    SSMKIT_RETURN_IF_ERROR(inverse ? launch_pass<true>(radix[i], p, stream)
+                                   : launch_pass<false>(radix[i], p, stream));
+    *cur = 1 - *cur;
+  }
+  return ok_status();
+}
+
+// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 136 KB a
+// block, more than the 99 KB of sm_86 / sm_89 parts, which run that size by the multi-pass path.
+status fused_fits(int log_m, bool* fits) {
+  *fits = log_m < kMaxFusedLogM;
+  if (log_m == kMaxFusedLogM) {
+    int dev = 0, bytes = 0;
+    SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    static_assert(fused_plan<kMaxFusedLogM>::kSmem >= kSplitSmem, "the split kernel needs no more");
+    *fits = static_cast<size_t>(bytes) >= fused_plan<kMaxFusedLogM>::kSmem;
+  }
+  return ok_status();
+}
+
+// The filters' spectra into f.spectrum (H, m + 1), for any m >= 32: natural order for the fused and
+// the multi-pass paths, transposed for the four-step path (the one convolve() takes for this m).
+status filter_spectra(filter_args f, int64_t H, cudaStream_t stream) {
+  const int log_m = log2_exact(f.m);
+  bool fused = false;
+  SSMKIT_RETURN_IF_ERROR(fused_fits(log_m, &fused));
+  if (fused) {
+    f.rows = H;
+    f.h0 = 0;
+    return with_log_m(log_m, [&](auto lm) { return launch_filter_fused<decltype(lm)::value>(f, stream); });
+  }
+  if (log_m > kMaxFusedLogM && log_m <= kMaxFourStepLogM) {
+    using C = four_step_cols;
+    const int64_t m2 = f.m >> kColLogM;
+    const int64_t chunk_rows = H < kMultipassValues / f.m ? H : kMultipassValues / f.m;
+    scratch buf(stream);
+    SSMKIT_RETURN_IF_ERROR(buf.alloc(static_cast<size_t>(chunk_rows * f.m) * sizeof(float2)));
+    SSMKIT_RETURN_IF_ERROR(set_smem(four_step_filter_columns_kernel, C::kSmem));
+    const float scale = static_cast<float>(1.0 / (8.0 * static_cast<double>(f.m)));
+    for (int64_t h0 = 0; h0 < H; h0 += chunk_rows) {
+      f.h0 = h0;
+      f.rows = H - h0 < chunk_rows ? H - h0 : chunk_rows;
+      four_step_filter_columns_kernel<<<grid_for(f.rows * m2 / C::kCols, 1), C::kThreads, C::kSmem, stream>>>(
+          f, buf.as<float2>(), m2);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      SSMKIT_RETURN_IF_ERROR(with_row_log_m(log_m - kColLogM, [&](auto lm) {
+        return launch_four_step_rows<decltype(lm)::value, false>(buf.as<float2>(), f.rows, f.spectrum,
+                                                                 f.spectrum, h0, H, 1, scale, stream);
+      }));
+    }
+    return ok_status();
+  }
+  int radix[32];
+  const int passes = multipass_radices(log_m, radix);
+  const int64_t chunk = kMultipassValues / f.m > 0 ? kMultipassValues / f.m : 1;
+  const int64_t chunk_rows = H < chunk ? H : chunk;
+  scratch buf(stream);
+  SSMKIT_RETURN_IF_ERROR(buf.alloc(2 * static_cast<size_t>(chunk_rows * f.m) * sizeof(float2)));
+  float2* bufs[2] = {buf.as<float2>(), buf.as<float2>() + chunk_rows * f.m};
+  for (int64_t h0 = 0; h0 < H; h0 += chunk_rows) {
+    f.h0 = h0;
+    f.rows = H - h0 < chunk_rows ? H - h0 : chunk_rows;
+    const unsigned grid = grid_for(f.rows * (f.m / kE), 256);
+    filter_first_pass_kernel<<<grid, 256, 0, stream>>>(f, bufs[0]);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    int cur = 0;
+    SSMKIT_RETURN_IF_ERROR(multipass_middle(radix, passes, f.rows, f.m, bufs, &cur, false, stream));
+    filter_spectrum_last_kernel<<<grid, 256, 0, stream>>>(f, bufs[cur]);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+  }
+  return ok_status();
+}
+
+// y for every row of `a` (a.m set, a.spectrum filled by filter_spectra): fused, four-step or multi-pass.
+template <ssmkit_dtype T>
+status convolve(conv_args a, cudaStream_t stream) {
+  const int log_m = log2_exact(a.m);
+  bool fused = false;
+  SSMKIT_RETURN_IF_ERROR(fused_fits(log_m, &fused));
+  if (fused) {
+    a.row0 = 0;
+    return with_log_m(log_m, [&](auto lm) { return launch_conv_fused<T, decltype(lm)::value>(a, stream); });
+  }
+  const int64_t total_rows = a.rows;
+  if (log_m > kMaxFusedLogM && log_m <= kMaxFourStepLogM) {
+    using C = four_step_cols;
+    const int64_t m2 = a.m >> kColLogM;
+    const int64_t chunk_rows = total_rows < kMultipassValues / a.m ? total_rows : kMultipassValues / a.m;
+    scratch buf(stream);
+    SSMKIT_RETURN_IF_ERROR(buf.alloc(static_cast<size_t>(chunk_rows * a.m) * sizeof(float2)));
+    SSMKIT_RETURN_IF_ERROR(set_smem(four_step_conv_columns_kernel<T>, C::kSmem));
+    SSMKIT_RETURN_IF_ERROR(set_smem(four_step_conv_columns_inverse_kernel<T>, C::kSmem));
+    for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
+      a.row0 = row0;
+      a.rows = total_rows - row0 < chunk_rows ? total_rows - row0 : chunk_rows;
+      const unsigned grid = grid_for(a.rows * m2 / C::kCols, 1);
+      four_step_conv_columns_kernel<T><<<grid, C::kThreads, C::kSmem, stream>>>(a, buf.as<float2>(), m2);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      SSMKIT_RETURN_IF_ERROR(with_row_log_m(log_m - kColLogM, [&](auto lm) {
+        return launch_four_step_rows<decltype(lm)::value, true>(buf.as<float2>(), a.rows, a.spectrum, nullptr,
+                                                                row0, a.H, a.segments, 1.0f, stream);
+      }));
+      four_step_conv_columns_inverse_kernel<T>
+          <<<grid, C::kThreads, C::kSmem, stream>>>(a, buf.as<float2>(), m2);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+    }
+    return ok_status();
+  }
+  int radix[32];
+  const int passes = multipass_radices(log_m, radix);
+  const int64_t chunk = kMultipassValues / a.m > 0 ? kMultipassValues / a.m : 1;
+  const int64_t chunk_rows = total_rows < chunk ? total_rows : chunk;
+  scratch buf(stream);
+  SSMKIT_RETURN_IF_ERROR(buf.alloc(2 * static_cast<size_t>(chunk_rows * a.m) * sizeof(float2)));
+  float2* bufs[2] = {buf.as<float2>(), buf.as<float2>() + chunk_rows * a.m};
+  for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
+    a.row0 = row0;
+    a.rows = total_rows - row0 < chunk_rows ? total_rows - row0 : chunk_rows;
+    const unsigned grid = grid_for(a.rows * (a.m / kE), 256);
+    fft_conv_first_pass_kernel<T><<<grid, 256, 0, stream>>>(a, bufs[0]);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    int cur = 0;
+    SSMKIT_RETURN_IF_ERROR(multipass_middle(radix, passes, a.rows, a.m, bufs, &cur, false, stream));
+    fft_conv_product_kernel<<<grid, 256, 0, stream>>>(bufs[cur], a.spectrum, a.rows, a.row0, a.m, a.H,
+                                                      a.segments);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    SSMKIT_RETURN_IF_ERROR(multipass_middle(radix, passes, a.rows, a.m, bufs, &cur, true, stream));
+    fft_conv_last_pass_kernel<T><<<grid, 256, 0, stream>>>(a, bufs[cur]);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+  }
+  return ok_status();
+}
+
+status check_f32(const tensor_view& t, const char* op, const char* name) {
+  if (t.present() && t.dtype != SSMKIT_DTYPE_F32) {
+    return make_status(status_code::dtype, "%s: %s must be float32, got %s", op, name, dtype_name(t.dtype));
+  }
+  return ok_status();
+}
+
+status check_like(const tensor_view& t, const tensor_view& u, const char* op, const char* name) {
+  if (t.present() && t.dtype != u.dtype) {
+    return make_status(status_code::dtype, "%s: %s must have u's dtype %s, got %s", op, name,
+                       dtype_name(u.dtype), dtype_name(t.dtype));
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+status fft_conv_cuda(const fft_conv_params& p, void* stream_ptr) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.u.device));  // the stream's device
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.k, "fftConv", "k"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.D, "fftConv", "D"));
+  SSMKIT_RETURN_IF_ERROR(check_like(p.pregate, p.u, "fftConv", "pregate"));
+  SSMKIT_RETURN_IF_ERROR(check_like(p.postgate, p.u, "fftConv", "postgate"));
+  SSMKIT_RETURN_IF_ERROR(check_like(p.out, p.u, "fftConv", "out"));
+  if (p.Lk < 1 || p.Lk > p.L) {
+    return make_status(status_code::shape, "fftConv: k: filter length must be in [1, L = %lld], got %lld",
+                       static_cast<long long>(p.L), static_cast<long long>(p.Lk));
+  }
+  const int64_t rows = p.batch * p.H;
+  if (rows == 0 || p.L == 0) return ok_status();
+  conv_args a{};
+  a.u = p.u.data;
+  a.pregate = p.pregate.data;
+  a.postgate = p.postgate.data;
+  a.extra = nullptr;
+  a.out = p.out.data;
+  a.rows = rows;
+  a.row0 = 0;
+  a.H = p.H;
+  a.L = p.L;
+  a.seg_len = p.L;
+  a.segments = 1;
+  a.gelu = p.gelu;
+  a.vec = p.L % 2 == 0;
+  filter_args f{};
+  f.k = p.k.ptr<const float>();
+  f.D = p.D.present() ? p.D.ptr<const float>() : nullptr;
+  f.Lk = p.Lk;
+  f.bidirectional = p.bidirectional;
+  const int64_t n = next_pow2(p.L + p.Lk - 1);
+  return SSMKIT_FLOAT_SWITCH(p.u.dtype, "fftConv", [&] {
+    if (n <= 32) {
+      fft_conv_direct_kernel<kDType><<<grid_for(rows * p.L, 256), 256, 0, stream>>>(a, f);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      return ok_status();
+    }
+    a.m = n / 2;
+    f.m = n / 2;
+    scratch spectrum(stream);
+    SSMKIT_RETURN_IF_ERROR(spectrum.alloc(static_cast<size_t>(p.H * (f.m + 1)) * sizeof(float2)));
+    f.spectrum = spectrum.as<float2>();
+    a.spectrum = f.spectrum;
+    SSMKIT_RETURN_IF_ERROR(filter_spectra(f, p.H, stream));
+    return convolve<kDType>(a, stream);
+  });
+}
+
+status s4d_kernel_cuda(const s4d_kernel_params& p, void* stream_ptr) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.log_dt.device));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.log_dt, "s4dKernel", "logDt"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.A, "s4dKernel", "A"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.C, "s4dKernel", "C"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.k, "s4dKernel", "k"));
+  if (p.H == 0 || p.L == 0) return ok_status();
+  const int64_t work = p.H * ((p.L + kChunk - 1) / kChunk);
+  s4d_kernel_kernel<<<grid_for(work, 128), 128, 0, stream>>>(p.log_dt.ptr<const float>(),
+                                                             p.A.ptr<const float>(), p.C.ptr<const float>(),
+                                                             p.k.ptr<float>(), p.H, p.N2, p.L);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.u.device));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.log_dt, "ssmConv", "logDt"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.A, "ssmConv", "A"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.C, "ssmConv", "C"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.D, "ssmConv", "D"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.initial_state, "ssmConv", "initialState"));
+  SSMKIT_RETURN_IF_ERROR(check_f32(p.last_state, "ssmConv", "lastState"));
+  SSMKIT_RETURN_IF_ERROR(check_like(p.out, p.u, "ssmConv", "out"));
+  const int64_t rows = p.batch * p.H;
+  if (rows == 0) return ok_status();
+  if (p.L == 0) {
+    // No samples: the state passes through unchanged.
+    if (p.last_state.present()) {
+      const size_t bytes = static_cast<size_t>(rows * p.N2 * 2) * sizeof(float);
+      if (p.initial_state.present()) {
+        SSMKIT_CUDA_CHECK(cudaMemcpyAsync(p.last_state.data, p.initial_state.data, bytes,
+                                          cudaMemcpyDeviceToDevice, stream));
+      } else {
+        SSMKIT_CUDA_CHECK(cudaMemsetAsync(p.last_state.data, 0, bytes, stream));
+      }
+    }
+    return ok_status();
+  }
+  // Any block length gives the same result; the fused kernel takes blocks of 32..16384 samples.
+  int64_t seg_len = p.block_size > 0 ? p.block_size : 2048;
+  if (seg_len > p.L) seg_len = p.L;
+  if (seg_len < 32) seg_len = 32;
+  if (seg_len > 16384) seg_len = 16384;
+  const int64_t segments = (p.L + seg_len - 1) / seg_len;
+  const int64_t m = next_pow2(2 * seg_len - 1) / 2;
+  const bool carry = segments > 1 || p.initial_state.present() || p.last_state.present();
+  const bool state_output = segments > 1 || p.initial_state.present();
+
+  scratch kernel(stream), spectrum(stream), states(stream), extra(stream);
+  SSMKIT_RETURN_IF_ERROR(kernel.alloc(static_cast<size_t>(p.H * seg_len) * sizeof(float)));
+  SSMKIT_RETURN_IF_ERROR(spectrum.alloc(static_cast<size_t>(p.H * (m + 1)) * sizeof(float2)));
+  const float* log_dt = p.log_dt.ptr<const float>();
+  const float* A = p.A.ptr<const float>();
+  const float* C = p.C.ptr<const float>();
+  s4d_kernel_kernel<<<grid_for(p.H * ((seg_len + kChunk - 1) / kChunk), 128), 128, 0, stream>>>(
+      log_dt, A, C, kernel.as<float>(), p.H, p.N2, seg_len);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  filter_args f{};
+  f.k = kernel.as<const float>();
+  f.D = p.D.present() ? p.D.ptr<const float>() : nullptr;
+  f.spectrum = spectrum.as<float2>();
+  f.Lk = seg_len;
+  f.m = m;
+  f.bidirectional = false;
+  SSMKIT_RETURN_IF_ERROR(filter_spectra(f, p.H, stream));
+
+  return SSMKIT_FLOAT_SWITCH(p.u.dtype, "ssmConv", [&] {
+    if (carry && p.N2 > 0) {
+      SSMKIT_RETURN_IF_ERROR(states.alloc(static_cast<size_t>(rows * segments * p.N2) * sizeof(float2)));
+      ssm_block_state_kernel<kDType><<<grid_for(rows * segments * p.N2, 128), 128, 0, stream>>>(
+          p.u.data, log_dt, A, C, states.as<float2>(), rows, p.H, p.L, p.N2, seg_len, segments);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      ssm_state_scan_kernel<<<grid_for(rows * p.N2, 128), 128, 0, stream>>>(
+          log_dt, A, C, states.as<float2>(),
+          p.initial_state.present() ? p.initial_state.ptr<const float>() : nullptr,
+          p.last_state.present() ? p.last_state.ptr<float>() : nullptr, rows, p.H, p.L, p.N2, seg_len,
+          segments);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      if (state_output) {
+        SSMKIT_RETURN_IF_ERROR(extra.alloc(static_cast<size_t>(rows * p.L) * sizeof(float)));
+        const int64_t chunks = (seg_len + kChunk - 1) / kChunk;
+        ssm_state_output_kernel<<<grid_for(rows * segments * chunks, 128), 128, 0, stream>>>(
+            log_dt, A, C, states.as<const float2>(), extra.as<float>(), rows, p.H, p.L, p.N2, seg_len,
+            segments);
+        SSMKIT_CUDA_CHECK(cudaGetLastError());
+      }
+    } else if (p.last_state.present()) {
+      SSMKIT_CUDA_CHECK(cudaMemsetAsync(p.last_state.data, 0,
+                                        static_cast<size_t>(rows * p.N2 * 2) * sizeof(float), stream));
+    }
+    conv_args a{};
+    a.u = p.u.data;
+    a.pregate = nullptr;
+    a.postgate = nullptr;
+    a.extra = state_output && p.N2 > 0 ? extra.as<const float>() : nullptr;
+    a.out = p.out.data;
+    a.spectrum = spectrum.as<const float2>();
+    a.rows = rows * segments;
+    a.row0 = 0;
+    a.H = p.H;
+    a.L = p.L;
+    a.seg_len = seg_len;
+    a.segments = segments;
+    a.m = m;
+    a.gelu = false;
+    a.vec = p.L % 2 == 0 && seg_len % 2 == 0;
+    return convolve<kDType>(a, stream);
+  });
+}
+
+}  // namespace ssmkit

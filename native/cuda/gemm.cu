@@ -1,0 +1,1777 @@
+// CUDA kernels of the quantization family's GEMMs and quantizers: gemmW8A8, gemmW4A8, gemmW4A16,
+// quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
+//
+// GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first) have
+// three paths, chosen per call:
+// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Blocks of 8 warps own 128 output
+//   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
+//   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
+//   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
+//   int8 m16n8k32 mma; for W4A16, int4 become exact f16/bf16 integers by a magic-number trick and go to
+//   m16n8k16. The activations of up to 16 rows (one m16 tile; rows past m are zeros; more rows take
+//   more m slices of the grid) sit in shared memory, permuted when staged so that each lane's A fragment
+//   is one 16-byte load. K is split across blocks until there are about four blocks per SM; the partial
+//   sums go to a workspace and the last block of each column tile adds them in split order
+//   (deterministic) and runs the epilogue.
+// - tiled (m > 64): bound by the tensor cores. 128 x 256 block tiles of 8 warps (64 x 64 each, 64
+//   accumulators per thread; with per-group scales 128 x 128 and 64 x 32), k-steps of 64 through a
+//   4-stage cp.async pipeline, fragments read with plain 16/8-byte shared loads instead of ldmatrix (the
+//   k order inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one
+//   row), int4 decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's
+//   dtype) fused into the epilogue from registers.
+// - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
+//   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
+//   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
+// Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
+// do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
+// groups, W4A8 sums each group (tiled, simt) or k-step (skinny) in int32 and scales it in float32;
+// W4A16 multiplies the exact integer weights by x with float32 accumulation and scales each k-step's
+// partial sums by the group scale in float32 (every group is a whole number of k-steps).
+// Packed weights (pack_weights' layout, native/include/ssmkit/quant.h) are unpacked into the plain
+// layout in a stream-ordered temporary, then take the same paths.
+//
+// Quantizers work one row (the last dimension) per block; with options.hadamard the row is rotated in
+// shared memory in float32 with the same operations in the same order as the CPU kernels, so q and
+// scale match the CPU backend bit for bit. Scales per tensor or channel take an amax pass (atomicMax on
+// the bit patterns, which order like the non-negative floats they are) into the float32 scale tensor
+// itself, a pass that turns amax into the scale, then the quantizing pass.
+//
+// Assumptions: tensors are contiguous and come from cudaMallocAsync (256-byte aligned bases); the fast
+// paths check every row stride they load 16 or 8 bytes at a time; all work of one device is ordered on
+// its one stream (the split-k workspace and counters are per device).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+#include "cuda_check.cuh"
+#include "ssmkit/quant.h"
+
+namespace ssmkit {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// f(0) ... f(N - 1) with compile-time indices: register arrays indexed inside stay in registers even
+// where the compiler would not unroll a loop (it keeps some epilogue loops rolled and moves the
+// accumulators to local memory).
+template <class F, int... I>
+__device__ __forceinline__ void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+__device__ __forceinline__ void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Device helpers.
+
+__device__ __forceinline__ float load_float(const void* p, ssmkit_dtype dt, int64_t i) {
+  if (dt == SSMKIT_DTYPE_F16) return __half2float(static_cast<const __half*>(p)[i]);
+  if (dt == SSMKIT_DTYPE_BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  return static_cast<const float*>(p)[i];
+}
+
+__device__ __forceinline__ void store_float(void* p, ssmkit_dtype dt, int64_t i, float v) {
+  if (dt == SSMKIT_DTYPE_F16) {
+    static_cast<__half*>(p)[i] = __float2half_rn(v);
+  } else if (dt == SSMKIT_DTYPE_BF16) {
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(p)[i] = v;
+  }
+}
+
+// Two consecutive outputs; i must be even and the buffer's base aligned (every dtype's pair is then
+// 4- or 8-byte aligned).
+__device__ __forceinline__ void store_float2(void* p, ssmkit_dtype dt, int64_t i, float v0, float v1) {
+  if (dt == SSMKIT_DTYPE_F16) {
+    *reinterpret_cast<__half2*>(static_cast<__half*>(p) + i) = __floats2half2_rn(v0, v1);
+  } else if (dt == SSMKIT_DTYPE_BF16) {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(v0, v1);
+  } else {
+    *reinterpret_cast<float2*>(static_cast<float*>(p) + i) = make_float2(v0, v1);
+  }
+}
+
+// Sign-extends the 4-bit two's complement value in the low nibble of each byte of x (the high nibbles
+// are zero): v ^ 8 is the value + 8 in 0..15; adding 120 keeps every byte below 256, and flipping bit 7
+// subtracts 128, which leaves value + 8 - 8 in two's complement.
+__device__ __forceinline__ uint32_t nibbles_to_s8(uint32_t x) {
+  return ((x ^ 0x08080808u) + 0x78787878u) ^ 0x80808080u;
+}
+
+// The eight int4 of a word (byte j holds k = 2j in its low nibble, 2j + 1 in its high one) as two words
+// of int8: even k (0, 2, 4, 6) and odd k (1, 3, 5, 7).
+__device__ __forceinline__ void int4_to_s8_even_odd(uint32_t w, uint32_t& even, uint32_t& odd) {
+  even = nibbles_to_s8(w & 0x0f0f0f0fu);
+  odd = nibbles_to_s8((w >> 4) & 0x0f0f0f0fu);
+}
+
+// The eight int4 of a word as four pairs of exact 16-bit floats, (k0, k4), (k1, k5), (k2, k6), (k3, k7),
+// low half first: a nibble v placed in the mantissa of 1024 (f16) or 128 (bf16) with bit 3 flipped is
+// base + value + 8, and one fused multiply-add removes base + 8.
+template <ssmkit_dtype kX>
+__device__ __forceinline__ void int4_to_16bit_pairs(uint32_t w, uint32_t (&p)[4]) {
+  constexpr uint32_t kMagic = kX == SSMKIT_DTYPE_F16 ? 0x64086408u : 0x43084308u;  // 1024 + 8, 128 + 8
+  constexpr uint32_t kOne = kX == SSMKIT_DTYPE_F16 ? 0x3c003c00u : 0x3f803f80u;    // 1.0
+  constexpr uint32_t kNegBase =
+      kX == SSMKIT_DTYPE_F16 ? 0xe408e408u : 0xc308c308u;  // -(1024 + 8), -(128 + 8)
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t h = ((w >> (4 * i)) & 0x000f000fu) ^ kMagic;
+    if constexpr (kX == SSMKIT_DTYPE_F16) {
+      asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(h), "r"(kOne), "r"(kNegBase));
+    } else {
+      asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(h), "r"(kOne), "r"(kNegBase));
+    }
+  }
+}
+
+// d += a * b, int8 x int8 -> int32, m16n8k32 (A row-major 16 x 32, B column-major 32 x 8).
+__device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                       uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// d += a * b, f16 or bf16 -> float32, m16n8k16.
+template <ssmkit_dtype kX>
+__device__ __forceinline__ void mma_16bit(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  if constexpr (kX == SSMKIT_DTYPE_F16) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+// A 16-byte global load that skips L1: weights are read once.
+__device__ __forceinline__ uint4 ldg_stream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// 16-byte asynchronous copy to shared memory; when !pred nothing is read and the 16 bytes are zeroed.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;");
+}
+
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GEMM arguments shared by every path.
+
+enum gemm_kind : int {
+  KIND_W8A8 = 0,   // a int8, w int8
+  KIND_W4A8 = 1,   // a int8, w int4
+  KIND_W4A16 = 2,  // x float, w int4
+};
+
+struct gemm_args {
+  const void* a;        // (m, k) int8, or x (m, k) float32 | float16 | bfloat16
+  const uint8_t* w;     // (n, w_row_bytes): int8, or int4 two per byte
+  const void* a_scale;  // (1) or (m), or null
+  const void* w_scale;  // (1) or (n) when groups == 1, else (n, groups)
+  const void* bias;     // (n), or null
+  void* out;            // (m, n)
+  int64_t m, n, k;
+  int64_t w_row_bytes;  // k for int8, (k + 1) / 2 for int4
+  int64_t group_size;   // k when there is one group
+  int64_t groups;       // k / group_size
+  ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
+  bool a_scale_per_row, w_scale_per_col;
+};
+
+// The output value from an accumulated one, as the CPU kernels round it: one group (the raw product v)
+// gives fma(v * a_scale, w_scale, bias); groups (v = sum of fma(product_g, scale_g, .)) give
+// fma(v, a_scale, bias).
+template <bool kGrouped>
+__device__ __forceinline__ float finish(float v, float as, float ws, float b) {
+  if (kGrouped) return __fmaf_rn(v, as, b);
+  return __fmaf_rn(__fmul_rn(v, as), ws, b);
+}
+__device__ __forceinline__ float row_scale(const gemm_args& g, int64_t row) {
+  return g.a_scale != nullptr ? load_float(g.a_scale, g.a_scale_dt, g.a_scale_per_row ? row : 0) : 1.0f;
+}
+__device__ __forceinline__ float col_scale(const gemm_args& g, int64_t col) {
+  return load_float(g.w_scale, g.w_scale_dt, g.w_scale_per_col ? col : 0);
+}
+__device__ __forceinline__ float col_bias(const gemm_args& g, int64_t col) {
+  return g.bias != nullptr ? load_float(g.bias, g.bias_dt, col) : 0.0f;
+}
+template <bool kGrouped>
+__device__ __forceinline__ float finish_value(const gemm_args& g, float v, int64_t row, int64_t col) {
+  return finish<kGrouped>(v, row_scale(g, row), kGrouped ? 1.0f : col_scale(g, col), col_bias(g, col));
+}
+
+// The scale of column col (< n) in group gi.
+__device__ __forceinline__ float group_scale(const gemm_args& g, int64_t col, int64_t gi) {
+  return load_float(g.w_scale, g.w_scale_dt, col * g.groups + gi);
+}
+
+template <int kKind>
+struct kind_traits;
+// Weights: bytes per 16 values of k in one row; a lane's 16-byte chunk of weights covers kChunkK values.
+template <>
+struct kind_traits<KIND_W8A8> {
+  static constexpr int kChunkK = 16;
+  static constexpr int kXBytes = 1;
+  static constexpr bool kIntAcc = true;
+};
+template <>
+struct kind_traits<KIND_W4A8> {
+  static constexpr int kChunkK = 32;
+  static constexpr int kXBytes = 1;
+  static constexpr bool kIntAcc = true;
+};
+template <>
+struct kind_traits<KIND_W4A16> {
+  static constexpr int kChunkK = 32;
+  static constexpr int kXBytes = 2;
+  static constexpr bool kIntAcc = false;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Skinny path (m <= 64).
+//
+// Grid: (column tiles of 128, k splits, m slices of 16). Block: 8 warps; warp w owns columns
+// [n0 + 16 w, n0 + 16 w + 16) as two n8 tiles and every k-step of the block's k range. A k-step is what
+// one warp-wide load covers: 8 rows (lane / 4) x 4 lanes (lane % 4) x 16 bytes = 64 bytes of each of 8
+// weight rows, 64 values of k for int8 and 128 for int4. Lane t's 16 bytes are k values
+// [k0 + t * kChunkK, k0 + (t + 1) * kChunkK) of its row; inside the mma, a lane's k slots are mapped to
+// those values, and the activations are staged in shared memory permuted the same way:
+// - W8A8: 4 words of 4 k; mma i (i = 0, 1) takes words 2i, 2i + 1 as b0, b1, and the same words of x.
+// - W4A8: 4 words of 8 k; mma j takes word j's even k as b0 and odd k as b1; x is staged as blocks of
+//   8 bytes (x0 x2 x4 x6 | x1 x3 x5 x7), so a lane's 32 bytes are its four (even, odd) pairs.
+// - W4A16: 4 words of 8 k; mma 2j takes pairs (k0, k4), (k1, k5) of word j and mma 2j + 1 (k2, k6),
+//   (k3, k7); x is staged as blocks of 8 values (x0 x4 x1 x5 x2 x6 x3 x7).
+
+constexpr int kSkinnyWarps = 8;
+constexpr int kSkinnyThreads = kSkinnyWarps * 32;
+constexpr int kSkinnyTiles = 2;  // n8 tiles per warp
+constexpr int kSkinnyBlockN = kSkinnyWarps * kSkinnyTiles * 8;
+constexpr int kSkinnyDepth = 4;            // k-steps of weights in flight per warp
+constexpr int kSkinnyRows = 16;            // rows of one m slice
+constexpr int kSkinnyMaxM = 64;            // larger m takes the tiled path
+constexpr int kSkinnyMaxSmem = 48 * 1024;  // staged activations per block
+
+template <int kKind>
+struct skinny_layout {
+  static constexpr int kStepK = 4 * kind_traits<kKind>::kChunkK;  // 64 or 128
+  static constexpr int kXBytes = kind_traits<kKind>::kXBytes;
+  // Row stride of the staged activations: 64 mod 128 bytes for W8A8 (a quarter-warp reads 64 bytes of
+  // each of two rows), 16 mod 128 for the others (their lanes read 32 bytes apart, and the next row must
+  // land on the other 16-byte bank groups).
+  static int64_t row_stride(int64_t k_range) {
+    const int64_t bytes = (k_range * kXBytes + 127) / 128 * 128;
+    return bytes + (kKind == KIND_W8A8 ? 64 : 16);
+  }
+};
+
+// Position in a staged row of 16-byte unit u. W4A16 lanes read units 4t + j of a 16-unit step; flipping
+// bit 1 in the second half of each 16 units puts the four lanes of a quarter-warp on distinct bank groups.
+template <int kKind>
+__device__ __forceinline__ int64_t skinny_unit(int64_t u) {
+  if constexpr (kKind == KIND_W4A16) return u ^ (((u >> 3) & 1) << 1);
+  return u;
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+__global__ void __launch_bounds__(kSkinnyThreads, 2)
+    gemm_skinny_kernel(gemm_args g, int64_t k_range, int splits, int64_t x_stride, void* partials,
+                       int* counters) {
+  using layout = skinny_layout<kKind>;
+  constexpr int kStepK = layout::kStepK;
+  constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
+  using acc_t = typename std::conditional<kIntAcc, int, float>::type;
+  using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
+  extern __shared__ __align__(16) uint8_t smem_x[];  // (rows, x_stride) bytes
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int gq = lane >> 2;  // row of the A fragment, column of the B fragment
+  const int tq = lane & 3;
+  const int split = blockIdx.y;
+  const int64_t n_block = static_cast<int64_t>(blockIdx.x) * kSkinnyBlockN;
+  const int64_t n_warp = n_block + warp * (kSkinnyTiles * 8);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.z) * kSkinnyRows;
+  const int rows = static_cast<int>(min64(kSkinnyRows, g.m - m0));
+  const int64_t kb = split * k_range;
+  const int64_t ke = min64(g.k, kb + k_range);
+  const int nsteps = static_cast<int>((ke - kb + kStepK - 1) / kStepK);
+  const int64_t wb0 = kKind == KIND_W8A8 ? kb : kb / 2;  // byte of k = kb in a weight row
+
+  // Weight chunk of k-step s, tile j for this lane: zero past n or past the end of the row.
+  auto load_w = [&](int s, int j) -> uint4 {
+    const int64_t row = n_warp + j * 8 + gq;
+    const int64_t byte = wb0 + static_cast<int64_t>(s) * 64 + tq * 16;
+    if (s < nsteps && row < g.n && byte < g.w_row_bytes)
+      return ldg_stream16(g.w + row * g.w_row_bytes + byte);
+    return make_uint4(0, 0, 0, 0);
+  };
+
+  uint4 wbuf[kSkinnyDepth][kSkinnyTiles];
+#pragma unroll
+  for (int d = 0; d < kSkinnyDepth; ++d) {
+#pragma unroll
+    for (int j = 0; j < kSkinnyTiles; ++j) wbuf[d][j] = load_w(d, j);
+  }
+
+  // Stage x rows [m0, m0 + rows), k in [kb, kb + k_range), in blocks of 8 values (zeros past ke).
+  {
+    const int64_t blocks_per_row = k_range / 8;
+    for (int64_t i = threadIdx.x; i < rows * blocks_per_row; i += kSkinnyThreads) {
+      const int64_t r = i / blocks_per_row;
+      const int64_t b = i - r * blocks_per_row;
+      const int64_t k0 = kb + b * 8;
+      if constexpr (kKind == KIND_W4A16) {
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (k0 < ke)
+          v = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(g.a) + (m0 + r) * g.k + k0);
+        // (x0 x1)(x2 x3)(x4 x5)(x6 x7) -> (x0 x4)(x1 x5)(x2 x6)(x3 x7)
+        const uint4 p = make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
+                                   __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
+        *reinterpret_cast<uint4*>(smem_x + r * x_stride + skinny_unit<kKind>(b) * 16) = p;
+      } else {
+        uint2 v = make_uint2(0, 0);
+        if (k0 < ke)
+          v = *reinterpret_cast<const uint2*>(static_cast<const int8_t*>(g.a) + (m0 + r) * g.k + k0);
+        if constexpr (kKind == KIND_W4A8) {
+          v = make_uint2(__byte_perm(v.x, v.y, 0x6420), __byte_perm(v.x, v.y, 0x7531));
+        }
+        *reinterpret_cast<uint2*>(smem_x + r * x_stride + b * 8) = v;
+      }
+    }
+  }
+  __syncthreads();
+
+  acc_t acc[kSkinnyTiles][4];
+#pragma unroll
+  for (int j = 0; j < kSkinnyTiles; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0;
+  }
+  const bool row_lo = gq < rows;
+  const bool row_hi = gq + 8 < rows;
+  const uint8_t* x_lo = smem_x + gq * x_stride;
+  const uint8_t* x_hi = smem_x + (gq + 8) * x_stride;
+
+  for (int s0 = 0; s0 < nsteps; s0 += kSkinnyDepth) {
+#pragma unroll
+    for (int d = 0; d < kSkinnyDepth; ++d) {
+      const int s = s0 + d;
+      if (s < nsteps) {
+        tmp_t tmp[kSkinnyTiles][4];
+#pragma unroll
+        for (int j = 0; j < kSkinnyTiles; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) tmp[j][e] = 0;
+        }
+        if constexpr (kKind == KIND_W8A8) {
+          const int64_t off = static_cast<int64_t>(s) * 64 + tq * 16;
+          const uint4 lo = row_lo ? *reinterpret_cast<const uint4*>(x_lo + off) : make_uint4(0, 0, 0, 0);
+          const uint4 hi = row_hi ? *reinterpret_cast<const uint4*>(x_hi + off) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int j = 0; j < kSkinnyTiles; ++j) {
+            const uint4 w = wbuf[d][j];
+            mma_s8(tmp[j], lo.x, hi.x, lo.y, hi.y, w.x, w.y);
+            mma_s8(tmp[j], lo.z, hi.z, lo.w, hi.w, w.z, w.w);
+          }
+        } else if constexpr (kKind == KIND_W4A8) {
+          const int64_t off = static_cast<int64_t>(s) * 128 + tq * 32;
+          uint4 lo[2], hi[2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            lo[h] = row_lo ? *reinterpret_cast<const uint4*>(x_lo + off + h * 16) : make_uint4(0, 0, 0, 0);
+            hi[h] = row_hi ? *reinterpret_cast<const uint4*>(x_hi + off + h * 16) : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int j = 0; j < kSkinnyTiles; ++j) {
+            const uint32_t wv[4] = {wbuf[d][j].x, wbuf[d][j].y, wbuf[d][j].z, wbuf[d][j].w};
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              uint32_t be, bo;
+              int4_to_s8_even_odd(wv[q], be, bo);
+              const uint4& l = lo[q >> 1];
+              const uint4& u = hi[q >> 1];
+              if ((q & 1) == 0) {
+                mma_s8(tmp[j], l.x, u.x, l.y, u.y, be, bo);
+              } else {
+                mma_s8(tmp[j], l.z, u.z, l.w, u.w, be, bo);
+              }
+            }
+          }
+        } else {
+          const int64_t unit0 = static_cast<int64_t>(s) * 16 + tq * 4;
+          uint4 lo[4], hi[4];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const int64_t off = skinny_unit<kKind>(unit0 + q) * 16;
+            lo[q] = row_lo ? *reinterpret_cast<const uint4*>(x_lo + off) : make_uint4(0, 0, 0, 0);
+            hi[q] = row_hi ? *reinterpret_cast<const uint4*>(x_hi + off) : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int j = 0; j < kSkinnyTiles; ++j) {
+            const uint32_t wv[4] = {wbuf[d][j].x, wbuf[d][j].y, wbuf[d][j].z, wbuf[d][j].w};
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              uint32_t p[4];
+              int4_to_16bit_pairs<kX>(wv[q], p);
+              mma_16bit<kX>(tmp[j], lo[q].x, hi[q].x, lo[q].y, hi[q].y, p[0], p[1]);
+              mma_16bit<kX>(tmp[j], lo[q].z, hi[q].z, lo[q].w, hi[q].w, p[2], p[3]);
+            }
+          }
+        }
+        // Fold this step into the accumulators; with groups, times the step's group scale (every
+        // group is a whole number of steps).
+        if constexpr (kGrouped) {
+          const int64_t gi = (kb + static_cast<int64_t>(s) * kStepK) / g.group_size;
+#pragma unroll
+          for (int j = 0; j < kSkinnyTiles; ++j) {
+            const int64_t c0 = n_warp + j * 8 + tq * 2;
+            const float s0 = c0 < g.n ? group_scale(g, c0, gi) : 0.0f;
+            const float s1 = c0 + 1 < g.n ? group_scale(g, c0 + 1, gi) : 0.0f;
+            acc[j][0] = __fmaf_rn(static_cast<float>(tmp[j][0]), s0, acc[j][0]);
+            acc[j][1] = __fmaf_rn(static_cast<float>(tmp[j][1]), s1, acc[j][1]);
+            acc[j][2] = __fmaf_rn(static_cast<float>(tmp[j][2]), s0, acc[j][2]);
+            acc[j][3] = __fmaf_rn(static_cast<float>(tmp[j][3]), s1, acc[j][3]);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kSkinnyTiles; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[j][e] += tmp[j][e];
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kSkinnyTiles; ++j) wbuf[d][j] = load_w(s + kSkinnyDepth, j);
+      }
+    }
+  }
+
+  if (splits == 1) {
+    static_for<kSkinnyTiles>([&](auto j) {
+      static_for<4>([&](auto e) {
+        const int r = gq + (e >> 1) * 8;
+        const int64_t col = n_warp + j * 8 + tq * 2 + (e & 1);
+        if (r < rows && col < g.n) {
+          const float v = finish_value<kGrouped>(g, static_cast<float>(acc[j][e]), m0 + r, col);
+          store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+        }
+      });
+    });
+    return;
+  }
+
+  // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
+  acc_t* part = static_cast<acc_t*>(partials);
+  static_for<kSkinnyTiles>([&](auto j) {
+    static_for<4>([&](auto e) {
+      const int r = gq + (e >> 1) * 8;
+      const int64_t col = n_warp + j * 8 + tq * 2 + (e & 1);
+      if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[j][e];
+    });
+  });
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last_block;
+  int* counter = counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) {
+    const int arrived = atomicAdd(counter, 1);
+    last_block = arrived == splits - 1;
+    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < rows * kSkinnyBlockN; i += kSkinnyThreads) {
+    const int r = i / kSkinnyBlockN;
+    const int64_t col = n_block + (i - r * kSkinnyBlockN);
+    if (col >= g.n) continue;
+    acc_t sum = 0;
+    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
+    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
+    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tiled path (m > 64).
+//
+// Block tile 128 x 256 (128 x 128 with groups), k-steps of 64 through kStages shared-memory stages filled
+// by cp.async. Warps 2 (m) x 4 (n) with 64 x 64 warp tiles (64 x 32 with groups). Per k-step and warp, lane
+// (g, t) reads for each of its m16 tiles rows g and g + 8 at k [16 t, 16 t + 16), and for each n8 tile row g
+// of the weights at the same k: the same mapping of lane k slots to k values as the skinny path (W8A8: words
+// 0-1 / 2-3 of 16 bytes; W4A8: the two 8-k words of an 8-byte int4 chunk against even/odd bytes of x picked
+// with byte permutes; W4A16: the two 8-k words against (x0 x4)(x1 x5)(x2 x6)(x3 x7) of 16 bytes of x).
+
+// 128 x 256 block tiles (8 warps of 64 x 64) move 24 KiB of operands per 2M multiply-adds, about 12 bytes
+// per clock per SM from L2 at the tensor cores' rate; 128 x 128 tiles would need twice that. Groups need
+// a second accumulator set, so there the warps take 64 x 32 and the block 128 x 128.
+template <int kKind, bool kGrouped>
+struct tile_traits {
+  static constexpr int kBM = 128;
+  static constexpr int kBN = kGrouped ? 128 : 256;
+  static constexpr int kBK = 64;
+  static constexpr int kStages = 4;
+  static constexpr int kWarpsM = 2;
+  static constexpr int kWarpsN = 4;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int kMTiles = kBM / kWarpsM / 16;  // 4 m16 tiles per warp
+  static constexpr int kNTiles = kBN / kWarpsN / 8;   // 8 or 4 n8 tiles per warp
+  static constexpr int kXBytes = kind_traits<kKind>::kXBytes;
+  static constexpr int kARow = kBK * kXBytes;                       // 64 or 128 bytes
+  static constexpr int kBRow = kKind == KIND_W8A8 ? kBK : kBK / 2;  // 64 or 32 bytes
+  static constexpr int kAStage = kBM * kARow;
+  static constexpr int kBStage = kBN * kBRow;
+  static constexpr int kStage = kAStage + kBStage;
+  static constexpr int kSmem = kStages * kStage;
+};
+
+// 16-byte chunk c of row r of an A stage: 128-byte rows (W4A16) flip bit 0 on odd rows, so that the two
+// rows a quarter-warp reads use different bank groups; 64-byte rows need nothing.
+template <int kKind>
+__device__ __forceinline__ int tile_a_chunk(int r, int c) {
+  if constexpr (kKind == KIND_W4A16) return c ^ (r & 1);
+  return c;
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+__global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
+    gemm_tiled_kernel(gemm_args g, int tiles_m, int tiles_n) {
+  using T = tile_traits<kKind, kGrouped>;
+  constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
+  using acc_t = typename std::conditional<kIntAcc, int, float>::type;
+  using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
+  extern __shared__ __align__(16) uint8_t smem[];
+
+  // Group the raster by 8 tiles along m, so that the blocks resident together share weight tiles.
+  constexpr int kGroupM = 8;
+  const int pid = blockIdx.x;
+  const int per_group = kGroupM * tiles_n;
+  const int first_m = (pid / per_group) * kGroupM;
+  const int group_rows = min(tiles_m - first_m, kGroupM);
+  const int tile_m = first_m + (pid % per_group) % group_rows;
+  const int tile_n = (pid % per_group) / group_rows;
+  const int64_t m0 = static_cast<int64_t>(tile_m) * T::kBM;
+  const int64_t n0 = static_cast<int64_t>(tile_n) * T::kBN;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wm = warp / T::kWarpsN;
+  const int wn = warp % T::kWarpsN;
+  const int gq = lane >> 2;
+  const int tq = lane & 3;
+  const int64_t a_row_bytes = g.k * T::kXBytes;
+  const int num_kt = static_cast<int>((g.k + T::kBK - 1) / T::kBK);
+
+  auto load_stage = [&](int slot, int kt) {
+    uint8_t* sa = smem + slot * T::kStage;
+    uint8_t* sb = sa + T::kAStage;
+    constexpr int kAChunks = T::kAStage / 16;
+    constexpr int kAChunksPerRow = T::kARow / 16;
+#pragma unroll
+    for (int i = tid; i < kAChunks; i += T::kThreads) {
+      const int r = i / kAChunksPerRow;
+      const int c = i % kAChunksPerRow;
+      const int64_t byte = static_cast<int64_t>(kt) * T::kARow + c * 16;
+      const bool ok = m0 + r < g.m && byte < a_row_bytes;
+      const uint8_t* src = static_cast<const uint8_t*>(g.a) + (ok ? (m0 + r) * a_row_bytes + byte : 0);
+      cp_async16(sa + r * T::kARow + tile_a_chunk<kKind>(r, c) * 16, src, ok);
+    }
+    constexpr int kBChunks = T::kBStage / 16;
+    constexpr int kBChunksPerRow = T::kBRow / 16;
+#pragma unroll
+    for (int i = tid; i < kBChunks; i += T::kThreads) {
+      const int r = i / kBChunksPerRow;
+      const int c = i % kBChunksPerRow;
+      const int64_t byte = static_cast<int64_t>(kt) * T::kBRow + c * 16;
+      const bool ok = n0 + r < g.n && byte < g.w_row_bytes;
+      const uint8_t* src = g.w + (ok ? (n0 + r) * g.w_row_bytes + byte : 0);
+      cp_async16(sb + r * T::kBRow + c * 16, src, ok);
+    }
+  };
+
+  // W4A8 with groups sums each group in int32 (tmp) and scales it in at the group's end; W4A16 with
+  // groups scales each k-step's partial sums in at once (see below) and needs no second set.
+  constexpr bool kGroupTmp = kGrouped && kKind == KIND_W4A8;
+  acc_t acc[T::kMTiles][T::kNTiles][4];
+  tmp_t tmp[kGroupTmp ? T::kMTiles : 1][kGroupTmp ? T::kNTiles : 1][4];
+#pragma unroll
+  for (int mi = 0; mi < T::kMTiles; ++mi) {
+#pragma unroll
+    for (int nj = 0; nj < T::kNTiles; ++nj) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][nj][e] = 0;
+    }
+  }
+  if constexpr (kGroupTmp) {
+#pragma unroll
+    for (int mi = 0; mi < T::kMTiles; ++mi) {
+#pragma unroll
+      for (int nj = 0; nj < T::kNTiles; ++nj) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) tmp[mi][nj][e] = 0;
+      }
+    }
+  }
+
+#pragma unroll
+  for (int s = 0; s < T::kStages - 1; ++s) {
+    if (s < num_kt) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < num_kt; ++kt) {
+    cp_async_wait<T::kStages - 2>();
+    __syncthreads();
+    {
+      const int pf = kt + T::kStages - 1;
+      if (pf < num_kt) load_stage(pf % T::kStages, pf);
+      cp_async_commit();
+    }
+    const uint8_t* sa = smem + (kt % T::kStages) * T::kStage;
+    const uint8_t* sb = sa + T::kAStage;
+    const int a_row0 = wm * (T::kMTiles * 16) + gq;
+    const int b_row0 = wn * (T::kNTiles * 8) + gq;
+    auto dst = [&](int mi, int nj) -> auto& {
+      if constexpr (kGroupTmp) {
+        return tmp[mi][nj];
+      } else {
+        return acc[mi][nj];
+      }
+    };
+
+    if constexpr (kKind == KIND_W8A8) {
+      uint4 alo[T::kMTiles], ahi[T::kMTiles];
+#pragma unroll
+      for (int mi = 0; mi < T::kMTiles; ++mi) {
+        const int r = a_row0 + mi * 16;
+        alo[mi] = *reinterpret_cast<const uint4*>(sa + r * T::kARow + tq * 16);
+        ahi[mi] = *reinterpret_cast<const uint4*>(sa + (r + 8) * T::kARow + tq * 16);
+      }
+#pragma unroll
+      for (int nj = 0; nj < T::kNTiles; ++nj) {
+        const uint4 b = *reinterpret_cast<const uint4*>(sb + (b_row0 + nj * 8) * T::kBRow + tq * 16);
+#pragma unroll
+        for (int mi = 0; mi < T::kMTiles; ++mi) {
+          mma_s8(dst(mi, nj), alo[mi].x, ahi[mi].x, alo[mi].y, ahi[mi].y, b.x, b.y);
+          mma_s8(dst(mi, nj), alo[mi].z, ahi[mi].z, alo[mi].w, ahi[mi].w, b.z, b.w);
+        }
+      }
+    } else if constexpr (kKind == KIND_W4A8) {
+      // Per m16 tile: the (even, odd) words of x for the chunk's two 8-k words, rows g and g + 8.
+      uint32_t ae[T::kMTiles][2][2], ao[T::kMTiles][2][2];  // [mi][word][row half]
+#pragma unroll
+      for (int mi = 0; mi < T::kMTiles; ++mi) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = a_row0 + mi * 16 + h * 8;
+          const uint4 v = *reinterpret_cast<const uint4*>(sa + r * T::kARow + tq * 16);
+          ae[mi][0][h] = __byte_perm(v.x, v.y, 0x6420);
+          ao[mi][0][h] = __byte_perm(v.x, v.y, 0x7531);
+          ae[mi][1][h] = __byte_perm(v.z, v.w, 0x6420);
+          ao[mi][1][h] = __byte_perm(v.z, v.w, 0x7531);
+        }
+      }
+#pragma unroll
+      for (int nj = 0; nj < T::kNTiles; ++nj) {
+        const uint2 b = *reinterpret_cast<const uint2*>(sb + (b_row0 + nj * 8) * T::kBRow + tq * 8);
+        uint32_t be0, bo0, be1, bo1;
+        int4_to_s8_even_odd(b.x, be0, bo0);
+        int4_to_s8_even_odd(b.y, be1, bo1);
+#pragma unroll
+        for (int mi = 0; mi < T::kMTiles; ++mi) {
+          mma_s8(dst(mi, nj), ae[mi][0][0], ae[mi][0][1], ao[mi][0][0], ao[mi][0][1], be0, bo0);
+          mma_s8(dst(mi, nj), ae[mi][1][0], ae[mi][1][1], ao[mi][1][0], ao[mi][1][1], be1, bo1);
+        }
+      }
+    } else if constexpr (kGrouped) {
+      // W4A16 with groups: each (m16, n8) tile's two mma of one 8-k word sum into four temporaries
+      // that are scaled into acc right away (every group is a whole number of k-steps), so no second
+      // accumulator set is needed.
+      const int64_t gi = static_cast<int64_t>(kt) * T::kBK / g.group_size;
+      float sc[T::kNTiles][2];
+#pragma unroll
+      for (int nj = 0; nj < T::kNTiles; ++nj) {
+        const int64_t c0 = n0 + wn * (T::kNTiles * 8) + nj * 8 + tq * 2;
+        sc[nj][0] = c0 < g.n ? group_scale(g, c0, gi) : 0.0f;
+        sc[nj][1] = c0 + 1 < g.n ? group_scale(g, c0 + 1, gi) : 0.0f;
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t af[T::kMTiles][2][4];  // [mi][row half][(x0 x4) (x1 x5) (x2 x6) (x3 x7)]
+#pragma unroll
+        for (int mi = 0; mi < T::kMTiles; ++mi) {
+#pragma unroll
+          for (int rh = 0; rh < 2; ++rh) {
+            const int r = a_row0 + mi * 16 + rh * 8;
+            const uint4 v =
+                *reinterpret_cast<const uint4*>(sa + r * T::kARow + tile_a_chunk<kKind>(r, tq * 2 + h) * 16);
+            af[mi][rh][0] = __byte_perm(v.x, v.z, 0x5410);
+            af[mi][rh][1] = __byte_perm(v.x, v.z, 0x7632);
+            af[mi][rh][2] = __byte_perm(v.y, v.w, 0x5410);
+            af[mi][rh][3] = __byte_perm(v.y, v.w, 0x7632);
+          }
+        }
+#pragma unroll
+        for (int nj = 0; nj < T::kNTiles; ++nj) {
+          const uint32_t w =
+              *reinterpret_cast<const uint32_t*>(sb + (b_row0 + nj * 8) * T::kBRow + tq * 8 + h * 4);
+          uint32_t p[4];
+          int4_to_16bit_pairs<kX>(w, p);
+#pragma unroll
+          for (int mi = 0; mi < T::kMTiles; ++mi) {
+            float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            mma_16bit<kX>(t, af[mi][0][0], af[mi][1][0], af[mi][0][1], af[mi][1][1], p[0], p[1]);
+            mma_16bit<kX>(t, af[mi][0][2], af[mi][1][2], af[mi][0][3], af[mi][1][3], p[2], p[3]);
+            acc[mi][nj][0] = __fmaf_rn(t[0], sc[nj][0], acc[mi][nj][0]);
+            acc[mi][nj][1] = __fmaf_rn(t[1], sc[nj][1], acc[mi][nj][1]);
+            acc[mi][nj][2] = __fmaf_rn(t[2], sc[nj][0], acc[mi][nj][2]);
+            acc[mi][nj][3] = __fmaf_rn(t[3], sc[nj][1], acc[mi][nj][3]);
+          }
+        }
+      }
+    } else {
+      // W4A16, one 8-k word of the weight chunk at a time to bound the live fragments.
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t af[T::kMTiles][2][4];  // [mi][row half][(x0 x4) (x1 x5) (x2 x6) (x3 x7)]
+#pragma unroll
+        for (int mi = 0; mi < T::kMTiles; ++mi) {
+#pragma unroll
+          for (int rh = 0; rh < 2; ++rh) {
+            const int r = a_row0 + mi * 16 + rh * 8;
+            const uint4 v =
+                *reinterpret_cast<const uint4*>(sa + r * T::kARow + tile_a_chunk<kKind>(r, tq * 2 + h) * 16);
+            af[mi][rh][0] = __byte_perm(v.x, v.z, 0x5410);
+            af[mi][rh][1] = __byte_perm(v.x, v.z, 0x7632);
+            af[mi][rh][2] = __byte_perm(v.y, v.w, 0x5410);
+            af[mi][rh][3] = __byte_perm(v.y, v.w, 0x7632);
+          }
+        }
+#pragma unroll
+        for (int nj = 0; nj < T::kNTiles; ++nj) {
+          const uint32_t w =
+              *reinterpret_cast<const uint32_t*>(sb + (b_row0 + nj * 8) * T::kBRow + tq * 8 + h * 4);
+          uint32_t p[4];
+          int4_to_16bit_pairs<kX>(w, p);
+#pragma unroll
+          for (int mi = 0; mi < T::kMTiles; ++mi) {
+            mma_16bit<kX>(dst(mi, nj), af[mi][0][0], af[mi][1][0], af[mi][0][1], af[mi][1][1], p[0], p[1]);
+            mma_16bit<kX>(dst(mi, nj), af[mi][0][2], af[mi][1][2], af[mi][0][3], af[mi][1][3], p[2], p[3]);
+          }
+        }
+      }
+    }
+
+    if constexpr (kGroupTmp) {
+      // k is a whole number of groups and every group a whole number of k-steps.
+      const int64_t k_end = static_cast<int64_t>(kt + 1) * T::kBK;
+      if (k_end % g.group_size == 0) {
+        const int64_t gi = k_end / g.group_size - 1;
+#pragma unroll
+        for (int nj = 0; nj < T::kNTiles; ++nj) {
+          const int64_t c0 = n0 + wn * (T::kNTiles * 8) + nj * 8 + tq * 2;
+          const float s0 = c0 < g.n ? group_scale(g, c0, gi) : 0.0f;
+          const float s1 = c0 + 1 < g.n ? group_scale(g, c0 + 1, gi) : 0.0f;
+#pragma unroll
+          for (int mi = 0; mi < T::kMTiles; ++mi) {
+            acc[mi][nj][0] = __fmaf_rn(static_cast<float>(tmp[mi][nj][0]), s0, acc[mi][nj][0]);
+            acc[mi][nj][1] = __fmaf_rn(static_cast<float>(tmp[mi][nj][1]), s1, acc[mi][nj][1]);
+            acc[mi][nj][2] = __fmaf_rn(static_cast<float>(tmp[mi][nj][2]), s0, acc[mi][nj][2]);
+            acc[mi][nj][3] = __fmaf_rn(static_cast<float>(tmp[mi][nj][3]), s1, acc[mi][nj][3]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) tmp[mi][nj][e] = 0;
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Epilogue from registers: the scales and bias of this thread's rows and columns once, then each
+  // pair of outputs (a 4- or 8-byte store when n is even, so that pairs stay aligned).
+  const bool pairs = (g.n & 1) == 0;
+  const int64_t row0 = m0 + wm * (T::kMTiles * 16) + gq;
+  const int64_t col0 = n0 + wn * (T::kNTiles * 8) + tq * 2;
+  float ws[T::kNTiles][2], bs[T::kNTiles][2];
+#pragma unroll
+  for (int nj = 0; nj < T::kNTiles; ++nj) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int64_t col = col0 + nj * 8 + c;
+      ws[nj][c] = !kGrouped && col < g.n ? col_scale(g, col) : 1.0f;
+      bs[nj][c] = col < g.n ? col_bias(g, col) : 0.0f;
+    }
+  }
+#pragma unroll
+  for (int mi = 0; mi < T::kMTiles; ++mi) {
+#pragma unroll
+    for (int rh = 0; rh < 2; ++rh) {
+      const int64_t row = row0 + mi * 16 + rh * 8;
+      if (row >= g.m) continue;
+      const float as = row_scale(g, row);
+#pragma unroll
+      for (int nj = 0; nj < T::kNTiles; ++nj) {
+        const int64_t col = col0 + nj * 8;
+        if (col >= g.n) continue;
+        const float v0 = finish<kGrouped>(static_cast<float>(acc[mi][nj][rh * 2]), as, ws[nj][0], bs[nj][0]);
+        const float v1 =
+            finish<kGrouped>(static_cast<float>(acc[mi][nj][rh * 2 + 1]), as, ws[nj][1], bs[nj][1]);
+        if (col + 1 < g.n && pairs) {
+          store_float2(g.out, g.out_dt, row * g.n + col, v0, v1);
+        } else {
+          store_float(g.out, g.out_dt, row * g.n + col, v0);
+          if (col + 1 < g.n) store_float(g.out, g.out_dt, row * g.n + col + 1, v1);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SIMT path: any shape, any alignment, any group size.
+//
+// 64 x 64 output tiles, 256 threads of 4 x 4 outputs each, k in slices of 32 staged in shared memory
+// (transposed, padded to 65 against bank conflicts) with bounds-checked element loads. Integer kinds sum
+// int32 per group and fold each group into float32 at its last k; W4A16 sums float32 the same way.
+
+constexpr int kSimtTile = 64;
+constexpr int kSimtK = 32;
+constexpr int kSimtThreads = 256;
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+__global__ void __launch_bounds__(kSimtThreads, 2) gemm_simt_kernel(gemm_args g, int64_t tiles_n) {
+  constexpr bool kIntVals = kind_traits<kKind>::kIntAcc;
+  using val_t = typename std::conditional<kIntVals, int, float>::type;
+  using acc_t = typename std::conditional<kIntVals && !kGrouped, int, float>::type;
+  __shared__ val_t xs[kSimtK][kSimtTile + 1];
+  __shared__ val_t ws[kSimtK][kSimtTile + 1];
+
+  const int64_t tile = blockIdx.x;
+  const int64_t m0 = (tile / tiles_n) * kSimtTile;
+  const int64_t n0 = (tile % tiles_n) * kSimtTile;
+  const int tx = threadIdx.x % 16;  // columns 4 tx .. 4 tx + 3
+  const int ty = threadIdx.x / 16;  // rows 4 ty .. 4 ty + 3
+
+  val_t part[4][4];
+  acc_t acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      part[i][j] = 0;
+      acc[i][j] = 0;
+    }
+  }
+  int64_t next_fold = g.group_size;  // k at which the current group ends
+
+  for (int64_t k0 = 0; k0 < g.k; k0 += kSimtK) {
+    for (int i = threadIdx.x; i < kSimtTile * kSimtK; i += kSimtThreads) {
+      const int r = i / kSimtK;
+      const int kk = i % kSimtK;
+      const int64_t k = k0 + kk;
+      val_t xv = 0;
+      val_t wv = 0;
+      if (k < g.k) {
+        if (m0 + r < g.m) {
+          if constexpr (kIntVals) {
+            xv = static_cast<const int8_t*>(g.a)[(m0 + r) * g.k + k];
+          } else {
+            xv = load_f32<kX>(g.a, (m0 + r) * g.k + k);
+          }
+        }
+        if (n0 + r < g.n) {
+          int wi;
+          if constexpr (kKind == KIND_W8A8) {
+            wi = static_cast<int8_t>(g.w[(n0 + r) * g.w_row_bytes + k]);
+          } else {
+            const int byte = g.w[(n0 + r) * g.w_row_bytes + (k >> 1)];
+            wi = ((((k & 1) ? byte >> 4 : byte) & 15) ^ 8) - 8;
+          }
+          wv = static_cast<val_t>(wi);
+        }
+      }
+      xs[kk][r] = xv;
+      ws[kk][r] = wv;
+    }
+    __syncthreads();
+    const int kn = static_cast<int>(min64(kSimtK, g.k - k0));
+    for (int kk = 0; kk < kn; ++kk) {
+      val_t xa[4], wb[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) xa[i] = xs[kk][ty * 4 + i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) wb[j] = ws[kk][tx * 4 + j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) part[i][j] += xa[i] * wb[j];
+      }
+      if (kGrouped && k0 + kk + 1 == next_fold) {
+        const int64_t gi = next_fold / g.group_size - 1;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int64_t col = n0 + tx * 4 + j;
+          const float sc = col < g.n ? group_scale(g, col, gi) : 0.0f;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            acc[i][j] = __fmaf_rn(static_cast<float>(part[i][j]), sc, acc[i][j]);
+            part[i][j] = 0;
+          }
+        }
+        next_fold += g.group_size;
+      }
+    }
+    __syncthreads();
+  }
+
+  static_for<4>([&](auto i) {
+    const int64_t row = m0 + ty * 4 + i;
+    static_for<4>([&](auto j) {
+      const int64_t col = n0 + tx * 4 + j;
+      if (row < g.m && col < g.n) {
+        const float v = kGrouped ? static_cast<float>(acc[i][j]) : static_cast<float>(part[i][j]);
+        store_float(g.out, g.out_dt, row * g.n + col, finish_value<kGrouped>(g, v, row, col));
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Packed weights -> plain layout.
+//
+// pack_weights' layout: columns in groups of 64 (panels of 16; the last group may hold fewer panels),
+// K in steps of 4 (int8) or 8 (int4) values; each step stores, for each panel of the group, 16 columns x
+// 4 bytes. int8 bytes hold w + 128; int4 byte r of a column holds w[k0 + r] + 8 (low nibble) and
+// w[k0 + 4 + r] + 8 (high nibble).
+
+__device__ __forceinline__ int64_t packed_offset(int64_t n, int64_t steps, int64_t panels, int64_t col,
+                                                 int64_t step, int r) {
+  const int64_t grp = col / 64;
+  const int64_t panel = col / 16;
+  const int64_t grp_panels = min64(4, panels - grp * 4);
+  return grp * 4 * steps * 64 + (step * grp_panels + (panel - grp * 4)) * 64 + (col % 16) * 4 + r;
+}
+
+// One thread per byte of the plain layout (n, row_bytes).
+__global__ void unpack_weights_kernel(const uint8_t* __restrict__ packed, uint8_t* __restrict__ plain,
+                                      int64_t n, int64_t k, int bits) {
+  const int64_t row_bytes = bits == 8 ? k : (k + 1) / 2;
+  const int64_t total = n * row_bytes;
+  const int64_t panels = (n + 15) / 16;
+  const int64_t steps = bits == 8 ? (k + 3) / 4 : (k + 7) / 8;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t col = i / row_bytes;
+    const int64_t b = i - col * row_bytes;
+    if (bits == 8) {
+      plain[i] = packed[packed_offset(n, steps, panels, col, b / 4, static_cast<int>(b % 4))] ^ 0x80;
+    } else {
+      uint8_t out = 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t kk = 2 * b + h;
+        if (kk >= k) break;
+        const int64_t step = kk / 8;
+        const int within = static_cast<int>(kk % 8);
+        const uint8_t byte = packed[packed_offset(n, steps, panels, col, step, within % 4)];
+        const int nib = within < 4 ? (byte & 15) : (byte >> 4);
+        out |= static_cast<uint8_t>(((nib - 8) & 15) << (4 * h));
+      }
+      plain[i] = out;
+    }
+  }
+}
+
+// One thread per byte of the packed layout.
+__global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __restrict__ packed, int64_t n,
+                                    int64_t k, int bits) {
+  const int64_t row_bytes = bits == 8 ? k : (k + 1) / 2;
+  const int64_t panels = (n + 15) / 16;
+  const int64_t steps = bits == 8 ? (k + 3) / 4 : (k + 7) / 8;
+  const int64_t total = steps * panels * 64;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    // Invert packed_offset: group, then (step, panel in group), then column in panel and byte.
+    const int64_t grp_bytes = 4 * steps * 64;
+    const int64_t grp = i / grp_bytes;
+    const int64_t rem = i - grp * grp_bytes;
+    const int64_t grp_panels = min64(4, panels - grp * 4);
+    const int64_t vec = rem / 64;
+    const int within = static_cast<int>(rem % 64);
+    const int64_t step = vec / grp_panels;
+    const int64_t panel = grp * 4 + vec % grp_panels;
+    const int64_t col = panel * 16 + within / 4;
+    const int r = within % 4;
+    auto value = [&](int64_t kk) -> int {  // w[col][kk], 0 past the edges
+      if (col >= n || kk >= k) return 0;
+      if (bits == 8) return static_cast<int8_t>(w[col * row_bytes + kk]);
+      const int byte = w[col * row_bytes + kk / 2];
+      return ((((kk & 1) ? byte >> 4 : byte) & 15) ^ 8) - 8;
+    };
+    if (bits == 8) {
+      packed[i] = static_cast<uint8_t>(value(step * 4 + r) + 128);
+    } else {
+      packed[i] = static_cast<uint8_t>((value(step * 8 + r) + 8) | ((value(step * 8 + 4 + r) + 8) << 4));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Host side: device properties, the split-k workspace, launch helpers.
+
+struct device_limits {
+  int sms = 0;
+  int smem_optin = 0;
+};
+
+std::mutex g_mu;
+device_limits g_limits[kMaxDevices];
+
+struct split_workspace {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+split_workspace g_workspace[kMaxDevices];
+
+status limits_of(int dev, device_limits* out) {
+  if (dev < 0 || dev >= kMaxDevices) return make_status(status_code::value, "cuda: no device %d", dev);
+  std::lock_guard<std::mutex> lock(g_mu);
+  device_limits& l = g_limits[dev];
+  if (l.sms == 0) {
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev));
+  }
+  *out = l;
+  return ok_status();
+}
+
+// A buffer of at least `bytes` on the device whose first `zeroed` bytes are zero between launches (the
+// skinny kernel's tile counters, which the last block of each tile resets). Freed never; regrown on the
+// stream, so that kernels still using the old buffer finish first.
+status workspace(int dev, cudaStream_t stream, size_t bytes, void** out) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  split_workspace& w = g_workspace[dev];
+  if (w.bytes < bytes) {
+    const size_t grown = std::max(bytes, 2 * w.bytes);
+    void* p = nullptr;
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, grown, stream));
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, grown, stream));
+    if (w.ptr != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(w.ptr, stream));
+    w.ptr = p;
+    w.bytes = grown;
+  }
+  *out = w.ptr;
+  return ok_status();
+}
+
+// Raises a kernel's dynamic shared memory limit once per device.
+template <class Kernel>
+status allow_smem(Kernel* kernel, int dev, int bytes, std::atomic<uint64_t>& done) {
+  if (bytes <= 48 * 1024) return ok_status();
+  const uint64_t bit = uint64_t{1} << dev;
+  if ((done.load(std::memory_order_acquire) & bit) != 0) return ok_status();
+  SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.fetch_or(bit, std::memory_order_acq_rel);
+  return ok_status();
+}
+
+unsigned grid_1d(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  return static_cast<unsigned>(std::max<int64_t>(1, min64(blocks, 1 << 20)));
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
+  using layout = skinny_layout<kKind>;
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  const int64_t tiles_n = (g.n + kSkinnyBlockN - 1) / kSkinnyBlockN;
+  const int64_t slices = (g.m + kSkinnyRows - 1) / kSkinnyRows;
+  const int64_t max_steps = (g.k + layout::kStepK - 1) / layout::kStepK;
+  // Enough blocks for about four per SM, and a k range whose staged rows fit the shared memory budget.
+  const int64_t max_range =
+      std::max<int64_t>(layout::kStepK, ((kSkinnyMaxSmem / kSkinnyRows - 256) / layout::kXBytes) /
+                                            layout::kStepK * layout::kStepK);
+  int64_t splits = (4 * static_cast<int64_t>(lim.sms) + tiles_n * slices - 1) / (tiles_n * slices);
+  splits = std::max<int64_t>(splits, (g.k + max_range - 1) / max_range);
+  splits = min64(std::max<int64_t>(splits, 1), max_steps);
+  const int64_t k_range = (max_steps + splits - 1) / splits * layout::kStepK;
+  splits = (g.k + k_range - 1) / k_range;
+  const int64_t x_stride = layout::row_stride(k_range);
+  const int64_t smem = min64(kSkinnyRows, g.m) * x_stride;
+
+  void* partials = nullptr;
+  int* counters = nullptr;
+  if (splits > 1) {
+    const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
+    const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
+    void* ws = nullptr;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, &ws));
+    counters = static_cast<int*>(ws);
+    partials = static_cast<uint8_t*>(ws) + counter_bytes;
+  }
+  auto* kernel = gemm_skinny_kernel<kKind, kX, kGrouped>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(
+      allow_smem(kernel, dev, static_cast<int>(layout::row_stride(max_range) * kSkinnyRows), smem_done));
+  const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(splits),
+                  static_cast<unsigned>(slices));
+  kernel<<<grid, kSkinnyThreads, static_cast<size_t>(smem), stream>>>(g, k_range, static_cast<int>(splits),
+                                                                      x_stride, partials, counters);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status launch_tiled(const gemm_args& g, int dev, cudaStream_t stream) {
+  using T = tile_traits<kKind, kGrouped>;
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  if (lim.smem_optin < T::kSmem) {
+    return make_status(status_code::unsupported,
+                       "gemm: the tiled kernel needs %d bytes of shared memory, the device has %d", T::kSmem,
+                       lim.smem_optin);
+  }
+  const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
+  const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
+  if (tiles_m * tiles_n > INT32_MAX) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  auto* kernel = gemm_tiled_kernel<kKind, kX, kGrouped>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
+  kernel<<<static_cast<unsigned>(tiles_m * tiles_n), T::kThreads, T::kSmem, stream>>>(
+      g, static_cast<int>(tiles_m), static_cast<int>(tiles_n));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status launch_simt(const gemm_args& g, cudaStream_t stream) {
+  const int64_t tiles_m = (g.m + kSimtTile - 1) / kSimtTile;
+  const int64_t tiles_n = (g.n + kSimtTile - 1) / kSimtTile;
+  if (tiles_m * tiles_n > INT32_MAX) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  gemm_simt_kernel<kKind, kX, kGrouped>
+      <<<static_cast<unsigned>(tiles_m * tiles_n), kSimtThreads, 0, stream>>>(g, tiles_n);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// Picks the path for one kind and x dtype (see the top of this file).
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
+  // The vector paths need rows of whole 16-byte chunks: k % 16 (int8 weights) or % 32 (int4), and
+  // 16-bit x for W4A16 (float32 x would lose bits in the tensor cores).
+  if constexpr (kind_traits<kKind>::kIntAcc || kX != SSMKIT_DTYPE_F32) {
+    const bool aligned = g.k > 0 && g.k % (kKind == KIND_W8A8 ? 16 : 32) == 0;
+    const int64_t skinny_splits_max = 65535;
+    if (aligned && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % skinny_layout<kKind>::kStepK == 0) &&
+        g.k / 1024 < skinny_splits_max) {
+      return launch_skinny<kKind, kX, kGrouped>(g, dev, stream);
+    }
+    device_limits lim;
+    SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+    using T = tile_traits<kKind, kGrouped>;
+    if (aligned && (!kGrouped || g.group_size % T::kBK == 0) && T::kSmem <= lim.smem_optin) {
+      return launch_tiled<kKind, kX, kGrouped>(g, dev, stream);
+    }
+  }
+  return launch_simt<kKind, kX, kGrouped>(g, stream);
+}
+
+// Fills the scale and output fields shared by the three ops; `what` names the op in errors.
+status fill_common(gemm_args& g, const char* what, const tensor_view& a_scale, const tensor_view& w_scale,
+                   const tensor_view& bias, const tensor_view& out, int64_t m, int64_t n, int64_t k,
+                   int64_t group_size) {
+  auto is_float = [](ssmkit_dtype t) {
+    return t == SSMKIT_DTYPE_F32 || t == SSMKIT_DTYPE_F16 || t == SSMKIT_DTYPE_BF16;
+  };
+  if (!is_float(out.dtype)) {
+    return make_status(status_code::dtype, "%s: out: unsupported dtype %s", what, dtype_name(out.dtype));
+  }
+  for (const tensor_view* t : {&a_scale, &w_scale, &bias}) {
+    if (t->present() && !is_float(t->dtype)) {
+      return make_status(status_code::dtype, "%s: scale or bias: unsupported dtype %s", what,
+                         dtype_name(t->dtype));
+    }
+  }
+  if (!w_scale.present()) return make_status(status_code::value, "%s: the weight scale is missing", what);
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.group_size = group_size > 0 && group_size < k ? group_size : k;
+  g.groups = g.group_size > 0 && g.group_size < k ? k / g.group_size : 1;
+  if (g.groups > 1 && (k % g.group_size != 0 || w_scale.numel() != n * g.groups)) {
+    return make_status(status_code::value,
+                       "%s: groupSize %lld does not divide k = %lld into the scales' %lld", what,
+                       static_cast<long long>(group_size), static_cast<long long>(k),
+                       static_cast<long long>(w_scale.numel()));
+  }
+  g.a_scale = a_scale.present() ? a_scale.data : nullptr;
+  g.a_scale_dt = a_scale.dtype;
+  g.a_scale_per_row = a_scale.present() && a_scale.numel() > 1;
+  g.w_scale = w_scale.data;
+  g.w_scale_dt = w_scale.dtype;
+  g.w_scale_per_col = w_scale.numel() > 1;
+  g.bias = bias.present() ? bias.data : nullptr;
+  g.bias_dt = bias.dtype;
+  g.out = out.data;
+  g.out_dt = out.dtype;
+  return ok_status();
+}
+
+// Unpacks a packed weight into a stream-ordered temporary when needed; *plain is what the GEMM reads.
+// The caller frees *tmp (on the stream) after the GEMM is enqueued.
+status plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t k, int bits, cudaStream_t stream,
+                     const uint8_t** plain, void** tmp) {
+  *tmp = nullptr;
+  *plain = static_cast<const uint8_t*>(w.data);
+  if (!packed) return ok_status();
+  const int64_t row_bytes = bits == 8 ? k : (k + 1) / 2;
+  const int64_t bytes = n * row_bytes;
+  if (bytes == 0) return ok_status();
+  SSMKIT_CUDA_CHECK(cudaMallocAsync(tmp, static_cast<size_t>(bytes), stream));
+  unpack_weights_kernel<<<grid_1d(bytes, 256), 256, 0, stream>>>(static_cast<const uint8_t*>(w.data),
+                                                                 static_cast<uint8_t*>(*tmp), n, k, bits);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    cudaFreeAsync(*tmp, stream);
+    *tmp = nullptr;
+    SSMKIT_CUDA_CHECK(e);
+  }
+  *plain = static_cast<const uint8_t*>(*tmp);
+  return ok_status();
+}
+
+// Runs `body` with the weights in the plain layout, then frees the temporary (also on failure).
+template <class Body>
+status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t k, int bits,
+                          cudaStream_t stream, gemm_args& g, Body&& body) {
+  void* tmp = nullptr;
+  SSMKIT_RETURN_IF_ERROR(plain_weights(w, packed, n, k, bits, stream, &g.w, &tmp));
+  g.w_row_bytes = bits == 8 ? k : (k + 1) / 2;
+  const status s = body();
+  if (tmp != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(tmp, stream));
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Quantizers.
+
+constexpr int kQuantThreads = 256;
+constexpr int kQuantMaxBlocks = 1 << 16;
+
+struct quant_args {
+  const void* x;  // (lines, len)
+  void* q;        // (lines, len) int8, or (lines, (len + 1) / 2) int4
+  void* scale;
+  int64_t lines, len, lines_per_channel, group_size, groups;
+  ssmkit_dtype scale_dt;
+  int bits;
+  int granularity;
+  bool dynamic;         // scales computed here (else read from `scale`)
+  bool channel_scales;  // tensor/channel scales precomputed into `scale` (float32)
+  float rot_scale;      // 1 / sqrt(len) for the rotation
+  int had_m;            // 0: no rotation; else the rotation's m (1, 12, 20, 28, 40)
+  int64_t had_pow2;
+  uint64_t had_signs[40];  // row i of H_m: bit j set where the entry is -1
+};
+
+// Rotates row r into buf (len floats) as the CPU does: Sylvester transform of each chunk of had_pow2,
+// then H_m across chunks (in place: each thread owns whole columns q), then times rot_scale.
+template <ssmkit_dtype T, int kM>
+__device__ void rotate_row(const quant_args& a, int64_t r, float* buf) {
+  // Rows fit in shared memory, so 32-bit indices; had_pow2 is a power of two, so shifts and masks.
+  const int n = static_cast<int>(a.len);
+  const int p = static_cast<int>(a.had_pow2);
+  const int log_p = __ffs(p) - 1;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = load_f32<T>(a.x, r * a.len + i);
+  __syncthreads();
+  for (int log_h = 0; log_h < log_p; ++log_h) {
+    const int h = 1 << log_h;
+    for (int i = threadIdx.x; i < n / 2; i += blockDim.x) {
+      // Butterfly i: chunk i / (p / 2), then pair (kk / h, kk % h) inside it.
+      const int c = i >> (log_p - 1);
+      const int kk = i & (p / 2 - 1);
+      const int j = (c << log_p) + ((kk >> log_h) << (log_h + 1)) + (kk & (h - 1));
+      const float u = buf[j];
+      const float v = buf[j + h];
+      buf[j] = u + v;
+      buf[j + h] = u - v;
+    }
+    __syncthreads();
+  }
+  if constexpr (kM == 40) {
+    // H_40 = [[A, A], [B, -B]] (two 20 x 20 blocks), as the CPU computes it: a butterfly across the two
+    // halves, then A on the sums and B on the differences.
+    for (int q = threadIdx.x; q < p; q += blockDim.x) {
+      float v[kM];
+#pragma unroll
+      for (int j = 0; j < kM / 2; ++j) {
+        const float x0 = buf[j * p + q];
+        const float x1 = buf[(j + kM / 2) * p + q];
+        v[j] = x0 + x1;
+        v[j + kM / 2] = x0 - x1;
+      }
+      // Rows 0..19 take the sums, rows 20..39 the differences (compile-time halves keep v in registers).
+      static_for<2>([&](auto half) {
+        constexpr int kBase = half * (kM / 2);
+#pragma unroll 1
+        for (int i = kBase; i < kBase + kM / 2; ++i) {
+          const uint64_t s = a.had_signs[i];
+          float acc = (s & 1) ? -v[kBase] : v[kBase];
+#pragma unroll
+          for (int j = 1; j < kM / 2; ++j) acc = ((s >> j) & 1) ? acc - v[kBase + j] : acc + v[kBase + j];
+          buf[i * p + q] = acc;
+        }
+      });
+    }
+    __syncthreads();
+  } else if constexpr (kM > 1) {
+    for (int q = threadIdx.x; q < p; q += blockDim.x) {
+      float v[kM];
+#pragma unroll
+      for (int j = 0; j < kM; ++j) v[j] = buf[j * p + q];
+#pragma unroll 1
+      for (int i = 0; i < kM; ++i) {
+        const uint64_t s = a.had_signs[i];
+        float acc = (s & 1) ? -v[0] : v[0];
+#pragma unroll
+        for (int j = 1; j < kM; ++j) acc = ((s >> j) & 1) ? acc - v[j] : acc + v[j];
+        buf[i * p + q] = acc;
+      }
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = buf[i] * a.rot_scale;
+  __syncthreads();
+}
+
+__device__ __forceinline__ float block_max(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();  // red may still be read from a previous call
+  if ((threadIdx.x & 31) == 0) red[warp] = v;
+  __syncthreads();
+  float m = 0.0f;
+  for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) m = fmaxf(m, red[i]);
+  return m;
+}
+
+// scale = amax / 7 or / 127 (1 where that is not positive), rounded to the scale's dtype; a scale that
+// rounds to 0 becomes 1. Returns the value as stored.
+__device__ __forceinline__ float scale_as_stored(float amax, int bits, ssmkit_dtype dt) {
+  float s = amax / (bits == 4 ? 7.0f : 127.0f);
+  if (!(s > 0.0f)) s = 1.0f;
+  if (dt == SSMKIT_DTYPE_F16) s = __half2float(__float2half_rn(s));
+  if (dt == SSMKIT_DTYPE_BF16) s = __bfloat162float(__float2bfloat16_rn(s));
+  return s == 0.0f ? 1.0f : s;
+}
+
+__device__ __forceinline__ int quant_one(float v, float s, int bits) {
+  float r = rintf(__fdiv_rn(v, s));
+  if (r != r) r = 0.0f;
+  const float lo = bits == 4 ? -8.0f : -127.0f;
+  const float hi = bits == 4 ? 7.0f : 127.0f;
+  return static_cast<int>(fminf(fmaxf(r, lo), hi));
+}
+
+// amax of each row (rotated when asked) into the float32 scale of its channel (lines_per_channel rows;
+// all rows for a tensor scale), as bit patterns through atomicMax. The scale was zeroed first.
+template <ssmkit_dtype T, int kM>
+__global__ void __launch_bounds__(kQuantThreads, 1) quant_amax_kernel(quant_args a) {
+  extern __shared__ float row[];  // (len) when rotating
+  __shared__ float red[kQuantThreads / 32];
+  for (int64_t r = blockIdx.x; r < a.lines; r += gridDim.x) {
+    float m = 0.0f;
+    if (a.had_m > 0) {
+      rotate_row<T, kM>(a, r, row);
+      for (int64_t i = threadIdx.x; i < a.len; i += blockDim.x) m = fmaxf(m, fabsf(row[i]));
+    } else {
+      for (int64_t i = threadIdx.x; i < a.len; i += blockDim.x)
+        m = fmaxf(m, fabsf(load_f32<T>(a.x, r * a.len + i)));
+    }
+    m = block_max(m, red);
+    if (threadIdx.x == 0 && m > 0.0f) {
+      atomicMax(static_cast<unsigned*>(a.scale) + r / a.lines_per_channel, __float_as_uint(m));
+    }
+    __syncthreads();  // row is rewritten by the next row's rotation
+  }
+}
+
+// amax (bit patterns) -> scale, in place in the float32 scale tensor.
+__global__ void quant_scale_from_amax_kernel(float* scale, int64_t count, int bits) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    scale[i] = scale_as_stored(scale[i], bits, SSMKIT_DTYPE_F32);
+  }
+}
+
+// Quantizes each row: dynamic token and group scales are computed and written first, then every value
+// is divided by its scale as stored (read back from the scale tensor, as the CPU kernels do).
+template <ssmkit_dtype T, int kM>
+__global__ void __launch_bounds__(kQuantThreads, 1) quant_rows_kernel(quant_args a) {
+  extern __shared__ float row[];  // (len) when rotating
+  __shared__ float red[kQuantThreads / 32];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  for (int64_t r = blockIdx.x; r < a.lines; r += gridDim.x) {
+    if (a.had_m > 0) rotate_row<T, kM>(a, r, row);
+    auto value = [&](int64_t i) -> float { return a.had_m > 0 ? row[i] : load_f32<T>(a.x, r * a.len + i); };
+
+    if (a.dynamic && a.granularity == QUANT_TOKEN) {
+      float m = 0.0f;
+      for (int64_t i = threadIdx.x; i < a.len; i += blockDim.x) m = fmaxf(m, fabsf(value(i)));
+      m = block_max(m, red);
+      if (threadIdx.x == 0) store_float(a.scale, a.scale_dt, r, scale_as_stored(m, a.bits, a.scale_dt));
+    } else if (a.dynamic && a.granularity == QUANT_GROUP) {
+      for (int64_t gi = warp; gi < a.groups; gi += warps) {
+        float m = 0.0f;
+        for (int64_t i = lane; i < a.group_size; i += 32) m = fmaxf(m, fabsf(value(gi * a.group_size + i)));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (lane == 0)
+          store_float(a.scale, a.scale_dt, r * a.groups + gi, scale_as_stored(m, a.bits, a.scale_dt));
+      }
+    }
+    __syncthreads();  // the row's scales are written before they are read back
+
+    auto scale_index = [&](int64_t i) -> int64_t {
+      switch (a.granularity) {
+        case QUANT_TOKEN: return r;
+        case QUANT_CHANNEL: return r / a.lines_per_channel;
+        case QUANT_GROUP: return r * a.groups + i / a.group_size;
+        default: return 0;
+      }
+    };
+    if (a.bits == 8) {
+      int8_t* q = static_cast<int8_t*>(a.q) + r * a.len;
+      for (int64_t i = threadIdx.x; i < a.len; i += blockDim.x) {
+        q[i] = static_cast<int8_t>(quant_one(value(i), load_float(a.scale, a.scale_dt, scale_index(i)), 8));
+      }
+    } else {
+      const int64_t row_bytes = (a.len + 1) / 2;
+      uint8_t* q = static_cast<uint8_t*>(a.q) + r * row_bytes;
+      for (int64_t b = threadIdx.x; b < row_bytes; b += blockDim.x) {
+        const int64_t i = 2 * b;
+        const int lo = quant_one(value(i), load_float(a.scale, a.scale_dt, scale_index(i)), 4);
+        const int hi = i + 1 < a.len
+                           ? quant_one(value(i + 1), load_float(a.scale, a.scale_dt, scale_index(i + 1)), 4)
+                           : 0;
+        q[b] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
+      }
+    }
+    __syncthreads();  // row (and red) are reused by the next row
+  }
+}
+
+template <ssmkit_dtype T>
+__global__ void dequant_kernel(const void* __restrict__ qv, bool int4, const void* __restrict__ scale,
+                               ssmkit_dtype scale_dt, void* __restrict__ out, int64_t lines, int64_t len,
+                               int granularity, int64_t lines_per_channel, int64_t group_size) {
+  const int64_t total = lines * len;
+  const int64_t groups = granularity == QUANT_GROUP ? len / group_size : 1;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / len;
+    const int64_t c = i - r * len;
+    int q;
+    if (int4) {
+      const int byte = static_cast<const uint8_t*>(qv)[r * ((len + 1) / 2) + c / 2];
+      q = ((((c & 1) ? byte >> 4 : byte) & 15) ^ 8) - 8;
+    } else {
+      q = static_cast<const int8_t*>(qv)[i];
+    }
+    int64_t si = 0;
+    switch (granularity) {
+      case QUANT_TOKEN: si = r; break;
+      case QUANT_CHANNEL: si = r / lines_per_channel; break;
+      case QUANT_GROUP: si = r * groups + c / group_size; break;
+      default: break;
+    }
+    store_f32<T>(out, i, static_cast<float>(q) * load_float(scale, scale_dt, si));
+  }
+}
+
+template <ssmkit_dtype T, int kM>
+status launch_quantize(const quant_args& a, int dev, cudaStream_t stream) {
+  const size_t smem = a.had_m > 0 ? static_cast<size_t>(a.len) * sizeof(float) : 0;
+  if (smem > 0) {
+    device_limits lim;
+    SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+    // The kernels' own static shared memory (a few words) comes out of the same limit.
+    const int usable = lim.smem_optin - 1024;
+    if (smem > static_cast<size_t>(usable)) {
+      return make_status(status_code::unsupported,
+                         "quantize: options.hadamard: rows longer than %d values are not supported on CUDA",
+                         usable / 4);
+    }
+    // Raised once to the device's limit, which covers every later row length.
+    static std::atomic<uint64_t> done_amax{0}, done_rows{0};
+    SSMKIT_RETURN_IF_ERROR(allow_smem(quant_amax_kernel<T, kM>, dev, usable, done_amax));
+    SSMKIT_RETURN_IF_ERROR(allow_smem(quant_rows_kernel<T, kM>, dev, usable, done_rows));
+  }
+  const unsigned blocks = static_cast<unsigned>(min64(a.lines, kQuantMaxBlocks));
+  if (a.channel_scales) {
+    const int64_t count = a.granularity == QUANT_CHANNEL ? a.lines / a.lines_per_channel : 1;
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(a.scale, 0, static_cast<size_t>(count) * sizeof(float), stream));
+    quant_amax_kernel<T, kM><<<blocks, kQuantThreads, smem, stream>>>(a);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    quant_scale_from_amax_kernel<<<grid_1d(count, 256), 256, 0, stream>>>(static_cast<float*>(a.scale), count,
+                                                                          a.bits);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+  }
+  quant_rows_kernel<T, kM><<<blocks, kQuantThreads, smem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <ssmkit_dtype T>
+status launch_quantize_m(const quant_args& a, int dev, cudaStream_t stream) {
+  switch (a.had_m) {
+    case 12: return launch_quantize<T, 12>(a, dev, stream);
+    case 20: return launch_quantize<T, 20>(a, dev, stream);
+    case 28: return launch_quantize<T, 28>(a, dev, stream);
+    case 40: return launch_quantize<T, 40>(a, dev, stream);
+    default: return launch_quantize<T, 1>(a, dev, stream);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Entry points.
+
+status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.a.dtype != SSMKIT_DTYPE_I8) {
+    return make_status(status_code::dtype, "gemmW8A8: a: unsupported dtype %s", dtype_name(p.a.dtype));
+  }
+  gemm_args g{};
+  SSMKIT_RETURN_IF_ERROR(fill_common(g, "gemmW8A8", p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, 0));
+  if (p.m == 0 || p.n == 0) return ok_status();
+  g.a = p.a.data;
+  const int dev = p.a.device;
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 8, stream, g,
+                            [&] { return run_gemm<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, dev, stream); });
+}
+
+status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.a.dtype != SSMKIT_DTYPE_I8) {
+    return make_status(status_code::dtype, "gemmW4A8: a: unsupported dtype %s", dtype_name(p.a.dtype));
+  }
+  gemm_args g{};
+  SSMKIT_RETURN_IF_ERROR(
+      fill_common(g, "gemmW4A8", p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, p.group_size));
+  if (p.m == 0 || p.n == 0) return ok_status();
+  g.a = p.a.data;
+  const int dev = p.a.device;
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 4, stream, g, [&] {
+    return g.groups > 1 ? run_gemm<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, dev, stream)
+                        : run_gemm<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, dev, stream);
+  });
+}
+
+status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  gemm_args g{};
+  SSMKIT_RETURN_IF_ERROR(
+      fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size));
+  if (p.m == 0 || p.n == 0) return ok_status();
+  g.a = p.x.data;
+  const int dev = p.x.device;
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 4, stream, g, [&]() -> status {
+    const bool grouped = g.groups > 1;
+    switch (p.x.dtype) {
+      case SSMKIT_DTYPE_F32:
+        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_F32, true>(g, dev, stream)
+                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_F32, false>(g, dev, stream);
+      case SSMKIT_DTYPE_F16:
+        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_F16, true>(g, dev, stream)
+                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_F16, false>(g, dev, stream);
+      case SSMKIT_DTYPE_BF16:
+        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_BF16, true>(g, dev, stream)
+                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_BF16, false>(g, dev, stream);
+      default:
+        return make_status(status_code::dtype, "gemmW4A16: x: unsupported dtype %s", dtype_name(p.x.dtype));
+    }
+  });
+}
+
+status pack_weights_cuda(const pack_weights_params& p, void* stream_ptr) {
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.bits != 8 && p.bits != 4) {
+    return make_status(status_code::value, "packWeights: options.bits: expected 8 or 4, got %d", p.bits);
+  }
+  const int64_t total = packed_weight_bytes(p.n, p.k, p.bits);
+  if (total == 0) return ok_status();
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.w.device));
+  pack_weights_kernel<<<grid_1d(total, 256), 256, 0, stream>>>(
+      static_cast<const uint8_t*>(p.w.data), static_cast<uint8_t*>(p.out.data), p.n, p.k, p.bits);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status quantize_cuda(const quantize_params& p, void* stream_ptr) {
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.bits != 8 && p.bits != 4) {
+    return make_status(status_code::value, "quantize: options.bits: expected 8 or 4, got %d", p.bits);
+  }
+  quant_args a{};
+  a.had_m = 0;
+  if (p.hadamard) {
+    int m = 1;
+    int64_t pow2 = 1;
+    if (!hadamard_factor(p.len, &m, &pow2)) {
+      return make_status(status_code::value,
+                         "quantize: x: expected a last dimension of 2^k or 12, 20, 28, 40 times 2^k for "
+                         "options.hadamard, got %lld",
+                         static_cast<long long>(p.len));
+    }
+    a.had_m = m;
+    a.had_pow2 = pow2;
+    if (m > 1) {
+      const float* signs = hadamard_signs(m);
+      if (m == 40) {
+        // The kernel uses H_40's two-block form [[A, A], [B, -B]], as native/cpu/quant.cc does.
+        for (int i = 0; i < 40; ++i) {
+          for (int j = 0; j < 20; ++j) {
+            if (signs[i * 40 + 20 + j] != (i < 20 ? signs[i * 40 + j] : -signs[i * 40 + j])) {
+              return make_status(status_code::internal,
+                                 "quantize: H_40 is not of the form [[A, A], [B, -B]]");
+            }
+          }
+        }
+      }
+      for (int i = 0; i < m; ++i) {
+        uint64_t bits = 0;
+        for (int j = 0; j < m; ++j) {
+          if (signs[i * m + j] < 0.0f) bits |= uint64_t{1} << j;
+        }
+        a.had_signs[i] = bits;
+      }
+    }
+  }
+  if (p.granularity == QUANT_GROUP && (p.group_size <= 0 || p.len % p.group_size != 0)) {
+    return make_status(status_code::value,
+                       "quantize: options.groupSize: expected a divisor of %lld, got %lld",
+                       static_cast<long long>(p.len), static_cast<long long>(p.group_size));
+  }
+  if (p.lines == 0 || p.len == 0) return ok_status();
+  a.x = p.x.data;
+  a.q = p.q.data;
+  a.scale = p.scale.data;
+  a.scale_dt = p.scale.dtype;
+  a.lines = p.lines;
+  a.len = p.len;
+  a.lines_per_channel = p.granularity == QUANT_TENSOR ? p.lines : std::max<int64_t>(1, p.lines_per_channel);
+  a.group_size = p.granularity == QUANT_GROUP ? p.group_size : p.len;
+  a.groups = p.len / a.group_size;
+  a.bits = p.bits;
+  a.granularity = p.granularity;
+  a.dynamic = !p.static_scale;
+  a.channel_scales = !p.static_scale && (p.granularity == QUANT_TENSOR || p.granularity == QUANT_CHANNEL);
+  if (a.channel_scales && p.scale.dtype != SSMKIT_DTYPE_F32) {
+    return make_status(status_code::dtype, "quantize: scale: expected float32 for a %s scale, got %s",
+                       p.granularity == QUANT_TENSOR ? "tensor" : "channel", dtype_name(p.scale.dtype));
+  }
+  a.rot_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.len)));
+  const int dev = p.x.device;
+  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  switch (p.x.dtype) {
+    case SSMKIT_DTYPE_F32: return launch_quantize_m<SSMKIT_DTYPE_F32>(a, dev, stream);
+    case SSMKIT_DTYPE_F16: return launch_quantize_m<SSMKIT_DTYPE_F16>(a, dev, stream);
+    case SSMKIT_DTYPE_BF16: return launch_quantize_m<SSMKIT_DTYPE_BF16>(a, dev, stream);
+    default:
+      return make_status(status_code::dtype, "quantize: x: unsupported dtype %s", dtype_name(p.x.dtype));
+  }
+}
+
+status dequantize_cuda(const dequantize_params& p, void* stream_ptr) {
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.q.dtype != SSMKIT_DTYPE_I8 && p.q.dtype != SSMKIT_DTYPE_I4) {
+    return make_status(status_code::dtype, "dequantize: q: unsupported dtype %s", dtype_name(p.q.dtype));
+  }
+  if (p.granularity == QUANT_GROUP && (p.group_size <= 0 || p.len % p.group_size != 0)) {
+    return make_status(status_code::value,
+                       "dequantize: options.groupSize: expected a divisor of %lld, got %lld",
+                       static_cast<long long>(p.len), static_cast<long long>(p.group_size));
+  }
+  if (p.lines == 0 || p.len == 0) return ok_status();
+  SSMKIT_CUDA_CHECK(cudaSetDevice(p.q.device));
+  const int64_t total = p.lines * p.len;
+  const bool int4 = p.q.dtype == SSMKIT_DTYPE_I4;
+  const int64_t lpc = std::max<int64_t>(1, p.lines_per_channel);
+  switch (p.out.dtype) {
+    case SSMKIT_DTYPE_F32:
+      dequant_kernel<SSMKIT_DTYPE_F32>
+          <<<grid_1d(total, 256), 256, 0, stream>>>(p.q.data, int4, p.scale.data, p.scale.dtype, p.out.data,
+                                                    p.lines, p.len, p.granularity, lpc, p.group_size);
+      break;
+    case SSMKIT_DTYPE_F16:
+      dequant_kernel<SSMKIT_DTYPE_F16>
+          <<<grid_1d(total, 256), 256, 0, stream>>>(p.q.data, int4, p.scale.data, p.scale.dtype, p.out.data,
+                                                    p.lines, p.len, p.granularity, lpc, p.group_size);
+      break;
+    case SSMKIT_DTYPE_BF16:
+      dequant_kernel<SSMKIT_DTYPE_BF16>
+          <<<grid_1d(total, 256), 256, 0, stream>>>(p.q.data, int4, p.scale.data, p.scale.dtype, p.out.data,
+                                                    p.lines, p.len, p.granularity, lpc, p.group_size);
+      break;
+    default:
+      return make_status(status_code::dtype, "dequantize: out: unsupported dtype %s",
+                         dtype_name(p.out.dtype));
+  }
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+}  // namespace ssmkit

@@ -1,0 +1,392 @@
+// CUDA-specific checks of the quantization family (native/cuda/gemm.cu): every GEMM path (skinny for
+// m <= 64, tiled above, simt for shapes the vector paths do not take), split k, tails of every tile,
+// size-1 dimensions, every dtype and option, against the integer and float64 references and against
+// our CPU backend, with outputs poisoned before each run; packWeights, quantize and dequantize bit for
+// bit against the CPU; the golden files on CUDA. The family's own tests also run on every device in
+// testDevices(), so this file keeps to what is particular to the CUDA kernels.
+import { describe, expect, it } from 'vitest';
+import { packInt4 } from '../dist/cjs/dtype.js';
+import {
+  backend,
+  dequantize,
+  gemmW4A8,
+  gemmW4A16,
+  gemmW8A8,
+  gemmW8A8Sync,
+  type PackedWeight,
+  packWeights,
+  quantize,
+  quantizeSync,
+  Tensor,
+} from '../dist/cjs/index.js';
+import { intGemmRef, intGemmScaledRef, w4a16Ref } from './ref/quant';
+import { assertClose, assertEqual, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, toF64 } from './util';
+
+const CUDA = backend().name === 'cuda';
+const SKIP = CUDA ? '' : ` (skipped: the CUDA backend did not load: ${backend().fallbackReason ?? 'no GPU'})`;
+const DEV = 'cuda:0';
+
+// Scaled integer GEMMs: one rounding of the exact product plus the fused epilogue (float32), one more in
+// the 16-bit formats; atol relative to the largest |reference|. W4A16 sums K float32 products; atol
+// relative to the largest sum of |terms|.
+const TOL_INT = {
+  float32: { rtol: 1e-6, atol: 1e-6 },
+  float16: { rtol: 1e-3, atol: 1e-4 },
+  bfloat16: { rtol: 8e-3, atol: 1e-3 },
+};
+const TOL_W4A16 = {
+  float32: { rtol: 1e-5, atol: 2e-6 },
+  float16: { rtol: 1e-3, atol: 2e-4 },
+  bfloat16: { rtol: 8e-3, atol: 2e-3 },
+};
+
+function ints(n: number, lo: number, hi: number, rng: Rng): Int8Array {
+  const a = new Int8Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.int(lo, hi);
+  return a;
+}
+const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 1e-30);
+const scaled = (tol: { rtol: number; atol: number }, mag: number) => ({ rtol: tol.rtol, atol: tol.atol * mag });
+const int4Tensor = (v: Int8Array, n: number, k: number) => new Tensor('int4', packInt4(v, k), [n, k]);
+const weights = (bits: 8 | 4, v: Int8Array, n: number, k: number) =>
+  bits === 8 ? new Tensor('int8', v, [n, k]) : int4Tensor(v, n, k);
+
+/**
+ * Leaves blocks of 0xff bytes (NaN in float32, float16 and bfloat16) in the device's stream-ordered
+ * pool, so that the output an op allocates next starts as NaN rather than zeros: an element the kernel
+ * never writes then fails every comparison with a finite reference.
+ */
+function poison(bytes: number): void {
+  for (const size of [bytes, 2 * bytes]) {
+    const n = Math.max(16, size);
+    new Tensor('uint8', new Uint8Array(n).fill(0xff), [n]).toSync(DEV).dispose();
+  }
+}
+
+/** The same values on the CPU and on the device. */
+async function both(t: Tensor): Promise<[Tensor, Tensor]> {
+  return [t, await t.to(DEV)];
+}
+
+describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
+  // [m, n, k]: the path each takes is in the comment (aligned k: % 16 for int8 weights, % 32 for int4).
+  const SHAPES: readonly [number, number, number, string][] = [
+    [1, 1, 32, 'skinny, one column'],
+    [1, 300, 2560, 'skinny, decode, split k'],
+    [3, 40, 8192, 'skinny, one column tile, many splits'],
+    [5, 129, 96, 'skinny, n tail past a 128 tile, k tail inside a step'],
+    [16, 1030, 512, 'skinny, one full m16 slice'],
+    [17, 64, 160, 'skinny, two m slices'],
+    [64, 200, 1024, 'skinny, four m slices'],
+    [65, 130, 96, 'tiled, m and n tails'],
+    [129, 1, 64, 'tiled, one column'],
+    [300, 258, 608, 'tiled, k tail inside a stage'],
+    [256, 256, 2560, 'tiled, whole tiles'],
+    [7, 33, 100, 'simt (k not aligned)'],
+    [70, 17, 48, 'simt (k % 32 != 0 for int4; tiled for int8)'],
+    [1, 5, 1, 'simt, k = 1'],
+  ];
+
+  for (const bits of [8, 4] as const) {
+    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
+    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
+    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+
+    it(`${op}: exact int32 products on every path`, async () => {
+      for (const [m, n, k, path] of SHAPES) {
+        const rng = new Rng(m * 7919 + n * 31 + k + bits);
+        const a = ints(m * k, -128, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const ref = intGemmRef(a, w, m, n, k);
+        const at = await new Tensor('int8', a, [m, k]).to(DEV);
+        const wt = await weights(bits, w, n, k).to(DEV);
+        poison(m * n * 4);
+        const out = await run(at, wt, 1, 1);
+        expect(out.device).toBe(DEV);
+        assertEqual(toF64(out), ref, `${op} [${m}, ${n}, ${k}] ${path}`);
+        // Again: the split-k tile counters must have been left at zero.
+        poison(m * n * 4);
+        assertEqual(toF64(await run(at, wt, 1, 1)), ref, `${op} [${m}, ${n}, ${k}] ${path}, second run`);
+      }
+    });
+
+    it(`${op}: scales, bias and every output dtype match the CPU bit for bit`, async () => {
+      for (const [m, n, k, path] of SHAPES) {
+        const rng = new Rng(m + 3 * n + 7 * k + bits);
+        const a = ints(m * k, -127, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+        const [wc, wg] = await both(weights(bits, w, n, k));
+        for (const scaleDtype of DTYPES_FLOAT) {
+          const as = randTensor([m], scaleDtype, () => 0.001 + rng.uniform() * 0.01);
+          const ws = randTensor([n], scaleDtype, () => 0.001 + rng.uniform() * 0.01);
+          const bias = randTensor([n], scaleDtype, () => rng.normal());
+          const [asc, asg] = await both(as.t);
+          const [wsc, wsg] = await both(ws.t);
+          const [bc, bg] = await both(bias.t);
+          for (const outDtype of DTYPES_FLOAT) {
+            const label = `${op} [${m}, ${n}, ${k}] ${path} scales ${scaleDtype} out ${outDtype}`;
+            const cpu = await run(ac, wc, asc, wsc, { bias: bc, outDtype });
+            poison(m * n * 4);
+            const gpu = await run(ag, wg, asg, wsg, { bias: bg, outDtype });
+            expect(gpu.dtype).toBe(outDtype);
+            assertEqual(toF64(gpu), toF64(cpu), label);
+            const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v);
+            assertClose(toF64(gpu), ref, scaled(TOL_INT[outDtype], maxAbs(ref)), `${label} vs float64`);
+          }
+        }
+        // Scalar scales and no bias.
+        const cpu = await run(ac, wc, 0.5, 0.25);
+        poison(m * n * 4);
+        assertEqual(toF64(await run(ag, wg, 0.5, 0.25)), toF64(cpu), `${op} [${m}, ${n}, ${k}] scalar scales`);
+      }
+    });
+
+    it(`${op}: packed weights on CUDA (packWeights' bytes equal the CPU's)`, async () => {
+      for (const [m, n, k] of [
+        [1, 1, 1],
+        [2, 70, 37],
+        [9, 130, 256],
+        [100, 65, 96],
+      ] as const) {
+        const rng = new Rng(m * n * k + bits);
+        const a = ints(m * k, -127, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const wt = weights(bits, w, n, k);
+        const pc = await packWeights(wt);
+        const pg = await packWeights(await wt.to(DEV));
+        expect(pg.device).toBe(DEV);
+        assertEqual(pg._data.dataSync() as Uint8Array, pc._data.dataSync() as Uint8Array, `packWeights int${bits} [${n}, ${k}]`);
+        const at = await new Tensor('int8', a, [m, k]).to(DEV);
+        poison(m * n * 4);
+        assertEqual(toF64(await run(at, pg, 1, 1)), intGemmRef(a, w, m, n, k), `${op} packed [${m}, ${n}, ${k}]`);
+        pc.dispose();
+        pg.dispose();
+      }
+    });
+  }
+
+  it('gemmW4A8: group-wise scales on every path', async () => {
+    // [m, n, k, groupSize]: skinny takes groups of 128 (its k-step), tiled groups of 64; the rest is simt.
+    for (const [m, n, k, gs] of [
+      [1, 300, 2560, 128],
+      [3, 40, 1024, 256],
+      [16, 129, 512, 64],
+      [5, 70, 128, 16],
+      [100, 130, 512, 64],
+      [70, 64, 768, 256],
+      [80, 33, 96, 32],
+      [9, 20, 64, 8],
+    ] as const) {
+      const rng = new Rng(m * n + k + gs);
+      const a = ints(m * k, -127, 127, rng);
+      const w = ints(n * k, -8, 7, rng);
+      const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
+      const ws = randTensor([n, k / gs], 'bfloat16', () => 0.01 + rng.uniform());
+      const bias = randTensor([n], 'float32', () => rng.normal());
+      const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
+      const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+      const [wc, wg] = await both(int4Tensor(w, n, k));
+      const [asc, asg] = await both(as.t);
+      const [wsc, wsg] = await both(ws.t);
+      const [bc, bg] = await both(bias.t);
+      for (const outDtype of DTYPES_FLOAT) {
+        const label = `gemmW4A8 [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
+        poison(m * n * 4);
+        const gpu = toF64(await gemmW4A8(ag, wg, asg, wsg, { bias: bg, groupSize: gs, outDtype }));
+        const tol = scaled(TOL_INT[outDtype], maxAbs(ref));
+        assertClose(gpu, ref, tol, label);
+        assertClose(gpu, toF64(await gemmW4A8(ac, wc, asc, wsc, { bias: bc, groupSize: gs, outDtype })), tol, `${label} vs CPU`);
+      }
+    }
+  });
+
+  for (const dtype of DTYPES_FLOAT) {
+    it(`gemmW4A16 ${dtype} on every path`, async () => {
+      // [m, n, k, groupSize]: float32 x always takes the simt path.
+      for (const [m, n, k, gs] of [
+        [1, 1, 128, 128],
+        [1, 300, 2560, 128],
+        [1, 130, 512, 512],
+        [4, 40, 8192, 128],
+        [16, 129, 1024, 256],
+        [17, 64, 256, 64],
+        [64, 100, 160, 160],
+        [65, 130, 512, 64],
+        [200, 72, 384, 128],
+        [129, 9, 96, 96],
+        [5, 33, 264, 8],
+        [3, 17, 37, 37],
+      ] as const) {
+        const rng = new Rng(m * 7 + n * 11 + k + gs);
+        const x = randTensor([m, k], dtype, () => rng.normal());
+        const w = ints(n * k, -8, 7, rng);
+        const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
+        const bias = randTensor([n], dtype, () => rng.normal());
+        const ref = w4a16Ref(x.v, w, sc.v, m, n, k, gs, bias.v);
+        const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs);
+        const [xc, xg] = await both(x.t);
+        const [wc, wg] = await both(int4Tensor(w, n, k));
+        const [sc_, sg] = await both(sc.t);
+        const [bc, bg] = await both(bias.t);
+        for (const outDtype of DTYPES_FLOAT) {
+          const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs} out ${outDtype}`;
+          const tol = scaled(TOL_W4A16[outDtype === 'float32' ? dtype : outDtype], maxAbs(absRef));
+          poison(m * n * 4);
+          const gpu = await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype });
+          expect(gpu.dtype).toBe(outDtype);
+          assertClose(toF64(gpu), ref, tol, label);
+          const cpu = await gemmW4A16(xc, wc, sc_, { groupSize: gs, bias: bc, outDtype });
+          assertClose(toF64(gpu), toF64(cpu), tol, `${label} vs CPU`);
+        }
+        // Packed on the device: the same kernel after unpacking, so the same bits.
+        const pg = await packWeights(wg, { groupSize: gs });
+        poison(m * n * 4);
+        assertEqual(
+          toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg })),
+          toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg })),
+          `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] packed`,
+        );
+        pg.dispose();
+      }
+    });
+  }
+
+  it('the extremes of int8 and int4 stay exact on every path', async () => {
+    for (const [m, k] of [
+      [1, 1024],
+      [100, 1024],
+      [3, 1000],
+    ] as const) {
+      const a = await new Tensor('int8', new Int8Array(m * k).fill(-128), [m, k]).to(DEV);
+      const w8 = await new Tensor('int8', new Int8Array(3 * k).fill(-128), [3, k]).to(DEV);
+      const w4 = await int4Tensor(new Int8Array(3 * k).fill(-8), 3, k).to(DEV);
+      expect(Array.from(toF64(gemmW8A8Sync(a, w8, 1, 1)))).toEqual(new Array(3 * m).fill(k * 128 * 128));
+      expect(Array.from(toF64(await gemmW4A8(a, w4, 1, 1)))).toEqual(new Array(3 * m).fill(k * 128 * 8));
+    }
+  });
+
+  for (const c of [...goldenCases('gemmW8A8'), ...goldenCases('gemmW4A8'), ...goldenCases('gemmW4A16')]) {
+    it(`golden ${c.file}`, async () => {
+      const g = loadGolden(c.file);
+      const gs = c.options.groupSize as number | undefined;
+      const want = toF64(g.out as Tensor);
+      const dev = async (t: Tensor | undefined) => (t === undefined ? undefined : t.to(DEV));
+      const wInt = Int8Array.from(toF64(g.wInt ?? (g.w as Tensor)));
+      const [n, k] = (g.wInt ?? (g.w as Tensor)).shape as [number, number];
+      if (c.op === 'gemmW4A16') {
+        const x = (await dev(g.x)) as Tensor;
+        const absRef = w4a16Ref(
+          toF64(g.x as Tensor).map(Math.abs),
+          wInt.map(Math.abs),
+          toF64(g.scales as Tensor),
+          x.shape[0] as number,
+          n,
+          k,
+          gs ?? 128,
+        );
+        const tol = scaled(TOL_W4A16.float16, maxAbs(absRef));
+        const scales = (await dev(g.scales)) as Tensor;
+        for (const w of [await dev(g.w), await packWeights(await int4Tensor(wInt, n, k).to(DEV))]) {
+          poison(want.length * 4);
+          const out = await gemmW4A16(x, w as Tensor | PackedWeight, scales, { groupSize: gs });
+          assertClose(toF64(out), want, tol, c.file);
+        }
+        return;
+      }
+      const run = c.op === 'gemmW8A8' ? gemmW8A8 : gemmW4A8;
+      const a = (await dev(g.a)) as Tensor;
+      const bias = await dev(g.bias);
+      const [as, ws] = [(await dev(g.aScale)) as Tensor, (await dev(g.wScale)) as Tensor];
+      const tol = scaled(TOL_INT.float32, maxAbs(want));
+      const plain = (await dev(g.w)) as Tensor;
+      for (const w of [plain, await packWeights(c.op === 'gemmW8A8' ? plain : await int4Tensor(wInt, n, k).to(DEV))]) {
+        poison(want.length * 4);
+        assertClose(toF64(await run(a, w, as, ws, bias ? { bias } : {})), want, tol, c.file);
+        if (g.acc) assertEqual(toF64(await run(a, w, 1, 1)), toF64(g.acc as Tensor), `${c.file} acc`);
+      }
+    });
+  }
+});
+
+describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bit${SKIP}`, () => {
+  // Lengths for the rotation: 2^k, and 12, 20, 28, 40 times 2^k (40 and 20 with and without a power of
+  // two, 5120 = 40 * 128 as in Mamba).
+  const HADAMARD_LENGTHS = [1, 2, 64, 12, 48, 20, 40, 28, 112, 320, 5120];
+  const SHAPES: readonly (readonly number[])[] = [
+    [1],
+    [7],
+    [1, 1],
+    [3, 17],
+    [4, 64],
+    [2, 3, 40],
+    [5, 1, 96],
+    [1, 300],
+    [33, 1000],
+  ];
+
+  const compare = async (x: Tensor, opts: Parameters<typeof quantize>[1], label: string) => {
+    const cpu = await quantize(x, opts);
+    const xg = await x.to(DEV);
+    poison(x.size * 4);
+    const gpu = await quantize(xg, opts);
+    expect(gpu.q.device).toBe(DEV);
+    expect(gpu.q.dtype).toBe(cpu.q.dtype);
+    expect(gpu.scale.dtype).toBe(cpu.scale.dtype);
+    assertEqual(toF64(gpu.scale), toF64(cpu.scale), `${label} scale`);
+    assertEqual(toF64(gpu.q), toF64(cpu.q), `${label} q`);
+    for (const outDtype of DTYPES_FLOAT) {
+      poison(x.size * 4);
+      const back = await dequantize(gpu.q, gpu.scale, { outDtype });
+      assertEqual(toF64(back), toF64(await dequantize(cpu.q, cpu.scale, { outDtype })), `${label} dequantize ${outDtype}`);
+    }
+  };
+
+  for (const dtype of DTYPES_FLOAT) {
+    for (const bits of [8, 4] as const) {
+      it(`${dtype} int${bits}: every granularity, static scales`, async () => {
+        for (const shape of SHAPES) {
+          const len = shape[shape.length - 1] as number;
+          const rng = new Rng(shape.reduce((a, b) => a * 31 + b, bits));
+          const { t } = randTensor([...shape], dtype, () => rng.normal() * 3);
+          for (const granularity of ['tensor', 'token', 'channel', 'group'] as const) {
+            const groupSizes = granularity === 'group' ? [1, 3, 8, len].filter((g) => len % g === 0) : [0];
+            for (const groupSize of groupSizes) {
+              const opts = granularity === 'group' ? { bits, granularity, groupSize } : { bits, granularity };
+              await compare(t, opts, `${dtype} int${bits} ${granularity} ${groupSize || ''} [${shape}]`);
+            }
+          }
+          // Static (calibrated) scales: a number, and a token scale tensor on the device.
+          await compare(t, { bits, scale: 0.05 }, `${dtype} int${bits} static [${shape}]`);
+          const s = quantizeSync(t, { bits, granularity: 'token' }).scale;
+          const cpu = quantizeSync(t, { bits, granularity: 'token', scale: s });
+          const gpu = await quantize(await t.to(DEV), { bits, granularity: 'token', scale: await s.to(DEV) });
+          assertEqual(toF64(gpu.q), toF64(cpu.q), `${dtype} int${bits} static token [${shape}] q`);
+        }
+      });
+    }
+
+    it(`${dtype}: the fused Hadamard rotation`, async () => {
+      for (const len of HADAMARD_LENGTHS) {
+        const rng = new Rng(len * 3 + 1);
+        const { t } = randTensor([3, len], dtype, () => rng.normal());
+        for (const bits of [8, 4] as const) {
+          for (const granularity of ['tensor', 'token', 'channel'] as const) {
+            await compare(t, { bits, granularity, hadamard: true }, `${dtype} int${bits} ${granularity} hadamard ${len}`);
+          }
+          const gs = len % 8 === 0 ? 8 : 1;
+          await compare(t, { bits, granularity: 'group', groupSize: gs, hadamard: true }, `${dtype} group hadamard ${len}`);
+        }
+      }
+    });
+  }
+
+  it('round half to even, NaN, infinities and zeros', async () => {
+    const vals = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, -127.5, 0, -0, Number.NaN, 1e30, -1e30];
+    const x = new Tensor('float32', new Float32Array(vals), [2, 7]);
+    for (const bits of [8, 4] as const) {
+      await compare(x, { bits, scale: 1 }, `int${bits} ties`);
+      await compare(new Tensor('float32', new Float32Array(14), [2, 7]), { bits, granularity: 'token' }, `int${bits} zeros`);
+    }
+  });
+});
