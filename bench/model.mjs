@@ -319,6 +319,8 @@ if (onGpu) {
       intraOpNumThreads: be.threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
+      // Its pool threads would otherwise spin after each run and take the cores from the next timing.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
   if (ort) {
     const wt = new Float32Array(n * n);

@@ -454,6 +454,14 @@ describe('generate', () => {
     expect(Math.abs(hits / n - pTop)).toBeLessThan(4 * Math.sqrt((pTop * (1 - pTop)) / n) + 0.01);
   });
 
+  it('runs concurrent generations on one model independently', async () => {
+    const prompts = [[[5, 6, 7]], [[8, 9]], [[10], [11, 12, 13]]];
+    const solo = [];
+    for (const p of prompts) solo.push((await model.generate(p, { maxNewTokens: 6, temperature: 0.9, seed: 4 })).tokens);
+    const together = await Promise.all(prompts.map((p) => model.generate(p, { maxNewTokens: 6, temperature: 0.9, seed: 4 })));
+    expect(together.map((r) => r.tokens)).toEqual(solo);
+  });
+
   it('streams every token through onToken, in order', async () => {
     const events: { sequence: number; token: number; step: number }[] = [];
     const { tokens } = await model.generate(

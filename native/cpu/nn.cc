@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "ssmkit/cpu_features.h"
@@ -652,6 +653,89 @@ status check_outputs(const char* op, const linear_output* outs, int count, int64
   return ok_status();
 }
 
+// Rows of any float dtype to and from float32, one dtype switch per row (the typed loops vectorize).
+void load_row_f32(const tensor_view& t, int64_t off, int64_t n, float* dst) {
+  switch (t.dtype) {
+    case SSMKIT_DTYPE_BF16: {
+      const uint16_t* s = t.ptr<const uint16_t>() + off;
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      break;
+    }
+    case SSMKIT_DTYPE_F16: {
+      const uint16_t* s = t.ptr<const uint16_t>() + off;
+      for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      break;
+    }
+    default: std::memcpy(dst, t.ptr<const float>() + off, static_cast<size_t>(n) * sizeof(float)); break;
+  }
+}
+
+void store_row_f32(const tensor_view& t, int64_t off, int64_t n, const float* src) {
+  switch (t.dtype) {
+    case SSMKIT_DTYPE_BF16: store_row<SSMKIT_DTYPE_BF16>(t.data, off, src, nullptr, 0, n); break;
+    case SSMKIT_DTYPE_F16: store_row<SSMKIT_DTYPE_F16>(t.data, off, src, nullptr, 0, n); break;
+    default: std::memcpy(t.ptr<float>() + off, src, static_cast<size_t>(n) * sizeof(float)); break;
+  }
+}
+
+// sum of v[i]^2 in 16 lanes (vectorizes; float32 lanes are exact enough for rows of thousands).
+float sum_squares(const float* v, int64_t n) {
+  float part[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) part[j] += v[i + j] * v[i + j];
+  }
+  for (; i < n; ++i) part[0] += v[i] * v[i];
+  double s = 0;
+  for (float x : part) s += x;
+  return static_cast<float>(s);
+}
+
+#if SSMKIT_X86
+// v[i] *= silu(z[i]) over 8 lanes: silu(z) = z * sigmoid(z), sigmoid from e = exp(-|z|) <= 1.
+SSMKIT_TARGET_AVX2 void gate_silu_avx2(float* v, const float* z, int64_t n) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 zv = _mm256_loadu_ps(z + i);
+    const __m256 x = _mm256_or_ps(_mm256_andnot_ps(sign, zv), sign);  // -|z|
+    const __m256 xc = _mm256_max_ps(x, lo);
+    const __m256 nf = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(1.428606765330187e-06f),
+                                      _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693145751953125f), xc));
+    __m256 e = _mm256_set1_ps(1.0f / 720.0f);
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 120.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 24.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 6.0f));
+    e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(0.5f));
+    e = _mm256_fmadd_ps(e, r, one);
+    e = _mm256_fmadd_ps(e, r, one);
+    const __m256i bits =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127)), 23);
+    e = _mm256_and_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(bits)), _mm256_cmp_ps(x, lo, _CMP_GT_OQ));
+    // sigmoid(z) = 1 / (1 + e) for z >= 0, e / (1 + e) below.
+    const __m256 inv = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    const __m256 sig =
+        _mm256_blendv_ps(inv, _mm256_mul_ps(e, inv), _mm256_cmp_ps(zv, _mm256_setzero_ps(), _CMP_LT_OQ));
+    _mm256_storeu_ps(v + i, _mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_mul_ps(zv, sig)));
+  }
+  for (; i < n; ++i) v[i] *= z[i] / (1.0f + std::exp(-z[i]));
+}
+#endif
+
+void gate_silu(float* v, const float* z, int64_t n) {
+#if SSMKIT_X86
+  if (cpu::simd() >= cpu::SIMD_AVX2) {
+    gate_silu_avx2(v, z, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) v[i] *= z[i] / (1.0f + std::exp(-z[i]));
+}
+
 }  // namespace
 
 // ---- entry points ------------------------------------------------------------------------------------
@@ -766,22 +850,23 @@ status rms_norm_cpu(const rms_norm_params& p) {
   SSMKIT_RETURN_IF_ERROR(need_numel(op, "residual", p.residual, p.rows * d, true));
   SSMKIT_RETURN_IF_ERROR(need_numel(op, "residualOut", p.residual_out, p.rows * d, true));
   cpu::parallel_for(out_rows, 4, [&](int64_t r0, int64_t r1) {
-    thread_local std::vector<float> row;  // (d,) the residual sum of one row
-    if (row.size() < static_cast<size_t>(d)) row.resize(static_cast<size_t>(d));
+    thread_local std::vector<float> buf;  // (3, d): the residual sum of one row, the other input, weight
+    if (buf.size() < static_cast<size_t>(3 * d)) buf.resize(static_cast<size_t>(3 * d));
+    float* row = buf.data();
+    float* tmp = row + d;
+    float* w = row + 2 * d;
+    load_row_f32(p.weight, 0, d, w);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t src = p.last_of > 0 ? (r + 1) * p.last_of - 1 : r;
-      double ss = 0;
-      for (int64_t i = 0; i < d; ++i) {
-        float v = load_any(p.x, src * d + i);
-        if (p.residual.present()) v += load_any(p.residual, src * d + i);
-        row[i] = v;
-        ss += static_cast<double>(v) * v;
+      load_row_f32(p.x, src * d, d, row);
+      if (p.residual.present()) {
+        load_row_f32(p.residual, src * d, d, tmp);
+        for (int64_t i = 0; i < d; ++i) row[i] += tmp[i];
       }
-      if (p.residual_out.present()) {
-        for (int64_t i = 0; i < d; ++i) store_any(p.residual_out, src * d + i, row[i]);
-      }
-      const float rstd = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(d)) + p.eps);
-      for (int64_t i = 0; i < d; ++i) store_any(p.out, r * d + i, row[i] * rstd * load_any(p.weight, i));
+      if (p.residual_out.present()) store_row_f32(p.residual_out, src * d, d, row);
+      const float rstd = 1.0f / std::sqrt(sum_squares(row, d) / static_cast<float>(d) + p.eps);
+      for (int64_t i = 0; i < d; ++i) tmp[i] = row[i] * rstd * w[i];
+      store_row_f32(p.out, r * d, d, tmp);
     }
   });
   return ok_status();
@@ -802,24 +887,24 @@ status gated_rms_norm_cpu(const gated_rms_norm_params& p) {
   SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.d));
   const int64_t d = p.d, gs = p.d / p.groups;
   cpu::parallel_for(p.rows, 4, [&](int64_t r0, int64_t r1) {
-    thread_local std::vector<float> row;  // (d,) the gated values of one row
-    if (row.size() < static_cast<size_t>(d)) row.resize(static_cast<size_t>(d));
+    thread_local std::vector<float> buf;  // (3, d): the gated values of one row, z, the weight
+    if (buf.size() < static_cast<size_t>(3 * d)) buf.resize(static_cast<size_t>(3 * d));
+    float* row = buf.data();
+    float* z = row + d;
+    float* w = row + 2 * d;
+    load_row_f32(p.weight, 0, d, w);
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t i = 0; i < d; ++i) {
-        float v = load_any(p.y, r * d + i);
-        if (p.z.present()) {
-          const float z = load_any(p.z, r * d + i);
-          v *= z / (1.0f + std::exp(-z));
-        }
-        row[i] = v;
+      load_row_f32(p.y, r * d, d, row);
+      if (p.z.present()) {
+        load_row_f32(p.z, r * d, d, z);
+        gate_silu(row, z, d);
       }
       for (int64_t g = 0; g < p.groups; ++g) {
-        double ss = 0;
-        for (int64_t i = g * gs; i < (g + 1) * gs; ++i) ss += static_cast<double>(row[i]) * row[i];
-        const float rstd = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(gs)) + p.eps);
-        for (int64_t i = g * gs; i < (g + 1) * gs; ++i)
-          store_any(p.out, r * d + i, row[i] * rstd * load_any(p.weight, i));
+        float* v = row + g * gs;
+        const float rstd = 1.0f / std::sqrt(sum_squares(v, gs) / static_cast<float>(gs) + p.eps);
+        for (int64_t i = 0; i < gs; ++i) z[g * gs + i] = v[i] * rstd * w[g * gs + i];
       }
+      store_row_f32(p.out, r * d, d, z);
     }
   });
   return ok_status();

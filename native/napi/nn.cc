@@ -26,7 +26,7 @@ Napi::Value pack_linear(const Napi::CallbackInfo& info) {
   p.n = p.w.dim(0);
   p.k = p.w.dim(1);
   return run_op<pack_linear_params>(env, "packLinear", p, op_device({&p.w}), info[1].ToBoolean(),
-                                    std::move(keep), &pack_linear_cpu, nullptr);
+                                    std::move(keep), &pack_linear_cpu, SSMKIT_CUDA_FN(pack_linear_cuda));
 }
 
 // linear({x, w, bias, m, k, n, seqlen, xTransposed, outputs: [{out, col0, cols, transposed}]}, async)
@@ -54,7 +54,7 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
     lo.transposed = get_bool(o, "transposed", false);
   }
   return run_op<linear_params>(env, "linear", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
-                               &linear_cpu, nullptr);
+                               &linear_cpu, SSMKIT_CUDA_FN(linear_cuda));
 }
 
 // splitColumns({x, m, n, seqlen, outputs: [{out, col0, cols, transposed}]}, async)
@@ -78,7 +78,8 @@ Napi::Value split_columns(const Napi::CallbackInfo& info) {
     lo.transposed = get_bool(o, "transposed", false);
   }
   return run_op<split_columns_params>(env, "splitColumns", p, op_device({&p.x}), info[1].ToBoolean(),
-                                      std::move(keep), &split_columns_cpu, nullptr);
+                                      std::move(keep), &split_columns_cpu,
+                                      SSMKIT_CUDA_FN(split_columns_cuda));
 }
 
 // rmsNorm({x, residual, residualOut, weight, out, rows, d, lastOf, eps}, async)
@@ -97,7 +98,7 @@ Napi::Value rms_norm(const Napi::CallbackInfo& info) {
   p.last_of = get_int(a, "lastOf", 0);
   p.eps = static_cast<float>(get_number(a, "eps", 1e-5));
   return run_op<rms_norm_params>(env, "rmsNorm", p, op_device({&p.x}), info[1].ToBoolean(), std::move(keep),
-                                 &rms_norm_cpu, nullptr);
+                                 &rms_norm_cpu, SSMKIT_CUDA_FN(rms_norm_cuda));
 }
 
 // gatedRmsNorm({y, z, weight, out, rows, d, groups, eps}, async)
@@ -115,7 +116,8 @@ Napi::Value gated_rms_norm(const Napi::CallbackInfo& info) {
   p.groups = get_int(a, "groups", 1);
   p.eps = static_cast<float>(get_number(a, "eps", 1e-5));
   return run_op<gated_rms_norm_params>(env, "gatedRmsNorm", p, op_device({&p.y}), info[1].ToBoolean(),
-                                       std::move(keep), &gated_rms_norm_cpu, nullptr);
+                                       std::move(keep), &gated_rms_norm_cpu,
+                                       SSMKIT_CUDA_FN(gated_rms_norm_cuda));
 }
 
 // embedding({ids, weight, out, count, vocab, d, packed}, async)
@@ -132,7 +134,7 @@ Napi::Value embedding(const Napi::CallbackInfo& info) {
   p.d = get_int(a, "d", 0);
   p.packed = get_bool(a, "packed", false);
   return run_op<embedding_params>(env, "embedding", p, op_device({&p.ids}), info[1].ToBoolean(),
-                                  std::move(keep), &embedding_cpu, nullptr);
+                                  std::move(keep), &embedding_cpu, SSMKIT_CUDA_FN(embedding_cuda));
 }
 
 // transposeSplit({x, batch, r, c, outputs: [{out, row0, rows}]}, async)
@@ -155,7 +157,8 @@ Napi::Value transpose_split(const Napi::CallbackInfo& info) {
     so.rows = get_int(o, "rows", 0);
   }
   return run_op<transpose_split_params>(env, "transposeSplit", p, op_device({&p.x}), info[1].ToBoolean(),
-                                        std::move(keep), &transpose_split_cpu, nullptr);
+                                        std::move(keep), &transpose_split_cpu,
+                                        SSMKIT_CUDA_FN(transpose_split_cuda));
 }
 
 // dtLimit({dt, bias, out, rows, heads, lo, hi}, async)
@@ -172,7 +175,7 @@ Napi::Value dt_limit(const Napi::CallbackInfo& info) {
   p.lo = static_cast<float>(get_number(a, "lo", 0.0));
   p.hi = static_cast<float>(get_number(a, "hi", 3.4e38));
   return run_op<dt_limit_params>(env, "dtLimit", p, op_device({&p.dt}), info[1].ToBoolean(), std::move(keep),
-                                 &dt_limit_cpu, nullptr);
+                                 &dt_limit_cpu, SSMKIT_CUDA_FN(dt_limit_cuda));
 }
 
 // sample({logits, draws, tokens, rows, vocab, temperature, topK, topP}, async)
@@ -194,7 +197,7 @@ Napi::Value sample(const Napi::CallbackInfo& info) {
   keepalive keep;
   sample_params p = read_sample(env, info[0].As<Napi::Object>(), keep);
   return run_op<sample_params>(env, "sample", p, op_device({&p.logits}), info[1].ToBoolean(), std::move(keep),
-                               &sample_cpu, nullptr);
+                               &sample_cpu, SSMKIT_CUDA_FN(sample_cuda));
 }
 
 // ---- the fused decode step ----------------------------------------------------------------------------
@@ -337,7 +340,8 @@ Napi::Value decode_step(const Napi::CallbackInfo& info) {
                                       "decodeStep: states: one conv and ssm state per layer expected"));
   }
   return run_op<mamba_decode_params>(env, "decodeStep", p, op_device({&p.ids}), info[1].ToBoolean(),
-                                     std::move(keep), &mamba_decode_step_cpu, nullptr);
+                                     std::move(keep), &mamba_decode_step_cpu,
+                                     SSMKIT_CUDA_FN(mamba_decode_step_cuda));
 }
 
 }  // namespace

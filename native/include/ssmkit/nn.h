@@ -1,8 +1,10 @@
 // Parameters of the model building blocks that the model runner composes with the op families: the
-// float linear layer over pre-packed weight panels, RMSNorm with the float32 residual, Mamba-2's gated
-// group RMSNorm, the embedding lookup, the transposing split between (tokens, channels) and (channels,
-// tokens) layouts, and dt's softplus with limits. One struct per op, filled once by native/napi/nn.cc
-// and read by native/cpu/nn.cc (and the CUDA kernels, whose entry points are declared here).
+// float linear layer over pre-packed weight panels, the column and transposing splits between
+// (tokens, channels) and (channels, tokens) layouts, RMSNorm with the float32 residual, Mamba-2's gated
+// group RMSNorm, the embedding lookup, dt's softplus with limits, the token sampler, and the fused
+// decode step (a whole model, one token per sequence, in one call). One struct per op, filled once by
+// native/napi/nn.cc and read by native/cpu/nn.cc (and the CUDA kernels, whose entry points are
+// declared here and not written yet).
 #pragma once
 #include "ssmkit/status.h"
 #include "ssmkit/tensor.h"

@@ -1,0 +1,3093 @@
+// CUDA kernels of the model building blocks (ssmkit/nn.h), computing what native/cpu/nn.cc computes:
+// pack_linear, linear, split_columns, rms_norm, gated_rms_norm, embedding, transpose_split, dt_limit,
+// sample, and the fused decode step.
+//
+// Assumptions: tensors are contiguous and on the stream's device; lib/ops/nn.ts has checked shapes and
+// dtypes, and the entry points check again every size they touch. Values that live on the device (token
+// ids) cannot be checked before the launch: an id out of range reads nothing and yields a NaN row.
+//
+// linear reads the packed panels pack_linear writes (32 output columns each; float32 (K, 32) rows, or
+// bfloat16 (K/2, 32, 2) k-pair rows, 128 bytes either way). Variants:
+// - gemv (M <= 64, in chunks of at most 16 rows): bound by weight bytes. A unit of work is one panel and
+//   a range of its rows (split-K), sized so that there are ~4 units per SM; a block of 8 warps streams
+//   its range with 16-byte loads (8 threads per 128-byte row, 32 rows per block step, 4 steps in flight:
+//   16 KiB per block), x staged once in shared memory as float32, each thread holding 4 columns x up to
+//   16 rows of float32 sums. The block reduces its partials through shuffles and shared memory in a
+//   fixed order; with split-K every unit stores its partial and the last unit of a panel (an atomic
+//   counter, reset after use) sums them in split order, so the result is deterministic. A launch may
+//   start while the previous kernel drains (programmatic dependent launch, sm_90): it prefetches its
+//   first weights and waits (griddepcontrol.wait) before it reads anything an earlier kernel writes.
+//   Bound: weight bytes / bandwidth (in_proj of Mamba-2.8B, 52 MB: 12.5 us at 4.2 TB/s).
+// - gemm_mma (M > 64, bfloat16 x and panels): 128x128x32 tiles, 8 warps of 64x32, mma.sync m16n8k16 with
+//   float32 accumulation, A by ldmatrix from padded rows, B straight from the k-pair words (a word is a
+//   B fragment register), 3-stage cp.async pipeline (x in the scan layout or with K % 8 != 0 is loaded
+//   through registers instead). Bound: tensor-core rate.
+// - gemm_simt (M > 64, every other dtype pair: float32 math exact as the CPU's): 64x64x16 FFMA tiles.
+// Every epilogue adds the bias and writes each column to the outputs (dtype, column range, token- or
+// channel-major layout) that take it.
+//
+// The row ops (rms_norm, gated_rms_norm) run one block per row with the row in shared memory and the
+// sum of squares in float64 (as the CPU), so that both backends round the same value; the element ops
+// (split_columns, embedding, dt_limit, transpose_split with 32x32 tiles) are grid-stride loops. sample
+// runs one block per row: argmax, or probabilities from the softmax and radix selections over their
+// float bits (count for top-k, mass for top-p and the draw), ties in index order as the CPU walks them.
+//
+// The decode step enqueues the whole step on the stream, on scratch it owns. Fused (the default, float
+// layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
+// with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's
+// limit), x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head
+// update and the gated norm instead), and out_proj whose last block, once every panel is written,
+// applies the next layer's RMSNorm (or the final one) to the hidden rows, with the residual. Composed
+// (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
+// CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
+// included, bit for bit what the runner's op-by-op path computes on CUDA. Either sequence is captured
+// once per (model, states, batch) into a CUDA graph and replayed (ids and logits staged through the
+// graph's own buffers); its kernels launch with programmatic dependent launch on sm_90, so each one's
+// blocks start and prefetch their weights while the previous kernel drains. Bound for batch-1 decode of
+// Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at 4.2 TB/s; the four launches a layer add their
+// ramp and tail latencies (~3-4 us each where PDL does not hide them).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "cuda_check.cuh"
+#include "ssmkit/nn.h"
+#include "ssmkit/quant.h"
+#include "ssmkit/selective_scan.h"
+
+namespace ssmkit {
+
+// The quantization family's CUDA entry points, bound weakly: a build whose quantization family has no
+// CUDA kernels yet still loads, and the decode step of a quantized model answers ERR_SSMKIT_NOT_COMPILED.
+extern status quantize_cuda(const quantize_params& p, void* stream) __attribute__((weak));
+extern status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream) __attribute__((weak));
+extern status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream) __attribute__((weak));
+extern status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream) __attribute__((weak));
+
+namespace {
+
+constexpr int kPanel = kLinearPanel;
+constexpr int64_t kPanelRowBytes = 128;  // one float32 k row or one bfloat16 k-pair row of a panel
+
+// ---- device helpers ----------------------------------------------------------------------------------
+
+__device__ __forceinline__ float ld_any(const void* p, int dt, int64_t i) {
+  if (dt == SSMKIT_DTYPE_F32) return static_cast<const float*>(p)[i];
+  const uint16_t bits = static_cast<const uint16_t*>(p)[i];
+  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
+  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+}
+
+// Rounds as the CPU's f32_to_bf16 / f32_to_f16 do (to nearest even; NaN kept quiet), bit for bit.
+__device__ __forceinline__ void st_any(void* p, int dt, int64_t i, float v) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    static_cast<float*>(p)[i] = v;
+  } else if (dt == SSMKIT_DTYPE_F16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_f16(v);
+  } else {
+    static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+  }
+}
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) {
+  return __uint_as_float(w << 16);
+}
+__device__ __forceinline__ float bf16_hi(uint32_t w) {
+  return __uint_as_float(w & 0xffff0000u);
+}
+
+// Programmatic dependent launch (sm_90): the next kernel on the stream may start once every block of
+// this one has called pdl_trigger(); pdl_wait() returns once the previous kernel has finished and its
+// writes are visible. Both are no-ops on older GPUs and in kernels launched without the attribute.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024) in a fixed order; every thread gets it.
+// `scratch` holds 33 doubles; the call synchronizes the block (twice), so it may be reused right after.
+__device__ double block_sum(double v, double* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    double s = lane < warps ? scratch[lane] : 0.0;
+    s = warp_sum(s);
+    if (lane == 0) scratch[32] = s;
+  }
+  __syncthreads();
+  const double total = scratch[32];
+  __syncthreads();
+  return total;
+}
+
+// ---- host helpers ------------------------------------------------------------------------------------
+
+bool is_float(ssmkit_dtype t) {
+  return t == SSMKIT_DTYPE_F32 || t == SSMKIT_DTYPE_F16 || t == SSMKIT_DTYPE_BF16;
+}
+
+status need_float(const char* op, const char* arg, const tensor_view& t, bool optional = false) {
+  if (!t.present()) {
+    if (optional) return ok_status();
+    return make_status(status_code::value, "%s: %s: expected a tensor", op, arg);
+  }
+  if (!is_float(t.dtype))
+    return make_status(status_code::dtype, "%s: %s: unsupported dtype %s", op, arg, dtype_name(t.dtype));
+  return ok_status();
+}
+
+status need_numel(const char* op, const char* arg, const tensor_view& t, int64_t n, bool optional = false) {
+  if (!t.present() && optional) return ok_status();
+  if (!t.present() || t.numel() != n) {
+    return make_status(status_code::shape, "%s: %s: expected %lld elements, got %lld", op, arg,
+                       static_cast<long long>(n), static_cast<long long>(t.present() ? t.numel() : 0));
+  }
+  return ok_status();
+}
+
+status need_dims(const char* op, std::initializer_list<int64_t> dims) {
+  for (int64_t d : dims) {
+    if (d < 0) return make_status(status_code::value, "%s: negative size", op);
+  }
+  return ok_status();
+}
+
+status check_outputs(const char* op, const linear_output* outs, int count, int64_t m, int64_t n,
+                     int64_t seqlen) {
+  if (count < 1 || count > kLinearMaxOutputs)
+    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
+  for (int i = 0; i < count; ++i) {
+    const linear_output& o = outs[i];
+    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
+    if (o.col0 < 0 || o.cols < 0 || o.col0 + o.cols > n)
+      return make_status(status_code::value, "%s: out: columns outside 0..%lld", op,
+                         static_cast<long long>(n));
+    if (o.transposed && (seqlen < 1 || m % seqlen != 0))
+      return make_status(status_code::shape, "%s: seqlen: expected a divisor of %lld", op,
+                         static_cast<long long>(m));
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, m * o.cols));
+  }
+  return ok_status();
+}
+
+// What kernels need to know about the current device, read once per device.
+struct device_props {
+  int sms = 0;
+  int major = 0;
+  int smem_optin = 0;
+};
+
+status current_props(device_props* out) {
+  static std::mutex mu;
+  static device_props cache[64];
+  static bool known[64] = {};
+  int dev = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return make_status(status_code::value, "cuda: device %d out of range", dev);
+  std::lock_guard<std::mutex> lock(mu);
+  if (!known[dev]) {
+    device_props p;
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&p.sms, cudaDevAttrMultiProcessorCount, dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&p.major, cudaDevAttrComputeCapabilityMajor, dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&p.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    cache[dev] = p;
+    known[dev] = true;
+  }
+  *out = cache[dev];
+  return ok_status();
+}
+
+bool env_flag(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return !(v[0] == '0' && v[1] == '\0');
+}
+
+// How one of our kernels is enqueued: the stream, and whether it may overlap the kernel before it
+// (programmatic dependent launch: the kernel waits in pdl_wait() before touching that kernel's data).
+struct launch_ctx {
+  cudaStream_t stream = nullptr;
+  bool pdl = false;
+};
+
+status grid_size(const char* op, int64_t blocks, unsigned* out) {
+  if (blocks > 0x7fffffffLL) return make_status(status_code::unsupported, "%s: the problem is too large", op);
+  *out = static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+  return ok_status();
+}
+
+template <typename... KArgs, typename... Args>
+status launch(const launch_ctx& ctx, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+              Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = ctx.stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = ctx.pdl ? 1 : 0;
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// Scratch of the standalone ops (linear's split-K partials and counters) on one stream: grown when a call
+// needs more, the old block freed in stream order. Counters are zeroed when allocated and every kernel
+// that uses one resets it, so they read zero at the start of every launch.
+struct stream_workspace {
+  cudaStream_t stream = nullptr;
+  void* data = nullptr;
+  size_t bytes = 0;
+  int* counters = nullptr;
+  size_t counter_count = 0;
+};
+
+status get_workspace(cudaStream_t s, size_t bytes, size_t counters, void** data, int** ctr) {
+  static std::mutex mu;
+  static stream_workspace ws[64];
+  std::lock_guard<std::mutex> lock(mu);
+  stream_workspace* w = nullptr;
+  for (auto& e : ws) {
+    if (e.stream == s) {
+      w = &e;
+      break;
+    }
+  }
+  if (w == nullptr) {
+    for (auto& e : ws) {
+      if (e.stream == nullptr) {
+        e.stream = s;
+        w = &e;
+        break;
+      }
+    }
+  }
+  if (w == nullptr) return make_status(status_code::internal, "cuda: too many streams");
+  if (bytes > w->bytes) {
+    if (w->data != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(w->data, s));
+    w->data = nullptr;
+    w->bytes = 0;
+    const size_t want = std::max<size_t>(bytes, 1 << 20);
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&w->data, want, s));
+    w->bytes = want;
+  }
+  if (counters > w->counter_count) {
+    if (w->counters != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(w->counters, s));
+    w->counters = nullptr;
+    w->counter_count = 0;
+    const size_t want = std::max<size_t>(counters, 4096);
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&w->counters), want * sizeof(int), s));
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(w->counters, 0, want * sizeof(int), s));
+    w->counter_count = want;
+  }
+  *data = w->data;
+  *ctr = w->counters;
+  return ok_status();
+}
+
+// ---- pack_linear -------------------------------------------------------------------------------------
+
+// One thread per panel element: out (panels, Kx, 32) f32, or (panels, Kx / 2, 32, 2) bf16 pairs.
+__global__ void pack_linear_kernel(const void* __restrict__ w, int w_dt, void* __restrict__ out, int out_dt,
+                                   int64_t n, int64_t k, int64_t kx, int64_t total) {
+  const bool bf16 = out_dt == SSMKIT_DTYPE_BF16;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t pn = i / (kx * kPanel), rem = i % (kx * kPanel);
+    int64_t kk, c;
+    if (bf16) {
+      const int64_t word = rem / 2;
+      kk = (word / kPanel) * 2 + (rem % 2);
+      c = word % kPanel;
+    } else {
+      kk = rem / kPanel;
+      c = rem % kPanel;
+    }
+    const int64_t col = pn * kPanel + c;
+    if (col >= n || kk >= k) {
+      st_any(out, out_dt, i, 0.0f);
+    } else if (w_dt == out_dt) {
+      // Same format: copy the bits (bfloat16 stays exact).
+      if (bf16) {
+        static_cast<uint16_t*>(out)[i] = static_cast<const uint16_t*>(w)[col * k + kk];
+      } else {
+        static_cast<float*>(out)[i] = static_cast<const float*>(w)[col * k + kk];
+      }
+    } else {
+      st_any(out, out_dt, i, ld_any(w, w_dt, col * k + kk));
+    }
+  }
+}
+
+// ---- linear: outputs -------------------------------------------------------------------------------
+
+// Where each column of a linear layer (or a column split) goes; kernel argument by value.
+struct out_map {
+  void* data[kLinearMaxOutputs];
+  int64_t col0[kLinearMaxOutputs];
+  int64_t cols[kLinearMaxOutputs];
+  int dtype[kLinearMaxOutputs];
+  bool transposed[kLinearMaxOutputs];
+  int count;
+  int64_t seqlen;  // the last dimension of transposed outputs
+};
+
+out_map make_out_map(const linear_output* outs, int count, int64_t seqlen) {
+  out_map m{};
+  m.count = count;
+  m.seqlen = seqlen < 1 ? 1 : seqlen;
+  for (int i = 0; i < count; ++i) {
+    m.data[i] = outs[i].out.data;
+    m.col0[i] = outs[i].col0;
+    m.cols[i] = outs[i].cols;
+    m.dtype[i] = outs[i].out.dtype;
+    m.transposed[i] = outs[i].transposed;
+  }
+  return m;
+}
+
+// Writes v, element (row, col) of the full (M, N) result, to every output whose column range holds col:
+// out (M, cols), or (M / seqlen, cols, seqlen) when transposed.
+__device__ __forceinline__ void store_col(const out_map& om, int64_t row, int64_t col, float v) {
+#pragma unroll
+  for (int o = 0; o < kLinearMaxOutputs; ++o) {
+    if (o >= om.count) break;
+    const int64_t c = col - om.col0[o];
+    if (c < 0 || c >= om.cols[o]) continue;
+    const int64_t idx = om.transposed[o] ? ((row / om.seqlen) * om.cols[o] + c) * om.seqlen + row % om.seqlen
+                                         : row * om.cols[o] + c;
+    st_any(om.data[o], om.dtype[o], idx, v);
+  }
+}
+
+// x element (row, k) of a linear input: (M, K), or (batch, K, seqlen) when transposed.
+__device__ __forceinline__ float load_x(const void* x, int dt, bool transposed, int64_t seqlen, int64_t K,
+                                        int64_t row, int64_t k) {
+  const int64_t idx = transposed ? ((row / seqlen) * K + k) * seqlen + row % seqlen : row * K + k;
+  return ld_any(x, dt, idx);
+}
+
+// ---- rows shared by the norms and the decode step's epilogues ----------------------------------------
+
+constexpr int kRowThreads = 256;
+
+struct rms_args {
+  const void* x;    // (rows, d)
+  const void* res;  // (rows, d), optional
+  void* res_out;    // (rows, d), optional; may alias res
+  const void* w;    // (d,)
+  void* out;        // (rows, d) or (rows / last_of, d)
+  int x_dt, res_dt, res_out_dt, w_dt, out_dt;
+  int64_t rows, d, last_of;
+  float eps;
+};
+
+// Element i, read through L2 (kL2) when other blocks of the running kernel wrote it.
+template <bool kL2>
+__device__ __forceinline__ float ld_any_l2(const void* p, int dt, int64_t i) {
+  if constexpr (!kL2) {
+    return ld_any(p, dt, i);
+  } else {
+    if (dt == SSMKIT_DTYPE_F32) return __ldcg(static_cast<const float*>(p) + i);
+    const uint16_t bits = __ldcg(reinterpret_cast<const unsigned short*>(p) + i);
+    if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
+    return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+  }
+}
+
+// Output row r of rms_norm by a whole block of kRowThreads threads: the same partition of the row and
+// the same reduction wherever it runs, so the standalone kernel and the decode step's fused tail agree
+// bit for bit. row: (d,) shared floats; the call ends with a barrier.
+template <bool kL2>
+__device__ void rms_row(const rms_args& a, int64_t r, float* row, double* red) {
+  const int64_t d = a.d;
+  const int64_t src = a.last_of > 0 ? (r + 1) * a.last_of - 1 : r;
+  double ss = 0.0;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float v = ld_any_l2<kL2>(a.x, a.x_dt, src * d + i);
+    if (a.res != nullptr) v += ld_any(a.res, a.res_dt, src * d + i);
+    row[i] = v;
+    ss += static_cast<double>(v) * v;
+    if (a.res_out != nullptr) st_any(a.res_out, a.res_out_dt, src * d + i, v);
+  }
+  ss = block_sum(ss, red);
+  const float rstd = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(d)) + a.eps);
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+    st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_any(a.w, a.w_dt, i));
+  __syncthreads();
+}
+
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float silu(float x) {
+  return x / (1.0f + expf(-x));
+}
+
+// v rounded to dtype dt, as a store and a load of that dtype would leave it.
+__device__ __forceinline__ float round_to(int dt, float v) {
+  if (dt == SSMKIT_DTYPE_BF16) return bf16_to_f32(f32_to_bf16(v));
+  if (dt == SSMKIT_DTYPE_F16) return f16_to_f32(f32_to_f16(v));
+  return v;
+}
+
+struct split_map {
+  void* data[kLinearMaxOutputs];
+  int64_t row0[kLinearMaxOutputs];
+  int64_t rows[kLinearMaxOutputs];
+  int dtype[kLinearMaxOutputs];
+  int count;
+};
+
+// x (batch, r, c) -> out_o (batch, c, rows_o): writes x[b][rr][cc] to every output holding row rr.
+__device__ __forceinline__ void store_split(const split_map& sm, int64_t b, int64_t c, int64_t rr, int64_t cc,
+                                            float v) {
+#pragma unroll
+  for (int o = 0; o < kLinearMaxOutputs; ++o) {
+    if (o >= sm.count) break;
+    const int64_t j = rr - sm.row0[o];
+    if (j < 0 || j >= sm.rows[o]) continue;
+    st_any(sm.data[o], sm.dtype[o], (b * c + cc) * sm.rows[o] + j, v);
+  }
+}
+
+// softplus as the reference computes it: linear above 20 where exp would only add rounding.
+__device__ __forceinline__ float softplus_ref(float v) {
+  return v <= 20.0f ? log1pf(expf(v)) : v;
+}
+
+// ---- the decode step's epilogues of gemv ---------------------------------------------------------------
+
+// in_proj: the causal conv's streaming update of columns [c0, c0 + dim) (Mamba's x, Mamba-2's xBC) as
+// causal_conv1d_update computes it for one token with silu, on the projection rounded to the
+// activation dtype (what the op-by-op path stores and the conv reads); and Mamba-2's limited dt.
+struct conv_epi {
+  int64_t c0, dim;
+  const void* weight;  // (dim, width)
+  const void* bias;    // (dim,), optional
+  float* state;        // (rows, dim, state_len) float32
+  int64_t width, state_len;
+  split_map out;  // channel ranges -> (rows, channels of the range): xc, or Mamba-2's x | B | C
+  int w_dt, bias_dt;
+  int act;
+  bool dt_limited;  // columns [dt0, dt0 + heads): clamp(softplus(dt + dt_bias), lo, hi) -> dt_out
+  int64_t dt0, heads;
+  const float* dt_bias;
+  float lo, hi;
+  void* dt_out;  // (rows, heads)
+};
+
+// dt_proj (Mamba-1): column c is channel c's dt; the state update of (row, channel) as the scan family's
+// selective_state_update computes it, after the projection is rounded to the activation dtype.
+struct ssu_epi {
+  const void* x;         // (rows, dim) the conv's output
+  const void* z;         // (rows, dim), optional gate
+  const void* B;         // (rows, N)
+  const void* C;         // (rows, N)
+  const float* A;        // (dim, N)
+  const float* D;        // (dim,), optional
+  const float* dt_bias;  // (dim,), optional
+  float* state;          // (rows, dim, N)
+  void* out;             // (rows, dim)
+  int x_dt, z_dt, b_dt, c_dt, out_dt;
+  int64_t dim, N;
+  int act;
+};
+
+// After the last panel of the whole call: rms_norm of the rows just written (the next layer's norm,
+// or the final one), by the block that finished last.
+struct norm_tail {
+  int* done;  // finished panels; zero between launches
+  rms_args norm;
+};
+
+enum gemv_epilogue : int { EPI_STORE = 0, EPI_CONV = 1, EPI_SSU = 2 };
+
+__device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row, int64_t col, float v) {
+  const int64_t ch = col - e.c0;
+  if (ch >= 0 && ch < e.dim) {
+    const float x = round_to(e.act, v);
+    float* st = e.state + (row * e.dim + ch) * e.state_len;
+    const int64_t W = e.width, SL = e.state_len;
+    float acc = e.bias != nullptr ? ld_any(e.bias, e.bias_dt, ch) : 0.0f;
+    for (int64_t k = 0; k < W; ++k) {
+      const int64_t m = SL - (W - 1) + k;
+      acc = fmaf(ld_any(e.weight, e.w_dt, ch * W + k), m < SL ? st[m] : x, acc);
+    }
+    // Reads run ahead of writes, so the shift goes in place.
+    for (int64_t i = 0; i < SL; ++i) st[i] = i + 1 < SL ? st[i + 1] : x;
+    store_split(e.out, row, 1, ch, 0, silu(acc));
+    return;
+  }
+  const int64_t h = col - e.dt0;
+  if (e.dt_limited && h >= 0 && h < e.heads) {
+    float dt = round_to(e.act, v);
+    if (e.dt_bias != nullptr) dt += e.dt_bias[h];
+    dt = softplus_ref(dt);
+    dt = dt < e.lo ? e.lo : dt;
+    dt = e.hi < dt ? e.hi : dt;
+    st_any(e.dt_out, e.act, row * e.heads + h, dt);
+    return;
+  }
+  store_col(om, row, col, v);
+}
+
+__device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) {
+  if (c >= e.dim) return;
+  constexpr float kLog2e = 1.44269504088896341f;
+  float dt = round_to(e.act, v) + (e.dt_bias != nullptr ? e.dt_bias[c] : 0.0f);
+  dt = dt > 20.0f ? dt : log1pf(expf(dt));
+  const float x = ld_any(e.x, e.x_dt, row * e.dim + c);
+  const float dtx = dt * x;
+  float* st = e.state + (row * e.dim + c) * e.N;
+  const float* A = e.A + c * e.N;
+  float y = 0.0f;
+  int64_t n = 0;
+  if (e.N % 4 == 0) {
+    // Rows of 4k floats: 16-byte aligned (the allocations are), one vector per 4 states.
+    for (; n < e.N; n += 4) {
+      const float4 sv = *reinterpret_cast<const float4*>(st + n);
+      const float4 av = *reinterpret_cast<const float4*>(A + n);
+      float sr[4] = {sv.x, sv.y, sv.z, sv.w};
+      const float ar[4] = {av.x, av.y, av.z, av.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n + q));
+        y = fmaf(sr[q], ld_any(e.C, e.c_dt, row * e.N + n + q), y);
+      }
+      *reinterpret_cast<float4*>(st + n) = make_float4(sr[0], sr[1], sr[2], sr[3]);
+    }
+  }
+  for (; n < e.N; ++n) {
+    const float s = fmaf(st[n], ex2_approx(dt * A[n] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n));
+    st[n] = s;
+    y = fmaf(s, ld_any(e.C, e.c_dt, row * e.N + n), y);
+  }
+  float o = y + (e.D != nullptr ? e.D[c] * x : 0.0f);
+  if (e.z != nullptr) o *= silu(ld_any(e.z, e.z_dt, row * e.dim + c));
+  st_any(e.out, e.out_dt, row * e.dim + c, o);
+}
+
+// ---- linear: gemv (M <= 64) ---------------------------------------------------------------------------
+
+constexpr int kGemvThreads = 256;   // 8 warps
+constexpr int kGemvStep = 32;       // panel rows per block step: 4 per warp, 8 threads per row
+constexpr int kGemvUnroll = 4;      // block steps in flight: 4 x 16 bytes per thread
+constexpr int kGemvMaxRows = 16;    // x rows per launch chunk
+constexpr int kGemvXFloats = 4096;  // shared-memory budget for the staged x (16 KiB)
+constexpr int64_t kGemvMaxM = 64;   // above this, the GEMM kernels
+
+struct gemv_args {
+  const void* x;  // (M, K), or (batch, K, seqlen) when x_transposed
+  const char* w;  // (panels, R, 128 bytes)
+  const float* bias;
+  float* partial;  // (chunks, panels, splits, kGemvMaxRows * 32) split-K partials
+  int* counters;   // (chunks, panels)
+  int64_t m, k, n, seqlen;
+  int64_t panels;
+  int64_t rows;            // R: panel rows (K for float32, Kx / 2 for bfloat16)
+  int64_t rows_per_split;  // a multiple of kGemvStep
+  int splits;
+  int x_dtype;
+  bool x_transposed;
+  out_map out;
+  int epi;  // gemv_epilogue
+  conv_epi conv;
+  ssu_epi ssu;
+  bool has_tail;
+  norm_tail tail;
+};
+
+// Element (row, col) of the result, bias added, to where the epilogue sends it.
+template <int kEpi>
+__device__ __forceinline__ void gemv_finalize(const gemv_args& a, int64_t row, int64_t col, float s) {
+  const float v = s + (a.bias != nullptr ? a.bias[col] : 0.0f);
+  if constexpr (kEpi == EPI_CONV) {
+    conv_finalize(a.conv, a.out, row, col, v);
+  } else if constexpr (kEpi == EPI_SSU) {
+    ssu_finalize(a.ssu, row, col, v);
+  } else {
+    store_col(a.out, row, col, v);
+  }
+}
+
+// Blocks per SM a gemv asks the register allocator for: four (64 KiB of weights in flight per SM) while
+// the row sums fit beside the weight registers, fewer as they grow (MR x 4 floats per thread).
+template <int MR>
+constexpr int gemv_min_blocks() {
+  return MR == 1 ? 4 : MR <= 4 ? 3 : MR == 8 ? 2 : 1;
+}
+
+// One block per (panel, split) unit and chunk of MR rows; see the file comment. kEpi: gemv_epilogue;
+// kTail: the norm tail.
+template <int MR, bool kBF16, int kEpi, bool kTail>
+__global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
+    gemv_kernel(const __grid_constant__ gemv_args a) {
+  extern __shared__ float smem[];  // xs (MR, klen) float32, then red (8, MR, 32)
+  __shared__ bool s_last;
+  constexpr int kPerRow = kBF16 ? 2 : 1;  // k values per panel row
+  const int64_t unit = blockIdx.x;
+  const int64_t panel = unit / a.splits;
+  const int split = static_cast<int>(unit % a.splits);
+  const int64_t chunk = blockIdx.y;
+  const int64_t m0 = chunk * MR;
+  const int mr = static_cast<int>(a.m - m0 < MR ? a.m - m0 : MR);
+  const int64_t r0 = split * a.rows_per_split;
+  const int64_t r1 = r0 + a.rows_per_split < a.rows ? r0 + a.rows_per_split : a.rows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int j = lane % 8;               // 16-byte piece of a row: columns 4j .. 4j + 3
+  const int sub = warp * 4 + lane / 8;  // which row of each block step
+  const char* wp = a.w + panel * a.rows * kPanelRowBytes + j * 16;
+
+  pdl_trigger();
+  // The weights are constant: the first loads go out before waiting on the previous kernel.
+  uint4 wv[kGemvUnroll];
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int64_t row = r0 + u * kGemvStep + sub;
+    wv[u] =
+        row < r1 ? __ldcs(reinterpret_cast<const uint4*>(wp + row * kPanelRowBytes)) : make_uint4(0, 0, 0, 0);
+  }
+  pdl_wait();
+
+  // x rows m0.., k in [r0 * kPerRow, r1 * kPerRow) -> xs as float32; zero past K and past the last row.
+  const int64_t klen = (r1 - r0) * kPerRow;
+  const int64_t kbase = r0 * kPerRow;
+  float* xs = smem;
+  for (int64_t i = threadIdx.x; i < MR * klen; i += kGemvThreads) {
+    const int mm = static_cast<int>(i / klen);
+    const int64_t kk = kbase + i % klen;
+    xs[i] = (mm < mr && kk < a.k) ? load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk) : 0.0f;
+  }
+  __syncthreads();
+
+  float acc[MR][4];
+#pragma unroll
+  for (int mm = 0; mm < MR; ++mm) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[mm][c] = 0.0f;
+  }
+  for (int64_t base = r0; base < r1; base += kGemvUnroll * kGemvStep) {
+    const int64_t next = base + kGemvUnroll * kGemvStep;
+    uint4 wn[kGemvUnroll];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int64_t row = next + u * kGemvStep + sub;
+      wn[u] = row < r1 ? __ldcs(reinterpret_cast<const uint4*>(wp + row * kPanelRowBytes))
+                       : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int64_t row = base + u * kGemvStep + sub;
+      if (row >= r1) continue;
+      const float* xr = xs + (row - r0) * kPerRow;
+      const uint32_t wq[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+      if constexpr (kBF16) {
+#pragma unroll
+        for (int mm = 0; mm < MR; ++mm) {
+          const float2 xv = *reinterpret_cast<const float2*>(xr + mm * klen);
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            acc[mm][c] = fmaf(xv.x, bf16_lo(wq[c]), acc[mm][c]);
+            acc[mm][c] = fmaf(xv.y, bf16_hi(wq[c]), acc[mm][c]);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int mm = 0; mm < MR; ++mm) {
+          const float xv = xr[mm * klen];
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[mm][c] = fmaf(xv, __uint_as_float(wq[c]), acc[mm][c]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) wv[u] = wn[u];
+  }
+
+  // Lanes j, j + 8, j + 16, j + 24 hold the same columns: fold them, then the 8 warps in order.
+  float* red = smem + MR * klen;  // (8, MR, 32)
+#pragma unroll
+  for (int mm = 0; mm < MR; ++mm) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      float v = acc[mm][c];
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
+      if (lane < 8) red[(warp * MR + mm) * kPanel + 4 * j + c] = v;
+    }
+  }
+  __syncthreads();
+  float* part = a.partial + ((chunk * a.panels + panel) * a.splits) * (kGemvMaxRows * kPanel);
+  for (int t = threadIdx.x; t < MR * kPanel; t += kGemvThreads) {
+    float s = 0.0f;
+#pragma unroll
+    for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) s += red[w8 * MR * kPanel + t];
+    if (a.splits == 1) {
+      const int mm = t / kPanel;
+      const int64_t col = panel * kPanel + t % kPanel;
+      if (mm < mr && col < a.n) gemv_finalize<kEpi>(a, m0 + mm, col, s);
+    } else {
+      part[split * (kGemvMaxRows * kPanel) + t] = s;
+    }
+  }
+  if (a.splits > 1) {
+    // Split-K: the last unit of this panel to finish sums the partials, in split order.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int prev = atomicAdd(a.counters + chunk * a.panels + panel, 1);
+      s_last = prev == a.splits - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    // Every thread takes part: group g of the threads sums splits g, g + kGroups, ..., then the groups
+    // add up in order (a fixed order, so the result does not depend on the run).
+    constexpr int kItems = MR * kPanel;
+    constexpr int kGroups = kItems >= kGemvThreads ? 1 : kGemvThreads / kItems;
+    for (int t = threadIdx.x; t < kItems * kGroups; t += kGemvThreads) {
+      const int item = t % kItems, g = t / kItems;
+      float s = 0.0f;
+#pragma unroll 4
+      for (int sp = g; sp < a.splits; sp += kGroups) s += __ldcg(part + sp * (kGemvMaxRows * kPanel) + item);
+      red[t] = s;  // (kGroups, kItems)
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < kItems; t += kGemvThreads) {
+      float s = 0.0f;
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) s += red[g * kItems + t];
+      const int mm = t / kPanel;
+      const int64_t col = panel * kPanel + t % kPanel;
+      if (mm < mr && col < a.n) gemv_finalize<kEpi>(a, m0 + mm, col, s);
+    }
+    if (threadIdx.x == 0) a.counters[chunk * a.panels + panel] = 0;
+  }
+  if constexpr (kTail) {
+    // The block that completes the last panel of the call normalizes every row (see norm_tail).
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int prev = atomicAdd(a.tail.done, 1);
+      s_last = prev == static_cast<int>(a.panels * gridDim.y) - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    __shared__ double norm_red[33];
+    const int64_t out_rows =
+        a.tail.norm.last_of > 0 ? a.tail.norm.rows / a.tail.norm.last_of : a.tail.norm.rows;
+    for (int64_t r = 0; r < out_rows; ++r) rms_row<true>(a.tail.norm, r, smem, norm_red);
+    if (threadIdx.x == 0) *a.tail.done = 0;
+  }
+}
+
+// The split of one gemv call: units of (panel, rows_per_split rows).
+struct gemv_plan {
+  int mr = 1;
+  int64_t chunks = 1;
+  int64_t rows = 0;
+  int64_t rows_per_split = 0;
+  int splits = 1;
+  size_t smem = 0;
+  size_t partial_floats = 0;
+  size_t counters = 0;
+};
+
+// Units of work per SM a gemv aims at (SSMKIT_CUDA_GEMV_UNITS, 1..64, default 4): the bench's knob.
+int gemv_units_per_sm() {
+  const char* v = std::getenv("SSMKIT_CUDA_GEMV_UNITS");
+  const int u = v != nullptr ? std::atoi(v) : 0;
+  return u >= 1 && u <= 64 ? u : 4;
+}
+
+gemv_plan plan_gemv(int64_t m, int64_t k, int64_t n, bool bf16, int sms) {
+  gemv_plan g;
+  g.mr = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
+  g.chunks = (m + g.mr - 1) / g.mr;
+  const int64_t kx = bf16 ? (k + 1) / 2 * 2 : k;
+  g.rows = bf16 ? kx / 2 : k;
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  const int per_row = bf16 ? 2 : 1;
+  const int64_t steps = (g.rows + kGemvStep - 1) / kGemvStep;
+  // About 4 units per SM over the whole call, so that each SM streams several in flight.
+  const int64_t target = static_cast<int64_t>(gemv_units_per_sm()) * std::max(sms, 1);
+  int64_t splits = std::max<int64_t>(1, (target + panels * g.chunks - 1) / (panels * g.chunks));
+  splits = std::min(splits, steps);
+  int64_t rps = ((steps + splits - 1) / splits) * kGemvStep;
+  // x (mr, rows_per_split * per_row) float32 must fit the shared-memory budget.
+  const int64_t max_rows =
+      std::max<int64_t>(kGemvStep, (kGemvXFloats / g.mr / per_row) / kGemvStep * kGemvStep);
+  rps = std::max<int64_t>(kGemvStep, std::min(rps, max_rows));
+  g.rows_per_split = rps;
+  g.splits = static_cast<int>(std::max<int64_t>(1, (g.rows + rps - 1) / rps));
+  g.smem = static_cast<size_t>(g.mr) * rps * per_row * sizeof(float) +
+           static_cast<size_t>(kGemvThreads / 32) * g.mr * kPanel * sizeof(float);
+  g.partial_floats =
+      g.splits > 1 ? static_cast<size_t>(g.chunks * panels * g.splits) * kGemvMaxRows * kPanel : 0;
+  g.counters = g.splits > 1 ? static_cast<size_t>(g.chunks * panels) : 0;
+  return g;
+}
+
+template <bool kBF16, int kEpi, bool kTail>
+status launch_gemv_t(const launch_ctx& ctx, const gemv_args& a, const gemv_plan& g) {
+  unsigned gx = 0;
+  SSMKIT_RETURN_IF_ERROR(grid_size("linear", a.panels * a.splits, &gx));
+  const dim3 grid(gx, static_cast<unsigned>(g.chunks));
+  switch (g.mr) {
+    case 1: return launch(ctx, gemv_kernel<1, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
+    case 2: return launch(ctx, gemv_kernel<2, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
+    case 4: return launch(ctx, gemv_kernel<4, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
+    case 8: return launch(ctx, gemv_kernel<8, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
+    default: return launch(ctx, gemv_kernel<16, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
+  }
+}
+
+// ---- linear: gemm_mma (M > 64, bfloat16 x and panels) ------------------------------------------------
+
+constexpr int kMmaBM = 128;
+constexpr int kMmaBN = 128;  // 4 panels
+constexpr int kMmaBK = 32;   // 16 k-pair rows
+constexpr int kMmaStages = 3;
+constexpr int kMmaThreads = 256;
+constexpr int kMmaAPitch = kMmaBK + 8;  // bf16 per A row: 80 bytes, so 8 rows of an ldmatrix hit 32 banks
+constexpr int kMmaBPitch = kMmaBN + 8;  // words per B k-pair row: 4 lanes' rows land 8 banks apart
+constexpr int kMmaAStage = kMmaBM * kMmaAPitch * 2;        // bytes
+constexpr int kMmaBStage = (kMmaBK / 2) * kMmaBPitch * 4;  // bytes
+constexpr int kMmaSmem = kMmaStages * (kMmaAStage + kMmaBStage);
+
+struct gemm_args {
+  const void* x;
+  const char* w;
+  const float* bias;
+  int64_t m, k, n, kx, seqlen, panels;
+  int x_dtype;
+  bool x_transposed;
+  bool a_async;  // x (M, K) row-major with K % 8 == 0: 16-byte cp.async of A
+  out_map out;
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// B tile kt (16 k-pair rows of 4 panels) into stage smem by cp.async: 512 pieces of 16 bytes.
+__device__ __forceinline__ void mma_load_b(const gemm_args& a, uint32_t* bs, int64_t bn, int64_t kt) {
+  const int64_t kp_rows = a.kx / 2;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int c = threadIdx.x + i * kMmaThreads;
+    const int pi = c / 128, within = c % 128, kpl = within / 8, piece = within % 8;
+    const int64_t pn = bn * 4 + pi;
+    const int64_t kp = kt * (kMmaBK / 2) + kpl;
+    const bool valid = pn < a.panels && kp < kp_rows;
+    const char* src = valid ? a.w + (pn * kp_rows + kp) * kPanelRowBytes + piece * 16 : a.w;
+    cp_async16(bs + kpl * kMmaBPitch + pi * kPanel + piece * 4, src, valid);
+  }
+}
+
+// A tile kt (128 rows x 32 k) of a row-major x with K % 8 == 0 by cp.async: 512 pieces of 8 bf16.
+__device__ __forceinline__ void mma_load_a_async(const gemm_args& a, uint16_t* as, int64_t bm, int64_t kt) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int c = threadIdx.x + i * kMmaThreads;
+    const int row = c / 4, piece = c % 4;
+    const int64_t gm = bm * kMmaBM + row;
+    const int64_t k = kt * kMmaBK + piece * 8;
+    const bool valid = gm < a.m && k < a.k;
+    const void* src = valid ? static_cast<const uint16_t*>(a.x) + gm * a.k + k : a.x;
+    cp_async16(as + row * kMmaAPitch + piece * 8, src, valid);
+  }
+}
+
+// A tile kt through registers (x in the scan layout, or K % 8 != 0): each thread 16 consecutive k of one
+// row; in the scan layout consecutive threads take consecutive rows, which are contiguous there.
+__device__ __forceinline__ void mma_fetch_a(const gemm_args& a, int64_t bm, int64_t kt, uint32_t (&r)[8]) {
+  const int row = a.x_transposed ? threadIdx.x % kMmaBM : threadIdx.x / 2;
+  const int kg = a.x_transposed ? threadIdx.x / kMmaBM : threadIdx.x % 2;
+  const int64_t gm = bm * kMmaBM + row;
+  const uint16_t* x = static_cast<const uint16_t*>(a.x);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    uint32_t pair = 0;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t k = kt * kMmaBK + kg * 16 + 2 * e + h;
+      uint32_t v = 0;
+      if (gm < a.m && k < a.k) {
+        const int64_t idx =
+            a.x_transposed ? ((gm / a.seqlen) * a.k + k) * a.seqlen + gm % a.seqlen : gm * a.k + k;
+        v = x[idx];
+      }
+      pair |= v << (16 * h);
+    }
+    r[e] = pair;
+  }
+}
+
+template <bool kTransposed>
+__device__ __forceinline__ void mma_put_a(uint16_t* as, const uint32_t (&r)[8]) {
+  const int row = kTransposed ? threadIdx.x % kMmaBM : threadIdx.x / 2;
+  const int kg = kTransposed ? threadIdx.x / kMmaBM : threadIdx.x % 2;
+  uint4* dst = reinterpret_cast<uint4*>(as + row * kMmaAPitch + kg * 16);
+  dst[0] = make_uint4(r[0], r[1], r[2], r[3]);
+  dst[1] = make_uint4(r[4], r[5], r[6], r[7]);
+}
+
+__global__ void __launch_bounds__(kMmaThreads) gemm_mma_kernel(const __grid_constant__ gemm_args a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint16_t* as_base = reinterpret_cast<uint16_t*>(smem_raw);
+  uint32_t* bs_base = reinterpret_cast<uint32_t*>(smem_raw + kMmaStages * kMmaAStage);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / 4, wn = warp % 4;
+  const int g = lane / 4, t4 = lane % 4;
+  const int64_t ntiles = (a.n + kMmaBN - 1) / kMmaBN;
+  const int64_t mtiles = (a.m + kMmaBM - 1) / kMmaBM;
+  const int64_t kt_count = (a.kx + kMmaBK - 1) / kMmaBK;
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t tile = blockIdx.x; tile < ntiles * mtiles; tile += gridDim.x) {
+    // n fastest: consecutive blocks share the same rows of x and stream different panels.
+    const int64_t bn = tile % ntiles, bm = tile / ntiles;
+    float acc[4][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+    uint32_t areg[8];
+    // Prologue: stages 0 .. kMmaStages - 2.
+#pragma unroll
+    for (int s = 0; s < kMmaStages - 1; ++s) {
+      if (s < kt_count) {
+        uint16_t* as = as_base + s * (kMmaAStage / 2);
+        mma_load_b(a, bs_base + s * (kMmaBStage / 4), bn, s);
+        if (a.a_async) {
+          mma_load_a_async(a, as, bm, s);
+        } else {
+          mma_fetch_a(a, bm, s, areg);
+          if (a.x_transposed) {
+            mma_put_a<true>(as, areg);
+          } else {
+            mma_put_a<false>(as, areg);
+          }
+        }
+      }
+      cp_async_commit();
+    }
+    for (int64_t kt = 0; kt < kt_count; ++kt) {
+      cp_async_wait<kMmaStages - 2>();
+      __syncthreads();
+      const int64_t nt = kt + kMmaStages - 1;
+      const int ns = static_cast<int>(nt % kMmaStages);
+      const bool fetch = nt < kt_count;
+      if (fetch) {
+        mma_load_b(a, bs_base + ns * (kMmaBStage / 4), bn, nt);
+        if (a.a_async) {
+          mma_load_a_async(a, as_base + ns * (kMmaAStage / 2), bm, nt);
+        } else {
+          mma_fetch_a(a, bm, nt, areg);
+        }
+      }
+      cp_async_commit();
+      const int cs = static_cast<int>(kt % kMmaStages);
+      const uint16_t* as = as_base + cs * (kMmaAStage / 2);
+      const uint32_t* bs = bs_base + cs * (kMmaBStage / 4);
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        uint32_t af[4][4];
+#pragma unroll
+        for (int mi = 0; mi < 4; ++mi)
+          ldmatrix_x4(af[mi],
+                      as + (wm * 64 + mi * 16 + (lane % 16)) * kMmaAPitch + ks * 16 + (lane / 16) * 8);
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          const int col = wn * 32 + ni * 8 + g;
+          const uint32_t b0 = bs[(ks * 8 + t4) * kMmaBPitch + col];
+          const uint32_t b1 = bs[(ks * 8 + 4 + t4) * kMmaBPitch + col];
+#pragma unroll
+          for (int mi = 0; mi < 4; ++mi) mma_bf16(acc[mi][ni], af[mi], b0, b1);
+        }
+      }
+      if (fetch && !a.a_async) {
+        uint16_t* as_next = as_base + ns * (kMmaAStage / 2);
+        if (a.x_transposed) {
+          mma_put_a<true>(as_next, areg);
+        } else {
+          mma_put_a<false>(as_next, areg);
+        }
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t row = bm * kMmaBM + wm * 64 + mi * 16 + g + (e / 2) * 8;
+          const int64_t col = bn * kMmaBN + wn * 32 + ni * 8 + 2 * t4 + (e % 2);
+          if (row < a.m && col < a.n)
+            store_col(a.out, row, col, acc[mi][ni][e] + (a.bias != nullptr ? a.bias[col] : 0.0f));
+        }
+      }
+    }
+  }
+}
+
+// ---- linear: gemm_simt (M > 64, float32 math for every other dtype pair) -----------------------------
+
+constexpr int kSimtBM = 64;
+constexpr int kSimtBN = 64;  // 2 panels
+constexpr int kSimtBK = 16;
+constexpr int kSimtThreads = 256;
+
+template <bool kBF16>
+__global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(const __grid_constant__ gemm_args a) {
+  __shared__ __align__(16) float as[kSimtBK][kSimtBM + 4];
+  __shared__ __align__(16) float bs[kSimtBK][kSimtBN + 4];
+  const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
+  const int64_t ntiles = (a.n + kSimtBN - 1) / kSimtBN;
+  const int64_t mtiles = (a.m + kSimtBM - 1) / kSimtBM;
+  const int64_t kp_rows = a.kx / 2;
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t tile = blockIdx.x; tile < ntiles * mtiles; tile += gridDim.x) {
+    const int64_t bn = tile % ntiles, bm = tile / ntiles;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < a.k; k0 += kSimtBK) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = threadIdx.x + q * kSimtThreads;
+        // The scan layout is contiguous along rows, the token-major one along k.
+        const int ml = a.x_transposed ? i % kSimtBM : i / kSimtBK;
+        const int kl = a.x_transposed ? i / kSimtBM : i % kSimtBK;
+        const int64_t gm = bm * kSimtBM + ml, k = k0 + kl;
+        as[kl][ml] =
+            (gm < a.m && k < a.k) ? load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, gm, k) : 0.0f;
+        const int cl = i % kSimtBN, kb = i / kSimtBN;
+        const int64_t pn = bn * 2 + cl / kPanel, kk = k0 + kb;
+        float wv = 0.0f;
+        if (pn < a.panels && kk < a.k) {
+          if constexpr (kBF16) {
+            const uint16_t* w16 = reinterpret_cast<const uint16_t*>(a.w);
+            wv = __uint_as_float(
+                static_cast<uint32_t>(w16[((pn * kp_rows + kk / 2) * kPanel + cl % kPanel) * 2 + (kk & 1)])
+                << 16);
+          } else {
+            wv = reinterpret_cast<const float*>(a.w)[(pn * a.k + kk) * kPanel + cl % kPanel];
+          }
+        }
+        bs[kb][cl] = wv;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < kSimtBK; ++kk) {
+        const float4 av = *reinterpret_cast<const float4*>(&as[kk][tm * 4]);
+        const float4 bv = *reinterpret_cast<const float4*>(&bs[kk][tn * 4]);
+        const float ar[4] = {av.x, av.y, av.z, av.w};
+        const float br[4] = {bv.x, bv.y, bv.z, bv.w};
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[r][c] = fmaf(ar[r], br[c], acc[r][c]);
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int64_t row = bm * kSimtBM + tm * 4 + r, col = bn * kSimtBN + tn * 4 + c;
+        if (row < a.m && col < a.n)
+          store_col(a.out, row, col, acc[r][c] + (a.bias != nullptr ? a.bias[col] : 0.0f));
+      }
+    }
+  }
+}
+
+// K = 0: every output element is the bias (or zero).
+__global__ void linear_bias_kernel(const __grid_constant__ out_map om, const float* bias, int64_t m,
+                                   int64_t n) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < m * n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t col = i % n;
+    store_col(om, i / n, col, bias != nullptr ? bias[col] : 0.0f);
+  }
+}
+
+unsigned stride_grid(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, 65535LL * 16)));
+}
+
+// Scratch a linear call needs for its split-K partials, in floats and counters.
+struct linear_scratch {
+  float* partial = nullptr;
+  int* counters = nullptr;
+};
+
+bool linear_uses_gemv(const linear_params& p) {
+  return p.m <= kGemvMaxM;
+}
+
+gemv_plan linear_gemv_plan(const linear_params& p, int sms) {
+  return plan_gemv(p.m, p.k, p.n, p.w.dtype == SSMKIT_DTYPE_BF16, sms);
+}
+
+// The gemv arguments of linear params (checked, m <= kGemvMaxM, k > 0) under plan g.
+gemv_args make_gemv_args(const linear_params& p, const gemv_plan& g, const linear_scratch& scr) {
+  gemv_args a{};
+  a.x = p.x.data;
+  a.w = static_cast<const char*>(p.w.data);
+  a.bias = p.bias.present() ? p.bias.ptr<const float>() : nullptr;
+  a.partial = scr.partial;
+  a.counters = scr.counters;
+  a.m = p.m;
+  a.k = p.k;
+  a.n = p.n;
+  a.seqlen = p.x_transposed ? p.seqlen : 1;
+  a.panels = (p.n + kPanel - 1) / kPanel;
+  a.rows = g.rows;
+  a.rows_per_split = g.rows_per_split;
+  a.splits = g.splits;
+  a.x_dtype = p.x.dtype;
+  a.x_transposed = p.x_transposed;
+  a.out = make_out_map(p.outputs, p.num_outputs, p.seqlen);
+  a.epi = EPI_STORE;
+  a.has_tail = false;
+  return a;
+}
+
+status launch_gemv(const launch_ctx& ctx, const gemv_args& a, gemv_plan g, bool bf16) {
+  if (a.epi == EPI_CONV) {
+    return bf16 ? launch_gemv_t<true, EPI_CONV, false>(ctx, a, g)
+                : launch_gemv_t<false, EPI_CONV, false>(ctx, a, g);
+  }
+  if (a.epi == EPI_SSU) {
+    return bf16 ? launch_gemv_t<true, EPI_SSU, false>(ctx, a, g)
+                : launch_gemv_t<false, EPI_SSU, false>(ctx, a, g);
+  }
+  if (a.has_tail) {
+    return bf16 ? launch_gemv_t<true, EPI_STORE, true>(ctx, a, g)
+                : launch_gemv_t<false, EPI_STORE, true>(ctx, a, g);
+  }
+  return bf16 ? launch_gemv_t<true, EPI_STORE, false>(ctx, a, g)
+              : launch_gemv_t<false, EPI_STORE, false>(ctx, a, g);
+}
+
+// Enqueues linear on checked params; scratch as sized by linear_gemv_plan (gemv only).
+status linear_enqueue(const launch_ctx& ctx, const linear_params& p, const linear_scratch& scr, int sms) {
+  if (p.m == 0 || p.n == 0) return ok_status();
+  const out_map om = make_out_map(p.outputs, p.num_outputs, p.seqlen);
+  const float* bias = p.bias.present() ? p.bias.ptr<const float>() : nullptr;
+  if (p.k == 0) {
+    return launch(ctx, linear_bias_kernel, dim3(stride_grid(p.m * p.n, 256)), dim3(256), 0, om, bias, p.m,
+                  p.n);
+  }
+  const bool bf16 = p.w.dtype == SSMKIT_DTYPE_BF16;
+  const int64_t kx = bf16 ? (p.k + 1) / 2 * 2 : p.k;
+  const int64_t panels = (p.n + kPanel - 1) / kPanel;
+  if (linear_uses_gemv(p)) {
+    const gemv_plan g = linear_gemv_plan(p, sms);
+    return launch_gemv(ctx, make_gemv_args(p, g, scr), g, bf16);
+  }
+  gemm_args a{};
+  a.x = p.x.data;
+  a.w = static_cast<const char*>(p.w.data);
+  a.bias = bias;
+  a.m = p.m;
+  a.k = p.k;
+  a.n = p.n;
+  a.kx = kx;
+  a.seqlen = p.x_transposed ? p.seqlen : 1;
+  a.panels = panels;
+  a.x_dtype = p.x.dtype;
+  a.x_transposed = p.x_transposed;
+  a.out = om;
+  if (bf16 && p.x.dtype == SSMKIT_DTYPE_BF16) {
+    a.a_async = !p.x_transposed && p.k % 8 == 0;
+    const int64_t tiles = ((p.m + kMmaBM - 1) / kMmaBM) * ((p.n + kMmaBN - 1) / kMmaBN);
+    unsigned grid = 0;
+    SSMKIT_RETURN_IF_ERROR(grid_size("linear", tiles, &grid));
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(gemm_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMmaSmem));
+    return launch(ctx, gemm_mma_kernel, dim3(grid), dim3(kMmaThreads), kMmaSmem, a);
+  }
+  const int64_t tiles = ((p.m + kSimtBM - 1) / kSimtBM) * ((p.n + kSimtBN - 1) / kSimtBN);
+  unsigned grid = 0;
+  SSMKIT_RETURN_IF_ERROR(grid_size("linear", tiles, &grid));
+  if (bf16) return launch(ctx, gemm_simt_kernel<true>, dim3(grid), dim3(kSimtThreads), 0, a);
+  return launch(ctx, gemm_simt_kernel<false>, dim3(grid), dim3(kSimtThreads), 0, a);
+}
+
+status check_linear(const linear_params& p) {
+  if (p.w.dtype != SSMKIT_DTYPE_F32 && p.w.dtype != SSMKIT_DTYPE_BF16) {
+    return make_status(status_code::dtype, "linear: w: unsupported packed dtype %s", dtype_name(p.w.dtype));
+  }
+  const int64_t kx = p.w.dtype == SSMKIT_DTYPE_BF16 ? (p.k + 1) / 2 * 2 : p.k;
+  SSMKIT_RETURN_IF_ERROR(need_dims("linear", {p.m, p.n, p.k}));
+  SSMKIT_RETURN_IF_ERROR(need_float("linear", "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "x", p.x, p.m * p.k));
+  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "w", p.w, (p.n + kPanel - 1) / kPanel * kx * kPanel));
+  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "linear: bias: expected float32");
+  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "bias", p.bias, p.n, true));
+  if (p.x_transposed && (p.seqlen < 1 || p.m % p.seqlen != 0))
+    return make_status(status_code::shape, "linear: seqlen: expected a divisor of M");
+  return check_outputs("linear", p.outputs, p.num_outputs, p.m, p.n, p.seqlen);
+}
+
+// ---- split_columns -----------------------------------------------------------------------------------
+
+__global__ void split_columns_kernel(const void* __restrict__ x, int x_dt, int64_t m, int64_t n,
+                                     const __grid_constant__ out_map om) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < m * n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    store_col(om, i / n, i % n, ld_any(x, x_dt, i));
+  }
+}
+
+// ---- rms_norm, gated_rms_norm: one block per row -----------------------------------------------------
+
+__global__ void __launch_bounds__(kRowThreads) rms_norm_kernel(const __grid_constant__ rms_args a) {
+  extern __shared__ float row[];  // (d,) x + residual in float32
+  __shared__ double red[33];
+  pdl_trigger();
+  pdl_wait();
+  const int64_t out_rows = a.last_of > 0 ? a.rows / a.last_of : a.rows;
+  for (int64_t r = blockIdx.x; r < out_rows; r += gridDim.x) rms_row<false>(a, r, row, red);
+}
+
+struct gated_args {
+  const void* y;  // (rows, d)
+  const void* z;  // (rows, d), optional
+  const void* w;  // (d,)
+  void* out;      // (rows, d)
+  int y_dt, z_dt, w_dt, out_dt;
+  int64_t rows, d, groups;
+  float eps;
+};
+
+__global__ void __launch_bounds__(kRowThreads) gated_rms_norm_kernel(const __grid_constant__ gated_args a) {
+  extern __shared__ float row[];  // (d,) y * silu(z) in float32
+  __shared__ double red[33];
+  pdl_trigger();
+  pdl_wait();
+  const int64_t d = a.d, gs = a.d / a.groups;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+      float v = ld_any(a.y, a.y_dt, r * d + i);
+      if (a.z != nullptr) {
+        const float z = ld_any(a.z, a.z_dt, r * d + i);
+        v *= z / (1.0f + expf(-z));
+      }
+      row[i] = v;
+    }
+    __syncthreads();
+    if (a.groups >= warps) {
+      // Many groups: one warp each.
+      for (int64_t g = warp; g < a.groups; g += warps) {
+        double ss = 0.0;
+        for (int64_t i = g * gs + lane; i < (g + 1) * gs; i += 32) ss += static_cast<double>(row[i]) * row[i];
+        ss = warp_sum(ss);
+        const float rstd = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(gs)) + a.eps);
+        for (int64_t i = g * gs + lane; i < (g + 1) * gs; i += 32)
+          st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_any(a.w, a.w_dt, i));
+      }
+    } else {
+      for (int64_t g = 0; g < a.groups; ++g) {
+        double ss = 0.0;
+        for (int64_t i = g * gs + threadIdx.x; i < (g + 1) * gs; i += blockDim.x)
+          ss += static_cast<double>(row[i]) * row[i];
+        ss = block_sum(ss, red);
+        const float rstd = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(gs)) + a.eps);
+        for (int64_t i = g * gs + threadIdx.x; i < (g + 1) * gs; i += blockDim.x)
+          st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_any(a.w, a.w_dt, i));
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Opts a row kernel into d floats of dynamic shared memory (past 48 KiB where the device allows it).
+status row_smem(const char* op, const void* kernel, int64_t d, size_t* smem) {
+  device_props props;
+  SSMKIT_RETURN_IF_ERROR(current_props(&props));
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(d, 1)) * sizeof(float);
+  // Leave room for the kernel's static shared memory (the reduction scratch).
+  if (bytes + 1024 > static_cast<size_t>(props.smem_optin)) {
+    return make_status(status_code::unsupported, "%s: rows of %lld values are too long for this device", op,
+                       static_cast<long long>(d));
+  }
+  if (bytes > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
+  *smem = bytes;
+  return ok_status();
+}
+
+// ---- embedding, transpose_split, dt_limit -------------------------------------------------------------
+
+struct embedding_args {
+  const int32_t* ids;  // (count,)
+  const void* w;       // (vocab, d), or packed panels
+  void* out;           // (count, d)
+  int w_dt, out_dt;
+  int64_t count, vocab, d;
+  bool packed;
+};
+
+__global__ void embedding_kernel(const __grid_constant__ embedding_args a) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t d = a.d, dx = (d + 1) / 2 * 2;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < a.count * d;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / d, j = i % d;
+    const int64_t v = a.ids[t];
+    if (v < 0 || v >= a.vocab) {
+      st_any(a.out, a.out_dt, i, __int_as_float(0x7fc00000));
+      continue;
+    }
+    // packed: token v is column v % 32 of panel v / 32 (float32 (d, 32), bfloat16 pairs (dx / 2, 32, 2))
+    int64_t src;
+    if (!a.packed) {
+      src = v * d + j;
+    } else if (a.w_dt == SSMKIT_DTYPE_BF16) {
+      src = (v / kPanel) * dx * kPanel + ((j >> 1) * kPanel + v % kPanel) * 2 + (j & 1);
+    } else {
+      src = ((v / kPanel) * d + j) * kPanel + v % kPanel;
+    }
+    st_any(a.out, a.out_dt, i, ld_any(a.w, a.w_dt, src));
+  }
+}
+
+constexpr int kTile = 32;
+
+// 32 x 32 tiles through shared memory: reads along c and writes along r are both coalesced.
+__global__ void __launch_bounds__(kTile * 8)
+    transpose_split_kernel(const void* __restrict__ x, int x_dt, int64_t batch, int64_t r, int64_t c,
+                           const __grid_constant__ split_map sm) {
+  __shared__ float tile[kTile][kTile + 1];
+  pdl_trigger();
+  pdl_wait();
+  const int64_t tr_n = (r + kTile - 1) / kTile, tc_n = (c + kTile - 1) / kTile;
+  for (int64_t t = blockIdx.x; t < batch * tr_n * tc_n; t += gridDim.x) {
+    const int64_t b = t / (tr_n * tc_n), tr = (t / tc_n) % tr_n, tc = t % tc_n;
+    for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
+      const int64_t rr = tr * kTile + i, cc = tc * kTile + threadIdx.x;
+      if (rr < r && cc < c) tile[i][threadIdx.x] = ld_any(x, x_dt, (b * r + rr) * c + cc);
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
+      const int64_t cc = tc * kTile + i, rr = tr * kTile + threadIdx.x;
+      if (rr < r && cc < c) store_split(sm, b, c, rr, cc, tile[threadIdx.x][i]);
+    }
+    __syncthreads();
+  }
+}
+
+// c = 1: a plain split of the columns of (batch, r).
+__global__ void split_rows_kernel(const void* __restrict__ x, int x_dt, int64_t batch, int64_t r,
+                                  const __grid_constant__ split_map sm) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * r;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    store_split(sm, i / r, 1, i % r, 0, ld_any(x, x_dt, i));
+  }
+}
+
+__global__ void dt_limit_kernel(const void* __restrict__ dt, int dt_dt, const float* __restrict__ bias,
+                                void* __restrict__ out, int out_dt, int64_t total, int64_t heads, float lo,
+                                float hi) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = ld_any(dt, dt_dt, i);
+    if (bias != nullptr) v += bias[i % heads];
+    v = softplus_ref(v);
+    // std::min(std::max(v, lo), hi), NaN kept as the CPU keeps it.
+    v = v < lo ? lo : v;
+    v = hi < v ? hi : v;
+    st_any(out, out_dt, i, v);
+  }
+}
+
+// ---- sample: one block per row ---------------------------------------------------------------------
+
+constexpr int kSampleThreads = 1024;
+
+struct sample_args {
+  const float* logits;  // (rows, vocab)
+  const double* draws;  // (rows,), read only when sampling
+  int32_t* tokens;      // (rows,)
+  int64_t rows, vocab, top_k;
+  float temperature, top_p;
+};
+
+// The candidates a selection runs over: key > thr, or key == thr at index <= tie (off: every token).
+struct sample_filter {
+  uint32_t thr;
+  int64_t tie;
+  bool on;
+};
+
+__device__ __forceinline__ bool passes(const sample_filter& f, uint32_t key, int64_t i) {
+  return !f.on || key > f.thr || (key == f.thr && i <= f.tie);
+}
+
+struct sample_shared {
+  double hist[256];
+  double scan[33];
+  double red[33];
+  float fmax[32];
+  unsigned long long pick;
+  unsigned long long pick_max;
+  int digit;
+  double consumed;
+  bool last;
+};
+
+// One row as the selections see it: probabilities exp((l - max) / T) (0 below e^-87 and for NaN, as the
+// CPU's exp_nonpositive), keyed by their float bits (monotone for non-negative floats); thread t walks
+// the contiguous chunk [c0, c1).
+struct sample_row {
+  const float* l;
+  float mx, inv_t;
+  int64_t c0, c1;
+};
+
+__device__ __forceinline__ float row_prob(const sample_row& s, int64_t i) {
+  const float x = (s.l[i] - s.mx) * s.inv_t;
+  return x > -87.0f ? expf(x) : 0.0f;
+}
+
+// Exclusive prefix sum over the block in thread order; *total gets the sum.
+__device__ double block_exclusive_scan(double v, double* sc, double* total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  double inc = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double n = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += n;
+  }
+  if (lane == 31) sc[warp] = inc;
+  __syncthreads();
+  if (warp == 0) {
+    const double w = lane < warps ? sc[lane] : 0.0;
+    double wi = w;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const double n = __shfl_up_sync(0xffffffffu, wi, o);
+      if (lane >= o) wi += n;
+    }
+    if (lane < warps) sc[lane] = wi - w;
+    if (lane == 31) sc[32] = wi;
+  }
+  __syncthreads();
+  const double ex = sc[warp] + inc - v;
+  *total = sc[32];
+  __syncthreads();
+  return ex;
+}
+
+__device__ __forceinline__ bool reaches(double cum, double target, bool strict) {
+  return strict ? cum > target : cum >= target;
+}
+
+// Walking the candidates (passing fa and fb) in the CPU's order, largest probability first and ties by
+// index, finds the first token at which the running count (or mass) reaches `target` (>=, or > when
+// strict); past the candidates' total, the last one. Returns it as a filter: the candidates up to and
+// including it. Radix selection over the keys, 8 bits a pass, then the ties in index order.
+__device__ sample_filter select_prefix(const sample_row& s, const sample_filter& fa, const sample_filter& fb,
+                                       double target, bool by_mass, bool strict, sample_shared& sh) {
+  uint32_t prefix = 0, mask = 0;
+  bool last = false;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) sh.hist[i] = 0.0;
+    __syncthreads();
+    int run_d = -1;
+    double run_v = 0.0;
+    for (int64_t i = s.c0; i < s.c1; ++i) {
+      const float p = row_prob(s, i);
+      const uint32_t key = __float_as_uint(p);
+      if (!passes(fa, key, i) || !passes(fb, key, i) || (key & mask) != prefix) continue;
+      const int d = static_cast<int>((key >> shift) & 0xffu);
+      if (d != run_d) {
+        if (run_d >= 0) atomicAdd(&sh.hist[run_d], run_v);
+        run_d = d;
+        run_v = 0.0;
+      }
+      run_v += by_mass ? static_cast<double>(p) : 1.0;
+    }
+    if (run_d >= 0) atomicAdd(&sh.hist[run_d], run_v);
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      // Lane l holds bins 255 - 8l .. 248 - 8l, largest digit first.
+      double v[8];
+      double sum = 0.0;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        v[e] = sh.hist[255 - 8 * lane - e];
+        sum += v[e];
+      }
+      double inc = sum;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const double n = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += n;
+      }
+      const double before = inc - sum;
+      const unsigned hit = __ballot_sync(0xffffffffu, !last && sum > 0.0 && reaches(inc, target, strict));
+      const unsigned nonempty = __ballot_sync(0xffffffffu, sum > 0.0);
+      if (hit != 0) {
+        if (lane == __ffs(hit) - 1) {
+          double cum = before;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            if (v[e] <= 0.0) continue;
+            if (reaches(cum + v[e], target, strict)) {
+              sh.digit = 255 - 8 * lane - e;
+              sh.consumed = cum;
+              break;
+            }
+            cum += v[e];
+          }
+          sh.last = false;
+        }
+      } else {
+        // Past the total (or already taking the last): the smallest digit present.
+        const int hi_lane = nonempty != 0 ? 31 - __clz(nonempty) : 0;
+        if (lane == hi_lane) {
+          int dg = 255 - 8 * lane;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            if (v[e] > 0.0) dg = 255 - 8 * lane - e;
+          }
+          sh.digit = dg;
+          sh.consumed = 0.0;
+          sh.last = true;
+        }
+      }
+    }
+    __syncthreads();
+    const int digit = sh.digit;
+    last = sh.last;
+    if (!last) target -= sh.consumed;
+    prefix |= static_cast<uint32_t>(digit) << shift;
+    mask |= 0xffu << shift;
+    __syncthreads();
+  }
+  // The ties (key == prefix) in index order.
+  double mine = 0.0;
+  for (int64_t i = s.c0; i < s.c1; ++i) {
+    const float p = row_prob(s, i);
+    const uint32_t key = __float_as_uint(p);
+    if (key == prefix && passes(fa, key, i) && passes(fb, key, i))
+      mine += by_mass ? static_cast<double>(p) : 1.0;
+  }
+  if (threadIdx.x == 0) {
+    sh.pick = ~0ull;
+    sh.pick_max = 0ull;
+  }
+  double total = 0.0;
+  const double before = block_exclusive_scan(mine, sh.scan, &total);
+  if (mine > 0.0) {
+    double cum = before;
+    int64_t last_tie = -1;
+    for (int64_t i = s.c0; i < s.c1; ++i) {
+      const float p = row_prob(s, i);
+      const uint32_t key = __float_as_uint(p);
+      if (key != prefix || !passes(fa, key, i) || !passes(fb, key, i)) continue;
+      last_tie = i;
+      cum += by_mass ? static_cast<double>(p) : 1.0;
+      if (!last && reaches(cum, target, strict)) {
+        atomicMin(&sh.pick, static_cast<unsigned long long>(i));
+        break;
+      }
+    }
+    if (last_tie >= 0) atomicMax(&sh.pick_max, static_cast<unsigned long long>(last_tie));
+  }
+  __syncthreads();
+  sample_filter f;
+  f.thr = prefix;
+  f.tie = sh.pick != ~0ull ? static_cast<int64_t>(sh.pick) : static_cast<int64_t>(sh.pick_max);
+  f.on = true;
+  __syncthreads();
+  return f;
+}
+
+// The mass of the candidates passing fa and fb.
+__device__ double filtered_mass(const sample_row& s, const sample_filter& fa, const sample_filter& fb,
+                                double* red) {
+  double m = 0.0;
+  for (int64_t i = s.c0; i < s.c1; ++i) {
+    const float p = row_prob(s, i);
+    const uint32_t key = __float_as_uint(p);
+    if (passes(fa, key, i) && passes(fb, key, i)) m += static_cast<double>(p);
+  }
+  return block_sum(m, red);
+}
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const __grid_constant__ sample_args a) {
+  __shared__ sample_shared sh;
+  pdl_trigger();
+  pdl_wait();
+  const int64_t V = a.vocab;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float* l = a.logits + r * V;
+    // The max over non-NaN logits, then its first index (the CPU's argmax; 0 when every logit is NaN).
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = l[i] > mx ? l[i] : mx;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float other = __shfl_xor_sync(0xffffffffu, mx, o);
+      mx = other > mx ? other : mx;
+    }
+    if (lane == 0) sh.fmax[warp] = mx;
+    if (threadIdx.x == 0) sh.pick = ~0ull;
+    __syncthreads();
+    mx = -INFINITY;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) mx = sh.fmax[w] > mx ? sh.fmax[w] : mx;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+      if (l[i] == mx) {
+        atomicMin(&sh.pick, static_cast<unsigned long long>(i));
+        break;
+      }
+    }
+    __syncthreads();
+    const int64_t best = sh.pick != ~0ull ? static_cast<int64_t>(sh.pick) : 0;
+    __syncthreads();
+    if (a.temperature <= 0.0f || !(mx > -INFINITY) || mx == INFINITY) {
+      if (threadIdx.x == 0) a.tokens[r] = static_cast<int32_t>(best);
+      continue;
+    }
+    const int64_t chunk = (V + blockDim.x - 1) / blockDim.x;
+    sample_row s;
+    s.l = l;
+    s.mx = mx;
+    s.inv_t = 1.0f / a.temperature;
+    s.c0 = threadIdx.x * chunk < V ? threadIdx.x * chunk : V;
+    s.c1 = s.c0 + chunk < V ? s.c0 + chunk : V;
+    const double draw = a.draws[r];
+    const int64_t top_k = a.top_k > 0 && a.top_k < V ? a.top_k : V;
+    const bool nucleus = a.top_p > 0.0f && a.top_p < 1.0f;
+    const sample_filter all = {0u, 0, false};
+    int64_t picked = best;
+    if (top_k == V && !nucleus) {
+      // No filter: the cumulative mass in index order.
+      double mine = 0.0;
+      int64_t last_pos = -1;
+      for (int64_t i = s.c0; i < s.c1; ++i) {
+        const float p = row_prob(s, i);
+        mine += p;
+        if (p > 0.0f) last_pos = i;
+      }
+      double total = 0.0;
+      const double before = block_exclusive_scan(mine, sh.scan, &total);
+      if (threadIdx.x == 0) {
+        sh.pick = ~0ull;
+        sh.pick_max = 0ull;
+      }
+      __syncthreads();
+      const double u = draw * total;
+      if (mine > 0.0 && before + mine > u) {
+        double cum = before;
+        for (int64_t i = s.c0; i < s.c1; ++i) {
+          const float p = row_prob(s, i);
+          if (p <= 0.0f) continue;
+          cum += p;
+          if (cum > u) {
+            atomicMin(&sh.pick, static_cast<unsigned long long>(i));
+            break;
+          }
+        }
+      }
+      if (last_pos >= 0) atomicMax(&sh.pick_max, static_cast<unsigned long long>(last_pos));
+      __syncthreads();
+      picked = sh.pick != ~0ull ? static_cast<int64_t>(sh.pick) : static_cast<int64_t>(sh.pick_max);
+    } else {
+      sample_filter fk = all;
+      double kept;
+      if (top_k < V) {
+        fk = select_prefix(s, all, all, static_cast<double>(top_k), false, false, sh);
+        kept = filtered_mass(s, fk, all, sh.red);
+      } else {
+        kept = filtered_mass(s, all, all, sh.red);
+      }
+      sample_filter fp = all;
+      if (nucleus) {
+        fp = select_prefix(s, fk, all, static_cast<double>(a.top_p) * kept, true, false, sh);
+        kept = filtered_mass(s, fk, fp, sh.red);
+      }
+      const sample_filter e = select_prefix(s, fk, fp, draw * kept, true, true, sh);
+      picked = e.tie;
+    }
+    if (threadIdx.x == 0) a.tokens[r] = static_cast<int32_t>(picked);
+    __syncthreads();
+  }
+}
+
+// ---- enqueue functions of the ops (checked params) ---------------------------------------------------
+
+status split_columns_enqueue(const launch_ctx& ctx, const split_columns_params& p) {
+  if (p.m == 0 || p.n == 0) return ok_status();
+  const out_map om = make_out_map(p.outputs, p.num_outputs, p.seqlen);
+  return launch(ctx, split_columns_kernel, dim3(stride_grid(p.m * p.n, 256)), dim3(256), 0, p.x.data,
+                static_cast<int>(p.x.dtype), p.m, p.n, om);
+}
+
+status rms_norm_enqueue(const launch_ctx& ctx, const rms_norm_params& p) {
+  const int64_t out_rows = p.last_of > 0 ? p.rows / p.last_of : p.rows;
+  if (out_rows == 0) return ok_status();
+  rms_args a{};
+  a.x = p.x.data;
+  a.res = p.residual.data;
+  a.res_out = p.residual_out.data;
+  a.w = p.weight.data;
+  a.out = p.out.data;
+  a.x_dt = p.x.dtype;
+  a.res_dt = p.residual.dtype;
+  a.res_out_dt = p.residual_out.dtype;
+  a.w_dt = p.weight.dtype;
+  a.out_dt = p.out.dtype;
+  a.rows = p.rows;
+  a.d = p.d;
+  a.last_of = p.last_of;
+  a.eps = p.eps;
+  size_t smem = 0;
+  SSMKIT_RETURN_IF_ERROR(row_smem("rmsNorm", reinterpret_cast<const void*>(rms_norm_kernel), p.d, &smem));
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(out_rows, 65535LL * 16));
+  return launch(ctx, rms_norm_kernel, dim3(grid), dim3(kRowThreads), smem, a);
+}
+
+status gated_rms_norm_enqueue(const launch_ctx& ctx, const gated_rms_norm_params& p) {
+  if (p.rows == 0) return ok_status();
+  gated_args a{};
+  a.y = p.y.data;
+  a.z = p.z.data;
+  a.w = p.weight.data;
+  a.out = p.out.data;
+  a.y_dt = p.y.dtype;
+  a.z_dt = p.z.dtype;
+  a.w_dt = p.weight.dtype;
+  a.out_dt = p.out.dtype;
+  a.rows = p.rows;
+  a.d = p.d;
+  a.groups = p.groups;
+  a.eps = p.eps;
+  size_t smem = 0;
+  SSMKIT_RETURN_IF_ERROR(
+      row_smem("gatedRmsNorm", reinterpret_cast<const void*>(gated_rms_norm_kernel), p.d, &smem));
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(p.rows, 65535LL * 16));
+  return launch(ctx, gated_rms_norm_kernel, dim3(grid), dim3(kRowThreads), smem, a);
+}
+
+status embedding_enqueue(const launch_ctx& ctx, const embedding_params& p) {
+  if (p.count == 0 || p.d == 0) return ok_status();
+  embedding_args a{};
+  a.ids = p.ids.ptr<const int32_t>();
+  a.w = p.weight.data;
+  a.out = p.out.data;
+  a.w_dt = p.weight.dtype;
+  a.out_dt = p.out.dtype;
+  a.count = p.count;
+  a.vocab = p.vocab;
+  a.d = p.d;
+  a.packed = p.packed;
+  return launch(ctx, embedding_kernel, dim3(stride_grid(p.count * p.d, 256)), dim3(256), 0, a);
+}
+
+status transpose_split_enqueue(const launch_ctx& ctx, const transpose_split_params& p) {
+  if (p.batch == 0 || p.r == 0 || p.c == 0) return ok_status();
+  split_map sm{};
+  sm.count = p.num_outputs;
+  for (int i = 0; i < p.num_outputs; ++i) {
+    sm.data[i] = p.outputs[i].out.data;
+    sm.row0[i] = p.outputs[i].row0;
+    sm.rows[i] = p.outputs[i].rows;
+    sm.dtype[i] = p.outputs[i].out.dtype;
+  }
+  if (p.c == 1) {
+    return launch(ctx, split_rows_kernel, dim3(stride_grid(p.batch * p.r, 256)), dim3(256), 0, p.x.data,
+                  static_cast<int>(p.x.dtype), p.batch, p.r, sm);
+  }
+  const int64_t tiles = p.batch * ((p.r + kTile - 1) / kTile) * ((p.c + kTile - 1) / kTile);
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, 65535LL * 16));
+  return launch(ctx, transpose_split_kernel, dim3(grid), dim3(kTile, 8), 0, p.x.data,
+                static_cast<int>(p.x.dtype), p.batch, p.r, p.c, sm);
+}
+
+status dt_limit_enqueue(const launch_ctx& ctx, const dt_limit_params& p) {
+  const int64_t total = p.rows * p.heads;
+  if (total == 0) return ok_status();
+  return launch(ctx, dt_limit_kernel, dim3(stride_grid(total, 256)), dim3(256), 0, p.dt.data,
+                static_cast<int>(p.dt.dtype), p.bias.present() ? p.bias.ptr<const float>() : nullptr,
+                p.out.data, static_cast<int>(p.out.dtype), total, p.heads, p.lo, p.hi);
+}
+
+status sample_enqueue(const launch_ctx& ctx, const float* logits, const double* draws, int32_t* tokens,
+                      const sample_params& p) {
+  if (p.rows == 0) return ok_status();
+  sample_args a{};
+  a.logits = logits;
+  a.draws = draws;
+  a.tokens = tokens;
+  a.rows = p.rows;
+  a.vocab = p.vocab;
+  a.top_k = p.top_k;
+  a.temperature = p.temperature;
+  a.top_p = p.top_p;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(p.rows, 65535LL * 16));
+  return launch(ctx, sample_kernel, dim3(grid), dim3(kSampleThreads), 0, a);
+}
+
+status check_sample(const sample_params& p) {
+  const char* op = "sample";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.vocab}));
+  if (p.vocab < 1)
+    return make_status(status_code::value, "%s: logits: expected a vocabulary of at least 1", op);
+  if (p.vocab > 0x7fffffffLL)
+    return make_status(status_code::unsupported, "%s: logits: vocabulary too large", op);
+  if (p.tokens.dtype != SSMKIT_DTYPE_I32)
+    return make_status(status_code::dtype, "%s: tokens: expected int32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "tokens", p.tokens, p.rows));
+  if (p.temperature > 0.0f) {
+    if (p.draws.dtype != SSMKIT_DTYPE_F64)
+      return make_status(status_code::dtype, "%s: draws: expected float64", op);
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "draws", p.draws, p.rows));
+  }
+  return ok_status();
+}
+
+// ---- the fused decode step ---------------------------------------------------------------------------
+
+tensor_view view_of(void* data, ssmkit_dtype dtype, std::initializer_list<int64_t> dims) {
+  tensor_view v;
+  v.data = data;
+  v.dtype = dtype;
+  v.ndim = static_cast<int>(dims.size());
+  int i = 0;
+  for (int64_t d : dims) v.shape[i++] = d;
+  return v;
+}
+
+linear_output col(const tensor_view& out, int64_t col0, int64_t cols) {
+  linear_output o;
+  o.out = out;
+  o.col0 = col0;
+  o.cols = cols;
+  return o;
+}
+
+// Device buffers of one decode step, carved from one allocation (the CPU's scratch, plus the staging of
+// the ids and logits a captured graph reads and writes, and the linear layers' split-K scratch).
+struct decode_buffers {
+  void *hidden, *residual, *hn, *z, *xin, *xc, *dt, *dtl, *dtin, *xs, *bm, *cm, *y, *yn;
+  void *qtmp, *rotated;
+  int8_t* aq;
+  float* as;
+  int32_t* ids;     // (batch,) staged ids
+  float* logits;    // (batch, vocab) staged logits
+  int32_t* tokens;  // (batch,) sampled tokens
+  double* draws;    // (batch,) staged draws
+  float* partial;   // gemv split-K partials
+  int* counters;    // gemv split-K counters, then the norm tail's (zero between launches)
+  int* done;
+  size_t counter_count;
+};
+
+struct decode_sizes {
+  int64_t max_k = 0, max_n = 0;
+  size_t partial_floats = 0, counters = 0;
+};
+
+// The widest linear and the largest split-K scratch of any linear in the step.
+decode_sizes size_decode(const mamba_decode_model& m, int64_t B, int sms) {
+  decode_sizes z;
+  z.max_k = m.d_model;
+  auto visit = [&](const linear_weight& lw) {
+    z.max_k = std::max(z.max_k, lw.k);
+    z.max_n = std::max(z.max_n, lw.n);
+    if (lw.kind == LINEAR_FLOAT && B <= kGemvMaxM) {
+      const gemv_plan g = plan_gemv(B, lw.k, lw.n, lw.w.dtype == SSMKIT_DTYPE_BF16, sms);
+      z.partial_floats = std::max(z.partial_floats, g.partial_floats);
+      z.counters = std::max(z.counters, g.counters);
+    }
+  };
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    visit(w.in_proj);
+    visit(w.out_proj);
+    if (!m.mamba2) {
+      visit(w.x_proj);
+      visit(w.dt_proj);
+    }
+  }
+  visit(m.head);
+  return z;
+}
+
+// Carves the buffers from `base` (nullptr: only measures); returns the bytes used.
+size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& z, char* base,
+                    decode_buffers* out) {
+  size_t used = 0;
+  auto take = [&](size_t bytes) -> void* {
+    void* p = base != nullptr ? base + used : nullptr;
+    used += (bytes + 255) / 256 * 256;
+    return p;
+  };
+  const int64_t d = m.d_model, di = m.d_inner, gds = m.ngroups * m.d_state;
+  const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
+  const size_t e = static_cast<size_t>(dtype_size(m.act));
+  const size_t row = static_cast<size_t>(B);
+  decode_buffers b{};
+  b.hidden = take(row * d * e);
+  b.residual = take(row * d * 4);
+  b.hn = take(row * d * e);
+  b.z = take(row * di * e);
+  b.xin = take(row * conv_dim * e);
+  b.xc = take(row * conv_dim * e);
+  b.dt = take(row * std::max(di, m.nheads) * e);
+  b.dtl = take(row * std::max<int64_t>(m.nheads, 1) * e);
+  b.dtin = take(row * std::max<int64_t>(m.dt_rank, 1) * e);
+  b.xs = take(row * di * e);
+  b.bm = take(row * std::max<int64_t>(gds, 1) * e);
+  b.cm = take(row * std::max<int64_t>(gds, 1) * e);
+  b.y = take(row * di * e);
+  b.yn = take(row * di * e);
+  b.qtmp = take(row * std::max<int64_t>(z.max_n, 1) * e);
+  b.rotated = take(row * z.max_k * e);
+  b.aq = static_cast<int8_t*>(take(row * z.max_k));
+  b.as = static_cast<float*>(take(row * 4));
+  b.ids = static_cast<int32_t*>(take(row * 4));
+  b.logits = static_cast<float*>(take(row * std::max<int64_t>(m.vocab, 1) * 4));
+  b.tokens = static_cast<int32_t*>(take(row * 4));
+  b.draws = static_cast<double*>(take(row * 8));
+  b.partial = static_cast<float*>(take(std::max<size_t>(z.partial_floats, 1) * 4));
+  b.counters = static_cast<int*>(take((z.counters + 1) * 4));
+  b.done = b.counters + z.counters;
+  b.counter_count = z.counters + 1;
+  if (out != nullptr) *out = b;
+  return used;
+}
+
+struct quant_ptrs {
+  void* tmp;
+  void* rotated;
+  int8_t* aq;
+  float* as;
+};
+
+status missing_quant(const char* fn) {
+  return make_status(
+      status_code::not_compiled,
+      "decodeStep: quantized layers need %s, which this build's quantization family lacks on CUDA", fn);
+}
+
+// out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
+status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
+                     const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
+                     const decode_buffers& buf, int sms) {
+  if (lw.kind == LINEAR_FLOAT) {
+    linear_params p;
+    p.x = x;
+    p.w = lw.w;
+    p.bias = lw.bias;
+    p.m = batch;
+    p.k = lw.k;
+    p.n = lw.n;
+    p.num_outputs = n_outs;
+    for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
+    SSMKIT_RETURN_IF_ERROR(check_linear(p));
+    linear_scratch scr;
+    scr.partial = buf.partial;
+    scr.counters = buf.counters;
+    return linear_enqueue(ctx, p, scr, sms);
+  }
+  void* stream = ctx.stream;
+  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
+  tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n});
+  if (lw.kind == LINEAR_W4A16) {
+    if (gemm_w4a16_cuda == nullptr) return missing_quant("gemm_w4a16_cuda");
+    tensor_view xin = x;
+    if (lw.rotate) {
+      hadamard_params h;
+      h.x = x;
+      h.out = view_of(qs.rotated, x.dtype, {batch, lw.k});
+      h.rows = batch;
+      h.n = lw.k;
+      h.scale = 1.0f / std::sqrt(static_cast<float>(lw.k));
+      SSMKIT_RETURN_IF_ERROR(hadamard_cuda(h, stream));
+      xin = h.out;
+    }
+    gemm_w4a16_params g;
+    g.x = xin;
+    g.w = lw.w;
+    g.scales = lw.w_scale;
+    g.bias = lw.bias;
+    g.out = out;
+    g.m = batch;
+    g.n = lw.n;
+    g.k = lw.k;
+    g.group_size = lw.group_size;
+    g.w_packed = true;
+    SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
+  } else {
+    if (quantize_cuda == nullptr) return missing_quant("quantize_cuda");
+    quantize_params q;
+    q.x = x;
+    q.q = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k});
+    q.lines = batch;
+    q.len = lw.k;
+    q.bits = 8;
+    q.hadamard = lw.rotate;
+    if (lw.act_scale.present()) {
+      q.scale = lw.act_scale;
+      q.granularity = QUANT_TENSOR;
+      q.static_scale = true;
+    } else {
+      q.scale = view_of(qs.as, SSMKIT_DTYPE_F32, {batch});
+      q.granularity = QUANT_TOKEN;
+    }
+    SSMKIT_RETURN_IF_ERROR(quantize_cuda(q, stream));
+    if (lw.kind == LINEAR_W8A8) {
+      if (gemm_w8a8_cuda == nullptr) return missing_quant("gemm_w8a8_cuda");
+      gemm_w8a8_params g;
+      g.a = q.q;
+      g.w = lw.w;
+      g.a_scale = q.scale;
+      g.w_scale = lw.w_scale;
+      g.bias = lw.bias;
+      g.out = out;
+      g.m = batch;
+      g.n = lw.n;
+      g.k = lw.k;
+      g.w_packed = true;
+      SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
+    } else if (lw.kind == LINEAR_W4A8) {
+      if (gemm_w4a8_cuda == nullptr) return missing_quant("gemm_w4a8_cuda");
+      gemm_w4a8_params g;
+      g.a = q.q;
+      g.w = lw.w;
+      g.a_scale = q.scale;
+      g.w_scale = lw.w_scale;
+      g.bias = lw.bias;
+      g.out = out;
+      g.m = batch;
+      g.n = lw.n;
+      g.k = lw.k;
+      g.group_size = lw.group_size;
+      g.w_packed = true;
+      SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g, stream));
+    } else {
+      return make_status(status_code::value, "decodeStep: unknown linear kind %d", static_cast<int>(lw.kind));
+    }
+  }
+  if (direct) return ok_status();
+  split_columns_params sp;
+  sp.x = out;
+  sp.m = batch;
+  sp.n = lw.n;
+  sp.num_outputs = n_outs;
+  for (int i = 0; i < n_outs; ++i) sp.outputs[i] = outs[i];
+  SSMKIT_RETURN_IF_ERROR(check_outputs("splitColumns", sp.outputs, sp.num_outputs, sp.m, sp.n, sp.seqlen));
+  return split_columns_enqueue(ctx, sp);
+}
+
+// Checks a decode call as the CPU step does, before anything is enqueued.
+status check_decode(const mamba_decode_params& p) {
+  const char* op = "decodeStep";
+  if (p.model == nullptr) return make_status(status_code::value, "%s: plan: expected a model", op);
+  const mamba_decode_model& mm = *p.model;
+  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.batch));
+  if (p.logits.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "%s: logits: expected float32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "logits", p.logits, p.batch * mm.vocab));
+  if (mm.act != SSMKIT_DTYPE_F32 && mm.act != SSMKIT_DTYPE_F16 && mm.act != SSMKIT_DTYPE_BF16)
+    return make_status(status_code::dtype, "%s: plan: unsupported activation dtype", op);
+  const int64_t cd = mm.mamba2 ? mm.d_inner + 2 * mm.ngroups * mm.d_state : mm.d_inner;
+  const int64_t ssm = mm.mamba2 ? mm.nheads * mm.headdim * mm.d_state : mm.d_inner * mm.d_state;
+  for (int l = 0; l < mm.num_layers; ++l) {
+    const tensor_view& c = p.conv_states[l];
+    if (c.dtype != SSMKIT_DTYPE_F32 || c.ndim != 3 || c.shape[0] != p.batch || c.shape[1] != cd ||
+        c.shape[2] < mm.conv_width - 1) {
+      return make_status(status_code::shape, "%s: states: layer %d's conv state does not fit the model", op,
+                         l);
+    }
+    if (p.ssm_states[l].dtype != SSMKIT_DTYPE_F32)
+      return make_status(status_code::dtype, "%s: states: expected float32", op);
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "states", p.ssm_states[l], p.batch * ssm));
+  }
+  if (p.sample.tokens.present()) {
+    sample_params sp = p.sample;
+    sp.rows = p.batch;
+    sp.vocab = mm.vocab;
+    SSMKIT_RETURN_IF_ERROR(check_sample(sp));
+  }
+  // Every tensor but the sampler's draws and tokens lives on the ids' device.
+  const int dev = p.ids.device;
+  auto on_dev = [&](const tensor_view& t, const char* what) -> status {
+    if (t.present() && t.device != dev)
+      return make_status(status_code::value, "%s: %s: expected a tensor on cuda:%d", op, what, dev);
+    return ok_status();
+  };
+  auto linear_on_dev = [&](const linear_weight& lw) -> status {
+    for (const tensor_view* t : {&lw.w, &lw.bias, &lw.w_scale, &lw.act_scale})
+      SSMKIT_RETURN_IF_ERROR(on_dev(*t, "plan"));
+    return ok_status();
+  };
+  if (dev < 0) return make_status(status_code::value, "%s: ids: expected a device tensor", op);
+  SSMKIT_RETURN_IF_ERROR(on_dev(p.logits, "logits"));
+  for (int l = 0; l < mm.num_layers; ++l) {
+    const mamba_layer_weights& w = mm.layers[l];
+    SSMKIT_RETURN_IF_ERROR(on_dev(p.conv_states[l], "states"));
+    SSMKIT_RETURN_IF_ERROR(on_dev(p.ssm_states[l], "states"));
+    for (const tensor_view* t :
+         {&w.norm, &w.conv_weight, &w.conv_bias, &w.dt_bias, &w.A, &w.D, &w.gated_norm})
+      SSMKIT_RETURN_IF_ERROR(on_dev(*t, "plan"));
+    for (const linear_weight* lw : {&w.in_proj, &w.x_proj, &w.dt_proj, &w.out_proj})
+      SSMKIT_RETURN_IF_ERROR(linear_on_dev(*lw));
+  }
+  SSMKIT_RETURN_IF_ERROR(on_dev(mm.norm_f, "plan"));
+  SSMKIT_RETURN_IF_ERROR(on_dev(mm.embed, "plan"));
+  return linear_on_dev(mm.head);
+}
+
+// Enqueues one step, ids (B,) -> logits (B, vocab), in the CPU step's order.
+status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params& p, const decode_buffers& buf,
+                               const int32_t* ids, float* logits, int sms) {
+  const mamba_decode_model& m = *p.model;
+  const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
+  const int64_t gds = m.ngroups * ds;
+  const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
+  const int64_t nh = m.nheads, r = m.dt_rank;
+  const ssmkit_dtype act = m.act;
+  const ssmkit_dtype res_t = m.residual_fp32 ? SSMKIT_DTYPE_F32 : act;
+  void* stream = ctx.stream;
+  quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
+
+  const tensor_view hidden_v = view_of(buf.hidden, act, {B, d});
+  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d});
+  const tensor_view hn_v = view_of(buf.hn, act, {B, d});
+
+  embedding_params ep;
+  ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B});
+  ep.weight = m.embed;
+  ep.out = hidden_v;
+  ep.count = B;
+  ep.vocab = m.vocab;
+  ep.d = d;
+  ep.packed = m.embed_packed;
+  SSMKIT_RETURN_IF_ERROR(embedding_enqueue(ctx, ep));
+
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    rms_norm_params np;
+    np.x = hidden_v;
+    if (l > 0) np.residual = residual_v;
+    np.residual_out = residual_v;
+    np.weight = w.norm;
+    np.out = hn_v;
+    np.rows = B;
+    np.d = d;
+    np.eps = m.eps;
+    SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, np));
+
+    const tensor_view z_v = view_of(buf.z, act, {B, di});
+    const tensor_view xin_v = view_of(buf.xin, act, {B, conv_dim});
+    const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim});
+    if (!m.mamba2) {
+      const linear_output outs[2] = {col(xin_v, 0, di), col(z_v, di, di)};
+      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 2, act, qs, buf, sms));
+    } else {
+      const tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      const linear_output outs[3] = {col(z_v, 0, di), col(xin_v, di, conv_dim), col(dt_v, di + conv_dim, nh)};
+      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 3, act, qs, buf, sms));
+    }
+
+    causal_conv1d_update_params cp;
+    cp.x = xin_v;
+    cp.conv_state = p.conv_states[l];
+    cp.weight = w.conv_weight;
+    cp.bias = w.conv_bias;
+    cp.out = xc_v;
+    cp.batch = B;
+    cp.state_batch = B;
+    cp.dim = conv_dim;
+    cp.seqlen = 1;
+    cp.width = m.conv_width;
+    cp.state_len = p.conv_states[l].dim(2);
+    cp.silu = true;
+    SSMKIT_RETURN_IF_ERROR(causal_conv1d_update_cuda(cp, stream));
+
+    selective_state_update_params sp;
+    sp.state = p.ssm_states[l];
+    sp.A = w.A;
+    sp.D = w.D;
+    sp.batch = B;
+    sp.state_batch = B;
+    sp.dstate = ds;
+    const tensor_view y_v = view_of(buf.y, act, {B, di});
+    tensor_view layer_out = y_v;
+    if (!m.mamba2) {
+      const tensor_view dtin_v = view_of(buf.dtin, act, {B, r});
+      const tensor_view bm_v = view_of(buf.bm, act, {B, ds});
+      const tensor_view cm_v = view_of(buf.cm, act, {B, ds});
+      const linear_output xo[3] = {col(dtin_v, 0, r), col(bm_v, r, ds), col(cm_v, r + ds, ds)};
+      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.x_proj, xc_v, B, xo, 3, act, qs, buf, sms));
+      const tensor_view dt_v = view_of(buf.dt, act, {B, di});
+      const linear_output dto[1] = {col(dt_v, 0, di)};
+      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.dt_proj, dtin_v, B, dto, 1, act, qs, buf, sms));
+      sp.x = xc_v;
+      sp.dt = dt_v;
+      sp.B = bm_v;
+      sp.C = cm_v;
+      sp.z = z_v;
+      sp.dt_bias = w.dt_bias;
+      sp.dt_softplus = true;
+      sp.out = y_v;
+      sp.multihead = false;
+      sp.nheads = di;
+      sp.headdim = 1;
+      sp.groups = 1;
+      SSMKIT_RETURN_IF_ERROR(selective_state_update_cuda(sp, stream));
+    } else {
+      split_columns_params xp;
+      xp.x = xc_v;
+      xp.m = B;
+      xp.n = conv_dim;
+      xp.num_outputs = 3;
+      xp.outputs[0] = col(view_of(buf.xs, act, {B, di}), 0, di);
+      xp.outputs[1] = col(view_of(buf.bm, act, {B, gds}), di, gds);
+      xp.outputs[2] = col(view_of(buf.cm, act, {B, gds}), di + gds, gds);
+      SSMKIT_RETURN_IF_ERROR(split_columns_enqueue(ctx, xp));
+      tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      if (m.dt_limited) {
+        dt_limit_params lp;
+        lp.dt = dt_v;
+        lp.bias = w.dt_bias;
+        lp.out = view_of(buf.dtl, act, {B, nh});
+        lp.rows = B;
+        lp.heads = nh;
+        lp.lo = m.dt_lo;
+        lp.hi = m.dt_hi;
+        SSMKIT_RETURN_IF_ERROR(dt_limit_enqueue(ctx, lp));
+        dt_v = lp.out;
+      } else {
+        sp.dt_bias = w.dt_bias;
+        sp.dt_softplus = true;
+      }
+      sp.x = view_of(buf.xs, act, {B, nh, m.headdim});
+      sp.dt = dt_v;
+      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds});
+      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds});
+      sp.out = view_of(buf.y, act, {B, nh, m.headdim});
+      sp.multihead = true;
+      sp.nheads = nh;
+      sp.headdim = m.headdim;
+      sp.groups = m.ngroups;
+      SSMKIT_RETURN_IF_ERROR(selective_state_update_cuda(sp, stream));
+      gated_rms_norm_params gp;
+      gp.y = y_v;
+      gp.z = z_v;
+      gp.weight = w.gated_norm;
+      gp.out = view_of(buf.yn, act, {B, di});
+      gp.rows = B;
+      gp.d = di;
+      gp.groups = m.ngroups;
+      gp.eps = m.eps;
+      if (gp.groups < 1 || gp.d % gp.groups != 0)
+        return make_status(status_code::value, "decodeStep: plan: n_groups must divide d_inner");
+      SSMKIT_RETURN_IF_ERROR(gated_rms_norm_enqueue(ctx, gp));
+      layer_out = gp.out;
+    }
+    const linear_output oo[1] = {col(hidden_v, 0, d)};
+    SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.out_proj, layer_out, B, oo, 1, act, qs, buf, sms));
+  }
+
+  rms_norm_params fp;
+  fp.x = hidden_v;
+  if (m.num_layers > 0) fp.residual = residual_v;
+  fp.weight = m.norm_f;
+  fp.out = hn_v;
+  fp.rows = B;
+  fp.d = d;
+  fp.eps = m.eps;
+  SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, fp));
+  const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}), 0, m.vocab)};
+  return decode_linear(ctx, m.head, hn_v, B, lo, 1, act, qs, buf, sms);
+}
+
+// Whether the fused sequence can run this model and batch: float linear layers, one gemv chunk of rows
+// per call at most 64 rows, and a d_model row that fits the norm tail's shared memory.
+bool decode_can_fuse(const mamba_decode_model& m, int64_t B) {
+  if (B < 1 || B > kGemvMaxM || m.num_layers < 1) return false;
+  if (m.d_model * static_cast<int64_t>(sizeof(float)) > 40 * 1024) return false;
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    if (w.in_proj.kind != LINEAR_FLOAT || w.out_proj.kind != LINEAR_FLOAT) return false;
+    if (!m.mamba2 && (w.x_proj.kind != LINEAR_FLOAT || w.dt_proj.kind != LINEAR_FLOAT)) return false;
+  }
+  return m.head.kind == LINEAR_FLOAT;
+}
+
+// A float linear layer of the step as gemv arguments writing `outs`, checked like linear.
+status decode_gemv(const linear_weight& lw, const tensor_view& x, int64_t batch, const linear_output* outs,
+                   int n_outs, const decode_buffers& buf, int sms, gemv_args* a, gemv_plan* g) {
+  linear_params p;
+  p.x = x;
+  p.w = lw.w;
+  p.bias = lw.bias;
+  p.m = batch;
+  p.k = lw.k;
+  p.n = lw.n;
+  p.num_outputs = n_outs;
+  for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
+  SSMKIT_RETURN_IF_ERROR(check_linear(p));
+  if (p.k < 1 || p.m > kGemvMaxM)
+    return make_status(status_code::internal, "decodeStep: a layer the fused step cannot run");
+  *g = linear_gemv_plan(p, sms);
+  linear_scratch scr;
+  scr.partial = buf.partial;
+  scr.counters = buf.counters;
+  *a = make_gemv_args(p, *g, scr);
+  return ok_status();
+}
+
+rms_args make_rms(const tensor_view& x, const tensor_view& res, const tensor_view& res_out,
+                  const tensor_view& w, const tensor_view& out, int64_t rows, int64_t d, float eps) {
+  rms_args r{};
+  r.x = x.data;
+  r.res = res.data;
+  r.res_out = res_out.data;
+  r.w = w.data;
+  r.out = out.data;
+  r.x_dt = x.dtype;
+  r.res_dt = res.dtype;
+  r.res_out_dt = res_out.dtype;
+  r.w_dt = w.dtype;
+  r.out_dt = out.dtype;
+  r.rows = rows;
+  r.d = d;
+  r.eps = eps;
+  return r;
+}
+
+// The step with the small kernels folded into the linear layers' epilogues: per layer, in_proj with
+// the conv update (and Mamba-2's split and dt limit), x_proj, dt_proj with the state update (Mamba),
+// or the scan family's state update and the gated norm (Mamba-2), and out_proj with the next norm in
+// its tail; 4 launches per layer instead of 7 to 9. The same math as decode_enqueue_composed.
+status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p, const decode_buffers& buf,
+                            const int32_t* ids, float* logits, int sms) {
+  const mamba_decode_model& m = *p.model;
+  const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
+  const int64_t gds = m.ngroups * ds;
+  const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
+  const int64_t nh = m.nheads, r = m.dt_rank;
+  const ssmkit_dtype act = m.act;
+  const ssmkit_dtype res_t = m.residual_fp32 ? SSMKIT_DTYPE_F32 : act;
+  void* stream = ctx.stream;
+
+  const tensor_view hidden_v = view_of(buf.hidden, act, {B, d});
+  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d});
+  const tensor_view hn_v = view_of(buf.hn, act, {B, d});
+  const tensor_view none;
+
+  embedding_params ep;
+  ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B});
+  ep.weight = m.embed;
+  ep.out = hidden_v;
+  ep.count = B;
+  ep.vocab = m.vocab;
+  ep.d = d;
+  ep.packed = m.embed_packed;
+  SSMKIT_RETURN_IF_ERROR(embedding_enqueue(ctx, ep));
+  {
+    rms_norm_params np;
+    np.x = hidden_v;
+    np.residual_out = residual_v;
+    np.weight = m.layers[0].norm;
+    np.out = hn_v;
+    np.rows = B;
+    np.d = d;
+    np.eps = m.eps;
+    SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, np));
+  }
+
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    const tensor_view& conv_state = p.conv_states[l];
+    const tensor_view z_v = view_of(buf.z, act, {B, di});
+    const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim});
+    const tensor_view y_v = view_of(buf.y, act, {B, di});
+    if (w.conv_weight.numel() != conv_dim * m.conv_width ||
+        (w.conv_bias.present() && w.conv_bias.numel() != conv_dim))
+      return make_status(status_code::shape,
+                         "decodeStep: plan: layer %d's conv weight does not fit the model", l);
+
+    // in_proj, the conv's update in its epilogue.
+    gemv_args a{};
+    gemv_plan g;
+    conv_epi ce{};
+    ce.weight = w.conv_weight.data;
+    ce.w_dt = w.conv_weight.dtype;
+    ce.bias = w.conv_bias.data;
+    ce.bias_dt = w.conv_bias.dtype;
+    ce.state = conv_state.ptr<float>();
+    ce.width = m.conv_width;
+    ce.state_len = conv_state.dim(2);
+    ce.act = act;
+    ce.dim = conv_dim;
+    if (!m.mamba2) {
+      const linear_output outs[1] = {col(z_v, di, di)};
+      SSMKIT_RETURN_IF_ERROR(decode_gemv(w.in_proj, hn_v, B, outs, 1, buf, sms, &a, &g));
+      ce.c0 = 0;
+      ce.out.count = 1;
+      ce.out.data[0] = buf.xc;
+      ce.out.row0[0] = 0;
+      ce.out.rows[0] = di;
+      ce.out.dtype[0] = act;
+    } else {
+      const tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      const linear_output outs[2] = {col(z_v, 0, di), col(dt_v, di + conv_dim, nh)};
+      // A limited dt leaves through the epilogue instead of the second output.
+      SSMKIT_RETURN_IF_ERROR(decode_gemv(w.in_proj, hn_v, B, outs, m.dt_limited ? 1 : 2, buf, sms, &a, &g));
+      ce.c0 = di;
+      ce.out.count = 3;
+      void* parts[3] = {buf.xs, buf.bm, buf.cm};
+      const int64_t r0[3] = {0, di, di + gds}, rows[3] = {di, gds, gds};
+      for (int i = 0; i < 3; ++i) {
+        ce.out.data[i] = parts[i];
+        ce.out.row0[i] = r0[i];
+        ce.out.rows[i] = rows[i];
+        ce.out.dtype[i] = act;
+      }
+      if (m.dt_limited) {
+        if (w.dt_bias.present() && w.dt_bias.numel() != nh)
+          return make_status(status_code::shape,
+                             "decodeStep: plan: layer %d's dt bias does not fit the model", l);
+        ce.dt_limited = true;
+        ce.dt0 = di + conv_dim;
+        ce.heads = nh;
+        ce.dt_bias = w.dt_bias.ptr<const float>();
+        ce.lo = m.dt_lo;
+        ce.hi = m.dt_hi;
+        ce.dt_out = buf.dtl;
+      }
+    }
+    if (w.in_proj.n < ce.c0 + conv_dim)
+      return make_status(status_code::shape, "decodeStep: plan: layer %d's in_proj does not fit the model",
+                         l);
+    a.epi = EPI_CONV;
+    a.conv = ce;
+    SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.in_proj.w.dtype == SSMKIT_DTYPE_BF16));
+
+    tensor_view layer_out = y_v;
+    if (!m.mamba2) {
+      const tensor_view dtin_v = view_of(buf.dtin, act, {B, r});
+      const tensor_view bm_v = view_of(buf.bm, act, {B, ds});
+      const tensor_view cm_v = view_of(buf.cm, act, {B, ds});
+      const linear_output xo[3] = {col(dtin_v, 0, r), col(bm_v, r, ds), col(cm_v, r + ds, ds)};
+      SSMKIT_RETURN_IF_ERROR(decode_gemv(w.x_proj, xc_v, B, xo, 3, buf, sms, &a, &g));
+      SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.x_proj.w.dtype == SSMKIT_DTYPE_BF16));
+
+      // dt_proj, the state update in its epilogue.
+      const linear_output dto[1] = {col(y_v, 0, di)};
+      SSMKIT_RETURN_IF_ERROR(decode_gemv(w.dt_proj, dtin_v, B, dto, 1, buf, sms, &a, &g));
+      if (w.dt_proj.n != di || w.A.numel() != di * ds || (w.D.present() && w.D.numel() != di) ||
+          (w.dt_bias.present() && w.dt_bias.numel() != di) || p.ssm_states[l].numel() != B * di * ds)
+        return make_status(status_code::shape,
+                           "decodeStep: plan: layer %d's state update does not fit the model", l);
+      ssu_epi se{};
+      se.x = buf.xc;
+      se.x_dt = act;
+      se.z = buf.z;
+      se.z_dt = act;
+      se.B = buf.bm;
+      se.b_dt = act;
+      se.C = buf.cm;
+      se.c_dt = act;
+      se.A = w.A.ptr<const float>();
+      se.D = w.D.ptr<const float>();
+      se.dt_bias = w.dt_bias.ptr<const float>();
+      se.state = p.ssm_states[l].ptr<float>();
+      se.out = buf.y;
+      se.out_dt = act;
+      se.dim = di;
+      se.N = ds;
+      se.act = act;
+      a.epi = EPI_SSU;
+      a.ssu = se;
+      SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.dt_proj.w.dtype == SSMKIT_DTYPE_BF16));
+    } else {
+      selective_state_update_params sp;
+      sp.state = p.ssm_states[l];
+      sp.A = w.A;
+      sp.D = w.D;
+      sp.batch = B;
+      sp.state_batch = B;
+      sp.dstate = ds;
+      tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      if (m.dt_limited) {
+        dt_v = view_of(buf.dtl, act, {B, nh});
+      } else {
+        sp.dt_bias = w.dt_bias;
+        sp.dt_softplus = true;
+      }
+      sp.x = view_of(buf.xs, act, {B, nh, m.headdim});
+      sp.dt = dt_v;
+      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds});
+      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds});
+      sp.out = view_of(buf.y, act, {B, nh, m.headdim});
+      sp.multihead = true;
+      sp.nheads = nh;
+      sp.headdim = m.headdim;
+      sp.groups = m.ngroups;
+      SSMKIT_RETURN_IF_ERROR(selective_state_update_cuda(sp, stream));
+      gated_rms_norm_params gp;
+      gp.y = y_v;
+      gp.z = z_v;
+      gp.weight = w.gated_norm;
+      gp.out = view_of(buf.yn, act, {B, di});
+      gp.rows = B;
+      gp.d = di;
+      gp.groups = m.ngroups;
+      gp.eps = m.eps;
+      if (gp.groups < 1 || gp.d % gp.groups != 0)
+        return make_status(status_code::value, "decodeStep: plan: n_groups must divide d_inner");
+      SSMKIT_RETURN_IF_ERROR(gated_rms_norm_enqueue(ctx, gp));
+      layer_out = gp.out;
+    }
+
+    // out_proj, the next norm (this layer's residual added) in its tail.
+    const linear_output oo[1] = {col(hidden_v, 0, d)};
+    SSMKIT_RETURN_IF_ERROR(decode_gemv(w.out_proj, layer_out, B, oo, 1, buf, sms, &a, &g));
+    const bool last = l + 1 == m.num_layers;
+    const tensor_view& next_w = last ? m.norm_f : m.layers[l + 1].norm;
+    SSMKIT_RETURN_IF_ERROR(need_numel("decodeStep", "plan", next_w, d));
+    a.has_tail = true;
+    a.tail.done = buf.done;
+    a.tail.norm = make_rms(hidden_v, residual_v, last ? none : residual_v, next_w, hn_v, B, d, m.eps);
+    g.smem = std::max(g.smem, static_cast<size_t>(d) * sizeof(float));
+    SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.out_proj.w.dtype == SSMKIT_DTYPE_BF16));
+  }
+
+  quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
+  const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}), 0, m.vocab)};
+  return decode_linear(ctx, m.head, hn_v, B, lo, 1, act, qs, buf, sms);
+}
+
+status decode_enqueue(const launch_ctx& ctx, const mamba_decode_params& p, const decode_buffers& buf,
+                      const int32_t* ids, float* logits, int sms, bool fused) {
+  if (fused && decode_can_fuse(*p.model, p.batch)) return decode_enqueue_fused(ctx, p, buf, ids, logits, sms);
+  return decode_enqueue_composed(ctx, p, buf, ids, logits, sms);
+}
+
+// What a captured step depends on: every pointer, shape and scalar it was built from. Two calls with the
+// same fingerprint enqueue the same work.
+void fingerprint_view(std::vector<uint64_t>& f, const tensor_view& t) {
+  f.push_back(reinterpret_cast<uint64_t>(t.data));
+  f.push_back(static_cast<uint64_t>(t.dtype) << 32 | static_cast<uint32_t>(t.ndim));
+  for (int i = 0; i < t.ndim && i < kMaxDims; ++i) f.push_back(static_cast<uint64_t>(t.shape[i]));
+}
+
+void fingerprint_linear(std::vector<uint64_t>& f, const linear_weight& lw) {
+  f.push_back(static_cast<uint64_t>(lw.kind));
+  fingerprint_view(f, lw.w);
+  fingerprint_view(f, lw.bias);
+  fingerprint_view(f, lw.w_scale);
+  fingerprint_view(f, lw.act_scale);
+  f.push_back(static_cast<uint64_t>(lw.n));
+  f.push_back(static_cast<uint64_t>(lw.k));
+  f.push_back(static_cast<uint64_t>(lw.group_size));
+  f.push_back(lw.rotate ? 1 : 0);
+}
+
+uint64_t float_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+
+std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStream_t stream, bool pdl,
+                                         bool fused) {
+  const mamba_decode_model& m = *p.model;
+  std::vector<uint64_t> f;
+  f.reserve(64 + static_cast<size_t>(m.num_layers) * 160);
+  f.push_back(reinterpret_cast<uint64_t>(stream));
+  f.push_back(pdl ? 1 : 0);
+  f.push_back(fused ? 1 : 0);
+  f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
+  f.push_back(static_cast<uint64_t>(p.batch));
+  f.push_back(m.mamba2 ? 1 : 0);
+  f.push_back(static_cast<uint64_t>(m.act));
+  f.push_back(m.residual_fp32 ? 1 : 0);
+  for (int64_t v :
+       {m.d_model, m.d_inner, m.d_state, m.dt_rank, m.nheads, m.headdim, m.ngroups, m.conv_width, m.vocab})
+    f.push_back(static_cast<uint64_t>(v));
+  f.push_back(float_bits(m.eps));
+  f.push_back(m.dt_limited ? 1 : 0);
+  f.push_back(float_bits(m.dt_lo));
+  f.push_back(float_bits(m.dt_hi));
+  f.push_back(static_cast<uint64_t>(m.num_layers));
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    fingerprint_view(f, w.norm);
+    fingerprint_linear(f, w.in_proj);
+    fingerprint_linear(f, w.x_proj);
+    fingerprint_linear(f, w.dt_proj);
+    fingerprint_linear(f, w.out_proj);
+    fingerprint_view(f, w.conv_weight);
+    fingerprint_view(f, w.conv_bias);
+    fingerprint_view(f, w.dt_bias);
+    fingerprint_view(f, w.A);
+    fingerprint_view(f, w.D);
+    fingerprint_view(f, w.gated_norm);
+    fingerprint_view(f, p.conv_states[l]);
+    fingerprint_view(f, p.ssm_states[l]);
+  }
+  fingerprint_view(f, m.norm_f);
+  fingerprint_linear(f, m.head);
+  fingerprint_view(f, m.embed);
+  f.push_back(m.embed_packed ? 1 : 0);
+  return f;
+}
+
+// A captured step: its graph, and the scratch it reads and writes (owned; freed on eviction).
+struct decode_graph {
+  std::vector<uint64_t> key;
+  cudaStream_t stream = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  void* scratch = nullptr;
+  decode_buffers buf{};
+  uint64_t used = 0;
+};
+
+constexpr size_t kMaxDecodeGraphs = 4;
+
+struct graph_cache {
+  std::mutex mu;
+  std::vector<std::unique_ptr<decode_graph>> graphs;
+  uint64_t clock = 0;
+};
+
+graph_cache& decode_graphs() {
+  static graph_cache* c = new graph_cache();  // never destroyed: the process may exit with graphs alive
+  return *c;
+}
+
+status free_graph(decode_graph& g) {
+  // The graph may still be running on its stream.
+  SSMKIT_CUDA_CHECK(cudaStreamSynchronize(g.stream));
+  if (g.exec != nullptr) SSMKIT_CUDA_CHECK(cudaGraphExecDestroy(g.exec));
+  g.exec = nullptr;
+  if (g.scratch != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(g.scratch, g.stream));
+  g.scratch = nullptr;
+  return ok_status();
+}
+
+// Captures the step into g.exec (scratch already carved); false in *ok when the stream cannot capture it
+// (the caller then runs the step uncaptured).
+status capture_decode(const mamba_decode_params& p, decode_graph& g, bool pdl, bool fused, int sms,
+                      bool* captured) {
+  *captured = false;
+  cudaStream_t s = g.stream;
+  SSMKIT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  launch_ctx ctx;
+  ctx.stream = s;
+  ctx.pdl = pdl;
+  const status st = decode_enqueue(ctx, p, g.buf, g.buf.ids, g.buf.logits, sms, fused);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(s, &graph);
+  if (!st.ok()) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    // A status from the checks is the caller's error; a CUDA failure inside the capture is not.
+    if (st.code != status_code::cuda) return st;
+    return ok_status();
+  }
+  if (end != cudaSuccess || graph == nullptr) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    return ok_status();
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (inst != cudaSuccess || exec == nullptr) {
+    cudaGetLastError();
+    return ok_status();
+  }
+  g.exec = exec;
+  *captured = true;
+  return ok_status();
+}
+
+// The step's graph for this call, captured on first use; nullptr when the step cannot be captured.
+status find_graph(const mamba_decode_params& p, cudaStream_t stream, bool pdl, bool fused, int sms,
+                  decode_graph** out) {
+  *out = nullptr;
+  graph_cache& cache = decode_graphs();
+  std::vector<uint64_t> key = decode_fingerprint(p, stream, pdl, fused);
+  std::lock_guard<std::mutex> lock(cache.mu);
+  for (auto& g : cache.graphs) {
+    if (g->key == key) {
+      g->used = ++cache.clock;
+      *out = g->exec != nullptr ? g.get() : nullptr;
+      return ok_status();
+    }
+  }
+  if (cache.graphs.size() >= kMaxDecodeGraphs) {
+    auto oldest = std::min_element(cache.graphs.begin(), cache.graphs.end(),
+                                   [](const auto& a, const auto& b) { return a->used < b->used; });
+    SSMKIT_RETURN_IF_ERROR(free_graph(**oldest));
+    cache.graphs.erase(oldest);
+  }
+  auto g = std::make_unique<decode_graph>();
+  g->key = std::move(key);
+  g->stream = stream;
+  g->used = ++cache.clock;
+  const decode_sizes z = size_decode(*p.model, p.batch, sms);
+  const size_t bytes = carve_decode(*p.model, p.batch, z, nullptr, nullptr);
+  SSMKIT_CUDA_CHECK(cudaMallocAsync(&g->scratch, bytes, stream));
+  carve_decode(*p.model, p.batch, z, static_cast<char*>(g->scratch), &g->buf);
+  SSMKIT_CUDA_CHECK(cudaMemsetAsync(g->buf.counters, 0, g->buf.counter_count * sizeof(int), stream));
+  bool captured = false;
+  status st = capture_decode(p, *g, pdl, fused, sms, &captured);
+  if (st.ok() && !captured && pdl) st = capture_decode(p, *g, false, fused, sms, &captured);
+  if (!st.ok()) {
+    const status freed = free_graph(*g);
+    (void)freed;
+    return st;
+  }
+  // An entry that failed to capture stays (without a graph) so that later calls go straight to the
+  // uncaptured path.
+  if (!captured) {
+    SSMKIT_RETURN_IF_ERROR(free_graph(*g));
+  }
+  *out = captured ? g.get() : nullptr;
+  cache.graphs.push_back(std::move(g));
+  return ok_status();
+}
+
+}  // namespace
+
+// ---- entry points ------------------------------------------------------------------------------------
+
+status pack_linear_cuda(const pack_linear_params& p, void* stream) {
+  if (!is_float(p.w.dtype))
+    return make_status(status_code::dtype, "packLinear: w: unsupported dtype %s", dtype_name(p.w.dtype));
+  if (p.out.dtype != SSMKIT_DTYPE_F32 && p.out.dtype != SSMKIT_DTYPE_BF16) {
+    return make_status(status_code::dtype, "packLinear: out: unsupported dtype %s", dtype_name(p.out.dtype));
+  }
+  const int64_t n = p.n, k = p.k;
+  const bool bf16 = p.out.dtype == SSMKIT_DTYPE_BF16;
+  const int64_t kx = bf16 ? (k + 1) / 2 * 2 : k;
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  SSMKIT_RETURN_IF_ERROR(need_dims("packLinear", {n, k}));
+  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "w", p.w, n * k));
+  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "out", p.out, panels * kx * kPanel));
+  const int64_t total = panels * kx * kPanel;
+  if (total == 0) return ok_status();
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return launch(ctx, pack_linear_kernel, dim3(stride_grid(total, 256)), dim3(256), 0, p.w.data,
+                static_cast<int>(p.w.dtype), p.out.data, static_cast<int>(p.out.dtype), n, k, kx, total);
+}
+
+status linear_cuda(const linear_params& p, void* stream) {
+  SSMKIT_RETURN_IF_ERROR(check_linear(p));
+  if (p.m == 0 || p.n == 0) return ok_status();
+  device_props props;
+  SSMKIT_RETURN_IF_ERROR(current_props(&props));
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  linear_scratch scr;
+  if (p.k > 0 && linear_uses_gemv(p)) {
+    const gemv_plan g = linear_gemv_plan(p, props.sms);
+    if (g.splits > 1) {
+      void* data = nullptr;
+      SSMKIT_RETURN_IF_ERROR(
+          get_workspace(ctx.stream, g.partial_floats * sizeof(float), g.counters, &data, &scr.counters));
+      scr.partial = static_cast<float*>(data);
+    }
+  }
+  return linear_enqueue(ctx, p, scr, props.sms);
+}
+
+status split_columns_cuda(const split_columns_params& p, void* stream) {
+  SSMKIT_RETURN_IF_ERROR(need_dims("splitColumns", {p.m, p.n}));
+  SSMKIT_RETURN_IF_ERROR(need_float("splitColumns", "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_numel("splitColumns", "x", p.x, p.m * p.n));
+  SSMKIT_RETURN_IF_ERROR(check_outputs("splitColumns", p.outputs, p.num_outputs, p.m, p.n, p.seqlen));
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return split_columns_enqueue(ctx, p);
+}
+
+status rms_norm_cuda(const rms_norm_params& p, void* stream) {
+  const char* op = "rmsNorm";
+  const int64_t d = p.d;
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, d, p.last_of}));
+  if (p.last_of > 0 && (p.rows % p.last_of != 0 || p.residual_out.present())) {
+    return make_status(status_code::shape, "%s: lastOf: expected a divisor of the rows and no residualOut",
+                       op);
+  }
+  const int64_t out_rows = p.last_of > 0 ? p.rows / p.last_of : p.rows;
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "residual", p.residual, true));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "residualOut", p.residual_out, true));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.rows * d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, out_rows * d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residual", p.residual, p.rows * d, true));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residualOut", p.residual_out, p.rows * d, true));
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return rms_norm_enqueue(ctx, p);
+}
+
+status gated_rms_norm_cuda(const gated_rms_norm_params& p, void* stream) {
+  const char* op = "gatedRmsNorm";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.d}));
+  if (p.groups < 1 || p.d % p.groups != 0)
+    return make_status(status_code::value, "%s: groups: expected a divisor of d", op);
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "y", p.y));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "z", p.z, true));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "y", p.y, p.rows * p.d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "z", p.z, p.rows * p.d, true));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.d));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.d));
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return gated_rms_norm_enqueue(ctx, p);
+}
+
+status embedding_cuda(const embedding_params& p, void* stream) {
+  const char* op = "embedding";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.count, p.vocab, p.d}));
+  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.count));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.count * p.d));
+  if (!p.packed) {
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.vocab * p.d));
+  } else {
+    if (p.weight.dtype != SSMKIT_DTYPE_F32 && p.weight.dtype != SSMKIT_DTYPE_BF16)
+      return make_status(status_code::dtype, "%s: weight: unsupported packed dtype", op);
+    const int64_t kx = p.weight.dtype == SSMKIT_DTYPE_BF16 ? (p.d + 1) / 2 * 2 : p.d;
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, (p.vocab + kPanel - 1) / kPanel * kx * kPanel));
+  }
+  if (p.ids.device < 0) {
+    // Ids on the host can be checked before the launch, as the CPU does.
+    const int32_t* ids = p.ids.ptr<const int32_t>();
+    for (int64_t i = 0; i < p.count; ++i) {
+      if (ids[i] < 0 || ids[i] >= p.vocab) {
+        return make_status(status_code::value,
+                           "embedding: ids: expected token ids in 0..%lld, got %d at index %lld",
+                           static_cast<long long>(p.vocab - 1), ids[i], static_cast<long long>(i));
+      }
+    }
+    return make_status(status_code::value, "embedding: ids: expected a tensor on the weights' device");
+  }
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return embedding_enqueue(ctx, p);
+}
+
+status transpose_split_cuda(const transpose_split_params& p, void* stream) {
+  const char* op = "transposeSplit";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.batch, p.r, p.c}));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.batch * p.r * p.c));
+  if (p.num_outputs < 1 || p.num_outputs > kLinearMaxOutputs)
+    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
+  for (int i = 0; i < p.num_outputs; ++i) {
+    const split_output& o = p.outputs[i];
+    if (o.row0 < 0 || o.rows < 0 || o.row0 + o.rows > p.r)
+      return make_status(status_code::value, "%s: out: rows outside 0..%lld", op,
+                         static_cast<long long>(p.r));
+    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
+    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, p.batch * p.c * o.rows));
+  }
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return transpose_split_enqueue(ctx, p);
+}
+
+status dt_limit_cuda(const dt_limit_params& p, void* stream) {
+  const char* op = "dtLimit";
+  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.heads}));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "dt", p.dt));
+  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "dt", p.dt, p.rows * p.heads));
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.heads));
+  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "%s: bias: expected float32", op);
+  SSMKIT_RETURN_IF_ERROR(need_numel(op, "bias", p.bias, p.heads, true));
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return dt_limit_enqueue(ctx, p);
+}
+
+status sample_cuda(const sample_params& p, void* stream) {
+  if (p.logits.dtype != SSMKIT_DTYPE_F32)
+    return make_status(status_code::dtype, "sample: logits: expected float32");
+  SSMKIT_RETURN_IF_ERROR(need_numel("sample", "logits", p.logits, p.rows * p.vocab));
+  SSMKIT_RETURN_IF_ERROR(check_sample(p));
+  if (p.logits.device < 0 || p.tokens.device < 0 || (p.temperature > 0.0f && p.draws.device < 0))
+    return make_status(status_code::value, "sample: logits, draws and tokens must be on the device");
+  launch_ctx ctx;
+  ctx.stream = static_cast<cudaStream_t>(stream);
+  return sample_enqueue(ctx, p.logits.ptr<const float>(),
+                        p.temperature > 0.0f ? p.draws.ptr<const double>() : nullptr, p.tokens.ptr<int32_t>(),
+                        p);
+}
+
+status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream) {
+  SSMKIT_RETURN_IF_ERROR(check_decode(p));
+  const mamba_decode_model& m = *p.model;
+  const int64_t B = p.batch;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  device_props props;
+  SSMKIT_RETURN_IF_ERROR(current_props(&props));
+  const bool pdl = props.major >= 9 && env_flag("SSMKIT_CUDA_PDL", true);
+  const bool use_graph = env_flag("SSMKIT_CUDA_GRAPH", true);
+  const bool fused = env_flag("SSMKIT_CUDA_DECODE_FUSED", true);
+  decode_graph* g = nullptr;
+  if (use_graph && B > 0) SSMKIT_RETURN_IF_ERROR(find_graph(p, s, pdl, fused, props.sms, &g));
+  decode_buffers buf{};
+  void* scratch = nullptr;
+  if (g != nullptr) {
+    buf = g->buf;
+    SSMKIT_CUDA_CHECK(
+        cudaMemcpyAsync(buf.ids, p.ids.data, static_cast<size_t>(B) * 4, cudaMemcpyDeviceToDevice, s));
+    SSMKIT_CUDA_CHECK(cudaGraphLaunch(g->exec, s));
+    SSMKIT_CUDA_CHECK(cudaMemcpyAsync(p.logits.data, buf.logits, static_cast<size_t>(B * m.vocab) * 4,
+                                      cudaMemcpyDeviceToDevice, s));
+  } else {
+    const decode_sizes z = size_decode(m, B, props.sms);
+    const size_t bytes = carve_decode(m, B, z, nullptr, nullptr);
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&scratch, bytes, s));
+    carve_decode(m, B, z, static_cast<char*>(scratch), &buf);
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(buf.counters, 0, buf.counter_count * sizeof(int), s));
+    launch_ctx ctx;
+    ctx.stream = s;
+    ctx.pdl = pdl;
+    const status st =
+        decode_enqueue(ctx, p, buf, p.ids.ptr<const int32_t>(), p.logits.ptr<float>(), props.sms, fused);
+    if (!st.ok()) {
+      cudaFreeAsync(scratch, s);
+      return st;
+    }
+  }
+  status st = ok_status();
+  if (p.sample.tokens.present() && B > 0) {
+    sample_params sp = p.sample;
+    sp.rows = B;
+    sp.vocab = m.vocab;
+    const double* draws = nullptr;
+    if (sp.temperature > 0.0f) {
+      if (sp.draws.device < 0) {
+        // From pageable host memory the copy is staged before the call returns.
+        const cudaError_t e =
+            cudaMemcpyAsync(buf.draws, sp.draws.data, static_cast<size_t>(B) * 8, cudaMemcpyHostToDevice, s);
+        if (e != cudaSuccess)
+          st = make_status(status_code::cuda, "decodeStep: draws: %s", cudaGetErrorString(e));
+        draws = buf.draws;
+      } else {
+        draws = sp.draws.ptr<const double>();
+      }
+    }
+    int32_t* tokens = sp.tokens.device < 0 ? buf.tokens : sp.tokens.ptr<int32_t>();
+    launch_ctx ctx;
+    ctx.stream = s;
+    if (st.ok()) st = sample_enqueue(ctx, p.logits.ptr<const float>(), draws, tokens, sp);
+    if (st.ok() && sp.tokens.device < 0) {
+      // Host tokens: the picks come back before the call returns (the caller reads them next).
+      cudaError_t e =
+          cudaMemcpyAsync(sp.tokens.data, buf.tokens, static_cast<size_t>(B) * 4, cudaMemcpyDeviceToHost, s);
+      if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+      if (e != cudaSuccess)
+        st = make_status(status_code::cuda, "decodeStep: tokens: %s", cudaGetErrorString(e));
+    }
+  }
+  if (scratch != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(scratch, s));
+  return st;
+}
+
+}  // namespace ssmkit
