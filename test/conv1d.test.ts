@@ -216,6 +216,22 @@ describe.each(testDevices())('causalConv1d on %s', (device) => {
     }
   });
 
+  itDev('outputs of several huge pages (the kernel advises THP for them)', async () => {
+    const c: ConvCase = {
+      batch: 1,
+      dim: 640,
+      seqlen: 4100,
+      width: 4,
+      dtype: 'float32',
+      weightDtype: 'float32',
+      bias: true,
+      silu: true,
+      initialStates: true,
+      seqIdx: false,
+    };
+    await runCase(c, 5, device, false);
+  });
+
   itDev('seqlen shorter than the width keeps initial states in the final states', async () => {
     for (const seqIdx of [false, true]) {
       const c: ConvCase = {

@@ -82,10 +82,10 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         const at = await dev(new Tensor('int8', a, [m, k]));
         const forms: [string, Tensor | PackedWeight][] =
           bits === 8
-            ? [['int8', new Tensor('int8', w, [n, k])]]
+            ? [['int8', await dev(new Tensor('int8', w, [n, k]))]]
             : [
-                ['int4', int4Tensor(w, n, k)],
-                ['uint8', uint8Bytes(w, n, k)],
+                ['int4', await dev(int4Tensor(w, n, k))],
+                ['uint8', await dev(uint8Bytes(w, n, k))],
               ];
         forms.push(['packed', await packWeights(forms[0]?.[1] as Tensor)]);
         for (const [form, wt] of forms) {
@@ -103,7 +103,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       const k = 1024;
       const a = new Int8Array(2 * k).fill(-128);
       const w = new Int8Array(3 * k).fill(bits === 8 ? -128 : -8);
-      const wt = bits === 8 ? new Tensor('int8', w, [3, k]) : int4Tensor(w, 3, k);
+      const wt = await dev(bits === 8 ? new Tensor('int8', w, [3, k]) : int4Tensor(w, 3, k));
       const out = await run(await dev(new Tensor('int8', a, [2, k])), await packWeights(wt), 1, 1);
       expect(Array.from(toF64(out))).toEqual(new Array(6).fill(k * 128 * (bits === 8 ? 128 : 8)));
     });
@@ -117,15 +117,16 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         const rng = new Rng(m + n + k);
         const a = ints(m * k, -127, 127, rng);
         const w = ints(n * k, lo, hi, rng);
-        const wt = bits === 8 ? new Tensor('int8', w, [n, k]) : int4Tensor(w, n, k);
+        const wt = await dev(bits === 8 ? new Tensor('int8', w, [n, k]) : int4Tensor(w, n, k));
         const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
         const ws = randTensor([n], 'float32', () => 0.001 + rng.uniform() * 0.01);
         const bias = randTensor([n], 'float32', () => rng.normal());
         const at = await dev(new Tensor('int8', a, [m, k]));
+        const [ast, wst, biast] = [await dev(as.t), await dev(ws.t), await dev(bias.t)];
         for (const outDtype of DTYPES_FLOAT) {
           const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v);
           const tol = scaled(TOL_INT[outDtype], maxAbs(ref));
-          const out = await run(at, wt, as.t, ws.t, { bias: bias.t, outDtype });
+          const out = await run(at, wt, ast, wst, { bias: biast, outDtype });
           expect(out.dtype).toBe(outDtype);
           assertClose(toF64(out), ref, tol, `${op} [${m}, ${n}, ${k}] ${outDtype}`);
         }
@@ -134,7 +135,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         const tol1 = scaled(TOL_INT.float32, maxAbs(ref1));
         assertClose(toF64(await run(at, wt, 0.5, 0.25)), ref1, tol1, 'number scales');
         assertClose(
-          toF64(await run(at, wt, new Tensor('float32', [0.5], []), new Tensor('float32', [0.25], [1]))),
+          toF64(await run(at, wt, await dev(new Tensor('float32', [0.5], [])), await dev(new Tensor('float32', [0.25], [1])))),
           ref1,
           tol1,
           'tensor scales',
@@ -144,9 +145,9 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       const rng = new Rng(5);
       const a = ints(6 * 32, -127, 127, rng);
       const w = ints(10 * 32, lo, hi, rng);
-      const wt = bits === 8 ? new Tensor('int8', w, [10, 32]) : int4Tensor(w, 10, 32);
+      const wt = await dev(bits === 8 ? new Tensor('int8', w, [10, 32]) : int4Tensor(w, 10, 32));
       const as = randTensor([2, 3], 'bfloat16', () => rng.uniform());
-      const out = await run(await dev(new Tensor('int8', a, [2, 3, 32])), wt, as.t, 2);
+      const out = await run(await dev(new Tensor('int8', a, [2, 3, 32])), wt, await dev(as.t), 2);
       expect(out.shape).toEqual([2, 3, 10]);
       const ref = intGemmScaledRef(a, w, 6, 10, 32, as.v, [2], undefined);
       assertClose(toF64(out), ref, scaled(TOL_INT.float32, maxAbs(ref)), 'leading dims');
@@ -157,7 +158,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       const rng = new Rng(2560 + bits);
       const a = ints(m * k, -127, 127, rng);
       const w = ints(n * k, lo, hi, rng);
-      const wt = bits === 8 ? new Tensor('int8', w, [n, k]) : int4Tensor(w, n, k);
+      const wt = await dev(bits === 8 ? new Tensor('int8', w, [n, k]) : int4Tensor(w, n, k));
       const out = toF64(await run(await dev(new Tensor('int8', a, [m, k])), await packWeights(wt), 1, 1));
       const got: number[] = [];
       const want: number[] = [];
@@ -186,17 +187,19 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       const bias = randTensor([n], 'float32', () => rng.normal());
       const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
       const at = await dev(new Tensor('int8', a, [m, k]));
+      const [ast, wst, biast] = [await dev(as.t), await dev(ws.t), await dev(bias.t)];
       const mag = maxAbs(ref);
-      for (const wt of [int4Tensor(w, n, k), await packWeights(int4Tensor(w, n, k), { groupSize: gs })]) {
+      const w4 = await dev(int4Tensor(w, n, k));
+      for (const wt of [w4, await packWeights(w4, { groupSize: gs })]) {
         assertClose(
-          toF64(await gemmW4A8(at, wt, as.t, ws.t, { bias: bias.t, groupSize: gs })),
+          toF64(await gemmW4A8(at, wt, ast, wst, { bias: biast, groupSize: gs })),
           ref,
           scaled(TOL_INT.float32, mag),
           `groupSize ${gs}`,
         );
         // Left out, the group size comes from wScale's shape.
         assertClose(
-          toF64(gemmW4A8Sync(at, wt, as.t, ws.t, { bias: bias.t })),
+          toF64(gemmW4A8Sync(at, wt, ast, wst, { bias: biast })),
           ref,
           scaled(TOL_INT.float32, mag),
           `groupSize ${gs} inferred`,
@@ -231,19 +234,20 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs);
         const tol = scaled(TOL_W4A16[dtype], maxAbs(absRef));
         const xt = await dev(x.t);
+        const [sct, biast, w4] = [await dev(sc.t), await dev(bias.t), await dev(int4Tensor(w, n, k))];
         const forms: [string, Tensor | PackedWeight][] = [
-          ['int4', int4Tensor(w, n, k)],
-          ['uint8', uint8Bytes(w, n, k)],
-          ['packed', packWeightsSync(int4Tensor(w, n, k), { groupSize: gs })],
+          ['int4', w4],
+          ['uint8', await dev(uint8Bytes(w, n, k))],
+          ['packed', packWeightsSync(w4, { groupSize: gs })],
         ];
         for (const [form, wt] of forms) {
           const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] gs ${gs} ${form}`;
-          const out = await gemmW4A16(xt, wt, sc.t, { groupSize: gs, bias: bias.t });
+          const out = await gemmW4A16(xt, wt, sct, { groupSize: gs, bias: biast });
           expect(out.dtype).toBe(dtype);
           expect(out.shape).toEqual([m, n]);
           assertClose(toF64(out), ref, tol, label);
         }
-        const f32 = gemmW4A16Sync(xt, int4Tensor(w, n, k), sc.t, { groupSize: gs, bias: bias.t, outDtype: 'float32' });
+        const f32 = gemmW4A16Sync(xt, w4, sct, { groupSize: gs, bias: biast, outDtype: 'float32' });
         expect(f32.dtype).toBe('float32');
         assertClose(toF64(f32), ref, scaled(TOL_W4A16.float32, maxAbs(absRef)), `outDtype float32 ${m}x${n}x${k}`);
       }
@@ -257,7 +261,7 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       const x = randTensor([m, k], 'bfloat16', () => rng.normal());
       const w = ints(n * k, -8, 7, rng);
       const sc = randTensor([n, k / 128], 'bfloat16', () => 0.01 + rng.uniform() * 0.1);
-      const out = toF64(await gemmW4A16(x.t, await packWeights(int4Tensor(w, n, k)), sc.t));
+      const out = toF64(await gemmW4A16(await dev(x.t), await packWeights(await dev(int4Tensor(w, n, k))), await dev(sc.t)));
       const got: number[] = [];
       const want: number[] = [];
       let mag = 0;
@@ -295,25 +299,29 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         );
         const tol = scaled(TOL_W4A16.float16, maxAbs(absRef));
         // As the golden file stores it (uint8 bytes), as int4, and packed.
-        for (const w of [g.w as Tensor, int4Tensor(wInt, n, k), await packWeights(int4Tensor(wInt, n, k))]) {
-          assertClose(toF64(await gemmW4A16(x, w, g.scales as Tensor, { groupSize: gs })), want, tol, c.file);
+        const w4 = await dev(int4Tensor(wInt, n, k));
+        const scales = await dev(g.scales as Tensor);
+        for (const w of [await dev(g.w as Tensor), w4, await packWeights(w4)]) {
+          assertClose(toF64(await gemmW4A16(x, w, scales, { groupSize: gs })), want, tol, c.file);
         }
         return;
       }
       const a = await dev(g.a as Tensor);
       const run = c.op === 'gemmW8A8' ? gemmW8A8 : gemmW4A8;
-      const opts = g.bias ? { bias: g.bias as Tensor } : {};
+      const opts = g.bias ? { bias: await dev(g.bias as Tensor) } : {};
       const tol = scaled(TOL_INT.float32, maxAbs(want));
+      const gw = await dev(g.w as Tensor);
       const forms: (Tensor | PackedWeight)[] = [
-        g.w as Tensor,
+        gw,
         await packWeights(
           c.op === 'gemmW8A8'
-            ? (g.w as Tensor)
-            : int4Tensor(Int8Array.from(toF64(g.wInt as Tensor)), ...((g.wInt as Tensor).shape as [number, number])),
+            ? gw
+            : await dev(int4Tensor(Int8Array.from(toF64(g.wInt as Tensor)), ...((g.wInt as Tensor).shape as [number, number]))),
         ),
       ];
+      const [aScale, wScale] = [await dev(g.aScale as Tensor), await dev(g.wScale as Tensor)];
       for (const w of forms) {
-        assertClose(toF64(await run(a, w, g.aScale as Tensor, g.wScale as Tensor, opts)), want, tol, c.file);
+        assertClose(toF64(await run(a, w, aScale, wScale, opts)), want, tol, c.file);
         if (g.acc) assertEqual(toF64(await run(a, w, 1, 1)), toF64(g.acc as Tensor), `${c.file} acc`);
       }
     });
@@ -323,19 +331,20 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     const rng = new Rng(77);
     const [m, n, k] = [20, 70, 200];
     const w = ints(n * k, -8, 7, rng);
-    const pw = await packWeights(int4Tensor(w, n, k), { groupSize: 8 });
-    const sc = randTensor([n, k / 8], 'float16', () => 0.05 + rng.uniform() * 0.1);
-    const xs = [1, 3, m, 1, m].map((rows) => randTensor([rows, k], 'float16', () => rng.normal()).t);
-    const as = [1, m].map((rows) => new Tensor('int8', ints(rows * k, -127, 127, rng), [rows, k]));
+    const w4 = await dev(int4Tensor(w, n, k));
+    const pw = await packWeights(w4, { groupSize: 8 });
+    const sc = await dev(randTensor([n, k / 8], 'float16', () => 0.05 + rng.uniform() * 0.1).t);
+    const xs = await Promise.all([1, 3, m, 1, m].map((rows) => dev(randTensor([rows, k], 'float16', () => rng.normal()).t)));
+    const as = await Promise.all([1, m].map((rows) => dev(new Tensor('int8', ints(rows * k, -127, 127, rng), [rows, k]))));
     const calls = [
-      ...xs.map((x) => gemmW4A16(x, pw, sc.t, { outDtype: 'float32' })),
-      ...as.map((a) => gemmW4A8(a, int4Tensor(w, n, k), 0.5, 2)),
+      ...xs.map((x) => gemmW4A16(x, pw, sc, { outDtype: 'float32' })),
+      ...as.map((a) => gemmW4A8(a, w4, 0.5, 2)),
       ...as.map((a) => gemmW4A8(a, pw, 0.5, 2)),
     ];
     const outs = await Promise.all(calls);
     const want = [
-      ...xs.map((x) => gemmW4A16Sync(x, pw, sc.t, { outDtype: 'float32' })),
-      ...as.map((a) => gemmW4A8Sync(a, int4Tensor(w, n, k), 0.5, 2)),
+      ...xs.map((x) => gemmW4A16Sync(x, pw, sc, { outDtype: 'float32' })),
+      ...as.map((a) => gemmW4A8Sync(a, w4, 0.5, 2)),
       ...as.map((a) => gemmW4A8Sync(a, pw, 0.5, 2)),
     ];
     outs.forEach((o, i) => {

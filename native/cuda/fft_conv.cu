@@ -40,6 +40,15 @@
 // value (4 exchanges), about 70% of the FP32 time, so it overlaps. Tensor-core DFTs (FlashFFTConv) would
 // cut the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow. Threads
 // hold 32 values and need up to 255 registers: 8 warps an SM, each with two independent DFTs in flight.
+// Measured (H200, 8 x 768 x 1024 bf16): 201 us, 231 registers, 8 warps an SM, issue slots 17.5% busy,
+// 82% of cycles with no eligible warp: latency-bound, ~8x the issue estimate (~0.5 G lane
+// instructions, ~15 us). So rows up to m = 2048 hold 16 values a thread (3 passes: radix 16, 16 or 8,
+// last radix 8) in 256-thread blocks at a 128-register cap (113-128 registers, a few dozen bytes of
+// spill at m = 32..1024): 16 warps an SM. At a latency bound the time scales with 1 / resident warps,
+// less the third exchange (6 shared-memory round trips a row instead of 4): predicted ~100-110 us at
+// 8 x 768 x 1024, still over the 45 us aim, which needs ~32 warps an SM (8 values a thread) or more
+// independent butterflies a warp. The filter kernel runs one row a block (64 threads at m = 1024:
+// 768 blocks, one wave at up to 8 blocks an SM) instead of 192 blocks of 4 rows: predicted ~8 us.
 // The four-step path is bound by its scratch traffic: 16 bytes per complex value each way.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -109,7 +118,7 @@ __host__ __device__ constexpr float cos64(int k) {
 // multiplications.
 template <int kN, bool kInv>
 __device__ __forceinline__ float2 mul_root(float2 a, int e) {
-  static_assert(kN == 32 || kN == 64, "roots of unity of order 32 or 64");
+  static_assert(kN == 16 || kN == 32 || kN == 64, "roots of unity of order 16, 32 or 64");
   e = (e * (64 / kN)) & 63;
   e = kInv ? (64 - e) & 63 : e;
   constexpr float kHalfSqrt2 = 7.071067812e-01f;
@@ -646,7 +655,8 @@ __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64
 // the rest as evenly as possible (at most 5 bits each, radix 32), the earlier ones taking the larger
 // shares.
 __host__ __device__ constexpr int leading_passes(int log_m, int last_bits) {
-  return (log_m - last_bits + 4) / 5;
+  // A leading pass has at most last_bits + 1 bits (radix 2 * kLast = kE).
+  return (log_m - last_bits + last_bits) / (last_bits + 1);
 }
 // Bits of pass i (1-based).
 __host__ __device__ constexpr int pass_bits(int log_m, int last_bits, int i) {
@@ -659,23 +669,27 @@ __host__ __device__ constexpr int bits_before(int log_m, int last_bits, int i) {
   return i <= 1 ? 0 : bits_before(log_m, last_bits, i - 1) + pass_bits(log_m, last_bits, i - 1);
 }
 
-template <int kLogM>
+// kValues: complex values a thread holds (32, or 16 for the occupancy-bound short rows, see below);
+// kBlock: threads a block when a row needs fewer (rows side by side); kMin: the launch bound's blocks
+// an SM (0: the default below).
+template <int kLogM, int kValues = 32, int kBlock = 128, int kMin = 0>
 struct fused_plan {
   static constexpr int kM = 1 << kLogM;
   // 64 values a thread (256 threads of 255 registers for m = 16384) spills more than 32 values at a
-  // 128-register cap, so every size holds 32.
-  static constexpr int kE = 32;
+  // 128-register cap, so no size holds more than 32.
+  static constexpr int kE = kValues;
   static constexpr int kLast = kE / 2;  // the last pass's radix
-  static constexpr int kLastBits = 4;
+  static constexpr int kLastBits = kE == 32 ? 4 : 3;
   static constexpr int kPasses = leading_passes(kLogM, kLastBits) + 1;  // 2 or 3 for m in [32, 16384]
   static constexpr int kThreadsPerRow = kM / kE;
-  static constexpr int kRows = kThreadsPerRow >= 128 ? 1 : 128 / kThreadsPerRow;  // >= 4 warps a block
+  static constexpr int kRows = kThreadsPerRow >= kBlock ? 1 : kBlock / kThreadsPerRow;
   static constexpr int kThreads = kRows * kThreadsPerRow;
-  // Registers: a thread's values, two groups' DFT temporaries and twiddles, and the row's addresses need
+  // Registers: 32 values, two groups' DFT temporaries and twiddles, and the row's addresses need
   // ~120-200 registers; a 128 cap spills. So up to 255 where the block allows it (two 128-thread blocks
   // or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight); m = 16384 has
-  // 512 threads a block and a 128 cap, which is why it usually runs as two 8192-point halves.
-  static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;
+  // 512 threads a block and a 128 cap, which is why it usually runs as two 8192-point halves. 16
+  // values fit under a 128-register cap (kMin = 2 with 256 threads: 16 warps an SM).
+  static constexpr int kMinBlocks = kMin > 0 ? kMin : kThreads <= 128 ? 2 : 1;
   static constexpr int kRowStride =
       kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
@@ -687,12 +701,25 @@ struct fused_plan {
   static constexpr int rprev() {
     return 1 << bits_before(kLogM, kLastBits, i);
   }
+  static_assert(kE == 16 || kE == 32, "16 or 32 values a thread");
   static_assert(kLogM >= 5 && kLogM <= 14, "fused FFT lengths are 32..16384");
   static_assert(kPasses == 2 || kPasses == 3, "the fused kernel runs 2 or 3 passes");
   static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
   static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
   static_assert(radix<1>() <= kE && (kPasses == 2 || radix<2>() <= kE), "passes fit a thread's values");
 };
+
+// The plan of the fused conv and filter kernels. Rows up to m = 2048 (3 passes of radix <= 16) hold 16
+// values a thread in 256-thread blocks at a 128-register cap: 16 warps an SM instead of 8 (the
+// 32-value kernel at m = 1024 measured 231 registers, 12.5% occupancy, 82% of cycles with no eligible
+// warp). Longer rows would need a 4th pass with 16 values and keep 32.
+constexpr int kMax16LogM = 11;
+template <int kLogM>
+using conv_plan = std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 256, 2>, fused_plan<kLogM>>;
+// The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
+template <int kLogM>
+using filter_plan =
+    std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 64, 4>, fused_plan<kLogM>>;
 
 struct thread_groups {
   int t, nt;
@@ -763,9 +790,9 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
 }
 
 template <ssmkit_dtype T, int kLogM>
-__global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>::kMinBlocks)
+__global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::kMinBlocks)
     fft_conv_fused_kernel(const conv_args a) {
-  using Plan = fused_plan<kLogM>;
+  using Plan = conv_plan<kLogM>;
   extern __shared__ __align__(16) float2 smem[];
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
@@ -827,9 +854,9 @@ __global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
 }
 
 template <int kLogM>
-__global__ void __launch_bounds__(fused_plan<kLogM>::kThreads, fused_plan<kLogM>::kMinBlocks)
+__global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLogM>::kMinBlocks)
     filter_spectrum_fused_kernel(const filter_args a) {
-  using Plan = fused_plan<kLogM>;
+  using Plan = filter_plan<kLogM>;
   extern __shared__ __align__(16) float2 smem[];
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
@@ -1377,9 +1404,12 @@ __global__ void __launch_bounds__(128)
     const int64_t start = seg * seg_len;
     const int64_t len = L - start < seg_len ? L - start : seg_len;
     if (tau0 >= len) continue;
-    float acc[kChunk];
+    // In double: 64 modes of a long-memory S4D cancel to an output far smaller than their terms, and a
+    // float32 running product and sum left 2.4e-5 errors at [1, 8, 4096], N/2 64 (H200); fp64 is a
+    // small cost on this kernel (N2 x 32 FMAs a thread).
+    double acc[kChunk];
 #pragma unroll
-    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0f;
+    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0;
     for (int64_t n = 0; n < N2; ++n) {
       const s4d_mode md = make_mode(log_dt, A, C, bh % H, N2, n);
       const float2 x = states[(bh * segments + seg) * N2 + n];
@@ -1387,20 +1417,19 @@ __global__ void __launch_bounds__(128)
       double pre, pim;
       mode_power(md, static_cast<double>(tau0 + 1), pre, pim);
       const double cxre = md.cre * x.x - md.cim * x.y, cxim = md.cre * x.y + md.cim * x.x;
-      float wre = static_cast<float>(cxre * pre - cxim * pim),
-            wim = static_cast<float>(cxre * pim + cxim * pre);
-      const float lre = static_cast<float>(md.lre), lim = static_cast<float>(md.lim);
+      double wre = cxre * pre - cxim * pim, wim = cxre * pim + cxim * pre;
+      const double lre = md.lre, lim = md.lim;
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) {
         acc[j] += wre;
-        const float nre = wre * lre - wim * lim;
+        const double nre = wre * lre - wim * lim;
         wim = wre * lim + wim * lre;
         wre = nre;
       }
     }
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
-      if (tau0 + j < len) extra[bh * L + start + tau0 + j] = 2.0f * acc[j];
+      if (tau0 + j < len) extra[bh * L + start + tau0 + j] = static_cast<float>(2.0 * acc[j]);
     }
   }
 }
@@ -1467,7 +1496,7 @@ status set_smem(Kernel* kernel, size_t bytes) {
 
 template <int kLogM>
 status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
-  using Plan = fused_plan<kLogM>;
+  using Plan = filter_plan<kLogM>;
   SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, Plan::kSmem));
   const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
   filter_spectrum_fused_kernel<kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
@@ -1489,7 +1518,7 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
       return ok_status();
     }
   }
-  using Plan = fused_plan<kLogM>;
+  using Plan = conv_plan<kLogM>;
   SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);

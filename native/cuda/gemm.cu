@@ -1442,6 +1442,14 @@ __global__ void __launch_bounds__(kQuantThreads, 1) quant_amax_kernel(quant_args
   }
 }
 
+// Scales of an empty quantization: 1 in the scale's dtype.
+__global__ void fill_one_kernel(void* scale, ssmkit_dtype dt, int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    store_float(scale, dt, i, 1.0f);
+  }
+}
+
 // amax (bit patterns) -> scale, in place in the float32 scale tensor.
 __global__ void quant_scale_from_amax_kernel(float* scale, int64_t count, int bits) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -1705,7 +1713,16 @@ status quantize_cuda(const quantize_params& p, void* stream_ptr) {
                        "quantize: options.groupSize: expected a divisor of %lld, got %lld",
                        static_cast<long long>(p.len), static_cast<long long>(p.group_size));
   }
-  if (p.lines == 0 || p.len == 0) return ok_status();
+  if (p.lines == 0 || p.len == 0) {
+    // Nothing to quantize: every computed scale covers only zeros, so it is 1 (as on the CPU).
+    const int64_t count = p.scale.numel();
+    if (!p.static_scale && count > 0) {
+      SSMKIT_CUDA_CHECK(cudaSetDevice(p.x.device));
+      fill_one_kernel<<<grid_1d(count, 256), 256, 0, stream>>>(p.scale.data, p.scale.dtype, count);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+    }
+    return ok_status();
+  }
   a.x = p.x.data;
   a.q = p.q.data;
   a.scale = p.scale.data;

@@ -1,9 +1,36 @@
-// CUDA kernels of the quantization family. hadamard: one block per row, the row held in shared memory
-// in float32; log2(2^k) butterfly stages separated by barriers run inside each of the m chunks of 2^k
-// values, then (for n = m * 2^k, m in {12, 20, 28, 40}) each thread mixes one position p across the m
-// chunks with H_m, in the order native/cpu/quant.cc uses. The other ops of the family have no CUDA
-// kernels yet; their entry points are declared in ssmkit/quant.h and not called.
+// CUDA kernels of the quantization family: hadamard (the GEMMs and quantizers are in gemm.cu).
+//
+// hadamard: one block per row (a grid-stride loop over rows), n = m * 2^k with m in {1, 12, 20, 28, 40},
+// computed with the same float32 operations in the same order as native/cpu/quant.cc, so results match
+// the CPU backend bit for bit: the Sylvester butterflies of each chunk of p = 2^k values with stages
+// h = 1, 2, 4, ... in that order, then H_m across the m chunks (H_40 in its block form [[A, A], [B, -B]]:
+// a butterfly across the two halves, then A on the sums and B on the differences), then times scale.
+//
+// Fast path (p >= 8, 16-byte aligned x and out): each thread holds 8 consecutive values of one chunk from
+// one 16-byte load (two for float32); stages h = 1, 2, 4 run in its registers, h = 8 ... 128 through warp
+// shuffles (lane bit b is position bit 3 + b; the lower element of a pair computes mine + other, the upper
+// other - mine, as one fma with a +-1 sign), and only the stages h >= 256 go through shared memory with
+// 32-bit shifts and masks. For m = 1 and p <= 256 the row never touches shared memory: registers straight
+// back to global memory. For m > 1 the transformed chunks go to shared memory (float32, n values) and the
+// mix runs with H_m as a template argument (sign bits are compile-time constants, so each term is one
+// FADD or FSUB): thread t takes position q = t mod p and half t / p of the output rows (for H_40 the
+// half is also which of the sums and differences it forms), reads its m column values with stride p
+// (conflict-free), and writes its outputs straight to global memory (coalesced along q).
+// Fallback (p < 8 or unaligned): scalar loads into shared memory and every stage there, same mix.
+//
+// Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128): 336 MB moved (80 us at 4.2 TB/s);
+// the mix is 21 adds per value (1.8 G FADD, about 55 M warp instructions, 52 us of issue over 132 SMs),
+// the butterflies and shuffles about 14 instructions per value: both hide under the memory time if
+// enough rows are in flight, so we expect to end near 1.2x the copy, bound by DRAM with issue close.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "cuda_check.cuh"
 #include "ssmkit/quant.h"
@@ -11,49 +38,322 @@
 namespace ssmkit {
 namespace {
 
-// Rows up to 32768 floats (128 KiB) fit in one block's shared memory on sm_80 and newer.
+// Rows up to 32768 floats (128 KiB) in one block's shared memory (sm_80 and sm_90; sm_89 stops at 99 KiB
+// and is checked at launch).
 constexpr int64_t kMaxSharedRow = 32768;
-constexpr int kMaxOrder = 40;
+constexpr int kMaxThreads = 512;
+constexpr unsigned kFull = 0xffffffffu;
 
-// H_m by value (a kernel argument): bit j of row i set means -1.
-struct hadamard_signs_arg {
-  unsigned long long rows[kMaxOrder];
+// H_m sign bits: bit j of rows[i] set means H_m[i][j] = -1 (the tables of native/cpu/quant.cc; checked
+// against hadamard_signs() before the first launch).
+template <int M>
+struct had_rows;
+template <>
+struct had_rows<12> {
+  static constexpr uint64_t rows[12] = {
+      0x2ull,   0xaabull, 0x3c8ull, 0x96eull, 0xf20ull, 0x5baull,
+      0xc8cull, 0x6e6ull, 0x23cull, 0xb96ull, 0x8f0ull, 0xe5aull,
+  };
+};
+template <>
+struct had_rows<20> {
+  static constexpr uint64_t rows[20] = {
+      0x933deull, 0x2e3bdull, 0x5477bull, 0xa0ef7ull, 0x499efull, 0x637c1ull, 0xc6ba2ull,
+      0x8d764ull, 0x1aee8ull, 0x359f0ull, 0xfa53ull,  0x174a7ull, 0x26d4eull, 0x45e9cull,
+      0x83d39ull, 0xf7a6dull, 0xef4faull, 0xdedd5ull, 0xbdf8bull, 0x7bf36ull,
+  };
+};
+template <>
+struct had_rows<28> {
+  static constexpr uint64_t rows[28] = {
+      0xcd69e7eull, 0x9ad7c7dull, 0x37ab8fbull, 0x6d571f7ull, 0xd8ae3efull, 0xb3587dfull, 0x66b4f3full,
+      0xb467f43ull, 0x6acbe87ull, 0xd593d8eull, 0xab27b9cull, 0x564f7b8ull, 0xac9aff0ull, 0x5b31fe1ull,
+      0x87fb325ull, 0xff66caull,  0x1decd95ull, 0x39ddb2aull, 0x71bf654ull, 0xe17eca9ull, 0xc2fd9d2ull,
+      0xfcf1299ull, 0xfbe2532ull, 0xf7c4ae4ull, 0xef8d549ull, 0xdf1ea13ull, 0xbe3d4a6ull, 0x7e7a94cull,
+  };
+};
+template <>
+struct had_rows<40> {
+  static constexpr uint64_t rows[40] = {
+      0xffffeffffeull, 0x615e4615e4ull, 0xc2bc8c2bc8ull, 0x8579285792ull, 0xaf260af26ull,  0x15e4c15e4cull,
+      0x2bc982bc98ull, 0x5793057930ull, 0xaf260af260ull, 0x5e4c25e4c2ull, 0xbc984bc984ull, 0x7930a7930aull,
+      0xf2614f2614ull, 0xe4c2ae4c2aull, 0xc9856c9856ull, 0x930ae930aeull, 0x2615e2615eull, 0x4c2bc4c2bcull,
+      0x9857898578ull, 0x30af230af2ull, 0x1ffffeull,     0x9ea1b615e4ull, 0x3d437c2bc8ull, 0x7a86d85792ull,
+      0xf50d90af26ull, 0xea1b315e4cull, 0xd43672bc98ull, 0xa86cf57930ull, 0x50d9faf260ull, 0xa1b3d5e4c2ull,
+      0x4367bbc984ull, 0x86cf57930aull, 0xd9ebf2614ull,  0x1b3d5e4c2aull, 0x367a9c9856ull, 0x6cf51930aeull,
+      0xd9ea12615eull, 0xb3d434c2bcull, 0x67a8798578ull, 0xcf50d30af2ull,
+  };
 };
 
+template <int M>
+constexpr bool had_neg(int i, int j) {
+  return ((had_rows<M>::rows[i] >> j) & 1u) != 0;
+}
+
+template <class F, int... I>
+__device__ __forceinline__ void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+__device__ __forceinline__ void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+struct had_args {
+  const void* x;
+  void* out;
+  int64_t rows;
+  int n;      // row length, <= kMaxSharedRow
+  int log_p;  // p = 2^log_p values per chunk, n = m * p
+  int nv;     // fast path: n / 8 slots of 8 values
+  float scale;
+};
+
+// 8 consecutive values at element offset off (a multiple of 8; the base is 16-byte aligned).
 template <ssmkit_dtype T>
-__global__ void hadamard_shared_kernel(const void* __restrict__ x, void* __restrict__ out, int64_t n,
-                                       int64_t pow2, int m, hadamard_signs_arg signs, float scale) {
-  extern __shared__ float row[];  // (n,) = (m, pow2)
-  const int64_t r = blockIdx.x;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) row[i] = load_f32<T>(x, r * n + i);
-  __syncthreads();
-  const int64_t half = pow2 / 2;
-  for (int64_t h = 1; h < pow2; h <<= 1) {
-    for (int64_t k = threadIdx.x; k < n / 2; k += blockDim.x) {
-      const int64_t c = k / half, q = k % half;
-      const int64_t j = c * pow2 + (q / h) * 2 * h + (q % h);
-      const float a = row[j];
-      const float b = row[j + h];
-      row[j] = a + b;
-      row[j + h] = a - b;
-    }
-    __syncthreads();
-  }
-  if (m > 1) {
-    // Each thread owns position p of every chunk, so it can overwrite them in place.
-    for (int64_t p = threadIdx.x; p < pow2; p += blockDim.x) {
-      float v[kMaxOrder];
-      for (int j = 0; j < m; ++j) v[j] = row[j * pow2 + p];
-      for (int i = 0; i < m; ++i) {
-        const unsigned long long s = signs.rows[i];
-        float acc = (s & 1ull) ? -v[0] : v[0];
-        for (int j = 1; j < m; ++j) acc += ((s >> j) & 1ull) ? -v[j] : v[j];
-        row[i * pow2 + p] = acc;
+__device__ __forceinline__ void load8(const void* x, int64_t off, float v[8]) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(x) + off);
+    const float4 a = p[0], b = p[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else {
+    const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(x) + off);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (T == SSMKIT_DTYPE_BF16) {
+        v[2 * i] = __uint_as_float(w[i] << 16);
+        v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+      } else {
+        __half2 h;
+        memcpy(&h, &w[i], 4);
+        const float2 f = __half22float2(h);
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
       }
     }
-    __syncthreads();
   }
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) store_f32<T>(out, r * n + i, row[i] * scale);
+}
+
+template <ssmkit_dtype T>
+__device__ __forceinline__ void store8(void* out, int64_t off, const float v[8]) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    float4* p = reinterpret_cast<float4*>(static_cast<float*>(out) + off);
+    p[0] = make_float4(v[0], v[1], v[2], v[3]);
+    p[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (T == SSMKIT_DTYPE_BF16) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+        memcpy(&w[i], &h, 4);
+      } else {
+        const __half2 h = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+        memcpy(&w[i], &h, 4);
+      }
+    }
+    *reinterpret_cast<uint4*>(static_cast<uint16_t*>(out) + off) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+template <ssmkit_dtype T>
+__device__ __forceinline__ void store1(void* out, int64_t i, float v) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    static_cast<float*>(out)[i] = v;
+  } else if constexpr (T == SSMKIT_DTYPE_BF16) {
+    static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<__half*>(out)[i] = __float2half_rn(v);
+  }
+}
+
+// Output rows [kBase, kBase + kRows) of H_kM (columns kCol0 ... kCol0 + kCols - 1 of its sign table)
+// applied to v (kCols values), for position q: out[row0 + i * p + q] = scale * sum_j H[i][kCol0 + j] v[j],
+// summed left to right as the CPU does.
+template <ssmkit_dtype T, int kM, int kBase, int kRows, int kCols>
+__device__ __forceinline__ void mix_rows(const float* v, void* out, int64_t row0, int p, int q, float scale) {
+  static_for<kRows>([&](auto ii) {
+    constexpr int i = kBase + decltype(ii)::value;
+    constexpr bool kNeg0 = had_neg<kM>(i, 0);
+    float acc = kNeg0 ? -v[0] : v[0];
+    static_for<kCols - 1>([&](auto jj) {
+      constexpr int j = decltype(jj)::value + 1;
+      constexpr bool kNeg = had_neg<kM>(i, j);
+      if constexpr (kNeg) {
+        acc -= v[j];
+      } else {
+        acc += v[j];
+      }
+    });
+    store1<T>(out, row0 + static_cast<int64_t>(i * p + q), acc * scale);
+  });
+}
+
+template <ssmkit_dtype T, int kM, bool kFast>
+__global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
+  extern __shared__ float4 smem4[];
+  float* buf = reinterpret_cast<float*>(smem4);  // (n) = (m, p) in float32
+  const int n = a.n;
+  const int log_p = a.log_p;
+  const int p = 1 << log_p;
+  const int tid = threadIdx.x;
+  // m = 1 with every stage in registers and shuffles: no shared memory at all.
+  const bool direct = kFast && kM == 1 && log_p <= 8;
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const int64_t row0 = r * n;
+    int done = 0;  // stages h < 2^done are done
+    if constexpr (kFast) {
+      const int reg_log = log_p < 8 ? log_p : 8;
+      for (int base = 0; base < a.nv; base += blockDim.x) {
+        // blockDim.x is a multiple of 32, so slot vi's lane is vi mod 32, and a chunk's p / 8 slots are
+        // consecutive lanes of one warp when p <= 256. Every lane runs the shuffles; idle ones carry zeros
+        // and are never the partner of a busy one (nv is a multiple of p / 8).
+        const int vi = base + tid;
+        const bool busy = vi < a.nv;
+        float v[8];
+        if (busy) {
+          load8<T>(a.x, row0 + 8 * static_cast<int64_t>(vi), v);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] = 0.0f;
+        }
+#pragma unroll
+        for (int h = 1; h < 8; h <<= 1) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            if (!(j & h)) {
+              const float lo = v[j], hi = v[j + h];
+              v[j] = lo + hi;
+              v[j + h] = lo - hi;
+            }
+          }
+        }
+        for (int lg = 3; lg < reg_log; ++lg) {
+          const int lm = 1 << (lg - 3);
+          const float sgn = (tid & lm) ? -1.0f : 1.0f;  // lower: mine + other; upper: other - mine
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] = fmaf(sgn, v[j], __shfl_xor_sync(kFull, v[j], lm));
+        }
+        if (busy) {
+          if (direct) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) v[j] *= a.scale;
+            store8<T>(a.out, row0 + 8 * static_cast<int64_t>(vi), v);
+          } else {
+            float4* d = reinterpret_cast<float4*>(buf + 8 * vi);
+            d[0] = make_float4(v[0], v[1], v[2], v[3]);
+            d[1] = make_float4(v[4], v[5], v[6], v[7]);
+          }
+        }
+      }
+      done = reg_log;
+      if (direct) continue;
+    } else {
+      for (int i = tid; i < n; i += blockDim.x) buf[i] = load_f32<T>(a.x, row0 + i);
+    }
+    __syncthreads();
+    // The remaining stages in shared memory: butterfly i of n / 2 is in chunk c = i / (p / 2), pair
+    // kk = i mod (p / 2), elements j and j + h with j = c * p + (kk / h) * 2h + kk mod h.
+    for (int lg = done; lg < log_p; ++lg) {
+      const int h = 1 << lg;
+      for (int i = tid; i < n / 2; i += blockDim.x) {
+        const int c = i >> (log_p - 1);
+        const int kk = i & (p / 2 - 1);
+        const int j = (c << log_p) + ((kk >> lg) << (lg + 1)) + (kk & (h - 1));
+        const float lo = buf[j], hi = buf[j + h];
+        buf[j] = lo + hi;
+        buf[j + h] = lo - hi;
+      }
+      __syncthreads();
+    }
+    if constexpr (kM == 1) {
+      if constexpr (kFast) {
+        for (int vi = tid; vi < a.nv; vi += blockDim.x) {
+          const float4* s = reinterpret_cast<const float4*>(buf + 8 * vi);
+          const float4 x0 = s[0], x1 = s[1];
+          float v[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] *= a.scale;
+          store8<T>(a.out, row0 + 8 * static_cast<int64_t>(vi), v);
+        }
+      } else {
+        for (int i = tid; i < n; i += blockDim.x) store1<T>(a.out, row0 + i, buf[i] * a.scale);
+      }
+    } else {
+      constexpr int kH = kM / 2;
+      for (int t = tid; t < 2 * p; t += blockDim.x) {
+        const int q = t & (p - 1);
+        const int part = t >> log_p;
+        if constexpr (kM == 40) {
+          // Part 0: sums of chunks j and j + 20, rows 0..19 (A); part 1: differences, rows 20..39 (B).
+          const float sgn = part ? -1.0f : 1.0f;
+          float v[kH];
+#pragma unroll
+          for (int j = 0; j < kH; ++j) v[j] = fmaf(sgn, buf[(j + kH) * p + q], buf[j * p + q]);
+          if (part == 0) {
+            mix_rows<T, kM, 0, kH, kH>(v, a.out, row0, p, q, a.scale);
+          } else {
+            mix_rows<T, kM, kH, kH, kH>(v, a.out, row0, p, q, a.scale);
+          }
+        } else {
+          float v[kM];
+#pragma unroll
+          for (int j = 0; j < kM; ++j) v[j] = buf[j * p + q];
+          if (part == 0) {
+            mix_rows<T, kM, 0, kH, kM>(v, a.out, row0, p, q, a.scale);
+          } else {
+            mix_rows<T, kM, kH, kH, kM>(v, a.out, row0, p, q, a.scale);
+          }
+        }
+      }
+    }
+    __syncthreads();  // buf is rewritten by the next row
+  }
+}
+
+template <int M>
+bool table_matches() {
+  const float* h = hadamard_signs(M);
+  if (h == nullptr) return false;
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < M; ++j) {
+      if ((h[i * M + j] < 0.0f) != had_neg<M>(i, j)) return false;
+    }
+  }
+  if (M == 40) {
+    // The block form [[A, A], [B, -B]] the kernel relies on.
+    for (int i = 0; i < M; ++i) {
+      for (int j = 0; j < M / 2; ++j) {
+        if (h[i * M + M / 2 + j] != (i < M / 2 ? h[i * M + j] : -h[i * M + j])) return false;
+      }
+    }
+  }
+  return true;
+}
+
+template <ssmkit_dtype T, int kM, bool kFast>
+status launch_hadamard(const had_args& a, int threads, size_t smem, cudaStream_t stream) {
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(
+        hadamard_kernel<T, kM, kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  const int64_t max_blocks = int64_t{1} << 20;  // rows beyond this loop inside the blocks
+  const unsigned blocks = static_cast<unsigned>(a.rows < max_blocks ? a.rows : max_blocks);
+  hadamard_kernel<T, kM, kFast><<<blocks, threads, smem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <ssmkit_dtype T, bool kFast>
+status launch_hadamard_m(int m, const had_args& a, int threads, size_t smem, cudaStream_t stream) {
+  switch (m) {
+    case 12: return launch_hadamard<T, 12, kFast>(a, threads, smem, stream);
+    case 20: return launch_hadamard<T, 20, kFast>(a, threads, smem, stream);
+    case 28: return launch_hadamard<T, 28, kFast>(a, threads, smem, stream);
+    case 40: return launch_hadamard<T, 40, kFast>(a, threads, smem, stream);
+    default: return launch_hadamard<T, 1, kFast>(a, threads, smem, stream);
+  }
 }
 
 }  // namespace
@@ -72,25 +372,48 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
                        static_cast<long long>(kMaxSharedRow));
   }
   if (p.rows == 0) return ok_status();
-  hadamard_signs_arg signs{};
-  if (m > 1) {
-    const float* h = hadamard_signs(m);
-    for (int i = 0; i < m; ++i) {
-      for (int j = 0; j < m; ++j) {
-        if (h[i * m + j] < 0) signs.rows[i] |= 1ull << j;
-      }
+  static const bool tables_ok =
+      table_matches<12>() && table_matches<20>() && table_matches<28>() && table_matches<40>();
+  if (!tables_ok)
+    return make_status(status_code::internal, "hadamard: CUDA H_m tables differ from the CPU's");
+
+  had_args a{};
+  a.x = p.x.data;
+  a.out = p.out.data;
+  a.rows = p.rows;
+  a.n = static_cast<int>(p.n);
+  a.log_p = 0;
+  while ((int64_t{1} << a.log_p) < pow2) ++a.log_p;
+  a.scale = p.scale;
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0 && reinterpret_cast<uintptr_t>(p.out.data) % 16 == 0;
+  const bool fast = a.log_p >= 3 && aligned;
+  int threads;
+  if (fast) {
+    a.nv = a.n / 8;
+    // nv = m * 2^j: halve while above the cap (an even split of the slots), then round up to warps.
+    threads = a.nv;
+    while (threads > kMaxThreads && threads % 2 == 0) threads /= 2;
+  } else {
+    a.nv = 0;
+    threads = static_cast<int>(std::max<int64_t>(p.n / 2, 2 * pow2));
+  }
+  threads = std::min(kMaxThreads, (threads + 31) / 32 * 32);
+  const bool direct = fast && m == 1 && a.log_p <= 8;
+  const size_t smem = direct ? 0 : static_cast<size_t>(p.n) * sizeof(float);
+  if (smem > 48 * 1024) {
+    int dev = 0, optin = 0;
+    SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (smem > static_cast<size_t>(optin)) {
+      return make_status(status_code::unsupported,
+                         "hadamard: x: rows longer than %d are not supported on this GPU", optin / 4);
     }
   }
+  const auto s = static_cast<cudaStream_t>(stream);
   return SSMKIT_FLOAT_SWITCH(p.x.dtype, "hadamard", [&] {
-    const size_t smem = static_cast<size_t>(p.n) * sizeof(float);
-    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(
-        hadamard_shared_kernel<kDType>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const int threads = p.n >= 2048 ? 1024 : (p.n >= 64 ? static_cast<int>((p.n + 1) / 2) : 32);
-    hadamard_shared_kernel<kDType>
-        <<<static_cast<unsigned>(p.rows), threads, smem, static_cast<cudaStream_t>(stream)>>>(
-            p.x.data, p.out.data, p.n, pow2, m, signs, p.scale);
-    SSMKIT_CUDA_CHECK(cudaGetLastError());
-    return ok_status();
+    return fast ? launch_hadamard_m<kDType, true>(m, a, threads, smem, s)
+                : launch_hadamard_m<kDType, false>(m, a, threads, smem, s);
   });
 }
 
