@@ -354,22 +354,24 @@ if (onGpu) {
     shapes.push(['xd', d, c.vocab_size]);
     const bytes = shapes.reduce((a, [, k, n2]) => a + k * n2 * 4, 0);
     if (bytes < 1.8e9) {
-      const rnd = (len) => Float32Array.from({ length: len }, (_, i) => ((i * 40503) % 997) / 997 - 0.5);
+      // Different values in every matrix: onnxruntime's optimizer shares identical initializers, and
+      // would then stream one matrix from cache where the model streams all of them from memory.
+      const rnd = (len, seed) => Float32Array.from({ length: len }, (_, i) => (((i + seed * 7919) * 40503) % 997) / 997 - 0.5);
       const sess = await session(
         [
           ['xd', d],
           ['xi', di],
           ['xr', r],
         ],
-        shapes.map(([input, k, n2]) => ({ input, k, n: n2, data: rnd(k * n2) })),
+        shapes.map(([input, k, n2], j) => ({ input, k, n: n2, data: rnd(k * n2, j) })),
       );
       const feeds = {
         xd: new ort.Tensor('float32', new Float32Array(d).fill(0.1), [1, d]),
         xi: new ort.Tensor('float32', new Float32Array(di).fill(0.1), [1, di]),
         xr: new ort.Tensor('float32', new Float32Array(r).fill(0.1), [1, r]),
       };
-      const ours = shapes.map(([input, k, n2]) => ({
-        w: nn.packLinearSync(new Tensor('float32', rnd(k * n2), [n2, k])),
+      const ours = shapes.map(([input, k, n2], j) => ({
+        w: nn.packLinearSync(new Tensor('float32', rnd(k * n2, j), [n2, k])),
         x: new Tensor('float32', new Float32Array(k).fill(0.1), [1, k]),
         input,
       }));

@@ -17,6 +17,7 @@ import { backend, loadSafetensorsSync, MambaModel, Tensor } from '../dist/cjs/in
 import { Checkpoint } from '../dist/cjs/models/checkpoint.js';
 import { normalizeConfig, parseConfigJson } from '../dist/cjs/models/config.js';
 import { FloatLinear } from '../dist/cjs/models/linear.js';
+import { hadamardLength, QuantLinear } from '../dist/cjs/models/quantized.js';
 import {
   bindDecodeStates,
   createDecodePlan,
@@ -611,6 +612,8 @@ interface TinyConfig {
   dtLimit?: [number, number];
   tied: boolean;
   bias: boolean;
+  /** Quantize in_proj, out_proj (rotated where K allows) and Mamba's x_proj, as the runner does. */
+  quant?: 'w8a8' | 'w4a8' | 'w4a16';
 }
 
 /** (batch, r, c) values of a random tensor -> a tensor (batch, c, r) of `dtype`. */
@@ -666,9 +669,9 @@ class TinyModel {
   }
 
   /** The model's decode descriptor with every weight on `device` (linear layers packed there). */
-  desc(device: string): { model: DecodeModel; keep: (Tensor | PackedLinear)[] } {
+  async desc(device: string): Promise<{ model: DecodeModel; keep: { dispose(): void }[] }> {
     const c = this.cfg;
-    const keep: (Tensor | PackedLinear)[] = [];
+    const keep: { dispose(): void }[] = [];
     const on = (t: Tensor) => {
       const d = device === 'cpu' ? t : t.toSync(device);
       if (d !== t) keep.push(d);
@@ -682,14 +685,23 @@ class TinyModel {
       keep.push(p);
       return { kind: LINEAR_KIND.float, w: p.panels, ...(L.bias ? { bias: on(L.bias) } : {}), n: L.n, k: L.k };
     };
+    // Quantized on the host (the CPU quantizers), then moved: both backends see the same weights.
+    const qlin = async (name: string, rotate: boolean) => {
+      const L = this.#linears[name] as { w: Tensor; bias?: Tensor; n: number; k: number };
+      if (!c.quant) return lin(name);
+      const q = await QuantLinear.create(L.w, L.bias?.toSync('cpu'), c.quant, { dtype: c.act, rotate });
+      if (device !== 'cpu') await q.to(device);
+      keep.push(q);
+      return q.decodeLinear();
+    };
     const h = (name: string) => on(this.#host[name] as Tensor);
     const layers = [];
     for (let l = 0; l < c.layers; l++) {
       layers.push({
         norm: h(`norm${l}`),
-        inProj: lin(`in${l}`),
-        outProj: lin(`out${l}`),
-        ...(c.mamba2 ? {} : { xProj: lin(`x${l}`), dtProj: lin(`dt${l}`) }),
+        inProj: await qlin(`in${l}`, false),
+        outProj: await qlin(`out${l}`, hadamardLength(c.dInner)),
+        ...(c.mamba2 ? {} : { xProj: await qlin(`x${l}`, false), dtProj: lin(`dt${l}`) }),
         conv: h(`conv${l}`),
         convBias: h(`convBias${l}`),
         dtBias: h(`dtBias${l}`),
@@ -805,13 +817,18 @@ describe('the fused decode step on CUDA', () => {
     ['mamba2 f32 limited dt', MAMBA2],
     ['mamba2 bf16 open dt', { ...MAMBA2, act: 'bfloat16', dtLimit: undefined, ngroups: 1, tied: false }],
     ['mamba2 f32 dstate 20, wide conv state', { ...MAMBA2, dState: 20, convWidth: 3, layers: 1 }],
+    // Quantized layers run composed, on the quantization family's GEMMs (captured: on weights the step
+    // unpacked once; uncaptured: on the packed ones).
+    ['mamba f32 w8a8', { ...MAMBA1, quant: 'w8a8' }],
+    ['mamba bf16 w4a8', { ...MAMBA1, act: 'bfloat16', quant: 'w4a8' }],
+    ['mamba2 bf16 w4a16', { ...MAMBA2, act: 'bfloat16', quant: 'w4a16' }],
   ] as [string, TinyConfig][]) {
     // Batch 70 runs the composed sequence (the fused one takes at most 64 rows) on the GEMM kernels.
-    for (const batch of [1, 3, 20, 70]) {
-      it(`${name}, batch ${batch}: every variant against the CPU step; graph and no graph bit for bit`, () => {
+    for (const batch of cfg.quant ? [1, 3] : [1, 3, 20, 70]) {
+      it(`${name}, batch ${batch}: every variant against the CPU step; graph and no graph bit for bit`, async () => {
         const tiny = new TinyModel(cfg, name.length * 13 + batch);
-        const cpu = tiny.desc('cpu');
-        const dev = tiny.desc(DEV);
+        const cpu = await tiny.desc('cpu');
+        const dev = await tiny.desc(DEV);
         const planC = createDecodePlan(cpu.model);
         const planD = createDecodePlan(dev.model);
         const extra = name.includes('wide') ? 2 : 0;
@@ -828,7 +845,8 @@ describe('the fused decode step on CUDA', () => {
           decodeStepSync(planC, bindC, new Tensor('int32', s, [batch]), lg);
           cpuLogits.push(host(lg));
         }
-        const tol = cfg.act === 'float32' ? { rtol: 2e-3, atol: 2e-3 } : undefined;
+        // Quantized activations: an input within rounding of a step boundary may land one int8 step apart.
+        const tol = cfg.act === 'float32' && !cfg.quant ? { rtol: 2e-3, atol: 2e-3 } : undefined;
         const results: Record<string, Float64Array[]> = {};
         for (const [variant, env] of Object.entries(VARIANTS)) {
           const dst = { conv: init.conv.map((t) => t.toSync(DEV)), ssm: init.ssm.map((t) => t.toSync(DEV)) };
@@ -874,10 +892,10 @@ describe('the fused decode step on CUDA', () => {
     }
   }
 
-  it('sampling in the step: host draws and tokens, greedy and filtered, as the reference picks from its logits', () => {
+  it('sampling in the step: host draws and tokens, greedy and filtered, as the reference picks from its logits', async () => {
     const cfg = { ...MAMBA1, vocab: 3001 };
     const tiny = new TinyModel(cfg, 5);
-    const dev = tiny.desc(DEV);
+    const dev = await tiny.desc(DEV);
     const plan = createDecodePlan(dev.model);
     const batch = 4;
     const init = tiny.states(batch, 7);
@@ -921,9 +939,9 @@ describe('the fused decode step on CUDA', () => {
     for (const t of dev.keep) t.dispose();
   });
 
-  it('checks its arguments: logits on the host, states on the host', () => {
+  it('checks its arguments: logits on the host, states on the host', async () => {
     const tiny = new TinyModel({ ...MAMBA1, layers: 1 }, 3);
-    const dev = tiny.desc(DEV);
+    const dev = await tiny.desc(DEV);
     const plan = createDecodePlan(dev.model);
     const init = tiny.states(1, 1);
     const st = bindDecodeStates(

@@ -66,13 +66,6 @@
 
 namespace ssmkit {
 
-// The quantization family's CUDA entry points, bound weakly: a build whose quantization family has no
-// CUDA kernels yet still loads, and the decode step of a quantized model answers ERR_SSMKIT_NOT_COMPILED.
-extern status quantize_cuda(const quantize_params& p, void* stream) __attribute__((weak));
-extern status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream) __attribute__((weak));
-extern status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream) __attribute__((weak));
-extern status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream) __attribute__((weak));
-
 namespace {
 
 constexpr int kPanel = kLinearPanel;
@@ -1929,10 +1922,12 @@ status check_sample(const sample_params& p) {
 
 // ---- the fused decode step ---------------------------------------------------------------------------
 
-tensor_view view_of(void* data, ssmkit_dtype dtype, std::initializer_list<int64_t> dims) {
+// A view of device (or, device -1, host) memory; the families' entry points check the device field.
+tensor_view view_of(void* data, ssmkit_dtype dtype, std::initializer_list<int64_t> dims, int device) {
   tensor_view v;
   v.data = data;
   v.dtype = dtype;
+  v.device = device;
   v.ndim = static_cast<int>(dims.size());
   int i = 0;
   for (int64_t d : dims) v.shape[i++] = d;
@@ -1945,6 +1940,100 @@ linear_output col(const tensor_view& out, int64_t col0, int64_t cols) {
   o.col0 = col0;
   o.cols = cols;
   return o;
+}
+
+// ---- quantized weights of the decode step in the plain layout -------------------------------------------
+
+// The quantization family's GEMMs take pack_weights' layout (ssmkit/quant.h) by unpacking it into a
+// temporary on every call; a captured decode step unpacks each quantized layer once, into buffers it
+// owns, and hands the GEMMs the plain (n, k) int8 / int4 weights.
+
+// Byte r of k step `step` of column col in pack_weights' layout: groups of 64 columns (4 panels of 16;
+// the last group may hold fewer panels), each a run of steps of panels x 16 columns x 4 bytes.
+__device__ __forceinline__ int64_t packed_weight_offset(int64_t steps, int64_t panels, int64_t col,
+                                                        int64_t step, int r) {
+  const int64_t grp = col / 64, panel = col / 16;
+  const int64_t grp_panels = panels - grp * 4 < 4 ? panels - grp * 4 : 4;
+  return grp * 4 * steps * 64 + (step * grp_panels + (panel - grp * 4)) * 64 + (col % 16) * 4 + r;
+}
+
+// One thread per byte of the plain layout (n, row_bytes): int8 stored +128 in the packed bytes; int4 as
+// (w + 8), k0 + r in the low and k0 + 4 + r in the high nibble of byte r of an 8-value step.
+__global__ void unpack_weights_kernel(const uint8_t* __restrict__ packed, uint8_t* __restrict__ plain,
+                                      int64_t n, int64_t k, int bits) {
+  const int64_t row_bytes = bits == 8 ? k : (k + 1) / 2;
+  const int64_t panels = (n + 15) / 16;
+  const int64_t steps = bits == 8 ? (k + 3) / 4 : (k + 7) / 8;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * row_bytes;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t col = i / row_bytes, b = i % row_bytes;
+    if (bits == 8) {
+      plain[i] = packed[packed_weight_offset(steps, panels, col, b / 4, static_cast<int>(b % 4))] ^ 0x80;
+      continue;
+    }
+    uint8_t out = 0;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t kk = 2 * b + h;
+      if (kk >= k) break;
+      const int within = static_cast<int>(kk % 8);
+      const uint8_t byte = packed[packed_weight_offset(steps, panels, col, kk / 8, within % 4)];
+      const int nib = within < 4 ? (byte & 15) : (byte >> 4);
+      out |= static_cast<uint8_t>(((nib - 8) & 15) << (4 * h));
+    }
+    plain[i] = out;
+  }
+}
+
+// The plain copies of a step's quantized layers, by the layer they stand for.
+struct plain_weights {
+  std::vector<std::pair<const linear_weight*, tensor_view>> views;
+  void* data = nullptr;
+};
+
+const tensor_view* plain_of(const plain_weights* pw, const linear_weight& lw) {
+  if (pw == nullptr) return nullptr;
+  for (const auto& e : pw->views) {
+    if (e.first == &lw) return &e.second;
+  }
+  return nullptr;
+}
+
+// Unpacks every quantized layer of the model into one stream-ordered allocation (pw->data).
+status unpack_quantized(const mamba_decode_model& m, cudaStream_t s, plain_weights* pw) {
+  std::vector<const linear_weight*> todo;
+  for (int l = 0; l < m.num_layers; ++l) {
+    const mamba_layer_weights& w = m.layers[l];
+    for (const linear_weight* lw : {&w.in_proj, &w.x_proj, &w.dt_proj, &w.out_proj})
+      if (lw->kind != LINEAR_FLOAT && lw->w.present()) todo.push_back(lw);
+  }
+  if (m.head.kind != LINEAR_FLOAT && m.head.w.present()) todo.push_back(&m.head);
+  if (todo.empty()) return ok_status();
+  size_t total = 0;
+  for (const linear_weight* lw : todo) {
+    const int bits = lw->kind == LINEAR_W8A8 ? 8 : 4;
+    if (lw->n < 0 || lw->k < 0 || lw->w.numel() != packed_weight_bytes(lw->n, lw->k, bits))
+      return make_status(status_code::shape,
+                         "decodeStep: plan: a quantized layer's packed weight does not fit it");
+    total += static_cast<size_t>(lw->n * (bits == 8 ? lw->k : (lw->k + 1) / 2) + 255) / 256 * 256;
+  }
+  SSMKIT_CUDA_CHECK(cudaMallocAsync(&pw->data, std::max<size_t>(total, 1), s));
+  size_t off = 0;
+  launch_ctx ctx;
+  ctx.stream = s;
+  for (const linear_weight* lw : todo) {
+    const int bits = lw->kind == LINEAR_W8A8 ? 8 : 4;
+    const int64_t bytes = lw->n * (bits == 8 ? lw->k : (lw->k + 1) / 2);
+    uint8_t* dst = static_cast<uint8_t*>(pw->data) + off;
+    off += static_cast<size_t>(bytes + 255) / 256 * 256;
+    if (bytes > 0) {
+      SSMKIT_RETURN_IF_ERROR(launch(ctx, unpack_weights_kernel, dim3(stride_grid(bytes, 256)), dim3(256), 0,
+                                    static_cast<const uint8_t*>(lw->w.data), dst, lw->n, lw->k, bits));
+    }
+    const tensor_view v =
+        view_of(dst, bits == 8 ? SSMKIT_DTYPE_I8 : SSMKIT_DTYPE_I4, {lw->n, lw->k}, lw->w.device);
+    pw->views.emplace_back(lw, v);
+  }
+  return ok_status();
 }
 
 // Device buffers of one decode step, carved from one allocation (the CPU's scratch, plus the staging of
@@ -1962,6 +2051,7 @@ struct decode_buffers {
   int* counters;    // gemv split-K counters, then the norm tail's (zero between launches)
   int* done;
   size_t counter_count;
+  const plain_weights* plain;  // quantized layers unpacked once (captured steps), or nullptr
 };
 
 struct decode_sizes {
@@ -2046,16 +2136,11 @@ struct quant_ptrs {
   float* as;
 };
 
-status missing_quant(const char* fn) {
-  return make_status(
-      status_code::not_compiled,
-      "decodeStep: quantized layers need %s, which this build's quantization family lacks on CUDA", fn);
-}
-
 // out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
                      const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
                      const decode_buffers& buf, int sms) {
+  const int dev = x.device;
   if (lw.kind == LINEAR_FLOAT) {
     linear_params p;
     p.x = x;
@@ -2073,15 +2158,17 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     return linear_enqueue(ctx, p, scr, sms);
   }
   void* stream = ctx.stream;
+  const tensor_view* plain = plain_of(buf.plain, lw);
+  const tensor_view wq = plain != nullptr ? *plain : lw.w;
+  const bool packed = plain == nullptr;
   const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
-  tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n});
+  tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n}, dev);
   if (lw.kind == LINEAR_W4A16) {
-    if (gemm_w4a16_cuda == nullptr) return missing_quant("gemm_w4a16_cuda");
     tensor_view xin = x;
     if (lw.rotate) {
       hadamard_params h;
       h.x = x;
-      h.out = view_of(qs.rotated, x.dtype, {batch, lw.k});
+      h.out = view_of(qs.rotated, x.dtype, {batch, lw.k}, dev);
       h.rows = batch;
       h.n = lw.k;
       h.scale = 1.0f / std::sqrt(static_cast<float>(lw.k));
@@ -2090,7 +2177,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     }
     gemm_w4a16_params g;
     g.x = xin;
-    g.w = lw.w;
+    g.w = wq;
     g.scales = lw.w_scale;
     g.bias = lw.bias;
     g.out = out;
@@ -2098,13 +2185,12 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     g.n = lw.n;
     g.k = lw.k;
     g.group_size = lw.group_size;
-    g.w_packed = true;
+    g.w_packed = packed;
     SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else {
-    if (quantize_cuda == nullptr) return missing_quant("quantize_cuda");
     quantize_params q;
     q.x = x;
-    q.q = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k});
+    q.q = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k}, dev);
     q.lines = batch;
     q.len = lw.k;
     q.bits = 8;
@@ -2114,15 +2200,14 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       q.granularity = QUANT_TENSOR;
       q.static_scale = true;
     } else {
-      q.scale = view_of(qs.as, SSMKIT_DTYPE_F32, {batch});
+      q.scale = view_of(qs.as, SSMKIT_DTYPE_F32, {batch}, dev);
       q.granularity = QUANT_TOKEN;
     }
     SSMKIT_RETURN_IF_ERROR(quantize_cuda(q, stream));
     if (lw.kind == LINEAR_W8A8) {
-      if (gemm_w8a8_cuda == nullptr) return missing_quant("gemm_w8a8_cuda");
       gemm_w8a8_params g;
       g.a = q.q;
-      g.w = lw.w;
+      g.w = wq;
       g.a_scale = q.scale;
       g.w_scale = lw.w_scale;
       g.bias = lw.bias;
@@ -2130,13 +2215,12 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       g.m = batch;
       g.n = lw.n;
       g.k = lw.k;
-      g.w_packed = true;
+      g.w_packed = packed;
       SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
     } else if (lw.kind == LINEAR_W4A8) {
-      if (gemm_w4a8_cuda == nullptr) return missing_quant("gemm_w4a8_cuda");
       gemm_w4a8_params g;
       g.a = q.q;
-      g.w = lw.w;
+      g.w = wq;
       g.a_scale = q.scale;
       g.w_scale = lw.w_scale;
       g.bias = lw.bias;
@@ -2145,7 +2229,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       g.n = lw.n;
       g.k = lw.k;
       g.group_size = lw.group_size;
-      g.w_packed = true;
+      g.w_packed = packed;
       SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g, stream));
     } else {
       return make_status(status_code::value, "decodeStep: unknown linear kind %d", static_cast<int>(lw.kind));
@@ -2226,6 +2310,7 @@ status check_decode(const mamba_decode_params& p) {
 status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params& p, const decode_buffers& buf,
                                const int32_t* ids, float* logits, int sms) {
   const mamba_decode_model& m = *p.model;
+  const int dev = p.ids.device;  // every buffer of the step is on the ids' device
   const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
   const int64_t gds = m.ngroups * ds;
   const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
@@ -2235,12 +2320,12 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
   void* stream = ctx.stream;
   quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
 
-  const tensor_view hidden_v = view_of(buf.hidden, act, {B, d});
-  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d});
-  const tensor_view hn_v = view_of(buf.hn, act, {B, d});
+  const tensor_view hidden_v = view_of(buf.hidden, act, {B, d}, dev);
+  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d}, dev);
+  const tensor_view hn_v = view_of(buf.hn, act, {B, d}, dev);
 
   embedding_params ep;
-  ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B});
+  ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B}, dev);
   ep.weight = m.embed;
   ep.out = hidden_v;
   ep.count = B;
@@ -2262,14 +2347,14 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
     np.eps = m.eps;
     SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, np));
 
-    const tensor_view z_v = view_of(buf.z, act, {B, di});
-    const tensor_view xin_v = view_of(buf.xin, act, {B, conv_dim});
-    const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim});
+    const tensor_view z_v = view_of(buf.z, act, {B, di}, dev);
+    const tensor_view xin_v = view_of(buf.xin, act, {B, conv_dim}, dev);
+    const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim}, dev);
     if (!m.mamba2) {
       const linear_output outs[2] = {col(xin_v, 0, di), col(z_v, di, di)};
       SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 2, act, qs, buf, sms));
     } else {
-      const tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      const tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
       const linear_output outs[3] = {col(z_v, 0, di), col(xin_v, di, conv_dim), col(dt_v, di + conv_dim, nh)};
       SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 3, act, qs, buf, sms));
     }
@@ -2296,15 +2381,15 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
     sp.batch = B;
     sp.state_batch = B;
     sp.dstate = ds;
-    const tensor_view y_v = view_of(buf.y, act, {B, di});
+    const tensor_view y_v = view_of(buf.y, act, {B, di}, dev);
     tensor_view layer_out = y_v;
     if (!m.mamba2) {
-      const tensor_view dtin_v = view_of(buf.dtin, act, {B, r});
-      const tensor_view bm_v = view_of(buf.bm, act, {B, ds});
-      const tensor_view cm_v = view_of(buf.cm, act, {B, ds});
+      const tensor_view dtin_v = view_of(buf.dtin, act, {B, r}, dev);
+      const tensor_view bm_v = view_of(buf.bm, act, {B, ds}, dev);
+      const tensor_view cm_v = view_of(buf.cm, act, {B, ds}, dev);
       const linear_output xo[3] = {col(dtin_v, 0, r), col(bm_v, r, ds), col(cm_v, r + ds, ds)};
       SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.x_proj, xc_v, B, xo, 3, act, qs, buf, sms));
-      const tensor_view dt_v = view_of(buf.dt, act, {B, di});
+      const tensor_view dt_v = view_of(buf.dt, act, {B, di}, dev);
       const linear_output dto[1] = {col(dt_v, 0, di)};
       SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.dt_proj, dtin_v, B, dto, 1, act, qs, buf, sms));
       sp.x = xc_v;
@@ -2326,16 +2411,16 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
       xp.m = B;
       xp.n = conv_dim;
       xp.num_outputs = 3;
-      xp.outputs[0] = col(view_of(buf.xs, act, {B, di}), 0, di);
-      xp.outputs[1] = col(view_of(buf.bm, act, {B, gds}), di, gds);
-      xp.outputs[2] = col(view_of(buf.cm, act, {B, gds}), di + gds, gds);
+      xp.outputs[0] = col(view_of(buf.xs, act, {B, di}, dev), 0, di);
+      xp.outputs[1] = col(view_of(buf.bm, act, {B, gds}, dev), di, gds);
+      xp.outputs[2] = col(view_of(buf.cm, act, {B, gds}, dev), di + gds, gds);
       SSMKIT_RETURN_IF_ERROR(split_columns_enqueue(ctx, xp));
-      tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
       if (m.dt_limited) {
         dt_limit_params lp;
         lp.dt = dt_v;
         lp.bias = w.dt_bias;
-        lp.out = view_of(buf.dtl, act, {B, nh});
+        lp.out = view_of(buf.dtl, act, {B, nh}, dev);
         lp.rows = B;
         lp.heads = nh;
         lp.lo = m.dt_lo;
@@ -2346,11 +2431,11 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
         sp.dt_bias = w.dt_bias;
         sp.dt_softplus = true;
       }
-      sp.x = view_of(buf.xs, act, {B, nh, m.headdim});
+      sp.x = view_of(buf.xs, act, {B, nh, m.headdim}, dev);
       sp.dt = dt_v;
-      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds});
-      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds});
-      sp.out = view_of(buf.y, act, {B, nh, m.headdim});
+      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds}, dev);
+      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds}, dev);
+      sp.out = view_of(buf.y, act, {B, nh, m.headdim}, dev);
       sp.multihead = true;
       sp.nheads = nh;
       sp.headdim = m.headdim;
@@ -2360,7 +2445,7 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
       gp.y = y_v;
       gp.z = z_v;
       gp.weight = w.gated_norm;
-      gp.out = view_of(buf.yn, act, {B, di});
+      gp.out = view_of(buf.yn, act, {B, di}, dev);
       gp.rows = B;
       gp.d = di;
       gp.groups = m.ngroups;
@@ -2383,7 +2468,7 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
   fp.d = d;
   fp.eps = m.eps;
   SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, fp));
-  const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}), 0, m.vocab)};
+  const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}, dev), 0, m.vocab)};
   return decode_linear(ctx, m.head, hn_v, B, lo, 1, act, qs, buf, sms);
 }
 
@@ -2449,6 +2534,7 @@ rms_args make_rms(const tensor_view& x, const tensor_view& res, const tensor_vie
 status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p, const decode_buffers& buf,
                             const int32_t* ids, float* logits, int sms) {
   const mamba_decode_model& m = *p.model;
+  const int dev = p.ids.device;  // every buffer of the step is on the ids' device
   const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
   const int64_t gds = m.ngroups * ds;
   const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
@@ -2457,13 +2543,13 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
   const ssmkit_dtype res_t = m.residual_fp32 ? SSMKIT_DTYPE_F32 : act;
   void* stream = ctx.stream;
 
-  const tensor_view hidden_v = view_of(buf.hidden, act, {B, d});
-  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d});
-  const tensor_view hn_v = view_of(buf.hn, act, {B, d});
+  const tensor_view hidden_v = view_of(buf.hidden, act, {B, d}, dev);
+  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d}, dev);
+  const tensor_view hn_v = view_of(buf.hn, act, {B, d}, dev);
   const tensor_view none;
 
   embedding_params ep;
-  ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B});
+  ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B}, dev);
   ep.weight = m.embed;
   ep.out = hidden_v;
   ep.count = B;
@@ -2486,9 +2572,9 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
   for (int l = 0; l < m.num_layers; ++l) {
     const mamba_layer_weights& w = m.layers[l];
     const tensor_view& conv_state = p.conv_states[l];
-    const tensor_view z_v = view_of(buf.z, act, {B, di});
-    const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim});
-    const tensor_view y_v = view_of(buf.y, act, {B, di});
+    const tensor_view z_v = view_of(buf.z, act, {B, di}, dev);
+    const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim}, dev);
+    const tensor_view y_v = view_of(buf.y, act, {B, di}, dev);
     if (w.conv_weight.numel() != conv_dim * m.conv_width ||
         (w.conv_bias.present() && w.conv_bias.numel() != conv_dim))
       return make_status(status_code::shape,
@@ -2517,7 +2603,7 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
       ce.out.rows[0] = di;
       ce.out.dtype[0] = act;
     } else {
-      const tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      const tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
       const linear_output outs[2] = {col(z_v, 0, di), col(dt_v, di + conv_dim, nh)};
       // A limited dt leaves through the epilogue instead of the second output.
       SSMKIT_RETURN_IF_ERROR(decode_gemv(w.in_proj, hn_v, B, outs, m.dt_limited ? 1 : 2, buf, sms, &a, &g));
@@ -2553,9 +2639,9 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
 
     tensor_view layer_out = y_v;
     if (!m.mamba2) {
-      const tensor_view dtin_v = view_of(buf.dtin, act, {B, r});
-      const tensor_view bm_v = view_of(buf.bm, act, {B, ds});
-      const tensor_view cm_v = view_of(buf.cm, act, {B, ds});
+      const tensor_view dtin_v = view_of(buf.dtin, act, {B, r}, dev);
+      const tensor_view bm_v = view_of(buf.bm, act, {B, ds}, dev);
+      const tensor_view cm_v = view_of(buf.cm, act, {B, ds}, dev);
       const linear_output xo[3] = {col(dtin_v, 0, r), col(bm_v, r, ds), col(cm_v, r + ds, ds)};
       SSMKIT_RETURN_IF_ERROR(decode_gemv(w.x_proj, xc_v, B, xo, 3, buf, sms, &a, &g));
       SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.x_proj.w.dtype == SSMKIT_DTYPE_BF16));
@@ -2596,18 +2682,18 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
       sp.batch = B;
       sp.state_batch = B;
       sp.dstate = ds;
-      tensor_view dt_v = view_of(buf.dt, act, {B, nh});
+      tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
       if (m.dt_limited) {
-        dt_v = view_of(buf.dtl, act, {B, nh});
+        dt_v = view_of(buf.dtl, act, {B, nh}, dev);
       } else {
         sp.dt_bias = w.dt_bias;
         sp.dt_softplus = true;
       }
-      sp.x = view_of(buf.xs, act, {B, nh, m.headdim});
+      sp.x = view_of(buf.xs, act, {B, nh, m.headdim}, dev);
       sp.dt = dt_v;
-      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds});
-      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds});
-      sp.out = view_of(buf.y, act, {B, nh, m.headdim});
+      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds}, dev);
+      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds}, dev);
+      sp.out = view_of(buf.y, act, {B, nh, m.headdim}, dev);
       sp.multihead = true;
       sp.nheads = nh;
       sp.headdim = m.headdim;
@@ -2617,7 +2703,7 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
       gp.y = y_v;
       gp.z = z_v;
       gp.weight = w.gated_norm;
-      gp.out = view_of(buf.yn, act, {B, di});
+      gp.out = view_of(buf.yn, act, {B, di}, dev);
       gp.rows = B;
       gp.d = di;
       gp.groups = m.ngroups;
@@ -2642,7 +2728,7 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
   }
 
   quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
-  const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}), 0, m.vocab)};
+  const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}, dev), 0, m.vocab)};
   return decode_linear(ctx, m.head, hn_v, B, lo, 1, act, qs, buf, sms);
 }
 
@@ -2729,6 +2815,7 @@ struct decode_graph {
   cudaGraphExec_t exec = nullptr;
   void* scratch = nullptr;
   decode_buffers buf{};
+  plain_weights plain;
   uint64_t used = 0;
 };
 
@@ -2752,6 +2839,9 @@ status free_graph(decode_graph& g) {
   g.exec = nullptr;
   if (g.scratch != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(g.scratch, g.stream));
   g.scratch = nullptr;
+  if (g.plain.data != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(g.plain.data, g.stream));
+  g.plain.data = nullptr;
+  g.plain.views.clear();
   return ok_status();
 }
 
@@ -2821,6 +2911,15 @@ status find_graph(const mamba_decode_params& p, cudaStream_t stream, bool pdl, b
   SSMKIT_CUDA_CHECK(cudaMallocAsync(&g->scratch, bytes, stream));
   carve_decode(*p.model, p.batch, z, static_cast<char*>(g->scratch), &g->buf);
   SSMKIT_CUDA_CHECK(cudaMemsetAsync(g->buf.counters, 0, g->buf.counter_count * sizeof(int), stream));
+  {
+    const status st = unpack_quantized(*p.model, stream, &g->plain);
+    if (!st.ok()) {
+      const status freed = free_graph(*g);
+      (void)freed;
+      return st;
+    }
+  }
+  g->buf.plain = &g->plain;
   bool captured = false;
   status st = capture_decode(p, *g, pdl, fused, sms, &captured);
   if (st.ok() && !captured && pdl) st = capture_decode(p, *g, false, fused, sms, &captured);
