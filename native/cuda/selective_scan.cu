@@ -492,7 +492,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // a warp-state against ~7.5 of issue); `poly` of the 8 states take their exp2 on the FMA pipe instead
 // (exp2_fma: 12 issue slots, no MUFU), which balances the two pipes near ~9 cycles at poly = 1.
 //
-// Round 3 reading of the PTX (nvcc -ptx, scan1_kernel<2, true, true, false>, poly 0): the state loop is
+// Reading of the PTX (nvcc -ptx, scan1_kernel<2, true, true, false>, poly 0): the state loop is
 // exactly FFMA (dt a2 + rb), ex2.approx.ftz (one MUFU.EX2, no range fix-up with ftz), FMUL (dtu B),
 // FFMA (h), FFMA (y) per state, and per step of 8 states four ld.shared.v4 (B and C, 16 bytes each, the
 // kP = 2 lanes of a channel reading different addresses: no bank conflict beyond 2 wavefronts) and two
@@ -502,7 +502,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // state MUFU at dstate 16: +25% on the MUFU pipe (1.25 x 363 us = 454 us at 100% MUFU use) and that
 // the MUFU pipe cannot be kept full by 5 warps an SMSP whose y sums are 8-deep dependent FFMA chains
 // per step (32 cycles of latency a step per warp against ~10 MUFU cycles a step per warp). The poly
-// variants add issue slots to a pipe that is ~60% busy, hence slower. Round 3 splits the y sum into two
+// variants add issue slots to a pipe that is ~60% busy, hence slower. This version splits the y sum into two
 // independent accumulators (even and odd states; +1 FADD a step, 1/8 slot a state): predicted 785 ->
 // 650-720 us if the chain latency is what starves the MUFU pipe, no change if it is not (then the next
 // step is 6 warps an SMSP at <= 80 registers).
@@ -996,7 +996,7 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // dependent mma); expected 1.3-1.6 ms. Reaching ~0.5 ms needs more warps in flight: the next step is
 // to split headdim over two blocks (half the S accumulators and of the shared state: ~150 registers and
 // ~60 KB, 3 blocks an SM) and to prefetch the next chunk's x, B and C with cp.async.
-// Round 3 measured 2085 us (no change). Plan for round 4, with its arithmetic (not written yet): (1) a
+// Measured 2085 us on the H200. Plan for the next step, with its arithmetic (not written yet): (1) a
 // small kernel computes CB = C B^T per (batch, group, chunk) once into device scratch (8 x 32 chunks x
 // 64 x 64 float32 = 4 MB at 1 group; the 80 heads of the group then share it: today each head
 // recomputes it, 80x the mma of that product, ~1/3 of the per-chunk mma); (2) the per-head kernel splits
@@ -1416,16 +1416,16 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
 // serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z)
 // issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight.
 // A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
-// Round 2 measured 136 us at batch 256 (1.3 TB/s), slower than the loop kernel. Round 3's reading: the
-// kernel was issue-bound, not memory-bound. Per thread it did 8 state updates (~40 instructions) but
-// ~8 64-bit divisions and remainders (r / (H P), r % P, (r / P) % H, h / (H / G), twice): each a call
-// of the ~40-70 instruction 64-bit division subroutine, ~400 instructions a thread in all. 2.6M threads
-// x ~500 instructions / 32 = 41M warp instructions = ~45 us of issue at a perfect 528 x 1.75 GHz,
-// realistically ~90 us at the ~50% issue efficiency of a kernel with one memory round trip; added to
-// the memory time that is round 2's 136. Round 3: batch on grid y (no division), 32-bit row math, the
-// headdim division skipped at P = 1 (Mamba-1) and the group division at G = 1: ~60 instructions a
-// thread. Prediction at batch 256: the state's 168 MB at ~3.3 TB/s = 50 us, plus launch: 55-65 us
-// of kernel (per call from Node: that plus the host cost, ~70 us). Batch 1 and 64 stay host-bound.
+// The previous vector kernel measured 136 us at batch 256 (1.3 TB/s), slower than the loop kernel. Reading:
+// the kernel was issue-bound, not memory-bound. Per thread it did 8 state updates (~40 instructions) but ~8
+// 64-bit divisions and remainders (r / (H P), r % P, (r / P) % H, h / (H / G), twice): each a call of the
+// ~40-70 instruction 64-bit division subroutine, ~400 instructions a thread in all. 2.6M threads x ~500
+// instructions / 32 = 41M warp instructions = ~45 us of issue at a perfect 528 x 1.75 GHz, realistically ~90
+// us at the ~50% issue efficiency of a kernel with one memory round trip; added to the memory time that is
+// the measured 136. This version: batch on grid y (no division), 32-bit row math, the headdim division
+// skipped at P = 1 (Mamba-1) and the group division at G = 1: ~60 instructions a thread. Prediction at batch
+// 256: the state's 168 MB at ~3.3 TB/s = 50 us, plus launch: 55-65 us of kernel (per call from Node: that
+// plus the host cost, ~70 us). Batch 1 and 64 stay host-bound.
 constexpr int kUpdateRows = 2;
 
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
@@ -1441,8 +1441,8 @@ __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) 
 template <bool kAPerState>
 __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_kernel(const update_args a) {
   // Grid: x over the rows of one batch element, y = batch element. All index math is 32-bit (the launcher
-  // checks H * P * N < 2^31): round 2's 64-bit divisions (r / (H P), r % P, h / (H / G) per row, each a
-  // ~40-instruction subroutine) cost more issue slots than the 8 state updates a thread does.
+  // checks H * P * N < 2^31): the previous version's 64-bit divisions (r / (H P), r % P, h / (H / G) per row,
+  // each a ~40-instruction subroutine) cost more issue slots than the 8 state updates a thread does.
   const int Q = a.lanes;
   const int rows_per_pass = kUpdateThreads / Q;
   const int lq = threadIdx.x % Q;

@@ -1,6 +1,6 @@
 // Node-API bindings of the model building blocks (linear layers, norms, embeddings) that the model
-// runner composes with the op families: JS arguments -> params struct -> CPU pool or stream. The CUDA
-// kernels of this family are not written yet: on a device the ops answer ERR_SSMKIT_NOT_COMPILED.
+// runner composes with the op families: JS arguments -> params struct -> CPU pool or stream (the CUDA
+// kernels are in native/cuda/nn.cu).
 #include "ssmkit/nn.h"
 
 #include <memory>

@@ -133,7 +133,7 @@ causal_conv1d_update_params causal_conv1d_update_args(Napi::Env env, Napi::Objec
   return p;
 }
 
-// op(args, async): CUDA kernels of this family come later; device tensors get "not compiled".
+// op(args, async): CPU tensors run on the pool, CUDA tensors on the device's stream.
 Napi::Value selective_scan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   keepalive keep;

@@ -1,5 +1,5 @@
 // Parameters of the FFT convolution family (H3's FlashConv: fftConv, s4dKernel, ssmConv), one struct
-// per op, filled once by native/napi/fft.cc and read by native/cpu/fft_conv.cc (and, later, CUDA).
+// per op, filled once by native/napi/fft.cc and read by native/cpu/fft_conv.cc and native/cuda/fft_conv.cu.
 #pragma once
 #include "ssmkit/status.h"
 #include "ssmkit/tensor.h"

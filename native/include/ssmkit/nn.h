@@ -3,8 +3,7 @@
 // (tokens, channels) and (channels, tokens) layouts, RMSNorm with the float32 residual, Mamba-2's gated
 // group RMSNorm, the embedding lookup, dt's softplus with limits, the token sampler, and the fused
 // decode step (a whole model, one token per sequence, in one call). One struct per op, filled once by
-// native/napi/nn.cc and read by native/cpu/nn.cc (and the CUDA kernels, whose entry points are
-// declared here and not written yet).
+// native/napi/nn.cc and read by native/cpu/nn.cc and native/cuda/nn.cu.
 #pragma once
 #include "ssmkit/status.h"
 #include "ssmkit/tensor.h"

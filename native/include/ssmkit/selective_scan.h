@@ -1,6 +1,6 @@
 // Parameters of the selective-scan family (selectiveScan, selectiveStateUpdate, ssdScan, causalConv1d,
 // causalConv1dUpdate), one struct per op, filled once by native/napi/scan.cc and read by
-// native/cpu/selective_scan.cc (and, later, the CUDA kernels). Views are contiguous and row-major;
+// native/cpu/selective_scan.cc and native/cuda/selective_scan.cu. Views are contiguous and row-major;
 // an absent optional tensor is a view with a null data pointer. Float inputs may be float32, float16
 // or bfloat16 independently of each other; the math runs in float32; states are float32.
 #pragma once
