@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ssmkit/cpu_features.h"
+#include "ssmkit/nn_check.h"
 #include "ssmkit/parallel.h"
 #include "ssmkit/quant.h"
 #include "ssmkit/selective_scan.h"
@@ -27,6 +28,12 @@
 
 namespace ssmkit {
 namespace {
+
+using nn_check::check_outputs;
+using nn_check::is_float;
+using nn_check::need_dims;
+using nn_check::need_float;
+using nn_check::need_numel;
 
 constexpr int kPanel = kLinearPanel;
 // Row blocks that share one pass over a weight panel, so the panel is read from memory once per
@@ -49,10 +56,6 @@ inline void store_any(const tensor_view& t, int64_t i, float v) {
     case SSMKIT_DTYPE_BF16: static_cast<uint16_t*>(t.data)[i] = f32_to_bf16(v); break;
     default: static_cast<float*>(t.data)[i] = v; break;
   }
-}
-
-bool is_float(ssmkit_dtype t) {
-  return t == SSMKIT_DTYPE_F32 || t == SSMKIT_DTYPE_F16 || t == SSMKIT_DTYPE_BF16;
 }
 
 // ---- linear: tiles -------------------------------------------------------------------------------
@@ -603,53 +606,6 @@ status linear_run(const linear_params& p) {
       }
     }
   });
-  return ok_status();
-}
-
-// The entry points check what they are given against the sizes they will touch, so that a malformed
-// call from native code (past the TypeScript checks) gets a status instead of reading out of bounds.
-status need_float(const char* op, const char* arg, const tensor_view& t, bool optional = false) {
-  if (!t.present()) {
-    if (optional) return ok_status();
-    return make_status(status_code::value, "%s: %s: expected a tensor", op, arg);
-  }
-  if (!is_float(t.dtype))
-    return make_status(status_code::dtype, "%s: %s: unsupported dtype %s", op, arg, dtype_name(t.dtype));
-  return ok_status();
-}
-
-status need_numel(const char* op, const char* arg, const tensor_view& t, int64_t n, bool optional = false) {
-  if (!t.present() && optional) return ok_status();
-  if (!t.present() || t.numel() != n) {
-    return make_status(status_code::shape, "%s: %s: expected %lld elements, got %lld", op, arg,
-                       static_cast<long long>(n), static_cast<long long>(t.present() ? t.numel() : 0));
-  }
-  return ok_status();
-}
-
-status need_dims(const char* op, std::initializer_list<int64_t> dims) {
-  for (int64_t d : dims) {
-    if (d < 0) return make_status(status_code::value, "%s: negative size", op);
-  }
-  return ok_status();
-}
-
-// The outputs of linear / splitColumns: each a column range within n, sized (m, cols).
-status check_outputs(const char* op, const linear_output* outs, int count, int64_t m, int64_t n,
-                     int64_t seqlen) {
-  if (count < 1 || count > kLinearMaxOutputs)
-    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
-  for (int i = 0; i < count; ++i) {
-    const linear_output& o = outs[i];
-    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
-    if (o.col0 < 0 || o.cols < 0 || o.col0 + o.cols > n)
-      return make_status(status_code::value, "%s: out: columns outside 0..%lld", op,
-                         static_cast<long long>(n));
-    if (o.transposed && (seqlen < 1 || m % seqlen != 0))
-      return make_status(status_code::shape, "%s: seqlen: expected a divisor of %lld", op,
-                         static_cast<long long>(m));
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, m * o.cols));
-  }
   return ok_status();
 }
 
