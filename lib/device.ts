@@ -41,7 +41,7 @@ export async function synchronize(device?: string): Promise<void> {
   try {
     await native().deviceSynchronize(idx, true);
   } catch (e) {
-    throw fromNative(e);
+    throw fromNative(e, 'synchronize');
   }
 }
 
@@ -56,7 +56,7 @@ export function synchronizeSync(device?: string): void {
   try {
     native().deviceSynchronize(idx, false);
   } catch (e) {
-    throw fromNative(e);
+    throw fromNative(e, 'synchronizeSync');
   }
 }
 
@@ -75,6 +75,6 @@ export function emptyCache(device?: string): void {
   try {
     native().deviceTrim(idx);
   } catch (e) {
-    throw fromNative(e);
+    throw fromNative(e, 'emptyCache');
   }
 }

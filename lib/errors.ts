@@ -51,15 +51,20 @@ export function rangeError(op: string, arg: string, expected: string, got: unkno
 /**
  * Re-throws an error from the native addon in the caller's context: TypeError and RangeError keep
  * their class, anything else becomes SsmkitError with the native code; the stack is the caller's.
+ * With `op`, the message starts with it (runtime calls such as copies do not know which op called them).
  */
-export function fromNative(e: unknown): Error {
-  if (e instanceof SsmkitError) return e;
-  if (e instanceof TypeError || e instanceof RangeError) {
+export function fromNative(e: unknown, op?: string): Error {
+  let out: Error;
+  if (e instanceof SsmkitError) {
+    out = e;
+  } else if (e instanceof TypeError || e instanceof RangeError) {
     Error.captureStackTrace?.(e, fromNative);
-    return e;
+    out = e;
+  } else {
+    const err = e as { message?: string; code?: string };
+    out = new SsmkitError(err?.message ?? String(e), err?.code ?? 'ERR_SSMKIT_INTERNAL', { cause: e });
+    Error.captureStackTrace?.(out, fromNative);
   }
-  const err = e as { message?: string; code?: string };
-  const out = new SsmkitError(err?.message ?? String(e), err?.code ?? 'ERR_SSMKIT_INTERNAL', { cause: e });
-  Error.captureStackTrace?.(out, fromNative);
+  if (op !== undefined && !out.message.startsWith(`${op}: `)) out.message = `${op}: ${out.message}`;
   return out;
 }

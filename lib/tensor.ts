@@ -80,9 +80,7 @@ function deviceStorage(op: string, device: number, bytes: number): Storage {
   try {
     ptr = native().deviceAlloc(device, bytes) as bigint;
   } catch (e) {
-    const err = fromNative(e);
-    err.message = `${op}: ${err.message}`;
-    throw err;
+    throw fromNative(e, op);
   }
   const s = new Storage({ device, bytes, ptr, released: false }, undefined);
   stats.deviceBytes += bytes;
@@ -244,7 +242,7 @@ export class Tensor<D extends DType = DType> {
         native().copyToDevice(t.#storage?.handle.device, t.#storage?.handle.ptr, host, false);
       } catch (e) {
         t.dispose();
-        throw fromNative(e);
+        throw fromNative(e, 'Tensor.zeros');
       }
     }
     return t;
@@ -335,7 +333,7 @@ export class Tensor<D extends DType = DType> {
     const bytes = byteLength(this.dtype, this.shape);
     const fail = (e: unknown): never => {
       out.dispose();
-      throw fromNative(e);
+      throw fromNative(e, op);
     };
     try {
       if (src.handle.device < 0 && dst < 0) {
@@ -392,7 +390,7 @@ export class Tensor<D extends DType = DType> {
         );
       } catch (e) {
         out.dispose();
-        throw fromNative(e);
+        throw fromNative(e, 'cast');
       }
       return out;
     }
@@ -451,7 +449,7 @@ export class Tensor<D extends DType = DType> {
     try {
       await native().copyToHost(s.handle.device, host, s.handle.ptr, true);
     } catch (e) {
-      throw fromNative(e);
+      throw fromNative(e, 'data');
     }
     return host;
   }
@@ -468,7 +466,7 @@ export class Tensor<D extends DType = DType> {
     try {
       native().copyToHost(s.handle.device, host, s.handle.ptr, false);
     } catch (e) {
-      throw fromNative(e);
+      throw fromNative(e, 'dataSync');
     }
     return host;
   }

@@ -11,7 +11,7 @@ export function callSync(op: string, args: object, outs: readonly (Tensor | unde
     native()[op](args, false);
   } catch (e) {
     for (const t of outs) t?.dispose();
-    throw fromNative(e);
+    throw fromNative(e, op);
   }
 }
 
@@ -20,6 +20,6 @@ export async function callAsync(op: string, args: object, outs: readonly (Tensor
     await native()[op](args, true);
   } catch (e) {
     for (const t of outs) t?.dispose();
-    throw fromNative(e);
+    throw fromNative(e, op);
   }
 }

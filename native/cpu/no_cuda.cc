@@ -51,5 +51,8 @@ status memory_info(int, size_t*, size_t*) {
 status cast(int, const void*, int, void*, int, int64_t) {
   return not_compiled();
 }
+status clear_pending_error(int) {
+  return not_compiled();
+}
 
 }  // namespace ssmkit::device

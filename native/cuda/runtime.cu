@@ -1,7 +1,8 @@
 // The CUDA device runtime behind ssmkit/device.h: one non-blocking stream per device, created on first
 // use; stream-ordered allocation (cudaMallocAsync) so that freeing a tensor never waits for the device;
 // copies ordered on that stream. Every CUDA call goes through SSMKIT_CUDA_CHECK, which records the
-// file and line of a failure in the status.
+// file and line of a failure in the status and takes the error out of the thread's last-error slot.
+// clear_pending_error runs before every op; the debug_fault kernels serve the fault tests only.
 #include <cuda_runtime.h>
 
 #include <mutex>
@@ -57,6 +58,16 @@ __global__ void cast_any_kernel(const void* __restrict__ src, int src_dt, void* 
   }
 }
 
+// The fault tests' kernels. `target` is an address no allocation covers, passed in so that the compiler
+// cannot see the store is invalid.
+__global__ void debug_noop_kernel() {}
+__global__ void debug_trap_kernel() {
+  __trap();
+}
+__global__ void debug_store_kernel(float* target) {
+  *target = 1.0f;
+}
+
 }  // namespace
 
 bool compiled() {
@@ -102,8 +113,8 @@ status alloc(int dev, size_t bytes, void** out) {
                        bytes, dev);
   }
   if (e != cudaSuccess) {
-    return make_status(status_code::cuda, "cuda: cudaMallocAsync: %s (%s:%d)", cudaGetErrorString(e),
-                       __FILE__, __LINE__);
+    cudaGetLastError();
+    return cuda_detail::failed(e, "cudaMallocAsync", __FILE__, __LINE__);
   }
   return ok_status();
 }
@@ -176,6 +187,38 @@ status cast(int dev, const void* src, int src_dtype, void* dst, int dst_dtype, i
       src, src_dtype, dst, dst_dtype, n);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
+}
+
+status clear_pending_error(int dev) {
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess || !cuda_detail::context_lost(e)) return ok_status();
+  return make_status(
+      status_code::cuda,
+      "cuda:%d cannot run work after an earlier fault: %s (%s); the CUDA context is lost until "
+      "the process exits",
+      dev, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+status debug_fault_cuda(const debug_fault_params& p, void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (p.kind) {
+    case debug_fault_kind::launch:
+      // cudaLaunchKernel returns the error and also leaves it in the error slot, as a failed
+      // cudaGraphLaunch does.
+      SSMKIT_CUDA_CHECK(cudaLaunchKernel(reinterpret_cast<const void*>(&debug_noop_kernel), dim3(1),
+                                         dim3(2048), nullptr, 0, s));
+      return ok_status();
+    case debug_fault_kind::unchecked_launch: debug_noop_kernel<<<1, 2048, 0, s>>>(); return ok_status();
+    case debug_fault_kind::trap:
+      debug_trap_kernel<<<1, 1, 0, s>>>();
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      return ok_status();
+    case debug_fault_kind::illegal_address:
+      debug_store_kernel<<<1, 1, 0, s>>>(reinterpret_cast<float*>(uintptr_t{16}));
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      return ok_status();
+  }
+  return make_status(status_code::value, "_debugFault: unknown kind %d", static_cast<int>(p.kind));
 }
 
 }  // namespace ssmkit::device

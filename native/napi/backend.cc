@@ -1,5 +1,12 @@
 // Node-API functions for what the loader and Tensor need besides the ops: build and CPU facts, the
 // thread count, and the CUDA runtime (device discovery, allocation, copies, synchronize, cast).
+//
+// `_debugFault({ kind, device }, async)` is a test hook, not part of the API (lib/ does not export it;
+// test/fault.test.ts calls it): an op that fails on purpose on a CUDA device, run through run_op like
+// every op, so that the tests can check how a kernel error is reported. Kinds: 'launch' (an invalid
+// launch configuration: a non-sticky error, returned by the launch), 'unchecked-launch' (the same error
+// left in CUDA's error slot while the op returns ok), 'trap' and 'illegal-address' (kernels that fault:
+// sticky errors that lose the context, reported at the next synchronization).
 #include <string>
 
 #include "common.h"
@@ -147,6 +154,33 @@ Napi::Value device_cast(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+status debug_fault_cpu(const device::debug_fault_params&) {
+  return make_status(status_code::unsupported, "_debugFault: runs on a CUDA device only");
+}
+
+// ({ kind, device }, async): see the file's opening paragraph.
+Napi::Value debug_fault(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object a = info[0].As<Napi::Object>();
+  const std::string kind = a.Get("kind").ToString().Utf8Value();
+  device::debug_fault_params p;
+  if (kind == "launch") {
+    p.kind = device::debug_fault_kind::launch;
+  } else if (kind == "unchecked-launch") {
+    p.kind = device::debug_fault_kind::unchecked_launch;
+  } else if (kind == "trap") {
+    p.kind = device::debug_fault_kind::trap;
+  } else if (kind == "illegal-address") {
+    p.kind = device::debug_fault_kind::illegal_address;
+  } else {
+    throw make_error(env,
+                     make_status(status_code::value, "_debugFault: kind: unknown kind '%s'", kind.c_str()));
+  }
+  const int dev = static_cast<int>(get_number(a, "device", 0));
+  return run_op<device::debug_fault_params>(env, "_debugFault", p, dev, info[1].ToBoolean(), {},
+                                            &debug_fault_cpu, SSMKIT_CUDA_FN(device::debug_fault_cuda));
+}
+
 }  // namespace
 
 void register_backend(Napi::Env env, Napi::Object exports) {
@@ -164,6 +198,7 @@ void register_backend(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceMemory", Napi::Function::New(env, device_memory));
   exports.Set("deviceTrim", Napi::Function::New(env, device_trim));
   exports.Set("deviceCast", Napi::Function::New(env, device_cast));
+  exports.Set("_debugFault", Napi::Function::New(env, debug_fault));
 }
 
 }  // namespace ssmkit::napi

@@ -74,8 +74,11 @@ Napi::Value run_op(Napi::Env env, const char* op, P params, int device, bool asy
                               "%s: tensors are on cuda:%d but this binary has no CUDA kernels", op, device),
                   async);
   }
+  // An error an earlier failed call left in this thread's CUDA error slot was reported there: out of the
+  // slot with it, or this op's launch check would report it as its own. A lost context stops the op here.
+  status s = device::clear_pending_error(device);
   void* stream = nullptr;
-  status s = device::stream(device, &stream);
+  if (s.ok()) s = device::stream(device, &stream);
   if (s.ok()) s = cuda(params, stream);
   // Kernel faults surface at the next synchronization; SSMKIT_CUDA_SYNC=1 waits after every op so that
   // a fault is reported on the op that caused it.

@@ -37,5 +37,22 @@ status trim(int device);
 status memory_info(int device, size_t* free_bytes, size_t* total_bytes);
 // Element-wise dtype conversion on the device (float32 <-> float16/bfloat16/float64), enqueued.
 status cast(int device, const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n);
+// Called before every op: takes out of the calling thread's CUDA error slot an error that an earlier
+// failed call left there (it was reported on that call), so that this op's launch check does not report
+// it as its own. An error that left the context lost is returned instead: no op can run after it.
+status clear_pending_error(int device);
+
+// A test hook, not part of the API (native/napi/backend.cc's _debugFault): an "op" that fails on purpose.
+enum class debug_fault_kind : int {
+  launch = 0,            // a launch with an invalid configuration (2048 threads a block): a non-sticky error
+  unchecked_launch = 1,  // the same, its error left in the error slot unreported (what a failed call that
+                         // nobody checked leaves behind); the op itself returns ok
+  trap = 2,             // a kernel that executes a trap: a sticky fault, reported at the next synchronization
+  illegal_address = 3,  // a kernel that stores to an address no allocation covers: a sticky fault
+};
+struct debug_fault_params {
+  debug_fault_kind kind = debug_fault_kind::launch;
+};
+status debug_fault_cuda(const debug_fault_params& p, void* stream);
 
 }  // namespace ssmkit::device
