@@ -68,6 +68,23 @@ const tensorRegistry = new FinalizationRegistry<number>(() => {
   stats.liveTensors--;
 });
 
+/**
+ * Zero-filled host storage for a tensor of this dtype and shape. At LARGE_HOST_BYTES and above it comes
+ * from the addon (fresh zero pages, released off the JS thread: native/napi/backend.cc), so that neither
+ * allocating nor freeing it costs the JS thread time that grows with its size.
+ */
+const LARGE_HOST_BYTES = 8 << 20;
+function hostArray<D extends DType>(dtype: D, shape: readonly number[]): ArrayFor<D> {
+  const length = storageLength(dtype, shape);
+  const ctor = arrayCtor(dtype);
+  const bytes = length * ctor.BYTES_PER_ELEMENT;
+  if (bytes >= LARGE_HOST_BYTES) {
+    const buffer = native().hostAlloc(bytes) as ArrayBuffer | undefined;
+    if (buffer !== undefined) return new ctor(buffer, 0, length) as ArrayFor<D>;
+  }
+  return allocArray(dtype, shape);
+}
+
 function hostStorage(array: AnyArray): Storage {
   const s = new Storage({ device: -1, bytes: array.byteLength, ptr: 0n, released: false }, array);
   stats.hostBytes += array.byteLength;
@@ -225,7 +242,7 @@ export class Tensor<D extends DType = DType> {
   /** @internal Uninitialized (device) or zeroed (host) storage for a tensor of this dtype and shape. */
   static _alloc<D extends DType>(op: string, dtype: D, shape: readonly number[], device: number): Tensor<D> {
     const storage =
-      device < 0 ? hostStorage(allocArray(dtype, shape)) : deviceStorage(op, device, Math.max(1, byteLength(dtype, shape)));
+      device < 0 ? hostStorage(hostArray(dtype, shape)) : deviceStorage(op, device, Math.max(1, byteLength(dtype, shape)));
     return Tensor._make(dtype, shape, storage);
   }
 
@@ -237,7 +254,7 @@ export class Tensor<D extends DType = DType> {
   static zeros<D extends DType = 'float32'>(shape: readonly number[], dtype?: D, device: string = 'cpu'): Tensor<D> {
     const t = Tensor.empty(shape, dtype, device);
     if (t.#storage?.handle.device !== -1) {
-      const host = allocArray(t.dtype, t.shape);
+      const host = hostArray(t.dtype, t.shape);
       try {
         native().copyToDevice(t.#storage?.handle.device, t.#storage?.handle.ptr, host, false);
       } catch (e) {
@@ -353,7 +370,7 @@ export class Tensor<D extends DType = DType> {
         return async ? Promise.resolve(out) : out;
       }
       // Between two devices: through the host.
-      const host = allocArray(this.dtype, this.shape);
+      const host = hostArray(this.dtype, this.shape);
       native().copyToHost(src.handle.device, host, src.handle.ptr, false);
       native().copyToDevice(dst, o.handle.ptr, host, false);
       return async ? Promise.resolve(out) : out;
@@ -445,7 +462,7 @@ export class Tensor<D extends DType = DType> {
   async data(): Promise<ArrayFor<D>> {
     const s = this.#live('data', 'this');
     if (s.array !== undefined) return s.array as ArrayFor<D>;
-    const host = allocArray(this.dtype, this.shape);
+    const host = hostArray(this.dtype, this.shape);
     try {
       await native().copyToHost(s.handle.device, host, s.handle.ptr, true);
     } catch (e) {
@@ -462,7 +479,7 @@ export class Tensor<D extends DType = DType> {
   dataSync(): ArrayFor<D> {
     const s = this.#live('dataSync', 'this');
     if (s.array !== undefined) return s.array as ArrayFor<D>;
-    const host = allocArray(this.dtype, this.shape);
+    const host = hostArray(this.dtype, this.shape);
     try {
       native().copyToHost(s.handle.device, host, s.handle.ptr, false);
     } catch (e) {

@@ -1,5 +1,15 @@
 // Node-API functions for what the loader and Tensor need besides the ops: build and CPU facts, the
-// thread count, and the CUDA runtime (device discovery, allocation, copies, synchronize, cast).
+// thread count, the CUDA runtime (device discovery, allocation, copies, synchronize, cast), and large
+// host buffers.
+//
+// `hostAlloc(bytes)` gives lib/tensor.ts the storage of a large CPU tensor (an op's output, a host copy
+// of a device tensor): fresh zero pages from mmap, wrapped as an external ArrayBuffer. V8's own
+// ArrayBuffers of that size cost the JS thread time that grows with their size: the allocation may
+// start a collection, and the collection frees dead buffers on the JS thread (unmapping 1 GB of touched
+// pages takes 45-80 ms). Here the allocation is one mmap call, zero-filled by the kernel on first touch
+// (on the worker that writes it), and the finalizer hands the region to a releaser thread that unmaps
+// it off the JS thread, a slice at a time. Where external buffers are not allowed it returns undefined (lib/
+// then uses V8).
 //
 // `_debugFault({ kind, device }, async)` is a test hook, not part of the API (lib/ does not export it;
 // test/fault.test.ts calls it): an op that fails on purpose on a CUDA device, run through run_op like
@@ -7,7 +17,15 @@
 // launch configuration: a non-sticky error, returned by the launch), 'unchecked-launch' (the same error
 // left in CUDA's error slot while the op returns ok), 'trap' and 'illegal-address' (kernels that fault:
 // sticky errors that lose the context, reported at the next synchronization).
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "common.h"
 #include "ssmkit/cpu_features.h"
@@ -154,6 +172,78 @@ Napi::Value device_cast(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Unmaps released host buffers on its own thread, so that the JS thread never pays for freeing pages.
+class host_releaser {
+ public:
+  static host_releaser& get() {
+    static host_releaser* r = new host_releaser();  // never destroyed: the thread may outlive exit handlers
+    return *r;
+  }
+  void release(void* p, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.emplace_back(p, bytes);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  host_releaser() {
+    std::thread([this] { loop(); }).detach();
+  }
+  void loop() {
+    for (;;) {
+      std::pair<void*, size_t> r;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !queue_.empty(); });
+        r = queue_.front();
+        queue_.pop_front();
+      }
+      // In slices: unmapping holds the process's memory-map lock, which an mmap or a page fault on the
+      // JS thread then waits for; a 32 MiB slice holds it for about a millisecond.
+      constexpr size_t kSlice = size_t{32} << 20;
+      char* p = static_cast<char*>(r.first);
+      for (size_t off = 0; off < r.second; off += kSlice) {
+        munmap(p + off, std::min(kSlice, r.second - off));
+        std::this_thread::yield();
+      }
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<void*, size_t>> queue_;
+};
+
+// (bytes) -> an ArrayBuffer over fresh zero pages, or undefined (see the file's opening paragraph).
+Napi::Value host_alloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double want = info[0].As<Napi::Number>().DoubleValue();
+  if (!(want >= 1) || want > 9007199254740991.0) return env.Undefined();
+  const size_t bytes = static_cast<size_t>(want);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return env.Undefined();
+  napi_value buffer = nullptr;
+  const napi_status st = napi_create_external_arraybuffer(
+      env, p, bytes,
+      [](napi_env, void* data, void* hint) {
+        host_releaser::get().release(data, reinterpret_cast<size_t>(hint));
+      },
+      reinterpret_cast<void*>(bytes), &buffer);
+  if (st != napi_ok) {
+    munmap(p, bytes);
+    // A pending exception (an allocation V8 refused) is not ours to throw: lib/ falls back to V8.
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    return env.Undefined();
+  }
+  return Napi::Value(env, buffer);
+}
+
 status debug_fault_cpu(const device::debug_fault_params&) {
   return make_status(status_code::unsupported, "_debugFault: runs on a CUDA device only");
 }
@@ -198,6 +288,7 @@ void register_backend(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceMemory", Napi::Function::New(env, device_memory));
   exports.Set("deviceTrim", Napi::Function::New(env, device_trim));
   exports.Set("deviceCast", Napi::Function::New(env, device_cast));
+  exports.Set("hostAlloc", Napi::Function::New(env, host_alloc));
   exports.Set("_debugFault", Napi::Function::New(env, debug_fault));
 }
 
