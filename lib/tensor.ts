@@ -1,7 +1,12 @@
 /**
  * Tensor: a dtype, a shape and storage, row-major and contiguous. CPU tensors wrap a TypedArray without
  * copying; CUDA tensors own a device allocation, freed by dispose() or, as a backstop, when the tensor
- * is garbage-collected.
+ * is garbage-collected (one FinalizationRegistry entry per tensor).
+ *
+ * Storage that ssmkit allocates on the host (op outputs, host copies of device tensors) comes, from
+ * 8 MiB up, from the addon: zero pages that are never filled on the JS thread and are unmapped off it,
+ * so that an op's JS-thread cost does not grow with its output. Each tensor builds its native
+ * descriptor once, as a view into a shared slab (a Float64Array of its own costs ten times more).
  */
 import { native } from './backend';
 import { type Device, deviceIndex, deviceName } from './device';
@@ -63,9 +68,12 @@ function release(h: Handle): void {
   }
 }
 
-const storageRegistry = new FinalizationRegistry<Handle>(release);
-const tensorRegistry = new FinalizationRegistry<number>(() => {
+// One entry per tensor (an op call allocates its outputs, so this is on every call's path): a tensor
+// collected without dispose() lets go of its storage as dispose() would, and the storage is released
+// when the last of its views has let go.
+const registry = new FinalizationRegistry<Storage>((s) => {
   stats.liveTensors--;
+  if (--s.views === 0) release(s.handle);
 });
 
 /**
@@ -88,7 +96,6 @@ function hostArray<D extends DType>(dtype: D, shape: readonly number[]): ArrayFo
 function hostStorage(array: AnyArray): Storage {
   const s = new Storage({ device: -1, bytes: array.byteLength, ptr: 0n, released: false }, array);
   stats.hostBytes += array.byteLength;
-  storageRegistry.register(s, s.handle, s);
   return s;
 }
 
@@ -101,7 +108,6 @@ function deviceStorage(op: string, device: number, bytes: number): Storage {
   }
   const s = new Storage({ device, bytes, ptr, released: false }, undefined);
   stats.deviceBytes += bytes;
-  storageRegistry.register(s, s.handle, s);
   return s;
 }
 
@@ -113,6 +119,20 @@ function deviceStorage(op: string, device: number, bytes: number): Storage {
  */
 export type NativeTensor = Float64Array | [Float64Array, AnyArray];
 const META_LENGTH = 12;
+// Descriptors are views into shared slabs: a Float64Array of its own (96 bytes, past V8's on-heap limit)
+// costs an off-heap allocation, ten times a view's price, and every op call makes one for its output.
+const SLAB_METAS = 1024;
+let metaSlab = new ArrayBuffer(0);
+let metaOffset = 0;
+function newMeta(): Float64Array {
+  if (metaOffset === metaSlab.byteLength) {
+    metaSlab = new ArrayBuffer(SLAB_METAS * META_LENGTH * 8);
+    metaOffset = 0;
+  }
+  const meta = new Float64Array(metaSlab, metaOffset, META_LENGTH);
+  metaOffset += META_LENGTH * 8;
+  return meta;
+}
 
 let internalStorage: Storage | undefined;
 
@@ -198,7 +218,7 @@ export class Tensor<D extends DType = DType> {
   readonly size: number;
   readonly device: Device;
   #storage: Storage | null;
-  #meta: Float64Array | undefined;
+  #desc: NativeTensor | undefined;
 
   /**
    * Wraps `data` (no copy) as a CPU tensor. `data` is the dtype's TypedArray (float16/bfloat16:
@@ -210,13 +230,30 @@ export class Tensor<D extends DType = DType> {
   constructor(dtype: D, data: ArrayFor<D> | number[], shape: readonly number[]) {
     const s = internalStorage;
     internalStorage = undefined;
+    if (s !== undefined) {
+      // A view or fresh storage from _make: the dtype is the caller's own.
+      let dims: number[];
+      try {
+        dims = checkShape('Tensor', shape);
+      } catch (e) {
+        if (s.views === 0) release(s.handle);
+        throw e;
+      }
+      this.dtype = dtype;
+      this.shape = Object.freeze(dims);
+      this.size = shapeSize(dims);
+      this.device = deviceName(s.handle.device);
+      this.#storage = s;
+      s.views++;
+      stats.liveTensors++;
+      registry.register(this, s, this);
+      return;
+    }
     if (!isDType(dtype))
       throw typeError('Tensor', 'dtype', `one of float32, float16, bfloat16, int8, uint8, int32, int4, float64`, dtype);
     const dims = checkShape('Tensor', shape);
     let storage: Storage;
-    if (s !== undefined) {
-      storage = s;
-    } else if (Array.isArray(data)) {
+    if (Array.isArray(data)) {
       storage = hostStorage(fromList(dtype, data, dims));
     } else if (ArrayBuffer.isView(data)) {
       storage = hostStorage(fromTypedArray(dtype, data, dims));
@@ -230,7 +267,7 @@ export class Tensor<D extends DType = DType> {
     this.#storage = storage;
     storage.views++;
     stats.liveTensors++;
-    tensorRegistry.register(this, 1, this);
+    registry.register(this, storage, this);
   }
 
   /** @internal A tensor over existing storage (a view) or fresh storage. */
@@ -300,17 +337,18 @@ export class Tensor<D extends DType = DType> {
   /** @internal The descriptor passed to native code; throws if the tensor was disposed. */
   _native(op: string, arg: string): NativeTensor {
     const s = this.#live(op, arg);
-    let meta = this.#meta;
-    if (meta === undefined) {
-      meta = new Float64Array(META_LENGTH);
+    let desc = this.#desc;
+    if (desc === undefined) {
+      const meta = newMeta();
       meta[0] = DTYPE_CODE[this.dtype];
       meta[1] = s.handle.device;
       meta[2] = this.shape.length;
       for (let i = 0; i < this.shape.length; i++) meta[3 + i] = this.shape[i] as number;
       meta[11] = Number(s.handle.ptr);
-      this.#meta = meta;
+      desc = s.array === undefined ? meta : [meta, s.array];
+      this.#desc = desc;
     }
-    return s.array === undefined ? meta : [meta, s.array];
+    return desc;
   }
 
   /** @internal The device address of a CUDA tensor's storage (0n for a host tensor). */
@@ -498,12 +536,9 @@ export class Tensor<D extends DType = DType> {
     const s = this.#storage;
     if (s === null) return;
     this.#storage = null;
-    tensorRegistry.unregister(this);
+    registry.unregister(this);
     stats.liveTensors--;
-    if (--s.views === 0) {
-      storageRegistry.unregister(s);
-      release(s.handle);
-    }
+    if (--s.views === 0) release(s.handle);
   }
 
   [Symbol.dispose](): void {

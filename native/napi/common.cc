@@ -44,14 +44,12 @@ namespace {
 
 constexpr uint32_t kMetaLength = 12;  // [dtype, device, ndim, shape[0..7], address]: lib/tensor.ts
 
-// Raw view of a TypedArray: its element type, length in elements, data pointer and byte length, with
-// one Node-API call. Returns false when `v` is no TypedArray.
+// Raw view of a TypedArray: its element type, length in elements, data pointer and ArrayBuffer, with
+// one Node-API call (which fails, without an exception, when `v` is no TypedArray). Returns false then.
 bool typed_array(napi_env env, napi_value v, napi_typedarray_type* type, size_t* length, void** data,
                  napi_value* buffer) {
-  bool is = false;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
   size_t offset = 0;
-  return napi_get_typedarray_info(env, v, type, length, data, buffer, &offset) == napi_ok;
+  return v != nullptr && napi_get_typedarray_info(env, v, type, length, data, buffer, &offset) == napi_ok;
 }
 
 size_t element_size(napi_typedarray_type t) {
@@ -81,13 +79,13 @@ tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const cha
   void* raw = nullptr;
   napi_value buffer = nullptr;
   if (!typed_array(env, meta_value, &type, &length, &raw, &buffer)) {
-    if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) {
-      throw_range(env, std::string(what) + ": internal tensor descriptor expected");
-    }
-    Napi::Array a = v.As<Napi::Array>();
-    meta_value = a.Get(0u);
-    data_value = a.Get(1u);
-    if (!typed_array(env, meta_value, &type, &length, &raw, &buffer)) {
+    // [meta, data]: elements read directly (an element past the end reads as undefined, which the
+    // TypedArray checks below reject), without a call for the length.
+    bool is_array = false;
+    if (napi_is_array(env, v, &is_array) != napi_ok || !is_array ||
+        napi_get_element(env, v, 0, &meta_value) != napi_ok ||
+        napi_get_element(env, v, 1, &data_value) != napi_ok ||
+        !typed_array(env, meta_value, &type, &length, &raw, &buffer)) {
       throw_range(env, std::string(what) + ": internal tensor descriptor expected");
     }
   }
@@ -122,18 +120,20 @@ tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const cha
     if (data_value == nullptr || !typed_array(env, data_value, &type, &length, &raw, &buffer)) {
       throw_range(env, std::string(what) + ": host data must be a TypedArray");
     }
-    bool detached = false;
-    napi_is_detached_arraybuffer(env, buffer, &detached);
-    if (detached) {
-      throw Napi::TypeError::New(env, std::string(what) + ": its ArrayBuffer has been detached");
-    }
     if (static_cast<int64_t>(length * element_size(type)) < need) {
+      // A detached buffer reads as length 0; only then is it worth a call to tell the two apart.
+      bool detached = false;
+      napi_is_detached_arraybuffer(env, buffer, &detached);
+      if (detached) {
+        throw Napi::TypeError::New(env, std::string(what) + ": its ArrayBuffer has been detached");
+      }
       throw_range(env, std::string(what) + ": its TypedArray is smaller than its shape");
     }
     t.data = raw;
     if (t.data == nullptr && need > 0) throw_range(env, std::string(what) + ": no memory");
     // An empty tensor still needs a non-null pointer to count as present.
     if (t.data == nullptr) t.data = reinterpret_cast<void*>(alignof(std::max_align_t));
+    if (keep.capacity() == 0) keep.reserve(16);  // one allocation for an op's tensors, not one per doubling
     keep.emplace_back(Napi::Persistent(Napi::Value(env, data_value)));
   } else {
     const double addr = meta[11];

@@ -1,13 +1,21 @@
 // Shared pieces of the Node-API layer: reading the tensors and options that lib/ passes into the
 // kernels' plain views, running a kernel on the CPU pool (async through an AsyncWorker, or on the
 // calling thread) or enqueuing it on the device's stream, and turning a status into a JS error.
-// JS passes each tensor as [dtype, shape, data, device]: data is the TypedArray of a CPU tensor or the
-// BigInt address of a CUDA allocation; undefined/null stands for an optional tensor left out.
+// JS passes each tensor as a descriptor (lib/tensor.ts): a Float64Array [dtype, device, ndim, shape[8],
+// address] alone for a device tensor, or [that, its TypedArray] for a host tensor; undefined/null stands
+// for an optional tensor left out.
+//
+// Every op call pays this layer's cost, which matters for small ops (a decode step, a GEMV at M = 1):
+// a descriptor is read with a handful of Node-API calls, a sync CPU op runs its kernel in place (no task
+// object, no copy of the params), and only an async op queues a worker. Before a CUDA op, an error left
+// in CUDA's error slot by an earlier failed call is dropped (it was reported there), so that the op's
+// own launch check does not report it; a lost context stops the op instead.
 #pragma once
 #include <napi.h>
 
 #include <cstring>
 #include <functional>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -44,6 +52,16 @@ Napi::Value finish(Napi::Env env, const status& s, bool async);
 // Runs `task` on a libuv worker thread and returns a Promise (async), or runs it here (sync).
 Napi::Value run_task(Napi::Env env, bool async, std::function<status()> task, keepalive keep);
 
+// Runs a CPU kernel on the calling thread, turning an out-of-memory exception into a status.
+template <class P>
+status run_here(status (*cpu)(const P&), const P& params) {
+  try {
+    return cpu(params);
+  } catch (const std::bad_alloc&) {
+    return make_status(status_code::internal, "ssmkit: out of host memory");
+  }
+}
+
 // The one device of an op's tensors (-1 for the host); views that are absent do not count. The
 // TypeScript layer has already checked that they agree.
 int op_device(std::initializer_list<const tensor_view*> views);
@@ -65,8 +83,10 @@ template <class P>
 Napi::Value run_op(Napi::Env env, const char* op, P params, int device, bool async, keepalive keep,
                    status (*cpu)(const P&), status (*cuda)(const typename non_deduced<P>::type&, void*)) {
   if (device < 0) {
+    // On the calling thread the kernel reads the params in place: no task object, no copy of the params.
+    if (!async) return finish(env, run_here(cpu, params), false);
     return run_task(
-        env, async, [params, cpu]() { return cpu(params); }, std::move(keep));
+        env, true, [params, cpu]() { return cpu(params); }, std::move(keep));
   }
   if (cuda == nullptr) {
     return finish(env,
