@@ -3,6 +3,8 @@
 // copies ordered on that stream. Every CUDA call goes through SSMKIT_CUDA_CHECK, which records the
 // file and line of a failure in the status and takes the error out of the thread's last-error slot.
 // clear_pending_error runs before every op; the debug_fault kernels serve the fault tests only.
+// get_stream also makes the device current, so that the calls after it need no cudaSetDevice of their
+// own (an op allocates its outputs and frees them: each call's host time counts for small ops).
 #include <cuda_runtime.h>
 
 #include <mutex>
@@ -105,7 +107,6 @@ status stream(int dev, void** out) {
 status alloc(int dev, size_t bytes, void** out) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   const cudaError_t e = cudaMallocAsync(out, bytes, s);
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // clear the sticky-free allocation error so later calls work
@@ -122,7 +123,6 @@ status alloc(int dev, size_t bytes, void** out) {
 status release(int dev, void* ptr) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   SSMKIT_CUDA_CHECK(cudaFreeAsync(ptr, s));
   return ok_status();
 }
@@ -130,7 +130,6 @@ status release(int dev, void* ptr) {
 status copy_to_device(int dev, void* dst, const void* src, size_t bytes) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
   SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
   return ok_status();
@@ -139,7 +138,6 @@ status copy_to_device(int dev, void* dst, const void* src, size_t bytes) {
 status copy_to_host(int dev, void* dst, const void* src, size_t bytes) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
   SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
   return ok_status();
@@ -148,7 +146,6 @@ status copy_to_host(int dev, void* dst, const void* src, size_t bytes) {
 status copy_on_device(int dev, void* dst, const void* src, size_t bytes) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
   return ok_status();
 }
@@ -180,7 +177,6 @@ status cast(int dev, const void* src, int src_dtype, void* dst, int dst_dtype, i
   if (n == 0) return ok_status();
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   const int threads = 256;
   const int64_t blocks = (n + threads - 1) / threads;
   cast_any_kernel<<<static_cast<unsigned>(blocks < 65535 * 16 ? blocks : 65535 * 16), threads, 0, s>>>(
