@@ -6,7 +6,8 @@
 // widths (bfloat16 and W4A16), and the runner's forward on a tiny checkpoint.
 //
 // Each timed row is the median of --repeats runs of --steps calls between two synchronize()s, after
-// warm-up. The decode rows cover the step's variants (SSMKIT_CUDA_GRAPH, SSMKIT_CUDA_DECODE_FUSED,
+// warm-up. The runner's own decode (MambaModel.generate, greedy, batch 1) is timed from its per-token
+// callbacks, for each mode: what a user of the package gets, host round trips and sampling included. The decode rows cover the step's variants (SSMKIT_CUDA_GRAPH, SSMKIT_CUDA_DECODE_FUSED,
 // SSMKIT_CUDA_PDL, SSMKIT_CUDA_GEMV_UNITS; the first row is the default). The peer column is cuBLAS
 // through PyTorch when --peers names the JSON lines of shared/device/peers.py (the decode row's peer:
 // 64 x cuBLAS GEMVs of in_proj and out_proj, the step's two large layers alone), else the issue's anchor.
@@ -365,6 +366,27 @@ const smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-gpu-small-'));
   check('MambaModel.forward bfloat16 (2 layers, 37 tokens)', relL2(lg, lc), 3e-2);
   cpu.dispose();
   gpu.dispose();
+  // The runner's decode steps (the fused step on both backends) after a prefill, in every mode. The
+  // prompt is longer than 64 tokens: shorter ones run the quantized prefill GEMMs on the skinny split-K
+  // path, whose per-device workspace keeps a call's tile counters where smaller calls write partials
+  // (native/cuda/gemm.cu; the decode step works around it, the op-by-op prefill cannot).
+  const longPrompt = [Array.from({ length: 80 }, (_, i) => (i * 31) % 1000)];
+  for (const mode of modes) {
+    const q = mode === 'w4a16' ? { quantize: 'w4a16' } : {};
+    const mc = await MambaModel.load(smallDir, { dtype: 'bfloat16', ...q });
+    const md = await MambaModel.load(smallDir, { dtype: 'bfloat16', device: DEV, ...q });
+    const sc = (await mc.forward(longPrompt)).state;
+    const sd = (await md.forward(longPrompt)).state;
+    for (const [i, t] of [7, 300, 999, 42].entries()) {
+      const a = toF64((await mc.forward([[t]], { state: sc })).logits);
+      const b = toF64((await md.forward([[t]], { state: sd })).logits);
+      check(`MambaModel decode ${mode} (2 layers, fused: ${md._fused}) step ${i}`, relL2(b, a), 3e-2);
+    }
+    sc.dispose();
+    sd.dispose();
+    mc.dispose();
+    md.dispose();
+  }
 }
 console.log('all results match, starting benchmarks');
 
@@ -507,6 +529,52 @@ if (!args['no-prefill']) {
     log(rows[rows.length - 1]);
     state.dispose();
   }
+  model.dispose();
+}
+
+// ---- decode through the runner: MambaModel.generate --------------------------------------------------
+
+for (const mode of modes) {
+  const q = mode === 'w4a16' ? 'w4a16' : undefined;
+  let model;
+  try {
+    const t0 = now();
+    model = await MambaModel.load(dir, { dtype: 'bfloat16', device: DEV, ...(q ? { quantize: q } : {}) });
+    log(`MambaModel.load ${args.shape} ${mode} on ${DEV} in ${((now() - t0) / 1000).toFixed(1)} s`);
+  } catch (e) {
+    log(e);
+    rows.push({
+      row: `decode ${args.shape} ${mode} through MambaModel.generate`,
+      ours: `skipped: ${e.message}`,
+      floor: '',
+      frac: '',
+      peer: '',
+    });
+    continue;
+  }
+  const vocab = model.config.vocabSize;
+  // Longer than 64 tokens, for the reason given at the checks above.
+  const prompt = [Array.from({ length: 80 }, (_, i) => (i * 7919) % vocab)];
+  // Every generate call starts from new states: its first step runs uncaptured, the second captures the
+  // graph. The rate is taken over the steps after those, median of the repeats.
+  const n = Math.max(8, steps);
+  const skip = 3;
+  const per = [];
+  for (let r = 0; r < Math.min(repeats, 3); r++) {
+    const stamps = [];
+    await model.generate(prompt, { maxNewTokens: n + skip + 1, onToken: () => stamps.push(now()) });
+    per.push((stamps[stamps.length - 1] - stamps[skip]) / (stamps.length - 1 - skip));
+  }
+  const ms = median(per);
+  const floorMs = (model.weightBytes / BW) * 1e3;
+  rows.push({
+    row: `decode ${args.shape} ${mode} batch 1 through MambaModel.generate (greedy, fused: ${model._fused})`,
+    ours: `${ms.toFixed(3)} ms/token (${(1e3 / ms).toFixed(0)} tokens/s)`,
+    floor: `${floorMs.toFixed(3)} ms`,
+    frac: `${((floorMs / ms) * 100).toFixed(0)}% (${(ms / floorMs).toFixed(2)}x)`,
+    peer: 'the fused step above (nn.decodeStepSync)',
+  });
+  log(rows[rows.length - 1]);
   model.dispose();
 }
 

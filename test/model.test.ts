@@ -400,13 +400,26 @@ describe.each(testDevices())('the fused decode step on %s', (device) => {
         return { out, tokens };
       };
       const fused = await run(true);
-      expect(model._fused).toBe(device === 'cpu');
+      expect(model._fused).toBe(true);
       const ops = await run(false);
       expect(model._fused).toBe(false);
-      expect(fused.tokens).toEqual(ops.tokens);
-      fused.out.forEach((l, i) => {
-        assertClose(l, ops.out[i] as Float64Array, { rtol: 1e-6, atol: 1e-6 }, `${name} step ${i}`);
-      });
+      if (device === 'cpu') {
+        expect(fused.tokens).toEqual(ops.tokens);
+        fused.out.forEach((l, i) => {
+          assertClose(l, ops.out[i] as Float64Array, { rtol: 1e-6, atol: 1e-6 }, `${name} step ${i}`);
+        });
+      } else {
+        // On CUDA the fused step folds the small ops into the GEMV epilogues (float layers), which round
+        // where the separate kernels do not: the fused step's tolerances against the CPU step
+        // (nn-cuda.test.ts). The first new tokens come from the prefill, the same kernels either way.
+        expect(fused.tokens.map((t) => t[0])).toEqual(ops.tokens.map((t) => t[0]));
+        expect(fused.tokens.map((t) => t.length)).toEqual(ops.tokens.map((t) => t.length));
+        fused.out.forEach((l, i) => {
+          const label = `${name} step ${i} on ${device}`;
+          if (dtype === 'float32' && !quantize) assertClose(l, ops.out[i] as Float64Array, { rtol: 2e-3, atol: 2e-3 }, label);
+          else expect(relL2(l, ops.out[i] as Float64Array), label).toBeLessThan(3e-2);
+        });
+      }
       model.dispose();
     });
   }

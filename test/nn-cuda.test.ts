@@ -892,6 +892,79 @@ describe('the fused decode step on CUDA', () => {
     }
   }
 
+  // Quantized layers at Mamba-2.8B's widths: in_proj has 10240 columns, more than the quantization
+  // family's split-K GEMM keeps counters for in its first 256 bytes of workspace, between calls of fewer
+  // columns (x_proj, out_proj), with K split over blocks and groups of 128 along K (the tiny models
+  // above have one group and no split). Several steps, so that every GEMM runs after the others.
+  const WIDE: TinyConfig = {
+    ...MAMBA1,
+    act: 'bfloat16',
+    dModel: 2560,
+    dInner: 5120,
+    dtRank: 160,
+    vocab: 1000,
+    layers: 1,
+    bias: false,
+  };
+  for (const quant of ['w4a16', 'w8a8', 'w4a8'] as const) {
+    it(`mamba bf16 ${quant} at Mamba-2.8B widths, batch 1, 3 and 20: the step against the CPU step, graph and no graph`, async () => {
+      const cfg: TinyConfig = { ...WIDE, quant };
+      const tiny = new TinyModel(cfg, quant.length * 31);
+      const cpu = await tiny.desc('cpu');
+      const dev = await tiny.desc(DEV);
+      const planC = createDecodePlan(cpu.model);
+      const planD = createDecodePlan(dev.model);
+      for (const batch of [1, 3, 20]) {
+        const init = tiny.states(batch, batch + 5);
+        const rng = new Rng(batch * 7);
+        const ids = Array.from({ length: 3 }, () => Int32Array.from({ length: batch }, () => rng.int(0, cfg.vocab - 1)));
+        const cst = { conv: init.conv.map((t) => t.toSync('cpu')), ssm: init.ssm.map((t) => t.toSync('cpu')) };
+        const bindC = bindDecodeStates(cst.conv, cst.ssm);
+        const want: Float64Array[] = [];
+        for (const s of ids) {
+          const lg = Tensor.empty([batch, cfg.vocab], 'float32');
+          decodeStepSync(planC, bindC, new Tensor('int32', s, [batch]), lg);
+          want.push(host(lg));
+        }
+        const results: Record<string, Float64Array[]> = {};
+        for (const [variant, env] of Object.entries({
+          graph: {},
+          'no graph': { SSMKIT_CUDA_GRAPH: '0' },
+        } as Record<string, Record<string, string | undefined>>)) {
+          const dst = { conv: init.conv.map((t) => t.toSync(DEV)), ssm: init.ssm.map((t) => t.toSync(DEV)) };
+          const bindD = bindDecodeStates(dst.conv, dst.ssm);
+          const got: Float64Array[] = [];
+          withEnv(env, () => {
+            for (const s of ids) {
+              const lg = poisoned([batch, cfg.vocab], 'float32');
+              decodeStepSync(planD, bindD, new Tensor('int32', s, [batch]).toSync(DEV), lg);
+              got.push(host(lg));
+            }
+          });
+          results[variant] = got;
+          got.forEach((l, i) => {
+            const err = relL2(l, want[i] as Float64Array);
+            expect(err, `${quant} B ${batch} ${variant} step ${i}: relative L2 error ${err}`).toBeLessThan(3e-2);
+          });
+          dst.ssm.forEach((t, l) => {
+            expect(relL2(host(t), host(cst.ssm[l] as Tensor)), `${quant} B ${batch} ${variant} ssm state ${l}`).toBeLessThan(
+              3e-2,
+            );
+          });
+          for (const t of [...dst.conv, ...dst.ssm]) t.dispose();
+        }
+        (results.graph as Float64Array[]).forEach((l, i) => {
+          assertEqual(
+            l,
+            (results['no graph'] as Float64Array[])[i] as Float64Array,
+            `${quant} B ${batch}: graph vs no graph step ${i}`,
+          );
+        });
+      }
+      for (const t of [...cpu.keep, ...dev.keep]) t.dispose();
+    }, 300_000);
+  }
+
   it('sampling in the step: host draws and tokens, greedy and filtered, as the reference picks from its logits', async () => {
     const cfg = { ...MAMBA1, vocab: 3001 };
     const tiny = new TinyModel(cfg, 5);

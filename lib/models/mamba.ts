@@ -2,8 +2,9 @@
  * MambaModel: a Hugging Face Mamba or Mamba-2 causal LM, loaded from its folder and run with the
  * package's ops. Prefill runs the whole prompt through the scan ops (selectiveScan / ssdScan and
  * causalConv1d, states returned), prompts of equal length as one batch. Decode runs one token per
- * sequence per step through selectiveStateUpdate and causalConv1dUpdate on states kept per sequence:
- * on the CPU as one native call per step (the fused decode step, nn.h), elsewhere op by op. Every op is
+ * sequence per step through selectiveStateUpdate and causalConv1dUpdate on states kept per sequence,
+ * as one native call per step (the fused decode step, nn.h: on CUDA captured into a graph from its
+ * second call on), or op by op where the backend has no fused step. Every op is
  * awaited, so CPU work stays off the event loop. Activations between ops are in the model's dtype; the
  * residual stream is float32 when the config says residual_in_fp32; logits are float32.
  */
@@ -301,7 +302,7 @@ export class MambaModel {
     if (!this.#fused) return null;
     if (this.#plan !== undefined) return this.#plan;
     this.#plan = null;
-    if (this.device !== 'cpu' || typeof native().decodeStep !== 'function') return null;
+    if (typeof native().decodeStep !== 'function') return null;
     const c = this.config;
     const lin = (l: LinearLayer | undefined): DecodeLinear | undefined => l?.decodeLinear();
     const layers = [];
@@ -576,7 +577,7 @@ export class MambaModel {
         if (plan) {
           // One native call: the step, then the pick from its logits (written to one reused buffer).
           buffer ??= Tensor.empty([B, vocab], 'float32', this.device);
-          const idT = new Tensor('int32', Int32Array.from(picked), [B]);
+          const idT = await this.#stepIds(picked);
           next = (await decodeStep(plan, state._decodeStates(), idT, buffer, { ...sampling, ...drawsFor() })) as Tensor;
           idT.dispose();
         } else {
@@ -618,6 +619,15 @@ export class MambaModel {
   }
 
   // ---- the forward passes ---------------------------------------------------------------------
+
+  /** One token per sequence as an int32 tensor `[batch]` on the model's device (the fused step's ids). */
+  async #stepIds(tokens: readonly number[]): Promise<Tensor> {
+    const t = new Tensor('int32', Int32Array.from(tokens), [tokens.length]);
+    if (this.device === 'cpu') return t;
+    const d = await t.to(this.device);
+    t.dispose();
+    return d;
+  }
 
   /** Token ids (batch, seqlen) as an int32 tensor on the model's device. */
   async #ids(ids: readonly (readonly number[])[]): Promise<Tensor> {
@@ -828,7 +838,7 @@ export class MambaModel {
     const B = tokens.length;
     const plan = this.#decodePlan();
     if (plan) {
-      const ids = new Tensor('int32', Int32Array.from(tokens), [B]);
+      const ids = await this.#stepIds(tokens);
       const logits = Tensor.empty([B, c.vocabSize], 'float32', this.device);
       await decodeStep(plan, state._decodeStates(), ids, logits);
       ids.dispose();

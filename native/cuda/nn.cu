@@ -29,8 +29,9 @@
 // The row ops (rms_norm, gated_rms_norm) run one block per row with the row in shared memory and the
 // sum of squares in float64 (as the CPU), so that both backends round the same value; the element ops
 // (split_columns, embedding, dt_limit, transpose_split with 32x32 tiles) are grid-stride loops. sample
-// runs one block per row: argmax, or probabilities from the softmax and radix selections over their
-// float bits (count for top-k, mass for top-p and the draw), ties in index order as the CPU walks them.
+// runs one block per row: argmax, or probabilities from the softmax and radix selections over the
+// logits' order-preserving bits (count for top-k, mass for top-p and the draw), ties (equal logits) in
+// index order.
 //
 // The decode step enqueues the whole step on the stream, on scratch it owns. Fused (the default, float
 // layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
@@ -40,12 +41,16 @@
 // applies the next layer's RMSNorm (or the final one) to the hidden rows, with the residual. Composed
 // (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
 // CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
-// included, bit for bit what the runner's op-by-op path computes on CUDA. Either sequence is captured
-// once per (model, states, batch) into a CUDA graph and replayed (ids and logits staged through the
-// graph's own buffers); its kernels launch with programmatic dependent launch on sm_90, so each one's
-// blocks start and prefetch their weights while the previous kernel drains. Bound for batch-1 decode of
-// Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at 4.2 TB/s; the four launches a layer add their
-// ramp and tail latencies (~3-4 us each where PDL does not hide them).
+// included (called on column ranges of at most 64 of their split-K tiles, see quant_chunk_cols), what
+// the runner's op-by-op path computes on CUDA. Either sequence runs uncaptured on the first call of a
+// (model, states, batch), on buffers it keeps, so that whatever the families grow on first use exists,
+// and is captured on the second into a CUDA graph (which then allocates nothing) and replayed from then
+// on (ids and logits staged through the graph's own buffers); its kernels launch with programmatic
+// dependent launch on sm_90, so each one's blocks start and prefetch their weights while the previous
+// kernel drains. Bound for batch-1 decode of Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at
+// 4.2 TB/s; the four launches a layer add their ramp and tail latencies (~3-4 us each where PDL does not
+// hide them). With quantized layers the column ranges add GEMM launches (in_proj's 10240 columns as
+// 8192 + 2048 at batch <= 16: one more a layer, 64 x ~4 us a token for Mamba-2.8B).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1466,13 +1471,23 @@ struct sample_shared {
 };
 
 // One row as the selections see it: probabilities exp((l - max) / T) (0 below e^-87 and for NaN, as the
-// CPU's exp_nonpositive), keyed by their float bits (monotone for non-negative floats); thread t walks
-// the contiguous chunk [c0, c1).
+// CPU's exp_nonpositive), ordered by their logits; thread t walks the contiguous chunk [c0, c1).
 struct sample_row {
   const float* l;
   float mx, inv_t;
   int64_t c0, c1;
 };
+
+// A token's place in the descending order of probability: its logit's bits mapped to an unsigned key
+// that orders as the logits do (NaN lowest, -0 as +0). Keys of the float probabilities would not do: two
+// logits closer than the probabilities' resolution (an ulp of p near 1 is 6e-8) round to one float p,
+// or to swapped ones within expf's error, and the walk would take them in index order instead of the
+// order of exp((l - max) / T), which is strictly that of the logits.
+__device__ __forceinline__ uint32_t logit_key(float l) {
+  if (l != l) return 0u;
+  const uint32_t b = l == 0.0f ? 0u : __float_as_uint(l);
+  return (b & 0x80000000u) != 0u ? ~b : (b | 0x80000000u);
+}
 
 __device__ __forceinline__ float row_prob(const sample_row& s, int64_t i) {
   const float x = (s.l[i] - s.mx) * s.inv_t;
@@ -1527,7 +1542,7 @@ __device__ sample_filter select_prefix(const sample_row& s, const sample_filter&
     double run_v = 0.0;
     for (int64_t i = s.c0; i < s.c1; ++i) {
       const float p = row_prob(s, i);
-      const uint32_t key = __float_as_uint(p);
+      const uint32_t key = logit_key(s.l[i]);
       if (!passes(fa, key, i) || !passes(fb, key, i) || (key & mask) != prefix) continue;
       const int d = static_cast<int>((key >> shift) & 0xffu);
       if (d != run_d) {
@@ -1600,7 +1615,7 @@ __device__ sample_filter select_prefix(const sample_row& s, const sample_filter&
   double mine = 0.0;
   for (int64_t i = s.c0; i < s.c1; ++i) {
     const float p = row_prob(s, i);
-    const uint32_t key = __float_as_uint(p);
+    const uint32_t key = logit_key(s.l[i]);
     if (key == prefix && passes(fa, key, i) && passes(fb, key, i))
       mine += by_mass ? static_cast<double>(p) : 1.0;
   }
@@ -1615,7 +1630,7 @@ __device__ sample_filter select_prefix(const sample_row& s, const sample_filter&
     int64_t last_tie = -1;
     for (int64_t i = s.c0; i < s.c1; ++i) {
       const float p = row_prob(s, i);
-      const uint32_t key = __float_as_uint(p);
+      const uint32_t key = logit_key(s.l[i]);
       if (key != prefix || !passes(fa, key, i) || !passes(fb, key, i)) continue;
       last_tie = i;
       cum += by_mass ? static_cast<double>(p) : 1.0;
@@ -1641,7 +1656,7 @@ __device__ double filtered_mass(const sample_row& s, const sample_filter& fa, co
   double m = 0.0;
   for (int64_t i = s.c0; i < s.c1; ++i) {
     const float p = row_prob(s, i);
-    const uint32_t key = __float_as_uint(p);
+    const uint32_t key = logit_key(s.l[i]);
     if (passes(fa, key, i) && passes(fb, key, i)) m += static_cast<double>(p);
   }
   return block_sum(m, red);
@@ -1999,7 +2014,7 @@ status unpack_quantized(const mamba_decode_model& m, cudaStream_t s, plain_weigh
 // the ids and logits a captured graph reads and writes, and the linear layers' split-K scratch).
 struct decode_buffers {
   void *hidden, *residual, *hn, *z, *xin, *xc, *dt, *dtl, *dtin, *xs, *bm, *cm, *y, *yn;
-  void *qtmp, *rotated;
+  void *qtmp, *rotated, *qchunk;
   int8_t* aq;
   float* as;
   int32_t* ids;     // (batch,) staged ids
@@ -2074,6 +2089,7 @@ size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& 
   b.yn = take(row * di * e);
   b.qtmp = take(row * std::max<int64_t>(z.max_n, 1) * e);
   b.rotated = take(row * z.max_k * e);
+  b.qchunk = take(row * std::max<int64_t>(z.max_n, 1) * e);
   b.aq = static_cast<int8_t*>(take(row * z.max_k));
   b.as = static_cast<float*>(take(row * 4));
   b.ids = static_cast<int32_t*>(take(row * 4));
@@ -2093,7 +2109,59 @@ struct quant_ptrs {
   void* rotated;
   int8_t* aq;
   float* as;
+  void* chunk = nullptr;  // (batch, max n): one column range of a GEMM before it joins tmp
 };
+
+// The quantization family's skinny GEMMs (m <= 64, native/cuda/gemm.cu) split K over blocks and keep one
+// per-device workspace: tile counters (one int per 128 columns x 16 rows, the region rounded up to 256
+// bytes), then the partial sums. A call of more than 64 tiles keeps counters past byte 256, where every
+// smaller call writes partials, and its next call finds them non-zero and skips those columns' sums. The
+// step therefore calls the GEMMs on column ranges of at most 64 tiles (8192 columns at batch <= 16), so
+// that every call's counters sit in the first 256 bytes, which only the counters' owners write.
+constexpr int64_t kQuantTileCols = 128;  // columns of one skinny tile
+constexpr int64_t kQuantTileRows = 16;   // rows of one skinny tile
+constexpr int64_t kQuantMaxTiles = 64;   // tiles whose counters fit in 256 bytes
+constexpr int64_t kQuantSkinnyMaxM = 64;
+
+// Columns of one GEMM call of the step (a multiple of 64, so that a range of pack_weights' column
+// groups is itself a packed weight), or n when the call does not use the split-K workspace.
+int64_t quant_chunk_cols(int64_t batch, int64_t n) {
+  if (batch > kQuantSkinnyMaxM) return n;
+  const int64_t slices = (batch + kQuantTileRows - 1) / kQuantTileRows;
+  return std::min(n, std::max<int64_t>(1, kQuantMaxTiles / slices) * kQuantTileCols);
+}
+
+// Columns [c0, c0 + nc) of a quantized layer: its weight rows (plain (n, k), or whole column groups of
+// the packed bytes), scales and bias.
+struct quant_cols {
+  tensor_view w, w_scale, bias;
+};
+
+quant_cols slice_quant(const linear_weight& lw, const tensor_view& wq, bool packed, int bits, int64_t c0,
+                       int64_t nc) {
+  quant_cols q;
+  if (packed) {
+    const int64_t steps = bits == 8 ? (lw.k + 3) / 4 : (lw.k + 7) / 8;
+    const int64_t off = c0 / 64 * 4 * steps * 64;  // c0 is a multiple of 64
+    q.w = view_of(static_cast<uint8_t*>(wq.data) + off, wq.dtype, {packed_weight_bytes(nc, lw.k, bits)},
+                  wq.device);
+  } else {
+    const int64_t row_bytes = bits == 8 ? lw.k : (lw.k + 1) / 2;
+    q.w = view_of(static_cast<uint8_t*>(wq.data) + c0 * row_bytes, wq.dtype, {nc, lw.k}, wq.device);
+  }
+  q.w_scale = lw.w_scale;
+  const int64_t sn = lw.w_scale.numel();
+  if (sn > 1 && lw.n > 0 && sn % lw.n == 0) {
+    const int64_t per_col = sn / lw.n;  // (n,) or (n, k / group_size)
+    q.w_scale = view_of(static_cast<char*>(lw.w_scale.data) + c0 * per_col * dtype_size(lw.w_scale.dtype),
+                        lw.w_scale.dtype, {nc, per_col}, lw.w_scale.device);
+  }
+  if (lw.bias.present()) {
+    q.bias = view_of(static_cast<char*>(lw.bias.data) + c0 * dtype_size(lw.bias.dtype), lw.bias.dtype, {nc},
+                     lw.bias.device);
+  }
+  return q;
+}
 
 // out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
@@ -2116,14 +2184,21 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     scr.counters = buf.counters;
     return linear_enqueue(ctx, p, scr, sms);
   }
-  void* stream = ctx.stream;
+  if (lw.kind != LINEAR_W4A16 && lw.kind != LINEAR_W8A8 && lw.kind != LINEAR_W4A8)
+    return make_status(status_code::value, "decodeStep: unknown linear kind %d", static_cast<int>(lw.kind));
+  cudaStream_t stream = ctx.stream;
   const tensor_view* plain = plain_of(buf.plain, lw);
   const tensor_view wq = plain != nullptr ? *plain : lw.w;
   const bool packed = plain == nullptr;
-  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
-  tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n}, dev);
+  const int bits = lw.kind == LINEAR_W8A8 ? 8 : 4;
+  const int64_t chunk = quant_chunk_cols(batch, lw.n);
+  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n && chunk >= lw.n;
+  const int64_t e = dtype_size(act);
+  const tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n}, dev);
+  // The GEMM's input: x (rotated for W4A16), or x quantized to int8 with its scale.
+  tensor_view xin = x;
+  quantize_params q;
   if (lw.kind == LINEAR_W4A16) {
-    tensor_view xin = x;
     if (lw.rotate) {
       hadamard_params h;
       h.x = x;
@@ -2134,20 +2209,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       SSMKIT_RETURN_IF_ERROR(hadamard_cuda(h, stream));
       xin = h.out;
     }
-    gemm_w4a16_params g;
-    g.x = xin;
-    g.w = wq;
-    g.scales = lw.w_scale;
-    g.bias = lw.bias;
-    g.out = out;
-    g.m = batch;
-    g.n = lw.n;
-    g.k = lw.k;
-    g.group_size = lw.group_size;
-    g.w_packed = packed;
-    SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else {
-    quantize_params q;
     q.x = x;
     q.q = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k}, dev);
     q.lines = batch;
@@ -2163,35 +2225,60 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       q.granularity = QUANT_TOKEN;
     }
     SSMKIT_RETURN_IF_ERROR(quantize_cuda(q, stream));
-    if (lw.kind == LINEAR_W8A8) {
+  }
+  for (int64_t c0 = 0; c0 < lw.n; c0 += chunk) {
+    const int64_t nc = std::min(chunk, lw.n - c0);
+    const quant_cols cols = slice_quant(lw, wq, packed, bits, c0, nc);
+    // One row: the range's output is contiguous in out; more rows: staged, then copied into its columns.
+    const bool in_place = nc == lw.n || batch == 1;
+    const tensor_view part = in_place ? view_of(static_cast<char*>(out.data) + c0 * e, act, {batch, nc}, dev)
+                                      : view_of(qs.chunk, act, {batch, nc}, dev);
+    if (lw.kind == LINEAR_W4A16) {
+      gemm_w4a16_params g;
+      g.x = xin;
+      g.w = cols.w;
+      g.scales = cols.w_scale;
+      g.bias = cols.bias;
+      g.out = part;
+      g.m = batch;
+      g.n = nc;
+      g.k = lw.k;
+      g.group_size = lw.group_size;
+      g.w_packed = packed;
+      SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
+    } else if (lw.kind == LINEAR_W8A8) {
       gemm_w8a8_params g;
       g.a = q.q;
-      g.w = wq;
+      g.w = cols.w;
       g.a_scale = q.scale;
-      g.w_scale = lw.w_scale;
-      g.bias = lw.bias;
-      g.out = out;
+      g.w_scale = cols.w_scale;
+      g.bias = cols.bias;
+      g.out = part;
       g.m = batch;
-      g.n = lw.n;
+      g.n = nc;
       g.k = lw.k;
       g.w_packed = packed;
       SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
-    } else if (lw.kind == LINEAR_W4A8) {
+    } else {
       gemm_w4a8_params g;
       g.a = q.q;
-      g.w = wq;
+      g.w = cols.w;
       g.a_scale = q.scale;
-      g.w_scale = lw.w_scale;
-      g.bias = lw.bias;
-      g.out = out;
+      g.w_scale = cols.w_scale;
+      g.bias = cols.bias;
+      g.out = part;
       g.m = batch;
-      g.n = lw.n;
+      g.n = nc;
       g.k = lw.k;
       g.group_size = lw.group_size;
       g.w_packed = packed;
       SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g, stream));
-    } else {
-      return make_status(status_code::value, "decodeStep: unknown linear kind %d", static_cast<int>(lw.kind));
+    }
+    if (!in_place) {
+      SSMKIT_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(out.data) + c0 * e,
+                                          static_cast<size_t>(lw.n * e), part.data,
+                                          static_cast<size_t>(nc * e), static_cast<size_t>(nc * e),
+                                          static_cast<size_t>(batch), cudaMemcpyDeviceToDevice, stream));
     }
   }
   if (direct) return ok_status();
@@ -2277,7 +2364,7 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
   const ssmkit_dtype act = m.act;
   const ssmkit_dtype res_t = m.residual_fp32 ? SSMKIT_DTYPE_F32 : act;
   void* stream = ctx.stream;
-  quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
+  quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as, buf.qchunk};
 
   const tensor_view hidden_v = view_of(buf.hidden, act, {B, d}, dev);
   const tensor_view residual_v = view_of(buf.residual, res_t, {B, d}, dev);
@@ -2767,7 +2854,10 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   return f;
 }
 
-// A captured step: its graph, and the scratch it reads and writes (owned; freed on eviction).
+// A step that is captured on its second call: its graph, and the scratch it reads and writes (owned;
+// freed on eviction). The first call runs the same sequence uncaptured on the same buffers, so that
+// whatever the families' entry points grow on first use (the GEMMs' split-K workspace) exists before
+// the capture, which then allocates nothing.
 struct decode_graph {
   std::vector<uint64_t> key;
   cudaStream_t stream = nullptr;
@@ -2776,6 +2866,8 @@ struct decode_graph {
   decode_buffers buf{};
   plain_weights plain;
   uint64_t used = 0;
+  bool warm = false;    // the uncaptured first call has been enqueued
+  bool failed = false;  // the capture failed: later calls run uncaptured on scratch of their own
 };
 
 constexpr size_t kMaxDecodeGraphs = 4;
@@ -2841,7 +2933,22 @@ status capture_decode(const mamba_decode_params& p, decode_graph& g, bool pdl, b
   return ok_status();
 }
 
-// The step's graph for this call, captured on first use; nullptr when the step cannot be captured.
+// Captures a warm entry; on failure the entry keeps no buffers and is marked failed.
+status capture_entry(const mamba_decode_params& p, decode_graph& g, bool pdl, bool fused, int sms) {
+  bool captured = false;
+  status st = capture_decode(p, g, pdl, fused, sms, &captured);
+  if (st.ok() && !captured && pdl) st = capture_decode(p, g, false, fused, sms, &captured);
+  if (!st.ok() || !captured) {
+    g.failed = true;
+    const status freed = free_graph(g);
+    return st.ok() ? freed : st;
+  }
+  return ok_status();
+}
+
+// The step's cache entry for this call: on the first call an entry without a graph (*out set, exec
+// null: run uncaptured on its buffers), from the second on its graph (captured then); nullptr when the
+// step cannot be captured.
 status find_graph(const mamba_decode_params& p, cudaStream_t stream, bool pdl, bool fused, int sms,
                   decode_graph** out) {
   *out = nullptr;
@@ -2851,7 +2958,17 @@ status find_graph(const mamba_decode_params& p, cudaStream_t stream, bool pdl, b
   for (auto& g : cache.graphs) {
     if (g->key == key) {
       g->used = ++cache.clock;
-      *out = g->exec != nullptr ? g.get() : nullptr;
+      if (g->failed) return ok_status();
+      if (g->exec == nullptr) {
+        if (!g->warm) {
+          // The first call has not got as far as enqueueing its step: run this one uncaptured.
+          *out = g.get();
+          return ok_status();
+        }
+        SSMKIT_RETURN_IF_ERROR(capture_entry(p, *g, pdl, fused, sms));
+        if (g->failed) return ok_status();
+      }
+      *out = g.get();
       return ok_status();
     }
   }
@@ -2879,20 +2996,9 @@ status find_graph(const mamba_decode_params& p, cudaStream_t stream, bool pdl, b
     }
   }
   g->buf.plain = &g->plain;
-  bool captured = false;
-  status st = capture_decode(p, *g, pdl, fused, sms, &captured);
-  if (st.ok() && !captured && pdl) st = capture_decode(p, *g, false, fused, sms, &captured);
-  if (!st.ok()) {
-    const status freed = free_graph(*g);
-    (void)freed;
-    return st;
-  }
-  // An entry that failed to capture stays (without a graph) so that later calls go straight to the
+  // An entry whose capture fails stays (failed, without buffers) so that later calls go straight to the
   // uncaptured path.
-  if (!captured) {
-    SSMKIT_RETURN_IF_ERROR(free_graph(*g));
-  }
-  *out = captured ? g.get() : nullptr;
+  *out = g.get();
   cache.graphs.push_back(std::move(g));
   return ok_status();
 }
@@ -3090,7 +3196,17 @@ status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream) {
   if (use_graph && B > 0) SSMKIT_RETURN_IF_ERROR(find_graph(p, s, pdl, fused, props.sms, &g));
   decode_buffers buf{};
   void* scratch = nullptr;
-  if (g != nullptr) {
+  if (g != nullptr && g->exec == nullptr) {
+    // The entry's first call: the step uncaptured on the entry's buffers (and its unpacked weights).
+    buf = g->buf;
+    launch_ctx ctx;
+    ctx.stream = s;
+    ctx.pdl = pdl;
+    SSMKIT_RETURN_IF_ERROR(
+        decode_enqueue(ctx, p, buf, p.ids.ptr<const int32_t>(), p.logits.ptr<float>(), props.sms, fused));
+    std::lock_guard<std::mutex> lock(decode_graphs().mu);
+    g->warm = true;
+  } else if (g != nullptr) {
     buf = g->buf;
     SSMKIT_CUDA_CHECK(
         cudaMemcpyAsync(buf.ids, p.ids.data, static_cast<size_t>(B) * 4, cudaMemcpyDeviceToDevice, s));
