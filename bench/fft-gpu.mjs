@@ -110,10 +110,14 @@ if (info.name !== 'cuda') {
 {
   const H = 4;
   const B = 2;
+  // One length per kernel the timed rows take: fused 3 and 4 passes, the two halves of m = 16384
+  // (L <= m and L > m), four-step.
   const checks = [
     [1000, 1000],
     [4096, 4096],
+    [16000, 16000],
     [20000, 5000],
+    [40000, 40000],
   ];
   for (const [L, Lk] of checks) {
     for (const dtype of ['float32', 'float16', 'bfloat16']) {

@@ -166,7 +166,7 @@ async function runConv(c: ConvCase, sync = false): Promise<void> {
 
 describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device})`, () => {
   // Lengths around every switch of the fused kernel (n = nextpow2(L + Lk - 1): 32 is the direct path,
-  // 64..32768 fused with 2 or 3 passes, beyond it the multi-pass path), odd ones for the packed tails.
+  // 64..32768 fused with 2 to 4 passes, beyond it the multi-pass path), odd ones for the packed tails.
   const lengths = [1, 2, 3, 16, 17, 31, 32, 33, 63, 64, 65, 127, 255, 256, 257, 511, 513, 1000, 1023, 1025, 2047];
   const lengthsLong = [4095, 4097, 8191, 8192, 16383, 16384, 16385, 20000];
   const flagSets: Omit<ConvCase, 'dtype' | 'batch' | 'H' | 'L' | 'Lk' | 'seed'>[] = [
@@ -217,6 +217,24 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     it(convName(e), () => runConv(e));
     const f: ConvCase = { dtype: 'float32', batch: 1, H: 1, L: 2097152, Lk: 3, D: true, bidirectional: true, seed: 80 };
     it(convName(f), () => runConv(f));
+  });
+
+  describe('every kernel variant of the long rows in float16, odd H, batch 1 and batch > 1', () => {
+    const cases: ConvCase[] = [
+      // m = 4096 and 8192: the fused kernel's four passes (16 values a thread).
+      { dtype: 'float16', batch: 3, H: 3, L: 3001, Lk: 3001, D: true, gelu: true, pregate: true, postgate: true, seed: 300 },
+      { dtype: 'float16', batch: 1, H: 5, L: 8000, Lk: 8000, bidirectional: true, postgate: true, seed: 301 },
+      { dtype: 'bfloat16', batch: 2, H: 3, L: 6000, Lk: 17, D: true, pregate: true, seed: 302 },
+      // m = 16384 as two 8192-point halves (L <= m), and the 16384-point kernel (L > m, short filter).
+      { dtype: 'float16', batch: 2, H: 1, L: 12001, Lk: 12001, D: true, gelu: true, pregate: true, seed: 303 },
+      { dtype: 'float32', batch: 1, H: 3, L: 20000, Lk: 5000, bidirectional: true, D: true, postgate: true, seed: 304 },
+      { dtype: 'bfloat16', batch: 1, H: 1, L: 30001, Lk: 2, gelu: true, seed: 305 },
+      // Four-step rows of 512, 1024 and 2048 points (2, 3 and 3 passes; 128 and 4096 above).
+      { dtype: 'float16', batch: 1, H: 1, L: 150001, Lk: 3, D: true, postgate: true, seed: 306 },
+      { dtype: 'float32', batch: 1, H: 1, L: 300000, Lk: 7, bidirectional: true, gelu: true, seed: 307 },
+      { dtype: 'bfloat16', batch: 1, H: 1, L: 600001, Lk: 2, pregate: true, D: true, seed: 308 },
+    ];
+    for (const c of cases) it(convName(c), () => runConv(c));
   });
 
   describe('size-1 dimensions, seqlen 1, many rows', () => {

@@ -3,11 +3,10 @@
 //
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
-// the same kernel run as two 8192-point halves (even and odd frequencies) when L <= m, which is always
-// the case with a full-length filter (on parts with less than 136 KB of shared memory a block, sm_86 and
-// sm_89, m = 16384 takes the radix-16 passes instead); a four-step FFT with one trip through device
-// scratch each way for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond
-// that. Every path
+// the same transforms run as two 8192-point halves (even and odd frequencies) in one block, for any L
+// (on parts with less than 132 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
+// radix-16 passes instead); a four-step FFT with one trip through device scratch each way for
+// m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
 // takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
 // postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
 // spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any block size gives
@@ -24,9 +23,9 @@
 // z = x[2i] + i x[2i+1]; a complex FFT of z, the real split, the product with the filter's spectrum
 // and the re-packing into one complex spectrum, and the inverse complex FFT give y = x * k packed the
 // same way. The filter's spectrum (H x (m + 1) complex, scaled) is made once per call by a separate
-// kernel with the same FFT and read from L2 by every batch row. Each thread holds 32 complex values in
-// registers; an m-point FFT is 2 or 3 radix-2..32 passes (Stockham order, decimation in time, the last
-// pass radix 16), each pass an in-register DFT of its groups, with the passes exchanging data through
+// kernel with the same FFT and read from L2 by every batch row. Each thread holds 16 complex values in
+// registers; an m-point FFT is 2 to 4 radix-2..16 passes (Stockham order, decimation in time, the last
+// pass radix 8), each pass an in-register DFT of its groups, with the passes exchanging data through
 // shared memory (one row of m float2 per FFT row, padded where lanes would share banks). In the last
 // forward pass each thread holds the two groups of frequencies f and m - f, so the real split, the
 // product and the inverse's last pass happen in registers without another exchange. u, the gates and
@@ -36,20 +35,25 @@
 // Expected bound: float32 issue. Per row of L = 4096 (m = 4096): two 4096-point FFTs at ~3.5
 // instructions per complex value per radix-2 stage (12 stages) plus twiddles and the split, ~0.4 M
 // lane instructions; 6144 rows is ~2.4 G lane instructions, ~75 us at 128 lanes x 132 SMs x 1.98 GHz,
-// against ~24 us for the 100 MB that bfloat16 u and y move. Shared memory carries 8 float2 accesses per
-// value (4 exchanges), about 70% of the FP32 time, so it overlaps. Tensor-core DFTs (FlashFFTConv) would
-// cut the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow. Threads
-// hold 32 values and need up to 255 registers: 8 warps an SM, each with two independent DFTs in flight.
-// Measured (H200, 8 x 768 x 1024 bf16): 201 us, 231 registers, 8 warps an SM, issue slots 17.5% busy,
-// 82% of cycles with no eligible warp: latency-bound, ~8x the issue estimate (~0.5 G lane
-// instructions, ~15 us). So rows up to m = 2048 hold 16 values a thread (3 passes: radix 16, 16 or 8,
-// last radix 8) in 256-thread blocks at a 128-register cap (113-128 registers, a few dozen bytes of
-// spill at m = 32..1024): 16 warps an SM. At a latency bound the time scales with 1 / resident warps,
-// less the third exchange (6 shared-memory round trips a row instead of 4): predicted ~100-110 us at
-// 8 x 768 x 1024, still over the 45 us aim, which needs ~32 warps an SM (8 values a thread) or more
-// independent butterflies a warp. The filter kernel runs one row a block (64 threads at m = 1024:
-// 768 blocks, one wave at up to 8 blocks an SM) instead of 192 blocks of 4 rows: predicted ~8 us.
-// The four-step path is bound by its scratch traffic: 16 bytes per complex value each way.
+// against ~24 us for the 100 MB that bfloat16 u and y move. Tensor-core DFTs (FlashFFTConv) would cut
+// the arithmetic only at bf16/tf32 precision, which the float32 tolerance does not allow.
+// Measured (H200, 8 x 768 x 1024 bf16) with 32 values a thread: 201 us, 231 registers, 8 warps an SM,
+// issue slots 17.5% busy, 82% of cycles with no eligible warp: latency-bound, ~8x the issue estimate.
+// With 16 values a thread at a 128-register cap (113-128 registers, a few dozen bytes of spill) and 16
+// warps an SM, same 3 passes: 89.5 us (2.25x). So every length holds 16 values now, and the model for
+// the rest is that 2.25x, times the shared-memory round trips a row (2 per exchange). m = 4096 and 8192
+// take a 4th pass (radix 8, 8, 8 | 8 and 16, 8, 8 | 8; 256 and 512 threads a row, 8 round trips a row
+// instead of 6): predicted 773 / 2.25 x 8 / 6 = ~460 us (400-500) at 8 x 768 x 4096. m = 16384 ran two
+// 8192-point halves of 32 values (3 passes) in 256 threads, and its filter the spilling-free but
+// 8-warp 16384-point kernel; both now run halves of 16 values in 512 threads (4 passes, 16 warps):
+// predicted ~750 us (650-850) at 2 x 768 x 16384, from 1273. The aims (112 and 135 us) need about 4x
+// more: 32 warps an SM (8 values a thread) or fewer exchanges (a radix-16 last pass with the split
+// spread over a warp's shuffles). The filter kernel runs one row a block.
+// The four-step path moves 16 bytes per complex value through scratch each way (805 MB at
+// 1 x 768 x 65536, ~195 us at 4.1 TB/s) but measured 3888 us: its column and row kernels were
+// latency-bound at 8 warps an SM like the fused one. They hold 16 values now (512-thread column blocks,
+// 128-512 thread row blocks, 16 warps an SM); the columns take 3 passes instead of 2, the rows of 128
+// points 2 as before: predicted ~2000-2400 us.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -438,11 +442,11 @@ __device__ __forceinline__ void product_last_pass_odd(float2 (&v)[2 * K], int64_
   }
 }
 
-// The filter's work in the last pass (radix K): writes S[f] for all f in [0, m] from Z of the packed
+// The filter's work in the last pass (radix K): store(f, S[f]) for all f in [0, m] from Z of the packed
 // filter.
-template <int K>
+template <int K, class Store>
 __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int64_t t, int64_t m,
-                                                   float scale, float2* spectrum) {
+                                                   float scale, Store spectrum) {
   const int64_t c = m / K;
   float2 xa, xbc;
   if (t != 0) {
@@ -451,29 +455,48 @@ __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int
     for (int k = 0; k < K; ++k) {
       const int64_t f = t + c * k;
       mirror_spectrum(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
-      spectrum[f] = xa;
-      spectrum[m - f] = xbc;
+      spectrum(f, xa);
+      spectrum(m - f, xbc);
     }
   } else {
     mirror_spectrum(v[0], v[0], make_float2(1.0f, 0.0f), scale, xa, xbc);
-    spectrum[0] = xa;
-    spectrum[m] = xbc;
+    spectrum(0, xa);
+    spectrum(m, xbc);
     mirror_spectrum(v[K / 2], v[K / 2], make_float2(0.0f, -1.0f), scale, xa, xbc);
-    spectrum[m / 2] = xa;
+    spectrum(m / 2, xa);
 #pragma unroll
     for (int k = 1; k < K / 2; ++k) {
       mirror_spectrum(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), scale, xa, xbc);
-      spectrum[c * k] = xa;
-      spectrum[m - c * k] = xbc;
+      spectrum(c * k, xa);
+      spectrum(m - c * k, xbc);
     }
     const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
 #pragma unroll
     for (int k = 0; k < K / 2; ++k) {
       const int64_t f = c / 2 + c * k;
       mirror_spectrum(v[K + k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
-      spectrum[f] = xa;
-      spectrum[m - f] = xbc;
+      spectrum(f, xa);
+      spectrum(m - f, xbc);
     }
+  }
+}
+
+// The same for the odd frequencies of a split transform (as product_last_pass_odd): v[0..K) =
+// Z'[t + c k] and v[K..2K) = Z'[c - 1 - t + c k], Z'[k] = Z[2k + 1] of the m2 = 2m point transform;
+// writes S[f] and S[m2 - f] for the odd f. spectrum: (m2 + 1,).
+template <int K>
+__device__ __forceinline__ void spectrum_last_pass_odd(const float2 (&v)[2 * K], int64_t t, int64_t m,
+                                                       float scale, float2* spectrum) {
+  const int64_t c = m / K;
+  const int64_t m2 = 2 * m;
+  const float2 base = root_of_unity<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
+  float2 xa, xbc;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int64_t f = 2 * (t + c * k) + 1;
+    mirror_spectrum(v[k], v[2 * K - 1 - k], mul_root<2 * K, false>(base, k), scale, xa, xbc);
+    spectrum[f] = xa;
+    spectrum[m2 - f] = xbc;
   }
 }
 
@@ -669,9 +692,17 @@ __host__ __device__ constexpr int bits_before(int log_m, int last_bits, int i) {
   return i <= 1 ? 0 : bits_before(log_m, last_bits, i - 1) + pass_bits(log_m, last_bits, i - 1);
 }
 
-// kValues: complex values a thread holds (32, or 16 for the occupancy-bound short rows, see below);
-// kBlock: threads a block when a row needs fewer (rows side by side); kMin: the launch bound's blocks
-// an SM (0: the default below).
+// Whether every leading pass's radix is at most e.
+__host__ __device__ constexpr bool leading_passes_fit(int log_m, int last_bits, int e) {
+  for (int i = 1; i <= leading_passes(log_m, last_bits); ++i) {
+    if ((1 << pass_bits(log_m, last_bits, i)) > e) return false;
+  }
+  return true;
+}
+
+// kValues: complex values a thread holds (every kernel takes 16, see below; 32 needs up to 231
+// registers, 8 warps an SM); kBlock: threads a block when a row needs fewer (rows side by side); kMin: the
+// launch bound's blocks an SM (0: the default below).
 template <int kLogM, int kValues = 32, int kBlock = 128, int kMin = 0>
 struct fused_plan {
   static constexpr int kM = 1 << kLogM;
@@ -680,16 +711,16 @@ struct fused_plan {
   static constexpr int kE = kValues;
   static constexpr int kLast = kE / 2;  // the last pass's radix
   static constexpr int kLastBits = kE == 32 ? 4 : 3;
-  static constexpr int kPasses = leading_passes(kLogM, kLastBits) + 1;  // 2 or 3 for m in [32, 16384]
+  // 2 or 3 for m in [32, 16384] at 32 values; 2..4 for m in [32, 8192] at 16 values.
+  static constexpr int kPasses = leading_passes(kLogM, kLastBits) + 1;
   static constexpr int kThreadsPerRow = kM / kE;
   static constexpr int kRows = kThreadsPerRow >= kBlock ? 1 : kBlock / kThreadsPerRow;
   static constexpr int kThreads = kRows * kThreadsPerRow;
   // Registers: 32 values, two groups' DFT temporaries and twiddles, and the row's addresses need
-  // ~120-200 registers; a 128 cap spills. So up to 255 where the block allows it (two 128-thread blocks
-  // or one 256-thread block an SM: 8 warps, each with two independent DFTs in flight); m = 16384 has
-  // 512 threads a block and a 128 cap, which is why it usually runs as two 8192-point halves. 16
-  // values fit under a 128-register cap (kMin = 2 with 256 threads: 16 warps an SM).
-  static constexpr int kMinBlocks = kMin > 0 ? kMin : kThreads <= 128 ? 2 : 1;
+  // ~120-230 registers, so 32 values take up to 255 (8 warps an SM). 16 values fit under a
+  // 128-register cap (a few dozen bytes of spill at most): by default as many blocks as make 512
+  // threads (16 warps an SM: two blocks of 256 threads, or one of 512).
+  static constexpr int kMinBlocks = kMin > 0 ? kMin : kE == 16 ? 512 / kThreads : kThreads <= 128 ? 2 : 1;
   static constexpr int kRowStride =
       kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
@@ -703,58 +734,89 @@ struct fused_plan {
   }
   static_assert(kE == 16 || kE == 32, "16 or 32 values a thread");
   static_assert(kLogM >= 5 && kLogM <= 14, "fused FFT lengths are 32..16384");
-  static_assert(kPasses == 2 || kPasses == 3, "the fused kernel runs 2 or 3 passes");
+  static_assert(kPasses >= 2 && kPasses <= 4, "the fused kernel runs 2 to 4 passes");
   static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
   static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
-  static_assert(radix<1>() <= kE && (kPasses == 2 || radix<2>() <= kE), "passes fit a thread's values");
+  static_assert(kE == 32 || kThreads * kMinBlocks <= 512, "16 values: at least 128 registers");
+  static_assert(leading_passes_fit(kLogM, kLastBits, kE), "passes fit a thread's values");
 };
 
-// The plan of the fused conv and filter kernels. Rows up to m = 2048 (3 passes of radix <= 16) hold 16
-// values a thread in 256-thread blocks at a 128-register cap: 16 warps an SM instead of 8 (the
-// 32-value kernel at m = 1024 measured 231 registers, 12.5% occupancy, 82% of cycles with no eligible
-// warp). Longer rows would need a 4th pass with 16 values and keep 32.
-constexpr int kMax16LogM = 11;
+// The plan of the fused conv and filter kernels. Rows up to m = 8192 hold 16 values a thread at a
+// 128-register cap: 16 warps an SM instead of 8 (the 32-value kernel at m = 1024 measured 231
+// registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3 passes (as with
+// 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8) in blocks of 256 and 512 threads. The
+// 16384-point transform runs as two 8192-point halves (below).
 template <int kLogM>
-using conv_plan = std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 256, 2>, fused_plan<kLogM>>;
+using conv_plan = fused_plan<kLogM, 16, 256>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
 template <int kLogM>
 using filter_plan =
-    std::conditional_t<(kLogM <= kMax16LogM), fused_plan<kLogM, 16, 64, 4>, fused_plan<kLogM>>;
+    std::conditional_t<(kLogM <= 11), fused_plan<kLogM, 16, 64, 4>, fused_plan<kLogM, 16, 64>>;
 
 struct thread_groups {
   int t, nt;
   __device__ __forceinline__ int operator()(int e) const { return t + nt * e; }
 };
 
-// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers. Pass 1's
-// output lives in the padded layout; a middle pass's output, read by the last pass with consecutive
-// lanes on consecutive positions, in the plain one.
+// Shared-memory layouts between passes: pass 1's output lives in the padded layout (its lanes write
+// r_1 apart); a later pass's output, written and then read with consecutive lanes on consecutive
+// positions, in the plain one. fn receives the layout of pass i's output.
+template <class Plan, int i, class Fn>
+__device__ __forceinline__ void with_layout(float2* buf, Fn&& fn) {
+  if constexpr (i == 1) {
+    fn(padded_row{buf, Plan::template radix<1>() % 16 == 0});
+  } else {
+    fn(flat_row{buf});
+  }
+}
+
+// Forward passes i..P-1 after pass 1, each reading pass i-1's output from `buf` and writing its own in
+// place (a barrier between the reads and the writes).
+template <class Plan, int i>
+__device__ __forceinline__ void forward_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups) {
+  if constexpr (i < Plan::kPasses) {
+    constexpr int r = Plan::template radix<i>();
+    constexpr int p = Plan::template rprev<i>();
+    with_layout<Plan, i - 1>(buf, [&](auto in) { gather<r, false>(v, groups, p, Plan::kM, in); });
+    butterflies<r, false>(v, groups, p);
+    __syncthreads();
+    with_layout<Plan, i>(buf, [&](auto out) { scatter<r, true>(v, groups, p, Plan::kM, out); });
+    __syncthreads();
+    forward_middle<Plan, i + 1>(v, buf, groups);
+  }
+}
+
+// Inverse passes i down to 2, each reading pass i's layout and writing pass i-1's, in place.
+template <class Plan, int i>
+__device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups) {
+  if constexpr (i >= 2) {
+    constexpr int r = Plan::template radix<i>();
+    constexpr int p = Plan::template rprev<i>();
+    __syncthreads();
+    with_layout<Plan, i>(buf, [&](auto in) { gather<r, true>(v, groups, p, Plan::kM, in); });
+    butterflies<r, true>(v, groups, p);
+    __syncthreads();
+    with_layout<Plan, i - 1>(buf, [&](auto out) { scatter<r, false>(v, groups, p, Plan::kM, out); });
+    inverse_middle<Plan, i - 1>(v, buf, groups);
+  }
+}
+
+// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
 template <class Plan, bool kOddPairs = false, class Load>
 __device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load) {
   constexpr int m = Plan::kM;
+  constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
-  const padded_row d1{buf, r1 % 16 == 0};
-  const flat_row d2{buf};
   gather<r1, false, true>(v, groups, 1, m, load);
   butterflies<r1, false>(v, groups, 1);
-  scatter<r1, true>(v, groups, 1, m, d1);
+  with_layout<Plan, 1>(buf, [&](auto out) { scatter<r1, true>(v, groups, 1, m, out); });
   __syncthreads();
-  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  forward_middle<Plan, 2>(v, buf, groups);
+  constexpr int plast = Plan::template rprev<P>();
   const last_groups last =
       kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
-  if constexpr (Plan::kPasses == 3) {
-    constexpr int r2 = Plan::template radix<2>();
-    constexpr int p2 = Plan::template rprev<2>();
-    gather<r2, false>(v, groups, p2, m, d1);
-    butterflies<r2, false>(v, groups, p2);
-    __syncthreads();
-    scatter<r2, true>(v, groups, p2, m, d2);
-    __syncthreads();
-    gather<Plan::kLast, false>(v, last, plast, m, d2);
-  } else {
-    gather<Plan::kLast, false>(v, last, plast, m, d1);
-  }
+  with_layout<Plan, P - 1>(buf, [&](auto in) { gather<Plan::kLast, false>(v, last, plast, m, in); });
   butterflies<Plan::kLast, false>(v, last, plast);
 }
 
@@ -762,29 +824,18 @@ __device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf
 template <class Plan, bool kOddPairs = false, class Store>
 __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store) {
   constexpr int m = Plan::kM;
+  constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
-  const padded_row d1{buf, r1 % 16 == 0};
-  const flat_row d2{buf};
-  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  constexpr int plast = Plan::template rprev<P>();
   const last_groups last =
       kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
   butterflies<Plan::kLast, true>(v, last, plast);
   // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
-  if constexpr (Plan::kPasses == 3) {
-    constexpr int r2 = Plan::template radix<2>();
-    constexpr int p2 = Plan::template rprev<2>();
-    scatter<Plan::kLast, false>(v, last, plast, m, d2);
-    __syncthreads();
-    gather<r2, true>(v, groups, p2, m, d2);
-    butterflies<r2, true>(v, groups, p2);
-    __syncthreads();
-    scatter<r2, false>(v, groups, p2, m, d1);
-  } else {
-    scatter<Plan::kLast, false>(v, last, plast, m, d1);
-  }
+  with_layout<Plan, P - 1>(buf, [&](auto out) { scatter<Plan::kLast, false>(v, last, plast, m, out); });
+  inverse_middle<Plan, P - 1>(v, buf, groups);
   __syncthreads();
-  gather<r1, true>(v, groups, 1, m, d1);
+  with_layout<Plan, 1>(buf, [&](auto in) { gather<r1, true>(v, groups, 1, m, in); });
   butterflies<r1, true>(v, groups, 1);
   scatter<r1, false, true>(v, groups, 1, m, store);
 }
@@ -811,17 +862,23 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   }
 }
 
-// m = 16384 when the row fits in the lower half (L <= m: its packed z is zero past m / 2), as two
-// 8192-point halves in one block, which fit 255 registers where the 16384-point kernel spills: the even
-// frequencies Z[2k] are the 8192-point DFT of z, the odd ones Z[2k + 1] that of z[j] W_m^j; each half
-// pairs with itself for the product, and zy[j] = IDFT(even)[j] + W_m^-j IDFT(odd)[j] for the j < m / 2
-// that the output needs, summed in shared memory by the thread that owns j in both halves.
-constexpr size_t kSplitSmem = (fused_plan<13>::kRowStride + fused_plan<13>::kM) * sizeof(float2);
+// m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
+// registers at 16 values, or spill at 32): with mh = m / 2, the even frequencies Z[2k] are the
+// mh-point DFT of z[j] + z[j + mh], the odd ones Z[2k + 1] that of (z[j] - z[j + mh]) W_m^j (j < mh);
+// each half pairs with itself for the product, and zy[j] = e[j] + W_m^-j o[j], zy[j + mh] =
+// e[j] - W_m^-j o[j] with e, o the halves' inverse DFTs, e kept in shared memory by the thread that
+// owns j in both halves. Rows of L <= m (any full-length filter) have z = 0 past mh, and those loads
+// and stores stop at the row's end without touching memory. The halves take the 16-value plan (512
+// threads at 128 registers: 16 warps an SM; the 132 KB of shared memory allow one block an SM).
+constexpr int kMaxFusedLogM = 14;  // the fused lengths: m = 32..16384
+using split_plan = conv_plan<kMaxFusedLogM - 1>;
+constexpr size_t kSplitSmem = (split_plan::kRowStride + split_plan::kM) * sizeof(float2);
 
 template <ssmkit_dtype T>
-__global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
+__global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     fft_conv_split_kernel(const conv_args a) {
-  using Plan = fused_plan<13>;
+  using Plan = split_plan;
+  static_assert(Plan::kRows == 1 && Plan::kThreads == Plan::kThreadsPerRow, "one row a block");
   constexpr int mh = Plan::kM;  // the halves' length
   constexpr int m = 2 * mh;
   constexpr int r1 = Plan::template radix<1>();
@@ -833,21 +890,26 @@ __global__ void __launch_bounds__(fused_plan<13>::kThreadsPerRow, 1)
     const conv_row row(a, r);
     const float2* filter = a.spectrum + row.h * (m + 1);
     float2 v[Plan::kE];
-    fused_forward<Plan>(v, buf, t,
-                        [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+    fused_forward<Plan>(v, buf, t, [&](int base, int s, int st) {
+      const int j = base + s * st;
+      return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
+    });
     product_last_pass<Plan::kLast>(v, t, mh, [filter](int64_t f) { return filter[2 * f]; });
     fused_inverse<Plan>(v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
     __syncthreads();  // buf is read to the end before the odd half writes it
     // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
     fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
+      const int j = base + s * st;
       const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
-      return c_mul(load_packed<T>(a, row, base + s * st), w);
+      return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
     });
     product_last_pass_odd<Plan::kLast>(v, t, mh, filter);
     fused_inverse<Plan, true>(v, buf, t, [&](int base, int s, int st, float2 y) {
       const int j = base + s * st;
-      const float2 w = mul_root<2 * r1, true>(root_of_unity<true>(base, m), s);
-      store_packed<T>(a, row, j, c_add(acc[j], c_mul(y, w)));
+      const float2 wy = c_mul(y, mul_root<2 * r1, true>(root_of_unity<true>(base, m), s));
+      const float2 e = acc[j];
+      store_packed<T>(a, row, j, c_add(e, wy));
+      store_packed<T>(a, row, j + mh, c_sub(e, wy));
     });
     __syncthreads();
   }
@@ -869,7 +931,42 @@ __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLog
     fused_forward<Plan>(v, buf, t,
                         [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
     if (r < a.rows)
-      spectrum_last_pass<Plan::kLast>(v, t, Plan::kM, scale, a.spectrum + (a.h0 + r) * (Plan::kM + 1));
+      spectrum_last_pass<Plan::kLast>(
+          v, t, Plan::kM, scale,
+          [out = a.spectrum + (a.h0 + r) * (Plan::kM + 1)](int64_t f, float2 x) { out[f] = x; });
+    __syncthreads();
+  }
+}
+
+// The filters' spectra for m = 16384 in two halves, as the split conv kernel: S[2k] from the mh-point
+// DFT of z[j] + z[j + mh], S[2k + 1] from that of (z[j] - z[j + mh]) W_m^j. One filter a block.
+constexpr size_t kSplitFilterSmem = split_plan::kRowStride * sizeof(float2);
+
+__global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
+    filter_spectrum_split_kernel(const filter_args a) {
+  using Plan = split_plan;
+  constexpr int mh = Plan::kM;
+  constexpr int m = 2 * mh;
+  constexpr int r1 = Plan::template radix<1>();
+  extern __shared__ __align__(16) float2 smem[];
+  float2* buf = smem;  // (mh + mh / 16,)
+  const int t = static_cast<int>(threadIdx.x);
+  const float scale = 1.0f / (8.0f * m);  // S = K / (2n), as in the fused filter kernel
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    float2* out = a.spectrum + (a.h0 + r) * (m + 1);  // (m + 1,)
+    float2 v[Plan::kE];
+    fused_forward<Plan>(v, buf, t, [&](int base, int s, int st) {
+      const int j = base + s * st;
+      return c_add(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh));
+    });
+    spectrum_last_pass<Plan::kLast>(v, t, mh, scale, [out](int64_t f, float2 x) { out[2 * f] = x; });
+    __syncthreads();  // buf is read to the end before the odd half writes it
+    fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
+      const int j = base + s * st;
+      const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
+      return c_mul(c_sub(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh)), w);
+    });
+    spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out);
     __syncthreads();
   }
 }
@@ -885,12 +982,14 @@ __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLog
 // The filter's spectrum is kept transposed, S[f] at [f1][f2], with S[m] last, so that rows read it
 // contiguously.
 
-constexpr int kColLogM = 8;  // m1 = 256: 8 threads a column, 32 columns a block on a warp's lanes
+constexpr int kColLogM = 8;  // m1 = 256: 16 threads a column, 32 columns a block on a warp's lanes
 
+// Both steps hold 16 values a thread at a 128-register cap (16 warps an SM, as the fused kernel).
 struct four_step_cols {
-  using Plan = fused_plan<kColLogM>;
+  using Plan = fused_plan<kColLogM, 16>;
   static constexpr int kCols = 32;  // consecutive j2 on the 32 lanes of a warp: coalesced rows of u and y
-  static constexpr int kThreads = kCols * Plan::kThreadsPerRow;
+  static constexpr int kThreads = kCols * Plan::kThreadsPerRow;  // 512
+  static_assert(kThreads == 512, "one block of 512 threads at 128 registers an SM");
   static constexpr int kStride =
       Plan::kRowStride + 1;  // odd: the 32 columns at one position hit distinct banks
   static constexpr size_t kSmem = static_cast<size_t>(kCols) * kStride * sizeof(float2);
@@ -997,15 +1096,16 @@ __global__ void __launch_bounds__(four_step_cols::kThreads, 1)
 // filter's spectrum (transposed) from the rows' transforms.
 template <int kLogM2>
 struct four_step_rows {
-  using Plan = fused_plan<kLogM2>;
+  using Plan = fused_plan<kLogM2, 16>;
   static constexpr int kPairs = Plan::kThreadsPerRow >= 64 ? 1 : 64 / Plan::kThreadsPerRow;
-  static constexpr int kThreads = 2 * kPairs * Plan::kThreadsPerRow;  // 128..256
+  static constexpr int kThreads = 2 * kPairs * Plan::kThreadsPerRow;  // 128..512
+  static constexpr int kMinBlocks = 512 / kThreads;                   // 128 registers, 16 warps an SM
   static constexpr size_t kSmem = static_cast<size_t>(2 * kPairs) * Plan::kRowStride * sizeof(float2);
-  static_assert(kThreads <= 256, "255 registers a thread");
+  static_assert(kThreads <= 512 && kThreads * kMinBlocks == 512, "128 registers a thread");
 };
 
 template <int kLogM2, bool kConv>
-__global__ void __launch_bounds__(four_step_rows<kLogM2>::kThreads, 1)
+__global__ void __launch_bounds__(four_step_rows<kLogM2>::kThreads, four_step_rows<kLogM2>::kMinBlocks)
     four_step_rows_kernel(float2* scratch, int64_t rows, const float2* spectrum, float2* spectrum_out,
                           int64_t row0, int64_t H, int64_t segments, float scale) {
   using R = four_step_rows<kLogM2>;
@@ -1218,7 +1318,8 @@ __global__ void __launch_bounds__(256) filter_spectrum_last_kernel(const filter_
     float2 v[kE];
     gather<kLastRadix, false>(v, last, plast, a.m, flat_row{const_cast<float2*>(row)});
     butterflies<kLastRadix, false>(v, last, plast);
-    spectrum_last_pass<kLastRadix>(v, t, a.m, scale, a.spectrum + (a.h0 + r) * (a.m + 1));
+    float2* out = a.spectrum + (a.h0 + r) * (a.m + 1);
+    spectrum_last_pass<kLastRadix>(v, t, a.m, scale, [out](int64_t f, float2 x) { out[f] = x; });
   }
 }
 
@@ -1496,34 +1597,38 @@ status set_smem(Kernel* kernel, size_t bytes) {
 
 template <int kLogM>
 status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
-  using Plan = filter_plan<kLogM>;
-  SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, Plan::kSmem));
-  const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
-  filter_spectrum_fused_kernel<kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  if constexpr (kLogM == kMaxFusedLogM) {
+    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_split_kernel, kSplitFilterSmem));
+    filter_spectrum_split_kernel<<<grid_for(f.rows, 1), split_plan::kThreadsPerRow, kSplitFilterSmem,
+                                   stream>>>(f);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
+  } else {
+    using Plan = filter_plan<kLogM>;
+    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, Plan::kSmem));
+    const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
+    filter_spectrum_fused_kernel<kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
+  }
 }
 
-// m = 16384 takes the split kernel when rows fit in half the transform (always with a full-length
-// filter), else the 16384-point kernel at a 128-register cap, which spills (rows of 16385..32768
-// samples with short filters).
+// m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
-  if constexpr (kLogM == 14) {
-    if (a.seg_len <= a.m) {
-      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
-      fft_conv_split_kernel<T>
-          <<<grid_for(a.rows, 1), fused_plan<13>::kThreadsPerRow, kSplitSmem, stream>>>(a);
-      SSMKIT_CUDA_CHECK(cudaGetLastError());
-      return ok_status();
-    }
+  if constexpr (kLogM == kMaxFusedLogM) {
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
+    fft_conv_split_kernel<T><<<grid_for(a.rows, 1), split_plan::kThreadsPerRow, kSplitSmem, stream>>>(a);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
+  } else {
+    using Plan = conv_plan<kLogM>;
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
+    const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+    fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
   }
-  using Plan = conv_plan<kLogM>;
-  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
-  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-  fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
 }
 
 // Calls fn(std::integral_constant<int, log_m>) for the fused lengths, log_m in [5, 14].
@@ -1544,8 +1649,7 @@ status with_log_m(int log_m, Fn&& fn) {
   }
 }
 
-constexpr int kMaxFusedLogM = 14;
-constexpr int kMaxFourStepLogM = kColLogM + 12;  // rows of up to 4096 points: 256 threads of 255 registers
+constexpr int kMaxFourStepLogM = kColLogM + 12;  // rows of up to 4096 points: 512 threads of 128 registers
 
 // Calls fn(std::integral_constant<int, log_m2>) for the four-step rows, log_m2 in [7, 12].
 template <class Fn>
@@ -1617,7 +1721,7 @@ status multipass_middle(const int* radix, int passes, int64_t rows, int64_t m, f
   return ok_status();
 }
 
-// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 136 KB a
+// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 132 KB a
 // block, more than the 99 KB of sm_86 / sm_89 parts, which run that size by the multi-pass path.
 status fused_fits(int log_m, bool* fits) {
   *fits = log_m < kMaxFusedLogM;
@@ -1625,8 +1729,8 @@ status fused_fits(int log_m, bool* fits) {
     int dev = 0, bytes = 0;
     SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
     SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    static_assert(fused_plan<kMaxFusedLogM>::kSmem >= kSplitSmem, "the split kernel needs no more");
-    *fits = static_cast<size_t>(bytes) >= fused_plan<kMaxFusedLogM>::kSmem;
+    static_assert(kSplitSmem >= kSplitFilterSmem, "the split filter kernel needs no more");
+    *fits = static_cast<size_t>(bytes) >= kSplitSmem;
   }
   return ok_status();
 }
