@@ -405,12 +405,14 @@ interface SsdCase {
   states?: number;
   /** Force the sequential kernel (SSMKIT_CUDA_SSD=exact) instead of the tensor-core one. */
   exact?: boolean;
+  /** z in another dtype than x (default: x's). */
+  zDtype?: FloatDType;
 }
 
 async function checkSsd(c: SsdCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, seqlen: L, nheads: H, headdim: P, groups: G, dstate: N, dtype } = c;
-  const label = `${dtype} [${batch}, ${L}, ${H}, ${P}] groups ${G} dstate ${N} D ${c.D} ${JSON.stringify({ z: c.z, dtBias: c.dtBias, softplus: c.softplus, init: c.init, seq: c.seq })} states ${c.states ?? 'auto'}${c.exact ? ' exact' : ''}`;
+  const label = `${dtype} [${batch}, ${L}, ${H}, ${P}] groups ${G} dstate ${N} D ${c.D} ${JSON.stringify({ z: c.z, zDtype: c.zDtype, dtBias: c.dtBias, softplus: c.softplus, init: c.init, seq: c.seq })} states ${c.states ?? 'auto'}${c.exact ? ' exact' : ''}`;
   const normal = () => rng.normal();
   const x = randTensor([batch, L, H, P], dtype, normal);
   // Some negative dt: the op clamps dt at 0, as mamba_chunk_scan_combined does.
@@ -419,7 +421,7 @@ async function checkSsd(c: SsdCase, seed: number): Promise<void> {
   const B = randTensor([batch, L, G, N], dtype, normal);
   const C = randTensor([batch, L, G, N], dtype, normal);
   const D = c.D === 'none' ? undefined : randTensor(c.D === 'head' ? [H] : [H, P], 'float32', normal);
-  const z = c.z ? randTensor([batch, L, H, P], dtype, normal) : undefined;
+  const z = c.z ? randTensor([batch, L, H, P], c.zDtype ?? dtype, normal) : undefined;
   const dtBias = c.dtBias ? randTensor([H], 'float32', () => rng.uniform() - 0.5) : undefined;
   const init = c.init ? randTensor([batch, H, P, N], 'float32', normal) : undefined;
   const seq = c.seq ? seqIdx(rng, batch, L) : undefined;
@@ -547,6 +549,30 @@ function ssdCases(): SsdCase[] {
         seq,
       });
     }
+  }
+  // The tensor-core kernel's other staging paths: z in float32 and float16 (16-byte pieces of 4 and 8
+  // elements), no z and no D, one headdim tile of 32 with dstate 8 (padded to 64) and a 63-step tail.
+  for (const [zDtype, z, D] of [
+    ['float32', true, 'channel'],
+    ['float16', true, 'head'],
+    [undefined, false, 'none'],
+  ] as const) {
+    cases.push({
+      batch: 2,
+      seqlen: 127,
+      nheads: 3,
+      headdim: 32,
+      groups: 1,
+      dstate: 8,
+      dtype: 'bfloat16',
+      D,
+      z,
+      zDtype,
+      dtBias: z,
+      softplus: true,
+      init: !z,
+      seq: z,
+    });
   }
   return cases;
 }
