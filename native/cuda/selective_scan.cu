@@ -1854,6 +1854,8 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
 template <int kN>
 status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
   constexpr int smem = ssd_tc_layout<kN>::kBytes;
+  // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB).
+  static_assert(smem <= 99 * 1024, "ssd_tc_kernel must fit every target's shared memory per block");
   if (smem > 48 * 1024) {
     SSMKIT_CUDA_CHECK(
         cudaFuncSetAttribute(ssd_tc_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
