@@ -589,12 +589,14 @@ interface UpdateCase {
   groups: number;
   dtype: FloatDType;
   indices: boolean;
+  /** No D, z, dtBias or softplus. */
+  plain?: boolean;
 }
 
 async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, multihead } = c;
-  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}`;
+  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`;
   const normal = () => rng.normal();
   // With indices: two extra state rows, a permutation and a padding row (-1).
   const stateBatch = c.indices ? batch + 2 : batch;
@@ -627,23 +629,25 @@ async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
     A: A.v,
     B: B.v,
     C: C.v,
-    D: D.v,
-    z: z.v,
-    dtBias: dtBias.v,
-    dtSoftplus: true,
+    D: c.plain ? undefined : D.v,
+    z: c.plain ? undefined : z.v,
+    dtBias: c.plain ? undefined : dtBias.v,
+    dtSoftplus: !c.plain,
     stateBatchIndices: idx,
   });
   const idxT = idx ? new Tensor('int32', idx, [batch]) : undefined;
-  const opts = { D: D.t, z: z.t, dtBias: dtBias.t, dtSoftplus: true, stateBatchIndices: idxT };
+  const opts = c.plain
+    ? { stateBatchIndices: idxT }
+    : { D: D.t, z: z.t, dtBias: dtBias.t, dtSoftplus: true, stateBatchIndices: idxT };
   const cpuState = new Tensor('float32', Float32Array.from(state.t.dataSync() as Float32Array), sShape);
   const cpuOut = await selectiveStateUpdate(cpuState, x.t, dt.t, A.t, B.t, C.t, opts);
   const dState = await state.t.to(DEV);
   const args = await Promise.all([x.t, dt.t, A.t, B.t, C.t].map((t) => t.to(DEV)));
   const dopts = {
     ...opts,
-    D: await dev(D.t),
-    z: await dev(z.t),
-    dtBias: await dev(dtBias.t),
+    D: c.plain ? undefined : await dev(D.t),
+    z: c.plain ? undefined : await dev(z.t),
+    dtBias: c.plain ? undefined : await dev(dtBias.t),
     stateBatchIndices: await dev(idxT),
   };
   const ranges = poison([{ shape: xShape, dtype }]);
@@ -691,6 +695,9 @@ function updateCases(): UpdateCase[] {
         cases.push({ multihead: true, batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, indices });
       }
     }
+    // Without the options, on both forms of the vector kernel (dstate 16 and 32).
+    cases.push({ multihead: false, batch: 3, nheads: 37, headdim: 1, dstate: 16, groups: 1, dtype, indices: true, plain: true });
+    cases.push({ multihead: true, batch: 2, nheads: 4, headdim: 8, dstate: 32, groups: 2, dtype, indices: false, plain: true });
   }
   return cases;
 }
@@ -864,7 +871,7 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
 
   describe('selectiveStateUpdate', () => {
     updateCases().forEach((c, i) => {
-      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}`, () =>
+      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`, () =>
         checkUpdate(c, 3000 + i));
     });
   });

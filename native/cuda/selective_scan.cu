@@ -1460,19 +1460,18 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
 
 // The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
 // (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
-// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z)
-// issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight.
+// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z, dtBias,
+// D) issued before the first store: one memory round trip per thread and 2 x 16 bytes of state in flight.
 // A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
-// The previous vector kernel measured 136 us at batch 256 (1.3 TB/s), slower than the loop kernel. Reading:
-// the kernel was issue-bound, not memory-bound. Per thread it did 8 state updates (~40 instructions) but ~8
-// 64-bit divisions and remainders (r / (H P), r % P, (r / P) % H, h / (H / G), twice): each a call of the
-// ~40-70 instruction 64-bit division subroutine, ~400 instructions a thread in all. 2.6M threads x ~500
-// instructions / 32 = 41M warp instructions = ~45 us of issue at a perfect 528 x 1.75 GHz, realistically ~90
-// us at the ~50% issue efficiency of a kernel with one memory round trip; added to the memory time that is
-// the measured 136. This version: batch on grid y (no division), 32-bit row math, the headdim division
-// skipped at P = 1 (Mamba-1) and the group division at G = 1: ~60 instructions a thread. Prediction at batch
-// 256: the state's 168 MB at ~3.3 TB/s = 50 us, plus launch: 55-65 us of kernel (per call from Node: that
-// plus the host cost, ~70 us). Batch 1 and 64 stay host-bound.
+// Batch on grid y and 32-bit row math (no 64-bit division subroutines); softplus and silu take two MUFU
+// operations each (softplus_fast, silu_fast, as the scan). Reading of the form measured at 117 us a call
+// from Node at batch 256 (dim 5120, dstate 16; ~100 us of kernel, 1.7 TB/s): it read dtBias of its second
+// row after storing the first row's state, and D of each row after a store (out and the state may alias
+// them for all the compiler knows; the PTX showed ld.global after st.global), so a thread waited for four
+// round trips, not one; with 8 blocks an SM (64 registers) that cut the bytes in flight, hence the
+// bandwidth, ~2-3x. Prediction for this form at batch 256: the state's 168 MB (read and written) at 2.7-3.3
+// TB/s (32 KB of state reads in flight an SM) = 50-62 us of kernel, 60-75 us a call from Node. Batch 1
+// and 64 stay host-bound.
 constexpr int kUpdateRows = 2;
 
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
@@ -1504,7 +1503,8 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
   float* sbase = a.state + sb * HP * static_cast<int64_t>(N);
   const int64_t rbase = static_cast<int64_t>(b) * HP;
   float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
-  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows];
+  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows], dbias[kUpdateRows],
+      dd[kUpdateRows];
   int rr[kUpdateRows], h[kUpdateRows];
   bool live[kUpdateRows];
 #pragma unroll
@@ -1526,12 +1526,14 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
     dt[j] = live[j] ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * a.H + h[j]) : 0.0f;
     zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, rbase + rr[j]) : 0.0f;
     ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
+    dbias[j] = live[j] && a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f;
+    dd[j] = live[j] && a.D != nullptr ? a.D[h[j]] : 0.0f;
   }
   float y[kUpdateRows];
 #pragma unroll
   for (int j = 0; j < kUpdateRows; ++j) {
-    float d = dt[j] + (a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f);
-    if (a.softplus) d = softplus(d);
+    float d = dt[j] + dbias[j];
+    if (a.softplus) d = softplus_fast(d);
     const float dtx = d * x[j];
     const float e = d * kLog2e;
     float4 dec;
@@ -1557,8 +1559,8 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
     if (row < HP && lq == 0) {
       float o = 0.0f;
       if (!pad) {
-        o = y[j] + (a.D != nullptr ? a.D[h[j]] * x[j] : 0.0f);
-        if (a.z != nullptr) o *= silu(zv[j]);
+        o = fmaf(dd[j], x[j], y[j]);
+        if (a.z != nullptr) o *= silu_fast(zv[j]);
       }
       store_any(a.out, a.out_dt, rbase + row, o);
     }
