@@ -999,9 +999,12 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // 20.5 us = ~39k cycles a chunk, against ~4.6k cycles of tensor pipe (3072 mma an SM at ~1.5 cycles).
 // Its output loop read z and D from global memory between stores to out, which may alias them (the PTX
 // has ld.global, ld.global, st.global 16 times over), so each of a thread's 16 output pairs waited for a
-// round trip of its own: ~16 x 700-1000 cycles a chunk. Prediction for this form: ~39k -> 23-28k cycles
-// a chunk, 1973 -> 1150-1400 us; then bound by the latency of 2 warps an SMSP through barriers and mma
-// chains (244 registers, no spills; 97 KB shared at dstate 128: still 2 blocks an SM).
+// round trip of its own: ~16 x 700-1000 cycles a chunk. The decay of M and silu also run on the MUFU pipe
+// (ex2.approx of (cum_i - cum_j) log2 e, silu_fast) instead of expf and an IEEE division: with the loads
+// gone, the kernel's code at dstate 128 is 5104 SASS instructions against 6832 (the chunk loop is
+// unrolled, so a warp issues about that many a chunk). Prediction for this form: ~39k -> 20-26k cycles a
+// chunk, 1973 -> 1000-1300 us; then bound by the latency of 2 warps an SMSP through barriers and mma
+// chains (245 registers, no spills; 97 KB shared at dstate 128: still 2 blocks an SM).
 // Next steps, in order of gain: (1) CB = C B^T once per (batch, group, chunk) instead of once per head
 // (1/6 of the mma; 4 MB of scratch at 1 group); (2) headdim split over two blocks of 32 rows (half the S
 // accumulators, ~150 registers, 3 blocks an SM; 1280 blocks); (3) the next chunk's C copied during the
@@ -1287,7 +1290,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         for (int r = 0; r < 4; ++r) {
           const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
           const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-          cb[jt][r] = keep ? cb[jt][r] * expf((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * sDt[j] : 0.0f;
+          cb[jt][r] =
+              keep ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j] : 0.0f;
         }
       }
 #pragma unroll
@@ -1323,7 +1327,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
             float o = y[pt][2 * half + e];
             if (a.D != nullptr)
               o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
-            if (a.z != nullptr) o *= silu(load_any(sZ, a.z_dt, i * kXP + p + e));
+            if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
             v[e] = o;
           }
           *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
