@@ -10,6 +10,7 @@
 // issue limits cross), the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
 // row with the sequential kernel too (SSMKIT_CUDA_SSD=exact). Usage: node bench/scan-gpu.mjs [--quick]
+// [--only scan|ssd|update|conv] (one op's rows, e.g. under a profiler).
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -26,6 +27,12 @@ const {
 } = require('../dist/cjs/index.js');
 
 const QUICK = process.argv.includes('--quick');
+const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+if (ONLY !== undefined && !['scan', 'ssd', 'update', 'conv'].includes(ONLY)) {
+  console.error(`scan-gpu: --only takes scan, ssd, update or conv, got ${ONLY}`);
+  process.exit(1);
+}
+const want = (op) => ONLY === undefined || ONLY === op;
 const BW = 4.2e12; // bytes/s, the copy bandwidth measured on this H200 (peers.py copy)
 const ESIZE = { float32: 4, bfloat16: 2, float16: 2 };
 
@@ -405,53 +412,61 @@ async function benchConv(batch, dim, L, W, dtype) {
 
 checkAll();
 const sl = QUICK ? 512 : 2048;
-await benchScan(
-  `selectiveScan bf16, batch 8, dim 5120, seqlen ${sl}, dstate 16, var B/C, z, D, softplus`,
-  8,
-  5120,
-  sl,
-  16,
-  'bfloat16',
-  1495,
-);
-await benchScan(
-  `selectiveScan f32, batch 8, dim 5120, seqlen ${sl}, dstate 16, var B/C, z, D, softplus`,
-  8,
-  5120,
-  sl,
-  16,
-  'float32',
-  2908,
-);
-await benchScan(
-  `selectiveScan bf16, batch 1, dim 5120, seqlen ${QUICK ? 4096 : 16384}, dstate 16, var B/C, z, D, softplus`,
-  1,
-  5120,
-  QUICK ? 4096 : 16384,
-  16,
-  'bfloat16',
-  1884,
-  [1, 4, 8, 12, 16],
-);
-await benchSsd(
-  `ssdScan bf16, batch 8, seqlen ${sl}, 80 heads x 64, dstate 128, chunk 256, z, D`,
-  8,
-  sl,
-  80,
-  64,
-  1,
-  128,
-  'bfloat16',
-  1565,
-);
-for (const [b, anchor] of [
-  [1, 117],
-  [64, 178],
-  [256, 187],
-]) {
-  await benchUpdate(b, 5120, 16, 'bfloat16', anchor);
+if (want('scan')) {
+  await benchScan(
+    `selectiveScan bf16, batch 8, dim 5120, seqlen ${sl}, dstate 16, var B/C, z, D, softplus`,
+    8,
+    5120,
+    sl,
+    16,
+    'bfloat16',
+    1495,
+  );
+  await benchScan(
+    `selectiveScan f32, batch 8, dim 5120, seqlen ${sl}, dstate 16, var B/C, z, D, softplus`,
+    8,
+    5120,
+    sl,
+    16,
+    'float32',
+    2908,
+  );
+  await benchScan(
+    `selectiveScan bf16, batch 1, dim 5120, seqlen ${QUICK ? 4096 : 16384}, dstate 16, var B/C, z, D, softplus`,
+    1,
+    5120,
+    QUICK ? 4096 : 16384,
+    16,
+    'bfloat16',
+    1884,
+    [1, 4, 8, 12, 16],
+  );
 }
-await benchConv(8, 5120, sl, 4, 'bfloat16');
+if (want('ssd')) {
+  await benchSsd(
+    `ssdScan bf16, batch 8, seqlen ${sl}, 80 heads x 64, dstate 128, chunk 256, z, D`,
+    8,
+    sl,
+    80,
+    64,
+    1,
+    128,
+    'bfloat16',
+    1565,
+  );
+}
+if (want('update')) {
+  for (const [b, anchor] of [
+    [1, 117],
+    [64, 178],
+    [256, 187],
+  ]) {
+    await benchUpdate(b, 5120, 16, 'bfloat16', anchor);
+  }
+}
+if (want('conv')) {
+  await benchConv(8, 5120, sl, 4, 'bfloat16');
+}
 
 console.log('\n| case | ssmkit (us) | floor at 4.2 TB/s (us) | of floor | peer (us) | vs peer |');
 console.log('|---|---|---|---|---|---|');

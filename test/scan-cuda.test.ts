@@ -405,12 +405,14 @@ interface SsdCase {
   states?: number;
   /** Force the sequential kernel (SSMKIT_CUDA_SSD=exact) instead of the tensor-core one. */
   exact?: boolean;
+  /** z in another dtype than x (default: x's). */
+  zDtype?: FloatDType;
 }
 
 async function checkSsd(c: SsdCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, seqlen: L, nheads: H, headdim: P, groups: G, dstate: N, dtype } = c;
-  const label = `${dtype} [${batch}, ${L}, ${H}, ${P}] groups ${G} dstate ${N} D ${c.D} ${JSON.stringify({ z: c.z, dtBias: c.dtBias, softplus: c.softplus, init: c.init, seq: c.seq })} states ${c.states ?? 'auto'}${c.exact ? ' exact' : ''}`;
+  const label = `${dtype} [${batch}, ${L}, ${H}, ${P}] groups ${G} dstate ${N} D ${c.D} ${JSON.stringify({ z: c.z, zDtype: c.zDtype, dtBias: c.dtBias, softplus: c.softplus, init: c.init, seq: c.seq })} states ${c.states ?? 'auto'}${c.exact ? ' exact' : ''}`;
   const normal = () => rng.normal();
   const x = randTensor([batch, L, H, P], dtype, normal);
   // Some negative dt: the op clamps dt at 0, as mamba_chunk_scan_combined does.
@@ -419,7 +421,7 @@ async function checkSsd(c: SsdCase, seed: number): Promise<void> {
   const B = randTensor([batch, L, G, N], dtype, normal);
   const C = randTensor([batch, L, G, N], dtype, normal);
   const D = c.D === 'none' ? undefined : randTensor(c.D === 'head' ? [H] : [H, P], 'float32', normal);
-  const z = c.z ? randTensor([batch, L, H, P], dtype, normal) : undefined;
+  const z = c.z ? randTensor([batch, L, H, P], c.zDtype ?? dtype, normal) : undefined;
   const dtBias = c.dtBias ? randTensor([H], 'float32', () => rng.uniform() - 0.5) : undefined;
   const init = c.init ? randTensor([batch, H, P, N], 'float32', normal) : undefined;
   const seq = c.seq ? seqIdx(rng, batch, L) : undefined;
@@ -548,6 +550,30 @@ function ssdCases(): SsdCase[] {
       });
     }
   }
+  // The tensor-core kernel's other staging paths: z in float32 and float16 (16-byte pieces of 4 and 8
+  // elements), no z and no D, one headdim tile of 32 with dstate 8 (padded to 64) and a 63-step tail.
+  for (const [zDtype, z, D] of [
+    ['float32', true, 'channel'],
+    ['float16', true, 'head'],
+    [undefined, false, 'none'],
+  ] as const) {
+    cases.push({
+      batch: 2,
+      seqlen: 127,
+      nheads: 3,
+      headdim: 32,
+      groups: 1,
+      dstate: 8,
+      dtype: 'bfloat16',
+      D,
+      z,
+      zDtype,
+      dtBias: z,
+      softplus: true,
+      init: !z,
+      seq: z,
+    });
+  }
   return cases;
 }
 
@@ -563,12 +589,14 @@ interface UpdateCase {
   groups: number;
   dtype: FloatDType;
   indices: boolean;
+  /** No D, z, dtBias or softplus. */
+  plain?: boolean;
 }
 
 async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, multihead } = c;
-  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}`;
+  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`;
   const normal = () => rng.normal();
   // With indices: two extra state rows, a permutation and a padding row (-1).
   const stateBatch = c.indices ? batch + 2 : batch;
@@ -601,23 +629,25 @@ async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
     A: A.v,
     B: B.v,
     C: C.v,
-    D: D.v,
-    z: z.v,
-    dtBias: dtBias.v,
-    dtSoftplus: true,
+    D: c.plain ? undefined : D.v,
+    z: c.plain ? undefined : z.v,
+    dtBias: c.plain ? undefined : dtBias.v,
+    dtSoftplus: !c.plain,
     stateBatchIndices: idx,
   });
   const idxT = idx ? new Tensor('int32', idx, [batch]) : undefined;
-  const opts = { D: D.t, z: z.t, dtBias: dtBias.t, dtSoftplus: true, stateBatchIndices: idxT };
+  const opts = c.plain
+    ? { stateBatchIndices: idxT }
+    : { D: D.t, z: z.t, dtBias: dtBias.t, dtSoftplus: true, stateBatchIndices: idxT };
   const cpuState = new Tensor('float32', Float32Array.from(state.t.dataSync() as Float32Array), sShape);
   const cpuOut = await selectiveStateUpdate(cpuState, x.t, dt.t, A.t, B.t, C.t, opts);
   const dState = await state.t.to(DEV);
   const args = await Promise.all([x.t, dt.t, A.t, B.t, C.t].map((t) => t.to(DEV)));
   const dopts = {
     ...opts,
-    D: await dev(D.t),
-    z: await dev(z.t),
-    dtBias: await dev(dtBias.t),
+    D: c.plain ? undefined : await dev(D.t),
+    z: c.plain ? undefined : await dev(z.t),
+    dtBias: c.plain ? undefined : await dev(dtBias.t),
     stateBatchIndices: await dev(idxT),
   };
   const ranges = poison([{ shape: xShape, dtype }]);
@@ -665,6 +695,9 @@ function updateCases(): UpdateCase[] {
         cases.push({ multihead: true, batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, indices });
       }
     }
+    // Without the options, on both forms of the vector kernel (dstate 16 and 32).
+    cases.push({ multihead: false, batch: 3, nheads: 37, headdim: 1, dstate: 16, groups: 1, dtype, indices: true, plain: true });
+    cases.push({ multihead: true, batch: 2, nheads: 4, headdim: 8, dstate: 32, groups: 2, dtype, indices: false, plain: true });
   }
   return cases;
 }
@@ -838,7 +871,7 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
 
   describe('selectiveStateUpdate', () => {
     updateCases().forEach((c, i) => {
-      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}`, () =>
+      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`, () =>
         checkUpdate(c, 3000 + i));
     });
   });

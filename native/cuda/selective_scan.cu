@@ -9,11 +9,11 @@
 // (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD scan is the selective
 // scan with dim = heads * headdim, dt and A per head, and B and C per group; its result does not depend
 // on chunkSize (the CPU kernel uses it as a working-set size only). For bfloat16 at Mamba-2's shapes
-// (headdim <= 64, dstate <= 128, multiples of 8) ssd_tc_kernel runs the chunked SSD algorithm on tensor
-// cores instead (its design is with it below). Every other flag (softplus, z, D, biases, initial and
-// last state, seqIdx) is a run-time branch outside the state loop; every float input may have its own
-// dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment knobs for
-// tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
+// (headdim <= 64, dstate <= 128, multiples of 8; x, B, C and z 16-byte aligned) ssd_tc_kernel runs the
+// chunked SSD algorithm on tensor cores instead (its design is with it below). Every other flag (softplus, z,
+// D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
+// may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
+// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
@@ -987,23 +987,28 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // with mma.sync m16n8k16 (bf16 in, float32 accumulate), 16 output rows a warp for Y. The operands the
 // kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
 // rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
-// ~1e-5 relative instead of bfloat16's 4e-3. The bound is the tensor pipe: 384 mma a warp and chunk.
-// Measured (H200, batch 8 x 2048 x 80 heads x 64, dstate 128): 2.15 ms, 253 registers, 80 KB shared, 2
-// blocks an SM, issue slots 22% busy: latency-bound. This version feeds the transposed B fragments of
-// M x and of the state update with ldmatrix.trans (one instruction for four fragment pairs instead of
-// eight 16-bit loads and four packs, ~300 of ~2400 instructions a warp and chunk) and orders the high
-// and low mma of the split operands so that consecutive mma write different accumulators (no chain of
-// dependent mma); expected 1.3-1.6 ms. Reaching ~0.5 ms needs more warps in flight: the next step is
-// to split headdim over two blocks (half the S accumulators and of the shared state: ~150 registers and
-// ~60 KB, 3 blocks an SM) and to prefetch the next chunk's x, B and C with cp.async.
-// Measured 2085 us on the H200. Plan for the next step, with its arithmetic (not written yet): (1) a
-// small kernel computes CB = C B^T per (batch, group, chunk) once into device scratch (8 x 32 chunks x
-// 64 x 64 float32 = 4 MB at 1 group; the 80 heads of the group then share it: today each head
-// recomputes it, 80x the mma of that product, ~1/3 of the per-chunk mma); (2) the per-head kernel splits
-// headdim over blocks of 32 rows (2 warps for Y and S, S = 32 x 128 float32 = 16 KB of accumulators a
-// block: 64 registers a thread for S, ~128 in all), ~40 KB shared, 4-5 blocks an SM = 8-10 warps per
-// SM against 8 today but with half the serial mma chain per block; (3) cp.async of the next chunk's x,
-// B, C, dt under the current chunk's mma. Predicted 2085 -> ~700 us from (1) + (2), ~500 from (3).
+// ~1e-5 relative instead of bfloat16's 4e-3. Transposed B fragments (M x, the state update) come from
+// ldmatrix.trans, and the high and low mma of a split operand write different accumulators in turn (no
+// chain of dependent mma). Per chunk a warp runs 384 mma and ~2400 other instructions.
+//
+// Memory. Each chunk's x, B, C and z (z in its own dtype) are copied to shared memory with cp.async, all
+// of a thread's copies in flight at once, while warp 0 reads dt; D sits in shared memory for the whole
+// run. So a chunk waits for one memory round trip, and the output loop only stores. Reading of the
+// previous form, measured at 1973 us (batch 8 x 2048 x 80 heads x 64, dstate 128, z, D; 246 registers, 2
+// blocks = 8 warps an SM, 640 blocks in 3 waves, issue slots 22% busy): 1973 / (3 waves x 32 chunks) =
+// 20.5 us = ~39k cycles a chunk, against ~4.6k cycles of tensor pipe (3072 mma an SM at ~1.5 cycles).
+// Its output loop read z and D from global memory between stores to out, which may alias them (the PTX
+// has ld.global, ld.global, st.global 16 times over), so each of a thread's 16 output pairs waited for a
+// round trip of its own: ~16 x 700-1000 cycles a chunk. The decay of M and silu also run on the MUFU pipe
+// (ex2.approx of (cum_i - cum_j) log2 e, silu_fast) instead of expf and an IEEE division: with the loads
+// gone, the kernel's code at dstate 128 is 5104 SASS instructions against 6832 (the chunk loop is
+// unrolled, so a warp issues about that many a chunk). Prediction for this form: ~39k -> 20-26k cycles a
+// chunk, 1973 -> 1000-1300 us; then bound by the latency of 2 warps an SMSP through barriers and mma
+// chains (245 registers, no spills; 97 KB shared at dstate 128: still 2 blocks an SM).
+// Next steps, in order of gain: (1) CB = C B^T once per (batch, group, chunk) instead of once per head
+// (1/6 of the mma; 4 MB of scratch at 1 group); (2) headdim split over two blocks of 32 rows (half the S
+// accumulators, ~150 registers, 3 blocks an SM; 1280 blocks); (3) the next chunk's C copied during the
+// state update.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -1042,7 +1047,9 @@ struct ssd_tc_layout {
   static constexpr int kEo = kW + kSsdQ * 4;               // (Q,) float: exp(cum)
   static constexpr int kSeg = kEo + kSsdQ * 4;             // (Q,) int: sequence starts so far
   static constexpr int kCd = kSeg + kSsdQ * 4;             // float: exp(cum_end)
-  static constexpr int kBytes = kCd + 16;
+  static constexpr int kDv = kCd + 16;                     // (P,) float: D of the head's channels
+  static constexpr int kZ = kDv + kSsdP * 4;               // (Q, kXPitch) in z's dtype: z of the chunk
+  static constexpr int kBytes = kZ + kSsdQ * kXPitch * 4;
 };
 
 __device__ __forceinline__ float bf16_lo(uint32_t w) {
@@ -1067,6 +1074,27 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes from global to shared memory without a trip through registers, so that a thread issues all
+// its copies of a chunk before any of them lands; full = false writes 16 zero bytes and reads nothing
+// (src is then any valid address). sm_80 and later; other targets copy through registers.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool full) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(__cvta_generic_to_global(src)),
+               "r"(full ? 16 : 0)
+               : "memory");
+#else
+  *static_cast<uint4*>(dst) = full ? *static_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+#endif
+}
+
+// Waits for this thread's cp_async16 copies (a barrier then publishes them to the block).
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
 }
 
 // Four 8x8 bf16 tiles, transposed: lane i gives the address of row i % 8 of tile i / 8 (16-byte aligned);
@@ -1094,6 +1122,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   float* sEo = reinterpret_cast<float*>(smem_raw + lay::kEo);
   int* sSeg = reinterpret_cast<int*>(smem_raw + lay::kSeg);
   float* sCd = reinterpret_cast<float*>(smem_raw + lay::kCd);
+  float* sDv = reinterpret_cast<float*>(smem_raw + lay::kDv);
+  void* sZ = smem_raw + lay::kZ;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
   const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
@@ -1103,6 +1133,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
   const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
   const int r0 = warp * 16;  // this warp's rows: chunk steps for Y, headdim for S
+  // D per headdim element, read after the first chunk's barrier.
+  if (a.D != nullptr && tid < P) sDv[tid] = a.D[a.d_per_channel ? h * P + tid : h];
 
   // S rows r0 + g (+8), columns 8 nt + 2 tig (+1), as mma accumulator tiles.
   float S[kNT][4];
@@ -1128,21 +1160,40 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       *reinterpret_cast<uint32_t*>(sSh + (r0 + g + 8) * kBP + col) = hi;
       *reinterpret_cast<uint32_t*>(sSl + (r0 + g + 8) * kBP + col) = lo;
     }
-    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time.
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
-    for (int v = tid; v < kSsdQ * (kSsdP / 8); v += kSsdThreads) {
+    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time,
+    // every copy in flight at once (the host has checked the 16-byte alignment of x, B and C).
+    static_assert(kSsdQ * kSsdP % (8 * kSsdThreads) == 0 && kSsdQ * kN % (8 * kSsdThreads) == 0,
+                  "every thread stages the same number of 16-byte pieces");
+    for (int k = 0; k < kSsdQ * kSsdP / (8 * kSsdThreads); ++k) {
+      const int v = tid + k * kSsdThreads;
       const int t = v / (kSsdP / 8), p0 = (v % (kSsdP / 8)) * 8;
       const int64_t tg = t0 + t;
-      *reinterpret_cast<uint4*>(sX + t * kXP + p0) =
-          tg < L && p0 < P ? *reinterpret_cast<const uint4*>(a.x + ((b * L + tg) * H + h) * P + p0) : zero4;
+      const bool ok = tg < L && p0 < P;
+      cp_async16(sX + t * kXP + p0, ok ? a.x + ((b * L + tg) * H + h) * P + p0 : a.x, ok);
     }
-    for (int v = tid; v < kSsdQ * (kN / 8); v += kSsdThreads) {
+    // Not unrolled: the copies are in flight either way, and unrolling costs registers (spills at kN 128).
+#pragma unroll 1
+    for (int k = 0; k < kSsdQ * kN / (8 * kSsdThreads); ++k) {
+      const int v = tid + k * kSsdThreads;
       const int t = v / (kN / 8), n0 = (v % (kN / 8)) * 8;
       const int64_t tg = t0 + t;
       const bool ok = tg < L && n0 < N;
-      const int64_t off = ((b * L + tg) * G + grp) * N + n0;
-      *reinterpret_cast<uint4*>(sB + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.B + off) : zero4;
-      *reinterpret_cast<uint4*>(sC + t * kBP + n0) = ok ? *reinterpret_cast<const uint4*>(a.C + off) : zero4;
+      const int64_t off = ok ? ((b * L + tg) * G + grp) * N + n0 : 0;
+      cp_async16(sB + t * kBP + n0, a.B + off, ok);
+      cp_async16(sC + t * kBP + n0, a.C + off, ok);
+    }
+    // z of the chunk, in its own dtype: pieces of 8 16-bit or 4 float32 elements.
+    if (a.z != nullptr) {
+      const int es = a.z_dt == SSMKIT_DTYPE_F32 ? 4 : 2, epp = 16 / es;
+#pragma unroll 1
+      for (int v = tid; v < kSsdQ * (kSsdP / epp); v += kSsdThreads) {
+        const int t = v / (kSsdP / epp), p0 = (v % (kSsdP / epp)) * epp;
+        const int64_t tg = t0 + t;
+        const bool ok = tg < L && p0 < P;
+        const int64_t off = ok ? ((b * L + tg) * H + h) * P + p0 : 0;
+        cp_async16(static_cast<char*>(sZ) + (t * kXP + p0) * es, static_cast<const char*>(a.z) + off * es,
+                   ok);
+      }
     }
     // dt, the cumulative decay exponent and the sequence starts of the chunk: warp 0, two steps a lane.
     if (warp == 0) {
@@ -1187,6 +1238,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       }
       if (lane == 0) *sCd = send == 0 ? expf(cend) : 0.0f;
     }
+    cp_async_wait_all();
     __syncthreads();
 
     // Y for steps r0 .. r0 + 15 of the chunk, all of headdim.
@@ -1238,7 +1290,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         for (int r = 0; r < 4; ++r) {
           const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
           const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-          cb[jt][r] = keep ? cb[jt][r] * expf((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * sDt[j] : 0.0f;
+          cb[jt][r] =
+              keep ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j] : 0.0f;
         }
       }
 #pragma unroll
@@ -1259,7 +1312,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           mma_bf16(y[pt + 1], ml, f[2], f[3]);
         }
       }
-      // out = (Y + D x) silu(z), two adjacent headdim elements per store.
+      // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory.
 #pragma unroll
       for (int pt = 0; pt < kSsdP / 8; ++pt) {
 #pragma unroll
@@ -1272,11 +1325,9 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float o = y[pt][2 * half + e];
-            if (a.D != nullptr) {
-              const float dv = a.D[a.d_per_channel ? h * P + p + e : h];
-              o += dv * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
-            }
-            if (a.z != nullptr) o *= silu(load_any(a.z, a.z_dt, off + e));
+            if (a.D != nullptr)
+              o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
+            if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
             v[e] = o;
           }
           *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
@@ -1413,19 +1464,18 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
 
 // The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
 // (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
-// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z)
-// issued before the first use: one memory round trip per thread and 2 x 16 bytes of state in flight.
+// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z, dtBias,
+// D) issued before the first store: one memory round trip per thread and 2 x 16 bytes of state in flight.
 // A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
-// The previous vector kernel measured 136 us at batch 256 (1.3 TB/s), slower than the loop kernel. Reading:
-// the kernel was issue-bound, not memory-bound. Per thread it did 8 state updates (~40 instructions) but ~8
-// 64-bit divisions and remainders (r / (H P), r % P, (r / P) % H, h / (H / G), twice): each a call of the
-// ~40-70 instruction 64-bit division subroutine, ~400 instructions a thread in all. 2.6M threads x ~500
-// instructions / 32 = 41M warp instructions = ~45 us of issue at a perfect 528 x 1.75 GHz, realistically ~90
-// us at the ~50% issue efficiency of a kernel with one memory round trip; added to the memory time that is
-// the measured 136. This version: batch on grid y (no division), 32-bit row math, the headdim division
-// skipped at P = 1 (Mamba-1) and the group division at G = 1: ~60 instructions a thread. Prediction at batch
-// 256: the state's 168 MB at ~3.3 TB/s = 50 us, plus launch: 55-65 us of kernel (per call from Node: that
-// plus the host cost, ~70 us). Batch 1 and 64 stay host-bound.
+// Batch on grid y and 32-bit row math (no 64-bit division subroutines); softplus and silu take two MUFU
+// operations each (softplus_fast, silu_fast, as the scan). Reading of the form measured at 117 us a call
+// from Node at batch 256 (dim 5120, dstate 16; ~100 us of kernel, 1.7 TB/s): it read dtBias of its second
+// row after storing the first row's state, and D of each row after a store (out and the state may alias
+// them for all the compiler knows; the PTX showed ld.global after st.global), so a thread waited for four
+// round trips, not one; with 8 blocks an SM (64 registers) that cut the bytes in flight, hence the
+// bandwidth, ~2-3x. Prediction for this form at batch 256: the state's 168 MB (read and written) at 2.7-3.3
+// TB/s (32 KB of state reads in flight an SM) = 50-62 us of kernel, 60-75 us a call from Node. Batch 1
+// and 64 stay host-bound.
 constexpr int kUpdateRows = 2;
 
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
@@ -1457,7 +1507,8 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
   float* sbase = a.state + sb * HP * static_cast<int64_t>(N);
   const int64_t rbase = static_cast<int64_t>(b) * HP;
   float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
-  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows];
+  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows], dbias[kUpdateRows],
+      dd[kUpdateRows];
   int rr[kUpdateRows], h[kUpdateRows];
   bool live[kUpdateRows];
 #pragma unroll
@@ -1479,12 +1530,14 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
     dt[j] = live[j] ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * a.H + h[j]) : 0.0f;
     zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, rbase + rr[j]) : 0.0f;
     ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
+    dbias[j] = live[j] && a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f;
+    dd[j] = live[j] && a.D != nullptr ? a.D[h[j]] : 0.0f;
   }
   float y[kUpdateRows];
 #pragma unroll
   for (int j = 0; j < kUpdateRows; ++j) {
-    float d = dt[j] + (a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f);
-    if (a.softplus) d = softplus(d);
+    float d = dt[j] + dbias[j];
+    if (a.softplus) d = softplus_fast(d);
     const float dtx = d * x[j];
     const float e = d * kLog2e;
     float4 dec;
@@ -1510,8 +1563,8 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_ker
     if (row < HP && lq == 0) {
       float o = 0.0f;
       if (!pad) {
-        o = y[j] + (a.D != nullptr ? a.D[h[j]] * x[j] : 0.0f);
-        if (a.z != nullptr) o *= silu(zv[j]);
+        o = fmaf(dd[j], x[j], y[j]);
+        if (a.z != nullptr) o *= silu_fast(zv[j]);
       }
       store_any(a.out, a.out_dt, rbase + row, o);
     }
@@ -1557,7 +1610,12 @@ __device__ void conv_final_states(const conv_args& a, int64_t row) {
   }
 }
 
-// Each thread: 8 steps of one (batch, channel) row. kW is the filter width.
+// Each thread: 8 steps of one (batch, channel) row. kW is the filter width. silu takes two MUFU operations
+// (silu_fast): with IEEE division and expf it was ~26 instructions an output against kW FMA (the kernel's
+// code shrinks from 2248 to 1832 SASS instructions at kW = 4), and the kernel looks issue-bound: 210 us
+// at batch 8 x dim 5120 x 2048, width 4, bf16, against 80 us of memory; 10.5M threads of ~440
+// instructions are ~145 us of issue at a perfect 528 SMSPs x 1.9 GHz (the integer divisions take nvcc's
+// 32-bit path). Prediction: ~440 -> ~270 instructions a thread, 210 -> 130-150 us.
 template <int kW>
 __global__ void __launch_bounds__(kConvThreads) causal_conv1d_kernel(const conv_args a) {
   constexpr int kHist = kW - 1;
@@ -1595,7 +1653,7 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_kernel(const conv_
       float acc = bias;
 #pragma unroll
       for (int k = 0; k < kW; ++k) acc = fmaf(w[k], win[e + k], acc);
-      o[e] = a.silu ? silu(acc) : acc;
+      o[e] = a.silu ? silu_fast(acc) : acc;
     }
   } else {
     // A tap counts only within the output's own sequence; the initial state belongs to the first.
@@ -1610,7 +1668,7 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_kernel(const conv_
       float acc = bias;
 #pragma unroll
       for (int k = 0; k < kW; ++k) acc = sv[e + k] == sv[kHist + e] ? fmaf(w[k], win[e + k], acc) : acc;
-      o[e] = a.silu ? silu(acc) : acc;
+      o[e] = a.silu ? silu_fast(acc) : acc;
     }
   }
   store8(a.out, a.out_dt, row * L + t0, 1, n, o);
@@ -1807,6 +1865,8 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
 template <int kN>
 status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
   constexpr int smem = ssd_tc_layout<kN>::kBytes;
+  // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB).
+  static_assert(smem <= 99 * 1024, "ssd_tc_kernel must fit every target's shared memory per block");
   if (smem > 48 * 1024) {
     SSMKIT_CUDA_CHECK(
         cudaFuncSetAttribute(ssd_tc_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -2015,7 +2075,12 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
-  if (!exact && bf16 && P % 8 == 0 && P <= kSsdP && N % 8 == 0 && N <= 128) {
+  // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
+  const bool aligned = ((reinterpret_cast<uintptr_t>(p.x.data) | reinterpret_cast<uintptr_t>(p.B.data) |
+                         reinterpret_cast<uintptr_t>(p.C.data) | reinterpret_cast<uintptr_t>(p.z.data)) &
+                        15) == 0 &&
+                       (reinterpret_cast<uintptr_t>(p.out.data) & 3) == 0;
+  if (!exact && bf16 && aligned && P % 8 == 0 && P <= kSsdP && N % 8 == 0 && N <= 128) {
     ssd_tc_args t{};
     t.x = p.x.ptr<const uint16_t>(), t.dt = p.dt.data, t.A = p.A.ptr<const float>();
     t.B = p.B.ptr<const uint16_t>(), t.C = p.C.ptr<const uint16_t>(), t.D = p.D.ptr<const float>();
