@@ -1,8 +1,18 @@
 // CUDA kernels of the quantization family's GEMMs and quantizers: gemmW8A8, gemmW4A8, gemmW4A16,
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
-// GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first) have
-// three paths, chosen per call:
+// GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
+// w in pack_weights' layout) have four paths, chosen per call:
+// - packed (weights from packWeights, m <= 64, 16-bit x for W4A16, groups of a multiple of 32): the
+//   decode GEMV on the packed bytes as they are (no unpacked copy: a GEMV that unpacked first would move
+//   the weight bytes three times). Bound by the weight bytes: each warp owns a 64-column group and
+//   streams it with 16-byte loads, 8 KiB in flight per warp (6 KiB with groups) and 3 blocks of 4 warps
+//   per SM (2 with groups), 72 to 96 KiB per SM; k is split until the grid fills the SMs, with the
+//   deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x 10240 moves
+//   13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the reduction;
+//   W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB, 8.2 us, and
+//   its decode (8 register ops per 8 weights) and mma work about 2 us each, overlapped: about 10 us.
+//   Layout and fragment mapping at the kernel.
 // - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Blocks of 8 warps own 128 output
 //   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
 //   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
@@ -24,11 +34,23 @@
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
 // Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
 // do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
-// groups, W4A8 sums each group (tiled, simt) or k-step (skinny) in int32 and scales it in float32;
-// W4A16 multiplies the exact integer weights by x with float32 accumulation and scales each k-step's
-// partial sums by the group scale in float32 (every group is a whole number of k-steps).
-// Packed weights (pack_weights' layout, native/include/ssmkit/quant.h) are unpacked into the plain
-// layout in a stream-ordered temporary, then take the same paths.
+// groups, W4A8 sums each group (tiled, simt), k-step (skinny) or 32-value round (packed) in int32 and
+// scales it in float32; W4A16 multiplies the exact integer weights by x with float32 accumulation and
+// scales each k-step's (round's) partial sums by the group scale in float32 (every group is a whole
+// number of them). The packed path sums in another order than the plain ones, so W4A16 and grouped W4A8
+// on packed weights differ from the same weights unpacked in the last bits (ungrouped W8A8 and W4A8
+// do not: their sums are exact).
+// Packed weights that the packed path does not take (m > 64, float32 x, other group sizes) are unpacked
+// into the plain layout in a stream-ordered temporary (allocated and freed on the stream), then take the
+// plain paths.
+//
+// Stream capture: every GEMM entry point may be captured into a CUDA graph and the graph launched any
+// number of times. Nothing is allocated during capture that the graph does not free: the split-k
+// workspace is grown only outside capture (a capture that needs a larger one allocates, zeroes and frees
+// its own inside the graph), the tile counters are back at zero after every launch, and the unpacked
+// temporary of a packed weight is allocated and freed inside the graph. A graph keeps the workspace's
+// address, so outgrown workspaces are never freed. Results do not depend on capture: the same shapes
+// take the same paths and splits.
 //
 // Quantizers work one row (the last dimension) per block; with options.hadamard the row is rotated in
 // shared memory in float32 with the same operations in the same order as the CPU kernels, so q and
@@ -521,6 +543,293 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
   for (int i = threadIdx.x; i < rows * kSkinnyBlockN; i += kSkinnyThreads) {
     const int r = i / kSkinnyBlockN;
     const int64_t col = n_block + (i - r * kSkinnyBlockN);
+    if (col >= g.n) continue;
+    acc_t sum = 0;
+    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
+    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
+    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Packed decode path (m <= 64, weights in pack_weights' layout): the GEMV reads the packed bytes as
+// they are, so a call moves each weight byte once (unpacking first would read and write the whole
+// weight again).
+//
+// The packed layout stores, per 64-column group and k-step, 4 panels x 16 columns x 4 bytes; a 16-byte
+// vector is 4 columns x one k-step. The mma B fragment gives each lane one column, so the 4 words of a
+// vector go to 4 different n8 tiles: lane (gq, tq) loads the vector of column quad gq % 4 of panel
+// 2 pp + gq / 4 (pp = panel pair 0, 1), and word i of it is column gq of tile 4 pp + i. A warp owns one
+// 64-column group (8 tiles) and walks k in rounds of 32 values; in a round, lane tq takes the k-steps
+// that give it its mma k slots:
+// - W8A8 (steps of 4 k): steps 8c + tq (slots 4tq..4tq+3, b0) and 8c + 4 + tq (slots 16 + 4tq.., b1);
+//   the bytes hold w + 128, so b = word ^ 0x80808080; a0..a3 are the same 4 k of x, rows gq, gq + 8.
+// - W4A8 (steps of 8 k): step 4c + tq; the low nibbles (k0..k3) are b0 and the high nibbles (k4..k7)
+//   b1, each nibble u = w + 8 turned into w by ((u + 120) ^ 128); x's 8 bytes at the step are a0/a2.
+// - W4A16 (steps of 8 k, m16n8k16): step 4c + tq; the pairs (k0, k2), (k4, k6) feed one mma and
+//   (k1, k3), (k5, k7) the other, u placed in the mantissa of 1024 (f16) or 128 (bf16) and the base
+//   + 8 removed by one exact fma; x's 8 values are permuted to the same pairs with byte permutes.
+// x is read straight from global memory (L1 serves the four warps of a block, which share a k range);
+// rows past m and k past the end read as zeros. K is split across blocks as on the skinny path, with
+// the same deterministic reduction.
+
+constexpr int kPackedWarps = 4;
+constexpr int kPackedThreads = kPackedWarps * 32;
+constexpr int kPackedBlockN = kPackedWarps * 64;
+constexpr int kPackedRoundK = 32;  // k values of one round
+
+template <int kKind, bool kGrouped>
+struct packed_traits {
+  static constexpr int kStepK = kKind == KIND_W8A8 ? 4 : 8;      // k values of one packed step
+  static constexpr int kLoads = kKind == KIND_W8A8 ? 4 : 2;      // 16-byte vectors per lane per round
+  static constexpr int kStepsPerRound = kPackedRoundK / kStepK;  // 8 or 4
+  // Rounds in flight: 64 registers of weights, 8 KiB per warp; with groups (the round's sums and
+  // scales take 60 more registers) 48 registers, 6 KiB.
+  static constexpr int kDepth = kKind == KIND_W8A8 ? 4 : kGrouped ? 6 : 8;
+  // Blocks per SM by registers: 3 at up to 168 registers a thread, 2 with groups (up to 255).
+  static constexpr int kBlocksPerSm = kGrouped ? 2 : 3;
+};
+
+// The 4 bytes of row `row` of an int8 x at k0..k0 + 3, zeros past k or past the valid rows.
+__device__ __forceinline__ uint32_t load_x8_word(const int8_t* x, int64_t k, int64_t row, bool valid,
+                                                 int64_t k0) {
+  if (!valid || k0 >= k) return 0;
+  const int64_t off = row * k + k0;
+  if (k0 + 4 <= k && (off & 3) == 0) return __ldg(reinterpret_cast<const uint32_t*>(x + off));
+  uint32_t v = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (k0 + i < k) v |= static_cast<uint32_t>(static_cast<uint8_t>(x[off + i])) << (8 * i);
+  }
+  return v;
+}
+
+// The 8 16-bit values of row `row` of x at k0..k0 + 7 (two per word, low half first), zeros past k or
+// past the valid rows.
+__device__ __forceinline__ uint4 load_x16_8(const uint16_t* x, int64_t k, int64_t row, bool valid,
+                                            int64_t k0) {
+  if (!valid || k0 >= k) return make_uint4(0, 0, 0, 0);
+  const int64_t off = row * k + k0;
+  if (k0 + 8 <= k && (off & 7) == 0) return __ldg(reinterpret_cast<const uint4*>(x + off));
+  uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    if (k0 + i < k) w[i >> 1] |= static_cast<uint32_t>(x[off + i]) << (16 * (i & 1));
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Packed int4 word (byte r: w[k0 + r] + 8 low, w[k0 + 4 + r] + 8 high) as exact 16-bit pairs
+// (k0, k2), (k4, k6), (k1, k3), (k5, k7), low half first.
+template <ssmkit_dtype kX>
+__device__ __forceinline__ void packed_int4_to_16bit_pairs(uint32_t w, uint32_t (&p)[4]) {
+  constexpr uint32_t kBase = kX == SSMKIT_DTYPE_F16 ? 0x64006400u : 0x43004300u;  // 1024, 128
+  constexpr uint32_t kOne = kX == SSMKIT_DTYPE_F16 ? 0x3c003c00u : 0x3f803f80u;
+  constexpr uint32_t kNegBase = kX == SSMKIT_DTYPE_F16 ? 0xe408e408u : 0xc308c308u;  // -(base + 8)
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t h = ((w >> (4 * i)) & 0x000f000fu) | kBase;
+    if constexpr (kX == SSMKIT_DTYPE_F16) {
+      asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(h), "r"(kOne), "r"(kNegBase));
+    } else {
+      asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(h), "r"(kOne), "r"(kNegBase));
+    }
+  }
+}
+
+// Column of element j (0..7) of tile t (0..7) in a warp's 64-column group.
+__device__ __forceinline__ int packed_tile_col(int t, int j) {
+  return 16 * (2 * (t >> 2) + (j >> 2)) + 4 * (j & 3) + (t & 3);
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+__global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped>::kBlocksPerSm))
+    gemm_packed_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels,
+                       void* partials, int* counters) {
+  using P = packed_traits<kKind, kGrouped>;
+  constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
+  using acc_t = typename std::conditional<kIntAcc, int, float>::type;
+  using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
+  constexpr int kTiles = 8;
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int gq = lane >> 2;
+  const int tq = lane & 3;
+  const int split = blockIdx.y;
+  const int64_t n_block = static_cast<int64_t>(blockIdx.x) * kPackedBlockN;
+  const int64_t grp = n_block / 64 + warp;
+  const int64_t n_warp = grp * 64;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.z) * kSkinnyRows;
+  const int rows = static_cast<int>(min64(kSkinnyRows, g.m - m0));
+  const int64_t kb = split * k_range;  // a multiple of 32
+  const int64_t ke = min64(g.k, kb + k_range);
+  const int nrounds = static_cast<int>((ke - kb + kPackedRoundK - 1) / kPackedRoundK);
+  const int64_t step0 = kb / P::kStepK;
+
+  // This lane's vectors: panel 2 pp + gq / 4 of the group, column quad gq % 4; absent panels read zeros.
+  const int64_t grp_panels = n_warp < g.n ? min64(4, panels - grp * 4) : 0;
+  const uint8_t* wgrp = g.w + grp * 4 * steps * 64 + (gq & 3) * 16;
+  auto load_round = [&](int c, uint4(&v)[P::kLoads]) {
+#pragma unroll
+    for (int l = 0; l < P::kLoads; ++l) {
+      const int pp = l % 2;
+      const int h = l / 2;  // W8A8: 0 for b0's step, 1 for b1's
+      const int64_t panel = 2 * pp + (gq >> 2);
+      const int64_t step = step0 + static_cast<int64_t>(c) * P::kStepsPerRound + h * 4 + tq;
+      if (c < nrounds && panel < grp_panels && step < steps) {
+        v[l] = ldg_stream16(wgrp + (step * grp_panels + panel) * 64);
+      } else {
+        v[l] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+
+  uint4 wbuf[P::kDepth][P::kLoads];
+#pragma unroll
+  for (int d = 0; d < P::kDepth; ++d) load_round(d, wbuf[d]);
+
+  acc_t acc[kTiles][4];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[t][e] = 0;
+  }
+  const bool row_lo = gq < rows;
+  const bool row_hi = gq + 8 < rows;
+  const int64_t r_lo = m0 + gq;
+  const int64_t r_hi = m0 + gq + 8;
+
+  for (int c0 = 0; c0 < nrounds; c0 += P::kDepth) {
+#pragma unroll
+    for (int d = 0; d < P::kDepth; ++d) {
+      const int c = c0 + d;
+      if (c < nrounds) {
+        const int64_t kr = kb + static_cast<int64_t>(c) * kPackedRoundK;  // first k of the round
+        // With groups the round sums into tmp, scaled into acc at the round's end, else straight into acc.
+        tmp_t tmp[kGrouped ? kTiles : 1][4] = {};
+        auto& dst = *[&] {
+          if constexpr (kGrouped) {
+            return &tmp;
+          } else {
+            return &acc;
+          }
+        }();
+        if constexpr (kKind == KIND_W8A8) {
+          const int8_t* x = static_cast<const int8_t*>(g.a);
+          const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kr + 4 * tq);
+          const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kr + 4 * tq);
+          const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kr + 16 + 4 * tq);
+          const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kr + 16 + 4 * tq);
+#pragma unroll
+          for (int pp = 0; pp < 2; ++pp) {
+            const uint4 lo = wbuf[d][pp];
+            const uint4 hi = wbuf[d][pp + 2];
+            const uint32_t b0[4] = {lo.x, lo.y, lo.z, lo.w};
+            const uint32_t b1[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              mma_s8(dst[4 * pp + i], a0, a1, a2, a3, b0[i] ^ 0x80808080u, b1[i] ^ 0x80808080u);
+            }
+          }
+        } else if constexpr (kKind == KIND_W4A8) {
+          const int8_t* x = static_cast<const int8_t*>(g.a);
+          const int64_t kx = kr + 8 * tq;
+          const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
+          const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kx);
+          const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kx + 4);
+          const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kx + 4);
+#pragma unroll
+          for (int pp = 0; pp < 2; ++pp) {
+            const uint4 v = wbuf[d][pp];
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const uint32_t b0 = ((w[i] & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+              const uint32_t b1 = (((w[i] >> 4) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+              mma_s8(dst[4 * pp + i], a0, a1, a2, a3, b0, b1);
+            }
+          }
+        } else {
+          const uint16_t* x = static_cast<const uint16_t*>(g.a);
+          const int64_t kx = kr + 8 * tq;
+          const uint4 lo = load_x16_8(x, g.k, r_lo, row_lo, kx);
+          const uint4 hi = load_x16_8(x, g.k, r_hi, row_hi, kx);
+          // (x0, x2), (x4, x6), (x1, x3), (x5, x7) of rows gq and gq + 8
+          const uint32_t l02 = __byte_perm(lo.x, lo.y, 0x5410), l46 = __byte_perm(lo.z, lo.w, 0x5410);
+          const uint32_t l13 = __byte_perm(lo.x, lo.y, 0x7632), l57 = __byte_perm(lo.z, lo.w, 0x7632);
+          const uint32_t h02 = __byte_perm(hi.x, hi.y, 0x5410), h46 = __byte_perm(hi.z, hi.w, 0x5410);
+          const uint32_t h13 = __byte_perm(hi.x, hi.y, 0x7632), h57 = __byte_perm(hi.z, hi.w, 0x7632);
+#pragma unroll
+          for (int pp = 0; pp < 2; ++pp) {
+            const uint4 v = wbuf[d][pp];
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              uint32_t p[4];  // (k0, k2), (k4, k6), (k1, k3), (k5, k7)
+              packed_int4_to_16bit_pairs<kX>(w[i], p);
+              mma_16bit<kX>(dst[4 * pp + i], l02, h02, l46, h46, p[0], p[1]);
+              mma_16bit<kX>(dst[4 * pp + i], l13, h13, l57, h57, p[2], p[3]);
+            }
+          }
+        }
+        if constexpr (kGrouped) {
+          // Every round lies in one group (group_size % 32 == 0).
+          const int64_t gi = kr / g.group_size;
+#pragma unroll
+          for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int64_t col = n_warp + packed_tile_col(t, 2 * tq + h);
+              const float s = col < g.n ? group_scale(g, col, gi) : 0.0f;
+              acc[t][h] = __fmaf_rn(static_cast<float>(tmp[t][h]), s, acc[t][h]);
+              acc[t][h + 2] = __fmaf_rn(static_cast<float>(tmp[t][h + 2]), s, acc[t][h + 2]);
+            }
+          }
+        }
+        load_round(c + P::kDepth, wbuf[d]);
+      }
+    }
+  }
+
+  if (splits == 1) {
+    static_for<kTiles>([&](auto t) {
+      static_for<4>([&](auto e) {
+        const int r = gq + (e >> 1) * 8;
+        const int64_t col = n_warp + packed_tile_col(t, 2 * tq + (e & 1));
+        if (r < rows && col < g.n) {
+          const float v = finish_value<kGrouped>(g, static_cast<float>(acc[t][e]), m0 + r, col);
+          store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+        }
+      });
+    });
+    return;
+  }
+
+  // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
+  acc_t* part = static_cast<acc_t*>(partials);
+  static_for<kTiles>([&](auto t) {
+    static_for<4>([&](auto e) {
+      const int r = gq + (e >> 1) * 8;
+      const int64_t col = n_warp + packed_tile_col(t, 2 * tq + (e & 1));
+      if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[t][e];
+    });
+  });
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last_block;
+  int* counter = counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) {
+    const int arrived = atomicAdd(counter, 1);
+    last_block = arrived == splits - 1;
+    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < rows * kPackedBlockN; i += kPackedThreads) {
+    const int r = i / kPackedBlockN;
+    const int64_t col = n_block + (i - r * kPackedBlockN);
     if (col >= g.n) continue;
     acc_t sum = 0;
     for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
@@ -1083,22 +1392,55 @@ status limits_of(int dev, device_limits* out) {
   return ok_status();
 }
 
-// A buffer of at least `bytes` on the device whose first `zeroed` bytes are zero between launches (the
-// skinny kernel's tile counters, which the last block of each tile resets). Freed never; regrown on the
-// stream, so that kernels still using the old buffer finish first.
-status workspace(int dev, cudaStream_t stream, size_t bytes, void** out) {
+// The split-k workspace of one launch: at least `bytes` on the device whose first `zeroed` bytes are zero
+// (the tile counters, which the last block of each tile resets after use). Normally the device's
+// buffer, grown on the stream (so that kernels still using the old one finish first) and never freed,
+// the outgrown ones included: a graph captured earlier keeps the address it was given. While the stream
+// is capturing it is never grown: a growth would become a graph allocation that the graph never frees,
+// and such a graph cannot be launched a second time. A capture that needs more gets its own buffer,
+// allocated, zeroed and freed inside the graph (release() after the launch), which every replay of the
+// graph allocates afresh from the graph's pool.
+struct launch_workspace {
+  void* ptr = nullptr;
+  void* owned = nullptr;  // freed on the stream by release()
+  cudaStream_t stream = nullptr;
+  launch_workspace() = default;
+  launch_workspace(const launch_workspace&) = delete;
+  launch_workspace& operator=(const launch_workspace&) = delete;
+  ~launch_workspace() {
+    if (owned != nullptr) cudaFreeAsync(owned, stream);  // an early return's path; release() reports
+  }
+  status release() {
+    void* p = owned;
+    owned = nullptr;
+    if (p != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(p, stream));
+    return ok_status();
+  }
+};
+
+status workspace(int dev, cudaStream_t stream, size_t bytes, size_t zeroed, launch_workspace* out) {
+  out->stream = stream;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  SSMKIT_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   std::lock_guard<std::mutex> lock(g_mu);
   split_workspace& w = g_workspace[dev];
+  if (w.bytes < bytes && capture != cudaStreamCaptureStatusNone) {
+    void* p = nullptr;
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream));
+    out->owned = p;
+    out->ptr = p;
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, zeroed, stream));
+    return ok_status();
+  }
   if (w.bytes < bytes) {
     const size_t grown = std::max(bytes, 2 * w.bytes);
     void* p = nullptr;
     SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, grown, stream));
     SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, grown, stream));
-    if (w.ptr != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(w.ptr, stream));
     w.ptr = p;
     w.bytes = grown;
   }
-  *out = w.ptr;
+  out->ptr = w.ptr;
   return ok_status();
 }
 
@@ -1140,13 +1482,13 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
 
   void* partials = nullptr;
   int* counters = nullptr;
+  launch_workspace ws;
   if (splits > 1) {
     const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
     const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
-    void* ws = nullptr;
-    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, &ws));
-    counters = static_cast<int*>(ws);
-    partials = static_cast<uint8_t*>(ws) + counter_bytes;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, counter_bytes, &ws));
+    counters = static_cast<int*>(ws.ptr);
+    partials = static_cast<uint8_t*>(ws.ptr) + counter_bytes;
   }
   auto* kernel = gemm_skinny_kernel<kKind, kX, kGrouped>;
   static std::atomic<uint64_t> smem_done{0};
@@ -1157,7 +1499,47 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
   kernel<<<grid, kSkinnyThreads, static_cast<size_t>(smem), stream>>>(g, k_range, static_cast<int>(splits),
                                                                       x_stride, partials, counters);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  return ws.release();
+}
+
+// Packed decode path: blocks of 4 warps own 256 columns (four 64-column groups of the packed layout)
+// and a k range of whole 32-value rounds; k is split until there are about kBlocksPerSm blocks per SM
+// (3 fit by registers; each warp keeps 8 KiB of weights in flight, so about 96 KiB per SM).
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
+  constexpr int64_t kBlocksPerSm = packed_traits<kKind, kGrouped>::kBlocksPerSm;
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  const int64_t tiles_n = (g.n + kPackedBlockN - 1) / kPackedBlockN;
+  const int64_t slices = (g.m + kSkinnyRows - 1) / kSkinnyRows;
+  const int64_t rounds = (g.k + kPackedRoundK - 1) / kPackedRoundK;
+  if (tiles_n > INT32_MAX || slices > 65535) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  int64_t splits = (kBlocksPerSm * lim.sms + tiles_n * slices - 1) / (tiles_n * slices);
+  splits = std::max<int64_t>(1, min64(min64(splits, rounds), 65535));
+  const int64_t k_range = (rounds + splits - 1) / splits * kPackedRoundK;
+  splits = (g.k + k_range - 1) / k_range;
+  const int64_t steps = kKind == KIND_W8A8 ? (g.k + 3) / 4 : (g.k + 7) / 8;
+  const int64_t panels = (g.n + 15) / 16;
+
+  void* partials = nullptr;
+  int* counters = nullptr;
+  launch_workspace ws;
+  if (splits > 1) {
+    const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
+    const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, counter_bytes, &ws));
+    counters = static_cast<int*>(ws.ptr);
+    partials = static_cast<uint8_t*>(ws.ptr) + counter_bytes;
+  }
+  const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(splits),
+                  static_cast<unsigned>(slices));
+  gemm_packed_kernel<kKind, kX, kGrouped><<<grid, kPackedThreads, 0, stream>>>(
+      g, k_range, static_cast<int>(splits), steps, panels, partials, counters);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ws.release();
 }
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
@@ -1295,6 +1677,23 @@ status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t 
   const status s = body();
   if (tmp != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(tmp, stream));
   return s;
+}
+
+// Runs one GEMM on w as given: packed weights go straight to the packed decode path when it takes the
+// call (m <= 64, 16-bit x for W4A16, groups of whole 32-value rounds), else through the plain layout.
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cudaStream_t stream) {
+  constexpr int kBits = kKind == KIND_W8A8 ? 8 : 4;
+  constexpr bool kTensorCores = kind_traits<kKind>::kIntAcc || kX != SSMKIT_DTYPE_F32;
+  if constexpr (kTensorCores) {
+    if (packed && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kPackedRoundK == 0)) {
+      g.w = static_cast<const uint8_t*>(w.data);
+      g.w_row_bytes = 0;  // not a plain layout
+      return launch_packed<kKind, kX, kGrouped>(g, dev, stream);
+    }
+  }
+  return with_plain_weights(w, packed, g.n, g.k, kBits, stream, g,
+                            [&] { return run_gemm<kKind, kX, kGrouped>(g, dev, stream); });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1605,8 +2004,7 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   g.a = p.a.data;
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
-  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 8, stream, g,
-                            [&] { return run_gemm<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, dev, stream); });
+  return run_gemm_w<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
 }
 
 status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
@@ -1621,10 +2019,8 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
   g.a = p.a.data;
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
-  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 4, stream, g, [&] {
-    return g.groups > 1 ? run_gemm<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, dev, stream)
-                        : run_gemm<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, dev, stream);
-  });
+  return g.groups > 1 ? run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, p.w, p.w_packed, dev, stream)
+                      : run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
 }
 
 status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
@@ -1636,22 +2032,20 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   g.a = p.x.data;
   const int dev = p.x.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
-  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 4, stream, g, [&]() -> status {
-    const bool grouped = g.groups > 1;
-    switch (p.x.dtype) {
-      case SSMKIT_DTYPE_F32:
-        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_F32, true>(g, dev, stream)
-                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_F32, false>(g, dev, stream);
-      case SSMKIT_DTYPE_F16:
-        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_F16, true>(g, dev, stream)
-                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_F16, false>(g, dev, stream);
-      case SSMKIT_DTYPE_BF16:
-        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_BF16, true>(g, dev, stream)
-                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_BF16, false>(g, dev, stream);
-      default:
-        return make_status(status_code::dtype, "gemmW4A16: x: unsupported dtype %s", dtype_name(p.x.dtype));
-    }
-  });
+  const bool grouped = g.groups > 1;
+  switch (p.x.dtype) {
+    case SSMKIT_DTYPE_F32:
+      return grouped ? run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F32, true>(g, p.w, p.w_packed, dev, stream)
+                     : run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F32, false>(g, p.w, p.w_packed, dev, stream);
+    case SSMKIT_DTYPE_F16:
+      return grouped ? run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F16, true>(g, p.w, p.w_packed, dev, stream)
+                     : run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F16, false>(g, p.w, p.w_packed, dev, stream);
+    case SSMKIT_DTYPE_BF16:
+      return grouped ? run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_BF16, true>(g, p.w, p.w_packed, dev, stream)
+                     : run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_BF16, false>(g, p.w, p.w_packed, dev, stream);
+    default:
+      return make_status(status_code::dtype, "gemmW4A16: x: unsupported dtype %s", dtype_name(p.x.dtype));
+  }
 }
 
 status pack_weights_cuda(const pack_weights_params& p, void* stream_ptr) {
