@@ -1,5 +1,6 @@
 // CUDA-specific checks of the quantization family (native/cuda/gemm.cu): every GEMM path (skinny for
-// m <= 64, tiled above, simt for shapes the vector paths do not take), split k, tails of every tile,
+// m <= 64, the packed decode path for packed weights at m <= 64, tiled above, simt for shapes the
+// vector paths do not take), split k, tails of every tile,
 // size-1 dimensions, every dtype and option, against the integer and float64 references and against
 // our CPU backend, with outputs poisoned before each run; packWeights, quantize and dequantize bit for
 // bit against the CPU; the golden files on CUDA. The family's own tests also run on every device in
@@ -166,6 +167,102 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     });
   }
 
+  // The packed decode path (m <= 64, weights as packWeights lays them out): rows of the m16 tile past m,
+  // k tails inside a packed step and a round, columns past n inside a panel, a 64-column group and a
+  // block of four groups, absent panels of the last group, split k.
+  const PACKED: readonly [number, number, number][] = [
+    [1, 1, 1],
+    [1, 5, 3],
+    [1, 300, 2560],
+    [2, 70, 37],
+    [2, 64, 64],
+    [3, 40, 8192],
+    [5, 129, 100],
+    [16, 1030, 512],
+    [16, 257, 33],
+    [17, 64, 160],
+    [33, 190, 72],
+    [64, 200, 1024],
+    [1, 4097, 96],
+  ];
+  for (const bits of [8, 4] as const) {
+    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
+    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
+    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+    it(`${op}: the packed decode path, exact int32 and the CPU's bits`, async () => {
+      for (const [m, n, k] of PACKED) {
+        const rng = new Rng(m * 131 + n * 7 + k * 3 + bits);
+        const a = ints(m * k, -128, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const at = await new Tensor('int8', a, [m, k]).to(DEV);
+        const wc = weights(bits, w, n, k);
+        const pg = await packWeights(await wc.to(DEV));
+        const ref = intGemmRef(a, w, m, n, k);
+        for (const pass of ['first', 'second']) {
+          poison(m * n * 4);
+          assertEqual(toF64(await run(at, pg, 1, 1)), ref, `${op} packed [${m}, ${n}, ${k}], ${pass} run`);
+        }
+        const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
+        const ws = randTensor([n], 'bfloat16', () => 0.001 + rng.uniform() * 0.01);
+        const bias = randTensor([n], 'float16', () => rng.normal());
+        const [asc, asg] = await both(as.t);
+        const [wsc, wsg] = await both(ws.t);
+        const [bc, bg] = await both(bias.t);
+        for (const outDtype of DTYPES_FLOAT) {
+          const label = `${op} packed [${m}, ${n}, ${k}] out ${outDtype}`;
+          const cpu = await run(new Tensor('int8', a, [m, k]), wc, asc, wsc, { bias: bc, outDtype });
+          poison(m * n * 4);
+          const gpu = await run(at, pg, asg, wsg, { bias: bg, outDtype });
+          expect(gpu.dtype).toBe(outDtype);
+          assertEqual(toF64(gpu), toF64(cpu), label);
+          poison(m * n * 4);
+          assertEqual(
+            toF64(await run(at, pg, 0.5, wsg, { outDtype })),
+            toF64(await run(new Tensor('int8', a, [m, k]), wc, 0.5, wsc, { outDtype })),
+            `${label}, scalar a scale, no bias`,
+          );
+        }
+        pg.dispose();
+      }
+    });
+  }
+
+  it('gemmW4A8: group-wise scales on the packed decode path', async () => {
+    for (const [m, n, k, gs] of [
+      [1, 300, 2560, 128],
+      [16, 129, 512, 64],
+      [3, 40, 1024, 32],
+      [17, 70, 256, 256],
+      [2, 33, 96, 32],
+      [64, 65, 320, 160],
+    ] as const) {
+      const rng = new Rng(m * n + k * 5 + gs);
+      const a = ints(m * k, -127, 127, rng);
+      const w = ints(n * k, -8, 7, rng);
+      const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
+      const ws = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform());
+      const bias = randTensor([n], 'float32', () => rng.normal());
+      const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
+      const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+      const [wc, wg] = await both(int4Tensor(w, n, k));
+      const pg = await packWeights(wg, { groupSize: gs });
+      const [asc, asg] = await both(as.t);
+      const [wsc, wsg] = await both(ws.t);
+      const [bc, bg] = await both(bias.t);
+      for (const outDtype of DTYPES_FLOAT) {
+        const label = `gemmW4A8 packed [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
+        poison(m * n * 4);
+        const gpu = toF64(await gemmW4A8(ag, pg, asg, wsg, { bias: bg, groupSize: gs, outDtype }));
+        const tol = scaled(TOL_INT[outDtype], maxAbs(ref));
+        assertClose(gpu, ref, tol, label);
+        assertClose(gpu, toF64(await gemmW4A8(ac, wc, asc, wsc, { bias: bc, groupSize: gs, outDtype })), tol, `${label} vs CPU`);
+        poison(m * n * 4);
+        assertEqual(toF64(await gemmW4A8(ag, pg, asg, wsg, { bias: bg, groupSize: gs, outDtype })), gpu, `${label}, second run`);
+      }
+      pg.dispose();
+    }
+  });
+
   it('gemmW4A8: group-wise scales on every path', async () => {
     // [m, n, k, groupSize]: skinny takes groups of 128 (its k-step), tiled groups of 64; the rest is simt.
     for (const [m, n, k, gs] of [
@@ -217,6 +314,10 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
         [129, 9, 96, 96],
         [5, 33, 264, 8],
         [3, 17, 37, 37],
+        [2, 70, 72, 72],
+        [16, 257, 512, 32],
+        [1, 4097, 64, 64],
+        [33, 190, 96, 32],
       ] as const) {
         const rng = new Rng(m * 7 + n * 11 + k + gs);
         const x = randTensor([m, k], dtype, () => rng.normal());
@@ -239,14 +340,27 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
           const cpu = await gemmW4A16(xc, wc, sc_, { groupSize: gs, bias: bc, outDtype });
           assertClose(toF64(gpu), toF64(cpu), tol, `${label} vs CPU`);
         }
-        // Packed on the device: the same kernel after unpacking, so the same bits.
+        // Packed on the device: 16-bit x with m <= 64 and groups of whole 32-value rounds read the packed
+        // layout directly (another summation order: against the references); the rest unpacks it and
+        // runs the plain kernels (the same bits).
         const pg = await packWeights(wg, { groupSize: gs });
-        poison(m * n * 4);
-        assertEqual(
-          toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg })),
-          toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg })),
-          `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] packed`,
-        );
+        const direct = dtype !== 'float32' && m <= 64 && (gs === k || gs % 32 === 0);
+        for (const outDtype of DTYPES_FLOAT) {
+          const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs} packed out ${outDtype}`;
+          poison(m * n * 4);
+          const packed = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype }));
+          const plain = toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype }));
+          if (direct) {
+            const tol = scaled(TOL_W4A16[outDtype === 'float32' ? dtype : outDtype], maxAbs(absRef));
+            assertClose(packed, ref, tol, label);
+            assertClose(packed, plain, tol, `${label} vs plain`);
+            poison(m * n * 4);
+            const again = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype }));
+            assertEqual(again, packed, `${label}, second run (deterministic)`);
+          } else {
+            assertEqual(packed, plain, label);
+          }
+        }
         pg.dispose();
       }
     });
