@@ -3,17 +3,20 @@
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have four paths, chosen per call:
-// - packed (weights from packWeights, m <= 64, 16-bit x for W4A16, groups of a multiple of 32): the
-//   decode GEMV on the packed bytes as they are (no unpacked copy: a GEMV that unpacked first would move
-//   the weight bytes three times). Bound by the weight bytes: each warp owns a 64-column group and
-//   streams it with 16-byte loads, 8 KiB in flight per warp (6 KiB with groups) and 3 blocks of 4 warps
-//   per SM (2 with groups), 72 to 96 KiB per SM; k is split until the grid fills the SMs, with the
-//   deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x 10240 moves
-//   13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the reduction;
-//   W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB, 8.2 us, and
-//   its decode (8 register ops per 8 weights) and mma work about 2 us each, overlapped: about 10 us.
-//   Layout and fragment mapping at the kernel.
-// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Blocks of 8 warps own 128 output
+// - decode (m <= 64; 16-bit x for W4A16; no groups or groups of a multiple of 128 for int4): the GEMV,
+//   bound by the weight bytes. It reads packed weights as they are (a GEMV that unpacked them first
+//   would move the weight bytes three times), and plain int4 weights whose rows are whole 16-byte chunks
+//   (k % 32 == 0) with the same mma sequence, so that packed and plain int4 weights give the same bits.
+//   Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte loads, 8 KiB in flight per
+//   warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is read straight from
+//   global memory (L1 serves the block's four warps); k is split until the grid fills the SMs, with the
+//   deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x 10240
+//   moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
+//   reduction; W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB,
+//   8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us each,
+//   overlapped: about 10 us. Layout and fragment mapping at the kernel.
+// - skinny (m <= 64, plain int8 weights of W8A8 and the int4 shapes the decode path does not take):
+//   bound by the weight bytes. Blocks of 8 warps own 128 output
 //   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
 //   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
 //   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
@@ -34,13 +37,13 @@
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
 // Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
 // do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
-// groups, W4A8 sums each group (tiled, simt), k-step (skinny) or 32-value round (packed) in int32 and
+// groups, W4A8 sums each group (tiled, simt), k-step (skinny) or 32-value round (decode) in int32 and
 // scales it in float32; W4A16 multiplies the exact integer weights by x with float32 accumulation and
 // scales each k-step's (round's) partial sums by the group scale in float32 (every group is a whole
-// number of them). The packed path sums in another order than the plain ones, so W4A16 and grouped W4A8
-// on packed weights differ from the same weights unpacked in the last bits (ungrouped W8A8 and W4A8
-// do not: their sums are exact).
-// Packed weights that the packed path does not take (m > 64, float32 x, other group sizes) are unpacked
+// number of them). Paths sum in different orders, so W4A16 and grouped W4A8 differ between paths in the
+// last bits (ungrouped W8A8 and W4A8 do not: their sums are exact); packed and plain int4 weights take
+// the same path wherever the plain rows allow it (k % 32 == 0).
+// Packed weights that the decode path does not take (m > 64, float32 x, other group sizes) are unpacked
 // into the plain layout in a stream-ordered temporary (allocated and freed on the stream), then take the
 // plain paths.
 //
@@ -552,41 +555,43 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Packed decode path (m <= 64, weights in pack_weights' layout): the GEMV reads the packed bytes as
-// they are, so a call moves each weight byte once (unpacking first would read and write the whole
-// weight again).
+// Decode path (m <= 64): the GEMV on packed weights as they are, and on plain int4 weights.
 //
 // The packed layout stores, per 64-column group and k-step, 4 panels x 16 columns x 4 bytes; a 16-byte
 // vector is 4 columns x one k-step. The mma B fragment gives each lane one column, so the 4 words of a
 // vector go to 4 different n8 tiles: lane (gq, tq) loads the vector of column quad gq % 4 of panel
-// 2 pp + gq / 4 (pp = panel pair 0, 1), and word i of it is column gq of tile 4 pp + i. A warp owns one
-// 64-column group (8 tiles) and walks k in rounds of 32 values; in a round, lane tq takes the k-steps
-// that give it its mma k slots:
-// - W8A8 (steps of 4 k): steps 8c + tq (slots 4tq..4tq+3, b0) and 8c + 4 + tq (slots 16 + 4tq.., b1);
-//   the bytes hold w + 128, so b = word ^ 0x80808080; a0..a3 are the same 4 k of x, rows gq, gq + 8.
-// - W4A8 (steps of 8 k): step 4c + tq; the low nibbles (k0..k3) are b0 and the high nibbles (k4..k7)
-//   b1, each nibble u = w + 8 turned into w by ((u + 120) ^ 128); x's 8 bytes at the step are a0/a2.
-// - W4A16 (steps of 8 k, m16n8k16): step 4c + tq; the pairs (k0, k2), (k4, k6) feed one mma and
-//   (k1, k3), (k5, k7) the other, u placed in the mantissa of 1024 (f16) or 128 (bf16) and the base
-//   + 8 removed by one exact fma; x's 8 values are permuted to the same pairs with byte permutes.
-// x is read straight from global memory (L1 serves the four warps of a block, which share a k range);
-// rows past m and k past the end read as zeros. K is split across blocks as on the skinny path, with
-// the same deterministic reduction.
+// 2 pp + gq / 4 (pp = panel pair 0, 1), and word i of it is column gq of tile 4 pp + i (packed_tile_col).
+// A warp owns one 64-column group (8 tiles) and walks k in rounds of 32 values; in a round, lane tq
+// holds the k-steps that give it its mma k slots:
+// - W8A8 (steps of 4 k; a unit is one round): steps 8u + tq (slots 4tq..4tq+3, b0) and 8u + 4 + tq
+//   (slots 16 + 4tq.., b1); the bytes hold w + 128, so b = word ^ 0x80808080; a0..a3 are the same k of
+//   x, rows gq and gq + 8.
+// - int4 (steps of 8 k; a unit is four rounds, 128 k): round j of unit u gives lane tq step
+//   16u + 4tq + j, so that a lane's four rounds of one column are 16 consecutive bytes of a plain row:
+//   plain weights load those (one vector per tile), packed ones one vector per round and panel pair.
+//   W4A8: the step's k0..k3 are b0 and k4..k7 b1 (int8 m16n8k32); x's 8 bytes at the step are a0/a2.
+//   W4A16 (m16n8k16): the pairs (k0, k2), (k4, k6) feed one mma and (k1, k3), (k5, k7) the other, each
+//   weight an exact 16-bit float (int4_word_to_pairs); x's 8 values are permuted to the same pairs with
+//   byte permutes.
+// x is read straight from global memory; rows past m and k past the end read as zeros (the weights
+// there are zero padding or never stored). K is split across blocks in whole units as on the skinny
+// path, with the same deterministic reduction.
 
 constexpr int kPackedWarps = 4;
 constexpr int kPackedThreads = kPackedWarps * 32;
 constexpr int kPackedBlockN = kPackedWarps * 64;
-constexpr int kPackedRoundK = 32;  // k values of one round
 
 template <int kKind, bool kGrouped>
 struct packed_traits {
-  static constexpr int kStepK = kKind == KIND_W8A8 ? 4 : 8;      // k values of one packed step
-  static constexpr int kLoads = kKind == KIND_W8A8 ? 4 : 2;      // 16-byte vectors per lane per round
-  static constexpr int kStepsPerRound = kPackedRoundK / kStepK;  // 8 or 4
-  // Rounds in flight: 64 registers of weights, 8 KiB per warp; with groups (the round's sums and
-  // scales take 60 more registers) 48 registers, 6 KiB.
-  static constexpr int kDepth = kKind == KIND_W8A8 ? 4 : kGrouped ? 6 : 8;
-  // Blocks per SM by registers: 3 at up to 168 registers a thread, 2 with groups (up to 255).
+  static constexpr int kStepK = kKind == KIND_W8A8 ? 4 : 8;  // k values of one packed step
+  // W8A8: a unit is one round (32 k), 4 vectors per lane; int4: a unit is four rounds (128 k), 8
+  // vectors per lane (four rounds of packed steps, or 16 bytes of each of 8 plain rows).
+  static constexpr int kUnitK = kKind == KIND_W8A8 ? 32 : 128;
+  static constexpr int kLoads = kKind == KIND_W8A8 ? 4 : 8;
+  // Units in flight: 64 registers of weights, 8 KiB per warp.
+  static constexpr int kDepth = kKind == KIND_W8A8 ? 4 : 2;
+  // Blocks per SM by registers: 3 at up to 168 registers a thread, 2 with groups (their sums and
+  // scales take about 60 more).
   static constexpr int kBlocksPerSm = kGrouped ? 2 : 3;
 };
 
@@ -619,21 +624,52 @@ __device__ __forceinline__ uint4 load_x16_8(const uint16_t* x, int64_t k, int64_
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// Packed int4 word (byte r: w[k0 + r] + 8 low, w[k0 + 4 + r] + 8 high) as exact 16-bit pairs
-// (k0, k2), (k4, k6), (k1, k3), (k5, k7), low half first.
-template <ssmkit_dtype kX>
-__device__ __forceinline__ void packed_int4_to_16bit_pairs(uint32_t w, uint32_t (&p)[4]) {
+// Eight int4 weights k0..k7 of one column as the pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7) of exact
+// 16-bit floats, low half first, from a packed word (byte r: w[k0 + r] + 8 low, w[k0 + 4 + r] + 8 high)
+// or a plain one (byte j: w[k0 + 2j] low, w[k0 + 2j + 1] high, two's complement). A nibble u placed in
+// the mantissa of 1024 (f16) or 128 (bf16) is base + u; plain nibbles get bit 3 flipped on the way
+// (v ^ 8 = v + 8); one exact fma removes base + 8.
+template <ssmkit_dtype kX, bool kPlain>
+__device__ __forceinline__ void int4_word_to_pairs(uint32_t w, uint32_t (&p)[4]) {
   constexpr uint32_t kBase = kX == SSMKIT_DTYPE_F16 ? 0x64006400u : 0x43004300u;  // 1024, 128
+  constexpr uint32_t kFlip = kPlain ? 0x00080008u : 0u;
   constexpr uint32_t kOne = kX == SSMKIT_DTYPE_F16 ? 0x3c003c00u : 0x3f803f80u;
   constexpr uint32_t kNegBase = kX == SSMKIT_DTYPE_F16 ? 0xe408e408u : 0xc308c308u;  // -(base + 8)
+  uint32_t h[4];
+  if constexpr (kPlain) {
+    const uint32_t lo = __byte_perm(w, 0, 0x4140);  // bytes 0, 1 (k0 k1, k2 k3) -> bytes 0, 2
+    const uint32_t hi = __byte_perm(w, 0, 0x4342);  // bytes 2, 3 (k4 k5, k6 k7) -> bytes 0, 2
+    h[0] = lo & 0x000f000fu;
+    h[1] = hi & 0x000f000fu;
+    h[2] = (lo >> 4) & 0x000f000fu;
+    h[3] = (hi >> 4) & 0x000f000fu;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = (w >> (4 * i)) & 0x000f000fu;
+  }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint32_t h = ((w >> (4 * i)) & 0x000f000fu) | kBase;
+    const uint32_t v = h[i] ^ (kBase | kFlip);
     if constexpr (kX == SSMKIT_DTYPE_F16) {
-      asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(h), "r"(kOne), "r"(kNegBase));
+      asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
     } else {
-      asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(h), "r"(kOne), "r"(kNegBase));
+      asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
     }
+  }
+}
+
+// The same eight weights as int8: k0..k3 (b0) and k4..k7 (b1).
+template <bool kPlain>
+__device__ __forceinline__ void int4_word_to_s8(uint32_t w, uint32_t& b0, uint32_t& b1) {
+  if constexpr (kPlain) {
+    const uint32_t lo = __byte_perm(w, 0, 0x4140);
+    const uint32_t hi = __byte_perm(w, 0, 0x4342);
+    b0 = nibbles_to_s8((lo & 0x000f000fu) | ((lo << 4) & 0x0f000f00u));
+    b1 = nibbles_to_s8((hi & 0x000f000fu) | ((hi << 4) & 0x0f000f00u));
+  } else {
+    // u = w + 8 in 0..15: u + 120 stays below 256 and flipping bit 7 subtracts 128.
+    b0 = ((w & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+    b1 = (((w >> 4) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
   }
 }
 
@@ -642,7 +678,7 @@ __device__ __forceinline__ int packed_tile_col(int t, int j) {
   return 16 * (2 * (t >> 2) + (j >> 2)) + 4 * (j & 3) + (t & 3);
 }
 
-template <int kKind, ssmkit_dtype kX, bool kGrouped>
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
 __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped>::kBlocksPerSm))
     gemm_packed_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels,
                        void* partials, int* counters) {
@@ -651,6 +687,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
   using acc_t = typename std::conditional<kIntAcc, int, float>::type;
   using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
   constexpr int kTiles = 8;
+  static_assert(!kPlain || kKind != KIND_W8A8, "plain int8 weights take the skinny path");
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -662,32 +699,41 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
   const int64_t n_warp = grp * 64;
   const int64_t m0 = static_cast<int64_t>(blockIdx.z) * kSkinnyRows;
   const int rows = static_cast<int>(min64(kSkinnyRows, g.m - m0));
-  const int64_t kb = split * k_range;  // a multiple of 32
+  const int64_t kb = split * k_range;  // a multiple of kUnitK
   const int64_t ke = min64(g.k, kb + k_range);
-  const int nrounds = static_cast<int>((ke - kb + kPackedRoundK - 1) / kPackedRoundK);
+  const int nunits = static_cast<int>((ke - kb + P::kUnitK - 1) / P::kUnitK);
   const int64_t step0 = kb / P::kStepK;
 
-  // This lane's vectors: panel 2 pp + gq / 4 of the group, column quad gq % 4; absent panels read zeros.
+  // Packed: this lane's vectors are column quad gq % 4 of panel 2 pp + gq / 4 of the group (absent
+  // panels read zeros). Plain: 16 bytes of the row of column packed_tile_col(t, gq) of each tile t.
   const int64_t grp_panels = n_warp < g.n ? min64(4, panels - grp * 4) : 0;
   const uint8_t* wgrp = g.w + grp * 4 * steps * 64 + (gq & 3) * 16;
-  auto load_round = [&](int c, uint4(&v)[P::kLoads]) {
+  auto load_unit = [&](int u, uint4(&v)[P::kLoads]) {
 #pragma unroll
     for (int l = 0; l < P::kLoads; ++l) {
-      const int pp = l % 2;
-      const int h = l / 2;  // W8A8: 0 for b0's step, 1 for b1's
-      const int64_t panel = 2 * pp + (gq >> 2);
-      const int64_t step = step0 + static_cast<int64_t>(c) * P::kStepsPerRound + h * 4 + tq;
-      if (c < nrounds && panel < grp_panels && step < steps) {
-        v[l] = ldg_stream16(wgrp + (step * grp_panels + panel) * 64);
+      bool ok = u < nunits;
+      const uint8_t* src = nullptr;
+      if constexpr (kPlain) {
+        const int64_t row = n_warp + packed_tile_col(l, gq);
+        const int64_t byte = kb / 2 + static_cast<int64_t>(u) * 64 + tq * 16;
+        ok = ok && row < g.n && byte < g.w_row_bytes;
+        src = g.w + row * g.w_row_bytes + byte;
       } else {
-        v[l] = make_uint4(0, 0, 0, 0);
+        // W8A8: l = 2 h + pp, step 8 u + 4 h + tq; int4: l = 2 j + pp, step 16 u + 4 tq + j.
+        const int pp = l % 2;
+        const int64_t panel = 2 * pp + (gq >> 2);
+        const int64_t step = kKind == KIND_W8A8 ? step0 + static_cast<int64_t>(u) * 8 + (l / 2) * 4 + tq
+                                                : step0 + static_cast<int64_t>(u) * 16 + tq * 4 + l / 2;
+        ok = ok && panel < grp_panels && step < steps;
+        src = wgrp + (step * grp_panels + panel) * 64;
       }
+      v[l] = ok ? ldg_stream16(src) : make_uint4(0, 0, 0, 0);
     }
   };
 
   uint4 wbuf[P::kDepth][P::kLoads];
 #pragma unroll
-  for (int d = 0; d < P::kDepth; ++d) load_round(d, wbuf[d]);
+  for (int d = 0; d < P::kDepth; ++d) load_unit(d, wbuf[d]);
 
   acc_t acc[kTiles][4];
 #pragma unroll
@@ -700,94 +746,105 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
   const int64_t r_lo = m0 + gq;
   const int64_t r_hi = m0 + gq + 8;
 
-  for (int c0 = 0; c0 < nrounds; c0 += P::kDepth) {
+  // One round: 32 values of k, lane tq's 8 (int4) or 2 x 4 (W8A8) of them starting at kx; w(t) is the
+  // word of tile t. With groups the round sums into tmp, scaled into acc at its end (the round lies in
+  // group gi).
+  auto round = [&](int64_t kx, int64_t gi, auto&& w) {
+    tmp_t tmp[kGrouped ? kTiles : 1][4] = {};
+    (void)tmp;
+    auto& dst = *[&] {
+      if constexpr (kGrouped) {
+        return &tmp;
+      } else {
+        return &acc;
+      }
+    }();
+    if constexpr (kKind == KIND_W8A8) {
+      const int8_t* x = static_cast<const int8_t*>(g.a);
+      const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
+      const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kx);
+      const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kx + 16);
+      const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kx + 16);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        uint32_t b0, b1;
+        w(t, b0, b1);
+        mma_s8(dst[t], a0, a1, a2, a3, b0 ^ 0x80808080u, b1 ^ 0x80808080u);
+      }
+    } else if constexpr (kKind == KIND_W4A8) {
+      const int8_t* x = static_cast<const int8_t*>(g.a);
+      const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
+      const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kx);
+      const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kx + 4);
+      const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kx + 4);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        uint32_t b0, b1;
+        int4_word_to_s8<kPlain>(w(t), b0, b1);
+        mma_s8(dst[t], a0, a1, a2, a3, b0, b1);
+      }
+    } else {
+      const uint16_t* x = static_cast<const uint16_t*>(g.a);
+      const uint4 lo = load_x16_8(x, g.k, r_lo, row_lo, kx);
+      const uint4 hi = load_x16_8(x, g.k, r_hi, row_hi, kx);
+      // (x0, x2), (x4, x6), (x1, x3), (x5, x7) of rows gq and gq + 8
+      const uint32_t l02 = __byte_perm(lo.x, lo.y, 0x5410), l46 = __byte_perm(lo.z, lo.w, 0x5410);
+      const uint32_t l13 = __byte_perm(lo.x, lo.y, 0x7632), l57 = __byte_perm(lo.z, lo.w, 0x7632);
+      const uint32_t h02 = __byte_perm(hi.x, hi.y, 0x5410), h46 = __byte_perm(hi.z, hi.w, 0x5410);
+      const uint32_t h13 = __byte_perm(hi.x, hi.y, 0x7632), h57 = __byte_perm(hi.z, hi.w, 0x7632);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        uint32_t p[4];  // (k0, k2), (k4, k6), (k1, k3), (k5, k7)
+        int4_word_to_pairs<kX, kPlain>(w(t), p);
+        mma_16bit<kX>(dst[t], l02, h02, l46, h46, p[0], p[1]);
+        mma_16bit<kX>(dst[t], l13, h13, l57, h57, p[2], p[3]);
+      }
+    }
+    if constexpr (kGrouped) {
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t col = n_warp + packed_tile_col(t, 2 * tq + h);
+          const float s = col < g.n ? group_scale(g, col, gi) : 0.0f;
+          acc[t][h] = __fmaf_rn(static_cast<float>(tmp[t][h]), s, acc[t][h]);
+          acc[t][h + 2] = __fmaf_rn(static_cast<float>(tmp[t][h + 2]), s, acc[t][h + 2]);
+        }
+      }
+    }
+  };
+
+  for (int u0 = 0; u0 < nunits; u0 += P::kDepth) {
 #pragma unroll
     for (int d = 0; d < P::kDepth; ++d) {
-      const int c = c0 + d;
-      if (c < nrounds) {
-        const int64_t kr = kb + static_cast<int64_t>(c) * kPackedRoundK;  // first k of the round
-        // With groups the round sums into tmp, scaled into acc at the round's end, else straight into acc.
-        tmp_t tmp[kGrouped ? kTiles : 1][4] = {};
-        auto& dst = *[&] {
-          if constexpr (kGrouped) {
-            return &tmp;
-          } else {
-            return &acc;
-          }
-        }();
+      const int u = u0 + d;
+      if (u < nunits) {
+        const int64_t ku = kb + static_cast<int64_t>(u) * P::kUnitK;  // first k of the unit
+        // Every unit lies in one group (group_size is a multiple of the unit).
+        const int64_t gi = kGrouped ? ku / g.group_size : 0;
+        const uint4* v = wbuf[d];
         if constexpr (kKind == KIND_W8A8) {
-          const int8_t* x = static_cast<const int8_t*>(g.a);
-          const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kr + 4 * tq);
-          const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kr + 4 * tq);
-          const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kr + 16 + 4 * tq);
-          const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kr + 16 + 4 * tq);
-#pragma unroll
-          for (int pp = 0; pp < 2; ++pp) {
-            const uint4 lo = wbuf[d][pp];
-            const uint4 hi = wbuf[d][pp + 2];
-            const uint32_t b0[4] = {lo.x, lo.y, lo.z, lo.w};
-            const uint32_t b1[4] = {hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              mma_s8(dst[4 * pp + i], a0, a1, a2, a3, b0[i] ^ 0x80808080u, b1[i] ^ 0x80808080u);
-            }
-          }
-        } else if constexpr (kKind == KIND_W4A8) {
-          const int8_t* x = static_cast<const int8_t*>(g.a);
-          const int64_t kx = kr + 8 * tq;
-          const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
-          const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kx);
-          const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kx + 4);
-          const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kx + 4);
-#pragma unroll
-          for (int pp = 0; pp < 2; ++pp) {
-            const uint4 v = wbuf[d][pp];
-            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              const uint32_t b0 = ((w[i] & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
-              const uint32_t b1 = (((w[i] >> 4) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
-              mma_s8(dst[4 * pp + i], a0, a1, a2, a3, b0, b1);
-            }
-          }
+          // Tile t = 4 pp + i: word i of the vectors of panel pair pp at steps 8u + tq (b0), 8u + 4 + tq
+          // (b1).
+          round(ku + 4 * tq, gi, [&](int t, uint32_t& b0, uint32_t& b1) {
+            const uint4 lo = v[t >> 2];
+            const uint4 hi = v[2 + (t >> 2)];
+            const int i = t & 3;
+            b0 = i == 0 ? lo.x : i == 1 ? lo.y : i == 2 ? lo.z : lo.w;
+            b1 = i == 0 ? hi.x : i == 1 ? hi.y : i == 2 ? hi.z : hi.w;
+          });
         } else {
-          const uint16_t* x = static_cast<const uint16_t*>(g.a);
-          const int64_t kx = kr + 8 * tq;
-          const uint4 lo = load_x16_8(x, g.k, r_lo, row_lo, kx);
-          const uint4 hi = load_x16_8(x, g.k, r_hi, row_hi, kx);
-          // (x0, x2), (x4, x6), (x1, x3), (x5, x7) of rows gq and gq + 8
-          const uint32_t l02 = __byte_perm(lo.x, lo.y, 0x5410), l46 = __byte_perm(lo.z, lo.w, 0x5410);
-          const uint32_t l13 = __byte_perm(lo.x, lo.y, 0x7632), l57 = __byte_perm(lo.z, lo.w, 0x7632);
-          const uint32_t h02 = __byte_perm(hi.x, hi.y, 0x5410), h46 = __byte_perm(hi.z, hi.w, 0x5410);
-          const uint32_t h13 = __byte_perm(hi.x, hi.y, 0x7632), h57 = __byte_perm(hi.z, hi.w, 0x7632);
-#pragma unroll
-          for (int pp = 0; pp < 2; ++pp) {
-            const uint4 v = wbuf[d][pp];
-            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              uint32_t p[4];  // (k0, k2), (k4, k6), (k1, k3), (k5, k7)
-              packed_int4_to_16bit_pairs<kX>(w[i], p);
-              mma_16bit<kX>(dst[4 * pp + i], l02, h02, l46, h46, p[0], p[1]);
-              mma_16bit<kX>(dst[4 * pp + i], l13, h13, l57, h57, p[2], p[3]);
-            }
-          }
+          // Round j takes lane tq's step 16u + 4tq + j: packed, word t % 4 of vector 2j + t / 4; plain,
+          // word j of tile t's 16 bytes.
+          static_for<4>([&](auto j) {
+            round(ku + 32 * tq + 8 * j, gi, [&](int t) -> uint32_t {
+              const uint4 q = kPlain ? v[t] : v[2 * j + (t >> 2)];
+              const int i = kPlain ? static_cast<int>(j) : (t & 3);
+              return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w;
+            });
+          });
         }
-        if constexpr (kGrouped) {
-          // Every round lies in one group (group_size % 32 == 0).
-          const int64_t gi = kr / g.group_size;
-#pragma unroll
-          for (int t = 0; t < kTiles; ++t) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int64_t col = n_warp + packed_tile_col(t, 2 * tq + h);
-              const float s = col < g.n ? group_scale(g, col, gi) : 0.0f;
-              acc[t][h] = __fmaf_rn(static_cast<float>(tmp[t][h]), s, acc[t][h]);
-              acc[t][h + 2] = __fmaf_rn(static_cast<float>(tmp[t][h + 2]), s, acc[t][h + 2]);
-            }
-          }
-        }
-        load_round(c + P::kDepth, wbuf[d]);
+        load_unit(u + P::kDepth, wbuf[d]);
       }
     }
   }
@@ -1502,24 +1559,26 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
   return ws.release();
 }
 
-// Packed decode path: blocks of 4 warps own 256 columns (four 64-column groups of the packed layout)
-// and a k range of whole 32-value rounds; k is split until there are about kBlocksPerSm blocks per SM
-// (3 fit by registers; each warp keeps 8 KiB of weights in flight, so about 96 KiB per SM).
-template <int kKind, ssmkit_dtype kX, bool kGrouped>
+// Packed decode path: blocks of 4 warps own 256 columns (four 64-column groups) and a k range of whole
+// units; k is split until there are about kBlocksPerSm blocks per SM (each warp keeps 8 KiB of weights
+// in flight: 64 to 96 KiB per SM). The split depends on the shape and the SM count only, so packed
+// and plain int4 weights take the same one.
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
 status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   constexpr int64_t kBlocksPerSm = packed_traits<kKind, kGrouped>::kBlocksPerSm;
+  constexpr int64_t kUnitK = packed_traits<kKind, kGrouped>::kUnitK;
   device_limits lim;
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
   const int64_t tiles_n = (g.n + kPackedBlockN - 1) / kPackedBlockN;
   const int64_t slices = (g.m + kSkinnyRows - 1) / kSkinnyRows;
-  const int64_t rounds = (g.k + kPackedRoundK - 1) / kPackedRoundK;
+  const int64_t units = (g.k + kUnitK - 1) / kUnitK;
   if (tiles_n > INT32_MAX || slices > 65535) {
     return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
                        static_cast<long long>(g.m), static_cast<long long>(g.n));
   }
   int64_t splits = (kBlocksPerSm * lim.sms + tiles_n * slices - 1) / (tiles_n * slices);
-  splits = std::max<int64_t>(1, min64(min64(splits, rounds), 65535));
-  const int64_t k_range = (rounds + splits - 1) / splits * kPackedRoundK;
+  splits = std::max<int64_t>(1, min64(min64(splits, units), 65535));
+  const int64_t k_range = (units + splits - 1) / splits * kUnitK;
   splits = (g.k + k_range - 1) / k_range;
   const int64_t steps = kKind == KIND_W8A8 ? (g.k + 3) / 4 : (g.k + 7) / 8;
   const int64_t panels = (g.n + 15) / 16;
@@ -1536,7 +1595,7 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   }
   const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(splits),
                   static_cast<unsigned>(slices));
-  gemm_packed_kernel<kKind, kX, kGrouped><<<grid, kPackedThreads, 0, stream>>>(
+  gemm_packed_kernel<kKind, kX, kGrouped, kPlain><<<grid, kPackedThreads, 0, stream>>>(
       g, k_range, static_cast<int>(splits), steps, panels, partials, counters);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ws.release();
@@ -1679,17 +1738,29 @@ status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t 
   return s;
 }
 
-// Runs one GEMM on w as given: packed weights go straight to the packed decode path when it takes the
-// call (m <= 64, 16-bit x for W4A16, groups of whole 32-value rounds), else through the plain layout.
+// Runs one GEMM on w as given. The decode path (m <= 64, 16-bit x for W4A16, no groups or groups of
+// whole units) takes packed weights as they are, and plain int4 weights whose rows are whole 16-byte
+// chunks (k % 32 == 0), so that packed and plain int4 weights give the same bits; the rest goes through
+// the plain layout (unpacking packed weights first).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cudaStream_t stream) {
   constexpr int kBits = kKind == KIND_W8A8 ? 8 : 4;
   constexpr bool kTensorCores = kind_traits<kKind>::kIntAcc || kX != SSMKIT_DTYPE_F32;
   if constexpr (kTensorCores) {
-    if (packed && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kPackedRoundK == 0)) {
-      g.w = static_cast<const uint8_t*>(w.data);
-      g.w_row_bytes = 0;  // not a plain layout
-      return launch_packed<kKind, kX, kGrouped>(g, dev, stream);
+    constexpr int64_t kUnitK = packed_traits<kKind, kGrouped>::kUnitK;
+    if (g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
+      if (packed) {
+        g.w = static_cast<const uint8_t*>(w.data);
+        g.w_row_bytes = 0;  // not a plain layout
+        return launch_packed<kKind, kX, kGrouped, false>(g, dev, stream);
+      }
+      if constexpr (kKind != KIND_W8A8) {
+        if (g.k % 32 == 0) {
+          g.w = static_cast<const uint8_t*>(w.data);
+          g.w_row_bytes = g.k / 2;
+          return launch_packed<kKind, kX, kGrouped, true>(g, dev, stream);
+        }
+      }
     }
   }
   return with_plain_weights(w, packed, g.n, g.k, kBits, stream, g,
