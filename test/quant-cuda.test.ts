@@ -5,6 +5,9 @@
 // our CPU backend, with outputs poisoned before each run; packWeights, quantize and dequantize bit for
 // bit against the CPU; the golden files on CUDA. The family's own tests also run on every device in
 // testDevices(), so this file keeps to what is particular to the CUDA kernels.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { packInt4 } from '../dist/cjs/dtype.js';
 import {
@@ -14,10 +17,12 @@ import {
   gemmW4A16,
   gemmW8A8,
   gemmW8A8Sync,
+  MambaModel,
   type PackedWeight,
   packWeights,
   quantize,
   quantizeSync,
+  saveSafetensors,
   Tensor,
 } from '../dist/cjs/index.js';
 import { intGemmRef, intGemmScaledRef, w4a16Ref } from './ref/quant';
@@ -510,6 +515,100 @@ describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bi
     for (const bits of [8, 4] as const) {
       await compare(x, { bits, scale: 1 }, `int${bits} ties`);
       await compare(new Tensor('float32', new Float32Array(14), [2, 7]), { bits, granularity: 'token' }, `int${bits} zeros`);
+    }
+  });
+});
+
+/** Runs f with the environment variables set (undefined: unset), then restores them. */
+async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
+  const prev: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(vars)) {
+    prev[k] = process.env[k];
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  try {
+    return await f();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+// The model runner captures its decode step (the quantized layers' GEMM calls included) into a CUDA graph
+// and launches it once per token. A Mamba checkpoint wide enough that every quantized projection splits
+// k (in_proj 2048 x 512, x_proj 64 x 1024, out_proj 512 x 1024: the split-k workspace is in the graph),
+// in bfloat16 so that W4A16 takes the tensor-core decode path; an untied head keeps the greedy tokens
+// varied. A long prompt (prefill on the tiled path)
+// leaves the workspace small, so the capture needs its own; a short one (prefill on the decode path)
+// grows it first. Every graph is launched several times; its tokens must equal the uncaptured step's.
+describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA graph${SKIP}`, () => {
+  it('w8a8, w4a8 and w4a16: a captured step launches again and again, with the uncaptured tokens', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-quant-capture-'));
+    const [d, di, ds, r, vocab] = [512, 1024, 16, 32, 256];
+    const rng = new Rng(2026);
+    const t = (shape: number[], f: () => number) =>
+      new Tensor('float32', Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape);
+    const m = 'backbone.layers.0.mixer';
+    const tensors: Record<string, Tensor> = {
+      'backbone.embeddings.weight': t([vocab, d], () => rng.normal()),
+      'backbone.norm_f.weight': t([d], () => 1 + 0.1 * rng.normal()),
+      'backbone.layers.0.norm.weight': t([d], () => 1 + 0.1 * rng.normal()),
+      [`${m}.in_proj.weight`]: t([2 * di, d], () => rng.normal() / Math.sqrt(d)),
+      [`${m}.out_proj.weight`]: t([d, di], () => rng.normal() / Math.sqrt(di)),
+      [`${m}.conv1d.weight`]: t([di, 1, 4], () => 0.5 * rng.normal()),
+      [`${m}.conv1d.bias`]: t([di], () => 0.1 * rng.normal()),
+      [`${m}.x_proj.weight`]: t([r + 2 * ds, di], () => rng.normal() / Math.sqrt(di)),
+      [`${m}.dt_proj.weight`]: t([di, r], () => rng.normal() / Math.sqrt(r)),
+      [`${m}.dt_proj.bias`]: t([di], () => -3 + 0.5 * rng.normal()),
+      [`${m}.A_log`]: t([di, ds], () => Math.log(1 + 4 * rng.uniform())),
+      [`${m}.D`]: t([di], () => 1 + 0.5 * rng.normal()),
+      'lm_head.weight': t([vocab, d], () => rng.normal()),
+    };
+    const config = {
+      model_type: 'mamba',
+      hidden_size: d,
+      intermediate_size: di,
+      state_size: ds,
+      num_hidden_layers: 1,
+      vocab_size: vocab,
+      time_step_rank: r,
+      conv_kernel: 4,
+      use_bias: false,
+      use_conv_bias: true,
+      residual_in_fp32: true,
+      layer_norm_epsilon: 1e-5,
+      tie_word_embeddings: false,
+    };
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    await saveSafetensors(path.join(dir, 'model.safetensors'), tensors);
+    const long = Array.from({ length: 80 }, (_, i) => (i * 37 + 11) % vocab);
+    try {
+      for (const quantize of ['w8a8', 'w4a8', 'w4a16'] as const) {
+        const model = await MambaModel.load(dir, { device: DEV, dtype: 'bfloat16', quantize });
+        for (const prompts of [
+          [long],
+          [[5, 17, 99]],
+          [
+            [1, 2],
+            [3, 4],
+            [5, 6],
+          ],
+        ]) {
+          const label = `${quantize}, ${prompts.length} prompt(s) of ${(prompts[0] as number[]).length}`;
+          const captured = await model.generate(prompts, { maxNewTokens: 8 });
+          const again = await model.generate(prompts, { maxNewTokens: 8 });
+          const uncaptured = await withEnv({ SSMKIT_CUDA_GRAPH: '0' }, () => model.generate(prompts, { maxNewTokens: 8 }));
+          expect(captured.tokens, label).toEqual(uncaptured.tokens);
+          expect(again.tokens, `${label}, the graph again`).toEqual(uncaptured.tokens);
+          expect((captured.tokens[0] as number[]).length, label).toBe(8);
+        }
+        model.dispose();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
