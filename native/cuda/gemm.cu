@@ -1748,7 +1748,10 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
   constexpr bool kTensorCores = kind_traits<kKind>::kIntAcc || kX != SSMKIT_DTYPE_F32;
   if constexpr (kTensorCores) {
     constexpr int64_t kUnitK = packed_traits<kKind, kGrouped>::kUnitK;
-    if (g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
+    // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
+    const bool bases16 =
+        reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
+    if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
       if (packed) {
         g.w = static_cast<const uint8_t*>(w.data);
         g.w_row_bytes = 0;  // not a plain layout
