@@ -1560,9 +1560,9 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
 }
 
 // Packed decode path: blocks of 4 warps own 256 columns (four 64-column groups) and a k range of whole
-// units; k is split until there are about kBlocksPerSm blocks per SM (each warp keeps 8 KiB of weights
-// in flight: 64 to 96 KiB per SM). The split depends on the shape and the SM count only, so packed
-// and plain int4 weights take the same one.
+// units; k is split into as many ranges as keep the grid within one wave of kBlocksPerSm blocks per SM
+// (each warp keeps 8 KiB of weights in flight: 64 to 96 KiB per SM). The split depends on the shape and the
+// SM count only, so packed and plain int4 weights take the same one.
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
 status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   constexpr int64_t kBlocksPerSm = packed_traits<kKind, kGrouped>::kBlocksPerSm;
@@ -1576,7 +1576,8 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
     return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
                        static_cast<long long>(g.m), static_cast<long long>(g.n));
   }
-  int64_t splits = (kBlocksPerSm * lim.sms + tiles_n * slices - 1) / (tiles_n * slices);
+  // At most one wave of resident blocks: a second, partial wave would run its few blocks alone.
+  int64_t splits = kBlocksPerSm * lim.sms / (tiles_n * slices);
   splits = std::max<int64_t>(1, min64(min64(splits, units), 65535));
   const int64_t k_range = (units + splits - 1) / splits * kUnitK;
   splits = (g.k + k_range - 1) / k_range;
