@@ -8,7 +8,10 @@
 // whose weights fit in the L2 (50 MiB) rotate among enough weight copies to read them from memory.
 // Times are per call as the host sees them: when a kernel is shorter than the host's enqueue cost
 // (validation, the output's allocation, the launch: a few microseconds), that cost is what shows; the
-// "host" line measures it on a tiny call.
+// "host" line measures it on a tiny call. The decode rows (M <= 16) also give the device time per call,
+// on plain and on packed weights: calls queued behind a few milliseconds of big GEMMs, so that the
+// device runs them back to back, minus the big GEMMs alone; and one call alone (synchronize, call,
+// synchronize), the latency a decode step sees.
 //
 // The peers are PyTorch's (cuBLAS, cuBLASLt int8, tinygemm), timed by ../shared/device/peers.py on the
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
@@ -158,6 +161,68 @@ function timeIt(call, targetMs = quick ? 20 : 60, reps = quick ? 5 : 9) {
   return runs[Math.floor(runs.length / 2)];
 }
 
+/**
+ * Device seconds per call, free of the host's enqueue cost: the stream is first given `busy()` (big
+ * GEMMs, a few milliseconds), behind which the host enqueues `n` calls; the calls then run back to back
+ * on the device, and (total - busy alone) / n is their device time. Also the time of one call alone
+ * (synchronize, call, synchronize): the latency a decode step sees. Medians of several repeats.
+ */
+function deviceTime(call, busy, n = 200, reps = quick ? 3 : 7) {
+  const busyAlone = [];
+  const total = [];
+  let enqueueShare = 0;
+  for (let i = 0; i < 3; i++) call(i).dispose();
+  for (let r = 0; r < reps; r++) {
+    s.synchronizeSync(DEV);
+    let t0 = process.hrtime.bigint();
+    busy();
+    s.synchronizeSync(DEV);
+    busyAlone.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    t0 = process.hrtime.bigint();
+    busy();
+    for (let i = 0; i < n; i++) call(i).dispose();
+    const enqueued = Number(process.hrtime.bigint() - t0) / 1e9;
+    s.synchronizeSync(DEV);
+    const t = Number(process.hrtime.bigint() - t0) / 1e9;
+    total.push(t);
+    enqueueShare = Math.max(enqueueShare, enqueued / busyAlone[r]);
+  }
+  const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  const alone = [];
+  for (let r = 0; r < (quick ? 10 : 30); r++) {
+    s.synchronizeSync(DEV);
+    const t0 = process.hrtime.bigint();
+    call(r).dispose();
+    s.synchronizeSync(DEV);
+    alone.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return { device: (median(total) - median(busyAlone)) / n, alone: median(alone), hidden: enqueueShare < 0.9 };
+}
+
+/** A few milliseconds of device work to queue decode calls behind (W8A8 8192 x 4096 x 8192). */
+function makeBusy() {
+  const a = int8Dev(8192, 4096);
+  const w = int8Dev(8192, 4096);
+  const busy = () => {
+    for (let i = 0; i < 4; i++) s.gemmW8A8Sync(a, w, 1, 1, { outDtype: 'bfloat16' }).dispose();
+  };
+  busy.dispose = () => {
+    a.dispose();
+    w.dispose();
+  };
+  return busy;
+}
+let busyWork;
+
+function reportDevice(label, call, floorUs) {
+  const d = deviceTime(call, busyWork);
+  const note = d.hidden ? '' : ' (the host did not finish enqueueing behind the busy work: an upper bound)';
+  console.log(
+    `    ${label}: device ${(d.device * 1e6).toFixed(1)} us per call back to back${note}, ${((floorUs / (d.device * 1e6)) * 100).toFixed(0)}% of the floor; one call alone ${(d.alone * 1e6).toFixed(1)} us`,
+  );
+  rows.push({ label: `${label}, device time`, us: d.device * 1e6, floorUs, floorWhat: '', peerText: '-', peerUs: undefined });
+}
+
 // ---------------------------------------------------------------------------------------------------
 // 1. Results first: every path against the CPU backend on small cases.
 
@@ -184,6 +249,10 @@ function checkAgainstCpu() {
       const got = s[`${op}Sync`](a, w, as, ws, { bias, outDtype: 'bfloat16' });
       const want = s[`${op}Sync`](cpu(a), cpu(w), cpu(as), cpu(ws), { bias: cpu(bias), outDtype: 'bfloat16' });
       cases.push([`${op} ${M}x${K}x${N}`, maxRelErr(toF32(got), toF32(want)), 0]);
+      const pw = s.packWeightsSync(w);
+      const gotPacked = s[`${op}Sync`](a, pw, as, ws, { bias, outDtype: 'bfloat16' });
+      cases.push([`${op} ${M}x${K}x${N} packed`, maxRelErr(toF32(gotPacked), toF32(want)), 0]);
+      pw.dispose();
     }
     if (K % 128 === 0) {
       const wsg = floatDev([N, K / 128], 'float32', 0.001, 0.01);
@@ -198,6 +267,14 @@ function checkAgainstCpu() {
       const got = s.gemmW4A16Sync(x, w4, sc, { groupSize: gs });
       const want = s.gemmW4A16Sync(cpu(x), cpu(w4), cpu(sc), { groupSize: gs });
       cases.push([`gemmW4A16 ${dtype} ${M}x${K}x${N}`, maxRelErr(toF32(got), toF32(want)), dtype === 'float32' ? 1e-5 : 1e-2]);
+      const pw = s.packWeightsSync(w4, { groupSize: gs });
+      const gotPacked = s.gemmW4A16Sync(x, pw, sc, { groupSize: gs });
+      cases.push([
+        `gemmW4A16 ${dtype} ${M}x${K}x${N} packed`,
+        maxRelErr(toF32(gotPacked), toF32(want)),
+        dtype === 'float32' ? 1e-5 : 1e-2,
+      ]);
+      pw.dispose();
     }
   }
   const x = floatDev([4, 5120], 'bfloat16');
@@ -251,6 +328,20 @@ function benchW8A8(M, K, N, outDtype = 'bfloat16') {
       : `${(bytes / 1e6).toFixed(1)} MB at 4.2 TB/s`;
   report(`W8A8 ${outDtype} out, M x K x N = ${M} x ${K} x ${N}`, us, floor, what, peerOf(`w8a8 ${M}x${K}x${N}`, M, K, N));
   console.log(`    ${((ops / us) * 1e-6).toFixed(0)} TOPS`);
+  if (M <= 16) {
+    reportDevice(
+      `W8A8 M x K x N = ${M} x ${K} x ${N}`,
+      (i) => s.gemmW8A8Sync(a, ws[i % ws.length], as, wsc, { outDtype }),
+      floor,
+    );
+    const packed = ws.map((w) => s.packWeightsSync(w));
+    reportDevice(
+      `W8A8 packed M x K x N = ${M} x ${K} x ${N}`,
+      (i) => s.gemmW8A8Sync(a, packed[i % packed.length], as, wsc, { outDtype }),
+      floor,
+    );
+    for (const p of packed) p.dispose();
+  }
   for (const t of [a, as, wsc, ...ws]) t.dispose();
   return us;
 }
@@ -265,6 +356,13 @@ function benchW4A8(M, K, N, w8a8Us) {
   const floor = Math.max(ops / INT8_PEAK, (M * K + (N * K) / 2 + M * N * 2) / BW) * 1e6;
   const what = M > 64 ? 'int8 tensor-core peak' : 'int4 weight bytes at 4.2 TB/s';
   report(`W4A8 bf16 out, M x K x N = ${M} x ${K} x ${N}`, us, floor, what, [`our W8A8 ${w8a8Us.toFixed(1)} us`, w8a8Us]);
+  if (M <= 16) {
+    const call = (w) => (i) => s.gemmW4A8Sync(a, w[i % w.length], as, wsc, { outDtype: 'bfloat16' });
+    reportDevice(`W4A8 M x K x N = ${M} x ${K} x ${N}`, call(ws), floor);
+    const packed = ws.map((w) => s.packWeightsSync(w));
+    reportDevice(`W4A8 packed M x K x N = ${M} x ${K} x ${N}`, call(packed), floor);
+    for (const p of packed) p.dispose();
+  }
   for (const t of [a, as, wsc, ...ws]) t.dispose();
 }
 
@@ -281,6 +379,15 @@ function benchW4A16(M, K, N) {
     `${(bytes / 1e6).toFixed(1)} MB at 4.2 TB/s`,
     peerOf(`w4a16 ${M}x${K}x${N}`, M, K, N),
   );
+  if (M <= 16) {
+    const call = (w) => (i) => s.gemmW4A16Sync(x, w[i % w.length], sc, { groupSize: 128 });
+    reportDevice(`W4A16 M x K x N = ${M} x ${K} x ${N}`, call(ws), (bytes / BW) * 1e6);
+    const packed = ws.map((w) => s.packWeightsSync(w, { groupSize: 128 }));
+    const pus = timeIt(call(packed)) * 1e6;
+    console.log(`    W4A16 packed: ${pus.toFixed(1)} us per call as the host sees it`);
+    reportDevice(`W4A16 packed M x K x N = ${M} x ${K} x ${N}`, call(packed), (bytes / BW) * 1e6);
+    for (const p of packed) p.dispose();
+  }
   for (const t of [x, sc, ...ws]) t.dispose();
 }
 
@@ -315,6 +422,7 @@ const b = s.backend();
 console.log(`ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}`);
 checkAgainstCpu();
 benchHost();
+busyWork = makeBusy();
 const w8a8Big = benchW8A8(2048, 2560, 10240);
 benchW8A8(2048, 2560, 10240, 'float32');
 benchW8A8(8192, 8192, 8192);
@@ -326,6 +434,7 @@ benchW4A16(1, 5120, 2560);
 benchW4A8(2048, 2560, 10240, w8a8Big);
 benchW4A8(1, 2560, 10240, w8a8Decode);
 benchHadamard();
+busyWork.dispose();
 
 console.log('\n| case | ours (us) | floor (us) | floor / ours | peer | peer / ours |');
 console.log('|---|---|---|---|---|---|');

@@ -1,9 +1,13 @@
 // CUDA-specific checks of the quantization family (native/cuda/gemm.cu): every GEMM path (skinny for
-// m <= 64, tiled above, simt for shapes the vector paths do not take), split k, tails of every tile,
+// m <= 64, the packed decode path for packed weights at m <= 64, tiled above, simt for shapes the
+// vector paths do not take), split k, tails of every tile,
 // size-1 dimensions, every dtype and option, against the integer and float64 references and against
 // our CPU backend, with outputs poisoned before each run; packWeights, quantize and dequantize bit for
 // bit against the CPU; the golden files on CUDA. The family's own tests also run on every device in
 // testDevices(), so this file keeps to what is particular to the CUDA kernels.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { packInt4 } from '../dist/cjs/dtype.js';
 import {
@@ -13,10 +17,12 @@ import {
   gemmW4A16,
   gemmW8A8,
   gemmW8A8Sync,
+  MambaModel,
   type PackedWeight,
   packWeights,
   quantize,
   quantizeSync,
+  saveSafetensors,
   Tensor,
 } from '../dist/cjs/index.js';
 import { intGemmRef, intGemmScaledRef, w4a16Ref } from './ref/quant';
@@ -166,6 +172,108 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     });
   }
 
+  // The packed decode path (m <= 64, weights as packWeights lays them out): rows of the m16 tile past m,
+  // k tails inside a packed step and a round, columns past n inside a panel, a 64-column group and a
+  // block of four groups, absent panels of the last group, split k.
+  const PACKED: readonly [number, number, number][] = [
+    [1, 1, 1],
+    [1, 5, 3],
+    [1, 300, 2560],
+    [2, 70, 37],
+    [2, 64, 64],
+    [3, 40, 8192],
+    [5, 129, 100],
+    [16, 1030, 512],
+    [16, 257, 33],
+    [17, 64, 160],
+    [33, 190, 72],
+    [64, 200, 1024],
+    [1, 4097, 96],
+  ];
+  for (const bits of [8, 4] as const) {
+    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
+    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
+    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+    it(`${op}: the packed decode path, exact int32 and the CPU's bits`, async () => {
+      for (const [m, n, k] of PACKED) {
+        const rng = new Rng(m * 131 + n * 7 + k * 3 + bits);
+        const a = ints(m * k, -128, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const at = await new Tensor('int8', a, [m, k]).to(DEV);
+        const wc = weights(bits, w, n, k);
+        const pg = await packWeights(await wc.to(DEV));
+        const ref = intGemmRef(a, w, m, n, k);
+        for (const pass of ['first', 'second']) {
+          poison(m * n * 4);
+          assertEqual(toF64(await run(at, pg, 1, 1)), ref, `${op} packed [${m}, ${n}, ${k}], ${pass} run`);
+        }
+        const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
+        const ws = randTensor([n], 'bfloat16', () => 0.001 + rng.uniform() * 0.01);
+        const bias = randTensor([n], 'float16', () => rng.normal());
+        const [asc, asg] = await both(as.t);
+        const [wsc, wsg] = await both(ws.t);
+        const [bc, bg] = await both(bias.t);
+        for (const outDtype of DTYPES_FLOAT) {
+          const label = `${op} packed [${m}, ${n}, ${k}] out ${outDtype}`;
+          const cpu = await run(new Tensor('int8', a, [m, k]), wc, asc, wsc, { bias: bc, outDtype });
+          poison(m * n * 4);
+          const gpu = await run(at, pg, asg, wsg, { bias: bg, outDtype });
+          expect(gpu.dtype).toBe(outDtype);
+          assertEqual(toF64(gpu), toF64(cpu), label);
+          poison(m * n * 4);
+          assertEqual(
+            toF64(await run(at, pg, 0.5, wsg, { outDtype })),
+            toF64(await run(new Tensor('int8', a, [m, k]), wc, 0.5, wsc, { outDtype })),
+            `${label}, scalar a scale, no bias`,
+          );
+        }
+        pg.dispose();
+      }
+    });
+  }
+
+  it('gemmW4A8: group-wise scales on the packed decode path (groups of 128 and more; the rest unpacked)', async () => {
+    for (const [m, n, k, gs] of [
+      [1, 300, 2560, 128],
+      [16, 129, 512, 64],
+      [3, 40, 1024, 32],
+      [17, 70, 256, 256],
+      [2, 33, 96, 32],
+      [64, 65, 320, 160],
+      [5, 200, 1536, 384],
+    ] as const) {
+      const rng = new Rng(m * n + k * 5 + gs);
+      const a = ints(m * k, -127, 127, rng);
+      const w = ints(n * k, -8, 7, rng);
+      const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
+      const ws = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform());
+      const bias = randTensor([n], 'float32', () => rng.normal());
+      const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
+      const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+      const [wc, wg] = await both(int4Tensor(w, n, k));
+      const pg = await packWeights(wg, { groupSize: gs });
+      const [asc, asg] = await both(as.t);
+      const [wsc, wsg] = await both(ws.t);
+      const [bc, bg] = await both(bias.t);
+      for (const outDtype of DTYPES_FLOAT) {
+        const label = `gemmW4A8 packed [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
+        poison(m * n * 4);
+        const gpu = toF64(await gemmW4A8(ag, pg, asg, wsg, { bias: bg, groupSize: gs, outDtype }));
+        const tol = scaled(TOL_INT[outDtype], maxAbs(ref));
+        assertClose(gpu, ref, tol, label);
+        assertClose(gpu, toF64(await gemmW4A8(ac, wc, asc, wsc, { bias: bc, groupSize: gs, outDtype })), tol, `${label} vs CPU`);
+        poison(m * n * 4);
+        assertEqual(toF64(await gemmW4A8(ag, pg, asg, wsg, { bias: bg, groupSize: gs, outDtype })), gpu, `${label}, second run`);
+        // Plain int4 weights at k % 32 == 0 take the same decode kernel: the same bits.
+        if (m <= 64 && k % 32 === 0) {
+          poison(m * n * 4);
+          assertEqual(toF64(await gemmW4A8(ag, wg, asg, wsg, { bias: bg, groupSize: gs, outDtype })), gpu, `${label} vs plain`);
+        }
+      }
+      pg.dispose();
+    }
+  });
+
   it('gemmW4A8: group-wise scales on every path', async () => {
     // [m, n, k, groupSize]: skinny takes groups of 128 (its k-step), tiled groups of 64; the rest is simt.
     for (const [m, n, k, gs] of [
@@ -217,6 +325,12 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
         [129, 9, 96, 96],
         [5, 33, 264, 8],
         [3, 17, 37, 37],
+        [2, 70, 72, 72],
+        [16, 257, 512, 32],
+        [1, 4097, 64, 64],
+        [33, 190, 96, 32],
+        [2, 130, 1280, 256],
+        [16, 64, 1184, 1184],
       ] as const) {
         const rng = new Rng(m * 7 + n * 11 + k + gs);
         const x = randTensor([m, k], dtype, () => rng.normal());
@@ -239,14 +353,28 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
           const cpu = await gemmW4A16(xc, wc, sc_, { groupSize: gs, bias: bc, outDtype });
           assertClose(toF64(gpu), toF64(cpu), tol, `${label} vs CPU`);
         }
-        // Packed on the device: the same kernel after unpacking, so the same bits.
+        // Packed on the device: 16-bit x with m <= 64, no groups or groups of a multiple of 128 take the
+        // decode path on the packed bytes (another summation order than the tiled and simt kernels:
+        // against the references), as do plain weights there when k % 32 == 0 (then packed and plain
+        // give the same bits); the rest unpacks them and runs the plain kernels (the same bits).
         const pg = await packWeights(wg, { groupSize: gs });
-        poison(m * n * 4);
-        assertEqual(
-          toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg })),
-          toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg })),
-          `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] packed`,
-        );
+        const direct = dtype !== 'float32' && m <= 64 && (gs === k || gs % 128 === 0);
+        for (const outDtype of DTYPES_FLOAT) {
+          const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs} packed out ${outDtype}`;
+          poison(m * n * 4);
+          const packed = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype }));
+          const plain = toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype }));
+          if (direct && k % 32 !== 0) {
+            const tol = scaled(TOL_W4A16[outDtype === 'float32' ? dtype : outDtype], maxAbs(absRef));
+            assertClose(packed, ref, tol, label);
+            assertClose(packed, plain, tol, `${label} vs plain`);
+          } else {
+            assertEqual(packed, plain, label);
+          }
+          poison(m * n * 4);
+          const again = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype }));
+          assertEqual(again, packed, `${label}, second run (deterministic)`);
+        }
         pg.dispose();
       }
     });
@@ -387,6 +515,100 @@ describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bi
     for (const bits of [8, 4] as const) {
       await compare(x, { bits, scale: 1 }, `int${bits} ties`);
       await compare(new Tensor('float32', new Float32Array(14), [2, 7]), { bits, granularity: 'token' }, `int${bits} zeros`);
+    }
+  });
+});
+
+/** Runs f with the environment variables set (undefined: unset), then restores them. */
+async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
+  const prev: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(vars)) {
+    prev[k] = process.env[k];
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  try {
+    return await f();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+// The model runner captures its decode step (the quantized layers' GEMM calls included) into a CUDA graph
+// and launches it once per token. A Mamba checkpoint wide enough that every quantized projection splits
+// k (in_proj 2048 x 512, x_proj 64 x 1024, out_proj 512 x 1024: the split-k workspace is in the graph),
+// in bfloat16 so that W4A16 takes the tensor-core decode path; an untied head keeps the greedy tokens
+// varied. A long prompt (prefill on the tiled path)
+// leaves the workspace small, so the capture needs its own; a short one (prefill on the decode path)
+// grows it first. Every graph is launched several times; its tokens must equal the uncaptured step's.
+describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA graph${SKIP}`, () => {
+  it('w8a8, w4a8 and w4a16: a captured step launches again and again, with the uncaptured tokens', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-quant-capture-'));
+    const [d, di, ds, r, vocab] = [512, 1024, 16, 32, 256];
+    const rng = new Rng(2026);
+    const t = (shape: number[], f: () => number) =>
+      new Tensor('float32', Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, f), shape);
+    const m = 'backbone.layers.0.mixer';
+    const tensors: Record<string, Tensor> = {
+      'backbone.embeddings.weight': t([vocab, d], () => rng.normal()),
+      'backbone.norm_f.weight': t([d], () => 1 + 0.1 * rng.normal()),
+      'backbone.layers.0.norm.weight': t([d], () => 1 + 0.1 * rng.normal()),
+      [`${m}.in_proj.weight`]: t([2 * di, d], () => rng.normal() / Math.sqrt(d)),
+      [`${m}.out_proj.weight`]: t([d, di], () => rng.normal() / Math.sqrt(di)),
+      [`${m}.conv1d.weight`]: t([di, 1, 4], () => 0.5 * rng.normal()),
+      [`${m}.conv1d.bias`]: t([di], () => 0.1 * rng.normal()),
+      [`${m}.x_proj.weight`]: t([r + 2 * ds, di], () => rng.normal() / Math.sqrt(di)),
+      [`${m}.dt_proj.weight`]: t([di, r], () => rng.normal() / Math.sqrt(r)),
+      [`${m}.dt_proj.bias`]: t([di], () => -3 + 0.5 * rng.normal()),
+      [`${m}.A_log`]: t([di, ds], () => Math.log(1 + 4 * rng.uniform())),
+      [`${m}.D`]: t([di], () => 1 + 0.5 * rng.normal()),
+      'lm_head.weight': t([vocab, d], () => rng.normal()),
+    };
+    const config = {
+      model_type: 'mamba',
+      hidden_size: d,
+      intermediate_size: di,
+      state_size: ds,
+      num_hidden_layers: 1,
+      vocab_size: vocab,
+      time_step_rank: r,
+      conv_kernel: 4,
+      use_bias: false,
+      use_conv_bias: true,
+      residual_in_fp32: true,
+      layer_norm_epsilon: 1e-5,
+      tie_word_embeddings: false,
+    };
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    await saveSafetensors(path.join(dir, 'model.safetensors'), tensors);
+    const long = Array.from({ length: 80 }, (_, i) => (i * 37 + 11) % vocab);
+    try {
+      for (const quantize of ['w8a8', 'w4a8', 'w4a16'] as const) {
+        const model = await MambaModel.load(dir, { device: DEV, dtype: 'bfloat16', quantize });
+        for (const prompts of [
+          [long],
+          [[5, 17, 99]],
+          [
+            [1, 2],
+            [3, 4],
+            [5, 6],
+          ],
+        ]) {
+          const label = `${quantize}, ${prompts.length} prompt(s) of ${(prompts[0] as number[]).length}`;
+          const captured = await model.generate(prompts, { maxNewTokens: 8 });
+          const again = await model.generate(prompts, { maxNewTokens: 8 });
+          const uncaptured = await withEnv({ SSMKIT_CUDA_GRAPH: '0' }, () => model.generate(prompts, { maxNewTokens: 8 }));
+          expect(captured.tokens, label).toEqual(uncaptured.tokens);
+          expect(again.tokens, `${label}, the graph again`).toEqual(uncaptured.tokens);
+          expect((captured.tokens[0] as number[]).length, label).toBe(8);
+        }
+        model.dispose();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,9 +1,22 @@
 // CUDA kernels of the quantization family's GEMMs and quantizers: gemmW8A8, gemmW4A8, gemmW4A16,
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
-// GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first) have
-// three paths, chosen per call:
-// - skinny (m <= 64, the decode GEMV): bound by the weight bytes. Blocks of 8 warps own 128 output
+// GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
+// w in pack_weights' layout) have four paths, chosen per call:
+// - decode (m <= 64; 16-bit x for W4A16; no groups or groups of a multiple of 128 for int4): the GEMV,
+//   bound by the weight bytes. It reads packed weights as they are (a GEMV that unpacked them first
+//   would move the weight bytes three times), and plain int4 weights whose rows are whole 16-byte chunks
+//   (k % 32 == 0) with the same mma sequence, so that packed and plain int4 weights give the same bits.
+//   Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte loads, 8 KiB in flight per
+//   warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is read straight from
+//   global memory (L1 serves the block's four warps); k is split until the grid fills the SMs, with the
+//   deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x 10240
+//   moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
+//   reduction; W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB,
+//   8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us each,
+//   overlapped: about 10 us. Layout and fragment mapping at the kernel.
+// - skinny (m <= 64, plain int8 weights of W8A8 and the int4 shapes the decode path does not take):
+//   bound by the weight bytes. Blocks of 8 warps own 128 output
 //   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
 //   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
 //   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
@@ -24,11 +37,23 @@
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
 // Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
 // do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
-// groups, W4A8 sums each group (tiled, simt) or k-step (skinny) in int32 and scales it in float32;
-// W4A16 multiplies the exact integer weights by x with float32 accumulation and scales each k-step's
-// partial sums by the group scale in float32 (every group is a whole number of k-steps).
-// Packed weights (pack_weights' layout, native/include/ssmkit/quant.h) are unpacked into the plain
-// layout in a stream-ordered temporary, then take the same paths.
+// groups, W4A8 sums each group (tiled, simt), k-step (skinny) or 32-value round (decode) in int32 and
+// scales it in float32; W4A16 multiplies the exact integer weights by x with float32 accumulation and
+// scales each k-step's (round's) partial sums by the group scale in float32 (every group is a whole
+// number of them). Paths sum in different orders, so W4A16 and grouped W4A8 differ between paths in the
+// last bits (ungrouped W8A8 and W4A8 do not: their sums are exact); packed and plain int4 weights take
+// the same path wherever the plain rows allow it (k % 32 == 0).
+// Packed weights that the decode path does not take (m > 64, float32 x, other group sizes) are unpacked
+// into the plain layout in a stream-ordered temporary (allocated and freed on the stream), then take the
+// plain paths.
+//
+// Stream capture: every GEMM entry point may be captured into a CUDA graph and the graph launched any
+// number of times. Nothing is allocated during capture that the graph does not free: the split-k
+// workspace is grown only outside capture (a capture that needs a larger one allocates, zeroes and frees
+// its own inside the graph), the tile counters are back at zero after every launch, and the unpacked
+// temporary of a packed weight is allocated and freed inside the graph. A graph keeps the workspace's
+// address, so outgrown workspaces are never freed. Results do not depend on capture: the same shapes
+// take the same paths and splits.
 //
 // Quantizers work one row (the last dimension) per block; with options.hadamard the row is rotated in
 // shared memory in float32 with the same operations in the same order as the CPU kernels, so q and
@@ -521,6 +546,347 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
   for (int i = threadIdx.x; i < rows * kSkinnyBlockN; i += kSkinnyThreads) {
     const int r = i / kSkinnyBlockN;
     const int64_t col = n_block + (i - r * kSkinnyBlockN);
+    if (col >= g.n) continue;
+    acc_t sum = 0;
+    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
+    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
+    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decode path (m <= 64): the GEMV on packed weights as they are, and on plain int4 weights.
+//
+// The packed layout stores, per 64-column group and k-step, 4 panels x 16 columns x 4 bytes; a 16-byte
+// vector is 4 columns x one k-step. The mma B fragment gives each lane one column, so the 4 words of a
+// vector go to 4 different n8 tiles: lane (gq, tq) loads the vector of column quad gq % 4 of panel
+// 2 pp + gq / 4 (pp = panel pair 0, 1), and word i of it is column gq of tile 4 pp + i (packed_tile_col).
+// A warp owns one 64-column group (8 tiles) and walks k in rounds of 32 values; in a round, lane tq
+// holds the k-steps that give it its mma k slots:
+// - W8A8 (steps of 4 k; a unit is one round): steps 8u + tq (slots 4tq..4tq+3, b0) and 8u + 4 + tq
+//   (slots 16 + 4tq.., b1); the bytes hold w + 128, so b = word ^ 0x80808080; a0..a3 are the same k of
+//   x, rows gq and gq + 8.
+// - int4 (steps of 8 k; a unit is four rounds, 128 k): round j of unit u gives lane tq step
+//   16u + 4tq + j, so that a lane's four rounds of one column are 16 consecutive bytes of a plain row:
+//   plain weights load those (one vector per tile), packed ones one vector per round and panel pair.
+//   W4A8: the step's k0..k3 are b0 and k4..k7 b1 (int8 m16n8k32); x's 8 bytes at the step are a0/a2.
+//   W4A16 (m16n8k16): the pairs (k0, k2), (k4, k6) feed one mma and (k1, k3), (k5, k7) the other, each
+//   weight an exact 16-bit float (int4_word_to_pairs); x's 8 values are permuted to the same pairs with
+//   byte permutes.
+// x is read straight from global memory; rows past m and k past the end read as zeros (the weights
+// there are zero padding or never stored). K is split across blocks in whole units as on the skinny
+// path, with the same deterministic reduction.
+
+constexpr int kPackedWarps = 4;
+constexpr int kPackedThreads = kPackedWarps * 32;
+constexpr int kPackedBlockN = kPackedWarps * 64;
+
+template <int kKind, bool kGrouped>
+struct packed_traits {
+  static constexpr int kStepK = kKind == KIND_W8A8 ? 4 : 8;  // k values of one packed step
+  // W8A8: a unit is one round (32 k), 4 vectors per lane; int4: a unit is four rounds (128 k), 8
+  // vectors per lane (four rounds of packed steps, or 16 bytes of each of 8 plain rows).
+  static constexpr int kUnitK = kKind == KIND_W8A8 ? 32 : 128;
+  static constexpr int kLoads = kKind == KIND_W8A8 ? 4 : 8;
+  // Units in flight: 64 registers of weights, 8 KiB per warp.
+  static constexpr int kDepth = kKind == KIND_W8A8 ? 4 : 2;
+  // Blocks per SM by registers: 3 at up to 168 registers a thread, 2 with groups (their sums and
+  // scales take about 60 more).
+  static constexpr int kBlocksPerSm = kGrouped ? 2 : 3;
+};
+
+// The 4 bytes of row `row` of an int8 x at k0..k0 + 3, zeros past k or past the valid rows.
+__device__ __forceinline__ uint32_t load_x8_word(const int8_t* x, int64_t k, int64_t row, bool valid,
+                                                 int64_t k0) {
+  if (!valid || k0 >= k) return 0;
+  const int64_t off = row * k + k0;
+  if (k0 + 4 <= k && (off & 3) == 0) return __ldg(reinterpret_cast<const uint32_t*>(x + off));
+  uint32_t v = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (k0 + i < k) v |= static_cast<uint32_t>(static_cast<uint8_t>(x[off + i])) << (8 * i);
+  }
+  return v;
+}
+
+// The 8 16-bit values of row `row` of x at k0..k0 + 7 (two per word, low half first), zeros past k or
+// past the valid rows.
+__device__ __forceinline__ uint4 load_x16_8(const uint16_t* x, int64_t k, int64_t row, bool valid,
+                                            int64_t k0) {
+  if (!valid || k0 >= k) return make_uint4(0, 0, 0, 0);
+  const int64_t off = row * k + k0;
+  if (k0 + 8 <= k && (off & 7) == 0) return __ldg(reinterpret_cast<const uint4*>(x + off));
+  uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    if (k0 + i < k) w[i >> 1] |= static_cast<uint32_t>(x[off + i]) << (16 * (i & 1));
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Eight int4 weights k0..k7 of one column as the pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7) of exact
+// 16-bit floats, low half first, from a packed word (byte r: w[k0 + r] + 8 low, w[k0 + 4 + r] + 8 high)
+// or a plain one (byte j: w[k0 + 2j] low, w[k0 + 2j + 1] high, two's complement). A nibble u placed in
+// the mantissa of 1024 (f16) or 128 (bf16) is base + u; plain nibbles get bit 3 flipped on the way
+// (v ^ 8 = v + 8); one exact fma removes base + 8.
+template <ssmkit_dtype kX, bool kPlain>
+__device__ __forceinline__ void int4_word_to_pairs(uint32_t w, uint32_t (&p)[4]) {
+  constexpr uint32_t kBase = kX == SSMKIT_DTYPE_F16 ? 0x64006400u : 0x43004300u;  // 1024, 128
+  constexpr uint32_t kFlip = kPlain ? 0x00080008u : 0u;
+  constexpr uint32_t kOne = kX == SSMKIT_DTYPE_F16 ? 0x3c003c00u : 0x3f803f80u;
+  constexpr uint32_t kNegBase = kX == SSMKIT_DTYPE_F16 ? 0xe408e408u : 0xc308c308u;  // -(base + 8)
+  uint32_t h[4];
+  if constexpr (kPlain) {
+    const uint32_t lo = __byte_perm(w, 0, 0x4140);  // bytes 0, 1 (k0 k1, k2 k3) -> bytes 0, 2
+    const uint32_t hi = __byte_perm(w, 0, 0x4342);  // bytes 2, 3 (k4 k5, k6 k7) -> bytes 0, 2
+    h[0] = lo & 0x000f000fu;
+    h[1] = hi & 0x000f000fu;
+    h[2] = (lo >> 4) & 0x000f000fu;
+    h[3] = (hi >> 4) & 0x000f000fu;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = (w >> (4 * i)) & 0x000f000fu;
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t v = h[i] ^ (kBase | kFlip);
+    if constexpr (kX == SSMKIT_DTYPE_F16) {
+      asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
+    } else {
+      asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
+    }
+  }
+}
+
+// The same eight weights as int8: k0..k3 (b0) and k4..k7 (b1).
+template <bool kPlain>
+__device__ __forceinline__ void int4_word_to_s8(uint32_t w, uint32_t& b0, uint32_t& b1) {
+  if constexpr (kPlain) {
+    const uint32_t lo = __byte_perm(w, 0, 0x4140);
+    const uint32_t hi = __byte_perm(w, 0, 0x4342);
+    b0 = nibbles_to_s8((lo & 0x000f000fu) | ((lo << 4) & 0x0f000f00u));
+    b1 = nibbles_to_s8((hi & 0x000f000fu) | ((hi << 4) & 0x0f000f00u));
+  } else {
+    // u = w + 8 in 0..15: u + 120 stays below 256 and flipping bit 7 subtracts 128.
+    b0 = ((w & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+    b1 = (((w >> 4) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+  }
+}
+
+// Column of element j (0..7) of tile t (0..7) in a warp's 64-column group.
+__device__ __forceinline__ int packed_tile_col(int t, int j) {
+  return 16 * (2 * (t >> 2) + (j >> 2)) + 4 * (j & 3) + (t & 3);
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
+__global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped>::kBlocksPerSm))
+    gemm_packed_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels,
+                       void* partials, int* counters) {
+  using P = packed_traits<kKind, kGrouped>;
+  constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
+  using acc_t = typename std::conditional<kIntAcc, int, float>::type;
+  using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
+  constexpr int kTiles = 8;
+  static_assert(!kPlain || kKind != KIND_W8A8, "plain int8 weights take the skinny path");
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int gq = lane >> 2;
+  const int tq = lane & 3;
+  const int split = blockIdx.y;
+  const int64_t n_block = static_cast<int64_t>(blockIdx.x) * kPackedBlockN;
+  const int64_t grp = n_block / 64 + warp;
+  const int64_t n_warp = grp * 64;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.z) * kSkinnyRows;
+  const int rows = static_cast<int>(min64(kSkinnyRows, g.m - m0));
+  const int64_t kb = split * k_range;  // a multiple of kUnitK
+  const int64_t ke = min64(g.k, kb + k_range);
+  const int nunits = static_cast<int>((ke - kb + P::kUnitK - 1) / P::kUnitK);
+  const int64_t step0 = kb / P::kStepK;
+
+  // Packed: this lane's vectors are column quad gq % 4 of panel 2 pp + gq / 4 of the group (absent
+  // panels read zeros). Plain: 16 bytes of the row of column packed_tile_col(t, gq) of each tile t.
+  const int64_t grp_panels = n_warp < g.n ? min64(4, panels - grp * 4) : 0;
+  const uint8_t* wgrp = g.w + grp * 4 * steps * 64 + (gq & 3) * 16;
+  auto load_unit = [&](int u, uint4(&v)[P::kLoads]) {
+#pragma unroll
+    for (int l = 0; l < P::kLoads; ++l) {
+      bool ok = u < nunits;
+      const uint8_t* src = nullptr;
+      if constexpr (kPlain) {
+        const int64_t row = n_warp + packed_tile_col(l, gq);
+        const int64_t byte = kb / 2 + static_cast<int64_t>(u) * 64 + tq * 16;
+        ok = ok && row < g.n && byte < g.w_row_bytes;
+        src = g.w + row * g.w_row_bytes + byte;
+      } else {
+        // W8A8: l = 2 h + pp, step 8 u + 4 h + tq; int4: l = 2 j + pp, step 16 u + 4 tq + j.
+        const int pp = l % 2;
+        const int64_t panel = 2 * pp + (gq >> 2);
+        const int64_t step = kKind == KIND_W8A8 ? step0 + static_cast<int64_t>(u) * 8 + (l / 2) * 4 + tq
+                                                : step0 + static_cast<int64_t>(u) * 16 + tq * 4 + l / 2;
+        ok = ok && panel < grp_panels && step < steps;
+        src = wgrp + (step * grp_panels + panel) * 64;
+      }
+      v[l] = ok ? ldg_stream16(src) : make_uint4(0, 0, 0, 0);
+    }
+  };
+
+  uint4 wbuf[P::kDepth][P::kLoads];
+#pragma unroll
+  for (int d = 0; d < P::kDepth; ++d) load_unit(d, wbuf[d]);
+
+  acc_t acc[kTiles][4];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[t][e] = 0;
+  }
+  const bool row_lo = gq < rows;
+  const bool row_hi = gq + 8 < rows;
+  const int64_t r_lo = m0 + gq;
+  const int64_t r_hi = m0 + gq + 8;
+
+  // One round: 32 values of k, lane tq's 8 (int4) or 2 x 4 (W8A8) of them starting at kx; w(t) is the
+  // word of tile t. With groups the round sums into tmp, scaled into acc at its end (the round lies in
+  // group gi).
+  auto round = [&](int64_t kx, int64_t gi, auto&& w) {
+    tmp_t tmp[kGrouped ? kTiles : 1][4] = {};
+    (void)tmp;
+    auto& dst = *[&] {
+      if constexpr (kGrouped) {
+        return &tmp;
+      } else {
+        return &acc;
+      }
+    }();
+    if constexpr (kKind == KIND_W8A8) {
+      const int8_t* x = static_cast<const int8_t*>(g.a);
+      const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
+      const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kx);
+      const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kx + 16);
+      const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kx + 16);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        uint32_t b0, b1;
+        w(t, b0, b1);
+        mma_s8(dst[t], a0, a1, a2, a3, b0 ^ 0x80808080u, b1 ^ 0x80808080u);
+      }
+    } else if constexpr (kKind == KIND_W4A8) {
+      const int8_t* x = static_cast<const int8_t*>(g.a);
+      const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
+      const uint32_t a1 = load_x8_word(x, g.k, r_hi, row_hi, kx);
+      const uint32_t a2 = load_x8_word(x, g.k, r_lo, row_lo, kx + 4);
+      const uint32_t a3 = load_x8_word(x, g.k, r_hi, row_hi, kx + 4);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        uint32_t b0, b1;
+        int4_word_to_s8<kPlain>(w(t), b0, b1);
+        mma_s8(dst[t], a0, a1, a2, a3, b0, b1);
+      }
+    } else {
+      const uint16_t* x = static_cast<const uint16_t*>(g.a);
+      const uint4 lo = load_x16_8(x, g.k, r_lo, row_lo, kx);
+      const uint4 hi = load_x16_8(x, g.k, r_hi, row_hi, kx);
+      // (x0, x2), (x4, x6), (x1, x3), (x5, x7) of rows gq and gq + 8
+      const uint32_t l02 = __byte_perm(lo.x, lo.y, 0x5410), l46 = __byte_perm(lo.z, lo.w, 0x5410);
+      const uint32_t l13 = __byte_perm(lo.x, lo.y, 0x7632), l57 = __byte_perm(lo.z, lo.w, 0x7632);
+      const uint32_t h02 = __byte_perm(hi.x, hi.y, 0x5410), h46 = __byte_perm(hi.z, hi.w, 0x5410);
+      const uint32_t h13 = __byte_perm(hi.x, hi.y, 0x7632), h57 = __byte_perm(hi.z, hi.w, 0x7632);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+        uint32_t p[4];  // (k0, k2), (k4, k6), (k1, k3), (k5, k7)
+        int4_word_to_pairs<kX, kPlain>(w(t), p);
+        mma_16bit<kX>(dst[t], l02, h02, l46, h46, p[0], p[1]);
+        mma_16bit<kX>(dst[t], l13, h13, l57, h57, p[2], p[3]);
+      }
+    }
+    if constexpr (kGrouped) {
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t col = n_warp + packed_tile_col(t, 2 * tq + h);
+          const float s = col < g.n ? group_scale(g, col, gi) : 0.0f;
+          acc[t][h] = __fmaf_rn(static_cast<float>(tmp[t][h]), s, acc[t][h]);
+          acc[t][h + 2] = __fmaf_rn(static_cast<float>(tmp[t][h + 2]), s, acc[t][h + 2]);
+        }
+      }
+    }
+  };
+
+  for (int u0 = 0; u0 < nunits; u0 += P::kDepth) {
+#pragma unroll
+    for (int d = 0; d < P::kDepth; ++d) {
+      const int u = u0 + d;
+      if (u < nunits) {
+        const int64_t ku = kb + static_cast<int64_t>(u) * P::kUnitK;  // first k of the unit
+        // Every unit lies in one group (group_size is a multiple of the unit).
+        const int64_t gi = kGrouped ? ku / g.group_size : 0;
+        const uint4* v = wbuf[d];
+        if constexpr (kKind == KIND_W8A8) {
+          // Tile t = 4 pp + i: word i of the vectors of panel pair pp at steps 8u + tq (b0), 8u + 4 + tq
+          // (b1).
+          round(ku + 4 * tq, gi, [&](int t, uint32_t& b0, uint32_t& b1) {
+            const uint4 lo = v[t >> 2];
+            const uint4 hi = v[2 + (t >> 2)];
+            const int i = t & 3;
+            b0 = i == 0 ? lo.x : i == 1 ? lo.y : i == 2 ? lo.z : lo.w;
+            b1 = i == 0 ? hi.x : i == 1 ? hi.y : i == 2 ? hi.z : hi.w;
+          });
+        } else {
+          // Round j takes lane tq's step 16u + 4tq + j: packed, word t % 4 of vector 2j + t / 4; plain,
+          // word j of tile t's 16 bytes.
+          static_for<4>([&](auto j) {
+            round(ku + 32 * tq + 8 * j, gi, [&](int t) -> uint32_t {
+              const uint4 q = kPlain ? v[t] : v[2 * j + (t >> 2)];
+              const int i = kPlain ? static_cast<int>(j) : (t & 3);
+              return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w;
+            });
+          });
+        }
+        load_unit(u + P::kDepth, wbuf[d]);
+      }
+    }
+  }
+
+  if (splits == 1) {
+    static_for<kTiles>([&](auto t) {
+      static_for<4>([&](auto e) {
+        const int r = gq + (e >> 1) * 8;
+        const int64_t col = n_warp + packed_tile_col(t, 2 * tq + (e & 1));
+        if (r < rows && col < g.n) {
+          const float v = finish_value<kGrouped>(g, static_cast<float>(acc[t][e]), m0 + r, col);
+          store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+        }
+      });
+    });
+    return;
+  }
+
+  // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
+  acc_t* part = static_cast<acc_t*>(partials);
+  static_for<kTiles>([&](auto t) {
+    static_for<4>([&](auto e) {
+      const int r = gq + (e >> 1) * 8;
+      const int64_t col = n_warp + packed_tile_col(t, 2 * tq + (e & 1));
+      if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[t][e];
+    });
+  });
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last_block;
+  int* counter = counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) {
+    const int arrived = atomicAdd(counter, 1);
+    last_block = arrived == splits - 1;
+    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < rows * kPackedBlockN; i += kPackedThreads) {
+    const int r = i / kPackedBlockN;
+    const int64_t col = n_block + (i - r * kPackedBlockN);
     if (col >= g.n) continue;
     acc_t sum = 0;
     for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
@@ -1083,22 +1449,55 @@ status limits_of(int dev, device_limits* out) {
   return ok_status();
 }
 
-// A buffer of at least `bytes` on the device whose first `zeroed` bytes are zero between launches (the
-// skinny kernel's tile counters, which the last block of each tile resets). Freed never; regrown on the
-// stream, so that kernels still using the old buffer finish first.
-status workspace(int dev, cudaStream_t stream, size_t bytes, void** out) {
+// The split-k workspace of one launch: at least `bytes` on the device whose first `zeroed` bytes are zero
+// (the tile counters, which the last block of each tile resets after use). Normally the device's
+// buffer, grown on the stream (so that kernels still using the old one finish first) and never freed,
+// the outgrown ones included: a graph captured earlier keeps the address it was given. While the stream
+// is capturing it is never grown: a growth would become a graph allocation that the graph never frees,
+// and such a graph cannot be launched a second time. A capture that needs more gets its own buffer,
+// allocated, zeroed and freed inside the graph (release() after the launch), which every replay of the
+// graph allocates afresh from the graph's pool.
+struct launch_workspace {
+  void* ptr = nullptr;
+  void* owned = nullptr;  // freed on the stream by release()
+  cudaStream_t stream = nullptr;
+  launch_workspace() = default;
+  launch_workspace(const launch_workspace&) = delete;
+  launch_workspace& operator=(const launch_workspace&) = delete;
+  ~launch_workspace() {
+    if (owned != nullptr) cudaFreeAsync(owned, stream);  // an early return's path; release() reports
+  }
+  status release() {
+    void* p = owned;
+    owned = nullptr;
+    if (p != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(p, stream));
+    return ok_status();
+  }
+};
+
+status workspace(int dev, cudaStream_t stream, size_t bytes, size_t zeroed, launch_workspace* out) {
+  out->stream = stream;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  SSMKIT_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   std::lock_guard<std::mutex> lock(g_mu);
   split_workspace& w = g_workspace[dev];
+  if (w.bytes < bytes && capture != cudaStreamCaptureStatusNone) {
+    void* p = nullptr;
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream));
+    out->owned = p;
+    out->ptr = p;
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, zeroed, stream));
+    return ok_status();
+  }
   if (w.bytes < bytes) {
     const size_t grown = std::max(bytes, 2 * w.bytes);
     void* p = nullptr;
     SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, grown, stream));
     SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, grown, stream));
-    if (w.ptr != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(w.ptr, stream));
     w.ptr = p;
     w.bytes = grown;
   }
-  *out = w.ptr;
+  out->ptr = w.ptr;
   return ok_status();
 }
 
@@ -1140,13 +1539,13 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
 
   void* partials = nullptr;
   int* counters = nullptr;
+  launch_workspace ws;
   if (splits > 1) {
     const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
     const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
-    void* ws = nullptr;
-    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, &ws));
-    counters = static_cast<int*>(ws);
-    partials = static_cast<uint8_t*>(ws) + counter_bytes;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, counter_bytes, &ws));
+    counters = static_cast<int*>(ws.ptr);
+    partials = static_cast<uint8_t*>(ws.ptr) + counter_bytes;
   }
   auto* kernel = gemm_skinny_kernel<kKind, kX, kGrouped>;
   static std::atomic<uint64_t> smem_done{0};
@@ -1157,7 +1556,50 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
   kernel<<<grid, kSkinnyThreads, static_cast<size_t>(smem), stream>>>(g, k_range, static_cast<int>(splits),
                                                                       x_stride, partials, counters);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  return ws.release();
+}
+
+// Packed decode path: blocks of 4 warps own 256 columns (four 64-column groups) and a k range of whole
+// units; k is split into as many ranges as keep the grid within one wave of kBlocksPerSm blocks per SM
+// (each warp keeps 8 KiB of weights in flight: 64 to 96 KiB per SM). The split depends on the shape and the
+// SM count only, so packed and plain int4 weights take the same one.
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
+status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
+  constexpr int64_t kBlocksPerSm = packed_traits<kKind, kGrouped>::kBlocksPerSm;
+  constexpr int64_t kUnitK = packed_traits<kKind, kGrouped>::kUnitK;
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  const int64_t tiles_n = (g.n + kPackedBlockN - 1) / kPackedBlockN;
+  const int64_t slices = (g.m + kSkinnyRows - 1) / kSkinnyRows;
+  const int64_t units = (g.k + kUnitK - 1) / kUnitK;
+  if (tiles_n > INT32_MAX || slices > 65535) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  // At most one wave of resident blocks: a second, partial wave would run its few blocks alone.
+  int64_t splits = kBlocksPerSm * lim.sms / (tiles_n * slices);
+  splits = std::max<int64_t>(1, min64(min64(splits, units), 65535));
+  const int64_t k_range = (units + splits - 1) / splits * kUnitK;
+  splits = (g.k + k_range - 1) / k_range;
+  const int64_t steps = kKind == KIND_W8A8 ? (g.k + 3) / 4 : (g.k + 7) / 8;
+  const int64_t panels = (g.n + 15) / 16;
+
+  void* partials = nullptr;
+  int* counters = nullptr;
+  launch_workspace ws;
+  if (splits > 1) {
+    const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
+    const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, counter_bytes, &ws));
+    counters = static_cast<int*>(ws.ptr);
+    partials = static_cast<uint8_t*>(ws.ptr) + counter_bytes;
+  }
+  const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(splits),
+                  static_cast<unsigned>(slices));
+  gemm_packed_kernel<kKind, kX, kGrouped, kPlain><<<grid, kPackedThreads, 0, stream>>>(
+      g, k_range, static_cast<int>(splits), steps, panels, partials, counters);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ws.release();
 }
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
@@ -1295,6 +1737,38 @@ status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t 
   const status s = body();
   if (tmp != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(tmp, stream));
   return s;
+}
+
+// Runs one GEMM on w as given. The decode path (m <= 64, 16-bit x for W4A16, no groups or groups of
+// whole units) takes packed weights as they are, and plain int4 weights whose rows are whole 16-byte
+// chunks (k % 32 == 0), so that packed and plain int4 weights give the same bits; the rest goes through
+// the plain layout (unpacking packed weights first).
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cudaStream_t stream) {
+  constexpr int kBits = kKind == KIND_W8A8 ? 8 : 4;
+  constexpr bool kTensorCores = kind_traits<kKind>::kIntAcc || kX != SSMKIT_DTYPE_F32;
+  if constexpr (kTensorCores) {
+    constexpr int64_t kUnitK = packed_traits<kKind, kGrouped>::kUnitK;
+    // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
+    const bool bases16 =
+        reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
+    if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
+      if (packed) {
+        g.w = static_cast<const uint8_t*>(w.data);
+        g.w_row_bytes = 0;  // not a plain layout
+        return launch_packed<kKind, kX, kGrouped, false>(g, dev, stream);
+      }
+      if constexpr (kKind != KIND_W8A8) {
+        if (g.k % 32 == 0) {
+          g.w = static_cast<const uint8_t*>(w.data);
+          g.w_row_bytes = g.k / 2;
+          return launch_packed<kKind, kX, kGrouped, true>(g, dev, stream);
+        }
+      }
+    }
+  }
+  return with_plain_weights(w, packed, g.n, g.k, kBits, stream, g,
+                            [&] { return run_gemm<kKind, kX, kGrouped>(g, dev, stream); });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1605,8 +2079,7 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   g.a = p.a.data;
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
-  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 8, stream, g,
-                            [&] { return run_gemm<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, dev, stream); });
+  return run_gemm_w<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
 }
 
 status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
@@ -1621,10 +2094,8 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
   g.a = p.a.data;
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
-  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 4, stream, g, [&] {
-    return g.groups > 1 ? run_gemm<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, dev, stream)
-                        : run_gemm<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, dev, stream);
-  });
+  return g.groups > 1 ? run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, p.w, p.w_packed, dev, stream)
+                      : run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
 }
 
 status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
@@ -1636,22 +2107,20 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   g.a = p.x.data;
   const int dev = p.x.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
-  return with_plain_weights(p.w, p.w_packed, p.n, p.k, 4, stream, g, [&]() -> status {
-    const bool grouped = g.groups > 1;
-    switch (p.x.dtype) {
-      case SSMKIT_DTYPE_F32:
-        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_F32, true>(g, dev, stream)
-                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_F32, false>(g, dev, stream);
-      case SSMKIT_DTYPE_F16:
-        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_F16, true>(g, dev, stream)
-                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_F16, false>(g, dev, stream);
-      case SSMKIT_DTYPE_BF16:
-        return grouped ? run_gemm<KIND_W4A16, SSMKIT_DTYPE_BF16, true>(g, dev, stream)
-                       : run_gemm<KIND_W4A16, SSMKIT_DTYPE_BF16, false>(g, dev, stream);
-      default:
-        return make_status(status_code::dtype, "gemmW4A16: x: unsupported dtype %s", dtype_name(p.x.dtype));
-    }
-  });
+  const bool grouped = g.groups > 1;
+  switch (p.x.dtype) {
+    case SSMKIT_DTYPE_F32:
+      return grouped ? run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F32, true>(g, p.w, p.w_packed, dev, stream)
+                     : run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F32, false>(g, p.w, p.w_packed, dev, stream);
+    case SSMKIT_DTYPE_F16:
+      return grouped ? run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F16, true>(g, p.w, p.w_packed, dev, stream)
+                     : run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_F16, false>(g, p.w, p.w_packed, dev, stream);
+    case SSMKIT_DTYPE_BF16:
+      return grouped ? run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_BF16, true>(g, p.w, p.w_packed, dev, stream)
+                     : run_gemm_w<KIND_W4A16, SSMKIT_DTYPE_BF16, false>(g, p.w, p.w_packed, dev, stream);
+    default:
+      return make_status(status_code::dtype, "gemmW4A16: x: unsupported dtype %s", dtype_name(p.x.dtype));
+  }
 }
 
 status pack_weights_cuda(const pack_weights_params& p, void* stream_ptr) {
