@@ -1431,9 +1431,13 @@ struct device_limits {
 std::mutex g_mu;
 device_limits g_limits[kMaxDevices];
 
+// The tile counters and the partial sums live in separate buffers: a call with few tiles must never
+// write partials over the counters of a call with more (they stay zero only if nothing else writes them).
 struct split_workspace {
-  void* ptr = nullptr;
-  size_t bytes = 0;
+  void* counters = nullptr;
+  size_t counter_bytes = 0;
+  void* partials = nullptr;
+  size_t partial_bytes = 0;
 };
 split_workspace g_workspace[kMaxDevices];
 
@@ -1449,16 +1453,17 @@ status limits_of(int dev, device_limits* out) {
   return ok_status();
 }
 
-// The split-k workspace of one launch: at least `bytes` on the device whose first `zeroed` bytes are zero
-// (the tile counters, which the last block of each tile resets after use). Normally the device's
-// buffer, grown on the stream (so that kernels still using the old one finish first) and never freed,
-// the outgrown ones included: a graph captured earlier keeps the address it was given. While the stream
-// is capturing it is never grown: a growth would become a graph allocation that the graph never frees,
-// and such a graph cannot be launched a second time. A capture that needs more gets its own buffer,
-// allocated, zeroed and freed inside the graph (release() after the launch), which every replay of the
-// graph allocates afresh from the graph's pool.
+// The split-k workspace of one launch: `counter_bytes` of tile counters that are zero on entry (the last
+// block of each tile resets its counter after use) and `partial_bytes` of partial sums. Normally the
+// device's two buffers, each grown on the stream (so that kernels still using the old one finish first)
+// and never freed, the outgrown ones included: a graph captured earlier keeps the addresses it was given.
+// While the stream is capturing they are never grown: a growth would become a graph allocation that the
+// graph never frees, and such a graph cannot be launched a second time. A capture that needs more gets
+// its own buffer, allocated, zeroed and freed inside the graph (release() after the launch), which every
+// replay of the graph allocates afresh from the graph's pool.
 struct launch_workspace {
-  void* ptr = nullptr;
+  int* counters = nullptr;
+  void* partials = nullptr;
   void* owned = nullptr;  // freed on the stream by release()
   cudaStream_t stream = nullptr;
   launch_workspace() = default;
@@ -1475,29 +1480,41 @@ struct launch_workspace {
   }
 };
 
-status workspace(int dev, cudaStream_t stream, size_t bytes, size_t zeroed, launch_workspace* out) {
+status workspace(int dev, cudaStream_t stream, size_t counter_bytes, size_t partial_bytes,
+                 launch_workspace* out) {
   out->stream = stream;
+  counter_bytes = (counter_bytes + 255) / 256 * 256;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   SSMKIT_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   std::lock_guard<std::mutex> lock(g_mu);
   split_workspace& w = g_workspace[dev];
-  if (w.bytes < bytes && capture != cudaStreamCaptureStatusNone) {
+  const bool fits = w.counter_bytes >= counter_bytes && w.partial_bytes >= partial_bytes;
+  if (!fits && capture != cudaStreamCaptureStatusNone) {
     void* p = nullptr;
-    SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream));
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, counter_bytes + partial_bytes, stream));
     out->owned = p;
-    out->ptr = p;
-    SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, zeroed, stream));
+    SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, counter_bytes, stream));
+    out->counters = static_cast<int*>(p);
+    out->partials = static_cast<uint8_t*>(p) + counter_bytes;
     return ok_status();
   }
-  if (w.bytes < bytes) {
-    const size_t grown = std::max(bytes, 2 * w.bytes);
+  if (w.counter_bytes < counter_bytes) {
+    const size_t grown = std::max(counter_bytes, 2 * w.counter_bytes);
     void* p = nullptr;
     SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, grown, stream));
     SSMKIT_CUDA_CHECK(cudaMemsetAsync(p, 0, grown, stream));
-    w.ptr = p;
-    w.bytes = grown;
+    w.counters = p;
+    w.counter_bytes = grown;
   }
-  out->ptr = w.ptr;
+  if (w.partial_bytes < partial_bytes) {
+    const size_t grown = std::max(partial_bytes, 2 * w.partial_bytes);
+    void* p = nullptr;
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&p, grown, stream));
+    w.partials = p;
+    w.partial_bytes = grown;
+  }
+  out->counters = static_cast<int*>(w.counters);
+  out->partials = w.partials;
   return ok_status();
 }
 
@@ -1541,11 +1558,10 @@ status launch_skinny(const gemm_args& g, int dev, cudaStream_t stream) {
   int* counters = nullptr;
   launch_workspace ws;
   if (splits > 1) {
-    const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
-    const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
-    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, counter_bytes, &ws));
-    counters = static_cast<int*>(ws.ptr);
-    partials = static_cast<uint8_t*>(ws.ptr) + counter_bytes;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, static_cast<size_t>(tiles_n * slices) * 4,
+                                     static_cast<size_t>(splits * g.m * g.n) * 4, &ws));
+    counters = ws.counters;
+    partials = ws.partials;
   }
   auto* kernel = gemm_skinny_kernel<kKind, kX, kGrouped>;
   static std::atomic<uint64_t> smem_done{0};
@@ -1588,11 +1604,10 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   int* counters = nullptr;
   launch_workspace ws;
   if (splits > 1) {
-    const size_t counter_bytes = static_cast<size_t>((tiles_n * slices * 4 + 255) / 256 * 256);
-    const size_t bytes = counter_bytes + static_cast<size_t>(splits * g.m * g.n) * 4;
-    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, bytes, counter_bytes, &ws));
-    counters = static_cast<int*>(ws.ptr);
-    partials = static_cast<uint8_t*>(ws.ptr) + counter_bytes;
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, static_cast<size_t>(tiles_n * slices) * 4,
+                                     static_cast<size_t>(splits * g.m * g.n) * 4, &ws));
+    counters = ws.counters;
+    partials = ws.partials;
   }
   const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(splits),
                   static_cast<unsigned>(slices));

@@ -41,11 +41,10 @@
 // applies the next layer's RMSNorm (or the final one) to the hidden rows, with the residual. Composed
 // (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
 // CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
-// included (called on column ranges of at most 64 of their split-K tiles, see quant_chunk_cols), what
-// the runner's op-by-op path computes on CUDA. Either sequence runs uncaptured on the first call of a
-// (model, states, batch), on buffers it keeps, so that whatever the families grow on first use exists,
-// and is captured on the second into a CUDA graph (which then allocates nothing) and replayed from then
-// on (ids and logits staged through the graph's own buffers); its kernels launch with programmatic
+// included, what the runner's op-by-op path computes on CUDA. Either sequence runs uncaptured on the first
+// call of a (model, states, batch), on buffers it keeps, so that whatever the families grow on first use
+// exists, and is captured on the second into a CUDA graph (which then allocates nothing) and replayed from
+// then on (ids and logits staged through the graph's own buffers); its kernels launch with programmatic
 // dependent launch on sm_90, so each one's blocks start and prefetch their weights while the previous
 // kernel drains. Bound for batch-1 decode of Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at
 // 4.2 TB/s; the four launches a layer add their ramp and tail latencies (~3-4 us each where PDL does not
@@ -2014,7 +2013,7 @@ status unpack_quantized(const mamba_decode_model& m, cudaStream_t s, plain_weigh
 // the ids and logits a captured graph reads and writes, and the linear layers' split-K scratch).
 struct decode_buffers {
   void *hidden, *residual, *hn, *z, *xin, *xc, *dt, *dtl, *dtin, *xs, *bm, *cm, *y, *yn;
-  void *qtmp, *rotated, *qchunk;
+  void *qtmp, *rotated;
   int8_t* aq;
   float* as;
   int32_t* ids;     // (batch,) staged ids
@@ -2089,7 +2088,6 @@ size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& 
   b.yn = take(row * di * e);
   b.qtmp = take(row * std::max<int64_t>(z.max_n, 1) * e);
   b.rotated = take(row * z.max_k * e);
-  b.qchunk = take(row * std::max<int64_t>(z.max_n, 1) * e);
   b.aq = static_cast<int8_t*>(take(row * z.max_k));
   b.as = static_cast<float*>(take(row * 4));
   b.ids = static_cast<int32_t*>(take(row * 4));
@@ -2109,59 +2107,7 @@ struct quant_ptrs {
   void* rotated;
   int8_t* aq;
   float* as;
-  void* chunk = nullptr;  // (batch, max n): one column range of a GEMM before it joins tmp
 };
-
-// The quantization family's skinny GEMMs (m <= 64, native/cuda/gemm.cu) split K over blocks and keep one
-// per-device workspace: tile counters (one int per 128 columns x 16 rows, the region rounded up to 256
-// bytes), then the partial sums. A call of more than 64 tiles keeps counters past byte 256, where every
-// smaller call writes partials, and its next call finds them non-zero and skips those columns' sums. The
-// step therefore calls the GEMMs on column ranges of at most 64 tiles (8192 columns at batch <= 16), so
-// that every call's counters sit in the first 256 bytes, which only the counters' owners write.
-constexpr int64_t kQuantTileCols = 128;  // columns of one skinny tile
-constexpr int64_t kQuantTileRows = 16;   // rows of one skinny tile
-constexpr int64_t kQuantMaxTiles = 64;   // tiles whose counters fit in 256 bytes
-constexpr int64_t kQuantSkinnyMaxM = 64;
-
-// Columns of one GEMM call of the step (a multiple of 64, so that a range of pack_weights' column
-// groups is itself a packed weight), or n when the call does not use the split-K workspace.
-int64_t quant_chunk_cols(int64_t batch, int64_t n) {
-  if (batch > kQuantSkinnyMaxM) return n;
-  const int64_t slices = (batch + kQuantTileRows - 1) / kQuantTileRows;
-  return std::min(n, std::max<int64_t>(1, kQuantMaxTiles / slices) * kQuantTileCols);
-}
-
-// Columns [c0, c0 + nc) of a quantized layer: its weight rows (plain (n, k), or whole column groups of
-// the packed bytes), scales and bias.
-struct quant_cols {
-  tensor_view w, w_scale, bias;
-};
-
-quant_cols slice_quant(const linear_weight& lw, const tensor_view& wq, bool packed, int bits, int64_t c0,
-                       int64_t nc) {
-  quant_cols q;
-  if (packed) {
-    const int64_t steps = bits == 8 ? (lw.k + 3) / 4 : (lw.k + 7) / 8;
-    const int64_t off = c0 / 64 * 4 * steps * 64;  // c0 is a multiple of 64
-    q.w = view_of(static_cast<uint8_t*>(wq.data) + off, wq.dtype, {packed_weight_bytes(nc, lw.k, bits)},
-                  wq.device);
-  } else {
-    const int64_t row_bytes = bits == 8 ? lw.k : (lw.k + 1) / 2;
-    q.w = view_of(static_cast<uint8_t*>(wq.data) + c0 * row_bytes, wq.dtype, {nc, lw.k}, wq.device);
-  }
-  q.w_scale = lw.w_scale;
-  const int64_t sn = lw.w_scale.numel();
-  if (sn > 1 && lw.n > 0 && sn % lw.n == 0) {
-    const int64_t per_col = sn / lw.n;  // (n,) or (n, k / group_size)
-    q.w_scale = view_of(static_cast<char*>(lw.w_scale.data) + c0 * per_col * dtype_size(lw.w_scale.dtype),
-                        lw.w_scale.dtype, {nc, per_col}, lw.w_scale.device);
-  }
-  if (lw.bias.present()) {
-    q.bias = view_of(static_cast<char*>(lw.bias.data) + c0 * dtype_size(lw.bias.dtype), lw.bias.dtype, {nc},
-                     lw.bias.device);
-  }
-  return q;
-}
 
 // out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
@@ -2191,8 +2137,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   const tensor_view wq = plain != nullptr ? *plain : lw.w;
   const bool packed = plain == nullptr;
   const int bits = lw.kind == LINEAR_W8A8 ? 8 : 4;
-  const int64_t chunk = quant_chunk_cols(batch, lw.n);
-  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n && chunk >= lw.n;
+  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
   const int64_t e = dtype_size(act);
   const tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n}, dev);
   // The GEMM's input: x (rotated for W4A16), or x quantized to int8 with its scale.
@@ -2226,60 +2171,46 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     }
     SSMKIT_RETURN_IF_ERROR(quantize_cuda(q, stream));
   }
-  for (int64_t c0 = 0; c0 < lw.n; c0 += chunk) {
-    const int64_t nc = std::min(chunk, lw.n - c0);
-    const quant_cols cols = slice_quant(lw, wq, packed, bits, c0, nc);
-    // One row: the range's output is contiguous in out; more rows: staged, then copied into its columns.
-    const bool in_place = nc == lw.n || batch == 1;
-    const tensor_view part = in_place ? view_of(static_cast<char*>(out.data) + c0 * e, act, {batch, nc}, dev)
-                                      : view_of(qs.chunk, act, {batch, nc}, dev);
-    if (lw.kind == LINEAR_W4A16) {
-      gemm_w4a16_params g;
-      g.x = xin;
-      g.w = cols.w;
-      g.scales = cols.w_scale;
-      g.bias = cols.bias;
-      g.out = part;
-      g.m = batch;
-      g.n = nc;
-      g.k = lw.k;
-      g.group_size = lw.group_size;
-      g.w_packed = packed;
-      SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
-    } else if (lw.kind == LINEAR_W8A8) {
-      gemm_w8a8_params g;
-      g.a = q.q;
-      g.w = cols.w;
-      g.a_scale = q.scale;
-      g.w_scale = cols.w_scale;
-      g.bias = cols.bias;
-      g.out = part;
-      g.m = batch;
-      g.n = nc;
-      g.k = lw.k;
-      g.w_packed = packed;
-      SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
-    } else {
-      gemm_w4a8_params g;
-      g.a = q.q;
-      g.w = cols.w;
-      g.a_scale = q.scale;
-      g.w_scale = cols.w_scale;
-      g.bias = cols.bias;
-      g.out = part;
-      g.m = batch;
-      g.n = nc;
-      g.k = lw.k;
-      g.group_size = lw.group_size;
-      g.w_packed = packed;
-      SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g, stream));
-    }
-    if (!in_place) {
-      SSMKIT_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(out.data) + c0 * e,
-                                          static_cast<size_t>(lw.n * e), part.data,
-                                          static_cast<size_t>(nc * e), static_cast<size_t>(nc * e),
-                                          static_cast<size_t>(batch), cudaMemcpyDeviceToDevice, stream));
-    }
+  if (lw.kind == LINEAR_W4A16) {
+    gemm_w4a16_params g;
+    g.x = xin;
+    g.w = wq;
+    g.scales = lw.w_scale;
+    g.bias = lw.bias;
+    g.out = out;
+    g.m = batch;
+    g.n = lw.n;
+    g.k = lw.k;
+    g.group_size = lw.group_size;
+    g.w_packed = packed;
+    SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
+  } else if (lw.kind == LINEAR_W8A8) {
+    gemm_w8a8_params g;
+    g.a = q.q;
+    g.w = wq;
+    g.a_scale = q.scale;
+    g.w_scale = lw.w_scale;
+    g.bias = lw.bias;
+    g.out = out;
+    g.m = batch;
+    g.n = lw.n;
+    g.k = lw.k;
+    g.w_packed = packed;
+    SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
+  } else {
+    gemm_w4a8_params g;
+    g.a = q.q;
+    g.w = wq;
+    g.a_scale = q.scale;
+    g.w_scale = lw.w_scale;
+    g.bias = lw.bias;
+    g.out = out;
+    g.m = batch;
+    g.n = lw.n;
+    g.k = lw.k;
+    g.group_size = lw.group_size;
+    g.w_packed = packed;
+    SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g, stream));
   }
   if (direct) return ok_status();
   split_columns_params sp;
@@ -2364,7 +2295,7 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
   const ssmkit_dtype act = m.act;
   const ssmkit_dtype res_t = m.residual_fp32 ? SSMKIT_DTYPE_F32 : act;
   void* stream = ctx.stream;
-  quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as, buf.qchunk};
+  quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
 
   const tensor_view hidden_v = view_of(buf.hidden, act, {B, d}, dev);
   const tensor_view residual_v = view_of(buf.residual, res_t, {B, d}, dev);
