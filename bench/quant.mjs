@@ -7,7 +7,7 @@
 // holds) and the floor is their bytes at the bandwidth a plain copy reaches here (bytes read plus
 // bytes written per second, the stricter of the two ways to count it).
 //
-// Run: npm run build:ts && node bench/quant.mjs [--quick]
+// Run: npm run build:ts && node bench/quant.mjs [--quick] [--only w8a8,w4a8,w4a16,elementwise]
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -20,6 +20,9 @@ const require = createRequire(import.meta.url);
 const s = require('../dist/cjs/index.js');
 const ort = requirePeer('onnxruntime-node');
 const quick = process.argv.includes('--quick');
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt >= 0 ? new Set(process.argv[onlyAt + 1].split(',')) : null;
+const runs = (what) => only === null || only.has(what);
 
 const GGML = { q8_0_m256: 199, q4_0_m256: 274, q4_0_m1_us: 483 };
 const COLD_BYTES = 96 * 2 ** 20; // rotated weight copies for M = 1: three times the 32 MiB L3
@@ -280,74 +283,80 @@ for (const [k, n] of SHAPES) {
     const next = (c) => (cold ? (c + 1) % copies : 0);
     const ops = 2 * m * n * k;
 
-    const [t8, tOrt] = await timeBoth(
-      () => {
-        c8 = next(c8);
-        s.gemmW8A8Sync(at, pw8[c8], asc, wsc, { bias });
-      },
-      async () => {
-        cp = next(cp);
-        await session.run({ A: aA, B: bT[cp] });
-      },
-    );
-    const ortGops = ops / tOrt / 1e9;
-    row({
-      op: 'gemmW8A8',
-      dtype: 'int8 -> float32',
-      m,
-      k,
-      n,
-      us: t8 * 1e6,
-      gops: ops / t8 / 1e9,
-      unit: 'GOPS',
-      gbs: (n * k) / t8 / 1e9,
-      floorUs: cold ? ((n * k) / bw) * 1e6 : undefined,
-      peer: `onnxruntime ${fmt(tOrt * 1e6)} us ${fmt(ortGops)} GOPS: x${fmt(tOrt / t8, 2)}${m === 256 && k === 2560 ? `; ggml Q8_0 199 GOPS: x${fmt(ops / t8 / 1e9 / GGML.q8_0_m256, 2)}` : ''}`,
-    });
+    if (runs('w8a8')) {
+      const [t8, tOrt] = await timeBoth(
+        () => {
+          c8 = next(c8);
+          s.gemmW8A8Sync(at, pw8[c8], asc, wsc, { bias });
+        },
+        async () => {
+          cp = next(cp);
+          await session.run({ A: aA, B: bT[cp] });
+        },
+      );
+      const ortGops = ops / tOrt / 1e9;
+      row({
+        op: 'gemmW8A8',
+        dtype: 'int8 -> float32',
+        m,
+        k,
+        n,
+        us: t8 * 1e6,
+        gops: ops / t8 / 1e9,
+        unit: 'GOPS',
+        gbs: (n * k) / t8 / 1e9,
+        floorUs: cold ? ((n * k) / bw) * 1e6 : undefined,
+        peer: `onnxruntime ${fmt(tOrt * 1e6)} us ${fmt(ortGops)} GOPS: x${fmt(tOrt / t8, 2)}${m === 256 && k === 2560 ? `; ggml Q8_0 199 GOPS: x${fmt(ops / t8 / 1e9 / GGML.q8_0_m256, 2)}` : ''}`,
+      });
+    }
 
-    const t4 = await timeIt(() => {
-      c4 = next(c4);
-      s.gemmW4A8Sync(at, pw4[c4], asc, wsc, { bias });
-    });
-    const g4 = ops / t4 / 1e9;
-    let peer4 = '';
-    if (m === 256 && k === 2560) peer4 = `ggml Q4_0 274 GOPS: x${fmt(g4 / GGML.q4_0_m256, 2)}`;
-    if (m === 1 && k === 2560) peer4 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t4 * 1e6), 2)}`;
-    row({
-      op: 'gemmW4A8',
-      dtype: 'int8 x int4',
-      m,
-      k,
-      n,
-      us: t4 * 1e6,
-      gops: g4,
-      unit: 'GOPS',
-      gbs: (n * k) / 2 / t4 / 1e9,
-      floorUs: cold ? ((n * k) / 2 / bw) * 1e6 : undefined,
-      peer: peer4,
-    });
+    if (runs('w4a8')) {
+      const t4 = await timeIt(() => {
+        c4 = next(c4);
+        s.gemmW4A8Sync(at, pw4[c4], asc, wsc, { bias });
+      });
+      const g4 = ops / t4 / 1e9;
+      let peer4 = '';
+      if (m === 256 && k === 2560) peer4 = `ggml Q4_0 274 GOPS: x${fmt(g4 / GGML.q4_0_m256, 2)}`;
+      if (m === 1 && k === 2560) peer4 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t4 * 1e6), 2)}`;
+      row({
+        op: 'gemmW4A8',
+        dtype: 'int8 x int4',
+        m,
+        k,
+        n,
+        us: t4 * 1e6,
+        gops: g4,
+        unit: 'GOPS',
+        gbs: (n * k) / 2 / t4 / 1e9,
+        floorUs: cold ? ((n * k) / 2 / bw) * 1e6 : undefined,
+        peer: peer4,
+      });
+    }
 
-    const x = new s.Tensor('float32', floats(m * k, -1, 1), [m, k]).cast('float16');
-    const t16 = await timeIt(() => {
-      c16 = next(c16);
-      s.gemmW4A16Sync(x, pw4[c16], scales16);
-    });
-    const wbytes = (n * k) / 2 + n * (k / 128) * 2;
-    let peer16 = '';
-    if (m === 1 && k === 2560) peer16 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t16 * 1e6), 2)}`;
-    row({
-      op: 'gemmW4A16',
-      dtype: 'float16 x int4 g128',
-      m,
-      k,
-      n,
-      us: t16 * 1e6,
-      gops: ops / t16 / 1e9,
-      unit: 'GFLOPS',
-      gbs: wbytes / t16 / 1e9,
-      floorUs: cold ? (wbytes / bw) * 1e6 : undefined,
-      peer: peer16,
-    });
+    if (runs('w4a16')) {
+      const x = new s.Tensor('float32', floats(m * k, -1, 1), [m, k]).cast('float16');
+      const t16 = await timeIt(() => {
+        c16 = next(c16);
+        s.gemmW4A16Sync(x, pw4[c16], scales16);
+      });
+      const wbytes = (n * k) / 2 + n * (k / 128) * 2;
+      let peer16 = '';
+      if (m === 1 && k === 2560) peer16 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t16 * 1e6), 2)}`;
+      row({
+        op: 'gemmW4A16',
+        dtype: 'float16 x int4 g128',
+        m,
+        k,
+        n,
+        us: t16 * 1e6,
+        gops: ops / t16 / 1e9,
+        unit: 'GFLOPS',
+        gbs: wbytes / t16 / 1e9,
+        floorUs: cold ? (wbytes / bw) * 1e6 : undefined,
+        peer: peer16,
+      });
+    }
   }
   for (const p of [...pw8, ...pw4]) p.dispose();
 }
@@ -355,8 +364,8 @@ for (const [k, n] of SHAPES) {
 // ---------------------------------------------------------------------------------------------------
 // Element-wise ops: bytes moved (read + write) per second.
 
-console.log('\n--- hadamard and quantize, [256, 5120] (40 x 128) float16');
-{
+if (runs('elementwise')) {
+  console.log('\n--- hadamard and quantize, [256, 5120] (40 x 128) float16');
   const x = new s.Tensor('float32', floats(256 * 5120, -2, 2), [256, 5120]).cast('float16');
   const bytes = 256 * 5120 * 2;
   const th = await timeIt(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }));
