@@ -279,6 +279,59 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     }
   });
 
+  // Decode (M = 1) with float16 x: activations with outliers (a few values 300 times the rest, as in
+  // Mamba's hidden states), checked at float32 output; a group per row (groupSize = K) as well.
+  it('gemmW4A16: float16 decode with outlier activations', async () => {
+    for (const [n, k, gs] of [
+      [130, 2560, 128],
+      [70, 2560, 2560],
+      [33, 520, 520],
+      [65, 264, 8],
+    ] as const) {
+      const rng = new Rng(n + k + gs);
+      const x = randTensor([1, k], 'float16', () => rng.normal() * (rng.uniform() < 0.01 ? 300 : 1));
+      const w = ints(n * k, -8, 7, rng);
+      const sc = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform() * 0.1);
+      const ref = w4a16Ref(x.v, w, sc.v, 1, n, k, gs);
+      const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, 1, n, k, gs);
+      const w4 = await dev(int4Tensor(w, n, k));
+      for (const wt of [w4, await packWeights(w4, { groupSize: gs })]) {
+        const out = await gemmW4A16(await dev(x.t), wt, await dev(sc.t), { groupSize: gs, outDtype: 'float32' });
+        assertClose(toF64(out), ref, scaled(TOL_W4A16.float32, maxAbs(absRef)), `outliers [1, ${n}, ${k}] gs ${gs}`);
+      }
+    }
+  });
+
+  // Float math: an infinite x gives +-inf where its weight is nonzero and NaN where it is zero (inf * 0);
+  // a NaN in x makes every output NaN.
+  it('gemmW4A16: float16 decode with infinities and NaN in x', async () => {
+    const [n, k, gs] = [70, 256, 128];
+    const rng = new Rng(5);
+    const w = ints(n * k, -8, 7, rng);
+    for (let j = 0; j < n; j += 5) w[j * k + 3] = 0;
+    const sc = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform() * 0.1);
+    const base = randTensor([1, k], 'float16', () => rng.normal()).t.dataSync() as Uint16Array;
+    const w4 = await dev(int4Tensor(w, n, k));
+    const pw = await packWeights(w4, { groupSize: gs });
+    for (const [bits, at] of [
+      [0x7c00, 3], // +inf
+      [0xfc00, 3], // -inf
+      [0x7e00, 200], // NaN
+    ] as const) {
+      const xb = base.slice();
+      xb[at] = bits;
+      const x = await dev(new Tensor('float16', xb, [1, k]));
+      for (const wt of [w4, pw]) {
+        const out = toF64(await gemmW4A16(x, wt, await dev(sc.t), { groupSize: gs, outDtype: 'float32' }));
+        for (let j = 0; j < n; j++) {
+          const wv = w[j * k + at] as number;
+          const want = bits === 0x7e00 || wv === 0 ? Number.NaN : (bits === 0x7c00) === wv > 0 ? Infinity : -Infinity;
+          expect(out[j], `x[${at}] = ${bits.toString(16)}, column ${j}, weight ${wv}`).toBe(want);
+        }
+      }
+    }
+  });
+
   for (const c of [...goldenCases('gemmW8A8'), ...goldenCases('gemmW4A8'), ...goldenCases('gemmW4A16')]) {
     it(`golden ${c.file}`, async () => {
       const g = loadGolden(c.file);
