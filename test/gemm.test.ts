@@ -280,13 +280,15 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
   });
 
   // Decode (M = 1) with float16 x: activations with outliers (a few values 300 times the rest, as in
-  // Mamba's hidden states), checked at float32 output; a group per row (groupSize = K) as well.
+  // Mamba's hidden states), checked at float32 output; a group per row (groupSize = K) as well, and
+  // groups that are not a whole number of 128-value blocks.
   it('gemmW4A16: float16 decode with outlier activations', async () => {
     for (const [n, k, gs] of [
       [130, 2560, 128],
       [70, 2560, 2560],
       [33, 520, 520],
       [65, 264, 8],
+      [40, 272, 136], // groups of 17 steps: blocks of 16 and 1
     ] as const) {
       const rng = new Rng(n + k + gs);
       const x = randTensor([1, k], 'float16', () => rng.normal() * (rng.uniform() < 0.01 ? 300 : 1));
