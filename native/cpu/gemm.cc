@@ -1319,15 +1319,16 @@ SSMKIT_TARGET_AVX512 void bf16_pairs_avx512(const tensor_view& xv, int64_t k, in
   }
 }
 
-// One row of float16 x as integer dot products (VNNI). Each block of up to kPieceSteps steps (inside one
-// scale group) writes x = u1 * t1 + u2 * t2 + u3 * t3 with int8 pieces t1, t2, t3 and powers of two
-// u1 = 2^(E - 6), u2 = u1 / 128, u3 = u2 / 128, where 2^E <= max |x| of the block < 2^(E + 1): t1 and t2
+// One row of float16 or bfloat16 x as integer dot products (VNNI). Each block of up to kPieceSteps steps
+// (inside one scale group) writes x = u1 * t1 + u2 * t2 + u3 * t3 with int8 pieces t1, t2, t3 and powers of
+// two u1 = 2^(E - 6), u2 = u1 / 128, u3 = u2 / 128, where 2^E <= max |x| of the block < 2^(E + 1): t1 and t2
 // are truncations (their remainders are exact in float32), t3 the rounded rest, so that every value is
 // held to within u3 / 2 <= 2^-21 max |x| (u3 where t3 saturates at 127), exactly wherever its exponent
 // is within 10 of the block's largest. The packed bytes are the unsigned operand of vpdpbusd (w + 8) as
 // they stand, so per step and panel one mask and one shift give the two nibble vectors and six dot
 // products (64 multiply-adds each) cover three pieces, against eight vdpbf16ps for the bfloat16 halves
-// of float16 x: 24 instructions of the two multiply pipes per 256 bytes of weights instead of 32. Per
+// of float16 x (plus four vpermw, which share a pipe with them): 24 instructions of the two multiply
+// pipes per 256 bytes of weights instead of 32 (float16) or 16 + 16 vpermw (bfloat16). Per
 // block, sum (w + 8) t - 8 sum t is exact in int32 (|t| <= 128, 128 values of k), and the pieces meet in
 // float32 with the group scale.
 struct x_block {
@@ -1345,11 +1346,13 @@ SSMKIT_TARGET_AVX512 inline float float_of_bits(uint32_t bits) {
   return f;
 }
 
-// x (k float16 values) as three int8 pieces, t: (3, lda) with lda >= steps * 8 (zero-padded to whole
-// steps), and the blocks in step order. Returns false where x holds an infinity or a NaN (which the
-// pieces cannot carry; the caller takes the bfloat16 kernel then).
-SSMKIT_TARGET_AVX512 bool f16_pieces_avx512(const uint16_t* x, int64_t k, int64_t steps, int64_t group_steps,
-                                            int8_t* t, int64_t lda, std::vector<x_block>& blocks) {
+// x (k float16 or bfloat16 values) as three int8 pieces, t: (3, lda) with lda >= steps * 8 (zero-padded
+// to whole steps), and the blocks in step order. Returns false where x holds an infinity or a NaN (which
+// the pieces cannot carry) or a block whose largest |x| is below 2^-106 (whose units would not be normal
+// float32 numbers; only bfloat16 reaches there): the caller takes the bfloat16 kernel then.
+SSMKIT_TARGET_AVX512 bool x_pieces_avx512(const uint16_t* x, bool bf16, int64_t k, int64_t steps,
+                                          int64_t group_steps, int8_t* t, int64_t lda,
+                                          std::vector<x_block>& blocks) {
   blocks.clear();
   const __m512 inf = _mm512_set1_ps(INFINITY);
   for (int64_t g0 = 0, q = 0; g0 < steps; g0 += group_steps, ++q) {
@@ -1365,17 +1368,21 @@ SSMKIT_TARGET_AVX512 bool f16_pieces_avx512(const uint16_t* x, int64_t k, int64_
         const __mmask16 m =
             left >= 16 ? static_cast<__mmask16>(0xffff)
                        : (left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1));
-        xv[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + k0 + 16 * i));
+        const __m256i h = _mm256_maskz_loadu_epi16(m, x + k0 + 16 * i);
+        xv[i] =
+            bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
         const __m512 ax = _mm512_abs_ps(xv[i]);
         if (_mm512_cmp_ps_mask(ax, inf, _CMP_LT_OQ) != static_cast<__mmask16>(0xffff)) return false;
         amax = _mm512_max_ps(amax, ax);
       }
       const float mx = _mm512_reduce_max_ps(amax);
       x_block blk{b0, b1, q, 0.0f, 0.0f, 0, 0};
-      // Float16 values are normal float32 numbers, so e is at least 103 and every unit below is normal.
+      // e, the biased exponent of the largest |x|, is at least 103 for float16 (whose values are all
+      // normal float32 numbers) and at most 254, so that 2^(6 - E) and the units below are normal.
       uint32_t bits;
       std::memcpy(&bits, &mx, 4);
       const int e = mx == 0.0f ? 127 : static_cast<int>(bits >> 23);
+      if (e < 21) return false;
       const __m512 inv_u1 = _mm512_set1_ps(float_of_bits(static_cast<uint32_t>(260 - e) << 23));  // 2^(6 - E)
       const __m512 radix = _mm512_set1_ps(128.0f);
       __m512i sum1 = _mm512_setzero_si512(), sum2 = _mm512_setzero_si512(), sum3 = _mm512_setzero_si512();
@@ -1409,7 +1416,7 @@ SSMKIT_TARGET_AVX512 bool f16_pieces_avx512(const uint16_t* x, int64_t k, int64_
   return true;
 }
 
-// The 64 sums of one column group from the pieces of f16_pieces_avx512 (t: (3, lda)), each block's
+// The 64 sums of one column group from the pieces of x_pieces_avx512 (t: (3, lda)), each block's
 // integer sums scaled by its units and then by the group's scales (sc: (kgroups, 64)). acc_out: (64).
 template <int NP>
 SSMKIT_TARGET_VNNI void gemv_group_pieces_t(const int8_t* t, int64_t lda, const x_block* blocks,
@@ -1485,7 +1492,7 @@ struct w4a16_kernels {
   f32_tile_fn tile;
   bool avx512;  // the one-row kernel from packed nibbles and the gathered scales exist
   bool bf16;    // ... and its AVX512-BF16 variant (the vnni level, on CPUs with avx512bf16)
-  bool pieces;  // ... and the integer one for float16 x (the vnni level)
+  bool pieces;  // ... and the integer one for float16 / bfloat16 x (the vnni level)
 };
 
 const w4a16_kernels& w4a16_level() {
@@ -1689,14 +1696,14 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   };
 
 #if SSMKIT_X86
-  // One row of float16 x (decode): integer dot products against x in three int8 pieces.
-  if (kk.pieces && p.m == 1 && p.x.dtype == SSMKIT_DTYPE_F16) {
+  // One row of float16 / bfloat16 x (decode): integer dot products against x in three int8 pieces.
+  if (kk.pieces && p.m == 1 && p.x.dtype != SSMKIT_DTYPE_F32) {
     thread_local std::vector<int8_t> piece_buf;
     thread_local std::vector<x_block> block_buf;
     const int64_t lda = L.steps * 8;
     int8_t* t = grow(piece_buf, 3 * lda);
-    if (f16_pieces_avx512(static_cast<const uint16_t*>(p.x.data), p.k, L.steps, group_steps, t, lda,
-                          block_buf)) {
+    if (x_pieces_avx512(static_cast<const uint16_t*>(p.x.data), p.x.dtype == SSMKIT_DTYPE_BF16, p.k, L.steps,
+                        group_steps, t, lda, block_buf)) {
       const x_block* blocks = block_buf.data();
       const int64_t nblocks = static_cast<int64_t>(block_buf.size());
       cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
