@@ -15,20 +15,21 @@
 //
 // W4A16 turns a block of 128 values of k x 64 columns of weights into float32 (times their group scale)
 // in L1, then runs a float32 micro-kernel (AVX-512: 6 x 64, AVX2: 6 x 16) over the rows. With one row
-// (decode) the weights are read once, from memory, and nothing is worth staging; the kernel must then
-// spend fewer cycles per weight byte than the memory takes to deliver it (two cores stream about
-// 90-110 GB/s here, 256 bytes of a packed step in 2.5-2.8 ns per core):
-// - float16 x, VNNI level: x is cut once per call into three int8 pieces per block of 128 values
-//   (x = u1 t1 + u2 t2 + u3 t3, powers of two u, see f16_pieces_avx512) and the packed bytes, which are
-//   already unsigned w + 8, go straight into vpdpbusd: per step, one mask and one shift per panel and 24
-//   dot products, about 5.5 ns per step on one core here (48 GB/s per core).
-// - float16 / bfloat16 x with AVX512-BF16 otherwise (2 to 4 rows, or bfloat16 x): vdpbf16ps, two values
-//   of k per lane (see gemv_group_bf16); float16 x needs a high and a low bfloat16 half, 32 dot products
-//   per step (7.3 ns per step on one core here), bfloat16 x 16.
+// (decode) the weights are read once, from memory, and nothing is worth staging. The kernel is then
+// bound either by the stream (two cores read about 85-115 GB/s here: 2.2-3 ns per 256-byte step per
+// core) or by the two pipes that run every multiply-add instruction (vpdpbusd, vdpbf16ps, vfmadd, and
+// in part vpermw: about 2 per cycle, 0.22 ns each here); the count of those per step decides which:
+// - float16 / bfloat16 x, VNNI level: x is cut once per call into three int8 pieces per block of 128
+//   values (x = u1 t1 + u2 t2 + u3 t3 with powers of two u, see x_pieces_avx512), and the packed bytes,
+//   already unsigned w + 8, go straight into vpdpbusd: 24 per step, 5.5 ns per step on one core
+//   (measured, hot weights), 48 GB/s per core, so two cores keep up with the stream. Each x is held to
+//   within 2^-21 of its block's largest |x| (exactly where their exponents are within 10).
+// - with AVX512-BF16, 2 to 4 rows of float16 / bfloat16 x (or a call the pieces cannot carry: an
+//   infinity, a NaN, a block below 2^-106): vdpbf16ps on nibbles mapped to bfloat16 by vpermw, exact
+//   products (see gemv_group_bf16); float16 x needs a high and a low half. Per row and step 32 dot
+//   products + 16 vpermw (7.3 ns per step on one core), bfloat16 x 16 + 16 (6.8 ns).
 // - AVX-512 otherwise: each nibble mapped to its value in registers (vpermps through a 16-entry table),
 //   the group scale applied once per group and column.
-// The instructions that bound these loops (vpdpbusd, vdpbf16ps, vfmadd) share the same two pipes on
-// this CPU (each issues about 2 per cycle), so their count per step is the cost.
 //
 // Weights that are not packed are packed per call into a thread-local buffer (packWeights avoids that).
 #include <algorithm>
