@@ -1340,6 +1340,8 @@ struct x_block {
 };
 
 constexpr int64_t kPieceSteps = 16;  // steps per x block: 128 values of k keep the int32 sums exact
+constexpr int64_t kPieceRows = 16;   // rows taken by the pieces kernel, in turns (24 vpdpbusd per row and
+                                     // step, against 32 vfmadd231ps for the float32 tiles)
 
 SSMKIT_TARGET_AVX512 inline float float_of_bits(uint32_t bits) {
   float f;
@@ -1348,13 +1350,13 @@ SSMKIT_TARGET_AVX512 inline float float_of_bits(uint32_t bits) {
 }
 
 // x (k float16 or bfloat16 values) as three int8 pieces, t: (3, lda) with lda >= steps * 8 (zero-padded
-// to whole steps), and the blocks in step order. Returns false where x holds an infinity or a NaN (which
-// the pieces cannot carry) or a block whose largest |x| is below 2^-106 (whose units would not be normal
-// float32 numbers; only bfloat16 reaches there): the caller takes the bfloat16 kernel then.
+// to whole steps), and its blocks in step order, appended to `blocks`. Returns false where x holds an
+// infinity or a NaN (which the pieces cannot carry) or a block whose largest |x| is below 2^-106 (whose units
+// would not be normal float32 numbers; only bfloat16 reaches there): the caller takes the bfloat16 kernel
+// then.
 SSMKIT_TARGET_AVX512 bool x_pieces_avx512(const uint16_t* x, bool bf16, int64_t k, int64_t steps,
                                           int64_t group_steps, int8_t* t, int64_t lda,
                                           std::vector<x_block>& blocks) {
-  blocks.clear();
   const __m512 inf = _mm512_set1_ps(INFINITY);
   for (int64_t g0 = 0, q = 0; g0 < steps; g0 += group_steps, ++q) {
     const int64_t g1 = std::min(steps, g0 + group_steps);
@@ -1417,73 +1419,76 @@ SSMKIT_TARGET_AVX512 bool x_pieces_avx512(const uint16_t* x, bool bf16, int64_t 
   return true;
 }
 
-// The 64 sums of one column group from the pieces of x_pieces_avx512 (t: (3, lda)), each block's
-// integer sums scaled by its units and then by the group's scales (sc: (kgroups, 64)). acc_out: (64).
+// The sums of one column group for mr rows from the pieces of x_pieces_avx512 (row r's pieces at
+// t + r * rstride, (3, lda); its blocks at blocks + r * nblocks), each block's integer sums scaled by its
+// units and then by the group's scales (sc: (kgroups, 64)). Block by block, the rows take turns, so that
+// a block's weights (4 KiB) come from memory once and from L1 for the other rows. acc_out: (mr, 64).
 template <int NP>
-SSMKIT_TARGET_VNNI void gemv_group_pieces_t(const int8_t* t, int64_t lda, const x_block* blocks,
-                                            int64_t nblocks, const uint8_t* b, int64_t sb, const float* sc,
-                                            float* acc_out) {
+SSMKIT_TARGET_VNNI void gemv_group_pieces_t(int mr, const int8_t* t, int64_t rstride, int64_t lda,
+                                            const x_block* blocks, int64_t nblocks, const uint8_t* b,
+                                            int64_t sb, const float* sc, float* acc_out) {
   const __m512i mask = _mm512_set1_epi8(0x0f);
-  __m512 out[NP];
-#pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j) out[j] = _mm512_setzero_ps();
+  for (int i = 0; i < mr * 64; i += 16) _mm512_storeu_ps(acc_out + i, _mm512_setzero_ps());
   for (int64_t bi = 0; bi < nblocks; ++bi) {
-    const x_block& blk = blocks[bi];
-    __m512i acc[NP][3];
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) {
-#pragma GCC unroll 3
-      for (int p = 0; p < 3; ++p) acc[j][p] = _mm512_setzero_si512();
-    }
-    for (int64_t s = blk.s0; s < blk.s1; ++s) {
-      const uint8_t* bs = b + s * sb;
-      // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
-      // out-of-order window to keep enough cache misses in flight on its own).
+    for (int r = 0; r < mr; ++r) {
+      const x_block& blk = blocks[r * nblocks + bi];
+      const int8_t* tr = t + r * rstride;
+      __m512i acc[NP][3];
 #pragma GCC unroll 4
       for (int j = 0; j < NP; ++j) {
-        _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
-      }
-      __m512i xl[3], xh[3];
 #pragma GCC unroll 3
-      for (int p = 0; p < 3; ++p) {
-        xl[p] = _mm512_set1_epi32(load_i32(t + p * lda + 8 * s));
-        xh[p] = _mm512_set1_epi32(load_i32(t + p * lda + 8 * s + 4));
+        for (int p = 0; p < 3; ++p) acc[j][p] = _mm512_setzero_si512();
       }
+      for (int64_t s = blk.s0; s < blk.s1; ++s) {
+        const uint8_t* bs = b + s * sb;
+        // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
+        // out-of-order window to keep enough cache misses in flight on its own).
 #pragma GCC unroll 4
-      for (int j = 0; j < NP; ++j) {
-        const __m512i v = _mm512_loadu_si512(bs + j * 64);
-        const __m512i lo = _mm512_and_si512(v, mask);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        for (int j = 0; j < NP; ++j) {
+          _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
+        }
+        __m512i xl[3], xh[3];
 #pragma GCC unroll 3
         for (int p = 0; p < 3; ++p) {
-          acc[j][p] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[j][p], lo, xl[p]), hi, xh[p]);
+          xl[p] = _mm512_set1_epi32(load_i32(tr + p * lda + 8 * s));
+          xh[p] = _mm512_set1_epi32(load_i32(tr + p * lda + 8 * s + 4));
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < NP; ++j) {
+          const __m512i v = _mm512_loadu_si512(bs + j * 64);
+          const __m512i lo = _mm512_and_si512(v, mask);
+          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+#pragma GCC unroll 3
+          for (int p = 0; p < 3; ++p) {
+            acc[j][p] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[j][p], lo, xl[p]), hi, xh[p]);
+          }
         }
       }
-    }
-    const __m512i corr12 = _mm512_set1_epi32(blk.corr12), corr3 = _mm512_set1_epi32(blk.corr3);
-    const __m512 u2 = _mm512_set1_ps(blk.u2), u3 = _mm512_set1_ps(blk.u3);
+      const __m512i corr12 = _mm512_set1_epi32(blk.corr12), corr3 = _mm512_set1_epi32(blk.corr3);
+      const __m512 u2 = _mm512_set1_ps(blk.u2), u3 = _mm512_set1_ps(blk.u3);
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) {
-      // 128 * sum1 + sum2 < 2^26 in magnitude: exact in int32.
-      const __m512i c12 =
-          _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(acc[j][0], 7), acc[j][1]), corr12);
-      const __m512i c3 = _mm512_sub_epi32(acc[j][2], corr3);
-      const __m512 f =
-          _mm512_fmadd_ps(_mm512_cvtepi32_ps(c12), u2, _mm512_mul_ps(_mm512_cvtepi32_ps(c3), u3));
-      out[j] = _mm512_fmadd_ps(f, _mm512_loadu_ps(sc + blk.q * 64 + j * 16), out[j]);
+      for (int j = 0; j < NP; ++j) {
+        // 128 * sum1 + sum2 < 2^26 in magnitude: exact in int32.
+        const __m512i c12 =
+            _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(acc[j][0], 7), acc[j][1]), corr12);
+        const __m512i c3 = _mm512_sub_epi32(acc[j][2], corr3);
+        const __m512 f =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(c12), u2, _mm512_mul_ps(_mm512_cvtepi32_ps(c3), u3));
+        float* o = acc_out + r * 64 + j * 16;
+        _mm512_storeu_ps(o,
+                         _mm512_fmadd_ps(f, _mm512_loadu_ps(sc + blk.q * 64 + j * 16), _mm512_loadu_ps(o)));
+      }
     }
   }
-#pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
 }
 
-void gemv_group_pieces(int np, const int8_t* t, int64_t lda, const x_block* blocks, int64_t nblocks,
-                       const uint8_t* b, int64_t sb, const float* sc, float* acc_out) {
+void gemv_group_pieces(int np, int mr, const int8_t* t, int64_t rstride, int64_t lda, const x_block* blocks,
+                       int64_t nblocks, const uint8_t* b, int64_t sb, const float* sc, float* acc_out) {
   switch (np) {
-    case 1: gemv_group_pieces_t<1>(t, lda, blocks, nblocks, b, sb, sc, acc_out); break;
-    case 2: gemv_group_pieces_t<2>(t, lda, blocks, nblocks, b, sb, sc, acc_out); break;
-    case 3: gemv_group_pieces_t<3>(t, lda, blocks, nblocks, b, sb, sc, acc_out); break;
-    default: gemv_group_pieces_t<4>(t, lda, blocks, nblocks, b, sb, sc, acc_out); break;
+    case 1: gemv_group_pieces_t<1>(mr, t, rstride, lda, blocks, nblocks, b, sb, sc, acc_out); break;
+    case 2: gemv_group_pieces_t<2>(mr, t, rstride, lda, blocks, nblocks, b, sb, sc, acc_out); break;
+    case 3: gemv_group_pieces_t<3>(mr, t, rstride, lda, blocks, nblocks, b, sb, sc, acc_out); break;
+    default: gemv_group_pieces_t<4>(mr, t, rstride, lda, blocks, nblocks, b, sb, sc, acc_out); break;
   }
 }
 #endif
@@ -1697,25 +1702,32 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   };
 
 #if SSMKIT_X86
-  // One row of float16 / bfloat16 x (decode): integer dot products against x in three int8 pieces.
-  if (kk.pieces && p.m == 1 && p.x.dtype != SSMKIT_DTYPE_F32) {
+  // Up to kPieceRows rows of float16 / bfloat16 x (decode, batched decode): integer dot products against
+  // x in three int8 pieces.
+  if (kk.pieces && p.m <= kPieceRows && p.x.dtype != SSMKIT_DTYPE_F32) {
     thread_local std::vector<int8_t> piece_buf;
     thread_local std::vector<x_block> block_buf;
     const int64_t lda = L.steps * 8;
-    int8_t* t = grow(piece_buf, 3 * lda);
-    if (x_pieces_avx512(static_cast<const uint16_t*>(p.x.data), p.x.dtype == SSMKIT_DTYPE_BF16, p.k, L.steps,
-                        group_steps, t, lda, block_buf)) {
+    int8_t* t = grow(piece_buf, p.m * 3 * lda);
+    block_buf.clear();
+    bool ok = true;
+    for (int64_t r = 0; r < p.m && ok; ++r) {
+      ok = x_pieces_avx512(static_cast<const uint16_t*>(p.x.data) + r * p.k, p.x.dtype == SSMKIT_DTYPE_BF16,
+                           p.k, L.steps, group_steps, t + r * 3 * lda, lda, block_buf);
+    }
+    if (ok) {
       const x_block* blocks = block_buf.data();
-      const int64_t nblocks = static_cast<int64_t>(block_buf.size());
+      const int64_t nblocks = static_cast<int64_t>(block_buf.size()) / p.m;
+      const int mr = static_cast<int>(p.m);
       cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
         thread_local std::vector<float> sc_buf;
         float* sc = grow(sc_buf, kgroups * kGroupCols);
-        alignas(64) float bias[kGroupCols], acc[kGroupCols];
+        alignas(64) float bias[kGroupCols], acc[kPieceRows * kGroupCols];
         for (int64_t gi = g0; gi < g1; ++gi) {
           load_group(gi, sc, bias);
-          gemv_group_pieces(L.panels(gi), t, lda, blocks, nblocks, w + L.group_offset(gi), L.step_bytes(gi),
-                            sc, acc);
-          store_rows(1, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+          gemv_group_pieces(L.panels(gi), mr, t, 3 * lda, lda, blocks, nblocks, w + L.group_offset(gi),
+                            L.step_bytes(gi), sc, acc);
+          store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
         }
       });
       return ok_status();
