@@ -14,22 +14,23 @@
 // per element in the same order everywhere, so the three paths agree bit for bit.
 //
 // W4A16 turns a block of 128 values of k x 64 columns of weights into float32 (times their group scale)
-// in L1, then runs a float32 micro-kernel (AVX-512: 6 x 64, AVX2: 6 x 16) over the rows. With one row
-// (decode) the weights are read once, from memory, and nothing is worth staging. The kernel is then
-// bound either by the stream (two cores read about 85-115 GB/s here: 2.2-3 ns per 256-byte step per
-// core) or by the two pipes that run every multiply-add instruction (vpdpbusd, vdpbf16ps, vfmadd, and
-// in part vpermw: about 2 per cycle, 0.22 ns each here); the count of those per step decides which:
-// - float16 / bfloat16 x, VNNI level: x is cut once per call into three int8 pieces per block of 128
-//   values (x = u1 t1 + u2 t2 + u3 t3 with powers of two u, see x_pieces_avx512), and the packed bytes,
-//   already unsigned w + 8, go straight into vpdpbusd: 24 per step, 5.5 ns per step on one core
-//   (measured, hot weights), 48 GB/s per core, so two cores keep up with the stream. Each x is held to
-//   within 2^-21 of its block's largest |x| (exactly where their exponents are within 10).
-// - with AVX512-BF16, 2 to 4 rows of float16 / bfloat16 x (or a call the pieces cannot carry: an
-//   infinity, a NaN, a block below 2^-106): vdpbf16ps on nibbles mapped to bfloat16 by vpermw, exact
-//   products (see gemv_group_bf16); float16 x needs a high and a low half. Per row and step 32 dot
-//   products + 16 vpermw (7.3 ns per step on one core), bfloat16 x 16 + 16 (6.8 ns).
-// - AVX-512 otherwise: each nibble mapped to its value in registers (vpermps through a 16-entry table),
-//   the group scale applied once per group and column.
+// in L1, then runs a float32 micro-kernel (AVX-512: 6 x 64, AVX2: 6 x 16) over the rows: 32 vfmadd231ps
+// per row and step of 8 values of k. With one row (decode) the weights are read once, from memory, and
+// nothing is worth staging. The kernel is then bound either by the stream (two cores read 85-140 GB/s
+// here: 1.8-3 ns per 256-byte step per core) or by the two pipes that run every multiply-add
+// instruction (vpdpbusd, vdpbf16ps, vfmadd, and in part vpermw: 2 per cycle); the count of those per
+// step decides which:
+// - float16 / bfloat16 x, VNNI level, up to 16 rows: x is cut once per call into three int8 pieces per
+//   block of 128 values (x = u1 t1 + u2 t2 + u3 t3 with powers of two u, see x_pieces_avx512), and the
+//   packed bytes, already unsigned w + 8, go straight into vpdpbusd: 24 per row and step, 5.4 ns per
+//   step on one core (measured, hot weights; 50 GB/s per core), against 32 + 16 vpermw (7.3 ns) for the
+//   bfloat16 kernel below. Each x is held to within 2^-21 of its block's largest |x| (exactly where their
+//   exponents are within 10). The rows take turns per block, whose 4 KiB of weights then stay in L1.
+// - with AVX512-BF16, up to 4 rows the pieces cannot carry (an infinity, a NaN, a bfloat16 block below
+//   2^-106): vdpbf16ps on nibbles mapped to bfloat16 by vpermw, exact products (see gemv_group_bf16);
+//   float16 x needs a high and a low bfloat16 half.
+// - AVX-512 otherwise (one row): each nibble mapped to its value in registers (vpermps through a
+//   16-entry table), the group scale applied once per group and column.
 //
 // Weights that are not packed are packed per call into a thread-local buffer (packWeights avoids that).
 #include <algorithm>
