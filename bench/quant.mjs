@@ -18,11 +18,12 @@ import { requirePeer } from './peers.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const s = require('../dist/cjs/index.js');
-const ort = requirePeer('onnxruntime-node');
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
 const only = onlyAt >= 0 ? new Set(process.argv[onlyAt + 1].split(',')) : null;
 const runs = (what) => only === null || only.has(what);
+// The peer runs (and is installed) only with the W8A8 rows it is compared with.
+const ort = runs('w8a8') ? requirePeer('onnxruntime-node') : null;
 
 const GGML = { q8_0_m256: 199, q4_0_m256: 274, q4_0_m1_us: 483 };
 const COLD_BYTES = 96 * 2 ** 20; // rotated weight copies for M = 1: three times the 32 MiB L3
@@ -170,16 +171,20 @@ console.log(
   `copy bandwidth (read + write): ${fmt(bw1 / 1e9, 1)} GB/s on 1 thread, ${fmt(bw2 / 1e9, 1)} GB/s on 2; floors use ${fmt(bw / 1e9, 1)} GB/s`,
 );
 console.log(
-  `peers: onnxruntime-node ${ort.env?.versions?.common ?? ''} MatMulInteger u8 x s8 (intra-op threads ${s.getNumThreads()}, no spinning), measured here; ggml figures quoted from the issue`,
+  ort
+    ? `peers: onnxruntime-node ${ort.env?.versions?.common ?? ''} MatMulInteger u8 x s8 (intra-op threads ${s.getNumThreads()}, no spinning), measured here; ggml figures quoted from the issue`
+    : 'peers: ggml figures quoted from the issue',
 );
 
-const session = await ort.InferenceSession.create(path.join(here, 'matmulinteger_u8s8.onnx'), {
-  intraOpNumThreads: s.getNumThreads(),
-  interOpNumThreads: 1,
-  graphOptimizationLevel: 'all',
-  // Its pool threads would otherwise spin after each run and take the cores from whatever runs next.
-  extra: { session: { intra_op: { allow_spinning: '0' } } },
-});
+const session =
+  ort &&
+  (await ort.InferenceSession.create(path.join(here, 'matmulinteger_u8s8.onnx'), {
+    intraOpNumThreads: s.getNumThreads(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    // Its pool threads would otherwise spin after each run and take the cores from whatever runs next.
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  }));
 
 // ---------------------------------------------------------------------------------------------------
 // Integer GEMMs
@@ -203,7 +208,7 @@ for (const [k, n] of SHAPES) {
   for (let c = 0; c < copies; c++) {
     pw8.push(s.packWeightsSync(new s.Tensor('int8', c === 0 ? w8 : w8.slice(), [n, k])));
     pw4.push(s.packWeightsSync(new s.Tensor('int4', c === 0 ? w4b : w4b.slice(), [n, k]), { groupSize: 128 }));
-    bT.push(new ort.Tensor('int8', c === 0 ? w8kn : w8kn.slice(), [k, n]));
+    if (ort) bT.push(new ort.Tensor('int8', c === 0 ? w8kn : w8kn.slice(), [k, n]));
   }
   const wsc = new s.Tensor('float32', floats(n, 0.001, 0.01), [n]);
   const bias = new s.Tensor('float32', floats(n, -1, 1), [n]);
@@ -215,16 +220,18 @@ for (const [k, n] of SHAPES) {
     const a = ints(m * k, -127, 127);
     const au8 = Uint8Array.from(a, (v) => v + 128);
     const at = new s.Tensor('int8', a, [m, k]);
-    const ours = s.gemmW8A8Sync(at, pw8[0], 1, 1).dataSync();
-    const peer = (await session.run({ A: new ort.Tensor('uint8', au8, [m, k]), B: bT[0] })).Y.data;
-    // onnxruntime computes (a + 128) . w: remove 128 * sum(w) per column.
-    const colsum = new Float64Array(n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) colsum[i] += w8[i * k + j];
-    check(
-      `gemmW8A8 vs onnxruntime K=${k} N=${n}`,
-      ours,
-      Float64Array.from(peer, (v, i) => v - 128 * colsum[i % n]),
-    );
+    if (ort) {
+      const ours = s.gemmW8A8Sync(at, pw8[0], 1, 1).dataSync();
+      const peer = (await session.run({ A: new ort.Tensor('uint8', au8, [m, k]), B: bT[0] })).Y.data;
+      // onnxruntime computes (a + 128) . w: remove 128 * sum(w) per column.
+      const colsum = new Float64Array(n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) colsum[i] += w8[i * k + j];
+      check(
+        `gemmW8A8 vs onnxruntime K=${k} N=${n}`,
+        ours,
+        Float64Array.from(peer, (v, i) => v - 128 * colsum[i % n]),
+      );
+    }
     const o4 = s.gemmW4A8Sync(at, pw4[0], 1, 1).dataSync();
     const x = new s.Tensor('float32', floats(m * k, -1, 1), [m, k]).cast('bfloat16');
     const xv = x.cast('float32').dataSync();
@@ -269,11 +276,13 @@ for (const [k, n] of SHAPES) {
   for (const m of MS) {
     const a = ints(m * k, -127, 127);
     const at = new s.Tensor('int8', a, [m, k]);
-    const aA = new ort.Tensor(
-      'uint8',
-      Uint8Array.from(a, (v) => v + 128),
-      [m, k],
-    );
+    const aA =
+      ort &&
+      new ort.Tensor(
+        'uint8',
+        Uint8Array.from(a, (v) => v + 128),
+        [m, k],
+      );
     const asc = new s.Tensor('float32', floats(m, 0.001, 0.01), [m]);
     const cold = m === 1;
     let c8 = 0;
@@ -356,6 +365,28 @@ for (const [k, n] of SHAPES) {
         floorUs: cold ? (wbytes / bw) * 1e6 : undefined,
         peer: peer16,
       });
+      if (cold) {
+        // The same decode with bfloat16 x and scales.
+        const xb = x.cast('float32').cast('bfloat16');
+        const scb = scales16.cast('float32').cast('bfloat16');
+        const tb = await timeIt(() => {
+          c16 = next(c16);
+          s.gemmW4A16Sync(xb, pw4[c16], scb);
+        });
+        row({
+          op: 'gemmW4A16',
+          dtype: 'bfloat16 x int4 g128',
+          m,
+          k,
+          n,
+          us: tb * 1e6,
+          gops: ops / tb / 1e9,
+          unit: 'GFLOPS',
+          gbs: wbytes / tb / 1e9,
+          floorUs: (wbytes / bw) * 1e6,
+          peer: '',
+        });
+      }
     }
   }
   for (const p of [...pw8, ...pw4]) p.dispose();
