@@ -24,8 +24,9 @@
 //   block of 128 values (x = u1 t1 + u2 t2 + u3 t3 with powers of two u, see x_pieces_avx512), and the
 //   packed bytes, already unsigned w + 8, go straight into vpdpbusd: 24 per row and step, 5.4 ns per
 //   step on one core (measured, hot weights; 50 GB/s per core), against 32 + 16 vpermw (7.3 ns) for the
-//   bfloat16 kernel below. Each x is held to within 2^-21 of its block's largest |x| (exactly where their
-//   exponents are within 10). The rows take turns per block, whose 4 KiB of weights then stay in L1.
+//   bfloat16 kernel below. Each x is held to within 2^-21 of its block's largest |x| (exactly where its
+//   exponent is within 10 of the largest's). The rows take turns per block, whose 4 KiB of weights then stay
+//   in L1.
 // - with AVX512-BF16, up to 4 rows the pieces cannot carry (an infinity, a NaN, a bfloat16 block below
 //   2^-106): vdpbf16ps on nibbles mapped to bfloat16 by vpermw, exact products (see gemv_group_bf16);
 //   float16 x needs a high and a low bfloat16 half.
