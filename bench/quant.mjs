@@ -7,7 +7,7 @@
 // holds) and the floor is their bytes at the bandwidth a plain copy reaches here (bytes read plus
 // bytes written per second, the stricter of the two ways to count it).
 //
-// Run: npm run build:ts && node bench/quant.mjs [--quick]
+// Run: npm run build:ts && node bench/quant.mjs [--quick] [--only w8a8,w4a8,w4a16,elementwise]
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,8 +18,12 @@ import { requirePeer } from './peers.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const s = require('../dist/cjs/index.js');
-const ort = requirePeer('onnxruntime-node');
 const quick = process.argv.includes('--quick');
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt >= 0 ? new Set(process.argv[onlyAt + 1].split(',')) : null;
+const runs = (what) => only === null || only.has(what);
+// The peer runs (and is installed) only with the W8A8 rows it is compared with.
+const ort = runs('w8a8') ? requirePeer('onnxruntime-node') : null;
 
 const GGML = { q8_0_m256: 199, q4_0_m256: 274, q4_0_m1_us: 483 };
 const COLD_BYTES = 96 * 2 ** 20; // rotated weight copies for M = 1: three times the 32 MiB L3
@@ -167,16 +171,20 @@ console.log(
   `copy bandwidth (read + write): ${fmt(bw1 / 1e9, 1)} GB/s on 1 thread, ${fmt(bw2 / 1e9, 1)} GB/s on 2; floors use ${fmt(bw / 1e9, 1)} GB/s`,
 );
 console.log(
-  `peers: onnxruntime-node ${ort.env?.versions?.common ?? ''} MatMulInteger u8 x s8 (intra-op threads ${s.getNumThreads()}, no spinning), measured here; ggml figures quoted from the issue`,
+  ort
+    ? `peers: onnxruntime-node ${ort.env?.versions?.common ?? ''} MatMulInteger u8 x s8 (intra-op threads ${s.getNumThreads()}, no spinning), measured here; ggml figures quoted from the issue`
+    : 'peers: ggml figures quoted from the issue',
 );
 
-const session = await ort.InferenceSession.create(path.join(here, 'matmulinteger_u8s8.onnx'), {
-  intraOpNumThreads: s.getNumThreads(),
-  interOpNumThreads: 1,
-  graphOptimizationLevel: 'all',
-  // Its pool threads would otherwise spin after each run and take the cores from whatever runs next.
-  extra: { session: { intra_op: { allow_spinning: '0' } } },
-});
+const session =
+  ort &&
+  (await ort.InferenceSession.create(path.join(here, 'matmulinteger_u8s8.onnx'), {
+    intraOpNumThreads: s.getNumThreads(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    // Its pool threads would otherwise spin after each run and take the cores from whatever runs next.
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  }));
 
 // ---------------------------------------------------------------------------------------------------
 // Integer GEMMs
@@ -200,7 +208,7 @@ for (const [k, n] of SHAPES) {
   for (let c = 0; c < copies; c++) {
     pw8.push(s.packWeightsSync(new s.Tensor('int8', c === 0 ? w8 : w8.slice(), [n, k])));
     pw4.push(s.packWeightsSync(new s.Tensor('int4', c === 0 ? w4b : w4b.slice(), [n, k]), { groupSize: 128 }));
-    bT.push(new ort.Tensor('int8', c === 0 ? w8kn : w8kn.slice(), [k, n]));
+    if (ort) bT.push(new ort.Tensor('int8', c === 0 ? w8kn : w8kn.slice(), [k, n]));
   }
   const wsc = new s.Tensor('float32', floats(n, 0.001, 0.01), [n]);
   const bias = new s.Tensor('float32', floats(n, -1, 1), [n]);
@@ -212,16 +220,18 @@ for (const [k, n] of SHAPES) {
     const a = ints(m * k, -127, 127);
     const au8 = Uint8Array.from(a, (v) => v + 128);
     const at = new s.Tensor('int8', a, [m, k]);
-    const ours = s.gemmW8A8Sync(at, pw8[0], 1, 1).dataSync();
-    const peer = (await session.run({ A: new ort.Tensor('uint8', au8, [m, k]), B: bT[0] })).Y.data;
-    // onnxruntime computes (a + 128) . w: remove 128 * sum(w) per column.
-    const colsum = new Float64Array(n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) colsum[i] += w8[i * k + j];
-    check(
-      `gemmW8A8 vs onnxruntime K=${k} N=${n}`,
-      ours,
-      Float64Array.from(peer, (v, i) => v - 128 * colsum[i % n]),
-    );
+    if (ort) {
+      const ours = s.gemmW8A8Sync(at, pw8[0], 1, 1).dataSync();
+      const peer = (await session.run({ A: new ort.Tensor('uint8', au8, [m, k]), B: bT[0] })).Y.data;
+      // onnxruntime computes (a + 128) . w: remove 128 * sum(w) per column.
+      const colsum = new Float64Array(n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) colsum[i] += w8[i * k + j];
+      check(
+        `gemmW8A8 vs onnxruntime K=${k} N=${n}`,
+        ours,
+        Float64Array.from(peer, (v, i) => v - 128 * colsum[i % n]),
+      );
+    }
     const o4 = s.gemmW4A8Sync(at, pw4[0], 1, 1).dataSync();
     const x = new s.Tensor('float32', floats(m * k, -1, 1), [m, k]).cast('bfloat16');
     const xv = x.cast('float32').dataSync();
@@ -266,11 +276,13 @@ for (const [k, n] of SHAPES) {
   for (const m of MS) {
     const a = ints(m * k, -127, 127);
     const at = new s.Tensor('int8', a, [m, k]);
-    const aA = new ort.Tensor(
-      'uint8',
-      Uint8Array.from(a, (v) => v + 128),
-      [m, k],
-    );
+    const aA =
+      ort &&
+      new ort.Tensor(
+        'uint8',
+        Uint8Array.from(a, (v) => v + 128),
+        [m, k],
+      );
     const asc = new s.Tensor('float32', floats(m, 0.001, 0.01), [m]);
     const cold = m === 1;
     let c8 = 0;
@@ -280,74 +292,102 @@ for (const [k, n] of SHAPES) {
     const next = (c) => (cold ? (c + 1) % copies : 0);
     const ops = 2 * m * n * k;
 
-    const [t8, tOrt] = await timeBoth(
-      () => {
-        c8 = next(c8);
-        s.gemmW8A8Sync(at, pw8[c8], asc, wsc, { bias });
-      },
-      async () => {
-        cp = next(cp);
-        await session.run({ A: aA, B: bT[cp] });
-      },
-    );
-    const ortGops = ops / tOrt / 1e9;
-    row({
-      op: 'gemmW8A8',
-      dtype: 'int8 -> float32',
-      m,
-      k,
-      n,
-      us: t8 * 1e6,
-      gops: ops / t8 / 1e9,
-      unit: 'GOPS',
-      gbs: (n * k) / t8 / 1e9,
-      floorUs: cold ? ((n * k) / bw) * 1e6 : undefined,
-      peer: `onnxruntime ${fmt(tOrt * 1e6)} us ${fmt(ortGops)} GOPS: x${fmt(tOrt / t8, 2)}${m === 256 && k === 2560 ? `; ggml Q8_0 199 GOPS: x${fmt(ops / t8 / 1e9 / GGML.q8_0_m256, 2)}` : ''}`,
-    });
+    if (runs('w8a8')) {
+      const [t8, tOrt] = await timeBoth(
+        () => {
+          c8 = next(c8);
+          s.gemmW8A8Sync(at, pw8[c8], asc, wsc, { bias });
+        },
+        async () => {
+          cp = next(cp);
+          await session.run({ A: aA, B: bT[cp] });
+        },
+      );
+      const ortGops = ops / tOrt / 1e9;
+      row({
+        op: 'gemmW8A8',
+        dtype: 'int8 -> float32',
+        m,
+        k,
+        n,
+        us: t8 * 1e6,
+        gops: ops / t8 / 1e9,
+        unit: 'GOPS',
+        gbs: (n * k) / t8 / 1e9,
+        floorUs: cold ? ((n * k) / bw) * 1e6 : undefined,
+        peer: `onnxruntime ${fmt(tOrt * 1e6)} us ${fmt(ortGops)} GOPS: x${fmt(tOrt / t8, 2)}${m === 256 && k === 2560 ? `; ggml Q8_0 199 GOPS: x${fmt(ops / t8 / 1e9 / GGML.q8_0_m256, 2)}` : ''}`,
+      });
+    }
 
-    const t4 = await timeIt(() => {
-      c4 = next(c4);
-      s.gemmW4A8Sync(at, pw4[c4], asc, wsc, { bias });
-    });
-    const g4 = ops / t4 / 1e9;
-    let peer4 = '';
-    if (m === 256 && k === 2560) peer4 = `ggml Q4_0 274 GOPS: x${fmt(g4 / GGML.q4_0_m256, 2)}`;
-    if (m === 1 && k === 2560) peer4 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t4 * 1e6), 2)}`;
-    row({
-      op: 'gemmW4A8',
-      dtype: 'int8 x int4',
-      m,
-      k,
-      n,
-      us: t4 * 1e6,
-      gops: g4,
-      unit: 'GOPS',
-      gbs: (n * k) / 2 / t4 / 1e9,
-      floorUs: cold ? ((n * k) / 2 / bw) * 1e6 : undefined,
-      peer: peer4,
-    });
+    if (runs('w4a8')) {
+      const t4 = await timeIt(() => {
+        c4 = next(c4);
+        s.gemmW4A8Sync(at, pw4[c4], asc, wsc, { bias });
+      });
+      const g4 = ops / t4 / 1e9;
+      let peer4 = '';
+      if (m === 256 && k === 2560) peer4 = `ggml Q4_0 274 GOPS: x${fmt(g4 / GGML.q4_0_m256, 2)}`;
+      if (m === 1 && k === 2560) peer4 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t4 * 1e6), 2)}`;
+      row({
+        op: 'gemmW4A8',
+        dtype: 'int8 x int4',
+        m,
+        k,
+        n,
+        us: t4 * 1e6,
+        gops: g4,
+        unit: 'GOPS',
+        gbs: (n * k) / 2 / t4 / 1e9,
+        floorUs: cold ? ((n * k) / 2 / bw) * 1e6 : undefined,
+        peer: peer4,
+      });
+    }
 
-    const x = new s.Tensor('float32', floats(m * k, -1, 1), [m, k]).cast('float16');
-    const t16 = await timeIt(() => {
-      c16 = next(c16);
-      s.gemmW4A16Sync(x, pw4[c16], scales16);
-    });
-    const wbytes = (n * k) / 2 + n * (k / 128) * 2;
-    let peer16 = '';
-    if (m === 1 && k === 2560) peer16 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t16 * 1e6), 2)}`;
-    row({
-      op: 'gemmW4A16',
-      dtype: 'float16 x int4 g128',
-      m,
-      k,
-      n,
-      us: t16 * 1e6,
-      gops: ops / t16 / 1e9,
-      unit: 'GFLOPS',
-      gbs: wbytes / t16 / 1e9,
-      floorUs: cold ? (wbytes / bw) * 1e6 : undefined,
-      peer: peer16,
-    });
+    if (runs('w4a16')) {
+      const x = new s.Tensor('float32', floats(m * k, -1, 1), [m, k]).cast('float16');
+      const t16 = await timeIt(() => {
+        c16 = next(c16);
+        s.gemmW4A16Sync(x, pw4[c16], scales16);
+      });
+      const wbytes = (n * k) / 2 + n * (k / 128) * 2;
+      let peer16 = '';
+      if (m === 1 && k === 2560) peer16 = `ggml Q4_0 483 us: x${fmt(GGML.q4_0_m1_us / (t16 * 1e6), 2)}`;
+      row({
+        op: 'gemmW4A16',
+        dtype: 'float16 x int4 g128',
+        m,
+        k,
+        n,
+        us: t16 * 1e6,
+        gops: ops / t16 / 1e9,
+        unit: 'GFLOPS',
+        gbs: wbytes / t16 / 1e9,
+        floorUs: cold ? (wbytes / bw) * 1e6 : undefined,
+        peer: peer16,
+      });
+      if (cold) {
+        // The same decode with bfloat16 x and scales.
+        const xb = x.cast('float32').cast('bfloat16');
+        const scb = scales16.cast('float32').cast('bfloat16');
+        const tb = await timeIt(() => {
+          c16 = next(c16);
+          s.gemmW4A16Sync(xb, pw4[c16], scb);
+        });
+        row({
+          op: 'gemmW4A16',
+          dtype: 'bfloat16 x int4 g128',
+          m,
+          k,
+          n,
+          us: tb * 1e6,
+          gops: ops / tb / 1e9,
+          unit: 'GFLOPS',
+          gbs: wbytes / tb / 1e9,
+          floorUs: (wbytes / bw) * 1e6,
+          peer: '',
+        });
+      }
+    }
   }
   for (const p of [...pw8, ...pw4]) p.dispose();
 }
@@ -355,8 +395,8 @@ for (const [k, n] of SHAPES) {
 // ---------------------------------------------------------------------------------------------------
 // Element-wise ops: bytes moved (read + write) per second.
 
-console.log('\n--- hadamard and quantize, [256, 5120] (40 x 128) float16');
-{
+if (runs('elementwise')) {
+  console.log('\n--- hadamard and quantize, [256, 5120] (40 x 128) float16');
   const x = new s.Tensor('float32', floats(256 * 5120, -2, 2), [256, 5120]).cast('float16');
   const bytes = 256 * 5120 * 2;
   const th = await timeIt(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }));

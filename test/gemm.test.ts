@@ -279,6 +279,96 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     }
   });
 
+  // Decode (M = 1) with float16 x: activations with outliers (a few values 300 times the rest, as in
+  // Mamba's hidden states), checked at float32 output; a group per row (groupSize = K) as well, and
+  // groups that are not a whole number of 128-value blocks.
+  it('gemmW4A16: float16 / bfloat16 decode with outlier activations', async () => {
+    for (const [dtype, n, k, gs] of [
+      ['bfloat16', 130, 2560, 128],
+      ['bfloat16', 33, 520, 520],
+      ['float16', 130, 2560, 128],
+      ['float16', 70, 2560, 2560],
+      ['float16', 33, 520, 520],
+      ['float16', 65, 264, 8],
+      ['float16', 40, 272, 136], // groups of 17 steps: blocks of 16 and 1
+    ] as const) {
+      const rng = new Rng(n + k + gs);
+      const x = randTensor([1, k], dtype, () => rng.normal() * (rng.uniform() < 0.01 ? 300 : 1));
+      const w = ints(n * k, -8, 7, rng);
+      const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
+      const ref = w4a16Ref(x.v, w, sc.v, 1, n, k, gs);
+      const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, 1, n, k, gs);
+      const w4 = await dev(int4Tensor(w, n, k));
+      for (const wt of [w4, await packWeights(w4, { groupSize: gs })]) {
+        const out = await gemmW4A16(await dev(x.t), wt, await dev(sc.t), { groupSize: gs, outDtype: 'float32' });
+        assertClose(toF64(out), ref, scaled(TOL_W4A16.float32, maxAbs(absRef)), `${dtype} outliers [1, ${n}, ${k}] gs ${gs}`);
+      }
+    }
+  });
+
+  // Bfloat16 x with one block of 128 values of magnitude 2^-109 (below the units of the integer decode
+  // kernel, which leaves such calls to the bfloat16 one).
+  it('gemmW4A16: bfloat16 decode with a block of tiny activations', async () => {
+    const [n, k, gs] = [40, 384, 128];
+    const rng = new Rng(17);
+    const xb = randTensor([1, k], 'bfloat16', () => rng.normal()).t.dataSync() as Uint16Array;
+    for (let i = 128; i < 256; i++) xb[i] = ((xb[i] as number) & 0x807f) | 0x0900; // |x| in [2^-109, 2^-108)
+    const xt = new Tensor('bfloat16', xb, [1, k]);
+    const xv = toF64(xt);
+    const w = ints(n * k, -8, 7, rng);
+    const sc = randTensor([n, k / gs], 'bfloat16', () => 0.01 + rng.uniform() * 0.1);
+    const ref = w4a16Ref(xv, w, sc.v, 1, n, k, gs);
+    const absRef = w4a16Ref(xv.map(Math.abs), w.map(Math.abs), sc.v, 1, n, k, gs);
+    const pw = await packWeights(await dev(int4Tensor(w, n, k)));
+    const out = await gemmW4A16(await dev(xt), pw, await dev(sc.t), { groupSize: gs, outDtype: 'float32' });
+    assertClose(toF64(out), ref, scaled(TOL_W4A16.float32, maxAbs(absRef)), 'bfloat16 tiny x');
+    // The tiny block alone: its sums are about 2^-100 and must not vanish.
+    const tiny = xb.map((v, i) => (i >= 128 && i < 256 ? v : 0));
+    const tv = toF64(new Tensor('bfloat16', tiny, [1, k]));
+    const ref2 = w4a16Ref(tv, w, sc.v, 1, n, k, gs);
+    const absRef2 = w4a16Ref(tv.map(Math.abs), w.map(Math.abs), sc.v, 1, n, k, gs);
+    const out2 = await gemmW4A16(await dev(new Tensor('bfloat16', tiny, [1, k])), pw, await dev(sc.t), {
+      groupSize: gs,
+      outDtype: 'float32',
+    });
+    assertClose(toF64(out2), ref2, scaled(TOL_W4A16.float32, maxAbs(absRef2)), 'bfloat16 tiny block alone');
+  });
+
+  // Float math: an infinite x gives +-inf where its weight is nonzero and NaN where it is zero (inf * 0);
+  // a NaN in x makes every output NaN.
+  it('gemmW4A16: float16 / bfloat16 decode with infinities and NaN in x', async () => {
+    const [n, k, gs] = [70, 256, 128];
+    const rng = new Rng(5);
+    const w = ints(n * k, -8, 7, rng);
+    for (let j = 0; j < n; j += 5) w[j * k + 3] = 0;
+    const w4 = await dev(int4Tensor(w, n, k));
+    const pw = await packWeights(w4, { groupSize: gs });
+    for (const [dtype, inf, ninf, nan] of [
+      ['float16', 0x7c00, 0xfc00, 0x7e00],
+      ['bfloat16', 0x7f80, 0xff80, 0x7fc0],
+    ] as const) {
+      const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
+      const base = randTensor([1, k], dtype, () => rng.normal()).t.dataSync() as Uint16Array;
+      for (const [bits, at] of [
+        [inf, 3],
+        [ninf, 3],
+        [nan, 200],
+      ] as const) {
+        const xb = base.slice();
+        xb[at] = bits;
+        const x = await dev(new Tensor(dtype, xb, [1, k]));
+        for (const wt of [w4, pw]) {
+          const out = toF64(await gemmW4A16(x, wt, await dev(sc.t), { groupSize: gs, outDtype: 'float32' }));
+          for (let j = 0; j < n; j++) {
+            const wv = w[j * k + at] as number;
+            const want = bits === nan || wv === 0 ? Number.NaN : (bits === inf) === wv > 0 ? Infinity : -Infinity;
+            expect(out[j], `${dtype} x[${at}] = ${bits.toString(16)}, column ${j}, weight ${wv}`).toBe(want);
+          }
+        }
+      }
+    }
+  });
+
   for (const c of [...goldenCases('gemmW8A8'), ...goldenCases('gemmW4A8'), ...goldenCases('gemmW4A16')]) {
     it(`golden ${c.file}`, async () => {
       const g = loadGolden(c.file);
