@@ -13,7 +13,7 @@
 //   pipeline (4 block steps, 16 KiB: x_proj of Mamba-2.8B runs 120 units instead of 480, dt_proj 160
 //   without split-K instead of 480 with it); a block of 8 warps streams its range with 16-byte loads (8
 //   threads per 128-byte row, 32 rows per block step, 4 steps in flight: 16 KiB per block), x staged
-//   once in shared memory as float32 (8 loads a thread in flight), each thread holding 4 columns x up to
+//   once in shared memory as float32 (4 loads a thread in flight), each thread holding 4 columns x up to
 //   16 rows of float32 sums. The block reduces its partials through shuffles and shared memory in a
 //   fixed order; with split-K every unit stores its partial and the last unit of a panel (an atomic
 //   counter, reset after use) sums them in split order, so the result is deterministic. A launch may
@@ -648,6 +648,7 @@ constexpr int kGemvThreads = 256;   // 8 warps
 constexpr int kGemvStep = 32;       // panel rows per block step: 4 per warp, 8 threads per row
 constexpr int kGemvUnroll = 4;      // block steps in flight: 4 x 16 bytes per thread
 constexpr int kGemvMaxRows = 16;    // x rows per launch chunk
+constexpr int kGemvXBatch = 4;      // x loads a thread has in flight while staging (8 spill at MR = 1)
 constexpr int kGemvXFloats = 4096;  // shared-memory budget for the staged x (16 KiB)
 constexpr int64_t kGemvMaxM = 64;   // above this, the GEMM kernels
 
@@ -748,12 +749,12 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
   }
   // x rows m0.., k in [r0 * kPerRow, r1 * kPerRow) -> xs as float32; zero past K and past the last row.
   // With the prologue, x[row][k] = pre.x[row][k] * rstd * pre.w[k] rounded to pre.out_dt, what
-  // rms_row would store. kRowBatch loads a thread in flight.
+  // rms_row would store. kGemvXBatch loads a thread in flight.
   const int64_t xtotal = MR * klen;
-  for (int64_t i0 = threadIdx.x; i0 < xtotal; i0 += kRowBatch * kGemvThreads) {
-    float v[kRowBatch];
+  for (int64_t i0 = threadIdx.x; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
+    float v[kGemvXBatch];
 #pragma unroll
-    for (int q = 0; q < kRowBatch; ++q) {
+    for (int q = 0; q < kGemvXBatch; ++q) {
       const int64_t i = i0 + q * kGemvThreads;
       const int mm = static_cast<int>(i / klen);
       const int64_t kk = kbase + i % klen;
@@ -768,7 +769,7 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
       }
     }
 #pragma unroll
-    for (int q = 0; q < kRowBatch; ++q) {
+    for (int q = 0; q < kGemvXBatch; ++q) {
       const int64_t i = i0 + q * kGemvThreads;
       if (i < xtotal) xs[i] = v[q];
     }
