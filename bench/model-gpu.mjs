@@ -12,8 +12,12 @@
 // through PyTorch when --peers names the JSON lines of shared/device/peers.py (the decode row's peer:
 // 64 x cuBLAS GEMVs of in_proj and out_proj, the step's two large layers alone), else the issue's anchor.
 //
+// --layers N writes (or reuses, with --dir) a checkpoint of the shape's widths with N layers instead of
+// the shape's own count: a short model to profile one layer's kernels with.
+//
 // node bench/model-gpu.mjs [--shape mamba-2.8b] [--modes bfloat16,w4a16] [--prompt 2048] [--steps 50]
 //                          [--repeats 5] [--dir <checkpoint folder: reused, or written and kept>]
+//                          [--layers <N: the checkpoint's layer count; default the shape's>]
 //                          [--peers <peers.jsonl>]
 //                          [--no-prefill] [--no-micro]
 
@@ -43,6 +47,7 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '50' },
     repeats: { type: 'string', default: '5' },
     dir: { type: 'string' },
+    layers: { type: 'string' },
     peers: { type: 'string' },
     'no-prefill': { type: 'boolean', default: false },
     'no-micro': { type: 'boolean', default: false },
@@ -334,6 +339,14 @@ for (const [m, k, n] of [
 }
 
 const shapeCfg = benchLib.shapeConfig(args.shape, 'bfloat16');
+if (args.layers !== undefined) {
+  const n = Number(args.layers);
+  if (!Number.isInteger(n) || n < 1) {
+    console.log(`--layers: expected a positive integer, got ${args.layers}`);
+    process.exit(2);
+  }
+  shapeCfg.num_hidden_layers = n;
+}
 const smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-gpu-small-'));
 {
   // A 2-layer model of the shape's widths and a small vocabulary: the decode step on both backends.
@@ -393,11 +406,17 @@ console.log('all results match, starting benchmarks');
 // ---- the checkpoint ---------------------------------------------------------------------------------
 
 // --dir: a folder that holds the checkpoint from an earlier run, or gets it (and keeps it) now.
-const dir = args.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), `ssmkit-${args.shape}-`));
+const dir = args.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), `ssmkit-${args.shape}-${shapeCfg.num_hidden_layers}L-`));
 if (!fs.existsSync(path.join(dir, 'config.json'))) {
   const t0 = now();
   await benchLib.writeRandomCheckpoint(dir, shapeCfg, { seed: 1 });
-  log(`wrote ${args.shape} (bfloat16) to ${dir} in ${((now() - t0) / 1000).toFixed(1)} s`);
+  log(`wrote ${args.shape} (${shapeCfg.num_hidden_layers} layers, bfloat16) to ${dir} in ${((now() - t0) / 1000).toFixed(1)} s`);
+} else if (args.layers !== undefined) {
+  const have = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).num_hidden_layers;
+  if (have !== shapeCfg.num_hidden_layers) {
+    console.log(`--layers ${args.layers}: ${dir} holds a checkpoint of ${have} layers`);
+    process.exit(2);
+  }
 }
 
 // ---- decode --------------------------------------------------------------------------------------------

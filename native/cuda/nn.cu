@@ -9,9 +9,11 @@
 // linear reads the packed panels pack_linear writes (32 output columns each; float32 (K, 32) rows, or
 // bfloat16 (K/2, 32, 2) k-pair rows, 128 bytes either way). Variants:
 // - gemv (M <= 64, in chunks of at most 16 rows): bound by weight bytes. A unit of work is one panel and
-//   a range of its rows (split-K), sized so that there are ~4 units per SM; a block of 8 warps streams
-//   its range with 16-byte loads (8 threads per 128-byte row, 32 rows per block step, 4 steps in flight:
-//   16 KiB per block), x staged once in shared memory as float32, each thread holding 4 columns x up to
+//   a range of its rows (split-K), sized so that there are ~4 units per SM but never less than one full
+//   pipeline (4 block steps, 16 KiB: x_proj of Mamba-2.8B runs 120 units instead of 480, dt_proj 160
+//   without split-K instead of 480 with it); a block of 8 warps streams its range with 16-byte loads (8
+//   threads per 128-byte row, 32 rows per block step, 4 steps in flight: 16 KiB per block), x staged
+//   once in shared memory as float32 (4 loads a thread in flight), each thread holding 4 columns x up to
 //   16 rows of float32 sums. The block reduces its partials through shuffles and shared memory in a
 //   fixed order; with split-K every unit stores its partial and the last unit of a panel (an atomic
 //   counter, reset after use) sums them in split order, so the result is deterministic. A launch may
@@ -27,9 +29,10 @@
 // channel-major layout) that take it.
 //
 // The row ops (rms_norm, gated_rms_norm) run one block per row with the row in shared memory and the
-// sum of squares in float64 (as the CPU), so that both backends round the same value; the element ops
-// (split_columns, embedding, dt_limit, transpose_split with 32x32 tiles) are grid-stride loops. sample
-// runs one block per row: argmax, or probabilities from the softmax and radix selections over the
+// sum of squares in float64 (as the CPU), so that both backends round the same value; rms_norm's passes
+// issue 8 loads a thread before using the first (one memory latency per 2048 elements, not one per 256); the
+// element ops (split_columns, embedding, dt_limit, transpose_split with 32x32 tiles) are grid-stride loops.
+// sample runs one block per row: argmax, or probabilities from the softmax and radix selections over the
 // logits' order-preserving bits (count for top-k, mass for top-p and the draw), ties (equal logits) in
 // index order.
 //
@@ -37,8 +40,14 @@
 // layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
 // with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's
 // limit), x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head
-// update and the gated norm instead), and out_proj whose last block, once every panel is written,
-// applies the next layer's RMSNorm (or the final one) to the hidden rows, with the residual. Composed
+// update and the gated norm instead), and out_proj. With a float32 residual (the models' default),
+// out_proj's epilogue adds each output to the residual in place, and the next in_proj (the head after
+// the last layer) applies the RMSNorm in its prologue: every block sums the whole residual row (10 KiB
+// at d_model 2560, from L2) in rms_norm's order, so all blocks and the standalone kernel get the same
+// rstd bit for bit, while its first weights are in flight. This replaces a tail in which out_proj's last
+// block normalized the rows alone after every panel was written (~11 us a layer serialized, for a
+// prologue of ~1-2 us in a kernel that is streaming its weights). With a residual in the activation
+// dtype (which rounds the sum), out_proj's last block still applies the next norm as that tail. Composed
 // (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
 // CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
 // included, what the runner's op-by-op path computes on CUDA. Either sequence runs uncaptured on the first
@@ -48,8 +57,10 @@
 // dependent launch on sm_90, so each one's blocks start and prefetch their weights while the previous
 // kernel drains. Bound for batch-1 decode of Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at
 // 4.2 TB/s; the four launches a layer add their ramp and tail latencies (~3-4 us each where PDL does not
-// hide them). With quantized layers the column ranges add GEMM launches (in_proj's 10240 columns as
-// 8192 + 2048 at batch <= 16: one more a layer, 64 x ~4 us a token for Mamba-2.8B).
+// hide them). Expected per layer (Nsight, serialized) against the 68 us measured with the norm tail:
+// out_proj 28.5 -> ~8 us (the tail gone), in_proj 22 -> ~23 us (the prologue), x_proj 7.2 -> ~5 us and
+// dt_proj 10 -> ~8 us (fewer, fuller units); ~44 us a layer, ~2.9 ms a token serialized, ~2.5-2.8 ms in
+// the graph with PDL (from 3.81).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -377,25 +388,98 @@ __device__ __forceinline__ float ld_any_l2(const void* p, int dt, int64_t i) {
   }
 }
 
+// Loads a row pass keeps in flight per thread: a thread's elements of one pass are i0, i0 + stride, ...
+// (kRowBatch of them), all issued before the first is used, so a pass waits one memory latency, not
+// kRowBatch of them. Past d: 0.
+constexpr int kRowBatch = 8;
+
+template <bool kL2>
+__device__ __forceinline__ void ld_batch(const void* p, int dt, int64_t base, int64_t i0, int64_t stride,
+                                         int64_t d, float (&v)[kRowBatch]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    const float* f = static_cast<const float*>(p) + base;
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j) {
+      const int64_t i = i0 + j * stride;
+      v[j] = i < d ? (kL2 ? __ldcg(f + i) : f[i]) : 0.0f;
+    }
+    return;
+  }
+  const unsigned short* h = static_cast<const unsigned short*>(p) + base;
+  uint16_t bits[kRowBatch];
+#pragma unroll
+  for (int j = 0; j < kRowBatch; ++j) {
+    const int64_t i = i0 + j * stride;
+    bits[j] = i < d ? (kL2 ? __ldcg(h + i) : h[i]) : 0;
+  }
+#pragma unroll
+  for (int j = 0; j < kRowBatch; ++j) {
+    v[j] = dt == SSMKIT_DTYPE_F16 ? __half2float(__ushort_as_half(bits[j]))
+                                  : __uint_as_float(static_cast<uint32_t>(bits[j]) << 16);
+  }
+}
+
+// This thread's share of the sum of squares of row (d,) at `base` of p: elements threadIdx.x + t *
+// blockDim.x in increasing t, summed in that order in float64. rms_row sums the same elements in the
+// same order, so block_sum of either gives the same value bit for bit.
+template <bool kL2>
+__device__ __forceinline__ double row_sumsq(const void* p, int dt, int64_t base, int64_t d) {
+  const int64_t nt = blockDim.x;
+  double ss = 0.0;
+  for (int64_t i0 = threadIdx.x; i0 < d; i0 += kRowBatch * nt) {
+    float v[kRowBatch];
+    ld_batch<kL2>(p, dt, base, i0, nt, d, v);
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j) {
+      if (i0 + j * nt < d) ss += static_cast<double>(v[j]) * v[j];
+    }
+  }
+  return ss;
+}
+
+// 1 / sqrt(mean of squares + eps) from a row's float64 sum of squares, as the CPU rounds it.
+__device__ __forceinline__ float rms_rstd(double ss, int64_t d, float eps) {
+  return 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(d)) + eps);
+}
+
 // Output row r of rms_norm by a whole block of kRowThreads threads: the same partition of the row and
-// the same reduction wherever it runs, so the standalone kernel and the decode step's fused tail agree
-// bit for bit. row: (d,) shared floats; the call ends with a barrier.
+// the same reduction wherever it runs, so the standalone kernel, the decode step's fused tail and the
+// gemv's norm prologue agree bit for bit. row: (d,) shared floats; the call ends with a barrier.
 template <bool kL2>
 __device__ void rms_row(const rms_args& a, int64_t r, float* row, double* red) {
   const int64_t d = a.d;
   const int64_t src = a.last_of > 0 ? (r + 1) * a.last_of - 1 : r;
+  const int64_t nt = blockDim.x;
   double ss = 0.0;
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-    float v = ld_any_l2<kL2>(a.x, a.x_dt, src * d + i);
-    if (a.res != nullptr) v += ld_any(a.res, a.res_dt, src * d + i);
-    row[i] = v;
-    ss += static_cast<double>(v) * v;
-    if (a.res_out != nullptr) st_any(a.res_out, a.res_out_dt, src * d + i, v);
+  for (int64_t i0 = threadIdx.x; i0 < d; i0 += kRowBatch * nt) {
+    float v[kRowBatch];
+    ld_batch<kL2>(a.x, a.x_dt, src * d, i0, nt, d, v);
+    if (a.res != nullptr) {
+      float rv[kRowBatch];
+      ld_batch<false>(a.res, a.res_dt, src * d, i0, nt, d, rv);
+#pragma unroll
+      for (int j = 0; j < kRowBatch; ++j) v[j] += rv[j];
+    }
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j) {
+      const int64_t i = i0 + j * nt;
+      if (i >= d) continue;
+      row[i] = v[j];
+      ss += static_cast<double>(v[j]) * v[j];
+      if (a.res_out != nullptr) st_any(a.res_out, a.res_out_dt, src * d + i, v[j]);
+    }
   }
   ss = block_sum(ss, red);
-  const float rstd = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(d)) + a.eps);
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-    st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_any(a.w, a.w_dt, i));
+  const float rstd = rms_rstd(ss, d, a.eps);
+  for (int64_t i0 = threadIdx.x; i0 < d; i0 += kRowBatch * nt) {
+    float w[kRowBatch];
+    ld_batch<false>(a.w, a.w_dt, 0, i0, nt, d, w);
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j) {
+      const int64_t i = i0 + j * nt;
+      if (i < d) st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * w[j]);
+    }
+  }
   __syncthreads();
 }
 
@@ -486,7 +570,15 @@ struct norm_tail {
   rms_args norm;
 };
 
-enum gemv_epilogue : int { EPI_STORE = 0, EPI_CONV = 1, EPI_SSU = 2 };
+// out_proj when the residual is float32: the projection, rounded to the activation dtype as the
+// op-by-op path stores it, added to the residual in place (residual[row][col] += out), the sum that the
+// next norm reads. Each element is finalized by exactly one thread, so the update needs no ordering.
+struct res_epi {
+  float* residual;  // (rows, n) float32
+  int act;
+};
+
+enum gemv_epilogue : int { EPI_STORE = 0, EPI_CONV = 1, EPI_SSU = 2, EPI_RES = 3 };
 
 __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row, int64_t col, float v) {
   const int64_t ch = col - e.c0;
@@ -559,6 +651,7 @@ constexpr int kGemvThreads = 256;   // 8 warps
 constexpr int kGemvStep = 32;       // panel rows per block step: 4 per warp, 8 threads per row
 constexpr int kGemvUnroll = 4;      // block steps in flight: 4 x 16 bytes per thread
 constexpr int kGemvMaxRows = 16;    // x rows per launch chunk
+constexpr int kGemvXBatch = 4;      // x loads a thread has in flight while staging (8 spill at MR = 1)
 constexpr int kGemvXFloats = 4096;  // shared-memory budget for the staged x (16 KiB)
 constexpr int64_t kGemvMaxM = 64;   // above this, the GEMM kernels
 
@@ -579,8 +672,13 @@ struct gemv_args {
   int epi;  // gemv_epilogue
   conv_epi conv;
   ssu_epi ssu;
+  res_epi res;
   bool has_tail;
   norm_tail tail;
+  // The norm prologue: x is rms_norm(pre.x rows) rather than read from x (pre.x (M, K), pre.d == K,
+  // pre.out_dt the dtype the normalized x is rounded to, as rms_norm would store it).
+  bool has_pre;
+  rms_args pre;
 };
 
 // Element (row, col) of the result, bias added, to where the epilogue sends it.
@@ -591,6 +689,9 @@ __device__ __forceinline__ void gemv_finalize(const gemv_args& a, int64_t row, i
     conv_finalize(a.conv, a.out, row, col, v);
   } else if constexpr (kEpi == EPI_SSU) {
     ssu_finalize(a.ssu, row, col, v);
+  } else if constexpr (kEpi == EPI_RES) {
+    float* r = a.res.residual + row * a.n + col;
+    *r = round_to(a.res.act, v) + *r;
   } else {
     store_col(a.out, row, col, v);
   }
@@ -604,8 +705,8 @@ constexpr int gemv_min_blocks() {
 }
 
 // One block per (panel, split) unit and chunk of MR rows; see the file comment. kEpi: gemv_epilogue;
-// kTail: the norm tail.
-template <int MR, bool kBF16, int kEpi, bool kTail>
+// kTail: the norm tail; kNorm: the norm prologue.
+template <int MR, bool kBF16, int kEpi, bool kTail, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
     gemv_kernel(const __grid_constant__ gemv_args a) {
   extern __shared__ float smem[];  // xs (MR, klen) float32, then red (8, MR, 32)
@@ -635,14 +736,46 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
   }
   pdl_wait();
 
-  // x rows m0.., k in [r0 * kPerRow, r1 * kPerRow) -> xs as float32; zero past K and past the last row.
   const int64_t klen = (r1 - r0) * kPerRow;
   const int64_t kbase = r0 * kPerRow;
   float* xs = smem;
-  for (int64_t i = threadIdx.x; i < MR * klen; i += kGemvThreads) {
-    const int mm = static_cast<int>(i / klen);
-    const int64_t kk = kbase + i % klen;
-    xs[i] = (mm < mr && kk < a.k) ? load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk) : 0.0f;
+  __shared__ float s_rstd[MR];
+  if constexpr (kNorm) {
+    // Every block sums each whole row (from L2: a.k floats a row) in rms_row's order, so every block
+    // gets the rstd the standalone kernel would, bit for bit; its first weights are in flight meanwhile.
+    __shared__ double pre_red[33];
+    for (int mm = 0; mm < mr; ++mm) {
+      const double ss = block_sum(row_sumsq<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k, a.k), pre_red);
+      if (threadIdx.x == 0) s_rstd[mm] = rms_rstd(ss, a.k, a.pre.eps);
+    }
+    __syncthreads();
+  }
+  // x rows m0.., k in [r0 * kPerRow, r1 * kPerRow) -> xs as float32; zero past K and past the last row.
+  // With the prologue, x[row][k] = pre.x[row][k] * rstd * pre.w[k] rounded to pre.out_dt, what
+  // rms_row would store. kGemvXBatch loads a thread in flight.
+  const int64_t xtotal = MR * klen;
+  for (int64_t i0 = threadIdx.x; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
+    float v[kGemvXBatch];
+#pragma unroll
+    for (int q = 0; q < kGemvXBatch; ++q) {
+      const int64_t i = i0 + q * kGemvThreads;
+      const int mm = static_cast<int>(i / klen);
+      const int64_t kk = kbase + i % klen;
+      v[q] = 0.0f;
+      if (i < xtotal && mm < mr && kk < a.k) {
+        if constexpr (kNorm) {
+          const float xv = ld_any_l2<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
+          v[q] = round_to(a.pre.out_dt, xv * s_rstd[mm] * ld_any(a.pre.w, a.pre.w_dt, kk));
+        } else {
+          v[q] = load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk);
+        }
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kGemvXBatch; ++q) {
+      const int64_t i = i0 + q * kGemvThreads;
+      if (i < xtotal) xs[i] = v[q];
+    }
   }
   __syncthreads();
 
@@ -801,6 +934,10 @@ gemv_plan plan_gemv(int64_t m, int64_t k, int64_t n, bool bf16, int sms) {
   int64_t splits = std::max<int64_t>(1, (target + panels * g.chunks - 1) / (panels * g.chunks));
   splits = std::min(splits, steps);
   int64_t rps = ((steps + splits - 1) / splits) * kGemvStep;
+  // A unit streams at least one full pipeline (kGemvUnroll steps, 16 KiB): a shorter one pays a unit's
+  // fixed latencies (x staging, the partial's store, atomic and read back) for fewer bytes than one
+  // round trip could carry, so a small matrix (x_proj, dt_proj) runs fewer, fuller units.
+  rps = std::min(std::max<int64_t>(rps, static_cast<int64_t>(kGemvUnroll) * kGemvStep), steps * kGemvStep);
   // x (mr, rows_per_split * per_row) float32 must fit the shared-memory budget.
   const int64_t max_rows =
       std::max<int64_t>(kGemvStep, (kGemvXFloats / g.mr / per_row) / kGemvStep * kGemvStep);
@@ -815,17 +952,23 @@ gemv_plan plan_gemv(int64_t m, int64_t k, int64_t n, bool bf16, int sms) {
   return g;
 }
 
-template <bool kBF16, int kEpi, bool kTail>
+template <bool kBF16, int kEpi, bool kTail, bool kNorm>
 status launch_gemv_t(const launch_ctx& ctx, const gemv_args& a, const gemv_plan& g) {
   unsigned gx = 0;
   SSMKIT_RETURN_IF_ERROR(grid_size("linear", a.panels * a.splits, &gx));
+  if (g.chunks > 65535) return make_status(status_code::unsupported, "linear: too many rows for gemv");
   const dim3 grid(gx, static_cast<unsigned>(g.chunks));
   switch (g.mr) {
-    case 1: return launch(ctx, gemv_kernel<1, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
-    case 2: return launch(ctx, gemv_kernel<2, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
-    case 4: return launch(ctx, gemv_kernel<4, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
-    case 8: return launch(ctx, gemv_kernel<8, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
-    default: return launch(ctx, gemv_kernel<16, kBF16, kEpi, kTail>, grid, dim3(kGemvThreads), g.smem, a);
+    case 1:
+      return launch(ctx, gemv_kernel<1, kBF16, kEpi, kTail, kNorm>, grid, dim3(kGemvThreads), g.smem, a);
+    case 2:
+      return launch(ctx, gemv_kernel<2, kBF16, kEpi, kTail, kNorm>, grid, dim3(kGemvThreads), g.smem, a);
+    case 4:
+      return launch(ctx, gemv_kernel<4, kBF16, kEpi, kTail, kNorm>, grid, dim3(kGemvThreads), g.smem, a);
+    case 8:
+      return launch(ctx, gemv_kernel<8, kBF16, kEpi, kTail, kNorm>, grid, dim3(kGemvThreads), g.smem, a);
+    default:
+      return launch(ctx, gemv_kernel<16, kBF16, kEpi, kTail, kNorm>, grid, dim3(kGemvThreads), g.smem, a);
   }
 }
 
@@ -1170,24 +1313,46 @@ gemv_args make_gemv_args(const linear_params& p, const gemv_plan& g, const linea
   a.out = make_out_map(p.outputs, p.num_outputs, p.seqlen);
   a.epi = EPI_STORE;
   a.has_tail = false;
+  a.has_pre = false;
   return a;
 }
 
+// The instances the step uses: conv epilogue with or without the norm prologue, the state update, the
+// residual update, and plain stores with the norm tail, the norm prologue (the head) or neither.
 status launch_gemv(const launch_ctx& ctx, const gemv_args& a, gemv_plan g, bool bf16) {
+  if (a.has_pre && a.has_tail)
+    return make_status(status_code::internal, "linear: a gemv with both a norm prologue and a norm tail");
+  if (a.has_pre &&
+      (a.epi == EPI_SSU || a.epi == EPI_RES || a.x_transposed || a.pre.d != a.k || a.pre.rows != a.m))
+    return make_status(status_code::internal, "linear: a norm prologue that does not fit its gemv");
+  if (a.has_tail && a.epi != EPI_STORE)
+    return make_status(status_code::internal, "linear: a norm tail after an epilogue other than stores");
   if (a.epi == EPI_CONV) {
-    return bf16 ? launch_gemv_t<true, EPI_CONV, false>(ctx, a, g)
-                : launch_gemv_t<false, EPI_CONV, false>(ctx, a, g);
+    if (a.has_pre) {
+      return bf16 ? launch_gemv_t<true, EPI_CONV, false, true>(ctx, a, g)
+                  : launch_gemv_t<false, EPI_CONV, false, true>(ctx, a, g);
+    }
+    return bf16 ? launch_gemv_t<true, EPI_CONV, false, false>(ctx, a, g)
+                : launch_gemv_t<false, EPI_CONV, false, false>(ctx, a, g);
   }
   if (a.epi == EPI_SSU) {
-    return bf16 ? launch_gemv_t<true, EPI_SSU, false>(ctx, a, g)
-                : launch_gemv_t<false, EPI_SSU, false>(ctx, a, g);
+    return bf16 ? launch_gemv_t<true, EPI_SSU, false, false>(ctx, a, g)
+                : launch_gemv_t<false, EPI_SSU, false, false>(ctx, a, g);
+  }
+  if (a.epi == EPI_RES) {
+    return bf16 ? launch_gemv_t<true, EPI_RES, false, false>(ctx, a, g)
+                : launch_gemv_t<false, EPI_RES, false, false>(ctx, a, g);
   }
   if (a.has_tail) {
-    return bf16 ? launch_gemv_t<true, EPI_STORE, true>(ctx, a, g)
-                : launch_gemv_t<false, EPI_STORE, true>(ctx, a, g);
+    return bf16 ? launch_gemv_t<true, EPI_STORE, true, false>(ctx, a, g)
+                : launch_gemv_t<false, EPI_STORE, true, false>(ctx, a, g);
   }
-  return bf16 ? launch_gemv_t<true, EPI_STORE, false>(ctx, a, g)
-              : launch_gemv_t<false, EPI_STORE, false>(ctx, a, g);
+  if (a.has_pre) {
+    return bf16 ? launch_gemv_t<true, EPI_STORE, false, true>(ctx, a, g)
+                : launch_gemv_t<false, EPI_STORE, false, true>(ctx, a, g);
+  }
+  return bf16 ? launch_gemv_t<true, EPI_STORE, false, false>(ctx, a, g)
+              : launch_gemv_t<false, EPI_STORE, false, false>(ctx, a, g);
 }
 
 // Enqueues linear on checked params; scratch as sized by linear_gemv_plan (gemv only).
@@ -2524,6 +2689,10 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
   const tensor_view residual_v = view_of(buf.residual, res_t, {B, d}, dev);
   const tensor_view hn_v = view_of(buf.hn, act, {B, d}, dev);
   const tensor_view none;
+  // A float32 residual holds the sum the next norm reads exactly: out_proj adds into it in its epilogue
+  // and the next in_proj (or the head) normalizes it in its prologue, so no block runs the norm alone
+  // between the layers. Otherwise out_proj's last block normalizes the rows (the norm tail).
+  const bool prenorm = res_t == SSMKIT_DTYPE_F32;
 
   embedding_params ep;
   ep.ids = view_of(const_cast<int32_t*>(ids), SSMKIT_DTYPE_I32, {B}, dev);
@@ -2612,6 +2781,11 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
                          l);
     a.epi = EPI_CONV;
     a.conv = ce;
+    if (prenorm && l > 0) {
+      SSMKIT_RETURN_IF_ERROR(need_numel("decodeStep", "plan", w.norm, d));
+      a.has_pre = true;
+      a.pre = make_rms(residual_v, none, none, w.norm, hn_v, B, d, m.eps);
+    }
     SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.in_proj.w.dtype == SSMKIT_DTYPE_BF16));
 
     tensor_view layer_out = y_v;
@@ -2691,9 +2865,17 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
       layer_out = gp.out;
     }
 
-    // out_proj, the next norm (this layer's residual added) in its tail.
+    // out_proj: added to the residual (prenorm), or the next norm (this layer's residual added) in its
+    // tail.
     const linear_output oo[1] = {col(hidden_v, 0, d)};
     SSMKIT_RETURN_IF_ERROR(decode_gemv(w.out_proj, layer_out, B, oo, 1, buf, sms, &a, &g));
+    if (prenorm) {
+      a.epi = EPI_RES;
+      a.res.residual = static_cast<float*>(buf.residual);
+      a.res.act = act;
+      SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.out_proj.w.dtype == SSMKIT_DTYPE_BF16));
+      continue;
+    }
     const bool last = l + 1 == m.num_layers;
     const tensor_view& next_w = last ? m.norm_f : m.layers[l + 1].norm;
     SSMKIT_RETURN_IF_ERROR(need_numel("decodeStep", "plan", next_w, d));
@@ -2706,6 +2888,16 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
 
   quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
   const linear_output lo[1] = {col(view_of(logits, SSMKIT_DTYPE_F32, {B, m.vocab}, dev), 0, m.vocab)};
+  if (prenorm) {
+    // The head with the final norm in its prologue.
+    SSMKIT_RETURN_IF_ERROR(need_numel("decodeStep", "plan", m.norm_f, d));
+    gemv_args a{};
+    gemv_plan g;
+    SSMKIT_RETURN_IF_ERROR(decode_gemv(m.head, hn_v, B, lo, 1, buf, sms, &a, &g));
+    a.has_pre = true;
+    a.pre = make_rms(residual_v, none, none, m.norm_f, hn_v, B, d, m.eps);
+    return launch_gemv(ctx, a, g, m.head.w.dtype == SSMKIT_DTYPE_BF16);
+  }
   return decode_linear(ctx, m.head, hn_v, B, lo, 1, act, qs, buf, sms);
 }
 
