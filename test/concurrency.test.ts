@@ -74,10 +74,12 @@ describe('concurrency', () => {
     } finally {
       s.setNumThreads(threads);
     }
-    const median = (v: number[]) => [...v].sort((p, q) => p - q)[v.length >> 1] as number;
+    // A cost that grows with the output is paid by every call, so the fastest call shows it; a loaded
+    // machine only adds to some calls. The storage check below does not depend on timing at all.
+    const fastest = (v: number[]) => Math.min(...v);
     const msg = `calls (ms): 64 MiB ${times.small.map((t) => t.toFixed(1)).join(', ')}; 512 MiB ${times.large.map((t) => t.toFixed(1)).join(', ')}`;
-    expect(median(times.large), msg).toBeLessThan(median(times.small) + 8);
-    expect(median(times.large), msg).toBeLessThan(20);
+    expect(fastest(times.large), msg).toBeLessThan(fastest(times.small) + 8);
+    expect(fastest(times.large), msg).toBeLessThan(20);
     expect(Math.max(...grown)).toBeLessThan(64 << 20);
     small.dispose();
     large.dispose();
