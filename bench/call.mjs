@@ -129,8 +129,15 @@ const args = {
   dtSoftplus: false,
 };
 const nat = native();
-// What lib/ops/run.ts passes: the values in the order of the function's key list, after the async flag.
-const positional = (fn, named, async) => [async, ...fn.keys.map((k) => named[k])];
+// What lib/ops/run.ts passes: after the async flag, two places a key in the order of the function's key
+// list, a host tensor's descriptor [meta, data] spread over both, any other value in the first.
+const positional = (fn, named, async) => [
+  async,
+  ...fn.keys.flatMap((k) => {
+    const v = named[k];
+    return Array.isArray(v) && v[0] instanceof Float64Array ? [v[0], v[1]] : [v, undefined];
+  }),
+];
 const updPos = positional(nat.selectiveStateUpdate, args, false);
 const hArgs = { x: h._native('o', 'x'), out: args.out, scale: 1 };
 const hPos = positional(nat.hadamard, hArgs, false);

@@ -1,5 +1,6 @@
-// How op arguments reach the addon: lib/ops/run.ts passes them positionally, op(async, v0, v1, ...), in
-// the order of the key list the native function carries (`keys`), and falls back to the object form
+// How op arguments reach the addon: lib/ops/run.ts passes them positionally, op(async, v0, d0, v1, d1,
+// ...) in the order of the key list the native function carries (`keys`; a host tensor's descriptor
+// [meta, data] spread over vi and di), and falls back to the object form
 // op(args, async) for a function without one. Both forms must give the same bits, and every key lib/
 // passes must be in the op's key list (a key missing from it would be dropped without a word).
 import { afterEach, describe, expect, it } from 'vitest';
@@ -188,10 +189,27 @@ it('a positional call with its trailing values left out reads them as absent', (
   const x = rand([2, 8]);
   const full = hadamardSync(x);
   const out = hadamardSync(x, { scale: 3 });
-  // hadamard(async, x, out): no scale, so the default 1.
+  // hadamard(async, xMeta, xData, outMeta, outData): no scale, so the default 1.
   const keys = (addon.hadamard as NativeOp).keys as readonly string[];
   expect(keys.slice(0, 2)).toEqual(['x', 'out']);
-  addon.hadamard?.(false, x._native('hadamard', 'x'), out._native('hadamard', 'out'));
+  const [xMeta, xData] = x._native('hadamard', 'x') as unknown[];
+  const [outMeta, outData] = out._native('hadamard', 'out') as unknown[];
+  addon.hadamard?.(false, xMeta, xData, outMeta, outData);
   assertEqual(toF64(out), toF64(full), 'hadamard without scale');
   for (const t of [x, full, out]) t.dispose();
+});
+
+it('a positional host tensor without its data, or a malformed descriptor, is a RangeError naming op and argument', () => {
+  const x = rand([2, 8]);
+  const out = hadamardSync(x);
+  const [xMeta, xData] = x._native('hadamard', 'x') as unknown[];
+  const [outMeta, outData] = out._native('hadamard', 'out') as unknown[];
+  expect(() => addon.hadamard?.(false, xMeta, undefined, outMeta, outData)).toThrow(
+    /hadamard: x: host data must be a TypedArray/,
+  );
+  expect(() => addon.hadamard?.(false, xMeta, xData, [outData, outMeta], undefined)).toThrow(
+    /hadamard: out: internal tensor descriptor expected/,
+  );
+  expect(() => addon.hadamard?.(false, xMeta, xData, 7, undefined)).toThrow(RangeError);
+  for (const t of [x, out]) t.dispose();
 });

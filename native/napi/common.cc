@@ -68,12 +68,15 @@ size_t element_size(napi_typedarray_type t) {
 
 }  // namespace
 
-tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive* keep, const char* what) {
+tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive* keep, const char* what,
+                        napi_value data_value) {
   tensor_view t;
-  if (v.IsUndefined() || v.IsNull()) return t;
-  // A device tensor passes its meta array alone; a host tensor passes [meta, data].
+  napi_valuetype vt = napi_undefined;
+  napi_typeof(env, v, &vt);
+  if (vt == napi_undefined || vt == napi_null) return t;
+  // A device tensor passes its meta array alone; a host tensor passes [meta, data], or (positionally)
+  // its meta array with the data in `data_value`.
   napi_value meta_value = v;
-  napi_value data_value = nullptr;
   napi_typedarray_type type;
   size_t length = 0;
   void* raw = nullptr;
@@ -82,6 +85,7 @@ tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive* keep, const cha
     // [meta, data]: elements read directly (an element past the end reads as undefined, which the
     // TypedArray checks below reject), without a call for the length.
     bool is_array = false;
+    data_value = nullptr;
     if (napi_is_array(env, v, &is_array) != napi_ok || !is_array ||
         napi_get_element(env, v, 0, &meta_value) != napi_ok ||
         napi_get_element(env, v, 1, &data_value) != napi_ok ||
@@ -184,7 +188,13 @@ Napi::Value op_args::value(const char* key) {
     }
   }
   next_ = i + 1;
-  return (*info_)[i + 1];
+  return (*info_)[2 * i + 1];
+}
+
+tensor_view op_args::tensor(const char* key, const char* what) {
+  Napi::Value v = value(key);
+  // Positionally a host tensor's data comes in the place after its meta array.
+  return read_tensor(env_, v, keep_ptr(), what, info_ == nullptr ? nullptr : napi_value((*info_)[2 * next_]));
 }
 
 double op_args::number(const char* key, double fallback) {

@@ -6,11 +6,13 @@
 // for an optional tensor left out.
 //
 // Every op call pays this layer's cost, which matters for small ops (a decode step, a GEMV at M = 1).
-// An op's arguments come positionally, op(async, v0, v1, ...), in the order of the key list the native
-// function carries as its `keys` property (lib/ops/run.ts builds that call): the values arrive with the
-// call, where reading them by name from an object costs one property lookup through V8's API each
-// (about 55 ns here on a 2-core EPYC, 12 of them for selectiveStateUpdate; caching the key strings does
-// not help, as the lookup itself, not the key, is the cost: 85 ns a key with the keys kept in an array).
+// An op's arguments come positionally, op(async, v0, d0, v1, d1, ...), in the order of the key list the
+// native function carries as its `keys` property (lib/ops/run.ts builds that call; di is a host
+// tensor's TypedArray, passed beside its meta array vi): the values arrive with the call, where reading
+// them by name from an object costs one property lookup through V8's API each (about 55 ns here on a
+// 2-core EPYC, 12 of them for selectiveStateUpdate; caching the key strings does not help, as the lookup
+// itself, not the key, is the cost: 85 ns a key with the keys kept in an array), and unpacking a host
+// tensor's [meta, data] pair costs three more calls (about 80 ns).
 // The object form op({key: v, ...}, async) still works (tests, and nested objects such as linear's
 // outputs, are read by name). A descriptor is read with a handful of Node-API calls; a host tensor gets a
 // reference that keeps its memory alive only for an async call (a sync CPU op runs its kernel in place
@@ -47,19 +49,22 @@ using keepalive = std::vector<Napi::Reference<Napi::Value>>;
 Napi::Error make_error(Napi::Env env, const status& s);
 const char* status_code_name(status_code code);
 
-// Reads one tensor argument; `what` names it in errors ("selectiveScan: u"). A host tensor's TypedArray
-// gets a reference in `keep` unless `keep` is null. Throws a JS error when the value is malformed or its
-// memory is detached or too small.
-tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive* keep, const char* what);
+// Reads one tensor argument; `what` names it in errors ("selectiveScan: u"). `v` is a descriptor, or a
+// host tensor's meta array with its TypedArray in `data_value`. A host tensor's TypedArray gets a
+// reference in `keep` unless `keep` is null. Throws a JS error when the value is malformed or its memory
+// is detached or too small.
+tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive* keep, const char* what,
+                        napi_value data_value = nullptr);
 
 double get_number(Napi::Object o, const char* key, double fallback);
 bool get_bool(Napi::Object o, const char* key, bool fallback);
 
-// The most arguments an op takes positionally (selectiveScan has 13).
+// The most keys an op has (ssdScan has 14).
 constexpr size_t kMaxOpArgs = 16;
 
-// An op call's arguments, read by key: positionally from op(async, v0, v1, ...) by the key's place in
-// the op's key list, or by name from op({...}, async) or from a nested object. Reads in key-list order
+// An op call's arguments, read by key: positionally from op(async, v0, d0, v1, d1, ...) by the key's
+// place i in the op's key list (vi at 1 + 2i; di, after a host tensor's meta array vi, its TypedArray,
+// else undefined), or by name from op({...}, async) or from a nested object. Reads in key-list order
 // find each place with one comparison (any order is right, only slower). Holds the references that keep
 // an async call's host tensors alive; neither copied nor moved, as nested readers point at its keepalive.
 class op_args {
@@ -76,7 +81,7 @@ class op_args {
   Napi::Env env() const { return env_; }
   bool async() const { return async_; }
   Napi::Value value(const char* key);
-  tensor_view tensor(const char* key, const char* what) { return tensor_of(value(key), what); }
+  tensor_view tensor(const char* key, const char* what);
   tensor_view tensor_of(Napi::Value v, const char* what) { return read_tensor(env_, v, keep_ptr(), what); }
   double number(const char* key, double fallback);
   int64_t integer(const char* key, int64_t fallback) {
@@ -93,7 +98,7 @@ class op_args {
   keepalive* keep_ptr() { return async_ ? keep_ : nullptr; }
 
   Napi::Env env_;
-  const Napi::CallbackInfo* info_ = nullptr;  // positional: info[0] is async, info[1 + i] keys_[i]
+  const Napi::CallbackInfo* info_ = nullptr;  // positional: info[0] is async, info[1 + 2i] keys_[i]
   const char* const* keys_ = nullptr;
   size_t count_ = 0;
   size_t next_ = 0;      // the place the next read is expected at
