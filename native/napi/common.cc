@@ -178,8 +178,10 @@ op_args::op_args(op_args& parent, Napi::Value nested)
 
 Napi::Value op_args::value(const char* key) {
   if (info_ == nullptr) return object_.Get(key);
+  // The reads and the key list name a key with the same literal, which the compiler stores once: equal
+  // pointers spare the string comparison.
   size_t i = next_;
-  if (i >= count_ || std::strcmp(keys_[i], key) != 0) {
+  if (i >= count_ || (keys_[i] != key && std::strcmp(keys_[i], key) != 0)) {
     for (i = 0; i < count_ && std::strcmp(keys_[i], key) != 0; ++i) {
     }
     if (i == count_) {
