@@ -1,5 +1,6 @@
 // Node-API bindings of the FFT convolution family: JS arguments -> params struct -> CPU pool or stream.
-// lib/ops/fft.ts has validated every argument; the shapes read here only size the params.
+// lib/ops/fft.ts has validated every argument; the shapes read here only size the params. Each op's key
+// list names its arguments in the order lib/ops/run.ts passes them (common.h: op_args).
 #include "common.h"
 #include "ssmkit/fft_conv.h"
 

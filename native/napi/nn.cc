@@ -1,6 +1,8 @@
 // Node-API bindings of the model building blocks (linear layers, norms, embeddings) that the model
 // runner composes with the op families: JS arguments -> params struct -> CPU pool or stream (the CUDA
-// kernels are in native/cuda/nn.cu).
+// kernels are in native/cuda/nn.cu). Each op's key list names its arguments in the order lib/ops/run.ts
+// passes them (common.h: op_args); nested objects (linear's outputs, decodeStep's sample) and the
+// once-per-model decodePlan/decodeStates are read by name.
 #include "ssmkit/nn.h"
 
 #include <memory>

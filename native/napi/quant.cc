@@ -1,5 +1,6 @@
 // Node-API bindings of the quantization family: JS arguments -> params struct -> CPU pool or stream.
 // lib/ops/quant.ts has validated every argument; here each op's params struct is filled in one function.
+// Each op's key list names its arguments in the order lib/ops/run.ts passes them (common.h: op_args).
 #include "ssmkit/quant.h"
 
 #include "common.h"

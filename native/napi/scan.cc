@@ -1,6 +1,7 @@
 // Node-API bindings of the scan family: JS arguments -> params struct -> CPU pool or stream.
 // lib/ops/scan.ts has validated every argument; each op reads its tensors and options here, fills its
-// params struct in one function, and hands it to run_op (the kernels re-check shapes).
+// params struct in one function, and hands it to run_op (the kernels re-check shapes). Each op's key
+// list names its arguments in the order lib/ops/run.ts passes them positionally (common.h: op_args).
 #include "common.h"
 #include "ssmkit/selective_scan.h"
 
