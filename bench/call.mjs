@@ -2,7 +2,8 @@
 // a few hundred floats, so what is timed is the call itself) and a tiny hadamard, through fooSync and
 // foo, and the parts of a call timed one by one: the JS argument checks and output allocation
 // (Tensor._alloc with its FinalizationRegistry entries, and dispose), the descriptors (_native), the
-// native call on prepared arguments (reading the descriptors, keeping the arrays alive, the kernel), and
+// native call on prepared arguments (reading the descriptors, the kernel; an async call also keeps the
+// arrays alive), passed positionally as lib/ops/run.ts does and by name for comparison, and
 // for foo the promise and the trip through the thread pool. On the CUDA backend the same ops run on
 // cuda:0 (enqueued only: the device work of a tiny op is a few microseconds and overlaps).
 //
@@ -128,15 +129,28 @@ const args = {
   dtSoftplus: false,
 };
 const nat = native();
-timeSync('  native call on prepared arguments (read, keep, kernel)', () => nat.selectiveStateUpdate(args, false));
-timeSync('  native hadamard on prepared arguments', () =>
-  nat.hadamard({ x: h._native('o', 'x'), out: args.out, scale: 1 }, false),
-);
+// What lib/ops/run.ts passes: after the async flag, two places a key in the order of the function's key
+// list, a host tensor's descriptor [meta, data] spread over both, any other value in the first.
+const positional = (fn, named, async) => [
+  async,
+  ...fn.keys.flatMap((k) => {
+    const v = named[k];
+    return Array.isArray(v) && v[0] instanceof Float64Array ? [v[0], v[1]] : [v, undefined];
+  }),
+];
+const updPos = positional(nat.selectiveStateUpdate, args, false);
+const hArgs = { x: h._native('o', 'x'), out: args.out, scale: 1 };
+const hPos = positional(nat.hadamard, hArgs, false);
+timeSync('  native call on prepared arguments (read, kernel)', () => nat.selectiveStateUpdate(...updPos));
+timeSync('  the same by name, op({...}, false)', () => nat.selectiveStateUpdate(args, false));
+timeSync('  native hadamard on prepared arguments', () => nat.hadamard(...hPos));
+timeSync('  the same by name', () => nat.hadamard(hArgs, false));
 timeSync('  native getNumThreads (the floor of a Node-API call)', () => nat.getNumThreads());
 await timeAsync('selectiveStateUpdate + dispose, one at a time', async () =>
   (await s.selectiveStateUpdate(state, x, dt, A, B, C, { D })).dispose(),
 );
-await timeAsync('  native call async on prepared arguments, one at a time', () => nat.selectiveStateUpdate(args, true));
+const updPosAsync = positional(nat.selectiveStateUpdate, args, true);
+await timeAsync('  native call async on prepared arguments, one at a time', () => nat.selectiveStateUpdate(...updPosAsync));
 await timeAsync(
   'selectiveStateUpdate + dispose, 64 in flight',
   async () => (await s.selectiveStateUpdate(state, x, dt, A, B, C, { D })).dispose(),

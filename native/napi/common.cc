@@ -68,12 +68,15 @@ size_t element_size(napi_typedarray_type t) {
 
 }  // namespace
 
-tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const char* what) {
+tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive* keep, const char* what,
+                        napi_value data_value) {
   tensor_view t;
-  if (v.IsUndefined() || v.IsNull()) return t;
-  // A device tensor passes its meta array alone; a host tensor passes [meta, data].
+  napi_valuetype vt = napi_undefined;
+  napi_typeof(env, v, &vt);
+  if (vt == napi_undefined || vt == napi_null) return t;
+  // A device tensor passes its meta array alone; a host tensor passes [meta, data], or (positionally)
+  // its meta array with the data in `data_value`.
   napi_value meta_value = v;
-  napi_value data_value = nullptr;
   napi_typedarray_type type;
   size_t length = 0;
   void* raw = nullptr;
@@ -82,6 +85,7 @@ tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const cha
     // [meta, data]: elements read directly (an element past the end reads as undefined, which the
     // TypedArray checks below reject), without a call for the length.
     bool is_array = false;
+    data_value = nullptr;
     if (napi_is_array(env, v, &is_array) != napi_ok || !is_array ||
         napi_get_element(env, v, 0, &meta_value) != napi_ok ||
         napi_get_element(env, v, 1, &data_value) != napi_ok ||
@@ -133,8 +137,11 @@ tensor_view read_tensor(Napi::Env env, Napi::Value v, keepalive& keep, const cha
     if (t.data == nullptr && need > 0) throw_range(env, std::string(what) + ": no memory");
     // An empty tensor still needs a non-null pointer to count as present.
     if (t.data == nullptr) t.data = reinterpret_cast<void*>(alignof(std::max_align_t));
-    if (keep.capacity() == 0) keep.reserve(16);  // one allocation for an op's tensors, not one per doubling
-    keep.emplace_back(Napi::Persistent(Napi::Value(env, data_value)));
+    if (keep != nullptr) {
+      if (keep->capacity() == 0)
+        keep->reserve(16);  // one allocation for an op's tensors, not one per doubling
+      keep->emplace_back(Napi::Persistent(Napi::Value(env, data_value)));
+    }
   } else {
     const double addr = meta[11];
     t.data = reinterpret_cast<void*>(static_cast<uintptr_t>(addr));
@@ -151,6 +158,69 @@ double get_number(Napi::Object o, const char* key, double fallback) {
 bool get_bool(Napi::Object o, const char* key, bool fallback) {
   Napi::Value v = o.Get(key);
   return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+
+op_args::op_args(const Napi::CallbackInfo& info, const char* const* keys, size_t count)
+    : env_(info.Env()), keys_(keys), count_(count) {
+  napi_valuetype first = napi_undefined;
+  napi_typeof(env_, info[0], &first);
+  if (first == napi_boolean) {
+    info_ = &info;
+    async_ = info[0].As<Napi::Boolean>().Value();
+  } else {
+    object_ = info[0].As<Napi::Object>();
+    async_ = info[1].ToBoolean();
+  }
+}
+
+op_args::op_args(op_args& parent, Napi::Value nested)
+    : env_(parent.env_), object_(nested.As<Napi::Object>()), async_(parent.async_), keep_(parent.keep_) {}
+
+Napi::Value op_args::value(const char* key) {
+  if (info_ == nullptr) return object_.Get(key);
+  // The reads and the key list name a key with the same literal, which the compiler stores once: equal
+  // pointers spare the string comparison.
+  size_t i = next_;
+  if (i >= count_ || (keys_[i] != key && std::strcmp(keys_[i], key) != 0)) {
+    for (i = 0; i < count_ && std::strcmp(keys_[i], key) != 0; ++i) {
+    }
+    if (i == count_) {
+      throw make_error(
+          env_, make_status(status_code::internal, "ssmkit: argument %s is not in the op's key list", key));
+    }
+  }
+  next_ = i + 1;
+  return (*info_)[2 * i + 1];
+}
+
+tensor_view op_args::tensor(const char* key, const char* what) {
+  Napi::Value v = value(key);
+  // Positionally a host tensor's data comes in the place after its meta array.
+  return read_tensor(env_, v, keep_ptr(), what, info_ == nullptr ? nullptr : napi_value((*info_)[2 * next_]));
+}
+
+double op_args::number(const char* key, double fallback) {
+  Napi::Value v = value(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+bool op_args::flag(const char* key, bool fallback) {
+  Napi::Value v = value(key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+
+void op_args::hold(Napi::Value v) {
+  if (async_) keep_->emplace_back(Napi::Persistent(v));
+}
+
+void export_op(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback fn,
+               const char* const* keys, size_t count) {
+  Napi::Function f = Napi::Function::New(env, fn, name);
+  Napi::Array list = Napi::Array::New(env, count);
+  for (size_t i = 0; i < count; ++i) list.Set(static_cast<uint32_t>(i), Napi::String::New(env, keys[i]));
+  list.Freeze();
+  f.Set("keys", list);
+  exports.Set(name, f);
 }
 
 Napi::Value finish(Napi::Env env, const status& s, bool async) {
