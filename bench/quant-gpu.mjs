@@ -16,8 +16,8 @@
 // The peers are PyTorch's (cuBLAS, cuBLASLt int8, tinygemm), timed by ../shared/device/peers.py on the
 // same card: pass its output with --peers FILE (JSON lines); without it the numbers are shown.
 //
-// On sm_90 the W8A8 rows with M > 64 take the wgmma kernel; SSMKIT_CUDA_WGMMA=0 times the mma.sync
-// tiled kernel instead. --only NAMES (comma-separated: w8a8, w8a8-decode, w4a16, w4a8, hadamard) times
+// On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8 after widening its weights
+// to int8); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated: w8a8, w8a8-decode, w4a16, w4a8, hadamard) times
 // only those rows; the checks always run.
 //
 // Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick] [--only NAMES]

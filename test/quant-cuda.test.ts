@@ -1,7 +1,7 @@
 // CUDA-specific checks of the quantization family (native/cuda/gemm.cu, quant.cu): every GEMM path
 // (skinny for m <= 64, the packed decode path for packed weights at m <= 64, tiled above: wgmma for W8A8
-// on sm_90, mma.sync elsewhere and with SSMKIT_CUDA_WGMMA=0; simt for shapes the vector paths do not
-// take), split k, tails of every tile, size-1 dimensions, every dtype and option, against the integer
+// and ungrouped W4A8 on sm_90, mma.sync elsewhere and with SSMKIT_CUDA_WGMMA=0; simt for shapes the
+// vector paths do not take), split k, tails of every tile, size-1 dimensions, every dtype and option, against the integer
 // and float64 references and against our CPU backend, with outputs poisoned before each run;
 // packWeights, quantize, dequantize and hadamard (many rows a block) bit for bit against the CPU; the
 // golden files on CUDA. The family's own tests also run on every device in testDevices(), so this file

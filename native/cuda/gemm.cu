@@ -32,16 +32,18 @@
 //   k order inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one
 //   row), int4 decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's
 //   dtype) fused into the epilogue from registers.
-// - wgmma (sm_90 devices, W8A8 without groups, m > 64, k % 16 == 0): the tiled path on Hopper's
-//   asynchronous warpgroup MMA. 128 x 256 block tiles of two warpgroups (64 x 256 each, 128 int32
-//   accumulators per thread), k-tiles of 128 bytes through a 4-stage cp.async pipeline into shared memory
-//   in the 128-byte swizzle that wgmma reads (m64n256k32 s8 x s8 -> s32, both operands from shared
-//   memory), the tiled path's epilogue. Expected on the H200: 2048 x 2560 x 10240 is 107 GOP, 54 us at
-//   the 1979 TOPS dense peak; at 128 x 256 x 128 a block needs 48 KiB from L2 per 1024 tensor-core clocks,
-//   48 B/clock/SM, about 11 TB/s over 132 SMs, past what L2 delivers, so the kernel is bound by L2 reads
-//   near 55-65% of peak: 5 waves of 640 tiles, about 100-130 us (the mma.sync tiled kernel: 336 us,
-//   latency-bound at one block of 212 registers per SM), and 8192^3 (1100 GOP) about 1000-1300 us
-//   (3039 us). SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path instead.
+// - wgmma (sm_90 devices, W8A8 and W4A8 without groups, m > 64, k % 16 == 0 (int8) or % 32 (int4)):
+//   the tiled path on Hopper's asynchronous warpgroup MMA; W4A8 first widens its weights to int8 in a
+//   stream-ordered temporary (n x k bytes, one pass at copy speed: 9 us at 2560 x 10240) and runs as W8A8.
+//   128 x 256 block tiles of two warpgroups (64 x 256 each, 128 int32 accumulators per thread), k-tiles of
+//   128 bytes through a 4-stage cp.async pipeline into shared memory in the 128-byte swizzle that wgmma reads
+//   (m64n256k32 s8 x s8 -> s32, both operands from shared memory), the tiled path's epilogue. Expected on the
+//   H200: 2048 x 2560 x 10240 is 107 GOP, 54 us at the 1979 TOPS dense peak; at 128 x 256 x 128 a block needs
+//   48 KiB from L2 per 1024 tensor-core clocks, 48 B/clock/SM, about 11 TB/s over 132 SMs, past what L2
+//   delivers, so the kernel is bound by L2 reads near 55-65% of peak: 5 waves of 640 tiles, about 100-130 us
+//   (the mma.sync tiled kernel: 336 us, latency-bound at one block of 212 registers per SM), and 8192^3 (1100
+//   GOP) about 1000-1300 us (3039 us); W4A8 at 2048 x 2560 x 10240 10-15 us more than W8A8 (290 us on the
+//   mma.sync path). SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path instead.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -1470,6 +1472,27 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   }
 }
 
+// Plain int4 weights (n, k / 2 bytes, low nibble first) widened to int8 (n, k) for the wgmma kernel:
+// with k % 32 == 0 the rows are whole 16-byte chunks, so the matrix converts as one flat array, 16 bytes
+// (32 values) in and 32 bytes out per chunk.
+__global__ void int4_to_int8_kernel(const uint4* __restrict__ w4, uint4* __restrict__ w8, int64_t chunks) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < chunks;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = w4[i];
+    const uint32_t in[4] = {v.x, v.y, v.z, v.w};
+    uint32_t out[8];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t lo = nibbles_to_s8(in[j] & 0x0f0f0f0fu);         // bytes: values 0, 2, 4, 6
+      const uint32_t hi = nibbles_to_s8((in[j] >> 4) & 0x0f0f0f0fu);  // bytes: values 1, 3, 5, 7
+      out[2 * j] = __byte_perm(lo, hi, 0x5140);
+      out[2 * j + 1] = __byte_perm(lo, hi, 0x7362);
+    }
+    w8[2 * i] = make_uint4(out[0], out[1], out[2], out[3]);
+    w8[2 * i + 1] = make_uint4(out[4], out[5], out[6], out[7]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // SIMT path: any shape, any alignment, any group size.
 //
@@ -1951,11 +1974,35 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
     device_limits lim;
     SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
     using T = tile_traits<kKind, kGrouped>;
-    if constexpr (kKind == KIND_W8A8 && !kGrouped) {
+    if constexpr ((kKind == KIND_W8A8 || kKind == KIND_W4A8) && !kGrouped) {
       const bool bases16 =
           reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && reinterpret_cast<uintptr_t>(g.w) % 16 == 0;
       if (aligned && bases16 && wgmma_traits::kSmem <= lim.smem_optin && wgmma_usable(dev)) {
-        return launch_wgmma<kX>(g, dev, stream);
+        if constexpr (kKind == KIND_W8A8) {
+          return launch_wgmma<kX>(g, dev, stream);
+        } else {
+          // Without groups, W4A8 is W8A8 on the widened weights (the same exact int32 sums and epilogue);
+          // where the temporary cannot be had, the mma.sync tiled path below.
+          void* w8 = nullptr;
+          if (cudaMallocAsync(&w8, static_cast<size_t>(g.n * g.k), stream) == cudaSuccess) {
+            const int64_t chunks = g.n * g.k / 32;
+            int4_to_int8_kernel<<<grid_1d(chunks, 256), 256, 0, stream>>>(reinterpret_cast<const uint4*>(g.w),
+                                                                          static_cast<uint4*>(w8), chunks);
+            status st = ok_status();
+            const cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) {
+              st = cuda_detail::failed(e, "int4_to_int8_kernel", __FILE__, __LINE__);
+            } else {
+              gemm_args g8 = g;
+              g8.w = static_cast<const uint8_t*>(w8);
+              g8.w_row_bytes = g.k;
+              st = launch_wgmma<kX>(g8, dev, stream);
+            }
+            SSMKIT_CUDA_CHECK(cudaFreeAsync(w8, stream));
+            return st;
+          }
+          cudaGetLastError();
+        }
       }
     }
     if (aligned && (!kGrouped || g.group_size % T::kBK == 0) && T::kSmem <= lim.smem_optin) {
