@@ -1,10 +1,11 @@
-// CUDA-specific checks of the quantization family (native/cuda/gemm.cu): every GEMM path (skinny for
-// m <= 64, the packed decode path for packed weights at m <= 64, tiled above, simt for shapes the
-// vector paths do not take), split k, tails of every tile,
-// size-1 dimensions, every dtype and option, against the integer and float64 references and against
-// our CPU backend, with outputs poisoned before each run; packWeights, quantize and dequantize bit for
-// bit against the CPU; the golden files on CUDA. The family's own tests also run on every device in
-// testDevices(), so this file keeps to what is particular to the CUDA kernels.
+// CUDA-specific checks of the quantization family (native/cuda/gemm.cu, quant.cu): every GEMM path
+// (skinny for m <= 64, the packed decode path for packed weights at m <= 64, tiled above: wgmma for W8A8
+// and ungrouped W4A8 on sm_90, mma.sync elsewhere and with SSMKIT_CUDA_WGMMA=0; simt for shapes the
+// vector paths do not take), split k, tails of every tile, size-1 dimensions, every dtype and option, against the integer
+// and float64 references and against our CPU backend, with outputs poisoned before each run;
+// packWeights, quantize, dequantize and hadamard (many rows a block) bit for bit against the CPU; the
+// golden files on CUDA. The family's own tests also run on every device in testDevices(), so this file
+// keeps to what is particular to the CUDA kernels.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,6 +18,7 @@ import {
   gemmW4A16,
   gemmW8A8,
   gemmW8A8Sync,
+  hadamard,
   MambaModel,
   type PackedWeight,
   packWeights,
@@ -88,6 +90,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     [129, 1, 64, 'tiled, one column'],
     [300, 258, 608, 'tiled, k tail inside a stage'],
     [256, 256, 2560, 'tiled, whole tiles'],
+    [200, 520, 400, 'tiled (wgmma on sm_90a), k tail of 16 in the last 128-k tile, n tail of 8'],
+    [130, 264, 2176, 'tiled, 17 k-tiles of 128 (the 4 stages wrap four times), m tail of 2'],
     [7, 33, 100, 'simt (k not aligned)'],
     [70, 17, 48, 'simt (k % 32 != 0 for int4; tiled for int8)'],
     [1, 5, 1, 'simt, k = 1'],
@@ -544,6 +548,38 @@ async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Pro
 // varied. A long prompt (prefill on the tiled path)
 // leaves the workspace small, so the capture needs its own; a short one (prefill on the decode path)
 // grows it first. Every graph is launched several times; its tokens must equal the uncaptured step's.
+describe.skipIf(!CUDA)(`hadamard on CUDA matches the CPU bit for bit${SKIP}`, () => {
+  // [rows, n]: enough rows that the staged kernel's blocks loop over several (one wave is at most a
+  // few hundred blocks), for each H_m, the m = 1 shared-memory path (p > 256), the fallback (p < 8),
+  // and rows too long for the stage beside buf in float32 (read straight from global memory).
+  const SHAPES: readonly (readonly [number, number, string])[] = [
+    [1500, 5120, 'H_40 x 128, staged'],
+    [2000, 320, 'H_40 x 8, staged'],
+    [1200, 1536, 'H_12 x 128, staged'],
+    [900, 1792, 'H_28 x 64, staged'],
+    [1100, 1024, 'm = 1, p = 1024 through shared memory, staged'],
+    [3000, 40, 'H_40 x 1, fallback'],
+    [700, 256, 'm = 1 in registers'],
+    [3, 32768, 'the longest row (float32: unstaged)'],
+  ];
+  for (const dtype of DTYPES_FLOAT) {
+    it(`${dtype}: every path, many rows`, async () => {
+      for (const [rows, n, path] of SHAPES) {
+        const rng = new Rng(rows * 31 + n);
+        const { t } = randTensor([rows, n], dtype, () => rng.normal());
+        const scale = 1 / Math.sqrt(n);
+        const cpu = await hadamard(t, { scale });
+        const xg = await t.to(DEV);
+        poison(rows * n * 4);
+        const gpu = await hadamard(xg, { scale });
+        expect(gpu.device).toBe(DEV);
+        assertEqual(toF64(gpu), toF64(cpu), `hadamard ${dtype} [${rows}, ${n}] ${path}`);
+        for (const x of [xg, gpu, cpu]) x.dispose();
+      }
+    });
+  }
+});
+
 describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA graph${SKIP}`, () => {
   it('w8a8, w4a8 and w4a16: a captured step launches again and again, with the uncaptured tokens', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-quant-capture-'));

@@ -2,7 +2,7 @@
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
-// w in pack_weights' layout) have four paths, chosen per call:
+// w in pack_weights' layout) have five paths, chosen per call:
 // - decode (m <= 64; 16-bit x for W4A16; no groups or groups of a multiple of 128 for int4): the GEMV,
 //   bound by the weight bytes. It reads packed weights as they are (a GEMV that unpacked them first
 //   would move the weight bytes three times), and plain int4 weights whose rows are whole 16-byte chunks
@@ -32,6 +32,18 @@
 //   k order inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one
 //   row), int4 decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's
 //   dtype) fused into the epilogue from registers.
+// - wgmma (sm_90 devices, W8A8 and W4A8 without groups, m > 64, k % 16 == 0 (int8) or % 32 (int4)):
+//   the tiled path on Hopper's asynchronous warpgroup MMA; W4A8 first widens its weights to int8 in a
+//   stream-ordered temporary (n x k bytes, one pass at copy speed: 9 us at 2560 x 10240) and runs as W8A8.
+//   128 x 256 block tiles of two warpgroups (64 x 256 each, 128 int32 accumulators per thread), k-tiles of
+//   128 bytes through a 4-stage cp.async pipeline into shared memory in the 128-byte swizzle that wgmma reads
+//   (m64n256k32 s8 x s8 -> s32, both operands from shared memory), the tiled path's epilogue. Expected on the
+//   H200: 2048 x 2560 x 10240 is 107 GOP, 54 us at the 1979 TOPS dense peak; at 128 x 256 x 128 a block needs
+//   48 KiB from L2 per 1024 tensor-core clocks, 48 B/clock/SM, about 11 TB/s over 132 SMs, past what L2
+//   delivers, so the kernel is bound by L2 reads near 55-65% of peak: 5 waves of 640 tiles, about 100-130 us
+//   (the mma.sync tiled kernel: 336 us, latency-bound at one block of 212 registers per SM), and 8192^3 (1100
+//   GOP) about 1000-1300 us (3039 us); W4A8 at 2048 x 2560 x 10240 10-15 us more than W8A8 (290 us on the
+//   mma.sync path). SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path instead.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -72,6 +84,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <type_traits>
@@ -1232,6 +1245,255 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------------
+// wgmma path (sm_90a, W8A8 without groups, m > 64).
+//
+// Block tile 128 x 256, k-tiles of 128 int8 (one 128-byte row per m or n index), 4 shared-memory stages
+// filled by cp.async (48 KiB a stage: A 16 KiB, B 32 KiB). Two warpgroups, each owning 64 rows x 256
+// columns: per k-tile each issues four wgmma m64n256k32 (s8 x s8 -> s32) reading both operands from
+// shared memory, 128 int32 accumulators a thread. Stages use the 128-byte swizzle that wgmma's
+// descriptors name: 16-byte chunk c of row r sits at r * 128 + ((c ^ (r mod 8)) * 16), each 8-row atom
+// 1024 bytes (the stage bases are 1024-aligned); a k32 step inside the 128-byte row advances the
+// descriptor's start address by 32 bytes. Rows past m or n and chunks past k are zero-filled by cp.async.
+// Pipeline: at k-tile kt, tile kt + 2 is loaded into the stage of tile kt - 2, whose wgmmas every
+// warpgroup has waited for (wait_group 1 after issuing kt - 1) before the barrier of kt; so two tiles
+// are in flight while one is multiplied. The epilogue is the tiled path's, from the accumulators'
+// fragment layout (per n8 tile: rows g and g + 8 of the warp's 16, columns 2 t and 2 t + 1).
+struct wgmma_traits {
+  static constexpr int kBM = 128;
+  static constexpr int kBN = 256;
+  static constexpr int kBK = 128;
+  static constexpr int kStages = 4;
+  static constexpr int kThreads = 256;  // two warpgroups
+  static constexpr int kAStage = kBM * kBK;
+  static constexpr int kBStage = kBN * kBK;
+  static constexpr int kStage = kAStage + kBStage;
+  static constexpr int kSmem = kStages * kStage + 1024;  // + room to align the base to 1024 bytes
+};
+
+// A shared-memory matrix descriptor for a K-major operand in the 128-byte swizzle: start address,
+// leading offset unused (1), stride 1024 bytes between 8-row atoms, swizzle mode 1 (bits 62-63).
+__device__ __forceinline__ uint64_t wgmma_desc(const void* smem) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+// Shared memory written through the generic proxy (cp.async) and read next by wgmma (the async proxy).
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Keeps the compiler from moving reads or writes of an accumulator across a wgmma still in flight.
+__device__ __forceinline__ void fence_operand(int& r) {
+  asm volatile("" : "+r"(r)::"memory");
+}
+
+// d += a (64 x 32, shared memory) * b (256 x 32, shared memory)^T in int32: one wgmma of the warpgroup.
+__device__ __forceinline__ void wgmma_s8_m64n256k32(int (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "%128, %129, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]),
+        "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]),
+        "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]),
+        "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]),
+        "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]),
+        "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]),
+        "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]), "+r"(d[64]),
+        "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]),
+        "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]),
+        "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]),
+        "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]),
+        "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]), "+r"(d[106]),
+        "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), "+r"(d[113]),
+        "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), "+r"(d[120]),
+        "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+      : "l"(desc_a), "l"(desc_b), "n"(1));
+#else
+  (void)d, (void)desc_a, (void)desc_b;
+  __trap();
+#endif
+}
+
+template <ssmkit_dtype kX>
+__global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
+    gemm_wgmma_kernel(gemm_args g, int tiles_m, int tiles_n) {
+  using T = wgmma_traits;
+  // Built for a target without wgmma, the kernel traps at its first wgmma; the host launches it only on
+  // sm_90 devices, whose code in the release build is sm_90a.
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  // The swizzle atoms must sit at 1024-byte boundaries of the shared address space.
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  uint8_t* smem = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
+
+  // Group the raster by 8 tiles along m, so that the blocks resident together share weight tiles.
+  constexpr int kGroupM = 8;
+  const int pid = blockIdx.x;
+  const int per_group = kGroupM * tiles_n;
+  const int first_m = (pid / per_group) * kGroupM;
+  const int group_rows = min(tiles_m - first_m, kGroupM);
+  const int tile_m = first_m + (pid % per_group) % group_rows;
+  const int tile_n = (pid % per_group) / group_rows;
+  const int64_t m0 = static_cast<int64_t>(tile_m) * T::kBM;
+  const int64_t n0 = static_cast<int64_t>(tile_n) * T::kBN;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wg = warp >> 2;  // warpgroup: rows [64 wg, 64 wg + 64) of the tile
+  const int num_kt = static_cast<int>((g.k + T::kBK - 1) / T::kBK);
+
+  auto load_stage = [&](int slot, int kt) {
+    uint8_t* sa = smem + slot * T::kStage;
+    uint8_t* sb = sa + T::kAStage;
+    const int64_t kbyte0 = static_cast<int64_t>(kt) * T::kBK;
+#pragma unroll
+    for (int i = tid; i < T::kAStage / 16; i += T::kThreads) {
+      const int r = i >> 3;
+      const int c = i & 7;
+      const int64_t byte = kbyte0 + c * 16;
+      const bool ok = m0 + r < g.m && byte < g.k;
+      const uint8_t* src = static_cast<const uint8_t*>(g.a) + (ok ? (m0 + r) * g.k + byte : 0);
+      cp_async16(sa + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
+    }
+#pragma unroll
+    for (int i = tid; i < T::kBStage / 16; i += T::kThreads) {
+      const int r = i >> 3;
+      const int c = i & 7;
+      const int64_t byte = kbyte0 + c * 16;
+      const bool ok = n0 + r < g.n && byte < g.k;
+      const uint8_t* src = g.w + (ok ? (n0 + r) * g.w_row_bytes + byte : 0);
+      cp_async16(sb + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
+    }
+  };
+
+  // Tiles 0 and 1 ahead of the loop; the loop loads tile kt + 2 (one group per k-tile, empty past k).
+  int acc[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc[i] = 0;
+#pragma unroll
+  for (int s = 0; s < T::kStages - 2; ++s) {
+    if (s < num_kt) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < num_kt; ++kt) {
+    cp_async_wait<T::kStages - 3>();
+    fence_proxy_async_shared();
+    __syncthreads();
+    {
+      const int pf = kt + T::kStages - 2;
+      if (pf < num_kt) load_stage(pf % T::kStages, pf);
+      cp_async_commit();
+    }
+    const uint8_t* sa = smem + (kt % T::kStages) * T::kStage;
+    const uint64_t da = wgmma_desc(sa + wg * 64 * 128);
+    const uint64_t db = wgmma_desc(sa + T::kAStage);
+#pragma unroll
+    for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < T::kBK / 32; ++ks) {
+      // 32 bytes of k further along the swizzled rows: 2 in the descriptor's 16-byte units.
+      wgmma_s8_m64n256k32(acc, da + 2 * ks, db + 2 * ks);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+#pragma unroll
+    for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+  cp_async_wait<0>();
+
+  // Epilogue from registers, as the tiled path's: the two rows' scales once, each n8 tile's column
+  // scales and bias, then each pair of outputs (a 4- or 8-byte store when n is even).
+  const bool pairs = (g.n & 1) == 0;
+  const int gq = lane >> 2;
+  const int tq = lane & 3;
+  const int64_t row0 = m0 + wg * 64 + (warp & 3) * 16 + gq;
+  const int64_t col0 = n0 + tq * 2;
+  float as[2];
+#pragma unroll
+  for (int rh = 0; rh < 2; ++rh) as[rh] = row0 + rh * 8 < g.m ? row_scale(g, row0 + rh * 8) : 0.0f;
+#pragma unroll
+  for (int nj = 0; nj < T::kBN / 8; ++nj) {
+    const int64_t col = col0 + nj * 8;
+    if (col >= g.n) continue;
+    const bool has1 = col + 1 < g.n;
+    const float ws0 = col_scale(g, col), ws1 = has1 ? col_scale(g, col + 1) : 1.0f;
+    const float b0 = col_bias(g, col), b1 = has1 ? col_bias(g, col + 1) : 0.0f;
+#pragma unroll
+    for (int rh = 0; rh < 2; ++rh) {
+      const int64_t row = row0 + rh * 8;
+      if (row >= g.m) continue;
+      const float v0 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2]), as[rh], ws0, b0);
+      const float v1 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + 1]), as[rh], ws1, b1);
+      if (has1 && pairs) {
+        store_float2(g.out, g.out_dt, row * g.n + col, v0, v1);
+      } else {
+        store_float(g.out, g.out_dt, row * g.n + col, v0);
+        if (has1) store_float(g.out, g.out_dt, row * g.n + col + 1, v1);
+      }
+    }
+  }
+}
+
+// Plain int4 weights (n, k / 2 bytes, low nibble first) widened to int8 (n, k) for the wgmma kernel:
+// with k % 32 == 0 the rows are whole 16-byte chunks, so the matrix converts as one flat array, 16 bytes
+// (32 values) in and 32 bytes out per chunk.
+__global__ void int4_to_int8_kernel(const uint4* __restrict__ w4, uint4* __restrict__ w8, int64_t chunks) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < chunks;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = w4[i];
+    const uint32_t in[4] = {v.x, v.y, v.z, v.w};
+    uint32_t out[8];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t lo = nibbles_to_s8(in[j] & 0x0f0f0f0fu);         // bytes: values 0, 2, 4, 6
+      const uint32_t hi = nibbles_to_s8((in[j] >> 4) & 0x0f0f0f0fu);  // bytes: values 1, 3, 5, 7
+      out[2 * j] = __byte_perm(lo, hi, 0x5140);
+      out[2 * j + 1] = __byte_perm(lo, hi, 0x7362);
+    }
+    w8[2 * i] = make_uint4(out[0], out[1], out[2], out[3]);
+    w8[2 * i + 1] = make_uint4(out[4], out[5], out[6], out[7]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // SIMT path: any shape, any alignment, any group size.
 //
 // 64 x 64 output tiles, 256 threads of 4 x 4 outputs each, k in slices of 32 staged in shared memory
@@ -1642,6 +1904,47 @@ status launch_tiled(const gemm_args& g, int dev, cudaStream_t stream) {
   return ok_status();
 }
 
+// Whether the wgmma path runs on device dev: compute capability 9.0 (the build's sm_90a code), unless
+// SSMKIT_CUDA_WGMMA=0 asks for the mma.sync tiled path (for comparison).
+bool wgmma_usable(int dev) {
+  static const bool allowed = [] {
+    const char* v = std::getenv("SSMKIT_CUDA_WGMMA");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  if (!allowed || dev < 0 || dev >= kMaxDevices) return false;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no, 2 yes
+  int state = known[dev].load(std::memory_order_acquire);
+  if (state == 0) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    state = major == 9 && minor == 0 ? 2 : 1;
+    known[dev].store(state, std::memory_order_release);
+  }
+  return state == 2;
+}
+
+template <ssmkit_dtype kX>
+status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream) {
+  using T = wgmma_traits;
+  const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
+  const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
+  if (tiles_m * tiles_n > INT32_MAX) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  auto* kernel = gemm_wgmma_kernel<kX>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
+  kernel<<<static_cast<unsigned>(tiles_m * tiles_n), T::kThreads, T::kSmem, stream>>>(
+      g, static_cast<int>(tiles_m), static_cast<int>(tiles_n));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status launch_simt(const gemm_args& g, cudaStream_t stream) {
   const int64_t tiles_m = (g.m + kSimtTile - 1) / kSimtTile;
@@ -1671,6 +1974,37 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
     device_limits lim;
     SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
     using T = tile_traits<kKind, kGrouped>;
+    if constexpr ((kKind == KIND_W8A8 || kKind == KIND_W4A8) && !kGrouped) {
+      const bool bases16 =
+          reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && reinterpret_cast<uintptr_t>(g.w) % 16 == 0;
+      if (aligned && bases16 && wgmma_traits::kSmem <= lim.smem_optin && wgmma_usable(dev)) {
+        if constexpr (kKind == KIND_W8A8) {
+          return launch_wgmma<kX>(g, dev, stream);
+        } else {
+          // Without groups, W4A8 is W8A8 on the widened weights (the same exact int32 sums and epilogue);
+          // where the temporary cannot be had, the mma.sync tiled path below.
+          void* w8 = nullptr;
+          if (cudaMallocAsync(&w8, static_cast<size_t>(g.n * g.k), stream) == cudaSuccess) {
+            const int64_t chunks = g.n * g.k / 32;
+            int4_to_int8_kernel<<<grid_1d(chunks, 256), 256, 0, stream>>>(reinterpret_cast<const uint4*>(g.w),
+                                                                          static_cast<uint4*>(w8), chunks);
+            status st = ok_status();
+            const cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) {
+              st = cuda_detail::failed(e, "int4_to_int8_kernel", __FILE__, __LINE__);
+            } else {
+              gemm_args g8 = g;
+              g8.w = static_cast<const uint8_t*>(w8);
+              g8.w_row_bytes = g.k;
+              st = launch_wgmma<kX>(g8, dev, stream);
+            }
+            SSMKIT_CUDA_CHECK(cudaFreeAsync(w8, stream));
+            return st;
+          }
+          cudaGetLastError();
+        }
+      }
+    }
     if (aligned && (!kGrouped || g.group_size % T::kBK == 0) && T::kSmem <= lim.smem_optin) {
       return launch_tiled<kKind, kX, kGrouped>(g, dev, stream);
     }
