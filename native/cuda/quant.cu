@@ -1,7 +1,7 @@
 // CUDA kernels of the quantization family: hadamard (the GEMMs and quantizers are in gemm.cu).
 //
-// hadamard: one block per row at a time (a grid-stride loop over rows), n = m * 2^k with m in {1, 12, 20, 28,
-// 40}, computed with the same float32 operations in the same order as native/cpu/quant.cc, so results match
+// hadamard: one block per row (a grid-stride loop over rows), n = m * 2^k with m in {1, 12, 20, 28, 40},
+// computed with the same float32 operations in the same order as native/cpu/quant.cc, so results match
 // the CPU backend bit for bit: the Sylvester butterflies of each chunk of p = 2^k values with stages
 // h = 1, 2, 4, ... in that order, then H_m across the m chunks (H_40 in its block form [[A, A], [B, -B]]:
 // a butterfly across the two halves, then A on the sums and B on the differences), then times scale.
@@ -16,24 +16,12 @@
 // FADD or FSUB): thread t takes position q = t mod p and half t / p of the output rows (for H_40 the
 // half is also which of the sums and differences it forms), reads its m column values with stride p
 // (conflict-free), and writes its outputs straight to global memory (coalesced along q).
-// Staged (the fast path whenever the row goes through shared memory and a second copy of the row in x's
-// dtype fits beside buf): one wave of resident blocks loops over the rows, and while a block mixes row r,
-// row r + gridDim.x is already on its way from global memory into that stage with cp.async (16-byte
-// pieces, no registers held); the butterflies of the next row read it from the stage. Each row is read
-// once and written once, and a block has a row in flight for all but its first load.
 // Fallback (p < 8 or unaligned): scalar loads into shared memory and every stage there, same mix.
 //
-// Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128): 336 MB moved (80 us at 4.2 TB/s).
-// Instructions per row, in warp instructions: the mix 2960 (20 sums, 329 adds for the 20 outputs of a
-// thread with common sign prefixes shared, the scale) and 500 for its stores, conversions and addresses;
-// the butterflies about 2200 (3 register stages, 4 shuffle stages of a shuffle and an fma each, the
-// bf16 unpacking, the stage and buf traffic): about 5700, 93 M over the 16384 rows, 90 us of issue at
-// 1.98 GHz on 132 SMs x 4 schedulers. So the row is bound by issue and DRAM together, each near 85-90
-// us. A block per row leaves each row's load exposed before its work (measured at 186 us, 2.3x the
-// copy). With 320 threads and 64 registers, 3 blocks per SM keep 30 KB of loads in flight
-// per SM through the mix (the 4.2 TB/s x ~0.7 us of loaded latency needs ~22 KB per SM), so we expect
-// 105-125 us (1.3-1.5x the copy), issue-bound; the rest would need fewer instructions per value (the
-// float32 mix is fixed by matching the CPU's order).
+// Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128): 336 MB moved (80 us at 4.2 TB/s);
+// the mix is 21 adds per value (1.8 G FADD, about 55 M warp instructions, 52 us of issue over 132 SMs),
+// the butterflies and shuffles about 14 instructions per value: both hide under the memory time if
+// enough rows are in flight, so we expect to end near 1.2x the copy, bound by DRAM with issue close.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -115,10 +103,9 @@ struct had_args {
   const void* x;
   void* out;
   int64_t rows;
-  int n;       // row length, <= kMaxSharedRow
-  int log_p;   // p = 2^log_p values per chunk, n = m * p
-  int nv;      // fast path: n / 8 slots of 8 values
-  int staged;  // fast path through shared memory: the next row is copied into a stage while this one mixes
+  int n;      // row length, <= kMaxSharedRow
+  int log_p;  // p = 2^log_p values per chunk, n = m * p
+  int nv;     // fast path: n / 8 slots of 8 values
   float scale;
 };
 
@@ -183,8 +170,7 @@ __device__ __forceinline__ void store1(void* out, int64_t i, float v) {
 
 // Output rows [kBase, kBase + kRows) of H_kM (columns kCol0 ... kCol0 + kCols - 1 of its sign table)
 // applied to v (kCols values), for position q: out[row0 + i * p + q] = scale * sum_j H[i][kCol0 + j] v[j],
-// summed left to right as the CPU does (rows with a common sign prefix share its partial sums: the
-// compiler computes each once, 329 adds instead of 380 for each 20 x 20 block of H_40).
+// summed left to right as the CPU does.
 template <ssmkit_dtype T, int kM, int kBase, int kRows, int kCols>
 __device__ __forceinline__ void mix_rows(const float* v, void* out, int64_t row0, int p, int q, float scale) {
   static_for<kRows>([&](auto ii) {
@@ -204,19 +190,6 @@ __device__ __forceinline__ void mix_rows(const float* v, void* out, int64_t row0
   });
 }
 
-// One 16-byte asynchronous copy from global to shared memory (sm_80 and later), and the wait for all of
-// the calling thread's copies.
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
 template <ssmkit_dtype T, int kM, bool kFast>
 __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
   extern __shared__ float4 smem4[];
@@ -227,27 +200,10 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
   const int tid = threadIdx.x;
   // m = 1 with every stage in registers and shuffles: no shared memory at all.
   const bool direct = kFast && kM == 1 && log_p <= 8;
-  // Staged: (n) values of x's dtype after buf, the next row of this block, in flight while this row is
-  // transformed (n is a multiple of 8, so the stage is 16-byte aligned and a row is whole 16-byte pieces).
-  constexpr int kBytes = T == SSMKIT_DTYPE_F32 ? 4 : 2;
-  const bool staged = kFast && !direct && a.staged != 0;
-  unsigned char* stage = reinterpret_cast<unsigned char*>(buf + n);
-  const int pieces = n * kBytes / 16;
-  auto stage_row = [&](int64_t row) {
-    const unsigned char* src = static_cast<const unsigned char*>(a.x) + row * n * kBytes;
-    for (int c = tid; c < pieces; c += blockDim.x) cp_async16(stage + 16 * c, src + 16 * c);
-    cp_async_commit();
-  };
-  if (staged && blockIdx.x < a.rows) stage_row(blockIdx.x);
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const int64_t row0 = r * n;
     int done = 0;  // stages h < 2^done are done
     if constexpr (kFast) {
-      if (staged) {
-        // Row r has landed in the stage, and buf is free (every thread has finished the previous row).
-        cp_async_wait_all();
-        __syncthreads();
-      }
       const int reg_log = log_p < 8 ? log_p : 8;
       for (int base = 0; base < a.nv; base += blockDim.x) {
         // blockDim.x is a multiple of 32, so slot vi's lane is vi mod 32, and a chunk's p / 8 slots are
@@ -257,11 +213,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
         const bool busy = vi < a.nv;
         float v[8];
         if (busy) {
-          if (staged) {
-            load8<T>(stage, 8 * static_cast<int64_t>(vi), v);
-          } else {
-            load8<T>(a.x, row0 + 8 * static_cast<int64_t>(vi), v);
-          }
+          load8<T>(a.x, row0 + 8 * static_cast<int64_t>(vi), v);
         } else {
 #pragma unroll
           for (int j = 0; j < 8; ++j) v[j] = 0.0f;
@@ -301,7 +253,6 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
       for (int i = tid; i < n; i += blockDim.x) buf[i] = load_f32<T>(a.x, row0 + i);
     }
     __syncthreads();
-    if (staged && r + gridDim.x < a.rows) stage_row(r + gridDim.x);  // every thread is past the stage
     // The remaining stages in shared memory: butterfly i of n / 2 is in chunk c = i / (p / 2), pair
     // kk = i mod (p / 2), elements j and j + h with j = c * p + (kk / h) * 2h + kk mod h.
     for (int lg = done; lg < log_p; ++lg) {
@@ -357,7 +308,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
         }
       }
     }
-    if (!staged) __syncthreads();  // buf is rewritten by the next row (staged: the barrier at the top)
+    __syncthreads();  // buf is rewritten by the next row
   }
 }
 
@@ -387,16 +338,7 @@ status launch_hadamard(const had_args& a, int threads, size_t smem, cudaStream_t
     SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(
         hadamard_kernel<T, kM, kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
-  int64_t max_blocks = int64_t{1} << 20;  // rows beyond this loop inside the blocks
-  if (a.staged) {
-    // One wave of resident blocks, each looping over rows so that its next row is always in flight.
-    int dev = 0, sms = 0, per_sm = 0;
-    SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
-    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    SSMKIT_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, hadamard_kernel<T, kM, kFast>, threads, smem));
-    max_blocks = static_cast<int64_t>(std::max(sms, 1)) * std::max(per_sm, 1);
-  }
+  const int64_t max_blocks = int64_t{1} << 20;  // rows beyond this loop inside the blocks
   const unsigned blocks = static_cast<unsigned>(a.rows < max_blocks ? a.rows : max_blocks);
   hadamard_kernel<T, kM, kFast><<<blocks, threads, smem, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
@@ -458,21 +400,14 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
   }
   threads = std::min(kMaxThreads, (threads + 31) / 32 * 32);
   const bool direct = fast && m == 1 && a.log_p <= 8;
-  size_t smem = direct ? 0 : static_cast<size_t>(p.n) * sizeof(float);
-  if (!direct) {
+  const size_t smem = direct ? 0 : static_cast<size_t>(p.n) * sizeof(float);
+  if (smem > 48 * 1024) {
     int dev = 0, optin = 0;
     SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
     SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (smem > static_cast<size_t>(optin)) {
       return make_status(status_code::unsupported,
                          "hadamard: x: rows longer than %d are not supported on this GPU", optin / 4);
-    }
-    // The stage of the next row where it fits beside buf (sm_90: every 16-bit row, float32 rows up to
-    // 29056 values; longer rows read x straight from global memory).
-    const size_t stage = static_cast<size_t>(p.n) * (p.x.dtype == SSMKIT_DTYPE_F32 ? 4 : 2);
-    if (fast && smem + stage <= static_cast<size_t>(optin)) {
-      a.staged = 1;
-      smem += stage;
     }
   }
   const auto s = static_cast<cudaStream_t>(stream);
