@@ -1025,7 +1025,7 @@ constexpr int kWMinBlocks = 5;
 // Shared-memory layout of scan_wide_kernel, in floats (offsets multiples of 4: 16-byte aligned rows); the
 // host sizes the launch with the same function.
 struct scan_wide_layout {
-  int dt, dtu, du, gate, b, c, rb, y, ypad, bias, dval, total;
+  int dt, dtu, du, gate, b, c, rb, y, ych, bias, dval, total;
 };
 
 __host__ __device__ inline scan_wide_layout wide_layout(int P) {
@@ -1038,12 +1038,12 @@ __host__ __device__ inline scan_wide_layout wide_layout(int P) {
   s.b = s.gate + 2 * cb * kWPitch;   // (state, step)
   s.c = s.b + P * kWPitch;           // (state, step)
   s.rb = s.c + P * kWPitch;          // (step): -inf where a new sequence starts
-  s.y = s.rb + kWTile;               // (channel, state, step) partial y
-  // Odd channels shifted by 16 floats when a channel's rows span a multiple of 32 banks, so that the
-  // reduce's reads of two channels' 16 steps fall on distinct banks.
-  s.ypad = (P * kWPitch) % 32 == 0 ? 16 : 0;
-  s.bias = s.y + kWThreads * kWPitch + 16;  // (channel)
-  s.dval = s.bias + cb;                     // (channel)
+  s.y = s.rb + kWTile;               // (channel, state, step) partial y, channels ych floats apart
+  // A channel's rows padded by 16 floats where they span a multiple of 32 banks, so that the reduce's
+  // reads of two channels' 16 steps fall on distinct banks.
+  s.ych = P * kWPitch + ((P * kWPitch) % 32 == 0 ? 16 : 0);
+  s.bias = s.y + cb * s.ych;  // (channel)
+  s.dval = s.bias + cb;       // (channel)
   s.total = s.dval + cb;
   return s;
 }
@@ -1174,7 +1174,7 @@ __global__ void __launch_bounds__(kWThreads, kWMinBlocks) scan_wide_kernel(const
     const float* rdtu = s_dtu + ch * kWPitch;
     const float* rbn = s_b + n * kWPitch;
     const float* rcn = s_c + n * kWPitch;
-    float* yrow = s_y + (ch * P + n) * kWPitch + (ch & 1) * lay.ypad;
+    float* yrow = s_y + ch * lay.ych + n * kWPitch;
     // Two 4-step groups in flight: fully unrolled, the compiler hoists all 20 shared reads and spills.
 #pragma unroll 2
     for (int j = 0; j < kWTile / 4; ++j) {
@@ -1204,7 +1204,7 @@ __global__ void __launch_bounds__(kWThreads, kWMinBlocks) scan_wide_kernel(const
       const int ci = it / kWTile, s = it % kWTile;
       const int64_t t = t0 + s;
       if (it < items && ci < cn && t < L) {
-        const float* col = s_y + ci * P * kWPitch + (ci & 1) * lay.ypad + s;
+        const float* col = s_y + ci * lay.ych + s;
         float acc0 = 0.0f, acc1 = 0.0f;
         int nn = 0;
         for (; nn + 1 < N; nn += 2) {
