@@ -991,7 +991,7 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // Why. At batch 1 x dim 5120 the scan1 grid has 80 blocks for 132 SMs, so scan1 runs its time-parallel
 // form, and that form does every exp twice (the local pass, then the full pass): at seqlen 16384 it
 // measured 1392 us, 1.82x the batch-8 row of the same size (765 us). This kernel finds the parallelism
-// in the states instead: one state a thread, P = next_pow2(dstate) threads a channel (4 .. 32), so a
+// in the states instead: one state a thread, P = next_pow2(dstate) threads a channel (8 .. 32), so a
 // block of 128 threads holds 128 / P channels of one batch row and B/C group and batch 1 x dim 5120 at
 // dstate 16 is 640 blocks, the batch-8 grid of scan1. Each exp is done once.
 //
@@ -1004,20 +1004,24 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // next tile, whose global loads were issued into registers before the scan of this one. D u and silu(z)
 // are double-buffered so that staging tile k + 1 can overlap the reduce of tile k: two barriers a tile.
 //
-// Cost per state and step (issue slots, dstate 16): the recurrence FFMA, MUFU.EX2, FMUL, FFMA, FMUL (5),
-// five 16-byte shared reads per 4 steps (1.25), the partial-y store (0.25), the staging and the reduce
-// (~2 x 40 instructions per (channel, step), /16 states: ~5): ~12.5, against scan1's ~11.5 for the full
-// pass plus ~0.8 of that again for its local pass at batch 1: ~20. Predicted batch 1 x 5120 x 16384 bf16:
-// 1392 x 12.5 / 20 = ~870 us, 800-950 (the same issue efficiency as scan1 at batch 8 assumed). The host
-// takes this kernel only where scan1 would split time and the issue-count model (launch_scan1) says it is
-// cheaper, so batch x dim that fills the GPU keeps scan1 (batch 8 x 5120 x 2048: scan1 ~0.94M, this ~1.01M).
-// The bound is issue: 12.5 slots a warp-state against 10 cycles of MUFU (1 ex2 a state plus softplus and
-// silu, 4 MUFU a (channel, step), at 8 cycles a warp instruction). ptxas (sm_90a): 80-96 registers, no
-// spills; 17 KB of shared memory at dstate 16 (27 KB at P = 4): 5 blocks an SM.
+// Cost per state and step (issue slots, dstate 16): the scan loop's PTX is 61 instructions per 8 steps
+// (FFMA, MUFU.EX2, FMUL, FFMA, FMUL a step; ten 16-byte shared reads and two 16-byte stores; six pointer
+// adds): 7.6; the staging and the reduce (~2 x 40 instructions per (channel, step), /16 states): ~5. So
+// ~12.6, against scan1's ~11.5 for the full pass plus ~0.8 of that again for its local pass at batch 1:
+// ~20. Predicted batch 1 x 5120 x 16384 bf16: 1392 x 12.6 / 20 = ~880 us, 800-950 (the same issue
+// efficiency as scan1 at batch 8 assumed). The bound is issue: 12.6 slots a warp-state against 10
+// cycles of MUFU (1 ex2 a state plus softplus and silu, 4 MUFU a (channel, step), at 8 cycles a warp
+// instruction). The host takes this kernel only where scan1 would split time and the issue-count model
+// (launch_scan1) finds it cheaper, so batch x dim that fills the GPU keeps scan1 (batch 8 x 5120 x
+// 2048: scan1 ~0.94M, this ~1.01M). ptxas (sm_90a): 72-90 registers, no spills; 17 KB of shared memory
+// at dstate 16 (20 KB at P = 8): 5 blocks an SM.
 constexpr int kWThreads = 128;
 constexpr int kWTile = 16;   // steps per tile
 constexpr int kWPitch = 20;  // floats a row: 8 rows of 16-byte reads on distinct banks
-constexpr int kWMaxItems = kWTile * (kWThreads / 4) / kWThreads;  // (channel, step) items a thread at P >= 4
+// dstate 5 .. 32 (P >= 8): P = 4 needs 4 staging items a thread, which took the kernel to 96 registers
+// with spills.
+constexpr int kWMinLanes = 8;
+constexpr int kWMaxItems = kWTile * (kWThreads / kWMinLanes) / kWThreads;  // (channel, step) items a thread
 // Five resident blocks an SM (<= 102 registers): batch 1 x dim 5120 at dstate 16 (640 blocks) in one wave
 // on 132 SMs; at six (<= 85 registers) the kernel spilled.
 constexpr int kWMinBlocks = 5;
@@ -1062,7 +1066,7 @@ __device__ __forceinline__ float word_float(uint32_t w, int dt) {
 template <bool kVarB, bool kVarC>
 __global__ void __launch_bounds__(kWThreads, kWMinBlocks) scan_wide_kernel(const scan1_args a) {
   extern __shared__ __align__(16) float wide_smem[];
-  const int P = a.lanes;  // threads (states) a channel: a power of two in [4, 32]
+  const int P = a.lanes;  // threads (states) a channel: a power of two in [8, 32]
   const int cb = kWThreads / P;
   const scan_wide_layout lay = wide_layout(P);
   float* s_dt = wide_smem + lay.dt;
@@ -1172,27 +1176,34 @@ __global__ void __launch_bounds__(kWThreads, kWMinBlocks) scan_wide_kernel(const
   auto scan_tile = [&]() {
     const float* rdt = s_dt + ch * kWPitch;
     const float* rdtu = s_dtu + ch * kWPitch;
+    const float* rrb = s_rb;
     const float* rbn = s_b + n * kWPitch;
     const float* rcn = s_c + n * kWPitch;
     float* yrow = s_y + ch * lay.ych + n * kWPitch;
-    // Two 4-step groups in flight: fully unrolled, the compiler hoists all 20 shared reads and spills.
-#pragma unroll 2
-    for (int j = 0; j < kWTile / 4; ++j) {
-      const float4 d4 = *reinterpret_cast<const float4*>(rdt + 4 * j);
-      const float4 u4 = *reinterpret_cast<const float4*>(rdtu + 4 * j);
-      const float4 r4 = *reinterpret_cast<const float4*>(s_rb + 4 * j);
-      float4 b4 = make_float4(bk, bk, bk, bk), c4 = make_float4(ck, ck, ck, ck);
-      if constexpr (kVarB) b4 = *reinterpret_cast<const float4*>(rbn + 4 * j);
-      if constexpr (kVarC) c4 = *reinterpret_cast<const float4*>(rcn + 4 * j);
-      float y[4];
+    // Two passes of 8 steps with the row pointers advanced (6 adds a pass): with the 4-step groups
+    // indexed by a loop counter the PTX rebuilt every address each group (~3 integer ops a step), and
+    // fully unrolled the compiler hoists all 20 shared reads and spills.
+#pragma unroll 1
+    for (int j = 0; j < kWTile / 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
-        const float decay = ex2_approx(fmaf(component(d4, e), a2, component(r4, e)));
-        h = fmaf(decay, h, component(u4, e) * component(b4, e));
-        y[e] = h * component(c4, e);
+      for (int q = 0; q < 2; ++q) {
+        const float4 d4 = *reinterpret_cast<const float4*>(rdt + 4 * q);
+        const float4 u4 = *reinterpret_cast<const float4*>(rdtu + 4 * q);
+        const float4 r4 = *reinterpret_cast<const float4*>(rrb + 4 * q);
+        float4 b4 = make_float4(bk, bk, bk, bk), c4 = make_float4(ck, ck, ck, ck);
+        if constexpr (kVarB) b4 = *reinterpret_cast<const float4*>(rbn + 4 * q);
+        if constexpr (kVarC) c4 = *reinterpret_cast<const float4*>(rcn + 4 * q);
+        float y[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
+          const float decay = ex2_approx(fmaf(component(d4, e), a2, component(r4, e)));
+          h = fmaf(decay, h, component(u4, e) * component(b4, e));
+          y[e] = h * component(c4, e);
+        }
+        *reinterpret_cast<float4*>(yrow + 4 * q) = make_float4(y[0], y[1], y[2], y[3]);
       }
-      *reinterpret_cast<float4*>(yrow + 4 * j) = make_float4(y[0], y[1], y[2], y[3]);
+      rdt += 8, rdtu += 8, rrb += 8, rbn += 8, rcn += 8, yrow += 8;
     }
   };
 
@@ -1204,16 +1215,17 @@ __global__ void __launch_bounds__(kWThreads, kWMinBlocks) scan_wide_kernel(const
       const int ci = it / kWTile, s = it % kWTile;
       const int64_t t = t0 + s;
       if (it < items && ci < cn && t < L) {
+        // Four states a pass on four accumulators, the column pointer advanced (no index math a load).
         const float* col = s_y + ci * lay.ych + s;
-        float acc0 = 0.0f, acc1 = 0.0f;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         int nn = 0;
-        for (; nn + 1 < N; nn += 2) {
-          acc0 += col[nn * kWPitch];
-          acc1 += col[(nn + 1) * kWPitch];
+        for (; nn + 4 <= N; nn += 4, col += 4 * kWPitch) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[i] += col[i * kWPitch];
         }
-        if (nn < N) acc0 += col[nn * kWPitch];
+        for (; nn < N; ++nn, col += kWPitch) acc[0] += *col;
         const int o = buf * cb * kWPitch + ci * kWPitch + s;
-        const float v = (acc0 + acc1 + s_du[o]) * s_gate[o];
+        const float v = ((acc[0] + acc[1]) + (acc[2] + acc[3]) + s_du[o]) * s_gate[o];
         store_any(a.out, a.out_dt, (b * dim + c0 + ci) * L + t, v);
       }
     }
@@ -2200,7 +2212,7 @@ template <bool kVarB, bool kVarC>
 status run_scan_wide(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
-  // At most ~27 KB (P = 4): under the 48 KB every target gives without opting in.
+  // At most ~20 KB (P = 8): under the 48 KB every target gives without opting in.
   const size_t smem = sizeof(float) * static_cast<size_t>(wide_layout(a.lanes).total);
   scan_wide_kernel<kVarB, kVarC><<<grid, kWThreads, smem, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
@@ -2221,7 +2233,7 @@ bool aligned16(const void* p) {
 
 // selectiveScan at dstate <= 32 on scan1_kernel or scan_wide_kernel. SSMKIT_CUDA_SCAN_CHUNKS forces the
 // number of time chunks and SSMKIT_CUDA_SCAN_POLY the states a thread takes through the FMA-pipe exp2
-// (either selects scan1_kernel); SSMKIT_CUDA_SCAN_WIDE=1 forces scan_wide_kernel (dstate 3 .. 32) and
+// (either selects scan1_kernel); SSMKIT_CUDA_SCAN_WIDE=1 forces scan_wide_kernel (dstate 5 .. 32) and
 // =0 rules it out (tests, benches).
 status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t stream) {
   const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, N = p.dstate;
@@ -2264,9 +2276,9 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   // against ~129k; batch 8 x 5120 x 2048 stays on scan1 in one pass (k = 1; ~0.94M against ~1.01M).
   const int wide_env = env_int("SSMKIT_CUDA_SCAN_WIDE", -1);
   const bool scan1_knobs = forced > 0 || std::getenv("SSMKIT_CUDA_SCAN_POLY") != nullptr;
-  const bool wide_fits = N >= 3;
+  const bool wide_fits = N > kWMinLanes / 2;
   if (wide_env == 1 && !wide_fits) {
-    return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_WIDE=1 needs dstate 3 .. 32, got %lld", op,
+    return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_WIDE=1 needs dstate 5 .. 32, got %lld", op,
                        static_cast<long long>(N));
   }
   bool wide = wide_env == 1;
