@@ -860,6 +860,9 @@ describe('the fused decode step on CUDA', () => {
     ['mamba2 f32 limited dt', MAMBA2],
     ['mamba2 bf16 open dt', { ...MAMBA2, act: 'bfloat16', dtLimit: undefined, ngroups: 1, tied: false }],
     ['mamba2 f32 dstate 20, wide conv state', { ...MAMBA2, dState: 20, convWidth: 3, layers: 1 }],
+    // dt_proj's state update: chunks of 8 states and a 4-state tail (12), scalar states (5).
+    ['mamba f32 dstate 12', { ...MAMBA1, dState: 12, layers: 2 }],
+    ['mamba bf16 dstate 5', { ...MAMBA1, act: 'bfloat16', dState: 5, layers: 1 }],
     // Quantized layers run composed, on the quantization family's GEMMs (captured: on weights the step
     // unpacked once; uncaptured: on the packed ones).
     ['mamba f32 w8a8', { ...MAMBA1, quant: 'w8a8' }],

@@ -65,8 +65,9 @@
 // hide them). Measured per layer (Nsight, serialized) with the prologue summing whole rows: in_proj 31 us,
 // x_proj 6.6, dt_proj 8.7, out_proj 15.3 (61.6 us), head 81 us. Expected with the per-panel sums: in_proj
 // ~22 us (the ~9 us of row sums gone, one L2 round trip left), out_proj ~15.5 us (a warp's shuffle of 32
-// doubles in each panel's finalizer), head ~69 us; ~53 us a layer, ~0.55 ms a token less for 64 layers
-// (3.81 -> ~3.25 ms in the graph).
+// doubles in each panel's finalizer), head ~69 us; with the state update's loads issued early, dt_proj
+// ~6.5 us (~4 of its ~6 dependent memory round trips of ~0.6 us gone from the finalizing warp); ~51 us
+// a layer, ~0.65 ms a token less for 64 layers (3.81 -> ~3.15 ms in the graph).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -601,12 +602,24 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
   store_col(om, row, col, v);
 }
 
+// States a chunk of the update loads before it computes (two float4 of state and of A; B and C, which
+// no store precedes within the chunk, are the compiler's to schedule): the chunk's loads go out together
+// instead of one state vector's round trip after another's store.
+constexpr int kSsuChunk = 8;
+
+// The update's loads cannot move above the state stores (the compiler cannot prove they do not alias),
+// so each one that the code issues late is a memory latency on the finalizing warp's chain: x, z, D
+// and dt_bias are read first, then the states in chunks of kSsuChunk (Mamba's d_state 16: 2 round trips
+// for the states instead of 4, and none for z and D after the loop instead of 2). The arithmetic and its
+// order are those of selective_state_update, unchanged.
 __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) {
   if (c >= e.dim) return;
   constexpr float kLog2e = 1.44269504088896341f;
+  const float x = ld_any(e.x, e.x_dt, row * e.dim + c);
+  const float zv = e.z != nullptr ? ld_any(e.z, e.z_dt, row * e.dim + c) : 0.0f;
+  const float dv = e.D != nullptr ? e.D[c] : 0.0f;
   float dt = round_to(e.act, v) + (e.dt_bias != nullptr ? e.dt_bias[c] : 0.0f);
   dt = dt > 20.0f ? dt : log1pf(expf(dt));
-  const float x = ld_any(e.x, e.x_dt, row * e.dim + c);
   const float dtx = dt * x;
   float* st = e.state + (row * e.dim + c) * e.N;
   const float* A = e.A + c * e.N;
@@ -614,6 +627,31 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
   int64_t n = 0;
   if (e.N % 4 == 0) {
     // Rows of 4k floats: 16-byte aligned (the allocations are), one vector per 4 states.
+    for (; n + kSsuChunk <= e.N; n += kSsuChunk) {
+      float sr[kSsuChunk], ar[kSsuChunk];
+#pragma unroll
+      for (int h = 0; h < kSsuChunk; h += 4) {
+        const float4 sv = *reinterpret_cast<const float4*>(st + n + h);
+        const float4 av = *reinterpret_cast<const float4*>(A + n + h);
+        sr[h] = sv.x;
+        sr[h + 1] = sv.y;
+        sr[h + 2] = sv.z;
+        sr[h + 3] = sv.w;
+        ar[h] = av.x;
+        ar[h + 1] = av.y;
+        ar[h + 2] = av.z;
+        ar[h + 3] = av.w;
+      }
+#pragma unroll
+      for (int q = 0; q < kSsuChunk; ++q) {
+        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n + q));
+        y = fmaf(sr[q], ld_any(e.C, e.c_dt, row * e.N + n + q), y);
+      }
+#pragma unroll
+      for (int h = 0; h < kSsuChunk; h += 4) {
+        *reinterpret_cast<float4*>(st + n + h) = make_float4(sr[h], sr[h + 1], sr[h + 2], sr[h + 3]);
+      }
+    }
     for (; n < e.N; n += 4) {
       const float4 sv = *reinterpret_cast<const float4*>(st + n);
       const float4 av = *reinterpret_cast<const float4*>(A + n);
@@ -632,8 +670,8 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
     st[n] = s;
     y = fmaf(s, ld_any(e.C, e.c_dt, row * e.N + n), y);
   }
-  float o = y + (e.D != nullptr ? e.D[c] * x : 0.0f);
-  if (e.z != nullptr) o *= silu(ld_any(e.z, e.z_dt, row * e.dim + c));
+  float o = y + (e.D != nullptr ? dv * x : 0.0f);
+  if (e.z != nullptr) o *= silu(zv);
   st_any(e.out, e.out_dt, row * e.dim + c, o);
 }
 
