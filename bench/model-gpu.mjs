@@ -8,7 +8,8 @@
 // Each timed row is the median of --repeats runs of --steps calls between two synchronize()s, after
 // warm-up. The runner's own decode (MambaModel.generate, greedy, batch 1) is timed from its per-token
 // callbacks, for each mode: what a user of the package gets, host round trips and sampling included. The decode rows cover the step's variants (SSMKIT_CUDA_GRAPH, SSMKIT_CUDA_DECODE_FUSED,
-// SSMKIT_CUDA_PDL, SSMKIT_CUDA_GEMV_UNITS; the first row is the default). The peer column is cuBLAS
+// SSMKIT_CUDA_PDL, SSMKIT_CUDA_GEMV_UNITS; the first row is the default), then the default with the
+// device sampler in the step (greedy, and sampled with top-p). The peer column is cuBLAS
 // through PyTorch when --peers names the JSON lines of shared/device/peers.py (the decode row's peer:
 // 64 x cuBLAS GEMVs of in_proj and out_proj, the step's two large layers alone), else the issue's anchor.
 //
@@ -492,6 +493,38 @@ for (const mode of modes) {
       log(e);
     }
   }
+  // The default variant with the device sampler in the step (tokens and draws on the host, so each
+  // step also waits for its token): against the default row, the sampler's cost and one round trip.
+  const draws = new Tensor('float64', [0.5], [1]);
+  for (const [name, sampling] of [
+    ['greedy sampler in the step', { temperature: 0 }],
+    ['sampler in the step (T 0.8, top-p 0.95)', { temperature: 0.8, topP: 0.95, draws }],
+  ]) {
+    try {
+      const st = dm.states(1);
+      const bound = nn.bindDecodeStates(st.conv, st.ssm);
+      const ms = timeIt(() => nn.decodeStepSync(dm.plan, bound, ids, logits, sampling)?.dispose(), steps, repeats);
+      for (const x of [...st.conv, ...st.ssm]) x.dispose();
+      rows.push({
+        row: `decode ${args.shape} ${mode} batch 1: graph, fused, PDL, ${name}`,
+        ours: `${ms.toFixed(3)} ms/token`,
+        floor: `${floorMs.toFixed(3)} ms`,
+        frac: `${((floorMs / ms) * 100).toFixed(0)}% (${(ms / floorMs).toFixed(2)}x)`,
+        peer,
+      });
+      log(rows[rows.length - 1]);
+    } catch (e) {
+      rows.push({
+        row: `decode ${args.shape} ${mode} batch 1: ${name}`,
+        ours: `failed: ${e.message}`,
+        floor: '',
+        frac: '',
+        peer: '',
+      });
+      log(e);
+    }
+  }
+  draws.dispose();
   ids.dispose();
   logits.dispose();
   dm.dispose();

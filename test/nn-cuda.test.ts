@@ -591,6 +591,49 @@ describe('nn on CUDA', () => {
       }
     }
   });
+
+  it('sample on the device: argmax over tied maxima, NaN, -inf and +inf rows, aligned and unaligned rows', () => {
+    const rng = new Rng(29);
+    // vocab 1001: a 16-byte aligned first row with a tail past the last 4-float vector, then unaligned
+    // rows; 50280: every row aligned.
+    for (const vocab of [1, 7, 1001, 50280]) {
+      const rows = 6;
+      const logits = new Float32Array(rows * vocab).map(() => 3 * rng.normal());
+      const want: number[] = [];
+      const at = (r: number, i: number, v: number) => {
+        if (i < vocab) logits[r * vocab + i] = v;
+      };
+      // Row 0: the max at three places (within one vector, far apart): the first wins.
+      for (const i of [vocab - 1, Math.floor(vocab / 2), 17, 18]) at(0, i, 100);
+      want.push(vocab > 17 ? 17 : vocab > 1 ? Math.floor(vocab / 2) : 0);
+      // Row 1: every logit NaN: 0.
+      for (let i = 0; i < vocab; i++) at(1, i, Number.NaN);
+      want.push(0);
+      // Row 2: every logit -inf: the first.
+      for (let i = 0; i < vocab; i++) at(2, i, Number.NEGATIVE_INFINITY);
+      want.push(0);
+      // Row 3: NaN, then -inf from index 2 on (NaN never wins).
+      for (let i = 0; i < vocab; i++) at(3, i, i < 2 ? Number.NaN : Number.NEGATIVE_INFINITY);
+      want.push(vocab > 2 ? 2 : 0);
+      // Row 4: +inf last and at 5, NaN at 0.
+      at(4, 0, Number.NaN);
+      at(4, 5, Number.POSITIVE_INFINITY);
+      at(4, vocab - 1, Number.POSITIVE_INFINITY);
+      want.push(vocab > 5 ? 5 : vocab - 1);
+      // Row 5: the max in the last element alone.
+      at(5, vocab - 1, 1000);
+      want.push(vocab - 1);
+      const lt = new Tensor('float32', logits, [rows, vocab]);
+      const tokens = poisoned([rows], 'int32');
+      call('sample', { logits: nat(lt.toSync(DEV)), tokens: nat(tokens), rows, vocab, temperature: 0, topK: 0, topP: 1 });
+      const got = tokens.toSync('cpu').dataSync() as Int32Array;
+      const cpu = sampleSync(lt).dataSync() as Int32Array;
+      for (let r = 0; r < rows; r++) {
+        expect(got[r], `vocab ${vocab} row ${r}`).toBe(want[r]);
+        expect(cpu[r], `vocab ${vocab} row ${r}: CPU`).toBe(want[r]);
+      }
+    }
+  });
 });
 
 // ---- the fused decode step ------------------------------------------------------------------------------
@@ -817,6 +860,9 @@ describe('the fused decode step on CUDA', () => {
     ['mamba2 f32 limited dt', MAMBA2],
     ['mamba2 bf16 open dt', { ...MAMBA2, act: 'bfloat16', dtLimit: undefined, ngroups: 1, tied: false }],
     ['mamba2 f32 dstate 20, wide conv state', { ...MAMBA2, dState: 20, convWidth: 3, layers: 1 }],
+    // dt_proj's state update: chunks of 8 states and a 4-state tail (12), scalar states (5).
+    ['mamba f32 dstate 12', { ...MAMBA1, dState: 12, layers: 2 }],
+    ['mamba bf16 dstate 5', { ...MAMBA1, act: 'bfloat16', dState: 5, layers: 1 }],
     // Quantized layers run composed, on the quantization family's GEMMs (captured: on weights the step
     // unpacked once; uncaptured: on the packed ones).
     ['mamba f32 w8a8', { ...MAMBA1, quant: 'w8a8' }],
@@ -896,6 +942,9 @@ describe('the fused decode step on CUDA', () => {
   // family's split-K GEMM keeps counters for in its first 256 bytes of workspace, between calls of fewer
   // columns (x_proj, out_proj), with K split over blocks and groups of 128 along K (the tiny models
   // above have one group and no split). Several steps, so that every GEMM runs after the others.
+  // 'none' runs the fused step at these widths (2 layers): out_proj split over K into 80 panels, each
+  // panel's last unit storing its residual sums of squares, which the next in_proj's and the head's
+  // norm prologues add up.
   const WIDE: TinyConfig = {
     ...MAMBA1,
     act: 'bfloat16',
@@ -906,9 +955,9 @@ describe('the fused decode step on CUDA', () => {
     layers: 1,
     bias: false,
   };
-  for (const quant of ['w4a16', 'w8a8', 'w4a8'] as const) {
+  for (const quant of ['none', 'w4a16', 'w8a8', 'w4a8'] as const) {
     it(`mamba bf16 ${quant} at Mamba-2.8B widths, batch 1, 3 and 20: the step against the CPU step, graph and no graph`, async () => {
-      const cfg: TinyConfig = { ...WIDE, quant };
+      const cfg: TinyConfig = quant === 'none' ? { ...WIDE, layers: 2 } : { ...WIDE, quant };
       const tiny = new TinyModel(cfg, quant.length * 31);
       const cpu = await tiny.desc('cpu');
       const dev = await tiny.desc(DEV);

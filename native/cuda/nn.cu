@@ -32,9 +32,11 @@
 // sum of squares in float64 (as the CPU), so that both backends round the same value; rms_norm's passes
 // issue 8 loads a thread before using the first (one memory latency per 2048 elements, not one per 256); the
 // element ops (split_columns, embedding, dt_limit, transpose_split with 32x32 tiles) are grid-stride loops.
-// sample runs one block per row: argmax, or probabilities from the softmax and radix selections over the
-// logits' order-preserving bits (count for top-k, mass for top-p and the draw), ties (equal logits) in
-// index order.
+// sample runs one block per row: argmax in one pass of 16-byte loads, 4 a thread in flight (50280
+// logits: 13 loads a thread, ~2 memory latencies, where a scalar max pass and a second pass for the
+// first index of the max cost ~29 us a token), or probabilities from the softmax and radix selections
+// over the logits' order-preserving bits (count for top-k, mass for top-p and the draw), ties (equal
+// logits) in index order.
 //
 // The decode step enqueues the whole step on the stream, on scratch it owns. Fused (the default, float
 // layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
@@ -42,11 +44,14 @@
 // limit), x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head
 // update and the gated norm instead), and out_proj. With a float32 residual (the models' default),
 // out_proj's epilogue adds each output to the residual in place, and the next in_proj (the head after
-// the last layer) applies the RMSNorm in its prologue: every block sums the whole residual row (10 KiB
-// at d_model 2560, from L2) in rms_norm's order, so all blocks and the standalone kernel get the same
-// rstd bit for bit, while its first weights are in flight. This replaces a tail in which out_proj's last
-// block normalized the rows alone after every panel was written (~11 us a layer serialized, for a
-// prologue of ~1-2 us in a kernel that is streaming its weights). With a residual in the activation
+// the last layer) applies the RMSNorm in its prologue. The row's sum of squares is paid once: the block
+// that finalizes a panel of out_proj (exactly one per panel) stores the float64 sum of squares of its 32
+// new residual values per row in that (row, panel)'s slot, and each block of the next kernel adds a
+// row's 80 slots (d_model 2560) in a fixed order, one L2 round trip while its first weights are in
+// flight. Every block, graph or not, gets the same rstd bit for bit; it may differ from the CPU's (whose
+// sum runs in element order) in the last bit. Summing the whole row in every block instead cost ~9 us
+// in in_proj (640 blocks, several generations a SM each paying it) and ~12 us in the head (1572 blocks)
+// as measured. With a residual in the activation
 // dtype (which rounds the sum), out_proj's last block still applies the next norm as that tail. Composed
 // (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
 // CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
@@ -57,10 +62,12 @@
 // dependent launch on sm_90, so each one's blocks start and prefetch their weights while the previous
 // kernel drains. Bound for batch-1 decode of Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at
 // 4.2 TB/s; the four launches a layer add their ramp and tail latencies (~3-4 us each where PDL does not
-// hide them). Expected per layer (Nsight, serialized) against the 68 us measured with the norm tail:
-// out_proj 28.5 -> ~8 us (the tail gone), in_proj 22 -> ~23 us (the prologue), x_proj 7.2 -> ~5 us and
-// dt_proj 10 -> ~8 us (fewer, fuller units); ~44 us a layer, ~2.9 ms a token serialized, ~2.5-2.8 ms in
-// the graph with PDL (from 3.81).
+// hide them). Measured per layer (Nsight, serialized) with the prologue summing whole rows: in_proj 31 us,
+// x_proj 6.6, dt_proj 8.7, out_proj 15.3 (61.6 us), head 81 us. Expected with the per-panel sums: in_proj
+// ~22 us (the ~9 us of row sums gone, one L2 round trip left), out_proj ~15.5 us (a warp's shuffle of 32
+// doubles in each panel's finalizer), head ~69 us; with the state update's loads issued early, dt_proj
+// ~6.5 us (~4 of its ~6 dependent memory round trips of ~0.6 us gone from the finalizing warp); ~51 us
+// a layer, ~0.65 ms a token less for 64 layers (3.81 -> ~3.15 ms in the graph).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -419,32 +426,14 @@ __device__ __forceinline__ void ld_batch(const void* p, int dt, int64_t base, in
   }
 }
 
-// This thread's share of the sum of squares of row (d,) at `base` of p: elements threadIdx.x + t *
-// blockDim.x in increasing t, summed in that order in float64. rms_row sums the same elements in the
-// same order, so block_sum of either gives the same value bit for bit.
-template <bool kL2>
-__device__ __forceinline__ double row_sumsq(const void* p, int dt, int64_t base, int64_t d) {
-  const int64_t nt = blockDim.x;
-  double ss = 0.0;
-  for (int64_t i0 = threadIdx.x; i0 < d; i0 += kRowBatch * nt) {
-    float v[kRowBatch];
-    ld_batch<kL2>(p, dt, base, i0, nt, d, v);
-#pragma unroll
-    for (int j = 0; j < kRowBatch; ++j) {
-      if (i0 + j * nt < d) ss += static_cast<double>(v[j]) * v[j];
-    }
-  }
-  return ss;
-}
-
 // 1 / sqrt(mean of squares + eps) from a row's float64 sum of squares, as the CPU rounds it.
 __device__ __forceinline__ float rms_rstd(double ss, int64_t d, float eps) {
   return 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(d)) + eps);
 }
 
 // Output row r of rms_norm by a whole block of kRowThreads threads: the same partition of the row and
-// the same reduction wherever it runs, so the standalone kernel, the decode step's fused tail and the
-// gemv's norm prologue agree bit for bit. row: (d,) shared floats; the call ends with a barrier.
+// the same reduction wherever it runs, so the standalone kernel and the decode step's fused tail agree
+// bit for bit. row: (d,) shared floats; the call ends with a barrier.
 template <bool kL2>
 __device__ void rms_row(const rms_args& a, int64_t r, float* row, double* red) {
   const int64_t d = a.d;
@@ -573,8 +562,12 @@ struct norm_tail {
 // out_proj when the residual is float32: the projection, rounded to the activation dtype as the
 // op-by-op path stores it, added to the residual in place (residual[row][col] += out), the sum that the
 // next norm reads. Each element is finalized by exactly one thread, so the update needs no ordering.
+// The block that finalizes a panel also stores the float64 sum of squares of the panel's 32 new
+// residual values of each row (a fixed shuffle order) in that (row, panel)'s own slot: the next
+// kernel's norm prologue adds the row's slots in panel order instead of reading the whole row again.
 struct res_epi {
   float* residual;  // (rows, n) float32
+  double* ssq;      // (rows, panels) float64
   int act;
 };
 
@@ -609,12 +602,24 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
   store_col(om, row, col, v);
 }
 
+// States a chunk of the update loads before it computes (two float4 of state and of A; B and C, which
+// no store precedes within the chunk, are the compiler's to schedule): the chunk's loads go out together
+// instead of one state vector's round trip after another's store.
+constexpr int kSsuChunk = 8;
+
+// The update's loads cannot move above the state stores (the compiler cannot prove they do not alias),
+// so each one that the code issues late is a memory latency on the finalizing warp's chain: x, z, D
+// and dt_bias are read first, then the states in chunks of kSsuChunk (Mamba's d_state 16: 2 round trips
+// for the states instead of 4, and none for z and D after the loop instead of 2). The arithmetic and its
+// order are those of selective_state_update, unchanged.
 __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) {
   if (c >= e.dim) return;
   constexpr float kLog2e = 1.44269504088896341f;
+  const float x = ld_any(e.x, e.x_dt, row * e.dim + c);
+  const float zv = e.z != nullptr ? ld_any(e.z, e.z_dt, row * e.dim + c) : 0.0f;
+  const float dv = e.D != nullptr ? e.D[c] : 0.0f;
   float dt = round_to(e.act, v) + (e.dt_bias != nullptr ? e.dt_bias[c] : 0.0f);
   dt = dt > 20.0f ? dt : log1pf(expf(dt));
-  const float x = ld_any(e.x, e.x_dt, row * e.dim + c);
   const float dtx = dt * x;
   float* st = e.state + (row * e.dim + c) * e.N;
   const float* A = e.A + c * e.N;
@@ -622,6 +627,31 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
   int64_t n = 0;
   if (e.N % 4 == 0) {
     // Rows of 4k floats: 16-byte aligned (the allocations are), one vector per 4 states.
+    for (; n + kSsuChunk <= e.N; n += kSsuChunk) {
+      float sr[kSsuChunk], ar[kSsuChunk];
+#pragma unroll
+      for (int h = 0; h < kSsuChunk; h += 4) {
+        const float4 sv = *reinterpret_cast<const float4*>(st + n + h);
+        const float4 av = *reinterpret_cast<const float4*>(A + n + h);
+        sr[h] = sv.x;
+        sr[h + 1] = sv.y;
+        sr[h + 2] = sv.z;
+        sr[h + 3] = sv.w;
+        ar[h] = av.x;
+        ar[h + 1] = av.y;
+        ar[h + 2] = av.z;
+        ar[h + 3] = av.w;
+      }
+#pragma unroll
+      for (int q = 0; q < kSsuChunk; ++q) {
+        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n + q));
+        y = fmaf(sr[q], ld_any(e.C, e.c_dt, row * e.N + n + q), y);
+      }
+#pragma unroll
+      for (int h = 0; h < kSsuChunk; h += 4) {
+        *reinterpret_cast<float4*>(st + n + h) = make_float4(sr[h], sr[h + 1], sr[h + 2], sr[h + 3]);
+      }
+    }
     for (; n < e.N; n += 4) {
       const float4 sv = *reinterpret_cast<const float4*>(st + n);
       const float4 av = *reinterpret_cast<const float4*>(A + n);
@@ -640,8 +670,8 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
     st[n] = s;
     y = fmaf(s, ld_any(e.C, e.c_dt, row * e.N + n), y);
   }
-  float o = y + (e.D != nullptr ? e.D[c] * x : 0.0f);
-  if (e.z != nullptr) o *= silu(ld_any(e.z, e.z_dt, row * e.dim + c));
+  float o = y + (e.D != nullptr ? dv * x : 0.0f);
+  if (e.z != nullptr) o *= silu(zv);
   st_any(e.out, e.out_dt, row * e.dim + c, o);
 }
 
@@ -676,14 +706,18 @@ struct gemv_args {
   bool has_tail;
   norm_tail tail;
   // The norm prologue: x is rms_norm(pre.x rows) rather than read from x (pre.x (M, K), pre.d == K,
-  // pre.out_dt the dtype the normalized x is rounded to, as rms_norm would store it).
+  // pre.out_dt the dtype the normalized x is rounded to, as rms_norm would store it), the rows' sums of
+  // squares the previous out_proj left per panel in pre_ssq.
   bool has_pre;
   rms_args pre;
+  const double* pre_ssq;  // (M, pre_panels) float64
+  int64_t pre_panels;
 };
 
-// Element (row, col) of the result, bias added, to where the epilogue sends it.
+// Element (row, col) of the result, bias added, to where the epilogue sends it. Returns the new
+// residual value (EPI_RES), else 0.
 template <int kEpi>
-__device__ __forceinline__ void gemv_finalize(const gemv_args& a, int64_t row, int64_t col, float s) {
+__device__ __forceinline__ float gemv_finalize(const gemv_args& a, int64_t row, int64_t col, float s) {
   const float v = s + (a.bias != nullptr ? a.bias[col] : 0.0f);
   if constexpr (kEpi == EPI_CONV) {
     conv_finalize(a.conv, a.out, row, col, v);
@@ -691,9 +725,24 @@ __device__ __forceinline__ void gemv_finalize(const gemv_args& a, int64_t row, i
     ssu_finalize(a.ssu, row, col, v);
   } else if constexpr (kEpi == EPI_RES) {
     float* r = a.res.residual + row * a.n + col;
-    *r = round_to(a.res.act, v) + *r;
+    const float nv = round_to(a.res.act, v) + *r;
+    *r = nv;
+    return nv;
   } else {
     store_col(a.out, row, col, v);
+  }
+  return 0.0f;
+}
+
+// EPI_RES: the sum of squares of one row's 32 finalized columns of a panel into its slot. Called by a
+// whole warp whose lanes hold the panel's columns 0..31 of row mm (v: 0 past n).
+template <int kEpi>
+__device__ __forceinline__ void gemv_panel_ssq(const gemv_args& a, int64_t panel, int64_t m0, int mm, int mr,
+                                               float v) {
+  if constexpr (kEpi == EPI_RES) {
+    const double sq = warp_sum(static_cast<double>(v) * v);
+    if (threadIdx.x % 32 == 0 && mm < mr && a.res.ssq != nullptr)
+      a.res.ssq[(m0 + mm) * a.panels + panel] = sq;
   }
 }
 
@@ -741,12 +790,16 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
   float* xs = smem;
   __shared__ float s_rstd[MR];
   if constexpr (kNorm) {
-    // Every block sums each whole row (from L2: a.k floats a row) in rms_row's order, so every block
-    // gets the rstd the standalone kernel would, bit for bit; its first weights are in flight meanwhile.
-    __shared__ double pre_red[33];
-    for (int mm = 0; mm < mr; ++mm) {
-      const double ss = block_sum(row_sumsq<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k, a.k), pre_red);
-      if (threadIdx.x == 0) s_rstd[mm] = rms_rstd(ss, a.k, a.pre.eps);
+    // Warp w adds up rows w, w + 8, ... from their per-panel slots (pre_panels doubles a row, one L2
+    // round trip): lane l takes slots l, l + 32, ... in order, then a fixed shuffle tree, so every
+    // block, graph or not, gets the same rstd bit for bit; its first weights are in flight meanwhile.
+    for (int mm = warp; mm < mr; mm += kGemvThreads / 32) {
+      const double* slots = a.pre_ssq + (m0 + mm) * a.pre_panels;
+      double ss = 0.0;
+#pragma unroll 4
+      for (int64_t q = lane; q < a.pre_panels; q += 32) ss += __ldcg(slots + q);
+      ss = warp_sum(ss);
+      if (lane == 0) s_rstd[mm] = rms_rstd(ss, a.k, a.pre.eps);
     }
     __syncthreads();
   }
@@ -844,7 +897,9 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
     if (a.splits == 1) {
       const int mm = t / kPanel;
       const int64_t col = panel * kPanel + t % kPanel;
-      if (mm < mr && col < a.n) gemv_finalize<kEpi>(a, m0 + mm, col, s);
+      float v = 0.0f;
+      if (mm < mr && col < a.n) v = gemv_finalize<kEpi>(a, m0 + mm, col, s);
+      gemv_panel_ssq<kEpi>(a, panel, m0, mm, mr, v);
     } else {
       part[split * (kGemvMaxRows * kPanel) + t] = s;
     }
@@ -878,7 +933,9 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
       for (int g = 0; g < kGroups; ++g) s += red[g * kItems + t];
       const int mm = t / kPanel;
       const int64_t col = panel * kPanel + t % kPanel;
-      if (mm < mr && col < a.n) gemv_finalize<kEpi>(a, m0 + mm, col, s);
+      float v = 0.0f;
+      if (mm < mr && col < a.n) v = gemv_finalize<kEpi>(a, m0 + mm, col, s);
+      gemv_panel_ssq<kEpi>(a, panel, m0, mm, mr, v);
     }
     if (threadIdx.x == 0) a.counters[chunk * a.panels + panel] = 0;
   }
@@ -1322,9 +1379,11 @@ gemv_args make_gemv_args(const linear_params& p, const gemv_plan& g, const linea
 status launch_gemv(const launch_ctx& ctx, const gemv_args& a, gemv_plan g, bool bf16) {
   if (a.has_pre && a.has_tail)
     return make_status(status_code::internal, "linear: a gemv with both a norm prologue and a norm tail");
-  if (a.has_pre &&
-      (a.epi == EPI_SSU || a.epi == EPI_RES || a.x_transposed || a.pre.d != a.k || a.pre.rows != a.m))
+  if (a.has_pre && (a.epi == EPI_SSU || a.epi == EPI_RES || a.x_transposed || a.pre.d != a.k ||
+                    a.pre.rows != a.m || a.pre_ssq == nullptr || a.pre_panels != (a.k + kPanel - 1) / kPanel))
     return make_status(status_code::internal, "linear: a norm prologue that does not fit its gemv");
+  if (a.epi == EPI_RES && a.res.ssq != nullptr && a.panels != (a.n + kPanel - 1) / kPanel)
+    return make_status(status_code::internal, "linear: residual sums of squares that do not fit the gemv");
   if (a.has_tail && a.epi != EPI_STORE)
     return make_status(status_code::internal, "linear: a norm tail after an epilogue other than stores");
   if (a.epi == EPI_CONV) {
@@ -1627,6 +1686,7 @@ struct sample_shared {
   double scan[33];
   double red[33];
   float fmax[32];
+  long long imax[32];
   unsigned long long pick;
   unsigned long long pick_max;
   int digit;
@@ -1826,36 +1886,80 @@ __device__ double filtered_mass(const sample_row& s, const sample_filter& fa, co
   return block_sum(m, red);
 }
 
+// The argmax order: larger value first, then smaller index; NaN never taken. A total order on the
+// non-NaN (value, index) pairs, so the winner does not depend on the order pairs are offered in.
+__device__ __forceinline__ void arg_take(float v, int64_t i, float& bv, int64_t& bi) {
+  if (v > bv || (v == bv && i < bi)) {
+    bv = v;
+    bi = i;
+  }
+}
+
+constexpr int kArgBatch = 4;  // 16-byte loads a thread has in flight in the argmax pass
+
+// The max over row l's non-NaN logits (-inf when none) and its first index (V when none): one pass,
+// 16-byte loads when the row is 16-byte aligned (kArgBatch in flight: 16 elements a thread), the
+// block's pairs folded through shuffles and shared memory; every thread gets the result.
+__device__ void row_argmax(const float* l, int64_t V, sample_shared& sh, float* mx_out, int64_t* best_out) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t nt = blockDim.x;
+  const float kNaN = __int_as_float(0x7fc00000);
+  float bv = -INFINITY;
+  int64_t bi = V;
+  int64_t tail0 = 0;
+  if ((reinterpret_cast<uintptr_t>(l) & 15) == 0) {
+    const int64_t nv = V / 4;
+    const float4* l4 = reinterpret_cast<const float4*>(l);
+    for (int64_t q0 = threadIdx.x; q0 < nv; q0 += kArgBatch * nt) {
+      float4 v[kArgBatch];
+#pragma unroll
+      for (int j = 0; j < kArgBatch; ++j) {
+        const int64_t q = q0 + j * nt;
+        v[j] = q < nv ? l4[q] : make_float4(kNaN, kNaN, kNaN, kNaN);
+      }
+#pragma unroll
+      for (int j = 0; j < kArgBatch; ++j) {
+        const int64_t i = (q0 + j * nt) * 4;
+        arg_take(v[j].x, i, bv, bi);
+        arg_take(v[j].y, i + 1, bv, bi);
+        arg_take(v[j].z, i + 2, bv, bi);
+        arg_take(v[j].w, i + 3, bv, bi);
+      }
+    }
+    tail0 = nv * 4;
+  }
+  for (int64_t i = tail0 + threadIdx.x; i < V; i += nt) arg_take(l[i], i, bv, bi);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const long long oi = __shfl_xor_sync(0xffffffffu, static_cast<long long>(bi), o);
+    arg_take(ov, oi, bv, bi);
+  }
+  if (lane == 0) {
+    sh.fmax[warp] = bv;
+    sh.imax[warp] = bi;
+  }
+  __syncthreads();
+  bv = -INFINITY;
+  bi = V;
+  for (int w = 0; w < static_cast<int>(nt / 32); ++w) arg_take(sh.fmax[w], sh.imax[w], bv, bi);
+  __syncthreads();
+  *mx_out = bv;
+  *best_out = bi;
+}
+
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const __grid_constant__ sample_args a) {
   __shared__ sample_shared sh;
   pdl_trigger();
   pdl_wait();
   const int64_t V = a.vocab;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const float* l = a.logits + r * V;
-    // The max over non-NaN logits, then its first index (the CPU's argmax; 0 when every logit is NaN).
-    float mx = -INFINITY;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = l[i] > mx ? l[i] : mx;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float other = __shfl_xor_sync(0xffffffffu, mx, o);
-      mx = other > mx ? other : mx;
-    }
-    if (lane == 0) sh.fmax[warp] = mx;
-    if (threadIdx.x == 0) sh.pick = ~0ull;
-    __syncthreads();
-    mx = -INFINITY;
-    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) mx = sh.fmax[w] > mx ? sh.fmax[w] : mx;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-      if (l[i] == mx) {
-        atomicMin(&sh.pick, static_cast<unsigned long long>(i));
-        break;
-      }
-    }
-    __syncthreads();
-    const int64_t best = sh.pick != ~0ull ? static_cast<int64_t>(sh.pick) : 0;
-    __syncthreads();
+    // The max over non-NaN logits and its first index (the CPU's argmax; 0 when every logit is NaN).
+    float mx;
+    int64_t best;
+    row_argmax(l, V, sh, &mx, &best);
+    if (best >= V) best = 0;
     if (a.temperature <= 0.0f || !(mx > -INFINITY) || mx == INFINITY) {
       if (threadIdx.x == 0) a.tokens[r] = static_cast<int32_t>(best);
       continue;
@@ -2188,6 +2292,7 @@ struct decode_buffers {
   float* partial;   // gemv split-K partials
   int* counters;    // gemv split-K counters, then the norm tail's (zero between launches)
   int* done;
+  double* ssq;  // (batch, d_model panels) the residual's sums of squares per panel (out_proj -> norm)
   size_t counter_count;
   const plain_weights* plain;  // quantized layers unpacked once (captured steps), or nullptr
 };
@@ -2259,6 +2364,7 @@ size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& 
   b.logits = static_cast<float*>(take(row * std::max<int64_t>(m.vocab, 1) * 4));
   b.tokens = static_cast<int32_t*>(take(row * 4));
   b.draws = static_cast<double*>(take(row * 8));
+  b.ssq = static_cast<double*>(take(row * static_cast<size_t>((d + kPanel - 1) / kPanel) * 8));
   b.partial = static_cast<float*>(take(std::max<size_t>(z.partial_floats, 1) * 4));
   b.counters = static_cast<int*>(take((z.counters + 1) * 4));
   b.done = b.counters + z.counters;
@@ -2301,7 +2407,6 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   const tensor_view* plain = plain_of(buf.plain, lw);
   const tensor_view wq = plain != nullptr ? *plain : lw.w;
   const bool packed = plain == nullptr;
-  const int bits = lw.kind == LINEAR_W8A8 ? 8 : 4;
   const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
   const int64_t e = dtype_size(act);
   const tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n}, dev);
@@ -2785,6 +2890,8 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
       SSMKIT_RETURN_IF_ERROR(need_numel("decodeStep", "plan", w.norm, d));
       a.has_pre = true;
       a.pre = make_rms(residual_v, none, none, w.norm, hn_v, B, d, m.eps);
+      a.pre_ssq = buf.ssq;
+      a.pre_panels = (d + kPanel - 1) / kPanel;
     }
     SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.in_proj.w.dtype == SSMKIT_DTYPE_BF16));
 
@@ -2872,6 +2979,7 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
     if (prenorm) {
       a.epi = EPI_RES;
       a.res.residual = static_cast<float*>(buf.residual);
+      a.res.ssq = buf.ssq;
       a.res.act = act;
       SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.out_proj.w.dtype == SSMKIT_DTYPE_BF16));
       continue;
@@ -2896,6 +3004,8 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
     SSMKIT_RETURN_IF_ERROR(decode_gemv(m.head, hn_v, B, lo, 1, buf, sms, &a, &g));
     a.has_pre = true;
     a.pre = make_rms(residual_v, none, none, m.norm_f, hn_v, B, d, m.eps);
+    a.pre_ssq = buf.ssq;
+    a.pre_panels = (d + kPanel - 1) / kPanel;
     return launch_gemv(ctx, a, g, m.head.w.dtype == SSMKIT_DTYPE_BF16);
   }
   return decode_linear(ctx, m.head, hn_v, B, lo, 1, act, qs, buf, sms);
