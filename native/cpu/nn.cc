@@ -8,7 +8,8 @@
 // streams; row blocks and panels are spread over the thread pool. The norms, the embedding lookup, the
 // column and transposing splits and dt's limits are row loops in float32. Last, the fused decode step:
 // one token per sequence through a whole Mamba / Mamba-2 model in one call, composing these kernels
-// with the scan and quantization families' CPU kernels.
+// with the scan and quantization families' CPU kernels. Every entry point first runs its op's check from
+// ssmkit/nn_check.h, the same one the CUDA entry point runs.
 #include "ssmkit/nn.h"
 
 #include <algorithm>
@@ -28,12 +29,6 @@
 
 namespace ssmkit {
 namespace {
-
-using nn_check::check_outputs;
-using nn_check::is_float;
-using nn_check::need_dims;
-using nn_check::need_float;
-using nn_check::need_numel;
 
 constexpr int kPanel = kLinearPanel;
 // Row blocks that share one pass over a weight panel, so the panel is read from memory once per
@@ -697,18 +692,11 @@ void gate_silu(float* v, const float* z, int64_t n) {
 // ---- entry points ------------------------------------------------------------------------------------
 
 status pack_linear_cpu(const pack_linear_params& p) {
-  if (!is_float(p.w.dtype))
-    return make_status(status_code::dtype, "packLinear: w: unsupported dtype %s", dtype_name(p.w.dtype));
-  if (p.out.dtype != SSMKIT_DTYPE_F32 && p.out.dtype != SSMKIT_DTYPE_BF16) {
-    return make_status(status_code::dtype, "packLinear: out: unsupported dtype %s", dtype_name(p.out.dtype));
-  }
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_pack_linear(p));
   const int64_t n = p.n, k = p.k;
   const bool bf16 = p.out.dtype == SSMKIT_DTYPE_BF16;
   const int64_t kx = bf16 ? (k + 1) / 2 * 2 : k;
   const int64_t panels = (n + kPanel - 1) / kPanel;
-  SSMKIT_RETURN_IF_ERROR(need_dims("packLinear", {n, k}));
-  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "w", p.w, n * k));
-  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "out", p.out, panels * kx * kPanel));
   cpu::parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t pn = p0; pn < p1; ++pn) {
       for (int j = 0; j < kPanel; ++j) {
@@ -735,20 +723,7 @@ status pack_linear_cpu(const pack_linear_params& p) {
 }
 
 status linear_cpu(const linear_params& p) {
-  if (p.w.dtype != SSMKIT_DTYPE_F32 && p.w.dtype != SSMKIT_DTYPE_BF16) {
-    return make_status(status_code::dtype, "linear: w: unsupported packed dtype %s", dtype_name(p.w.dtype));
-  }
-  const int64_t kx = p.w.dtype == SSMKIT_DTYPE_BF16 ? (p.k + 1) / 2 * 2 : p.k;
-  SSMKIT_RETURN_IF_ERROR(need_dims("linear", {p.m, p.n, p.k}));
-  SSMKIT_RETURN_IF_ERROR(need_float("linear", "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "x", p.x, p.m * p.k));
-  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "w", p.w, (p.n + kPanel - 1) / kPanel * kx * kPanel));
-  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "linear: bias: expected float32");
-  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "bias", p.bias, p.n, true));
-  if (p.x_transposed && (p.seqlen < 1 || p.m % p.seqlen != 0))
-    return make_status(status_code::shape, "linear: seqlen: expected a divisor of M");
-  SSMKIT_RETURN_IF_ERROR(check_outputs("linear", p.outputs, p.num_outputs, p.m, p.n, p.seqlen));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
   if (p.m == 0 || p.n == 0) return ok_status();
   if (p.k == 0) {
     // An empty sum: every output is the bias.
@@ -765,10 +740,7 @@ status linear_cpu(const linear_params& p) {
 }
 
 status split_columns_cpu(const split_columns_params& p) {
-  SSMKIT_RETURN_IF_ERROR(need_dims("splitColumns", {p.m, p.n}));
-  SSMKIT_RETURN_IF_ERROR(need_float("splitColumns", "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_numel("splitColumns", "x", p.x, p.m * p.n));
-  SSMKIT_RETURN_IF_ERROR(check_outputs("splitColumns", p.outputs, p.num_outputs, p.m, p.n, p.seqlen));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_split_columns(p));
   cpu::parallel_for(p.num_outputs, 1, [&](int64_t o0, int64_t o1) {
     for (int64_t o = o0; o < o1; ++o) {
       const linear_output& out = p.outputs[o];
@@ -787,24 +759,9 @@ status split_columns_cpu(const split_columns_params& p) {
 }
 
 status rms_norm_cpu(const rms_norm_params& p) {
-  const char* op = "rmsNorm";
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_rms_norm(p));
   const int64_t d = p.d;
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, d, p.last_of}));
-  if (p.last_of > 0 && (p.rows % p.last_of != 0 || p.residual_out.present())) {
-    return make_status(status_code::shape, "%s: lastOf: expected a divisor of the rows and no residualOut",
-                       op);
-  }
   const int64_t out_rows = p.last_of > 0 ? p.rows / p.last_of : p.rows;
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "residual", p.residual, true));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "residualOut", p.residual_out, true));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.rows * d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, out_rows * d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residual", p.residual, p.rows * d, true));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residualOut", p.residual_out, p.rows * d, true));
   cpu::parallel_for(out_rows, 4, [&](int64_t r0, int64_t r1) {
     thread_local std::vector<float> buf;  // (3, d): the residual sum of one row, the other input, weight
     if (buf.size() < static_cast<size_t>(3 * d)) buf.resize(static_cast<size_t>(3 * d));
@@ -829,18 +786,7 @@ status rms_norm_cpu(const rms_norm_params& p) {
 }
 
 status gated_rms_norm_cpu(const gated_rms_norm_params& p) {
-  const char* op = "gatedRmsNorm";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.d}));
-  if (p.groups < 1 || p.d % p.groups != 0)
-    return make_status(status_code::value, "%s: groups: expected a divisor of d", op);
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "y", p.y));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "z", p.z, true));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "y", p.y, p.rows * p.d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "z", p.z, p.rows * p.d, true));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.d));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_gated_rms_norm(p));
   const int64_t d = p.d, gs = p.d / p.groups;
   cpu::parallel_for(p.rows, 4, [&](int64_t r0, int64_t r1) {
     thread_local std::vector<float> buf;  // (3, d): the gated values of one row, z, the weight
@@ -867,29 +813,9 @@ status gated_rms_norm_cpu(const gated_rms_norm_params& p) {
 }
 
 status embedding_cpu(const embedding_params& p) {
-  const char* op = "embedding";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.count, p.vocab, p.d}));
-  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.count));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.count * p.d));
-  if (!p.packed) {
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.vocab * p.d));
-  } else {
-    if (p.weight.dtype != SSMKIT_DTYPE_F32 && p.weight.dtype != SSMKIT_DTYPE_BF16)
-      return make_status(status_code::dtype, "%s: weight: unsupported packed dtype", op);
-    const int64_t kx = p.weight.dtype == SSMKIT_DTYPE_BF16 ? (p.d + 1) / 2 * 2 : p.d;
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, (p.vocab + kPanel - 1) / kPanel * kx * kPanel));
-  }
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_embedding(p));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_embedding_ids(p));
   const int32_t* ids = p.ids.ptr<const int32_t>();
-  for (int64_t i = 0; i < p.count; ++i) {
-    if (ids[i] < 0 || ids[i] >= p.vocab) {
-      return make_status(status_code::value,
-                         "embedding: ids: expected token ids in 0..%lld, got %d at index %lld",
-                         static_cast<long long>(p.vocab - 1), ids[i], static_cast<long long>(i));
-    }
-  }
   const int64_t d = p.d, dx = (d + 1) / 2 * 2;
   cpu::parallel_for(p.count, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -908,20 +834,7 @@ status embedding_cpu(const embedding_params& p) {
 }
 
 status transpose_split_cpu(const transpose_split_params& p) {
-  const char* op = "transposeSplit";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.batch, p.r, p.c}));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.batch * p.r * p.c));
-  if (p.num_outputs < 1 || p.num_outputs > kLinearMaxOutputs)
-    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
-  for (int i = 0; i < p.num_outputs; ++i) {
-    const split_output& o = p.outputs[i];
-    if (o.row0 < 0 || o.rows < 0 || o.row0 + o.rows > p.r)
-      return make_status(status_code::value, "%s: out: rows outside 0..%lld", op,
-                         static_cast<long long>(p.r));
-    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, p.batch * p.c * o.rows));
-  }
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_transpose_split(p));
   const int64_t r = p.r, c = p.c;
   cpu::parallel_for(p.batch * p.num_outputs, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -938,15 +851,7 @@ status transpose_split_cpu(const transpose_split_params& p) {
 }
 
 status dt_limit_cpu(const dt_limit_params& p) {
-  const char* op = "dtLimit";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.heads}));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "dt", p.dt));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "dt", p.dt, p.rows * p.heads));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.heads));
-  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "%s: bias: expected float32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "bias", p.bias, p.heads, true));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_dt_limit(p));
   const int64_t h = p.heads;
   for (int64_t i = 0; i < p.rows * h; ++i) {
     float v = load_any(p.dt, i);
@@ -1156,22 +1061,8 @@ int32_t sample_row(const float* logits, int64_t vocab, const sample_params& p, d
 }  // namespace
 
 status sample_cpu(const sample_params& p) {
-  const char* op = "sample";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.vocab}));
-  if (p.vocab < 1)
-    return make_status(status_code::value, "%s: logits: expected a vocabulary of at least 1", op);
-  if (p.logits.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "%s: logits: expected float32", op);
-  if (p.tokens.dtype != SSMKIT_DTYPE_I32)
-    return make_status(status_code::dtype, "%s: tokens: expected int32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "logits", p.logits, p.rows * p.vocab));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "tokens", p.tokens, p.rows));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_sample(p));
   const bool sampled = p.temperature > 0.0f;
-  if (sampled) {
-    if (p.draws.dtype != SSMKIT_DTYPE_F64)
-      return make_status(status_code::dtype, "%s: draws: expected float64", op);
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "draws", p.draws, p.rows));
-  }
   cpu::parallel_for(p.rows, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const double draw = sampled ? p.draws.ptr<const double>()[r] : 0.0;
@@ -1338,30 +1229,8 @@ linear_output col(const tensor_view& out, int64_t col0, int64_t cols) {
 }  // namespace
 
 status mamba_decode_step_cpu(const mamba_decode_params& p) {
-  const char* op = "decodeStep";
-  if (p.model == nullptr) return make_status(status_code::value, "%s: plan: expected a model", op);
-  const mamba_decode_model& mm = *p.model;
-  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.batch));
-  if (p.logits.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "%s: logits: expected float32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "logits", p.logits, p.batch * mm.vocab));
-  {
-    const int64_t cd = mm.mamba2 ? mm.d_inner + 2 * mm.ngroups * mm.d_state : mm.d_inner;
-    const int64_t ssm = mm.mamba2 ? mm.nheads * mm.headdim * mm.d_state : mm.d_inner * mm.d_state;
-    for (int l = 0; l < mm.num_layers; ++l) {
-      const tensor_view& c = p.conv_states[l];
-      if (c.dtype != SSMKIT_DTYPE_F32 || c.ndim != 3 || c.shape[0] != p.batch || c.shape[1] != cd ||
-          c.shape[2] < mm.conv_width - 1) {
-        return make_status(status_code::shape, "%s: states: layer %d's conv state does not fit the model", op,
-                           l);
-      }
-      if (p.ssm_states[l].dtype != SSMKIT_DTYPE_F32)
-        return make_status(status_code::dtype, "%s: states: expected float32", op);
-      SSMKIT_RETURN_IF_ERROR(need_numel(op, "states", p.ssm_states[l], p.batch * ssm));
-    }
-  }
-  const mamba_decode_model& m = mm;
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_decode(p));
+  const mamba_decode_model& m = *p.model;
   const int64_t B = p.batch, d = m.d_model, di = m.d_inner, ds = m.d_state;
   const int64_t gds = m.ngroups * ds;
   const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;

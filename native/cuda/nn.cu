@@ -3,8 +3,10 @@
 // sample, and the fused decode step.
 //
 // Assumptions: tensors are contiguous and on the stream's device; lib/ops/nn.ts has checked shapes and
-// dtypes, and the entry points check again every size they touch. Values that live on the device (token
-// ids) cannot be checked before the launch: an id out of range reads nothing and yields a NaN row.
+// dtypes, and the entry points check again every size they touch, by the CPU's own checks
+// (ssmkit/nn_check.h: one check_<op> per op), then the device placement and their kernels' own limits.
+// Values that live on the device (token ids) cannot be checked before the launch: an id out of range
+// reads nothing and yields a NaN row.
 //
 // linear reads the packed panels pack_linear writes (32 output columns each; float32 (K, 32) rows, or
 // bfloat16 (K/2, 32, 2) k-pair rows, 128 bytes either way). Variants:
@@ -91,11 +93,8 @@ namespace ssmkit {
 
 namespace {
 
-using nn_check::check_outputs;
-using nn_check::is_float;
-using nn_check::need_dims;
-using nn_check::need_float;
 using nn_check::need_numel;
+using nn_check::packed_numel;
 
 constexpr int kPanel = kLinearPanel;
 constexpr int64_t kPanelRowBytes = 128;  // one float32 k row or one bfloat16 k-pair row of a panel
@@ -1459,23 +1458,6 @@ status linear_enqueue(const launch_ctx& ctx, const linear_params& p, const linea
   return launch(ctx, gemm_simt_kernel<false>, dim3(grid), dim3(kSimtThreads), 0, a);
 }
 
-status check_linear(const linear_params& p) {
-  if (p.w.dtype != SSMKIT_DTYPE_F32 && p.w.dtype != SSMKIT_DTYPE_BF16) {
-    return make_status(status_code::dtype, "linear: w: unsupported packed dtype %s", dtype_name(p.w.dtype));
-  }
-  const int64_t kx = p.w.dtype == SSMKIT_DTYPE_BF16 ? (p.k + 1) / 2 * 2 : p.k;
-  SSMKIT_RETURN_IF_ERROR(need_dims("linear", {p.m, p.n, p.k}));
-  SSMKIT_RETURN_IF_ERROR(need_float("linear", "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "x", p.x, p.m * p.k));
-  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "w", p.w, (p.n + kPanel - 1) / kPanel * kx * kPanel));
-  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "linear: bias: expected float32");
-  SSMKIT_RETURN_IF_ERROR(need_numel("linear", "bias", p.bias, p.n, true));
-  if (p.x_transposed && (p.seqlen < 1 || p.m % p.seqlen != 0))
-    return make_status(status_code::shape, "linear: seqlen: expected a divisor of M");
-  return check_outputs("linear", p.outputs, p.num_outputs, p.m, p.n, p.seqlen);
-}
-
 // ---- split_columns -----------------------------------------------------------------------------------
 
 __global__ void split_columns_kernel(const void* __restrict__ x, int x_dt, int64_t m, int64_t n,
@@ -2144,24 +2126,6 @@ status sample_enqueue(const launch_ctx& ctx, const float* logits, const double* 
   return launch(ctx, sample_kernel, dim3(grid), dim3(kSampleThreads), 0, a);
 }
 
-status check_sample(const sample_params& p) {
-  const char* op = "sample";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.vocab}));
-  if (p.vocab < 1)
-    return make_status(status_code::value, "%s: logits: expected a vocabulary of at least 1", op);
-  if (p.vocab > 0x7fffffffLL)
-    return make_status(status_code::unsupported, "%s: logits: vocabulary too large", op);
-  if (p.tokens.dtype != SSMKIT_DTYPE_I32)
-    return make_status(status_code::dtype, "%s: tokens: expected int32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "tokens", p.tokens, p.rows));
-  if (p.temperature > 0.0f) {
-    if (p.draws.dtype != SSMKIT_DTYPE_F64)
-      return make_status(status_code::dtype, "%s: draws: expected float64", op);
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "draws", p.draws, p.rows));
-  }
-  return ok_status();
-}
-
 // ---- the fused decode step ---------------------------------------------------------------------------
 
 // A view of device (or, device -1, host) memory; the families' entry points check the device field.
@@ -2395,7 +2359,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     p.n = lw.n;
     p.num_outputs = n_outs;
     for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
-    SSMKIT_RETURN_IF_ERROR(check_linear(p));
+    SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
     linear_scratch scr;
     scr.partial = buf.partial;
     scr.counters = buf.counters;
@@ -2489,42 +2453,16 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   sp.n = lw.n;
   sp.num_outputs = n_outs;
   for (int i = 0; i < n_outs; ++i) sp.outputs[i] = outs[i];
-  SSMKIT_RETURN_IF_ERROR(check_outputs("splitColumns", sp.outputs, sp.num_outputs, sp.m, sp.n, sp.seqlen));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_split_columns(sp));
   return split_columns_enqueue(ctx, sp);
 }
 
-// Checks a decode call as the CPU step does, before anything is enqueued.
-status check_decode(const mamba_decode_params& p) {
+// Checks a decode call as the CPU step does (nn_check::check_decode), then that every tensor but the
+// sampler's draws and tokens lives on the ids' device, before anything is enqueued.
+status check_decode_cuda(const mamba_decode_params& p) {
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_decode(p));
   const char* op = "decodeStep";
-  if (p.model == nullptr) return make_status(status_code::value, "%s: plan: expected a model", op);
   const mamba_decode_model& mm = *p.model;
-  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.batch));
-  if (p.logits.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "%s: logits: expected float32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "logits", p.logits, p.batch * mm.vocab));
-  if (mm.act != SSMKIT_DTYPE_F32 && mm.act != SSMKIT_DTYPE_F16 && mm.act != SSMKIT_DTYPE_BF16)
-    return make_status(status_code::dtype, "%s: plan: unsupported activation dtype", op);
-  const int64_t cd = mm.mamba2 ? mm.d_inner + 2 * mm.ngroups * mm.d_state : mm.d_inner;
-  const int64_t ssm = mm.mamba2 ? mm.nheads * mm.headdim * mm.d_state : mm.d_inner * mm.d_state;
-  for (int l = 0; l < mm.num_layers; ++l) {
-    const tensor_view& c = p.conv_states[l];
-    if (c.dtype != SSMKIT_DTYPE_F32 || c.ndim != 3 || c.shape[0] != p.batch || c.shape[1] != cd ||
-        c.shape[2] < mm.conv_width - 1) {
-      return make_status(status_code::shape, "%s: states: layer %d's conv state does not fit the model", op,
-                         l);
-    }
-    if (p.ssm_states[l].dtype != SSMKIT_DTYPE_F32)
-      return make_status(status_code::dtype, "%s: states: expected float32", op);
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "states", p.ssm_states[l], p.batch * ssm));
-  }
-  if (p.sample.tokens.present()) {
-    sample_params sp = p.sample;
-    sp.rows = p.batch;
-    sp.vocab = mm.vocab;
-    SSMKIT_RETURN_IF_ERROR(check_sample(sp));
-  }
-  // Every tensor but the sampler's draws and tokens lives on the ids' device.
   const int dev = p.ids.device;
   auto on_dev = [&](const tensor_view& t, const char* what) -> status {
     if (t.present() && t.device != dev)
@@ -2744,7 +2682,7 @@ status decode_gemv(const linear_weight& lw, const tensor_view& x, int64_t batch,
   p.n = lw.n;
   p.num_outputs = n_outs;
   for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
-  SSMKIT_RETURN_IF_ERROR(check_linear(p));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
   if (p.k < 1 || p.m > kGemvMaxM)
     return make_status(status_code::internal, "decodeStep: a layer the fused step cannot run");
   *g = linear_gemv_plan(p, sms);
@@ -3241,19 +3179,11 @@ status find_graph(const mamba_decode_params& p, cudaStream_t stream, bool pdl, b
 // ---- entry points ------------------------------------------------------------------------------------
 
 status pack_linear_cuda(const pack_linear_params& p, void* stream) {
-  if (!is_float(p.w.dtype))
-    return make_status(status_code::dtype, "packLinear: w: unsupported dtype %s", dtype_name(p.w.dtype));
-  if (p.out.dtype != SSMKIT_DTYPE_F32 && p.out.dtype != SSMKIT_DTYPE_BF16) {
-    return make_status(status_code::dtype, "packLinear: out: unsupported dtype %s", dtype_name(p.out.dtype));
-  }
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_pack_linear(p));
   const int64_t n = p.n, k = p.k;
   const bool bf16 = p.out.dtype == SSMKIT_DTYPE_BF16;
   const int64_t kx = bf16 ? (k + 1) / 2 * 2 : k;
-  const int64_t panels = (n + kPanel - 1) / kPanel;
-  SSMKIT_RETURN_IF_ERROR(need_dims("packLinear", {n, k}));
-  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "w", p.w, n * k));
-  SSMKIT_RETURN_IF_ERROR(need_numel("packLinear", "out", p.out, panels * kx * kPanel));
-  const int64_t total = panels * kx * kPanel;
+  const int64_t total = packed_numel(n, k, bf16);
   if (total == 0) return ok_status();
   launch_ctx ctx;
   ctx.stream = static_cast<cudaStream_t>(stream);
@@ -3262,7 +3192,7 @@ status pack_linear_cuda(const pack_linear_params& p, void* stream) {
 }
 
 status linear_cuda(const linear_params& p, void* stream) {
-  SSMKIT_RETURN_IF_ERROR(check_linear(p));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
   if (p.m == 0 || p.n == 0) return ok_status();
   device_props props;
   SSMKIT_RETURN_IF_ERROR(current_props(&props));
@@ -3282,83 +3212,31 @@ status linear_cuda(const linear_params& p, void* stream) {
 }
 
 status split_columns_cuda(const split_columns_params& p, void* stream) {
-  SSMKIT_RETURN_IF_ERROR(need_dims("splitColumns", {p.m, p.n}));
-  SSMKIT_RETURN_IF_ERROR(need_float("splitColumns", "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_numel("splitColumns", "x", p.x, p.m * p.n));
-  SSMKIT_RETURN_IF_ERROR(check_outputs("splitColumns", p.outputs, p.num_outputs, p.m, p.n, p.seqlen));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_split_columns(p));
   launch_ctx ctx;
   ctx.stream = static_cast<cudaStream_t>(stream);
   return split_columns_enqueue(ctx, p);
 }
 
 status rms_norm_cuda(const rms_norm_params& p, void* stream) {
-  const char* op = "rmsNorm";
-  const int64_t d = p.d;
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, d, p.last_of}));
-  if (p.last_of > 0 && (p.rows % p.last_of != 0 || p.residual_out.present())) {
-    return make_status(status_code::shape, "%s: lastOf: expected a divisor of the rows and no residualOut",
-                       op);
-  }
-  const int64_t out_rows = p.last_of > 0 ? p.rows / p.last_of : p.rows;
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "residual", p.residual, true));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "residualOut", p.residual_out, true));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.rows * d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, out_rows * d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residual", p.residual, p.rows * d, true));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "residualOut", p.residual_out, p.rows * d, true));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_rms_norm(p));
   launch_ctx ctx;
   ctx.stream = static_cast<cudaStream_t>(stream);
   return rms_norm_enqueue(ctx, p);
 }
 
 status gated_rms_norm_cuda(const gated_rms_norm_params& p, void* stream) {
-  const char* op = "gatedRmsNorm";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.d}));
-  if (p.groups < 1 || p.d % p.groups != 0)
-    return make_status(status_code::value, "%s: groups: expected a divisor of d", op);
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "y", p.y));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "z", p.z, true));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "y", p.y, p.rows * p.d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "z", p.z, p.rows * p.d, true));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.d));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.d));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_gated_rms_norm(p));
   launch_ctx ctx;
   ctx.stream = static_cast<cudaStream_t>(stream);
   return gated_rms_norm_enqueue(ctx, p);
 }
 
 status embedding_cuda(const embedding_params& p, void* stream) {
-  const char* op = "embedding";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.count, p.vocab, p.d}));
-  if (p.ids.dtype != SSMKIT_DTYPE_I32) return make_status(status_code::dtype, "%s: ids: expected int32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "ids", p.ids, p.count));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "weight", p.weight));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.count * p.d));
-  if (!p.packed) {
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, p.vocab * p.d));
-  } else {
-    if (p.weight.dtype != SSMKIT_DTYPE_F32 && p.weight.dtype != SSMKIT_DTYPE_BF16)
-      return make_status(status_code::dtype, "%s: weight: unsupported packed dtype", op);
-    const int64_t kx = p.weight.dtype == SSMKIT_DTYPE_BF16 ? (p.d + 1) / 2 * 2 : p.d;
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "weight", p.weight, (p.vocab + kPanel - 1) / kPanel * kx * kPanel));
-  }
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_embedding(p));
   if (p.ids.device < 0) {
     // Ids on the host can be checked before the launch, as the CPU does.
-    const int32_t* ids = p.ids.ptr<const int32_t>();
-    for (int64_t i = 0; i < p.count; ++i) {
-      if (ids[i] < 0 || ids[i] >= p.vocab) {
-        return make_status(status_code::value,
-                           "embedding: ids: expected token ids in 0..%lld, got %d at index %lld",
-                           static_cast<long long>(p.vocab - 1), ids[i], static_cast<long long>(i));
-      }
-    }
+    SSMKIT_RETURN_IF_ERROR(nn_check::check_embedding_ids(p));
     return make_status(status_code::value, "embedding: ids: expected a tensor on the weights' device");
   }
   launch_ctx ctx;
@@ -3367,45 +3245,21 @@ status embedding_cuda(const embedding_params& p, void* stream) {
 }
 
 status transpose_split_cuda(const transpose_split_params& p, void* stream) {
-  const char* op = "transposeSplit";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.batch, p.r, p.c}));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "x", p.x));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "x", p.x, p.batch * p.r * p.c));
-  if (p.num_outputs < 1 || p.num_outputs > kLinearMaxOutputs)
-    return make_status(status_code::value, "%s: outputs: expected 1..%d", op, kLinearMaxOutputs);
-  for (int i = 0; i < p.num_outputs; ++i) {
-    const split_output& o = p.outputs[i];
-    if (o.row0 < 0 || o.rows < 0 || o.row0 + o.rows > p.r)
-      return make_status(status_code::value, "%s: out: rows outside 0..%lld", op,
-                         static_cast<long long>(p.r));
-    SSMKIT_RETURN_IF_ERROR(need_float(op, "out", o.out));
-    SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", o.out, p.batch * p.c * o.rows));
-  }
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_transpose_split(p));
   launch_ctx ctx;
   ctx.stream = static_cast<cudaStream_t>(stream);
   return transpose_split_enqueue(ctx, p);
 }
 
 status dt_limit_cuda(const dt_limit_params& p, void* stream) {
-  const char* op = "dtLimit";
-  SSMKIT_RETURN_IF_ERROR(need_dims(op, {p.rows, p.heads}));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "dt", p.dt));
-  SSMKIT_RETURN_IF_ERROR(need_float(op, "out", p.out));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "dt", p.dt, p.rows * p.heads));
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "out", p.out, p.rows * p.heads));
-  if (p.bias.present() && p.bias.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "%s: bias: expected float32", op);
-  SSMKIT_RETURN_IF_ERROR(need_numel(op, "bias", p.bias, p.heads, true));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_dt_limit(p));
   launch_ctx ctx;
   ctx.stream = static_cast<cudaStream_t>(stream);
   return dt_limit_enqueue(ctx, p);
 }
 
 status sample_cuda(const sample_params& p, void* stream) {
-  if (p.logits.dtype != SSMKIT_DTYPE_F32)
-    return make_status(status_code::dtype, "sample: logits: expected float32");
-  SSMKIT_RETURN_IF_ERROR(need_numel("sample", "logits", p.logits, p.rows * p.vocab));
-  SSMKIT_RETURN_IF_ERROR(check_sample(p));
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_sample(p));
   if (p.logits.device < 0 || p.tokens.device < 0 || (p.temperature > 0.0f && p.draws.device < 0))
     return make_status(status_code::value, "sample: logits, draws and tokens must be on the device");
   launch_ctx ctx;
@@ -3416,7 +3270,7 @@ status sample_cuda(const sample_params& p, void* stream) {
 }
 
 status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream) {
-  SSMKIT_RETURN_IF_ERROR(check_decode(p));
+  SSMKIT_RETURN_IF_ERROR(check_decode_cuda(p));
   const mamba_decode_model& m = *p.model;
   const int64_t B = p.batch;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
