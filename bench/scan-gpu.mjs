@@ -8,8 +8,7 @@
 // the issue gives it. Each scan row is timed again with the Mamba-1 kernel's knobs forced side by side:
 // the states per thread whose exp2 runs on the FMA pipe (SSMKIT_CUDA_SCAN_POLY=0/1/2: where the MUFU and
 // issue limits cross), the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
-// chosen by a cost model), the one-state-a-thread kernel forced on and off (SSMKIT_CUDA_SCAN_WIDE=1/0: the
-// cost model takes it at batch 1) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
+// chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
 // row with the sequential kernel too (SSMKIT_CUDA_SSD=exact). Usage: node bench/scan-gpu.mjs [--quick]
 // [--only scan|ssd|update|conv] (one op's rows, e.g. under a profiler).
 import { createRequire } from 'node:module';
@@ -221,16 +220,15 @@ function checkAll() {
     seed = k0;
     const lg = scanInputs(1, 64, 4096, N, dtype, DEV);
     const lrc = selectiveScanSync(lc.u, lc.delta, lc.A, lc.B, lc.C, opts(lc));
-    for (const [chunks, poly, wide] of [
-      ['8', '0', undefined],
-      ['8', '2', undefined],
-      [undefined, undefined, '1'],
-      [undefined, undefined, undefined],
+    for (const [chunks, poly] of [
+      ['8', '0'],
+      ['8', '2'],
+      [undefined, undefined],
     ]) {
-      const lrg = withEnvSync({ SSMKIT_CUDA_SCAN_CHUNKS: chunks, SSMKIT_CUDA_SCAN_POLY: poly, SSMKIT_CUDA_SCAN_WIDE: wide }, () =>
+      const lrg = withEnvSync({ SSMKIT_CUDA_SCAN_CHUNKS: chunks, SSMKIT_CUDA_SCAN_POLY: poly }, () =>
         selectiveScanSync(lg.u, lg.delta, lg.A, lg.B, lg.C, opts(lg)),
       );
-      const what = `selectiveScan ${dtype} batch 1 seqlen 4096 chunks ${chunks ?? 'auto'} poly ${poly ?? 'auto'} wide ${wide ?? 'auto'}`;
+      const what = `selectiveScan ${dtype} batch 1 seqlen 4096 chunks ${chunks ?? 'auto'} poly ${poly ?? 'auto'}`;
       compare(what, lrg.out, lrc.out, tol);
       compare(`${what} lastState`, lrg.lastState, lrc.lastState, 6e-4);
     }
@@ -314,8 +312,6 @@ async function benchScan(label, batch, dim, L, N, dtype, anchor, chunkCounts = [
   const variants = [
     ...[0, 1, 2].map((p) => [{ SSMKIT_CUDA_SCAN_POLY: p }, `${short}, poly ${p}`, '(FMA-pipe exp2 states forced)']),
     ...chunkCounts.map((k) => [{ SSMKIT_CUDA_SCAN_CHUNKS: k }, `${short}, ${k} chunks`, '(time chunks forced)']),
-    [{ SSMKIT_CUDA_SCAN_WIDE: 0 }, `${short}, wide kernel off`, '(scan1, its own time chunks)'],
-    [{ SSMKIT_CUDA_SCAN_WIDE: 1 }, `${short}, wide kernel`, '(one state a thread forced)'],
     ...[16, 8].map((s) => [{ SSMKIT_CUDA_SCAN_STATES: s }, `${short}, generic kernel ${s} states`, '(previous kernel)']),
   ];
   for (const [env, name, note] of variants) {

@@ -113,19 +113,13 @@ function statesEnv(states: number | undefined): Record<string, string | undefine
 }
 
 /**
- * The Mamba-1 kernels' knobs: SSMKIT_CUDA_SCAN_CHUNKS forces the number of time chunks (the
- * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe,
- * SSMKIT_CUDA_SCAN_WIDE=1 the one-state-a-thread kernel (scan_wide_kernel) and =0 rules it out.
+ * The Mamba-1 kernel's knobs: SSMKIT_CUDA_SCAN_CHUNKS forces the number of time chunks (the
+ * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe.
  */
-function scan1Env(
-  chunks: number | undefined,
-  poly: number | undefined,
-  wide: boolean | undefined,
-): Record<string, string | undefined> {
+function scan1Env(chunks: number | undefined, poly: number | undefined): Record<string, string | undefined> {
   return {
     SSMKIT_CUDA_SCAN_CHUNKS: chunks === undefined ? undefined : String(chunks),
     SSMKIT_CUDA_SCAN_POLY: poly === undefined ? undefined : String(poly),
-    SSMKIT_CUDA_SCAN_WIDE: wide === undefined ? undefined : wide ? '1' : '0',
   };
 }
 
@@ -161,8 +155,6 @@ interface ScanCase {
   chunks?: number;
   /** States per thread with the FMA-pipe exp2 (0..2) on the Mamba-1 kernel. */
   poly?: number;
-  /** Force (true) or rule out (false) the one-state-a-thread kernel (dstate 5..32). */
-  wide?: boolean;
 }
 
 function scanLabel(c: ScanCase): string {
@@ -173,8 +165,7 @@ function scanLabel(c: ScanCase): string {
   return (
     `${c.dtype}${c.mixed ? ' mixed' : ''} [${c.batch}, ${c.dim}, ${c.seqlen}] dstate ${c.dstate} ` +
     `B ${c.varB ? 'var' : 'const'} C ${c.varC ? 'var' : 'const'} groups ${c.groups} {${f}} states ${c.states ?? 'auto'}` +
-    `${c.chunks === undefined ? '' : ` chunks ${c.chunks}`}${c.poly === undefined ? '' : ` poly ${c.poly}`}` +
-    `${c.wide === undefined ? '' : ` wide ${c.wide ? 1 : 0}`}`
+    `${c.chunks === undefined ? '' : ` chunks ${c.chunks}`}${c.poly === undefined ? '' : ` poly ${c.poly}`}`
   );
 }
 
@@ -242,7 +233,7 @@ async function checkScan(c: ScanCase, seed: number): Promise<void> {
     { shape: [batch, dim, L], dtype },
     { shape: [batch, dim, N], dtype: 'float32' },
   ]);
-  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly, c.wide) }, () =>
+  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly) }, () =>
     selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, dopts),
   );
   expect(res.out.device).toBe(DEV);
@@ -391,80 +382,6 @@ function scanCases(): ScanCase[] {
       }
     }
   }
-  // The one-state-a-thread kernel forced: P = 8, 16 and 32 threads a channel (dstate 5, 6, 13, 16, 24,
-  // 32), channel blocks that end inside a group, seqlen not a multiple of the 16-step tile or of 8
-  // (no vector loads), every B/C mode and flag.
-  const rw = new Rng(7);
-  const sw: [number, number, number, number, number][] = [
-    [1, 70, 333, 16, 2],
-    [2, 24, 200, 5, 3],
-    [1, 9, 517, 32, 1],
-    [3, 130, 96, 24, 2],
-    [1, 40, 1000, 16, 1],
-    [2, 6, 41, 13, 1],
-    [1, 50, 64, 6, 5],
-  ];
-  let m = 0;
-  for (const dtype of DTYPES_FLOAT) {
-    for (const [batch, dim, seqlen, dstate, groups] of sw) {
-      const mode = m++ % 4;
-      cases.push({
-        batch,
-        dim,
-        seqlen,
-        dstate,
-        dtype,
-        varB: mode !== 1,
-        varC: mode !== 2,
-        groups,
-        flags:
-          m % 2 === 0
-            ? all
-            : {
-                D: rw.uniform() < 0.7,
-                z: rw.uniform() < 0.7,
-                deltaBias: rw.uniform() < 0.5,
-                softplus: rw.uniform() < 0.7,
-                init: rw.uniform() < 0.6,
-                seq: rw.uniform() < 0.6,
-              },
-        wide: true,
-      });
-    }
-  }
-  cases.push({
-    batch: 2,
-    dim: 20,
-    seqlen: 48,
-    dstate: 16,
-    dtype: 'bfloat16',
-    mixed: true,
-    varB: true,
-    varC: true,
-    groups: 2,
-    flags: all,
-    wide: true,
-  });
-  // The kernel's own choice at batch 1 with few blocks: at dim 1024 x dstate 16, scan1 would split time
-  // (16 blocks a chunk), and its cost model picks the one-state-a-thread kernel (128 blocks; with the
-  // H200's 132 SMs, scan1 in 8 chunks ~127k issue-slot-steps against ~78k; the same choice at 42 or 108
-  // SMs). seqlen 2048 takes the vector loads of B and C, 2045 the scalar ones; seqIdx, initial and last
-  // state with them.
-  cases.push({ batch: 1, dim: 1024, seqlen: 2048, dstate: 16, dtype: 'bfloat16', varB: true, varC: true, groups: 1, flags: all });
-  cases.push({ batch: 1, dim: 1024, seqlen: 2045, dstate: 16, dtype: 'float32', varB: true, varC: true, groups: 1, flags: all });
-  // The same shape with the wide kernel ruled out: scan1's own choice of time chunks.
-  cases.push({
-    batch: 1,
-    dim: 1024,
-    seqlen: 2045,
-    dstate: 16,
-    dtype: 'bfloat16',
-    varB: true,
-    varC: true,
-    groups: 1,
-    flags: all,
-    wide: false,
-  });
   return cases;
 }
 

@@ -3,9 +3,7 @@
 // streaming update. The params structs are the CPU kernels' (ssmkit/selective_scan.h).
 //
 // Variants. selectiveScan at dstate <= 32 (Mamba-1's 16) runs scan1_kernel, with a time-parallel
-// two-pass form for few channels and long sequences, or, where that form would be needed and a cost model
-// finds it cheaper (batch 1 at Mamba-1's widths), scan_wide_kernel: one state a thread, each exp once
-// (their designs are with them below). Every other scan runs
+// two-pass form for few channels and long sequences (its design is with it below). Every other scan runs
 // the generic scan_fwd_kernel, templated on the states each thread holds (kS), constant or variable B
 // and C, a per-state or per-head A (kScalarA: the SSD scan) and the layout of x/u (kTimeMajor: SSD's
 // (batch, seqlen, heads, headdim) against Mamba-1's (batch, dim, seqlen)). The SSD scan is the selective
@@ -16,8 +14,7 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
-// SSMKIT_CUDA_SCAN_WIDE=1/0 (scan_wide_kernel forced / ruled out), SSMKIT_CUDA_SCAN_STATES (forces the
-// generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -521,10 +518,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // the busiest; 1.34e9 state updates = 79.4k warp-updates per SMSP at ~9 cycles each (poly 1) is 0.71M
 // cycles, x 5 / 4.85 = 0.74M cycles = 390 us at full pipe use, 420-480 us expected (bf16; the 160 us
 // memory floor overlaps). float32: the same arithmetic, twice the bytes (320 us floor): 430-500 us. Batch
-// 1 x seqlen 16384: the cost model picks ~13 chunks, 1.78x the batch-8 work: 700-850 us. Measured (H200,
-// round 3): 765 us bf16, 811 us float32, 1392 us at batch 1 (1.82x the batch-8 row: the local pass costs
-// about as much as the full one, so time chunks cannot take batch 1 under ~1.75x batch 8; batch 1 now
-// goes to scan_wide_kernel below).
+// 1 x seqlen 16384: the cost model picks ~13 chunks, 1.78x the batch-8 work: 700-850 us.
 constexpr int kS1Threads = 128;
 constexpr int kS1States = 8;  // states per thread
 constexpr int kS1Sub = 8;     // steps per sub-tile (one 16-byte vector of a 16-bit type)
@@ -556,7 +550,6 @@ struct scan1_args {
   int64_t chunk_len;  // steps per chunk, a multiple of kS1Tile
   int64_t nchunks;    // K
   int poly;           // states per thread (0 .. 2) whose exp2 runs on the FMA pipe
-  int lanes;          // scan_wide_kernel: threads (one state each) a channel
   bool softplus;
   bool vec;  // u, delta, z, out, B and C rows start 16-byte aligned (seqlen % 8 == 0): vector loads
 };
@@ -983,270 +976,6 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
       if (n < N) a.hT[(b * dim + c) * N + n] = h[i];
     }
   }
-}
-
-// ------------------------------------------------------------------------------------------------------
-// The one-pass scan for few channels and long sequences (batch 1): scan_wide_kernel.
-//
-// Why. At batch 1 x dim 5120 the scan1 grid has 80 blocks for 132 SMs, so scan1 runs its time-parallel
-// form, and that form does every exp twice (the local pass, then the full pass): at seqlen 16384 it
-// measured 1392 us, 1.82x the batch-8 row of the same size (765 us). This kernel finds the parallelism
-// in the states instead: one state a thread, P = next_pow2(dstate) threads a channel (8 .. 32), so a
-// block of 128 threads holds 128 / P channels of one batch row and B/C group and batch 1 x dim 5120 at
-// dstate 16 is 640 blocks, the batch-8 grid of scan1. Each exp is done once.
-//
-// Per 16-step tile, with every cross-thread exchange in shared memory (P is a run-time value): stage
-// (one (channel, step) item a thread at dstate 16: softplus(delta + bias) -> dt, dt * u, D * u and
-// silu(z) rows; B and C rows as (state, step) from 16-byte loads; the seqIdx reset row), barrier, scan
-// (each thread its state over the 16 steps: dt, dt * u, reset, B and C of a step come in 16-byte reads
-// shared by 4 steps; y partials h * C to a (channel, state, step) array), barrier, reduce (one (channel,
-// step) item a thread: the sum over states, + D u, * silu(z), one store) together with the staging of the
-// next tile, whose global loads were issued into registers before the scan of this one. D u and silu(z)
-// are double-buffered so that staging tile k + 1 can overlap the reduce of tile k: two barriers a tile.
-//
-// Cost per state and step (issue slots, dstate 16): the scan loop's PTX is 61 instructions per 8 steps
-// (FFMA, MUFU.EX2, FMUL, FFMA, FMUL a step; ten 16-byte shared reads and two 16-byte stores; six pointer
-// adds): 7.6; the staging and the reduce (~2 x 40 instructions per (channel, step), /16 states): ~5. So
-// ~12.6, against scan1's ~11.5 for the full pass plus ~0.8 of that again for its local pass at batch 1:
-// ~20. Predicted batch 1 x 5120 x 16384 bf16: 1392 x 12.6 / 20 = ~880 us, 800-950 (the same issue
-// efficiency as scan1 at batch 8 assumed). The bound is issue: 12.6 slots a warp-state against 10
-// cycles of MUFU (1 ex2 a state plus softplus and silu, 4 MUFU a (channel, step), at 8 cycles a warp
-// instruction). The host takes this kernel only where scan1 would split time and the issue-count model
-// (launch_scan1) finds it cheaper, so batch x dim that fills the GPU keeps scan1 (batch 8 x 5120 x
-// 2048: scan1 ~0.94M, this ~1.01M). ptxas (sm_90a): 72-90 registers, no spills; 17 KB of shared memory
-// at dstate 16 (20 KB at P = 8): 5 blocks an SM.
-constexpr int kWThreads = 128;
-constexpr int kWTile = 16;   // steps per tile
-constexpr int kWPitch = 20;  // floats a row: 8 rows of 16-byte reads on distinct banks
-// dstate 5 .. 32 (P >= 8): P = 4 needs 4 staging items a thread, which took the kernel to 96 registers
-// with spills.
-constexpr int kWMinLanes = 8;
-constexpr int kWMaxItems = kWTile * (kWThreads / kWMinLanes) / kWThreads;  // (channel, step) items a thread
-// Five resident blocks an SM (<= 102 registers): batch 1 x dim 5120 at dstate 16 (640 blocks) in one wave
-// on 132 SMs; at six (<= 85 registers) the kernel spilled.
-constexpr int kWMinBlocks = 5;
-
-// Shared-memory layout of scan_wide_kernel, in floats (offsets multiples of 4: 16-byte aligned rows); the
-// host sizes the launch with the same function.
-struct scan_wide_layout {
-  int dt, dtu, du, gate, b, c, rb, y, ych, bias, dval, total;
-};
-
-__host__ __device__ inline scan_wide_layout wide_layout(int P) {
-  const int cb = kWThreads / P;
-  scan_wide_layout s{};
-  s.dt = 0;                          // (channel, step)
-  s.dtu = s.dt + cb * kWPitch;       // (channel, step)
-  s.du = s.dtu + cb * kWPitch;       // (buffer, channel, step)
-  s.gate = s.du + 2 * cb * kWPitch;  // (buffer, channel, step)
-  s.b = s.gate + 2 * cb * kWPitch;   // (state, step)
-  s.c = s.b + P * kWPitch;           // (state, step)
-  s.rb = s.c + P * kWPitch;          // (step): -inf where a new sequence starts
-  s.y = s.rb + kWTile;               // (channel, state, step) partial y, channels ych floats apart
-  // A channel's rows padded by 16 floats where they span a multiple of 32 banks, so that the reduce's
-  // reads of two channels' 16 steps fall on distinct banks.
-  s.ych = P * kWPitch + ((P * kWPitch) % 32 == 0 ? 16 : 0);
-  s.bias = s.y + cb * s.ych;  // (channel)
-  s.dval = s.bias + cb;       // (channel)
-  s.total = s.dval + cb;
-  return s;
-}
-
-__device__ __forceinline__ uint32_t load_word(const void* p, int dt, int64_t i) {
-  return dt == SSMKIT_DTYPE_F32 ? __float_as_uint(static_cast<const float*>(p)[i])
-                                : static_cast<uint32_t>(static_cast<const unsigned short*>(p)[i]);
-}
-
-__device__ __forceinline__ float word_float(uint32_t w, int dt) {
-  if (dt == SSMKIT_DTYPE_F32) return __uint_as_float(w);
-  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(static_cast<unsigned short>(w)));
-  return __uint_as_float(w << 16);
-}
-
-template <bool kVarB, bool kVarC>
-__global__ void __launch_bounds__(kWThreads, kWMinBlocks) scan_wide_kernel(const scan1_args a) {
-  extern __shared__ __align__(16) float wide_smem[];
-  const int P = a.lanes;  // threads (states) a channel: a power of two in [8, 32]
-  const int cb = kWThreads / P;
-  const scan_wide_layout lay = wide_layout(P);
-  float* s_dt = wide_smem + lay.dt;
-  float* s_dtu = wide_smem + lay.dtu;
-  float* s_du = wide_smem + lay.du;
-  float* s_gate = wide_smem + lay.gate;
-  float* s_b = wide_smem + lay.b;
-  float* s_c = wide_smem + lay.c;
-  float* s_rb = wide_smem + lay.rb;
-  float* s_y = wide_smem + lay.y;
-  float* s_bias = wide_smem + lay.bias;
-  float* s_dval = wide_smem + lay.dval;
-
-  const int tid = threadIdx.x;
-  int64_t blk = blockIdx.x;
-  const int64_t bi = blk % a.bpg;
-  blk /= a.bpg;
-  const int64_t g = blk % a.groups;
-  const int64_t b = blk / a.groups;
-  const int64_t L = a.L, N = a.N, dim = a.dim;
-  const int64_t c0 = g * a.cpg + bi * cb;
-  const int cn = static_cast<int>(min64(cb, a.cpg - bi * cb));
-  const int ch = tid / P, n = tid % P;  // this thread's channel in the block, and its state
-  const bool active = ch < cn && n < N;
-  const int64_t c = c0 + (ch < cn ? ch : 0);
-  const int32_t* seq = a.seq_idx != nullptr ? a.seq_idx + b * L : nullptr;
-  const int64_t bc_row = b * a.groups + g;  // (batch, group) of variable B/C
-  const int items = cb * kWTile;            // (channel, step) items of a tile
-
-  // Threads past dstate or past the block's channels run with A = 0, B = C = 0 and h = 0: their h stays 0.
-  const float a2 = active ? a.A[c * N + n] * kLog2e : 0.0f;
-  const float bk = !kVarB && active ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
-  const float ck = !kVarC && active ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
-  float h = active && a.h0 != nullptr ? a.h0[(b * dim + c) * N + n] : 0.0f;
-  if (tid < cb) {
-    s_bias[tid] = tid < cn && a.delta_bias != nullptr ? a.delta_bias[c0 + tid] : 0.0f;
-    s_dval[tid] = tid < cn && a.D != nullptr ? a.D[c0 + tid] : 0.0f;
-  }
-
-  // Global loads of a tile, into registers: item it = (channel it / 16, step it % 16) of u, delta, z;
-  // B/C item tid = (tensor, state, half of the tile) as 8 steps; the reset flags of the tile's steps.
-  uint32_t ru[kWMaxItems], rd[kWMaxItems], rz[kWMaxItems];
-  raw_vec<8> rbc;
-  int32_t seq_now = 0, seq_prev = 0;
-  const int bc_half = tid % 2, bc_state = (tid / 2) % P, bc_which = tid / 2 / P;
-  auto prefetch = [&](int64_t t0) {
-#pragma unroll
-    for (int k = 0; k < kWMaxItems; ++k) {
-      const int it = tid + k * kWThreads;
-      const int ci = it / kWTile;
-      const int64_t t = t0 + it % kWTile;
-      const bool ok = it < items && ci < cn && t < L;
-      const int64_t idx = (b * dim + c0 + ci) * L + t;
-      ru[k] = ok ? load_word(a.u, a.u_dt, idx) : 0u;
-      rd[k] = ok ? load_word(a.delta, a.delta_dt, idx) : 0u;
-      rz[k] = ok && a.z != nullptr ? load_word(a.z, a.z_dt, idx) : 0u;
-    }
-    const int64_t tq = t0 + 8 * bc_half;
-    const int cnt = static_cast<int>(max64(0, min64(8, L - tq)));
-    const bool want = bc_which < 2 && bc_state < N && (bc_which == 0 ? kVarB : kVarC);
-    if (want) {
-      load_raw<8>(rbc, bc_which == 0 ? a.B : a.C, bc_which == 0 ? a.b_dt : a.c_dt,
-                  (bc_row * N + bc_state) * L + tq, cnt, a.vec);
-    } else {
-#pragma unroll
-      for (int w = 0; w < 8; ++w) rbc.w[w] = 0;
-    }
-    if (tid < kWTile) {
-      const int64_t t = t0 + tid;
-      const bool ok = seq != nullptr && t > 0 && t < L;
-      seq_now = ok ? seq[t] : 0;
-      seq_prev = ok ? seq[t - 1] : 0;
-    }
-  };
-
-  // The registers of tile t0 into shared memory (D u and silu(z) into buffer buf). Steps past the end
-  // and channels past the block's get dt = 0 and dt u = 0: decay 1, input 0.
-  auto stage = [&](int64_t t0, int buf) {
-#pragma unroll
-    for (int k = 0; k < kWMaxItems; ++k) {
-      const int it = tid + k * kWThreads;
-      if (it < items) {
-        const int ci = it / kWTile, s = it % kWTile;
-        const bool ok = ci < cn && t0 + s < L;
-        float x = word_float(rd[k], a.delta_dt) + s_bias[ci];
-        if (a.softplus) x = softplus_fast(x);
-        const float uv = word_float(ru[k], a.u_dt);
-        const float dtv = ok ? x : 0.0f;
-        const int o = ci * kWPitch + s;
-        s_dt[o] = dtv;
-        s_dtu[o] = dtv * uv;
-        s_du[buf * cb * kWPitch + o] = s_dval[ci] * uv;
-        s_gate[buf * cb * kWPitch + o] = a.z != nullptr ? silu_fast(word_float(rz[k], a.z_dt)) : 1.0f;
-      }
-    }
-    if (bc_which < 2) {
-      float v[8];
-      unpack_raw<8>(rbc, bc_which == 0 ? a.b_dt : a.c_dt, v);
-      float* dst = (bc_which == 0 ? s_b : s_c) + bc_state * kWPitch + 8 * bc_half;
-      reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
-      reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
-    }
-    if (tid < kWTile) s_rb[tid] = seq_now != seq_prev ? -INFINITY : 0.0f;
-  };
-
-  // This thread's state over the 16 steps of the staged tile; the partial y h * C to its row.
-  auto scan_tile = [&]() {
-    const float* rdt = s_dt + ch * kWPitch;
-    const float* rdtu = s_dtu + ch * kWPitch;
-    const float* rrb = s_rb;
-    const float* rbn = s_b + n * kWPitch;
-    const float* rcn = s_c + n * kWPitch;
-    float* yrow = s_y + ch * lay.ych + n * kWPitch;
-    // Two passes of 8 steps with the row pointers advanced (6 adds a pass): with the 4-step groups
-    // indexed by a loop counter the PTX rebuilt every address each group (~3 integer ops a step), and
-    // fully unrolled the compiler hoists all 20 shared reads and spills.
-#pragma unroll 1
-    for (int j = 0; j < kWTile / 8; ++j) {
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const float4 d4 = *reinterpret_cast<const float4*>(rdt + 4 * q);
-        const float4 u4 = *reinterpret_cast<const float4*>(rdtu + 4 * q);
-        const float4 r4 = *reinterpret_cast<const float4*>(rrb + 4 * q);
-        float4 b4 = make_float4(bk, bk, bk, bk), c4 = make_float4(ck, ck, ck, ck);
-        if constexpr (kVarB) b4 = *reinterpret_cast<const float4*>(rbn + 4 * q);
-        if constexpr (kVarC) c4 = *reinterpret_cast<const float4*>(rcn + 4 * q);
-        float y[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
-          const float decay = ex2_approx(fmaf(component(d4, e), a2, component(r4, e)));
-          h = fmaf(decay, h, component(u4, e) * component(b4, e));
-          y[e] = h * component(c4, e);
-        }
-        *reinterpret_cast<float4*>(yrow + 4 * q) = make_float4(y[0], y[1], y[2], y[3]);
-      }
-      rdt += 8, rdtu += 8, rrb += 8, rbn += 8, rcn += 8, yrow += 8;
-    }
-  };
-
-  // One (channel, step) item a thread: the sum of the states' partial y, + D u, gated, stored.
-  auto out_tile = [&](int64_t t0, int buf) {
-#pragma unroll
-    for (int k = 0; k < kWMaxItems; ++k) {
-      const int it = tid + k * kWThreads;
-      const int ci = it / kWTile, s = it % kWTile;
-      const int64_t t = t0 + s;
-      if (it < items && ci < cn && t < L) {
-        // Four states a pass on four accumulators, the column pointer advanced (no index math a load).
-        const float* col = s_y + ci * lay.ych + s;
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        int nn = 0;
-        for (; nn + 4 <= N; nn += 4, col += 4 * kWPitch) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[i] += col[i * kWPitch];
-        }
-        for (; nn < N; ++nn, col += kWPitch) acc[0] += *col;
-        const int o = buf * cb * kWPitch + ci * kWPitch + s;
-        const float v = ((acc[0] + acc[1]) + (acc[2] + acc[3]) + s_du[o]) * s_gate[o];
-        store_any(a.out, a.out_dt, (b * dim + c0 + ci) * L + t, v);
-      }
-    }
-  };
-
-  __syncthreads();  // s_bias, s_dval
-  prefetch(0);
-  stage(0, 0);
-  __syncthreads();
-  int buf = 0;
-  for (int64_t t0 = 0; t0 < L; t0 += kWTile) {
-    const bool more = t0 + kWTile < L;
-    if (more) prefetch(t0 + kWTile);
-    scan_tile();
-    __syncthreads();
-    out_tile(t0, buf);
-    if (more) stage(t0 + kWTile, buf ^ 1);
-    __syncthreads();
-    buf ^= 1;
-  }
-  if (active && a.hT != nullptr) a.hT[(b * dim + c) * N + n] = h;
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -2188,9 +1917,8 @@ int env_int(const char* name, int fallback) {
 
 // Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, at
 // least 3 as fewer leave the SFU idle on latency) x (steps per block); the local pass costs 0.8 of a full
-// pass per step (no C, y or output). One chunk unless splitting time pays for the local pass. *cost is
-// the chosen split's, in block-steps.
-int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, double* cost_out) {
+// pass per step (no C, y or output). One chunk unless splitting time pays for the local pass.
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms) {
   int64_t best_k = 1;
   double best = 0;
   for (int64_t k = 1; k <= 64; ++k) {
@@ -2204,37 +1932,15 @@ int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, double* cost_
     const double cost = busiest(k) * len + (k > 1 ? 0.8 * busiest(k - 1) * len : 0.0);
     if (k == 1 || cost < best) best = cost, best_k = k;
   }
-  *cost_out = best;
   return best_k;
-}
-
-template <bool kVarB, bool kVarC>
-status run_scan_wide(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
-  unsigned grid = 0;
-  SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
-  // At most ~20 KB (P = 8): under the 48 KB every target gives without opting in.
-  const size_t smem = sizeof(float) * static_cast<size_t>(wide_layout(a.lanes).total);
-  scan_wide_kernel<kVarB, kVarC><<<grid, kWThreads, smem, stream>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
-}
-
-status run_scan_wide_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, int64_t blocks,
-                        cudaStream_t stream) {
-  if (var_b && var_c) return run_scan_wide<true, true>(op, a, blocks, stream);
-  if (var_b) return run_scan_wide<true, false>(op, a, blocks, stream);
-  if (var_c) return run_scan_wide<false, true>(op, a, blocks, stream);
-  return run_scan_wide<false, false>(op, a, blocks, stream);
 }
 
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
 }
 
-// selectiveScan at dstate <= 32 on scan1_kernel or scan_wide_kernel. SSMKIT_CUDA_SCAN_CHUNKS forces the
-// number of time chunks and SSMKIT_CUDA_SCAN_POLY the states a thread takes through the FMA-pipe exp2
-// (either selects scan1_kernel); SSMKIT_CUDA_SCAN_WIDE=1 forces scan_wide_kernel (dstate 5 .. 32) and
-// =0 rules it out (tests, benches).
+// selectiveScan at dstate <= 32 on scan1_kernel; SSMKIT_CUDA_SCAN_CHUNKS forces the number of time
+// chunks and SSMKIT_CUDA_SCAN_POLY the states a thread takes through the FMA-pipe exp2 (tests, benches).
 status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t stream) {
   const int64_t Bt = p.batch, Dm = p.dim, L = p.seqlen, N = p.dstate;
   const bool var_b = p.groups_b > 0, var_c = p.groups_c > 0;
@@ -2263,39 +1969,8 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   int dev = 0, sms = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  double chunked_cost = 0;
-  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, &chunked_cost) : 1;
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms) : 1;
   const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
-
-  // scan_wide_kernel where scan1 would split time and the model below finds it cheaper. Both costs in
-  // (blocks on the busiest SM, at least 3) x steps x issue slots a thread-step: scan1 holds 8 states at
-  // ~7.2 slots (5.75 in the state loop, the FMA-pipe exp2 state's share) plus its share of the channel's
-  // ~68 slots a step over its `lanes` threads; scan_wide_kernel one state at ~7 plus its share of ~90 a
-  // channel-step over P threads (design with the kernel). At dstate 16 on 132 SMs: batch 1 x 5120 x
-  // 16384, scan1 in 57 chunks ~1.64M against ~1.03M; batch 1 x 5120 x 2048 (a prefill), 8 chunks ~211k
-  // against ~129k; batch 8 x 5120 x 2048 stays on scan1 in one pass (k = 1; ~0.94M against ~1.01M).
-  const int wide_env = env_int("SSMKIT_CUDA_SCAN_WIDE", -1);
-  const bool scan1_knobs = forced > 0 || std::getenv("SSMKIT_CUDA_SCAN_POLY") != nullptr;
-  const bool wide_fits = N > kWMinLanes / 2;
-  if (wide_env == 1 && !wide_fits) {
-    return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_WIDE=1 needs dstate 5 .. 32, got %lld", op,
-                       static_cast<long long>(N));
-  }
-  bool wide = wide_env == 1;
-  if (wide_env != 0 && !wide && !scan1_knobs && wide_fits && k > 1) {
-    const int P = next_pow2(N);
-    const int64_t wblocks = Bt * a.groups * ((a.cpg + kWThreads / P - 1) / (kWThreads / P));
-    const double busiest = static_cast<double>(max64(3, (wblocks + sms - 1) / sms));
-    const double wide_cost = busiest * static_cast<double>(L) * (7.0 + 90.0 / P);
-    const double scan1_cost = chunked_cost * (8 * 7.2 + 68.0 / lanes);
-    wide = wide_cost < scan1_cost;
-  }
-  if (wide) {
-    a.lanes = next_pow2(N);
-    a.bpg = (a.cpg + kWThreads / a.lanes - 1) / (kWThreads / a.lanes);
-    return run_scan_wide_bc(op, a, var_b, var_c, Bt * a.groups * a.bpg, stream);
-  }
-
   if (forced > 0) k = forced;
   k = max64(1, min64(k, (L + kS1Tile - 1) / kS1Tile));
   a.chunk_len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
