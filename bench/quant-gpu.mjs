@@ -1,7 +1,8 @@
 // GPU benchmark of the quantization family (native/cuda/gemm.cu, and hadamard from quant.cu) at the
-// rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 16) at 2560 x 10240,
-// W4A16 bf16 at M = 1 (2560 x 10240) and M = 16 (8192^2), W4A8 at M = 2048, and hadamard over 8 x 2048
-// tokens x 5120 against a device copy of the same bytes.
+// rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 4, 16) at 2560 x 10240,
+// W4A16 bf16 at M = 1 and 4 (2560 x 10240), M = 16 (8192^2) and the decode step's out_proj (5120 -> 2560)
+// and x_proj (5120 -> 192), W4A8 at M = 2048 and 1, and hadamard over 8 x 2048 tokens x 5120 against a
+// device copy of the same bytes. --decode runs the checks and the rows of M <= 16 only.
 //
 // Every kernel path is first checked against the CPU backend on small cases; then each row is timed
 // with synchronizeSync() around N enqueued calls after warm-up, the median of several repeats. Rows
@@ -16,13 +17,14 @@
 // The peers are PyTorch's (cuBLAS, cuBLASLt int8, tinygemm), timed by ../shared/device/peers.py on the
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
-// Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick]
+// Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick] [--decode]
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 const s = require('../dist/cjs/index.js');
 const quick = process.argv.includes('--quick');
+const decodeOnly = process.argv.includes('--decode'); // only the rows of M <= 16
 const DEV = 'cuda:0';
 const BW = 4.2e12; // bytes/s: the copy bandwidth measured on the H200 (read + write)
 const INT8_PEAK = 1979e12; // dense int8 ops/s of the H100/H200 SXM tensor cores (datasheet)
@@ -232,6 +234,7 @@ function checkAgainstCpu() {
   // [label, M, K, N, groupSize]: skinny (M <= 64), tiled (M > 64), simt (K unaligned).
   for (const [M, K, N] of [
     [1, 512, 300],
+    [3, 2560, 200],
     [16, 1024, 130],
     [100, 640, 200],
     [7, 100, 33],
@@ -423,17 +426,22 @@ console.log(`ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapabi
 checkAgainstCpu();
 benchHost();
 busyWork = makeBusy();
-const w8a8Big = benchW8A8(2048, 2560, 10240);
-benchW8A8(2048, 2560, 10240, 'float32');
-benchW8A8(8192, 8192, 8192);
+const w8a8Big = decodeOnly ? 0 : benchW8A8(2048, 2560, 10240);
+if (!decodeOnly) {
+  benchW8A8(2048, 2560, 10240, 'float32');
+  benchW8A8(8192, 8192, 8192);
+}
 const w8a8Decode = benchW8A8(1, 2560, 10240);
+benchW8A8(4, 2560, 10240);
 benchW8A8(16, 2560, 10240);
 benchW4A16(1, 2560, 10240);
+benchW4A16(4, 2560, 10240);
 benchW4A16(16, 8192, 8192);
 benchW4A16(1, 5120, 2560);
-benchW4A8(2048, 2560, 10240, w8a8Big);
+benchW4A16(1, 5120, 192);
+if (!decodeOnly) benchW4A8(2048, 2560, 10240, w8a8Big);
 benchW4A8(1, 2560, 10240, w8a8Decode);
-benchHadamard();
+if (!decodeOnly) benchHadamard();
 busyWork.dispose();
 
 console.log('\n| case | ours (us) | floor (us) | floor / ours | peer | peer / ours |');
