@@ -919,7 +919,8 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // of 16 bytes hold for 4 columns: 32 k of int4 (packed: 4 steps x 4 columns; plain: 16 bytes of each of
 // the 4 rows) or 16 k of int8 (packed, 4 steps). Packed and plain int4 weights give a thread the same
 // values in the same order, so they give the same bits. Two chunks (8 vectors, 128 bytes) are in
-// flight per thread: 32 KiB per block.
+// flight per thread, 32 KiB per block; the first two are requested before x is staged, and each chunk's
+// group scales before its arithmetic.
 // - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
 //   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
 //   fma per row against x, staged in shared memory as float32 [chunk][k][row] (16 bytes of padding per
@@ -973,27 +974,6 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   const int rows = static_cast<int>(g.m);  // <= kM
   const int len = nchunks * kChunkK;       // staged k, zeros past ke
 
-  // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k.
-  if constexpr (T::kFloatX) {
-    float* xs = reinterpret_cast<float*>(smem);
-    for (int i = threadIdx.x; i < kM * len; i += kGemvThreads) {
-      const int r = i / len;
-      const int kl = i - r * len;
-      float v = 0.0f;
-      if (r < rows && kb + kl < ke) v = load_float(g.a, kX, r * g.k + kb + kl);
-      xs[(kl / kChunkK) * (T::kXChunkBytes / 4) + (kl % kChunkK) * kM + r] = v;
-    }
-  } else {
-    int8_t* xs = reinterpret_cast<int8_t*>(smem);
-    const int8_t* x = static_cast<const int8_t*>(g.a);
-    for (int i = threadIdx.x; i < kM * len; i += kGemvThreads) {
-      const int r = i / len;
-      const int kl = i - r * len;
-      xs[r * len + kl] = r < rows && kb + kl < ke ? x[r * g.k + kb + kl] : int8_t{0};
-    }
-  }
-  __syncthreads();
-
   // Packed: vector of step s for this quad (absent panels read zeros); plain: 16 bytes of row 4q + l.
   const int64_t grp_panels = min64(4, panels - grp * 4);
   const bool quad_ok = kPlain || q / 4 < grp_panels;
@@ -1016,6 +996,47 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
       v[l] = ok ? ldg_stream16(src) : make_uint4(0, 0, 0, 0);
     }
   };
+  uint4 wbuf[kGemvDepth][4];
+#pragma unroll
+  for (int d = 0; d < kGemvDepth; ++d) load_chunk(c + d * kGemvLanes, wbuf[d]);
+
+  // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
+  // thread; the first weights are already on their way.
+  using stage_t = typename std::conditional<T::kFloatX, float, int8_t>::type;
+  constexpr int kStageLoads = 4;
+  for (int i0 = threadIdx.x; i0 < kM * len; i0 += kStageLoads * kGemvThreads) {
+    stage_t xv[kStageLoads];
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kGemvThreads;
+      const int r = i / len;
+      const int kl = i - r * len;
+      xv[u] = 0;
+      if (i < kM * len && r < rows && kb + kl < ke) {
+        if constexpr (T::kFloatX) {
+          xv[u] = load_float(g.a, kX, r * g.k + kb + kl);
+        } else {
+          xv[u] = static_cast<const int8_t*>(g.a)[r * g.k + kb + kl];
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kGemvThreads;
+      const int r = i / len;
+      const int kl = i - r * len;
+      if (i < kM * len) {
+        if constexpr (T::kFloatX) {
+          reinterpret_cast<float*>(smem)[(kl / kChunkK) * (T::kXChunkBytes / 4) + (kl % kChunkK) * kM + r] =
+              xv[u];
+        } else {
+          reinterpret_cast<int8_t*>(smem)[r * len + kl] = xv[u];
+        }
+      }
+    }
+  }
+  __syncthreads();
+
   // Word i of vector j: packed, column i at step j; plain, k 8j..8j + 7 of column j.
   auto word = [](const uint4& v, int i) -> uint32_t {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
@@ -1105,23 +1126,25 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
 #pragma unroll
         for (int r = 0; r < kM; ++r) s[i][r] = 0;
       }
-      chunk(ch, v, s);
+      // The scales first: their loads then overlap the chunk's arithmetic.
       const int64_t gi = (kb + static_cast<int64_t>(ch) * kChunkK) / g.group_size;
+      float sc[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int64_t col = n_grp + 4 * q + i;
-        const float sc = col < g.n ? group_scale(g, col, gi) : 0.0f;
+        sc[i] = col < g.n ? group_scale(g, col, gi) : 0.0f;
+      }
+      chunk(ch, v, s);
 #pragma unroll
-        for (int r = 0; r < kM; ++r) tot[i][r] = __fmaf_rn(static_cast<float>(s[i][r]), sc, tot[i][r]);
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int r = 0; r < kM; ++r) tot[i][r] = __fmaf_rn(static_cast<float>(s[i][r]), sc[i], tot[i][r]);
       }
     } else {
       chunk(ch, v, tot);
     }
   };
 
-  uint4 wbuf[kGemvDepth][4];
-#pragma unroll
-  for (int d = 0; d < kGemvDepth; ++d) load_chunk(c + d * kGemvLanes, wbuf[d]);
   for (int ch0 = c; ch0 < nchunks; ch0 += kGemvDepth * kGemvLanes) {
 #pragma unroll
     for (int d = 0; d < kGemvDepth; ++d) {
