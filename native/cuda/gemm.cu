@@ -920,7 +920,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // the 4 rows) or 16 k of int8 (packed, 4 steps). Packed and plain int4 weights give a thread the same
 // values in the same order, so they give the same bits. Two chunks (8 vectors, 128 bytes) are in
 // flight per thread, 32 KiB per block; the first two are requested before x is staged, and each chunk's
-// group scales before its arithmetic.
+// group scales (packed) before its arithmetic.
 // - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
 //   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
 //   fma per row against x, staged in shared memory as float32 [chunk][k][row] (16 bytes of padding per
@@ -1001,9 +1001,9 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   for (int d = 0; d < kGemvDepth; ++d) load_chunk(c + d * kGemvLanes, wbuf[d]);
 
   // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
-  // thread; the first weights are already on their way.
+  // thread (two for plain rows); the first weights are already on their way.
   using stage_t = typename std::conditional<T::kFloatX, float, int8_t>::type;
-  constexpr int kStageLoads = 4;
+  constexpr int kStageLoads = kPlain ? 2 : 4;  // with the plain rows' addresses live, 4 spilled
   for (int i0 = threadIdx.x; i0 < kM * len; i0 += kStageLoads * kGemvThreads) {
     stage_t xv[kStageLoads];
 #pragma unroll
@@ -1126,15 +1126,20 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
 #pragma unroll
         for (int r = 0; r < kM; ++r) s[i][r] = 0;
       }
-      // The scales first: their loads then overlap the chunk's arithmetic.
+      // Packed: the scales first, so that their loads overlap the chunk's arithmetic; plain rows load
+      // them after it (ahead, with the rows' addresses live, 8 registers spilled at the 80 of 3 blocks).
       const int64_t gi = (kb + static_cast<int64_t>(ch) * kChunkK) / g.group_size;
       float sc[4];
+      auto load_scales = [&] {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t col = n_grp + 4 * q + i;
-        sc[i] = col < g.n ? group_scale(g, col, gi) : 0.0f;
-      }
+        for (int i = 0; i < 4; ++i) {
+          const int64_t col = n_grp + 4 * q + i;
+          sc[i] = col < g.n ? group_scale(g, col, gi) : 0.0f;
+        }
+      };
+      if constexpr (!kPlain) load_scales();
       chunk(ch, v, s);
+      if constexpr (kPlain) load_scales();
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
 #pragma unroll
