@@ -1,8 +1,8 @@
 // GPU benchmark of the quantization family (native/cuda/gemm.cu, and hadamard from quant.cu) at the
 // rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 4, 16) at 2560 x 10240,
-// W4A16 bf16 at M = 1 and 4 (2560 x 10240), M = 16 (8192^2) and the decode step's out_proj (5120 -> 2560)
-// and x_proj (5120 -> 192), W4A8 at M = 2048 and 1, and hadamard over 8 x 2048 tokens x 5120 against a
-// device copy of the same bytes. --decode runs the checks and the rows of M <= 16 only.
+// W4A16 bf16 at M = 1 and 4 (2560 x 10240), M = 16 (8192^2) and the decode step's out_proj (5120 ->
+// 2560) and x_proj (5120 -> 192), W4A8 at M = 2048, 1 and 16, and hadamard over 8 x 2048 tokens x 5120
+// against a device copy of the same bytes. --decode runs the checks and the rows of M <= 16 only.
 //
 // Every kernel path is first checked against the CPU backend on small cases; then each row is timed
 // with synchronizeSync() around N enqueued calls after warm-up, the median of several repeats. Rows
@@ -433,7 +433,7 @@ if (!decodeOnly) {
 }
 const w8a8Decode = benchW8A8(1, 2560, 10240);
 benchW8A8(4, 2560, 10240);
-benchW8A8(16, 2560, 10240);
+const w8a8Decode16 = benchW8A8(16, 2560, 10240);
 benchW4A16(1, 2560, 10240);
 benchW4A16(4, 2560, 10240);
 benchW4A16(16, 8192, 8192);
@@ -441,6 +441,7 @@ benchW4A16(1, 5120, 2560);
 benchW4A16(1, 5120, 192);
 if (!decodeOnly) benchW4A8(2048, 2560, 10240, w8a8Big);
 benchW4A8(1, 2560, 10240, w8a8Decode);
+benchW4A8(16, 2560, 10240, w8a8Decode16);
 if (!decodeOnly) benchHadamard();
 busyWork.dispose();
 

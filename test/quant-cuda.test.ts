@@ -613,12 +613,13 @@ describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA gra
   });
 });
 
-// The CUDA-core GEMV of the decode path (m <= 4: one row, or up to four): packed weights of every kind
-// and plain int4 rows of whole 32-k chunks, against the integer and float64 references; packed and
-// plain int4 weights give the same bits. Shapes: k tails inside a chunk and a step, columns past n
-// inside a 64-column group and absent panels of the last one, one column, k = 1, split k forced by the
-// staged x budget (k = 20000 at one row, 8192 at four), and the decode shapes of a Mamba-2.8B layer.
-describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4)${SKIP}`, () => {
+// The CUDA-core GEMV of the decode path (m <= 4: one row, or up to four; up to 16 for W8A8): packed
+// weights of every kind and plain int4 rows of whole 32-k chunks, against the integer and float64
+// references; packed and plain int4 weights give the same bits. Shapes: k tails inside a chunk and a
+// step, columns past n inside a 64-column group and absent panels of the last one, one column, k = 1,
+// split k forced by the staged x budget (k = 20000 at one row, 8192 at four), and the decode shapes of
+// a Mamba-2.8B layer.
+describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${SKIP}`, () => {
   const GEMV: readonly [number, number, number][] = [
     [1, 1, 1],
     [1, 64, 32],
@@ -632,12 +633,22 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4)${SKIP}`, 
     [2, 17, 1000],
   ];
 
+  // W8A8 takes the GEMV up to m = 16 (W4A8 above 4 rows the tensor-core decode path).
+  const GEMV_INT: readonly [number, number, number][] = [
+    ...GEMV,
+    [5, 129, 100],
+    [9, 70, 2560],
+    [16, 300, 2560],
+    [16, 4097, 64],
+    [12, 1, 1],
+    [13, 65, 20000],
+  ];
   for (const bits of [8, 4] as const) {
     const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
     const run = bits === 8 ? gemmW8A8 : gemmW4A8;
     const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
     it(`${op}: exact int32, the CPU's bits, packed and plain alike`, async () => {
-      for (const [m, n, k] of GEMV) {
+      for (const [m, n, k] of GEMV_INT) {
         const rng = new Rng(m * 1009 + n * 13 + k * 7 + bits);
         const a = ints(m * k, -128, 127, rng);
         const w = ints(n * k, lo, hi, rng);

@@ -3,31 +3,34 @@
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have five paths, chosen per call:
-// - gemv (m <= 4; 16-bit x for W4A16; no groups or groups of a multiple of 32 for int4; packed weights,
-//   and plain int4 rows of whole 16-byte chunks): CUDA cores, no mma, bound by the weight bytes. One
-//   block of 256 threads per 64-column group and k range, 16 threads along k for each 4 columns, two
-//   chunks of 4 x 16-byte loads in flight per thread (32 KiB per block, 3 blocks per SM at <= 80
-//   registers for one row, 2 for four rows: 64 to 96 KiB per SM); x staged in shared memory (float32
-//   for W4A16, int8 for dp4a); int4 -> float32 by one byte permute into the mantissa of 128.0f and one
-//   exact subtraction, then one float32 fma per weight and row; int8 weights in dp4a (exact int32). k is
-//   split within one wave of resident blocks, reduced in a fixed order. Expected on the H200 (4.2 TB/s,
-//   132 SMs x 4 schedulers at ~1.98 GHz = 1.05e12 warp instructions/s): W4A16 bf16 m = 1, 2560 x 10240,
-//   g128 moves 13.5 MB, 3.2 us; its ~3.4 instructions per weight (mask, permute, subtract, fma) are
-//   2.8 M warp instructions, 2.7 us, issued under the loads; with launch, ramp and the split reduction
-//   about 6 us (the mma kernel below took 43.9). W8A8 m = 1 at that shape 26.2 MB, 6.2 us, about 9 us;
-//   W4A8 m = 1 13.1 MB, about 6 us; out_proj 5120 -> 2560 (6.6 MB) about 4 us; x_proj 5120 -> 192
-//   (0.5 MB, 60 blocks) about 3 us, latency-bound. At four rows the fmas make W4A16 issue-bound: ~6.4
-//   instructions per weight, about 10 us at 2560 x 10240.
+// - gemv (m <= 4, or m <= 16 for W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
+//   multiple of 32 for int4; packed weights, and plain int4 rows of whole 16-byte chunks): CUDA cores,
+//   no mma, bound by the weight bytes. One block of 256 threads per 64-column group and k range, 16
+//   threads along k for each 4 columns, two chunks of 4 x 16-byte loads in flight per thread (32 KiB per
+//   block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16 rows: 64 to 96 KiB per SM);
+//   x staged in shared memory (float32 for W4A16, int8 for dp4a); int4 -> float32 by one byte permute
+//   into the mantissa of 128.0f and one exact subtraction, then one float32 fma per weight and row; int8
+//   weights in dp4a (exact int32). k is split within one wave of resident blocks, reduced in a fixed
+//   order. Expected on the H200 (4.2 TB/s, 132 SMs x 4 schedulers at ~1.98 GHz = 1.05e12 warp
+//   instructions/s): W4A16 bf16 m = 1, 2560 x 10240, g128 moves 13.5 MB, 3.2 us; its ~3.4 instructions
+//   per weight (mask, permute, subtract, fma) are 2.8 M warp instructions, 2.7 us, issued under the
+//   loads; with launch, ramp and the split reduction about 6 us (the mma kernel below took 43.9). W8A8
+//   m = 1 at that shape 26.2 MB, 6.2 us, about 9 us; W4A8 m = 1 13.1 MB, about 6 us; out_proj 5120 ->
+//   2560 (6.6 MB) about 4 us; x_proj 5120 -> 192 (0.5 MB, 60 blocks) about 3 us, latency-bound. At four
+//   rows the fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240.
+//   W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes, 3.6 M warp
+//   instructions (3.4 us) under 6.2 us of bytes; one block per group (2 per SM fit: 64 KiB of shared
+//   memory for the 16 rows' sums), each streaming 160 KiB at 32 KiB in flight: about 9 us (the mma
+//   kernel below took 49.3).
 // - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
-//   multiple of 128 for int4): tensor cores,
-//   bound by the weight bytes. It reads packed weights as they are (a GEMV that unpacked them first
-//   would move the weight bytes three times), and plain int4 weights whose rows are whole 16-byte chunks
-//   (k % 32 == 0) with the same mma sequence, so that packed and plain int4 weights give the same bits.
-//   Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte loads, 8 KiB in flight per
-//   warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is read straight from
-//   global memory (L1 serves the block's four warps); k is split until the grid fills the SMs, with the
-//   deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x 10240
-//   moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
+//   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
+//   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
+//   rows are whole 16-byte chunks (k % 32 == 0) with the same mma sequence, so that packed and plain int4
+//   weights give the same bits. Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte
+//   loads, 8 KiB in flight per warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is
+//   read straight from global memory (L1 serves the block's four warps); k is split until the grid fills the
+//   SMs, with the deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x
+//   10240 moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
 //   reduction; W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB,
 //   8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us each,
 //   overlapped: about 10 us. Measured on the H200: 43.9 us (m = 1) and 104.8 us (m = 16), latency-bound
@@ -912,7 +915,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 }
 
 // ---------------------------------------------------------------------------------------------------
-// GEMV path (m <= 4): CUDA cores, no mma.
+// GEMV path (m <= 4; m <= 16 for W8A8): CUDA cores, no mma.
 //
 // Block: 256 threads own one 64-column group and a k range. Thread (q = t % 16, c = t / 16) owns
 // columns 4q..4q + 3 of the group and the chunks c, c + 16, ... of the range; a chunk is what 4 vectors
@@ -935,8 +938,11 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 constexpr int kGemvThreads = 256;
 constexpr int kGemvLanes = kGemvThreads / 16;  // threads along k of one column quad
 constexpr int kGemvMaxM = 4;
+// W8A8's int32 sums of 16 rows fit 128 registers (2 blocks per SM); W4A8's int4 unpacking on top of
+// them spilled 96 bytes, so W4A8 keeps the tensor-core decode path above 4 rows.
+constexpr int kGemvMaxMW8A8 = 16;
 constexpr int kGemvDepth = 2;              // chunks in flight per thread
-constexpr int kGemvMaxXBytes = 24 * 1024;  // staged x per block (4 blocks per SM fit easily)
+constexpr int kGemvMaxXBytes = 24 * 1024;  // staged x per block (3 blocks per SM fit easily)
 
 template <int kKind, int kM>
 struct gemv_traits {
@@ -947,8 +953,11 @@ struct gemv_traits {
   static constexpr int kXChunkBytes = kFloatX ? kChunkK * kM * 4 + 16 : kChunkK * kM;
   static constexpr int kMaxChunks = kGemvMaxXBytes / kXChunkBytes;
   // Blocks per SM by registers: 3 at <= 80 a thread for one row (at 64, four blocks, the group scales
-  // and the plain rows' addresses spilled), 2 for four rows (16 sums and 16 totals more).
+  // and the plain rows' addresses spilled), 2 for four rows (16 sums and 16 totals more) and for W8A8's
+  // 16 rows (64 int32 totals).
   static constexpr int kBlocksPerSm = kM == 1 ? 3 : 2;
+  // The block's sums (lane, column, row) reuse the staged x: 64 KiB at 16 rows, above the default limit.
+  static constexpr int kRedBytes = kGemvLanes * 64 * kM * 4;
 };
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
@@ -1170,24 +1179,47 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     for (int r = 0; r < kM; ++r) red[(c * 64 + 4 * q + i) * kM + r] = tot[i][r];
   }
   __syncthreads();
-  const int cl = threadIdx.x / kM;  // column in the group (threads < 64 kM)
-  const int r = threadIdx.x % kM;
-  const int64_t col = n_grp + cl;
-  const bool mine = threadIdx.x < 64 * kM && r < rows && col < g.n;
-  acc_t sum = 0;
-  if (mine) {
-    sum = red[cl * kM + r];
-    for (int l = 1; l < kGemvLanes; ++l) sum += red[(l * 64 + cl) * kM + r];
+  // Output o = (column in the group) * kM + row: 64 kM of them, one or four per thread.
+  constexpr int kOuts = (64 * kM + kGemvThreads - 1) / kGemvThreads;
+  auto out_of = [&](int u, int& r, int64_t& col) -> bool {
+    const int o = threadIdx.x + u * kGemvThreads;
+    r = o % kM;
+    col = n_grp + o / kM;
+    return o < 64 * kM && r < rows && col < g.n;
+  };
+  acc_t sum[kOuts];
+#pragma unroll
+  for (int u = 0; u < kOuts; ++u) {
+    int r;
+    int64_t col;
+    sum[u] = 0;
+    if (out_of(u, r, col)) {
+      const int cl = static_cast<int>(col - n_grp);
+      sum[u] = red[cl * kM + r];
+      for (int l = 1; l < kGemvLanes; ++l) sum[u] += red[(l * 64 + cl) * kM + r];
+    }
   }
   if (splits == 1) {
-    if (mine)
-      store_float(g.out, g.out_dt, r * g.n + col, finish_value<kGrouped>(g, static_cast<float>(sum), r, col));
+#pragma unroll
+    for (int u = 0; u < kOuts; ++u) {
+      int r;
+      int64_t col;
+      if (out_of(u, r, col)) {
+        store_float(g.out, g.out_dt, r * g.n + col,
+                    finish_value<kGrouped>(g, static_cast<float>(sum[u]), r, col));
+      }
+    }
     return;
   }
 
   // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
   acc_t* part = static_cast<acc_t*>(partials);
-  if (mine) part[(split * g.m + r) * g.n + col] = sum;
+#pragma unroll
+  for (int u = 0; u < kOuts; ++u) {
+    int r;
+    int64_t col;
+    if (out_of(u, r, col)) part[(split * g.m + r) * g.n + col] = sum[u];
+  }
   __threadfence();
   __syncthreads();
   __shared__ bool last_block;
@@ -1198,11 +1230,19 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
   }
   __syncthreads();
-  if (!last_block || !mine) return;
+  if (!last_block) return;
   __threadfence();
-  acc_t total = 0;
-  for (int sp = 0; sp < splits; ++sp) total += __ldcg(&part[(sp * g.m + r) * g.n + col]);
-  store_float(g.out, g.out_dt, r * g.n + col, finish_value<kGrouped>(g, static_cast<float>(total), r, col));
+#pragma unroll
+  for (int u = 0; u < kOuts; ++u) {
+    int r;
+    int64_t col;
+    if (out_of(u, r, col)) {
+      acc_t total = 0;
+      for (int sp = 0; sp < splits; ++sp) total += __ldcg(&part[(sp * g.m + r) * g.n + col]);
+      store_float(g.out, g.out_dt, r * g.n + col,
+                  finish_value<kGrouped>(g, static_cast<float>(total), r, col));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1951,7 +1991,16 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   const int64_t k_range = per * T::kChunkK;
   const int64_t steps = (g.k + T::kStepK - 1) / T::kStepK;
   const int64_t panels = (g.n + 15) / 16;
-  const size_t smem = static_cast<size_t>(std::max<int64_t>(per * T::kXChunkBytes, 16 * 64 * kM * 4));
+  const int64_t smem = std::max<int64_t>(per * T::kXChunkBytes, T::kRedBytes);
+  if (smem > lim.smem_optin) {
+    return make_status(status_code::unsupported, "gemm: the gemv kernel needs %lld bytes of shared memory",
+                       static_cast<long long>(smem));
+  }
+  auto* kernel = gemm_gemv_kernel<kKind, kX, kGrouped, kPlain, kM>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(
+      kernel, dev, static_cast<int>(std::max<int64_t>(T::kMaxChunks * T::kXChunkBytes, T::kRedBytes)),
+      smem_done));
 
   void* partials = nullptr;
   int* counters = nullptr;
@@ -1963,8 +2012,8 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
     partials = ws.partials;
   }
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits));
-  gemm_gemv_kernel<kKind, kX, kGrouped, kPlain, kM><<<grid, kGemvThreads, smem, stream>>>(
-      g, k_range, static_cast<int>(splits), steps, panels, partials, counters);
+  kernel<<<grid, kGemvThreads, static_cast<size_t>(smem), stream>>>(g, k_range, static_cast<int>(splits),
+                                                                    steps, panels, partials, counters);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ws.release();
 }
@@ -2119,22 +2168,26 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
-    // m <= 4: the CUDA-core GEMV, for packed weights and plain int4 rows of whole chunks.
+    // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain int4 rows of whole chunks.
+    constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
     using V = gemv_traits<kKind, 1>;
     const bool w16 = reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
-    if (w16 && g.k > 0 && g.m <= kGemvMaxM && (!kGrouped || g.group_size % V::kChunkK == 0) &&
+    if (w16 && g.k > 0 && g.m <= kMaxM && (!kGrouped || g.group_size % V::kChunkK == 0) &&
         (packed || (kKind != KIND_W8A8 && g.k % 32 == 0)) &&
-        (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kGemvMaxM>::kMaxChunks < 65535) {
+        (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535) {
       g.w = static_cast<const uint8_t*>(w.data);
       g.w_row_bytes = packed ? 0 : g.k / 2;
+      auto launch = [&](auto plain) {
+        constexpr bool kPl = decltype(plain)::value;
+        if (g.m == 1) return launch_gemv<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
+        if (kMaxM == kGemvMaxM || g.m <= kGemvMaxM)
+          return launch_gemv<kKind, kX, kGrouped, kPl, kGemvMaxM>(g, dev, stream);
+        return launch_gemv<kKind, kX, kGrouped, kPl, kMaxM>(g, dev, stream);
+      };
       if constexpr (kKind != KIND_W8A8) {
-        if (!packed) {
-          return g.m == 1 ? launch_gemv<kKind, kX, kGrouped, true, 1>(g, dev, stream)
-                          : launch_gemv<kKind, kX, kGrouped, true, kGemvMaxM>(g, dev, stream);
-        }
+        if (!packed) return launch(std::true_type{});
       }
-      return g.m == 1 ? launch_gemv<kKind, kX, kGrouped, false, 1>(g, dev, stream)
-                      : launch_gemv<kKind, kX, kGrouped, false, kGemvMaxM>(g, dev, stream);
+      return launch(std::false_type{});
     }
     if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
       if (packed) {
