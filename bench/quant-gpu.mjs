@@ -1,7 +1,8 @@
 // GPU benchmark of the quantization family (native/cuda/gemm.cu, and hadamard from quant.cu) at the
-// rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 16) at 2560 x 10240,
-// W4A16 bf16 at M = 1 (2560 x 10240) and M = 16 (8192^2), W4A8 at M = 2048, and hadamard over 8 x 2048
-// tokens x 5120 against a device copy of the same bytes.
+// rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 4, 16) at 2560 x 10240,
+// W4A16 bf16 at M = 1 and 4 (2560 x 10240), M = 16 (8192^2) and the decode step's out_proj (5120 ->
+// 2560) and x_proj (5120 -> 192), W4A8 at M = 2048, 1 and 16, and hadamard over 8 x 2048 tokens x 5120
+// against a device copy of the same bytes. --decode runs the checks and the rows of M <= 16 only.
 //
 // Every kernel path is first checked against the CPU backend on small cases; then each row is timed
 // with synchronizeSync() around N enqueued calls after warm-up, the median of several repeats. Rows
@@ -17,10 +18,11 @@
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
 // On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8 after widening its weights
-// to int8); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated: w8a8, w8a8-decode, w4a16, w4a8, hadamard) times
-// only those rows; the checks always run.
+// to int8); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated:
+// w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
+// (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
 //
-// Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick] [--only NAMES]
+// Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick] [--only NAMES] [--decode]
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
@@ -29,7 +31,8 @@ const s = require('../dist/cjs/index.js');
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.indexOf('--only');
 const only = onlyArg > 0 ? new Set(process.argv[onlyArg + 1].split(',')) : null;
-const wanted = (name) => only === null || only.has(name);
+const decodeOnly = process.argv.includes('--decode'); // only the rows of M <= 16
+const wanted = (name) => (decodeOnly ? name !== 'w8a8' && name !== 'hadamard' : only === null || only.has(name));
 const DEV = 'cuda:0';
 const BW = 4.2e12; // bytes/s: the copy bandwidth measured on the H200 (read + write)
 const INT8_PEAK = 1979e12; // dense int8 ops/s of the H100/H200 SXM tensor cores (datasheet)
@@ -239,6 +242,7 @@ function checkAgainstCpu() {
   // [label, M, K, N, groupSize]: skinny (M <= 64), tiled (M > 64), simt (K unaligned).
   for (const [M, K, N] of [
     [1, 512, 300],
+    [3, 2560, 200],
     [16, 1024, 130],
     [100, 640, 200],
     [300, 1152, 520],
@@ -442,6 +446,7 @@ benchHost();
 busyWork = makeBusy();
 let w8a8Big;
 let w8a8Decode;
+let w8a8Decode16;
 if (wanted('w8a8')) {
   w8a8Big = benchW8A8(2048, 2560, 10240);
   benchW8A8(2048, 2560, 10240, 'float32');
@@ -449,16 +454,20 @@ if (wanted('w8a8')) {
 }
 if (wanted('w8a8-decode')) {
   w8a8Decode = benchW8A8(1, 2560, 10240);
-  benchW8A8(16, 2560, 10240);
+  benchW8A8(4, 2560, 10240);
+  w8a8Decode16 = benchW8A8(16, 2560, 10240);
 }
 if (wanted('w4a16')) {
   benchW4A16(1, 2560, 10240);
+  benchW4A16(4, 2560, 10240);
   benchW4A16(16, 8192, 8192);
   benchW4A16(1, 5120, 2560);
+  benchW4A16(1, 5120, 192);
 }
 if (wanted('w4a8')) {
-  benchW4A8(2048, 2560, 10240, w8a8Big);
+  if (!decodeOnly) benchW4A8(2048, 2560, 10240, w8a8Big);
   benchW4A8(1, 2560, 10240, w8a8Decode);
+  benchW4A8(16, 2560, 10240, w8a8Decode16);
 }
 if (wanted('hadamard')) benchHadamard();
 busyWork.dispose();

@@ -648,3 +648,141 @@ describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA gra
     }
   });
 });
+
+// The CUDA-core GEMV of the decode path (m <= 4: one row, or up to four; up to 16 for W8A8): packed
+// weights of every kind and plain int4 rows of whole 32-k chunks, against the integer and float64
+// references; packed and plain int4 weights give the same bits. Shapes: k tails inside a chunk and a
+// step, columns past n inside a 64-column group and absent panels of the last one, one column, k = 1,
+// split k forced by the staged x budget (k = 20000 at one row, 8192 at four), and the decode shapes of
+// a Mamba-2.8B layer.
+describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${SKIP}`, () => {
+  const GEMV: readonly [number, number, number][] = [
+    [1, 1, 1],
+    [1, 64, 32],
+    [1, 65, 33],
+    [2, 100, 544],
+    [3, 4097, 96],
+    [4, 200, 2560],
+    [1, 192, 5120],
+    [1, 300, 20000],
+    [4, 40, 8192],
+    [2, 17, 1000],
+  ];
+
+  // W8A8 takes the GEMV up to m = 16 (W4A8 above 4 rows the tensor-core decode path).
+  const GEMV_INT: readonly [number, number, number][] = [
+    ...GEMV,
+    [5, 129, 100],
+    [9, 70, 2560],
+    [16, 300, 2560],
+    [16, 4097, 64],
+    [12, 1, 1],
+    [13, 65, 20000],
+  ];
+  for (const bits of [8, 4] as const) {
+    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
+    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
+    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+    it(`${op}: exact int32, the CPU's bits, packed and plain alike`, async () => {
+      for (const [m, n, k] of GEMV_INT) {
+        const rng = new Rng(m * 1009 + n * 13 + k * 7 + bits);
+        const a = ints(m * k, -128, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const ref = intGemmRef(a, w, m, n, k);
+        const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+        const [wc, wg] = await both(weights(bits, w, n, k));
+        const pg = await packWeights(wg);
+        const label = `${op} [${m}, ${n}, ${k}]`;
+        for (const pass of ['first', 'second']) {
+          poison(m * n * 4);
+          assertEqual(toF64(await run(ag, pg, 1, 1)), ref, `${label} packed, ${pass} run`);
+          poison(m * n * 4);
+          assertEqual(toF64(await run(ag, wg, 1, 1)), ref, `${label} plain, ${pass} run`);
+        }
+        const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
+        const ws = randTensor([n], 'bfloat16', () => 0.001 + rng.uniform() * 0.01);
+        const bias = randTensor([n], 'float16', () => rng.normal());
+        const [asc, asg] = await both(as.t);
+        const [wsc, wsg] = await both(ws.t);
+        const [bc, bg] = await both(bias.t);
+        for (const outDtype of DTYPES_FLOAT) {
+          const cpu = toF64(await run(ac, wc, asc, wsc, { bias: bc, outDtype }));
+          poison(m * n * 4);
+          assertEqual(toF64(await run(ag, pg, asg, wsg, { bias: bg, outDtype })), cpu, `${label} packed out ${outDtype}`);
+        }
+        pg.dispose();
+      }
+    });
+  }
+
+  it('gemmW4A8: group-wise scales (groups of 32 and more), packed and plain alike', async () => {
+    for (const [m, n, k, gs] of [
+      [1, 300, 2560, 128],
+      [1, 130, 512, 32],
+      [2, 65, 320, 64],
+      [4, 40, 8192, 128],
+      [3, 200, 1536, 384],
+      [1, 100, 20000, 160],
+    ] as const) {
+      const rng = new Rng(m * n + k * 3 + gs);
+      const a = ints(m * k, -127, 127, rng);
+      const w = ints(n * k, -8, 7, rng);
+      const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
+      const ws = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform());
+      const bias = randTensor([n], 'float32', () => rng.normal());
+      const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
+      const ag = await new Tensor('int8', a, [m, k]).to(DEV);
+      const wg = await int4Tensor(w, n, k).to(DEV);
+      const pg = await packWeights(wg, { groupSize: gs });
+      const [asg, wsg, bg] = [await as.t.to(DEV), await ws.t.to(DEV), await bias.t.to(DEV)];
+      for (const outDtype of DTYPES_FLOAT) {
+        const label = `gemmW4A8 [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
+        poison(m * n * 4);
+        const packed = toF64(await gemmW4A8(ag, pg, asg, wsg, { bias: bg, groupSize: gs, outDtype }));
+        assertClose(packed, ref, scaled(TOL_INT[outDtype], maxAbs(ref)), label);
+        poison(m * n * 4);
+        assertEqual(toF64(await gemmW4A8(ag, wg, asg, wsg, { bias: bg, groupSize: gs, outDtype })), packed, `${label} plain`);
+      }
+      pg.dispose();
+    }
+  });
+
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    it(`gemmW4A16 ${dtype}: against float64, packed and plain alike`, async () => {
+      for (const [m, n, k] of GEMV) {
+        for (const gs of [k, 32, 128]) {
+          if (k % gs !== 0 || (gs !== k && k % 32 !== 0)) continue;
+          const rng = new Rng(m * 17 + n * 5 + k + gs);
+          const x = randTensor([m, k], dtype, () => rng.normal());
+          const w = ints(n * k, -8, 7, rng);
+          const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
+          const bias = randTensor([n], dtype, () => rng.normal());
+          const ref = w4a16Ref(x.v, w, sc.v, m, n, k, gs, bias.v);
+          const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs);
+          const xg = await x.t.to(DEV);
+          const wg = await int4Tensor(w, n, k).to(DEV);
+          const pg = await packWeights(wg, { groupSize: gs });
+          const [sg, bg] = [await sc.t.to(DEV), await bias.t.to(DEV)];
+          for (const outDtype of DTYPES_FLOAT) {
+            const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs} out ${outDtype}`;
+            const tol = scaled(TOL_W4A16[outDtype === 'float32' ? dtype : outDtype], maxAbs(absRef));
+            poison(m * n * 4);
+            const packed = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype }));
+            assertClose(packed, ref, tol, `${label} packed`);
+            poison(m * n * 4);
+            assertEqual(
+              toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype })),
+              packed,
+              `${label} packed, second run`,
+            );
+            if (k % 32 === 0) {
+              poison(m * n * 4);
+              assertEqual(toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype })), packed, `${label} plain`);
+            }
+          }
+          pg.dispose();
+        }
+      }
+    });
+  }
+});

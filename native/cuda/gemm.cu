@@ -2,19 +2,39 @@
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
-// w in pack_weights' layout) have five paths, chosen per call:
-// - decode (m <= 64; 16-bit x for W4A16; no groups or groups of a multiple of 128 for int4): the GEMV,
-//   bound by the weight bytes. It reads packed weights as they are (a GEMV that unpacked them first
-//   would move the weight bytes three times), and plain int4 weights whose rows are whole 16-byte chunks
-//   (k % 32 == 0) with the same mma sequence, so that packed and plain int4 weights give the same bits.
-//   Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte loads, 8 KiB in flight per
-//   warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is read straight from
-//   global memory (L1 serves the block's four warps); k is split until the grid fills the SMs, with the
-//   deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x 10240
-//   moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
+// w in pack_weights' layout) have six paths, chosen per call:
+// - gemv (m <= 4, or m <= 16 for W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
+//   multiple of 32 for int4; packed weights, and plain int4 rows of whole 16-byte chunks): CUDA cores,
+//   no mma, bound by the weight bytes. One block of 256 threads per 64-column group and k range, 16
+//   threads along k for each 4 columns, two chunks of 4 x 16-byte loads in flight per thread (32 KiB per
+//   block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16 rows: 64 to 96 KiB per SM);
+//   x staged in shared memory (float32 for W4A16, int8 for dp4a); int4 -> float32 by one byte permute
+//   into the mantissa of 128.0f and one exact subtraction, then one float32 fma per weight and row; int8
+//   weights in dp4a (exact int32). k is split within one wave of resident blocks, reduced in a fixed
+//   order. Expected on the H200 (4.2 TB/s, 132 SMs x 4 schedulers at ~1.98 GHz = 1.05e12 warp
+//   instructions/s): W4A16 bf16 m = 1, 2560 x 10240, g128 moves 13.5 MB, 3.2 us; its ~3.4 instructions
+//   per weight (mask, permute, subtract, fma) are 2.8 M warp instructions, 2.7 us, issued under the
+//   loads; with launch, ramp and the split reduction about 6 us (the mma kernel below took 43.9). W8A8
+//   m = 1 at that shape 26.2 MB, 6.2 us, about 9 us; W4A8 m = 1 13.1 MB, about 6 us; out_proj 5120 ->
+//   2560 (6.6 MB) about 4 us; x_proj 5120 -> 192 (0.5 MB, 60 blocks) about 3 us, latency-bound. At four
+//   rows the fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240.
+//   W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes, 3.6 M warp
+//   instructions (3.4 us) under 6.2 us of bytes; one block per group (2 per SM fit: 64 KiB of shared
+//   memory for the 16 rows' sums), each streaming 160 KiB at 32 KiB in flight: about 9 us (the mma
+//   kernel below took 49.3).
+// - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
+//   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
+//   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
+//   rows are whole 16-byte chunks (k % 32 == 0) with the same mma sequence, so that packed and plain int4
+//   weights give the same bits. Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte
+//   loads, 8 KiB in flight per warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is
+//   read straight from global memory (L1 serves the block's four warps); k is split until the grid fills the
+//   SMs, with the deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x
+//   10240 moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
 //   reduction; W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB,
 //   8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us each,
-//   overlapped: about 10 us. Layout and fragment mapping at the kernel.
+//   overlapped: about 10 us. Measured on the H200: 43.9 us (m = 1) and 104.8 us (m = 16), latency-bound
+//   at up to 232 registers, 1 to 2 blocks of 4 warps per SM. Layout and fragment mapping at the kernel.
 // - skinny (m <= 64, plain int8 weights of W8A8 and the int4 shapes the decode path does not take):
 //   bound by the weight bytes. Blocks of 8 warps own 128 output
 //   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
@@ -49,15 +69,14 @@
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
 // Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
 // do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
-// groups, W4A8 sums each group (tiled, simt), k-step (skinny) or 32-value round (decode) in int32 and
-// scales it in float32; W4A16 multiplies the exact integer weights by x with float32 accumulation and
-// scales each k-step's (round's) partial sums by the group scale in float32 (every group is a whole
-// number of them). Paths sum in different orders, so W4A16 and grouped W4A8 differ between paths in the
-// last bits (ungrouped W8A8 and W4A8 do not: their sums are exact); packed and plain int4 weights take
-// the same path wherever the plain rows allow it (k % 32 == 0).
-// Packed weights that the decode path does not take (m > 64, float32 x, other group sizes) are unpacked
-// into the plain layout in a stream-ordered temporary (allocated and freed on the stream), then take the
-// plain paths.
+// groups, W4A8 sums each group (tiled, simt), k-step (skinny), 32-value round (decode) or chunk (gemv)
+// in int32 and scales it in float32; W4A16 multiplies the exact integer weights by x with float32
+// accumulation and scales each k-step's (round's, chunk's) partial sums by the group scale in float32
+// (every group is a whole number of them). Paths sum in different orders, so W4A16 and grouped W4A8 differ
+// between paths in the last bits (ungrouped W8A8 and W4A8 do not: their sums are exact); packed and plain
+// int4 weights take the same path wherever the plain rows allow it (k % 32 == 0). Packed weights that the
+// gemv and decode paths do not take (m > 64, float32 x, other group sizes) are unpacked into the plain layout
+// in a stream-ordered temporary (allocated and freed on the stream), then take the plain paths.
 //
 // Stream capture: every GEMM entry point may be captured into a CUDA graph and the graph launched any
 // number of times. Nothing is allocated during capture that the graph does not free: the split-k
@@ -905,6 +924,337 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
     for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
     const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
     store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GEMV path (m <= 4; m <= 16 for W8A8): CUDA cores, no mma.
+//
+// Block: 256 threads own one 64-column group and a k range. Thread (q = t % 16, c = t / 16) owns
+// columns 4q..4q + 3 of the group and the chunks c, c + 16, ... of the range; a chunk is what 4 vectors
+// of 16 bytes hold for 4 columns: 32 k of int4 (packed: 4 steps x 4 columns; plain: 16 bytes of each of
+// the 4 rows) or 16 k of int8 (packed, 4 steps). Packed and plain int4 weights give a thread the same
+// values in the same order, so they give the same bits. Two chunks (8 vectors, 128 bytes) are in
+// flight per thread, 32 KiB per block; the first two are requested before x is staged, and each chunk's
+// group scales (packed) before its arithmetic.
+// - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
+//   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
+//   fma per row against x, staged in shared memory as float32 [chunk][k][row] (16 bytes of padding per
+//   chunk: the two chunks one warp reads land on different banks).
+// - W8A8, W4A8: int8 weights (packed bytes ^ 0x80; int4 sign-extended by the byte trick of
+//   int4_word_to_s8) against int8 x in dp4a, exact int32; x staged as int8 rows.
+// Each chunk's sums are one group's (groups are whole chunks): with groups they are scaled into the
+// float32 totals at the end of the chunk, without they are the totals. The block's 16 partial totals of
+// a column are added in lane order through shared memory; split k uses the deterministic workspace
+// reduction of the other decode paths.
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvLanes = kGemvThreads / 16;  // threads along k of one column quad
+constexpr int kGemvMaxM = 4;
+// W8A8's int32 sums of 16 rows fit 128 registers (2 blocks per SM); W4A8's int4 unpacking on top of
+// them spilled 96 bytes, so W4A8 keeps the tensor-core decode path above 4 rows.
+constexpr int kGemvMaxMW8A8 = 16;
+constexpr int kGemvDepth = 2;              // chunks in flight per thread
+constexpr int kGemvMaxXBytes = 24 * 1024;  // staged x per block (3 blocks per SM fit easily)
+
+template <int kKind, int kM>
+struct gemv_traits {
+  static constexpr int kChunkK = kKind == KIND_W8A8 ? 16 : 32;
+  static constexpr int kStepK = kKind == KIND_W8A8 ? 4 : 8;
+  static constexpr bool kFloatX = kKind == KIND_W4A16;
+  // Staged x bytes per chunk: float32 [k][row] plus 16 bytes of padding, or kM int8 rows.
+  static constexpr int kXChunkBytes = kFloatX ? kChunkK * kM * 4 + 16 : kChunkK * kM;
+  static constexpr int kMaxChunks = kGemvMaxXBytes / kXChunkBytes;
+  // Blocks per SM by registers: 3 at <= 80 a thread for one row (at 64, four blocks, the group scales
+  // and the plain rows' addresses spilled), 2 for four rows (16 sums and 16 totals more) and for W8A8's
+  // 16 rows (64 int32 totals).
+  static constexpr int kBlocksPerSm = kM == 1 ? 3 : 2;
+  // The block's sums (lane, column, row) reuse the staged x: 64 KiB at 16 rows, above the default limit.
+  static constexpr int kRedBytes = kGemvLanes * 64 * kM * 4;
+};
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
+__global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocksPerSm))
+    gemm_gemv_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels, void* partials,
+                     int* counters) {
+  using T = gemv_traits<kKind, kM>;
+  constexpr int kChunkK = T::kChunkK;
+  constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
+  using acc_t = typename std::conditional<kIntAcc, int, float>::type;
+  using sum_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
+  static_assert(!kPlain || kKind != KIND_W8A8, "plain int8 weights take the skinny path");
+  extern __shared__ __align__(16) uint8_t smem[];
+
+  const int q = threadIdx.x % 16;
+  const int c = threadIdx.x / 16;
+  const int64_t grp = blockIdx.x;
+  const int64_t n_grp = grp * 64;
+  const int split = blockIdx.y;
+  const int64_t kb = split * k_range;  // a multiple of kChunkK
+  const int64_t ke = min64(g.k, kb + k_range);
+  const int nchunks = static_cast<int>((ke - kb + kChunkK - 1) / kChunkK);
+  const int rows = static_cast<int>(g.m);  // <= kM
+  const int len = nchunks * kChunkK;       // staged k, zeros past ke
+
+  // Packed: vector of step s for this quad (absent panels read zeros); plain: 16 bytes of row 4q + l.
+  const int64_t grp_panels = min64(4, panels - grp * 4);
+  const bool quad_ok = kPlain || q / 4 < grp_panels;
+  const int64_t step0 = kb / T::kStepK;
+  auto load_chunk = [&](int ch, uint4(&v)[4]) {
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      bool ok = ch < nchunks;
+      const uint8_t* src;
+      if constexpr (kPlain) {
+        const int64_t row = n_grp + 4 * q + l;
+        const int64_t byte = kb / 2 + static_cast<int64_t>(ch) * 16;
+        ok = ok && row < g.n && byte < g.w_row_bytes;
+        src = g.w + row * g.w_row_bytes + byte;
+      } else {
+        const int64_t s = step0 + static_cast<int64_t>(ch) * 4 + l;
+        ok = ok && quad_ok && s < steps;
+        src = g.w + grp * 4 * steps * 64 + (s * grp_panels + q / 4) * 64 + (q % 4) * 16;
+      }
+      v[l] = ok ? ldg_stream16(src) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 wbuf[kGemvDepth][4];
+#pragma unroll
+  for (int d = 0; d < kGemvDepth; ++d) load_chunk(c + d * kGemvLanes, wbuf[d]);
+
+  // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
+  // thread (two for plain rows); the first weights are already on their way.
+  using stage_t = typename std::conditional<T::kFloatX, float, int8_t>::type;
+  constexpr int kStageLoads = kPlain ? 2 : 4;  // with the plain rows' addresses live, 4 spilled
+  for (int i0 = threadIdx.x; i0 < kM * len; i0 += kStageLoads * kGemvThreads) {
+    stage_t xv[kStageLoads];
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kGemvThreads;
+      const int r = i / len;
+      const int kl = i - r * len;
+      xv[u] = 0;
+      if (i < kM * len && r < rows && kb + kl < ke) {
+        if constexpr (T::kFloatX) {
+          xv[u] = load_float(g.a, kX, r * g.k + kb + kl);
+        } else {
+          xv[u] = static_cast<const int8_t*>(g.a)[r * g.k + kb + kl];
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kGemvThreads;
+      const int r = i / len;
+      const int kl = i - r * len;
+      if (i < kM * len) {
+        if constexpr (T::kFloatX) {
+          reinterpret_cast<float*>(smem)[(kl / kChunkK) * (T::kXChunkBytes / 4) + (kl % kChunkK) * kM + r] =
+              xv[u];
+        } else {
+          reinterpret_cast<int8_t*>(smem)[r * len + kl] = xv[u];
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Word i of vector j: packed, column i at step j; plain, k 8j..8j + 7 of column j.
+  auto word = [](const uint4& v, int i) -> uint32_t {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+  };
+
+  acc_t tot[4][kM];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int r = 0; r < kM; ++r) tot[i][r] = 0;
+  }
+
+  // One chunk of 4 columns into sums s (the totals themselves without groups).
+  auto chunk = [&](int ch, const uint4(&v)[4], sum_t(&s)[4][kM]) {
+    if constexpr (kKind == KIND_W4A16) {
+      const float* xc = reinterpret_cast<const float*>(smem + static_cast<int64_t>(ch) * T::kXChunkBytes);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float xv[8 * kM];  // k 8j..8j + 7, rows 0..kM - 1
+#pragma unroll
+        for (int h = 0; h < 2 * kM; ++h) {
+          const float4 f = *reinterpret_cast<const float4*>(xc + 8 * j * kM + 4 * h);
+          xv[4 * h] = f.x;
+          xv[4 * h + 1] = f.y;
+          xv[4 * h + 2] = f.z;
+          xv[4 * h + 3] = f.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          // Packed: byte b holds k b (low) and b + 4 (high); plain: k 2b (low) and 2b + 1 (high).
+          const uint32_t w = kPlain ? word(v[i], j) ^ 0x88888888u : word(v[j], i);
+          const uint32_t lo = w & 0x0f0f0f0fu;
+          const uint32_t hi = (w >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+          for (int kk = 0; kk < 8; ++kk) {
+            const uint32_t src = kPlain ? ((kk & 1) ? hi : lo) : (kk < 4 ? lo : hi);
+            const int b = kPlain ? kk / 2 : kk % 4;
+            // 0x43 in byte 3, u in byte 2: 128 + u
+            const float f = __uint_as_float(__byte_perm(src, 0x43000000u, 0x7044u | (b << 8))) - 136.0f;
+#pragma unroll
+            for (int r = 0; r < kM; ++r) s[i][r] = __fmaf_rn(f, xv[kk * kM + r], s[i][r]);
+          }
+        }
+      }
+    } else {
+      const int8_t* xs = reinterpret_cast<const int8_t*>(smem);
+#pragma unroll
+      for (int r = 0; r < kM; ++r) {
+        uint32_t xw[kChunkK / 4];
+#pragma unroll
+        for (int h = 0; h < kChunkK / 16; ++h) {
+          const uint4 t = *reinterpret_cast<const uint4*>(xs + r * len + ch * kChunkK + 16 * h);
+          xw[4 * h] = t.x;
+          xw[4 * h + 1] = t.y;
+          xw[4 * h + 2] = t.z;
+          xw[4 * h + 3] = t.w;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            if constexpr (kKind == KIND_W8A8) {
+              s[i][r] =
+                  __dp4a(static_cast<int>(word(v[j], i) ^ 0x80808080u), static_cast<int>(xw[j]), s[i][r]);
+            } else {
+              const uint32_t w = kPlain ? word(v[i], j) ^ 0x88888888u : word(v[j], i);
+              // u = w + 8 in 0..15: u + 120 stays below 256 and flipping bit 7 subtracts 128.
+              const uint32_t b0 = ((w & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+              const uint32_t b1 = (((w >> 4) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
+              // Packed: b0 k 0..3, b1 k 4..7; plain: b0 the even k, b1 the odd ones.
+              const uint32_t x0 = kPlain ? __byte_perm(xw[2 * j], xw[2 * j + 1], 0x6420) : xw[2 * j];
+              const uint32_t x1 = kPlain ? __byte_perm(xw[2 * j], xw[2 * j + 1], 0x7531) : xw[2 * j + 1];
+              s[i][r] = __dp4a(static_cast<int>(b0), static_cast<int>(x0), s[i][r]);
+              s[i][r] = __dp4a(static_cast<int>(b1), static_cast<int>(x1), s[i][r]);
+            }
+          }
+        }
+      }
+    }
+  };
+
+  auto fold = [&](int ch, const uint4(&v)[4]) {
+    if constexpr (kGrouped) {
+      sum_t s[4][kM];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int r = 0; r < kM; ++r) s[i][r] = 0;
+      }
+      // Packed: the scales first, so that their loads overlap the chunk's arithmetic; plain rows load
+      // them after it (ahead, with the rows' addresses live, 8 registers spilled at the 80 of 3 blocks).
+      const int64_t gi = (kb + static_cast<int64_t>(ch) * kChunkK) / g.group_size;
+      float sc[4];
+      auto load_scales = [&] {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int64_t col = n_grp + 4 * q + i;
+          sc[i] = col < g.n ? group_scale(g, col, gi) : 0.0f;
+        }
+      };
+      if constexpr (!kPlain) load_scales();
+      chunk(ch, v, s);
+      if constexpr (kPlain) load_scales();
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int r = 0; r < kM; ++r) tot[i][r] = __fmaf_rn(static_cast<float>(s[i][r]), sc[i], tot[i][r]);
+      }
+    } else {
+      chunk(ch, v, tot);
+    }
+  };
+
+  for (int ch0 = c; ch0 < nchunks; ch0 += kGemvDepth * kGemvLanes) {
+#pragma unroll
+    for (int d = 0; d < kGemvDepth; ++d) {
+      const int ch = ch0 + d * kGemvLanes;
+      if (ch < nchunks) {
+        fold(ch, wbuf[d]);
+        load_chunk(ch + kGemvDepth * kGemvLanes, wbuf[d]);
+      }
+    }
+  }
+
+  // The 16 lanes' totals of each column, added in lane order: red (lane, column, row).
+  __syncthreads();  // staged x is no longer read
+  acc_t* red = reinterpret_cast<acc_t*>(smem);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int r = 0; r < kM; ++r) red[(c * 64 + 4 * q + i) * kM + r] = tot[i][r];
+  }
+  __syncthreads();
+  // Output o = (column in the group) * kM + row: 64 kM of them, one or four per thread.
+  constexpr int kOuts = (64 * kM + kGemvThreads - 1) / kGemvThreads;
+  auto out_of = [&](int u, int& r, int64_t& col) -> bool {
+    const int o = threadIdx.x + u * kGemvThreads;
+    r = o % kM;
+    col = n_grp + o / kM;
+    return o < 64 * kM && r < rows && col < g.n;
+  };
+  acc_t sum[kOuts];
+#pragma unroll
+  for (int u = 0; u < kOuts; ++u) {
+    int r;
+    int64_t col;
+    sum[u] = 0;
+    if (out_of(u, r, col)) {
+      const int cl = static_cast<int>(col - n_grp);
+      sum[u] = red[cl * kM + r];
+      for (int l = 1; l < kGemvLanes; ++l) sum[u] += red[(l * 64 + cl) * kM + r];
+    }
+  }
+  if (splits == 1) {
+#pragma unroll
+    for (int u = 0; u < kOuts; ++u) {
+      int r;
+      int64_t col;
+      if (out_of(u, r, col)) {
+        store_float(g.out, g.out_dt, r * g.n + col,
+                    finish_value<kGrouped>(g, static_cast<float>(sum[u]), r, col));
+      }
+    }
+    return;
+  }
+
+  // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
+  acc_t* part = static_cast<acc_t*>(partials);
+#pragma unroll
+  for (int u = 0; u < kOuts; ++u) {
+    int r;
+    int64_t col;
+    if (out_of(u, r, col)) part[(split * g.m + r) * g.n + col] = sum[u];
+  }
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last_block;
+  int* counter = counters + blockIdx.x;
+  if (threadIdx.x == 0) {
+    const int arrived = atomicAdd(counter, 1);
+    last_block = arrived == splits - 1;
+    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+#pragma unroll
+  for (int u = 0; u < kOuts; ++u) {
+    int r;
+    int64_t col;
+    if (out_of(u, r, col)) {
+      acc_t total = 0;
+      for (int sp = 0; sp < splits; ++sp) total += __ldcg(&part[(sp * g.m + r) * g.n + col]);
+      store_float(g.out, g.out_dt, r * g.n + col,
+                  finish_value<kGrouped>(g, static_cast<float>(total), r, col));
+    }
   }
 }
 
@@ -1879,6 +2229,57 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   return ws.release();
 }
 
+// GEMV path: one block per 64-column group and k range; k is split into as many ranges as keep the grid
+// within one wave of kBlocksPerSm blocks per SM, each range at least 8 chunks (half the block's k lanes)
+// where k allows, and at most what the staged x budget holds. The split depends on the shape and the SM
+// count only, so packed and plain int4 weights take the same one.
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
+status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
+  using T = gemv_traits<kKind, kM>;
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  const int64_t groups = (g.n + 63) / 64;
+  const int64_t chunks = (g.k + T::kChunkK - 1) / T::kChunkK;
+  int64_t splits = T::kBlocksPerSm * lim.sms / groups;
+  splits = min64(splits, (chunks + 7) / 8);
+  splits = std::max<int64_t>(splits, (chunks + T::kMaxChunks - 1) / T::kMaxChunks);
+  splits = std::max<int64_t>(splits, 1);
+  const int64_t per = (chunks + splits - 1) / splits;
+  splits = (chunks + per - 1) / per;
+  if (groups > INT32_MAX || splits > 65535) {
+    return make_status(status_code::unsupported, "gemm: n x k = %lld x %lld is too large",
+                       static_cast<long long>(g.n), static_cast<long long>(g.k));
+  }
+  const int64_t k_range = per * T::kChunkK;
+  const int64_t steps = (g.k + T::kStepK - 1) / T::kStepK;
+  const int64_t panels = (g.n + 15) / 16;
+  const int64_t smem = std::max<int64_t>(per * T::kXChunkBytes, T::kRedBytes);
+  if (smem > lim.smem_optin) {
+    return make_status(status_code::unsupported, "gemm: the gemv kernel needs %lld bytes of shared memory",
+                       static_cast<long long>(smem));
+  }
+  auto* kernel = gemm_gemv_kernel<kKind, kX, kGrouped, kPlain, kM>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(
+      kernel, dev, static_cast<int>(std::max<int64_t>(T::kMaxChunks * T::kXChunkBytes, T::kRedBytes)),
+      smem_done));
+
+  void* partials = nullptr;
+  int* counters = nullptr;
+  launch_workspace ws;
+  if (splits > 1) {
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, static_cast<size_t>(groups) * 4,
+                                     static_cast<size_t>(splits * g.m * g.n) * 4, &ws));
+    counters = ws.counters;
+    partials = ws.partials;
+  }
+  const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits));
+  kernel<<<grid, kGemvThreads, static_cast<size_t>(smem), stream>>>(g, k_range, static_cast<int>(splits),
+                                                                    steps, panels, partials, counters);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ws.release();
+}
+
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status launch_tiled(const gemm_args& g, int dev, cudaStream_t stream) {
   using T = tile_traits<kKind, kGrouped>;
@@ -2088,10 +2489,10 @@ status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t 
   return s;
 }
 
-// Runs one GEMM on w as given. The decode path (m <= 64, 16-bit x for W4A16, no groups or groups of
-// whole units) takes packed weights as they are, and plain int4 weights whose rows are whole 16-byte
-// chunks (k % 32 == 0), so that packed and plain int4 weights give the same bits; the rest goes through
-// the plain layout (unpacking packed weights first).
+// Runs one GEMM on w as given. The gemv path (m <= 4, 16-bit x for W4A16, no groups or groups of whole
+// chunks) and the decode path (m <= 64, groups of whole units) take packed weights as they are, and plain
+// int4 weights whose rows are whole 16-byte chunks (k % 32 == 0), so that packed and plain int4 weights give
+// the same bits; the rest goes through the plain layout (unpacking packed weights first).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cudaStream_t stream) {
   constexpr int kBits = kKind == KIND_W8A8 ? 8 : 4;
@@ -2101,6 +2502,27 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
+    // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain int4 rows of whole chunks.
+    constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
+    using V = gemv_traits<kKind, 1>;
+    const bool w16 = reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+    if (w16 && g.k > 0 && g.m <= kMaxM && (!kGrouped || g.group_size % V::kChunkK == 0) &&
+        (packed || (kKind != KIND_W8A8 && g.k % 32 == 0)) &&
+        (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535) {
+      g.w = static_cast<const uint8_t*>(w.data);
+      g.w_row_bytes = packed ? 0 : g.k / 2;
+      auto launch = [&](auto plain) {
+        constexpr bool kPl = decltype(plain)::value;
+        if (g.m == 1) return launch_gemv<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
+        if (kMaxM == kGemvMaxM || g.m <= kGemvMaxM)
+          return launch_gemv<kKind, kX, kGrouped, kPl, kGemvMaxM>(g, dev, stream);
+        return launch_gemv<kKind, kX, kGrouped, kPl, kMaxM>(g, dev, stream);
+      };
+      if constexpr (kKind != KIND_W8A8) {
+        if (!packed) return launch(std::true_type{});
+      }
+      return launch(std::false_type{});
+    }
     if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
       if (packed) {
         g.w = static_cast<const uint8_t*>(w.data);
