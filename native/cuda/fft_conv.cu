@@ -2,17 +2,17 @@
 // (the S4D Vandermonde kernel) and ssmConv (the S4D convolution by state passing between blocks).
 //
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
-// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..2048; for m = 4096,
-// 8192 and 16384 the same transforms run as two m / 2-point halves (even and odd frequencies) in one
-// block, for any L (on parts with less than 132 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes
-// the radix-16 passes instead); a four-step FFT with one trip through device scratch each way for m =
-// 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path takes float32,
-// float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and postgate; bidirectional
-// filters and D (the convolution with D at lag 0) are folded into the filter's spectrum. ssmConv convolves
-// blocks of blockSize samples (clamped to 32..16384; any block size gives the same result) with the fused
-// kernel and carries the S4D state between blocks on the GPU (block-local end states, a scan over blocks, the
-// entering state's share of each output), so any length runs with scratch linear in L. s4dKernel sums its
-// modes in double.
+// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
+// the same transforms run as two 8192-point halves (even and odd frequencies) in one block, for any L
+// (on parts with less than 132 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
+// radix-16 passes instead); a four-step FFT with one trip through device scratch each way for
+// m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
+// takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
+// postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
+// spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any block size gives
+// the same result) with the fused kernel and carries the S4D state between blocks on the GPU
+// (block-local end states, a scan over blocks, the entering state's share of each output), so any
+// length runs with scratch linear in L. s4dKernel sums its modes in double.
 //
 // Assumptions: contiguous tensors from cudaMallocAsync (256-byte aligned bases); pairs of elements are
 // loaded as one 4- or 8-byte access only when L (and the block length) is even, since rows then start
@@ -46,27 +46,9 @@
 // instead of 6): predicted 773 / 2.25 x 8 / 6 = ~460 us (400-500) at 8 x 768 x 4096. m = 16384 ran two
 // 8192-point halves of 32 values (3 passes) in 256 threads, and its filter the spilling-free but
 // 8-warp 16384-point kernel; both now run halves of 16 values in 512 threads (4 passes, 16 warps):
-// predicted ~750 us (650-850) at 2 x 768 x 16384, from 1273. Measured 88.0 / 387.6 / 991.1 us: 4096
-// moved 2x, 16384 1.28x. Per SM and per point, the 16384-point halves (one block of 16 warps an SM)
-// ran ~2x slower than the 4096-point rows (two blocks of 8 warps): a barrier stops every warp of its
-// block, and with one block an SM nothing else issues meanwhile. Hence (this round) blocks of one row
-// where a row has 64 threads or more, and m = 4096 and 8192 as two halves like 16384:
-// - m = 1024 and 2048: one row of 64 / 128 threads a block (8 / 4 blocks an SM) instead of 4 / 2 rows
-//   in blocks of 256 threads; the same code per row. Expected 88 -> 70-80 us at 8 x 768 x 1024 bf16
-//   (barriers wait on 2 warps instead of 8; the shared-memory traffic, ~96 KB a row or ~18 us at
-//   128 B/clk, and the issue are unchanged).
-// - m = 4096: 2048-point halves of 3 passes (radix 16, 16, 8) in blocks of 128 threads (4 an SM)
-//   instead of 4 passes in blocks of 256 (2 an SM). Shared memory a row: 2 x 4 exchanges of 16 KB
-//   each way plus the even half's 32 KB = 288 KB instead of 6 exchanges of 32 KB each way = 384 KB
-//   (~71 -> ~53 us at 128 B/clk over 6144 rows); the arithmetic is the same 12 radix-2 stages a point
-//   (the halves' add / subtract is the first), plus one twiddle a value of the odd half at its load and
-//   store. Expected 387.6 -> 280-330 us at 8 x 768 x 4096 bf16 (barriers on 4 warps, 4 blocks an SM).
-// - m = 8192: 4096-point halves in blocks of 256 threads (2 an SM, 4 passes each) instead of one
-//   block of 512 (1 an SM); ~8% more shared-memory traffic, the 1 -> 2 blocks an SM of the 16384 /
-//   4096 comparison: expected 1.5-2x (4 x 768 x 8192 in the bench, for information).
-// The aims (45 / 112 / 135 us) still need about 3x more: 32 warps an SM (8 values a thread) or fewer
-// exchanges (a radix-16 last pass with the split spread over a warp's shuffles). The filter kernel
-// runs one row a block.
+// predicted ~750 us (650-850) at 2 x 768 x 16384, from 1273. The aims (112 and 135 us) need about 4x
+// more: 32 warps an SM (8 values a thread) or fewer exchanges (a radix-16 last pass with the split
+// spread over a warp's shuffles). The filter kernel runs one row a block.
 // The four-step path moves 16 bytes per complex value through scratch each way (805 MB at
 // 1 x 768 x 65536, ~195 us at 4.1 TB/s) but measured 3888 us: its column and row kernels were
 // latency-bound at 8 warps an SM like the fused one. They hold 16 values now (512-thread column blocks,
@@ -737,7 +719,7 @@ struct fused_plan {
   // Registers: 32 values, two groups' DFT temporaries and twiddles, and the row's addresses need
   // ~120-230 registers, so 32 values take up to 255 (8 warps an SM). 16 values fit under a
   // 128-register cap (a few dozen bytes of spill at most): by default as many blocks as make 512
-  // threads (16 warps an SM: 8 blocks of 64 threads to one of 512).
+  // threads (16 warps an SM: two blocks of 256 threads, or one of 512).
   static constexpr int kMinBlocks = kMin > 0 ? kMin : kE == 16 ? 512 / kThreads : kThreads <= 128 ? 2 : 1;
   static constexpr int kRowStride =
       kM + kM / 16;  // float2; one pad every 16 spreads strided groups over banks
@@ -759,14 +741,13 @@ struct fused_plan {
   static_assert(leading_passes_fit(kLogM, kLastBits, kE), "passes fit a thread's values");
 };
 
-// The plan of the fused conv kernel and of the split kernel's halves. Rows up to m = 8192 hold 16
-// values a thread at a 128-register cap: 16 warps an SM instead of 8 (the 32-value kernel at m = 1024
-// measured 231 registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3
-// passes (as with 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8). Blocks hold one row
-// where a row has >= 64 threads (m >= 1024), so that a barrier waits on the warps of one row only, with
-// 4 to 8 blocks an SM at m <= 2048 (the 4096- to 16384-point convolutions run as two halves, below).
+// The plan of the fused conv and filter kernels. Rows up to m = 8192 hold 16 values a thread at a
+// 128-register cap: 16 warps an SM instead of 8 (the 32-value kernel at m = 1024 measured 231
+// registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3 passes (as with
+// 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8) in blocks of 256 and 512 threads. The
+// 16384-point transform runs as two 8192-point halves (below).
 template <int kLogM>
-using conv_plan = fused_plan<kLogM, 16, 64>;
+using conv_plan = fused_plan<kLogM, 16, 256>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
 template <int kLogM>
 using filter_plan =
@@ -881,30 +862,22 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   }
 }
 
-// m = 4096, 8192 and 16384 as two m / 2-point halves in one block (a 16384-point kernel would need
-// 1024 threads of 64 registers at 16 values, or spill at 32; 4096 and 8192 points whole take blocks of
-// 256 and 512 threads, one row a block, which a barrier stops as a whole): with mh = m / 2, the even
-// frequencies Z[2k] are the mh-point DFT of z[j] + z[j + mh], the odd ones Z[2k + 1] that of
-// (z[j] - z[j + mh]) W_m^j (j < mh); each half pairs with itself for the product, and zy[j] = e[j] +
-// W_m^-j o[j], zy[j + mh] = e[j] - W_m^-j o[j] with e, o the halves' inverse DFTs, e kept in shared
-// memory by the thread that owns j in both halves. Rows of L <= m (any full-length filter) have z = 0
-// past mh, and those loads and stores stop at the row's end without touching memory. The halves take
-// conv_plan at 128 registers, one row of mh / 16 threads a block: 128, 256 and 512 threads (4, 2 and 1
-// blocks an SM: 16 warps; the 132 KB of m = 16384 allow one block an SM). m = 4096 so runs
-// 2048-point halves of 3 passes in blocks of 4 warps where the whole row took 4 passes in blocks of 8.
+// m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
+// registers at 16 values, or spill at 32): with mh = m / 2, the even frequencies Z[2k] are the
+// mh-point DFT of z[j] + z[j + mh], the odd ones Z[2k + 1] that of (z[j] - z[j + mh]) W_m^j (j < mh);
+// each half pairs with itself for the product, and zy[j] = e[j] + W_m^-j o[j], zy[j + mh] =
+// e[j] - W_m^-j o[j] with e, o the halves' inverse DFTs, e kept in shared memory by the thread that
+// owns j in both halves. Rows of L <= m (any full-length filter) have z = 0 past mh, and those loads
+// and stores stop at the row's end without touching memory. The halves take the 16-value plan (512
+// threads at 128 registers: 16 warps an SM; the 132 KB of shared memory allow one block an SM).
 constexpr int kMaxFusedLogM = 14;  // the fused lengths: m = 32..16384
-constexpr int kMinSplitLogM = 12;  // m = 4096..16384 run as two halves
-template <int kLogMh>
-constexpr size_t split_smem() {
-  return (conv_plan<kLogMh>::kRowStride + conv_plan<kLogMh>::kM) * sizeof(float2);
-}
 using split_plan = conv_plan<kMaxFusedLogM - 1>;
-constexpr size_t kSplitSmem = split_smem<kMaxFusedLogM - 1>();
+constexpr size_t kSplitSmem = (split_plan::kRowStride + split_plan::kM) * sizeof(float2);
 
-template <ssmkit_dtype T, int kLogMh>
-__global__ void __launch_bounds__(conv_plan<kLogMh>::kThreadsPerRow, conv_plan<kLogMh>::kMinBlocks)
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     fft_conv_split_kernel(const conv_args a) {
-  using Plan = conv_plan<kLogMh>;
+  using Plan = split_plan;
   static_assert(Plan::kRows == 1 && Plan::kThreads == Plan::kThreadsPerRow, "one row a block");
   constexpr int mh = Plan::kM;  // the halves' length
   constexpr int m = 2 * mh;
@@ -1640,15 +1613,12 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   }
 }
 
-// m = 4096..16384 take the split kernel (two m / 2-point halves), the shorter lengths the fused kernel.
+// m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
-  if constexpr (kLogM >= kMinSplitLogM) {
-    constexpr int kLogMh = kLogM - 1;
-    constexpr size_t kSmem = split_smem<kLogMh>();
-    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T, kLogMh>, kSmem));
-    fft_conv_split_kernel<T, kLogMh>
-        <<<grid_for(a.rows, 1), conv_plan<kLogMh>::kThreadsPerRow, kSmem, stream>>>(a);
+  if constexpr (kLogM == kMaxFusedLogM) {
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
+    fft_conv_split_kernel<T><<<grid_for(a.rows, 1), split_plan::kThreadsPerRow, kSplitSmem, stream>>>(a);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   } else {
