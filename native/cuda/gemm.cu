@@ -367,6 +367,35 @@ __device__ __forceinline__ int64_t skinny_unit(int64_t u) {
   return u;
 }
 
+// Split k, after a block has stored its partial sums (split, m, n): the last block of the column tile
+// to arrive (the tile's counter, reset for the next launch) adds every split's partials in split order,
+// so that the result does not depend on the run, and writes the finished outputs of its rows.
+template <bool kGrouped, int kBlockN, int kThreads, typename acc_t>
+__device__ void finish_splits(const gemm_args& g, const acc_t* part, int* counters, int splits, int rows,
+                              int64_t m0, int64_t n_block) {
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last_block;
+  int* counter = counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) {
+    const int arrived = atomicAdd(counter, 1);
+    last_block = arrived == splits - 1;
+    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < rows * kBlockN; i += kThreads) {
+    const int r = i / kBlockN;
+    const int64_t col = n_block + (i - r * kBlockN);
+    if (col >= g.n) continue;
+    acc_t sum = 0;
+    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
+    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
+    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
+  }
+}
+
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 __global__ void __launch_bounds__(kSkinnyThreads, 2)
     gemm_skinny_kernel(gemm_args g, int64_t k_range, int splits, int64_t x_stride, void* partials,
@@ -563,27 +592,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
       if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[j][e];
     });
   });
-  __threadfence();
-  __syncthreads();
-  __shared__ bool last_block;
-  int* counter = counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) {
-    const int arrived = atomicAdd(counter, 1);
-    last_block = arrived == splits - 1;
-    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
-  }
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < rows * kSkinnyBlockN; i += kSkinnyThreads) {
-    const int r = i / kSkinnyBlockN;
-    const int64_t col = n_block + (i - r * kSkinnyBlockN);
-    if (col >= g.n) continue;
-    acc_t sum = 0;
-    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
-    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
-    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
-  }
+  finish_splits<kGrouped, kSkinnyBlockN, kSkinnyThreads>(g, part, counters, splits, rows, m0, n_block);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -904,27 +913,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
       if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[t][e];
     });
   });
-  __threadfence();
-  __syncthreads();
-  __shared__ bool last_block;
-  int* counter = counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) {
-    const int arrived = atomicAdd(counter, 1);
-    last_block = arrived == splits - 1;
-    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
-  }
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < rows * kPackedBlockN; i += kPackedThreads) {
-    const int r = i / kPackedBlockN;
-    const int64_t col = n_block + (i - r * kPackedBlockN);
-    if (col >= g.n) continue;
-    acc_t sum = 0;
-    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
-    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
-    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
-  }
+  finish_splits<kGrouped, kPackedBlockN, kPackedThreads>(g, part, counters, splits, rows, m0, n_block);
 }
 
 // ---------------------------------------------------------------------------------------------------
