@@ -40,11 +40,12 @@ interface Handle {
   bytes: number;
   ptr: bigint;
   released: boolean;
+  /** Tensors that use this memory (a tensor and its reshaped views). */
+  views: number;
 }
 
 /** Memory shared by a tensor and its reshaped views; released when the last one lets go. */
 class Storage {
-  views = 0;
   constructor(
     readonly handle: Handle,
     readonly array: AnyArray | undefined,
@@ -70,10 +71,11 @@ function release(h: Handle): void {
 
 // One entry per tensor (an op call allocates its outputs, so this is on every call's path): a tensor
 // collected without dispose() lets go of its storage as dispose() would, and the storage is released
-// when the last of its views has let go.
-const registry = new FinalizationRegistry<Storage>((s) => {
+// when the last of its views has let go. The entry holds the small handle, not the storage: V8 keeps a
+// held value for a while after unregister(), and the storage would keep the tensor's array with it.
+const registry = new FinalizationRegistry<Handle>((h) => {
   stats.liveTensors--;
-  if (--s.views === 0) release(s.handle);
+  if (--h.views === 0) release(h);
 });
 
 /**
@@ -94,7 +96,7 @@ function hostArray<D extends DType>(dtype: D, shape: readonly number[]): ArrayFo
 }
 
 function hostStorage(array: AnyArray): Storage {
-  const s = new Storage({ device: -1, bytes: array.byteLength, ptr: 0n, released: false }, array);
+  const s = new Storage({ device: -1, bytes: array.byteLength, ptr: 0n, released: false, views: 0 }, array);
   stats.hostBytes += array.byteLength;
   return s;
 }
@@ -106,7 +108,7 @@ function deviceStorage(op: string, device: number, bytes: number): Storage {
   } catch (e) {
     throw fromNative(e, op);
   }
-  const s = new Storage({ device, bytes, ptr, released: false }, undefined);
+  const s = new Storage({ device, bytes, ptr, released: false, views: 0 }, undefined);
   stats.deviceBytes += bytes;
   return s;
 }
@@ -236,7 +238,7 @@ export class Tensor<D extends DType = DType> {
       try {
         dims = checkShape('Tensor', shape);
       } catch (e) {
-        if (s.views === 0) release(s.handle);
+        if (s.handle.views === 0) release(s.handle);
         throw e;
       }
       this.dtype = dtype;
@@ -244,9 +246,9 @@ export class Tensor<D extends DType = DType> {
       this.size = shapeSize(dims);
       this.device = deviceName(s.handle.device);
       this.#storage = s;
-      s.views++;
+      s.handle.views++;
       stats.liveTensors++;
-      registry.register(this, s, this);
+      registry.register(this, s.handle, this);
       return;
     }
     if (!isDType(dtype))
@@ -265,9 +267,9 @@ export class Tensor<D extends DType = DType> {
     this.size = shapeSize(dims);
     this.device = deviceName(storage.handle.device);
     this.#storage = storage;
-    storage.views++;
+    storage.handle.views++;
     stats.liveTensors++;
-    registry.register(this, storage, this);
+    registry.register(this, storage.handle, this);
   }
 
   /** @internal A tensor over existing storage (a view) or fresh storage. */
@@ -538,7 +540,7 @@ export class Tensor<D extends DType = DType> {
     this.#storage = null;
     registry.unregister(this);
     stats.liveTensors--;
-    if (--s.views === 0) release(s.handle);
+    if (--s.handle.views === 0) release(s.handle);
   }
 
   [Symbol.dispose](): void {
