@@ -43,6 +43,21 @@ Napi::Value pack_linear(const Napi::CallbackInfo& info) {
                                     &pack_linear_cpu, SSMKIT_CUDA_FN(pack_linear_cuda));
 }
 
+// The `outputs` list of linear and splitColumns ([{out, col0, cols, transposed}], at most
+// kLinearMaxOutputs) into `outs`; returns how many.
+int read_outputs(op_args& a, const char* what, linear_output* outs) {
+  Napi::Array list = a.value("outputs").As<Napi::Array>();
+  const int count = static_cast<int>(std::min<uint32_t>(list.Length(), kLinearMaxOutputs));
+  for (int i = 0; i < count; ++i) {
+    op_args o(a, list.Get(static_cast<uint32_t>(i)));
+    outs[i].out = o.tensor("out", what);
+    outs[i].col0 = o.integer("col0", 0);
+    outs[i].cols = o.integer("cols", 0);
+    outs[i].transposed = o.flag("transposed", false);
+  }
+  return count;
+}
+
 // linear({x, w, bias, m, k, n, seqlen, xTransposed, outputs: [{out, col0, cols, transposed}]}, async)
 Napi::Value linear(const Napi::CallbackInfo& info) {
   op_args a(info, kLinearKeys);
@@ -55,16 +70,7 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
   p.n = a.integer("n", 0);
   p.seqlen = a.integer("seqlen", 1);
   p.x_transposed = a.flag("xTransposed", false);
-  Napi::Array outs = a.value("outputs").As<Napi::Array>();
-  p.num_outputs = static_cast<int>(std::min<uint32_t>(outs.Length(), kLinearMaxOutputs));
-  for (int i = 0; i < p.num_outputs; ++i) {
-    op_args o(a, outs.Get(static_cast<uint32_t>(i)));
-    linear_output& lo = p.outputs[i];
-    lo.out = o.tensor("out", "linear: out");
-    lo.col0 = o.integer("col0", 0);
-    lo.cols = o.integer("cols", 0);
-    lo.transposed = o.flag("transposed", false);
-  }
+  p.num_outputs = read_outputs(a, "linear: out", p.outputs);
   return run_op<linear_params>(a.env(), "linear", p, op_device({&p.x}), a.async(), a.take_keep(), &linear_cpu,
                                SSMKIT_CUDA_FN(linear_cuda));
 }
@@ -77,16 +83,7 @@ Napi::Value split_columns(const Napi::CallbackInfo& info) {
   p.m = a.integer("m", 0);
   p.n = a.integer("n", 0);
   p.seqlen = a.integer("seqlen", 1);
-  Napi::Array outs = a.value("outputs").As<Napi::Array>();
-  p.num_outputs = static_cast<int>(std::min<uint32_t>(outs.Length(), kLinearMaxOutputs));
-  for (int i = 0; i < p.num_outputs; ++i) {
-    op_args o(a, outs.Get(static_cast<uint32_t>(i)));
-    linear_output& lo = p.outputs[i];
-    lo.out = o.tensor("out", "splitColumns: out");
-    lo.col0 = o.integer("col0", 0);
-    lo.cols = o.integer("cols", 0);
-    lo.transposed = o.flag("transposed", false);
-  }
+  p.num_outputs = read_outputs(a, "splitColumns: out", p.outputs);
   return run_op<split_columns_params>(a.env(), "splitColumns", p, op_device({&p.x}), a.async(), a.take_keep(),
                                       &split_columns_cpu, SSMKIT_CUDA_FN(split_columns_cuda));
 }
