@@ -9,8 +9,9 @@
 // the states per thread whose exp2 runs on the FMA pipe (SSMKIT_CUDA_SCAN_POLY=0/1/2: where the MUFU and
 // issue limits cross), the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
-// row with the sequential kernel too (SSMKIT_CUDA_SSD=exact). Usage: node bench/scan-gpu.mjs [--quick]
-// [--only scan|ssd|update|conv] (one op's rows, e.g. under a profiler).
+// row with the sequential kernel too (SSMKIT_CUDA_SSD=exact), and each decode row with the state update's
+// other form (SSMKIT_CUDA_UPDATE_TILE=1|4: one or 4 batch elements a thread). Usage:
+// node bench/scan-gpu.mjs [--quick] [--only scan|ssd|update|conv] (one op's rows, e.g. under a profiler).
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -252,6 +253,19 @@ function checkAll() {
     const og = selectiveStateUpdateSync(ug.state, ug.x, ug.dt, ug.A, ug.B, ug.C, uo(ug));
     compare(`selectiveStateUpdate ${dtype}`, og, oc, tol);
     compare(`selectiveStateUpdate ${dtype} state`, ug.state, uc.state, 1e-4);
+    // Both forms of the vector kernel (4 batch elements a thread, one), batch 9: a tile with a tail.
+    for (const tile of ['4', '1']) {
+      const t0 = seed;
+      const tc = updateInputs(9, 200, 16, dtype, 'cpu');
+      seed = t0;
+      const tg = updateInputs(9, 200, 16, dtype, DEV);
+      const toc = selectiveStateUpdateSync(tc.state, tc.x, tc.dt, tc.A, tc.B, tc.C, uo(tc));
+      const tog = withEnvSync({ SSMKIT_CUDA_UPDATE_TILE: tile }, () =>
+        selectiveStateUpdateSync(tg.state, tg.x, tg.dt, tg.A, tg.B, tg.C, uo(tg)),
+      );
+      compare(`selectiveStateUpdate ${dtype} batch 9 tile ${tile}`, tog, toc, tol);
+      compare(`selectiveStateUpdate ${dtype} batch 9 tile ${tile} state`, tg.state, tc.state, 1e-4);
+    }
 
     const w = host([d, 4], normal);
     const wc = dtype === 'float32' ? w : w.cast(dtype);
@@ -384,6 +398,18 @@ async function benchUpdate(batch, dim, N, dtype, anchor) {
     per.push(Number(process.hrtime.bigint() - t0) / 1e3 / 200);
   }
   report(`  same, awaited async calls`, median(per), bytes, anchor, 'Triton (from Python)');
+  // The vector kernel's other form forced (SSMKIT_CUDA_UPDATE_TILE: 4 batch elements a thread, or one).
+  const other = batch >= 4 ? '1' : '4';
+  await withEnv({ SSMKIT_CUDA_UPDATE_TILE: other }, async () =>
+    report(
+      `  same, tile ${other}`,
+      await time(call, 200),
+      bytes,
+      anchor,
+      'Triton (from Python)',
+      `(SSMKIT_CUDA_UPDATE_TILE=${other})`,
+    ),
+  );
   for (const t of out) t.dispose();
   dispose(g);
 }

@@ -591,12 +591,14 @@ interface UpdateCase {
   indices: boolean;
   /** No D, z, dtBias or softplus. */
   plain?: boolean;
+  /** SSMKIT_CUDA_UPDATE_TILE: the vector kernel's batch elements a thread (1 or 4); unset: its own choice. */
+  tile?: 1 | 4;
 }
 
 async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, multihead } = c;
-  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`;
+  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}${c.tile ? ` tile ${c.tile}` : ''}`;
   const normal = () => rng.normal();
   // With indices: two extra state rows, a permutation and a padding row (-1).
   const stateBatch = c.indices ? batch + 2 : batch;
@@ -651,14 +653,16 @@ async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
     stateBatchIndices: await dev(idxT),
   };
   const ranges = poison([{ shape: xShape, dtype }]);
-  const out = await selectiveStateUpdate(
-    dState,
-    args[0] as Tensor,
-    args[1] as Tensor,
-    args[2] as Tensor,
-    args[3] as Tensor,
-    args[4] as Tensor,
-    dopts,
+  const out = await withEnv({ SSMKIT_CUDA_UPDATE_TILE: c.tile === undefined ? undefined : String(c.tile) }, () =>
+    selectiveStateUpdate(
+      dState,
+      args[0] as Tensor,
+      args[1] as Tensor,
+      args[2] as Tensor,
+      args[3] as Tensor,
+      args[4] as Tensor,
+      dopts,
+    ),
   );
   notePoisoned(out, ranges);
   const o = toF64(out);
@@ -698,7 +702,44 @@ function updateCases(): UpdateCase[] {
     // Without the options, on both forms of the vector kernel (dstate 16 and 32).
     cases.push({ multihead: false, batch: 3, nheads: 37, headdim: 1, dstate: 16, groups: 1, dtype, indices: true, plain: true });
     cases.push({ multihead: true, batch: 2, nheads: 4, headdim: 8, dstate: 32, groups: 2, dtype, indices: false, plain: true });
+    // Both forms of the vector kernel forced: 4 batch elements a thread (tiles with a tail, a padding
+    // index, lanes past dstate 12, blocks spanning several groups) and one.
+    for (const tile of [4, 1] as const) {
+      for (const [batch, H, N] of [
+        [6, 37, 16],
+        [5, 130, 12],
+        [1, 20, 16],
+      ] as const) {
+        for (const indices of [false, true]) {
+          if (indices && batch < 2) continue;
+          cases.push({ multihead: false, batch, nheads: H, headdim: 1, dstate: N, groups: 1, dtype, indices, tile });
+        }
+      }
+      for (const [batch, H, P, G, N] of [
+        [5, 6, 5, 3, 8],
+        [9, 8, 64, 2, 128],
+        [7, 12, 1, 12, 4],
+      ] as const) {
+        for (const indices of [false, true]) {
+          cases.push({ multihead: true, batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, indices, tile });
+        }
+      }
+      cases.push({
+        multihead: true,
+        batch: 6,
+        nheads: 4,
+        headdim: 8,
+        dstate: 32,
+        groups: 2,
+        dtype,
+        indices: false,
+        plain: true,
+        tile,
+      });
+    }
   }
+  // The bench's decode shape at a batch where the kernel picks the tiled form on its own.
+  cases.push({ multihead: false, batch: 8, nheads: 5120, headdim: 1, dstate: 16, groups: 1, dtype: 'bfloat16', indices: true });
   return cases;
 }
 
@@ -871,7 +912,7 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
 
   describe('selectiveStateUpdate', () => {
     updateCases().forEach((c, i) => {
-      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`, () =>
+      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}${c.tile ? ` tile ${c.tile}` : ''}`, () =>
         checkUpdate(c, 3000 + i));
     });
   });

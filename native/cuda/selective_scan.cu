@@ -1384,6 +1384,10 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 // The decode step (selectiveStateUpdate).
 
 constexpr int kUpdateThreads = 128;
+// Threads of the one-batch-element form at and above which the vector kernel takes kBT = 4 batch elements
+// a thread: about one full wave of 1024 threads on each of an H200's 132 SMs (fewer threads are
+// latency-bound and gain from the spread; more are bandwidth-bound and gain from the bytes in flight).
+constexpr int64_t kUpdateTileThreads = int64_t{1} << 17;
 
 struct update_args {
   float* state;  // (state_batch, H, P, N)
@@ -1462,22 +1466,6 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
   }
 }
 
-// The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
-// (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
-// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z, dtBias,
-// D) issued before the first store: one memory round trip per thread and 2 x 16 bytes of state in flight.
-// A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
-// Batch on grid y and 32-bit row math (no 64-bit division subroutines); softplus and silu take two MUFU
-// operations each (softplus_fast, silu_fast, as the scan). Reading of the form measured at 117 us a call
-// from Node at batch 256 (dim 5120, dstate 16; ~100 us of kernel, 1.7 TB/s): it read dtBias of its second
-// row after storing the first row's state, and D of each row after a store (out and the state may alias
-// them for all the compiler knows; the PTX showed ld.global after st.global), so a thread waited for four
-// round trips, not one; with 8 blocks an SM (64 registers) that cut the bytes in flight, hence the
-// bandwidth, ~2-3x. Prediction for this form at batch 256: the state's 168 MB (read and written) at 2.7-3.3
-// TB/s (32 KB of state reads in flight an SM) = 50-62 us of kernel, 60-75 us a call from Node. Batch 1
-// and 64 stay host-bound.
-constexpr int kUpdateRows = 2;
-
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
 __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) {
   if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + off);
@@ -1488,85 +1476,141 @@ __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) 
   return v;
 }
 
-template <bool kAPerState>
-__global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_kernel(const update_args a) {
-  // Grid: x over the rows of one batch element, y = batch element. All index math is 32-bit (the launcher
-  // checks H * P * N < 2^31): the previous version's 64-bit divisions (r / (H P), r % P, h / (H / G) per row,
-  // each a ~40-instruction subroutine) cost more issue slots than the 8 state updates a thread does.
+// The common shapes (dstate % 4 == 0, dstate <= 128): each row (head, headdim element) is Q = dstate / 4
+// (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
+// serves that row for kBT batch elements (grid y = batch tiles), with every load of all of them (state, B,
+// C, x, dt, z) issued before the first store: one memory round trip per thread. The row's A, dtBias and D
+// are read once for the kBT batch elements. A warp's 32 float4 state loads are 512 contiguous bytes (8 rows
+// of 64 bytes at dstate 16): coalesced. 32-bit row math (no 64-bit division subroutines); softplus and
+// silu take two MUFU operations each (softplus_fast, silu_fast, as the scan).
+//
+// Two forms, chosen by the work's size (kUpdateTileThreads below). Large batches (bandwidth-bound): kBT =
+// 4 batch elements a thread in 128-thread blocks capped at 72 registers (67-70 used, no spills; B and C
+// staged in shared memory, see below), so 7 blocks an SM and 64 bytes of state reads in flight a thread:
+// 56 KB an SM. The previous form (two rows of one batch element a thread, 64 registers, 8 blocks and 32 KB
+// an SM, A re-read from L2 for every batch element, 20480 blocks at batch 256) moved the state at 1.7
+// TB/s (~100 us of kernel at batch 256, dim 5120, dstate 16; 110 us a call from Node), bound by the
+// latency of each short block's one round trip over too few bytes in flight. Prediction for kBT = 4 at
+// batch 256: 1.75x the DRAM bytes in flight, half the blocks (10240), a quarter of the A reads: 2.7-3.3
+// TB/s, so the state's 168 MB (read and written) in 51-62 us of kernel and about as much a call (calls
+// pipeline; the host's ~10 us hides under the kernel); batch 64 (42 MB) 13-16 us of kernel, host-bound
+// as a call. Small batches (latency-bound: batch 1 was 80 blocks at dim 5120, on 80 of 132 SMs, 6.9 us
+// in the decode step under Nsight): kBT = 1 in 64-thread blocks, one row a thread (40-41 registers):
+// 320 blocks spread over every SM, half the instructions in each thread's chain; predicted ~1 us off the
+// kernel, 14-15 us a call.
+template <bool kAPerState, int kBT, int kThreads>
+__global__ void __launch_bounds__(kThreads, kBT == 1 ? 16 : 7)
+    selective_state_update_vec_kernel(const update_args a) {
+  // Grid: x over the rows (head, headdim element), y over tiles of kBT batch elements. All index math but
+  // the state's offset is 32-bit (the launcher checks H * P * N < 2^31).
   const int Q = a.lanes;
-  const int rows_per_pass = kUpdateThreads / Q;
   const int lq = threadIdx.x % Q;
-  const int b = blockIdx.y;
   const int HP = static_cast<int>(a.H * a.P), P = static_cast<int>(a.P), N = static_cast<int>(a.N);
-  const int hpg = static_cast<int>(a.H / a.G);
+  const int G = static_cast<int>(a.G), H = static_cast<int>(a.H), hpg = H / G;
+  const int row = blockIdx.x * (kThreads / Q) + threadIdx.x / Q;
+  const bool valid = row < HP;
+  const int r = valid ? row : 0;
+  const int h = P == 1 ? r : r / P;
+  const int g = G == 1 ? 0 : h / hpg;
   const int n0 = lq * 4;
   const bool has_n = n0 < N;
-  const int sbi = a.sbi != nullptr ? a.sbi[b] : b;
-  const bool pad = sbi < 0 || sbi >= a.state_batch;
-  const int64_t sb = pad ? 0 : sbi;
-  float* sbase = a.state + sb * HP * static_cast<int64_t>(N);
-  const int64_t rbase = static_cast<int64_t>(b) * HP;
-  float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
-  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows], dbias[kUpdateRows],
-      dd[kUpdateRows];
-  int rr[kUpdateRows], h[kUpdateRows];
-  bool live[kUpdateRows];
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  const float4 av = valid && has_n && kAPerState ? *reinterpret_cast<const float4*>(a.A + h * N + n0) : zero;
+  const float ah = valid && !kAPerState ? a.A[h] : 0.0f;
+  const float dbias = valid && a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
+  const float dd = valid && a.D != nullptr ? a.D[h] : 0.0f;
+  float4 s[kBT], bv[1], cv[1];  // bv, cv: kBT == 1 only
+  float x[kBT], dt[kBT], zv[kBT];
+  int sbi[kBT];  // the state row of each batch element, -1 where none (padding, past the batch)
 #pragma unroll
-  for (int j = 0; j < kUpdateRows; ++j) {
-    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
-    const bool valid = row < HP;
-    rr[j] = valid ? row : 0;
-    h[j] = P == 1 ? rr[j] : rr[j] / P;
-    live[j] = valid && !pad;
-    const int g = a.G == 1 ? 0 : h[j] / hpg;
-    const int64_t bc = (static_cast<int64_t>(b) * a.G + g) * N;
-    const bool ld = live[j] && has_n;
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    s[j] = ld ? *reinterpret_cast<const float4*>(sbase + rr[j] * N + n0) : zero;
-    av[j] = ld && kAPerState ? *reinterpret_cast<const float4*>(a.A + h[j] * N + n0) : zero;
-    bv[j] = ld ? load4_any(a.B, a.b_dt, bc + n0) : zero;
-    cv[j] = ld ? load4_any(a.C, a.c_dt, bc + n0) : zero;
-    x[j] = live[j] ? load_any(a.x, a.x_dt, rbase + rr[j]) : 0.0f;
-    dt[j] = live[j] ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * a.H + h[j]) : 0.0f;
-    zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, rbase + rr[j]) : 0.0f;
-    ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
-    dbias[j] = live[j] && a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f;
-    dd[j] = live[j] && a.D != nullptr ? a.D[h[j]] : 0.0f;
+  for (int j = 0; j < kBT; ++j) {
+    const int b = blockIdx.y * kBT + j;
+    const bool in_batch = valid && b < a.batch;
+    const int sb = !in_batch ? -1 : a.sbi != nullptr ? a.sbi[b] : b;
+    const bool live = in_batch && sb >= 0 && sb < a.state_batch;
+    sbi[j] = live ? sb : -1;
+    const int64_t xr = static_cast<int64_t>(b) * HP + r;
+    const bool ld = live && has_n;
+    // (state_batch, H, P, N): the row's float4 piece of state row sbi.
+    s[j] =
+        ld ? *reinterpret_cast<const float4*>(a.state + (static_cast<int64_t>(sb) * HP + r) * N + n0) : zero;
+    if constexpr (kBT == 1) {
+      const int64_t bc = (static_cast<int64_t>(b) * G + g) * N + n0;
+      bv[0] = ld ? load4_any(a.B, a.b_dt, bc) : zero;
+      cv[0] = ld ? load4_any(a.C, a.c_dt, bc) : zero;
+    }
+    x[j] = live ? load_any(a.x, a.x_dt, xr) : 0.0f;
+    dt[j] = live ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * H + h) : 0.0f;
+    zv[j] = live && a.z != nullptr ? load_any(a.z, a.z_dt, xr) : 0.0f;
   }
-  float y[kUpdateRows];
+  // kBT > 1: B and C of the tile's batch elements and of the groups the block's rows touch (g_lo ..
+  // g_lo + ng - 1), staged as float in shared memory (batch-wide values: holding them a thread per
+  // batch element took 32 more registers and spilled). Their loads fly with the state's; the state's
+  // register loads stay in flight across the barrier.
+  extern __shared__ float4 update_smem[];  // (2: B, C; kBT; ng; N / 4)
+  int g_lo = 0, ng = 1;
+  if constexpr (kBT > 1) {
+    const int rpb = kThreads / Q;
+    const int first = blockIdx.x * rpb, last = min(first + rpb, HP) - 1;
+    g_lo = G == 1 ? 0 : (P == 1 ? first : first / P) / hpg;
+    ng = G == 1 ? 1 : (P == 1 ? last : last / P) / hpg - g_lo + 1;
+    const int quads = N / 4, total = 2 * kBT * ng * quads;
+#pragma unroll 1
+    for (int i = threadIdx.x; i < total; i += kThreads) {
+      const int q = i % quads, t = i / quads, gl = t % ng, jw = t / ng, j = jw % kBT, which = jw / kBT;
+      const int b = blockIdx.y * kBT + j;
+      const int64_t off = (static_cast<int64_t>(b) * G + g_lo + gl) * N + q * 4;
+      update_smem[i] = b >= a.batch ? zero
+                       : which == 0 ? load4_any(a.B, a.b_dt, off)
+                                    : load4_any(a.C, a.c_dt, off);
+    }
+    __syncthreads();
+  }
+  float y[kBT];
 #pragma unroll
-  for (int j = 0; j < kUpdateRows; ++j) {
-    float d = dt[j] + dbias[j];
+  for (int j = 0; j < kBT; ++j) {
+    float4 bj, cj;
+    if constexpr (kBT == 1) {
+      bj = bv[0], cj = cv[0];
+    } else {
+      // Lanes past dstate and rows past the end read nothing (their B is 0, so their state and y stay 0).
+      const int quads = N / 4, gl = valid ? g - g_lo : 0;
+      bj = has_n ? update_smem[(j * ng + gl) * quads + lq] : zero;
+      cj = has_n ? update_smem[((kBT + j) * ng + gl) * quads + lq] : zero;
+    }
+    float d = dt[j] + dbias;
     if (a.softplus) d = softplus_fast(d);
     const float dtx = d * x[j];
     const float e = d * kLog2e;
     float4 dec;
     if (kAPerState) {
-      dec = make_float4(ex2_approx(e * av[j].x), ex2_approx(e * av[j].y), ex2_approx(e * av[j].z),
-                        ex2_approx(e * av[j].w));
+      dec =
+          make_float4(ex2_approx(e * av.x), ex2_approx(e * av.y), ex2_approx(e * av.z), ex2_approx(e * av.w));
     } else {
-      const float hd = ex2_approx(e * ah[j]);
+      const float hd = ex2_approx(e * ah);
       dec = make_float4(hd, hd, hd, hd);
     }
-    s[j].x = fmaf(s[j].x, dec.x, dtx * bv[j].x);
-    s[j].y = fmaf(s[j].y, dec.y, dtx * bv[j].y);
-    s[j].z = fmaf(s[j].z, dec.z, dtx * bv[j].z);
-    s[j].w = fmaf(s[j].w, dec.w, dtx * bv[j].w);
-    y[j] = fmaf(s[j].x, cv[j].x, fmaf(s[j].y, cv[j].y, fmaf(s[j].z, cv[j].z, s[j].w * cv[j].w)));
-    if (live[j] && has_n) *reinterpret_cast<float4*>(sbase + rr[j] * N + n0) = s[j];
+    s[j].x = fmaf(s[j].x, dec.x, dtx * bj.x);
+    s[j].y = fmaf(s[j].y, dec.y, dtx * bj.y);
+    s[j].z = fmaf(s[j].z, dec.z, dtx * bj.z);
+    s[j].w = fmaf(s[j].w, dec.w, dtx * bj.w);
+    y[j] = fmaf(s[j].x, cj.x, fmaf(s[j].y, cj.y, fmaf(s[j].z, cj.z, s[j].w * cj.w)));
+    if (sbi[j] >= 0 && has_n) {
+      *reinterpret_cast<float4*>(a.state + (static_cast<int64_t>(sbi[j]) * HP + r) * N + n0) = s[j];
+    }
   }
   // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
 #pragma unroll
-  for (int j = 0; j < kUpdateRows; ++j) {
+  for (int j = 0; j < kBT; ++j) {
     for (int o = Q / 2; o > 0; o >>= 1) y[j] += __shfl_xor_sync(0xffffffffu, y[j], o);
-    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
-    if (row < HP && lq == 0) {
+    const int b = blockIdx.y * kBT + j;
+    if (valid && b < a.batch && lq == 0) {
       float o = 0.0f;
-      if (!pad) {
-        o = fmaf(dd[j], x[j], y[j]);
+      if (sbi[j] >= 0) {
+        o = fmaf(dd, x[j], y[j]);
         if (a.z != nullptr) o *= silu_fast(zv[j]);
       }
-      store_any(a.out, a.out_dt, rbase + row, o);
+      store_any(a.out, a.out_dt, static_cast<int64_t>(b) * HP + row, o);
     }
   }
 }
@@ -2172,14 +2216,21 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
   // 32-bit index math inside the vector kernel; batch on grid y.
   const bool small = H * P * N < (int64_t{1} << 31) && Bt <= 65535 && SB < (int64_t{1} << 31);
   if (vec && aligned && N <= 128 && small) {
-    const int64_t rows_per_block = static_cast<int64_t>(kUpdateThreads / a.lanes) * kUpdateRows;
+    // SSMKIT_CUDA_UPDATE_TILE=1|4 forces the batch elements a thread (tests and benchmarks of both forms).
+    const int forced = env_int("SSMKIT_CUDA_UPDATE_TILE", 0);
+    const bool tiled = forced != 0 ? forced == 4 : Bt >= 4 && Bt * H * P * a.lanes >= kUpdateTileThreads;
+    const int threads = tiled ? 128 : 64;
+    const int64_t rows_per_block = threads / a.lanes;
     const dim3 g2(static_cast<unsigned>((H * P + rows_per_block - 1) / rows_per_block),
-                  static_cast<unsigned>(Bt));
-    if (p.multihead) {
-      selective_state_update_vec_kernel<false><<<g2, kUpdateThreads, 0, s>>>(a);
-    } else {
-      selective_state_update_vec_kernel<true><<<g2, kUpdateThreads, 0, s>>>(a);
-    }
+                  static_cast<unsigned>(tiled ? (Bt + 3) / 4 : Bt));
+    // The tiled form stages B and C of 4 batch elements for the groups a block's rows span: at most
+    // (rows - 1) / (rows a group) + 2 of them; rows * dstate <= 4 * 128, so under 17 KB.
+    const int64_t groups_spanned = min64(a.G, (rows_per_block - 1) / (H / a.G * P) + 2);
+    const size_t smem = tiled ? static_cast<size_t>(2 * 4 * groups_spanned * N) * sizeof(float) : 0;
+    if (tiled && p.multihead) selective_state_update_vec_kernel<false, 4, 128><<<g2, 128, smem, s>>>(a);
+    if (tiled && !p.multihead) selective_state_update_vec_kernel<true, 4, 128><<<g2, 128, smem, s>>>(a);
+    if (!tiled && p.multihead) selective_state_update_vec_kernel<false, 1, 64><<<g2, 64, 0, s>>>(a);
+    if (!tiled && !p.multihead) selective_state_update_vec_kernel<true, 1, 64><<<g2, 64, 0, s>>>(a);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   }
