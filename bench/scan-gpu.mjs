@@ -10,8 +10,9 @@
 // issue limits cross), the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
 // row with the sequential kernel too (SSMKIT_CUDA_SSD=exact), and each decode row with the state update's
-// other form (SSMKIT_CUDA_UPDATE_TILE=1|4: one or 4 batch elements a thread). Usage:
-// node bench/scan-gpu.mjs [--quick] [--only scan|ssd|update|conv] (one op's rows, e.g. under a profiler).
+// forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch elements a thread). Usage:
+// node bench/scan-gpu.mjs [--quick] [--only scan|ssd|update|conv] [--batch 1|64|256] (one op's rows, one
+// decode batch, e.g. under a profiler).
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -34,6 +35,8 @@ if (ONLY !== undefined && !['scan', 'ssd', 'update', 'conv'].includes(ONLY)) {
   process.exit(1);
 }
 const want = (op) => ONLY === undefined || ONLY === op;
+// --batch N: only the decode row of that batch (1, 64 or 256), e.g. under a profiler.
+const BATCH = process.argv.includes('--batch') ? Number(process.argv[process.argv.indexOf('--batch') + 1]) : undefined;
 const BW = 4.2e12; // bytes/s, the copy bandwidth measured on this H200 (peers.py copy)
 const ESIZE = { float32: 4, bfloat16: 2, float16: 2 };
 
@@ -253,8 +256,8 @@ function checkAll() {
     const og = selectiveStateUpdateSync(ug.state, ug.x, ug.dt, ug.A, ug.B, ug.C, uo(ug));
     compare(`selectiveStateUpdate ${dtype}`, og, oc, tol);
     compare(`selectiveStateUpdate ${dtype} state`, ug.state, uc.state, 1e-4);
-    // Both forms of the vector kernel (4 batch elements a thread, one), batch 9: a tile with a tail.
-    for (const tile of ['4', '1']) {
+    // Each form of the vector kernel (8, 4 or one batch element a thread), batch 9: tiles with a tail.
+    for (const tile of ['8', '4', '1']) {
       const t0 = seed;
       const tc = updateInputs(9, 200, 16, dtype, 'cpu');
       seed = t0;
@@ -398,18 +401,19 @@ async function benchUpdate(batch, dim, N, dtype, anchor) {
     per.push(Number(process.hrtime.bigint() - t0) / 1e3 / 200);
   }
   report(`  same, awaited async calls`, median(per), bytes, anchor, 'Triton (from Python)');
-  // The vector kernel's other form forced (SSMKIT_CUDA_UPDATE_TILE: 4 batch elements a thread, or one).
-  const other = batch >= 4 ? '1' : '4';
-  await withEnv({ SSMKIT_CUDA_UPDATE_TILE: other }, async () =>
-    report(
-      `  same, tile ${other}`,
-      await time(call, 200),
-      bytes,
-      anchor,
-      'Triton (from Python)',
-      `(SSMKIT_CUDA_UPDATE_TILE=${other})`,
-    ),
-  );
+  // Each form of the vector kernel forced (SSMKIT_CUDA_UPDATE_TILE: 1, 4 or 8 batch elements a thread).
+  for (const tile of ['1', '4', '8']) {
+    await withEnv({ SSMKIT_CUDA_UPDATE_TILE: tile }, async () =>
+      report(
+        `  same, tile ${tile}`,
+        await time(call, 200),
+        bytes,
+        anchor,
+        'Triton (from Python)',
+        `(SSMKIT_CUDA_UPDATE_TILE=${tile})`,
+      ),
+    );
+  }
   for (const t of out) t.dispose();
   dispose(g);
 }
@@ -487,7 +491,7 @@ if (want('update')) {
     [64, 178],
     [256, 187],
   ]) {
-    await benchUpdate(b, 5120, 16, 'bfloat16', anchor);
+    if (BATCH === undefined || BATCH === b) await benchUpdate(b, 5120, 16, 'bfloat16', anchor);
   }
 }
 if (want('conv')) {

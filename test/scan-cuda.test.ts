@@ -591,8 +591,8 @@ interface UpdateCase {
   indices: boolean;
   /** No D, z, dtBias or softplus. */
   plain?: boolean;
-  /** SSMKIT_CUDA_UPDATE_TILE: the vector kernel's batch elements a thread (1 or 4); unset: its own choice. */
-  tile?: 1 | 4;
+  /** SSMKIT_CUDA_UPDATE_TILE: the vector kernel's batch elements a thread; unset: its own choice. */
+  tile?: 1 | 4 | 8;
 }
 
 async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
@@ -702,19 +702,25 @@ function updateCases(): UpdateCase[] {
     // Without the options, on both forms of the vector kernel (dstate 16 and 32).
     cases.push({ multihead: false, batch: 3, nheads: 37, headdim: 1, dstate: 16, groups: 1, dtype, indices: true, plain: true });
     cases.push({ multihead: true, batch: 2, nheads: 4, headdim: 8, dstate: 32, groups: 2, dtype, indices: false, plain: true });
-    // Both forms of the vector kernel forced: 4 batch elements a thread (tiles with a tail, a padding
-    // index, lanes past dstate 12, blocks spanning several groups) and one.
-    for (const tile of [4, 1] as const) {
+    // Each form of the vector kernel forced: 8 batch elements a thread (Mamba-1; dstate 8 falls back to
+    // 4), 4 and one; tiles with a tail, padding indices, lanes past dstate 12 and 40, rows of 2 to 32
+    // lanes, blocks spanning several groups.
+    for (const tile of [8, 4, 1] as const) {
       for (const [batch, H, N] of [
         [6, 37, 16],
         [5, 130, 12],
         [1, 20, 16],
+        [11, 33, 32],
+        [9, 17, 128],
+        [10, 40, 8],
+        [13, 9, 40],
       ] as const) {
         for (const indices of [false, true]) {
           if (indices && batch < 2) continue;
           cases.push({ multihead: false, batch, nheads: H, headdim: 1, dstate: N, groups: 1, dtype, indices, tile });
         }
       }
+      if (tile === 8) continue;
       for (const [batch, H, P, G, N] of [
         [5, 6, 5, 3, 8],
         [9, 8, 64, 2, 128],
@@ -737,9 +743,22 @@ function updateCases(): UpdateCase[] {
         tile,
       });
     }
+    cases.push({
+      multihead: false,
+      batch: 10,
+      nheads: 37,
+      headdim: 1,
+      dstate: 16,
+      groups: 1,
+      dtype,
+      indices: true,
+      plain: true,
+      tile: 8,
+    });
   }
-  // The bench's decode shape at a batch where the kernel picks the tiled form on its own.
-  cases.push({ multihead: false, batch: 8, nheads: 5120, headdim: 1, dstate: 16, groups: 1, dtype: 'bfloat16', indices: true });
+  // The bench's decode shape at batches where the kernel picks the 4- and 8-element forms on its own.
+  cases.push({ multihead: false, batch: 7, nheads: 5120, headdim: 1, dstate: 16, groups: 1, dtype: 'bfloat16', indices: true });
+  cases.push({ multihead: false, batch: 9, nheads: 5120, headdim: 1, dstate: 16, groups: 1, dtype: 'bfloat16', indices: true });
   return cases;
 }
 
