@@ -1525,9 +1525,9 @@ __device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
 // - Large Mamba-1 batches (>= 8, dstate > 12): kBT = 8 batch elements a thread, the scalars spread over
 //   the row's first 4 lanes and read by shuffle (2 slots a thread instead of 8), B and C copied to shared
 //   memory by cp.async; 79 registers, no spills, 6 blocks an SM: 128 bytes of state reads in flight a
-//   thread, 96 KB an SM (3x the previous form). Prediction at batch 256: 3.2-3.8 TB/s, the state's 168 MB (read and
-//   written) in 44-53 us of kernel, and about as much a call from Node (calls pipeline; the host's ~10 us
-//   hides under the kernel); batch 64 (42 MB, 1.6 waves of 792 blocks) 12-16 us of kernel.
+//   thread, 96 KB an SM (3x the previous form). Prediction at batch 256: 3.2-3.8 TB/s, the state's 168 MB
+//   (read and written) in 44-53 us of kernel, and about as much a call from Node (calls pipeline; the host's
+//   ~10 us hides under the kernel); batch 64 (42 MB, 1.6 waves of 792 blocks) 12-16 us of kernel.
 // - Other large batches (>= 4; the multi-head form, small dstate): kBT = 4, scalars a thread each; 69-72
 //   registers, 7 blocks an SM: 64 bytes a thread, 56 KB an SM, half the blocks of the previous form and a
 //   quarter of its A reads: 2.7-3.3 TB/s predicted (51-62 us at the batch-256 shape).
@@ -1662,8 +1662,9 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     s[j].z = fmaf(s[j].z, dec.z, dtx * bj.z);
     s[j].w = fmaf(s[j].w, dec.w, dtx * bj.w);
     y[j] = fmaf(s[j].x, cj.x, fmaf(s[j].y, cj.y, fmaf(s[j].z, cj.z, s[j].w * cj.w)));
-    if (sb >= 0 && has_n)
+    if (sb >= 0 && has_n) {
       *reinterpret_cast<float4*>(a.state + (static_cast<int64_t>(sb) * HP + r) * N + n0) = s[j];
+    }
   }
   // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
 #pragma unroll
