@@ -3,7 +3,8 @@
 // against the CPU backend, the golden files, and the shapes that stress the CUDA kernels' tiling (one
 // channel, one step, tails of the 16-step tiles and 8-element vectors, channel blocks that end inside a
 // B/C group, rows whose byte stride rules out 16-byte vectors), every dtype and flag, mixed input dtypes,
-// and each split of the states over threads (SSMKIT_CUDA_SCAN_STATES). Outputs are poisoned: the op's
+// each split of the states over threads (SSMKIT_CUDA_SCAN_STATES) and each form of the decode update
+// (SSMKIT_CUDA_UPDATE_TILE: 1, 4 or 8 batch elements a thread). Outputs are poisoned: the op's
 // output allocation takes back a freed block of the same size filled with 0xff bytes (NaN in float32,
 // float16 and bfloat16), so an element the kernel leaves unwritten reads NaN and fails the comparison.
 // The family's own tests also run on cuda:0 (testDevices()).

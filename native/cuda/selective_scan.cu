@@ -14,7 +14,8 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
-// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan),
+// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -29,9 +30,10 @@
 // H200 at the Mamba-1 bf16 shape (batch 8, dim 5120, seqlen 2048): 2.45 ms, latency-bound (126
 // registers, 25% occupancy, 1.21 waves, ~20 instructions per state update, global loads not prefetched).
 //
-// The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (batch,
-// head, headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, two
-// rows a thread with all loads issued first; other dstates take the plain loop kernel. causal_conv1d_kernel
+// The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (head,
+// headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, for 1, 4 or
+// 8 batch elements a thread (by the work's size; SSMKIT_CUDA_UPDATE_TILE forces one) with all loads issued
+// first; other dstates take the plain loop kernel. causal_conv1d_kernel
 // gives each thread 8 steps of one channel with the width-1 history, weights in registers, 16-byte loads
 // and stores; the streaming update is one thread per (batch, channel).
 #include <cuda_bf16.h>
