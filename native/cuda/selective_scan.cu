@@ -2303,8 +2303,8 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
     const dim3 g2(static_cast<unsigned>((H * P + rows_per_block - 1) / rows_per_block),
                   static_cast<unsigned>((Bt + tile - 1) / tile));
     // The tiled forms stage B and C of their batch elements for the groups a block's rows span: at most
-    // (rows - 1) / (rows a group) + 2 of them; rows * dstate <= 4 * 128, so under 17 KB at 4 elements
-    // (the 8-element form is Mamba-1's: one group, at most 8 KB).
+    // (rows - 1) / (rows a group) + 2 of them, and (rows + 1) * dstate <= 4 * 128 + 128, so at most 20 KB
+    // at 4 elements, under the default 48 KB (the 8-element form is Mamba-1's: one group, at most 8 KB).
     const int64_t groups_spanned = min64(a.G, (rows_per_block - 1) / (H / a.G * P) + 2);
     const size_t smem = tile > 1 ? static_cast<size_t>(2 * tile * groups_spanned * N) * sizeof(float) : 0;
     if (tile == 8) selective_state_update_vec_kernel<true, 8, 128, true><<<g2, 128, smem, s>>>(a);
