@@ -9,8 +9,10 @@
 // the states per thread whose exp2 runs on the FMA pipe (SSMKIT_CUDA_SCAN_POLY=0/1/2: where the MUFU and
 // issue limits cross), the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
-// row with the sequential kernel too (SSMKIT_CUDA_SSD=exact). Usage: node bench/scan-gpu.mjs [--quick]
-// [--only scan|ssd|update|conv] (one op's rows, e.g. under a profiler).
+// row with the sequential kernel too (SSMKIT_CUDA_SSD=exact), and each decode row with the state update's
+// forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch elements a thread). Usage:
+// node bench/scan-gpu.mjs [--quick] [--only scan|ssd|update|conv] [--batch 1|64|256] (one op's rows, one
+// decode batch, e.g. under a profiler).
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -33,6 +35,8 @@ if (ONLY !== undefined && !['scan', 'ssd', 'update', 'conv'].includes(ONLY)) {
   process.exit(1);
 }
 const want = (op) => ONLY === undefined || ONLY === op;
+// --batch N: only the decode row of that batch (1, 64 or 256), e.g. under a profiler.
+const BATCH = process.argv.includes('--batch') ? Number(process.argv[process.argv.indexOf('--batch') + 1]) : undefined;
 const BW = 4.2e12; // bytes/s, the copy bandwidth measured on this H200 (peers.py copy)
 const ESIZE = { float32: 4, bfloat16: 2, float16: 2 };
 
@@ -252,6 +256,19 @@ function checkAll() {
     const og = selectiveStateUpdateSync(ug.state, ug.x, ug.dt, ug.A, ug.B, ug.C, uo(ug));
     compare(`selectiveStateUpdate ${dtype}`, og, oc, tol);
     compare(`selectiveStateUpdate ${dtype} state`, ug.state, uc.state, 1e-4);
+    // Each form of the vector kernel (8, 4 or one batch element a thread), batch 9: tiles with a tail.
+    for (const tile of ['8', '4', '1']) {
+      const t0 = seed;
+      const tc = updateInputs(9, 200, 16, dtype, 'cpu');
+      seed = t0;
+      const tg = updateInputs(9, 200, 16, dtype, DEV);
+      const toc = selectiveStateUpdateSync(tc.state, tc.x, tc.dt, tc.A, tc.B, tc.C, uo(tc));
+      const tog = withEnvSync({ SSMKIT_CUDA_UPDATE_TILE: tile }, () =>
+        selectiveStateUpdateSync(tg.state, tg.x, tg.dt, tg.A, tg.B, tg.C, uo(tg)),
+      );
+      compare(`selectiveStateUpdate ${dtype} batch 9 tile ${tile}`, tog, toc, tol);
+      compare(`selectiveStateUpdate ${dtype} batch 9 tile ${tile} state`, tg.state, tc.state, 1e-4);
+    }
 
     const w = host([d, 4], normal);
     const wc = dtype === 'float32' ? w : w.cast(dtype);
@@ -384,6 +401,19 @@ async function benchUpdate(batch, dim, N, dtype, anchor) {
     per.push(Number(process.hrtime.bigint() - t0) / 1e3 / 200);
   }
   report(`  same, awaited async calls`, median(per), bytes, anchor, 'Triton (from Python)');
+  // Each form of the vector kernel forced (SSMKIT_CUDA_UPDATE_TILE: 1, 4 or 8 batch elements a thread).
+  for (const tile of ['1', '4', '8']) {
+    await withEnv({ SSMKIT_CUDA_UPDATE_TILE: tile }, async () =>
+      report(
+        `  same, tile ${tile}`,
+        await time(call, 200),
+        bytes,
+        anchor,
+        'Triton (from Python)',
+        `(SSMKIT_CUDA_UPDATE_TILE=${tile})`,
+      ),
+    );
+  }
   for (const t of out) t.dispose();
   dispose(g);
 }
@@ -461,7 +491,7 @@ if (want('update')) {
     [64, 178],
     [256, 187],
   ]) {
-    await benchUpdate(b, 5120, 16, 'bfloat16', anchor);
+    if (BATCH === undefined || BATCH === b) await benchUpdate(b, 5120, 16, 'bfloat16', anchor);
   }
 }
 if (want('conv')) {

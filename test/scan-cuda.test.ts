@@ -3,7 +3,8 @@
 // against the CPU backend, the golden files, and the shapes that stress the CUDA kernels' tiling (one
 // channel, one step, tails of the 16-step tiles and 8-element vectors, channel blocks that end inside a
 // B/C group, rows whose byte stride rules out 16-byte vectors), every dtype and flag, mixed input dtypes,
-// and each split of the states over threads (SSMKIT_CUDA_SCAN_STATES). Outputs are poisoned: the op's
+// each split of the states over threads (SSMKIT_CUDA_SCAN_STATES) and each form of the decode update
+// (SSMKIT_CUDA_UPDATE_TILE: 1, 4 or 8 batch elements a thread). Outputs are poisoned: the op's
 // output allocation takes back a freed block of the same size filled with 0xff bytes (NaN in float32,
 // float16 and bfloat16), so an element the kernel leaves unwritten reads NaN and fails the comparison.
 // The family's own tests also run on cuda:0 (testDevices()).
@@ -591,12 +592,14 @@ interface UpdateCase {
   indices: boolean;
   /** No D, z, dtBias or softplus. */
   plain?: boolean;
+  /** SSMKIT_CUDA_UPDATE_TILE: the vector kernel's batch elements a thread; unset: its own choice. */
+  tile?: 1 | 4 | 8;
 }
 
 async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const { batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, multihead } = c;
-  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`;
+  const label = `${dtype} ${multihead ? 'multi-head' : 'Mamba-1'} batch ${batch} heads ${H} headdim ${P} dstate ${N} groups ${G}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}${c.tile ? ` tile ${c.tile}` : ''}`;
   const normal = () => rng.normal();
   // With indices: two extra state rows, a permutation and a padding row (-1).
   const stateBatch = c.indices ? batch + 2 : batch;
@@ -651,14 +654,16 @@ async function checkUpdate(c: UpdateCase, seed: number): Promise<void> {
     stateBatchIndices: await dev(idxT),
   };
   const ranges = poison([{ shape: xShape, dtype }]);
-  const out = await selectiveStateUpdate(
-    dState,
-    args[0] as Tensor,
-    args[1] as Tensor,
-    args[2] as Tensor,
-    args[3] as Tensor,
-    args[4] as Tensor,
-    dopts,
+  const out = await withEnv({ SSMKIT_CUDA_UPDATE_TILE: c.tile === undefined ? undefined : String(c.tile) }, () =>
+    selectiveStateUpdate(
+      dState,
+      args[0] as Tensor,
+      args[1] as Tensor,
+      args[2] as Tensor,
+      args[3] as Tensor,
+      args[4] as Tensor,
+      dopts,
+    ),
   );
   notePoisoned(out, ranges);
   const o = toF64(out);
@@ -698,7 +703,63 @@ function updateCases(): UpdateCase[] {
     // Without the options, on both forms of the vector kernel (dstate 16 and 32).
     cases.push({ multihead: false, batch: 3, nheads: 37, headdim: 1, dstate: 16, groups: 1, dtype, indices: true, plain: true });
     cases.push({ multihead: true, batch: 2, nheads: 4, headdim: 8, dstate: 32, groups: 2, dtype, indices: false, plain: true });
+    // Each form of the vector kernel forced: 8 batch elements a thread (Mamba-1; dstate 8 falls back to
+    // 4), 4 and one; tiles with a tail, padding indices, lanes past dstate 12 and 40, rows of 2 to 32
+    // lanes, blocks spanning several groups.
+    for (const tile of [8, 4, 1] as const) {
+      for (const [batch, H, N] of [
+        [6, 37, 16],
+        [5, 130, 12],
+        [1, 20, 16],
+        [11, 33, 32],
+        [9, 17, 128],
+        [10, 40, 8],
+        [13, 9, 40],
+      ] as const) {
+        for (const indices of [false, true]) {
+          if (indices && batch < 2) continue;
+          cases.push({ multihead: false, batch, nheads: H, headdim: 1, dstate: N, groups: 1, dtype, indices, tile });
+        }
+      }
+      if (tile === 8) continue;
+      for (const [batch, H, P, G, N] of [
+        [5, 6, 5, 3, 8],
+        [9, 8, 64, 2, 128],
+        [7, 12, 1, 12, 4],
+      ] as const) {
+        for (const indices of [false, true]) {
+          cases.push({ multihead: true, batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, indices, tile });
+        }
+      }
+      cases.push({
+        multihead: true,
+        batch: 6,
+        nheads: 4,
+        headdim: 8,
+        dstate: 32,
+        groups: 2,
+        dtype,
+        indices: false,
+        plain: true,
+        tile,
+      });
+    }
+    cases.push({
+      multihead: false,
+      batch: 10,
+      nheads: 37,
+      headdim: 1,
+      dstate: 16,
+      groups: 1,
+      dtype,
+      indices: true,
+      plain: true,
+      tile: 8,
+    });
   }
+  // The bench's decode shape at batches where the kernel picks the 4- and 8-element forms on its own.
+  cases.push({ multihead: false, batch: 7, nheads: 5120, headdim: 1, dstate: 16, groups: 1, dtype: 'bfloat16', indices: true });
+  cases.push({ multihead: false, batch: 9, nheads: 5120, headdim: 1, dstate: 16, groups: 1, dtype: 'bfloat16', indices: true });
   return cases;
 }
 
@@ -871,7 +932,7 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
 
   describe('selectiveStateUpdate', () => {
     updateCases().forEach((c, i) => {
-      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}`, () =>
+      it(`case ${i}: ${c.dtype} ${c.multihead ? 'multi-head' : 'Mamba-1'} batch ${c.batch} heads ${c.nheads} dstate ${c.dstate}${c.indices ? ' indices' : ''}${c.plain ? ' plain' : ''}${c.tile ? ` tile ${c.tile}` : ''}`, () =>
         checkUpdate(c, 3000 + i));
     });
   });

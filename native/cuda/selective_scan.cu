@@ -14,7 +14,8 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
-// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan).
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan),
+// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -29,9 +30,10 @@
 // H200 at the Mamba-1 bf16 shape (batch 8, dim 5120, seqlen 2048): 2.45 ms, latency-bound (126
 // registers, 25% occupancy, 1.21 waves, ~20 instructions per state update, global loads not prefetched).
 //
-// The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (batch,
-// head, headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, two
-// rows a thread with all loads issued first; other dstates take the plain loop kernel. causal_conv1d_kernel
+// The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (head,
+// headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, for 1, 4 or
+// 8 batch elements a thread (by the work's size; SSMKIT_CUDA_UPDATE_TILE forces one) with all loads issued
+// first; other dstates take the plain loop kernel. causal_conv1d_kernel
 // gives each thread 8 steps of one channel with the width-1 history, weights in registers, 16-byte loads
 // and stores; the streaming update is one thread per (batch, channel).
 #include <cuda_bf16.h>
@@ -1384,6 +1386,10 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 // The decode step (selectiveStateUpdate).
 
 constexpr int kUpdateThreads = 128;
+// Threads of the one-batch-element form at and above which the vector kernel takes kBT = 4 batch elements
+// a thread: about one full wave of 1024 threads on each of an H200's 132 SMs (fewer threads are
+// latency-bound and gain from the spread; more are bandwidth-bound and gain from the bytes in flight).
+constexpr int64_t kUpdateTileThreads = int64_t{1} << 17;
 
 struct update_args {
   float* state;  // (state_batch, H, P, N)
@@ -1462,22 +1468,6 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
   }
 }
 
-// The common shapes (dstate % 4 == 0, dstate <= 128): each row (b, head, headdim element) is Q = dstate / 4
-// (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
-// serves kUpdateRows rows a block apart, with every load of all its rows (state, A, B, C, x, dt, z, dtBias,
-// D) issued before the first store: one memory round trip per thread and 2 x 16 bytes of state in flight.
-// A warp's 32 float4 state loads are 512 contiguous bytes (8 rows of 64 bytes at dstate 16): coalesced.
-// Batch on grid y and 32-bit row math (no 64-bit division subroutines); softplus and silu take two MUFU
-// operations each (softplus_fast, silu_fast, as the scan). Reading of the form measured at 117 us a call
-// from Node at batch 256 (dim 5120, dstate 16; ~100 us of kernel, 1.7 TB/s): it read dtBias of its second
-// row after storing the first row's state, and D of each row after a store (out and the state may alias
-// them for all the compiler knows; the PTX showed ld.global after st.global), so a thread waited for four
-// round trips, not one; with 8 blocks an SM (64 registers) that cut the bytes in flight, hence the
-// bandwidth, ~2-3x. Prediction for this form at batch 256: the state's 168 MB (read and written) at 2.7-3.3
-// TB/s (32 KB of state reads in flight an SM) = 50-62 us of kernel, 60-75 us a call from Node. Batch 1
-// and 64 stay host-bound.
-constexpr int kUpdateRows = 2;
-
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
 __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) {
   if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + off);
@@ -1488,85 +1478,210 @@ __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) 
   return v;
 }
 
-template <bool kAPerState>
-__global__ void __launch_bounds__(kUpdateThreads) selective_state_update_vec_kernel(const update_args a) {
-  // Grid: x over the rows of one batch element, y = batch element. All index math is 32-bit (the launcher
-  // checks H * P * N < 2^31): the previous version's 64-bit divisions (r / (H P), r % P, h / (H / G) per row,
-  // each a ~40-instruction subroutine) cost more issue slots than the 8 state updates a thread does.
+// kBytes (8 or 16) from global to shared memory without a trip through registers (cp.async.ca: 8-byte
+// copies are allowed there); full = false writes zeros and reads nothing. sm_80 and later; other targets
+// copy through registers.
+template <int kBytes>
+__device__ __forceinline__ void cp_async_piece(void* dst, const void* src, bool full) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "n"(kBytes), "r"(full ? kBytes : 0)
+               : "memory");
+#else
+  if constexpr (kBytes == 16) {
+    *static_cast<uint4*>(dst) = full ? *static_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+  } else {
+    *static_cast<uint2*>(dst) = full ? *static_cast<const uint2*>(src) : make_uint2(0, 0);
+  }
+#endif
+}
+
+// Batch element j's per-row scalar from v (see selective_state_update_vec_kernel): v[j], or with kSpread
+// slot j / 4 of lane j % 4 of the row's lanes (lane0 the first). j is a compile-time constant once the
+// caller's loop is unrolled; with kSpread every lane of the warp must take part.
+template <bool kSpread, typename T, int kM>
+__device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
+  if constexpr (kSpread) {
+    return __shfl_sync(0xffffffffu, v[j / 4], lane0 + (j & 3));
+  } else {
+    return v[j];
+  }
+}
+
+// The common shapes (dstate % 4 == 0, dstate <= 128): each row (head, headdim element) is Q = dstate / 4
+// (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
+// serves that row for kBT batch elements (grid y = batch tiles), with every load of all of them (state, B,
+// C, x, dt, z) issued before the first store: one memory round trip per thread. The row's A, dtBias and D
+// are read once for the kBT batch elements. A warp's 32 float4 state loads are 512 contiguous bytes (8 rows
+// of 64 bytes at dstate 16): coalesced. 32-bit row math (no 64-bit division subroutines); softplus and
+// silu take two MUFU operations each (softplus_fast, silu_fast, as the scan).
+//
+// Three forms, chosen by the work's size (kUpdateTileThreads below). The previous form (two rows of one
+// batch element a thread, 64 registers, 8 blocks and 32 KB of state reads in flight an SM, A re-read from
+// L2 for every batch element, 20480 blocks at batch 256) moved the state at 1.7 TB/s (~100 us of kernel
+// at batch 256, dim 5120, dstate 16; 110 us a call from Node): latency-bound, each short block waiting
+// one round trip over too few bytes in flight (by Little's law, 4.2 MB in flight at 1.7 TB/s is ~2.5 us
+// a round trip under that load). Registers bound the bytes in flight: a thread's state is 4 registers a
+// batch element, and its per-(batch element, row) scalars (x, dt, z, the state row) 4 more.
+// - Large Mamba-1 batches (>= 8, dstate > 12): kBT = 8 batch elements a thread, the scalars spread over
+//   the row's first 4 lanes and read by shuffle (2 slots a thread instead of 8), B and C copied to shared
+//   memory by cp.async; 79 registers, no spills, 6 blocks an SM: 128 bytes of state reads in flight a
+//   thread, 96 KB an SM (3x the previous form). Prediction at batch 256: 3.2-3.8 TB/s, the state's 168 MB
+//   (read and written) in 44-53 us of kernel, and about as much a call from Node (calls pipeline; the host's
+//   ~10 us hides under the kernel); batch 64 (42 MB, 1.6 waves of 792 blocks) 12-16 us of kernel.
+// - Other large batches (>= 4; the multi-head form, small dstate): kBT = 4, scalars a thread each; 69-72
+//   registers, 7 blocks an SM: 64 bytes a thread, 56 KB an SM, half the blocks of the previous form and a
+//   quarter of its A reads: 2.7-3.3 TB/s predicted (51-62 us at the batch-256 shape).
+// - Small work (latency-bound: batch 1 was 80 blocks at dim 5120, on 80 of 132 SMs, 6.9 us in the decode
+//   step under Nsight): kBT = 1 in 64-thread blocks, one row a thread (40-44 registers): 320 blocks spread
+//   over every SM, half the instructions in each thread's chain; predicted ~1 us off the kernel, 14-15 us
+//   a call.
+// Registers and spills: -Xptxas -v on sm_90a (sm_80 and sm_89 alike, no spills).
+
+// Resident blocks an SM each form is built for (registers: 64, 80, 72 at most).
+constexpr int update_min_blocks(int kbt, bool spread) {
+  return kbt == 1 ? 16 : spread ? 6 : 7;
+}
+
+template <bool kAPerState, int kBT, int kThreads, bool kSpread = false>
+__global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
+    selective_state_update_vec_kernel(const update_args a) {
+  // Grid: x over the rows (head, headdim element), y over tiles of kBT batch elements. All index math but
+  // the state's offset is 32-bit (the launcher checks H * P * N < 2^31).
   const int Q = a.lanes;
-  const int rows_per_pass = kUpdateThreads / Q;
   const int lq = threadIdx.x % Q;
-  const int b = blockIdx.y;
   const int HP = static_cast<int>(a.H * a.P), P = static_cast<int>(a.P), N = static_cast<int>(a.N);
-  const int hpg = static_cast<int>(a.H / a.G);
+  const int G = static_cast<int>(a.G), H = static_cast<int>(a.H), hpg = H / G;
+  const int row = blockIdx.x * (kThreads / Q) + threadIdx.x / Q;
+  const bool valid = row < HP;
+  const int r = valid ? row : 0;
+  const int h = P == 1 ? r : r / P;
+  const int g = G == 1 ? 0 : h / hpg;
   const int n0 = lq * 4;
   const bool has_n = n0 < N;
-  const int sbi = a.sbi != nullptr ? a.sbi[b] : b;
-  const bool pad = sbi < 0 || sbi >= a.state_batch;
-  const int64_t sb = pad ? 0 : sbi;
-  float* sbase = a.state + sb * HP * static_cast<int64_t>(N);
-  const int64_t rbase = static_cast<int64_t>(b) * HP;
-  float4 s[kUpdateRows], av[kUpdateRows], bv[kUpdateRows], cv[kUpdateRows];
-  float x[kUpdateRows], dt[kUpdateRows], zv[kUpdateRows], ah[kUpdateRows], dbias[kUpdateRows],
-      dd[kUpdateRows];
-  int rr[kUpdateRows], h[kUpdateRows];
-  bool live[kUpdateRows];
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  const float4 av = valid && has_n && kAPerState ? *reinterpret_cast<const float4*>(a.A + h * N + n0) : zero;
+  const float ah = valid && !kAPerState ? a.A[h] : 0.0f;
+  const float dbias = valid && a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
+  const float dd = valid && a.D != nullptr ? a.D[h] : 0.0f;
+  // The per-(batch element, row) scalars: each thread holds those of its kBT batch elements, or with
+  // kSpread (Q >= 4 lanes a row) lane lq < 4 of a row holds those of batch elements lq, lq + 4, ... and
+  // the row's lanes read them by shuffle: kBT / 4 slots a thread instead of kBT, which leaves the
+  // registers to the state. sbi: the state row, -1 where none (padding, past the batch).
+  constexpr int kM = kSpread ? kBT / 4 : kBT;
+  float xs[kM], dts[kM], zs[kM];
+  int sbs[kM];
 #pragma unroll
-  for (int j = 0; j < kUpdateRows; ++j) {
-    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
-    const bool valid = row < HP;
-    rr[j] = valid ? row : 0;
-    h[j] = P == 1 ? rr[j] : rr[j] / P;
-    live[j] = valid && !pad;
-    const int g = a.G == 1 ? 0 : h[j] / hpg;
-    const int64_t bc = (static_cast<int64_t>(b) * a.G + g) * N;
-    const bool ld = live[j] && has_n;
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    s[j] = ld ? *reinterpret_cast<const float4*>(sbase + rr[j] * N + n0) : zero;
-    av[j] = ld && kAPerState ? *reinterpret_cast<const float4*>(a.A + h[j] * N + n0) : zero;
-    bv[j] = ld ? load4_any(a.B, a.b_dt, bc + n0) : zero;
-    cv[j] = ld ? load4_any(a.C, a.c_dt, bc + n0) : zero;
-    x[j] = live[j] ? load_any(a.x, a.x_dt, rbase + rr[j]) : 0.0f;
-    dt[j] = live[j] ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * a.H + h[j]) : 0.0f;
-    zv[j] = live[j] && a.z != nullptr ? load_any(a.z, a.z_dt, rbase + rr[j]) : 0.0f;
-    ah[j] = live[j] && !kAPerState ? a.A[h[j]] : 0.0f;
-    dbias[j] = live[j] && a.dt_bias != nullptr ? a.dt_bias[h[j]] : 0.0f;
-    dd[j] = live[j] && a.D != nullptr ? a.D[h[j]] : 0.0f;
+  for (int m = 0; m < kM; ++m) {
+    const int j = kSpread ? lq + 4 * m : m;
+    const int b = blockIdx.y * kBT + j;
+    const bool in_batch = valid && (!kSpread || lq < 4) && b < a.batch;
+    const int sb = !in_batch ? -1 : a.sbi != nullptr ? a.sbi[b] : b;
+    const bool live = in_batch && sb >= 0 && sb < a.state_batch;
+    const int64_t xr = static_cast<int64_t>(b) * HP + r;
+    sbs[m] = live ? sb : -1;
+    xs[m] = live ? load_any(a.x, a.x_dt, xr) : 0.0f;
+    dts[m] = live ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * H + h) : 0.0f;
+    zs[m] = live && a.z != nullptr ? load_any(a.z, a.z_dt, xr) : 0.0f;
   }
-  float y[kUpdateRows];
+  const int row_lane0 = (threadIdx.x & 31) & ~(Q - 1);
+  float4 s[kBT], bv[1], cv[1];  // bv, cv: kBT == 1 only
 #pragma unroll
-  for (int j = 0; j < kUpdateRows; ++j) {
-    float d = dt[j] + dbias[j];
+  for (int j = 0; j < kBT; ++j) {
+    const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
+    const bool ld = sb >= 0 && has_n;
+    // (state_batch, H, P, N): the row's float4 piece of state row sb.
+    const float* sp = a.state + (static_cast<int64_t>(ld ? sb : 0) * HP + r) * N + n0;
+    s[j] = ld ? *reinterpret_cast<const float4*>(sp) : zero;
+    if constexpr (kBT == 1) {
+      const int64_t bc = (static_cast<int64_t>(blockIdx.y) * G + g) * N + n0;
+      bv[0] = ld ? load4_any(a.B, a.b_dt, bc) : zero;
+      cv[0] = ld ? load4_any(a.C, a.c_dt, bc) : zero;
+    }
+  }
+  // kBT > 1: B and C of the tile's batch elements and of the groups the block's rows touch (g_lo ..
+  // g_lo + ng - 1), staged in shared memory in their own dtypes (batch-wide values: holding them a thread
+  // per batch element took 32 more registers and spilled). cp.async copies them without registers, all
+  // of a thread's copies in flight at once (2 x kBT x ng x N / 4 pieces: several a thread at dstate 128),
+  // alongside the state's register loads, which stay in flight across the barrier.
+  extern __shared__ float4 update_smem[];  // B then C: (kBT, ng, N / 4) pieces of 4 elements, 16 bytes each
+  int g_lo = 0, ng = 1;
+  if constexpr (kBT > 1) {
+    const int rpb = kThreads / Q;
+    const int first = blockIdx.x * rpb, last = min(first + rpb, HP) - 1;
+    g_lo = G == 1 ? 0 : (P == 1 ? first : first / P) / hpg;
+    ng = G == 1 ? 1 : (P == 1 ? last : last / P) / hpg - g_lo + 1;
+    const int quads = N / 4, per = kBT * ng * quads;
+#pragma unroll 1
+    for (int i = threadIdx.x; i < 2 * per; i += kThreads) {
+      const int which = i >= per, k = i - which * per;  // k = (j * ng + gl) * quads + q
+      const int q = k % quads, t = k / quads, gl = t % ng, j = t / ng;
+      const int b = blockIdx.y * kBT + j;
+      const void* src = which == 0 ? a.B : a.C;
+      const bool f32 = (which == 0 ? a.b_dt : a.c_dt) == SSMKIT_DTYPE_F32;
+      const int64_t off = (static_cast<int64_t>(b) * G + g_lo + gl) * N + q * 4;
+      // Past the batch: zeros (the source is then any valid address).
+      const bool full = b < a.batch;
+      const char* from = static_cast<const char*>(src) + (full ? off : 0) * (f32 ? 4 : 2);
+      char* to = reinterpret_cast<char*>(update_smem + which * per) + k * (f32 ? 16 : 8);
+      if (f32) {
+        cp_async_piece<16>(to, from, full);
+      } else {
+        cp_async_piece<8>(to, from, full);
+      }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+  }
+  float y[kBT];
+#pragma unroll
+  for (int j = 0; j < kBT; ++j) {
+    float4 bj, cj;
+    if constexpr (kBT == 1) {
+      bj = bv[0], cj = cv[0];
+    } else {
+      // Lanes past dstate and rows past the end read nothing (their B is 0, so their state and y stay 0).
+      const int quads = N / 4, gl = valid ? g - g_lo : 0, k = (j * ng + gl) * quads + lq;
+      bj = has_n ? load4_any(update_smem, a.b_dt, static_cast<int64_t>(k) * 4) : zero;
+      cj = has_n ? load4_any(update_smem + kBT * ng * quads, a.c_dt, static_cast<int64_t>(k) * 4) : zero;
+    }
+    const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
+    float d = batch_scalar<kSpread>(dts, j, row_lane0) + dbias;
     if (a.softplus) d = softplus_fast(d);
-    const float dtx = d * x[j];
+    const float dtx = d * batch_scalar<kSpread>(xs, j, row_lane0);
     const float e = d * kLog2e;
     float4 dec;
     if (kAPerState) {
-      dec = make_float4(ex2_approx(e * av[j].x), ex2_approx(e * av[j].y), ex2_approx(e * av[j].z),
-                        ex2_approx(e * av[j].w));
+      dec =
+          make_float4(ex2_approx(e * av.x), ex2_approx(e * av.y), ex2_approx(e * av.z), ex2_approx(e * av.w));
     } else {
-      const float hd = ex2_approx(e * ah[j]);
+      const float hd = ex2_approx(e * ah);
       dec = make_float4(hd, hd, hd, hd);
     }
-    s[j].x = fmaf(s[j].x, dec.x, dtx * bv[j].x);
-    s[j].y = fmaf(s[j].y, dec.y, dtx * bv[j].y);
-    s[j].z = fmaf(s[j].z, dec.z, dtx * bv[j].z);
-    s[j].w = fmaf(s[j].w, dec.w, dtx * bv[j].w);
-    y[j] = fmaf(s[j].x, cv[j].x, fmaf(s[j].y, cv[j].y, fmaf(s[j].z, cv[j].z, s[j].w * cv[j].w)));
-    if (live[j] && has_n) *reinterpret_cast<float4*>(sbase + rr[j] * N + n0) = s[j];
+    s[j].x = fmaf(s[j].x, dec.x, dtx * bj.x);
+    s[j].y = fmaf(s[j].y, dec.y, dtx * bj.y);
+    s[j].z = fmaf(s[j].z, dec.z, dtx * bj.z);
+    s[j].w = fmaf(s[j].w, dec.w, dtx * bj.w);
+    y[j] = fmaf(s[j].x, cj.x, fmaf(s[j].y, cj.y, fmaf(s[j].z, cj.z, s[j].w * cj.w)));
+    if (sb >= 0 && has_n) {
+      *reinterpret_cast<float4*>(a.state + (static_cast<int64_t>(sb) * HP + r) * N + n0) = s[j];
+    }
   }
   // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
 #pragma unroll
-  for (int j = 0; j < kUpdateRows; ++j) {
+  for (int j = 0; j < kBT; ++j) {
     for (int o = Q / 2; o > 0; o >>= 1) y[j] += __shfl_xor_sync(0xffffffffu, y[j], o);
-    const int row = (blockIdx.x * kUpdateRows + j) * rows_per_pass + threadIdx.x / Q;
-    if (row < HP && lq == 0) {
+    const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
+    const float xj = batch_scalar<kSpread>(xs, j, row_lane0), zj = batch_scalar<kSpread>(zs, j, row_lane0);
+    const int b = blockIdx.y * kBT + j;
+    if (valid && b < a.batch && lq == 0) {
       float o = 0.0f;
-      if (!pad) {
-        o = fmaf(dd[j], x[j], y[j]);
-        if (a.z != nullptr) o *= silu_fast(zv[j]);
+      if (sb >= 0) {
+        o = fmaf(dd, xj, y[j]);
+        if (a.z != nullptr) o *= silu_fast(zj);
       }
-      store_any(a.out, a.out_dt, rbase + row, o);
+      store_any(a.out, a.out_dt, static_cast<int64_t>(b) * HP + row, o);
     }
   }
 }
@@ -2172,14 +2287,31 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
   // 32-bit index math inside the vector kernel; batch on grid y.
   const bool small = H * P * N < (int64_t{1} << 31) && Bt <= 65535 && SB < (int64_t{1} << 31);
   if (vec && aligned && N <= 128 && small) {
-    const int64_t rows_per_block = static_cast<int64_t>(kUpdateThreads / a.lanes) * kUpdateRows;
+    // Batch elements a thread: 1 for small work, 4 for large, 8 (scalars spread over a row's lanes) for
+    // large Mamba-1 work with at least 4 lanes a row (dstate > 12). SSMKIT_CUDA_UPDATE_TILE=1|4|8 forces
+    // one (tests and benchmarks of each form; 8 falls back to 4 where it does not apply).
+    const bool large = Bt * H * P * a.lanes >= kUpdateTileThreads;
+    const bool spread_ok = !p.multihead && a.lanes >= 4;
+    const int forced = env_int("SSMKIT_CUDA_UPDATE_TILE", 0);
+    int tile = forced == 1 || forced == 4 || forced == 8 ? forced
+               : large && Bt >= 8 && spread_ok           ? 8
+               : large && Bt >= 4                        ? 4
+                                                         : 1;
+    if (tile == 8 && !spread_ok) tile = 4;
+    const int threads = tile > 1 ? 128 : 64;
+    const int64_t rows_per_block = threads / a.lanes;
     const dim3 g2(static_cast<unsigned>((H * P + rows_per_block - 1) / rows_per_block),
-                  static_cast<unsigned>(Bt));
-    if (p.multihead) {
-      selective_state_update_vec_kernel<false><<<g2, kUpdateThreads, 0, s>>>(a);
-    } else {
-      selective_state_update_vec_kernel<true><<<g2, kUpdateThreads, 0, s>>>(a);
-    }
+                  static_cast<unsigned>((Bt + tile - 1) / tile));
+    // The tiled forms stage B and C of their batch elements for the groups a block's rows span: at most
+    // (rows - 1) / (rows a group) + 2 of them, and (rows + 1) * dstate <= 4 * 128 + 128, so at most 20 KB
+    // at 4 elements, under the default 48 KB (the 8-element form is Mamba-1's: one group, at most 8 KB).
+    const int64_t groups_spanned = min64(a.G, (rows_per_block - 1) / (H / a.G * P) + 2);
+    const size_t smem = tile > 1 ? static_cast<size_t>(2 * tile * groups_spanned * N) * sizeof(float) : 0;
+    if (tile == 8) selective_state_update_vec_kernel<true, 8, 128, true><<<g2, 128, smem, s>>>(a);
+    if (tile == 4 && p.multihead) selective_state_update_vec_kernel<false, 4, 128><<<g2, 128, smem, s>>>(a);
+    if (tile == 4 && !p.multihead) selective_state_update_vec_kernel<true, 4, 128><<<g2, 128, smem, s>>>(a);
+    if (tile == 1 && p.multihead) selective_state_update_vec_kernel<false, 1, 64><<<g2, 64, 0, s>>>(a);
+    if (tile == 1 && !p.multihead) selective_state_update_vec_kernel<true, 1, 64><<<g2, 64, 0, s>>>(a);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   }
