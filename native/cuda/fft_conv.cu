@@ -58,9 +58,15 @@
 // after another; 128 registers with 44-64 bytes of spill. With table roots (two shared loads and a
 // complex product, ~10 instructions) and predicated scalar loads: 107 registers and no spill at
 // m = 1024, 123 and none at 4096, the split kernel 128 and none (loads in two halves of a group).
-// Predicted 89 -> 60-75 us at 8 x 768 x 1024 (the low end if the branchy loads were serialized),
+// The exchanges of rows that sit side by side in a block (m <= 2048) wait only for their own row: a
+// named barrier per row of 2 or 4 warps (m = 1024, 2048) instead of the block's 8, the warp's own
+// barrier for rows of up to 32 threads (m <= 512); the roots alone predict ~10% at m = 1024, the
+// loads up to a third more, the row barriers 5-15%.
+// Predicted 89 -> 55-75 us at 8 x 768 x 1024 (the low end if the branchy loads were serialized),
 // 388 -> 300-350 us at 8 x 768 x 4096, 991 -> 850-950 us at 2 x 768 x 16384 (one block an SM, its
-// barriers unchanged); the four-step columns share the loads only: 2248 -> 2100-2250 us.
+// barriers unchanged); the four-step columns share the loads only: 2248 -> 2100-2250 us. The issue
+// floor at 8 x 768 x 1024 is ~25 us (~2100 instructions a thread, mostly the DFTs' float32 arithmetic;
+// 12288 warps at 4 x 132 x 1.98 G warp instructions a second): the 45 us aim needs ~55% of issue.
 // The four-step path moves 16 bytes per complex value through scratch each way (805 MB at
 // 1 x 768 x 65536, ~195 us at 4.1 TB/s) but measured 3888 us: its column and row kernels were
 // latency-bound at 8 warps an SM like the fused one. They hold 16 values now (512-thread column blocks,
@@ -866,43 +872,70 @@ __device__ __forceinline__ void with_layout(float2* buf, Fn&& fn) {
   }
 }
 
+// The barrier between a row's exchanges through shared memory. block_sync: the whole block (one row a
+// block, or rows whose threads interleave). row_sync: only the row's threads, when rows of a block
+// sit side by side: a named barrier per row of whole warps (2..8 warps wait for each other instead of
+// the block's 8 or 16), the warp's own barrier for rows of up to 32 threads (rows never straddle a
+// warp). Rows never touch each other's shared memory, and the roots' tables are written once before
+// the first row.
+struct block_sync {
+  __device__ __forceinline__ void operator()() const { __syncthreads(); }
+};
+template <int kThreadsPerRow, int kRows>
+struct row_sync {
+  static_assert(kThreadsPerRow % 32 == 0 || 32 % kThreadsPerRow == 0, "rows of whole warps or within one");
+  int id;  // 1 + the row's index in its block; barrier 0 is __syncthreads'
+  __device__ __forceinline__ void operator()() const {
+    if constexpr (kRows == 1) {
+      __syncthreads();
+    } else if constexpr (kThreadsPerRow <= 32) {
+      __syncwarp();
+    } else {
+      static_assert(kRows <= 15, "named barriers 1..15");
+      asm volatile("bar.sync %0, %1;" : : "r"(id), "n"(kThreadsPerRow) : "memory");
+    }
+  }
+};
+template <class Plan>
+using plan_sync = row_sync<Plan::kThreadsPerRow, Plan::kRows>;
+
 // Forward passes i..P-1 after pass 1, each reading pass i-1's output from `buf` and writing its own in
 // place (a barrier between the reads and the writes).
-template <class Plan, int i, class Roots>
+template <class Plan, int i, class Roots, class Sync>
 __device__ __forceinline__ void forward_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups,
-                                               const Roots& roots) {
+                                               const Roots& roots, Sync sync) {
   if constexpr (i < Plan::kPasses) {
     constexpr int r = Plan::template radix<i>();
     constexpr int p = Plan::template rprev<i>();
     with_layout<Plan, i - 1>(buf, [&](auto in) { gather<r, false>(v, groups, p, Plan::kM, in); });
     butterflies<r, false>(v, groups, p, roots);
-    __syncthreads();
+    sync();
     with_layout<Plan, i>(buf, [&](auto out) { scatter<r, true>(v, groups, p, Plan::kM, out); });
-    __syncthreads();
-    forward_middle<Plan, i + 1>(v, buf, groups, roots);
+    sync();
+    forward_middle<Plan, i + 1>(v, buf, groups, roots, sync);
   }
 }
 
 // Inverse passes i down to 2, each reading pass i's layout and writing pass i-1's, in place.
-template <class Plan, int i, class Roots>
+template <class Plan, int i, class Roots, class Sync>
 __device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups,
-                                               const Roots& roots) {
+                                               const Roots& roots, Sync sync) {
   if constexpr (i >= 2) {
     constexpr int r = Plan::template radix<i>();
     constexpr int p = Plan::template rprev<i>();
-    __syncthreads();
+    sync();
     with_layout<Plan, i>(buf, [&](auto in) { gather<r, true>(v, groups, p, Plan::kM, in); });
     butterflies<r, true>(v, groups, p, roots);
-    __syncthreads();
+    sync();
     with_layout<Plan, i - 1>(buf, [&](auto out) { scatter<r, false>(v, groups, p, Plan::kM, out); });
-    inverse_middle<Plan, i - 1>(v, buf, groups, roots);
+    inverse_middle<Plan, i - 1>(v, buf, groups, roots, sync);
   }
 }
 
 // Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
-template <class Plan, bool kOddPairs = false, class Load, class Roots = sincos_roots>
+template <class Plan, bool kOddPairs = false, class Load, class Roots = sincos_roots, class Sync = block_sync>
 __device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load,
-                                              const Roots& roots = {}) {
+                                              const Roots& roots = {}, Sync sync = {}) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
@@ -910,8 +943,8 @@ __device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf
   gather<r1, false, true>(v, groups, 1, m, load);
   butterflies<r1, false>(v, groups, 1);
   with_layout<Plan, 1>(buf, [&](auto out) { scatter<r1, true>(v, groups, 1, m, out); });
-  __syncthreads();
-  forward_middle<Plan, 2>(v, buf, groups, roots);
+  sync();
+  forward_middle<Plan, 2>(v, buf, groups, roots, sync);
   constexpr int plast = Plan::template rprev<P>();
   const last_groups last =
       kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
@@ -920,9 +953,10 @@ __device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf
 }
 
 // The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
-template <class Plan, bool kOddPairs = false, class Store, class Roots = sincos_roots>
+template <class Plan, bool kOddPairs = false, class Store, class Roots = sincos_roots,
+          class Sync = block_sync>
 __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store,
-                                              const Roots& roots = {}) {
+                                              const Roots& roots = {}, Sync sync = {}) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
@@ -933,8 +967,8 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
   butterflies<Plan::kLast, true>(v, last, plast, roots);
   // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
   with_layout<Plan, P - 1>(buf, [&](auto out) { scatter<Plan::kLast, false>(v, last, plast, m, out); });
-  inverse_middle<Plan, P - 1>(v, buf, groups, roots);
-  __syncthreads();
+  inverse_middle<Plan, P - 1>(v, buf, groups, roots, sync);
+  sync();
   with_layout<Plan, 1>(buf, [&](auto in) { gather<r1, true>(v, groups, 1, m, in); });
   butterflies<r1, true>(v, groups, 1);
   scatter<r1, false, true>(v, groups, 1, m, store);
@@ -955,19 +989,21 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
   float2* buf = smem + local_row * Plan::kRowStride;
   const auto roots = fused_roots<kLogM>::fill(smem + Plan::kRows * Plan::kRowStride);
+  const plan_sync<Plan> sync{1 + local_row};
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const conv_row row(a, b * Plan::kRows + local_row);
     float2 v[Plan::kE];
     fused_forward<Plan>(
-        v, buf, t, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); }, roots);
+        v, buf, t, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); }, roots,
+        sync);
     const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
     product_last_pass<Plan::kLast>(
         v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
     fused_inverse<Plan>(
         v, buf, t, [&](int base, int s, int st, float2 y) { store_packed<T>(a, row, base + s * st, y); },
-        roots);
-    __syncthreads();  // the next row reuses buf
+        roots, sync);
+    sync();  // the next row reuses buf
   }
 }
 
@@ -1054,18 +1090,19 @@ __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLog
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
   float2* buf = smem + local_row * Plan::kRowStride;
   const auto roots = fused_roots<kLogM>::fill(smem + Plan::kRows * Plan::kRowStride);
+  const plan_sync<Plan> sync{1 + local_row};
   const float scale = 1.0f / (8.0f * Plan::kM);  // S = K / (2n): the packing's 1/2 and the inverse's 1/n
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t r = b * Plan::kRows + local_row;
     float2 v[Plan::kE];
     fused_forward<Plan>(
-        v, buf, t, [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); }, roots);
+        v, buf, t, [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); }, roots, sync);
     if (r < a.rows)
       spectrum_last_pass<Plan::kLast>(
           v, t, Plan::kM, scale,
           [out = a.spectrum + (a.h0 + r) * (Plan::kM + 1)](int64_t f, float2 x) { out[f] = x; }, roots);
-    __syncthreads();
+    sync();
   }
 }
 
