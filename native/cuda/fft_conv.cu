@@ -64,9 +64,11 @@
 // loads up to a third more, the row barriers 5-15%.
 // Predicted 89 -> 55-75 us at 8 x 768 x 1024 (the low end if the branchy loads were serialized),
 // 388 -> 300-350 us at 8 x 768 x 4096, 991 -> 850-950 us at 2 x 768 x 16384 (one block an SM, its
-// barriers unchanged); the four-step columns share the loads only: 2248 -> 2100-2250 us. The issue
-// floor at 8 x 768 x 1024 is ~25 us (~2100 instructions a thread, mostly the DFTs' float32 arithmetic;
-// 12288 warps at 4 x 132 x 1.98 G warp instructions a second): the 45 us aim needs ~55% of issue.
+// barriers unchanged); the four-step columns share the loads and take their twiddles W_m^(j2 f1) as
+// three roots a group instead of eight (~20 sincospif a thread fewer in each column kernel): 2248 ->
+// 1900-2200 us at 1 x 768 x 65536. The issue floor at 8 x 768 x 1024 is ~25 us (~2100 instructions a
+// thread, mostly the DFTs' float32 arithmetic; 12288 warps at 4 x 132 x 1.98 G warp instructions a
+// second): the 45 us aim needs ~55% of issue.
 // The four-step path moves 16 bytes per complex value through scratch each way (805 MB at
 // 1 x 768 x 65536, ~195 us at 4.1 TB/s) but measured 3888 us: its column and row kernels were
 // latency-bound at 8 warps an SM like the fused one. They hold 16 values now (512-thread column blocks,
@@ -1180,6 +1182,24 @@ struct transposed_spectrum {
   }
 };
 
+// The columns' twiddles W_m^(j2 f1) (conjugated for the inverse) on a thread's last-pass groups, whose
+// outputs are f1 = g + p s (g < p = m1 / kLast): W_m^(j2 g) times W_(m / p)^(j2 s), three roots a group
+// instead of one an output (sincospif is ~30 instructions; the twiddle's products ~4 roundings).
+template <bool kInv>
+__device__ __forceinline__ void column_twiddles(float2 (&v)[four_step_cols::Plan::kE], last_groups last,
+                                                int j2, int m) {
+  using Plan = four_step_cols::Plan;
+  constexpr int p = Plan::template rprev<Plan::kPasses>();
+  static_assert(p * Plan::kLast == Plan::kM && Plan::kE == 2 * Plan::kLast, "two last-pass groups a thread");
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const float2 wg = root_of_unity<kInv>(j2 * last(e), m);
+#pragma unroll
+    for (int s = 0; s < Plan::kLast; ++s) v[e * Plan::kLast + s] = c_mul(v[e * Plan::kLast + s], wg);
+    twiddle<Plan::kLast, kInv>(&v[e * Plan::kLast], j2, m / p, sincos_roots{});
+  }
+}
+
 // Columns step, forward: column (r, j2) of rows * m2 columns; load(row_of(r), j) gives z[j] of row r.
 template <class RowOf, class Load>
 __device__ __forceinline__ void four_step_columns_forward(float2* scratch, int64_t rows, int64_t m2,
@@ -1203,11 +1223,10 @@ __device__ __forceinline__ void four_step_columns_forward(float2* scratch, int64
     const last_groups last = make_last_groups<Plan::kLast>(t, m1);
     const int m = static_cast<int>(m1 * m2);
     float2* out = scratch + r * m1 * m2 + j2;
+    column_twiddles<false>(v, last, j2, m);
     scatter<Plan::kLast, true>(
-        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st, float2 x) {
-          const int f1 = base + s * st;
-          out[static_cast<int64_t>(f1) * m2] = c_mul(x, root_of_unity<false>(j2 * f1, m));
-        });
+        v, last, Plan::template rprev<Plan::kPasses>(), m1,
+        [&](int base, int s, int st, float2 x) { out[static_cast<int64_t>(base + s * st) * m2] = x; });
     __syncthreads();
   }
 }
@@ -1233,10 +1252,9 @@ __device__ __forceinline__ void four_step_columns_inverse(const float2* scratch,
     const last_groups last = make_last_groups<Plan::kLast>(t, m1);
     float2 v[Plan::kE];
     gather<Plan::kLast, true, true>(
-        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st) {
-          const int f1 = base + s * st;
-          return c_mul(in[static_cast<int64_t>(f1) * m2], root_of_unity<true>(j2 * f1, m));
-        });
+        v, last, Plan::template rprev<Plan::kPasses>(), m1,
+        [&](int base, int s, int st) { return in[static_cast<int64_t>(base + s * st) * m2]; });
+    column_twiddles<true>(v, last, j2, m);
     const auto ctx = row_of(r);
     fused_inverse<Plan>(v, buf, t,
                         [&](int base, int s, int st, float2 y) { store(ctx, (base + s * st) * m2 + j2, y); });
