@@ -4,7 +4,7 @@
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
 // the same transforms run as two 8192-point halves (even and odd frequencies) in one block, for any L
-// (on parts with less than 132 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
+// (on parts with less than 137 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
 // radix-16 passes instead); a four-step FFT with one trip through device scratch each way for
 // m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
 // takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
@@ -1916,7 +1916,7 @@ status multipass_middle(const int* radix, int passes, int64_t rows, int64_t m, f
   return ok_status();
 }
 
-// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 132 KB a
+// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 137 KB a
 // block, more than the 99 KB of sm_86 / sm_89 parts, which run that size by the multi-pass path.
 status fused_fits(int log_m, bool* fits) {
   *fits = log_m < kMaxFusedLogM;
