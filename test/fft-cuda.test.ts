@@ -399,6 +399,28 @@ describe.skipIf(NO_CUDA)(`ssmConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     seed: seed++,
   });
   cases.push({ dtype: 'bfloat16', batch: 1, H: 1, L: 16385, n2: 64, D: true, returnLastState: true, memory: 'long', seed });
+  // Blocks of the fused kernels whose rows sit side by side and synchronize row by row (m = 512 within
+  // a warp, 1024 and 2048 by a named barrier a row), with rows of different lengths in one block (each
+  // sequence's last, short segment) and odd lengths (no paired loads).
+  for (const [L, blockSize, dtype] of [
+    [5001, 333, 'float32'],
+    [5001, 1000, 'bfloat16'],
+    [4501, 1500, 'float16'],
+  ] as const) {
+    cases.push({
+      dtype,
+      batch: 2,
+      H: 3,
+      L,
+      n2: 8,
+      blockSize,
+      D: true,
+      initialState: true,
+      returnLastState: true,
+      memory: 'mixed',
+      seed: ++seed,
+    });
+  }
   for (const c of cases) {
     it(`${c.dtype} [${c.batch}, ${c.H}, ${c.L}] N/2 ${c.n2} block ${c.blockSize ?? 'default'}`, () => runSsm(c));
   }

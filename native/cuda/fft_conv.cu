@@ -4,7 +4,7 @@
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
 // the same transforms run as two 8192-point halves (even and odd frequencies) in one block, for any L
-// (on parts with less than 132 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
+// (on parts with less than 137 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
 // radix-16 passes instead); a four-step FFT with one trip through device scratch each way for
 // m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
 // takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
@@ -29,8 +29,11 @@
 // shared memory (one row of m float2 per FFT row, padded where lanes would share banks). In the last
 // forward pass each thread holds the two groups of frequencies f and m - f, so the real split, the
 // product and the inverse's last pass happen in registers without another exchange. u, the gates and
-// y are read and written once, in their dtype. Everything is float32, with twiddles from sincospi of
-// exact fractions, so the error stays near float32 rounding for every dtype.
+// y are read and written once, in their dtype, u and the pregate by predicated loads (no branch per
+// element, so a group's loads are in flight together). Everything is float32. The fused and split
+// kernels take their roots of unity from two small shared-memory tables filled once a block (W_N^e =
+// coarse[e >> 6] fine[e & 63], N = 2m, entries rounded from double); the paths through scratch use
+// sincospif of exact fractions. Either way the error stays near float32 rounding for every dtype.
 //
 // Expected bound: float32 issue. Per row of L = 4096 (m = 4096): two 4096-point FFTs at ~3.5
 // instructions per complex value per radix-2 stage (12 stages) plus twiddles and the split, ~0.4 M
@@ -49,6 +52,23 @@
 // predicted ~750 us (650-850) at 2 x 768 x 16384, from 1273. The aims (112 and 135 us) need about 4x
 // more: 32 warps an SM (8 values a thread) or fewer exchanges (a radix-16 last pass with the split
 // spread over a warp's shuffles). The filter kernel runs one row a block.
+// Roots and loads: at m = 1024 a thread took 17 sincospif a row (~30 dependent instructions each,
+// ~15% of its ~3000) and loaded u behind two branches per element (the row's end, the pair's
+// alignment), each load followed at once by its conversion, so the loads could be paid one latency
+// after another; 128 registers with 44-64 bytes of spill. With table roots (two shared loads and a
+// complex product, ~10 instructions) and predicated scalar loads: 107 registers and no spill at
+// m = 1024, 123 and none at 4096, the split kernel 128 and none (loads in two halves of a group).
+// The exchanges of rows that sit side by side in a block (m <= 2048) wait only for their own row: a
+// named barrier per row of 2 or 4 warps (m = 1024, 2048) instead of the block's 8, the warp's own
+// barrier for rows of up to 32 threads (m <= 512); the roots alone predict ~10% at m = 1024, the
+// loads up to a third more, the row barriers 5-15%.
+// Predicted 89 -> 55-75 us at 8 x 768 x 1024 (the low end if the branchy loads were serialized),
+// 388 -> 300-350 us at 8 x 768 x 4096, 991 -> 850-950 us at 2 x 768 x 16384 (one block an SM, its
+// barriers unchanged); the four-step columns share the loads and take their twiddles W_m^(j2 f1) as
+// three roots a group instead of eight (~20 sincospif a thread fewer in each column kernel): 2248 ->
+// 1900-2200 us at 1 x 768 x 65536. The issue floor at 8 x 768 x 1024 is ~25 us (~2100 instructions a
+// thread, mostly the DFTs' float32 arithmetic; 12288 warps at 4 x 132 x 1.98 G warp instructions a
+// second): the 45 us aim needs ~55% of issue.
 // The four-step path moves 16 bytes per complex value through scratch each way (805 MB at
 // 1 x 768 x 65536, ~195 us at 4.1 TB/s) but measured 3888 us: its column and row kernels were
 // latency-bound at 8 warps an SM like the fused one. They hold 16 values now (512-thread column blocks,
@@ -162,6 +182,52 @@ __device__ __forceinline__ float2 root_of_unity(int q, int n) {
   return make_float2(c, s);
 }
 
+// Roots of unity from sincospif: the kernels that run one pass or one step a launch.
+struct sincos_roots {
+  template <bool kInv>
+  __device__ __forceinline__ float2 get(int q, int n) const {
+    return root_of_unity<kInv>(q, n);
+  }
+};
+
+// Roots W_n^q (conjugated for the inverse) for powers of two n that divide N = 2^kLogN, from two tables
+// in shared memory filled once a block: fine[j] = W_N^j (j < 64) and coarse[i] = W_N^(64 i), so that
+// W_N^e = coarse[e >> 6] fine[e & 63]. A root costs two shared loads and a complex product (~10
+// instructions, ~40 cycles) instead of sincospif's ~30 instructions of dependent polynomial and
+// quadrant arithmetic; the entries are rounded from double, so a root is within ~1.5 float32
+// roundings of exact, as sincospif's. q * (N / n) is formed in unsigned 32-bit arithmetic: it wraps
+// modulo 2^32, a multiple of N, so any q >= 0 gives W_n^(q mod n).
+template <int kLogN>
+struct table_roots {
+  static constexpr int kN = 1 << kLogN;
+  static constexpr int kFineBits = kLogN < 6 ? kLogN : 6;
+  static constexpr int kFine = 1 << kFineBits;
+  static constexpr int kCoarse = kN >> kFineBits;
+  static constexpr size_t kBytes = static_cast<size_t>(kFine + kCoarse) * sizeof(float2);
+  const float2* fine;    // (kFine,) shared
+  const float2* coarse;  // (kCoarse,) shared
+  // n is a compile-time constant at every call once inlined, so N / n folds to a shift.
+  template <bool kInv>
+  __device__ __forceinline__ float2 get(int q, int n) const {
+    const unsigned e = (static_cast<unsigned>(q) * static_cast<unsigned>(kN / n)) & (kN - 1u);
+    const float2 a = coarse[e >> kFineBits];
+    const float2 b = fine[e & (kFine - 1u)];
+    return kInv ? make_float2(a.x * b.x - a.y * b.y, -(a.x * b.y + a.y * b.x)) : c_mul(a, b);
+  }
+  // Fills the tables at `at` ((kFine + kCoarse,) float2 of shared memory, 8-byte aligned) with all the
+  // block's threads and waits for them; every thread of the block must call it.
+  static __device__ __forceinline__ table_roots fill(float2* at) {
+    for (int i = static_cast<int>(threadIdx.x); i < kFine + kCoarse; i += static_cast<int>(blockDim.x)) {
+      const int e = i < kFine ? i : (i - kFine) << kFineBits;
+      double s, c;
+      sincospi(-2.0 * static_cast<double>(e) / static_cast<double>(kN), &s, &c);
+      at[i] = make_float2(static_cast<float>(c), static_cast<float>(s));
+    }
+    __syncthreads();
+    return table_roots{at, at + kFine};
+  }
+};
+
 __host__ __device__ constexpr int bit_reverse(int i, int r) {
   int out = 0;
   for (int b = 1; b < r; b <<= 1) {
@@ -196,9 +262,9 @@ __device__ __forceinline__ void dft(float2* a) {
 // x[s] *= W_n^(s q) for s < kR (conjugated for the inverse). Powers s = 4a + b are W^(4aq) W^(bq): two
 // exact roots, W^(4aq) by a running product and W^(bq) from three kept powers, so at most ~kR / 4 + 2
 // float32 roundings separate a twiddle from its exact value while only six complex values stay live.
-template <int kR, bool kInv>
-__device__ __forceinline__ void twiddle(float2* x, int q, int n) {
-  const float2 w1 = root_of_unity<kInv>(q, n);
+template <int kR, bool kInv, class Roots>
+__device__ __forceinline__ void twiddle(float2* x, int q, int n, const Roots& roots) {
+  const float2 w1 = roots.template get<kInv>(q, n);
   if constexpr (kR == 2) {
     x[1] = c_mul(x[1], w1);
   } else {
@@ -208,7 +274,7 @@ __device__ __forceinline__ void twiddle(float2* x, int q, int n) {
     x[2] = c_mul(x[2], w2);
     x[3] = c_mul(x[3], w3);
     if constexpr (kR > 4) {
-      const float2 w4 = root_of_unity<kInv>(4 * q, n);
+      const float2 w4 = roots.template get<kInv>(4 * q, n);
       float2 wa = w4;
 #pragma unroll
       for (int a = 4; a < kR; a += 4) {
@@ -323,17 +389,18 @@ struct padded_row {
 // The arithmetic of one pass on a thread's groups: forward = twiddle then DFT; inverse = the adjoint
 // (conjugate DFT, then conjugate twiddle), so running the inverse passes in reverse order undoes the
 // forward ones up to the factor m.
-template <int kR, bool kInv, int kN, class Group>
-__device__ __forceinline__ void butterflies(float2 (&v)[kN], Group group, int rprev) {
+template <int kR, bool kInv, int kN, class Group, class Roots = sincos_roots>
+__device__ __forceinline__ void butterflies(float2 (&v)[kN], Group group, int rprev,
+                                            const Roots& roots = {}) {
 #pragma unroll
   for (int e = 0; e < kN / kR; ++e) {
     const int q = group(e) % rprev;
     if (!kInv) {
-      if (rprev > 1) twiddle<kR, false>(&v[e * kR], q, rprev * kR);
+      if (rprev > 1) twiddle<kR, false>(&v[e * kR], q, rprev * kR, roots);
       dft<kR, false>(&v[e * kR]);
     } else {
       dft<kR, true>(&v[e * kR]);
-      if (rprev > 1) twiddle<kR, true>(&v[e * kR], q, rprev * kR);
+      if (rprev > 1) twiddle<kR, true>(&v[e * kR], q, rprev * kR, roots);
     }
   }
 }
@@ -383,12 +450,12 @@ __device__ __forceinline__ last_groups make_last_groups(int t, int m) {
 // The conv's work in the last pass (radix K): v[0..K) = Z[q1 + c k], v[K..2K) = Z[q2 + c k] in, Zy
 // out (c = m / K). spectrum: (m + 1,) the row's filter. Frequency q1 + c k pairs with q2 + c (K-1-k);
 // thread 0's groups 0 and c / 2 pair within themselves (k with K - k, and k with K - 1 - k).
-template <int K, class Spectrum>
-__device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t, int64_t m,
-                                                  Spectrum spectrum) {
+template <int K, class Spectrum, class Roots = sincos_roots>
+__device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t, int64_t m, Spectrum spectrum,
+                                                  const Roots& roots = {}) {
   const int64_t c = m / K;
   if (t != 0) {
-    const float2 base = root_of_unity<false>(static_cast<int>(t), static_cast<int>(2 * m));
+    const float2 base = roots.template get<false>(static_cast<int>(t), static_cast<int>(2 * m));
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       if (k % 4 == 0 && k > 0) load_fence();
@@ -414,7 +481,7 @@ __device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t,
                      spectrum(m - c * k));
     }
     load_fence();
-    const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
+    const float2 base = roots.template get<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
 #pragma unroll
     for (int k = 0; k < K / 2; ++k) {
       if (k % 4 == 0 && k > 0) load_fence();
@@ -428,12 +495,12 @@ __device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t,
 // The same for the odd frequencies of a split transform (below): v[0..K) = Z'[t + c k] and
 // v[K..2K) = Z'[c - 1 - t + c k], where Z'[k] = Z[2k + 1] of the full m2 = 2m point transform; local
 // frequency k pairs with m - 1 - k, the full 2k + 1 with m2 - 2k - 1. spectrum: (m2 + 1,).
-template <int K>
+template <int K, class Roots = sincos_roots>
 __device__ __forceinline__ void product_last_pass_odd(float2 (&v)[2 * K], int64_t t, int64_t m,
-                                                      const float2* spectrum) {
+                                                      const float2* spectrum, const Roots& roots = {}) {
   const int64_t c = m / K;
   const int64_t m2 = 2 * m;
-  const float2 base = root_of_unity<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
+  const float2 base = roots.template get<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     if (k % 4 == 0 && k > 0) load_fence();
@@ -444,13 +511,13 @@ __device__ __forceinline__ void product_last_pass_odd(float2 (&v)[2 * K], int64_
 
 // The filter's work in the last pass (radix K): store(f, S[f]) for all f in [0, m] from Z of the packed
 // filter.
-template <int K, class Store>
+template <int K, class Store, class Roots = sincos_roots>
 __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int64_t t, int64_t m,
-                                                   float scale, Store spectrum) {
+                                                   float scale, Store spectrum, const Roots& roots = {}) {
   const int64_t c = m / K;
   float2 xa, xbc;
   if (t != 0) {
-    const float2 base = root_of_unity<false>(static_cast<int>(t), static_cast<int>(2 * m));
+    const float2 base = roots.template get<false>(static_cast<int>(t), static_cast<int>(2 * m));
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int64_t f = t + c * k;
@@ -470,7 +537,7 @@ __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int
       spectrum(c * k, xa);
       spectrum(m - c * k, xbc);
     }
-    const float2 base = root_of_unity<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
+    const float2 base = roots.template get<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
 #pragma unroll
     for (int k = 0; k < K / 2; ++k) {
       const int64_t f = c / 2 + c * k;
@@ -484,12 +551,13 @@ __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int
 // The same for the odd frequencies of a split transform (as product_last_pass_odd): v[0..K) =
 // Z'[t + c k] and v[K..2K) = Z'[c - 1 - t + c k], Z'[k] = Z[2k + 1] of the m2 = 2m point transform;
 // writes S[f] and S[m2 - f] for the odd f. spectrum: (m2 + 1,).
-template <int K>
+template <int K, class Roots = sincos_roots>
 __device__ __forceinline__ void spectrum_last_pass_odd(const float2 (&v)[2 * K], int64_t t, int64_t m,
-                                                       float scale, float2* spectrum) {
+                                                       float scale, float2* spectrum,
+                                                       const Roots& roots = {}) {
   const int64_t c = m / K;
   const int64_t m2 = 2 * m;
-  const float2 base = root_of_unity<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
+  const float2 base = roots.template get<false>(static_cast<int>(2 * t + 1), static_cast<int>(2 * m2));
   float2 xa, xbc;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
@@ -605,16 +673,52 @@ struct conv_row {
   }
 };
 
-// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end.
+// Element i of a row as float, or 0 where !ok, as one predicated load: no branch, so that a group's
+// loads are all in flight before the first one is used (behind a branch per element their latencies
+// could add up), and the addresses stay one base plus constant offsets. The inputs are read-only
+// while a kernel runs, so the loads need no ordering against its stores.
+template <ssmkit_dtype T>
+__device__ __forceinline__ float load_or_zero(const void* row, int i, bool ok) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    float x;
+    asm("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\tmov.b32 %0, 0f00000000;\n\t"
+        "@p ld.global.f32 %0, [%1];\n\t}"
+        : "=f"(x)
+        : "l"(static_cast<const float*>(row) + i), "r"(static_cast<int>(ok)));
+    return x;
+  } else {
+    unsigned short x;
+    asm("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %2, 0;\n\tmov.b16 %0, 0;\n\t@p ld.global.u16 %0, [%1];\n\t}"
+        : "=h"(x)
+        : "l"(static_cast<const uint16_t*>(row) + i), "r"(static_cast<int>(ok)));
+    return to_float<T>(x);
+  }
+}
+
+// Element `base` of a tensor of T.
+template <ssmkit_dtype T>
+__device__ __forceinline__ const void* element_at(const void* p, int64_t base) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    return static_cast<const float*>(p) + base;
+  } else {
+    return static_cast<const uint16_t*>(p) + base;
+  }
+}
+
+// z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end. Offsets within a row fit
+// in 32 bits (2j < 2m <= 2^30). Two scalar loads per pair (the second hits the sectors the first
+// brought to L1): fewer instructions than a paired load with a branch on the row's alignment.
 template <ssmkit_dtype T>
 __device__ __forceinline__ float2 load_packed(const conv_args& a, const conv_row& row, int64_t j) {
-  const int64_t i = 2 * j;
-  if (i >= row.len) return make_float2(0.0f, 0.0f);
-  const bool both = i + 1 < row.len;
-  float2 v = load_pair<T>(a.u, row.base + i, both, a.vec);
+  const int i = static_cast<int>(2 * j);
+  const int len = static_cast<int>(row.len);
+  const bool first = i < len;
+  const bool second = i + 1 < len;
+  const void* u = element_at<T>(a.u, row.base);
+  float2 v = make_float2(load_or_zero<T>(u, i, first), load_or_zero<T>(u, i + 1, second));
   if (a.pregate != nullptr) {
-    const float2 g = load_pair<T>(a.pregate, row.base + i, both, a.vec);
-    v = make_float2(v.x * g.x, v.y * g.y);
+    const void* g = element_at<T>(a.pregate, row.base);
+    v = make_float2(v.x * load_or_zero<T>(g, i, first), v.y * load_or_zero<T>(g, i + 1, second));
   }
   return v;
 }
@@ -770,40 +874,70 @@ __device__ __forceinline__ void with_layout(float2* buf, Fn&& fn) {
   }
 }
 
+// The barrier between a row's exchanges through shared memory. block_sync: the whole block (one row a
+// block, or rows whose threads interleave). row_sync: only the row's threads, when rows of a block
+// sit side by side: a named barrier per row of whole warps (2..8 warps wait for each other instead of
+// the block's 8 or 16), the warp's own barrier for rows of up to 32 threads (rows never straddle a
+// warp). Rows never touch each other's shared memory, and the roots' tables are written once before
+// the first row.
+struct block_sync {
+  __device__ __forceinline__ void operator()() const { __syncthreads(); }
+};
+template <int kThreadsPerRow, int kRows>
+struct row_sync {
+  static_assert(kThreadsPerRow % 32 == 0 || 32 % kThreadsPerRow == 0, "rows of whole warps or within one");
+  int id;  // 1 + the row's index in its block; barrier 0 is __syncthreads'
+  __device__ __forceinline__ void operator()() const {
+    if constexpr (kRows == 1) {
+      __syncthreads();
+    } else if constexpr (kThreadsPerRow <= 32) {
+      __syncwarp();
+    } else {
+      static_assert(kRows <= 15, "named barriers 1..15");
+      asm volatile("bar.sync %0, %1;" : : "r"(id), "n"(kThreadsPerRow) : "memory");
+    }
+  }
+};
+template <class Plan>
+using plan_sync = row_sync<Plan::kThreadsPerRow, Plan::kRows>;
+
 // Forward passes i..P-1 after pass 1, each reading pass i-1's output from `buf` and writing its own in
 // place (a barrier between the reads and the writes).
-template <class Plan, int i>
-__device__ __forceinline__ void forward_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups) {
+template <class Plan, int i, class Roots, class Sync>
+__device__ __forceinline__ void forward_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups,
+                                               const Roots& roots, Sync sync) {
   if constexpr (i < Plan::kPasses) {
     constexpr int r = Plan::template radix<i>();
     constexpr int p = Plan::template rprev<i>();
     with_layout<Plan, i - 1>(buf, [&](auto in) { gather<r, false>(v, groups, p, Plan::kM, in); });
-    butterflies<r, false>(v, groups, p);
-    __syncthreads();
+    butterflies<r, false>(v, groups, p, roots);
+    sync();
     with_layout<Plan, i>(buf, [&](auto out) { scatter<r, true>(v, groups, p, Plan::kM, out); });
-    __syncthreads();
-    forward_middle<Plan, i + 1>(v, buf, groups);
+    sync();
+    forward_middle<Plan, i + 1>(v, buf, groups, roots, sync);
   }
 }
 
 // Inverse passes i down to 2, each reading pass i's layout and writing pass i-1's, in place.
-template <class Plan, int i>
-__device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups) {
+template <class Plan, int i, class Roots, class Sync>
+__device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* buf, thread_groups groups,
+                                               const Roots& roots, Sync sync) {
   if constexpr (i >= 2) {
     constexpr int r = Plan::template radix<i>();
     constexpr int p = Plan::template rprev<i>();
-    __syncthreads();
+    sync();
     with_layout<Plan, i>(buf, [&](auto in) { gather<r, true>(v, groups, p, Plan::kM, in); });
-    butterflies<r, true>(v, groups, p);
-    __syncthreads();
+    butterflies<r, true>(v, groups, p, roots);
+    sync();
     with_layout<Plan, i - 1>(buf, [&](auto out) { scatter<r, false>(v, groups, p, Plan::kM, out); });
-    inverse_middle<Plan, i - 1>(v, buf, groups);
+    inverse_middle<Plan, i - 1>(v, buf, groups, roots, sync);
   }
 }
 
 // Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
-template <class Plan, bool kOddPairs = false, class Load>
-__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load) {
+template <class Plan, bool kOddPairs = false, class Load, class Roots = sincos_roots, class Sync = block_sync>
+__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load,
+                                              const Roots& roots = {}, Sync sync = {}) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
@@ -811,18 +945,20 @@ __device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf
   gather<r1, false, true>(v, groups, 1, m, load);
   butterflies<r1, false>(v, groups, 1);
   with_layout<Plan, 1>(buf, [&](auto out) { scatter<r1, true>(v, groups, 1, m, out); });
-  __syncthreads();
-  forward_middle<Plan, 2>(v, buf, groups);
+  sync();
+  forward_middle<Plan, 2>(v, buf, groups, roots, sync);
   constexpr int plast = Plan::template rprev<P>();
   const last_groups last =
       kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
   with_layout<Plan, P - 1>(buf, [&](auto in) { gather<Plan::kLast, false>(v, last, plast, m, in); });
-  butterflies<Plan::kLast, false>(v, last, plast);
+  butterflies<Plan::kLast, false>(v, last, plast, roots);
 }
 
 // The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
-template <class Plan, bool kOddPairs = false, class Store>
-__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store) {
+template <class Plan, bool kOddPairs = false, class Store, class Roots = sincos_roots,
+          class Sync = block_sync>
+__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store,
+                                              const Roots& roots = {}, Sync sync = {}) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
@@ -830,35 +966,46 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
   constexpr int plast = Plan::template rprev<P>();
   const last_groups last =
       kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
-  butterflies<Plan::kLast, true>(v, last, plast);
+  butterflies<Plan::kLast, true>(v, last, plast, roots);
   // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
   with_layout<Plan, P - 1>(buf, [&](auto out) { scatter<Plan::kLast, false>(v, last, plast, m, out); });
-  inverse_middle<Plan, P - 1>(v, buf, groups);
-  __syncthreads();
+  inverse_middle<Plan, P - 1>(v, buf, groups, roots, sync);
+  sync();
   with_layout<Plan, 1>(buf, [&](auto in) { gather<r1, true>(v, groups, 1, m, in); });
   butterflies<r1, true>(v, groups, 1);
   scatter<r1, false, true>(v, groups, 1, m, store);
 }
 
+// The roots of the fused conv and filter kernels: every n they take divides 2m (the product's W_2m).
+template <int kLogM>
+using fused_roots = table_roots<kLogM + 1>;
+template <int kLogM>
+constexpr size_t conv_smem = conv_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
+
 template <ssmkit_dtype T, int kLogM>
 __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::kMinBlocks)
     fft_conv_fused_kernel(const conv_args a) {
   using Plan = conv_plan<kLogM>;
-  extern __shared__ __align__(16) float2 smem[];
+  extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
   float2* buf = smem + local_row * Plan::kRowStride;
+  const auto roots = fused_roots<kLogM>::fill(smem + Plan::kRows * Plan::kRowStride);
+  const plan_sync<Plan> sync{1 + local_row};
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const conv_row row(a, b * Plan::kRows + local_row);
     float2 v[Plan::kE];
-    fused_forward<Plan>(v, buf, t,
-                        [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+    fused_forward<Plan>(
+        v, buf, t, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); }, roots,
+        sync);
     const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
-    product_last_pass<Plan::kLast>(v, t, Plan::kM, [filter](int64_t f) { return filter[f]; });
+    product_last_pass<Plan::kLast>(
+        v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
     fused_inverse<Plan>(
-        v, buf, t, [&](int base, int s, int st, float2 y) { store_packed<T>(a, row, base + s * st, y); });
-    __syncthreads();  // the next row reuses buf
+        v, buf, t, [&](int base, int s, int st, float2 y) { store_packed<T>(a, row, base + s * st, y); },
+        roots, sync);
+    sync();  // the next row reuses buf
   }
 }
 
@@ -867,12 +1014,15 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
 // mh-point DFT of z[j] + z[j + mh], the odd ones Z[2k + 1] that of (z[j] - z[j + mh]) W_m^j (j < mh);
 // each half pairs with itself for the product, and zy[j] = e[j] + W_m^-j o[j], zy[j + mh] =
 // e[j] - W_m^-j o[j] with e, o the halves' inverse DFTs, e kept in shared memory by the thread that
-// owns j in both halves. Rows of L <= m (any full-length filter) have z = 0 past mh, and those loads
-// and stores stop at the row's end without touching memory. The halves take the 16-value plan (512
-// threads at 128 registers: 16 warps an SM; the 132 KB of shared memory allow one block an SM).
+// owns j in both halves. Rows of L <= m (any full-length filter) have z = 0 past mh: those loads are
+// predicated off and those stores skipped, without touching memory. The halves take the 16-value plan
+// (512 threads at 128 registers: 16 warps an SM; the 137 KB of shared memory allow one block an SM).
 constexpr int kMaxFusedLogM = 14;  // the fused lengths: m = 32..16384
 using split_plan = conv_plan<kMaxFusedLogM - 1>;
-constexpr size_t kSplitSmem = (split_plan::kRowStride + split_plan::kM) * sizeof(float2);
+// Its roots: the halves' twiddles, W_m^j of the odd half's inputs and W_(2m) of its product.
+using split_roots = table_roots<kMaxFusedLogM + 1>;
+constexpr size_t kSplitSmem =
+    (split_plan::kRowStride + split_plan::kM) * sizeof(float2) + split_roots::kBytes;
 
 template <ssmkit_dtype T>
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
@@ -885,62 +1035,82 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   extern __shared__ __align__(16) float2 smem[];
   float2* buf = smem;                     // (mh + mh / 16,) the halves' transforms
   float2* acc = smem + Plan::kRowStride;  // (mh,) zy of the even half
+  const auto roots = split_roots::fill(acc + mh);
   const int t = static_cast<int>(threadIdx.x);
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const conv_row row(a, r);
     const float2* filter = a.spectrum + row.h * (m + 1);
     float2 v[Plan::kE];
-    fused_forward<Plan>(v, buf, t, [&](int base, int s, int st) {
-      const int j = base + s * st;
-      return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
-    });
-    product_last_pass<Plan::kLast>(v, t, mh, [filter](int64_t f) { return filter[2 * f]; });
-    fused_inverse<Plan>(v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
+    fused_forward<Plan>(
+        v, buf, t,
+        [&](int base, int s, int st) {
+          // Half a group's loads at a time: all 64 in flight spill (~240 bytes a thread).
+          if (s % 8 == 0 && s > 0) load_fence();
+          const int j = base + s * st;
+          return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
+        },
+        roots);
+    product_last_pass<Plan::kLast>(
+        v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
+    fused_inverse<Plan>(
+        v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; }, roots);
     __syncthreads();  // buf is read to the end before the odd half writes it
     // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
-    fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
-      const int j = base + s * st;
-      const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
-      return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
-    });
-    product_last_pass_odd<Plan::kLast>(v, t, mh, filter);
-    fused_inverse<Plan, true>(v, buf, t, [&](int base, int s, int st, float2 y) {
-      const int j = base + s * st;
-      const float2 wy = c_mul(y, mul_root<2 * r1, true>(root_of_unity<true>(base, m), s));
-      const float2 e = acc[j];
-      store_packed<T>(a, row, j, c_add(e, wy));
-      store_packed<T>(a, row, j + mh, c_sub(e, wy));
-    });
+    fused_forward<Plan, true>(
+        v, buf, t,
+        [&](int base, int s, int st) {
+          if (s % 8 == 0 && s > 0) load_fence();
+          const int j = base + s * st;
+          const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
+          return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
+        },
+        roots);
+    product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
+    fused_inverse<Plan, true>(
+        v, buf, t,
+        [&](int base, int s, int st, float2 y) {
+          const int j = base + s * st;
+          const float2 wy = c_mul(y, mul_root<2 * r1, true>(roots.get<true>(base, m), s));
+          const float2 e = acc[j];
+          store_packed<T>(a, row, j, c_add(e, wy));
+          store_packed<T>(a, row, j + mh, c_sub(e, wy));
+        },
+        roots);
     __syncthreads();
   }
 }
 
 template <int kLogM>
+constexpr size_t filter_smem = filter_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
+
+template <int kLogM>
 __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLogM>::kMinBlocks)
     filter_spectrum_fused_kernel(const filter_args a) {
   using Plan = filter_plan<kLogM>;
-  extern __shared__ __align__(16) float2 smem[];
+  extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
   float2* buf = smem + local_row * Plan::kRowStride;
+  const auto roots = fused_roots<kLogM>::fill(smem + Plan::kRows * Plan::kRowStride);
+  const plan_sync<Plan> sync{1 + local_row};
   const float scale = 1.0f / (8.0f * Plan::kM);  // S = K / (2n): the packing's 1/2 and the inverse's 1/n
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t r = b * Plan::kRows + local_row;
     float2 v[Plan::kE];
-    fused_forward<Plan>(v, buf, t,
-                        [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); });
+    fused_forward<Plan>(
+        v, buf, t, [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); }, roots, sync);
     if (r < a.rows)
       spectrum_last_pass<Plan::kLast>(
           v, t, Plan::kM, scale,
-          [out = a.spectrum + (a.h0 + r) * (Plan::kM + 1)](int64_t f, float2 x) { out[f] = x; });
-    __syncthreads();
+          [out = a.spectrum + (a.h0 + r) * (Plan::kM + 1)](int64_t f, float2 x) { out[f] = x; }, roots);
+    sync();
   }
 }
 
 // The filters' spectra for m = 16384 in two halves, as the split conv kernel: S[2k] from the mh-point
 // DFT of z[j] + z[j + mh], S[2k + 1] from that of (z[j] - z[j + mh]) W_m^j. One filter a block.
-constexpr size_t kSplitFilterSmem = split_plan::kRowStride * sizeof(float2);
+constexpr size_t kSplitFilterSmem = split_plan::kRowStride * sizeof(float2) + split_roots::kBytes;
 
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     filter_spectrum_split_kernel(const filter_args a) {
@@ -949,24 +1119,32 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   constexpr int m = 2 * mh;
   constexpr int r1 = Plan::template radix<1>();
   extern __shared__ __align__(16) float2 smem[];
-  float2* buf = smem;  // (mh + mh / 16,)
+  float2* buf = smem;  // (mh + mh / 16,), then the roots' tables
+  const auto roots = split_roots::fill(smem + Plan::kRowStride);
   const int t = static_cast<int>(threadIdx.x);
   const float scale = 1.0f / (8.0f * m);  // S = K / (2n), as in the fused filter kernel
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     float2* out = a.spectrum + (a.h0 + r) * (m + 1);  // (m + 1,)
     float2 v[Plan::kE];
-    fused_forward<Plan>(v, buf, t, [&](int base, int s, int st) {
-      const int j = base + s * st;
-      return c_add(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh));
-    });
-    spectrum_last_pass<Plan::kLast>(v, t, mh, scale, [out](int64_t f, float2 x) { out[2 * f] = x; });
+    fused_forward<Plan>(
+        v, buf, t,
+        [&](int base, int s, int st) {
+          const int j = base + s * st;
+          return c_add(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh));
+        },
+        roots);
+    spectrum_last_pass<Plan::kLast>(
+        v, t, mh, scale, [out](int64_t f, float2 x) { out[2 * f] = x; }, roots);
     __syncthreads();  // buf is read to the end before the odd half writes it
-    fused_forward<Plan, true>(v, buf, t, [&](int base, int s, int st) {
-      const int j = base + s * st;
-      const float2 w = mul_root<2 * r1, false>(root_of_unity<false>(base, m), s);
-      return c_mul(c_sub(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh)), w);
-    });
-    spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out);
+    fused_forward<Plan, true>(
+        v, buf, t,
+        [&](int base, int s, int st) {
+          const int j = base + s * st;
+          const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
+          return c_mul(c_sub(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh)), w);
+        },
+        roots);
+    spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out, roots);
     __syncthreads();
   }
 }
@@ -1004,6 +1182,24 @@ struct transposed_spectrum {
   }
 };
 
+// The columns' twiddles W_m^(j2 f1) (conjugated for the inverse) on a thread's last-pass groups, whose
+// outputs are f1 = g + p s (g < p = m1 / kLast): W_m^(j2 g) times W_(m / p)^(j2 s), three roots a group
+// instead of one an output (sincospif is ~30 instructions; the twiddle's products ~4 roundings).
+template <bool kInv>
+__device__ __forceinline__ void column_twiddles(float2 (&v)[four_step_cols::Plan::kE], last_groups last,
+                                                int j2, int m) {
+  using Plan = four_step_cols::Plan;
+  constexpr int p = Plan::template rprev<Plan::kPasses>();
+  static_assert(p * Plan::kLast == Plan::kM && Plan::kE == 2 * Plan::kLast, "two last-pass groups a thread");
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const float2 wg = root_of_unity<kInv>(j2 * last(e), m);
+#pragma unroll
+    for (int s = 0; s < Plan::kLast; ++s) v[e * Plan::kLast + s] = c_mul(v[e * Plan::kLast + s], wg);
+    twiddle<Plan::kLast, kInv>(&v[e * Plan::kLast], j2, m / p, sincos_roots{});
+  }
+}
+
 // Columns step, forward: column (r, j2) of rows * m2 columns; load(row_of(r), j) gives z[j] of row r.
 template <class RowOf, class Load>
 __device__ __forceinline__ void four_step_columns_forward(float2* scratch, int64_t rows, int64_t m2,
@@ -1027,11 +1223,10 @@ __device__ __forceinline__ void four_step_columns_forward(float2* scratch, int64
     const last_groups last = make_last_groups<Plan::kLast>(t, m1);
     const int m = static_cast<int>(m1 * m2);
     float2* out = scratch + r * m1 * m2 + j2;
+    column_twiddles<false>(v, last, j2, m);
     scatter<Plan::kLast, true>(
-        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st, float2 x) {
-          const int f1 = base + s * st;
-          out[static_cast<int64_t>(f1) * m2] = c_mul(x, root_of_unity<false>(j2 * f1, m));
-        });
+        v, last, Plan::template rprev<Plan::kPasses>(), m1,
+        [&](int base, int s, int st, float2 x) { out[static_cast<int64_t>(base + s * st) * m2] = x; });
     __syncthreads();
   }
 }
@@ -1057,10 +1252,9 @@ __device__ __forceinline__ void four_step_columns_inverse(const float2* scratch,
     const last_groups last = make_last_groups<Plan::kLast>(t, m1);
     float2 v[Plan::kE];
     gather<Plan::kLast, true, true>(
-        v, last, Plan::template rprev<Plan::kPasses>(), m1, [&](int base, int s, int st) {
-          const int f1 = base + s * st;
-          return c_mul(in[static_cast<int64_t>(f1) * m2], root_of_unity<true>(j2 * f1, m));
-        });
+        v, last, Plan::template rprev<Plan::kPasses>(), m1,
+        [&](int base, int s, int st) { return in[static_cast<int64_t>(base + s * st) * m2]; });
+    column_twiddles<true>(v, last, j2, m);
     const auto ctx = row_of(r);
     fused_inverse<Plan>(v, buf, t,
                         [&](int base, int s, int st, float2 y) { store(ctx, (base + s * st) * m2 + j2, y); });
@@ -1605,9 +1799,10 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
     return ok_status();
   } else {
     using Plan = filter_plan<kLogM>;
-    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, Plan::kSmem));
+    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, filter_smem<kLogM>));
     const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
-    filter_spectrum_fused_kernel<kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(f);
+    filter_spectrum_fused_kernel<kLogM>
+        <<<grid_for(blocks, 1), Plan::kThreads, filter_smem<kLogM>, stream>>>(f);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   }
@@ -1623,9 +1818,9 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
     return ok_status();
   } else {
     using Plan = conv_plan<kLogM>;
-    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, Plan::kSmem));
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-    fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, Plan::kSmem, stream>>>(a);
+    fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, conv_smem<kLogM>, stream>>>(a);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   }
@@ -1721,7 +1916,7 @@ status multipass_middle(const int* radix, int passes, int64_t rows, int64_t m, f
   return ok_status();
 }
 
-// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 132 KB a
+// Whether the fused kernels of m = 2^log_m fit the device's shared memory: m = 16384 takes 137 KB a
 // block, more than the 99 KB of sm_86 / sm_89 parts, which run that size by the multi-pass path.
 status fused_fits(int log_m, bool* fits) {
   *fits = log_m < kMaxFusedLogM;
