@@ -427,8 +427,8 @@ const VARIANTS = [
   ['graph, fused, no PDL', { SSMKIT_CUDA_PDL: '0' }],
   ['graph, composed (family kernels)', { SSMKIT_CUDA_DECODE_FUSED: '0' }],
   ['no graph, fused', { SSMKIT_CUDA_GRAPH: '0' }],
-  ['graph, fused, PDL, 2 gemv units/SM', { SSMKIT_CUDA_GEMV_UNITS: '2' }],
-  ['graph, fused, PDL, 8 gemv units/SM', { SSMKIT_CUDA_GEMV_UNITS: '8' }],
+  ['graph, fused, PDL, 2 gemv blocks/SM', { SSMKIT_CUDA_GEMV_UNITS: '2' }],
+  ['graph, fused, PDL, 8 gemv blocks/SM', { SSMKIT_CUDA_GEMV_UNITS: '8' }],
 ];
 
 let decodeBf16Ms;
