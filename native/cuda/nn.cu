@@ -78,9 +78,10 @@
 // ramp, its prologue's round trip paid once a block instead of again by a second wave), out_proj
 // ~10 us (26.3 MB: 8 us, ramp, and the panels' finish), x_proj unchanged (the same 120 blocks), dt_proj
 // ~7 us (the same 160 blocks; the state update's states, A, D and dt bias pulled into L2 while the
-// weights stream, so its finalizing warp's 3 dependent DRAM round trips become L2 ones, ~0.4 us less
-// each; in_proj's conv update likewise), the head ~77 us (524 blocks of 3 whole panels, x staged once
-// a block, instead of 1572 units in 3 waves): ~41 us a layer, ~2.7 ms a token in the graph (3.35).
+// weights stream, so its finalizing warp's 3 dependent round trips wait on L2 instead of DRAM, ~0.4 us
+// less each; all 16 states in one round trip would spill at 64 registers; in_proj's conv update is
+// prefetched likewise), the head ~77 us (524 blocks of 3 whole panels, x staged once a block, instead
+// of 1572 units in 3 waves): ~41 us a layer, ~2.7 ms a token in the graph (3.35).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
