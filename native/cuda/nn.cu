@@ -50,38 +50,39 @@
 //
 // The decode step enqueues the whole step on the stream, on scratch it owns. Fused (the default, float
 // layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
-// with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's
-// limit), x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head
-// update and the gated norm instead), and out_proj. With a float32 residual (the models' default),
-// out_proj's epilogue adds each output to the residual in place, and the next in_proj (the head after
-// the last layer) applies the RMSNorm in its prologue. The row's sum of squares is paid once: the block
-// that finalizes a panel of out_proj (exactly one per panel) stores the float64 sum of squares of its 32
-// new residual values per row in that (row, panel)'s slot, and each block of the next kernel adds a
-// row's 80 slots (d_model 2560) in a fixed order, one L2 round trip while its first weights are in
-// flight. Every block, graph or not, gets the same rstd bit for bit; it may differ from the CPU's (whose
-// sum runs in element order) in the last bit. Summing the whole row in every block instead cost ~9 us
-// in in_proj (640 blocks, several generations a SM each paying it) and ~12 us in the head (1572 blocks)
-// as measured. With a residual in the activation
-// dtype (which rounds the sum), out_proj's last block still applies the next norm as that tail. Composed
-// (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
-// CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
-// included, what the runner's op-by-op path computes on CUDA. Either sequence runs uncaptured on the first
-// call of a (model, states, batch), on buffers it keeps, so that whatever the families grow on first use
-// exists, and is captured on the second into a CUDA graph (which then allocates nothing) and replayed from
-// then on (ids and logits staged through the graph's own buffers); its kernels launch with programmatic
-// dependent launch on sm_90, so each one's blocks start and prefetch their weights while the previous
-// kernel drains. Bound for batch-1 decode of Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at
-// 4.2 TB/s; the four launches a layer add their ramp and tail latencies (~3-4 us each where PDL does not
-// hide them). Measured per layer (Nsight, serialized, 5fc0cf9, equal units in 1.2-1.6 waves): in_proj
-// 29.5 us (24.0 without the prologue), x_proj 6.7, dt_proj 8.3, out_proj 15.4 (~60 us), head 81 us.
-// Expected with one wave of equal ranges: in_proj ~17-18 us (52.7 MB at ~3.3 TB/s plus ~1.5 us of
-// ramp, its prologue's round trip paid once a block instead of again by a second wave), out_proj
-// ~10 us (26.3 MB: 8 us, ramp, and the panels' finish), x_proj unchanged (the same 120 blocks), dt_proj
-// ~7 us (the same 160 blocks; the state update's states, A, D and dt bias pulled into L2 while the
-// weights stream, so its finalizing warp's 3 dependent round trips wait on L2 instead of DRAM, ~0.4 us
-// less each; all 16 states in one round trip would spill at 64 registers; in_proj's conv update is
-// prefetched likewise), the head ~77 us (524 blocks of 3 whole panels, x staged once a block, instead
-// of 1572 units in 3 waves): ~41 us a layer, ~2.7 ms a token in the graph (3.35).
+// with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's limit),
+// x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head update and the
+// gated norm instead), and out_proj. With a float32 residual (the models' default), out_proj's epilogue adds
+// each output to the residual in place, and the next in_proj (the head after the last layer) applies the
+// RMSNorm in its prologue. The row's sum of squares is paid once: the block that finalizes a panel of
+// out_proj (exactly one per panel) stores the float64 sum of squares of its 32 new residual values per row in
+// that (row, panel)'s slot, and each block of the next kernel adds a row's 80 slots (d_model 2560) in a fixed
+// order, one L2 round trip while its first weights are in flight; at batch 1 every warp adds them itself once
+// its first x loads have gone out, so that this round trip overlaps the staging's own instead of preceding it
+// (a block-wide sum and barrier). Every block, graph or not, gets the same rstd bit for bit; it may differ
+// from the CPU's (whose sum runs in element order) in the last bit. Summing the whole row in every block
+// instead cost ~9 us in in_proj (640 blocks, several generations a SM each paying it) and ~12 us in the head
+// (1572 blocks) as measured. With a residual in the activation dtype (which rounds the sum), out_proj's last
+// block still applies the next norm as that tail. Composed (quantized layers, larger batches, or
+// SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the CPU step's order, the scan family's conv
+// and state updates and the quantization family's GEMMs included, what the runner's op-by-op path computes on
+// CUDA. Either sequence runs uncaptured on the first call of a (model, states, batch), on buffers it keeps,
+// so that whatever the families grow on first use exists, and is captured on the second into a CUDA graph
+// (which then allocates nothing) and replayed from then on (ids and logits staged through the graph's own
+// buffers); its kernels launch with programmatic dependent launch on sm_90, so each one's blocks start and
+// prefetch their weights while the previous kernel drains. Bound for batch-1 decode of Mamba-2.8B in
+// bfloat16: 5.5 GB of weights, 1.31 ms at 4.2 TB/s; the four launches a layer add their ramp and tail
+// latencies (~3-4 us each where PDL does not hide them). Measured per layer (Nsight, serialized, 5fc0cf9,
+// equal units in 1.2-1.6 waves): in_proj 29.5 us (24.0 without the prologue), x_proj 6.7, dt_proj 8.3,
+// out_proj 15.4 (~60 us), head 81 us. Expected with one wave of equal ranges: in_proj ~17 us (52.7 MB at ~3.3
+// TB/s plus ~1.5 us of ramp; the prologue's ~5.5 us was its round trip in series with the staging's, paid
+// again by the 112 units of the second wave: now once a block and overlapped, <1 us), out_proj ~10 us (26.3
+// MB: 8 us, ramp, and the panels' finish), x_proj unchanged (the same 120 blocks), dt_proj ~7 us (the same
+// 160 blocks; the state update's states, A, D and dt bias pulled into L2 while the weights stream, so its
+// finalizing warp's 3 dependent round trips wait on L2 instead of DRAM, ~0.4 us less each; all 16 states in
+// one round trip would spill at 64 registers; in_proj's conv update is prefetched likewise), the head ~77 us
+// (524 blocks of 3 whole panels, x staged once a block, instead of 1572 units in 3 waves): ~41 us a layer,
+// ~2.7 ms a token in the graph (3.35).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -859,7 +860,26 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
   float* xs = smem;
   float* red = smem + MR * a.seg_max * kPerRow;  // (8, MR, 32)
   __shared__ float s_rstd[MR];
-  if constexpr (kNorm) {
+  // One row (MR = 1) of at most kPreEarly x 32 panel slots, bfloat16 panels (the float32 instances would
+  // spill with it): every warp loads the row's slots itself and sums them after the first segment's first x
+  // loads have gone out, so the slots' round trip and the first x loads' overlap (the block-wide path below
+  // waits for one, then the other). The same order as the block-wide path, so the same rstd bit for bit.
+  constexpr int kPreEarly = 3;  // d_model <= 3072 (kPreEarly x 32 x 32)
+  bool pre_early = false;
+  double pre_v[kPreEarly];
+  float rstd0 = 0.0f;  // MR = 1: the row's rstd once known
+  if constexpr (kNorm && MR == 1 && kBF16) {
+    pre_early = a.pre_panels <= kPreEarly * 32;
+    if (pre_early) {
+      const double* slots = a.pre_ssq + m0 * a.pre_panels;
+#pragma unroll
+      for (int u = 0; u < kPreEarly; ++u) {
+        const int64_t q = lane + u * 32;
+        pre_v[u] = q < a.pre_panels ? __ldcg(slots + q) : 0.0;
+      }
+    }
+  }
+  if (kNorm && !pre_early) {
     // Warp w adds up rows w, w + 8, ... from their per-panel slots (pre_panels doubles a row, one L2
     // round trip): lane l takes slots l, l + 32, ... in order, then a fixed shuffle tree, so every
     // block, graph or not, gets the same rstd bit for bit; its first weights are in flight meanwhile.
@@ -872,6 +892,7 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
       if (lane == 0) s_rstd[mm] = rms_rstd(ss, a.k, a.pre.eps);
     }
     __syncthreads();
+    rstd0 = s_rstd[0];
   }
   int finished = 0;           // panels this block finalized (the norm tail's count)
   bool staged_whole = false;  // xs holds the whole K (a whole panel's rows): later whole panels reuse it
@@ -894,7 +915,39 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
     const int64_t klen = (r1 - r0) * kPerRow;
     const int64_t kbase = r0 * kPerRow;
     const int64_t xtotal = staged_whole && r0 == 0 && r1 == a.rows ? 0 : MR * klen;
-    for (int64_t i0 = threadIdx.x; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
+    int64_t xfirst = threadIdx.x;
+    if constexpr (kNorm && MR == 1 && kBF16) {
+      if (pre_early) {
+        // A first batch of x loads (kPreBatch: the slots hold registers meanwhile), then the slots' sum
+        // (all lanes of every warp), then the batch.
+        constexpr int kPreBatch = 2;
+        float xv[kPreBatch], nw[kPreBatch];
+#pragma unroll
+        for (int q = 0; q < kPreBatch; ++q) {
+          const int64_t i = xfirst + q * kGemvThreads;
+          const int64_t kk = kbase + i;
+          xv[q] = 0.0f;
+          nw[q] = 0.0f;
+          if (i < xtotal && kk < a.k) {
+            xv[q] = ld_any_l2<true>(a.pre.x, a.pre.x_dt, m0 * a.k + kk);
+            nw[q] = ld_any(a.pre.w, a.pre.w_dt, kk);
+          }
+        }
+        double ss = 0.0;
+#pragma unroll
+        for (int u = 0; u < kPreEarly; ++u) ss += pre_v[u];
+        ss = warp_sum(ss);
+        rstd0 = rms_rstd(ss, a.k, a.pre.eps);
+#pragma unroll
+        for (int q = 0; q < kPreBatch; ++q) {
+          const int64_t i = xfirst + q * kGemvThreads;
+          if (i < xtotal) xs[i] = kbase + i < a.k ? round_to(a.pre.out_dt, xv[q] * rstd0 * nw[q]) : 0.0f;
+        }
+        xfirst += kPreBatch * kGemvThreads;
+        pre_early = false;
+      }
+    }
+    for (int64_t i0 = xfirst; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
       float v[kGemvXBatch];
 #pragma unroll
       for (int q = 0; q < kGemvXBatch; ++q) {
@@ -905,7 +958,8 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
         if (i < xtotal && mm < mr && kk < a.k) {
           if constexpr (kNorm) {
             const float xv = ld_any_l2<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
-            v[q] = round_to(a.pre.out_dt, xv * s_rstd[mm] * ld_any(a.pre.w, a.pre.w_dt, kk));
+            v[q] =
+                round_to(a.pre.out_dt, xv * (MR == 1 ? rstd0 : s_rstd[mm]) * ld_any(a.pre.w, a.pre.w_dt, kk));
           } else {
             v[q] = load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk);
           }
