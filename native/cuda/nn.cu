@@ -773,8 +773,9 @@ __device__ __forceinline__ void gemv_panel_ssq(const gemv_args& a, int64_t panel
 
 // Blocks per SM a gemv asks the register allocator for: four (64 KiB of weights in flight per SM) while
 // the row sums fit beside the weight registers, fewer as they grow (MR x 4 floats per thread). The plan
-// sizes its grid to this many blocks per SM: the launch bounds guarantee that they are resident together
-// (registers; threads 4 x 256; shared memory at most 20 KiB a block besides the norm tail's row).
+// sizes its grid to this many blocks per SM: the launch bounds make them resident together as far as
+// registers go, and their shared memory (at most 16 KiB of x and 8 x MR x 32 floats, or the norm tail's
+// row of at most 40 KiB) fits sm_90's 228 KiB; where it does not, the grid runs in more than one wave.
 template <int MR>
 constexpr int gemv_min_blocks() {
   return MR == 1 ? 4 : MR <= 4 ? 3 : MR == 8 ? 2 : 1;
