@@ -5,13 +5,14 @@
 // cases: the linear kernels (gemv, tensor-core GEMM), the decode step of a 2-layer model of the same
 // widths (bfloat16 and W4A16), and the runner's forward on a tiny checkpoint.
 //
-// Each timed row is the median of --repeats runs of --steps calls between two synchronize()s, after
-// warm-up. The runner's own decode (MambaModel.generate, greedy, batch 1) is timed from its per-token
-// callbacks, for each mode: what a user of the package gets, host round trips and sampling included. The decode rows cover the step's variants (SSMKIT_CUDA_GRAPH, SSMKIT_CUDA_DECODE_FUSED,
-// SSMKIT_CUDA_PDL, SSMKIT_CUDA_GEMV_UNITS; the first row is the default), then the default with the
-// device sampler in the step (greedy, and sampled with top-p). The peer column is cuBLAS
-// through PyTorch when --peers names the JSON lines of shared/device/peers.py (the decode row's peer:
-// 64 x cuBLAS GEMVs of in_proj and out_proj, the step's two large layers alone), else the anchor.
+// Each timed row is the median of --repeats runs of --steps calls between two synchronize()s, after warm-up.
+// The runner's own decode (MambaModel.generate, greedy, batch 1) is timed from its per-token callbacks, for
+// each mode: what a user of the package gets, host round trips and sampling included. The decode rows cover
+// the step's variants (SSMKIT_CUDA_GRAPH, SSMKIT_CUDA_DECODE_FUSED, SSMKIT_CUDA_PDL, SSMKIT_CUDA_GEMV_UNITS:
+// gemv blocks per SM, by default those resident at once; the first row is the default), then the default with
+// the device sampler in the step (greedy, and sampled with top-p). The peer column is cuBLAS through PyTorch
+// when --peers names the JSON lines of shared/device/peers.py (the decode row's peer: 64 x cuBLAS GEMVs of
+// in_proj and out_proj, the step's two large layers alone), else the anchor.
 //
 // --layers N writes (or reuses, with --dir) a checkpoint of the shape's widths with N layers instead of
 // the shape's own count: a short model to profile one layer's kernels with.
@@ -427,8 +428,8 @@ const VARIANTS = [
   ['graph, fused, no PDL', { SSMKIT_CUDA_PDL: '0' }],
   ['graph, composed (family kernels)', { SSMKIT_CUDA_DECODE_FUSED: '0' }],
   ['no graph, fused', { SSMKIT_CUDA_GRAPH: '0' }],
-  ['graph, fused, PDL, 2 gemv units/SM', { SSMKIT_CUDA_GEMV_UNITS: '2' }],
-  ['graph, fused, PDL, 8 gemv units/SM', { SSMKIT_CUDA_GEMV_UNITS: '8' }],
+  ['graph, fused, PDL, 2 gemv blocks/SM', { SSMKIT_CUDA_GEMV_UNITS: '2' }],
+  ['graph, fused, PDL, 8 gemv blocks/SM', { SSMKIT_CUDA_GEMV_UNITS: '8' }],
 ];
 
 let decodeBf16Ms;

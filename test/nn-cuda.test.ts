@@ -942,9 +942,11 @@ describe('the fused decode step on CUDA', () => {
   // family's split-K GEMM keeps counters for in its first 256 bytes of workspace, between calls of fewer
   // columns (x_proj, out_proj), with K split over blocks and groups of 128 along K (the tiny models
   // above have one group and no split). Several steps, so that every GEMM runs after the others.
-  // 'none' runs the fused step at these widths (2 layers): out_proj split over K into 80 panels, each
-  // panel's last unit storing its residual sums of squares, which the next in_proj's and the head's
-  // norm prologues add up.
+  // 'none' runs the fused step at these widths (2 layers): every gemv's blocks stream equal ranges of
+  // rows that cross panel boundaries (in_proj 2-3 blocks a panel, out_proj 7-8), each panel's last block
+  // summing the partials and, in out_proj, storing its residual sums of squares, which the next
+  // in_proj's and the head's norm prologues add up. 'none, residual bf16': out_proj's norm tail, run by
+  // the block that finalizes the last of the panels, blocks finalizing none, one or several of them.
   const WIDE: TinyConfig = {
     ...MAMBA1,
     act: 'bfloat16',
@@ -955,9 +957,14 @@ describe('the fused decode step on CUDA', () => {
     layers: 1,
     bias: false,
   };
-  for (const quant of ['none', 'w4a16', 'w8a8', 'w4a8'] as const) {
+  for (const quant of ['none', 'none, residual bf16', 'w4a16', 'w8a8', 'w4a8'] as const) {
     it(`mamba bf16 ${quant} at Mamba-2.8B widths, batch 1, 3 and 20: the step against the CPU step, graph and no graph`, async () => {
-      const cfg: TinyConfig = quant === 'none' ? { ...WIDE, layers: 2 } : { ...WIDE, quant };
+      const cfg: TinyConfig =
+        quant === 'none'
+          ? { ...WIDE, layers: 2 }
+          : quant === 'none, residual bf16'
+            ? { ...WIDE, layers: 2, residualFp32: false }
+            : { ...WIDE, quant };
       const tiny = new TinyModel(cfg, quant.length * 31);
       const cpu = await tiny.desc('cpu');
       const dev = await tiny.desc(DEV);

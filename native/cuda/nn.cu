@@ -10,18 +10,26 @@
 //
 // linear reads the packed panels pack_linear writes (32 output columns each; float32 (K, 32) rows, or
 // bfloat16 (K/2, 32, 2) k-pair rows, 128 bytes either way). Variants:
-// - gemv (M <= 64, in chunks of at most 16 rows): bound by weight bytes. A unit of work is one panel and
-//   a range of its rows (split-K), sized so that there are ~4 units per SM but never less than one full
-//   pipeline (4 block steps, 16 KiB: x_proj of Mamba-2.8B runs 120 units instead of 480, dt_proj 160
-//   without split-K instead of 480 with it); a block of 8 warps streams its range with 16-byte loads (8
-//   threads per 128-byte row, 32 rows per block step, 4 steps in flight: 16 KiB per block), x staged
-//   once in shared memory as float32 (4 loads a thread in flight), each thread holding 4 columns x up to
-//   16 rows of float32 sums. The block reduces its partials through shuffles and shared memory in a
-//   fixed order; with split-K every unit stores its partial and the last unit of a panel (an atomic
-//   counter, reset after use) sums them in split order, so the result is deterministic. A launch may
-//   start while the previous kernel drains (programmatic dependent launch, sm_90): it prefetches its
-//   first weights and waits (griddepcontrol.wait) before it reads anything an earlier kernel writes.
-//   Bound: weight bytes / bandwidth (in_proj of Mamba-2.8B, 52 MB: 12.5 us at 4.2 TB/s).
+// - gemv (M <= 64, in chunks of at most 16 rows): bound by weight bytes. The panels' rows laid end to end (T
+//   = panels x R) are cut into G equal contiguous ranges (+-1 row), one per block, G the blocks that are
+//   resident at once (the launch bounds' blocks per SM x the SMs: one wave, every SM streaming to the end; a
+//   grid of equal (panel, split) units ran 1.2-1.6 waves, its last wave on a third of the SMs), but never a
+//   range shorter than one full pipeline (4 block steps, 16 KiB) unless whole panels are (x_proj of
+//   Mamba-2.8B: 120 blocks of 128 rows; dt_proj: 160 blocks of one panel), and whole panels a block where a
+//   divisor of the panel count lies within 1/8 below G (the head: 524 blocks of 3 panels, no split-K); past
+//   one wave (larger batches, whose staged x must fit 16 KiB), whole waves. A block walks its range segment
+//   by segment (the part in one panel: in_proj of Mamba-2.8B, 776 rows a block, 2-3 blocks a panel; out_proj
+//   388, 7-8 a panel); 8 warps stream a segment with 16-byte loads (8 threads per 128-byte row, 32 rows per
+//   block step, 4 steps in flight: 16 KiB per block), its x staged in shared memory as float32 (4 loads a
+//   thread in flight; a block of whole panels stages x once), each thread holding 4 columns x up to 16 rows
+//   of float32 sums, and the next segment's first weights are loaded while the segment finishes. The block
+//   reduces its partials through shuffles and shared memory in a fixed order; a panel held by one block is
+//   finalized by it, else every block stores its segment's partial in its own slot (block + panel) and the
+//   last to finish (an atomic counter, reset after use) sums them in block order, so the result is
+//   deterministic. A launch may start while the previous kernel drains (programmatic dependent launch,
+//   sm_90): it prefetches its first weights and waits (griddepcontrol.wait) before it reads anything an
+//   earlier kernel writes. Bound: weight bytes / bandwidth (in_proj of Mamba-2.8B, 52.7 MB: 12.5 us at 4.2
+//   TB/s, ~16 us at the 3.3 TB/s the head's blocks sustain).
 // - gemm_mma (M > 64, bfloat16 x and panels): 128x128x32 tiles, 8 warps of 64x32, mma.sync m16n8k16 with
 //   float32 accumulation, A by ldmatrix from padded rows, B straight from the k-pair words (a word is a
 //   B fragment register), 3-stage cp.async pipeline (x in the scan layout or with K % 8 != 0 is loaded
@@ -42,34 +50,39 @@
 //
 // The decode step enqueues the whole step on the stream, on scratch it owns. Fused (the default, float
 // layers, batch <= 64): the small ops ride in the gemv epilogues, so a Mamba layer is 4 launches: in_proj
-// with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's
-// limit), x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head
-// update and the gated norm instead), and out_proj. With a float32 residual (the models' default),
-// out_proj's epilogue adds each output to the residual in place, and the next in_proj (the head after
-// the last layer) applies the RMSNorm in its prologue. The row's sum of squares is paid once: the block
-// that finalizes a panel of out_proj (exactly one per panel) stores the float64 sum of squares of its 32
-// new residual values per row in that (row, panel)'s slot, and each block of the next kernel adds a
-// row's 80 slots (d_model 2560) in a fixed order, one L2 round trip while its first weights are in
-// flight. Every block, graph or not, gets the same rstd bit for bit; it may differ from the CPU's (whose
-// sum runs in element order) in the last bit. Summing the whole row in every block instead cost ~9 us
-// in in_proj (640 blocks, several generations a SM each paying it) and ~12 us in the head (1572 blocks)
-// as measured. With a residual in the activation
-// dtype (which rounds the sum), out_proj's last block still applies the next norm as that tail. Composed
-// (quantized layers, larger batches, or SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the
-// CPU step's order, the scan family's conv and state updates and the quantization family's GEMMs
-// included, what the runner's op-by-op path computes on CUDA. Either sequence runs uncaptured on the first
-// call of a (model, states, batch), on buffers it keeps, so that whatever the families grow on first use
-// exists, and is captured on the second into a CUDA graph (which then allocates nothing) and replayed from
-// then on (ids and logits staged through the graph's own buffers); its kernels launch with programmatic
-// dependent launch on sm_90, so each one's blocks start and prefetch their weights while the previous
-// kernel drains. Bound for batch-1 decode of Mamba-2.8B in bfloat16: 5.5 GB of weights, 1.31 ms at
-// 4.2 TB/s; the four launches a layer add their ramp and tail latencies (~3-4 us each where PDL does not
-// hide them). Measured per layer (Nsight, serialized) with the prologue summing whole rows: in_proj 31 us,
-// x_proj 6.6, dt_proj 8.7, out_proj 15.3 (61.6 us), head 81 us. Expected with the per-panel sums: in_proj
-// ~22 us (the ~9 us of row sums gone, one L2 round trip left), out_proj ~15.5 us (a warp's shuffle of 32
-// doubles in each panel's finalizer), head ~69 us; with the state update's loads issued early, dt_proj
-// ~6.5 us (~4 of its ~6 dependent memory round trips of ~0.6 us gone from the finalizing warp); ~51 us
-// a layer, ~0.65 ms a token less for 64 layers (3.81 -> ~3.15 ms in the graph).
+// with the conv's streaming update of its x columns (Mamba-2: of xBC, split into x | B | C, and dt's limit),
+// x_proj, dt_proj with the state update of its channels (Mamba-2: the scan family's multi-head update and the
+// gated norm instead), and out_proj. With a float32 residual (the models' default), out_proj's epilogue adds
+// each output to the residual in place, and the next in_proj (the head after the last layer) applies the
+// RMSNorm in its prologue. The row's sum of squares is paid once: the block that finalizes a panel of
+// out_proj (exactly one per panel) stores the float64 sum of squares of its 32 new residual values per row in
+// that (row, panel)'s slot, and each block of the next kernel adds a row's 80 slots (d_model 2560) in a fixed
+// order, one L2 round trip while its first weights are in flight; at batch 1 every warp adds them itself once
+// its first x loads have gone out, so that this round trip overlaps the staging's own instead of preceding it
+// (a block-wide sum and barrier). Every block, graph or not, gets the same rstd bit for bit; it may differ
+// from the CPU's (whose sum runs in element order) in the last bit. Summing the whole row in every block
+// instead cost ~9 us in in_proj (640 blocks, several generations a SM each paying it) and ~12 us in the head
+// (1572 blocks) as measured. With a residual in the activation dtype (which rounds the sum), out_proj's last
+// block still applies the next norm as that tail. Composed (quantized layers, larger batches, or
+// SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the CPU step's order, the scan family's conv
+// and state updates and the quantization family's GEMMs included, what the runner's op-by-op path computes on
+// CUDA. Either sequence runs uncaptured on the first call of a (model, states, batch), on buffers it keeps,
+// so that whatever the families grow on first use exists, and is captured on the second into a CUDA graph
+// (which then allocates nothing) and replayed from then on (ids and logits staged through the graph's own
+// buffers); its kernels launch with programmatic dependent launch on sm_90, so each one's blocks start and
+// prefetch their weights while the previous kernel drains. Bound for batch-1 decode of Mamba-2.8B in
+// bfloat16: 5.5 GB of weights, 1.31 ms at 4.2 TB/s; the four launches a layer add their ramp and tail
+// latencies (~3-4 us each where PDL does not hide them). Measured per layer (Nsight, serialized, 5fc0cf9,
+// equal units in 1.2-1.6 waves): in_proj 29.5 us (24.0 without the prologue), x_proj 6.7, dt_proj 8.3,
+// out_proj 15.4 (~60 us), head 81 us. Expected with one wave of equal ranges: in_proj ~17 us (52.7 MB at ~3.3
+// TB/s plus ~1.5 us of ramp; the prologue's ~5.5 us was its round trip in series with the staging's, paid
+// again by the 112 units of the second wave: now once a block and overlapped, <1 us), out_proj ~10 us (26.3
+// MB: 8 us, ramp, and the panels' finish), x_proj unchanged (the same 120 blocks), dt_proj ~7 us (the same
+// 160 blocks; the state update's states, A, D and dt bias pulled into L2 while the weights stream, so its
+// finalizing warp's 3 dependent round trips wait on L2 instead of DRAM, ~0.4 us less each; all 16 states in
+// one round trip would spill at 64 registers; in_proj's conv update is prefetched likewise), the head ~77 us
+// (524 blocks of 3 whole panels, x staged once a block, instead of 1572 units in 3 waves): ~41 us a layer,
+// ~2.7 ms a token in the graph (3.35).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -688,13 +701,14 @@ struct gemv_args {
   const void* x;  // (M, K), or (batch, K, seqlen) when x_transposed
   const char* w;  // (panels, R, 128 bytes)
   const float* bias;
-  float* partial;  // (chunks, panels, splits, kGemvMaxRows * 32) split-K partials
+  float* partial;  // (chunks, blocks + panels, kGemvMaxRows * 32) split-K partials, slot block + panel
   int* counters;   // (chunks, panels)
   int64_t m, k, n, seqlen;
   int64_t panels;
-  int64_t rows;            // R: panel rows (K for float32, Kx / 2 for bfloat16)
-  int64_t rows_per_split;  // a multiple of kGemvStep
-  int splits;
+  int64_t rows;     // R: panel rows (K for float32, Kx / 2 for bfloat16)
+  int64_t total;    // panels * R: the rows of the call laid end to end
+  int64_t blocks;   // G: blocks of a chunk (gridDim.x)
+  int64_t seg_max;  // rows of the longest segment (the staged x's width)
   int x_dtype;
   bool x_transposed;
   out_map out;
@@ -712,6 +726,18 @@ struct gemv_args {
   const double* pre_ssq;  // (M, pre_panels) float64
   int64_t pre_panels;
 };
+
+// Block b of a chunk's G blocks streams the rows [b T / G, (b + 1) T / G) of the T = panels x R panel
+// rows laid end to end, panel after panel: ranges that differ by at most one row, each one or more
+// segments (the part of the range in one panel). Callers keep T (G + 1) below 2^62.
+__host__ __device__ __forceinline__ int64_t gemv_range_start(int64_t b, int64_t total, int64_t blocks) {
+  return b * total / blocks;
+}
+// The block whose range holds flattened row x (0 <= x < T, G <= T): the largest b with b T / G <= x,
+// i.e. b < (x + 1) G / T.
+__host__ __device__ __forceinline__ int64_t gemv_block_of(int64_t x, int64_t total, int64_t blocks) {
+  return ((x + 1) * blocks + total - 1) / total - 1;
+}
 
 // Element (row, col) of the result, bias added, to where the epilogue sends it. Returns the new
 // residual value (EPI_RES), else 0.
@@ -746,49 +772,115 @@ __device__ __forceinline__ void gemv_panel_ssq(const gemv_args& a, int64_t panel
 }
 
 // Blocks per SM a gemv asks the register allocator for: four (64 KiB of weights in flight per SM) while
-// the row sums fit beside the weight registers, fewer as they grow (MR x 4 floats per thread).
+// the row sums fit beside the weight registers, fewer as they grow (MR x 4 floats per thread). The plan
+// sizes its grid to this many blocks per SM: the launch bounds make them resident together as far as
+// registers go, and their shared memory (at most 16 KiB of x and 8 x MR x 32 floats, or the norm tail's
+// row of at most 40 KiB) fits sm_90's 228 KiB; where it does not, the grid runs in more than one wave.
 template <int MR>
 constexpr int gemv_min_blocks() {
   return MR == 1 ? 4 : MR <= 4 ? 3 : MR == 8 ? 2 : 1;
 }
 
-// One block per (panel, split) unit and chunk of MR rows; see the file comment. kEpi: gemv_epilogue;
-// kTail: the norm tail; kNorm: the norm prologue.
-template <int MR, bool kBF16, int kEpi, bool kTail, bool kNorm>
-__global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
-    gemv_kernel(const __grid_constant__ gemv_args a) {
-  extern __shared__ float smem[];  // xs (MR, klen) float32, then red (8, MR, 32)
-  __shared__ bool s_last;
-  constexpr int kPerRow = kBF16 ? 2 : 1;  // k values per panel row
-  const int64_t unit = blockIdx.x;
-  const int64_t panel = unit / a.splits;
-  const int split = static_cast<int>(unit % a.splits);
-  const int64_t chunk = blockIdx.y;
-  const int64_t m0 = chunk * MR;
-  const int mr = static_cast<int>(a.m - m0 < MR ? a.m - m0 : MR);
-  const int64_t r0 = split * a.rows_per_split;
-  const int64_t r1 = r0 + a.rows_per_split < a.rows ? r0 + a.rows_per_split : a.rows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int j = lane % 8;               // 16-byte piece of a row: columns 4j .. 4j + 3
-  const int sub = warp * 4 + lane / 8;  // which row of each block step
-  const char* wp = a.w + panel * a.rows * kPanelRowBytes + j * 16;
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
 
-  pdl_trigger();
-  // The weights are constant: the first loads go out before waiting on the previous kernel.
-  uint4 wv[kGemvUnroll];
+// The epilogue's inputs of element (row, col) that come from DRAM (the state update's states, A row, D
+// and dt bias; the conv's state and weights, last touched a token ago) pulled into L2 while the weights
+// stream: the finalizing warp's dependent loads then wait on L2, not DRAM (dt_proj: 3 of them). Every
+// block of a panel asks (which of them finalizes is known only at the end); a hint, no data moves.
+template <int kEpi>
+__device__ __forceinline__ void gemv_prefetch_epilogue(const gemv_args& a, int64_t row, int64_t col) {
+  if constexpr (kEpi == EPI_SSU) {
+    const ssu_epi& e = a.ssu;
+    if (col >= e.dim || e.N < 1) return;
+    const float* st = e.state + (row * e.dim + col) * e.N;
+    const float* A = e.A + col * e.N;
+    prefetch_l2(st);
+    prefetch_l2(st + e.N - 1);
+    prefetch_l2(A);
+    prefetch_l2(A + e.N - 1);
+    if (e.D != nullptr) prefetch_l2(e.D + col);
+    if (e.dt_bias != nullptr) prefetch_l2(e.dt_bias + col);
+  } else if constexpr (kEpi == EPI_CONV) {
+    const conv_epi& e = a.conv;
+    const int64_t ch = col - e.c0;
+    if (ch < 0 || ch >= e.dim || e.state_len < 1 || e.width < 1) return;
+    const float* st = e.state + (row * e.dim + ch) * e.state_len;
+    prefetch_l2(st);
+    prefetch_l2(st + e.state_len - 1);
+    const int64_t wsz = e.w_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+    const char* w = static_cast<const char*>(e.weight) + ch * e.width * wsz;
+    prefetch_l2(w);
+    prefetch_l2(w + (e.width - 1) * wsz);
+  }
+}
+
+// The first block step group (kGemvUnroll steps) of rows [r0, r1) of a panel: zeros past r1.
+__device__ __forceinline__ void gemv_first_loads(const char* wp, int64_t r0, int64_t r1, int sub,
+                                                 uint4 (&wv)[kGemvUnroll]) {
 #pragma unroll
   for (int u = 0; u < kGemvUnroll; ++u) {
     const int64_t row = r0 + u * kGemvStep + sub;
     wv[u] =
         row < r1 ? __ldcs(reinterpret_cast<const uint4*>(wp + row * kPanelRowBytes)) : make_uint4(0, 0, 0, 0);
   }
+}
+
+// The G blocks of a chunk of MR rows, each streaming its range segment by segment; see the file
+// comment. kEpi: gemv_epilogue; kTail: the norm tail; kNorm: the norm prologue.
+template <int MR, bool kBF16, int kEpi, bool kTail, bool kNorm>
+__global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
+    gemv_kernel(const __grid_constant__ gemv_args a) {
+  extern __shared__ float smem[];  // xs (MR, seg_max * kPerRow) float32, then red (8, MR, 32)
+  __shared__ bool s_last;
+  constexpr int kPerRow = kBF16 ? 2 : 1;  // k values per panel row
+  const int64_t blk = blockIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t m0 = chunk * MR;
+  const int mr = static_cast<int>(a.m - m0 < MR ? a.m - m0 : MR);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int j = lane % 8;               // 16-byte piece of a row: columns 4j .. 4j + 3
+  const int sub = warp * 4 + lane / 8;  // which row of each block step
+  // This block's range [pos, hi). Only pos lives across a segment's finish (whose epilogues want the
+  // registers); the segment [r0, r1) of panel pos / R is derived from it.
+  int64_t pos = gemv_range_start(blk, a.total, a.blocks);
+  const int64_t hi = gemv_range_start(blk + 1, a.total, a.blocks);
+
+  pdl_trigger();
+  // The weights are constant: the first loads go out before waiting on the previous kernel.
+  uint4 wv[kGemvUnroll];
+  {
+    const int64_t panel = pos / a.rows;
+    const int64_t r0 = pos - panel * a.rows;
+    gemv_first_loads(a.w + panel * a.rows * kPanelRowBytes + j * 16, r0,
+                     r0 + (hi - pos) < a.rows ? r0 + (hi - pos) : a.rows, sub, wv);
+  }
   pdl_wait();
 
-  const int64_t klen = (r1 - r0) * kPerRow;
-  const int64_t kbase = r0 * kPerRow;
   float* xs = smem;
+  float* red = smem + MR * a.seg_max * kPerRow;  // (8, MR, 32)
   __shared__ float s_rstd[MR];
-  if constexpr (kNorm) {
+  // One row (MR = 1) of at most kPreEarly x 32 panel slots, bfloat16 panels (the float32 instances would
+  // spill with it): every warp loads the row's slots itself and sums them after the first segment's first x
+  // loads have gone out, so the slots' round trip and the first x loads' overlap (the block-wide path below
+  // waits for one, then the other). The same order as the block-wide path, so the same rstd bit for bit.
+  constexpr int kPreEarly = 3;  // d_model <= 3072 (kPreEarly x 32 x 32)
+  bool pre_early = false;
+  double pre_v[kPreEarly];
+  float rstd0 = 0.0f;  // MR = 1: the row's rstd once known
+  if constexpr (kNorm && MR == 1 && kBF16) {
+    pre_early = a.pre_panels <= kPreEarly * 32;
+    if (pre_early) {
+      const double* slots = a.pre_ssq + m0 * a.pre_panels;
+#pragma unroll
+      for (int u = 0; u < kPreEarly; ++u) {
+        const int64_t q = lane + u * 32;
+        pre_v[u] = q < a.pre_panels ? __ldcg(slots + q) : 0.0;
+      }
+    }
+  }
+  if (kNorm && !pre_early) {
     // Warp w adds up rows w, w + 8, ... from their per-panel slots (pre_panels doubles a row, one L2
     // round trip): lane l takes slots l, l + 32, ... in order, then a fixed shuffle tree, so every
     // block, graph or not, gets the same rstd bit for bit; its first weights are in flight meanwhile.
@@ -801,150 +893,230 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
       if (lane == 0) s_rstd[mm] = rms_rstd(ss, a.k, a.pre.eps);
     }
     __syncthreads();
+    rstd0 = s_rstd[0];
   }
-  // x rows m0.., k in [r0 * kPerRow, r1 * kPerRow) -> xs as float32; zero past K and past the last row.
-  // With the prologue, x[row][k] = pre.x[row][k] * rstd * pre.w[k] rounded to pre.out_dt, what
-  // rms_row would store. kGemvXBatch loads a thread in flight.
-  const int64_t xtotal = MR * klen;
-  for (int64_t i0 = threadIdx.x; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
-    float v[kGemvXBatch];
-#pragma unroll
-    for (int q = 0; q < kGemvXBatch; ++q) {
-      const int64_t i = i0 + q * kGemvThreads;
-      const int mm = static_cast<int>(i / klen);
-      const int64_t kk = kbase + i % klen;
-      v[q] = 0.0f;
-      if (i < xtotal && mm < mr && kk < a.k) {
-        if constexpr (kNorm) {
-          const float xv = ld_any_l2<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
-          v[q] = round_to(a.pre.out_dt, xv * s_rstd[mm] * ld_any(a.pre.w, a.pre.w_dt, kk));
-        } else {
-          v[q] = load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk);
-        }
+  int finished = 0;           // panels this block finalized (the norm tail's count)
+  bool staged_whole = false;  // xs holds the whole K (a whole panel's rows): later whole panels reuse it
+  for (;;) {
+    const int64_t panel = pos / a.rows;
+    const int64_t r0 = pos - panel * a.rows;
+    const int64_t r1 = r0 + (hi - pos) < a.rows ? r0 + (hi - pos) : a.rows;
+    const char* wp = a.w + panel * a.rows * kPanelRowBytes + j * 16;
+    if constexpr (kEpi == EPI_SSU || kEpi == EPI_CONV) {
+      if (threadIdx.x < MR * kPanel) {
+        const int mm = threadIdx.x / kPanel;
+        const int64_t col = panel * kPanel + threadIdx.x % kPanel;
+        if (mm < mr && col < a.n) gemv_prefetch_epilogue<kEpi>(a, m0 + mm, col);
       }
     }
+    // x rows m0.., k in [r0 * kPerRow, r1 * kPerRow) -> xs as float32; zero past K and past the last
+    // row. With the prologue, x[row][k] = pre.x[row][k] * rstd * pre.w[k] rounded to pre.out_dt, what
+    // rms_row would store. kGemvXBatch loads a thread in flight. The previous segment's readers of xs
+    // have passed the barrier after its reduction.
+    const int64_t klen = (r1 - r0) * kPerRow;
+    const int64_t kbase = r0 * kPerRow;
+    const int64_t xtotal = staged_whole && r0 == 0 && r1 == a.rows ? 0 : MR * klen;
+    int64_t xfirst = threadIdx.x;
+    if constexpr (kNorm && MR == 1 && kBF16) {
+      if (pre_early) {
+        // A first batch of x loads (kPreBatch: the slots hold registers meanwhile), then the slots' sum
+        // (all lanes of every warp), then the batch.
+        constexpr int kPreBatch = 2;
+        float xv[kPreBatch], nw[kPreBatch];
 #pragma unroll
-    for (int q = 0; q < kGemvXBatch; ++q) {
-      const int64_t i = i0 + q * kGemvThreads;
-      if (i < xtotal) xs[i] = v[q];
-    }
-  }
-  __syncthreads();
-
-  float acc[MR][4];
-#pragma unroll
-  for (int mm = 0; mm < MR; ++mm) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) acc[mm][c] = 0.0f;
-  }
-  for (int64_t base = r0; base < r1; base += kGemvUnroll * kGemvStep) {
-    const int64_t next = base + kGemvUnroll * kGemvStep;
-    uint4 wn[kGemvUnroll];
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int64_t row = next + u * kGemvStep + sub;
-      wn[u] = row < r1 ? __ldcs(reinterpret_cast<const uint4*>(wp + row * kPanelRowBytes))
-                       : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int64_t row = base + u * kGemvStep + sub;
-      if (row >= r1) continue;
-      const float* xr = xs + (row - r0) * kPerRow;
-      const uint32_t wq[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-      if constexpr (kBF16) {
-#pragma unroll
-        for (int mm = 0; mm < MR; ++mm) {
-          const float2 xv = *reinterpret_cast<const float2*>(xr + mm * klen);
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            acc[mm][c] = fmaf(xv.x, bf16_lo(wq[c]), acc[mm][c]);
-            acc[mm][c] = fmaf(xv.y, bf16_hi(wq[c]), acc[mm][c]);
+        for (int q = 0; q < kPreBatch; ++q) {
+          const int64_t i = xfirst + q * kGemvThreads;
+          const int64_t kk = kbase + i;
+          xv[q] = 0.0f;
+          nw[q] = 0.0f;
+          if (i < xtotal && kk < a.k) {
+            xv[q] = ld_any_l2<true>(a.pre.x, a.pre.x_dt, m0 * a.k + kk);
+            nw[q] = ld_any(a.pre.w, a.pre.w_dt, kk);
           }
         }
-      } else {
+        double ss = 0.0;
 #pragma unroll
-        for (int mm = 0; mm < MR; ++mm) {
-          const float xv = xr[mm * klen];
+        for (int u = 0; u < kPreEarly; ++u) ss += pre_v[u];
+        ss = warp_sum(ss);
+        rstd0 = rms_rstd(ss, a.k, a.pre.eps);
 #pragma unroll
-          for (int c = 0; c < 4; ++c) acc[mm][c] = fmaf(xv, __uint_as_float(wq[c]), acc[mm][c]);
+        for (int q = 0; q < kPreBatch; ++q) {
+          const int64_t i = xfirst + q * kGemvThreads;
+          if (i < xtotal) xs[i] = kbase + i < a.k ? round_to(a.pre.out_dt, xv[q] * rstd0 * nw[q]) : 0.0f;
         }
+        xfirst += kPreBatch * kGemvThreads;
+        pre_early = false;
       }
     }
+    for (int64_t i0 = xfirst; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
+      float v[kGemvXBatch];
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) wv[u] = wn[u];
-  }
+      for (int q = 0; q < kGemvXBatch; ++q) {
+        const int64_t i = i0 + q * kGemvThreads;
+        const int mm = static_cast<int>(i / klen);
+        const int64_t kk = kbase + i % klen;
+        v[q] = 0.0f;
+        if (i < xtotal && mm < mr && kk < a.k) {
+          if constexpr (kNorm) {
+            const float xv = ld_any_l2<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
+            v[q] =
+                round_to(a.pre.out_dt, xv * (MR == 1 ? rstd0 : s_rstd[mm]) * ld_any(a.pre.w, a.pre.w_dt, kk));
+          } else {
+            v[q] = load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk);
+          }
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kGemvXBatch; ++q) {
+        const int64_t i = i0 + q * kGemvThreads;
+        if (i < xtotal) xs[i] = v[q];
+      }
+    }
+    // Also orders the previous segment's readers of red before this one's reduction writes it.
+    __syncthreads();
+    staged_whole = r0 == 0 && r1 == a.rows;
 
-  // Lanes j, j + 8, j + 16, j + 24 hold the same columns: fold them, then the 8 warps in order.
-  float* red = smem + MR * klen;  // (8, MR, 32)
+    float acc[MR][4];
 #pragma unroll
-  for (int mm = 0; mm < MR; ++mm) {
+    for (int mm = 0; mm < MR; ++mm) {
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      float v = acc[mm][c];
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (lane < 8) red[(warp * MR + mm) * kPanel + 4 * j + c] = v;
+      for (int c = 0; c < 4; ++c) acc[mm][c] = 0.0f;
     }
-  }
-  __syncthreads();
-  float* part = a.partial + ((chunk * a.panels + panel) * a.splits) * (kGemvMaxRows * kPanel);
-  for (int t = threadIdx.x; t < MR * kPanel; t += kGemvThreads) {
-    float s = 0.0f;
+    for (int64_t base = r0; base < r1; base += kGemvUnroll * kGemvStep) {
+      const int64_t next = base + kGemvUnroll * kGemvStep;
+      uint4 wn[kGemvUnroll];
 #pragma unroll
-    for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) s += red[w8 * MR * kPanel + t];
-    if (a.splits == 1) {
-      const int mm = t / kPanel;
-      const int64_t col = panel * kPanel + t % kPanel;
-      float v = 0.0f;
-      if (mm < mr && col < a.n) v = gemv_finalize<kEpi>(a, m0 + mm, col, s);
-      gemv_panel_ssq<kEpi>(a, panel, m0, mm, mr, v);
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int64_t row = next + u * kGemvStep + sub;
+        wn[u] = row < r1 ? __ldcs(reinterpret_cast<const uint4*>(wp + row * kPanelRowBytes))
+                         : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int64_t row = base + u * kGemvStep + sub;
+        if (row >= r1) continue;
+        const float* xr = xs + (row - r0) * kPerRow;
+        const uint32_t wq[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+        if constexpr (kBF16) {
+#pragma unroll
+          for (int mm = 0; mm < MR; ++mm) {
+            const float2 xv = *reinterpret_cast<const float2*>(xr + mm * klen);
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              acc[mm][c] = fmaf(xv.x, bf16_lo(wq[c]), acc[mm][c]);
+              acc[mm][c] = fmaf(xv.y, bf16_hi(wq[c]), acc[mm][c]);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int mm = 0; mm < MR; ++mm) {
+            const float xv = xr[mm * klen];
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[mm][c] = fmaf(xv, __uint_as_float(wq[c]), acc[mm][c]);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) wv[u] = wn[u];
+    }
+
+    // Lanes j, j + 8, j + 16, j + 24 hold the same columns: fold them, then the 8 warps in order.
+#pragma unroll
+    for (int mm = 0; mm < MR; ++mm) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float v = acc[mm][c];
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        if (lane < 8) red[(warp * MR + mm) * kPanel + 4 * j + c] = v;
+      }
+    }
+    // The next segment (the next panel's first rows) starts loading while this one finishes, except
+    // before the state update, whose registers those loads would take (dt_proj's blocks hold whole
+    // panels: no next segment).
+    constexpr bool kLoadsOverFinish = kEpi != EPI_SSU;
+    const int64_t sp = panel;
+    pos += r1 - r0;
+    const bool more = pos < hi;
+    if (kLoadsOverFinish && more) {
+      gemv_first_loads(a.w + (sp + 1) * a.rows * kPanelRowBytes + j * 16, 0,
+                       hi - pos < a.rows ? hi - pos : a.rows, sub, wv);
+    }
+    __syncthreads();
+
+    // The blocks whose ranges share panel sp: first .. last (one: no split-K); this one is blk.
+    const int64_t first = gemv_block_of(sp * a.rows, a.total, a.blocks);
+    const int nseg = static_cast<int>(gemv_block_of(sp * a.rows + a.rows - 1, a.total, a.blocks) - first + 1);
+    // The panel's partials, slots first + sp .. last + sp (allocated whenever a panel is split).
+    float* part = nseg > 1
+                      ? a.partial + (chunk * (a.blocks + a.panels) + first + sp) * (kGemvMaxRows * kPanel)
+                      : nullptr;
+    for (int t = threadIdx.x; t < MR * kPanel; t += kGemvThreads) {
+      float s = 0.0f;
+#pragma unroll
+      for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) s += red[w8 * MR * kPanel + t];
+      if (nseg == 1) {
+        const int mm = t / kPanel;
+        const int64_t col = sp * kPanel + t % kPanel;
+        float v = 0.0f;
+        if (mm < mr && col < a.n) v = gemv_finalize<kEpi>(a, m0 + mm, col, s);
+        gemv_panel_ssq<kEpi>(a, sp, m0, mm, mr, v);
+      } else {
+        part[(blk - first) * (kGemvMaxRows * kPanel) + t] = s;
+      }
+    }
+    if (nseg == 1) {
+      ++finished;
     } else {
-      part[split * (kGemvMaxRows * kPanel) + t] = s;
-    }
-  }
-  if (a.splits > 1) {
-    // Split-K: the last unit of this panel to finish sums the partials, in split order.
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      const int prev = atomicAdd(a.counters + chunk * a.panels + panel, 1);
-      s_last = prev == a.splits - 1;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    // Every thread takes part: group g of the threads sums splits g, g + kGroups, ..., then the groups
-    // add up in order (a fixed order, so the result does not depend on the run).
-    constexpr int kItems = MR * kPanel;
-    constexpr int kGroups = kItems >= kGemvThreads ? 1 : kGemvThreads / kItems;
-    for (int t = threadIdx.x; t < kItems * kGroups; t += kGemvThreads) {
-      const int item = t % kItems, g = t / kItems;
-      float s = 0.0f;
+      // Split-K: the last segment of panel sp to finish sums the partials, in block order.
+      __threadfence();
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        const int prev = atomicAdd(a.counters + chunk * a.panels + sp, 1);
+        s_last = prev == nseg - 1;
+      }
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        ++finished;
+        // Every thread takes part: group g of the threads sums segments g, g + kGroups, ..., then the
+        // groups add up in order (a fixed order, so the result does not depend on the run).
+        constexpr int kItems = MR * kPanel;
+        constexpr int kGroups = kItems >= kGemvThreads ? 1 : kGemvThreads / kItems;
+        for (int t = threadIdx.x; t < kItems * kGroups; t += kGemvThreads) {
+          const int item = t % kItems, g = t / kItems;
+          float s = 0.0f;
 #pragma unroll 4
-      for (int sp = g; sp < a.splits; sp += kGroups) s += __ldcg(part + sp * (kGemvMaxRows * kPanel) + item);
-      red[t] = s;  // (kGroups, kItems)
-    }
-    __syncthreads();
-    for (int t = threadIdx.x; t < kItems; t += kGemvThreads) {
-      float s = 0.0f;
+          for (int q = g; q < nseg; q += kGroups) s += __ldcg(part + q * (kGemvMaxRows * kPanel) + item);
+          red[t] = s;  // (kGroups, kItems)
+        }
+        __syncthreads();
+        for (int t = threadIdx.x; t < kItems; t += kGemvThreads) {
+          float s = 0.0f;
 #pragma unroll
-      for (int g = 0; g < kGroups; ++g) s += red[g * kItems + t];
-      const int mm = t / kPanel;
-      const int64_t col = panel * kPanel + t % kPanel;
-      float v = 0.0f;
-      if (mm < mr && col < a.n) v = gemv_finalize<kEpi>(a, m0 + mm, col, s);
-      gemv_panel_ssq<kEpi>(a, panel, m0, mm, mr, v);
+          for (int g = 0; g < kGroups; ++g) s += red[g * kItems + t];
+          const int mm = t / kPanel;
+          const int64_t col = sp * kPanel + t % kPanel;
+          float v = 0.0f;
+          if (mm < mr && col < a.n) v = gemv_finalize<kEpi>(a, m0 + mm, col, s);
+          gemv_panel_ssq<kEpi>(a, sp, m0, mm, mr, v);
+        }
+        if (threadIdx.x == 0) a.counters[chunk * a.panels + sp] = 0;
+      }
     }
-    if (threadIdx.x == 0) a.counters[chunk * a.panels + panel] = 0;
+    if (!more) break;
+    if (!kLoadsOverFinish) {
+      gemv_first_loads(a.w + (sp + 1) * a.rows * kPanelRowBytes + j * 16, 0,
+                       hi - pos < a.rows ? hi - pos : a.rows, sub, wv);
+    }
   }
   if constexpr (kTail) {
     // The block that completes the last panel of the call normalizes every row (see norm_tail).
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-      const int prev = atomicAdd(a.tail.done, 1);
-      s_last = prev == static_cast<int>(a.panels * gridDim.y) - 1;
+      const int prev = finished > 0 ? atomicAdd(a.tail.done, finished) : -1;
+      s_last = finished > 0 && prev + finished == static_cast<int>(a.panels * gridDim.y);
     }
     __syncthreads();
     if (!s_last) return;
@@ -957,61 +1129,92 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
   }
 }
 
-// The split of one gemv call: units of (panel, rows_per_split rows).
+// The split of one gemv call: G blocks per chunk of rows over the T = panels x R panel rows.
 struct gemv_plan {
   int mr = 1;
   int64_t chunks = 1;
-  int64_t rows = 0;
-  int64_t rows_per_split = 0;
-  int splits = 1;
+  int64_t rows = 0;  // R
+  int64_t panels = 0;
+  int64_t total = 0;    // T
+  int64_t blocks = 1;   // G
+  int64_t seg_max = 0;  // rows of the longest segment
   size_t smem = 0;
   size_t partial_floats = 0;
   size_t counters = 0;
 };
 
-// Units of work per SM a gemv aims at (SSMKIT_CUDA_GEMV_UNITS, 1..64, default 4): the bench's knob.
+// Blocks per SM a gemv runs (SSMKIT_CUDA_GEMV_UNITS, 1..64: the bench's knob; 0 when unset: the
+// kernel's resident blocks, gemv_min_blocks).
 int gemv_units_per_sm() {
   const char* v = std::getenv("SSMKIT_CUDA_GEMV_UNITS");
   const int u = v != nullptr ? std::atoi(v) : 0;
-  return u >= 1 && u <= 64 ? u : 4;
+  return u >= 1 && u <= 64 ? u : 0;
 }
+
+int gemv_resident_blocks(int mr) {
+  switch (mr) {
+    case 1: return gemv_min_blocks<1>();
+    case 2: return gemv_min_blocks<2>();
+    case 4: return gemv_min_blocks<4>();
+    case 8: return gemv_min_blocks<8>();
+    default: return gemv_min_blocks<16>();
+  }
+}
+
+// A block streams at least one full pipeline (kGemvUnroll steps, 16 KiB) unless whole panels are
+// shorter: a shorter range pays a block's fixed latencies (x staging, the partial's store, atomic and
+// read back) for fewer bytes than one round trip could carry, so a small matrix (x_proj, dt_proj of
+// Mamba-2.8B) runs fewer, fuller blocks.
+constexpr int64_t kGemvMinRows = static_cast<int64_t>(kGemvUnroll) * kGemvStep;
 
 gemv_plan plan_gemv(int64_t m, int64_t k, int64_t n, bool bf16, int sms) {
   gemv_plan g;
   g.mr = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
   g.chunks = (m + g.mr - 1) / g.mr;
   const int64_t kx = bf16 ? (k + 1) / 2 * 2 : k;
-  g.rows = bf16 ? kx / 2 : k;
-  const int64_t panels = (n + kPanel - 1) / kPanel;
+  g.rows = std::max<int64_t>(bf16 ? kx / 2 : k, 1);
+  g.panels = std::max<int64_t>((n + kPanel - 1) / kPanel, 1);
+  g.total = g.panels * g.rows;
   const int per_row = bf16 ? 2 : 1;
-  const int64_t steps = (g.rows + kGemvStep - 1) / kGemvStep;
-  // About 4 units per SM over the whole call, so that each SM streams several in flight.
-  const int64_t target = static_cast<int64_t>(gemv_units_per_sm()) * std::max(sms, 1);
-  int64_t splits = std::max<int64_t>(1, (target + panels * g.chunks - 1) / (panels * g.chunks));
-  splits = std::min(splits, steps);
-  int64_t rps = ((steps + splits - 1) / splits) * kGemvStep;
-  // A unit streams at least one full pipeline (kGemvUnroll steps, 16 KiB): a shorter one pays a unit's
-  // fixed latencies (x staging, the partial's store, atomic and read back) for fewer bytes than one
-  // round trip could carry, so a small matrix (x_proj, dt_proj) runs fewer, fuller units.
-  rps = std::min(std::max<int64_t>(rps, static_cast<int64_t>(kGemvUnroll) * kGemvStep), steps * kGemvStep);
-  // x (mr, rows_per_split * per_row) float32 must fit the shared-memory budget.
-  const int64_t max_rows =
-      std::max<int64_t>(kGemvStep, (kGemvXFloats / g.mr / per_row) / kGemvStep * kGemvStep);
-  rps = std::max<int64_t>(kGemvStep, std::min(rps, max_rows));
-  g.rows_per_split = rps;
-  g.splits = static_cast<int>(std::max<int64_t>(1, (g.rows + rps - 1) / rps));
-  g.smem = static_cast<size_t>(g.mr) * rps * per_row * sizeof(float) +
+  // One wave: as many blocks as are resident at once, every one with the same number of rows (+-1), so
+  // that every SM streams until the end of the call (a grid of equal units in 1.2 to 1.6 waves leaves
+  // most SMs idle through its last wave).
+  const int knob = gemv_units_per_sm();
+  const int64_t per_sm = knob > 0 ? knob : gemv_resident_blocks(g.mr);
+  const int64_t slots = std::max<int64_t>(1, (per_sm * std::max(sms, 1) + g.chunks - 1) / g.chunks);
+  int64_t blocks = std::min(slots, std::max(g.panels, (g.total + kGemvMinRows - 1) / kGemvMinRows));
+  // Whole panels a block when a divisor of the panel count lies within 1/8 below: no split-K at all (the
+  // head of Mamba-2.8B, 1572 panels on 528 slots: 524 blocks of 3 panels).
+  if (blocks < g.panels) {
+    const int64_t per = (g.panels + blocks - 1) / blocks;
+    if (g.panels % per == 0 && (g.panels / per) * 8 >= blocks * 7) blocks = g.panels / per;
+  }
+  // x (mr, segment rows * per_row) float32 must fit the shared-memory budget.
+  const int64_t max_rows = std::max<int64_t>(kGemvStep, kGemvXFloats / g.mr / per_row);
+  // Past one wave, whole waves (batch 3: in_proj's 800 blocks on 396 slots would leave 8 for a third).
+  if (std::min(g.rows, (g.total + blocks - 1) / blocks) > max_rows) {
+    blocks = std::max(blocks, (g.total + max_rows - 1) / max_rows);
+    blocks = (blocks + slots - 1) / slots * slots;
+  }
+  blocks = std::max<int64_t>(1, std::min(blocks, g.total));
+  g.blocks = blocks;
+  g.seg_max = std::min(g.rows, (g.total + blocks - 1) / blocks);
+  g.smem = static_cast<size_t>(g.mr) * g.seg_max * per_row * sizeof(float) +
            static_cast<size_t>(kGemvThreads / 32) * g.mr * kPanel * sizeof(float);
-  g.partial_floats =
-      g.splits > 1 ? static_cast<size_t>(g.chunks * panels * g.splits) * kGemvMaxRows * kPanel : 0;
-  g.counters = g.splits > 1 ? static_cast<size_t>(g.chunks * panels) : 0;
+  // Whole panels a block (G divides the panel count) need no partials.
+  const bool split = !(blocks <= g.panels && g.panels % blocks == 0);
+  g.partial_floats = split ? static_cast<size_t>(g.chunks * (blocks + g.panels)) * kGemvMaxRows * kPanel : 0;
+  g.counters = split ? static_cast<size_t>(g.chunks * g.panels) : 0;
   return g;
 }
 
 template <bool kBF16, int kEpi, bool kTail, bool kNorm>
 status launch_gemv_t(const launch_ctx& ctx, const gemv_args& a, const gemv_plan& g) {
+  // The range arithmetic multiplies T by at most G + 1.
+  if (a.blocks < 1 || a.total < a.blocks || a.total > (int64_t{1} << 62) / (a.blocks + 1))
+    return make_status(status_code::unsupported, "linear: the problem is too large for gemv");
   unsigned gx = 0;
-  SSMKIT_RETURN_IF_ERROR(grid_size("linear", a.panels * a.splits, &gx));
+  SSMKIT_RETURN_IF_ERROR(grid_size("linear", a.blocks, &gx));
   if (g.chunks > 65535) return make_status(status_code::unsupported, "linear: too many rows for gemv");
   const dim3 grid(gx, static_cast<unsigned>(g.chunks));
   switch (g.mr) {
@@ -1360,10 +1563,11 @@ gemv_args make_gemv_args(const linear_params& p, const gemv_plan& g, const linea
   a.k = p.k;
   a.n = p.n;
   a.seqlen = p.x_transposed ? p.seqlen : 1;
-  a.panels = (p.n + kPanel - 1) / kPanel;
+  a.panels = g.panels;
   a.rows = g.rows;
-  a.rows_per_split = g.rows_per_split;
-  a.splits = g.splits;
+  a.total = g.total;
+  a.blocks = g.blocks;
+  a.seg_max = g.seg_max;
   a.x_dtype = p.x.dtype;
   a.x_transposed = p.x_transposed;
   a.out = make_out_map(p.outputs, p.num_outputs, p.seqlen);
@@ -3201,7 +3405,7 @@ status linear_cuda(const linear_params& p, void* stream) {
   linear_scratch scr;
   if (p.k > 0 && linear_uses_gemv(p)) {
     const gemv_plan g = linear_gemv_plan(p, props.sms);
-    if (g.splits > 1) {
+    if (g.partial_floats > 0) {
       void* data = nullptr;
       SSMKIT_RETURN_IF_ERROR(
           get_workspace(ctx.stream, g.partial_floats * sizeof(float), g.counters, &data, &scr.counters));
