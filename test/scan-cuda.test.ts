@@ -4,7 +4,8 @@
 // channel, one step, tails of the 16-step tiles and 8-element vectors, channel blocks that end inside a
 // B/C group, rows whose byte stride rules out 16-byte vectors), every dtype and flag, mixed input dtypes,
 // each split of the states over threads (SSMKIT_CUDA_SCAN_STATES) and each form of the decode update
-// (SSMKIT_CUDA_UPDATE_TILE: 1, 4 or 8 batch elements a thread). Outputs are poisoned: the op's
+// (SSMKIT_CUDA_UPDATE_TILE: 1, 4 or 8 batch elements a thread; the tiled forms stage state, B and C in
+// shared memory). Outputs are poisoned: the op's
 // output allocation takes back a freed block of the same size filled with 0xff bytes (NaN in float32,
 // float16 and bfloat16), so an element the kernel leaves unwritten reads NaN and fails the comparison.
 // The family's own tests also run on cuda:0 (testDevices()).
@@ -722,10 +723,13 @@ function updateCases(): UpdateCase[] {
         }
       }
       if (tile === 8) continue;
+      // The last: rows of one head each at dstate 128, 4 groups a block: the largest B and C staged
+      // after the state pieces.
       for (const [batch, H, P, G, N] of [
         [5, 6, 5, 3, 8],
         [9, 8, 64, 2, 128],
         [7, 12, 1, 12, 4],
+        [6, 8, 1, 8, 128],
       ] as const) {
         for (const indices of [false, true]) {
           cases.push({ multihead: true, batch, nheads: H, headdim: P, dstate: N, groups: G, dtype, indices, tile });

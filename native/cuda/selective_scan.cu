@@ -33,9 +33,9 @@
 // The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (head,
 // headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, for 1, 4 or
 // 8 batch elements a thread (by the work's size; SSMKIT_CUDA_UPDATE_TILE forces one) with all loads issued
-// first; other dstates take the plain loop kernel. causal_conv1d_kernel
-// gives each thread 8 steps of one channel with the width-1 history, weights in registers, 16-byte loads
-// and stores; the streaming update is one thread per (batch, channel).
+// first, the tiled forms' state staged in shared memory by cp.async; other dstates take the plain loop
+// kernel. causal_conv1d_kernel gives each thread 8 steps of one channel with the width-1 history, weights
+// in registers, 16-byte loads and stores; the streaming update is one thread per (batch, channel).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1386,8 +1386,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 // The decode step (selectiveStateUpdate).
 
 constexpr int kUpdateThreads = 128;
-// Threads of the one-batch-element form at and above which the vector kernel takes kBT = 4 batch elements
-// a thread: about one full wave of 1024 threads on each of an H200's 132 SMs (fewer threads are
+// Threads of the one-batch-element form at and above which the vector kernel takes kBT = 4 or 8 batch
+// elements a thread: about one full wave of 1024 threads on each of an H200's 132 SMs (fewer threads are
 // latency-bound and gain from the spread; more are bandwidth-bound and gain from the bytes in flight).
 constexpr int64_t kUpdateTileThreads = int64_t{1} << 17;
 
@@ -1497,6 +1497,19 @@ __device__ __forceinline__ void cp_async_piece(void* dst, const void* src, bool 
 #endif
 }
 
+// 16 bytes from global to shared memory through L2 only (cp.async.cg), zeros without a read where
+// full = false (src must still be a valid address). sm_80 and later; other targets copy through registers.
+__device__ __forceinline__ void cp_async_cg16(void* dst, const void* src, bool full) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(full ? 16 : 0)
+               : "memory");
+#else
+  *static_cast<float4*>(dst) = full ? *static_cast<const float4*>(src) : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
+}
+
 // Batch element j's per-row scalar from v (see selective_state_update_vec_kernel): v[j], or with kSpread
 // slot j / 4 of lane j % 4 of the row's lanes (lane0 the first). j is a compile-time constant once the
 // caller's loop is unrolled; with kSpread every lane of the warp must take part.
@@ -1513,35 +1526,36 @@ __device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
 // (rounded up to a power of two) adjacent lanes holding one float4 of the state each, and each thread
 // serves that row for kBT batch elements (grid y = batch tiles), with every load of all of them (state, B,
 // C, x, dt, z) issued before the first store: one memory round trip per thread. The row's A, dtBias and D
-// are read once for the kBT batch elements. A warp's 32 float4 state loads are 512 contiguous bytes (8 rows
-// of 64 bytes at dstate 16): coalesced. 32-bit row math (no 64-bit division subroutines); softplus and
-// silu take two MUFU operations each (softplus_fast, silu_fast, as the scan).
+// are read once for the kBT batch elements. A warp's 32 float4 state pieces are 512 contiguous bytes (8
+// rows of 64 bytes at dstate 16): coalesced. 32-bit row math (no 64-bit division subroutines); softplus
+// and silu take two MUFU operations each (softplus_fast, silu_fast, as the scan). Each batch element's
+// row sum is reduced and its output stored as soon as its state is (no sums held across the loop).
 //
-// Three forms, chosen by the work's size (kUpdateTileThreads below). The previous form (two rows of one
-// batch element a thread, 64 registers, 8 blocks and 32 KB of state reads in flight an SM, A re-read from
-// L2 for every batch element, 20480 blocks at batch 256) moved the state at 1.7 TB/s (~100 us of kernel
-// at batch 256, dim 5120, dstate 16; 110 us a call from Node): latency-bound, each short block waiting
-// one round trip over too few bytes in flight (by Little's law, 4.2 MB in flight at 1.7 TB/s is ~2.5 us
-// a round trip under that load). Registers bound the bytes in flight: a thread's state is 4 registers a
-// batch element, and its per-(batch element, row) scalars (x, dt, z, the state row) 4 more.
+// A state update is streaming work: each state byte is read once and written once, so its time is the
+// state's bytes over the bandwidth the SMs can keep busy, and by Little's law that is the bytes of reads
+// in flight an SM over the loaded latency. Three forms, chosen by the work's size (kUpdateTileThreads):
 // - Large Mamba-1 batches (>= 8, dstate > 12): kBT = 8 batch elements a thread, the scalars spread over
-//   the row's first 4 lanes and read by shuffle (2 slots a thread instead of 8), B and C copied to shared
-//   memory by cp.async; 79 registers, no spills, 6 blocks an SM: 128 bytes of state reads in flight a
-//   thread, 96 KB an SM (3x the previous form). Prediction at batch 256: 3.2-3.8 TB/s, the state's 168 MB
-//   (read and written) in 44-53 us of kernel, and about as much a call from Node (calls pipeline; the host's
-//   ~10 us hides under the kernel); batch 64 (42 MB, 1.6 waves of 792 blocks) 12-16 us of kernel.
-// - Other large batches (>= 4; the multi-head form, small dstate): kBT = 4, scalars a thread each; 69-72
-//   registers, 7 blocks an SM: 64 bytes a thread, 56 KB an SM, half the blocks of the previous form and a
-//   quarter of its A reads: 2.7-3.3 TB/s predicted (51-62 us at the batch-256 shape).
-// - Small work (latency-bound: batch 1 was 80 blocks at dim 5120, on 80 of 132 SMs, 6.9 us in the decode
-//   step under Nsight): kBT = 1 in 64-thread blocks, one row a thread (40-44 registers): 320 blocks spread
-//   over every SM, half the instructions in each thread's chain; predicted ~1 us off the kernel, 14-15 us
-//   a call.
+//   the row's first 4 lanes and read by shuffle (2 slots a thread instead of 8). The state pieces go to
+//   shared memory by cp.async.cg (L2 only) with B and C, so no register waits on a load: the registers
+//   bound the resident blocks, not the bytes in flight. 48 registers, no spills, 10 blocks an SM (17 KB
+//   of shared memory each): 160 KB of state reads in flight an SM. The previous version of this form
+//   loaded the state into registers (128 bytes a thread, 79 registers, 6 blocks an SM: 96 KB in flight)
+//   and ran batch 256 at dim 5120, dstate 16 (168 MB of state read and written) in 72.5 us under Nsight,
+//   2.3 TB/s with 43% of DRAM throughput and 35% achieved occupancy: bound by the bytes in flight.
+//   Prediction with 160 KB (5/3 of them): 48-58 us at batch 256, the floor being DRAM (~40-45 us at
+//   3.7-4.2 TB/s), 3.9 waves of 1320 blocks; batch 64 (42 MB, 1280 blocks: one wave) 12-15 us of kernel.
+// - Other large batches (>= 4; the multi-head form, small dstate): kBT = 4, scalars a thread each, the
+//   state staged the same way; 61-63 registers, 8 blocks an SM: 64 KB in flight an SM.
+// - Small work (latency-bound: batch 1 was 80 blocks at dim 5120, on 80 of 132 SMs): kBT = 1 in 64-thread
+//   blocks, one row a thread, state, B and C loaded into registers (40-44 registers): 320 blocks spread
+//   over every SM. At batch 1 a call from Node is host-bound (~10 us of validation, Node-API and launch
+//   against a few us of kernel).
 // Registers and spills: -Xptxas -v on sm_90a (sm_80 and sm_89 alike, no spills).
 
-// Resident blocks an SM each form is built for (registers: 64, 80, 72 at most).
+// Resident blocks an SM each form is built for (registers: 64, 48, 64 at most). The 8-element form's 17 KB
+// of shared memory allow 12 blocks; its registers spill at 40 (12 blocks), so 10.
 constexpr int update_min_blocks(int kbt, bool spread) {
-  return kbt == 1 ? 16 : spread ? 6 : 7;
+  return kbt == 1 ? 16 : spread ? 10 : 8;
 }
 
 template <bool kAPerState, int kBT, int kThreads, bool kSpread = false>
@@ -1586,26 +1600,32 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     zs[m] = live && a.z != nullptr ? load_any(a.z, a.z_dt, xr) : 0.0f;
   }
   const int row_lane0 = (threadIdx.x & 31) & ~(Q - 1);
-  float4 s[kBT], bv[1], cv[1];  // bv, cv: kBT == 1 only
+  // kBT > 1: the state pieces (kBT, kThreads) of 16 bytes, then B, then C (below).
+  extern __shared__ float4 update_smem[];
+  float4 s1 = zero, bv = zero, cv = zero;  // kBT == 1: the row's state piece, B and C in registers
+  // (state_batch, H, P, N): the row's float4 piece of state row sb is srow + sb * sstride.
+  float* const srow = a.state + (static_cast<int64_t>(r) * N + n0);
+  const int64_t sstride = static_cast<int64_t>(HP) * N;
 #pragma unroll
   for (int j = 0; j < kBT; ++j) {
     const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
     const bool ld = sb >= 0 && has_n;
-    // (state_batch, H, P, N): the row's float4 piece of state row sb.
-    const float* sp = a.state + (static_cast<int64_t>(ld ? sb : 0) * HP + r) * N + n0;
-    s[j] = ld ? *reinterpret_cast<const float4*>(sp) : zero;
+    const float* sp = srow + (ld ? sb : 0) * sstride;
     if constexpr (kBT == 1) {
+      s1 = ld ? *reinterpret_cast<const float4*>(sp) : zero;
       const int64_t bc = (static_cast<int64_t>(blockIdx.y) * G + g) * N + n0;
-      bv[0] = ld ? load4_any(a.B, a.b_dt, bc) : zero;
-      cv[0] = ld ? load4_any(a.C, a.c_dt, bc) : zero;
+      bv = ld ? load4_any(a.B, a.b_dt, bc) : zero;
+      cv = ld ? load4_any(a.C, a.c_dt, bc) : zero;
+    } else {
+      // Into shared memory without registers: the thread reads its own pieces back after the wait.
+      cp_async_cg16(update_smem + j * kThreads + threadIdx.x, ld ? sp : a.state, ld);
     }
   }
   // kBT > 1: B and C of the tile's batch elements and of the groups the block's rows touch (g_lo ..
   // g_lo + ng - 1), staged in shared memory in their own dtypes (batch-wide values: holding them a thread
-  // per batch element took 32 more registers and spilled). cp.async copies them without registers, all
-  // of a thread's copies in flight at once (2 x kBT x ng x N / 4 pieces: several a thread at dstate 128),
-  // alongside the state's register loads, which stay in flight across the barrier.
-  extern __shared__ float4 update_smem[];  // B then C: (kBT, ng, N / 4) pieces of 4 elements, 16 bytes each
+  // per batch element took 32 more registers and spilled), copied by cp.async alongside the state: all of
+  // a thread's copies in flight at once (2 x kBT x ng x N / 4 pieces: several a thread at dstate 128).
+  float4* const bc_smem = update_smem + (kBT > 1 ? kBT * kThreads : 0);  // (kBT, ng, N / 4) pieces each
   int g_lo = 0, ng = 1;
   if constexpr (kBT > 1) {
     const int rpb = kThreads / Q;
@@ -1624,7 +1644,7 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
       // Past the batch: zeros (the source is then any valid address).
       const bool full = b < a.batch;
       const char* from = static_cast<const char*>(src) + (full ? off : 0) * (f32 ? 4 : 2);
-      char* to = reinterpret_cast<char*>(update_smem + which * per) + k * (f32 ? 16 : 8);
+      char* to = reinterpret_cast<char*>(bc_smem + which * per) + k * (f32 ? 16 : 8);
       if (f32) {
         cp_async_piece<16>(to, from, full);
       } else {
@@ -1634,22 +1654,25 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     cp_async_wait_all();
     __syncthreads();
   }
-  float y[kBT];
+  // One batch element at a time, its row sum reduced and its output stored before the next (no sums held
+  // across the loop: the registers go to the blocks resident an SM).
 #pragma unroll
   for (int j = 0; j < kBT; ++j) {
-    float4 bj, cj;
+    float4 bj, cj, sj;
     if constexpr (kBT == 1) {
-      bj = bv[0], cj = cv[0];
+      bj = bv, cj = cv, sj = s1;
     } else {
       // Lanes past dstate and rows past the end read nothing (their B is 0, so their state and y stay 0).
       const int quads = N / 4, gl = valid ? g - g_lo : 0, k = (j * ng + gl) * quads + lq;
-      bj = has_n ? load4_any(update_smem, a.b_dt, static_cast<int64_t>(k) * 4) : zero;
-      cj = has_n ? load4_any(update_smem + kBT * ng * quads, a.c_dt, static_cast<int64_t>(k) * 4) : zero;
+      bj = has_n ? load4_any(bc_smem, a.b_dt, static_cast<int64_t>(k) * 4) : zero;
+      cj = has_n ? load4_any(bc_smem + kBT * ng * quads, a.c_dt, static_cast<int64_t>(k) * 4) : zero;
+      sj = update_smem[j * kThreads + threadIdx.x];
     }
     const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
     float d = batch_scalar<kSpread>(dts, j, row_lane0) + dbias;
     if (a.softplus) d = softplus_fast(d);
-    const float dtx = d * batch_scalar<kSpread>(xs, j, row_lane0);
+    const float xj = batch_scalar<kSpread>(xs, j, row_lane0);
+    const float dtx = d * xj;
     const float e = d * kLog2e;
     float4 dec;
     if (kAPerState) {
@@ -1659,26 +1682,22 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
       const float hd = ex2_approx(e * ah);
       dec = make_float4(hd, hd, hd, hd);
     }
-    s[j].x = fmaf(s[j].x, dec.x, dtx * bj.x);
-    s[j].y = fmaf(s[j].y, dec.y, dtx * bj.y);
-    s[j].z = fmaf(s[j].z, dec.z, dtx * bj.z);
-    s[j].w = fmaf(s[j].w, dec.w, dtx * bj.w);
-    y[j] = fmaf(s[j].x, cj.x, fmaf(s[j].y, cj.y, fmaf(s[j].z, cj.z, s[j].w * cj.w)));
+    sj.x = fmaf(sj.x, dec.x, dtx * bj.x);
+    sj.y = fmaf(sj.y, dec.y, dtx * bj.y);
+    sj.z = fmaf(sj.z, dec.z, dtx * bj.z);
+    sj.w = fmaf(sj.w, dec.w, dtx * bj.w);
+    float y = fmaf(sj.x, cj.x, fmaf(sj.y, cj.y, fmaf(sj.z, cj.z, sj.w * cj.w)));
     if (sb >= 0 && has_n) {
-      *reinterpret_cast<float4*>(a.state + (static_cast<int64_t>(sb) * HP + r) * N + n0) = s[j];
+      *reinterpret_cast<float4*>(srow + sb * sstride) = sj;
     }
-  }
-  // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
-#pragma unroll
-  for (int j = 0; j < kBT; ++j) {
-    for (int o = Q / 2; o > 0; o >>= 1) y[j] += __shfl_xor_sync(0xffffffffu, y[j], o);
-    const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
-    const float xj = batch_scalar<kSpread>(xs, j, row_lane0), zj = batch_scalar<kSpread>(zs, j, row_lane0);
+    // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
+    for (int o = Q / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+    const float zj = batch_scalar<kSpread>(zs, j, row_lane0);
     const int b = blockIdx.y * kBT + j;
     if (valid && b < a.batch && lq == 0) {
       float o = 0.0f;
       if (sb >= 0) {
-        o = fmaf(dd, xj, y[j]);
+        o = fmaf(dd, xj, y);
         if (a.z != nullptr) o *= silu_fast(zj);
       }
       store_any(a.out, a.out_dt, static_cast<int64_t>(b) * HP + row, o);
@@ -2302,11 +2321,14 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
     const int64_t rows_per_block = threads / a.lanes;
     const dim3 g2(static_cast<unsigned>((H * P + rows_per_block - 1) / rows_per_block),
                   static_cast<unsigned>((Bt + tile - 1) / tile));
-    // The tiled forms stage B and C of their batch elements for the groups a block's rows span: at most
-    // (rows - 1) / (rows a group) + 2 of them, and (rows + 1) * dstate <= 4 * 128 + 128, so at most 20 KB
-    // at 4 elements, under the default 48 KB (the 8-element form is Mamba-1's: one group, at most 8 KB).
+    // The tiled forms stage the state (16 bytes a thread and batch element: 8 or 16 KB) and B and C of
+    // their batch elements for the groups a block's rows span: at most (rows - 1) / (rows a group) + 2 of
+    // them, and (rows + 1) * dstate <= 4 * 128 + 128, so at most 20 KB of B and C at 4 elements (28 KB in
+    // all), under the default 48 KB (the 8-element form is Mamba-1's: one group, at most 24 KB in all).
     const int64_t groups_spanned = min64(a.G, (rows_per_block - 1) / (H / a.G * P) + 2);
-    const size_t smem = tile > 1 ? static_cast<size_t>(2 * tile * groups_spanned * N) * sizeof(float) : 0;
+    const size_t smem =
+        tile > 1 ? static_cast<size_t>(tile * threads * 4 + 2 * tile * groups_spanned * N) * sizeof(float)
+                 : 0;
     if (tile == 8) selective_state_update_vec_kernel<true, 8, 128, true><<<g2, 128, smem, s>>>(a);
     if (tile == 4 && p.multihead) selective_state_update_vec_kernel<false, 4, 128><<<g2, 128, smem, s>>>(a);
     if (tile == 4 && !p.multihead) selective_state_update_vec_kernel<true, 4, 128><<<g2, 128, smem, s>>>(a);
