@@ -343,8 +343,8 @@ __device__ __forceinline__ void load_fence() {
 // stream start as soon as every filter block is running, and the conv kernel loads its rows and runs
 // the forward transform before it waits for the filters' spectra. griddepcontrol.wait returns once the
 // preceding grid has completed and its writes are visible (at once when the grid was launched without
-// the attribute); launch_dependents only allows the next grid to be scheduled. Both are no-ops before
-// sm_90, where the conv kernel is launched without the attribute.
+// the attribute); launch_dependents only allows the next grid to be scheduled. Code compiled for an
+// older architecture has neither, and the conv kernel is then launched without the attribute.
 __device__ __forceinline__ void allow_dependent_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -1849,14 +1849,15 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
 }
 
 // Launches a conv kernel that waits for the filters' kernel before it (wait_for_preceding_grid) with
-// programmatic dependent launch where the device has it (sm_90 and later), so that its blocks load
-// and transform their rows while the filters' kernel finishes.
+// programmatic dependent launch, so that its blocks load and transform their rows while the filters'
+// kernel finishes. Only where the code that runs was compiled for sm_90 or later, machine code and PTX
+// alike (not the device's architecture: code compiled for an older one has no wait and must not
+// overlap; these builds carry machine code only, so on an H200 the sm_90a code runs).
 template <class Kernel>
 status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t smem, const conv_args& a,
                             cudaStream_t stream) {
-  int dev = 0, major = 0;
-  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
-  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  cudaFuncAttributes fa{};
+  SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -1866,7 +1867,7 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = attr;
-  config.numAttrs = major >= 9 ? 1 : 0;
+  config.numAttrs = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 1 : 0;
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
   return ok_status();
 }
