@@ -257,6 +257,36 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     await runConv({ dtype: 'float32', batch: 1, H: 1, L: 17000, Lk: 17000, D: true, seed: 201 }, true);
   });
 
+  // The conv kernels start while the filters' kernel still runs (programmatic dependent launch on
+  // sm_90) and must read the spectra only once it has finished. Calls queued back to back with their
+  // own filters take the spectra's scratch from the same pool, so a spectrum read too early would be
+  // the previous call's (or whatever the pool held) and the output the wrong filter's.
+  it('calls queued back to back, each with its own filter (fused, four-pass and split kernels)', () => {
+    const shapes: [number, number, number][] = [
+      [2, 768, 1000],
+      [1, 256, 3000],
+      [1, 64, 12001],
+    ];
+    for (const [batch, H, L] of shapes) {
+      const rng = new Rng(400 + L);
+      const calls = Array.from({ length: 4 }, () => ({
+        u: randTensor([batch, H, L], 'bfloat16', () => rng.normal()),
+        k: randTensor([H, L], 'float32', () => rng.normal() / Math.sqrt(L)),
+        D: randTensor([H], 'float32', () => rng.normal()),
+      }));
+      const dev = calls.map((c) => ({ u: c.u.t.toSync(DEVICE), k: c.k.t.toSync(DEVICE), D: c.D.t.toSync(DEVICE) }));
+      synchronizeSync(DEVICE);
+      const outs = dev.map((c) => fftConvSync(c.u, c.k, { D: c.D }));
+      calls.forEach((c, i) => {
+        const got = toF64((outs[i] as Tensor).toSync('cpu'));
+        const cpu = toF64(fftConvSync(c.u.t, c.k.t, { D: c.D.t }));
+        assertWritten(got, cpu, `call ${i}`);
+        assertClose(got, cpu, TOL.bfloat16, `call ${i} of ${calls.length}, [${batch}, ${H}, ${L}]: cuda vs cpu`);
+      });
+      for (const t of [...outs, ...dev.flatMap((c) => [c.u, c.k, c.D])]) t.dispose();
+    }
+  });
+
   for (const g of goldenCases('fftConv')) {
     it(`golden ${g.file}`, async () => {
       const t = loadGolden(g.file);

@@ -74,6 +74,19 @@
 // latency-bound at 8 warps an SM like the fused one. They hold 16 values now (512-thread column blocks,
 // 128-512 thread row blocks, 16 warps an SM); the columns take 3 passes instead of 2, the rows of 128
 // points 2 as before: predicted ~2000-2400 us.
+// The filters' spectra run in their own kernel before the conv kernel, and on the H200 8 x 768 x 1024
+// took 68.2 us a call against 58.75 us for the conv kernel alone: ~9.5 us is the filters' kernel (one
+// wave of 768 blocks of 2 warps, ~12 warps an SM, so about one row's latency chain, the forward half
+// of a conv block's ~9.5 us lifetime, plus its DRAM loads of k) and the gap between the two launches,
+// while the conv kernel could already load and transform its rows. So on sm_90 the fused and split
+// conv kernels are launched with programmatic dependent launch: the filters' kernels allow the next
+// grid at their start, the conv blocks start once every filter block runs and wait for the spectra
+// only before the product (griddepcontrol.wait). Overlap comes at the price of registers: beside the
+// filter blocks (~30 K registers an SM at m = 1024) one conv block fits instead of two until they end.
+// Predicted: 68 -> 60-64 us at 8 x 768 x 1024 (the filters' wave under the conv's forward passes);
+// at m = 4096 the filters take ~3 waves and only the last one overlaps: 312 -> 300-308 us; m = 16384's
+// split filter kernel is ~1/4 of the conv's work in ~6 waves, one of which overlaps: 754 -> 725-745 us;
+// the four-step and multi-pass paths are unchanged.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -324,6 +337,23 @@ __device__ __forceinline__ void group_span(int g, int rprev, int m, int& base, i
 // thread 0 runs its own branch of the product.
 __device__ __forceinline__ void load_fence() {
   __syncwarp(__activemask());
+}
+
+// Programmatic dependent launch (sm_90): the filters' kernel lets the conv kernel that follows it in the
+// stream start as soon as every filter block is running, and the conv kernel loads its rows and runs
+// the forward transform before it waits for the filters' spectra. griddepcontrol.wait returns once the
+// preceding grid has completed and its writes are visible (at once when the grid was launched without
+// the attribute); launch_dependents only allows the next grid to be scheduled. Code compiled for an
+// older architecture has neither, and the conv kernel is then launched without the attribute.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait_for_preceding_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
@@ -999,6 +1029,9 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
     fused_forward<Plan>(
         v, buf, t, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); }, roots,
         sync);
+    // What the preceding grid may write (the spectra; ssmConv's extra) is read only after this wait; u
+    // and the pregate, read above, are the call's inputs, written before that grid began.
+    wait_for_preceding_grid();
     const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
     product_last_pass<Plan::kLast>(
         v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
@@ -1007,6 +1040,9 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
         roots, sync);
     sync();  // the next row reuses buf
   }
+  // A block never finishes before the grid it depends on (grid <= blocks, so every block has waited
+  // above; this keeps it so for any grid).
+  wait_for_preceding_grid();
 }
 
 // m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
@@ -1050,6 +1086,7 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
           return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
         },
         roots);
+    wait_for_preceding_grid();  // as in the fused kernel: the spectra are read only from here on
     product_last_pass<Plan::kLast>(
         v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
     fused_inverse<Plan>(
@@ -1078,6 +1115,7 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
         roots);
     __syncthreads();
   }
+  wait_for_preceding_grid();  // never finish before the grid this one depends on
 }
 
 template <int kLogM>
@@ -1086,6 +1124,7 @@ constexpr size_t filter_smem = filter_plan<kLogM>::kSmem + fused_roots<kLogM>::k
 template <int kLogM>
 __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLogM>::kMinBlocks)
     filter_spectrum_fused_kernel(const filter_args a) {
+  allow_dependent_launch();
   using Plan = filter_plan<kLogM>;
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
@@ -1114,6 +1153,7 @@ constexpr size_t kSplitFilterSmem = split_plan::kRowStride * sizeof(float2) + sp
 
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     filter_spectrum_split_kernel(const filter_args a) {
+  allow_dependent_launch();
   using Plan = split_plan;
   constexpr int mh = Plan::kM;
   constexpr int m = 2 * mh;
@@ -1808,21 +1848,43 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   }
 }
 
+// Launches a conv kernel that waits for the filters' kernel before it (wait_for_preceding_grid) with
+// programmatic dependent launch, so that its blocks load and transform their rows while the filters'
+// kernel finishes. Only where the code that runs was compiled for sm_90 or later, machine code and PTX
+// alike (not the device's architecture: code compiled for an older one has no wait and must not
+// overlap; these builds carry machine code only, so on an H200 the sm_90a code runs).
+template <class Kernel>
+status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t smem, const conv_args& a,
+                            cudaStream_t stream) {
+  cudaFuncAttributes fa{};
+  SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(grid_for(blocks, 1));
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 1 : 0;
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  return ok_status();
+}
+
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == kMaxFusedLogM) {
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
-    fft_conv_split_kernel<T><<<grid_for(a.rows, 1), split_plan::kThreadsPerRow, kSplitSmem, stream>>>(a);
-    SSMKIT_CUDA_CHECK(cudaGetLastError());
-    return ok_status();
+    return launch_after_filters(fft_conv_split_kernel<T>, a.rows, split_plan::kThreadsPerRow, kSplitSmem, a,
+                                stream);
   } else {
     using Plan = conv_plan<kLogM>;
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-    fft_conv_fused_kernel<T, kLogM><<<grid_for(blocks, 1), Plan::kThreads, conv_smem<kLogM>, stream>>>(a);
-    SSMKIT_CUDA_CHECK(cudaGetLastError());
-    return ok_status();
+    return launch_after_filters(fft_conv_fused_kernel<T, kLogM>, blocks, Plan::kThreads, conv_smem<kLogM>, a,
+                                stream);
   }
 }
 
