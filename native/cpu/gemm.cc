@@ -1148,27 +1148,79 @@ SSMKIT_TARGET_AVX512 void gemv_group_avx512(const float* x, const uint8_t* b, in
   for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
 }
 
-// Scales of one 64-column group, transposed: sc[q][col] = scales[n0 + col][q] as float32, for
-// q < kgroups. The group must not hold the tensor's last column (a 16-bit gather reads 4 bytes).
-SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t kgroups,
-                                               float* sc) {
-  const __m512i lanes =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(static_cast<int>(kgroups)));
+// 16 float16 or bfloat16 values as float32.
+SSMKIT_TARGET_AVX512 inline __m512 widen_halves(__m256i h, bool f16) {
+  return f16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Scales of one 64-column group (cols of them present), transposed: sc[q][col] = scales[n0 + col][q] as
+// float32 for q < kgroups, zero for col >= cols. Gathers cost by the lane: with 16-bit scales one 8-lane
+// 64-bit gather takes four values of q for 8 columns (a column's row of scales is contiguous), and one
+// vpermt2w per two values of q puts 16 columns side by side, a quarter of the lanes that one 32-bit
+// gather per value and 16 columns would take. Lanes of absent columns are masked off, and no gather reads
+// past a column's row, so the last group of the tensor takes the same path.
+SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t cols,
+                                               int64_t kgroups, float* sc) {
   const int esize = dtype_size(scales.dtype);
   const char* base = static_cast<const char*>(scales.data) + n0 * kgroups * esize;
+  const bool f16 = scales.dtype == SSMKIT_DTYPE_F16;
+  // Word t of a pair of gathers (lanes 0..7: columns 0..7, lanes 8..15 of the second: 8..15, four values
+  // of q per lane) for t = 16 * i + c: value i (of two) of column c.
+  alignas(64) static const uint16_t kPairs[2][32] = {
+      {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+       1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41, 45, 49, 53, 57, 61},
+      {2, 6, 10, 14, 18, 22, 26, 30, 34, 38, 42, 46, 50, 54, 58, 62,
+       3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63}};
+  const __m512i pair01 = _mm512_load_si512(kPairs[0]), pair23 = _mm512_load_si512(kPairs[1]);
   for (int j = 0; j < 4; ++j) {
-    for (int64_t q = 0; q < kgroups; ++q) {
-      const __m512i idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(j * 16 * kgroups + q)));
-      __m512 v;
-      if (scales.dtype == SSMKIT_DTYPE_F32) {
-        v = _mm512_i32gather_ps(idx, base, 4);
-      } else {
-        const __m512i d = _mm512_i32gather_epi32(idx, base, 2);
-        v = scales.dtype == SSMKIT_DTYPE_F16 ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))
-                                             : _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+    const int64_t present = std::min<int64_t>(16, cols - 16 * j);
+    if (present <= 0) {
+      for (int64_t q = 0; q < kgroups; ++q)
+        _mm512_storeu_ps(sc + q * kGroupCols + j * 16, _mm512_setzero_ps());
+      continue;
+    }
+    const __mmask16 m =
+        present >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << present) - 1);
+    const char* pb = base + 16 * j * kgroups * esize;
+    float* out = sc + j * 16;
+    // idx: element offsets (in units of esize) of each column's row.
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32(static_cast<int>(kgroups)));
+    if (!f16 && scales.dtype != SSMKIT_DTYPE_BF16) {
+      for (int64_t q = 0; q < kgroups; ++q) {
+        const __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32(static_cast<int>(q)));
+        _mm512_storeu_ps(out + q * kGroupCols, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, pb, 4));
       }
-      _mm512_storeu_ps(sc + q * kGroupCols + j * 16, v);
+      continue;
+    }
+    if (kgroups == 1) {  // the columns' scales are contiguous
+      _mm512_storeu_ps(out, widen_halves(_mm256_maskz_loadu_epi16(m, pb), f16));
+      continue;
+    }
+    const __m256i idx_lo = _mm512_castsi512_si256(idx), idx_hi = _mm512_extracti64x4_epi64(idx, 1);
+    const __mmask8 m_lo = static_cast<__mmask8>(m & 0xff), m_hi = static_cast<__mmask8>(m >> 8);
+    int64_t q = 0;
+    for (; q + 4 <= kgroups; q += 4) {
+      const __m256i dq = _mm256_set1_epi32(static_cast<int>(q));
+      const __m512i g0 =
+          _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), m_lo, _mm256_add_epi32(idx_lo, dq), pb, 2);
+      const __m512i g1 =
+          _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), m_hi, _mm256_add_epi32(idx_hi, dq), pb, 2);
+      const __m512i v01 = _mm512_permutex2var_epi16(g0, pair01, g1);
+      const __m512i v23 = _mm512_permutex2var_epi16(g0, pair23, g1);
+      _mm512_storeu_ps(out + q * kGroupCols, widen_halves(_mm512_castsi512_si256(v01), f16));
+      _mm512_storeu_ps(out + (q + 1) * kGroupCols, widen_halves(_mm512_extracti64x4_epi64(v01, 1), f16));
+      _mm512_storeu_ps(out + (q + 2) * kGroupCols, widen_halves(_mm512_castsi512_si256(v23), f16));
+      _mm512_storeu_ps(out + (q + 3) * kGroupCols, widen_halves(_mm512_extracti64x4_epi64(v23, 1), f16));
+    }
+    // The last values of q: a 32-bit gather of (q, q + 1), or of (q - 1, q) at the end of the row.
+    for (; q < kgroups; ++q) {
+      const bool last = q + 1 == kgroups;
+      const __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32(static_cast<int>(last ? q - 1 : q)));
+      __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, at, pb, 2);
+      if (last) d = _mm512_srli_epi32(d, 16);
+      _mm512_storeu_ps(out + q * kGroupCols, widen_halves(_mm512_cvtepi32_epi16(d), f16));
     }
   }
 }
@@ -1687,12 +1739,20 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   // The group's scales, transposed to (kgroups, 64) float32, and its bias.
   auto load_group = [&](int64_t gi, float* sc, float* bias) {
     const int64_t n0 = gi * kGroupCols, cols = L.cols(gi);
-    for (int64_t col = 0; col < kGroupCols; ++col) {
+    int64_t b0 = 0;
+#if SSMKIT_X86
+    if (p.bias.present() && cpu::simd() >= cpu::SIMD_AVX2) {
+      row_to_f32_avx2(p.bias.dtype, static_cast<const char*>(p.bias.data) + n0 * dtype_size(p.bias.dtype),
+                      cols, bias);
+      b0 = cols;
+    }
+#endif
+    for (int64_t col = b0; col < kGroupCols; ++col) {
       bias[col] = col < cols && p.bias.present() ? read_float(p.bias, n0 + col) : 0.0f;
     }
 #if SSMKIT_X86
-    if (kk.avx512 && gi + 1 < L.groups) {
-      gather_scales_avx512(p.scales, n0, kgroups, sc);
+    if (kk.avx512) {
+      gather_scales_avx512(p.scales, n0, cols, kgroups, sc);
       return;
     }
 #endif
