@@ -35,6 +35,7 @@
 //
 // Weights that are not packed are packed per call into a thread-local buffer (packWeights avoids that).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -86,6 +87,36 @@ template <class T>
 T* grow(std::vector<T>& v, int64_t n) {
   if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
   return v.data();
+}
+
+// Column groups of a decode-sized call, shared by the calling thread and the pool's helpers: each takes a
+// run of groups from one counter, half of what is left divided by the threads, down to one group, so that
+// a helper that wakes late leaves no idle core at the end (the chunks of parallel_for are an eighth of the
+// work each with two threads: up to 20 us alone at N = 10240) and the counter is touched a few dozen
+// times per call. Each thread first calls start(slot) (slot 0 on exactly one of them, which may prepare
+// what the others wait for: the work posted first, the helpers wake while it runs) and takes no groups
+// where it returns false. body(g0, g1) takes groups [g0, g1), consecutive ones in a run (their weights
+// follow each other in memory).
+template <class S, class F>
+void for_each_group_run(int64_t groups, const S& start, const F& body) {
+  const int64_t threads = std::min<int64_t>(cpu::get_num_threads(), groups);
+  if (threads <= 1) {
+    if (start(0)) body(0, groups);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  cpu::parallel_for(threads, 1, [&](int64_t slot, int64_t) {
+    if (!start(slot)) return;
+    int64_t g0 = next.load(std::memory_order_relaxed);
+    for (;;) {
+      if (g0 >= groups) return;
+      const int64_t take = std::max<int64_t>(1, (groups - g0) / (2 * threads));
+      if (next.compare_exchange_weak(g0, g0 + take, std::memory_order_relaxed)) {
+        body(g0, g0 + take);
+        g0 = next.load(std::memory_order_relaxed);
+      }
+    }
+  });
 }
 
 float read_float(const tensor_view& t, int64_t i) {
@@ -1771,29 +1802,39 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
     thread_local std::vector<x_block> block_buf;
     const int64_t lda = L.steps * 8;
     int8_t* t = grow(piece_buf, p.m * 3 * lda);
-    block_buf.clear();
-    bool ok = true;
-    for (int64_t r = 0; r < p.m && ok; ++r) {
-      ok = x_pieces_avx512(static_cast<const uint16_t*>(p.x.data) + r * p.k, p.x.dtype == SSMKIT_DTYPE_BF16,
-                           p.k, L.steps, group_steps, t + r * 3 * lda, lda, block_buf);
-    }
-    if (ok) {
-      const x_block* blocks = block_buf.data();
-      const int64_t nblocks = static_cast<int64_t>(block_buf.size()) / p.m;
-      const int mr = static_cast<int>(p.m);
-      cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
-        thread_local std::vector<float> sc_buf;
-        float* sc = grow(sc_buf, kgroups * kGroupCols);
-        alignas(64) float bias[kGroupCols], acc[kPieceRows * kGroupCols];
-        for (int64_t gi = g0; gi < g1; ++gi) {
-          load_group(gi, sc, bias);
-          gemv_group_pieces(L.panels(gi), mr, t, 3 * lda, lda, blocks, nblocks, w + L.group_offset(gi),
-                            L.step_bytes(gi), sc, acc);
-          store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+    std::vector<x_block>& blocks = block_buf;
+    blocks.clear();
+    const int mr = static_cast<int>(p.m);
+    // 0 while slot 0 cuts x into pieces, then 1, or 2 where the pieces cannot carry x.
+    std::atomic<int> pieces{0};
+    auto start = [&](int64_t slot) {
+      if (slot == 0) {
+        bool ok = true;
+        for (int64_t r = 0; r < p.m && ok; ++r) {
+          ok = x_pieces_avx512(static_cast<const uint16_t*>(p.x.data) + r * p.k,
+                               p.x.dtype == SSMKIT_DTYPE_BF16, p.k, L.steps, group_steps, t + r * 3 * lda,
+                               lda, blocks);
         }
-      });
-      return ok_status();
-    }
+        pieces.store(ok ? 1 : 2, std::memory_order_release);
+        return ok;
+      }
+      int state;
+      while ((state = pieces.load(std::memory_order_acquire)) == 0) _mm_pause();
+      return state == 1;
+    };
+    for_each_group_run(L.groups, start, [&](int64_t g0, int64_t g1) {
+      const int64_t nblocks = static_cast<int64_t>(blocks.size()) / p.m;
+      thread_local std::vector<float> sc_buf;
+      float* sc = grow(sc_buf, kgroups * kGroupCols);
+      alignas(64) float bias[kGroupCols], acc[kPieceRows * kGroupCols];
+      for (int64_t gi = g0; gi < g1; ++gi) {
+        load_group(gi, sc, bias);
+        gemv_group_pieces(L.panels(gi), mr, t, 3 * lda, lda, blocks.data(), nblocks, w + L.group_offset(gi),
+                          L.step_bytes(gi), sc, acc);
+        store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+      }
+    });
+    if (pieces.load(std::memory_order_relaxed) == 1) return ok_status();
   }
   // A few rows (decode, batched decode) read the weights once and straight from their nibbles; float32 x
   // has 24 significant bits, more than two bfloat16 halves hold, and takes the float32 kernel (one row).
@@ -1815,22 +1856,24 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
       if (p.x.dtype == SSMKIT_DTYPE_BF16) xl = nullptr;
     }
     const int mr = static_cast<int>(p.m);
-    cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
-      thread_local std::vector<float> sc_buf;
-      float* sc = grow(sc_buf, kgroups * kGroupCols);
-      alignas(64) float bias[kGroupCols], acc[kGemvRows * kGroupCols];
-      for (int64_t gi = g0; gi < g1; ++gi) {
-        load_group(gi, sc, bias);
-        const uint8_t* b = w + L.group_offset(gi);
-        if (bf16) {
-          gemv_group_bf16(mr, xh, xl, xstride, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc,
-                          acc);
-        } else {
-          gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
-        }
-        store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
-      }
-    });
+    for_each_group_run(
+        L.groups, [](int64_t) { return true; },
+        [&](int64_t g0, int64_t g1) {
+          thread_local std::vector<float> sc_buf;
+          float* sc = grow(sc_buf, kgroups * kGroupCols);
+          alignas(64) float bias[kGroupCols], acc[kGemvRows * kGroupCols];
+          for (int64_t gi = g0; gi < g1; ++gi) {
+            load_group(gi, sc, bias);
+            const uint8_t* b = w + L.group_offset(gi);
+            if (bf16) {
+              gemv_group_bf16(mr, xh, xl, xstride, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi),
+                              sc, acc);
+            } else {
+              gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+            }
+            store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+          }
+        });
     return ok_status();
   }
 #endif
