@@ -44,6 +44,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "ssmkit/cpu_features.h"
@@ -1827,8 +1828,9 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
         pieces.store(ok ? 1 : 2, std::memory_order_release);
         return ok;
       }
+      // Yielding: where the threads outnumber the free cores, slot 0 may need this one.
       int state;
-      while ((state = pieces.load(std::memory_order_acquire)) == 0) _mm_pause();
+      while ((state = pieces.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
       return state == 1;
     };
     for_each_group_run(L.groups, start, [&](int64_t g0, int64_t g1) {
