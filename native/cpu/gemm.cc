@@ -27,12 +27,13 @@
 //   kernel (hot weights), against 32 + 16 vpermw (7.3 ns) for the bfloat16 kernel below. Each x is held
 //   to within 2^-21 of its block's largest |x| (exactly where its exponent is within 10 of the
 //   largest's). The rows take turns per block, whose 4 KiB of weights then stay in L1. Per call and
-//   group around it: the group's scales, transposed by gathers (gather_scales_avx512: 0.25 us per group
-//   of 64 x 40 float16 scales, 12% of the kernel's time at K = 5120), x's pieces (1.3 us at K = 5120,
-//   while the helper thread wakes), the store. One row, hot, one thread: 65 GB/s for the whole call
-//   (512 x 5120); two threads stream the cold weights at 85-90 GB/s, so the decode is bound by memory
-//   with a third of each core to spare, provided enough of the stream is in flight (kPiecePrefetch) and
-//   neither thread waits for the other (for_each_group_run).
+//   group around it: the group's scales, transposed (gather_scales_avx512: 6% of a hot call at
+//   K = 5120, 0.16 us per group of 64 x 40 float16 scales), x's pieces (1.3 us at K = 5120, 6%, on the
+//   thread that takes slot 0 while the other one wakes), the store. One row, hot, one thread: 64-67 GB/s
+//   for the whole call (512 x 5120); two threads stream the cold weights at 85-90 GB/s, so the decode
+//   is bound by memory with a third of each core to spare, provided enough of the stream is in flight
+//   (kPiecePrefetch) and neither thread waits for the other (for_each_group_run, and the pool's
+//   polling in parallel.cc).
 // - with AVX512-BF16, up to 4 rows the pieces cannot carry (an infinity, a NaN, a bfloat16 block below
 //   2^-106): vdpbf16ps on nibbles mapped to bfloat16 by vpermw, exact products (see gemv_group_bf16);
 //   float16 x needs a high and a low bfloat16 half.
@@ -1195,11 +1196,12 @@ SSMKIT_TARGET_AVX512 inline __m512 widen_halves(__m256i h, bool f16) {
 }
 
 // Scales of one 64-column group (cols of them present), transposed: sc[q][col] = scales[n0 + col][q] as
-// float32 for q < kgroups, zero for col >= cols. Gathers cost by the lane: with 16-bit scales one 8-lane
-// 64-bit gather takes four values of q for 8 columns (a column's row of scales is contiguous), and one
-// vpermt2w per two values of q puts 16 columns side by side, a quarter of the lanes that one 32-bit
-// gather per value and 16 columns would take. Lanes of absent columns are masked off, and no gather reads
-// past a column's row, so the last group of the tensor takes the same path.
+// float32 for q < kgroups, zero for col >= cols. 16-bit scales go eight values of q at a time through
+// plain loads and permutes (below), the rest four at a time through gathers, which cost by the lane: one
+// 8-lane 64-bit gather takes four values of q for 8 columns (a column's row of scales is contiguous), and
+// one vpermt2w per two values of q puts 16 columns side by side, a quarter of the lanes that one 32-bit
+// gather per value and 16 columns would take. Loads and gather lanes of absent columns are masked off,
+// and none reads past a column's row, so the last group of the tensor takes the same path.
 SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t cols,
                                                int64_t kgroups, float* sc) {
   const int esize = dtype_size(scales.dtype);
@@ -1213,6 +1215,22 @@ SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_
       {2, 6, 10, 14, 18, 22, 26, 30, 34, 38, 42, 46, 50, 54, 58, 62,
        3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63}};
   const __m512i pair01 = _mm512_load_si512(kPairs[0]), pair23 = _mm512_load_si512(kPairs[1]);
+  // Eight values of q of 16 columns without a gather: four columns' 16 bytes to a vector, so that in a
+  // pair of vectors value v of column r (of 8) is word 8 r + v; word 8 v + r of rows_lo takes v < 4, of
+  // rows_hi v >= 4 (columns side by side); then word 16 i + c of cols_01 (cols_23) takes value i (2 + i)
+  // of column c from two such results (columns 0..7, then 8..15).
+  alignas(64) static const uint16_t kRows[2][32] = {
+      {0, 8,  16, 24, 32, 40, 48, 56, 1, 9,  17, 25, 33, 41, 49, 57,
+       2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59},
+      {4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,
+       6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63}};
+  alignas(64) static const uint16_t kCols[2][32] = {
+      {0, 1, 2,  3,  4,  5,  6,  7,  32, 33, 34, 35, 36, 37, 38, 39,
+       8, 9, 10, 11, 12, 13, 14, 15, 40, 41, 42, 43, 44, 45, 46, 47},
+      {16, 17, 18, 19, 20, 21, 22, 23, 48, 49, 50, 51, 52, 53, 54, 55,
+       24, 25, 26, 27, 28, 29, 30, 31, 56, 57, 58, 59, 60, 61, 62, 63}};
+  const __m512i rows_lo = _mm512_load_si512(kRows[0]), rows_hi = _mm512_load_si512(kRows[1]);
+  const __m512i cols_01 = _mm512_load_si512(kCols[0]), cols_23 = _mm512_load_si512(kCols[1]);
   for (int j = 0; j < 4; ++j) {
     const int64_t present = std::min<int64_t>(16, cols - 16 * j);
     if (present <= 0) {
@@ -1242,6 +1260,36 @@ SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_
     const __m256i idx_lo = _mm512_castsi512_si256(idx), idx_hi = _mm512_extracti64x4_epi64(idx, 1);
     const __mmask8 m_lo = static_cast<__mmask8>(m & 0xff), m_hi = static_cast<__mmask8>(m >> 8);
     int64_t q = 0;
+    // Eight values of q at a time: 16 loads, 12 inserts and 8 vpermt2w instead of four gathers (3% of a
+    // hot decode at K = 5120, measured).
+    for (; q + 8 <= kgroups; q += 8) {
+      __m512i z[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        __m512i v = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const int c = 4 * i + r;
+          const __m128i row = _mm_maskz_loadu_epi16(static_cast<__mmask8>(c < present ? 0xff : 0),
+                                                    pb + (c * kgroups + q) * 2);
+          v = r == 0 ? _mm512_castsi128_si512(row) : _mm512_inserti32x4(v, row, r);
+        }
+        z[i] = v;
+      }
+      const __m512i a = _mm512_permutex2var_epi16(z[0], rows_lo, z[1]);
+      const __m512i bq = _mm512_permutex2var_epi16(z[0], rows_hi, z[1]);
+      const __m512i c8 = _mm512_permutex2var_epi16(z[2], rows_lo, z[3]);
+      const __m512i d = _mm512_permutex2var_epi16(z[2], rows_hi, z[3]);
+      const __m512i o[4] = {
+          _mm512_permutex2var_epi16(a, cols_01, c8), _mm512_permutex2var_epi16(a, cols_23, c8),
+          _mm512_permutex2var_epi16(bq, cols_01, d), _mm512_permutex2var_epi16(bq, cols_23, d)};
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        _mm512_storeu_ps(out + (q + 2 * i) * kGroupCols, widen_halves(_mm512_castsi512_si256(o[i]), f16));
+        _mm512_storeu_ps(out + (q + 2 * i + 1) * kGroupCols,
+                         widen_halves(_mm512_extracti64x4_epi64(o[i], 1), f16));
+      }
+    }
     for (; q + 4 <= kgroups; q += 4) {
       const __m256i dq = _mm256_set1_epi32(static_cast<int>(q));
       const __m512i g0 =
