@@ -386,6 +386,31 @@ for (const [k, n] of SHAPES) {
           floorUs: (wbytes / bw) * 1e6,
           peer: '',
         });
+        // The kernel's own rate, weights hot: 512 columns (1.3 MiB at K = 5120, in the two L2s) of one
+        // copy, on 1 and 2 threads. Well above the copy bandwidth, the cold rows above are bound by memory.
+        const nh = 512;
+        const wh = s.packWeightsSync(new s.Tensor('int4', w4b.slice(0, (nh * k) / 2), [nh, k]), { groupSize: 128 });
+        const sch = new s.Tensor('float32', floats(nh * (k / 128), 0.001, 0.01), [nh, k / 128]).cast('float16');
+        const hbytes = (nh * k) / 2 + nh * (k / 128) * 2;
+        const threads = s.getNumThreads();
+        for (const t of [1, 2]) {
+          s.setNumThreads(t);
+          const th = await timeIt(() => s.gemmW4A16Sync(x, wh, sch));
+          row({
+            op: 'gemmW4A16',
+            dtype: `hot, ${t} thread${t > 1 ? 's' : ''}`,
+            m,
+            k,
+            n: nh,
+            us: th * 1e6,
+            gops: (2 * nh * k) / th / 1e9,
+            unit: 'GFLOPS',
+            gbs: hbytes / th / 1e9,
+            peer: '',
+          });
+        }
+        s.setNumThreads(threads);
+        wh.dispose();
       }
     }
   }

@@ -224,6 +224,8 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
         [37, 96, 256, 64],
         [100, 20, 384, 128],
         [300, 24, 64, 32], // more rows than one pass of the kernel takes (256)
+        [1, 77, 56, 8], // 7 scale groups (4 + 3) and a last column group of 13 columns
+        [2, 150, 88, 8], // 11 scale groups, a last column group of 22 columns
       ] as const) {
         const rng = new Rng(m * 7 + n * 11 + k + gs);
         const x = randTensor([m, k], dtype, () => rng.normal());

@@ -22,11 +22,18 @@
 // step decides which:
 // - float16 / bfloat16 x, VNNI level, up to 16 rows: x is cut once per call into three int8 pieces per
 //   block of 128 values (x = u1 t1 + u2 t2 + u3 t3 with powers of two u, see x_pieces_avx512), and the
-//   packed bytes, already unsigned w + 8, go straight into vpdpbusd: 24 per row and step, 5.4 ns per
-//   step on one core (measured, hot weights; 50 GB/s per core), against 32 + 16 vpermw (7.3 ns) for the
-//   bfloat16 kernel below. Each x is held to within 2^-21 of its block's largest |x| (exactly where its
-//   exponent is within 10 of the largest's). The rows take turns per block, whose 4 KiB of weights then stay
-//   in L1.
+//   packed bytes, already unsigned w + 8, go straight into vpdpbusd: 24 per row and step, 12 cycles at
+//   two per cycle (2.9 ns at 4.1 GHz, 88 GB/s of weights per core), measured 3.1 ns per step in the
+//   kernel (hot weights), against 32 + 16 vpermw (7.3 ns) for the bfloat16 kernel below. Each x is held
+//   to within 2^-21 of its block's largest |x| (exactly where its exponent is within 10 of the
+//   largest's). The rows take turns per block, whose 4 KiB of weights then stay in L1. Per call and
+//   group around it: the group's scales, transposed (gather_scales_avx512: 6% of a hot call at
+//   K = 5120, 0.16 us per group of 64 x 40 float16 scales), x's pieces (1.3 us at K = 5120, 6%, on the
+//   thread that takes slot 0 while the other one wakes), the store. One row, hot, one thread: 64-67 GB/s
+//   for the whole call (512 x 5120); two threads stream the cold weights at 85-90 GB/s, so the decode
+//   is bound by memory with a third of each core to spare, provided enough of the stream is in flight
+//   (kPiecePrefetch) and neither thread waits for the other (for_each_group_run, and the pool's
+//   polling in parallel.cc).
 // - with AVX512-BF16, up to 4 rows the pieces cannot carry (an infinity, a NaN, a bfloat16 block below
 //   2^-106): vdpbf16ps on nibbles mapped to bfloat16 by vpermw, exact products (see gemv_group_bf16);
 //   float16 x needs a high and a low bfloat16 half.
@@ -35,8 +42,10 @@
 //
 // Weights that are not packed are packed per call into a thread-local buffer (packWeights avoids that).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "ssmkit/cpu_features.h"
@@ -57,6 +66,9 @@ constexpr int kMaxRows = 6;            // the tallest micro-kernel tile
 constexpr int64_t kKBlock = 128;       // W4A16: values of k dequantized at once (32 KiB of float32 in L1)
 constexpr int64_t kGemvRows = 4;       // W4A16: rows the decode kernel takes (more go through float32 tiles)
 constexpr int64_t kGemvPrefetch = 16;  // W4A16 decode: steps (of up to 256 bytes) prefetched ahead, 4 KiB
+constexpr int64_t kPiecePrefetch =
+    32;  // ... in the pieces kernel, 8 KiB: two cores stream 85-90 GB/s, 45 per
+         // core, and 4 KiB ahead is under 100 ns of it (measured: 10% slower)
 
 // Geometry of a packed weight (see quant.h).
 struct layout {
@@ -86,6 +98,36 @@ template <class T>
 T* grow(std::vector<T>& v, int64_t n) {
   if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
   return v.data();
+}
+
+// Column groups of a decode-sized call, shared by the calling thread and the pool's helpers: each takes a
+// run of groups from one counter, half of what is left divided by the threads, down to one group, so that
+// a helper that wakes late leaves no idle core at the end (the chunks of parallel_for are an eighth of the
+// work each with two threads: up to 20 us alone at N = 10240) and the counter is touched a few dozen
+// times per call. Each thread first calls start(slot) (slot 0 on exactly one of them, which may prepare
+// what the others wait for: the work posted first, the helpers wake while it runs) and takes no groups
+// where it returns false. body(g0, g1) takes groups [g0, g1), consecutive ones in a run (their weights
+// follow each other in memory).
+template <class S, class F>
+void for_each_group_run(int64_t groups, const S& start, const F& body) {
+  const int64_t threads = std::min<int64_t>(cpu::get_num_threads(), groups);
+  if (threads <= 1) {
+    if (start(0)) body(0, groups);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  cpu::parallel_for(threads, 1, [&](int64_t slot, int64_t) {
+    if (!start(slot)) return;
+    int64_t g0 = next.load(std::memory_order_relaxed);
+    for (;;) {
+      if (g0 >= groups) return;
+      const int64_t take = std::max<int64_t>(1, (groups - g0) / (2 * threads));
+      if (next.compare_exchange_weak(g0, g0 + take, std::memory_order_relaxed)) {
+        body(g0, g0 + take);
+        g0 = next.load(std::memory_order_relaxed);
+      }
+    }
+  });
 }
 
 float read_float(const tensor_view& t, int64_t i) {
@@ -1148,27 +1190,126 @@ SSMKIT_TARGET_AVX512 void gemv_group_avx512(const float* x, const uint8_t* b, in
   for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc_out + j * 16, out[j]);
 }
 
-// Scales of one 64-column group, transposed: sc[q][col] = scales[n0 + col][q] as float32, for
-// q < kgroups. The group must not hold the tensor's last column (a 16-bit gather reads 4 bytes).
-SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t kgroups,
-                                               float* sc) {
-  const __m512i lanes =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(static_cast<int>(kgroups)));
+// 16 float16 or bfloat16 values as float32.
+SSMKIT_TARGET_AVX512 inline __m512 widen_halves(__m256i h, bool f16) {
+  return f16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Scales of one 64-column group (cols of them present), transposed: sc[q][col] = scales[n0 + col][q] as
+// float32 for q < kgroups, zero for col >= cols. 16-bit scales go eight values of q at a time through
+// plain loads and permutes (below), the rest four at a time through gathers, which cost by the lane: one
+// 8-lane 64-bit gather takes four values of q for 8 columns (a column's row of scales is contiguous), and
+// one vpermt2w per two values of q puts 16 columns side by side, a quarter of the lanes that one 32-bit
+// gather per value and 16 columns would take. Loads and gather lanes of absent columns are masked off,
+// and none reads past a column's row, so the last group of the tensor takes the same path.
+SSMKIT_TARGET_AVX512 void gather_scales_avx512(const tensor_view& scales, int64_t n0, int64_t cols,
+                                               int64_t kgroups, float* sc) {
   const int esize = dtype_size(scales.dtype);
   const char* base = static_cast<const char*>(scales.data) + n0 * kgroups * esize;
+  const bool f16 = scales.dtype == SSMKIT_DTYPE_F16;
+  // Word t of a pair of gathers (lanes 0..7: columns 0..7, lanes 8..15 of the second: 8..15, four values
+  // of q per lane) for t = 16 * i + c: value i (of two) of column c.
+  alignas(64) static const uint16_t kPairs[2][32] = {
+      {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+       1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41, 45, 49, 53, 57, 61},
+      {2, 6, 10, 14, 18, 22, 26, 30, 34, 38, 42, 46, 50, 54, 58, 62,
+       3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63}};
+  const __m512i pair01 = _mm512_load_si512(kPairs[0]), pair23 = _mm512_load_si512(kPairs[1]);
+  // Eight values of q of 16 columns without a gather: four columns' 16 bytes to a vector, so that in a
+  // pair of vectors value v of column r (of 8) is word 8 r + v; word 8 v + r of rows_lo takes v < 4, of
+  // rows_hi v >= 4 (columns side by side); then word 16 i + c of cols_01 (cols_23) takes value i (2 + i)
+  // of column c from two such results (columns 0..7, then 8..15).
+  alignas(64) static const uint16_t kRows[2][32] = {
+      {0, 8,  16, 24, 32, 40, 48, 56, 1, 9,  17, 25, 33, 41, 49, 57,
+       2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59},
+      {4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,
+       6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63}};
+  alignas(64) static const uint16_t kCols[2][32] = {
+      {0, 1, 2,  3,  4,  5,  6,  7,  32, 33, 34, 35, 36, 37, 38, 39,
+       8, 9, 10, 11, 12, 13, 14, 15, 40, 41, 42, 43, 44, 45, 46, 47},
+      {16, 17, 18, 19, 20, 21, 22, 23, 48, 49, 50, 51, 52, 53, 54, 55,
+       24, 25, 26, 27, 28, 29, 30, 31, 56, 57, 58, 59, 60, 61, 62, 63}};
+  const __m512i rows_lo = _mm512_load_si512(kRows[0]), rows_hi = _mm512_load_si512(kRows[1]);
+  const __m512i cols_01 = _mm512_load_si512(kCols[0]), cols_23 = _mm512_load_si512(kCols[1]);
   for (int j = 0; j < 4; ++j) {
-    for (int64_t q = 0; q < kgroups; ++q) {
-      const __m512i idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(j * 16 * kgroups + q)));
-      __m512 v;
-      if (scales.dtype == SSMKIT_DTYPE_F32) {
-        v = _mm512_i32gather_ps(idx, base, 4);
-      } else {
-        const __m512i d = _mm512_i32gather_epi32(idx, base, 2);
-        v = scales.dtype == SSMKIT_DTYPE_F16 ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))
-                                             : _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+    const int64_t present = std::min<int64_t>(16, cols - 16 * j);
+    if (present <= 0) {
+      for (int64_t q = 0; q < kgroups; ++q)
+        _mm512_storeu_ps(sc + q * kGroupCols + j * 16, _mm512_setzero_ps());
+      continue;
+    }
+    const __mmask16 m =
+        present >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << present) - 1);
+    const char* pb = base + 16 * j * kgroups * esize;
+    float* out = sc + j * 16;
+    // idx: element offsets (in units of esize) of each column's row.
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32(static_cast<int>(kgroups)));
+    if (!f16 && scales.dtype != SSMKIT_DTYPE_BF16) {
+      for (int64_t q = 0; q < kgroups; ++q) {
+        const __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32(static_cast<int>(q)));
+        _mm512_storeu_ps(out + q * kGroupCols, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, pb, 4));
       }
-      _mm512_storeu_ps(sc + q * kGroupCols + j * 16, v);
+      continue;
+    }
+    if (kgroups == 1) {  // the columns' scales are contiguous
+      _mm512_storeu_ps(out, widen_halves(_mm256_maskz_loadu_epi16(m, pb), f16));
+      continue;
+    }
+    const __m256i idx_lo = _mm512_castsi512_si256(idx), idx_hi = _mm512_extracti64x4_epi64(idx, 1);
+    const __mmask8 m_lo = static_cast<__mmask8>(m & 0xff), m_hi = static_cast<__mmask8>(m >> 8);
+    int64_t q = 0;
+    // Eight values of q at a time: 16 loads, 12 inserts and 8 vpermt2w instead of four gathers (3% of a
+    // hot decode at K = 5120, measured).
+    for (; q + 8 <= kgroups; q += 8) {
+      __m512i z[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        __m512i v = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const int c = 4 * i + r;
+          const __m128i row = _mm_maskz_loadu_epi16(static_cast<__mmask8>(c < present ? 0xff : 0),
+                                                    pb + (c * kgroups + q) * 2);
+          v = r == 0 ? _mm512_castsi128_si512(row) : _mm512_inserti32x4(v, row, r);
+        }
+        z[i] = v;
+      }
+      const __m512i a = _mm512_permutex2var_epi16(z[0], rows_lo, z[1]);
+      const __m512i bq = _mm512_permutex2var_epi16(z[0], rows_hi, z[1]);
+      const __m512i c8 = _mm512_permutex2var_epi16(z[2], rows_lo, z[3]);
+      const __m512i d = _mm512_permutex2var_epi16(z[2], rows_hi, z[3]);
+      const __m512i o[4] = {
+          _mm512_permutex2var_epi16(a, cols_01, c8), _mm512_permutex2var_epi16(a, cols_23, c8),
+          _mm512_permutex2var_epi16(bq, cols_01, d), _mm512_permutex2var_epi16(bq, cols_23, d)};
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        _mm512_storeu_ps(out + (q + 2 * i) * kGroupCols, widen_halves(_mm512_castsi512_si256(o[i]), f16));
+        _mm512_storeu_ps(out + (q + 2 * i + 1) * kGroupCols,
+                         widen_halves(_mm512_extracti64x4_epi64(o[i], 1), f16));
+      }
+    }
+    for (; q + 4 <= kgroups; q += 4) {
+      const __m256i dq = _mm256_set1_epi32(static_cast<int>(q));
+      const __m512i g0 =
+          _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), m_lo, _mm256_add_epi32(idx_lo, dq), pb, 2);
+      const __m512i g1 =
+          _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), m_hi, _mm256_add_epi32(idx_hi, dq), pb, 2);
+      const __m512i v01 = _mm512_permutex2var_epi16(g0, pair01, g1);
+      const __m512i v23 = _mm512_permutex2var_epi16(g0, pair23, g1);
+      _mm512_storeu_ps(out + q * kGroupCols, widen_halves(_mm512_castsi512_si256(v01), f16));
+      _mm512_storeu_ps(out + (q + 1) * kGroupCols, widen_halves(_mm512_extracti64x4_epi64(v01, 1), f16));
+      _mm512_storeu_ps(out + (q + 2) * kGroupCols, widen_halves(_mm512_castsi512_si256(v23), f16));
+      _mm512_storeu_ps(out + (q + 3) * kGroupCols, widen_halves(_mm512_extracti64x4_epi64(v23, 1), f16));
+    }
+    // The last values of q: a 32-bit gather of (q, q + 1), or of (q - 1, q) at the end of the row.
+    for (; q < kgroups; ++q) {
+      const bool last = q + 1 == kgroups;
+      const __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32(static_cast<int>(last ? q - 1 : q)));
+      __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, at, pb, 2);
+      if (last) d = _mm512_srli_epi32(d, 16);
+      _mm512_storeu_ps(out + q * kGroupCols, widen_halves(_mm512_cvtepi32_epi16(d), f16));
     }
   }
 }
@@ -1443,11 +1584,11 @@ SSMKIT_TARGET_VNNI void gemv_group_pieces_t(int mr, const int8_t* t, int64_t rst
       }
       for (int64_t s = blk.s0; s < blk.s1; ++s) {
         const uint8_t* bs = b + s * sb;
-        // The weights are read once: ask for them kGemvPrefetch steps ahead (the loop is too long for the
+        // The weights are read once: ask for them kPiecePrefetch steps ahead (the loop is too long for the
         // out-of-order window to keep enough cache misses in flight on its own).
 #pragma GCC unroll 4
         for (int j = 0; j < NP; ++j) {
-          _mm_prefetch(reinterpret_cast<const char*>(bs + kGemvPrefetch * sb + j * 64), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(bs + kPiecePrefetch * sb + j * 64), _MM_HINT_T0);
         }
         __m512i xl[3], xh[3];
 #pragma GCC unroll 3
@@ -1687,12 +1828,20 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
   // The group's scales, transposed to (kgroups, 64) float32, and its bias.
   auto load_group = [&](int64_t gi, float* sc, float* bias) {
     const int64_t n0 = gi * kGroupCols, cols = L.cols(gi);
-    for (int64_t col = 0; col < kGroupCols; ++col) {
+    int64_t b0 = 0;
+#if SSMKIT_X86
+    if (p.bias.present() && cpu::simd() >= cpu::SIMD_AVX2) {
+      row_to_f32_avx2(p.bias.dtype, static_cast<const char*>(p.bias.data) + n0 * dtype_size(p.bias.dtype),
+                      cols, bias);
+      b0 = cols;
+    }
+#endif
+    for (int64_t col = b0; col < kGroupCols; ++col) {
       bias[col] = col < cols && p.bias.present() ? read_float(p.bias, n0 + col) : 0.0f;
     }
 #if SSMKIT_X86
-    if (kk.avx512 && gi + 1 < L.groups) {
-      gather_scales_avx512(p.scales, n0, kgroups, sc);
+    if (kk.avx512) {
+      gather_scales_avx512(p.scales, n0, cols, kgroups, sc);
       return;
     }
 #endif
@@ -1711,29 +1860,40 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
     thread_local std::vector<x_block> block_buf;
     const int64_t lda = L.steps * 8;
     int8_t* t = grow(piece_buf, p.m * 3 * lda);
-    block_buf.clear();
-    bool ok = true;
-    for (int64_t r = 0; r < p.m && ok; ++r) {
-      ok = x_pieces_avx512(static_cast<const uint16_t*>(p.x.data) + r * p.k, p.x.dtype == SSMKIT_DTYPE_BF16,
-                           p.k, L.steps, group_steps, t + r * 3 * lda, lda, block_buf);
-    }
-    if (ok) {
-      const x_block* blocks = block_buf.data();
-      const int64_t nblocks = static_cast<int64_t>(block_buf.size()) / p.m;
-      const int mr = static_cast<int>(p.m);
-      cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
-        thread_local std::vector<float> sc_buf;
-        float* sc = grow(sc_buf, kgroups * kGroupCols);
-        alignas(64) float bias[kGroupCols], acc[kPieceRows * kGroupCols];
-        for (int64_t gi = g0; gi < g1; ++gi) {
-          load_group(gi, sc, bias);
-          gemv_group_pieces(L.panels(gi), mr, t, 3 * lda, lda, blocks, nblocks, w + L.group_offset(gi),
-                            L.step_bytes(gi), sc, acc);
-          store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+    std::vector<x_block>& blocks = block_buf;
+    blocks.clear();
+    const int mr = static_cast<int>(p.m);
+    // 0 while slot 0 cuts x into pieces, then 1, or 2 where the pieces cannot carry x.
+    std::atomic<int> pieces{0};
+    auto start = [&](int64_t slot) {
+      if (slot == 0) {
+        bool ok = true;
+        for (int64_t r = 0; r < p.m && ok; ++r) {
+          ok = x_pieces_avx512(static_cast<const uint16_t*>(p.x.data) + r * p.k,
+                               p.x.dtype == SSMKIT_DTYPE_BF16, p.k, L.steps, group_steps, t + r * 3 * lda,
+                               lda, blocks);
         }
-      });
-      return ok_status();
-    }
+        pieces.store(ok ? 1 : 2, std::memory_order_release);
+        return ok;
+      }
+      // Yielding: where the threads outnumber the free cores, slot 0 may need this one.
+      int state;
+      while ((state = pieces.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
+      return state == 1;
+    };
+    for_each_group_run(L.groups, start, [&](int64_t g0, int64_t g1) {
+      const int64_t nblocks = static_cast<int64_t>(blocks.size()) / p.m;
+      thread_local std::vector<float> sc_buf;
+      float* sc = grow(sc_buf, kgroups * kGroupCols);
+      alignas(64) float bias[kGroupCols], acc[kPieceRows * kGroupCols];
+      for (int64_t gi = g0; gi < g1; ++gi) {
+        load_group(gi, sc, bias);
+        gemv_group_pieces(L.panels(gi), mr, t, 3 * lda, lda, blocks.data(), nblocks, w + L.group_offset(gi),
+                          L.step_bytes(gi), sc, acc);
+        store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+      }
+    });
+    if (pieces.load(std::memory_order_relaxed) == 1) return ok_status();
   }
   // A few rows (decode, batched decode) read the weights once and straight from their nibbles; float32 x
   // has 24 significant bits, more than two bfloat16 halves hold, and takes the float32 kernel (one row).
@@ -1755,22 +1915,24 @@ status gemm_w4a16_cpu(const gemm_w4a16_params& p) {
       if (p.x.dtype == SSMKIT_DTYPE_BF16) xl = nullptr;
     }
     const int mr = static_cast<int>(p.m);
-    cpu::parallel_for(L.groups, 1, [&](int64_t g0, int64_t g1) {
-      thread_local std::vector<float> sc_buf;
-      float* sc = grow(sc_buf, kgroups * kGroupCols);
-      alignas(64) float bias[kGroupCols], acc[kGemvRows * kGroupCols];
-      for (int64_t gi = g0; gi < g1; ++gi) {
-        load_group(gi, sc, bias);
-        const uint8_t* b = w + L.group_offset(gi);
-        if (bf16) {
-          gemv_group_bf16(mr, xh, xl, xstride, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc,
-                          acc);
-        } else {
-          gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
-        }
-        store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
-      }
-    });
+    for_each_group_run(
+        L.groups, [](int64_t) { return true; },
+        [&](int64_t g0, int64_t g1) {
+          thread_local std::vector<float> sc_buf;
+          float* sc = grow(sc_buf, kgroups * kGroupCols);
+          alignas(64) float bias[kGroupCols], acc[kGemvRows * kGroupCols];
+          for (int64_t gi = g0; gi < g1; ++gi) {
+            load_group(gi, sc, bias);
+            const uint8_t* b = w + L.group_offset(gi);
+            if (bf16) {
+              gemv_group_bf16(mr, xh, xl, xstride, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi),
+                              sc, acc);
+            } else {
+              gemv_group_avx512(x, b, L.step_bytes(gi), L.steps, group_steps, L.panels(gi), sc, acc);
+            }
+            store_rows(mr, L.cols(gi), acc, bias, p.out, 0, gi * kGroupCols, p.n);
+          }
+        });
     return ok_status();
   }
 #endif
