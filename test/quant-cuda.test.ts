@@ -335,6 +335,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
         [33, 190, 96, 32],
         [2, 130, 1280, 256],
         [16, 64, 1184, 1184],
+        // One column tile split 64 ways: the last block sums 64 partials of 4096 outputs in batches.
+        [16, 100, 8192, 128],
       ] as const) {
         const rng = new Rng(m * 7 + n * 11 + k + gs);
         const x = randTensor([m, k], dtype, () => rng.normal());
@@ -667,6 +669,8 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
     [1, 300, 20000],
     [4, 40, 8192],
     [2, 17, 1000],
+    // out_proj of a Mamba-2.8B layer at three rows (split k; x staged by 16-byte loads).
+    [3, 2560, 5120],
   ];
 
   // W8A8 takes the GEMV up to m = 16 (W4A8 above 4 rows the tensor-core decode path).
