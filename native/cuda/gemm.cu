@@ -4,14 +4,14 @@
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have six paths, chosen per call:
 // - gemv (m <= 4, or m <= 16 for W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
-//   multiple of 32 for int4; packed weights, and plain int4 rows of whole 16-byte chunks): CUDA cores,
-//   no mma, bound by the weight bytes. One block of 256 threads per 64-column group and k range, 16
-//   threads along k for each 4 columns, two chunks of 4 x 16-byte loads in flight per thread (32 KiB per
-//   block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16 rows: 64 to 96 KiB per SM);
-//   x staged in shared memory (float32 for W4A16, int8 for dp4a) by one round of 16-byte loads where
-//   its rows allow; int4 -> float32 by one byte permute into the mantissa of 128.0f and one exact
-//   subtraction, then one float32 fma per weight and row; int8 weights in dp4a (exact int32). k is split
-//   by bytes per SM, not by waves (gemv_splits: the SM with the most blocks sets the time; blocks of at
+//   multiple of 32 for int4; packed weights, and plain rows of whole 16-byte chunks: k % 16 == 0 for
+//   int8, % 32 for int4): CUDA cores, no mma, bound by the weight bytes. One block of 256 threads per
+//   64-column group and k range, 16 threads along k for each 4 columns, two chunks of 4 x 16-byte loads in
+//   flight per thread (32 KiB per block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16
+//   rows: 64 to 96 KiB per SM); x staged in shared memory (float32 for W4A16, int8 for dp4a) by one round of
+//   16-byte loads where its rows allow; int4 -> float32 by one byte permute into the mantissa of 128.0f and
+//   one exact subtraction, then one float32 fma per weight and row; int8 weights in dp4a (exact int32). k is
+//   split by bytes per SM, not by waves (gemv_splits: the SM with the most blocks sets the time; blocks of at
 //   least 8 chunks), and reduced in a fixed order. Expected on the H200 (4.2 TB/s, 132 SMs x 4
 //   schedulers at ~1.98 GHz = 1.05e12 warp instructions/s): W4A16 bf16 m = 1, 2560 x 10240, g128 moves
 //   13.5 MB, 3.2 us; its ~3.4 instructions per weight (mask, permute, subtract, fma) are 2.8 M warp
@@ -28,7 +28,9 @@
 //   27 chunks: about 18). W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes,
 //   3.6 M warp instructions (3.4 us) under 6.2 us of bytes; 50.6 us measured with 320 blocks of 80 chunks
 //   on 264 slots (two waves, five rounds of loads a thread, and 4 outputs x 2 splits of dependent loads
-//   in the last block), about 14 us with 640 blocks of 40 chunks.
+//   in the last block), about 14 us with 640 blocks of 40 chunks. Plain int8 rows take it too (16 bytes
+//   of each of a thread's 4 rows, as plain int4): W8A8 m = 16 on plain weights took 31.2 us on the skinny
+//   path (its last blocks summed 7 splits x 8 outputs a thread one load at a time), about 14 here.
 // - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
 //   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
 //   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
@@ -42,11 +44,13 @@
 //   34.6 MB, 8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us
 //   each, overlapped. Measured on the H200: 43.9 us (m = 1, before the gemv path) and 104.8 us (m = 16),
 //   at up to 232 registers, 1 to 2 blocks of 4 warps per SM; of that, the last block of each of the 32
-//   column tiles summed 8 splits x 32 outputs a thread one dependent L2 load at a time (~256 round trips,
-//   tens of microseconds), now 8 rounds of 32 loads (sum_splits); with the scales once per unit, expected
-//   30-50 us, the rest the main loop's latency at 8 warps per SM. SSMKIT_CUDA_GEMV=0 sends m <= 4 (16 for
+//   column tiles summed 8 splits x 32 outputs a thread four loads at a time, then loaded the output's bias
+//   (~96 dependent L2 round trips, 15-50 us), now 8 rounds of 32 loads (sum_splits, 1-4 us); with the
+//   scales once per unit, expected 30-50 us, the rest the main loop's latency at 8 warps per SM (its 254
+//   registers with groups allow 2 blocks of 4 warps). SSMKIT_CUDA_GEMV=0 sends m <= 4 (16 for
 //   W8A8) here instead of the gemv path, for comparison. Layout and fragment mapping at the kernel.
-// - skinny (m <= 64, plain int8 weights of W8A8 and the int4 shapes the decode path does not take):
+// - skinny (m <= 64, plain int8 weights of W8A8 that the gemv path does not take, and the int4 shapes the
+//   decode path does not take):
 //   bound by the weight bytes. Blocks of 8 warps own 128 output
 //   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
 //   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
@@ -381,23 +385,34 @@ __device__ __forceinline__ int64_t skinny_unit(int64_t u) {
 // The last block of a split-k tile: adds the partials (split, m, n) of its `count` outputs in split order
 // (0 + p0 + p1 + ..., so that the result does not depend on the run) and writes the finished values;
 // where(i, row, col) places output i (false: nothing there). The block runs alone at the end of the
-// kernel, so each thread keeps kOuts x kSplits partial loads in flight instead of one: 8 splits of 4096
-// outputs (m = 16, 256 columns) take 8 dependent L2 round trips a thread instead of 256.
-template <bool kGrouped, int kThreads, int kOuts, typename acc_t, class Where>
+// kernel, so each thread keeps kOuts x kSplits partial loads in flight, with the epilogue's scales and
+// bias where kEarlyEpilogue, instead of one: 8 splits of 4096 outputs (m = 16, 256 columns, 128 threads) take
+// 8 dependent L2 round trips a thread where the loop over one output's splits (unrolled by 4) and its bias
+// took 96.
+template <bool kGrouped, int kThreads, int kOuts, int kSplits, bool kEarlyEpilogue, typename acc_t,
+          class Where>
 __device__ __forceinline__ void sum_splits(const gemm_args& g, const acc_t* part, int splits, int count,
                                            Where&& where) {
-  constexpr int kSplits = 8;
   const int64_t plane = g.m * g.n;
   for (int i0 = threadIdx.x; i0 < count; i0 += kOuts * kThreads) {
     int64_t row[kOuts], col[kOuts];
     bool ok[kOuts];
     acc_t sum[kOuts];
+    float as[kOuts], ws[kOuts], bias[kOuts];  // the epilogue's operands, loaded with the partials
 #pragma unroll
     for (int o = 0; o < kOuts; ++o) {
       row[o] = 0;
       col[o] = 0;
       ok[o] = i0 + o * kThreads < count && where(i0 + o * kThreads, row[o], col[o]);
       sum[o] = 0;
+      as[o] = 0.0f;
+      ws[o] = 1.0f;
+      bias[o] = 0.0f;
+      if constexpr (kEarlyEpilogue) {
+        as[o] = ok[o] ? row_scale(g, row[o]) : 0.0f;
+        ws[o] = ok[o] && !kGrouped ? col_scale(g, col[o]) : 1.0f;
+        bias[o] = ok[o] ? col_bias(g, col[o]) : 0.0f;
+      }
     }
     for (int sp0 = 0; sp0 < splits; sp0 += kSplits) {
       acc_t v[kOuts][kSplits];
@@ -420,8 +435,10 @@ __device__ __forceinline__ void sum_splits(const gemm_args& g, const acc_t* part
 #pragma unroll
     for (int o = 0; o < kOuts; ++o) {
       if (ok[o]) {
-        store_float(g.out, g.out_dt, row[o] * g.n + col[o],
-                    finish_value<kGrouped>(g, static_cast<float>(sum[o]), row[o], col[o]));
+        const float v = kEarlyEpilogue
+                            ? finish<kGrouped>(static_cast<float>(sum[o]), as[o], ws[o], bias[o])
+                            : finish_value<kGrouped>(g, static_cast<float>(sum[o]), row[o], col[o]);
+        store_float(g.out, g.out_dt, row[o] * g.n + col[o], v);
       }
     }
   }
@@ -445,12 +462,13 @@ __device__ void finish_splits(const gemm_args& g, const acc_t* part, int* counte
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  sum_splits<kGrouped, kThreads, 4>(g, part, splits, rows * kBlockN, [&](int i, int64_t& row, int64_t& col) {
-    const int r = i / kBlockN;
-    row = m0 + r;
-    col = n_block + (i - r * kBlockN);
-    return col < g.n;
-  });
+  sum_splits<kGrouped, kThreads, 4, 8, true>(g, part, splits, rows * kBlockN,
+                                             [&](int i, int64_t& row, int64_t& col) {
+                                               const int r = i / kBlockN;
+                                               row = m0 + r;
+                                               col = n_block + (i - r * kBlockN);
+                                               return col < g.n;
+                                             });
 }
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
@@ -990,15 +1008,16 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // Block: 256 threads own one 64-column group and a k range. Thread (q = t % 16, c = t / 16) owns
 // columns 4q..4q + 3 of the group and the chunks c, c + 16, ... of the range; a chunk is what 4 vectors
 // of 16 bytes hold for 4 columns: 32 k of int4 (packed: 4 steps x 4 columns; plain: 16 bytes of each of
-// the 4 rows) or 16 k of int8 (packed, 4 steps). Packed and plain int4 weights give a thread the same
-// values in the same order, so they give the same bits. Two chunks (8 vectors, 128 bytes) are in
-// flight per thread, 32 KiB per block; the first two are requested before x is staged, and each chunk's
-// group scales (packed) before its arithmetic.
+// the 4 rows) or 16 k of int8 (packed: 4 steps; plain: 16 bytes of each row). Packed and plain weights
+// give a thread the same values in the same order, so they give the same bits. Two chunks (8 vectors, 128
+// bytes) are in flight per thread, 32 KiB per block; the first two are requested before x is staged, and each
+// chunk's group scales (packed) before its arithmetic.
 // - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
 //   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
 //   fma per row against x, staged in shared memory as float32 [chunk][k][row] (16 bytes of padding per
 //   chunk: the two chunks one warp reads land on different banks).
-// - W8A8, W4A8: int8 weights (packed bytes ^ 0x80; int4 sign-extended by the byte trick of
+// - W8A8, W4A8: int8 weights (packed bytes ^ 0x80, plain bytes as they are; int4 sign-extended by the byte
+// trick of
 //   int4_word_to_s8) against int8 x in dp4a, exact int32; x staged as int8 rows.
 // Each chunk's sums are one group's (groups are whole chunks): with groups they are scaled into the
 // float32 totals at the end of the chunk, without they are the totals. The block's 16 partial totals of
@@ -1039,7 +1058,6 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
   using acc_t = typename std::conditional<kIntAcc, int, float>::type;
   using sum_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
-  static_assert(!kPlain || kKind != KIND_W8A8, "plain int8 weights take the skinny path");
   extern __shared__ __align__(16) uint8_t smem[];
 
   const int q = threadIdx.x % 16;
@@ -1064,7 +1082,7 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
       const uint8_t* src;
       if constexpr (kPlain) {
         const int64_t row = n_grp + 4 * q + l;
-        const int64_t byte = kb / 2 + static_cast<int64_t>(ch) * 16;
+        const int64_t byte = (kKind == KIND_W8A8 ? kb : kb / 2) + static_cast<int64_t>(ch) * 16;
         ok = ok && row < g.n && byte < g.w_row_bytes;
         src = g.w + row * g.w_row_bytes + byte;
       } else {
@@ -1235,8 +1253,8 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             if constexpr (kKind == KIND_W8A8) {
-              s[i][r] =
-                  __dp4a(static_cast<int>(word(v[j], i) ^ 0x80808080u), static_cast<int>(xw[j]), s[i][r]);
+              s[i][r] = __dp4a(static_cast<int>(kPlain ? word(v[i], j) : word(v[j], i) ^ 0x80808080u),
+                               static_cast<int>(xw[j]), s[i][r]);
             } else {
               const uint32_t w = kPlain ? word(v[i], j) ^ 0x88888888u : word(v[j], i);
               // u = w + 8 in 0..15: u + 120 stays below 256 and flipping bit 7 subtracts 128.
@@ -1359,11 +1377,14 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  sum_splits<kGrouped, kGemvThreads, kOuts>(g, part, splits, 64 * kM, [&](int o, int64_t& row, int64_t& col) {
-    row = o % kM;
-    col = n_grp + o / kM;
-    return row < rows && col < g.n;
-  });
+  // 16 rows: the epilogue's operands after the sums (loaded with them, W8A8's spilled 240 bytes at the 128
+  // registers of 2 blocks per SM).
+  sum_splits<kGrouped, kGemvThreads, kOuts, 8, kM != 16>(g, part, splits, 64 * kM,
+                                                         [&](int o, int64_t& row, int64_t& col) {
+                                                           row = o % kM;
+                                                           col = n_grp + o / kM;
+                                                           return row < rows && col < g.n;
+                                                         });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -2642,8 +2663,9 @@ status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t 
 
 // Runs one GEMM on w as given. The gemv path (m <= 4, 16-bit x for W4A16, no groups or groups of whole
 // chunks) and the decode path (m <= 64, groups of whole units) take packed weights as they are, and plain
-// int4 weights whose rows are whole 16-byte chunks (k % 32 == 0), so that packed and plain int4 weights give
-// the same bits; the rest goes through the plain layout (unpacking packed weights first).
+// weights whose rows are whole 16-byte chunks (gemv: k % 16 == 0 for int8, % 32 for int4; decode: int4, k %
+// 32 == 0), so that packed and plain weights give the same bits; the rest goes through the plain layout
+// (unpacking packed weights first).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cudaStream_t stream) {
   constexpr int kBits = kKind == KIND_W8A8 ? 8 : 4;
@@ -2653,15 +2675,15 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
-    // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain int4 rows of whole chunks.
+    // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain rows of whole chunks.
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
     using V = gemv_traits<kKind, 1>;
     const bool w16 = reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
     if (w16 && g.k > 0 && g.m <= kMaxM && gemv_allowed() && (!kGrouped || g.group_size % V::kChunkK == 0) &&
-        (packed || (kKind != KIND_W8A8 && g.k % 32 == 0)) &&
+        (packed || g.k % V::kChunkK == 0) &&
         (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535) {
       g.w = static_cast<const uint8_t*>(w.data);
-      g.w_row_bytes = packed ? 0 : g.k / 2;
+      g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
       auto launch = [&](auto plain) {
         constexpr bool kPl = decltype(plain)::value;
         if (g.m == 1) return launch_gemv<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
@@ -2669,9 +2691,7 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
           return launch_gemv<kKind, kX, kGrouped, kPl, kGemvMaxM>(g, dev, stream);
         return launch_gemv<kKind, kX, kGrouped, kPl, kMaxM>(g, dev, stream);
       };
-      if constexpr (kKind != KIND_W8A8) {
-        if (!packed) return launch(std::true_type{});
-      }
+      if (!packed) return launch(std::true_type{});
       return launch(std::false_type{});
     }
     if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
