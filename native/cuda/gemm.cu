@@ -447,7 +447,8 @@ __device__ __forceinline__ void sum_splits(const gemm_args& g, const acc_t* part
 // Split k, after a block has stored its partial sums (split, m, n): the last block of the column tile
 // to arrive (the tile's counter, reset for the next launch) adds every split's partials in split order,
 // so that the result does not depend on the run, and writes the finished outputs of its rows.
-template <bool kGrouped, int kBlockN, int kThreads, typename acc_t>
+// kEarlyEpilogue: see sum_splits (the skinny kernel's spilled 8 bytes with it on sm_80, at 128 registers).
+template <bool kGrouped, int kBlockN, int kThreads, bool kEarlyEpilogue, typename acc_t>
 __device__ void finish_splits(const gemm_args& g, const acc_t* part, int* counters, int splits, int rows,
                               int64_t m0, int64_t n_block) {
   __threadfence();
@@ -462,13 +463,13 @@ __device__ void finish_splits(const gemm_args& g, const acc_t* part, int* counte
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  sum_splits<kGrouped, kThreads, 4, 8, true>(g, part, splits, rows * kBlockN,
-                                             [&](int i, int64_t& row, int64_t& col) {
-                                               const int r = i / kBlockN;
-                                               row = m0 + r;
-                                               col = n_block + (i - r * kBlockN);
-                                               return col < g.n;
-                                             });
+  sum_splits<kGrouped, kThreads, 4, 8, kEarlyEpilogue>(g, part, splits, rows * kBlockN,
+                                                       [&](int i, int64_t& row, int64_t& col) {
+                                                         const int r = i / kBlockN;
+                                                         row = m0 + r;
+                                                         col = n_block + (i - r * kBlockN);
+                                                         return col < g.n;
+                                                       });
 }
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
@@ -667,7 +668,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
       if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[j][e];
     });
   });
-  finish_splits<kGrouped, kSkinnyBlockN, kSkinnyThreads>(g, part, counters, splits, rows, m0, n_block);
+  finish_splits<kGrouped, kSkinnyBlockN, kSkinnyThreads, false>(g, part, counters, splits, rows, m0, n_block);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -999,7 +1000,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
       if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[t][e];
     });
   });
-  finish_splits<kGrouped, kPackedBlockN, kPackedThreads>(g, part, counters, splits, rows, m0, n_block);
+  finish_splits<kGrouped, kPackedBlockN, kPackedThreads, true>(g, part, counters, splits, rows, m0, n_block);
 }
 
 // ---------------------------------------------------------------------------------------------------
