@@ -46,13 +46,12 @@
 //   at up to 232 registers, 1 to 2 blocks of 4 warps per SM; of that, the last block of each of the 32
 //   column tiles summed 8 splits x 32 outputs a thread four loads at a time, then loaded the output's bias
 //   (~96 dependent L2 round trips, 15-50 us), now 8 rounds of 32 loads (sum_splits, 1-4 us); with the
-//   scales once per unit, expected 30-50 us, the rest the main loop's latency at 8 warps per SM (its 254
-//   registers with groups allow 2 blocks of 4 warps). SSMKIT_CUDA_GEMV=0 sends m <= 4 (16 for
+//   scales once per unit, expected 30-50 us, the rest the main loop's latency at 8 warps per SM (its 243
+//   to 252 registers with groups allow 2 blocks of 4 warps). SSMKIT_CUDA_GEMV=0 sends m <= 4 (16 for
 //   W8A8) here instead of the gemv path, for comparison. Layout and fragment mapping at the kernel.
 // - skinny (m <= 64, plain int8 weights of W8A8 that the gemv path does not take, and the int4 shapes the
-//   decode path does not take):
-//   bound by the weight bytes. Blocks of 8 warps own 128 output
-//   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
+//   decode path does not take): bound by the weight bytes. Blocks of 8 warps own 128 output columns and a
+//   range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
 //   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
 //   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
 //   int8 m16n8k32 mma; for W4A16, int4 become exact f16/bf16 integers by a magic-number trick and go to
