@@ -21,6 +21,8 @@
 // to int8); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated:
 // w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
+// SSMKIT_CUDA_GEMV=0 sends M <= 4 (16 for W8A8) to the tensor-core decode kernel instead of the CUDA-core
+// GEMV, to compare the two on the same rows (the title line says which ran).
 //
 // Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick] [--only NAMES] [--decode]
 import { readFileSync } from 'node:fs';
@@ -440,7 +442,10 @@ function benchHost() {
 }
 
 const b = s.backend();
-console.log(`ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}`);
+const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M <= 16 on the decode kernel)' : '';
+console.log(
+  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}`,
+);
 checkAgainstCpu();
 benchHost();
 busyWork = makeBusy();

@@ -77,13 +77,14 @@ async function both(t: Tensor): Promise<[Tensor, Tensor]> {
 }
 
 describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
-  // [m, n, k]: the path each takes is in the comment (aligned k: % 16 for int8 weights, % 32 for int4).
+  // [m, n, k]: the path plain int8 weights take is in the comment (aligned k: % 16 for int8 weights, % 32
+  // for int4; aligned int4 weights take the gemv path up to 4 rows and the decode path up to 64).
   const SHAPES: readonly [number, number, number, string][] = [
-    [1, 1, 32, 'skinny, one column'],
-    [1, 300, 2560, 'skinny, decode, split k'],
-    [3, 40, 8192, 'skinny, one column tile, many splits'],
-    [5, 129, 96, 'skinny, n tail past a 128 tile, k tail inside a step'],
-    [16, 1030, 512, 'skinny, one full m16 slice'],
+    [1, 1, 32, 'gemv, one column'],
+    [1, 300, 2560, 'gemv, decode, split k'],
+    [3, 40, 8192, 'gemv, one column group, many splits'],
+    [5, 129, 96, 'gemv, n tail past a 64-column group'],
+    [16, 1030, 512, 'gemv, 16 rows'],
     [17, 64, 160, 'skinny, two m slices'],
     [64, 200, 1024, 'skinny, four m slices'],
     [65, 130, 96, 'tiled, m and n tails'],
@@ -335,6 +336,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
         [33, 190, 96, 32],
         [2, 130, 1280, 256],
         [16, 64, 1184, 1184],
+        // One column tile split 64 ways: the last block sums 64 partials of 4096 outputs in batches.
+        [16, 100, 8192, 128],
       ] as const) {
         const rng = new Rng(m * 7 + n * 11 + k + gs);
         const x = randTensor([m, k], dtype, () => rng.normal());
@@ -650,8 +653,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA gra
 });
 
 // The CUDA-core GEMV of the decode path (m <= 4: one row, or up to four; up to 16 for W8A8): packed
-// weights of every kind and plain int4 rows of whole 32-k chunks, against the integer and float64
-// references; packed and plain int4 weights give the same bits. Shapes: k tails inside a chunk and a
+// weights of every kind and plain rows of whole chunks (16 k of int8, 32 k of int4), against the integer
+// and float64 references; packed and plain weights give the same bits. Shapes: k tails inside a chunk and a
 // step, columns past n inside a 64-column group and absent panels of the last one, one column, k = 1,
 // split k forced by the staged x budget (k = 20000 at one row, 8192 at four), and the decode shapes of
 // a Mamba-2.8B layer.
@@ -667,6 +670,8 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
     [1, 300, 20000],
     [4, 40, 8192],
     [2, 17, 1000],
+    // out_proj of a Mamba-2.8B layer at three rows (split k; x staged by 16-byte loads).
+    [3, 2560, 5120],
   ];
 
   // W8A8 takes the GEMV up to m = 16 (W4A8 above 4 rows the tensor-core decode path).

@@ -4,40 +4,54 @@
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have six paths, chosen per call:
 // - gemv (m <= 4, or m <= 16 for W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
-//   multiple of 32 for int4; packed weights, and plain int4 rows of whole 16-byte chunks): CUDA cores,
-//   no mma, bound by the weight bytes. One block of 256 threads per 64-column group and k range, 16
-//   threads along k for each 4 columns, two chunks of 4 x 16-byte loads in flight per thread (32 KiB per
-//   block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16 rows: 64 to 96 KiB per SM);
-//   x staged in shared memory (float32 for W4A16, int8 for dp4a); int4 -> float32 by one byte permute
-//   into the mantissa of 128.0f and one exact subtraction, then one float32 fma per weight and row; int8
-//   weights in dp4a (exact int32). k is split within one wave of resident blocks, reduced in a fixed
-//   order. Expected on the H200 (4.2 TB/s, 132 SMs x 4 schedulers at ~1.98 GHz = 1.05e12 warp
-//   instructions/s): W4A16 bf16 m = 1, 2560 x 10240, g128 moves 13.5 MB, 3.2 us; its ~3.4 instructions
-//   per weight (mask, permute, subtract, fma) are 2.8 M warp instructions, 2.7 us, issued under the
-//   loads; with launch, ramp and the split reduction about 6 us (the mma kernel below took 43.9). W8A8
-//   m = 1 at that shape 26.2 MB, 6.2 us, about 9 us; W4A8 m = 1 13.1 MB, about 6 us; out_proj 5120 ->
-//   2560 (6.6 MB) about 4 us; x_proj 5120 -> 192 (0.5 MB, 60 blocks) about 3 us, latency-bound. At four
-//   rows the fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240.
-//   W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes, 3.6 M warp
-//   instructions (3.4 us) under 6.2 us of bytes; one block per group (2 per SM fit: 64 KiB of shared
-//   memory for the 16 rows' sums), each streaming 160 KiB at 32 KiB in flight: about 9 us (the mma
-//   kernel below took 49.3).
+//   multiple of 32 for int4; packed weights, and plain rows of whole 16-byte chunks: k % 16 == 0 for
+//   int8, % 32 for int4): CUDA cores, no mma, bound by the weight bytes. One block of 256 threads per
+//   64-column group and k range, 16 threads along k for each 4 columns, two chunks of 4 x 16-byte loads in
+//   flight per thread (32 KiB per block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16
+//   rows: 64 to 96 KiB per SM); x staged in shared memory (float32 for W4A16, int8 for dp4a) by one round of
+//   16-byte loads where its rows allow; int4 -> float32 by one byte permute into the mantissa of 128.0f and
+//   one exact subtraction, then one float32 fma per weight and row; int8 weights in dp4a (exact int32). k is
+//   split by bytes per SM, not by waves (gemv_splits: the SM with the most blocks sets the time; blocks of at
+//   least 8 chunks), and reduced in a fixed order. Expected on the H200 (4.2 TB/s, 132 SMs x 4
+//   schedulers at ~1.98 GHz = 1.05e12 warp instructions/s): W4A16 bf16 m = 1, 2560 x 10240, g128 moves
+//   13.5 MB, 3.2 us; its ~3.4 instructions per weight (mask, permute, subtract, fma) are 2.8 M warp
+//   instructions, 2.7 us, issued under the loads. Measured 15.3 us with 2 splits (320 blocks: 3 of 40
+//   chunks, 120 KiB, on the busiest SMs; a fifth of the threads with a second round of weight loads; x in
+//   two rounds of 2-byte loads): 3 splits (480 blocks of 27 chunks, at most 4 = 108 KiB an SM, one round
+//   of loads a block, x in one) should take it to about 11 us; the rest is the launch and the chain of
+//   the block's latencies (weights, lane sums, partials, the last block's sum). W8A8 m = 1 (26.2 MB, 6.2
+//   us): 13.2 us measured with 320 blocks of 80 chunks (three rounds of loads), about 10 with 640 of 40.
+//   out_proj 5120 -> 2560 (6.6 MB, 1.6 us): 10.8 measured with 360 blocks of 18 chunks, about 8 with 240
+//   of 27. x_proj 5120 -> 192 (0.5 MB, 60 blocks of 8 chunks): 6.6 us, latency-bound, about 6. At four
+//   rows the fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240
+//   (27.2 measured: the x budget forced 2 splits, 320 blocks on 264 slots, two waves; now 480 blocks of
+//   27 chunks: about 18). W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes,
+//   3.6 M warp instructions (3.4 us) under 6.2 us of bytes; 50.6 us measured with 320 blocks of 80 chunks
+//   on 264 slots (two waves, five rounds of loads a thread, and 4 outputs x 2 splits of dependent loads
+//   in the last block), about 14 us with 640 blocks of 40 chunks. Plain int8 rows take it too (16 bytes
+//   of each of a thread's 4 rows, as plain int4): W8A8 m = 16 on plain weights took 31.2 us on the skinny
+//   path (its last blocks summed 7 splits x 8 outputs a thread one load at a time), about 14 here.
 // - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
 //   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
 //   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
 //   rows are whole 16-byte chunks (k % 32 == 0) with the same mma sequence, so that packed and plain int4
 //   weights give the same bits. Each warp owns a 64-column group (8 n8 tiles) and streams it with 16-byte
 //   loads, 8 KiB in flight per warp and 3 blocks of 4 warps per SM (2 with groups), 64 to 96 KiB per SM; x is
-//   read straight from global memory (L1 serves the block's four warps); k is split until the grid fills the
-//   SMs, with the deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 bf16 m = 1, 2560 x
-//   10240 moves 13.5 MB (weights and group scales), 3.2 us, about 5 us with the launch, the ramp and the
-//   reduction; W8A8 m = 1 at that shape 26 MB, 6.2 us, about 8 us; W4A16 m = 16, 8192 x 8192 34.6 MB,
-//   8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us each,
-//   overlapped: about 10 us. Measured on the H200: 43.9 us (m = 1) and 104.8 us (m = 16), latency-bound
-//   at up to 232 registers, 1 to 2 blocks of 4 warps per SM. Layout and fragment mapping at the kernel.
-// - skinny (m <= 64, plain int8 weights of W8A8 and the int4 shapes the decode path does not take):
-//   bound by the weight bytes. Blocks of 8 warps own 128 output
-//   columns and a range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
+//   read straight from global memory (L1 serves the block's four warps); a unit (128 k of int4) lies in one
+//   group, and its group scales are loaded once, at its start, and applied once, at its end (16 loads and
+//   32 fmas a lane per unit, where they were per 32-k round); k is split until the grid fills the SMs, with
+//   the deterministic reduction below. Expected on the H200 (4.2 TB/s): W4A16 m = 16, 8192 x 8192 moves
+//   34.6 MB, 8.2 us, with its int4 decode (about 8 register ops per 8 weights) and mma work about 2 us
+//   each, overlapped. Measured on the H200: 43.9 us (m = 1, before the gemv path) and 104.8 us (m = 16),
+//   at up to 232 registers, 1 to 2 blocks of 4 warps per SM; of that, the last block of each of the 32
+//   column tiles summed 8 splits x 32 outputs a thread four loads at a time, then loaded the output's bias
+//   (~96 dependent L2 round trips, 15-50 us), now 8 rounds of 32 loads (sum_splits, 1-4 us); with the
+//   scales once per unit, expected 30-50 us, the rest the main loop's latency at 8 warps per SM (its 243
+//   to 252 registers with groups allow 2 blocks of 4 warps). SSMKIT_CUDA_GEMV=0 sends m <= 4 (16 for
+//   W8A8) here instead of the gemv path, for comparison. Layout and fragment mapping at the kernel.
+// - skinny (m <= 64, plain int8 weights of W8A8 that the gemv path does not take, and the int4 shapes the
+//   decode path does not take): bound by the weight bytes. Blocks of 8 warps own 128 output columns and a
+//   range of k; each warp owns 16 columns (two n8 tiles) and streams their weights straight
 //   from global memory into registers as the B operand of mma.sync, 16 bytes per lane and four k-steps in
 //   flight (a lane holds 4 x 2 x 16 bytes of weights and 2 x 4 accumulators). int8 weights go to the
 //   int8 m16n8k32 mma; for W4A16, int4 become exact f16/bf16 integers by a magic-number trick and go to
@@ -69,9 +83,9 @@
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
 // Integer products accumulate exactly in int32 on every path, and the epilogue rounds as the CPU kernels
 // do (fma(acc * a_scale, w_scale, bias)), so ungrouped W8A8 and W4A8 match the CPU bit for bit. With
-// groups, W4A8 sums each group (tiled, simt), k-step (skinny), 32-value round (decode) or chunk (gemv)
+// groups, W4A8 sums each group (tiled, simt), k-step (skinny), 128-value unit (decode) or chunk (gemv)
 // in int32 and scales it in float32; W4A16 multiplies the exact integer weights by x with float32
-// accumulation and scales each k-step's (round's, chunk's) partial sums by the group scale in float32
+// accumulation and scales each k-step's (unit's, chunk's) partial sums by the group scale in float32
 // (every group is a whole number of them). Paths sum in different orders, so W4A16 and grouped W4A8 differ
 // between paths in the last bits (ungrouped W8A8 and W4A8 do not: their sums are exact); packed and plain
 // int4 weights take the same path wherever the plain rows allow it (k % 32 == 0). Packed weights that the
@@ -367,10 +381,73 @@ __device__ __forceinline__ int64_t skinny_unit(int64_t u) {
   return u;
 }
 
+// The last block of a split-k tile: adds the partials (split, m, n) of its `count` outputs in split order
+// (0 + p0 + p1 + ..., so that the result does not depend on the run) and writes the finished values;
+// where(i, row, col) places output i (false: nothing there). The block runs alone at the end of the
+// kernel, so each thread keeps kOuts x kSplits partial loads in flight, with the epilogue's scales and
+// bias where kEarlyEpilogue, instead of one: 8 splits of 4096 outputs (m = 16, 256 columns, 128 threads) take
+// 8 dependent L2 round trips a thread where the loop over one output's splits (unrolled by 4) and its bias
+// took 96.
+template <bool kGrouped, int kThreads, int kOuts, int kSplits, bool kEarlyEpilogue, typename acc_t,
+          class Where>
+__device__ __forceinline__ void sum_splits(const gemm_args& g, const acc_t* part, int splits, int count,
+                                           Where&& where) {
+  const int64_t plane = g.m * g.n;
+  for (int i0 = threadIdx.x; i0 < count; i0 += kOuts * kThreads) {
+    int64_t row[kOuts], col[kOuts];
+    bool ok[kOuts];
+    acc_t sum[kOuts];
+    float as[kOuts], ws[kOuts], bias[kOuts];  // the epilogue's operands, loaded with the partials
+#pragma unroll
+    for (int o = 0; o < kOuts; ++o) {
+      row[o] = 0;
+      col[o] = 0;
+      ok[o] = i0 + o * kThreads < count && where(i0 + o * kThreads, row[o], col[o]);
+      sum[o] = 0;
+      as[o] = 0.0f;
+      ws[o] = 1.0f;
+      bias[o] = 0.0f;
+      if constexpr (kEarlyEpilogue) {
+        as[o] = ok[o] ? row_scale(g, row[o]) : 0.0f;
+        ws[o] = ok[o] && !kGrouped ? col_scale(g, col[o]) : 1.0f;
+        bias[o] = ok[o] ? col_bias(g, col[o]) : 0.0f;
+      }
+    }
+    for (int sp0 = 0; sp0 < splits; sp0 += kSplits) {
+      acc_t v[kOuts][kSplits];
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) {
+#pragma unroll
+        for (int s = 0; s < kSplits; ++s) {
+          v[o][s] =
+              ok[o] && sp0 + s < splits ? __ldcg(&part[(sp0 + s) * plane + row[o] * g.n + col[o]]) : acc_t(0);
+        }
+      }
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) {
+#pragma unroll
+        for (int s = 0; s < kSplits; ++s) {
+          if (sp0 + s < splits) sum[o] += v[o][s];
+        }
+      }
+    }
+#pragma unroll
+    for (int o = 0; o < kOuts; ++o) {
+      if (ok[o]) {
+        const float v = kEarlyEpilogue
+                            ? finish<kGrouped>(static_cast<float>(sum[o]), as[o], ws[o], bias[o])
+                            : finish_value<kGrouped>(g, static_cast<float>(sum[o]), row[o], col[o]);
+        store_float(g.out, g.out_dt, row[o] * g.n + col[o], v);
+      }
+    }
+  }
+}
+
 // Split k, after a block has stored its partial sums (split, m, n): the last block of the column tile
 // to arrive (the tile's counter, reset for the next launch) adds every split's partials in split order,
 // so that the result does not depend on the run, and writes the finished outputs of its rows.
-template <bool kGrouped, int kBlockN, int kThreads, typename acc_t>
+// kEarlyEpilogue: see sum_splits (the skinny kernel's spilled 8 bytes with it on sm_80, at 128 registers).
+template <bool kGrouped, int kBlockN, int kThreads, bool kEarlyEpilogue, typename acc_t>
 __device__ void finish_splits(const gemm_args& g, const acc_t* part, int* counters, int splits, int rows,
                               int64_t m0, int64_t n_block) {
   __threadfence();
@@ -385,15 +462,13 @@ __device__ void finish_splits(const gemm_args& g, const acc_t* part, int* counte
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  for (int i = threadIdx.x; i < rows * kBlockN; i += kThreads) {
-    const int r = i / kBlockN;
-    const int64_t col = n_block + (i - r * kBlockN);
-    if (col >= g.n) continue;
-    acc_t sum = 0;
-    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(&part[(sp * g.m + m0 + r) * g.n + col]);
-    const float v = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
-    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, v);
-  }
+  sum_splits<kGrouped, kThreads, 4, 8, kEarlyEpilogue>(g, part, splits, rows * kBlockN,
+                                                       [&](int i, int64_t& row, int64_t& col) {
+                                                         const int r = i / kBlockN;
+                                                         row = m0 + r;
+                                                         col = n_block + (i - r * kBlockN);
+                                                         return col < g.n;
+                                                       });
 }
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
@@ -592,7 +667,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
       if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[j][e];
     });
   });
-  finish_splits<kGrouped, kSkinnyBlockN, kSkinnyThreads>(g, part, counters, splits, rows, m0, n_block);
+  finish_splits<kGrouped, kSkinnyBlockN, kSkinnyThreads, false>(g, part, counters, splits, rows, m0, n_block);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -729,6 +804,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
   using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
   constexpr int kTiles = 8;
   static_assert(!kPlain || kKind != KIND_W8A8, "plain int8 weights take the skinny path");
+  static_assert(!kGrouped || kKind != KIND_W8A8, "W8A8 has one scale per column");
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -787,19 +863,9 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
   const int64_t r_lo = m0 + gq;
   const int64_t r_hi = m0 + gq + 8;
 
-  // One round: 32 values of k, lane tq's 8 (int4) or 2 x 4 (W8A8) of them starting at kx; w(t) is the
-  // word of tile t. With groups the round sums into tmp, scaled into acc at its end (the round lies in
-  // group gi).
-  auto round = [&](int64_t kx, int64_t gi, auto&& w) {
-    tmp_t tmp[kGrouped ? kTiles : 1][4] = {};
-    (void)tmp;
-    auto& dst = *[&] {
-      if constexpr (kGrouped) {
-        return &tmp;
-      } else {
-        return &acc;
-      }
-    }();
+  // One round: 32 values of k, lane tq's 8 (int4) or 2 x 4 (W8A8) of them starting at kx, summed into
+  // dst; w(t) is the word of tile t.
+  auto round = [&](int64_t kx, auto&& w, auto& dst) {
     if constexpr (kKind == KIND_W8A8) {
       const int8_t* x = static_cast<const int8_t*>(g.a);
       const uint32_t a0 = load_x8_word(x, g.k, r_lo, row_lo, kx);
@@ -841,18 +907,6 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
         mma_16bit<kX>(dst[t], l13, h13, l57, h57, p[2], p[3]);
       }
     }
-    if constexpr (kGrouped) {
-#pragma unroll
-      for (int t = 0; t < kTiles; ++t) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t col = n_warp + packed_tile_col(t, 2 * tq + h);
-          const float s = col < g.n ? group_scale(g, col, gi) : 0.0f;
-          acc[t][h] = __fmaf_rn(static_cast<float>(tmp[t][h]), s, acc[t][h]);
-          acc[t][h + 2] = __fmaf_rn(static_cast<float>(tmp[t][h + 2]), s, acc[t][h + 2]);
-        }
-      }
-    }
   };
 
   for (int u0 = 0; u0 < nunits; u0 += P::kDepth) {
@@ -861,29 +915,61 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
       const int u = u0 + d;
       if (u < nunits) {
         const int64_t ku = kb + static_cast<int64_t>(u) * P::kUnitK;  // first k of the unit
-        // Every unit lies in one group (group_size is a multiple of the unit).
-        const int64_t gi = kGrouped ? ku / g.group_size : 0;
         const uint4* v = wbuf[d];
         if constexpr (kKind == KIND_W8A8) {
           // Tile t = 4 pp + i: word i of the vectors of panel pair pp at steps 8u + tq (b0), 8u + 4 + tq
           // (b1).
-          round(ku + 4 * tq, gi, [&](int t, uint32_t& b0, uint32_t& b1) {
-            const uint4 lo = v[t >> 2];
-            const uint4 hi = v[2 + (t >> 2)];
-            const int i = t & 3;
-            b0 = i == 0 ? lo.x : i == 1 ? lo.y : i == 2 ? lo.z : lo.w;
-            b1 = i == 0 ? hi.x : i == 1 ? hi.y : i == 2 ? hi.z : hi.w;
-          });
+          round(
+              ku + 4 * tq,
+              [&](int t, uint32_t& b0, uint32_t& b1) {
+                const uint4 lo = v[t >> 2];
+                const uint4 hi = v[2 + (t >> 2)];
+                const int i = t & 3;
+                b0 = i == 0 ? lo.x : i == 1 ? lo.y : i == 2 ? lo.z : lo.w;
+                b1 = i == 0 ? hi.x : i == 1 ? hi.y : i == 2 ? hi.z : hi.w;
+              },
+              acc);
         } else {
           // Round j takes lane tq's step 16u + 4tq + j: packed, word t % 4 of vector 2j + t / 4; plain,
           // word j of tile t's 16 bytes.
-          static_for<4>([&](auto j) {
-            round(ku + 32 * tq + 8 * j, gi, [&](int t) -> uint32_t {
-              const uint4 q = kPlain ? v[t] : v[2 * j + (t >> 2)];
-              const int i = kPlain ? static_cast<int>(j) : (t & 3);
-              return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w;
+          auto rounds = [&](auto& dst) {
+            static_for<4>([&](auto j) {
+              round(
+                  ku + 32 * tq + 8 * j,
+                  [&](int t) -> uint32_t {
+                    const uint4 q = kPlain ? v[t] : v[2 * j + (t >> 2)];
+                    const int i = kPlain ? static_cast<int>(j) : (t & 3);
+                    return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w;
+                  },
+                  dst);
             });
-          });
+          };
+          if constexpr (kGrouped) {
+            // The unit lies in one group (group_size is a multiple of it): its four rounds sum into tmp,
+            // scaled into acc once (the scales' loads are issued first, under the unit's mma work).
+            const int64_t gi = ku / g.group_size;
+            float sc[kTiles][2];
+#pragma unroll
+            for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const int64_t col = n_warp + packed_tile_col(t, 2 * tq + h);
+                sc[t][h] = col < g.n ? group_scale(g, col, gi) : 0.0f;
+              }
+            }
+            tmp_t tmp[kTiles][4] = {};
+            rounds(tmp);
+#pragma unroll
+            for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                acc[t][h] = __fmaf_rn(static_cast<float>(tmp[t][h]), sc[t][h], acc[t][h]);
+                acc[t][h + 2] = __fmaf_rn(static_cast<float>(tmp[t][h + 2]), sc[t][h], acc[t][h + 2]);
+              }
+            }
+          } else {
+            rounds(acc);
+          }
         }
         load_unit(u + P::kDepth, wbuf[d]);
       }
@@ -913,7 +999,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
       if (r < rows && col < g.n) part[(split * g.m + m0 + r) * g.n + col] = acc[t][e];
     });
   });
-  finish_splits<kGrouped, kPackedBlockN, kPackedThreads>(g, part, counters, splits, rows, m0, n_block);
+  finish_splits<kGrouped, kPackedBlockN, kPackedThreads, true>(g, part, counters, splits, rows, m0, n_block);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -922,15 +1008,16 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // Block: 256 threads own one 64-column group and a k range. Thread (q = t % 16, c = t / 16) owns
 // columns 4q..4q + 3 of the group and the chunks c, c + 16, ... of the range; a chunk is what 4 vectors
 // of 16 bytes hold for 4 columns: 32 k of int4 (packed: 4 steps x 4 columns; plain: 16 bytes of each of
-// the 4 rows) or 16 k of int8 (packed, 4 steps). Packed and plain int4 weights give a thread the same
-// values in the same order, so they give the same bits. Two chunks (8 vectors, 128 bytes) are in
-// flight per thread, 32 KiB per block; the first two are requested before x is staged, and each chunk's
-// group scales (packed) before its arithmetic.
+// the 4 rows) or 16 k of int8 (packed: 4 steps; plain: 16 bytes of each row). Packed and plain weights
+// give a thread the same values in the same order, so they give the same bits. Two chunks (8 vectors, 128
+// bytes) are in flight per thread, 32 KiB per block; the first two are requested before x is staged, and each
+// chunk's group scales (packed) before its arithmetic.
 // - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
 //   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
 //   fma per row against x, staged in shared memory as float32 [chunk][k][row] (16 bytes of padding per
 //   chunk: the two chunks one warp reads land on different banks).
-// - W8A8, W4A8: int8 weights (packed bytes ^ 0x80; int4 sign-extended by the byte trick of
+// - W8A8, W4A8: int8 weights (packed bytes ^ 0x80, plain bytes as they are; int4 sign-extended by the byte
+// trick of
 //   int4_word_to_s8) against int8 x in dp4a, exact int32; x staged as int8 rows.
 // Each chunk's sums are one group's (groups are whole chunks): with groups they are scaled into the
 // float32 totals at the end of the chunk, without they are the totals. The block's 16 partial totals of
@@ -971,7 +1058,6 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
   using acc_t = typename std::conditional<kIntAcc, int, float>::type;
   using sum_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
-  static_assert(!kPlain || kKind != KIND_W8A8, "plain int8 weights take the skinny path");
   extern __shared__ __align__(16) uint8_t smem[];
 
   const int q = threadIdx.x % 16;
@@ -996,7 +1082,7 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
       const uint8_t* src;
       if constexpr (kPlain) {
         const int64_t row = n_grp + 4 * q + l;
-        const int64_t byte = kb / 2 + static_cast<int64_t>(ch) * 16;
+        const int64_t byte = (kKind == KIND_W8A8 ? kb : kb / 2) + static_cast<int64_t>(ch) * 16;
         ok = ok && row < g.n && byte < g.w_row_bytes;
         src = g.w + row * g.w_row_bytes + byte;
       } else {
@@ -1012,10 +1098,67 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   for (int d = 0; d < kGemvDepth; ++d) load_chunk(c + d * kGemvLanes, wbuf[d]);
 
   // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
-  // thread (two for plain rows); the first weights are already on their way.
+  // thread (two for plain rows); the first weights are already on their way. Rows of whole 16-byte
+  // vectors (k a multiple of a vector, an aligned base) take 16-byte loads: one round of loads for a
+  // range of up to 256 vectors (2048 k of 16-bit x at one row) instead of one per 1024 values.
   using stage_t = typename std::conditional<T::kFloatX, float, int8_t>::type;
   constexpr int kStageLoads = kPlain ? 2 : 4;  // with the plain rows' addresses live, 4 spilled
-  for (int i0 = threadIdx.x; i0 < kM * len; i0 += kStageLoads * kGemvThreads) {
+  constexpr int kXBytes = T::kFloatX ? 2 : 1;
+  constexpr int kVec = 16 / kXBytes;  // x values of one 16-byte load
+  const bool x_vectors = reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && g.k % kVec == 0;
+  // kb, ke and len are then multiples of kVec too: a vector lies wholly inside k or wholly past it.
+  const int row_vecs = len / kVec;
+  for (int i0 = threadIdx.x; x_vectors && i0 < kM * row_vecs; i0 += kStageLoads * kGemvThreads) {
+    uint4 xv[kStageLoads];
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kGemvThreads;
+      const int r = i / row_vecs;
+      const int kl = (i - r * row_vecs) * kVec;
+      xv[u] = make_uint4(0, 0, 0, 0);
+      if (i < kM * row_vecs && r < rows && kb + kl < ke) {
+        xv[u] = __ldg(
+            reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(g.a) + (r * g.k + kb + kl) * kXBytes));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kGemvThreads;
+      const int r = i / row_vecs;
+      const int kl = (i - r * row_vecs) * kVec;
+      if (i < kM * row_vecs) {
+        if constexpr (T::kFloatX) {
+          const uint32_t w[4] = {xv[u].x, xv[u].y, xv[u].z, xv[u].w};
+          float f[8];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if constexpr (kX == SSMKIT_DTYPE_F16) {
+              f[2 * e] = __half2float(__ushort_as_half(static_cast<unsigned short>(w[e] & 0xffffu)));
+              f[2 * e + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(w[e] >> 16)));
+            } else {
+              f[2 * e] = __uint_as_float(w[e] << 16);
+              f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+            }
+          }
+          // kl is a multiple of 8 inside a chunk of 32: the 8 values stay in one chunk.
+          float* dst = reinterpret_cast<float*>(smem) + (kl / kChunkK) * (T::kXChunkBytes / 4) +
+                       (kl % kChunkK) * kM + r;
+          if constexpr (kM == 1) {
+            // 16-byte aligned: chunks are 144 bytes apart and kl % 32 is 0, 8, 16 or 24 floats.
+            reinterpret_cast<float4*>(dst)[0] = make_float4(f[0], f[1], f[2], f[3]);
+            reinterpret_cast<float4*>(dst)[1] = make_float4(f[4], f[5], f[6], f[7]);
+          } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) dst[e * kM] = f[e];
+          }
+        } else {
+          // len and kl are multiples of 16: an aligned 16-byte store.
+          *reinterpret_cast<uint4*>(smem + r * len + kl) = xv[u];
+        }
+      }
+    }
+  }
+  for (int i0 = threadIdx.x; !x_vectors && i0 < kM * len; i0 += kStageLoads * kGemvThreads) {
     stage_t xv[kStageLoads];
 #pragma unroll
     for (int u = 0; u < kStageLoads; ++u) {
@@ -1110,8 +1253,8 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             if constexpr (kKind == KIND_W8A8) {
-              s[i][r] =
-                  __dp4a(static_cast<int>(word(v[j], i) ^ 0x80808080u), static_cast<int>(xw[j]), s[i][r]);
+              s[i][r] = __dp4a(static_cast<int>(kPlain ? word(v[i], j) : word(v[j], i) ^ 0x80808080u),
+                               static_cast<int>(xw[j]), s[i][r]);
             } else {
               const uint32_t w = kPlain ? word(v[i], j) ^ 0x88888888u : word(v[j], i);
               // u = w + 8 in 0..15: u + 120 stays below 256 and flipping bit 7 subtracts 128.
@@ -1234,17 +1377,14 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-#pragma unroll
-  for (int u = 0; u < kOuts; ++u) {
-    int r;
-    int64_t col;
-    if (out_of(u, r, col)) {
-      acc_t total = 0;
-      for (int sp = 0; sp < splits; ++sp) total += __ldcg(&part[(sp * g.m + r) * g.n + col]);
-      store_float(g.out, g.out_dt, r * g.n + col,
-                  finish_value<kGrouped>(g, static_cast<float>(total), r, col));
-    }
-  }
+  // 16 rows: the epilogue's operands after the sums (loaded with them, W8A8's spilled 240 bytes at the 128
+  // registers of 2 blocks per SM).
+  sum_splits<kGrouped, kGemvThreads, kOuts, 8, kM != 16>(g, part, splits, 64 * kM,
+                                                         [&](int o, int64_t& row, int64_t& col) {
+                                                           row = o % kM;
+                                                           col = n_grp + o / kM;
+                                                           return row < rows && col < g.n;
+                                                         });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -2218,10 +2358,46 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   return ws.release();
 }
 
-// GEMV path: one block per 64-column group and k range; k is split into as many ranges as keep the grid
-// within one wave of kBlocksPerSm blocks per SM, each range at least 8 chunks (half the block's k lanes)
-// where k allows, and at most what the staged x budget holds. The split depends on the shape and the SM
-// count only, so packed and plain int4 weights take the same one.
+// The k split of the GEMV: blocks of `per` chunks (1 KiB of weights each for 64 columns) over the SMs,
+// balanced by bytes rather than by waves. The SM with the most blocks, nb = ceil(blocks / SMs), sets the
+// time: by bandwidth nb x (per + kGemvBlockCost) chunk times (the fixed work of a block, staging x, the
+// lane sums, the partials, is about a quarter of a microsecond at an SM's 32 KiB/us share of the
+// bandwidth), and by latency ceil(nb / blocks per SM) x ceil(per / 32) dependent rounds of weight loads
+// (a thread has two chunks in flight, a block 32), each about kGemvRoundCost chunk times. Of the splits up
+// to 64 that the staged x budget allows and that leave at least 8 chunks a block where k has them, the
+// one with the smallest larger term, then the smallest bandwidth term, then the fewest. At 2560 x 10240
+// (160 groups, 80 chunks, 132 SMs, 3 blocks an SM) that is 3 splits, 480 blocks of 27 chunks, at most 4
+// an SM: 140 chunk times against 144 for 2 splits (320 blocks, 3 on some SMs, a second round of loads in
+// a block) and 97 for a perfect share. The split depends on the shape and the SM count only, so packed
+// and plain int4 weights take the same one.
+constexpr int64_t kGemvBlockCost = 8;
+constexpr int64_t kGemvRoundCost = 40;
+
+int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t blocks_per_sm, int sms) {
+  int64_t best = 0, best_cost = 0, best_bw = 0;
+  for (int64_t s = 1; s <= min64(chunks, 64); ++s) {
+    const int64_t per = (chunks + s - 1) / s;
+    // Smaller blocks idle their threads and lengthen the last block's sum over the splits.
+    if (per > max_chunks || per < min64(8, chunks)) continue;
+    const int64_t used = (chunks + per - 1) / per;
+    if (used != s) continue;  // the same blocks as a smaller split
+    const int64_t nb = (groups * used + sms - 1) / sms;
+    const int64_t bw = nb * (per + kGemvBlockCost);
+    const int64_t lat = (nb + blocks_per_sm - 1) / blocks_per_sm *
+                        ((per + kGemvDepth * kGemvLanes - 1) / (kGemvDepth * kGemvLanes)) * kGemvRoundCost;
+    const int64_t cost = std::max(bw, lat);
+    if (best == 0 || cost < best_cost || (cost == best_cost && bw < best_bw)) {
+      best = s;
+      best_cost = cost;
+      best_bw = bw;
+    }
+  }
+  // k too long for 64 splits within the budget: the fewest that fit.
+  if (best == 0) best = (chunks + max_chunks - 1) / max_chunks;
+  return std::max<int64_t>(best, 1);
+}
+
+// GEMV path: one block per 64-column group and k range, split as gemv_splits says.
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
 status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   using T = gemv_traits<kKind, kM>;
@@ -2229,10 +2405,7 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
   const int64_t groups = (g.n + 63) / 64;
   const int64_t chunks = (g.k + T::kChunkK - 1) / T::kChunkK;
-  int64_t splits = T::kBlocksPerSm * lim.sms / groups;
-  splits = min64(splits, (chunks + 7) / 8);
-  splits = std::max<int64_t>(splits, (chunks + T::kMaxChunks - 1) / T::kMaxChunks);
-  splits = std::max<int64_t>(splits, 1);
+  int64_t splits = gemv_splits(groups, chunks, T::kMaxChunks, T::kBlocksPerSm, lim.sms);
   const int64_t per = (chunks + splits - 1) / splits;
   splits = (chunks + per - 1) / per;
   if (groups > INT32_MAX || splits > 65535) {
@@ -2347,6 +2520,16 @@ status launch_simt(const gemm_args& g, cudaStream_t stream) {
       <<<static_cast<unsigned>(tiles_m * tiles_n), kSimtThreads, 0, stream>>>(g, tiles_n);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
+}
+
+// Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
+// tensor-core decode path instead (for comparison).
+bool gemv_allowed() {
+  static const bool allowed = [] {
+    const char* v = std::getenv("SSMKIT_CUDA_GEMV");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return allowed;
 }
 
 // Picks the path for one kind and x dtype (see the top of this file).
@@ -2480,8 +2663,9 @@ status with_plain_weights(const tensor_view& w, bool packed, int64_t n, int64_t 
 
 // Runs one GEMM on w as given. The gemv path (m <= 4, 16-bit x for W4A16, no groups or groups of whole
 // chunks) and the decode path (m <= 64, groups of whole units) take packed weights as they are, and plain
-// int4 weights whose rows are whole 16-byte chunks (k % 32 == 0), so that packed and plain int4 weights give
-// the same bits; the rest goes through the plain layout (unpacking packed weights first).
+// weights whose rows are whole 16-byte chunks (gemv: k % 16 == 0 for int8, % 32 for int4; decode: int4, k %
+// 32 == 0), so that packed and plain weights give the same bits; the rest goes through the plain layout
+// (unpacking packed weights first).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cudaStream_t stream) {
   constexpr int kBits = kKind == KIND_W8A8 ? 8 : 4;
@@ -2491,15 +2675,15 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
-    // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain int4 rows of whole chunks.
+    // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain rows of whole chunks.
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
     using V = gemv_traits<kKind, 1>;
     const bool w16 = reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
-    if (w16 && g.k > 0 && g.m <= kMaxM && (!kGrouped || g.group_size % V::kChunkK == 0) &&
-        (packed || (kKind != KIND_W8A8 && g.k % 32 == 0)) &&
+    if (w16 && g.k > 0 && g.m <= kMaxM && gemv_allowed() && (!kGrouped || g.group_size % V::kChunkK == 0) &&
+        (packed || g.k % V::kChunkK == 0) &&
         (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535) {
       g.w = static_cast<const uint8_t*>(w.data);
-      g.w_row_bytes = packed ? 0 : g.k / 2;
+      g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
       auto launch = [&](auto plain) {
         constexpr bool kPl = decltype(plain)::value;
         if (g.m == 1) return launch_gemv<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
@@ -2507,9 +2691,7 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
           return launch_gemv<kKind, kX, kGrouped, kPl, kGemvMaxM>(g, dev, stream);
         return launch_gemv<kKind, kX, kGrouped, kPl, kMaxM>(g, dev, stream);
       };
-      if constexpr (kKind != KIND_W8A8) {
-        if (!packed) return launch(std::true_type{});
-      }
+      if (!packed) return launch(std::true_type{});
       return launch(std::false_type{});
     }
     if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
