@@ -1,6 +1,7 @@
 // The loader, the thread count, SSMKIT_BACKEND, and the calling convention: async ops leave the event
 // loop free while they run, and their errors arrive as the documented classes.
 import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -106,9 +107,11 @@ describe('calling convention', () => {
     const rng = new Rng(11);
     // Two kernel threads on any machine, so that a 200 ms op has about the same size everywhere: on a
     // many-core machine a 200 ms op would need a tensor of gigabytes, whose zero-filled output
-    // allocation (on the calling thread, before the op starts) is a cost of its own.
+    // allocation (on the calling thread, before the op starts) is a cost of its own. One on a machine of
+    // two cores, so that the JS thread keeps a core of its own: with three busy threads on two cores the
+    // OS scheduler alone delays a timer by 20 ms at times, whatever the op does.
     const threads = getNumThreads();
-    setNumThreads(2);
+    setNumThreads(Math.max(1, Math.min(2, availableParallelism() - 1)));
     // Size the op so that it takes at least 200 ms here, whatever the SIMD path.
     let rows = 64;
     let ms = 0;

@@ -78,13 +78,14 @@ async function both(t: Tensor): Promise<[Tensor, Tensor]> {
 
 describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // [m, n, k]: the path plain int8 weights take is in the comment (aligned k: % 16 for int8 weights, % 32
-  // for int4; aligned int4 weights take the gemv path up to 4 rows and the decode path up to 64).
+  // for int4; aligned plain weights take the gemv path up to 4 rows, packed int8 up to 16; aligned int4
+  // weights then the decode path up to 64).
   const SHAPES: readonly [number, number, number, string][] = [
     [1, 1, 32, 'gemv, one column'],
     [1, 300, 2560, 'gemv, decode, split k'],
     [3, 40, 8192, 'gemv, one column group, many splits'],
-    [5, 129, 96, 'gemv, n tail past a 64-column group'],
-    [16, 1030, 512, 'gemv, 16 rows'],
+    [5, 129, 96, 'skinny (packed: gemv), n tail past a 64-column group'],
+    [16, 1030, 512, 'skinny (packed: gemv), 16 rows'],
     [17, 64, 160, 'skinny, two m slices'],
     [64, 200, 1024, 'skinny, four m slices'],
     [65, 130, 96, 'tiled, m and n tails'],

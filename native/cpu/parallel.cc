@@ -1,16 +1,10 @@
 // The CPU thread pool behind ssmkit::cpu::parallel_for. Workers are started lazily up to the thread
 // count in force and never stopped (idle ones sleep on a condition variable), so set_num_threads is safe
 // while ops are running: it only changes how later calls split their work.
-//
-// A sleeping thread takes 5-8 us to run again once woken (a futex wake, here on a virtual machine), twice
-// per call: the helpers at the start and the caller at the end, when it finished its share first. Both
-// poll for a short while before they sleep: a helper for kHelperSpin after its last job (ops of a decode
-// step follow each other within that), the caller for kCallerSpin while the helpers finish their chunks.
 #include "ssmkit/parallel.h"
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -20,21 +14,6 @@
 
 namespace ssmkit::cpu {
 namespace {
-
-constexpr std::chrono::microseconds kHelperSpin{100};
-constexpr std::chrono::microseconds kCallerSpin{50};
-
-// Polls ready() until it holds (true) or `limit` has passed (false), yielding the core between polls:
-// where the threads outnumber the free cores, the thread being waited for may need this one.
-template <class P>
-bool spin_until(const P& ready, std::chrono::microseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (ready()) return true;
-    std::this_thread::yield();
-    if (std::chrono::steady_clock::now() >= end) return ready();
-  }
-}
 
 struct job {
   const std::function<void(int64_t, int64_t)>* fn;
@@ -82,11 +61,9 @@ class pool {
         workers_.back().detach();
       }
       for (int i = 0; i < helpers; ++i) queue_.push_back(j);
-      queued_.fetch_add(helpers, std::memory_order_release);
     }
     cv_.notify_all();
     j->work();
-    if (spin_until([&] { return j->done.load(std::memory_order_acquire) == j->chunks; }, kCallerSpin)) return;
     std::unique_lock<std::mutex> lock(j->mu);
     j->cv.wait(lock, [&] { return j->done.load(std::memory_order_acquire) == j->chunks; });
   }
@@ -100,13 +77,11 @@ class pool {
   void loop() {
     for (;;) {
       std::shared_ptr<job> j;
-      spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kHelperSpin);
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return !queue_.empty(); });
         j = std::move(queue_.front());
         queue_.pop_front();
-        queued_.fetch_sub(1, std::memory_order_relaxed);
       }
       j->work();
     }
@@ -116,7 +91,6 @@ class pool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<job>> queue_;
-  std::atomic<int> queued_{0};  // queue_.size(), read without the lock by polling helpers
   std::vector<std::thread> workers_;
 };
 

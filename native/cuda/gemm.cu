@@ -3,7 +3,7 @@
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have six paths, chosen per call:
-// - gemv (m <= 4, or m <= 16 for W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
+// - gemv (m <= 4, or m <= 16 for packed W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
 //   multiple of 32 for int4; packed weights, and plain rows of whole 16-byte chunks: k % 16 == 0 for
 //   int8, % 32 for int4): CUDA cores, no mma, bound by the weight bytes. One block of 256 threads per
 //   64-column group and k range, 16 threads along k for each 4 columns, two chunks of 4 x 16-byte loads in
@@ -28,9 +28,9 @@
 //   27 chunks: about 18). W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes,
 //   3.6 M warp instructions (3.4 us) under 6.2 us of bytes; 50.6 us measured with 320 blocks of 80 chunks
 //   on 264 slots (two waves, five rounds of loads a thread, and 4 outputs x 2 splits of dependent loads
-//   in the last block), about 14 us with 640 blocks of 40 chunks. Plain int8 rows take it too (16 bytes
-//   of each of a thread's 4 rows, as plain int4): W8A8 m = 16 on plain weights took 31.2 us on the skinny
-//   path (its last blocks summed 7 splits x 8 outputs a thread one load at a time), about 14 here.
+//   in the last block), about 14 us with 640 blocks of 40 chunks; measured 37.4 us. Plain int8 rows take it
+//   up to m = 4 (16 bytes of each of a thread's 4 rows, as plain int4); at m = 16 they measured 41.5 us
+//   here against 28.8 us on the skinny path, which keeps them.
 // - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
 //   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
 //   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
@@ -2679,8 +2679,10 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
     using V = gemv_traits<kKind, 1>;
     const bool w16 = reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+    // Plain int8 rows of W8A8 take it up to m = 4 only: at m = 16 the skinny kernel reads them faster
+    // (H200: 28.8 against 41.5 us at 16 x 2560 x 10240).
     if (w16 && g.k > 0 && g.m <= kMaxM && gemv_allowed() && (!kGrouped || g.group_size % V::kChunkK == 0) &&
-        (packed || g.k % V::kChunkK == 0) &&
+        (packed || (g.k % V::kChunkK == 0 && g.m <= kGemvMaxM)) &&
         (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535) {
       g.w = static_cast<const uint8_t*>(w.data);
       g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
