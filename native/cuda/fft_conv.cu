@@ -95,6 +95,7 @@
 #include <type_traits>
 
 #include "cuda_check.cuh"
+#include "pdl.cuh"
 #include "ssmkit/fft_conv.h"
 
 namespace ssmkit {
@@ -339,22 +340,10 @@ __device__ __forceinline__ void load_fence() {
   __syncwarp(__activemask());
 }
 
-// Programmatic dependent launch (sm_90): the filters' kernel lets the conv kernel that follows it in the
-// stream start as soon as every filter block is running, and the conv kernel loads its rows and runs
-// the forward transform before it waits for the filters' spectra. griddepcontrol.wait returns once the
-// preceding grid has completed and its writes are visible (at once when the grid was launched without
-// the attribute); launch_dependents only allows the next grid to be scheduled. Code compiled for an
-// older architecture has neither, and the conv kernel is then launched without the attribute.
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wait_for_preceding_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (sm_90, pdl.cuh): the filters' kernel lets the conv kernel that follows
+// it in the stream start as soon as every filter block is running, and the conv kernel loads its rows and
+// runs the forward transform before it waits for the filters' spectra. Code compiled for an older
+// architecture has neither instruction, and the conv kernel is then launched without the attribute.
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
 // index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory).
@@ -1031,7 +1020,7 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
         sync);
     // What the preceding grid may write (the spectra; ssmConv's extra) is read only after this wait; u
     // and the pregate, read above, are the call's inputs, written before that grid began.
-    wait_for_preceding_grid();
+    pdl_wait();
     const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
     product_last_pass<Plan::kLast>(
         v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
@@ -1042,7 +1031,7 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   }
   // A block never finishes before the grid it depends on (grid <= blocks, so every block has waited
   // above; this keeps it so for any grid).
-  wait_for_preceding_grid();
+  pdl_wait();
 }
 
 // m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
@@ -1086,7 +1075,7 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
           return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
         },
         roots);
-    wait_for_preceding_grid();  // as in the fused kernel: the spectra are read only from here on
+    pdl_wait();  // as in the fused kernel: the spectra are read only from here on
     product_last_pass<Plan::kLast>(
         v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
     fused_inverse<Plan>(
@@ -1115,7 +1104,7 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
         roots);
     __syncthreads();
   }
-  wait_for_preceding_grid();  // never finish before the grid this one depends on
+  pdl_wait();  // never finish before the grid this one depends on
 }
 
 template <int kLogM>
@@ -1124,7 +1113,7 @@ constexpr size_t filter_smem = filter_plan<kLogM>::kSmem + fused_roots<kLogM>::k
 template <int kLogM>
 __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLogM>::kMinBlocks)
     filter_spectrum_fused_kernel(const filter_args a) {
-  allow_dependent_launch();
+  pdl_trigger();
   using Plan = filter_plan<kLogM>;
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
@@ -1153,7 +1142,7 @@ constexpr size_t kSplitFilterSmem = split_plan::kRowStride * sizeof(float2) + sp
 
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     filter_spectrum_split_kernel(const filter_args a) {
-  allow_dependent_launch();
+  pdl_trigger();
   using Plan = split_plan;
   constexpr int mh = Plan::kM;
   constexpr int m = 2 * mh;
@@ -1848,7 +1837,7 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   }
 }
 
-// Launches a conv kernel that waits for the filters' kernel before it (wait_for_preceding_grid) with
+// Launches a conv kernel that waits for the filters' kernel before it (pdl_wait) with
 // programmatic dependent launch, so that its blocks load and transform their rows while the filters'
 // kernel finishes. Only where the code that runs was compiled for sm_90 or later, machine code and PTX
 // alike (not the device's architecture: code compiled for an older one has no wait and must not

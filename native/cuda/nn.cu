@@ -97,6 +97,7 @@
 #include <vector>
 
 #include "cuda_check.cuh"
+#include "pdl.cuh"
 #include "ssmkit/nn.h"
 #include "ssmkit/nn_check.h"
 #include "ssmkit/quant.h"
@@ -137,20 +138,6 @@ __device__ __forceinline__ float bf16_lo(uint32_t w) {
 }
 __device__ __forceinline__ float bf16_hi(uint32_t w) {
   return __uint_as_float(w & 0xffff0000u);
-}
-
-// Programmatic dependent launch (sm_90): the next kernel on the stream may start once every block of
-// this one has called pdl_trigger(); pdl_wait() returns once the previous kernel has finished and its
-// writes are visible. Both are no-ops on older GPUs and in kernels launched without the attribute.
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
 }
 
 __device__ __forceinline__ double warp_sum(double v) {
