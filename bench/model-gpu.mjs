@@ -304,6 +304,27 @@ async function loadDecodeModel(dir, device, dtype, quantize) {
 }
 
 /** Logits of `stepsN` decode steps of batch 1 (the same ids on both devices). */
+// A decode row: run() times the step (ms a token), shown against the weight-bytes floor; a failure
+// takes the row's place. Returns the time, or undefined when it failed.
+function decodeRow(row, floorMs, peer, run) {
+  try {
+    const ms = run();
+    rows.push({
+      row,
+      ours: `${ms.toFixed(3)} ms/token`,
+      floor: `${floorMs.toFixed(3)} ms`,
+      frac: `${((floorMs / ms) * 100).toFixed(0)}% (${(ms / floorMs).toFixed(2)}x)`,
+      peer,
+    });
+    log(rows[rows.length - 1]);
+    return ms;
+  } catch (e) {
+    rows.push({ row, ours: `failed: ${e.message}`, floor: '', frac: '', peer: '' });
+    log(e);
+    return undefined;
+  }
+}
+
 function decodeLogits(dm, device, ids) {
   const st = dm.states(1);
   const bound = nn.bindDecodeStates(st.conv, st.ssm);
@@ -466,33 +487,16 @@ for (const mode of modes) {
   const ids = new Tensor('int32', [42], [1]).toSync(DEV);
   const logits = Tensor.empty([1, c.vocabSize], 'float32', DEV);
   for (const [name, env] of mode === 'w4a16' ? VARIANTS.slice(0, 2) : VARIANTS) {
-    try {
-      const ms = withEnv(env, () => {
+    const ms = decodeRow(`decode ${args.shape} ${mode} batch 1: ${name}`, floorMs, peer, () =>
+      withEnv(env, () => {
         const st = dm.states(1);
         const bound = nn.bindDecodeStates(st.conv, st.ssm);
         const t = timeIt(() => nn.decodeStepSync(dm.plan, bound, ids, logits), steps, repeats);
         for (const x of [...st.conv, ...st.ssm]) x.dispose();
         return t;
-      });
-      if (mode !== 'w4a16' && name.includes('default')) decodeBf16Ms = ms;
-      rows.push({
-        row: `decode ${args.shape} ${mode} batch 1: ${name}`,
-        ours: `${ms.toFixed(3)} ms/token`,
-        floor: `${floorMs.toFixed(3)} ms`,
-        frac: `${((floorMs / ms) * 100).toFixed(0)}% (${(ms / floorMs).toFixed(2)}x)`,
-        peer,
-      });
-      log(rows[rows.length - 1]);
-    } catch (e) {
-      rows.push({
-        row: `decode ${args.shape} ${mode} batch 1: ${name}`,
-        ours: `failed: ${e.message}`,
-        floor: '',
-        frac: '',
-        peer: '',
-      });
-      log(e);
-    }
+      }),
+    );
+    if (ms !== undefined && mode !== 'w4a16' && name.includes('default')) decodeBf16Ms = ms;
   }
   // The default variant with the device sampler in the step (tokens and draws on the host, so each
   // step also waits for its token): against the default row, the sampler's cost and one round trip.
@@ -501,29 +505,13 @@ for (const mode of modes) {
     ['greedy sampler in the step', { temperature: 0 }],
     ['sampler in the step (T 0.8, top-p 0.95)', { temperature: 0.8, topP: 0.95, draws }],
   ]) {
-    try {
+    decodeRow(`decode ${args.shape} ${mode} batch 1: graph, fused, PDL, ${name}`, floorMs, peer, () => {
       const st = dm.states(1);
       const bound = nn.bindDecodeStates(st.conv, st.ssm);
-      const ms = timeIt(() => nn.decodeStepSync(dm.plan, bound, ids, logits, sampling)?.dispose(), steps, repeats);
+      const t = timeIt(() => nn.decodeStepSync(dm.plan, bound, ids, logits, sampling)?.dispose(), steps, repeats);
       for (const x of [...st.conv, ...st.ssm]) x.dispose();
-      rows.push({
-        row: `decode ${args.shape} ${mode} batch 1: graph, fused, PDL, ${name}`,
-        ours: `${ms.toFixed(3)} ms/token`,
-        floor: `${floorMs.toFixed(3)} ms`,
-        frac: `${((floorMs / ms) * 100).toFixed(0)}% (${(ms / floorMs).toFixed(2)}x)`,
-        peer,
-      });
-      log(rows[rows.length - 1]);
-    } catch (e) {
-      rows.push({
-        row: `decode ${args.shape} ${mode} batch 1: ${name}`,
-        ours: `failed: ${e.message}`,
-        floor: '',
-        frac: '',
-        peer: '',
-      });
-      log(e);
-    }
+      return t;
+    });
   }
   draws.dispose();
   ids.dispose();

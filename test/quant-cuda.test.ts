@@ -238,9 +238,14 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     });
   }
 
-  it('gemmW4A8: group-wise scales on the packed decode path (groups of 128 and more; the rest unpacked)', async () => {
+  it('gemmW4A8: group-wise scales on the packed decode paths (gemv: groups of 32 and more; the mma kernel: 128 and more; the rest unpacked)', async () => {
     for (const [m, n, k, gs] of [
       [1, 300, 2560, 128],
+      [1, 130, 512, 32],
+      [2, 65, 320, 64],
+      [4, 40, 8192, 128],
+      [3, 200, 1536, 384],
+      [1, 100, 20000, 160],
       [16, 129, 512, 64],
       [3, 40, 1024, 32],
       [17, 70, 256, 256],
@@ -720,38 +725,6 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
       }
     });
   }
-
-  it('gemmW4A8: group-wise scales (groups of 32 and more), packed and plain alike', async () => {
-    for (const [m, n, k, gs] of [
-      [1, 300, 2560, 128],
-      [1, 130, 512, 32],
-      [2, 65, 320, 64],
-      [4, 40, 8192, 128],
-      [3, 200, 1536, 384],
-      [1, 100, 20000, 160],
-    ] as const) {
-      const rng = new Rng(m * n + k * 3 + gs);
-      const a = ints(m * k, -127, 127, rng);
-      const w = ints(n * k, -8, 7, rng);
-      const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
-      const ws = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform());
-      const bias = randTensor([n], 'float32', () => rng.normal());
-      const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
-      const ag = await new Tensor('int8', a, [m, k]).to(DEV);
-      const wg = await int4Tensor(w, n, k).to(DEV);
-      const pg = await packWeights(wg, { groupSize: gs });
-      const [asg, wsg, bg] = [await as.t.to(DEV), await ws.t.to(DEV), await bias.t.to(DEV)];
-      for (const outDtype of DTYPES_FLOAT) {
-        const label = `gemmW4A8 [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
-        poison(m * n * 4);
-        const packed = toF64(await gemmW4A8(ag, pg, asg, wsg, { bias: bg, groupSize: gs, outDtype }));
-        assertClose(packed, ref, scaled(TOL_INT[outDtype], maxAbs(ref)), label);
-        poison(m * n * 4);
-        assertEqual(toF64(await gemmW4A8(ag, wg, asg, wsg, { bias: bg, groupSize: gs, outDtype })), packed, `${label} plain`);
-      }
-      pg.dispose();
-    }
-  });
 
   for (const dtype of ['float16', 'bfloat16'] as const) {
     it(`gemmW4A16 ${dtype}: against float64, packed and plain alike`, async () => {

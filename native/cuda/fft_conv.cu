@@ -91,6 +91,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -1845,8 +1846,18 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
 template <class Kernel>
 status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t smem, const conv_args& a,
                             cudaStream_t stream) {
-  cudaFuncAttributes fa{};
-  SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  // A property of the kernel's image on the device: asked once per (kernel, device), not per call.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no overlap, 2 overlap
+  int dev = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  int state = dev >= 0 && dev < kMaxDevices ? known[dev].load(std::memory_order_acquire) : 0;
+  if (state == 0) {
+    cudaFuncAttributes fa{};
+    SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    state = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 2 : 1;
+    if (dev >= 0 && dev < kMaxDevices) known[dev].store(state, std::memory_order_release);
+  }
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -1856,7 +1867,7 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = attr;
-  config.numAttrs = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 1 : 0;
+  config.numAttrs = state == 2 ? 1 : 0;
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
   return ok_status();
 }

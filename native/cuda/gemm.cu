@@ -1422,6 +1422,17 @@ struct tile_traits {
 
 // 16-byte chunk c of row r of an A stage: 128-byte rows (W4A16) flip bit 0 on odd rows, so that the two
 // rows a quarter-warp reads use different bank groups; 64-byte rows need nothing.
+// The (m, n) tile of this block, the raster grouped by 8 tiles along m so that the blocks resident
+// together share weight tiles.
+__device__ __forceinline__ int2 grouped_tile(int tiles_m, int tiles_n) {
+  constexpr int kGroupM = 8;
+  const int pid = blockIdx.x;
+  const int per_group = kGroupM * tiles_n;
+  const int first_m = (pid / per_group) * kGroupM;
+  const int group_rows = min(tiles_m - first_m, kGroupM);
+  return make_int2(first_m + (pid % per_group) % group_rows, (pid % per_group) / group_rows);
+}
+
 template <int kKind>
 __device__ __forceinline__ int tile_a_chunk(int r, int c) {
   if constexpr (kKind == KIND_W4A16) return c ^ (r & 1);
@@ -1437,14 +1448,8 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
   using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
   extern __shared__ __align__(16) uint8_t smem[];
 
-  // Group the raster by 8 tiles along m, so that the blocks resident together share weight tiles.
-  constexpr int kGroupM = 8;
-  const int pid = blockIdx.x;
-  const int per_group = kGroupM * tiles_n;
-  const int first_m = (pid / per_group) * kGroupM;
-  const int group_rows = min(tiles_m - first_m, kGroupM);
-  const int tile_m = first_m + (pid % per_group) % group_rows;
-  const int tile_n = (pid % per_group) / group_rows;
+  const int2 tile = grouped_tile(tiles_m, tiles_n);
+  const int tile_m = tile.x, tile_n = tile.y;
   const int64_t m0 = static_cast<int64_t>(tile_m) * T::kBM;
   const int64_t n0 = static_cast<int64_t>(tile_n) * T::kBN;
 
@@ -1838,14 +1843,8 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   uint8_t* smem = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
 
-  // Group the raster by 8 tiles along m, so that the blocks resident together share weight tiles.
-  constexpr int kGroupM = 8;
-  const int pid = blockIdx.x;
-  const int per_group = kGroupM * tiles_n;
-  const int first_m = (pid / per_group) * kGroupM;
-  const int group_rows = min(tiles_m - first_m, kGroupM);
-  const int tile_m = first_m + (pid % per_group) % group_rows;
-  const int tile_n = (pid % per_group) / group_rows;
+  const int2 tile = grouped_tile(tiles_m, tiles_n);
+  const int tile_m = tile.x, tile_n = tile.y;
   const int64_t m0 = static_cast<int64_t>(tile_m) * T::kBM;
   const int64_t n0 = static_cast<int64_t>(tile_n) * T::kBN;
 
