@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { backend, hadamard, hadamardSync, Tensor } from '../dist/cjs/index.js';
 import { hadamardRef } from './ref/quant';
-import { assertClose, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, testDevices, toF64 } from './util';
+import { assertClose, assertEqual, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, testDevices, toF64 } from './util';
 
 const TOL = {
   float32: { rtol: 1e-5, atol: 1e-5 },
@@ -96,5 +96,39 @@ describe.each(testDevices())('hadamard on %s', (device) => {
     expect(() => hadamardSync(x(4), { scale: 'a' as never })).toThrow(/hadamardSync: options.scale/);
     expect(() => hadamardSync(x(4), { scale: Number.NaN })).toThrow(RangeError);
     expect(() => hadamardSync(x(4), { scales: 1 } as never)).toThrow(TypeError);
+  });
+});
+
+// The CUDA H_40 kernel for 64 <= p <= 256 (n = 2560, 5120, 10240) against the CPU bit for bit, beside
+// its neighbours on the general kernel (p = 32 and 512); more rows than that kernel's grid (8192) loop
+// inside its blocks; scale 1 and another.
+describe.skipIf(backend().name !== 'cuda')('hadamard H_40 x p on CUDA matches the CPU bit for bit', () => {
+  const SHAPES: readonly (readonly [number, number])[] = [
+    [3, 2560],
+    [37, 5120],
+    [5, 10240],
+    [7, 1280],
+    [2, 20480],
+  ];
+  const check = (dtype: (typeof DTYPES_FLOAT)[number], rows: number, n: number, scale: number) => {
+    const rng = new Rng(rows * 131 + n);
+    // Values over a wide range of magnitudes, so that any change of the summation order shows.
+    const { t } = randTensor([rows, n], dtype, () => rng.normal() * 2 ** Math.floor(8 * rng.uniform()));
+    const cpu = hadamardSync(t, { scale });
+    const xg = t.toSync('cuda:0');
+    const gpu = hadamardSync(xg, { scale });
+    assertEqual(toF64(gpu.toSync('cpu')), toF64(cpu), `hadamard ${dtype} [${rows}, ${n}] scale ${scale}`);
+    for (const x of [xg, gpu, cpu]) x.dispose();
+  };
+  for (const dtype of DTYPES_FLOAT) {
+    it(`${dtype}: p = 32 ... 512`, () => {
+      for (const [rows, n] of SHAPES) {
+        check(dtype, rows, n, 1 / Math.sqrt(n));
+        check(dtype, rows, n, 1);
+      }
+    });
+  }
+  it('bfloat16: 8300 rows of 2560 (rows loop inside the blocks)', () => {
+    check('bfloat16', 8300, 2560, 0.37);
   });
 });

@@ -18,10 +18,20 @@
 // (conflict-free), and writes its outputs straight to global memory (coalesced along q).
 // Fallback (p < 8 or unaligned): scalar loads into shared memory and every stage there, same mix.
 //
-// Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128): 336 MB moved (80 us at 4.2 TB/s);
-// the mix is 21 adds per value (1.8 G FADD, about 55 M warp instructions, 52 us of issue over 132 SMs),
-// the butterflies and shuffles about 14 instructions per value: both hide under the memory time if
-// enough rows are in flight, so we expect to end near 1.2x the copy, bound by DRAM with issue close.
+// H_40 with 64 <= p <= 256 (n = 2560, 5120, 10240: the Mamba widths) has its own kernel, described
+// above it: the H_40 butterfly moves into registers before shared memory, each output position pair is
+// one thread's (8-byte shared loads, 4-byte global stores, immediate offsets: p is a template argument).
+//
+// Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128, 84 M values): 336 MB moved (82 us
+// for a device copy). The transform's float32 operations are fixed by the CPU's order: 7 butterfly
+// stages, the H_40 butterfly, 19 adds per output (the compiler shares equal prefixes of rows: about 16.4
+// remain) and the scale, about 25.4 per value. The general kernel issued 50.8 instructions per value
+// (133 M warp instructions, 187 us: one 2-byte store, one conversion and two shared loads per value, 4
+// shuffles, address arithmetic, 64 registers for 320 threads: 3 blocks an SM). The H_40 kernel counts
+// (PTX, per thread and row of 40 values) 2.5 x (64 shuffles + 64 fma + 64 add + 16 unpack + 6 memory +
+// ~10) + (20 shared loads + ~654 adds + 40 multiplies + 20 packs + 20 stores + ~10), about 33 per value:
+// 87 M warp instructions, 84 us of issue (132 SMs x 4 x 1.95 GHz), 64 registers at 128 threads (8 blocks
+// an SM, 160 KB of shared memory): issue and DRAM about even, so we expect 100-115 us, near 1.3x the copy.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -312,6 +322,151 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
   }
 }
 
+// The H_40 path for 64 <= p <= 256 (p = 2^kLogP a template argument, so every shared-memory and global
+// offset below is an immediate), 16-byte aligned x and out. One row per block pass, p threads.
+// Phase 1: item (c, k), c < 20 a chunk pair (c, c + 20) and k < p / 8 a slot of 8 positions, loads the
+// 8 values of both chunks (two 16-byte loads), runs stages h = 1, 2, 4 in registers and h = 8 ... p / 2
+// through shuffles (slot k is lane bits, p / 8 <= 32), then the H_40 butterfly across the two chunks in
+// registers, and stores the sums (chunk c) and differences (chunk c + 20) to shared memory. A chunk's p
+// floats are kept as two halves: positions with bit 2 clear, then set, each in the order
+// (q >> 3) * 4 + (q & 3), so an item's two float4 stores land on consecutive 16-byte words of the
+// warp (conflict-free). 2.5 p items over p threads: the last pass has whole warps idle (p / 2 is a
+// multiple of 32), so every shuffle runs on full warps.
+// Phase 2: thread t of part (sums: rows 0..19 of H_40, differences: rows 20..39) takes the adjacent
+// positions q, q + 1 (lane l of warp w: q = 64 w + 8 (j >> 1) + 4 (l >> 4) + 2 (j & 1), j = l & 15),
+// reads its 20 value pairs with 8-byte loads (each half-warp reads 128 consecutive bytes of one half:
+// conflict-free) and writes each output row's pair as one 4-byte (8-byte for float32) store; a warp's
+// stores of one row cover 64 consecutive positions.
+constexpr int64_t kMax40Blocks = 8192;  // more rows loop inside the blocks
+
+template <ssmkit_dtype T>
+__device__ __forceinline__ void store2(void* out, int64_t off, float a, float b) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+    *reinterpret_cast<float2*>(static_cast<float*>(out) + off) = make_float2(a, b);
+  } else {
+    uint32_t w;
+    if constexpr (T == SSMKIT_DTYPE_BF16) {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+      memcpy(&w, &h, 4);
+    } else {
+      const __half2 h = __floats2half2_rn(a, b);
+      memcpy(&w, &h, 4);
+    }
+    *reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(out) + off) = w;
+  }
+}
+
+__device__ __forceinline__ void fwht8(float v[8]) {
+#pragma unroll
+  for (int h = 1; h < 8; h <<= 1) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (!(j & h)) {
+        const float lo = v[j], hi = v[j + h];
+        v[j] = lo + hi;
+        v[j + h] = lo - hi;
+      }
+    }
+  }
+}
+
+// Rows [kBase, kBase + 20) of H_40 on the pairs y (columns 0..19), at positions q, q + 1 of out + off.
+template <ssmkit_dtype T, int kBase, int kP>
+__device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t off, float scale) {
+  static_for<20>([&](auto ii) {
+    constexpr int i = kBase + decltype(ii)::value;
+    constexpr bool kNeg0 = had_neg<40>(i, 0);
+    float a = kNeg0 ? -y[0].x : y[0].x;
+    float b = kNeg0 ? -y[0].y : y[0].y;
+    static_for<19>([&](auto jj) {
+      constexpr int j = decltype(jj)::value + 1;
+      if constexpr (had_neg<40>(i, j)) {
+        a -= y[j].x;
+        b -= y[j].y;
+      } else {
+        a += y[j].x;
+        b += y[j].y;
+      }
+    });
+    store2<T>(out, off + i * kP, a * scale, b * scale);
+  });
+}
+
+template <ssmkit_dtype T, int kLogP>
+__global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(had_args a) {
+  constexpr int kP = 1 << kLogP;
+  constexpr int kHalf = kP / 2;
+  constexpr int kSlots = kP / 8;
+  constexpr int kItems = 20 * kSlots;
+  static_assert(kLogP >= 6 && kLogP <= 8, "p / 2 must be a multiple of 32 and p / 8 at most a warp");
+  extern __shared__ float4 smem4[];
+  float* buf = reinterpret_cast<float*>(smem4);  // (40, p) in float32, each chunk in the order above
+  const int tid = threadIdx.x;
+  // Phase 1: the slot is the same for each of the thread's items (p is a multiple of p / 8).
+  const int k = tid & (kSlots - 1);
+  float sgn[kLogP - 3];  // lower element of a pair: mine + other; upper: other - mine
+#pragma unroll
+  for (int s = 0; s < kLogP - 3; ++s) sgn[s] = (k >> s) & 1 ? -1.0f : 1.0f;
+  // Phase 2.
+  const int part = tid / kHalf;
+  const int t = tid % kHalf;
+  const int lane = t & 31, j = lane & 15;
+  const int q = 64 * (t >> 5) + 8 * (j >> 1) + 4 * (lane >> 4) + 2 * (j & 1);
+  const int word = 32 * (t >> 5) + 2 * j + kHalf * (lane >> 4);
+  const float2* src = reinterpret_cast<const float2*>(buf + part * 20 * kP + word);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const int64_t row0 = r * (40 * kP);
+    for (int s = tid; s < kItems; s += kP) {
+      const int c = s / kSlots;
+      float u[8], v[8];
+      load8<T>(a.x, row0 + c * kP + 8 * k, u);
+      load8<T>(a.x, row0 + (c + 20) * kP + 8 * k, v);
+      fwht8(u);
+      fwht8(v);
+#pragma unroll
+      for (int st = 0; st < kLogP - 3; ++st) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          u[e] = fmaf(sgn[st], u[e], __shfl_xor_sync(kFull, u[e], 1 << st));
+          v[e] = fmaf(sgn[st], v[e], __shfl_xor_sync(kFull, v[e], 1 << st));
+        }
+      }
+      float* d = buf + c * kP + 4 * k;
+      reinterpret_cast<float4*>(d)[0] = make_float4(u[0] + v[0], u[1] + v[1], u[2] + v[2], u[3] + v[3]);
+      reinterpret_cast<float4*>(d + kHalf)[0] =
+          make_float4(u[4] + v[4], u[5] + v[5], u[6] + v[6], u[7] + v[7]);
+      reinterpret_cast<float4*>(d + 20 * kP)[0] =
+          make_float4(u[0] - v[0], u[1] - v[1], u[2] - v[2], u[3] - v[3]);
+      reinterpret_cast<float4*>(d + 20 * kP + kHalf)[0] =
+          make_float4(u[4] - v[4], u[5] - v[5], u[6] - v[6], u[7] - v[7]);
+    }
+    __syncthreads();
+    float2 y[20];
+#pragma unroll
+    for (int c = 0; c < 20; ++c) y[c] = src[c * kHalf];
+    if (part == 0) {
+      mix40_pair<T, 0, kP>(y, a.out, row0 + q, a.scale);
+    } else {
+      mix40_pair<T, 20, kP>(y, a.out, row0 + q, a.scale);
+    }
+    __syncthreads();  // buf is rewritten by the next row
+  }
+}
+
+template <ssmkit_dtype T, int kLogP>
+status launch_hadamard40(const had_args& a, cudaStream_t stream) {
+  constexpr int kP = 1 << kLogP;
+  constexpr int smem = 40 * kP * static_cast<int>(sizeof(float));
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(hadamard40_kernel<T, kLogP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  const unsigned blocks = static_cast<unsigned>(a.rows < kMax40Blocks ? a.rows : kMax40Blocks);
+  hadamard40_kernel<T, kLogP><<<blocks, kP, smem, stream>>>(a);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
 template <int M>
 bool table_matches() {
   const float* h = hadamard_signs(M);
@@ -411,6 +566,15 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
     }
   }
   const auto s = static_cast<cudaStream_t>(stream);
+  if (fast && m == 40 && a.log_p >= 6 && a.log_p <= 8) {
+    return SSMKIT_FLOAT_SWITCH(p.x.dtype, "hadamard", [&] {
+      switch (a.log_p) {
+        case 6: return launch_hadamard40<kDType, 6>(a, s);
+        case 7: return launch_hadamard40<kDType, 7>(a, s);
+        default: return launch_hadamard40<kDType, 8>(a, s);
+      }
+    });
+  }
   return SSMKIT_FLOAT_SWITCH(p.x.dtype, "hadamard", [&] {
     return fast ? launch_hadamard_m<kDType, true>(m, a, threads, smem, s)
                 : launch_hadamard_m<kDType, false>(m, a, threads, smem, s);
