@@ -19,28 +19,30 @@
 // Fallback (p < 8 or unaligned): scalar loads into shared memory and every stage there, same mix.
 //
 // H_40 with 64 <= p <= 256 (n = 2560, 5120, 10240: the Mamba widths) has its own kernel, described
-// above it: the next row staged by asynchronous copies, the H_40 butterfly in registers before shared
-// memory, each output position pair one thread's (8-byte shared loads, 4-byte global stores, immediate
-// offsets: p is a template argument).
+// above it: the H_40 butterfly moves into registers before shared memory, each output position pair is
+// one thread's (8-byte shared loads, 4-byte global stores, immediate offsets: p is a template argument).
 //
 // Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128, 84 M values): 336 MB moved (82 us
 // for a device copy). The transform's float32 operations are fixed by the CPU's order: 7 butterfly
-// stages, the H_40 butterfly, 19 adds per output (the compiler shares equal prefixes of rows: about 16.4
-// remain) and the scale, about 25.4 per value. The general kernel issued 50.8 instructions per value
-// (133 M warp instructions, 187 us: one 2-byte store, one conversion and two shared loads per value, 4
-// shuffles, address arithmetic, 64 registers for 320 threads: 3 blocks an SM). The H_40 kernel counts
-// (SASS, per thread and row of 40 values) 2.5 x 250 (items of 16 values: 64 shuffles, 128 float32
-// operations, 16 unpacks, 6 memory, ~36 address and loop) + ~775 (20 shared loads, 658 adds, 40
-// multiplies, 20 packs, 20 stores), 35 per value: 91.9 M warp instructions measured, 124.4 us with
-// global loads in phase 1 (issue slots 73% busy, DRAM 52%: each block waited on its own loads). With
-// the next row staged during the current one the count stays (the loads become copies plus one 16-byte
-// shared load per 8 values) and the issue slots should fill to 85-90%: about 105 us, 1.3x the copy.
+// stages, the H_40 butterfly, 19 adds per output (the compiler shares equal prefixes of rows: 329 adds
+// per 20 outputs remain, 16.45 a value) and the scale: 25.5 per value, measured. The general kernel
+// issued 50.8 instructions per value (133 M warp instructions, 187 us on the H200: one 2-byte store, one
+// conversion and two shared loads per value, 4 shuffles, address arithmetic, 64 registers for 320
+// threads: 3 blocks an SM). The H_40 kernel's SASS per thread and row (40 values): 2.5 items of 16
+// values at 250 instructions (128 float32 operations, 64 shuffles, 16 unpacks, 6 loads and stores, ~36
+// of address and loop) plus ~775 for the mix (658 adds, 40 multiplies, 20 shared loads, 20 packs, 20
+// stores): 35 per value, 91.9 M warp instructions measured (69% fewer than the general kernel's), 64
+// registers at 128 threads (8 blocks an SM). On the H200: 124.4 us (1.51x the copy), issue slots 73%
+// busy, DRAM 52% of peak: issue-bound first (92 us of issue at full rate), the rest is latency, with
+// each block waiting on its own loads in phase 1. Staging each block's next row with cp.async (a
+// resident grid) was measured slower, 129 us: the stage's shared memory cut the blocks to 7 an SM and
+// the even row shares left a tail. What remains above the float32 floor is mostly the 4 shuffles per
+// value of stages 8 ... 64.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -327,14 +329,11 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
 }
 
 // The H_40 path for 64 <= p <= 256 (p = 2^kLogP a template argument, so every shared-memory and global
-// offset below is an immediate), 16-byte aligned x and out: p threads a block, every block resident at
-// once, each taking an even share of the rows. A row's bytes arrive in a stage in shared memory by
-// asynchronous 16-byte copies (cp.async, sm_80 and later) issued for the block's next row as soon as
-// the stage is read, so the global loads of one row overlap the transform of the one before.
-// Phase 1: item (c, k), c < 20 a chunk pair (c, c + 20) and k < p / 8 a slot of 8 positions, reads the
-// 8 values of both chunks from the stage, runs stages h = 1, 2, 4 in registers and h = 8 ... p / 2
+// offset below is an immediate), 16-byte aligned x and out. One row per block pass, p threads.
+// Phase 1: item (c, k), c < 20 a chunk pair (c, c + 20) and k < p / 8 a slot of 8 positions, loads the
+// 8 values of both chunks (two 16-byte loads), runs stages h = 1, 2, 4 in registers and h = 8 ... p / 2
 // through shuffles (slot k is lane bits, p / 8 <= 32), then the H_40 butterfly across the two chunks in
-// registers, and stores the sums (chunk c) and differences (chunk c + 20) to buf (float32). A chunk's p
+// registers, and stores the sums (chunk c) and differences (chunk c + 20) to shared memory. A chunk's p
 // floats are kept as two halves: positions with bit 2 clear, then set, each in the order
 // (q >> 3) * 4 + (q & 3), so an item's two float4 stores land on consecutive 16-byte words of the
 // warp (conflict-free). 2.5 p items over p threads: the last pass has whole warps idle (p / 2 is a
@@ -344,6 +343,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
 // reads its 20 value pairs with 8-byte loads (each half-warp reads 128 consecutive bytes of one half:
 // conflict-free) and writes each output row's pair as one 4-byte (8-byte for float32) store; a warp's
 // stores of one row cover 64 consecutive positions.
+constexpr int64_t kMax40Blocks = 8192;  // more rows loop inside the blocks
+
 template <ssmkit_dtype T>
 __device__ __forceinline__ void store2(void* out, int64_t off, float a, float b) {
   if constexpr (T == SSMKIT_DTYPE_F32) {
@@ -397,80 +398,35 @@ __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t o
   });
 }
 
-// 8 values of one chunk from the staged row (16-bit types: one 16-byte shared load; float32: two).
-template <ssmkit_dtype T>
-__device__ __forceinline__ void lds8(const unsigned char* stage, int off, float v[8]) {
-  if constexpr (T == SSMKIT_DTYPE_F32) {
-    const float4* p = reinterpret_cast<const float4*>(stage + 4 * off);
-    const float4 x0 = p[0], x1 = p[1];
-    v[0] = x0.x, v[1] = x0.y, v[2] = x0.z, v[3] = x0.w, v[4] = x1.x, v[5] = x1.y, v[6] = x1.z, v[7] = x1.w;
-  } else {
-    const uint4 u = *reinterpret_cast<const uint4*>(stage + 2 * off);
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (T == SSMKIT_DTYPE_BF16) {
-        v[2 * i] = __uint_as_float(w[i] << 16);
-        v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-      } else {
-        __half2 h;
-        memcpy(&h, &w[i], 4);
-        const float2 f = __half22float2(h);
-        v[2 * i] = f.x;
-        v[2 * i + 1] = f.y;
-      }
-    }
-  }
-}
-
-// Copies one row's bytes (kBytes, a multiple of 16 at a 16-byte aligned address) into the stage with
-// asynchronous 16-byte copies (sm_80 and later), as one commit group.
-template <int kBytes, int kThreads>
-__device__ __forceinline__ void stage_row(unsigned char* stage, const unsigned char* src, int tid) {
-  const unsigned base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
-#pragma unroll
-  for (int i = tid * 16; i < kBytes; i += kThreads * 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(base + i), "l"(src + i) : "memory");
-  }
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
 template <ssmkit_dtype T, int kLogP>
 __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(had_args a) {
   constexpr int kP = 1 << kLogP;
   constexpr int kHalf = kP / 2;
   constexpr int kSlots = kP / 8;
   constexpr int kItems = 20 * kSlots;
-  constexpr int kRowBytes = 40 * kP * (T == SSMKIT_DTYPE_F32 ? 4 : 2);
   static_assert(kLogP >= 6 && kLogP <= 8, "p / 2 must be a multiple of 32 and p / 8 at most a warp");
   extern __shared__ float4 smem4[];
   float* buf = reinterpret_cast<float*>(smem4);  // (40, p) in float32, each chunk in the order above
-  unsigned char* stage = reinterpret_cast<unsigned char*>(buf + 40 * kP);  // the next row as loaded
-  const unsigned tid = threadIdx.x;
+  const int tid = threadIdx.x;
   // Phase 1: the slot is the same for each of the thread's items (p is a multiple of p / 8).
-  const unsigned k = tid & (kSlots - 1);
+  const int k = tid & (kSlots - 1);
   float sgn[kLogP - 3];  // lower element of a pair: mine + other; upper: other - mine
 #pragma unroll
   for (int s = 0; s < kLogP - 3; ++s) sgn[s] = (k >> s) & 1 ? -1.0f : 1.0f;
   // Phase 2.
-  const unsigned part = tid / kHalf;
-  const unsigned t = tid % kHalf;
-  const unsigned lane = t & 31, j = lane & 15;
-  const unsigned q = 64 * (t >> 5) + 8 * (j >> 1) + 4 * (lane >> 4) + 2 * (j & 1);
-  const unsigned word = 32 * (t >> 5) + 2 * j + kHalf * (lane >> 4);
+  const int part = tid / kHalf;
+  const int t = tid % kHalf;
+  const int lane = t & 31, j = lane & 15;
+  const int q = 64 * (t >> 5) + 8 * (j >> 1) + 4 * (lane >> 4) + 2 * (j & 1);
+  const int word = 32 * (t >> 5) + 2 * j + kHalf * (lane >> 4);
   const float2* src = reinterpret_cast<const float2*>(buf + part * 20 * kP + word);
-  const auto* x = static_cast<const unsigned char*>(a.x);
-  int64_t r = blockIdx.x;
-  if (r < a.rows) stage_row<kRowBytes, kP>(stage, x + r * kRowBytes, tid);
-  for (; r < a.rows; r += gridDim.x) {
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-    __syncthreads();  // the stage holds row r for every thread; buf's previous row is read
-#pragma unroll
-    for (unsigned s = tid; s < kItems; s += kP) {
-      const unsigned c = s / kSlots;
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const int64_t row0 = r * (40 * kP);
+    for (int s = tid; s < kItems; s += kP) {
+      const int c = s / kSlots;
       float u[8], v[8];
-      lds8<T>(stage, c * kP + 8 * k, u);
-      lds8<T>(stage, (c + 20) * kP + 8 * k, v);
+      load8<T>(a.x, row0 + c * kP + 8 * k, u);
+      load8<T>(a.x, row0 + (c + 20) * kP + 8 * k, v);
       fwht8(u);
       fwht8(v);
 #pragma unroll
@@ -490,55 +446,28 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
       reinterpret_cast<float4*>(d + 20 * kP + kHalf)[0] =
           make_float4(u[4] - v[4], u[5] - v[5], u[6] - v[6], u[7] - v[7]);
     }
-    __syncthreads();  // buf holds row r; the stage is free
-    const int64_t next = r + gridDim.x;
-    if (next < a.rows) stage_row<kRowBytes, kP>(stage, x + next * kRowBytes, tid);
+    __syncthreads();
     float2 y[20];
 #pragma unroll
     for (int c = 0; c < 20; ++c) y[c] = src[c * kHalf];
-    const int64_t off = r * (40 * kP) + q;
     if (part == 0) {
-      mix40_pair<T, 0, kP>(y, a.out, off, a.scale);
+      mix40_pair<T, 0, kP>(y, a.out, row0 + q, a.scale);
     } else {
-      mix40_pair<T, 20, kP>(y, a.out, off, a.scale);
+      mix40_pair<T, 20, kP>(y, a.out, row0 + q, a.scale);
     }
+    __syncthreads();  // buf is rewritten by the next row
   }
-}
-
-// Blocks of hadamard40_kernel<T, kLogP> that fit on the current device at once (read once per device;
-// raises the kernel's shared memory limit on the way).
-template <ssmkit_dtype T, int kLogP>
-status resident_blocks(int threads, int smem, int* out) {
-  static std::atomic<int> cache[64];
-  auto* kernel = hadamard40_kernel<T, kLogP>;
-  int dev = 0;
-  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) return make_status(status_code::value, "cuda: device %d out of range", dev);
-  int n = cache[dev].load(std::memory_order_acquire);
-  if (n == 0) {
-    if (smem > 48 * 1024) {
-      SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    }
-    int per_sm = 0, sms = 0;
-    SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    n = std::max(1, per_sm) * std::max(1, sms);
-    cache[dev].store(n, std::memory_order_release);
-  }
-  *out = n;
-  return ok_status();
 }
 
 template <ssmkit_dtype T, int kLogP>
 status launch_hadamard40(const had_args& a, cudaStream_t stream) {
   constexpr int kP = 1 << kLogP;
-  constexpr int smem = 40 * kP * static_cast<int>(sizeof(float) + (T == SSMKIT_DTYPE_F32 ? 4 : 2));
-  int resident = 0;
-  SSMKIT_RETURN_IF_ERROR((resident_blocks<T, kLogP>(kP, smem, &resident)));
-  // Every block takes the same number of rows (but the last few), all blocks resident at once: a block
-  // stages its next row while it finishes the current one.
-  const int64_t per_block = (a.rows + resident - 1) / resident;
-  const unsigned blocks = static_cast<unsigned>((a.rows + per_block - 1) / per_block);
+  constexpr int smem = 40 * kP * static_cast<int>(sizeof(float));
+  if (smem > 48 * 1024) {
+    SSMKIT_CUDA_CHECK(
+        cudaFuncSetAttribute(hadamard40_kernel<T, kLogP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  const unsigned blocks = static_cast<unsigned>(a.rows < kMax40Blocks ? a.rows : kMax40Blocks);
   hadamard40_kernel<T, kLogP><<<blocks, kP, smem, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
