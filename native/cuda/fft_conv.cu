@@ -93,6 +93,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "cuda_check.cuh"
@@ -861,7 +862,7 @@ struct fused_plan {
   static_assert(kPasses >= 2 && kPasses <= 4, "the fused kernel runs 2 to 4 passes");
   static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
   static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
-  static_assert(kE == 32 || kThreads * kMinBlocks <= 512, "16 values: at least 128 registers");
+  static_assert(kE == 32 || kThreads * kMinBlocks <= 768, "16 values: at least 80 registers");
   static_assert(leading_passes_fit(kLogM, kLastBits, kE), "passes fit a thread's values");
 };
 
@@ -870,8 +871,8 @@ struct fused_plan {
 // registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3 passes (as with
 // 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8) in blocks of 256 and 512 threads. The
 // 16384-point transform runs as two 8192-point halves (below).
-template <int kLogM>
-using conv_plan = fused_plan<kLogM, 16, 256>;
+template <int kLogM, int kMin = 0>
+using conv_plan = fused_plan<kLogM, 16, 256, kMin>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
 template <int kLogM>
 using filter_plan =
@@ -954,38 +955,60 @@ __device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* bu
   }
 }
 
-// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
-template <class Plan, bool kOddPairs = false, class Load, class Roots = sincos_roots, class Sync = block_sync>
-__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load,
-                                              const Roots& roots = {}, Sync sync = {}) {
+// The last pass's groups of thread t: the mirror pairs (f, m - f) of a full transform, or for the odd
+// half of a split one (odd_pairs) the pairs (k, m - 1 - k).
+template <class Plan>
+__device__ __forceinline__ last_groups plan_last_groups(int t, bool odd_pairs) {
+  const last_groups mirror = make_last_groups<Plan::kLast>(t, Plan::kM);
+  return last_groups{t, odd_pairs ? Plan::kM / Plan::kLast - 1 - t : mirror.q2};
+}
+
+// Forward pass 1's loads: the kE inputs of a thread's groups through `load` (one group's loads at a time).
+template <class Plan, class Load>
+__device__ __forceinline__ void fused_load(float2 (&v)[Plan::kE], int t, Load load) {
+  const thread_groups groups{t, Plan::kThreadsPerRow};
+  gather<Plan::template radix<1>(), false, true>(v, groups, 1, Plan::kM, load);
+}
+
+// The forward transform of pass 1's inputs in registers (fused_load): passes 1..P-1 through `buf`,
+// the last pass into registers.
+template <class Plan, class Roots, class Sync>
+__device__ __forceinline__ void fused_forward_loaded(float2 (&v)[Plan::kE], float2* buf, int t,
+                                                     const Roots& roots, Sync sync, bool odd_pairs) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
-  gather<r1, false, true>(v, groups, 1, m, load);
   butterflies<r1, false>(v, groups, 1);
   with_layout<Plan, 1>(buf, [&](auto out) { scatter<r1, true>(v, groups, 1, m, out); });
   sync();
   forward_middle<Plan, 2>(v, buf, groups, roots, sync);
   constexpr int plast = Plan::template rprev<P>();
-  const last_groups last =
-      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  const last_groups last = plan_last_groups<Plan>(t, odd_pairs);
   with_layout<Plan, P - 1>(buf, [&](auto in) { gather<Plan::kLast, false>(v, last, plast, m, in); });
   butterflies<Plan::kLast, false>(v, last, plast, roots);
 }
 
-// The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
-template <class Plan, bool kOddPairs = false, class Store, class Roots = sincos_roots,
-          class Sync = block_sync>
-__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store,
-                                              const Roots& roots = {}, Sync sync = {}) {
+// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
+template <class Plan, class Load, class Roots = sincos_roots, class Sync = block_sync>
+__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load,
+                                              const Roots& roots = {}, Sync sync = {},
+                                              bool odd_pairs = false) {
+  fused_load<Plan>(v, t, load);
+  fused_forward_loaded<Plan>(v, buf, t, roots, sync, odd_pairs);
+}
+
+// The inverse passes from the last one's outputs in registers, up to pass 1's outputs in registers
+// (fused_store writes them).
+template <class Plan, class Roots, class Sync>
+__device__ __forceinline__ void fused_inverse_unstored(float2 (&v)[Plan::kE], float2* buf, int t,
+                                                       const Roots& roots, Sync sync, bool odd_pairs) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
   constexpr int plast = Plan::template rprev<P>();
-  const last_groups last =
-      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  const last_groups last = plan_last_groups<Plan>(t, odd_pairs);
   butterflies<Plan::kLast, true>(v, last, plast, roots);
   // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
   with_layout<Plan, P - 1>(buf, [&](auto out) { scatter<Plan::kLast, false>(v, last, plast, m, out); });
@@ -993,7 +1016,22 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
   sync();
   with_layout<Plan, 1>(buf, [&](auto in) { gather<r1, true>(v, groups, 1, m, in); });
   butterflies<r1, true>(v, groups, 1);
-  scatter<r1, false, true>(v, groups, 1, m, store);
+}
+
+// Pass 1's outputs of the inverse through `store` (one group's stores at a time).
+template <class Plan, class Store>
+__device__ __forceinline__ void fused_store(const float2 (&v)[Plan::kE], int t, Store store) {
+  const thread_groups groups{t, Plan::kThreadsPerRow};
+  scatter<Plan::template radix<1>(), false, true>(v, groups, 1, Plan::kM, store);
+}
+
+// The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
+template <class Plan, class Store, class Roots = sincos_roots, class Sync = block_sync>
+__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store,
+                                              const Roots& roots = {}, Sync sync = {},
+                                              bool odd_pairs = false) {
+  fused_inverse_unstored<Plan>(v, buf, t, roots, sync, odd_pairs);
+  fused_store<Plan>(v, t, store);
 }
 
 // The roots of the fused conv and filter kernels: every n they take divides 2m (the product's W_2m).
@@ -1002,10 +1040,10 @@ using fused_roots = table_roots<kLogM + 1>;
 template <int kLogM>
 constexpr size_t conv_smem = conv_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
 
-template <ssmkit_dtype T, int kLogM>
-__global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::kMinBlocks)
+template <ssmkit_dtype T, int kLogM, int kMin = 0>
+__global__ void __launch_bounds__(conv_plan<kLogM, kMin>::kThreads, conv_plan<kLogM, kMin>::kMinBlocks)
     fft_conv_fused_kernel(const conv_args a) {
-  using Plan = conv_plan<kLogM>;
+  using Plan = conv_plan<kLogM, kMin>;
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
@@ -1050,7 +1088,7 @@ using split_roots = table_roots<kMaxFusedLogM + 1>;
 constexpr size_t kSplitSmem =
     (split_plan::kRowStride + split_plan::kM) * sizeof(float2) + split_roots::kBytes;
 
-template <ssmkit_dtype T>
+template <ssmkit_dtype T, bool kOneCopy>
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     fft_conv_split_kernel(const conv_args a) {
   using Plan = split_plan;
@@ -1066,44 +1104,53 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const conv_row row(a, r);
     const float2* filter = a.spectrum + row.h * (m + 1);
-    float2 v[Plan::kE];
-    fused_forward<Plan>(
-        v, buf, t,
-        [&](int base, int s, int st) {
+    // Both halves run one copy of the transforms' code (a loop kept rolled): two inlined copies of the
+    // 8192-point forward and inverse transforms outgrew the instruction cache (4.4 of the 13.8 cycles
+    // between a warp's issues waited for instruction fetch; the filters' kernel, with half the code,
+    // 0.5). Only the loads, the product and the stores, a small part, exist once for each half.
+    constexpr int kUnroll = kOneCopy ? 1 : 2;
+#pragma unroll kUnroll
+    for (int half = 0; half < 2; ++half) {
+      const bool odd = half == 1;
+      float2 v[Plan::kE];
+      if (!odd) {
+        fused_load<Plan>(v, t, [&](int base, int s, int st) {
           // Half a group's loads at a time: all 64 in flight spill (~240 bytes a thread).
           if (s % 8 == 0 && s > 0) load_fence();
           const int j = base + s * st;
           return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
-        },
-        roots);
-    pdl_wait();  // as in the fused kernel: the spectra are read only from here on
-    product_last_pass<Plan::kLast>(
-        v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
-    fused_inverse<Plan>(
-        v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; }, roots);
-    __syncthreads();  // buf is read to the end before the odd half writes it
-    // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
-    fused_forward<Plan, true>(
-        v, buf, t,
-        [&](int base, int s, int st) {
+        });
+      } else {
+        // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
+        fused_load<Plan>(v, t, [&](int base, int s, int st) {
           if (s % 8 == 0 && s > 0) load_fence();
           const int j = base + s * st;
           const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
           return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
-        },
-        roots);
-    product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
-    fused_inverse<Plan, true>(
-        v, buf, t,
-        [&](int base, int s, int st, float2 y) {
+        });
+      }
+      fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, odd);
+      if (!odd) {
+        pdl_wait();  // as in the fused kernel: the spectra are read only from here on
+        product_last_pass<Plan::kLast>(
+            v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
+      } else {
+        product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
+      }
+      fused_inverse_unstored<Plan>(v, buf, t, roots, block_sync{}, odd);
+      if (!odd) {
+        fused_store<Plan>(v, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
+      } else {
+        fused_store<Plan>(v, t, [&](int base, int s, int st, float2 y) {
           const int j = base + s * st;
           const float2 wy = c_mul(y, mul_root<2 * r1, true>(roots.get<true>(base, m), s));
           const float2 e = acc[j];
           store_packed<T>(a, row, j, c_add(e, wy));
           store_packed<T>(a, row, j + mh, c_sub(e, wy));
-        },
-        roots);
-    __syncthreads();
+        });
+      }
+      __syncthreads();  // buf is read to the end before the next half writes it
+    }
   }
   pdl_wait();  // never finish before the grid this one depends on
 }
@@ -1166,14 +1213,14 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
     spectrum_last_pass<Plan::kLast>(
         v, t, mh, scale, [out](int64_t f, float2 x) { out[2 * f] = x; }, roots);
     __syncthreads();  // buf is read to the end before the odd half writes it
-    fused_forward<Plan, true>(
+    fused_forward<Plan>(
         v, buf, t,
         [&](int base, int s, int st) {
           const int j = base + s * st;
           const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
           return c_mul(c_sub(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh)), w);
         },
-        roots);
+        roots, block_sync{}, true);
     spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out, roots);
     __syncthreads();
   }
@@ -1876,13 +1923,22 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == kMaxFusedLogM) {
-    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
-    return launch_after_filters(fft_conv_split_kernel<T>, a.rows, split_plan::kThreadsPerRow, kSplitSmem, a,
-                                stream);
+    static const bool one_copy = std::getenv("SSMKIT_FFT_SPLIT_ONE_COPY") != nullptr;
+    auto* kernel = one_copy ? fft_conv_split_kernel<T, true> : fft_conv_split_kernel<T, false>;
+    SSMKIT_RETURN_IF_ERROR(set_smem(kernel, kSplitSmem));
+    return launch_after_filters(kernel, a.rows, split_plan::kThreadsPerRow, kSplitSmem, a, stream);
   } else {
     using Plan = conv_plan<kLogM>;
-    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+    if constexpr (kLogM >= 10 && kLogM <= 12) {
+      static const bool three = std::getenv("SSMKIT_FFT_MIN_BLOCKS3") != nullptr;
+      if (three) {
+        SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM, 3>, conv_smem<kLogM>));
+        return launch_after_filters(fft_conv_fused_kernel<T, kLogM, 3>, blocks, Plan::kThreads,
+                                    conv_smem<kLogM>, a, stream);
+      }
+    }
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     return launch_after_filters(fft_conv_fused_kernel<T, kLogM>, blocks, Plan::kThreads, conv_smem<kLogM>, a,
                                 stream);
   }
