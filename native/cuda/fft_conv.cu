@@ -1101,55 +1101,64 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   float2* acc = smem + Plan::kRowStride;  // (mh,) zy of the even half
   const auto roots = split_roots::fill(acc + mh);
   const int t = static_cast<int>(threadIdx.x);
-  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
-    const conv_row row(a, r);
-    const float2* filter = a.spectrum + row.h * (m + 1);
-    // Both halves run one copy of the transforms' code (a loop kept rolled): two inlined copies of the
-    // 8192-point forward and inverse transforms outgrew the instruction cache (4.4 of the 13.8 cycles
-    // between a warp's issues waited for instruction fetch; the filters' kernel, with half the code,
-    // 0.5). Only the loads, the product and the stores, a small part, exist once for each half.
-    constexpr int kUnroll = kOneCopy ? 1 : 2;
-#pragma unroll kUnroll
-    for (int half = 0; half < 2; ++half) {
-      const bool odd = half == 1;
-      float2 v[Plan::kE];
-      if (!odd) {
-        fused_load<Plan>(v, t, [&](int base, int s, int st) {
-          // Half a group's loads at a time: all 64 in flight spill (~240 bytes a thread).
-          if (s % 8 == 0 && s > 0) load_fence();
-          const int j = base + s * st;
-          return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
-        });
-      } else {
-        // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
-        fused_load<Plan>(v, t, [&](int base, int s, int st) {
-          if (s % 8 == 0 && s > 0) load_fence();
-          const int j = base + s * st;
-          const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
-          return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
-        });
-      }
-      fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, odd);
-      if (!odd) {
-        pdl_wait();  // as in the fused kernel: the spectra are read only from here on
-        product_last_pass<Plan::kLast>(
-            v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
-      } else {
-        product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
-      }
-      fused_inverse_unstored<Plan>(v, buf, t, roots, block_sync{}, odd);
-      if (!odd) {
-        fused_store<Plan>(v, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
-      } else {
-        fused_store<Plan>(v, t, [&](int base, int s, int st, float2 y) {
-          const int j = base + s * st;
-          const float2 wy = c_mul(y, mul_root<2 * r1, true>(roots.get<true>(base, m), s));
-          const float2 e = acc[j];
-          store_packed<T>(a, row, j, c_add(e, wy));
-          store_packed<T>(a, row, j + mh, c_sub(e, wy));
-        });
-      }
-      __syncthreads();  // buf is read to the end before the next half writes it
+  // One half of row r's work: the even frequencies' transform into acc, or the odd ones' and the
+  // output.
+  auto half_pass = [&](const conv_row& row, const float2* filter, bool odd) {
+    float2 v[Plan::kE];
+    if (!odd) {
+      fused_load<Plan>(v, t, [&](int base, int s, int st) {
+        // Half a group's loads at a time: all 64 in flight spill (~240 bytes a thread).
+        if (s % 8 == 0 && s > 0) load_fence();
+        const int j = base + s * st;
+        return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
+      });
+    } else {
+      // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
+      fused_load<Plan>(v, t, [&](int base, int s, int st) {
+        if (s % 8 == 0 && s > 0) load_fence();
+        const int j = base + s * st;
+        const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
+        return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
+      });
+    }
+    fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, odd);
+    if (!odd) {
+      pdl_wait();  // as in the fused kernel: the spectra are read only from here on
+      product_last_pass<Plan::kLast>(
+          v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
+    } else {
+      product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
+    }
+    fused_inverse_unstored<Plan>(v, buf, t, roots, block_sync{}, odd);
+    if (!odd) {
+      fused_store<Plan>(v, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
+    } else {
+      fused_store<Plan>(v, t, [&](int base, int s, int st, float2 y) {
+        const int j = base + s * st;
+        const float2 wy = c_mul(y, mul_root<2 * r1, true>(roots.get<true>(base, m), s));
+        const float2 e = acc[j];
+        store_packed<T>(a, row, j, c_add(e, wy));
+        store_packed<T>(a, row, j + mh, c_sub(e, wy));
+      });
+    }
+    __syncthreads();  // buf is read to the end before the next half writes it
+  };
+  if constexpr (kOneCopy) {
+    // Both halves run one copy of the transforms' code: two inlined copies of the 8192-point forward
+    // and inverse transforms outgrew the instruction cache (4.4 of the 13.8 cycles between a warp's
+    // issues waited for instruction fetch; the filters' kernel, with half the code, 0.5). Work item
+    // w = 2 r + half, so that nothing but the loop counter lives from one half to the next.
+    for (int64_t w = 2 * static_cast<int64_t>(blockIdx.x); w < 2 * a.rows;
+         w += (w & 1) != 0 ? 2 * static_cast<int64_t>(gridDim.x) - 1 : 1) {
+      const conv_row row(a, w >> 1);
+      half_pass(row, a.spectrum + row.h * (m + 1), (w & 1) != 0);
+    }
+  } else {
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+      const conv_row row(a, r);
+      const float2* filter = a.spectrum + row.h * (m + 1);
+      half_pass(row, filter, false);
+      half_pass(row, filter, true);
     }
   }
   pdl_wait();  // never finish before the grid this one depends on
