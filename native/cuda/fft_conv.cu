@@ -87,13 +87,27 @@
 // at m = 4096 the filters take ~3 waves and only the last one overlaps: 312 -> 300-308 us; m = 16384's
 // split filter kernel is ~1/4 of the conv's work in ~6 waves, one of which overlaps: 754 -> 725-745 us;
 // the four-step and multi-pass paths are unchanged.
+// Measured with Nsight (H200, bf16): the split conv kernel at 2 x 768 x 16384 took 567 us at 13.8
+// cycles between a warp's issues, 4.4 of them waiting for instruction fetch (its code held two inlined
+// copies of the 8192-point forward and inverse transforms, one per half; the filters' split kernel,
+// with half as much code, waited 0.5); the fused conv kernel at 8 x 768 x 1024 took 60.0 us at 52% of
+// issue slots with 16 warps an SM (2 blocks of 109 registers). Two changes: (1) the split kernel's
+// halves share one copy of the transforms' code, the differences (loads, product, stores) outside
+// the passes, and its grid walks (row, half) work items so that nothing but the loop counter lives
+// from one half to the next (a loop over the halves inside a row's iteration spilled 376 bytes;
+// this way 126 registers, no spill); predicted instruction-fetch waits down to ~0.5-1 cycle, 13.8 ->
+// ~10-10.5 cycles an issue, 567 -> 410-430 us. Measured 430 us at 10.7 cycles an issue (the same
+// 161 M instructions), the whole call 764 -> 623 us (float32: 634 us). (2) m = 1024 at 3 blocks an SM
+// under an 80-register cap (12 bytes of spill): predicted issue 52% -> 62-68%, 60 -> 46-50 us;
+// measured 54.9 us (24 warps an SM, 8.95 cycles an issue instead of 6.65: the extra warps mostly
+// wait, 1.4% more instructions from the spill), the whole call 67.8 -> 64.5 us. The same cap at
+// m = 4096 (92 bytes of spill) measured 317 -> 329 us, so it stays at m = 1024.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "cuda_check.cuh"
@@ -870,9 +884,12 @@ struct fused_plan {
 // 128-register cap: 16 warps an SM instead of 8 (the 32-value kernel at m = 1024 measured 231
 // registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3 passes (as with
 // 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8) in blocks of 256 and 512 threads. The
-// 16384-point transform runs as two 8192-point halves (below).
-template <int kLogM, int kMin = 0>
-using conv_plan = fused_plan<kLogM, 16, 256, kMin>;
+// 16384-point transform runs as two 8192-point halves (below). m = 1024 runs 3 blocks of 256 threads an
+// SM at an 80-register cap (12 bytes of spill) instead of 2 at 109 registers: 24 warps an SM. At
+// m = 4096 the same cap spilled 92 bytes and measured slower (317 -> 329 us at 8 x 768 x 4096), and
+// m = 2048 is unmeasured, so both keep the 128-register cap.
+template <int kLogM>
+using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
 template <int kLogM>
 using filter_plan =
@@ -1040,10 +1057,10 @@ using fused_roots = table_roots<kLogM + 1>;
 template <int kLogM>
 constexpr size_t conv_smem = conv_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
 
-template <ssmkit_dtype T, int kLogM, int kMin = 0>
-__global__ void __launch_bounds__(conv_plan<kLogM, kMin>::kThreads, conv_plan<kLogM, kMin>::kMinBlocks)
+template <ssmkit_dtype T, int kLogM>
+__global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::kMinBlocks)
     fft_conv_fused_kernel(const conv_args a) {
-  using Plan = conv_plan<kLogM, kMin>;
+  using Plan = conv_plan<kLogM>;
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
@@ -1088,7 +1105,7 @@ using split_roots = table_roots<kMaxFusedLogM + 1>;
 constexpr size_t kSplitSmem =
     (split_plan::kRowStride + split_plan::kM) * sizeof(float2) + split_roots::kBytes;
 
-template <ssmkit_dtype T, bool kOneCopy>
+template <ssmkit_dtype T>
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     fft_conv_split_kernel(const conv_args a) {
   using Plan = split_plan;
@@ -1143,23 +1160,15 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
     }
     __syncthreads();  // buf is read to the end before the next half writes it
   };
-  if constexpr (kOneCopy) {
-    // Both halves run one copy of the transforms' code: two inlined copies of the 8192-point forward
-    // and inverse transforms outgrew the instruction cache (4.4 of the 13.8 cycles between a warp's
-    // issues waited for instruction fetch; the filters' kernel, with half the code, 0.5). Work item
-    // w = 2 r + half, so that nothing but the loop counter lives from one half to the next.
-    for (int64_t w = 2 * static_cast<int64_t>(blockIdx.x); w < 2 * a.rows;
-         w += (w & 1) != 0 ? 2 * static_cast<int64_t>(gridDim.x) - 1 : 1) {
-      const conv_row row(a, w >> 1);
-      half_pass(row, a.spectrum + row.h * (m + 1), (w & 1) != 0);
-    }
-  } else {
-    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
-      const conv_row row(a, r);
-      const float2* filter = a.spectrum + row.h * (m + 1);
-      half_pass(row, filter, false);
-      half_pass(row, filter, true);
-    }
+  // Both halves run one copy of the transforms' code: two inlined copies of the 8192-point forward
+  // and inverse transforms outgrew the instruction cache (4.4 of the 13.8 cycles between a warp's
+  // issues waited for instruction fetch; the filters' kernel, with half the code, 0.5). Work item
+  // w = 2 r + half, so that nothing but the loop counter lives from one half to the next (a loop over
+  // the halves within a row's iteration spilled 376 bytes at the 128-register cap).
+  for (int64_t w = 2 * static_cast<int64_t>(blockIdx.x); w < 2 * a.rows;
+       w += (w & 1) != 0 ? 2 * static_cast<int64_t>(gridDim.x) - 1 : 1) {
+    const conv_row row(a, w >> 1);
+    half_pass(row, a.spectrum + row.h * (m + 1), (w & 1) != 0);
   }
   pdl_wait();  // never finish before the grid this one depends on
 }
@@ -1932,21 +1941,12 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == kMaxFusedLogM) {
-    static const bool one_copy = std::getenv("SSMKIT_FFT_SPLIT_ONE_COPY") != nullptr;
-    auto* kernel = one_copy ? fft_conv_split_kernel<T, true> : fft_conv_split_kernel<T, false>;
-    SSMKIT_RETURN_IF_ERROR(set_smem(kernel, kSplitSmem));
-    return launch_after_filters(kernel, a.rows, split_plan::kThreadsPerRow, kSplitSmem, a, stream);
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
+    return launch_after_filters(fft_conv_split_kernel<T>, a.rows, split_plan::kThreadsPerRow, kSplitSmem, a,
+                                stream);
   } else {
     using Plan = conv_plan<kLogM>;
     const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-    if constexpr (kLogM >= 10 && kLogM <= 12) {
-      static const bool three = std::getenv("SSMKIT_FFT_MIN_BLOCKS3") != nullptr;
-      if (three) {
-        SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM, 3>, conv_smem<kLogM>));
-        return launch_after_filters(fft_conv_fused_kernel<T, kLogM, 3>, blocks, Plan::kThreads,
-                                    conv_smem<kLogM>, a, stream);
-      }
-    }
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     return launch_after_filters(fft_conv_fused_kernel<T, kLogM>, blocks, Plan::kThreads, conv_smem<kLogM>, a,
                                 stream);
