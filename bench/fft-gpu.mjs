@@ -4,6 +4,7 @@
 // s4dKernel for information. Every op is checked against the CPU backend before anything is timed.
 //
 //   node bench/fft-gpu.mjs [--peers peers.jsonl] [--quick]
+//   node bench/fft-gpu.mjs --profile BxHxL   (two bfloat16 calls of that shape and nothing else, for Nsight)
 //
 // --peers: the JSON lines that `python3 peers.py fftconv` printed in the same run (kind fftconv_torch);
 // without it the peer column shows the anchors measured on this H200 when the issue was filed.
@@ -94,6 +95,20 @@ function timeDevice(fn, iters, repeats = quick ? 3 : 7) {
   }
   runs.sort((a, b) => a - b);
   return { median: runs[Math.floor(runs.length / 2)], min: runs[0], max: runs[runs.length - 1] };
+}
+
+// ---- a profiling driver: two calls of one bfloat16 shape (an Nsight run captures the second) ----
+
+const profileArg = process.argv.indexOf('--profile');
+if (profileArg >= 0) {
+  const [B, H, L] = process.argv[profileArg + 1].split('x').map(Number);
+  const u = on(randn([B, H, L]), 'bfloat16');
+  const k = on(randn([H, L], 1 / Math.sqrt(L)));
+  const D = on(randn([H]));
+  for (let i = 0; i < 2; i++) fftConvSync(u, k, { D }).dispose();
+  synchronizeSync(DEVICE);
+  console.log(`profiled fftConv bfloat16 [${B}, ${H}, ${L}] twice`);
+  process.exit(0);
 }
 
 // ---- correctness first ----

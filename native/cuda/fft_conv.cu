@@ -87,6 +87,21 @@
 // at m = 4096 the filters take ~3 waves and only the last one overlaps: 312 -> 300-308 us; m = 16384's
 // split filter kernel is ~1/4 of the conv's work in ~6 waves, one of which overlaps: 754 -> 725-745 us;
 // the four-step and multi-pass paths are unchanged.
+// Measured with Nsight (H200, bf16): the split conv kernel at 2 x 768 x 16384 took 567 us at 13.8
+// cycles between a warp's issues, 4.4 of them waiting for instruction fetch (its code held two inlined
+// copies of the 8192-point forward and inverse transforms, one per half; the filters' split kernel,
+// with half as much code, waited 0.5); the fused conv kernel at 8 x 768 x 1024 took 60.0 us at 52% of
+// issue slots with 16 warps an SM (2 blocks of 109 registers). Two changes: (1) the split kernel's
+// halves share one copy of the transforms' code, the differences (loads, product, stores) outside
+// the passes, and its grid walks (row, half) work items so that nothing but the loop counter lives
+// from one half to the next (a loop over the halves inside a row's iteration spilled 376 bytes;
+// this way 126 registers, no spill); predicted instruction-fetch waits down to ~0.5-1 cycle, 13.8 ->
+// ~10-10.5 cycles an issue, 567 -> 410-430 us. Measured 430 us at 10.7 cycles an issue (the same
+// 161 M instructions), the whole call 764 -> 623 us (float32: 634 us). (2) m = 1024 at 3 blocks an SM
+// under an 80-register cap (12 bytes of spill): predicted issue 52% -> 62-68%, 60 -> 46-50 us;
+// measured 54.9 us (24 warps an SM, 8.95 cycles an issue instead of 6.65: the extra warps mostly
+// wait, 1.4% more instructions from the spill), the whole call 67.8 -> 64.5 us. The same cap at
+// m = 4096 (92 bytes of spill) measured 317 -> 329 us, so it stays at m = 1024.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -861,7 +876,7 @@ struct fused_plan {
   static_assert(kPasses >= 2 && kPasses <= 4, "the fused kernel runs 2 to 4 passes");
   static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
   static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
-  static_assert(kE == 32 || kThreads * kMinBlocks <= 512, "16 values: at least 128 registers");
+  static_assert(kE == 32 || kThreads * kMinBlocks <= 768, "16 values: at least 80 registers");
   static_assert(leading_passes_fit(kLogM, kLastBits, kE), "passes fit a thread's values");
 };
 
@@ -869,9 +884,12 @@ struct fused_plan {
 // 128-register cap: 16 warps an SM instead of 8 (the 32-value kernel at m = 1024 measured 231
 // registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3 passes (as with
 // 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8) in blocks of 256 and 512 threads. The
-// 16384-point transform runs as two 8192-point halves (below).
+// 16384-point transform runs as two 8192-point halves (below). m = 1024 runs 3 blocks of 256 threads an
+// SM at an 80-register cap (12 bytes of spill) instead of 2 at 109 registers: 24 warps an SM. At
+// m = 4096 the same cap spilled 92 bytes and measured slower (317 -> 329 us at 8 x 768 x 4096), and
+// m = 2048 is unmeasured, so both keep the 128-register cap.
 template <int kLogM>
-using conv_plan = fused_plan<kLogM, 16, 256>;
+using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
 template <int kLogM>
 using filter_plan =
@@ -954,38 +972,60 @@ __device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* bu
   }
 }
 
-// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
-template <class Plan, bool kOddPairs = false, class Load, class Roots = sincos_roots, class Sync = block_sync>
-__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load,
-                                              const Roots& roots = {}, Sync sync = {}) {
+// The last pass's groups of thread t: the mirror pairs (f, m - f) of a full transform, or for the odd
+// half of a split one (odd_pairs) the pairs (k, m - 1 - k).
+template <class Plan>
+__device__ __forceinline__ last_groups plan_last_groups(int t, bool odd_pairs) {
+  const last_groups mirror = make_last_groups<Plan::kLast>(t, Plan::kM);
+  return last_groups{t, odd_pairs ? Plan::kM / Plan::kLast - 1 - t : mirror.q2};
+}
+
+// Forward pass 1's loads: the kE inputs of a thread's groups through `load` (one group's loads at a time).
+template <class Plan, class Load>
+__device__ __forceinline__ void fused_load(float2 (&v)[Plan::kE], int t, Load load) {
+  const thread_groups groups{t, Plan::kThreadsPerRow};
+  gather<Plan::template radix<1>(), false, true>(v, groups, 1, Plan::kM, load);
+}
+
+// The forward transform of pass 1's inputs in registers (fused_load): passes 1..P-1 through `buf`,
+// the last pass into registers.
+template <class Plan, class Roots, class Sync>
+__device__ __forceinline__ void fused_forward_loaded(float2 (&v)[Plan::kE], float2* buf, int t,
+                                                     const Roots& roots, Sync sync, bool odd_pairs) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
-  gather<r1, false, true>(v, groups, 1, m, load);
   butterflies<r1, false>(v, groups, 1);
   with_layout<Plan, 1>(buf, [&](auto out) { scatter<r1, true>(v, groups, 1, m, out); });
   sync();
   forward_middle<Plan, 2>(v, buf, groups, roots, sync);
   constexpr int plast = Plan::template rprev<P>();
-  const last_groups last =
-      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  const last_groups last = plan_last_groups<Plan>(t, odd_pairs);
   with_layout<Plan, P - 1>(buf, [&](auto in) { gather<Plan::kLast, false>(v, last, plast, m, in); });
   butterflies<Plan::kLast, false>(v, last, plast, roots);
 }
 
-// The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
-template <class Plan, bool kOddPairs = false, class Store, class Roots = sincos_roots,
-          class Sync = block_sync>
-__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store,
-                                              const Roots& roots = {}, Sync sync = {}) {
+// Forward passes 1..P-1 (pass 1 reads through `load`), the last forward pass into registers.
+template <class Plan, class Load, class Roots = sincos_roots, class Sync = block_sync>
+__device__ __forceinline__ void fused_forward(float2 (&v)[Plan::kE], float2* buf, int t, Load load,
+                                              const Roots& roots = {}, Sync sync = {},
+                                              bool odd_pairs = false) {
+  fused_load<Plan>(v, t, load);
+  fused_forward_loaded<Plan>(v, buf, t, roots, sync, odd_pairs);
+}
+
+// The inverse passes from the last one's outputs in registers, up to pass 1's outputs in registers
+// (fused_store writes them).
+template <class Plan, class Roots, class Sync>
+__device__ __forceinline__ void fused_inverse_unstored(float2 (&v)[Plan::kE], float2* buf, int t,
+                                                       const Roots& roots, Sync sync, bool odd_pairs) {
   constexpr int m = Plan::kM;
   constexpr int P = Plan::kPasses;
   const thread_groups groups{t, Plan::kThreadsPerRow};
   constexpr int r1 = Plan::template radix<1>();
   constexpr int plast = Plan::template rprev<P>();
-  const last_groups last =
-      kOddPairs ? last_groups{t, m / Plan::kLast - 1 - t} : make_last_groups<Plan::kLast>(t, m);
+  const last_groups last = plan_last_groups<Plan>(t, odd_pairs);
   butterflies<Plan::kLast, true>(v, last, plast, roots);
   // Each thread writes back the positions it read in the last forward pass: no barrier needed before.
   with_layout<Plan, P - 1>(buf, [&](auto out) { scatter<Plan::kLast, false>(v, last, plast, m, out); });
@@ -993,7 +1033,22 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
   sync();
   with_layout<Plan, 1>(buf, [&](auto in) { gather<r1, true>(v, groups, 1, m, in); });
   butterflies<r1, true>(v, groups, 1);
-  scatter<r1, false, true>(v, groups, 1, m, store);
+}
+
+// Pass 1's outputs of the inverse through `store` (one group's stores at a time).
+template <class Plan, class Store>
+__device__ __forceinline__ void fused_store(const float2 (&v)[Plan::kE], int t, Store store) {
+  const thread_groups groups{t, Plan::kThreadsPerRow};
+  scatter<Plan::template radix<1>(), false, true>(v, groups, 1, Plan::kM, store);
+}
+
+// The inverse passes from the last one's outputs in registers; pass 1 writes through `store`.
+template <class Plan, class Store, class Roots = sincos_roots, class Sync = block_sync>
+__device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf, int t, Store store,
+                                              const Roots& roots = {}, Sync sync = {},
+                                              bool odd_pairs = false) {
+  fused_inverse_unstored<Plan>(v, buf, t, roots, sync, odd_pairs);
+  fused_store<Plan>(v, t, store);
 }
 
 // The roots of the fused conv and filter kernels: every n they take divides 2m (the product's W_2m).
@@ -1063,47 +1118,57 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   float2* acc = smem + Plan::kRowStride;  // (mh,) zy of the even half
   const auto roots = split_roots::fill(acc + mh);
   const int t = static_cast<int>(threadIdx.x);
-  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
-    const conv_row row(a, r);
-    const float2* filter = a.spectrum + row.h * (m + 1);
+  // One half of row r's work: the even frequencies' transform into acc, or the odd ones' and the
+  // output.
+  auto half_pass = [&](const conv_row& row, const float2* filter, bool odd) {
     float2 v[Plan::kE];
-    fused_forward<Plan>(
-        v, buf, t,
-        [&](int base, int s, int st) {
-          // Half a group's loads at a time: all 64 in flight spill (~240 bytes a thread).
-          if (s % 8 == 0 && s > 0) load_fence();
-          const int j = base + s * st;
-          return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
-        },
-        roots);
-    pdl_wait();  // as in the fused kernel: the spectra are read only from here on
-    product_last_pass<Plan::kLast>(
-        v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
-    fused_inverse<Plan>(
-        v, buf, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; }, roots);
-    __syncthreads();  // buf is read to the end before the odd half writes it
-    // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
-    fused_forward<Plan, true>(
-        v, buf, t,
-        [&](int base, int s, int st) {
-          if (s % 8 == 0 && s > 0) load_fence();
-          const int j = base + s * st;
-          const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
-          return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
-        },
-        roots);
-    product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
-    fused_inverse<Plan, true>(
-        v, buf, t,
-        [&](int base, int s, int st, float2 y) {
-          const int j = base + s * st;
-          const float2 wy = c_mul(y, mul_root<2 * r1, true>(roots.get<true>(base, m), s));
-          const float2 e = acc[j];
-          store_packed<T>(a, row, j, c_add(e, wy));
-          store_packed<T>(a, row, j + mh, c_sub(e, wy));
-        },
-        roots);
-    __syncthreads();
+    if (!odd) {
+      fused_load<Plan>(v, t, [&](int base, int s, int st) {
+        // Half a group's loads at a time: all 64 in flight spill (~240 bytes a thread).
+        if (s % 8 == 0 && s > 0) load_fence();
+        const int j = base + s * st;
+        return c_add(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh));
+      });
+    } else {
+      // Input positions of pass 1 are base + s m / (2 r1): W_m^j = W_m^base W_(2 r1)^s.
+      fused_load<Plan>(v, t, [&](int base, int s, int st) {
+        if (s % 8 == 0 && s > 0) load_fence();
+        const int j = base + s * st;
+        const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
+        return c_mul(c_sub(load_packed<T>(a, row, j), load_packed<T>(a, row, j + mh)), w);
+      });
+    }
+    fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, odd);
+    if (!odd) {
+      pdl_wait();  // as in the fused kernel: the spectra are read only from here on
+      product_last_pass<Plan::kLast>(
+          v, t, mh, [filter](int64_t f) { return filter[2 * f]; }, roots);
+    } else {
+      product_last_pass_odd<Plan::kLast>(v, t, mh, filter, roots);
+    }
+    fused_inverse_unstored<Plan>(v, buf, t, roots, block_sync{}, odd);
+    if (!odd) {
+      fused_store<Plan>(v, t, [acc](int base, int s, int st, float2 y) { acc[base + s * st] = y; });
+    } else {
+      fused_store<Plan>(v, t, [&](int base, int s, int st, float2 y) {
+        const int j = base + s * st;
+        const float2 wy = c_mul(y, mul_root<2 * r1, true>(roots.get<true>(base, m), s));
+        const float2 e = acc[j];
+        store_packed<T>(a, row, j, c_add(e, wy));
+        store_packed<T>(a, row, j + mh, c_sub(e, wy));
+      });
+    }
+    __syncthreads();  // buf is read to the end before the next half writes it
+  };
+  // Both halves run one copy of the transforms' code: two inlined copies of the 8192-point forward
+  // and inverse transforms outgrew the instruction cache (4.4 of the 13.8 cycles between a warp's
+  // issues waited for instruction fetch; the filters' kernel, with half the code, 0.5). Work item
+  // w = 2 r + half, so that nothing but the loop counter lives from one half to the next (a loop over
+  // the halves within a row's iteration spilled 376 bytes at the 128-register cap).
+  for (int64_t w = 2 * static_cast<int64_t>(blockIdx.x); w < 2 * a.rows;
+       w += (w & 1) != 0 ? 2 * static_cast<int64_t>(gridDim.x) - 1 : 1) {
+    const conv_row row(a, w >> 1);
+    half_pass(row, a.spectrum + row.h * (m + 1), (w & 1) != 0);
   }
   pdl_wait();  // never finish before the grid this one depends on
 }
@@ -1166,14 +1231,14 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
     spectrum_last_pass<Plan::kLast>(
         v, t, mh, scale, [out](int64_t f, float2 x) { out[2 * f] = x; }, roots);
     __syncthreads();  // buf is read to the end before the odd half writes it
-    fused_forward<Plan, true>(
+    fused_forward<Plan>(
         v, buf, t,
         [&](int base, int s, int st) {
           const int j = base + s * st;
           const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
           return c_mul(c_sub(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh)), w);
         },
-        roots);
+        roots, block_sync{}, true);
     spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out, roots);
     __syncthreads();
   }
@@ -1881,8 +1946,8 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
                                 stream);
   } else {
     using Plan = conv_plan<kLogM>;
-    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+    SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     return launch_after_filters(fft_conv_fused_kernel<T, kLogM>, blocks, Plan::kThreads, conv_smem<kLogM>, a,
                                 stream);
   }
