@@ -982,39 +982,43 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 
 // ------------------------------------------------------------------------------------------------------
 // The chunked SSD scan on tensor cores (bfloat16 x, B, C; headdim <= 64 and dstate <= 128, multiples of
-// 8). One block of 4 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
-// (headdim x dstate, float32) in the warps' mma accumulators, 16 headdim rows a warp. Per chunk:
+// 8). One block of 8 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
+// (headdim x dstate, float32) in the warps' mma accumulators. Warp (quarter, half) holds S rows
+// 16 quarter .. + 15, columns half * dstate / 2 .. + dstate / 2 - 1. Per chunk:
 //   CB = C B^T (64 x 64 over dstate), M = CB * exp(cum_i - cum_j) * dt_j on j <= i within a sequence,
 //   Y = exp(cum_i) C S^T + M x (+ D x, gated by silu(z)), S = exp(cum_end) S + (x * w)^T B,
-// with mma.sync m16n8k16 (bf16 in, float32 accumulate), 16 output rows a warp for Y. The operands the
-// kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
-// rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
-// ~1e-5 relative instead of bfloat16's 4e-3. Transposed B fragments (M x, the state update) come from
-// ldmatrix.trans, and the high and low mma of a split operand write different accumulators in turn (no
-// chain of dependent mma). Per chunk a warp runs 384 mma and ~2400 other instructions.
+// with mma.sync m16n8k16 (bf16 in, float32 accumulate). For Y the warp takes steps 16 quarter .. + 15
+// and headdim columns 32 half .. + 31; it computes CB and M in two halves of the steps j (16 registers
+// each), so both warps of a pair compute the same CB rows (1/7 of the mma). The operands the kernel
+// computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the rest, two
+// mma each, so that they carry ~16 bits: the result then matches the exact float32 path to ~1e-5 relative
+// instead of bfloat16's 4e-3. Every output element sums the same products in the same order as with one
+// warp per 16 rows (the split only moves elements between warps). Transposed B fragments (M x, the state
+// update) come from ldmatrix.trans, and the high and low mma of a split operand write different
+// accumulators in turn (no chain of dependent mma). Per chunk a warp runs 224 mma (64 CB, 64 C S^T, 32
+// M x, 64 state update) and two barriers (one after staging, one before the next chunk's S copy).
 //
 // Memory. Each chunk's x, B, C and z (z in its own dtype) are copied to shared memory with cp.async, all
 // of a thread's copies in flight at once, while warp 0 reads dt; D sits in shared memory for the whole
-// run. So a chunk waits for one memory round trip, and the output loop only stores. Reading of the
-// previous form, measured at 1973 us (batch 8 x 2048 x 80 heads x 64, dstate 128, z, D; 246 registers, 2
-// blocks = 8 warps an SM, 640 blocks in 3 waves, issue slots 22% busy): 1973 / (3 waves x 32 chunks) =
-// 20.5 us = ~39k cycles a chunk, against ~4.6k cycles of tensor pipe (3072 mma an SM at ~1.5 cycles).
-// Its output loop read z and D from global memory between stores to out, which may alias them (the PTX
-// has ld.global, ld.global, st.global 16 times over), so each of a thread's 16 output pairs waited for a
-// round trip of its own: ~16 x 700-1000 cycles a chunk. The decay of M and silu also run on the MUFU pipe
-// (ex2.approx of (cum_i - cum_j) log2 e, silu_fast) instead of expf and an IEEE division: with the loads
-// gone, the kernel's code at dstate 128 is 5104 SASS instructions against 6832 (the chunk loop is
-// unrolled, so a warp issues about that many a chunk). Prediction for this form: ~39k -> 20-26k cycles a
-// chunk, 1973 -> 1000-1300 us; then bound by the latency of 2 warps an SMSP through barriers and mma
-// chains (245 registers, no spills; 97 KB shared at dstate 128: still 2 blocks an SM).
-// Next steps, in order of gain: (1) CB = C B^T once per (batch, group, chunk) instead of once per head
-// (1/6 of the mma; 4 MB of scratch at 1 group); (2) headdim split over two blocks of 32 rows (half the S
-// accumulators, ~150 registers, 3 blocks an SM; 1280 blocks); (3) the next chunk's C copied during the
-// state update.
+// run. So a chunk waits for one memory round trip, and the output loop only stores. S goes to the other
+// warps through shared memory once a chunk, as its two bf16 parts (97 KB shared in all at dstate 128).
+//
+// Occupancy, measured and predicted. The previous form (4 warps of 16 S rows x all of dstate, 245
+// registers, 2 blocks = 8 warps an SM) took 1268 us at batch 8 x 2048 x 80 heads x 64, dstate 128, z, D
+// (640 blocks in 2.4 waves; 2 warps a scheduler issuing every 6.2 cycles: 31% of issue slots, tensor pipe
+// 15%, stalls on fixed-latency dependencies, shared loads and barriers: latency-bound). This form halves
+// each warp's accumulators (S 32, Y 16, CB 16 registers; launch bounds 256 x 2 hold it to 128 registers,
+// with a few spilled at dstate 128), so 2 blocks = 16 warps an SM for the same shared memory, and a
+// block issues ~20% more instructions (the repeated CB). Prediction: 4 warps a scheduler issue ~0.5 a
+// cycle instead of 0.31, 1268 us x 1.2 x 0.31 / 0.5 = ~950 us (800-1000). Then still latency-bound.
+// Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
+// the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
+// dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
+// once per warp pair and head.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
-constexpr int kSsdThreads = 128;  // 4 warps: 16 rows of the chunk (Y) or of headdim (S) each
+constexpr int kSsdThreads = 256;  // 8 warps: 4 row blocks of 16 (chunk steps for Y, headdim for S) x 2 halves
 
 struct ssd_tc_args {
   const uint16_t* x;  // (batch, L, H, P) bf16
@@ -1111,7 +1115,12 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* 
 template <int kN>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
   using lay = ssd_tc_layout<kN>;
-  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch, kNT = kN / 8;
+  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch;
+  constexpr int kNH = kN / 2;         // state columns of a warp
+  constexpr int kNT = kNH / 8;        // its 8-column accumulator tiles of S
+  constexpr int kJT = kSsdQ / 2 / 8;  // 8-column tiles of CB over half the chunk's steps j
+  constexpr int kPO = kSsdP / 2 / 8;  // 8-column tiles of Y over a warp's half of headdim
+  static_assert(kN % 16 == 0 && kJT % 2 == 0 && kPO % 2 == 0, "whole mma steps and ldmatrix.x4 pairs");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   uint16_t* sX = reinterpret_cast<uint16_t*>(smem_raw + lay::kX);
   uint16_t* sB = reinterpret_cast<uint16_t*>(smem_raw + lay::kB);
@@ -1128,33 +1137,36 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   void* sZ = smem_raw + lay::kZ;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
+  // Warp (quarter, half): rows r0 .. r0 + 15 (chunk steps for Y, headdim for S); half picks its headdim
+  // columns pw .. pw + 31 of Y and its state columns n0 .. n0 + kN / 2 - 1 of S.
+  const int quarter = warp % 4, half = warp / 4;
+  const int r0 = quarter * 16, pw = half * (kSsdP / 2), n0 = half * kNH;
   const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
   const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
   const int64_t grp = h / (H / G);
   const float Ah = a.A[h];
   const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
   const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
-  const int r0 = warp * 16;  // this warp's rows: chunk steps for Y, headdim for S
   // D per headdim element, read after the first chunk's barrier.
   if (a.D != nullptr && tid < P) sDv[tid] = a.D[a.d_per_channel ? h * P + tid : h];
 
-  // S rows r0 + g (+8), columns 8 nt + 2 tig (+1), as mma accumulator tiles.
+  // S rows r0 + g (+8), columns n0 + 8 nt + 2 tig (+1), as mma accumulator tiles.
   float S[kNT][4];
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
       S[nt][r] = a.h0 != nullptr && p < P && n < N ? a.h0[((b * H + h) * P + p) * N + n] : 0.0f;
     }
   }
 
   for (int64_t t0 = 0; t0 < L; t0 += kSsdQ) {
-    // S (as it stands before the chunk) for the other warps' Y rows, in two bf16 parts.
+    // S (as it stands before the chunk) for the other warps' Y, in two bf16 parts.
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       uint32_t hi, lo;
-      const int col = 8 * nt + 2 * tig;
+      const int col = n0 + 8 * nt + 2 * tig;
       split_bf16(S[nt][0], S[nt][1], hi, lo);
       *reinterpret_cast<uint32_t*>(sSh + (r0 + g) * kBP + col) = hi;
       *reinterpret_cast<uint32_t*>(sSl + (r0 + g) * kBP + col) = lo;
@@ -1173,16 +1185,16 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       const bool ok = tg < L && p0 < P;
       cp_async16(sX + t * kXP + p0, ok ? a.x + ((b * L + tg) * H + h) * P + p0 : a.x, ok);
     }
-    // Not unrolled: the copies are in flight either way, and unrolling costs registers (spills at kN 128).
+    // Not unrolled: the copies are in flight either way, and unrolling costs registers.
 #pragma unroll 1
     for (int k = 0; k < kSsdQ * kN / (8 * kSsdThreads); ++k) {
       const int v = tid + k * kSsdThreads;
-      const int t = v / (kN / 8), n0 = (v % (kN / 8)) * 8;
+      const int t = v / (kN / 8), c0 = (v % (kN / 8)) * 8;
       const int64_t tg = t0 + t;
-      const bool ok = tg < L && n0 < N;
-      const int64_t off = ok ? ((b * L + tg) * G + grp) * N + n0 : 0;
-      cp_async16(sB + t * kBP + n0, a.B + off, ok);
-      cp_async16(sC + t * kBP + n0, a.C + off, ok);
+      const bool ok = tg < L && c0 < N;
+      const int64_t off = ok ? ((b * L + tg) * G + grp) * N + c0 : 0;
+      cp_async16(sB + t * kBP + c0, a.B + off, ok);
+      cp_async16(sC + t * kBP + c0, a.C + off, ok);
     }
     // z of the chunk, in its own dtype: pieces of 8 16-bit or 4 float32 elements.
     if (a.z != nullptr) {
@@ -1243,13 +1255,20 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     cp_async_wait_all();
     __syncthreads();
 
-    // Y for steps r0 .. r0 + 15 of the chunk, all of headdim.
-    {
-      float cb[kSsdQ / 8][4], y[kSsdP / 8][4];
+    // Y for steps r0 .. r0 + 15 and this warp's headdim columns pw .. pw + 31: C S^T over all of dstate,
+    // then M x in two halves of the chunk's steps j (CB and M of a half: 16 registers).
+    const int i_lo = r0 + g, i_hi = r0 + g + 8;
+    float y[kPO][4];
 #pragma unroll
-      for (int i = 0; i < kSsdQ / 8; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+    for (int i = 0; i < kPO; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+    const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
+    const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
 #pragma unroll
-      for (int i = 0; i < kSsdP / 8; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+    for (int jh = 0; jh < 2; ++jh) {
+      const int j0 = jh * (kSsdQ / 2);
+      float cb[kJT][4];
+#pragma unroll
+      for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
 #pragma unroll
       for (int kk = 0; kk < kN / 16; ++kk) {
         const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
@@ -1257,88 +1276,87 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
             *reinterpret_cast<const uint32_t*>(cr), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
             *reinterpret_cast<const uint32_t*>(cr + 8), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
 #pragma unroll
-        for (int jt = 0; jt < kSsdQ / 8; ++jt) {
-          const uint16_t* br = sB + (8 * jt + g) * kBP + 16 * kk + 2 * tig;
+        for (int jt = 0; jt < kJT; ++jt) {
+          const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
           mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
                    *reinterpret_cast<const uint32_t*>(br + 8));
         }
-        // High parts into every accumulator, then low parts: consecutive mma are independent.
+        if (jh == 0) {
+          // High parts into every accumulator, then low parts: consecutive mma are independent.
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; ++pt) {
-          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
-          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSh + o),
-                   *reinterpret_cast<const uint32_t*>(sSh + o + 8));
-        }
+          for (int q = 0; q < kPO; ++q) {
+            const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+            mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                     *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+          }
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; ++pt) {
-          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
-          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSl + o),
-                   *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+          for (int q = 0; q < kPO; ++q) {
+            const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+            mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                     *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+          }
         }
       }
-      // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
-      const int i_lo = r0 + g, i_hi = r0 + g + 8;
-      const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+      if (jh == 0) {
+        // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+        const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
 #pragma unroll
-      for (int pt = 0; pt < kSsdP / 8; ++pt) {
-        y[pt][0] *= eo_lo, y[pt][1] *= eo_lo, y[pt][2] *= eo_hi, y[pt][3] *= eo_hi;
+        for (int q = 0; q < kPO; ++q) y[q][0] *= eo_lo, y[q][1] *= eo_lo, y[q][2] *= eo_hi, y[q][3] *= eo_hi;
       }
       // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
-      const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
-      const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
 #pragma unroll
-      for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+      for (int jt = 0; jt < kJT; ++jt) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-          const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
+          const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
           const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
           cb[jt][r] =
               keep ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j] : 0.0f;
         }
       }
 #pragma unroll
-      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+      for (int kk = 0; kk < kJT / 2; ++kk) {
         uint32_t mh[4], ml[4];
         split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
         split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
         split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
         split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; pt += 2) {
+        for (int q = 0; q < kPO; q += 2) {
           // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
           uint32_t f[4];
-          ldsm_x4_trans(f, sX + (16 * kk + (lane & 7) + (lane & 8)) * kXP + 8 * (pt + (lane >> 4)));
-          mma_bf16(y[pt], mh, f[0], f[1]);
-          mma_bf16(y[pt + 1], mh, f[2], f[3]);
-          mma_bf16(y[pt], ml, f[0], f[1]);
-          mma_bf16(y[pt + 1], ml, f[2], f[3]);
-        }
-      }
-      // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory.
-#pragma unroll
-      for (int pt = 0; pt < kSsdP / 8; ++pt) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int i = half ? i_hi : i_lo, p = 8 * pt + 2 * tig;
-          const int64_t tg = t0 + i;
-          if (tg >= L || p >= P) continue;
-          const int64_t off = ((b * L + tg) * H + h) * P + p;
-          float v[2];
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float o = y[pt][2 * half + e];
-            if (a.D != nullptr)
-              o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
-            if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
-            v[e] = o;
-          }
-          *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
+          ldsm_x4_trans(f, sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+          mma_bf16(y[q], mh, f[0], f[1]);
+          mma_bf16(y[q + 1], mh, f[2], f[3]);
+          mma_bf16(y[q], ml, f[0], f[1]);
+          mma_bf16(y[q + 1], ml, f[2], f[3]);
         }
       }
     }
-    __syncthreads();
 
-    // S for headdim rows r0 .. r0 + 15: S = exp(cum_end) S + (x * w)^T B.
+    // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory.
+#pragma unroll
+    for (int q = 0; q < kPO; ++q) {
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int i = hr ? i_hi : i_lo, p = pw + 8 * q + 2 * tig;
+        const int64_t tg = t0 + i;
+        if (tg >= L || p >= P) continue;
+        const int64_t off = ((b * L + tg) * H + h) * P + p;
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float o = y[q][2 * hr + e];
+          if (a.D != nullptr)
+            o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
+          if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
+          v[e] = o;
+        }
+        *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
+      }
+    }
+
+    // S for headdim rows r0 .. r0 + 15, this warp's columns: S = exp(cum_end) S + (x * w)^T B.
     {
       const float cd = *sCd;
 #pragma unroll
@@ -1359,7 +1377,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         for (int nt = 0; nt < kNT; nt += 2) {
           // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
           uint32_t f[4];
-          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + 8 * (nt + (lane >> 4)));
+          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
           mma_bf16(S[nt], xh, f[0], f[1]);
           mma_bf16(S[nt + 1], xh, f[2], f[3]);
           mma_bf16(S[nt], xl, f[0], f[1]);
@@ -1375,7 +1393,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
         if (p < P && n < N) a.hT[((b * H + h) * P + p) * N + n] = S[nt][r];
       }
     }
