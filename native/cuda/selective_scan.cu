@@ -993,10 +993,11 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the rest, two
 // mma each, so that they carry ~16 bits: the result then matches the exact float32 path to ~1e-5 relative
 // instead of bfloat16's 4e-3. Every output element sums the same products in the same order as with one
-// warp per 16 rows (the split only moves elements between warps). Transposed B fragments (M x, the state
-// update) come from ldmatrix.trans, and the high and low mma of a split operand write different
-// accumulators in turn (no chain of dependent mma). Per chunk a warp runs 224 mma (64 CB, 64 C S^T, 32
-// M x, 64 state update) and two barriers (one after staging, one before the next chunk's S copy).
+// warp per 16 rows (the split only moves elements between warps). Every bf16 fragment read from shared
+// memory is one ldmatrix for four 8x8 tiles: plain for C, B and S (CB, C S^T), transposed for x (M x and
+// the state update's x^T) and B (the state update); the high and low mma of a split operand write
+// different accumulators in turn (no chain of dependent mma). Per chunk a warp runs 224 mma (64 CB, 64 C S^T,
+// 32 M x, 64 state update) and two barriers (one after staging, one before the next chunk's S copy).
 //
 // Memory. Each chunk's x, B, C and z (z in its own dtype) are copied to shared memory with cp.async, all
 // of a thread's copies in flight at once, while warp 0 reads dt; D sits in shared memory for the whole
@@ -1108,6 +1109,16 @@ __device__ __forceinline__ void cp_async_wait_all() {
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Four 8x8 bf16 tiles: lane i gives the address of row i % 8 of tile i / 8 (16-byte aligned); r[q] holds
+// {T[g][2 tig], T[g][2 tig + 1]} of tile q: an mma A fragment part of a tile stored (m, k), or a B
+// fragment part of a tile stored (n, k).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
@@ -1271,29 +1282,33 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
 #pragma unroll
       for (int kk = 0; kk < kN / 16; ++kk) {
-        const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
-        const uint32_t af[4] = {
-            *reinterpret_cast<const uint32_t*>(cr), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
-            *reinterpret_cast<const uint32_t*>(cr + 8), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+        // A fragment of C (rows r0 .., k = dstate); B fragments of B (rows j) and of S (rows p), two
+        // column tiles per ldmatrix: lane l addresses row l % 8 of tile l / 8.
+        uint32_t af[4];
+        ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
+        const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
 #pragma unroll
-        for (int jt = 0; jt < kJT; ++jt) {
-          const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
-          mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
-                   *reinterpret_cast<const uint32_t*>(br + 8));
+        for (int jt = 0; jt < kJT; jt += 2) {
+          uint32_t f[4];
+          ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
+          mma_bf16(cb[jt], af, f[0], f[1]);
+          mma_bf16(cb[jt + 1], af, f[2], f[3]);
         }
         if (jh == 0) {
           // High parts into every accumulator, then low parts: consecutive mma are independent.
 #pragma unroll
-          for (int q = 0; q < kPO; ++q) {
-            const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
-            mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
-                     *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+          for (int q = 0; q < kPO; q += 2) {
+            uint32_t f[4];
+            ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+            mma_bf16(y[q], af, f[0], f[1]);
+            mma_bf16(y[q + 1], af, f[2], f[3]);
           }
 #pragma unroll
-          for (int q = 0; q < kPO; ++q) {
-            const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
-            mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
-                     *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+          for (int q = 0; q < kPO; q += 2) {
+            uint32_t f[4];
+            ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+            mma_bf16(y[q], af, f[0], f[1]);
+            mma_bf16(y[q + 1], af, f[2], f[3]);
           }
         }
       }
@@ -1363,15 +1378,14 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       for (int nt = 0; nt < kNT; ++nt) S[nt][0] *= cd, S[nt][1] *= cd, S[nt][2] *= cd, S[nt][3] *= cd;
 #pragma unroll
       for (int kk = 0; kk < kSsdQ / 16; ++kk) {
-        // A fragment (row p, k = t) of x * w, gathered from x stored (t, p) and split in two parts.
-        uint32_t xh[4], xl[4];
+        // A fragment (row p, k = t) of x * w: x's, transposed out of x stored (t, p) (tile q: steps
+        // 16 kk + 8 (q / 2), headdim r0 + 8 (q % 2)), times w and split in two parts.
+        uint32_t xf[4], xh[4], xl[4];
+        ldsm_x4_trans(xf, sX + (16 * kk + (lane & 7) + 8 * (lane >> 4)) * kXP + r0 + 8 * ((lane >> 3) & 1));
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-          const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
-          const float w0 = sW[t], w1 = sW[t + 1];
-          const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
-          const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
-          split_bf16(v0, v1, xh[q], xl[q]);
+          const int t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+          split_bf16(bf16_lo(xf[q]) * sW[t], bf16_hi(xf[q]) * sW[t + 1], xh[q], xl[q]);
         }
 #pragma unroll
         for (int nt = 0; nt < kNT; nt += 2) {
