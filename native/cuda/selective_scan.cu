@@ -1004,14 +1004,21 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 // run. So a chunk waits for one memory round trip, and the output loop only stores. S goes to the other
 // warps through shared memory once a chunk, as its two bf16 parts (97 KB shared in all at dstate 128).
 //
-// Occupancy, measured and predicted. The previous form (4 warps of 16 S rows x all of dstate, 245
-// registers, 2 blocks = 8 warps an SM) took 1268 us at batch 8 x 2048 x 80 heads x 64, dstate 128, z, D
-// (640 blocks in 2.4 waves; 2 warps a scheduler issuing every 6.2 cycles: 31% of issue slots, tensor pipe
-// 15%, stalls on fixed-latency dependencies, shared loads and barriers: latency-bound). This form halves
-// each warp's accumulators (S 32, Y 16, CB 16 registers; launch bounds 256 x 2 hold it to 128 registers,
-// with a few spilled at dstate 128), so 2 blocks = 16 warps an SM for the same shared memory, and a
-// block issues ~20% more instructions (the repeated CB). Prediction: 4 warps a scheduler issue ~0.5 a
-// cycle instead of 0.31, 1268 us x 1.2 x 0.31 / 0.5 = ~950 us (800-1000). Then still latency-bound.
+// Occupancy and instructions, measured and predicted (H200, batch 8 x 2048 x 80 heads x 64, dstate 128,
+// z, D). The 4-warp form (16 S rows x all of dstate a warp, 245 registers, 2 blocks = 8 warps an SM) took
+// 1268 us: 640 blocks in 2.4 waves, 2 warps a scheduler issuing every 6.2 cycles (25% of issue slots,
+// tensor pipe 15%; stalls on fixed-latency dependencies, shared loads and barriers: latency-bound). The
+// 8-warp split halves each warp's accumulators (S 32, Y 16, CB 16 registers; launch bounds 256 x 2 hold
+// it to 128 registers), so 2 blocks = 16 warps an SM for the same shared memory: measured 1098 us, issue
+// slots 38% busy, 2344 instructions a warp and chunk (384 M in all; predicted 950 us at 50% issue). Of
+// those 2344, ~530 were the output loop (a dtype switch and a 64-bit offset per element, spilled
+// addresses), ~500 the mask and decay of M (a branch and three scalar shared loads per element) and
+// ~500 32-bit fragment loads. Now the stores resolve D and z's dtype once a chunk (branch-free loops with
+// one row pointer a step), M is computed branch-free from pair loads of cum, dt and the sequence
+// numbers, every fragment is an ldmatrix of four tiles, and the loop over the two halves of j is not
+// unrolled (no spills at dstate 128). Prediction: ~1500 instructions a warp and chunk, so at the same
+// issue rate ~1098 x 1500 / 2344 = ~700 us; still latency-bound (4 warps a scheduler, two barriers and
+// one memory round trip a chunk).
 // Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
 // the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
 // dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
@@ -1121,6 +1128,22 @@ __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+}
+
+// Two adjacent elements of z staged in shared memory, element offset i even, in z's dtype kZ.
+constexpr int kSsdNoZ = -1;
+template <int kZ>
+__device__ __forceinline__ void ssd_z_pair(const void* sz, int i, float& z0, float& z1) {
+  if constexpr (kZ == SSMKIT_DTYPE_F32) {
+    const float2 v = *reinterpret_cast<const float2*>(static_cast<const float*>(sz) + i);
+    z0 = v.x, z1 = v.y;
+  } else if constexpr (kZ == SSMKIT_DTYPE_F16) {
+    const float2 v = __half22float2(*reinterpret_cast<const __half2*>(static_cast<const uint16_t*>(sz) + i));
+    z0 = v.x, z1 = v.y;
+  } else {
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(sz) + i);
+    z0 = bf16_lo(w), z1 = bf16_hi(w);
+  }
 }
 
 template <int kN>
@@ -1274,7 +1297,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int i = 0; i < kPO; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
     const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
     const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
-#pragma unroll
+#pragma unroll 1
     for (int jh = 0; jh < 2; ++jh) {
       const int j0 = jh * (kSsdQ / 2);
       float cb[kJT][4];
@@ -1319,14 +1342,21 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         for (int q = 0; q < kPO; ++q) y[q][0] *= eo_lo, y[q][1] *= eo_lo, y[q][2] *= eo_hi, y[q][3] *= eo_hi;
       }
       // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+      // Branch-free: every element is computed (inf where j > i) and the mask selects 0.
 #pragma unroll
       for (int jt = 0; jt < kJT; ++jt) {
+        const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
+        const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+        const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+        const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-          const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
-          const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-          cb[jt][r] =
-              keep ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j] : 0.0f;
+          const bool hi = r >= 2, odd = (r & 1) != 0;
+          const float v = cb[jt][r] * ex2_approx(((hi ? cum_hi : cum_lo) - (odd ? cj.y : cj.x)) * kLog2e) *
+                          (odd ? dj.y : dj.x);
+          const bool keep =
+              j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+          cb[jt][r] = keep ? v : 0.0f;
         }
       }
 #pragma unroll
@@ -1349,26 +1379,50 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       }
     }
 
-    // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory.
-#pragma unroll
-    for (int q = 0; q < kPO; ++q) {
+    // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory. The
+    // flags and z's dtype are resolved once a chunk, so that the stores run without branches on them.
+    auto store_out = [&](auto has_d, auto z_kind) {
+      constexpr bool kD = decltype(has_d)::value;
+      constexpr int kZ = decltype(z_kind)::value;  // kSsdNoZ or z's dtype
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
-        const int i = hr ? i_hi : i_lo, p = pw + 8 * q + 2 * tig;
-        const int64_t tg = t0 + i;
-        if (tg >= L || p >= P) continue;
-        const int64_t off = ((b * L + tg) * H + h) * P + p;
-        float v[2];
+        const int i = hr ? i_hi : i_lo;
+        if (t0 + i >= L) continue;
+        uint16_t* orow = a.out + ((b * L + t0 + i) * H + h) * P;  // (P,) the row of step t0 + i
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float o = y[q][2 * hr + e];
-          if (a.D != nullptr)
-            o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
-          if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
-          v[e] = o;
+        for (int q = 0; q < kPO; ++q) {
+          const int p = pw + 8 * q + 2 * tig;
+          if (p >= P) continue;
+          float o0 = y[q][2 * hr], o1 = y[q][2 * hr + 1];
+          if constexpr (kD) {
+            const uint32_t xv = *reinterpret_cast<const uint32_t*>(sX + i * kXP + p);
+            const float2 dv = *reinterpret_cast<const float2*>(sDv + p);
+            o0 += dv.x * bf16_lo(xv), o1 += dv.y * bf16_hi(xv);
+          }
+          if constexpr (kZ != kSsdNoZ) {
+            float z0, z1;
+            ssd_z_pair<kZ>(sZ, i * kXP + p, z0, z1);
+            o0 *= silu_fast(z0), o1 *= silu_fast(z1);
+          }
+          *reinterpret_cast<uint32_t*>(orow + p) = pack_bf16(o0, o1);
         }
-        *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
       }
+    };
+    auto store_z = [&](auto has_d) {
+      if (a.z == nullptr) {
+        store_out(has_d, std::integral_constant<int, kSsdNoZ>{});
+      } else if (a.z_dt == SSMKIT_DTYPE_F32) {
+        store_out(has_d, std::integral_constant<int, SSMKIT_DTYPE_F32>{});
+      } else if (a.z_dt == SSMKIT_DTYPE_F16) {
+        store_out(has_d, std::integral_constant<int, SSMKIT_DTYPE_F16>{});
+      } else {
+        store_out(has_d, std::integral_constant<int, SSMKIT_DTYPE_BF16>{});
+      }
+    };
+    if (a.D != nullptr) {
+      store_z(std::true_type{});
+    } else {
+      store_z(std::false_type{});
     }
 
     // S for headdim rows r0 .. r0 + 15, this warp's columns: S = exp(cum_end) S + (x * w)^T B.
