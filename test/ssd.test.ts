@@ -160,8 +160,10 @@ function gridCases(): SsdCase[] {
 }
 
 describe.each(testDevices())('ssdScan on %s', (device) => {
-  // The scan family has no CUDA kernels yet (a later issue): device tensors are refused.
-  const itDev = device === 'cpu' ? it : it.skip;
+  // Cases that move their tensors to the device run on every backend; the others use host tensors
+  // only and run once.
+  const itDev = it;
+  const itHost = device === 'cpu' ? it : it.skip;
 
   describe('peer grid (sampled)', () => {
     gridCases().forEach((c, i) => {
@@ -202,7 +204,7 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
     );
   });
 
-  itDev('decays from none to underflow within one block', async () => {
+  itHost('decays from none to underflow within one block', async () => {
     // Per-step decays exp(dt A) from 1 down to exp(-300) = 0 in float32: the kernel restarts its
     // rescaled runs wherever the running decay would leave float32's comfortable range.
     const rng = new Rng(17);
@@ -233,7 +235,7 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
     assertClose(toF64(res.finalStates as Tensor), want.finalStates, TOL.float32, 'finalStates');
   });
 
-  itDev('the result does not depend on chunkSize', async () => {
+  itHost('the result does not depend on chunkSize', async () => {
     const c: SsdCase = {
       batch: 1,
       seqlen: 200,
@@ -257,7 +259,7 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
     }
   });
 
-  itDev('decoding L steps with the multi-head selectiveStateUpdate equals the scan over L', async () => {
+  itHost('decoding L steps with the multi-head selectiveStateUpdate equals the scan over L', async () => {
     const rng = new Rng(31);
     const [batch, L, H, P, G, N] = [2, 19, 4, 12, 2, 24];
     const normal = () => rng.normal();
@@ -303,7 +305,7 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
     assertClose(toF64(state), toF64(scan.finalStates as Tensor), { rtol: 1e-5, atol: 1e-5 }, 'final states');
   });
 
-  itDev('packed seqIdx equals running each sequence alone', async () => {
+  itHost('packed seqIdx equals running each sequence alone', async () => {
     const rng = new Rng(12);
     const [H, P, G, N] = [2, 16, 1, 32];
     const lens = [3, 70, 1, 26];
@@ -374,6 +376,111 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
       );
     });
   }
+});
+
+/** Runs `f` with environment variables set (undefined: unset), restoring them afterwards. */
+async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
+  const prev: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(vars)) {
+    prev[k] = process.env[k];
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  try {
+    return await f();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+// The CUDA tensor-core path (bfloat16; headdim and dstate multiples of 8 up to 64 and 128; chunks of 64
+// steps; warps split headdim and dstate in halves): the shapes put the edges of those splits in play,
+// and the states, which it keeps in float32, are held to float32's tolerance. On a device the
+// sequential kernel (SSMKIT_CUDA_SSD=exact) runs the same case for comparison, and with
+// SSMKIT_TEST_SSD_LEAN=1 the kernel's form with fewer instructions (SSMKIT_CUDA_SSD=lean, off by default
+// until measured on a GPU) must give the default form's results bit for bit.
+const TEST_LEAN = process.env.SSMKIT_TEST_SSD_LEAN === '1';
+
+describe.each(testDevices())('ssdScan tensor-core path edges on %s', (device) => {
+  const flags = (D: SsdCase['D'], bits: string) => ({
+    D,
+    z: bits[0] === '1',
+    dtBias: bits[1] === '1',
+    softplus: bits[2] === '1',
+    initialStates: bits[3] === '1',
+    seqIdx: bits[4] === '1',
+  });
+  // [batch, seqlen, nheads, headdim, groups, dstate], D, then z, dtBias, softplus, initialStates, seqIdx.
+  const cases: [number, number, number, number, number, number, SsdCase['D'], string][] = [
+    // Four chunks and a tail of 44, two groups, every flag.
+    [2, 300, 4, 64, 2, 128, 'channel', '11111'],
+    // One step past a chunk; headdim 40 (the second half of headdim partly padding); dstate 72.
+    [1, 65, 3, 40, 1, 72, 'head', '10110'],
+    // Shorter than half a chunk; headdim 24 (the second half all padding); dstate 8.
+    [1, 31, 2, 24, 1, 8, 'none', '01101'],
+    // Two whole chunks, four groups, dstate 32 (the second half of the padded 64 states empty).
+    [2, 128, 8, 16, 4, 32, 'head', '11011'],
+    // One step.
+    [1, 1, 2, 8, 1, 16, 'channel', '11110'],
+    // dstate 64 with no z, no D, no states, no bias; packed sequences.
+    [1, 200, 2, 64, 1, 64, 'none', '00001'],
+    // dstate 120 and headdim 56: both padded within the last 8-column tile of a half.
+    [1, 150, 2, 56, 2, 120, 'head', '10111'],
+  ];
+  cases.forEach(([batch, seqlen, nheads, headdim, groups, dstate, D, bits], i) => {
+    const c: SsdCase = {
+      batch,
+      seqlen,
+      nheads,
+      headdim,
+      groups,
+      dstate,
+      dtype: 'bfloat16',
+      chunkSize: 256,
+      ...flags(D, bits),
+    };
+    it(label(c), async () => {
+      const m = makeCase(c, 500 + i);
+      const dev = async (t: Tensor | undefined) => (t === undefined || device === 'cpu' ? t : t.to(device));
+      const args = (await Promise.all(m.args.map(dev))) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+      const opts = {
+        ...m.opts,
+        D: await dev(m.opts.D),
+        z: await dev(m.opts.z),
+        dtBias: await dev(m.opts.dtBias),
+        initialStates: await dev(m.opts.initialStates),
+        seqIdx: await dev(m.opts.seqIdx),
+      };
+      const run = (mode: string | undefined) => withEnv({ SSMKIT_CUDA_SSD: mode }, () => ssdScan(...args, opts));
+      const res = await run(undefined);
+      const out = toF64(res.out.toSync('cpu'));
+      const fin = toF64((res.finalStates as Tensor).toSync('cpu'));
+      const want = ssdScanRef(m.ref);
+      assertClose(out, want.out, TOL.bfloat16, `out ${label(c)}`);
+      assertClose(fin, want.finalStates, TOL.float32, `finalStates ${label(c)}`);
+      if (device !== 'cpu') {
+        // Both kernels compute in float32; the outputs may differ by one bfloat16 rounding step.
+        const exact = await run('exact');
+        assertClose(out, toF64(exact.out.toSync('cpu')), { rtol: 1.6e-2, atol: 1.6e-2 }, `out vs exact ${label(c)}`);
+        assertClose(
+          fin,
+          toF64((exact.finalStates as Tensor).toSync('cpu')),
+          { rtol: 1e-4, atol: 1e-4 },
+          `finalStates vs exact ${label(c)}`,
+        );
+        if (TEST_LEAN) {
+          const lean = await run('lean');
+          expect(Array.from(toF64(lean.out.toSync('cpu'))), `out lean ${label(c)}`).toEqual(Array.from(out));
+          expect(Array.from(toF64((lean.finalStates as Tensor).toSync('cpu'))), `finalStates lean ${label(c)}`).toEqual(
+            Array.from(fin),
+          );
+        }
+      }
+    });
+  });
 });
 
 describe('ssdScan argument errors', () => {

@@ -982,39 +982,53 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
 
 // ------------------------------------------------------------------------------------------------------
 // The chunked SSD scan on tensor cores (bfloat16 x, B, C; headdim <= 64 and dstate <= 128, multiples of
-// 8). One block of 4 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
-// (headdim x dstate, float32) in the warps' mma accumulators, 16 headdim rows a warp. Per chunk:
+// 8). One block of 8 warps per (batch, head) walks the sequence in chunks of 64 steps with the state S
+// (headdim x dstate, float32) in the warps' mma accumulators. Warp (quarter, half) holds S rows
+// 16 quarter .. + 15, columns half * dstate / 2 .. + dstate / 2 - 1. Per chunk:
 //   CB = C B^T (64 x 64 over dstate), M = CB * exp(cum_i - cum_j) * dt_j on j <= i within a sequence,
 //   Y = exp(cum_i) C S^T + M x (+ D x, gated by silu(z)), S = exp(cum_end) S + (x * w)^T B,
-// with mma.sync m16n8k16 (bf16 in, float32 accumulate), 16 output rows a warp for Y. The operands the
-// kernel computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the
-// rest, two mma each, so that they carry ~16 bits: the result then matches the exact float32 path to
-// ~1e-5 relative instead of bfloat16's 4e-3. Transposed B fragments (M x, the state update) come from
-// ldmatrix.trans, and the high and low mma of a split operand write different accumulators in turn (no
-// chain of dependent mma). Per chunk a warp runs 384 mma and ~2400 other instructions.
+// with mma.sync m16n8k16 (bf16 in, float32 accumulate). For Y the warp takes steps 16 quarter .. + 15
+// and headdim columns 32 half .. + 31; it computes CB and M in two halves of the steps j (16 registers
+// each), so both warps of a pair compute the same CB rows (1/7 of the mma). The operands the kernel
+// computes (S, M, x * w) are split into a bfloat16 high part and the bfloat16 rounding of the rest, two
+// mma each, so that they carry ~16 bits: the result then matches the exact float32 path to ~1e-5 relative
+// instead of bfloat16's 4e-3. Every output element sums the same products in the same order as with one
+// warp per 16 rows (the split only moves elements between warps). Transposed fragments (x for M x, B
+// for the state update) come from ldmatrix.trans, and the high and low mma of a split operand write
+// different accumulators in turn (no chain of dependent mma). Per chunk a warp runs 224 mma (64 CB, 64 C S^T,
+// 32 M x, 64 state update) and two barriers (one after staging, one before the next chunk's S copy).
 //
 // Memory. Each chunk's x, B, C and z (z in its own dtype) are copied to shared memory with cp.async, all
 // of a thread's copies in flight at once, while warp 0 reads dt; D sits in shared memory for the whole
-// run. So a chunk waits for one memory round trip, and the output loop only stores. Reading of the
-// previous form, measured at 1973 us (batch 8 x 2048 x 80 heads x 64, dstate 128, z, D; 246 registers, 2
-// blocks = 8 warps an SM, 640 blocks in 3 waves, issue slots 22% busy): 1973 / (3 waves x 32 chunks) =
-// 20.5 us = ~39k cycles a chunk, against ~4.6k cycles of tensor pipe (3072 mma an SM at ~1.5 cycles).
-// Its output loop read z and D from global memory between stores to out, which may alias them (the PTX
-// has ld.global, ld.global, st.global 16 times over), so each of a thread's 16 output pairs waited for a
-// round trip of its own: ~16 x 700-1000 cycles a chunk. The decay of M and silu also run on the MUFU pipe
-// (ex2.approx of (cum_i - cum_j) log2 e, silu_fast) instead of expf and an IEEE division: with the loads
-// gone, the kernel's code at dstate 128 is 5104 SASS instructions against 6832 (the chunk loop is
-// unrolled, so a warp issues about that many a chunk). Prediction for this form: ~39k -> 20-26k cycles a
-// chunk, 1973 -> 1000-1300 us; then bound by the latency of 2 warps an SMSP through barriers and mma
-// chains (245 registers, no spills; 97 KB shared at dstate 128: still 2 blocks an SM).
-// Next steps, in order of gain: (1) CB = C B^T once per (batch, group, chunk) instead of once per head
-// (1/6 of the mma; 4 MB of scratch at 1 group); (2) headdim split over two blocks of 32 rows (half the S
-// accumulators, ~150 registers, 3 blocks an SM; 1280 blocks); (3) the next chunk's C copied during the
-// state update.
+// run. So a chunk waits for one memory round trip, and the output loop only stores. S goes to the other
+// warps through shared memory once a chunk, as its two bf16 parts (97 KB shared in all at dstate 128).
+//
+// Occupancy and instructions, measured and predicted (H200, batch 8 x 2048 x 80 heads x 64, dstate 128,
+// z, D). The 4-warp form (16 S rows x all of dstate a warp, 245 registers, 2 blocks = 8 warps an SM) took
+// 1268 us: 640 blocks in 2.4 waves, 2 warps a scheduler issuing every 6.2 cycles (25% of issue slots,
+// tensor pipe 15%; stalls on fixed-latency dependencies, shared loads and barriers: latency-bound). The
+// 8-warp split halves each warp's accumulators (S 32, Y 16, CB 16 registers; launch bounds 256 x 2 hold
+// it to 128 registers), so 2 blocks = 16 warps an SM for the same shared memory: measured 1098 us, issue
+// slots 38% busy, 2344 instructions a warp and chunk (384 M in all; predicted 950 us at 50% issue). Of
+// those 2344, ~530 were the output loop (a dtype switch and a 64-bit offset per element, spilled
+// addresses), ~500 the mask and decay of M (a branch and three scalar shared loads per element) and
+// ~500 32-bit fragment loads. The lean form (kLean, SSMKIT_CUDA_SSD=lean; not yet measured on a GPU,
+// so not the default) removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
+// with one row pointer a step), M is computed branch-free from pair loads of cum, dt and the sequence
+// numbers, every fragment is one ldmatrix of four 8x8 tiles (plain for C, B and S in CB and C S^T,
+// transposed for x^T in the state update), and the loop over the two halves of j is not unrolled (no
+// spills at dstate 128, against 68 bytes in the default form). It computes the same values in the same
+// order. Prediction: ~1500 instructions a warp and chunk, so at the same issue rate ~1098 x 1500 / 2344
+// = ~700 us; still latency-bound (4 warps a scheduler, two barriers, one memory round trip and warp
+// 0's dt scan a chunk).
+// Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
+// the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
+// dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
+// once per warp pair and head.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
-constexpr int kSsdThreads = 128;  // 4 warps: 16 rows of the chunk (Y) or of headdim (S) each
+constexpr int kSsdThreads = 256;  // 8 warps: 4 row blocks of 16 (chunk steps for Y, headdim for S) x 2 halves
 
 struct ssd_tc_args {
   const uint16_t* x;  // (batch, L, H, P) bf16
@@ -1108,10 +1122,43 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* 
                : "r"(addr));
 }
 
-template <int kN>
+// Four 8x8 bf16 tiles: lane i gives the address of row i % 8 of tile i / 8 (16-byte aligned); r[q] holds
+// {T[g][2 tig], T[g][2 tig + 1]} of tile q: an mma A fragment part of a tile stored (m, k), or a B
+// fragment part of a tile stored (n, k).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Two adjacent elements of z staged in shared memory, element offset i even, in z's dtype kZ.
+constexpr int kSsdNoZ = -1;
+template <int kZ>
+__device__ __forceinline__ void ssd_z_pair(const void* sz, int i, float& z0, float& z1) {
+  if constexpr (kZ == SSMKIT_DTYPE_F32) {
+    const float2 v = *reinterpret_cast<const float2*>(static_cast<const float*>(sz) + i);
+    z0 = v.x, z1 = v.y;
+  } else if constexpr (kZ == SSMKIT_DTYPE_F16) {
+    const float2 v = __half22float2(*reinterpret_cast<const __half2*>(static_cast<const uint16_t*>(sz) + i));
+    z0 = v.x, z1 = v.y;
+  } else {
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(sz) + i);
+    z0 = bf16_lo(w), z1 = bf16_hi(w);
+  }
+}
+
+// kLean: the form with fewer instructions (SSMKIT_CUDA_SSD=lean; see the design above); otherwise the
+// form measured on the H200. Both compute the same values.
+template <int kN, bool kLean>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
   using lay = ssd_tc_layout<kN>;
-  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch, kNT = kN / 8;
+  constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch;
+  constexpr int kNH = kN / 2;         // state columns of a warp
+  constexpr int kNT = kNH / 8;        // its 8-column accumulator tiles of S
+  constexpr int kJT = kSsdQ / 2 / 8;  // 8-column tiles of CB over half the chunk's steps j
+  constexpr int kPO = kSsdP / 2 / 8;  // 8-column tiles of Y over a warp's half of headdim
+  static_assert(kN % 16 == 0 && kJT % 2 == 0 && kPO % 2 == 0, "whole mma steps and ldmatrix.x4 pairs");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   uint16_t* sX = reinterpret_cast<uint16_t*>(smem_raw + lay::kX);
   uint16_t* sB = reinterpret_cast<uint16_t*>(smem_raw + lay::kB);
@@ -1128,33 +1175,36 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   void* sZ = smem_raw + lay::kZ;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
+  // Warp (quarter, half): rows r0 .. r0 + 15 (chunk steps for Y, headdim for S); half picks its headdim
+  // columns pw .. pw + 31 of Y and its state columns n0 .. n0 + kN / 2 - 1 of S.
+  const int quarter = warp % 4, half = warp / 4;
+  const int r0 = quarter * 16, pw = half * (kSsdP / 2), n0 = half * kNH;
   const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
   const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
   const int64_t grp = h / (H / G);
   const float Ah = a.A[h];
   const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
   const int32_t* seq = a.seq != nullptr ? a.seq + b * L : nullptr;
-  const int r0 = warp * 16;  // this warp's rows: chunk steps for Y, headdim for S
   // D per headdim element, read after the first chunk's barrier.
   if (a.D != nullptr && tid < P) sDv[tid] = a.D[a.d_per_channel ? h * P + tid : h];
 
-  // S rows r0 + g (+8), columns 8 nt + 2 tig (+1), as mma accumulator tiles.
+  // S rows r0 + g (+8), columns n0 + 8 nt + 2 tig (+1), as mma accumulator tiles.
   float S[kNT][4];
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+      const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
       S[nt][r] = a.h0 != nullptr && p < P && n < N ? a.h0[((b * H + h) * P + p) * N + n] : 0.0f;
     }
   }
 
   for (int64_t t0 = 0; t0 < L; t0 += kSsdQ) {
-    // S (as it stands before the chunk) for the other warps' Y rows, in two bf16 parts.
+    // S (as it stands before the chunk) for the other warps' Y, in two bf16 parts.
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       uint32_t hi, lo;
-      const int col = 8 * nt + 2 * tig;
+      const int col = n0 + 8 * nt + 2 * tig;
       split_bf16(S[nt][0], S[nt][1], hi, lo);
       *reinterpret_cast<uint32_t*>(sSh + (r0 + g) * kBP + col) = hi;
       *reinterpret_cast<uint32_t*>(sSl + (r0 + g) * kBP + col) = lo;
@@ -1173,23 +1223,27 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       const bool ok = tg < L && p0 < P;
       cp_async16(sX + t * kXP + p0, ok ? a.x + ((b * L + tg) * H + h) * P + p0 : a.x, ok);
     }
-    // Not unrolled: the copies are in flight either way, and unrolling costs registers (spills at kN 128).
+    // Not unrolled: the copies are in flight either way, and unrolling costs registers.
 #pragma unroll 1
     for (int k = 0; k < kSsdQ * kN / (8 * kSsdThreads); ++k) {
       const int v = tid + k * kSsdThreads;
-      const int t = v / (kN / 8), n0 = (v % (kN / 8)) * 8;
+      const int t = v / (kN / 8), c0 = (v % (kN / 8)) * 8;
       const int64_t tg = t0 + t;
-      const bool ok = tg < L && n0 < N;
-      const int64_t off = ok ? ((b * L + tg) * G + grp) * N + n0 : 0;
-      cp_async16(sB + t * kBP + n0, a.B + off, ok);
-      cp_async16(sC + t * kBP + n0, a.C + off, ok);
+      const bool ok = tg < L && c0 < N;
+      const int64_t off = ok ? ((b * L + tg) * G + grp) * N + c0 : 0;
+      cp_async16(sB + t * kBP + c0, a.B + off, ok);
+      cp_async16(sC + t * kBP + c0, a.C + off, ok);
     }
     // z of the chunk, in its own dtype: pieces of 8 16-bit or 4 float32 elements.
     if (a.z != nullptr) {
-      const int es = a.z_dt == SSMKIT_DTYPE_F32 ? 4 : 2, epp = 16 / es;
+      // es bytes an element, epp elements a piece, 2^lg pieces a row (lean: shifts, no division).
+      const bool f32 = a.z_dt == SSMKIT_DTYPE_F32;
+      const int es = f32 ? 4 : 2, epp = 16 / es, lg = f32 ? 4 : 3;
+      static_assert(kSsdP / 4 == 16 && kSsdP / 8 == 8, "a row of z is 2^lg pieces");
 #pragma unroll 1
       for (int v = tid; v < kSsdQ * (kSsdP / epp); v += kSsdThreads) {
-        const int t = v / (kSsdP / epp), p0 = (v % (kSsdP / epp)) * epp;
+        const int t = kLean ? v >> lg : v / (kSsdP / epp);
+        const int p0 = (kLean ? v & ((1 << lg) - 1) : v % (kSsdP / epp)) * epp;
         const int64_t tg = t0 + t;
         const bool ok = tg < L && p0 < P;
         const int64_t off = ok ? ((b * L + tg) * H + h) * P + p0 : 0;
@@ -1243,90 +1297,196 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     cp_async_wait_all();
     __syncthreads();
 
-    // Y for steps r0 .. r0 + 15 of the chunk, all of headdim.
-    {
-      float cb[kSsdQ / 8][4], y[kSsdP / 8][4];
+    // Y for steps r0 .. r0 + 15 and this warp's headdim columns pw .. pw + 31: C S^T over all of dstate,
+    // then M x in two halves of the chunk's steps j (CB and M of a half: 16 registers).
+    const int i_lo = r0 + g, i_hi = r0 + g + 8;
+    float y[kPO][4];
 #pragma unroll
-      for (int i = 0; i < kSsdQ / 8; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+    for (int i = 0; i < kPO; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+    const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
+    const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
+    // Lean: not unrolled (no spills at dstate 128).
+#pragma unroll(kLean ? 1 : 2)
+    for (int jh = 0; jh < 2; ++jh) {
+      const int j0 = jh * (kSsdQ / 2);
+      float cb[kJT][4];
 #pragma unroll
-      for (int i = 0; i < kSsdP / 8; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
+      for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
 #pragma unroll
       for (int kk = 0; kk < kN / 16; ++kk) {
-        const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
-        const uint32_t af[4] = {
-            *reinterpret_cast<const uint32_t*>(cr), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
-            *reinterpret_cast<const uint32_t*>(cr + 8), *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+        if constexpr (kLean) {
+          // A fragment of C (rows r0 .., k = dstate); B fragments of B (rows j) and of S (rows p), two
+          // column tiles per ldmatrix: lane l addresses row l % 8 of tile l / 8.
+          uint32_t af[4];
+          ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
+          const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
 #pragma unroll
-        for (int jt = 0; jt < kSsdQ / 8; ++jt) {
-          const uint16_t* br = sB + (8 * jt + g) * kBP + 16 * kk + 2 * tig;
-          mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
-                   *reinterpret_cast<const uint32_t*>(br + 8));
-        }
-        // High parts into every accumulator, then low parts: consecutive mma are independent.
+          for (int jt = 0; jt < kJT; jt += 2) {
+            uint32_t f[4];
+            ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
+            mma_bf16(cb[jt], af, f[0], f[1]);
+            mma_bf16(cb[jt + 1], af, f[2], f[3]);
+          }
+          if (jh == 0) {
+            // High parts into every accumulator, then low parts: consecutive mma are independent.
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; ++pt) {
-          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
-          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSh + o),
-                   *reinterpret_cast<const uint32_t*>(sSh + o + 8));
-        }
+            for (int q = 0; q < kPO; q += 2) {
+              uint32_t f[4];
+              ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+              mma_bf16(y[q], af, f[0], f[1]);
+              mma_bf16(y[q + 1], af, f[2], f[3]);
+            }
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; ++pt) {
-          const int o = (8 * pt + g) * kBP + 16 * kk + 2 * tig;
-          mma_bf16(y[pt], af, *reinterpret_cast<const uint32_t*>(sSl + o),
-                   *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+            for (int q = 0; q < kPO; q += 2) {
+              uint32_t f[4];
+              ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+              mma_bf16(y[q], af, f[0], f[1]);
+              mma_bf16(y[q + 1], af, f[2], f[3]);
+            }
+          }
+        } else {
+          const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
+          const uint32_t af[4] = {*reinterpret_cast<const uint32_t*>(cr),
+                                  *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
+                                  *reinterpret_cast<const uint32_t*>(cr + 8),
+                                  *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+#pragma unroll
+          for (int jt = 0; jt < kJT; ++jt) {
+            const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
+            mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
+                     *reinterpret_cast<const uint32_t*>(br + 8));
+          }
+          if (jh == 0) {
+            // High parts into every accumulator, then low parts: consecutive mma are independent.
+#pragma unroll
+            for (int q = 0; q < kPO; ++q) {
+              const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+              mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                       *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+            }
+#pragma unroll
+            for (int q = 0; q < kPO; ++q) {
+              const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+              mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                       *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+            }
+          }
         }
       }
-      // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
-      const int i_lo = r0 + g, i_hi = r0 + g + 8;
-      const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+      if (jh == 0) {
+        // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+        const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
 #pragma unroll
-      for (int pt = 0; pt < kSsdP / 8; ++pt) {
-        y[pt][0] *= eo_lo, y[pt][1] *= eo_lo, y[pt][2] *= eo_hi, y[pt][3] *= eo_hi;
+        for (int q = 0; q < kPO; ++q) y[q][0] *= eo_lo, y[q][1] *= eo_lo, y[q][2] *= eo_hi, y[q][3] *= eo_hi;
       }
       // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
-      const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
-      const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
+      // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
 #pragma unroll
-      for (int jt = 0; jt < kSsdQ / 8; ++jt) {
+      for (int jt = 0; jt < kJT; ++jt) {
+        if constexpr (kLean) {
+          const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
+          const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+          const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+          const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int i = r >= 2 ? i_hi : i_lo, j = 8 * jt + 2 * tig + (r & 1);
-          const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-          cb[jt][r] =
-              keep ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j] : 0.0f;
+          for (int r = 0; r < 4; ++r) {
+            const bool hi = r >= 2, odd = (r & 1) != 0;
+            const float v = cb[jt][r] * ex2_approx(((hi ? cum_hi : cum_lo) - (odd ? cj.y : cj.x)) * kLog2e) *
+                            (odd ? dj.y : dj.x);
+            const bool keep =
+                j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+            cb[jt][r] = keep ? v : 0.0f;
+          }
+        } else {
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
+            const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
+            cb[jt][r] = keep
+                            ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j]
+                            : 0.0f;
+          }
         }
       }
 #pragma unroll
-      for (int kk = 0; kk < kSsdQ / 16; ++kk) {
+      for (int kk = 0; kk < kJT / 2; ++kk) {
         uint32_t mh[4], ml[4];
         split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
         split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
         split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
         split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
 #pragma unroll
-        for (int pt = 0; pt < kSsdP / 8; pt += 2) {
+        for (int q = 0; q < kPO; q += 2) {
           // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
           uint32_t f[4];
-          ldsm_x4_trans(f, sX + (16 * kk + (lane & 7) + (lane & 8)) * kXP + 8 * (pt + (lane >> 4)));
-          mma_bf16(y[pt], mh, f[0], f[1]);
-          mma_bf16(y[pt + 1], mh, f[2], f[3]);
-          mma_bf16(y[pt], ml, f[0], f[1]);
-          mma_bf16(y[pt + 1], ml, f[2], f[3]);
+          ldsm_x4_trans(f, sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+          mma_bf16(y[q], mh, f[0], f[1]);
+          mma_bf16(y[q + 1], mh, f[2], f[3]);
+          mma_bf16(y[q], ml, f[0], f[1]);
+          mma_bf16(y[q + 1], ml, f[2], f[3]);
         }
       }
-      // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory.
+    }
+
+    // out = (Y + D x) silu(z), two adjacent headdim elements per store; z and D from shared memory. The
+    // flags and z's dtype are resolved once a chunk, so that the stores run without branches on them.
+    auto store_out = [&](auto has_d, auto z_kind) {
+      constexpr bool kD = decltype(has_d)::value;
+      constexpr int kZ = decltype(z_kind)::value;  // kSsdNoZ or z's dtype
 #pragma unroll
-      for (int pt = 0; pt < kSsdP / 8; ++pt) {
+      for (int hr = 0; hr < 2; ++hr) {
+        const int i = hr ? i_hi : i_lo;
+        if (t0 + i >= L) continue;
+        uint16_t* orow = a.out + ((b * L + t0 + i) * H + h) * P;  // (P,) the row of step t0 + i
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int i = half ? i_hi : i_lo, p = 8 * pt + 2 * tig;
+        for (int q = 0; q < kPO; ++q) {
+          const int p = pw + 8 * q + 2 * tig;
+          if (p >= P) continue;
+          float o0 = y[q][2 * hr], o1 = y[q][2 * hr + 1];
+          if constexpr (kD) {
+            const uint32_t xv = *reinterpret_cast<const uint32_t*>(sX + i * kXP + p);
+            const float2 dv = *reinterpret_cast<const float2*>(sDv + p);
+            o0 += dv.x * bf16_lo(xv), o1 += dv.y * bf16_hi(xv);
+          }
+          if constexpr (kZ != kSsdNoZ) {
+            float z0, z1;
+            ssd_z_pair<kZ>(sZ, i * kXP + p, z0, z1);
+            o0 *= silu_fast(z0), o1 *= silu_fast(z1);
+          }
+          *reinterpret_cast<uint32_t*>(orow + p) = pack_bf16(o0, o1);
+        }
+      }
+    };
+    auto store_z = [&](auto has_d) {
+      if (a.z == nullptr) {
+        store_out(has_d, std::integral_constant<int, kSsdNoZ>{});
+      } else if (a.z_dt == SSMKIT_DTYPE_F32) {
+        store_out(has_d, std::integral_constant<int, SSMKIT_DTYPE_F32>{});
+      } else if (a.z_dt == SSMKIT_DTYPE_F16) {
+        store_out(has_d, std::integral_constant<int, SSMKIT_DTYPE_F16>{});
+      } else {
+        store_out(has_d, std::integral_constant<int, SSMKIT_DTYPE_BF16>{});
+      }
+    };
+    if constexpr (kLean) {
+      if (a.D != nullptr) {
+        store_z(std::true_type{});
+      } else {
+        store_z(std::false_type{});
+      }
+    } else {
+#pragma unroll
+      for (int q = 0; q < kPO; ++q) {
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int i = hr ? i_hi : i_lo, p = pw + 8 * q + 2 * tig;
           const int64_t tg = t0 + i;
           if (tg >= L || p >= P) continue;
           const int64_t off = ((b * L + tg) * H + h) * P + p;
           float v[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            float o = y[pt][2 * half + e];
+            float o = y[q][2 * hr + e];
             if (a.D != nullptr)
               o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
             if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
@@ -1336,30 +1496,41 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         }
       }
     }
-    __syncthreads();
 
-    // S for headdim rows r0 .. r0 + 15: S = exp(cum_end) S + (x * w)^T B.
+    // S for headdim rows r0 .. r0 + 15, this warp's columns: S = exp(cum_end) S + (x * w)^T B.
     {
       const float cd = *sCd;
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) S[nt][0] *= cd, S[nt][1] *= cd, S[nt][2] *= cd, S[nt][3] *= cd;
 #pragma unroll
       for (int kk = 0; kk < kSsdQ / 16; ++kk) {
-        // A fragment (row p, k = t) of x * w, gathered from x stored (t, p) and split in two parts.
+        // A fragment (row p, k = t) of x * w, split in two parts. Lean: x's by ldmatrix, transposed out
+        // of x stored (t, p) (tile q: steps 16 kk + 8 (q / 2), headdim r0 + 8 (q % 2)); otherwise
+        // gathered by 16-bit loads.
         uint32_t xh[4], xl[4];
+        if constexpr (kLean) {
+          uint32_t xf[4];
+          ldsm_x4_trans(xf, sX + (16 * kk + (lane & 7) + 8 * (lane >> 4)) * kXP + r0 + 8 * ((lane >> 3) & 1));
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
-          const float w0 = sW[t], w1 = sW[t + 1];
-          const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
-          const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
-          split_bf16(v0, v1, xh[q], xl[q]);
+          for (int q = 0; q < 4; ++q) {
+            const int t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+            split_bf16(bf16_lo(xf[q]) * sW[t], bf16_hi(xf[q]) * sW[t + 1], xh[q], xl[q]);
+          }
+        } else {
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+            const float w0 = sW[t], w1 = sW[t + 1];
+            const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
+            const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
+            split_bf16(v0, v1, xh[q], xl[q]);
+          }
         }
 #pragma unroll
         for (int nt = 0; nt < kNT; nt += 2) {
           // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
           uint32_t f[4];
-          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + 8 * (nt + (lane >> 4)));
+          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
           mma_bf16(S[nt], xh, f[0], f[1]);
           mma_bf16(S[nt + 1], xh, f[2], f[3]);
           mma_bf16(S[nt], xl, f[0], f[1]);
@@ -1375,7 +1546,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = 8 * nt + 2 * tig + (r & 1);
+        const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
         if (p < P && n < N) a.hT[((b * H + h) * P + p) * N + n] = S[nt][r];
       }
     }
@@ -1996,16 +2167,16 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   }
 }
 
-template <int kN>
+template <int kN, bool kLean>
 status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
   constexpr int smem = ssd_tc_layout<kN>::kBytes;
   // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB).
   static_assert(smem <= 99 * 1024, "ssd_tc_kernel must fit every target's shared memory per block");
   if (smem > 48 * 1024) {
     SSMKIT_CUDA_CHECK(
-        cudaFuncSetAttribute(ssd_tc_kernel<kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
-  ssd_tc_kernel<kN><<<grid, kSsdThreads, smem, stream>>>(t);
+  ssd_tc_kernel<kN, kLean><<<grid, kSsdThreads, smem, stream>>>(t);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
@@ -2204,9 +2375,11 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
 
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   // The tensor-core kernel for bfloat16 at Mamba-2's shapes; SSMKIT_CUDA_SSD=exact forces the sequential
-  // kernel (tests and benchmarks compare the two).
+  // kernel (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=lean the tensor-core kernel's form
+  // with fewer instructions (not yet measured on a GPU, so not the default).
   const char* mode = std::getenv("SSMKIT_CUDA_SSD");
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
+  const bool lean = mode != nullptr && std::strcmp(mode, "lean") == 0;
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
   // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
@@ -2225,8 +2398,8 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
     t.softplus = p.dt_softplus, t.d_per_channel = p.d_per_channel;
     unsigned grid = 0;
     SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
-    if (N <= 64) return run_ssd_tc<64>(t, grid, st);
-    return run_ssd_tc<128>(t, grid, st);
+    if (lean) return N <= 64 ? run_ssd_tc<64, true>(t, grid, st) : run_ssd_tc<128, true>(t, grid, st);
+    return N <= 64 ? run_ssd_tc<64, false>(t, grid, st) : run_ssd_tc<128, false>(t, grid, st);
   }
 
   const int64_t Dm = H * P;
