@@ -21,14 +21,19 @@
 //   sums, the partials) was as large as its 1.7 chunks of arithmetic (3.4 instructions a weight). Now
 //   the same 480 blocks (3 splits of 27 chunks) are 128 threads, one wave of at most 4 an SM, each thread
 //   with all of its 3-4 chunks in flight from the start; staging at one row has no division, the group
-//   is a 32-bit division: expected ~3.6 instructions a weight, ~3 M warp instructions (~3 us of issue
-//   at 4 warps a scheduler, under 3.2 us of bytes), 7-9 us. W8A8 m = 1 (26.2 MB, 6.2 us): 14.1 us measured;
-//   now 4 splits of 40 chunks (640 blocks of 128 threads), expected ~9-10. out_proj 5120 -> 2560 (6.6 MB, 1.6
-//   us): 10.8 measured, expected ~6. At four rows the fmas make W4A16 issue-bound: ~6.4 instructions per
-//   weight, about 10 us at 2560 x 10240 (24.5 measured). W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared
-//   loads per 16 weight bytes, 3.6 M warp instructions (3.4 us) under 6.2 us of bytes; measured 37.9 us.
-//   Plain int8 rows take it up to m = 4 (16 bytes of each of a thread's 4 rows, as plain int4); at m = 16
-//   they measured 41.5 us here against 28.8 us on the skinny path, which keeps them.
+//   is a 32-bit division. Expected ~3.6 instructions a weight, ~3 M warp instructions, 7-9 us; measured
+//   (Nsight) 13.7 us: 4.9 M warp instructions (2555 a warp, 6.0 a weight: the fixed work and the
+//   per-chunk address, scale and loop work are still ~2.6 a weight beside the arithmetic), 128
+//   registers, 3.4 warps and 0.44 issued instructions a cycle per scheduler, DRAM 21% of peak: still
+//   issue- and latency-bound; the next step is fewer instructions a weight (tensor cores: ~1.75). W8A8 m = 1
+//   (26.2 MB, 6.2 us): 14.1 us before, now 4 splits of 40 chunks (640 blocks of 128 threads), expected
+//   ~9-10, measured 14.3 (the bench's device time, host-bound in that run: an upper bound); out_proj
+//   5120 -> 2560 (6.6 MB, 1.6 us): 10.8 before, expected ~6, measured 11.9 (upper bound). At four rows the
+//   fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240 (24.5 measured).
+//   W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes, 3.6 M warp instructions (3.4
+//   us) under 6.2 us of bytes; measured 37.9 us. Plain int8 rows take it up to m = 4 (16 bytes of each of a
+//   thread's 4 rows, as plain int4); at m = 16 they measured 41.5 us here against 28.8 us on the skinny path,
+//   which keeps them.
 // - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
 //   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
 //   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
