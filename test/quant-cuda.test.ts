@@ -662,8 +662,9 @@ describe.skipIf(!CUDA)(`quantized GEMMs captured into the decode step's CUDA gra
 // weights of every kind and plain rows of whole chunks (16 k of int8, 32 k of int4), against the integer
 // and float64 references; packed and plain weights give the same bits. Shapes: k tails inside a chunk and a
 // step, columns past n inside a 64-column group and absent panels of the last one, one column, k = 1,
-// split k forced by the staged x budget (k = 20000 at one row, 8192 at four), and the decode shapes of
-// a Mamba-2.8B layer.
+// split k forced by the staged x budget (k = 20000 at one row, 8192 at four), x staged value by value,
+// blocks of more chunks than their threads keep in flight, and the decode shapes of a Mamba-2.8B layer
+// (in_proj at one row for the integer kinds only: its float64 references take seconds).
 describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${SKIP}`, () => {
   const GEMV: readonly [number, number, number][] = [
     [1, 1, 1],
@@ -678,6 +679,12 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
     [2, 17, 1000],
     // out_proj of a Mamba-2.8B layer at three rows (split k; x staged by 16-byte loads).
     [3, 2560, 5120],
+    // One row: x staged value by value (k % 8 != 0), more chunks a block than its threads keep in flight
+    // (one panel of one column group, k split 64 ways: 48 chunks of int4, 96 of int8), and three splits
+    // of 27 chunks (in_proj's blocks, on fewer columns).
+    [1, 33, 1001],
+    [1, 16, 98304],
+    [1, 2560, 2560],
   ];
 
   // W8A8 takes the GEMV up to m = 16 (W4A8 above 4 rows the tensor-core decode path).
@@ -689,6 +696,8 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
     [16, 4097, 64],
     [12, 1, 1],
     [13, 65, 20000],
+    // in_proj of a Mamba-2.8B layer at one row: 480 blocks, one wave.
+    [1, 10240, 2560],
   ];
   for (const bits of [8, 4] as const) {
     const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';

@@ -5,32 +5,35 @@
 // w in pack_weights' layout) have six paths, chosen per call:
 // - gemv (m <= 4, or m <= 16 for packed W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
 //   multiple of 32 for int4; packed weights, and plain rows of whole 16-byte chunks: k % 16 == 0 for
-//   int8, % 32 for int4): CUDA cores, no mma, bound by the weight bytes. One block of 256 threads per
-//   64-column group and k range, 16 threads along k for each 4 columns, two chunks of 4 x 16-byte loads in
-//   flight per thread (32 KiB per block, 3 blocks per SM at <= 80 registers for one row, 2 for four or 16
-//   rows: 64 to 96 KiB per SM); x staged in shared memory (float32 for W4A16, int8 for dp4a) by one round of
-//   16-byte loads where its rows allow; int4 -> float32 by one byte permute into the mantissa of 128.0f and
-//   one exact subtraction, then one float32 fma per weight and row; int8 weights in dp4a (exact int32). k is
-//   split by bytes per SM, not by waves (gemv_splits: the SM with the most blocks sets the time; blocks of at
-//   least 8 chunks), and reduced in a fixed order. Expected on the H200 (4.2 TB/s, 132 SMs x 4
-//   schedulers at ~1.98 GHz = 1.05e12 warp instructions/s): W4A16 bf16 m = 1, 2560 x 10240, g128 moves
-//   13.5 MB, 3.2 us; its ~3.4 instructions per weight (mask, permute, subtract, fma) are 2.8 M warp
-//   instructions, 2.7 us, issued under the loads. Measured 15.3 us with 2 splits (320 blocks: 3 of 40
-//   chunks, 120 KiB, on the busiest SMs; a fifth of the threads with a second round of weight loads; x in
-//   two rounds of 2-byte loads): 3 splits (480 blocks of 27 chunks, at most 4 = 108 KiB an SM, one round
-//   of loads a block, x in one) should take it to about 11 us; the rest is the launch and the chain of
-//   the block's latencies (weights, lane sums, partials, the last block's sum). W8A8 m = 1 (26.2 MB, 6.2
-//   us): 13.2 us measured with 320 blocks of 80 chunks (three rounds of loads), about 10 with 640 of 40.
-//   out_proj 5120 -> 2560 (6.6 MB, 1.6 us): 10.8 measured with 360 blocks of 18 chunks, about 8 with 240
-//   of 27. x_proj 5120 -> 192 (0.5 MB, 60 blocks of 8 chunks): 6.6 us, latency-bound, about 6. At four
-//   rows the fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240
-//   (27.2 measured: the x budget forced 2 splits, 320 blocks on 264 slots, two waves; now 480 blocks of
-//   27 chunks: about 18). W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes,
-//   3.6 M warp instructions (3.4 us) under 6.2 us of bytes; 50.6 us measured with 320 blocks of 80 chunks
-//   on 264 slots (two waves, five rounds of loads a thread, and 4 outputs x 2 splits of dependent loads
-//   in the last block), about 14 us with 640 blocks of 40 chunks; measured 37.4 us. Plain int8 rows take it
-//   up to m = 4 (16 bytes of each of a thread's 4 rows, as plain int4); at m = 16 they measured 41.5 us
-//   here against 28.8 us on the skinny path, which keeps them.
+//   int8, % 32 for int4): CUDA cores, no mma, bound by the weight bytes. One block per 64-column group and
+//   k range, 16 threads across the group's 16 column quads and 8 (one row) or 16 (more rows) along k;
+//   each thread keeps 4 (one row) or 2 chunks of 4 x 16-byte loads in flight (256 or 128 bytes), issued
+//   before x is staged: blocks of 128 threads, 4 an SM at <= 128 registers (32 KiB a block, 128 KiB an
+//   SM) for one row, 256 threads, 2 an SM for more. x is staged in shared memory (float32 for W4A16, int8
+//   for dp4a) by one round of 16-byte loads where its rows allow; int4 -> float32 by one byte permute into
+//   the mantissa of 128.0f and one exact subtraction, then one float32 fma per weight and row; int8
+//   weights in dp4a (exact int32). k is split by bytes per SM, not by waves (gemv_splits: the SM with the
+//   most blocks sets the time; blocks of at least 8 chunks), and reduced in a fixed order.
+//   W4A16 bf16 m = 1, 2560 x 10240, g128 (13.5 MB, 3.2 us at 4.2 TB/s): measured 16.6 us with 480
+//   blocks of 256 threads on 396 slots (3 an SM at 80 registers: 1.2 waves), Nsight 15.8 us: 5.66 M warp
+//   instructions (1474 a warp, ~7 a weight, 0.45 issued a cycle per scheduler): a thread's fixed work
+//   (staging with two integer divisions per load, a 64-bit division per chunk for its group, the lane
+//   sums, the partials) was as large as its 1.7 chunks of arithmetic (3.4 instructions a weight). Now
+//   the same 480 blocks (3 splits of 27 chunks) are 128 threads, one wave of at most 4 an SM, each thread
+//   with all of its 3-4 chunks in flight from the start; staging at one row has no division, the group
+//   is a 32-bit division. Expected ~3.6 instructions a weight, ~3 M warp instructions, 7-9 us; measured
+//   (Nsight) 13.7 us: 4.9 M warp instructions (2555 a warp, 6.0 a weight: the fixed work and the
+//   per-chunk address, scale and loop work are still ~2.6 a weight beside the arithmetic), 128
+//   registers, 3.4 warps and 0.44 issued instructions a cycle per scheduler, DRAM 21% of peak: still
+//   issue- and latency-bound; the next step is fewer instructions a weight (tensor cores: ~1.75). W8A8 m = 1
+//   (26.2 MB, 6.2 us): 14.1 us before, now 4 splits of 40 chunks (640 blocks of 128 threads), expected
+//   ~9-10, measured 14.3 (the bench's device time, host-bound in that run: an upper bound); out_proj
+//   5120 -> 2560 (6.6 MB, 1.6 us): 10.8 before, expected ~6, measured 11.9 (upper bound). At four rows the
+//   fmas make W4A16 issue-bound: ~6.4 instructions per weight, about 10 us at 2560 x 10240 (24.5 measured).
+//   W8A8 m = 16 at 2560 x 10240: 64 dp4a and 4 shared loads per 16 weight bytes, 3.6 M warp instructions (3.4
+//   us) under 6.2 us of bytes; measured 37.9 us. Plain int8 rows take it up to m = 4 (16 bytes of each of a
+//   thread's 4 rows, as plain int4); at m = 16 they measured 41.5 us here against 28.8 us on the skinny path,
+//   which keeps them.
 // - decode (m <= 64 where the gemv path does not take it; 16-bit x for W4A16; no groups or groups of a
 //   multiple of 128 for int4): tensor cores, bound by the weight bytes. It reads packed weights as they are
 //   (a GEMV that unpacked them first would move the weight bytes three times), and plain int4 weights whose
@@ -1005,17 +1008,20 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // ---------------------------------------------------------------------------------------------------
 // GEMV path (m <= 4; m <= 16 for W8A8): CUDA cores, no mma.
 //
-// Block: 256 threads own one 64-column group and a k range. Thread (q = t % 16, c = t / 16) owns
-// columns 4q..4q + 3 of the group and the chunks c, c + 16, ... of the range; a chunk is what 4 vectors
-// of 16 bytes hold for 4 columns: 32 k of int4 (packed: 4 steps x 4 columns; plain: 16 bytes of each of
-// the 4 rows) or 16 k of int8 (packed: 4 steps; plain: 16 bytes of each row). Packed and plain weights
-// give a thread the same values in the same order, so they give the same bits. Two chunks (8 vectors, 128
-// bytes) are in flight per thread, 32 KiB per block; the first two are requested before x is staged, and each
-// chunk's group scales (packed) before its arithmetic.
+// Block: 128 (one row) or 256 threads own one 64-column group and a k range. Thread (q = t % 16, c =
+// t / 16) owns columns 4q..4q + 3 of the group and the chunks c, c + lanes, ... of the range (lanes: 8 or
+// 16); a chunk is what 4 vectors of 16 bytes hold for 4 columns: 32 k of int4 (packed: 4 steps x 4
+// columns; plain: 16 bytes of each of the 4 rows) or 16 k of int8 (packed: 4 steps; plain: 16 bytes of
+// each row). Packed and plain weights give a thread the same values in the same order, so they give the
+// same bits. Four (one row) or two chunks (256 or 128 bytes) are in flight per thread, 32 KiB per block;
+// the first are requested before x is staged, and each chunk's group scales (packed) before its
+// arithmetic.
 // - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
 //   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
 //   fma per row against x, staged in shared memory as float32 [chunk][k][row] (16 bytes of padding per
-//   chunk: the two chunks one warp reads land on different banks).
+//   chunk: the two chunks one warp reads land on different banks). (Multiplying x by the biased 128 + u
+//   and taking 136 times the chunk's sum of x off once would save the add, but an infinite x would then
+//   give NaN where the weight is nonzero, and the biased sums lose ~5 bits.)
 // - W8A8, W4A8: int8 weights (packed bytes ^ 0x80, plain bytes as they are; int4 sign-extended by the byte
 // trick of
 //   int4_word_to_s8) against int8 x in dp4a, exact int32; x staged as int8 rows.
@@ -1024,14 +1030,11 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // a column are added in lane order through shared memory; split k uses the deterministic workspace
 // reduction of the other decode paths.
 
-constexpr int kGemvThreads = 256;
-constexpr int kGemvLanes = kGemvThreads / 16;  // threads along k of one column quad
 constexpr int kGemvMaxM = 4;
 // W8A8's int32 sums of 16 rows fit 128 registers (2 blocks per SM); W4A8's int4 unpacking on top of
 // them spilled 96 bytes, so W4A8 keeps the tensor-core decode path above 4 rows.
 constexpr int kGemvMaxMW8A8 = 16;
-constexpr int kGemvDepth = 2;              // chunks in flight per thread
-constexpr int kGemvMaxXBytes = 24 * 1024;  // staged x per block (3 blocks per SM fit easily)
+constexpr int kGemvMaxXBytes = 24 * 1024;  // staged x per block (4 blocks per SM fit easily)
 
 template <int kKind, int kM>
 struct gemv_traits {
@@ -1041,18 +1044,23 @@ struct gemv_traits {
   // Staged x bytes per chunk: float32 [k][row] plus 16 bytes of padding, or kM int8 rows.
   static constexpr int kXChunkBytes = kFloatX ? kChunkK * kM * 4 + 16 : kChunkK * kM;
   static constexpr int kMaxChunks = kGemvMaxXBytes / kXChunkBytes;
-  // Blocks per SM by registers: 3 at <= 80 a thread for one row (at 64, four blocks, the group scales
-  // and the plain rows' addresses spilled), 2 for four rows (16 sums and 16 totals more) and for W8A8's
-  // 16 rows (64 int32 totals).
-  static constexpr int kBlocksPerSm = kM == 1 ? 3 : 2;
+  // One row: blocks of 128 threads (8 along k), four chunks (256 bytes) in flight per thread, 4 blocks
+  // per SM at <= 128 registers (64 of them the weights in flight): the blocks of one wave hold all their
+  // weights in flight at once, and a thread's fixed work (staging, lane sums, partials) is spread over
+  // 3-4 chunks instead of 1-2. More rows: 256 threads (16 along k), two chunks in flight, 2 blocks per SM
+  // (16 sums and 16 totals more at four rows, 64 int32 totals for W8A8's 16).
+  static constexpr int kThreads = kM == 1 ? 128 : 256;
+  static constexpr int kLanes = kThreads / 16;    // threads along k of one column quad
+  static constexpr int kDepth = kM == 1 ? 4 : 2;  // chunks in flight per thread
+  static constexpr int kBlocksPerSm = kM == 1 ? 4 : 2;
   // The block's sums (lane, column, row) reuse the staged x: 64 KiB at 16 rows, above the default limit.
-  static constexpr int kRedBytes = kGemvLanes * 64 * kM * 4;
+  static constexpr int kRedBytes = kLanes * 64 * kM * 4;
 };
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
-__global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocksPerSm))
-    gemm_gemv_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels, void* partials,
-                     int* counters) {
+__global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_traits<kKind, kM>::kBlocksPerSm))
+    gemm_gemv_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels,
+                     int chunks_per_group, void* partials, int* counters) {
   using T = gemv_traits<kKind, kM>;
   constexpr int kChunkK = T::kChunkK;
   constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
@@ -1093,9 +1101,9 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
       v[l] = ok ? ldg_stream16(src) : make_uint4(0, 0, 0, 0);
     }
   };
-  uint4 wbuf[kGemvDepth][4];
+  uint4 wbuf[T::kDepth][4];
 #pragma unroll
-  for (int d = 0; d < kGemvDepth; ++d) load_chunk(c + d * kGemvLanes, wbuf[d]);
+  for (int d = 0; d < T::kDepth; ++d) load_chunk(c + d * T::kLanes, wbuf[d]);
 
   // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
   // thread (two for plain rows); the first weights are already on their way. Rows of whole 16-byte
@@ -1108,12 +1116,12 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   const bool x_vectors = reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && g.k % kVec == 0;
   // kb, ke and len are then multiples of kVec too: a vector lies wholly inside k or wholly past it.
   const int row_vecs = len / kVec;
-  for (int i0 = threadIdx.x; x_vectors && i0 < kM * row_vecs; i0 += kStageLoads * kGemvThreads) {
+  for (int i0 = threadIdx.x; x_vectors && i0 < kM * row_vecs; i0 += kStageLoads * T::kThreads) {
     uint4 xv[kStageLoads];
 #pragma unroll
     for (int u = 0; u < kStageLoads; ++u) {
-      const int i = i0 + u * kGemvThreads;
-      const int r = i / row_vecs;
+      const int i = i0 + u * T::kThreads;
+      const int r = kM == 1 ? 0 : i / row_vecs;  // one row: i < row_vecs where it is used
       const int kl = (i - r * row_vecs) * kVec;
       xv[u] = make_uint4(0, 0, 0, 0);
       if (i < kM * row_vecs && r < rows && kb + kl < ke) {
@@ -1123,8 +1131,8 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     }
 #pragma unroll
     for (int u = 0; u < kStageLoads; ++u) {
-      const int i = i0 + u * kGemvThreads;
-      const int r = i / row_vecs;
+      const int i = i0 + u * T::kThreads;
+      const int r = kM == 1 ? 0 : i / row_vecs;  // one row: i < row_vecs where it is used
       const int kl = (i - r * row_vecs) * kVec;
       if (i < kM * row_vecs) {
         if constexpr (T::kFloatX) {
@@ -1158,12 +1166,12 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
       }
     }
   }
-  for (int i0 = threadIdx.x; !x_vectors && i0 < kM * len; i0 += kStageLoads * kGemvThreads) {
+  for (int i0 = threadIdx.x; !x_vectors && i0 < kM * len; i0 += kStageLoads * T::kThreads) {
     stage_t xv[kStageLoads];
 #pragma unroll
     for (int u = 0; u < kStageLoads; ++u) {
-      const int i = i0 + u * kGemvThreads;
-      const int r = i / len;
+      const int i = i0 + u * T::kThreads;
+      const int r = kM == 1 ? 0 : i / len;  // one row: i < len where it is used
       const int kl = i - r * len;
       xv[u] = 0;
       if (i < kM * len && r < rows && kb + kl < ke) {
@@ -1176,8 +1184,8 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     }
 #pragma unroll
     for (int u = 0; u < kStageLoads; ++u) {
-      const int i = i0 + u * kGemvThreads;
-      const int r = i / len;
+      const int i = i0 + u * T::kThreads;
+      const int r = kM == 1 ? 0 : i / len;  // one row: i < len where it is used
       const int kl = i - r * len;
       if (i < kM * len) {
         if constexpr (T::kFloatX) {
@@ -1272,6 +1280,16 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     }
   };
 
+  // Group scales: the first chunk of the range, and each column's row of scales.
+  const int chunk0 = static_cast<int>(kb / kChunkK);
+  int64_t scale_row[4];
+  bool col_ok[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t col = n_grp + 4 * q + i;
+    col_ok[i] = col < g.n;
+    scale_row[i] = col * g.groups;
+  }
   auto fold = [&](int ch, const uint4(&v)[4]) {
     if constexpr (kGrouped) {
       sum_t s[4][kM];
@@ -1282,14 +1300,14 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
       }
       // Packed: the scales first, so that their loads overlap the chunk's arithmetic; plain rows load
       // them after it (ahead, with the rows' addresses live, 8 registers spilled at the 80 of 3 blocks).
-      const int64_t gi = (kb + static_cast<int64_t>(ch) * kChunkK) / g.group_size;
+      // 32-bit: the launch keeps the chunk count below 2^31 and passes the chunks of a group.
+      const int gi =
+          static_cast<int>(static_cast<unsigned>(chunk0 + ch) / static_cast<unsigned>(chunks_per_group));
       float sc[4];
       auto load_scales = [&] {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int64_t col = n_grp + 4 * q + i;
-          sc[i] = col < g.n ? group_scale(g, col, gi) : 0.0f;
-        }
+        for (int i = 0; i < 4; ++i)
+          sc[i] = col_ok[i] ? load_float(g.w_scale, g.w_scale_dt, scale_row[i] + gi) : 0.0f;
       };
       if constexpr (!kPlain) load_scales();
       chunk(ch, v, s);
@@ -1304,13 +1322,13 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     }
   };
 
-  for (int ch0 = c; ch0 < nchunks; ch0 += kGemvDepth * kGemvLanes) {
+  for (int ch0 = c; ch0 < nchunks; ch0 += T::kDepth * T::kLanes) {
 #pragma unroll
-    for (int d = 0; d < kGemvDepth; ++d) {
-      const int ch = ch0 + d * kGemvLanes;
+    for (int d = 0; d < T::kDepth; ++d) {
+      const int ch = ch0 + d * T::kLanes;
       if (ch < nchunks) {
         fold(ch, wbuf[d]);
-        load_chunk(ch + kGemvDepth * kGemvLanes, wbuf[d]);
+        load_chunk(ch + T::kDepth * T::kLanes, wbuf[d]);
       }
     }
   }
@@ -1325,9 +1343,9 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   }
   __syncthreads();
   // Output o = (column in the group) * kM + row: 64 kM of them, one or four per thread.
-  constexpr int kOuts = (64 * kM + kGemvThreads - 1) / kGemvThreads;
+  constexpr int kOuts = (64 * kM + T::kThreads - 1) / T::kThreads;
   auto out_of = [&](int u, int& r, int64_t& col) -> bool {
-    const int o = threadIdx.x + u * kGemvThreads;
+    const int o = threadIdx.x + u * T::kThreads;
     r = o % kM;
     col = n_grp + o / kM;
     return o < 64 * kM && r < rows && col < g.n;
@@ -1341,7 +1359,7 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
     if (out_of(u, r, col)) {
       const int cl = static_cast<int>(col - n_grp);
       sum[u] = red[cl * kM + r];
-      for (int l = 1; l < kGemvLanes; ++l) sum[u] += red[(l * 64 + cl) * kM + r];
+      for (int l = 1; l < T::kLanes; ++l) sum[u] += red[(l * 64 + cl) * kM + r];
     }
   }
   if (splits == 1) {
@@ -1379,12 +1397,12 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_traits<kKind, kM>::kBlocks
   __threadfence();
   // 16 rows: the epilogue's operands after the sums (loaded with them, W8A8's spilled 240 bytes at the 128
   // registers of 2 blocks per SM).
-  sum_splits<kGrouped, kGemvThreads, kOuts, 8, kM != 16>(g, part, splits, 64 * kM,
-                                                         [&](int o, int64_t& row, int64_t& col) {
-                                                           row = o % kM;
-                                                           col = n_grp + o / kM;
-                                                           return row < rows && col < g.n;
-                                                         });
+  sum_splits<kGrouped, T::kThreads, kOuts, 8, kM != 16>(g, part, splits, 64 * kM,
+                                                        [&](int o, int64_t& row, int64_t& col) {
+                                                          row = o % kM;
+                                                          col = n_grp + o / kM;
+                                                          return row < rows && col < g.n;
+                                                        });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -2361,18 +2379,19 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
 // balanced by bytes rather than by waves. The SM with the most blocks, nb = ceil(blocks / SMs), sets the
 // time: by bandwidth nb x (per + kGemvBlockCost) chunk times (the fixed work of a block, staging x, the
 // lane sums, the partials, is about a quarter of a microsecond at an SM's 32 KiB/us share of the
-// bandwidth), and by latency ceil(nb / blocks per SM) x ceil(per / 32) dependent rounds of weight loads
-// (a thread has two chunks in flight, a block 32), each about kGemvRoundCost chunk times. Of the splits up
-// to 64 that the staged x budget allows and that leave at least 8 chunks a block where k has them, the
-// one with the smallest larger term, then the smallest bandwidth term, then the fewest. At 2560 x 10240
-// (160 groups, 80 chunks, 132 SMs, 3 blocks an SM) that is 3 splits, 480 blocks of 27 chunks, at most 4
-// an SM: 140 chunk times against 144 for 2 splits (320 blocks, 3 on some SMs, a second round of loads in
-// a block) and 97 for a perfect share. The split depends on the shape and the SM count only, so packed
-// and plain int4 weights take the same one.
+// bandwidth), and by latency ceil(nb / blocks per SM) x ceil(per / in_flight) dependent rounds of weight
+// loads (in_flight: the chunks a block keeps in flight, 32 for both shapes of block), each about
+// kGemvRoundCost chunk times. Of the splits up to 64 that the staged x budget allows and that leave at
+// least 8 chunks a block where k has them, the one with the smallest larger term, then the smallest
+// bandwidth term, then the fewest. At 2560 x 10240, one row (160 groups, 80 chunks, 132 SMs, 4 blocks an
+// SM) that is 3 splits, 480 blocks of 27 chunks, at most 4 an SM, one wave: 140 chunk times against 144
+// for 2 splits and 97 for a perfect share. The split depends on the shape and the SM count only, so
+// packed and plain int4 weights take the same one.
 constexpr int64_t kGemvBlockCost = 8;
 constexpr int64_t kGemvRoundCost = 40;
 
-int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t blocks_per_sm, int sms) {
+int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t blocks_per_sm,
+                    int64_t in_flight, int sms) {
   int64_t best = 0, best_cost = 0, best_bw = 0;
   for (int64_t s = 1; s <= min64(chunks, 64); ++s) {
     const int64_t per = (chunks + s - 1) / s;
@@ -2382,8 +2401,8 @@ int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t 
     if (used != s) continue;  // the same blocks as a smaller split
     const int64_t nb = (groups * used + sms - 1) / sms;
     const int64_t bw = nb * (per + kGemvBlockCost);
-    const int64_t lat = (nb + blocks_per_sm - 1) / blocks_per_sm *
-                        ((per + kGemvDepth * kGemvLanes - 1) / (kGemvDepth * kGemvLanes)) * kGemvRoundCost;
+    const int64_t lat =
+        (nb + blocks_per_sm - 1) / blocks_per_sm * ((per + in_flight - 1) / in_flight) * kGemvRoundCost;
     const int64_t cost = std::max(bw, lat);
     if (best == 0 || cost < best_cost || (cost == best_cost && bw < best_bw)) {
       best = s;
@@ -2404,10 +2423,11 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
   const int64_t groups = (g.n + 63) / 64;
   const int64_t chunks = (g.k + T::kChunkK - 1) / T::kChunkK;
-  int64_t splits = gemv_splits(groups, chunks, T::kMaxChunks, T::kBlocksPerSm, lim.sms);
+  int64_t splits =
+      gemv_splits(groups, chunks, T::kMaxChunks, T::kBlocksPerSm, T::kDepth * T::kLanes, lim.sms);
   const int64_t per = (chunks + splits - 1) / splits;
   splits = (chunks + per - 1) / per;
-  if (groups > INT32_MAX || splits > 65535) {
+  if (groups > INT32_MAX || splits > 65535 || chunks > INT32_MAX) {
     return make_status(status_code::unsupported, "gemm: n x k = %lld x %lld is too large",
                        static_cast<long long>(g.n), static_cast<long long>(g.k));
   }
@@ -2435,8 +2455,10 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
     partials = ws.partials;
   }
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits));
-  kernel<<<grid, kGemvThreads, static_cast<size_t>(smem), stream>>>(g, k_range, static_cast<int>(splits),
-                                                                    steps, panels, partials, counters);
+  // Groups are whole chunks on this path (one group: a count no chunk index reaches).
+  const int chunks_per_group = static_cast<int>(min64(g.group_size / T::kChunkK, INT32_MAX));
+  kernel<<<grid, T::kThreads, static_cast<size_t>(smem), stream>>>(
+      g, k_range, static_cast<int>(splits), steps, panels, std::max(chunks_per_group, 1), partials, counters);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ws.release();
 }
