@@ -117,7 +117,7 @@ function statesEnv(states: number | undefined): Record<string, string | undefine
 /**
  * The Mamba-1 kernel's knobs: SSMKIT_CUDA_SCAN_CHUNKS forces the number of time chunks (the
  * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe,
- * SSMKIT_CUDA_SCAN_LANES=2 two threads of 8 states a channel at 8 < dstate <= 16 (one of 16 by default).
+ * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default).
  */
 function scan1Env(
   chunks: number | undefined,
@@ -163,7 +163,7 @@ interface ScanCase {
   chunks?: number;
   /** States per thread with the FMA-pipe exp2 (0..2) on the Mamba-1 kernel. */
   poly?: number;
-  /** Threads a channel forced on the Mamba-1 kernel (2: two of 8 states at 8 < dstate <= 16). */
+  /** Threads a channel forced on the Mamba-1 kernel (1: one of 16 states at 8 < dstate <= 16). */
   lanes?: number;
 }
 
@@ -393,8 +393,8 @@ function scanCases(): ScanCase[] {
       }
     }
   }
-  // The one-thread 16-state form (8 < dstate <= 16, 64 channels a block) and the two-thread form it
-  // replaced, side by side: dstate 9 (states past dstate in the thread), 16; channel blocks that end
+  // The two-thread 8-state form (the default at 8 < dstate <= 16) and the one-thread 16-state form (64
+  // channels a block, SSMKIT_CUDA_SCAN_LANES=1), side by side: dstate 9 (states past dstate in the thread), 16; channel blocks that end
   // inside a group (dim 70, 2 groups: 35 channels each) and past 64 channels (130); seqlen not a multiple
   // of the 16-step tile nor of the 8-element vector; chunks that end inside a tile, with sequence starts
   // and initial and last states across them.
@@ -412,8 +412,9 @@ function scanCases(): ScanCase[] {
         [undefined, undefined, undefined],
         [3, 0, undefined],
         [5, 2, undefined],
-        [undefined, 1, 2],
-        [4, undefined, 2],
+        [undefined, 1, 1],
+        [4, undefined, 1],
+        [3, 0, 1],
       ] as const) {
         const mode = k++ % 4;
         cases.push({

@@ -477,39 +477,42 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //
 // Each thread holds kS states of one channel; kP threads (adjacent lanes) share a channel, so a block
 // holds scan1_threads(kP, kS) / kP channels of one batch row and one B/C group. The forms: 1 x 8
-// (dstate <= 8, 128 threads), 1 x 16 (8 < dstate <= 16, Mamba-1's shape, 64 threads), 4 x 8 (<= 32,
-// 128 threads), and 2 x 8 (8 < dstate <= 16, 128 threads; the default before the 1 x 16 form, kept
-// behind SSMKIT_CUDA_SCAN_LANES=2 for benchmarks and tests). Time goes in sub-tiles of 8 steps. Per
-// sub-tile, lane l of a channel loads the raw u, delta and z of steps [8 l / kP, 8 (l + 1) / kP) straight
-// from global memory with one vector load each (issued one sub-tile ahead, into registers), computes dt
-// (bias, softplus), dt * u and D * u for those steps, and with kP > 1 the lanes of the channel all-gather
-// dt and dt * u with shuffles: the per-(channel, step) work (two MUFU for softplus, two for silu) is done
-// once per channel, not once per thread. The 8 steps then run with every operand in registers except B
-// and C, which the block stages per 16-step tile in shared memory as float rows (step, state) (loaded one
-// tile ahead, one barrier per tile); a thread reads its kS states of a row with kS / 4 16-byte loads
-// (at kP = 1 all lanes of a warp read one address: a broadcast). With kP > 1 the partial y of the lanes
-// are summed with a reduce-scatter (each lane ends with the sums of its own steps); then each lane gates
-// and stores its steps with one vector store.
+// (dstate <= 8, 128 threads), 2 x 8 (8 < dstate <= 16, Mamba-1's shape, 128 threads), 4 x 8 (<= 32,
+// 128 threads), and 1 x 16 (8 < dstate <= 16, 64 threads; slower, kept behind SSMKIT_CUDA_SCAN_LANES=1
+// for benchmarks and tests, see below). Time goes in sub-tiles of 8 steps. Per sub-tile, lane l of a
+// channel loads the raw u, delta and z of steps [8 l / kP, 8 (l + 1) / kP) straight from global memory
+// with one vector load each (issued one sub-tile ahead, into registers), computes dt (bias, softplus),
+// dt * u and D * u for those steps, and with kP > 1 the lanes of the channel all-gather dt and dt * u
+// with shuffles: the per-(channel, step) work (two MUFU for softplus, two for silu) is done once per
+// channel, not once per thread. The 8 steps then run with every operand in registers except B and C,
+// which the block stages per 16-step tile in shared memory as float rows (step, state) (loaded one tile
+// ahead, one barrier per tile); a thread reads its kS states of a row with kS / 4 16-byte loads (at
+// kP = 1 all lanes of a warp read one address: a broadcast). With kP > 1 the partial y of the lanes are
+// summed with a reduce-scatter (each lane ends with the sums of its own steps); then each lane gates and
+// stores its steps with one vector store.
 //
 // Cost per (step, state) and thread: FFMA (dt A log2 e, plus -inf at a sequence start), MUFU.EX2, FMUL
 // (dt u B), FFMA (h), FFMA (y), and kS / 4 x 2 shared loads for kS states (half a load a state): 5.5 issue
 // slots and 8 cycles of the SMSP's MUFU pipe per warp instruction (16 ex2 per clock per SM). `poly` of a
-// thread's states take their exp2 on the FMA pipe instead (exp2_fma: ~12 issue slots, no MUFU).
+// thread's states take their exp2 on the FMA pipe instead (exp2_fma: ~12 issue slots, no MUFU); the
+// default is 0 (SSMKIT_CUDA_SCAN_POLY forces 1 or 2).
 //
-// Measured (H200, Nsight, main at b1a0dbe, the 2 x 8 form, poly 1, bf16 batch 8 x dim 5120 x seqlen
-// 2048): 760 us, 543M warp instructions for 41.9M warp-(step, state) updates, i.e. 13 issue slots a
-// state where the loop above needs 5.5 (+1.5 for poly 1); issue slots 69% busy, the MUFU (XU) pipe 50%.
-// So the time is in the per-thread, per-step work around the state loop, which at 8 states a thread is
-// paid over only 8 states: the dt / dt u all-gather (16 SHFL a sub-tile), the reduce-scatter of y (4
-// SHFL and 8 selects), the loop, address and staging code, and the sum of the y accumulators. The 1 x 16
-// form pays each of those once per 16 states and has no shuffles at all; the per-(channel, step) work
-// (softplus, silu, unpacking, D u) costs the same per state in both forms, ~28 slots before softplus_fast
-// went from ~14 instructions to 6, ~20 since (1.25 slots a state at dstate 16). Its 64-thread
-// blocks keep the 640 blocks of the batch-8 shape in one wave (5 an SM at up to 204 registers; it uses
-// 168, no spills on sm_90a), with 2.4 warps an SMSP instead of 4.85, each with twice the independent
-// state chains. Prediction, counting as above: ~9.5 issue slots a state (from 13), so ~560 us at the same
-// 69% issue efficiency; the MUFU pipe needs ~385 us at poly 1, so 480-600 us is the expected range.
-//
+// Measurements (H200; bf16 batch 8 x dim 5120 x seqlen 2048, dstate 16, var B/C, z, D, softplus).
+// - Main at b1a0dbe (2 x 8, poly 1, the 14-instruction softplus): 760 us under Nsight, 543M warp
+//   instructions for 41.9M warp-(step, state) updates, i.e. 13 issue slots a state where the state loop
+//   needs 5.5 (+1.5 at poly 1); issue slots 69% busy, the MUFU (XU) pipe 50%: bound by issue, with the
+//   time in the per-thread, per-step work around the state loop (the dt / dt u all-gather, 16 SHFL a
+//   sub-tile; the reduce-scatter of y; the per-(channel, step) softplus, silu, unpacking and D u; the
+//   loop, address and staging code), paid over only 8 states a thread.
+// - softplus_fast at 6 instructions (from ~14; ~8 fewer slots per (channel, step), 0.5 a state):
+//   2 x 8 at poly 1 740 us, at poly 0 702 us (poly 0 f32 793 us from 807, batch 1 x seqlen 16384 1330 us
+//   from 1363). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
+// - The 1 x 16 form (predicted 480-600 us from ~9.5 slots a state, no shuffles): 408.6M instructions
+//   (9.75 a state, as counted) but 970 us at poly 0, 975 us under Nsight with 40% of issue slots busy.
+//   Its 168 registers and 64-thread blocks leave 2.36 warps an SMSP (against 4.85), and those stall
+//   (5.1 cycles between a warp's issues, 0.70 eligible warps a cycle): the 16 independent state chains
+//   a thread do not hide the MUFU and shared-load latencies that the 2 x 8 form's extra warps do. f32
+//   1458 us (2 x 8: 793), batch 1 x seqlen 16384 1788 us (1330). So 2 x 8 stays the default.
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
 // state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
@@ -519,7 +522,7 @@ constexpr int kS1Sub = 8;    // steps per sub-tile (one 16-byte vector of a 16-b
 constexpr int kS1Tile = 16;  // steps per staged B/C tile (one barrier per tile)
 // Five resident blocks per SM: the 640 blocks of the batch-8 shape then run in one wave (4.85 blocks an
 // SM on average, 5 on the busiest). At 128-thread blocks that caps registers at 102; the 64-thread blocks
-// of the 16-state form may take up to 204.
+// of the 16-state form may take up to 204 (it uses 168: 6 blocks an SM).
 constexpr int kS1MinBlocks = 5;
 
 // Threads of a block for kP threads a channel of kS states each: 64 for the one-thread 16-state form
@@ -2044,8 +2047,8 @@ status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c,
   return run_scan1<kP, kS, false, false, false>(op, a, blocks, stream);
 }
 
-// The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 1 x 16 (<= 16), 2 x 8 (<= 16,
-// forced by SSMKIT_CUDA_SCAN_LANES=2), 4 x 8 (<= 32).
+// The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 2 x 8 (<= 16), 1 x 16 (<= 16,
+// forced by SSMKIT_CUDA_SCAN_LANES=1), 4 x 8 (<= 32).
 status run_scan1_p(const char* op, int lanes, int states, const scan1_args& a, bool var_b, bool var_c,
                    bool local, int64_t blocks, cudaStream_t stream) {
   if (lanes == 1 && states == 16) return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream);
@@ -2103,13 +2106,13 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   a.softplus = p.delta_softplus;
   a.vec = L % 8 == 0 && aligned16(a.u) && aligned16(a.delta) && aligned16(a.out) && aligned16(a.z) &&
           (!var_b || aligned16(a.B)) && (!var_c || aligned16(a.C));
-  // SSMKIT_CUDA_SCAN_LANES=2 forces the 2 x 8 form at 8 < dstate <= 16 (benchmarks, tests).
-  const bool two_lanes = env_int("SSMKIT_CUDA_SCAN_LANES", 0) == 2;
-  const int lanes = N <= 8 ? 1 : N <= 16 ? (two_lanes ? 2 : 1) : 4;
-  const int states = N > 8 && N <= 16 && !two_lanes ? 16 : 8;
+  // SSMKIT_CUDA_SCAN_LANES=1 forces the 1 x 16 form at 8 < dstate <= 16 (benchmarks, tests).
+  const bool one_lane = env_int("SSMKIT_CUDA_SCAN_LANES", 0) == 1;
+  const int lanes = N <= 8 ? 1 : N <= 16 ? (one_lane ? 1 : 2) : 4;
+  const int states = N > 8 && N <= 16 && one_lane ? 16 : 8;
   const int threads = scan1_threads(lanes, states);
   a.bpg = (a.cpg + threads / lanes - 1) / (threads / lanes);
-  a.poly = env_int("SSMKIT_CUDA_SCAN_POLY", 1);
+  a.poly = env_int("SSMKIT_CUDA_SCAN_POLY", 0);
   if (a.poly < 0 || a.poly > 2) {
     return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
   }
