@@ -513,8 +513,9 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //   (5.1 cycles between a warp's issues, 0.70 eligible warps a cycle): the 16 independent state chains
 //   a thread do not hide the MUFU and shared-load latencies that the 2 x 8 form's extra warps do. f32
 //   1458 us (2 x 8: 793), batch 1 x seqlen 16384 1788 us (1330). So 2 x 8 stays the default.
-// Registers (-Xptxas -v, sm_90a; sm_80 and sm_89 alike): 2 x 8 and 4 x 8 96 (the variable-B/C forms spill
-// 4-12 bytes, as at b1a0dbe), 1 x 8 125-128, 1 x 16 164-168 (32 bytes of spills with variable B only).
+// Registers (-Xptxas -v, sm_90a; sm_80 and sm_89 alike): 2 x 8 and 4 x 8 96 (the variable-B/C forms
+// spill 4-12 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
+//
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
 // state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
