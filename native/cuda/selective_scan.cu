@@ -504,9 +504,9 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //   time in the per-thread, per-step work around the state loop (the dt / dt u all-gather, 16 SHFL a
 //   sub-tile; the reduce-scatter of y; the per-(channel, step) softplus, silu, unpacking and D u; the
 //   loop, address and staging code), paid over only 8 states a thread.
-// - softplus_fast at 6 instructions (from ~14; ~8 fewer slots per (channel, step), 0.5 a state):
-//   2 x 8 at poly 1 740 us, at poly 0 702 us (poly 0 f32 793 us from 807, batch 1 x seqlen 16384 1330 us
-//   from 1363). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
+// - softplus_fast at 6 instructions (from ~14; ~8 fewer slots per (channel, step), 0.5 a state), one run
+//   at 97d77b8: 2 x 8 at poly 1 740 us, at poly 0 702 us (f32 807 / 793 us, batch 1 x seqlen 16384
+//   1363 / 1330 us). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
 // - The 1 x 16 form (predicted 480-600 us from ~9.5 slots a state, no shuffles): 408.6M instructions
 //   (9.75 a state, as counted) but 970 us at poly 0, 975 us under Nsight with 40% of issue slots busy.
 //   Its 168 registers and 64-thread blocks leave 2.36 warps an SMSP (against 4.85), and those stall
