@@ -7,7 +7,8 @@
 // mamba_ssm (its CUDA scan, its Triton SSD and state-update kernels; peers.py does not time these), as
 // the issue gives it. Each scan row is timed again with the Mamba-1 kernel's knobs forced side by side:
 // the states per thread whose exp2 runs on the FMA pipe (SSMKIT_CUDA_SCAN_POLY=0/1/2: where the MUFU and
-// issue limits cross), the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
+// issue limits cross), one thread of 16 states a channel instead of two of 8 (SSMKIT_CUDA_SCAN_LANES=1),
+// the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
 // row with the sequential kernel too (SSMKIT_CUDA_SSD=exact), and each decode row with the state update's
 // forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch elements a thread). Usage:
@@ -224,15 +225,16 @@ function checkAll() {
     seed = k0;
     const lg = scanInputs(1, 64, 4096, N, dtype, DEV);
     const lrc = selectiveScanSync(lc.u, lc.delta, lc.A, lc.B, lc.C, opts(lc));
-    for (const [chunks, poly] of [
-      ['8', '0'],
-      ['8', '2'],
-      [undefined, undefined],
+    for (const [chunks, poly, lanes] of [
+      ['8', '0', undefined],
+      ['8', '2', undefined],
+      ['8', '1', '1'],
+      [undefined, undefined, '1'],
+      [undefined, undefined, undefined],
     ]) {
-      const lrg = withEnvSync({ SSMKIT_CUDA_SCAN_CHUNKS: chunks, SSMKIT_CUDA_SCAN_POLY: poly }, () =>
-        selectiveScanSync(lg.u, lg.delta, lg.A, lg.B, lg.C, opts(lg)),
-      );
-      const what = `selectiveScan ${dtype} batch 1 seqlen 4096 chunks ${chunks ?? 'auto'} poly ${poly ?? 'auto'}`;
+      const env = { SSMKIT_CUDA_SCAN_CHUNKS: chunks, SSMKIT_CUDA_SCAN_POLY: poly, SSMKIT_CUDA_SCAN_LANES: lanes };
+      const lrg = withEnvSync(env, () => selectiveScanSync(lg.u, lg.delta, lg.A, lg.B, lg.C, opts(lg)));
+      const what = `selectiveScan ${dtype} batch 1 seqlen 4096 chunks ${chunks ?? 'auto'} poly ${poly ?? 'auto'} lanes ${lanes ?? 'auto'}`;
       compare(what, lrg.out, lrc.out, tol);
       compare(`${what} lastState`, lrg.lastState, lrc.lastState, 6e-4);
     }
@@ -328,6 +330,11 @@ async function benchScan(label, batch, dim, L, N, dtype, anchor, chunkCounts = [
   const short = label.split(',').slice(0, 2).join(',');
   const variants = [
     ...[0, 1, 2].map((p) => [{ SSMKIT_CUDA_SCAN_POLY: p }, `${short}, poly ${p}`, '(FMA-pipe exp2 states forced)']),
+    ...[0, 1].map((p) => [
+      { SSMKIT_CUDA_SCAN_LANES: 1, SSMKIT_CUDA_SCAN_POLY: p },
+      `${short}, 1 x 16 states, poly ${p}`,
+      '(one thread of 16 states a channel forced)',
+    ]),
     ...chunkCounts.map((k) => [{ SSMKIT_CUDA_SCAN_CHUNKS: k }, `${short}, ${k} chunks`, '(time chunks forced)']),
     ...[16, 8].map((s) => [{ SSMKIT_CUDA_SCAN_STATES: s }, `${short}, generic kernel ${s} states`, '(previous kernel)']),
   ];

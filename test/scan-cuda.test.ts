@@ -116,12 +116,18 @@ function statesEnv(states: number | undefined): Record<string, string | undefine
 
 /**
  * The Mamba-1 kernel's knobs: SSMKIT_CUDA_SCAN_CHUNKS forces the number of time chunks (the
- * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe.
+ * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe,
+ * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default).
  */
-function scan1Env(chunks: number | undefined, poly: number | undefined): Record<string, string | undefined> {
+function scan1Env(
+  chunks: number | undefined,
+  poly: number | undefined,
+  lanes: number | undefined,
+): Record<string, string | undefined> {
   return {
     SSMKIT_CUDA_SCAN_CHUNKS: chunks === undefined ? undefined : String(chunks),
     SSMKIT_CUDA_SCAN_POLY: poly === undefined ? undefined : String(poly),
+    SSMKIT_CUDA_SCAN_LANES: lanes === undefined ? undefined : String(lanes),
   };
 }
 
@@ -157,6 +163,8 @@ interface ScanCase {
   chunks?: number;
   /** States per thread with the FMA-pipe exp2 (0..2) on the Mamba-1 kernel. */
   poly?: number;
+  /** Threads a channel forced on the Mamba-1 kernel (1: one of 16 states at 8 < dstate <= 16). */
+  lanes?: number;
 }
 
 function scanLabel(c: ScanCase): string {
@@ -167,7 +175,8 @@ function scanLabel(c: ScanCase): string {
   return (
     `${c.dtype}${c.mixed ? ' mixed' : ''} [${c.batch}, ${c.dim}, ${c.seqlen}] dstate ${c.dstate} ` +
     `B ${c.varB ? 'var' : 'const'} C ${c.varC ? 'var' : 'const'} groups ${c.groups} {${f}} states ${c.states ?? 'auto'}` +
-    `${c.chunks === undefined ? '' : ` chunks ${c.chunks}`}${c.poly === undefined ? '' : ` poly ${c.poly}`}`
+    `${c.chunks === undefined ? '' : ` chunks ${c.chunks}`}${c.poly === undefined ? '' : ` poly ${c.poly}`}` +
+    `${c.lanes === undefined ? '' : ` lanes ${c.lanes}`}`
   );
 }
 
@@ -235,7 +244,7 @@ async function checkScan(c: ScanCase, seed: number): Promise<void> {
     { shape: [batch, dim, L], dtype },
     { shape: [batch, dim, N], dtype: 'float32' },
   ]);
-  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly) }, () =>
+  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly, c.lanes) }, () =>
     selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, dopts),
   );
   expect(res.out.device).toBe(DEV);
@@ -380,6 +389,57 @@ function scanCases(): ScanCase[] {
                 },
           chunks,
           poly,
+        });
+      }
+    }
+  }
+  // The two-thread 8-state form (the default at 8 < dstate <= 16) and the one-thread 16-state form (64
+  // channels a block, SSMKIT_CUDA_SCAN_LANES=1), side by side: dstate 9 (states past dstate in the thread), 16; channel blocks that end
+  // inside a group (dim 70, 2 groups: 35 channels each) and past 64 channels (130); seqlen not a multiple
+  // of the 16-step tile nor of the 8-element vector; chunks that end inside a tile, with sequence starts
+  // and initial and last states across them.
+  const r2 = new Rng(7);
+  const s2: [number, number, number, number, number][] = [
+    [2, 70, 61, 16, 2],
+    [1, 130, 250, 9, 1],
+    [3, 65, 16, 16, 5],
+    [1, 64, 1, 12, 1],
+  ];
+  let k = 0;
+  for (const dtype of DTYPES_FLOAT) {
+    for (const [batch, dim, seqlen, dstate, groups] of s2) {
+      for (const [chunks, poly, lanes] of [
+        [undefined, undefined, undefined],
+        [3, 0, undefined],
+        [5, 2, undefined],
+        [undefined, 1, 1],
+        [4, undefined, 1],
+        [3, 0, 1],
+      ] as const) {
+        const mode = k++ % 4;
+        cases.push({
+          batch,
+          dim,
+          seqlen,
+          dstate,
+          dtype,
+          varB: mode !== 1,
+          varC: mode !== 2,
+          groups,
+          flags:
+            k % 2 === 0
+              ? all
+              : {
+                  D: r2.uniform() < 0.7,
+                  z: r2.uniform() < 0.7,
+                  deltaBias: r2.uniform() < 0.5,
+                  softplus: r2.uniform() < 0.7,
+                  init: r2.uniform() < 0.6,
+                  seq: r2.uniform() < 0.6,
+                },
+          chunks,
+          poly,
+          lanes,
         });
       }
     }

@@ -13,7 +13,7 @@
 // chunked SSD algorithm on tensor cores instead (its design is with it below). Every other flag (softplus, z,
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
-// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_POLY, SSMKIT_CUDA_SCAN_CHUNKS (scan1_kernel),
+// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan),
 // SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread).
 //
@@ -475,59 +475,64 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // ------------------------------------------------------------------------------------------------------
 // The Mamba-1 scan (selectiveScan with dstate <= 32): scan1_kernel.
 //
-// Each thread holds kS1States = 8 states of one channel; kP = 1, 2 or 4 threads (adjacent lanes) share a
-// channel, so a block of 128 threads holds 128 / kP channels of one batch row and one B/C group. Time
-// goes in sub-tiles of 8 steps. Per sub-tile, lane l of a channel loads the raw u, delta and z of steps
-// [8 l / kP, 8 (l + 1) / kP) straight from global memory with one vector load each (issued one sub-tile
-// ahead, into registers), computes dt (bias, softplus), dt * u and D * u for those steps, and the lanes
-// of the channel all-gather dt and dt * u with shuffles: the per-(channel, step) work (two MUFU for
-// softplus, two for silu) is done once per channel, not once per thread. The 8 steps then run with every
-// operand in registers except B and C, which the block stages per 16-step tile in shared memory as
-// float rows (step, state) (loaded one tile ahead, one barrier per tile); a thread reads its 8 states of
-// a row with two 16-byte loads. The partial y of the lanes are summed with a reduce-scatter (each lane
-// ends with the sums of its own steps), gated and stored with one vector store per lane.
+// Each thread holds kS states of one channel; kP threads (adjacent lanes) share a channel, so a block
+// holds scan1_threads(kP, kS) / kP channels of one batch row and one B/C group. The forms: 1 x 8
+// (dstate <= 8, 128 threads), 2 x 8 (8 < dstate <= 16, Mamba-1's shape, 128 threads), 4 x 8 (<= 32,
+// 128 threads), and 1 x 16 (8 < dstate <= 16, 64 threads; slower, kept behind SSMKIT_CUDA_SCAN_LANES=1
+// for benchmarks and tests, see below). Time goes in sub-tiles of 8 steps. Per sub-tile, lane l of a
+// channel loads the raw u, delta and z of steps [8 l / kP, 8 (l + 1) / kP) straight from global memory
+// with one vector load each (issued one sub-tile ahead, into registers), computes dt (bias, softplus),
+// dt * u and D * u for those steps, and with kP > 1 the lanes of the channel all-gather dt and dt * u
+// with shuffles: the per-(channel, step) work (two MUFU for softplus, two for silu) is done once per
+// channel, not once per thread. The 8 steps then run with every operand in registers except B and C,
+// which the block stages per 16-step tile in shared memory as float rows (step, state) (loaded one tile
+// ahead, one barrier per tile); a thread reads its kS states of a row with kS / 4 16-byte loads (at
+// kP = 1 all lanes of a warp read one address: a broadcast). With kP > 1 the partial y of the lanes are
+// summed with a reduce-scatter (each lane ends with the sums of its own steps); then each lane gates and
+// stores its steps with one vector store.
 //
 // Cost per (step, state) and thread: FFMA (dt A log2 e, plus -inf at a sequence start), MUFU.EX2, FMUL
-// (dt u B), FFMA (h), FFMA (y), and half a shared-memory load: 5.5 issue slots and 8 cycles of the
-// SMSP's MUFU pipe per warp instruction (16 ex2 per clock per SM). The per-(channel, step) work adds
-// ~1.9 issue slots and ~2 MUFU cycles per state (at dstate 16). So the MUFU pipe bounds it (~10 cycles
-// a warp-state against ~7.5 of issue); `poly` of the 8 states take their exp2 on the FMA pipe instead
-// (exp2_fma: 12 issue slots, no MUFU), which balances the two pipes near ~9 cycles at poly = 1.
+// (dt u B), FFMA (h), FFMA (y), and kS / 4 x 2 shared loads for kS states (half a load a state): 5.5 issue
+// slots and 8 cycles of the SMSP's MUFU pipe per warp instruction (16 ex2 per clock per SM). `poly` of a
+// thread's states take their exp2 on the FMA pipe instead (exp2_fma: ~12 issue slots, no MUFU); the
+// default is 0 (SSMKIT_CUDA_SCAN_POLY forces 1 or 2).
 //
-// Reading of the PTX (nvcc -ptx, scan1_kernel<2, true, true, false>, poly 0): the state loop is
-// exactly FFMA (dt a2 + rb), ex2.approx.ftz (one MUFU.EX2, no range fix-up with ftz), FMUL (dtu B),
-// FFMA (h), FFMA (y) per state, and per step of 8 states four ld.shared.v4 (B and C, 16 bytes each, the
-// kP = 2 lanes of a channel reading different addresses: no bank conflict beyond 2 wavefronts) and two
-// SHFL (dt, dtu): 5.75 issue slots a state, no integer index math in the loop. So the count is not
-// where the missing time is. What the round-2 prediction left out is the MUFU work outside the state
-// loop: softplus (ex2 + lg2) and silu (ex2 + rcp) per (channel, step), i.e. 4 MUFU per step for 16
-// state MUFU at dstate 16: +25% on the MUFU pipe (1.25 x 363 us = 454 us at 100% MUFU use) and that
-// the MUFU pipe cannot be kept full by 5 warps an SMSP whose y sums are 8-deep dependent FFMA chains
-// per step (32 cycles of latency a step per warp against ~10 MUFU cycles a step per warp). The poly
-// variants add issue slots to a pipe that is ~60% busy, hence slower. This version splits the y sum into two
-// independent accumulators (even and odd states; +1 FADD a step, 1/8 slot a state): predicted 785 ->
-// 650-720 us if the chain latency is what starves the MUFU pipe, no change if it is not (then the next
-// step is 6 warps an SMSP at <= 80 registers).
+// Measurements (H200; bf16 batch 8 x dim 5120 x seqlen 2048, dstate 16, var B/C, z, D, softplus).
+// - Main at b1a0dbe (2 x 8, poly 1, the 14-instruction softplus): 760 us under Nsight, 543M warp
+//   instructions for 41.9M warp-(step, state) updates, i.e. 13 issue slots a state where the state loop
+//   needs 5.5 (+1.5 at poly 1); issue slots 69% busy, the MUFU (XU) pipe 50%: bound by issue, with the
+//   time in the per-thread, per-step work around the state loop (the dt / dt u all-gather, 16 SHFL a
+//   sub-tile; the reduce-scatter of y; the per-(channel, step) softplus, silu, unpacking and D u; the
+//   loop, address and staging code), paid over only 8 states a thread.
+// - softplus_fast at 6 instructions (from ~14; ~8 fewer slots per (channel, step), 0.5 a state), one run
+//   at 97d77b8: 2 x 8 at poly 1 740 us, at poly 0 702 us (f32 807 / 793 us, batch 1 x seqlen 16384
+//   1363 / 1330 us). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
+// - The 1 x 16 form (predicted 480-600 us from ~9.5 slots a state, no shuffles): 408.6M instructions
+//   (9.75 a state, as counted) but 970 us at poly 0, 975 us under Nsight with 40% of issue slots busy.
+//   Its 168 registers and 64-thread blocks leave 2.36 warps an SMSP (against 4.85), and those stall
+//   (5.1 cycles between a warp's issues, 0.70 eligible warps a cycle): the 16 independent state chains
+//   a thread do not hide the MUFU and shared-load latencies that the 2 x 8 form's extra warps do. f32
+//   1458 us (2 x 8: 793), batch 1 x seqlen 16384 1788 us (1330). So 2 x 8 stays the default.
+// Registers (-Xptxas -v, sm_90a; sm_80 and sm_89 alike): 2 x 8 and 4 x 8 96 (the variable-B/C forms
+// spill 4-12 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
 // state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
 // usual, each chunk first folding the chunk states before it into its true initial state (K-1 FMAs a
 // state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight.
-//
-// Predictions (H200, 132 SMs, ~1.9 GHz under load), batch 8 x dim 5120 x seqlen 2048, dstate 16: 640
-// blocks in one wave (96 registers, 5 blocks = 20 warps an SM), so 4.85 warps per SMSP on average and 5 on
-// the busiest; 1.34e9 state updates = 79.4k warp-updates per SMSP at ~9 cycles each (poly 1) is 0.71M
-// cycles, x 5 / 4.85 = 0.74M cycles = 390 us at full pipe use, 420-480 us expected (bf16; the 160 us
-// memory floor overlaps). float32: the same arithmetic, twice the bytes (320 us floor): 430-500 us. Batch
-// 1 x seqlen 16384: the cost model picks ~13 chunks, 1.78x the batch-8 work: 700-850 us.
-constexpr int kS1Threads = 128;
-constexpr int kS1States = 8;  // states per thread
-constexpr int kS1Sub = 8;     // steps per sub-tile (one 16-byte vector of a 16-bit type)
-constexpr int kS1Tile = 16;   // steps per staged B/C tile (one barrier per tile)
-// Five resident blocks (20 warps) per SM at <= 102 registers: the 640 blocks of the batch-8 shape then
-// run in one wave with at most 5 warps on any SMSP against a mean of 4.85.
+constexpr int kS1Sub = 8;    // steps per sub-tile (one 16-byte vector of a 16-bit type)
+constexpr int kS1Tile = 16;  // steps per staged B/C tile (one barrier per tile)
+// Five resident blocks per SM: the 640 blocks of the batch-8 shape then run in one wave (4.85 blocks an
+// SM on average, 5 on the busiest). At 128-thread blocks that caps registers at 102; the 64-thread blocks
+// of the 16-state form may take up to 204 (it uses 168: 6 blocks an SM).
 constexpr int kS1MinBlocks = 5;
+
+// Threads of a block for kP threads a channel of kS states each: 64 for the one-thread 16-state form
+// (64 channels a block: the same 640 blocks at batch 8 as 2 x 8 states in 128 threads), 128 otherwise.
+constexpr int scan1_threads(int kP, int kS) {
+  return kP == 1 && kS == 16 ? 64 : 128;
+}
 
 struct scan1_args {
   const void* u;      // (batch, dim, L)
@@ -579,18 +584,15 @@ __device__ __forceinline__ float lg2_approx(float x) {
   return y;
 }
 
-// softplus with two MUFU operations: log1p(e), e = exp(x), by its series below 1/16 (truncation error
-// 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result >= 0.06).
+// softplus with two MUFU operations and four other instructions: max(x, 0) + log1p(exp(-|x|)), the log1p
+// as lg2(1 + e) ln 2. Absolute error <= ~2.5e-7 (the rounding of 1 + e and lg2.approx's ~2^-22.6): a
+// relative error <= ~4e-7 where softplus(x) >= 0.6 (x >= 0), growing as the result shrinks below that
+// (e.g. 2.5e-3 of a step of 1e-4 at x = -9.2), which moves a decay exp(dt A) by |A| 2.5e-7 at most and the
+// input dt u B by 2.5e-7 |u B|. Above kSoftplusThreshold the sum is x exactly (1 + e rounds to 1), as the
+// reference's cut-off gives.
 __device__ __forceinline__ float softplus_fast(float x) {
-  const float e = ex2_approx(x * kLog2e);
-  float s = fmaf(e, -0.2f, 0.25f);
-  s = fmaf(e, -s, 1.0f / 3.0f);
-  s = fmaf(e, -s, 0.5f);
-  s = fmaf(e, -s, 1.0f);
-  const float small = e * s;
-  const float large = lg2_approx(1.0f + e) * 0.69314718055994531f;
-  const float r = e < 0.0625f ? small : large;
-  return x > kSoftplusThreshold ? x : r;
+  const float e = ex2_approx(fabsf(x) * -kLog2e);
+  return fmaf(lg2_approx(1.0f + e), 0.69314718055994531f, fmaxf(x, 0.0f));
 }
 
 // silu with two MUFU operations (ex2, rcp); exp(-z) = inf for z < -88 gives z * 0.
@@ -702,30 +704,33 @@ __device__ __forceinline__ void store_vec(void* p, int dt, int64_t off, int n, b
   }
 }
 
-template <int kP>
+template <int kP, int kS>
 struct scan1_smem {
-  static constexpr int kPitch = kP * kS1States + 4;  // floats per staged B/C row (16-byte aligned)
-  float b[2][kS1Tile][kPitch];                       // (buffer, step, state)
+  static constexpr int kPitch = kP * kS + 4;  // floats per staged B/C row (16-byte aligned)
+  float b[2][kS1Tile][kPitch];                // (buffer, step, state)
   float c[2][kS1Tile][kPitch];
   float rb[2][kS1Tile];  // -inf where a new sequence starts, else 0
 };
 
 // The raw B/C values a thread stages per tile: (tensor, state, 4 steps) items.
-template <int kP>
+template <int kP, int kS>
 struct scan1_stage {
-  static constexpr int kItems = 2 * kP * kS1States * (kS1Tile / 4);  // B and C, padded states, step quads
-  static constexpr int kPerThread = (kItems + kS1Threads - 1) / kS1Threads;
+  static constexpr int kItems = 2 * kP * kS * (kS1Tile / 4);  // B and C, padded states, step quads
+  static constexpr int kPerThread = (kItems + scan1_threads(kP, kS) - 1) / scan1_threads(kP, kS);
   raw_vec<4> v[kPerThread];
   int32_t seq_now, seq_prev;
 };
 
-template <int kP, bool kVarB, bool kVarC, bool kLocal>
-__global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_kernel(const scan1_args a) {
-  constexpr int kS = kS1States;
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal>
+__global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 : kS1MinBlocks)
+    scan1_kernel(const scan1_args a) {
+  constexpr int kThreads = scan1_threads(kP, kS);
   constexpr int E = kS1Sub / kP;  // steps of a sub-tile whose per-step work this lane does
-  constexpr int kCh = kS1Threads / kP;
+  constexpr int kCh = kThreads / kP;
   constexpr bool kUseC = !kLocal;
-  __shared__ __align__(16) scan1_smem<kP> sm;
+  // Independent partial sums of y a step (kS / 4 chains of 4 FFMA each).
+  constexpr int kAcc = kS / 4;
+  __shared__ __align__(16) scan1_smem<kP, kS> sm;
 
   const int tid = threadIdx.x;
   int64_t blk = blockIdx.x;
@@ -778,16 +783,16 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
   const float dval = a.D != nullptr ? a.D[c] : 0.0f;
 
   // B/C tile staging: item it = (tensor, state, quad): 4 steps of one state row, loaded one tile ahead.
-  scan1_stage<kP> st;
+  scan1_stage<kP, kS> st;
   auto stage_load = [&](int64_t t0) {
 #pragma unroll
-    for (int k = 0; k < scan1_stage<kP>::kPerThread; ++k) {
-      const int it = tid + k * kS1Threads;
+    for (int k = 0; k < scan1_stage<kP, kS>::kPerThread; ++k) {
+      const int it = tid + k * kThreads;
       const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
                 which = it / (kS1Tile / 4) / (kP * kS);
       const int64_t tq = t0 + 4 * q;
       const int cnt = static_cast<int>(max64(0, min64(4, t_end - tq)));
-      const bool want = it < scan1_stage<kP>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC);
+      const bool want = it < scan1_stage<kP, kS>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC);
       if (want) {
         const void* p = which == 0 ? a.B : a.C;
         const int dt = which == 0 ? a.b_dt : a.c_dt;
@@ -806,15 +811,15 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
   };
   auto stage_store = [&](int buf) {
 #pragma unroll
-    for (int k = 0; k < scan1_stage<kP>::kPerThread; ++k) {
-      const int it = tid + k * kS1Threads;
-      if (it >= scan1_stage<kP>::kItems) continue;
+    for (int k = 0; k < scan1_stage<kP, kS>::kPerThread; ++k) {
+      const int it = tid + k * kThreads;
+      if (it >= scan1_stage<kP, kS>::kItems) continue;
       const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
                 which = it / (kS1Tile / 4) / (kP * kS);
       const int dt = which == 0 ? a.b_dt : a.c_dt;
       float v[4];
       unpack_raw<4>(st.v[k], dt, v);
-      float(*dst)[scan1_smem<kP>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
+      float(*dst)[scan1_smem<kP, kS>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
 #pragma unroll
       for (int e = 0; e < 4; ++e) dst[4 * q + e][n] = v[e];
     }
@@ -872,36 +877,44 @@ __global__ void __launch_bounds__(kS1Threads, kP == 1 ? 4 : kS1MinBlocks) scan1_
     float y[kS1Sub];
 #pragma unroll
     for (int s = 0; s < kS1Sub; ++s) {
+      // This thread's kS states of the step's B and C rows: kS / 4 16-byte shared loads each (at kP = 1
+      // every lane of a warp reads the same address: one broadcast wavefront).
       float bv[kS], cv[kS];
-      if constexpr (kVarB) {
-        const float4 x0 = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l]);
-        const float4 x1 = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l + 4]);
-        bv[0] = x0.x, bv[1] = x0.y, bv[2] = x0.z, bv[3] = x0.w, bv[4] = x1.x, bv[5] = x1.y, bv[6] = x1.z,
-        bv[7] = x1.w;
-      } else {
 #pragma unroll
-        for (int i = 0; i < kS; ++i) bv[i] = bk[i];
-      }
-      if constexpr (kUseC && kVarC) {
-        const float4 x0 = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l]);
-        const float4 x1 = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l + 4]);
-        cv[0] = x0.x, cv[1] = x0.y, cv[2] = x0.z, cv[3] = x0.w, cv[4] = x1.x, cv[5] = x1.y, cv[6] = x1.z,
-        cv[7] = x1.w;
-      } else {
+      for (int q = 0; q < kS / 4; ++q) {
+        if constexpr (kVarB) {
+          const float4 x = *reinterpret_cast<const float4*>(&sm.b[buf][r0 + s][kS * l + 4 * q]);
+          bv[4 * q] = x.x, bv[4 * q + 1] = x.y, bv[4 * q + 2] = x.z, bv[4 * q + 3] = x.w;
+        } else {
 #pragma unroll
-        for (int i = 0; i < kS; ++i) cv[i] = ck[i];
+          for (int e = 0; e < 4; ++e) bv[4 * q + e] = bk[4 * q + e];
+        }
+        if constexpr (kUseC && kVarC) {
+          const float4 x = *reinterpret_cast<const float4*>(&sm.c[buf][r0 + s][kS * l + 4 * q]);
+          cv[4 * q] = x.x, cv[4 * q + 1] = x.y, cv[4 * q + 2] = x.z, cv[4 * q + 3] = x.w;
+        } else {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) cv[4 * q + e] = ck[4 * q + e];
+        }
       }
-      // Two y accumulators (even and odd states): two 4-deep FFMA chains a step instead of one 8-deep.
-      float acc[2] = {0.0f, 0.0f};
+      // kAcc y accumulators (state i into i % kAcc): 4-deep FFMA chains a step instead of one kS-deep.
+      float acc[kAcc];
+#pragma unroll
+      for (int j = 0; j < kAcc; ++j) acc[j] = 0.0f;
 #pragma unroll
       for (int i = 0; i < kS; ++i) {
         // A new sequence (rb = -inf) makes the decay 0, which drops the previous state.
         const float x = fmaf(dt[s], a2[i], rbs[s]);
         const float decay = i < kPoly ? exp2_fma(x) : ex2_approx(x);
         h[i] = fmaf(decay, h[i], dtu[s] * bv[i]);
-        if constexpr (kUseC) acc[i & 1] = fmaf(h[i], cv[i], acc[i & 1]);
+        if constexpr (kUseC) acc[i % kAcc] = fmaf(h[i], cv[i], acc[i % kAcc]);
       }
-      y[s] = acc[0] + acc[1];
+#pragma unroll
+      for (int j = kAcc / 2; j >= 1; j /= 2) {
+#pragma unroll
+        for (int k = 0; k < j; ++k) acc[k] += acc[k + j];
+      }
+      y[s] = acc[0];
       if constexpr (kLocal) {
         sum_dt += dt[s];
         reset = reset || rbs[s] != 0.0f;
@@ -2185,34 +2198,37 @@ const int32_t* seq_ptr(const tensor_view& t) {
   return t.present() ? t.ptr<const int32_t>() : nullptr;
 }
 
-template <int kP, bool kVarB, bool kVarC, bool kLocal>
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal>
 status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
-  scan1_kernel<kP, kVarB, kVarC, kLocal><<<grid, kS1Threads, 0, stream>>>(a);
+  scan1_kernel<kP, kS, kVarB, kVarC, kLocal><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
 
-template <int kP>
+template <int kP, int kS>
 status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
                     cudaStream_t stream) {
   // The local pass reads no C.
   if (local) {
-    return var_b ? run_scan1<kP, true, false, true>(op, a, blocks, stream)
-                 : run_scan1<kP, false, false, true>(op, a, blocks, stream);
+    return var_b ? run_scan1<kP, kS, true, false, true>(op, a, blocks, stream)
+                 : run_scan1<kP, kS, false, false, true>(op, a, blocks, stream);
   }
-  if (var_b && var_c) return run_scan1<kP, true, true, false>(op, a, blocks, stream);
-  if (var_b) return run_scan1<kP, true, false, false>(op, a, blocks, stream);
-  if (var_c) return run_scan1<kP, false, true, false>(op, a, blocks, stream);
-  return run_scan1<kP, false, false, false>(op, a, blocks, stream);
+  if (var_b && var_c) return run_scan1<kP, kS, true, true, false>(op, a, blocks, stream);
+  if (var_b) return run_scan1<kP, kS, true, false, false>(op, a, blocks, stream);
+  if (var_c) return run_scan1<kP, kS, false, true, false>(op, a, blocks, stream);
+  return run_scan1<kP, kS, false, false, false>(op, a, blocks, stream);
 }
 
-status run_scan1_p(const char* op, int lanes, const scan1_args& a, bool var_b, bool var_c, bool local,
-                   int64_t blocks, cudaStream_t stream) {
-  if (lanes == 1) return run_scan1_bc<1>(op, a, var_b, var_c, local, blocks, stream);
-  if (lanes == 2) return run_scan1_bc<2>(op, a, var_b, var_c, local, blocks, stream);
-  return run_scan1_bc<4>(op, a, var_b, var_c, local, blocks, stream);
+// The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 2 x 8 (<= 16), 1 x 16 (<= 16,
+// forced by SSMKIT_CUDA_SCAN_LANES=1), 4 x 8 (<= 32).
+status run_scan1_p(const char* op, int lanes, int states, const scan1_args& a, bool var_b, bool var_c,
+                   bool local, int64_t blocks, cudaStream_t stream) {
+  if (lanes == 1 && states == 16) return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream);
+  if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream);
+  if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream);
+  return run_scan1_bc<4, 8>(op, a, var_b, var_c, local, blocks, stream);
 }
 
 int env_int(const char* name, int fallback) {
@@ -2221,9 +2237,10 @@ int env_int(const char* name, int fallback) {
 }
 
 // Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, at
-// least 3 as fewer leave the SFU idle on latency) x (steps per block); the local pass costs 0.8 of a full
-// pass per step (no C, y or output). One chunk unless splitting time pays for the local pass.
-int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms) {
+// least min_blocks, 12 warps' worth, as fewer leave the SFU idle on latency) x (steps per block); the
+// local pass costs 0.8 of a full pass per step (no C, y or output). One chunk unless splitting time pays
+// for the local pass.
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t min_blocks) {
   int64_t best_k = 1;
   double best = 0;
   for (int64_t k = 1; k <= 64; ++k) {
@@ -2232,7 +2249,7 @@ int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms) {
     const int64_t kr = (L + len - 1) / len;
     if (kr != k) continue;
     auto busiest = [&](int64_t chunks) {
-      return static_cast<double>(max64(3, (blocks_per_chunk * chunks + sms - 1) / sms));
+      return static_cast<double>(max64(min_blocks, (blocks_per_chunk * chunks + sms - 1) / sms));
     };
     const double cost = busiest(k) * len + (k > 1 ? 0.8 * busiest(k - 1) * len : 0.0);
     if (k == 1 || cost < best) best = cost, best_k = k;
@@ -2263,9 +2280,13 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   a.softplus = p.delta_softplus;
   a.vec = L % 8 == 0 && aligned16(a.u) && aligned16(a.delta) && aligned16(a.out) && aligned16(a.z) &&
           (!var_b || aligned16(a.B)) && (!var_c || aligned16(a.C));
-  const int lanes = N <= 8 ? 1 : N <= 16 ? 2 : 4;
-  a.bpg = (a.cpg + kS1Threads / lanes - 1) / (kS1Threads / lanes);
-  a.poly = env_int("SSMKIT_CUDA_SCAN_POLY", 1);
+  // SSMKIT_CUDA_SCAN_LANES=1 forces the 1 x 16 form at 8 < dstate <= 16 (benchmarks, tests).
+  const bool one_lane = env_int("SSMKIT_CUDA_SCAN_LANES", 0) == 1;
+  const int lanes = N <= 8 ? 1 : N <= 16 ? (one_lane ? 1 : 2) : 4;
+  const int states = N > 8 && N <= 16 && one_lane ? 16 : 8;
+  const int threads = scan1_threads(lanes, states);
+  a.bpg = (a.cpg + threads / lanes - 1) / (threads / lanes);
+  a.poly = env_int("SSMKIT_CUDA_SCAN_POLY", 0);
   if (a.poly < 0 || a.poly > 2) {
     return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
   }
@@ -2274,7 +2295,7 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   int dev = 0, sms = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms) : 1;
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, 12 * 32 / threads) : 1;
   const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
   if (forced > 0) k = forced;
   k = max64(1, min64(k, (L + kS1Tile - 1) / kS1Tile));
@@ -2288,13 +2309,14 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
     SSMKIT_CUDA_CHECK(cudaMallocAsync(&work, bytes, stream));
     a.chunk_h = static_cast<float*>(work);
     a.chunk_decay = a.chunk_h + (a.nchunks - 1) * Bt * Dm * N;
-    const status s = run_scan1_p(op, lanes, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
+    const status s =
+        run_scan1_p(op, lanes, states, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
     if (!s.ok()) {
       cudaFreeAsync(work, stream);
       return s;
     }
   }
-  const status s = run_scan1_p(op, lanes, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
+  const status s = run_scan1_p(op, lanes, states, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
   if (work != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(work, stream));
   return s;
 }
