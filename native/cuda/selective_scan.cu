@@ -507,6 +507,8 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // - softplus_fast at 6 instructions (from ~14; ~8 fewer slots per (channel, step), 0.5 a state), one run
 //   at 97d77b8: 2 x 8 at poly 1 740 us, at poly 0 702 us (f32 807 / 793 us, batch 1 x seqlen 16384
 //   1363 / 1330 us). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
+//   That softplus lost the relative accuracy of small steps (the golden Mamba model's CUDA logits left
+//   their tolerance in the merged run: 689 us there), so the series form is back (softplus_fast below).
 // - The 1 x 16 form (predicted 480-600 us from ~9.5 slots a state, no shuffles): 408.6M instructions
 //   (9.75 a state, as counted) but 970 us at poly 0, 975 us under Nsight with 40% of issue slots busy.
 //   Its 168 registers and 64-thread blocks leave 2.36 warps an SMSP (against 4.85), and those stall
@@ -584,15 +586,21 @@ __device__ __forceinline__ float lg2_approx(float x) {
   return y;
 }
 
-// softplus with two MUFU operations and four other instructions: max(x, 0) + log1p(exp(-|x|)), the log1p
-// as lg2(1 + e) ln 2. Absolute error <= ~2.5e-7 (the rounding of 1 + e and lg2.approx's ~2^-22.6): a
-// relative error <= ~4e-7 where softplus(x) >= 0.6 (x >= 0), growing as the result shrinks below that
-// (e.g. 2.5e-3 of a step of 1e-4 at x = -9.2), which moves a decay exp(dt A) by |A| 2.5e-7 at most and the
-// input dt u B by 2.5e-7 |u B|. Above kSoftplusThreshold the sum is x exactly (1 + e rounds to 1), as the
-// reference's cut-off gives.
+// softplus with two MUFU operations: log1p(e), e = exp(x), by its series below 1/16 (truncation error
+// 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result >= 0.06). A form without
+// the series (max(x, 0) + lg2(1 + exp(-|x|)) ln 2, 6 instructions) was measured 20 us faster at the
+// benchmark shape but loses the small results' relative accuracy (2.5e-3 of a step of 1e-4 at x = -9.2):
+// the golden Mamba model's CUDA logits left their tolerance, so the series stays.
 __device__ __forceinline__ float softplus_fast(float x) {
-  const float e = ex2_approx(fabsf(x) * -kLog2e);
-  return fmaf(lg2_approx(1.0f + e), 0.69314718055994531f, fmaxf(x, 0.0f));
+  const float e = ex2_approx(x * kLog2e);
+  float s = fmaf(e, -0.2f, 0.25f);
+  s = fmaf(e, -s, 1.0f / 3.0f);
+  s = fmaf(e, -s, 0.5f);
+  s = fmaf(e, -s, 1.0f);
+  const float small = e * s;
+  const float large = lg2_approx(1.0f + e) * 0.69314718055994531f;
+  const float r = e < 0.0625f ? small : large;
+  return x > kSoftplusThreshold ? x : r;
 }
 
 // silu with two MUFU operations (ex2, rcp); exp(-z) = inf for z < -88 gives z * 0.
