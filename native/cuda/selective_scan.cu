@@ -1033,15 +1033,18 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // slots 38% busy, 2344 instructions a warp and chunk (384 M in all; predicted 950 us at 50% issue). Of
 // those 2344, ~530 were the output loop (a dtype switch and a 64-bit offset per element, spilled
 // addresses), ~500 the mask and decay of M (a branch and three scalar shared loads per element) and
-// ~500 32-bit fragment loads. The lean form (kLean, SSMKIT_CUDA_SSD=lean; not yet measured on a GPU,
-// so not the default) removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
+// ~500 32-bit fragment loads. The lean form (kLean, SSMKIT_CUDA_SSD=lean; off by default, see below)
+// removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
 // with one row pointer a step), M is computed branch-free from pair loads of cum, dt and the sequence
 // numbers, every fragment is one ldmatrix of four 8x8 tiles (plain for C, B and S in CB and C S^T,
 // transposed for x^T in the state update), and the loop over the two halves of j is not unrolled (no
 // spills at dstate 128, against 68 bytes in the default form). It computes the same values in the same
 // order. Prediction: ~1500 instructions a warp and chunk, so at the same issue rate ~1098 x 1500 / 2344
 // = ~700 us; still latency-bound (4 warps a scheduler, two barriers, one memory round trip and warp
-// 0's dt scan a chunk).
+// 0's dt scan a chunk). Measured (H200, merged code df5a390): 804.9 us against the default's 1093.6, its
+// outputs the default's bit for bit, but its final states differ from the default's in the last bit in
+// 2 of the 7 edge cases (both with seqIdx; SSMKIT_TEST_SSD_LEAN=1 test/ssd.test.ts): some state sum
+// is not yet in the default's order, so it stays off until that is found.
 // Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
 // the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
 // dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
