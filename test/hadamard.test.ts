@@ -101,7 +101,9 @@ describe.each(testDevices())('hadamard on %s', (device) => {
 
 // The CUDA H_40 kernel for 64 <= p <= 256 (n = 2560, 5120, 10240) against the CPU bit for bit, beside
 // its neighbours on the general kernel (p = 32 and 512), scale 1 and another; more rows than that
-// kernel's grid (8192 blocks) loop inside its blocks.
+// kernel's grid (8192 blocks) loop inside its blocks. Its phase 1 runs a second pass on the first p / 4
+// threads: whole warps for p = 128 and 256, half of warp 0 for p = 64 (n = 2560, whose other lanes
+// compute and store nothing); its shared-memory layout differs for p = 64 (no rotation) and p >= 128.
 describe.skipIf(backend().name !== 'cuda')('hadamard H_40 x p on CUDA matches the CPU bit for bit', () => {
   const SHAPES: readonly (readonly [number, number])[] = [
     [3, 2560],

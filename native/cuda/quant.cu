@@ -28,16 +28,22 @@
 // per 20 outputs remain, 16.45 a value) and the scale: 25.5 per value, measured. The general kernel
 // issued 50.8 instructions per value (133 M warp instructions, 187 us on the H200: one 2-byte store, one
 // conversion and two shared loads per value, 4 shuffles, address arithmetic, 64 registers for 320
-// threads: 3 blocks an SM). The H_40 kernel's SASS per thread and row (40 values): 2.5 items of 16
-// values at 250 instructions (128 float32 operations, 64 shuffles, 16 unpacks, 6 loads and stores, ~36
-// of address and loop) plus ~775 for the mix (658 adds, 40 multiplies, 20 shared loads, 20 packs, 20
-// stores): 35 per value, 91.9 M warp instructions measured (69% fewer than the general kernel's), 64
-// registers at 128 threads (8 blocks an SM). On the H200: 124.4 us (1.51x the copy), issue slots 73%
-// busy, DRAM 52% of peak: issue-bound first (92 us of issue at full rate), the rest is latency, with
-// each block waiting on its own loads in phase 1. Staging each block's next row with cp.async (a
-// resident grid) was measured slower, 129 us: the stage's shared memory cut the blocks to 7 an SM and
-// the even row shares left a tail. What remains above the float32 floor is mostly the 4 shuffles per
-// value of stages 8 ... 64.
+// threads: 3 blocks an SM). The H_40 kernel with 8-value slots (SASS per thread and row, 40 values: 2.5
+// items of 16 values at 250 instructions: 128 float32 operations, 64 shuffles, 16 unpacks, 6 loads and
+// stores, ~36 of address and loop; plus ~775 for the mix: 658 adds, 40 multiplies, 20 shared loads, 20
+// packs, 20 stores) issued 35 per value, 91.9 M warp instructions, 64 registers at 128 threads (8
+// blocks an SM): 123.5 us on the H200 (1.51x the copy), issue slots 73% busy, DRAM 52% of peak:
+// issue-bound first (92 us of issue at full rate), the rest latency, each block waiting on its own
+// loads in phase 1. Staging each block's next row with cp.async (a resident grid) was measured slower,
+// 129 us: the stage's shared memory cut the blocks to 7 an SM and the even row shares left a tail.
+// 16-value slots (this code): stage h = 8 moves into registers, so a value takes 3 shuffles instead of
+// 4 (p = 128), and the loop and address code of phase 1 is spent on 32 values instead of 16. Counted
+// in the PTX of the bf16 p = 128 kernel (which matched the SASS above within 1%, shuffle moves aside):
+// phase 1 went from 19 + 2.5 x 252 = 649 to 463 + 0.25 x 446 = 575 instructions per thread and row
+// (first pass, then the second on one warp of four), the mix unchanged at ~750: 33.1 per value instead
+// of 35.0 (-5.4%, ~87 M warp instructions). Expected: 117 ... 121 us (if the time follows issue, 5%
+// off; the latency part also shrinks: two passes of four loads per thread instead of three of two).
+// Shared memory traffic (MIO) per warp and row: 120 shuffles and 40 store wavefronts, was 160 and 40.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -330,19 +336,23 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
 
 // The H_40 path for 64 <= p <= 256 (p = 2^kLogP a template argument, so every shared-memory and global
 // offset below is an immediate), 16-byte aligned x and out. One row per block pass, p threads.
-// Phase 1: item (c, k), c < 20 a chunk pair (c, c + 20) and k < p / 8 a slot of 8 positions, loads the
-// 8 values of both chunks (two 16-byte loads), runs stages h = 1, 2, 4 in registers and h = 8 ... p / 2
-// through shuffles (slot k is lane bits, p / 8 <= 32), then the H_40 butterfly across the two chunks in
-// registers, and stores the sums (chunk c) and differences (chunk c + 20) to shared memory. A chunk's p
-// floats are kept as two halves: positions with bit 2 clear, then set, each in the order
-// (q >> 3) * 4 + (q & 3), so an item's two float4 stores land on consecutive 16-byte words of the
-// warp (conflict-free). 2.5 p items over p threads: the last pass has whole warps idle (p / 2 is a
-// multiple of 32), so every shuffle runs on full warps.
+// Phase 1: item (c, k), c < 20 a chunk pair (c, c + 20) and k < p / 16 a slot of 16 positions, loads the
+// 16 values of both chunks (four 16-byte loads), runs stages h = 1, 2, 4, 8 in registers and
+// h = 16 ... p / 2 through shuffles (slot k is lane bits, p / 16 <= 16), then the H_40 butterfly across
+// the two chunks in registers, and stores the sums (chunk c) and differences (chunk c + 20) to shared
+// memory. A chunk's p floats are kept as four quadrants of p / 4: bit 2 of the position q (the halves,
+// p / 2 apart) and the parity of its 8-position slot q >> 3 (odd slots p / 4 further on); in a
+// quadrant, q is at 4 (q >> 4) + (q & 3), rotated by 16 words (mod p / 4) for the odd slots. An item's
+// eight float4 stores then cover, for 8 consecutive slots k, 128 consecutive bytes (modulo the
+// rotation): conflict-free for p >= 128 (p = 64 puts two chunks in a quarter-warp: 2-way). 1.25 p
+// items over p threads in two passes: the second runs on the first p / 4 threads, whole warps for
+// p >= 128; for p = 64 lanes 16 ... 31 of warp 0 shuffle along on a first-pass item (chunk pairs are
+// 4 lanes, so no busy lane takes a value from them) and store nothing.
 // Phase 2: thread t of part (sums: rows 0..19 of H_40, differences: rows 20..39) takes the adjacent
 // positions q, q + 1 (lane l of warp w: q = 64 w + 8 (j >> 1) + 4 (l >> 4) + 2 (j & 1), j = l & 15),
-// reads its 20 value pairs with 8-byte loads (each half-warp reads 128 consecutive bytes of one half:
-// conflict-free) and writes each output row's pair as one 4-byte (8-byte for float32) store; a warp's
-// stores of one row cover 64 consecutive positions.
+// reads its 20 value pairs with 8-byte loads (each half-warp reads 16 words of even slots and 16 of odd
+// slots, which the rotation puts on the other 16 banks: conflict-free) and writes each output row's pair
+// as one 4-byte (8-byte for float32) store; a warp's stores of one row cover 64 consecutive positions.
 constexpr int64_t kMax40Blocks = 8192;  // more rows loop inside the blocks
 
 template <ssmkit_dtype T>
@@ -362,11 +372,12 @@ __device__ __forceinline__ void store2(void* out, int64_t off, float a, float b)
   }
 }
 
-__device__ __forceinline__ void fwht8(float v[8]) {
+// Stages h = 1, 2, 4, 8 of 16 consecutive values, in the CPU's order.
+__device__ __forceinline__ void fwht16(float v[16]) {
 #pragma unroll
-  for (int h = 1; h < 8; h <<= 1) {
+  for (int h = 1; h < 16; h <<= 1) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < 16; ++j) {
       if (!(j & h)) {
         const float lo = v[j], hi = v[j + h];
         v[j] = lo + hi;
@@ -402,49 +413,70 @@ template <ssmkit_dtype T, int kLogP>
 __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(had_args a) {
   constexpr int kP = 1 << kLogP;
   constexpr int kHalf = kP / 2;
-  constexpr int kSlots = kP / 8;
+  constexpr int kQuarter = kP / 4;  // one (bit 2, slot parity) quadrant of a chunk
+  constexpr int kSlots = kP / 16;   // 16-value slots of a chunk
   constexpr int kItems = 20 * kSlots;
-  static_assert(kLogP >= 6 && kLogP <= 8, "p / 2 must be a multiple of 32 and p / 8 at most a warp");
+  constexpr int kTail = kItems - kP;  // items of the second pass
+  static_assert(kLogP >= 6 && kLogP <= 8, "p / 2 must be a multiple of 32 and p / 16 at most a warp");
+  static_assert(kTail > 0 && kTail <= kP && kTail % kSlots == 0, "two passes, whole chunk pairs in each");
   extern __shared__ float4 smem4[];
   float* buf = reinterpret_cast<float*>(smem4);  // (40, p) in float32, each chunk in the order above
   const int tid = threadIdx.x;
-  // Phase 1: the slot is the same for each of the thread's items (p is a multiple of p / 8).
+  // Phase 1: the slot is the same for each of the thread's items (p is a multiple of p / 16).
   const int k = tid & (kSlots - 1);
-  float sgn[kLogP - 3];  // lower element of a pair: mine + other; upper: other - mine
+  float sgn[kLogP - 4];  // lower element of a pair: mine + other; upper: other - mine
 #pragma unroll
-  for (int s = 0; s < kLogP - 3; ++s) sgn[s] = (k >> s) & 1 ? -1.0f : 1.0f;
+  for (int s = 0; s < kLogP - 4; ++s) sgn[s] = (k >> s) & 1 ? -1.0f : 1.0f;
+  const int w_even = 4 * k;                                      // slot 2 k: positions 16 k ... 16 k + 7
+  const int w_odd = kQuarter + ((4 * k + 16) & (kQuarter - 1));  // slot 2 k + 1: 16 k + 8 ... 16 k + 15
   // Phase 2.
   const int part = tid / kHalf;
   const int t = tid % kHalf;
   const int lane = t & 31, j = lane & 15;
   const int q = 64 * (t >> 5) + 8 * (j >> 1) + 4 * (lane >> 4) + 2 * (j & 1);
-  const int word = 32 * (t >> 5) + 2 * j + kHalf * (lane >> 4);
+  const int odd = (j >> 1) & 1;  // parity of the 8-position slot q / 8
+  const int word = kHalf * (lane >> 4) + odd * kQuarter +
+                   ((16 * (t >> 5) + 4 * (j >> 2) + 16 * odd) & (kQuarter - 1)) + 2 * (j & 1);
   const float2* src = reinterpret_cast<const float2*>(buf + part * 20 * kP + word);
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const int64_t row0 = r * (40 * kP);
-    for (int s = tid; s < kItems; s += kP) {
+#pragma unroll
+    for (int pass = 0; pass < 2; ++pass) {
+      // The second pass runs on the warps holding one of its kTail items (all lanes of such a warp
+      // shuffle; lanes past kTail, only for p = 64, redo a first-pass item of a whole idle chunk pair
+      // and store nothing).
+      if (pass == 1 && (tid & ~31) >= kTail) break;
+      const bool busy = pass == 0 || tid < kTail;
+      const int s = busy ? pass * kP + tid : tid;
       const int c = s / kSlots;
-      float u[8], v[8];
-      load8<T>(a.x, row0 + c * kP + 8 * k, u);
-      load8<T>(a.x, row0 + (c + 20) * kP + 8 * k, v);
-      fwht8(u);
-      fwht8(v);
+      float u[16], v[16];
+      load8<T>(a.x, row0 + c * kP + 16 * k, u);
+      load8<T>(a.x, row0 + c * kP + 16 * k + 8, u + 8);
+      load8<T>(a.x, row0 + (c + 20) * kP + 16 * k, v);
+      load8<T>(a.x, row0 + (c + 20) * kP + 16 * k + 8, v + 8);
+      fwht16(u);
+      fwht16(v);
 #pragma unroll
-      for (int st = 0; st < kLogP - 3; ++st) {
+      for (int st = 0; st < kLogP - 4; ++st) {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
+        for (int e = 0; e < 16; ++e) {
           u[e] = fmaf(sgn[st], u[e], __shfl_xor_sync(kFull, u[e], 1 << st));
           v[e] = fmaf(sgn[st], v[e], __shfl_xor_sync(kFull, v[e], 1 << st));
         }
       }
-      float* d = buf + c * kP + 4 * k;
-      reinterpret_cast<float4*>(d)[0] = make_float4(u[0] + v[0], u[1] + v[1], u[2] + v[2], u[3] + v[3]);
-      reinterpret_cast<float4*>(d + kHalf)[0] =
-          make_float4(u[4] + v[4], u[5] + v[5], u[6] + v[6], u[7] + v[7]);
-      reinterpret_cast<float4*>(d + 20 * kP)[0] =
-          make_float4(u[0] - v[0], u[1] - v[1], u[2] - v[2], u[3] - v[3]);
-      reinterpret_cast<float4*>(d + 20 * kP + kHalf)[0] =
-          make_float4(u[4] - v[4], u[5] - v[5], u[6] - v[6], u[7] - v[7]);
+      if (busy) {
+        float* d = buf + c * kP;
+#pragma unroll
+        for (int g = 0; g < 4; ++g) {
+          // Values 4 g ... 4 g + 3: bit 2 of the position is g & 1, the slot parity g >> 1.
+          const int w = (g >> 1 ? w_odd : w_even) + (g & 1) * kHalf;
+          const int e = 4 * g;
+          reinterpret_cast<float4*>(d + w)[0] =
+              make_float4(u[e] + v[e], u[e + 1] + v[e + 1], u[e + 2] + v[e + 2], u[e + 3] + v[e + 3]);
+          reinterpret_cast<float4*>(d + 20 * kP + w)[0] =
+              make_float4(u[e] - v[e], u[e + 1] - v[e + 1], u[e + 2] - v[e + 2], u[e + 3] - v[e + 3]);
+        }
+      }
     }
     __syncthreads();
     float2 y[20];
