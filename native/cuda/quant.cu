@@ -213,6 +213,22 @@ __device__ __forceinline__ void mix_rows(const float* v, void* out, int64_t row0
   });
 }
 
+// Stages h = 1, 2, ..., N / 2 of N consecutive values in registers, in the CPU's order.
+template <int N>
+__device__ __forceinline__ void fwht_regs(float (&v)[N]) {
+#pragma unroll
+  for (int h = 1; h < N; h <<= 1) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      if (!(j & h)) {
+        const float lo = v[j], hi = v[j + h];
+        v[j] = lo + hi;
+        v[j + h] = lo - hi;
+      }
+    }
+  }
+}
+
 template <ssmkit_dtype T, int kM, bool kFast>
 __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
   extern __shared__ float4 smem4[];
@@ -241,17 +257,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
 #pragma unroll
           for (int j = 0; j < 8; ++j) v[j] = 0.0f;
         }
-#pragma unroll
-        for (int h = 1; h < 8; h <<= 1) {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            if (!(j & h)) {
-              const float lo = v[j], hi = v[j + h];
-              v[j] = lo + hi;
-              v[j + h] = lo - hi;
-            }
-          }
-        }
+        fwht_regs(v);
         for (int lg = 3; lg < reg_log; ++lg) {
           const int lm = 1 << (lg - 3);
           const float sgn = (tid & lm) ? -1.0f : 1.0f;  // lower: mine + other; upper: other - mine
@@ -373,21 +379,6 @@ __device__ __forceinline__ void store2(void* out, int64_t off, float a, float b)
   }
 }
 
-// Stages h = 1, 2, 4, 8 of 16 consecutive values, in the CPU's order.
-__device__ __forceinline__ void fwht16(float v[16]) {
-#pragma unroll
-  for (int h = 1; h < 16; h <<= 1) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      if (!(j & h)) {
-        const float lo = v[j], hi = v[j + h];
-        v[j] = lo + hi;
-        v[j + h] = lo - hi;
-      }
-    }
-  }
-}
-
 // Rows [kBase, kBase + 20) of H_40 on the pairs y (columns 0..19), at positions q, q + 1 of out + off.
 template <ssmkit_dtype T, int kBase, int kP>
 __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t off, float scale) {
@@ -455,8 +446,8 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
       load8<T>(a.x, row0 + c * kP + 16 * k + 8, u + 8);
       load8<T>(a.x, row0 + (c + 20) * kP + 16 * k, v);
       load8<T>(a.x, row0 + (c + 20) * kP + 16 * k + 8, v + 8);
-      fwht16(u);
-      fwht16(v);
+      fwht_regs(u);
+      fwht_regs(v);
 #pragma unroll
       for (int st = 0; st < kLogP - 4; ++st) {
 #pragma unroll
