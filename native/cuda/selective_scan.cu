@@ -14,7 +14,8 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
-// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact (the sequential SSD scan),
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar (the sequential SSD scan,
+// the tensor-core SSD kernel's earlier form),
 // SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
@@ -1033,18 +1034,30 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // slots 38% busy, 2344 instructions a warp and chunk (384 M in all; predicted 950 us at 50% issue). Of
 // those 2344, ~530 were the output loop (a dtype switch and a 64-bit offset per element, spilled
 // addresses), ~500 the mask and decay of M (a branch and three scalar shared loads per element) and
-// ~500 32-bit fragment loads. The lean form (kLean, SSMKIT_CUDA_SSD=lean; off by default, see below)
-// removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
+// ~500 32-bit fragment loads. The lean form (kLean; the default, SSMKIT_CUDA_SSD=scalar runs the earlier
+// form) removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
 // with one row pointer a step), M is computed branch-free from pair loads of cum, dt and the sequence
 // numbers, every fragment is one ldmatrix of four 8x8 tiles (plain for C, B and S in CB and C S^T,
 // transposed for x^T in the state update), and the loop over the two halves of j is not unrolled (no
-// spills at dstate 128, against 68 bytes in the default form). It computes the same values in the same
-// order. Prediction: ~1500 instructions a warp and chunk, so at the same issue rate ~1098 x 1500 / 2344
-// = ~700 us; still latency-bound (4 warps a scheduler, two barriers, one memory round trip and warp
-// 0's dt scan a chunk). Measured (H200, merged code df5a390): 804.9 us against the default's 1093.6, its
-// outputs the default's bit for bit, but its final states differ from the default's in the last bit in
-// 2 of the 7 edge cases (both with seqIdx; SSMKIT_TEST_SSD_LEAN=1 test/ssd.test.ts): some state sum
-// is not yet in the default's order, so it stays off until that is found.
+// spills at dstate 128, against 68 bytes in the scalar form). Prediction: ~1500 instructions a warp and
+// chunk, so at the same issue rate ~1098 x 1500 / 2344 = ~700 us; still latency-bound (4 warps a
+// scheduler, two barriers, one memory round trip and warp 0's dt scan a chunk). Measured (H200, code
+// df5a390): 804.9 us against the scalar form's 1093.6.
+// Same bits in both forms. Every floating-point operation written in the kernel (the dt scan, cum, the
+// decay factors, M, the splits into bfloat16 parts, S's decay, D x and the gate) is an explicitly rounded
+// intrinsic (__fmul_rn, __fadd_rn, __fsub_rn, __fmaf_rn), which the code generator may neither fuse nor
+// reorder (the helpers softplus, expf and silu_fast are the same calls in both), and both forms apply the
+// same ones to the same operands in the same order (mma in the same order, fragments holding the same
+// elements). With plain operators the two forms' final states differed in the last bit in 2 of the 7
+// edge cases of test/ssd.test.ts (both with seqIdx): in the lean form the compiler recomputed cum of even
+// steps (sum - dt A) inside the branches that write w and exp(cum), as a multiplication used once and a
+// subtraction, which the assembler may fuse into one fma, so w (the state update's weights) could differ
+// by a rounding from the cum kept in shared memory; the scalar form's PTX used the first value. The PTX
+// of both forms now has no unrounded multiplication that feeds an addition, and the dt scan's PTX is the
+// same in both. The explicit rounding costs ~3 instructions a chunk in warp 0 and none elsewhere (a
+// product that feeds a split's subtraction also feeds its conversion, so a fused form saves none):
+// expected ~805 us, as measured for the lean form.
+//
 // Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
 // the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
 // dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
@@ -1102,10 +1115,11 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);
 }
-// v ~ hi + lo with both bfloat16: hi = bf16(v), lo = bf16(v - hi).
+// v ~ hi + lo with both bfloat16: hi = bf16(v), lo = bf16(v - hi). The subtraction is an explicitly
+// rounded one (__fsub_rn): the code generator may not fuse it with the multiplication that made v.
 __device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
   hi = pack_bf16(a, b);
-  lo = pack_bf16(a - bf16_lo(hi), b - bf16_hi(hi));
+  lo = pack_bf16(__fsub_rn(a, bf16_lo(hi)), __fsub_rn(b, bf16_hi(hi)));
 }
 
 // Not volatile: the compiler may interleave independent mma (a pure function of registers).
@@ -1172,8 +1186,14 @@ __device__ __forceinline__ void ssd_z_pair(const void* sz, int i, float& z0, flo
   }
 }
 
-// kLean: the form with fewer instructions (SSMKIT_CUDA_SSD=lean; see the design above); otherwise the
-// form measured on the H200. Both compute the same values.
+// An element of M: cb exp(cum_i - cum_j) dt_j, every operation explicitly rounded (the code generator
+// may neither fuse nor reorder them, so both forms of the kernel compute the same bits).
+__device__ __forceinline__ float ssd_m(float cb, float cum_i, float cum_j, float dt_j) {
+  return __fmul_rn(__fmul_rn(cb, ex2_approx(__fmul_rn(__fsub_rn(cum_i, cum_j), kLog2e))), dt_j);
+}
+
+// kLean: the form with fewer instructions (the default; see the design above); otherwise the earlier
+// form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar). Both compute the same bits.
 template <int kN, bool kLean>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
   using lay = ssd_tc_layout<kN>;
@@ -1285,23 +1305,23 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         float x = 0.0f;
         rs[e] = 0;
         if (tg < L) {
-          x = load_any(a.dt, a.dt_dt, (b * L + tg) * H + h) + bias;
+          x = __fadd_rn(load_any(a.dt, a.dt_dt, (b * L + tg) * H + h), bias);
           if (a.softplus) x = softplus(x);
           x = x < 0.0f ? 0.0f : x;
           rs[e] = starts_sequence(seq, tg) ? 1 : 0;
         }
         d[e] = x;
-        av[e] = x * Ah;
+        av[e] = __fmul_rn(x, Ah);
       }
-      float sum = av[0] + av[1];
+      float sum = __fadd_rn(av[0], av[1]);
       int cnt = rs[0] + rs[1];
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
         const float ps = __shfl_up_sync(0xffffffffu, sum, o);
         const int pc = __shfl_up_sync(0xffffffffu, cnt, o);
-        if (lane >= o) sum += ps, cnt += pc;
+        if (lane >= o) sum = __fadd_rn(sum, ps), cnt += pc;
       }
-      const float cum0 = sum - av[1], cum1 = sum;
+      const float cum0 = __fsub_rn(sum, av[1]), cum1 = sum;
       const int seg0 = cnt - rs[1], seg1 = cnt;
       const float cend = __shfl_sync(0xffffffffu, cum1, 31);
       const int send = __shfl_sync(0xffffffffu, seg1, 31);
@@ -1313,7 +1333,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         sDt[t] = d[e];
         sCum[t] = cums[e];
         sSeg[t] = segs[e];
-        sW[t] = segs[e] == send ? d[e] * expf(cend - cums[e]) : 0.0f;
+        sW[t] = segs[e] == send ? __fmul_rn(d[e], expf(__fsub_rn(cend, cums[e]))) : 0.0f;
         sEo[t] = segs[e] == 0 ? expf(cums[e]) : 0.0f;
       }
       if (lane == 0) *sCd = send == 0 ? expf(cend) : 0.0f;
@@ -1401,7 +1421,10 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
         const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
 #pragma unroll
-        for (int q = 0; q < kPO; ++q) y[q][0] *= eo_lo, y[q][1] *= eo_lo, y[q][2] *= eo_hi, y[q][3] *= eo_hi;
+        for (int q = 0; q < kPO; ++q) {
+          y[q][0] = __fmul_rn(y[q][0], eo_lo), y[q][1] = __fmul_rn(y[q][1], eo_lo);
+          y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
+        }
       }
       // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
       // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
@@ -1415,8 +1438,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const bool hi = r >= 2, odd = (r & 1) != 0;
-            const float v = cb[jt][r] * ex2_approx(((hi ? cum_hi : cum_lo) - (odd ? cj.y : cj.x)) * kLog2e) *
-                            (odd ? dj.y : dj.x);
+            const float v = ssd_m(cb[jt][r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
             const bool keep =
                 j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
             cb[jt][r] = keep ? v : 0.0f;
@@ -1426,9 +1448,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           for (int r = 0; r < 4; ++r) {
             const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
             const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-            cb[jt][r] = keep
-                            ? cb[jt][r] * ex2_approx(((r >= 2 ? cum_hi : cum_lo) - sCum[j]) * kLog2e) * sDt[j]
-                            : 0.0f;
+            cb[jt][r] = keep ? ssd_m(cb[jt][r], r >= 2 ? cum_hi : cum_lo, sCum[j], sDt[j]) : 0.0f;
           }
         }
       }
@@ -1470,12 +1490,12 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           if constexpr (kD) {
             const uint32_t xv = *reinterpret_cast<const uint32_t*>(sX + i * kXP + p);
             const float2 dv = *reinterpret_cast<const float2*>(sDv + p);
-            o0 += dv.x * bf16_lo(xv), o1 += dv.y * bf16_hi(xv);
+            o0 = __fmaf_rn(dv.x, bf16_lo(xv), o0), o1 = __fmaf_rn(dv.y, bf16_hi(xv), o1);
           }
           if constexpr (kZ != kSsdNoZ) {
             float z0, z1;
             ssd_z_pair<kZ>(sZ, i * kXP + p, z0, z1);
-            o0 *= silu_fast(z0), o1 *= silu_fast(z1);
+            o0 = __fmul_rn(o0, silu_fast(z0)), o1 = __fmul_rn(o1, silu_fast(z1));
           }
           *reinterpret_cast<uint32_t*>(orow + p) = pack_bf16(o0, o1);
         }
@@ -1512,8 +1532,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           for (int e = 0; e < 2; ++e) {
             float o = y[q][2 * hr + e];
             if (a.D != nullptr)
-              o += sDv[p + e] * __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16);
-            if (a.z != nullptr) o *= silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e));
+              o = __fmaf_rn(sDv[p + e], __uint_as_float(static_cast<uint32_t>(sX[i * kXP + p + e]) << 16), o);
+            if (a.z != nullptr) o = __fmul_rn(o, silu_fast(load_any(sZ, a.z_dt, i * kXP + p + e)));
             v[e] = o;
           }
           *reinterpret_cast<uint32_t*>(a.out + off) = pack_bf16(v[0], v[1]);
@@ -1525,7 +1545,10 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     {
       const float cd = *sCd;
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) S[nt][0] *= cd, S[nt][1] *= cd, S[nt][2] *= cd, S[nt][3] *= cd;
+      for (int nt = 0; nt < kNT; ++nt) {
+        S[nt][0] = __fmul_rn(S[nt][0], cd), S[nt][1] = __fmul_rn(S[nt][1], cd);
+        S[nt][2] = __fmul_rn(S[nt][2], cd), S[nt][3] = __fmul_rn(S[nt][3], cd);
+      }
 #pragma unroll
       for (int kk = 0; kk < kSsdQ / 16; ++kk) {
         // A fragment (row p, k = t) of x * w, split in two parts. Lean: x's by ldmatrix, transposed out
@@ -1538,15 +1561,16 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 #pragma unroll
           for (int q = 0; q < 4; ++q) {
             const int t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
-            split_bf16(bf16_lo(xf[q]) * sW[t], bf16_hi(xf[q]) * sW[t + 1], xh[q], xl[q]);
+            split_bf16(__fmul_rn(bf16_lo(xf[q]), sW[t]), __fmul_rn(bf16_hi(xf[q]), sW[t + 1]), xh[q], xl[q]);
           }
         } else {
 #pragma unroll
           for (int q = 0; q < 4; ++q) {
             const int p = r0 + g + (q & 1 ? 8 : 0), t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
             const float w0 = sW[t], w1 = sW[t + 1];
-            const float v0 = __uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16) * w0;
-            const float v1 = __uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16) * w1;
+            const float v0 = __fmul_rn(__uint_as_float(static_cast<uint32_t>(sX[t * kXP + p]) << 16), w0);
+            const float v1 =
+                __fmul_rn(__uint_as_float(static_cast<uint32_t>(sX[(t + 1) * kXP + p]) << 16), w1);
             split_bf16(v0, v1, xh[q], xl[q]);
           }
         }
@@ -2407,12 +2431,13 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   if (N == 0) return make_status(status_code::shape, "%s: B: expected dstate >= 1", op);
 
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  // The tensor-core kernel for bfloat16 at Mamba-2's shapes; SSMKIT_CUDA_SSD=exact forces the sequential
-  // kernel (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=lean the tensor-core kernel's form
-  // with fewer instructions (not yet measured on a GPU, so not the default).
+  // The tensor-core kernel for bfloat16 at Mamba-2's shapes, in its lean form; SSMKIT_CUDA_SSD=exact
+  // forces the sequential kernel (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=scalar the
+  // tensor-core kernel's earlier form (scalar fragment loads; tests compare it with the lean form bit for
+  // bit).
   const char* mode = std::getenv("SSMKIT_CUDA_SSD");
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
-  const bool lean = mode != nullptr && std::strcmp(mode, "lean") == 0;
+  const bool lean = mode == nullptr || std::strcmp(mode, "scalar") != 0;
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
   // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
