@@ -1,0 +1,67 @@
+// Nsight driver for the CUDA kernels measured in bench/RESULTS.md: runs one op twice at its bench shape
+// and exits, so that `ncu --clock-control none --set full -k regex:NAME -c N node bench/profile-gpu.mjs
+// MODE` profiles exactly those launches. MODE: scan (selectiveScan bf16 b8 d5120 L2048 N16, variable B/C,
+// z, D, softplus), scan1 (the same at batch 1, L16384), ssd (ssdScan bf16 b8 L2048 80x64 N128 chunk
+// 256, z, D), fft1k (fftConv bf16 8 x 768 x 1024, D), fft16k (2 x 768 x 16384), w4a16 (gemmW4A16 M=1
+// 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), hadamard (bf16 16384 x 5120).
+// Run on the GPU machine with SSMKIT_BACKEND=cuda.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const s = require('../dist/cjs/index.js');
+const dev = 'cuda:0';
+let seed = 1;
+const r = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+function t(shape, dtype, f = r) {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = f();
+  const d = new s.Tensor('float32', a, shape).toSync(dev);
+  return dtype === 'float32' ? d : d.cast(dtype);
+}
+const mode = process.argv[2];
+const rep = (f) => {
+  for (let i = 0; i < 2; i++) f();
+  s.synchronizeSync(dev);
+};
+if (mode === 'scan' || mode === 'scan1') {
+  const [b, d, L, N] = mode === 'scan' ? [8, 5120, 2048, 16] : [1, 5120, 16384, 16];
+  const u = t([b, d, L], 'bfloat16'),
+    dl = t([b, d, L], 'bfloat16', () => r() * 0.5 - 1);
+  const A = t([d, N], 'float32', () => -1 - Math.abs(r()) * 8),
+    B = t([b, 1, N, L], 'bfloat16'),
+    C = t([b, 1, N, L], 'bfloat16');
+  const D = t([d], 'float32'),
+    z = t([b, d, L], 'bfloat16'),
+    db = t([d], 'float32');
+  rep(() => s.selectiveScanSync(u, dl, A, B, C, { D, z, deltaBias: db, deltaSoftplus: true }).out.dispose());
+} else if (mode === 'ssd') {
+  const [b, L, H, P, N] = [8, 2048, 80, 64, 128];
+  const x = t([b, L, H, P], 'bfloat16'),
+    dt = t([b, L, H], 'bfloat16', () => Math.abs(r()) * 0.1),
+    A = t([H], 'float32', () => -Math.abs(r()) - 0.5);
+  const B = t([b, L, 1, N], 'bfloat16'),
+    C = t([b, L, 1, N], 'bfloat16'),
+    z = t([b, L, H, P], 'bfloat16'),
+    D = t([H], 'float32');
+  rep(() => s.ssdScanSync(x, dt, A, B, C, { chunkSize: 256, D, z }).out.dispose());
+} else if (mode === 'fft1k' || mode === 'fft16k') {
+  const [b, H, L] = mode === 'fft1k' ? [8, 768, 1024] : [2, 768, 16384];
+  const u = t([b, H, L], 'bfloat16'),
+    k = t([H, L], 'float32', () => r() * 0.01),
+    D = t([H], 'float32');
+  rep(() => s.fftConvSync(u, k, { D }).dispose());
+} else if (mode === 'w4a16' || mode === 'w4a16m16') {
+  const [M, K, N] = mode === 'w4a16' ? [1, 2560, 10240] : [16, 8192, 8192];
+  const x = t([M, K], 'bfloat16');
+  const bytes = new Uint8Array((N * K) / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
+  const w = s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
+  const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
+  rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+} else if (mode === 'hadamard') {
+  const x = t([8 * 2048, 5120], 'bfloat16');
+  rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
+} else {
+  throw new Error(`profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft16k, w4a16, w4a16m16, hadamard)`);
+}
