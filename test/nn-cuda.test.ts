@@ -49,6 +49,7 @@ import {
   randTensor,
   type Tolerance,
   toF64,
+  withEnvSync,
 } from './util';
 
 const ON_CUDA = backend().name === 'cuda';
@@ -108,24 +109,6 @@ function relL2(a: ArrayLike<number>, e: ArrayLike<number>): number {
     den += (e[i] as number) ** 2;
   }
   return Math.sqrt(num / Math.max(den, 1e-300));
-}
-
-/** Runs `f` with environment variables set (undefined: unset), restoring them afterwards. */
-function withEnv<T>(vars: Record<string, string | undefined>, f: () => T): T {
-  const prev: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(vars)) {
-    prev[k] = process.env[k];
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    return f();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
 }
 
 /** The float64 values of w as the packed panels hold them (bfloat16 panels round). */
@@ -298,7 +281,7 @@ describe('nn on CUDA', () => {
     for (let i = 0; i < 3; i++) assertEqual(host(linearSync(x, w) as Tensor), a, `run ${i}`);
     for (const units of ['1', '16']) {
       // Another split of K gives another rounding, within float32 accuracy of the same sums.
-      const b = withEnv({ SSMKIT_CUDA_GEMV_UNITS: units }, () => host(linearSync(x, w, { outDtype: 'float32' }) as Tensor));
+      const b = withEnvSync({ SSMKIT_CUDA_GEMV_UNITS: units }, () => host(linearSync(x, w, { outDtype: 'float32' }) as Tensor));
       assertClose(b, a, TOL.bfloat16, `SSMKIT_CUDA_GEMV_UNITS=${units}`);
     }
   });
@@ -898,7 +881,7 @@ describe('the fused decode step on CUDA', () => {
           const dst = { conv: init.conv.map((t) => t.toSync(DEV)), ssm: init.ssm.map((t) => t.toSync(DEV)) };
           const bindD = bindDecodeStates(dst.conv, dst.ssm);
           const got: Float64Array[] = [];
-          withEnv(env, () => {
+          withEnvSync(env, () => {
             for (const s of ids) {
               const lg = poisoned([batch, cfg.vocab], 'float32');
               decodeStepSync(planD, bindD, new Tensor('int32', s, [batch]).toSync(DEV), lg);
@@ -990,7 +973,7 @@ describe('the fused decode step on CUDA', () => {
           const dst = { conv: init.conv.map((t) => t.toSync(DEV)), ssm: init.ssm.map((t) => t.toSync(DEV)) };
           const bindD = bindDecodeStates(dst.conv, dst.ssm);
           const got: Float64Array[] = [];
-          withEnv(env, () => {
+          withEnvSync(env, () => {
             for (const s of ids) {
               const lg = poisoned([batch, cfg.vocab], 'float32');
               decodeStepSync(planD, bindD, new Tensor('int32', s, [batch]).toSync(DEV), lg);
@@ -1199,7 +1182,7 @@ describe('golden models through the fused step on CUDA', () => {
         const bound = bindDecodeStates(state.conv, state.ssm);
         const tol = { rtol: 1e-3, atol: 1e-3 };
         const picks: number[] = [];
-        withEnv(env, () => {
+        withEnvSync(env, () => {
           for (let i = 1; i < newTokens.length; i++) {
             const lg = poisoned([1, vocab], 'float32');
             const tok = decodeStepSync(plan, bound, new Tensor('int32', [newTokens[i - 1] as number], [1]).toSync(DEV), lg, {

@@ -28,7 +28,7 @@ import {
   Tensor,
 } from '../dist/cjs/index.js';
 import { intGemmRef, intGemmScaledRef, w4a16Ref } from './ref/quant';
-import { assertClose, assertEqual, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, toF64 } from './util';
+import { assertClose, assertEqual, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, toF64, withEnv } from './util';
 
 const CUDA = backend().name === 'cuda';
 const SKIP = CUDA ? '' : ` (skipped: the CUDA backend did not load: ${backend().fallbackReason ?? 'no GPU'})`;
@@ -531,24 +531,6 @@ describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bi
     }
   });
 });
-
-/** Runs f with the environment variables set (undefined: unset), then restores them. */
-async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
-  const prev: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(vars)) {
-    prev[k] = process.env[k];
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    return await f();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
 
 // The model runner captures its decode step (the quantized layers' GEMM calls included) into a CUDA graph
 // and launches it once per token. A Mamba checkpoint wide enough that every quantized projection splits

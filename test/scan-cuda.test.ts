@@ -31,6 +31,7 @@ import {
   randTensor,
   type Tolerance,
   toF64,
+  withEnv,
 } from './util';
 
 const ON_CUDA = backend().name === 'cuda';
@@ -89,24 +90,6 @@ function notePoisoned(t: Tensor, ranges: [bigint, bigint][]): void {
 
 async function dev(t: Tensor | undefined): Promise<Tensor | undefined> {
   return t === undefined ? undefined : t.to(DEV);
-}
-
-/** Runs `f` with the given environment variables set (undefined: unset), restoring them afterwards. */
-async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
-  const prev: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(vars)) {
-    prev[k] = process.env[k];
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    return await f();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
 }
 
 /** SSMKIT_CUDA_SCAN_STATES forces the generic scan kernel with that many states per thread. */
@@ -345,6 +328,35 @@ function scanCases(): ScanCase[] {
   });
   cases.push({ batch: 2, dim: 17408, seqlen: 24, dstate: 16, dtype: 'bfloat16', varB: true, varC: true, groups: 1, flags: all });
   cases.push({ batch: 2, dim: 17408, seqlen: 20, dstate: 16, dtype: 'float32', varB: true, varC: true, groups: 1, flags: all });
+  // A case of the Mamba-1 kernel's lists below: B and C variable or not by mode, every flag on or random.
+  const kernelCase = (
+    r: Rng,
+    mode: number,
+    allFlags: boolean,
+    dtype: FloatDType,
+    [batch, dim, seqlen, dstate, groups]: [number, number, number, number, number],
+    forced: Pick<ScanCase, 'chunks' | 'poly' | 'lanes'>,
+  ): ScanCase => ({
+    batch,
+    dim,
+    seqlen,
+    dstate,
+    dtype,
+    varB: mode !== 1,
+    varC: mode !== 2,
+    groups,
+    flags: allFlags
+      ? all
+      : {
+          D: r.uniform() < 0.7,
+          z: r.uniform() < 0.7,
+          deltaBias: r.uniform() < 0.5,
+          softplus: r.uniform() < 0.7,
+          init: r.uniform() < 0.6,
+          seq: r.uniform() < 0.6,
+        },
+    ...forced,
+  });
   // The Mamba-1 kernel (dstate <= 32: 1, 2 or 4 threads a channel): time chunks forced (the local pass,
   // the fold of chunk states, a chunk that ends inside a tile, sequence starts on either side of a chunk
   // boundary, the initial and last state across chunks), and each count of FMA-pipe exp2 states.
@@ -367,35 +379,13 @@ function scanCases(): ScanCase[] {
         [7, undefined],
       ] as const) {
         const mode = j++ % 4;
-        cases.push({
-          batch,
-          dim,
-          seqlen,
-          dstate,
-          dtype,
-          varB: mode !== 1,
-          varC: mode !== 2,
-          groups,
-          flags:
-            j % 3 === 0
-              ? all
-              : {
-                  D: r1.uniform() < 0.7,
-                  z: r1.uniform() < 0.7,
-                  deltaBias: r1.uniform() < 0.5,
-                  softplus: r1.uniform() < 0.7,
-                  init: r1.uniform() < 0.6,
-                  seq: r1.uniform() < 0.6,
-                },
-          chunks,
-          poly,
-        });
+        cases.push(kernelCase(r1, mode, j % 3 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, poly }));
       }
     }
   }
   // The two-thread 8-state form (the default at 8 < dstate <= 16) and the one-thread 16-state form (64
-  // channels a block, SSMKIT_CUDA_SCAN_LANES=1), side by side: dstate 9 (states past dstate in the thread), 16; channel blocks that end
-  // inside a group (dim 70, 2 groups: 35 channels each) and past 64 channels (130); seqlen not a multiple
+  // channels a block, SSMKIT_CUDA_SCAN_LANES=1), side by side: dstate 9 (states past dstate in the
+  // thread), 16; channel blocks that end inside a group (dim 70, 2 groups: 35 channels each) and past 64 channels (130); seqlen not a multiple
   // of the 16-step tile nor of the 8-element vector; chunks that end inside a tile, with sequence starts
   // and initial and last states across them.
   const r2 = new Rng(7);
@@ -417,30 +407,7 @@ function scanCases(): ScanCase[] {
         [3, 0, 1],
       ] as const) {
         const mode = k++ % 4;
-        cases.push({
-          batch,
-          dim,
-          seqlen,
-          dstate,
-          dtype,
-          varB: mode !== 1,
-          varC: mode !== 2,
-          groups,
-          flags:
-            k % 2 === 0
-              ? all
-              : {
-                  D: r2.uniform() < 0.7,
-                  z: r2.uniform() < 0.7,
-                  deltaBias: r2.uniform() < 0.5,
-                  softplus: r2.uniform() < 0.7,
-                  init: r2.uniform() < 0.6,
-                  seq: r2.uniform() < 0.6,
-                },
-          chunks,
-          poly,
-          lanes,
-        });
+        cases.push(kernelCase(r2, mode, k % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, poly, lanes }));
       }
     }
   }

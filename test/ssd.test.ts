@@ -8,7 +8,18 @@
 import { describe, expect, it } from 'vitest';
 import { selectiveStateUpdateSync, ssdScan, ssdScanSync, Tensor } from '../dist/cjs/index.js';
 import { type SsdScanRefArgs, ssdScanRef } from './ref/scan';
-import { assertClose, DTYPES_FLOAT, type FloatDType, goldenCases, loadGolden, Rng, randTensor, testDevices, toF64 } from './util';
+import {
+  assertClose,
+  DTYPES_FLOAT,
+  type FloatDType,
+  goldenCases,
+  loadGolden,
+  Rng,
+  randTensor,
+  testDevices,
+  toF64,
+  withEnv,
+} from './util';
 
 const TOL = {
   float32: { rtol: 6e-4, atol: 2e-3 },
@@ -105,8 +116,8 @@ function makeCase(c: SsdCase, seed: number) {
   return { args: [x.t, dt.t, A.t, B.t, C.t] as [Tensor, Tensor, Tensor, Tensor, Tensor], opts, ref };
 }
 
-async function runCase(c: SsdCase, seed: number, device: string, sync: boolean): Promise<void> {
-  const m = makeCase(c, seed);
+/** A case's arguments and tensor options moved to `device` (as they are on the CPU). */
+async function onDevice(m: ReturnType<typeof makeCase>, device: string) {
   const dev = async (t: Tensor | undefined) => (t === undefined || device === 'cpu' ? t : t.to(device));
   const args = (await Promise.all(m.args.map(dev))) as [Tensor, Tensor, Tensor, Tensor, Tensor];
   const opts = {
@@ -117,6 +128,12 @@ async function runCase(c: SsdCase, seed: number, device: string, sync: boolean):
     initialStates: await dev(m.opts.initialStates),
     seqIdx: await dev(m.opts.seqIdx),
   };
+  return { args, opts };
+}
+
+async function runCase(c: SsdCase, seed: number, device: string, sync: boolean): Promise<void> {
+  const m = makeCase(c, seed);
+  const { args, opts } = await onDevice(m, device);
   const res = sync ? ssdScanSync(...args, opts) : await ssdScan(...args, opts);
   expect(res.out.dtype).toBe(c.dtype);
   expect(res.out.shape).toEqual([c.batch, c.seqlen, c.nheads, c.headdim]);
@@ -378,24 +395,6 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
   }
 });
 
-/** Runs `f` with environment variables set (undefined: unset), restoring them afterwards. */
-async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
-  const prev: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(vars)) {
-    prev[k] = process.env[k];
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    return await f();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
-
 // The CUDA tensor-core path (bfloat16; headdim and dstate multiples of 8 up to 64 and 128; chunks of 64
 // steps; warps split headdim and dstate in halves): the shapes put the edges of those splits in play,
 // and the states, which it keeps in float32, are held to float32's tolerance. On a device the
@@ -443,16 +442,7 @@ describe.each(testDevices())('ssdScan tensor-core path edges on %s', (device) =>
     };
     it(label(c), async () => {
       const m = makeCase(c, 500 + i);
-      const dev = async (t: Tensor | undefined) => (t === undefined || device === 'cpu' ? t : t.to(device));
-      const args = (await Promise.all(m.args.map(dev))) as [Tensor, Tensor, Tensor, Tensor, Tensor];
-      const opts = {
-        ...m.opts,
-        D: await dev(m.opts.D),
-        z: await dev(m.opts.z),
-        dtBias: await dev(m.opts.dtBias),
-        initialStates: await dev(m.opts.initialStates),
-        seqIdx: await dev(m.opts.seqIdx),
-      };
+      const { args, opts } = await onDevice(m, device);
       const run = (mode: string | undefined) => withEnv({ SSMKIT_CUDA_SSD: mode }, () => ssdScan(...args, opts));
       const res = await run(undefined);
       const out = toF64(res.out.toSync('cpu'));

@@ -1,7 +1,7 @@
 /**
  * Test helpers shared by every op's tests: a seeded generator, random tensors whose float64 values are
  * exactly what the op sees (rounded to the dtype), comparison with one tolerance table per op, the
- * golden cases, and the devices present.
+ * golden cases, the devices present, and environment settings scoped to one call.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -125,3 +125,39 @@ export function testDevices(): string[] {
 /** The float dtypes that activations take. */
 export const DTYPES_FLOAT = ['float32', 'float16', 'bfloat16'] as const;
 export type FloatDType = (typeof DTYPES_FLOAT)[number];
+
+/** Sets environment variables (undefined: unset) and returns a function that restores them. */
+function setEnv(vars: Record<string, string | undefined>): () => void {
+  const prev: Record<string, string | undefined> = {};
+  const put = (k: string, v: string | undefined) => {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  };
+  for (const [k, v] of Object.entries(vars)) {
+    prev[k] = process.env[k];
+    put(k, v);
+  }
+  return () => {
+    for (const [k, v] of Object.entries(prev)) put(k, v);
+  };
+}
+
+/** Runs `f` with environment variables set (undefined: unset), restoring them afterwards. */
+export function withEnvSync<T>(vars: Record<string, string | undefined>, f: () => T): T {
+  const restore = setEnv(vars);
+  try {
+    return f();
+  } finally {
+    restore();
+  }
+}
+
+/** {@link withEnvSync} for an async `f`: restored once its promise settles. */
+export async function withEnv<T>(vars: Record<string, string | undefined>, f: () => Promise<T>): Promise<T> {
+  const restore = setEnv(vars);
+  try {
+    return await f();
+  } finally {
+    restore();
+  }
+}

@@ -1911,7 +1911,8 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
 template <class Kernel>
 status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t smem, const conv_args& a,
                             cudaStream_t stream) {
-  // A property of the kernel's image on the device: asked once per (kernel, device), not per call.
+  // A property of the image on the device (every kernel of it has the same versions): asked once per
+  // device and kernel signature, not per call.
   constexpr int kMaxDevices = 64;
   static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no overlap, 2 overlap
   int dev = 0;

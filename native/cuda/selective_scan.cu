@@ -1131,9 +1131,10 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// 16 bytes from global to shared memory without a trip through registers, so that a thread issues all
-// its copies of a chunk before any of them lands; full = false writes 16 zero bytes and reads nothing
-// (src is then any valid address). sm_80 and later; other targets copy through registers.
+// 16 bytes from global to shared memory (cp.async.cg: through L2, not L1) without a trip through registers,
+// so that a thread issues all its copies of a chunk before any of them lands; full = false writes 16 zero
+// bytes and reads nothing (src is then any valid address). sm_80 and later; other targets copy through
+// registers.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool full) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -1717,19 +1718,6 @@ __device__ __forceinline__ void cp_async_piece(void* dst, const void* src, bool 
 #endif
 }
 
-// 16 bytes from global to shared memory through L2 only (cp.async.cg), zeros without a read where
-// full = false (src must still be a valid address). sm_80 and later; other targets copy through registers.
-__device__ __forceinline__ void cp_async_cg16(void* dst, const void* src, bool full) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
-               "r"(full ? 16 : 0)
-               : "memory");
-#else
-  *static_cast<float4*>(dst) = full ? *static_cast<const float4*>(src) : make_float4(0.f, 0.f, 0.f, 0.f);
-#endif
-}
-
 // Batch element j's per-row scalar from v (see selective_state_update_vec_kernel): v[j], or with kSpread
 // slot j / 4 of lane j % 4 of the row's lanes (lane0 the first). j is a compile-time constant once the
 // caller's loop is unrolled; with kSpread every lane of the warp must take part.
@@ -1838,7 +1826,7 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
       cv = ld ? load4_any(a.C, a.c_dt, bc) : zero;
     } else {
       // Into shared memory without registers: the thread reads its own pieces back after the wait.
-      cp_async_cg16(update_smem + j * kThreads + threadIdx.x, ld ? sp : a.state, ld);
+      cp_async16(update_smem + j * kThreads + threadIdx.x, ld ? sp : a.state, ld);
     }
   }
   // kBT > 1: B and C of the tile's batch elements and of the groups the block's rows touch (g_lo ..
