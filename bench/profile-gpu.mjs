@@ -2,7 +2,8 @@
 // and exits, so that `ncu --clock-control none --set full -k regex:NAME -c N node bench/profile-gpu.mjs
 // MODE` profiles exactly those launches. MODE: scan (selectiveScan bf16 b8 d5120 L2048 N16, variable B/C,
 // z, D, softplus), scan1 (the same at batch 1, L16384), ssd (ssdScan bf16 b8 L2048 80x64 N128 chunk
-// 256, z, D), fft1k (fftConv bf16 8 x 768 x 1024, D), fft16k (2 x 768 x 16384), w4a16 (gemmW4A16 M=1
+// 256, z, D), fft1k (fftConv bf16 8 x 768 x 1024, D), fft4k (8 x 768 x 4096), fft16k (2 x 768 x 16384),
+// fft64k (1 x 768 x 65536), w4a16 (gemmW4A16 M=1
 // 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), hadamard (bf16 16384 x 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
 import { createRequire } from 'node:module';
@@ -20,6 +21,7 @@ function t(shape, dtype, f = r) {
   return dtype === 'float32' ? d : d.cast(dtype);
 }
 const mode = process.argv[2];
+const FFT_SHAPES = { fft1k: [8, 768, 1024], fft4k: [8, 768, 4096], fft16k: [2, 768, 16384], fft64k: [1, 768, 65536] };
 const rep = (f) => {
   for (let i = 0; i < 2; i++) f();
   s.synchronizeSync(dev);
@@ -45,8 +47,8 @@ if (mode === 'scan' || mode === 'scan1') {
     z = t([b, L, H, P], 'bfloat16'),
     D = t([H], 'float32');
   rep(() => s.ssdScanSync(x, dt, A, B, C, { chunkSize: 256, D, z }).out.dispose());
-} else if (mode === 'fft1k' || mode === 'fft16k') {
-  const [b, H, L] = mode === 'fft1k' ? [8, 768, 1024] : [2, 768, 16384];
+} else if (mode in FFT_SHAPES) {
+  const [b, H, L] = FFT_SHAPES[mode];
   const u = t([b, H, L], 'bfloat16'),
     k = t([H, L], 'float32', () => r() * 0.01),
     D = t([H], 'float32');
@@ -63,5 +65,7 @@ if (mode === 'scan' || mode === 'scan1') {
   const x = t([8 * 2048, 5120], 'bfloat16');
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
 } else {
-  throw new Error(`profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft16k, w4a16, w4a16m16, hadamard)`);
+  throw new Error(
+    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, hadamard)`,
+  );
 }

@@ -221,12 +221,27 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
 
   describe('every kernel variant of the long rows in float16, odd H, batch 1 and batch > 1', () => {
     const cases: ConvCase[] = [
-      // m = 4096 and 8192: the fused kernel's four passes (16 values a thread).
+      // m = 4096: three radix-16 passes, the mirror groups on lanes l and l ^ 16; m = 8192: four passes
+      // (16 values a thread). Batch > 1 with H > 1: the rows of one filter run next to each other.
       { dtype: 'float16', batch: 3, H: 3, L: 3001, Lk: 3001, D: true, gelu: true, pregate: true, postgate: true, seed: 300 },
+      {
+        dtype: 'bfloat16',
+        batch: 2,
+        H: 5,
+        L: 4096,
+        Lk: 4096,
+        bidirectional: true,
+        D: true,
+        gelu: true,
+        postgate: true,
+        seed: 309,
+      },
+      { dtype: 'float32', batch: 3, H: 7, L: 2500, Lk: 1700, pregate: true, seed: 310 },
       { dtype: 'float16', batch: 1, H: 5, L: 8000, Lk: 8000, bidirectional: true, postgate: true, seed: 301 },
       { dtype: 'bfloat16', batch: 2, H: 3, L: 6000, Lk: 17, D: true, pregate: true, seed: 302 },
       // m = 16384 as two 8192-point halves (L <= m), and the 16384-point kernel (L > m, short filter).
       { dtype: 'float16', batch: 2, H: 1, L: 12001, Lk: 12001, D: true, gelu: true, pregate: true, seed: 303 },
+      { dtype: 'float16', batch: 3, H: 2, L: 16000, Lk: 9000, D: true, pregate: true, seed: 311 },
       { dtype: 'float32', batch: 1, H: 3, L: 20000, Lk: 5000, bidirectional: true, D: true, postgate: true, seed: 304 },
       { dtype: 'bfloat16', batch: 1, H: 1, L: 30001, Lk: 2, gelu: true, seed: 305 },
       // Four-step rows of 512, 1024 and 2048 points (2, 3 and 3 passes; 128 and 4096 above).

@@ -28,8 +28,10 @@
 // pass radix 8), each pass an in-register DFT of its groups, with the passes exchanging data through
 // shared memory (one row of m float2 per FFT row, padded where lanes would share banks). In the last
 // forward pass each thread holds the two groups of frequencies f and m - f, so the real split, the
-// product and the inverse's last pass happen in registers without another exchange. u, the gates and
-// y are read and written once, in their dtype, u and the pregate by predicated loads (no branch per
+// product and the inverse's last pass happen in registers without another exchange; at m = 4096 the
+// last pass has radix 16 instead (one group a thread, three passes of 16 instead of four of 8) and a
+// thread trades half its values with the lane that holds the mirror group (lane ^ 16) by shuffles. u, the
+// gates and y are read and written once, in their dtype, u and the pregate by predicated loads (no branch per
 // element, so a group's loads are in flight together). Everything is float32. The fused and split
 // kernels take their roots of unity from two small shared-memory tables filled once a block (W_N^e =
 // coarse[e >> 6] fine[e & 63], N = 2m, entries rounded from double); the paths through scratch use
@@ -102,6 +104,26 @@
 // measured 54.9 us (24 warps an SM, 8.95 cycles an issue instead of 6.65: the extra warps mostly
 // wait, 1.4% more instructions from the spill), the whole call 67.8 -> 64.5 us. The same cap at
 // m = 4096 (92 bytes of spill) measured 317 -> 329 us, so it stays at m = 1024.
+// The filters' loads: filter_value read each sample behind branches (the row's end, D, the
+// bidirectional tail), 64-bit index arithmetic, one load after another; at m = 16384 the split filter
+// kernel loaded z[j] and z[j + mh] for both halves, 4 such reads per packed value and half, and
+// Nsight put 4.4 of its 13.6 cycles an issue on long-scoreboard waits, 54 M instructions (4388 a
+// thread a row, against ~3300 a half-transform in the conv kernel). Now the loads are predicated like
+// u's (a group's loads in flight together), the direction is a template argument, and the upper half
+// z[j + mh], zero for every one-directional filter (Lk <= m), is not read. Predicted ~2900 instructions
+// a thread a row and fewer load waits: 188 -> 110-130 us at 2 x 768 x 16384 (its last wave overlaps
+// the conv kernel), the call 621 -> 550-580 us. The 64-thread filter blocks (m <= 1024) are held at
+// 128 registers: the predicated loads took them to 182-219 (5 blocks an SM, 768 rows in 1.2 waves).
+// m = 4096 with a radix-16 last pass (mirror lanes): a row's transform was 4 passes of radix 8 (3
+// exchanges each way, 8 shared-memory round trips a row with pass 1's loads and stores), now 3 of
+// radix 16 (6 round trips), the same 12 butterfly stages; one twiddled pass fewer each way (16 complex
+// products and 2 roots) against 32 shuffles of values in the product, which stays at 8 mirror products
+// and 16 spectrum loads a thread: ~5% fewer instructions, 127 registers, no spill. With time
+// following the round trips (the model above): predicted 313 -> 255-285 us at 8 x 768 x 4096.
+// Row order: the conv kernels took rows batch-major, so at m = 16384 (spectra of 100 MB, twice the L2)
+// each batch row read its filter's spectrum from DRAM (~200 MB a call); now the rows of one filter run
+// next to each other (filter_major) and the second finds the spectrum in L2: half the long-latency
+// spectrum loads, predicted 430 -> 390-410 us for the split conv kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -527,6 +549,78 @@ __device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t,
   }
 }
 
+// The conv's work in a last pass of radix K with one group a thread (mirror lanes, plan_last_groups):
+// v[k] = Z[g + c k] in, Zy out (c = m / K). The mirror of g + c k is (c - g) + c (K - 1 - k), value
+// K - 1 - k of lane ^ 16: each lane takes its partner's v[K/2..K) by shuffles, runs the full
+// mirror_product for its k < K/2 (spectrum loads and products as in product_last_pass: K/2 a
+// thread), keeps Zy[g + c k] and hands Zy of the partner's v[K - 1 - k] back. The lanes of groups 0 and
+// c / 2 (p = 0: lanes 0 and 16 of the row's first warp) pair values of their own group, as thread 0
+// in product_last_pass, and keep their values through the second shuffle. Every lane of the warp runs
+// the shuffles.
+template <int K, class Spectrum, class Roots>
+__device__ __forceinline__ void product_mirror_lanes(float2 (&v)[K], int g, bool self, int64_t m,
+                                                     Spectrum spectrum, const Roots& roots) {
+  const int64_t c = m / K;
+  float2 back[K / 2];
+  {
+    float2 mirror[K / 2];
+#pragma unroll
+    for (int k = 0; k < K / 2; ++k) {
+      mirror[k] = make_float2(__shfl_xor_sync(0xffffffffu, v[K - 1 - k].x, 16),
+                              __shfl_xor_sync(0xffffffffu, v[K - 1 - k].y, 16));
+    }
+    if (!self) {
+      const float2 base = roots.template get<false>(g, static_cast<int>(2 * m));
+#pragma unroll
+      for (int k = 0; k < K / 2; ++k) {
+        if (k % 4 == 0 && k > 0) load_fence();
+        const int64_t f = g + c * k;
+        float2 za = v[k], zb = mirror[k];
+        mirror_product(za, zb, mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
+        v[k] = za;
+        back[k] = zb;
+      }
+    } else if (g == 0) {
+      // Frequencies c k: k pairs with K - k, and 0 (with m) and K / 2 (m / 2) with themselves.
+      {
+        float2 za = v[0], zb = v[0];
+        mirror_product(za, zb, make_float2(1.0f, 0.0f), spectrum(0), spectrum(m));
+        v[0] = za;
+      }
+      {
+        float2 za = v[K / 2], zb = v[K / 2];
+        mirror_product(za, zb, make_float2(0.0f, -1.0f), spectrum(m / 2), spectrum(m / 2));
+        v[K / 2] = za;
+      }
+#pragma unroll
+      for (int k = 1; k < K / 2; ++k) {
+        if (k % 4 == 0) load_fence();
+        mirror_product(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), spectrum(c * k),
+                       spectrum(m - c * k));
+      }
+#pragma unroll
+      for (int k = 0; k < K / 2; ++k) back[k] = v[k];
+    } else {
+      // Group c / 2: frequency c / 2 + c k pairs with c / 2 + c (K - 1 - k).
+      const float2 base = roots.template get<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
+#pragma unroll
+      for (int k = 0; k < K / 2; ++k) {
+        if (k % 4 == 0 && k > 0) load_fence();
+        const int64_t f = c / 2 + c * k;
+        mirror_product(v[k], v[K - 1 - k], mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
+      }
+#pragma unroll
+      for (int k = 0; k < K / 2; ++k) back[k] = v[k];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < K / 2; ++k) {
+    const float2 x =
+        make_float2(__shfl_xor_sync(0xffffffffu, back[k].x, 16), __shfl_xor_sync(0xffffffffu, back[k].y, 16));
+    if (!self) v[K - 1 - k] = x;
+  }
+}
+
 // The same for the odd frequencies of a split transform (below): v[0..K) = Z'[t + c k] and
 // v[K..2K) = Z'[c - 1 - t + c k], where Z'[k] = Z[2k + 1] of the full m2 = 2m point transform; local
 // frequency k pairs with m - 1 - k, the full 2k + 1 with m2 - 2k - 1. spectrum: (m2 + 1,).
@@ -708,6 +802,20 @@ struct conv_row {
   }
 };
 
+// Row r of a launch in an order that puts the rows of one filter next to each other, (h, batch,
+// segment) instead of (batch, h, segment), so that the rows reading a spectrum run at about the same
+// time and all but the first find it in L2 (at m = 16384 the spectra of 768 filters are 100 MB, twice
+// the L2, and batch-major rows read each from DRAM once per batch row). For launches of whole sets
+// of rows (row0 = 0, rows a multiple of H: the fused and split kernels); otherwise the identity.
+__device__ __forceinline__ int64_t filter_major(const conv_args& a, int64_t r) {
+  const int64_t per_h = a.rows / a.H;  // batch * segments
+  if (a.row0 != 0 || r >= a.rows || per_h * a.H != a.rows) return r;
+  const int64_t h = r / per_h;
+  const int64_t rest = r - h * per_h;
+  const int64_t b = rest / a.segments;
+  return (b * a.H + h) * a.segments + (rest - b * a.segments);
+}
+
 // Element i of a row as float, or 0 where !ok, as one predicated load: no branch, so that a group's
 // loads are all in flight before the first one is used (behind a branch per element their latencies
 // could add up), and the addresses stay one base plus constant offsets. The inputs are read-only
@@ -789,69 +897,82 @@ struct filter_args {
   bool bidirectional;
 };
 
-__device__ __forceinline__ float filter_value(const filter_args& a, int64_t h, int64_t i) {
-  const int64_t n = 2 * a.m;
-  const float* row = a.k + h * (a.bidirectional ? 2 * a.Lk : a.Lk);
-  float v = i < a.Lk ? row[i] : 0.0f;
-  if (i == 0 && a.D != nullptr) v += a.D[h];
-  if (a.bidirectional) {
-    if (i == 0) {
-      v += row[a.Lk];
-    } else if (i > n - a.Lk) {
-      v += row[a.Lk + (n - i)];
-    }
+// z[j] = g[2j] + i g[2j + 1] of filter r of the launch (0 past its rows) by predicated loads, as
+// load_packed: no branch per element, so that a group's loads are in flight together, and offsets in
+// 32 bits (n <= 2^30). kBidir: the anti-causal filter's samples near the end of the row (positions
+// n - Lk < i < n) and at lag 0; without it the row is zero from Lk on (Lk <= m for every call, so the
+// upper half of z is zero and the split kernel skips it).
+template <bool kBidir>
+__device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64_t r, int64_t j) {
+  const bool live = r < a.rows;
+  const int64_t h = a.h0 + (live ? r : 0);
+  const float* row = a.k + h * (kBidir ? 2 * a.Lk : a.Lk);
+  const int i = static_cast<int>(2 * j);
+  const int lk = static_cast<int>(a.Lk);
+  float x = load_or_zero<SSMKIT_DTYPE_F32>(row, i, live && i < lk);
+  float y = load_or_zero<SSMKIT_DTYPE_F32>(row, i + 1, live && i + 1 < lk);
+  if (a.D != nullptr && i == 0 && live) x += a.D[h];
+  if constexpr (kBidir) {
+    const int n = static_cast<int>(2 * a.m);
+    const float* back = row + lk;  // k[h, 1, lag]: lag 0 at position 0, lag n - i at position i
+    x += load_or_zero<SSMKIT_DTYPE_F32>(back, i == 0 ? 0 : n - i, live && (i == 0 || i > n - lk));
+    y += load_or_zero<SSMKIT_DTYPE_F32>(back, n - i - 1, live && i + 1 > n - lk);
   }
-  return v;
+  return make_float2(x, y);
 }
 
-// r: the filter's index within the launch.
+// The same with the filter's direction known only at run time (the paths through scratch).
 __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64_t r, int64_t j) {
-  if (r >= a.rows) return make_float2(0.0f, 0.0f);
-  return make_float2(filter_value(a, a.h0 + r, 2 * j), filter_value(a, a.h0 + r, 2 * j + 1));
+  return a.bidirectional ? load_filter_packed<true>(a, r, j) : load_filter_packed<false>(a, r, j);
 }
 
 // ---------------------------------------------------------------------------------------------------
 // The fused kernel: one row per FFT, rows of a block side by side in shared memory.
 
-// Passes of an m = 2^log_m point transform whose last pass has last_bits bits: the leading passes share
-// the rest as evenly as possible (at most 5 bits each, radix 32), the earlier ones taking the larger
-// shares.
-__host__ __device__ constexpr int leading_passes(int log_m, int last_bits) {
-  // A leading pass has at most last_bits + 1 bits (radix 2 * kLast = kE).
-  return (log_m - last_bits + last_bits) / (last_bits + 1);
+// Passes of an m = 2^log_m point transform whose last pass has last_bits bits and whose leading passes
+// at most lead_bits each: the leading passes share the rest as evenly as possible, the earlier ones
+// taking the larger shares.
+__host__ __device__ constexpr int leading_passes(int log_m, int last_bits, int lead_bits) {
+  return (log_m - last_bits + lead_bits - 1) / lead_bits;
 }
 // Bits of pass i (1-based).
-__host__ __device__ constexpr int pass_bits(int log_m, int last_bits, int i) {
-  return i == leading_passes(log_m, last_bits) + 1
+__host__ __device__ constexpr int pass_bits(int log_m, int last_bits, int lead_bits, int i) {
+  return i == leading_passes(log_m, last_bits, lead_bits) + 1
              ? last_bits
-             : (log_m - last_bits) / leading_passes(log_m, last_bits) +
-                   ((i - 1) < (log_m - last_bits) % leading_passes(log_m, last_bits) ? 1 : 0);
+             : (log_m - last_bits) / leading_passes(log_m, last_bits, lead_bits) +
+                   ((i - 1) < (log_m - last_bits) % leading_passes(log_m, last_bits, lead_bits) ? 1 : 0);
 }
-__host__ __device__ constexpr int bits_before(int log_m, int last_bits, int i) {
-  return i <= 1 ? 0 : bits_before(log_m, last_bits, i - 1) + pass_bits(log_m, last_bits, i - 1);
+__host__ __device__ constexpr int bits_before(int log_m, int last_bits, int lead_bits, int i) {
+  return i <= 1 ? 0
+                : bits_before(log_m, last_bits, lead_bits, i - 1) +
+                      pass_bits(log_m, last_bits, lead_bits, i - 1);
 }
 
 // Whether every leading pass's radix is at most e.
-__host__ __device__ constexpr bool leading_passes_fit(int log_m, int last_bits, int e) {
-  for (int i = 1; i <= leading_passes(log_m, last_bits); ++i) {
-    if ((1 << pass_bits(log_m, last_bits, i)) > e) return false;
+__host__ __device__ constexpr bool leading_passes_fit(int log_m, int last_bits, int lead_bits, int e) {
+  for (int i = 1; i <= leading_passes(log_m, last_bits, lead_bits); ++i) {
+    if ((1 << pass_bits(log_m, last_bits, lead_bits, i)) > e) return false;
   }
   return true;
 }
 
 // kValues: complex values a thread holds (every kernel takes 16, see below; 32 needs up to 231
 // registers, 8 warps an SM); kBlock: threads a block when a row needs fewer (rows side by side); kMin: the
-// launch bound's blocks an SM (0: the default below).
-template <int kLogM, int kValues = 32, int kBlock = 128, int kMin = 0>
+// launch bound's blocks an SM (0: the default below). kMirrorLanes: the last pass has radix kValues, one
+// group a thread, and the thread holding group q trades values with the one holding its mirror c - q,
+// lane ^ 16 of its warp (product_mirror_lanes), so the leading passes may have radix kValues too.
+template <int kLogM, int kValues = 32, int kBlock = 128, int kMin = 0, bool kMirrorLanes = false>
 struct fused_plan {
   static constexpr int kM = 1 << kLogM;
   // 64 values a thread (256 threads of 255 registers for m = 16384) spills more than 32 values at a
   // 128-register cap, so no size holds more than 32.
   static constexpr int kE = kValues;
-  static constexpr int kLast = kE / 2;  // the last pass's radix
-  static constexpr int kLastBits = kE == 32 ? 4 : 3;
+  static constexpr bool kLanes = kMirrorLanes;
+  static constexpr int kLast = kLanes ? kE : kE / 2;  // the last pass's radix
+  static constexpr int kLastBits = kE == 32 ? (kLanes ? 5 : 4) : (kLanes ? 4 : 3);
+  static constexpr int kLeadBits = kE == 32 ? 5 : 4;  // a leading pass's radix is at most kE
   // 2 or 3 for m in [32, 16384] at 32 values; 2..4 for m in [32, 8192] at 16 values.
-  static constexpr int kPasses = leading_passes(kLogM, kLastBits) + 1;
+  static constexpr int kPasses = leading_passes(kLogM, kLastBits, kLeadBits) + 1;
   static constexpr int kThreadsPerRow = kM / kE;
   static constexpr int kRows = kThreadsPerRow >= kBlock ? 1 : kBlock / kThreadsPerRow;
   static constexpr int kThreads = kRows * kThreadsPerRow;
@@ -865,35 +986,33 @@ struct fused_plan {
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
   template <int i>
   static constexpr int radix() {
-    return 1 << pass_bits(kLogM, kLastBits, i);
+    return 1 << pass_bits(kLogM, kLastBits, kLeadBits, i);
   }
   template <int i>
   static constexpr int rprev() {
-    return 1 << bits_before(kLogM, kLastBits, i);
+    return 1 << bits_before(kLogM, kLastBits, kLeadBits, i);
   }
   static_assert(kE == 16 || kE == 32, "16 or 32 values a thread");
   static_assert(kLogM >= 5 && kLogM <= 14, "fused FFT lengths are 32..16384");
   static_assert(kPasses >= 2 && kPasses <= 4, "the fused kernel runs 2 to 4 passes");
-  static_assert(bits_before(kLogM, kLastBits, kPasses) + kLastBits == kLogM, "passes cover the transform");
+  static_assert(bits_before(kLogM, kLastBits, kLeadBits, kPasses) + kLastBits == kLogM,
+                "passes cover the transform");
   static_assert(kLast == 1 << kLastBits && kThreads <= 512, "one mirror pair of groups a thread");
   static_assert(kE == 32 || kThreads * kMinBlocks <= 768, "16 values: at least 80 registers");
-  static_assert(leading_passes_fit(kLogM, kLastBits, kE), "passes fit a thread's values");
+  static_assert(leading_passes_fit(kLogM, kLastBits, kLeadBits, kE), "passes fit a thread's values");
+  // Mirror lanes: whole warps a row (pairs of lanes l, l ^ 16), and pass P - 1's output in the plain
+  // layout, which the last pass reads with consecutive groups on consecutive lanes.
+  static_assert(!kLanes || (kThreadsPerRow % 32 == 0 && kRows == 1 && kPasses >= 3), "mirror lanes");
 };
 
-// The plan of the fused conv and filter kernels. Rows up to m = 8192 hold 16 values a thread at a
-// 128-register cap: 16 warps an SM instead of 8 (the 32-value kernel at m = 1024 measured 231
-// registers, 12.5% occupancy, 82% of cycles with no eligible warp). m <= 2048 takes 3 passes (as with
-// 32 values), m = 4096 and 8192 take 4 (radix 8/16, 8, 8, 8) in blocks of 256 and 512 threads. The
-// 16384-point transform runs as two 8192-point halves (below). m = 1024 runs 3 blocks of 256 threads an
-// SM at an 80-register cap (12 bytes of spill) instead of 2 at 109 registers: 24 warps an SM. At
-// m = 4096 the same cap spilled 92 bytes and measured slower (317 -> 329 us at 8 x 768 x 4096), and
-// m = 2048 is unmeasured, so both keep the 128-register cap.
 template <int kLogM>
-using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0>;
-// The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks.
+using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0, kLogM == 12>;
+// The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks. The
+// launch bound holds every size at 128 registers (blocks of 64 threads took 182-219 with the
+// predicated loads of load_filter_packed, 5 blocks an SM where 768 rows need 6).
 template <int kLogM>
-using filter_plan =
-    std::conditional_t<(kLogM <= 11), fused_plan<kLogM, 16, 64, 4>, fused_plan<kLogM, 16, 64>>;
+using filter_plan = std::conditional_t<(kLogM <= 11), fused_plan<kLogM, 16, 64, (kLogM <= 10 ? 8 : 4)>,
+                                       fused_plan<kLogM, 16, 64>>;
 
 struct thread_groups {
   int t, nt;
@@ -973,11 +1092,22 @@ __device__ __forceinline__ void inverse_middle(float2 (&v)[Plan::kE], float2* bu
 }
 
 // The last pass's groups of thread t: the mirror pairs (f, m - f) of a full transform, or for the odd
-// half of a split one (odd_pairs) the pairs (k, m - 1 - k).
+// half of a split one (odd_pairs) the pairs (k, m - 1 - k). Mirror lanes (full transforms only): one
+// group a thread, the c = m / kLast groups as pairs p = 16 warp + (lane & 15) < c / 2, lane < 16 holding
+// group p and lane ^ 16 its mirror c - p (c / 2 for p = 0, whose lanes pair their own values). Lanes
+// 0..15 and 16..31 then read consecutive groups (ascending, descending) in the last pass.
 template <class Plan>
 __device__ __forceinline__ last_groups plan_last_groups(int t, bool odd_pairs) {
-  const last_groups mirror = make_last_groups<Plan::kLast>(t, Plan::kM);
-  return last_groups{t, odd_pairs ? Plan::kM / Plan::kLast - 1 - t : mirror.q2};
+  if constexpr (Plan::kLanes) {
+    constexpr int c = Plan::kM / Plan::kLast;
+    const int lane = t & 31;
+    const int p = ((t >> 5) << 4) | (lane & 15);
+    const int g = lane < 16 ? p : (p == 0 ? c / 2 : c - p);
+    return last_groups{g, g};
+  } else {
+    const last_groups mirror = make_last_groups<Plan::kLast>(t, Plan::kM);
+    return last_groups{t, odd_pairs ? Plan::kM / Plan::kLast - 1 - t : mirror.q2};
+  }
 }
 
 // Forward pass 1's loads: the kE inputs of a thread's groups through `load` (one group's loads at a time).
@@ -1069,7 +1199,7 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   const plan_sync<Plan> sync{1 + local_row};
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-    const conv_row row(a, b * Plan::kRows + local_row);
+    const conv_row row(a, filter_major(a, b * Plan::kRows + local_row));
     float2 v[Plan::kE];
     fused_forward<Plan>(
         v, buf, t, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); }, roots,
@@ -1078,8 +1208,15 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
     // and the pregate, read above, are the call's inputs, written before that grid began.
     pdl_wait();
     const float2* filter = a.spectrum + row.h * (Plan::kM + 1);
-    product_last_pass<Plan::kLast>(
-        v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
+    if constexpr (Plan::kLanes) {
+      const int g = plan_last_groups<Plan>(t, false).q1;
+      product_mirror_lanes<Plan::kLast>(
+          v, g, g == 0 || g == Plan::kM / Plan::kLast / 2, Plan::kM,
+          [filter](int64_t f) { return filter[f]; }, roots);
+    } else {
+      product_last_pass<Plan::kLast>(
+          v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
+    }
     fused_inverse<Plan>(
         v, buf, t, [&](int base, int s, int st, float2 y) { store_packed<T>(a, row, base + s * st, y); },
         roots, sync);
@@ -1167,7 +1304,7 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   // the halves within a row's iteration spilled 376 bytes at the 128-register cap).
   for (int64_t w = 2 * static_cast<int64_t>(blockIdx.x); w < 2 * a.rows;
        w += (w & 1) != 0 ? 2 * static_cast<int64_t>(gridDim.x) - 1 : 1) {
-    const conv_row row(a, w >> 1);
+    const conv_row row(a, filter_major(a, w >> 1));
     half_pass(row, a.spectrum + row.h * (m + 1), (w & 1) != 0);
   }
   pdl_wait();  // never finish before the grid this one depends on
@@ -1176,7 +1313,7 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
 template <int kLogM>
 constexpr size_t filter_smem = filter_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
 
-template <int kLogM>
+template <int kLogM, bool kBidir>
 __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLogM>::kMinBlocks)
     filter_spectrum_fused_kernel(const filter_args a) {
   pdl_trigger();
@@ -1193,7 +1330,8 @@ __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLog
     const int64_t r = b * Plan::kRows + local_row;
     float2 v[Plan::kE];
     fused_forward<Plan>(
-        v, buf, t, [&](int b, int s, int st) { return load_filter_packed(a, r, b + s * st); }, roots, sync);
+        v, buf, t, [&](int b, int s, int st) { return load_filter_packed<kBidir>(a, r, b + s * st); }, roots,
+        sync);
     if (r < a.rows)
       spectrum_last_pass<Plan::kLast>(
           v, t, Plan::kM, scale,
@@ -1206,6 +1344,7 @@ __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLog
 // DFT of z[j] + z[j + mh], S[2k + 1] from that of (z[j] - z[j + mh]) W_m^j. One filter a block.
 constexpr size_t kSplitFilterSmem = split_plan::kRowStride * sizeof(float2) + split_roots::kBytes;
 
+template <bool kBidir>
 __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBlocks)
     filter_spectrum_split_kernel(const filter_args a) {
   pdl_trigger();
@@ -1225,7 +1364,8 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
         v, buf, t,
         [&](int base, int s, int st) {
           const int j = base + s * st;
-          return c_add(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh));
+          const float2 lo = load_filter_packed<kBidir>(a, r, j);
+          return kBidir ? c_add(lo, load_filter_packed<kBidir>(a, r, j + mh)) : lo;
         },
         roots);
     spectrum_last_pass<Plan::kLast>(
@@ -1236,7 +1376,8 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
         [&](int base, int s, int st) {
           const int j = base + s * st;
           const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
-          return c_mul(c_sub(load_filter_packed(a, r, j), load_filter_packed(a, r, j + mh)), w);
+          const float2 lo = load_filter_packed<kBidir>(a, r, j);
+          return c_mul(kBidir ? c_sub(lo, load_filter_packed<kBidir>(a, r, j + mh)) : lo, w);
         },
         roots, block_sync{}, true);
     spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out, roots);
@@ -1884,19 +2025,19 @@ status set_smem(Kernel* kernel, size_t bytes) {
   return ok_status();
 }
 
-template <int kLogM>
+template <int kLogM, bool kBidir>
 status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   if constexpr (kLogM == kMaxFusedLogM) {
-    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_split_kernel, kSplitFilterSmem));
-    filter_spectrum_split_kernel<<<grid_for(f.rows, 1), split_plan::kThreadsPerRow, kSplitFilterSmem,
-                                   stream>>>(f);
+    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_split_kernel<kBidir>, kSplitFilterSmem));
+    filter_spectrum_split_kernel<kBidir>
+        <<<grid_for(f.rows, 1), split_plan::kThreadsPerRow, kSplitFilterSmem, stream>>>(f);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   } else {
     using Plan = filter_plan<kLogM>;
-    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM>, filter_smem<kLogM>));
+    SSMKIT_RETURN_IF_ERROR(set_smem(filter_spectrum_fused_kernel<kLogM, kBidir>, filter_smem<kLogM>));
     const int64_t blocks = (f.rows + Plan::kRows - 1) / Plan::kRows;
-    filter_spectrum_fused_kernel<kLogM>
+    filter_spectrum_fused_kernel<kLogM, kBidir>
         <<<grid_for(blocks, 1), Plan::kThreads, filter_smem<kLogM>, stream>>>(f);
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
@@ -2067,7 +2208,10 @@ status filter_spectra(filter_args f, int64_t H, cudaStream_t stream) {
   if (fused) {
     f.rows = H;
     f.h0 = 0;
-    return with_log_m(log_m, [&](auto lm) { return launch_filter_fused<decltype(lm)::value>(f, stream); });
+    return with_log_m(log_m, [&](auto lm) {
+      return f.bidirectional ? launch_filter_fused<decltype(lm)::value, true>(f, stream)
+                             : launch_filter_fused<decltype(lm)::value, false>(f, stream);
+    });
   }
   if (log_m > kMaxFusedLogM && log_m <= kMaxFourStepLogM) {
     using C = four_step_cols;
