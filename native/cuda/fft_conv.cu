@@ -109,21 +109,35 @@
 // kernel loaded z[j] and z[j + mh] for both halves, 4 such reads per packed value and half, and
 // Nsight put 4.4 of its 13.6 cycles an issue on long-scoreboard waits, 54 M instructions (4388 a
 // thread a row, against ~3300 a half-transform in the conv kernel). Now the loads are predicated like
-// u's (a group's loads in flight together), the direction is a template argument, and the upper half
-// z[j + mh], zero for every one-directional filter (Lk <= m), is not read. Predicted ~2900 instructions
-// a thread a row and fewer load waits: 188 -> 110-130 us at 2 x 768 x 16384 (its last wave overlaps
-// the conv kernel), the call 621 -> 550-580 us. The 64-thread filter blocks (m <= 1024) are held at
-// 128 registers: the predicated loads took them to 182-219 (5 blocks an SM, 768 rows in 1.2 waves).
+// u's (part of a group's loads in flight together), the direction is a template argument, D is added
+// to z[0] by the thread that holds it (filter_add_d), and the upper half z[j + mh], zero for every
+// one-directional filter (Lk <= m), is not read. Predicted ~2900 instructions a thread a row: 188 ->
+// 110-130 us at 2 x 768 x 16384; measured (15dc49b, D still tested per element) 125.6 us, 37.1 M
+// instructions (3020 a thread a row), 12.9 cycles an issue. Every filter kernel is held at 128
+// registers (blocks of 64 threads took 182-219 with predicated loads: 5 blocks an SM where 768 rows
+// need 6); the one-directional ones do not spill except m = 256 (36 bytes); the two-directional ones
+// spill 12-16 bytes, 128-136 at m = 64 and 256, 112 in the split kernel.
 // m = 4096 with a radix-16 last pass (mirror lanes): a row's transform was 4 passes of radix 8 (3
 // exchanges each way, 8 shared-memory round trips a row with pass 1's loads and stores), now 3 of
 // radix 16 (6 round trips), the same 12 butterfly stages; one twiddled pass fewer each way (16 complex
 // products and 2 roots) against 32 shuffles of values in the product, which stays at 8 mirror products
-// and 16 spectrum loads a thread: ~5% fewer instructions, 127 registers, no spill. With time
-// following the round trips (the model above): predicted 313 -> 255-285 us at 8 x 768 x 4096.
-// Row order: the conv kernels took rows batch-major, so at m = 16384 (spectra of 100 MB, twice the L2)
-// each batch row read its filter's spectrum from DRAM (~200 MB a call); now the rows of one filter run
-// next to each other (filter_major) and the second finds the spectrum in L2: half the long-latency
-// spectrum loads, predicted 430 -> 390-410 us for the split conv kernel.
+// and 16 spectrum loads a thread; the lanes of groups 0 and c / 2 take their mirrors by selects, so the
+// warp runs one path. Predicted 313 -> 255-285 us at 8 x 768 x 4096 with time following the round
+// trips; measured 306.8 us (15dc49b): the conv kernel 267.5 us at 127 registers, 3041 instructions a
+// thread a row, 53.8% of issue slots, 7.19 cycles an issue of which barrier 1.31, not selected 1.38,
+// long scoreboard 0.97. The kernel is now close to issue-bound at 16 warps: the round-trip model no
+// longer holds there, instructions do. The filter kernel (22.2 us at 4 passes) takes the same 3 passes
+// (spectrum_mirror_lanes): predicted ~17 us, the call ~300 us.
+// Row order and prefetch: the conv kernels took rows batch-major, so at m = 16384 (spectra of 100 MB,
+// twice the L2) each batch row read its filter's spectrum from DRAM; the rows of one filter now run
+// next to each other (filter_major, for the one-row blocks of m >= 4096: at m = 1024 the extra index
+// arithmetic cost 32 bytes of spill under the 80-register cap). Predicted 430 -> 390-410 us for the
+// split conv kernel, measured 424.5 (15dc49b: 10.18 cycles an issue instead of 10.7). Its 16 warps an
+// SM run in step (one block), so every load of u and of the spectrum waits the full latency; now the
+// split kernel and the one-row fused kernels (m = 4096, 8192) run one wave of blocks that walk the
+// rows, and each block asks L2 for its next row's u, gates and spectrum while it works on the current
+// one (prefetch_row): predicted 424 -> 370-400 us for the split kernel (long-scoreboard waits, ~3 of
+// its 10.2 cycles an issue, about halved), 267 -> 250-260 us at m = 4096 (0.97 cycles of 7.19).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -553,71 +567,48 @@ __device__ __forceinline__ void product_last_pass(float2 (&v)[2 * K], int64_t t,
 // v[k] = Z[g + c k] in, Zy out (c = m / K). The mirror of g + c k is (c - g) + c (K - 1 - k), value
 // K - 1 - k of lane ^ 16: each lane takes its partner's v[K/2..K) by shuffles, runs the full
 // mirror_product for its k < K/2 (spectrum loads and products as in product_last_pass: K/2 a
-// thread), keeps Zy[g + c k] and hands Zy of the partner's v[K - 1 - k] back. The lanes of groups 0 and
-// c / 2 (p = 0: lanes 0 and 16 of the row's first warp) pair values of their own group, as thread 0
-// in product_last_pass, and keep their values through the second shuffle. Every lane of the warp runs
-// the shuffles.
+// thread), keeps Zy[g + c k] and hands Zy of the partner's v[K - 1 - k] back. The two lanes of p = 0
+// (lanes 0 and 16 of the row's first warp) hold groups 0 and c / 2, which mirror onto themselves:
+// they take the mirror from their own values instead (group 0: k with K - k, and k = 0 with itself at
+// f = 0 and m; group c / 2: k with K - 1 - k) by selects, so the warp runs one path; group 0's
+// f = m / 2 (k = K / 2, its own mirror) is one more product on lane 0. Every lane runs the shuffles.
 template <int K, class Spectrum, class Roots>
-__device__ __forceinline__ void product_mirror_lanes(float2 (&v)[K], int g, bool self, int64_t m,
-                                                     Spectrum spectrum, const Roots& roots) {
+__device__ __forceinline__ void product_mirror_lanes(float2 (&v)[K], int g, int64_t m, Spectrum spectrum,
+                                                     const Roots& roots) {
   const int64_t c = m / K;
+  const bool zero = g == 0;
+  const bool half = g == c / 2;
+  const float2 base = roots.template get<false>(g, static_cast<int>(2 * m));
   float2 back[K / 2];
-  {
-    float2 mirror[K / 2];
-#pragma unroll
-    for (int k = 0; k < K / 2; ++k) {
-      mirror[k] = make_float2(__shfl_xor_sync(0xffffffffu, v[K - 1 - k].x, 16),
-                              __shfl_xor_sync(0xffffffffu, v[K - 1 - k].y, 16));
-    }
-    if (!self) {
-      const float2 base = roots.template get<false>(g, static_cast<int>(2 * m));
-#pragma unroll
-      for (int k = 0; k < K / 2; ++k) {
-        if (k % 4 == 0 && k > 0) load_fence();
-        const int64_t f = g + c * k;
-        float2 za = v[k], zb = mirror[k];
-        mirror_product(za, zb, mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
-        v[k] = za;
-        back[k] = zb;
-      }
-    } else if (g == 0) {
-      // Frequencies c k: k pairs with K - k, and 0 (with m) and K / 2 (m / 2) with themselves.
-      {
-        float2 za = v[0], zb = v[0];
-        mirror_product(za, zb, make_float2(1.0f, 0.0f), spectrum(0), spectrum(m));
-        v[0] = za;
-      }
-      {
-        float2 za = v[K / 2], zb = v[K / 2];
-        mirror_product(za, zb, make_float2(0.0f, -1.0f), spectrum(m / 2), spectrum(m / 2));
-        v[K / 2] = za;
-      }
-#pragma unroll
-      for (int k = 1; k < K / 2; ++k) {
-        if (k % 4 == 0) load_fence();
-        mirror_product(v[k], v[K - k], mul_root<2 * K, false>(make_float2(1.0f, 0.0f), k), spectrum(c * k),
-                       spectrum(m - c * k));
-      }
-#pragma unroll
-      for (int k = 0; k < K / 2; ++k) back[k] = v[k];
-    } else {
-      // Group c / 2: frequency c / 2 + c k pairs with c / 2 + c (K - 1 - k).
-      const float2 base = roots.template get<false>(static_cast<int>(c / 2), static_cast<int>(2 * m));
-#pragma unroll
-      for (int k = 0; k < K / 2; ++k) {
-        if (k % 4 == 0 && k > 0) load_fence();
-        const int64_t f = c / 2 + c * k;
-        mirror_product(v[k], v[K - 1 - k], mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
-      }
-#pragma unroll
-      for (int k = 0; k < K / 2; ++k) back[k] = v[k];
-    }
-  }
 #pragma unroll
   for (int k = 0; k < K / 2; ++k) {
-    const float2 x =
+    if (k % 4 == 0 && k > 0) load_fence();
+    const float2 theirs = make_float2(__shfl_xor_sync(0xffffffffu, v[K - 1 - k].x, 16),
+                                      __shfl_xor_sync(0xffffffffu, v[K - 1 - k].y, 16));
+    const int64_t f = g + c * k;
+    float2 za = v[k];
+    float2 zb = zero ? v[(K - k) % K] : half ? v[K - 1 - k] : theirs;
+    mirror_product(za, zb, mul_root<2 * K, false>(base, k), spectrum(f), spectrum(m - f));
+    v[k] = za;
+    back[k] = zb;
+  }
+  if (zero) {
+    float2 za = v[K / 2], zb = v[K / 2];
+    mirror_product(za, zb, make_float2(0.0f, -1.0f), spectrum(m / 2), spectrum(m / 2));
+    v[K / 2] = za;
+  }
+  // v[i] for i >= K / 2: Zy of pair k = K - 1 - i, from the partner (zb of its step k) or, on the
+  // lanes of p = 0, from this lane's own steps.
+#pragma unroll
+  for (int i = K / 2; i < K; ++i) {
+    const int k = K - 1 - i;
+    const float2 theirs =
         make_float2(__shfl_xor_sync(0xffffffffu, back[k].x, 16), __shfl_xor_sync(0xffffffffu, back[k].y, 16));
-    if (!self) v[K - 1 - k] = x;
+    if (i > K / 2) {
+      v[i] = zero ? back[K - i] : half ? back[k] : theirs;
+    } else {
+      v[i] = zero ? v[i] : half ? back[k] : theirs;
+    }
   }
 }
 
@@ -674,6 +665,35 @@ __device__ __forceinline__ void spectrum_last_pass(const float2 (&v)[2 * K], int
       spectrum(f, xa);
       spectrum(m - f, xbc);
     }
+  }
+}
+
+// The filter's work in a last pass of radix K with one group a thread (mirror lanes, as
+// product_mirror_lanes): store(f, S[f]) for all f in [0, m]. Each lane takes its partner's
+// v[K/2..K), the mirrors of its own v[0..K/2), and writes both spectra of those K/2 pairs, so the two
+// lanes write the 2K frequencies of their groups once each; the lanes of groups 0 and c / 2 take the
+// mirrors from their own values, and lane 0 writes f = m / 2 besides. Every lane runs the shuffles.
+template <int K, class Store, class Roots>
+__device__ __forceinline__ void spectrum_mirror_lanes(const float2 (&v)[K], int g, int64_t m, float scale,
+                                                      Store spectrum, const Roots& roots) {
+  const int64_t c = m / K;
+  const bool zero = g == 0;
+  const bool half = g == c / 2;
+  const float2 base = roots.template get<false>(g, static_cast<int>(2 * m));
+  float2 xa, xbc;
+#pragma unroll
+  for (int k = 0; k < K / 2; ++k) {
+    const float2 theirs = make_float2(__shfl_xor_sync(0xffffffffu, v[K - 1 - k].x, 16),
+                                      __shfl_xor_sync(0xffffffffu, v[K - 1 - k].y, 16));
+    const int64_t f = g + c * k;
+    const float2 zb = zero ? v[(K - k) % K] : half ? v[K - 1 - k] : theirs;
+    mirror_spectrum(v[k], zb, mul_root<2 * K, false>(base, k), scale, xa, xbc);
+    spectrum(f, xa);
+    spectrum(m - f, xbc);
+  }
+  if (zero) {
+    mirror_spectrum(v[K / 2], v[K / 2], make_float2(0.0f, -1.0f), scale, xa, xbc);
+    spectrum(m / 2, xa);
   }
 }
 
@@ -838,6 +858,16 @@ __device__ __forceinline__ float load_or_zero(const void* row, int i, bool ok) {
   }
 }
 
+// Asks L2 for bytes [p, p + bytes) of device memory, one 128-byte line a thread of the block: a hint
+// with no result and no ordering, so it is safe on data that is read later by this or other blocks.
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = static_cast<int64_t>(threadIdx.x) * 128; off < bytes;
+       off += static_cast<int64_t>(blockDim.x) * 128) {
+    asm volatile("prefetch.global.L2 [%0];" : : "l"(c + off));
+  }
+}
+
 // Element `base` of a tensor of T.
 template <ssmkit_dtype T>
 __device__ __forceinline__ const void* element_at(const void* p, int64_t base) {
@@ -846,6 +876,17 @@ __device__ __forceinline__ const void* element_at(const void* p, int64_t base) {
   } else {
     return static_cast<const uint16_t*>(p) + base;
   }
+}
+
+// A row's inputs, gates and spectrum into L2 (prefetch_l2 by the block's threads), for a row the
+// block takes next.
+template <ssmkit_dtype T>
+__device__ __forceinline__ void prefetch_row(const conv_args& a, const conv_row& row) {
+  constexpr int64_t es = T == SSMKIT_DTYPE_F32 ? 4 : 2;
+  prefetch_l2(element_at<T>(a.u, row.base), row.len * es);
+  if (a.pregate != nullptr) prefetch_l2(element_at<T>(a.pregate, row.base), row.len * es);
+  if (a.postgate != nullptr) prefetch_l2(element_at<T>(a.postgate, row.base), row.len * es);
+  prefetch_l2(a.spectrum + row.h * (a.m + 1), (a.m + 1) * static_cast<int64_t>(sizeof(float2)));
 }
 
 // z[j] = v[2j] + i v[2j + 1] of the row, v = u * pregate, zero past the end. Offsets within a row fit
@@ -901,7 +942,8 @@ struct filter_args {
 // load_packed: no branch per element, so that a group's loads are in flight together, and offsets in
 // 32 bits (n <= 2^30). kBidir: the anti-causal filter's samples near the end of the row (positions
 // n - Lk < i < n) and at lag 0; without it the row is zero from Lk on (Lk <= m for every call, so the
-// upper half of z is zero and the split kernel skips it).
+// upper half of z is zero and the split kernel skips it). Without D: the caller adds it to z[0]
+// (filter_add_d; a test per element cost the kernels up to 112 bytes of spill at 128 registers).
 template <bool kBidir>
 __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64_t r, int64_t j) {
   const bool live = r < a.rows;
@@ -911,7 +953,6 @@ __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64
   const int lk = static_cast<int>(a.Lk);
   float x = load_or_zero<SSMKIT_DTYPE_F32>(row, i, live && i < lk);
   float y = load_or_zero<SSMKIT_DTYPE_F32>(row, i + 1, live && i + 1 < lk);
-  if (a.D != nullptr && i == 0 && live) x += a.D[h];
   if constexpr (kBidir) {
     const int n = static_cast<int>(2 * a.m);
     const float* back = row + lk;  // k[h, 1, lag]: lag 0 at position 0, lag n - i at position i
@@ -921,9 +962,17 @@ __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64
   return make_float2(x, y);
 }
 
-// The same with the filter's direction known only at run time (the paths through scratch).
+// D[h] of filter r of the launch added to z[0] (v: thread 0's first value after fused_load, which
+// holds j = 0 in both halves of the split kernels, where z[0] enters with the root W^0 = 1).
+__device__ __forceinline__ void filter_add_d(const filter_args& a, int64_t r, int t, float2& v0) {
+  if (t == 0 && a.D != nullptr && r < a.rows) v0.x += a.D[a.h0 + r];
+}
+
+// The same with D, and the filter's direction known only at run time (the paths through scratch).
 __device__ __forceinline__ float2 load_filter_packed(const filter_args& a, int64_t r, int64_t j) {
-  return a.bidirectional ? load_filter_packed<true>(a, r, j) : load_filter_packed<false>(a, r, j);
+  float2 z = a.bidirectional ? load_filter_packed<true>(a, r, j) : load_filter_packed<false>(a, r, j);
+  if (j == 0) filter_add_d(a, r, 0, z);
+  return z;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1012,7 +1061,7 @@ using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0, kLogM == 12>;
 // predicated loads of load_filter_packed, 5 blocks an SM where 768 rows need 6).
 template <int kLogM>
 using filter_plan = std::conditional_t<(kLogM <= 11), fused_plan<kLogM, 16, 64, (kLogM <= 10 ? 8 : 4)>,
-                                       fused_plan<kLogM, 16, 64>>;
+                                       fused_plan<kLogM, 16, 64, 0, kLogM == 12>>;
 
 struct thread_groups {
   int t, nt;
@@ -1199,7 +1248,16 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   const plan_sync<Plan> sync{1 + local_row};
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-    const conv_row row(a, filter_major(a, b * Plan::kRows + local_row));
+    // Rows side by side (m <= 2048) keep the launch order: their spectra fit the L2, and the order's
+    // arithmetic cost the 80-register m = 1024 kernel 32 bytes more of spill.
+    const int64_t r = b * Plan::kRows + local_row;
+    if constexpr (Plan::kRows == 1) {
+      // One row a block (m >= 4096), launched as one wave of blocks that walk the rows: the block's next
+      // row into L2 while this one runs. Here, before pdl_wait, its spectrum may not be written yet;
+      // L2 holds the lines all SMs write, so such a prefetch is wasted at worst, never stale.
+      if (b + gridDim.x < blocks) prefetch_row<T>(a, conv_row(a, filter_major(a, b + gridDim.x)));
+    }
+    const conv_row row(a, Plan::kRows == 1 ? filter_major(a, r) : r);
     float2 v[Plan::kE];
     fused_forward<Plan>(
         v, buf, t, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); }, roots,
@@ -1211,8 +1269,7 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
     if constexpr (Plan::kLanes) {
       const int g = plan_last_groups<Plan>(t, false).q1;
       product_mirror_lanes<Plan::kLast>(
-          v, g, g == 0 || g == Plan::kM / Plan::kLast / 2, Plan::kM,
-          [filter](int64_t f) { return filter[f]; }, roots);
+          v, g, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
     } else {
       product_last_pass<Plan::kLast>(
           v, t, Plan::kM, [filter](int64_t f) { return filter[f]; }, roots);
@@ -1305,6 +1362,13 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   for (int64_t w = 2 * static_cast<int64_t>(blockIdx.x); w < 2 * a.rows;
        w += (w & 1) != 0 ? 2 * static_cast<int64_t>(gridDim.x) - 1 : 1) {
     const conv_row row(a, filter_major(a, w >> 1));
+    if ((w & 1) != 0) {
+      // The block's next row into L2 while this row's odd half runs (the spectra are complete, the even
+      // half having waited for them), so that its loads wait for L2 instead of DRAM with the block's
+      // 16 warps in step.
+      const int64_t next = (w >> 1) + gridDim.x;
+      if (next < a.rows) prefetch_row<T>(a, conv_row(a, filter_major(a, next)));
+    }
     half_pass(row, a.spectrum + row.h * (m + 1), (w & 1) != 0);
   }
   pdl_wait();  // never finish before the grid this one depends on
@@ -1329,13 +1393,23 @@ __global__ void __launch_bounds__(filter_plan<kLogM>::kThreads, filter_plan<kLog
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t r = b * Plan::kRows + local_row;
     float2 v[Plan::kE];
-    fused_forward<Plan>(
-        v, buf, t, [&](int b, int s, int st) { return load_filter_packed<kBidir>(a, r, b + s * st); }, roots,
-        sync);
-    if (r < a.rows)
+    fused_load<Plan>(v, t, [&](int b, int s, int st) {
+      if (kBidir && s % 4 == 0 && s > 0) load_fence();  // the two-directional loads spilled otherwise
+      return load_filter_packed<kBidir>(a, r, b + s * st);
+    });
+    filter_add_d(a, r, t, v[0]);
+    fused_forward_loaded<Plan>(v, buf, t, roots, sync, false);
+    float2* out = a.spectrum + (a.h0 + (r < a.rows ? r : 0)) * (Plan::kM + 1);  // (m + 1,)
+    if constexpr (Plan::kLanes) {
+      // One row a block (r is the block's): every lane reaches the shuffles.
+      const int g = plan_last_groups<Plan>(t, false).q1;
+      if (r < a.rows)
+        spectrum_mirror_lanes<Plan::kLast>(
+            v, g, Plan::kM, scale, [out](int64_t f, float2 x) { out[f] = x; }, roots);
+    } else if (r < a.rows) {
       spectrum_last_pass<Plan::kLast>(
-          v, t, Plan::kM, scale,
-          [out = a.spectrum + (a.h0 + r) * (Plan::kM + 1)](int64_t f, float2 x) { out[f] = x; }, roots);
+          v, t, Plan::kM, scale, [out](int64_t f, float2 x) { out[f] = x; }, roots);
+    }
     sync();
   }
 }
@@ -1360,26 +1434,27 @@ __global__ void __launch_bounds__(split_plan::kThreadsPerRow, split_plan::kMinBl
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     float2* out = a.spectrum + (a.h0 + r) * (m + 1);  // (m + 1,)
     float2 v[Plan::kE];
-    fused_forward<Plan>(
-        v, buf, t,
-        [&](int base, int s, int st) {
-          const int j = base + s * st;
-          const float2 lo = load_filter_packed<kBidir>(a, r, j);
-          return kBidir ? c_add(lo, load_filter_packed<kBidir>(a, r, j + mh)) : lo;
-        },
-        roots);
+    fused_load<Plan>(v, t, [&](int base, int s, int st) {
+      // Part of a group's loads at a time, as the conv kernel (all in flight spilled at 128 registers).
+      if (s % (kBidir ? 4 : 8) == 0 && s > 0) load_fence();
+      const int j = base + s * st;
+      const float2 lo = load_filter_packed<kBidir>(a, r, j);
+      return kBidir ? c_add(lo, load_filter_packed<kBidir>(a, r, j + mh)) : lo;
+    });
+    filter_add_d(a, r, t, v[0]);
+    fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, false);
     spectrum_last_pass<Plan::kLast>(
         v, t, mh, scale, [out](int64_t f, float2 x) { out[2 * f] = x; }, roots);
     __syncthreads();  // buf is read to the end before the odd half writes it
-    fused_forward<Plan>(
-        v, buf, t,
-        [&](int base, int s, int st) {
-          const int j = base + s * st;
-          const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
-          const float2 lo = load_filter_packed<kBidir>(a, r, j);
-          return c_mul(kBidir ? c_sub(lo, load_filter_packed<kBidir>(a, r, j + mh)) : lo, w);
-        },
-        roots, block_sync{}, true);
+    fused_load<Plan>(v, t, [&](int base, int s, int st) {
+      if (s % (kBidir ? 4 : 8) == 0 && s > 0) load_fence();
+      const int j = base + s * st;
+      const float2 w = mul_root<2 * r1, false>(roots.get<false>(base, m), s);
+      const float2 lo = load_filter_packed<kBidir>(a, r, j);
+      return c_mul(kBidir ? c_sub(lo, load_filter_packed<kBidir>(a, r, j + mh)) : lo, w);
+    });
+    filter_add_d(a, r, t, v[0]);  // z[0] - z[mh] enters the odd half with W^0 = 1
+    fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, true);
     spectrum_last_pass_odd<Plan::kLast>(v, t, mh, scale, out, roots);
     __syncthreads();
   }
@@ -2084,11 +2159,26 @@ template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == kMaxFusedLogM) {
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
-    return launch_after_filters(fft_conv_split_kernel<T>, a.rows, split_plan::kThreadsPerRow, kSplitSmem, a,
+    // One block an SM (137 KB of shared memory), each taking rows grid-stride and fetching its next
+    // row ahead into L2.
+    int dev = 0, sms = 0;
+    SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int64_t blocks = a.rows < sms ? a.rows : (sms > 0 ? sms : 1);
+    return launch_after_filters(fft_conv_split_kernel<T>, blocks, split_plan::kThreadsPerRow, kSplitSmem, a,
                                 stream);
   } else {
     using Plan = conv_plan<kLogM>;
-    const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+    int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+    if constexpr (Plan::kRows == 1) {
+      // As many blocks as run at once (kMinBlocks an SM, by registers), each taking rows grid-stride
+      // and fetching its next one ahead.
+      int dev = 0, sms = 0;
+      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * Plan::kMinBlocks;
+      blocks = blocks < wave ? blocks : wave;
+    }
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, kLogM>, conv_smem<kLogM>));
     return launch_after_filters(fft_conv_fused_kernel<T, kLogM>, blocks, Plan::kThreads, conv_smem<kLogM>, a,
                                 stream);
