@@ -3,11 +3,13 @@
 // H3's reference semantics) measured by ../shared/device/peers.py on the same card; plus ssmConv and
 // s4dKernel for information. Every op is checked against the CPU backend before anything is timed.
 //
-//   node bench/fft-gpu.mjs [--peers peers.jsonl] [--quick]
+//   node bench/fft-gpu.mjs [--peers peers.jsonl] [--quick] [--shapes 8x768x4096,...] [--dtypes bfloat16,...]
 //   node bench/fft-gpu.mjs --profile BxHxL   (two bfloat16 calls of that shape and nothing else, for Nsight)
 //
 // --peers: the JSON lines that `python3 peers.py fftconv` printed in the same run (kind fftconv_torch);
 // without it the peer column shows the anchors measured on this H200 when the issue was filed.
+// --shapes / --dtypes: time only those rows of the table (BxHxL) and dtypes, after the same checks, and
+// skip the batch split, ssmConv and s4dKernel lines (a short run).
 import fs from 'node:fs';
 import { backend, fftConvSync, s4dKernelSync, ssmConvSync, synchronizeSync, Tensor } from '../dist/esm/index.mjs';
 
@@ -16,6 +18,12 @@ const BANDWIDTH = 4.2e12; // bytes/s: the copy ceiling measured on the H200 (iss
 const FP32_PEAK = 67e12; // FLOP/s, the datasheet's fp32 rate
 const quick = process.argv.includes('--quick');
 const peersArg = process.argv.indexOf('--peers');
+function listArg(name) {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? null : process.argv[i + 1].split(',');
+}
+const onlyShapes = listArg('--shapes');
+const onlyDtypes = listArg('--dtypes');
 
 // PyTorch's rfft/irfft convolution on this H200 when issue 7 was filed (us): [float32, bfloat16].
 const ANCHORS = {
@@ -192,7 +200,9 @@ const shapes = [
   [1, 768, 65536],
 ];
 for (const dtype of ['bfloat16', 'float32']) {
+  if (onlyDtypes && !onlyDtypes.includes(dtype)) continue;
   for (const [B, H, L] of shapes) {
+    if (onlyShapes && !onlyShapes.includes(`${B}x${H}x${L}`)) continue;
     const es = dtype === 'float32' ? 4 : 2;
     const bytes = 2 * B * H * L * es + H * L * 4;
     // Inputs are rotated so that repeated runs do not find them in the 50 MB L2.
@@ -239,7 +249,7 @@ for (const dtype of ['bfloat16', 'float32']) {
 
 // The part of a call that does not grow with the batch (the filters' spectra, launches, scratch), for
 // information: t(B) = fixed + B * per-row, from batch 1 and 8 at 768 x 1024 bfloat16.
-{
+if (!onlyShapes) {
   const H = 768;
   const L = 1024;
   const k = on(randn([H, L], 1 / Math.sqrt(L)));
@@ -261,7 +271,7 @@ for (const dtype of ['bfloat16', 'float32']) {
 }
 
 // ssmConv and s4dKernel, for information (no peer).
-{
+if (!onlyShapes) {
   const H = 768;
   const N2 = 32;
   const logDt = on(

@@ -127,7 +127,7 @@
 // thread a row, 53.8% of issue slots, 7.19 cycles an issue of which barrier 1.31, not selected 1.38,
 // long scoreboard 0.97. The kernel is now close to issue-bound at 16 warps: the round-trip model no
 // longer holds there, instructions do. The filter kernel (22.2 us at 4 passes) takes the same 3 passes
-// (spectrum_mirror_lanes): predicted ~17 us, the call ~300 us.
+// (spectrum_mirror_lanes): predicted ~17 us, measured 18.3 (66f9579).
 // Row order and prefetch: the conv kernels took rows batch-major, so at m = 16384 (spectra of 100 MB,
 // twice the L2) each batch row read its filter's spectrum from DRAM; the rows of one filter now run
 // next to each other (filter_major, for the one-row blocks of m >= 4096: at m = 1024 the extra index
@@ -138,6 +138,11 @@
 // rows, and each block asks L2 for its next row's u, gates and spectrum while it works on the current
 // one (prefetch_row): predicted 424 -> 370-400 us for the split kernel (long-scoreboard waits, ~3 of
 // its 10.2 cycles an issue, about halved), 267 -> 250-260 us at m = 4096 (0.97 cycles of 7.19).
+// Measured (66f9579, Nsight): split 402.9 us (9.71 cycles an issue, 39.6% of issue slots), m = 4096
+// 243.2 us (6.29 cycles an issue). The calls (bench, bf16): 8 x 768 x 1024 64.4 -> 61.4 us (filter
+// kernel 10.5 -> 6.3 us), 8 x 768 x 4096 312.8 -> 284.6, 2 x 768 x 16384 620.7 -> 525.7,
+// 1 x 768 x 65536 2008 -> 1916; float32 63.6 / 291.0 / 514.1 / 1795 (16384: 499.2 at 15dc49b, before
+// the prefetch: its 64 KB rows of u may crowd the L2, not yet measured apart).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
