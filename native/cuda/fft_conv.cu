@@ -142,7 +142,10 @@
 // 243.2 us (6.29 cycles an issue). The calls (bench, bf16): 8 x 768 x 1024 64.4 -> 61.4 us (filter
 // kernel 10.5 -> 6.3 us), 8 x 768 x 4096 312.8 -> 284.6, 2 x 768 x 16384 620.7 -> 525.7,
 // 1 x 768 x 65536 2008 -> 1916; float32 63.6 / 291.0 / 514.1 / 1795 (16384: 499.2 at 15dc49b, before
-// the prefetch: its 64 KB rows of u may crowd the L2, not yet measured apart).
+// the prefetch: its 64 KB rows of u may crowd the L2, not yet measured apart). A second run of the same
+// kernels (449c017, bench --quick): bf16 61.5 / 284.0 / 532.0, float32 63.0 / 328.2 (runs 321-358) /
+// 514.8 us: the float32 row at 4096 moved 291 -> 328 between the two runs, within this short bench's
+// spread there.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
