@@ -16,7 +16,8 @@
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar (the sequential SSD scan,
 // the tensor-core SSD kernel's earlier form),
-// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread).
+// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the
+// update launched without programmatic dependent launch).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -34,19 +35,22 @@
 // The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (head,
 // headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, for 1, 4 or
 // 8 batch elements a thread (by the work's size; SSMKIT_CUDA_UPDATE_TILE forces one) with all loads issued
-// first, the tiled forms' state staged in shared memory by cp.async; other dstates take the plain loop
-// kernel. causal_conv1d_kernel gives each thread 8 steps of one channel with the width-1 history, weights
-// in registers, 16-byte loads and stores; the streaming update is one thread per (batch, channel).
+// first, the tiled forms' state staged in shared memory by cp.async, launched with programmatic dependent
+// launch on sm_90; other dstates take the plain loop kernel. causal_conv1d_kernel gives each thread 8 steps
+// of one channel with the width-1 history, weights in registers, 16-byte loads and stores; the streaming
+// update is one thread per (batch, channel).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
 #include "cuda_check.cuh"
+#include "pdl.cuh"
 #include "ssmkit/selective_scan.h"
 
 namespace ssmkit {
@@ -1059,10 +1063,20 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // expected ~805 us, as measured for the lean form; measured 811.2 us (H200, bc27872; the scalar form
 // 1121.3 in the same run), and the tests' bit-for-bit comparison of the two forms passed there.
 //
+// Causal skip (both forms). M is zero where j > i, so a warp whose rows are steps 16 q .. 16 q + 15 needs
+// only the q + 1 blocks of 16 steps j up to its diagonal: it skips CB, M and M x beyond them (a skipped
+// mma would add exact zeros, so every sum and both forms' bits are unchanged). Per warp and chunk CB
+// takes 16 (q + 1) mma instead of 64 and M x 8 (q + 1) instead of 32: 188 mma on average instead of 224
+// (-16%), and 20 M elements a thread instead of 32. The heavy quarters would all sit on two of the four
+// schedulers with warp w on scheduler w % 4, so the second half of the warps takes the quarters in reverse
+// (scheduler s runs quarters s and 3 - s: equal work). Prediction: ~13% fewer instructions a chunk,
+// 811 -> 700-760 us. Registers (-Xptxas -v, sm_90a): 128, with 12 bytes of spill stores and loads at
+// dstate 128 (4 at 64) in the lean form, none before the skip.
+//
 // Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
-// the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
-// dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
-// once per warp pair and head.
+// the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks (2.4 waves of 264
+// resident blocks: the third wave is 42% full) and the sequential dependence through S leaves the output
+// kernel; (2) CB = C B^T once per (batch, group, chunk) instead of once per warp pair and head.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -1222,8 +1236,11 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
   // Warp (quarter, half): rows r0 .. r0 + 15 (chunk steps for Y, headdim for S); half picks its headdim
-  // columns pw .. pw + 31 of Y and its state columns n0 .. n0 + kN / 2 - 1 of S.
-  const int quarter = warp % 4, half = warp / 4;
+  // columns pw .. pw + 31 of Y and its state columns n0 .. n0 + kN / 2 - 1 of S. The second half takes
+  // the quarters in reverse, so that the two warps on each scheduler (warps w and w + 4) have quarters
+  // q and 3 - q: the causal work of M x grows with the quarter (see skip below), and each pair sums to
+  // the same.
+  const int half = warp / 4, quarter = half == 0 ? warp % 4 : 3 - warp % 4;
   const int r0 = quarter * 16, pw = half * (kSsdP / 2), n0 = half * kNH;
   const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
   const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
@@ -1355,6 +1372,13 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 #pragma unroll(kLean ? 1 : 2)
     for (int jh = 0; jh < 2; ++jh) {
       const int j0 = jh * (kSsdQ / 2);
+      // Blocks of 16 steps j of this half that reach the warp's rows (j <= i): M is zero beyond them, so
+      // their CB, M and M x are skipped (no half for quarters 0 and 1 at jh = 1; one block for quarter 0
+      // at jh = 0 and quarter 2 at jh = 1). A skipped mma would add exact zeros: the sums are unchanged.
+      const int nblk = quarter + 1 - 2 * jh;
+      if (nblk <= 0) break;
+      const bool full = nblk >= 2;
+      static_assert(kJT == 4, "two blocks of 16 steps j a half: tiles 0-1 and 2-3, M x steps kk 0 and 1");
       float cb[kJT][4];
 #pragma unroll
       for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
@@ -1368,6 +1392,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
 #pragma unroll
           for (int jt = 0; jt < kJT; jt += 2) {
+            if (jt >= 2 && !full) continue;
             uint32_t f[4];
             ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
             mma_bf16(cb[jt], af, f[0], f[1]);
@@ -1398,6 +1423,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
                                   *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
 #pragma unroll
           for (int jt = 0; jt < kJT; ++jt) {
+            if (jt >= 2 && !full) continue;
             const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
             mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
                      *reinterpret_cast<const uint32_t*>(br + 8));
@@ -1432,6 +1458,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
 #pragma unroll
       for (int jt = 0; jt < kJT; ++jt) {
+        if (jt >= 2 && !full) continue;
         if constexpr (kLean) {
           const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
           const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
@@ -1456,6 +1483,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       }
 #pragma unroll
       for (int kk = 0; kk < kJT / 2; ++kk) {
+        if (kk >= 1 && !full) continue;
         uint32_t mh[4], ml[4];
         split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
         split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
@@ -1759,6 +1787,14 @@ __device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
 //   over every SM. At batch 1 a call from Node is host-bound (~10 us of validation, Node-API and launch
 //   against a few us of kernel).
 // Registers and spills: -Xptxas -v on sm_90a (sm_80 and sm_89 alike, no spills).
+//
+// Launch (launch_update). At batch 256 a call from Node took 61.2 us against 56.4 us of kernel: ~4.8 us a
+// call between one kernel's last wave and the next kernel's first loads (launch, block dispatch, ramp).
+// The bytes in flight are not short (160 KB an SM against the ~32 KB that 4.2 TB/s needs at ~1 us of
+// loaded latency), so the launch is what is left: the kernels go out with programmatic dependent launch on
+// sm_90 (pdl_wait at the top, before any global access; pdl_trigger right after it), so that the next
+// call's blocks are resident when this one completes. Prediction: batch 256 61.2 -> 57-59 us a call,
+// batch 64 16.8 -> 15-16 us; batch 1 is host-bound and stays.
 
 // Resident blocks an SM each form is built for (registers: 64, 48, 64 at most). The 8-element form's 17 KB
 // of shared memory allow 12 blocks; its registers spill at 40 (12 blocks), so 10.
@@ -1769,6 +1805,10 @@ constexpr int update_min_blocks(int kbt, bool spread) {
 template <bool kAPerState, int kBT, int kThreads, bool kSpread = false>
 __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     selective_state_update_vec_kernel(const update_args a) {
+  // Launched with programmatic dependent launch (launch_update): nothing global is touched before the
+  // kernel ahead has finished; the next kernel may be scheduled as soon as every block has started.
+  pdl_wait();
+  pdl_trigger();
   // Grid: x over the rows (head, headdim element), y over tiles of kBT batch elements. All index math but
   // the state's offset is 32-bit (the launcher checks H * P * N < 2^31).
   const int Q = a.lanes;
@@ -2472,6 +2512,43 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   return launch_scan<true, true>(op, a, Bt, true, true, st);
 }
 
+// Launches a decode-update kernel with programmatic dependent launch where the code that runs was built
+// for sm_90 or later (its pdl_wait() keeps it from reading or writing anything before the kernel ahead of
+// it on the stream has finished; older code has no wait and launches plainly): the launch and the blocks'
+// start overlap that kernel's tail. At batch 256 (3.9 waves of ~15 us blocks) the next call's blocks take
+// the slots the last wave frees and start the moment it completes.
+template <class Kernel>
+status launch_update(Kernel* kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                     const update_args& a) {
+  // A property of the image on the device (every kernel of it has the same versions): asked once per
+  // device, not per call.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 plain launch, 2 programmatic
+  int dev = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  int state = dev >= 0 && dev < kMaxDevices ? known[dev].load(std::memory_order_acquire) : 0;
+  if (state == 0) {
+    cudaFuncAttributes fa{};
+    SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    state = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 2 : 1;
+    if (dev >= 0 && dev < kMaxDevices) known[dev].store(state, std::memory_order_release);
+  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  // SSMKIT_CUDA_UPDATE_PDL=0 launches plainly (benchmarks compare the two).
+  config.numAttrs = state == 2 && env_int("SSMKIT_CUDA_UPDATE_PDL", 1) != 0 ? 1 : 0;
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
 status selective_state_update_cuda(const selective_state_update_params& p, void* stream) {
   const char* op = "selectiveStateUpdate";
   const int64_t Bt = p.batch, H = p.nheads, P = p.headdim, N = p.dstate, G = p.groups, SB = p.state_batch;
@@ -2549,13 +2626,15 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
     const size_t smem =
         tile > 1 ? static_cast<size_t>(tile * threads * 4 + 2 * tile * groups_spanned * N) * sizeof(float)
                  : 0;
-    if (tile == 8) selective_state_update_vec_kernel<true, 8, 128, true><<<g2, 128, smem, s>>>(a);
-    if (tile == 4 && p.multihead) selective_state_update_vec_kernel<false, 4, 128><<<g2, 128, smem, s>>>(a);
-    if (tile == 4 && !p.multihead) selective_state_update_vec_kernel<true, 4, 128><<<g2, 128, smem, s>>>(a);
-    if (tile == 1 && p.multihead) selective_state_update_vec_kernel<false, 1, 64><<<g2, 64, 0, s>>>(a);
-    if (tile == 1 && !p.multihead) selective_state_update_vec_kernel<true, 1, 64><<<g2, 64, 0, s>>>(a);
-    SSMKIT_CUDA_CHECK(cudaGetLastError());
-    return ok_status();
+    if (tile == 8) {
+      return launch_update(selective_state_update_vec_kernel<true, 8, 128, true>, g2, 128, smem, s, a);
+    }
+    if (tile == 4 && p.multihead) {
+      return launch_update(selective_state_update_vec_kernel<false, 4, 128>, g2, 128, smem, s, a);
+    }
+    if (tile == 4) return launch_update(selective_state_update_vec_kernel<true, 4, 128>, g2, 128, smem, s, a);
+    if (p.multihead) return launch_update(selective_state_update_vec_kernel<false, 1, 64>, g2, 64, 0, s, a);
+    return launch_update(selective_state_update_vec_kernel<true, 1, 64>, g2, 64, 0, s, a);
   }
   SSMKIT_RETURN_IF_ERROR(
       launch_blocks(op, (Bt * H * P * a.lanes + kUpdateThreads - 1) / kUpdateThreads, &grid));
