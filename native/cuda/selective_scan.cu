@@ -14,10 +14,10 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
-// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar (the sequential SSD scan,
-// the tensor-core SSD kernel's earlier form),
-// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the
-// update launched without programmatic dependent launch).
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|shared (the sequential
+// SSD scan, the tensor-core SSD kernel's earlier form, its shared-M form), SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the
+// decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the update launched without
+// programmatic dependent launch).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -1073,6 +1073,18 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // 811 -> 700-760 us. Registers (-Xptxas -v, sm_90a): 128, with 12 bytes of spill stores and loads at
 // dstate 128 (4 at 64) in the lean form, none before the skip.
 //
+// Shared-M form (kShareM, SSMKIT_CUDA_SSD=shared; sm_80 and sm_90, whose blocks may take 113 KB of shared
+// memory). After the skip, the two warps of a quarter (same rows i, different headdim columns) still
+// compute the same CB and M: per warp and chunk 40 CB mma and 20 M elements a thread on average, ~300 of
+// ~1300 instructions. In this form each of the pair computes CB and M for every other block of 16 steps j
+// (blocks half, half + 2), writes M's two bfloat16 parts to a 16 KB swizzled shared array (two blocks an
+// SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier (64 threads) and loads
+// all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the same mma order: the
+// same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements instead of 20,
+// plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). Prediction: 5-10%
+// under the lean form. Registers: 128, 16 bytes of spill at dstate 128, none at 64; CB is computed before
+// C S^T so that its accumulators are dead before y's are live (in one loop: 28 bytes of spill).
+//
 // Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
 // the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks (2.4 waves of 264
 // resident blocks: the third wave is 42% full) and the sequential dependence through S leaves the output
@@ -1118,7 +1130,32 @@ struct ssd_tc_layout {
   static constexpr int kDv = kCd + 16;                     // (P,) float: D of the head's channels
   static constexpr int kZ = kDv + kSsdP * 4;               // (Q, kXPitch) in z's dtype: z of the chunk
   static constexpr int kBytes = kZ + kSsdQ * kXPitch * 4;
+  // The shared-M form (kShareM) adds M's two bfloat16 parts, (Q, Q) each, rows unpadded with their
+  // 16-byte pieces swizzled (ssd_m_at): 16 KB, which keeps two blocks an SM on sm_90 at dstate 128
+  // (2 x (98832 + 16384 + 1024 reserved) <= 228 KB).
+  static constexpr int kMHi = kBytes;
+  static constexpr int kMLo = kMHi + kSsdQ * kSsdQ * 2;
+  static constexpr int kSharedBytes = kMLo + kSsdQ * kSsdQ * 2;
 };
+
+// Element (i, j) of a (Q, Q) bfloat16 plane of M: 8 pieces of 16 bytes a row, piece c of row i stored at
+// c ^ (i % 8), so that the 8 rows an ldmatrix tile reads and the 8 rows a warp's fragment stores write
+// fall on distinct banks.
+__device__ __forceinline__ int ssd_m_at(int i, int j) {
+  static_assert(kSsdQ == 64, "8 pieces of 8 elements a row");
+  return i * kSsdQ + ((((j >> 3) ^ i) & 7) << 3) + (j & 7);
+}
+
+// Barrier of the two warps (64 threads) that share the rows of one quarter (named barrier 1 + quarter;
+// immediate ids, so that the kernel is known to use 5 barriers, not all 16).
+__device__ __forceinline__ void ssd_pair_barrier(int quarter) {
+  switch (quarter) {
+    case 0: asm volatile("bar.sync 1, 64;\n" ::: "memory"); break;
+    case 1: asm volatile("bar.sync 2, 64;\n" ::: "memory"); break;
+    case 2: asm volatile("bar.sync 3, 64;\n" ::: "memory"); break;
+    default: asm volatile("bar.sync 4, 64;\n" ::: "memory"); break;
+  }
+}
 
 __device__ __forceinline__ float bf16_lo(uint32_t w) {
   return __uint_as_float(w << 16);
@@ -1210,8 +1247,9 @@ __device__ __forceinline__ float ssd_m(float cb, float cum_i, float cum_j, float
 
 // kLean: the form with fewer instructions (the default; see the design above); otherwise the earlier
 // form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar). Both compute the same bits.
-template <int kN, bool kLean>
+template <int kN, bool kLean, bool kShareM>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
+  static_assert(kLean || !kShareM, "the shared-M form is a lean form");
   using lay = ssd_tc_layout<kN>;
   constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch;
   constexpr int kNH = kN / 2;         // state columns of a warp
@@ -1368,85 +1406,86 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int i = 0; i < kPO; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
     const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
     const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
-    // Lean: not unrolled (no spills at dstate 128).
-#pragma unroll(kLean ? 1 : 2)
-    for (int jh = 0; jh < 2; ++jh) {
-      const int j0 = jh * (kSsdQ / 2);
-      // Blocks of 16 steps j of this half that reach the warp's rows (j <= i): M is zero beyond them, so
-      // their CB, M and M x are skipped (no half for quarters 0 and 1 at jh = 1; one block for quarter 0
-      // at jh = 0 and quarter 2 at jh = 1). A skipped mma would add exact zeros: the sums are unchanged.
-      const int nblk = quarter + 1 - 2 * jh;
-      if (nblk <= 0) break;
-      const bool full = nblk >= 2;
-      static_assert(kJT == 4, "two blocks of 16 steps j a half: tiles 0-1 and 2-3, M x steps kk 0 and 1");
-      float cb[kJT][4];
+    if constexpr (kShareM) {
+      // The two warps of a quarter split its blocks of 16 steps j (0 .. quarter): this warp computes CB
+      // and M for blocks half and half + 2 (those that reach its rows) and stores M's two parts in shared
+      // memory, then C S^T; after the pair's barrier both run M x over all of the quarter's blocks. Every
+      // element of M is the same function of the same operands as in the lean form, and y takes the same
+      // mma in the same order. CB's accumulators are dead before y's are live (16 registers fewer at the
+      // peak than in one loop), at the price of loading C's fragments twice.
+      const int kb0 = half, kb1 = half + 2;
+      const bool has0 = kb0 <= quarter, has1 = kb1 <= quarter;
+      uint16_t* sMh = reinterpret_cast<uint16_t*>(smem_raw + lay::kMHi);
+      uint16_t* sMl = reinterpret_cast<uint16_t*>(smem_raw + lay::kMLo);
+      const int brow = (lane & 7) + 8 * (lane >> 4);
+      if (has0) {
+        float cb[4][4];  // 8-column tiles: block kb0's two, then block kb1's two
 #pragma unroll
-      for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+        for (int i = 0; i < 4; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
 #pragma unroll
-      for (int kk = 0; kk < kN / 16; ++kk) {
-        if constexpr (kLean) {
-          // A fragment of C (rows r0 .., k = dstate); B fragments of B (rows j) and of S (rows p), two
-          // column tiles per ldmatrix: lane l addresses row l % 8 of tile l / 8.
-          uint32_t af[4];
+        for (int kk = 0; kk < kN / 16; ++kk) {
+          uint32_t af[4], f[4];
           ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
-          const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
-#pragma unroll
-          for (int jt = 0; jt < kJT; jt += 2) {
-            if (jt >= 2 && !full) continue;
-            uint32_t f[4];
-            ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
-            mma_bf16(cb[jt], af, f[0], f[1]);
-            mma_bf16(cb[jt + 1], af, f[2], f[3]);
+          const int bcol = 16 * kk + 8 * ((lane >> 3) & 1);
+          ldsm_x4(f, sB + (16 * kb0 + brow) * kBP + bcol);
+          mma_bf16(cb[0], af, f[0], f[1]);
+          mma_bf16(cb[1], af, f[2], f[3]);
+          if (has1) {
+            ldsm_x4(f, sB + (16 * kb1 + brow) * kBP + bcol);
+            mma_bf16(cb[2], af, f[0], f[1]);
+            mma_bf16(cb[3], af, f[2], f[3]);
           }
-          if (jh == 0) {
-            // High parts into every accumulator, then low parts: consecutive mma are independent.
+        }
 #pragma unroll
-            for (int q = 0; q < kPO; q += 2) {
-              uint32_t f[4];
-              ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
-              mma_bf16(y[q], af, f[0], f[1]);
-              mma_bf16(y[q + 1], af, f[2], f[3]);
+        for (int m = 0; m < 2; ++m) {
+          if (m == 1 && !has1) continue;
+          const int kb = half + 2 * m;
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            float(&c)[4] = cb[2 * m + t];
+            const int j = 16 * kb + 8 * t + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
+            const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+            const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+            const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const bool hi = r >= 2, odd = (r & 1) != 0;
+              const float v = ssd_m(c[r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
+              const bool keep =
+                  j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+              c[r] = keep ? v : 0.0f;
             }
-#pragma unroll
-            for (int q = 0; q < kPO; q += 2) {
-              uint32_t f[4];
-              ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
-              mma_bf16(y[q], af, f[0], f[1]);
-              mma_bf16(y[q + 1], af, f[2], f[3]);
-            }
-          }
-        } else {
-          const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
-          const uint32_t af[4] = {*reinterpret_cast<const uint32_t*>(cr),
-                                  *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
-                                  *reinterpret_cast<const uint32_t*>(cr + 8),
-                                  *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
-#pragma unroll
-          for (int jt = 0; jt < kJT; ++jt) {
-            if (jt >= 2 && !full) continue;
-            const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
-            mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
-                     *reinterpret_cast<const uint32_t*>(br + 8));
-          }
-          if (jh == 0) {
-            // High parts into every accumulator, then low parts: consecutive mma are independent.
-#pragma unroll
-            for (int q = 0; q < kPO; ++q) {
-              const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
-              mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
-                       *reinterpret_cast<const uint32_t*>(sSh + o + 8));
-            }
-#pragma unroll
-            for (int q = 0; q < kPO; ++q) {
-              const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
-              mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
-                       *reinterpret_cast<const uint32_t*>(sSl + o + 8));
-            }
+            uint32_t h0, l0, h1, l1;
+            split_bf16(c[0], c[1], h0, l0);
+            split_bf16(c[2], c[3], h1, l1);
+            *reinterpret_cast<uint32_t*>(sMh + ssd_m_at(i_lo, j)) = h0;
+            *reinterpret_cast<uint32_t*>(sMl + ssd_m_at(i_lo, j)) = l0;
+            *reinterpret_cast<uint32_t*>(sMh + ssd_m_at(i_hi, j)) = h1;
+            *reinterpret_cast<uint32_t*>(sMl + ssd_m_at(i_hi, j)) = l1;
           }
         }
       }
-      if (jh == 0) {
-        // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) {
+        uint32_t af[4];
+        ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
+        const int bcol = 16 * kk + 8 * ((lane >> 3) & 1);
+#pragma unroll
+        for (int q = 0; q < kPO; q += 2) {
+          uint32_t f[4];
+          ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+          mma_bf16(y[q], af, f[0], f[1]);
+          mma_bf16(y[q + 1], af, f[2], f[3]);
+        }
+#pragma unroll
+        for (int q = 0; q < kPO; q += 2) {
+          uint32_t f[4];
+          ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+          mma_bf16(y[q], af, f[0], f[1]);
+          mma_bf16(y[q + 1], af, f[2], f[3]);
+        }
+      }
+      {
         const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
 #pragma unroll
         for (int q = 0; q < kPO; ++q) {
@@ -1454,50 +1493,158 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
         }
       }
-      // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
-      // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
+      ssd_pair_barrier(quarter);
 #pragma unroll
-      for (int jt = 0; jt < kJT; ++jt) {
-        if (jt >= 2 && !full) continue;
-        if constexpr (kLean) {
-          const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
-          const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
-          const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
-          const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const bool hi = r >= 2, odd = (r & 1) != 0;
-            const float v = ssd_m(cb[jt][r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
-            const bool keep =
-                j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
-            cb[jt][r] = keep ? v : 0.0f;
-          }
-        } else {
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
-            const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-            cb[jt][r] = keep ? ssd_m(cb[jt][r], r >= 2 ? cum_hi : cum_lo, sCum[j], sDt[j]) : 0.0f;
-          }
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < kJT / 2; ++kk) {
-        if (kk >= 1 && !full) continue;
+      for (int kb = 0; kb < kSsdQ / 16; ++kb) {
+        if (kb > quarter) break;
+        // A fragments (rows r0 .., k = j) of M's two parts: lane l addresses row l % 16, piece 2 kb + l / 16.
+        const int mrow = r0 + (lane & 15), mcol = 16 * kb + 8 * (lane >> 4);
         uint32_t mh[4], ml[4];
-        split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
-        split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
-        split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
-        split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+        ldsm_x4(mh, sMh + ssd_m_at(mrow, mcol));
+        ldsm_x4(ml, sMl + ssd_m_at(mrow, mcol));
 #pragma unroll
         for (int q = 0; q < kPO; q += 2) {
-          // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
           uint32_t f[4];
-          ldsm_x4_trans(f, sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+          ldsm_x4_trans(f, sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
           mma_bf16(y[q], mh, f[0], f[1]);
           mma_bf16(y[q + 1], mh, f[2], f[3]);
           mma_bf16(y[q], ml, f[0], f[1]);
           mma_bf16(y[q + 1], ml, f[2], f[3]);
+        }
+      }
+    } else {
+      // Lean: not unrolled (no spills at dstate 128).
+#pragma unroll(kLean ? 1 : 2)
+      for (int jh = 0; jh < 2; ++jh) {
+        const int j0 = jh * (kSsdQ / 2);
+        // Blocks of 16 steps j of this half that reach the warp's rows (j <= i): M is zero beyond them, so
+        // their CB, M and M x are skipped (no half for quarters 0 and 1 at jh = 1; one block for quarter 0
+        // at jh = 0 and quarter 2 at jh = 1). A skipped mma would add exact zeros: the sums are unchanged.
+        const int nblk = quarter + 1 - 2 * jh;
+        if (nblk <= 0) break;
+        const bool full = nblk >= 2;
+        static_assert(kJT == 4, "two blocks of 16 steps j a half: tiles 0-1 and 2-3, M x steps kk 0 and 1");
+        float cb[kJT][4];
+#pragma unroll
+        for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+          if constexpr (kLean) {
+            // A fragment of C (rows r0 .., k = dstate); B fragments of B (rows j) and of S (rows p), two
+            // column tiles per ldmatrix: lane l addresses row l % 8 of tile l / 8.
+            uint32_t af[4];
+            ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
+            const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
+#pragma unroll
+            for (int jt = 0; jt < kJT; jt += 2) {
+              if (jt >= 2 && !full) continue;
+              uint32_t f[4];
+              ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
+              mma_bf16(cb[jt], af, f[0], f[1]);
+              mma_bf16(cb[jt + 1], af, f[2], f[3]);
+            }
+            if (jh == 0) {
+              // High parts into every accumulator, then low parts: consecutive mma are independent.
+#pragma unroll
+              for (int q = 0; q < kPO; q += 2) {
+                uint32_t f[4];
+                ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+                mma_bf16(y[q], af, f[0], f[1]);
+                mma_bf16(y[q + 1], af, f[2], f[3]);
+              }
+#pragma unroll
+              for (int q = 0; q < kPO; q += 2) {
+                uint32_t f[4];
+                ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+                mma_bf16(y[q], af, f[0], f[1]);
+                mma_bf16(y[q + 1], af, f[2], f[3]);
+              }
+            }
+          } else {
+            const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
+            const uint32_t af[4] = {*reinterpret_cast<const uint32_t*>(cr),
+                                    *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
+                                    *reinterpret_cast<const uint32_t*>(cr + 8),
+                                    *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+#pragma unroll
+            for (int jt = 0; jt < kJT; ++jt) {
+              if (jt >= 2 && !full) continue;
+              const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
+              mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
+                       *reinterpret_cast<const uint32_t*>(br + 8));
+            }
+            if (jh == 0) {
+              // High parts into every accumulator, then low parts: consecutive mma are independent.
+#pragma unroll
+              for (int q = 0; q < kPO; ++q) {
+                const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+                mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                         *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+              }
+#pragma unroll
+              for (int q = 0; q < kPO; ++q) {
+                const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+                mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                         *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+              }
+            }
+          }
+        }
+        if (jh == 0) {
+          // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+          const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+#pragma unroll
+          for (int q = 0; q < kPO; ++q) {
+            y[q][0] = __fmul_rn(y[q][0], eo_lo), y[q][1] = __fmul_rn(y[q][1], eo_lo);
+            y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
+          }
+        }
+        // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+        // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
+#pragma unroll
+        for (int jt = 0; jt < kJT; ++jt) {
+          if (jt >= 2 && !full) continue;
+          if constexpr (kLean) {
+            const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
+            const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+            const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+            const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const bool hi = r >= 2, odd = (r & 1) != 0;
+              const float v = ssd_m(cb[jt][r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
+              const bool keep =
+                  j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+              cb[jt][r] = keep ? v : 0.0f;
+            }
+          } else {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
+              const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
+              cb[jt][r] = keep ? ssd_m(cb[jt][r], r >= 2 ? cum_hi : cum_lo, sCum[j], sDt[j]) : 0.0f;
+            }
+          }
+        }
+#pragma unroll
+        for (int kk = 0; kk < kJT / 2; ++kk) {
+          if (kk >= 1 && !full) continue;
+          uint32_t mh[4], ml[4];
+          split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
+          split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
+          split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
+          split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+#pragma unroll
+          for (int q = 0; q < kPO; q += 2) {
+            // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
+            uint32_t f[4];
+            ldsm_x4_trans(f,
+                          sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+            mma_bf16(y[q], mh, f[0], f[1]);
+            mma_bf16(y[q + 1], mh, f[2], f[3]);
+            mma_bf16(y[q], ml, f[0], f[1]);
+            mma_bf16(y[q + 1], ml, f[2], f[3]);
+          }
         }
       }
     }
@@ -2244,16 +2391,24 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   }
 }
 
-template <int kN, bool kLean>
+template <int kN, bool kLean, bool kShareM = false>
 status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
-  constexpr int smem = ssd_tc_layout<kN>::kBytes;
-  // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB).
-  static_assert(smem <= 99 * 1024, "ssd_tc_kernel must fit every target's shared memory per block");
+  constexpr int smem = kShareM ? ssd_tc_layout<kN>::kSharedBytes : ssd_tc_layout<kN>::kBytes;
+  // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB); the
+  // shared-M form runs only where the device allows its size (checked by the caller).
+  static_assert(kShareM || smem <= 99 * 1024,
+                "ssd_tc_kernel must fit every target's shared memory per block");
   if (smem > 48 * 1024) {
-    SSMKIT_CUDA_CHECK(
-        cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean, kShareM>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
-  ssd_tc_kernel<kN, kLean><<<grid, kSsdThreads, smem, stream>>>(t);
+  if constexpr (kShareM) {
+    // Two blocks an SM need all of the SM's shared memory for the L1/shared split.
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean, kShareM>,
+                                           cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           cudaSharedmemCarveoutMaxShared));
+  }
+  ssd_tc_kernel<kN, kLean, kShareM><<<grid, kSsdThreads, smem, stream>>>(t);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
@@ -2462,11 +2617,12 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   // The tensor-core kernel for bfloat16 at Mamba-2's shapes, in its lean form; SSMKIT_CUDA_SSD=exact
   // forces the sequential kernel (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=scalar the
-  // tensor-core kernel's earlier form (scalar fragment loads; tests compare it with the lean form bit for
-  // bit).
+  // tensor-core kernel's earlier form (scalar fragment loads) and SSMKIT_CUDA_SSD=shared its shared-M form
+  // (tests compare both with the lean form bit for bit).
   const char* mode = std::getenv("SSMKIT_CUDA_SSD");
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
   const bool lean = mode == nullptr || std::strcmp(mode, "scalar") != 0;
+  const bool share = mode != nullptr && std::strcmp(mode, "shared") == 0;
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
   // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
@@ -2485,6 +2641,15 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
     t.softplus = p.dt_softplus, t.d_per_channel = p.d_per_channel;
     unsigned grid = 0;
     SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
+    if (share) {
+      // The shared-M form where the device gives a block its shared memory (sm_80, sm_90; not sm_86/89).
+      int dev = 0, optin = 0;
+      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      if (N <= 64 && optin >= ssd_tc_layout<64>::kSharedBytes) return run_ssd_tc<64, true, true>(t, grid, st);
+      if (N > 64 && optin >= ssd_tc_layout<128>::kSharedBytes)
+        return run_ssd_tc<128, true, true>(t, grid, st);
+    }
     if (lean) return N <= 64 ? run_ssd_tc<64, true>(t, grid, st) : run_ssd_tc<128, true>(t, grid, st);
     return N <= 64 ? run_ssd_tc<64, false>(t, grid, st) : run_ssd_tc<128, false>(t, grid, st);
   }
