@@ -1081,14 +1081,31 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier (64 threads) and loads
 // all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the same mma order: the
 // same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements instead of 20,
-// plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). Prediction: 5-10%
-// under the lean form. Registers: 128, 16 bytes of spill at dstate 128, none at 64; CB is computed before
-// C S^T so that its accumulators are dead before y's are live (in one loop: 28 bytes of spill).
+// plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). The pair also
+// splits x * w of the state update (the same A fragments for both: 32 products and 16 splits a thread
+// and chunk, ~190 instructions): each computes half of the steps and stores both parts (at dstate 128 in
+// the quarter's rows of C, which only the pair reads and which are free after its first barrier), a
+// second pair barrier, and both load all of it by ldmatrix: ~-70 instructions more. Prediction: 10-15%
+// under the lean form. Registers: 128, no spills (-Xptxas -v, sm_90a); CB is computed before C S^T so
+// that its accumulators are dead before y's are live (in one loop: 28 bytes of spill).
 //
-// Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
-// the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks (2.4 waves of 264
-// resident blocks: the third wave is 42% full) and the sequential dependence through S leaves the output
-// kernel; (2) CB = C B^T once per (batch, group, chunk) instead of once per warp pair and head.
+// Measured (H200, a200787): the skip took the scalar form from 1121 to 1085 us but left the lean form where
+// it was (816.7 us; Nsight 791 us, 1807 instructions a warp and chunk, issue slots 40% busy, 0.65 eligible
+// warps a scheduler; of the 8.5 cycles between a warp's issues, 2.1 wait on fixed-latency dependencies,
+// 1.9 on barriers, 1.3 on shared memory and MUFU, 0.7 on global loads). The chunk's time is set by its
+// slowest warp at the barriers, and the skip shortens only the light quarters: the heaviest warp of a
+// block (quarter 3) kept all of its work. Hence the shared-M form below, which halves the heaviest warps'
+// CB and M.
+//
+// Weighed and not taken: the chunks of a (batch, head) in parallel (mamba_ssm's chunk states, a state
+// pass, then outputs). At this shape a chunk's state is 64 x 128 float32 = 32 KB against 8 KB of x for its
+// 64 steps: chunk states at every 64 steps would move 4 x 671 MB (write, read and write in the pass,
+// read), at every 256 steps 672 MB in all, 160 us at 4.2 TB/s, while the grid is already full (640
+// blocks, 2 an SM, latency-bound): parallel chunks raise the blocks in flight, not what each SM gets
+// done a cycle. The part they would fix, the partial last wave (640 = 132 x 4.85 blocks: 112 SMs run a
+// fifth block alone, ~14% of the time), is worth less than the extra bytes. CB once per (batch, group,
+// chunk) in a separate kernel: 4 MB of float32 CB, but each block would read its 16-40 KB a chunk back
+// from L2 (0.4 GB in all) to save 20 of its ~190 mma a warp, in a kernel not bound by the tensor pipe.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -1132,10 +1149,15 @@ struct ssd_tc_layout {
   static constexpr int kBytes = kZ + kSsdQ * kXPitch * 4;
   // The shared-M form (kShareM) adds M's two bfloat16 parts, (Q, Q) each, rows unpadded with their
   // 16-byte pieces swizzled (ssd_m_at): 16 KB, which keeps two blocks an SM on sm_90 at dstate 128
-  // (2 x (98832 + 16384 + 1024 reserved) <= 228 KB).
+  // (2 x (98832 + 16384 + 1024 reserved) <= 228 KB); below dstate 128 16 KB more for x * w.
   static constexpr int kMHi = kBytes;
   static constexpr int kMLo = kMHi + kSsdQ * kSsdQ * 2;
-  static constexpr int kSharedBytes = kMLo + kSsdQ * kSsdQ * 2;
+  // x * w's two parts for the state update, (P, Q) each in the layout of M's: at dstate 128 in the rows of
+  // C that the quarter's two warps alone read (16 rows of kBPitch >= 2 x 64 elements; free once both have
+  // passed their first barrier of the chunk), otherwise after M (kXwHi < 0: in C).
+  static constexpr bool kXwInC = kBPitch * 16 >= 2 * 16 * kSsdQ;
+  static constexpr int kXwHi = kXwInC ? -1 : kMLo + kSsdQ * kSsdQ * 2;
+  static constexpr int kSharedBytes = kMLo + kSsdQ * kSsdQ * 2 * (kXwInC ? 1 : 3);
 };
 
 // Element (i, j) of a (Q, Q) bfloat16 plane of M: 8 pieces of 16 bytes a row, piece c of row i stored at
@@ -1726,13 +1748,45 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         S[nt][0] = __fmul_rn(S[nt][0], cd), S[nt][1] = __fmul_rn(S[nt][1], cd);
         S[nt][2] = __fmul_rn(S[nt][2], cd), S[nt][3] = __fmul_rn(S[nt][3], cd);
       }
+      // Shared-M form: each of the quarter's two warps computes x * w for half of the steps (16-step blocks
+      // 2 half, 2 half + 1), stores both parts (the A fragments' layout, as M's), and after the pair's
+      // barrier both load all four blocks: the same values as the lean form computes in registers.
+      [[maybe_unused]] uint16_t* xw_hi = nullptr;
+      [[maybe_unused]] uint16_t* xw_lo = nullptr;
+      if constexpr (kShareM) {
+        if constexpr (lay::kXwInC) {
+          xw_hi = sC + r0 * kBP, xw_lo = xw_hi + 16 * kSsdQ;
+        } else {
+          xw_hi = reinterpret_cast<uint16_t*>(smem_raw + lay::kXwHi) + r0 * kSsdQ;
+          xw_lo = xw_hi + kSsdP * kSsdQ;
+        }
+#pragma unroll
+        for (int kq = 0; kq < 2; ++kq) {
+          const int kk = 2 * half + kq;
+          uint32_t xf[4], xh[4], xl[4];
+          ldsm_x4_trans(xf, sX + (16 * kk + (lane & 7) + 8 * (lane >> 4)) * kXP + r0 + 8 * ((lane >> 3) & 1));
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const int t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+            split_bf16(__fmul_rn(bf16_lo(xf[q]), sW[t]), __fmul_rn(bf16_hi(xf[q]), sW[t + 1]), xh[q], xl[q]);
+            const int at = ssd_m_at(g + (q & 1 ? 8 : 0), t);
+            *reinterpret_cast<uint32_t*>(xw_hi + at) = xh[q];
+            *reinterpret_cast<uint32_t*>(xw_lo + at) = xl[q];
+          }
+        }
+        ssd_pair_barrier(quarter);
+      }
 #pragma unroll
       for (int kk = 0; kk < kSsdQ / 16; ++kk) {
         // A fragment (row p, k = t) of x * w, split in two parts. Lean: x's by ldmatrix, transposed out
         // of x stored (t, p) (tile q: steps 16 kk + 8 (q / 2), headdim r0 + 8 (q % 2)); otherwise
         // gathered by 16-bit loads.
         uint32_t xh[4], xl[4];
-        if constexpr (kLean) {
+        if constexpr (kShareM) {
+          const int at = ssd_m_at(lane & 15, 16 * kk + 8 * (lane >> 4));
+          ldsm_x4(xh, xw_hi + at);
+          ldsm_x4(xl, xw_lo + at);
+        } else if constexpr (kLean) {
           uint32_t xf[4];
           ldsm_x4_trans(xf, sX + (16 * kk + (lane & 7) + 8 * (lane >> 4)) * kXP + r0 + 8 * ((lane >> 3) & 1));
 #pragma unroll
@@ -1941,7 +1995,12 @@ __device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
 // loaded latency), so the launch is what is left: the kernels go out with programmatic dependent launch on
 // sm_90 (pdl_wait at the top, before any global access; pdl_trigger right after it), so that the next
 // call's blocks are resident when this one completes. Prediction: batch 256 61.2 -> 57-59 us a call,
-// batch 64 16.8 -> 15-16 us; batch 1 is host-bound and stays.
+// batch 64 16.8 -> 15-16 us; batch 1 is host-bound and stays. Measured (H200, a200787): batch 256 58.2
+// us a call (60.6 launched plainly in the same run), kernel 57.8 us under Nsight: 2.63 TB/s of DRAM (55%)
+// with issue slots 63% busy, 1787 instructions a thread (223 per batch element of 4 states). So the
+// instructions count too: dt's bias and softplus and the gate silu(z) are now computed where the
+// scalars are held, before the shuffles (kBT / 4 = 2 of each a thread instead of 8 with kSpread: ~115
+// instructions and 24 MUFU operations fewer a thread, -6%). Prediction: kernel 57.8 -> 55-57 us.
 
 // Resident blocks an SM each form is built for (registers: 64, 48, 64 at most). The 8-element form's 17 KB
 // of shared memory allow 12 blocks; its registers spill at 40 (12 blocks), so 10.
@@ -1993,6 +2052,15 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     xs[m] = live ? load_any(a.x, a.x_dt, xr) : 0.0f;
     dts[m] = live ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * H + h) : 0.0f;
     zs[m] = live && a.z != nullptr ? load_any(a.z, a.z_dt, xr) : 0.0f;
+  }
+  // dt (bias, softplus) and the gate silu(z) where the scalars are held, before any shuffle: with kSpread
+  // kBT / 4 of each a thread instead of kBT (the same operations on the same values).
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    float d = dts[m] + dbias;
+    if (a.softplus) d = softplus_fast(d);
+    dts[m] = d;
+    if (a.z != nullptr) zs[m] = silu_fast(zs[m]);
   }
   const int row_lane0 = (threadIdx.x & 31) & ~(Q - 1);
   // kBT > 1: the state pieces (kBT, kThreads) of 16 bytes, then B, then C (below).
@@ -2064,8 +2132,7 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
       sj = update_smem[j * kThreads + threadIdx.x];
     }
     const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
-    float d = batch_scalar<kSpread>(dts, j, row_lane0) + dbias;
-    if (a.softplus) d = softplus_fast(d);
+    const float d = batch_scalar<kSpread>(dts, j, row_lane0);
     const float xj = batch_scalar<kSpread>(xs, j, row_lane0);
     const float dtx = d * xj;
     const float e = d * kLog2e;
@@ -2087,13 +2154,13 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     }
     // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
     for (int o = Q / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-    const float zj = batch_scalar<kSpread>(zs, j, row_lane0);
+    const float gate = batch_scalar<kSpread>(zs, j, row_lane0);  // silu(z)
     const int b = blockIdx.y * kBT + j;
     if (valid && b < a.batch && lq == 0) {
       float o = 0.0f;
       if (sb >= 0) {
         o = fmaf(dd, xj, y);
-        if (a.z != nullptr) o *= silu_fast(zj);
+        if (a.z != nullptr) o *= gate;
       }
       store_any(a.out, a.out_dt, static_cast<int64_t>(b) * HP + row, o);
     }
