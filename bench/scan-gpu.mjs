@@ -10,8 +10,8 @@
 // issue limits cross), one thread of 16 states a channel instead of two of 8 (SSMKIT_CUDA_SCAN_LANES=1),
 // the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
-// row with the tensor-core kernel's earlier and shared-M forms and the sequential kernel too
-// (SSMKIT_CUDA_SSD=scalar, shared, exact), and each decode row with the state update's forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch
+// row with the tensor-core kernel's earlier and lean forms and the sequential kernel too
+// (SSMKIT_CUDA_SSD=scalar, lean, exact), and each decode row with the state update's forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch
 // elements a thread) and without programmatic dependent launch (SSMKIT_CUDA_UPDATE_PDL=0). Usage:
 // node bench/scan-gpu.mjs [--quick] [--only scan|ssd|update|conv] [--batch 1|64|256] (one op's rows, one
 // decode batch, e.g. under a profiler).
@@ -359,10 +359,11 @@ async function benchSsd(label, batch, L, H, P, G, N, dtype, anchor) {
   };
   report(label, await time(call, 5), bytes, anchor, 'mamba_ssm Triton');
   // The tensor-core kernel's other forms (the same bits): the earlier one (scalar fragment loads) and the
-  // shared-M one (each quarter's M computed once by its two warps), then the default again.
+  // lean one (each warp computing its own M and x * w; the default is the shared-M form), then the
+  // default again.
   for (const [form, what] of [
     ['scalar', 'earlier form'],
-    ['shared', 'shared-M form'],
+    ['lean', 'lean form'],
   ]) {
     await withEnv({ SSMKIT_CUDA_SSD: form }, async () =>
       report(

@@ -14,10 +14,10 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
-// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|shared (the sequential
-// SSD scan, the tensor-core SSD kernel's earlier form, its shared-M form), SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the
-// decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the update launched without
-// programmatic dependent launch).
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|lean (the sequential SSD
+// scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form),
+// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the
+// update launched without programmatic dependent launch).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -1038,30 +1038,30 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // slots 38% busy, 2344 instructions a warp and chunk (384 M in all; predicted 950 us at 50% issue). Of
 // those 2344, ~530 were the output loop (a dtype switch and a 64-bit offset per element, spilled
 // addresses), ~500 the mask and decay of M (a branch and three scalar shared loads per element) and
-// ~500 32-bit fragment loads. The lean form (kLean; the default, SSMKIT_CUDA_SSD=scalar runs the earlier
-// form) removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
-// with one row pointer a step), M is computed branch-free from pair loads of cum, dt and the sequence
-// numbers, every fragment is one ldmatrix of four 8x8 tiles (plain for C, B and S in CB and C S^T,
-// transposed for x^T in the state update), and the loop over the two halves of j is not unrolled (no
-// spills at dstate 128, against 68 bytes in the scalar form). Prediction: ~1500 instructions a warp and
-// chunk, so at the same issue rate ~1098 x 1500 / 2344 = ~700 us; still latency-bound (4 warps a
-// scheduler, two barriers, one memory round trip and warp 0's dt scan a chunk). Measured (H200, code
-// df5a390): 804.9 us against the scalar form's 1093.6.
-// Same bits in both forms. Every floating-point operation written in the kernel (the dt scan, cum, the
-// decay factors, M, the splits into bfloat16 parts, S's decay, D x and the gate) is an explicitly rounded
-// intrinsic (__fmul_rn, __fadd_rn, __fsub_rn, __fmaf_rn), which the code generator may neither fuse nor
-// reorder (the helpers softplus, expf and silu_fast are the same calls in both), and both forms apply the
-// same ones to the same operands in the same order (mma in the same order, fragments holding the same
-// elements). With plain operators the two forms' final states differed in the last bit in 2 of the 7
-// edge cases of test/ssd.test.ts (both with seqIdx): in the lean form the compiler recomputed cum of even
-// steps (sum - dt A) inside the branches that write w and exp(cum), as a multiplication used once and a
-// subtraction, which the assembler may fuse into one fma, so w (the state update's weights) could differ
-// by a rounding from the cum kept in shared memory; the scalar form's PTX used the first value. The PTX
-// of both forms now has no unrounded multiplication that feeds an addition, and the dt scan's PTX is the
-// same in both. The explicit rounding costs ~3 instructions a chunk in warp 0 and none elsewhere (a
-// product that feeds a split's subtraction also feeds its conversion, so a fused form saves none):
-// expected ~805 us, as measured for the lean form; measured 811.2 us (H200, bc27872; the scalar form
-// 1121.3 in the same run), and the tests' bit-for-bit comparison of the two forms passed there.
+// ~500 32-bit fragment loads. The lean form (kLean; SSMKIT_CUDA_SSD=lean, the default where the
+// shared-M form below cannot run; SSMKIT_CUDA_SSD=scalar runs the earlier form) removes them: the stores
+// resolve D and z's dtype once a chunk (branch-free loops with one row pointer a step), M is computed
+// branch-free from pair loads of cum, dt and the sequence numbers, every fragment is one ldmatrix of four 8x8
+// tiles (plain for C, B and S in CB and C S^T, transposed for x^T in the state update), and the loop over the
+// two halves of j is not unrolled (no spills at dstate 128, against 68 bytes in the scalar form). Prediction:
+// ~1500 instructions a warp and chunk, so at the same issue rate ~1098 x 1500 / 2344 = ~700 us; still
+// latency-bound (4 warps a scheduler, two barriers, one memory round trip and warp 0's dt scan a chunk).
+// Measured (H200, code df5a390): 804.9 us against the scalar form's 1093.6. Same bits in both forms. Every
+// floating-point operation written in the kernel (the dt scan, cum, the decay factors, M, the splits into
+// bfloat16 parts, S's decay, D x and the gate) is an explicitly rounded intrinsic (__fmul_rn, __fadd_rn,
+// __fsub_rn, __fmaf_rn), which the code generator may neither fuse nor reorder (the helpers softplus, expf
+// and silu_fast are the same calls in both), and both forms apply the same ones to the same operands in the
+// same order (mma in the same order, fragments holding the same elements). With plain operators the two
+// forms' final states differed in the last bit in 2 of the 7 edge cases of test/ssd.test.ts (both with
+// seqIdx): in the lean form the compiler recomputed cum of even steps (sum - dt A) inside the branches that
+// write w and exp(cum), as a multiplication used once and a subtraction, which the assembler may fuse into
+// one fma, so w (the state update's weights) could differ by a rounding from the cum kept in shared memory;
+// the scalar form's PTX used the first value. The PTX of both forms now has no unrounded multiplication that
+// feeds an addition, and the dt scan's PTX is the same in both. The explicit rounding costs ~3 instructions a
+// chunk in warp 0 and none elsewhere (a product that feeds a split's subtraction also feeds its conversion,
+// so a fused form saves none): expected ~805 us, as measured for the lean form; measured 811.2 us (H200,
+// bc27872; the scalar form 1121.3 in the same run), and the tests' bit-for-bit comparison of the two forms
+// passed there.
 //
 // Causal skip (both forms). M is zero where j > i, so a warp whose rows are steps 16 q .. 16 q + 15 needs
 // only the q + 1 blocks of 16 steps j up to its diagonal: it skips CB, M and M x beyond them (a skipped
@@ -1073,15 +1073,15 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // 811 -> 700-760 us. Registers (-Xptxas -v, sm_90a): 128, with 12 bytes of spill stores and loads at
 // dstate 128 (4 at 64) in the lean form, none before the skip.
 //
-// Shared-M form (kShareM, SSMKIT_CUDA_SSD=shared; sm_80 and sm_90, whose blocks may take 113 KB of shared
-// memory). After the skip, the two warps of a quarter (same rows i, different headdim columns) still
-// compute the same CB and M: per warp and chunk 40 CB mma and 20 M elements a thread on average, ~300 of
-// ~1300 instructions. In this form each of the pair computes CB and M for every other block of 16 steps j
-// (blocks half, half + 2), writes M's two bfloat16 parts to a 16 KB swizzled shared array (two blocks an
-// SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier (64 threads) and loads
-// all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the same mma order: the
-// same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements instead of 20,
-// plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). The pair also
+// Shared-M form (kShareM; the default on sm_80 and sm_90, whose blocks may take 113 KB of shared memory;
+// sm_86 and sm_89 run the lean form). After the skip, the two warps of a quarter (same rows i, different
+// headdim columns) still compute the same CB and M: per warp and chunk 40 CB mma and 20 M elements a thread
+// on average, ~300 of ~1300 instructions. In this form each of the pair computes CB and M for every other
+// block of 16 steps j (blocks half, half + 2), writes M's two bfloat16 parts to a 16 KB swizzled shared array
+// (two blocks an SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier (64 threads)
+// and loads all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the same mma
+// order: the same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements instead
+// of 20, plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). The pair also
 // splits x * w of the state update (the same A fragments for both: 32 products and 16 splits a thread
 // and chunk, ~190 instructions): each computes half of the steps and stores both parts (at dstate 128 in
 // the quarter's rows of C, which only the pair reads and which are free after its first barrier), a
@@ -1267,8 +1267,9 @@ __device__ __forceinline__ float ssd_m(float cb, float cum_i, float cum_j, float
   return __fmul_rn(__fmul_rn(cb, ex2_approx(__fmul_rn(__fsub_rn(cum_i, cum_j), kLog2e))), dt_j);
 }
 
-// kLean: the form with fewer instructions (the default; see the design above); otherwise the earlier
-// form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar). Both compute the same bits.
+// kLean: the form with fewer instructions (see the design above), kShareM its shared-M variant (the
+// default where it fits); otherwise the earlier form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar).
+// All compute the same bits.
 template <int kN, bool kLean, bool kShareM>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
   static_assert(kLean || !kShareM, "the shared-M form is a lean form");
@@ -2682,14 +2683,14 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   if (N == 0) return make_status(status_code::shape, "%s: B: expected dstate >= 1", op);
 
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  // The tensor-core kernel for bfloat16 at Mamba-2's shapes, in its lean form; SSMKIT_CUDA_SSD=exact
-  // forces the sequential kernel (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=scalar the
-  // tensor-core kernel's earlier form (scalar fragment loads) and SSMKIT_CUDA_SSD=shared its shared-M form
-  // (tests compare both with the lean form bit for bit).
+  // The tensor-core kernel for bfloat16 at Mamba-2's shapes, in its shared-M form where the device allows
+  // its shared memory, otherwise in its lean form; SSMKIT_CUDA_SSD=exact forces the sequential kernel
+  // (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=lean the lean form and SSMKIT_CUDA_SSD=scalar
+  // the earlier form with scalar fragment loads (tests compare both with the default bit for bit).
   const char* mode = std::getenv("SSMKIT_CUDA_SSD");
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
   const bool lean = mode == nullptr || std::strcmp(mode, "scalar") != 0;
-  const bool share = mode != nullptr && std::strcmp(mode, "shared") == 0;
+  const bool share = lean && (mode == nullptr || std::strcmp(mode, "lean") != 0);
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
   // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
