@@ -1086,8 +1086,16 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // and chunk, ~190 instructions): each computes half of the steps and stores both parts (at dstate 128 in
 // the quarter's rows of C, which only the pair reads and which are free after its first barrier), a
 // second pair barrier, and both load all of it by ldmatrix: ~-70 instructions more. Prediction: 10-15%
-// under the lean form. Registers: 128, no spills (-Xptxas -v, sm_90a); CB is computed before C S^T so
-// that its accumulators are dead before y's are live (in one loop: 28 bytes of spill).
+// under the lean form. CB is computed before C S^T so that its accumulators are dead before y's are live
+// (in one loop: 28 bytes of spill). Measured (H200, a426945, the default since): 777-784 us against the
+// lean form's 808.5 in the same run (-3.5%; the earlier form 1086.6); Nsight 719.3 us against 791.0,
+// 254 M instructions against 296 M (-14%), issue slots 35% busy, and of the 8.9 cycles between a warp's
+// issues 2.0 now wait on shared memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency
+// dependencies, 1.8 on barriers. Then in this form the state update loads all of a step block's B
+// fragments first and issues the high part into every accumulator before the low part (M x likewise), so
+// that the two mma of an accumulator are 8 (4) apart instead of 2: each accumulator's order is unchanged,
+// so are the bits. Prediction: -0-3% (the 'wait' stalls of those chains). Registers: 128, 8 bytes of
+// spill at dstate 128 (none before the reordering), none at 64.
 //
 // Measured (H200, a200787): the skip took the scalar form from 1121 to 1085 us but left the lean form where
 // it was (816.7 us; Nsight 791 us, 1807 instructions a warp and chunk, issue slots 40% busy, 0.65 eligible
@@ -1154,9 +1162,8 @@ struct ssd_tc_layout {
   static constexpr int kMLo = kMHi + kSsdQ * kSsdQ * 2;
   // x * w's two parts for the state update, (P, Q) each in the layout of M's: at dstate 128 in the rows of
   // C that the quarter's two warps alone read (16 rows of kBPitch >= 2 x 64 elements; free once both have
-  // passed their first barrier of the chunk), otherwise after M (kXwHi < 0: in C).
+  // passed their first barrier of the chunk), otherwise after M.
   static constexpr bool kXwInC = kBPitch * 16 >= 2 * 16 * kSsdQ;
-  static constexpr int kXwHi = kXwInC ? -1 : kMLo + kSsdQ * kSsdQ * 2;
   static constexpr int kSharedBytes = kMLo + kSsdQ * kSsdQ * 2 * (kXwInC ? 1 : 3);
 };
 
@@ -1522,17 +1529,24 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         if (kb > quarter) break;
         // A fragments (rows r0 .., k = j) of M's two parts: lane l addresses row l % 16, piece 2 kb + l / 16.
         const int mrow = r0 + (lane & 15), mcol = 16 * kb + 8 * (lane >> 4);
-        uint32_t mh[4], ml[4];
+        uint32_t mh[4], ml[4], f[kPO / 2][4];
         ldsm_x4(mh, sMh + ssd_m_at(mrow, mcol));
         ldsm_x4(ml, sMl + ssd_m_at(mrow, mcol));
 #pragma unroll
         for (int q = 0; q < kPO; q += 2) {
-          uint32_t f[4];
-          ldsm_x4_trans(f, sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
-          mma_bf16(y[q], mh, f[0], f[1]);
-          mma_bf16(y[q + 1], mh, f[2], f[3]);
-          mma_bf16(y[q], ml, f[0], f[1]);
-          mma_bf16(y[q + 1], ml, f[2], f[3]);
+          ldsm_x4_trans(f[q / 2],
+                        sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+        }
+        // The high part into every accumulator, then the low part (each accumulator's order unchanged).
+#pragma unroll
+        for (int q = 0; q < kPO; q += 2) {
+          mma_bf16(y[q], mh, f[q / 2][0], f[q / 2][1]);
+          mma_bf16(y[q + 1], mh, f[q / 2][2], f[q / 2][3]);
+        }
+#pragma unroll
+        for (int q = 0; q < kPO; q += 2) {
+          mma_bf16(y[q], ml, f[q / 2][0], f[q / 2][1]);
+          mma_bf16(y[q + 1], ml, f[q / 2][2], f[q / 2][3]);
         }
       }
     } else {
@@ -1758,7 +1772,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         if constexpr (lay::kXwInC) {
           xw_hi = sC + r0 * kBP, xw_lo = xw_hi + 16 * kSsdQ;
         } else {
-          xw_hi = reinterpret_cast<uint16_t*>(smem_raw + lay::kXwHi) + r0 * kSsdQ;
+          xw_hi = reinterpret_cast<uint16_t*>(smem_raw + lay::kMLo + kSsdQ * kSsdQ * 2) + r0 * kSsdQ;
           xw_lo = xw_hi + kSsdP * kSsdQ;
         }
 #pragma unroll
@@ -1806,15 +1820,37 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
             split_bf16(v0, v1, xh[q], xl[q]);
           }
         }
+        if constexpr (kShareM) {
+          // B fragments (k = t, column n) of all the warp's column tiles, transposed out of B stored (t, n);
+          // then the high part into every accumulator and the low part after it, so that the two mma of one
+          // accumulator are kNT apart (the same order for each accumulator as pair by pair).
+          uint32_t f[kNT / 2][4];
 #pragma unroll
-        for (int nt = 0; nt < kNT; nt += 2) {
-          // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
-          uint32_t f[4];
-          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
-          mma_bf16(S[nt], xh, f[0], f[1]);
-          mma_bf16(S[nt + 1], xh, f[2], f[3]);
-          mma_bf16(S[nt], xl, f[0], f[1]);
-          mma_bf16(S[nt + 1], xl, f[2], f[3]);
+          for (int nt = 0; nt < kNT; nt += 2) {
+            ldsm_x4_trans(f[nt / 2],
+                          sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
+          }
+#pragma unroll
+          for (int nt = 0; nt < kNT; nt += 2) {
+            mma_bf16(S[nt], xh, f[nt / 2][0], f[nt / 2][1]);
+            mma_bf16(S[nt + 1], xh, f[nt / 2][2], f[nt / 2][3]);
+          }
+#pragma unroll
+          for (int nt = 0; nt < kNT; nt += 2) {
+            mma_bf16(S[nt], xl, f[nt / 2][0], f[nt / 2][1]);
+            mma_bf16(S[nt + 1], xl, f[nt / 2][2], f[nt / 2][3]);
+          }
+        } else {
+#pragma unroll
+          for (int nt = 0; nt < kNT; nt += 2) {
+            // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
+            uint32_t f[4];
+            ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
+            mma_bf16(S[nt], xh, f[0], f[1]);
+            mma_bf16(S[nt + 1], xh, f[2], f[3]);
+            mma_bf16(S[nt], xl, f[0], f[1]);
+            mma_bf16(S[nt + 1], xl, f[2], f[3]);
+          }
         }
       }
     }
