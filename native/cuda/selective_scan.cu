@@ -15,7 +15,8 @@
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|lean (the sequential SSD
-// scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form),
+// scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form on sm_90,
+// which SSMKIT_CUDA_SSD=shared asks for elsewhere),
 // SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the
 // update launched without programmatic dependent launch).
 //
@@ -1073,37 +1074,37 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // 811 -> 700-760 us. Registers (-Xptxas -v, sm_90a): 128, with 12 bytes of spill stores and loads at
 // dstate 128 (4 at 64) in the lean form, none before the skip.
 //
-// Shared-M form (kShareM; the default on sm_80 and sm_90, whose blocks may take 113 KB of shared memory;
-// sm_86 and sm_89 run the lean form). After the skip, the two warps of a quarter (same rows i, different
-// headdim columns) still compute the same CB and M: per warp and chunk 40 CB mma and 20 M elements a thread
-// on average, ~300 of ~1300 instructions. In this form each of the pair computes CB and M for every other
-// block of 16 steps j (blocks half, half + 2), writes M's two bfloat16 parts to a 16 KB swizzled shared array
-// (two blocks an SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier (64 threads)
-// and loads all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the same mma
-// order: the same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements instead
-// of 20, plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). The pair also
-// splits x * w of the state update (the same A fragments for both: 32 products and 16 splits a thread
-// and chunk, ~190 instructions): each computes half of the steps and stores both parts (at dstate 128 in
-// the quarter's rows of C, which only the pair reads and which are free after its first barrier), a
-// second pair barrier, and both load all of it by ldmatrix: ~-70 instructions more. Prediction: 10-15%
-// under the lean form. CB is computed before C S^T so that its accumulators are dead before y's are live
-// (in one loop: 28 bytes of spill). Measured (H200, a426945, the default since): 777-784 us against the
-// lean form's 808.5 in the same run (-3.5%; the earlier form 1086.6); Nsight 719.3 us against 791.0,
-// 254 M instructions against 296 M (-14%), issue slots 35% busy, and of the 8.9 cycles between a warp's
-// issues 2.0 now wait on shared memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency
-// dependencies, 1.8 on barriers. Then in this form the state update loads all of a step block's B
-// fragments first and issues the high part into every accumulator before the low part (M x likewise), so
-// that the two mma of an accumulator are 8 (4) apart instead of 2: each accumulator's order is unchanged,
-// so are the bits. Prediction: -0-3% (the 'wait' stalls of those chains). Registers: 128, 8 bytes of
-// spill at dstate 128 (none before the reordering), none at 64.
-//
 // Measured (H200, a200787): the skip took the scalar form from 1121 to 1085 us but left the lean form where
 // it was (816.7 us; Nsight 791 us, 1807 instructions a warp and chunk, issue slots 40% busy, 0.65 eligible
 // warps a scheduler; of the 8.5 cycles between a warp's issues, 2.1 wait on fixed-latency dependencies,
 // 1.9 on barriers, 1.3 on shared memory and MUFU, 0.7 on global loads). The chunk's time is set by its
 // slowest warp at the barriers, and the skip shortens only the light quarters: the heaviest warp of a
-// block (quarter 3) kept all of its work. Hence the shared-M form below, which halves the heaviest warps'
+// block (quarter 3) kept all of its work. Hence the shared-M form, which halves the heaviest warps'
 // CB and M.
+//
+// Shared-M form (kShareM; the default on sm_90; sm_80, whose blocks may also take its 113 KB of shared
+// memory, runs it on SSMKIT_CUDA_SSD=shared only: its code spills 100 bytes there at dstate 128, not
+// measured; sm_86 and sm_89 cannot run it). After the skip, the two warps of a quarter (same rows i,
+// different headdim columns) still compute the same CB and M: per warp and chunk 40 CB mma and 20 M elements
+// a thread on average, ~300 of the ~1800 instructions. In this form each of the pair computes CB and M for
+// every other block of 16 steps j (blocks half, half + 2), writes M's two bfloat16 parts to a 16 KB swizzled
+// shared array (two blocks an SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier
+// (64 threads) and loads all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the
+// same mma order: the same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements
+// instead of 20, plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). The
+// pair also splits x * w of the state update (the same A fragments for both: 32 products and 16 splits a
+// thread and chunk, ~190 instructions): each computes half of the steps and stores both parts (at dstate 128
+// in the quarter's rows of C, which only the pair reads and which are free after its first barrier), a second
+// pair barrier, and both load all of it by ldmatrix: ~-70 instructions more. Prediction: 10-15% under the
+// lean form. CB is computed before C S^T so that its accumulators are dead before y's are live (in one loop:
+// 28 bytes of spill). Measured (H200, a426945, the default since): 777-784 us against the lean form's 808.5
+// in the same run (-3.5%; the earlier form 1086.6); Nsight 719.3 us against 791.0, 254 M instructions against
+// 296 M (-14%), issue slots 35% busy, and of the 8.9 cycles between a warp's issues 2.0 now wait on shared
+// memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency dependencies, 1.8 on barriers. Then
+// in this form the state update loads all of a step block's B fragments first and issues the high part into
+// every accumulator before the low part (M x likewise), so that the two mma of an accumulator are 8 (4) apart
+// instead of 2: each accumulator's order is unchanged, so are the bits. Prediction: -0-3% (the 'wait' stalls
+// of those chains). Registers: 128, 8 bytes of spill at dstate 128 (none before the reordering), none at 64.
 //
 // Weighed and not taken: the chunks of a (batch, head) in parallel (mamba_ssm's chunk states, a state
 // pass, then outputs). At this shape a chunk's state is 64 x 128 float32 = 32 KB against 8 KB of x for its
@@ -2727,6 +2728,7 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
   const bool lean = mode == nullptr || std::strcmp(mode, "scalar") != 0;
   const bool share = lean && (mode == nullptr || std::strcmp(mode, "lean") != 0);
+  const bool share_forced = mode != nullptr && std::strcmp(mode, "shared") == 0;
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
   // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
@@ -2746,10 +2748,14 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
     unsigned grid = 0;
     SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
     if (share) {
-      // The shared-M form where the device gives a block its shared memory (sm_80, sm_90; not sm_86/89).
-      int dev = 0, optin = 0;
+      // The shared-M form on sm_90 and later, or where SSMKIT_CUDA_SSD=shared asks for it, if the device
+      // gives a block its shared memory (sm_80 and sm_90, not sm_86/89). sm_80's code of it spills 100
+      // bytes at dstate 128 and has not been measured: the lean form is the default there.
+      int dev = 0, optin = 0, major = 0;
       SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
       SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+      if (major < 9 && !share_forced) optin = 0;
       if (N <= 64 && optin >= ssd_tc_layout<64>::kSharedBytes) return run_ssd_tc<64, true, true>(t, grid, st);
       if (N > 64 && optin >= ssd_tc_layout<128>::kSharedBytes)
         return run_ssd_tc<128, true, true>(t, grid, st);
