@@ -1100,11 +1100,13 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // 28 bytes of spill). Measured (H200, a426945, the default since): 777-784 us against the lean form's 808.5
 // in the same run (-3.5%; the earlier form 1086.6); Nsight 719.3 us against 791.0, 254 M instructions against
 // 296 M (-14%), issue slots 35% busy, and of the 8.9 cycles between a warp's issues 2.0 now wait on shared
-// memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency dependencies, 1.8 on barriers. Then
-// in this form the state update loads all of a step block's B fragments first and issues the high part into
-// every accumulator before the low part (M x likewise), so that the two mma of an accumulator are 8 (4) apart
-// instead of 2: each accumulator's order is unchanged, so are the bits. Prediction: -0-3% (the 'wait' stalls
-// of those chains). Registers: 128, 8 bytes of spill at dstate 128 (none before the reordering), none at 64.
+// memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency dependencies, 1.8 on barriers.
+// Registers (-Xptxas -v): 128, no spills on sm_90a and sm_89 (126-127 at dstate 64); sm_80's code spills
+// 100 bytes at dstate 128 (so the lean form stays the default there). Tried and not kept: issuing the high
+// part into every accumulator before the low part in the state update and M x (the two mma of an
+// accumulator 8 and 4 apart instead of 2; the same bits), predicted 0-3% from the fixed-latency stalls:
+// 786.6 / 779.6 us against the lean form's 805.3 in one run (d25974a), no gain over a426945 beyond the
+// runs' spread, with 8 bytes of spill.
 //
 // Weighed and not taken: the chunks of a (batch, head) in parallel (mamba_ssm's chunk states, a state
 // pass, then outputs). At this shape a chunk's state is 64 x 128 float32 = 32 KB against 8 KB of x for its
@@ -1530,24 +1532,17 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         if (kb > quarter) break;
         // A fragments (rows r0 .., k = j) of M's two parts: lane l addresses row l % 16, piece 2 kb + l / 16.
         const int mrow = r0 + (lane & 15), mcol = 16 * kb + 8 * (lane >> 4);
-        uint32_t mh[4], ml[4], f[kPO / 2][4];
+        uint32_t mh[4], ml[4];
         ldsm_x4(mh, sMh + ssd_m_at(mrow, mcol));
         ldsm_x4(ml, sMl + ssd_m_at(mrow, mcol));
 #pragma unroll
         for (int q = 0; q < kPO; q += 2) {
-          ldsm_x4_trans(f[q / 2],
-                        sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
-        }
-        // The high part into every accumulator, then the low part (each accumulator's order unchanged).
-#pragma unroll
-        for (int q = 0; q < kPO; q += 2) {
-          mma_bf16(y[q], mh, f[q / 2][0], f[q / 2][1]);
-          mma_bf16(y[q + 1], mh, f[q / 2][2], f[q / 2][3]);
-        }
-#pragma unroll
-        for (int q = 0; q < kPO; q += 2) {
-          mma_bf16(y[q], ml, f[q / 2][0], f[q / 2][1]);
-          mma_bf16(y[q + 1], ml, f[q / 2][2], f[q / 2][3]);
+          uint32_t f[4];
+          ldsm_x4_trans(f, sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+          mma_bf16(y[q], mh, f[0], f[1]);
+          mma_bf16(y[q + 1], mh, f[2], f[3]);
+          mma_bf16(y[q], ml, f[0], f[1]);
+          mma_bf16(y[q + 1], ml, f[2], f[3]);
         }
       }
     } else {
@@ -1821,37 +1816,15 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
             split_bf16(v0, v1, xh[q], xl[q]);
           }
         }
-        if constexpr (kShareM) {
-          // B fragments (k = t, column n) of all the warp's column tiles, transposed out of B stored (t, n);
-          // then the high part into every accumulator and the low part after it, so that the two mma of one
-          // accumulator are kNT apart (the same order for each accumulator as pair by pair).
-          uint32_t f[kNT / 2][4];
 #pragma unroll
-          for (int nt = 0; nt < kNT; nt += 2) {
-            ldsm_x4_trans(f[nt / 2],
-                          sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
-          }
-#pragma unroll
-          for (int nt = 0; nt < kNT; nt += 2) {
-            mma_bf16(S[nt], xh, f[nt / 2][0], f[nt / 2][1]);
-            mma_bf16(S[nt + 1], xh, f[nt / 2][2], f[nt / 2][3]);
-          }
-#pragma unroll
-          for (int nt = 0; nt < kNT; nt += 2) {
-            mma_bf16(S[nt], xl, f[nt / 2][0], f[nt / 2][1]);
-            mma_bf16(S[nt + 1], xl, f[nt / 2][2], f[nt / 2][3]);
-          }
-        } else {
-#pragma unroll
-          for (int nt = 0; nt < kNT; nt += 2) {
-            // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
-            uint32_t f[4];
-            ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
-            mma_bf16(S[nt], xh, f[0], f[1]);
-            mma_bf16(S[nt + 1], xh, f[2], f[3]);
-            mma_bf16(S[nt], xl, f[0], f[1]);
-            mma_bf16(S[nt + 1], xl, f[2], f[3]);
-          }
+        for (int nt = 0; nt < kNT; nt += 2) {
+          // B fragments (k = t, column n) of two column tiles, transposed out of B stored (t, n).
+          uint32_t f[4];
+          ldsm_x4_trans(f, sB + (16 * kk + (lane & 7) + (lane & 8)) * kBP + n0 + 8 * (nt + (lane >> 4)));
+          mma_bf16(S[nt], xh, f[0], f[1]);
+          mma_bf16(S[nt + 1], xh, f[2], f[3]);
+          mma_bf16(S[nt], xl, f[0], f[1]);
+          mma_bf16(S[nt + 1], xl, f[2], f[3]);
         }
       }
     }
@@ -2039,6 +2012,9 @@ __device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
 // instructions count too: dt's bias and softplus and the gate silu(z) are now computed where the
 // scalars are held, before the shuffles (kBT / 4 = 2 of each a thread instead of 8 with kSpread: ~115
 // instructions and 24 MUFU operations fewer a thread, -6%). Prediction: kernel 57.8 -> 55-57 us.
+// Measured (H200, d25974a): batch 256 57.3 / 56.9 us a call (59.1 launched plainly in the same run),
+// batch 64 12.9 / 13.0 us (14.7 plainly), batch 1 16.4 us on the first row and 14.6 us on the last (the
+// host's share, which the batch-64 row bounds at <= 13 us once the JavaScript is warm).
 
 // Resident blocks an SM each form is built for (registers: 64, 48, 64 at most). The 8-element form's 17 KB
 // of shared memory allow 12 blocks; its registers spill at 40 (12 blocks), so 10.
