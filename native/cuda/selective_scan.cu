@@ -1101,7 +1101,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // in the same run (-3.5%; the earlier form 1086.6); Nsight 719.3 us against 791.0, 254 M instructions against
 // 296 M (-14%), issue slots 35% busy, and of the 8.9 cycles between a warp's issues 2.0 now wait on shared
 // memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency dependencies, 1.8 on barriers.
-// Registers (-Xptxas -v): 128, no spills on sm_90a and sm_89 (126-127 at dstate 64); sm_80's code spills
+// Registers (-Xptxas -v): 128, no spills on sm_90a and sm_89 at dstate 64 and 128; sm_80's code spills
 // 100 bytes at dstate 128 (so the lean form stays the default there). Tried and not kept: issuing the high
 // part into every accumulator before the low part in the state update and M x (the two mma of an
 // accumulator 8 and 4 apart instead of 2; the same bits), predicted 0-3% from the fixed-latency stalls:
