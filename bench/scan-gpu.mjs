@@ -10,8 +10,9 @@
 // issue limits cross), one thread of 16 states a channel instead of two of 8 (SSMKIT_CUDA_SCAN_LANES=1),
 // the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
 // chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
-// row with the sequential kernel too (SSMKIT_CUDA_SSD=exact), and each decode row with the state update's
-// forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch elements a thread). Usage:
+// row with the tensor-core kernel's earlier and lean forms and the sequential kernel too
+// (SSMKIT_CUDA_SSD=scalar, lean, exact), and each decode row with the state update's forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch
+// elements a thread) and without programmatic dependent launch (SSMKIT_CUDA_UPDATE_PDL=0). Usage:
 // node bench/scan-gpu.mjs [--quick] [--only scan|ssd|update|conv] [--batch 1|64|256] (one op's rows, one
 // decode batch, e.g. under a profiler).
 import { createRequire } from 'node:module';
@@ -357,6 +358,25 @@ async function benchSsd(label, batch, L, H, P, G, N, dtype, anchor) {
     if (out.length > 4) out.shift().dispose();
   };
   report(label, await time(call, 5), bytes, anchor, 'mamba_ssm Triton');
+  // The tensor-core kernel's other forms (the same bits): the earlier one (scalar fragment loads) and the
+  // lean one (each warp computing its own M and x * w; the default is the shared-M form), then the
+  // default again.
+  for (const [form, what] of [
+    ['scalar', 'earlier form'],
+    ['lean', 'lean form'],
+  ]) {
+    await withEnv({ SSMKIT_CUDA_SSD: form }, async () =>
+      report(
+        `  ssdScan ${dtype}, tensor-core kernel, ${what}`,
+        await time(call, 5),
+        bytes,
+        anchor,
+        'mamba_ssm Triton',
+        `(SSMKIT_CUDA_SSD=${form})`,
+      ),
+    );
+  }
+  report(`  ssdScan ${dtype}, default form again`, await time(call, 5), bytes, anchor, 'mamba_ssm Triton');
   // The sequential float32 kernel that serves other dtypes and shapes, for comparison.
   process.env.SSMKIT_CUDA_SSD = 'exact';
   try {
@@ -426,6 +446,11 @@ async function benchUpdate(batch, dim, N, dtype, anchor) {
       ),
     );
   }
+  // The default form launched without programmatic dependent launch (each kernel waits for the one before
+  // it to finish before its blocks are dispatched).
+  await withEnv({ SSMKIT_CUDA_UPDATE_PDL: '0' }, async () =>
+    report(`  same, plain launch`, await time(call, 200), bytes, anchor, 'Triton (from Python)', '(SSMKIT_CUDA_UPDATE_PDL=0)'),
+  );
   report(`  same, default form again`, await time(call, 200), bytes, anchor, 'Triton (from Python)');
   for (const t of out) t.dispose();
   dispose(g);

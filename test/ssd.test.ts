@@ -399,8 +399,9 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
 // steps; warps split headdim and dstate in halves): the shapes put the edges of those splits in play,
 // and the states, which it keeps in float32, are held to float32's tolerance. On a device the
 // sequential kernel (SSMKIT_CUDA_SSD=exact) runs the same case for comparison, and the tensor-core
-// kernel's earlier form (SSMKIT_CUDA_SSD=scalar) must give the default (lean) form's outputs and final
-// states bit for bit: both compute the same operations in the same order.
+// kernel's earlier form (SSMKIT_CUDA_SSD=scalar), its lean form (SSMKIT_CUDA_SSD=lean) and its shared-M
+// form (SSMKIT_CUDA_SSD=shared, the default on sm_90) must give the default's outputs and final states bit
+// for bit: all compute the same operations in the same order.
 
 describe.each(testDevices())('ssdScan tensor-core path edges on %s', (device) => {
   const flags = (D: SsdCase['D'], bits: string) => ({
@@ -460,11 +461,15 @@ describe.each(testDevices())('ssdScan tensor-core path edges on %s', (device) =>
           { rtol: 1e-4, atol: 1e-4 },
           `finalStates vs exact ${label(c)}`,
         );
-        const scalar = await run('scalar');
-        expect(Array.from(toF64(scalar.out.toSync('cpu'))), `out scalar ${label(c)}`).toEqual(Array.from(out));
-        expect(Array.from(toF64((scalar.finalStates as Tensor).toSync('cpu'))), `finalStates scalar ${label(c)}`).toEqual(
-          Array.from(fin),
-        );
+        // The earlier form, the lean form (each warp computing its own M and x * w) and the shared-M form
+        // (the default on sm_90) give the same bits as the default.
+        for (const form of ['scalar', 'lean', 'shared']) {
+          const r = await run(form);
+          expect(Array.from(toF64(r.out.toSync('cpu'))), `out ${form} ${label(c)}`).toEqual(Array.from(out));
+          expect(Array.from(toF64((r.finalStates as Tensor).toSync('cpu'))), `finalStates ${form} ${label(c)}`).toEqual(
+            Array.from(fin),
+          );
+        }
       }
     });
   });

@@ -14,9 +14,11 @@
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
-// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar (the sequential SSD scan,
-// the tensor-core SSD kernel's earlier form),
-// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread).
+// SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|lean (the sequential SSD
+// scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form on sm_90,
+// which SSMKIT_CUDA_SSD=shared asks for elsewhere),
+// SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the
+// update launched without programmatic dependent launch).
 //
 // Assumptions: tensors are contiguous; lib/ops/scan.ts has checked shapes, dtypes, that seqIdx is
 // non-decreasing and that state indices are distinct (their values live on the device, so the kernels
@@ -34,19 +36,22 @@
 // The decode update (selective_state_update_vec_kernel, dstate % 4 == 0 and <= 128) is one row (head,
 // headdim element) per group of dstate / 4 threads holding float4 pieces of the row's state, for 1, 4 or
 // 8 batch elements a thread (by the work's size; SSMKIT_CUDA_UPDATE_TILE forces one) with all loads issued
-// first, the tiled forms' state staged in shared memory by cp.async; other dstates take the plain loop
-// kernel. causal_conv1d_kernel gives each thread 8 steps of one channel with the width-1 history, weights
-// in registers, 16-byte loads and stores; the streaming update is one thread per (batch, channel).
+// first, the tiled forms' state staged in shared memory by cp.async, launched with programmatic dependent
+// launch on sm_90; other dstates take the plain loop kernel. causal_conv1d_kernel gives each thread 8 steps
+// of one channel with the width-1 history, weights in registers, 16-byte loads and stores; the streaming
+// update is one thread per (batch, channel).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
 #include "cuda_check.cuh"
+#include "pdl.cuh"
 #include "ssmkit/selective_scan.h"
 
 namespace ssmkit {
@@ -1034,35 +1039,84 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // slots 38% busy, 2344 instructions a warp and chunk (384 M in all; predicted 950 us at 50% issue). Of
 // those 2344, ~530 were the output loop (a dtype switch and a 64-bit offset per element, spilled
 // addresses), ~500 the mask and decay of M (a branch and three scalar shared loads per element) and
-// ~500 32-bit fragment loads. The lean form (kLean; the default, SSMKIT_CUDA_SSD=scalar runs the earlier
-// form) removes them: the stores resolve D and z's dtype once a chunk (branch-free loops
-// with one row pointer a step), M is computed branch-free from pair loads of cum, dt and the sequence
-// numbers, every fragment is one ldmatrix of four 8x8 tiles (plain for C, B and S in CB and C S^T,
-// transposed for x^T in the state update), and the loop over the two halves of j is not unrolled (no
-// spills at dstate 128, against 68 bytes in the scalar form). Prediction: ~1500 instructions a warp and
-// chunk, so at the same issue rate ~1098 x 1500 / 2344 = ~700 us; still latency-bound (4 warps a
-// scheduler, two barriers, one memory round trip and warp 0's dt scan a chunk). Measured (H200, code
-// df5a390): 804.9 us against the scalar form's 1093.6.
-// Same bits in both forms. Every floating-point operation written in the kernel (the dt scan, cum, the
-// decay factors, M, the splits into bfloat16 parts, S's decay, D x and the gate) is an explicitly rounded
-// intrinsic (__fmul_rn, __fadd_rn, __fsub_rn, __fmaf_rn), which the code generator may neither fuse nor
-// reorder (the helpers softplus, expf and silu_fast are the same calls in both), and both forms apply the
-// same ones to the same operands in the same order (mma in the same order, fragments holding the same
-// elements). With plain operators the two forms' final states differed in the last bit in 2 of the 7
-// edge cases of test/ssd.test.ts (both with seqIdx): in the lean form the compiler recomputed cum of even
-// steps (sum - dt A) inside the branches that write w and exp(cum), as a multiplication used once and a
-// subtraction, which the assembler may fuse into one fma, so w (the state update's weights) could differ
-// by a rounding from the cum kept in shared memory; the scalar form's PTX used the first value. The PTX
-// of both forms now has no unrounded multiplication that feeds an addition, and the dt scan's PTX is the
-// same in both. The explicit rounding costs ~3 instructions a chunk in warp 0 and none elsewhere (a
-// product that feeds a split's subtraction also feeds its conversion, so a fused form saves none):
-// expected ~805 us, as measured for the lean form; measured 811.2 us (H200, bc27872; the scalar form
-// 1121.3 in the same run), and the tests' bit-for-bit comparison of the two forms passed there.
+// ~500 32-bit fragment loads. The lean form (kLean; SSMKIT_CUDA_SSD=lean, the default where the
+// shared-M form below cannot run; SSMKIT_CUDA_SSD=scalar runs the earlier form) removes them: the stores
+// resolve D and z's dtype once a chunk (branch-free loops with one row pointer a step), M is computed
+// branch-free from pair loads of cum, dt and the sequence numbers, every fragment is one ldmatrix of four 8x8
+// tiles (plain for C, B and S in CB and C S^T, transposed for x^T in the state update), and the loop over the
+// two halves of j is not unrolled (no spills at dstate 128, against 68 bytes in the scalar form). Prediction:
+// ~1500 instructions a warp and chunk, so at the same issue rate ~1098 x 1500 / 2344 = ~700 us; still
+// latency-bound (4 warps a scheduler, two barriers, one memory round trip and warp 0's dt scan a chunk).
+// Measured (H200, code df5a390): 804.9 us against the scalar form's 1093.6. Same bits in both forms. Every
+// floating-point operation written in the kernel (the dt scan, cum, the decay factors, M, the splits into
+// bfloat16 parts, S's decay, D x and the gate) is an explicitly rounded intrinsic (__fmul_rn, __fadd_rn,
+// __fsub_rn, __fmaf_rn), which the code generator may neither fuse nor reorder (the helpers softplus, expf
+// and silu_fast are the same calls in both), and both forms apply the same ones to the same operands in the
+// same order (mma in the same order, fragments holding the same elements). With plain operators the two
+// forms' final states differed in the last bit in 2 of the 7 edge cases of test/ssd.test.ts (both with
+// seqIdx): in the lean form the compiler recomputed cum of even steps (sum - dt A) inside the branches that
+// write w and exp(cum), as a multiplication used once and a subtraction, which the assembler may fuse into
+// one fma, so w (the state update's weights) could differ by a rounding from the cum kept in shared memory;
+// the scalar form's PTX used the first value. The PTX of both forms now has no unrounded multiplication that
+// feeds an addition, and the dt scan's PTX is the same in both. The explicit rounding costs ~3 instructions a
+// chunk in warp 0 and none elsewhere (a product that feeds a split's subtraction also feeds its conversion,
+// so a fused form saves none): expected ~805 us, as measured for the lean form; measured 811.2 us (H200,
+// bc27872; the scalar form 1121.3 in the same run), and the tests' bit-for-bit comparison of the two forms
+// passed there.
 //
-// Next steps, in order of gain: (1) the chunks of a (batch, head) in parallel (chunk states, a pass of
-// the states across chunks, outputs), so that the grid fills the GPU beyond 640 blocks and the sequential
-// dependence through S leaves the output kernel; (2) CB = C B^T once per (batch, group, chunk) instead of
-// once per warp pair and head.
+// Causal skip (both forms). M is zero where j > i, so a warp whose rows are steps 16 q .. 16 q + 15 needs
+// only the q + 1 blocks of 16 steps j up to its diagonal: it skips CB, M and M x beyond them (a skipped
+// mma would add exact zeros, so every sum and both forms' bits are unchanged). Per warp and chunk CB
+// takes 16 (q + 1) mma instead of 64 and M x 8 (q + 1) instead of 32: 188 mma on average instead of 224
+// (-16%), and 20 M elements a thread instead of 32. The heavy quarters would all sit on two of the four
+// schedulers with warp w on scheduler w % 4, so the second half of the warps takes the quarters in reverse
+// (scheduler s runs quarters s and 3 - s: equal work). Prediction: ~13% fewer instructions a chunk,
+// 811 -> 700-760 us. Registers (-Xptxas -v, sm_90a): 128, with 12 bytes of spill stores and loads at
+// dstate 128 (4 at 64) in the lean form, none before the skip.
+//
+// Measured (H200, a200787): the skip took the scalar form from 1121 to 1085 us but left the lean form where
+// it was (816.7 us; Nsight 791 us, 1807 instructions a warp and chunk, issue slots 40% busy, 0.65 eligible
+// warps a scheduler; of the 8.5 cycles between a warp's issues, 2.1 wait on fixed-latency dependencies,
+// 1.9 on barriers, 1.3 on shared memory and MUFU, 0.7 on global loads). The chunk's time is set by its
+// slowest warp at the barriers, and the skip shortens only the light quarters: the heaviest warp of a
+// block (quarter 3) kept all of its work. Hence the shared-M form, which halves the heaviest warps'
+// CB and M.
+//
+// Shared-M form (kShareM; the default on sm_90; sm_80, whose blocks may also take its 113 KB of shared
+// memory, runs it on SSMKIT_CUDA_SSD=shared only: its code spills 100 bytes there at dstate 128, not
+// measured; sm_86 and sm_89 cannot run it). After the skip, the two warps of a quarter (same rows i,
+// different headdim columns) still compute the same CB and M: per warp and chunk 40 CB mma and 20 M elements
+// a thread on average, ~300 of the ~1800 instructions. In this form each of the pair computes CB and M for
+// every other block of 16 steps j (blocks half, half + 2), writes M's two bfloat16 parts to a 16 KB swizzled
+// shared array (two blocks an SM still fit at dstate 128: 115 KB each), meets its partner at a named barrier
+// (64 threads) and loads all of the quarter's blocks as ldmatrix A fragments for M x. The same values in the
+// same mma order: the same bits as the lean form. Per warp and chunk: CB 20 mma instead of 40, M 10 elements
+// instead of 20, plus ~10 shared stores, ~5 ldmatrix and one pair barrier: ~-130 instructions (-10%). The
+// pair also splits x * w of the state update (the same A fragments for both: 32 products and 16 splits a
+// thread and chunk, ~190 instructions): each computes half of the steps and stores both parts (at dstate 128
+// in the quarter's rows of C, which only the pair reads and which are free after its first barrier), a second
+// pair barrier, and both load all of it by ldmatrix: ~-70 instructions more. Prediction: 10-15% under the
+// lean form. CB is computed before C S^T so that its accumulators are dead before y's are live (in one loop:
+// 28 bytes of spill). Measured (H200, a426945, the default since): 777-784 us against the lean form's 808.5
+// in the same run (-3.5%; the earlier form 1086.6); Nsight 719.3 us against 791.0, 254 M instructions against
+// 296 M (-14%), issue slots 35% busy, and of the 8.9 cycles between a warp's issues 2.0 now wait on shared
+// memory (1.3 before: the M and x * w round trips), 2.0 on fixed-latency dependencies, 1.8 on barriers.
+// Registers (-Xptxas -v): 128, no spills on sm_90a and sm_89 at dstate 64 and 128; sm_80's code spills
+// 100 bytes at dstate 128 (so the lean form stays the default there). Tried and not kept: issuing the high
+// part into every accumulator before the low part in the state update and M x (the two mma of an
+// accumulator 8 and 4 apart instead of 2; the same bits), predicted 0-3% from the fixed-latency stalls:
+// 786.6 / 779.6 us against the lean form's 805.3 in one run (d25974a), no gain over a426945 beyond the
+// runs' spread, with 8 bytes of spill.
+//
+// Weighed and not taken: the chunks of a (batch, head) in parallel (mamba_ssm's chunk states, a state
+// pass, then outputs). At this shape a chunk's state is 64 x 128 float32 = 32 KB against 8 KB of x for its
+// 64 steps: chunk states at every 64 steps would move 4 x 671 MB (write, read and write in the pass,
+// read), at every 256 steps 672 MB in all, 160 us at 4.2 TB/s, while the grid is already full (640
+// blocks, 2 an SM, latency-bound): parallel chunks raise the blocks in flight, not what each SM gets
+// done a cycle. The part they would fix, the partial last wave (640 = 132 x 4.85 blocks: 112 SMs run a
+// fifth block alone, ~14% of the time), is worth less than the extra bytes. CB once per (batch, group,
+// chunk) in a separate kernel: 4 MB of float32 CB, but each block would read its 16-40 KB a chunk back
+// from L2 (0.4 GB in all) to save 20 of its ~190 mma a warp, in a kernel not bound by the tensor pipe.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -1104,7 +1158,36 @@ struct ssd_tc_layout {
   static constexpr int kDv = kCd + 16;                     // (P,) float: D of the head's channels
   static constexpr int kZ = kDv + kSsdP * 4;               // (Q, kXPitch) in z's dtype: z of the chunk
   static constexpr int kBytes = kZ + kSsdQ * kXPitch * 4;
+  // The shared-M form (kShareM) adds M's two bfloat16 parts, (Q, Q) each, rows unpadded with their
+  // 16-byte pieces swizzled (ssd_m_at): 16 KB, which keeps two blocks an SM on sm_90 at dstate 128
+  // (2 x (98832 + 16384 + 1024 reserved) <= 228 KB); below dstate 128 16 KB more for x * w.
+  static constexpr int kMHi = kBytes;
+  static constexpr int kMLo = kMHi + kSsdQ * kSsdQ * 2;
+  // x * w's two parts for the state update, (P, Q) each in the layout of M's: at dstate 128 in the rows of
+  // C that the quarter's two warps alone read (16 rows of kBPitch >= 2 x 64 elements; free once both have
+  // passed their first barrier of the chunk), otherwise after M.
+  static constexpr bool kXwInC = kBPitch * 16 >= 2 * 16 * kSsdQ;
+  static constexpr int kSharedBytes = kMLo + kSsdQ * kSsdQ * 2 * (kXwInC ? 1 : 3);
 };
+
+// Element (i, j) of a (Q, Q) bfloat16 plane of M: 8 pieces of 16 bytes a row, piece c of row i stored at
+// c ^ (i % 8), so that the 8 rows an ldmatrix tile reads and the 8 rows a warp's fragment stores write
+// fall on distinct banks.
+__device__ __forceinline__ int ssd_m_at(int i, int j) {
+  static_assert(kSsdQ == 64, "8 pieces of 8 elements a row");
+  return i * kSsdQ + ((((j >> 3) ^ i) & 7) << 3) + (j & 7);
+}
+
+// Barrier of the two warps (64 threads) that share the rows of one quarter (named barrier 1 + quarter;
+// immediate ids, so that the kernel is known to use 5 barriers, not all 16).
+__device__ __forceinline__ void ssd_pair_barrier(int quarter) {
+  switch (quarter) {
+    case 0: asm volatile("bar.sync 1, 64;\n" ::: "memory"); break;
+    case 1: asm volatile("bar.sync 2, 64;\n" ::: "memory"); break;
+    case 2: asm volatile("bar.sync 3, 64;\n" ::: "memory"); break;
+    default: asm volatile("bar.sync 4, 64;\n" ::: "memory"); break;
+  }
+}
 
 __device__ __forceinline__ float bf16_lo(uint32_t w) {
   return __uint_as_float(w << 16);
@@ -1194,10 +1277,12 @@ __device__ __forceinline__ float ssd_m(float cb, float cum_i, float cum_j, float
   return __fmul_rn(__fmul_rn(cb, ex2_approx(__fmul_rn(__fsub_rn(cum_i, cum_j), kLog2e))), dt_j);
 }
 
-// kLean: the form with fewer instructions (the default; see the design above); otherwise the earlier
-// form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar). Both compute the same bits.
-template <int kN, bool kLean>
+// kLean: the form with fewer instructions (see the design above), kShareM its shared-M variant (the
+// default where it fits); otherwise the earlier form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar).
+// All compute the same bits.
+template <int kN, bool kLean, bool kShareM>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
+  static_assert(kLean || !kShareM, "the shared-M form is a lean form");
   using lay = ssd_tc_layout<kN>;
   constexpr int kXP = lay::kXPitch, kBP = lay::kBPitch;
   constexpr int kNH = kN / 2;         // state columns of a warp
@@ -1222,8 +1307,11 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
   // Warp (quarter, half): rows r0 .. r0 + 15 (chunk steps for Y, headdim for S); half picks its headdim
-  // columns pw .. pw + 31 of Y and its state columns n0 .. n0 + kN / 2 - 1 of S.
-  const int quarter = warp % 4, half = warp / 4;
+  // columns pw .. pw + 31 of Y and its state columns n0 .. n0 + kN / 2 - 1 of S. The second half takes
+  // the quarters in reverse, so that the two warps on each scheduler (warps w and w + 4) have quarters
+  // q and 3 - q: the causal work of M x grows with the quarter (see skip below), and each pair sums to
+  // the same.
+  const int half = warp / 4, quarter = half == 0 ? warp % 4 : 3 - warp % 4;
   const int r0 = quarter * 16, pw = half * (kSsdP / 2), n0 = half * kNH;
   const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
   const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
@@ -1351,76 +1439,86 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int i = 0; i < kPO; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
     const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
     const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
-    // Lean: not unrolled (no spills at dstate 128).
-#pragma unroll(kLean ? 1 : 2)
-    for (int jh = 0; jh < 2; ++jh) {
-      const int j0 = jh * (kSsdQ / 2);
-      float cb[kJT][4];
+    if constexpr (kShareM) {
+      // The two warps of a quarter split its blocks of 16 steps j (0 .. quarter): this warp computes CB
+      // and M for blocks half and half + 2 (those that reach its rows) and stores M's two parts in shared
+      // memory, then C S^T; after the pair's barrier both run M x over all of the quarter's blocks. Every
+      // element of M is the same function of the same operands as in the lean form, and y takes the same
+      // mma in the same order. CB's accumulators are dead before y's are live (16 registers fewer at the
+      // peak than in one loop), at the price of loading C's fragments twice.
+      const int kb0 = half, kb1 = half + 2;
+      const bool has0 = kb0 <= quarter, has1 = kb1 <= quarter;
+      uint16_t* sMh = reinterpret_cast<uint16_t*>(smem_raw + lay::kMHi);
+      uint16_t* sMl = reinterpret_cast<uint16_t*>(smem_raw + lay::kMLo);
+      const int brow = (lane & 7) + 8 * (lane >> 4);
+      if (has0) {
+        float cb[4][4];  // 8-column tiles: block kb0's two, then block kb1's two
 #pragma unroll
-      for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+        for (int i = 0; i < 4; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
 #pragma unroll
-      for (int kk = 0; kk < kN / 16; ++kk) {
-        if constexpr (kLean) {
-          // A fragment of C (rows r0 .., k = dstate); B fragments of B (rows j) and of S (rows p), two
-          // column tiles per ldmatrix: lane l addresses row l % 8 of tile l / 8.
-          uint32_t af[4];
+        for (int kk = 0; kk < kN / 16; ++kk) {
+          uint32_t af[4], f[4];
           ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
-          const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
-#pragma unroll
-          for (int jt = 0; jt < kJT; jt += 2) {
-            uint32_t f[4];
-            ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
-            mma_bf16(cb[jt], af, f[0], f[1]);
-            mma_bf16(cb[jt + 1], af, f[2], f[3]);
+          const int bcol = 16 * kk + 8 * ((lane >> 3) & 1);
+          ldsm_x4(f, sB + (16 * kb0 + brow) * kBP + bcol);
+          mma_bf16(cb[0], af, f[0], f[1]);
+          mma_bf16(cb[1], af, f[2], f[3]);
+          if (has1) {
+            ldsm_x4(f, sB + (16 * kb1 + brow) * kBP + bcol);
+            mma_bf16(cb[2], af, f[0], f[1]);
+            mma_bf16(cb[3], af, f[2], f[3]);
           }
-          if (jh == 0) {
-            // High parts into every accumulator, then low parts: consecutive mma are independent.
+        }
 #pragma unroll
-            for (int q = 0; q < kPO; q += 2) {
-              uint32_t f[4];
-              ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
-              mma_bf16(y[q], af, f[0], f[1]);
-              mma_bf16(y[q + 1], af, f[2], f[3]);
+        for (int m = 0; m < 2; ++m) {
+          if (m == 1 && !has1) continue;
+          const int kb = half + 2 * m;
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            float(&c)[4] = cb[2 * m + t];
+            const int j = 16 * kb + 8 * t + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
+            const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+            const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+            const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const bool hi = r >= 2, odd = (r & 1) != 0;
+              const float v = ssd_m(c[r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
+              const bool keep =
+                  j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+              c[r] = keep ? v : 0.0f;
             }
-#pragma unroll
-            for (int q = 0; q < kPO; q += 2) {
-              uint32_t f[4];
-              ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
-              mma_bf16(y[q], af, f[0], f[1]);
-              mma_bf16(y[q + 1], af, f[2], f[3]);
-            }
-          }
-        } else {
-          const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
-          const uint32_t af[4] = {*reinterpret_cast<const uint32_t*>(cr),
-                                  *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
-                                  *reinterpret_cast<const uint32_t*>(cr + 8),
-                                  *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
-#pragma unroll
-          for (int jt = 0; jt < kJT; ++jt) {
-            const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
-            mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
-                     *reinterpret_cast<const uint32_t*>(br + 8));
-          }
-          if (jh == 0) {
-            // High parts into every accumulator, then low parts: consecutive mma are independent.
-#pragma unroll
-            for (int q = 0; q < kPO; ++q) {
-              const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
-              mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
-                       *reinterpret_cast<const uint32_t*>(sSh + o + 8));
-            }
-#pragma unroll
-            for (int q = 0; q < kPO; ++q) {
-              const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
-              mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
-                       *reinterpret_cast<const uint32_t*>(sSl + o + 8));
-            }
+            uint32_t h0, l0, h1, l1;
+            split_bf16(c[0], c[1], h0, l0);
+            split_bf16(c[2], c[3], h1, l1);
+            *reinterpret_cast<uint32_t*>(sMh + ssd_m_at(i_lo, j)) = h0;
+            *reinterpret_cast<uint32_t*>(sMl + ssd_m_at(i_lo, j)) = l0;
+            *reinterpret_cast<uint32_t*>(sMh + ssd_m_at(i_hi, j)) = h1;
+            *reinterpret_cast<uint32_t*>(sMl + ssd_m_at(i_hi, j)) = l1;
           }
         }
       }
-      if (jh == 0) {
-        // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) {
+        uint32_t af[4];
+        ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
+        const int bcol = 16 * kk + 8 * ((lane >> 3) & 1);
+#pragma unroll
+        for (int q = 0; q < kPO; q += 2) {
+          uint32_t f[4];
+          ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+          mma_bf16(y[q], af, f[0], f[1]);
+          mma_bf16(y[q + 1], af, f[2], f[3]);
+        }
+#pragma unroll
+        for (int q = 0; q < kPO; q += 2) {
+          uint32_t f[4];
+          ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+          mma_bf16(y[q], af, f[0], f[1]);
+          mma_bf16(y[q + 1], af, f[2], f[3]);
+        }
+      }
+      {
         const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
 #pragma unroll
         for (int q = 0; q < kPO; ++q) {
@@ -1428,48 +1526,158 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
         }
       }
-      // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
-      // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
+      ssd_pair_barrier(quarter);
 #pragma unroll
-      for (int jt = 0; jt < kJT; ++jt) {
-        if constexpr (kLean) {
-          const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
-          const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
-          const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
-          const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const bool hi = r >= 2, odd = (r & 1) != 0;
-            const float v = ssd_m(cb[jt][r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
-            const bool keep =
-                j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
-            cb[jt][r] = keep ? v : 0.0f;
-          }
-        } else {
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
-            const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
-            cb[jt][r] = keep ? ssd_m(cb[jt][r], r >= 2 ? cum_hi : cum_lo, sCum[j], sDt[j]) : 0.0f;
-          }
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < kJT / 2; ++kk) {
+      for (int kb = 0; kb < kSsdQ / 16; ++kb) {
+        if (kb > quarter) break;
+        // A fragments (rows r0 .., k = j) of M's two parts: lane l addresses row l % 16, piece 2 kb + l / 16.
+        const int mrow = r0 + (lane & 15), mcol = 16 * kb + 8 * (lane >> 4);
         uint32_t mh[4], ml[4];
-        split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
-        split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
-        split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
-        split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+        ldsm_x4(mh, sMh + ssd_m_at(mrow, mcol));
+        ldsm_x4(ml, sMl + ssd_m_at(mrow, mcol));
 #pragma unroll
         for (int q = 0; q < kPO; q += 2) {
-          // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
           uint32_t f[4];
-          ldsm_x4_trans(f, sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+          ldsm_x4_trans(f, sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
           mma_bf16(y[q], mh, f[0], f[1]);
           mma_bf16(y[q + 1], mh, f[2], f[3]);
           mma_bf16(y[q], ml, f[0], f[1]);
           mma_bf16(y[q + 1], ml, f[2], f[3]);
+        }
+      }
+    } else {
+      // Lean: not unrolled (no spills at dstate 128).
+#pragma unroll(kLean ? 1 : 2)
+      for (int jh = 0; jh < 2; ++jh) {
+        const int j0 = jh * (kSsdQ / 2);
+        // Blocks of 16 steps j of this half that reach the warp's rows (j <= i): M is zero beyond them, so
+        // their CB, M and M x are skipped (no half for quarters 0 and 1 at jh = 1; one block for quarter 0
+        // at jh = 0 and quarter 2 at jh = 1). A skipped mma would add exact zeros: the sums are unchanged.
+        const int nblk = quarter + 1 - 2 * jh;
+        if (nblk <= 0) break;
+        const bool full = nblk >= 2;
+        static_assert(kJT == 4, "two blocks of 16 steps j a half: tiles 0-1 and 2-3, M x steps kk 0 and 1");
+        float cb[kJT][4];
+#pragma unroll
+        for (int i = 0; i < kJT; ++i) cb[i][0] = cb[i][1] = cb[i][2] = cb[i][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+          if constexpr (kLean) {
+            // A fragment of C (rows r0 .., k = dstate); B fragments of B (rows j) and of S (rows p), two
+            // column tiles per ldmatrix: lane l addresses row l % 8 of tile l / 8.
+            uint32_t af[4];
+            ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
+            const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 16 * kk + 8 * ((lane >> 3) & 1);
+#pragma unroll
+            for (int jt = 0; jt < kJT; jt += 2) {
+              if (jt >= 2 && !full) continue;
+              uint32_t f[4];
+              ldsm_x4(f, sB + (j0 + 8 * jt + brow) * kBP + bcol);
+              mma_bf16(cb[jt], af, f[0], f[1]);
+              mma_bf16(cb[jt + 1], af, f[2], f[3]);
+            }
+            if (jh == 0) {
+              // High parts into every accumulator, then low parts: consecutive mma are independent.
+#pragma unroll
+              for (int q = 0; q < kPO; q += 2) {
+                uint32_t f[4];
+                ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+                mma_bf16(y[q], af, f[0], f[1]);
+                mma_bf16(y[q + 1], af, f[2], f[3]);
+              }
+#pragma unroll
+              for (int q = 0; q < kPO; q += 2) {
+                uint32_t f[4];
+                ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+                mma_bf16(y[q], af, f[0], f[1]);
+                mma_bf16(y[q + 1], af, f[2], f[3]);
+              }
+            }
+          } else {
+            const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
+            const uint32_t af[4] = {*reinterpret_cast<const uint32_t*>(cr),
+                                    *reinterpret_cast<const uint32_t*>(cr + 8 * kBP),
+                                    *reinterpret_cast<const uint32_t*>(cr + 8),
+                                    *reinterpret_cast<const uint32_t*>(cr + 8 * kBP + 8)};
+#pragma unroll
+            for (int jt = 0; jt < kJT; ++jt) {
+              if (jt >= 2 && !full) continue;
+              const uint16_t* br = sB + (j0 + 8 * jt + g) * kBP + 16 * kk + 2 * tig;
+              mma_bf16(cb[jt], af, *reinterpret_cast<const uint32_t*>(br),
+                       *reinterpret_cast<const uint32_t*>(br + 8));
+            }
+            if (jh == 0) {
+              // High parts into every accumulator, then low parts: consecutive mma are independent.
+#pragma unroll
+              for (int q = 0; q < kPO; ++q) {
+                const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+                mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSh + o),
+                         *reinterpret_cast<const uint32_t*>(sSh + o + 8));
+              }
+#pragma unroll
+              for (int q = 0; q < kPO; ++q) {
+                const int o = (pw + 8 * q + g) * kBP + 16 * kk + 2 * tig;
+                mma_bf16(y[q], af, *reinterpret_cast<const uint32_t*>(sSl + o),
+                         *reinterpret_cast<const uint32_t*>(sSl + o + 8));
+              }
+            }
+          }
+        }
+        if (jh == 0) {
+          // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+          const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+#pragma unroll
+          for (int q = 0; q < kPO; ++q) {
+            y[q][0] = __fmul_rn(y[q][0], eo_lo), y[q][1] = __fmul_rn(y[q][1], eo_lo);
+            y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
+          }
+        }
+        // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+        // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
+#pragma unroll
+        for (int jt = 0; jt < kJT; ++jt) {
+          if (jt >= 2 && !full) continue;
+          if constexpr (kLean) {
+            const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
+            const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+            const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+            const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const bool hi = r >= 2, odd = (r & 1) != 0;
+              const float v = ssd_m(cb[jt][r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
+              const bool keep =
+                  j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+              cb[jt][r] = keep ? v : 0.0f;
+            }
+          } else {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const int i = r >= 2 ? i_hi : i_lo, j = j0 + 8 * jt + 2 * tig + (r & 1);
+              const bool keep = j <= i && sSeg[j] == (r >= 2 ? seg_hi : seg_lo);
+              cb[jt][r] = keep ? ssd_m(cb[jt][r], r >= 2 ? cum_hi : cum_lo, sCum[j], sDt[j]) : 0.0f;
+            }
+          }
+        }
+#pragma unroll
+        for (int kk = 0; kk < kJT / 2; ++kk) {
+          if (kk >= 1 && !full) continue;
+          uint32_t mh[4], ml[4];
+          split_bf16(cb[2 * kk][0], cb[2 * kk][1], mh[0], ml[0]);
+          split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
+          split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
+          split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
+#pragma unroll
+          for (int q = 0; q < kPO; q += 2) {
+            // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
+            uint32_t f[4];
+            ldsm_x4_trans(f,
+                          sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+            mma_bf16(y[q], mh, f[0], f[1]);
+            mma_bf16(y[q + 1], mh, f[2], f[3]);
+            mma_bf16(y[q], ml, f[0], f[1]);
+            mma_bf16(y[q + 1], ml, f[2], f[3]);
+          }
         }
       }
     }
@@ -1551,13 +1759,45 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         S[nt][0] = __fmul_rn(S[nt][0], cd), S[nt][1] = __fmul_rn(S[nt][1], cd);
         S[nt][2] = __fmul_rn(S[nt][2], cd), S[nt][3] = __fmul_rn(S[nt][3], cd);
       }
+      // Shared-M form: each of the quarter's two warps computes x * w for half of the steps (16-step blocks
+      // 2 half, 2 half + 1), stores both parts (the A fragments' layout, as M's), and after the pair's
+      // barrier both load all four blocks: the same values as the lean form computes in registers.
+      [[maybe_unused]] uint16_t* xw_hi = nullptr;
+      [[maybe_unused]] uint16_t* xw_lo = nullptr;
+      if constexpr (kShareM) {
+        if constexpr (lay::kXwInC) {
+          xw_hi = sC + r0 * kBP, xw_lo = xw_hi + 16 * kSsdQ;
+        } else {
+          xw_hi = reinterpret_cast<uint16_t*>(smem_raw + lay::kMLo + kSsdQ * kSsdQ * 2) + r0 * kSsdQ;
+          xw_lo = xw_hi + kSsdP * kSsdQ;
+        }
+#pragma unroll
+        for (int kq = 0; kq < 2; ++kq) {
+          const int kk = 2 * half + kq;
+          uint32_t xf[4], xh[4], xl[4];
+          ldsm_x4_trans(xf, sX + (16 * kk + (lane & 7) + 8 * (lane >> 4)) * kXP + r0 + 8 * ((lane >> 3) & 1));
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const int t = 16 * kk + 2 * tig + (q & 2 ? 8 : 0);
+            split_bf16(__fmul_rn(bf16_lo(xf[q]), sW[t]), __fmul_rn(bf16_hi(xf[q]), sW[t + 1]), xh[q], xl[q]);
+            const int at = ssd_m_at(g + (q & 1 ? 8 : 0), t);
+            *reinterpret_cast<uint32_t*>(xw_hi + at) = xh[q];
+            *reinterpret_cast<uint32_t*>(xw_lo + at) = xl[q];
+          }
+        }
+        ssd_pair_barrier(quarter);
+      }
 #pragma unroll
       for (int kk = 0; kk < kSsdQ / 16; ++kk) {
         // A fragment (row p, k = t) of x * w, split in two parts. Lean: x's by ldmatrix, transposed out
         // of x stored (t, p) (tile q: steps 16 kk + 8 (q / 2), headdim r0 + 8 (q % 2)); otherwise
         // gathered by 16-bit loads.
         uint32_t xh[4], xl[4];
-        if constexpr (kLean) {
+        if constexpr (kShareM) {
+          const int at = ssd_m_at(lane & 15, 16 * kk + 8 * (lane >> 4));
+          ldsm_x4(xh, xw_hi + at);
+          ldsm_x4(xl, xw_lo + at);
+        } else if constexpr (kLean) {
           uint32_t xf[4];
           ldsm_x4_trans(xf, sX + (16 * kk + (lane & 7) + 8 * (lane >> 4)) * kXP + r0 + 8 * ((lane >> 3) & 1));
 #pragma unroll
@@ -1759,6 +1999,22 @@ __device__ __forceinline__ T batch_scalar(const T (&v)[kM], int j, int lane0) {
 //   over every SM. At batch 1 a call from Node is host-bound (~10 us of validation, Node-API and launch
 //   against a few us of kernel).
 // Registers and spills: -Xptxas -v on sm_90a (sm_80 and sm_89 alike, no spills).
+//
+// Launch (launch_update). At batch 256 a call from Node took 61.2 us against 56.4 us of kernel: ~4.8 us a
+// call between one kernel's last wave and the next kernel's first loads (launch, block dispatch, ramp).
+// The bytes in flight are not short (160 KB an SM against the ~32 KB that 4.2 TB/s needs at ~1 us of
+// loaded latency), so the launch is what is left: the kernels go out with programmatic dependent launch on
+// sm_90 (pdl_wait at the top, before any global access; pdl_trigger right after it), so that the next
+// call's blocks are resident when this one completes. Prediction: batch 256 61.2 -> 57-59 us a call,
+// batch 64 16.8 -> 15-16 us; batch 1 is host-bound and stays. Measured (H200, a200787): batch 256 58.2
+// us a call (60.6 launched plainly in the same run), kernel 57.8 us under Nsight: 2.63 TB/s of DRAM (55%)
+// with issue slots 63% busy, 1787 instructions a thread (223 per batch element of 4 states). So the
+// instructions count too: dt's bias and softplus and the gate silu(z) are now computed where the
+// scalars are held, before the shuffles (kBT / 4 = 2 of each a thread instead of 8 with kSpread: ~115
+// instructions and 24 MUFU operations fewer a thread, -6%). Prediction: kernel 57.8 -> 55-57 us.
+// Measured (H200, d25974a): batch 256 57.3 / 56.9 us a call (59.1 launched plainly in the same run),
+// batch 64 12.9 / 13.0 us (14.7 plainly), batch 1 16.4 us on the first row and 14.6 us on the last (the
+// host's share, which the batch-64 row bounds at <= 13 us once the JavaScript is warm).
 
 // Resident blocks an SM each form is built for (registers: 64, 48, 64 at most). The 8-element form's 17 KB
 // of shared memory allow 12 blocks; its registers spill at 40 (12 blocks), so 10.
@@ -1769,6 +2025,10 @@ constexpr int update_min_blocks(int kbt, bool spread) {
 template <bool kAPerState, int kBT, int kThreads, bool kSpread = false>
 __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     selective_state_update_vec_kernel(const update_args a) {
+  // Launched with programmatic dependent launch (launch_update): nothing global is touched before the
+  // kernel ahead has finished; the next kernel may be scheduled as soon as every block has started.
+  pdl_wait();
+  pdl_trigger();
   // Grid: x over the rows (head, headdim element), y over tiles of kBT batch elements. All index math but
   // the state's offset is 32-bit (the launcher checks H * P * N < 2^31).
   const int Q = a.lanes;
@@ -1806,6 +2066,15 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     xs[m] = live ? load_any(a.x, a.x_dt, xr) : 0.0f;
     dts[m] = live ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * H + h) : 0.0f;
     zs[m] = live && a.z != nullptr ? load_any(a.z, a.z_dt, xr) : 0.0f;
+  }
+  // dt (bias, softplus) and the gate silu(z) where the scalars are held, before any shuffle: with kSpread
+  // kBT / 4 of each a thread instead of kBT (the same operations on the same values).
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    float d = dts[m] + dbias;
+    if (a.softplus) d = softplus_fast(d);
+    dts[m] = d;
+    if (a.z != nullptr) zs[m] = silu_fast(zs[m]);
   }
   const int row_lane0 = (threadIdx.x & 31) & ~(Q - 1);
   // kBT > 1: the state pieces (kBT, kThreads) of 16 bytes, then B, then C (below).
@@ -1877,8 +2146,7 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
       sj = update_smem[j * kThreads + threadIdx.x];
     }
     const int sb = batch_scalar<kSpread>(sbs, j, row_lane0);
-    float d = batch_scalar<kSpread>(dts, j, row_lane0) + dbias;
-    if (a.softplus) d = softplus_fast(d);
+    const float d = batch_scalar<kSpread>(dts, j, row_lane0);
     const float xj = batch_scalar<kSpread>(xs, j, row_lane0);
     const float dtx = d * xj;
     const float e = d * kLog2e;
@@ -1900,13 +2168,13 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     }
     // The lanes of a row are Q consecutive lanes of one warp (Q divides 32); every thread gets here.
     for (int o = Q / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-    const float zj = batch_scalar<kSpread>(zs, j, row_lane0);
+    const float gate = batch_scalar<kSpread>(zs, j, row_lane0);  // silu(z)
     const int b = blockIdx.y * kBT + j;
     if (valid && b < a.batch && lq == 0) {
       float o = 0.0f;
       if (sb >= 0) {
         o = fmaf(dd, xj, y);
-        if (a.z != nullptr) o *= silu_fast(zj);
+        if (a.z != nullptr) o *= gate;
       }
       store_any(a.out, a.out_dt, static_cast<int64_t>(b) * HP + row, o);
     }
@@ -2204,16 +2472,24 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   }
 }
 
-template <int kN, bool kLean>
+template <int kN, bool kLean, bool kShareM = false>
 status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
-  constexpr int smem = ssd_tc_layout<kN>::kBytes;
-  // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB).
-  static_assert(smem <= 99 * 1024, "ssd_tc_kernel must fit every target's shared memory per block");
+  constexpr int smem = kShareM ? ssd_tc_layout<kN>::kSharedBytes : ssd_tc_layout<kN>::kBytes;
+  // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB); the
+  // shared-M form runs only where the device allows its size (checked by the caller).
+  static_assert(kShareM || smem <= 99 * 1024,
+                "ssd_tc_kernel must fit every target's shared memory per block");
   if (smem > 48 * 1024) {
-    SSMKIT_CUDA_CHECK(
-        cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean, kShareM>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
-  ssd_tc_kernel<kN, kLean><<<grid, kSsdThreads, smem, stream>>>(t);
+  if constexpr (kShareM) {
+    // Two blocks an SM need all of the SM's shared memory for the L1/shared split.
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean, kShareM>,
+                                           cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           cudaSharedmemCarveoutMaxShared));
+  }
+  ssd_tc_kernel<kN, kLean, kShareM><<<grid, kSsdThreads, smem, stream>>>(t);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
@@ -2420,13 +2696,15 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   if (N == 0) return make_status(status_code::shape, "%s: B: expected dstate >= 1", op);
 
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  // The tensor-core kernel for bfloat16 at Mamba-2's shapes, in its lean form; SSMKIT_CUDA_SSD=exact
-  // forces the sequential kernel (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=scalar the
-  // tensor-core kernel's earlier form (scalar fragment loads; tests compare it with the lean form bit for
-  // bit).
+  // The tensor-core kernel for bfloat16 at Mamba-2's shapes, in its shared-M form where the device allows
+  // its shared memory, otherwise in its lean form; SSMKIT_CUDA_SSD=exact forces the sequential kernel
+  // (tests and benchmarks compare the two), SSMKIT_CUDA_SSD=lean the lean form and SSMKIT_CUDA_SSD=scalar
+  // the earlier form with scalar fragment loads (tests compare both with the default bit for bit).
   const char* mode = std::getenv("SSMKIT_CUDA_SSD");
   const bool exact = mode != nullptr && std::strcmp(mode, "exact") == 0;
   const bool lean = mode == nullptr || std::strcmp(mode, "scalar") != 0;
+  const bool share = lean && (mode == nullptr || std::strcmp(mode, "lean") != 0);
+  const bool share_forced = mode != nullptr && std::strcmp(mode, "shared") == 0;
   const bool bf16 = p.x.dtype == SSMKIT_DTYPE_BF16 && p.B.dtype == SSMKIT_DTYPE_BF16 &&
                     p.C.dtype == SSMKIT_DTYPE_BF16 && p.out.dtype == SSMKIT_DTYPE_BF16;
   // The tensor-core kernel copies x, B, C and z in 16-byte pieces and stores out in 4-byte pairs.
@@ -2445,6 +2723,19 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
     t.softplus = p.dt_softplus, t.d_per_channel = p.d_per_channel;
     unsigned grid = 0;
     SSMKIT_RETURN_IF_ERROR(launch_blocks(op, Bt * H, &grid));
+    if (share) {
+      // The shared-M form on sm_90 and later, or where SSMKIT_CUDA_SSD=shared asks for it, if the device
+      // gives a block its shared memory (sm_80 and sm_90, not sm_86/89). sm_80's code of it spills 100
+      // bytes at dstate 128 and has not been measured: the lean form is the default there.
+      int dev = 0, optin = 0, major = 0;
+      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+      if (major < 9 && !share_forced) optin = 0;
+      if (N <= 64 && optin >= ssd_tc_layout<64>::kSharedBytes) return run_ssd_tc<64, true, true>(t, grid, st);
+      if (N > 64 && optin >= ssd_tc_layout<128>::kSharedBytes)
+        return run_ssd_tc<128, true, true>(t, grid, st);
+    }
     if (lean) return N <= 64 ? run_ssd_tc<64, true>(t, grid, st) : run_ssd_tc<128, true>(t, grid, st);
     return N <= 64 ? run_ssd_tc<64, false>(t, grid, st) : run_ssd_tc<128, false>(t, grid, st);
   }
@@ -2470,6 +2761,43 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
   a.softplus = p.dt_softplus;
   a.dt_nonneg = true;
   return launch_scan<true, true>(op, a, Bt, true, true, st);
+}
+
+// Launches a decode-update kernel with programmatic dependent launch where the code that runs was built
+// for sm_90 or later (its pdl_wait() keeps it from reading or writing anything before the kernel ahead of
+// it on the stream has finished; older code has no wait and launches plainly): the launch and the blocks'
+// start overlap that kernel's tail. At batch 256 (3.9 waves of ~15 us blocks) the next call's blocks take
+// the slots the last wave frees and start the moment it completes.
+template <class Kernel>
+status launch_update(Kernel* kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                     const update_args& a) {
+  // A property of the image on the device (every kernel of it has the same versions): asked once per
+  // device, not per call.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 plain launch, 2 programmatic
+  int dev = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  int state = dev >= 0 && dev < kMaxDevices ? known[dev].load(std::memory_order_acquire) : 0;
+  if (state == 0) {
+    cudaFuncAttributes fa{};
+    SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    state = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 2 : 1;
+    if (dev >= 0 && dev < kMaxDevices) known[dev].store(state, std::memory_order_release);
+  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  // SSMKIT_CUDA_UPDATE_PDL=0 launches plainly (benchmarks compare the two).
+  config.numAttrs = state == 2 && env_int("SSMKIT_CUDA_UPDATE_PDL", 1) != 0 ? 1 : 0;
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
 }
 
 status selective_state_update_cuda(const selective_state_update_params& p, void* stream) {
@@ -2549,13 +2877,15 @@ status selective_state_update_cuda(const selective_state_update_params& p, void*
     const size_t smem =
         tile > 1 ? static_cast<size_t>(tile * threads * 4 + 2 * tile * groups_spanned * N) * sizeof(float)
                  : 0;
-    if (tile == 8) selective_state_update_vec_kernel<true, 8, 128, true><<<g2, 128, smem, s>>>(a);
-    if (tile == 4 && p.multihead) selective_state_update_vec_kernel<false, 4, 128><<<g2, 128, smem, s>>>(a);
-    if (tile == 4 && !p.multihead) selective_state_update_vec_kernel<true, 4, 128><<<g2, 128, smem, s>>>(a);
-    if (tile == 1 && p.multihead) selective_state_update_vec_kernel<false, 1, 64><<<g2, 64, 0, s>>>(a);
-    if (tile == 1 && !p.multihead) selective_state_update_vec_kernel<true, 1, 64><<<g2, 64, 0, s>>>(a);
-    SSMKIT_CUDA_CHECK(cudaGetLastError());
-    return ok_status();
+    if (tile == 8) {
+      return launch_update(selective_state_update_vec_kernel<true, 8, 128, true>, g2, 128, smem, s, a);
+    }
+    if (tile == 4 && p.multihead) {
+      return launch_update(selective_state_update_vec_kernel<false, 4, 128>, g2, 128, smem, s, a);
+    }
+    if (tile == 4) return launch_update(selective_state_update_vec_kernel<true, 4, 128>, g2, 128, smem, s, a);
+    if (p.multihead) return launch_update(selective_state_update_vec_kernel<false, 1, 64>, g2, 64, 0, s, a);
+    return launch_update(selective_state_update_vec_kernel<true, 1, 64>, g2, 64, 0, s, a);
   }
   SSMKIT_RETURN_IF_ERROR(
       launch_blocks(op, (Bt * H * P * a.lanes + kUpdateThreads - 1) / kUpdateThreads, &grid));
