@@ -86,7 +86,11 @@
 //   KiB from L2 per k-tile, 48 B/clock/SM at peak (about 11 TB/s over 132 SMs), more than L2 delivers,
 //   so the kernel is bound by L2 reads near 60-70% of peak: 95-120 us; 8192^3 (16 rounds of 64
 //   k-tiles) 850-1000 us. W4A8 reads 32 KiB per k-tile instead of 48: 80-100 us at 2048 x 2560 x 10240.
-//   SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path instead.
+//   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
+//   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
+//   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
+//   instead of 48: where L2 bounds the kernel, up to a third less time. SSMKIT_CUDA_WGMMA=0 takes the
+//   mma.sync tiled path instead.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -1950,7 +1954,65 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
 #endif
 }
 
-template <ssmkit_dtype kX, bool kInt4>
+// The same box written to the same shared-memory offset of every block of the cluster in cta_mask,
+// completing on the barrier at bar's offset in each.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int inner, int outer,
+                                                      uint64_t* bar, uint16_t cta_mask) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+      "[%1, "
+      "{%3, %4}], [%2], %5;\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(inner), "r"(outer), "h"(cta_mask)
+      : "memory");
+#endif
+}
+// An arrival on the barrier at bar's offset in block `rank` of the cluster.
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(rank)
+      : "memory");
+#endif
+}
+// mbar_wait, ordered after arrivals released at cluster scope (by the other block's threads).
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t addr = smem_addr(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#endif
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+// Every thread of every block of the cluster.
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+#endif
+}
+
+template <ssmkit_dtype kX, bool kInt4, int kCluster>
 __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w,
                       gemm_args g, int tiles_m, int tiles_n) {
@@ -1969,18 +2031,33 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   const int lane = tid & 31;
   const int warp = tid >> 5;
   const int wg = warp >> 2;
-  const int tiles = tiles_m * tiles_n;
   const int num_kt = static_cast<int>((g.k + T::kBK - 1) / T::kBK);
+  // Units of work: kCluster tiles along m with one weight panel (kCluster == 2: the two blocks of a
+  // cluster, each loading half of the panel for both). Block `rank` of a cluster takes tile m
+  // unit.x * kCluster + rank; a tile past m reads zeros and stores nothing.
+  static_assert(kCluster == 1 || (kCluster == 2 && !kInt4));
+  const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
+  const int units_m = (tiles_m + kCluster - 1) / kCluster;
+  const int units = units_m * tiles_n;
+  const int first_unit = static_cast<int>(blockIdx.x) / kCluster;
+  const int unit_stride = static_cast<int>(gridDim.x) / kCluster;
+  auto tile_of = [&](int u) {
+    const int2 unit = grouped_tile(u, units_m, tiles_n);
+    return make_int2(unit.x * kCluster + static_cast<int>(rank), unit.y);
+  };
 
   if (tid == 0) {
     for (int s = 0; s < T::kStages; ++s) {
       // W4A8: the producer's arrival with A's bytes, and one from each thread that widened B.
       mbar_init(full + s, kInt4 ? 1 + 128 : 1);
-      mbar_init(empty + s, T::kConsumers * 4);
+      // Each consumer warp of every block of the cluster (the producers write into every block).
+      mbar_init(empty + s, T::kConsumers * 4 * kCluster);
     }
     mbar_init_fence();
   }
   __syncthreads();
+  // The other block's barriers are initialized before any copy or arrival reaches them.
+  if constexpr (kCluster > 1) cluster_sync();
 
   if (wg == 0) {
     if constexpr (kInt4) {
@@ -1990,8 +2067,8 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       // k-tile are in flight while this one is widened and stored.
       const int row_in = tid >> 2;  // + 32 p
       const int chunk = tid & 3;    // int4 chunk of the row: int8 chunks 2 chunk, 2 chunk + 1
-      auto load = [&](uint4(&v)[8], int t, int kt) {
-        const int64_t n0 = static_cast<int64_t>(grouped_tile(t, tiles_m, tiles_n).y) * T::kBN;
+      auto load = [&](uint4(&v)[8], int u, int kt) {
+        const int64_t n0 = static_cast<int64_t>(tile_of(u).y) * T::kBN;
         const int64_t byte = static_cast<int64_t>(kt) * (T::kBK / 2) + chunk * 16;
 #pragma unroll
         for (int p = 0; p < 8; ++p) {
@@ -2003,18 +2080,18 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       if (tid == 0)
         asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
       uint4 cur[8], next[8];
-      int t = blockIdx.x, kt = 0;
-      if (t < tiles) load(cur, t, 0);
-      for (uint32_t it = 0; t < tiles; ++it) {
-        int t2 = t, kt2 = kt + 1;
-        if (kt2 == num_kt) kt2 = 0, t2 += gridDim.x;
-        if (t2 < tiles) load(next, t2, kt2);
+      int u = first_unit, kt = 0;
+      if (u < units) load(cur, u, 0);
+      for (uint32_t it = 0; u < units; ++it) {
+        int u2 = u, kt2 = kt + 1;
+        if (kt2 == num_kt) kt2 = 0, u2 += unit_stride;
+        if (u2 < units) load(next, u2, kt2);
         const int s = static_cast<int>(it % T::kStages);
         mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
         uint8_t* sa = smem + s * T::kStage;
         if (tid == 0) {
           mbar_arrive_expect_tx(full + s, T::kAStage);
-          tma_load_2d(sa, &map_a, kt * T::kBK, grouped_tile(t, tiles_m, tiles_n).x * T::kBM, full + s);
+          tma_load_2d(sa, &map_a, kt * T::kBK, tile_of(u).x * T::kBM, full + s);
         }
         uint8_t* sb = sa + T::kAStage;
 #pragma unroll
@@ -2029,7 +2106,7 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         // The stores are read next by wgmma (the async proxy).
         fence_proxy_async_shared();
         mbar_arrive(full + s);
-        t = t2, kt = kt2;
+        u = u2, kt = kt2;
       }
     } else {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs8) : "memory");
@@ -2037,15 +2114,26 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
         asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_w)) : "memory");
         uint32_t it = 0;  // k-tiles issued so far, over every tile of this block
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-          const int2 tile = grouped_tile(t, tiles_m, tiles_n);
+        for (int u = first_unit; u < units; u += unit_stride) {
+          const int2 tile = tile_of(u);
           for (int kt = 0; kt < num_kt; ++kt, ++it) {
             const int s = static_cast<int>(it % T::kStages);
-            mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
-            mbar_arrive_expect_tx(full + s, T::kStage);
             uint8_t* sa = smem + s * T::kStage;
-            tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
-            tma_load_2d(sa + T::kAStage, &map_w, kt * T::kBK, tile.y * T::kBN, full + s);
+            if constexpr (kCluster > 1) {
+              // This block's half of the weight panel goes to both blocks, whose stages must both be free.
+              constexpr int kRows = T::kBN / kCluster;
+              mbar_wait_cluster(empty + s, ((it / T::kStages) & 1) ^ 1);
+              mbar_arrive_expect_tx(full + s, T::kStage);
+              tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
+              tma_load_2d_multicast(sa + T::kAStage + rank * kRows * T::kBK, &map_w, kt * T::kBK,
+                                    tile.y * T::kBN + static_cast<int>(rank) * kRows, full + s,
+                                    static_cast<uint16_t>((1u << kCluster) - 1));
+            } else {
+              mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
+              mbar_arrive_expect_tx(full + s, T::kStage);
+              tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
+              tma_load_2d(sa + T::kAStage, &map_w, kt * T::kBK, tile.y * T::kBN, full + s);
+            }
           }
         }
       }
@@ -2061,8 +2149,20 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     const int tq = lane & 3;
     const bool pairs = (g.n & 1) == 0;
     uint32_t it = 0;  // k-tiles consumed so far, over every tile of this block
-    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-      const int2 tile = grouped_tile(t, tiles_m, tiles_n);
+    // The stage a k-tile was read from is free again in every block of the cluster.
+    auto release = [&](uint32_t stage) {
+      if (lane != 0) return;
+#pragma unroll
+      for (int r = 0; r < kCluster; ++r) {
+        if (kCluster == 1) {
+          mbar_arrive(empty + stage);
+        } else {
+          mbar_arrive_cluster(empty + stage, static_cast<uint32_t>(r));
+        }
+      }
+    };
+    for (int u = first_unit; u < units; u += unit_stride) {
+      const int2 tile = tile_of(u);
       const int64_t m0 = static_cast<int64_t>(tile.x) * T::kBM;
       const int64_t n0 = static_cast<int64_t>(tile.y) * T::kBN;
       int acc[128];
@@ -2087,12 +2187,12 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 #pragma unroll
         for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
         // The wgmmas of the previous k-tile have finished reading its stage.
-        if (kt > 0 && lane == 0) mbar_arrive(empty + (it - 1) % T::kStages);
+        if (kt > 0) release((it - 1) % T::kStages);
       }
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
-      if (lane == 0) mbar_arrive(empty + (it - 1) % T::kStages);
+      release((it - 1) % T::kStages);
 
       // Epilogue from registers, as the tiled path's: the two rows' scales once, each n8 tile's column
       // scales and bias, then each pair of outputs (a 4- or 8-byte store when n is even).
@@ -2124,6 +2224,8 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       }
     }
   }
+  // No block leaves while the other may still arrive on its barriers.
+  if constexpr (kCluster > 1) cluster_sync();
 #else
   (void)map_a, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n;
   __trap();
@@ -2691,34 +2793,73 @@ bool wgmma_shape_ok(const gemm_args& g) {
   return g.m <= kLimit && g.n <= kLimit && g.k <= kLimit;
 }
 
-// Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer); *launched is false (and
-// nothing is queued) where the tensor maps cannot be had, so that the caller takes another path.
-template <ssmkit_dtype kX, bool kInt4>
+// Whether W8A8 on the wgmma path runs in clusters of two blocks that share each weight panel
+// (SSMKIT_CUDA_WGMMA_CLUSTER=1; off by default).
+bool wgmma_cluster_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("SSMKIT_CUDA_WGMMA_CLUSTER");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return wanted;
+}
+
+// Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kCluster: blocks a
+// cluster along m); *launched is false (and nothing is queued) where the tensor maps or the clusters
+// cannot be had, so that the caller takes another path.
+template <ssmkit_dtype kX, bool kInt4, int kCluster>
 status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* launched) {
   using T = wgmma_traits;
   *launched = false;
   const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
   const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
-  if (tiles_m * tiles_n > INT32_MAX) {
+  const int64_t units = (tiles_m + kCluster - 1) / kCluster * tiles_n;
+  if (tiles_m * tiles_n > INT32_MAX / 2) {
     return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
                        static_cast<long long>(g.m), static_cast<long long>(g.n));
   }
   CUtensorMap map_a, map_w;
   std::memset(&map_w, 0, sizeof(map_w));
   if (!int8_tensor_map(&map_a, g.a, g.m, g.k, g.k, T::kBM) ||
-      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN))) {
+      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN / kCluster))) {
     return ok_status();
   }
   device_limits lim;
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
-  auto* kernel = gemm_wgmma_kernel<kX, kInt4>;
+  auto* kernel = gemm_wgmma_kernel<kX, kInt4, kCluster>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
-  // Persistent: one block an SM (its shared memory allows no second), each walking every sms-th tile.
-  const int64_t blocks = min64(tiles_m * tiles_n, lim.sms);
-  kernel<<<static_cast<unsigned>(blocks), T::kThreads, T::kSmem, stream>>>(
-      map_a, map_w, g, static_cast<int>(tiles_m), static_cast<int>(tiles_n));
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  cfg.blockDim = dim3(T::kThreads);
+  cfg.dynamicSmemBytes = T::kSmem;
+  cfg.stream = stream;
+  // Persistent: one block an SM (its shared memory allows no second), each walking every
+  // (grid / kCluster)-th unit.
+  int64_t clusters = lim.sms;
+  if constexpr (kCluster > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    // As many clusters as can be resident at once (the SMs of a GPC pair up), queried once per device.
+    static std::atomic<int> resident[kMaxDevices];
+    int r = resident[dev].load(std::memory_order_acquire);
+    if (r == 0) {
+      cfg.gridDim = dim3(static_cast<unsigned>(kCluster * lim.sms));
+      if (cudaOccupancyMaxActiveClusters(&r, kernel, &cfg) != cudaSuccess || r <= 0) {
+        cudaGetLastError();
+        r = -1;
+      }
+      resident[dev].store(r, std::memory_order_release);
+    }
+    if (r < 0) return ok_status();
+    clusters = r;
+  }
+  cfg.gridDim = dim3(static_cast<unsigned>(kCluster * min64(units, clusters)));
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_w, g, static_cast<int>(tiles_m),
+                                       static_cast<int>(tiles_n)));
   *launched = true;
   return ok_status();
 }
@@ -2768,7 +2909,13 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
       if (aligned && bases16 && wgmma_shape_ok(g) && wgmma_traits::kSmem <= lim.smem_optin &&
           wgmma_usable(dev)) {
         bool launched = false;
-        SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, kKind == KIND_W4A8>(g, dev, stream, &launched)));
+        if constexpr (kKind == KIND_W8A8) {
+          if (wgmma_cluster_wanted()) {
+            SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, false, 2>(g, dev, stream, &launched)));
+            if (launched) return ok_status();
+          }
+        }
+        SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, kKind == KIND_W4A8, 1>(g, dev, stream, &launched)));
         if (launched) return ok_status();
       }
     }
