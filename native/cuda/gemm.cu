@@ -77,20 +77,30 @@
 //   for A and int8 B from host-encoded tensor maps, zero-filling every tail; for W4A8 its 128 threads
 //   load the int4 weights, widen them in registers and store them swizzled, so that W4A8 reads half
 //   the weight bytes of W8A8 and needs no widened copy) and two consumer warpgroups of 64 x 256 (128
-//   int32 accumulators a thread, one wgmma group kept in flight), whose epilogue is the tiled path's and
-//   overlaps the producer's loads of the next tile. The kernel it replaces (all 256 threads issuing
-//   cp.async, a block barrier per k-tile, W4A8 first widened to int8 by a separate pass) measured 266 us
-//   at 2048 x 2560 x 10240 (40% of the expected rate) and 2082 us at 8192^3; W4A8 294.5 us.
+//   int32 accumulators a thread, one wgmma group kept in flight) that run the tiled path's epilogue
+//   while the producer loads the next tile. The kernel this replaced (all 256 threads issuing cp.async,
+//   a block barrier per k-tile, W4A8 widened to int8 by a separate pass first) measured 266 us at 2048 x
+//   2560 x 10240 and 2082 us at 8192^3; W4A8 294.5 us.
 //   Expected on the H200: 2048 x 2560 x 10240 is 107 GOP, 54 us at the 1979 TOPS dense peak; 640 tiles
 //   on 132 SMs are 5 rounds of 20 k-tiles of 1024 tensor-core clocks (58 us at peak). A block needs 48
-//   KiB from L2 per k-tile, 48 B/clock/SM at peak (about 11 TB/s over 132 SMs), more than L2 delivers,
-//   so the kernel is bound by L2 reads near 60-70% of peak: 95-120 us; 8192^3 (16 rounds of 64
-//   k-tiles) 850-1000 us. W4A8 reads 32 KiB per k-tile instead of 48: 80-100 us at 2048 x 2560 x 10240.
+//   KiB from L2 per k-tile, 48 B/clock/SM at peak (about 11 TB/s over 132 SMs), so L2 was expected to
+//   bound it near 60-70% of peak: 95-120 us; 8192^3 850-1000 us; W4A8 (32 KiB a k-tile) 80-100 us.
+//   Measured (H200): 188 us, 1293 us at 8192^3 (850 TOPS, torch._int_mm 1227 us), W4A8 268 us. Nsight
+//   (201 us): L2 22% busy, tensor pipe 26%, 380k cycles for 5 tiles an SM, 76k a tile against 20k of
+//   wgmmas: the time went to the epilogue, not to loads. Each thread loaded 128 column scales and
+//   biases from global memory behind dtype branches, most of them L2 round trips in series (about 20-30k
+//   cycles a tile, the tensor cores idle meanwhile). Now each consumer thread loads its share of the
+//   tile's factors (2 column scales, 2 biases, a row scale) before the k-loop, stages them in shared
+//   memory after it (one named barrier a warpgroup), and the epilogue reads them from there, its stores
+//   specialized on the output dtype: expected 3-5k cycles a tile, 2048 x 2560 x 10240 in 85-110 us. The
+//   W4A8 producer copied its next k-tile's registers into the current ones, which waited for the loads
+//   every k-tile (a load latency a k-tile in series); it now alternates two register buffers: expected
+//   as fast as W8A8 or faster (fewer L2 bytes).
 //   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
 //   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
 //   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
-//   instead of 48: where L2 bounds the kernel, up to a third less time. SSMKIT_CUDA_WGMMA=0 takes the
-//   mma.sync tiled path instead.
+//   instead of 48 (for when L2 bounds the kernel). SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path
+//   instead.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -1789,8 +1799,12 @@ struct wgmma_traits {
   static constexpr int kBStage = kBN * kBK;
   static constexpr int kStage = kAStage + kBStage;
   static constexpr int kBarriers = kStages * kStage;  // offset of full[kStages], empty[kStages]
-  // + the barriers, + room to align the base to 1024 bytes
-  static constexpr int kSmem = kBarriers + 2 * kStages * 8 + 1024;
+  // The epilogue's float32 factors, per consumer warpgroup and tile parity: the tile's 256 column
+  // scales, 256 biases and the warpgroup's 64 row scales.
+  static constexpr int kEpiFloats = 2 * kBN + 64;
+  static constexpr int kEpi = kBarriers + 2 * kStages * 8;
+  // + room to align the base to 1024 bytes
+  static constexpr int kSmem = kEpi + kConsumers * 2 * kEpiFloats * 4 + 1024;
   // Registers a thread after setmaxnreg (multiples of 8; the block's 384 x 168 in all): the W8A8
   // producer only issues copies; the W4A8 one holds two k-tiles of int4 loads (64 registers).
   static constexpr int kProducerRegs8 = 40;
@@ -2012,6 +2026,28 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
+// store_float2 and store_float for an output dtype known at compile time.
+template <ssmkit_dtype kOut>
+__device__ __forceinline__ void store_pair_as(void* p, int64_t i, float v0, float v1) {
+  if constexpr (kOut == SSMKIT_DTYPE_F16) {
+    *reinterpret_cast<__half2*>(static_cast<__half*>(p) + i) = __floats2half2_rn(v0, v1);
+  } else if constexpr (kOut == SSMKIT_DTYPE_BF16) {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(v0, v1);
+  } else {
+    *reinterpret_cast<float2*>(static_cast<float*>(p) + i) = make_float2(v0, v1);
+  }
+}
+template <ssmkit_dtype kOut>
+__device__ __forceinline__ void store_one_as(void* p, int64_t i, float v) {
+  if constexpr (kOut == SSMKIT_DTYPE_F16) {
+    static_cast<__half*>(p)[i] = __float2half_rn(v);
+  } else if constexpr (kOut == SSMKIT_DTYPE_BF16) {
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(p)[i] = v;
+  }
+}
+
 template <ssmkit_dtype kX, bool kInt4, int kCluster>
 __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w,
@@ -2079,13 +2115,16 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       };
       if (tid == 0)
         asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
-      uint4 cur[8], next[8];
+      // Two register buffers in turn (no copies between them, which would wait for the loads): a step
+      // loads the next k-tile into one while it widens and stores the other.
+      uint4 buf0[8], buf1[8];
       int u = first_unit, kt = 0;
-      if (u < units) load(cur, u, 0);
-      for (uint32_t it = 0; u < units; ++it) {
+      uint32_t it = 0;
+      if (u < units) load(buf0, u, 0);
+      auto step = [&](uint4(&cur)[8], uint4(&nxt)[8]) {
         int u2 = u, kt2 = kt + 1;
         if (kt2 == num_kt) kt2 = 0, u2 += unit_stride;
-        if (u2 < units) load(next, u2, kt2);
+        if (u2 < units) load(nxt, u2, kt2);
         const int s = static_cast<int>(it % T::kStages);
         mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
         uint8_t* sa = smem + s * T::kStage;
@@ -2101,12 +2140,16 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
           int4x32_to_s8(cur[p], lo, hi);
           *reinterpret_cast<uint4*>(sb + r * 128 + (((2 * chunk) ^ (r & 7)) << 4)) = lo;
           *reinterpret_cast<uint4*>(sb + r * 128 + (((2 * chunk + 1) ^ (r & 7)) << 4)) = hi;
-          cur[p] = next[p];
         }
         // The stores are read next by wgmma (the async proxy).
         fence_proxy_async_shared();
         mbar_arrive(full + s);
-        u = u2, kt = kt2;
+        u = u2, kt = kt2, ++it;
+        return u < units;
+      };
+      while (u < units) {
+        if (!step(buf0, buf1)) break;
+        if (!step(buf1, buf0)) break;
       }
     } else {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs8) : "memory");
@@ -2161,10 +2204,22 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         }
       }
     };
-    for (int u = first_unit; u < units; u += unit_stride) {
+    const int ct = tid - 128 * wg;  // thread of the warpgroup
+    uint32_t parity = 0;            // of the tiles this block has walked
+    for (int u = first_unit; u < units; u += unit_stride, parity ^= 1) {
       const int2 tile = tile_of(u);
       const int64_t m0 = static_cast<int64_t>(tile.x) * T::kBM;
       const int64_t n0 = static_cast<int64_t>(tile.y) * T::kBN;
+      // The epilogue's factors, loaded now and staged in shared memory after the k-loop, so that their
+      // latency hides behind the tile's wgmmas (column ct and ct + 128, row 64 cw + ct of the tile).
+      float epi_ws[2], epi_b[2], epi_as = 1.0f;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t col = n0 + ct + h * 128;
+        epi_ws[h] = col < g.n ? col_scale(g, col) : 1.0f;
+        epi_b[h] = col < g.n ? col_bias(g, col) : 0.0f;
+      }
+      if (ct < 64 && m0 + cw * 64 + ct < g.m) epi_as = row_scale(g, m0 + cw * 64 + ct);
       int acc[128];
 #pragma unroll
       for (int i = 0; i < 128; ++i) acc[i] = 0;
@@ -2194,33 +2249,53 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
       release((it - 1) % T::kStages);
 
-      // Epilogue from registers, as the tiled path's: the two rows' scales once, each n8 tile's column
-      // scales and bias, then each pair of outputs (a 4- or 8-byte store when n is even).
+      float* epi = reinterpret_cast<float*>(smem + T::kEpi) + (cw * 2 + parity) * T::kEpiFloats;
+      epi[ct] = epi_ws[0];
+      epi[ct + 128] = epi_ws[1];
+      epi[T::kBN + ct] = epi_b[0];
+      epi[T::kBN + ct + 128] = epi_b[1];
+      if (ct < 64) epi[2 * T::kBN + ct] = epi_as;
+      // The warpgroup's four warps (named barrier 1 + cw). This tile parity's factors are next written
+      // two tiles on, after the next tile's barrier, which every warp passes after this epilogue.
+      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+
+      // Epilogue from registers, as the tiled path's (per n8 tile: rows g and g + 8 of the warp's 16,
+      // columns 2 t and 2 t + 1): each pair of outputs a 4- or 8-byte store when n is even.
       const int64_t row0 = m0 + cw * 64 + (warp & 3) * 16 + gq;
       const int64_t col0 = n0 + tq * 2;
-      float as[2];
+      const float as[2] = {epi[2 * T::kBN + (warp & 3) * 16 + gq],
+                           epi[2 * T::kBN + (warp & 3) * 16 + gq + 8]};
+      auto store_tile = [&](auto out_dt) {
+        constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
 #pragma unroll
-      for (int rh = 0; rh < 2; ++rh) as[rh] = row0 + rh * 8 < g.m ? row_scale(g, row0 + rh * 8) : 0.0f;
+        for (int nj = 0; nj < T::kBN / 8; ++nj) {
+          const int64_t col = col0 + nj * 8;
+          if (col >= g.n) continue;
+          const bool has1 = col + 1 < g.n;
+          const int c = nj * 8 + tq * 2;
+          const float ws0 = epi[c], ws1 = epi[c + 1];
+          const float b0 = epi[T::kBN + c], b1 = epi[T::kBN + c + 1];
 #pragma unroll
-      for (int nj = 0; nj < T::kBN / 8; ++nj) {
-        const int64_t col = col0 + nj * 8;
-        if (col >= g.n) continue;
-        const bool has1 = col + 1 < g.n;
-        const float ws0 = col_scale(g, col), ws1 = has1 ? col_scale(g, col + 1) : 1.0f;
-        const float b0 = col_bias(g, col), b1 = has1 ? col_bias(g, col + 1) : 0.0f;
-#pragma unroll
-        for (int rh = 0; rh < 2; ++rh) {
-          const int64_t row = row0 + rh * 8;
-          if (row >= g.m) continue;
-          const float v0 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2]), as[rh], ws0, b0);
-          const float v1 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + 1]), as[rh], ws1, b1);
-          if (has1 && pairs) {
-            store_float2(g.out, g.out_dt, row * g.n + col, v0, v1);
-          } else {
-            store_float(g.out, g.out_dt, row * g.n + col, v0);
-            if (has1) store_float(g.out, g.out_dt, row * g.n + col + 1, v1);
+          for (int rh = 0; rh < 2; ++rh) {
+            const int64_t row = row0 + rh * 8;
+            if (row >= g.m) continue;
+            const float v0 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2]), as[rh], ws0, b0);
+            const float v1 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + 1]), as[rh], ws1, b1);
+            if (has1 && pairs) {
+              store_pair_as<kOut>(g.out, row * g.n + col, v0, v1);
+            } else {
+              store_one_as<kOut>(g.out, row * g.n + col, v0);
+              if (has1) store_one_as<kOut>(g.out, row * g.n + col + 1, v1);
+            }
           }
         }
+      };
+      if (g.out_dt == SSMKIT_DTYPE_BF16) {
+        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+      } else if (g.out_dt == SSMKIT_DTYPE_F16) {
+        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+      } else {
+        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
       }
     }
   }
