@@ -85,22 +85,28 @@
 //   on 132 SMs are 5 rounds of 20 k-tiles of 1024 tensor-core clocks (58 us at peak). A block needs 48
 //   KiB from L2 per k-tile, 48 B/clock/SM at peak (about 11 TB/s over 132 SMs), so L2 was expected to
 //   bound it near 60-70% of peak: 95-120 us; 8192^3 850-1000 us; W4A8 (32 KiB a k-tile) 80-100 us.
-//   Measured (H200): 188 us, 1293 us at 8192^3 (850 TOPS, torch._int_mm 1227 us), W4A8 268 us. Nsight
-//   (201 us): L2 22% busy, tensor pipe 26%, 380k cycles for 5 tiles an SM, 76k a tile against 20k of
-//   wgmmas: the time went to the epilogue, not to loads. Each thread loaded 128 column scales and
-//   biases from global memory behind dtype branches, most of them L2 round trips in series (about 20-30k
-//   cycles a tile, the tensor cores idle meanwhile). Now each consumer thread loads its share of the
-//   tile's factors (2 column scales, 2 biases, a row scale) before the k-loop, stages them in shared
-//   memory after it (one named barrier a warpgroup), and the epilogue reads them from there, its stores
-//   specialized on the output dtype: expected 3-5k cycles a tile, 2048 x 2560 x 10240 in 85-110 us. The
-//   W4A8 producer copied its next k-tile's registers into the current ones, which waited for the loads
-//   every k-tile (a load latency a k-tile in series); it now alternates two register buffers: expected
-//   as fast as W8A8 or faster (fewer L2 bytes).
+//   First measured (H200): 188 us, 1293 us at 8192^3 (850 TOPS), W4A8 268 us. Nsight (201 us): L2 22%
+//   busy, tensor pipe 26%, 380k cycles for 5 tiles an SM, 76k a tile against 20k of wgmmas: the time
+//   went to the epilogue, not to loads. Each thread loaded 128 column scales and biases from global
+//   memory behind dtype branches, most of them L2 round trips in series (20-30k cycles a tile, the
+//   tensor cores idle meanwhile). Now each consumer thread loads its share of the tile's factors (2
+//   column scales, 2 biases, a row scale) before the k-loop, stages them in shared memory after it (one
+//   named barrier a warpgroup, two buffers by tile parity), and the epilogue reads them from there, its
+//   stores specialized on the output dtype (expected 85-110 us). The W4A8 producer had copied its next
+//   k-tile's registers into the current ones, which waited for the loads every k-tile; it now
+//   alternates two register buffers. Measured (H200): 102.0 us (1053 TOPS; float32 out 95.3 us;
+//   torch._int_mm 181 us with int32 out), 8192^3 821 us (1339 TOPS; torch._int_mm 1227 us), W4A8 184.7
+//   us and 1708 us at 8192^3: still slower than W8A8 (about 3500 cycles a k-tile against 1900). Its
+//   producer keeps only the next k-tile's loads in flight while it widens one (64 of its 88 registers),
+//   so each k-tile likely waits most of a load latency from L2 or memory (not profiled); the next step
+//   is a deeper int4 ring (the copy engine into a staging ring, widened from shared memory).
 //   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
 //   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
 //   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
-//   instead of 48 (for when L2 bounds the kernel). SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path
-//   instead.
+//   instead of 48. Correct (the bench's checks against the CPU) but slower where measured: 152.9 us at
+//   2048 x 2560 x 10240 and 1296 us at 8192^3 (not profiled: L2 was not the bound, and the two blocks
+//   wait for each other every k-tile), so it is off by default. SSMKIT_CUDA_WGMMA=0 takes the mma.sync
+//   tiled path.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -1768,7 +1774,7 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------------
-// wgmma path (sm_90a, W8A8 without groups, m > 64).
+// wgmma path (sm_90a, W8A8 and W4A8 without groups, m > 64).
 //
 // Block tile 128 x 256, k-tiles of 128 int8 (one 128-byte row per m or n index), 4 shared-memory stages
 // (48 KiB a stage: A 16 KiB, B 32 KiB) filled by the tensor memory accelerator (cp.async.bulk.tensor,
@@ -1779,15 +1785,18 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 // zero-filled by the copy engine (the box is counted whole in the transaction bytes).
 // Warp-specialized and persistent: three warpgroups, one block an SM, each block walks tiles blockIdx.x,
 // + gridDim.x, ... in the grouped raster (8 tiles along m share a weight panel). Warpgroup 0 is the
-// producer (one thread issues the copies; 40 registers after setmaxnreg); warpgroups 1 and 2 are the
-// consumers, each owning 64 rows x 256 columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32) from
-// shared memory, 128 int32 accumulators a thread (232 registers after setmaxnreg). Stages hand over
-// through mbarriers: full[s] (the producer's arrive with the expected bytes; the copy engine completes
-// it) and empty[s] (one arrive per consumer warp once the wgmmas that read the stage have finished:
-// wait_group 1 after issuing k-tile kt releases kt - 1, so one group stays in flight). The producer runs
-// up to four stages ahead, across tile boundaries, so the next tile's loads overlap the epilogue. The
-// epilogue is the tiled path's, from the accumulators' fragment layout (per n8 tile: rows g and g + 8
-// of the warp's 16, columns 2 t and 2 t + 1), stored straight from registers.
+// producer (W8A8: one thread issues the copies, 40 registers after setmaxnreg; W4A8: one thread copies
+// A, and all 128 load int4 B with 16-byte loads, widen it and store it in the swizzle, then fence the
+// async proxy and arrive, 88 registers); warpgroups 1 and 2 are the consumers, each owning 64 rows x 256
+// columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32) from shared memory, 128 int32 accumulators
+// a thread (232 or 208 registers). Stages hand over through mbarriers: full[s] (the producer's arrive
+// with the expected bytes, which the copy engine completes; W4A8 adds the 128 widening threads'
+// arrivals) and empty[s] (one arrive per consumer warp once the wgmmas that read the stage have
+// finished: wait_group 1 after issuing k-tile kt releases kt - 1, so one group stays in flight). The
+// producer runs up to four stages ahead, across tile boundaries, so the next tile's loads overlap the
+// epilogue. The epilogue is the tiled path's, from the accumulators' fragment layout (per n8 tile: rows
+// g and g + 8 of the warp's 16, columns 2 t and 2 t + 1), stored straight from registers, with the
+// tile's scales and bias read from shared memory, where each consumer warpgroup staged them.
 struct wgmma_traits {
   static constexpr int kBM = 128;
   static constexpr int kBN = 256;
