@@ -1824,6 +1824,9 @@ struct wgmma_traits {
   static_assert(kProducerRegs4 * 128 + kConsumerRegs4 * 128 * kConsumers <= 168 * kThreads);
 };
 
+// The wgmma kernel's device helpers, compiled only where its body is (sm_90a device code).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
 // A shared-memory matrix descriptor for a K-major operand in the 128-byte swizzle: start address,
 // leading offset unused (1), stride 1024 bytes between 8-row atoms, swizzle mode 1 (bits 62-63).
 __device__ __forceinline__ uint64_t wgmma_desc(const void* smem) {
@@ -2034,6 +2037,8 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 #endif
 }
+
+#endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 // store_float2 and store_float for an output dtype known at compile time.
 template <ssmkit_dtype kOut>
