@@ -1,11 +1,13 @@
 // GPU benchmark of the quantization family (native/cuda/gemm.cu, and hadamard from quant.cu) at the
 // rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 4, 16) at 2560 x 10240,
 // W4A16 bf16 at M = 1 and 4 (2560 x 10240), M = 16 (8192^2) and the decode step's out_proj (5120 ->
-// 2560) and x_proj (5120 -> 192), W4A8 at M = 2048, 1 and 16, and hadamard over 8 x 2048 tokens x 5120
-// against a device copy of the same bytes. --decode runs the checks and the rows of M <= 16 only.
+// 2560) and x_proj (5120 -> 192), W4A8 at M = 2048 and 8192^3 (against our W8A8), 1 and 16, and
+// hadamard over 8 x 2048 tokens x 5120 against a device copy of the same bytes. --decode runs the
+// checks and the rows of M <= 16 only.
 //
-// Every kernel path is first checked against the CPU backend on small cases; then each row is timed
-// with synchronizeSync() around N enqueued calls after warm-up, the median of several repeats. Rows
+// Every kernel path is first checked against the CPU backend on small cases (and one of more 128 x 256
+// tiles than the H200 has SMs); then each row is timed with synchronizeSync() around N enqueued calls
+// after warm-up, the median of several repeats. Rows
 // whose weights fit in the L2 (50 MiB) rotate among enough weight copies to read them from memory.
 // Times are per call as the host sees them: when a kernel is shorter than the host's enqueue cost
 // (validation, the output's allocation, the launch: a few microseconds), that cost is what shows; the
@@ -17,12 +19,14 @@
 // The peers are PyTorch's (cuBLAS, cuBLASLt int8, tinygemm), timed by ../shared/device/peers.py on the
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
-// On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8 after widening its weights
-// to int8); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated:
+// On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8's producer widens its int4
+// weights to int8 in shared memory); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated:
 // w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
 // SSMKIT_CUDA_GEMV=0 sends M <= 4 (16 for W8A8) to the tensor-core decode kernel instead of the CUDA-core
 // GEMV, to compare the two on the same rows (the title line says which ran).
+//
+// --profile w8a8|w4a8 makes three calls at 2048 x 2560 x 10240 and exits (for Nsight, skipping two).
 //
 // Run on the GPU machine: node bench/quant-gpu.mjs [--peers peers.jsonl] [--quick] [--only NAMES] [--decode]
 import { readFileSync } from 'node:fs';
@@ -248,6 +252,7 @@ function checkAgainstCpu() {
     [16, 1024, 130],
     [100, 640, 200],
     [300, 1152, 520],
+    [1100, 656, 4100],
     [7, 100, 33],
   ]) {
     const a = int8Dev(M, K);
@@ -263,11 +268,13 @@ function checkAgainstCpu() {
       const got = s[`${op}Sync`](a, w, as, ws, { bias, outDtype: 'bfloat16' });
       const want = s[`${op}Sync`](cpu(a), cpu(w), cpu(as), cpu(ws), { bias: cpu(bias), outDtype: 'bfloat16' });
       cases.push([`${op} ${M}x${K}x${N}`, maxRelErr(toF32(got), toF32(want)), 0]);
+      if (M > 1024) continue; // the multi-tile case checks the wgmma kernel only
       const pw = s.packWeightsSync(w);
       const gotPacked = s[`${op}Sync`](a, pw, as, ws, { bias, outDtype: 'bfloat16' });
       cases.push([`${op} ${M}x${K}x${N} packed`, maxRelErr(toF32(gotPacked), toF32(want)), 0]);
       pw.dispose();
     }
+    if (M > 1024) continue;
     if (K % 128 === 0) {
       const wsg = floatDev([N, K / 128], 'float32', 0.001, 0.01);
       const got = s.gemmW4A8Sync(a, w4, as, wsg, { groupSize: 128 });
@@ -446,16 +453,31 @@ const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M 
 console.log(
   `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}`,
 );
+// --profile w8a8|w4a8: three calls at 2048 x 2560 x 10240 and nothing else, for Nsight (--launch-skip 2).
+const profileArg = process.argv.indexOf('--profile');
+if (profileArg > 0) {
+  const kind = process.argv[profileArg + 1];
+  const a = int8Dev(2048, 2560);
+  const w = kind === 'w4a8' ? int4Dev(10240, 2560) : int8Dev(10240, 2560);
+  const as = floatDev([2048], 'float32', 0.001, 0.01);
+  const wsc = floatDev([10240], 'float32', 0.001, 0.01);
+  const op = kind === 'w4a8' ? s.gemmW4A8Sync : s.gemmW8A8Sync;
+  for (let i = 0; i < 3; i++) op(a, w, as, wsc, { outDtype: 'bfloat16' }).dispose();
+  s.synchronizeSync(DEV);
+  console.log(`profiled ${kind} 2048 x 2560 x 10240 three times`);
+  process.exit(0);
+}
 checkAgainstCpu();
 benchHost();
 busyWork = makeBusy();
 let w8a8Big;
+let w8a8Huge;
 let w8a8Decode;
 let w8a8Decode16;
 if (wanted('w8a8')) {
   w8a8Big = benchW8A8(2048, 2560, 10240);
   benchW8A8(2048, 2560, 10240, 'float32');
-  benchW8A8(8192, 8192, 8192);
+  w8a8Huge = benchW8A8(8192, 8192, 8192);
 }
 if (wanted('w8a8-decode')) {
   w8a8Decode = benchW8A8(1, 2560, 10240);
@@ -470,7 +492,10 @@ if (wanted('w4a16')) {
   benchW4A16(1, 5120, 192);
 }
 if (wanted('w4a8')) {
-  if (!decodeOnly) benchW4A8(2048, 2560, 10240, w8a8Big);
+  if (!decodeOnly) {
+    benchW4A8(2048, 2560, 10240, w8a8Big);
+    benchW4A8(8192, 8192, 8192, w8a8Huge);
+  }
   benchW4A8(1, 2560, 10240, w8a8Decode);
   benchW4A8(16, 2560, 10240, w8a8Decode16);
 }

@@ -178,6 +178,63 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     });
   }
 
+  // The wgmma path on sm_90 runs persistent blocks (one an SM) that walk the 128 x 256 tiles in turn, its
+  // producer loading stages ahead across tile boundaries: more tiles than SMs (blocks of two, three and
+  // four tiles, whose epilogue factors alternate between two buffers), k-tile counts (128 k each) that
+  // are not a multiple of the 4 stages, so that the stages' phases run across tiles, m, n and k tails of
+  // the last tiles (k % 32 == 0, so that int4 takes it too), odd n (single stores), and fewer tiles than
+  // SMs with many k-tiles; small k keeps the CPU reference short. Other devices run the same shapes on
+  // the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
+  // of the exact int32 sums against the integer reference, and a second run.
+  const PERSISTENT: readonly [number, number, number, string][] = [
+    [1090, 4100, 160, '9 x 17 = 153 tiles, 2 k-tiles, k tail 32, m tail 66, n tail 4'],
+    [2100, 2600, 96, '17 x 11 = 187 tiles, one k-tile of 96'],
+    [1500, 4097, 96, '12 x 17 = 204 tiles, odd n'],
+    [2100, 6000, 32, '17 x 24 = 408 tiles (three or four a block), one k-tile of 32'],
+    [300, 520, 2592, '3 x 3 = 9 tiles, 21 k-tiles'],
+  ];
+  for (const bits of [8, 4] as const) {
+    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
+    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
+    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+    it(`${op}: large tiled shapes (persistent wgmma blocks on sm_90), the CPU's bits`, async () => {
+      for (const [m, n, k, what] of PERSISTENT) {
+        const rng = new Rng(m * 3 + n * 5 + k * 7 + bits);
+        const a = ints(m * k, -128, 127, rng);
+        const w = ints(n * k, lo, hi, rng);
+        const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+        const [wc, wg] = await both(weights(bits, w, n, k));
+        const label = `${op} [${m}, ${n}, ${k}] ${what}`;
+        // Every output against the CPU (scales, bias and bfloat16 rounding make a wrong sum show).
+        const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
+        const ws = randTensor([n], 'bfloat16', () => 0.001 + rng.uniform() * 0.01);
+        const bias = randTensor([n], 'float16', () => rng.normal());
+        const [asc, asg] = await both(as.t);
+        const [wsc, wsg] = await both(ws.t);
+        const [bc, bg] = await both(bias.t);
+        const cpu = toF64(await run(ac, wc, asc, wsc, { bias: bc, outDtype: 'bfloat16' }));
+        poison(m * n * 4);
+        assertEqual(toF64(await run(ag, wg, asg, wsg, { bias: bg, outDtype: 'bfloat16' })), cpu, `${label} vs CPU`);
+        // Exact int32 at unit scales: a sample against the integer reference (the last rows and
+        // columns first), and the whole output again in a second run.
+        poison(m * n * 4);
+        const exact = toF64(await run(ag, wg, 1, 1));
+        const got: number[] = [];
+        const want: number[] = [];
+        for (let s = 0; s < 256; s++) {
+          const i = s < 8 ? m - 1 - s : rng.int(0, m - 1);
+          const j = s < 16 ? n - 1 - (s % 8) : rng.int(0, n - 1);
+          got.push(exact[i * n + j] as number);
+          want.push(intGemmRef(a.subarray(i * k, (i + 1) * k), w.subarray(j * k, (j + 1) * k), 1, 1, k)[0] as number);
+        }
+        assertEqual(got, want, `${label}, sampled vs the integer reference`);
+        poison(m * n * 4);
+        assertEqual(toF64(await run(ag, wg, 1, 1)), exact, `${label}, second run`);
+        for (const t of [ac, ag, wc, wg, asc, asg, wsc, wsg, bc, bg]) t.dispose();
+      }
+    });
+  }
+
   // The packed decode path (m <= 64, weights as packWeights lays them out): rows of the m16 tile past m,
   // k tails inside a packed step and a round, columns past n inside a panel, a 64-column group and a
   // block of four groups, absent panels of the last group, split k.

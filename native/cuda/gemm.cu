@@ -69,18 +69,44 @@
 //   k order inside an mma is free as long as A and B agree, so each lane takes 16 consecutive k of one
 //   row), int4 decoded in registers, and the dequant (a_scale[m] * w_scale[n] + bias, cast to out's
 //   dtype) fused into the epilogue from registers.
-// - wgmma (sm_90 devices, W8A8 and W4A8 without groups, m > 64, k % 16 == 0 (int8) or % 32 (int4)):
-//   the tiled path on Hopper's asynchronous warpgroup MMA; W4A8 first widens its weights to int8 in a
-//   stream-ordered temporary (n x k bytes, one pass at copy speed: 9 us at 2560 x 10240) and runs as W8A8.
-//   128 x 256 block tiles of two warpgroups (64 x 256 each, 128 int32 accumulators per thread), k-tiles of
-//   128 bytes through a 4-stage cp.async pipeline into shared memory in the 128-byte swizzle that wgmma reads
-//   (m64n256k32 s8 x s8 -> s32, both operands from shared memory), the tiled path's epilogue. Expected on the
-//   H200: 2048 x 2560 x 10240 is 107 GOP, 54 us at the 1979 TOPS dense peak; at 128 x 256 x 128 a block needs
-//   48 KiB from L2 per 1024 tensor-core clocks, 48 B/clock/SM, about 11 TB/s over 132 SMs, past what L2
-//   delivers, so the kernel is bound by L2 reads near 55-65% of peak: 5 waves of 640 tiles, about 100-130 us
-//   (the mma.sync tiled kernel: 336 us, latency-bound at one block of 212 registers per SM), and 8192^3 (1100
-//   GOP) about 1000-1300 us (3039 us); W4A8 at 2048 x 2560 x 10240 10-15 us more than W8A8 (290 us on the
-//   mma.sync path). SSMKIT_CUDA_WGMMA=0 takes the mma.sync tiled path instead.
+// - wgmma (sm_90 devices, W8A8 and W4A8 without groups, m > 64, k % 16 == 0 (int8) or % 32 (int4)): the
+//   tiled path on Hopper's asynchronous warpgroup MMA, warp-specialized and persistent. 128 x 256 block
+//   tiles, k-tiles of 128 bytes through 4 shared-memory stages in the 128-byte swizzle that wgmma reads
+//   (m64n256k32 s8 x s8 -> s32, both operands from shared memory), handed over by mbarriers; one block of
+//   three warpgroups an SM walks the tiles in the grouped raster: a producer warpgroup (the copy engine
+//   for A and int8 B from host-encoded tensor maps, zero-filling every tail; for W4A8 its 128 threads
+//   load the int4 weights, widen them in registers and store them swizzled, so that W4A8 reads half
+//   the weight bytes of W8A8 and needs no widened copy) and two consumer warpgroups of 64 x 256 (128
+//   int32 accumulators a thread, one wgmma group kept in flight) that run the tiled path's epilogue
+//   while the producer loads the next tile. The kernel this replaced (all 256 threads issuing cp.async,
+//   a block barrier per k-tile, W4A8 widened to int8 by a separate pass first) measured 266 us at 2048 x
+//   2560 x 10240 and 2082 us at 8192^3; W4A8 294.5 us.
+//   Expected on the H200: 2048 x 2560 x 10240 is 107 GOP, 54 us at the 1979 TOPS dense peak; 640 tiles
+//   on 132 SMs are 5 rounds of 20 k-tiles of 1024 tensor-core clocks (58 us at peak). A block needs 48
+//   KiB from L2 per k-tile, 48 B/clock/SM at peak (about 11 TB/s over 132 SMs), so L2 was expected to
+//   bound it near 60-70% of peak: 95-120 us; 8192^3 850-1000 us; W4A8 (32 KiB a k-tile) 80-100 us.
+//   First measured (H200): 188 us, 1293 us at 8192^3 (850 TOPS), W4A8 268 us. Nsight (201 us): L2 22%
+//   busy, tensor pipe 26%, 380k cycles for 5 tiles an SM, 76k a tile against 20k of wgmmas: the time
+//   went to the epilogue, not to loads. Each thread loaded 128 column scales and biases from global
+//   memory behind dtype branches, most of them L2 round trips in series (20-30k cycles a tile, the
+//   tensor cores idle meanwhile). Now each consumer thread loads its share of the tile's factors (2
+//   column scales, 2 biases, a row scale) before the k-loop, stages them in shared memory after it (one
+//   named barrier a warpgroup, two buffers by tile parity), and the epilogue reads them from there, its
+//   stores specialized on the output dtype (expected 85-110 us). The W4A8 producer had copied its next
+//   k-tile's registers into the current ones, which waited for the loads every k-tile; it now
+//   alternates two register buffers. Measured (H200): 102.0 us (1053 TOPS; float32 out 95.3 us;
+//   torch._int_mm 181 us with int32 out), 8192^3 821 us (1339 TOPS; torch._int_mm 1227 us), W4A8 184.7
+//   us and 1708 us at 8192^3: still slower than W8A8 (about 3500 cycles a k-tile against 1900). Its
+//   producer keeps only the next k-tile's loads in flight while it widens one (64 of its 88 registers),
+//   so each k-tile likely waits most of a load latency from L2 or memory (not profiled); the next step
+//   is a deeper int4 ring (the copy engine into a staging ring, widened from shared memory).
+//   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
+//   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
+//   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
+//   instead of 48. Correct (the bench's checks against the CPU) but slower where measured: 152.9 us at
+//   2048 x 2560 x 10240 and 1296 us at 8192^3 (not profiled: L2 was not the bound, and the two blocks
+//   wait for each other every k-tile), so it is off by default. SSMKIT_CUDA_WGMMA=0 takes the mma.sync
+//   tiled path.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -112,6 +138,8 @@
 // Assumptions: tensors are contiguous and come from cudaMallocAsync (256-byte aligned bases); the fast
 // paths check every row stride they load 16 or 8 bytes at a time; all work of one device is ordered on
 // its one stream (the split-k workspace and counters are per device).
+#include <cuda.h>  // CUtensorMap and its enums only: the encoder is reached through the runtime
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1440,11 +1468,10 @@ struct tile_traits {
 
 // 16-byte chunk c of row r of an A stage: 128-byte rows (W4A16) flip bit 0 on odd rows, so that the two
 // rows a quarter-warp reads use different bank groups; 64-byte rows need nothing.
-// The (m, n) tile of this block, the raster grouped by 8 tiles along m so that the blocks resident
-// together share weight tiles.
-__device__ __forceinline__ int2 grouped_tile(int tiles_m, int tiles_n) {
+// The (m, n) tile of linear tile index pid, the raster grouped by 8 tiles along m so that the tiles
+// running together share weight tiles.
+__device__ __forceinline__ int2 grouped_tile(int pid, int tiles_m, int tiles_n) {
   constexpr int kGroupM = 8;
-  const int pid = blockIdx.x;
   const int per_group = kGroupM * tiles_n;
   const int first_m = (pid / per_group) * kGroupM;
   const int group_rows = min(tiles_m - first_m, kGroupM);
@@ -1466,7 +1493,7 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
   using tmp_t = typename std::conditional<kind_traits<kKind>::kIntAcc, int, float>::type;
   extern __shared__ __align__(16) uint8_t smem[];
 
-  const int2 tile = grouped_tile(tiles_m, tiles_n);
+  const int2 tile = grouped_tile(blockIdx.x, tiles_m, tiles_n);
   const int tile_m = tile.x, tile_n = tile.y;
   const int64_t m0 = static_cast<int64_t>(tile_m) * T::kBM;
   const int64_t n0 = static_cast<int64_t>(tile_n) * T::kBN;
@@ -1747,30 +1774,58 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------------
-// wgmma path (sm_90a, W8A8 without groups, m > 64).
+// wgmma path (sm_90a, W8A8 and W4A8 without groups, m > 64).
 //
 // Block tile 128 x 256, k-tiles of 128 int8 (one 128-byte row per m or n index), 4 shared-memory stages
-// filled by cp.async (48 KiB a stage: A 16 KiB, B 32 KiB). Two warpgroups, each owning 64 rows x 256
-// columns: per k-tile each issues four wgmma m64n256k32 (s8 x s8 -> s32) reading both operands from
-// shared memory, 128 int32 accumulators a thread. Stages use the 128-byte swizzle that wgmma's
-// descriptors name: 16-byte chunk c of row r sits at r * 128 + ((c ^ (r mod 8)) * 16), each 8-row atom
-// 1024 bytes (the stage bases are 1024-aligned); a k32 step inside the 128-byte row advances the
-// descriptor's start address by 32 bytes. Rows past m or n and chunks past k are zero-filled by cp.async.
-// Pipeline: at k-tile kt, tile kt + 2 is loaded into the stage of tile kt - 2, whose wgmmas every
-// warpgroup has waited for (wait_group 1 after issuing kt - 1) before the barrier of kt; so two tiles
-// are in flight while one is multiplied. The epilogue is the tiled path's, from the accumulators'
-// fragment layout (per n8 tile: rows g and g + 8 of the warp's 16, columns 2 t and 2 t + 1).
+// (48 KiB a stage: A 16 KiB, B 32 KiB) filled by the tensor memory accelerator (cp.async.bulk.tensor,
+// one 2-D box of A and one of B per stage, from tensor maps encoded on the host), which writes the
+// 128-byte swizzle that wgmma's descriptors name: 16-byte chunk c of row r sits at r * 128 + ((c ^ (r mod
+// 8)) * 16), each 8-row atom 1024 bytes (the stage bases are 1024-aligned); a k32 step inside the
+// 128-byte row advances the descriptor's start address by 32 bytes. Rows past m or n and bytes past k are
+// zero-filled by the copy engine (the box is counted whole in the transaction bytes).
+// Warp-specialized and persistent: three warpgroups, one block an SM, each block walks tiles blockIdx.x,
+// + gridDim.x, ... in the grouped raster (8 tiles along m share a weight panel). Warpgroup 0 is the
+// producer (W8A8: one thread issues the copies, 40 registers after setmaxnreg; W4A8: one thread copies
+// A, and all 128 load int4 B with 16-byte loads, widen it and store it in the swizzle, then fence the
+// async proxy and arrive, 88 registers); warpgroups 1 and 2 are the consumers, each owning 64 rows x 256
+// columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32) from shared memory, 128 int32 accumulators
+// a thread (232 or 208 registers). Stages hand over through mbarriers: full[s] (the producer's arrive
+// with the expected bytes, which the copy engine completes; W4A8 adds the 128 widening threads'
+// arrivals) and empty[s] (one arrive per consumer warp once the wgmmas that read the stage have
+// finished: wait_group 1 after issuing k-tile kt releases kt - 1, so one group stays in flight). The
+// producer runs up to four stages ahead, across tile boundaries, so the next tile's loads overlap the
+// epilogue. The epilogue is the tiled path's, from the accumulators' fragment layout (per n8 tile: rows
+// g and g + 8 of the warp's 16, columns 2 t and 2 t + 1), stored straight from registers, with the
+// tile's scales and bias read from shared memory, where each consumer warpgroup staged them.
 struct wgmma_traits {
   static constexpr int kBM = 128;
   static constexpr int kBN = 256;
   static constexpr int kBK = 128;
   static constexpr int kStages = 4;
-  static constexpr int kThreads = 256;  // two warpgroups
+  static constexpr int kConsumers = 2;                     // warpgroups of 64 rows
+  static constexpr int kThreads = 128 * (1 + kConsumers);  // producer warpgroup first
   static constexpr int kAStage = kBM * kBK;
   static constexpr int kBStage = kBN * kBK;
   static constexpr int kStage = kAStage + kBStage;
-  static constexpr int kSmem = kStages * kStage + 1024;  // + room to align the base to 1024 bytes
+  static constexpr int kBarriers = kStages * kStage;  // offset of full[kStages], empty[kStages]
+  // The epilogue's float32 factors, per consumer warpgroup and tile parity: the tile's 256 column
+  // scales, 256 biases and the warpgroup's 64 row scales.
+  static constexpr int kEpiFloats = 2 * kBN + 64;
+  static constexpr int kEpi = kBarriers + 2 * kStages * 8;
+  // + room to align the base to 1024 bytes
+  static constexpr int kSmem = kEpi + kConsumers * 2 * kEpiFloats * 4 + 1024;
+  // Registers a thread after setmaxnreg (multiples of 8; the block's 384 x 168 in all): the W8A8
+  // producer only issues copies; the W4A8 one holds two k-tiles of int4 loads (64 registers).
+  static constexpr int kProducerRegs8 = 40;
+  static constexpr int kConsumerRegs8 = 232;
+  static constexpr int kProducerRegs4 = 88;
+  static constexpr int kConsumerRegs4 = 208;
+  static_assert(kProducerRegs8 * 128 + kConsumerRegs8 * 128 * kConsumers <= 168 * kThreads);
+  static_assert(kProducerRegs4 * 128 + kConsumerRegs4 * 128 * kConsumers <= 168 * kThreads);
 };
+
+// The wgmma kernel's device helpers, compiled only where its body is (sm_90a device code).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 // A shared-memory matrix descriptor for a K-major operand in the 128-byte swizzle: start address,
 // leading offset unused (1), stride 1024 bytes between 8-row atoms, swizzle mode 1 (bits 62-63).
@@ -1850,143 +1905,420 @@ __device__ __forceinline__ void wgmma_s8_m64n256k32(int (&d)[128], uint64_t desc
 #endif
 }
 
-template <ssmkit_dtype kX>
+// 16 bytes of int4 (32 values, low nibble first) as 32 bytes of int8 in order: values 0-15 in lo,
+// 16-31 in hi.
+__device__ __forceinline__ void int4x32_to_s8(const uint4& v, uint4& lo, uint4& hi) {
+  const uint32_t in[4] = {v.x, v.y, v.z, v.w};
+  uint32_t out[8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t even = nibbles_to_s8(in[j] & 0x0f0f0f0fu);        // bytes: values 0, 2, 4, 6
+    const uint32_t odd = nibbles_to_s8((in[j] >> 4) & 0x0f0f0f0fu);  // bytes: values 1, 3, 5, 7
+    out[2 * j] = __byte_perm(even, odd, 0x5140);
+    out[2 * j + 1] = __byte_perm(even, odd, 0x7362);
+  }
+  lo = make_uint4(out[0], out[1], out[2], out[3]);
+  hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+// mbarrier and bulk-tensor-copy helpers (sm_90; the wgmma kernel is their only user).
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#endif
+}
+// Makes the initialized barriers visible to the copy engine (the async proxy) and the other threads.
+__device__ __forceinline__ void mbar_init_fence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+// This thread's arrival, and `bytes` more that the barrier's phase waits for (the copies' completion).
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
+               : "memory");
+#endif
+}
+// Waits until the phase of the given parity has completed (a fresh barrier is in phase 0, so waiting
+// for parity 1 returns at once).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t addr = smem_addr(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#endif
+}
+// A 2-D box of the tensor map at (inner, outer) into shared memory, completing on bar.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int inner, int outer,
+                                            uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], "
+      "[%2];\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(inner), "r"(outer)
+      : "memory");
+#endif
+}
+
+// The same box written to the same shared-memory offset of every block of the cluster in cta_mask,
+// completing on the barrier at bar's offset in each.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int inner, int outer,
+                                                      uint64_t* bar, uint16_t cta_mask) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+      "[%1, "
+      "{%3, %4}], [%2], %5;\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(inner), "r"(outer), "h"(cta_mask)
+      : "memory");
+#endif
+}
+// An arrival on the barrier at bar's offset in block `rank` of the cluster.
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(rank)
+      : "memory");
+#endif
+}
+// mbar_wait, ordered after arrivals released at cluster scope (by the other block's threads).
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t addr = smem_addr(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#endif
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+// Every thread of every block of the cluster.
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+#endif
+}
+
+#endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+// store_float2 and store_float for an output dtype known at compile time.
+template <ssmkit_dtype kOut>
+__device__ __forceinline__ void store_pair_as(void* p, int64_t i, float v0, float v1) {
+  if constexpr (kOut == SSMKIT_DTYPE_F16) {
+    *reinterpret_cast<__half2*>(static_cast<__half*>(p) + i) = __floats2half2_rn(v0, v1);
+  } else if constexpr (kOut == SSMKIT_DTYPE_BF16) {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(v0, v1);
+  } else {
+    *reinterpret_cast<float2*>(static_cast<float*>(p) + i) = make_float2(v0, v1);
+  }
+}
+template <ssmkit_dtype kOut>
+__device__ __forceinline__ void store_one_as(void* p, int64_t i, float v) {
+  if constexpr (kOut == SSMKIT_DTYPE_F16) {
+    static_cast<__half*>(p)[i] = __float2half_rn(v);
+  } else if constexpr (kOut == SSMKIT_DTYPE_BF16) {
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(p)[i] = v;
+  }
+}
+
+template <ssmkit_dtype kX, bool kInt4, int kCluster>
 __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
-    gemm_wgmma_kernel(gemm_args g, int tiles_m, int tiles_n) {
+    gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w,
+                      gemm_args g, int tiles_m, int tiles_n) {
   using T = wgmma_traits;
-  // Built for a target without wgmma, the kernel traps at its first wgmma; the host launches it only on
-  // sm_90 devices, whose code in the release build is sm_90a.
+  // Built for a target without wgmma, the kernel traps; the host launches it only on sm_90 devices, whose
+  // code in the release build is sm_90a.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) uint8_t smem_raw[];
   // The swizzle atoms must sit at 1024-byte boundaries of the shared address space.
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t raw_addr = smem_addr(smem_raw);
   uint8_t* smem = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
-
-  const int2 tile = grouped_tile(tiles_m, tiles_n);
-  const int tile_m = tile.x, tile_n = tile.y;
-  const int64_t m0 = static_cast<int64_t>(tile_m) * T::kBM;
-  const int64_t n0 = static_cast<int64_t>(tile_n) * T::kBN;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + T::kBarriers);  // (kStages)
+  uint64_t* empty = full + T::kStages;                                // (kStages)
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  const int wg = warp >> 2;  // warpgroup: rows [64 wg, 64 wg + 64) of the tile
+  const int wg = warp >> 2;
   const int num_kt = static_cast<int>((g.k + T::kBK - 1) / T::kBK);
-
-  auto load_stage = [&](int slot, int kt) {
-    uint8_t* sa = smem + slot * T::kStage;
-    uint8_t* sb = sa + T::kAStage;
-    const int64_t kbyte0 = static_cast<int64_t>(kt) * T::kBK;
-#pragma unroll
-    for (int i = tid; i < T::kAStage / 16; i += T::kThreads) {
-      const int r = i >> 3;
-      const int c = i & 7;
-      const int64_t byte = kbyte0 + c * 16;
-      const bool ok = m0 + r < g.m && byte < g.k;
-      const uint8_t* src = static_cast<const uint8_t*>(g.a) + (ok ? (m0 + r) * g.k + byte : 0);
-      cp_async16(sa + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
-    }
-#pragma unroll
-    for (int i = tid; i < T::kBStage / 16; i += T::kThreads) {
-      const int r = i >> 3;
-      const int c = i & 7;
-      const int64_t byte = kbyte0 + c * 16;
-      const bool ok = n0 + r < g.n && byte < g.k;
-      const uint8_t* src = g.w + (ok ? (n0 + r) * g.w_row_bytes + byte : 0);
-      cp_async16(sb + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
-    }
+  // Units of work: kCluster tiles along m with one weight panel (kCluster == 2: the two blocks of a
+  // cluster, each loading half of the panel for both). Block `rank` of a cluster takes tile m
+  // unit.x * kCluster + rank; a tile past m reads zeros and stores nothing.
+  static_assert(kCluster == 1 || (kCluster == 2 && !kInt4));
+  const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
+  const int units_m = (tiles_m + kCluster - 1) / kCluster;
+  const int units = units_m * tiles_n;
+  const int first_unit = static_cast<int>(blockIdx.x) / kCluster;
+  const int unit_stride = static_cast<int>(gridDim.x) / kCluster;
+  auto tile_of = [&](int u) {
+    const int2 unit = grouped_tile(u, units_m, tiles_n);
+    return make_int2(unit.x * kCluster + static_cast<int>(rank), unit.y);
   };
 
-  // Tiles 0 and 1 ahead of the loop; the loop loads tile kt + 2 (one group per k-tile, empty past k).
-  int acc[128];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) acc[i] = 0;
-#pragma unroll
-  for (int s = 0; s < T::kStages - 2; ++s) {
-    if (s < num_kt) load_stage(s, s);
-    cp_async_commit();
-  }
-  for (int kt = 0; kt < num_kt; ++kt) {
-    cp_async_wait<T::kStages - 3>();
-    fence_proxy_async_shared();
-    __syncthreads();
-    {
-      const int pf = kt + T::kStages - 2;
-      if (pf < num_kt) load_stage(pf % T::kStages, pf);
-      cp_async_commit();
+  if (tid == 0) {
+    for (int s = 0; s < T::kStages; ++s) {
+      // W4A8: the producer's arrival with A's bytes, and one from each thread that widened B.
+      mbar_init(full + s, kInt4 ? 1 + 128 : 1);
+      // Each consumer warp of every block of the cluster (the producers write into every block).
+      mbar_init(empty + s, T::kConsumers * 4 * kCluster);
     }
-    const uint8_t* sa = smem + (kt % T::kStages) * T::kStage;
-    const uint64_t da = wgmma_desc(sa + wg * 64 * 128);
-    const uint64_t db = wgmma_desc(sa + T::kAStage);
-#pragma unroll
-    for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < T::kBK / 32; ++ks) {
-      // 32 bytes of k further along the swizzled rows: 2 in the descriptor's 16-byte units.
-      wgmma_s8_m64n256k32(acc, da + 2 * ks, db + 2 * ks);
-    }
-    wgmma_commit();
-    wgmma_wait<1>();
-#pragma unroll
-    for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+    mbar_init_fence();
   }
-  wgmma_wait<0>();
-#pragma unroll
-  for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
-  cp_async_wait<0>();
+  __syncthreads();
+  // The other block's barriers are initialized before any copy or arrival reaches them.
+  if constexpr (kCluster > 1) cluster_sync();
 
-  // Epilogue from registers, as the tiled path's: the two rows' scales once, each n8 tile's column
-  // scales and bias, then each pair of outputs (a 4- or 8-byte store when n is even).
-  const bool pairs = (g.n & 1) == 0;
-  const int gq = lane >> 2;
-  const int tq = lane & 3;
-  const int64_t row0 = m0 + wg * 64 + (warp & 3) * 16 + gq;
-  const int64_t col0 = n0 + tq * 2;
-  float as[2];
+  if (wg == 0) {
+    if constexpr (kInt4) {
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs4) : "memory");
+      // Every producer thread widens int4 weights into the B stage: 16 bytes (32 k) of a row a load, 4
+      // threads a row (its 64 bytes of the k-tile), 32 rows a pass, 8 passes; the loads of the next
+      // k-tile are in flight while this one is widened and stored.
+      const int row_in = tid >> 2;  // + 32 p
+      const int chunk = tid & 3;    // int4 chunk of the row: int8 chunks 2 chunk, 2 chunk + 1
+      auto load = [&](uint4(&v)[8], int u, int kt) {
+        const int64_t n0 = static_cast<int64_t>(tile_of(u).y) * T::kBN;
+        const int64_t byte = static_cast<int64_t>(kt) * (T::kBK / 2) + chunk * 16;
 #pragma unroll
-  for (int rh = 0; rh < 2; ++rh) as[rh] = row0 + rh * 8 < g.m ? row_scale(g, row0 + rh * 8) : 0.0f;
+        for (int p = 0; p < 8; ++p) {
+          const int64_t row = n0 + p * 32 + row_in;
+          v[p] = row < g.n && byte < g.w_row_bytes ? ldg_stream16(g.w + row * g.w_row_bytes + byte)
+                                                   : make_uint4(0, 0, 0, 0);
+        }
+      };
+      if (tid == 0)
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
+      // Two register buffers in turn (no copies between them, which would wait for the loads): a step
+      // loads the next k-tile into one while it widens and stores the other.
+      uint4 buf0[8], buf1[8];
+      int u = first_unit, kt = 0;
+      uint32_t it = 0;
+      if (u < units) load(buf0, u, 0);
+      auto step = [&](uint4(&cur)[8], uint4(&nxt)[8]) {
+        int u2 = u, kt2 = kt + 1;
+        if (kt2 == num_kt) kt2 = 0, u2 += unit_stride;
+        if (u2 < units) load(nxt, u2, kt2);
+        const int s = static_cast<int>(it % T::kStages);
+        mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
+        uint8_t* sa = smem + s * T::kStage;
+        if (tid == 0) {
+          mbar_arrive_expect_tx(full + s, T::kAStage);
+          tma_load_2d(sa, &map_a, kt * T::kBK, tile_of(u).x * T::kBM, full + s);
+        }
+        uint8_t* sb = sa + T::kAStage;
 #pragma unroll
-  for (int nj = 0; nj < T::kBN / 8; ++nj) {
-    const int64_t col = col0 + nj * 8;
-    if (col >= g.n) continue;
-    const bool has1 = col + 1 < g.n;
-    const float ws0 = col_scale(g, col), ws1 = has1 ? col_scale(g, col + 1) : 1.0f;
-    const float b0 = col_bias(g, col), b1 = has1 ? col_bias(g, col + 1) : 0.0f;
+        for (int p = 0; p < 8; ++p) {
+          const int r = p * 32 + row_in;
+          uint4 lo, hi;
+          int4x32_to_s8(cur[p], lo, hi);
+          *reinterpret_cast<uint4*>(sb + r * 128 + (((2 * chunk) ^ (r & 7)) << 4)) = lo;
+          *reinterpret_cast<uint4*>(sb + r * 128 + (((2 * chunk + 1) ^ (r & 7)) << 4)) = hi;
+        }
+        // The stores are read next by wgmma (the async proxy).
+        fence_proxy_async_shared();
+        mbar_arrive(full + s);
+        u = u2, kt = kt2, ++it;
+        return u < units;
+      };
+      while (u < units) {
+        if (!step(buf0, buf1)) break;
+        if (!step(buf1, buf0)) break;
+      }
+    } else {
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs8) : "memory");
+      if (tid == 0) {
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_w)) : "memory");
+        uint32_t it = 0;  // k-tiles issued so far, over every tile of this block
+        for (int u = first_unit; u < units; u += unit_stride) {
+          const int2 tile = tile_of(u);
+          for (int kt = 0; kt < num_kt; ++kt, ++it) {
+            const int s = static_cast<int>(it % T::kStages);
+            uint8_t* sa = smem + s * T::kStage;
+            if constexpr (kCluster > 1) {
+              // This block's half of the weight panel goes to both blocks, whose stages must both be free.
+              constexpr int kRows = T::kBN / kCluster;
+              mbar_wait_cluster(empty + s, ((it / T::kStages) & 1) ^ 1);
+              mbar_arrive_expect_tx(full + s, T::kStage);
+              tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
+              tma_load_2d_multicast(sa + T::kAStage + rank * kRows * T::kBK, &map_w, kt * T::kBK,
+                                    tile.y * T::kBN + static_cast<int>(rank) * kRows, full + s,
+                                    static_cast<uint16_t>((1u << kCluster) - 1));
+            } else {
+              mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
+              mbar_arrive_expect_tx(full + s, T::kStage);
+              tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
+              tma_load_2d(sa + T::kAStage, &map_w, kt * T::kBK, tile.y * T::kBN, full + s);
+            }
+          }
+        }
+      }
+    }
+  } else {
+    if constexpr (kInt4) {
+      asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(T::kConsumerRegs4) : "memory");
+    } else {
+      asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(T::kConsumerRegs8) : "memory");
+    }
+    const int cw = wg - 1;  // consumer warpgroup: rows [64 cw, 64 cw + 64) of the tile
+    const int gq = lane >> 2;
+    const int tq = lane & 3;
+    const bool pairs = (g.n & 1) == 0;
+    uint32_t it = 0;  // k-tiles consumed so far, over every tile of this block
+    // The stage a k-tile was read from is free again in every block of the cluster.
+    auto release = [&](uint32_t stage) {
+      if (lane != 0) return;
 #pragma unroll
-    for (int rh = 0; rh < 2; ++rh) {
-      const int64_t row = row0 + rh * 8;
-      if (row >= g.m) continue;
-      const float v0 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2]), as[rh], ws0, b0);
-      const float v1 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + 1]), as[rh], ws1, b1);
-      if (has1 && pairs) {
-        store_float2(g.out, g.out_dt, row * g.n + col, v0, v1);
+      for (int r = 0; r < kCluster; ++r) {
+        if (kCluster == 1) {
+          mbar_arrive(empty + stage);
+        } else {
+          mbar_arrive_cluster(empty + stage, static_cast<uint32_t>(r));
+        }
+      }
+    };
+    const int ct = tid - 128 * wg;  // thread of the warpgroup
+    uint32_t parity = 0;            // of the tiles this block has walked
+    for (int u = first_unit; u < units; u += unit_stride, parity ^= 1) {
+      const int2 tile = tile_of(u);
+      const int64_t m0 = static_cast<int64_t>(tile.x) * T::kBM;
+      const int64_t n0 = static_cast<int64_t>(tile.y) * T::kBN;
+      // The epilogue's factors, loaded now and staged in shared memory after the k-loop, so that their
+      // latency hides behind the tile's wgmmas (column ct and ct + 128, row 64 cw + ct of the tile).
+      float epi_ws[2], epi_b[2], epi_as = 1.0f;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t col = n0 + ct + h * 128;
+        epi_ws[h] = col < g.n ? col_scale(g, col) : 1.0f;
+        epi_b[h] = col < g.n ? col_bias(g, col) : 0.0f;
+      }
+      if (ct < 64 && m0 + cw * 64 + ct < g.m) epi_as = row_scale(g, m0 + cw * 64 + ct);
+      int acc[128];
+#pragma unroll
+      for (int i = 0; i < 128; ++i) acc[i] = 0;
+      for (int kt = 0; kt < num_kt; ++kt, ++it) {
+        const int s = static_cast<int>(it % T::kStages);
+        mbar_wait(full + s, (it / T::kStages) & 1);
+        const uint8_t* sa = smem + s * T::kStage;
+        const uint64_t da = wgmma_desc(sa + cw * 64 * 128);
+        const uint64_t db = wgmma_desc(sa + T::kAStage);
+#pragma unroll
+        for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < T::kBK / 32; ++ks) {
+          // 32 bytes of k further along the swizzled rows: 2 in the descriptor's 16-byte units.
+          wgmma_s8_m64n256k32(acc, da + 2 * ks, db + 2 * ks);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+#pragma unroll
+        for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+        // The wgmmas of the previous k-tile have finished reading its stage.
+        if (kt > 0) release((it - 1) % T::kStages);
+      }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+      release((it - 1) % T::kStages);
+
+      float* epi = reinterpret_cast<float*>(smem + T::kEpi) + (cw * 2 + parity) * T::kEpiFloats;
+      epi[ct] = epi_ws[0];
+      epi[ct + 128] = epi_ws[1];
+      epi[T::kBN + ct] = epi_b[0];
+      epi[T::kBN + ct + 128] = epi_b[1];
+      if (ct < 64) epi[2 * T::kBN + ct] = epi_as;
+      // The warpgroup's four warps (named barrier 1 + cw). This tile parity's factors are next written
+      // two tiles on, after the next tile's barrier, which every warp passes after this epilogue.
+      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+
+      // Epilogue from registers, as the tiled path's (per n8 tile: rows g and g + 8 of the warp's 16,
+      // columns 2 t and 2 t + 1): each pair of outputs a 4- or 8-byte store when n is even.
+      const int64_t row0 = m0 + cw * 64 + (warp & 3) * 16 + gq;
+      const int64_t col0 = n0 + tq * 2;
+      const float as[2] = {epi[2 * T::kBN + (warp & 3) * 16 + gq],
+                           epi[2 * T::kBN + (warp & 3) * 16 + gq + 8]};
+      auto store_tile = [&](auto out_dt) {
+        constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
+#pragma unroll
+        for (int nj = 0; nj < T::kBN / 8; ++nj) {
+          const int64_t col = col0 + nj * 8;
+          if (col >= g.n) continue;
+          const bool has1 = col + 1 < g.n;
+          const int c = nj * 8 + tq * 2;
+          const float ws0 = epi[c], ws1 = epi[c + 1];
+          const float b0 = epi[T::kBN + c], b1 = epi[T::kBN + c + 1];
+#pragma unroll
+          for (int rh = 0; rh < 2; ++rh) {
+            const int64_t row = row0 + rh * 8;
+            if (row >= g.m) continue;
+            const float v0 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2]), as[rh], ws0, b0);
+            const float v1 = finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + 1]), as[rh], ws1, b1);
+            if (has1 && pairs) {
+              store_pair_as<kOut>(g.out, row * g.n + col, v0, v1);
+            } else {
+              store_one_as<kOut>(g.out, row * g.n + col, v0);
+              if (has1) store_one_as<kOut>(g.out, row * g.n + col + 1, v1);
+            }
+          }
+        }
+      };
+      if (g.out_dt == SSMKIT_DTYPE_BF16) {
+        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+      } else if (g.out_dt == SSMKIT_DTYPE_F16) {
+        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
       } else {
-        store_float(g.out, g.out_dt, row * g.n + col, v0);
-        if (has1) store_float(g.out, g.out_dt, row * g.n + col + 1, v1);
+        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
       }
     }
   }
-}
-
-// Plain int4 weights (n, k / 2 bytes, low nibble first) widened to int8 (n, k) for the wgmma kernel:
-// with k % 32 == 0 the rows are whole 16-byte chunks, so the matrix converts as one flat array, 16 bytes
-// (32 values) in and 32 bytes out per chunk.
-__global__ void int4_to_int8_kernel(const uint4* __restrict__ w4, uint4* __restrict__ w8, int64_t chunks) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < chunks;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = w4[i];
-    const uint32_t in[4] = {v.x, v.y, v.z, v.w};
-    uint32_t out[8];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t lo = nibbles_to_s8(in[j] & 0x0f0f0f0fu);         // bytes: values 0, 2, 4, 6
-      const uint32_t hi = nibbles_to_s8((in[j] >> 4) & 0x0f0f0f0fu);  // bytes: values 1, 3, 5, 7
-      out[2 * j] = __byte_perm(lo, hi, 0x5140);
-      out[2 * j + 1] = __byte_perm(lo, hi, 0x7362);
-    }
-    w8[2 * i] = make_uint4(out[0], out[1], out[2], out[3]);
-    w8[2 * i + 1] = make_uint4(out[4], out[5], out[6], out[7]);
-  }
+  // No block leaves while the other may still arrive on its barriers.
+  if constexpr (kCluster > 1) cluster_sync();
+#else
+  (void)map_a, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n;
+  __trap();
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -2511,21 +2843,113 @@ bool wgmma_usable(int dev) {
   return state == 2;
 }
 
-template <ssmkit_dtype kX>
-status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream) {
+// The driver's cuTensorMapEncodeTiled, reached through the runtime (the driver library is not linked);
+// null where the driver lacks it.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      p = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// The tensor map of a (rows, row_bytes) int8 matrix read in boxes of box_rows x 128 bytes in the 128-byte
+// swizzle; false where the driver refuses it. Boxes past the matrix's edges read zeros.
+bool int8_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes, int64_t used_bytes,
+                     int box_rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(used_bytes), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
+  const cuuint32_t box[2] = {128, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
+                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Whether the wgmma kernel takes g: the copy engine's coordinates are int32 and its dimensions below 2^32,
+// its global addresses and row strides multiples of 16 bytes (k % 16 == 0 and the bases; the caller checks).
+bool wgmma_shape_ok(const gemm_args& g) {
+  constexpr int64_t kLimit = INT32_MAX - 1024;
+  return g.m <= kLimit && g.n <= kLimit && g.k <= kLimit;
+}
+
+// Whether W8A8 on the wgmma path runs in clusters of two blocks that share each weight panel
+// (SSMKIT_CUDA_WGMMA_CLUSTER=1; off by default).
+bool wgmma_cluster_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("SSMKIT_CUDA_WGMMA_CLUSTER");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return wanted;
+}
+
+// Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kCluster: blocks a
+// cluster along m); *launched is false (and nothing is queued) where the tensor maps or the clusters
+// cannot be had, so that the caller takes another path.
+template <ssmkit_dtype kX, bool kInt4, int kCluster>
+status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* launched) {
   using T = wgmma_traits;
+  *launched = false;
   const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
   const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
-  if (tiles_m * tiles_n > INT32_MAX) {
+  const int64_t units = (tiles_m + kCluster - 1) / kCluster * tiles_n;
+  if (tiles_m * tiles_n > INT32_MAX / 2) {
     return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
                        static_cast<long long>(g.m), static_cast<long long>(g.n));
   }
-  auto* kernel = gemm_wgmma_kernel<kX>;
+  CUtensorMap map_a, map_w;
+  std::memset(&map_w, 0, sizeof(map_w));
+  if (!int8_tensor_map(&map_a, g.a, g.m, g.k, g.k, T::kBM) ||
+      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN / kCluster))) {
+    return ok_status();
+  }
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  auto* kernel = gemm_wgmma_kernel<kX, kInt4, kCluster>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
-  kernel<<<static_cast<unsigned>(tiles_m * tiles_n), T::kThreads, T::kSmem, stream>>>(
-      g, static_cast<int>(tiles_m), static_cast<int>(tiles_n));
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  cfg.blockDim = dim3(T::kThreads);
+  cfg.dynamicSmemBytes = T::kSmem;
+  cfg.stream = stream;
+  // Persistent: one block an SM (its shared memory allows no second), each walking every
+  // (grid / kCluster)-th unit.
+  int64_t clusters = lim.sms;
+  if constexpr (kCluster > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    // As many clusters as can be resident at once (the SMs of a GPC pair up), queried once per device.
+    static std::atomic<int> resident[kMaxDevices];
+    int r = resident[dev].load(std::memory_order_acquire);
+    if (r == 0) {
+      cfg.gridDim = dim3(static_cast<unsigned>(kCluster * lim.sms));
+      if (cudaOccupancyMaxActiveClusters(&r, kernel, &cfg) != cudaSuccess || r <= 0) {
+        cudaGetLastError();
+        r = -1;
+      }
+      resident[dev].store(r, std::memory_order_release);
+    }
+    if (r < 0) return ok_status();
+    clusters = r;
+  }
+  cfg.gridDim = dim3(static_cast<unsigned>(kCluster * min64(units, clusters)));
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_w, g, static_cast<int>(tiles_m),
+                                       static_cast<int>(tiles_n)));
+  *launched = true;
   return ok_status();
 }
 
@@ -2571,32 +2995,17 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
     if constexpr ((kKind == KIND_W8A8 || kKind == KIND_W4A8) && !kGrouped) {
       const bool bases16 =
           reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && reinterpret_cast<uintptr_t>(g.w) % 16 == 0;
-      if (aligned && bases16 && wgmma_traits::kSmem <= lim.smem_optin && wgmma_usable(dev)) {
+      if (aligned && bases16 && wgmma_shape_ok(g) && wgmma_traits::kSmem <= lim.smem_optin &&
+          wgmma_usable(dev)) {
+        bool launched = false;
         if constexpr (kKind == KIND_W8A8) {
-          return launch_wgmma<kX>(g, dev, stream);
-        } else {
-          // Without groups, W4A8 is W8A8 on the widened weights (the same exact int32 sums and epilogue);
-          // where the temporary cannot be had, the mma.sync tiled path below.
-          void* w8 = nullptr;
-          if (cudaMallocAsync(&w8, static_cast<size_t>(g.n * g.k), stream) == cudaSuccess) {
-            const int64_t chunks = g.n * g.k / 32;
-            int4_to_int8_kernel<<<grid_1d(chunks, 256), 256, 0, stream>>>(reinterpret_cast<const uint4*>(g.w),
-                                                                          static_cast<uint4*>(w8), chunks);
-            status st = ok_status();
-            const cudaError_t e = cudaGetLastError();
-            if (e != cudaSuccess) {
-              st = cuda_detail::failed(e, "int4_to_int8_kernel", __FILE__, __LINE__);
-            } else {
-              gemm_args g8 = g;
-              g8.w = static_cast<const uint8_t*>(w8);
-              g8.w_row_bytes = g.k;
-              st = launch_wgmma<kX>(g8, dev, stream);
-            }
-            SSMKIT_CUDA_CHECK(cudaFreeAsync(w8, stream));
-            return st;
+          if (wgmma_cluster_wanted()) {
+            SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, false, 2>(g, dev, stream, &launched)));
+            if (launched) return ok_status();
           }
-          cudaGetLastError();
         }
+        SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, kKind == KIND_W4A8, 1>(g, dev, stream, &launched)));
+        if (launched) return ok_status();
       }
     }
     if (aligned && (!kGrouped || g.group_size % T::kBK == 0) && T::kSmem <= lim.smem_optin) {
