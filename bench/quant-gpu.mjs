@@ -20,7 +20,9 @@
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
 // On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8's producer widens its int4
-// weights to int8 in shared memory); SSMKIT_CUDA_WGMMA=0 times the mma.sync tiled kernel instead. --only NAMES (comma-separated:
+// weights to int8 in shared memory; with SSMKIT_CUDA_W4A8_RING=1 it widens them from a ring of int4
+// stages that the copy engine fills ahead, and the title line says so); SSMKIT_CUDA_WGMMA=0 times the
+// mma.sync tiled kernel instead. --only NAMES (comma-separated:
 // w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
 // SSMKIT_CUDA_GEMV=0 sends M <= 4 (16 for W8A8) to the tensor-core decode kernel instead of the CUDA-core
@@ -450,8 +452,9 @@ function benchHost() {
 
 const b = s.backend();
 const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M <= 16 on the decode kernel)' : '';
+const ringOn = process.env.SSMKIT_CUDA_W4A8_RING === '1' ? ', SSMKIT_CUDA_W4A8_RING=1 (W4A8 int4 through the raw ring)' : '';
 console.log(
-  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}`,
+  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOn}`,
 );
 // --profile w8a8|w4a8: three calls at 2048 x 2560 x 10240 and nothing else, for Nsight (--launch-skip 2).
 const profileArg = process.argv.indexOf('--profile');

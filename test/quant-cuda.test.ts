@@ -185,13 +185,15 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // the last tiles (k % 32 == 0, so that int4 takes it too), odd n (single stores), and fewer tiles than
   // SMs with many k-tiles; small k keeps the CPU reference short. Other devices run the same shapes on
   // the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
-  // of the exact int32 sums against the integer reference, and a second run.
+  // of the exact int32 sums against the integer reference, and a second run. With SSMKIT_CUDA_W4A8_RING=1,
+  // W4A8 runs them with 3 int8 stages and a ring of 4 int4 stages that the copy engine fills ahead.
   const PERSISTENT: readonly [number, number, number, string][] = [
     [1090, 4100, 160, '9 x 17 = 153 tiles, 2 k-tiles, k tail 32, m tail 66, n tail 4'],
     [2100, 2600, 96, '17 x 11 = 187 tiles, one k-tile of 96'],
     [1500, 4097, 96, '12 x 17 = 204 tiles, odd n'],
     [2100, 6000, 32, '17 x 24 = 408 tiles (three or four a block), one k-tile of 32'],
     [300, 520, 2592, '3 x 3 = 9 tiles, 21 k-tiles'],
+    [1100, 4100, 416, '9 x 17 = 153 tiles, 4 k-tiles (k tail 32): the int4 ring wraps across tiles'],
   ];
   for (const bits of [8, 4] as const) {
     const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';

@@ -98,8 +98,18 @@
 //   torch._int_mm 181 us with int32 out), 8192^3 821 us (1339 TOPS; torch._int_mm 1227 us), W4A8 184.7
 //   us and 1708 us at 8192^3: still slower than W8A8 (about 3500 cycles a k-tile against 1900). Its
 //   producer keeps only the next k-tile's loads in flight while it widens one (64 of its 88 registers),
-//   so each k-tile likely waits most of a load latency from L2 or memory (not profiled); the next step
-//   is a deeper int4 ring (the copy engine into a staging ring, widened from shared memory).
+//   so each k-tile likely waits most of a load latency from L2 or memory (not profiled).
+//   SSMKIT_CUDA_W4A8_RING=1 (off by default, not yet measured) takes the load latency off the widening:
+//   the copy engine brings each k-tile's int4 box (256 rows x 64 bytes, 16 KiB, unswizzled) into a ring
+//   of 4 raw stages up to 3 k-tiles ahead, and the 128 producer threads widen from there into the
+//   swizzled int8 stage (3 of them, to make room: 213.6 KiB in all). Counted a k-tile: 32 KiB from L2
+//   (A 16 + int4 16, against 48 for W8A8); a producer thread 8 shared loads of 16 bytes, 8 widenings of
+//   about 40 integer instructions and 16 shared stores (about 370 instructions, one warp a scheduler);
+//   shared-memory traffic 160 KiB (copies 32, widening 16 + 32, wgmma 16 + 2 x 32) against W8A8's 128
+//   KiB, 1280 clocks at 128 B/clock against the wgmmas' 1024. So it should no longer wait for memory
+//   but be bound by shared-memory bandwidth next to the tensor pipe: expected 105-125 us at 2048 x 2560
+//   x 10240 (W8A8's 1790 cycles a k-tile up to 1.25 times that), from 184.7; faster than W8A8 only
+//   where W8A8 waits for its weight bytes, since wgmma reads B from shared memory as int8 either way.
 //   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
 //   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
 //   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
@@ -1787,8 +1797,11 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 // + gridDim.x, ... in the grouped raster (8 tiles along m share a weight panel). Warpgroup 0 is the
 // producer (W8A8: one thread issues the copies, 40 registers after setmaxnreg; W4A8: one thread copies
 // A, and all 128 load int4 B with 16-byte loads, widen it and store it in the swizzle, then fence the
-// async proxy and arrive, 88 registers); warpgroups 1 and 2 are the consumers, each owning 64 rows x 256
-// columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32) from shared memory, 128 int32 accumulators
+// async proxy and arrive, 88 registers; with the ring (wgmma_layout<true>), thread 0 also keeps the copy
+// engine 3 k-tiles ahead on the int4 boxes, raw_full / raw_empty hand the raw stages over, and the 128
+// threads read their 8 chunks from the raw stage instead of global memory, release it (a proxy fence,
+// then one arrival each) and widen as before); warpgroups 1 and 2 are the consumers, each owning 64 rows x
+// 256 columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32) from shared memory, 128 int32 accumulators
 // a thread (232 or 208 registers). Stages hand over through mbarriers: full[s] (the producer's arrive
 // with the expected bytes, which the copy engine completes; W4A8 adds the 128 widening threads'
 // arrivals) and empty[s] (one arrive per consumer warp once the wgmmas that read the stage have
@@ -1822,6 +1835,24 @@ struct wgmma_traits {
   static constexpr int kConsumerRegs4 = 208;
   static_assert(kProducerRegs8 * 128 + kConsumerRegs8 * 128 * kConsumers <= 168 * kThreads);
   static_assert(kProducerRegs4 * 128 + kConsumerRegs4 * 128 * kConsumers <= 168 * kThreads);
+};
+
+// The shared-memory layout of the wgmma kernel. kRing (W4A8 with SSMKIT_CUDA_W4A8_RING=1): 3 int8 stages
+// and after them a ring of 4 raw int4 stages (256 rows x 64 bytes, 16 KiB each, unswizzled) that the copy
+// engine fills up to 3 k-tiles ahead of the widening; otherwise 4 int8 stages. Then the barriers (full,
+// empty of the int8 stages; raw_full, raw_empty of the ring) and the epilogue's factors.
+template <bool kRing>
+struct wgmma_layout {
+  using T = wgmma_traits;
+  static constexpr int kStages = kRing ? 3 : T::kStages;
+  static constexpr int kRawStages = kRing ? 4 : 0;
+  static constexpr int kRawStage = T::kBN * T::kBK / 2;
+  static constexpr int kRaw = kStages * T::kStage;  // 1024-aligned
+  static constexpr int kBarriers = kRaw + kRawStages * kRawStage;
+  static constexpr int kEpi = kBarriers + 2 * (kStages + kRawStages) * 8;
+  static constexpr int kSmem = kEpi + T::kConsumers * 2 * T::kEpiFloats * 4 + 1024;
+  static_assert(kRaw % 1024 == 0 && kRawStage % 1024 == 0);
+  static_assert(kSmem <= 227 * 1024);
 };
 
 // The wgmma kernel's device helpers, compiled only where its body is (sm_90a device code).
@@ -2062,11 +2093,13 @@ __device__ __forceinline__ void store_one_as(void* p, int64_t i, float v) {
   }
 }
 
-template <ssmkit_dtype kX, bool kInt4, int kCluster>
+template <ssmkit_dtype kX, bool kInt4, int kCluster, bool kRing>
 __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w,
                       gemm_args g, int tiles_m, int tiles_n) {
   using T = wgmma_traits;
+  using L = wgmma_layout<kRing>;
+  static_assert(!kRing || (kInt4 && kCluster == 1));
   // Built for a target without wgmma, the kernel traps; the host launches it only on sm_90 devices, whose
   // code in the release build is sm_90a.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -2074,8 +2107,10 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   // The swizzle atoms must sit at 1024-byte boundaries of the shared address space.
   const uint32_t raw_addr = smem_addr(smem_raw);
   uint8_t* smem = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + T::kBarriers);  // (kStages)
-  uint64_t* empty = full + T::kStages;                                // (kStages)
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);  // (kStages)
+  uint64_t* empty = full + L::kStages;                                // (kStages)
+  uint64_t* raw_full = empty + L::kStages;                            // (kRawStages)
+  uint64_t* raw_empty = raw_full + L::kRawStages;                     // (kRawStages)
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -2097,11 +2132,15 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   };
 
   if (tid == 0) {
-    for (int s = 0; s < T::kStages; ++s) {
+    for (int s = 0; s < L::kStages; ++s) {
       // W4A8: the producer's arrival with A's bytes, and one from each thread that widened B.
       mbar_init(full + s, kInt4 ? 1 + 128 : 1);
       // Each consumer warp of every block of the cluster (the producers write into every block).
       mbar_init(empty + s, T::kConsumers * 4 * kCluster);
+    }
+    for (int r = 0; r < L::kRawStages; ++r) {
+      mbar_init(raw_full + r, 1);     // the issuing thread's arrival with the box's bytes
+      mbar_init(raw_empty + r, 128);  // each producer thread, once it has read the stage
     }
     mbar_init_fence();
   }
@@ -2110,7 +2149,70 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   if constexpr (kCluster > 1) cluster_sync();
 
   if (wg == 0) {
-    if constexpr (kInt4) {
+    if constexpr (kRing) {
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs4) : "memory");
+      // Thread 0 keeps the copy engine up to kRawStages - 1 k-tiles ahead: each k-tile's int4 box (256
+      // rows x 64 bytes, rows past n and bytes past k read as zeros) into raw stage it % kRawStages. Every
+      // producer thread then reads its 8 chunks of 16 bytes (rows p * 32 + tid / 4, chunk tid % 4: the
+      // warp's 32 loads are 512 consecutive bytes), releases the raw stage, widens them and stores them
+      // in the int8 stage's swizzle, as the register form does.
+      const int row_in = tid >> 2;  // + 32 p
+      const int chunk = tid & 3;    // int4 chunk of the row: int8 chunks 2 chunk, 2 chunk + 1
+      uint8_t* raw = smem + L::kRaw;
+      int ua = first_unit, kta = 0;  // the next k-tile thread 0 issues
+      uint32_t ia = 0;               // its index over the block's k-tiles
+      auto issue = [&] {
+        const int r = static_cast<int>(ia % L::kRawStages);
+        mbar_wait(raw_empty + r, ((ia / L::kRawStages) & 1) ^ 1);
+        mbar_arrive_expect_tx(raw_full + r, L::kRawStage);
+        tma_load_2d(raw + r * L::kRawStage, &map_w, kta * (T::kBK / 2), tile_of(ua).y * T::kBN, raw_full + r);
+        if (++kta == num_kt) kta = 0, ua += unit_stride;
+        ++ia;
+      };
+      if (tid == 0) {
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_w)) : "memory");
+        for (int j = 0; j < L::kRawStages - 1 && ua < units; ++j) issue();
+      }
+      uint32_t it = 0;
+      for (int u = first_unit; u < units; u += unit_stride) {
+        const int64_t m_tile = tile_of(u).x;
+        for (int kt = 0; kt < num_kt; ++kt, ++it) {
+          // Thread 0 reuses the raw stage read one step ago, once every producer warp has read it.
+          if (tid == 0 && ua < units) issue();
+          const int r = static_cast<int>(it % L::kRawStages);
+          mbar_wait(raw_full + r, (it / L::kRawStages) & 1);
+          const uint8_t* rs = raw + r * L::kRawStage;
+          uint4 v[8];
+#pragma unroll
+          for (int p = 0; p < 8; ++p) {
+            v[p] = *reinterpret_cast<const uint4*>(rs + (p * 32 + row_in) * (T::kBK / 2) + chunk * 16);
+          }
+          // This thread's reads come before the copy engine (the async proxy) may refill the stage.
+          fence_proxy_async_shared();
+          mbar_arrive(raw_empty + r);
+          const int s = static_cast<int>(it % L::kStages);
+          mbar_wait(empty + s, ((it / L::kStages) & 1) ^ 1);
+          uint8_t* sa = smem + s * T::kStage;
+          if (tid == 0) {
+            mbar_arrive_expect_tx(full + s, T::kAStage);
+            tma_load_2d(sa, &map_a, kt * T::kBK, static_cast<int>(m_tile) * T::kBM, full + s);
+          }
+          uint8_t* sb = sa + T::kAStage;
+#pragma unroll
+          for (int p = 0; p < 8; ++p) {
+            const int rr = p * 32 + row_in;
+            uint4 lo, hi;
+            int4x32_to_s8(v[p], lo, hi);
+            *reinterpret_cast<uint4*>(sb + rr * 128 + (((2 * chunk) ^ (rr & 7)) << 4)) = lo;
+            *reinterpret_cast<uint4*>(sb + rr * 128 + (((2 * chunk + 1) ^ (rr & 7)) << 4)) = hi;
+          }
+          // The stores are read next by wgmma (the async proxy).
+          fence_proxy_async_shared();
+          mbar_arrive(full + s);
+        }
+      }
+    } else if constexpr (kInt4) {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs4) : "memory");
       // Every producer thread widens int4 weights into the B stage: 16 bytes (32 k) of a row a load, 4
       // threads a row (its 64 bytes of the k-tile), 32 rows a pass, 8 passes; the loads of the next
@@ -2139,8 +2241,8 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         int u2 = u, kt2 = kt + 1;
         if (kt2 == num_kt) kt2 = 0, u2 += unit_stride;
         if (u2 < units) load(nxt, u2, kt2);
-        const int s = static_cast<int>(it % T::kStages);
-        mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
+        const int s = static_cast<int>(it % L::kStages);
+        mbar_wait(empty + s, ((it / L::kStages) & 1) ^ 1);
         uint8_t* sa = smem + s * T::kStage;
         if (tid == 0) {
           mbar_arrive_expect_tx(full + s, T::kAStage);
@@ -2174,19 +2276,19 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         for (int u = first_unit; u < units; u += unit_stride) {
           const int2 tile = tile_of(u);
           for (int kt = 0; kt < num_kt; ++kt, ++it) {
-            const int s = static_cast<int>(it % T::kStages);
+            const int s = static_cast<int>(it % L::kStages);
             uint8_t* sa = smem + s * T::kStage;
             if constexpr (kCluster > 1) {
               // This block's half of the weight panel goes to both blocks, whose stages must both be free.
               constexpr int kRows = T::kBN / kCluster;
-              mbar_wait_cluster(empty + s, ((it / T::kStages) & 1) ^ 1);
+              mbar_wait_cluster(empty + s, ((it / L::kStages) & 1) ^ 1);
               mbar_arrive_expect_tx(full + s, T::kStage);
               tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
               tma_load_2d_multicast(sa + T::kAStage + rank * kRows * T::kBK, &map_w, kt * T::kBK,
                                     tile.y * T::kBN + static_cast<int>(rank) * kRows, full + s,
                                     static_cast<uint16_t>((1u << kCluster) - 1));
             } else {
-              mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
+              mbar_wait(empty + s, ((it / L::kStages) & 1) ^ 1);
               mbar_arrive_expect_tx(full + s, T::kStage);
               tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
               tma_load_2d(sa + T::kAStage, &map_w, kt * T::kBK, tile.y * T::kBN, full + s);
@@ -2238,8 +2340,8 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < 128; ++i) acc[i] = 0;
       for (int kt = 0; kt < num_kt; ++kt, ++it) {
-        const int s = static_cast<int>(it % T::kStages);
-        mbar_wait(full + s, (it / T::kStages) & 1);
+        const int s = static_cast<int>(it % L::kStages);
+        mbar_wait(full + s, (it / L::kStages) & 1);
         const uint8_t* sa = smem + s * T::kStage;
         const uint64_t da = wgmma_desc(sa + cw * 64 * 128);
         const uint64_t db = wgmma_desc(sa + T::kAStage);
@@ -2256,14 +2358,14 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 #pragma unroll
         for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
         // The wgmmas of the previous k-tile have finished reading its stage.
-        if (kt > 0) release((it - 1) % T::kStages);
+        if (kt > 0) release((it - 1) % L::kStages);
       }
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
-      release((it - 1) % T::kStages);
+      release((it - 1) % L::kStages);
 
-      float* epi = reinterpret_cast<float*>(smem + T::kEpi) + (cw * 2 + parity) * T::kEpiFloats;
+      float* epi = reinterpret_cast<float*>(smem + L::kEpi) + (cw * 2 + parity) * T::kEpiFloats;
       epi[ct] = epi_ws[0];
       epi[ct + 128] = epi_ws[1];
       epi[T::kBN + ct] = epi_b[0];
@@ -2875,6 +2977,32 @@ bool int8_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// The tensor map of plain int4 weights (rows, row_bytes) read in boxes of 256 rows x 64 bytes (one
+// k-tile), unswizzled; false where the driver refuses it. Bytes past used_bytes and rows past rows read
+// zeros.
+bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes,
+                     int64_t used_bytes) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr || row_bytes % 16 != 0) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(used_bytes), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
+  const cuuint32_t box[2] = {wgmma_traits::kBK / 2, wgmma_traits::kBN};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
+                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Whether W4A8 on the wgmma path brings its int4 weights through the copy engine's raw ring
+// (SSMKIT_CUDA_W4A8_RING=1; off by default).
+bool w4a8_ring_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("SSMKIT_CUDA_W4A8_RING");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return wanted;
+}
+
 // Whether the wgmma kernel takes g: the copy engine's coordinates are int32 and its dimensions below 2^32,
 // its global addresses and row strides multiples of 16 bytes (k % 16 == 0 and the bases; the caller checks).
 bool wgmma_shape_ok(const gemm_args& g) {
@@ -2893,11 +3021,13 @@ bool wgmma_cluster_wanted() {
 }
 
 // Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kCluster: blocks a
-// cluster along m); *launched is false (and nothing is queued) where the tensor maps or the clusters
-// cannot be had, so that the caller takes another path.
-template <ssmkit_dtype kX, bool kInt4, int kCluster>
+// cluster along m; kRing: int4 weights through the raw ring); *launched is false (and nothing is queued)
+// where the tensor maps, the shared memory or the clusters cannot be had, so that the caller takes
+// another path.
+template <ssmkit_dtype kX, bool kInt4, int kCluster, bool kRing = false>
 status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* launched) {
   using T = wgmma_traits;
+  using L = wgmma_layout<kRing>;
   *launched = false;
   const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
   const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
@@ -2909,18 +3039,20 @@ status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* laun
   CUtensorMap map_a, map_w;
   std::memset(&map_w, 0, sizeof(map_w));
   if (!int8_tensor_map(&map_a, g.a, g.m, g.k, g.k, T::kBM) ||
-      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN / kCluster))) {
+      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN / kCluster)) ||
+      (kRing && !int4_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k / 2))) {
     return ok_status();
   }
   device_limits lim;
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
-  auto* kernel = gemm_wgmma_kernel<kX, kInt4, kCluster>;
+  if (L::kSmem > lim.smem_optin) return ok_status();
+  auto* kernel = gemm_wgmma_kernel<kX, kInt4, kCluster, kRing>;
   static std::atomic<uint64_t> smem_done{0};
-  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, L::kSmem, smem_done));
   cudaLaunchConfig_t cfg = {};
   cudaLaunchAttribute attr[1];
   cfg.blockDim = dim3(T::kThreads);
-  cfg.dynamicSmemBytes = T::kSmem;
+  cfg.dynamicSmemBytes = L::kSmem;
   cfg.stream = stream;
   // Persistent: one block an SM (its shared memory allows no second), each walking every
   // (grid / kCluster)-th unit.
@@ -3001,6 +3133,12 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
         if constexpr (kKind == KIND_W8A8) {
           if (wgmma_cluster_wanted()) {
             SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, false, 2>(g, dev, stream, &launched)));
+            if (launched) return ok_status();
+          }
+        }
+        if constexpr (kKind == KIND_W4A8) {
+          if (w4a8_ring_wanted()) {
+            SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, true, 1, true>(g, dev, stream, &launched)));
             if (launched) return ok_status();
           }
         }
