@@ -20,8 +20,8 @@
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
 // On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8's producer widens its int4
-// weights to int8 in shared memory; with SSMKIT_CUDA_W4A8_RING=1 it widens them from a ring of int4
-// stages that the copy engine fills ahead, and the title line says so); SSMKIT_CUDA_WGMMA=0 times the
+// weights to int8 in shared memory from a ring of int4 stages that the copy engine fills ahead; with
+// SSMKIT_CUDA_W4A8_RING=0 from its own registers, and the title line says so); SSMKIT_CUDA_WGMMA=0 times the
 // mma.sync tiled kernel instead. --only NAMES (comma-separated:
 // w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
@@ -452,9 +452,9 @@ function benchHost() {
 
 const b = s.backend();
 const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M <= 16 on the decode kernel)' : '';
-const ringOn = process.env.SSMKIT_CUDA_W4A8_RING === '1' ? ', SSMKIT_CUDA_W4A8_RING=1 (W4A8 int4 through the raw ring)' : '';
+const ringOff = process.env.SSMKIT_CUDA_W4A8_RING === '0' ? ', SSMKIT_CUDA_W4A8_RING=0 (W4A8 int4 widened from registers)' : '';
 console.log(
-  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOn}`,
+  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOff}`,
 );
 // --profile w8a8|w4a8: three calls at 2048 x 2560 x 10240 and nothing else, for Nsight (--launch-skip 2).
 const profileArg = process.argv.indexOf('--profile');

@@ -99,7 +99,8 @@
 //   us and 1708 us at 8192^3: still slower than W8A8 (about 3500 cycles a k-tile against 1900). Its
 //   producer keeps only the next k-tile's loads in flight while it widens one (64 of its 88 registers),
 //   so each k-tile likely waits most of a load latency from L2 or memory (not profiled).
-//   SSMKIT_CUDA_W4A8_RING=1 (off by default, not yet measured) takes the load latency off the widening:
+//   The ring producer (the default; SSMKIT_CUDA_W4A8_RING=0 keeps the register producer above) takes the
+//   load latency off the widening:
 //   the copy engine brings each k-tile's int4 box (256 rows x 64 bytes, 16 KiB, unswizzled) into a ring
 //   of 4 raw stages up to 3 k-tiles ahead, and the 128 producer threads widen from there into the
 //   swizzled int8 stage (3 of them, to make room: 213.6 KiB in all). Counted a k-tile: 32 KiB from L2
@@ -110,6 +111,9 @@
 //   but be bound by shared-memory bandwidth next to the tensor pipe: expected 105-125 us at 2048 x 2560
 //   x 10240 (W8A8's 1790 cycles a k-tile up to 1.25 times that), from 184.7; faster than W8A8 only
 //   where W8A8 waits for its weight bytes, since wgmma reads B from shared memory as int8 either way.
+//   Measured (H200, f0a329f): 144.8 us at 2048 x 2560 x 10240 and 1208 us at 8192^3, against 184.5 and
+//   1723 us for the register producer and 104.2 / 882.2 us for W8A8 in the same session: faster than
+//   before, slower than predicted, still slower than W8A8 (not profiled).
 //   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
 //   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
 //   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
@@ -1837,7 +1841,7 @@ struct wgmma_traits {
   static_assert(kProducerRegs4 * 128 + kConsumerRegs4 * 128 * kConsumers <= 168 * kThreads);
 };
 
-// The shared-memory layout of the wgmma kernel. kRing (W4A8 with SSMKIT_CUDA_W4A8_RING=1): 3 int8 stages
+// The shared-memory layout of the wgmma kernel. kRing (W4A8 through the raw ring, the default): 3 int8 stages
 // and after them a ring of 4 raw int4 stages (256 rows x 64 bytes, 16 KiB each, unswizzled) that the copy
 // engine fills up to 3 k-tiles ahead of the widening; otherwise 4 int8 stages. Then the barriers (full,
 // empty of the int8 stages; raw_full, raw_empty of the ring) and the epilogue's factors.
@@ -2994,11 +2998,11 @@ bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
 }
 
 // Whether W4A8 on the wgmma path brings its int4 weights through the copy engine's raw ring
-// (SSMKIT_CUDA_W4A8_RING=1; off by default).
+// (the default; SSMKIT_CUDA_W4A8_RING=0 takes the register producer).
 bool w4a8_ring_wanted() {
   static const bool wanted = [] {
     const char* v = std::getenv("SSMKIT_CUDA_W4A8_RING");
-    return v != nullptr && std::strcmp(v, "1") == 0;
+    return v == nullptr || std::strcmp(v, "0") != 0;
   }();
   return wanted;
 }
