@@ -56,6 +56,11 @@ function ints(n: number, lo: number, hi: number, rng: Rng): Int8Array {
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 1e-30);
 const scaled = (tol: { rtol: number; atol: number }, mag: number) => ({ rtol: tol.rtol, atol: tol.atol * mag });
 const int4Tensor = (v: Int8Array, n: number, k: number) => new Tensor('int4', packInt4(v, k), [n, k]);
+// The two GEMMs of int8 activations, with their weights' value range.
+const A8_GEMMS = [
+  { bits: 8, op: 'gemmW8A8', run: gemmW8A8, lo: -128, hi: 127 },
+  { bits: 4, op: 'gemmW4A8', run: gemmW4A8, lo: -8, hi: 7 },
+] as const;
 const weights = (bits: 8 | 4, v: Int8Array, n: number, k: number) =>
   bits === 8 ? new Tensor('int8', v, [n, k]) : int4Tensor(v, n, k);
 
@@ -99,11 +104,7 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     [1, 5, 1, 'simt, k = 1'],
   ];
 
-  for (const bits of [8, 4] as const) {
-    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
-    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
-    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
-
+  for (const { bits, op, run, lo, hi } of A8_GEMMS) {
     it(`${op}: exact int32 products on every path`, async () => {
       for (const [m, n, k, path] of SHAPES) {
         const rng = new Rng(m * 7919 + n * 31 + k + bits);
@@ -196,10 +197,7 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     [300, 520, 2592, '3 x 3 = 9 tiles, 21 k-tiles'],
     [1100, 4100, 416, '9 x 17 = 153 tiles, 4 k-tiles (k tail 32): the int4 ring wraps across tiles'],
   ];
-  for (const bits of [8, 4] as const) {
-    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
-    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
-    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+  for (const { bits, op, run, lo, hi } of A8_GEMMS) {
     it(`${op}: large tiled shapes (persistent wgmma blocks on sm_90), the CPU's bits`, async () => {
       for (const [m, n, k, what] of PERSISTENT) {
         const rng = new Rng(m * 3 + n * 5 + k * 7 + bits);
@@ -256,10 +254,7 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     [64, 200, 1024],
     [1, 4097, 96],
   ];
-  for (const bits of [8, 4] as const) {
-    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
-    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
-    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+  for (const { bits, op, run, lo, hi } of A8_GEMMS) {
     it(`${op}: the packed decode path, exact int32 and the CPU's bits`, async () => {
       for (const [m, n, k] of PACKED) {
         const rng = new Rng(m * 131 + n * 7 + k * 3 + bits);
@@ -741,10 +736,7 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
     // in_proj of a Mamba-2.8B layer at one row: 480 blocks, one wave.
     [1, 10240, 2560],
   ];
-  for (const bits of [8, 4] as const) {
-    const op = bits === 8 ? 'gemmW8A8' : 'gemmW4A8';
-    const run = bits === 8 ? gemmW8A8 : gemmW4A8;
-    const [lo, hi] = bits === 8 ? [-128, 127] : [-8, 7];
+  for (const { bits, op, run, lo, hi } of A8_GEMMS) {
     it(`${op}: exact int32, the CPU's bits, packed and plain alike`, async () => {
       for (const [m, n, k] of GEMV_INT) {
         const rng = new Rng(m * 1009 + n * 13 + k * 7 + bits);

@@ -150,7 +150,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -2127,39 +2126,17 @@ status launch_filter_fused(const filter_args& f, cudaStream_t stream) {
   }
 }
 
-// Launches a conv kernel that waits for the filters' kernel before it (pdl_wait) with
-// programmatic dependent launch, so that its blocks load and transform their rows while the filters'
-// kernel finishes. Only where the code that runs was compiled for sm_90 or later, machine code and PTX
-// alike (not the device's architecture: code compiled for an older one has no wait and must not
-// overlap; these builds carry machine code only, so on an H200 the sm_90a code runs).
+// Launches a conv kernel that waits for the filters' kernel before it (pdl_wait) with programmatic
+// dependent launch where its code has that wait (pdl_capable; these builds carry machine code only, so on
+// an H200 the sm_90a code runs), so that its blocks load and transform their rows while the filters'
+// kernel finishes.
 template <class Kernel>
 status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t smem, const conv_args& a,
                             cudaStream_t stream) {
-  // A property of the image on the device (every kernel of it has the same versions): asked once per
-  // device and kernel signature, not per call.
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no overlap, 2 overlap
-  int dev = 0;
-  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
-  int state = dev >= 0 && dev < kMaxDevices ? known[dev].load(std::memory_order_acquire) : 0;
-  if (state == 0) {
-    cudaFuncAttributes fa{};
-    SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
-    state = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 2 : 1;
-    if (dev >= 0 && dev < kMaxDevices) known[dev].store(state, std::memory_order_release);
-  }
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(grid_for(blocks, 1));
-  config.blockDim = dim3(static_cast<unsigned>(threads));
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = state == 2 ? 1 : 0;
-  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
-  return ok_status();
+  bool pdl = false;
+  SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
+  return launch_pdl(kernel, dim3(grid_for(blocks, 1)), dim3(static_cast<unsigned>(threads)), smem, stream,
+                    pdl, a);
 }
 
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.

@@ -215,19 +215,7 @@ status grid_size(const char* op, int64_t blocks, unsigned* out) {
 template <typename... KArgs, typename... Args>
 status launch(const launch_ctx& ctx, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
               Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = ctx.stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = ctx.pdl ? 1 : 0;
-  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  return launch_pdl(kernel, grid, block, smem, ctx.stream, ctx.pdl, std::forward<Args>(args)...);
 }
 
 // Scratch of the standalone ops (linear's split-K partials and counters) on one stream: grown when a call

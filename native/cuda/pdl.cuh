@@ -4,7 +4,16 @@
 // exited); pdl_wait() returns once the previous kernel has completed and its writes are visible (at once
 // when this kernel was launched without the attribute). Code compiled for older architectures has
 // neither instruction: both are no-ops there, and such kernels must be launched without the attribute.
+// On the host: pdl_capable (whether a kernel's code has the wait) and launch_pdl (a launch with or
+// without the attribute).
 #pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <utility>
+
+#include "cuda_check.cuh"
 
 namespace ssmkit {
 
@@ -18,6 +27,47 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+// Whether the code of `kernel` that runs on the current device was compiled for sm_90 or later, machine
+// code and PTX alike (not the device's architecture: code compiled for an older one has no pdl_wait()
+// and must not overlap the kernel before it). A property of the image (every kernel of it has the same
+// versions): asked once per device and kernel signature, not per call.
+template <class Kernel>
+status pdl_capable(Kernel* kernel, bool* out) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  int state = dev >= 0 && dev < kMaxDevices ? known[dev].load(std::memory_order_acquire) : 0;
+  if (state == 0) {
+    cudaFuncAttributes fa{};
+    SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    state = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 2 : 1;
+    if (dev >= 0 && dev < kMaxDevices) known[dev].store(state, std::memory_order_release);
+  }
+  *out = state == 2;
+  return ok_status();
+}
+
+// Launches `kernel` on `stream`, with programmatic dependent launch (it may start while the kernel
+// before it runs) when `overlap`, plainly otherwise.
+template <typename... KArgs, typename... Args>
+status launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                  bool overlap, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = overlap ? 1 : 0;
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
 }
 
 }  // namespace ssmkit

@@ -44,7 +44,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -1439,6 +1438,62 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int i = 0; i < kPO; ++i) y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.0f;
     const float cum_lo = sCum[i_lo], cum_hi = sCum[i_hi];
     const int seg_lo = sSeg[i_lo], seg_hi = sSeg[i_hi];
+    // The pieces both the shared-M and the lean forms run, the same operations in the same order.
+    // y += C S^T for one 16-wide piece of dstate (af: C's A fragment; S's B fragments at brow, bcol): high
+    // parts into every accumulator, then low parts, so that consecutive mma are independent.
+    auto y_cs = [&](const uint32_t(&af)[4], int brow, int bcol) {
+#pragma unroll
+      for (int q = 0; q < kPO; q += 2) {
+        uint32_t f[4];
+        ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
+        mma_bf16(y[q], af, f[0], f[1]);
+        mma_bf16(y[q + 1], af, f[2], f[3]);
+      }
+#pragma unroll
+      for (int q = 0; q < kPO; q += 2) {
+        uint32_t f[4];
+        ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
+        mma_bf16(y[q], af, f[0], f[1]);
+        mma_bf16(y[q + 1], af, f[2], f[3]);
+      }
+    };
+    // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
+    auto y_decay = [&]() {
+      const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
+#pragma unroll
+      for (int q = 0; q < kPO; ++q) {
+        y[q][0] = __fmul_rn(y[q][0], eo_lo), y[q][1] = __fmul_rn(y[q][1], eo_lo);
+        y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
+      }
+    };
+    // M from CB on one 8-column tile (columns j, j + 1 of this lane, j even: the pairs are 8-byte aligned):
+    // branch-free, every element computed (inf where j > i) and the mask selects 0.
+    auto m_tile = [&](float(&c)[4], int j) {
+      const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
+      const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
+      const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const bool hi = r >= 2, odd = (r & 1) != 0;
+        const float v = ssd_m(c[r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
+        const bool keep =
+            j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
+        c[r] = keep ? v : 0.0f;
+      }
+    };
+    // y += M x for the 16 steps j from row jr of x (mh, ml: M's high and low parts as A fragments; x's B
+    // fragments of two column tiles, transposed out of x stored (j, p)).
+    auto y_mx = [&](const uint32_t(&mh)[4], const uint32_t(&ml)[4], int jr) {
+#pragma unroll
+      for (int q = 0; q < kPO; q += 2) {
+        uint32_t f[4];
+        ldsm_x4_trans(f, sX + (jr + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
+        mma_bf16(y[q], mh, f[0], f[1]);
+        mma_bf16(y[q + 1], mh, f[2], f[3]);
+        mma_bf16(y[q], ml, f[0], f[1]);
+        mma_bf16(y[q + 1], ml, f[2], f[3]);
+      }
+    };
     if constexpr (kShareM) {
       // The two warps of a quarter split its blocks of 16 steps j (0 .. quarter): this warp computes CB
       // and M for blocks half and half + 2 (those that reach its rows) and stores M's two parts in shared
@@ -1476,18 +1531,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 #pragma unroll
           for (int t = 0; t < 2; ++t) {
             float(&c)[4] = cb[2 * m + t];
-            const int j = 16 * kb + 8 * t + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
-            const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
-            const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
-            const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-              const bool hi = r >= 2, odd = (r & 1) != 0;
-              const float v = ssd_m(c[r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
-              const bool keep =
-                  j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
-              c[r] = keep ? v : 0.0f;
-            }
+            const int j = 16 * kb + 8 * t + 2 * tig;
+            m_tile(c, j);
             uint32_t h0, l0, h1, l1;
             split_bf16(c[0], c[1], h0, l0);
             split_bf16(c[2], c[3], h1, l1);
@@ -1502,30 +1547,9 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       for (int kk = 0; kk < kN / 16; ++kk) {
         uint32_t af[4];
         ldsm_x4(af, sC + (r0 + (lane & 15)) * kBP + 16 * kk + 8 * (lane >> 4));
-        const int bcol = 16 * kk + 8 * ((lane >> 3) & 1);
-#pragma unroll
-        for (int q = 0; q < kPO; q += 2) {
-          uint32_t f[4];
-          ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
-          mma_bf16(y[q], af, f[0], f[1]);
-          mma_bf16(y[q + 1], af, f[2], f[3]);
-        }
-#pragma unroll
-        for (int q = 0; q < kPO; q += 2) {
-          uint32_t f[4];
-          ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
-          mma_bf16(y[q], af, f[0], f[1]);
-          mma_bf16(y[q + 1], af, f[2], f[3]);
-        }
+        y_cs(af, brow, 16 * kk + 8 * ((lane >> 3) & 1));
       }
-      {
-        const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
-#pragma unroll
-        for (int q = 0; q < kPO; ++q) {
-          y[q][0] = __fmul_rn(y[q][0], eo_lo), y[q][1] = __fmul_rn(y[q][1], eo_lo);
-          y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
-        }
-      }
+      y_decay();
       ssd_pair_barrier(quarter);
 #pragma unroll
       for (int kb = 0; kb < kSsdQ / 16; ++kb) {
@@ -1535,15 +1559,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         uint32_t mh[4], ml[4];
         ldsm_x4(mh, sMh + ssd_m_at(mrow, mcol));
         ldsm_x4(ml, sMl + ssd_m_at(mrow, mcol));
-#pragma unroll
-        for (int q = 0; q < kPO; q += 2) {
-          uint32_t f[4];
-          ldsm_x4_trans(f, sX + (16 * kb + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
-          mma_bf16(y[q], mh, f[0], f[1]);
-          mma_bf16(y[q + 1], mh, f[2], f[3]);
-          mma_bf16(y[q], ml, f[0], f[1]);
-          mma_bf16(y[q + 1], ml, f[2], f[3]);
-        }
+        y_mx(mh, ml, 16 * kb);
       }
     } else {
       // Lean: not unrolled (no spills at dstate 128).
@@ -1576,23 +1592,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
               mma_bf16(cb[jt], af, f[0], f[1]);
               mma_bf16(cb[jt + 1], af, f[2], f[3]);
             }
-            if (jh == 0) {
-              // High parts into every accumulator, then low parts: consecutive mma are independent.
-#pragma unroll
-              for (int q = 0; q < kPO; q += 2) {
-                uint32_t f[4];
-                ldsm_x4(f, sSh + (pw + 8 * q + brow) * kBP + bcol);
-                mma_bf16(y[q], af, f[0], f[1]);
-                mma_bf16(y[q + 1], af, f[2], f[3]);
-              }
-#pragma unroll
-              for (int q = 0; q < kPO; q += 2) {
-                uint32_t f[4];
-                ldsm_x4(f, sSl + (pw + 8 * q + brow) * kBP + bcol);
-                mma_bf16(y[q], af, f[0], f[1]);
-                mma_bf16(y[q + 1], af, f[2], f[3]);
-              }
-            }
+            if (jh == 0) y_cs(af, brow, bcol);
           } else {
             const uint16_t* cr = sC + (r0 + g) * kBP + 16 * kk + 2 * tig;
             const uint32_t af[4] = {*reinterpret_cast<const uint32_t*>(cr),
@@ -1623,33 +1623,14 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
             }
           }
         }
-        if (jh == 0) {
-          // The state from before the chunk reaches step i decayed by exp(cum_i), unless a sequence began.
-          const float eo_lo = sEo[i_lo], eo_hi = sEo[i_hi];
-#pragma unroll
-          for (int q = 0; q < kPO; ++q) {
-            y[q][0] = __fmul_rn(y[q][0], eo_lo), y[q][1] = __fmul_rn(y[q][1], eo_lo);
-            y[q][2] = __fmul_rn(y[q][2], eo_hi), y[q][3] = __fmul_rn(y[q][3], eo_hi);
-          }
-        }
-        // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
-        // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
+        if (jh == 0) y_decay();
+          // M = CB * exp(cum_i - cum_j) * dt_j on j <= i in the same sequence; as A fragments (k = j).
+          // Lean: branch-free, every element computed (inf where j > i) and the mask selects 0.
 #pragma unroll
         for (int jt = 0; jt < kJT; ++jt) {
           if (jt >= 2 && !full) continue;
           if constexpr (kLean) {
-            const int j = j0 + 8 * jt + 2 * tig;  // even: the pairs (j, j + 1) are 8-byte aligned
-            const float2 cj = *reinterpret_cast<const float2*>(sCum + j);
-            const float2 dj = *reinterpret_cast<const float2*>(sDt + j);
-            const int2 sj = *reinterpret_cast<const int2*>(sSeg + j);
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-              const bool hi = r >= 2, odd = (r & 1) != 0;
-              const float v = ssd_m(cb[jt][r], hi ? cum_hi : cum_lo, odd ? cj.y : cj.x, odd ? dj.y : dj.x);
-              const bool keep =
-                  j + (odd ? 1 : 0) <= (hi ? i_hi : i_lo) && (odd ? sj.y : sj.x) == (hi ? seg_hi : seg_lo);
-              cb[jt][r] = keep ? v : 0.0f;
-            }
+            m_tile(cb[jt], j0 + 8 * jt + 2 * tig);
           } else {
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
@@ -1667,17 +1648,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
           split_bf16(cb[2 * kk][2], cb[2 * kk][3], mh[1], ml[1]);
           split_bf16(cb[2 * kk + 1][0], cb[2 * kk + 1][1], mh[2], ml[2]);
           split_bf16(cb[2 * kk + 1][2], cb[2 * kk + 1][3], mh[3], ml[3]);
-#pragma unroll
-          for (int q = 0; q < kPO; q += 2) {
-            // B fragments (k = j, column p) of two column tiles, transposed out of x stored (j, p).
-            uint32_t f[4];
-            ldsm_x4_trans(f,
-                          sX + (j0 + 16 * kk + (lane & 7) + (lane & 8)) * kXP + pw + 8 * (q + (lane >> 4)));
-            mma_bf16(y[q], mh, f[0], f[1]);
-            mma_bf16(y[q + 1], mh, f[2], f[3]);
-            mma_bf16(y[q], ml, f[0], f[1]);
-            mma_bf16(y[q + 1], ml, f[2], f[3]);
-          }
+          y_mx(mh, ml, j0 + 16 * kk);
         }
       }
     }
@@ -2771,33 +2742,11 @@ status ssd_scan_fwd_cuda(const ssd_scan_params& p, void* stream) {
 template <class Kernel>
 status launch_update(Kernel* kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
                      const update_args& a) {
-  // A property of the image on the device (every kernel of it has the same versions): asked once per
-  // device, not per call.
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 plain launch, 2 programmatic
-  int dev = 0;
-  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
-  int state = dev >= 0 && dev < kMaxDevices ? known[dev].load(std::memory_order_acquire) : 0;
-  if (state == 0) {
-    cudaFuncAttributes fa{};
-    SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
-    state = fa.binaryVersion >= 90 && fa.ptxVersion >= 90 ? 2 : 1;
-    if (dev >= 0 && dev < kMaxDevices) known[dev].store(state, std::memory_order_release);
-  }
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(static_cast<unsigned>(threads));
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attr;
+  bool pdl = false;
+  SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
   // SSMKIT_CUDA_UPDATE_PDL=0 launches plainly (benchmarks compare the two).
-  config.numAttrs = state == 2 && env_int("SSMKIT_CUDA_UPDATE_PDL", 1) != 0 ? 1 : 0;
-  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  pdl = pdl && env_int("SSMKIT_CUDA_UPDATE_PDL", 1) != 0;
+  return launch_pdl(kernel, grid, dim3(static_cast<unsigned>(threads)), smem, stream, pdl, a);
 }
 
 status selective_state_update_cuda(const selective_state_update_params& p, void* stream) {
