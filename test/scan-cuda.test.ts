@@ -100,17 +100,21 @@ function statesEnv(states: number | undefined): Record<string, string | undefine
 /**
  * The Mamba-1 kernel's knobs: SSMKIT_CUDA_SCAN_CHUNKS forces the number of time chunks (the
  * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe,
- * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default).
+ * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default),
+ * SSMKIT_CUDA_SCAN_TYPED=1|0 the two-thread 8-state kernel's typed form (one dtype known at compile
+ * time, whole 8-step sub-tiles) or its run-time-dtype form where the typed form applies.
  */
 function scan1Env(
   chunks: number | undefined,
   poly: number | undefined,
   lanes: number | undefined,
+  typed?: number,
 ): Record<string, string | undefined> {
   return {
     SSMKIT_CUDA_SCAN_CHUNKS: chunks === undefined ? undefined : String(chunks),
     SSMKIT_CUDA_SCAN_POLY: poly === undefined ? undefined : String(poly),
     SSMKIT_CUDA_SCAN_LANES: lanes === undefined ? undefined : String(lanes),
+    SSMKIT_CUDA_SCAN_TYPED: typed === undefined ? undefined : String(typed),
   };
 }
 
@@ -148,6 +152,8 @@ interface ScanCase {
   poly?: number;
   /** Threads a channel forced on the Mamba-1 kernel (1: one of 16 states at 8 < dstate <= 16). */
   lanes?: number;
+  /** The two-thread 8-state kernel's typed form forced on (1) or off (0). */
+  typed?: number;
 }
 
 function scanLabel(c: ScanCase): string {
@@ -159,7 +165,7 @@ function scanLabel(c: ScanCase): string {
     `${c.dtype}${c.mixed ? ' mixed' : ''} [${c.batch}, ${c.dim}, ${c.seqlen}] dstate ${c.dstate} ` +
     `B ${c.varB ? 'var' : 'const'} C ${c.varC ? 'var' : 'const'} groups ${c.groups} {${f}} states ${c.states ?? 'auto'}` +
     `${c.chunks === undefined ? '' : ` chunks ${c.chunks}`}${c.poly === undefined ? '' : ` poly ${c.poly}`}` +
-    `${c.lanes === undefined ? '' : ` lanes ${c.lanes}`}`
+    `${c.lanes === undefined ? '' : ` lanes ${c.lanes}`}${c.typed === undefined ? '' : ` typed ${c.typed}`}`
   );
 }
 
@@ -227,7 +233,7 @@ async function checkScan(c: ScanCase, seed: number): Promise<void> {
     { shape: [batch, dim, L], dtype },
     { shape: [batch, dim, N], dtype: 'float32' },
   ]);
-  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly, c.lanes) }, () =>
+  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly, c.lanes, c.typed) }, () =>
     selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, dopts),
   );
   expect(res.out.device).toBe(DEV);
@@ -335,7 +341,7 @@ function scanCases(): ScanCase[] {
     allFlags: boolean,
     dtype: FloatDType,
     [batch, dim, seqlen, dstate, groups]: [number, number, number, number, number],
-    forced: Pick<ScanCase, 'chunks' | 'poly' | 'lanes'>,
+    forced: Pick<ScanCase, 'chunks' | 'poly' | 'lanes' | 'typed'>,
   ): ScanCase => ({
     batch,
     dim,
@@ -408,6 +414,35 @@ function scanCases(): ScanCase[] {
       ] as const) {
         const mode = k++ % 4;
         cases.push(kernelCase(r2, mode, k % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, poly, lanes }));
+      }
+    }
+  }
+  // The typed form of the two-thread 8-state kernel (one dtype, seqlen a multiple of 8, 16-byte aligned
+  // rows): dstate 9 and 12 (states past dstate in the thread) and 16; channel blocks that end inside a
+  // group (70 channels in 2 groups) and past 64 channels (130); one sub-tile (seqlen 8), a tile and a
+  // half (24); chunks forced so that a chunk ends half a tile past a tile boundary (seqlen 520 in 3
+  // chunks of 176 steps, 5 of 112), with sequence starts, initial and last states across them; the
+  // run-time-dtype form of the same cases beside it.
+  const r3 = new Rng(31);
+  const s3: [number, number, number, number, number][] = [
+    [2, 70, 64, 16, 2],
+    [1, 130, 248, 9, 1],
+    [3, 65, 16, 16, 5],
+    [1, 64, 8, 12, 1],
+    [2, 40, 520, 16, 1],
+    [1, 33, 24, 16, 3],
+  ];
+  let m = 0;
+  for (const dtype of DTYPES_FLOAT) {
+    for (const [batch, dim, seqlen, dstate, groups] of s3) {
+      for (const [chunks, typed] of [
+        [undefined, 1],
+        [3, 1],
+        [5, 1],
+        [3, 0],
+      ] as const) {
+        const mode = m++ % 4;
+        cases.push(kernelCase(r3, mode, m % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, typed }));
       }
     }
   }

@@ -13,7 +13,7 @@
 // chunked SSD algorithm on tensor cores instead (its design is with it below). Every other flag (softplus, z,
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
-// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
+// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES,TYPED} (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|lean (the sequential SSD
 // scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form on sm_90,
 // which SSMKIT_CUDA_SSD=shared asks for elsewhere),
@@ -521,7 +521,19 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //   a thread do not hide the MUFU and shared-load latencies that the 2 x 8 form's extra warps do. f32
 //   1458 us (2 x 8: 793), batch 1 x seqlen 16384 1788 us (1330). So 2 x 8 stays the default.
 // Registers (-Xptxas -v, sm_90a; sm_80 and sm_89 alike): 2 x 8 and 4 x 8 96 (the variable-B/C forms
-// spill 4-12 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
+// spill 4-16 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
+//
+// The typed form (kDt >= 0; 2 x 8 only, SSMKIT_CUDA_SCAN_TYPED=1): when u, delta, out, z and variable
+// B/C share one dtype, seqlen % 8 == 0 and the rows are 16-byte aligned (a.vec), the kernel is compiled
+// for that dtype with vector loads and whole 8-step sub-tiles known at compile time and without the
+// FMA-pipe exp2 (poly 0). The run-time form pays for its generality inside the sub-tile: the dtype
+// switches of every load, unpack and store, the scalar-tail paths and their predicates, and three
+// inlined copies of the sub-tile (one per poly count; ~104 KB of code, 0.36 cycles an issue waiting on
+// instruction fetch in the profile). Counted in the SASS (sm_90a, bf16, variable B/C, the tile loop
+// with z and softplus): 1224 instructions per 16-step tile and thread, 9.6 a (state, step), against 13
+// measured for the run-time form. Expected: issue drops by ~26%, so ~530-560 us at the benchmark shape
+// if issue stays ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel, step): 16 ex2 of the
+// decays, 2 for softplus, 2 for silu; 8 cycles a warp instruction: ~405 us at 100%).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
@@ -734,10 +746,17 @@ struct scan1_stage {
   int32_t seq_now, seq_prev;
 };
 
-template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal>
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt>
 __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 : kS1MinBlocks)
     scan1_kernel(const scan1_args a) {
   constexpr int kThreads = scan1_threads(kP, kS);
+  // The typed form (kDt: the one dtype of u, delta, z, out and variable B/C): dtypes, 16-byte vectors and
+  // whole 8-step sub-tiles known at compile time, no FMA-pipe exp2 (see launch_scan1 for its conditions).
+  constexpr bool kTyped = kDt >= 0;
+  const int u_dt = kTyped ? kDt : a.u_dt, delta_dt = kTyped ? kDt : a.delta_dt;
+  const int z_dt = kTyped ? kDt : a.z_dt, out_dt = kTyped ? kDt : a.out_dt;
+  const int b_dt = kTyped && kVarB ? kDt : a.b_dt, c_dt = kTyped && kVarC ? kDt : a.c_dt;
+  const bool vec = kTyped || a.vec;
   constexpr int E = kS1Sub / kP;  // steps of a sub-tile whose per-step work this lane does
   constexpr int kCh = kThreads / kP;
   constexpr bool kUseC = !kLocal;
@@ -773,8 +792,8 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
     const bool ok = n < N;
     h[i] = 0.0f;
     a2[i] = ok ? a.A[c * N + n] * kLog2e : 0.0f;
-    bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
-    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+    bk[i] = !kVarB && ok ? load_any(a.B, b_dt, c * N + n) : 0.0f;
+    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, c_dt, c * N + n) : 0.0f;
   }
   if constexpr (!kLocal) {
     // The true initial state: the given one, then each earlier chunk's decay and end state folded in.
@@ -805,11 +824,13 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
                 which = it / (kS1Tile / 4) / (kP * kS);
       const int64_t tq = t0 + 4 * q;
       const int cnt = static_cast<int>(max64(0, min64(4, t_end - tq)));
-      const bool want = it < scan1_stage<kP, kS>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC);
+      // The typed form's steps end on a whole sub-tile: a quad is all there or all past the end.
+      const bool want = it < scan1_stage<kP, kS>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC) &&
+                        (!kTyped || tq < t_end);
       if (want) {
         const void* p = which == 0 ? a.B : a.C;
-        const int dt = which == 0 ? a.b_dt : a.c_dt;
-        load_raw<4>(st.v[k], p, dt, (bc_row * N + n) * L + tq, cnt, a.vec);
+        const int dt = which == 0 ? b_dt : c_dt;
+        load_raw<4>(st.v[k], p, dt, (bc_row * N + n) * L + tq, kTyped ? 4 : cnt, vec);
       } else {
 #pragma unroll
         for (int w = 0; w < 4; ++w) st.v[k].w[w] = 0;
@@ -829,7 +850,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
       if (it >= scan1_stage<kP, kS>::kItems) continue;
       const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
                 which = it / (kS1Tile / 4) / (kP * kS);
-      const int dt = which == 0 ? a.b_dt : a.c_dt;
+      const int dt = which == 0 ? b_dt : c_dt;
       float v[4];
       unpack_raw<4>(st.v[k], dt, v);
       float(*dst)[scan1_smem<kP, kS>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
@@ -843,10 +864,11 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   raw_vec<E> ru, rd, rz;
   auto chan_load = [&](int64_t ts) {
     const int64_t t = ts + l * E;
-    const int n = static_cast<int>(max64(0, min64(E, t_end - t)));
-    load_raw<E>(ru, a.u, a.u_dt, row + t, n, a.vec);
-    load_raw<E>(rd, a.delta, a.delta_dt, row + t, n, a.vec);
-    if (!kLocal && a.z != nullptr) load_raw<E>(rz, a.z, a.z_dt, row + t, n, a.vec);
+    // The typed form loads only whole sub-tiles (launch_scan1: seqlen % 8 == 0).
+    const int n = kTyped ? E : static_cast<int>(max64(0, min64(E, t_end - t)));
+    load_raw<E>(ru, a.u, u_dt, row + t, n, vec);
+    load_raw<E>(rd, a.delta, delta_dt, row + t, n, vec);
+    if (!kLocal && a.z != nullptr) load_raw<E>(rz, a.z, z_dt, row + t, n, vec);
   };
 
   float sum_dt = 0.0f;  // kLocal: the chunk's sum of dt
@@ -856,11 +878,11 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   auto sub_tile = [&](int64_t ts, int buf, int r0, auto poly_tag) {
     constexpr int kPoly = decltype(poly_tag)::value;
     float uv[E], dv[E], zv[E];
-    unpack_raw<E>(ru, a.u_dt, uv);
-    unpack_raw<E>(rd, a.delta_dt, dv);
-    if (!kLocal && a.z != nullptr) unpack_raw<E>(rz, a.z_dt, zv);
+    unpack_raw<E>(ru, u_dt, uv);
+    unpack_raw<E>(rd, delta_dt, dv);
+    if (!kLocal && a.z != nullptr) unpack_raw<E>(rz, z_dt, zv);
     const int64_t t_own = ts + l * E;
-    const int n_own = static_cast<int>(max64(0, min64(E, t_end - t_own)));
+    const int n_own = kTyped ? E : static_cast<int>(max64(0, min64(E, t_end - t_own)));
     // Issue the next sub-tile's loads before this one's arithmetic.
     if (ts + kS1Sub < t_end) chan_load(ts + kS1Sub);
 
@@ -956,7 +978,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
         if (a.z != nullptr) v *= silu_fast(zv[e]);
         o[e] = v;
       }
-      if (active) store_vec<E>(a.out, a.out_dt, row + t_own, n_own, a.vec, o);
+      if (active) store_vec<E>(a.out, out_dt, row + t_own, n_own, vec, o);
     }
   };
 
@@ -974,10 +996,14 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
     for (int half = 0; half < kS1Tile / kS1Sub; ++half) {
       const int64_t ts = t0 + half * kS1Sub;
       if (ts < t_end) {
-        switch (a.poly) {
-          case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
-          case 1: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 1>{}); break;
-          default: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 2>{}); break;
+        if constexpr (kTyped) {
+          sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{});
+        } else {
+          switch (a.poly) {
+            case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
+            case 1: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 1>{}); break;
+            default: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 2>{}); break;
+          }
         }
       }
     }
@@ -2469,33 +2495,42 @@ const int32_t* seq_ptr(const tensor_view& t) {
   return t.present() ? t.ptr<const int32_t>() : nullptr;
 }
 
-template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal>
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt>
 status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
-  scan1_kernel<kP, kS, kVarB, kVarC, kLocal><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
+  scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
 
-template <int kP, int kS>
+template <int kP, int kS, int kDt = -1>
 status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
                     cudaStream_t stream) {
   // The local pass reads no C.
   if (local) {
-    return var_b ? run_scan1<kP, kS, true, false, true>(op, a, blocks, stream)
-                 : run_scan1<kP, kS, false, false, true>(op, a, blocks, stream);
+    return var_b ? run_scan1<kP, kS, true, false, true, kDt>(op, a, blocks, stream)
+                 : run_scan1<kP, kS, false, false, true, kDt>(op, a, blocks, stream);
   }
-  if (var_b && var_c) return run_scan1<kP, kS, true, true, false>(op, a, blocks, stream);
-  if (var_b) return run_scan1<kP, kS, true, false, false>(op, a, blocks, stream);
-  if (var_c) return run_scan1<kP, kS, false, true, false>(op, a, blocks, stream);
-  return run_scan1<kP, kS, false, false, false>(op, a, blocks, stream);
+  if (var_b && var_c) return run_scan1<kP, kS, true, true, false, kDt>(op, a, blocks, stream);
+  if (var_b) return run_scan1<kP, kS, true, false, false, kDt>(op, a, blocks, stream);
+  if (var_c) return run_scan1<kP, kS, false, true, false, kDt>(op, a, blocks, stream);
+  return run_scan1<kP, kS, false, false, false, kDt>(op, a, blocks, stream);
 }
 
 // The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 2 x 8 (<= 16), 1 x 16 (<= 16,
 // forced by SSMKIT_CUDA_SCAN_LANES=1), 4 x 8 (<= 32).
-status run_scan1_p(const char* op, int lanes, int states, const scan1_args& a, bool var_b, bool var_c,
-                   bool local, int64_t blocks, cudaStream_t stream) {
+status run_scan1_p(const char* op, int lanes, int states, int typed_dt, const scan1_args& a, bool var_b,
+                   bool var_c, bool local, int64_t blocks, cudaStream_t stream) {
+  if (typed_dt == SSMKIT_DTYPE_BF16) {
+    return run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16>(op, a, var_b, var_c, local, blocks, stream);
+  }
+  if (typed_dt == SSMKIT_DTYPE_F16) {
+    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F16>(op, a, var_b, var_c, local, blocks, stream);
+  }
+  if (typed_dt == SSMKIT_DTYPE_F32) {
+    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F32>(op, a, var_b, var_c, local, blocks, stream);
+  }
   if (lanes == 1 && states == 16) return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream);
   if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream);
   if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream);
@@ -2562,6 +2597,16 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
     return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
   }
   const int64_t per_chunk = Bt * a.groups * a.bpg;
+  // The typed form of the two-thread 8-state kernel (SSMKIT_CUDA_SCAN_TYPED=1): one dtype for u, delta,
+  // out, z and variable B/C, 16-byte vectors (so seqlen % 8 == 0, whole sub-tiles) and no FMA-pipe exp2.
+  const int u_dt = p.u.dtype;
+  const bool one_dtype = p.delta.dtype == u_dt && p.out.dtype == u_dt &&
+                         (!p.z.present() || p.z.dtype == u_dt) && (!var_b || p.B.dtype == u_dt) &&
+                         (!var_c || p.C.dtype == u_dt) &&
+                         (u_dt == SSMKIT_DTYPE_F32 || u_dt == SSMKIT_DTYPE_F16 || u_dt == SSMKIT_DTYPE_BF16);
+  const bool typed = env_int("SSMKIT_CUDA_SCAN_TYPED", 0) == 1 && lanes == 2 && states == 8 && one_dtype &&
+                     a.vec && a.poly == 0;
+  const int typed_dt = typed ? u_dt : -1;
 
   int dev = 0, sms = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
@@ -2581,13 +2626,14 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
     a.chunk_h = static_cast<float*>(work);
     a.chunk_decay = a.chunk_h + (a.nchunks - 1) * Bt * Dm * N;
     const status s =
-        run_scan1_p(op, lanes, states, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
+        run_scan1_p(op, lanes, states, typed_dt, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
     if (!s.ok()) {
       cudaFreeAsync(work, stream);
       return s;
     }
   }
-  const status s = run_scan1_p(op, lanes, states, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
+  const status s =
+      run_scan1_p(op, lanes, states, typed_dt, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
   if (work != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(work, stream));
   return s;
 }
