@@ -102,7 +102,7 @@ function statesEnv(states: number | undefined): Record<string, string | undefine
  * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe,
  * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default),
  * SSMKIT_CUDA_SCAN_TYPED=1|0 the two-thread 8-state kernel's typed form (one dtype known at compile
- * time, whole 8-step sub-tiles) or its run-time-dtype form where the typed form applies.
+ * time, whole 8-step sub-tiles; the default where it applies) or its run-time-dtype form.
  */
 function scan1Env(
   chunks: number | undefined,
@@ -444,6 +444,86 @@ function scanCases(): ScanCase[] {
         const mode = m++ % 4;
         cases.push(kernelCase(r3, mode, m % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, typed }));
       }
+    }
+  }
+  return cases;
+}
+
+/**
+ * The typed form against the run-time form of the same kernel, one chunk each: the same operations in
+ * the same order (the forms differ in what they know at compile time and in their B/C tile, not in
+ * arithmetic), so out and lastState must agree bit for bit. Every flag on; B and C variable or not.
+ */
+async function checkTypedBits(c: ScanCase, seed: number): Promise<void> {
+  const rng = new Rng(seed);
+  const { batch, dim, seqlen: L, dstate: N, dtype } = c;
+  const normal = () => rng.normal();
+  const u = randTensor([batch, dim, L], dtype, normal);
+  const delta = randTensor([batch, dim, L], dtype, () => rng.uniform() * 6 - 5);
+  const A = randTensor([dim, N], 'float32', () => -0.05 - 2 * rng.uniform());
+  const B = c.varB ? randTensor([batch, c.groups, N, L], dtype, normal) : randTensor([dim, N], 'float32', normal);
+  const C = c.varC ? randTensor([batch, c.groups, N, L], dtype, normal) : randTensor([dim, N], 'float32', normal);
+  const D = randTensor([dim], 'float32', normal);
+  const z = randTensor([batch, dim, L], dtype, () => 4 * normal());
+  const bias = randTensor([dim], 'float32', () => rng.uniform() - 0.5);
+  const init = randTensor([batch, dim, N], 'float32', normal);
+  const seq = seqIdx(rng, batch, L);
+  const args = await Promise.all([u.t, delta.t, A.t, B.t, C.t].map((t) => t.to(DEV)));
+  const opts = {
+    D: await dev(D.t),
+    z: await dev(z.t),
+    deltaBias: await dev(bias.t),
+    deltaSoftplus: true,
+    initialState: await dev(init.t),
+    seqIdx: c.flags.seq ? await dev(seq.t) : undefined,
+    returnLastState: true,
+  };
+  const run = (typed: number) =>
+    withEnv(scan1Env(1, undefined, undefined, typed), () =>
+      selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, opts),
+    );
+  const t1 = await run(1);
+  const t0 = await run(0);
+  const label = scanLabel(c);
+  const same = (x: Tensor, y: Tensor, what: string) => {
+    const a = x.dataSync();
+    const b = y.dataSync();
+    expect(a.length).toBe(b.length);
+    const ua = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    const ub = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    const i = ua.findIndex((v, k) => v !== ub[k]);
+    if (i >= 0) {
+      const e = Math.floor(i / (a.byteLength / a.length));
+      throw new Error(`${label} ${what}: typed and run-time forms differ first at element ${e}: ${a[e]} vs ${b[e]}`);
+    }
+  };
+  same(t1.out, t0.out, 'out');
+  same(t1.lastState as Tensor, t0.lastState as Tensor, 'lastState');
+}
+
+function typedBitCases(): ScanCase[] {
+  const all = { D: true, z: true, deltaBias: true, softplus: true, init: true, seq: false };
+  const cases: ScanCase[] = [];
+  const shapes: [number, number, number, number, number][] = [
+    [2, 70, 72, 16, 2],
+    [1, 130, 40, 9, 1],
+    [2, 64, 200, 16, 4],
+  ];
+  let i = 0;
+  for (const dtype of DTYPES_FLOAT) {
+    for (const [batch, dim, seqlen, dstate, groups] of shapes) {
+      const mode = i++ % 4;
+      cases.push({
+        batch,
+        dim,
+        seqlen,
+        dstate,
+        dtype,
+        varB: mode !== 1,
+        varC: mode !== 2,
+        groups,
+        flags: { ...all, seq: i % 2 === 0 },
+      });
     }
   }
   return cases;
@@ -986,6 +1066,12 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
   describe('selectiveScan', () => {
     scanCases().forEach((c, i) => {
       it(scanLabel(c), () => checkScan(c, 1000 + i), 60_000);
+    });
+  });
+
+  describe('selectiveScan typed form against the run-time form, bit for bit', () => {
+    typedBitCases().forEach((c, i) => {
+      it(scanLabel(c), () => checkTypedBits(c, 5000 + i), 60_000);
     });
   });
 

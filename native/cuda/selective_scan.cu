@@ -523,17 +523,21 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // Registers (-Xptxas -v, sm_90a; sm_80 and sm_89 alike): 2 x 8 and 4 x 8 96 (the variable-B/C forms
 // spill 4-16 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
 //
-// The typed form (kDt >= 0; 2 x 8 only, SSMKIT_CUDA_SCAN_TYPED=1): when u, delta, out, z and variable
-// B/C share one dtype, seqlen % 8 == 0 and the rows are 16-byte aligned (a.vec), the kernel is compiled
-// for that dtype with vector loads and whole 8-step sub-tiles known at compile time and without the
-// FMA-pipe exp2 (poly 0). The run-time form pays for its generality inside the sub-tile: the dtype
-// switches of every load, unpack and store, the scalar-tail paths and their predicates, and three
-// inlined copies of the sub-tile (one per poly count; ~104 KB of code, 0.36 cycles an issue waiting on
-// instruction fetch in the profile). Counted in the SASS (sm_90a, bf16, variable B/C, the tile loop
-// with z and softplus): 1224 instructions per 16-step tile and thread, 9.6 a (state, step), against 13
-// measured for the run-time form. Expected: issue drops by ~26%, so ~530-560 us at the benchmark shape
-// if issue stays ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel, step): 16 ex2 of the
-// decays, 2 for softplus, 2 for silu; 8 cycles a warp instruction: ~405 us at 100%).
+// The typed form (kDt >= 0; 2 x 8 only; the default where it applies, SSMKIT_CUDA_SCAN_TYPED=0 keeps the
+// run-time form): when u, delta, out, z and variable B/C share one dtype, seqlen % 8 == 0 and the rows
+// are 16-byte aligned (a.vec), the kernel is compiled for that dtype with vector loads and whole 8-step
+// sub-tiles known at compile time, without the FMA-pipe exp2 (poly 0), and with 32-step B/C tiles
+// (kS1TypedTile: half the barriers and staging code a step; chunks are then whole 32-step tiles). The
+// run-time form pays for its generality inside the sub-tile: the dtype switches of every load, unpack
+// and store, the scalar-tail paths and their predicates, and three inlined copies of the sub-tile (one
+// per poly count; ~104 KB of code, 0.36 cycles an issue waiting on instruction fetch in the profile).
+// Counted in the SASS (sm_90a, bf16, variable B/C, the tile loop with z and softplus): 1224
+// instructions per 16-step tile and thread with 16-step tiles, 2331 per 32-step tile (9.1 a (state,
+// step)), against 13 a (state, step) measured for the run-time form. Expected: issue -30%, so ~510-550
+// us at the benchmark shape if issue stays ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel,
+// step): 16 ex2 of the decays, 2 for softplus, 2 for silu; 8 cycles a warp instruction: ~405 us at
+// 100%). Tried in the SASS and not kept: one y accumulator a step (-29 instructions a tile, a spill in
+// the loop), staging addresses hoisted out of the tile loop (-20 a 16-step tile, ~40 more lines).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
@@ -542,6 +546,8 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight.
 constexpr int kS1Sub = 8;    // steps per sub-tile (one 16-byte vector of a 16-bit type)
 constexpr int kS1Tile = 16;  // steps per staged B/C tile (one barrier per tile)
+// The typed form's tile: half the barriers and staging code a step, in 10.5 KB of shared memory.
+constexpr int kS1TypedTile = 32;
 // Five resident blocks per SM: the 640 blocks of the batch-8 shape then run in one wave (4.85 blocks an
 // SM on average, 5 on the busiest). At 128-thread blocks that caps registers at 102; the 64-thread blocks
 // of the 16-state form may take up to 204 (it uses 168: 6 blocks an SM).
@@ -573,7 +579,7 @@ struct scan1_args {
   int64_t cpg;        // channels per B/C group (blocks never straddle two)
   int64_t groups;     // dim / cpg
   int64_t bpg;        // blocks per group
-  int64_t chunk_len;  // steps per chunk, a multiple of kS1Tile
+  int64_t chunk_len;  // steps per chunk, a multiple of the kernel's tile
   int64_t nchunks;    // K
   int poly;           // states per thread (0 .. 2) whose exp2 runs on the FMA pipe
   bool softplus;
@@ -729,18 +735,18 @@ __device__ __forceinline__ void store_vec(void* p, int dt, int64_t off, int n, b
   }
 }
 
-template <int kP, int kS>
+template <int kP, int kS, int kT>
 struct scan1_smem {
   static constexpr int kPitch = kP * kS + 4;  // floats per staged B/C row (16-byte aligned)
-  float b[2][kS1Tile][kPitch];                // (buffer, step, state)
-  float c[2][kS1Tile][kPitch];
-  float rb[2][kS1Tile];  // -inf where a new sequence starts, else 0
+  float b[2][kT][kPitch];                     // (buffer, step, state)
+  float c[2][kT][kPitch];
+  float rb[2][kT];  // -inf where a new sequence starts, else 0
 };
 
 // The raw B/C values a thread stages per tile: (tensor, state, 4 steps) items.
-template <int kP, int kS>
+template <int kP, int kS, int kT>
 struct scan1_stage {
-  static constexpr int kItems = 2 * kP * kS * (kS1Tile / 4);  // B and C, padded states, step quads
+  static constexpr int kItems = 2 * kP * kS * (kT / 4);  // B and C, padded states, step quads
   static constexpr int kPerThread = (kItems + scan1_threads(kP, kS) - 1) / scan1_threads(kP, kS);
   raw_vec<4> v[kPerThread];
   int32_t seq_now, seq_prev;
@@ -757,12 +763,13 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   const int z_dt = kTyped ? kDt : a.z_dt, out_dt = kTyped ? kDt : a.out_dt;
   const int b_dt = kTyped && kVarB ? kDt : a.b_dt, c_dt = kTyped && kVarC ? kDt : a.c_dt;
   const bool vec = kTyped || a.vec;
+  constexpr int kTile = kTyped ? kS1TypedTile : kS1Tile;
   constexpr int E = kS1Sub / kP;  // steps of a sub-tile whose per-step work this lane does
   constexpr int kCh = kThreads / kP;
   constexpr bool kUseC = !kLocal;
   // Independent partial sums of y a step (kS / 4 chains of 4 FFMA each).
   constexpr int kAcc = kS / 4;
-  __shared__ __align__(16) scan1_smem<kP, kS> sm;
+  __shared__ __align__(16) scan1_smem<kP, kS, kTile> sm;
 
   const int tid = threadIdx.x;
   int64_t blk = blockIdx.x;
@@ -815,18 +822,18 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   const float dval = a.D != nullptr ? a.D[c] : 0.0f;
 
   // B/C tile staging: item it = (tensor, state, quad): 4 steps of one state row, loaded one tile ahead.
-  scan1_stage<kP, kS> st;
+  scan1_stage<kP, kS, kTile> st;
   auto stage_load = [&](int64_t t0) {
 #pragma unroll
-    for (int k = 0; k < scan1_stage<kP, kS>::kPerThread; ++k) {
+    for (int k = 0; k < scan1_stage<kP, kS, kTile>::kPerThread; ++k) {
       const int it = tid + k * kThreads;
-      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
-                which = it / (kS1Tile / 4) / (kP * kS);
+      const int q = it % (kTile / 4), n = (it / (kTile / 4)) % (kP * kS),
+                which = it / (kTile / 4) / (kP * kS);
       const int64_t tq = t0 + 4 * q;
       const int cnt = static_cast<int>(max64(0, min64(4, t_end - tq)));
       // The typed form's steps end on a whole sub-tile: a quad is all there or all past the end.
-      const bool want = it < scan1_stage<kP, kS>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC) &&
-                        (!kTyped || tq < t_end);
+      const bool want = it < scan1_stage<kP, kS, kTile>::kItems && n < N &&
+                        (which == 0 ? kVarB : kVarC && kUseC) && (!kTyped || tq < t_end);
       if (want) {
         const void* p = which == 0 ? a.B : a.C;
         const int dt = which == 0 ? b_dt : c_dt;
@@ -836,7 +843,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
         for (int w = 0; w < 4; ++w) st.v[k].w[w] = 0;
       }
     }
-    if (tid < kS1Tile) {
+    if (tid < kTile) {
       const int64_t t = t0 + tid;
       const bool ok = seq != nullptr && t > 0 && t < t_end;
       st.seq_now = ok ? seq[t] : 0;
@@ -845,19 +852,19 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   };
   auto stage_store = [&](int buf) {
 #pragma unroll
-    for (int k = 0; k < scan1_stage<kP, kS>::kPerThread; ++k) {
+    for (int k = 0; k < scan1_stage<kP, kS, kTile>::kPerThread; ++k) {
       const int it = tid + k * kThreads;
-      if (it >= scan1_stage<kP, kS>::kItems) continue;
-      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
-                which = it / (kS1Tile / 4) / (kP * kS);
+      if (it >= scan1_stage<kP, kS, kTile>::kItems) continue;
+      const int q = it % (kTile / 4), n = (it / (kTile / 4)) % (kP * kS),
+                which = it / (kTile / 4) / (kP * kS);
       const int dt = which == 0 ? b_dt : c_dt;
       float v[4];
       unpack_raw<4>(st.v[k], dt, v);
-      float(*dst)[scan1_smem<kP, kS>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
+      float(*dst)[scan1_smem<kP, kS, kTile>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
 #pragma unroll
       for (int e = 0; e < 4; ++e) dst[4 * q + e][n] = v[e];
     }
-    if (tid < kS1Tile) sm.rb[buf][tid] = st.seq_now != st.seq_prev ? -INFINITY : 0.0f;
+    if (tid < kTile) sm.rb[buf][tid] = st.seq_now != st.seq_prev ? -INFINITY : 0.0f;
   };
 
   // Per-channel inputs of a sub-tile: this lane's E steps, loaded one sub-tile ahead.
@@ -989,11 +996,11 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
     __syncthreads();
   }
   int buf = 0;
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kS1Tile) {
-    const bool more = t0 + kS1Tile < t_end;
-    if (more) stage_load(t0 + kS1Tile);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile) {
+    const bool more = t0 + kTile < t_end;
+    if (more) stage_load(t0 + kTile);
 #pragma unroll
-    for (int half = 0; half < kS1Tile / kS1Sub; ++half) {
+    for (int half = 0; half < kTile / kS1Sub; ++half) {
       const int64_t ts = t0 + half * kS1Sub;
       if (ts < t_end) {
         if constexpr (kTyped) {
@@ -2546,11 +2553,11 @@ int env_int(const char* name, int fallback) {
 // least min_blocks, 12 warps' worth, as fewer leave the SFU idle on latency) x (steps per block); the
 // local pass costs 0.8 of a full pass per step (no C, y or output). One chunk unless splitting time pays
 // for the local pass.
-int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t min_blocks) {
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t min_blocks, int64_t tile) {
   int64_t best_k = 1;
   double best = 0;
   for (int64_t k = 1; k <= 64; ++k) {
-    const int64_t len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
+    const int64_t len = ((L + k - 1) / k + tile - 1) / tile * tile;
     if (k > 1 && len < 256) break;
     const int64_t kr = (L + len - 1) / len;
     if (kr != k) continue;
@@ -2597,26 +2604,29 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
     return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
   }
   const int64_t per_chunk = Bt * a.groups * a.bpg;
-  // The typed form of the two-thread 8-state kernel (SSMKIT_CUDA_SCAN_TYPED=1): one dtype for u, delta,
-  // out, z and variable B/C, 16-byte vectors (so seqlen % 8 == 0, whole sub-tiles) and no FMA-pipe exp2.
+  // The typed form of the two-thread 8-state kernel wherever it applies (SSMKIT_CUDA_SCAN_TYPED=0 keeps
+  // the run-time form): one dtype for u, delta, out, z and variable B/C, 16-byte vectors (so seqlen % 8
+  // == 0, whole sub-tiles) and no FMA-pipe exp2.
   const int u_dt = p.u.dtype;
   const bool one_dtype = p.delta.dtype == u_dt && p.out.dtype == u_dt &&
                          (!p.z.present() || p.z.dtype == u_dt) && (!var_b || p.B.dtype == u_dt) &&
                          (!var_c || p.C.dtype == u_dt) &&
                          (u_dt == SSMKIT_DTYPE_F32 || u_dt == SSMKIT_DTYPE_F16 || u_dt == SSMKIT_DTYPE_BF16);
-  const bool typed = env_int("SSMKIT_CUDA_SCAN_TYPED", 0) == 1 && lanes == 2 && states == 8 && one_dtype &&
+  const bool typed = env_int("SSMKIT_CUDA_SCAN_TYPED", 1) != 0 && lanes == 2 && states == 8 && one_dtype &&
                      a.vec && a.poly == 0;
   const int typed_dt = typed ? u_dt : -1;
 
   int dev = 0, sms = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, 12 * 32 / threads) : 1;
+  // Chunks are whole tiles of the kernel that runs.
+  const int64_t tile = typed ? kS1TypedTile : kS1Tile;
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, 12 * 32 / threads, tile) : 1;
   const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
   if (forced > 0) k = forced;
-  k = max64(1, min64(k, (L + kS1Tile - 1) / kS1Tile));
-  a.chunk_len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
-  if (a.chunk_len == 0) a.chunk_len = kS1Tile;
+  k = max64(1, min64(k, (L + tile - 1) / tile));
+  a.chunk_len = ((L + k - 1) / k + tile - 1) / tile * tile;
+  if (a.chunk_len == 0) a.chunk_len = tile;
   a.nchunks = max64(1, (L + a.chunk_len - 1) / a.chunk_len);
 
   void* work = nullptr;
