@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // channel loads the raw u, delta and z of steps [8 l / kP, 8 (l + 1) / kP) straight from global memory
 // with one vector load each (issued one sub-tile ahead, into registers), computes dt (bias, softplus),
 // dt * u and D * u for those steps, and with kP > 1 the lanes of the channel all-gather dt and dt * u
-// with shuffles: the per-(channel, step) work (two MUFU for softplus, two for silu) is done once per
+// with shuffles: the per-(channel, step) work (one MUFU for softplus, two for silu) is done once per
 // channel, not once per thread. The 8 steps then run with every operand in registers except B and C,
 // which the block stages per 16-step tile in shared memory as float rows (step, state) (loaded one tile
 // ahead, one barrier per tile); a thread reads its kS states of a row with kS / 4 16-byte loads (at
@@ -513,7 +513,8 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //   at 97d77b8: 2 x 8 at poly 1 740 us, at poly 0 702 us (f32 807 / 793 us, batch 1 x seqlen 16384
 //   1363 / 1330 us). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
 //   That softplus lost the relative accuracy of small steps (the golden Mamba model's CUDA logits left
-//   their tolerance in the merged run: 689 us there), so the series form is back (softplus_fast below).
+//   their tolerance in the merged run: 689 us there), so the series form came back (softplus_fast
+//   below, now the decode update's; the scan takes softplus_poly, one MUFU with the same accuracy).
 // - The 1 x 16 form (predicted 480-600 us from ~9.5 slots a state, no shuffles): 408.6M instructions
 //   (9.75 a state, as counted) but 970 us at poly 0, 975 us under Nsight with 40% of issue slots busy.
 //   Its 168 registers and 64-thread blocks leave 2.36 warps an SMSP (against 4.85), and those stall
@@ -536,8 +537,10 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // step)), against 13 a (state, step) measured for the run-time form. Expected: issue -30%, so ~510-550
 // us at the benchmark shape if issue stays ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel,
 // step): 16 ex2 of the decays, 2 for softplus, 2 for silu; 8 cycles a warp instruction: ~405 us at
-// 100%). Tried in the SASS and not kept: one y accumulator a step (-29 instructions a tile, a spill in
-// the loop), staging addresses hoisted out of the tile loop (-20 a 16-step tile, ~40 more lines).
+// 100%). softplus now takes one MUFU operation (softplus_poly): 19 a (channel, step), 2315 instructions a
+// 32-step tile (9.0 a (state, step)), the MUFU bound ~385 us. Tried in the SASS and not kept: one y
+// accumulator a step (-29 instructions a tile, a spill in the loop), staging addresses hoisted out of the
+// tile loop (-20 a 16-step tile, ~40 more lines).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
@@ -603,17 +606,40 @@ __device__ __forceinline__ float exp2_fma(float x) {
   return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 
+// softplus with one MUFU operation: max(x, 0) + log1p(t), t = exp(-|x|) in (0, 1], log1p(t) = t P(t)
+// with P a degree-8 polynomial fitted to log1p(t) / t on [0, 1] (relative error 3e-8; in float32 with
+// ex2.approx the result's relative error stays within ~5e-7 for |x| < 8, the same as the form it
+// replaced, whose max relative error there was ~1e-6). t P(t) keeps the small results' relative
+// accuracy (x very negative: softplus = t (1 - t / 2 + ...)), which the golden Mamba model needs (a form
+// lg2(1 + exp(-|x|)) without it moved its CUDA logits out of tolerance). Above x = 20, t P(t) < 2.1e-9 is
+// below half an ulp of x, so the result is x, as mamba_ssm's threshold gives. It replaced the series for
+// exp(x) < 1/16 with lg2(1 + exp(x)) above in the scan (softplus_fast, which the decode update keeps): 14
+// instructions and two MUFU, now 12 and one.
+__device__ __forceinline__ float softplus_poly(float x) {
+  const float t = ex2_approx(-fabsf(x) * kLog2e);
+  float p = 0.0052342950366437435f;
+  p = fmaf(p, t, -0.029512660577893257f);
+  p = fmaf(p, t, 0.07823995500802994f);
+  p = fmaf(p, t, -0.1366463005542755f);
+  p = fmaf(p, t, 0.19106774032115936f);
+  p = fmaf(p, t, -0.2484321892261505f);
+  p = fmaf(p, t, 0.3331913352012634f);
+  p = fmaf(p, t, -0.4999949634075165f);
+  p = fmaf(p, t, 1.0f);
+  return fmaf(t, p, fmaxf(x, 0.0f));
+}
+
 __device__ __forceinline__ float lg2_approx(float x) {
   float y;
   asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
 
-// softplus with two MUFU operations: log1p(e), e = exp(x), by its series below 1/16 (truncation error
-// 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result >= 0.06). A form without
-// the series (max(x, 0) + lg2(1 + exp(-|x|)) ln 2, 6 instructions) was measured 20 us faster at the
-// benchmark shape but loses the small results' relative accuracy (2.5e-3 of a step of 1e-4 at x = -9.2):
-// the golden Mamba model's CUDA logits left their tolerance, so the series stays.
+// softplus with two MUFU operations (the decode update's): log1p(e), e = exp(x), by its series below
+// 1/16 (truncation error 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result
+// >= 0.06). A form without the series (max(x, 0) + lg2(1 + exp(-|x|)) ln 2, 6 instructions) was measured
+// 20 us faster at the scan's benchmark shape but loses the small results' relative accuracy (2.5e-3 of a
+// step of 1e-4 at x = -9.2): the golden Mamba model's CUDA logits left their tolerance.
 __device__ __forceinline__ float softplus_fast(float x) {
   const float e = ex2_approx(x * kLog2e);
   float s = fmaf(e, -0.2f, 0.25f);
@@ -897,7 +923,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       float x = dv[e] + bias;
-      if (a.softplus) x = softplus_fast(x);
+      if (a.softplus) x = softplus_poly(x);
       // Steps past the end keep the state: decay 1, input 0.
       dt_own[e] = e < n_own ? x : 0.0f;
       dtu_own[e] = e < n_own ? x * uv[e] : 0.0f;
