@@ -537,16 +537,26 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // step)), against 13 a (state, step) measured for the run-time form. Expected: issue -30%, so ~510-550
 // us at the benchmark shape if issue stays ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel,
 // step): 16 ex2 of the decays, 2 for softplus, 2 for silu; 8 cycles a warp instruction: ~405 us at
-// 100%). softplus now takes one MUFU operation (softplus_poly): 19 a (channel, step), 2315 instructions a
-// 32-step tile (9.0 a (state, step)), the MUFU bound ~385 us. Tried in the SASS and not kept: one y
-// accumulator a step (-29 instructions a tile, a spill in the loop), staging addresses hoisted out of the
-// tile loop (-20 a 16-step tile, ~40 more lines).
+// 100%). Measured (H200, 21fb7d2, typed and run-time forms alternated in one run): bf16 613.5-621.0 us
+// against 720.9-721.6, float32 670.4-672.4 against 787.4-792.7, batch 1 x seqlen 16384 1236-1241
+// against 1350-1357; under Nsight 597.4 us, 381.1M warp instructions (9.1 a (state, step), as counted),
+// issue slots 61.7% busy, the XU (MUFU) pipe 70.4%, stalls per issue: MIO throttle 1.09 (the MUFU queue
+// with the shared loads and shuffles), short scoreboard 0.88, fixed-latency waits 0.91, instruction fetch
+// 0.03 (0.36 before). So the MUFU queue is now what waits: softplus takes one MUFU operation
+// (softplus_poly): 19 a (channel, step), 2315 instructions a 32-step tile, expected ~3-5% less time.
+// Tried in the SASS and not kept: one y accumulator a step (-29 instructions a tile, a spill in the
+// loop), staging addresses hoisted out of the tile loop (-20 a 16-step tile, ~40 more lines), silu with
+// one MUFU (exp(-|z|), then 1 / (1 + t) by a quadratic seed and two Newton steps: +144 instructions a
+// tile for -16 MUFU), the 4 x 4 form (48 registers for 10 blocks an SM: 72 bytes of spill, 12.2
+// instructions a (state, step)).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
 // state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
 // usual, each chunk first folding the chunk states before it into its true initial state (K-1 FMAs a
-// state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight.
+// state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight: with
+// one pass MUFU-bound at ~385 us at this many (state, step)s, two passes cannot reach 600 us at batch 1
+// x seqlen 16384 (~1.75 x 385 = 675 us at a full MUFU pipe); that needs fewer exps, not tuning.
 constexpr int kS1Sub = 8;    // steps per sub-tile (one 16-byte vector of a 16-bit type)
 constexpr int kS1Tile = 16;  // steps per staged B/C tile (one barrier per tile)
 // The typed form's tile: half the barriers and staging code a step, in 10.5 KB of shared memory.
@@ -2528,8 +2538,14 @@ const int32_t* seq_ptr(const tensor_view& t) {
   return t.present() ? t.ptr<const int32_t>() : nullptr;
 }
 
+// Launches the kernel, or with resident != nullptr stores how many of its blocks an SM holds at once.
 template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt>
-status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
+status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream, int* resident) {
+  if (resident != nullptr) {
+    SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        resident, scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt>, scan1_threads(kP, kS), 0));
+    return ok_status();
+  }
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
   scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
@@ -2539,35 +2555,36 @@ status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream
 
 template <int kP, int kS, int kDt = -1>
 status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, int* resident) {
   // The local pass reads no C.
   if (local) {
-    return var_b ? run_scan1<kP, kS, true, false, true, kDt>(op, a, blocks, stream)
-                 : run_scan1<kP, kS, false, false, true, kDt>(op, a, blocks, stream);
+    return var_b ? run_scan1<kP, kS, true, false, true, kDt>(op, a, blocks, stream, resident)
+                 : run_scan1<kP, kS, false, false, true, kDt>(op, a, blocks, stream, resident);
   }
-  if (var_b && var_c) return run_scan1<kP, kS, true, true, false, kDt>(op, a, blocks, stream);
-  if (var_b) return run_scan1<kP, kS, true, false, false, kDt>(op, a, blocks, stream);
-  if (var_c) return run_scan1<kP, kS, false, true, false, kDt>(op, a, blocks, stream);
-  return run_scan1<kP, kS, false, false, false, kDt>(op, a, blocks, stream);
+  if (var_b && var_c) return run_scan1<kP, kS, true, true, false, kDt>(op, a, blocks, stream, resident);
+  if (var_b) return run_scan1<kP, kS, true, false, false, kDt>(op, a, blocks, stream, resident);
+  if (var_c) return run_scan1<kP, kS, false, true, false, kDt>(op, a, blocks, stream, resident);
+  return run_scan1<kP, kS, false, false, false, kDt>(op, a, blocks, stream, resident);
 }
 
 // The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 2 x 8 (<= 16), 1 x 16 (<= 16,
 // forced by SSMKIT_CUDA_SCAN_LANES=1), 4 x 8 (<= 32).
 status run_scan1_p(const char* op, int lanes, int states, int typed_dt, const scan1_args& a, bool var_b,
-                   bool var_c, bool local, int64_t blocks, cudaStream_t stream) {
+                   bool var_c, bool local, int64_t blocks, cudaStream_t stream, int* resident = nullptr) {
   if (typed_dt == SSMKIT_DTYPE_BF16) {
-    return run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16>(op, a, var_b, var_c, local, blocks, stream);
+    return run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16>(op, a, var_b, var_c, local, blocks, stream, resident);
   }
   if (typed_dt == SSMKIT_DTYPE_F16) {
-    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F16>(op, a, var_b, var_c, local, blocks, stream);
+    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F16>(op, a, var_b, var_c, local, blocks, stream, resident);
   }
   if (typed_dt == SSMKIT_DTYPE_F32) {
-    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F32>(op, a, var_b, var_c, local, blocks, stream);
+    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F32>(op, a, var_b, var_c, local, blocks, stream, resident);
   }
-  if (lanes == 1 && states == 16) return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream);
-  if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream);
-  if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream);
-  return run_scan1_bc<4, 8>(op, a, var_b, var_c, local, blocks, stream);
+  if (lanes == 1 && states == 16)
+    return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream, resident);
+  if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
+  if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
+  return run_scan1_bc<4, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
 }
 
 int env_int(const char* name, int fallback) {
@@ -2575,11 +2592,14 @@ int env_int(const char* name, int fallback) {
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
 }
 
-// Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, at
-// least min_blocks, 12 warps' worth, as fewer leave the SFU idle on latency) x (steps per block); the
-// local pass costs 0.8 of a full pass per step (no C, y or output). One chunk unless splitting time pays
-// for the local pass.
-int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t min_blocks, int64_t tile) {
+// Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, rounded
+// up to whole waves of `resident` blocks: a wave's last blocks run nearly as long as a full wave) x
+// (steps per block, plus 4 a chunk state that the last chunk folds in); the local pass costs 0.8 of a
+// full pass per step (no C, y or output). One chunk unless splitting time pays for the local pass.
+// Measured (H200, bf16 batch 1 x dim 5120 x seqlen 16384, typed form): 8 chunks 1110.7 us, 12 1086.2, 16
+// 1083.5, 4 1249.8, 1 1777.3; the previous model (blocks not rounded to waves, no fold cost) chose 57
+// chunks of 288 steps: 1236-1241 us.
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t resident, int64_t tile) {
   int64_t best_k = 1;
   double best = 0;
   for (int64_t k = 1; k <= 64; ++k) {
@@ -2588,9 +2608,11 @@ int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t min_b
     const int64_t kr = (L + len - 1) / len;
     if (kr != k) continue;
     auto busiest = [&](int64_t chunks) {
-      return static_cast<double>(max64(min_blocks, (blocks_per_chunk * chunks + sms - 1) / sms));
+      const int64_t wave = sms * resident;
+      return static_cast<double>((blocks_per_chunk * chunks + wave - 1) / wave * resident);
     };
-    const double cost = busiest(k) * len + (k > 1 ? 0.8 * busiest(k - 1) * len : 0.0);
+    const double cost = busiest(k) * static_cast<double>(len + 4 * (k - 1)) +
+                        (k > 1 ? 0.8 * busiest(k - 1) * static_cast<double>(len) : 0.0);
     if (k == 1 || cost < best) best = cost, best_k = k;
   }
   return best_k;
@@ -2645,9 +2667,12 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   int dev = 0, sms = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  // Chunks are whole tiles of the kernel that runs.
+  // Chunks are whole tiles of the kernel that runs; its blocks an SM holds set the waves.
   const int64_t tile = typed ? kS1TypedTile : kS1Tile;
-  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, 12 * 32 / threads, tile) : 1;
+  int resident = 1;
+  SSMKIT_RETURN_IF_ERROR(
+      run_scan1_p(op, lanes, states, typed_dt, a, var_b, var_c, false, 0, stream, &resident));
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, max64(1, resident), tile) : 1;
   const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
   if (forced > 0) k = forced;
   k = max64(1, min64(k, (L + tile - 1) / tile));
