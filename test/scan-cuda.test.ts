@@ -420,9 +420,10 @@ function scanCases(): ScanCase[] {
   // The typed form of the two-thread 8-state kernel (one dtype, seqlen a multiple of 8, 16-byte aligned
   // rows): dstate 9 and 12 (states past dstate in the thread) and 16; channel blocks that end inside a
   // group (70 channels in 2 groups) and past 64 channels (130); one sub-tile (seqlen 8), a tile and a
-  // half (24); chunks forced so that a chunk ends half a tile past a tile boundary (seqlen 520 in 3
-  // chunks of 176 steps, 5 of 112), with sequence starts, initial and last states across them; the
-  // run-time-dtype form of the same cases beside it.
+  // half (24); chunks forced so that the last chunk ends inside a 32-step tile (seqlen 520 in 3 chunks
+  // of 192 steps, the last of 136; in 5 of 128, the last of 8), with sequence starts, initial and last
+  // states across them; its FMA-pipe exp2 form (poly 1); the run-time-dtype form of the same cases
+  // beside it.
   const r3 = new Rng(31);
   const s3: [number, number, number, number, number][] = [
     [2, 70, 64, 16, 2],
@@ -435,14 +436,15 @@ function scanCases(): ScanCase[] {
   let m = 0;
   for (const dtype of DTYPES_FLOAT) {
     for (const [batch, dim, seqlen, dstate, groups] of s3) {
-      for (const [chunks, typed] of [
-        [undefined, 1],
-        [3, 1],
-        [5, 1],
-        [3, 0],
+      for (const [chunks, typed, poly] of [
+        [undefined, 1, undefined],
+        [3, 1, undefined],
+        [5, 1, 1],
+        [3, 0, undefined],
+        [undefined, 1, 1],
       ] as const) {
         const mode = m++ % 4;
-        cases.push(kernelCase(r3, mode, m % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, typed }));
+        cases.push(kernelCase(r3, mode, m % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, typed, poly }));
       }
     }
   }

@@ -527,24 +527,24 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // The typed form (kDt >= 0; 2 x 8 only; the default where it applies, SSMKIT_CUDA_SCAN_TYPED=0 keeps the
 // run-time form): when u, delta, out, z and variable B/C share one dtype, seqlen % 8 == 0 and the rows
 // are 16-byte aligned (a.vec), the kernel is compiled for that dtype with vector loads and whole 8-step
-// sub-tiles known at compile time, without the FMA-pipe exp2 (poly 0), and with 32-step B/C tiles
-// (kS1TypedTile: half the barriers and staging code a step; chunks are then whole 32-step tiles). The
-// run-time form pays for its generality inside the sub-tile: the dtype switches of every load, unpack
-// and store, the scalar-tail paths and their predicates, and three inlined copies of the sub-tile (one
-// per poly count; ~104 KB of code, 0.36 cycles an issue waiting on instruction fetch in the profile).
-// Counted in the SASS (sm_90a, bf16, variable B/C, the tile loop with z and softplus): 1224
-// instructions per 16-step tile and thread with 16-step tiles, 2331 per 32-step tile (9.1 a (state,
-// step)), against 13 a (state, step) measured for the run-time form. Expected: issue -30%, so ~510-550
-// us at the benchmark shape if issue stays ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel,
-// step): 16 ex2 of the decays, 2 for softplus, 2 for silu; 8 cycles a warp instruction: ~405 us at
-// 100%). Measured (H200, 21fb7d2, typed and run-time forms alternated in one run): bf16 613.5-621.0 us
-// against 720.9-721.6, float32 670.4-672.4 against 787.4-792.7, batch 1 x seqlen 16384 1236-1241
-// against 1350-1357; under Nsight 597.4 us, 381.1M warp instructions (9.1 a (state, step), as counted),
-// issue slots 61.7% busy, the XU (MUFU) pipe 70.4%, stalls per issue: MIO throttle 1.09 (the MUFU queue
-// with the shared loads and shuffles), short scoreboard 0.88, fixed-latency waits 0.91, instruction fetch
-// 0.03 (0.36 before). So the MUFU queue is now what waits: softplus takes one MUFU operation
-// (softplus_poly): 19 a (channel, step), 2315 instructions a 32-step tile, expected ~3-5% less time.
-// Tried in the SASS and not kept: one y accumulator a step (-29 instructions a tile, a spill in the
+// sub-tiles known at compile time, with the FMA-pipe exp2 count as a template argument (kTPoly: 0, or 1
+// with SSMKIT_CUDA_SCAN_POLY=1: 2637 instructions and 272 MUFU a tile against 2315 and 304), and with 32-step
+// B/C tiles (kS1TypedTile: half the barriers and staging code a step; chunks are then whole 32-step tiles).
+// The run-time form pays for its generality inside the sub-tile: the dtype switches of every load, unpack and
+// store, the scalar-tail paths and their predicates, and three inlined copies of the sub-tile (one per poly
+// count; ~104 KB of code, 0.36 cycles an issue waiting on instruction fetch in the profile). Counted in the
+// SASS (sm_90a, bf16, variable B/C, the tile loop with z and softplus): 1224 instructions per 16-step tile
+// and thread with 16-step tiles, 2331 per 32-step tile (9.1 a (state, step)), against 13 a (state, step)
+// measured for the run-time form. Expected: issue -30%, so ~510-550 us at the benchmark shape if issue stays
+// ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel, step): 16 ex2 of the decays, 2 for softplus, 2
+// for silu; 8 cycles a warp instruction: ~405 us at 100%). Measured (H200, 21fb7d2, typed and run-time forms
+// alternated in one run): bf16 613.5-621.0 us against 720.9-721.6, float32 670.4-672.4 against 787.4-792.7,
+// batch 1 x seqlen 16384 1236-1241 against 1350-1357; under Nsight 597.4 us, 381.1M warp instructions (9.1 a
+// (state, step), as counted), issue slots 61.7% busy, the XU (MUFU) pipe 70.4%, stalls per issue: MIO
+// throttle 1.09 (the MUFU queue with the shared loads and shuffles), short scoreboard 0.88, fixed-latency
+// waits 0.91, instruction fetch 0.03 (0.36 before). So the MUFU queue is now what waits: softplus takes one
+// MUFU operation (softplus_poly): 19 a (channel, step), 2315 instructions a 32-step tile, expected ~3-5% less
+// time. Tried in the SASS and not kept: one y accumulator a step (-29 instructions a tile, a spill in the
 // loop), staging addresses hoisted out of the tile loop (-20 a 16-step tile, ~40 more lines), silu with
 // one MUFU (exp(-|z|), then 1 / (1 + t) by a quadratic seed and two Newton steps: +144 instructions a
 // tile for -16 MUFU), the 4 x 4 form (48 registers for 10 blocks an SM: 72 bytes of spill, 12.2
@@ -788,12 +788,12 @@ struct scan1_stage {
   int32_t seq_now, seq_prev;
 };
 
-template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt>
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt, int kTPoly>
 __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 : kS1MinBlocks)
     scan1_kernel(const scan1_args a) {
   constexpr int kThreads = scan1_threads(kP, kS);
   // The typed form (kDt: the one dtype of u, delta, z, out and variable B/C): dtypes, 16-byte vectors and
-  // whole 8-step sub-tiles known at compile time, no FMA-pipe exp2 (see launch_scan1 for its conditions).
+  // whole 8-step sub-tiles known at compile time, kTPoly FMA-pipe exp2 states (see launch_scan1).
   constexpr bool kTyped = kDt >= 0;
   const int u_dt = kTyped ? kDt : a.u_dt, delta_dt = kTyped ? kDt : a.delta_dt;
   const int z_dt = kTyped ? kDt : a.z_dt, out_dt = kTyped ? kDt : a.out_dt;
@@ -1040,7 +1040,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
       const int64_t ts = t0 + half * kS1Sub;
       if (ts < t_end) {
         if constexpr (kTyped) {
-          sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{});
+          sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, kTPoly>{});
         } else {
           switch (a.poly) {
             case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
@@ -2539,32 +2539,33 @@ const int32_t* seq_ptr(const tensor_view& t) {
 }
 
 // Launches the kernel, or with resident != nullptr stores how many of its blocks an SM holds at once.
-template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt>
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt, int kTPoly>
 status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream, int* resident) {
   if (resident != nullptr) {
     SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        resident, scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt>, scan1_threads(kP, kS), 0));
+        resident, scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt, kTPoly>, scan1_threads(kP, kS), 0));
     return ok_status();
   }
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
-  scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
+  scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt, kTPoly><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
 
-template <int kP, int kS, int kDt = -1>
+template <int kP, int kS, int kDt = -1, int kTPoly = 0>
 status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
                     cudaStream_t stream, int* resident) {
   // The local pass reads no C.
   if (local) {
-    return var_b ? run_scan1<kP, kS, true, false, true, kDt>(op, a, blocks, stream, resident)
-                 : run_scan1<kP, kS, false, false, true, kDt>(op, a, blocks, stream, resident);
+    return var_b ? run_scan1<kP, kS, true, false, true, kDt, kTPoly>(op, a, blocks, stream, resident)
+                 : run_scan1<kP, kS, false, false, true, kDt, kTPoly>(op, a, blocks, stream, resident);
   }
-  if (var_b && var_c) return run_scan1<kP, kS, true, true, false, kDt>(op, a, blocks, stream, resident);
-  if (var_b) return run_scan1<kP, kS, true, false, false, kDt>(op, a, blocks, stream, resident);
-  if (var_c) return run_scan1<kP, kS, false, true, false, kDt>(op, a, blocks, stream, resident);
-  return run_scan1<kP, kS, false, false, false, kDt>(op, a, blocks, stream, resident);
+  if (var_b && var_c)
+    return run_scan1<kP, kS, true, true, false, kDt, kTPoly>(op, a, blocks, stream, resident);
+  if (var_b) return run_scan1<kP, kS, true, false, false, kDt, kTPoly>(op, a, blocks, stream, resident);
+  if (var_c) return run_scan1<kP, kS, false, true, false, kDt, kTPoly>(op, a, blocks, stream, resident);
+  return run_scan1<kP, kS, false, false, false, kDt, kTPoly>(op, a, blocks, stream, resident);
 }
 
 // The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 2 x 8 (<= 16), 1 x 16 (<= 16,
@@ -2572,13 +2573,22 @@ status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c,
 status run_scan1_p(const char* op, int lanes, int states, int typed_dt, const scan1_args& a, bool var_b,
                    bool var_c, bool local, int64_t blocks, cudaStream_t stream, int* resident = nullptr) {
   if (typed_dt == SSMKIT_DTYPE_BF16) {
-    return run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16>(op, a, var_b, var_c, local, blocks, stream, resident);
+    return a.poly == 1 ? run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16, 1>(op, a, var_b, var_c, local, blocks, stream,
+                                                                  resident)
+                       : run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16, 0>(op, a, var_b, var_c, local, blocks, stream,
+                                                                  resident);
   }
   if (typed_dt == SSMKIT_DTYPE_F16) {
-    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F16>(op, a, var_b, var_c, local, blocks, stream, resident);
+    return a.poly == 1
+               ? run_scan1_bc<2, 8, SSMKIT_DTYPE_F16, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
+               : run_scan1_bc<2, 8, SSMKIT_DTYPE_F16, 0>(op, a, var_b, var_c, local, blocks, stream,
+                                                         resident);
   }
   if (typed_dt == SSMKIT_DTYPE_F32) {
-    return run_scan1_bc<2, 8, SSMKIT_DTYPE_F32>(op, a, var_b, var_c, local, blocks, stream, resident);
+    return a.poly == 1
+               ? run_scan1_bc<2, 8, SSMKIT_DTYPE_F32, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
+               : run_scan1_bc<2, 8, SSMKIT_DTYPE_F32, 0>(op, a, var_b, var_c, local, blocks, stream,
+                                                         resident);
   }
   if (lanes == 1 && states == 16)
     return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream, resident);
@@ -2654,14 +2664,14 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
   const int64_t per_chunk = Bt * a.groups * a.bpg;
   // The typed form of the two-thread 8-state kernel wherever it applies (SSMKIT_CUDA_SCAN_TYPED=0 keeps
   // the run-time form): one dtype for u, delta, out, z and variable B/C, 16-byte vectors (so seqlen % 8
-  // == 0, whole sub-tiles) and no FMA-pipe exp2.
+  // == 0, whole sub-tiles) and poly 0 or 1.
   const int u_dt = p.u.dtype;
   const bool one_dtype = p.delta.dtype == u_dt && p.out.dtype == u_dt &&
                          (!p.z.present() || p.z.dtype == u_dt) && (!var_b || p.B.dtype == u_dt) &&
                          (!var_c || p.C.dtype == u_dt) &&
                          (u_dt == SSMKIT_DTYPE_F32 || u_dt == SSMKIT_DTYPE_F16 || u_dt == SSMKIT_DTYPE_BF16);
   const bool typed = env_int("SSMKIT_CUDA_SCAN_TYPED", 1) != 0 && lanes == 2 && states == 8 && one_dtype &&
-                     a.vec && a.poly == 0;
+                     a.vec && a.poly <= 1;
   const int typed_dt = typed ? u_dt : -1;
 
   int dev = 0, sms = 1;
