@@ -544,11 +544,16 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // throttle 1.09 (the MUFU queue with the shared loads and shuffles), short scoreboard 0.88, fixed-latency
 // waits 0.91, instruction fetch 0.03 (0.36 before). So the MUFU queue is now what waits: softplus takes one
 // MUFU operation (softplus_poly): 19 a (channel, step), 2315 instructions a 32-step tile, expected ~3-5% less
-// time. Tried in the SASS and not kept: one y accumulator a step (-29 instructions a tile, a spill in the
-// loop), staging addresses hoisted out of the tile loop (-20 a 16-step tile, ~40 more lines), silu with
-// one MUFU (exp(-|z|), then 1 / (1 + t) by a quadratic seed and two Newton steps: +144 instructions a
-// tile for -16 MUFU), the 4 x 4 form (48 registers for 10 blocks an SM: 72 bytes of spill, 12.2
-// instructions a (state, step)).
+// time; measured (5dcd8c5) 1-2% less: bf16 594.8 us (typed rows 607.7-612.2 against 711.1-716.6 for the
+// run-time form), float32 653.2, batch 1 x seqlen 16384 1086.9 (with the chunk model below); under Nsight
+// 592.3 us, 378.5M instructions, issue 62.0% busy, XU 67.9%, stalls per issue: MIO throttle 0.99, short
+// scoreboard 0.88, fixed-latency waits 1.00 (the polynomial's 9-deep chain). Still 1.5x the MUFU bound (~385
+// us) with neither issue nor the MUFU pipe saturated: each warp waits on its MUFU and shared-load results and
+// on the MIO queue, with 3.9 of 5 warps a scheduler active. Tried in the SASS and not kept: one y accumulator
+// a step (-29 instructions a tile, a spill in the loop), staging addresses hoisted out of the tile loop (-20
+// a 16-step tile, ~40 more lines), silu with one MUFU (exp(-|z|), then 1 / (1 + t) by a quadratic seed and
+// two Newton steps: +144 instructions a tile for -16 MUFU), the 4 x 4 form (48 registers for 10 blocks an SM:
+// 72 bytes of spill, 12.2 instructions a (state, step)).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
