@@ -9,7 +9,8 @@
 // the states per thread whose exp2 runs on the FMA pipe (SSMKIT_CUDA_SCAN_POLY=0/1/2: where the MUFU and
 // issue limits cross), one thread of 16 states a channel instead of two of 8 (SSMKIT_CUDA_SCAN_LANES=1),
 // the number of time chunks (SSMKIT_CUDA_SCAN_CHUNKS: the time-parallel variant,
-// chosen by a cost model) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
+// chosen by a cost model), the two-thread 8-state kernel's typed form on and off (SSMKIT_CUDA_SCAN_TYPED=1/0,
+// alternated) and the previous generic kernel (SSMKIT_CUDA_SCAN_STATES=8/16), and the SSD
 // row with the tensor-core kernel's earlier and lean forms and the sequential kernel too
 // (SSMKIT_CUDA_SSD=scalar, lean, exact), and each decode row with the state update's forms forced (SSMKIT_CUDA_UPDATE_TILE=1|4|8: batch
 // elements a thread) and without programmatic dependent launch (SSMKIT_CUDA_UPDATE_PDL=0). Usage:
@@ -226,16 +227,23 @@ function checkAll() {
     seed = k0;
     const lg = scanInputs(1, 64, 4096, N, dtype, DEV);
     const lrc = selectiveScanSync(lc.u, lc.delta, lc.A, lc.B, lc.C, opts(lc));
-    for (const [chunks, poly, lanes] of [
-      ['8', '0', undefined],
-      ['8', '2', undefined],
-      ['8', '1', '1'],
-      [undefined, undefined, '1'],
-      [undefined, undefined, undefined],
+    for (const [chunks, poly, lanes, typed] of [
+      ['8', '0', undefined, '0'],
+      ['8', '2', undefined, undefined],
+      ['8', '1', '1', undefined],
+      [undefined, undefined, '1', undefined],
+      [undefined, undefined, undefined, '0'],
+      ['8', undefined, undefined, '1'],
+      [undefined, undefined, undefined, '1'],
     ]) {
-      const env = { SSMKIT_CUDA_SCAN_CHUNKS: chunks, SSMKIT_CUDA_SCAN_POLY: poly, SSMKIT_CUDA_SCAN_LANES: lanes };
+      const env = {
+        SSMKIT_CUDA_SCAN_CHUNKS: chunks,
+        SSMKIT_CUDA_SCAN_POLY: poly,
+        SSMKIT_CUDA_SCAN_LANES: lanes,
+        SSMKIT_CUDA_SCAN_TYPED: typed,
+      };
       const lrg = withEnvSync(env, () => selectiveScanSync(lg.u, lg.delta, lg.A, lg.B, lg.C, opts(lg)));
-      const what = `selectiveScan ${dtype} batch 1 seqlen 4096 chunks ${chunks ?? 'auto'} poly ${poly ?? 'auto'} lanes ${lanes ?? 'auto'}`;
+      const what = `selectiveScan ${dtype} batch 1 seqlen 4096 chunks ${chunks ?? 'auto'} poly ${poly ?? 'auto'} lanes ${lanes ?? 'auto'} typed ${typed ?? 'auto'}`;
       compare(what, lrg.out, lrc.out, tol);
       compare(`${what} lastState`, lrg.lastState, lrc.lastState, 6e-4);
     }
@@ -330,13 +338,21 @@ async function benchScan(label, batch, dim, L, N, dtype, anchor, chunkCounts = [
   report(label, await time(call, Math.min(iters, 20)), bytes, anchor, 'mamba_ssm CUDA');
   const short = label.split(',').slice(0, 2).join(',');
   const variants = [
+    // The typed form of the two-thread 8-state kernel and the run-time-dtype form, alternated (A/B).
+    ...[1, 0, 1, 0].map((t) => [{ SSMKIT_CUDA_SCAN_TYPED: t }, `${short}, typed ${t}`, '(SSMKIT_CUDA_SCAN_TYPED)']),
     ...[0, 1, 2].map((p) => [{ SSMKIT_CUDA_SCAN_POLY: p }, `${short}, poly ${p}`, '(FMA-pipe exp2 states forced)']),
     ...[0, 1].map((p) => [
       { SSMKIT_CUDA_SCAN_LANES: 1, SSMKIT_CUDA_SCAN_POLY: p },
       `${short}, 1 x 16 states, poly ${p}`,
       '(one thread of 16 states a channel forced)',
     ]),
-    ...chunkCounts.map((k) => [{ SSMKIT_CUDA_SCAN_CHUNKS: k }, `${short}, ${k} chunks`, '(time chunks forced)']),
+    ...chunkCounts.flatMap((k) =>
+      [1, 0].map((t) => [
+        { SSMKIT_CUDA_SCAN_CHUNKS: k, SSMKIT_CUDA_SCAN_TYPED: t },
+        `${short}, ${k} chunks, typed ${t}`,
+        '(time chunks forced)',
+      ]),
+    ),
     ...[16, 8].map((s) => [{ SSMKIT_CUDA_SCAN_STATES: s }, `${short}, generic kernel ${s} states`, '(previous kernel)']),
   ];
   for (const [env, name, note] of variants) {

@@ -100,17 +100,21 @@ function statesEnv(states: number | undefined): Record<string, string | undefine
 /**
  * The Mamba-1 kernel's knobs: SSMKIT_CUDA_SCAN_CHUNKS forces the number of time chunks (the
  * time-parallel variant), SSMKIT_CUDA_SCAN_POLY the states per thread whose exp2 runs on the FMA pipe,
- * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default).
+ * SSMKIT_CUDA_SCAN_LANES=1 one thread of 16 states a channel at 8 < dstate <= 16 (two of 8 by default),
+ * SSMKIT_CUDA_SCAN_TYPED=1|0 the two-thread 8-state kernel's typed form (one dtype known at compile
+ * time, whole 8-step sub-tiles; the default where it applies) or its run-time-dtype form.
  */
 function scan1Env(
   chunks: number | undefined,
   poly: number | undefined,
   lanes: number | undefined,
+  typed?: number,
 ): Record<string, string | undefined> {
   return {
     SSMKIT_CUDA_SCAN_CHUNKS: chunks === undefined ? undefined : String(chunks),
     SSMKIT_CUDA_SCAN_POLY: poly === undefined ? undefined : String(poly),
     SSMKIT_CUDA_SCAN_LANES: lanes === undefined ? undefined : String(lanes),
+    SSMKIT_CUDA_SCAN_TYPED: typed === undefined ? undefined : String(typed),
   };
 }
 
@@ -148,6 +152,8 @@ interface ScanCase {
   poly?: number;
   /** Threads a channel forced on the Mamba-1 kernel (1: one of 16 states at 8 < dstate <= 16). */
   lanes?: number;
+  /** The two-thread 8-state kernel's typed form forced on (1) or off (0). */
+  typed?: number;
 }
 
 function scanLabel(c: ScanCase): string {
@@ -159,7 +165,7 @@ function scanLabel(c: ScanCase): string {
     `${c.dtype}${c.mixed ? ' mixed' : ''} [${c.batch}, ${c.dim}, ${c.seqlen}] dstate ${c.dstate} ` +
     `B ${c.varB ? 'var' : 'const'} C ${c.varC ? 'var' : 'const'} groups ${c.groups} {${f}} states ${c.states ?? 'auto'}` +
     `${c.chunks === undefined ? '' : ` chunks ${c.chunks}`}${c.poly === undefined ? '' : ` poly ${c.poly}`}` +
-    `${c.lanes === undefined ? '' : ` lanes ${c.lanes}`}`
+    `${c.lanes === undefined ? '' : ` lanes ${c.lanes}`}${c.typed === undefined ? '' : ` typed ${c.typed}`}`
   );
 }
 
@@ -227,7 +233,7 @@ async function checkScan(c: ScanCase, seed: number): Promise<void> {
     { shape: [batch, dim, L], dtype },
     { shape: [batch, dim, N], dtype: 'float32' },
   ]);
-  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly, c.lanes) }, () =>
+  const res = await withEnv({ ...statesEnv(c.states), ...scan1Env(c.chunks, c.poly, c.lanes, c.typed) }, () =>
     selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, dopts),
   );
   expect(res.out.device).toBe(DEV);
@@ -335,7 +341,7 @@ function scanCases(): ScanCase[] {
     allFlags: boolean,
     dtype: FloatDType,
     [batch, dim, seqlen, dstate, groups]: [number, number, number, number, number],
-    forced: Pick<ScanCase, 'chunks' | 'poly' | 'lanes'>,
+    forced: Pick<ScanCase, 'chunks' | 'poly' | 'lanes' | 'typed'>,
   ): ScanCase => ({
     batch,
     dim,
@@ -409,6 +415,117 @@ function scanCases(): ScanCase[] {
         const mode = k++ % 4;
         cases.push(kernelCase(r2, mode, k % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, poly, lanes }));
       }
+    }
+  }
+  // The typed form of the two-thread 8-state kernel (one dtype, seqlen a multiple of 8, 16-byte aligned
+  // rows): dstate 9 and 12 (states past dstate in the thread) and 16; channel blocks that end inside a
+  // group (70 channels in 2 groups) and past 64 channels (130); one sub-tile (seqlen 8), a tile and a
+  // half (24); chunks forced so that the last chunk ends inside a 32-step tile (seqlen 520 in 3 chunks
+  // of 192 steps, the last of 136; in 5 of 128, the last of 8), with sequence starts, initial and last
+  // states across them; its FMA-pipe exp2 form (poly 1); the run-time-dtype form of the same cases
+  // beside it.
+  const r3 = new Rng(31);
+  const s3: [number, number, number, number, number][] = [
+    [2, 70, 64, 16, 2],
+    [1, 130, 248, 9, 1],
+    [3, 65, 16, 16, 5],
+    [1, 64, 8, 12, 1],
+    [2, 40, 520, 16, 1],
+    [1, 33, 24, 16, 3],
+  ];
+  let m = 0;
+  for (const dtype of DTYPES_FLOAT) {
+    for (const [batch, dim, seqlen, dstate, groups] of s3) {
+      for (const [chunks, typed, poly] of [
+        [undefined, 1, undefined],
+        [3, 1, undefined],
+        [5, 1, 1],
+        [3, 0, undefined],
+        [undefined, 1, 1],
+      ] as const) {
+        const mode = m++ % 4;
+        cases.push(kernelCase(r3, mode, m % 2 === 0, dtype, [batch, dim, seqlen, dstate, groups], { chunks, typed, poly }));
+      }
+    }
+  }
+  return cases;
+}
+
+/**
+ * The typed form against the run-time form of the same kernel, one chunk each: the same operations in
+ * the same order (the forms differ in what they know at compile time and in their B/C tile, not in
+ * arithmetic), so out and lastState must agree bit for bit. Every flag on; B and C variable or not.
+ */
+async function checkTypedBits(c: ScanCase, seed: number): Promise<void> {
+  const rng = new Rng(seed);
+  const { batch, dim, seqlen: L, dstate: N, dtype } = c;
+  const normal = () => rng.normal();
+  const u = randTensor([batch, dim, L], dtype, normal);
+  const delta = randTensor([batch, dim, L], dtype, () => rng.uniform() * 6 - 5);
+  const A = randTensor([dim, N], 'float32', () => -0.05 - 2 * rng.uniform());
+  const B = c.varB ? randTensor([batch, c.groups, N, L], dtype, normal) : randTensor([dim, N], 'float32', normal);
+  const C = c.varC ? randTensor([batch, c.groups, N, L], dtype, normal) : randTensor([dim, N], 'float32', normal);
+  const D = randTensor([dim], 'float32', normal);
+  const z = randTensor([batch, dim, L], dtype, () => 4 * normal());
+  const bias = randTensor([dim], 'float32', () => rng.uniform() - 0.5);
+  const init = randTensor([batch, dim, N], 'float32', normal);
+  const seq = seqIdx(rng, batch, L);
+  const args = await Promise.all([u.t, delta.t, A.t, B.t, C.t].map((t) => t.to(DEV)));
+  const opts = {
+    D: await dev(D.t),
+    z: await dev(z.t),
+    deltaBias: await dev(bias.t),
+    deltaSoftplus: true,
+    initialState: await dev(init.t),
+    seqIdx: c.flags.seq ? await dev(seq.t) : undefined,
+    returnLastState: true,
+  };
+  const run = (typed: number) =>
+    withEnv(scan1Env(1, undefined, undefined, typed), () =>
+      selectiveScan(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor, args[3] as Tensor, args[4] as Tensor, opts),
+    );
+  const t1 = await run(1);
+  const t0 = await run(0);
+  const label = scanLabel(c);
+  const same = (x: Tensor, y: Tensor, what: string) => {
+    const a = x.dataSync();
+    const b = y.dataSync();
+    expect(a.length).toBe(b.length);
+    const ua = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    const ub = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    const i = ua.findIndex((v, k) => v !== ub[k]);
+    if (i >= 0) {
+      const e = Math.floor(i / (a.byteLength / a.length));
+      throw new Error(`${label} ${what}: typed and run-time forms differ first at element ${e}: ${a[e]} vs ${b[e]}`);
+    }
+  };
+  same(t1.out, t0.out, 'out');
+  same(t1.lastState as Tensor, t0.lastState as Tensor, 'lastState');
+}
+
+function typedBitCases(): ScanCase[] {
+  const all = { D: true, z: true, deltaBias: true, softplus: true, init: true, seq: false };
+  const cases: ScanCase[] = [];
+  const shapes: [number, number, number, number, number][] = [
+    [2, 70, 72, 16, 2],
+    [1, 130, 40, 9, 1],
+    [2, 64, 200, 16, 4],
+  ];
+  let i = 0;
+  for (const dtype of DTYPES_FLOAT) {
+    for (const [batch, dim, seqlen, dstate, groups] of shapes) {
+      const mode = i++ % 4;
+      cases.push({
+        batch,
+        dim,
+        seqlen,
+        dstate,
+        dtype,
+        varB: mode !== 1,
+        varC: mode !== 2,
+        groups,
+        flags: { ...all, seq: i % 2 === 0 },
+      });
     }
   }
   return cases;
@@ -951,6 +1068,12 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
   describe('selectiveScan', () => {
     scanCases().forEach((c, i) => {
       it(scanLabel(c), () => checkScan(c, 1000 + i), 60_000);
+    });
+  });
+
+  describe('selectiveScan typed form against the run-time form, bit for bit', () => {
+    typedBitCases().forEach((c, i) => {
+      it(scanLabel(c), () => checkTypedBits(c, 5000 + i), 60_000);
     });
   });
 

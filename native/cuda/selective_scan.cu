@@ -13,7 +13,7 @@
 // chunked SSD algorithm on tensor cores instead (its design is with it below). Every other flag (softplus, z,
 // D, biases, initial and last state, seqIdx) is a run-time branch outside the state loop; every float input
 // may have its own dtype (float32, float16, bfloat16), read by a uniform switch in the load code. Environment
-// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES} (scan1_kernel),
+// knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES,TYPED} (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|lean (the sequential SSD
 // scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form on sm_90,
 // which SSMKIT_CUDA_SSD=shared asks for elsewhere),
@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 // channel loads the raw u, delta and z of steps [8 l / kP, 8 (l + 1) / kP) straight from global memory
 // with one vector load each (issued one sub-tile ahead, into registers), computes dt (bias, softplus),
 // dt * u and D * u for those steps, and with kP > 1 the lanes of the channel all-gather dt and dt * u
-// with shuffles: the per-(channel, step) work (two MUFU for softplus, two for silu) is done once per
+// with shuffles: the per-(channel, step) work (one MUFU for softplus, two for silu) is done once per
 // channel, not once per thread. The 8 steps then run with every operand in registers except B and C,
 // which the block stages per 16-step tile in shared memory as float rows (step, state) (loaded one tile
 // ahead, one barrier per tile); a thread reads its kS states of a row with kS / 4 16-byte loads (at
@@ -513,7 +513,8 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //   at 97d77b8: 2 x 8 at poly 1 740 us, at poly 0 702 us (f32 807 / 793 us, batch 1 x seqlen 16384
 //   1363 / 1330 us). With fewer instructions the FMA-pipe exp2 no longer pays: poly 0 is the default.
 //   That softplus lost the relative accuracy of small steps (the golden Mamba model's CUDA logits left
-//   their tolerance in the merged run: 689 us there), so the series form is back (softplus_fast below).
+//   their tolerance in the merged run: 689 us there), so the series form came back (softplus_fast
+//   below, now the decode update's; the scan takes softplus_poly, one MUFU with the same accuracy).
 // - The 1 x 16 form (predicted 480-600 us from ~9.5 slots a state, no shuffles): 408.6M instructions
 //   (9.75 a state, as counted) but 970 us at poly 0, 975 us under Nsight with 40% of issue slots busy.
 //   Its 168 registers and 64-thread blocks leave 2.36 warps an SMSP (against 4.85), and those stall
@@ -521,15 +522,52 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
 //   a thread do not hide the MUFU and shared-load latencies that the 2 x 8 form's extra warps do. f32
 //   1458 us (2 x 8: 793), batch 1 x seqlen 16384 1788 us (1330). So 2 x 8 stays the default.
 // Registers (-Xptxas -v, sm_90a; sm_80 and sm_89 alike): 2 x 8 and 4 x 8 96 (the variable-B/C forms
-// spill 4-12 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
+// spill 4-16 bytes; b1a0dbe's spilled too), 1 x 8 125-128, 1 x 16 164-168 (32 bytes with variable B only).
+//
+// The typed form (kDt >= 0; 2 x 8 only; the default where it applies, SSMKIT_CUDA_SCAN_TYPED=0 keeps the
+// run-time form): when u, delta, out, z and variable B/C share one dtype, seqlen % 8 == 0 and the rows
+// are 16-byte aligned (a.vec), the kernel is compiled for that dtype with vector loads and whole 8-step
+// sub-tiles known at compile time, with the FMA-pipe exp2 count as a template argument (kTPoly: 0, or 1
+// with SSMKIT_CUDA_SCAN_POLY=1: 2637 instructions and 272 MUFU a tile against 2315 and 304; measured slower,
+// d16446c: bf16 633.8 us against 592.1 at poly 0, float32 696.6 against 669.1, batch 1 x seqlen 16384
+// 1143.0 against 1089.5, so poly 0 stays the default and poly 1 a knob for the A/B), and with 32-step
+// B/C tiles (kS1TypedTile: half the barriers and staging code a step; chunks are then whole 32-step tiles).
+// The run-time form pays for its generality inside the sub-tile: the dtype switches of every load, unpack and
+// store, the scalar-tail paths and their predicates, and three inlined copies of the sub-tile (one per poly
+// count; ~104 KB of code, 0.36 cycles an issue waiting on instruction fetch in the profile). Counted in the
+// SASS (sm_90a, bf16, variable B/C, the tile loop with z and softplus): 1224 instructions per 16-step tile
+// and thread with 16-step tiles, 2331 per 32-step tile (9.1 a (state, step)), against 13 a (state, step)
+// measured for the run-time form. Expected: issue -30%, so ~510-550 us at the benchmark shape if issue stays
+// ~70% busy; the MUFU pipe then bounds it (20 MUFU a (channel, step): 16 ex2 of the decays, 2 for softplus, 2
+// for silu; 8 cycles a warp instruction: ~405 us at 100%). Measured (H200, 21fb7d2, typed and run-time forms
+// alternated in one run): bf16 613.5-621.0 us against 720.9-721.6, float32 670.4-672.4 against 787.4-792.7,
+// batch 1 x seqlen 16384 1236-1241 against 1350-1357; under Nsight 597.4 us, 381.1M warp instructions (9.1 a
+// (state, step), as counted), issue slots 61.7% busy, the XU (MUFU) pipe 70.4%, stalls per issue: MIO
+// throttle 1.09 (the MUFU queue with the shared loads and shuffles), short scoreboard 0.88, fixed-latency
+// waits 0.91, instruction fetch 0.03 (0.36 before). So the MUFU queue is now what waits: softplus takes one
+// MUFU operation (softplus_poly): 19 a (channel, step), 2315 instructions a 32-step tile, expected ~3-5% less
+// time; measured (5dcd8c5) 1-2% less: bf16 594.8 us (typed rows 607.7-612.2 against 711.1-716.6 for the
+// run-time form), float32 653.2, batch 1 x seqlen 16384 1086.9 (with the chunk model below); under Nsight
+// 592.3 us, 378.5M instructions, issue 62.0% busy, XU 67.9%, stalls per issue: MIO throttle 0.99, short
+// scoreboard 0.88, fixed-latency waits 1.00 (the polynomial's 9-deep chain). Still 1.5x the MUFU bound (~385
+// us) with neither issue nor the MUFU pipe saturated: each warp waits on its MUFU and shared-load results and
+// on the MIO queue, with 3.9 of 5 warps a scheduler active. Tried in the SASS and not kept: one y accumulator
+// a step (-29 instructions a tile, a spill in the loop), staging addresses hoisted out of the tile loop (-20
+// a 16-step tile, ~40 more lines), silu with one MUFU (exp(-|z|), then 1 / (1 + t) by a quadratic seed and
+// two Newton steps: +144 instructions a tile for -16 MUFU), the 4 x 4 form (48 registers for 10 blocks an SM:
+// 72 bytes of spill, 12.2 instructions a (state, step)).
 //
 // Time-parallel variant (few channels, long sequences: batch 1). The sequence is cut into K chunks. Pass
 // 1 (kLocal) runs chunks 0 .. K-2 from a zero state without C, y or outputs, and stores each chunk's end
 // state and total decay exp2(A log2 e sum dt) (0 if a sequence starts inside); pass 2 is this kernel as
 // usual, each chunk first folding the chunk states before it into its true initial state (K-1 FMAs a
-// state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight.
+// state at most). The chunks cost ~1.75x the exps of one pass, against 10x more threads in flight: with
+// one pass MUFU-bound at ~385 us at this many (state, step)s, two passes cannot reach 600 us at batch 1
+// x seqlen 16384 (~1.75 x 385 = 675 us at a full MUFU pipe); that needs fewer exps, not tuning.
 constexpr int kS1Sub = 8;    // steps per sub-tile (one 16-byte vector of a 16-bit type)
 constexpr int kS1Tile = 16;  // steps per staged B/C tile (one barrier per tile)
+// The typed form's tile: half the barriers and staging code a step, in 10.5 KB of shared memory.
+constexpr int kS1TypedTile = 32;
 // Five resident blocks per SM: the 640 blocks of the batch-8 shape then run in one wave (4.85 blocks an
 // SM on average, 5 on the busiest). At 128-thread blocks that caps registers at 102; the 64-thread blocks
 // of the 16-state form may take up to 204 (it uses 168: 6 blocks an SM).
@@ -561,7 +599,7 @@ struct scan1_args {
   int64_t cpg;        // channels per B/C group (blocks never straddle two)
   int64_t groups;     // dim / cpg
   int64_t bpg;        // blocks per group
-  int64_t chunk_len;  // steps per chunk, a multiple of kS1Tile
+  int64_t chunk_len;  // steps per chunk, a multiple of the kernel's tile
   int64_t nchunks;    // K
   int poly;           // states per thread (0 .. 2) whose exp2 runs on the FMA pipe
   bool softplus;
@@ -585,17 +623,40 @@ __device__ __forceinline__ float exp2_fma(float x) {
   return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 
+// softplus with one MUFU operation: max(x, 0) + log1p(t), t = exp(-|x|) in (0, 1], log1p(t) = t P(t)
+// with P a degree-8 polynomial fitted to log1p(t) / t on [0, 1] (relative error 3e-8; in float32 with
+// ex2.approx the result's relative error stays within ~5e-7 for |x| < 8, the same as the form it
+// replaced, whose max relative error there was ~1e-6). t P(t) keeps the small results' relative
+// accuracy (x very negative: softplus = t (1 - t / 2 + ...)), which the golden Mamba model needs (a form
+// lg2(1 + exp(-|x|)) without it moved its CUDA logits out of tolerance). Above x = 20, t P(t) < 2.1e-9 is
+// below half an ulp of x, so the result is x, as mamba_ssm's threshold gives. It replaced the series for
+// exp(x) < 1/16 with lg2(1 + exp(x)) above in the scan (softplus_fast, which the decode update keeps): 14
+// instructions and two MUFU, now 12 and one.
+__device__ __forceinline__ float softplus_poly(float x) {
+  const float t = ex2_approx(-fabsf(x) * kLog2e);
+  float p = 0.0052342950366437435f;
+  p = fmaf(p, t, -0.029512660577893257f);
+  p = fmaf(p, t, 0.07823995500802994f);
+  p = fmaf(p, t, -0.1366463005542755f);
+  p = fmaf(p, t, 0.19106774032115936f);
+  p = fmaf(p, t, -0.2484321892261505f);
+  p = fmaf(p, t, 0.3331913352012634f);
+  p = fmaf(p, t, -0.4999949634075165f);
+  p = fmaf(p, t, 1.0f);
+  return fmaf(t, p, fmaxf(x, 0.0f));
+}
+
 __device__ __forceinline__ float lg2_approx(float x) {
   float y;
   asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
 
-// softplus with two MUFU operations: log1p(e), e = exp(x), by its series below 1/16 (truncation error
-// 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result >= 0.06). A form without
-// the series (max(x, 0) + lg2(1 + exp(-|x|)) ln 2, 6 instructions) was measured 20 us faster at the
-// benchmark shape but loses the small results' relative accuracy (2.5e-3 of a step of 1e-4 at x = -9.2):
-// the golden Mamba model's CUDA logits left their tolerance, so the series stays.
+// softplus with two MUFU operations (the decode update's): log1p(e), e = exp(x), by its series below
+// 1/16 (truncation error 1.6e-7 relative) and by lg2(1 + e) above (absolute error ~2^-22 over a result
+// >= 0.06). A form without the series (max(x, 0) + lg2(1 + exp(-|x|)) ln 2, 6 instructions) was measured
+// 20 us faster at the scan's benchmark shape but loses the small results' relative accuracy (2.5e-3 of a
+// step of 1e-4 at x = -9.2): the golden Mamba model's CUDA logits left their tolerance.
 __device__ __forceinline__ float softplus_fast(float x) {
   const float e = ex2_approx(x * kLog2e);
   float s = fmaf(e, -0.2f, 0.25f);
@@ -717,33 +778,41 @@ __device__ __forceinline__ void store_vec(void* p, int dt, int64_t off, int n, b
   }
 }
 
-template <int kP, int kS>
+template <int kP, int kS, int kT>
 struct scan1_smem {
   static constexpr int kPitch = kP * kS + 4;  // floats per staged B/C row (16-byte aligned)
-  float b[2][kS1Tile][kPitch];                // (buffer, step, state)
-  float c[2][kS1Tile][kPitch];
-  float rb[2][kS1Tile];  // -inf where a new sequence starts, else 0
+  float b[2][kT][kPitch];                     // (buffer, step, state)
+  float c[2][kT][kPitch];
+  float rb[2][kT];  // -inf where a new sequence starts, else 0
 };
 
 // The raw B/C values a thread stages per tile: (tensor, state, 4 steps) items.
-template <int kP, int kS>
+template <int kP, int kS, int kT>
 struct scan1_stage {
-  static constexpr int kItems = 2 * kP * kS * (kS1Tile / 4);  // B and C, padded states, step quads
+  static constexpr int kItems = 2 * kP * kS * (kT / 4);  // B and C, padded states, step quads
   static constexpr int kPerThread = (kItems + scan1_threads(kP, kS) - 1) / scan1_threads(kP, kS);
   raw_vec<4> v[kPerThread];
   int32_t seq_now, seq_prev;
 };
 
-template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal>
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt, int kTPoly>
 __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 : kS1MinBlocks)
     scan1_kernel(const scan1_args a) {
   constexpr int kThreads = scan1_threads(kP, kS);
+  // The typed form (kDt: the one dtype of u, delta, z, out and variable B/C): dtypes, 16-byte vectors and
+  // whole 8-step sub-tiles known at compile time, kTPoly FMA-pipe exp2 states (see launch_scan1).
+  constexpr bool kTyped = kDt >= 0;
+  const int u_dt = kTyped ? kDt : a.u_dt, delta_dt = kTyped ? kDt : a.delta_dt;
+  const int z_dt = kTyped ? kDt : a.z_dt, out_dt = kTyped ? kDt : a.out_dt;
+  const int b_dt = kTyped && kVarB ? kDt : a.b_dt, c_dt = kTyped && kVarC ? kDt : a.c_dt;
+  const bool vec = kTyped || a.vec;
+  constexpr int kTile = kTyped ? kS1TypedTile : kS1Tile;
   constexpr int E = kS1Sub / kP;  // steps of a sub-tile whose per-step work this lane does
   constexpr int kCh = kThreads / kP;
   constexpr bool kUseC = !kLocal;
   // Independent partial sums of y a step (kS / 4 chains of 4 FFMA each).
   constexpr int kAcc = kS / 4;
-  __shared__ __align__(16) scan1_smem<kP, kS> sm;
+  __shared__ __align__(16) scan1_smem<kP, kS, kTile> sm;
 
   const int tid = threadIdx.x;
   int64_t blk = blockIdx.x;
@@ -773,8 +842,8 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
     const bool ok = n < N;
     h[i] = 0.0f;
     a2[i] = ok ? a.A[c * N + n] * kLog2e : 0.0f;
-    bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
-    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+    bk[i] = !kVarB && ok ? load_any(a.B, b_dt, c * N + n) : 0.0f;
+    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, c_dt, c * N + n) : 0.0f;
   }
   if constexpr (!kLocal) {
     // The true initial state: the given one, then each earlier chunk's decay and end state folded in.
@@ -796,26 +865,28 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   const float dval = a.D != nullptr ? a.D[c] : 0.0f;
 
   // B/C tile staging: item it = (tensor, state, quad): 4 steps of one state row, loaded one tile ahead.
-  scan1_stage<kP, kS> st;
+  scan1_stage<kP, kS, kTile> st;
   auto stage_load = [&](int64_t t0) {
 #pragma unroll
-    for (int k = 0; k < scan1_stage<kP, kS>::kPerThread; ++k) {
+    for (int k = 0; k < scan1_stage<kP, kS, kTile>::kPerThread; ++k) {
       const int it = tid + k * kThreads;
-      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
-                which = it / (kS1Tile / 4) / (kP * kS);
+      const int q = it % (kTile / 4), n = (it / (kTile / 4)) % (kP * kS),
+                which = it / (kTile / 4) / (kP * kS);
       const int64_t tq = t0 + 4 * q;
       const int cnt = static_cast<int>(max64(0, min64(4, t_end - tq)));
-      const bool want = it < scan1_stage<kP, kS>::kItems && n < N && (which == 0 ? kVarB : kVarC && kUseC);
+      // The typed form's steps end on a whole sub-tile: a quad is all there or all past the end.
+      const bool want = it < scan1_stage<kP, kS, kTile>::kItems && n < N &&
+                        (which == 0 ? kVarB : kVarC && kUseC) && (!kTyped || tq < t_end);
       if (want) {
         const void* p = which == 0 ? a.B : a.C;
-        const int dt = which == 0 ? a.b_dt : a.c_dt;
-        load_raw<4>(st.v[k], p, dt, (bc_row * N + n) * L + tq, cnt, a.vec);
+        const int dt = which == 0 ? b_dt : c_dt;
+        load_raw<4>(st.v[k], p, dt, (bc_row * N + n) * L + tq, kTyped ? 4 : cnt, vec);
       } else {
 #pragma unroll
         for (int w = 0; w < 4; ++w) st.v[k].w[w] = 0;
       }
     }
-    if (tid < kS1Tile) {
+    if (tid < kTile) {
       const int64_t t = t0 + tid;
       const bool ok = seq != nullptr && t > 0 && t < t_end;
       st.seq_now = ok ? seq[t] : 0;
@@ -824,29 +895,30 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   };
   auto stage_store = [&](int buf) {
 #pragma unroll
-    for (int k = 0; k < scan1_stage<kP, kS>::kPerThread; ++k) {
+    for (int k = 0; k < scan1_stage<kP, kS, kTile>::kPerThread; ++k) {
       const int it = tid + k * kThreads;
-      if (it >= scan1_stage<kP, kS>::kItems) continue;
-      const int q = it % (kS1Tile / 4), n = (it / (kS1Tile / 4)) % (kP * kS),
-                which = it / (kS1Tile / 4) / (kP * kS);
-      const int dt = which == 0 ? a.b_dt : a.c_dt;
+      if (it >= scan1_stage<kP, kS, kTile>::kItems) continue;
+      const int q = it % (kTile / 4), n = (it / (kTile / 4)) % (kP * kS),
+                which = it / (kTile / 4) / (kP * kS);
+      const int dt = which == 0 ? b_dt : c_dt;
       float v[4];
       unpack_raw<4>(st.v[k], dt, v);
-      float(*dst)[scan1_smem<kP, kS>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
+      float(*dst)[scan1_smem<kP, kS, kTile>::kPitch] = which == 0 ? sm.b[buf] : sm.c[buf];
 #pragma unroll
       for (int e = 0; e < 4; ++e) dst[4 * q + e][n] = v[e];
     }
-    if (tid < kS1Tile) sm.rb[buf][tid] = st.seq_now != st.seq_prev ? -INFINITY : 0.0f;
+    if (tid < kTile) sm.rb[buf][tid] = st.seq_now != st.seq_prev ? -INFINITY : 0.0f;
   };
 
   // Per-channel inputs of a sub-tile: this lane's E steps, loaded one sub-tile ahead.
   raw_vec<E> ru, rd, rz;
   auto chan_load = [&](int64_t ts) {
     const int64_t t = ts + l * E;
-    const int n = static_cast<int>(max64(0, min64(E, t_end - t)));
-    load_raw<E>(ru, a.u, a.u_dt, row + t, n, a.vec);
-    load_raw<E>(rd, a.delta, a.delta_dt, row + t, n, a.vec);
-    if (!kLocal && a.z != nullptr) load_raw<E>(rz, a.z, a.z_dt, row + t, n, a.vec);
+    // The typed form loads only whole sub-tiles (launch_scan1: seqlen % 8 == 0).
+    const int n = kTyped ? E : static_cast<int>(max64(0, min64(E, t_end - t)));
+    load_raw<E>(ru, a.u, u_dt, row + t, n, vec);
+    load_raw<E>(rd, a.delta, delta_dt, row + t, n, vec);
+    if (!kLocal && a.z != nullptr) load_raw<E>(rz, a.z, z_dt, row + t, n, vec);
   };
 
   float sum_dt = 0.0f;  // kLocal: the chunk's sum of dt
@@ -856,11 +928,11 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
   auto sub_tile = [&](int64_t ts, int buf, int r0, auto poly_tag) {
     constexpr int kPoly = decltype(poly_tag)::value;
     float uv[E], dv[E], zv[E];
-    unpack_raw<E>(ru, a.u_dt, uv);
-    unpack_raw<E>(rd, a.delta_dt, dv);
-    if (!kLocal && a.z != nullptr) unpack_raw<E>(rz, a.z_dt, zv);
+    unpack_raw<E>(ru, u_dt, uv);
+    unpack_raw<E>(rd, delta_dt, dv);
+    if (!kLocal && a.z != nullptr) unpack_raw<E>(rz, z_dt, zv);
     const int64_t t_own = ts + l * E;
-    const int n_own = static_cast<int>(max64(0, min64(E, t_end - t_own)));
+    const int n_own = kTyped ? E : static_cast<int>(max64(0, min64(E, t_end - t_own)));
     // Issue the next sub-tile's loads before this one's arithmetic.
     if (ts + kS1Sub < t_end) chan_load(ts + kS1Sub);
 
@@ -868,7 +940,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       float x = dv[e] + bias;
-      if (a.softplus) x = softplus_fast(x);
+      if (a.softplus) x = softplus_poly(x);
       // Steps past the end keep the state: decay 1, input 0.
       dt_own[e] = e < n_own ? x : 0.0f;
       dtu_own[e] = e < n_own ? x * uv[e] : 0.0f;
@@ -956,7 +1028,7 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
         if (a.z != nullptr) v *= silu_fast(zv[e]);
         o[e] = v;
       }
-      if (active) store_vec<E>(a.out, a.out_dt, row + t_own, n_own, a.vec, o);
+      if (active) store_vec<E>(a.out, out_dt, row + t_own, n_own, vec, o);
     }
   };
 
@@ -967,17 +1039,21 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
     __syncthreads();
   }
   int buf = 0;
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kS1Tile) {
-    const bool more = t0 + kS1Tile < t_end;
-    if (more) stage_load(t0 + kS1Tile);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile) {
+    const bool more = t0 + kTile < t_end;
+    if (more) stage_load(t0 + kTile);
 #pragma unroll
-    for (int half = 0; half < kS1Tile / kS1Sub; ++half) {
+    for (int half = 0; half < kTile / kS1Sub; ++half) {
       const int64_t ts = t0 + half * kS1Sub;
       if (ts < t_end) {
-        switch (a.poly) {
-          case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
-          case 1: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 1>{}); break;
-          default: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 2>{}); break;
+        if constexpr (kTyped) {
+          sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, kTPoly>{});
+        } else {
+          switch (a.poly) {
+            case 0: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 0>{}); break;
+            case 1: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 1>{}); break;
+            default: sub_tile(ts, buf, half * kS1Sub, std::integral_constant<int, 2>{}); break;
+          }
         }
       }
     }
@@ -2469,37 +2545,63 @@ const int32_t* seq_ptr(const tensor_view& t) {
   return t.present() ? t.ptr<const int32_t>() : nullptr;
 }
 
-template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal>
-status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream) {
+// Launches the kernel, or with resident != nullptr stores how many of its blocks an SM holds at once.
+template <int kP, int kS, bool kVarB, bool kVarC, bool kLocal, int kDt, int kTPoly>
+status run_scan1(const char* op, const scan1_args& a, int64_t blocks, cudaStream_t stream, int* resident) {
+  if (resident != nullptr) {
+    SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        resident, scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt, kTPoly>, scan1_threads(kP, kS), 0));
+    return ok_status();
+  }
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, blocks, &grid));
-  scan1_kernel<kP, kS, kVarB, kVarC, kLocal><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
+  scan1_kernel<kP, kS, kVarB, kVarC, kLocal, kDt, kTPoly><<<grid, scan1_threads(kP, kS), 0, stream>>>(a);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
 
-template <int kP, int kS>
+template <int kP, int kS, int kDt = -1, int kTPoly = 0>
 status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c, bool local, int64_t blocks,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, int* resident) {
   // The local pass reads no C.
   if (local) {
-    return var_b ? run_scan1<kP, kS, true, false, true>(op, a, blocks, stream)
-                 : run_scan1<kP, kS, false, false, true>(op, a, blocks, stream);
+    return var_b ? run_scan1<kP, kS, true, false, true, kDt, kTPoly>(op, a, blocks, stream, resident)
+                 : run_scan1<kP, kS, false, false, true, kDt, kTPoly>(op, a, blocks, stream, resident);
   }
-  if (var_b && var_c) return run_scan1<kP, kS, true, true, false>(op, a, blocks, stream);
-  if (var_b) return run_scan1<kP, kS, true, false, false>(op, a, blocks, stream);
-  if (var_c) return run_scan1<kP, kS, false, true, false>(op, a, blocks, stream);
-  return run_scan1<kP, kS, false, false, false>(op, a, blocks, stream);
+  if (var_b && var_c)
+    return run_scan1<kP, kS, true, true, false, kDt, kTPoly>(op, a, blocks, stream, resident);
+  if (var_b) return run_scan1<kP, kS, true, false, false, kDt, kTPoly>(op, a, blocks, stream, resident);
+  if (var_c) return run_scan1<kP, kS, false, true, false, kDt, kTPoly>(op, a, blocks, stream, resident);
+  return run_scan1<kP, kS, false, false, false, kDt, kTPoly>(op, a, blocks, stream, resident);
 }
 
 // The forms (threads a channel x states a thread): 1 x 8 (dstate <= 8), 2 x 8 (<= 16), 1 x 16 (<= 16,
 // forced by SSMKIT_CUDA_SCAN_LANES=1), 4 x 8 (<= 32).
-status run_scan1_p(const char* op, int lanes, int states, const scan1_args& a, bool var_b, bool var_c,
-                   bool local, int64_t blocks, cudaStream_t stream) {
-  if (lanes == 1 && states == 16) return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream);
-  if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream);
-  if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream);
-  return run_scan1_bc<4, 8>(op, a, var_b, var_c, local, blocks, stream);
+status run_scan1_p(const char* op, int lanes, int states, int typed_dt, const scan1_args& a, bool var_b,
+                   bool var_c, bool local, int64_t blocks, cudaStream_t stream, int* resident = nullptr) {
+  if (typed_dt == SSMKIT_DTYPE_BF16) {
+    return a.poly == 1 ? run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16, 1>(op, a, var_b, var_c, local, blocks, stream,
+                                                                  resident)
+                       : run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16, 0>(op, a, var_b, var_c, local, blocks, stream,
+                                                                  resident);
+  }
+  if (typed_dt == SSMKIT_DTYPE_F16) {
+    return a.poly == 1
+               ? run_scan1_bc<2, 8, SSMKIT_DTYPE_F16, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
+               : run_scan1_bc<2, 8, SSMKIT_DTYPE_F16, 0>(op, a, var_b, var_c, local, blocks, stream,
+                                                         resident);
+  }
+  if (typed_dt == SSMKIT_DTYPE_F32) {
+    return a.poly == 1
+               ? run_scan1_bc<2, 8, SSMKIT_DTYPE_F32, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
+               : run_scan1_bc<2, 8, SSMKIT_DTYPE_F32, 0>(op, a, var_b, var_c, local, blocks, stream,
+                                                         resident);
+  }
+  if (lanes == 1 && states == 16)
+    return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream, resident);
+  if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
+  if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
+  return run_scan1_bc<4, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
 }
 
 int env_int(const char* name, int fallback) {
@@ -2507,22 +2609,27 @@ int env_int(const char* name, int fallback) {
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
 }
 
-// Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, at
-// least min_blocks, 12 warps' worth, as fewer leave the SFU idle on latency) x (steps per block); the
-// local pass costs 0.8 of a full pass per step (no C, y or output). One chunk unless splitting time pays
-// for the local pass.
-int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t min_blocks) {
+// Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, rounded
+// up to whole waves of `resident` blocks: a wave's last blocks run nearly as long as a full wave) x
+// (steps per block, plus 4 a chunk state that the last chunk folds in); the local pass costs 0.8 of a
+// full pass per step (no C, y or output). One chunk unless splitting time pays for the local pass.
+// Measured (H200, bf16 batch 1 x dim 5120 x seqlen 16384, typed form): 8 chunks 1110.7 us, 12 1086.2, 16
+// 1083.5, 4 1249.8, 1 1777.3; the previous model (blocks not rounded to waves, no fold cost) chose 57
+// chunks of 288 steps: 1236-1241 us.
+int64_t scan1_chunks(int64_t blocks_per_chunk, int64_t L, int sms, int64_t resident, int64_t tile) {
   int64_t best_k = 1;
   double best = 0;
   for (int64_t k = 1; k <= 64; ++k) {
-    const int64_t len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
+    const int64_t len = ((L + k - 1) / k + tile - 1) / tile * tile;
     if (k > 1 && len < 256) break;
     const int64_t kr = (L + len - 1) / len;
     if (kr != k) continue;
     auto busiest = [&](int64_t chunks) {
-      return static_cast<double>(max64(min_blocks, (blocks_per_chunk * chunks + sms - 1) / sms));
+      const int64_t wave = sms * resident;
+      return static_cast<double>((blocks_per_chunk * chunks + wave - 1) / wave * resident);
     };
-    const double cost = busiest(k) * len + (k > 1 ? 0.8 * busiest(k - 1) * len : 0.0);
+    const double cost = busiest(k) * static_cast<double>(len + 4 * (k - 1)) +
+                        (k > 1 ? 0.8 * busiest(k - 1) * static_cast<double>(len) : 0.0);
     if (k == 1 || cost < best) best = cost, best_k = k;
   }
   return best_k;
@@ -2562,16 +2669,32 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
     return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_POLY must be 0, 1 or 2", op);
   }
   const int64_t per_chunk = Bt * a.groups * a.bpg;
+  // The typed form of the two-thread 8-state kernel wherever it applies (SSMKIT_CUDA_SCAN_TYPED=0 keeps
+  // the run-time form): one dtype for u, delta, out, z and variable B/C, 16-byte vectors (so seqlen % 8
+  // == 0, whole sub-tiles) and poly 0 or 1.
+  const int u_dt = p.u.dtype;
+  const bool one_dtype = p.delta.dtype == u_dt && p.out.dtype == u_dt &&
+                         (!p.z.present() || p.z.dtype == u_dt) && (!var_b || p.B.dtype == u_dt) &&
+                         (!var_c || p.C.dtype == u_dt) &&
+                         (u_dt == SSMKIT_DTYPE_F32 || u_dt == SSMKIT_DTYPE_F16 || u_dt == SSMKIT_DTYPE_BF16);
+  const bool typed = env_int("SSMKIT_CUDA_SCAN_TYPED", 1) != 0 && lanes == 2 && states == 8 && one_dtype &&
+                     a.vec && a.poly <= 1;
+  const int typed_dt = typed ? u_dt : -1;
 
   int dev = 0, sms = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, 12 * 32 / threads) : 1;
+  // Chunks are whole tiles of the kernel that runs; its blocks an SM holds set the waves.
+  const int64_t tile = typed ? kS1TypedTile : kS1Tile;
+  int resident = 1;
+  SSMKIT_RETURN_IF_ERROR(
+      run_scan1_p(op, lanes, states, typed_dt, a, var_b, var_c, false, 0, stream, &resident));
+  int64_t k = L > 0 ? scan1_chunks(per_chunk, L, sms, max64(1, resident), tile) : 1;
   const int forced = env_int("SSMKIT_CUDA_SCAN_CHUNKS", 0);
   if (forced > 0) k = forced;
-  k = max64(1, min64(k, (L + kS1Tile - 1) / kS1Tile));
-  a.chunk_len = ((L + k - 1) / k + kS1Tile - 1) / kS1Tile * kS1Tile;
-  if (a.chunk_len == 0) a.chunk_len = kS1Tile;
+  k = max64(1, min64(k, (L + tile - 1) / tile));
+  a.chunk_len = ((L + k - 1) / k + tile - 1) / tile * tile;
+  if (a.chunk_len == 0) a.chunk_len = tile;
   a.nchunks = max64(1, (L + a.chunk_len - 1) / a.chunk_len);
 
   void* work = nullptr;
@@ -2581,13 +2704,14 @@ status launch_scan1(const char* op, const selective_scan_params& p, cudaStream_t
     a.chunk_h = static_cast<float*>(work);
     a.chunk_decay = a.chunk_h + (a.nchunks - 1) * Bt * Dm * N;
     const status s =
-        run_scan1_p(op, lanes, states, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
+        run_scan1_p(op, lanes, states, typed_dt, a, var_b, var_c, true, per_chunk * (a.nchunks - 1), stream);
     if (!s.ok()) {
       cudaFreeAsync(work, stream);
       return s;
     }
   }
-  const status s = run_scan1_p(op, lanes, states, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
+  const status s =
+      run_scan1_p(op, lanes, states, typed_dt, a, var_b, var_c, false, per_chunk * a.nchunks, stream);
   if (work != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(work, stream));
   return s;
 }
