@@ -146,11 +146,30 @@
 // kernels (449c017, bench --quick): bf16 61.5 / 284.0 / 532.0, float32 63.0 / 328.2 (runs 321-358) /
 // 514.8 us: the float32 row at 4096 moved 291 -> 328 between the two runs, within this short bench's
 // spread there.
+// m = 1024 as 32 x 32 (conv_wide_plan, SSMKIT_CUDA_FFT_WIDE=1 at 4 blocks an SM and a 128-register cap,
+// 2 at 3 blocks and 168; unset keeps the 16-value plan): a row a warp, each lane one 32-point group in
+// registers, two passes of radix 32 instead of three (16, 8, 8), so one exchange through shared memory
+// each way instead of two, one twiddled pass each way instead of two, and the warp's own barrier
+// instead of a named one per row; the product by mirror lanes (lane l and l ^ 16) as at m = 4096. Pass
+// 1's output sits in a layout padded every 32 values (padded32_row), so that its writes (lanes 33 values
+// apart) and the last pass's reads (consecutive) are free of bank conflicts, where the 16-value plan's
+// loads ran at 2.5 wavefronts a request. Count (Nsight, 16-value plan): 5300 warp instructions a row,
+// 60% of them float32 arithmetic. The radix-2 butterflies are the same 5120 a transform either way;
+// what goes is a twiddled pass (1024 complex products and ~900 root products, ~8 K lane
+// instructions a transform, less ~1.5 K for the 20 general products inside each DFT-32) and an
+// exchange (~2.5 K): ~20 K lane instructions a row, ~650 warp instructions, 12%; the PTX has 8752
+// instructions a lane-row against ~9500 (two warps of 5020, less thread 0's own branch). Predicted:
+// the conv kernel 54.9 -> 46-50 us at the same issue rate (16 warps an SM where the 80-register plan
+// had 24, but 32 independent values a lane), the call 62 -> 53-57 us at 8 x 768 x 1024: short of the
+// 45 us aim, which needs the arithmetic itself cut (the DFTs' float32 adds and products are ~2/3 of
+// the issue slots). Registers: 128 with 48 bytes of spill (4 blocks an SM), 168 without (3).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "cuda_check.cuh"
@@ -405,7 +424,9 @@ __device__ __forceinline__ void load_fence() {
 // architecture has neither instruction, and the conv kernel is then launched without the attribute.
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
-// index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory).
+// index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory), and
+// within a group of more than kFenceEvery values, kFenceEvery at a time.
+constexpr int kFenceEvery = 16;
 template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Load>
 __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, int m, Load load) {
 #pragma unroll
@@ -414,7 +435,10 @@ __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, 
     int base, stride;
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
-    for (int s = 0; s < kR; ++s) v[e * kR + s] = load(base, s, stride);
+    for (int s = 0; s < kR; ++s) {
+      if (kFenced && s > 0 && s % kFenceEvery == 0) load_fence();
+      v[e * kR + s] = load(base, s, stride);
+    }
   }
 }
 
@@ -426,7 +450,10 @@ __device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int 
     int base, stride;
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
-    for (int s = 0; s < kR; ++s) store(base, s, stride, v[e * kR + s]);
+    for (int s = 0; s < kR; ++s) {
+      if (kFenced && s > 0 && s % kFenceEvery == 0) load_fence();
+      store(base, s, stride, v[e * kR + s]);
+    }
   }
 }
 
@@ -455,6 +482,26 @@ struct padded_row {
     if (stride % 16 == 0) return padded(base) + s * (stride + stride / 16);
     if (aligned) return padded(base) + padded(s * stride);
     return padded(base + s * stride);
+  }
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
+    return p[at(base, s, stride)];
+  }
+  __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
+    p[at(base, s, stride)] = x;
+  }
+};
+
+// Shared memory with one pad every 32 values, for two passes of radix 32 with one group a lane: pass 1
+// writes group g at positions 32 g + s (lanes 33 values apart: distinct bank pairs in each half-warp),
+// the last pass reads group g at g + 32 s (consecutive lanes, consecutive values). Pass 1's bases are
+// multiples of 32 and its offsets below 32, the last pass's strides multiples of 32, so either way the
+// address is one padded base plus constant offsets.
+struct padded32_row {
+  float2* p;
+  static __device__ __forceinline__ int pad(int pos) { return pos + (pos >> 5); }
+  __device__ __forceinline__ int at(int base, int s, int stride) const {
+    if (stride % 32 == 0) return pad(base) + s * (stride + stride / 32);
+    return pad(base) + pad(s * stride);  // base % 32 == 0 (pass 1's output side)
   }
   __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
     return p[at(base, s, stride)];
@@ -1058,11 +1105,21 @@ struct fused_plan {
   static_assert(leading_passes_fit(kLogM, kLastBits, kLeadBits, kE), "passes fit a thread's values");
   // Mirror lanes: whole warps a row (pairs of lanes l, l ^ 16), and pass P - 1's output in the plain
   // layout, which the last pass reads with consecutive groups on consecutive lanes.
-  static_assert(!kLanes || (kThreadsPerRow % 32 == 0 && kRows == 1 && kPasses >= 3), "mirror lanes");
+  // Two passes with mirror lanes (radix kE twice, one row a warp): pass 1's output in the layout padded
+  // every 32 (padded32_row), which the last pass reads with consecutive groups on consecutive lanes too.
+  static constexpr bool kPad32 = kLanes && kPasses == 2;
+  static_assert(!kLanes || (kThreadsPerRow % 32 == 0 && (kRows == 1 || kThreadsPerRow == 32) &&
+                            (kPasses >= 3 || (kPad32 && kE == 32 && kThreadsPerRow == 32))),
+                "mirror lanes");
 };
 
 template <int kLogM>
 using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0, kLogM == 12>;
+// m = 1024 as 32 x 32 (conv_wide): a row a warp, each thread one 32-point group in registers, two passes
+// of radix 32 (one exchange through shared memory each way, the warp's own barrier) and the product by
+// mirror lanes; 4 rows a block, kMin blocks an SM (4: a 128-register cap, 16 warps an SM; 3: 168, 12).
+template <int kMin = 4>
+using conv_wide_plan = fused_plan<10, 32, 128, kMin, true>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks. The
 // launch bound holds every size at 128 registers (blocks of 64 threads took 182-219 with the
 // predicated loads of load_filter_packed, 5 blocks an SM where 768 rows need 6).
@@ -1080,7 +1137,9 @@ struct thread_groups {
 // positions, in the plain one. fn receives the layout of pass i's output.
 template <class Plan, int i, class Fn>
 __device__ __forceinline__ void with_layout(float2* buf, Fn&& fn) {
-  if constexpr (i == 1) {
+  if constexpr (i == 1 && Plan::kPad32) {
+    fn(padded32_row{buf});
+  } else if constexpr (i == 1) {
     fn(padded_row{buf, Plan::template radix<1>() % 16 == 0});
   } else {
     fn(flat_row{buf});
@@ -1240,13 +1299,11 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
 // The roots of the fused conv and filter kernels: every n they take divides 2m (the product's W_2m).
 template <int kLogM>
 using fused_roots = table_roots<kLogM + 1>;
-template <int kLogM>
-constexpr size_t conv_smem = conv_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
+template <int kLogM, class Plan = conv_plan<kLogM>>
+constexpr size_t conv_smem = Plan::kSmem + fused_roots<kLogM>::kBytes;
 
-template <ssmkit_dtype T, int kLogM>
-__global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::kMinBlocks)
-    fft_conv_fused_kernel(const conv_args a) {
-  using Plan = conv_plan<kLogM>;
+template <ssmkit_dtype T, int kLogM, class Plan = conv_plan<kLogM>>
+__global__ void __launch_bounds__(Plan::kThreads, Plan::kMinBlocks) fft_conv_fused_kernel(const conv_args a) {
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
@@ -2139,9 +2196,31 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
                     pdl, a);
 }
 
+// The plan of m = 1024: 1 for the 32 x 32 plan at 4 blocks an SM (conv_wide_plan<4>), 2 for it at 3
+// blocks an SM, 0 for the 16-value plan: SSMKIT_CUDA_FFT_WIDE=1, 2 or anything else (unset: 0). Read at
+// every call, so that one process can compare them.
+int fft_wide_plan() {
+  const char* v = std::getenv("SSMKIT_CUDA_FFT_WIDE");
+  if (v == nullptr) return 0;
+  return std::strcmp(v, "1") == 0 ? 1 : std::strcmp(v, "2") == 0 ? 2 : 0;
+}
+
+template <ssmkit_dtype T, class Plan>
+status launch_conv_wide(const conv_args& a, cudaStream_t stream) {
+  constexpr size_t smem = conv_smem<10, Plan>;
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, 10, Plan>, smem));
+  return launch_after_filters(fft_conv_fused_kernel<T, 10, Plan>, blocks, Plan::kThreads, smem, a, stream);
+}
+
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
+  if constexpr (kLogM == 10) {
+    const int wide = fft_wide_plan();
+    if (wide == 1) return launch_conv_wide<T, conv_wide_plan<4>>(a, stream);
+    if (wide == 2) return launch_conv_wide<T, conv_wide_plan<3>>(a, stream);
+  }
   if constexpr (kLogM == kMaxFusedLogM) {
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
     // One block an SM (137 KB of shared memory), each taking rows grid-stride and fetching its next
