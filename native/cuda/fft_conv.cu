@@ -146,23 +146,34 @@
 // kernels (449c017, bench --quick): bf16 61.5 / 284.0 / 532.0, float32 63.0 / 328.2 (runs 321-358) /
 // 514.8 us: the float32 row at 4096 moved 291 -> 328 between the two runs, within this short bench's
 // spread there.
-// m = 1024 as 32 x 32 (conv_wide_plan, SSMKIT_CUDA_FFT_WIDE=1 at 4 blocks an SM and a 128-register cap,
-// 2 at 3 blocks and 168; unset keeps the 16-value plan): a row a warp, each lane one 32-point group in
-// registers, two passes of radix 32 instead of three (16, 8, 8), so one exchange through shared memory
-// each way instead of two, one twiddled pass each way instead of two, and the warp's own barrier
-// instead of a named one per row; the product by mirror lanes (lane l and l ^ 16) as at m = 4096. Pass
-// 1's output sits in a layout padded every 32 values (padded32_row), so that its writes (lanes 33 values
-// apart) and the last pass's reads (consecutive) are free of bank conflicts, where the 16-value plan's
-// loads ran at 2.5 wavefronts a request. Count (Nsight, 16-value plan): 5300 warp instructions a row,
-// 60% of them float32 arithmetic. The radix-2 butterflies are the same 5120 a transform either way;
-// what goes is a twiddled pass (1024 complex products and ~900 root products, ~8 K lane
-// instructions a transform, less ~1.5 K for the 20 general products inside each DFT-32) and an
-// exchange (~2.5 K): ~20 K lane instructions a row, ~650 warp instructions, 12%; the PTX has 8752
-// instructions a lane-row against ~9500 (two warps of 5020, less thread 0's own branch). Predicted:
-// the conv kernel 54.9 -> 46-50 us at the same issue rate (16 warps an SM where the 80-register plan
-// had 24, but 32 independent values a lane), the call 62 -> 53-57 us at 8 x 768 x 1024: short of the
-// 45 us aim, which needs the arithmetic itself cut (the DFTs' float32 adds and products are ~2/3 of
-// the issue slots). Registers: 128 with 48 bytes of spill (4 blocks an SM), 168 without (3).
+// m = 1024 as 32 x 32 (fft_conv_wide_kernel; SSMKIT_CUDA_FFT_WIDE=1 and 3 at 4 blocks of 4 rows an SM
+// under a 128-register cap, 2 and 4 at 3 blocks and 168 registers; unset keeps the 16-value plan): a
+// row a warp,
+// each lane one 32-point group in registers, two passes of radix 32 instead of three (16, 8, 8), so
+// one exchange through shared memory each way instead of two, one twiddled pass each way instead of
+// two, the warp's own barrier instead of a named one per row, and the product by mirror lanes (lane l
+// and l ^ 16) as at m = 4096. Pass 1's output sits in a layout padded every 32 values (padded32_row):
+// its writes (lanes 33 values apart) and the last pass's reads (consecutive) are free of bank
+// conflicts, where the 16-value plan's shared loads ran at 2.5 wavefronts a request. Count (Nsight,
+// 16-value plan): 5300 warp instructions a row, 60% of them float32 arithmetic. The radix-2
+// butterflies are the same 5120 a transform either way; what goes is a twiddled pass (1024 complex
+// products and ~900 root products, ~8 K lane instructions a transform, less ~1.5 K for the 20 general
+// products inside each DFT-32) and an exchange (~2.5 K): ~20 K lane instructions a row, ~650 warp
+// instructions, 12%. Predicted: the conv kernel 54.9 -> 46-50 us at the same issue rate, the call
+// 62 -> 53-57 us at 8 x 768 x 1024 (short of the 45 us aim, which needs the arithmetic itself cut: the
+// DFTs' float32 adds and products are ~2/3 of the issue slots). Measured (beca98c, H200, bf16, the
+// transforms unrolled in the generic fused kernel): correct (1236 tests), 13.7% fewer instructions
+// (28.3 M against 32.7 M) as predicted, but slower: the conv kernel 57.0 -> 74.7 us (1) and 79.9 us
+// (2), the call 63.8 -> 70.5 and 74.3 us (float32: 60.2 -> 65.4 and 64.7), at 9.6 and 7.75 cycles an
+// issue of which 3.5 waiting for instruction fetch: four unrolled 32-point transforms a row (~4600
+// instructions, ~74 KB of code a row against ~43 KB for the 16-value plan) no longer stay in the
+// instruction cache. So the inverse now runs the forward code on conj(Zy) (F^H x = conj(F conj(x))),
+// the two transforms one loop of two rounds (1, 2): ~half the code a row; or four steps of one DFT-32
+// each, the exchange and twiddles before every second (3, 4): ~a third. Predicted: fetch waits 3.5 ->
+// ~0.5 cycles, 9.6 -> 6.5-7 cycles an issue at 16 warps, the conv kernel 74.7 -> 50-55 us; at 12 warps
+// 7.75 -> ~5 cycles, ~52-57 us; the four steps a little better than the two rounds if fetch still
+// shows. Registers (sm_90a): (1) 128 with 36 bytes of spill (float16, bfloat16), (3) 128 without, (2)
+// and (4) 168 without.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1105,21 +1116,11 @@ struct fused_plan {
   static_assert(leading_passes_fit(kLogM, kLastBits, kLeadBits, kE), "passes fit a thread's values");
   // Mirror lanes: whole warps a row (pairs of lanes l, l ^ 16), and pass P - 1's output in the plain
   // layout, which the last pass reads with consecutive groups on consecutive lanes.
-  // Two passes with mirror lanes (radix kE twice, one row a warp): pass 1's output in the layout padded
-  // every 32 (padded32_row), which the last pass reads with consecutive groups on consecutive lanes too.
-  static constexpr bool kPad32 = kLanes && kPasses == 2;
-  static_assert(!kLanes || (kThreadsPerRow % 32 == 0 && (kRows == 1 || kThreadsPerRow == 32) &&
-                            (kPasses >= 3 || (kPad32 && kE == 32 && kThreadsPerRow == 32))),
-                "mirror lanes");
+  static_assert(!kLanes || (kThreadsPerRow % 32 == 0 && kRows == 1 && kPasses >= 3), "mirror lanes");
 };
 
 template <int kLogM>
 using conv_plan = fused_plan<kLogM, 16, 256, kLogM == 10 ? 3 : 0, kLogM == 12>;
-// m = 1024 as 32 x 32 (conv_wide): a row a warp, each thread one 32-point group in registers, two passes
-// of radix 32 (one exchange through shared memory each way, the warp's own barrier) and the product by
-// mirror lanes; 4 rows a block, kMin blocks an SM (4: a 128-register cap, 16 warps an SM; 3: 168, 12).
-template <int kMin = 4>
-using conv_wide_plan = fused_plan<10, 32, 128, kMin, true>;
 // The filter kernel: one row a block where a row has >= 64 threads, so that H rows give H blocks. The
 // launch bound holds every size at 128 registers (blocks of 64 threads took 182-219 with the
 // predicated loads of load_filter_packed, 5 blocks an SM where 768 rows need 6).
@@ -1137,9 +1138,7 @@ struct thread_groups {
 // positions, in the plain one. fn receives the layout of pass i's output.
 template <class Plan, int i, class Fn>
 __device__ __forceinline__ void with_layout(float2* buf, Fn&& fn) {
-  if constexpr (i == 1 && Plan::kPad32) {
-    fn(padded32_row{buf});
-  } else if constexpr (i == 1) {
+  if constexpr (i == 1) {
     fn(padded_row{buf, Plan::template radix<1>() % 16 == 0});
   } else {
     fn(flat_row{buf});
@@ -1299,11 +1298,13 @@ __device__ __forceinline__ void fused_inverse(float2 (&v)[Plan::kE], float2* buf
 // The roots of the fused conv and filter kernels: every n they take divides 2m (the product's W_2m).
 template <int kLogM>
 using fused_roots = table_roots<kLogM + 1>;
-template <int kLogM, class Plan = conv_plan<kLogM>>
-constexpr size_t conv_smem = Plan::kSmem + fused_roots<kLogM>::kBytes;
+template <int kLogM>
+constexpr size_t conv_smem = conv_plan<kLogM>::kSmem + fused_roots<kLogM>::kBytes;
 
-template <ssmkit_dtype T, int kLogM, class Plan = conv_plan<kLogM>>
-__global__ void __launch_bounds__(Plan::kThreads, Plan::kMinBlocks) fft_conv_fused_kernel(const conv_args a) {
+template <ssmkit_dtype T, int kLogM>
+__global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::kMinBlocks)
+    fft_conv_fused_kernel(const conv_args a) {
+  using Plan = conv_plan<kLogM>;
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
   const int local_row = static_cast<int>(threadIdx.x) / Plan::kThreadsPerRow;
   const int t = static_cast<int>(threadIdx.x) % Plan::kThreadsPerRow;
@@ -1345,6 +1346,103 @@ __global__ void __launch_bounds__(Plan::kThreads, Plan::kMinBlocks) fft_conv_fus
   }
   // A block never finishes before the grid it depends on (grid <= blocks, so every block has waited
   // above; this keeps it so for any grid).
+  pdl_wait();
+}
+
+// m = 1024 as 32 x 32 (fft_conv_wide_kernel): a row a warp, each lane one 32-point group in registers,
+// two passes of radix 32 with one exchange through shared memory (padded32_row) and the warp's own
+// barrier. Lane l holds group g(l) in both passes (the mirror-lanes order: g = l for l < 16, 16 for
+// l = 16, 48 - l above), so the forward transform leaves Z[g + 32 k] in v[k] and the product pairs
+// the lanes l and l ^ 16 (product_mirror_lanes). The inverse runs the same code as the forward one on
+// conj(Zy) (F^H x = conj(F conj(x)), the DFT matrix being symmetric): the transform's code appears once
+// in a loop of two rounds instead of twice unrolled, since at twice the size the kernel waited on
+// instruction fetch (3.5 of 9.6 cycles an issue). The inverse's input Zy[g + 32 s] is in the order the
+// first pass reads, and its output y[g + 32 k] is stored from v[k]. kMin: blocks of 4 rows an SM (4:
+// a 128-register cap, 16 warps an SM; 3: 168 registers, 12 warps).
+template <int kMin>
+struct wide_plan {
+  static constexpr int kM = 1024;
+  static constexpr int kRows = 4;
+  static constexpr int kThreads = 32 * kRows;
+  static constexpr int kMinBlocks = kMin;
+  static constexpr int kRowStride = kM + kM / 32;  // float2, padded32_row
+  static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
+};
+template <int kMin>
+constexpr size_t wide_smem = wide_plan<kMin>::kSmem + fused_roots<10>::kBytes;
+
+// The product of the forward transform Z[g + 32 k] (v[k]) with the row's spectrum, conjugated for the
+// inverse that follows.
+template <class Roots>
+__device__ __forceinline__ void wide_product(float2 (&v)[32], int g, const conv_args& a, const conv_row& row,
+                                             const Roots& roots) {
+  constexpr int m = 1024;
+  // The spectra are the preceding grid's output (programmatic dependent launch): read after this.
+  pdl_wait();
+  const float2* filter = a.spectrum + row.h * (m + 1);
+  product_mirror_lanes<32>(
+      v, g, m, [filter](int64_t f) { return filter[f]; }, roots);
+#pragma unroll
+  for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
+}
+
+template <ssmkit_dtype T, int kMin, bool kOneDft>
+__global__ void __launch_bounds__(wide_plan<kMin>::kThreads, wide_plan<kMin>::kMinBlocks)
+    fft_conv_wide_kernel(const conv_args a) {
+  using Plan = wide_plan<kMin>;
+  constexpr int m = Plan::kM;
+  constexpr int c = m / 32;                       // groups of a pass
+  extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
+  const int local_row = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const padded32_row buf{smem + local_row * Plan::kRowStride};
+  const auto roots = fused_roots<10>::fill(smem + Plan::kRows * Plan::kRowStride);
+  const int p = lane & 15;
+  const int g = lane < 16 ? p : (p == 0 ? c / 2 : c - p);
+  const last_groups group{g, g};
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const conv_row row(a, b * Plan::kRows + local_row);
+    float2 v[32];
+    gather<32, false, true>(v, group, 1, m,
+                            [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+    if constexpr (kOneDft) {
+      // Four steps of one DFT-32 each: steps 1 and 3 are pass 2 (the exchange and the twiddles first),
+      // and step 1 ends the forward transform with the product.
+#pragma unroll 1
+      for (int step = 0; step < 4; ++step) {
+        if (step % 2 == 1) {
+          __syncwarp();
+          scatter<32, true>(v, group, 1, m, buf);
+          __syncwarp();
+          gather<32, false>(v, group, 32, m, buf);
+          twiddle<32, false>(v, g, m, roots);
+        }
+        dft<32, false>(v);
+        if (step == 1) wide_product(v, g, a, row, roots);
+      }
+    } else {
+#pragma unroll 1
+      for (int round = 0; round < 2; ++round) {
+        // Pass 1: x[g + 32 s] -> position 32 g + s; the warp's barrier orders the previous round's (or
+        // row's) reads of buf before these writes, and these before pass 2's reads.
+        dft<32, false>(v);
+        __syncwarp();
+        scatter<32, true>(v, group, 1, m, buf);
+        __syncwarp();
+        // Pass 2: positions g + 32 s, twiddled by W_m^(g s) -> Z[g + 32 k] in v[k].
+        gather<32, false>(v, group, 32, m, buf);
+        twiddle<32, false>(v, g, m, roots);
+        dft<32, false>(v);
+        if (round == 0) wide_product(v, g, a, row, roots);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
+    scatter<32, false, true>(v, group, 1, m, [&](int base, int s, int st, float2 y) {
+      store_packed<T>(a, row, base + s * st, y);
+    });
+  }
   pdl_wait();
 }
 
@@ -2196,21 +2294,22 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
                     pdl, a);
 }
 
-// The plan of m = 1024: 1 for the 32 x 32 plan at 4 blocks an SM (conv_wide_plan<4>), 2 for it at 3
-// blocks an SM, 0 for the 16-value plan: SSMKIT_CUDA_FFT_WIDE=1, 2 or anything else (unset: 0). Read at
-// every call, so that one process can compare them.
+// The plan of m = 1024 from SSMKIT_CUDA_FFT_WIDE, read at every call so that one process can compare
+// them: 1 and 2 for the 32 x 32 kernel in two rounds at 4 and 3 blocks an SM, 3 and 4 for it in four
+// steps of one DFT-32 each, anything else (unset too) 0, the 16-value plan.
 int fft_wide_plan() {
   const char* v = std::getenv("SSMKIT_CUDA_FFT_WIDE");
-  if (v == nullptr) return 0;
-  return std::strcmp(v, "1") == 0 ? 1 : std::strcmp(v, "2") == 0 ? 2 : 0;
+  if (v == nullptr || v[0] < '1' || v[0] > '4' || v[1] != '\0') return 0;
+  return v[0] - '0';
 }
 
-template <ssmkit_dtype T, class Plan>
+template <ssmkit_dtype T, int kMin, bool kOneDft>
 status launch_conv_wide(const conv_args& a, cudaStream_t stream) {
-  constexpr size_t smem = conv_smem<10, Plan>;
+  using Plan = wide_plan<kMin>;
   const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-  SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_fused_kernel<T, 10, Plan>, smem));
-  return launch_after_filters(fft_conv_fused_kernel<T, 10, Plan>, blocks, Plan::kThreads, smem, a, stream);
+  const auto kernel = fft_conv_wide_kernel<T, kMin, kOneDft>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(kernel, wide_smem<kMin>));
+  return launch_after_filters(kernel, blocks, Plan::kThreads, wide_smem<kMin>, a, stream);
 }
 
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
@@ -2218,8 +2317,10 @@ template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == 10) {
     const int wide = fft_wide_plan();
-    if (wide == 1) return launch_conv_wide<T, conv_wide_plan<4>>(a, stream);
-    if (wide == 2) return launch_conv_wide<T, conv_wide_plan<3>>(a, stream);
+    if (wide == 1) return launch_conv_wide<T, 4, false>(a, stream);
+    if (wide == 2) return launch_conv_wide<T, 3, false>(a, stream);
+    if (wide == 3) return launch_conv_wide<T, 4, true>(a, stream);
+    if (wide == 4) return launch_conv_wide<T, 3, true>(a, stream);
   }
   if constexpr (kLogM == kMaxFusedLogM) {
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
