@@ -10,9 +10,9 @@
 // without it the peer column shows the anchors measured on this H200 when the issue was filed.
 // --shapes / --dtypes: time only those rows of the table (BxHxL) and dtypes, after the same checks, and
 // skip the batch split, ssmConv and s4dKernel lines (a short run).
-// m = 1024 (8 x 768 x 1024) has five plans, chosen at every call by SSMKIT_CUDA_FFT_WIDE (0: 16 values
-// a thread; 1 and 2: 32 x 32 in two rounds at 4 and 3 blocks an SM; 3 and 4: in four steps of one
-// DFT-32): all are checked, and timed in alternation after the table (A/B).
+// m = 1024 (8 x 768 x 1024) has two kernels, chosen at every call by SSMKIT_CUDA_FFT_WIDE (0: 16 values
+// a thread; 1: 32 x 32; unset: 32 x 32 for float32 only): both are checked, and timed in alternation
+// after the table (A/B).
 import fs from 'node:fs';
 import { backend, fftConvSync, s4dKernelSync, ssmConvSync, synchronizeSync, Tensor } from '../dist/esm/index.mjs';
 
@@ -151,15 +151,7 @@ if (info.name !== 'cuda') {
     [40000, 40000],
   ];
   const wideBefore = process.env.SSMKIT_CUDA_FFT_WIDE;
-  for (const [L, Lk, wide] of [
-    ...checks,
-    [1000, 1000, '0'],
-    [1000, 1000, '1'],
-    [1025, 1000, '1'],
-    [1000, 1000, '2'],
-    [1000, 1000, '3'],
-    [1025, 1000, '4'],
-  ]) {
+  for (const [L, Lk, wide] of [...checks, [1000, 1000, '0'], [1000, 1000, '1'], [1025, 1000, '1']]) {
     if (wide !== undefined) process.env.SSMKIT_CUDA_FFT_WIDE = wide;
     for (const dtype of ['float32', 'float16', 'bfloat16']) {
       const u = randn([B, H, L]);
@@ -267,7 +259,7 @@ for (const dtype of ['bfloat16', 'float32']) {
   }
 }
 
-// The plans of m = 1024 in alternation (A/B in one process): SSMKIT_CUDA_FFT_WIDE=0..4.
+// The two kernels of m = 1024 in alternation (A/B in one process): SSMKIT_CUDA_FFT_WIDE=0 and 1.
 if (!onlyShapes || onlyShapes.includes('8x768x1024')) {
   const [B, H, L] = [8, 768, 1024];
   const wideBefore = process.env.SSMKIT_CUDA_FFT_WIDE;
@@ -276,9 +268,9 @@ if (!onlyShapes || onlyShapes.includes('8x768x1024')) {
     const us = [0, 1, 2, 3].map(() => on(randn([B, H, L]), dtype));
     const k = on(randn([H, L], 1 / Math.sqrt(L)));
     const D = on(randn([H]));
-    const got = { 0: [], 1: [], 2: [], 3: [], 4: [] };
+    const got = { 0: [], 1: [] };
     for (let round = 0; round < 3; round++) {
-      for (const wide of ['0', '1', '2', '3', '4']) {
+      for (const wide of ['0', '1']) {
         process.env.SSMKIT_CUDA_FFT_WIDE = wide;
         got[wide].push(timeDevice((i) => fftConvSync(us[i % 4], k, { D }).dispose(), quick ? 20 : 60).median);
       }

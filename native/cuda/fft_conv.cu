@@ -146,34 +146,35 @@
 // kernels (449c017, bench --quick): bf16 61.5 / 284.0 / 532.0, float32 63.0 / 328.2 (runs 321-358) /
 // 514.8 us: the float32 row at 4096 moved 291 -> 328 between the two runs, within this short bench's
 // spread there.
-// m = 1024 as 32 x 32 (fft_conv_wide_kernel; SSMKIT_CUDA_FFT_WIDE=1 and 3 at 4 blocks of 4 rows an SM
-// under a 128-register cap, 2 and 4 at 3 blocks and 168 registers; unset keeps the 16-value plan): a
-// row a warp,
-// each lane one 32-point group in registers, two passes of radix 32 instead of three (16, 8, 8), so
-// one exchange through shared memory each way instead of two, one twiddled pass each way instead of
-// two, the warp's own barrier instead of a named one per row, and the product by mirror lanes (lane l
-// and l ^ 16) as at m = 4096. Pass 1's output sits in a layout padded every 32 values (padded32_row):
-// its writes (lanes 33 values apart) and the last pass's reads (consecutive) are free of bank
-// conflicts, where the 16-value plan's shared loads ran at 2.5 wavefronts a request. Count (Nsight,
-// 16-value plan): 5300 warp instructions a row, 60% of them float32 arithmetic. The radix-2
-// butterflies are the same 5120 a transform either way; what goes is a twiddled pass (1024 complex
-// products and ~900 root products, ~8 K lane instructions a transform, less ~1.5 K for the 20 general
-// products inside each DFT-32) and an exchange (~2.5 K): ~20 K lane instructions a row, ~650 warp
-// instructions, 12%. Predicted: the conv kernel 54.9 -> 46-50 us at the same issue rate, the call
-// 62 -> 53-57 us at 8 x 768 x 1024 (short of the 45 us aim, which needs the arithmetic itself cut: the
-// DFTs' float32 adds and products are ~2/3 of the issue slots). Measured (beca98c, H200, bf16, the
-// transforms unrolled in the generic fused kernel): correct (1236 tests), 13.7% fewer instructions
-// (28.3 M against 32.7 M) as predicted, but slower: the conv kernel 57.0 -> 74.7 us (1) and 79.9 us
-// (2), the call 63.8 -> 70.5 and 74.3 us (float32: 60.2 -> 65.4 and 64.7), at 9.6 and 7.75 cycles an
-// issue of which 3.5 waiting for instruction fetch: four unrolled 32-point transforms a row (~4600
-// instructions, ~74 KB of code a row against ~43 KB for the 16-value plan) no longer stay in the
-// instruction cache. So the inverse now runs the forward code on conj(Zy) (F^H x = conj(F conj(x))),
-// the two transforms one loop of two rounds (1, 2): ~half the code a row; or four steps of one DFT-32
-// each, the exchange and twiddles before every second (3, 4): ~a third. Predicted: fetch waits 3.5 ->
-// ~0.5 cycles, 9.6 -> 6.5-7 cycles an issue at 16 warps, the conv kernel 74.7 -> 50-55 us; at 12 warps
-// 7.75 -> ~5 cycles, ~52-57 us; the four steps a little better than the two rounds if fetch still
-// shows. Registers (sm_90a): (1) 128 with 36 bytes of spill (float16, bfloat16), (3) 128 without, (2)
-// and (4) 168 without.
+// m = 1024 as 32 x 32 (fft_conv_wide_kernel; the default for float32, SSMKIT_CUDA_FFT_WIDE=1 for every
+// dtype, =0 for none): a row a warp, each lane one 32-point group in registers, two passes of radix 32
+// instead of three (16, 8, 8), so one exchange through shared memory each way instead of two, one
+// twiddled pass each way instead of two, the warp's own barrier instead of a named one per row, and
+// the product by mirror lanes (lane l and l ^ 16) as at m = 4096. Pass 1's output sits in a layout
+// padded every 32 values (padded32_row): its writes (lanes 33 values apart) and the last pass's reads
+// (consecutive) are free of bank conflicts, where the 16-value plan's shared loads ran at 2.5
+// wavefronts a request. Count (Nsight, 16-value plan): 5300 warp instructions a row, 60% of them
+// float32 arithmetic. The radix-2 butterflies are the same 5120 a transform either way; what goes is a
+// twiddled pass (1024 complex products and ~900 root products, ~8 K lane instructions a transform,
+// less ~1.5 K for the 20 general products inside each DFT-32) and an exchange (~2.5 K): ~20 K lane
+// instructions a row, ~650 warp instructions, 12%. Predicted: the conv kernel 54.9 -> 46-50 us at the
+// same issue rate, the call 62 -> 53-57 us at 8 x 768 x 1024 (short of the 45 us aim, which needs the
+// arithmetic itself cut: the DFTs' float32 adds and products are ~2/3 of the issue slots). Measured
+// (beca98c, H200, bf16, four unrolled 32-point transforms a row in the generic fused kernel): correct,
+// 13.7% fewer instructions (28.3 M against 32.7 M) as predicted, but slower: the conv kernel 57.0 ->
+// 74.7 us at 16 warps an SM (128 registers) and 79.9 us at 12 (168), the call 63.8 -> 70.5 and 74.3
+// us (float32: 60.2 -> 65.4 and 64.7), at 9.6 and 7.75 cycles an issue of which 3.5 waiting for
+// instruction fetch (~74 KB of code a row against ~43 KB). So the inverse runs the forward code on
+// conj(Zy) (F^H x = conj(F conj(x))) and the row is one rolled loop of four steps of one DFT-32:
+// predicted fetch waits 3.5 -> ~0.5 cycles, 74.7 -> 50-55 us. Measured (85a82b4, the A/B of the bench
+// in one process, medians of 3): float32 60.2 -> 51.8 us a call at 12 warps an SM (168 registers, no
+// spill; 54.4 at 16 warps and 128 registers, 54.3 with two rounds of the unrolled pair); bfloat16
+// 62.8 -> 70.4 (63.8 at 16 warps): the conv kernel (Nsight, bf16) 56.5 -> 73.3 us (62.3 at 16 warps),
+// 27.0 M instructions against 32.7 M but 7.2 cycles an issue at 12 warps (8.45 at 16), the fetch
+// waits down only to 2.3-2.5 cycles, long-scoreboard 1.3-2.0. So the 32 x 32 kernel (four steps, 3
+// blocks an SM) is the default for float32 only; the 16-bit dtypes keep the 16-value plan, and why
+// they lose by ~10 us where float32 gains 8 (the kernels differ only in their loads and stores) is
+// not yet measured apart.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1354,22 +1355,20 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
 // barrier. Lane l holds group g(l) in both passes (the mirror-lanes order: g = l for l < 16, 16 for
 // l = 16, 48 - l above), so the forward transform leaves Z[g + 32 k] in v[k] and the product pairs
 // the lanes l and l ^ 16 (product_mirror_lanes). The inverse runs the same code as the forward one on
-// conj(Zy) (F^H x = conj(F conj(x)), the DFT matrix being symmetric): the transform's code appears once
-// in a loop of two rounds instead of twice unrolled, since at twice the size the kernel waited on
-// instruction fetch (3.5 of 9.6 cycles an issue). The inverse's input Zy[g + 32 s] is in the order the
-// first pass reads, and its output y[g + 32 k] is stored from v[k]. kMin: blocks of 4 rows an SM (4:
-// a 128-register cap, 16 warps an SM; 3: 168 registers, 12 warps).
-template <int kMin>
+// conj(Zy) (F^H x = conj(F conj(x)), the DFT matrix being symmetric): its input Zy[g + 32 s] is in the
+// order the first pass reads, and its output y[g + 32 k] is stored from v[k]. The row is one rolled
+// loop of four steps of one DFT-32 each (the exchange and twiddles before steps 1 and 3, the product
+// after step 1), so the code holds one DFT-32 instead of four: unrolled, the kernel waited on
+// instruction fetch. 4 rows a block, 3 blocks an SM (168 registers, 12 warps).
 struct wide_plan {
   static constexpr int kM = 1024;
   static constexpr int kRows = 4;
   static constexpr int kThreads = 32 * kRows;
-  static constexpr int kMinBlocks = kMin;
+  static constexpr int kMinBlocks = 3;
   static constexpr int kRowStride = kM + kM / 32;  // float2, padded32_row
   static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
 };
-template <int kMin>
-constexpr size_t wide_smem = wide_plan<kMin>::kSmem + fused_roots<10>::kBytes;
+constexpr size_t kWideSmem = wide_plan::kSmem + fused_roots<10>::kBytes;
 
 // The product of the forward transform Z[g + 32 k] (v[k]) with the row's spectrum, conjugated for the
 // inverse that follows.
@@ -1386,10 +1385,10 @@ __device__ __forceinline__ void wide_product(float2 (&v)[32], int g, const conv_
   for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
 }
 
-template <ssmkit_dtype T, int kMin, bool kOneDft>
-__global__ void __launch_bounds__(wide_plan<kMin>::kThreads, wide_plan<kMin>::kMinBlocks)
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
     fft_conv_wide_kernel(const conv_args a) {
-  using Plan = wide_plan<kMin>;
+  using Plan = wide_plan;
   constexpr int m = Plan::kM;
   constexpr int c = m / 32;                       // groups of a pass
   extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
@@ -1406,36 +1405,20 @@ __global__ void __launch_bounds__(wide_plan<kMin>::kThreads, wide_plan<kMin>::kM
     float2 v[32];
     gather<32, false, true>(v, group, 1, m,
                             [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
-    if constexpr (kOneDft) {
-      // Four steps of one DFT-32 each: steps 1 and 3 are pass 2 (the exchange and the twiddles first),
-      // and step 1 ends the forward transform with the product.
 #pragma unroll 1
-      for (int step = 0; step < 4; ++step) {
-        if (step % 2 == 1) {
-          __syncwarp();
-          scatter<32, true>(v, group, 1, m, buf);
-          __syncwarp();
-          gather<32, false>(v, group, 32, m, buf);
-          twiddle<32, false>(v, g, m, roots);
-        }
-        dft<32, false>(v);
-        if (step == 1) wide_product(v, g, a, row, roots);
-      }
-    } else {
-#pragma unroll 1
-      for (int round = 0; round < 2; ++round) {
-        // Pass 1: x[g + 32 s] -> position 32 g + s; the warp's barrier orders the previous round's (or
-        // row's) reads of buf before these writes, and these before pass 2's reads.
-        dft<32, false>(v);
+    for (int step = 0; step < 4; ++step) {
+      if (step % 2 == 1) {
+        // Pass 2: pass 1's output x'[32 g + s] out through buf and positions g + 32 s back in, twiddled by
+        // W_m^(g s); the warp's barriers order the other lanes' reads of buf (the previous row) before
+        // these writes, and these writes before the reads.
         __syncwarp();
         scatter<32, true>(v, group, 1, m, buf);
         __syncwarp();
-        // Pass 2: positions g + 32 s, twiddled by W_m^(g s) -> Z[g + 32 k] in v[k].
         gather<32, false>(v, group, 32, m, buf);
         twiddle<32, false>(v, g, m, roots);
-        dft<32, false>(v);
-        if (round == 0) wide_product(v, g, a, row, roots);
       }
+      dft<32, false>(v);
+      if (step == 1) wide_product(v, g, a, row, roots);
     }
 #pragma unroll
     for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
@@ -2294,33 +2277,24 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
                     pdl, a);
 }
 
-// The plan of m = 1024 from SSMKIT_CUDA_FFT_WIDE, read at every call so that one process can compare
-// them: 1 and 2 for the 32 x 32 kernel in two rounds at 4 and 3 blocks an SM, 3 and 4 for it in four
-// steps of one DFT-32 each, anything else (unset too) 0, the 16-value plan.
-int fft_wide_plan() {
+// Whether m = 1024 takes the 32 x 32 kernel (fft_conv_wide_kernel): SSMKIT_CUDA_FFT_WIDE=1 for every
+// dtype, =0 for none (the 16-value plan); otherwise (unset too) float32 only, where it measured faster.
+// Read at every call, so that one process can compare both.
+bool fft_wide_wanted(ssmkit_dtype dtype) {
   const char* v = std::getenv("SSMKIT_CUDA_FFT_WIDE");
-  if (v == nullptr || v[0] < '1' || v[0] > '4' || v[1] != '\0') return 0;
-  return v[0] - '0';
-}
-
-template <ssmkit_dtype T, int kMin, bool kOneDft>
-status launch_conv_wide(const conv_args& a, cudaStream_t stream) {
-  using Plan = wide_plan<kMin>;
-  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
-  const auto kernel = fft_conv_wide_kernel<T, kMin, kOneDft>;
-  SSMKIT_RETURN_IF_ERROR(set_smem(kernel, wide_smem<kMin>));
-  return launch_after_filters(kernel, blocks, Plan::kThreads, wide_smem<kMin>, a, stream);
+  if (v != nullptr && (v[0] == '0' || v[0] == '1') && v[1] == '\0') return v[0] == '1';
+  return dtype == SSMKIT_DTYPE_F32;
 }
 
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == 10) {
-    const int wide = fft_wide_plan();
-    if (wide == 1) return launch_conv_wide<T, 4, false>(a, stream);
-    if (wide == 2) return launch_conv_wide<T, 3, false>(a, stream);
-    if (wide == 3) return launch_conv_wide<T, 4, true>(a, stream);
-    if (wide == 4) return launch_conv_wide<T, 3, true>(a, stream);
+    if (fft_wide_wanted(T)) {
+      const int64_t blocks = (a.rows + wide_plan::kRows - 1) / wide_plan::kRows;
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_wide_kernel<T>, kWideSmem));
+      return launch_after_filters(fft_conv_wide_kernel<T>, blocks, wide_plan::kThreads, kWideSmem, a, stream);
+    }
   }
   if constexpr (kLogM == kMaxFusedLogM) {
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
