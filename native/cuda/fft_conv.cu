@@ -2,10 +2,11 @@
 // (the S4D Vandermonde kernel) and ssmConv (the S4D convolution by state passing between blocks).
 //
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
-// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
-// the same transforms run as two 8192-point halves (even and odd frequencies) in one block, for any L
-// (on parts with less than 137 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
-// radix-16 passes instead); a four-step FFT with one trip through device scratch each way for
+// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192 (float32 rows of
+// m = 1024 in their own 32 x 32 kernel, a row a warp); for m = 16384 the same transforms run as two
+// 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB
+// of shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a
+// four-step FFT with one trip through device scratch each way for
 // m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
 // takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
 // postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
