@@ -175,7 +175,9 @@
 // waits down only to 2.3-2.5 cycles, long-scoreboard 1.3-2.0. So the 32 x 32 kernel (four steps, 3
 // blocks an SM) is the default for float32 only; the 16-bit dtypes keep the 16-value plan, and why
 // they lose by ~10 us where float32 gains 8 (the kernels differ only in their loads and stores) is
-// not yet measured apart.
+// not yet measured apart. With that default (7dc0f99, bench --quick, 1212 tests passed): float32
+// 54.0 us a call (runs 53.4..58.4; A/B 59.9 -> 51.9), bfloat16 65.1 (64.1..66.3; unchanged kernel, A/B
+// 63.2 against 73.5 with the 32 x 32 one).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
