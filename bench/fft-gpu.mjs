@@ -10,6 +10,9 @@
 // without it the peer column shows the anchors measured on this H200 when the issue was filed.
 // --shapes / --dtypes: time only those rows of the table (BxHxL) and dtypes, after the same checks, and
 // skip the batch split, ssmConv and s4dKernel lines (a short run).
+// m = 1024 (8 x 768 x 1024) has two kernels, chosen at every call by SSMKIT_CUDA_FFT_WIDE (0: 16 values
+// a thread; 1: 32 x 32; unset: 32 x 32 for float32 only): both are checked, and timed in alternation
+// after the table (A/B).
 import fs from 'node:fs';
 import { backend, fftConvSync, s4dKernelSync, ssmConvSync, synchronizeSync, Tensor } from '../dist/esm/index.mjs';
 
@@ -105,6 +108,11 @@ function timeDevice(fn, iters, repeats = quick ? 3 : 7) {
   return { median: runs[Math.floor(runs.length / 2)], min: runs[0], max: runs[runs.length - 1] };
 }
 
+function restoreEnv(name, value) {
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+}
+
 // ---- a profiling driver: two calls of one bfloat16 shape (an Nsight run captures the second) ----
 
 const profileArg = process.argv.indexOf('--profile');
@@ -142,7 +150,9 @@ if (info.name !== 'cuda') {
     [20000, 5000],
     [40000, 40000],
   ];
-  for (const [L, Lk] of checks) {
+  const wideBefore = process.env.SSMKIT_CUDA_FFT_WIDE;
+  for (const [L, Lk, wide] of [...checks, [1000, 1000, '0'], [1000, 1000, '1'], [1025, 1000, '1']]) {
+    if (wide !== undefined) process.env.SSMKIT_CUDA_FFT_WIDE = wide;
     for (const dtype of ['float32', 'float16', 'bfloat16']) {
       const u = randn([B, H, L]);
       const k = randn([H, 2, Lk], 1 / Math.sqrt(2 * Lk));
@@ -159,8 +169,10 @@ if (info.name !== 'cuda') {
       });
       const want = fftConvSync(cast(u), k, opts('cpu'));
       const got = fftConvSync(on(u, dtype), on(k), opts(DEVICE));
-      check(`fftConv ${dtype} [${B}, ${H}, ${L}] Lk ${Lk} (every option)`, got, want, dtype === 'float32' ? 1e-5 : 1e-2);
+      const plan = wide === undefined ? '' : ` SSMKIT_CUDA_FFT_WIDE=${wide}`;
+      check(`fftConv ${dtype} [${B}, ${H}, ${L}] Lk ${Lk} (every option)${plan}`, got, want, dtype === 'float32' ? 1e-5 : 1e-2);
     }
+    if (wide !== undefined) restoreEnv('SSMKIT_CUDA_FFT_WIDE', wideBefore);
   }
   const N2 = 32;
   const logDt = new Tensor(
@@ -244,6 +256,30 @@ for (const dtype of ['bfloat16', 'float32']) {
         `${(100 * row.frac).toFixed(1)}% of the memory floor; peer ${peer ?? '-'} us (${row.peerSource}), ` +
         `${row.speedup ? `${row.speedup.toFixed(1)}x` : '-'}`,
     );
+  }
+}
+
+// The two kernels of m = 1024 in alternation (A/B in one process): SSMKIT_CUDA_FFT_WIDE=0 and 1.
+if (!onlyShapes || onlyShapes.includes('8x768x1024')) {
+  const [B, H, L] = [8, 768, 1024];
+  const wideBefore = process.env.SSMKIT_CUDA_FFT_WIDE;
+  for (const dtype of ['bfloat16', 'float32']) {
+    if (onlyDtypes && !onlyDtypes.includes(dtype)) continue;
+    const us = [0, 1, 2, 3].map(() => on(randn([B, H, L]), dtype));
+    const k = on(randn([H, L], 1 / Math.sqrt(L)));
+    const D = on(randn([H]));
+    const got = { 0: [], 1: [] };
+    for (let round = 0; round < 3; round++) {
+      for (const wide of ['0', '1']) {
+        process.env.SSMKIT_CUDA_FFT_WIDE = wide;
+        got[wide].push(timeDevice((i) => fftConvSync(us[i % 4], k, { D }).dispose(), quick ? 20 : 60).median);
+      }
+    }
+    restoreEnv('SSMKIT_CUDA_FFT_WIDE', wideBefore);
+    for (const x of [...us, k, D]) x.dispose();
+    const med = (a) => [...a].sort((x, y) => x - y)[1];
+    const parts = Object.entries(got).map(([w, t]) => `=${w} ${med(t).toFixed(1)} us (${t.map((x) => x.toFixed(1)).join(', ')})`);
+    console.log(`fftConv ${dtype} 8 x 768 x 1024 A/B, SSMKIT_CUDA_FFT_WIDE: ${parts.join('; ')}`);
   }
 }
 

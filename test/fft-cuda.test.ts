@@ -5,7 +5,7 @@
 // two halves at 32768, four-step 2^16..2^21, radix-16 passes beyond), odd lengths (tails of the packed
 // pairs), size-1 dimensions, seqlen 1 and many rows.
 // The family's own tests (fft_conv, s4d_kernel, ssm_conv) also run on cuda:0 through testDevices().
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromNumbers } from '../dist/cjs/dtype.js';
 import {
   backend,
@@ -470,3 +470,83 @@ describe.skipIf(NO_CUDA)(`ssmConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     it(`${c.dtype} [${c.batch}, ${c.H}, ${c.L}] N/2 ${c.n2} block ${c.blockSize ?? 'default'}`, () => runSsm(c));
   }
 });
+
+// m = 1024 (n = 2048: L + Lk - 1 in 1025..2048, and ssmConv's blocks of 513..1024) has two kernels,
+// chosen at every call by SSMKIT_CUDA_FFT_WIDE: 16 values a thread in 3 passes (0), and 32 x 32 with a
+// row a warp, the mirror groups on lanes l and l ^ 16, the inverse as the forward code on the conjugate
+// (1); unset, float32 takes the second and the 16-bit dtypes the first. Both run here for every dtype,
+// whichever is the default: every dtype x option set, rows that leave a block part empty, long rows
+// with short filters and short rows with long ones, many rows, and calls queued back to back.
+for (const wide of ['0', '1'] as const) {
+  describe.skipIf(NO_CUDA)(`m = 1024 with SSMKIT_CUDA_FFT_WIDE=${wide} on CUDA`, () => {
+    let before: string | undefined;
+    beforeAll(() => {
+      before = process.env.SSMKIT_CUDA_FFT_WIDE;
+      process.env.SSMKIT_CUDA_FFT_WIDE = wide;
+    });
+    afterAll(() => {
+      if (before === undefined) delete process.env.SSMKIT_CUDA_FFT_WIDE;
+      else process.env.SSMKIT_CUDA_FFT_WIDE = before;
+    });
+    const flagSets: Omit<ConvCase, 'dtype' | 'batch' | 'H' | 'L' | 'Lk' | 'seed'>[] = [
+      {},
+      { D: true, gelu: true },
+      { pregate: true, postgate: true },
+      { bidirectional: true },
+      { bidirectional: true, D: true, gelu: true, pregate: true, postgate: true },
+    ];
+    let seed = 600;
+    for (const dtype of DTYPES_FLOAT) {
+      for (const flags of flagSets) {
+        const c: ConvCase = { dtype, batch: 2, H: 3, L: 1001, Lk: 1001, ...flags, seed: seed++ };
+        it(convName(c), () => runConv(c));
+      }
+    }
+    const cases: ConvCase[] = [
+      { dtype: 'bfloat16', batch: 1, H: 3, L: 1024, Lk: 1024, D: true, postgate: true, seed: 620 },
+      { dtype: 'float32', batch: 3, H: 5, L: 2047, Lk: 1, D: true, gelu: true, seed: 621 },
+      { dtype: 'float16', batch: 1, H: 1, L: 1025, Lk: 1000, pregate: true, bidirectional: true, seed: 622 },
+      { dtype: 'float32', batch: 2, H: 131, L: 600, Lk: 600, pregate: true, seed: 623 },
+      { dtype: 'bfloat16', batch: 1, H: 7, L: 1030, Lk: 3, bidirectional: true, D: true, seed: 624 },
+      { dtype: 'float32', batch: 1, H: 2, L: 1536, Lk: 513, postgate: true, gelu: true, seed: 625 },
+    ];
+    for (const c of cases) it(convName(c), () => runConv(c));
+    it('calls queued back to back, each with its own filter', () => {
+      const [batch, H, L] = [2, 768, 1000];
+      const rng = new Rng(640);
+      const calls = Array.from({ length: 3 }, () => ({
+        u: randTensor([batch, H, L], 'bfloat16', () => rng.normal()),
+        k: randTensor([H, L], 'float32', () => rng.normal() / Math.sqrt(L)),
+      }));
+      const dev = calls.map((c) => ({ u: c.u.t.toSync(DEVICE), k: c.k.t.toSync(DEVICE) }));
+      synchronizeSync(DEVICE);
+      const outs = dev.map((c) => fftConvSync(c.u, c.k));
+      calls.forEach((c, i) => {
+        const got = toF64((outs[i] as Tensor).toSync('cpu'));
+        const cpu = toF64(fftConvSync(c.u.t, c.k.t));
+        assertWritten(got, cpu, `call ${i}`);
+        assertClose(got, cpu, TOL.bfloat16, `call ${i} of ${calls.length}, [${batch}, ${H}, ${L}]: cuda vs cpu`);
+      });
+      for (const t of [...outs, ...dev.flatMap((c) => [c.u, c.k])]) t.dispose();
+    });
+    for (const [dtype, blockSize] of [
+      ['float32', 1000],
+      ['bfloat16', 600],
+    ] as const) {
+      const c: SsmCase = {
+        dtype,
+        batch: 2,
+        H: 3,
+        L: 5001,
+        n2: 8,
+        blockSize,
+        D: true,
+        initialState: true,
+        returnLastState: true,
+        memory: 'mixed',
+        seed: seed++,
+      };
+      it(`ssmConv ${dtype} [2, 3, 5001] N/2 8 block ${blockSize}`, () => runSsm(c));
+    }
+  });
+}

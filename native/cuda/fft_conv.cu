@@ -2,10 +2,11 @@
 // (the S4D Vandermonde kernel) and ssmConv (the S4D convolution by state passing between blocks).
 //
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
-// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192; for m = 16384
-// the same transforms run as two 8192-point halves (even and odd frequencies) in one block, for any L
-// (on parts with less than 137 KB of shared memory a block, sm_86 and sm_89, m = 16384 takes the
-// radix-16 passes instead); a four-step FFT with one trip through device scratch each way for
+// points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192 (float32 rows of
+// m = 1024 in their own 32 x 32 kernel, a row a warp); for m = 16384 the same transforms run as two
+// 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB
+// of shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a
+// four-step FFT with one trip through device scratch each way for
 // m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
 // takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
 // postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
@@ -146,11 +147,44 @@
 // kernels (449c017, bench --quick): bf16 61.5 / 284.0 / 532.0, float32 63.0 / 328.2 (runs 321-358) /
 // 514.8 us: the float32 row at 4096 moved 291 -> 328 between the two runs, within this short bench's
 // spread there.
+// m = 1024 as 32 x 32 (fft_conv_wide_kernel; the default for float32, SSMKIT_CUDA_FFT_WIDE=1 for every
+// dtype, =0 for none): a row a warp, each lane one 32-point group in registers, two passes of radix 32
+// instead of three (16, 8, 8), so one exchange through shared memory each way instead of two, one
+// twiddled pass each way instead of two, the warp's own barrier instead of a named one per row, and
+// the product by mirror lanes (lane l and l ^ 16) as at m = 4096. Pass 1's output sits in a layout
+// padded every 32 values (padded32_row): its writes (lanes 33 values apart) and the last pass's reads
+// (consecutive) are free of bank conflicts, where the 16-value plan's shared loads ran at 2.5
+// wavefronts a request. Count (Nsight, 16-value plan): 5300 warp instructions a row, 60% of them
+// float32 arithmetic. The radix-2 butterflies are the same 5120 a transform either way; what goes is a
+// twiddled pass (1024 complex products and ~900 root products, ~8 K lane instructions a transform,
+// less ~1.5 K for the 20 general products inside each DFT-32) and an exchange (~2.5 K): ~20 K lane
+// instructions a row, ~650 warp instructions, 12%. Predicted: the conv kernel 54.9 -> 46-50 us at the
+// same issue rate, the call 62 -> 53-57 us at 8 x 768 x 1024 (short of the 45 us aim, which needs the
+// arithmetic itself cut: the DFTs' float32 adds and products are ~2/3 of the issue slots). Measured
+// (beca98c, H200, bf16, four unrolled 32-point transforms a row in the generic fused kernel): correct,
+// 13.7% fewer instructions (28.3 M against 32.7 M) as predicted, but slower: the conv kernel 57.0 ->
+// 74.7 us at 16 warps an SM (128 registers) and 79.9 us at 12 (168), the call 63.8 -> 70.5 and 74.3
+// us (float32: 60.2 -> 65.4 and 64.7), at 9.6 and 7.75 cycles an issue of which 3.5 waiting for
+// instruction fetch (~74 KB of code a row against ~43 KB). So the inverse runs the forward code on
+// conj(Zy) (F^H x = conj(F conj(x))) and the row is one rolled loop of four steps of one DFT-32:
+// predicted fetch waits 3.5 -> ~0.5 cycles, 74.7 -> 50-55 us. Measured (85a82b4, the A/B of the bench
+// in one process, medians of 3): float32 60.2 -> 51.8 us a call at 12 warps an SM (168 registers, no
+// spill; 54.4 at 16 warps and 128 registers, 54.3 with two rounds of the unrolled pair); bfloat16
+// 62.8 -> 70.4 (63.8 at 16 warps): the conv kernel (Nsight, bf16) 56.5 -> 73.3 us (62.3 at 16 warps),
+// 27.0 M instructions against 32.7 M but 7.2 cycles an issue at 12 warps (8.45 at 16), the fetch
+// waits down only to 2.3-2.5 cycles, long-scoreboard 1.3-2.0. So the 32 x 32 kernel (four steps, 3
+// blocks an SM) is the default for float32 only; the 16-bit dtypes keep the 16-value plan, and why
+// they lose by ~10 us where float32 gains 8 (the kernels differ only in their loads and stores) is
+// not yet measured apart. With that default (7dc0f99, bench --quick, 1212 tests passed): float32
+// 54.0 us a call (runs 53.4..58.4; A/B 59.9 -> 51.9), bfloat16 65.1 (64.1..66.3; unchanged kernel, A/B
+// 63.2 against 73.5 with the 32 x 32 one).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "cuda_check.cuh"
@@ -405,7 +439,9 @@ __device__ __forceinline__ void load_fence() {
 // architecture has neither instruction, and the conv kernel is then launched without the attribute.
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
-// index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory).
+// index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory), and
+// within a group of more than kFenceEvery values, kFenceEvery at a time.
+constexpr int kFenceEvery = 16;
 template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Load>
 __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, int m, Load load) {
 #pragma unroll
@@ -414,7 +450,10 @@ __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, 
     int base, stride;
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
-    for (int s = 0; s < kR; ++s) v[e * kR + s] = load(base, s, stride);
+    for (int s = 0; s < kR; ++s) {
+      if (kFenced && s > 0 && s % kFenceEvery == 0) load_fence();
+      v[e * kR + s] = load(base, s, stride);
+    }
   }
 }
 
@@ -426,7 +465,10 @@ __device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int 
     int base, stride;
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
-    for (int s = 0; s < kR; ++s) store(base, s, stride, v[e * kR + s]);
+    for (int s = 0; s < kR; ++s) {
+      if (kFenced && s > 0 && s % kFenceEvery == 0) load_fence();
+      store(base, s, stride, v[e * kR + s]);
+    }
   }
 }
 
@@ -455,6 +497,26 @@ struct padded_row {
     if (stride % 16 == 0) return padded(base) + s * (stride + stride / 16);
     if (aligned) return padded(base) + padded(s * stride);
     return padded(base + s * stride);
+  }
+  __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
+    return p[at(base, s, stride)];
+  }
+  __device__ __forceinline__ void operator()(int base, int s, int stride, float2 x) const {
+    p[at(base, s, stride)] = x;
+  }
+};
+
+// Shared memory with one pad every 32 values, for two passes of radix 32 with one group a lane: pass 1
+// writes group g at positions 32 g + s (lanes 33 values apart: distinct bank pairs in each half-warp),
+// the last pass reads group g at g + 32 s (consecutive lanes, consecutive values). Pass 1's bases are
+// multiples of 32 and its offsets below 32, the last pass's strides multiples of 32, so either way the
+// address is one padded base plus constant offsets.
+struct padded32_row {
+  float2* p;
+  static __device__ __forceinline__ int pad(int pos) { return pos + (pos >> 5); }
+  __device__ __forceinline__ int at(int base, int s, int stride) const {
+    if (stride % 32 == 0) return pad(base) + s * (stride + stride / 32);
+    return pad(base) + pad(s * stride);  // base % 32 == 0 (pass 1's output side)
   }
   __device__ __forceinline__ float2 operator()(int base, int s, int stride) const {
     return p[at(base, s, stride)];
@@ -1288,6 +1350,85 @@ __global__ void __launch_bounds__(conv_plan<kLogM>::kThreads, conv_plan<kLogM>::
   }
   // A block never finishes before the grid it depends on (grid <= blocks, so every block has waited
   // above; this keeps it so for any grid).
+  pdl_wait();
+}
+
+// m = 1024 as 32 x 32 (fft_conv_wide_kernel): a row a warp, each lane one 32-point group in registers,
+// two passes of radix 32 with one exchange through shared memory (padded32_row) and the warp's own
+// barrier. Lane l holds group g(l) in both passes (the mirror-lanes order: g = l for l < 16, 16 for
+// l = 16, 48 - l above), so the forward transform leaves Z[g + 32 k] in v[k] and the product pairs
+// the lanes l and l ^ 16 (product_mirror_lanes). The inverse runs the same code as the forward one on
+// conj(Zy) (F^H x = conj(F conj(x)), the DFT matrix being symmetric): its input Zy[g + 32 s] is in the
+// order the first pass reads, and its output y[g + 32 k] is stored from v[k]. The row is one rolled
+// loop of four steps of one DFT-32 each (the exchange and twiddles before steps 1 and 3, the product
+// after step 1), so the code holds one DFT-32 instead of four: unrolled, the kernel waited on
+// instruction fetch. 4 rows a block, 3 blocks an SM (168 registers, 12 warps).
+struct wide_plan {
+  static constexpr int kM = 1024;
+  static constexpr int kRows = 4;
+  static constexpr int kThreads = 32 * kRows;
+  static constexpr int kMinBlocks = 3;
+  static constexpr int kRowStride = kM + kM / 32;  // float2, padded32_row
+  static constexpr size_t kSmem = static_cast<size_t>(kRows) * kRowStride * sizeof(float2);
+};
+constexpr size_t kWideSmem = wide_plan::kSmem + fused_roots<10>::kBytes;
+
+// The product of the forward transform Z[g + 32 k] (v[k]) with the row's spectrum, conjugated for the
+// inverse that follows.
+template <class Roots>
+__device__ __forceinline__ void wide_product(float2 (&v)[32], int g, const conv_args& a, const conv_row& row,
+                                             const Roots& roots) {
+  constexpr int m = 1024;
+  // The spectra are the preceding grid's output (programmatic dependent launch): read after this.
+  pdl_wait();
+  const float2* filter = a.spectrum + row.h * (m + 1);
+  product_mirror_lanes<32>(
+      v, g, m, [filter](int64_t f) { return filter[f]; }, roots);
+#pragma unroll
+  for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
+    fft_conv_wide_kernel(const conv_args a) {
+  using Plan = wide_plan;
+  constexpr int m = Plan::kM;
+  constexpr int c = m / 32;                       // groups of a pass
+  extern __shared__ __align__(16) float2 smem[];  // rows (kRows, kRowStride), then the roots' tables
+  const int local_row = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const padded32_row buf{smem + local_row * Plan::kRowStride};
+  const auto roots = fused_roots<10>::fill(smem + Plan::kRows * Plan::kRowStride);
+  const int p = lane & 15;
+  const int g = lane < 16 ? p : (p == 0 ? c / 2 : c - p);
+  const last_groups group{g, g};
+  const int64_t blocks = (a.rows + Plan::kRows - 1) / Plan::kRows;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const conv_row row(a, b * Plan::kRows + local_row);
+    float2 v[32];
+    gather<32, false, true>(v, group, 1, m,
+                            [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+#pragma unroll 1
+    for (int step = 0; step < 4; ++step) {
+      if (step % 2 == 1) {
+        // Pass 2: pass 1's output x'[32 g + s] out through buf and positions g + 32 s back in, twiddled by
+        // W_m^(g s); the warp's barriers order the other lanes' reads of buf (the previous row) before
+        // these writes, and these writes before the reads.
+        __syncwarp();
+        scatter<32, true>(v, group, 1, m, buf);
+        __syncwarp();
+        gather<32, false>(v, group, 32, m, buf);
+        twiddle<32, false>(v, g, m, roots);
+      }
+      dft<32, false>(v);
+      if (step == 1) wide_product(v, g, a, row, roots);
+    }
+#pragma unroll
+    for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
+    scatter<32, false, true>(v, group, 1, m, [&](int base, int s, int st, float2 y) {
+      store_packed<T>(a, row, base + s * st, y);
+    });
+  }
   pdl_wait();
 }
 
@@ -2139,9 +2280,25 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
                     pdl, a);
 }
 
+// Whether m = 1024 takes the 32 x 32 kernel (fft_conv_wide_kernel): SSMKIT_CUDA_FFT_WIDE=1 for every
+// dtype, =0 for none (the 16-value plan); otherwise (unset too) float32 only, where it measured faster.
+// Read at every call, so that one process can compare both.
+bool fft_wide_wanted(ssmkit_dtype dtype) {
+  const char* v = std::getenv("SSMKIT_CUDA_FFT_WIDE");
+  if (v != nullptr && (v[0] == '0' || v[0] == '1') && v[1] == '\0') return v[0] == '1';
+  return dtype == SSMKIT_DTYPE_F32;
+}
+
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
+  if constexpr (kLogM == 10) {
+    if (fft_wide_wanted(T)) {
+      const int64_t blocks = (a.rows + wide_plan::kRows - 1) / wide_plan::kRows;
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_wide_kernel<T>, kWideSmem));
+      return launch_after_filters(fft_conv_wide_kernel<T>, blocks, wide_plan::kThreads, kWideSmem, a, stream);
+    }
+  }
   if constexpr (kLogM == kMaxFusedLogM) {
     SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_split_kernel<T>, kSplitSmem));
     // One block an SM (137 KB of shared memory), each taking rows grid-stride and fetching its next
