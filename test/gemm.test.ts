@@ -281,6 +281,40 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     }
   });
 
+  // Decode rows, M = 1, 2, 5, 16, 17 (one and two tiles of 8 rows, and the first row count past them),
+  // plain and packed weights: k ranges that end inside a packed stage of 16 steps (k = 1040 int8, 2568
+  // int4), a last column group of 300 % 64 = 44 columns, one group per row and groups of 128.
+  it('decode rows (M = 1, 2, 5, 16, 17): W8A8 exact, W4A16 against the reference, plain and packed', async () => {
+    const n = 300;
+    for (const m of [1, 2, 5, 16, 17]) {
+      const rng = new Rng(m * 17 + 3);
+      const k8 = 1040;
+      const a = ints(m * k8, -128, 127, rng);
+      const w8 = ints(n * k8, -128, 127, rng);
+      const ref8 = intGemmRef(a, w8, m, n, k8);
+      const at = await dev(new Tensor('int8', a, [m, k8]));
+      const wt = await dev(new Tensor('int8', w8, [n, k8]));
+      for (const w of [wt, await packWeights(wt)]) {
+        assertEqual(toF64(await gemmW8A8(at, w, 1, 1)), ref8, `gemmW8A8 decode [${m}, ${n}, ${k8}]`);
+      }
+      for (const [k, gs] of [
+        [2568, 2568],
+        [1280, 128],
+      ] as const) {
+        const x = randTensor([m, k], 'bfloat16', () => rng.normal());
+        const w = ints(n * k, -8, 7, rng);
+        const sc = randTensor([n, k / gs], 'bfloat16', () => 0.01 + rng.uniform() * 0.1);
+        const ref = w4a16Ref(x.v, w, sc.v, m, n, k, gs);
+        const tol = scaled(TOL_W4A16.float32, maxAbs(w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs)));
+        const [xt, sct, w4] = [await dev(x.t), await dev(sc.t), await dev(int4Tensor(w, n, k))];
+        for (const wq of [w4, await packWeights(w4, { groupSize: gs })]) {
+          const out = await gemmW4A16(xt, wq, sct, { groupSize: gs, outDtype: 'float32' });
+          assertClose(toF64(out), ref, tol, `gemmW4A16 decode [${m}, ${n}, ${k}] gs ${gs}`);
+        }
+      }
+    }
+  });
+
   // Decode (M = 1) with float16 x: activations with outliers (a few values 300 times the rest, as in
   // Mamba's hidden states), checked at float32 output; a group per row (groupSize = K) as well, and
   // groups that are not a whole number of 128-value blocks.
