@@ -281,8 +281,8 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     }
   });
 
-  // Decode rows, M = 1, 2, 5, 16, 17 (one and two tiles of 8 rows, and the first row count past them),
-  // plain and packed weights: k ranges that end inside a packed stage of 16 steps (k = 1040 int8, 2568
+  // Decode rows, M = 1, 2, 5, 16, 17 (the gemv path's one and several rows, its largest count and one past it),
+  // plain and packed weights: k that is not a multiple of 64 bytes of weights a row (k = 1040 int8, 2568
   // int4), a last column group of 300 % 64 = 44 columns, one group per row and groups of 128.
   it('decode rows (M = 1, 2, 5, 16, 17): W8A8 exact, W4A16 against the reference, plain and packed', async () => {
     const n = 300;
