@@ -177,7 +177,12 @@
 // they lose by ~10 us where float32 gains 8 (the kernels differ only in their loads and stores) is
 // not yet measured apart. With that default (7dc0f99, bench --quick, 1212 tests passed): float32
 // 54.0 us a call (runs 53.4..58.4; A/B 59.9 -> 51.9), bfloat16 65.1 (64.1..66.3; unchanged kernel, A/B
-// 63.2 against 73.5 with the 32 x 32 one).
+// 63.2 against 73.5 with the 32 x 32 one). A fence every 16 values inside the device-memory groups,
+// first written for every kernel, changed the other kernels' code too (fewer loads in flight: an A/B on
+// the H200 against the previous kernels, alternating, read bf16 67.0 / 66.9 against 64.5 / 64.0 us at
+// 1024 and 2019 / 2018 against 1881 / 1872 at 65536); it is now the wide kernel's alone (gather and
+// scatter's kEvery), and every other kernel's SASS is again that of the previous kernels (compared with
+// cuobjdump).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -440,9 +445,8 @@ __device__ __forceinline__ void load_fence() {
 
 // Loads the kE inputs (kOut = false) or outputs (kOut = true) of a thread's groups; group(e) is the
 // index g of its e-th group. kFenced: one group's loads at a time (for loads from device memory), and
-// within a group of more than kFenceEvery values, kFenceEvery at a time.
-constexpr int kFenceEvery = 16;
-template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Load>
+// with kEvery > 0, kEvery at a time within a group (the 32-value groups of fft_conv_wide_kernel).
+template <int kR, bool kOut, bool kFenced = false, int kEvery = 0, int kN, class Group, class Load>
 __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, int m, Load load) {
 #pragma unroll
   for (int e = 0; e < kN / kR; ++e) {
@@ -451,13 +455,13 @@ __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, 
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
     for (int s = 0; s < kR; ++s) {
-      if (kFenced && s > 0 && s % kFenceEvery == 0) load_fence();
+      if (kFenced && kEvery > 0 && s > 0 && s % kEvery == 0) load_fence();
       v[e * kR + s] = load(base, s, stride);
     }
   }
 }
 
-template <int kR, bool kOut, bool kFenced = false, int kN, class Group, class Store>
+template <int kR, bool kOut, bool kFenced = false, int kEvery = 0, int kN, class Group, class Store>
 __device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int rprev, int m, Store store) {
 #pragma unroll
   for (int e = 0; e < kN / kR; ++e) {
@@ -466,7 +470,7 @@ __device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int 
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
     for (int s = 0; s < kR; ++s) {
-      if (kFenced && s > 0 && s % kFenceEvery == 0) load_fence();
+      if (kFenced && kEvery > 0 && s > 0 && s % kEvery == 0) load_fence();
       store(base, s, stride, v[e * kR + s]);
     }
   }
@@ -1406,8 +1410,8 @@ __global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const conv_row row(a, b * Plan::kRows + local_row);
     float2 v[32];
-    gather<32, false, true>(v, group, 1, m,
-                            [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
+    gather<32, false, true, 16>(
+        v, group, 1, m, [&](int base, int s, int st) { return load_packed<T>(a, row, base + s * st); });
 #pragma unroll 1
     for (int step = 0; step < 4; ++step) {
       if (step % 2 == 1) {
@@ -1425,7 +1429,7 @@ __global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
     }
 #pragma unroll
     for (int k = 0; k < 32; ++k) v[k] = c_conj(v[k]);
-    scatter<32, false, true>(v, group, 1, m, [&](int base, int s, int st, float2 y) {
+    scatter<32, false, true, 16>(v, group, 1, m, [&](int base, int s, int st, float2 y) {
       store_packed<T>(a, row, base + s * st, y);
     });
   }
