@@ -455,7 +455,7 @@ __device__ __forceinline__ void gather(float2 (&v)[kN], Group group, int rprev, 
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
     for (int s = 0; s < kR; ++s) {
-      if (kFenced && kEvery > 0 && s > 0 && s % kEvery == 0) load_fence();
+      if (kFenced && kEvery > 0 && s > 0 && s % (kEvery > 0 ? kEvery : 1) == 0) load_fence();
       v[e * kR + s] = load(base, s, stride);
     }
   }
@@ -470,7 +470,7 @@ __device__ __forceinline__ void scatter(const float2 (&v)[kN], Group group, int 
     group_span<kR, kOut>(group(e), rprev, m, base, stride);
 #pragma unroll
     for (int s = 0; s < kR; ++s) {
-      if (kFenced && kEvery > 0 && s > 0 && s % kEvery == 0) load_fence();
+      if (kFenced && kEvery > 0 && s > 0 && s % (kEvery > 0 ? kEvery : 1) == 0) load_fence();
       store(base, s, stride, v[e * kR + s]);
     }
   }
