@@ -103,7 +103,7 @@ describe('calling convention', () => {
     expect(Array.from(a)).toEqual([1, 2, 3, 4]);
   });
 
-  it('keeps the event loop free while a 200 ms CPU op runs (5 ms interval, p99 delay < 20 ms)', async () => {
+  it('keeps the event loop free while 200 ms CPU ops run (5 ms interval, p99 delay < 20 ms)', async () => {
     const rng = new Rng(11);
     // Two kernel threads on any machine, so that a 200 ms op has about the same size everywhere: on a
     // many-core machine a 200 ms op would need a tensor of gigabytes, whose zero-filled output
@@ -132,13 +132,15 @@ describe('calling convention', () => {
       gaps.push(now - last - 5);
       last = now;
     }, 5);
+    // Five calls in a row: ~200 timer gaps, so that the 99th percentile is the third-largest gap, not the
+    // largest (a single stall of a virtual machine's own).
     const t0 = performance.now();
-    await hadamard(x);
+    for (let i = 0; i < 5; i++) (await hadamard(x)).dispose();
     const elapsed = performance.now() - t0;
     clearInterval(timer);
     gaps.sort((a, b) => a - b);
     const p99 = gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * 0.99))] as number;
-    expect(elapsed).toBeGreaterThanOrEqual(150);
+    expect(elapsed).toBeGreaterThanOrEqual(750);
     expect(gaps.length).toBeGreaterThan(elapsed / 5 / 3);
     setNumThreads(threads);
     expect(p99).toBeLessThan(20);
