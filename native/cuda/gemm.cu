@@ -114,12 +114,10 @@
 //   Measured (H200, f0a329f): 144.8 us at 2048 x 2560 x 10240 and 1208 us at 8192^3, against 184.5 and
 //   1723 us for the register producer and 104.2 / 882.2 us for W8A8 in the same session: faster than
 //   before, slower than predicted, still slower than W8A8 (not profiled).
-//   SSMKIT_CUDA_WGMMA_CLUSTER=1 runs W8A8 in clusters of two blocks along m that share each weight
-//   panel: each block loads its A and half of the panel, multicast into both blocks' stages (a stage is
-//   free once the consumers of both blocks have released it), 32 KiB from L2 per block and k-tile
-//   instead of 48. Correct (the bench's checks against the CPU) but slower where measured: 152.9 us at
-//   2048 x 2560 x 10240 and 1296 us at 8192^3 (not profiled: L2 was not the bound, and the two blocks
-//   wait for each other every k-tile), so it is off by default. SSMKIT_CUDA_WGMMA=0 takes the mma.sync
+//   Clusters of two blocks along m sharing each weight panel by multicast (each block loading its A and
+//   half of the panel, 32 KiB from L2 per block and k-tile instead of 48) measured slower: 152.9 us at
+//   2048 x 2560 x 10240 and 1296 us at 8192^3 (the two blocks wait for each other every k-tile), and are
+//   not kept. SSMKIT_CUDA_WGMMA=0 takes the mma.sync
 //   tiled path.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
@@ -2015,64 +2013,6 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
 #endif
 }
 
-// The same box written to the same shared-memory offset of every block of the cluster in cta_mask,
-// completing on the barrier at bar's offset in each.
-__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int inner, int outer,
-                                                      uint64_t* bar, uint16_t cta_mask) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
-      "[%1, "
-      "{%3, %4}], [%2], %5;\n" ::"r"(smem_addr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(inner), "r"(outer), "h"(cta_mask)
-      : "memory");
-#endif
-}
-// An arrival on the barrier at bar's offset in block `rank` of the cluster.
-__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "{\n"
-      ".reg .b32 remote;\n"
-      "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(rank)
-      : "memory");
-#endif
-}
-// mbar_wait, ordered after arrivals released at cluster scope (by the other block's threads).
-__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint32_t addr = smem_addr(bar);
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(addr), "r"(parity)
-        : "memory");
-  } while (done == 0);
-#endif
-}
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-#endif
-  return r;
-}
-// Every thread of every block of the cluster.
-__device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-#endif
-}
-
 #endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 // store_float2 and store_float for an output dtype known at compile time.
@@ -2097,13 +2037,13 @@ __device__ __forceinline__ void store_one_as(void* p, int64_t i, float v) {
   }
 }
 
-template <ssmkit_dtype kX, bool kInt4, int kCluster, bool kRing>
+template <ssmkit_dtype kX, bool kInt4, bool kRing>
 __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w,
                       gemm_args g, int tiles_m, int tiles_n) {
   using T = wgmma_traits;
   using L = wgmma_layout<kRing>;
-  static_assert(!kRing || (kInt4 && kCluster == 1));
+  static_assert(!kRing || kInt4);
   // Built for a target without wgmma, the kernel traps; the host launches it only on sm_90 devices, whose
   // code in the release build is sm_90a.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -2121,26 +2061,18 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
   const int warp = tid >> 5;
   const int wg = warp >> 2;
   const int num_kt = static_cast<int>((g.k + T::kBK - 1) / T::kBK);
-  // Units of work: kCluster tiles along m with one weight panel (kCluster == 2: the two blocks of a
-  // cluster, each loading half of the panel for both). Block `rank` of a cluster takes tile m
-  // unit.x * kCluster + rank; a tile past m reads zeros and stores nothing.
-  static_assert(kCluster == 1 || (kCluster == 2 && !kInt4));
-  const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
-  const int units_m = (tiles_m + kCluster - 1) / kCluster;
-  const int units = units_m * tiles_n;
-  const int first_unit = static_cast<int>(blockIdx.x) / kCluster;
-  const int unit_stride = static_cast<int>(gridDim.x) / kCluster;
-  auto tile_of = [&](int u) {
-    const int2 unit = grouped_tile(u, units_m, tiles_n);
-    return make_int2(unit.x * kCluster + static_cast<int>(rank), unit.y);
-  };
+  // Units of work: the output tiles in the grouped raster, every gridDim.x-th one for this block.
+  const int units = tiles_m * tiles_n;
+  const int first_unit = static_cast<int>(blockIdx.x);
+  const int unit_stride = static_cast<int>(gridDim.x);
+  auto tile_of = [&](int u) { return grouped_tile(u, tiles_m, tiles_n); };
 
   if (tid == 0) {
     for (int s = 0; s < L::kStages; ++s) {
       // W4A8: the producer's arrival with A's bytes, and one from each thread that widened B.
       mbar_init(full + s, kInt4 ? 1 + 128 : 1);
-      // Each consumer warp of every block of the cluster (the producers write into every block).
-      mbar_init(empty + s, T::kConsumers * 4 * kCluster);
+      // Each consumer warp.
+      mbar_init(empty + s, T::kConsumers * 4);
     }
     for (int r = 0; r < L::kRawStages; ++r) {
       mbar_init(raw_full + r, 1);     // the issuing thread's arrival with the box's bytes
@@ -2149,8 +2081,6 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     mbar_init_fence();
   }
   __syncthreads();
-  // The other block's barriers are initialized before any copy or arrival reaches them.
-  if constexpr (kCluster > 1) cluster_sync();
 
   if (wg == 0) {
     if constexpr (kRing) {
@@ -2282,21 +2212,10 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
           for (int kt = 0; kt < num_kt; ++kt, ++it) {
             const int s = static_cast<int>(it % L::kStages);
             uint8_t* sa = smem + s * T::kStage;
-            if constexpr (kCluster > 1) {
-              // This block's half of the weight panel goes to both blocks, whose stages must both be free.
-              constexpr int kRows = T::kBN / kCluster;
-              mbar_wait_cluster(empty + s, ((it / L::kStages) & 1) ^ 1);
-              mbar_arrive_expect_tx(full + s, T::kStage);
-              tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
-              tma_load_2d_multicast(sa + T::kAStage + rank * kRows * T::kBK, &map_w, kt * T::kBK,
-                                    tile.y * T::kBN + static_cast<int>(rank) * kRows, full + s,
-                                    static_cast<uint16_t>((1u << kCluster) - 1));
-            } else {
-              mbar_wait(empty + s, ((it / L::kStages) & 1) ^ 1);
-              mbar_arrive_expect_tx(full + s, T::kStage);
-              tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
-              tma_load_2d(sa + T::kAStage, &map_w, kt * T::kBK, tile.y * T::kBN, full + s);
-            }
+            mbar_wait(empty + s, ((it / L::kStages) & 1) ^ 1);
+            mbar_arrive_expect_tx(full + s, T::kStage);
+            tma_load_2d(sa, &map_a, kt * T::kBK, tile.x * T::kBM, full + s);
+            tma_load_2d(sa + T::kAStage, &map_w, kt * T::kBK, tile.y * T::kBN, full + s);
           }
         }
       }
@@ -2312,17 +2231,9 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     const int tq = lane & 3;
     const bool pairs = (g.n & 1) == 0;
     uint32_t it = 0;  // k-tiles consumed so far, over every tile of this block
-    // The stage a k-tile was read from is free again in every block of the cluster.
+    // The stage a k-tile was read from is free again.
     auto release = [&](uint32_t stage) {
-      if (lane != 0) return;
-#pragma unroll
-      for (int r = 0; r < kCluster; ++r) {
-        if (kCluster == 1) {
-          mbar_arrive(empty + stage);
-        } else {
-          mbar_arrive_cluster(empty + stage, static_cast<uint32_t>(r));
-        }
-      }
+      if (lane == 0) mbar_arrive(empty + stage);
     };
     const int ct = tid - 128 * wg;  // thread of the warpgroup
     uint32_t parity = 0;            // of the tiles this block has walked
@@ -2419,8 +2330,6 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       }
     }
   }
-  // No block leaves while the other may still arrive on its barriers.
-  if constexpr (kCluster > 1) cluster_sync();
 #else
   (void)map_a, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n;
   __trap();
@@ -3014,28 +2923,17 @@ bool wgmma_shape_ok(const gemm_args& g) {
   return g.m <= kLimit && g.n <= kLimit && g.k <= kLimit;
 }
 
-// Whether W8A8 on the wgmma path runs in clusters of two blocks that share each weight panel
-// (SSMKIT_CUDA_WGMMA_CLUSTER=1; off by default).
-bool wgmma_cluster_wanted() {
-  static const bool wanted = [] {
-    const char* v = std::getenv("SSMKIT_CUDA_WGMMA_CLUSTER");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  return wanted;
-}
-
-// Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kCluster: blocks a
-// cluster along m; kRing: int4 weights through the raw ring); *launched is false (and nothing is queued)
-// where the tensor maps, the shared memory or the clusters cannot be had, so that the caller takes
-// another path.
-template <ssmkit_dtype kX, bool kInt4, int kCluster, bool kRing = false>
+// Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kRing: int4 weights
+// through the raw ring); *launched is false (and nothing is queued) where the tensor maps or the shared
+// memory cannot be had, so that the caller takes another path.
+template <ssmkit_dtype kX, bool kInt4, bool kRing = false>
 status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* launched) {
   using T = wgmma_traits;
   using L = wgmma_layout<kRing>;
   *launched = false;
   const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
   const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
-  const int64_t units = (tiles_m + kCluster - 1) / kCluster * tiles_n;
+  const int64_t units = tiles_m * tiles_n;
   if (tiles_m * tiles_n > INT32_MAX / 2) {
     return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
                        static_cast<long long>(g.m), static_cast<long long>(g.n));
@@ -3043,46 +2941,22 @@ status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* laun
   CUtensorMap map_a, map_w;
   std::memset(&map_w, 0, sizeof(map_w));
   if (!int8_tensor_map(&map_a, g.a, g.m, g.k, g.k, T::kBM) ||
-      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN / kCluster)) ||
+      (!kInt4 && !int8_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k, T::kBN)) ||
       (kRing && !int4_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k / 2))) {
     return ok_status();
   }
   device_limits lim;
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
   if (L::kSmem > lim.smem_optin) return ok_status();
-  auto* kernel = gemm_wgmma_kernel<kX, kInt4, kCluster, kRing>;
+  auto* kernel = gemm_wgmma_kernel<kX, kInt4, kRing>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, L::kSmem, smem_done));
   cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
   cfg.blockDim = dim3(T::kThreads);
   cfg.dynamicSmemBytes = L::kSmem;
   cfg.stream = stream;
-  // Persistent: one block an SM (its shared memory allows no second), each walking every
-  // (grid / kCluster)-th unit.
-  int64_t clusters = lim.sms;
-  if constexpr (kCluster > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = kCluster;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    // As many clusters as can be resident at once (the SMs of a GPC pair up), queried once per device.
-    static std::atomic<int> resident[kMaxDevices];
-    int r = resident[dev].load(std::memory_order_acquire);
-    if (r == 0) {
-      cfg.gridDim = dim3(static_cast<unsigned>(kCluster * lim.sms));
-      if (cudaOccupancyMaxActiveClusters(&r, kernel, &cfg) != cudaSuccess || r <= 0) {
-        cudaGetLastError();
-        r = -1;
-      }
-      resident[dev].store(r, std::memory_order_release);
-    }
-    if (r < 0) return ok_status();
-    clusters = r;
-  }
-  cfg.gridDim = dim3(static_cast<unsigned>(kCluster * min64(units, clusters)));
+  // Persistent: one block an SM (its shared memory allows no second), each walking every grid-th unit.
+  cfg.gridDim = dim3(static_cast<unsigned>(min64(units, lim.sms)));
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_w, g, static_cast<int>(tiles_m),
                                        static_cast<int>(tiles_n)));
   *launched = true;
@@ -3134,19 +3008,13 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
       if (aligned && bases16 && wgmma_shape_ok(g) && wgmma_traits::kSmem <= lim.smem_optin &&
           wgmma_usable(dev)) {
         bool launched = false;
-        if constexpr (kKind == KIND_W8A8) {
-          if (wgmma_cluster_wanted()) {
-            SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, false, 2>(g, dev, stream, &launched)));
-            if (launched) return ok_status();
-          }
-        }
         if constexpr (kKind == KIND_W4A8) {
           if (w4a8_ring_wanted()) {
-            SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, true, 1, true>(g, dev, stream, &launched)));
+            SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, true, true>(g, dev, stream, &launched)));
             if (launched) return ok_status();
           }
         }
-        SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, kKind == KIND_W4A8, 1>(g, dev, stream, &launched)));
+        SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, kKind == KIND_W4A8>(g, dev, stream, &launched)));
         if (launched) return ok_status();
       }
     }
