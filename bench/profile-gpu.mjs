@@ -4,7 +4,9 @@
 // z, D, softplus), scan1 (the same at batch 1, L16384), ssd (ssdScan bf16 b8 L2048 80x64 N128 chunk
 // 256, z, D), fft1k (fftConv bf16 8 x 768 x 1024, D), fft4k (8 x 768 x 4096), fft16k (2 x 768 x 16384),
 // fft64k (1 x 768 x 65536), w4a16 (gemmW4A16 M=1
-// 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), hadamard (bf16 16384 x 5120).
+// 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), decode (quant-gpu.mjs --decode's packed
+// rows: W4A16 M=1 2560 x 10240, M=4, M=16 8192 x 8192, M=1 5120 x 2560 and 5120 x 192; W8A8 M=1, 4 and 16 at
+// 2560 x 10240), hadamard (bf16 16384 x 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
 import { createRequire } from 'node:module';
 
@@ -61,11 +63,37 @@ if (mode === 'scan' || mode === 'scan1') {
   const w = s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
   const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
   rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+} else if (mode === 'decode') {
+  const int4 = (N, K) => {
+    const bytes = new Uint8Array((N * K) / 2);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
+    return s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
+  };
+  for (const [M, K, N] of [
+    [1, 2560, 10240],
+    [4, 2560, 10240],
+    [16, 8192, 8192],
+    [1, 5120, 2560],
+    [1, 5120, 192],
+  ]) {
+    const x = t([M, K], 'bfloat16');
+    const w = int4(N, K);
+    const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
+    rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+  }
+  const [K, N] = [2560, 10240];
+  const bytes = new Int8Array(N * K);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = ((Math.random() * 256) | 0) - 128;
+  const w8 = s.packWeightsSync(new s.Tensor('int8', bytes, [N, K]).toSync(dev));
+  for (const M of [1, 4, 16]) {
+    const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
+    rep(() => s.gemmW8A8Sync(a, w8, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
+  }
 } else if (mode === 'hadamard') {
   const x = t([8 * 2048, 5120], 'bfloat16');
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
 } else {
   throw new Error(
-    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, hadamard)`,
+    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, hadamard)`,
   );
 }

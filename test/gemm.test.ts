@@ -281,12 +281,13 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     }
   });
 
-  // Decode rows, M = 1, 2, 5, 16, 17 (the gemv path's one and several rows, its largest count and one past it),
-  // plain and packed weights: k that is not a multiple of 64 bytes of weights a row (k = 1040 int8, 2568
-  // int4), a last column group of 300 % 64 = 44 columns, one group per row and groups of 128.
-  it('decode rows (M = 1, 2, 5, 16, 17): W8A8 exact, W4A16 against the reference, plain and packed', async () => {
-    const n = 300;
-    for (const m of [1, 2, 5, 16, 17]) {
+  // Decode rows, M = 1, 2, 5, 9, 16, 17 (the gemv path's one and several rows, its largest count and one
+  // past it; the ring path's one and two n8 tiles), plain and packed weights: k that is not a multiple of
+  // 64 bytes of weights a row (k = 1040 int8, 2568 int4), one group per row and groups of 128; 300 columns
+  // (a last column group of 44; the GEMV and decode kernels) and 2100 (nine 256-column tiles, enough for
+  // the ring path on CUDA, the last group 52 columns wide).
+  it('decode rows (M = 1, 2, 5, 9, 16, 17): W8A8 exact, W4A16 against the reference, plain and packed', async () => {
+    for (const [n, m] of [300, 2100].flatMap((n) => [1, 2, 5, 9, 16, 17].map((m) => [n, m] as const))) {
       const rng = new Rng(m * 17 + 3);
       const k8 = 1040;
       const a = ints(m * k8, -128, 127, rng);

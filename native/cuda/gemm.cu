@@ -2,7 +2,11 @@
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
-// w in pack_weights' layout) have six paths, chosen per call:
+// w in pack_weights' layout) have seven paths, chosen per call:
+// - ring (sm_90; m <= 16 for W4A16 with 16-bit x and packed or whole-chunk plain int4 rows, 2 <= m <= 16
+//   for packed W8A8; groups of a multiple of 128; at least a block an SM): tensor cores fed by per-warp
+//   cp.async rings, k split over a cluster reduced through distributed shared memory (design and
+//   measurements at the kernel). SSMKIT_CUDA_RING=0 leaves these calls to the paths below.
 // - gemv (m <= 4, or m <= 16 for packed W8A8 (exact int32 sums); 16-bit x for W4A16; no groups or groups of a
 //   multiple of 32 for int4; packed weights, and plain rows of whole 16-byte chunks: k % 16 == 0 for
 //   int8, % 32 for int4): CUDA cores, no mma, bound by the weight bytes. One block per 64-column group and
@@ -167,6 +171,7 @@
 #include <utility>
 
 #include "cuda_check.cuh"
+#include "pdl.cuh"
 #include "ssmkit/quant.h"
 
 namespace ssmkit {
@@ -328,6 +333,7 @@ struct gemm_args {
   int64_t groups;       // k / group_size
   ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
   bool a_scale_per_row, w_scale_per_col;
+  bool pdl;  // the ring path's launch: programmatic dependent launch (the params' pdl)
 };
 
 // The output value from an accumulated one, as the CPU kernels round it: one group (the raw product v)
@@ -809,6 +815,50 @@ __device__ __forceinline__ void int4_word_to_pairs(uint32_t w, uint32_t (&p)[4])
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const uint32_t v = h[i] ^ (kBase | kFlip);
+    if constexpr (kX == SSMKIT_DTYPE_F16) {
+      asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
+    } else {
+      asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
+    }
+  }
+}
+
+// d = (a & b) | c (kOr) or (a & b) ^ c, one LOP3 (the compiler emits two when b and c are both
+// immediates).
+template <bool kOr>
+__device__ __forceinline__ uint32_t and_or_xor(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  if constexpr (kOr) {
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  } else {
+    asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  }
+  return d;
+}
+
+// int4_word_to_pairs with the mask and the magic number in one LOP3 a pair: the same values.
+template <ssmkit_dtype kX, bool kPlain>
+__device__ __forceinline__ void int4_word_to_pairs_lop3(uint32_t w, uint32_t (&p)[4]) {
+  constexpr uint32_t kBase = kX == SSMKIT_DTYPE_F16 ? 0x64006400u : 0x43004300u;
+  constexpr uint32_t kOne = kX == SSMKIT_DTYPE_F16 ? 0x3c003c00u : 0x3f803f80u;
+  constexpr uint32_t kNegBase = kX == SSMKIT_DTYPE_F16 ? 0xe408e408u : 0xc308c308u;
+  uint32_t src[4];
+  if constexpr (kPlain) {
+    const uint32_t lo = __byte_perm(w, 0, 0x4140);
+    const uint32_t hi = __byte_perm(w, 0, 0x4342);
+    src[0] = lo;
+    src[1] = hi;
+    src[2] = lo >> 4;
+    src[3] = hi >> 4;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) src[i] = w >> (4 * i);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    // Packed nibbles are u = w + 8: OR the base in; plain ones are two's complement: XOR flips bit 3.
+    const uint32_t v = kPlain ? and_or_xor<false>(src[i], 0x000f000fu, kBase | 0x00080008u)
+                              : and_or_xor<true>(src[i], 0x000f000fu, kBase);
     if constexpr (kX == SSMKIT_DTYPE_F16) {
       asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(p[i]) : "r"(v), "r"(kOne), "r"(kNegBase));
     } else {
@@ -1443,6 +1493,374 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
                                                           col = n_grp + o / kM;
                                                           return row < rows && col < g.n;
                                                         });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Ring path (sm_90, m <= 16: W4A16 with 16-bit x, packed weights or plain rows of whole 32-k chunks, no
+// groups or groups of a multiple of 128; W8A8 with packed weights, m >= 2): tensor cores with the weights
+// as the A operand, fed through a ring of shared-memory stages that each warp fills with cp.async, and k
+// split over a thread-block cluster that adds its partial sums through distributed shared memory.
+//
+// A warp owns one 64-column group (four m16 tiles of columns) and the block's k range (blocks: four
+// warps, four adjacent groups, one k range). A stage is one unit of 16 packed k-steps of the warp's group
+// (128 k of int4, 64 of int8): 16 step rows of 64 column words (4 KiB, copied as the contiguous 256-byte
+// rows, each padded to 72 words); plain int4, the 64 bytes of each of the 64 rows (padded to 20 words).
+// Every lane copies 8 pieces of 16 bytes a stage, two stages in flight a warp; the warp waits only for
+// its own copies (cp.async.wait_group, then __syncwarp), never for the block. The weights' first stages
+// and the group scales are requested before the kernel waits on the one before it (programmatic
+// dependent launch, when the caller asks for it: the decode step).
+// mma row gq of tile t is column 16t + 2gq and row gq + 8 is column 16t + 2gq + 1, so that one 8-byte
+// shared load (packed; conflict-free with the padding) gives both of a lane's words of a step.
+// - W4A16: lane (gq, tq) takes step 4q + tq of the unit for q = 0..3. A word is 8 k of one column;
+//   int4_word_to_pairs_lop3 makes it the pairs (k0, k2), (k4, k6) for one m16n8k16 (k slots 2tq..,
+//   2tq + 8..) and (k1, k3), (k5, k7) for another (a shift, one LOP3 and one HFMA2 a pair); x's 8 values
+//   of a step and row are staged permuted into the same pairs (16 bytes; step rows padded by two
+//   units: conflict-free).
+// - W8A8: lane tq takes steps 8h + tq (k slots 4tq..) and 8h + 4 + tq (16 + 4tq..) of one m16n8k32 for
+//   h = 0, 1; a word is 4 k of one column (bytes w + 128: ^ 0x80808080); x is staged as the 4 bytes of a
+//   step and row (24 words a step: conflict-free), and the sums are exact int32.
+// x (up to 8 rows an n8 tile, two tiles above 8 rows) is staged once a block. Packed and plain int4
+// weights give a lane the same fragments, so the same bits. With groups, a unit's sums go into tmp and
+// are scaled into the totals once (the unit's 8 column scales a lane from shared memory, staged with x).
+// The k splits of a column tile (up to 16, enough for about kBlocksPerSm blocks an SM) are one cluster:
+// after a cluster barrier each block finishes a slice of the tile's columns from every block's sums, in
+// split order (the same bits every run), with no partials in global memory, no fence and no counter.
+// Measured (H200, Nsight, weights from DRAM): the main loop is 530 instructions a unit and warp (W4A16,
+// one n8 tile); W4A16 M = 1 at 2560 x 10240 12.2 us (CUDA-core GEMV 13.7), M = 4 12.8 (23.8), M = 16 at
+// 8192^2 35.2 (decode kernel 66.6), 5120 x 2560 10.4 (10.6); W8A8 M = 4 15.0 (16.7), M = 16 16.6 (37.1).
+// The same kernel with a global split (partials, fence, counter, last block) measured 19-24 us at M = 1:
+// that tail was the larger part. What remains is latency: about 10 cycles a warp instruction at 3-4
+// warps a scheduler, the weights' first round trip and the cluster's reduction.
+
+constexpr int kRingWarps = 4;
+constexpr int kRingThreads = kRingWarps * 32;
+constexpr int kRingBlockN = kRingWarps * 64;
+constexpr int kRingUnitSteps = 16;
+constexpr int kRingStepWords = 72;                   // packed: one step row of 64 words, 8 of padding
+constexpr int kRingColWords = 20;                    // plain: one column's 16 words, 4 of padding
+constexpr int kRingStageWords = 64 * kRingColWords;  // >= kRingUnitSteps * kRingStepWords (1152)
+static_assert(kRingUnitSteps * kRingStepWords <= kRingStageWords, "stage size");
+
+template <int kKind, int kNT>
+struct ring_traits {
+  static constexpr bool kInt8 = kKind == KIND_W8A8;
+  static constexpr int kStepK = kInt8 ? 4 : 8;
+  static constexpr int kUnitK = kRingUnitSteps * kStepK;
+  static constexpr int kRows = 8 * kNT;  // x rows of the m slice
+  // Staged x a step: W4A16 kRows + 2 units of 16 bytes; W8A8 kRows words, 24 at two tiles.
+  static constexpr int kXStepBytes = kInt8 ? (kNT == 1 ? 8 : 24) * 4 : (kRows + 2) * 16;
+  static constexpr int kDepth = 2;  // stages in flight a warp
+  // Blocks an SM (registers: <= 128 a thread at four); the units of a block's k range are capped so
+  // that their shared memory fits as many.
+  static constexpr int kBlocksPerSm = kNT == 1 ? 4 : 3;
+  static constexpr int kMaxUnits = kNT == 1 ? 4 : 6;
+  static constexpr int kRingBytes = kRingWarps * kDepth * kRingStageWords * 4;
+  static int smem_bytes(int units, bool grouped) {
+    return units * kRingUnitSteps * kXStepBytes + kRingBytes + (grouped ? kRingWarps * units * 64 * 4 : 0);
+  }
+};
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT>
+__global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlocksPerSm))
+    gemm_ring_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels) {
+  using R = ring_traits<kKind, kNT>;
+  using acc_t = typename std::conditional<R::kInt8, int, float>::type;
+  static_assert(!R::kInt8 || (!kPlain && !kGrouped), "W8A8 takes packed weights and one scale a column");
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int gq = lane >> 2;
+  const int tq = lane & 3;
+  const int split = blockIdx.y;  // the block's rank in its cluster of `splits`
+  const int64_t n_block = static_cast<int64_t>(blockIdx.x) * kRingBlockN;
+  const int64_t grp = n_block / 64 + warp;
+  const int64_t n_warp = grp * 64;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.z) * R::kRows;
+  const int rows = static_cast<int>(min64(R::kRows, g.m - m0));
+  const int64_t kb = split * k_range;  // a multiple of kUnitK
+  const int64_t ke = min64(g.k, kb + k_range);
+  const int nunits = static_cast<int>((ke - kb + R::kUnitK - 1) / R::kUnitK);
+  const int units_max = static_cast<int>(k_range / R::kUnitK);
+
+  uint8_t* xs = smem;  // (step, kXStepBytes)
+  uint32_t* ring = reinterpret_cast<uint32_t*>(smem + units_max * kRingUnitSteps * R::kXStepBytes) +
+                   warp * R::kDepth * kRingStageWords;
+  float* scl = reinterpret_cast<float*>(smem + units_max * kRingUnitSteps * R::kXStepBytes + R::kRingBytes) +
+               warp * units_max * 64;
+
+  // Unit u of the range into ring slot u % kDepth (zeros past the range, past k and past the group's
+  // panels); one commit group a unit, empty past the range. Lane l's piece i: packed, step 2i + l / 16
+  // of the unit, 16 bytes l % 16 of its row; plain, column 8i + l / 4, 32-k piece l % 4.
+  const int64_t grp_panels = n_warp < g.n ? min64(4, panels - grp * 4) : 0;
+  const uint8_t* src0;   // piece 0 of unit 0
+  int64_t piece_stride;  // bytes from piece i to i + 1
+  int64_t unit_stride;   // bytes from unit u to u + 1
+  bool lane_ok;          // the lane's pieces exist at all
+  int64_t left0;         // packed: steps from the lane's first to the end; plain: columns
+  uint32_t* dst0 = ring + (kPlain ? (lane >> 2) * kRingColWords + (lane & 3) * 4
+                                  : (lane >> 4) * kRingStepWords + (lane & 15) * 4);
+  constexpr int kDstStride = kPlain ? 8 * kRingColWords : 2 * kRingStepWords;  // words from piece i to i + 1
+  if constexpr (kPlain) {
+    const int64_t col = n_warp + (lane >> 2);
+    src0 = g.w + col * g.w_row_bytes + kb / 2 + (lane & 3) * 16;
+    piece_stride = 8 * g.w_row_bytes;
+    unit_stride = R::kUnitK / 2;
+    lane_ok = true;
+    left0 = g.n - col;  // piece i's column exists while 8i < left0
+  } else {
+    const int64_t step = kb / R::kStepK + (lane >> 4);
+    src0 = g.w + grp * 4 * steps * 64 + step * grp_panels * 64 + (lane & 15) * 16;
+    piece_stride = 2 * grp_panels * 64;
+    unit_stride = kRingUnitSteps * grp_panels * 64;
+    lane_ok = (lane & 15) < grp_panels * 4;
+    left0 = steps - step;  // piece i's step of unit u exists while 16u + 2i < left0
+  }
+  auto load_unit = [&](int u) {
+    uint32_t* dst = dst0 + (u % R::kDepth) * kRingStageWords;
+    const uint8_t* src = src0 + u * unit_stride;
+    const bool unit_ok = u < nunits && lane_ok;
+    if constexpr (kPlain) {
+      // The unit's bytes of a row: whole 16-byte pieces (k % 32 == 0), all of them inside the row or none.
+      const bool in_row =
+          kb / 2 + static_cast<int64_t>(u) * (R::kUnitK / 2) + (lane & 3) * 16 < g.w_row_bytes;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const bool ok = unit_ok && in_row && 8 * i < left0;
+        cp_async16(dst + i * kDstStride, ok ? src + i * piece_stride : g.w, ok);
+      }
+    } else {
+      const int64_t left = left0 - static_cast<int64_t>(u) * kRingUnitSteps;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const bool ok = unit_ok && 2 * i < left;
+        cp_async16(dst + i * kDstStride, ok ? src + i * piece_stride : g.w, ok);
+      }
+    }
+    cp_async_commit();
+  };
+  pdl_trigger();
+  // The weights and scales are constant: they go out before waiting on the kernel before this one.
+#pragma unroll
+  for (int u = 0; u < R::kDepth; ++u) load_unit(u);
+
+  // x rows m0.. of the range's steps (item i: row i / kXSteps, step i % kXSteps; zeros past m and k)
+  // and, with groups, each lane's two columns' scales of every unit: every load issued before the
+  // first store, so that their round trips overlap each other and the weights'.
+  constexpr int kXSteps = R::kMaxUnits * kRingUnitSteps;
+  constexpr int kXItems = (R::kRows * kXSteps + kRingThreads - 1) / kRingThreads;
+  using xv_t = typename std::conditional<R::kInt8, uint32_t, uint4>::type;
+  const int xsteps = units_max * kRingUnitSteps;
+  constexpr int kScales = kGrouped ? 2 * R::kMaxUnits : 1;
+  float sv[kScales];
+  if constexpr (kGrouped) {
+    // Unit u of the range lies in group (kb / kUnitK + u) / (group_size / kUnitK).
+    const int unit0 = static_cast<int>(kb / R::kUnitK);
+    const int units_per_group = static_cast<int>(g.group_size / R::kUnitK);
+#pragma unroll
+    for (int j = 0; j < kScales; ++j) {
+      const int u = j >> 1;
+      const int64_t col = n_warp + lane + 32 * (j & 1);
+      sv[j] = u < nunits && col < g.n ? group_scale(g, col, (unit0 + u) / units_per_group) : 0.0f;
+    }
+  }
+  pdl_wait();  // x is the kernel before's output, and out may still be read by it
+  xv_t xv[kXItems];
+#pragma unroll
+  for (int j = 0; j < kXItems; ++j) {
+    const int i = threadIdx.x + j * kRingThreads;
+    const int r = i / kXSteps, s = i % kXSteps;
+    if constexpr (R::kInt8) {
+      xv[j] = load_x8_word(static_cast<const int8_t*>(g.a), g.k, m0 + r, r < rows && s < xsteps, kb + 4 * s);
+    } else {
+      xv[j] = load_x16_8(static_cast<const uint16_t*>(g.a), g.k, m0 + r, r < rows && s < xsteps, kb + 8 * s);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kXItems; ++j) {
+    const int i = threadIdx.x + j * kRingThreads;
+    const int r = i / kXSteps, s = i % kXSteps;
+    if (r < R::kRows && s < xsteps) {
+      if constexpr (R::kInt8) {
+        reinterpret_cast<uint32_t*>(xs + s * R::kXStepBytes)[r] = xv[j];
+      } else {
+        const uint4 v = xv[j];
+        reinterpret_cast<uint4*>(xs + s * R::kXStepBytes)[r] =
+            make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
+                       __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x7632));
+      }
+    }
+  }
+  if constexpr (kGrouped) {
+#pragma unroll
+    for (int j = 0; j < kScales; ++j) {
+      if ((j >> 1) < nunits) scl[(j >> 1) * 64 + lane + 32 * (j & 1)] = sv[j];
+    }
+  }
+  __syncthreads();
+
+  acc_t acc[4][kNT][4];
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[t][nt][e] = 0;
+    }
+  }
+  // Both of a lane's words of step sl of tile t: columns 16t + 2gq and 16t + 2gq + 1.
+  auto words = [&](const uint32_t* st, int sl, int t, uint32_t& wa, uint32_t& wb) {
+    if constexpr (kPlain) {
+      wa = st[(16 * t + 2 * gq) * kRingColWords + sl];
+      wb = st[(16 * t + 2 * gq + 1) * kRingColWords + sl];
+    } else {
+      const uint2 w2 = *reinterpret_cast<const uint2*>(st + sl * kRingStepWords + 16 * t + 2 * gq);
+      wa = w2.x;
+      wb = w2.y;
+    }
+  };
+  // The unit in slot st summed into dst.
+  auto unit = [&](const uint32_t* st, int u, acc_t(&dst)[4][kNT][4]) {
+    const uint8_t* xu = xs + u * kRingUnitSteps * R::kXStepBytes;
+    if constexpr (R::kInt8) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int s0 = 8 * h + tq, s1 = s0 + 4;
+        uint32_t b0[kNT], b1[kNT];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          b0[nt] = reinterpret_cast<const uint32_t*>(xu + s0 * R::kXStepBytes)[gq + 8 * nt];
+          b1[nt] = reinterpret_cast<const uint32_t*>(xu + s1 * R::kXStepBytes)[gq + 8 * nt];
+        }
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+          uint32_t a0, a1, a2, a3;
+          words(st, s0, t, a0, a1);
+          words(st, s1, t, a2, a3);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            mma_s8(dst[t][nt], a0 ^ 0x80808080u, a1 ^ 0x80808080u, a2 ^ 0x80808080u, a3 ^ 0x80808080u, b0[nt],
+                   b1[nt]);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int sl = 4 * q + tq;  // this lane's step of the unit
+        uint4 xv[kNT];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+          xv[nt] = reinterpret_cast<const uint4*>(xu + sl * R::kXStepBytes)[gq + 8 * nt];
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+          uint32_t wa, wb;
+          words(st, sl, t, wa, wb);
+          uint32_t pa[4], pb[4];
+          int4_word_to_pairs_lop3<kX, kPlain>(wa, pa);
+          int4_word_to_pairs_lop3<kX, kPlain>(wb, pb);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            mma_16bit<kX>(dst[t][nt], pa[0], pb[0], pa[1], pb[1], xv[nt].x, xv[nt].y);
+            mma_16bit<kX>(dst[t][nt], pa[2], pb[2], pa[3], pb[3], xv[nt].z, xv[nt].w);
+          }
+        }
+      }
+    }
+  };
+
+  for (int u = 0; u < nunits; ++u) {
+    cp_async_wait<R::kDepth - 1>();
+    __syncwarp();
+    const uint32_t* st = ring + (u % R::kDepth) * kRingStageWords;
+    if constexpr (kGrouped) {
+      acc_t tmp[4][kNT][4];
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) tmp[t][nt][e] = 0;
+        }
+      }
+      unit(st, u, tmp);
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        const float2 sc = *reinterpret_cast<const float2*>(scl + u * 64 + 16 * t + 2 * gq);
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          acc[t][nt][0] = __fmaf_rn(tmp[t][nt][0], sc.x, acc[t][nt][0]);
+          acc[t][nt][1] = __fmaf_rn(tmp[t][nt][1], sc.x, acc[t][nt][1]);
+          acc[t][nt][2] = __fmaf_rn(tmp[t][nt][2], sc.y, acc[t][nt][2]);
+          acc[t][nt][3] = __fmaf_rn(tmp[t][nt][3], sc.y, acc[t][nt][3]);
+        }
+      }
+    } else {
+      unit(st, u, acc);
+    }
+    __syncwarp();  // every lane is done with the slot before it is refilled
+    load_unit(u + R::kDepth);
+  }
+  cp_async_wait<0>();
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The splits of a column tile are one cluster: each block leaves its sums (row, column of the tile) in
+  // its own shared memory, and after the cluster barrier block rank q finishes columns [q cw, (q + 1) cw)
+  // by reading every block's sums through distributed shared memory, in split order (the same bits
+  // every run).
+  __syncthreads();  // every warp is done with the ring and x: the sums take their place
+  acc_t* red = reinterpret_cast<acc_t*>(smem);
+  constexpr int kRedStride = kRingBlockN + 4;
+  // Element e of tile t, n8 tile nt: column 16t + 2gq + (e >> 1) of the warp, row 8nt + 2tq + (e & 1).
+  static_for<4>([&](auto t) {
+    static_for<kNT>([&](auto nt) {
+      static_for<4>([&](auto e) {
+        red[(8 * nt + 2 * tq + (e & 1)) * kRedStride + warp * 64 + 16 * t + 2 * gq + (e >> 1)] =
+            acc[t][nt][e];
+      });
+    });
+  });
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+                   : "memory");
+  const int cw = (kRingBlockN + splits - 1) / splits;
+  const int c0 = static_cast<int>(rank) * cw;
+  const int c1 = min(kRingBlockN, c0 + cw);
+  const uint32_t red_local = static_cast<uint32_t>(__cvta_generic_to_shared(red));
+  for (int i = threadIdx.x; i < rows * cw; i += kRingThreads) {
+    const int r = i / cw;
+    const int c = c0 + (i - r * cw);
+    const int64_t col = n_block + c;
+    if (c >= c1 || col >= g.n) continue;
+    const uint32_t off = red_local + static_cast<uint32_t>((r * kRedStride + c) * 4);
+    acc_t v[16];
+#pragma unroll
+    for (int q = 0; q < 16; ++q) {
+      v[q] = 0;
+      if (q < splits) {
+        uint32_t remote;
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(off), "r"(q));
+        if constexpr (R::kInt8) {
+          asm volatile("ld.shared::cluster.s32 %0, [%1];" : "=r"(v[q]) : "r"(remote));
+        } else {
+          asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v[q]) : "r"(remote));
+        }
+      }
+    }
+    acc_t sum = 0;
+#pragma unroll
+    for (int q = 0; q < 16; ++q) {
+      if (q < splits) sum += v[q];
+    }
+    store_float(g.out, g.out_dt, (m0 + r) * g.n + col,
+                finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col));
+  }
+  // No block leaves while another may still read its sums.
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+                   : "memory");
+#else
+  __trap();  // launched on sm_90 only (cluster_usable)
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -2528,6 +2946,30 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 // ---------------------------------------------------------------------------------------------------
 // Host side: device properties, the split-k workspace, launch helpers.
 
+// Whether the environment switch `name` is on: unset or anything but "0".
+bool switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+// Whether device dev has compute capability 9.0 (the build's sm_90a code runs there), asked once a device.
+bool sm90a_device(int dev) {
+  if (dev < 0 || dev >= kMaxDevices) return false;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no, 2 yes
+  int state = known[dev].load(std::memory_order_acquire);
+  if (state == 0) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    state = major == 9 && minor == 0 ? 2 : 1;
+    known[dev].store(state, std::memory_order_release);
+  }
+  return state == 2;
+}
+
 struct device_limits {
   int sms = 0;
   int smem_optin = 0;
@@ -2722,6 +3164,73 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
   return ws.release();
 }
 
+// Ring path: four groups a block; k split in whole units over a cluster of up to kRingMaxSplits blocks
+// (16: non-portable, Hopper allows it), as many as keep the grid within one wave of kBlocksPerSm blocks
+// an SM, at least as many as keep a block's range within kMaxUnits (its staged x). Callers check
+// ring_fits.
+constexpr int64_t kRingMaxSplits = 16;
+
+template <int kKind, int kNT>
+bool ring_fits(const gemm_args& g) {
+  using R = ring_traits<kKind, kNT>;
+  return (g.k + R::kUnitK - 1) / R::kUnitK <= kRingMaxSplits * R::kMaxUnits;
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT>
+status launch_ring(const gemm_args& g, int dev, cudaStream_t stream) {
+  using R = ring_traits<kKind, kNT>;
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  const int64_t tiles_n = (g.n + kRingBlockN - 1) / kRingBlockN;
+  const int64_t slices = (g.m + R::kRows - 1) / R::kRows;
+  const int64_t units = (g.k + R::kUnitK - 1) / R::kUnitK;
+  if (tiles_n > INT32_MAX || slices > 65535) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  // At most one wave of resident blocks: a second, partial wave would run its few clusters alone.
+  int64_t splits = R::kBlocksPerSm * lim.sms / (tiles_n * slices);
+  splits = std::max<int64_t>(splits, (units + R::kMaxUnits - 1) / R::kMaxUnits);
+  splits = std::max<int64_t>(1, min64(min64(splits, units), kRingMaxSplits));
+  const int64_t per = (units + splits - 1) / splits;
+  splits = (units + per - 1) / per;
+  if (per > R::kMaxUnits) {
+    return make_status(status_code::unsupported, "gemm: k = %lld is too large for the ring path",
+                       static_cast<long long>(g.k));
+  }
+  const int64_t k_range = per * R::kUnitK;
+  const int64_t steps = (g.k + R::kStepK - 1) / R::kStepK;
+  const int64_t panels = (g.n + 15) / 16;
+  // The sums of the cluster reduction reuse the staged x and the ring.
+  const int smem = std::max(R::smem_bytes(static_cast<int>(per), kGrouped), R::kRows * (kRingBlockN + 4) * 4);
+  auto* kernel = gemm_ring_kernel<kKind, kX, kGrouped, kPlain, kNT>;
+  static std::atomic<uint64_t> attrs_done{0};
+  const uint64_t bit = uint64_t{1} << dev;
+  if ((attrs_done.load(std::memory_order_acquire) & bit) == 0) {
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           R::smem_bytes(R::kMaxUnits, true)));
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    attrs_done.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim =
+      dim3(static_cast<unsigned>(tiles_n), static_cast<unsigned>(splits), static_cast<unsigned>(slices));
+  cfg.blockDim = dim3(kRingThreads, 1, 1);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = static_cast<unsigned>(splits);
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = g.pdl ? 2 : 1;
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, g, k_range, static_cast<int>(splits), steps, panels));
+  return ok_status();
+}
+
 // The k split of the GEMV: blocks of `per` chunks (1 KiB of weights each for 64 columns) over the SMs,
 // balanced by bytes rather than by waves. The SM with the most blocks, nb = ceil(blocks / SMs), sets the
 // time: by bandwidth nb x (per + kGemvBlockCost) chunk times (the fixed work of a block, staging x, the
@@ -2838,24 +3347,8 @@ status launch_tiled(const gemm_args& g, int dev, cudaStream_t stream) {
 // Whether the wgmma path runs on device dev: compute capability 9.0 (the build's sm_90a code), unless
 // SSMKIT_CUDA_WGMMA=0 asks for the mma.sync tiled path (for comparison).
 bool wgmma_usable(int dev) {
-  static const bool allowed = [] {
-    const char* v = std::getenv("SSMKIT_CUDA_WGMMA");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  if (!allowed || dev < 0 || dev >= kMaxDevices) return false;
-  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 no, 2 yes
-  int state = known[dev].load(std::memory_order_acquire);
-  if (state == 0) {
-    int major = 0, minor = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
-    state = major == 9 && minor == 0 ? 2 : 1;
-    known[dev].store(state, std::memory_order_release);
-  }
-  return state == 2;
+  static const bool allowed = switch_on("SSMKIT_CUDA_WGMMA");
+  return allowed && sm90a_device(dev);
 }
 
 // The driver's cuTensorMapEncodeTiled, reached through the runtime (the driver library is not linked);
@@ -2909,10 +3402,7 @@ bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
 // Whether W4A8 on the wgmma path brings its int4 weights through the copy engine's raw ring
 // (the default; SSMKIT_CUDA_W4A8_RING=0 takes the register producer).
 bool w4a8_ring_wanted() {
-  static const bool wanted = [] {
-    const char* v = std::getenv("SSMKIT_CUDA_W4A8_RING");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool wanted = switch_on("SSMKIT_CUDA_W4A8_RING");
   return wanted;
 }
 
@@ -2980,11 +3470,15 @@ status launch_simt(const gemm_args& g, cudaStream_t stream) {
 // Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
 // tensor-core decode path instead (for comparison).
 bool gemv_allowed() {
-  static const bool allowed = [] {
-    const char* v = std::getenv("SSMKIT_CUDA_GEMV");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool allowed = switch_on("SSMKIT_CUDA_GEMV");
   return allowed;
+}
+
+// Whether W4A16 and packed W8A8 at m <= 16 take the ring path: on sm_90 devices (its clusters), unless
+// SSMKIT_CUDA_RING=0 keeps the CUDA-core GEMV and the decode kernel (for comparison).
+bool ring_usable(int dev) {
+  static const bool allowed = switch_on("SSMKIT_CUDA_RING");
+  return allowed && sm90a_device(dev);
 }
 
 // Picks the path for one kind and x dtype (see the top of this file).
@@ -3115,6 +3609,33 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
+    // W4A16 and packed W8A8 at m <= 16: the ring path (W4A16: packed weights and plain rows of whole
+    // 32-k chunks).
+    if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
+      constexpr int64_t kRingK = ring_traits<kKind, 1>::kUnitK;
+      // It needs at least a block an SM (at most kRingMaxSplits blocks a column tile): on fewer columns the
+      // GEMV and decode kernels spread wider (H200, 1 x 5120 x 192: 8.0 us against 7.1); W8A8's one row
+      // is faster on the dp4a GEMV (13.2 against 14.6 us at 2560 x 10240).
+      device_limits lim;
+      SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+      const bool wide = (g.n + kRingBlockN - 1) / kRingBlockN * kRingMaxSplits >= lim.sms;
+      const bool fits = g.m <= 8 ? ring_fits<kKind, 1>(g) : ring_fits<kKind, 2>(g);
+      if (bases16 && g.k > 0 && g.m <= 16 && (kKind == KIND_W4A16 || g.m > 1) && wide && fits &&
+          (!kGrouped || g.group_size % kRingK == 0) && (packed || (kKind == KIND_W4A16 && g.k % 32 == 0)) &&
+          ring_usable(dev)) {
+        g.w = static_cast<const uint8_t*>(w.data);
+        g.w_row_bytes = packed ? 0 : g.k / 2;
+        auto launch = [&](auto plain) {
+          constexpr bool kPl = decltype(plain)::value;
+          if (g.m <= 8) return launch_ring<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
+          return launch_ring<kKind, kX, kGrouped, kPl, 2>(g, dev, stream);
+        };
+        if constexpr (kKind == KIND_W4A16) {
+          if (!packed) return launch(std::true_type{});
+        }
+        return launch(std::false_type{});
+      }
+    }
     // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain rows of whole chunks.
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
     using V = gemv_traits<kKind, 1>;
@@ -3459,6 +3980,7 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   }
   gemm_args g{};
   SSMKIT_RETURN_IF_ERROR(fill_common(g, "gemmW8A8", p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, 0));
+  g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.a.data;
   const int dev = p.a.device;
@@ -3487,6 +4009,7 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   gemm_args g{};
   SSMKIT_RETURN_IF_ERROR(
       fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size));
+  g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.x.data;
   const int dev = p.x.device;

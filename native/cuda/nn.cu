@@ -2596,6 +2596,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     g.k = lw.k;
     g.group_size = lw.group_size;
     g.w_packed = packed;
+    g.pdl = ctx.pdl;
     SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else if (lw.kind == LINEAR_W8A8) {
     gemm_w8a8_params g;
@@ -2609,6 +2610,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     g.n = lw.n;
     g.k = lw.k;
     g.w_packed = packed;
+    g.pdl = ctx.pdl;
     SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
   } else {
     gemm_w4a8_params g;

@@ -114,6 +114,7 @@ struct gemm_w8a8_params {
   int64_t n = 0;
   int64_t k = 0;
   bool w_packed = false;
+  bool pdl = false;  // as gemm_w4a16_params::pdl
 };
 
 status gemm_w8a8_cpu(const gemm_w8a8_params& p);
@@ -150,6 +151,10 @@ struct gemm_w4a16_params {
   int64_t k = 0;
   int64_t group_size = 0;  // a multiple of 8 that divides k, or k
   bool w_packed = false;
+  // CUDA on sm_90: launched with programmatic dependent launch, so that it may start (and read its
+  // weights) while the kernel before it on the stream still runs; it reads x and writes out only after
+  // that kernel has completed. The CPU ignores it.
+  bool pdl = false;
 };
 
 status gemm_w4a16_cpu(const gemm_w4a16_params& p);
