@@ -372,6 +372,24 @@ interface SsmCase {
   seed: number;
 }
 
+// Two rows of three channels in blocks of blockSize, with D and the states in and out (the blocked rows
+// of the fused kernels).
+function blockedSsmCase(dtype: FloatDType, L: number, blockSize: number, seed: number): SsmCase {
+  return {
+    dtype,
+    batch: 2,
+    H: 3,
+    L,
+    n2: 8,
+    blockSize,
+    D: true,
+    initialState: true,
+    returnLastState: true,
+    memory: 'mixed',
+    seed,
+  };
+}
+
 async function runSsm(c: SsmCase): Promise<void> {
   const rng = new Rng(c.seed);
   const { dtype, batch, H, L, n2 } = c;
@@ -452,19 +470,7 @@ describe.skipIf(NO_CUDA)(`ssmConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     [5001, 1000, 'bfloat16'],
     [4501, 1500, 'float16'],
   ] as const) {
-    cases.push({
-      dtype,
-      batch: 2,
-      H: 3,
-      L,
-      n2: 8,
-      blockSize,
-      D: true,
-      initialState: true,
-      returnLastState: true,
-      memory: 'mixed',
-      seed: ++seed,
-    });
+    cases.push(blockedSsmCase(dtype, L, blockSize, ++seed));
   }
   for (const c of cases) {
     it(`${c.dtype} [${c.batch}, ${c.H}, ${c.L}] N/2 ${c.n2} block ${c.blockSize ?? 'default'}`, () => runSsm(c));
@@ -533,19 +539,7 @@ for (const wide of ['0', '1'] as const) {
       ['float32', 1000],
       ['bfloat16', 600],
     ] as const) {
-      const c: SsmCase = {
-        dtype,
-        batch: 2,
-        H: 3,
-        L: 5001,
-        n2: 8,
-        blockSize,
-        D: true,
-        initialState: true,
-        returnLastState: true,
-        memory: 'mixed',
-        seed: seed++,
-      };
+      const c = blockedSsmCase(dtype, 5001, blockSize, seed++);
       it(`ssmConv ${dtype} [2, 3, 5001] N/2 8 block ${blockSize}`, () => runSsm(c));
     }
   });

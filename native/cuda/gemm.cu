@@ -1698,15 +1698,7 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
   }
   __syncthreads();
 
-  acc_t acc[4][kNT][4];
-#pragma unroll
-  for (int t = 0; t < 4; ++t) {
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[t][nt][e] = 0;
-    }
-  }
+  acc_t acc[4][kNT][4] = {};
   // Both of a lane's words of step sl of tile t: columns 16t + 2gq and 16t + 2gq + 1.
   auto words = [&](const uint32_t* st, int sl, int t, uint32_t& wa, uint32_t& wb) {
     if constexpr (kPlain) {
@@ -1773,15 +1765,7 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     __syncwarp();
     const uint32_t* st = ring + (u % R::kDepth) * kRingStageWords;
     if constexpr (kGrouped) {
-      acc_t tmp[4][kNT][4];
-#pragma unroll
-      for (int t = 0; t < 4; ++t) {
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) tmp[t][nt][e] = 0;
-        }
-      }
+      acc_t tmp[4][kNT][4] = {};
       unit(st, u, tmp);
 #pragma unroll
       for (int t = 0; t < 4; ++t) {
@@ -3482,6 +3466,21 @@ bool ring_usable(int dev) {
   return allowed && sm90a_device(dev);
 }
 
+// Whether the ring path takes g (W4A16, or W8A8 without groups), the cheap conditions first. It needs at
+// least a block an SM (at most kRingMaxSplits blocks a column tile): on fewer columns the GEMV and decode
+// kernels spread wider (H200, 1 x 5120 x 192: 8.0 us against 7.1); W8A8's one row is faster on the dp4a
+// GEMV (13.2 against 14.6 us at 2560 x 10240).
+template <int kKind, bool kGrouped>
+bool ring_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
+  if (!bases16 || g.k <= 0 || g.m > 16 || (kKind == KIND_W8A8 && g.m == 1)) return false;
+  if (kGrouped && g.group_size % ring_traits<kKind, 1>::kUnitK != 0) return false;
+  if (!packed && !(kKind == KIND_W4A16 && g.k % 32 == 0)) return false;
+  if (!(g.m <= 8 ? ring_fits<kKind, 1>(g) : ring_fits<kKind, 2>(g)) || !ring_usable(dev)) return false;
+  device_limits lim;
+  if (!limits_of(dev, &lim).ok()) return false;
+  return (g.n + kRingBlockN - 1) / kRingBlockN * kRingMaxSplits >= lim.sms;
+}
+
 // Picks the path for one kind and x dtype (see the top of this file).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
@@ -3613,17 +3612,7 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // W4A16 and packed W8A8 at m <= 16: the ring path (W4A16: packed weights and plain rows of whole
     // 32-k chunks).
     if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
-      constexpr int64_t kRingK = ring_traits<kKind, 1>::kUnitK;
-      // It needs at least a block an SM (at most kRingMaxSplits blocks a column tile): on fewer columns the
-      // GEMV and decode kernels spread wider (H200, 1 x 5120 x 192: 8.0 us against 7.1); W8A8's one row
-      // is faster on the dp4a GEMV (13.2 against 14.6 us at 2560 x 10240).
-      device_limits lim;
-      SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
-      const bool wide = (g.n + kRingBlockN - 1) / kRingBlockN * kRingMaxSplits >= lim.sms;
-      const bool fits = g.m <= 8 ? ring_fits<kKind, 1>(g) : ring_fits<kKind, 2>(g);
-      if (bases16 && g.k > 0 && g.m <= 16 && (kKind == KIND_W4A16 || g.m > 1) && wide && fits &&
-          (!kGrouped || g.group_size % kRingK == 0) && (packed || (kKind == KIND_W4A16 && g.k % 32 == 0)) &&
-          ring_usable(dev)) {
+      if (ring_takes<kKind, kGrouped>(g, packed, bases16, dev)) {
         g.w = static_cast<const uint8_t*>(w.data);
         g.w_row_bytes = packed ? 0 : g.k / 2;
         auto launch = [&](auto plain) {

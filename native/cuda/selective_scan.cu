@@ -2579,24 +2579,15 @@ status run_scan1_bc(const char* op, const scan1_args& a, bool var_b, bool var_c,
 // forced by SSMKIT_CUDA_SCAN_LANES=1), 4 x 8 (<= 32).
 status run_scan1_p(const char* op, int lanes, int states, int typed_dt, const scan1_args& a, bool var_b,
                    bool var_c, bool local, int64_t blocks, cudaStream_t stream, int* resident = nullptr) {
-  if (typed_dt == SSMKIT_DTYPE_BF16) {
-    return a.poly == 1 ? run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16, 1>(op, a, var_b, var_c, local, blocks, stream,
-                                                                  resident)
-                       : run_scan1_bc<2, 8, SSMKIT_DTYPE_BF16, 0>(op, a, var_b, var_c, local, blocks, stream,
-                                                                  resident);
-  }
-  if (typed_dt == SSMKIT_DTYPE_F16) {
-    return a.poly == 1
-               ? run_scan1_bc<2, 8, SSMKIT_DTYPE_F16, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
-               : run_scan1_bc<2, 8, SSMKIT_DTYPE_F16, 0>(op, a, var_b, var_c, local, blocks, stream,
-                                                         resident);
-  }
-  if (typed_dt == SSMKIT_DTYPE_F32) {
-    return a.poly == 1
-               ? run_scan1_bc<2, 8, SSMKIT_DTYPE_F32, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
-               : run_scan1_bc<2, 8, SSMKIT_DTYPE_F32, 0>(op, a, var_b, var_c, local, blocks, stream,
-                                                         resident);
-  }
+  // The typed form: its dtype and FMA-pipe exp2 count as template arguments.
+  auto typed = [&](auto dt) {
+    constexpr int kDt = decltype(dt)::value;
+    return a.poly == 1 ? run_scan1_bc<2, 8, kDt, 1>(op, a, var_b, var_c, local, blocks, stream, resident)
+                       : run_scan1_bc<2, 8, kDt, 0>(op, a, var_b, var_c, local, blocks, stream, resident);
+  };
+  if (typed_dt == SSMKIT_DTYPE_BF16) return typed(std::integral_constant<int, SSMKIT_DTYPE_BF16>{});
+  if (typed_dt == SSMKIT_DTYPE_F16) return typed(std::integral_constant<int, SSMKIT_DTYPE_F16>{});
+  if (typed_dt == SSMKIT_DTYPE_F32) return typed(std::integral_constant<int, SSMKIT_DTYPE_F32>{});
   if (lanes == 1 && states == 16)
     return run_scan1_bc<1, 16>(op, a, var_b, var_c, local, blocks, stream, resident);
   if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
