@@ -6,7 +6,7 @@
 // fft64k (1 x 768 x 65536), w4a16 (gemmW4A16 M=1
 // 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), decode (quant-gpu.mjs --decode's packed
 // rows: W4A16 M=1 2560 x 10240, M=4, M=16 8192 x 8192, M=1 5120 x 2560 and 5120 x 192; W8A8 M=1, 4 and 16 at
-// 2560 x 10240), hadamard (bf16 16384 x 5120).
+// 2560 x 10240), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
 import { createRequire } from 'node:module';
 
@@ -89,11 +89,23 @@ if (mode === 'scan' || mode === 'scan1') {
     const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
     rep(() => s.gemmW8A8Sync(a, w8, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
   }
+} else if (mode === 'decode-k') {
+  // The fixed cost of a decode-row launch: W4A16 M=1 at 10240 columns over k = 256 .. 5120 (the time at
+  // k -> 0 is what the launch, the staging and the reduction cost apart from the weight stream).
+  for (const K of [256, 512, 1024, 2560, 5120]) {
+    const N = 10240;
+    const bytes = new Uint8Array((N * K) / 2);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
+    const w = s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
+    const x = t([1, K], 'bfloat16');
+    const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
+    rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+  }
 } else if (mode === 'hadamard') {
   const x = t([8 * 2048, 5120], 'bfloat16');
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
 } else {
   throw new Error(
-    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, hadamard)`,
+    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard)`,
   );
 }

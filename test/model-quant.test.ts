@@ -130,6 +130,20 @@ const MAMBA2_ROT = {
   tie_word_embeddings: true,
 };
 
+// Mamba-1 with the same rotation; at batch 1 the decode step writes in_proj's and x_proj's outputs
+// side by side in place (time_step_rank 4 keeps x_proj's pieces 16-byte aligned in float32).
+const MAMBA_ROT = {
+  model_type: 'mamba',
+  hidden_size: 32,
+  intermediate_size: 64,
+  state_size: 8,
+  num_hidden_layers: 2,
+  vocab_size: 40,
+  conv_kernel: 4,
+  time_step_rank: 4,
+  tie_word_embeddings: true,
+};
+
 describe.each(testDevices())('quantized models on %s', (device) => {
   const gap = runnerGap(device);
   if (gap) {
@@ -158,9 +172,12 @@ describe.each(testDevices())('quantized models on %s', (device) => {
     w4a16.dispose();
   });
 
-  for (const mode of ['w8a8', 'w4a8', 'w4a16'] as const) {
-    it(`${mode}: rotated out_proj, calibration, decode path = prefill path`, async () => {
-      const dir = await writeModel(`rot-${device}`, MAMBA2_ROT, false);
+  for (const [mode, name, config] of (['w8a8', 'w4a8', 'w4a16'] as const).flatMap((mode) => [
+    [mode, 'mamba2', MAMBA2_ROT] as const,
+    [mode, 'mamba', MAMBA_ROT] as const,
+  ])) {
+    it(`${mode}, ${name}: rotated out_proj, calibration, decode path = prefill path`, async () => {
+      const dir = await writeModel(`rot-${name}-${device}`, config, false);
       const float = await MambaModel.load(dir, { device, dtype: 'float32' });
       const want = toF64((await float.forward(prompts)).logits.toSync('cpu'));
       for (const calibration of [undefined, [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]]) {

@@ -333,7 +333,7 @@ struct gemm_args {
   int64_t groups;       // k / group_size
   ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
   bool a_scale_per_row, w_scale_per_col;
-  bool pdl;  // the ring path's launch: programmatic dependent launch (the params' pdl)
+  bool pdl;  // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
 };
 
 // The output value from an accumulated one, as the CPU kernels round it: one group (the raw product v)
@@ -1191,9 +1191,13 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
       v[l] = ok ? ldg_stream16(src) : make_uint4(0, 0, 0, 0);
     }
   };
+  // Launched with programmatic dependent launch only when the weights are constant (g.pdl, the decode
+  // step): their first loads go out before the wait on the kernel ahead, everything else after it.
+  pdl_trigger();
   uint4 wbuf[T::kDepth][4];
 #pragma unroll
   for (int d = 0; d < T::kDepth; ++d) load_chunk(c + d * T::kLanes, wbuf[d]);
+  pdl_wait();
 
   // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
   // thread (two for plain rows); the first weights are already on their way. Rows of whole 16-byte
@@ -3298,9 +3302,11 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits));
   // Groups are whole chunks on this path (one group: a count no chunk index reaches).
   const int chunks_per_group = static_cast<int>(min64(g.group_size / T::kChunkK, INT32_MAX));
-  kernel<<<grid, T::kThreads, static_cast<size_t>(smem), stream>>>(
-      g, k_range, static_cast<int>(splits), steps, panels, std::max(chunks_per_group, 1), partials, counters);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  bool pdl = false;
+  if (g.pdl) SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
+  SSMKIT_RETURN_IF_ERROR(launch_pdl(kernel, grid, dim3(T::kThreads), static_cast<size_t>(smem), stream, pdl,
+                                    g, k_range, static_cast<int>(splits), steps, panels,
+                                    std::max(chunks_per_group, 1), partials, counters));
   return ws.release();
 }
 

@@ -756,10 +756,6 @@ constexpr int gemv_min_blocks() {
   return MR == 1 ? 4 : MR <= 4 ? 3 : MR == 8 ? 2 : 1;
 }
 
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
 // The epilogue's inputs of element (row, col) that come from DRAM (the state update's states, A row, D
 // and dt bias; the conv's state and weights, last touched a token ago) pulled into L2 while the weights
 // stream: the finalizing warp's dependent loads then wait on L2, not DRAM (dt_proj: 3 of them). Every
@@ -1655,6 +1651,11 @@ __global__ void __launch_bounds__(kRowThreads) rms_norm_kernel(const __grid_cons
   extern __shared__ float row[];  // (d,) x + residual in float32
   __shared__ double red[33];
   pdl_trigger();
+  // The weight, read after the sums, starts toward L2 during the wait (one line a thread per 128 bytes).
+  const int64_t w_bytes = a.d * (a.w_dt == SSMKIT_DTYPE_F32 ? 4 : 2);
+  for (int64_t off = threadIdx.x * int64_t{128}; blockIdx.x == 0 && off < w_bytes;
+       off += blockDim.x * int64_t{128})
+    prefetch_l2(static_cast<const char*>(a.w) + off);
   pdl_wait();
   const int64_t out_rows = a.last_of > 0 ? a.rows / a.last_of : a.rows;
   for (int64_t r = blockIdx.x; r < out_rows; r += gridDim.x) rms_row<false>(a, r, row, red);
@@ -2484,19 +2485,45 @@ size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& 
   const int64_t conv_dim = m.mamba2 ? di + 2 * gds : di;
   const size_t e = static_cast<size_t>(dtype_size(m.act));
   const size_t row = static_cast<size_t>(B);
+  // At batch 1 the outputs of one linear layer (in_proj's, Mamba's x_proj's) are carved side by side in
+  // its column order, where every piece but the last keeps 16-byte alignment: the layer then writes them
+  // as one row, with no split after it (decode_linear).
+  auto take_row = [&](std::initializer_list<std::pair<void**, size_t>> parts) {
+    bool joint = row == 1;
+    size_t total = 0, i = 0;
+    for (const auto& pt : parts) {
+      if (++i < parts.size() && pt.second % 16 != 0) joint = false;
+      total += pt.second;
+    }
+    char* p = joint ? static_cast<char*>(take(total)) : nullptr;
+    for (const auto& pt : parts) {
+      *pt.first = joint ? p : take(pt.second);
+      if (p != nullptr) p += pt.second;
+    }
+  };
   decode_buffers b{};
   b.hidden = take(row * d * e);
   b.residual = take(row * d * 4);
   b.hn = take(row * d * e);
-  b.z = take(row * di * e);
-  b.xin = take(row * conv_dim * e);
+  const size_t dt_bytes = row * std::max(di, m.nheads) * e;
+  if (m.mamba2) {
+    take_row({{&b.z, row * di * e}, {&b.xin, row * conv_dim * e}, {&b.dt, dt_bytes}});
+  } else {
+    take_row({{&b.xin, row * conv_dim * e}, {&b.z, row * di * e}});
+    b.dt = take(dt_bytes);
+  }
   b.xc = take(row * conv_dim * e);
-  b.dt = take(row * std::max(di, m.nheads) * e);
   b.dtl = take(row * std::max<int64_t>(m.nheads, 1) * e);
-  b.dtin = take(row * std::max<int64_t>(m.dt_rank, 1) * e);
+  if (m.mamba2) {
+    b.dtin = take(row * std::max<int64_t>(m.dt_rank, 1) * e);
+    b.bm = take(row * std::max<int64_t>(gds, 1) * e);
+    b.cm = take(row * std::max<int64_t>(gds, 1) * e);
+  } else {
+    take_row({{&b.dtin, row * std::max<int64_t>(m.dt_rank, 1) * e},
+              {&b.bm, row * std::max<int64_t>(gds, 1) * e},
+              {&b.cm, row * std::max<int64_t>(gds, 1) * e}});
+  }
   b.xs = take(row * di * e);
-  b.bm = take(row * std::max<int64_t>(gds, 1) * e);
-  b.cm = take(row * std::max<int64_t>(gds, 1) * e);
   b.y = take(row * di * e);
   b.yn = take(row * di * e);
   b.qtmp = take(row * std::max<int64_t>(z.max_n, 1) * e);
@@ -2550,9 +2577,24 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   const tensor_view* plain = plain_of(buf.plain, lw);
   const tensor_view wq = plain != nullptr ? *plain : lw.w;
   const bool packed = plain == nullptr;
-  const bool direct = n_outs == 1 && outs[0].col0 == 0 && outs[0].cols == lw.n;
-  const int64_t e = dtype_size(act);
-  const tensor_view out = direct ? outs[0].out : view_of(qs.tmp, act, {batch, lw.n}, dev);
+  // One output of all columns is written in place; so are (batch 1) outputs of one dtype that lie side
+  // by side in column order (carve_decode puts in_proj's and x_proj's so): no split kernel after them.
+  bool direct = n_outs == 1 ? outs[0].col0 == 0 && outs[0].cols == lw.n : batch == 1;
+  tensor_view out = outs[0].out;
+  if (n_outs > 1 && direct) {
+    const ssmkit_dtype od = outs[0].out.dtype;
+    const char* base = static_cast<const char*>(outs[0].out.data);
+    int64_t col = 0;
+    for (int i = 0; i < n_outs && direct; ++i) {
+      const linear_output& o = outs[i];
+      direct = !o.transposed && o.col0 == col && o.out.dtype == od && o.out.numel() == o.cols &&
+               o.out.data == base + col * dtype_size(od);
+      col += o.cols;
+    }
+    direct = direct && col == lw.n;
+    out = view_of(outs[0].out.data, od, {1, lw.n}, dev);
+  }
+  if (!direct) out = view_of(qs.tmp, act, {batch, lw.n}, dev);
   // The GEMM's input: x (rotated for W4A16), or x quantized to int8 with its scale.
   tensor_view xin = x;
   quantize_params q;
@@ -2672,6 +2714,69 @@ status check_decode_cuda(const mamba_decode_params& p) {
   return linear_on_dev(mm.head);
 }
 
+// A float linear layer of the step as gemv arguments writing `outs`, checked like linear.
+status decode_gemv(const linear_weight& lw, const tensor_view& x, int64_t batch, const linear_output* outs,
+                   int n_outs, const decode_buffers& buf, int sms, gemv_args* a, gemv_plan* g) {
+  linear_params p;
+  p.x = x;
+  p.w = lw.w;
+  p.bias = lw.bias;
+  p.m = batch;
+  p.k = lw.k;
+  p.n = lw.n;
+  p.num_outputs = n_outs;
+  for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
+  SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
+  if (p.k < 1 || p.m > kGemvMaxM)
+    return make_status(status_code::internal, "decodeStep: a layer the fused step cannot run");
+  *g = linear_gemv_plan(p, sms);
+  linear_scratch scr;
+  scr.partial = buf.partial;
+  scr.counters = buf.counters;
+  *a = make_gemv_args(p, *g, scr);
+  return ok_status();
+}
+
+// Mamba's dt_proj (a float linear layer) with the state update in its epilogue: y (buf.y) and layer l's
+// state advanced one token from dtin and the conv output, B, C and z in buf; one launch for two.
+status enqueue_dt_update(const launch_ctx& ctx, const mamba_decode_params& p, int l,
+                         const tensor_view& dtin_v, const decode_buffers& buf, int sms) {
+  const mamba_decode_model& m = *p.model;
+  const mamba_layer_weights& w = m.layers[l];
+  const int64_t B = p.batch, di = m.d_inner, ds = m.d_state;
+  const ssmkit_dtype act = m.act;
+  const tensor_view y_v = view_of(buf.y, act, {B, di}, p.ids.device);
+  gemv_args a;
+  gemv_plan g;
+  const linear_output dto[1] = {col(y_v, 0, di)};
+  SSMKIT_RETURN_IF_ERROR(decode_gemv(w.dt_proj, dtin_v, B, dto, 1, buf, sms, &a, &g));
+  if (w.dt_proj.n != di || w.A.numel() != di * ds || (w.D.present() && w.D.numel() != di) ||
+      (w.dt_bias.present() && w.dt_bias.numel() != di) || p.ssm_states[l].numel() != B * di * ds)
+    return make_status(status_code::shape, "decodeStep: plan: layer %d's state update does not fit the model",
+                       l);
+  ssu_epi se{};
+  se.x = buf.xc;
+  se.x_dt = act;
+  se.z = buf.z;
+  se.z_dt = act;
+  se.B = buf.bm;
+  se.b_dt = act;
+  se.C = buf.cm;
+  se.c_dt = act;
+  se.A = w.A.ptr<const float>();
+  se.D = w.D.ptr<const float>();
+  se.dt_bias = w.dt_bias.ptr<const float>();
+  se.state = p.ssm_states[l].ptr<float>();
+  se.out = buf.y;
+  se.out_dt = act;
+  se.dim = di;
+  se.N = ds;
+  se.act = act;
+  a.epi = EPI_SSU;
+  a.ssu = se;
+  return launch_gemv(ctx, a, g, w.dt_proj.w.dtype == SSMKIT_DTYPE_BF16);
+}
+
 // Enqueues one step, ids (B,) -> logits (B, vocab), in the CPU step's order.
 status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params& p, const decode_buffers& buf,
                                const int32_t* ids, float* logits, int sms) {
@@ -2755,32 +2860,47 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
       const tensor_view cm_v = view_of(buf.cm, act, {B, ds}, dev);
       const linear_output xo[3] = {col(dtin_v, 0, r), col(bm_v, r, ds), col(cm_v, r + ds, ds)};
       SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.x_proj, xc_v, B, xo, 3, act, qs, buf, sms));
-      const tensor_view dt_v = view_of(buf.dt, act, {B, di}, dev);
-      const linear_output dto[1] = {col(dt_v, 0, di)};
-      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.dt_proj, dtin_v, B, dto, 1, act, qs, buf, sms));
-      sp.x = xc_v;
-      sp.dt = dt_v;
-      sp.B = bm_v;
-      sp.C = cm_v;
-      sp.z = z_v;
-      sp.dt_bias = w.dt_bias;
-      sp.dt_softplus = true;
-      sp.out = y_v;
-      sp.multihead = false;
-      sp.nheads = di;
-      sp.headdim = 1;
-      sp.groups = 1;
-      SSMKIT_RETURN_IF_ERROR(selective_state_update_cuda(sp, stream));
+      if (w.dt_proj.kind == LINEAR_FLOAT && B <= kGemvMaxM) {
+        // A float dt_proj (the quantized modes keep it so) takes the state update in its epilogue.
+        SSMKIT_RETURN_IF_ERROR(enqueue_dt_update(ctx, p, l, dtin_v, buf, sms));
+      } else {
+        const tensor_view dt_v = view_of(buf.dt, act, {B, di}, dev);
+        const linear_output dto[1] = {col(dt_v, 0, di)};
+        SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.dt_proj, dtin_v, B, dto, 1, act, qs, buf, sms));
+        sp.x = xc_v;
+        sp.dt = dt_v;
+        sp.B = bm_v;
+        sp.C = cm_v;
+        sp.z = z_v;
+        sp.dt_bias = w.dt_bias;
+        sp.dt_softplus = true;
+        sp.out = y_v;
+        sp.multihead = false;
+        sp.nheads = di;
+        sp.headdim = 1;
+        sp.groups = 1;
+        SSMKIT_RETURN_IF_ERROR(selective_state_update_cuda(sp, stream));
+      }
     } else {
-      split_columns_params xp;
-      xp.x = xc_v;
-      xp.m = B;
-      xp.n = conv_dim;
-      xp.num_outputs = 3;
-      xp.outputs[0] = col(view_of(buf.xs, act, {B, di}, dev), 0, di);
-      xp.outputs[1] = col(view_of(buf.bm, act, {B, gds}, dev), di, gds);
-      xp.outputs[2] = col(view_of(buf.cm, act, {B, gds}, dev), di + gds, gds);
-      SSMKIT_RETURN_IF_ERROR(split_columns_enqueue(ctx, xp));
+      // x, B and C: at batch 1 the conv output's pieces in place (16-byte aligned), else split.
+      const int64_t e = dtype_size(act);
+      char* xc0 = static_cast<char*>(buf.xc);
+      const bool in_place = B == 1 && (di * e) % 16 == 0 && (gds * e) % 16 == 0;
+      const tensor_view xs_v = view_of(in_place ? xc0 : buf.xs, act, {B, nh, m.headdim}, dev);
+      const tensor_view bm_v = view_of(in_place ? xc0 + di * e : buf.bm, act, {B, m.ngroups, ds}, dev);
+      const tensor_view cm_v =
+          view_of(in_place ? xc0 + (di + gds) * e : buf.cm, act, {B, m.ngroups, ds}, dev);
+      if (!in_place) {
+        split_columns_params xp;
+        xp.x = xc_v;
+        xp.m = B;
+        xp.n = conv_dim;
+        xp.num_outputs = 3;
+        xp.outputs[0] = col(view_of(buf.xs, act, {B, di}, dev), 0, di);
+        xp.outputs[1] = col(view_of(buf.bm, act, {B, gds}, dev), di, gds);
+        xp.outputs[2] = col(view_of(buf.cm, act, {B, gds}, dev), di + gds, gds);
+        SSMKIT_RETURN_IF_ERROR(split_columns_enqueue(ctx, xp));
+      }
       tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
       if (m.dt_limited) {
         dt_limit_params lp;
@@ -2797,10 +2917,10 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
         sp.dt_bias = w.dt_bias;
         sp.dt_softplus = true;
       }
-      sp.x = view_of(buf.xs, act, {B, nh, m.headdim}, dev);
+      sp.x = xs_v;
       sp.dt = dt_v;
-      sp.B = view_of(buf.bm, act, {B, m.ngroups, ds}, dev);
-      sp.C = view_of(buf.cm, act, {B, m.ngroups, ds}, dev);
+      sp.B = bm_v;
+      sp.C = cm_v;
       sp.out = view_of(buf.y, act, {B, nh, m.headdim}, dev);
       sp.multihead = true;
       sp.nheads = nh;
@@ -2849,29 +2969,6 @@ bool decode_can_fuse(const mamba_decode_model& m, int64_t B) {
     if (!m.mamba2 && (w.x_proj.kind != LINEAR_FLOAT || w.dt_proj.kind != LINEAR_FLOAT)) return false;
   }
   return m.head.kind == LINEAR_FLOAT;
-}
-
-// A float linear layer of the step as gemv arguments writing `outs`, checked like linear.
-status decode_gemv(const linear_weight& lw, const tensor_view& x, int64_t batch, const linear_output* outs,
-                   int n_outs, const decode_buffers& buf, int sms, gemv_args* a, gemv_plan* g) {
-  linear_params p;
-  p.x = x;
-  p.w = lw.w;
-  p.bias = lw.bias;
-  p.m = batch;
-  p.k = lw.k;
-  p.n = lw.n;
-  p.num_outputs = n_outs;
-  for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
-  SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
-  if (p.k < 1 || p.m > kGemvMaxM)
-    return make_status(status_code::internal, "decodeStep: a layer the fused step cannot run");
-  *g = linear_gemv_plan(p, sms);
-  linear_scratch scr;
-  scr.partial = buf.partial;
-  scr.counters = buf.counters;
-  *a = make_gemv_args(p, *g, scr);
-  return ok_status();
 }
 
 rms_args make_rms(const tensor_view& x, const tensor_view& res, const tensor_view& res_out,
@@ -3023,34 +3120,7 @@ status decode_enqueue_fused(const launch_ctx& ctx, const mamba_decode_params& p,
       SSMKIT_RETURN_IF_ERROR(decode_gemv(w.x_proj, xc_v, B, xo, 3, buf, sms, &a, &g));
       SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.x_proj.w.dtype == SSMKIT_DTYPE_BF16));
 
-      // dt_proj, the state update in its epilogue.
-      const linear_output dto[1] = {col(y_v, 0, di)};
-      SSMKIT_RETURN_IF_ERROR(decode_gemv(w.dt_proj, dtin_v, B, dto, 1, buf, sms, &a, &g));
-      if (w.dt_proj.n != di || w.A.numel() != di * ds || (w.D.present() && w.D.numel() != di) ||
-          (w.dt_bias.present() && w.dt_bias.numel() != di) || p.ssm_states[l].numel() != B * di * ds)
-        return make_status(status_code::shape,
-                           "decodeStep: plan: layer %d's state update does not fit the model", l);
-      ssu_epi se{};
-      se.x = buf.xc;
-      se.x_dt = act;
-      se.z = buf.z;
-      se.z_dt = act;
-      se.B = buf.bm;
-      se.b_dt = act;
-      se.C = buf.cm;
-      se.c_dt = act;
-      se.A = w.A.ptr<const float>();
-      se.D = w.D.ptr<const float>();
-      se.dt_bias = w.dt_bias.ptr<const float>();
-      se.state = p.ssm_states[l].ptr<float>();
-      se.out = buf.y;
-      se.out_dt = act;
-      se.dim = di;
-      se.N = ds;
-      se.act = act;
-      a.epi = EPI_SSU;
-      a.ssu = se;
-      SSMKIT_RETURN_IF_ERROR(launch_gemv(ctx, a, g, w.dt_proj.w.dtype == SSMKIT_DTYPE_BF16));
+      SSMKIT_RETURN_IF_ERROR(enqueue_dt_update(ctx, p, l, dtin_v, buf, sms));
     } else {
       selective_state_update_params sp;
       sp.state = p.ssm_states[l];

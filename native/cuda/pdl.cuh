@@ -29,6 +29,13 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// A hint that pulls the line at p into L2. It returns nothing to the thread, and L2 is where every SM's
+// stores meet, so it may go out before pdl_wait() even for data the kernel ahead still writes: a kernel's
+// constant inputs (weights, states of the last token) start on their way from DRAM during its wait.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // Whether the code of `kernel` that runs on the current device was compiled for sm_90 or later, machine
 // code and PTX alike (not the device's architecture: code compiled for an older one has no pdl_wait()
 // and must not overlap the kernel before it). A property of the image (every kernel of it has the same

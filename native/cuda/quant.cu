@@ -56,6 +56,7 @@
 #include <utility>
 
 #include "cuda_check.cuh"
+#include "pdl.cuh"
 #include "ssmkit/quant.h"
 
 namespace ssmkit {
@@ -231,6 +232,10 @@ __device__ __forceinline__ void fwht_regs(float (&v)[N]) {
 
 template <ssmkit_dtype T, int kM, bool kFast>
 __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
+  // Launched with programmatic dependent launch where its code has the wait (launch_had): nothing
+  // global is touched before the kernel ahead has finished.
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ float4 smem4[];
   float* buf = reinterpret_cast<float*>(smem4);  // (n) = (m, p) in float32
   const int n = a.n;
@@ -403,6 +408,8 @@ __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t o
 
 template <ssmkit_dtype T, int kLogP>
 __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(had_args a) {
+  pdl_wait();  // as hadamard_kernel
+  pdl_trigger();
   constexpr int kP = 1 << kLogP;
   constexpr int kHalf = kP / 2;
   constexpr int kQuarter = kP / 4;  // one (bit 2, slot parity) quadrant of a chunk
@@ -483,6 +490,17 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
   }
 }
 
+// A Hadamard kernel with programmatic dependent launch where its code was built for sm_90 or later (its
+// pdl_wait() comes before any global access), so that its launch overlaps the kernel ahead's tail (the
+// decode step rotates out_proj's input between the state update and the GEMM).
+template <class Kernel>
+status launch_had(Kernel* kernel, unsigned blocks, int threads, size_t smem, cudaStream_t stream,
+                  const had_args& a) {
+  bool pdl = false;
+  SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
+  return launch_pdl(kernel, dim3(blocks), dim3(static_cast<unsigned>(threads)), smem, stream, pdl, a);
+}
+
 template <ssmkit_dtype T, int kLogP>
 status launch_hadamard40(const had_args& a, cudaStream_t stream) {
   constexpr int kP = 1 << kLogP;
@@ -492,9 +510,7 @@ status launch_hadamard40(const had_args& a, cudaStream_t stream) {
         cudaFuncSetAttribute(hadamard40_kernel<T, kLogP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   const unsigned blocks = static_cast<unsigned>(a.rows < kMax40Blocks ? a.rows : kMax40Blocks);
-  hadamard40_kernel<T, kLogP><<<blocks, kP, smem, stream>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  return launch_had(hadamard40_kernel<T, kLogP>, blocks, kP, smem, stream, a);
 }
 
 template <int M>
@@ -525,9 +541,7 @@ status launch_hadamard(const had_args& a, int threads, size_t smem, cudaStream_t
   }
   const int64_t max_blocks = int64_t{1} << 20;  // rows beyond this loop inside the blocks
   const unsigned blocks = static_cast<unsigned>(a.rows < max_blocks ? a.rows : max_blocks);
-  hadamard_kernel<T, kM, kFast><<<blocks, threads, smem, stream>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  return launch_had(hadamard_kernel<T, kM, kFast>, blocks, threads, smem, stream, a);
 }
 
 template <ssmkit_dtype T, bool kFast>

@@ -2366,9 +2366,18 @@ struct conv_update_args {
 
 // One thread per (batch, channel): the Ln outputs over [state | x], then the state shifted by Ln.
 __global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(const conv_update_args a) {
+  // Launched as the decode update is (launch_update): nothing is read or written before the wait but
+  // L2 prefetches of the weights and (without indices) the state row, last written a token ago.
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
-  if (row >= a.batch * a.dim) return;
   const int64_t b = row / a.dim, c = row % a.dim, Ln = a.Ln, SL = a.SL, W = a.W;
+  if (row < a.batch * a.dim) {
+    const int64_t ws = a.w_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+    prefetch_l2(static_cast<const char*>(a.weight) + c * W * ws);
+    if (a.idx == nullptr && b < a.state_batch) prefetch_l2(a.state + (b * a.dim + c) * SL);
+  }
+  pdl_wait();
+  pdl_trigger();
+  if (row >= a.batch * a.dim) return;
   const int64_t sb = a.idx != nullptr ? a.idx[b] : b;
   if (sb < 0 || sb >= a.state_batch) {
     for (int64_t t = 0; t < Ln; ++t) store_any(a.out, a.out_dt, row * Ln + t, 0.0f);
@@ -3037,9 +3046,10 @@ status causal_conv1d_update_cuda(const causal_conv1d_update_params& p, void* str
   a.batch = Bt, a.state_batch = SB, a.dim = Dm, a.Ln = Ln, a.W = K, a.SL = SL, a.silu = p.silu;
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * Dm + kConvThreads - 1) / kConvThreads, &grid));
-  causal_conv1d_update_kernel<<<grid, kConvThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  bool pdl = false;
+  SSMKIT_RETURN_IF_ERROR(pdl_capable(causal_conv1d_update_kernel, &pdl));
+  return launch_pdl(causal_conv1d_update_kernel, dim3(grid), dim3(kConvThreads), 0,
+                    static_cast<cudaStream_t>(stream), pdl, a);
 }
 
 }  // namespace ssmkit
