@@ -4,7 +4,7 @@
 // fails the comparison), at the shapes that reach each CUDA variant and its tails: the split-K gemv
 // (1..64 rows in chunks of 16, K past the staged-x budget), the tensor-core GEMM (bfloat16, K % 8 == 0
 // or not, x in the scan layout), the FFMA GEMM (every other dtype pair), row kernels past 48 KiB of
-// shared memory, one-block-per-row sampling at vocabularies up to 50280. The fused decode step runs
+// shared memory, one-block-per-row sampling at vocabularies up to 60000. The fused decode step runs
 // small Mamba and Mamba-2 models against the CPU step, captured and uncaptured, fused and composed, with
 // and without programmatic dependent launch (the captured and uncaptured runs must agree bit for bit).
 // The family's own tests (nn.test.ts, model.test.ts and its golden models) also run on cuda:0.
@@ -520,7 +520,7 @@ describe('nn on CUDA', () => {
 
   it('sample on the device: argmax, temperature, top-k, top-p, against the reference and the CPU', () => {
     const rng = new Rng(21);
-    for (const vocab of [1, 7, 1000, 3001, 50280]) {
+    for (const vocab of [1, 7, 1000, 3001, 50280, 60000]) {
       const rows = vocab > 10000 ? 3 : 9;
       for (const [temperature, topK, topP, spread] of [
         [0, 0, 1, 3],

@@ -277,6 +277,18 @@ describe('sample', () => {
     }
   });
 
+  it('orders logits closer than the probabilities resolve by logit', () => {
+    // exp(-1e-8) rounds to 1 in float32: in each row two probabilities are 1, yet one logit is the larger,
+    // so top-k 1 keeps that token (the argmax), as the reference and the CUDA sampler do, before or after
+    // the other in index order; top-p 0.3 keeps it alone too.
+    const lt = new Tensor('float32', [-1e-8, 0, -5, -5, -1e-8, 0], [2, 3]);
+    const draws = new Tensor('float64', [0.9, 0.9], [2]);
+    for (const opts of [{ topK: 1 }, { topP: 0.3 }]) {
+      const got = Array.from(sampleSync(lt, { temperature: 1, draws, ...opts }).dataSync() as Int32Array);
+      expect(got, JSON.stringify(opts)).toEqual([1, 2]);
+    }
+  });
+
   it('draws distribute as the softmax', async () => {
     const vocab = 5;
     const logits = new Tensor('float32', [0, 1, 2, 0.5, -1], [1, vocab]);

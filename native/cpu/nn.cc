@@ -935,6 +935,14 @@ constexpr float kBinsPerNat = 64.0f;
 // and only that block is walked element by element.
 constexpr int64_t kSumBlock = 256;
 
+// A logit's bits as an unsigned key that orders as the logits do (NaN lowest, -0 as +0).
+uint32_t logit_key(float l) {
+  if (l != l) return 0u;
+  uint32_t b = 0;
+  if (l != 0.0f) std::memcpy(&b, &l, sizeof b);
+  return (b & 0x80000000u) != 0u ? ~b : (b | 0x80000000u);
+}
+
 int32_t sample_row(const float* logits, int64_t vocab, const sample_params& p, double draw) {
   // The max in 16 independent lanes (vectorizes), then its first index.
   float lanes[16];
@@ -1016,8 +1024,13 @@ int32_t sample_row(const float* logits, int64_t vocab, const sample_params& p, d
       int32_t* first = order.data() + start[b];
       int32_t* last = order.data() + start[b + 1];
       if (b >= sorted_upto) {
-        std::sort(first, last,
-                  [&](int32_t x, int32_t y) { return pr[x] > pr[y] || (pr[x] == pr[y] && x < y); });
+        // By logit, not by the float probability: two logits closer than p's resolution (an ulp of p near
+        // 1 is 6e-8) round to one p, or to swapped ones within exp's error; the order of exp((l - max) / T)
+        // is strictly that of the logits (the CUDA sampler's keys, ties by index in both).
+        std::sort(first, last, [&](int32_t x, int32_t y) {
+          const uint32_t kx = logit_key(logits[x]), ky = logit_key(logits[y]);
+          return kx > ky || (kx == ky && x < y);
+        });
         sorted_upto = b + 1;
       }
       for (int32_t* t = first; t < last && n < limit; ++t) {

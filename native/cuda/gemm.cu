@@ -286,6 +286,15 @@ __device__ __forceinline__ void mma_16bit(float (&d)[4], uint32_t a0, uint32_t a
   }
 }
 
+// A counter bump that publishes this block's earlier stores and acquires the other blocks' (release over
+// the block barrier before it, acquire handed to the block by the barrier after it): one fence a block
+// instead of one a thread.
+__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
 // A 16-byte global load that skips L1: weights are read once.
 __device__ __forceinline__ uint4 ldg_stream16(const void* p) {
   uint4 v;
@@ -1477,18 +1486,16 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
     int64_t col;
     if (out_of(u, r, col)) part[(split * g.m + r) * g.n + col] = sum[u];
   }
-  __threadfence();
   __syncthreads();
   __shared__ bool last_block;
   int* counter = counters + blockIdx.x;
   if (threadIdx.x == 0) {
-    const int arrived = atomicAdd(counter, 1);
+    const int arrived = atomic_add_acq_rel(counter, 1);  // publishes the block's partials (see there)
     last_block = arrived == splits - 1;
     if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
   }
   __syncthreads();
   if (!last_block) return;
-  __threadfence();
   // 16 rows: the epilogue's operands after the sums (loaded with them, W8A8's spilled 240 bytes at the 128
   // registers of 2 blocks per SM).
   sum_splits<kGrouped, T::kThreads, kOuts, 8, kM != 16>(g, part, splits, 64 * kM,

@@ -66,7 +66,10 @@
 // block still applies the next norm as that tail. Composed (quantized layers, larger batches, or
 // SSMKIT_CUDA_DECODE_FUSED=0): the op-by-op path's kernels in the CPU step's order, the scan family's conv
 // and state updates and the quantization family's GEMMs included, what the runner's op-by-op path computes on
-// CUDA. Either sequence runs uncaptured on the first call of a (model, states, batch), on buffers it keeps,
+// CUDA, but for three shortcuts: at batch 1 a layer's outputs are carved side by side, so in_proj and x_proj
+// write them in place with no split after them (Mamba-2's x, B and C are views of the conv output); a float
+// dt_proj (the quantized modes keep it so) takes the state update in its epilogue, as in the fused step.
+// Either sequence runs uncaptured on the first call of a (model, states, batch), on buffers it keeps,
 // so that whatever the families grow on first use exists, and is captured on the second into a CUDA graph
 // (which then allocates nothing) and replayed from then on (ids and logits staged through the graph's own
 // buffers); its kernels launch with programmatic dependent launch on sm_90, so each one's blocks start and
@@ -787,6 +790,15 @@ __device__ __forceinline__ void gemv_prefetch_epilogue(const gemv_args& a, int64
   }
 }
 
+// A counter bump that publishes this block's earlier stores and acquires the other blocks' (release over
+// the block barrier before it: the stores of every thread of the block; acquire: the block barrier
+// after it hands the acquired view to every thread): one fence a block instead of one a thread.
+__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
 // The first block step group (kGemvUnroll steps) of rows [r0, r1) of a panel: zeros past r1.
 __device__ __forceinline__ void gemv_first_loads(const char* wp, int64_t r0, int64_t r1, int sub,
                                                  uint4 (&wv)[kGemvUnroll]) {
@@ -1039,16 +1051,12 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
     if (nseg == 1) {
       ++finished;
     } else {
-      // Split-K: the last segment of panel sp to finish sums the partials, in block order.
-      __threadfence();
+      // Split-K: the last segment of panel sp to finish sums the partials, in block order. The partials
+      // are published by one acq_rel counter bump a block (a fence in every thread cost ~2% of the step).
       __syncthreads();
-      if (threadIdx.x == 0) {
-        const int prev = atomicAdd(a.counters + chunk * a.panels + sp, 1);
-        s_last = prev == nseg - 1;
-      }
+      if (threadIdx.x == 0) s_last = atomic_add_acq_rel(a.counters + chunk * a.panels + sp, 1) == nseg - 1;
       __syncthreads();
       if (s_last) {
-        __threadfence();
         ++finished;
         // Every thread takes part: group g of the threads sums segments g, g + kGroups, ..., then the
         // groups add up in order (a fixed order, so the result does not depend on the run).
@@ -1083,15 +1091,13 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
   }
   if constexpr (kTail) {
     // The block that completes the last panel of the call normalizes every row (see norm_tail).
-    __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-      const int prev = finished > 0 ? atomicAdd(a.tail.done, finished) : -1;
+      const int prev = finished > 0 ? atomic_add_acq_rel(a.tail.done, finished) : -1;
       s_last = finished > 0 && prev + finished == static_cast<int>(a.panels * gridDim.y);
     }
     __syncthreads();
     if (!s_last) return;
-    __threadfence();
     __shared__ double norm_red[33];
     const int64_t out_rows =
         a.tail.norm.last_of > 0 ? a.tail.norm.rows / a.tail.norm.last_of : a.tail.norm.rows;
