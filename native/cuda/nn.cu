@@ -1930,21 +1930,56 @@ __device__ sample_filter select_prefix(const sample_row& s, const sample_filter&
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) sh.hist[i] = 0.0;
     __syncthreads();
-    int run_d = -1;
-    double run_v = 0.0;
+    // Float64 adds to shared memory are compare-and-swap loops (ATOMS.CAST.SPIN.64), and the keys' top
+    // byte takes only a few values: 1024 threads adding to a few bins at nearly every element serialized
+    // each pass (~55 us of the ~765 us a top-p draw took at 50280 logits). So each thread keeps kSlots
+    // running (digit, sum) pairs (a new digit evicts one to its bin), and at the end the lanes of a warp
+    // with equal digits add their pairs by shuffles and one of them adds the sum to the bin.
+    constexpr int kSlots = 4;
+    int sd[kSlots];
+    double sv[kSlots];
+#pragma unroll
+    for (int q = 0; q < kSlots; ++q) {
+      sd[q] = -1;
+      sv[q] = 0.0;
+    }
+    int victim = 0;
     for (int64_t i = s.c0; i < s.c1; ++i) {
       const float p = row_prob(s, i);
       const uint32_t key = logit_key(s.l[i]);
       if (!passes(fa, key, i) || !passes(fb, key, i) || (key & mask) != prefix) continue;
       const int d = static_cast<int>((key >> shift) & 0xffu);
-      if (d != run_d) {
-        if (run_d >= 0) atomicAdd(&sh.hist[run_d], run_v);
-        run_d = d;
-        run_v = 0.0;
+      const double v = by_mass ? static_cast<double>(p) : 1.0;
+      bool hit = false;
+#pragma unroll
+      for (int q = 0; q < kSlots; ++q) {
+        if (sd[q] == d) {
+          sv[q] += v;
+          hit = true;
+        }
       }
-      run_v += by_mass ? static_cast<double>(p) : 1.0;
+      if (!hit) {
+#pragma unroll
+        for (int q = 0; q < kSlots; ++q) {
+          if (q != victim) continue;
+          if (sd[q] >= 0) atomicAdd(&sh.hist[sd[q]], sv[q]);
+          sd[q] = d;
+          sv[q] = v;
+        }
+        victim = (victim + 1) % kSlots;
+      }
     }
-    if (run_d >= 0) atomicAdd(&sh.hist[run_d], run_v);
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int q = 0; q < kSlots; ++q) {
+      const unsigned peers = __match_any_sync(0xffffffffu, sd[q]);
+      double sum = 0.0;
+      for (int src = 0; src < 32; ++src) {
+        const double x = __shfl_sync(0xffffffffu, sv[q], src);
+        if ((peers >> src) & 1u) sum += x;
+      }
+      if (sd[q] >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh.hist[sd[q]], sum);
+    }
     __syncthreads();
     if (threadIdx.x < 32) {
       const int lane = threadIdx.x;
@@ -2556,6 +2591,20 @@ struct quant_ptrs {
   float* as;
 };
 
+// A float linear layer of the step as the linear op's params writing `outs`, checked as that op checks.
+status float_linear(const linear_weight& lw, const tensor_view& x, int64_t batch, const linear_output* outs,
+                    int n_outs, linear_params* p) {
+  p->x = x;
+  p->w = lw.w;
+  p->bias = lw.bias;
+  p->m = batch;
+  p->k = lw.k;
+  p->n = lw.n;
+  p->num_outputs = n_outs;
+  for (int i = 0; i < n_outs; ++i) p->outputs[i] = outs[i];
+  return nn_check::check_linear(*p);
+}
+
 // out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
                      const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
@@ -2563,15 +2612,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   const int dev = x.device;
   if (lw.kind == LINEAR_FLOAT) {
     linear_params p;
-    p.x = x;
-    p.w = lw.w;
-    p.bias = lw.bias;
-    p.m = batch;
-    p.k = lw.k;
-    p.n = lw.n;
-    p.num_outputs = n_outs;
-    for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
-    SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
+    SSMKIT_RETURN_IF_ERROR(float_linear(lw, x, batch, outs, n_outs, &p));
     linear_scratch scr;
     scr.partial = buf.partial;
     scr.counters = buf.counters;
@@ -2724,15 +2765,7 @@ status check_decode_cuda(const mamba_decode_params& p) {
 status decode_gemv(const linear_weight& lw, const tensor_view& x, int64_t batch, const linear_output* outs,
                    int n_outs, const decode_buffers& buf, int sms, gemv_args* a, gemv_plan* g) {
   linear_params p;
-  p.x = x;
-  p.w = lw.w;
-  p.bias = lw.bias;
-  p.m = batch;
-  p.k = lw.k;
-  p.n = lw.n;
-  p.num_outputs = n_outs;
-  for (int i = 0; i < n_outs; ++i) p.outputs[i] = outs[i];
-  SSMKIT_RETURN_IF_ERROR(nn_check::check_linear(p));
+  SSMKIT_RETURN_IF_ERROR(float_linear(lw, x, batch, outs, n_outs, &p));
   if (p.k < 1 || p.m > kGemvMaxM)
     return make_status(status_code::internal, "decodeStep: a layer the fused step cannot run");
   *g = linear_gemv_plan(p, sms);
