@@ -22,6 +22,18 @@ function t(shape, dtype, f = r) {
   const d = new s.Tensor('float32', a, shape).toSync(dev);
   return dtype === 'float32' ? d : d.cast(dtype);
 }
+// Random int4 weights (n, k) packed in groups of 128, and one W4A16 call (m, k) x (n, k)^T twice.
+function int4(n, k) {
+  const bytes = new Uint8Array((n * k) / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
+  return s.packWeightsSync(new s.Tensor('int4', bytes, [n, k]).toSync(dev), { groupSize: 128 });
+}
+function w4a16Row(m, k, n) {
+  const x = t([m, k], 'bfloat16');
+  const w = int4(n, k);
+  const sc = t([n, k / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
+  rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+}
 const mode = process.argv[2];
 const FFT_SHAPES = { fft1k: [8, 768, 1024], fft4k: [8, 768, 4096], fft16k: [2, 768, 16384], fft64k: [1, 768, 65536] };
 const rep = (f) => {
@@ -57,18 +69,8 @@ if (mode === 'scan' || mode === 'scan1') {
   rep(() => s.fftConvSync(u, k, { D }).dispose());
 } else if (mode === 'w4a16' || mode === 'w4a16m16') {
   const [M, K, N] = mode === 'w4a16' ? [1, 2560, 10240] : [16, 8192, 8192];
-  const x = t([M, K], 'bfloat16');
-  const bytes = new Uint8Array((N * K) / 2);
-  for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
-  const w = s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
-  const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
-  rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+  w4a16Row(M, K, N);
 } else if (mode === 'decode') {
-  const int4 = (N, K) => {
-    const bytes = new Uint8Array((N * K) / 2);
-    for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
-    return s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
-  };
   for (const [M, K, N] of [
     [1, 2560, 10240],
     [4, 2560, 10240],
@@ -76,10 +78,7 @@ if (mode === 'scan' || mode === 'scan1') {
     [1, 5120, 2560],
     [1, 5120, 192],
   ]) {
-    const x = t([M, K], 'bfloat16');
-    const w = int4(N, K);
-    const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
-    rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
+    w4a16Row(M, K, N);
   }
   const [K, N] = [2560, 10240];
   const bytes = new Int8Array(N * K);
@@ -92,15 +91,7 @@ if (mode === 'scan' || mode === 'scan1') {
 } else if (mode === 'decode-k') {
   // The fixed cost of a decode-row launch: W4A16 M=1 at 10240 columns over k = 256 .. 5120 (the time at
   // k -> 0 is what the launch, the staging and the reduction cost apart from the weight stream).
-  for (const K of [256, 512, 1024, 2560, 5120]) {
-    const N = 10240;
-    const bytes = new Uint8Array((N * K) / 2);
-    for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
-    const w = s.packWeightsSync(new s.Tensor('int4', bytes, [N, K]).toSync(dev), { groupSize: 128 });
-    const x = t([1, K], 'bfloat16');
-    const sc = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
-    rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
-  }
+  for (const K of [256, 512, 1024, 2560, 5120]) w4a16Row(1, K, 10240);
 } else if (mode === 'hadamard') {
   const x = t([8 * 2048, 5120], 'bfloat16');
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());

@@ -286,15 +286,6 @@ __device__ __forceinline__ void mma_16bit(float (&d)[4], uint32_t a0, uint32_t a
   }
 }
 
-// A counter bump that publishes this block's earlier stores and acquires the other blocks' (release over
-// the block barrier before it, acquire handed to the block by the barrier after it): one fence a block
-// instead of one a thread.
-__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
-  int old;
-  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
-  return old;
-}
-
 // A 16-byte global load that skips L1: weights are read once.
 __device__ __forceinline__ uint4 ldg_stream16(const void* p) {
   uint4 v;

@@ -790,15 +790,6 @@ __device__ __forceinline__ void gemv_prefetch_epilogue(const gemv_args& a, int64
   }
 }
 
-// A counter bump that publishes this block's earlier stores and acquires the other blocks' (release over
-// the block barrier before it: the stores of every thread of the block; acquire: the block barrier
-// after it hands the acquired view to every thread): one fence a block instead of one a thread.
-__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
-  int old;
-  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
-  return old;
-}
-
 // The first block step group (kGemvUnroll steps) of rows [r0, r1) of a panel: zeros past r1.
 __device__ __forceinline__ void gemv_first_loads(const char* wp, int64_t r0, int64_t r1, int sub,
                                                  uint4 (&wv)[kGemvUnroll]) {
@@ -2624,24 +2615,22 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   const tensor_view* plain = plain_of(buf.plain, lw);
   const tensor_view wq = plain != nullptr ? *plain : lw.w;
   const bool packed = plain == nullptr;
-  // One output of all columns is written in place; so are (batch 1) outputs of one dtype that lie side
-  // by side in column order (carve_decode puts in_proj's and x_proj's so): no split kernel after them.
-  bool direct = n_outs == 1 ? outs[0].col0 == 0 && outs[0].cols == lw.n : batch == 1;
-  tensor_view out = outs[0].out;
-  if (n_outs > 1 && direct) {
-    const ssmkit_dtype od = outs[0].out.dtype;
-    const char* base = static_cast<const char*>(outs[0].out.data);
-    int64_t col = 0;
-    for (int i = 0; i < n_outs && direct; ++i) {
-      const linear_output& o = outs[i];
-      direct = !o.transposed && o.col0 == col && o.out.dtype == od && o.out.numel() == o.cols &&
-               o.out.data == base + col * dtype_size(od);
-      col += o.cols;
-    }
-    direct = direct && col == lw.n;
-    out = view_of(outs[0].out.data, od, {1, lw.n}, dev);
+  // Outputs of one dtype that cover the columns in order, side by side in memory, are written in place
+  // with no split kernel after the GEMM: one output of all columns, or (batch 1, where rows are single)
+  // several, as carve_decode lays out in_proj's and x_proj's.
+  const ssmkit_dtype od = outs[0].out.dtype;
+  const char* base = static_cast<const char*>(outs[0].out.data);
+  bool direct = n_outs == 1 || batch == 1;
+  int64_t col = 0;
+  for (int i = 0; i < n_outs && direct; ++i) {
+    const linear_output& o = outs[i];
+    direct = !o.transposed && o.col0 == col && o.out.dtype == od && o.out.numel() == batch * o.cols &&
+             o.out.data == base + col * dtype_size(od);
+    col += o.cols;
   }
-  if (!direct) out = view_of(qs.tmp, act, {batch, lw.n}, dev);
+  direct = direct && col == lw.n;
+  const tensor_view out =
+      direct ? view_of(outs[0].out.data, od, {batch, lw.n}, dev) : view_of(qs.tmp, act, {batch, lw.n}, dev);
   // The GEMM's input: x (rotated for W4A16), or x quantized to int8 with its scale.
   tensor_view xin = x;
   quantize_params q;

@@ -4,8 +4,10 @@
 // exited); pdl_wait() returns once the previous kernel has completed and its writes are visible (at once
 // when this kernel was launched without the attribute). Code compiled for older architectures has
 // neither instruction: both are no-ops there, and such kernels must be launched without the attribute.
-// On the host: pdl_capable (whether a kernel's code has the wait) and launch_pdl (a launch with or
-// without the attribute).
+// On the host: pdl_capable (whether a kernel's code has the wait), launch_pdl (a launch with or
+// without the attribute) and launch_after_wait (the attribute where the code has the wait). Also the
+// device-side helpers that go with such waits: prefetch_l2 (safe before the wait) and the acq_rel
+// counter bump of the last-block-finishes reductions.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,6 +36,16 @@ __device__ __forceinline__ void pdl_wait() {
 // constant inputs (weights, states of the last token) start on their way from DRAM during its wait.
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+// A counter bump that publishes this block's earlier stores and acquires the other blocks' (release over
+// the block barrier before it: the stores of every thread of the block; acquire: the block barrier after
+// it hands the acquired view to every thread): one fence a block instead of one a thread, for the
+// last-block-finishes reductions.
+__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
 }
 
 // Whether the code of `kernel` that runs on the current device was compiled for sm_90 or later, machine
@@ -75,6 +87,17 @@ status launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, 
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
+}
+
+// Launches `kernel`, whose pdl_wait() comes before any global access (L2 prefetches aside), with
+// programmatic dependent launch where its code has that wait (pdl_capable), plainly otherwise: its
+// launch and its blocks' start then overlap the tail of the kernel ahead.
+template <typename... KArgs, typename... Args>
+status launch_after_wait(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                         Args&&... args) {
+  bool pdl = false;
+  SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
+  return launch_pdl(kernel, grid, block, smem, stream, pdl, std::forward<Args>(args)...);
 }
 
 }  // namespace ssmkit

@@ -232,8 +232,7 @@ __device__ __forceinline__ void fwht_regs(float (&v)[N]) {
 
 template <ssmkit_dtype T, int kM, bool kFast>
 __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
-  // Launched with programmatic dependent launch where its code has the wait (launch_had): nothing
-  // global is touched before the kernel ahead has finished.
+  // Launched by launch_after_wait: nothing global is touched before the kernel ahead has finished.
   pdl_wait();
   pdl_trigger();
   extern __shared__ float4 smem4[];
@@ -490,17 +489,6 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
   }
 }
 
-// A Hadamard kernel with programmatic dependent launch where its code was built for sm_90 or later (its
-// pdl_wait() comes before any global access), so that its launch overlaps the kernel ahead's tail (the
-// decode step rotates out_proj's input between the state update and the GEMM).
-template <class Kernel>
-status launch_had(Kernel* kernel, unsigned blocks, int threads, size_t smem, cudaStream_t stream,
-                  const had_args& a) {
-  bool pdl = false;
-  SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
-  return launch_pdl(kernel, dim3(blocks), dim3(static_cast<unsigned>(threads)), smem, stream, pdl, a);
-}
-
 template <ssmkit_dtype T, int kLogP>
 status launch_hadamard40(const had_args& a, cudaStream_t stream) {
   constexpr int kP = 1 << kLogP;
@@ -510,7 +498,7 @@ status launch_hadamard40(const had_args& a, cudaStream_t stream) {
         cudaFuncSetAttribute(hadamard40_kernel<T, kLogP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   const unsigned blocks = static_cast<unsigned>(a.rows < kMax40Blocks ? a.rows : kMax40Blocks);
-  return launch_had(hadamard40_kernel<T, kLogP>, blocks, kP, smem, stream, a);
+  return launch_after_wait(hadamard40_kernel<T, kLogP>, dim3(blocks), dim3(kP), smem, stream, a);
 }
 
 template <int M>
@@ -541,7 +529,8 @@ status launch_hadamard(const had_args& a, int threads, size_t smem, cudaStream_t
   }
   const int64_t max_blocks = int64_t{1} << 20;  // rows beyond this loop inside the blocks
   const unsigned blocks = static_cast<unsigned>(a.rows < max_blocks ? a.rows : max_blocks);
-  return launch_had(hadamard_kernel<T, kM, kFast>, blocks, threads, smem, stream, a);
+  return launch_after_wait(hadamard_kernel<T, kM, kFast>, dim3(blocks), dim3(static_cast<unsigned>(threads)),
+                           smem, stream, a);
 }
 
 template <ssmkit_dtype T, bool kFast>

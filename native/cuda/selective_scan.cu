@@ -2366,8 +2366,8 @@ struct conv_update_args {
 
 // One thread per (batch, channel): the Ln outputs over [state | x], then the state shifted by Ln.
 __global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(const conv_update_args a) {
-  // Launched as the decode update is (launch_update): nothing is read or written before the wait but
-  // L2 prefetches of the weights and (without indices) the state row, last written a token ago.
+  // Launched by launch_after_wait: nothing is read or written before the wait but L2 prefetches of the
+  // weights and (without indices) the state row, last written a token ago.
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
   const int64_t b = row / a.dim, c = row % a.dim, Ln = a.Ln, SL = a.SL, W = a.W;
   if (row < a.batch * a.dim) {
@@ -3046,10 +3046,8 @@ status causal_conv1d_update_cuda(const causal_conv1d_update_params& p, void* str
   a.batch = Bt, a.state_batch = SB, a.dim = Dm, a.Ln = Ln, a.W = K, a.SL = SL, a.silu = p.silu;
   unsigned grid = 0;
   SSMKIT_RETURN_IF_ERROR(launch_blocks(op, (Bt * Dm + kConvThreads - 1) / kConvThreads, &grid));
-  bool pdl = false;
-  SSMKIT_RETURN_IF_ERROR(pdl_capable(causal_conv1d_update_kernel, &pdl));
-  return launch_pdl(causal_conv1d_update_kernel, dim3(grid), dim3(kConvThreads), 0,
-                    static_cast<cudaStream_t>(stream), pdl, a);
+  return launch_after_wait(causal_conv1d_update_kernel, dim3(grid), dim3(kConvThreads), 0,
+                           static_cast<cudaStream_t>(stream), a);
 }
 
 }  // namespace ssmkit
