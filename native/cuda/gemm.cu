@@ -171,6 +171,7 @@
 #include <utility>
 
 #include "cuda_check.cuh"
+#include "env.cuh"
 #include "pdl.cuh"
 #include "ssmkit/quant.h"
 
@@ -2933,12 +2934,6 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 // ---------------------------------------------------------------------------------------------------
 // Host side: device properties, the split-k workspace, launch helpers.
 
-// Whether the environment switch `name` is on: unset or anything but "0".
-bool switch_on(const char* name) {
-  const char* v = std::getenv(name);
-  return v == nullptr || std::strcmp(v, "0") != 0;
-}
-
 // Whether device dev has compute capability 9.0 (the build's sm_90a code runs there), asked once a device.
 bool sm90a_device(int dev) {
   if (dev < 0 || dev >= kMaxDevices) return false;
@@ -3336,7 +3331,7 @@ status launch_tiled(const gemm_args& g, int dev, cudaStream_t stream) {
 // Whether the wgmma path runs on device dev: compute capability 9.0 (the build's sm_90a code), unless
 // SSMKIT_CUDA_WGMMA=0 asks for the mma.sync tiled path (for comparison).
 bool wgmma_usable(int dev) {
-  static const bool allowed = switch_on("SSMKIT_CUDA_WGMMA");
+  static const bool allowed = env_flag("SSMKIT_CUDA_WGMMA", true);
   return allowed && sm90a_device(dev);
 }
 
@@ -3391,7 +3386,7 @@ bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
 // Whether W4A8 on the wgmma path brings its int4 weights through the copy engine's raw ring
 // (the default; SSMKIT_CUDA_W4A8_RING=0 takes the register producer).
 bool w4a8_ring_wanted() {
-  static const bool wanted = switch_on("SSMKIT_CUDA_W4A8_RING");
+  static const bool wanted = env_flag("SSMKIT_CUDA_W4A8_RING", true);
   return wanted;
 }
 
@@ -3459,14 +3454,14 @@ status launch_simt(const gemm_args& g, cudaStream_t stream) {
 // Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
 // tensor-core decode path instead (for comparison).
 bool gemv_allowed() {
-  static const bool allowed = switch_on("SSMKIT_CUDA_GEMV");
+  static const bool allowed = env_flag("SSMKIT_CUDA_GEMV", true);
   return allowed;
 }
 
 // Whether W4A16 and packed W8A8 at m <= 16 take the ring path: on sm_90 devices (its clusters), unless
 // SSMKIT_CUDA_RING=0 keeps the CUDA-core GEMV and the decode kernel (for comparison).
 bool ring_usable(int dev) {
-  static const bool allowed = switch_on("SSMKIT_CUDA_RING");
+  static const bool allowed = env_flag("SSMKIT_CUDA_RING", true);
   return allowed && sm90a_device(dev);
 }
 

@@ -100,6 +100,7 @@
 #include <vector>
 
 #include "cuda_check.cuh"
+#include "env.cuh"
 #include "pdl.cuh"
 #include "ssmkit/nn.h"
 #include "ssmkit/nn_check.h"
@@ -194,12 +195,6 @@ status current_props(device_props* out) {
   }
   *out = cache[dev];
   return ok_status();
-}
-
-bool env_flag(const char* name, bool fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  return !(v[0] == '0' && v[1] == '\0');
 }
 
 // How one of our kernels is enqueued: the stream, and whether it may overlap the kernel before it
@@ -1114,8 +1109,7 @@ struct gemv_plan {
 // Blocks per SM a gemv runs (SSMKIT_CUDA_GEMV_UNITS, 1..64: the bench's knob; 0 when unset: the
 // kernel's resident blocks, gemv_min_blocks).
 int gemv_units_per_sm() {
-  const char* v = std::getenv("SSMKIT_CUDA_GEMV_UNITS");
-  const int u = v != nullptr ? std::atoi(v) : 0;
+  const int u = env_int("SSMKIT_CUDA_GEMV_UNITS", 0);
   return u >= 1 && u <= 64 ? u : 0;
 }
 

@@ -50,6 +50,7 @@
 #include <type_traits>
 
 #include "cuda_check.cuh"
+#include "env.cuh"
 #include "pdl.cuh"
 #include "ssmkit/selective_scan.h"
 
@@ -2602,11 +2603,6 @@ status run_scan1_p(const char* op, int lanes, int states, int typed_dt, const sc
   if (lanes == 1) return run_scan1_bc<1, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
   if (lanes == 2) return run_scan1_bc<2, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
   return run_scan1_bc<4, 8>(op, a, var_b, var_c, local, blocks, stream, resident);
-}
-
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
 }
 
 // Chunks for the time-parallel variant. The cost model: a launch takes (blocks on the busiest SM, rounded
