@@ -2486,8 +2486,7 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   const double kCycles[4] = {kScalarA ? 4.0 : 10.0, kScalarA ? 4.5 : 10.0, kScalarA ? 5.5 : 10.5,
                              kScalarA ? 7.0 : 11.5};
   // SSMKIT_CUDA_SCAN_STATES=16|8|4|2 forces the split, for tests and benchmarks of each kernel variant.
-  const char* forced = std::getenv("SSMKIT_CUDA_SCAN_STATES");
-  const int force = forced != nullptr ? std::atoi(forced) : 0;
+  const int force = env_int("SSMKIT_CUDA_SCAN_STATES", 0);
   int best = -1;
   double best_cost = 0;
   int64_t best_blocks = 0;
@@ -2510,8 +2509,8 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   }
   if (best < 0) {
     if (force != 0) {
-      return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_STATES=%s does not fit dstate %lld", op,
-                         forced, static_cast<long long>(a.dstate));
+      return make_status(status_code::value, "%s: SSMKIT_CUDA_SCAN_STATES=%d does not fit dstate %lld", op,
+                         force, static_cast<long long>(a.dstate));
     }
     return make_status(status_code::unsupported, "%s: dstate %lld is more than the CUDA kernel supports (%d)",
                        op, static_cast<long long>(a.dstate), kTimeMajor ? 256 : 512);
