@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
 import { QuantLinear } from '../dist/cjs/models/quantized.js';
 import { rmsNormSync } from '../dist/cjs/ops/nn.js';
-import { assertClose, Rng, testDevices, toF64 } from './util';
+import { assertClose, Rng, testDevices, toF64, withEnv } from './util';
 
 /** Why the model runner cannot run on `device` in this build (a kernel it needs is missing), or undefined. */
 function runnerGap(device: string): string | undefined {
@@ -144,6 +144,20 @@ const MAMBA_ROT = {
   tie_word_embeddings: true,
 };
 
+// Wide enough that in_proj (10240 x 256) takes the CUDA ring path, into which the W4A16 decode step folds
+// the norm in front of it at batch 1.
+const MAMBA_WIDE = {
+  model_type: 'mamba',
+  hidden_size: 256,
+  intermediate_size: 5120,
+  state_size: 16,
+  num_hidden_layers: 3,
+  vocab_size: 64,
+  conv_kernel: 4,
+  time_step_rank: 16,
+  tie_word_embeddings: true,
+};
+
 describe.each(testDevices())('quantized models on %s', (device) => {
   const gap = runnerGap(device);
   if (gap) {
@@ -209,6 +223,35 @@ describe.each(testDevices())('quantized models on %s', (device) => {
       float.dispose();
     });
   }
+
+  it('w4a16 decode at batch 1: the norm folded into in_proj = the norm kernel = prefill', async () => {
+    const dir = await writeModel(`wide-${device}`, MAMBA_WIDE, false);
+    const p = prompts[0] as number[];
+    for (const dtype of ['bfloat16', 'float32'] as const) {
+      const q = await MambaModel.load(dir, { device, dtype, quantize: 'w4a16' });
+      const prefill = toF64((await q.forward([p])).logits.toSync('cpu'));
+      const v = prefill.length / p.length;
+      // Five steps: the first runs uncaptured, the second is captured, the rest replay the graph.
+      const steps = (fold: string) =>
+        withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold }, async () => {
+          const r = await q.forward([p.slice(0, 3)]);
+          const out: Float64Array[] = [];
+          for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
+          return out;
+        });
+      const [folded, apart] = [await steps('1'), await steps('0')];
+      for (let i = 0; i < folded.length; i++) {
+        const a = folded[i] as Float64Array;
+        const want = prefill.subarray((3 + i) * v, (4 + i) * v);
+        const tol = dtype === 'float32' ? 2e-3 : 0.03;
+        expect(relL2(a, want), `${dtype} step ${i}: folded vs prefill`).toBeLessThan(tol);
+        expect(relL2(apart[i] as Float64Array, want), `${dtype} step ${i}: norm kernel vs prefill`).toBeLessThan(tol);
+        // The same sums and roundings but for the order of the squares' float64 sum.
+        expect(relL2(a, apart[i] as Float64Array), `${dtype} step ${i}: folded vs norm kernel`).toBeLessThan(1e-3);
+      }
+      q.dispose();
+    }
+  });
 
   it('a rotated layer computes the same product as an unrotated one', async () => {
     const rng = new Rng(17);

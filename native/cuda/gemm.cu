@@ -335,6 +335,15 @@ struct gemm_args {
   ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
   bool a_scale_per_row, w_scale_per_col;
   bool pdl;  // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
+  // The ring path with one row of 16-bit x, when pre_x is set: x is not read but made by rms_norm from
+  // pre_x + pre_res (pre_res optional) and pre_w, and the sum goes to pre_res_out (gemm_w4a16_params'
+  // norm_* fields).
+  const void* pre_x;
+  const void* pre_res;
+  void* pre_res_out;
+  const void* pre_w;
+  ssmkit_dtype pre_x_dt, pre_res_dt, pre_res_out_dt, pre_w_dt;
+  float pre_eps;
 };
 
 // The output value from an accumulated one, as the CPU kernels round it: one group (the raw product v)
@@ -1563,6 +1572,99 @@ struct ring_traits {
   }
 };
 
+// Element e of eight 16-bit values of dtype kX, as float.
+template <ssmkit_dtype kX>
+__device__ __forceinline__ float half8_at(const uint4& q, int e) {
+  const uint32_t w = e < 2 ? q.x : e < 4 ? q.y : e < 6 ? q.z : q.w;
+  if constexpr (kX == SSMKIT_DTYPE_F16)
+    return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? w >> 16 : w)));
+  return __uint_as_float((e & 1) ? w & 0xffff0000u : w << 16);
+}
+
+// The folded norm (g.pre_x set; k % 8 == 0; pre_x of dtype kX; kRes: 0 no residual, 1 a float32 one, 2
+// one of dtype kX; 16-byte aligned rows): x's eight values k0.. (zeros where !item) as 16-bit values of
+// kX, low half first, computed as rms_norm computes them (the sum x + residual in float32, its squares
+// added in float64, out = sum * rstd * w rounded once); w holds the eight norm weights. Every block reads
+// the whole row (all of a thread's loads issued before the first is used) and adds its squares in the
+// same order, so every block has the same rstd; block (0, 0, 0) stores the sums to pre_res_out. Called
+// by all threads of the block after the wait.
+template <ssmkit_dtype kX, int kRes>
+__device__ __forceinline__ uint4 ring_prenorm(const gemm_args& g, int64_t k0, bool item,
+                                              const float (&w)[8]) {
+  constexpr int kBatch = 3;  // chunks of 8 a thread loads at once: d <= 3072 in one round trip
+  __shared__ double red[kRingWarps];
+  struct raw {
+    uint4 x, r0, r1;
+  };
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  auto load = [&](int64_t c, bool ok, raw& o) {
+    o.x = ok ? reinterpret_cast<const uint4*>(g.pre_x)[c] : zero;
+    if constexpr (kRes == 1) {
+      o.r0 = ok ? reinterpret_cast<const uint4*>(g.pre_res)[2 * c] : zero;
+      o.r1 = ok ? reinterpret_cast<const uint4*>(g.pre_res)[2 * c + 1] : zero;
+    } else if constexpr (kRes == 2) {
+      o.r0 = ok ? reinterpret_cast<const uint4*>(g.pre_res)[c] : zero;
+    }
+  };
+  auto sums = [&](const raw& o, float(&v)[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      v[e] = half8_at<kX>(o.x, e);
+      if constexpr (kRes == 1) {
+        const uint4& q = e < 4 ? o.r0 : o.r1;
+        const int f = e & 3;
+        v[e] += __uint_as_float(f == 0 ? q.x : f == 1 ? q.y : f == 2 ? q.z : q.w);
+      } else if constexpr (kRes == 2) {
+        v[e] += half8_at<kX>(o.r0, e);
+      }
+    }
+  };
+  const int64_t chunks = g.k / 8;
+  raw mine;
+  load(k0 / 8, item, mine);
+  const bool writer = blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
+  double ss = 0.0;
+  for (int64_t c0 = threadIdx.x; c0 < chunks; c0 += kBatch * kRingThreads) {
+    raw o[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) load(c0 + j * kRingThreads, c0 + j * kRingThreads < chunks, o[j]);
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t c = c0 + j * kRingThreads;
+      if (c >= chunks) continue;
+      float v[8];
+      sums(o[j], v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        ss += static_cast<double>(v[e]) * v[e];
+        if (writer) store_float(g.pre_res_out, g.pre_res_out_dt, 8 * c + e, v[e]);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  double tot = 0.0;
+#pragma unroll
+  for (int q = 0; q < kRingWarps; ++q) tot += red[q];
+  const float rstd = 1.0f / sqrtf(static_cast<float>(tot / static_cast<double>(g.k)) + g.pre_eps);
+  float v[8];
+  sums(mine, v);
+  uint32_t h[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const float o = v[e] * rstd * w[e];
+    if constexpr (kX == SSMKIT_DTYPE_F16) {
+      h[e] = __half_as_ushort(__float2half_rn(o));
+    } else {
+      h[e] = __bfloat16_as_ushort(__float2bfloat16_rn(o));
+    }
+    if (!item) h[e] = 0;
+  }
+  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT>
 __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlocksPerSm))
     gemm_ring_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels) {
@@ -1666,16 +1768,60 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
       sv[j] = u < nunits && col < g.n ? group_scale(g, col, (unit0 + u) / units_per_group) : 0.0f;
     }
   }
+  // The folded norm (one row): the thread's item is row 0, step threadIdx.x; its norm weights are
+  // constant and go out before the wait too.
+  static_assert(kXSteps <= kRingThreads, "the folded norm's row 0 is one item a thread");
+  const bool pre = !R::kInt8 && g.pre_x != nullptr;
+  const bool pre_item = static_cast<int>(threadIdx.x) < xsteps;
+  float pre_w[8];
+  if constexpr (!R::kInt8) {
+    if (pre) {
+      // One 16-byte load (x's dtype) or two (float32) of the weights k0..k0 + 7 (gemm_w4a16_norm_folds).
+      const int64_t c = (kb + 8 * threadIdx.x) / 8;
+      const bool ok = pre_item && 8 * c < g.k;
+      const uint4 zero = make_uint4(0, 0, 0, 0);
+      if (g.pre_w_dt == SSMKIT_DTYPE_F32) {
+        const uint4 lo = ok ? reinterpret_cast<const uint4*>(g.pre_w)[2 * c] : zero;
+        const uint4 hi = ok ? reinterpret_cast<const uint4*>(g.pre_w)[2 * c + 1] : zero;
+        const uint32_t u[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+        for (int e = 0; e < 8; ++e) pre_w[e] = __uint_as_float(u[e]);
+      } else {
+        const uint4 q = ok ? reinterpret_cast<const uint4*>(g.pre_w)[c] : zero;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) pre_w[e] = half8_at<kX>(q, e);
+      }
+    }
+  }
   pdl_wait();  // x is the kernel before's output, and out may still be read by it
   xv_t xv[kXItems];
+  if constexpr (!R::kInt8) {
+    if (pre) {
+      const int64_t k0 = kb + 8 * threadIdx.x;
+      const bool mine = pre_item && k0 < g.k;
+      if (g.pre_res == nullptr) {
+        xv[0] = ring_prenorm<kX, 0>(g, k0, mine, pre_w);
+      } else if (g.pre_res_dt == SSMKIT_DTYPE_F32) {
+        xv[0] = ring_prenorm<kX, 1>(g, k0, mine, pre_w);
+      } else {
+        xv[0] = ring_prenorm<kX, 2>(g, k0, mine, pre_w);
+      }
 #pragma unroll
-  for (int j = 0; j < kXItems; ++j) {
-    const int i = threadIdx.x + j * kRingThreads;
-    const int r = i / kXSteps, s = i % kXSteps;
-    if constexpr (R::kInt8) {
-      xv[j] = load_x8_word(static_cast<const int8_t*>(g.a), g.k, m0 + r, r < rows && s < xsteps, kb + 4 * s);
-    } else {
-      xv[j] = load_x16_8(static_cast<const uint16_t*>(g.a), g.k, m0 + r, r < rows && s < xsteps, kb + 8 * s);
+      for (int j = 1; j < kXItems; ++j) xv[j] = make_uint4(0, 0, 0, 0);
+    }
+  }
+  if (!pre) {
+#pragma unroll
+    for (int j = 0; j < kXItems; ++j) {
+      const int i = threadIdx.x + j * kRingThreads;
+      const int r = i / kXSteps, s = i % kXSteps;
+      if constexpr (R::kInt8) {
+        xv[j] =
+            load_x8_word(static_cast<const int8_t*>(g.a), g.k, m0 + r, r < rows && s < xsteps, kb + 4 * s);
+      } else {
+        xv[j] =
+            load_x16_8(static_cast<const uint16_t*>(g.a), g.k, m0 + r, r < rows && s < xsteps, kb + 8 * s);
+      }
     }
   }
 #pragma unroll
@@ -3625,6 +3771,10 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         return launch(std::false_type{});
       }
     }
+    if (g.pre_x != nullptr) {
+      return make_status(status_code::unsupported,
+                         "gemmW4A16: the folded norm needs the ring path (one row, sm_90)");
+    }
     // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain rows of whole chunks.
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
     using V = gemv_traits<kKind, 1>;
@@ -3993,6 +4143,29 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
                       : run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
 }
 
+bool gemm_w4a16_norm_folds(const gemm_w4a16_params& p) {
+  if (p.m != 1 || (p.x.dtype != SSMKIT_DTYPE_F16 && p.x.dtype != SSMKIT_DTYPE_BF16)) return false;
+  if (!p.norm_x.present() || !p.norm_w.present() || !p.norm_res_out.present() || p.norm_x.numel() != p.k ||
+      p.norm_w.numel() != p.k || p.norm_res_out.numel() != p.k ||
+      (p.norm_res.present() && p.norm_res.numel() != p.k))
+    return false;
+  // ring_prenorm's 16-byte chunks of x (of x's dtype) and of the residual (float32 or x's dtype).
+  const auto a16 = [](const tensor_view& t) { return reinterpret_cast<uintptr_t>(t.data) % 16 == 0; };
+  if (p.k % 8 != 0 || p.norm_x.dtype != p.x.dtype || !a16(p.norm_x) || !a16(p.norm_w) ||
+      (p.norm_w.dtype != SSMKIT_DTYPE_F32 && p.norm_w.dtype != p.x.dtype))
+    return false;
+  if (p.norm_res.present() &&
+      (!a16(p.norm_res) || (p.norm_res.dtype != SSMKIT_DTYPE_F32 && p.norm_res.dtype != p.x.dtype)))
+    return false;
+  gemm_args g{};
+  if (!fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size).ok())
+    return false;
+  const bool bases16 =
+      reinterpret_cast<uintptr_t>(p.w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0;
+  return g.groups > 1 ? ring_takes<KIND_W4A16, true>(g, p.w_packed, bases16, p.x.device)
+                      : ring_takes<KIND_W4A16, false>(g, p.w_packed, bases16, p.x.device);
+}
+
 status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   gemm_args g{};
@@ -4001,6 +4174,19 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.x.data;
+  if (p.norm_x.present()) {
+    if (!gemm_w4a16_norm_folds(p))
+      return make_status(status_code::unsupported, "gemmW4A16: the folded norm does not fit this call");
+    g.pre_x = p.norm_x.data;
+    g.pre_x_dt = p.norm_x.dtype;
+    g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
+    g.pre_res_dt = p.norm_res.dtype;
+    g.pre_res_out = p.norm_res_out.data;
+    g.pre_res_out_dt = p.norm_res_out.dtype;
+    g.pre_w = p.norm_w.data;
+    g.pre_w_dt = p.norm_w.dtype;
+    g.pre_eps = p.norm_eps;
+  }
   const int dev = p.x.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   const bool grouped = g.groups > 1;

@@ -2451,7 +2451,9 @@ status unpack_quantized(const mamba_decode_model& m, cudaStream_t s, plain_weigh
 // Device buffers of one decode step, carved from one allocation (the CPU's scratch, plus the staging of
 // the ids and logits a captured graph reads and writes, and the linear layers' split-K scratch).
 struct decode_buffers {
-  void *hidden, *residual, *hn, *z, *xin, *xc, *dt, *dtl, *dtin, *xs, *bm, *cm, *y, *yn;
+  // residual and residual2: the composed step's layers alternate between them (a layer reads one and
+  // writes the other, so that a folded norm's blocks never read what one of them writes).
+  void *hidden, *residual, *residual2, *hn, *z, *xin, *xc, *dt, *dtl, *dtin, *xs, *bm, *cm, *y, *yn;
   void *qtmp, *rotated;
   int8_t* aq;
   float* as;
@@ -2530,6 +2532,7 @@ size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& 
   decode_buffers b{};
   b.hidden = take(row * d * e);
   b.residual = take(row * d * 4);
+  b.residual2 = take(row * d * 4);
   b.hn = take(row * d * e);
   const size_t dt_bytes = row * std::max(di, m.nheads) * e;
   if (m.mamba2) {
@@ -2591,10 +2594,15 @@ status float_linear(const linear_weight& lw, const tensor_view& x, int64_t batch
 }
 
 // out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
+// With `norm`, x is that norm's output: the norm runs first, or (W4A16 at batch 1 where the GEMM can,
+// unless SSMKIT_CUDA_DECODE_FOLD_NORM=0) folds into the GEMM, whose blocks each normalize the row.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
                      const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
-                     const decode_buffers& buf, int sms) {
+                     const decode_buffers& buf, int sms, const rms_norm_params* norm = nullptr) {
   const int dev = x.device;
+  bool fold = norm != nullptr && lw.kind == LINEAR_W4A16 && !lw.rotate && batch == 1 &&
+              env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true);
+  if (norm != nullptr && !fold) SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
   if (lw.kind == LINEAR_FLOAT) {
     linear_params p;
     SSMKIT_RETURN_IF_ERROR(float_linear(lw, x, batch, outs, n_outs, &p));
@@ -2669,6 +2677,17 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     g.group_size = lw.group_size;
     g.w_packed = packed;
     g.pdl = ctx.pdl;
+    if (fold) {
+      g.norm_x = norm->x;
+      g.norm_res = norm->residual;
+      g.norm_res_out = norm->residual_out;
+      g.norm_w = norm->weight;
+      g.norm_eps = norm->eps;
+      if (!gemm_w4a16_norm_folds(g)) {
+        g.norm_x = g.norm_res = g.norm_res_out = g.norm_w = tensor_view{};
+        SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
+      }
+    }
     SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else if (lw.kind == LINEAR_W8A8) {
     gemm_w8a8_params g;
@@ -2814,7 +2833,9 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
   quant_ptrs qs{buf.qtmp, buf.rotated, buf.aq, buf.as};
 
   const tensor_view hidden_v = view_of(buf.hidden, act, {B, d}, dev);
-  const tensor_view residual_v = view_of(buf.residual, res_t, {B, d}, dev);
+  // Layer l reads the residual of layer l - 1 from one buffer and writes its own to the other.
+  const tensor_view residuals[2] = {view_of(buf.residual, res_t, {B, d}, dev),
+                                    view_of(buf.residual2, res_t, {B, d}, dev)};
   const tensor_view hn_v = view_of(buf.hn, act, {B, d}, dev);
 
   embedding_params ep;
@@ -2829,27 +2850,27 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
 
   for (int l = 0; l < m.num_layers; ++l) {
     const mamba_layer_weights& w = m.layers[l];
+    // The norm in front of in_proj: run by decode_linear, or folded into in_proj.
     rms_norm_params np;
     np.x = hidden_v;
-    if (l > 0) np.residual = residual_v;
-    np.residual_out = residual_v;
+    if (l > 0) np.residual = residuals[(l + 1) & 1];
+    np.residual_out = residuals[l & 1];
     np.weight = w.norm;
     np.out = hn_v;
     np.rows = B;
     np.d = d;
     np.eps = m.eps;
-    SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, np));
 
     const tensor_view z_v = view_of(buf.z, act, {B, di}, dev);
     const tensor_view xin_v = view_of(buf.xin, act, {B, conv_dim}, dev);
     const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim}, dev);
     if (!m.mamba2) {
       const linear_output outs[2] = {col(xin_v, 0, di), col(z_v, di, di)};
-      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 2, act, qs, buf, sms));
+      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 2, act, qs, buf, sms, &np));
     } else {
       const tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
       const linear_output outs[3] = {col(z_v, 0, di), col(xin_v, di, conv_dim), col(dt_v, di + conv_dim, nh)};
-      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 3, act, qs, buf, sms));
+      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 3, act, qs, buf, sms, &np));
     }
 
     causal_conv1d_update_params cp;
@@ -2969,7 +2990,7 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
 
   rms_norm_params fp;
   fp.x = hidden_v;
-  if (m.num_layers > 0) fp.residual = residual_v;
+  if (m.num_layers > 0) fp.residual = residuals[(m.num_layers + 1) & 1];
   fp.weight = m.norm_f;
   fp.out = hn_v;
   fp.rows = B;
@@ -3262,6 +3283,7 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(reinterpret_cast<uint64_t>(stream));
   f.push_back(pdl ? 1 : 0);
   f.push_back(fused ? 1 : 0);
+  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true) ? 1 : 0);  // decode_linear's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
   f.push_back(static_cast<uint64_t>(p.batch));
   f.push_back(m.mamba2 ? 1 : 0);

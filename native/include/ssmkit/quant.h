@@ -155,9 +155,19 @@ struct gemm_w4a16_params {
   // weights) while the kernel before it on the stream still runs; it reads x and writes out only after
   // that kernel has completed. The CPU ignores it.
   bool pdl = false;
+  // CUDA, one row of 16-bit x, where gemm_w4a16_norm_folds says so (the decode step's norm folded into
+  // the projection after it): x is not read; the product's input is rms_norm's output for x = norm_x,
+  // residual = norm_res (optional), weight = norm_w, eps = norm_eps, in x's dtype, and the sum
+  // norm_x + norm_res goes to norm_res_out, which must not overlap norm_x or norm_res (every block reads
+  // them). x still gives the dtype and the alignment.
+  tensor_view norm_x, norm_res, norm_res_out, norm_w;
+  float norm_eps = 0.0f;
 };
 
 status gemm_w4a16_cpu(const gemm_w4a16_params& p);
 status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream);
+// Whether gemm_w4a16_cuda can fold the norm of p's norm_* fields into its product (one row, 16-bit x,
+// a kernel that reads the whole row in every block: the ring path on sm_90).
+bool gemm_w4a16_norm_folds(const gemm_w4a16_params& p);
 
 }  // namespace ssmkit
