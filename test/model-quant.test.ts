@@ -158,6 +158,22 @@ const MAMBA_WIDE = {
   tie_word_embeddings: true,
 };
 
+// Mamba-2 at a width whose in_proj (10352 x 256) takes the ring path as well.
+const MAMBA2_WIDE = {
+  model_type: 'mamba2',
+  hidden_size: 256,
+  expand: 20,
+  num_heads: 80,
+  head_dim: 64,
+  n_groups: 1,
+  state_size: 16,
+  num_hidden_layers: 3,
+  vocab_size: 64,
+  conv_kernel: 4,
+  chunk_size: 16,
+  tie_word_embeddings: true,
+};
+
 describe.each(testDevices())('quantized models on %s', (device) => {
   const gap = runnerGap(device);
   if (gap) {
@@ -224,8 +240,11 @@ describe.each(testDevices())('quantized models on %s', (device) => {
     });
   }
 
-  it('w4a16 decode at batch 1: the norm folded into in_proj = the norm kernel = prefill', async () => {
-    const dir = await writeModel(`wide-${device}`, MAMBA_WIDE, false);
+  it.each([
+    ['mamba', MAMBA_WIDE],
+    ['mamba2', MAMBA2_WIDE],
+  ] as const)('w4a16 decode at batch 1, %s: the norm folded into in_proj = the norm kernel = prefill', async (name, config) => {
+    const dir = await writeModel(`wide-${name}-${device}`, config, false);
     const p = prompts[0] as number[];
     for (const dtype of ['bfloat16', 'float32'] as const) {
       const q = await MambaModel.load(dir, { device, dtype, quantize: 'w4a16' });
