@@ -287,6 +287,11 @@ __device__ __forceinline__ void mma_16bit(float (&d)[4], uint32_t a0, uint32_t a
   }
 }
 
+// Word i (0..3) of a 16-byte vector.
+__device__ __forceinline__ uint32_t word_at(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
 // A 16-byte global load that skips L1: weights are read once.
 __device__ __forceinline__ uint4 ldg_stream16(const void* p) {
   uint4 v;
@@ -337,12 +342,12 @@ struct gemm_args {
   bool pdl;  // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
   // The ring path with one row of 16-bit x, when pre_x is set: x is not read but made by rms_norm from
   // pre_x + pre_res (pre_res optional) and pre_w, and the sum goes to pre_res_out (gemm_w4a16_params'
-  // norm_* fields).
+  // norm_* fields). pre_x has x's dtype (the kernel's kX).
   const void* pre_x;
   const void* pre_res;
   void* pre_res_out;
   const void* pre_w;
-  ssmkit_dtype pre_x_dt, pre_res_dt, pre_res_out_dt, pre_w_dt;
+  ssmkit_dtype pre_res_dt, pre_res_out_dt, pre_w_dt;
   float pre_eps;
 };
 
@@ -1028,8 +1033,8 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
                 const uint4 lo = v[t >> 2];
                 const uint4 hi = v[2 + (t >> 2)];
                 const int i = t & 3;
-                b0 = i == 0 ? lo.x : i == 1 ? lo.y : i == 2 ? lo.z : lo.w;
-                b1 = i == 0 ? hi.x : i == 1 ? hi.y : i == 2 ? hi.z : hi.w;
+                b0 = word_at(lo, i);
+                b1 = word_at(hi, i);
               },
               acc);
         } else {
@@ -1042,7 +1047,7 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
                   [&](int t) -> uint32_t {
                     const uint4 q = kPlain ? v[t] : v[2 * j + (t >> 2)];
                     const int i = kPlain ? static_cast<int>(j) : (t & 3);
-                    return i == 0 ? q.x : i == 1 ? q.y : i == 2 ? q.z : q.w;
+                    return word_at(q, i);
                   },
                   dst);
             });
@@ -1303,10 +1308,7 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
   }
   __syncthreads();
 
-  // Word i of vector j: packed, column i at step j; plain, k 8j..8j + 7 of column j.
-  auto word = [](const uint4& v, int i) -> uint32_t {
-    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-  };
+  // word_at(v[j], i): packed, column i at step j; plain, k 8j..8j + 7 of column j.
 
   acc_t tot[4][kM];
 #pragma unroll
@@ -1333,7 +1335,7 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           // Packed: byte b holds k b (low) and b + 4 (high); plain: k 2b (low) and 2b + 1 (high).
-          const uint32_t w = kPlain ? word(v[i], j) ^ 0x88888888u : word(v[j], i);
+          const uint32_t w = kPlain ? word_at(v[i], j) ^ 0x88888888u : word_at(v[j], i);
           const uint32_t lo = w & 0x0f0f0f0fu;
           const uint32_t hi = (w >> 4) & 0x0f0f0f0fu;
 #pragma unroll
@@ -1365,10 +1367,10 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             if constexpr (kKind == KIND_W8A8) {
-              s[i][r] = __dp4a(static_cast<int>(kPlain ? word(v[i], j) : word(v[j], i) ^ 0x80808080u),
+              s[i][r] = __dp4a(static_cast<int>(kPlain ? word_at(v[i], j) : word_at(v[j], i) ^ 0x80808080u),
                                static_cast<int>(xw[j]), s[i][r]);
             } else {
-              const uint32_t w = kPlain ? word(v[i], j) ^ 0x88888888u : word(v[j], i);
+              const uint32_t w = kPlain ? word_at(v[i], j) ^ 0x88888888u : word_at(v[j], i);
               // u = w + 8 in 0..15: u + 120 stays below 256 and flipping bit 7 subtracts 128.
               const uint32_t b0 = ((w & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
               const uint32_t b1 = (((w >> 4) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u;
@@ -1575,7 +1577,7 @@ struct ring_traits {
 // Element e of eight 16-bit values of dtype kX, as float.
 template <ssmkit_dtype kX>
 __device__ __forceinline__ float half8_at(const uint4& q, int e) {
-  const uint32_t w = e < 2 ? q.x : e < 4 ? q.y : e < 6 ? q.z : q.w;
+  const uint32_t w = word_at(q, e >> 1);
   if constexpr (kX == SSMKIT_DTYPE_F16)
     return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? w >> 16 : w)));
   return __uint_as_float((e & 1) ? w & 0xffff0000u : w << 16);
@@ -1611,9 +1613,7 @@ __device__ __forceinline__ uint4 ring_prenorm(const gemm_args& g, int64_t k0, bo
     for (int e = 0; e < 8; ++e) {
       v[e] = half8_at<kX>(o.x, e);
       if constexpr (kRes == 1) {
-        const uint4& q = e < 4 ? o.r0 : o.r1;
-        const int f = e & 3;
-        v[e] += __uint_as_float(f == 0 ? q.x : f == 1 ? q.y : f == 2 ? q.z : q.w);
+        v[e] += __uint_as_float(word_at(e < 4 ? o.r0 : o.r1, e & 3));
       } else if constexpr (kRes == 2) {
         v[e] += half8_at<kX>(o.r0, e);
       }
@@ -4178,7 +4178,6 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
     if (!gemm_w4a16_norm_folds(p))
       return make_status(status_code::unsupported, "gemmW4A16: the folded norm does not fit this call");
     g.pre_x = p.norm_x.data;
-    g.pre_x_dt = p.norm_x.dtype;
     g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
     g.pre_res_dt = p.norm_res.dtype;
     g.pre_res_out = p.norm_res_out.data;
