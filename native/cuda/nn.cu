@@ -126,6 +126,29 @@ __device__ __forceinline__ float ld_any(const void* p, int dt, int64_t i) {
   return __uint_as_float(static_cast<uint32_t>(bits) << 16);
 }
 
+// Elements i..i + kN - 1 of p as float: every load issued before any is converted (ld_any's dtype test
+// on each element would put a load's use right after it, one round trip after another).
+template <int kN>
+__device__ __forceinline__ void ld_any_n(const void* p, int dt, int64_t i, float (&v)[kN]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    const float* f = static_cast<const float*>(p) + i;
+#pragma unroll
+    for (int q = 0; q < kN; ++q) v[q] = f[q];
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(p) + i;
+  uint16_t b[kN];
+#pragma unroll
+  for (int q = 0; q < kN; ++q) b[q] = h[q];
+  if (dt == SSMKIT_DTYPE_F16) {
+#pragma unroll
+    for (int q = 0; q < kN; ++q) v[q] = __half2float(__ushort_as_half(b[q]));
+  } else {
+#pragma unroll
+    for (int q = 0; q < kN; ++q) v[q] = __uint_as_float(static_cast<uint32_t>(b[q]) << 16);
+  }
+}
+
 // Rounds as the CPU's f32_to_bf16 / f32_to_f16 do (to nearest even; NaN kept quiet), bit for bit.
 __device__ __forceinline__ void st_any(void* p, int dt, int64_t i, float v) {
   if (dt == SSMKIT_DTYPE_F32) {
@@ -565,9 +588,20 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
     float* st = e.state + (row * e.dim + ch) * e.state_len;
     const int64_t W = e.width, SL = e.state_len;
     float acc = e.bias != nullptr ? ld_any(e.bias, e.bias_dt, ch) : 0.0f;
-    for (int64_t k = 0; k < W; ++k) {
-      const int64_t m = SL - (W - 1) + k;
-      acc = fmaf(ld_any(e.weight, e.w_dt, ch * W + k), m < SL ? st[m] : x, acc);
+    if (W == 4) {
+      // The common width: the weights' loads go out together (not one round trip a tap).
+      float wv[4];
+      ld_any_n<4>(e.weight, e.w_dt, ch * 4, wv);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int64_t m = SL - 3 + k;
+        acc = fmaf(wv[k], m < SL ? st[m] : x, acc);
+      }
+    } else {
+      for (int64_t k = 0; k < W; ++k) {
+        const int64_t m = SL - (W - 1) + k;
+        acc = fmaf(ld_any(e.weight, e.w_dt, ch * W + k), m < SL ? st[m] : x, acc);
+      }
     }
     // Reads run ahead of writes, so the shift goes in place.
     for (int64_t i = 0; i < SL; ++i) st[i] = i + 1 < SL ? st[i + 1] : x;
@@ -587,9 +621,9 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
   store_col(om, row, col, v);
 }
 
-// States a chunk of the update loads before it computes (two float4 of state and of A; B and C, which
-// no store precedes within the chunk, are the compiler's to schedule): the chunk's loads go out together
-// instead of one state vector's round trip after another's store.
+// States a chunk of the update loads before it computes (two float4 of state and of A, and the chunk's
+// B and C through ld_any_n): the chunk's loads go out together instead of one state vector's round trip
+// after another's store, or one B or C element's after another's use.
 constexpr int kSsuChunk = 8;
 
 // The update's loads cannot move above the state stores (the compiler cannot prove they do not alias),
@@ -613,7 +647,9 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
   if (e.N % 4 == 0) {
     // Rows of 4k floats: 16-byte aligned (the allocations are), one vector per 4 states.
     for (; n + kSsuChunk <= e.N; n += kSsuChunk) {
-      float sr[kSsuChunk], ar[kSsuChunk];
+      float sr[kSsuChunk], ar[kSsuChunk], bv[kSsuChunk], cv[kSsuChunk];
+      ld_any_n<kSsuChunk>(e.B, e.b_dt, row * e.N + n, bv);
+      ld_any_n<kSsuChunk>(e.C, e.c_dt, row * e.N + n, cv);
 #pragma unroll
       for (int h = 0; h < kSsuChunk; h += 4) {
         const float4 sv = *reinterpret_cast<const float4*>(st + n + h);
@@ -629,8 +665,8 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
       }
 #pragma unroll
       for (int q = 0; q < kSsuChunk; ++q) {
-        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n + q));
-        y = fmaf(sr[q], ld_any(e.C, e.c_dt, row * e.N + n + q), y);
+        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * bv[q]);
+        y = fmaf(sr[q], cv[q], y);
       }
 #pragma unroll
       for (int h = 0; h < kSsuChunk; h += 4) {
@@ -642,10 +678,13 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
       const float4 av = *reinterpret_cast<const float4*>(A + n);
       float sr[4] = {sv.x, sv.y, sv.z, sv.w};
       const float ar[4] = {av.x, av.y, av.z, av.w};
+      float bv[4], cv[4];
+      ld_any_n<4>(e.B, e.b_dt, row * e.N + n, bv);
+      ld_any_n<4>(e.C, e.c_dt, row * e.N + n, cv);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
-        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n + q));
-        y = fmaf(sr[q], ld_any(e.C, e.c_dt, row * e.N + n + q), y);
+        sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * bv[q]);
+        y = fmaf(sr[q], cv[q], y);
       }
       *reinterpret_cast<float4*>(st + n) = make_float4(sr[0], sr[1], sr[2], sr[3]);
     }
