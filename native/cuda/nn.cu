@@ -403,6 +403,24 @@ __device__ __forceinline__ float ld_any_l2(const void* p, int dt, int64_t i) {
   }
 }
 
+// ld_any_l2 in two halves, so that a batch of loads all go out before any is converted (a conversion
+// right after its load waits for it, and the batch becomes one round trip after another): the element's
+// bits (float32: all 32; 16-bit dtypes: the low 16), then their value.
+template <bool kL2>
+__device__ __forceinline__ uint32_t ld_bits(const void* p, int dt, int64_t i) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    const unsigned int* f = static_cast<const unsigned int*>(p) + i;
+    return kL2 ? __ldcg(f) : *f;
+  }
+  const unsigned short* h = static_cast<const unsigned short*>(p) + i;
+  return kL2 ? __ldcg(h) : *h;
+}
+__device__ __forceinline__ float bits_value(int dt, uint32_t b) {
+  if (dt == SSMKIT_DTYPE_F32) return __uint_as_float(b);
+  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(static_cast<unsigned short>(b)));
+  return __uint_as_float(b << 16);
+}
+
 // Loads a row pass keeps in flight per thread: a thread's elements of one pass are i0, i0 + stride, ...
 // (kRowBatch of them), all issued before the first is used, so a pass waits one memory latency, not
 // kRowBatch of them. Past d: 0.
@@ -930,17 +948,20 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
         // A first batch of x loads (kPreBatch: the slots hold registers meanwhile), then the slots' sum
         // (all lanes of every warp), then the batch.
         constexpr int kPreBatch = 2;
-        float xv[kPreBatch], nw[kPreBatch];
+        uint32_t xb[kPreBatch], wb[kPreBatch];
 #pragma unroll
         for (int q = 0; q < kPreBatch; ++q) {
           const int64_t i = xfirst + q * kGemvThreads;
           const int64_t kk = kbase + i;
-          xv[q] = 0.0f;
-          nw[q] = 0.0f;
-          if (i < xtotal && kk < a.k) {
-            xv[q] = ld_any_l2<true>(a.pre.x, a.pre.x_dt, m0 * a.k + kk);
-            nw[q] = ld_any(a.pre.w, a.pre.w_dt, kk);
-          }
+          const bool ok = i < xtotal && kk < a.k;
+          xb[q] = ok ? ld_bits<true>(a.pre.x, a.pre.x_dt, m0 * a.k + kk) : 0u;
+          wb[q] = ok ? ld_bits<false>(a.pre.w, a.pre.w_dt, kk) : 0u;
+        }
+        float xv[kPreBatch], nw[kPreBatch];
+#pragma unroll
+        for (int q = 0; q < kPreBatch; ++q) {
+          xv[q] = bits_value(a.pre.x_dt, xb[q]);  // zero bits: 0.0f in every dtype
+          nw[q] = bits_value(a.pre.w_dt, wb[q]);
         }
         double ss = 0.0;
 #pragma unroll
@@ -957,6 +978,28 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
       }
     }
     for (int64_t i0 = xfirst; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
+      // The batch's loads first (bits), then their values: one round trip a batch.
+      uint32_t xb[kGemvXBatch], wb[kGemvXBatch];
+#pragma unroll
+      for (int q = 0; q < kGemvXBatch; ++q) {
+        const int64_t i = i0 + q * kGemvThreads;
+        const int mm = static_cast<int>(i / klen);
+        const int64_t kk = kbase + i % klen;
+        const bool ok = i < xtotal && mm < mr && kk < a.k;
+        xb[q] = 0u;
+        wb[q] = 0u;
+        if (ok) {
+          if constexpr (kNorm) {
+            xb[q] = ld_bits<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
+            wb[q] = ld_bits<false>(a.pre.w, a.pre.w_dt, kk);
+          } else {
+            const int64_t idx = a.x_transposed
+                                    ? ((m0 + mm) / a.seqlen * a.k + kk) * a.seqlen + (m0 + mm) % a.seqlen
+                                    : (m0 + mm) * a.k + kk;
+            xb[q] = ld_bits<false>(a.x, a.x_dtype, idx);
+          }
+        }
+      }
       float v[kGemvXBatch];
 #pragma unroll
       for (int q = 0; q < kGemvXBatch; ++q) {
@@ -966,11 +1009,10 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
         v[q] = 0.0f;
         if (i < xtotal && mm < mr && kk < a.k) {
           if constexpr (kNorm) {
-            const float xv = ld_any_l2<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
-            v[q] =
-                round_to(a.pre.out_dt, xv * (MR == 1 ? rstd0 : s_rstd[mm]) * ld_any(a.pre.w, a.pre.w_dt, kk));
+            v[q] = round_to(a.pre.out_dt, bits_value(a.pre.x_dt, xb[q]) * (MR == 1 ? rstd0 : s_rstd[mm]) *
+                                              bits_value(a.pre.w_dt, wb[q]));
           } else {
-            v[q] = load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, m0 + mm, kk);
+            v[q] = bits_value(a.x_dtype, xb[q]);
           }
         }
       }
