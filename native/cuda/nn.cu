@@ -652,10 +652,14 @@ constexpr int kSsuChunk = 8;
 __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) {
   if (c >= e.dim) return;
   constexpr float kLog2e = 1.44269504088896341f;
-  const float x = ld_any(e.x, e.x_dt, row * e.dim + c);
-  const float zv = e.z != nullptr ? ld_any(e.z, e.z_dt, row * e.dim + c) : 0.0f;
+  // x, z, D and dt_bias go out together; their values are taken after (ld_bits).
+  const uint32_t xb = ld_bits<false>(e.x, e.x_dt, row * e.dim + c);
+  const uint32_t zb = e.z != nullptr ? ld_bits<false>(e.z, e.z_dt, row * e.dim + c) : 0u;
   const float dv = e.D != nullptr ? e.D[c] : 0.0f;
-  float dt = round_to(e.act, v) + (e.dt_bias != nullptr ? e.dt_bias[c] : 0.0f);
+  const float db = e.dt_bias != nullptr ? e.dt_bias[c] : 0.0f;
+  const float x = bits_value(e.x_dt, xb);
+  const float zv = bits_value(e.z_dt, zb);
+  float dt = round_to(e.act, v) + db;
   dt = dt > 20.0f ? dt : log1pf(expf(dt));
   const float dtx = dt * x;
   float* st = e.state + (row * e.dim + c) * e.N;
