@@ -170,6 +170,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "bits.cuh"
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
@@ -1409,15 +1410,19 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
       // 32-bit: the launch keeps the chunk count below 2^31 and passes the chunks of a group.
       const int gi =
           static_cast<int>(static_cast<unsigned>(chunk0 + ch) / static_cast<unsigned>(chunks_per_group));
-      float sc[4];
+      // The scales' bits, converted after the chunk (ld_bits): the four loads wait only there.
+      uint32_t sb[4];
       auto load_scales = [&] {
 #pragma unroll
         for (int i = 0; i < 4; ++i)
-          sc[i] = col_ok[i] ? load_float(g.w_scale, g.w_scale_dt, scale_row[i] + gi) : 0.0f;
+          sb[i] = col_ok[i] ? ld_bits(g.w_scale, g.w_scale_dt, scale_row[i] + gi) : 0u;
       };
       if constexpr (!kPlain) load_scales();
       chunk(ch, v, s);
       if constexpr (kPlain) load_scales();
+      float sc[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) sc[i] = bits_value(g.w_scale_dt, sb[i]);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
 #pragma unroll
@@ -1756,7 +1761,7 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
   using xv_t = typename std::conditional<R::kInt8, uint32_t, uint4>::type;
   const int xsteps = units_max * kRingUnitSteps;
   constexpr int kScales = kGrouped ? 2 * R::kMaxUnits : 1;
-  float sv[kScales];
+  uint32_t sv[kScales];  // bits (ld_bits): all of them out before any is converted, at the store below
   if constexpr (kGrouped) {
     // Unit u of the range lies in group (kb / kUnitK + u) / (group_size / kUnitK).
     const int unit0 = static_cast<int>(kb / R::kUnitK);
@@ -1765,7 +1770,9 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     for (int j = 0; j < kScales; ++j) {
       const int u = j >> 1;
       const int64_t col = n_warp + lane + 32 * (j & 1);
-      sv[j] = u < nunits && col < g.n ? group_scale(g, col, (unit0 + u) / units_per_group) : 0.0f;
+      sv[j] = u < nunits && col < g.n
+                  ? ld_bits(g.w_scale, g.w_scale_dt, col * g.groups + (unit0 + u) / units_per_group)
+                  : 0u;
     }
   }
   // The folded norm (one row): the thread's item is row 0, step threadIdx.x; its norm weights are
@@ -1842,7 +1849,7 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
   if constexpr (kGrouped) {
 #pragma unroll
     for (int j = 0; j < kScales; ++j) {
-      if ((j >> 1) < nunits) scl[(j >> 1) * 64 + lane + 32 * (j & 1)] = sv[j];
+      if ((j >> 1) < nunits) scl[(j >> 1) * 64 + lane + 32 * (j & 1)] = bits_value(g.w_scale_dt, sv[j]);
     }
   }
   __syncthreads();

@@ -99,6 +99,7 @@
 #include <mutex>
 #include <vector>
 
+#include "bits.cuh"
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
@@ -401,24 +402,6 @@ __device__ __forceinline__ float ld_any_l2(const void* p, int dt, int64_t i) {
     if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
     return __uint_as_float(static_cast<uint32_t>(bits) << 16);
   }
-}
-
-// ld_any_l2 in two halves, so that a batch of loads all go out before any is converted (a conversion
-// right after its load waits for it, and the batch becomes one round trip after another): the element's
-// bits (float32: all 32; 16-bit dtypes: the low 16), then their value.
-template <bool kL2>
-__device__ __forceinline__ uint32_t ld_bits(const void* p, int dt, int64_t i) {
-  if (dt == SSMKIT_DTYPE_F32) {
-    const unsigned int* f = static_cast<const unsigned int*>(p) + i;
-    return kL2 ? __ldcg(f) : *f;
-  }
-  const unsigned short* h = static_cast<const unsigned short*>(p) + i;
-  return kL2 ? __ldcg(h) : *h;
-}
-__device__ __forceinline__ float bits_value(int dt, uint32_t b) {
-  if (dt == SSMKIT_DTYPE_F32) return __uint_as_float(b);
-  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(static_cast<unsigned short>(b)));
-  return __uint_as_float(b << 16);
 }
 
 // Loads a row pass keeps in flight per thread: a thread's elements of one pass are i0, i0 + stride, ...
