@@ -49,6 +49,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "bits.cuh"
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
@@ -2366,6 +2367,8 @@ struct conv_update_args {
 };
 
 // One thread per (batch, channel): the Ln outputs over [state | x], then the state shifted by Ln.
+constexpr int kConvUpdateFastW = 8;  // widest filter the one-token path takes
+
 __global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(const conv_update_args a) {
   // Launched by launch_after_wait: nothing is read or written before the wait but L2 prefetches of the
   // weights and (without indices) the state row, last written a token ago.
@@ -2385,6 +2388,29 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(cons
     return;
   }
   float* st = a.state + (sb * a.dim + c) * SL;
+  if (Ln == 1 && W <= kConvUpdateFastW && W <= SL + 1) {
+    // One token (decode) of a short filter: every operand's load out before any is used (ld_bits),
+    // one round trip instead of one a tap; the same arithmetic in the same order as the loop below.
+    uint32_t wb[kConvUpdateFastW];
+    float sv[kConvUpdateFastW];
+#pragma unroll
+    for (int k = 0; k < kConvUpdateFastW; ++k) {
+      const int64_t m = SL - (W - 1) + k;
+      wb[k] = k < W ? ld_bits(a.weight, a.w_dt, c * W + k) : 0u;
+      sv[k] = k < W && m < SL ? st[m] : 0.0f;
+    }
+    const uint32_t xb = ld_bits(a.x, a.x_dt, row);
+    const uint32_t bb = a.bias != nullptr ? ld_bits(a.bias, a.bias_dt, c) : 0u;
+    const float xv = bits_value(a.x_dt, xb);
+    float acc = a.bias != nullptr ? bits_value(a.bias_dt, bb) : 0.0f;
+#pragma unroll
+    for (int k = 0; k < kConvUpdateFastW; ++k) {
+      if (k < W) acc = fmaf(bits_value(a.w_dt, wb[k]), k == W - 1 ? xv : sv[k], acc);
+    }
+    store_any(a.out, a.out_dt, row, a.silu ? silu(acc) : acc);
+    for (int64_t i = 0; i < SL; ++i) st[i] = i + 1 < SL ? st[i + 1] : xv;
+    return;
+  }
   const float bias = a.bias != nullptr ? load_any(a.bias, a.bias_dt, c) : 0.0f;
   // buf = [state (SL) | x (Ln)]; output t reads buf[SL - (W - 1) + t + k].
   for (int64_t t = 0; t < Ln; ++t) {
