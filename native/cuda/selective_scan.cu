@@ -290,6 +290,8 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
   const bool active = cl < cn;
   const int64_t c = c0 + (active ? cl : 0);
   float h[kS], a2[kS], bk[kS], ck[kS];
+  // Every state's loads out before any value is used (ld_bits): one round trip, not one a state.
+  uint32_t bb[kS], cb[kS];
 #pragma unroll
   for (int q = 0; q < kQ; ++q) {
 #pragma unroll
@@ -298,10 +300,16 @@ __global__ void __launch_bounds__(kScanThreads, kScanMinBlocks) scan_fwd_kernel(
       const int64_t n = kVec * (lane + static_cast<int64_t>(P) * q) + e;
       const bool ok = n < N;
       h[i] = ok && active && a.h0 != nullptr ? a.h0[(b * dim + c) * N + n] : 0.0f;
-      a2[i] = !kScalarA && ok ? a.A[(c / a.a_div) * a.a_sr + n * a.a_sn] * kLog2e : 0.0f;
-      bk[i] = !kVarB && ok ? load_any(a.B, a.b_dt, c * N + n) : 0.0f;
-      ck[i] = !kVarC && ok ? load_any(a.C, a.c_dt, c * N + n) : 0.0f;
+      a2[i] = !kScalarA && ok ? a.A[(c / a.a_div) * a.a_sr + n * a.a_sn] : 0.0f;
+      bb[i] = !kVarB && ok ? ld_bits(a.B, a.b_dt, c * N + n) : 0u;
+      cb[i] = !kVarC && ok ? ld_bits(a.C, a.c_dt, c * N + n) : 0u;
     }
+  }
+#pragma unroll
+  for (int i = 0; i < kS; ++i) {
+    a2[i] *= kLog2e;
+    bk[i] = bits_value(a.b_dt, bb[i]);
+    ck[i] = bits_value(a.c_dt, cb[i]);
   }
 
   // 8-element vectors of a tile: along time for Mamba-1 (8 steps of one channel), along channels for SSD
@@ -838,14 +846,22 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 
   // This thread's states n = kS l + i.
   float h[kS], a2[kS], bk[kS], ck[kS];
+  // Every state's loads out before any value is used (ld_bits): one round trip, not one a state.
+  uint32_t bb[kS], cb[kS];
 #pragma unroll
   for (int i = 0; i < kS; ++i) {
     const int64_t n = kS * l + i;
     const bool ok = n < N;
     h[i] = 0.0f;
-    a2[i] = ok ? a.A[c * N + n] * kLog2e : 0.0f;
-    bk[i] = !kVarB && ok ? load_any(a.B, b_dt, c * N + n) : 0.0f;
-    ck[i] = !kVarC && kUseC && ok ? load_any(a.C, c_dt, c * N + n) : 0.0f;
+    a2[i] = ok ? a.A[c * N + n] : 0.0f;
+    bb[i] = !kVarB && ok ? ld_bits(a.B, b_dt, c * N + n) : 0u;
+    cb[i] = !kVarC && kUseC && ok ? ld_bits(a.C, c_dt, c * N + n) : 0u;
+  }
+#pragma unroll
+  for (int i = 0; i < kS; ++i) {
+    a2[i] *= kLog2e;
+    bk[i] = bits_value(b_dt, bb[i]);
+    ck[i] = bits_value(c_dt, cb[i]);
   }
   if constexpr (!kLocal) {
     // The true initial state: the given one, then each earlier chunk's decay and end state folded in.
