@@ -369,9 +369,17 @@ __device__ __forceinline__ float col_scale(const gemm_args& g, int64_t col) {
 __device__ __forceinline__ float col_bias(const gemm_args& g, int64_t col) {
   return g.bias != nullptr ? load_float(g.bias, g.bias_dt, col) : 0.0f;
 }
+// The three operands' loads all go out before any is converted (ld_bits): one round trip, not three.
 template <bool kGrouped>
 __device__ __forceinline__ float finish_value(const gemm_args& g, float v, int64_t row, int64_t col) {
-  return finish<kGrouped>(v, row_scale(g, row), kGrouped ? 1.0f : col_scale(g, col), col_bias(g, col));
+  const bool has_as = g.a_scale != nullptr, has_b = g.bias != nullptr;
+  const uint32_t ab = has_as ? ld_bits(g.a_scale, g.a_scale_dt, g.a_scale_per_row ? row : 0) : 0u;
+  const uint32_t wb = kGrouped ? 0u : ld_bits(g.w_scale, g.w_scale_dt, g.w_scale_per_col ? col : 0);
+  const uint32_t bb = has_b ? ld_bits(g.bias, g.bias_dt, col) : 0u;
+  const float as = has_as ? bits_value(g.a_scale_dt, ab) : 1.0f;
+  const float ws = kGrouped ? 1.0f : bits_value(g.w_scale_dt, wb);
+  const float b = has_b ? bits_value(g.bias_dt, bb) : 0.0f;
+  return finish<kGrouped>(v, as, ws, b);
 }
 
 // The scale of column col (< n) in group gi.
