@@ -1995,6 +1995,23 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
 }
 
 // Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
+// load4_any in two halves (as ld_bits): the raw words (float32: four; 16-bit: two in .x, .y), then the
+// values, so that several such loads go out before any is waited for.
+__device__ __forceinline__ uint4 load4_raw(const void* p, int dt, int64_t off) {
+  if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const uint4*>(static_cast<const float*>(p) + off);
+  const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + off);
+  return make_uint4(w.x, w.y, 0u, 0u);
+}
+__device__ __forceinline__ float4 raw4_value(int dt, uint4 w) {
+  if (dt == SSMKIT_DTYPE_F32)
+    return make_float4(__uint_as_float(w.x), __uint_as_float(w.y), __uint_as_float(w.z),
+                       __uint_as_float(w.w));
+  float4 v;
+  unpack2(w.x, dt, v.x, v.y);
+  unpack2(w.y, dt, v.z, v.w);
+  return v;
+}
+
 __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) {
   if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + off);
   const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + off);
@@ -2119,6 +2136,8 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
   constexpr int kM = kSpread ? kBT / 4 : kBT;
   float xs[kM], dts[kM], zs[kM];
   int sbs[kM];
+  // The scalars' bits first, their values after (ld_bits): all of them out before any is waited for.
+  uint32_t xb[kM], db[kM], zb[kM];
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
     const int j = kSpread ? lq + 4 * m : m;
@@ -2128,9 +2147,15 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     const bool live = in_batch && sb >= 0 && sb < a.state_batch;
     const int64_t xr = static_cast<int64_t>(b) * HP + r;
     sbs[m] = live ? sb : -1;
-    xs[m] = live ? load_any(a.x, a.x_dt, xr) : 0.0f;
-    dts[m] = live ? load_any(a.dt, a.dt_dt, static_cast<int64_t>(b) * H + h) : 0.0f;
-    zs[m] = live && a.z != nullptr ? load_any(a.z, a.z_dt, xr) : 0.0f;
+    xb[m] = live ? ld_bits(a.x, a.x_dt, xr) : 0u;
+    db[m] = live ? ld_bits(a.dt, a.dt_dt, static_cast<int64_t>(b) * H + h) : 0u;
+    zb[m] = live && a.z != nullptr ? ld_bits(a.z, a.z_dt, xr) : 0u;
+  }
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    xs[m] = bits_value(a.x_dt, xb[m]);
+    dts[m] = bits_value(a.dt_dt, db[m]);
+    zs[m] = bits_value(a.z_dt, zb[m]);
   }
   // dt (bias, softplus) and the gate silu(z) where the scalars are held, before any shuffle: with kSpread
   // kBT / 4 of each a thread instead of kBT (the same operations on the same values).
@@ -2156,8 +2181,11 @@ __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     if constexpr (kBT == 1) {
       s1 = ld ? *reinterpret_cast<const float4*>(sp) : zero;
       const int64_t bc = (static_cast<int64_t>(blockIdx.y) * G + g) * N + n0;
-      bv = ld ? load4_any(a.B, a.b_dt, bc) : zero;
-      cv = ld ? load4_any(a.C, a.c_dt, bc) : zero;
+      const uint4 z4 = make_uint4(0u, 0u, 0u, 0u);
+      const uint4 braw = ld ? load4_raw(a.B, a.b_dt, bc) : z4;
+      const uint4 craw = ld ? load4_raw(a.C, a.c_dt, bc) : z4;
+      bv = ld ? raw4_value(a.b_dt, braw) : zero;
+      cv = ld ? raw4_value(a.c_dt, craw) : zero;
     } else {
       // Into shared memory without registers: the thread reads its own pieces back after the wait.
       cp_async16(update_smem + j * kThreads + threadIdx.x, ld ? sp : a.state, ld);
