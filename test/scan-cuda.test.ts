@@ -1106,6 +1106,12 @@ describe.skipIf(!ON_CUDA)(`scan family on CUDA (skipped unless ${SKIP_REASON.rep
         [3, 33, 3, 4, 2, false],
         [2, 64, 5, 8, 0, false],
         [4, 7, 2, 2, 5, false],
+        // One token (the decode step's update): filters of up to 8 taps take the one-token form, wider
+        // ones the general loop; states longer than width - 1 as well.
+        [3, 33, 1, 4, 2, false],
+        [2, 64, 1, 8, 0, true],
+        [2, 9, 1, 2, 3, true],
+        [2, 5, 1, 9, 0, true],
       ] as const) {
         for (const indices of [false, true]) {
           const c = { batch, dim, seqlen, width, stateLen: width - 1 + extra, dtype, twoD, indices };
