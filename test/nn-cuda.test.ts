@@ -830,6 +830,8 @@ const VARIANTS: Record<string, Record<string, string | undefined>> = {
   'no graph, fused': { SSMKIT_CUDA_GRAPH: '0' },
   'graph, composed': { SSMKIT_CUDA_DECODE_FUSED: '0' },
   'no graph, composed': { SSMKIT_CUDA_GRAPH: '0', SSMKIT_CUDA_DECODE_FUSED: '0' },
+  // dt_proj's state update a thread a column instead of eight lanes a column (d_state 8, 16, 32).
+  'graph, fused, column update': { SSMKIT_CUDA_SSU_BLOCK: '0' },
 };
 
 describe('the fused decode step on CUDA', () => {
@@ -846,6 +848,9 @@ describe('the fused decode step on CUDA', () => {
     // dt_proj's state update: chunks of 8 states and a 4-state tail (12), scalar states (5).
     ['mamba f32 dstate 12', { ...MAMBA1, dState: 12, layers: 2 }],
     ['mamba bf16 dstate 5', { ...MAMBA1, act: 'bfloat16', dState: 5, layers: 1 }],
+    // The block-wide update: one state a lane (8), four (32).
+    ['mamba f32 dstate 8', { ...MAMBA1, dState: 8, layers: 1 }],
+    ['mamba bf16 dstate 32', { ...MAMBA1, act: 'bfloat16', dState: 32, layers: 1 }],
     // Quantized layers run composed, on the quantization family's GEMMs (captured: on weights the step
     // unpacked once; uncaptured: on the packed ones).
     ['mamba f32 w8a8', { ...MAMBA1, quant: 'w8a8' }],
@@ -910,6 +915,7 @@ describe('the fused decode step on CUDA', () => {
           ['graph, fused, pdl', 'no graph, fused'],
           ['graph, fused, pdl', 'graph, fused, no pdl'],
           ['graph, composed', 'no graph, composed'],
+          ['graph, fused, pdl', 'graph, fused, column update'],
         ];
         for (const [a, b] of pairs) {
           (results[a] as Float64Array[]).forEach((l, i) => {

@@ -86,6 +86,10 @@
 // one round trip would spill at 64 registers; in_proj's conv update is prefetched likewise), the head ~77 us
 // (524 blocks of 3 whole panels, x staged once a block, instead of 1572 units in 3 waves): ~41 us a layer,
 // ~2.7 ms a token in the graph (3.35).
+// Since: dt_proj's state update runs over the whole block (eight lanes a column, two states a lane at
+// d_state 16, every load in one round trip, y added in state order through shuffles: ssu_group_finalize),
+// its instances at three blocks a SM (80 registers, no spill at MR = 1): the bf16 step 3.29 -> 3.18 ms a
+// token on the H200; the W4A16 step unchanged (2.31 / 2.32).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -559,6 +563,9 @@ struct ssu_epi {
   int x_dt, z_dt, b_dt, c_dt, out_dt;
   int64_t dim, N;
   int act;
+  // The update spread over the block (ssu_group_finalize; N = 8, 16 or 32, panels not split over blocks):
+  // the default, SSMKIT_CUDA_SSU_BLOCK=0 keeps a thread a column (ssu_finalize).
+  bool block;
 };
 
 // After the last panel of the whole call: rms_norm of the rows just written (the next layer's norm,
@@ -704,6 +711,91 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
   st_any(e.out, e.out_dt, row * e.dim + c, o);
 }
 
+// Lanes a column in the block-wide state update (ssu_group_finalize): eight lanes of one warp.
+constexpr int kSsuLanes = 8;
+
+// ssu_finalize spread over kSsuLanes lanes a column: lane l updates states l S .. l S + S - 1 (N = 8 S),
+// every load of the update (x, z, D, dt bias, the states, A, B and C) out in one round trip where the
+// column's thread walks N / kSsuChunk dependent chunks after its first loads. y is then added up in
+// state order by every lane of the group from its neighbours' values (shuffles), so the operations and
+// their order are ssu_finalize's: the same bits. Every lane of the warp calls it (the shuffles); ok
+// false where the column does not exist (no loads, no stores).
+template <int S>
+__device__ __forceinline__ void ssu_group_finalize(const ssu_epi& e, int64_t row, int64_t c, float v, bool ok,
+                                                   int l) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  const int64_t n0 = static_cast<int64_t>(l) * S;
+  uint32_t xb = 0u, zb = 0u, bb[S], cb[S];
+  float dv = 0.0f, db = 0.0f, sr[S], ar[S];
+#pragma unroll
+  for (int q = 0; q < S; ++q) {
+    bb[q] = cb[q] = 0u;
+    sr[q] = ar[q] = 0.0f;
+  }
+  float* st = e.state + (row * e.dim + c) * e.N + n0;
+  if (ok) {
+    xb = ld_bits<false>(e.x, e.x_dt, row * e.dim + c);
+    if (e.z != nullptr) zb = ld_bits<false>(e.z, e.z_dt, row * e.dim + c);
+    if (e.D != nullptr) dv = e.D[c];
+    if (e.dt_bias != nullptr) db = e.dt_bias[c];
+    const float* A = e.A + c * e.N + n0;
+    // S floats at a multiple of S floats from a 16-byte aligned row: one vector each.
+    if constexpr (S == 4) {
+      const float4 sv = *reinterpret_cast<const float4*>(st);
+      const float4 av = *reinterpret_cast<const float4*>(A);
+      sr[0] = sv.x, sr[1] = sv.y, sr[2] = sv.z, sr[3] = sv.w;
+      ar[0] = av.x, ar[1] = av.y, ar[2] = av.z, ar[3] = av.w;
+    } else if constexpr (S == 2) {
+      const float2 sv = *reinterpret_cast<const float2*>(st);
+      const float2 av = *reinterpret_cast<const float2*>(A);
+      sr[0] = sv.x, sr[1] = sv.y;
+      ar[0] = av.x, ar[1] = av.y;
+    } else {
+      sr[0] = st[0];
+      ar[0] = A[0];
+    }
+#pragma unroll
+    for (int q = 0; q < S; ++q) {
+      bb[q] = ld_bits<false>(e.B, e.b_dt, row * e.N + n0 + q);
+      cb[q] = ld_bits<false>(e.C, e.c_dt, row * e.N + n0 + q);
+    }
+  }
+  const float x = bits_value(e.x_dt, xb);
+  const float zv = bits_value(e.z_dt, zb);
+  float dt = round_to(e.act, v) + db;
+  dt = dt > 20.0f ? dt : log1pf(expf(dt));
+  const float dtx = dt * x;
+  float cv[S];
+#pragma unroll
+  for (int q = 0; q < S; ++q) {
+    sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * bits_value(e.b_dt, bb[q]));
+    cv[q] = bits_value(e.c_dt, cb[q]);
+  }
+  if (ok) {
+    if constexpr (S == 4) {
+      *reinterpret_cast<float4*>(st) = make_float4(sr[0], sr[1], sr[2], sr[3]);
+    } else if constexpr (S == 2) {
+      *reinterpret_cast<float2*>(st) = make_float2(sr[0], sr[1]);
+    } else {
+      st[0] = sr[0];
+    }
+  }
+  float y = 0.0f;
+#pragma unroll
+  for (int src = 0; src < kSsuLanes; ++src) {
+#pragma unroll
+    for (int q = 0; q < S; ++q) {
+      y = fmaf(__shfl_sync(0xffffffffu, sr[q], src, kSsuLanes),
+               __shfl_sync(0xffffffffu, cv[q], src, kSsuLanes), y);
+    }
+  }
+  if (ok && l == 0) {
+    float o = y + (e.D != nullptr ? dv * x : 0.0f);
+    if (e.z != nullptr) o *= silu(zv);
+    st_any(e.out, e.out_dt, row * e.dim + c, o);
+  }
+}
+
 // ---- linear: gemv (M <= 64) ---------------------------------------------------------------------------
 
 constexpr int kGemvThreads = 256;   // 8 warps
@@ -797,6 +889,12 @@ template <int MR>
 constexpr int gemv_min_blocks() {
   return MR == 1 ? 4 : MR <= 4 ? 3 : MR == 8 ? 2 : 1;
 }
+// The state update's instances (dt_proj: a few blocks a SM at most, the panel count) ask for at most three,
+// so that the block-wide update's loads fit beside the rest without spilling at MR = 1.
+template <int MR, int kEpi>
+constexpr int gemv_launch_blocks() {
+  return kEpi == EPI_SSU && gemv_min_blocks<MR>() > 3 ? 3 : gemv_min_blocks<MR>();
+}
 
 // The epilogue's inputs of element (row, col) that come from DRAM (the state update's states, A row, D
 // and dt bias; the conv's state and weights, last touched a token ago) pulled into L2 while the weights
@@ -843,7 +941,7 @@ __device__ __forceinline__ void gemv_first_loads(const char* wp, int64_t r0, int
 // The G blocks of a chunk of MR rows, each streaming its range segment by segment; see the file
 // comment. kEpi: gemv_epilogue; kTail: the norm tail; kNorm: the norm prologue.
 template <int MR, bool kBF16, int kEpi, bool kTail, bool kNorm>
-__global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
+__global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>()))
     gemv_kernel(const __grid_constant__ gemv_args a) {
   extern __shared__ float smem[];  // xs (MR, seg_max * kPerRow) float32, then red (8, MR, 32)
   __shared__ bool s_last;
@@ -1088,7 +1186,31 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_blocks<MR>())
     float* part = nseg > 1
                       ? a.partial + (chunk * (a.blocks + a.panels) + first + sp) * (kGemvMaxRows * kPanel)
                       : nullptr;
-    for (int t = threadIdx.x; t < MR * kPanel; t += kGemvThreads) {
+    bool grouped = false;  // the block-wide state update (whole panels only)
+    if constexpr (kEpi == EPI_SSU) grouped = nseg == 1 && a.ssu.block;
+    if (grouped) {
+      // kGemvThreads / kSsuLanes columns a pass, a group of lanes each; the passes are uniform over the
+      // block, so every lane of a warp reaches the group's shuffles.
+      for (int t0 = 0; t0 < MR * kPanel; t0 += kGemvThreads / kSsuLanes) {
+        const int t = t0 + static_cast<int>(threadIdx.x) / kSsuLanes;
+        const int mm = t / kPanel;
+        const int64_t col = sp * kPanel + t % kPanel;
+        const bool ok = t < MR * kPanel && mm < mr && col < a.n && col < a.ssu.dim;
+        float s = 0.0f;
+        if (t < MR * kPanel) {
+#pragma unroll
+          for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) s += red[w8 * MR * kPanel + t];
+        }
+        const float v = s + (ok && a.bias != nullptr ? a.bias[col] : 0.0f);  // gemv_finalize's sum
+        const int l = static_cast<int>(threadIdx.x) % kSsuLanes;
+        if (a.ssu.N == 8) {
+          ssu_group_finalize<1>(a.ssu, m0 + mm, col, v, ok, l);
+        } else {
+          ssu_group_finalize<2>(a.ssu, m0 + mm, col, v, ok, l);
+        }
+      }
+    }
+    for (int t = threadIdx.x; !grouped && t < MR * kPanel; t += kGemvThreads) {
       float s = 0.0f;
 #pragma unroll
       for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) s += red[w8 * MR * kPanel + t];
@@ -2881,6 +3003,7 @@ status enqueue_dt_update(const launch_ctx& ctx, const mamba_decode_params& p, in
   se.dim = di;
   se.N = ds;
   se.act = act;
+  se.block = (ds == 8 || ds == 16) && env_flag("SSMKIT_CUDA_SSU_BLOCK", true);
   a.epi = EPI_SSU;
   a.ssu = se;
   return launch_gemv(ctx, a, g, w.dt_proj.w.dtype == SSMKIT_DTYPE_BF16);
@@ -3352,6 +3475,7 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(pdl ? 1 : 0);
   f.push_back(fused ? 1 : 0);
   f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true) ? 1 : 0);  // decode_linear's switch
+  f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);         // enqueue_dt_update's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
   f.push_back(static_cast<uint64_t>(p.batch));
   f.push_back(m.mamba2 ? 1 : 0);
