@@ -1128,7 +1128,8 @@ __global__ void __launch_bounds__(kPackedThreads, (packed_traits<kKind, kGrouped
 // columns; plain: 16 bytes of each of the 4 rows) or 16 k of int8 (packed: 4 steps; plain: 16 bytes of
 // each row). Packed and plain weights give a thread the same values in the same order, so they give the
 // same bits. Four (one row) or two chunks (256 or 128 bytes) are in flight per thread, 32 KiB per block;
-// the first are requested before x is staged, and each chunk's group scales (packed) before its
+// the first are requested before x is staged, with the group scales of the thread's first chunk (both
+// before the wait on the kernel ahead in the decode step), and each later chunk's (packed) before its
 // arithmetic.
 // - W4A16: a nibble u = w + 8 (packed as stored, plain ^ 8) becomes the float 128 + u with one byte
 //   permute into the mantissa of 128.0f, and w = (128 + u) - 136 exactly with one add; then one float32
@@ -1221,6 +1222,31 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
   uint4 wbuf[T::kDepth][4];
 #pragma unroll
   for (int d = 0; d < T::kDepth; ++d) load_chunk(c + d * T::kLanes, wbuf[d]);
+  // Group scales: the first chunk of the range, and each column's row of scales. The scales of the
+  // thread's first chunk (constants, like the weights) go out before the wait too: where a thread has
+  // one chunk (x_proj of Mamba-2.8B), their round trip from DRAM was the one after x's staging.
+  const int chunk0 = static_cast<int>(kb / kChunkK);
+  int64_t scale_row[4];
+  bool col_ok[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t col = n_grp + 4 * q + i;
+    col_ok[i] = col < g.n;
+    scale_row[i] = col * g.groups;
+  }
+  // 32-bit: the launch keeps the chunk count below 2^31 and passes the chunks of a group.
+  auto group_of = [&](int ch) {
+    return static_cast<int>(static_cast<unsigned>(chunk0 + ch) / static_cast<unsigned>(chunks_per_group));
+  };
+  uint32_t sb_first[4] = {0u, 0u, 0u, 0u};
+  if constexpr (kGrouped) {
+    if (c < nchunks) {
+      const int gi = group_of(c);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        sb_first[i] = col_ok[i] ? ld_bits(g.w_scale, g.w_scale_dt, scale_row[i] + gi) : 0u;
+    }
+  }
   pdl_wait();
 
   // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
@@ -1395,16 +1421,6 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
     }
   };
 
-  // Group scales: the first chunk of the range, and each column's row of scales.
-  const int chunk0 = static_cast<int>(kb / kChunkK);
-  int64_t scale_row[4];
-  bool col_ok[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t col = n_grp + 4 * q + i;
-    col_ok[i] = col < g.n;
-    scale_row[i] = col * g.groups;
-  }
   auto fold = [&](int ch, const uint4(&v)[4]) {
     if constexpr (kGrouped) {
       sum_t s[4][kM];
@@ -1415,15 +1431,15 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
       }
       // Packed: the scales first, so that their loads overlap the chunk's arithmetic; plain rows load
       // them after it (ahead, with the rows' addresses live, 8 registers spilled at the 80 of 3 blocks).
-      // 32-bit: the launch keeps the chunk count below 2^31 and passes the chunks of a group.
-      const int gi =
-          static_cast<int>(static_cast<unsigned>(chunk0 + ch) / static_cast<unsigned>(chunks_per_group));
-      // The scales' bits, converted after the chunk (ld_bits): the four loads wait only there.
+      const int gi = group_of(ch);
+      // The scales' bits, converted after the chunk (ld_bits): the four loads wait only there. The
+      // thread's first chunk has its bits from before the wait.
       uint32_t sb[4];
       auto load_scales = [&] {
+        const bool first = ch == c;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
-          sb[i] = col_ok[i] ? ld_bits(g.w_scale, g.w_scale_dt, scale_row[i] + gi) : 0u;
+          sb[i] = first ? sb_first[i] : col_ok[i] ? ld_bits(g.w_scale, g.w_scale_dt, scale_row[i] + gi) : 0u;
       };
       if constexpr (!kPlain) load_scales();
       chunk(ch, v, s);
