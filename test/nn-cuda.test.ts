@@ -848,7 +848,8 @@ describe('the fused decode step on CUDA', () => {
     // dt_proj's state update: chunks of 8 states and a 4-state tail (12), scalar states (5).
     ['mamba f32 dstate 12', { ...MAMBA1, dState: 12, layers: 2 }],
     ['mamba bf16 dstate 5', { ...MAMBA1, act: 'bfloat16', dState: 5, layers: 1 }],
-    // The block-wide update: one state a lane (8), four (32).
+    // The block-wide update at one state a lane (8); 32 takes a thread a column (the block form has one
+    // and two states a lane).
     ['mamba f32 dstate 8', { ...MAMBA1, dState: 8, layers: 1 }],
     ['mamba bf16 dstate 32', { ...MAMBA1, act: 'bfloat16', dState: 32, layers: 1 }],
     // Quantized layers run composed, on the quantization family's GEMMs (captured: on weights the step

@@ -563,7 +563,7 @@ struct ssu_epi {
   int x_dt, z_dt, b_dt, c_dt, out_dt;
   int64_t dim, N;
   int act;
-  // The update spread over the block (ssu_group_finalize; N = 8, 16 or 32, panels not split over blocks):
+  // The update spread over the block (ssu_group_finalize; N = 8 or 16, panels not split over blocks):
   // the default, SSMKIT_CUDA_SSU_BLOCK=0 keeps a thread a column (ssu_finalize).
   bool block;
 };
@@ -714,8 +714,8 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
 // Lanes a column in the block-wide state update (ssu_group_finalize): eight lanes of one warp.
 constexpr int kSsuLanes = 8;
 
-// ssu_finalize spread over kSsuLanes lanes a column: lane l updates states l S .. l S + S - 1 (N = 8 S),
-// every load of the update (x, z, D, dt bias, the states, A, B and C) out in one round trip where the
+// ssu_finalize spread over kSsuLanes lanes a column: lane l updates states l S .. l S + S - 1 (N = 8 S, S = 1
+// or 2), every load of the update (x, z, D, dt bias, the states, A, B and C) out in one round trip where the
 // column's thread walks N / kSsuChunk dependent chunks after its first loads. y is then added up in
 // state order by every lane of the group from its neighbours' values (shuffles), so the operations and
 // their order are ssu_finalize's: the same bits. Every lane of the warp calls it (the shuffles); ok
