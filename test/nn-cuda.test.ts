@@ -830,7 +830,7 @@ const VARIANTS: Record<string, Record<string, string | undefined>> = {
   'no graph, fused': { SSMKIT_CUDA_GRAPH: '0' },
   'graph, composed': { SSMKIT_CUDA_DECODE_FUSED: '0' },
   'no graph, composed': { SSMKIT_CUDA_GRAPH: '0', SSMKIT_CUDA_DECODE_FUSED: '0' },
-  // dt_proj's state update a thread a column instead of eight lanes a column (d_state 8, 16, 32).
+  // dt_proj's state update a thread a column instead of eight lanes a column (where d_state is 8 or 16).
   'graph, fused, column update': { SSMKIT_CUDA_SSU_BLOCK: '0' },
 };
 

@@ -33,4 +33,32 @@ __device__ __forceinline__ float bits_value(int dt, uint32_t b) {
   return __uint_as_float(b << 16);
 }
 
+// Element i of p as float (one load and its conversion).
+template <bool kL2 = false>
+__device__ __forceinline__ float ld_value(const void* p, int dt, int64_t i) {
+  return bits_value(dt, ld_bits<kL2>(p, dt, i));
+}
+
+// Elements i..i + kN - 1 of p as float: every load issued before any is converted.
+template <int kN>
+__device__ __forceinline__ void ld_values(const void* p, int dt, int64_t i, float (&v)[kN]) {
+  if (dt == SSMKIT_DTYPE_F32) {
+    const float* f = static_cast<const float*>(p) + i;
+#pragma unroll
+    for (int q = 0; q < kN; ++q) v[q] = f[q];
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(p) + i;
+  uint16_t b[kN];
+#pragma unroll
+  for (int q = 0; q < kN; ++q) b[q] = h[q];
+  if (dt == SSMKIT_DTYPE_F16) {
+#pragma unroll
+    for (int q = 0; q < kN; ++q) v[q] = __half2float(__ushort_as_half(b[q]));
+  } else {
+#pragma unroll
+    for (int q = 0; q < kN; ++q) v[q] = __uint_as_float(static_cast<uint32_t>(b[q]) << 16);
+  }
+}
+
 }  // namespace ssmkit

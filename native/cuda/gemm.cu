@@ -174,6 +174,7 @@
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
+#include "rms.cuh"
 #include "ssmkit/quant.h"
 
 namespace ssmkit {
@@ -291,6 +292,15 @@ __device__ __forceinline__ void mma_16bit(float (&d)[4], uint32_t a0, uint32_t a
 // Word i (0..3) of a 16-byte vector.
 __device__ __forceinline__ uint32_t word_at(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// Element e of eight 16-bit values of dtype kX, as float.
+template <ssmkit_dtype kX>
+__device__ __forceinline__ float half8_at(const uint4& q, int e) {
+  const uint32_t w = word_at(q, e >> 1);
+  if constexpr (kX == SSMKIT_DTYPE_F16)
+    return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? w >> 16 : w)));
+  return __uint_as_float((e & 1) ? w & 0xffff0000u : w << 16);
 }
 
 // A 16-byte global load that skips L1: weights are read once.
@@ -1280,18 +1290,9 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
       const int kl = (i - r * row_vecs) * kVec;
       if (i < kM * row_vecs) {
         if constexpr (T::kFloatX) {
-          const uint32_t w[4] = {xv[u].x, xv[u].y, xv[u].z, xv[u].w};
           float f[8];
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            if constexpr (kX == SSMKIT_DTYPE_F16) {
-              f[2 * e] = __half2float(__ushort_as_half(static_cast<unsigned short>(w[e] & 0xffffu)));
-              f[2 * e + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(w[e] >> 16)));
-            } else {
-              f[2 * e] = __uint_as_float(w[e] << 16);
-              f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-            }
-          }
+          for (int e = 0; e < 8; ++e) f[e] = half8_at<kX>(xv[u], e);
           // kl is a multiple of 8 inside a chunk of 32: the 8 values stay in one chunk.
           float* dst = reinterpret_cast<float*>(smem) + (kl / kChunkK) * (T::kXChunkBytes / 4) +
                        (kl % kChunkK) * kM + r;
@@ -1603,15 +1604,6 @@ struct ring_traits {
   }
 };
 
-// Element e of eight 16-bit values of dtype kX, as float.
-template <ssmkit_dtype kX>
-__device__ __forceinline__ float half8_at(const uint4& q, int e) {
-  const uint32_t w = word_at(q, e >> 1);
-  if constexpr (kX == SSMKIT_DTYPE_F16)
-    return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? w >> 16 : w)));
-  return __uint_as_float((e & 1) ? w & 0xffff0000u : w << 16);
-}
-
 // The folded norm (g.pre_x set; k % 8 == 0; pre_x of dtype kX; kRes: 0 no residual, 1 a float32 one, 2
 // one of dtype kX; 16-byte aligned rows): x's eight values k0.. (zeros where !item) as 16-bit values of
 // kX, low half first, computed as rms_norm computes them (the sum x + residual in float32, its squares
@@ -1677,7 +1669,7 @@ __device__ __forceinline__ uint4 ring_prenorm(const gemm_args& g, int64_t k0, bo
   double tot = 0.0;
 #pragma unroll
   for (int q = 0; q < kRingWarps; ++q) tot += red[q];
-  const float rstd = 1.0f / sqrtf(static_cast<float>(tot / static_cast<double>(g.k)) + g.pre_eps);
+  const float rstd = rms_rstd(tot, g.k, g.pre_eps);
   float v[8];
   sums(mine, v);
   uint32_t h[8];

@@ -107,6 +107,7 @@
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
+#include "rms.cuh"
 #include "ssmkit/nn.h"
 #include "ssmkit/nn_check.h"
 #include "ssmkit/quant.h"
@@ -123,36 +124,6 @@ constexpr int kPanel = kLinearPanel;
 constexpr int64_t kPanelRowBytes = 128;  // one float32 k row or one bfloat16 k-pair row of a panel
 
 // ---- device helpers ----------------------------------------------------------------------------------
-
-__device__ __forceinline__ float ld_any(const void* p, int dt, int64_t i) {
-  if (dt == SSMKIT_DTYPE_F32) return static_cast<const float*>(p)[i];
-  const uint16_t bits = static_cast<const uint16_t*>(p)[i];
-  if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
-  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
-}
-
-// Elements i..i + kN - 1 of p as float: every load issued before any is converted (ld_any's dtype test
-// on each element would put a load's use right after it, one round trip after another).
-template <int kN>
-__device__ __forceinline__ void ld_any_n(const void* p, int dt, int64_t i, float (&v)[kN]) {
-  if (dt == SSMKIT_DTYPE_F32) {
-    const float* f = static_cast<const float*>(p) + i;
-#pragma unroll
-    for (int q = 0; q < kN; ++q) v[q] = f[q];
-    return;
-  }
-  const uint16_t* h = static_cast<const uint16_t*>(p) + i;
-  uint16_t b[kN];
-#pragma unroll
-  for (int q = 0; q < kN; ++q) b[q] = h[q];
-  if (dt == SSMKIT_DTYPE_F16) {
-#pragma unroll
-    for (int q = 0; q < kN; ++q) v[q] = __half2float(__ushort_as_half(b[q]));
-  } else {
-#pragma unroll
-    for (int q = 0; q < kN; ++q) v[q] = __uint_as_float(static_cast<uint32_t>(b[q]) << 16);
-  }
-}
 
 // Rounds as the CPU's f32_to_bf16 / f32_to_f16 do (to nearest even; NaN kept quiet), bit for bit.
 __device__ __forceinline__ void st_any(void* p, int dt, int64_t i, float v) {
@@ -327,7 +298,7 @@ __global__ void pack_linear_kernel(const void* __restrict__ w, int w_dt, void* _
         static_cast<float*>(out)[i] = static_cast<const float*>(w)[col * k + kk];
       }
     } else {
-      st_any(out, out_dt, i, ld_any(w, w_dt, col * k + kk));
+      st_any(out, out_dt, i, ld_value(w, w_dt, col * k + kk));
     }
   }
 }
@@ -373,11 +344,10 @@ __device__ __forceinline__ void store_col(const out_map& om, int64_t row, int64_
   }
 }
 
-// x element (row, k) of a linear input: (M, K), or (batch, K, seqlen) when transposed.
-__device__ __forceinline__ float load_x(const void* x, int dt, bool transposed, int64_t seqlen, int64_t K,
-                                        int64_t row, int64_t k) {
-  const int64_t idx = transposed ? ((row / seqlen) * K + k) * seqlen + row % seqlen : row * K + k;
-  return ld_any(x, dt, idx);
+// Index of x element (row, k) of a linear input: (M, K), or (batch, K, seqlen) when transposed.
+__device__ __forceinline__ int64_t x_index(bool transposed, int64_t seqlen, int64_t K, int64_t row,
+                                           int64_t k) {
+  return transposed ? ((row / seqlen) * K + k) * seqlen + row % seqlen : row * K + k;
 }
 
 // ---- rows shared by the norms and the decode step's epilogues ----------------------------------------
@@ -394,19 +364,6 @@ struct rms_args {
   int64_t rows, d, last_of;
   float eps;
 };
-
-// Element i, read through L2 (kL2) when other blocks of the running kernel wrote it.
-template <bool kL2>
-__device__ __forceinline__ float ld_any_l2(const void* p, int dt, int64_t i) {
-  if constexpr (!kL2) {
-    return ld_any(p, dt, i);
-  } else {
-    if (dt == SSMKIT_DTYPE_F32) return __ldcg(static_cast<const float*>(p) + i);
-    const uint16_t bits = __ldcg(reinterpret_cast<const unsigned short*>(p) + i);
-    if (dt == SSMKIT_DTYPE_F16) return __half2float(__ushort_as_half(bits));
-    return __uint_as_float(static_cast<uint32_t>(bits) << 16);
-  }
-}
 
 // Loads a row pass keeps in flight per thread: a thread's elements of one pass are i0, i0 + stride, ...
 // (kRowBatch of them), all issued before the first is used, so a pass waits one memory latency, not
@@ -437,11 +394,6 @@ __device__ __forceinline__ void ld_batch(const void* p, int dt, int64_t base, in
     v[j] = dt == SSMKIT_DTYPE_F16 ? __half2float(__ushort_as_half(bits[j]))
                                   : __uint_as_float(static_cast<uint32_t>(bits[j]) << 16);
   }
-}
-
-// 1 / sqrt(mean of squares + eps) from a row's float64 sum of squares, as the CPU rounds it.
-__device__ __forceinline__ float rms_rstd(double ss, int64_t d, float eps) {
-  return 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(d)) + eps);
 }
 
 // Output row r of rms_norm by a whole block of kRowThreads threads: the same partition of the row and
@@ -595,11 +547,11 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
     const float x = round_to(e.act, v);
     float* st = e.state + (row * e.dim + ch) * e.state_len;
     const int64_t W = e.width, SL = e.state_len;
-    float acc = e.bias != nullptr ? ld_any(e.bias, e.bias_dt, ch) : 0.0f;
+    float acc = e.bias != nullptr ? ld_value(e.bias, e.bias_dt, ch) : 0.0f;
     if (W == 4) {
       // The common width: the weights' loads go out together (not one round trip a tap).
       float wv[4];
-      ld_any_n<4>(e.weight, e.w_dt, ch * 4, wv);
+      ld_values<4>(e.weight, e.w_dt, ch * 4, wv);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int64_t m = SL - 3 + k;
@@ -608,7 +560,7 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
     } else {
       for (int64_t k = 0; k < W; ++k) {
         const int64_t m = SL - (W - 1) + k;
-        acc = fmaf(ld_any(e.weight, e.w_dt, ch * W + k), m < SL ? st[m] : x, acc);
+        acc = fmaf(ld_value(e.weight, e.w_dt, ch * W + k), m < SL ? st[m] : x, acc);
       }
     }
     // Reads run ahead of writes, so the shift goes in place.
@@ -630,7 +582,7 @@ __device__ void conv_finalize(const conv_epi& e, const out_map& om, int64_t row,
 }
 
 // States a chunk of the update loads before it computes (two float4 of state and of A, and the chunk's
-// B and C through ld_any_n): the chunk's loads go out together instead of one state vector's round trip
+// B and C through ld_values): the chunk's loads go out together instead of one state vector's round trip
 // after another's store, or one B or C element's after another's use.
 constexpr int kSsuChunk = 8;
 
@@ -660,8 +612,8 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
     // Rows of 4k floats: 16-byte aligned (the allocations are), one vector per 4 states.
     for (; n + kSsuChunk <= e.N; n += kSsuChunk) {
       float sr[kSsuChunk], ar[kSsuChunk], bv[kSsuChunk], cv[kSsuChunk];
-      ld_any_n<kSsuChunk>(e.B, e.b_dt, row * e.N + n, bv);
-      ld_any_n<kSsuChunk>(e.C, e.c_dt, row * e.N + n, cv);
+      ld_values<kSsuChunk>(e.B, e.b_dt, row * e.N + n, bv);
+      ld_values<kSsuChunk>(e.C, e.c_dt, row * e.N + n, cv);
 #pragma unroll
       for (int h = 0; h < kSsuChunk; h += 4) {
         const float4 sv = *reinterpret_cast<const float4*>(st + n + h);
@@ -691,8 +643,8 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
       float sr[4] = {sv.x, sv.y, sv.z, sv.w};
       const float ar[4] = {av.x, av.y, av.z, av.w};
       float bv[4], cv[4];
-      ld_any_n<4>(e.B, e.b_dt, row * e.N + n, bv);
-      ld_any_n<4>(e.C, e.c_dt, row * e.N + n, cv);
+      ld_values<4>(e.B, e.b_dt, row * e.N + n, bv);
+      ld_values<4>(e.C, e.c_dt, row * e.N + n, cv);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         sr[q] = fmaf(sr[q], ex2_approx(dt * ar[q] * kLog2e), dtx * bv[q]);
@@ -702,9 +654,9 @@ __device__ void ssu_finalize(const ssu_epi& e, int64_t row, int64_t c, float v) 
     }
   }
   for (; n < e.N; ++n) {
-    const float s = fmaf(st[n], ex2_approx(dt * A[n] * kLog2e), dtx * ld_any(e.B, e.b_dt, row * e.N + n));
+    const float s = fmaf(st[n], ex2_approx(dt * A[n] * kLog2e), dtx * ld_value(e.B, e.b_dt, row * e.N + n));
     st[n] = s;
-    y = fmaf(s, ld_any(e.C, e.c_dt, row * e.N + n), y);
+    y = fmaf(s, ld_value(e.C, e.c_dt, row * e.N + n), y);
   }
   float o = y + (e.D != nullptr ? dv * x : 0.0f);
   if (e.z != nullptr) o *= silu(zv);
@@ -1078,10 +1030,7 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>())
             xb[q] = ld_bits<true>(a.pre.x, a.pre.x_dt, (m0 + mm) * a.k + kk);
             wb[q] = ld_bits<false>(a.pre.w, a.pre.w_dt, kk);
           } else {
-            const int64_t idx = a.x_transposed
-                                    ? ((m0 + mm) / a.seqlen * a.k + kk) * a.seqlen + (m0 + mm) % a.seqlen
-                                    : (m0 + mm) * a.k + kk;
-            xb[q] = ld_bits<false>(a.x, a.x_dtype, idx);
+            xb[q] = ld_bits<false>(a.x, a.x_dtype, x_index(a.x_transposed, a.seqlen, a.k, m0 + mm, kk));
           }
         }
       }
@@ -1629,8 +1578,9 @@ __global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(const __grid_co
         const int ml = a.x_transposed ? i % kSimtBM : i / kSimtBK;
         const int kl = a.x_transposed ? i / kSimtBM : i % kSimtBK;
         const int64_t gm = bm * kSimtBM + ml, k = k0 + kl;
-        as[kl][ml] =
-            (gm < a.m && k < a.k) ? load_x(a.x, a.x_dtype, a.x_transposed, a.seqlen, a.k, gm, k) : 0.0f;
+        as[kl][ml] = (gm < a.m && k < a.k)
+                         ? ld_value(a.x, a.x_dtype, x_index(a.x_transposed, a.seqlen, a.k, gm, k))
+                         : 0.0f;
         const int cl = i % kSimtBN, kb = i / kSimtBN;
         const int64_t pn = bn * 2 + cl / kPanel, kk = k0 + kb;
         float wv = 0.0f;
@@ -1822,7 +1772,7 @@ __global__ void split_columns_kernel(const void* __restrict__ x, int x_dt, int64
   pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < m * n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store_col(om, i / n, i % n, ld_any(x, x_dt, i));
+    store_col(om, i / n, i % n, ld_value(x, x_dt, i));
   }
 }
 
@@ -1861,9 +1811,9 @@ __global__ void __launch_bounds__(kRowThreads) gated_rms_norm_kernel(const __gri
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-      float v = ld_any(a.y, a.y_dt, r * d + i);
+      float v = ld_value(a.y, a.y_dt, r * d + i);
       if (a.z != nullptr) {
-        const float z = ld_any(a.z, a.z_dt, r * d + i);
+        const float z = ld_value(a.z, a.z_dt, r * d + i);
         v *= z / (1.0f + expf(-z));
       }
       row[i] = v;
@@ -1877,7 +1827,7 @@ __global__ void __launch_bounds__(kRowThreads) gated_rms_norm_kernel(const __gri
         ss = warp_sum(ss);
         const float rstd = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(gs)) + a.eps);
         for (int64_t i = g * gs + lane; i < (g + 1) * gs; i += 32)
-          st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_any(a.w, a.w_dt, i));
+          st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_value(a.w, a.w_dt, i));
       }
     } else {
       for (int64_t g = 0; g < a.groups; ++g) {
@@ -1887,7 +1837,7 @@ __global__ void __launch_bounds__(kRowThreads) gated_rms_norm_kernel(const __gri
         ss = block_sum(ss, red);
         const float rstd = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(gs)) + a.eps);
         for (int64_t i = g * gs + threadIdx.x; i < (g + 1) * gs; i += blockDim.x)
-          st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_any(a.w, a.w_dt, i));
+          st_any(a.out, a.out_dt, r * d + i, row[i] * rstd * ld_value(a.w, a.w_dt, i));
       }
     }
     __syncthreads();
@@ -1944,7 +1894,7 @@ __global__ void embedding_kernel(const __grid_constant__ embedding_args a) {
     } else {
       src = ((v / kPanel) * d + j) * kPanel + v % kPanel;
     }
-    st_any(a.out, a.out_dt, i, ld_any(a.w, a.w_dt, src));
+    st_any(a.out, a.out_dt, i, ld_value(a.w, a.w_dt, src));
   }
 }
 
@@ -1962,7 +1912,7 @@ __global__ void __launch_bounds__(kTile * 8)
     const int64_t b = t / (tr_n * tc_n), tr = (t / tc_n) % tr_n, tc = t % tc_n;
     for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
       const int64_t rr = tr * kTile + i, cc = tc * kTile + threadIdx.x;
-      if (rr < r && cc < c) tile[i][threadIdx.x] = ld_any(x, x_dt, (b * r + rr) * c + cc);
+      if (rr < r && cc < c) tile[i][threadIdx.x] = ld_value(x, x_dt, (b * r + rr) * c + cc);
     }
     __syncthreads();
     for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
@@ -1980,7 +1930,7 @@ __global__ void split_rows_kernel(const void* __restrict__ x, int x_dt, int64_t 
   pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * r;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store_split(sm, i / r, 1, i % r, 0, ld_any(x, x_dt, i));
+    store_split(sm, i / r, 1, i % r, 0, ld_value(x, x_dt, i));
   }
 }
 
@@ -1991,7 +1941,7 @@ __global__ void dt_limit_kernel(const void* __restrict__ dt, int dt_dt, const fl
   pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = ld_any(dt, dt_dt, i);
+    float v = ld_value(dt, dt_dt, i);
     if (bias != nullptr) v += bias[i % heads];
     v = softplus_ref(v);
     // std::min(std::max(v, lo), hi), NaN kept as the CPU keeps it.
