@@ -21,7 +21,7 @@
 //                          [--repeats 5] [--dir <checkpoint folder: reused, or written and kept>]
 //                          [--layers <N: the checkpoint's layer count; default the shape's>]
 //                          [--peers <peers.jsonl>]
-//                          [--no-prefill] [--no-micro]
+//                          [--no-prefill] [--no-micro] [--only-default: the default decode row alone]
 
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -53,6 +53,7 @@ const { values: args } = parseArgs({
     peers: { type: 'string' },
     'no-prefill': { type: 'boolean', default: false },
     'no-micro': { type: 'boolean', default: false },
+    'only-default': { type: 'boolean', default: false },
   },
 });
 
@@ -486,7 +487,8 @@ for (const mode of modes) {
   }
   const ids = new Tensor('int32', [42], [1]).toSync(DEV);
   const logits = Tensor.empty([1, c.vocabSize], 'float32', DEV);
-  for (const [name, env] of mode === 'w4a16' ? VARIANTS.slice(0, 2) : VARIANTS) {
+  const variants = mode === 'w4a16' ? VARIANTS.slice(0, 2) : VARIANTS;
+  for (const [name, env] of args['only-default'] ? variants.slice(0, 1) : variants) {
     const ms = decodeRow(`decode ${args.shape} ${mode} batch 1: ${name}`, floorMs, peer, () =>
       withEnv(env, () => {
         const st = dm.states(1);
@@ -500,20 +502,22 @@ for (const mode of modes) {
   }
   // The default variant with the device sampler in the step (tokens and draws on the host, so each
   // step also waits for its token): against the default row, the sampler's cost and one round trip.
-  const draws = new Tensor('float64', [0.5], [1]);
-  for (const [name, sampling] of [
-    ['greedy sampler in the step', { temperature: 0 }],
-    ['sampler in the step (T 0.8, top-p 0.95)', { temperature: 0.8, topP: 0.95, draws }],
-  ]) {
-    decodeRow(`decode ${args.shape} ${mode} batch 1: graph, fused, PDL, ${name}`, floorMs, peer, () => {
-      const st = dm.states(1);
-      const bound = nn.bindDecodeStates(st.conv, st.ssm);
-      const t = timeIt(() => nn.decodeStepSync(dm.plan, bound, ids, logits, sampling)?.dispose(), steps, repeats);
-      for (const x of [...st.conv, ...st.ssm]) x.dispose();
-      return t;
-    });
+  if (!args['only-default']) {
+    const draws = new Tensor('float64', [0.5], [1]);
+    for (const [name, sampling] of [
+      ['greedy sampler in the step', { temperature: 0 }],
+      ['sampler in the step (T 0.8, top-p 0.95)', { temperature: 0.8, topP: 0.95, draws }],
+    ]) {
+      decodeRow(`decode ${args.shape} ${mode} batch 1: graph, fused, PDL, ${name}`, floorMs, peer, () => {
+        const st = dm.states(1);
+        const bound = nn.bindDecodeStates(st.conv, st.ssm);
+        const t = timeIt(() => nn.decodeStepSync(dm.plan, bound, ids, logits, sampling)?.dispose(), steps, repeats);
+        for (const x of [...st.conv, ...st.ssm]) x.dispose();
+        return t;
+      });
+    }
+    draws.dispose();
   }
-  draws.dispose();
   ids.dispose();
   logits.dispose();
   dm.dispose();

@@ -1186,6 +1186,7 @@ template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
 __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_traits<kKind, kM>::kBlocksPerSm))
     gemm_gemv_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels,
                      int chunks_per_group, void* partials, int* counters) {
+  SSMKIT_TRACE_SCOPE();
   using T = gemv_traits<kKind, kM>;
   constexpr int kChunkK = T::kChunkK;
   constexpr bool kIntAcc = kind_traits<kKind>::kIntAcc && !kGrouped;
@@ -1689,6 +1690,7 @@ __device__ __forceinline__ uint4 ring_prenorm(const gemm_args& g, int64_t k0, bo
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT>
 __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlocksPerSm))
     gemm_ring_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels) {
+  SSMKIT_TRACE_SCOPE();
   using R = ring_traits<kKind, kNT>;
   using acc_t = typename std::conditional<R::kInt8, int, float>::type;
   static_assert(!R::kInt8 || (!kPlain && !kGrouped), "W8A8 takes packed weights and one scale a column");

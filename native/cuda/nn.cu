@@ -895,6 +895,7 @@ __device__ __forceinline__ void gemv_first_loads(const char* wp, int64_t r0, int
 template <int MR, bool kBF16, int kEpi, bool kTail, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>()))
     gemv_kernel(const __grid_constant__ gemv_args a) {
+  SSMKIT_TRACE_SCOPE();
   extern __shared__ float smem[];  // xs (MR, seg_max * kPerRow) float32, then red (8, MR, 32)
   __shared__ bool s_last;
   constexpr int kPerRow = kBF16 ? 2 : 1;  // k values per panel row
@@ -1779,6 +1780,7 @@ __global__ void split_columns_kernel(const void* __restrict__ x, int x_dt, int64
 // ---- rms_norm, gated_rms_norm: one block per row -----------------------------------------------------
 
 __global__ void __launch_bounds__(kRowThreads) rms_norm_kernel(const __grid_constant__ rms_args a) {
+  SSMKIT_TRACE_SCOPE();
   extern __shared__ float row[];  // (d,) x + residual in float32
   __shared__ double red[33];
   pdl_trigger();
@@ -1803,6 +1805,7 @@ struct gated_args {
 };
 
 __global__ void __launch_bounds__(kRowThreads) gated_rms_norm_kernel(const __grid_constant__ gated_args a) {
+  SSMKIT_TRACE_SCOPE();
   extern __shared__ float row[];  // (d,) y * silu(z) in float32
   __shared__ double red[33];
   pdl_trigger();
@@ -1874,6 +1877,7 @@ struct embedding_args {
 };
 
 __global__ void embedding_kernel(const __grid_constant__ embedding_args a) {
+  SSMKIT_TRACE_SCOPE();
   pdl_trigger();
   pdl_wait();
   const int64_t d = a.d, dx = (d + 1) / 2 * 2;
@@ -2277,6 +2281,7 @@ __device__ void row_argmax(const float* l, int64_t V, sample_shared& sh, float* 
 }
 
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const __grid_constant__ sample_args a) {
+  SSMKIT_TRACE_SCOPE();
   __shared__ sample_shared sh;
   pdl_trigger();
   pdl_wait();

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "cuda_check.cuh"
+#include "trace.cuh"
 
 namespace ssmkit {
 
@@ -28,6 +29,9 @@ __device__ __forceinline__ void pdl_trigger() {
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+#ifdef SSMKIT_TRACE
+  trace::waited();
 #endif
 }
 

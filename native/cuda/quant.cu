@@ -232,6 +232,7 @@ __device__ __forceinline__ void fwht_regs(float (&v)[N]) {
 
 template <ssmkit_dtype T, int kM, bool kFast>
 __global__ void __launch_bounds__(kMaxThreads, 2) hadamard_kernel(had_args a) {
+  SSMKIT_TRACE_SCOPE();
   // Launched by launch_after_wait: nothing global is touched before the kernel ahead has finished.
   pdl_wait();
   pdl_trigger();
@@ -407,6 +408,7 @@ __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t o
 
 template <ssmkit_dtype T, int kLogP>
 __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(had_args a) {
+  SSMKIT_TRACE_SCOPE();
   pdl_wait();  // as hadamard_kernel
   pdl_trigger();
   constexpr int kP = 1 << kLogP;

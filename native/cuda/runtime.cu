@@ -13,6 +13,22 @@
 #include "ssmkit/device.h"
 #include "ssmkit/dtype.h"
 
+#ifdef SSMKIT_TRACE
+#include <vector>
+namespace ssmkit::trace {
+static std::vector<void (*)()>& dumps() {
+  static std::vector<void (*)()> v;
+  return v;
+}
+void register_dump(void (*fn)()) {
+  dumps().push_back(fn);
+}
+void dump_all() {
+  for (auto fn : dumps()) fn();
+}
+}  // namespace ssmkit::trace
+#endif
+
 namespace ssmkit::device {
 namespace {
 
@@ -154,6 +170,9 @@ status synchronize(int dev) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
   SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
+#ifdef SSMKIT_TRACE
+  trace::dump_all();
+#endif
   return ok_status();
 }
 

@@ -2107,6 +2107,7 @@ constexpr int update_min_blocks(int kbt, bool spread) {
 template <bool kAPerState, int kBT, int kThreads, bool kSpread = false>
 __global__ void __launch_bounds__(kThreads, update_min_blocks(kBT, kSpread))
     selective_state_update_vec_kernel(const update_args a) {
+  SSMKIT_TRACE_SCOPE();
   // Launched with programmatic dependent launch (launch_update): nothing global is touched before the
   // kernel ahead has finished; the next kernel may be scheduled as soon as every block has started.
   pdl_wait();
@@ -2414,6 +2415,7 @@ struct conv_update_args {
 constexpr int kConvUpdateFastW = 8;  // widest filter the one-token path takes
 
 __global__ void __launch_bounds__(kConvThreads) causal_conv1d_update_kernel(const conv_update_args a) {
+  SSMKIT_TRACE_SCOPE();
   // Launched by launch_after_wait: nothing is read or written before the wait but L2 prefetches of the
   // weights and (without indices) the state row, last written a token ago.
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+# The decode step's timeline from a timing build's trace (native/cuda/trace.cuh): reads
+# <base>.<unit>.bin, groups the records by launch (%gridid), orders the launches by their first wait's
+# return (a launch's wait returns once the launch before it has completed), cuts the last whole step
+# (from one launch of a once-a-step kernel to the next) and prints, per launch position in a layer
+# averaged over the middle layers, its blocks' times relative to the previous launch's last block end:
+# first and last start, first and last wait return, median and last end, the longest block's time after
+# its wait, and how many blocks started before that end. The sum of the last ends over a layer is the
+# layer's time on the step's path.
+#
+# SSMKIT_TRACE=/tmp/tr/w4 node bench/model-gpu.mjs --dir /tmp/m64 --modes w4a16 --only-default \
+#     --no-prefill --no-micro   (with SSMKIT_BINDING naming a -DSSMKIT_TRACE build)
+# python3 bench/trace.py /tmp/tr/w4 [label] [unit:line of the step's first kernel]
+import collections
+import glob
+import os
+import sys
+
+import numpy as np
+
+base = sys.argv[1]
+label = sys.argv[2] if len(sys.argv) > 2 else os.path.basename(base)
+launches = collections.defaultdict(list)  # gridid -> records (start, wait, end, unit, line, sm)
+for path in sorted(glob.glob(base + '.*.bin')):
+    unit = path[len(base) + 1:-4].replace('.cu', '')
+    with open(path, 'rb') as f:
+        f.read(8)
+        a = np.frombuffer(f.read(), dtype=np.uint64).reshape(-1, 4)
+    for w0, s, w, e in a:
+        w0 = int(w0)
+        launches[w0 >> 32].append((int(s), int(w), int(e), unit, (w0 >> 16) & 0xFFFF, w0 & 0xFF))
+L = []
+for gid, recs in launches.items():
+    ws = [r[1] for r in recs if r[1]]
+    if not ws:
+        continue
+    L.append(dict(gid=gid, recs=recs, key=(recs[0][3], recs[0][4]),
+                  name='%s:%d/%d' % (recs[0][3], recs[0][4], len(recs)),
+                  s0=min(r[0] for r in recs), s1=max(r[0] for r in recs), w0=min(ws), w1=max(ws),
+                  e50=float(np.median([r[2] for r in recs])), e1=max(r[2] for r in recs),
+                  post=max(r[2] - r[1] for r in recs if r[1]), sms=len(set(r[5] for r in recs))))
+L.sort(key=lambda x: x['w0'])
+if len(sys.argv) > 3:
+    u, ln = sys.argv[3].split(':')
+    first_key = (u, int(ln))
+else:
+    cnt = collections.Counter(x['key'] for x in L)
+    first_key = min((c, k) for k, c in cnt.items() if c >= 3)[1]
+marks = [i for i, x in enumerate(L) if x['key'] == first_key]
+if len(marks) < 3:
+    sys.exit('%s: fewer than three steps in the trace' % label)
+step = L[marks[-3]:marks[-2]]
+t0 = step[0]['w0']
+keys = [x['key'] for x in step]
+period = next((p for p in range(2, 16)
+               if sum(keys[i] == keys[i + p] for i in range(len(keys) - p)) >= 0.9 * (len(keys) - p)), None)
+print('== %s: a step of %d launches (from %s), %.1f us from its first wait to its last end; layer period %s'
+      % (label, len(step), step[0]['name'], (max(x['e1'] for x in step) - t0) / 1e3, period))
+rows = collections.OrderedDict()
+for i in range(1, len(step)):
+    x, pe = step[i], step[i - 1]['e1']
+    d = dict(start=(x['s0'] - pe) / 1e3, lstart=(x['s1'] - pe) / 1e3, wait=(x['w0'] - pe) / 1e3,
+             lwait=(x['w1'] - pe) / 1e3, end50=(x['e50'] - pe) / 1e3, end=(x['e1'] - pe) / 1e3,
+             post=x['post'] / 1e3, early=sum(r[0] < pe for r in x['recs']), blocks=len(x['recs']), sms=x['sms'])
+    if period and period <= i < len(step) - period:
+        rows.setdefault(((i - 1) % period, x['name']), []).append(d)
+print("us from the previous launch's last block end (middle layers' mean)")
+print('%-26s %6s %5s %7s %7s %7s %7s %7s %7s %7s %6s %4s' % (
+    'kernel:line/blocks', 'blocks', 'sms', 'start', 'lstart', 'wait', 'lwait', 'end50', 'end', 'post', 'early', 'n'))
+tot = 0.0
+for (pos, name), ds in sorted(rows.items()):
+    m = {k: float(np.mean([d[k] for d in ds])) for k in ds[0]}
+    tot += m['end']
+    print('%-26s %6d %5d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %6.0f %4d' % (
+        name, m['blocks'], m['sms'], m['start'], m['lstart'], m['wait'], m['lwait'], m['end50'], m['end'],
+        m['post'], m['early'], len(ds)))
+print('a layer on the path: %.2f us' % tot)
+print('the first launches, us from the step\'s first wait:')
+for x in step[:2 * (period or 4) + 1]:
+    print('  %-26s start %8.2f .. %8.2f  wait %8.2f .. %8.2f  end %8.2f (median) %8.2f' % (
+        x['name'], (x['s0'] - t0) / 1e3, (x['s1'] - t0) / 1e3, (x['w0'] - t0) / 1e3, (x['w1'] - t0) / 1e3,
+        (x['e50'] - t0) / 1e3, (x['e1'] - t0) / 1e3))
