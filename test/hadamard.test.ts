@@ -101,14 +101,20 @@ describe.each(testDevices())('hadamard on %s', (device) => {
 
 // The CUDA H_40 kernel for 64 <= p <= 256 (n = 2560, 5120, 10240) against the CPU bit for bit, beside
 // its neighbours on the general kernel (p = 32 and 512), scale 1 and another; more rows than that
-// kernel's grid (8192 blocks) loop inside its blocks. Its phase 1 runs a second pass on the first p / 4
-// threads: whole warps for p = 128 and 256, half of warp 0 for p = 64 (n = 2560, whose other lanes
-// compute and store nothing); its shared-memory layout differs for p = 64 (no rotation) and p >= 128.
+// kernel's grid (8192 blocks) loop inside its blocks. Up to 16 rows it runs blocks of 4p threads (one
+// phase-1 pass, 5 rows of H_40 a thread), more rows blocks of p (each p in both forms below). With p
+// threads its phase 1 runs a second pass on the first p / 4 threads: whole warps for p = 128 and 256,
+// half of warp 0 for p = 64 (n = 2560, whose other lanes compute and store nothing); with 4p the single
+// pass ends inside warp 2 for p = 64 likewise. The shared-memory layout differs for p = 64 (no rotation)
+// and p >= 128.
 describe.skipIf(backend().name !== 'cuda')('hadamard H_40 x p on CUDA matches the CPU bit for bit', () => {
   const SHAPES: readonly (readonly [number, number])[] = [
     [3, 2560],
+    [20, 2560],
+    [1, 5120],
     [37, 5120],
     [5, 10240],
+    [17, 10240],
     [7, 1280],
     [2, 20480],
   ];

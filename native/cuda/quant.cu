@@ -21,6 +21,9 @@
 // H_40 with 64 <= p <= 256 (n = 2560, 5120, 10240: the Mamba widths) has its own kernel, described
 // above it: the H_40 butterfly moves into registers before shared memory, each output position pair is
 // one thread's (8-byte shared loads, 4-byte global stores, immediate offsets: p is a template argument).
+// Up to 16 rows (a decode step's one) its blocks are 4p threads instead of p: the one row's block of four
+// warps spent 7.5 us after its wait in the W4A16 decode step (H200 per-block trace), the step's longest
+// launch after in_proj; with sixteen warps the step went from 2.28 to 2.14 ms a token.
 //
 // Cost at the benchmark shape (bf16, 16384 rows of 5120 = 40 * 128, 84 M values): 336 MB moved (82 us
 // for a device copy). The transform's float32 operations are fixed by the CPU's order: 7 butterfly
@@ -56,6 +59,7 @@
 #include <utility>
 
 #include "cuda_check.cuh"
+#include "env.cuh"
 #include "pdl.cuh"
 #include "ssmkit/quant.h"
 
@@ -384,10 +388,11 @@ __device__ __forceinline__ void store2(void* out, int64_t off, float a, float b)
   }
 }
 
-// Rows [kBase, kBase + 20) of H_40 on the pairs y (columns 0..19), at positions q, q + 1 of out + off.
-template <ssmkit_dtype T, int kBase, int kP>
+// Rows [kBase, kBase + kRows) of H_40 on the pairs y (columns 0..19: the sums for rows below 20, the
+// differences above), at positions q, q + 1 of out + off.
+template <ssmkit_dtype T, int kBase, int kRows, int kP>
 __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t off, float scale) {
-  static_for<20>([&](auto ii) {
+  static_for<kRows>([&](auto ii) {
     constexpr int i = kBase + decltype(ii)::value;
     constexpr bool kNeg0 = had_neg<40>(i, 0);
     float a = kNeg0 ? -y[0].x : y[0].x;
@@ -406,19 +411,27 @@ __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t o
   });
 }
 
-template <ssmkit_dtype T, int kLogP>
-__global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(had_args a) {
+// kGroups (1, 2 or 4) row groups of p threads: with more than one, phase 1 runs in one pass and phase 2
+// splits each part's 20 rows of H_40 over the groups (20 / kGroups a thread), for a few rows (the decode
+// step's one) where one block of p threads would run both phases on four warps, each a long chain. The
+// same operations on each value in the same order either way, so the same bits.
+template <ssmkit_dtype T, int kLogP, int kGroups>
+__global__ void __launch_bounds__((1 << kLogP) * kGroups, 1024 / ((1 << kLogP) * kGroups))
+    hadamard40_kernel(had_args a) {
   SSMKIT_TRACE_SCOPE();
   pdl_wait();  // as hadamard_kernel
   pdl_trigger();
   constexpr int kP = 1 << kLogP;
+  constexpr int kThreads = kP * kGroups;
+  static_assert(kGroups == 1 || kGroups == 2 || kGroups == 4, "20 rows of a part split evenly");
+  constexpr int kGroupRows = 20 / kGroups;
   constexpr int kHalf = kP / 2;
   constexpr int kQuarter = kP / 4;  // one (bit 2, slot parity) quadrant of a chunk
   constexpr int kSlots = kP / 16;   // 16-value slots of a chunk
   constexpr int kItems = 20 * kSlots;
-  constexpr int kTail = kItems - kP;  // items of the second pass
+  constexpr int kPasses = (kItems + kThreads - 1) / kThreads;  // 2 for one group, 1 for more
   static_assert(kLogP >= 6 && kLogP <= 8, "p / 2 must be a multiple of 32 and p / 16 at most a warp");
-  static_assert(kTail > 0 && kTail <= kP && kTail % kSlots == 0, "two passes, whole chunk pairs in each");
+  static_assert(kPasses <= 2 && (kItems - kP) % kSlots == 0, "at most two passes, whole chunk pairs in each");
   extern __shared__ float4 smem4[];
   float* buf = reinterpret_cast<float*>(smem4);  // (40, p) in float32, each chunk in the order above
   const int tid = threadIdx.x;
@@ -429,8 +442,9 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
   for (int s = 0; s < kLogP - 4; ++s) sgn[s] = (k >> s) & 1 ? -1.0f : 1.0f;
   const int w_even = 4 * k;                                      // slot 2 k: positions 16 k ... 16 k + 7
   const int w_odd = kQuarter + ((4 * k + 16) & (kQuarter - 1));  // slot 2 k + 1: 16 k + 8 ... 16 k + 15
-  // Phase 2.
-  const int part = tid / kHalf;
+  // Phase 2: group g = tid / p takes rows [20 part + g kGroupRows, + kGroupRows).
+  const int group = tid / kP;
+  const int part = (tid % kP) / kHalf;
   const int t = tid % kHalf;
   const int lane = t & 31, j = lane & 15;
   const int q = 64 * (t >> 5) + 8 * (j >> 1) + 4 * (lane >> 4) + 2 * (j & 1);
@@ -441,13 +455,12 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const int64_t row0 = r * (40 * kP);
 #pragma unroll
-    for (int pass = 0; pass < 2; ++pass) {
-      // The second pass runs on the warps holding one of its kTail items (all lanes of such a warp
-      // shuffle; lanes past kTail, only for p = 64, redo a first-pass item of a whole idle chunk pair
-      // and store nothing).
-      if (pass == 1 && (tid & ~31) >= kTail) break;
-      const bool busy = pass == 0 || tid < kTail;
-      const int s = busy ? pass * kP + tid : tid;
+    for (int pass = 0; pass < kPasses; ++pass) {
+      // A pass runs on the warps holding one of its items (all lanes of such a warp shuffle; lanes past
+      // the items, only for p = 64, redo an item of the same slot and store nothing).
+      if ((tid & ~31) + pass * kThreads >= kItems) break;
+      const bool busy = pass * kThreads + tid < kItems;
+      const int s = busy ? pass * kThreads + tid : kGroups == 1 ? tid : tid % kItems;
       const int c = s / kSlots;
       float u[16], v[16];
       load8<T>(a.x, row0 + c * kP + 16 * k, u);
@@ -482,25 +495,37 @@ __global__ void __launch_bounds__(1 << kLogP, 1024 >> kLogP) hadamard40_kernel(h
     float2 y[20];
 #pragma unroll
     for (int c = 0; c < 20; ++c) y[c] = src[c * kHalf];
-    if (part == 0) {
-      mix40_pair<T, 0, kP>(y, a.out, row0 + q, a.scale);
-    } else {
-      mix40_pair<T, 20, kP>(y, a.out, row0 + q, a.scale);
-    }
+    static_for<2 * kGroups>([&](auto sel) {
+      constexpr int kSel = decltype(sel)::value;
+      if (part * kGroups + group == kSel) {
+        mix40_pair<T, 20 * (kSel / kGroups) + kGroupRows*(kSel % kGroups), kGroupRows, kP>(y, a.out, row0 + q,
+                                                                                           a.scale);
+      }
+    });
     __syncthreads();  // buf is rewritten by the next row
   }
 }
 
-template <ssmkit_dtype T, int kLogP>
-status launch_hadamard40(const had_args& a, cudaStream_t stream) {
+template <ssmkit_dtype T, int kLogP, int kGroups>
+status launch_hadamard40_groups(const had_args& a, cudaStream_t stream) {
   constexpr int kP = 1 << kLogP;
   constexpr int smem = 40 * kP * static_cast<int>(sizeof(float));
-  if (smem > 48 * 1024) {
-    SSMKIT_CUDA_CHECK(
-        cudaFuncSetAttribute(hadamard40_kernel<T, kLogP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  }
+  auto* kernel = hadamard40_kernel<T, kLogP, kGroups>;
+  if (smem > 48 * 1024)
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const unsigned blocks = static_cast<unsigned>(a.rows < kMax40Blocks ? a.rows : kMax40Blocks);
-  return launch_after_wait(hadamard40_kernel<T, kLogP>, dim3(blocks), dim3(kP), smem, stream, a);
+  return launch_after_wait(kernel, dim3(blocks), dim3(kP * kGroups), smem, stream, a);
+}
+
+// Up to kWide40Rows rows (a decode step's): blocks of four row groups (SSMKIT_CUDA_HADAMARD_WIDE=0: of one,
+// for comparison; part of the decode step's graph fingerprint). More rows fill the GPU with blocks of p.
+constexpr int64_t kWide40Rows = 16;
+
+template <ssmkit_dtype T, int kLogP>
+status launch_hadamard40(const had_args& a, cudaStream_t stream) {
+  if (a.rows <= kWide40Rows && env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true))
+    return launch_hadamard40_groups<T, kLogP, 4>(a, stream);
+  return launch_hadamard40_groups<T, kLogP, 1>(a, stream);
 }
 
 template <int M>
