@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # The decode step's timeline from a timing build's trace (native/cuda/trace.cuh): reads
-# <base>.<unit>.bin, groups the records by launch (%gridid), orders the launches by their first wait's
-# return (a launch's wait returns once the launch before it has completed), cuts the last whole step
+# <base>.<unit>.bin, groups the records by launch (%gridid, split where starts are 100 us apart: a graph
+# node's replays share it), orders the launches by their first wait's return (a launch's wait returns
+# once the launch before it has completed), cuts the last whole step
 # (from one launch of a once-a-step kernel to the next) and prints, per launch position in a layer
 # averaged over the middle layers, its blocks' times relative to the previous launch's last block end:
 # first and last start, first and last wait return, median and last end, the longest block's time after
@@ -29,8 +30,18 @@ for path in sorted(glob.glob(base + '.*.bin')):
     for w0, s, w, e in a:
         w0 = int(w0)
         launches[w0 >> 32].append((int(s), int(w), int(e), unit, (w0 >> 16) & 0xFFFF, w0 & 0xFF))
-L = []
+# A graph node keeps its %gridid at every replay: a node's records split into launches where their starts
+# are more than 100 us apart (a replay is a whole step later).
+runs = []
 for gid, recs in launches.items():
+    recs.sort()
+    cut = 0
+    for i in range(1, len(recs) + 1):
+        if i == len(recs) or recs[i][0] - recs[i - 1][0] > 100000:
+            runs.append((gid, recs[cut:i]))
+            cut = i
+L = []
+for gid, recs in runs:
     ws = [r[1] for r in recs if r[1]]
     if not ws:
         continue
