@@ -19,6 +19,30 @@ import sys
 
 import numpy as np
 
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'native', 'cuda')
+
+
+def kernel_name(unit, line, _cache={}):
+    """The __global__ function whose body holds `line` of native/cuda/<unit>.cu (its trace scope)."""
+    if unit not in _cache:
+        try:
+            with open(os.path.join(SRC, unit + '.cu')) as f:
+                _cache[unit] = f.read().split('\n')
+        except OSError:
+            _cache[unit] = []
+    lines = _cache[unit]
+    for i in range(min(line, len(lines)) - 1, -1, -1):
+        if '__global__' in lines[i]:
+            text = ' '.join(lines[i:i + 3])
+            head = text.split('(')
+            for part in head:
+                words = part.replace(')', ' ').split()
+                if words and words[-1].endswith('_kernel'):
+                    return words[-1]
+            return unit
+    return unit
+
+
 base = sys.argv[1]
 label = sys.argv[2] if len(sys.argv) > 2 else os.path.basename(base)
 launches = collections.defaultdict(list)  # gridid -> records (start, wait, end, unit, line, sm)
@@ -46,7 +70,7 @@ for gid, recs in runs:
     if not ws:
         continue
     L.append(dict(gid=gid, recs=recs, key=(recs[0][3], recs[0][4]),
-                  name='%s:%d/%d' % (recs[0][3], recs[0][4], len(recs)),
+                  name='%s/%d' % (kernel_name(recs[0][3], recs[0][4]), len(recs)),
                   s0=min(r[0] for r in recs), s1=max(r[0] for r in recs), w0=min(ws), w1=max(ws),
                   e50=float(np.median([r[2] for r in recs])), e1=max(r[2] for r in recs),
                   post=max(r[2] - r[1] for r in recs if r[1]), sms=len(set(r[5] for r in recs))))
@@ -77,7 +101,7 @@ for i in range(1, len(step)):
         rows.setdefault(((i - 1) % period, x['name']), []).append(d)
 print("us from the previous launch's last block end (middle layers' mean)")
 print('%-26s %6s %5s %7s %7s %7s %7s %7s %7s %7s %6s %4s' % (
-    'kernel:line/blocks', 'blocks', 'sms', 'start', 'lstart', 'wait', 'lwait', 'end50', 'end', 'post', 'early', 'n'))
+    'kernel/blocks', 'blocks', 'sms', 'start', 'lstart', 'wait', 'lwait', 'end50', 'end', 'post', 'early', 'n'))
 tot = 0.0
 for (pos, name), ds in sorted(rows.items()):
     m = {k: float(np.mean([d[k] for d in ds])) for k in ds[0]}
