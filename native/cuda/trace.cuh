@@ -2,11 +2,11 @@
 // `npx cmake-js compile --out build-trace --CDCMAKE_CUDA_FLAGS=-DSSMKIT_TRACE`; in other builds
 // SSMKIT_TRACE_SCOPE() is empty and the kernels are unchanged). Thread 0 of each block of a kernel that
 // opens a scope records its start, the return of its pdl_wait() and its end (%globaltimer, ns) with the
-// launch (%gridid; a graph node keeps its own at every replay), the scope's source line and the SM, into a ring of kTraceCap records a translation
-// unit; every synchronize() writes the rings to $SSMKIT_TRACE.<unit>.bin (when that variable is set):
-// the record count (8 bytes), then records of four 64-bit words, gridid << 32 | line << 16 | smid, start,
-// wait (0: no wait), end. bench/trace.py turns them into the step's timeline. Each record costs its
-// block one atomic and a 32-byte store at its end.
+// launch (%gridid; a graph node keeps its own at every replay), the scope's source line and the SM, into a
+// ring of kTraceCap records a translation unit; every synchronize() writes the rings to
+// $SSMKIT_TRACE.<unit>.bin (when that variable is set): the record count (8 bytes), then records of four
+// 64-bit words, gridid << 32 | line << 16 | smid, start, wait (0: no wait), end. bench/trace.py turns them
+// into the step's timeline. Each record costs its block one atomic and a 32-byte store at its end.
 #pragma once
 
 #ifdef SSMKIT_TRACE
