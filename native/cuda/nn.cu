@@ -675,6 +675,7 @@ constexpr int kSsuLanes = 8;
 template <int S>
 __device__ __forceinline__ void ssu_group_finalize(const ssu_epi& e, int64_t row, int64_t c, float v, bool ok,
                                                    int l) {
+  static_assert(S == 1 || S == 2, "d_state 8 or 16");
   constexpr float kLog2e = 1.44269504088896341f;
   const int64_t n0 = static_cast<int64_t>(l) * S;
   uint32_t xb = 0u, zb = 0u, bb[S], cb[S];
@@ -692,12 +693,7 @@ __device__ __forceinline__ void ssu_group_finalize(const ssu_epi& e, int64_t row
     if (e.dt_bias != nullptr) db = e.dt_bias[c];
     const float* A = e.A + c * e.N + n0;
     // S floats at a multiple of S floats from a 16-byte aligned row: one vector each.
-    if constexpr (S == 4) {
-      const float4 sv = *reinterpret_cast<const float4*>(st);
-      const float4 av = *reinterpret_cast<const float4*>(A);
-      sr[0] = sv.x, sr[1] = sv.y, sr[2] = sv.z, sr[3] = sv.w;
-      ar[0] = av.x, ar[1] = av.y, ar[2] = av.z, ar[3] = av.w;
-    } else if constexpr (S == 2) {
+    if constexpr (S == 2) {
       const float2 sv = *reinterpret_cast<const float2*>(st);
       const float2 av = *reinterpret_cast<const float2*>(A);
       sr[0] = sv.x, sr[1] = sv.y;
@@ -724,9 +720,7 @@ __device__ __forceinline__ void ssu_group_finalize(const ssu_epi& e, int64_t row
     cv[q] = bits_value(e.c_dt, cb[q]);
   }
   if (ok) {
-    if constexpr (S == 4) {
-      *reinterpret_cast<float4*>(st) = make_float4(sr[0], sr[1], sr[2], sr[3]);
-    } else if constexpr (S == 2) {
+    if constexpr (S == 2) {
       *reinterpret_cast<float2*>(st) = make_float2(sr[0], sr[1]);
     } else {
       st[0] = sr[0];

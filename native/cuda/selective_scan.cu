@@ -1994,9 +1994,8 @@ __global__ void __launch_bounds__(kUpdateThreads) selective_state_update_kernel(
   }
 }
 
-// Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
-// load4_any in two halves (as ld_bits): the raw words (float32: four; 16-bit: two in .x, .y), then the
-// values, so that several such loads go out before any is waited for.
+// load4_any (below) in two halves (as ld_bits): the raw words (float32: four; 16-bit: two in .x, .y), then
+// the values, so that several such loads go out before any is waited for.
 __device__ __forceinline__ uint4 load4_raw(const void* p, int dt, int64_t off) {
   if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const uint4*>(static_cast<const float*>(p) + off);
   const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + off);
@@ -2012,6 +2011,7 @@ __device__ __forceinline__ float4 raw4_value(int dt, uint4 w) {
   return v;
 }
 
+// Four consecutive elements [off, off + 4) of a float tensor, off a multiple of 4 (16-bit: 8-byte loads).
 __device__ __forceinline__ float4 load4_any(const void* p, int dt, int64_t off) {
   if (dt == SSMKIT_DTYPE_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + off);
   const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + off);
