@@ -350,7 +350,8 @@ struct gemm_args {
   int64_t groups;       // k / group_size
   ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
   bool a_scale_per_row, w_scale_per_col;
-  bool pdl;  // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
+  bool pdl;           // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
+  bool trigger_late;  // the GEMV path: its dependents may launch only after its wait (gemv_trigger_late)
   // The ring path with one row of 16-bit x, when pre_x is set: x is not read but made by rms_norm from
   // pre_x + pre_res (pre_res optional) and pre_w, and the sum goes to pre_res_out (gemm_w4a16_params'
   // norm_* fields). pre_x has x's dtype (the kernel's kX).
@@ -1229,7 +1230,8 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
   };
   // Launched with programmatic dependent launch only when the weights are constant (g.pdl, the decode
   // step): their first loads go out before the wait on the kernel ahead, everything else after it.
-  pdl_trigger();
+  // With g.trigger_late the kernel after it may start only once this one's wait has returned.
+  if (!g.trigger_late) pdl_trigger();
   uint4 wbuf[T::kDepth][4];
 #pragma unroll
   for (int d = 0; d < T::kDepth; ++d) load_chunk(c + d * T::kLanes, wbuf[d]);
@@ -1259,6 +1261,7 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
     }
   }
   pdl_wait();
+  if (g.trigger_late) pdl_trigger();
 
   // Stage x rows [0, kM) (zeros past m and past ke), coalesced along k, four loads in flight per
   // thread (two for plain rows); the first weights are already on their way. Rows of whole 16-byte
@@ -3424,6 +3427,18 @@ int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t 
   return std::max<int64_t>(best, 1);
 }
 
+// Whether the GEMV's launch in a PDL chain lets the kernel after it start only once its own wait has
+// returned (W4A16, unless SSMKIT_CUDA_GEMV_LATE_TRIGGER=0; part of the decode step's graph fingerprint).
+// In the W4A16 decode step that kernel is x_proj's, and the one after it dt_proj's gemv with the state
+// update: triggered as x_proj starts, its 160 blocks launch beside x_proj's and send their first weight
+// and state loads while x_proj runs; triggered after x_proj's wait, the step read 2.157 / 2.160 ms a
+// token against 2.194 / 2.187 (H200, alternated in one session; not traced). W8A8 and W4A8 keep the
+// early trigger: their steps have not been measured with the late one.
+template <int kKind>
+bool gemv_trigger_late() {
+  return kKind == KIND_W4A16 && env_flag("SSMKIT_CUDA_GEMV_LATE_TRIGGER", true);
+}
+
 // GEMV path: one block per 64-column group and k range, split as gemv_splits says.
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
 status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
@@ -3468,8 +3483,10 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   const int chunks_per_group = static_cast<int>(min64(g.group_size / T::kChunkK, INT32_MAX));
   bool pdl = false;
   if (g.pdl) SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
+  gemm_args ga = g;
+  ga.trigger_late = pdl && gemv_trigger_late<kKind>();
   SSMKIT_RETURN_IF_ERROR(launch_pdl(kernel, grid, dim3(T::kThreads), static_cast<size_t>(smem), stream, pdl,
-                                    g, k_range, static_cast<int>(splits), steps, panels,
+                                    ga, k_range, static_cast<int>(splits), steps, panels,
                                     std::max(chunks_per_group, 1), partials, counters));
   return ws.release();
 }

@@ -3426,7 +3426,8 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true) ? 1 : 0);  // decode_linear's switch
   f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);         // enqueue_dt_update's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
-  f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);  // the quantized layers' rotation
+  f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);      // the quantized layers' rotation
+  f.push_back(env_flag("SSMKIT_CUDA_GEMV_LATE_TRIGGER", true) ? 1 : 0);  // the W4A16 GEMV's launch
   f.push_back(static_cast<uint64_t>(p.batch));
   f.push_back(m.mamba2 ? 1 : 0);
   f.push_back(static_cast<uint64_t>(m.act));
