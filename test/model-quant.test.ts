@@ -243,36 +243,44 @@ describe.each(testDevices())('quantized models on %s', (device) => {
   it.each([
     ['mamba', MAMBA_WIDE],
     ['mamba2', MAMBA2_WIDE],
-  ] as const)('w4a16 decode at batch 1, %s: the norm folded into in_proj = the norm kernel = prefill', async (name, config) => {
-    const dir = await writeModel(`wide-${name}-${device}`, config, false);
-    const p = prompts[0] as number[];
-    for (const dtype of ['bfloat16', 'float32'] as const) {
-      const q = await MambaModel.load(dir, { device, dtype, quantize: 'w4a16' });
-      const prefill = toF64((await q.forward([p])).logits.toSync('cpu'));
-      const v = prefill.length / p.length;
-      // Five steps: the first runs uncaptured, the second is captured, the rest replay the graph. The fold
-      // needs 16-bit x on the CUDA ring path: in float32, and on the CPU, both settings run the norm kernel,
-      // and these rows check the decode path against prefill only.
-      const steps = (fold: string) =>
-        withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold }, async () => {
-          const r = await q.forward([p.slice(0, 3)]);
-          const out: Float64Array[] = [];
-          for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
-          return out;
-        });
-      const [folded, apart] = [await steps('1'), await steps('0')];
-      for (let i = 0; i < folded.length; i++) {
-        const a = folded[i] as Float64Array;
-        const want = prefill.subarray((3 + i) * v, (4 + i) * v);
-        const tol = dtype === 'float32' ? 2e-3 : 0.03;
-        expect(relL2(a, want), `${dtype} step ${i}: folded vs prefill`).toBeLessThan(tol);
-        expect(relL2(apart[i] as Float64Array, want), `${dtype} step ${i}: norm kernel vs prefill`).toBeLessThan(tol);
-        // The same sums and roundings but for the order of the squares' float64 sum.
-        expect(relL2(a, apart[i] as Float64Array), `${dtype} step ${i}: folded vs norm kernel`).toBeLessThan(1e-3);
+  ] as const)(
+    'w4a16 decode at batch 1, %s: norm and conv folded into in_proj = their kernels = prefill',
+    async (name, config) => {
+      const dir = await writeModel(`wide-${name}-${device}`, config, false);
+      const p = prompts[0] as number[];
+      for (const dtype of ['bfloat16', 'float32'] as const) {
+        const q = await MambaModel.load(dir, { device, dtype, quantize: 'w4a16' });
+        const prefill = toF64((await q.forward([p])).logits.toSync('cpu'));
+        const v = prefill.length / p.length;
+        // Five steps: the first runs uncaptured, the second is captured, the rest replay the graph. The fold
+        // needs 16-bit x on the CUDA ring path: in float32, and on the CPU, both settings run the norm kernel,
+        // and these rows check the decode path against prefill only.
+        const steps = (fold: string, conv = '1') =>
+          withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold, SSMKIT_CUDA_DECODE_FOLD_CONV: conv }, async () => {
+            const r = await q.forward([p.slice(0, 3)]);
+            const out: Float64Array[] = [];
+            for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
+            return out;
+          });
+        const [folded, apart, convApart] = [await steps('1'), await steps('0'), await steps('1', '0')];
+        for (let i = 0; i < folded.length; i++) {
+          const a = folded[i] as Float64Array;
+          const want = prefill.subarray((3 + i) * v, (4 + i) * v);
+          const tol = dtype === 'float32' ? 2e-3 : 0.03;
+          expect(relL2(a, want), `${dtype} step ${i}: folded vs prefill`).toBeLessThan(tol);
+          expect(relL2(apart[i] as Float64Array, want), `${dtype} step ${i}: norm kernel vs prefill`).toBeLessThan(tol);
+          // The same sums and roundings but for the order of the squares' float64 sum.
+          expect(relL2(a, apart[i] as Float64Array), `${dtype} step ${i}: folded vs norm kernel`).toBeLessThan(1e-3);
+          // The conv folded into in_proj's epilogue (bfloat16 on the ring path) is the conv kernel's
+          // arithmetic in its order: the same bits.
+          expect(Array.from(a), `${dtype} step ${i}: conv folded vs conv kernel`).toEqual(
+            Array.from(convApart[i] as Float64Array),
+          );
+        }
+        q.dispose();
       }
-      q.dispose();
-    }
-  });
+    },
+  );
 
   it('a rotated layer computes the same product as an unrotated one', async () => {
     const rng = new Rng(17);

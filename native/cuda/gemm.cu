@@ -361,7 +361,19 @@ struct gemm_args {
   const void* pre_w;
   ssmkit_dtype pre_res_dt, pre_res_out_dt, pre_w_dt;
   float pre_eps;
+  // The ring path with one row, when conv_state is set (gemm_w4a16_params' conv_* fields): output
+  // columns [conv_col0, conv_col0 + conv_dim) are also causal_conv1d_update's x for one token (silu),
+  // finished in the epilogue: conv_out (conv_dim) gets the conv's output and conv_state (conv_dim, conv_sl)
+  // float32 is shifted in place. conv_width <= kConvFoldMax, conv_width - 1 <= conv_sl <= kConvFoldMax.
+  float* conv_state;
+  const void* conv_w;  // (conv_dim, conv_width)
+  const void* conv_b;  // (conv_dim), or null
+  void* conv_out;
+  ssmkit_dtype conv_w_dt, conv_b_dt, conv_out_dt;
+  int64_t conv_col0, conv_dim;
+  int conv_width, conv_sl;
 };
+constexpr int kConvFoldMax = 4;
 
 // The output value from an accumulated one, as the CPU kernels round it: one group (the raw product v)
 // gives fma(v * a_scale, w_scale, bias); groups (v = sum of fma(product_g, scale_g, .)) give
@@ -1690,7 +1702,57 @@ __device__ __forceinline__ uint4 ring_prenorm(const gemm_args& g, int64_t k0, bo
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
 }
 
-template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT>
+// The folded conv's update of channel ch (g.conv_state set): x is the projection's value v rounded to
+// the output dtype (what the op-by-op path stores and causal_conv1d_update reads), then that op's
+// arithmetic in its order: the bias, one fmaf a tap (the state's entries SL - (W - 1) .., x last), silu;
+// the state shifted by one. ring_conv_load issues the channel's loads (the epilogue does it before the
+// cluster's reduction, so that they land during it); ring_conv_finish uses them.
+struct ring_conv_ops {
+  uint32_t wb[kConvFoldMax];
+  float sv[kConvFoldMax];
+  uint32_t bb;
+};
+
+__device__ __forceinline__ void ring_conv_load(const gemm_args& g, int64_t ch, ring_conv_ops& o) {
+  const int W = g.conv_width, SL = g.conv_sl;
+  const float* st = g.conv_state + ch * SL;
+#pragma unroll
+  for (int k = 0; k < kConvFoldMax; ++k) {
+    o.wb[k] = k < W ? ld_bits(g.conv_w, g.conv_w_dt, ch * W + k) : 0u;
+    o.sv[k] = k < SL ? st[k] : 0.0f;
+  }
+  o.bb = g.conv_b != nullptr ? ld_bits(g.conv_b, g.conv_b_dt, ch) : 0u;
+}
+
+__device__ __forceinline__ void ring_conv_finish(const gemm_args& g, int64_t ch, float v,
+                                                 const ring_conv_ops& o) {
+  const int W = g.conv_width, SL = g.conv_sl;
+  float x = v;
+  if (g.out_dt == SSMKIT_DTYPE_BF16) {
+    x = __bfloat162float(__float2bfloat16_rn(v));
+  } else if (g.out_dt == SSMKIT_DTYPE_F16) {
+    x = __half2float(__float2half_rn(v));
+  }
+  float acc = g.conv_b != nullptr ? bits_value(g.conv_b_dt, o.bb) : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kConvFoldMax; ++k) {
+    const int m =
+        SL - (W - 1) + k;  // < SL for k < W - 1; selected, not indexed (the array stays in registers)
+    float tap = x;
+#pragma unroll
+    for (int j = 0; j < kConvFoldMax; ++j) tap = k < W - 1 && m == j ? o.sv[j] : tap;
+    if (k < W) acc = fmaf(bits_value(g.conv_w_dt, o.wb[k]), tap, acc);
+  }
+  store_float(g.conv_out, g.conv_out_dt, ch, acc / (1.0f + expf(-acc)));
+  float* st = g.conv_state + ch * SL;
+#pragma unroll
+  for (int i = 0; i < kConvFoldMax; ++i) {
+    if (i < SL) st[i] = i + 1 < SL ? o.sv[i + 1 < kConvFoldMax ? i + 1 : i] : x;
+  }
+}
+
+// kConv: the folded conv (g.conv_state), its own kernel, so that the others keep their registers.
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT, bool kConv>
 __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlocksPerSm))
     gemm_ring_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels) {
   SSMKIT_TRACE_SCOPE();
@@ -1818,6 +1880,20 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
         const uint4 q = ok ? reinterpret_cast<const uint4*>(g.pre_w)[c] : zero;
 #pragma unroll
         for (int e = 0; e < 8; ++e) pre_w[e] = half8_at<kX>(q, e);
+      }
+    }
+  }
+  // The folded conv: the epilogue's channels' weights and states (the state last written a token ago)
+  // start toward L2 now. Block rank q of the cluster finishes columns [q cw, (q + 1) cw) of the tile.
+  static_assert(!kConv || (!R::kInt8 && kNT == 1), "the folded conv takes one row");
+  if constexpr (kConv) {
+    const int cw = (kRingBlockN + splits - 1) / splits;
+    for (int i = threadIdx.x; i < cw; i += kRingThreads) {
+      const int64_t ch = n_block + split * cw + i - g.conv_col0;
+      if (split * cw + i < kRingBlockN && ch >= 0 && ch < g.conv_dim) {
+        prefetch_l2(static_cast<const char*>(g.conv_w) +
+                    ch * g.conv_width * (g.conv_w_dt == SSMKIT_DTYPE_F32 ? 4 : 2));
+        prefetch_l2(g.conv_state + ch * g.conv_sl);
       }
     }
   }
@@ -1964,6 +2040,20 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
   cp_async_wait<0>();
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The folded conv: the operands of the thread's first epilogue column (one row: column split * cw +
+  // threadIdx.x of the tile, as in the loop below) go out now and land during the reduction.
+  ring_conv_ops cops{};
+  int64_t cch = -1;
+  if constexpr (kConv) {
+    const int cw = (kRingBlockN + splits - 1) / splits;
+    const int c = split * cw + static_cast<int>(threadIdx.x);
+    const int64_t ch = n_block + c - g.conv_col0;
+    if (static_cast<int>(threadIdx.x) < cw && c < kRingBlockN && n_block + c < g.n && ch >= 0 &&
+        ch < g.conv_dim) {
+      cch = ch;
+      ring_conv_load(g, ch, cops);
+    }
+  }
   // The splits of a column tile are one cluster: each block leaves its sums (row, column of the tile) in
   // its own shared memory, and after the cluster barrier block rank q finishes columns [q cw, (q + 1) cw)
   // by reading every block's sums through distributed shared memory, in split order (the same bits
@@ -2013,8 +2103,15 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     for (int q = 0; q < 16; ++q) {
       if (q < splits) sum += v[q];
     }
-    store_float(g.out, g.out_dt, (m0 + r) * g.n + col,
-                finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col));
+    const float o = finish_value<kGrouped>(g, static_cast<float>(sum), m0 + r, col);
+    store_float(g.out, g.out_dt, (m0 + r) * g.n + col, o);
+    if constexpr (kConv) {
+      const int64_t ch = col - g.conv_col0;
+      if (ch >= 0 && ch < g.conv_dim) {
+        if (ch != cch) ring_conv_load(g, ch, cops);  // a later column of the thread (splits < 2)
+        ring_conv_finish(g, ch, o, cops);
+      }
+    }
   }
   // No block leaves while another may still read its sums. The arrival needs no release: every remote
   // load above has returned (its value is in a stored sum), and the output's stores need not be waited
@@ -3332,7 +3429,7 @@ bool ring_fits(const gemm_args& g) {
   return (g.k + R::kUnitK - 1) / R::kUnitK <= kRingMaxSplits * R::kMaxUnits;
 }
 
-template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT>
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kNT, bool kConv = false>
 status launch_ring(const gemm_args& g, int dev, cudaStream_t stream) {
   using R = ring_traits<kKind, kNT>;
   device_limits lim;
@@ -3359,7 +3456,7 @@ status launch_ring(const gemm_args& g, int dev, cudaStream_t stream) {
   const int64_t panels = (g.n + 15) / 16;
   // The sums of the cluster reduction reuse the staged x and the ring.
   const int smem = std::max(R::smem_bytes(static_cast<int>(per), kGrouped), R::kRows * (kRingBlockN + 4) * 4);
-  auto* kernel = gemm_ring_kernel<kKind, kX, kGrouped, kPlain, kNT>;
+  auto* kernel = gemm_ring_kernel<kKind, kX, kGrouped, kPlain, kNT, kConv>;
   static std::atomic<uint64_t> attrs_done{0};
   const uint64_t bit = uint64_t{1} << dev;
   if ((attrs_done.load(std::memory_order_acquire) & bit) == 0) {
@@ -3804,6 +3901,10 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         g.w_row_bytes = packed ? 0 : g.k / 2;
         auto launch = [&](auto plain) {
           constexpr bool kPl = decltype(plain)::value;
+          if constexpr (kKind == KIND_W4A16) {
+            if (g.conv_state != nullptr)
+              return launch_ring<kKind, kX, kGrouped, kPl, 1, true>(g, dev, stream);
+          }
           if (g.m <= 8) return launch_ring<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
           return launch_ring<kKind, kX, kGrouped, kPl, 2>(g, dev, stream);
         };
@@ -3813,9 +3914,9 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         return launch(std::false_type{});
       }
     }
-    if (g.pre_x != nullptr) {
+    if (g.pre_x != nullptr || g.conv_state != nullptr) {
       return make_status(status_code::unsupported,
-                         "gemmW4A16: the folded norm needs the ring path (one row, sm_90)");
+                         "gemmW4A16: the folded norm or conv needs the ring path (one row, sm_90)");
     }
     // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain rows of whole chunks.
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
@@ -4185,6 +4286,17 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
                       : run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
 }
 
+// Whether p's product takes the ring path, which the folds need.
+static bool ring_takes_w4a16(const gemm_w4a16_params& p) {
+  gemm_args g{};
+  if (!fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size).ok())
+    return false;
+  const bool bases16 =
+      reinterpret_cast<uintptr_t>(p.w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0;
+  return g.groups > 1 ? ring_takes<KIND_W4A16, true>(g, p.w_packed, bases16, p.x.device)
+                      : ring_takes<KIND_W4A16, false>(g, p.w_packed, bases16, p.x.device);
+}
+
 bool gemm_w4a16_norm_folds(const gemm_w4a16_params& p) {
   if (p.m != 1 || (p.x.dtype != SSMKIT_DTYPE_F16 && p.x.dtype != SSMKIT_DTYPE_BF16)) return false;
   if (!p.norm_x.present() || !p.norm_w.present() || !p.norm_res_out.present() || p.norm_x.numel() != p.k ||
@@ -4199,13 +4311,24 @@ bool gemm_w4a16_norm_folds(const gemm_w4a16_params& p) {
   if (p.norm_res.present() &&
       (!a16(p.norm_res) || (p.norm_res.dtype != SSMKIT_DTYPE_F32 && p.norm_res.dtype != p.x.dtype)))
     return false;
-  gemm_args g{};
-  if (!fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size).ok())
+  return ring_takes_w4a16(p);
+}
+
+bool gemm_w4a16_conv_folds(const gemm_w4a16_params& p) {
+  if (p.m != 1 || (p.x.dtype != SSMKIT_DTYPE_F16 && p.x.dtype != SSMKIT_DTYPE_BF16)) return false;
+  const tensor_view& st = p.conv_state;
+  if (!st.present() || st.dtype != SSMKIT_DTYPE_F32 || st.ndim != 3 || st.dim(0) != 1) return false;
+  const int64_t dim = st.dim(1), sl = st.dim(2);
+  const tensor_view& w = p.conv_weight;
+  if (!w.present() || w.ndim != 2 || w.dim(0) != dim || w.dim(1) < 1 || w.dim(1) > kConvFoldMax ||
+      sl < w.dim(1) - 1 || sl > kConvFoldMax || (w.dtype != SSMKIT_DTYPE_F32 && w.dtype != p.x.dtype))
     return false;
-  const bool bases16 =
-      reinterpret_cast<uintptr_t>(p.w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0;
-  return g.groups > 1 ? ring_takes<KIND_W4A16, true>(g, p.w_packed, bases16, p.x.device)
-                      : ring_takes<KIND_W4A16, false>(g, p.w_packed, bases16, p.x.device);
+  if (p.conv_bias.present() && (p.conv_bias.numel() != dim ||
+                                (p.conv_bias.dtype != SSMKIT_DTYPE_F32 && p.conv_bias.dtype != p.x.dtype)))
+    return false;
+  if (!p.conv_out.present() || p.conv_out.numel() != dim || p.conv_col0 < 0 || p.conv_col0 + dim > p.n)
+    return false;
+  return ring_takes_w4a16(p);
 }
 
 status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
@@ -4227,6 +4350,21 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
     g.pre_w = p.norm_w.data;
     g.pre_w_dt = p.norm_w.dtype;
     g.pre_eps = p.norm_eps;
+  }
+  if (p.conv_state.present()) {
+    if (!gemm_w4a16_conv_folds(p))
+      return make_status(status_code::unsupported, "gemmW4A16: the folded conv does not fit this call");
+    g.conv_state = p.conv_state.ptr<float>();
+    g.conv_w = p.conv_weight.data;
+    g.conv_w_dt = p.conv_weight.dtype;
+    g.conv_b = p.conv_bias.present() ? p.conv_bias.data : nullptr;
+    g.conv_b_dt = p.conv_bias.dtype;
+    g.conv_out = p.conv_out.data;
+    g.conv_out_dt = p.conv_out.dtype;
+    g.conv_col0 = p.conv_col0;
+    g.conv_dim = p.conv_state.dim(1);
+    g.conv_width = static_cast<int>(p.conv_weight.dim(1));
+    g.conv_sl = static_cast<int>(p.conv_state.dim(2));
   }
   const int dev = p.x.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));

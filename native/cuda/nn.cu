@@ -2734,10 +2734,15 @@ status float_linear(const linear_weight& lw, const tensor_view& x, int64_t batch
 
 // out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
 // With `norm`, x is that norm's output: the norm runs first, or (W4A16 at batch 1 where the GEMM can,
-// unless SSMKIT_CUDA_DECODE_FOLD_NORM=0) folds into the GEMM, whose blocks each normalize the row.
+// unless SSMKIT_CUDA_DECODE_FOLD_NORM=0) folds into the GEMM, whose blocks each normalize the row. With
+// `conv` (in_proj's causal conv, x = columns [conv_col0, ...) of the output), the same GEMM may also
+// finish the conv's update in its epilogue (unless SSMKIT_CUDA_DECODE_FOLD_CONV=0): *conv_folded says
+// whether it did, else the caller runs the conv.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
                      const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
-                     const decode_buffers& buf, int sms, const rms_norm_params* norm = nullptr) {
+                     const decode_buffers& buf, int sms, const rms_norm_params* norm = nullptr,
+                     const causal_conv1d_update_params* conv = nullptr, int64_t conv_col0 = 0,
+                     bool* conv_folded = nullptr) {
   const int dev = x.device;
   bool fold = norm != nullptr && lw.kind == LINEAR_W4A16 && !lw.rotate && batch == 1 &&
               env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true);
@@ -2826,6 +2831,15 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
         g.norm_x = g.norm_res = g.norm_res_out = g.norm_w = tensor_view{};
         SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
       }
+    }
+    if (conv != nullptr && batch == 1 && env_flag("SSMKIT_CUDA_DECODE_FOLD_CONV", true)) {
+      g.conv_state = conv->conv_state;
+      g.conv_weight = conv->weight;
+      g.conv_bias = conv->bias;
+      g.conv_out = conv->out;
+      g.conv_col0 = conv_col0;
+      if (!gemm_w4a16_conv_folds(g)) g.conv_state = g.conv_weight = g.conv_bias = g.conv_out = tensor_view{};
+      *conv_folded = g.conv_state.present();
     }
     SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else if (lw.kind == LINEAR_W8A8) {
@@ -3004,15 +3018,6 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
     const tensor_view z_v = view_of(buf.z, act, {B, di}, dev);
     const tensor_view xin_v = view_of(buf.xin, act, {B, conv_dim}, dev);
     const tensor_view xc_v = view_of(buf.xc, act, {B, conv_dim}, dev);
-    if (!m.mamba2) {
-      const linear_output outs[2] = {col(xin_v, 0, di), col(z_v, di, di)};
-      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 2, act, qs, buf, sms, &np));
-    } else {
-      const tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
-      const linear_output outs[3] = {col(z_v, 0, di), col(xin_v, di, conv_dim), col(dt_v, di + conv_dim, nh)};
-      SSMKIT_RETURN_IF_ERROR(decode_linear(ctx, w.in_proj, hn_v, B, outs, 3, act, qs, buf, sms, &np));
-    }
-
     causal_conv1d_update_params cp;
     cp.x = xin_v;
     cp.conv_state = p.conv_states[l];
@@ -3026,7 +3031,20 @@ status decode_enqueue_composed(const launch_ctx& ctx, const mamba_decode_params&
     cp.width = m.conv_width;
     cp.state_len = p.conv_states[l].dim(2);
     cp.silu = true;
-    SSMKIT_RETURN_IF_ERROR(causal_conv1d_update_cuda(cp, stream));
+    // in_proj, and the conv's update: folded into in_proj's epilogue (W4A16 at batch 1 where the GEMM can,
+    // unless SSMKIT_CUDA_DECODE_FOLD_CONV=0), or its own kernel.
+    bool conv_folded = false;
+    if (!m.mamba2) {
+      const linear_output outs[2] = {col(xin_v, 0, di), col(z_v, di, di)};
+      SSMKIT_RETURN_IF_ERROR(
+          decode_linear(ctx, w.in_proj, hn_v, B, outs, 2, act, qs, buf, sms, &np, &cp, 0, &conv_folded));
+    } else {
+      const tensor_view dt_v = view_of(buf.dt, act, {B, nh}, dev);
+      const linear_output outs[3] = {col(z_v, 0, di), col(xin_v, di, conv_dim), col(dt_v, di + conv_dim, nh)};
+      SSMKIT_RETURN_IF_ERROR(
+          decode_linear(ctx, w.in_proj, hn_v, B, outs, 3, act, qs, buf, sms, &np, &cp, di, &conv_folded));
+    }
+    if (!conv_folded) SSMKIT_RETURN_IF_ERROR(causal_conv1d_update_cuda(cp, stream));
 
     selective_state_update_params sp;
     sp.state = p.ssm_states[l];
@@ -3428,6 +3446,7 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
   f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);      // the quantized layers' rotation
   f.push_back(env_flag("SSMKIT_CUDA_GEMV_LATE_TRIGGER", true) ? 1 : 0);  // the W4A16 GEMV's launch
+  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_CONV", true) ? 1 : 0);   // decode_linear's switch
   f.push_back(static_cast<uint64_t>(p.batch));
   f.push_back(m.mamba2 ? 1 : 0);
   f.push_back(static_cast<uint64_t>(m.act));

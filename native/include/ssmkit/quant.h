@@ -162,6 +162,12 @@ struct gemm_w4a16_params {
   // them). x still gives the dtype and the alignment.
   tensor_view norm_x, norm_res, norm_res_out, norm_w;
   float norm_eps = 0.0f;
+  // CUDA, one row of 16-bit x, where gemm_w4a16_conv_folds says so (the decode step's causal conv
+  // folded into in_proj): out's columns [conv_col0, conv_col0 + dim) are also causal_conv1d_update's x
+  // for one token with silu and conv_weight (dim, width), conv_bias (dim, optional): conv_out (1, dim)
+  // gets its output and conv_state (1, dim, state_len) float32 is updated in place, as that op would.
+  tensor_view conv_state, conv_weight, conv_bias, conv_out;
+  int64_t conv_col0 = 0;
 };
 
 status gemm_w4a16_cpu(const gemm_w4a16_params& p);
@@ -169,5 +175,8 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream);
 // Whether gemm_w4a16_cuda can fold the norm of p's norm_* fields into its product (one row, 16-bit x,
 // a kernel that reads the whole row in every block: the ring path on sm_90).
 bool gemm_w4a16_norm_folds(const gemm_w4a16_params& p);
+// Whether gemm_w4a16_cuda can fold the conv update of p's conv_* fields into its epilogue (one row of
+// 16-bit x, width <= 4, width - 1 <= state_len <= 4, the ring path on sm_90).
+bool gemm_w4a16_conv_folds(const gemm_w4a16_params& p);
 
 }  // namespace ssmkit
