@@ -1831,7 +1831,9 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     }
     cp_async_commit();
   };
-  pdl_trigger();
+  if (!g.trigger_late) {
+    pdl_trigger();  // SSMKIT_CUDA_RING_LATE_TRIGGER=1: after the wait instead
+  }
   // The weights and scales are constant: they go out before waiting on the kernel before this one.
 #pragma unroll
   for (int u = 0; u < R::kDepth; ++u) load_unit(u);
@@ -1898,6 +1900,7 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     }
   }
   pdl_wait();  // x is the kernel before's output, and out may still be read by it
+  if (g.trigger_late) pdl_trigger();
   xv_t xv[kXItems];
   if constexpr (!R::kInt8) {
     if (pre) {
@@ -3480,7 +3483,9 @@ status launch_ring(const gemm_args& g, int dev, cudaStream_t stream) {
   attr[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = g.pdl ? 2 : 1;
-  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, g, k_range, static_cast<int>(splits), steps, panels));
+  gemm_args ga = g;
+  ga.trigger_late = g.pdl && env_flag("SSMKIT_CUDA_RING_LATE_TRIGGER", false);
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ga, k_range, static_cast<int>(splits), steps, panels));
   return ok_status();
 }
 
