@@ -244,7 +244,7 @@ describe.each(testDevices())('quantized models on %s', (device) => {
     ['mamba', MAMBA_WIDE],
     ['mamba2', MAMBA2_WIDE],
   ] as const)(
-    'w4a16 decode at batch 1, %s: norm and conv folded into in_proj = their kernels = prefill',
+    'w4a16 decode at batch 1, %s: norm and conv folded into in_proj = their kernels = prefill, either trigger',
     async (name, config) => {
       const dir = await writeModel(`wide-${name}-${device}`, config, false);
       const p = prompts[0] as number[];
@@ -255,14 +255,18 @@ describe.each(testDevices())('quantized models on %s', (device) => {
         // Five steps: the first runs uncaptured, the second is captured, the rest replay the graph. The fold
         // needs 16-bit x on the CUDA ring path: in float32, and on the CPU, both settings run the norm kernel,
         // and these rows check the decode path against prefill only.
-        const steps = (fold: string, conv = '1') =>
-          withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold, SSMKIT_CUDA_DECODE_FOLD_CONV: conv }, async () => {
-            const r = await q.forward([p.slice(0, 3)]);
-            const out: Float64Array[] = [];
-            for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
-            return out;
-          });
+        const steps = (fold: string, conv = '1', late = '1') =>
+          withEnv(
+            { SSMKIT_CUDA_DECODE_FOLD_NORM: fold, SSMKIT_CUDA_DECODE_FOLD_CONV: conv, SSMKIT_CUDA_LATE_TRIGGER: late },
+            async () => {
+              const r = await q.forward([p.slice(0, 3)]);
+              const out: Float64Array[] = [];
+              for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
+              return out;
+            },
+          );
         const [folded, apart, convApart] = [await steps('1'), await steps('0'), await steps('1', '0')];
+        const early = await steps('1', '1', '0');
         for (let i = 0; i < folded.length; i++) {
           const a = folded[i] as Float64Array;
           const want = prefill.subarray((3 + i) * v, (4 + i) * v);
@@ -276,6 +280,8 @@ describe.each(testDevices())('quantized models on %s', (device) => {
           expect(Array.from(a), `${dtype} step ${i}: conv folded vs conv kernel`).toEqual(
             Array.from(convApart[i] as Float64Array),
           );
+          // Where the kernels let the next one launch changes the schedule only.
+          expect(Array.from(a), `${dtype} step ${i}: late vs early trigger`).toEqual(Array.from(early[i] as Float64Array));
         }
         q.dispose();
       }

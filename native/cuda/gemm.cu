@@ -351,7 +351,7 @@ struct gemm_args {
   ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
   bool a_scale_per_row, w_scale_per_col;
   bool pdl;           // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
-  bool trigger_late;  // the GEMV path: its dependents may launch only after its wait (gemv_trigger_late)
+  bool trigger_late;  // the GEMV path: its dependents may launch only after its wait (trigger_late)
   // The ring path with one row of 16-bit x, when pre_x is set: x is not read but made by rms_norm from
   // pre_x + pre_res (pre_res optional) and pre_w, and the sum goes to pre_res_out (gemm_w4a16_params'
   // norm_* fields). pre_x has x's dtype (the kernel's kX).
@@ -1831,10 +1831,8 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     }
     cp_async_commit();
   };
-  if (!g.trigger_late) {
-    pdl_trigger();  // SSMKIT_CUDA_RING_LATE_TRIGGER=1: after the wait instead
-  }
-  // The weights and scales are constant: they go out before waiting on the kernel before this one.
+  if (!g.trigger_late) pdl_trigger();  // else after the wait (pdl_trigger_late)
+    // The weights and scales are constant: they go out before waiting on the kernel before this one.
 #pragma unroll
   for (int u = 0; u < R::kDepth; ++u) load_unit(u);
 
@@ -3426,6 +3424,17 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
 // ring_fits.
 constexpr int64_t kRingMaxSplits = 16;
 
+// Whether the GEMV's and the ring GEMM's launches in a PDL chain let the kernel after them start only
+// once their own wait has returned (pdl_trigger_late): W4A16 only. In the W4A16 decode step x_proj's
+// GEMV alone triggering late read 2.157 / 2.160 ms a token against 2.194 / 2.187; with the ring GEMMs
+// (in_proj, out_proj) and the float gemvs late as well, and the conv folded into in_proj, 1.978 / 1.975
+// against 2.160 / 2.161 (H200, alternated in one session). W8A8 and W4A8 keep the early trigger: their
+// steps have not been measured with the late one.
+template <int kKind>
+bool trigger_late() {
+  return kKind == KIND_W4A16 && pdl_trigger_late();
+}
+
 template <int kKind, int kNT>
 bool ring_fits(const gemm_args& g) {
   using R = ring_traits<kKind, kNT>;
@@ -3484,7 +3493,7 @@ status launch_ring(const gemm_args& g, int dev, cudaStream_t stream) {
   cfg.attrs = attr;
   cfg.numAttrs = g.pdl ? 2 : 1;
   gemm_args ga = g;
-  ga.trigger_late = g.pdl && env_flag("SSMKIT_CUDA_RING_LATE_TRIGGER", false);
+  ga.trigger_late = g.pdl && trigger_late<kKind>();
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ga, k_range, static_cast<int>(splits), steps, panels));
   return ok_status();
 }
@@ -3527,18 +3536,6 @@ int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t 
   // k too long for 64 splits within the budget: the fewest that fit.
   if (best == 0) best = (chunks + max_chunks - 1) / max_chunks;
   return std::max<int64_t>(best, 1);
-}
-
-// Whether the GEMV's launch in a PDL chain lets the kernel after it start only once its own wait has
-// returned (W4A16, unless SSMKIT_CUDA_GEMV_LATE_TRIGGER=0; part of the decode step's graph fingerprint).
-// In the W4A16 decode step that kernel is x_proj's, and the one after it dt_proj's gemv with the state
-// update: triggered as x_proj starts, its 160 blocks launch beside x_proj's and send their first weight
-// and state loads while x_proj runs; triggered after x_proj's wait, the step read 2.157 / 2.160 ms a
-// token against 2.194 / 2.187 (H200, alternated in one session; not traced). W8A8 and W4A8 keep the
-// early trigger: their steps have not been measured with the late one.
-template <int kKind>
-bool gemv_trigger_late() {
-  return kKind == KIND_W4A16 && env_flag("SSMKIT_CUDA_GEMV_LATE_TRIGGER", true);
 }
 
 // GEMV path: one block per 64-column group and k range, split as gemv_splits says.
@@ -3586,7 +3583,7 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   bool pdl = false;
   if (g.pdl) SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
   gemm_args ga = g;
-  ga.trigger_late = pdl && gemv_trigger_late<kKind>();
+  ga.trigger_late = pdl && trigger_late<kKind>();
   SSMKIT_RETURN_IF_ERROR(launch_pdl(kernel, grid, dim3(T::kThreads), static_cast<size_t>(smem), stream, pdl,
                                     ga, k_range, static_cast<int>(splits), steps, panels,
                                     std::max(chunks_per_group, 1), partials, counters));

@@ -780,7 +780,7 @@ struct gemv_args {
   rms_args pre;
   const double* pre_ssq;  // (M, pre_panels) float64
   int64_t pre_panels;
-  bool trigger_late;  // SSMKIT_CUDA_NN_GEMV_LATE_TRIGGER=1: the next kernel may start only after the wait
+  bool trigger_late;  // the next kernel may start only after the wait (pdl_trigger_late)
 };
 
 // Block b of a chunk's G blocks streams the rows [b T / G, (b + 1) T / G) of the T = panels x R panel
@@ -1316,7 +1316,7 @@ status launch_gemv_t(const launch_ctx& ctx, const gemv_args& a, const gemv_plan&
   if (g.chunks > 65535) return make_status(status_code::unsupported, "linear: too many rows for gemv");
   const dim3 grid(gx, static_cast<unsigned>(g.chunks));
   gemv_args b = a;
-  b.trigger_late = env_flag("SSMKIT_CUDA_NN_GEMV_LATE_TRIGGER", false);
+  b.trigger_late = pdl_trigger_late();
   switch (g.mr) {
     case 1:
       return launch(ctx, gemv_kernel<1, kBF16, kEpi, kTail, kNorm>, grid, dim3(kGemvThreads), g.smem, b);
@@ -3448,11 +3448,9 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true) ? 1 : 0);  // decode_linear's switch
   f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);         // enqueue_dt_update's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
-  f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);          // the quantized layers' rotation
-  f.push_back(env_flag("SSMKIT_CUDA_GEMV_LATE_TRIGGER", true) ? 1 : 0);      // the W4A16 GEMV's launch
-  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_CONV", true) ? 1 : 0);       // decode_linear's switch
-  f.push_back(env_flag("SSMKIT_CUDA_NN_GEMV_LATE_TRIGGER", false) ? 1 : 0);  // the float gemv's launch
-  f.push_back(env_flag("SSMKIT_CUDA_RING_LATE_TRIGGER", false) ? 1 : 0);     // the ring GEMM's launch
+  f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);     // the quantized layers' rotation
+  f.push_back(pdl_trigger_late() ? 1 : 0);                              // the gemvs' and ring GEMMs' launches
+  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_CONV", true) ? 1 : 0);  // decode_linear's switch
   f.push_back(static_cast<uint64_t>(p.batch));
   f.push_back(m.mamba2 ? 1 : 0);
   f.push_back(static_cast<uint64_t>(m.act));

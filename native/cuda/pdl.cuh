@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "cuda_check.cuh"
+#include "env.cuh"
 #include "trace.cuh"
 
 namespace ssmkit {
@@ -33,6 +34,17 @@ __device__ __forceinline__ void pdl_wait() {
 #ifdef SSMKIT_TRACE
   trace::waited();
 #endif
+}
+
+// Whether the decode step's weight-streaming kernels (the float gemv, the W4A16 GEMV and ring GEMM) let
+// the kernel after them be scheduled only once their own wait has returned, rather than as they start
+// (SSMKIT_CUDA_LATE_TRIGGER=0: as they start; part of the decode step's graph fingerprint). Their first
+// weight loads still go out before the wait. Triggered as they start, the next kernel's blocks take SM
+// slots and send their own early loads while this one still waits on the kernel ahead, and in a chain of
+// such kernels several of them queue at once; the latest trigger placement won 8.5% of the W4A16 step
+// and 4.4% of the bfloat16 step (bench/RESULTS.md, thirteenth session).
+inline bool pdl_trigger_late() {
+  return env_flag("SSMKIT_CUDA_LATE_TRIGGER", true);
 }
 
 // A hint that pulls the line at p into L2. It returns nothing to the thread, and L2 is where every SM's
