@@ -404,9 +404,8 @@ const smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-gpu-small-'));
   cpu.dispose();
   gpu.dispose();
   // The runner's decode steps (the fused step on both backends) after a prefill, in every mode. The
-  // prompt is longer than 64 tokens: shorter ones run the quantized prefill GEMMs on the skinny split-K
-  // path, whose per-device workspace keeps a call's tile counters where smaller calls write partials
-  // (native/cuda/gemm.cu; the decode step works around it, the op-by-op prefill cannot).
+  // prompt is longer than 64 tokens, so that the prefill runs the GEMM kernels rather than the decode
+  // paths the steps run (shorter prompts are covered by test/model-quant.test.ts).
   const longPrompt = [Array.from({ length: 80 }, (_, i) => (i * 31) % 1000)];
   for (const mode of modes) {
     const q = mode === 'w4a16' ? { quantize: 'w4a16' } : {};
