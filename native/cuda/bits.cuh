@@ -61,4 +61,15 @@ __device__ __forceinline__ void ld_values(const void* p, int dt, int64_t i, floa
   }
 }
 
+// v rounded to dtype dt, as a store and a load of that dtype would leave it.
+__device__ __forceinline__ float round_to(int dt, float v) {
+  if (dt == SSMKIT_DTYPE_BF16) return bf16_to_f32(f32_to_bf16(v));
+  if (dt == SSMKIT_DTYPE_F16) return f16_to_f32(f32_to_f16(v));
+  return v;
+}
+
+__device__ __forceinline__ float silu(float x) {
+  return x / (1.0f + expf(-x));
+}
+
 }  // namespace ssmkit

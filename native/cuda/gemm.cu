@@ -351,7 +351,7 @@ struct gemm_args {
   ssmkit_dtype a_scale_dt, w_scale_dt, bias_dt, out_dt;
   bool a_scale_per_row, w_scale_per_col;
   bool pdl;           // the ring and GEMV paths' launch: programmatic dependent launch (the params' pdl)
-  bool trigger_late;  // the GEMV path: its dependents may launch only after its wait (trigger_late)
+  bool trigger_late;  // with pdl: the next kernel may launch only after this one's wait (gemm_w4a16_cuda)
   // The ring path with one row of 16-bit x, when pre_x is set: x is not read but made by rms_norm from
   // pre_x + pre_res (pre_res optional) and pre_w, and the sum goes to pre_res_out (gemm_w4a16_params'
   // norm_* fields). pre_x has x's dtype (the kernel's kX).
@@ -1727,12 +1727,7 @@ __device__ __forceinline__ void ring_conv_load(const gemm_args& g, int64_t ch, r
 __device__ __forceinline__ void ring_conv_finish(const gemm_args& g, int64_t ch, float v,
                                                  const ring_conv_ops& o) {
   const int W = g.conv_width, SL = g.conv_sl;
-  float x = v;
-  if (g.out_dt == SSMKIT_DTYPE_BF16) {
-    x = __bfloat162float(__float2bfloat16_rn(v));
-  } else if (g.out_dt == SSMKIT_DTYPE_F16) {
-    x = __half2float(__float2half_rn(v));
-  }
+  const float x = round_to(g.out_dt, v);
   float acc = g.conv_b != nullptr ? bits_value(g.conv_b_dt, o.bb) : 0.0f;
 #pragma unroll
   for (int k = 0; k < kConvFoldMax; ++k) {
@@ -1743,7 +1738,7 @@ __device__ __forceinline__ void ring_conv_finish(const gemm_args& g, int64_t ch,
     for (int j = 0; j < kConvFoldMax; ++j) tap = k < W - 1 && m == j ? o.sv[j] : tap;
     if (k < W) acc = fmaf(bits_value(g.conv_w_dt, o.wb[k]), tap, acc);
   }
-  store_float(g.conv_out, g.conv_out_dt, ch, acc / (1.0f + expf(-acc)));
+  store_float(g.conv_out, g.conv_out_dt, ch, silu(acc));
   float* st = g.conv_state + ch * SL;
 #pragma unroll
   for (int i = 0; i < kConvFoldMax; ++i) {
@@ -1831,7 +1826,7 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     }
     cp_async_commit();
   };
-  if (!g.trigger_late) pdl_trigger();  // else after the wait (pdl_trigger_late)
+  if (!g.trigger_late) pdl_trigger();  // else after the wait
     // The weights and scales are constant: they go out before waiting on the kernel before this one.
 #pragma unroll
   for (int u = 0; u < R::kDepth; ++u) load_unit(u);
@@ -3424,17 +3419,6 @@ status launch_packed(const gemm_args& g, int dev, cudaStream_t stream) {
 // ring_fits.
 constexpr int64_t kRingMaxSplits = 16;
 
-// Whether the GEMV's and the ring GEMM's launches in a PDL chain let the kernel after them start only
-// once their own wait has returned (pdl_trigger_late): W4A16 only. In the W4A16 decode step x_proj's
-// GEMV alone triggering late read 2.157 / 2.160 ms a token against 2.194 / 2.187; with the ring GEMMs
-// (in_proj, out_proj) and the float gemvs late as well, and the conv folded into in_proj, 1.978 / 1.975
-// against 2.160 / 2.161 (H200, alternated in one session). W8A8 and W4A8 keep the early trigger: their
-// steps have not been measured with the late one.
-template <int kKind>
-bool trigger_late() {
-  return kKind == KIND_W4A16 && pdl_trigger_late();
-}
-
 template <int kKind, int kNT>
 bool ring_fits(const gemm_args& g) {
   using R = ring_traits<kKind, kNT>;
@@ -3492,9 +3476,7 @@ status launch_ring(const gemm_args& g, int dev, cudaStream_t stream) {
   attr[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = g.pdl ? 2 : 1;
-  gemm_args ga = g;
-  ga.trigger_late = g.pdl && trigger_late<kKind>();
-  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ga, k_range, static_cast<int>(splits), steps, panels));
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, g, k_range, static_cast<int>(splits), steps, panels));
   return ok_status();
 }
 
@@ -3582,10 +3564,8 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   const int chunks_per_group = static_cast<int>(min64(g.group_size / T::kChunkK, INT32_MAX));
   bool pdl = false;
   if (g.pdl) SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
-  gemm_args ga = g;
-  ga.trigger_late = pdl && trigger_late<kKind>();
   SSMKIT_RETURN_IF_ERROR(launch_pdl(kernel, grid, dim3(T::kThreads), static_cast<size_t>(smem), stream, pdl,
-                                    ga, k_range, static_cast<int>(splits), steps, panels,
+                                    g, k_range, static_cast<int>(splits), steps, panels,
                                     std::max(chunks_per_group, 1), partials, counters));
   return ws.release();
 }
@@ -4339,6 +4319,13 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   SSMKIT_RETURN_IF_ERROR(
       fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size));
   g.pdl = p.pdl;
+  // In a PDL chain the GEMV and ring kernels let the next kernel launch only once their own wait has
+  // returned (pdl_trigger_late). In the W4A16 decode step x_proj's GEMV alone triggering late read 2.157 /
+  // 2.160 ms a token against 2.194 / 2.187; with the ring GEMMs (in_proj, out_proj) and the float gemvs
+  // late as well, and the conv folded into in_proj, 1.978 / 1.975 against 2.160 / 2.161 (H200,
+  // alternated in one session). W8A8 and W4A8 keep the early trigger: their steps have not been measured
+  // with the late one.
+  g.trigger_late = p.pdl && pdl_trigger_late();
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.x.data;
   if (p.norm_x.present()) {

@@ -443,17 +443,6 @@ __device__ __forceinline__ float ex2_approx(float x) {
   return y;
 }
 
-__device__ __forceinline__ float silu(float x) {
-  return x / (1.0f + expf(-x));
-}
-
-// v rounded to dtype dt, as a store and a load of that dtype would leave it.
-__device__ __forceinline__ float round_to(int dt, float v) {
-  if (dt == SSMKIT_DTYPE_BF16) return bf16_to_f32(f32_to_bf16(v));
-  if (dt == SSMKIT_DTYPE_F16) return f16_to_f32(f32_to_f16(v));
-  return v;
-}
-
 struct split_map {
   void* data[kLinearMaxOutputs];
   int64_t row0[kLinearMaxOutputs];
@@ -1815,7 +1804,7 @@ __global__ void __launch_bounds__(kRowThreads) gated_rms_norm_kernel(const __gri
       float v = ld_value(a.y, a.y_dt, r * d + i);
       if (a.z != nullptr) {
         const float z = ld_value(a.z, a.z_dt, r * d + i);
-        v *= z / (1.0f + expf(-z));
+        v *= silu(z);
       }
       row[i] = v;
     }

@@ -84,10 +84,6 @@ __device__ __forceinline__ float softplus(float x) {
   return x > kSoftplusThreshold ? x : log1pf(expf(x));
 }
 
-__device__ __forceinline__ float silu(float x) {
-  return x / (1.0f + expf(-x));
-}
-
 __device__ __forceinline__ float load_any(const void* p, int dt, int64_t i) {
   if (dt == SSMKIT_DTYPE_F32) return static_cast<const float*>(p)[i];
   const unsigned short bits = static_cast<const unsigned short*>(p)[i];
