@@ -213,6 +213,8 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
       for (const [m, n, k, gs] of [
         [1, 1, 8, 8],
         [1, 96, 256, 128],
+        [1, 96, 1024, 256], // groups of two 128-k units (the CUDA ring path counts units into groups)
+        [3, 70, 1536, 512],
         [1, 130, 512, 64],
         [1, 17, 37, 37],
         [2, 5, 16, 8],

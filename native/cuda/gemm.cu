@@ -1841,16 +1841,21 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
   constexpr int kScales = kGrouped ? 2 * R::kMaxUnits : 1;
   uint32_t sv[kScales];  // bits (ld_bits): all of them out before any is converted, at the store below
   if constexpr (kGrouped) {
-    // Unit u of the range lies in group (kb / kUnitK + u) / (group_size / kUnitK).
+    // Unit u of the range lies in group (kb / kUnitK + u) / (group_size / kUnitK): one division for
+    // unit 0, then a count (a division a unit cost ~20 instructions each, before the wait).
     const int unit0 = static_cast<int>(kb / R::kUnitK);
     const int units_per_group = static_cast<int>(g.group_size / R::kUnitK);
+    int grp_u = unit0 / units_per_group;          // unit u's group
+    int grp_r = unit0 - grp_u * units_per_group;  // and its place in it
 #pragma unroll
     for (int j = 0; j < kScales; ++j) {
       const int u = j >> 1;
       const int64_t col = n_warp + lane + 32 * (j & 1);
-      sv[j] = u < nunits && col < g.n
-                  ? ld_bits(g.w_scale, g.w_scale_dt, col * g.groups + (unit0 + u) / units_per_group)
-                  : 0u;
+      sv[j] = u < nunits && col < g.n ? ld_bits(g.w_scale, g.w_scale_dt, col * g.groups + grp_u) : 0u;
+      if ((j & 1) && ++grp_r == units_per_group) {
+        grp_r = 0;
+        ++grp_u;
+      }
     }
   }
   // The folded norm (one row): the thread's item is row 0, step threadIdx.x; its norm weights are
