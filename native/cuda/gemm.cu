@@ -1826,8 +1826,9 @@ __global__ void __launch_bounds__(kRingThreads, (ring_traits<kKind, kNT>::kBlock
     }
     cp_async_commit();
   };
-  if (!g.trigger_late) pdl_trigger();  // else after the wait
-    // The weights and scales are constant: they go out before waiting on the kernel before this one.
+  // The weights and scales are constant: they go out before waiting on the kernel before this one. The
+  // next kernel may launch now, or only after the wait (trigger_late).
+  if (!g.trigger_late) pdl_trigger();
 #pragma unroll
   for (int u = 0; u < R::kDepth; ++u) load_unit(u);
 
@@ -4325,11 +4326,8 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
       fill_common(g, "gemmW4A16", tensor_view{}, p.scales, p.bias, p.out, p.m, p.n, p.k, p.group_size));
   g.pdl = p.pdl;
   // In a PDL chain the GEMV and ring kernels let the next kernel launch only once their own wait has
-  // returned (pdl_trigger_late). In the W4A16 decode step x_proj's GEMV alone triggering late read 2.157 /
-  // 2.160 ms a token against 2.194 / 2.187; with the ring GEMMs (in_proj, out_proj) and the float gemvs
-  // late as well, and the conv folded into in_proj, 1.978 / 1.975 against 2.160 / 2.161 (H200,
-  // alternated in one session). W8A8 and W4A8 keep the early trigger: their steps have not been measured
-  // with the late one.
+  // returned (pdl_trigger_late says why). W8A8 and W4A8 keep the early trigger: their steps have not been
+  // measured with the late one.
   g.trigger_late = p.pdl && pdl_trigger_late();
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.x.data;
