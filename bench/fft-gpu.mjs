@@ -10,9 +10,10 @@
 // without it the peer column shows the anchors measured on this H200 when the issue was filed.
 // --shapes / --dtypes: time only those rows of the table (BxHxL) and dtypes, after the same checks, and
 // skip the batch split, ssmConv and s4dKernel lines (a short run).
-// m = 1024 (8 x 768 x 1024) has two kernels, chosen at every call by SSMKIT_CUDA_FFT_WIDE (0: 16 values
-// a thread; 1: 32 x 32; unset: 32 x 32 for float32 only): both are checked, and timed in alternation
-// after the table (A/B).
+// m = 1024 (8 x 768 x 1024) has three kernels, chosen at every call: bfloat16 rows take the tensor-core
+// kernel unless SSMKIT_CUDA_FFT_TC=0; otherwise SSMKIT_CUDA_FFT_WIDE picks (0: 16 values a thread; 1:
+// 32 x 32; unset: 32 x 32 for float32 only). All are checked, and timed in alternation after the table
+// (A/B: bfloat16 SSMKIT_CUDA_FFT_TC=1 against 0, float32 SSMKIT_CUDA_FFT_WIDE=1 against 0).
 import fs from 'node:fs';
 import { backend, fftConvSync, s4dKernelSync, ssmConvSync, synchronizeSync, Tensor } from '../dist/esm/index.mjs';
 
@@ -151,8 +152,17 @@ if (info.name !== 'cuda') {
     [40000, 40000],
   ];
   const wideBefore = process.env.SSMKIT_CUDA_FFT_WIDE;
-  for (const [L, Lk, wide] of [...checks, [1000, 1000, '0'], [1000, 1000, '1'], [1025, 1000, '1']]) {
+  const tcBefore = process.env.SSMKIT_CUDA_FFT_TC;
+  const variants = [
+    [1000, 1000, '0'],
+    [1000, 1000, '1'],
+    [1025, 1000, '1'],
+    [1000, 1000, undefined, '0'],
+    [2000, 40, undefined, '1'],
+  ];
+  for (const [L, Lk, wide, tc] of [...checks, ...variants]) {
     if (wide !== undefined) process.env.SSMKIT_CUDA_FFT_WIDE = wide;
+    if (tc !== undefined) process.env.SSMKIT_CUDA_FFT_TC = tc;
     for (const dtype of ['float32', 'float16', 'bfloat16']) {
       const u = randn([B, H, L]);
       const k = randn([H, 2, Lk], 1 / Math.sqrt(2 * Lk));
@@ -169,10 +179,11 @@ if (info.name !== 'cuda') {
       });
       const want = fftConvSync(cast(u), k, opts('cpu'));
       const got = fftConvSync(on(u, dtype), on(k), opts(DEVICE));
-      const plan = wide === undefined ? '' : ` SSMKIT_CUDA_FFT_WIDE=${wide}`;
+      const plan = `${wide === undefined ? '' : ` SSMKIT_CUDA_FFT_WIDE=${wide}`}${tc === undefined ? '' : ` SSMKIT_CUDA_FFT_TC=${tc}`}`;
       check(`fftConv ${dtype} [${B}, ${H}, ${L}] Lk ${Lk} (every option)${plan}`, got, want, dtype === 'float32' ? 1e-5 : 1e-2);
     }
     if (wide !== undefined) restoreEnv('SSMKIT_CUDA_FFT_WIDE', wideBefore);
+    if (tc !== undefined) restoreEnv('SSMKIT_CUDA_FFT_TC', tcBefore);
   }
   const N2 = 32;
   const logDt = new Tensor(
@@ -259,27 +270,29 @@ for (const dtype of ['bfloat16', 'float32']) {
   }
 }
 
-// The two kernels of m = 1024 in alternation (A/B in one process): SSMKIT_CUDA_FFT_WIDE=0 and 1.
+// The kernels of m = 1024 in alternation (A/B in one process): bfloat16 SSMKIT_CUDA_FFT_TC=0 and 1 (the
+// 16-value plan against the tensor cores), float32 SSMKIT_CUDA_FFT_WIDE=0 and 1.
 if (!onlyShapes || onlyShapes.includes('8x768x1024')) {
   const [B, H, L] = [8, 768, 1024];
-  const wideBefore = process.env.SSMKIT_CUDA_FFT_WIDE;
   for (const dtype of ['bfloat16', 'float32']) {
     if (onlyDtypes && !onlyDtypes.includes(dtype)) continue;
+    const knob = dtype === 'bfloat16' ? 'SSMKIT_CUDA_FFT_TC' : 'SSMKIT_CUDA_FFT_WIDE';
+    const before = process.env[knob];
     const us = [0, 1, 2, 3].map(() => on(randn([B, H, L]), dtype));
     const k = on(randn([H, L], 1 / Math.sqrt(L)));
     const D = on(randn([H]));
     const got = { 0: [], 1: [] };
     for (let round = 0; round < 3; round++) {
       for (const wide of ['0', '1']) {
-        process.env.SSMKIT_CUDA_FFT_WIDE = wide;
+        process.env[knob] = wide;
         got[wide].push(timeDevice((i) => fftConvSync(us[i % 4], k, { D }).dispose(), quick ? 20 : 60).median);
       }
     }
-    restoreEnv('SSMKIT_CUDA_FFT_WIDE', wideBefore);
+    restoreEnv(knob, before);
     for (const x of [...us, k, D]) x.dispose();
     const med = (a) => [...a].sort((x, y) => x - y)[1];
     const parts = Object.entries(got).map(([w, t]) => `=${w} ${med(t).toFixed(1)} us (${t.map((x) => x.toFixed(1)).join(', ')})`);
-    console.log(`fftConv ${dtype} 8 x 768 x 1024 A/B, SSMKIT_CUDA_FFT_WIDE: ${parts.join('; ')}`);
+    console.log(`fftConv ${dtype} 8 x 768 x 1024 A/B, ${knob}: ${parts.join('; ')}`);
   }
 }
 

@@ -84,6 +84,8 @@ interface ConvCase {
   pregate?: boolean;
   postgate?: boolean;
   bidirectional?: boolean;
+  /** u's values are standard normal times this (default 1); outputs are compared divided by it. */
+  uScale?: number;
   seed: number;
 }
 
@@ -109,7 +111,8 @@ async function runConv(c: ConvCase, sync = false): Promise<void> {
   const rng = new Rng(c.seed);
   const { dtype, batch, H, L, Lk } = c;
   const kScale = 1 / Math.sqrt(Lk * (c.bidirectional ? 2 : 1));
-  const u = randTensor([batch, H, L], dtype, () => rng.normal());
+  const uScale = c.uScale ?? 1;
+  const u = randTensor([batch, H, L], dtype, () => rng.normal() * uScale);
   const k = randTensor(c.bidirectional ? [H, 2, Lk] : [H, Lk], 'float32', () => rng.normal() * kScale);
   const D = c.D ? randTensor([H], 'float32', () => rng.normal()) : undefined;
   const pre = c.pregate ? randTensor([batch, H, L], dtype, () => rng.normal()) : undefined;
@@ -129,9 +132,9 @@ async function runConv(c: ConvCase, sync = false): Promise<void> {
   expect(out.device).toBe(DEVICE);
   expect(out.dtype).toBe(dtype);
   expect(out.shape).toEqual([batch, H, L]);
-  const got = toF64(out.toSync('cpu'));
-  const cpu = toF64(fftConvSync(u.t, k.t, opts('cpu')));
-  const label = `fftConv ${convName(c)}${sync ? ' (sync)' : ''}`;
+  const got = toF64(out.toSync('cpu')).map((x) => x / uScale);
+  const cpu = toF64(fftConvSync(u.t, k.t, opts('cpu'))).map((x) => x / uScale);
+  const label = `fftConv ${convName(c)}${c.uScale ? ` u x ${c.uScale}` : ''}${sync ? ' (sync)' : ''}`;
   assertWritten(got, cpu, label);
   assertClose(got, cpu, TOL[dtype], `${label}: cuda vs cpu`);
   const ref: FftConvRefArgs = {
@@ -155,7 +158,7 @@ async function runConv(c: ConvCase, sync = false): Promise<void> {
     const r = Math.floor((i * (batch * H - 1)) / Math.max(1, rows - 1));
     for (const t of pos) {
       a.push(got[r * L + t] as number);
-      e.push(fftConvRefAt(ref, r, t));
+      e.push(fftConvRefAt(ref, r, t) / uScale);
     }
   }
   assertClose(a, e, TOL[dtype], `${label}: cuda vs float64`);
@@ -250,6 +253,23 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
       { dtype: 'bfloat16', batch: 1, H: 1, L: 600001, Lk: 2, pregate: true, D: true, seed: 308 },
     ];
     for (const c of cases) it(convName(c), () => runConv(c));
+  });
+
+  // bfloat16 rows of n = 2048 run on the tensor cores (fft_conv_tc_kernel): rows of L <= 1024 take
+  // one k step and half the output tiles, longer ones all; rows in groups of four warps, filter-major
+  // (batch > 1, H > 1, row counts that are not multiples of four); each row scaled into float16's range
+  // (u of 1e30 and 1e-30, whose products would overflow or flush in float16 unscaled).
+  describe('bfloat16 rows of n = 2048 (the tensor-core kernel)', () => {
+    const cases: ConvCase[] = [
+      { dtype: 'bfloat16', batch: 3, H: 5, L: 1024, Lk: 1024, D: true, gelu: true, pregate: true, postgate: true, seed: 500 },
+      { dtype: 'bfloat16', batch: 1, H: 3, L: 2000, Lk: 40, D: true, seed: 501 },
+      { dtype: 'bfloat16', batch: 2, H: 3, L: 1500, Lk: 549, bidirectional: true, D: true, seed: 502 },
+      { dtype: 'bfloat16', batch: 1, H: 7, L: 1025, Lk: 3, postgate: true, seed: 503 },
+      { dtype: 'bfloat16', batch: 2, H: 9, L: 700, Lk: 700, D: true, seed: 504 },
+      { dtype: 'bfloat16', batch: 2, H: 2, L: 1024, Lk: 1024, D: true, uScale: 1e30, seed: 505 },
+      { dtype: 'bfloat16', batch: 2, H: 2, L: 1800, Lk: 200, D: true, uScale: 1e-30, seed: 506 },
+    ];
+    for (const c of cases) it(`${convName(c)}${c.uScale ? ` u x ${c.uScale}` : ''}`, () => runConv(c));
   });
 
   describe('size-1 dimensions, seqlen 1, many rows', () => {

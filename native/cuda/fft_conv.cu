@@ -864,6 +864,7 @@ struct conv_args {
   const float* extra;      // (batch, H, L) float32 added before the activation (ssmConv's state), or null
   void* out;               // (batch, H, L) u's dtype
   const float2* spectrum;  // (H, m + 1) the filters' scaled spectra
+  const float4* coef;      // (H, m) the tensor-core kernel's product coefficients (fft_conv_tc_coef_kernel)
   int64_t rows;            // rows of this launch
   int64_t row0;            // the global index of its first row (batch * H * segments in all)
   int64_t H;
@@ -880,6 +881,7 @@ struct conv_row {
   int64_t base;  // element offset of the segment's first sample in u, out, the gates and extra
   int64_t len;   // samples in the segment (0 for the padding rows of a block)
   int64_t h;
+  __device__ __forceinline__ conv_row() : base(0), len(0), h(0) {}
   __device__ __forceinline__ conv_row(const conv_args& a, int64_t r) {
     if (r < a.rows) {
       const int64_t bh = (a.row0 + r) / a.segments;
@@ -1434,6 +1436,498 @@ __global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
     });
   }
   pdl_wait();
+}
+
+// m = 1024 on tensor cores (fft_conv_tc_kernel; bfloat16 rows, the default for them on sm_80 and later,
+// SSMKIT_CUDA_FFT_TC=0 for the float32 transforms). A row a warp. The 1024-point DFTs are two steps of
+// 32-point DFTs written as matrix products with the DFT matrix F (F[a][b] = W_32^(ab), symmetric) on
+// mma.sync m16n8k16 (float16 operands, float32 accumulators), each complex product four real ones:
+//   forward  C1 = F X (X[r][q] = z[32 r + q]), T1 = W_m^(pq) C1[p][q], Z[p + 32 s] = (T1 F)[p][s];
+//   inverse  D = conj(F) Zy^T (Zy[p][s] = Zy[p + 32 s]), D' = W_m^(-ap) D[a][p],
+//            y_z[a + 32 b] = (D' conj(F))[a][b].
+// An accumulator tile (rows g, g + 8; columns 2t, 2t + 1 of lane 4g + t) is, converted to float16
+// pairs, the A operand of the next product (the same positions) or its B operand transposed (columns as
+// k), so the four products chain in registers; the product with the filter takes its mirror values
+// Z[m - f] through the warp's shared memory, the one exchange of the row. The product is the real split,
+// the filter and the re-packing of mirror_product written as Zy[f] = alpha Z[f] + beta conj(Z[m - f])
+// with alpha = 2 (ka + conj(kb) + Im(w) d), beta = 2 i Re(w) d, d = ka - conj(kb) (ka = S[f], kb =
+// S[m - f], w = W_2m^f). Each float16 operand is scaled by a power of two so that the row's largest
+// value sits in [128, 256) (the row's input, then Zy), which keeps every operand inside float16's range
+// for any bfloat16 input; the scales come off in float32 at the store. Rows of L <= 1024 have z = 0 for
+// r >= 16 and need y only for b < 16: the first product takes one k step and the last one two column
+// tiles instead of four. Error: ~1e-3 of the row's RMS (eight float16 roundings of 2^-11 each), about one
+// bfloat16 rounding; float32 and float16 rows keep the float32 transforms.
+namespace tc {
+constexpr int kP = 32;  // m = kP * kP
+constexpr int kM = kP * kP;
+constexpr int kRows = 4;  // rows (warps) a block
+constexpr int kThreads = 32 * kRows;
+constexpr int kMinBlocks = 3;
+constexpr int kPitch = 34;       // float2 a row s of the exchange buffer: its writes and reads avoid bank conflicts
+constexpr int kFrags = 4 * 3;    // A fragments of F: tiles (mt, kt) x (re, im, -im)
+// The twiddles W_m^(pq) of a lane's 32 accumulator values (register (mt * 4 + nt) * 4 + e: p = 16 mt + g
+// + 8 (e >> 1), q = 8 nt + 2t + (e & 1)), lane-major: the inverse's W_m^(ap) are the same values.
+constexpr size_t kTwBytes = static_cast<size_t>(32) * 32 * sizeof(float2);
+constexpr size_t kFragBytes = static_cast<size_t>(kFrags) * 32 * sizeof(uint4);
+constexpr size_t kBufBytes = static_cast<size_t>(kP) * kPitch * sizeof(float2);
+constexpr size_t kSmem = kTwBytes + kFragBytes + kRows * kBufBytes;
+}  // namespace tc
+
+// Two floats as one float16 pair: lo in the low half (the lower k or column index of a fragment).
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// c += a b on the tensor cores: A 16 x 16 and B 16 x 8 float16, C 16 x 8 float32.
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  const uint32_t r[4] = {a.x, a.y, a.z, a.w};
+  mma_f16(c, r, b0, b1);
+}
+__device__ __forceinline__ uint32_t reg_of(const uint4& a, int j) {
+  return j == 0 ? a.x : j == 1 ? a.y : j == 2 ? a.z : a.w;
+}
+
+// The largest of v over the warp.
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// 2^e with e such that mx 2^e lies in [128, 256) (1 for mx = 0; non-finite mx gives a finite scale,
+// and its non-finite values stay so).
+__device__ __forceinline__ float pow2_scale(float mx) {
+  if (!(mx > 0.0f)) return 1.0f;
+  const int e = (__float_as_int(mx) >> 23) & 0xff;  // mx's biased exponent (0 for subnormals)
+  int s = 127 + 7 - (e - 127);
+  s = s < 1 ? 1 : (s > 254 ? 254 : s);
+  return __int_as_float(s << 23);
+}
+
+// The product's coefficients of every filter, in the conv kernel's register order: coef[h][reg][lane] =
+// (alpha, beta) of f = p + 32 s with p = 16 mt + g + 8 (e >> 1), s = 8 ns + 2t + (e & 1), reg = (mt * 4
+// + ns) * 4 + e, lane = 4g + t, from the spectra S (H, m + 1). A thread a coefficient, in the order they
+// are stored; blockIdx.y walks the filters.
+__global__ void __launch_bounds__(256) fft_conv_tc_coef_kernel(const float2* spectrum, float4* coef, int64_t H) {
+  pdl_trigger();
+  pdl_wait();  // the spectra are the preceding grid's output
+  using namespace tc;
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);  // reg * 32 + lane, < kM
+  const int reg = i >> 5, lane = i & 31, e = reg & 3;
+  const int p = 16 * (reg >> 4) + (lane >> 2) + 8 * (e >> 1);
+  const int f = p + kP * (8 * ((reg >> 2) & 3) + 2 * (lane & 3) + (e & 1));
+  float sn, cs;
+  sincospif(static_cast<float>(f) * (1.0f / kM), &sn, &cs);  // W_2m^f = cs - i sn
+  for (int64_t h = blockIdx.y; h < H; h += gridDim.y) {
+    const float2 ka = spectrum[h * (kM + 1) + f];
+    const float2 kbc = c_conj(spectrum[h * (kM + 1) + kM - f]);
+    const float2 d = c_sub(ka, kbc);
+    const float2 al = make_float2(2.0f * (ka.x + kbc.x - sn * d.x), 2.0f * (ka.y + kbc.y - sn * d.y));
+    coef[h * kM + i] = make_float4(al.x, al.y, -2.0f * cs * d.y, 2.0f * cs * d.x);
+  }
+}
+
+// The pair (v[2j], v[2j + 1]) of a row, v = u * pregate, zero past its end: one 4-byte load a tensor
+// where the pairs are aligned (a.vec: every row and segment starts at an even element and has even
+// length), else load_packed.
+template <ssmkit_dtype T>
+__device__ __forceinline__ float2 load_packed_tc(const conv_args& a, const conv_row& row, int j) {
+  if constexpr (T != SSMKIT_DTYPE_F32) {
+    if (a.vec) {
+      const bool ok = 2 * j < row.len;
+      auto pair = [&](const void* p) {
+        uint32_t w;
+        asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %2, 0;\n\tmov.b32 %0, 0;\n\t@q ld.global.b32 %0, [%1];\n\t}"
+            : "=r"(w)
+            : "l"(static_cast<const uint16_t*>(p) + row.base + 2 * j), "r"(static_cast<int>(ok)));
+        return make_float2(to_float<T>(static_cast<uint16_t>(w & 0xffffu)), to_float<T>(static_cast<uint16_t>(w >> 16)));
+      };
+      float2 v = pair(a.u);
+      if (a.pregate != nullptr) {
+        const float2 gv = pair(a.pregate);
+        v = make_float2(v.x * gv.x, v.y * gv.y);
+      }
+      return v;
+    }
+  }
+  return load_packed<T>(a, row, j);
+}
+
+// conv_row(a, filter_major(a, r)) in 32-bit arithmetic (the launch has row0 + rows < 2^31), with the
+// loop-invariant quotient per_h = rows / H (0 where filter_major is the identity) hoisted by the caller.
+__device__ __forceinline__ void tc_row(const conv_args& a, uint32_t per_h, uint32_t r, int64_t& base, int& len,
+                                       int64_t& h) {
+  const uint32_t rows = static_cast<uint32_t>(a.rows), H = static_cast<uint32_t>(a.H);
+  const uint32_t segs = static_cast<uint32_t>(a.segments);
+  if (r >= rows) {
+    base = 0, len = 0, h = 0;
+    return;
+  }
+  if (per_h != 0) {  // filter_major
+    const uint32_t hh = r / per_h, rest = r - hh * per_h;
+    const uint32_t b = segs == 1 ? rest : rest / segs;
+    r = (b * H + hh) * segs + (rest - b * segs);
+  }
+  const uint32_t g = static_cast<uint32_t>(a.row0) + r;
+  const uint32_t bh = segs == 1 ? g : g / segs;
+  const int64_t start = static_cast<int64_t>(g - bh * segs) * a.seg_len;
+  base = static_cast<int64_t>(bh) * a.L + start;
+  len = static_cast<int>(a.L - start < a.seg_len ? a.L - start : a.seg_len);
+  h = bh % H;
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kernel(const conv_args a) {
+  using namespace tc;
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  float2* tw = reinterpret_cast<float2*>(tc_smem);                      // (32 registers, 32 lanes)
+  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);           // (kFrags, 32)
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int g = lane >> 2, t = lane & 3;
+  float2* xb = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes + warp * kBufBytes);
+  for (int i = static_cast<int>(threadIdx.x); i < 32 * 32; i += kThreads) {
+    const int reg = i >> 5, l = i & 31, e = reg & 3;
+    const int p = 16 * (reg >> 4) + (l >> 2) + 8 * (e >> 1), q = 8 * ((reg >> 2) & 3) + 2 * (l & 3) + (e & 1);
+    float sn, cs;
+    sincospif(static_cast<float>(p * q) * (2.0f / kM), &sn, &cs);  // exact fractions
+    tw[i] = make_float2(cs, -sn);
+  }
+  // F's A fragments: tile (mt, kt) holds rows 16 mt + g (+ 8) and columns 16 kt + 2t (+ 1, + 8, + 9).
+  for (int i = static_cast<int>(threadIdx.x); i < kFrags * 32; i += kThreads) {
+    const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
+    const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
+    uint32_t r[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int row = 16 * mt + gg + 8 * (j & 1);
+      const int col = 16 * kt + 2 * tt + 8 * (j >> 1);
+      float v[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float sn, cs;
+        sincospif(static_cast<float>((row * (col + h)) & (kP - 1)) * (2.0f / kP), &sn, &cs);  // W_32^(row col)
+        v[h] = comp == 0 ? cs : (comp == 1 ? -sn : sn);
+      }
+      r[j] = pack_half2(v[0], v[1]);
+    }
+    frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
+  }
+  __syncthreads();
+  auto F = [&](int mt, int kt, int comp) { return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane]; };
+
+  // A row's coefficients (16 KB) into L1, where the product reads them: at the row's start once the
+  // preceding grid is known to be done (every row but a warp's first), else right after that wait.
+  auto prefetch_coef = [&](int64_t h) {
+    const float4* c = a.coef + h * kM;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) asm volatile("prefetch.global.L1 [%0];" : : "l"(c + (lane + 32 * k) * 8));
+  };
+  bool waited = false;
+  const uint32_t per_h = static_cast<uint32_t>(a.rows / a.H);
+  const uint32_t major = a.row0 == 0 && static_cast<int64_t>(per_h) * a.H == a.rows ? per_h : 0;
+  const uint32_t groups = static_cast<uint32_t>((a.rows + kRows - 1) / kRows);
+  for (uint32_t bg = blockIdx.x; bg < groups; bg += gridDim.x) {
+    conv_row row;
+    {
+      int len = 0;
+      tc_row(a, major, bg * kRows + warp, row.base, len, row.h);
+      row.len = len;
+    }
+    const bool full = row.len > kM;  // z past j = 512 and y past i = 512
+    if (waited) prefetch_coef(row.h);
+    if (bg + gridDim.x < groups) {
+      // The warp's next row (its inputs and gates) into L1 while this one runs.
+      int64_t nbase = 0, nh = 0;
+      int nlen = 0;
+      tc_row(a, major, (bg + gridDim.x) * kRows + warp, nbase, nlen, nh);
+      const int64_t line = static_cast<int64_t>(lane) * 64;  // 128 bytes of 16-bit elements
+      if (line < nlen) {
+        for (int64_t o = line; o < nlen; o += 32 * 64) {
+          asm volatile("prefetch.global.L1 [%0];" : : "l"(static_cast<const uint16_t*>(a.u) + nbase + o));
+          if (a.pregate != nullptr)
+            asm volatile("prefetch.global.L1 [%0];" : : "l"(static_cast<const uint16_t*>(a.pregate) + nbase + o));
+          if (a.postgate != nullptr)
+            asm volatile("prefetch.global.L1 [%0];" : : "l"(static_cast<const uint16_t*>(a.postgate) + nbase + o));
+        }
+      }
+    }
+
+    // The row's pairs z[j] = (v[2j], v[2j + 1]) through the warp's buffer (position r kPitch + q for j =
+    // 32 r + q): coalesced loads in a rolled loop, then each lane takes its fragments' values.
+    const int pairs = static_cast<int>((row.len + 1) / 2);  // z[j] = 0 from here on (pairs <= m)
+    __syncwarp();  // the previous row's reads of xb are done
+    float mx = 0.0f;
+#pragma unroll 4
+    for (int j = lane; j < pairs; j += 32) {
+      const float2 v = load_packed_tc<T>(a, row, j);
+      xb[(j >> 5) * kPitch + (j & 31)] = v;
+      mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
+    }
+    __syncwarp();
+    const float s1 = pow2_scale(warp_max(mx));
+    // Forward step 1: X as the B operand, k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g.
+    uint32_t xr[2][4][2], xi[2][4][2];
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float2 v[2];
+#pragma unroll
+          for (int d = 0; d < 2; ++d) {
+            const int r = 16 * kt + 2 * t + d + 8 * h, j = kP * r + 8 * nt + g;
+            v[d] = j < pairs ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
+          }
+          xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
+          xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
+        }
+      }
+    }
+    // C1[p][q], tiles (mt, nt): p = 16 mt + g (+8), q = 8 nt + 2t (+1).
+    uint32_t ar[2][2][4], ai[2][2][4];  // T1 as the A operand of step 2: (mt, kq)
+    {
+      float cr[2][4][4], ci[2][4][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) cr[mt][nt][e] = ci[mt][nt][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kt = 0; kt < 2; ++kt) {
+        if (kt == 1 && !full) break;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint4 fr = F(mt, kt, 0), fi = F(mt, kt, 1), fn = F(mt, kt, 2);
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) {
+            mma_f16(cr[mt][nt], fr, xr[kt][nt][0], xr[kt][nt][1]);
+            mma_f16(cr[mt][nt], fn, xi[kt][nt][0], xi[kt][nt][1]);
+            mma_f16(ci[mt][nt], fr, xi[kt][nt][0], xi[kt][nt][1]);
+            mma_f16(ci[mt][nt], fi, xr[kt][nt][0], xr[kt][nt][1]);
+          }
+        }
+      }
+      // T1 = W_m^(pq) C1, into A fragments: reg 2 (nt & 1) + (e >> 1) of (mt, nt >> 1).
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          float vr[4], vi[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int p = 16 * mt + g + 8 * (e >> 1), q = 8 * nt + 2 * t + (e & 1);
+            const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
+            vr[e] = cr[mt][nt][e] * w.x - ci[mt][nt][e] * w.y;
+            vi[e] = cr[mt][nt][e] * w.y + ci[mt][nt][e] * w.x;
+          }
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            ar[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+            ai[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+          }
+        }
+      }
+    }
+    // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1). F as the B
+    // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq).
+    float zr[2][4][4], zi[2][4][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int ns = 0; ns < 4; ++ns) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) zr[mt][ns][e] = zi[mt][ns][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int kq = 0; kq < 2; ++kq) {
+#pragma unroll
+      for (int mf = 0; mf < 2; ++mf) {
+        const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int ns = 2 * mf + hh;
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            mma_f16(zr[mt][ns], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(zr[mt][ns], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+            mma_f16(zi[mt][ns], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
+            mma_f16(zi[mt][ns], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          }
+        }
+      }
+    }
+
+    // The product: Z through the warp's buffer (position s kPitch + p) for the mirrors Z[m - f].
+    // The coefficients are the preceding grid's output (programmatic dependent launch): read after this.
+    if (!waited) {
+      pdl_wait();
+      prefetch_coef(row.h);
+      waited = true;
+    }
+    __syncwarp();  // every lane's reads of the inputs in xb are done
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int ns = 0; ns < 4; ++ns) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * ns + 2 * t + (e & 1);
+          xb[s * kPitch + p] = make_float2(zr[mt][ns][e], zi[mt][ns][e]);
+        }
+      }
+    }
+    __syncwarp();
+    // Zy[f] = alpha Z[f] + beta conj(Z[m - f]), the coefficients in this lane's register order. The
+    // mirror of (p, s) is (32 - p, 31 - s) at buffer position lane_base minus a constant, except for p = 0
+    // (lanes g = 0, registers mt = 0, e < 2): (0, 32 - s), two positions on, and f = 0 itself.
+    const float4* coef = a.coef + row.h * kM + lane;
+    const int lane_base = (kP - 1) * kPitch + kP - 2 * kPitch * t - g;
+    float my = 0.0f;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int ns = 0; ns < 4; ++ns) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          int at = lane_base - (8 * ns + (e & 1)) * kPitch - 16 * mt - 8 * (e >> 1);
+          if (mt == 0 && e < 2 && g == 0) at = ns == 0 && e == 0 && t == 0 ? 0 : at + 2;
+          const float2 zb = xb[at];
+          const float4 c = coef[((mt * 4 + ns) * 4 + e) * 32];
+          const float xr = zr[mt][ns][e], xi = zi[mt][ns][e];
+          const float yr = c.x * xr - c.y * xi + c.z * zb.x + c.w * zb.y;
+          const float yi = c.x * xi + c.y * xr + c.w * zb.x - c.z * zb.y;
+          zr[mt][ns][e] = yr;
+          zi[mt][ns][e] = yi;
+          my = fmaxf(my, fmaxf(fabsf(yr), fabsf(yi)));
+        }
+      }
+    }
+    const float s2 = pow2_scale(warp_max(my));
+    // Zy as the B operand of inverse step 1: k = s = 16 ks + 2t (+1, +8, +9), n = p = 8 np + g, i.e.
+    // the pairs (e >> 1) == (np & 1) of tiles (np >> 1, 2 ks) and (np >> 1, 2 ks + 1).
+    uint32_t yr[2][4][2], yi[2][4][2];
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int mt = np >> 1, ns = 2 * ks + h, e0 = 2 * (np & 1);
+          yr[ks][np][h] = pack_half2(zr[mt][ns][e0] * s2, zr[mt][ns][e0 + 1] * s2);
+          yi[ks][np][h] = pack_half2(zi[mt][ns][e0] * s2, zi[mt][ns][e0 + 1] * s2);
+        }
+      }
+    }
+    // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
+    // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
+    uint32_t dr16[2][2][4], di16[2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
+    {
+      float dr[2][4][4], di[2][4][4];
+#pragma unroll
+      for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) dr[ma][np][e] = di[ma][np][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+        for (int ma = 0; ma < 2; ++ma) {
+          const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
+#pragma unroll
+          for (int np = 0; np < 4; ++np) {
+            mma_f16(dr[ma][np], fr, yr[ks][np][0], yr[ks][np][1]);
+            mma_f16(dr[ma][np], fi, yi[ks][np][0], yi[ks][np][1]);
+            mma_f16(di[ma][np], fr, yi[ks][np][0], yi[ks][np][1]);
+            mma_f16(di[ma][np], fn, yr[ks][np][0], yr[ks][np][1]);
+          }
+        }
+      }
+      // D' = W_m^(-ap) D, into A fragments (as T1 above).
+#pragma unroll
+      for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          float vr[4], vi[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
+            vr[e] = dr[ma][np][e] * w.x + di[ma][np][e] * w.y;
+            vi[e] = di[ma][np][e] * w.x - dr[ma][np][e] * w.y;
+          }
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+            di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+          }
+        }
+      }
+    }
+    // Inverse step 2: y_z[a + 32 b] = (D' conj(F))[a][b], tiles (ma, nb): b = 8 nb + 2t (+1); only
+    // b < 16 (i < 512) unless the row is longer than 1024. Er = D'r Fr + D'i Fi, Ei = D'i Fr - D'r Fi.
+    const float unscale = 1.0f / (s1 * s2);
+    __syncwarp();  // every lane's mirror reads of xb are done
+#pragma unroll
+    for (int mf = 0; mf < 2; ++mf) {
+      if (mf == 1 && !full) break;
+      float er[2][2][4], ei[2][2][4];  // (ma, hh): nb = 2 mf + hh
+#pragma unroll
+      for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) er[ma][hh][e] = ei[ma][hh][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kp = 0; kp < 2; ++kp) {
+        const uint4 fr = F(mf, kp, 0), fi = F(mf, kp, 1), fn = F(mf, kp, 2);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int ma = 0; ma < 2; ++ma) {
+            mma_f16(er[ma][hh], dr16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(er[ma][hh], di16[ma][kp], reg_of(fi, hh), reg_of(fi, 2 + hh));
+            mma_f16(ei[ma][hh], di16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(ei[ma][hh], dr16[ma][kp], reg_of(fn, hh), reg_of(fn, 2 + hh));
+          }
+        }
+      }
+#pragma unroll
+      for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            // y_z[a + 32 b] at position b kPitch + a.
+            const int at = (8 * (2 * mf + hh) + 2 * t + (e & 1)) * kPitch + 16 * ma + g + 8 * (e >> 1);
+            xb[at] = make_float2(er[ma][hh][e] * unscale, ei[ma][hh][e] * unscale);
+          }
+        }
+      }
+    }
+    // The outputs, coalesced, in a rolled loop (after extra, gelu and postgate).
+    __syncwarp();
+#pragma unroll 2
+    for (int j = lane; j < pairs; j += 32) store_packed<T>(a, row, j, xb[(j >> 5) * kPitch + (j & 31)]);
+  }
+  pdl_wait();  // never finish before the grid this one depends on
 }
 
 // m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
@@ -2294,8 +2788,38 @@ bool fft_wide_wanted(ssmkit_dtype dtype) {
 }
 
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
+// Whether bfloat16 rows of m = 1024 take the tensor-core kernel (fft_conv_tc_kernel): the default,
+// SSMKIT_CUDA_FFT_TC=0 for the float32 transforms. Read at every call, so that one process can compare both.
+bool fft_tc_wanted() {
+  const char* v = std::getenv("SSMKIT_CUDA_FFT_TC");
+  return !(v != nullptr && v[0] == '0' && v[1] == '\0');
+}
+
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
+  if constexpr (kLogM == 10 && T == SSMKIT_DTYPE_BF16) {
+    if (fft_tc_wanted() && a.row0 + a.rows < (int64_t{1} << 31)) {  // tc_row's 32-bit row arithmetic
+      // As many blocks as run at once (kMinBlocks an SM), each taking groups of rows grid-stride, so
+      // that the tables are made once a block.
+      int dev = 0, sms = 0;
+      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      const int64_t groups = (a.rows + tc::kRows - 1) / tc::kRows;
+      const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * tc::kMinBlocks;
+      // The product's coefficients from the spectra (a launch of their own, chained by programmatic
+      // dependent launch like the conv kernel); freed in stream order after the conv kernel.
+      scratch coef(stream);
+      SSMKIT_RETURN_IF_ERROR(coef.alloc(static_cast<size_t>(a.H * tc::kM) * sizeof(float4)));
+      const dim3 coef_grid(tc::kM / 256, static_cast<unsigned>(a.H < 1 ? 1 : (a.H < 65535 ? a.H : 65535)));
+      SSMKIT_RETURN_IF_ERROR(launch_after_wait(fft_conv_tc_coef_kernel, coef_grid, dim3(256), 0, stream, a.spectrum,
+                                               coef.as<float4>(), a.H));
+      conv_args b = a;
+      b.coef = coef.as<const float4>();
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc_kernel<T>, tc::kSmem));
+      return launch_after_filters(fft_conv_tc_kernel<T>, groups < wave ? groups : wave, tc::kThreads, tc::kSmem,
+                                  b, stream);
+    }
+  }
   if constexpr (kLogM == 10) {
     if (fft_wide_wanted(T)) {
       const int64_t blocks = (a.rows + wide_plan::kRows - 1) / wide_plan::kRows;
