@@ -865,6 +865,7 @@ struct conv_args {
   void* out;               // (batch, H, L) u's dtype
   const float2* spectrum;  // (H, m + 1) the filters' scaled spectra
   const float4* coef;      // (H, m) the tensor-core kernel's product coefficients (fft_conv_tc_coef_kernel)
+  const float* cmax;       // (H,) their bound: max over f of |Re a| + |Im a| + |Re b| + |Im b|
   int64_t rows;            // rows of this launch
   int64_t row0;            // the global index of its first row (batch * H * segments in all)
   int64_t H;
@@ -1462,7 +1463,7 @@ constexpr int kP = 32;  // m = kP * kP
 constexpr int kM = kP * kP;
 constexpr int kRows = 4;  // rows (warps) a block
 constexpr int kThreads = 32 * kRows;
-constexpr int kMinBlocks = 3;
+constexpr int kMinBlocks = 4;
 constexpr int kPitch = 34;       // float2 a row s of the exchange buffer: its writes and reads avoid bank conflicts
 constexpr int kFrags = 4 * 3;    // A fragments of F: tiles (mt, kt) x (re, im, -im)
 // The twiddles W_m^(pq) of a lane's 32 accumulator values (register (mt * 4 + nt) * 4 + e: p = 16 mt + g
@@ -1514,24 +1515,43 @@ __device__ __forceinline__ float pow2_scale(float mx) {
 
 // The product's coefficients of every filter, in the conv kernel's register order: coef[h][reg][lane] =
 // (alpha, beta) of f = p + 32 s with p = 16 mt + g + 8 (e >> 1), s = 8 ns + 2t + (e & 1), reg = (mt * 4
-// + ns) * 4 + e, lane = 4g + t, from the spectra S (H, m + 1). A thread a coefficient, in the order they
-// are stored; blockIdx.y walks the filters.
-__global__ void __launch_bounds__(256) fft_conv_tc_coef_kernel(const float2* spectrum, float4* coef, int64_t H) {
+// + ns) * 4 + e, lane = 4g + t, from the spectra S (H, m + 1), and cmax[h], the largest |Re alpha| +
+// |Im alpha| + |Re beta| + |Im beta| of the filter (a component of Zy is at most cmax times the largest
+// component of Z). A block a filter (blockIdx.y walks them), a thread four coefficients.
+__global__ void __launch_bounds__(256) fft_conv_tc_coef_kernel(const float2* spectrum, float4* coef, float* cmax,
+                                                               int64_t H) {
   pdl_trigger();
   pdl_wait();  // the spectra are the preceding grid's output
   using namespace tc;
-  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);  // reg * 32 + lane, < kM
-  const int reg = i >> 5, lane = i & 31, e = reg & 3;
-  const int p = 16 * (reg >> 4) + (lane >> 2) + 8 * (e >> 1);
-  const int f = p + kP * (8 * ((reg >> 2) & 3) + 2 * (lane & 3) + (e & 1));
-  float sn, cs;
-  sincospif(static_cast<float>(f) * (1.0f / kM), &sn, &cs);  // W_2m^f = cs - i sn
+  __shared__ float part[8];
   for (int64_t h = blockIdx.y; h < H; h += gridDim.y) {
-    const float2 ka = spectrum[h * (kM + 1) + f];
-    const float2 kbc = c_conj(spectrum[h * (kM + 1) + kM - f]);
-    const float2 d = c_sub(ka, kbc);
-    const float2 al = make_float2(2.0f * (ka.x + kbc.x - sn * d.x), 2.0f * (ka.y + kbc.y - sn * d.y));
-    coef[h * kM + i] = make_float4(al.x, al.y, -2.0f * cs * d.y, 2.0f * cs * d.x);
+    float mx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kM / 256; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + 256 * k;  // reg * 32 + lane
+      const int reg = i >> 5, lane = i & 31, e = reg & 3;
+      const int p = 16 * (reg >> 4) + (lane >> 2) + 8 * (e >> 1);
+      const int f = p + kP * (8 * ((reg >> 2) & 3) + 2 * (lane & 3) + (e & 1));
+      float sn, cs;
+      sincospif(static_cast<float>(f) * (1.0f / kM), &sn, &cs);  // W_2m^f = cs - i sn
+      const float2 ka = spectrum[h * (kM + 1) + f];
+      const float2 kbc = c_conj(spectrum[h * (kM + 1) + kM - f]);
+      const float2 d = c_sub(ka, kbc);
+      const float4 c = make_float4(2.0f * (ka.x + kbc.x - sn * d.x), 2.0f * (ka.y + kbc.y - sn * d.y),
+                                   -2.0f * cs * d.y, 2.0f * cs * d.x);
+      coef[h * kM + i] = c;
+      mx = fmaxf(mx, fabsf(c.x) + fabsf(c.y) + fabsf(c.z) + fabsf(c.w));
+    }
+    mx = warp_max(mx);
+    __syncthreads();  // the previous filter's reads of part are done
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float m = part[0];
+#pragma unroll
+      for (int w = 1; w < 8; ++w) m = fmaxf(m, part[w]);
+      cmax[h] = m;
+    }
   }
 }
 
@@ -1594,12 +1614,24 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
   float2* xb = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes + warp * kBufBytes);
+  // Roots from 64 sincospif a block: W_m^e = W_m^(32 (e >> 5)) W_m^(e & 31) (one float32 product from
+  // two correctly rounded roots; the float16 operands round far more), and F from W_32^k = W_m^(32 k).
+  // (64,) W_m^(32 i) for i < 32, then W_m^j for j < 32, in warp 0's buffer
+  float2* root = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes);
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      float sn, cs;
+      sincospif(static_cast<float>(k == 0 ? 32 * lane : lane) * (2.0f / kM), &sn, &cs);
+      root[32 * k + lane] = make_float2(cs, -sn);
+    }
+  }
+  __syncthreads();
   for (int i = static_cast<int>(threadIdx.x); i < 32 * 32; i += kThreads) {
     const int reg = i >> 5, l = i & 31, e = reg & 3;
     const int p = 16 * (reg >> 4) + (l >> 2) + 8 * (e >> 1), q = 8 * ((reg >> 2) & 3) + 2 * (l & 3) + (e & 1);
-    float sn, cs;
-    sincospif(static_cast<float>(p * q) * (2.0f / kM), &sn, &cs);  // exact fractions
-    tw[i] = make_float2(cs, -sn);
+    const int pq = p * q;  // < m
+    tw[i] = c_mul(root[pq >> 5], root[32 + (pq & 31)]);
   }
   // F's A fragments: tile (mt, kt) holds rows 16 mt + g (+ 8) and columns 16 kt + 2t (+ 1, + 8, + 9).
   for (int i = static_cast<int>(threadIdx.x); i < kFrags * 32; i += kThreads) {
@@ -1613,15 +1645,14 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
       float v[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float sn, cs;
-        sincospif(static_cast<float>((row * (col + h)) & (kP - 1)) * (2.0f / kP), &sn, &cs);  // W_32^(row col)
-        v[h] = comp == 0 ? cs : (comp == 1 ? -sn : sn);
+        const float2 w = root[(row * (col + h)) & (kP - 1)];  // W_32^(row col)
+        v[h] = comp == 0 ? w.x : (comp == 1 ? w.y : -w.y);
       }
       r[j] = pack_half2(v[0], v[1]);
     }
     frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
   }
-  __syncthreads();
+  __syncthreads();  // the tables are read by every warp, and warp 0's buffer is free again
   auto F = [&](int mt, int kt, int comp) { return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane]; };
 
   // A row's coefficients (16 KB) into L1, where the product reads them: at the row's start once the
@@ -1666,8 +1697,30 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     const int pairs = static_cast<int>((row.len + 1) / 2);  // z[j] = 0 from here on (pairs <= m)
     __syncwarp();  // the previous row's reads of xb are done
     float mx = 0.0f;
-#pragma unroll 4
-    for (int j = lane; j < pairs; j += 32) {
+    // Whole 16-byte vectors (8 samples, 4 pairs) where the row starts 16-byte aligned, then pairs.
+    const int vecs = a.vec && (row.base & 7) == 0 ? static_cast<int>(row.len >> 3) : 0;
+    const uint16_t* urow = static_cast<const uint16_t*>(a.u) + row.base;
+    const uint16_t* grow = a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
+#pragma unroll 2
+    for (int q = lane; q < vecs; q += 32) {
+      const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
+      float v[8] = {to_float<T>(static_cast<uint16_t>(w.x)), to_float<T>(static_cast<uint16_t>(w.x >> 16)),
+                    to_float<T>(static_cast<uint16_t>(w.y)), to_float<T>(static_cast<uint16_t>(w.y >> 16)),
+                    to_float<T>(static_cast<uint16_t>(w.z)), to_float<T>(static_cast<uint16_t>(w.z >> 16)),
+                    to_float<T>(static_cast<uint16_t>(w.w)), to_float<T>(static_cast<uint16_t>(w.w >> 16))};
+      if (grow != nullptr) {
+        const uint4 gw = *reinterpret_cast<const uint4*>(grow + 8 * q);
+        const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) mx = fmaxf(mx, fabsf(v[k]));
+      float4* dst = reinterpret_cast<float4*>(xb + (q >> 3) * kPitch + 4 * (q & 7));  // pairs 4q .. 4q + 3
+      dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+      dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    for (int j = 4 * vecs + lane; j < pairs; j += 32) {
       const float2 v = load_packed_tc<T>(a, row, j);
       xb[(j >> 5) * kPitch + (j & 31)] = v;
       mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
@@ -1741,37 +1794,6 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
         }
       }
     }
-    // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1). F as the B
-    // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq).
-    float zr[2][4][4], zi[2][4][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int ns = 0; ns < 4; ++ns) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) zr[mt][ns][e] = zi[mt][ns][e] = 0.0f;
-      }
-    }
-#pragma unroll
-    for (int kq = 0; kq < 2; ++kq) {
-#pragma unroll
-      for (int mf = 0; mf < 2; ++mf) {
-        const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int ns = 2 * mf + hh;
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            mma_f16(zr[mt][ns], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(zr[mt][ns], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
-            mma_f16(zi[mt][ns], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
-            mma_f16(zi[mt][ns], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          }
-        }
-      }
-    }
-
-    // The product: Z through the warp's buffer (position s kPitch + p) for the mirrors Z[m - f].
     // The coefficients are the preceding grid's output (programmatic dependent launch): read after this.
     if (!waited) {
       pdl_wait();
@@ -1779,46 +1801,58 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
       waited = true;
     }
     __syncwarp();  // every lane's reads of the inputs in xb are done
+    // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1), in two halves of
+    // ns (mf = ns >> 1) stored to the warp's buffer (position s kPitch + p) as they are made. F as the B
+    // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq).
+    float mz = 0.0f;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
+    for (int mf = 0; mf < 2; ++mf) {
+      float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
 #pragma unroll
-      for (int ns = 0; ns < 4; ++ns) {
+      for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * ns + 2 * t + (e & 1);
-          xb[s * kPitch + p] = make_float2(zr[mt][ns][e], zi[mt][ns][e]);
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kq = 0; kq < 2; ++kq) {
+        const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            mma_f16(zr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(zr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+            mma_f16(zi[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
+            mma_f16(zi[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
+            xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
+            mz = fmaxf(mz, fmaxf(fabsf(zr[mt][hh][e]), fabsf(zi[mt][hh][e])));
+          }
         }
       }
     }
     __syncwarp();
-    // Zy[f] = alpha Z[f] + beta conj(Z[m - f]), the coefficients in this lane's register order. The
-    // mirror of (p, s) is (32 - p, 31 - s) at buffer position lane_base minus a constant, except for p = 0
-    // (lanes g = 0, registers mt = 0, e < 2): (0, 32 - s), two positions on, and f = 0 itself.
+    // Zy[f] = alpha Z[f] + beta conj(Z[m - f]), the coefficients in this lane's register order, scaled
+    // by s2 from the bound cmax max|Z| and packed at once as the B operand of inverse step 1: k = s = 16
+    // ks + 2t (+1, +8, +9), n = p = 8 np + g, i.e. the pairs (e >> 1) == (np & 1) of tiles (np >> 1,
+    // 2 ks) and (np >> 1, 2 ks + 1). The mirror of (p, s) is (32 - p, 31 - s) at buffer position
+    // lane_base minus a constant, except for p = 0 (lanes g = 0, registers mt = 0, e < 2): (0, 32 - s),
+    // two positions on, and f = 0 itself.
     const float4* coef = a.coef + row.h * kM + lane;
+    const float s2 = pow2_scale(warp_max(mz) * a.cmax[row.h]);
     const int lane_base = (kP - 1) * kPitch + kP - 2 * kPitch * t - g;
-    float my = 0.0f;
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int ns = 0; ns < 4; ++ns) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          int at = lane_base - (8 * ns + (e & 1)) * kPitch - 16 * mt - 8 * (e >> 1);
-          if (mt == 0 && e < 2 && g == 0) at = ns == 0 && e == 0 && t == 0 ? 0 : at + 2;
-          const float2 zb = xb[at];
-          const float4 c = coef[((mt * 4 + ns) * 4 + e) * 32];
-          const float xr = zr[mt][ns][e], xi = zi[mt][ns][e];
-          const float yr = c.x * xr - c.y * xi + c.z * zb.x + c.w * zb.y;
-          const float yi = c.x * xi + c.y * xr + c.w * zb.x - c.z * zb.y;
-          zr[mt][ns][e] = yr;
-          zi[mt][ns][e] = yi;
-          my = fmaxf(my, fmaxf(fabsf(yr), fabsf(yi)));
-        }
-      }
-    }
-    const float s2 = pow2_scale(warp_max(my));
-    // Zy as the B operand of inverse step 1: k = s = 16 ks + 2t (+1, +8, +9), n = p = 8 np + g, i.e.
-    // the pairs (e >> 1) == (np & 1) of tiles (np >> 1, 2 ks) and (np >> 1, 2 ks + 1).
     uint32_t yr[2][4][2], yi[2][4][2];
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
@@ -1826,56 +1860,61 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
       for (int np = 0; np < 4; ++np) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int mt = np >> 1, ns = 2 * ks + h, e0 = 2 * (np & 1);
-          yr[ks][np][h] = pack_half2(zr[mt][ns][e0] * s2, zr[mt][ns][e0 + 1] * s2);
-          yi[ks][np][h] = pack_half2(zi[mt][ns][e0] * s2, zi[mt][ns][e0 + 1] * s2);
+          const int mt = np >> 1, ns = 2 * ks + h;
+          float vr[2], vi[2];
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            const int e = 2 * (np & 1) + k;
+            const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * ns + 2 * t + (e & 1);
+            int at = lane_base - (8 * ns + (e & 1)) * kPitch - 16 * mt - 8 * (e >> 1);
+            if (mt == 0 && e < 2 && g == 0) at = ns == 0 && e == 0 && t == 0 ? 0 : at + 2;
+            const float2 za = xb[s * kPitch + p];
+            const float2 zb = xb[at];
+            const float4 c = coef[((mt * 4 + ns) * 4 + e) * 32];
+            vr[k] = (c.x * za.x - c.y * za.y + c.z * zb.x + c.w * zb.y) * s2;
+            vi[k] = (c.x * za.y + c.y * za.x + c.w * zb.x - c.z * zb.y) * s2;
+          }
+          yr[ks][np][h] = pack_half2(vr[0], vr[1]);
+          yi[ks][np][h] = pack_half2(vi[0], vi[1]);
         }
       }
     }
     // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
     // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
     uint32_t dr16[2][2][4], di16[2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
-    {
-      float dr[2][4][4], di[2][4][4];
 #pragma unroll
-      for (int ma = 0; ma < 2; ++ma) {
+    for (int ma = 0; ma < 2; ++ma) {
+      float dr[4][4], di[4][4];
 #pragma unroll
-        for (int np = 0; np < 4; ++np) {
+      for (int np = 0; np < 4; ++np) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) dr[ma][np][e] = di[ma][np][e] = 0.0f;
-        }
+        for (int e = 0; e < 4; ++e) dr[np][e] = di[np][e] = 0.0f;
       }
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
+        const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
 #pragma unroll
-        for (int ma = 0; ma < 2; ++ma) {
-          const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
-#pragma unroll
-          for (int np = 0; np < 4; ++np) {
-            mma_f16(dr[ma][np], fr, yr[ks][np][0], yr[ks][np][1]);
-            mma_f16(dr[ma][np], fi, yi[ks][np][0], yi[ks][np][1]);
-            mma_f16(di[ma][np], fr, yi[ks][np][0], yi[ks][np][1]);
-            mma_f16(di[ma][np], fn, yr[ks][np][0], yr[ks][np][1]);
-          }
+        for (int np = 0; np < 4; ++np) {
+          mma_f16(dr[np], fr, yr[ks][np][0], yr[ks][np][1]);
+          mma_f16(dr[np], fi, yi[ks][np][0], yi[ks][np][1]);
+          mma_f16(di[np], fr, yi[ks][np][0], yi[ks][np][1]);
+          mma_f16(di[np], fn, yr[ks][np][0], yr[ks][np][1]);
         }
       }
       // D' = W_m^(-ap) D, into A fragments (as T1 above).
 #pragma unroll
-      for (int ma = 0; ma < 2; ++ma) {
+      for (int np = 0; np < 4; ++np) {
+        float vr[4], vi[4];
 #pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          float vr[4], vi[4];
+        for (int e = 0; e < 4; ++e) {
+          const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
+          vr[e] = dr[np][e] * w.x + di[np][e] * w.y;
+          vi[e] = di[np][e] * w.x - dr[np][e] * w.y;
+        }
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
-            vr[e] = dr[ma][np][e] * w.x + di[ma][np][e] * w.y;
-            vi[e] = di[ma][np][e] * w.x - dr[ma][np][e] * w.y;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-            di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-          }
+        for (int h = 0; h < 2; ++h) {
+          dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+          di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
         }
       }
     }
@@ -1922,10 +1961,40 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
         }
       }
     }
-    // The outputs, coalesced, in a rolled loop (after extra, gelu and postgate).
+    // The outputs, coalesced, in rolled loops (after extra, gelu and postgate): whole 16-byte vectors
+    // where the row starts 16-byte aligned, then pairs.
     __syncwarp();
+    uint16_t* orow = static_cast<uint16_t*>(a.out) + row.base;
+    const uint16_t* prow = a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
 #pragma unroll 2
-    for (int j = lane; j < pairs; j += 32) store_packed<T>(a, row, j, xb[(j >> 5) * kPitch + (j & 31)]);
+    for (int q = lane; q < vecs; q += 32) {
+      const float4* src = reinterpret_cast<const float4*>(xb + (q >> 3) * kPitch + 4 * (q & 7));
+      const float4 y0 = src[0], y1 = src[1];
+      float v[8] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
+      if (a.extra != nullptr) {
+        const float4 e0 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q);
+        const float4 e1 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q + 4);
+        const float ex[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] += ex[k];
+      }
+      if (a.gelu) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = gelu_erf(v[k]);
+      }
+      if (prow != nullptr) {
+        const uint4 gw = *reinterpret_cast<const uint4*>(prow + 8 * q);
+        const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
+      }
+      uint32_t w[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) | (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
+      *reinterpret_cast<uint4*>(orow + 8 * q) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    for (int j = 4 * vecs + lane; j < pairs; j += 32) store_packed<T>(a, row, j, xb[(j >> 5) * kPitch + (j & 31)]);
   }
   pdl_wait();  // never finish before the grid this one depends on
 }
@@ -2809,12 +2878,15 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
       // The product's coefficients from the spectra (a launch of their own, chained by programmatic
       // dependent launch like the conv kernel); freed in stream order after the conv kernel.
       scratch coef(stream);
-      SSMKIT_RETURN_IF_ERROR(coef.alloc(static_cast<size_t>(a.H * tc::kM) * sizeof(float4)));
-      const dim3 coef_grid(tc::kM / 256, static_cast<unsigned>(a.H < 1 ? 1 : (a.H < 65535 ? a.H : 65535)));
+      SSMKIT_RETURN_IF_ERROR(coef.alloc(static_cast<size_t>(a.H * tc::kM) * sizeof(float4) +
+                                        static_cast<size_t>(a.H) * sizeof(float)));
+      float* cmax = reinterpret_cast<float*>(coef.as<float4>() + a.H * tc::kM);
+      const dim3 coef_grid(1, static_cast<unsigned>(a.H < 1 ? 1 : (a.H < 65535 ? a.H : 65535)));
       SSMKIT_RETURN_IF_ERROR(launch_after_wait(fft_conv_tc_coef_kernel, coef_grid, dim3(256), 0, stream, a.spectrum,
-                                               coef.as<float4>(), a.H));
+                                               coef.as<float4>(), cmax, a.H));
       conv_args b = a;
       b.coef = coef.as<const float4>();
+      b.cmax = cmax;
       SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc_kernel<T>, tc::kSmem));
       return launch_after_filters(fft_conv_tc_kernel<T>, groups < wave ? groups : wave, tc::kThreads, tc::kSmem,
                                   b, stream);
