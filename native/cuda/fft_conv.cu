@@ -3,7 +3,8 @@
 //
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192 (float32 rows of
-// m = 1024 in their own 32 x 32 kernel, a row a warp); for m = 16384 the same transforms run as two
+// m = 1024 in their own 32 x 32 kernel, a row a warp; bfloat16 rows of m = 1024 on the tensor cores, a
+// row a warp, with float16 operands: fft_conv_tc_kernel); for m = 16384 the same transforms run as two
 // 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB
 // of shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a
 // four-step FFT with one trip through device scratch each way for
@@ -1448,24 +1449,42 @@ __global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
 //            y_z[a + 32 b] = (D' conj(F))[a][b].
 // An accumulator tile (rows g, g + 8; columns 2t, 2t + 1 of lane 4g + t) is, converted to float16
 // pairs, the A operand of the next product (the same positions) or its B operand transposed (columns as
-// k), so the four products chain in registers; the product with the filter takes its mirror values
-// Z[m - f] through the warp's shared memory, the one exchange of the row. The product is the real split,
-// the filter and the re-packing of mirror_product written as Zy[f] = alpha Z[f] + beta conj(Z[m - f])
-// with alpha = 2 (ka + conj(kb) + Im(w) d), beta = 2 i Re(w) d, d = ka - conj(kb) (ka = S[f], kb =
-// S[m - f], w = W_2m^f). Each float16 operand is scaled by a power of two so that the row's largest
-// value sits in [128, 256) (the row's input, then Zy), which keeps every operand inside float16's range
-// for any bfloat16 input; the scales come off in float32 at the store. Rows of L <= 1024 have z = 0 for
-// r >= 16 and need y only for b < 16: the first product takes one k step and the last one two column
-// tiles instead of four. Error: ~1e-3 of the row's RMS (eight float16 roundings of 2^-11 each), about one
-// bfloat16 rounding; float32 and float16 rows keep the float32 transforms.
+// k), so the products chain in registers. The warp's shared buffer (32 x 34 float2) carries the row's
+// input in (coalesced 16-byte loads), Z for the product (each value's mirror Z[m - f] is another lane's)
+// and y out (16-byte stores). The product is the real split, the filter and the re-packing of
+// mirror_product written as one linear map, Zy[f] = alpha Z[f] + beta conj(Z[m - f]); its coefficients
+// come from the spectra by fft_conv_tc_coef_kernel, in the lanes' register order, with their bound cmax.
+// Each float16 operand is scaled by a power of two: the row's input so that its largest value sits in
+// [128, 256), Zy by the bound cmax max|Z| (so Zy is packed as it is made, without its own maximum), which
+// keeps every operand inside float16's range for any bfloat16 input; the scales come off in float32 at
+// the store. Rows of L <= 1024 have z = 0 for r >= 16 and need y only for b < 16: the first product
+// takes one k step and the last one two column tiles instead of four. Forward step 2 and inverse step 1
+// run in two halves of their accumulators: 128 registers, 4 blocks of 4 warps an SM.
+// Error: ~1e-3 of the row's RMS (eight float16 roundings of 2^-11 each), about one bfloat16 rounding
+// (a float64 model of these steps on the tests' rows: worst error 0.42 of the bfloat16 tolerance, 84% of
+// the outputs equal to the exact result's rounding); float32 and float16 rows keep the float32
+// transforms.
+// Cost (H200, 8 x 768 x 1024): 192 mma a row (~7 us of tensor issue for the call), ~2500 warp
+// instructions a row in all, against ~5300 for the 16-value float32 plan. Measured, the first form (a row's
+// loads and stores one pair at a time, the spectra read by f in the product, 168 registers, 12 warps an SM)
+// was slower than the float32 plan: 79.3 against 61.0 us a call, 3830 instructions a row, 27% of its
+// stalls waiting for instruction fetch (12.8 K instructions of code, the stores unrolled 48 times). Then
+// 74.3 (coefficients in register order: the product's scattered loads and roots gone), 57.5 (loads and
+// stores through the warp's buffer in rolled loops), 56.4 (32-bit row arithmetic, the next row's inputs
+// prefetched into L1) and 49.7 us (two halves, 128 registers, 16 warps an SM; 16-byte loads and stores;
+// the roots from 64 sincospif a block), against 61.0 for the float32 plan in the same run. Nsight (base
+// clocks, caches flushed): conv kernel 49.8 us, 2530 instructions a row, issue slots 44% busy, stalls
+// spread over fixed latencies (19%), shared loads (18%) and global loads (18%).
 namespace tc {
 constexpr int kP = 32;  // m = kP * kP
 constexpr int kM = kP * kP;
 constexpr int kRows = 4;  // rows (warps) a block
 constexpr int kThreads = 32 * kRows;
 constexpr int kMinBlocks = 4;
-constexpr int kPitch = 34;       // float2 a row s of the exchange buffer: its writes and reads avoid bank conflicts
-constexpr int kFrags = 4 * 3;    // A fragments of F: tiles (mt, kt) x (re, im, -im)
+// float2 a row of the warp's buffer (32 x kPitch): its writes and reads in fragment order avoid bank
+// conflicts.
+constexpr int kPitch = 34;
+constexpr int kFrags = 4 * 3;  // A fragments of F: tiles (mt, kt) x (re, im, -im)
 // The twiddles W_m^(pq) of a lane's 32 accumulator values (register (mt * 4 + nt) * 4 + e: p = 16 mt + g
 // + 8 (e >> 1), q = 8 nt + 2t + (e & 1)), lane-major: the inverse's W_m^(ap) are the same values.
 constexpr size_t kTwBytes = static_cast<size_t>(32) * 32 * sizeof(float2);
@@ -1518,8 +1537,8 @@ __device__ __forceinline__ float pow2_scale(float mx) {
 // + ns) * 4 + e, lane = 4g + t, from the spectra S (H, m + 1), and cmax[h], the largest |Re alpha| +
 // |Im alpha| + |Re beta| + |Im beta| of the filter (a component of Zy is at most cmax times the largest
 // component of Z). A block a filter (blockIdx.y walks them), a thread four coefficients.
-__global__ void __launch_bounds__(256) fft_conv_tc_coef_kernel(const float2* spectrum, float4* coef, float* cmax,
-                                                               int64_t H) {
+__global__ void __launch_bounds__(256)
+    fft_conv_tc_coef_kernel(const float2* spectrum, float4* coef, float* cmax, int64_t H) {
   pdl_trigger();
   pdl_wait();  // the spectra are the preceding grid's output
   using namespace tc;
@@ -1568,7 +1587,8 @@ __device__ __forceinline__ float2 load_packed_tc(const conv_args& a, const conv_
         asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %2, 0;\n\tmov.b32 %0, 0;\n\t@q ld.global.b32 %0, [%1];\n\t}"
             : "=r"(w)
             : "l"(static_cast<const uint16_t*>(p) + row.base + 2 * j), "r"(static_cast<int>(ok)));
-        return make_float2(to_float<T>(static_cast<uint16_t>(w & 0xffffu)), to_float<T>(static_cast<uint16_t>(w >> 16)));
+        return make_float2(to_float<T>(static_cast<uint16_t>(w & 0xffffu)),
+                           to_float<T>(static_cast<uint16_t>(w >> 16)));
       };
       float2 v = pair(a.u);
       if (a.pregate != nullptr) {
@@ -1583,8 +1603,8 @@ __device__ __forceinline__ float2 load_packed_tc(const conv_args& a, const conv_
 
 // conv_row(a, filter_major(a, r)) in 32-bit arithmetic (the launch has row0 + rows < 2^31), with the
 // loop-invariant quotient per_h = rows / H (0 where filter_major is the identity) hoisted by the caller.
-__device__ __forceinline__ void tc_row(const conv_args& a, uint32_t per_h, uint32_t r, int64_t& base, int& len,
-                                       int64_t& h) {
+__device__ __forceinline__ void tc_row(const conv_args& a, uint32_t per_h, uint32_t r, int64_t& base,
+                                       int& len, int64_t& h) {
   const uint32_t rows = static_cast<uint32_t>(a.rows), H = static_cast<uint32_t>(a.H);
   const uint32_t segs = static_cast<uint32_t>(a.segments);
   if (r >= rows) {
@@ -1608,8 +1628,8 @@ template <ssmkit_dtype T>
 __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kernel(const conv_args a) {
   using namespace tc;
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  float2* tw = reinterpret_cast<float2*>(tc_smem);                      // (32 registers, 32 lanes)
-  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);           // (kFrags, 32)
+  float2* tw = reinterpret_cast<float2*>(tc_smem);             // (32 registers, 32 lanes)
+  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);  // (kFrags, 32)
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -1685,9 +1705,13 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
         for (int64_t o = line; o < nlen; o += 32 * 64) {
           asm volatile("prefetch.global.L1 [%0];" : : "l"(static_cast<const uint16_t*>(a.u) + nbase + o));
           if (a.pregate != nullptr)
-            asm volatile("prefetch.global.L1 [%0];" : : "l"(static_cast<const uint16_t*>(a.pregate) + nbase + o));
+            asm volatile("prefetch.global.L1 [%0];"
+                         :
+                         : "l"(static_cast<const uint16_t*>(a.pregate) + nbase + o));
           if (a.postgate != nullptr)
-            asm volatile("prefetch.global.L1 [%0];" : : "l"(static_cast<const uint16_t*>(a.postgate) + nbase + o));
+            asm volatile("prefetch.global.L1 [%0];"
+                         :
+                         : "l"(static_cast<const uint16_t*>(a.postgate) + nbase + o));
         }
       }
     }
@@ -1695,12 +1719,13 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     // The row's pairs z[j] = (v[2j], v[2j + 1]) through the warp's buffer (position r kPitch + q for j =
     // 32 r + q): coalesced loads in a rolled loop, then each lane takes its fragments' values.
     const int pairs = static_cast<int>((row.len + 1) / 2);  // z[j] = 0 from here on (pairs <= m)
-    __syncwarp();  // the previous row's reads of xb are done
+    __syncwarp();                                           // the previous row's reads of xb are done
     float mx = 0.0f;
     // Whole 16-byte vectors (8 samples, 4 pairs) where the row starts 16-byte aligned, then pairs.
     const int vecs = a.vec && (row.base & 7) == 0 ? static_cast<int>(row.len >> 3) : 0;
     const uint16_t* urow = static_cast<const uint16_t*>(a.u) + row.base;
-    const uint16_t* grow = a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
+    const uint16_t* grow =
+        a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
 #pragma unroll 2
     for (int q = lane; q < vecs; q += 32) {
       const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
@@ -1965,7 +1990,8 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     // where the row starts 16-byte aligned, then pairs.
     __syncwarp();
     uint16_t* orow = static_cast<uint16_t*>(a.out) + row.base;
-    const uint16_t* prow = a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
+    const uint16_t* prow =
+        a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
 #pragma unroll 2
     for (int q = lane; q < vecs; q += 32) {
       const float4* src = reinterpret_cast<const float4*>(xb + (q >> 3) * kPitch + 4 * (q & 7));
@@ -1991,10 +2017,12 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
       uint32_t w[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k)
-        w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) | (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
+        w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) |
+               (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
       *reinterpret_cast<uint4*>(orow + 8 * q) = make_uint4(w[0], w[1], w[2], w[3]);
     }
-    for (int j = 4 * vecs + lane; j < pairs; j += 32) store_packed<T>(a, row, j, xb[(j >> 5) * kPitch + (j & 31)]);
+    for (int j = 4 * vecs + lane; j < pairs; j += 32)
+      store_packed<T>(a, row, j, xb[(j >> 5) * kPitch + (j & 31)]);
   }
   pdl_wait();  // never finish before the grid this one depends on
 }
@@ -2882,14 +2910,14 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
                                         static_cast<size_t>(a.H) * sizeof(float)));
       float* cmax = reinterpret_cast<float*>(coef.as<float4>() + a.H * tc::kM);
       const dim3 coef_grid(1, static_cast<unsigned>(a.H < 1 ? 1 : (a.H < 65535 ? a.H : 65535)));
-      SSMKIT_RETURN_IF_ERROR(launch_after_wait(fft_conv_tc_coef_kernel, coef_grid, dim3(256), 0, stream, a.spectrum,
-                                               coef.as<float4>(), cmax, a.H));
+      SSMKIT_RETURN_IF_ERROR(launch_after_wait(fft_conv_tc_coef_kernel, coef_grid, dim3(256), 0, stream,
+                                               a.spectrum, coef.as<float4>(), cmax, a.H));
       conv_args b = a;
       b.coef = coef.as<const float4>();
       b.cmax = cmax;
       SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc_kernel<T>, tc::kSmem));
-      return launch_after_filters(fft_conv_tc_kernel<T>, groups < wave ? groups : wave, tc::kThreads, tc::kSmem,
-                                  b, stream);
+      return launch_after_filters(fft_conv_tc_kernel<T>, groups < wave ? groups : wave, tc::kThreads,
+                                  tc::kSmem, b, stream);
     }
   }
   if constexpr (kLogM == 10) {
