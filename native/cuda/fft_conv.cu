@@ -2027,6 +2027,480 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
   pdl_wait();  // never finish before the grid this one depends on
 }
 
+// m = 4096 on tensor cores (fft_conv_tc4096_kernel; bfloat16 rows, the default, SSMKIT_CUDA_FFT_TC=0 for the
+// float32 transforms): a row a block of four warps. With j = 4 j1 + j2 and f = k1 + 1024 k2, the
+// 4096-point DFT is four 1024-point DFTs of the subsequences z[4 j1 + j2], one a warp (the two tensor-core
+// steps of fft_conv_tc_kernel), then a radix-4 step across them:
+//   Z[k1 + 1024 k2] = sum_j2 W_4^(j2 k2) W_4096^(j2 k1) Y_j2[k1],
+// and the inverse the other way round: Y'_j2[k1] = W_4096^(-j2 k1) sum_k2 W_4^(-j2 k2) Zy[k1 + 1024 k2],
+// then the warps' 1024-point inverses give y_z[4 j1 + j2]. The radix-4 steps, the product (mirror_product,
+// one output a value) and their roots run in float32 on the block's threads, one task a pair of columns
+// (k1, 1024 - k1) (whose eight values hold each other's mirrors Z[m - f]), through the block's buffer of
+// four 1024-value regions; the spectra are read as the float32 kernels read them. One input scale for
+// the row (its largest value in [128, 256)), one inverse scale a warp (its Y' in [128, 256)).
+namespace tc4 {
+constexpr int kM = 4096;
+constexpr int kThreads = 128;  // four warps: a row
+constexpr int kMinBlocks = 4;
+constexpr int kRegion =
+    tc::kP * tc::kPitch + 8;  // float2 a subsequence: +8 puts the four regions on other banks
+constexpr size_t kSmem = tc::kTwBytes + tc::kFragBytes + 4 * kRegion * sizeof(float2) + 8 * sizeof(float);
+}  // namespace tc4
+
+// Position of pair j of the row (z[j], then y_z[j]) in the block's buffer: region j & 3, element e = j >> 2
+// at (e >> 5) kPitch + (e & 31), the layout fft_conv_tc_kernel gives a row in its warp's buffer.
+__device__ __forceinline__ int tc4_pos(int j) {
+  const int e = j >> 2;
+  return (j & 3) * tc4::kRegion + (e >> 5) * tc::kPitch + (e & 31);
+}
+
+// Half of one output of mirror_product, Zy[f] / 2 from za = Z[f], zb = Z[m - f], w = W_2m^f, ka = S[f],
+// kb = S[m - f], as fft_conv_tc_coef_kernel's linear map: alpha / 2 = ka + conj(kb) + Im(w) d, beta / 2 =
+// i Re(w) d, d = ka - conj(kb) (18 instructions where mirror_product's form takes ~35).
+__device__ __forceinline__ float2 product_half(float2 za, float2 zb, float2 w, float2 ka, float2 kb) {
+  const float2 kbc = c_conj(kb);
+  const float2 d = c_sub(ka, kbc);
+  const float2 al = make_float2(ka.x + kbc.x + w.y * d.x, ka.y + kbc.y + w.y * d.y);
+  const float2 be = make_float2(-w.x * d.y, w.x * d.x);
+  return c_add(c_mul(al, za), c_mul(be, c_conj(zb)));
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc4096_kernel(const conv_args a) {
+  using namespace tc;
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  float2* tw = reinterpret_cast<float2*>(tc_smem);                           // (32 registers, 32 lanes)
+  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);                // (kFrags, 32)
+  float2* buf = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes);  // (4, kRegion)
+  unsigned* smax = reinterpret_cast<unsigned*>(buf + 4 * tc4::kRegion);      // input max, then Y'_j2 maxima
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  const int g = lane >> 2, t = lane & 3;
+  float2* xb = buf + warp * tc4::kRegion;  // this warp's subsequence
+  // The tables, as fft_conv_tc_kernel makes them (W_1024 and W_32 are the same here).
+  float2* root = buf;
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      float sn, cs;
+      sincospif(static_cast<float>(k == 0 ? 32 * lane : lane) * (2.0f / kM), &sn, &cs);
+      root[32 * k + lane] = make_float2(cs, -sn);
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < 32 * 32; i += tc4::kThreads) {
+    const int reg = i >> 5, l = i & 31, e = reg & 3;
+    const int p = 16 * (reg >> 4) + (l >> 2) + 8 * (e >> 1), q = 8 * ((reg >> 2) & 3) + 2 * (l & 3) + (e & 1);
+    const int pq = p * q;
+    tw[i] = c_mul(root[pq >> 5], root[32 + (pq & 31)]);
+  }
+  for (int i = tid; i < kFrags * 32; i += tc4::kThreads) {
+    const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
+    const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
+    uint32_t r[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int row = 16 * mt + gg + 8 * (j & 1);
+      const int col = 16 * kt + 2 * tt + 8 * (j >> 1);
+      float v[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float2 w = root[(row * (col + h)) & (kP - 1)];
+        v[h] = comp == 0 ? w.x : (comp == 1 ? w.y : -w.y);
+      }
+      r[j] = pack_half2(v[0], v[1]);
+    }
+    frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
+  }
+  __syncthreads();
+  auto F = [&](int mt, int kt, int comp) { return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane]; };
+
+  bool waited = false;
+  const uint32_t per_h = static_cast<uint32_t>(a.rows / a.H);
+  const uint32_t major = a.row0 == 0 && static_cast<int64_t>(per_h) * a.H == a.rows ? per_h : 0;
+  const uint32_t rows = static_cast<uint32_t>(a.rows);
+  for (uint32_t rr = blockIdx.x; rr < rows; rr += gridDim.x) {
+    conv_row row;
+    {
+      int len = 0;
+      tc_row(a, major, rr, row.base, len, row.h);
+      row.len = len;
+    }
+    const int pairs = static_cast<int>((row.len + 1) / 2);  // <= m
+    const bool full = pairs > tc4::kM / 2;                  // subsequence values past j1 = 512
+    if (rr + gridDim.x < rows) {
+      // The next row's inputs and gates into L2 while this one runs.
+      int64_t nbase = 0, nh = 0;
+      int nlen = 0;
+      tc_row(a, major, rr + gridDim.x, nbase, nlen, nh);
+      for (int64_t o = static_cast<int64_t>(tid) * 64; o < nlen; o += tc4::kThreads * 64) {
+        asm volatile("prefetch.global.L2 [%0];" : : "l"(static_cast<const uint16_t*>(a.u) + nbase + o));
+        if (a.pregate != nullptr)
+          asm volatile("prefetch.global.L2 [%0];"
+                       :
+                       : "l"(static_cast<const uint16_t*>(a.pregate) + nbase + o));
+        if (a.postgate != nullptr)
+          asm volatile("prefetch.global.L2 [%0];"
+                       :
+                       : "l"(static_cast<const uint16_t*>(a.postgate) + nbase + o));
+      }
+    }
+    if (tid < 5) smax[tid] = 0u;
+    __syncthreads();  // the previous row's reads of buf and smax are done
+    float mx = 0.0f;
+    // Whole 16-byte vectors (8 samples: pairs 4q .. 4q + 3, one in each region) where the row starts
+    // 16-byte aligned, then pairs.
+    const int vecs = a.vec && (row.base & 7) == 0 ? static_cast<int>(row.len >> 3) : 0;
+    const uint16_t* urow = static_cast<const uint16_t*>(a.u) + row.base;
+    const uint16_t* grow =
+        a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
+    for (int q = tid; q < vecs; q += tc4::kThreads) {
+      const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
+      const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+      uint32_t gs[4] = {0u, 0u, 0u, 0u};
+      if (grow != nullptr) {
+        const uint4 gw = *reinterpret_cast<const uint4*>(grow + 8 * q);
+        gs[0] = gw.x, gs[1] = gw.y, gs[2] = gw.z, gs[3] = gw.w;
+      }
+      const int at = (q >> 5) * kPitch + (q & 31);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        float2 v = make_float2(to_float<T>(static_cast<uint16_t>(ws[k])),
+                               to_float<T>(static_cast<uint16_t>(ws[k] >> 16)));
+        if (grow != nullptr) {
+          v.x *= to_float<T>(static_cast<uint16_t>(gs[k]));
+          v.y *= to_float<T>(static_cast<uint16_t>(gs[k] >> 16));
+        }
+        buf[k * tc4::kRegion + at] = v;  // pair 4q + k: region k, element q
+        mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
+      }
+    }
+    for (int j = 4 * vecs + tid; j < pairs; j += tc4::kThreads) {
+      const float2 v = load_packed_tc<T>(a, row, j);
+      buf[tc4_pos(j)] = v;
+      mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
+    }
+    mx = warp_max(mx);
+    if (lane == 0) atomicMax(smax, __float_as_uint(mx));
+    __syncthreads();
+    const float s1 = pow2_scale(__uint_as_float(smax[0]));
+    // Forward, this warp's subsequence x[j1] = z[4 j1 + warp], j1 = 32 r + q.
+    uint32_t xr[2][4][2], xi[2][4][2];
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float2 v[2];
+#pragma unroll
+          for (int d = 0; d < 2; ++d) {
+            const int r = 16 * kt + 2 * t + d + 8 * h, j1 = kP * r + 8 * nt + g;
+            v[d] = 4 * j1 + warp < pairs ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
+          }
+          xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
+          xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
+        }
+      }
+    }
+    uint32_t ar[2][2][4], ai[2][2][4];
+    {
+      float cr[2][4][4], ci[2][4][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) cr[mt][nt][e] = ci[mt][nt][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kt = 0; kt < 2; ++kt) {
+        if (kt == 1 && !full) break;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint4 fr = F(mt, kt, 0), fi = F(mt, kt, 1), fn = F(mt, kt, 2);
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) {
+            mma_f16(cr[mt][nt], fr, xr[kt][nt][0], xr[kt][nt][1]);
+            mma_f16(cr[mt][nt], fn, xi[kt][nt][0], xi[kt][nt][1]);
+            mma_f16(ci[mt][nt], fr, xi[kt][nt][0], xi[kt][nt][1]);
+            mma_f16(ci[mt][nt], fi, xr[kt][nt][0], xr[kt][nt][1]);
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          float vr[4], vi[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
+            vr[e] = cr[mt][nt][e] * w.x - ci[mt][nt][e] * w.y;
+            vi[e] = cr[mt][nt][e] * w.y + ci[mt][nt][e] * w.x;
+          }
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            ar[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+            ai[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+          }
+        }
+      }
+    }
+    __syncwarp();  // every lane's reads of the inputs in xb are done
+#pragma unroll
+    for (int mf = 0; mf < 2; ++mf) {
+      float zr[2][2][4], zi[2][2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kq = 0; kq < 2; ++kq) {
+        const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            mma_f16(zr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(zr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+            mma_f16(zi[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
+            mma_f16(zi[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
+            xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);  // Y_warp[p + 32 s], times s1
+          }
+        }
+      }
+    }
+    // The spectra are the preceding grid's output (programmatic dependent launch): read after this.
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
+    __syncthreads();
+    // Radix-4, product and inverse radix-4, a task a column pair (k1, 1024 - k1), k1 <= 512.
+    {
+      const float2* spec = a.spectrum + row.h * (tc4::kM + 1);
+      float ym[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int k1 = tid; k1 <= 512; k1 += tc4::kThreads) {
+        const int kk[2] = {k1, (1024 - k1) & 1023};
+        // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi / 4]:
+        // far below the float16 operands' rounding).
+        float sn, cs;
+        __sincosf(static_cast<float>(k1) * (3.14159265358979f / 2048.0f), &sn, &cs);
+        const float2 w1 = make_float2(cs, -sn);  // W_4096^k1
+        const float2 w2 = c_mul(w1, w1), w3 = c_mul(w2, w1);
+        __sincosf(static_cast<float>(k1) * (3.14159265358979f / 4096.0f), &sn, &cs);
+        const float2 r8 = make_float2(cs, -sn);  // W_8192^k1
+        // Twiddles W_4096^(j2 k) of the two columns: k = 1024 - k1 takes W_4^j2 conj(W_4096^(j2 k1)).
+        float2 twc[2][4];
+        twc[0][0] = twc[1][0] = make_float2(1.0f, 0.0f);
+        twc[0][1] = w1, twc[0][2] = w2, twc[0][3] = w3;
+        twc[1][1] = k1 == 0 ? w1 : c_mul_neg_i(c_conj(w1));
+        twc[1][2] = k1 == 0 ? w2 : make_float2(-w2.x, w2.y);  // -conj(w2)
+        twc[1][3] = k1 == 0 ? w3 : c_mul_i(c_conj(w3));
+        // W_8192^k of the two columns: k = 1024 - k1 takes W_8 conj(W_8192^k1).
+        constexpr float kH = 7.071067812e-01f;
+        const float2 rb = k1 == 0 ? r8 : c_mul(make_float2(kH, -kH), c_conj(r8));
+        float2 z[2][4];
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
+          float2 y[4];
+#pragma unroll
+          for (int j2 = 0; j2 < 4; ++j2) y[j2] = c_mul(buf[j2 * tc4::kRegion + at], twc[s][j2]);
+          const float2 a0 = c_add(y[0], y[2]), a1 = c_sub(y[0], y[2]);
+          const float2 b0 = c_add(y[1], y[3]), b1 = c_mul_neg_i(c_sub(y[1], y[3]));
+          z[s][0] = c_add(a0, b0), z[s][2] = c_sub(a0, b0), z[s][1] = c_add(a1, b1), z[s][3] = c_sub(a1, b1);
+        }
+        float2 zy[2][4];
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          const float2 base = s == 0 ? r8 : rb;
+#pragma unroll
+          for (int k2 = 0; k2 < 4; ++k2) {
+            const int f = kk[s] + 1024 * k2;
+            const int ms = k1 == 0 ? s : 1 - s, mk2 = k1 == 0 ? (4 - k2) & 3 : 3 - k2;
+            const float2 w = mul_root<64, false>(base, 8 * k2);  // W_8192^f = W_8192^k W_8^k2
+            zy[s][k2] = product_half(z[s][k2], z[ms][mk2], w, spec[f], spec[tc4::kM - f]);
+          }
+        }
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          const float2 a0 = c_add(zy[s][0], zy[s][2]), a1 = c_sub(zy[s][0], zy[s][2]);
+          const float2 b0 = c_add(zy[s][1], zy[s][3]), b1 = c_mul_i(c_sub(zy[s][1], zy[s][3]));
+          const float2 y[4] = {c_add(a0, b0), c_add(a1, b1), c_sub(a0, b0), c_sub(a1, b1)};
+          const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
+#pragma unroll
+          for (int j2 = 0; j2 < 4; ++j2) {
+            const float2 v = c_mul(y[j2], c_conj(twc[s][j2]));
+            buf[j2 * tc4::kRegion + at] = v;
+            ym[j2] = fmaxf(ym[j2], fmaxf(fabsf(v.x), fabsf(v.y)));
+          }
+        }
+      }
+#pragma unroll
+      for (int j2 = 0; j2 < 4; ++j2) {
+        const float m = warp_max(ym[j2]);
+        if (lane == 0) atomicMax(smax + 1 + j2, __float_as_uint(m));
+      }
+    }
+    __syncthreads();
+    // Inverse, this warp's Y'[p + 32 s] (in xb at s kPitch + p) as the B operand of inverse step 1.
+    const float s2 = pow2_scale(__uint_as_float(smax[1 + warp]));
+    uint32_t yr[2][4][2], yi[2][4][2];
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int mt = np >> 1, ns = 2 * ks + h;
+          float2 v[2];
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            const int e = 2 * (np & 1) + k;
+            const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * ns + 2 * t + (e & 1);
+            v[k] = xb[s * kPitch + p];
+          }
+          yr[ks][np][h] = pack_half2(v[0].x * s2, v[1].x * s2);
+          yi[ks][np][h] = pack_half2(v[0].y * s2, v[1].y * s2);
+        }
+      }
+    }
+    uint32_t dr16[2][2][4], di16[2][2][4];
+#pragma unroll
+    for (int ma = 0; ma < 2; ++ma) {
+      float dr[4][4], di[4][4];
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dr[np][e] = di[np][e] = 0.0f;
+      }
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          mma_f16(dr[np], fr, yr[ks][np][0], yr[ks][np][1]);
+          mma_f16(dr[np], fi, yi[ks][np][0], yi[ks][np][1]);
+          mma_f16(di[np], fr, yi[ks][np][0], yi[ks][np][1]);
+          mma_f16(di[np], fn, yr[ks][np][0], yr[ks][np][1]);
+        }
+      }
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        float vr[4], vi[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
+          vr[e] = dr[np][e] * w.x + di[np][e] * w.y;
+          vi[e] = di[np][e] * w.x - dr[np][e] * w.y;
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+          di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+        }
+      }
+    }
+    const float unscale = 2.0f / (s1 * s2);  // product_half's 1/2 too
+    __syncwarp();                            // every lane's reads of xb are done
+#pragma unroll
+    for (int mf = 0; mf < 2; ++mf) {
+      if (mf == 1 && !full) break;
+      float er[2][2][4], ei[2][2][4];
+#pragma unroll
+      for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) er[ma][hh][e] = ei[ma][hh][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int kp = 0; kp < 2; ++kp) {
+        const uint4 fr = F(mf, kp, 0), fi = F(mf, kp, 1), fn = F(mf, kp, 2);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int ma = 0; ma < 2; ++ma) {
+            mma_f16(er[ma][hh], dr16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(er[ma][hh], di16[ma][kp], reg_of(fi, hh), reg_of(fi, 2 + hh));
+            mma_f16(ei[ma][hh], di16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
+            mma_f16(ei[ma][hh], dr16[ma][kp], reg_of(fn, hh), reg_of(fn, 2 + hh));
+          }
+        }
+      }
+#pragma unroll
+      for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            // y_z[4 j1 + warp], j1 = a + 32 b, at position b kPitch + a of the warp's region.
+            const int at = (8 * (2 * mf + hh) + 2 * t + (e & 1)) * kPitch + 16 * ma + g + 8 * (e >> 1);
+            xb[at] = make_float2(er[ma][hh][e] * unscale, ei[ma][hh][e] * unscale);
+          }
+        }
+      }
+    }
+    __syncthreads();
+    uint16_t* orow = static_cast<uint16_t*>(a.out) + row.base;
+    const uint16_t* prow =
+        a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
+    for (int q = tid; q < vecs; q += tc4::kThreads) {
+      const int at = (q >> 5) * kPitch + (q & 31);
+      float v[8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 y = buf[k * tc4::kRegion + at];
+        v[2 * k] = y.x, v[2 * k + 1] = y.y;
+      }
+      if (a.extra != nullptr) {
+        const float4 e0 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q);
+        const float4 e1 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q + 4);
+        const float ex[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] += ex[k];
+      }
+      if (a.gelu) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = gelu_erf(v[k]);
+      }
+      if (prow != nullptr) {
+        const uint4 gw = *reinterpret_cast<const uint4*>(prow + 8 * q);
+        const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
+      }
+      uint32_t w[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) |
+               (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
+      *reinterpret_cast<uint4*>(orow + 8 * q) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    for (int j = 4 * vecs + tid; j < pairs; j += tc4::kThreads) store_packed<T>(a, row, j, buf[tc4_pos(j)]);
+  }
+  pdl_wait();  // never finish before the grid this one depends on
+}
+
 // m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
 // registers at 16 values, or spill at 32): with mh = m / 2, the even frequencies Z[2k] are the
 // mh-point DFT of z[j] + z[j + mh], the odd ones Z[2k + 1] that of (z[j] - z[j + mh]) W_m^j (j < mh);
@@ -2918,6 +3392,18 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
       SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc_kernel<T>, tc::kSmem));
       return launch_after_filters(fft_conv_tc_kernel<T>, groups < wave ? groups : wave, tc::kThreads,
                                   tc::kSmem, b, stream);
+    }
+  }
+  if constexpr (kLogM == 12 && T == SSMKIT_DTYPE_BF16) {
+    if (fft_tc_wanted() && a.row0 + a.rows < (int64_t{1} << 31)) {  // tc_row's 32-bit row arithmetic
+      // A row a block; as many blocks as run at once, each taking rows grid-stride.
+      int dev = 0, sms = 0;
+      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * tc4::kMinBlocks;
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc4096_kernel<T>, tc4::kSmem));
+      return launch_after_filters(fft_conv_tc4096_kernel<T>, a.rows < wave ? a.rows : wave, tc4::kThreads,
+                                  tc4::kSmem, a, stream);
     }
   }
   if constexpr (kLogM == 10) {
