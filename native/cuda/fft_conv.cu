@@ -3,8 +3,9 @@
 //
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192 (float32 rows of
-// m = 1024 in their own 32 x 32 kernel, a row a warp; bfloat16 rows of m = 1024 on the tensor cores, a
-// row a warp, with float16 operands: fft_conv_tc_kernel); for m = 16384 the same transforms run as two
+// m = 1024 in their own 32 x 32 kernel, a row a warp; bfloat16 rows of m = 1024 and 4096 on the tensor
+// cores with float16 operands: fft_conv_tc_kernel, a row a warp, and fft_conv_tc4096_kernel, a row a block
+// of four such warps and a radix-4 step); for m = 16384 the same transforms run as two
 // 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB
 // of shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a
 // four-step FFT with one trip through device scratch each way for
@@ -2036,8 +2037,16 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
 // then the warps' 1024-point inverses give y_z[4 j1 + j2]. The radix-4 steps, the product (mirror_product,
 // one output a value) and their roots run in float32 on the block's threads, one task a pair of columns
 // (k1, 1024 - k1) (whose eight values hold each other's mirrors Z[m - f]), through the block's buffer of
-// four 1024-value regions; the spectra are read as the float32 kernels read them. One input scale for
-// the row (its largest value in [128, 256)), one inverse scale a warp (its Y' in [128, 256)).
+// four 1024-value regions; the spectra are read as the float32 kernels read them, the product as the
+// linear map of fft_conv_tc_coef_kernel with its coefficients formed in place (product_half). One input
+// scale for the row (its largest value in [128, 256)), one inverse scale a warp (its Y' in [128, 256)).
+// Per row 768 mma (a 64 x 64 two-step form would take 1536). Measured (H200, 8 x 768 x 4096, bench
+// --quick, alternated with SSMKIT_CUDA_FFT_TC=0): the first form (mirror_product's full formula a value,
+// sincospif roots, pairs loaded and stored one at a time) 247.7 / 246.7 us against 277.4 / 285.2, 20.3 K
+// warp instructions a row (Nsight), half of them in the radix-4 and product step; with product_half,
+// __sincosf roots and 16-byte loads and stores 201.1 / 212.0 against 303.5 / 285.1 us, 15.0 K instructions
+// a row, issue slots 55% busy (base clocks: conv kernel 234 us). The radix-4 and product step is still 45%
+// of the instructions (~53 a value: twiddle, butterflies and product in float32).
 namespace tc4 {
 constexpr int kM = 4096;
 constexpr int kThreads = 128;  // four warps: a row
