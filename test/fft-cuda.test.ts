@@ -255,12 +255,12 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
     for (const c of cases) it(convName(c), () => runConv(c));
   });
 
-  // bfloat16 rows of n = 2048 and 8192 run on the tensor cores (fft_conv_tc_kernel, fft_conv_tc4096_kernel):
+  // bfloat16 rows of n = 2048, 8192 and 32768 run on the tensor cores (fft_conv_tc_kernel, fft_conv_tcr_kernel):
   // rows of L <= n / 2 take one k step and half the output tiles, longer ones all; rows filter-major
   // (batch > 1, H > 1, row counts that are not multiples of four); odd L (pairs loaded one by one); each
   // row scaled into float16's range (u of 1e30 and 1e-30, whose products would overflow or flush in
   // float16 unscaled).
-  describe('bfloat16 rows of n = 2048 and 8192 (the tensor-core kernels)', () => {
+  describe('bfloat16 rows of n = 2048, 8192 and 32768 (the tensor-core kernels)', () => {
     const cases: ConvCase[] = [
       { dtype: 'bfloat16', batch: 3, H: 5, L: 1024, Lk: 1024, D: true, gelu: true, pregate: true, postgate: true, seed: 500 },
       { dtype: 'bfloat16', batch: 1, H: 3, L: 2000, Lk: 40, D: true, seed: 501 },
@@ -274,6 +274,9 @@ describe.skipIf(NO_CUDA)(`fftConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
       { dtype: 'bfloat16', batch: 2, H: 3, L: 4095, Lk: 4095, bidirectional: true, postgate: true, seed: 509 },
       { dtype: 'bfloat16', batch: 1, H: 2, L: 3000, Lk: 3000, D: true, uScale: 1e30, seed: 510 },
       { dtype: 'bfloat16', batch: 2, H: 1, L: 5000, Lk: 900, D: true, uScale: 1e-30, seed: 511 },
+      { dtype: 'bfloat16', batch: 2, H: 3, L: 16384, Lk: 16384, D: true, gelu: true, pregate: true, postgate: true, seed: 512 },
+      { dtype: 'bfloat16', batch: 1, H: 2, L: 20000, Lk: 100, bidirectional: true, D: true, seed: 513 },
+      { dtype: 'bfloat16', batch: 3, H: 1, L: 9001, Lk: 9001, D: true, uScale: 1e30, seed: 514 },
     ];
     for (const c of cases) it(`${convName(c)}${c.uScale ? ` u x ${c.uScale}` : ''}`, () => runConv(c));
   });

@@ -4,16 +4,16 @@
 // Variants. fftConv picks its path by the FFT length n = nextpow2(L + Lk - 1) (m = n / 2 complex
 // points): a direct convolution when n <= 32; one fused kernel per row for m = 32..8192 (float32 rows of
 // m = 1024 in their own 32 x 32 kernel, a row a warp; bfloat16 rows of m = 1024 and 4096 on the tensor
-// cores with float16 operands: fft_conv_tc_kernel, a row a warp, and fft_conv_tc4096_kernel, a row a block
-// of four such warps and a radix-4 step); for m = 16384 the same transforms run as two
-// 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB
-// of shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a
-// four-step FFT with one trip through device scratch each way for
-// m = 2^15..2^20 (rows up to 1M samples); radix-16 passes through scratch beyond that. Every path
-// takes float32, float16 and bfloat16 activations and applies pregate, D, gelu (erf form) and
-// postgate; bidirectional filters and D (the convolution with D at lag 0) are folded into the filter's
-// spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any block size gives
-// the same result) with the fused kernel and carries the S4D state between blocks on the GPU
+// cores with float16 operands: fft_conv_tc_kernel, a row a warp, and fft_conv_tcr_kernel, a row a block
+// of four such warps and a radix-4 step); for m = 16384 (bfloat16 rows: fft_conv_tcr_kernel with sixteen
+// warps and a radix-16 step, where a block may hold its 154 KB of shared memory) the same transforms run as
+// two 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB of
+// shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a four-step FFT with
+// one trip through device scratch each way for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes
+// through scratch beyond that. Every path takes float32, float16 and bfloat16 activations and applies
+// pregate, D, gelu (erf form) and postgate; bidirectional filters and D (the convolution with D at lag 0) are
+// folded into the filter's spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any
+// block size gives the same result) with the fused kernel and carries the S4D state between blocks on the GPU
 // (block-local end states, a scan over blocks, the entering state's share of each output), so any
 // length runs with scratch linear in L. s4dKernel sums its modes in double.
 //
@@ -2029,8 +2029,8 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
   pdl_wait();  // never finish before the grid this one depends on
 }
 
-// m = 4096 on tensor cores (fft_conv_tc4096_kernel; bfloat16 rows, the default, SSMKIT_CUDA_FFT_TC=0 for the
-// float32 transforms): a row a block of four warps. With j = 4 j1 + j2 and f = k1 + 1024 k2, the
+// m = 4096 and 16384 on tensor cores (fft_conv_tcr_kernel; bfloat16 rows, the default, SSMKIT_CUDA_FFT_TC=0
+// for the float32 transforms): a row a block of four warps. With j = 4 j1 + j2 and f = k1 + 1024 k2, the
 // 4096-point DFT is four 1024-point DFTs of the subsequences z[4 j1 + j2], one a warp (the two tensor-core
 // steps of fft_conv_tc_kernel), then a radix-4 step across them:
 //   Z[k1 + 1024 k2] = sum_j2 W_4^(j2 k2) W_4096^(j2 k1) Y_j2[k1],
@@ -2048,20 +2048,23 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
 // __sincosf roots and 16-byte loads and stores 201.1 / 212.0 against 303.5 / 285.1 us, 15.0 K instructions
 // a row, issue slots 55% busy (base clocks: conv kernel 234 us). The radix-4 and product step is still 45%
 // of the instructions (~53 a value: twiddle, butterflies and product in float32).
-namespace tc4 {
-constexpr int kM = 4096;
-constexpr int kThreads = 128;  // four warps: a row
-constexpr int kMinBlocks = 4;
-constexpr int kRegion =
-    tc::kP * tc::kPitch + 8;  // float2 a subsequence: +8 puts the four regions on other banks
-constexpr size_t kSmem = tc::kTwBytes + tc::kFragBytes + 4 * kRegion * sizeof(float2) + 8 * sizeof(float);
-}  // namespace tc4
+// The plan of a row of m = 1024 kR points, a block of kR warps (kR = 4: m = 4096; kR = 16: m = 16384).
+template <int kR>
+struct tcr_plan {
+  static constexpr int kM = 1024 * kR;
+  static constexpr int kThreads = 32 * kR;  // a warp a subsequence
+  static constexpr int kMinBlocks = kR == 4 ? 4 : 1;
+  // float2 a subsequence: +8 puts the regions on other banks
+  static constexpr int kRegion = tc::kP * tc::kPitch + 8;
+  static constexpr size_t kSmem = tc::kTwBytes + tc::kFragBytes + kR * kRegion * sizeof(float2) + 8;
+};
 
-// Position of pair j of the row (z[j], then y_z[j]) in the block's buffer: region j & 3, element e = j >> 2
+// Position of pair j of the row (z[j], then y_z[j]) in the block's buffer: region j % kR, element e = j / kR
 // at (e >> 5) kPitch + (e & 31), the layout fft_conv_tc_kernel gives a row in its warp's buffer.
-__device__ __forceinline__ int tc4_pos(int j) {
-  const int e = j >> 2;
-  return (j & 3) * tc4::kRegion + (e >> 5) * tc::kPitch + (e & 31);
+template <int kR>
+__device__ __forceinline__ int tcr_pos(int j) {
+  const int e = j / kR;
+  return (j & (kR - 1)) * tcr_plan<kR>::kRegion + (e >> 5) * tc::kPitch + (e & 31);
 }
 
 // Half of one output of mirror_product, Zy[f] / 2 from za = Z[f], zb = Z[m - f], w = W_2m^f, ka = S[f],
@@ -2075,19 +2078,21 @@ __device__ __forceinline__ float2 product_half(float2 za, float2 zb, float2 w, f
   return c_add(c_mul(al, za), c_mul(be, c_conj(zb)));
 }
 
-template <ssmkit_dtype T>
-__global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc4096_kernel(const conv_args a) {
+template <ssmkit_dtype T, int kR>
+__global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBlocks)
+    fft_conv_tcr_kernel(const conv_args a) {
   using namespace tc;
+  using Plan = tcr_plan<kR>;
   extern __shared__ __align__(16) unsigned char tc_smem[];
   float2* tw = reinterpret_cast<float2*>(tc_smem);                           // (32 registers, 32 lanes)
   uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);                // (kFrags, 32)
   float2* buf = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes);  // (4, kRegion)
-  unsigned* smax = reinterpret_cast<unsigned*>(buf + 4 * tc4::kRegion);      // input max, then Y'_j2 maxima
+  unsigned* smax = reinterpret_cast<unsigned*>(buf + kR * Plan::kRegion);    // the row's input maximum
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid >> 5;
   const int lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
-  float2* xb = buf + warp * tc4::kRegion;  // this warp's subsequence
+  float2* xb = buf + warp * Plan::kRegion;  // this warp's subsequence
   // The tables, as fft_conv_tc_kernel makes them (W_1024 and W_32 are the same here).
   float2* root = buf;
   if (warp == 0) {
@@ -2099,13 +2104,13 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
     }
   }
   __syncthreads();
-  for (int i = tid; i < 32 * 32; i += tc4::kThreads) {
+  for (int i = tid; i < 32 * 32; i += Plan::kThreads) {
     const int reg = i >> 5, l = i & 31, e = reg & 3;
     const int p = 16 * (reg >> 4) + (l >> 2) + 8 * (e >> 1), q = 8 * ((reg >> 2) & 3) + 2 * (l & 3) + (e & 1);
     const int pq = p * q;
     tw[i] = c_mul(root[pq >> 5], root[32 + (pq & 31)]);
   }
-  for (int i = tid; i < kFrags * 32; i += tc4::kThreads) {
+  for (int i = tid; i < kFrags * 32; i += Plan::kThreads) {
     const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
     const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
     uint32_t r[4];
@@ -2138,13 +2143,13 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
       row.len = len;
     }
     const int pairs = static_cast<int>((row.len + 1) / 2);  // <= m
-    const bool full = pairs > tc4::kM / 2;                  // subsequence values past j1 = 512
+    const bool full = pairs > Plan::kM / 2;                 // subsequence values past j1 = 512
     if (rr + gridDim.x < rows) {
       // The next row's inputs and gates into L2 while this one runs.
       int64_t nbase = 0, nh = 0;
       int nlen = 0;
       tc_row(a, major, rr + gridDim.x, nbase, nlen, nh);
-      for (int64_t o = static_cast<int64_t>(tid) * 64; o < nlen; o += tc4::kThreads * 64) {
+      for (int64_t o = static_cast<int64_t>(tid) * 64; o < nlen; o += Plan::kThreads * 64) {
         asm volatile("prefetch.global.L2 [%0];" : : "l"(static_cast<const uint16_t*>(a.u) + nbase + o));
         if (a.pregate != nullptr)
           asm volatile("prefetch.global.L2 [%0];"
@@ -2156,7 +2161,7 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
                        : "l"(static_cast<const uint16_t*>(a.postgate) + nbase + o));
       }
     }
-    if (tid < 5) smax[tid] = 0u;
+    if (tid == 0) smax[0] = 0u;
     __syncthreads();  // the previous row's reads of buf and smax are done
     float mx = 0.0f;
     // Whole 16-byte vectors (8 samples: pairs 4q .. 4q + 3, one in each region) where the row starts
@@ -2165,7 +2170,7 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
     const uint16_t* urow = static_cast<const uint16_t*>(a.u) + row.base;
     const uint16_t* grow =
         a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
-    for (int q = tid; q < vecs; q += tc4::kThreads) {
+    for (int q = tid; q < vecs; q += Plan::kThreads) {
       const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
       const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
       uint32_t gs[4] = {0u, 0u, 0u, 0u};
@@ -2173,7 +2178,6 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
         const uint4 gw = *reinterpret_cast<const uint4*>(grow + 8 * q);
         gs[0] = gw.x, gs[1] = gw.y, gs[2] = gw.z, gs[3] = gw.w;
       }
-      const int at = (q >> 5) * kPitch + (q & 31);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         float2 v = make_float2(to_float<T>(static_cast<uint16_t>(ws[k])),
@@ -2182,13 +2186,13 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
           v.x *= to_float<T>(static_cast<uint16_t>(gs[k]));
           v.y *= to_float<T>(static_cast<uint16_t>(gs[k] >> 16));
         }
-        buf[k * tc4::kRegion + at] = v;  // pair 4q + k: region k, element q
+        buf[tcr_pos<kR>(4 * q + k)] = v;
         mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
       }
     }
-    for (int j = 4 * vecs + tid; j < pairs; j += tc4::kThreads) {
+    for (int j = 4 * vecs + tid; j < pairs; j += Plan::kThreads) {
       const float2 v = load_packed_tc<T>(a, row, j);
-      buf[tc4_pos(j)] = v;
+      buf[tcr_pos<kR>(j)] = v;
       mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
     }
     mx = warp_max(mx);
@@ -2207,7 +2211,7 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
 #pragma unroll
           for (int d = 0; d < 2; ++d) {
             const int r = 16 * kt + 2 * t + d + 8 * h, j1 = kP * r + 8 * nt + g;
-            v[d] = 4 * j1 + warp < pairs ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
+            v[d] = kR * j1 + warp < pairs ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
           }
           xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
           xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
@@ -2303,76 +2307,86 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
       waited = true;
     }
     __syncthreads();
-    // Radix-4, product and inverse radix-4, a task a column pair (k1, 1024 - k1), k1 <= 512.
+    // The radix-kR step, the product and the inverse radix-kR step, a task a column pair (k1, 1024 - k1),
+    // k1 <= 512 (k1 = 0 and 512 are their own pairs: their second column repeats the first).
     {
-      const float2* spec = a.spectrum + row.h * (tc4::kM + 1);
-      float ym[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int k1 = tid; k1 <= 512; k1 += tc4::kThreads) {
+      const float2* spec = a.spectrum + row.h * (Plan::kM + 1);
+      for (int k1 = tid; k1 <= 512; k1 += Plan::kThreads) {
         const int kk[2] = {k1, (1024 - k1) & 1023};
         // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi / 4]:
         // far below the float16 operands' rounding).
         float sn, cs;
-        __sincosf(static_cast<float>(k1) * (3.14159265358979f / 2048.0f), &sn, &cs);
-        const float2 w1 = make_float2(cs, -sn);  // W_4096^k1
-        const float2 w2 = c_mul(w1, w1), w3 = c_mul(w2, w1);
-        __sincosf(static_cast<float>(k1) * (3.14159265358979f / 4096.0f), &sn, &cs);
-        const float2 r8 = make_float2(cs, -sn);  // W_8192^k1
-        // Twiddles W_4096^(j2 k) of the two columns: k = 1024 - k1 takes W_4^j2 conj(W_4096^(j2 k1)).
-        float2 twc[2][4];
-        twc[0][0] = twc[1][0] = make_float2(1.0f, 0.0f);
-        twc[0][1] = w1, twc[0][2] = w2, twc[0][3] = w3;
-        twc[1][1] = k1 == 0 ? w1 : c_mul_neg_i(c_conj(w1));
-        twc[1][2] = k1 == 0 ? w2 : make_float2(-w2.x, w2.y);  // -conj(w2)
-        twc[1][3] = k1 == 0 ? w3 : c_mul_i(c_conj(w3));
-        // W_8192^k of the two columns: k = 1024 - k1 takes W_8 conj(W_8192^k1).
-        constexpr float kH = 7.071067812e-01f;
-        const float2 rb = k1 == 0 ? r8 : c_mul(make_float2(kH, -kH), c_conj(r8));
-        float2 z[2][4];
+        __sincosf(static_cast<float>(k1) * (3.14159265358979f / (512.0f * kR)), &sn, &cs);
+        const float2 w1 = make_float2(cs, -sn);  // W_m^k1
+        __sincosf(static_cast<float>(k1) * (3.14159265358979f / (1024.0f * kR)), &sn, &cs);
+        const float2 r2 = make_float2(cs, -sn);  // W_2m^k1
+        // W_2m^k of the second column: W_2kR conj(W_2m^k1) (k = 1024 - k1).
+        const float2 rb = k1 == 0 ? r2 : mul_root<64, false>(c_conj(r2), 32 / kR);
+        float2 z[2][kR];
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
           const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
-          float2 y[4];
+          float2 wp = make_float2(1.0f, 0.0f);  // W_m^(j2 k1)
 #pragma unroll
-          for (int j2 = 0; j2 < 4; ++j2) y[j2] = c_mul(buf[j2 * tc4::kRegion + at], twc[s][j2]);
-          const float2 a0 = c_add(y[0], y[2]), a1 = c_sub(y[0], y[2]);
-          const float2 b0 = c_add(y[1], y[3]), b1 = c_mul_neg_i(c_sub(y[1], y[3]));
-          z[s][0] = c_add(a0, b0), z[s][2] = c_sub(a0, b0), z[s][1] = c_add(a1, b1), z[s][3] = c_sub(a1, b1);
+          for (int j2 = 0; j2 < kR; ++j2) {
+            // W_m^(j2 k): the second column's is W_kR^j2 conj(W_m^(j2 k1)).
+            const float2 w = s == 0 || k1 == 0 ? wp : mul_root<16, false>(c_conj(wp), (16 / kR) * j2);
+            z[s][j2] = c_mul(buf[j2 * Plan::kRegion + at], w);
+            wp = c_mul(wp, w1);
+          }
+          dft<kR, false>(z[s]);  // Z[k + 1024 k2] in z[s][k2]
         }
-        float2 zy[2][4];
+        // The product on mirror pairs, in place: (0, k2) and (1, kR - 1 - k2), or for k1 = 0 (k2) and
+        // (kR - k2) within the column.
+        if (k1 == 0) {
 #pragma unroll
-        for (int s = 0; s < 2; ++s) {
-          const float2 base = s == 0 ? r8 : rb;
+          for (int k2 = 0; k2 <= kR / 2; ++k2) {
+            const int k2m = (kR - k2) & (kR - 1);
+            const int f = 1024 * k2, fm = 1024 * k2m;
+            const float2 za = z[0][k2], zb = z[0][k2m];
+            z[0][k2] =
+                product_half(za, zb, mul_root<64, false>(r2, (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
+            if (k2m != k2)
+              z[0][k2m] = product_half(zb, za, mul_root<64, false>(r2, (32 / kR) * k2m), spec[fm],
+                                       spec[Plan::kM - fm]);
+          }
 #pragma unroll
-          for (int k2 = 0; k2 < 4; ++k2) {
-            const int f = kk[s] + 1024 * k2;
-            const int ms = k1 == 0 ? s : 1 - s, mk2 = k1 == 0 ? (4 - k2) & 3 : 3 - k2;
-            const float2 w = mul_root<64, false>(base, 8 * k2);  // W_8192^f = W_8192^k W_8^k2
-            zy[s][k2] = product_half(z[s][k2], z[ms][mk2], w, spec[f], spec[tc4::kM - f]);
+          for (int k2 = 0; k2 < kR; ++k2) z[1][k2] = z[0][k2];
+        } else {
+#pragma unroll
+          for (int k2 = 0; k2 < kR; ++k2) {
+            const int k2m = kR - 1 - k2;
+            const int f = kk[0] + 1024 * k2, fm = kk[1] + 1024 * k2m;
+            const float2 za = z[0][k2], zb = z[1][k2m];
+            z[0][k2] =
+                product_half(za, zb, mul_root<64, false>(r2, (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
+            z[1][k2m] =
+                product_half(zb, za, mul_root<64, false>(rb, (32 / kR) * k2m), spec[fm], spec[Plan::kM - fm]);
           }
         }
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
-          const float2 a0 = c_add(zy[s][0], zy[s][2]), a1 = c_sub(zy[s][0], zy[s][2]);
-          const float2 b0 = c_add(zy[s][1], zy[s][3]), b1 = c_mul_i(c_sub(zy[s][1], zy[s][3]));
-          const float2 y[4] = {c_add(a0, b0), c_add(a1, b1), c_sub(a0, b0), c_sub(a1, b1)};
+          dft<kR, true>(z[s]);  // sum_k2 W_kR^(-j2 k2) Zy[k + 1024 k2] in z[s][j2]
           const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
+          float2 wp = make_float2(1.0f, 0.0f);
 #pragma unroll
-          for (int j2 = 0; j2 < 4; ++j2) {
-            const float2 v = c_mul(y[j2], c_conj(twc[s][j2]));
-            buf[j2 * tc4::kRegion + at] = v;
-            ym[j2] = fmaxf(ym[j2], fmaxf(fabsf(v.x), fabsf(v.y)));
+          for (int j2 = 0; j2 < kR; ++j2) {
+            const float2 w = s == 0 || k1 == 0 ? wp : mul_root<16, false>(c_conj(wp), (16 / kR) * j2);
+            buf[j2 * Plan::kRegion + at] = c_mul(z[s][j2], c_conj(w));
+            wp = c_mul(wp, w1);
           }
         }
-      }
-#pragma unroll
-      for (int j2 = 0; j2 < 4; ++j2) {
-        const float m = warp_max(ym[j2]);
-        if (lane == 0) atomicMax(smax + 1 + j2, __float_as_uint(m));
       }
     }
     __syncthreads();
     // Inverse, this warp's Y'[p + 32 s] (in xb at s kPitch + p) as the B operand of inverse step 1.
-    const float s2 = pow2_scale(__uint_as_float(smax[1 + warp]));
+    float my = 0.0f;
+#pragma unroll 4
+    for (int i = lane; i < kP * kP; i += 32) {
+      const float2 v = xb[(i >> 5) * kPitch + (i & 31)];
+      my = fmaxf(my, fmaxf(fabsf(v.x), fabsf(v.y)));
+    }
+    const float s2 = pow2_scale(warp_max(my));
     uint32_t yr[2][4][2], yi[2][4][2];
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
@@ -2474,12 +2488,11 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
     uint16_t* orow = static_cast<uint16_t*>(a.out) + row.base;
     const uint16_t* prow =
         a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
-    for (int q = tid; q < vecs; q += tc4::kThreads) {
-      const int at = (q >> 5) * kPitch + (q & 31);
+    for (int q = tid; q < vecs; q += Plan::kThreads) {
       float v[8];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const float2 y = buf[k * tc4::kRegion + at];
+        const float2 y = buf[tcr_pos<kR>(4 * q + k)];
         v[2 * k] = y.x, v[2 * k + 1] = y.y;
       }
       if (a.extra != nullptr) {
@@ -2506,7 +2519,8 @@ __global__ void __launch_bounds__(tc4::kThreads, tc4::kMinBlocks) fft_conv_tc409
                (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
       *reinterpret_cast<uint4*>(orow + 8 * q) = make_uint4(w[0], w[1], w[2], w[3]);
     }
-    for (int j = 4 * vecs + tid; j < pairs; j += tc4::kThreads) store_packed<T>(a, row, j, buf[tc4_pos(j)]);
+    for (int j = 4 * vecs + tid; j < pairs; j += Plan::kThreads)
+      store_packed<T>(a, row, j, buf[tcr_pos<kR>(j)]);
   }
   pdl_wait();  // never finish before the grid this one depends on
 }
@@ -3404,16 +3418,20 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
                                   tc::kSmem, b, stream);
     }
   }
-  if constexpr (kLogM == 12 && T == SSMKIT_DTYPE_BF16) {
-    if (fft_tc_wanted() && a.row0 + a.rows < (int64_t{1} << 31)) {  // tc_row's 32-bit row arithmetic
+  if constexpr ((kLogM == 12 || kLogM == 14) && T == SSMKIT_DTYPE_BF16) {
+    constexpr int kR = 1 << (kLogM - 10);
+    using P = tcr_plan<kR>;
+    int dev = 0, sms = 0, smem = 0;
+    SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    // tc_row's 32-bit row arithmetic; the block's buffer (m = 16384: 154 KB).
+    if (fft_tc_wanted() && a.row0 + a.rows < (int64_t{1} << 31) && static_cast<size_t>(smem) >= P::kSmem) {
       // A row a block; as many blocks as run at once, each taking rows grid-stride.
-      int dev = 0, sms = 0;
-      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
-      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-      const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * tc4::kMinBlocks;
-      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc4096_kernel<T>, tc4::kSmem));
-      return launch_after_filters(fft_conv_tc4096_kernel<T>, a.rows < wave ? a.rows : wave, tc4::kThreads,
-                                  tc4::kSmem, a, stream);
+      const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * P::kMinBlocks;
+      SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tcr_kernel<T, kR>, P::kSmem));
+      return launch_after_filters(fft_conv_tcr_kernel<T, kR>, a.rows < wave ? a.rows : wave, P::kThreads,
+                                  P::kSmem, a, stream);
     }
   }
   if constexpr (kLogM == 10) {
