@@ -2307,37 +2307,34 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
       waited = true;
     }
     __syncthreads();
-    // The radix-kR step, the product and the inverse radix-kR step, a task a column pair (k1, 1024 - k1),
-    // k1 <= 512 (k1 = 0 and 512 are their own pairs: their second column repeats the first).
+    // The radix-kR step, the product and the inverse radix-kR step, a task a column pair (k1, 1024 - k1)
+    // for 0 < k1 < 512, and (0, 512) for k1 = 0 (two columns that are each their own mirror): 512 tasks,
+    // the same number for every thread.
     {
       const float2* spec = a.spectrum + row.h * (Plan::kM + 1);
-      for (int k1 = tid; k1 <= 512; k1 += Plan::kThreads) {
-        const int kk[2] = {k1, (1024 - k1) & 1023};
-        // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi / 4]:
-        // far below the float16 operands' rounding).
-        float sn, cs;
-        __sincosf(static_cast<float>(k1) * (3.14159265358979f / (512.0f * kR)), &sn, &cs);
-        const float2 w1 = make_float2(cs, -sn);  // W_m^k1
-        __sincosf(static_cast<float>(k1) * (3.14159265358979f / (1024.0f * kR)), &sn, &cs);
-        const float2 r2 = make_float2(cs, -sn);  // W_2m^k1
-        // W_2m^k of the second column: W_2kR conj(W_2m^k1) (k = 1024 - k1).
-        const float2 rb = k1 == 0 ? r2 : mul_root<64, false>(c_conj(r2), 32 / kR);
-        float2 z[2][kR];
+      for (int k1 = tid; k1 < 512; k1 += Plan::kThreads) {
+        const int kk[2] = {k1, k1 == 0 ? 512 : 1024 - k1};
+        float2 z[2][kR], r2[2];
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
+          // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi]:
+          // far below the float16 operands' rounding).
+          float sn, cs;
+          __sincosf(static_cast<float>(kk[s]) * (3.14159265358979f / (512.0f * kR)), &sn, &cs);
+          const float2 w1 = make_float2(cs, -sn);  // W_m^k
+          __sincosf(static_cast<float>(kk[s]) * (3.14159265358979f / (1024.0f * kR)), &sn, &cs);
+          r2[s] = make_float2(cs, -sn);  // W_2m^k
           const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
-          float2 wp = make_float2(1.0f, 0.0f);  // W_m^(j2 k1)
+          float2 wp = make_float2(1.0f, 0.0f);  // W_m^(j2 k)
 #pragma unroll
           for (int j2 = 0; j2 < kR; ++j2) {
-            // W_m^(j2 k): the second column's is W_kR^j2 conj(W_m^(j2 k1)).
-            const float2 w = s == 0 || k1 == 0 ? wp : mul_root<16, false>(c_conj(wp), (16 / kR) * j2);
-            z[s][j2] = c_mul(buf[j2 * Plan::kRegion + at], w);
+            z[s][j2] = c_mul(buf[j2 * Plan::kRegion + at], wp);
             wp = c_mul(wp, w1);
           }
           dft<kR, false>(z[s]);  // Z[k + 1024 k2] in z[s][k2]
         }
-        // The product on mirror pairs, in place: (0, k2) and (1, kR - 1 - k2), or for k1 = 0 (k2) and
-        // (kR - k2) within the column.
+        // The product on mirror pairs, in place: (0, k2) and (1, kR - 1 - k2); for k1 = 0, (k2, kR - k2)
+        // within column 0 and (k2, kR - 1 - k2) within column 512.
         if (k1 == 0) {
 #pragma unroll
           for (int k2 = 0; k2 <= kR / 2; ++k2) {
@@ -2345,13 +2342,21 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
             const int f = 1024 * k2, fm = 1024 * k2m;
             const float2 za = z[0][k2], zb = z[0][k2m];
             z[0][k2] =
-                product_half(za, zb, mul_root<64, false>(r2, (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
+                product_half(za, zb, mul_root<64, false>(r2[0], (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
             if (k2m != k2)
-              z[0][k2m] = product_half(zb, za, mul_root<64, false>(r2, (32 / kR) * k2m), spec[fm],
+              z[0][k2m] = product_half(zb, za, mul_root<64, false>(r2[0], (32 / kR) * k2m), spec[fm],
                                        spec[Plan::kM - fm]);
           }
 #pragma unroll
-          for (int k2 = 0; k2 < kR; ++k2) z[1][k2] = z[0][k2];
+          for (int k2 = 0; k2 < kR / 2; ++k2) {
+            const int k2m = kR - 1 - k2;
+            const int f = 512 + 1024 * k2, fm = 512 + 1024 * k2m;
+            const float2 za = z[1][k2], zb = z[1][k2m];
+            z[1][k2] =
+                product_half(za, zb, mul_root<64, false>(r2[1], (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
+            z[1][k2m] = product_half(zb, za, mul_root<64, false>(r2[1], (32 / kR) * k2m), spec[fm],
+                                     spec[Plan::kM - fm]);
+          }
         } else {
 #pragma unroll
           for (int k2 = 0; k2 < kR; ++k2) {
@@ -2359,27 +2364,28 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
             const int f = kk[0] + 1024 * k2, fm = kk[1] + 1024 * k2m;
             const float2 za = z[0][k2], zb = z[1][k2m];
             z[0][k2] =
-                product_half(za, zb, mul_root<64, false>(r2, (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
-            z[1][k2m] =
-                product_half(zb, za, mul_root<64, false>(rb, (32 / kR) * k2m), spec[fm], spec[Plan::kM - fm]);
+                product_half(za, zb, mul_root<64, false>(r2[0], (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
+            z[1][k2m] = product_half(zb, za, mul_root<64, false>(r2[1], (32 / kR) * k2m), spec[fm],
+                                     spec[Plan::kM - fm]);
           }
         }
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
           dft<kR, true>(z[s]);  // sum_k2 W_kR^(-j2 k2) Zy[k + 1024 k2] in z[s][j2]
+          float sn, cs;
+          __sincosf(static_cast<float>(kk[s]) * (3.14159265358979f / (512.0f * kR)), &sn, &cs);
+          const float2 w1 = make_float2(cs, sn);  // W_m^-k
           const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
           float2 wp = make_float2(1.0f, 0.0f);
 #pragma unroll
           for (int j2 = 0; j2 < kR; ++j2) {
-            const float2 w = s == 0 || k1 == 0 ? wp : mul_root<16, false>(c_conj(wp), (16 / kR) * j2);
-            buf[j2 * Plan::kRegion + at] = c_mul(z[s][j2], c_conj(w));
+            buf[j2 * Plan::kRegion + at] = c_mul(z[s][j2], wp);
             wp = c_mul(wp, w1);
           }
         }
       }
     }
     __syncthreads();
-    // Inverse, this warp's Y'[p + 32 s] (in xb at s kPitch + p) as the B operand of inverse step 1.
     float my = 0.0f;
 #pragma unroll 4
     for (int i = lane; i < kP * kP; i += 32) {
