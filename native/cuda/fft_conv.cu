@@ -2029,25 +2029,29 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
   pdl_wait();  // never finish before the grid this one depends on
 }
 
-// m = 4096 and 16384 on tensor cores (fft_conv_tcr_kernel; bfloat16 rows, the default, SSMKIT_CUDA_FFT_TC=0
-// for the float32 transforms): a row a block of four warps. With j = 4 j1 + j2 and f = k1 + 1024 k2, the
-// 4096-point DFT is four 1024-point DFTs of the subsequences z[4 j1 + j2], one a warp (the two tensor-core
-// steps of fft_conv_tc_kernel), then a radix-4 step across them:
-//   Z[k1 + 1024 k2] = sum_j2 W_4^(j2 k2) W_4096^(j2 k1) Y_j2[k1],
-// and the inverse the other way round: Y'_j2[k1] = W_4096^(-j2 k1) sum_k2 W_4^(-j2 k2) Zy[k1 + 1024 k2],
-// then the warps' 1024-point inverses give y_z[4 j1 + j2]. The radix-4 steps, the product (mirror_product,
-// one output a value) and their roots run in float32 on the block's threads, one task a pair of columns
-// (k1, 1024 - k1) (whose eight values hold each other's mirrors Z[m - f]), through the block's buffer of
-// four 1024-value regions; the spectra are read as the float32 kernels read them, the product as the
-// linear map of fft_conv_tc_coef_kernel with its coefficients formed in place (product_half). One input
-// scale for the row (its largest value in [128, 256)), one inverse scale a warp (its Y' in [128, 256)).
-// Per row 768 mma (a 64 x 64 two-step form would take 1536). Measured (H200, 8 x 768 x 4096, bench
-// --quick, alternated with SSMKIT_CUDA_FFT_TC=0): the first form (mirror_product's full formula a value,
-// sincospif roots, pairs loaded and stored one at a time) 247.7 / 246.7 us against 277.4 / 285.2, 20.3 K
-// warp instructions a row (Nsight), half of them in the radix-4 and product step; with product_half,
-// __sincosf roots and 16-byte loads and stores 201.1 / 212.0 against 303.5 / 285.1 us, 15.0 K instructions
-// a row, issue slots 55% busy (base clocks: conv kernel 234 us). The radix-4 and product step is still 45%
-// of the instructions (~53 a value: twiddle, butterflies and product in float32).
+// m = 4096 and 16384 on tensor cores (fft_conv_tcr_kernel<T, kR>, kR = 4 and 16; bfloat16 rows, the default,
+// SSMKIT_CUDA_FFT_TC=0 for the float32 transforms): a row a block of kR warps. With j = kR j1 + j2 and
+// f = k1 + 1024 k2, the m-point DFT is kR 1024-point DFTs of the subsequences z[kR j1 + j2], one a warp
+// (the two tensor-core steps of fft_conv_tc_kernel), then a radix-kR step across them:
+//   Z[k1 + 1024 k2] = sum_j2 W_kR^(j2 k2) W_m^(j2 k1) Y_j2[k1],
+// and the inverse the other way round: Y'_j2[k1] = W_m^(-j2 k1) sum_k2 W_kR^(-j2 k2) Zy[k1 + 1024 k2],
+// then the warps' 1024-point inverses give y_z[kR j1 + j2]. The radix-kR steps (dft), the product and their
+// roots run in float32 on the block's threads, a task a pair of columns (k1, 1024 - k1) whose 2 kR values
+// hold each other's mirrors Z[m - f] ((0, 512) for k1 = 0: 512 tasks), through the block's buffer of kR
+// 1024-value regions; the spectra are read as the float32 kernels read them, the product as the linear
+// map of fft_conv_tc_coef_kernel with its coefficients formed in place (product_half). One input scale
+// for the row (its largest value in [128, 256)), one inverse scale a warp (its Y' in [128, 256)).
+// Per row 192 kR mma (m = 4096 as a 64 x 64 two-step form would take 1536 instead of 768).
+// Measured (H200, bench --quick, alternated with SSMKIT_CUDA_FFT_TC=0), 8 x 768 x 4096: the first form
+// (mirror_product's full formula a value, sincospif roots, pairs loaded and stored one at a time) 247.7 /
+// 246.7 us against 277.4 / 285.2, 20.3 K warp instructions a row (Nsight), half of them in the radix-4
+// and product step; with product_half, __sincosf roots and 16-byte loads and stores 201.1 / 212.0 against
+// 303.5 / 285.1 us, 15.0 K instructions a row, issue slots 55% busy (base clocks: conv kernel 234 us).
+// 2 x 768 x 16384 (kR = 16, 512 threads, 154 KB of shared memory, one block an SM): 473.7 / 439.3 against
+// 565.0 / 562.5 us (Nsight: 76 K instructions a row, 45% in the radix-16 step, 2 K of spill traffic, 15% of
+// stalls at barriers: 513 tasks on 512 threads left one thread two); with the 512 tasks 422.5 / 437.5
+// against 566.3 / 527.7 us (conv kernel 381 -> 355 us). The radix step's ~60 float32 instructions a value
+// (twiddles, butterflies, product) are now most of a row's work.
 // The plan of a row of m = 1024 kR points, a block of kR warps (kR = 4: m = 4096; kR = 16: m = 16384).
 template <int kR>
 struct tcr_plan {
