@@ -72,7 +72,7 @@ function prepareFftConv(op: string, u: unknown, k: unknown, opts: unknown) {
  * H3's FFT convolution (FlashConv): `v = pregate ? u * pregate : u`; `y = causal_conv(v, k) + D * v`
  * with `y_t = sum_{s <= t} k_{t-s} v_s`; `y = gelu(y)` (erf form) when asked; `out = postgate ? y *
  * postgate : y`. Filters shorter than L are zero-padded; any L >= 1. Math in float32, except bfloat16
- * rows of FFT length 2048 and 8192 (`nextpow2(L + Lk - 1)`) on CUDA: their transforms run on the tensor
+ * rows of FFT length 2048, 8192 and 32768 (`nextpow2(L + Lk - 1)`) on CUDA: their transforms run on the tensor
  * cores with float16 operands (relative error ~1e-3, about one bfloat16 rounding; `SSMKIT_CUDA_FFT_TC=0`
  * keeps them in float32).
  * @param u `[batch, H, L]` float32 | float16 | bfloat16.
@@ -226,7 +226,8 @@ function prepareSsmConv(op: string, u: unknown, logDt: unknown, A: unknown, C: u
  * kernel, and the SSM state (`x_t = exp(dt A) x_{t-1} + (exp(dt A) - 1) / A * u_t`, `y_t = 2 Re sum_n
  * C_n x_t[n]`) carries the past across blocks, so time and memory grow linearly in L. Equals
  * `fftConv(u, s4dKernel(logDt, A, C, L), { D })` with the state starting at `initialState`. The blocks'
- * convolutions are fftConv's (bfloat16 blocks of FFT length 2048 and 8192 on the tensor cores on CUDA).
+ * convolutions are fftConv's (bfloat16 blocks of FFT length 2048, 8192 and 32768 on the tensor cores on
+ * CUDA).
  * @param u `[batch, H, L]` float32 | float16 | bfloat16.
  * @param logDt `[H]` float32.
  * @param A `[H, N/2, 2]` float32, complex as (re, im).
