@@ -72,9 +72,9 @@ function prepareFftConv(op: string, u: unknown, k: unknown, opts: unknown) {
  * H3's FFT convolution (FlashConv): `v = pregate ? u * pregate : u`; `y = causal_conv(v, k) + D * v`
  * with `y_t = sum_{s <= t} k_{t-s} v_s`; `y = gelu(y)` (erf form) when asked; `out = postgate ? y *
  * postgate : y`. Filters shorter than L are zero-padded; any L >= 1. Math in float32, except bfloat16
- * rows of FFT length 2048, 8192 and 32768 (`nextpow2(L + Lk - 1)`) on CUDA: their transforms run on the tensor
- * cores with float16 operands (relative error ~1e-3, about one bfloat16 rounding; `SSMKIT_CUDA_FFT_TC=0`
- * keeps them in float32).
+ * rows of FFT length 2048, 8192 and 32768 (`nextpow2(L + Lk - 1)`) on CUDA: their transforms run on
+ * the tensor cores with float16 operands (relative error ~1e-3, about one bfloat16 rounding;
+ * `SSMKIT_CUDA_FFT_TC=0` keeps them in float32).
  * @param u `[batch, H, L]` float32 | float16 | bfloat16.
  * @param k `[H, Lk]` float32 with `1 <= Lk <= L` (`[H, 2, Lk]` when `bidirectional`).
  * @returns `[batch, H, L]` in u's dtype.
