@@ -1626,21 +1626,15 @@ __device__ __forceinline__ void tc_row(const conv_args& a, uint32_t per_h, uint3
   h = bh % H;
 }
 
-template <ssmkit_dtype T>
-__global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kernel(const conv_args a) {
+// The tables of the tensor-core kernels, made by all the block's threads: tw, the twiddles W_1024^(pq) of
+// each lane's 32 accumulator values, and frag, F's A fragments (tc namespace), through root (64 float2
+// of shared memory, free again when this returns).
+__device__ __forceinline__ void tc_make_tables(float2* tw, uint4* frag, float2* root) {
   using namespace tc;
-  extern __shared__ __align__(16) unsigned char tc_smem[];
-  float2* tw = reinterpret_cast<float2*>(tc_smem);             // (32 registers, 32 lanes)
-  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);  // (kFrags, 32)
-  const int warp = static_cast<int>(threadIdx.x) >> 5;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int g = lane >> 2, t = lane & 3;
-  float2* xb = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes + warp * kBufBytes);
   // Roots from 64 sincospif a block: W_m^e = W_m^(32 (e >> 5)) W_m^(e & 31) (one float32 product from
   // two correctly rounded roots; the float16 operands round far more), and F from W_32^k = W_m^(32 k).
-  // (64,) W_m^(32 i) for i < 32, then W_m^j for j < 32, in warp 0's buffer
-  float2* root = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes);
-  if (warp == 0) {
+  const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, n = static_cast<int>(blockDim.x);
+  if (tid < 32) {
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       float sn, cs;
@@ -1649,14 +1643,14 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     }
   }
   __syncthreads();
-  for (int i = static_cast<int>(threadIdx.x); i < 32 * 32; i += kThreads) {
+  for (int i = static_cast<int>(threadIdx.x); i < 32 * 32; i += n) {
     const int reg = i >> 5, l = i & 31, e = reg & 3;
     const int p = 16 * (reg >> 4) + (l >> 2) + 8 * (e >> 1), q = 8 * ((reg >> 2) & 3) + 2 * (l & 3) + (e & 1);
     const int pq = p * q;  // < m
     tw[i] = c_mul(root[pq >> 5], root[32 + (pq & 31)]);
   }
   // F's A fragments: tile (mt, kt) holds rows 16 mt + g (+ 8) and columns 16 kt + 2t (+ 1, + 8, + 9).
-  for (int i = static_cast<int>(threadIdx.x); i < kFrags * 32; i += kThreads) {
+  for (int i = static_cast<int>(threadIdx.x); i < kFrags * 32; i += n) {
     const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
     const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
     uint32_t r[4];
@@ -1674,8 +1668,287 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     }
     frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
   }
-  __syncthreads();  // the tables are read by every warp, and warp 0's buffer is free again
-  auto F = [&](int mt, int kt, int comp) { return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane]; };
+  __syncthreads();  // the tables are read by every warp, and root is free again
+}
+
+// F's A fragment of tile (mt, kt), component comp (re, im, -im), for this lane.
+__device__ __forceinline__ uint4 tc_frag(const uint4* frag, int mt, int kt, int comp, int lane) {
+  return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane];
+}
+
+// A warp's 1024-point forward transform on the tensor cores: x[j1] = xb[(j1 >> 5) kPitch + (j1 & 31)]
+// times s1 (0 where !present(j1); j1 < 512 unless full) in, Y[p + 32 s] out at xb[s kPitch + p].
+// between() runs after step 1, before Y overwrites the inputs. Returns the largest component of Y.
+template <class Present, class Between>
+__device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const float2* tw, int lane,
+                                            float s1, bool full, Present present, Between between) {
+  using namespace tc;
+  const int g = lane >> 2, t = lane & 3;
+  auto F = [&](int mt, int kt, int comp) { return tc_frag(frag, mt, kt, comp, lane); };
+  // Forward step 1: X as the B operand, k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g.
+  uint32_t xr[2][4][2], xi[2][4][2];
+#pragma unroll
+  for (int kt = 0; kt < 2; ++kt) {
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float2 v[2];
+#pragma unroll
+        for (int d = 0; d < 2; ++d) {
+          const int r = 16 * kt + 2 * t + d + 8 * h;
+          v[d] = present(kP * r + 8 * nt + g) ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
+        }
+        xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
+        xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
+      }
+    }
+  }
+  // C1[p][q], tiles (mt, nt): p = 16 mt + g (+8), q = 8 nt + 2t (+1).
+  uint32_t ar[2][2][4], ai[2][2][4];  // T1 as the A operand of step 2: (mt, kq)
+  {
+    float cr[2][4][4], ci[2][4][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) cr[mt][nt][e] = ci[mt][nt][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) {
+      if (kt == 1 && !full) break;
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const uint4 fr = F(mt, kt, 0), fi = F(mt, kt, 1), fn = F(mt, kt, 2);
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          mma_f16(cr[mt][nt], fr, xr[kt][nt][0], xr[kt][nt][1]);
+          mma_f16(cr[mt][nt], fn, xi[kt][nt][0], xi[kt][nt][1]);
+          mma_f16(ci[mt][nt], fr, xi[kt][nt][0], xi[kt][nt][1]);
+          mma_f16(ci[mt][nt], fi, xr[kt][nt][0], xr[kt][nt][1]);
+        }
+      }
+    }
+    // T1 = W_m^(pq) C1, into A fragments: reg 2 (nt & 1) + (e >> 1) of (mt, nt >> 1).
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        float vr[4], vi[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
+          vr[e] = cr[mt][nt][e] * w.x - ci[mt][nt][e] * w.y;
+          vi[e] = cr[mt][nt][e] * w.y + ci[mt][nt][e] * w.x;
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          ar[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+          ai[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+        }
+      }
+    }
+  }
+  between();
+  __syncwarp();  // every lane's reads of the inputs in xb are done
+  // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1), in two halves of
+  // ns (mf = ns >> 1) stored to the warp's buffer (position s kPitch + p) as they are made. F as the B
+  // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq).
+  float mz = 0.0f;
+#pragma unroll
+  for (int mf = 0; mf < 2; ++mf) {
+    float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int kq = 0; kq < 2; ++kq) {
+      const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          mma_f16(zr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          mma_f16(zr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+          mma_f16(zi[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
+          mma_f16(zi[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
+          xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
+          mz = fmaxf(mz, fmaxf(fabsf(zr[mt][hh][e]), fabsf(zi[mt][hh][e])));
+        }
+      }
+    }
+  }
+  __syncwarp();
+  return mz;
+}
+
+// A warp's 1024-point inverse transform on the tensor cores: Zy as the B operand of inverse step 1 (yr,
+// yi: k = s = 16 ks + 2t (+1, +8, +9), n = p = 8 np + g) in, y_z[a + 32 b] times unscale out at xb[b
+// kPitch + a] (b < 16 unless full), once every lane's reads of xb are done.
+__device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const uint32_t (&yi)[2][4][2],
+                                           float2* xb, const uint4* frag, const float2* tw, int lane,
+                                           float unscale, bool full) {
+  using namespace tc;
+  const int g = lane >> 2, t = lane & 3;
+  auto F = [&](int mt, int kt, int comp) { return tc_frag(frag, mt, kt, comp, lane); };
+  // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
+  // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
+  uint32_t dr16[2][2][4], di16[2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
+#pragma unroll
+  for (int ma = 0; ma < 2; ++ma) {
+    float dr[4][4], di[4][4];
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dr[np][e] = di[np][e] = 0.0f;
+    }
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        mma_f16(dr[np], fr, yr[ks][np][0], yr[ks][np][1]);
+        mma_f16(dr[np], fi, yi[ks][np][0], yi[ks][np][1]);
+        mma_f16(di[np], fr, yi[ks][np][0], yi[ks][np][1]);
+        mma_f16(di[np], fn, yr[ks][np][0], yr[ks][np][1]);
+      }
+    }
+    // D' = W_m^(-ap) D, into A fragments (as T1 above).
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      float vr[4], vi[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
+        vr[e] = dr[np][e] * w.x + di[np][e] * w.y;
+        vi[e] = di[np][e] * w.x - dr[np][e] * w.y;
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+        di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+      }
+    }
+  }
+  // Inverse step 2: y_z[a + 32 b] = (D' conj(F))[a][b], tiles (ma, nb): b = 8 nb + 2t (+1); only
+  // b < 16 (i < 512) unless the row is longer than 1024. Er = D'r Fr + D'i Fi, Ei = D'i Fr - D'r Fi.
+  __syncwarp();  // every lane's reads of xb are done
+#pragma unroll
+  for (int mf = 0; mf < 2; ++mf) {
+    if (mf == 1 && !full) break;
+    float er[2][2][4], ei[2][2][4];  // (ma, hh): nb = 2 mf + hh
+#pragma unroll
+    for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) er[ma][hh][e] = ei[ma][hh][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int kp = 0; kp < 2; ++kp) {
+      const uint4 fr = F(mf, kp, 0), fi = F(mf, kp, 1), fn = F(mf, kp, 2);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int ma = 0; ma < 2; ++ma) {
+          mma_f16(er[ma][hh], dr16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          mma_f16(er[ma][hh], di16[ma][kp], reg_of(fi, hh), reg_of(fi, 2 + hh));
+          mma_f16(ei[ma][hh], di16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          mma_f16(ei[ma][hh], dr16[ma][kp], reg_of(fn, hh), reg_of(fn, 2 + hh));
+        }
+      }
+    }
+#pragma unroll
+    for (int ma = 0; ma < 2; ++ma) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // y_z[a + 32 b] at position b kPitch + a.
+          const int at = (8 * (2 * mf + hh) + 2 * t + (e & 1)) * kPitch + 16 * ma + g + 8 * (e >> 1);
+          xb[at] = make_float2(er[ma][hh][e] * unscale, ei[ma][hh][e] * unscale);
+        }
+      }
+    }
+  }
+  __syncwarp();
+}
+
+// 8 samples (16 bytes) of a row of u at element 8 q, times the pregate's where there is one.
+template <ssmkit_dtype T>
+__device__ __forceinline__ void tc_load8(const uint16_t* urow, const uint16_t* grow, int q, float (&v)[8]) {
+  const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
+  const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = to_float<T>(static_cast<uint16_t>(ws[k >> 1] >> (16 * (k & 1))));
+  if (grow != nullptr) {
+    const uint4 gw = *reinterpret_cast<const uint4*>(grow + 8 * q);
+    const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
+  }
+}
+
+// y's 8 samples (16 bytes) at element 8 q of a row, after extra, gelu and postgate (prow: the row's
+// postgate or null).
+template <ssmkit_dtype T>
+__device__ __forceinline__ void tc_store8(const conv_args& a, const conv_row& row, const uint16_t* prow,
+                                          int q, float (&v)[8]) {
+  if (a.extra != nullptr) {
+    const float4 e0 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q);
+    const float4 e1 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q + 4);
+    const float ex[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] += ex[k];
+  }
+  if (a.gelu) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = gelu_erf(v[k]);
+  }
+  if (prow != nullptr) {
+    const uint4 gw = *reinterpret_cast<const uint4*>(prow + 8 * q);
+    const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
+  }
+  uint32_t w[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) |
+           (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
+  *reinterpret_cast<uint4*>(static_cast<uint16_t*>(a.out) + row.base + 8 * q) =
+      make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+template <ssmkit_dtype T>
+__global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kernel(const conv_args a) {
+  using namespace tc;
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  float2* tw = reinterpret_cast<float2*>(tc_smem);             // (32 registers, 32 lanes)
+  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);  // (kFrags, 32)
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int g = lane >> 2, t = lane & 3;
+  float2* xb = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes + warp * kBufBytes);
+  tc_make_tables(tw, frag, reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes));
 
   // A row's coefficients (16 KB) into L1, where the product reads them: at the row's start once the
   // preceding grid is known to be done (every row but a warp's first), else right after that wait.
@@ -1719,28 +1992,19 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     }
 
     // The row's pairs z[j] = (v[2j], v[2j + 1]) through the warp's buffer (position r kPitch + q for j =
-    // 32 r + q): coalesced loads in a rolled loop, then each lane takes its fragments' values.
+    // 32 r + q): coalesced loads in rolled loops (whole 16-byte vectors where the row starts 16-byte
+    // aligned, then pairs), then each lane takes its fragments' values.
     const int pairs = static_cast<int>((row.len + 1) / 2);  // z[j] = 0 from here on (pairs <= m)
     __syncwarp();                                           // the previous row's reads of xb are done
     float mx = 0.0f;
-    // Whole 16-byte vectors (8 samples, 4 pairs) where the row starts 16-byte aligned, then pairs.
     const int vecs = a.vec && (row.base & 7) == 0 ? static_cast<int>(row.len >> 3) : 0;
     const uint16_t* urow = static_cast<const uint16_t*>(a.u) + row.base;
     const uint16_t* grow =
         a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
 #pragma unroll 2
     for (int q = lane; q < vecs; q += 32) {
-      const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
-      float v[8] = {to_float<T>(static_cast<uint16_t>(w.x)), to_float<T>(static_cast<uint16_t>(w.x >> 16)),
-                    to_float<T>(static_cast<uint16_t>(w.y)), to_float<T>(static_cast<uint16_t>(w.y >> 16)),
-                    to_float<T>(static_cast<uint16_t>(w.z)), to_float<T>(static_cast<uint16_t>(w.z >> 16)),
-                    to_float<T>(static_cast<uint16_t>(w.w)), to_float<T>(static_cast<uint16_t>(w.w >> 16))};
-      if (grow != nullptr) {
-        const uint4 gw = *reinterpret_cast<const uint4*>(grow + 8 * q);
-        const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
-      }
+      float v[8];
+      tc_load8<T>(urow, grow, q, v);
 #pragma unroll
       for (int k = 0; k < 8; ++k) mx = fmaxf(mx, fabsf(v[k]));
       float4* dst = reinterpret_cast<float4*>(xb + (q >> 3) * kPitch + 4 * (q & 7));  // pairs 4q .. 4q + 3
@@ -1754,123 +2018,17 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     }
     __syncwarp();
     const float s1 = pow2_scale(warp_max(mx));
-    // Forward step 1: X as the B operand, k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g.
-    uint32_t xr[2][4][2], xi[2][4][2];
-#pragma unroll
-    for (int kt = 0; kt < 2; ++kt) {
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float2 v[2];
-#pragma unroll
-          for (int d = 0; d < 2; ++d) {
-            const int r = 16 * kt + 2 * t + d + 8 * h, j = kP * r + 8 * nt + g;
-            v[d] = j < pairs ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
+    // Z[p + 32 s] into xb at s kPitch + p. The coefficients are the preceding grid's output
+    // (programmatic dependent launch): read after its wait.
+    const float mz = warp_max(tc_forward(
+        xb, frag, tw, lane, s1, full, [&](int j1) { return j1 < pairs; },
+        [&] {
+          if (!waited) {
+            pdl_wait();
+            prefetch_coef(row.h);
+            waited = true;
           }
-          xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
-          xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
-        }
-      }
-    }
-    // C1[p][q], tiles (mt, nt): p = 16 mt + g (+8), q = 8 nt + 2t (+1).
-    uint32_t ar[2][2][4], ai[2][2][4];  // T1 as the A operand of step 2: (mt, kq)
-    {
-      float cr[2][4][4], ci[2][4][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) cr[mt][nt][e] = ci[mt][nt][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int kt = 0; kt < 2; ++kt) {
-        if (kt == 1 && !full) break;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const uint4 fr = F(mt, kt, 0), fi = F(mt, kt, 1), fn = F(mt, kt, 2);
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt) {
-            mma_f16(cr[mt][nt], fr, xr[kt][nt][0], xr[kt][nt][1]);
-            mma_f16(cr[mt][nt], fn, xi[kt][nt][0], xi[kt][nt][1]);
-            mma_f16(ci[mt][nt], fr, xi[kt][nt][0], xi[kt][nt][1]);
-            mma_f16(ci[mt][nt], fi, xr[kt][nt][0], xr[kt][nt][1]);
-          }
-        }
-      }
-      // T1 = W_m^(pq) C1, into A fragments: reg 2 (nt & 1) + (e >> 1) of (mt, nt >> 1).
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          float vr[4], vi[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int p = 16 * mt + g + 8 * (e >> 1), q = 8 * nt + 2 * t + (e & 1);
-            const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
-            vr[e] = cr[mt][nt][e] * w.x - ci[mt][nt][e] * w.y;
-            vi[e] = cr[mt][nt][e] * w.y + ci[mt][nt][e] * w.x;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            ar[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-            ai[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-          }
-        }
-      }
-    }
-    // The coefficients are the preceding grid's output (programmatic dependent launch): read after this.
-    if (!waited) {
-      pdl_wait();
-      prefetch_coef(row.h);
-      waited = true;
-    }
-    __syncwarp();  // every lane's reads of the inputs in xb are done
-    // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1), in two halves of
-    // ns (mf = ns >> 1) stored to the warp's buffer (position s kPitch + p) as they are made. F as the B
-    // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq).
-    float mz = 0.0f;
-#pragma unroll
-    for (int mf = 0; mf < 2; ++mf) {
-      float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int kq = 0; kq < 2; ++kq) {
-        const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            mma_f16(zr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(zr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
-            mma_f16(zi[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
-            mma_f16(zi[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          }
-        }
-      }
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
-            xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
-            mz = fmaxf(mz, fmaxf(fabsf(zr[mt][hh][e]), fabsf(zi[mt][hh][e])));
-          }
-        }
-      }
-    }
-    __syncwarp();
+        }));
     // Zy[f] = alpha Z[f] + beta conj(Z[m - f]), the coefficients in this lane's register order, scaled
     // by s2 from the bound cmax max|Z| and packed at once as the B operand of inverse step 1: k = s = 16
     // ks + 2t (+1, +8, +9), n = p = 8 np + g, i.e. the pairs (e >> 1) == (np & 1) of tiles (np >> 1,
@@ -1878,7 +2036,7 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
     // lane_base minus a constant, except for p = 0 (lanes g = 0, registers mt = 0, e < 2): (0, 32 - s),
     // two positions on, and f = 0 itself.
     const float4* coef = a.coef + row.h * kM + lane;
-    const float s2 = pow2_scale(warp_max(mz) * a.cmax[row.h]);
+    const float s2 = pow2_scale(mz * a.cmax[row.h]);
     const int lane_base = (kP - 1) * kPitch + kP - 2 * kPitch * t - g;
     uint32_t yr[2][4][2], yi[2][4][2];
 #pragma unroll
@@ -1906,92 +2064,8 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
         }
       }
     }
-    // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
-    // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
-    uint32_t dr16[2][2][4], di16[2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
-#pragma unroll
-    for (int ma = 0; ma < 2; ++ma) {
-      float dr[4][4], di[4][4];
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dr[np][e] = di[np][e] = 0.0f;
-      }
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-        const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          mma_f16(dr[np], fr, yr[ks][np][0], yr[ks][np][1]);
-          mma_f16(dr[np], fi, yi[ks][np][0], yi[ks][np][1]);
-          mma_f16(di[np], fr, yi[ks][np][0], yi[ks][np][1]);
-          mma_f16(di[np], fn, yr[ks][np][0], yr[ks][np][1]);
-        }
-      }
-      // D' = W_m^(-ap) D, into A fragments (as T1 above).
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        float vr[4], vi[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
-          vr[e] = dr[np][e] * w.x + di[np][e] * w.y;
-          vi[e] = di[np][e] * w.x - dr[np][e] * w.y;
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-          di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-        }
-      }
-    }
-    // Inverse step 2: y_z[a + 32 b] = (D' conj(F))[a][b], tiles (ma, nb): b = 8 nb + 2t (+1); only
-    // b < 16 (i < 512) unless the row is longer than 1024. Er = D'r Fr + D'i Fi, Ei = D'i Fr - D'r Fi.
-    const float unscale = 1.0f / (s1 * s2);
-    __syncwarp();  // every lane's mirror reads of xb are done
-#pragma unroll
-    for (int mf = 0; mf < 2; ++mf) {
-      if (mf == 1 && !full) break;
-      float er[2][2][4], ei[2][2][4];  // (ma, hh): nb = 2 mf + hh
-#pragma unroll
-      for (int ma = 0; ma < 2; ++ma) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) er[ma][hh][e] = ei[ma][hh][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int kp = 0; kp < 2; ++kp) {
-        const uint4 fr = F(mf, kp, 0), fi = F(mf, kp, 1), fn = F(mf, kp, 2);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int ma = 0; ma < 2; ++ma) {
-            mma_f16(er[ma][hh], dr16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(er[ma][hh], di16[ma][kp], reg_of(fi, hh), reg_of(fi, 2 + hh));
-            mma_f16(ei[ma][hh], di16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(ei[ma][hh], dr16[ma][kp], reg_of(fn, hh), reg_of(fn, 2 + hh));
-          }
-        }
-      }
-#pragma unroll
-      for (int ma = 0; ma < 2; ++ma) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            // y_z[a + 32 b] at position b kPitch + a.
-            const int at = (8 * (2 * mf + hh) + 2 * t + (e & 1)) * kPitch + 16 * ma + g + 8 * (e >> 1);
-            xb[at] = make_float2(er[ma][hh][e] * unscale, ei[ma][hh][e] * unscale);
-          }
-        }
-      }
-    }
-    // The outputs, coalesced, in rolled loops (after extra, gelu and postgate): whole 16-byte vectors
-    // where the row starts 16-byte aligned, then pairs.
-    __syncwarp();
-    uint16_t* orow = static_cast<uint16_t*>(a.out) + row.base;
+    tc_inverse(yr, yi, xb, frag, tw, lane, 1.0f / (s1 * s2), full);
+    // The outputs, coalesced, in rolled loops (after extra, gelu and postgate).
     const uint16_t* prow =
         a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
 #pragma unroll 2
@@ -1999,29 +2073,7 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
       const float4* src = reinterpret_cast<const float4*>(xb + (q >> 3) * kPitch + 4 * (q & 7));
       const float4 y0 = src[0], y1 = src[1];
       float v[8] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
-      if (a.extra != nullptr) {
-        const float4 e0 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q);
-        const float4 e1 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q + 4);
-        const float ex[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] += ex[k];
-      }
-      if (a.gelu) {
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = gelu_erf(v[k]);
-      }
-      if (prow != nullptr) {
-        const uint4 gw = *reinterpret_cast<const uint4*>(prow + 8 * q);
-        const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
-      }
-      uint32_t w[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) |
-               (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
-      *reinterpret_cast<uint4*>(orow + 8 * q) = make_uint4(w[0], w[1], w[2], w[3]);
+      tc_store8<T>(a, row, prow, q, v);
     }
     for (int j = 4 * vecs + lane; j < pairs; j += 32)
       store_packed<T>(a, row, j, xb[(j >> 5) * kPitch + (j & 31)]);
@@ -2090,50 +2142,14 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
   extern __shared__ __align__(16) unsigned char tc_smem[];
   float2* tw = reinterpret_cast<float2*>(tc_smem);                           // (32 registers, 32 lanes)
   uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);                // (kFrags, 32)
-  float2* buf = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes);  // (4, kRegion)
+  float2* buf = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes);  // (kR, kRegion)
   unsigned* smax = reinterpret_cast<unsigned*>(buf + kR * Plan::kRegion);    // the row's input maximum
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid >> 5;
   const int lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
   float2* xb = buf + warp * Plan::kRegion;  // this warp's subsequence
-  // The tables, as fft_conv_tc_kernel makes them (W_1024 and W_32 are the same here).
-  float2* root = buf;
-  if (warp == 0) {
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      float sn, cs;
-      sincospif(static_cast<float>(k == 0 ? 32 * lane : lane) * (2.0f / kM), &sn, &cs);
-      root[32 * k + lane] = make_float2(cs, -sn);
-    }
-  }
-  __syncthreads();
-  for (int i = tid; i < 32 * 32; i += Plan::kThreads) {
-    const int reg = i >> 5, l = i & 31, e = reg & 3;
-    const int p = 16 * (reg >> 4) + (l >> 2) + 8 * (e >> 1), q = 8 * ((reg >> 2) & 3) + 2 * (l & 3) + (e & 1);
-    const int pq = p * q;
-    tw[i] = c_mul(root[pq >> 5], root[32 + (pq & 31)]);
-  }
-  for (int i = tid; i < kFrags * 32; i += Plan::kThreads) {
-    const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
-    const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
-    uint32_t r[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int row = 16 * mt + gg + 8 * (j & 1);
-      const int col = 16 * kt + 2 * tt + 8 * (j >> 1);
-      float v[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float2 w = root[(row * (col + h)) & (kP - 1)];
-        v[h] = comp == 0 ? w.x : (comp == 1 ? w.y : -w.y);
-      }
-      r[j] = pack_half2(v[0], v[1]);
-    }
-    frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
-  }
-  __syncthreads();
-  auto F = [&](int mt, int kt, int comp) { return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane]; };
+  tc_make_tables(tw, frag, buf);
 
   bool waited = false;
   const uint32_t per_h = static_cast<uint32_t>(a.rows / a.H);
@@ -2168,30 +2184,19 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
     if (tid == 0) smax[0] = 0u;
     __syncthreads();  // the previous row's reads of buf and smax are done
     float mx = 0.0f;
-    // Whole 16-byte vectors (8 samples: pairs 4q .. 4q + 3, one in each region) where the row starts
-    // 16-byte aligned, then pairs.
+    // Whole 16-byte vectors (8 samples: pairs 4q .. 4q + 3) where the row starts 16-byte aligned, then
+    // pairs.
     const int vecs = a.vec && (row.base & 7) == 0 ? static_cast<int>(row.len >> 3) : 0;
     const uint16_t* urow = static_cast<const uint16_t*>(a.u) + row.base;
     const uint16_t* grow =
         a.pregate != nullptr ? static_cast<const uint16_t*>(a.pregate) + row.base : nullptr;
     for (int q = tid; q < vecs; q += Plan::kThreads) {
-      const uint4 w = *reinterpret_cast<const uint4*>(urow + 8 * q);
-      const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
-      uint32_t gs[4] = {0u, 0u, 0u, 0u};
-      if (grow != nullptr) {
-        const uint4 gw = *reinterpret_cast<const uint4*>(grow + 8 * q);
-        gs[0] = gw.x, gs[1] = gw.y, gs[2] = gw.z, gs[3] = gw.w;
-      }
+      float v[8];
+      tc_load8<T>(urow, grow, q, v);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        float2 v = make_float2(to_float<T>(static_cast<uint16_t>(ws[k])),
-                               to_float<T>(static_cast<uint16_t>(ws[k] >> 16)));
-        if (grow != nullptr) {
-          v.x *= to_float<T>(static_cast<uint16_t>(gs[k]));
-          v.y *= to_float<T>(static_cast<uint16_t>(gs[k] >> 16));
-        }
-        buf[tcr_pos<kR>(4 * q + k)] = v;
-        mx = fmaxf(mx, fmaxf(fabsf(v.x), fabsf(v.y)));
+        buf[tcr_pos<kR>(4 * q + k)] = make_float2(v[2 * k], v[2 * k + 1]);
+        mx = fmaxf(mx, fmaxf(fabsf(v[2 * k]), fabsf(v[2 * k + 1])));
       }
     }
     for (int j = 4 * vecs + tid; j < pairs; j += Plan::kThreads) {
@@ -2203,108 +2208,9 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
     if (lane == 0) atomicMax(smax, __float_as_uint(mx));
     __syncthreads();
     const float s1 = pow2_scale(__uint_as_float(smax[0]));
-    // Forward, this warp's subsequence x[j1] = z[4 j1 + warp], j1 = 32 r + q.
-    uint32_t xr[2][4][2], xi[2][4][2];
-#pragma unroll
-    for (int kt = 0; kt < 2; ++kt) {
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float2 v[2];
-#pragma unroll
-          for (int d = 0; d < 2; ++d) {
-            const int r = 16 * kt + 2 * t + d + 8 * h, j1 = kP * r + 8 * nt + g;
-            v[d] = kR * j1 + warp < pairs ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
-          }
-          xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
-          xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
-        }
-      }
-    }
-    uint32_t ar[2][2][4], ai[2][2][4];
-    {
-      float cr[2][4][4], ci[2][4][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) cr[mt][nt][e] = ci[mt][nt][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int kt = 0; kt < 2; ++kt) {
-        if (kt == 1 && !full) break;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const uint4 fr = F(mt, kt, 0), fi = F(mt, kt, 1), fn = F(mt, kt, 2);
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt) {
-            mma_f16(cr[mt][nt], fr, xr[kt][nt][0], xr[kt][nt][1]);
-            mma_f16(cr[mt][nt], fn, xi[kt][nt][0], xi[kt][nt][1]);
-            mma_f16(ci[mt][nt], fr, xi[kt][nt][0], xi[kt][nt][1]);
-            mma_f16(ci[mt][nt], fi, xr[kt][nt][0], xr[kt][nt][1]);
-          }
-        }
-      }
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          float vr[4], vi[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
-            vr[e] = cr[mt][nt][e] * w.x - ci[mt][nt][e] * w.y;
-            vi[e] = cr[mt][nt][e] * w.y + ci[mt][nt][e] * w.x;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            ar[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-            ai[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-          }
-        }
-      }
-    }
-    __syncwarp();  // every lane's reads of the inputs in xb are done
-#pragma unroll
-    for (int mf = 0; mf < 2; ++mf) {
-      float zr[2][2][4], zi[2][2][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int kq = 0; kq < 2; ++kq) {
-        const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            mma_f16(zr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(zr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
-            mma_f16(zi[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
-            mma_f16(zi[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          }
-        }
-      }
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
-            xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);  // Y_warp[p + 32 s], times s1
-          }
-        }
-      }
-    }
+    // This warp's subsequence x[j1] = z[kR j1 + warp]: Y_warp[p + 32 s] into xb at s kPitch + p, times s1.
+    tc_forward(
+        xb, frag, tw, lane, s1, full, [&](int j1) { return kR * j1 + warp < pairs; }, [] {});
     // The spectra are the preceding grid's output (programmatic dependent launch): read after this.
     if (!waited) {
       pdl_wait();
@@ -2390,6 +2296,8 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
       }
     }
     __syncthreads();
+    // This warp's inverse: Y'[p + 32 s] (in xb at s kPitch + p), scaled into [128, 256), as the B
+    // operand of inverse step 1.
     float my = 0.0f;
 #pragma unroll 4
     for (int i = lane; i < kP * kP; i += 32) {
@@ -2417,85 +2325,8 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
         }
       }
     }
-    uint32_t dr16[2][2][4], di16[2][2][4];
-#pragma unroll
-    for (int ma = 0; ma < 2; ++ma) {
-      float dr[4][4], di[4][4];
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dr[np][e] = di[np][e] = 0.0f;
-      }
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-        const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          mma_f16(dr[np], fr, yr[ks][np][0], yr[ks][np][1]);
-          mma_f16(dr[np], fi, yi[ks][np][0], yi[ks][np][1]);
-          mma_f16(di[np], fr, yi[ks][np][0], yi[ks][np][1]);
-          mma_f16(di[np], fn, yr[ks][np][0], yr[ks][np][1]);
-        }
-      }
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        float vr[4], vi[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
-          vr[e] = dr[np][e] * w.x + di[np][e] * w.y;
-          vi[e] = di[np][e] * w.x - dr[np][e] * w.y;
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-          di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-        }
-      }
-    }
-    const float unscale = 2.0f / (s1 * s2);  // product_half's 1/2 too
-    __syncwarp();                            // every lane's reads of xb are done
-#pragma unroll
-    for (int mf = 0; mf < 2; ++mf) {
-      if (mf == 1 && !full) break;
-      float er[2][2][4], ei[2][2][4];
-#pragma unroll
-      for (int ma = 0; ma < 2; ++ma) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) er[ma][hh][e] = ei[ma][hh][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int kp = 0; kp < 2; ++kp) {
-        const uint4 fr = F(mf, kp, 0), fi = F(mf, kp, 1), fn = F(mf, kp, 2);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int ma = 0; ma < 2; ++ma) {
-            mma_f16(er[ma][hh], dr16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(er[ma][hh], di16[ma][kp], reg_of(fi, hh), reg_of(fi, 2 + hh));
-            mma_f16(ei[ma][hh], di16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
-            mma_f16(ei[ma][hh], dr16[ma][kp], reg_of(fn, hh), reg_of(fn, 2 + hh));
-          }
-        }
-      }
-#pragma unroll
-      for (int ma = 0; ma < 2; ++ma) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            // y_z[4 j1 + warp], j1 = a + 32 b, at position b kPitch + a of the warp's region.
-            const int at = (8 * (2 * mf + hh) + 2 * t + (e & 1)) * kPitch + 16 * ma + g + 8 * (e >> 1);
-            xb[at] = make_float2(er[ma][hh][e] * unscale, ei[ma][hh][e] * unscale);
-          }
-        }
-      }
-    }
+    tc_inverse(yr, yi, xb, frag, tw, lane, 2.0f / (s1 * s2), full);  // product_half's 1/2 too
     __syncthreads();
-    uint16_t* orow = static_cast<uint16_t*>(a.out) + row.base;
     const uint16_t* prow =
         a.postgate != nullptr ? static_cast<const uint16_t*>(a.postgate) + row.base : nullptr;
     for (int q = tid; q < vecs; q += Plan::kThreads) {
@@ -2505,29 +2336,7 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
         const float2 y = buf[tcr_pos<kR>(4 * q + k)];
         v[2 * k] = y.x, v[2 * k + 1] = y.y;
       }
-      if (a.extra != nullptr) {
-        const float4 e0 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q);
-        const float4 e1 = *reinterpret_cast<const float4*>(a.extra + row.base + 8 * q + 4);
-        const float ex[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] += ex[k];
-      }
-      if (a.gelu) {
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = gelu_erf(v[k]);
-      }
-      if (prow != nullptr) {
-        const uint4 gw = *reinterpret_cast<const uint4*>(prow + 8 * q);
-        const uint32_t gs[4] = {gw.x, gw.y, gw.z, gw.w};
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] *= to_float<T>(static_cast<uint16_t>(gs[k >> 1] >> (16 * (k & 1))));
-      }
-      uint32_t w[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        w[k] = static_cast<uint32_t>(from_float<T>(v[2 * k])) |
-               (static_cast<uint32_t>(from_float<T>(v[2 * k + 1])) << 16);
-      *reinterpret_cast<uint4*>(orow + 8 * q) = make_uint4(w[0], w[1], w[2], w[3]);
+      tc_store8<T>(a, row, prow, q, v);
     }
     for (int j = 4 * vecs + tid; j < pairs; j += Plan::kThreads)
       store_packed<T>(a, row, j, buf[tcr_pos<kR>(j)]);
