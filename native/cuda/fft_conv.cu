@@ -1676,6 +1676,45 @@ __device__ __forceinline__ uint4 tc_frag(const uint4* frag, int mt, int kt, int 
   return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane];
 }
 
+// Half mf of the product of a warp's 32 x 32 data A (float16 A fragments ar, ai: tiles (mt, kq)) with F,
+// or conj(F) for kConj, as the B operand (F symmetric: B tile (kq, 2 mf + hh) is regs hh and 2 + hh of A
+// tile (mf, kq)): cr, ci[mt][hh] = columns 8 (2 mf + hh) .. + 7. Re = Ar Fr -+ Ai Fi, Im = Ar (+-Fi) + Ai
+// Fr, each accumulation in the order the two callers were measured with.
+template <bool kConj>
+__device__ __forceinline__ void tc_times_f(const uint32_t (&ar)[2][2][4], const uint32_t (&ai)[2][2][4],
+                                           const uint4* frag, int lane, int mf, float (&cr)[2][2][4],
+                                           float (&ci)[2][2][4]) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) cr[mt][hh][e] = ci[mt][hh][e] = 0.0f;
+    }
+  }
+#pragma unroll
+  for (int kq = 0; kq < 2; ++kq) {
+    const uint4 fr = tc_frag(frag, mf, kq, 0, lane), fi = tc_frag(frag, mf, kq, 1, lane),
+                fn = tc_frag(frag, mf, kq, 2, lane);
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        mma_f16(cr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+        if constexpr (kConj) {
+          mma_f16(cr[mt][hh], ai[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
+          mma_f16(ci[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          mma_f16(ci[mt][hh], ar[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+        } else {
+          mma_f16(cr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+          mma_f16(ci[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
+          mma_f16(ci[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+        }
+      }
+    }
+  }
+}
+
 // A warp's 1024-point forward transform on the tensor cores: x[j1] = xb[(j1 >> 5) kPitch + (j1 & 31)]
 // times s1 (0 where !present(j1); j1 < 512 unless full) in, Y[p + 32 s] out at xb[s kPitch + p].
 // between() runs after step 1, before Y overwrites the inputs. Returns the largest component of Y.
@@ -1760,28 +1799,7 @@ __device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const
 #pragma unroll
   for (int mf = 0; mf < 2; ++mf) {
     float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
-      }
-    }
-#pragma unroll
-    for (int kq = 0; kq < 2; ++kq) {
-      const uint4 fr = F(mf, kq, 0), fi = F(mf, kq, 1), fn = F(mf, kq, 2);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_f16(zr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          mma_f16(zr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
-          mma_f16(zi[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
-          mma_f16(zi[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-        }
-      }
-    }
+    tc_times_f<false>(ar, ai, frag, lane, mf, zr, zi);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -1854,28 +1872,7 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
   for (int mf = 0; mf < 2; ++mf) {
     if (mf == 1 && !full) break;
     float er[2][2][4], ei[2][2][4];  // (ma, hh): nb = 2 mf + hh
-#pragma unroll
-    for (int ma = 0; ma < 2; ++ma) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) er[ma][hh][e] = ei[ma][hh][e] = 0.0f;
-      }
-    }
-#pragma unroll
-    for (int kp = 0; kp < 2; ++kp) {
-      const uint4 fr = F(mf, kp, 0), fi = F(mf, kp, 1), fn = F(mf, kp, 2);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int ma = 0; ma < 2; ++ma) {
-          mma_f16(er[ma][hh], dr16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          mma_f16(er[ma][hh], di16[ma][kp], reg_of(fi, hh), reg_of(fi, 2 + hh));
-          mma_f16(ei[ma][hh], di16[ma][kp], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          mma_f16(ei[ma][hh], dr16[ma][kp], reg_of(fn, hh), reg_of(fn, 2 + hh));
-        }
-      }
-    }
+    tc_times_f<true>(dr16, di16, frag, lane, mf, er, ei);
 #pragma unroll
     for (int ma = 0; ma < 2; ++ma) {
 #pragma unroll
