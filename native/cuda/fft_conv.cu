@@ -3198,18 +3198,19 @@ bool fft_wide_wanted(ssmkit_dtype dtype) {
   return dtype == SSMKIT_DTYPE_F32;
 }
 
-// m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
-// Whether bfloat16 rows of m = 1024 take the tensor-core kernel (fft_conv_tc_kernel): the default,
-// SSMKIT_CUDA_FFT_TC=0 for the float32 transforms. Read at every call, so that one process can compare both.
-bool fft_tc_wanted() {
+// Whether bfloat16 rows of m = 1024, 4096 and 16384 take the tensor-core kernels (fft_conv_tc_kernel,
+// fft_conv_tcr_kernel): the default, SSMKIT_CUDA_FFT_TC=0 for the float32 transforms (read at every call, so
+// that one process can compare both); their row arithmetic is 32-bit (tc_row).
+bool fft_tc_wanted(const conv_args& a) {
   const char* v = std::getenv("SSMKIT_CUDA_FFT_TC");
-  return !(v != nullptr && v[0] == '0' && v[1] == '\0');
+  return !(v != nullptr && v[0] == '0' && v[1] == '\0') && a.row0 + a.rows < (int64_t{1} << 31);
 }
 
+// m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == 10 && T == SSMKIT_DTYPE_BF16) {
-    if (fft_tc_wanted() && a.row0 + a.rows < (int64_t{1} << 31)) {  // tc_row's 32-bit row arithmetic
+    if (fft_tc_wanted(a)) {
       // As many blocks as run at once (kMinBlocks an SM), each taking groups of rows grid-stride, so
       // that the tables are made once a block.
       int dev = 0, sms = 0;
@@ -3241,8 +3242,8 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
     SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
     SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    // tc_row's 32-bit row arithmetic; the block's buffer (m = 16384: 154 KB).
-    if (fft_tc_wanted() && a.row0 + a.rows < (int64_t{1} << 31) && static_cast<size_t>(smem) >= P::kSmem) {
+    // The block's buffer (m = 16384: 154 KB).
+    if (fft_tc_wanted(a) && static_cast<size_t>(smem) >= P::kSmem) {
       // A row a block; as many blocks as run at once, each taking rows grid-stride.
       const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * P::kMinBlocks;
       SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tcr_kernel<T, kR>, P::kSmem));
