@@ -866,7 +866,7 @@ struct conv_args {
   const float* extra;      // (batch, H, L) float32 added before the activation (ssmConv's state), or null
   void* out;               // (batch, H, L) u's dtype
   const float2* spectrum;  // (H, m + 1) the filters' scaled spectra
-  const float4* coef;      // (H, m) the tensor-core kernel's product coefficients (fft_conv_tc_coef_kernel)
+  const float4* coef;      // (H, m) the tensor-core kernel's product coefficients (fft_conv_tc_filter_kernel)
   const float* cmax;       // (H,) their bound: max over f of |Re a| + |Im a| + |Re b| + |Im b|
   int64_t rows;            // rows of this launch
   int64_t row0;            // the global index of its first row (batch * H * segments in all)
@@ -1454,7 +1454,8 @@ __global__ void __launch_bounds__(wide_plan::kThreads, wide_plan::kMinBlocks)
 // input in (coalesced 16-byte loads), Z for the product (each value's mirror Z[m - f] is another lane's)
 // and y out (16-byte stores). The product is the real split, the filter and the re-packing of
 // mirror_product written as one linear map, Zy[f] = alpha Z[f] + beta conj(Z[m - f]); its coefficients
-// come from the spectra by fft_conv_tc_coef_kernel, in the lanes' register order, with their bound cmax.
+// come straight from the filters by fft_conv_tc_filter_kernel, in the lanes' register order, with their
+// bound cmax.
 // Each float16 operand is scaled by a power of two: the row's input so that its largest value sits in
 // [128, 256), Zy by the bound cmax max|Z| (so Zy is packed as it is made, without its own maximum), which
 // keeps every operand inside float16's range for any bfloat16 input; the scales come off in float32 at
@@ -1534,48 +1535,6 @@ __device__ __forceinline__ float pow2_scale(float mx) {
   return __int_as_float(s << 23);
 }
 
-// The product's coefficients of every filter, in the conv kernel's register order: coef[h][reg][lane] =
-// (alpha, beta) of f = p + 32 s with p = 16 mt + g + 8 (e >> 1), s = 8 ns + 2t + (e & 1), reg = (mt * 4
-// + ns) * 4 + e, lane = 4g + t, from the spectra S (H, m + 1), and cmax[h], the largest |Re alpha| +
-// |Im alpha| + |Re beta| + |Im beta| of the filter (a component of Zy is at most cmax times the largest
-// component of Z). A block a filter (blockIdx.y walks them), a thread four coefficients.
-__global__ void __launch_bounds__(256)
-    fft_conv_tc_coef_kernel(const float2* spectrum, float4* coef, float* cmax, int64_t H) {
-  pdl_trigger();
-  pdl_wait();  // the spectra are the preceding grid's output
-  using namespace tc;
-  __shared__ float part[8];
-  for (int64_t h = blockIdx.y; h < H; h += gridDim.y) {
-    float mx = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kM / 256; ++k) {
-      const int i = static_cast<int>(threadIdx.x) + 256 * k;  // reg * 32 + lane
-      const int reg = i >> 5, lane = i & 31, e = reg & 3;
-      const int p = 16 * (reg >> 4) + (lane >> 2) + 8 * (e >> 1);
-      const int f = p + kP * (8 * ((reg >> 2) & 3) + 2 * (lane & 3) + (e & 1));
-      float sn, cs;
-      sincospif(static_cast<float>(f) * (1.0f / kM), &sn, &cs);  // W_2m^f = cs - i sn
-      const float2 ka = spectrum[h * (kM + 1) + f];
-      const float2 kbc = c_conj(spectrum[h * (kM + 1) + kM - f]);
-      const float2 d = c_sub(ka, kbc);
-      const float4 c = make_float4(2.0f * (ka.x + kbc.x - sn * d.x), 2.0f * (ka.y + kbc.y - sn * d.y),
-                                   -2.0f * cs * d.y, 2.0f * cs * d.x);
-      coef[h * kM + i] = c;
-      mx = fmaxf(mx, fabsf(c.x) + fabsf(c.y) + fabsf(c.z) + fabsf(c.w));
-    }
-    mx = warp_max(mx);
-    __syncthreads();  // the previous filter's reads of part are done
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = mx;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      float m = part[0];
-#pragma unroll
-      for (int w = 1; w < 8; ++w) m = fmaxf(m, part[w]);
-      cmax[h] = m;
-    }
-  }
-}
-
 // The pair (v[2j], v[2j + 1]) of a row, v = u * pregate, zero past its end: one 4-byte load a tensor
 // where the pairs are aligned (a.vec: every row and segment starts at an even element and has even
 // length), else load_packed.
@@ -1626,6 +1585,47 @@ __device__ __forceinline__ void tc_row(const conv_args& a, uint32_t per_h, uint3
   h = bh % H;
 }
 
+// (a, b) as a float16 pair hi and the pair lo of what rounding left (a - hi, b - hi exactly in float32):
+// hi + lo holds the pair to ~2^-22 of its size.
+__device__ __forceinline__ void split_half2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = pack_half2(a, b);
+  float ha, hb;
+  asm("{\n\t.reg .f16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
+      : "=f"(ha), "=f"(hb)
+      : "r"(hi));
+  lo = pack_half2(a - ha, b - hb);
+}
+
+// F's A fragments (tc namespace), from root[k] = W_32^k (k < 32): tile (mt, kt) holds rows 16 mt + g
+// (+ 8) and columns 16 kt + 2t (+ 1, + 8, + 9); kLo: what the float16 fragments left of each entry.
+template <bool kLo>
+__device__ __forceinline__ void tc_make_frags(uint4* frag, const float2* root) {
+  using namespace tc;
+  for (int i = static_cast<int>(threadIdx.x); i < kFrags * 32; i += static_cast<int>(blockDim.x)) {
+    const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
+    const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
+    uint32_t r[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int row = 16 * mt + gg + 8 * (j & 1);
+      const int col = 16 * kt + 2 * tt + 8 * (j >> 1);
+      float v[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float2 w = root[(row * (col + h)) & (kP - 1)];  // W_32^(row col)
+        v[h] = comp == 0 ? w.x : (comp == 1 ? w.y : -w.y);
+      }
+      if constexpr (kLo) {
+        uint32_t hi;
+        split_half2(v[0], v[1], hi, r[j]);
+      } else {
+        r[j] = pack_half2(v[0], v[1]);
+      }
+    }
+    frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
+  }
+}
+
 // The tables of the tensor-core kernels, made by all the block's threads: tw, the twiddles W_1024^(pq) of
 // each lane's 32 accumulator values, and frag, F's A fragments (tc namespace), through root (64 float2
 // of shared memory, free again when this returns).
@@ -1649,25 +1649,7 @@ __device__ __forceinline__ void tc_make_tables(float2* tw, uint4* frag, float2* 
     const int pq = p * q;  // < m
     tw[i] = c_mul(root[pq >> 5], root[32 + (pq & 31)]);
   }
-  // F's A fragments: tile (mt, kt) holds rows 16 mt + g (+ 8) and columns 16 kt + 2t (+ 1, + 8, + 9).
-  for (int i = static_cast<int>(threadIdx.x); i < kFrags * 32; i += n) {
-    const int l = i & 31, comp = (i >> 5) % 3, tile = (i >> 5) / 3;
-    const int mt = tile >> 1, kt = tile & 1, gg = l >> 2, tt = l & 3;
-    uint32_t r[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int row = 16 * mt + gg + 8 * (j & 1);
-      const int col = 16 * kt + 2 * tt + 8 * (j >> 1);
-      float v[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float2 w = root[(row * (col + h)) & (kP - 1)];  // W_32^(row col)
-        v[h] = comp == 0 ? w.x : (comp == 1 ? w.y : -w.y);
-      }
-      r[j] = pack_half2(v[0], v[1]);
-    }
-    frag[i] = make_uint4(r[0], r[1], r[2], r[3]);
-  }
+  tc_make_frags<false>(frag, root);
   __syncthreads();  // the tables are read by every warp, and root is free again
 }
 
@@ -1889,6 +1871,244 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
   __syncwarp();
 }
 
+// c += (a_hi + a_lo)(b_hi + b_lo) without the lo x lo term, the smaller products first (~2^-22 of the
+// product's size: float32's accuracy from float16 operands, at three products instead of one).
+template <class A>  // uint4 or uint32_t[4], as mma_f16
+__device__ __forceinline__ void mma_split(float (&c)[4], const A& ah, const A& al, uint32_t bh0, uint32_t bh1,
+                                          uint32_t bl0, uint32_t bl1) {
+  mma_f16(c, al, bh0, bh1);
+  mma_f16(c, ah, bl0, bl1);
+  mma_f16(c, ah, bh0, bh1);
+}
+
+// tc_forward's transform at float32's accuracy (fft_conv_tc_filter_kernel): every operand, F included
+// (its float16 remainders in lo), as a hi and a lo float16 part, every product as mma_split.
+// x[j1] = xb[(j1 >> 5) kPitch + (j1 & 31)] times s1 in (j1 < 512 unless full), Y[p + 32 s] out at
+// xb[s kPitch + p].
+__device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, const uint4* lo,
+                                                 const float2* tw, int lane, float s1, bool full) {
+  using namespace tc;
+  const int g = lane >> 2, t = lane & 3;
+  // Step 1: X as the B operand (k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g), F as A.
+  uint32_t xr[2][2][4][2], xi[2][2][4][2];  // [hi, lo][kt][nt][h]
+#pragma unroll
+  for (int kt = 0; kt < 2; ++kt) {
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float2 v[2];
+#pragma unroll
+        for (int d = 0; d < 2; ++d) {
+          const int r = 16 * kt + 2 * t + d + 8 * h;
+          v[d] = kt == 0 || full ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
+        }
+        split_half2(v[0].x * s1, v[1].x * s1, xr[0][kt][nt][h], xr[1][kt][nt][h]);
+        split_half2(v[0].y * s1, v[1].y * s1, xi[0][kt][nt][h], xi[1][kt][nt][h]);
+      }
+    }
+  }
+  uint32_t ar[2][2][2][4], ai[2][2][2][4];  // T1 as the A operand of step 2: [hi, lo][mt][kq]
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    float cr[4][4], ci[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) cr[nt][e] = ci[nt][e] = 0.0f;
+    }
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) {
+      if (kt == 1 && !full) break;
+      const uint4 fr = tc_frag(frag, mt, kt, 0, lane), fi = tc_frag(frag, mt, kt, 1, lane),
+                  fn = tc_frag(frag, mt, kt, 2, lane);
+      const uint4 lr = tc_frag(lo, mt, kt, 0, lane), li = tc_frag(lo, mt, kt, 1, lane),
+                  ln = tc_frag(lo, mt, kt, 2, lane);
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const uint32_t(&rh)[2] = xr[0][kt][nt];
+        const uint32_t(&rl)[2] = xr[1][kt][nt];
+        const uint32_t(&ih)[2] = xi[0][kt][nt];
+        const uint32_t(&il)[2] = xi[1][kt][nt];
+        mma_split(cr[nt], fr, lr, rh[0], rh[1], rl[0], rl[1]);
+        mma_split(cr[nt], fn, ln, ih[0], ih[1], il[0], il[1]);
+        mma_split(ci[nt], fr, lr, ih[0], ih[1], il[0], il[1]);
+        mma_split(ci[nt], fi, li, rh[0], rh[1], rl[0], rl[1]);
+      }
+    }
+    // T1 = W_m^(pq) C1 (float32), split into A fragments: reg 2 (nt & 1) + (e >> 1) of (mt, nt >> 1).
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      float vr[4], vi[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
+        vr[e] = cr[nt][e] * w.x - ci[nt][e] * w.y;
+        vi[e] = cr[nt][e] * w.y + ci[nt][e] * w.x;
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * (nt & 1) + h;
+        split_half2(vr[2 * h], vr[2 * h + 1], ar[0][mt][nt >> 1][j], ar[1][mt][nt >> 1][j]);
+        split_half2(vi[2 * h], vi[2 * h + 1], ai[0][mt][nt >> 1][j], ai[1][mt][nt >> 1][j]);
+      }
+    }
+  }
+  __syncwarp();  // every lane's reads of the inputs in xb are done
+  // Step 2: Z[p + 32 s] = (T1 F)[p][s] in two halves of ns (mf = ns >> 1); F as the B operand (tile
+  // (kq, ns) is regs (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq), F being symmetric).
+#pragma unroll
+  for (int mf = 0; mf < 2; ++mf) {
+    float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int kq = 0; kq < 2; ++kq) {
+      const uint4 fr = tc_frag(frag, mf, kq, 0, lane), fi = tc_frag(frag, mf, kq, 1, lane),
+                  fn = tc_frag(frag, mf, kq, 2, lane);
+      const uint4 lr = tc_frag(lo, mf, kq, 0, lane), li = tc_frag(lo, mf, kq, 1, lane),
+                  ln = tc_frag(lo, mf, kq, 2, lane);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          // Re = Ar Fr + Ai (-Fi), Im = Ar Fi + Ai Fr: A = T1 (hi, lo), B = F (hi, lo).
+          mma_split(zr[mt][hh], ar[0][mt][kq], ar[1][mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh),
+                    reg_of(lr, hh), reg_of(lr, 2 + hh));
+          mma_split(zr[mt][hh], ai[0][mt][kq], ai[1][mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh),
+                    reg_of(ln, hh), reg_of(ln, 2 + hh));
+          mma_split(zi[mt][hh], ar[0][mt][kq], ar[1][mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh),
+                    reg_of(li, hh), reg_of(li, 2 + hh));
+          mma_split(zi[mt][hh], ai[0][mt][kq], ai[1][mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh),
+                    reg_of(lr, hh), reg_of(lr, 2 + hh));
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
+          xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
+        }
+      }
+    }
+  }
+  __syncwarp();
+}
+
+// The product's coefficients of every filter for fft_conv_tc_kernel, straight from the filters (no
+// spectra): a filter a warp, its packed z (load_filter_packed, D at lag 0) through tc_forward_split, then
+// coef[h][reg][lane] = (alpha, beta) of f = p + 32 s, p = 16 mt + g + 8 (e >> 1), s = 8 ns + 2t + (e & 1),
+// reg = (mt * 4 + ns) * 4 + e, lane = 4g + t (the conv kernel's register order), from the spectrum S of
+// mirror_spectrum: alpha = 2 (S[f] + conj(S[m - f]) - sn d), beta = 2i cs d, d = S[f] - conj(S[m - f]),
+// W_2m^f = cs - i sn; and cmax[h], the largest |Re alpha| + |Im alpha| + |Re beta| + |Im beta| of the
+// filter (a component of Zy is at most cmax times the largest component of Z). Blocks of up to kMaxWarps
+// warps, as many as spread the filters over the SMs in one wave: the tables are made once a block.
+// It replaced the float32 filter kernel and a coefficient kernel reading its spectra (one launch and the
+// spectra's round trip less). Measured (H200, 8 x 768 x 1024, Nsight with real clocks): 10.1 us against 6.5 +
+// 6.8 us for the two; the call 50.4 us against 51.8 (bench --quick, means of five runs alternated with the
+// previous build), the outputs as before (83.1% of them bit for bit the float32 path's). Its first form
+// stored each loaded pair before the next load (32 round trips a lane: 11.8 us); two warps a filter (each one
+// row tile of the transform, 193 registers, 384 blocks in 1.45 waves) took 13.4 us; the tables are ~1/4 of a
+// block's instructions, hence blocks as large as the one wave allows.
+namespace tcf {
+constexpr int kMaxWarps = 8;
+constexpr size_t kLoBytes = tc::kFragBytes;
+constexpr size_t kRootBytes = 128 * sizeof(float2);  // W_32^k, then W_2048^p and W_64^s
+constexpr size_t kTables = tc::kTwBytes + tc::kFragBytes + kLoBytes + kRootBytes;
+constexpr size_t smem(int warps) {
+  return kTables + static_cast<size_t>(warps) * tc::kBufBytes;
+}
+}  // namespace tcf
+
+template <bool kBidir>
+__global__ void __launch_bounds__(32 * tcf::kMaxWarps)
+    fft_conv_tc_filter_kernel(const filter_args f, float4* coef, float* cmax) {
+  pdl_trigger();
+  using namespace tc;
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  float2* tw = reinterpret_cast<float2*>(tc_smem);
+  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);
+  uint4* lo = reinterpret_cast<uint4*>(tc_smem + kTwBytes + kFragBytes);
+  float2* root = reinterpret_cast<float2*>(tc_smem + kTwBytes + kFragBytes + tcf::kLoBytes);
+  float2* r2 = root + 64;  // W_2048^p (p < 32), then W_64^s (s < 32)
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warps = static_cast<int>(blockDim.x) >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  float2* xb = reinterpret_cast<float2*>(tc_smem + tcf::smem(warp));
+  // z[j] for j < 512 (Lk <= m: the rest is zero), or all 1024 for a bidirectional filter, in rounds of
+  // 16 pairs a lane whose loads are all in flight before their values are stored; the first filter's
+  // first round is issued before the tables are made.
+  constexpr int kRounds = kBidir ? 2 : 1;
+  float2 v[16];
+  float d0 = 0.0f;  // D at lag 0 (lane 0's j = 0)
+  auto load_round = [&](int64_t r, int round) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) v[i] = load_filter_packed<kBidir>(f, r, lane + 32 * (16 * round + i));
+    if (round == 0) d0 = lane == 0 && f.D != nullptr && r < f.rows ? f.D[f.h0 + r] : 0.0f;
+  };
+  int64_t r = static_cast<int64_t>(blockIdx.x) * warps + warp;
+  load_round(r, 0);
+  for (int k = static_cast<int>(threadIdx.x); k < 64; k += static_cast<int>(blockDim.x)) {
+    float sn, cs;
+    sincospif(static_cast<float>(k < 32 ? k : 32 * (k - 32)) * (1.0f / kM), &sn, &cs);
+    r2[k] = make_float2(cs, -sn);
+  }
+  tc_make_tables(tw, frag, root);  // root[k] = W_32^k stays (k < 32)
+  tc_make_frags<true>(lo, root);
+  __syncthreads();
+  const float to_s = 1.0f / (8.0f * kM);  // S = K / (2n), as the float32 filter kernels
+  for (bool first = true; r < f.rows; r += static_cast<int64_t>(gridDim.x) * warps, first = false) {
+    float mx = 0.0f;
+#pragma unroll
+    for (int round = 0; round < kRounds; ++round) {
+      if (round > 0 || !first) load_round(r, round);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        float2 z = v[i];
+        if (round == 0 && i == 0) z.x += d0;
+        xb[(16 * round + i) * kPitch + lane] = z;  // j = lane + 32 (16 round + i)
+        mx = fmaxf(mx, fmaxf(fabsf(z.x), fabsf(z.y)));
+      }
+    }
+    __syncwarp();
+    const float s1 = pow2_scale(warp_max(mx));
+    tc_forward_split(xb, frag, lo, tw, lane, s1, kBidir);
+    const float scale = to_s / s1;  // exact: powers of two
+    float4* out = coef + (f.h0 + r) * kM + lane;
+    float cm = 0.0f;
+#pragma unroll 4
+    for (int reg = 0; reg < 32; ++reg) {
+      const int e = reg & 3;
+      const int p = 16 * (reg >> 4) + g + 8 * (e >> 1), s = 8 * ((reg >> 2) & 3) + 2 * t + (e & 1);
+      const int fm = (kM - (p + kP * s)) & (kM - 1);
+      const float2 w = c_mul(r2[p], r2[32 + s]);  // W_2m^f = W_2048^p W_64^s
+      float2 ka, kb;                              // S[f], S[m - f]
+      mirror_spectrum(xb[s * kPitch + p], xb[(fm >> 5) * kPitch + (fm & 31)], w, scale, ka, kb);
+      const float2 kbc = c_conj(kb);
+      const float2 d = c_sub(ka, kbc);
+      const float sn = -w.y, cs = w.x;
+      const float4 c = make_float4(2.0f * (ka.x + kbc.x - sn * d.x), 2.0f * (ka.y + kbc.y - sn * d.y),
+                                   -2.0f * cs * d.y, 2.0f * cs * d.x);
+      out[reg * 32] = c;
+      cm = fmaxf(cm, fabsf(c.x) + fabsf(c.y) + fabsf(c.z) + fabsf(c.w));
+    }
+    cm = warp_max(cm);
+    if (lane == 0) cmax[f.h0 + r] = cm;
+    __syncwarp();  // every lane's reads of xb are done before the next filter's stores to it
+  }
+}
+
 // 8 samples (16 bytes) of a row of u at element 8 q, times the pregate's where there is one.
 template <ssmkit_dtype T>
 __device__ __forceinline__ void tc_load8(const uint16_t* urow, const uint16_t* grow, int q, float (&v)[8]) {
@@ -2088,7 +2308,7 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
 // roots run in float32 on the block's threads, a task a pair of columns (k1, 1024 - k1) whose 2 kR values
 // hold each other's mirrors Z[m - f] ((0, 512) for k1 = 0: 512 tasks), through the block's buffer of kR
 // 1024-value regions; the spectra are read as the float32 kernels read them, the product as the linear
-// map of fft_conv_tc_coef_kernel with its coefficients formed in place (product_half). One input scale
+// map of fft_conv_tc_filter_kernel with its coefficients formed in place (product_half). One input scale
 // for the row (its largest value in [128, 256)), one inverse scale a warp (its Y' in [128, 256)).
 // Per row 192 kR mma (m = 4096 as a 64 x 64 two-step form would take 1536 instead of 768).
 // Measured (H200, bench --quick, alternated with SSMKIT_CUDA_FFT_TC=0), 8 x 768 x 4096: the first form
@@ -2121,7 +2341,7 @@ __device__ __forceinline__ int tcr_pos(int j) {
 }
 
 // Half of one output of mirror_product, Zy[f] / 2 from za = Z[f], zb = Z[m - f], w = W_2m^f, ka = S[f],
-// kb = S[m - f], as fft_conv_tc_coef_kernel's linear map: alpha / 2 = ka + conj(kb) + Im(w) d, beta / 2 =
+// kb = S[m - f], as fft_conv_tc_filter_kernel's linear map: alpha / 2 = ka + conj(kb) + Im(w) d, beta / 2 =
 // i Re(w) d, d = ka - conj(kb) (18 instructions where mirror_product's form takes ~35).
 __device__ __forceinline__ float2 product_half(float2 za, float2 zb, float2 w, float2 ka, float2 kb) {
   const float2 kbc = c_conj(kb);
@@ -2339,6 +2559,140 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
       store_packed<T>(a, row, j, buf[tcr_pos<kR>(j)]);
   }
   pdl_wait();  // never finish before the grid this one depends on
+}
+
+// The filters' spectra S (H, m + 1) for fft_conv_tcr_kernel<kR> (m = 1024 kR) on tensor cores, at
+// float32's accuracy: a filter a block, its subsequences z[kR j1 + j2] through tc_forward_split (kR / kWarps
+// of them a warp: the split transform takes ~230 registers), the radix-kR step in float32 on column pairs
+// (k1, 1024 - k1) as the conv kernel's, then mirror_spectrum on each mirror pair, S in natural order as
+// the float32 filter kernels write it. Blocks of 8 warps at up to 255 registers (the split transform's
+// ~180), two subsequences a warp and two column pairs a thread; one block an SM (160 KB of shared memory).
+// Measured (H200, 2 x 768 x 16384, Nsight with real clocks): 108.4 us against 118.1 for
+// filter_spectrum_split_kernel; the call 415.4 us against 426.9 (bench --quick, means of five runs
+// alternated with the previous build), the outputs as before (81.9% bit for bit the float32 path's). The
+// kR = 4 form (m = 4096, four warps, 255 registers) took 27.5 us against 18.4 and the call 216 / 210
+// against 204 / 201 us, so m = 4096 keeps the float32 filter kernel.
+template <int kR>
+struct tcrf_plan {
+  static_assert(kR == 16, "taken for m = 16384 only");
+  static constexpr int kWarps = 8;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr size_t kSmem =
+      tc::kTwBytes + 2 * tc::kFragBytes + kR * tcr_plan<kR>::kRegion * sizeof(float2) + 16;
+};
+
+template <int kR, bool kBidir>
+__global__ void __launch_bounds__(tcrf_plan<kR>::kThreads, 1)
+    fft_conv_tcr_filter_kernel(const filter_args f) {
+  pdl_trigger();
+  using namespace tc;
+  using Plan = tcr_plan<kR>;
+  using P = tcrf_plan<kR>;
+  constexpr int m = Plan::kM;
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  float2* tw = reinterpret_cast<float2*>(tc_smem);
+  uint4* frag = reinterpret_cast<uint4*>(tc_smem + kTwBytes);
+  uint4* lo = reinterpret_cast<uint4*>(tc_smem + kTwBytes + kFragBytes);
+  float2* buf = reinterpret_cast<float2*>(tc_smem + kTwBytes + 2 * kFragBytes);  // (kR, kRegion)
+  unsigned* smax = reinterpret_cast<unsigned*>(buf + kR * Plan::kRegion);        // the filter's maximum
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  tc_make_tables(tw, frag, buf);  // W_32^k in buf[k] (k < 32) until the first filter's stores
+  tc_make_frags<true>(lo, buf);
+  const float to_s = 1.0f / (8.0f * m);  // S = K / (2n), as the float32 filter kernels
+  // z[j] for j < m / 2 (Lk <= m: the rest is zero), or all m for a bidirectional filter, in rounds of 16
+  // pairs a thread whose loads are all in flight before their values are stored.
+  constexpr int kPairs = kBidir ? m : m / 2;
+  static_assert(kPairs % (16 * P::kThreads) == 0, "whole rounds");
+  for (int64_t r = blockIdx.x; r < f.rows; r += gridDim.x) {
+    if (r + gridDim.x < f.rows) {  // the next filter into L2 while this one runs
+      const int64_t lk = kBidir ? 2 * f.Lk : f.Lk;
+      prefetch_l2(f.k + (f.h0 + r + gridDim.x) * lk, lk * static_cast<int64_t>(sizeof(float)));
+    }
+    const float d0 = tid == 0 && f.D != nullptr ? f.D[f.h0 + r] : 0.0f;  // D at lag 0
+    __syncthreads();  // the previous filter's (or the tables') reads of buf and smax are done
+    if (tid == 0) smax[0] = 0u;
+    __syncthreads();
+    float mx = 0.0f;
+    for (int j0 = 0; j0 < kPairs; j0 += 16 * P::kThreads) {
+      float2 v[16];
+#pragma unroll
+      for (int i = 0; i < 16; ++i) v[i] = load_filter_packed<kBidir>(f, r, j0 + tid + P::kThreads * i);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        const int j = j0 + tid + P::kThreads * i;
+        float2 z = v[i];
+        if (j == 0) z.x += d0;
+        buf[tcr_pos<kR>(j)] = z;
+        mx = fmaxf(mx, fmaxf(fabsf(z.x), fabsf(z.y)));
+      }
+    }
+    mx = warp_max(mx);
+    if (lane == 0) atomicMax(smax, __float_as_uint(mx));
+    __syncthreads();
+    const float s1 = pow2_scale(__uint_as_float(smax[0]));
+    for (int q = warp; q < kR; q += P::kWarps) {
+      tc_forward_split(buf + q * Plan::kRegion, frag, lo, tw, lane, s1, kBidir);  // Y_q[p + 32 s]
+    }
+    __syncthreads();
+    // The radix-kR step on a column pair (k1, 1024 - k1), or (0, 512) for k1 = 0, then the spectrum of
+    // each mirror pair: (k1 + 1024 k2, its mirror in column 1024 - k1 at kR - 1 - k2); within column 0,
+    // (k2, kR - k2); within column 512, (k2, kR - 1 - k2).
+    float2* out = f.spectrum + (f.h0 + r) * (m + 1);
+    const float scale = to_s / s1;  // exact: powers of two
+    for (int k1 = tid; k1 < 512; k1 += P::kThreads) {
+      const int kk[2] = {k1, k1 == 0 ? 512 : 1024 - k1};
+      float2 z[2][kR], r2[2];
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        float sn, cs;
+        sincospif(static_cast<float>(kk[s]) * (2.0f / m), &sn, &cs);
+        const float2 w1 = make_float2(cs, -sn);  // W_m^k
+        sincospif(static_cast<float>(kk[s]) * (1.0f / m), &sn, &cs);
+        r2[s] = make_float2(cs, -sn);  // W_2m^k
+        const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
+        float2 wp = make_float2(1.0f, 0.0f);  // W_m^(j2 k)
+#pragma unroll
+        for (int j2 = 0; j2 < kR; ++j2) {
+          z[s][j2] = c_mul(buf[j2 * Plan::kRegion + at], wp);
+          wp = c_mul(wp, w1);
+        }
+        dft<kR, false>(z[s]);  // Z[k + 1024 k2] in z[s][k2]
+      }
+      float2 xa, xbc;
+      if (k1 == 0) {
+#pragma unroll
+        for (int k2 = 0; k2 <= kR / 2; ++k2) {
+          const int k2m = (kR - k2) & (kR - 1);
+          mirror_spectrum(z[0][k2], z[0][k2m], mul_root<64, false>(r2[0], (32 / kR) * k2), scale, xa, xbc);
+          out[1024 * k2] = xa;
+          if (k2 == 0) {
+            out[m] = xbc;
+          } else if (k2m != k2) {
+            out[m - 1024 * k2] = xbc;
+          }
+        }
+#pragma unroll
+        for (int k2 = 0; k2 < kR / 2; ++k2) {
+          const int f0 = 512 + 1024 * k2;
+          mirror_spectrum(z[1][k2], z[1][kR - 1 - k2], mul_root<64, false>(r2[1], (32 / kR) * k2), scale, xa,
+                          xbc);
+          out[f0] = xa;
+          out[m - f0] = xbc;
+        }
+      } else {
+#pragma unroll
+        for (int k2 = 0; k2 < kR; ++k2) {
+          const int f0 = k1 + 1024 * k2;
+          mirror_spectrum(z[0][k2], z[1][kR - 1 - k2], mul_root<64, false>(r2[0], (32 / kR) * k2), scale, xa,
+                          xbc);
+          out[f0] = xa;
+          out[m - f0] = xbc;
+        }
+      }
+    }
+  }
 }
 
 // m = 16384 as two 8192-point halves in one block (a 16384-point kernel would need 1024 threads of 64
@@ -3210,7 +3564,7 @@ bool fft_tc_wanted(const conv_args& a) {
 template <ssmkit_dtype T, int kLogM>
 status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
   if constexpr (kLogM == 10 && T == SSMKIT_DTYPE_BF16) {
-    if (fft_tc_wanted(a)) {
+    if (a.coef != nullptr) {  // the tensor-core kernel, its coefficients made (filters_then_convolve)
       // As many blocks as run at once (kMinBlocks an SM), each taking groups of rows grid-stride, so
       // that the tables are made once a block.
       int dev = 0, sms = 0;
@@ -3218,21 +3572,9 @@ status launch_conv_fused(const conv_args& a, cudaStream_t stream) {
       SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
       const int64_t groups = (a.rows + tc::kRows - 1) / tc::kRows;
       const int64_t wave = static_cast<int64_t>(sms > 0 ? sms : 1) * tc::kMinBlocks;
-      // The product's coefficients from the spectra (a launch of their own, chained by programmatic
-      // dependent launch like the conv kernel); freed in stream order after the conv kernel.
-      scratch coef(stream);
-      SSMKIT_RETURN_IF_ERROR(coef.alloc(static_cast<size_t>(a.H * tc::kM) * sizeof(float4) +
-                                        static_cast<size_t>(a.H) * sizeof(float)));
-      float* cmax = reinterpret_cast<float*>(coef.as<float4>() + a.H * tc::kM);
-      const dim3 coef_grid(1, static_cast<unsigned>(a.H < 1 ? 1 : (a.H < 65535 ? a.H : 65535)));
-      SSMKIT_RETURN_IF_ERROR(launch_after_wait(fft_conv_tc_coef_kernel, coef_grid, dim3(256), 0, stream,
-                                               a.spectrum, coef.as<float4>(), cmax, a.H));
-      conv_args b = a;
-      b.coef = coef.as<const float4>();
-      b.cmax = cmax;
       SSMKIT_RETURN_IF_ERROR(set_smem(fft_conv_tc_kernel<T>, tc::kSmem));
       return launch_after_filters(fft_conv_tc_kernel<T>, groups < wave ? groups : wave, tc::kThreads,
-                                  tc::kSmem, b, stream);
+                                  tc::kSmem, a, stream);
     }
   }
   if constexpr ((kLogM == 12 || kLogM == 14) && T == SSMKIT_DTYPE_BF16) {
@@ -3506,6 +3848,73 @@ status convolve(conv_args a, cudaStream_t stream) {
   return ok_status();
 }
 
+// The spectra of H filters for the tensor-core conv kernels of m = 1024 kR (fft_conv_tcr_filter_kernel),
+// where the part's shared memory holds its block (made: whether it ran).
+template <int kR>
+status launch_tcr_filters(filter_args f, int64_t H, cudaStream_t stream, bool* made) {
+  using P = tcrf_plan<kR>;
+  int dev = 0, sms = 0, smem = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  *made = static_cast<size_t>(smem) >= P::kSmem;
+  if (!*made) return ok_status();
+  f.rows = H;
+  f.h0 = 0;
+  auto* kernel =
+      f.bidirectional ? fft_conv_tcr_filter_kernel<kR, true> : fft_conv_tcr_filter_kernel<kR, false>;
+  SSMKIT_RETURN_IF_ERROR(set_smem(kernel, P::kSmem));
+  // One block an SM (its shared memory), each taking filters grid-stride and fetching its next one
+  // ahead into L2.
+  const int64_t wave = sms > 0 ? sms : 1;
+  kernel<<<grid_for(H < wave ? H : wave, 1), P::kThreads, P::kSmem, stream>>>(f);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+// The filters of f (H of them, each row of `a` reading filter h), then y for every row of `a`: bfloat16
+// rows of m = 1024 on tensor cores (fft_tc_wanted) take their product's coefficients straight from the
+// filters (fft_conv_tc_filter_kernel, chained to the conv kernel by programmatic dependent launch);
+// every other row the spectra (filter_spectra), then convolve.
+template <ssmkit_dtype T>
+status filters_then_convolve(conv_args a, filter_args f, int64_t H, cudaStream_t stream) {
+  if constexpr (T == SSMKIT_DTYPE_BF16) {
+    if (a.m == tc::kM && fft_tc_wanted(a)) {
+      scratch coef(stream);  // freed in stream order after the conv kernel
+      SSMKIT_RETURN_IF_ERROR(coef.alloc(static_cast<size_t>(H * tc::kM) * sizeof(float4) +
+                                        static_cast<size_t>(H) * sizeof(float)));
+      float* cmax = reinterpret_cast<float*>(coef.as<float4>() + H * tc::kM);
+      f.rows = H;
+      f.h0 = 0;
+      auto* kernel = f.bidirectional ? fft_conv_tc_filter_kernel<true> : fft_conv_tc_filter_kernel<false>;
+      // A filter a warp, the blocks as few as put every SM's filters in one block (the tables' cost).
+      int dev = 0, sms = 0;
+      SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+      SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      const int64_t per_sm = (H + (sms > 0 ? sms : 1) - 1) / (sms > 0 ? sms : 1);
+      const int warps = static_cast<int>(per_sm < tcf::kMaxWarps ? per_sm : tcf::kMaxWarps);
+      SSMKIT_RETURN_IF_ERROR(set_smem(kernel, tcf::smem(tcf::kMaxWarps)));
+      kernel<<<grid_for((H + warps - 1) / warps, 1), 32 * warps, tcf::smem(warps), stream>>>(
+          f, coef.as<float4>(), cmax);
+      SSMKIT_CUDA_CHECK(cudaGetLastError());
+      a.coef = coef.as<const float4>();
+      a.cmax = cmax;
+      return convolve<T>(a, stream);
+    }
+  }
+  scratch spectrum(stream);
+  SSMKIT_RETURN_IF_ERROR(spectrum.alloc(static_cast<size_t>(H * (f.m + 1)) * sizeof(float2)));
+  f.spectrum = spectrum.as<float2>();
+  a.spectrum = f.spectrum;
+  bool made = false;
+  if constexpr (T == SSMKIT_DTYPE_BF16) {
+    // m = 16384 only: at 4096 the tensor-core filter kernel measured slower than the float32 one.
+    if (a.m == 16384 && fft_tc_wanted(a)) SSMKIT_RETURN_IF_ERROR(launch_tcr_filters<16>(f, H, stream, &made));
+  }
+  if (!made) SSMKIT_RETURN_IF_ERROR(filter_spectra(f, H, stream));
+  return convolve<T>(a, stream);
+}
+
 status check_f32(const tensor_view& t, const char* op, const char* name) {
   if (t.present() && t.dtype != SSMKIT_DTYPE_F32) {
     return make_status(status_code::dtype, "%s: %s must be float32, got %s", op, name, dtype_name(t.dtype));
@@ -3565,12 +3974,7 @@ status fft_conv_cuda(const fft_conv_params& p, void* stream_ptr) {
     }
     a.m = n / 2;
     f.m = n / 2;
-    scratch spectrum(stream);
-    SSMKIT_RETURN_IF_ERROR(spectrum.alloc(static_cast<size_t>(p.H * (f.m + 1)) * sizeof(float2)));
-    f.spectrum = spectrum.as<float2>();
-    a.spectrum = f.spectrum;
-    SSMKIT_RETURN_IF_ERROR(filter_spectra(f, p.H, stream));
-    return convolve<kDType>(a, stream);
+    return filters_then_convolve<kDType>(a, f, p.H, stream);
   });
 }
 
@@ -3625,9 +4029,8 @@ status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
   const bool carry = segments > 1 || p.initial_state.present() || p.last_state.present();
   const bool state_output = segments > 1 || p.initial_state.present();
 
-  scratch kernel(stream), spectrum(stream), states(stream), extra(stream);
+  scratch kernel(stream), states(stream), extra(stream);
   SSMKIT_RETURN_IF_ERROR(kernel.alloc(static_cast<size_t>(p.H * seg_len) * sizeof(float)));
-  SSMKIT_RETURN_IF_ERROR(spectrum.alloc(static_cast<size_t>(p.H * (m + 1)) * sizeof(float2)));
   const float* log_dt = p.log_dt.ptr<const float>();
   const float* A = p.A.ptr<const float>();
   const float* C = p.C.ptr<const float>();
@@ -3637,11 +4040,9 @@ status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
   filter_args f{};
   f.k = kernel.as<const float>();
   f.D = p.D.present() ? p.D.ptr<const float>() : nullptr;
-  f.spectrum = spectrum.as<float2>();
   f.Lk = seg_len;
   f.m = m;
   f.bidirectional = false;
-  SSMKIT_RETURN_IF_ERROR(filter_spectra(f, p.H, stream));
 
   return SSMKIT_FLOAT_SWITCH(p.u.dtype, "ssmConv", [&] {
     if (carry && p.N2 > 0) {
@@ -3673,7 +4074,6 @@ status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
     a.postgate = nullptr;
     a.extra = state_output && p.N2 > 0 ? extra.as<const float>() : nullptr;
     a.out = p.out.data;
-    a.spectrum = spectrum.as<const float2>();
     a.rows = rows * segments;
     a.row0 = 0;
     a.H = p.H;
@@ -3683,7 +4083,7 @@ status ssm_conv_cuda(const ssm_conv_params& p, void* stream_ptr) {
     a.m = m;
     a.gelu = false;
     a.vec = p.L % 2 == 0 && seg_len % 2 == 0;
-    return convolve<kDType>(a, stream);
+    return filters_then_convolve<kDType>(a, f, p.H, stream);
   });
 }
 
