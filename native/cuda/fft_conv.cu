@@ -1596,6 +1596,16 @@ __device__ __forceinline__ void split_half2(float a, float b, uint32_t& hi, uint
   lo = pack_half2(a - ha, b - hb);
 }
 
+// c += (a_hi + a_lo)(b_hi + b_lo) without the lo x lo term, the smaller products first (~2^-22 of the
+// product's size: float32's accuracy from float16 operands, at three products instead of one).
+template <class A>  // uint4 or uint32_t[4], as mma_f16
+__device__ __forceinline__ void mma_split(float (&c)[4], const A& ah, const A& al, uint32_t bh0, uint32_t bh1,
+                                          uint32_t bl0, uint32_t bl1) {
+  mma_f16(c, al, bh0, bh1);
+  mma_f16(c, ah, bl0, bl1);
+  mma_f16(c, ah, bh0, bh1);
+}
+
 // F's A fragments (tc namespace), from root[k] = W_32^k (k < 32): tile (mt, kt) holds rows 16 mt + g
 // (+ 8) and columns 16 kt + 2t (+ 1, + 8, + 9); kLo: what the float16 fragments left of each entry.
 template <bool kLo>
@@ -1658,14 +1668,17 @@ __device__ __forceinline__ uint4 tc_frag(const uint4* frag, int mt, int kt, int 
   return frag[((mt * 2 + kt) * 3 + comp) * 32 + lane];
 }
 
-// Half mf of the product of a warp's 32 x 32 data A (float16 A fragments ar, ai: tiles (mt, kq)) with F,
-// or conj(F) for kConj, as the B operand (F symmetric: B tile (kq, 2 mf + hh) is regs hh and 2 + hh of A
-// tile (mf, kq)): cr, ci[mt][hh] = columns 8 (2 mf + hh) .. + 7. Re = Ar Fr -+ Ai Fi, Im = Ar (+-Fi) + Ai
-// Fr, each accumulation in the order the two callers were measured with.
-template <bool kConj>
-__device__ __forceinline__ void tc_times_f(const uint32_t (&ar)[2][2][4], const uint32_t (&ai)[2][2][4],
-                                           const uint4* frag, int lane, int mf, float (&cr)[2][2][4],
+// Half mf of the product of a warp's 32 x 32 data A (float16 A fragments ar, ai: tiles (mt, kq), in
+// kParts parts: 1, or 2 for split_half2's hi and lo, whose products are mma_split's with F's own parts frag
+// and lo) with F, or conj(F) for kConj, as the B operand (F symmetric: B tile (kq, 2 mf + hh) is regs hh and
+// 2 + hh of A tile (mf, kq)): cr, ci[mt][hh] = columns 8 (2 mf + hh) .. + 7. Re = Ar Fr -+ Ai Fi, Im = Ar
+// (+-Fi) + Ai Fr, each accumulation in the order the callers were measured with.
+template <bool kConj, int kParts = 1>
+__device__ __forceinline__ void tc_times_f(const uint32_t (&ar)[kParts][2][2][4],
+                                           const uint32_t (&ai)[kParts][2][2][4], const uint4* frag,
+                                           const uint4* lo, int lane, int mf, float (&cr)[2][2][4],
                                            float (&ci)[2][2][4]) {
+  static_assert(kParts == 1 || kParts == 2, "one float16 part, or hi and lo");
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -1676,21 +1689,34 @@ __device__ __forceinline__ void tc_times_f(const uint32_t (&ar)[2][2][4], const 
   }
 #pragma unroll
   for (int kq = 0; kq < 2; ++kq) {
-    const uint4 fr = tc_frag(frag, mf, kq, 0, lane), fi = tc_frag(frag, mf, kq, 1, lane),
-                fn = tc_frag(frag, mf, kq, 2, lane);
+    uint4 f[3][kParts];  // F's (re, im, -im) fragments of tile (mf, kq), each in its parts
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      f[c][0] = tc_frag(frag, mf, kq, c, lane);
+      if constexpr (kParts == 2) f[c][1] = tc_frag(lo, mf, kq, c, lane);
+    }
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
-        mma_f16(cr[mt][hh], ar[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+        // acc += a (tile (mt, kq)) times component c of F.
+        auto mm = [&](float(&acc)[4], const uint32_t(&a)[kParts][2][2][4], int c) {
+          if constexpr (kParts == 1) {
+            mma_f16(acc, a[0][mt][kq], reg_of(f[c][0], hh), reg_of(f[c][0], 2 + hh));
+          } else {
+            mma_split(acc, a[0][mt][kq], a[1][mt][kq], reg_of(f[c][0], hh), reg_of(f[c][0], 2 + hh),
+                      reg_of(f[c][1], hh), reg_of(f[c][1], 2 + hh));
+          }
+        };
+        mm(cr[mt][hh], ar, 0);
         if constexpr (kConj) {
-          mma_f16(cr[mt][hh], ai[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
-          mma_f16(ci[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
-          mma_f16(ci[mt][hh], ar[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
+          mm(cr[mt][hh], ai, 1);
+          mm(ci[mt][hh], ai, 0);
+          mm(ci[mt][hh], ar, 2);
         } else {
-          mma_f16(cr[mt][hh], ai[mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh));
-          mma_f16(ci[mt][hh], ar[mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh));
-          mma_f16(ci[mt][hh], ai[mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh));
+          mm(cr[mt][hh], ai, 2);
+          mm(ci[mt][hh], ar, 1);
+          mm(ci[mt][hh], ai, 0);
         }
       }
     }
@@ -1726,7 +1752,7 @@ __device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const
     }
   }
   // C1[p][q], tiles (mt, nt): p = 16 mt + g (+8), q = 8 nt + 2t (+1).
-  uint32_t ar[2][2][4], ai[2][2][4];  // T1 as the A operand of step 2: (mt, kq)
+  uint32_t ar[1][2][2][4], ai[1][2][2][4];  // T1 as the A operand of step 2: (mt, kq)
   {
     float cr[2][4][4], ci[2][4][4];
 #pragma unroll
@@ -1766,8 +1792,8 @@ __device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          ar[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-          ai[mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+          ar[0][mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+          ai[0][mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
         }
       }
     }
@@ -1781,7 +1807,7 @@ __device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const
 #pragma unroll
   for (int mf = 0; mf < 2; ++mf) {
     float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
-    tc_times_f<false>(ar, ai, frag, lane, mf, zr, zi);
+    tc_times_f<false>(ar, ai, frag, nullptr, lane, mf, zr, zi);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -1810,7 +1836,7 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
   auto F = [&](int mt, int kt, int comp) { return tc_frag(frag, mt, kt, comp, lane); };
   // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
   // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
-  uint32_t dr16[2][2][4], di16[2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
+  uint32_t dr16[1][2][2][4], di16[1][2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
 #pragma unroll
   for (int ma = 0; ma < 2; ++ma) {
     float dr[4][4], di[4][4];
@@ -1842,8 +1868,8 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        dr16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-        di16[ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
+        dr16[0][ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
+        di16[0][ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
       }
     }
   }
@@ -1854,7 +1880,7 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
   for (int mf = 0; mf < 2; ++mf) {
     if (mf == 1 && !full) break;
     float er[2][2][4], ei[2][2][4];  // (ma, hh): nb = 2 mf + hh
-    tc_times_f<true>(dr16, di16, frag, lane, mf, er, ei);
+    tc_times_f<true>(dr16, di16, frag, nullptr, lane, mf, er, ei);
 #pragma unroll
     for (int ma = 0; ma < 2; ++ma) {
 #pragma unroll
@@ -1871,18 +1897,10 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
   __syncwarp();
 }
 
-// c += (a_hi + a_lo)(b_hi + b_lo) without the lo x lo term, the smaller products first (~2^-22 of the
-// product's size: float32's accuracy from float16 operands, at three products instead of one).
-template <class A>  // uint4 or uint32_t[4], as mma_f16
-__device__ __forceinline__ void mma_split(float (&c)[4], const A& ah, const A& al, uint32_t bh0, uint32_t bh1,
-                                          uint32_t bl0, uint32_t bl1) {
-  mma_f16(c, al, bh0, bh1);
-  mma_f16(c, ah, bl0, bl1);
-  mma_f16(c, ah, bh0, bh1);
-}
-
 // tc_forward's transform at float32's accuracy (fft_conv_tc_filter_kernel): every operand, F included
-// (its float16 remainders in lo), as a hi and a lo float16 part, every product as mma_split.
+// (its float16 remainders in lo), as a hi and a lo float16 part, every product as mma_split; step 2 is
+// tc_times_f's. Step 1 runs a row tile at a time (tc_forward's order, both tiles' accumulators at once,
+// would hold 32 more registers in a kernel at ~240).
 // x[j1] = xb[(j1 >> 5) kPitch + (j1 & 31)] times s1 in (j1 < 512 unless full), Y[p + 32 s] out at
 // xb[s kPitch + p].
 __device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, const uint4* lo,
@@ -1955,41 +1973,11 @@ __device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, 
     }
   }
   __syncwarp();  // every lane's reads of the inputs in xb are done
-  // Step 2: Z[p + 32 s] = (T1 F)[p][s] in two halves of ns (mf = ns >> 1); F as the B operand (tile
-  // (kq, ns) is regs (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq), F being symmetric).
+  // Step 2: Z[p + 32 s] = (T1 F)[p][s] in two halves of ns (mf = ns >> 1), as tc_forward's.
 #pragma unroll
   for (int mf = 0; mf < 2; ++mf) {
     float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) zr[mt][hh][e] = zi[mt][hh][e] = 0.0f;
-      }
-    }
-#pragma unroll
-    for (int kq = 0; kq < 2; ++kq) {
-      const uint4 fr = tc_frag(frag, mf, kq, 0, lane), fi = tc_frag(frag, mf, kq, 1, lane),
-                  fn = tc_frag(frag, mf, kq, 2, lane);
-      const uint4 lr = tc_frag(lo, mf, kq, 0, lane), li = tc_frag(lo, mf, kq, 1, lane),
-                  ln = tc_frag(lo, mf, kq, 2, lane);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          // Re = Ar Fr + Ai (-Fi), Im = Ar Fi + Ai Fr: A = T1 (hi, lo), B = F (hi, lo).
-          mma_split(zr[mt][hh], ar[0][mt][kq], ar[1][mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh),
-                    reg_of(lr, hh), reg_of(lr, 2 + hh));
-          mma_split(zr[mt][hh], ai[0][mt][kq], ai[1][mt][kq], reg_of(fn, hh), reg_of(fn, 2 + hh),
-                    reg_of(ln, hh), reg_of(ln, 2 + hh));
-          mma_split(zi[mt][hh], ar[0][mt][kq], ar[1][mt][kq], reg_of(fi, hh), reg_of(fi, 2 + hh),
-                    reg_of(li, hh), reg_of(li, 2 + hh));
-          mma_split(zi[mt][hh], ai[0][mt][kq], ai[1][mt][kq], reg_of(fr, hh), reg_of(fr, 2 + hh),
-                    reg_of(lr, hh), reg_of(lr, 2 + hh));
-        }
-      }
-    }
+    tc_times_f<false, 2>(ar, ai, frag, lo, lane, mf, zr, zi);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
