@@ -1723,17 +1723,53 @@ __device__ __forceinline__ void tc_times_f(const uint32_t (&ar)[kParts][2][2][4]
   }
 }
 
-// A warp's 1024-point forward transform on the tensor cores: x[j1] = xb[(j1 >> 5) kPitch + (j1 & 31)]
-// times s1 (0 where !present(j1); j1 < 512 unless full) in, Y[p + 32 s] out at xb[s kPitch + p].
-// between() runs after step 1, before Y overwrites the inputs. Returns the largest component of Y.
-template <class Present, class Between>
-__device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const float2* tw, int lane,
-                                            float s1, bool full, Present present, Between between) {
+// A pair of floats as kParts float16 parts: the rounded pair, or (kParts = 2) split_half2's hi and lo.
+template <int kParts>
+__device__ __forceinline__ void pack_parts(float a, float b, uint32_t& hi, uint32_t& lo) {
+  if constexpr (kParts == 1) {
+    hi = pack_half2(a, b);
+  } else {
+    split_half2(a, b, hi, lo);
+  }
+}
+
+// (cr, ci)[nt] += F's tile (mt, kt) times the B operand b, or conj(F) for kConj: b(part, im, nt, h) is
+// register h of the B fragment (k = 16 kt + 2t (+1, +8, +9), n = 8 nt + g) of the real (im = 0) or
+// imaginary part, float16 part `part` of kParts (F's lo parts in lo). Re = Fr Br -+ Fi Bi, Im = Fr Bi +- Fi
+// Br, each accumulation in the order the callers were measured with.
+template <bool kConj, int kParts, class B>
+__device__ __forceinline__ void tc_f_times(float (&cr)[4][4], float (&ci)[4][4], const uint4* frag,
+                                           const uint4* lo, int mt, int kt, int lane, B b) {
+  uint4 f[3][kParts];  // F's (re, im, -im) fragments of tile (mt, kt), each in its parts
+#pragma unroll
+  for (int c = 0; c < 3; ++c) f[c][0] = tc_frag(frag, mt, kt, c, lane);
+  if constexpr (kParts == 2) {
+#pragma unroll
+    for (int c = 0; c < 3; ++c) f[c][1] = tc_frag(lo, mt, kt, c, lane);
+  }
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    auto mm = [&](float(&acc)[4], int c, int im) {  // acc += component c of F times b's part im
+      if constexpr (kParts == 1) {
+        mma_f16(acc, f[c][0], b(0, im, nt, 0), b(0, im, nt, 1));
+      } else {
+        mma_split(acc, f[c][0], f[c][1], b(0, im, nt, 0), b(0, im, nt, 1), b(1, im, nt, 0), b(1, im, nt, 1));
+      }
+    };
+    mm(cr[nt], 0, 0);
+    mm(cr[nt], kConj ? 1 : 2, 1);
+    mm(ci[nt], 0, 1);
+    mm(ci[nt], kConj ? 2 : 1, 0);
+  }
+}
+
+// A warp's 32 x 32 input x[32 r + q] = xb[r kPitch + q] times s1 (0 where !present(32 r + q)) as the B
+// operand of forward step 1, in kParts float16 parts: k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g.
+template <int kParts, class Present>
+__device__ __forceinline__ void tc_load_x(const float2* xb, int lane, float s1, Present present,
+                                          uint32_t (&xr)[kParts][2][4][2], uint32_t (&xi)[kParts][2][4][2]) {
   using namespace tc;
   const int g = lane >> 2, t = lane & 3;
-  auto F = [&](int mt, int kt, int comp) { return tc_frag(frag, mt, kt, comp, lane); };
-  // Forward step 1: X as the B operand, k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g.
-  uint32_t xr[2][4][2], xi[2][4][2];
 #pragma unroll
   for (int kt = 0; kt < 2; ++kt) {
 #pragma unroll
@@ -1746,11 +1782,85 @@ __device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const
           const int r = 16 * kt + 2 * t + d + 8 * h;
           v[d] = present(kP * r + 8 * nt + g) ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
         }
-        xr[kt][nt][h] = pack_half2(v[0].x * s1, v[1].x * s1);
-        xi[kt][nt][h] = pack_half2(v[0].y * s1, v[1].y * s1);
+        pack_parts<kParts>(v[0].x * s1, v[1].x * s1, xr[0][kt][nt][h], xr[kParts - 1][kt][nt][h]);
+        pack_parts<kParts>(v[0].y * s1, v[1].y * s1, xi[0][kt][nt][h], xi[kParts - 1][kt][nt][h]);
       }
     }
   }
+}
+
+// Row tile mt of an accumulator (cr, ci)[nt] times the twiddles W_m^(pq) (kConj: W_m^(-pq)) into the A
+// fragments of the next product in kParts parts: reg 2 (nt & 1) + (e >> 1) of tile (mt, nt >> 1).
+template <bool kConj, int kParts>
+__device__ __forceinline__ void tc_twiddle_to_a(const float (&cr)[4][4], const float (&ci)[4][4],
+                                                const float2* tw, int mt, int lane,
+                                                uint32_t (&ar)[kParts][2][2][4],
+                                                uint32_t (&ai)[kParts][2][2][4]) {
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    float vr[4], vi[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
+      if constexpr (kConj) {
+        vr[e] = cr[nt][e] * w.x + ci[nt][e] * w.y;
+        vi[e] = ci[nt][e] * w.x - cr[nt][e] * w.y;
+      } else {
+        vr[e] = cr[nt][e] * w.x - ci[nt][e] * w.y;
+        vi[e] = cr[nt][e] * w.y + ci[nt][e] * w.x;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = 2 * (nt & 1) + h;
+      pack_parts<kParts>(vr[2 * h], vr[2 * h + 1], ar[0][mt][nt >> 1][j], ar[kParts - 1][mt][nt >> 1][j]);
+      pack_parts<kParts>(vi[2 * h], vi[2 * h + 1], ai[0][mt][nt >> 1][j], ai[kParts - 1][mt][nt >> 1][j]);
+    }
+  }
+}
+
+// Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1), in two halves of ns
+// (mf = ns >> 1) stored to the warp's buffer (position s kPitch + p) as they are made. F as the B
+// operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq). Returns the
+// largest component of Z.
+template <int kParts>
+__device__ __forceinline__ float tc_forward_step2(const uint32_t (&ar)[kParts][2][2][4],
+                                                  const uint32_t (&ai)[kParts][2][2][4], const uint4* frag,
+                                                  const uint4* lo, float2* xb, int lane) {
+  using namespace tc;
+  const int g = lane >> 2, t = lane & 3;
+  float mz = 0.0f;
+#pragma unroll
+  for (int mf = 0; mf < 2; ++mf) {
+    float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
+    tc_times_f<false, kParts>(ar, ai, frag, lo, lane, mf, zr, zi);
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
+          xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
+          mz = fmaxf(mz, fmaxf(fabsf(zr[mt][hh][e]), fabsf(zi[mt][hh][e])));
+        }
+      }
+    }
+  }
+  return mz;
+}
+
+// A warp's 1024-point forward transform on the tensor cores: x[j1] = xb[(j1 >> 5) kPitch + (j1 & 31)]
+// times s1 (0 where !present(j1); j1 < 512 unless full) in, Y[p + 32 s] out at xb[s kPitch + p].
+// between() runs after step 1, before Y overwrites the inputs. Returns the largest component of Y.
+template <class Present, class Between>
+__device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const float2* tw, int lane,
+                                            float s1, bool full, Present present, Between between) {
+  using namespace tc;
+  auto F = [&](int mt, int kt, int comp) { return tc_frag(frag, mt, kt, comp, lane); };
+  // Forward step 1: X as the B operand, k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g.
+  uint32_t xr[1][2][4][2], xi[1][2][4][2];
+  tc_load_x<1>(xb, lane, s1, present, xr, xi);
   // C1[p][q], tiles (mt, nt): p = 16 mt + g (+8), q = 8 nt + 2t (+1).
   uint32_t ar[1][2][2][4], ai[1][2][2][4];  // T1 as the A operand of step 2: (mt, kq)
   {
@@ -1768,59 +1878,25 @@ __device__ __forceinline__ float tc_forward(float2* xb, const uint4* frag, const
       if (kt == 1 && !full) break;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
+        // tc_f_times's products written out: through it, ptxas laid out fft_conv_tcr_kernel's code
+        // differently (16 more mma instructions), unmeasured.
         const uint4 fr = F(mt, kt, 0), fi = F(mt, kt, 1), fn = F(mt, kt, 2);
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
-          mma_f16(cr[mt][nt], fr, xr[kt][nt][0], xr[kt][nt][1]);
-          mma_f16(cr[mt][nt], fn, xi[kt][nt][0], xi[kt][nt][1]);
-          mma_f16(ci[mt][nt], fr, xi[kt][nt][0], xi[kt][nt][1]);
-          mma_f16(ci[mt][nt], fi, xr[kt][nt][0], xr[kt][nt][1]);
+          mma_f16(cr[mt][nt], fr, xr[0][kt][nt][0], xr[0][kt][nt][1]);
+          mma_f16(cr[mt][nt], fn, xi[0][kt][nt][0], xi[0][kt][nt][1]);
+          mma_f16(ci[mt][nt], fr, xi[0][kt][nt][0], xi[0][kt][nt][1]);
+          mma_f16(ci[mt][nt], fi, xr[0][kt][nt][0], xr[0][kt][nt][1]);
         }
       }
     }
-    // T1 = W_m^(pq) C1, into A fragments: reg 2 (nt & 1) + (e >> 1) of (mt, nt >> 1).
+    // T1 = W_m^(pq) C1, into A fragments.
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        float vr[4], vi[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
-          vr[e] = cr[mt][nt][e] * w.x - ci[mt][nt][e] * w.y;
-          vi[e] = cr[mt][nt][e] * w.y + ci[mt][nt][e] * w.x;
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          ar[0][mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-          ai[0][mt][nt >> 1][2 * (nt & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-        }
-      }
-    }
+    for (int mt = 0; mt < 2; ++mt) tc_twiddle_to_a<false, 1>(cr[mt], ci[mt], tw, mt, lane, ar, ai);
   }
   between();
   __syncwarp();  // every lane's reads of the inputs in xb are done
-  // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1), in two halves of
-  // ns (mf = ns >> 1) stored to the warp's buffer (position s kPitch + p) as they are made. F as the B
-  // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq).
-  float mz = 0.0f;
-#pragma unroll
-  for (int mf = 0; mf < 2; ++mf) {
-    float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
-    tc_times_f<false>(ar, ai, frag, nullptr, lane, mf, zr, zi);
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
-          xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
-          mz = fmaxf(mz, fmaxf(fabsf(zr[mt][hh][e]), fabsf(zi[mt][hh][e])));
-        }
-      }
-    }
-  }
+  const float mz = tc_forward_step2<1>(ar, ai, frag, nullptr, xb, lane);
   __syncwarp();
   return mz;
 }
@@ -1833,7 +1909,6 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
                                            float unscale, bool full) {
   using namespace tc;
   const int g = lane >> 2, t = lane & 3;
-  auto F = [&](int mt, int kt, int comp) { return tc_frag(frag, mt, kt, comp, lane); };
   // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
   // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
   uint32_t dr16[1][2][2][4], di16[1][2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
@@ -1847,31 +1922,11 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
     }
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
-      const uint4 fr = F(ma, ks, 0), fi = F(ma, ks, 1), fn = F(ma, ks, 2);
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        mma_f16(dr[np], fr, yr[ks][np][0], yr[ks][np][1]);
-        mma_f16(dr[np], fi, yi[ks][np][0], yi[ks][np][1]);
-        mma_f16(di[np], fr, yi[ks][np][0], yi[ks][np][1]);
-        mma_f16(di[np], fn, yr[ks][np][0], yr[ks][np][1]);
-      }
+      tc_f_times<true, 1>(dr, di, frag, nullptr, ma, ks, lane,
+                          [&](int, int im, int np, int h) { return (im ? yi : yr)[ks][np][h]; });
     }
     // D' = W_m^(-ap) D, into A fragments (as T1 above).
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-      float vr[4], vi[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 w = tw[((ma * 4 + np) * 4 + e) * 32 + lane];
-        vr[e] = dr[np][e] * w.x + di[np][e] * w.y;
-        vi[e] = di[np][e] * w.x - dr[np][e] * w.y;
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        dr16[0][ma][np >> 1][2 * (np & 1) + h] = pack_half2(vr[2 * h], vr[2 * h + 1]);
-        di16[0][ma][np >> 1][2 * (np & 1) + h] = pack_half2(vi[2 * h], vi[2 * h + 1]);
-      }
-    }
+    tc_twiddle_to_a<true, 1>(dr, di, tw, ma, lane, dr16, di16);
   }
   // Inverse step 2: y_z[a + 32 b] = (D' conj(F))[a][b], tiles (ma, nb): b = 8 nb + 2t (+1); only
   // b < 16 (i < 512) unless the row is longer than 1024. Er = D'r Fr + D'i Fi, Ei = D'i Fr - D'r Fi.
@@ -1906,26 +1961,10 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
 __device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, const uint4* lo,
                                                  const float2* tw, int lane, float s1, bool full) {
   using namespace tc;
-  const int g = lane >> 2, t = lane & 3;
   // Step 1: X as the B operand (k = r = 16 kt + 2t (+1, +8, +9), n = q = 8 nt + g), F as A.
   uint32_t xr[2][2][4][2], xi[2][2][4][2];  // [hi, lo][kt][nt][h]
-#pragma unroll
-  for (int kt = 0; kt < 2; ++kt) {
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float2 v[2];
-#pragma unroll
-        for (int d = 0; d < 2; ++d) {
-          const int r = 16 * kt + 2 * t + d + 8 * h;
-          v[d] = kt == 0 || full ? xb[r * kPitch + 8 * nt + g] : make_float2(0.0f, 0.0f);
-        }
-        split_half2(v[0].x * s1, v[1].x * s1, xr[0][kt][nt][h], xr[1][kt][nt][h]);
-        split_half2(v[0].y * s1, v[1].y * s1, xi[0][kt][nt][h], xi[1][kt][nt][h]);
-      }
-    }
-  }
+  tc_load_x<2>(
+      xb, lane, s1, [&](int j1) { return full || j1 < kM / 2; }, xr, xi);
   uint32_t ar[2][2][2][4], ai[2][2][2][4];  // T1 as the A operand of step 2: [hi, lo][mt][kq]
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
@@ -1938,58 +1977,14 @@ __device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, 
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) {
       if (kt == 1 && !full) break;
-      const uint4 fr = tc_frag(frag, mt, kt, 0, lane), fi = tc_frag(frag, mt, kt, 1, lane),
-                  fn = tc_frag(frag, mt, kt, 2, lane);
-      const uint4 lr = tc_frag(lo, mt, kt, 0, lane), li = tc_frag(lo, mt, kt, 1, lane),
-                  ln = tc_frag(lo, mt, kt, 2, lane);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const uint32_t(&rh)[2] = xr[0][kt][nt];
-        const uint32_t(&rl)[2] = xr[1][kt][nt];
-        const uint32_t(&ih)[2] = xi[0][kt][nt];
-        const uint32_t(&il)[2] = xi[1][kt][nt];
-        mma_split(cr[nt], fr, lr, rh[0], rh[1], rl[0], rl[1]);
-        mma_split(cr[nt], fn, ln, ih[0], ih[1], il[0], il[1]);
-        mma_split(ci[nt], fr, lr, ih[0], ih[1], il[0], il[1]);
-        mma_split(ci[nt], fi, li, rh[0], rh[1], rl[0], rl[1]);
-      }
+      tc_f_times<false, 2>(cr, ci, frag, lo, mt, kt, lane,
+                           [&](int part, int im, int nt, int h) { return (im ? xi : xr)[part][kt][nt][h]; });
     }
-    // T1 = W_m^(pq) C1 (float32), split into A fragments: reg 2 (nt & 1) + (e >> 1) of (mt, nt >> 1).
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      float vr[4], vi[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 w = tw[((mt * 4 + nt) * 4 + e) * 32 + lane];
-        vr[e] = cr[nt][e] * w.x - ci[nt][e] * w.y;
-        vi[e] = cr[nt][e] * w.y + ci[nt][e] * w.x;
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int j = 2 * (nt & 1) + h;
-        split_half2(vr[2 * h], vr[2 * h + 1], ar[0][mt][nt >> 1][j], ar[1][mt][nt >> 1][j]);
-        split_half2(vi[2 * h], vi[2 * h + 1], ai[0][mt][nt >> 1][j], ai[1][mt][nt >> 1][j]);
-      }
-    }
+    // T1 = W_m^(pq) C1 (float32), split into A fragments.
+    tc_twiddle_to_a<false, 2>(cr, ci, tw, mt, lane, ar, ai);
   }
-  __syncwarp();  // every lane's reads of the inputs in xb are done
-  // Step 2: Z[p + 32 s] = (T1 F)[p][s] in two halves of ns (mf = ns >> 1), as tc_forward's.
-#pragma unroll
-  for (int mf = 0; mf < 2; ++mf) {
-    float zr[2][2][4], zi[2][2][4];  // (mt, hh): ns = 2 mf + hh
-    tc_times_f<false, 2>(ar, ai, frag, lo, lane, mf, zr, zi);
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int p = 16 * mt + g + 8 * (e >> 1), s = 8 * (2 * mf + hh) + 2 * t + (e & 1);
-          xb[s * kPitch + p] = make_float2(zr[mt][hh][e], zi[mt][hh][e]);
-        }
-      }
-    }
-  }
+  __syncwarp();                                     // every lane's reads of the inputs in xb are done
+  tc_forward_step2<2>(ar, ai, frag, lo, xb, lane);  // step 2, as tc_forward's
   __syncwarp();
 }
 
