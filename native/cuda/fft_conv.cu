@@ -2313,6 +2313,10 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
 // stalls at barriers: 513 tasks on 512 threads left one thread two); with the 512 tasks 422.5 / 437.5
 // against 566.3 / 527.7 us (conv kernel 381 -> 355 us). The radix step's ~60 float32 instructions a value
 // (twiddles, butterflies, product) are now most of a row's work.
+// The product then took each mirror pair's second half from its first's terms (product_pair: one root and
+// ~28 instructions a pair instead of two roots and ~36; the spectra loaded once a pair): conv kernel 2 x 768
+// x 16384 292 -> 252 us and 8 x 768 x 4096 181 -> 173 us (Nsight), the calls 399 -> 360 and 207 -> 196 us;
+// the radix-16 form's spill went from 88 to 48 bytes of stack.
 // The plan of a row of m = 1024 kR points, a block of kR warps (kR = 4: m = 4096; kR = 16: m = 16384).
 template <int kR>
 struct tcr_plan {
@@ -2341,6 +2345,25 @@ __device__ __forceinline__ float2 product_half(float2 za, float2 zb, float2 w, f
   const float2 al = make_float2(ka.x + kbc.x + w.y * d.x, ka.y + kbc.y + w.y * d.y);
   const float2 be = make_float2(-w.x * d.y, w.x * d.x);
   return c_add(c_mul(al, za), c_mul(be, c_conj(zb)));
+}
+
+// product_half for both frequencies of a mirror pair (f, m - f): za = Z[f] becomes Zy[f] / 2 and zb = Z[m -
+// f] becomes Zy[m - f] / 2, from ka = S[f], kb = S[m - f] and w = W_2m^f. The second's root is W_2m^(m - f) =
+// -conj(w), so its terms follow from the first's: alpha' / 2 = conj(s - Im(w) d) and beta' / 2 = -conj(beta /
+// 2), s = ka + conj(kb), d = ka - conj(kb): ~28 instructions and one root a pair instead of ~36 and two.
+// Zy[f] has product_half's bits (the same operations); Zy[m - f] differs from product_half's with its own
+// root by that root's rounding.
+__device__ __forceinline__ void product_pair(float2& za, float2& zb, float2 w, float2 ka, float2 kb) {
+  const float2 kbc = c_conj(kb);
+  const float2 d = c_sub(ka, kbc);
+  const float2 sum = c_add(ka, kbc);
+  const float2 al = make_float2(fmaf(w.y, d.x, sum.x), fmaf(w.y, d.y, sum.y));
+  const float2 al2 = make_float2(fmaf(-w.y, d.x, sum.x), -fmaf(-w.y, d.y, sum.y));
+  const float2 be = make_float2(-w.x * d.y, w.x * d.x);
+  const float2 be2 = make_float2(-be.x, be.y);
+  const float2 a = za, b = zb;
+  za = c_add(c_mul(al, a), c_mul(be, c_conj(b)));
+  zb = c_add(c_mul(al2, b), c_mul(be2, c_conj(a)));
 }
 
 template <ssmkit_dtype T, int kR>
@@ -2433,16 +2456,20 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
       const float2* spec = a.spectrum + row.h * (Plan::kM + 1);
       for (int k1 = tid; k1 < 512; k1 += Plan::kThreads) {
         const int kk[2] = {k1, k1 == 0 ? 512 : 1024 - k1};
-        float2 z[2][kR], r2[2];
+        // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi]: far
+        // below the float16 operands' rounding). W_2m^k of the second column only where it is 512 (the
+        // product's other roots follow from the first's, product_pair).
+        auto root_2m = [](int k) {
+          float sn, cs;
+          __sincosf(static_cast<float>(k) * (3.14159265358979f / (1024.0f * kR)), &sn, &cs);
+          return make_float2(cs, -sn);  // W_2m^k
+        };
+        float2 z[2][kR];
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
-          // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi]:
-          // far below the float16 operands' rounding).
           float sn, cs;
           __sincosf(static_cast<float>(kk[s]) * (3.14159265358979f / (512.0f * kR)), &sn, &cs);
           const float2 w1 = make_float2(cs, -sn);  // W_m^k
-          __sincosf(static_cast<float>(kk[s]) * (3.14159265358979f / (1024.0f * kR)), &sn, &cs);
-          r2[s] = make_float2(cs, -sn);  // W_2m^k
           const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
           float2 wp = make_float2(1.0f, 0.0f);  // W_m^(j2 k)
 #pragma unroll
@@ -2457,35 +2484,26 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
         if (k1 == 0) {
 #pragma unroll
           for (int k2 = 0; k2 <= kR / 2; ++k2) {
-            const int k2m = (kR - k2) & (kR - 1);
-            const int f = 1024 * k2, fm = 1024 * k2m;
-            const float2 za = z[0][k2], zb = z[0][k2m];
-            z[0][k2] =
-                product_half(za, zb, mul_root<64, false>(r2[0], (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
-            if (k2m != k2)
-              z[0][k2m] = product_half(zb, za, mul_root<64, false>(r2[0], (32 / kR) * k2m), spec[fm],
-                                       spec[Plan::kM - fm]);
+            const int f = 1024 * k2;
+            const float2 w = mul_root<64, false>(make_float2(1.0f, 0.0f), (32 / kR) * k2);
+            if (k2 == 0 || k2 == kR / 2) {  // their own mirrors
+              z[0][k2] = product_half(z[0][k2], z[0][k2], w, spec[f], spec[Plan::kM - f]);
+            } else {
+              product_pair(z[0][k2], z[0][kR - k2], w, spec[f], spec[Plan::kM - f]);
+            }
           }
 #pragma unroll
           for (int k2 = 0; k2 < kR / 2; ++k2) {
-            const int k2m = kR - 1 - k2;
-            const int f = 512 + 1024 * k2, fm = 512 + 1024 * k2m;
-            const float2 za = z[1][k2], zb = z[1][k2m];
-            z[1][k2] =
-                product_half(za, zb, mul_root<64, false>(r2[1], (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
-            z[1][k2m] = product_half(zb, za, mul_root<64, false>(r2[1], (32 / kR) * k2m), spec[fm],
-                                     spec[Plan::kM - fm]);
+            const int f = 512 + 1024 * k2;
+            product_pair(z[1][k2], z[1][kR - 1 - k2], mul_root<64, false>(root_2m(512), (32 / kR) * k2),
+                         spec[f], spec[Plan::kM - f]);
           }
         } else {
 #pragma unroll
           for (int k2 = 0; k2 < kR; ++k2) {
-            const int k2m = kR - 1 - k2;
-            const int f = kk[0] + 1024 * k2, fm = kk[1] + 1024 * k2m;
-            const float2 za = z[0][k2], zb = z[1][k2m];
-            z[0][k2] =
-                product_half(za, zb, mul_root<64, false>(r2[0], (32 / kR) * k2), spec[f], spec[Plan::kM - f]);
-            z[1][k2m] = product_half(zb, za, mul_root<64, false>(r2[1], (32 / kR) * k2m), spec[fm],
-                                     spec[Plan::kM - fm]);
+            const int f = k1 + 1024 * k2;  // its mirror m - f is column 1024 - k1's value kR - 1 - k2
+            product_pair(z[0][k2], z[1][kR - 1 - k2], mul_root<64, false>(root_2m(k1), (32 / kR) * k2),
+                         spec[f], spec[Plan::kM - f]);
           }
         }
 #pragma unroll
