@@ -2316,7 +2316,9 @@ __global__ void __launch_bounds__(tc::kThreads, tc::kMinBlocks) fft_conv_tc_kern
 // The product then took each mirror pair's second half from its first's terms (product_pair: one root and
 // ~28 instructions a pair instead of two roots and ~36; the spectra loaded once a pair): conv kernel 2 x 768
 // x 16384 292 -> 252 us and 8 x 768 x 4096 181 -> 173 us (Nsight), the calls 399 -> 360 and 207 -> 196 us;
-// the radix-16 form's spill went from 88 to 48 bytes of stack.
+// the radix-16 form's spill went from 88 to 48 bytes of stack. Then each row's spectrum pulled into L2 at the
+// row's start (its reads had stalled on DRAM: 15% of the samples at 16384, 10% at 4096) and, at kR = 4, a
+// task's spectrum values loaded before its radix step: conv kernels 250 -> 241 us and 174 -> 168 us.
 // The plan of a row of m = 1024 kR points, a block of kR warps (kR = 4: m = 4096; kR = 16: m = 16384).
 template <int kR>
 struct tcr_plan {
@@ -2413,6 +2415,10 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
                        : "l"(static_cast<const uint16_t*>(a.postgate) + nbase + o));
       }
     }
+    // This row's spectrum into L2 for the radix step (its first reads stalled on DRAM: 15% of the warps'
+    // samples at m = 16384). A hint: L2 is where the filter kernel's stores meet, so it may go out before
+    // the wait.
+    prefetch_l2(a.spectrum + row.h * (Plan::kM + 1), (Plan::kM + 1) * static_cast<int64_t>(sizeof(float2)));
     if (tid == 0) smax[0] = 0u;
     __syncthreads();  // the previous row's reads of buf and smax are done
     float mx = 0.0f;
@@ -2456,6 +2462,30 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
       const float2* spec = a.spectrum + row.h * (Plan::kM + 1);
       for (int k1 = tid; k1 < 512; k1 += Plan::kThreads) {
         const int kk[2] = {k1, k1 == 0 ? 512 : 1024 - k1};
+        // The task's spectrum values S[k1 + 1024 k2] and S[m - k1 - 1024 k2], loaded before its radix step
+        // where the registers allow (kR = 4; at kR = 16 they would spill): their latency then overlaps it.
+        float2 sa[kR == 4 ? kR : 1], sb[kR == 4 ? kR : 1];
+        if constexpr (kR == 4) {
+#pragma unroll
+          for (int k2 = 0; k2 < kR; ++k2) {
+            sa[k2] = spec[k1 + 1024 * k2];
+            sb[k2] = spec[Plan::kM - k1 - 1024 * k2];
+          }
+        }
+        auto spec_a = [&](int k2) {
+          if constexpr (kR == 4) {
+            return sa[k2];
+          } else {
+            return spec[k1 + 1024 * k2];
+          }
+        };
+        auto spec_b = [&](int k2) {
+          if constexpr (kR == 4) {
+            return sb[k2];
+          } else {
+            return spec[Plan::kM - k1 - 1024 * k2];
+          }
+        };
         // Roots by the special-function unit (absolute error ~2^-21 for these arguments, in [0, pi]: far
         // below the float16 operands' rounding). W_2m^k of the second column only where it is 512 (the
         // product's other roots follow from the first's, product_pair).
@@ -2484,12 +2514,11 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
         if (k1 == 0) {
 #pragma unroll
           for (int k2 = 0; k2 <= kR / 2; ++k2) {
-            const int f = 1024 * k2;
             const float2 w = mul_root<64, false>(make_float2(1.0f, 0.0f), (32 / kR) * k2);
             if (k2 == 0 || k2 == kR / 2) {  // their own mirrors
-              z[0][k2] = product_half(z[0][k2], z[0][k2], w, spec[f], spec[Plan::kM - f]);
+              z[0][k2] = product_half(z[0][k2], z[0][k2], w, spec_a(k2), spec_b(k2));
             } else {
-              product_pair(z[0][k2], z[0][kR - k2], w, spec[f], spec[Plan::kM - f]);
+              product_pair(z[0][k2], z[0][kR - k2], w, spec_a(k2), spec_b(k2));
             }
           }
 #pragma unroll
@@ -2501,9 +2530,9 @@ __global__ void __launch_bounds__(tcr_plan<kR>::kThreads, tcr_plan<kR>::kMinBloc
         } else {
 #pragma unroll
           for (int k2 = 0; k2 < kR; ++k2) {
-            const int f = k1 + 1024 * k2;  // its mirror m - f is column 1024 - k1's value kR - 1 - k2
+            // f = k1 + 1024 k2; its mirror m - f is column 1024 - k1's value kR - 1 - k2
             product_pair(z[0][k2], z[1][kR - 1 - k2], mul_root<64, false>(root_2m(k1), (32 / kR) * k2),
-                         spec[f], spec[Plan::kM - f]);
+                         spec_a(k2), spec_b(k2));
           }
         }
 #pragma unroll
