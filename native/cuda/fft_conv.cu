@@ -1823,6 +1823,28 @@ __device__ __forceinline__ void tc_twiddle_to_a(const float (&cr)[4][4], const f
   }
 }
 
+// One row tile mt of step 1, whole: its accumulators zeroed, tc_f_times over the first kts column tiles
+// (b(kt, part, im, n, h): register h of the B operand's tile kt), then tc_twiddle_to_a into (ar, ai). The
+// split forward transform's and the inverse's step 1 (tc_forward keeps both tiles' accumulators at once).
+template <bool kConj, int kParts, class B>
+__device__ __forceinline__ void tc_step1_tile(const uint4* frag, const uint4* lo, const float2* tw, int mt,
+                                              int kts, int lane, B b, uint32_t (&ar)[kParts][2][2][4],
+                                              uint32_t (&ai)[kParts][2][2][4]) {
+  float cr[4][4], ci[4][4];
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) cr[nt][e] = ci[nt][e] = 0.0f;
+  }
+#pragma unroll
+  for (int kt = 0; kt < 2; ++kt) {
+    if (kt >= kts) break;
+    tc_f_times<kConj, kParts>(cr, ci, frag, lo, mt, kt, lane,
+                              [&](int part, int im, int n, int h) { return b(kt, part, im, n, h); });
+  }
+  tc_twiddle_to_a<kConj, kParts>(cr, ci, tw, mt, lane, ar, ai);
+}
+
 // Forward step 2: Z[p + 32 s] = (T1 F)[p][s], tiles (mt, ns): s = 8 ns + 2t (+1), in two halves of ns
 // (mf = ns >> 1) stored to the warp's buffer (position s kPitch + p) as they are made. F as the B
 // operand: F symmetric, so (kq, ns) is reg (ns & 1) and 2 + (ns & 1) of A tile (ns >> 1, kq). Returns the
@@ -1915,22 +1937,13 @@ __device__ __forceinline__ void tc_inverse(const uint32_t (&yr)[2][4][2], const 
   const int g = lane >> 2, t = lane & 3;
   // Inverse step 1: D[a][p] = sum_s conj(F)[a][s] Zy[p + 32 s], tiles (ma, np): a = 16 ma + g (+8),
   // p = 8 np + 2t (+1). conj(F) = Fr - i Fi: Dr = Fr Yr + Fi Yi, Di = Fr Yi - Fi Yr.
-  uint32_t dr16[1][2][2][4], di16[1][2][2][4];  // D' as the A operand of inverse step 2: (ma, kp)
+  // D' = W_m^(-ap) D as the A operand of inverse step 2: (ma, kp).
+  uint32_t dr16[1][2][2][4], di16[1][2][2][4];
 #pragma unroll
   for (int ma = 0; ma < 2; ++ma) {
-    float dr[4][4], di[4][4];
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dr[np][e] = di[np][e] = 0.0f;
-    }
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      tc_f_times<true, 1>(dr, di, frag, nullptr, ma, ks, lane,
-                          [&](int, int im, int np, int h) { return (im ? yi : yr)[ks][np][h]; });
-    }
-    // D' = W_m^(-ap) D, into A fragments (as T1 above).
-    tc_twiddle_to_a<true, 1>(dr, di, tw, ma, lane, dr16, di16);
+    tc_step1_tile<true, 1>(
+        frag, nullptr, tw, ma, 2, lane,
+        [&](int ks, int, int im, int np, int h) { return (im ? yi : yr)[ks][np][h]; }, dr16, di16);
   }
   // Inverse step 2: y_z[a + 32 b] = (D' conj(F))[a][b], tiles (ma, nb): b = 8 nb + 2t (+1); only
   // b < 16 (i < 512) unless the row is longer than 1024. Er = D'r Fr + D'i Fi, Ei = D'i Fr - D'r Fi.
@@ -1971,21 +1984,10 @@ __device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, 
       xb, lane, s1, [&](int j1) { return full || j1 < kM / 2; }, xr, xi);
   uint32_t ar[2][2][2][4], ai[2][2][2][4];  // T1 as the A operand of step 2: [hi, lo][mt][kq]
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    float cr[4][4], ci[4][4];
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) cr[nt][e] = ci[nt][e] = 0.0f;
-    }
-#pragma unroll
-    for (int kt = 0; kt < 2; ++kt) {
-      if (kt == 1 && !full) break;
-      tc_f_times<false, 2>(cr, ci, frag, lo, mt, kt, lane,
-                           [&](int part, int im, int nt, int h) { return (im ? xi : xr)[part][kt][nt][h]; });
-    }
-    // T1 = W_m^(pq) C1 (float32), split into A fragments.
-    tc_twiddle_to_a<false, 2>(cr, ci, tw, mt, lane, ar, ai);
+  for (int mt = 0; mt < 2; ++mt) {  // T1 = W_m^(pq) C1 (float32), split into A fragments
+    tc_step1_tile<false, 2>(
+        frag, lo, tw, mt, full ? 2 : 1, lane,
+        [&](int kt, int part, int im, int nt, int h) { return (im ? xi : xr)[part][kt][nt][h]; }, ar, ai);
   }
   __syncwarp();                                     // every lane's reads of the inputs in xb are done
   tc_forward_step2<2>(ar, ai, frag, lo, xb, lane);  // step 2, as tc_forward's
