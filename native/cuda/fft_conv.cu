@@ -2684,14 +2684,18 @@ __global__ void __launch_bounds__(tcrf_plan<kR>::kThreads, 1)
     const float scale = to_s / s1;  // exact: powers of two
     for (int k1 = tid; k1 < 512; k1 += P::kThreads) {
       const int kk[2] = {k1, k1 == 0 ? 512 : 1024 - k1};
-      float2 z[2][kR], r2[2];
+      // W_2m^k of column k (mirror_spectrum's roots): the second column's is needed only where it is 512.
+      auto root_2m = [](int k) {
+        float sn, cs;
+        sincospif(static_cast<float>(k) * (1.0f / m), &sn, &cs);
+        return make_float2(cs, -sn);
+      };
+      float2 z[2][kR];
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         float sn, cs;
         sincospif(static_cast<float>(kk[s]) * (2.0f / m), &sn, &cs);
         const float2 w1 = make_float2(cs, -sn);  // W_m^k
-        sincospif(static_cast<float>(kk[s]) * (1.0f / m), &sn, &cs);
-        r2[s] = make_float2(cs, -sn);  // W_2m^k
         const int at = (kk[s] >> 5) * kPitch + (kk[s] & 31);
         float2 wp = make_float2(1.0f, 0.0f);  // W_m^(j2 k)
 #pragma unroll
@@ -2703,10 +2707,11 @@ __global__ void __launch_bounds__(tcrf_plan<kR>::kThreads, 1)
       }
       float2 xa, xbc;
       if (k1 == 0) {
+        const float2 r0 = root_2m(0), r512 = root_2m(512);
 #pragma unroll
         for (int k2 = 0; k2 <= kR / 2; ++k2) {
           const int k2m = (kR - k2) & (kR - 1);
-          mirror_spectrum(z[0][k2], z[0][k2m], mul_root<64, false>(r2[0], (32 / kR) * k2), scale, xa, xbc);
+          mirror_spectrum(z[0][k2], z[0][k2m], mul_root<64, false>(r0, (32 / kR) * k2), scale, xa, xbc);
           out[1024 * k2] = xa;
           if (k2 == 0) {
             out[m] = xbc;
@@ -2717,16 +2722,17 @@ __global__ void __launch_bounds__(tcrf_plan<kR>::kThreads, 1)
 #pragma unroll
         for (int k2 = 0; k2 < kR / 2; ++k2) {
           const int f0 = 512 + 1024 * k2;
-          mirror_spectrum(z[1][k2], z[1][kR - 1 - k2], mul_root<64, false>(r2[1], (32 / kR) * k2), scale, xa,
+          mirror_spectrum(z[1][k2], z[1][kR - 1 - k2], mul_root<64, false>(r512, (32 / kR) * k2), scale, xa,
                           xbc);
           out[f0] = xa;
           out[m - f0] = xbc;
         }
       } else {
+        const float2 rk = root_2m(k1);
 #pragma unroll
         for (int k2 = 0; k2 < kR; ++k2) {
           const int f0 = k1 + 1024 * k2;
-          mirror_spectrum(z[0][k2], z[1][kR - 1 - k2], mul_root<64, false>(r2[0], (32 / kR) * k2), scale, xa,
+          mirror_spectrum(z[0][k2], z[1][kR - 1 - k2], mul_root<64, false>(rk, (32 / kR) * k2), scale, xa,
                           xbc);
           out[f0] = xa;
           out[m - f0] = xbc;
