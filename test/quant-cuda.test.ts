@@ -808,3 +808,90 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
     });
   }
 });
+
+// The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 up to 16; k a multiple
+// of 128; at least a block of 32 columns for every other SM: n >= 2081 on the H200's 132; the other rows
+// of these shapes take the ring): W8A8 exact and the CPU's bits with its scales and bias, W4A16 against
+// the reference with plain and packed weights giving the same bits. Shapes: 2088 columns end in a
+// group of three panels (the last block's panel pair has one absent) whose last panel is half columns
+// past n; one 128-k step (one warp a block); 11 steps over three warps (unequal ranges); one and two
+// m16 tiles of rows (8, 9, 16); groups of one step, two steps and the whole row.
+describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () => {
+  const SHAPES: readonly [number, number, number][] = [
+    [1, 2088, 128],
+    [4, 2088, 1408],
+    [8, 2560, 2560],
+    [9, 2088, 1280],
+    [16, 2560, 1408],
+    [1, 2560, 5120],
+  ];
+
+  it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', async () => {
+    for (const [m, n, k] of SHAPES) {
+      const rng = new Rng(m * 31 + n + k);
+      const a = ints(m * k, -128, 127, rng);
+      const w = ints(n * k, -128, 127, rng);
+      const ref = intGemmRef(a, w, m, n, k);
+      const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+      const [wc, wg] = await both(new Tensor('int8', w, [n, k]));
+      const pg = await packWeights(wg);
+      const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
+      const ws = randTensor([n], 'float32', () => 0.001 + rng.uniform() * 0.01);
+      const bias = randTensor([n], 'bfloat16', () => rng.normal());
+      const [asc, asg] = await both(as.t);
+      const [wsc, wsg] = await both(ws.t);
+      const [bc, bg] = await both(bias.t);
+      for (const [form, wt] of [
+        ['plain', wg],
+        ['packed', pg],
+      ] as const) {
+        const label = `gemmW8A8 [${m}, ${n}, ${k}] ${form}`;
+        poison(m * n * 4);
+        assertEqual(toF64(await gemmW8A8(ag, wt, 1, 1)), ref, label);
+        for (const outDtype of DTYPES_FLOAT) {
+          poison(m * n * 4);
+          const gpu = await gemmW8A8(ag, wt, asg, wsg, { bias: bg, outDtype });
+          const cpu = await gemmW8A8(ac, wc, asc, wsc, { bias: bc, outDtype });
+          assertEqual(toF64(gpu), toF64(cpu), `${label} scaled, out ${outDtype}`);
+        }
+      }
+      pg.dispose();
+    }
+  });
+
+  it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', async () => {
+    for (const dtype of ['bfloat16', 'float16'] as const) {
+      for (const [m, n, k] of SHAPES) {
+        for (const gs of [128, 256, k]) {
+          if (k % gs !== 0) continue;
+          const rng = new Rng(m * 7 + n + k + gs);
+          const x = randTensor([m, k], dtype, () => rng.normal());
+          const w = ints(n * k, -8, 7, rng);
+          const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
+          const bias = randTensor([n], dtype, () => rng.normal());
+          const ref = w4a16Ref(x.v, w, sc.v, m, n, k, gs, bias.v);
+          const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs);
+          const tol = scaled(TOL_W4A16.float32, maxAbs(absRef));
+          const [xg, wg, sg, bg] = [
+            await x.t.to(DEV),
+            await int4Tensor(w, n, k).to(DEV),
+            await sc.t.to(DEV),
+            await bias.t.to(DEV),
+          ];
+          const pg = await packWeights(wg, { groupSize: gs });
+          const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs}`;
+          poison(m * n * 4);
+          const plain = toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
+          assertClose(plain, ref, tol, `${label} plain`);
+          poison(m * n * 4);
+          const packed = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
+          assertEqual(packed, plain, `${label} packed`);
+          poison(m * n * 4);
+          const again = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
+          assertEqual(again, packed, `${label}, second run (deterministic)`);
+          pg.dispose();
+        }
+      }
+    }
+  });
+});

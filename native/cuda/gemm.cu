@@ -2,7 +2,13 @@
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
-// w in pack_weights' layout) have seven paths, chosen per call:
+// w in pack_weights' layout) have eight paths, chosen per call:
+// - pair (one row of W4A16 with 16-bit x, plain or packed weights; W8A8 plain rows up to 16 and packed
+//   at one row; k a multiple of 128 and groups of a multiple of 128 in x's dtype; x small enough to
+//   stage; at least a block for every other SM; not in a PDL chain, whose decode step keeps the ring and
+//   GEMV kernels it was measured with): a block of 32 columns and all of k,
+//   its warps splitting k and adding their sums in shared memory (design and measurements at the
+//   kernel). SSMKIT_CUDA_PAIR=0 leaves these calls to the paths below.
 // - ring (sm_90; m <= 16 for W4A16 with 16-bit x and packed or whole-chunk plain int4 rows, 2 <= m <= 16
 //   for packed W8A8; groups of a multiple of 128; at least a block an SM): tensor cores fed by per-warp
 //   cp.async rings, k split over a cluster reduced through distributed shared memory (design and
@@ -3205,6 +3211,261 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Pair path (m <= 16, k % 128 == 0, 16-byte aligned bases, outside a PDL chain): W8A8 and W4A16 with
+// 16-bit x, plain or packed weights. A block owns 32 columns (one panel pair of the packed layout) and
+// all of k; its warps split the 128-k steps in contiguous ranges and add their sums in shared memory in
+// warp order (no partials in global memory, no counter, no cluster). x is staged once a block in shared
+// memory, after the first step's weights are requested; every warp keeps its next step's weights in
+// flight while it multiplies the current one. Lane (gq, tq) holds the block's columns 4 gq .. 4 gq + 3
+// as rows gq and gq + 8 of two m16 tiles of the weights (the A operand: tile 0 columns 4 gq, 4 gq + 1,
+// tile 1 columns 4 gq + 2, 4 gq + 3) and x's rows as the B operand (m = 8 mt + column of the n8 tile),
+// so that one 16-byte vector of the packed layout (four columns at one k-step) feeds four tile rows.
+// - W4A16 (m16n8k16): a step of lane tq is k 32 tq .. 32 tq + 31 of each column: plain, 16 bytes of the
+//   column's row; packed, the vectors of k-steps 4 tq .. 4 tq + 3. int4_word_to_pairs_lop3 makes each
+//   word the pairs (k0, k2), (k4, k6) for one mma and (k1, k3), (k5, k7) for another, for both layouts
+//   (so that plain and packed weights give the same bits); x is staged in the same pairs. With groups
+//   (multiples of 128), each step's sums are scaled by the column's group scale into the totals.
+// - W8A8 (m16n8k32, exact int32 sums): a step's mma j takes k-slots 4 tq.. and 16 + 4 tq.. from plain
+//   bytes 64 (j / 2) + 16 tq + 8 (j % 2) (+ 4), or from the packed k-steps 8 j + tq and 8 j + 4 + tq
+//   (bytes w + 128); x is staged so that lane tq's 8 words of a step are contiguous.
+// Measured first as a standalone probe (H200, kernels back to back, weights rotated through 60+ MB):
+// W8A8 m = 1 at 2560 x 10240 8.9 us plain, 10.2 us packed; W4A16 m = 1 9.4 us packed; against 12-14 us
+// for the ring and GEMV kernels. The weights' first requests, then x's staging, then a step at a time:
+// keeping more steps in flight a warp measured slower at every depth tried (2 to 5).
+constexpr int kPairCols = 32;
+constexpr int kPairStepK = 128;
+constexpr int kPairMaxWarps = 16;
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
+__global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gemm_args g) {
+  constexpr bool kInt8 = kKind == KIND_W8A8;
+  constexpr int kVecs = kInt8 ? 8 : 4;  // 16-byte weight vectors a lane and step
+  extern __shared__ __align__(16) uint4 pair_smem[];
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int warps = static_cast<int>(blockDim.x) >> 5;
+  const int gq = lane >> 2, tq = lane & 3;
+  // 32-bit offsets: pair_takes keeps m k within kPairMaxXBytes, so every offset from a base fits.
+  const int steps = static_cast<int>(g.k / kPairStepK);
+  const int s0 = warp * steps / warps, s1 = (warp + 1) * steps / warps;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kPairCols + 4 * gq;  // the lane's columns col0 + c
+  // Packed: the lane's vector of k-step ks sits at wbase + ks * kstep_stride (absent panels of the last
+  // group are never read); plain: column c's row at wrow[c].
+  const uint8_t* wbase = nullptr;
+  int kstep_stride = 0;
+  bool present = true;
+  const uint8_t* wrow[4] = {};
+  if constexpr (kPlain) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) wrow[c] = g.w + min64(col0 + c, g.n - 1) * g.w_row_bytes;
+  } else {
+    const int64_t panels = (g.n + 15) / 16, ksteps = g.k / (kInt8 ? 4 : 8);
+    const int64_t grp = blockIdx.x / 2;
+    const int64_t grp_panels = min64(4, panels - grp * 4);
+    const int64_t panel = 2 * (blockIdx.x % 2) + gq / 4;
+    present = panel < grp_panels;
+    wbase = g.w + grp * 4 * ksteps * 64 + panel * 64 + 16 * (gq % 4);
+    kstep_stride = static_cast<int>(grp_panels) * 64;
+  }
+  auto load = [&](int s, uint4(&v)[kVecs]) {
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      if constexpr (kPlain) {
+        // int4: column i's 32 k; int8: column i / 2's bytes 64 (i % 2) .. + 16 of the lane.
+        v[i] = kInt8 ? ldg_stream16(wrow[i / 2] + (kPairStepK * s + 64 * (i % 2) + 16 * tq))
+                     : ldg_stream16(wrow[i] + (64 * s + 16 * tq));
+      } else {
+        // int4: k-step 16 s + 4 tq + i; int8: k-steps 32 s + 8 (i / 2) + tq (+ 4 for odd i).
+        const int ks = kInt8 ? 32 * s + 8 * (i / 2) + 4 * (i % 2) + tq : 16 * s + 4 * tq + i;
+        v[i] = present ? ldg_stream16(wbase + ks * kstep_stride) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  // Group scales (16-bit: x's dtype) are requested with the weights, volatile so that they are not
+  // sunk to their use.
+  const unsigned short* srow[4] = {};
+  if constexpr (kGrouped) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c)
+      srow[c] = static_cast<const unsigned short*>(g.w_scale) + min64(col0 + c, g.n - 1) * g.groups;
+  }
+  const int steps_per_group = static_cast<int>(g.group_size / kPairStepK);
+  auto load_scales = [&](int s, uint32_t(&sb)[4]) {
+    if constexpr (kGrouped) {
+      const int gi = s / steps_per_group;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        unsigned short v;
+        asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(srow[c] + gi));
+        sb[c] = v;
+      }
+    }
+  };
+  uint4 next[kVecs];
+  uint32_t next_sb[4] = {};
+  if (s0 < s1) {
+    load(s0, next);
+    load_scales(s0, next_sb);
+  }
+  // x into shared memory: W4A16 as the weights' pairs, uint4 (row, 8-k group); W8A8 as words (row, step,
+  // 32 words), lane tq's 8 words of a step at 8 tq.
+  const int m = static_cast<int>(g.m), k = static_cast<int>(g.k);
+  if constexpr (kInt8) {
+    uint32_t* xs = reinterpret_cast<uint32_t*>(pair_smem);
+    const uint4* xg = static_cast<const uint4*>(g.a);
+    for (int q = static_cast<int>(threadIdx.x); q < m * k / 16; q += static_cast<int>(blockDim.x)) {
+      const uint4 v = xg[q];
+      const uint32_t w4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int wd = 4 * q + i;  // the word's index in x
+        const int r = static_cast<int>(wd & 31);
+        // plain: r = 16 h + 4 t + i' -> 8 t + 4 h + i'; packed: r = 8 j + 4 h + t -> 8 t + 2 j + h.
+        const int pos = kPlain ? 8 * ((r >> 2) & 3) + 4 * (r >> 4) + (r & 3)
+                               : 8 * (r & 3) + 2 * (r >> 3) + ((r >> 2) & 1);
+        xs[(wd & ~31) + pos] = w4[i];
+      }
+    }
+  } else {
+    const uint4* xg = static_cast<const uint4*>(g.a);
+    for (int q = static_cast<int>(threadIdx.x); q < m * k / 8; q += static_cast<int>(blockDim.x)) {
+      const uint4 v = xg[q];
+      pair_smem[q] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
+                                __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x7632));
+    }
+  }
+  __syncthreads();
+  using Acc = std::conditional_t<kInt8, int, float>;
+  Acc acc[2][kMT][4] = {};
+  for (int s = s0; s < s1; ++s) {
+    uint4 cur[kVecs];
+    uint32_t sb[4];
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) cur[i] = next[i];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) sb[c] = next_sb[c];
+    if (s + 1 < s1) {
+      load(s + 1, next);
+      load_scales(s + 1, next_sb);
+    }
+    if constexpr (kInt8) {
+      uint32_t xw[kMT][8];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        const int row = 8 * mt + gq;
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (row < m) {
+          const uint4* p = reinterpret_cast<const uint4*>(reinterpret_cast<const uint32_t*>(pair_smem) +
+                                                          row * (k / 4) + 32 * s + 8 * tq);
+          x0 = p[0];
+          x1 = p[1];
+        }
+        xw[mt][0] = x0.x;
+        xw[mt][1] = x0.y;
+        xw[mt][2] = x0.z;
+        xw[mt][3] = x0.w;
+        xw[mt][4] = x1.x;
+        xw[mt][5] = x1.y;
+        xw[mt][6] = x1.z;
+        xw[mt][7] = x1.w;
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl) {
+          // Column c's words of mma j: a0-like (k-slots 4 tq..) and a2-like (16 + 4 tq..).
+          auto word = [&](int c, int half) -> uint32_t {
+            if constexpr (kPlain) return word_at(cur[2 * c + j / 2], 2 * (j % 2) + half);
+            return word_at(cur[2 * j + half], c) ^ 0x80808080u;
+          };
+          const uint32_t a0 = word(2 * tl, 0), a1 = word(2 * tl + 1, 0), a2 = word(2 * tl, 1),
+                         a3 = word(2 * tl + 1, 1);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt)
+            mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+        }
+      }
+    } else {
+      float tmp[2][kMT][4];
+#pragma unroll
+      for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) tmp[tl][mt][e] = 0.0f;
+        }
+      }
+      // The step's products into sums: the totals without groups, the step's own sums with them.
+      auto multiply = [&](float(&sums)[2][kMT][4]) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          uint4 xq[kMT];
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            const int row = 8 * mt + gq;
+            xq[mt] = row < m ? pair_smem[row * (k / 8) + 16 * s + 4 * tq + i] : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int tl = 0; tl < 2; ++tl) {
+            uint32_t pa[4], pb[4];  // columns 2 tl and 2 tl + 1 of the lane
+            int4_word_to_pairs_lop3<kX, kPlain>(kPlain ? word_at(cur[2 * tl], i) : word_at(cur[i], 2 * tl),
+                                                pa);
+            int4_word_to_pairs_lop3<kX, kPlain>(
+                kPlain ? word_at(cur[2 * tl + 1], i) : word_at(cur[i], 2 * tl + 1), pb);
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+              mma_16bit<kX>(sums[tl][mt], pa[0], pb[0], pa[1], pb[1], xq[mt].x, xq[mt].y);
+              mma_16bit<kX>(sums[tl][mt], pa[2], pb[2], pa[3], pb[3], xq[mt].z, xq[mt].w);
+            }
+          }
+        }
+      };
+      if constexpr (kGrouped) {
+        multiply(tmp);
+      } else {
+        multiply(acc);
+      }
+      if constexpr (kGrouped) {
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl) {
+          const float sa = bits_value(g.w_scale_dt, sb[2 * tl]),
+                      sc = bits_value(g.w_scale_dt, sb[2 * tl + 1]);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            acc[tl][mt][0] = fmaf(tmp[tl][mt][0], sa, acc[tl][mt][0]);
+            acc[tl][mt][1] = fmaf(tmp[tl][mt][1], sa, acc[tl][mt][1]);
+            acc[tl][mt][2] = fmaf(tmp[tl][mt][2], sc, acc[tl][mt][2]);
+            acc[tl][mt][3] = fmaf(tmp[tl][mt][3], sc, acc[tl][mt][3]);
+          }
+        }
+      }
+    }
+  }
+  // The warps' sums, added in warp order: value j = (tl kMT + mt) 4 + e of every lane.
+  __syncthreads();  // every warp is done with x
+  constexpr int kVals = 2 * kMT * 4;
+  Acc* red = reinterpret_cast<Acc*>(pair_smem);
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) red[(warp * kVals + (tl * kMT + mt) * 4 + e) * 32 + lane] = acc[tl][mt][e];
+    }
+  }
+  __syncthreads();
+  for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
+    const int j = idx >> 5, l = idx & 31;
+    const int tl = j / (kMT * 4), mt = (j >> 2) % kMT, e = j & 3;
+    const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
+    const int64_t col = static_cast<int64_t>(blockIdx.x) * kPairCols + 4 * (l >> 2) + 2 * tl + (e >> 1);
+    if (row >= m || col >= g.n) continue;
+    Acc v = 0;
+    for (int w = 0; w < warps; ++w) v += red[(w * kVals + j) * 32 + l];
+    store_float(g.out, g.out_dt, row * g.n + col, finish_value<kGrouped>(g, static_cast<float>(v), row, col));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Host side: device properties, the split-k workspace, launch helpers.
 
 // Whether device dev has compute capability 9.0 (the build's sm_90a code runs there), asked once a device.
@@ -3724,6 +3985,58 @@ status launch_simt(const gemm_args& g, cudaStream_t stream) {
   return ok_status();
 }
 
+// Pair path: the x rows staged a block (bytes) at most, so that two blocks fit an SM.
+constexpr int64_t kPairMaxXBytes = 96 * 1024;
+
+// Whether m <= 16 takes the pair path (SSMKIT_CUDA_PAIR=0 leaves it to the ring, GEMV and decode kernels,
+// for comparison).
+bool pair_allowed() {
+  static const bool allowed = env_flag("SSMKIT_CUDA_PAIR", true);
+  return allowed;
+}
+
+// Whether the pair path takes g (W8A8 without groups, or W4A16 with 16-bit x): m <= 16, whole 128-k steps
+// (and groups of whole steps), x small enough to stage, outside a PDL chain and its folds (the decode
+// step keeps the ring and GEMV kernels it was measured with), and at least a block for every other SM
+// (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
+template <int kKind, ssmkit_dtype kX, bool kGrouped>
+bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
+  if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !pair_allowed()) return false;
+  // Where it measured faster (H200, Nsight): W4A16 at one row (at four rows the ring was as fast or
+  // faster on packed weights, whose bits plain weights must give); W8A8 on plain rows up to 16, and on
+  // packed ones at one row (more packed rows: the ring).
+  const int64_t max_m = kKind == KIND_W4A16 || packed ? 1 : 16;
+  if (g.m < 1 || g.m > max_m || g.k <= 0 || g.k % kPairStepK != 0) return false;
+  if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
+  if (g.m * g.k * (kKind == KIND_W8A8 ? 1 : 2) > kPairMaxXBytes) return false;
+  device_limits lim;
+  if (!limits_of(dev, &lim).ok()) return false;
+  const int64_t blocks = (g.n + kPairCols - 1) / kPairCols;
+  return 2 * blocks >= lim.sms && blocks <= INT32_MAX;
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
+status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
+  // About five steps a warp (the probe's best at k = 2560 and 5120), at most kPairMaxWarps.
+  const int64_t steps = g.k / kPairStepK;
+  const int warps = static_cast<int>(std::min<int64_t>(kPairMaxWarps, std::max<int64_t>(1, (steps + 4) / 5)));
+  const int64_t x_bytes = g.m * g.k * (kKind == KIND_W8A8 ? 1 : 2);
+  const int64_t red_bytes = static_cast<int64_t>(warps) * 2 * kMT * 4 * 32 * 4;
+  const int smem = static_cast<int>(std::max(x_bytes, red_bytes));
+  auto* kernel = gemm_pair_kernel<kKind, kX, kGrouped, kPlain, kMT>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, static_cast<int>(kPairMaxXBytes), smem_done));
+  kernel<<<static_cast<unsigned>((g.n + kPairCols - 1) / kPairCols), 32 * warps, smem, stream>>>(g);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
+status launch_pair(const gemm_args& g, int dev, cudaStream_t stream) {
+  if (g.m <= 8) return launch_pair_mt<kKind, kX, kGrouped, kPlain, 1>(g, dev, stream);
+  return launch_pair_mt<kKind, kX, kGrouped, kPlain, 2>(g, dev, stream);
+}
+
 // Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
 // tensor-core decode path instead (for comparison).
 bool gemv_allowed() {
@@ -3881,6 +4194,15 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
+    // W8A8 and W4A16 at m <= 16 with whole 128-k steps: the pair path, plain and packed weights alike.
+    if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
+      if (pair_takes<kKind, kX, kGrouped>(g, packed, bases16, dev)) {
+        g.w = static_cast<const uint8_t*>(w.data);
+        g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
+        if (packed) return launch_pair<kKind, kX, kGrouped, false>(g, dev, stream);
+        return launch_pair<kKind, kX, kGrouped, true>(g, dev, stream);
+      }
+    }
     // W4A16 and packed W8A8 at m <= 16: the ring path (W4A16: packed weights and plain rows of whole
     // 32-k chunks).
     if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
