@@ -3228,10 +3228,14 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 // - W8A8 (m16n8k32, exact int32 sums): a step's mma j takes k-slots 4 tq.. and 16 + 4 tq.. from plain
 //   bytes 64 (j / 2) + 16 tq + 8 (j % 2) (+ 4), or from the packed k-steps 8 j + tq and 8 j + 4 + tq
 //   (bytes w + 128); x is staged so that lane tq's 8 words of a step are contiguous.
-// Measured first as a standalone probe (H200, kernels back to back, weights rotated through 60+ MB):
-// W8A8 m = 1 at 2560 x 10240 8.9 us plain, 10.2 us packed; W4A16 m = 1 9.4 us packed; against 12-14 us
-// for the ring and GEMV kernels. The weights' first requests, then x's staging, then a step at a time:
-// keeping more steps in flight a warp measured slower at every depth tried (2 to 5).
+// Measured (H200, Nsight, caches flushed; SSMKIT_CUDA_PAIR=0 for the kernels before it, same build): one
+// row at 2560 x 10240, W4A16 packed 10.0-10.3 us (ring 11.6-12.2), plain 9.9 (ring 13.0-13.2); W8A8
+// packed 11.2-12.0 (GEMV 13.1-13.2), plain 10.9 (GEMV 16.7-17.7), plain 16 rows 15.8-16.1 (skinny 30.5);
+// W4A16 packed 1 x 5120 x 2560 8.5-8.7 (ring 9.1). At four and 16 packed rows the ring was as fast or
+// faster (W4A16 4 x 2560 x 10240 12.7-13.1 against 12.0; W8A8 16 rows 19.5 against 14.4), so it keeps
+// them. A pure read of the same 13.4 MB measured 5.5 us back to back: what is left is latency (a warp's
+// steps one round trip apart). Keeping more steps in flight a warp measured slower at every depth tried
+// (2 to 5, in a standalone probe), and so did 16-column blocks for packed weights (their 4-byte loads).
 constexpr int kPairCols = 32;
 constexpr int kPairStepK = 128;
 constexpr int kPairMaxWarps = 16;
