@@ -3431,8 +3431,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       if constexpr (kGrouped) {
 #pragma unroll
         for (int tl = 0; tl < 2; ++tl) {
-          const float sa = bits_value(g.w_scale_dt, sb[2 * tl]),
-                      sc = bits_value(g.w_scale_dt, sb[2 * tl + 1]);
+          const float sa = bits_value(kX, sb[2 * tl]), sc = bits_value(kX, sb[2 * tl + 1]);  // pair_takes
 #pragma unroll
           for (int mt = 0; mt < kMT; ++mt) {
             acc[tl][mt][0] = fmaf(tmp[tl][mt][0], sa, acc[tl][mt][0]);
@@ -3992,17 +3991,17 @@ status launch_simt(const gemm_args& g, cudaStream_t stream) {
 // Pair path: the x rows staged a block (bytes) at most, so that two blocks fit an SM.
 constexpr int64_t kPairMaxXBytes = 96 * 1024;
 
-// Whether m <= 16 takes the pair path (SSMKIT_CUDA_PAIR=0 leaves it to the ring, GEMV and decode kernels,
-// for comparison).
+// Whether the pair path may take its rows (SSMKIT_CUDA_PAIR=0 leaves them to the ring, GEMV and skinny
+// kernels, for comparison).
 bool pair_allowed() {
   static const bool allowed = env_flag("SSMKIT_CUDA_PAIR", true);
   return allowed;
 }
 
-// Whether the pair path takes g (W8A8 without groups, or W4A16 with 16-bit x): m <= 16, whole 128-k steps
-// (and groups of whole steps), x small enough to stage, outside a PDL chain and its folds (the decode
-// step keeps the ring and GEMV kernels it was measured with), and at least a block for every other SM
-// (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
+// Whether the pair path takes g (W8A8 without groups, or W4A16 with 16-bit x): the rows below, whole 128-k
+// steps (and groups of whole steps, their scales in x's dtype), x small enough to stage, outside a PDL
+// chain and its folds (the decode step keeps the ring and GEMV kernels it was measured with), and at least
+// a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !pair_allowed()) return false;
@@ -4035,10 +4034,13 @@ status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   return ok_status();
 }
 
+// Two m16 tiles of rows only where pair_takes lets more than 8 rows through: plain W8A8.
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
 status launch_pair(const gemm_args& g, int dev, cudaStream_t stream) {
   if (g.m <= 8) return launch_pair_mt<kKind, kX, kGrouped, kPlain, 1>(g, dev, stream);
-  return launch_pair_mt<kKind, kX, kGrouped, kPlain, 2>(g, dev, stream);
+  if constexpr (kKind == KIND_W8A8 && kPlain)
+    return launch_pair_mt<kKind, kX, kGrouped, kPlain, 2>(g, dev, stream);
+  return make_status(status_code::internal, "gemm: the pair path takes more than 8 rows of plain W8A8 only");
 }
 
 // Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
@@ -4198,7 +4200,8 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
-    // W8A8 and W4A16 at m <= 16 with whole 128-k steps: the pair path, plain and packed weights alike.
+    // One row of W4A16 or W8A8, or plain W8A8 up to 16 rows, with whole 128-k steps: the pair path
+    // (pair_takes), plain and packed weights alike.
     if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
       if (pair_takes<kKind, kX, kGrouped>(g, packed, bases16, dev)) {
         g.w = static_cast<const uint8_t*>(w.data);
