@@ -6,7 +6,7 @@
 // fft64k (1 x 768 x 65536), w4a16 (gemmW4A16 M=1
 // 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), decode (quant-gpu.mjs --decode's packed
 // rows: W4A16 M=1 2560 x 10240, M=4, M=16 8192 x 8192, M=1 5120 x 2560 and 5120 x 192; W8A8 M=1, 4 and 16 at
-// 2560 x 10240; then plain weights: W4A16 M=1 2560 x 10240, W8A8 M=1 and 16), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120).
+// 2560 x 10240; then plain weights: W4A16 M=1 2560 x 10240, W8A8 M=1, 4, 8, 9 and 16), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
 import { createRequire } from 'node:module';
 
@@ -88,7 +88,7 @@ if (mode === 'scan' || mode === 'scan1') {
     const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
     rep(() => s.gemmW8A8Sync(a, w8, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
   }
-  // Plain weights: W4A16 at one row, W8A8 at one and 16.
+  // Plain weights: W4A16 at one row, W8A8 at 1, 4, 8, 9 and 16.
   const w4 = new Uint8Array((N * K) / 2);
   for (let i = 0; i < w4.length; i++) w4[i] = (Math.random() * 256) | 0;
   const w4p = new s.Tensor('int4', w4, [N, K]).toSync(dev);
@@ -96,7 +96,7 @@ if (mode === 'scan' || mode === 'scan1') {
   const sc1 = t([N, K / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
   rep(() => s.gemmW4A16Sync(x1, w4p, sc1, { groupSize: 128 }).dispose());
   const w8p = new s.Tensor('int8', bytes, [N, K]).toSync(dev);
-  for (const M of [1, 16]) {
+  for (const M of [1, 4, 8, 9, 16]) {
     const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
     rep(() => s.gemmW8A8Sync(a, w8p, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
   }

@@ -809,13 +809,49 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
   }
 });
 
+// W8A8 on the given rows: exact int32 sums, and the CPU's bits with per-row and per-column scales, a
+// bias and every output dtype, for plain and packed weights.
+async function checkW8A8Rows(shapes: readonly (readonly [number, number, number])[]): Promise<void> {
+  for (const [m, n, k] of shapes) {
+    const rng = new Rng(m * 31 + n + k);
+    const a = ints(m * k, -128, 127, rng);
+    const w = ints(n * k, -128, 127, rng);
+    const ref = intGemmRef(a, w, m, n, k);
+    const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+    const [wc, wg] = await both(new Tensor('int8', w, [n, k]));
+    const pg = await packWeights(wg);
+    const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
+    const ws = randTensor([n], 'float32', () => 0.001 + rng.uniform() * 0.01);
+    const bias = randTensor([n], 'bfloat16', () => rng.normal());
+    const [asc, asg] = await both(as.t);
+    const [wsc, wsg] = await both(ws.t);
+    const [bc, bg] = await both(bias.t);
+    for (const [form, wt] of [
+      ['plain', wg],
+      ['packed', pg],
+    ] as const) {
+      const label = `gemmW8A8 [${m}, ${n}, ${k}] ${form}`;
+      poison(m * n * 4);
+      assertEqual(toF64(await gemmW8A8(ag, wt, 1, 1)), ref, label);
+      for (const outDtype of DTYPES_FLOAT) {
+        poison(m * n * 4);
+        const gpu = await gemmW8A8(ag, wt, asg, wsg, { bias: bg, outDtype });
+        const cpu = await gemmW8A8(ac, wc, asc, wsc, { bias: bc, outDtype });
+        assertEqual(toF64(gpu), toF64(cpu), `${label} scaled, out ${outDtype}`);
+      }
+    }
+    pg.dispose();
+  }
+}
+
 // The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 up to 16; k a multiple
 // of 128; at least a block of 32 columns for every other SM: n >= 2081 on the H200's 132; the other rows
 // of these shapes take the ring): W8A8 exact and the CPU's bits with its scales and bias, W4A16 against
 // the reference with plain and packed weights giving the same bits. Shapes: 2088 columns end in a
 // group of three panels (the last block's panel pair has one absent) whose last panel is half columns
 // past n; one 128-k step (one warp a block); 11 steps over three warps (unequal ranges); one and two
-// m16 tiles of rows (8, 9, 16); groups of one step, two steps and the whole row.
+// m16 tiles of rows (8, 9, 16); groups of one step, two steps and the whole row. On sm_90 the stream path
+// takes plain W8A8 rows from 8 whose block share fits shared memory.
 describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () => {
   const SHAPES: readonly [number, number, number][] = [
     [1, 2088, 128],
@@ -824,40 +860,10 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
     [9, 2088, 1280],
     [16, 2560, 1408],
     [1, 2560, 5120],
+    [1, 10240, 5120],
   ];
 
-  it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', async () => {
-    for (const [m, n, k] of SHAPES) {
-      const rng = new Rng(m * 31 + n + k);
-      const a = ints(m * k, -128, 127, rng);
-      const w = ints(n * k, -128, 127, rng);
-      const ref = intGemmRef(a, w, m, n, k);
-      const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
-      const [wc, wg] = await both(new Tensor('int8', w, [n, k]));
-      const pg = await packWeights(wg);
-      const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
-      const ws = randTensor([n], 'float32', () => 0.001 + rng.uniform() * 0.01);
-      const bias = randTensor([n], 'bfloat16', () => rng.normal());
-      const [asc, asg] = await both(as.t);
-      const [wsc, wsg] = await both(ws.t);
-      const [bc, bg] = await both(bias.t);
-      for (const [form, wt] of [
-        ['plain', wg],
-        ['packed', pg],
-      ] as const) {
-        const label = `gemmW8A8 [${m}, ${n}, ${k}] ${form}`;
-        poison(m * n * 4);
-        assertEqual(toF64(await gemmW8A8(ag, wt, 1, 1)), ref, label);
-        for (const outDtype of DTYPES_FLOAT) {
-          poison(m * n * 4);
-          const gpu = await gemmW8A8(ag, wt, asg, wsg, { bias: bg, outDtype });
-          const cpu = await gemmW8A8(ac, wc, asc, wsc, { bias: bc, outDtype });
-          assertEqual(toF64(gpu), toF64(cpu), `${label} scaled, out ${outDtype}`);
-        }
-      }
-      pg.dispose();
-    }
-  });
+  it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () => checkW8A8Rows(SHAPES));
 
   it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', async () => {
     for (const dtype of ['bfloat16', 'float16'] as const) {
@@ -894,4 +900,23 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
       }
     }
   });
+});
+
+// The stream path (plain W8A8, 8 to 16 rows, k a multiple of 128, on sm_90: a block an SM owns a run of
+// whole quads of columns, in sets of 32; a warp one to three 128-k steps): 10240 x 2560 (about 78 columns
+// a block, three sets, ~200 KB of rows; 20 steps over 16 warps); fewer quads than SMs (530 columns: the
+// last quad half past n; 23 columns: six blocks, the last with three); a partial second set (6000
+// columns, 48 a block); four sets (16384 x 1536); three steps a warp (k = 5120); one and two m16 tiles of
+// rows (8; 9 to 16). Packed weights of the same shapes take the pair path or the ring: the same bits.
+describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
+  it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () =>
+    checkW8A8Rows([
+      [8, 10240, 2560],
+      [8, 530, 256],
+      [9, 23, 128],
+      [16, 6000, 1024],
+      [12, 16384, 1536],
+      [16, 10240, 1280],
+      [10, 4096, 5120],
+    ]));
 });

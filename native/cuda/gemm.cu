@@ -3469,6 +3469,167 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Stream path (sm_90; plain W8A8 rows, 8 <= m <= 16, k % 128 == 0 with at most 3 128-k steps a warp, 16-byte
+// aligned bases, outside a PDL chain): a block an SM. Block b owns the columns [c0, c1) (whole quads,
+// spread evenly), which in the plain layout are one contiguous run of weight rows, and requests all of
+// it at its start through the bulk copy engine into shared memory: a copy a column (rows kStreamPad bytes
+// apart, so that the eight lanes of a quarter warp read eight bank groups), one mbarrier a set of 32
+// columns. Every byte of the block's share is then in flight at once, where the pair path keeps a
+// warp's next step in flight. Each warp owns a contiguous range of the 128-k steps, holds x's words of
+// those steps in registers (read from global memory while the weights are in flight) and runs the sets
+// in order as they land; a lane holds columns gq + 8 q (q = 0..3) of a set as rows gq and gq + 8 of two
+// m16 tiles (the A operand of m16n8k32). Sums in int32, added across warps in shared memory (exact and
+// associative, so every order and every path gives the same bits), then the pair path's epilogue.
+constexpr int kStreamSetCols = 32;
+constexpr int kStreamMaxSets = 4;
+constexpr int kStreamMaxWarps = 16;  // 512 threads, up to 128 registers a thread
+constexpr int kStreamMaxSteps = 3;   // 128-k steps a warp (x's words in registers)
+constexpr int kStreamPad = 16;
+// Rows from which it takes plain W8A8 (H200, Nsight, 2560 x 10240, against the pair path: 1 row 11.7-12.1
+// against 10.8 us, 4 rows 12.0-12.9 against 11.6-12.0, 8 rows 12.0-12.2 against 12.5-12.6, 9 rows 13.0-13.1
+// against 13.8-13.9, 16 rows 13.2-13.6 against 15.3-16.0).
+constexpr int kStreamMinM = 8;
+constexpr int kStreamFin = 2 * kStreamMaxSets * kStreamSetCols + 16;  // w_scale, bias a column; a_scale a row
+// The kernel's static shared memory: its barriers, sums and epilogue factors.
+constexpr int stream_static_bytes(int mt) {
+  return kStreamMaxSets * 8 + kStreamMaxSets * 2 * mt * 4 * 32 * 4 + kStreamFin * 4;
+}
+
+template <int kMT>
+__global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const gemm_args g) {
+  // Built for a target without the bulk copy engine, the kernel traps; the host launches it only on
+  // sm_90 devices (stream_takes), whose code in the release build is sm_90a.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kVals = 2 * kMT * 4;
+  extern __shared__ __align__(128) unsigned char stream_smem[];
+  __shared__ uint64_t bars[kStreamMaxSets];
+  __shared__ int red[kStreamMaxSets * kVals * 32];
+  __shared__ float fin[kStreamFin];
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int warps = static_cast<int>(blockDim.x) >> 5;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int k = static_cast<int>(g.k), m = static_cast<int>(g.m);
+  const int64_t quads = (g.n + 3) / 4;
+  const int64_t c0 = 4 * (static_cast<int64_t>(blockIdx.x) * quads / gridDim.x);
+  const int64_t c1 = min64(g.n, 4 * (static_cast<int64_t>(blockIdx.x + 1) * quads / gridDim.x));
+  const int ncols = static_cast<int>(c1 - c0);
+  const int sets = (ncols + kStreamSetCols - 1) / kStreamSetCols;
+  const int pitch = k + kStreamPad;  // stream_takes: every offset below fits in 32 bits
+  if (static_cast<int>(threadIdx.x) < sets) mbar_init(bars + threadIdx.x, 1);
+  for (int i = static_cast<int>(threadIdx.x); i < sets * kVals * 32; i += static_cast<int>(blockDim.x))
+    red[i] = 0;
+  mbar_init_fence();
+  __syncthreads();
+  if (warp == 0) {
+    if (lane < sets) {
+      const int cols = min(kStreamSetCols, ncols - kStreamSetCols * lane);
+      mbar_arrive_expect_tx(bars + lane, static_cast<uint32_t>(cols * k));
+    }
+    __syncwarp();
+    for (int c = lane; c < ncols; c += 32) {
+      asm volatile(
+          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+              smem_addr(stream_smem + c * pitch)),
+          "l"(g.w + (c0 + c) * g.w_row_bytes), "r"(k), "r"(smem_addr(bars + c / kStreamSetCols))
+          : "memory");
+    }
+  }
+  // The epilogue's factors, read while the weights are in flight (finish_value's loads, the same values).
+  {
+    const int i = static_cast<int>(threadIdx.x);
+    if (i < ncols) {
+      const int64_t col = c0 + i;
+      fin[i] = bits_value(g.w_scale_dt, ld_bits(g.w_scale, g.w_scale_dt, g.w_scale_per_col ? col : 0));
+      fin[kStreamMaxSets * kStreamSetCols + i] =
+          g.bias != nullptr ? bits_value(g.bias_dt, ld_bits(g.bias, g.bias_dt, col)) : 0.0f;
+    }
+    if (i < m) {
+      fin[2 * kStreamMaxSets * kStreamSetCols + i] =
+          g.a_scale != nullptr
+              ? bits_value(g.a_scale_dt, ld_bits(g.a_scale, g.a_scale_dt, g.a_scale_per_row ? i : 0))
+              : 1.0f;
+    }
+  }
+  // x's words of the warp's steps: for mma j of a step, k-slots 4 tq.. and 16 + 4 tq.. are bytes 64 (j / 2)
+  // + 16 tq + 8 (j % 2) (+ 4) of the step, for the weights and x alike.
+  const int steps = k / kPairStepK;
+  const int s0 = warp * steps / warps, ns = (warp + 1) * steps / warps - s0;
+  uint4 xr[kStreamMaxSteps][kMT][2];
+#pragma unroll
+  for (int i = 0; i < kStreamMaxSteps; ++i) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const int row = 8 * mt + gq;
+      const unsigned char* xp =
+          static_cast<const unsigned char*>(g.a) + row * k + kPairStepK * (s0 + i) + 16 * tq;
+      const bool ok = i < ns && row < m;
+      xr[i][mt][0] = ok ? ldg_stream16(xp) : make_uint4(0, 0, 0, 0);
+      xr[i][mt][1] = ok ? ldg_stream16(xp + 64) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  for (int set = 0; set < sets; ++set) {
+    // The lane's column slots q: local column 32 set + gq + 8 q (clamped: absent columns read the last
+    // one's row, their sums are never stored).
+    const unsigned char* wq[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      wq[q] =
+          stream_smem + min(kStreamSetCols * set + gq + 8 * q, ncols - 1) * pitch + kPairStepK * s0 + 16 * tq;
+    int acc[2][kMT][4] = {};
+    mbar_wait(bars + set, 0);
+#pragma unroll
+    for (int i = 0; i < kStreamMaxSteps; ++i) {
+      if (i >= ns) break;
+      uint4 w[4][2];  // column slot q: bytes 128 s + 16 tq (h = 0) and + 64 (h = 1)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        w[q][0] = *reinterpret_cast<const uint4*>(wq[q] + kPairStepK * i);
+        w[q][1] = *reinterpret_cast<const uint4*>(wq[q] + kPairStepK * i + 64);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl) {
+          const int h = j / 2, o = 2 * (j % 2);
+          const uint32_t a0 = word_at(w[2 * tl][h], o), a1 = word_at(w[2 * tl + 1][h], o),
+                         a2 = word_at(w[2 * tl][h], o + 1), a3 = word_at(w[2 * tl + 1][h], o + 1);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt)
+            mma_s8(acc[tl][mt], a0, a1, a2, a3, word_at(xr[i][mt][h], o), word_at(xr[i][mt][h], o + 1));
+        }
+      }
+    }
+    // The set's sums: value j = (tl kMT + mt) 4 + e of every lane.
+#pragma unroll
+    for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          atomicAdd(red + (set * kVals + (tl * kMT + mt) * 4 + e) * 32 + lane, acc[tl][mt][e]);
+      }
+    }
+  }
+  __syncthreads();
+  for (int idx = static_cast<int>(threadIdx.x); idx < sets * kVals * 32;
+       idx += static_cast<int>(blockDim.x)) {
+    const int st = idx / (kVals * 32), j = (idx >> 5) % kVals, l = idx & 31;
+    const int tl = j / (kMT * 4), mt = (j >> 2) % kMT, e = j & 3;
+    const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
+    const int lc = kStreamSetCols * st + (l >> 2) + 16 * tl + 8 * (e >> 1);
+    if (row >= m || lc >= ncols) continue;
+    const float v =
+        finish<false>(static_cast<float>(red[idx]), fin[2 * kStreamMaxSets * kStreamSetCols + row], fin[lc],
+                      fin[kStreamMaxSets * kStreamSetCols + lc]);
+    store_float(g.out, g.out_dt, row * g.n + c0 + lc, v);
+  }
+#else
+  (void)g;
+  __trap();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Host side: device properties, the split-k workspace, launch helpers.
 
 // Whether device dev has compute capability 9.0 (the build's sm_90a code runs there), asked once a device.
@@ -4043,6 +4204,64 @@ status launch_pair(const gemm_args& g, int dev, cudaStream_t stream) {
   return make_status(status_code::internal, "gemm: the pair path takes more than 8 rows of plain W8A8 only");
 }
 
+// Stream path: whether it may take its rows (SSMKIT_CUDA_STREAM=0 leaves them to the pair path, for
+// comparison).
+bool stream_allowed() {
+  static const bool allowed = env_flag("SSMKIT_CUDA_STREAM", true);
+  return allowed;
+}
+
+// The stream path's launch for g: a block an SM (fewer where there are fewer quads of columns), a warp
+// for every one to three 128-k steps, and the widest block's padded rows in shared memory.
+struct stream_plan {
+  int grid = 0;
+  int warps = 0;
+  int smem = 0;
+};
+
+// Whether the stream path takes g (plain W8A8, the caller checks the kind and layout) and its plan:
+// kStreamMinM to 16 rows, whole 128-k steps (at most kStreamMaxSteps a warp), 16-byte aligned bases, an sm_90
+// device, outside a PDL chain and its folds, at most kStreamMaxSets sets a block and its padded rows within
+// the device's shared memory a block (beside the kernel's static barriers and sums).
+bool stream_takes(const gemm_args& g, bool bases16, int dev, stream_plan* plan) {
+  if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !stream_allowed()) return false;
+  if (g.m < kStreamMinM || g.m > 16 || g.k <= 0 || g.k % kPairStepK != 0 || g.n < 1) return false;
+  const int64_t steps = g.k / kPairStepK;
+  if (steps > int64_t{kStreamMaxWarps} * kStreamMaxSteps || g.m * g.k > INT32_MAX || !sm90a_device(dev))
+    return false;
+  device_limits lim;
+  if (!limits_of(dev, &lim).ok()) return false;
+  const int64_t quads = (g.n + 3) / 4;
+  const int64_t grid = std::min<int64_t>(lim.sms, quads);
+  const int64_t cols = 4 * ((quads + grid - 1) / grid);
+  if ((cols + kStreamSetCols - 1) / kStreamSetCols > kStreamMaxSets) return false;
+  const int64_t bytes = cols * (g.k + kStreamPad);
+  if (bytes + stream_static_bytes(g.m <= 8 ? 1 : 2) > static_cast<int64_t>(lim.smem_optin) - 1024)
+    return false;
+  plan->grid = static_cast<int>(grid);
+  plan->warps = static_cast<int>(std::min<int64_t>(steps, kStreamMaxWarps));
+  plan->smem = static_cast<int>(bytes);
+  return true;
+}
+
+template <int kMT>
+status launch_stream_mt(const gemm_args& g, const stream_plan& plan, int dev, cudaStream_t stream) {
+  auto* kernel = gemm_stream_kernel<kMT>;
+  static std::atomic<uint64_t> smem_done{0};
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  SSMKIT_RETURN_IF_ERROR(
+      allow_smem(kernel, dev, lim.smem_optin - 1024 - stream_static_bytes(kMT), smem_done));
+  kernel<<<static_cast<unsigned>(plan.grid), 32 * plan.warps, plan.smem, stream>>>(g);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+status launch_stream(const gemm_args& g, const stream_plan& plan, int dev, cudaStream_t stream) {
+  if (g.m <= 8) return launch_stream_mt<1>(g, plan, dev, stream);
+  return launch_stream_mt<2>(g, plan, dev, stream);
+}
+
 // Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
 // tensor-core decode path instead (for comparison).
 bool gemv_allowed() {
@@ -4200,6 +4419,15 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     // 16-byte loads of weights and x check the offsets inside the tensors; the bases are checked here.
     const bool bases16 =
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(g.a) % 16 == 0;
+    // Plain W8A8 rows 8 to 16 with whole 128-k steps on sm_90: the stream path (stream_takes).
+    if constexpr (kKind == KIND_W8A8 && !kGrouped) {
+      stream_plan plan;
+      if (!packed && stream_takes(g, bases16, dev, &plan)) {
+        g.w = static_cast<const uint8_t*>(w.data);
+        g.w_row_bytes = g.k;
+        return launch_stream(g, plan, dev, stream);
+      }
+    }
     // One row of W4A16 or W8A8, or plain W8A8 up to 16 rows, with whole 128-k steps: the pair path
     // (pair_takes), plain and packed weights alike.
     if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
