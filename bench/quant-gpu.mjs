@@ -25,9 +25,10 @@
 // mma.sync tiled kernel instead. --only NAMES (comma-separated:
 // w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
-// Rows of whole 128-k steps take the pair path (gemm.cu) where it measured faster: W4A16 at M = 1, W8A8
-// plain up to M = 16 and packed at M = 1; SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line
-// says so). On sm_90 the other decode rows of W4A16 (M <= 16) and packed W8A8 (2 <= M <= 16) whose grid has
+// On sm_90 plain W8A8 rows of whole 128-k steps at 8 <= M <= 16 take the stream path (gemm.cu);
+// SSMKIT_CUDA_STREAM=0 leaves them to the pair path (the title line says so). Rows of whole 128-k steps take
+// the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1;
+// SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 the other decode rows of W4A16 (M <= 16) and packed W8A8 (2 <= M <= 16) whose grid has
 // a block an SM take the ring path; SSMKIT_CUDA_RING=0 leaves them to the CUDA-core GEMV (M <= 4, 16 for W8A8)
 // and the tensor-core decode kernel, and SSMKIT_CUDA_GEMV=0 then sends M <= 4 (16 for W8A8) to the
 // decode kernel as well, to compare them on the same rows (the title line says which ran). These rows'
@@ -462,8 +463,9 @@ const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M 
 const ringOff = process.env.SSMKIT_CUDA_W4A8_RING === '0' ? ', SSMKIT_CUDA_W4A8_RING=0 (W4A8 int4 widened from registers)' : '';
 const decodeRingOff = process.env.SSMKIT_CUDA_RING === '0' ? ', SSMKIT_CUDA_RING=0 (no ring path for the decode rows)' : '';
 const pairOff = process.env.SSMKIT_CUDA_PAIR === '0' ? ', SSMKIT_CUDA_PAIR=0 (no pair path for the decode rows)' : '';
+const streamOff = process.env.SSMKIT_CUDA_STREAM === '0' ? ', SSMKIT_CUDA_STREAM=0 (no stream path for plain W8A8 rows)' : '';
 console.log(
-  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOff}${decodeRingOff}${pairOff}`,
+  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOff}${decodeRingOff}${pairOff}${streamOff}`,
 );
 // --profile w8a8|w4a8: three calls at 2048 x 2560 x 10240 and nothing else, for Nsight (--launch-skip 2).
 const profileArg = process.argv.indexOf('--profile');
