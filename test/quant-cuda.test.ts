@@ -840,7 +840,7 @@ async function checkW8A8Rows(shapes: readonly (readonly [number, number, number]
         assertEqual(toF64(gpu), toF64(cpu), `${label} scaled, out ${outDtype}`);
       }
     }
-    pg.dispose();
+    for (const t of [ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg]) t.dispose();
   }
 }
 

@@ -2697,6 +2697,17 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       : "memory");
 #endif
 }
+// `bytes` (a multiple of 16, both addresses 16-byte aligned) from global memory into shared memory by
+// the bulk copy engine, completing on bar.
+__device__ __forceinline__ void bulk_load_1d(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+#endif
+}
 
 #endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -3489,22 +3500,28 @@ constexpr int kStreamPad = 16;
 // against 10.8 us, 4 rows 12.0-12.9 against 11.6-12.0, 8 rows 12.0-12.2 against 12.5-12.6, 9 rows 13.0-13.1
 // against 13.8-13.9, 16 rows 13.2-13.6 against 15.3-16.0).
 constexpr int kStreamMinM = 8;
-constexpr int kStreamFin = 2 * kStreamMaxSets * kStreamSetCols + 16;  // w_scale, bias a column; a_scale a row
-// The kernel's static shared memory: its barriers, sums and epilogue factors.
-constexpr int stream_static_bytes(int mt) {
-  return kStreamMaxSets * 8 + kStreamMaxSets * 2 * mt * 4 * 32 * 4 + kStreamFin * 4;
-}
+// The kernel's static shared memory (the host sizes the dynamic part beside it): a barrier a set, the
+// sets' sums (value j of lane l at (set kVals + j) 32 + l) and the epilogue's factors.
+template <int kMT>
+struct stream_shared {
+  static constexpr int kVals = 2 * kMT * 4;
+  uint64_t bars[kStreamMaxSets];
+  int red[kStreamMaxSets * kVals * 32];
+  float ws[kStreamMaxSets * kStreamSetCols];    // w_scale a column
+  float bias[kStreamMaxSets * kStreamSetCols];  // bias a column (0 without)
+  float as[16];                                 // a_scale a row
+};
 
 template <int kMT>
 __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const gemm_args g) {
   // Built for a target without the bulk copy engine, the kernel traps; the host launches it only on
   // sm_90 devices (stream_takes), whose code in the release build is sm_90a.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kVals = 2 * kMT * 4;
+  constexpr int kVals = stream_shared<kMT>::kVals;
   extern __shared__ __align__(128) unsigned char stream_smem[];
-  __shared__ uint64_t bars[kStreamMaxSets];
-  __shared__ int red[kStreamMaxSets * kVals * 32];
-  __shared__ float fin[kStreamFin];
+  __shared__ stream_shared<kMT> sh;
+  uint64_t* bars = sh.bars;
+  int* red = sh.red;
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
   const int warps = static_cast<int>(blockDim.x) >> 5;
   const int gq = lane >> 2, tq = lane & 3;
@@ -3526,27 +3543,20 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
       mbar_arrive_expect_tx(bars + lane, static_cast<uint32_t>(cols * k));
     }
     __syncwarp();
-    for (int c = lane; c < ncols; c += 32) {
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-              smem_addr(stream_smem + c * pitch)),
-          "l"(g.w + (c0 + c) * g.w_row_bytes), "r"(k), "r"(smem_addr(bars + c / kStreamSetCols))
-          : "memory");
-    }
+    for (int c = lane; c < ncols; c += 32)
+      bulk_load_1d(stream_smem + c * pitch, g.w + (c0 + c) * g.w_row_bytes, k, bars + c / kStreamSetCols);
   }
   // The epilogue's factors, read while the weights are in flight (finish_value's loads, the same values;
   // a block may have fewer threads than columns).
   for (int i = static_cast<int>(threadIdx.x); i < ncols; i += static_cast<int>(blockDim.x)) {
     const int64_t col = c0 + i;
-    fin[i] = bits_value(g.w_scale_dt, ld_bits(g.w_scale, g.w_scale_dt, g.w_scale_per_col ? col : 0));
-    fin[kStreamMaxSets * kStreamSetCols + i] =
-        g.bias != nullptr ? bits_value(g.bias_dt, ld_bits(g.bias, g.bias_dt, col)) : 0.0f;
+    sh.ws[i] = bits_value(g.w_scale_dt, ld_bits(g.w_scale, g.w_scale_dt, g.w_scale_per_col ? col : 0));
+    sh.bias[i] = g.bias != nullptr ? bits_value(g.bias_dt, ld_bits(g.bias, g.bias_dt, col)) : 0.0f;
   }
   for (int i = static_cast<int>(threadIdx.x); i < m; i += static_cast<int>(blockDim.x)) {
-    fin[2 * kStreamMaxSets * kStreamSetCols + i] =
-        g.a_scale != nullptr
-            ? bits_value(g.a_scale_dt, ld_bits(g.a_scale, g.a_scale_dt, g.a_scale_per_row ? i : 0))
-            : 1.0f;
+    sh.as[i] = g.a_scale != nullptr
+                   ? bits_value(g.a_scale_dt, ld_bits(g.a_scale, g.a_scale_dt, g.a_scale_per_row ? i : 0))
+                   : 1.0f;
   }
   // x's words of the warp's steps: for mma j of a step, k-slots 4 tq.. and 16 + 4 tq.. are bytes 64 (j / 2)
   // + 16 tq + 8 (j % 2) (+ 4) of the step, for the weights and x alike.
@@ -3616,9 +3626,7 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
     const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
     const int lc = kStreamSetCols * st + (l >> 2) + 16 * tl + 8 * (e >> 1);
     if (row >= m || lc >= ncols) continue;
-    const float v =
-        finish<false>(static_cast<float>(red[idx]), fin[2 * kStreamMaxSets * kStreamSetCols + row], fin[lc],
-                      fin[kStreamMaxSets * kStreamSetCols + lc]);
+    const float v = finish<false>(static_cast<float>(red[idx]), sh.as[row], sh.ws[lc], sh.bias[lc]);
     store_float(g.out, g.out_dt, row * g.n + c0 + lc, v);
   }
 #else
@@ -4215,6 +4223,7 @@ struct stream_plan {
   int grid = 0;
   int warps = 0;
   int smem = 0;
+  int smem_optin = 0;  // the device's shared memory a block (limits_of)
 };
 
 // Whether the stream path takes g (plain W8A8, the caller checks the kind and layout) and its plan:
@@ -4225,8 +4234,7 @@ bool stream_takes(const gemm_args& g, bool bases16, int dev, stream_plan* plan) 
   if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !stream_allowed()) return false;
   if (g.m < kStreamMinM || g.m > 16 || g.k <= 0 || g.k % kPairStepK != 0 || g.n < 1) return false;
   const int64_t steps = g.k / kPairStepK;
-  if (steps > int64_t{kStreamMaxWarps} * kStreamMaxSteps || g.m * g.k > INT32_MAX || !sm90a_device(dev))
-    return false;
+  if (steps > int64_t{kStreamMaxWarps} * kStreamMaxSteps || !sm90a_device(dev)) return false;
   device_limits lim;
   if (!limits_of(dev, &lim).ok()) return false;
   const int64_t quads = (g.n + 3) / 4;
@@ -4234,11 +4242,12 @@ bool stream_takes(const gemm_args& g, bool bases16, int dev, stream_plan* plan) 
   const int64_t cols = 4 * ((quads + grid - 1) / grid);
   if ((cols + kStreamSetCols - 1) / kStreamSetCols > kStreamMaxSets) return false;
   const int64_t bytes = cols * (g.k + kStreamPad);
-  if (bytes + stream_static_bytes(g.m <= 8 ? 1 : 2) > static_cast<int64_t>(lim.smem_optin) - 1024)
-    return false;
+  const int64_t static_bytes = g.m <= 8 ? sizeof(stream_shared<1>) : sizeof(stream_shared<2>);
+  if (bytes + static_bytes > static_cast<int64_t>(lim.smem_optin) - 1024) return false;
   plan->grid = static_cast<int>(grid);
   plan->warps = static_cast<int>(std::min<int64_t>(steps, kStreamMaxWarps));
   plan->smem = static_cast<int>(bytes);
+  plan->smem_optin = lim.smem_optin;
   return true;
 }
 
@@ -4246,10 +4255,8 @@ template <int kMT>
 status launch_stream_mt(const gemm_args& g, const stream_plan& plan, int dev, cudaStream_t stream) {
   auto* kernel = gemm_stream_kernel<kMT>;
   static std::atomic<uint64_t> smem_done{0};
-  device_limits lim;
-  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
-  SSMKIT_RETURN_IF_ERROR(
-      allow_smem(kernel, dev, lim.smem_optin - 1024 - stream_static_bytes(kMT), smem_done));
+  constexpr int kStatic = sizeof(stream_shared<kMT>);
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, plan.smem_optin - 1024 - kStatic, smem_done));
   kernel<<<static_cast<unsigned>(plan.grid), 32 * plan.warps, plan.smem, stream>>>(g);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
