@@ -6,12 +6,15 @@
 // fft64k (1 x 768 x 65536), w4a16 (gemmW4A16 M=1
 // 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), decode (quant-gpu.mjs --decode's packed
 // rows: W4A16 M=1 2560 x 10240, M=4, M=16 8192 x 8192, M=1 5120 x 2560 and 5120 x 192; W8A8 M=1, 4 and 16 at
-// 2560 x 10240; then plain weights: W4A16 M=1 2560 x 10240, W8A8 M=1, 4, 8, 9 and 16), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120).
+// 2560 x 10240; then plain weights: W4A16 M=1 2560 x 10240, W8A8 M=1, 4, 8, 9 and 16), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120),
+// gemv (linear, one bfloat16 row on bfloat16 panels, at Mamba-2.8B's decode widths: in_proj 2560 -> 10240,
+// out_proj 5120 -> 2560, x_proj 5120 -> 192, dt_proj 160 -> 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 const s = require('../dist/cjs/index.js');
+const nn = require('../dist/cjs/ops/nn.js');
 const dev = 'cuda:0';
 let seed = 1;
 const r = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
@@ -100,6 +103,20 @@ if (mode === 'scan' || mode === 'scan1') {
     const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
     rep(() => s.gemmW8A8Sync(a, w8p, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
   }
+} else if (mode === 'gemv') {
+  for (const [K, N] of [
+    [2560, 10240],
+    [5120, 2560],
+    [5120, 192],
+    [160, 5120],
+  ]) {
+    const x = t([1, K], 'bfloat16');
+    const w = nn.packLinearSync(
+      t([N, K], 'float32', () => r() * 0.02),
+      { dtype: 'bfloat16' },
+    );
+    rep(() => nn.linearSync(x, w).dispose());
+  }
 } else if (mode === 'decode-k') {
   // The fixed cost of a decode-row launch: W4A16 M=1 at 10240 columns over k = 256 .. 5120 (the time at
   // k -> 0 is what the launch, the staging and the reduction cost apart from the weight stream).
@@ -109,6 +126,6 @@ if (mode === 'scan' || mode === 'scan1') {
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
 } else {
   throw new Error(
-    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard)`,
+    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard, gemv)`,
   );
 }

@@ -90,6 +90,9 @@
 // d_state 16, every load in one round trip, y added in state order through shuffles: ssu_group_finalize),
 // its instances at three blocks a SM (80 registers, no spill at MR = 1): the bf16 step 3.29 -> 3.18 ms a
 // token on the H200; the W4A16 step unchanged (2.31 / 2.32).
+// Since: at one row (MR = 1) x's staging indexes without the 64-bit division and remainder by the segment's
+// length that each element paid twice (a software routine of ~20 instructions each, on the path after the
+// wait): the bf16 step 3.06 -> 2.86 ms a token on the H200, the W4A16 step 2.02 -> 1.98.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1006,8 +1009,8 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>())
 #pragma unroll
       for (int q = 0; q < kGemvXBatch; ++q) {
         const int64_t i = i0 + q * kGemvThreads;
-        const int mm = static_cast<int>(i / klen);
-        const int64_t kk = kbase + i % klen;
+        const int mm = MR == 1 ? 0 : static_cast<int>(i / klen);  // one row: no division
+        const int64_t kk = kbase + (MR == 1 ? i : i % klen);
         const bool ok = i < xtotal && mm < mr && kk < a.k;
         xb[q] = 0u;
         wb[q] = 0u;
@@ -1024,8 +1027,8 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>())
 #pragma unroll
       for (int q = 0; q < kGemvXBatch; ++q) {
         const int64_t i = i0 + q * kGemvThreads;
-        const int mm = static_cast<int>(i / klen);
-        const int64_t kk = kbase + i % klen;
+        const int mm = MR == 1 ? 0 : static_cast<int>(i / klen);  // one row: no division
+        const int64_t kk = kbase + (MR == 1 ? i : i % klen);
         v[q] = 0.0f;
         if (i < xtotal && mm < mr && kk < a.k) {
           if constexpr (kNorm) {
