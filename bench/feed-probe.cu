@@ -19,21 +19,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-#define CK(x)                                                          \
-  do {                                                                 \
-    cudaError_t e = (x);                                               \
-    if (e != cudaSuccess) {                                            \
-      printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
-      return 1;                                                        \
-    }                                                                  \
-  } while (0)
+
+#include "probe.cuh"
 
 constexpr int kThreads = 256;
 constexpr int kGroupRows = 128;  // rows of 128 bytes a step: 16 KiB a block
 constexpr int kStages = 3;
 constexpr int64_t kRowBytes = 128;
 
-__device__ __forceinline__ uint32_t saddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ uint32_t fold(const uint4& v) { return v.x ^ v.y ^ v.z ^ v.w; }
 
 template <int kMode>

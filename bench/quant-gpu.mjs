@@ -29,9 +29,10 @@
 // SSMKIT_CUDA_STREAM=0 leaves them to the pair path (the title line says so). Rows of whole 128-k steps take
 // the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1;
 // SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 the other decode
-// rows of W4A16 (M <= 16) and packed W8A8 (2 <= M <= 16) whose grid has a block an SM take the ring path; SSMKIT_CUDA_RING=0 leaves them to the CUDA-core GEMV (M <= 4, 16 for W8A8)
-// and the tensor-core decode kernel, and SSMKIT_CUDA_GEMV=0 then sends M <= 4 (16 for W8A8) to the
-// decode kernel as well, to compare them on the same rows (the title line says which ran). These rows'
+// rows of W4A16 (M <= 16) and packed W8A8 (2 <= M <= 16) whose grid has a block an SM take the ring path;
+// SSMKIT_CUDA_RING=0 leaves them to the CUDA-core GEMV (M <= 4, 16 for W8A8) and the tensor-core decode
+// kernel, and SSMKIT_CUDA_GEMV=0 then sends M <= 4 (16 for W8A8) to the decode kernel as well, to
+// compare them on the same rows (the title line says which ran). These rows'
 // device times are bounded by the host's enqueue of each call (they say so): for the kernels alone,
 // `ncu --clock-control none -k regex:"gemm_(pair|ring|gemv|packed)" --metrics gpu__time_duration.sum node
 // bench/profile-gpu.mjs decode` runs the same shapes.

@@ -22,21 +22,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-#define CK(x)                                                                        \
-  do {                                                                               \
-    cudaError_t e = (x);                                                             \
-    if (e != cudaSuccess) {                                                          \
-      printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));               \
-      return 1;                                                                      \
-    }                                                                                \
-  } while (0)
+
+#include "probe.cuh"
 
 __device__ __forceinline__ uint64_t gt() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-__device__ __forceinline__ uint32_t saddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 __device__ __forceinline__ void wait_bar(uint64_t* bar) {
   uint32_t done = 0;
@@ -185,6 +178,25 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// tt[tl] += the two m16 tiles of a word of the lane's four int4 columns (word i of cur[2 tl] and cur[2 tl +
+// 1], as pairs; kCheap: as 136 + w) times xq's 32 k: two m16n8k16 a tile.
+template <bool kCheap>
+__device__ __forceinline__ void w4_word_mma(float (&tt)[2][4], const uint4 (&cur)[4], int i, const uint4& xq) {
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+    uint32_t pa[4], pb[4];
+    if (kCheap) {
+      w4_pairs_biased(word_of(cur[2 * tl], i), pa);
+      w4_pairs_biased(word_of(cur[2 * tl + 1], i), pb);
+    } else {
+      w4_pairs(word_of(cur[2 * tl], i), pa);
+      w4_pairs(word_of(cur[2 * tl + 1], i), pb);
+    }
+    mma_bf16(tt[tl], pa[0], pb[0], pa[1], pb[1], xq.x, xq.y);
+    mma_bf16(tt[tl], pa[2], pb[2], pa[3], pb[3], xq.z, xq.w);
+  }
+}
+
 // W4A16 one row on the tensor cores: a block an SM, its columns in quads (a contiguous run of plain rows),
 // sets of 32 columns copied whole (one mbarrier a set, kSplit copies a set), kWps warps a set splitting
 // its 128-k steps; the pair path's fragments (weights as the A operand, x's row as column 0 of B).
@@ -279,19 +291,7 @@ __global__ void __launch_bounds__(768) stream_w4_kernel(const uint8_t* w, const 
       for (int i = 0; i < 4; ++i) {
         float(&tt)[2][4] = (kFlags & 2) ? ind[i] : tmp;
         const uint4 xq = gq == 0 ? xs[16 * s + 4 * tq + i] : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int tl = 0; tl < 2; ++tl) {
-          uint32_t pa[4], pb[4];
-          if (kCheap) {
-            w4_pairs_biased(word_of(cur[2 * tl], i), pa);
-            w4_pairs_biased(word_of(cur[2 * tl + 1], i), pb);
-          } else {
-            w4_pairs(word_of(cur[2 * tl], i), pa);
-            w4_pairs(word_of(cur[2 * tl + 1], i), pb);
-          }
-          mma_bf16(tt[tl], pa[0], pb[0], pa[1], pb[1], xq.x, xq.y);
-          mma_bf16(tt[tl], pa[2], pb[2], pa[3], pb[3], xq.z, xq.w);
-        }
+        w4_word_mma<kCheap>(tt, cur, i, xq);
       }
       if (kFlags & 2) {
 #pragma unroll
@@ -419,21 +419,7 @@ __global__ void __launch_bounds__(384) stream_w4b_kernel(const uint8_t* w, const
       }
       float tmp[2][4] = {};
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int tl = 0; tl < 2; ++tl) {
-          uint32_t pa[4], pb[4];
-          if (kCheap) {
-            w4_pairs_biased(word_of(cur[2 * tl], i), pa);
-            w4_pairs_biased(word_of(cur[2 * tl + 1], i), pb);
-          } else {
-            w4_pairs(word_of(cur[2 * tl], i), pa);
-            w4_pairs(word_of(cur[2 * tl + 1], i), pb);
-          }
-          mma_bf16(tmp[tl], pa[0], pb[0], pa[1], pb[1], xq[i].x, xq[i].y);
-          mma_bf16(tmp[tl], pa[2], pb[2], pa[3], pb[3], xq[i].z, xq[i].w);
-        }
-      }
+      for (int i = 0; i < 4; ++i) w4_word_mma<kCheap>(tmp, cur, i, xq[i]);
       const float corr = kCheap ? 136.0f * xsum[s] : 0.0f;
 #pragma unroll
       for (int tl = 0; tl < 2; ++tl) {

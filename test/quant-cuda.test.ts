@@ -907,7 +907,8 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
 // a block, three sets, ~200 KB of rows; 20 steps over 16 warps); fewer quads than SMs (530 columns: the
 // last quad half past n; 23 columns: six blocks, the last with three); a partial second set (6000
 // columns, 48 a block); four sets (16384 x 1536); three steps a warp (k = 5120); one warp for 128 columns
-// (16384 x 128); one and two m16 tiles of rows (8; 9 to 16). Packed weights of the same shapes take the pair path or the ring: the same bits.
+// (16384 x 128); one and two m16 tiles of rows (8; 9 to 16). Packed weights of the same shapes take the
+// pair path or the ring: the same bits.
 describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
   it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () =>
     checkW8A8Rows([

@@ -3546,18 +3546,14 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
     for (int c = lane; c < ncols; c += 32)
       bulk_load_1d(stream_smem + c * pitch, g.w + (c0 + c) * g.w_row_bytes, k, bars + c / kStreamSetCols);
   }
-  // The epilogue's factors, read while the weights are in flight (finish_value's loads, the same values;
-  // a block may have fewer threads than columns).
+  // The epilogue's factors, read while the weights are in flight (a block may have fewer threads than
+  // columns).
   for (int i = static_cast<int>(threadIdx.x); i < ncols; i += static_cast<int>(blockDim.x)) {
-    const int64_t col = c0 + i;
-    sh.ws[i] = bits_value(g.w_scale_dt, ld_bits(g.w_scale, g.w_scale_dt, g.w_scale_per_col ? col : 0));
-    sh.bias[i] = g.bias != nullptr ? bits_value(g.bias_dt, ld_bits(g.bias, g.bias_dt, col)) : 0.0f;
+    sh.ws[i] = col_scale(g, c0 + i);
+    sh.bias[i] = col_bias(g, c0 + i);
   }
-  for (int i = static_cast<int>(threadIdx.x); i < m; i += static_cast<int>(blockDim.x)) {
-    sh.as[i] = g.a_scale != nullptr
-                   ? bits_value(g.a_scale_dt, ld_bits(g.a_scale, g.a_scale_dt, g.a_scale_per_row ? i : 0))
-                   : 1.0f;
-  }
+  for (int i = static_cast<int>(threadIdx.x); i < m; i += static_cast<int>(blockDim.x))
+    sh.as[i] = row_scale(g, i);
   // x's words of the warp's steps: for mma j of a step, k-slots 4 tq.. and 16 + 4 tq.. are bytes 64 (j / 2)
   // + 16 tq + 8 (j % 2) (+ 4) of the step, for the weights and x alike.
   const int steps = k / kPairStepK;
