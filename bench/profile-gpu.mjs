@@ -7,6 +7,8 @@
 // 2560 x 10240 groups of 128, packed), w4a16m16 (M=16 8192 x 8192), decode (quant-gpu.mjs --decode's packed
 // rows: W4A16 M=1 2560 x 10240, M=4, M=16 8192 x 8192, M=1 5120 x 2560 and 5120 x 192; W8A8 M=1, 4 and 16 at
 // 2560 x 10240; then plain weights: W4A16 M=1 2560 x 10240, W8A8 M=1, 4, 8, 9 and 16), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120),
+// group (packed W4A16 rows at 8192 columns: M = 1, 2, 4, 8, 16 at k = 8192, then 16 at k = 2560 and 16384;
+// M = 4 and 16 at 2560 x 10240),
 // gemv (linear, one bfloat16 row on bfloat16 panels, at Mamba-2.8B's decode widths: in_proj 2560 -> 10240,
 // out_proj 5120 -> 2560, x_proj 5120 -> 192, dt_proj 160 -> 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
@@ -103,6 +105,15 @@ if (mode === 'scan' || mode === 'scan1') {
     const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
     rep(() => s.gemmW8A8Sync(a, w8p, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
   }
+} else if (mode === 'group') {
+  // Packed W4A16 rows at 8192 x 8192 (128 groups of 64 columns: the group path's one wave on the H200):
+  // M = 1, 2, 4, 8 and 16, then 16 rows at k = 2560 and 16384; then 4 and 16 rows at 2560 x 10240 (160
+  // groups: two waves, taken only with SSMKIT_CUDA_GROUP=2).
+  for (const M of [1, 2, 4, 8, 16]) w4a16Row(M, 8192, 8192);
+  w4a16Row(16, 2560, 8192);
+  w4a16Row(16, 16384, 8192);
+  w4a16Row(4, 2560, 10240);
+  w4a16Row(16, 2560, 10240);
 } else if (mode === 'gemv') {
   for (const [K, N] of [
     [2560, 10240],
@@ -126,6 +137,6 @@ if (mode === 'scan' || mode === 'scan1') {
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
 } else {
   throw new Error(
-    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard, gemv)`,
+    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard, group, gemv)`,
   );
 }

@@ -844,6 +844,39 @@ async function checkW8A8Rows(shapes: readonly (readonly [number, number, number]
   }
 }
 
+// W4A16 rows of 16-bit x on the decode paths: plain weights against the float64 reference, packed weights
+// giving the plain weights' bits, and a second run the same bits (groups of 128, 256 and the whole row).
+async function checkW4A16Rows(shapes: readonly (readonly [number, number, number])[]) {
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    for (const [m, n, k] of shapes) {
+      for (const gs of [128, 256, k]) {
+        if (k % gs !== 0) continue;
+        const rng = new Rng(m * 7 + n + k + gs);
+        const x = randTensor([m, k], dtype, () => rng.normal());
+        const w = ints(n * k, -8, 7, rng);
+        const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
+        const bias = randTensor([n], dtype, () => rng.normal());
+        const ref = w4a16Ref(x.v, w, sc.v, m, n, k, gs, bias.v);
+        const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs);
+        const tol = scaled(TOL_W4A16.float32, maxAbs(absRef));
+        const [xg, wg, sg, bg] = [await x.t.to(DEV), await int4Tensor(w, n, k).to(DEV), await sc.t.to(DEV), await bias.t.to(DEV)];
+        const pg = await packWeights(wg, { groupSize: gs });
+        const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs}`;
+        poison(m * n * 4);
+        const plain = toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
+        assertClose(plain, ref, tol, `${label} plain`);
+        poison(m * n * 4);
+        const packed = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
+        assertEqual(packed, plain, `${label} packed`);
+        poison(m * n * 4);
+        const again = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
+        assertEqual(again, packed, `${label}, second run (deterministic)`);
+        for (const d of [xg, wg, sg, bg, pg]) d.dispose();
+      }
+    }
+  }
+}
+
 // The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 up to 16; k a multiple
 // of 128; at least a block of 32 columns for every other SM: n >= 2081 on the H200's 132; the other rows
 // of these shapes take the ring): W8A8 exact and the CPU's bits with its scales and bias, W4A16 against
@@ -865,41 +898,8 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
 
   it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () => checkW8A8Rows(SHAPES));
 
-  it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', async () => {
-    for (const dtype of ['bfloat16', 'float16'] as const) {
-      for (const [m, n, k] of SHAPES) {
-        for (const gs of [128, 256, k]) {
-          if (k % gs !== 0) continue;
-          const rng = new Rng(m * 7 + n + k + gs);
-          const x = randTensor([m, k], dtype, () => rng.normal());
-          const w = ints(n * k, -8, 7, rng);
-          const sc = randTensor([n, k / gs], dtype, () => 0.01 + rng.uniform() * 0.1);
-          const bias = randTensor([n], dtype, () => rng.normal());
-          const ref = w4a16Ref(x.v, w, sc.v, m, n, k, gs, bias.v);
-          const absRef = w4a16Ref(x.v.map(Math.abs), w.map(Math.abs), sc.v, m, n, k, gs);
-          const tol = scaled(TOL_W4A16.float32, maxAbs(absRef));
-          const [xg, wg, sg, bg] = [
-            await x.t.to(DEV),
-            await int4Tensor(w, n, k).to(DEV),
-            await sc.t.to(DEV),
-            await bias.t.to(DEV),
-          ];
-          const pg = await packWeights(wg, { groupSize: gs });
-          const label = `gemmW4A16 ${dtype} [${m}, ${n}, ${k}] groupSize ${gs}`;
-          poison(m * n * 4);
-          const plain = toF64(await gemmW4A16(xg, wg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
-          assertClose(plain, ref, tol, `${label} plain`);
-          poison(m * n * 4);
-          const packed = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
-          assertEqual(packed, plain, `${label} packed`);
-          poison(m * n * 4);
-          const again = toF64(await gemmW4A16(xg, pg, sg, { groupSize: gs, bias: bg, outDtype: 'float32' }));
-          assertEqual(again, packed, `${label}, second run (deterministic)`);
-          pg.dispose();
-        }
-      }
-    }
-  });
+  it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', () =>
+    checkW4A16Rows(SHAPES));
 });
 
 // The stream path (plain W8A8, 8 to 16 rows, k a multiple of 128, on sm_90: a block an SM owns a run of
@@ -920,5 +920,20 @@ describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
       [16, 10240, 1280],
       [10, 4096, 5120],
       [8, 16384, 128],
+    ]));
+});
+
+// The group path (W4A16, 16-bit x, 2 to 16 rows, k a multiple of 128, on sm_90 where the 64-column groups
+// fill one wave: 99 to 132 groups on the H200's 132 SMs): a block a group, warp w of 16 taking the 128-k
+// steps w, w + 16, ... through three slots of its own. Shapes: 49 steps (a warp's slots reused, one warp
+// with four steps), 110 groups with a last group of 24 columns (two panels, the second half past n) and 11
+// steps (five warps without any), one and two m16 tiles of rows (2, 3; 9, 12), 50 steps over 132 groups.
+describe.skipIf(!CUDA)(`the group path of W4A16 rows${SKIP}`, () => {
+  it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', () =>
+    checkW4A16Rows([
+      [2, 6400, 6272],
+      [9, 7000, 1408],
+      [12, 6336, 2304],
+      [3, 8448, 6400],
     ]));
 });

@@ -2,13 +2,20 @@
 // quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
-// w in pack_weights' layout) have eight paths, chosen per call:
+// w in pack_weights' layout) have ten paths, chosen per call:
 // - pair (one row of W4A16 with 16-bit x, plain or packed weights; W8A8 plain rows up to 16 and packed
 //   at one row; k a multiple of 128 and groups of a multiple of 128 in x's dtype; x small enough to
 //   stage; at least a block for every other SM; not in a PDL chain, whose decode step keeps the ring and
 //   GEMV kernels it was measured with): a block of 32 columns and all of k,
 //   its warps splitting k and adding their sums in shared memory (design and measurements at the
 //   kernel). SSMKIT_CUDA_PAIR=0 leaves these calls to the paths below.
+// - stream (sm_90; plain W8A8 rows 8 to 16, whole 128-k steps, at most three a warp, a block's rows within
+//   its shared memory): a block an SM requests all of its columns' rows at once through the bulk copy
+//   engine (design and measurements at the kernel). SSMKIT_CUDA_STREAM=0 leaves them to the pair path.
+// - group (sm_90; W4A16 rows 2 to 16 with 16-bit x, plain or packed weights, whole 128-k steps and groups
+//   of whole steps, where the 64-column groups fill one wave: at least three in four SMs, at most one an
+//   SM): a block a group and all of k, each warp keeping its next three steps in flight through the bulk
+//   copy engine (design and measurements at the kernel). SSMKIT_CUDA_GROUP=0 leaves them to the ring.
 // - ring (sm_90; m <= 16 for W4A16 with 16-bit x and packed or whole-chunk plain int4 rows, 2 <= m <= 16
 //   for packed W8A8; groups of a multiple of 128; at least a block an SM): tensor cores fed by per-warp
 //   cp.async rings, k split over a cluster reduced through distributed shared memory (design and
@@ -3632,6 +3639,213 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Group path (sm_90; W4A16 with 16-bit x, plain or packed weights, 2 to 16 rows, k % 128 == 0, groups of
+// whole 128-k steps, 16-byte aligned bases, outside a PDL chain), where the 64-column groups of the
+// packed layout fill one wave of the SMs (group_takes). A block owns one group and all of k; warp w takes
+// the 128-k steps w, w + kGroupWarps, ... The packed layout keeps a group's step contiguous (4 KB), so each
+// warp keeps its next kGroupSlots steps in flight by the bulk copy engine in slots of its own, each with
+// a barrier, and refills a slot as soon as it has used it. Plain weights (a column's step is 64 bytes,
+// one row apart from the next column's) are loaded into registers at the step's start instead. x's 16
+// bytes a (row, k-step) come from global memory (L2) before the warp waits for its step. A step is the
+// pair path's step on both sets of 32 columns (the same lane order, conversion and mma), so plain and
+// packed weights give the same bits; the warps' sums are added in warp order in shared memory, then the
+// pair path's epilogue.
+// Measured (H200, Nsight, packed, groups of 128, against the ring in the same session): 8192 x 8192 at 2,
+// 4, 8 and 16 rows 18.9-19.8 / 25.0-25.9 us against 22.3-23.6 / 34.1-37.8; 16 x 8192 x 2560 12.9-13.1
+// against 16.3-17.4; 16 x 8192 x 16384 37.8-39.9 against 98.7-99.1 (the decode kernel). A first form with
+// the stages shared by all warps (a producer warp, full and empty barriers a stage) measured the same.
+// With x and the arithmetic removed (timing builds) the feed alone took 15.5 us at 8192 x 8192, and one
+// row 19.0-19.5 against the pair path's 19.0-19.7 (so one row stays there); 160 groups (2560 x 10240) in
+// two waves 15.7 / 20.9 us at 4 / 16 rows against the ring's 12.4 / 16.2.
+constexpr int kGroupCols = 64;
+constexpr int kGroupWarps = 16;
+constexpr int kGroupSlots = 3;
+constexpr int kGroupStepBytes = 16 * 256;  // a packed step of a whole group: 16 k-steps of 4 panels
+constexpr int kGroupSmem = kGroupWarps * kGroupSlots * kGroupStepBytes;
+
+template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
+__global__ void __launch_bounds__(32 * kGroupWarps, 1) gemm_group_kernel(const gemm_args g) {
+  // Built for a target without the bulk copy engine, the kernel traps; the host launches it only on sm_90
+  // devices (group_takes), whose code in the release build is sm_90a.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int W = kGroupWarps;
+  extern __shared__ __align__(128) unsigned char group_smem[];
+  __shared__ uint64_t bars[W * kGroupSlots];
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int k = static_cast<int>(g.k), m = static_cast<int>(g.m);
+  const int steps = k / kPairStepK;
+  const int64_t col_base = static_cast<int64_t>(blockIdx.x) * kGroupCols;
+  // Packed: the panels of this group that exist, the bytes of one k-step (8 k) and of one step.
+  const int grp_panels = static_cast<int>(min64(4, (g.n + 15) / 16 - 4 * static_cast<int64_t>(blockIdx.x)));
+  const int kstep_bytes = grp_panels * 64;
+  const uint8_t* wgrp = g.w + static_cast<int64_t>(blockIdx.x) * 4 * (k / 8) * 64;
+  uint64_t* bar = bars + warp * kGroupSlots;
+  unsigned char* slots = group_smem + warp * kGroupSlots * kGroupStepBytes;
+  // Step s of the warp's r-th turn into slot r % kGroupSlots.
+  auto request = [&](int r) {
+    const int s = warp + W * r;
+    if (s >= steps) return;
+    const uint32_t bytes = static_cast<uint32_t>(16 * kstep_bytes);
+    mbar_arrive_expect_tx(bar + r % kGroupSlots, bytes);
+    bulk_load_1d(slots + (r % kGroupSlots) * kGroupStepBytes, wgrp + static_cast<int64_t>(s) * bytes, bytes,
+                 bar + r % kGroupSlots);
+  };
+  if constexpr (!kPlain) {
+    if (lane == 0) {
+      for (int i = 0; i < kGroupSlots; ++i) mbar_init(bar + i, 1);
+      mbar_init_fence();
+      for (int r = 0; r < kGroupSlots; ++r) request(r);
+    }
+    __syncwarp();
+  }
+  // x's rows 8 mt + gq (absent rows read as zeros) and the group scales of the lane's columns
+  // 32 set + 4 gq + c.
+  const uint16_t* xrow[kMT];
+  bool xok[kMT];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    const int row = 8 * mt + gq;
+    xok[mt] = row < m;
+    xrow[mt] = static_cast<const uint16_t*>(g.a) + static_cast<int64_t>(min(row, m - 1)) * k;
+  }
+  const unsigned short* srow[2][4] = {};
+  const uint8_t* wrow[2][4] = {};  // plain: the lane's columns' rows
+#pragma unroll
+  for (int set = 0; set < 2; ++set) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int64_t col = min64(col_base + 32 * set + 4 * gq + c, g.n - 1);
+      if constexpr (kGrouped) srow[set][c] = static_cast<const unsigned short*>(g.w_scale) + col * g.groups;
+      if constexpr (kPlain) wrow[set][c] = g.w + col * g.w_row_bytes + 16 * tq;
+    }
+  }
+  const int steps_per_group = static_cast<int>(g.group_size / kPairStepK);
+  constexpr int kVals = 2 * 2 * kMT * 4;  // a lane's sums: (set, tl, mt, e)
+  float acc[2][2][kMT][4] = {};
+  for (int r = 0, s = warp; s < steps; ++r, s += W) {
+    uint4 xq[kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        // k-step 16 s + 4 tq + i: its 8 values as the pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7).
+        const uint4 v = xok[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + 8 * (16 * s + 4 * tq + i)))
+                                : make_uint4(0, 0, 0, 0);
+        xq[mt][i] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
+                               __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x7632));
+      }
+    }
+    uint32_t sb[2][4] = {};
+    if constexpr (kGrouped) {
+      const int gi = s / steps_per_group;
+#pragma unroll
+      for (int set = 0; set < 2; ++set) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          unsigned short v;
+          asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(srow[set][c] + gi));
+          sb[set][c] = v;
+        }
+      }
+    }
+    // plain: column 32 set + 4 gq + c, k-steps 4 tq .. 4 tq + 3 of the step (16 bytes of its row); packed:
+    // k-step 4 tq + i of the slot, columns 4 gq .. 4 gq + 3 (absent panels read as zeros).
+    uint4 cur[2][4];
+    if constexpr (kPlain) {
+#pragma unroll
+      for (int set = 0; set < 2; ++set) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) cur[set][c] = ldg_stream16(wrow[set][c] + 64 * s);
+      }
+    } else {
+      mbar_wait(bar + r % kGroupSlots, static_cast<uint32_t>((r / kGroupSlots) & 1));
+      const unsigned char* st = slots + (r % kGroupSlots) * kGroupStepBytes;
+#pragma unroll
+      for (int set = 0; set < 2; ++set) {
+        const int panel = 2 * set + gq / 4;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          cur[set][i] = panel < grp_panels ? *reinterpret_cast<const uint4*>(st + (4 * tq + i) * kstep_bytes +
+                                                                             64 * panel + 16 * (gq % 4))
+                                           : make_uint4(0, 0, 0, 0);
+      }
+      // The slot's bytes are in registers: every lane's reads are done before its refill.
+      __syncwarp();
+      if (lane == 0) {
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        request(r + kGroupSlots);
+      }
+    }
+#pragma unroll
+    for (int set = 0; set < 2; ++set) {
+      float tmp[2][kMT][4] = {};
+      float(&sums)[2][kMT][4] = kGrouped ? tmp : acc[set];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl) {
+          uint32_t pa[4], pb[4];  // columns 2 tl and 2 tl + 1 of the lane
+          int4_word_to_pairs_lop3<kX, kPlain>(
+              kPlain ? word_at(cur[set][2 * tl], i) : word_at(cur[set][i], 2 * tl), pa);
+          int4_word_to_pairs_lop3<kX, kPlain>(
+              kPlain ? word_at(cur[set][2 * tl + 1], i) : word_at(cur[set][i], 2 * tl + 1), pb);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma_16bit<kX>(sums[tl][mt], pa[0], pb[0], pa[1], pb[1], xq[mt][i].x, xq[mt][i].y);
+            mma_16bit<kX>(sums[tl][mt], pa[2], pb[2], pa[3], pb[3], xq[mt][i].z, xq[mt][i].w);
+          }
+        }
+      }
+      if constexpr (kGrouped) {
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl) {
+          const float sa = bits_value(kX, sb[set][2 * tl]), sc = bits_value(kX, sb[set][2 * tl + 1]);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            acc[set][tl][mt][0] = fmaf(tmp[tl][mt][0], sa, acc[set][tl][mt][0]);
+            acc[set][tl][mt][1] = fmaf(tmp[tl][mt][1], sa, acc[set][tl][mt][1]);
+            acc[set][tl][mt][2] = fmaf(tmp[tl][mt][2], sc, acc[set][tl][mt][2]);
+            acc[set][tl][mt][3] = fmaf(tmp[tl][mt][3], sc, acc[set][tl][mt][3]);
+          }
+        }
+      }
+    }
+  }
+  // The warps' sums, added in warp order: value j = ((set 2 + tl) kMT + mt) 4 + e of every lane. Every
+  // copy has landed (each was waited for), so the slots' memory is free.
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(group_smem);
+#pragma unroll
+  for (int set = 0; set < 2; ++set) {
+#pragma unroll
+    for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          red[(warp * kVals + ((set * 2 + tl) * kMT + mt) * 4 + e) * 32 + lane] = acc[set][tl][mt][e];
+      }
+    }
+  }
+  __syncthreads();
+  for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
+    const int j = idx >> 5, l = idx & 31;
+    const int set = j / (2 * kMT * 4), tl = (j / (kMT * 4)) % 2, mt = (j >> 2) % kMT, e = j & 3;
+    const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
+    const int64_t col = col_base + 32 * set + 4 * (l >> 2) + 2 * tl + (e >> 1);
+    if (row >= m || col >= g.n) continue;
+    float v = 0.0f;
+    for (int w = 0; w < W; ++w) v += red[(w * kVals + j) * 32 + l];
+    store_float(g.out, g.out_dt, row * g.n + col, finish_value<kGrouped>(g, v, row, col));
+  }
+#else
+  (void)g;
+  __trap();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Host side: device properties, the split-k workspace, launch helpers.
 
 // Whether device dev has compute capability 9.0 (the build's sm_90a code runs there), asked once a device.
@@ -4263,6 +4477,53 @@ status launch_stream(const gemm_args& g, const stream_plan& plan, int dev, cudaS
   return launch_stream_mt<2>(g, plan, dev, stream);
 }
 
+// Group path: whether it may take its rows (SSMKIT_CUDA_GROUP, read at every call: 0 leaves them to the
+// ring and the pair path, for comparison; 2 lets it take one row too and shapes outside one wave, for
+// measurement; unset or 1, the rows and shapes below).
+int group_mode() {
+  return env_int("SSMKIT_CUDA_GROUP", 1);
+}
+
+// Whether the group path takes g (W4A16 with 16-bit x; the caller checks the kind): 2 to 16 rows (one row
+// with SSMKIT_CUDA_GROUP=2), whole 128-k steps and groups of whole steps with their scales in x's dtype,
+// 16-byte aligned bases, an sm_90 device, outside a PDL chain and its folds, and a 64-column group for at
+// least three in four SMs and at most one an SM (any number with SSMKIT_CUDA_GROUP=2).
+template <ssmkit_dtype kX, bool kGrouped>
+bool group_takes(const gemm_args& g, bool bases16, int dev) {
+  const int mode = group_mode();
+  if (mode == 0 || kX == SSMKIT_DTYPE_F32 || !bases16 || g.pdl || g.pre_x != nullptr ||
+      g.conv_state != nullptr)
+    return false;
+  if (g.m < (mode == 2 ? 1 : 2) || g.m > 16 || g.k <= 0 || g.k % kPairStepK != 0 || g.n < 1) return false;
+  if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
+  if (g.k > INT32_MAX / 16 || !sm90a_device(dev)) return false;
+  device_limits lim;
+  if (!limits_of(dev, &lim).ok()) return false;
+  const int64_t blocks = (g.n + kGroupCols - 1) / kGroupCols;
+  if (mode != 2 && (4 * blocks < 3 * static_cast<int64_t>(lim.sms) || blocks > lim.sms)) return false;
+  if (blocks > INT32_MAX) return false;
+  // The warps' slots beside the kernel's static barriers.
+  return kGroupSmem + 1024 <= lim.smem_optin;
+}
+
+template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
+status launch_group_mt(const gemm_args& g, int dev, cudaStream_t stream) {
+  auto* kernel = gemm_group_kernel<kX, kGrouped, kPlain, kMT>;
+  // Plain weights need shared memory only for the warps' sums.
+  constexpr int kSmem = kPlain ? kGroupWarps * 2 * 2 * kMT * 4 * 32 * 4 : kGroupSmem;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, kSmem, smem_done));
+  kernel<<<static_cast<unsigned>((g.n + kGroupCols - 1) / kGroupCols), 32 * kGroupWarps, kSmem, stream>>>(g);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  return ok_status();
+}
+
+template <ssmkit_dtype kX, bool kGrouped, bool kPlain>
+status launch_group(const gemm_args& g, int dev, cudaStream_t stream) {
+  if (g.m <= 8) return launch_group_mt<kX, kGrouped, kPlain, 1>(g, dev, stream);
+  return launch_group_mt<kX, kGrouped, kPlain, 2>(g, dev, stream);
+}
+
 // Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV, unless SSMKIT_CUDA_GEMV=0 asks for the
 // tensor-core decode path instead (for comparison).
 bool gemv_allowed() {
@@ -4427,6 +4688,16 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         g.w = static_cast<const uint8_t*>(w.data);
         g.w_row_bytes = g.k;
         return launch_stream(g, plan, dev, stream);
+      }
+    }
+    // W4A16 rows 2 to 16 with whole 128-k steps where the 64-column groups fill one wave: the group path
+    // (group_takes), plain and packed weights alike.
+    if constexpr (kKind == KIND_W4A16 && kX != SSMKIT_DTYPE_F32) {
+      if (group_takes<kX, kGrouped>(g, bases16, dev)) {
+        g.w = static_cast<const uint8_t*>(w.data);
+        g.w_row_bytes = packed ? 0 : g.k / 2;
+        if (packed) return launch_group<kX, kGrouped, false>(g, dev, stream);
+        return launch_group<kX, kGrouped, true>(g, dev, stream);
       }
     }
     // One row of W4A16 or W8A8, or plain W8A8 up to 16 rows, with whole 128-k steps: the pair path
