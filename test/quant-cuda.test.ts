@@ -924,14 +924,16 @@ describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
 });
 
 // The group path (W4A16, 16-bit x, 2 to 16 rows, k a multiple of 128, on sm_90 where the 64-column groups
-// fill one wave: 99 to 132 groups on the H200's 132 SMs): a block a group, warp w of 16 taking the 128-k
-// steps w, w + 16, ... through three slots of its own. Shapes: 49 steps (a warp's slots reused, one warp
-// with four steps), 110 groups with a last group of 24 columns (two panels, the second half past n) and 11
-// steps (five warps without any), one and two m16 tiles of rows (2, 3; 9, 12), 50 steps over 132 groups.
+// fill one wave: 99 to 132 groups on the H200's 132 SMs): a block a group, warp w taking the 128-k steps
+// w, w + W, ... through slots of its own (one m16 tile of rows: 16 warps, three slots; two: 8 warps, six).
+// Shapes: 49 steps (a warp's slots reused: one warp with four steps of 16 warps, one with seven of 8), 110
+// groups with a last group of 24 columns (two panels, the second half past n) and 11 steps (warps without
+// any), one and two m16 tiles of rows (2, 3; 9, 12), 50 steps over 132 groups.
 describe.skipIf(!CUDA)(`the group path of W4A16 rows${SKIP}`, () => {
   it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', () =>
     checkW4A16Rows([
       [2, 6400, 6272],
+      [9, 6336, 6272],
       [9, 7000, 1408],
       [12, 6336, 2304],
       [3, 8448, 6400],

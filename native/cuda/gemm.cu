@@ -14,7 +14,7 @@
 //   engine (design and measurements at the kernel). SSMKIT_CUDA_STREAM=0 leaves them to the pair path.
 // - group (sm_90; W4A16 rows 2 to 16 with 16-bit x, plain or packed weights, whole 128-k steps and groups
 //   of whole steps, where the 64-column groups fill one wave: at least three in four SMs, at most one an
-//   SM): a block a group and all of k, each warp keeping its next three steps in flight through the bulk
+//   SM): a block a group and all of k, each warp keeping its next steps in flight through the bulk
 //   copy engine (design and measurements at the kernel). SSMKIT_CUDA_GROUP=0 leaves them to the ring.
 // - ring (sm_90; m <= 16 for W4A16 with 16-bit x and packed or whole-chunk plain int4 rows, 2 <= m <= 16
 //   for packed W8A8; groups of a multiple of 128; at least a block an SM): tensor cores fed by per-warp
@@ -3642,35 +3642,42 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 // Group path (sm_90; W4A16 with 16-bit x, plain or packed weights, 2 to 16 rows, k % 128 == 0, groups of
 // whole 128-k steps, 16-byte aligned bases, outside a PDL chain), where the 64-column groups of the
 // packed layout fill one wave of the SMs (group_takes). A block owns one group and all of k; warp w takes
-// the 128-k steps w, w + kGroupWarps, ... The packed layout keeps a group's step contiguous (4 KB), so each
-// warp keeps its next kGroupSlots steps in flight by the bulk copy engine in slots of its own, each with
-// a barrier, and refills a slot as soon as it has used it. Plain weights (a column's step is 64 bytes,
-// one row apart from the next column's) are loaded into registers at the step's start instead. x's 16
-// bytes a (row, k-step) come from global memory (L2) before the warp waits for its step. A step is the
-// pair path's step on both sets of 32 columns (the same lane order, conversion and mma), so plain and
-// packed weights give the same bits; the warps' sums are added in warp order in shared memory, then the
-// pair path's epilogue.
+// the 128-k steps w, w + W, ... (W = group_warps). The packed layout keeps a group's step contiguous (4 KB),
+// so each warp keeps its next group_slots steps in flight by the bulk copy engine in slots of its own,
+// each with a barrier, and refills a slot as soon as it has read it. Plain weights (a column's step is 64
+// bytes, one row apart from the next column's) are loaded into registers at the step instead. x's 16
+// bytes a (row, k-step) and the step's group scales are requested a step ahead. A step is the pair path's
+// step on both sets of 32 columns (the same lane order, conversion and mma), so plain and packed weights
+// give the same bits; the warps' sums are added in warp order in shared memory, then the pair path's
+// epilogue.
 // Measured (H200, Nsight, packed, groups of 128, against the ring in the same session): 8192 x 8192 at 2,
-// 4, 8 and 16 rows 18.9-19.8 / 25.0-25.9 us against 22.3-23.6 / 34.1-37.8; 16 x 8192 x 2560 12.9-13.1
-// against 16.3-17.4; 16 x 8192 x 16384 37.8-39.9 against 98.7-99.1 (the decode kernel). A first form with
-// the stages shared by all warps (a producer warp, full and empty barriers a stage) measured the same.
-// With x and the arithmetic removed (timing builds) the feed alone took 15.5 us at 8192 x 8192, and one
-// row 19.0-19.5 against the pair path's 19.0-19.7 (so one row stays there); 160 groups (2560 x 10240) in
-// two waves 15.7 / 20.9 us at 4 / 16 rows against the ring's 12.4 / 16.2.
+// 4, 8 and 16 rows 18.9-19.9 / 23.0-23.2 us against 22.3-23.6 / 34.1-37.8; 16 x 8192 x 2560 11.1-12.1
+// against 16.3-17.4; 16 x 8192 x 16384 36.5-37.0 against 98.7-99.1 (the decode kernel). Before x was
+// requested a step ahead (16 warps at two m16 tiles too): 25.0-25.9 us at 16 rows, the same at 2 to 8. A
+// first form with stages shared by all warps (a producer warp, full and empty barriers a stage) measured
+// the same as that. With x and the arithmetic removed (timing builds) the feed alone took 15.5 us at 8192
+// x 8192, and one row 19.0-19.5 against the pair path's 19.0-19.7 (so one row stays there); 160 groups
+// (2560 x 10240) in two waves 15.7 / 20.9 us at 4 / 16 rows against the ring's 12.4 / 16.2.
 constexpr int kGroupCols = 64;
-constexpr int kGroupWarps = 16;
-constexpr int kGroupSlots = 3;
-constexpr int kGroupStepBytes = 16 * 256;  // a packed step of a whole group: 16 k-steps of 4 panels
-constexpr int kGroupSmem = kGroupWarps * kGroupSlots * kGroupStepBytes;
+constexpr int kGroupStepBytes = 16 * 256;         // a packed step of a whole group: 16 k-steps of 4 panels
+constexpr int kGroupSmem = 48 * kGroupStepBytes;  // the warps' slots: 192 KB
+// Warps a block: 16 for one m16 tile of rows (128 registers a thread), 8 for two (x's next step takes 64
+// registers), and the slots a warp that fill kGroupSmem.
+constexpr int group_warps(int mt) {
+  return mt == 1 ? 16 : 8;
+}
+constexpr int group_slots(int mt) {
+  return kGroupSmem / kGroupStepBytes / group_warps(mt);
+}
 
 template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
-__global__ void __launch_bounds__(32 * kGroupWarps, 1) gemm_group_kernel(const gemm_args g) {
+__global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(const gemm_args g) {
   // Built for a target without the bulk copy engine, the kernel traps; the host launches it only on sm_90
   // devices (group_takes), whose code in the release build is sm_90a.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int W = kGroupWarps;
+  constexpr int W = group_warps(kMT), kSlots = group_slots(kMT);
   extern __shared__ __align__(128) unsigned char group_smem[];
-  __shared__ uint64_t bars[W * kGroupSlots];
+  __shared__ uint64_t bars[W * kSlots];
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
   const int gq = lane >> 2, tq = lane & 3;
   const int k = static_cast<int>(g.k), m = static_cast<int>(g.m);
@@ -3680,22 +3687,22 @@ __global__ void __launch_bounds__(32 * kGroupWarps, 1) gemm_group_kernel(const g
   const int grp_panels = static_cast<int>(min64(4, (g.n + 15) / 16 - 4 * static_cast<int64_t>(blockIdx.x)));
   const int kstep_bytes = grp_panels * 64;
   const uint8_t* wgrp = g.w + static_cast<int64_t>(blockIdx.x) * 4 * (k / 8) * 64;
-  uint64_t* bar = bars + warp * kGroupSlots;
-  unsigned char* slots = group_smem + warp * kGroupSlots * kGroupStepBytes;
-  // Step s of the warp's r-th turn into slot r % kGroupSlots.
+  uint64_t* bar = bars + warp * kSlots;
+  unsigned char* slots = group_smem + warp * kSlots * kGroupStepBytes;
+  // Step s of the warp's r-th turn into slot r % kSlots.
   auto request = [&](int r) {
     const int s = warp + W * r;
     if (s >= steps) return;
     const uint32_t bytes = static_cast<uint32_t>(16 * kstep_bytes);
-    mbar_arrive_expect_tx(bar + r % kGroupSlots, bytes);
-    bulk_load_1d(slots + (r % kGroupSlots) * kGroupStepBytes, wgrp + static_cast<int64_t>(s) * bytes, bytes,
-                 bar + r % kGroupSlots);
+    mbar_arrive_expect_tx(bar + r % kSlots, bytes);
+    bulk_load_1d(slots + (r % kSlots) * kGroupStepBytes, wgrp + static_cast<int64_t>(s) * bytes, bytes,
+                 bar + r % kSlots);
   };
   if constexpr (!kPlain) {
     if (lane == 0) {
-      for (int i = 0; i < kGroupSlots; ++i) mbar_init(bar + i, 1);
+      for (int i = 0; i < kSlots; ++i) mbar_init(bar + i, 1);
       mbar_init_fence();
-      for (int r = 0; r < kGroupSlots; ++r) request(r);
+      for (int r = 0; r < kSlots; ++r) request(r);
     }
     __syncwarp();
   }
@@ -3721,22 +3728,18 @@ __global__ void __launch_bounds__(32 * kGroupWarps, 1) gemm_group_kernel(const g
     }
   }
   const int steps_per_group = static_cast<int>(g.group_size / kPairStepK);
-  constexpr int kVals = 2 * 2 * kMT * 4;  // a lane's sums: (set, tl, mt, e)
-  float acc[2][2][kMT][4] = {};
-  for (int r = 0, s = warp; s < steps; ++r, s += W) {
-    uint4 xq[kMT][4];
+  // x's 16 bytes of k-step 16 s + 4 tq + i of each row, and the step's group scales: requested a step
+  // ahead of their use.
+  uint4 xn[kMT][4];
+  uint32_t sbn[2][4] = {};
+  auto load_x = [&](int s) {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        // k-step 16 s + 4 tq + i: its 8 values as the pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7).
-        const uint4 v = xok[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + 8 * (16 * s + 4 * tq + i)))
-                                : make_uint4(0, 0, 0, 0);
-        xq[mt][i] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
-                               __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x7632));
-      }
+      for (int i = 0; i < 4; ++i)
+        xn[mt][i] = xok[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + 8 * (16 * s + 4 * tq + i)))
+                            : make_uint4(0, 0, 0, 0);
     }
-    uint32_t sb[2][4] = {};
     if constexpr (kGrouped) {
       const int gi = s / steps_per_group;
 #pragma unroll
@@ -3745,40 +3748,59 @@ __global__ void __launch_bounds__(32 * kGroupWarps, 1) gemm_group_kernel(const g
         for (int c = 0; c < 4; ++c) {
           unsigned short v;
           asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(srow[set][c] + gi));
-          sb[set][c] = v;
+          sbn[set][c] = v;
         }
       }
     }
-    // plain: column 32 set + 4 gq + c, k-steps 4 tq .. 4 tq + 3 of the step (16 bytes of its row); packed:
-    // k-step 4 tq + i of the slot, columns 4 gq .. 4 gq + 3 (absent panels read as zeros).
-    uint4 cur[2][4];
-    if constexpr (kPlain) {
+  };
+  if (warp < steps) load_x(warp);
+  constexpr int kVals = 2 * 2 * kMT * 4;  // a lane's sums: (set, tl, mt, e)
+  float acc[2][2][kMT][4] = {};
+  for (int r = 0, s = warp; s < steps; ++r, s += W) {
+    // The step's 8 values of x a (row, k-step) as the pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7).
+    uint4 xq[kMT][4];
 #pragma unroll
-      for (int set = 0; set < 2; ++set) {
+    for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
-        for (int c = 0; c < 4; ++c) cur[set][c] = ldg_stream16(wrow[set][c] + 64 * s);
+      for (int i = 0; i < 4; ++i) {
+        const uint4 v = xn[mt][i];
+        xq[mt][i] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
+                               __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x7632));
       }
-    } else {
-      mbar_wait(bar + r % kGroupSlots, static_cast<uint32_t>((r / kGroupSlots) & 1));
-      const unsigned char* st = slots + (r % kGroupSlots) * kGroupStepBytes;
+    }
+    uint32_t sb[2][4];
 #pragma unroll
-      for (int set = 0; set < 2; ++set) {
+    for (int set = 0; set < 2; ++set) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sb[set][c] = sbn[set][c];
+    }
+    if (s + W < steps) load_x(s + W);
+    if constexpr (!kPlain) mbar_wait(bar + r % kSlots, static_cast<uint32_t>((r / kSlots) & 1));
+#pragma unroll
+    for (int set = 0; set < 2; ++set) {
+      // plain: column 32 set + 4 gq + c, k-steps 4 tq .. 4 tq + 3 of the step (16 bytes of its row);
+      // packed: k-step 4 tq + i of the slot, columns 4 gq .. 4 gq + 3 (absent panels read as zeros).
+      uint4 cur[4];
+      if constexpr (kPlain) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) cur[c] = ldg_stream16(wrow[set][c] + 64 * s);
+      } else {
+        const unsigned char* st = slots + (r % kSlots) * kGroupStepBytes;
         const int panel = 2 * set + gq / 4;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
-          cur[set][i] = panel < grp_panels ? *reinterpret_cast<const uint4*>(st + (4 * tq + i) * kstep_bytes +
-                                                                             64 * panel + 16 * (gq % 4))
-                                           : make_uint4(0, 0, 0, 0);
+          cur[i] = panel < grp_panels ? *reinterpret_cast<const uint4*>(st + (4 * tq + i) * kstep_bytes +
+                                                                        64 * panel + 16 * (gq % 4))
+                                      : make_uint4(0, 0, 0, 0);
+        if (set == 1) {
+          // The slot's bytes are in registers: every lane's reads are done before its refill.
+          __syncwarp();
+          if (lane == 0) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            request(r + kSlots);
+          }
+        }
       }
-      // The slot's bytes are in registers: every lane's reads are done before its refill.
-      __syncwarp();
-      if (lane == 0) {
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        request(r + kGroupSlots);
-      }
-    }
-#pragma unroll
-    for (int set = 0; set < 2; ++set) {
       float tmp[2][kMT][4] = {};
       float(&sums)[2][kMT][4] = kGrouped ? tmp : acc[set];
 #pragma unroll
@@ -3786,10 +3808,9 @@ __global__ void __launch_bounds__(32 * kGroupWarps, 1) gemm_group_kernel(const g
 #pragma unroll
         for (int tl = 0; tl < 2; ++tl) {
           uint32_t pa[4], pb[4];  // columns 2 tl and 2 tl + 1 of the lane
+          int4_word_to_pairs_lop3<kX, kPlain>(kPlain ? word_at(cur[2 * tl], i) : word_at(cur[i], 2 * tl), pa);
           int4_word_to_pairs_lop3<kX, kPlain>(
-              kPlain ? word_at(cur[set][2 * tl], i) : word_at(cur[set][i], 2 * tl), pa);
-          int4_word_to_pairs_lop3<kX, kPlain>(
-              kPlain ? word_at(cur[set][2 * tl + 1], i) : word_at(cur[set][i], 2 * tl + 1), pb);
+              kPlain ? word_at(cur[2 * tl + 1], i) : word_at(cur[i], 2 * tl + 1), pb);
 #pragma unroll
           for (int mt = 0; mt < kMT; ++mt) {
             mma_16bit<kX>(sums[tl][mt], pa[0], pb[0], pa[1], pb[1], xq[mt][i].x, xq[mt][i].y);
@@ -4510,10 +4531,11 @@ template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 status launch_group_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   auto* kernel = gemm_group_kernel<kX, kGrouped, kPlain, kMT>;
   // Plain weights need shared memory only for the warps' sums.
-  constexpr int kSmem = kPlain ? kGroupWarps * 2 * 2 * kMT * 4 * 32 * 4 : kGroupSmem;
+  constexpr int kSmem = kPlain ? group_warps(kMT) * 2 * 2 * kMT * 4 * 32 * 4 : kGroupSmem;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, kSmem, smem_done));
-  kernel<<<static_cast<unsigned>((g.n + kGroupCols - 1) / kGroupCols), 32 * kGroupWarps, kSmem, stream>>>(g);
+  kernel<<<static_cast<unsigned>((g.n + kGroupCols - 1) / kGroupCols), 32 * group_warps(kMT), kSmem,
+           stream>>>(g);
   SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
