@@ -3651,8 +3651,8 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 // give the same bits; the warps' sums are added in warp order in shared memory, then the pair path's
 // epilogue.
 // Measured (H200, Nsight, packed, groups of 128, against the ring in the same session): 8192 x 8192 at 2,
-// 4, 8 and 16 rows 18.9-19.9 / 23.0-23.2 us against 22.3-23.6 / 34.1-37.8; 16 x 8192 x 2560 11.1-12.1
-// against 16.3-17.4; 16 x 8192 x 16384 36.5-37.0 against 98.7-99.1 (the decode kernel). Before x was
+// 4, 8 and 16 rows 18.9-19.9 / 23.0-23.2 us against 22.3-23.6 / 34.1-37.8; 16 x 2560 x 8192 11.1-12.1
+// against 16.3-17.4; 16 x 16384 x 8192 36.5-37.0 against 98.7-99.1 (the decode kernel). Before x was
 // requested a step ahead (16 warps at two m16 tiles too): 25.0-25.9 us at 16 rows, the same at 2 to 8. A
 // first form with stages shared by all warps (a producer warp, full and empty barriers a stage) measured
 // the same as that. With x and the arithmetic removed (timing builds) the feed alone took 15.5 us at 8192
