@@ -3254,6 +3254,20 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 // them. A pure read of the same 13.4 MB measured 5.5 us back to back: what is left is latency (a warp's
 // steps one round trip apart). Keeping more steps in flight a warp measured slower at every depth tried
 // (2 to 5, in a standalone probe), and so did 16-column blocks for packed weights (their 4-byte loads).
+// A lane's sums of one set of 32 columns (the pair path's fragment order) into shared memory: value (tl
+// kMT + mt) 4 + e at dst[32 value], dst being the lane's first.
+template <int kMT, class Acc>
+__device__ __forceinline__ void store_set_sums(Acc* dst, const Acc (&acc)[2][kMT][4]) {
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[((tl * kMT + mt) * 4 + e) * 32] = acc[tl][mt][e];
+    }
+  }
+}
+
 constexpr int kPairCols = 32;
 constexpr int kPairStepK = 128;
 constexpr int kPairMaxWarps = 16;
@@ -3465,14 +3479,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   __syncthreads();  // every warp is done with x
   constexpr int kVals = 2 * kMT * 4;
   Acc* red = reinterpret_cast<Acc*>(pair_smem);
-#pragma unroll
-  for (int tl = 0; tl < 2; ++tl) {
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) red[(warp * kVals + (tl * kMT + mt) * 4 + e) * 32 + lane] = acc[tl][mt][e];
-    }
-  }
+  store_set_sums<kMT>(red + warp * kVals * 32 + lane, acc);
   __syncthreads();
   for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
     const int j = idx >> 5, l = idx & 31;
@@ -3838,17 +3845,8 @@ __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(co
   __syncthreads();
   float* red = reinterpret_cast<float*>(group_smem);
 #pragma unroll
-  for (int set = 0; set < 2; ++set) {
-#pragma unroll
-    for (int tl = 0; tl < 2; ++tl) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          red[(warp * kVals + ((set * 2 + tl) * kMT + mt) * 4 + e) * 32 + lane] = acc[set][tl][mt][e];
-      }
-    }
-  }
+  for (int set = 0; set < 2; ++set)
+    store_set_sums<kMT>(red + (warp * kVals + set * 2 * kMT * 4) * 32 + lane, acc[set]);
   __syncthreads();
   for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
     const int j = idx >> 5, l = idx & 31;
