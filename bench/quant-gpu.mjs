@@ -28,13 +28,15 @@
 // On sm_90 plain W8A8 rows of whole 128-k steps at 8 <= M <= 16 take the stream path (gemm.cu);
 // SSMKIT_CUDA_STREAM=0 leaves them to the pair path (the title line says so). Rows of whole 128-k steps take
 // the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1;
-// SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 the other decode
+// SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 W4A16 rows of
+// whole 128-k steps at 2 <= M <= 16 whose 64-column groups fill one wave (M = 16 at 8192^2) take the group
+// path; SSMKIT_CUDA_GROUP=0 leaves them to the ring (the title line says so). On sm_90 the other decode
 // rows of W4A16 (M <= 16) and packed W8A8 (2 <= M <= 16) whose grid has a block an SM take the ring path;
 // SSMKIT_CUDA_RING=0 leaves them to the CUDA-core GEMV (M <= 4, 16 for W8A8) and the tensor-core decode
 // kernel, and SSMKIT_CUDA_GEMV=0 then sends M <= 4 (16 for W8A8) to the decode kernel as well, to
 // compare them on the same rows (the title line says which ran). These rows'
 // device times are bounded by the host's enqueue of each call (they say so): for the kernels alone,
-// `ncu --clock-control none -k regex:"gemm_(pair|ring|gemv|packed)" --metrics gpu__time_duration.sum node
+// `ncu --clock-control none -k regex:"gemm_(pair|group|ring|gemv|packed)" --metrics gpu__time_duration.sum node
 // bench/profile-gpu.mjs decode` runs the same shapes.
 //
 // --profile w8a8|w4a8 makes three calls at 2048 x 2560 x 10240 and exits (for Nsight, skipping two).
@@ -465,8 +467,9 @@ const ringOff = process.env.SSMKIT_CUDA_W4A8_RING === '0' ? ', SSMKIT_CUDA_W4A8_
 const decodeRingOff = process.env.SSMKIT_CUDA_RING === '0' ? ', SSMKIT_CUDA_RING=0 (no ring path for the decode rows)' : '';
 const pairOff = process.env.SSMKIT_CUDA_PAIR === '0' ? ', SSMKIT_CUDA_PAIR=0 (no pair path for the decode rows)' : '';
 const streamOff = process.env.SSMKIT_CUDA_STREAM === '0' ? ', SSMKIT_CUDA_STREAM=0 (no stream path for plain W8A8 rows)' : '';
+const groupOff = process.env.SSMKIT_CUDA_GROUP === '0' ? ', SSMKIT_CUDA_GROUP=0 (no group path for W4A16 rows)' : '';
 console.log(
-  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOff}${decodeRingOff}${pairOff}${streamOff}`,
+  `ssmkit quant-gpu bench: ${b.device ?? 'cuda'} (sm ${b.computeCapability ?? '?'}), node ${process.version}${gemvOff}${ringOff}${decodeRingOff}${pairOff}${streamOff}${groupOff}`,
 );
 // --profile w8a8|w4a8: three calls at 2048 x 2560 x 10240 and nothing else, for Nsight (--launch-skip 2).
 const profileArg = process.argv.indexOf('--profile');
