@@ -3657,19 +3657,22 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 // step on both sets of 32 columns (the same lane order, conversion and mma), so plain and packed weights
 // give the same bits; the warps' sums are added in warp order in shared memory, then the pair path's
 // epilogue.
-// Measured (H200, Nsight, packed, groups of 128, against the ring in the same session): 8192 x 8192 at 2,
-// 4, 8 and 16 rows 18.9-19.9 / 23.0-23.2 us against 22.3-23.6 / 34.1-37.8; 16 x 2560 x 8192 11.1-12.1
-// against 16.3-17.4; 16 x 16384 x 8192 36.5-37.0 against 98.7-99.1 (the decode kernel). Before x was
+// Measured (H200, Nsight, packed, groups of 128, against the ring in an earlier run): 8192 x 8192 at 2,
+// 4, 8 and 16 rows 16.9-18.5 / 21.4-21.6 us against 22.3-23.6 / 34.1-37.8; 16 x 2560 x 8192 11.1-11.7
+// against 16.3-17.4; 16 x 16384 x 8192 34.6-34.9 against 98.7-99.1 (the decode kernel). Before x was
 // requested a step ahead (16 warps at two m16 tiles too): 25.0-25.9 us at 16 rows, the same at 2 to 8. A
 // first form with stages shared by all warps (a producer warp, full and empty barriers a stage) measured
-// the same as that. With x and the arithmetic removed (timing builds) the feed alone took 15.5 us at 8192
-// x 8192, and one row 19.0-19.5 against the pair path's 19.0-19.7 (so one row stays there); 160 groups
-// (2560 x 10240) in two waves 15.7 / 20.9 us at 4 / 16 rows against the ring's 12.4 / 16.2.
+// the same as that. At 192 KB of slots: with x and the arithmetic removed (timing builds) the feed alone
+// took 15.5 us at 8192 x 8192; one row 19.0-19.5 against the pair path's 19.0-19.7 (so one row stays
+// there; not measured at 128 KB); 160 groups (2560 x 10240) in two waves 15.7 / 20.9 us at 4 / 16 rows
+// against the ring's 12.4 / 16.2.
 constexpr int kGroupCols = 64;
 constexpr int kGroupStepBytes = 16 * 256;         // a packed step of a whole group: 16 k-steps of 4 panels
-constexpr int kGroupSmem = 48 * kGroupStepBytes;  // the warps' slots: 192 KB
+constexpr int kGroupSmem = 32 * kGroupStepBytes;  // the warps' slots: 128 KB
 // Warps a block: 16 for one m16 tile of rows (128 registers a thread), 8 for two (x's next step takes 64
-// registers), and the slots a warp that fill kGroupSmem.
+// registers), and the slots a warp that fill kGroupSmem (two and four). Less in flight measured faster:
+// 192 KB of slots (three and six) 19.0-20.1 / 23.0-23.3 us at 2-8 / 16 rows of 8192 x 8192 against
+// 16.9-18.5 / 21.4-21.6 at 128 KB, and 224 KB slower still.
 constexpr int group_warps(int mt) {
   return mt == 1 ? 16 : 8;
 }
