@@ -1,0 +1,132 @@
+// The group path's feed alone (gemm.cu, gemm_group_kernel): 128 blocks, one a 64-column group of packed
+// int4 weights at 8192 x 8192 (256 KB a block, 64 steps of 4 KB), warp w of W taking the steps w, w + W, ...
+// through S slots of its own, each filled by one bulk copy and refilled as soon as the warp has read it.
+// Each step is consumed by a xor (and, with PROBE_WORK=N, N clock cycles of waiting a step, to stand in
+// for the arithmetic), so that only W and S differ between the rows. Prints each (W, S)'s time a launch
+// back to back (events; the weights rotate through 4 copies so that they come from DRAM) and its blocks'
+// xor against the host's. PROBE_QUICK=1 runs two launches a row, for `ncu --metrics
+// gpu__time_duration.sum`. The kernel measured 16.9-18.5 us at 2 to 8 rows with (16, 2) and slower with
+// (16, 3) and (14, 4) (bench/RESULTS.md, twenty-first session); this probe times the feed of each choice
+// without rebuilding the addon.
+//   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o /tmp/gfp bench/group-feed-probe.cu && /tmp/gfp
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "probe.cuh"
+
+constexpr int kStepBytes = 4096;
+
+__device__ __forceinline__ uint32_t fold(const uint4& v) { return v.x ^ v.y ^ v.z ^ v.w; }
+
+template <int W, int S>
+__global__ void __launch_bounds__(32 * W, 1) group_feed(const char* w, int steps, long long work, uint32_t* out) {
+  extern __shared__ __align__(128) char slots_all[];
+  __shared__ uint64_t bars_all[W * S];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  char* slots = slots_all + warp * S * kStepBytes;
+  uint64_t* bars = bars_all + warp * S;
+  const char* grp = w + static_cast<int64_t>(blockIdx.x) * steps * kStepBytes;
+  auto request = [&](int r) {
+    const int s = warp + W * r;
+    if (s >= steps) return;
+    const int k = r % S;
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bars + k)), "r"(kStepBytes)
+                 : "memory");
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+            saddr(slots + k * kStepBytes)),
+        "l"(grp + static_cast<int64_t>(s) * kStepBytes), "r"(kStepBytes), "r"(saddr(bars + k))
+        : "memory");
+  };
+  if (lane == 0) {
+    for (int k = 0; k < S; ++k) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bars + k)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int r = 0; r < S; ++r) request(r);
+  }
+  __syncwarp();
+  uint32_t acc = 0;
+  for (int r = 0, s = warp; s < steps; ++r, s += W) {
+    const int k = r % S;
+    const uint32_t parity = static_cast<uint32_t>(r / S) & 1u;
+    uint32_t done = 0;
+    do {
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(saddr(bars + k)), "r"(parity)
+          : "memory");
+    } while (done == 0);
+    uint4 v[8];
+    for (int i = 0; i < 8; ++i) v[i] = *reinterpret_cast<const uint4*>(slots + k * kStepBytes + (i * 32 + lane) * 16);
+    __syncwarp();
+    if (lane == 0) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      request(r + S);
+    }
+    if (work > 0) {
+      const long long t0 = clock64();
+      while (clock64() - t0 < work) {
+      }
+    }
+    for (int i = 0; i < 8; ++i) acc ^= fold(v[i]);
+  }
+  for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) atomicXor(out + blockIdx.x, acc);
+}
+
+struct config {
+  int warps, slots;
+  void (*kernel)(const char*, int, long long, uint32_t*);
+};
+
+int main() {
+  const bool quick = std::getenv("PROBE_QUICK") != nullptr;
+  const long long work = std::getenv("PROBE_WORK") != nullptr ? std::atoll(std::getenv("PROBE_WORK")) : 0;
+  const int blocks = 128, steps = 64, copies = 4;
+  const size_t bytes = static_cast<size_t>(blocks) * steps * kStepBytes;  // 33.5 MB
+  std::vector<uint32_t> host(bytes / 4);
+  uint32_t s = 12345;
+  for (auto& v : host) v = s = s * 1664525u + 1013904223u;
+  std::vector<uint32_t> want(blocks, 0);
+  const size_t per_block = bytes / 4 / blocks;
+  for (int b = 0; b < blocks; ++b) {
+    for (size_t i = b * per_block; i < (b + 1) * per_block; ++i) want[b] ^= host[i];
+  }
+  char* w = nullptr;
+  uint32_t* out = nullptr;
+  CK(cudaMalloc(&w, bytes * copies));
+  CK(cudaMalloc(&out, blocks * sizeof(uint32_t)));
+  for (int c = 0; c < copies; ++c) CK(cudaMemcpy(w + c * bytes, host.data(), bytes, cudaMemcpyHostToDevice));
+  const config configs[] = {{16, 1, group_feed<16, 1>}, {16, 2, group_feed<16, 2>}, {16, 3, group_feed<16, 3>},
+                            {8, 2, group_feed<8, 2>},   {8, 4, group_feed<8, 4>},   {8, 6, group_feed<8, 6>},
+                            {4, 8, group_feed<4, 8>}};
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  printf("group feed, 128 blocks x 256 KB (33.5 MB), %lld cycles of work a step\n", work);
+  for (const config& c : configs) {
+    const int smem = c.warps * c.slots * kStepBytes;
+    CK(cudaFuncSetAttribute(c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    CK(cudaMemset(out, 0, blocks * sizeof(uint32_t)));
+    c.kernel<<<blocks, 32 * c.warps, smem>>>(w, steps, work, out);
+    CK(cudaGetLastError());
+    std::vector<uint32_t> got(blocks);
+    CK(cudaMemcpy(got.data(), out, blocks * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+    int bad = 0;
+    for (int b = 0; b < blocks; ++b) bad += got[b] != want[b];
+    const int reps = quick ? 2 : 40;
+    CK(cudaEventRecord(e0));
+    for (int r = 0; r < reps; ++r) c.kernel<<<blocks, 32 * c.warps, smem>>>(w + (r % copies) * bytes, steps, work, out);
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    printf("%2d warps x %d slots (%3d KB in flight): %7.2f us a launch (%.2f TB/s), %d blocks' xor wrong\n", c.warps,
+           c.slots, smem / 1024, 1e3 * ms / reps, bytes / (1e-3 * ms / reps) / 1e12, bad);
+  }
+  return 0;
+}
