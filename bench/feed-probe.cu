@@ -89,33 +89,22 @@ __global__ void __launch_bounds__(kThreads, 4) feed_kernel(const char* w, int64_
       const int64_t n = r1 - next < kGroupRows ? r1 - next : kGroupRows;
       const int s = issued % kStages;
       const uint32_t bytes = static_cast<uint32_t>(n * kRowBytes);
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bars + s)), "r"(bytes) : "memory");
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-              saddr(ring + s * kGroupRows * kRowBytes)),
-          "l"(w + next * kRowBytes), "r"(bytes), "r"(saddr(bars + s))
-          : "memory");
+      bar_expect(bars + s, bytes);
+      bulk_copy(ring + s * kGroupRows * kRowBytes, w + next * kRowBytes, bytes, bars + s);
       next += n;
       ++issued;
     };
     if (threadIdx.x == 0) {
       for (int s = 0; s < kStages; ++s)
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bars + s)) : "memory");
-      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        bar_init(bars + s);
+      bar_init_fence();
       for (int s = 0; s < kStages; ++s) issue();
     }
     __syncthreads();
     for (int64_t base = r0, used = 0; base < r1; base += kGroupRows, ++used) {
       const int s = static_cast<int>(used % kStages);
       const uint32_t parity = static_cast<uint32_t>(used / kStages) & 1u;
-      uint32_t done = 0;
-      do {
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(saddr(bars + s)), "r"(parity)
-            : "memory");
-      } while (done == 0);
+      bar_wait(bars + s, parity);
       const char* src = ring + s * kGroupRows * kRowBytes + sub * kRowBytes + j * 16;
       uint4 v[4];
       for (int u = 0; u < 4; ++u) {

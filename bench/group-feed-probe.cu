@@ -34,17 +34,12 @@ __global__ void __launch_bounds__(32 * W, 1) group_feed(const char* w, int steps
     const int s = warp + W * r;
     if (s >= steps) return;
     const int k = r % S;
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bars + k)), "r"(kStepBytes)
-                 : "memory");
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-            saddr(slots + k * kStepBytes)),
-        "l"(grp + static_cast<int64_t>(s) * kStepBytes), "r"(kStepBytes), "r"(saddr(bars + k))
-        : "memory");
+    bar_expect(bars + k, kStepBytes);
+    bulk_copy(slots + k * kStepBytes, grp + static_cast<int64_t>(s) * kStepBytes, kStepBytes, bars + k);
   };
   if (lane == 0) {
-    for (int k = 0; k < S; ++k) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bars + k)) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int k = 0; k < S; ++k) bar_init(bars + k);
+    bar_init_fence();
     for (int r = 0; r < S; ++r) request(r);
   }
   __syncwarp();
@@ -52,14 +47,7 @@ __global__ void __launch_bounds__(32 * W, 1) group_feed(const char* w, int steps
   for (int r = 0, s = warp; s < steps; ++r, s += W) {
     const int k = r % S;
     const uint32_t parity = static_cast<uint32_t>(r / S) & 1u;
-    uint32_t done = 0;
-    do {
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(saddr(bars + k)), "r"(parity)
-          : "memory");
-    } while (done == 0);
+    bar_wait(bars + k, parity);
     uint4 v[8];
     for (int i = 0; i < 8; ++i) v[i] = *reinterpret_cast<const uint4*>(slots + k * kStepBytes + (i * 32 + lane) * 16);
     __syncwarp();

@@ -1,5 +1,6 @@
-// What the standalone CUDA probes under bench/ share: CK (a CUDA call's error printed, main returns 1)
-// and saddr (a shared-memory address as the 32-bit operand of PTX instructions).
+// What the standalone CUDA probes under bench/ share: CK (a CUDA call's error printed, main returns 1),
+// saddr (a shared-memory address as the 32-bit operand of PTX instructions) and the mbarrier and bulk-copy
+// steps (sm_90).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,4 +19,34 @@
 
 __device__ __forceinline__ uint32_t saddr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// An mbarrier of one arrival, and the fence that makes initialized barriers visible to the copy engine.
+__device__ __forceinline__ void bar_init(uint64_t* bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bar)) : "memory");
+}
+__device__ __forceinline__ void bar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+// This thread's arrival on bar, which then waits for `bytes` of copies.
+__device__ __forceinline__ void bar_expect(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bar)), "r"(bytes) : "memory");
+}
+// `bytes` (a multiple of 16) from global src to shared dst by the bulk copy engine, completing on bar.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(saddr(dst)),
+      "l"(src), "r"(bytes), "r"(saddr(bar))
+      : "memory");
+}
+// Spins until bar's phase of the given parity has completed.
+__device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(saddr(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
 }

@@ -31,15 +31,7 @@ __device__ __forceinline__ uint64_t gt() {
   return t;
 }
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-__device__ __forceinline__ void wait_bar(uint64_t* bar) {
-  uint32_t done = 0;
-  do {
-    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\nselp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done)
-                 : "r"(saddr(bar))
-                 : "memory");
-  } while (done == 0);
-}
+__device__ __forceinline__ void wait_bar(uint64_t* bar) { bar_wait(bar, 0); }  // the phase of a one-use barrier
 
 constexpr int kMaxChunks = 128;
 
@@ -57,20 +49,15 @@ __global__ void __launch_bounds__(384) stream_kernel(const uint8_t* w, const voi
   const int rowb = kMode >= 2 ? k / 2 : k;
   const int chunks = (ncols + kCC - 1) / kCC;
   if (threadIdx.x < chunks)
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bars + threadIdx.x)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    bar_init(bars + threadIdx.x);
+  bar_init_fence();
   __syncthreads();
   if (warp == 0) {
     for (int j = lane; j < chunks; j += 32) {
       const int cols = min(kCC, ncols - j * kCC);
       const uint32_t bytes = static_cast<uint32_t>(cols * rowb);
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bars + j)), "r"(bytes)
-                   : "memory");
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-              saddr(sm + static_cast<size_t>(j) * kCC * rowb)),
-          "l"(w + static_cast<int64_t>(c0 + j * kCC) * rowb), "r"(bytes), "r"(saddr(bars + j))
-          : "memory");
+      bar_expect(bars + j, bytes);
+      bulk_copy(sm + static_cast<size_t>(j) * kCC * rowb, w + static_cast<int64_t>(c0 + j * kCC) * rowb, bytes, bars + j);
     }
   }
   // x after the weights' requests: int8 bytes (W8A8) or float32 (W4A16) after the weights.
@@ -217,32 +204,22 @@ __global__ void __launch_bounds__(768) stream_w4_kernel(const uint8_t* w, const 
   const int nsets = (ncols + 31) / 32;
   const int groups = k / 128;
   if (threadIdx.x < 4)
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bars + threadIdx.x)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    bar_init(bars + threadIdx.x);
+  bar_init_fence();
   __syncthreads();
   if ((kFlags & 1) == 0 && warp == 1 && lane == 0) {
     const uint32_t bytes = static_cast<uint32_t>(ncols * groups * 2);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bars + 3)), "r"(bytes)
-                 : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     saddr(ssc)),
-                 "l"(scales + static_cast<int64_t>(c0) * groups), "r"(bytes), "r"(saddr(bars + 3))
-                 : "memory");
+    bar_expect(bars + 3, bytes);
+    bulk_copy(ssc, scales + static_cast<int64_t>(c0) * groups, bytes, bars + 3);
   }
   if ((kFlags & 1) == 0 && warp == 0 && lane < nsets) {
     const int j = lane, cols = min(32, ncols - 32 * j);
     const uint32_t bytes = static_cast<uint32_t>(cols * rowb);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bars + j)), "r"(bytes)
-                 : "memory");
+    bar_expect(bars + j, bytes);
     for (int part = 0; part < kSplit; ++part) {
       const int pa = part * cols / kSplit, pb = (part + 1) * cols / kSplit;
       if (pb > pa)
-        asm volatile(
-            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                saddr(sm + static_cast<size_t>(32 * j + pa) * rowb)),
-            "l"(w + static_cast<int64_t>(c0 + 32 * j + pa) * rowb), "r"(static_cast<uint32_t>((pb - pa) * rowb)),
-            "r"(saddr(bars + j))
-            : "memory");
+        bulk_copy(sm + static_cast<size_t>(32 * j + pa) * rowb, w + static_cast<int64_t>(c0 + 32 * j + pa) * rowb, static_cast<uint32_t>((pb - pa) * rowb), bars + j);
     }
   }
   const int set = warp / kWps, part = warp % kWps;
@@ -359,21 +336,18 @@ __global__ void __launch_bounds__(384) stream_w4b_kernel(const uint8_t* w, const
   const int ncols = c1 - c0, rowb = k / 2, steps = k / 128, groups = k / 128;
   const int nsets = (ncols + 31) / 32;
   if (threadIdx.x < 4)
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bars + threadIdx.x)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    bar_init(bars + threadIdx.x);
+  bar_init_fence();
   __syncthreads();
   if (warp == 0 && lane <= nsets) {
     const int j = lane;
     const uint32_t bytes = static_cast<uint32_t>(j == nsets ? ncols * groups * 2 : min(32, ncols - 32 * j) * rowb);
     uint64_t* bar = bars + (j == nsets ? 3 : j);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bar)), "r"(bytes) : "memory");
+    bar_expect(bar, bytes);
     const void* src = j == nsets ? static_cast<const void*>(scales + static_cast<int64_t>(c0) * groups)
                                  : static_cast<const void*>(w + static_cast<int64_t>(c0 + 32 * j) * rowb);
     void* dst = j == nsets ? static_cast<void*>(ssc) : static_cast<void*>(sm + static_cast<size_t>(32 * j) * rowb);
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     saddr(dst)),
-                 "l"(src), "r"(bytes), "r"(saddr(bar))
-                 : "memory");
+    bulk_copy(dst, src, bytes, bar);
   }
   uint4* xs = reinterpret_cast<uint4*>(sm + static_cast<size_t>(96) * rowb);
   for (int q = threadIdx.x; q < k / 8; q += blockDim.x) {

@@ -3229,6 +3229,84 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The pair path's step on one set of 32 columns, shared with the group path. Lane (gq, tq) holds columns
+// 4 gq .. 4 gq + 3 as rows gq and gq + 8 of two m16 tiles (tl = 0, 1) and x's rows 8 mt + gq as the B
+// operand; its sums of (tl, mt) are the mma's accumulator fragment.
+
+// k-step i (0..3) of the lane's four int4 columns (plain: word i of cur[c]; packed: word c of cur[i]) as
+// the pairs of two m16 tiles, times x's 8 values of the same k-step (xi[mt], staged as the pairs (k0, k2),
+// (k4, k6), (k1, k3), (k5, k7)), into sums.
+template <ssmkit_dtype kX, bool kPlain, int kMT>
+__device__ __forceinline__ void w4_kstep_mma(float (&sums)[2][kMT][4], const uint4 (&cur)[4], int i,
+                                             const uint4 (&xi)[kMT]) {
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+    uint32_t pa[4], pb[4];  // columns 2 tl and 2 tl + 1 of the lane
+    int4_word_to_pairs_lop3<kX, kPlain>(kPlain ? word_at(cur[2 * tl], i) : word_at(cur[i], 2 * tl), pa);
+    int4_word_to_pairs_lop3<kX, kPlain>(kPlain ? word_at(cur[2 * tl + 1], i) : word_at(cur[i], 2 * tl + 1),
+                                        pb);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      mma_16bit<kX>(sums[tl][mt], pa[0], pb[0], pa[1], pb[1], xi[mt].x, xi[mt].y);
+      mma_16bit<kX>(sums[tl][mt], pa[2], pb[2], pa[3], pb[3], xi[mt].z, xi[mt].w);
+    }
+  }
+}
+
+// acc += a step's own sums times its group scales: sb[c], the 16-bit scale (x's dtype) of the lane's column
+// c; accumulator rows gq (e < 2) are column 2 tl, rows gq + 8 column 2 tl + 1.
+template <ssmkit_dtype kX, int kMT>
+__device__ __forceinline__ void add_group_scaled(float (&acc)[2][kMT][4], const float (&step)[2][kMT][4],
+                                                 const uint32_t (&sb)[4]) {
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+    const float sa = bits_value(kX, sb[2 * tl]), sc = bits_value(kX, sb[2 * tl + 1]);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      acc[tl][mt][0] = fmaf(step[tl][mt][0], sa, acc[tl][mt][0]);
+      acc[tl][mt][1] = fmaf(step[tl][mt][1], sa, acc[tl][mt][1]);
+      acc[tl][mt][2] = fmaf(step[tl][mt][2], sc, acc[tl][mt][2]);
+      acc[tl][mt][3] = fmaf(step[tl][mt][3], sc, acc[tl][mt][3]);
+    }
+  }
+}
+
+// A lane's sums of one set into shared memory: value (tl kMT + mt) 4 + e at dst[32 value], dst being the
+// lane's first.
+template <int kMT, class Acc>
+__device__ __forceinline__ void store_set_sums(Acc* dst, const Acc (&acc)[2][kMT][4]) {
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[((tl * kMT + mt) * 4 + e) * 32] = acc[tl][mt][e];
+    }
+  }
+}
+
+// The outputs of a block of kSets sets of 32 columns from g.m = m rows (store_set_sums, set s of warp w:
+// value j = s 2 kMT 4 + (tl kMT + mt) 4 + e of lane l at red[(w kSets 2 kMT 4 + j) 32 + l]), the warps'
+// sums added in warp order: row 8 mt + 2 (l % 4) + e % 2, column 32 kSets blockIdx.x + 32 s + 4 (l / 4) +
+// 2 tl + e / 2, through finish_value.
+template <int kMT, int kSets, bool kGrouped, class Acc>
+__device__ __forceinline__ void finish_set_sums(const gemm_args& g, int m, const Acc* red, int warps) {
+  constexpr int kVals = kSets * 2 * kMT * 4;
+  for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
+    const int j = idx >> 5, l = idx & 31;
+    const int set = kSets == 1 ? 0 : j / (2 * kMT * 4);  // one set: j < 2 kMT 4
+    const int tl = j / (kMT * 4) - 2 * set, mt = (j >> 2) % kMT, e = j & 3;
+    const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
+    const int64_t col =
+        static_cast<int64_t>(blockIdx.x) * (32 * kSets) + 32 * set + 4 * (l >> 2) + 2 * tl + (e >> 1);
+    if (row >= m || col >= g.n) continue;
+    Acc v = 0;
+    for (int w = 0; w < warps; ++w) v += red[(w * kVals + j) * 32 + l];
+    store_float(g.out, g.out_dt, row * g.n + col, finish_value<kGrouped>(g, static_cast<float>(v), row, col));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Pair path (m <= 16, k % 128 == 0, 16-byte aligned bases, outside a PDL chain): W8A8 and W4A16 with
 // 16-bit x, plain or packed weights. A block owns 32 columns (one panel pair of the packed layout) and
 // all of k; its warps split the 128-k steps in contiguous ranges and add their sums in shared memory in
@@ -3254,20 +3332,6 @@ __global__ void pack_weights_kernel(const uint8_t* __restrict__ w, uint8_t* __re
 // them. A pure read of the same 13.4 MB measured 5.5 us back to back: what is left is latency (a warp's
 // steps one round trip apart). Keeping more steps in flight a warp measured slower at every depth tried
 // (2 to 5, in a standalone probe), and so did 16-column blocks for packed weights (their 4-byte loads).
-// A lane's sums of one set of 32 columns (the pair path's fragment order) into shared memory: value (tl
-// kMT + mt) 4 + e at dst[32 value], dst being the lane's first.
-template <int kMT, class Acc>
-__device__ __forceinline__ void store_set_sums(Acc* dst, const Acc (&acc)[2][kMT][4]) {
-#pragma unroll
-  for (int tl = 0; tl < 2; ++tl) {
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dst[((tl * kMT + mt) * 4 + e) * 32] = acc[tl][mt][e];
-    }
-  }
-}
-
 constexpr int kPairCols = 32;
 constexpr int kPairStepK = 128;
 constexpr int kPairMaxWarps = 16;
@@ -3440,19 +3504,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
             const int row = 8 * mt + gq;
             xq[mt] = row < m ? pair_smem[row * (k / 8) + 16 * s + 4 * tq + i] : make_uint4(0, 0, 0, 0);
           }
-#pragma unroll
-          for (int tl = 0; tl < 2; ++tl) {
-            uint32_t pa[4], pb[4];  // columns 2 tl and 2 tl + 1 of the lane
-            int4_word_to_pairs_lop3<kX, kPlain>(kPlain ? word_at(cur[2 * tl], i) : word_at(cur[i], 2 * tl),
-                                                pa);
-            int4_word_to_pairs_lop3<kX, kPlain>(
-                kPlain ? word_at(cur[2 * tl + 1], i) : word_at(cur[i], 2 * tl + 1), pb);
-#pragma unroll
-            for (int mt = 0; mt < kMT; ++mt) {
-              mma_16bit<kX>(sums[tl][mt], pa[0], pb[0], pa[1], pb[1], xq[mt].x, xq[mt].y);
-              mma_16bit<kX>(sums[tl][mt], pa[2], pb[2], pa[3], pb[3], xq[mt].z, xq[mt].w);
-            }
-          }
+          w4_kstep_mma<kX, kPlain, kMT>(sums, cur, i, xq);
         }
       };
       if constexpr (kGrouped) {
@@ -3460,19 +3512,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       } else {
         multiply(acc);
       }
-      if constexpr (kGrouped) {
-#pragma unroll
-        for (int tl = 0; tl < 2; ++tl) {
-          const float sa = bits_value(kX, sb[2 * tl]), sc = bits_value(kX, sb[2 * tl + 1]);  // pair_takes
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) {
-            acc[tl][mt][0] = fmaf(tmp[tl][mt][0], sa, acc[tl][mt][0]);
-            acc[tl][mt][1] = fmaf(tmp[tl][mt][1], sa, acc[tl][mt][1]);
-            acc[tl][mt][2] = fmaf(tmp[tl][mt][2], sc, acc[tl][mt][2]);
-            acc[tl][mt][3] = fmaf(tmp[tl][mt][3], sc, acc[tl][mt][3]);
-          }
-        }
-      }
+      if constexpr (kGrouped) add_group_scaled<kX, kMT>(acc, tmp, sb);  // scales in x's dtype: pair_takes
     }
   }
   // The warps' sums, added in warp order: value j = (tl kMT + mt) 4 + e of every lane.
@@ -3481,16 +3521,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   Acc* red = reinterpret_cast<Acc*>(pair_smem);
   store_set_sums<kMT>(red + warp * kVals * 32 + lane, acc);
   __syncthreads();
-  for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
-    const int j = idx >> 5, l = idx & 31;
-    const int tl = j / (kMT * 4), mt = (j >> 2) % kMT, e = j & 3;
-    const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
-    const int64_t col = static_cast<int64_t>(blockIdx.x) * kPairCols + 4 * (l >> 2) + 2 * tl + (e >> 1);
-    if (row >= m || col >= g.n) continue;
-    Acc v = 0;
-    for (int w = 0; w < warps; ++w) v += red[(w * kVals + j) * 32 + l];
-    store_float(g.out, g.out_dt, row * g.n + col, finish_value<kGrouped>(g, static_cast<float>(v), row, col));
-  }
+  finish_set_sums<kMT, 1, kGrouped>(g, m, red, warps);  // kPairCols columns a block
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -3740,14 +3771,14 @@ __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(co
   const int steps_per_group = static_cast<int>(g.group_size / kPairStepK);
   // x's 16 bytes of k-step 16 s + 4 tq + i of each row, and the step's group scales: requested a step
   // ahead of their use.
-  uint4 xn[kMT][4];
+  uint4 xn[4][kMT];
   uint32_t sbn[2][4] = {};
   auto load_x = [&](int s) {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        xn[mt][i] = xok[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + 8 * (16 * s + 4 * tq + i)))
+        xn[i][mt] = xok[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + 8 * (16 * s + 4 * tq + i)))
                             : make_uint4(0, 0, 0, 0);
     }
     if constexpr (kGrouped) {
@@ -3768,13 +3799,13 @@ __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(co
   float acc[2][2][kMT][4] = {};
   for (int r = 0, s = warp; s < steps; ++r, s += W) {
     // The step's 8 values of x a (row, k-step) as the pairs (k0, k2), (k4, k6), (k1, k3), (k5, k7).
-    uint4 xq[kMT][4];
+    uint4 xq[4][kMT];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const uint4 v = xn[mt][i];
-        xq[mt][i] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
+        const uint4 v = xn[i][mt];
+        xq[i][mt] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
                                __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x7632));
       }
     }
@@ -3814,33 +3845,8 @@ __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(co
       float tmp[2][kMT][4] = {};
       float(&sums)[2][kMT][4] = kGrouped ? tmp : acc[set];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int tl = 0; tl < 2; ++tl) {
-          uint32_t pa[4], pb[4];  // columns 2 tl and 2 tl + 1 of the lane
-          int4_word_to_pairs_lop3<kX, kPlain>(kPlain ? word_at(cur[2 * tl], i) : word_at(cur[i], 2 * tl), pa);
-          int4_word_to_pairs_lop3<kX, kPlain>(
-              kPlain ? word_at(cur[2 * tl + 1], i) : word_at(cur[i], 2 * tl + 1), pb);
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) {
-            mma_16bit<kX>(sums[tl][mt], pa[0], pb[0], pa[1], pb[1], xq[mt][i].x, xq[mt][i].y);
-            mma_16bit<kX>(sums[tl][mt], pa[2], pb[2], pa[3], pb[3], xq[mt][i].z, xq[mt][i].w);
-          }
-        }
-      }
-      if constexpr (kGrouped) {
-#pragma unroll
-        for (int tl = 0; tl < 2; ++tl) {
-          const float sa = bits_value(kX, sb[set][2 * tl]), sc = bits_value(kX, sb[set][2 * tl + 1]);
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) {
-            acc[set][tl][mt][0] = fmaf(tmp[tl][mt][0], sa, acc[set][tl][mt][0]);
-            acc[set][tl][mt][1] = fmaf(tmp[tl][mt][1], sa, acc[set][tl][mt][1]);
-            acc[set][tl][mt][2] = fmaf(tmp[tl][mt][2], sc, acc[set][tl][mt][2]);
-            acc[set][tl][mt][3] = fmaf(tmp[tl][mt][3], sc, acc[set][tl][mt][3]);
-          }
-        }
-      }
+      for (int i = 0; i < 4; ++i) w4_kstep_mma<kX, kPlain, kMT>(sums, cur, i, xq[i]);
+      if constexpr (kGrouped) add_group_scaled<kX, kMT>(acc[set], tmp, sb[set]);
     }
   }
   // The warps' sums, added in warp order: value j = ((set 2 + tl) kMT + mt) 4 + e of every lane. Every
@@ -3851,16 +3857,7 @@ __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(co
   for (int set = 0; set < 2; ++set)
     store_set_sums<kMT>(red + (warp * kVals + set * 2 * kMT * 4) * 32 + lane, acc[set]);
   __syncthreads();
-  for (int idx = static_cast<int>(threadIdx.x); idx < kVals * 32; idx += static_cast<int>(blockDim.x)) {
-    const int j = idx >> 5, l = idx & 31;
-    const int set = j / (2 * kMT * 4), tl = (j / (kMT * 4)) % 2, mt = (j >> 2) % kMT, e = j & 3;
-    const int64_t row = 8 * mt + 2 * (l & 3) + (e & 1);
-    const int64_t col = col_base + 32 * set + 4 * (l >> 2) + 2 * tl + (e >> 1);
-    if (row >= m || col >= g.n) continue;
-    float v = 0.0f;
-    for (int w = 0; w < W; ++w) v += red[(w * kVals + j) * 32 + l];
-    store_float(g.out, g.out_dt, row * g.n + col, finish_value<kGrouped>(g, v, row, col));
-  }
+  finish_set_sums<kMT, 2, kGrouped>(g, m, red, W);  // kGroupCols columns a block
 #else
   (void)g;
   __trap();
@@ -4513,9 +4510,7 @@ int group_mode() {
 template <ssmkit_dtype kX, bool kGrouped>
 bool group_takes(const gemm_args& g, bool bases16, int dev) {
   const int mode = group_mode();
-  if (mode == 0 || kX == SSMKIT_DTYPE_F32 || !bases16 || g.pdl || g.pre_x != nullptr ||
-      g.conv_state != nullptr)
-    return false;
+  if (mode == 0 || !bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr) return false;
   if (g.m < (mode == 2 ? 1 : 2) || g.m > 16 || g.k <= 0 || g.k % kPairStepK != 0 || g.n < 1) return false;
   if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
   if (g.k > INT32_MAX / 16 || !sm90a_device(dev)) return false;

@@ -1003,15 +1003,21 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>())
         pre_early = false;
       }
     }
+    // Element i of the segment's staged x: its row mm and k index kk (one row: no division), and whether it
+    // is there.
+    auto x_elem = [&](int64_t i, int& mm, int64_t& kk) {
+      mm = MR == 1 ? 0 : static_cast<int>(i / klen);
+      kk = kbase + (MR == 1 ? i : i % klen);
+      return i < xtotal && mm < mr && kk < a.k;
+    };
     for (int64_t i0 = xfirst; i0 < xtotal; i0 += kGemvXBatch * kGemvThreads) {
       // The batch's loads first (bits), then their values: one round trip a batch.
       uint32_t xb[kGemvXBatch], wb[kGemvXBatch];
 #pragma unroll
       for (int q = 0; q < kGemvXBatch; ++q) {
-        const int64_t i = i0 + q * kGemvThreads;
-        const int mm = MR == 1 ? 0 : static_cast<int>(i / klen);  // one row: no division
-        const int64_t kk = kbase + (MR == 1 ? i : i % klen);
-        const bool ok = i < xtotal && mm < mr && kk < a.k;
+        int mm;
+        int64_t kk;
+        const bool ok = x_elem(i0 + q * kGemvThreads, mm, kk);
         xb[q] = 0u;
         wb[q] = 0u;
         if (ok) {
@@ -1026,11 +1032,10 @@ __global__ void __launch_bounds__(kGemvThreads, (gemv_launch_blocks<MR, kEpi>())
       float v[kGemvXBatch];
 #pragma unroll
       for (int q = 0; q < kGemvXBatch; ++q) {
-        const int64_t i = i0 + q * kGemvThreads;
-        const int mm = MR == 1 ? 0 : static_cast<int>(i / klen);  // one row: no division
-        const int64_t kk = kbase + (MR == 1 ? i : i % klen);
+        int mm;
+        int64_t kk;
         v[q] = 0.0f;
-        if (i < xtotal && mm < mr && kk < a.k) {
+        if (x_elem(i0 + q * kGemvThreads, mm, kk)) {
           if constexpr (kNorm) {
             v[q] = round_to(a.pre.out_dt, bits_value(a.pre.x_dt, xb[q]) * (MR == 1 ? rstd0 : s_rstd[mm]) *
                                               bits_value(a.pre.w_dt, wb[q]));
