@@ -923,12 +923,14 @@ describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
     ]));
 });
 
-// The group path (W4A16, 16-bit x, 2 to 16 rows, k a multiple of 128, on sm_90 where the 64-column groups
+// The group path (W4A16, 16-bit x, 1 to 16 rows, k a multiple of 128, on sm_90 where the 64-column groups
 // fill one wave: 99 to 132 groups on the H200's 132 SMs): a block a group, warp w taking the 128-k steps
 // w, w + W, ... through slots of its own (one m16 tile of rows: 16 warps, two slots; two: 8 warps, four).
 // Shapes: 49 steps (a warp's slots reused: one warp with four steps of 16 warps, one with seven of 8), 110
 // groups with a last group of 24 columns (two panels, the second half past n) and 11 steps (warps without
-// any), one and two m16 tiles of rows (2, 3; 9, 12), 50 steps over 132 groups.
+// any), one and two m16 tiles of rows (1, 2, 3; 9, 12), 50 steps over 132 groups, one row over 110 groups
+// and over 132 groups of 11 steps. Groups of 128, 256 and the whole row: a group's scales from one or two
+// steps, or none.
 describe.skipIf(!CUDA)(`the group path of W4A16 rows${SKIP}`, () => {
   it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', () =>
     checkW4A16Rows([
@@ -937,5 +939,7 @@ describe.skipIf(!CUDA)(`the group path of W4A16 rows${SKIP}`, () => {
       [9, 7000, 1408],
       [12, 6336, 2304],
       [3, 8448, 6400],
+      [1, 7000, 2304],
+      [1, 8448, 1408],
     ]));
 });

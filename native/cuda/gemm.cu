@@ -12,10 +12,11 @@
 // - stream (sm_90; plain W8A8 rows 8 to 16, whole 128-k steps, at most three a warp, a block's rows within
 //   its shared memory): a block an SM requests all of its columns' rows at once through the bulk copy
 //   engine (design and measurements at the kernel). SSMKIT_CUDA_STREAM=0 leaves them to the pair path.
-// - group (sm_90; W4A16 rows 2 to 16 with 16-bit x, plain or packed weights, whole 128-k steps and groups
+// - group (sm_90; W4A16 rows 1 to 16 with 16-bit x, plain or packed weights, whole 128-k steps and groups
 //   of whole steps, where the 64-column groups fill one wave: at least three in four SMs, at most one an
-//   SM): a block a group and all of k, each warp keeping its next steps in flight through the bulk
-//   copy engine (design and measurements at the kernel). SSMKIT_CUDA_GROUP=0 leaves them to the ring.
+//   SM; taken before the pair path): a block a group and all of k, each warp keeping its next steps in
+//   flight through the bulk copy engine (design and measurements at the kernel). SSMKIT_CUDA_GROUP=0
+//   leaves them to the pair path and the ring.
 // - ring (sm_90; m <= 16 for W4A16 with 16-bit x and packed or whole-chunk plain int4 rows, 2 <= m <= 16
 //   for packed W8A8; groups of a multiple of 128; at least a block an SM): tensor cores fed by per-warp
 //   cp.async rings, k split over a cluster reduced through distributed shared memory (design and
@@ -3677,7 +3678,7 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Group path (sm_90; W4A16 with 16-bit x, plain or packed weights, 2 to 16 rows, k % 128 == 0, groups of
+// Group path (sm_90; W4A16 with 16-bit x, plain or packed weights, 1 to 16 rows, k % 128 == 0, groups of
 // whole 128-k steps, 16-byte aligned bases, outside a PDL chain), where the 64-column groups of the
 // packed layout fill one wave of the SMs (group_takes). A block owns one group and all of k; warp w takes
 // the 128-k steps w, w + W, ... (W = group_warps). The packed layout keeps a group's step contiguous (4 KB),
@@ -3694,9 +3695,13 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 // requested a step ahead (16 warps at two m16 tiles too): 25.0-25.9 us at 16 rows, the same at 2 to 8. A
 // first form with stages shared by all warps (a producer warp, full and empty barriers a stage) measured
 // the same as that. At 192 KB of slots: with x and the arithmetic removed (timing builds) the feed alone
-// took 15.5 us at 8192 x 8192; one row 19.0-19.5 against the pair path's 19.0-19.7 (so one row stays
-// there; not measured at 128 KB); 160 groups (2560 x 10240) in two waves 15.7 / 20.9 us at 4 / 16 rows
-// against the ring's 12.4 / 16.2.
+// took 15.5 us at 8192 x 8192; one row 19.0-19.5 against the pair path's 19.0-19.7; 160 groups (2560 x
+// 10240) in two waves 15.7 / 20.9 us at 4 / 16 rows against the ring's 12.4 / 16.2. At 128 KB, one row of
+// 8192 x 8192 16.8-17.3 us against the pair path's 19.2-19.9 in the same run: the group path takes one row
+// since. Tried and not kept: the weights converted as 16 + u without the subtraction (the bias -24 x added
+// by mma of a constant A) and the scales staged in shared memory once a block, 16% fewer SASS instructions
+// a step (746 -> 626), measured 0-1.3 us slower at 2 to 16 rows (one row 17.7-19.3 against this form's
+// 16.8-17.3 in an earlier run): the step's instructions are not what bounds the kernel (bench/RESULTS.md).
 constexpr int kGroupCols = 64;
 constexpr int kGroupStepBytes = 16 * 256;         // a packed step of a whole group: 16 k-steps of 4 panels
 constexpr int kGroupSmem = 32 * kGroupStepBytes;  // the warps' slots: 128 KB
@@ -4497,21 +4502,21 @@ status launch_stream(const gemm_args& g, const stream_plan& plan, int dev, cudaS
 }
 
 // Group path: whether it may take its rows (SSMKIT_CUDA_GROUP, read at every call: 0 leaves them to the
-// ring and the pair path, for comparison; 2 lets it take one row too and shapes outside one wave, for
-// measurement; unset or 1, the rows and shapes below).
+// ring and the pair path, for comparison; 2 lets it take shapes outside one wave, for measurement; unset or
+// 1, the rows and shapes below).
 int group_mode() {
   return env_int("SSMKIT_CUDA_GROUP", 1);
 }
 
-// Whether the group path takes g (W4A16 with 16-bit x; the caller checks the kind): 2 to 16 rows (one row
-// with SSMKIT_CUDA_GROUP=2), whole 128-k steps and groups of whole steps with their scales in x's dtype,
+// Whether the group path takes g (W4A16 with 16-bit x; the caller checks the kind): 1 to 16 rows, whole
+// 128-k steps and groups of whole steps with their scales in x's dtype,
 // 16-byte aligned bases, an sm_90 device, outside a PDL chain and its folds, and a 64-column group for at
 // least three in four SMs and at most one an SM (any number with SSMKIT_CUDA_GROUP=2).
 template <ssmkit_dtype kX, bool kGrouped>
 bool group_takes(const gemm_args& g, bool bases16, int dev) {
   const int mode = group_mode();
   if (mode == 0 || !bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr) return false;
-  if (g.m < (mode == 2 ? 1 : 2) || g.m > 16 || g.k <= 0 || g.k % kPairStepK != 0 || g.n < 1) return false;
+  if (g.m < 1 || g.m > 16 || g.k <= 0 || g.k % kPairStepK != 0 || g.n < 1) return false;
   if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
   if (g.k > INT32_MAX / 16 || !sm90a_device(dev)) return false;
   device_limits lim;
@@ -4708,7 +4713,7 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         return launch_stream(g, plan, dev, stream);
       }
     }
-    // W4A16 rows 2 to 16 with whole 128-k steps where the 64-column groups fill one wave: the group path
+    // W4A16 rows 1 to 16 with whole 128-k steps where the 64-column groups fill one wave: the group path
     // (group_takes), plain and packed weights alike.
     if constexpr (kKind == KIND_W4A16 && kX != SSMKIT_DTYPE_F32) {
       if (group_takes<kX, kGrouped>(g, bases16, dev)) {
