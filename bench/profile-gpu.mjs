@@ -8,7 +8,7 @@
 // rows: W4A16 M=1 2560 x 10240, M=4, M=16 8192 x 8192, M=1 5120 x 2560 and 5120 x 192; W8A8 M=1, 4 and 16 at
 // 2560 x 10240; then plain weights: W4A16 M=1 2560 x 10240, W8A8 M=1, 4, 8, 9 and 16), decode-k (W4A16 M=1 at 10240 columns, k = 256 .. 5120), hadamard (bf16 16384 x 5120),
 // group (packed W4A16 rows at 8192 columns: M = 1, 2, 4, 8, 16 at k = 8192, then 16 at k = 2560 and 16384;
-// M = 4 and 16 at 2560 x 10240),
+// M = 4 and 16 at 2560 x 10240), group-plain (the same rows with plain weights),
 // gemv (linear, one bfloat16 row on bfloat16 panels, at Mamba-2.8B's decode widths: in_proj 2560 -> 10240,
 // out_proj 5120 -> 2560, x_proj 5120 -> 192, dt_proj 160 -> 5120).
 // Run on the GPU machine with SSMKIT_BACKEND=cuda.
@@ -27,15 +27,17 @@ function t(shape, dtype, f = r) {
   const d = new s.Tensor('float32', a, shape).toSync(dev);
   return dtype === 'float32' ? d : d.cast(dtype);
 }
-// Random int4 weights (n, k) packed in groups of 128, and one W4A16 call (m, k) x (n, k)^T twice.
-function int4(n, k) {
+// Random int4 weights (n, k), packed in groups of 128 unless plain, and one W4A16 call (m, k) x (n, k)^T
+// twice.
+function int4(n, k, plain = false) {
   const bytes = new Uint8Array((n * k) / 2);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.random() * 256) | 0;
-  return s.packWeightsSync(new s.Tensor('int4', bytes, [n, k]).toSync(dev), { groupSize: 128 });
+  const w = new s.Tensor('int4', bytes, [n, k]).toSync(dev);
+  return plain ? w : s.packWeightsSync(w, { groupSize: 128 });
 }
-function w4a16Row(m, k, n) {
+function w4a16Row(m, k, n, plain = false) {
   const x = t([m, k], 'bfloat16');
-  const w = int4(n, k);
+  const w = int4(n, k, plain);
   const sc = t([n, k / 128], 'bfloat16', () => 0.01 + Math.abs(r()) * 0.05);
   rep(() => s.gemmW4A16Sync(x, w, sc, { groupSize: 128 }).dispose());
 }
@@ -105,15 +107,16 @@ if (mode === 'scan' || mode === 'scan1') {
     const a = new s.Tensor('int8', bytes.subarray(0, M * K), [M, K]).toSync(dev);
     rep(() => s.gemmW8A8Sync(a, w8p, 0.01, 0.01, { outDtype: 'bfloat16' }).dispose());
   }
-} else if (mode === 'group') {
-  // Packed W4A16 rows at 8192 x 8192 (128 groups of 64 columns: the group path's one wave on the H200):
-  // M = 1, 2, 4, 8 and 16, then 16 rows at k = 2560 and 16384; then 4 and 16 rows at 2560 x 10240 (160
-  // groups: two waves, taken only with SSMKIT_CUDA_GROUP=2).
-  for (const M of [1, 2, 4, 8, 16]) w4a16Row(M, 8192, 8192);
-  w4a16Row(16, 2560, 8192);
-  w4a16Row(16, 16384, 8192);
-  w4a16Row(4, 2560, 10240);
-  w4a16Row(16, 2560, 10240);
+} else if (mode === 'group' || mode === 'group-plain') {
+  // Packed (group-plain: plain) W4A16 rows at 8192 x 8192 (128 groups of 64 columns: the group path's one
+  // wave on the H200): M = 1, 2, 4, 8 and 16, then 16 rows at k = 2560 and 16384; then 4 and 16 rows at
+  // 2560 x 10240 (160 groups: two waves, taken only with SSMKIT_CUDA_GROUP=2).
+  const plain = mode === 'group-plain';
+  for (const M of [1, 2, 4, 8, 16]) w4a16Row(M, 8192, 8192, plain);
+  w4a16Row(16, 2560, 8192, plain);
+  w4a16Row(16, 16384, 8192, plain);
+  w4a16Row(4, 2560, 10240, plain);
+  w4a16Row(16, 2560, 10240, plain);
 } else if (mode === 'gemv') {
   for (const [K, N] of [
     [2560, 10240],
@@ -137,6 +140,6 @@ if (mode === 'scan' || mode === 'scan1') {
   rep(() => s.hadamardSync(x, { scale: 1 / Math.sqrt(5120) }).dispose());
 } else {
   throw new Error(
-    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard, group, gemv)`,
+    `profile-gpu: unknown mode ${mode} (scan, scan1, ssd, fft1k, fft4k, fft16k, fft64k, w4a16, w4a16m16, decode, decode-k, hadamard, group, group-plain, gemv)`,
   );
 }
