@@ -29,8 +29,8 @@
 // SSMKIT_CUDA_STREAM=0 leaves them to the pair path (the title line says so). Rows of whole 128-k steps take
 // the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1;
 // SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 W4A16 rows of
-// whole 128-k steps at 2 <= M <= 16 whose 64-column groups fill one wave (M = 16 at 8192^2) take the group
-// path; SSMKIT_CUDA_GROUP=0 leaves them to the ring (the title line says so). On sm_90 the other decode
+// whole 128-k steps at 1 <= M <= 16 whose 64-column groups fill one wave (M = 16 at 8192^2) take the group
+// path first; SSMKIT_CUDA_GROUP=0 leaves them to the pair path and the ring (the title line says so). On sm_90 the other decode
 // rows of W4A16 (M <= 16) and packed W8A8 (2 <= M <= 16) whose grid has a block an SM take the ring path;
 // SSMKIT_CUDA_RING=0 leaves them to the CUDA-core GEMV (M <= 4, 16 for W8A8) and the tensor-core decode
 // kernel, and SSMKIT_CUDA_GEMV=0 then sends M <= 4 (16 for W8A8) to the decode kernel as well, to
