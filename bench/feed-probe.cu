@@ -143,28 +143,14 @@ int main() {
   const char* names[4] = {"ldg", "cp16", "cp16h", "bulk"};
   void (*kernels[4])(const char*, int64_t, uint32_t*) = {feed_kernel<0>, feed_kernel<1>, feed_kernel<2>,
                                                          feed_kernel<3>};
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
   for (int v = 0; v < 4; ++v) {
     const size_t sm = v == 0 ? 0 : smem;
     CK(cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sm)));
-    CK(cudaMemset(out, 0, blocks * sizeof(uint32_t)));
-    kernels[v]<<<blocks, kThreads, sm>>>(w, rows, out);
-    CK(cudaGetLastError());
-    std::vector<uint32_t> got(blocks);
-    CK(cudaMemcpy(got.data(), out, blocks * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+    float us = 0;
     int bad = 0;
-    for (int b = 0; b < blocks; ++b) bad += got[b] != want[b];
-    const int reps = quick ? 2 : 40;
-    CK(cudaEventRecord(e0));
-    for (int r = 0; r < reps; ++r) kernels[v]<<<blocks, kThreads, sm>>>(w + (r % copies) * bytes, rows, out);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    printf("%-6s %7.2f us a launch (%.2f TB/s), %d blocks' xor wrong\n", names[v], 1e3 * ms / reps,
-           bytes / (1e-3 * ms / reps) / 1e12, bad);
+    auto launch = [&](int r) { kernels[v]<<<blocks, kThreads, sm>>>(w + (r % copies) * bytes, rows, out); };
+    if (check_and_time(launch, out, want, quick ? 2 : 40, &us, &bad) != 0) return 1;
+    printf("%-6s %7.2f us a launch (%.2f TB/s), %d blocks' xor wrong\n", names[v], us, bytes / (1e-6 * us) / 1e12, bad);
   }
   return 0;
 }

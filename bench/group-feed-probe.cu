@@ -138,31 +138,18 @@ int main() {
       {4, 2, 4, group_feed<4, 2, 4>},   {4, 3, 4, group_feed<4, 3, 4>},   {2, 2, 8, group_feed<2, 2, 8>},
       {16, 1, 0, loads_feed<16, 1>},    {16, 2, 0, loads_feed<16, 2>},    {32, 1, 0, loads_feed<32, 1>},
       {32, 2, 0, loads_feed<32, 2>},    {8, 2, 0, loads_feed<8, 2>},      {8, 4, 0, loads_feed<8, 4>}};
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
   printf("group feed, 128 blocks x 256 KB (33.5 MB), %lld cycles of work a step\n", work);
   for (const config& c : configs) {
     const int smem = c.chunk == 0 ? 0 : c.warps * c.slots * c.chunk * kStepBytes;
     CK(cudaFuncSetAttribute(c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    CK(cudaMemset(out, 0, blocks * sizeof(uint32_t)));
-    c.kernel<<<blocks, 32 * c.warps, smem>>>(w, steps, work, out);
-    CK(cudaGetLastError());
-    std::vector<uint32_t> got(blocks);
-    CK(cudaMemcpy(got.data(), out, blocks * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+    float us = 0;
     int bad = 0;
-    for (int b = 0; b < blocks; ++b) bad += got[b] != want[b];
-    const int reps = quick ? 2 : 40;
-    CK(cudaEventRecord(e0));
-    for (int r = 0; r < reps; ++r) c.kernel<<<blocks, 32 * c.warps, smem>>>(w + (r % copies) * bytes, steps, work, out);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
+    auto launch = [&](int r) { c.kernel<<<blocks, 32 * c.warps, smem>>>(w + (r % copies) * bytes, steps, work, out); };
+    if (check_and_time(launch, out, want, quick ? 2 : 40, &us, &bad) != 0) return 1;
     const int flight = (c.chunk == 0 ? c.slots : c.slots * c.chunk) * c.warps * kStepBytes / 1024;
     printf("%-5s %2d warps x %d %s of %d steps (%3d KB in flight): %7.2f us a launch (%.2f TB/s), %d blocks' xor wrong\n",
            c.chunk == 0 ? "loads" : "bulk", c.warps, c.slots, c.chunk == 0 ? "ahead" : "slots", c.chunk == 0 ? 1 : c.chunk,
-           flight, 1e3 * ms / reps, bytes / (1e-3 * ms / reps) / 1e12, bad);
+           flight, us, bytes / (1e-6 * us) / 1e12, bad);
   }
   return 0;
 }

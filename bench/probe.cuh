@@ -1,12 +1,13 @@
 // What the standalone CUDA probes under bench/ share: CK (a CUDA call's error printed, main returns 1),
-// saddr (a shared-memory address as the 32-bit operand of PTX instructions) and the mbarrier and bulk-copy
-// steps (sm_90).
+// saddr (a shared-memory address as the 32-bit operand of PTX instructions), the mbarrier and bulk-copy
+// steps (sm_90), and check_and_time (a probe kernel's xor check and its back-to-back timing).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <vector>
 
 #define CK(x)                                                          \
   do {                                                                 \
@@ -49,4 +50,33 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
         : "r"(saddr(bar)), "r"(parity)
         : "memory");
   } while (done == 0);
+}
+
+// A probe launch's check and time: launch(r) runs the kernel on copy r % copies of the weights, each block
+// xor-ing its bytes into out[block]. Runs launch(0) once into a zeroed out and counts in *bad the blocks
+// whose xor is not want's, then times `reps` launches back to back by events: *us a launch. 0, or 1 after
+// printing a CUDA error.
+template <class Launch>
+int check_and_time(Launch launch, uint32_t* out, const std::vector<uint32_t>& want, int reps, float* us, int* bad) {
+  const int blocks = static_cast<int>(want.size());
+  CK(cudaMemset(out, 0, blocks * sizeof(uint32_t)));
+  launch(0);
+  CK(cudaGetLastError());
+  std::vector<uint32_t> got(blocks);
+  CK(cudaMemcpy(got.data(), out, blocks * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+  *bad = 0;
+  for (int b = 0; b < blocks; ++b) *bad += got[b] != want[b];
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaEventRecord(e0));
+  for (int r = 0; r < reps; ++r) launch(r);
+  CK(cudaEventRecord(e1));
+  CK(cudaEventSynchronize(e1));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+  *us = 1e3f * ms / reps;
+  return 0;
 }
