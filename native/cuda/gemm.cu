@@ -3702,18 +3702,26 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 // by mma of a constant A) and the scales staged in shared memory once a block, 16% fewer SASS instructions
 // a step (746 -> 626), measured 0-1.3 us slower at 2 to 16 rows (one row 17.7-19.3 against this form's
 // 16.8-17.3 in an earlier run): the step's instructions are not what bounds the kernel (bench/RESULTS.md).
+// One slot a warp (64 KB a block at one m16 tile of rows, 32 KB at two) against two and four (128 KB):
+// 1 / 2-8 / 16 rows of 8192 x 8192 15.8-16.0 / 15.9-16.9 / 19.2-19.5 us against 16.2-17.8 / 17.5-18.4 /
+// 21.4-21.9, 16 x 16384 x 8192 32.3-33.2 against 34.7-35.0: the less each SM asks for at once, the sooner
+// its first bytes land (at 32 KB an SM, 4.2 MB in flight is about what 4.2 TB/s needs over a microsecond
+// of latency). Tried and not kept: the refill issued after the step's arithmetic instead of before it
+// (0.5-2 us slower, 3.7 at k = 16384), and both sets' words read first with their mma chains interleaved
+// k-step by k-step (1-2.5 us slower; 5 at k = 16384).
 constexpr int kGroupCols = 64;
-constexpr int kGroupStepBytes = 16 * 256;         // a packed step of a whole group: 16 k-steps of 4 panels
-constexpr int kGroupSmem = 32 * kGroupStepBytes;  // the warps' slots: 128 KB
+constexpr int kGroupStepBytes = 16 * 256;  // a packed step of a whole group: 16 k-steps of 4 panels
 // Warps a block: 16 for one m16 tile of rows (128 registers a thread), 8 for two (x's next step takes 64
-// registers), and the slots a warp that fill kGroupSmem (two and four). Less in flight measured faster:
-// 192 KB of slots (three and six) 19.0-20.1 / 23.0-23.3 us at 2-8 / 16 rows of 8192 x 8192 against
-// 16.9-18.5 / 21.4-21.6 at 128 KB, and 224 KB slower still.
+// registers), each with one slot: its next step in flight while it works on the one in hand (64 and
+// 32 KB a block).
 constexpr int group_warps(int mt) {
   return mt == 1 ? 16 : 8;
 }
-constexpr int group_slots(int mt) {
-  return kGroupSmem / kGroupStepBytes / group_warps(mt);
+constexpr int group_slots(int) {
+  return 1;
+}
+constexpr int group_slot_bytes(int mt) {
+  return group_warps(mt) * group_slots(mt) * kGroupStepBytes;
 }
 
 template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
@@ -4525,14 +4533,14 @@ bool group_takes(const gemm_args& g, bool bases16, int dev) {
   if (mode != 2 && (4 * blocks < 3 * static_cast<int64_t>(lim.sms) || blocks > lim.sms)) return false;
   if (blocks > INT32_MAX) return false;
   // The warps' slots beside the kernel's static barriers.
-  return kGroupSmem + 1024 <= lim.smem_optin;
+  return group_slot_bytes(1) + 1024 <= lim.smem_optin;
 }
 
 template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 status launch_group_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   auto* kernel = gemm_group_kernel<kX, kGrouped, kPlain, kMT>;
   // Plain weights need shared memory only for the warps' sums.
-  constexpr int kSmem = kPlain ? group_warps(kMT) * 2 * 2 * kMT * 4 * 32 * 4 : kGroupSmem;
+  constexpr int kSmem = kPlain ? group_warps(kMT) * 2 * 2 * kMT * 4 * 32 * 4 : group_slot_bytes(kMT);
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, kSmem, smem_done));
   kernel<<<static_cast<unsigned>((g.n + kGroupCols - 1) / kGroupCols), 32 * group_warps(kMT), kSmem,
