@@ -2017,9 +2017,11 @@ __device__ __forceinline__ void tc_forward_split(float2* xb, const uint4* frag, 
 // filter's lines only pulled toward L2 before the wait, the filters read after it; it lets the conv
 // kernel be scheduled only after its own wait, since the conv kernel reads its rows before its wait.
 // Predicted: the tables' ~1 us and the launch gap off a call of back-to-back calls. Measured (H200,
-// 25 calls between two synchronizations, median of five, alternated three times with the plain launch):
-// 8 x 768 x 1024 43.9-44.6 us against 47.1-48.0, 1 x 768 x 1024 20.8-21.9 against 23.8-23.9; the
-// kernels alone (Nsight, caches flushed, no overlap) 10.0-10.1 / 38.0-38.2 us against 9.8 / 37.2-37.6.
+// 25 calls between two synchronizations, median of five, alternated five times with the plain launch):
+// 8 x 768 x 1024 43.9-45.8 us against 47.0-48.0 (bench/fft-gpu.mjs 44.1-46.6 against 47.3-48.0),
+// 1 x 768 x 1024 20.8-21.9 against 23.8-24.0; the kernels alone (Nsight, caches flushed, no overlap)
+// 10.0-10.1 / 38.0-38.2 us against 9.8 / 37.2-37.6. With the tables off the path, blocks of 2, 3, 4 or 8
+// warps instead of 6 measured the same (43.9-45.6 us at 8 x 768 x 1024), so the block size stays.
 namespace tcf {
 constexpr int kMaxWarps = 8;
 constexpr size_t kLoBytes = tc::kFragBytes;

@@ -3723,6 +3723,10 @@ constexpr int group_slots(int) {
 constexpr int group_slot_bytes(int mt) {
   return group_warps(mt) * group_slots(mt) * kGroupStepBytes;
 }
+// The warps' sums at the end (store_set_sums of both sets), in the same shared memory.
+constexpr int group_red_bytes(int mt) {
+  return group_warps(mt) * 2 * 2 * mt * 4 * 32 * 4;
+}
 
 template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(const gemm_args g) {
@@ -4540,7 +4544,7 @@ template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 status launch_group_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   auto* kernel = gemm_group_kernel<kX, kGrouped, kPlain, kMT>;
   // Plain weights need shared memory only for the warps' sums.
-  constexpr int kSmem = kPlain ? group_warps(kMT) * 2 * 2 * kMT * 4 * 32 * 4 : group_slot_bytes(kMT);
+  constexpr int kSmem = kPlain ? group_red_bytes(kMT) : std::max(group_slot_bytes(kMT), group_red_bytes(kMT));
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, kSmem, smem_done));
   kernel<<<static_cast<unsigned>((g.n + kGroupCols - 1) / kGroupCols), 32 * group_warps(kMT), kSmem,
