@@ -3997,13 +3997,17 @@ status workspace(int dev, cudaStream_t stream, size_t counter_bytes, size_t part
   return ok_status();
 }
 
-// Raises a kernel's dynamic shared memory limit once per device.
+// Raises a kernel's dynamic shared memory limit to `bytes` (the most any launch from the call site asks
+// for) once per device, where the kernel's static shared memory and `bytes` together pass the 48 KB that a
+// block gets without opt-in (without the attribute such a launch fails).
 template <class Kernel>
 status allow_smem(Kernel* kernel, int dev, int bytes, std::atomic<uint64_t>& done) {
-  if (bytes <= 48 * 1024) return ok_status();
   const uint64_t bit = uint64_t{1} << dev;
   if ((done.load(std::memory_order_acquire) & bit) != 0) return ok_status();
-  SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  cudaFuncAttributes fa{};
+  SSMKIT_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  if (static_cast<size_t>(bytes) + fa.sharedSizeBytes > 48 * 1024)
+    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   done.fetch_or(bit, std::memory_order_acq_rel);
   return ok_status();
 }
