@@ -925,8 +925,8 @@ describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
 
 // The group path (W4A16, 16-bit x, 1 to 16 rows, k a multiple of 128, on sm_90 where the 64-column groups
 // fill one wave: 99 to 132 groups on the H200's 132 SMs): a block a group, warp w taking the 128-k steps
-// w, w + W, ... through slots of its own (one m16 tile of rows: 16 warps, two slots; two: 8 warps, four).
-// Shapes: 49 steps (a warp's slots reused: one warp with four steps of 16 warps, one with seven of 8), 110
+// w, w + W, ... through a slot of its own, refilled for each next step (one m16 tile of rows: 16 warps;
+// two: 8 warps). Shapes: 49 steps (a warp's slot reused up to three times of 16 warps, six of 8), 110
 // groups with a last group of 24 columns (two panels, the second half past n) and 11 steps (warps without
 // any), one and two m16 tiles of rows (1, 2, 3; 9, 12), 50 steps over 132 groups, one row over 110 groups
 // and over 132 groups of 11 steps. Groups of 128, 256 and the whole row: a group's scales from one or two
