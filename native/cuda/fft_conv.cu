@@ -107,6 +107,8 @@
 // measured 54.9 us (24 warps an SM, 8.95 cycles an issue instead of 6.65: the extra warps mostly
 // wait, 1.4% more instructions from the spill), the whole call 67.8 -> 64.5 us. The same cap at
 // m = 4096 (92 bytes of spill) measured 317 -> 329 us, so it stays at m = 1024.
+// The m = 1024 tensor-core filters' kernel is the exception: it is itself launched after its own wait
+// and allows the conv kernel only after it (fft_conv_tc_filter_kernel).
 // The filters' loads: filter_value read each sample behind branches (the row's end, D, the
 // bidirectional tail), 64-bit index arithmetic, one load after another; at m = 16384 the split filter
 // kernel loaded z[j] and z[j + mh] for both halves, 4 such reads per packed value and half, and
@@ -939,14 +941,18 @@ __device__ __forceinline__ float load_or_zero(const void* row, int i, bool ok) {
   }
 }
 
-// Asks L2 for bytes [p, p + bytes) of device memory, one 128-byte line a thread of the block: a hint
-// with no result and no ordering, so it is safe on data that is read later by this or other blocks.
-__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+// Asks L2 for bytes [p, p + bytes) of device memory, one 128-byte line a thread of the `threads` that
+// share the range (this one is `first` of them), in turn: a hint with no result and no ordering, so it is
+// safe on data that is read later by this or other blocks, and before pdl_wait().
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes, int64_t first, int64_t threads) {
   const char* c = static_cast<const char*>(p);
-  for (int64_t off = static_cast<int64_t>(threadIdx.x) * 128; off < bytes;
-       off += static_cast<int64_t>(blockDim.x) * 128) {
+  for (int64_t off = first * 128; off < bytes; off += threads * 128)
     asm volatile("prefetch.global.L2 [%0];" : : "l"(c + off));
-  }
+}
+
+// The same, shared by the block's threads.
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+  prefetch_l2(p, bytes, static_cast<int64_t>(threadIdx.x), static_cast<int64_t>(blockDim.x));
 }
 
 // Element `base` of a tensor of T.
@@ -2065,8 +2071,7 @@ __global__ void __launch_bounds__(32 * tcf::kMaxWarps)
   // may be scheduled only once every block here has waited (everything before this kernel is then done).
   if (r < f.rows) {
     const int64_t len = kBidir ? 2 * f.Lk : f.Lk;
-    const int64_t at = 32 * static_cast<int64_t>(lane);  // a 128-byte line a lane and round
-    for (int64_t o = at; o < len; o += 32 * 32) ::ssmkit::prefetch_l2(f.k + (f.h0 + r) * len + o);
+    prefetch_l2(f.k + (f.h0 + r) * len, len * static_cast<int64_t>(sizeof(float)), lane, 32);
   }
   for (int k = static_cast<int>(threadIdx.x); k < 64; k += static_cast<int>(blockDim.x)) {
     float sn, cs;

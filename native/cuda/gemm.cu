@@ -3682,7 +3682,7 @@ __global__ void __launch_bounds__(32 * kStreamMaxWarps) gemm_stream_kernel(const
 // whole 128-k steps, 16-byte aligned bases, outside a PDL chain), where the 64-column groups of the
 // packed layout fill one wave of the SMs (group_takes). A block owns one group and all of k; warp w takes
 // the 128-k steps w, w + W, ... (W = group_warps). The packed layout keeps a group's step contiguous (4 KB),
-// so each warp keeps its next group_slots steps in flight by the bulk copy engine in slots of its own,
+// so each warp keeps its next kGroupSlots steps in flight by the bulk copy engine in slots of its own,
 // each with a barrier, and refills a slot as soon as it has read it. Plain weights (a column's step is 64
 // bytes, one row apart from the next column's) are loaded into registers at the step instead. x's 16
 // bytes a (row, k-step) and the step's group scales are requested a step ahead. A step is the pair path's
@@ -3717,15 +3717,13 @@ constexpr int kGroupStepBytes = 16 * 256;  // a packed step of a whole group: 16
 constexpr int group_warps(int mt) {
   return mt == 1 ? 16 : 8;
 }
-constexpr int group_slots(int) {
-  return 1;
-}
-constexpr int group_slot_bytes(int mt) {
-  return group_warps(mt) * group_slots(mt) * kGroupStepBytes;
-}
-// The warps' sums at the end (store_set_sums of both sets), in the same shared memory.
-constexpr int group_red_bytes(int mt) {
-  return group_warps(mt) * 2 * 2 * mt * 4 * 32 * 4;
+constexpr int kGroupSlots = 1;
+// A block's dynamic shared memory: the warps' slots (packed weights), and the warps' sums at the end
+// (store_set_sums of both sets) in the same bytes.
+constexpr int group_smem_bytes(int mt, bool plain) {
+  const int red = group_warps(mt) * 2 * 2 * mt * 4 * 32 * 4;
+  const int slots = plain ? 0 : group_warps(mt) * kGroupSlots * kGroupStepBytes;
+  return red > slots ? red : slots;
 }
 
 template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
@@ -3733,7 +3731,7 @@ __global__ void __launch_bounds__(32 * group_warps(kMT), 1) gemm_group_kernel(co
   // Built for a target without the bulk copy engine, the kernel traps; the host launches it only on sm_90
   // devices (group_takes), whose code in the release build is sm_90a.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int W = group_warps(kMT), kSlots = group_slots(kMT);
+  constexpr int W = group_warps(kMT), kSlots = kGroupSlots;
   extern __shared__ __align__(128) unsigned char group_smem[];
   __shared__ uint64_t bars[W * kSlots];
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
@@ -4540,15 +4538,14 @@ bool group_takes(const gemm_args& g, bool bases16, int dev) {
   const int64_t blocks = (g.n + kGroupCols - 1) / kGroupCols;
   if (mode != 2 && (4 * blocks < 3 * static_cast<int64_t>(lim.sms) || blocks > lim.sms)) return false;
   if (blocks > INT32_MAX) return false;
-  // The warps' slots beside the kernel's static barriers.
-  return group_slot_bytes(1) + 1024 <= lim.smem_optin;
+  // The largest launch's shared memory beside the kernel's static barriers.
+  return std::max(group_smem_bytes(1, false), group_smem_bytes(2, false)) + 1024 <= lim.smem_optin;
 }
 
 template <ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 status launch_group_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   auto* kernel = gemm_group_kernel<kX, kGrouped, kPlain, kMT>;
-  // Plain weights need shared memory only for the warps' sums.
-  constexpr int kSmem = kPlain ? group_red_bytes(kMT) : std::max(group_slot_bytes(kMT), group_red_bytes(kMT));
+  constexpr int kSmem = group_smem_bytes(kMT, kPlain);
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, kSmem, smem_done));
   kernel<<<static_cast<unsigned>((g.n + kGroupCols - 1) / kGroupCols), 32 * group_warps(kMT), kSmem,
