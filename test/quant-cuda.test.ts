@@ -184,7 +184,9 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // four tiles, whose epilogue factors alternate between two buffers), k-tile counts (128 k each) that
   // are not a multiple of the 4 stages, so that the stages' phases run across tiles, m, n and k tails of
   // the last tiles (k % 32 == 0, so that int4 takes it too), odd n (single stores), and fewer tiles than
-  // SMs with many k-tiles; small k keeps the CPU reference short. Other devices run the same shapes on
+  // SMs with many k-tiles; tiles wholly inside an output whose rows are 16-byte aligned (n = 2600, 6000,
+  // 520) leave through each warp's staging rows in shared memory, the others (n = 4100, 4097, and every
+  // edge tile) from the fragment's registers; small k keeps the CPU reference short. Other devices run the same shapes on
   // the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
   // of the exact int32 sums against the integer reference, and a second run. By default
   // W4A8 runs them with 3 int8 stages and a ring of 4 int4 stages that the copy engine fills ahead

@@ -2502,9 +2502,11 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 // arrivals) and empty[s] (one arrive per consumer warp once the wgmmas that read the stage have
 // finished: wait_group 1 after issuing k-tile kt releases kt - 1, so one group stays in flight). The
 // producer runs up to four stages ahead, across tile boundaries, so the next tile's loads overlap the
-// epilogue. The epilogue is the tiled path's, from the accumulators' fragment layout (per n8 tile: rows
-// g and g + 8 of the warp's 16, columns 2 t and 2 t + 1), stored straight from registers, with the
-// tile's scales and bias read from shared memory, where each consumer warpgroup staged them.
+// epilogue. The epilogue takes the tile's scales and bias from shared memory, where each consumer
+// warpgroup staged them; a tile wholly inside the output (rows 16-byte aligned) passes through each
+// warp's staging rows in shared memory and leaves as 16-byte stores, an edge tile is stored straight from
+// the accumulators' fragment layout as the tiled path does (per n8 tile: rows g and g + 8 of the warp's
+// 16, columns 2 t and 2 t + 1).
 struct wgmma_traits {
   static constexpr int kBM = 128;
   static constexpr int kBN = 256;
@@ -2545,8 +2547,13 @@ struct wgmma_layout {
   static constexpr int kRaw = kStages * T::kStage;  // 1024-aligned
   static constexpr int kBarriers = kRaw + kRawStages * kRawStage;
   static constexpr int kEpi = kBarriers + 2 * (kStages + kRawStages) * 8;
-  static constexpr int kSmem = kEpi + T::kConsumers * 2 * T::kEpiFloats * 4 + 1024;
-  static_assert(kRaw % 1024 == 0 && kRawStage % 1024 == 0);
+  // Each consumer warp's staging of its output rows (8 rows of 64 bytes at an 80-byte pitch: the
+  // fragment's 4-byte writes of one instruction fall in distinct banks).
+  static constexpr int kOutPitch = 80;
+  static constexpr int kOutWarp = 8 * kOutPitch;
+  static constexpr int kOut = kEpi + T::kConsumers * 2 * T::kEpiFloats * 4;
+  static constexpr int kSmem = kOut + T::kConsumers * 4 * kOutWarp + 1024;
+  static_assert(kRaw % 1024 == 0 && kRawStage % 1024 == 0 && kOut % 16 == 0);
   static_assert(kSmem <= 227 * 1024);
 };
 
@@ -3025,10 +3032,61 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
           }
         }
       };
+      // A tile wholly inside the output whose rows start 16-byte aligned: each warp passes its fragment
+      // through its own staging rows, 64 bytes of 8 rows at a time, so that the output leaves as 16-byte
+      // stores of whole 64-byte row pieces, with the column factors read two at a time and no bounds
+      // tests. The fragment's own stores (4 bytes a lane, 16-byte pieces of 8 rows, two 64-bit index
+      // computations and tests a pair) kept the warps in the epilogue while the tensor pipe idled.
+      auto store_staged = [&](auto out_dt) {
+        constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
+        using out_t = std::conditional_t<kOut == SSMKIT_DTYPE_F32, float, uint16_t>;
+        constexpr int kVec = 16 / static_cast<int>(sizeof(out_t));          // outputs a 16-byte piece
+        constexpr int kRound = 64 / (8 * static_cast<int>(sizeof(out_t)));  // 8-column tiles a round
+        uint8_t* st = smem + L::kOut + (warp - 4) * L::kOutWarp;
+        const int lr = lane >> 2, lc = lane & 3;  // the row and 16-byte piece a lane stores
+        out_t* q0 = static_cast<out_t*>(g.out) + (m0 + cw * 64 + (warp & 3) * 16 + lr) * g.n + n0 + lc * kVec;
+        out_t* q1 = q0 + 8 * g.n;
+#pragma unroll
+        for (int nj0 = 0; nj0 < T::kBN / 8; nj0 += kRound) {
+          float2 ws[kRound], b[kRound];
+#pragma unroll
+          for (int j = 0; j < kRound; ++j) {
+            ws[j] = *reinterpret_cast<const float2*>(epi + (nj0 + j) * 8 + tq * 2);
+            b[j] = *reinterpret_cast<const float2*>(epi + T::kBN + (nj0 + j) * 8 + tq * 2);
+          }
+#pragma unroll
+          for (int rh = 0; rh < 2; ++rh) {
+#pragma unroll
+            for (int j = 0; j < kRound; ++j) {
+              const int a = (nj0 + j) * 4 + rh * 2;
+              const float v0 = finish<false>(static_cast<float>(acc[a]), as[rh], ws[j].x, b[j].x);
+              const float v1 = finish<false>(static_cast<float>(acc[a + 1]), as[rh], ws[j].y, b[j].y);
+              store_pair_as<kOut>(st + gq * L::kOutPitch, j * 8 + tq * 2, v0, v1);
+            }
+            __syncwarp();
+            const uint4 v = *reinterpret_cast<const uint4*>(st + lr * L::kOutPitch + lc * 16);
+            *reinterpret_cast<uint4*>((rh == 0 ? q0 : q1) + nj0 * 8) = v;
+            __syncwarp();
+          }
+        }
+      };
+      const int out_size = g.out_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+      const bool staged = pairs && m0 + T::kBM <= g.m && n0 + T::kBN <= g.n && (g.n * out_size) % 16 == 0 &&
+                          (reinterpret_cast<uintptr_t>(g.out) & 15) == 0;
       if (g.out_dt == SSMKIT_DTYPE_BF16) {
-        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+        if (staged) {
+          store_staged(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+        } else {
+          store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+        }
       } else if (g.out_dt == SSMKIT_DTYPE_F16) {
-        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+        if (staged) {
+          store_staged(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+        } else {
+          store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+        }
+      } else if (staged) {
+        store_staged(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
       } else {
         store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
       }
