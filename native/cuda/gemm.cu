@@ -2547,8 +2547,8 @@ struct wgmma_layout {
   static constexpr int kRaw = kStages * T::kStage;  // 1024-aligned
   static constexpr int kBarriers = kRaw + kRawStages * kRawStage;
   static constexpr int kEpi = kBarriers + 2 * (kStages + kRawStages) * 8;
-  // Each consumer warp's staging of its output rows (8 rows of 64 bytes at an 80-byte pitch: the
-  // fragment's 4-byte writes of one instruction fall in distinct banks).
+  // Each consumer warp's staging of its output rows (8 rows of 64 bytes at an 80-byte pitch, so that
+  // the eight rows of one fragment write start in distinct banks).
   static constexpr int kOutPitch = 80;
   static constexpr int kOutWarp = 8 * kOutPitch;
   static constexpr int kOut = kEpi + T::kConsumers * 2 * T::kEpiFloats * 4;
@@ -3042,7 +3042,7 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         using out_t = std::conditional_t<kOut == SSMKIT_DTYPE_F32, float, uint16_t>;
         constexpr int kVec = 16 / static_cast<int>(sizeof(out_t));          // outputs a 16-byte piece
         constexpr int kRound = 64 / (8 * static_cast<int>(sizeof(out_t)));  // 8-column tiles a round
-        uint8_t* st = smem + L::kOut + (warp - 4) * L::kOutWarp;
+        uint8_t* st = smem + L::kOut + (warp - 4) * L::kOutWarp;            // consumer warps are 4 .. 11
         const int lr = lane >> 2, lc = lane & 3;  // the row and 16-byte piece a lane stores
         out_t* q0 = static_cast<out_t*>(g.out) + (m0 + cw * 64 + (warp & 3) * 16 + lr) * g.n + n0 + lc * kVec;
         out_t* q1 = q0 + 8 * g.n;
@@ -3073,22 +3073,19 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       const int out_size = g.out_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
       const bool staged = pairs && m0 + T::kBM <= g.m && n0 + T::kBN <= g.n && (g.n * out_size) % 16 == 0 &&
                           (reinterpret_cast<uintptr_t>(g.out) & 15) == 0;
+      auto store = [&](auto out_dt) {
+        if (staged) {
+          store_staged(out_dt);
+        } else {
+          store_tile(out_dt);
+        }
+      };
       if (g.out_dt == SSMKIT_DTYPE_BF16) {
-        if (staged) {
-          store_staged(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
-        } else {
-          store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
-        }
+        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
       } else if (g.out_dt == SSMKIT_DTYPE_F16) {
-        if (staged) {
-          store_staged(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
-        } else {
-          store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
-        }
-      } else if (staged) {
-        store_staged(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
+        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
       } else {
-        store_tile(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
+        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
       }
     }
   }
