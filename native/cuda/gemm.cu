@@ -2494,11 +2494,13 @@ __global__ void __launch_bounds__(tile_traits<kKind, kGrouped>::kThreads)
 // A, and all 128 load int4 B with 16-byte loads, widen it and store it in the swizzle, then fence the
 // async proxy and arrive, 88 registers; with the ring (wgmma_layout<true>), thread 0 also keeps the copy
 // engine 3 k-tiles ahead on the int4 boxes, raw_full / raw_empty hand the raw stages over, and the 128
-// threads read their 8 chunks from the raw stage instead of global memory, release it (a proxy fence,
-// then one arrival each) and widen as before); warpgroups 1 and 2 are the consumers, each owning 64 rows x
-// 256 columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32) from shared memory, 128 int32 accumulators
-// a thread (232 or 208 registers). Stages hand over through mbarriers: full[s] (the producer's arrive
-// with the expected bytes, which the copy engine completes; W4A8 adds the 128 widening threads'
+// threads read their 8 chunks from the raw stage instead of global memory, widen them and release it
+// with one arrival each after the proxy fence that also publishes their int8 stores); warpgroups 1 and 2 are
+// the consumers, each owning 64 rows x 256 columns: per k-tile four wgmma m64n256k32 (s8 x s8 -> s32; W4A8:
+// s8 x u8, the producers having widened each int4 w to the byte w + 8, and the consumers remove 8 times each
+// row's sum of x, which row_sum_s8_kernel makes before the launch) from shared memory, 128 int32
+// accumulators a thread (232 or 208 registers). Stages hand over through mbarriers: full[s] (the producer's
+// arrive with the expected bytes, which the copy engine completes; W4A8 adds the 128 widening threads'
 // arrivals) and empty[s] (one arrive per consumer warp once the wgmmas that read the stage have
 // finished: wait_group 1 after issuing k-tile kt releases kt - 1, so one group stays in flight). The
 // producer runs up to four stages ahead, across tile boundaries, so the next tile's loads overlap the
@@ -2596,57 +2598,70 @@ __device__ __forceinline__ void fence_operand(int& r) {
 }
 
 // d += a (64 x 32, shared memory) * b (256 x 32, shared memory)^T in int32: one wgmma of the warpgroup.
+// kU8: b's bytes are unsigned (the int4 weights' w + 8, see int4x32_to_u8).
+#define SSMKIT_WGMMA_M64N256K32(btype)                                                                    \
+  asm volatile(                                                                                           \
+      "{\n"                                                                                               \
+      ".reg .pred p;\n"                                                                                   \
+      "setp.ne.b32 p, %130, 0;\n"                                                                         \
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8." btype                                             \
+      " "                                                                                                 \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                           \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                  \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                  \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "                  \
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                  \
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "                  \
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "      \
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, " \
+      "%128, %129, p;\n"                                                                                  \
+      "}\n"                                                                                               \
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),   \
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]),          \
+        "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]),        \
+        "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]),        \
+        "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]),        \
+        "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]),        \
+        "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]),        \
+        "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),        \
+        "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),        \
+        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]),        \
+        "+r"(d[71]), "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]),        \
+        "+r"(d[78]), "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]),        \
+        "+r"(d[85]), "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]),        \
+        "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]),        \
+        "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]),  \
+        "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), \
+        "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), \
+        "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), \
+        "+r"(d[127])                                                                                      \
+      : "l"(desc_a), "l"(desc_b), "n"(1))
+template <bool kU8 = false>
 __device__ __forceinline__ void wgmma_s8_m64n256k32(int (&d)[128], uint64_t desc_a, uint64_t desc_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-      "%128, %129, p;\n"
-      "}\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]),
-        "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]),
-        "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]),
-        "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]),
-        "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]),
-        "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]),
-        "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]), "+r"(d[64]),
-        "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
-        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]),
-        "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]),
-        "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]),
-        "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]),
-        "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]), "+r"(d[106]),
-        "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), "+r"(d[113]),
-        "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), "+r"(d[120]),
-        "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
-      : "l"(desc_a), "l"(desc_b), "n"(1));
+  if constexpr (kU8) {
+    SSMKIT_WGMMA_M64N256K32("u8");
+  } else {
+    SSMKIT_WGMMA_M64N256K32("s8");
+  }
 #else
   (void)d, (void)desc_a, (void)desc_b;
   __trap();
 #endif
 }
+#undef SSMKIT_WGMMA_M64N256K32
 
-// 16 bytes of int4 (32 values, low nibble first) as 32 bytes of int8 in order: values 0-15 in lo,
-// 16-31 in hi.
-__device__ __forceinline__ void int4x32_to_s8(const uint4& v, uint4& lo, uint4& hi) {
+// 16 bytes of int4 (32 values, low nibble first) as 32 bytes of w + 8 (0 .. 15, unsigned) in order: values
+// 0-15 in lo, 16-31 in hi: five instructions a word, where widening to signed int8 took eleven; the wgmma
+// kernel takes its products as s8 x u8 and removes 8 times each row's sum of x.
+__device__ __forceinline__ void int4x32_to_u8(const uint4& v, uint4& lo, uint4& hi) {
   const uint32_t in[4] = {v.x, v.y, v.z, v.w};
   uint32_t out[8];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const uint32_t even = nibbles_to_s8(in[j] & 0x0f0f0f0fu);        // bytes: values 0, 2, 4, 6
-    const uint32_t odd = nibbles_to_s8((in[j] >> 4) & 0x0f0f0f0fu);  // bytes: values 1, 3, 5, 7
+    uint32_t even, odd;  // bytes: values 0, 2, 4, 6 and 1, 3, 5, 7, each nibble ^ 8
+    asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(even) : "r"(in[j]), "r"(0x0f0f0f0fu), "r"(0x08080808u));
+    asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(odd) : "r"(in[j] >> 4), "r"(0x0f0f0f0fu), "r"(0x08080808u));
     out[2 * j] = __byte_perm(even, odd, 0x5140);
     out[2 * j + 1] = __byte_perm(even, odd, 0x7362);
   }
@@ -2751,7 +2766,7 @@ __device__ __forceinline__ void store_one_as(void* p, int64_t i, float v) {
 template <ssmkit_dtype kX, bool kInt4, bool kRing>
 __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w,
-                      gemm_args g, int tiles_m, int tiles_n) {
+                      gemm_args g, int tiles_m, int tiles_n, const int* __restrict__ xsum) {
   using T = wgmma_traits;
   using L = wgmma_layout<kRing>;
   static_assert(!kRing || kInt4);
@@ -2799,8 +2814,8 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       // Thread 0 keeps the copy engine up to kRawStages - 1 k-tiles ahead: each k-tile's int4 box (256
       // rows x 64 bytes, rows past n and bytes past k read as zeros) into raw stage it % kRawStages. Every
       // producer thread then reads its 8 chunks of 16 bytes (rows p * 32 + tid / 4, chunk tid % 4: the
-      // warp's 32 loads are 512 consecutive bytes), releases the raw stage, widens them and stores them
-      // in the int8 stage's swizzle, as the register form does.
+      // warp's 32 loads are 512 consecutive bytes), widens them, stores them in the int8 stage's swizzle
+      // as the register form does, and releases the raw stage after the int8 stage's proxy fence.
       const int row_in = tid >> 2;  // + 32 p
       const int chunk = tid & 3;    // int4 chunk of the row: int8 chunks 2 chunk, 2 chunk + 1
       uint8_t* raw = smem + L::kRaw;
@@ -2833,9 +2848,6 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
           for (int p = 0; p < 8; ++p) {
             v[p] = *reinterpret_cast<const uint4*>(rs + (p * 32 + row_in) * (T::kBK / 2) + chunk * 16);
           }
-          // This thread's reads come before the copy engine (the async proxy) may refill the stage.
-          fence_proxy_async_shared();
-          mbar_arrive(raw_empty + r);
           const int s = static_cast<int>(it % L::kStages);
           mbar_wait(empty + s, ((it / L::kStages) & 1) ^ 1);
           uint8_t* sa = smem + s * T::kStage;
@@ -2848,13 +2860,15 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
           for (int p = 0; p < 8; ++p) {
             const int rr = p * 32 + row_in;
             uint4 lo, hi;
-            int4x32_to_s8(v[p], lo, hi);
+            int4x32_to_u8(v[p], lo, hi);
             *reinterpret_cast<uint4*>(sb + rr * 128 + (((2 * chunk) ^ (rr & 7)) << 4)) = lo;
             *reinterpret_cast<uint4*>(sb + rr * 128 + (((2 * chunk + 1) ^ (rr & 7)) << 4)) = hi;
           }
-          // The stores are read next by wgmma (the async proxy).
+          // The stores are read next by wgmma (the async proxy); the same fence puts this thread's reads
+          // of the raw stage before the copy engine's refill of it (one fence a k-tile, not two).
           fence_proxy_async_shared();
           mbar_arrive(full + s);
+          mbar_arrive(raw_empty + r);
         }
       }
     } else if constexpr (kInt4) {
@@ -2898,7 +2912,7 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
         for (int p = 0; p < 8; ++p) {
           const int r = p * 32 + row_in;
           uint4 lo, hi;
-          int4x32_to_s8(cur[p], lo, hi);
+          int4x32_to_u8(cur[p], lo, hi);
           *reinterpret_cast<uint4*>(sb + r * 128 + (((2 * chunk) ^ (r & 7)) << 4)) = lo;
           *reinterpret_cast<uint4*>(sb + r * 128 + (((2 * chunk + 1) ^ (r & 7)) << 4)) = hi;
         }
@@ -2965,6 +2979,15 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       int acc[128];
 #pragma unroll
       for (int i = 0; i < 128; ++i) acc[i] = 0;
+      // kInt4: the weights are w + 8 (int4x32_to_u8), so the products carry 8 times each row's sum of x
+      // (xsum, made by row_sum_s8_kernel before the launch), which the tile removes before its epilogue:
+      // rows gq and gq + 8 of the warp's 16.
+      int x0 = 0, x1 = 0;
+      if constexpr (kInt4) {
+        const int64_t r0 = m0 + cw * 64 + (warp & 3) * 16 + gq;
+        x0 = r0 < g.m ? xsum[r0] : 0;
+        x1 = r0 + 8 < g.m ? xsum[r0 + 8] : 0;
+      }
       for (int kt = 0; kt < num_kt; ++kt, ++it) {
         const int s = static_cast<int>(it % L::kStages);
         mbar_wait(full + s, (it / L::kStages) & 1);
@@ -2977,7 +3000,7 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 #pragma unroll
         for (int ks = 0; ks < T::kBK / 32; ++ks) {
           // 32 bytes of k further along the swizzled rows: 2 in the descriptor's 16-byte units.
-          wgmma_s8_m64n256k32(acc, da + 2 * ks, db + 2 * ks);
+          wgmma_s8_m64n256k32<kInt4>(acc, da + 2 * ks, db + 2 * ks);
         }
         wgmma_commit();
         wgmma_wait<1>();
@@ -2990,6 +3013,15 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
       release((it - 1) % L::kStages);
+      if constexpr (kInt4) {
+#pragma unroll
+        for (int nj = 0; nj < T::kBN / 8; ++nj) {
+          acc[nj * 4] -= 8 * x0;
+          acc[nj * 4 + 1] -= 8 * x0;
+          acc[nj * 4 + 2] -= 8 * x1;
+          acc[nj * 4 + 3] -= 8 * x1;
+        }
+      }
 
       float* epi = reinterpret_cast<float*>(smem + L::kEpi) + (cw * 2 + parity) * T::kEpiFloats;
       epi[ct] = epi_ws[0];
@@ -3090,7 +3122,7 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
     }
   }
 #else
-  (void)map_a, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n;
+  (void)map_a, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n, (void)xsum;
   __trap();
 #endif
 }
@@ -4404,6 +4436,25 @@ bool wgmma_shape_ok(const gemm_args& g) {
   return g.m <= kLimit && g.n <= kLimit && g.k <= kLimit;
 }
 
+// Each row's sum of int8 x (m, k), k % 16 == 0 and 16-byte aligned rows: a warp a row.
+__global__ void __launch_bounds__(256)
+    row_sum_s8_kernel(const int8_t* __restrict__ a, int64_t m, int64_t k, int* __restrict__ out) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (row >= m) return;
+  const int8_t* p = a + row * k;
+  int sum = 0;
+  for (int64_t i = 16 * lane; i < k; i += 512) {
+    const uint4 v = ldg_stream16(p + i);
+    sum = __dp4a(static_cast<int>(v.x), 0x01010101, sum);
+    sum = __dp4a(static_cast<int>(v.y), 0x01010101, sum);
+    sum = __dp4a(static_cast<int>(v.z), 0x01010101, sum);
+    sum = __dp4a(static_cast<int>(v.w), 0x01010101, sum);
+  }
+  sum = __reduce_add_sync(0xffffffffu, sum);
+  if (lane == 0) out[row] = sum;
+}
+
 // Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kRing: int4 weights
 // through the raw ring); *launched is false (and nothing is queued) where the tensor maps or the shared
 // memory cannot be had, so that the caller takes another path.
@@ -4438,10 +4489,20 @@ status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* laun
   cfg.stream = stream;
   // Persistent: one block an SM (its shared memory allows no second), each walking every grid-th unit.
   cfg.gridDim = dim3(static_cast<unsigned>(min64(units, lim.sms)));
+  // kInt4: x's row sums first (the products are taken against w + 8).
+  launch_workspace ws;
+  const int* xsum = nullptr;
+  if (kInt4) {
+    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, 0, static_cast<size_t>(g.m) * 4, &ws));
+    row_sum_s8_kernel<<<static_cast<unsigned>((g.m + 7) / 8), 256, 0, stream>>>(
+        static_cast<const int8_t*>(g.a), g.m, g.k, static_cast<int*>(ws.partials));
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    xsum = static_cast<const int*>(ws.partials);
+  }
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_w, g, static_cast<int>(tiles_m),
-                                       static_cast<int>(tiles_n)));
+                                       static_cast<int>(tiles_n), xsum));
   *launched = true;
-  return ok_status();
+  return ws.release();
 }
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
