@@ -19,13 +19,6 @@
 constexpr int kConsumers = 8;  // consumer warps; warp kConsumers is the producer
 constexpr int kMaxSlots = 64;
 
-__device__ __forceinline__ void bar_init_count(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void bar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(bar)) : "memory");
-}
-
 __global__ void __launch_bounds__(32 * (kConsumers + 1), 1)
     burst_kernel(const char* w, int64_t bytes, int chunk, int slots, uint32_t* out) {
   extern __shared__ __align__(128) char ring[];
@@ -35,8 +28,8 @@ __global__ void __launch_bounds__(32 * (kConsumers + 1), 1)
   const int chunks = static_cast<int>((b1 - b0 + chunk - 1) / chunk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (threadIdx.x < slots) {
-    bar_init_count(full + threadIdx.x, 1);
-    bar_init_count(empty + threadIdx.x, kConsumers);
+    bar_init(full + threadIdx.x, 1);
+    bar_init(empty + threadIdx.x, kConsumers);
   }
   bar_init_fence();
   __syncthreads();

@@ -22,9 +22,9 @@ __device__ __forceinline__ uint32_t saddr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// An mbarrier of one arrival, and the fence that makes initialized barriers visible to the copy engine.
-__device__ __forceinline__ void bar_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(bar)) : "memory");
+// An mbarrier of `count` arrivals, and the fence that makes initialized barriers visible to the copy engine.
+__device__ __forceinline__ void bar_init(uint64_t* bar, int count = 1) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(bar)), "r"(count) : "memory");
 }
 __device__ __forceinline__ void bar_init_fence() {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -39,6 +39,10 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(saddr(dst)),
       "l"(src), "r"(bytes), "r"(saddr(bar))
       : "memory");
+}
+// This thread's arrival on bar (no bytes).
+__device__ __forceinline__ void bar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(bar)) : "memory");
 }
 // Spins until bar's phase of the given parity has completed.
 __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {

@@ -186,8 +186,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // the last tiles (k % 32 == 0, so that int4 takes it too), odd n (single stores), and fewer tiles than
   // SMs with many k-tiles; tiles wholly inside an output whose rows are 16-byte aligned (n = 2600, 6000,
   // 520) leave through each warp's staging rows in shared memory, the others (n = 4100, 4097, and every
-  // edge tile) from the fragment's registers; small k keeps the CPU reference short. Other devices run the same shapes on
-  // the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
+  // edge tile) from the fragment's registers; small k keeps the CPU reference short. Other devices run
+  // the same shapes on the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
   // of the exact int32 sums against the integer reference, and a second run. By default
   // W4A8 runs them with 3 int8 stages and a ring of 4 int4 stages that the copy engine fills ahead
   // (SSMKIT_CUDA_W4A8_RING=0: the register producer and 4 int8 stages).

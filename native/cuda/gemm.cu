@@ -2659,9 +2659,9 @@ __device__ __forceinline__ void int4x32_to_u8(const uint4& v, uint4& lo, uint4& 
   uint32_t out[8];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    uint32_t even, odd;  // bytes: values 0, 2, 4, 6 and 1, 3, 5, 7, each nibble ^ 8
-    asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(even) : "r"(in[j]), "r"(0x0f0f0f0fu), "r"(0x08080808u));
-    asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(odd) : "r"(in[j] >> 4), "r"(0x0f0f0f0fu), "r"(0x08080808u));
+    // Bytes: values 0, 2, 4, 6 and 1, 3, 5, 7, each nibble ^ 8.
+    const uint32_t even = and_or_xor<false>(in[j], 0x0f0f0f0fu, 0x08080808u);
+    const uint32_t odd = and_or_xor<false>(in[j] >> 4, 0x0f0f0f0fu, 0x08080808u);
     out[2 * j] = __byte_perm(even, odd, 0x5140);
     out[2 * j + 1] = __byte_perm(even, odd, 0x7362);
   }
