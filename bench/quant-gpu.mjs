@@ -19,9 +19,12 @@
 // The peers are PyTorch's (cuBLAS, cuBLASLt int8, tinygemm), timed by ../shared/device/peers.py on the
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
-// On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernel (W4A8's producer widens its int4
-// weights to int8 in shared memory from a ring of int4 stages that the copy engine fills ahead; with
-// SSMKIT_CUDA_W4A8_RING=0 from its own registers, and the title line says so); SSMKIT_CUDA_WGMMA=0 times the
+// On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernels (W4A8 the transposed one, its int4
+// weights widened in the consumers' registers as wgmma's A operand, the next k-tile's while the wgmmas
+// run; SSMKIT_CUDA_W4S_OVERLAP=0 after them; SSMKIT_CUDA_W4A8_SWAP=0 takes W8A8's kernel, whose producer
+// widens the int4 weights to int8 in shared memory from a ring of int4 stages that the copy engine fills
+// ahead, or with SSMKIT_CUDA_W4A8_RING=0 from its own registers; the title line names each knob set);
+// SSMKIT_CUDA_WGMMA=0 times the
 // mma.sync tiled kernel instead. --only NAMES (comma-separated:
 // w8a8, w8a8-decode, w4a16, w4a8, hadamard) times only those rows; --decode only the rows of M <= 16
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
@@ -463,7 +466,10 @@ function benchHost() {
 
 const b = s.backend();
 const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M <= 16 on the decode kernel)' : '';
-const ringOff = process.env.SSMKIT_CUDA_W4A8_RING === '0' ? ', SSMKIT_CUDA_W4A8_RING=0 (W4A8 int4 widened from registers)' : '';
+const ringOff =
+  (process.env.SSMKIT_CUDA_W4A8_SWAP === '0' ? ', SSMKIT_CUDA_W4A8_SWAP=0 (W4A8 on the W8A8 kernel)' : '') +
+  (process.env.SSMKIT_CUDA_W4S_OVERLAP === '0' ? ', SSMKIT_CUDA_W4S_OVERLAP=0 (W4A8 widened after the wgmmas)' : '') +
+  (process.env.SSMKIT_CUDA_W4A8_RING === '0' ? ', SSMKIT_CUDA_W4A8_RING=0 (W4A8 int4 widened from registers)' : '');
 const decodeRingOff = process.env.SSMKIT_CUDA_RING === '0' ? ', SSMKIT_CUDA_RING=0 (no ring path for the decode rows)' : '';
 const pairOff = process.env.SSMKIT_CUDA_PAIR === '0' ? ', SSMKIT_CUDA_PAIR=0 (no pair path for the decode rows)' : '';
 const streamOff = process.env.SSMKIT_CUDA_STREAM === '0' ? ', SSMKIT_CUDA_STREAM=0 (no stream path for plain W8A8 rows)' : '';

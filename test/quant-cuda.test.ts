@@ -189,8 +189,11 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // edge tile) from the fragment's registers; small k keeps the CPU reference short. Other devices run
   // the same shapes on the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
   // of the exact int32 sums against the integer reference, and a second run. By default
-  // W4A8 runs them with 3 int8 stages and a ring of 4 int4 stages that the copy engine fills ahead
-  // (SSMKIT_CUDA_W4A8_RING=0: the register producer and 4 int8 stages).
+  // W4A8 runs them on the transposed kernel (256 x 128 tiles of out^T, the int4 weights widened in the
+  // consumers' registers as wgmma's A operand; SSMKIT_CUDA_W4S_OVERLAP=0 widens each k-tile only after the
+  // previous one's wgmmas); SSMKIT_CUDA_W4A8_SWAP=0 takes the 128 x 256 kernel, whose W4A8 runs with 3
+  // int8 stages and a ring of 4 int4 stages that the copy engine fills ahead (SSMKIT_CUDA_W4A8_RING=0: the
+  // register producer and 4 int8 stages).
   const PERSISTENT: readonly [number, number, number, string][] = [
     [1090, 4100, 160, '9 x 17 = 153 tiles, 2 k-tiles, k tail 32, m tail 66, n tail 4'],
     [2100, 2600, 96, '17 x 11 = 187 tiles, one k-tile of 96'],

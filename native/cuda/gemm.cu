@@ -137,6 +137,17 @@
 //   2048 x 2560 x 10240 and 1296 us at 8192^3 (the two blocks wait for each other every k-tile), and are
 //   not kept. SSMKIT_CUDA_WGMMA=0 takes the mma.sync
 //   tiled path.
+//   W4A8 now takes the product transposed by default (gemm_w4s_kernel; SSMKIT_CUDA_W4A8_SWAP=0 keeps the
+//   kernels above): the weights are wgmma's A operand, read as int4 from shared memory and widened in the
+//   consumers' registers, and x is the B operand. Shared-memory traffic a k-tile of the same volume: 112
+//   KiB (copies 40, int4 reads 8, x reads by the wgmmas 64) against the ring's 160 and W8A8's 128.
+//   Predicted faster than W8A8 if shared memory bound both; measured (H200) 101.4-102.9 us at 2048 x 2560 x
+//   10240 and 844-846 us at 8192^3, against 118.4-118.8 and 1060 for the ring and 86.8-87.1 / 733-779 for
+//   W8A8 in the same session: so shared-memory bandwidth was part of the ring's cost, and is not what
+//   holds W8A8. That form widened each k-tile's fragments only after the warpgroup's previous wgmmas had
+//   finished (a wgmma reads its A registers until it completes); now (SSMKIT_CUDA_W4S_OVERLAP=0 keeps the
+//   first form) the next k-tile's fragments are widened into a second set of registers while the wgmmas
+//   run: 94.1-94.8 us and 758-828 us at 8192^3. Still slower than W8A8.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -3128,6 +3139,341 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 }
 
 // ---------------------------------------------------------------------------------------------------
+// W4A8 on the wgmma path with the weights as the register operand (sm_90a; the default for W4A8 there,
+// SSMKIT_CUDA_W4A8_SWAP=0 takes the producer-widened kernel above).
+//
+// Why: the kernel above moves a k-tile's weights through shared memory three times (the copy engine's
+// int4 box, the producers' widened int8 stores, the wgmmas' reads of them), 160 KiB of shared-memory
+// traffic a 128 x 256 x 128 k-tile against 128 KiB for W8A8's, while one 128-byte-a-clock shared memory
+// feeds the wgmmas' operand reads too. Here the product is taken transposed, out^T = w x^T: the weights are
+// wgmma's A operand, which may come from registers, and x is its B operand. Block tile 256 rows of x by
+// 128 rows of w (one 64-row slab of w a consumer warpgroup, as one m64n256k32 a k32 step), k-tiles of 128;
+// each k-tile's x box (256 rows x 128 bytes, 128-byte swizzle) and int4 box (128 rows x 64 bytes, 64-byte
+// swizzle: the eight rows a warp reads at one chunk fall in distinct banks) arrive by one copy-engine
+// transaction in one of 4 stages of 40 KiB; each consumer thread reads its two rows' 64 bytes (four 16-byte
+// loads a row, a quad reading the same chunk), picks its bytes of the A fragment (row g and g + 8 of its
+// warp's 16, k 4t .. 4t + 3 and 16 + 4t .. 19 + 4t of each k32 step) and widens them to w + 8 as u8 in
+// registers; the wgmmas are u8 x s8, and the tile removes 8 times each x row's sum (row_sum_s8_kernel) as
+// the kernel above does. Shared-memory traffic a k-tile: 40 KiB of copies, 8 KiB of int4 reads and 64 KiB
+// of x reads by the wgmmas: 112 KiB. The accumulators hold out^T, so the epilogue passes each warp's 16
+// columns by 32 rows at a time through its staging rows and stores 16-byte pieces of rows.
+struct w4s_traits {
+  static constexpr int kBM = 256;  // rows of x (wgmma's n)
+  static constexpr int kBN = 128;  // rows of w (two warpgroups of 64, wgmma's m)
+  static constexpr int kBK = 128;
+  static constexpr int kStages = 4;
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kXStage = kBM * kBK;      // 32 KiB, 128-byte swizzle
+  static constexpr int kWStage = kBN * kBK / 2;  // 8 KiB, 64-byte swizzle
+  static constexpr int kStage = kXStage + kWStage;
+  static constexpr int kBarriers = kStages * kStage;
+  // The epilogue's factors, per consumer warpgroup and tile parity: x's row scales and 8 x row sums (256
+  // each), the warpgroup's 64 column scales and biases.
+  static constexpr int kEpiWords = 2 * kBM + 2 * 64;
+  static constexpr int kEpi = kBarriers + 2 * kStages * 8;
+  // Each consumer warp's staging: 32 rows of its 16 columns (float32: 64 bytes a row, at an 80-byte pitch;
+  // 16-bit: 32 bytes at 48), so that a store instruction's lanes (rows 2t + e, columns g + 8 rh) hit
+  // distinct banks.
+  static constexpr int kRoundRows = 32;
+  static constexpr int kOutWarp = kRoundRows * 80;
+  static constexpr int kOut = kEpi + kConsumers * 2 * kEpiWords * 4;
+  static constexpr int kSmem = kOut + kConsumers * 4 * kOutWarp + 1024;
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
+  static_assert(kStage % 1024 == 0 && kOut % 16 == 0 && kSmem <= 227 * 1024);
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 168 * kThreads);
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// d += a (64 x 32 u8, this thread's A fragment in registers) * b (256 x 32 s8, shared memory)^T in int32.
+__device__ __forceinline__ void wgmma_u8s8_rs_m64n256k32(int (&d)[128], const uint32_t (&a)[4],
+                                                         uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.u8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "{%128, %129, %130, %131}, %132, 1;\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]),
+        "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]),
+        "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]),
+        "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]),
+        "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]),
+        "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]),
+        "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]), "+r"(d[64]),
+        "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]),
+        "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]),
+        "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]),
+        "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]),
+        "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]), "+r"(d[106]),
+        "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), "+r"(d[113]),
+        "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), "+r"(d[120]),
+        "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+
+// A thread's A fragment of one k32 step from 16-byte chunk c of its rows' int4 (r0: row g, r1: row g + 8):
+// bytes 2t, 2t + 1 (k 4t .. 4t + 3) and 8 + 2t, 9 + 2t (k 16 + 4t .. 19 + 4t) of each, widened to w + 8
+// in k order: a[0] row g low k, a[1] row g + 8 low k, a[2] row g high k, a[3] row g + 8 high k.
+__device__ __forceinline__ void int4_chunk_to_a_u8(const uint4& r0, const uint4& r1, int t,
+                                                   uint32_t (&a)[4]) {
+  const uint32_t sel = (t & 1) ? 0x7632u : 0x5410u;
+  const bool hi_word = t >= 2;
+  const uint32_t w0 = __byte_perm(hi_word ? r0.y : r0.x, hi_word ? r0.w : r0.z, sel);
+  const uint32_t w1 = __byte_perm(hi_word ? r1.y : r1.x, hi_word ? r1.w : r1.z, sel);
+  // Bytes of w0: k (4t, 4t + 1), (4t + 2, 4t + 3), (16 + 4t, ..), (18 + 4t, ..), low nibble first.
+  const uint32_t e0 = and_or_xor<false>(w0, 0x0f0f0f0fu, 0x08080808u);
+  const uint32_t o0 = and_or_xor<false>(w0 >> 4, 0x0f0f0f0fu, 0x08080808u);
+  const uint32_t e1 = and_or_xor<false>(w1, 0x0f0f0f0fu, 0x08080808u);
+  const uint32_t o1 = and_or_xor<false>(w1 >> 4, 0x0f0f0f0fu, 0x08080808u);
+  a[0] = __byte_perm(e0, o0, 0x5140);
+  a[1] = __byte_perm(e1, o1, 0x5140);
+  a[2] = __byte_perm(e0, o0, 0x7362);
+  a[3] = __byte_perm(e1, o1, 0x7362);
+}
+#endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+template <ssmkit_dtype kX, bool kOverlap>
+__global__ void __launch_bounds__(w4s_traits::kThreads, 1)
+    gemm_w4s_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
+                    gemm_args g, int tiles_m, int tiles_n, const int* __restrict__ xsum) {
+  using T = w4s_traits;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  const uint32_t raw_addr = smem_addr(smem_raw);
+  uint8_t* smem = smem_raw + ((1024 - (raw_addr & 1023)) & 1023);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + T::kBarriers);
+  uint64_t* empty = full + T::kStages;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wg = warp >> 2;
+  const int num_kt = static_cast<int>((g.k + T::kBK - 1) / T::kBK);
+  const int units = tiles_m * tiles_n;
+  const int first_unit = static_cast<int>(blockIdx.x);
+  const int unit_stride = static_cast<int>(gridDim.x);
+  auto tile_of = [&](int u) { return grouped_tile(u, tiles_m, tiles_n); };
+
+  if (tid == 0) {
+    for (int s = 0; s < T::kStages; ++s) {
+      mbar_init(full + s, 1);
+      mbar_init(empty + s, T::kConsumers * 4);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs) : "memory");
+    if (tid == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_x)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_w)) : "memory");
+      uint32_t it = 0;
+      for (int u = first_unit; u < units; u += unit_stride) {
+        const int2 tile = tile_of(u);
+        for (int kt = 0; kt < num_kt; ++kt, ++it) {
+          const int s = static_cast<int>(it % T::kStages);
+          uint8_t* st = smem + s * T::kStage;
+          mbar_wait(empty + s, ((it / T::kStages) & 1) ^ 1);
+          mbar_arrive_expect_tx(full + s, T::kStage);
+          tma_load_2d(st, &map_x, kt * T::kBK, tile.x * T::kBM, full + s);
+          tma_load_2d(st + T::kXStage, &map_w, kt * (T::kBK / 2), tile.y * T::kBN, full + s);
+        }
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(T::kConsumerRegs) : "memory");
+    const int cw = wg - 1;  // consumer warpgroup: rows [64 cw, 64 cw + 64) of the tile's w
+    const int gq = lane >> 2;
+    const int tq = lane & 3;
+    const int ct = tid - 128 * wg;
+    // This thread's two rows of w in the tile, and their 16-byte chunks' offsets in the 64-byte swizzle.
+    const int wr0 = cw * 64 + (warp & 3) * 16 + gq, wr1 = wr0 + 8;
+    uint32_t it = 0;
+    uint32_t parity = 0;
+    for (int u = first_unit; u < units; u += unit_stride, parity ^= 1) {
+      const int2 tile = tile_of(u);
+      const int64_t m0 = static_cast<int64_t>(tile.x) * T::kBM;
+      const int64_t n0 = static_cast<int64_t>(tile.y) * T::kBN;
+      // The epilogue's factors, loaded now and staged after the k-loop: x rows ct and ct + 128, and the
+      // warpgroup's column ct (ct < 64).
+      float epi_as[2];
+      int epi_xs[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = m0 + ct + h * 128;
+        epi_as[h] = row < g.m ? row_scale(g, row) : 1.0f;
+        epi_xs[h] = row < g.m ? 8 * xsum[row] : 0;
+      }
+      float epi_ws = 1.0f, epi_b = 0.0f;
+      if (ct < 64 && n0 + cw * 64 + ct < g.n) {
+        epi_ws = col_scale(g, n0 + cw * 64 + ct);
+        epi_b = col_bias(g, n0 + cw * 64 + ct);
+      }
+      int acc[128];
+#pragma unroll
+      for (int i = 0; i < 128; ++i) acc[i] = 0;
+      // A k-tile's A fragments: wait for its stage, read its int4 and widen it.
+      auto fragments = [&](uint32_t(&af)[4][4]) {
+        const int s = static_cast<int>(it % T::kStages);
+        mbar_wait(full + s, (it / T::kStages) & 1);
+        const uint8_t* sw = smem + s * T::kStage + T::kXStage;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const uint4 r0 = *reinterpret_cast<const uint4*>(sw + wr0 * 64 + ((c ^ ((wr0 >> 1) & 3)) << 4));
+          const uint4 r1 = *reinterpret_cast<const uint4*>(sw + wr1 * 64 + ((c ^ ((wr1 >> 1) & 3)) << 4));
+          int4_chunk_to_a_u8(r0, r1, tq, af[c]);
+        }
+      };
+      // The k-tile's four wgmmas on fragments af; with kOverlap the next k-tile's fragments are read and
+      // widened into nxt while they run. Then all of this warpgroup's wgmmas are waited for before its
+      // fragment registers are written again (writing them while a wgmma may still read them is
+      // undefined); the other warpgroup's wgmmas keep the tensor pipe busy meanwhile. The stage is free
+      // at once.
+      auto k_tile = [&](int kt, uint32_t(&af)[4][4], uint32_t(&nxt)[4][4]) {
+        const int s = static_cast<int>(it % T::kStages);
+        if (!kOverlap) fragments(af);
+        const uint64_t db = wgmma_desc(smem + s * T::kStage);
+#pragma unroll
+        for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) wgmma_u8s8_rs_m64n256k32(acc, af[ks], db + 2 * ks);
+        wgmma_commit();
+        ++it;
+        if (kOverlap && kt + 1 < num_kt) fragments(nxt);
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+        if (lane == 0) mbar_arrive(empty + s);
+      };
+      uint32_t a0[4][4], a1[4][4];
+      if (kOverlap) fragments(a0);
+      for (int kt = 0; kt < num_kt; kt += 2) {
+        k_tile(kt, a0, a1);
+        if (kt + 1 < num_kt) k_tile(kt + 1, a1, a0);
+      }
+
+      float* epi = reinterpret_cast<float*>(smem + T::kEpi) + (cw * 2 + parity) * T::kEpiWords;
+      int* epi_x = reinterpret_cast<int*>(epi + T::kBM);
+      epi[ct] = epi_as[0];
+      epi[ct + 128] = epi_as[1];
+      epi_x[ct] = epi_xs[0];
+      epi_x[ct + 128] = epi_xs[1];
+      if (ct < 64) {
+        epi[2 * T::kBM + ct] = epi_ws;
+        epi[2 * T::kBM + 64 + ct] = epi_b;
+      }
+      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+
+      // Accumulator (nj, rh, e): w row (warp & 3) * 16 + gq + 8 rh of the warpgroup's 64 (an output
+      // column), x row 8 nj + 2 tq + e of the tile's 256 (an output row).
+      const int wl = (warp & 3) * 16 + gq;  // + 8 rh
+      const float ws[2] = {epi[2 * T::kBM + wl], epi[2 * T::kBM + wl + 8]};
+      const float bs[2] = {epi[2 * T::kBM + 64 + wl], epi[2 * T::kBM + 64 + wl + 8]};
+      // x rows 8 nj + 2 tq and + 1: their scales and 8 x sums, one 8-byte load each.
+      auto row_factors = [&](int nj, float2& as, int2& xs) {
+        as = *reinterpret_cast<const float2*>(epi + nj * 8 + tq * 2);
+        xs = *reinterpret_cast<const int2*>(epi_x + nj * 8 + tq * 2);
+      };
+      auto value = [&](int nj, int rh, int e, const float2& as, const int2& xs) {
+        return finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + e] - (e ? xs.y : xs.x)),
+                             e ? as.y : as.x, ws[rh], bs[rh]);
+      };
+      const int64_t col0 = n0 + cw * 64 + wl;
+      auto store_tile = [&](auto out_dt) {
+        constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
+#pragma unroll
+        for (int nj = 0; nj < T::kBM / 8; ++nj) {
+          float2 as;
+          int2 xs;
+          row_factors(nj, as, xs);
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t row = m0 + nj * 8 + tq * 2 + e;
+            if (row >= g.m) continue;
+#pragma unroll
+            for (int rh = 0; rh < 2; ++rh) {
+              const int64_t col = col0 + rh * 8;
+              if (col < g.n) store_one_as<kOut>(g.out, row * g.n + col, value(nj, rh, e, as, xs));
+            }
+          }
+        }
+      };
+      // A tile wholly inside the output with 16-byte aligned rows: 32 rows at a time through the warp's
+      // staging rows, then 16-byte pieces of the warp's 16 columns.
+      auto store_staged = [&](auto out_dt) {
+        constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
+        using out_t = std::conditional_t<kOut == SSMKIT_DTYPE_F32, float, uint16_t>;
+        constexpr int kSize = static_cast<int>(sizeof(out_t));
+        constexpr int kPitch = kSize == 4 ? 80 : 48;
+        constexpr int kPieces = 16 * kSize / 16;                // 16-byte pieces a row
+        constexpr int kPerLane = T::kRoundRows * kPieces / 32;  // pieces a lane a round
+        uint8_t* st = smem + T::kOut + (warp - 4) * T::kOutWarp;
+        out_t* base = static_cast<out_t*>(g.out) + m0 * g.n + n0 + cw * 64 + (warp & 3) * 16;
+#pragma unroll
+        for (int r0 = 0; r0 < T::kBM; r0 += T::kRoundRows) {
+#pragma unroll
+          for (int j = 0; j < T::kRoundRows / 8; ++j) {
+            const int nj = r0 / 8 + j;
+            float2 as;
+            int2 xs;
+            row_factors(nj, as, xs);
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+#pragma unroll
+              for (int rh = 0; rh < 2; ++rh) {
+                store_one_as<kOut>(st + (j * 8 + tq * 2 + e) * kPitch, gq + rh * 8, value(nj, rh, e, as, xs));
+              }
+            }
+          }
+          __syncwarp();
+#pragma unroll
+          for (int p = 0; p < kPerLane; ++p) {
+            const int piece = lane + 32 * p;
+            const int row = piece / kPieces, pc = piece % kPieces;
+            const uint4 v = *reinterpret_cast<const uint4*>(st + row * kPitch + pc * 16);
+            *reinterpret_cast<uint4*>(base + (r0 + row) * g.n + pc * (16 / kSize)) = v;
+          }
+          __syncwarp();
+        }
+      };
+      const int out_size = g.out_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
+      const bool staged = m0 + T::kBM <= g.m && n0 + T::kBN <= g.n && (g.n * out_size) % 16 == 0 &&
+                          (reinterpret_cast<uintptr_t>(g.out) & 15) == 0;
+      auto store = [&](auto out_dt) {
+        if (staged) {
+          store_staged(out_dt);
+        } else {
+          store_tile(out_dt);
+        }
+      };
+      if (g.out_dt == SSMKIT_DTYPE_BF16) {
+        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+      } else if (g.out_dt == SSMKIT_DTYPE_F16) {
+        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+      } else {
+        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
+      }
+    }
+  }
+#else
+  (void)map_x, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n, (void)xsum;
+  __trap();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------
 // SIMT path: any shape, any alignment, any group size.
 //
 // 64 x 64 output tiles, 256 threads of 4 x 4 outputs each, k in slices of 32 staged in shared memory
@@ -4422,6 +4768,35 @@ bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// The tensor map of plain int4 weights for gemm_w4s_kernel: boxes of 128 rows x 64 bytes (one k-tile) in the
+// 64-byte swizzle; false where the driver refuses it.
+bool int4_swizzled_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes,
+                              int64_t used_bytes) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr || row_bytes % 16 != 0) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(used_bytes), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
+  const cuuint32_t box[2] = {w4s_traits::kBK / 2, w4s_traits::kBN};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
+                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_64B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Whether W4A8 on the wgmma path takes the weights as the register operand (gemm_w4s_kernel, the default;
+// SSMKIT_CUDA_W4A8_SWAP=0 takes gemm_wgmma_kernel).
+bool w4a8_swap_wanted() {
+  static const bool wanted = env_flag("SSMKIT_CUDA_W4A8_SWAP", true);
+  return wanted;
+}
+
+// Whether gemm_w4s_kernel widens the next k-tile's fragments while the wgmmas run (the default;
+// SSMKIT_CUDA_W4S_OVERLAP=0 widens each k-tile's after the previous one's wgmmas have finished).
+bool w4s_overlap_wanted() {
+  static const bool wanted = env_flag("SSMKIT_CUDA_W4S_OVERLAP", true);
+  return wanted;
+}
+
 // Whether W4A8 on the wgmma path brings its int4 weights through the copy engine's raw ring
 // (the default; SSMKIT_CUDA_W4A8_RING=0 takes the register producer).
 bool w4a8_ring_wanted() {
@@ -4501,6 +4876,45 @@ status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* laun
   }
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_w, g, static_cast<int>(tiles_m),
                                        static_cast<int>(tiles_n), xsum));
+  *launched = true;
+  return ws.release();
+}
+
+// Launches gemm_w4s_kernel (W4A8, plain int4 weights); *launched as launch_wgmma's.
+template <ssmkit_dtype kX>
+status launch_w4s(const gemm_args& g, int dev, cudaStream_t stream, bool* launched) {
+  using T = w4s_traits;
+  *launched = false;
+  const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
+  const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
+  const int64_t units = tiles_m * tiles_n;
+  if (units > INT32_MAX / 2) {
+    return make_status(status_code::unsupported, "gemm: m x n = %lld x %lld is too large",
+                       static_cast<long long>(g.m), static_cast<long long>(g.n));
+  }
+  CUtensorMap map_x, map_w;
+  if (!int8_tensor_map(&map_x, g.a, g.m, g.k, g.k, T::kBM) ||
+      !int4_swizzled_tensor_map(&map_w, g.w, g.n, g.w_row_bytes, g.k / 2)) {
+    return ok_status();
+  }
+  device_limits lim;
+  SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
+  if (T::kSmem > lim.smem_optin) return ok_status();
+  auto* kernel = w4s_overlap_wanted() ? gemm_w4s_kernel<kX, true> : gemm_w4s_kernel<kX, false>;
+  static std::atomic<uint64_t> smem_done{0};
+  SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
+  cudaLaunchConfig_t cfg = {};
+  cfg.blockDim = dim3(T::kThreads);
+  cfg.dynamicSmemBytes = T::kSmem;
+  cfg.stream = stream;
+  cfg.gridDim = dim3(static_cast<unsigned>(min64(units, lim.sms)));
+  launch_workspace ws;
+  SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, 0, static_cast<size_t>(g.m) * 4, &ws));
+  row_sum_s8_kernel<<<static_cast<unsigned>((g.m + 7) / 8), 256, 0, stream>>>(
+      static_cast<const int8_t*>(g.a), g.m, g.k, static_cast<int*>(ws.partials));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_x, map_w, g, static_cast<int>(tiles_m),
+                                       static_cast<int>(tiles_n), static_cast<const int*>(ws.partials)));
   *launched = true;
   return ws.release();
 }
@@ -4727,6 +5141,10 @@ status run_gemm(const gemm_args& g, int dev, cudaStream_t stream) {
           wgmma_usable(dev)) {
         bool launched = false;
         if constexpr (kKind == KIND_W4A8) {
+          if (w4a8_swap_wanted()) {
+            SSMKIT_RETURN_IF_ERROR(launch_w4s<kX>(g, dev, stream, &launched));
+            if (launched) return ok_status();
+          }
           if (w4a8_ring_wanted()) {
             SSMKIT_RETURN_IF_ERROR((launch_wgmma<kX, true, true>(g, dev, stream, &launched)));
             if (launched) return ok_status();
