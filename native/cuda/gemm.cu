@@ -2608,44 +2608,47 @@ __device__ __forceinline__ void fence_operand(int& r) {
   asm volatile("" : "+r"(r)::"memory");
 }
 
+// The 128 int32 accumulators of an m64n256 wgmma: their place in the instruction (operands 0 .. 127) and
+// their operand list.
+#define SSMKIT_WGMMA_D128                                                                                  \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "  \
+  "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
+  "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
+  "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "   \
+  "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, " \
+  "%102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, " \
+  "%119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+#define SSMKIT_WGMMA_D128_OUT(d)                                                                            \
+  "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),           \
+      "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), \
+      "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]),            \
+      "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]),            \
+      "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]),            \
+      "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]),            \
+      "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]),            \
+      "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]),            \
+      "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]), "+r"(d[64]),            \
+      "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),            \
+      "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]),            \
+      "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]),            \
+      "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]),            \
+      "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]),            \
+      "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]), "+r"(d[106]),     \
+      "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), "+r"(d[113]),     \
+      "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), "+r"(d[120]),     \
+      "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+
 // d += a (64 x 32, shared memory) * b (256 x 32, shared memory)^T in int32: one wgmma of the warpgroup.
 // kU8: b's bytes are unsigned (the int4 weights' w + 8, see int4x32_to_u8).
-#define SSMKIT_WGMMA_M64N256K32(btype)                                                                    \
-  asm volatile(                                                                                           \
-      "{\n"                                                                                               \
-      ".reg .pred p;\n"                                                                                   \
-      "setp.ne.b32 p, %130, 0;\n"                                                                         \
-      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8." btype                                             \
-      " "                                                                                                 \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                           \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                  \
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                  \
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "                  \
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                  \
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "                  \
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "      \
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, " \
-      "%128, %129, p;\n"                                                                                  \
-      "}\n"                                                                                               \
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),   \
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]),          \
-        "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]),        \
-        "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]),        \
-        "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]),        \
-        "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]),        \
-        "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]),        \
-        "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),        \
-        "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),        \
-        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]),        \
-        "+r"(d[71]), "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]),        \
-        "+r"(d[78]), "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]),        \
-        "+r"(d[85]), "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]),        \
-        "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]),        \
-        "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]),  \
-        "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), \
-        "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), \
-        "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), \
-        "+r"(d[127])                                                                                      \
+#define SSMKIT_WGMMA_M64N256K32(btype)                                              \
+  asm volatile(                                                                     \
+      "{\n"                                                                         \
+      ".reg .pred p;\n"                                                             \
+      "setp.ne.b32 p, %130, 0;\n"                                                   \
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8." btype " " SSMKIT_WGMMA_D128 \
+      "%128, %129, p;\n"                                                            \
+      "}\n"                                                                         \
+      : SSMKIT_WGMMA_D128_OUT(d)                                                    \
       : "l"(desc_a), "l"(desc_b), "n"(1))
 template <bool kU8 = false>
 __device__ __forceinline__ void wgmma_s8_m64n256k32(int (&d)[128], uint64_t desc_a, uint64_t desc_b) {
@@ -2771,6 +2774,27 @@ __device__ __forceinline__ void store_one_as(void* p, int64_t i, float v) {
     static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
   } else {
     static_cast<float*>(p)[i] = v;
+  }
+}
+
+// A wgmma kernel's tile store: staged_store(tag) or tile_store(tag) as `staged` says, tag g's output dtype
+// as an integral_constant.
+template <class Staged, class Tile>
+__device__ __forceinline__ void store_by_out_dtype(const gemm_args& g, bool staged, Staged&& staged_store,
+                                                   Tile&& tile_store) {
+  auto store = [&](auto tag) {
+    if (staged) {
+      staged_store(tag);
+    } else {
+      tile_store(tag);
+    }
+  };
+  if (g.out_dt == SSMKIT_DTYPE_BF16) {
+    store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+  } else if (g.out_dt == SSMKIT_DTYPE_F16) {
+    store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+  } else {
+    store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
   }
 }
 
@@ -3116,20 +3140,7 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
       const int out_size = g.out_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
       const bool staged = pairs && m0 + T::kBM <= g.m && n0 + T::kBN <= g.n && (g.n * out_size) % 16 == 0 &&
                           (reinterpret_cast<uintptr_t>(g.out) & 15) == 0;
-      auto store = [&](auto out_dt) {
-        if (staged) {
-          store_staged(out_dt);
-        } else {
-          store_tile(out_dt);
-        }
-      };
-      if (g.out_dt == SSMKIT_DTYPE_BF16) {
-        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
-      } else if (g.out_dt == SSMKIT_DTYPE_F16) {
-        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
-      } else {
-        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
-      }
+      store_by_out_dtype(g, staged, store_staged, store_tile);
     }
   }
 #else
@@ -3189,36 +3200,10 @@ struct w4s_traits {
 // d += a (64 x 32 u8, this thread's A fragment in registers) * b (256 x 32 s8, shared memory)^T in int32.
 __device__ __forceinline__ void wgmma_u8s8_rs_m64n256k32(int (&d)[128], const uint32_t (&a)[4],
                                                          uint64_t desc_b) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n256k32.s32.u8.s8 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-      "{%128, %129, %130, %131}, %132, 1;\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]),
-        "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]),
-        "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]),
-        "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]),
-        "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]),
-        "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]),
-        "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]), "+r"(d[64]),
-        "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
-        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]),
-        "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]),
-        "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]),
-        "+r"(d[93]), "+r"(d[94]), "+r"(d[95]), "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]),
-        "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]), "+r"(d[104]), "+r"(d[105]), "+r"(d[106]),
-        "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]), "+r"(d[112]), "+r"(d[113]),
-        "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]), "+r"(d[120]),
-        "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  asm volatile("wgmma.mma_async.sync.aligned.m64n256k32.s32.u8.s8 " SSMKIT_WGMMA_D128
+               "{%128, %129, %130, %131}, %132, 1;\n"
+               : SSMKIT_WGMMA_D128_OUT(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 }
 
 // A thread's A fragment of one k32 step from 16-byte chunk c of its rows' int4 (r0: row g, r1: row g + 8):
@@ -3241,6 +3226,8 @@ __device__ __forceinline__ void int4_chunk_to_a_u8(const uint4& r0, const uint4&
   a[3] = __byte_perm(e1, o1, 0x7362);
 }
 #endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#undef SSMKIT_WGMMA_D128
+#undef SSMKIT_WGMMA_D128_OUT
 
 template <ssmkit_dtype kX, bool kOverlap>
 __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
@@ -3451,20 +3438,7 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
       const int out_size = g.out_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
       const bool staged = m0 + T::kBM <= g.m && n0 + T::kBN <= g.n && (g.n * out_size) % 16 == 0 &&
                           (reinterpret_cast<uintptr_t>(g.out) & 15) == 0;
-      auto store = [&](auto out_dt) {
-        if (staged) {
-          store_staged(out_dt);
-        } else {
-          store_tile(out_dt);
-        }
-      };
-      if (g.out_dt == SSMKIT_DTYPE_BF16) {
-        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
-      } else if (g.out_dt == SSMKIT_DTYPE_F16) {
-        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
-      } else {
-        store(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F32>{});
-      }
+      store_by_out_dtype(g, staged, store_staged, store_tile);
     }
   }
 #else
@@ -4830,6 +4804,18 @@ __global__ void __launch_bounds__(256)
   if (lane == 0) out[row] = sum;
 }
 
+// Each row's sum of int8 x into the workspace (*ws, which the caller releases after its launch): the W4A8
+// kernels take their products against w + 8 and remove 8 times these.
+status launch_row_sums(const gemm_args& g, int dev, cudaStream_t stream, launch_workspace* ws,
+                       const int** xsum) {
+  SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, 0, static_cast<size_t>(g.m) * 4, ws));
+  row_sum_s8_kernel<<<static_cast<unsigned>((g.m + 7) / 8), 256, 0, stream>>>(
+      static_cast<const int8_t*>(g.a), g.m, g.k, static_cast<int*>(ws->partials));
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  *xsum = static_cast<const int*>(ws->partials);
+  return ok_status();
+}
+
 // Launches the wgmma kernel (kInt4: plain int4 weights, widened by the producer; kRing: int4 weights
 // through the raw ring); *launched is false (and nothing is queued) where the tensor maps or the shared
 // memory cannot be had, so that the caller takes another path.
@@ -4867,13 +4853,7 @@ status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* laun
   // kInt4: x's row sums first (the products are taken against w + 8).
   launch_workspace ws;
   const int* xsum = nullptr;
-  if (kInt4) {
-    SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, 0, static_cast<size_t>(g.m) * 4, &ws));
-    row_sum_s8_kernel<<<static_cast<unsigned>((g.m + 7) / 8), 256, 0, stream>>>(
-        static_cast<const int8_t*>(g.a), g.m, g.k, static_cast<int*>(ws.partials));
-    SSMKIT_CUDA_CHECK(cudaGetLastError());
-    xsum = static_cast<const int*>(ws.partials);
-  }
+  if (kInt4) SSMKIT_RETURN_IF_ERROR(launch_row_sums(g, dev, stream, &ws, &xsum));
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_w, g, static_cast<int>(tiles_m),
                                        static_cast<int>(tiles_n), xsum));
   *launched = true;
@@ -4909,12 +4889,10 @@ status launch_w4s(const gemm_args& g, int dev, cudaStream_t stream, bool* launch
   cfg.stream = stream;
   cfg.gridDim = dim3(static_cast<unsigned>(min64(units, lim.sms)));
   launch_workspace ws;
-  SSMKIT_RETURN_IF_ERROR(workspace(dev, stream, 0, static_cast<size_t>(g.m) * 4, &ws));
-  row_sum_s8_kernel<<<static_cast<unsigned>((g.m + 7) / 8), 256, 0, stream>>>(
-      static_cast<const int8_t*>(g.a), g.m, g.k, static_cast<int*>(ws.partials));
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  const int* xsum = nullptr;
+  SSMKIT_RETURN_IF_ERROR(launch_row_sums(g, dev, stream, &ws, &xsum));
   SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_x, map_w, g, static_cast<int>(tiles_m),
-                                       static_cast<int>(tiles_n), static_cast<const int*>(ws.partials)));
+                                       static_cast<int>(tiles_n), xsum));
   *launched = true;
   return ws.release();
 }
