@@ -20,8 +20,10 @@
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
 // On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernels (W4A8 the transposed one, its int4
-// weights widened in the consumers' registers as wgmma's A operand, the next k-tile's while the wgmmas
-// run; SSMKIT_CUDA_W4S_OVERLAP=0 after them; SSMKIT_CUDA_W4A8_SWAP=0 takes W8A8's kernel, whose producer
+// weights widened in the consumers' registers as wgmma's A operand, one k-tile's wgmmas in flight behind
+// the next, 16-bit outputs through the copy engine; SSMKIT_CUDA_W4S_MODE=1 (all wgmmas waited for each
+// k-tile) and SSMKIT_CUDA_W4S_BULK=0 (outputs stored by the threads) take the earlier forms (gemm.cu);
+// SSMKIT_CUDA_W4A8_SWAP=0 takes W8A8's kernel, whose producer
 // widens the int4 weights to int8 in shared memory from a ring of int4 stages that the copy engine fills
 // ahead, or with SSMKIT_CUDA_W4A8_RING=0 from its own registers; the title line names each knob set);
 // SSMKIT_CUDA_WGMMA=0 times the
@@ -468,7 +470,8 @@ const b = s.backend();
 const gemvOff = process.env.SSMKIT_CUDA_GEMV === '0' ? ', SSMKIT_CUDA_GEMV=0 (M <= 16 on the decode kernel)' : '';
 const ringOff =
   (process.env.SSMKIT_CUDA_W4A8_SWAP === '0' ? ', SSMKIT_CUDA_W4A8_SWAP=0 (W4A8 on the W8A8 kernel)' : '') +
-  (process.env.SSMKIT_CUDA_W4S_OVERLAP === '0' ? ', SSMKIT_CUDA_W4S_OVERLAP=0 (W4A8 widened after the wgmmas)' : '') +
+  (process.env.SSMKIT_CUDA_W4S_MODE === '1' ? ', SSMKIT_CUDA_W4S_MODE=1 (W4A8 waits for all wgmmas each k-tile)' : '') +
+  (process.env.SSMKIT_CUDA_W4S_BULK === '0' ? ', SSMKIT_CUDA_W4S_BULK=0 (W4A8 outputs stored by the threads)' : '') +
   (process.env.SSMKIT_CUDA_W4A8_RING === '0' ? ', SSMKIT_CUDA_W4A8_RING=0 (W4A8 int4 widened from registers)' : '');
 const decodeRingOff = process.env.SSMKIT_CUDA_RING === '0' ? ', SSMKIT_CUDA_RING=0 (no ring path for the decode rows)' : '';
 const pairOff = process.env.SSMKIT_CUDA_PAIR === '0' ? ', SSMKIT_CUDA_PAIR=0 (no pair path for the decode rows)' : '';

@@ -190,8 +190,9 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // the same shapes on the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
   // of the exact int32 sums against the integer reference, and a second run. By default
   // W4A8 runs them on the transposed kernel (256 x 128 tiles of out^T, the int4 weights widened in the
-  // consumers' registers as wgmma's A operand; SSMKIT_CUDA_W4S_OVERLAP=0 widens each k-tile only after the
-  // previous one's wgmmas); SSMKIT_CUDA_W4A8_SWAP=0 takes the 128 x 256 kernel, whose W4A8 runs with 3
+  // consumers' registers as wgmma's A operand, 16-bit outputs leaving through the copy engine where the
+  // output's rows are 16-byte aligned, the rest from the threads; SSMKIT_CUDA_W4S_MODE=1 and
+  // SSMKIT_CUDA_W4S_BULK=0 take its earlier forms, see gemm.cu); SSMKIT_CUDA_W4A8_SWAP=0 takes the 128 x 256 kernel, whose W4A8 runs with 3
   // int8 stages and a ring of 4 int4 stages that the copy engine fills ahead (SSMKIT_CUDA_W4A8_RING=0: the
   // register producer and 4 int8 stages).
   const PERSISTENT: readonly [number, number, number, string][] = [
@@ -453,11 +454,15 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     });
   }
 
+  // 256 rows take the wgmma paths on sm_90 (W4A8: its sums against w + 8 less 8 x sums at their largest,
+  // 8 x 128 x k).
   it('the extremes of int8 and int4 stay exact on every path', async () => {
     for (const [m, k] of [
       [1, 1024],
       [100, 1024],
       [3, 1000],
+      [256, 4096],
+      [256, 4128],
     ] as const) {
       const a = await new Tensor('int8', new Int8Array(m * k).fill(-128), [m, k]).to(DEV);
       const w8 = await new Tensor('int8', new Int8Array(3 * k).fill(-128), [3, k]).to(DEV);

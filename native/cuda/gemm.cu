@@ -145,9 +145,15 @@
 //   10240 and 844-846 us at 8192^3, against 118.4-118.8 and 1060 for the ring and 86.8-87.1 / 733-779 for
 //   W8A8 in the same session: so shared-memory bandwidth was part of the ring's cost, and is not what
 //   holds W8A8. That form widened each k-tile's fragments only after the warpgroup's previous wgmmas had
-//   finished (a wgmma reads its A registers until it completes); now (SSMKIT_CUDA_W4S_OVERLAP=0 keeps the
-//   first form) the next k-tile's fragments are widened into a second set of registers while the wgmmas
-//   run: 94.1-94.8 us and 758-828 us at 8192^3. Still slower than W8A8.
+//   finished (a wgmma reads its A registers until it completes); widening the next k-tile's into a second
+//   set of registers while they ran took it to 94.1-94.8 us and 758-828 us at 8192^3. Now each warpgroup
+//   keeps one k-tile's wgmmas in flight behind the next, as the kernel above does, the fragment sets kept
+//   alive until the wait that covers them (SSMKIT_CUDA_W4S_MODE=1 waits for all of them each k-tile), and
+//   16-bit outputs leave by stmatrix into a swizzled staging of half a warpgroup's slab and a bulk tensor
+//   store that drains while the kernel goes on (SSMKIT_CUDA_W4S_BULK=0 stores them from the threads):
+//   85.0 us at 2048 x 2560 x 10240 against 79.4-84.1 for W8A8 in the same runs. Without any epilogue the
+//   kernel took 70-72 us there, and without widening (wrong sums, a timing probe) 88 against 89-90: what
+//   is left is the epilogue, during which both warpgroups leave the tensor pipe idle.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -2607,6 +2613,9 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 __device__ __forceinline__ void fence_operand(int& r) {
   asm volatile("" : "+r"(r)::"memory");
 }
+__device__ __forceinline__ void fence_operand(uint32_t& r) {
+  asm volatile("" : "+r"(r)::"memory");
+}
 
 // The 128 int32 accumulators of an m64n256 wgmma: their place in the instruction (operands 0 .. 127) and
 // their operand list.
@@ -2741,6 +2750,28 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       : "memory");
 #endif
 }
+// A 2-D box of shared memory (the tensor map's box and swizzle) into the tensor map's tensor at (inner,
+// outer), by the copy engine, in this thread's current bulk group; the engine clips what lies outside.
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, const void* src, int inner, int outer) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(smem_addr(src)), "r"(inner), "r"(outer)
+               : "memory");
+#endif
+}
+// Closes this thread's current bulk group.
+__device__ __forceinline__ void bulk_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until every bulk group this thread committed has read its shared memory.
+__device__ __forceinline__ void bulk_wait_read() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
 // `bytes` (a multiple of 16, both addresses 16-byte aligned) from global memory into shared memory by
 // the bulk copy engine, completing on bar.
 __device__ __forceinline__ void bulk_load_1d(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
@@ -2764,6 +2795,18 @@ __device__ __forceinline__ void store_pair_as(void* p, int64_t i, float v0, floa
     *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(v0, v1);
   } else {
     *reinterpret_cast<float2*>(static_cast<float*>(p) + i) = make_float2(v0, v1);
+  }
+}
+// Two 16-bit outputs of dtype kOut (not float32) as one word, v0 in the low half.
+template <ssmkit_dtype kOut>
+__device__ __forceinline__ uint32_t pack_pair_as(float v0, float v1) {
+  static_assert(kOut != SSMKIT_DTYPE_F32);
+  if constexpr (kOut == SSMKIT_DTYPE_F16) {
+    const __half2 h = __floats2half2_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t*>(&h);
   }
 }
 template <ssmkit_dtype kOut>
@@ -3166,8 +3209,11 @@ __global__ void __launch_bounds__(wgmma_traits::kThreads, 1)
 // warp's 16, k 4t .. 4t + 3 and 16 + 4t .. 19 + 4t of each k32 step) and widens them to w + 8 as u8 in
 // registers; the wgmmas are u8 x s8, and the tile removes 8 times each x row's sum (row_sum_s8_kernel) as
 // the kernel above does. Shared-memory traffic a k-tile: 40 KiB of copies, 8 KiB of int4 reads and 64 KiB
-// of x reads by the wgmmas: 112 KiB. The accumulators hold out^T, so the epilogue passes each warp's 16
-// columns by 32 rows at a time through its staging rows and stores 16-byte pieces of rows.
+// of x reads by the wgmmas: 112 KiB. The accumulators hold out^T: 16-bit outputs are stored transposed by
+// stmatrix into a staging of half the warpgroup's 256 x 64 slab in the 128-byte swizzle, which one bulk
+// tensor store writes out (the copy engine clips the edges) while the warps go on; float32 outputs, and
+// 16-bit ones whose rows are not 16-byte aligned, pass each warp's 16 columns by a round of rows through
+// its staging rows and leave as 16-byte pieces of rows (edge tiles from the registers).
 struct w4s_traits {
   static constexpr int kBM = 256;  // rows of x (wgmma's n)
   static constexpr int kBN = 128;  // rows of w (two warpgroups of 64, wgmma's m)
@@ -3183,13 +3229,20 @@ struct w4s_traits {
   // each), the warpgroup's 64 column scales and biases.
   static constexpr int kEpiWords = 2 * kBM + 2 * 64;
   static constexpr int kEpi = kBarriers + 2 * kStages * 8;
-  // Each consumer warp's staging: 32 rows of its 16 columns (float32: 64 bytes a row, at an 80-byte pitch;
-  // 16-bit: 32 bytes at 48), so that a store instruction's lanes (rows 2t + e, columns g + 8 rh) hit
-  // distinct banks.
-  static constexpr int kRoundRows = 32;
-  static constexpr int kOutWarp = kRoundRows * 80;
+  // Each consumer warp's staging: a round of rows of its 16 columns, 32 rows of 32 bytes at a 48-byte pitch
+  // for 16-bit outputs, 16 rows of 64 bytes at an 80-byte pitch for float32, so that a store instruction's
+  // lanes hit distinct banks.
+  static constexpr int kRoundRows16 = 32;
+  static constexpr int kRoundRows32 = 16;
+  static constexpr int kOutWarp = kRoundRows16 * 48;
+  static_assert(kRoundRows32 * 80 <= kOutWarp);
   static constexpr int kOut = kEpi + kConsumers * 2 * kEpiWords * 4;
-  static constexpr int kSmem = kOut + kConsumers * 4 * kOutWarp + 1024;
+  // The bulk store's staging of 16-bit outputs: half a tile a warpgroup (128 rows of x by its 64 columns,
+  // 128 bytes a row in the 128-byte swizzle), 1024-aligned.
+  static constexpr int kHalfRows = kBM / 2;
+  static constexpr int kBulkOut = (kOut + kConsumers * 4 * kOutWarp + 1023) / 1024 * 1024;
+  static constexpr int kBulkWarpgroup = kHalfRows * 128;
+  static constexpr int kSmem = kBulkOut + kConsumers * kBulkWarpgroup + 1024;
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = 232;
   static_assert(kStage % 1024 == 0 && kOut % 16 == 0 && kSmem <= 227 * 1024);
@@ -3225,14 +3278,25 @@ __device__ __forceinline__ void int4_chunk_to_a_u8(const uint4& r0, const uint4&
   a[2] = __byte_perm(e0, o0, 0x7362);
   a[3] = __byte_perm(e1, o1, 0x7362);
 }
+
+// Stores four 8 x 8 matrices of 16-bit values transposed: register i of each lane holds its fragment of
+// matrix i (row lane / 4, columns 2 (lane % 4) and + 1, the lower column in the low half), and lanes 8 i ..
+// 8 i + 7 give the addresses of the 16-byte rows of matrix i in memory, each of which is one column of the
+// fragment.
+__device__ __forceinline__ void stmatrix_x4_trans(void* p, const uint32_t (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_addr(p)),
+               "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+               : "memory");
+}
 #endif  // defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #undef SSMKIT_WGMMA_D128
 #undef SSMKIT_WGMMA_D128_OUT
 
-template <ssmkit_dtype kX, bool kOverlap>
+template <ssmkit_dtype kX, int kMode>
 __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
     gemm_w4s_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
-                    gemm_args g, int tiles_m, int tiles_n, const int* __restrict__ xsum) {
+                    const __grid_constant__ CUtensorMap map_out, gemm_args g, int tiles_m, int tiles_n,
+                    const int* __restrict__ xsum, bool bulk) {
   using T = w4s_traits;
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) uint8_t smem_raw[];
@@ -3286,8 +3350,11 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
     const int ct = tid - 128 * wg;
     // This thread's two rows of w in the tile, and their 16-byte chunks' offsets in the 64-byte swizzle.
     const int wr0 = cw * 64 + (warp & 3) * 16 + gq, wr1 = wr0 + 8;
+    uint8_t* const bulk_out = smem + T::kBulkOut + cw * T::kBulkWarpgroup;
     uint32_t it = 0;
     uint32_t parity = 0;
+    // Two k-tiles' A fragments, used in turn.
+    uint32_t a0[4][4] = {}, a1[4][4] = {};
     for (int u = first_unit; u < units; u += unit_stride, parity ^= 1) {
       const int2 tile = tile_of(u);
       const int64_t m0 = static_cast<int64_t>(tile.x) * T::kBM;
@@ -3310,7 +3377,7 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
       int acc[128];
 #pragma unroll
       for (int i = 0; i < 128; ++i) acc[i] = 0;
-      // A k-tile's A fragments: wait for its stage, read its int4 and widen it.
+      // A k-tile's A fragments: wait for its stage (k-tile `it`), read its int4 and widen it.
       auto fragments = [&](uint32_t(&af)[4][4]) {
         const int s = static_cast<int>(it % T::kStages);
         mbar_wait(full + s, (it / T::kStages) & 1);
@@ -3322,15 +3389,20 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
           int4_chunk_to_a_u8(r0, r1, tq, af[c]);
         }
       };
-      // The k-tile's four wgmmas on fragments af; with kOverlap the next k-tile's fragments are read and
-      // widened into nxt while they run. Then all of this warpgroup's wgmmas are waited for before its
-      // fragment registers are written again (writing them while a wgmma may still read them is
-      // undefined); the other warpgroup's wgmmas keep the tensor pipe busy meanwhile. The stage is free
-      // at once.
-      auto k_tile = [&](int kt, uint32_t(&af)[4][4], uint32_t(&nxt)[4][4]) {
-        const int s = static_cast<int>(it % T::kStages);
-        if (!kOverlap) fragments(af);
-        const uint64_t db = wgmma_desc(smem + s * T::kStage);
+      // A wgmma reads its A registers until it has finished: a fragment set is kept alive (and so its
+      // registers unused by anything else) up to the wait that covers its wgmmas.
+      auto keep = [&](uint32_t(&af)[4][4]) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) fence_operand(af[c][i]);
+        }
+#pragma unroll
+        for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+      };
+      // k-tile `it`'s four wgmmas on fragments af.
+      auto issue = [&](uint32_t(&af)[4][4]) {
+        const uint64_t db = wgmma_desc(smem + static_cast<int>(it % T::kStages) * T::kStage);
 #pragma unroll
         for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
         wgmma_fence();
@@ -3338,17 +3410,34 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
         for (int ks = 0; ks < 4; ++ks) wgmma_u8s8_rs_m64n256k32(acc, af[ks], db + 2 * ks);
         wgmma_commit();
         ++it;
-        if (kOverlap && kt + 1 < num_kt) fragments(nxt);
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
-        if (lane == 0) mbar_arrive(empty + s);
       };
-      uint32_t a0[4][4], a1[4][4];
-      if (kOverlap) fragments(a0);
+      // Mode 2: k-tile kt's wgmmas go in behind kt - 1's; once those have finished, kt - 1's stage is
+      // released and nxt, which they read, takes k-tile kt + 1's fragments while kt's run. Mode 1: nxt takes
+      // them while kt's wgmmas run alone, all of which are then waited for; the stage is free at once.
+      auto k_tile = [&](int kt, uint32_t(&af)[4][4], uint32_t(&nxt)[4][4]) {
+        issue(af);
+        if (kMode == 2) {
+          wgmma_wait<1>();
+          keep(nxt);
+          if (kt > 0 && lane == 0) mbar_arrive(empty + (it - 2) % T::kStages);
+          if (kt + 1 < num_kt) fragments(nxt);
+        } else {
+          if (kt + 1 < num_kt) fragments(nxt);
+          wgmma_wait<0>();
+          keep(af);
+          if (lane == 0) mbar_arrive(empty + (it - 1) % T::kStages);
+        }
+      };
+      fragments(a0);
       for (int kt = 0; kt < num_kt; kt += 2) {
         k_tile(kt, a0, a1);
         if (kt + 1 < num_kt) k_tile(kt + 1, a1, a0);
+      }
+      if (kMode == 2) {
+        wgmma_wait<0>();
+        keep(a0);
+        keep(a1);
+        if (lane == 0) mbar_arrive(empty + (it - 1) % T::kStages);
       }
 
       float* epi = reinterpret_cast<float*>(smem + T::kEpi) + (cw * 2 + parity) * T::kEpiWords;
@@ -3377,6 +3466,25 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
         return finish<false>(static_cast<float>(acc[nj * 4 + rh * 2 + e] - (e ? xs.y : xs.x)),
                              e ? as.y : as.x, ws[rh], bs[rh]);
       };
+      // Four 8 x 8 matrices of 16-bit outputs, n8 steps nj and nj + 1 by row halves rh: the accumulators of
+      // one step and row half, paired over e, are an 8 x 8 matrix of (output column, output row), which
+      // stmatrix .trans stores as 8 output rows of 16 bytes; lane L gives the address of row L % 8 of
+      // matrix L / 8 (step nj + L / 16, row half L / 8 % 2), at row_addr(x row of the step's 8, rh).
+      auto stm_pair = [&](auto out_dt, int nj, auto row_addr) {
+        constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
+        uint32_t r[4];
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj) {
+          float2 as;
+          int2 xs;
+          row_factors(nj + jj, as, xs);
+#pragma unroll
+          for (int rh = 0; rh < 2; ++rh) {
+            r[jj * 2 + rh] = pack_pair_as<kOut>(value(nj + jj, rh, 0, as, xs), value(nj + jj, rh, 1, as, xs));
+          }
+        }
+        stmatrix_x4_trans(row_addr((nj + (lane >> 4)) * 8 + (lane & 7), (lane >> 3) & 1), r);
+      };
       const int64_t col0 = n0 + cw * 64 + wl;
       auto store_tile = [&](auto out_dt) {
         constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
@@ -3397,30 +3505,40 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
           }
         }
       };
-      // A tile wholly inside the output with 16-byte aligned rows: 32 rows at a time through the warp's
-      // staging rows, then 16-byte pieces of the warp's 16 columns.
+      // A tile wholly inside the output with 16-byte aligned rows: a round of rows at a time through the
+      // warp's staging rows (16-bit outputs by stmatrix), then 16-byte pieces of the warp's 16 columns.
       auto store_staged = [&](auto out_dt) {
         constexpr ssmkit_dtype kOut = decltype(out_dt)::value;
         using out_t = std::conditional_t<kOut == SSMKIT_DTYPE_F32, float, uint16_t>;
         constexpr int kSize = static_cast<int>(sizeof(out_t));
         constexpr int kPitch = kSize == 4 ? 80 : 48;
-        constexpr int kPieces = 16 * kSize / 16;                // 16-byte pieces a row
-        constexpr int kPerLane = T::kRoundRows * kPieces / 32;  // pieces a lane a round
+        constexpr int kPieces = 16 * kSize / 16;                                // 16-byte pieces a row
+        constexpr int kRound = kSize == 4 ? T::kRoundRows32 : T::kRoundRows16;  // rows a round
+        constexpr int kPerLane = kRound * kPieces / 32;                         // pieces a lane a round
         uint8_t* st = smem + T::kOut + (warp - 4) * T::kOutWarp;
         out_t* base = static_cast<out_t*>(g.out) + m0 * g.n + n0 + cw * 64 + (warp & 3) * 16;
 #pragma unroll
-        for (int r0 = 0; r0 < T::kBM; r0 += T::kRoundRows) {
+        for (int r0 = 0; r0 < T::kBM; r0 += kRound) {
+          if constexpr (kOut != SSMKIT_DTYPE_F32) {
 #pragma unroll
-          for (int j = 0; j < T::kRoundRows / 8; ++j) {
-            const int nj = r0 / 8 + j;
-            float2 as;
-            int2 xs;
-            row_factors(nj, as, xs);
+            for (int q = 0; q < kRound / 16; ++q) {
+              stm_pair(out_dt, r0 / 8 + 2 * q,
+                       [&](int row, int rh) { return st + (row - r0) * kPitch + rh * 16; });
+            }
+          } else {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
+            for (int j = 0; j < kRound / 8; ++j) {
+              const int nj = r0 / 8 + j;
+              float2 as;
+              int2 xs;
+              row_factors(nj, as, xs);
 #pragma unroll
-              for (int rh = 0; rh < 2; ++rh) {
-                store_one_as<kOut>(st + (j * 8 + tq * 2 + e) * kPitch, gq + rh * 8, value(nj, rh, e, as, xs));
+              for (int e = 0; e < 2; ++e) {
+#pragma unroll
+                for (int rh = 0; rh < 2; ++rh) {
+                  store_one_as<kOut>(st + (j * 8 + tq * 2 + e) * kPitch, gq + rh * 8,
+                                     value(nj, rh, e, as, xs));
+                }
               }
             }
           }
@@ -3435,14 +3553,47 @@ __global__ void __launch_bounds__(w4s_traits::kThreads, 1)
           __syncwarp();
         }
       };
+      // 16-bit outputs through the copy engine (map_out; any tile, the engine clips the edges): each half
+      // of the warpgroup's 256 x 64 slab into its staging (the 128-byte swizzle: output row r's 16-byte
+      // piece c at r * 128 + (c ^ r % 8) * 16), then one bulk store of it, which drains while the next
+      // half and the next tile go on; the staging is written again once the previous store has read it.
+      auto store_bulk = [&](auto out_dt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (ct == 0) bulk_wait_read();
+          asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+#pragma unroll
+          for (int q = 0; q < T::kHalfRows / 16; ++q) {
+            stm_pair(out_dt, h * (T::kHalfRows / 8) + 2 * q, [&](int row, int rh) {
+              const int r = row - h * T::kHalfRows;
+              return bulk_out + r * 128 + (((2 * (warp & 3) + rh) ^ (r & 7)) << 4);
+            });
+          }
+          fence_proxy_async_shared();
+          asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+          if (ct == 0) {
+            tma_store_2d(&map_out, bulk_out, static_cast<int>(n0) + cw * 64,
+                         static_cast<int>(m0) + h * T::kHalfRows);
+            bulk_commit();
+          }
+        }
+      };
       const int out_size = g.out_dt == SSMKIT_DTYPE_F32 ? 4 : 2;
       const bool staged = m0 + T::kBM <= g.m && n0 + T::kBN <= g.n && (g.n * out_size) % 16 == 0 &&
                           (reinterpret_cast<uintptr_t>(g.out) & 15) == 0;
-      store_by_out_dtype(g, staged, store_staged, store_tile);
+      if (bulk && g.out_dt == SSMKIT_DTYPE_BF16) {
+        store_bulk(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_BF16>{});
+      } else if (bulk && g.out_dt == SSMKIT_DTYPE_F16) {
+        store_bulk(std::integral_constant<ssmkit_dtype, SSMKIT_DTYPE_F16>{});
+      } else {
+        store_by_out_dtype(g, staged, store_staged, store_tile);
+      }
     }
+    // The shared memory must outlive the last bulk stores' reads of it.
+    if (bulk && ct == 0) bulk_wait_read();
   }
 #else
-  (void)map_x, (void)map_w, (void)g, (void)tiles_m, (void)tiles_n, (void)xsum;
+  (void)map_x, (void)map_w, (void)map_out, (void)g, (void)tiles_m, (void)tiles_n, (void)xsum, (void)bulk;
   __trap();
 #endif
 }
@@ -4742,6 +4893,20 @@ bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// The tensor map of gemm_w4s_kernel's 16-bit output (rows x cols): boxes of half a tile's rows by 64 columns
+// in the 128-byte swizzle; false where the driver refuses it (the base or the row pitch not 16-byte aligned).
+bool out16_tensor_map(CUtensorMap* map, void* base, int64_t rows, int64_t cols) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr || (cols * 2) % 16 != 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols * 2)};
+  const cuuint32_t box[2] = {64, w4s_traits::kHalfRows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, base, dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // The tensor map of plain int4 weights for gemm_w4s_kernel: boxes of 128 rows x 64 bytes (one k-tile) in the
 // 64-byte swizzle; false where the driver refuses it.
 bool int4_swizzled_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes,
@@ -4764,10 +4929,17 @@ bool w4a8_swap_wanted() {
   return wanted;
 }
 
-// Whether gemm_w4s_kernel widens the next k-tile's fragments while the wgmmas run (the default;
-// SSMKIT_CUDA_W4S_OVERLAP=0 widens each k-tile's after the previous one's wgmmas have finished).
-bool w4s_overlap_wanted() {
-  static const bool wanted = env_flag("SSMKIT_CUDA_W4S_OVERLAP", true);
+// gemm_w4s_kernel's k-loop (SSMKIT_CUDA_W4S_MODE): 2 (the default) keeps one k-tile's wgmmas in flight
+// behind the next; 1 widens the next k-tile's fragments while the wgmmas run and waits for them all.
+int w4s_mode() {
+  static const int mode = env_int("SSMKIT_CUDA_W4S_MODE", 2);
+  return mode;
+}
+
+// Whether gemm_w4s_kernel stores 16-bit outputs through the copy engine where the output's tensor map can
+// be had (the default; SSMKIT_CUDA_W4S_BULK=0 stores them from the threads).
+bool w4s_bulk_wanted() {
+  static const bool wanted = env_flag("SSMKIT_CUDA_W4S_BULK", true);
   return wanted;
 }
 
@@ -4880,7 +5052,12 @@ status launch_w4s(const gemm_args& g, int dev, cudaStream_t stream, bool* launch
   device_limits lim;
   SSMKIT_RETURN_IF_ERROR(limits_of(dev, &lim));
   if (T::kSmem > lim.smem_optin) return ok_status();
-  auto* kernel = w4s_overlap_wanted() ? gemm_w4s_kernel<kX, true> : gemm_w4s_kernel<kX, false>;
+  // 16-bit outputs leave through the copy engine where their tensor map can be had.
+  CUtensorMap map_out;
+  std::memset(&map_out, 0, sizeof(map_out));
+  const bool bulk =
+      g.out_dt != SSMKIT_DTYPE_F32 && w4s_bulk_wanted() && out16_tensor_map(&map_out, g.out, g.m, g.n);
+  auto* kernel = w4s_mode() == 1 ? gemm_w4s_kernel<kX, 1> : gemm_w4s_kernel<kX, 2>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, T::kSmem, smem_done));
   cudaLaunchConfig_t cfg = {};
@@ -4891,8 +5068,8 @@ status launch_w4s(const gemm_args& g, int dev, cudaStream_t stream, bool* launch
   launch_workspace ws;
   const int* xsum = nullptr;
   SSMKIT_RETURN_IF_ERROR(launch_row_sums(g, dev, stream, &ws, &xsum));
-  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_x, map_w, g, static_cast<int>(tiles_m),
-                                       static_cast<int>(tiles_n), xsum));
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_x, map_w, map_out, g, static_cast<int>(tiles_m),
+                                       static_cast<int>(tiles_n), xsum, bulk));
   *launched = true;
   return ws.release();
 }
