@@ -187,14 +187,15 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
   // SMs with many k-tiles; tiles wholly inside an output whose rows are 16-byte aligned (n = 2600, 6000,
   // 520) leave through each warp's staging rows in shared memory, the others (n = 4100, 4097, and every
   // edge tile) from the fragment's registers; small k keeps the CPU reference short. Other devices run
-  // the same shapes on the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias, bfloat16 out), a sample
-  // of the exact int32 sums against the integer reference, and a second run. By default
-  // W4A8 runs them on the transposed kernel (256 x 128 tiles of out^T, the int4 weights widened in the
-  // consumers' registers as wgmma's A operand, 16-bit outputs leaving through the copy engine where the
-  // output's rows are 16-byte aligned, the rest from the threads; SSMKIT_CUDA_W4S_MODE=1 and
-  // SSMKIT_CUDA_W4S_BULK=0 take its earlier forms, see gemm.cu); SSMKIT_CUDA_W4A8_SWAP=0 takes the 128 x 256 kernel, whose W4A8 runs with 3
-  // int8 stages and a ring of 4 int4 stages that the copy engine fills ahead (SSMKIT_CUDA_W4A8_RING=0: the
-  // register producer and 4 int8 stages).
+  // the same shapes on the mma.sync tiled path. Against the CPU backend bit for bit (scales, bias,
+  // bfloat16 out), a sample of the exact int32 sums against the integer reference, and a second run. By
+  // default W4A8 runs them on the transposed kernel (256 x 128 tiles of out^T, the int4 weights widened in
+  // the consumers' registers as wgmma's A operand, 16-bit outputs leaving through the copy engine, edge
+  // tiles too, where the output's rows are 16-byte aligned, the rest from the threads;
+  // SSMKIT_CUDA_W4S_MODE=1 and SSMKIT_CUDA_W4S_BULK=0 take its earlier forms, see gemm.cu);
+  // SSMKIT_CUDA_W4A8_SWAP=0 takes the 128 x 256 kernel, whose W4A8 runs with 3 int8 stages and a ring of 4
+  // int4 stages that the copy engine fills ahead (SSMKIT_CUDA_W4A8_RING=0: the register producer and 4
+  // int8 stages).
   const PERSISTENT: readonly [number, number, number, string][] = [
     [1090, 4100, 160, '9 x 17 = 153 tiles, 2 k-tiles, k tail 32, m tail 66, n tail 4'],
     [2100, 2600, 96, '17 x 11 = 187 tiles, one k-tile of 96'],
