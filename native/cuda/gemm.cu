@@ -151,7 +151,8 @@
 //   alive until the wait that covers them (SSMKIT_CUDA_W4S_MODE=1 waits for all of them each k-tile), and
 //   16-bit outputs leave by stmatrix into a swizzled staging of half a warpgroup's slab and a bulk tensor
 //   store that drains while the kernel goes on (SSMKIT_CUDA_W4S_BULK=0 stores them from the threads):
-//   85.0 us at 2048 x 2560 x 10240 against 79.4-84.1 for W8A8 in the same runs. Without any epilogue the
+//   84.0-85.0 us at 2048 x 2560 x 10240 against 79.4-87.4 for W8A8 (faster in three paired runs of one
+//   machine session, slower in the two of another: at parity, not clearly ahead). Without any epilogue the
 //   kernel took 70-72 us there, and without widening (wrong sums, a timing probe) 88 against 89-90: what
 //   is left is the epilogue, during which both warpgroups leave the tensor pipe idle.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
