@@ -2610,11 +2610,11 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
-// Keeps the compiler from moving reads or writes of an accumulator across a wgmma still in flight.
-__device__ __forceinline__ void fence_operand(int& r) {
-  asm volatile("" : "+r"(r)::"memory");
-}
-__device__ __forceinline__ void fence_operand(uint32_t& r) {
+// Keeps the compiler from moving reads or writes of a wgmma's register operand (an accumulator, an A
+// fragment) across a wgmma still in flight.
+template <class Reg>
+__device__ __forceinline__ void fence_operand(Reg& r) {
+  static_assert(sizeof(Reg) == 4);
   asm volatile("" : "+r"(r)::"memory");
 }
 
@@ -4863,19 +4863,30 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
+// A 2-D tensor map of `rows` rows of `inner` elements of `type`, `pitch` bytes apart, in boxes of box_rows x
+// box_inner elements with the given swizzle; false where the driver refuses it. Boxes past the edges read
+// zeros (loads) or are clipped (stores).
+bool tensor_map_2d(CUtensorMap* map, CUtensorMapDataType type, const void* base, int64_t rows, int64_t inner,
+                   int64_t pitch, uint32_t box_inner, uint32_t box_rows, CUtensorMapSwizzle swizzle,
+                   CUtensorMapL2promotion promotion) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(pitch)};
+  const cuuint32_t box[2] = {box_inner, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, type, 2, const_cast<void*>(base), dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, promotion,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // The tensor map of a (rows, row_bytes) int8 matrix read in boxes of box_rows x 128 bytes in the 128-byte
 // swizzle; false where the driver refuses it. Boxes past the matrix's edges read zeros.
 bool int8_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes, int64_t used_bytes,
                      int box_rows) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (encode == nullptr) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(used_bytes), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
-  const cuuint32_t box[2] = {128, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
-                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return tensor_map_2d(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, base, rows, used_bytes, row_bytes, 128,
+                       static_cast<uint32_t>(box_rows), CU_TENSOR_MAP_SWIZZLE_128B,
+                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
 // The tensor map of plain int4 weights (rows, row_bytes) read in boxes of 256 rows x 64 bytes (one
@@ -4883,44 +4894,26 @@ bool int8_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t r
 // zeros.
 bool int4_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes,
                      int64_t used_bytes) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (encode == nullptr || row_bytes % 16 != 0) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(used_bytes), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
-  const cuuint32_t box[2] = {wgmma_traits::kBK / 2, wgmma_traits::kBN};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
-                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return row_bytes % 16 == 0 && tensor_map_2d(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, base, rows, used_bytes,
+                                              row_bytes, wgmma_traits::kBK / 2, wgmma_traits::kBN,
+                                              CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
 // The tensor map of gemm_w4s_kernel's 16-bit output (rows x cols): boxes of half a tile's rows by 64 columns
 // in the 128-byte swizzle; false where the driver refuses it (the base or the row pitch not 16-byte aligned).
 bool out16_tensor_map(CUtensorMap* map, void* base, int64_t rows, int64_t cols) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (encode == nullptr || (cols * 2) % 16 != 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols * 2)};
-  const cuuint32_t box[2] = {64, w4s_traits::kHalfRows};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, base, dims, strides, box, elem_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return (cols * 2) % 16 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0 &&
+         tensor_map_2d(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, base, rows, cols, cols * 2, 64,
+                       w4s_traits::kHalfRows, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE);
 }
 
 // The tensor map of plain int4 weights for gemm_w4s_kernel: boxes of 128 rows x 64 bytes (one k-tile) in the
 // 64-byte swizzle; false where the driver refuses it.
 bool int4_swizzled_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t row_bytes,
                               int64_t used_bytes) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (encode == nullptr || row_bytes % 16 != 0) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(used_bytes), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
-  const cuuint32_t box[2] = {w4s_traits::kBK / 2, w4s_traits::kBN};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
-                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_64B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return row_bytes % 16 == 0 && tensor_map_2d(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, base, rows, used_bytes,
+                                              row_bytes, w4s_traits::kBK / 2, w4s_traits::kBN,
+                                              CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
 // Whether W4A8 on the wgmma path takes the weights as the register operand (gemm_w4s_kernel, the default;
