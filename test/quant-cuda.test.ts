@@ -455,8 +455,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
     });
   }
 
-  // 256 rows take the wgmma paths on sm_90 (W4A8: its sums against w + 8 less 8 x sums at their largest,
-  // 8 x 128 x k).
+  // 256 rows take the wgmma paths on sm_90 (W4A8 on the transposed kernel: its sums of 16 w x at their
+  // largest, 16 x 8 x 128 x k).
   it('the extremes of int8 and int4 stay exact on every path', async () => {
     for (const [m, k] of [
       [1, 1024],
@@ -470,6 +470,22 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
       const w4 = await int4Tensor(new Int8Array(3 * k).fill(-8), 3, k).to(DEV);
       expect(Array.from(toF64(gemmW8A8Sync(a, w8, 1, 1)))).toEqual(new Array(3 * m).fill(k * 128 * 128));
       expect(Array.from(toF64(await gemmW4A8(a, w4, 1, 1)))).toEqual(new Array(3 * m).fill(k * 128 * 8));
+    }
+  });
+
+  // On sm_90 the transposed W4A8 kernel sums 16 w x in int32 (16 x 8 x 128 k at most) and takes k up to
+  // 131071; longer rows go to the kernel that sums (w + 8) x. Both sides of that bound, at the extremes.
+  it('gemmW4A8 at the extremes on both sides of the longest k of the transposed kernel', async () => {
+    for (const k of [131040, 131104]) {
+      const m = 256;
+      const a = await new Tensor('int8', new Int8Array(m * k).fill(-128), [m, k]).to(DEV);
+      const w4 = await int4Tensor(new Int8Array(3 * k).fill(-8), 3, k).to(DEV);
+      const mixed = new Int8Array(3 * k).map((_, i) => (i % 2 ? 7 : -8));
+      const w4m = await int4Tensor(mixed, 3, k).to(DEV);
+      expect(Array.from(toF64(await gemmW4A8(a, w4, 1, 1)))).toEqual(new Array(3 * m).fill(k * 128 * 8));
+      // Alternating -8 and 7: each pair of k adds -128 x (-8 + 7) = 128.
+      expect(Array.from(toF64(await gemmW4A8(a, w4m, 1, 1)))).toEqual(new Array(3 * m).fill((k / 2) * 128));
+      for (const t of [a, w4, w4m]) t.dispose();
     }
   });
 
