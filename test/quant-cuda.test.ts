@@ -838,14 +838,15 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
 
 // W8A8 on the given rows: exact int32 sums, and the CPU's bits with per-row and per-column scales, a
 // bias and every output dtype, for plain and packed weights.
-async function checkW8A8Rows(shapes: readonly (readonly [number, number, number])[]): Promise<void> {
+async function checkW8A8Rows(shapes: readonly (readonly [number, number, number])[], bits: 8 | 4 = 8): Promise<void> {
+  const { op, run, lo, hi } = A8_GEMMS[bits === 8 ? 0 : 1];
   for (const [m, n, k] of shapes) {
-    const rng = new Rng(m * 31 + n + k);
+    const rng = new Rng(m * 31 + n + k + bits);
     const a = ints(m * k, -128, 127, rng);
-    const w = ints(n * k, -128, 127, rng);
+    const w = ints(n * k, lo, hi, rng);
     const ref = intGemmRef(a, w, m, n, k);
     const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
-    const [wc, wg] = await both(new Tensor('int8', w, [n, k]));
+    const [wc, wg] = await both(weights(bits, w, n, k));
     const pg = await packWeights(wg);
     const as = randTensor([m], 'float32', () => 0.001 + rng.uniform() * 0.01);
     const ws = randTensor([n], 'float32', () => 0.001 + rng.uniform() * 0.01);
@@ -857,13 +858,13 @@ async function checkW8A8Rows(shapes: readonly (readonly [number, number, number]
       ['plain', wg],
       ['packed', pg],
     ] as const) {
-      const label = `gemmW8A8 [${m}, ${n}, ${k}] ${form}`;
+      const label = `${op} [${m}, ${n}, ${k}] ${form}`;
       poison(m * n * 4);
-      assertEqual(toF64(await gemmW8A8(ag, wt, 1, 1)), ref, label);
+      assertEqual(toF64(await run(ag, wt, 1, 1)), ref, label);
       for (const outDtype of DTYPES_FLOAT) {
         poison(m * n * 4);
-        const gpu = await gemmW8A8(ag, wt, asg, wsg, { bias: bg, outDtype });
-        const cpu = await gemmW8A8(ac, wc, asc, wsc, { bias: bc, outDtype });
+        const gpu = await run(ag, wt, asg, wsg, { bias: bg, outDtype });
+        const cpu = await run(ac, wc, asc, wsc, { bias: bc, outDtype });
         assertEqual(toF64(gpu), toF64(cpu), `${label} scaled, out ${outDtype}`);
       }
     }
@@ -904,10 +905,10 @@ async function checkW4A16Rows(shapes: readonly (readonly [number, number, number
   }
 }
 
-// The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 up to 16; k a multiple
-// of 128; at least a block of 32 columns for every other SM: n >= 2081 on the H200's 132; the other rows
-// of these shapes take the ring): W8A8 exact and the CPU's bits with its scales and bias, W4A16 against
-// the reference with plain and packed weights giving the same bits. Shapes: 2088 columns end in a
+// The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 and W4A8 up to 16; k a
+// multiple of 128; at least a block of 32 columns for every other SM: n >= 2081 on the H200's 132; the
+// other rows of these shapes take the ring): W8A8 and W4A8 exact and the CPU's bits with their scales and
+// bias, W4A16 against the reference with plain and packed weights giving the same bits. Shapes: 2088 columns end in a
 // group of three panels (the last block's panel pair has one absent) whose last panel is half columns
 // past n; one 128-k step (one warp a block); 11 steps over three warps (unequal ranges); one and two
 // m16 tiles of rows (8, 9, 16); groups of one step, two steps and the whole row. On sm_90 the stream path
@@ -924,6 +925,28 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
   ];
 
   it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () => checkW8A8Rows(SHAPES));
+
+  // W4A8's weights widen to 16 w there (sums shifted back by 4): the extremes of both operands too.
+  it('gemmW4A8: exact int32 and the CPU bits, plain and packed weights', async () => {
+    await checkW8A8Rows(SHAPES, 4);
+    for (const [m, n, k] of [
+      [1, 2088, 4096],
+      [16, 2560, 4096],
+    ] as const) {
+      const a = await new Tensor('int8', new Int8Array(m * k).fill(-128), [m, k]).to(DEV);
+      for (const v of [-8, 7]) {
+        const w = await int4Tensor(new Int8Array(n * k).fill(v), n, k).to(DEV);
+        const pw = await packWeights(w);
+        for (const wt of [w, pw]) {
+          poison(m * n * 4);
+          expect(Array.from(toF64(await gemmW4A8(a, wt, 1, 1)))).toEqual(new Array(m * n).fill(-128 * v * k));
+        }
+        w.dispose();
+        pw.dispose();
+      }
+      a.dispose();
+    }
+  });
 
   it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', () =>
     checkW4A16Rows(SHAPES));

@@ -3894,6 +3894,9 @@ constexpr int kPairMaxWarps = 16;
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gemm_args g) {
   constexpr bool kInt8 = kKind == KIND_W8A8;
+  constexpr bool kW4A8 = kKind == KIND_W4A8;
+  constexpr bool kIntX = kInt8 || kW4A8;  // int8 x, exact int32 sums
+  static_assert(!(kW4A8 && kGrouped), "the pair path takes W4A8 without groups");
   constexpr int kVecs = kInt8 ? 8 : 4;  // 16-byte weight vectors a lane and step
   extern __shared__ __align__(16) uint4 pair_smem[];
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
@@ -3962,9 +3965,20 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
     load_scales(s0, next_sb);
   }
   // x into shared memory: W4A16 as the weights' pairs, uint4 (row, 8-k group); W8A8 as words (row, step,
-  // 32 words), lane tq's 8 words of a step at 8 tq.
+  // 32 words), lane tq's 8 words of a step at 8 tq; W4A8 as words in place, for plain weights each pair of
+  // them (8 k) as its even k, then its odd k (the order in which a plain weight word widens, see below;
+  // a packed word holds k 0..3 in its low nibbles and 4..7 in its high ones, x's own order).
   const int m = static_cast<int>(g.m), k = static_cast<int>(g.k);
-  if constexpr (kInt8) {
+  if constexpr (kW4A8) {
+    uint4* xs = pair_smem;
+    const uint4* xg = static_cast<const uint4*>(g.a);
+    for (int q = static_cast<int>(threadIdx.x); q < m * k / 16; q += static_cast<int>(blockDim.x)) {
+      const uint4 v = xg[q];
+      xs[q] = kPlain ? make_uint4(__byte_perm(v.x, v.y, 0x6420), __byte_perm(v.x, v.y, 0x7531),
+                                  __byte_perm(v.z, v.w, 0x6420), __byte_perm(v.z, v.w, 0x7531))
+                     : v;
+    }
+  } else if constexpr (kInt8) {
     uint32_t* xs = reinterpret_cast<uint32_t*>(pair_smem);
     const uint4* xg = static_cast<const uint4*>(g.a);
     for (int q = static_cast<int>(threadIdx.x); q < m * k / 16; q += static_cast<int>(blockDim.x)) {
@@ -3989,7 +4003,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
     }
   }
   __syncthreads();
-  using Acc = std::conditional_t<kInt8, int, float>;
+  using Acc = std::conditional_t<kIntX, int, float>;
   Acc acc[2][kMT][4] = {};
   for (int s = s0; s < s1; ++s) {
     uint4 cur[kVecs];
@@ -4002,7 +4016,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       load(s + 1, next);
       load_scales(s + 1, next_sb);
     }
-    if constexpr (kInt8) {
+    if constexpr (kIntX) {
       uint32_t xw[kMT][8];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
@@ -4025,18 +4039,37 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
+        if constexpr (kW4A8) {
+          // Mma j takes k 32 tq + 8 j .. + 7 of each column (one word: plain, column c's vector; packed,
+          // k-step j's vector, its nibbles w + 8): each nibble widened into its byte's high half is 16 w
+          // as s8, the low nibbles in k-slots 4 tq.. and the high ones in 16 + 4 tq.. (plain: the even k,
+          // then the odd; packed: k 0..3, then 4..7), as x's words are staged. The sums are 16 times the
+          // products': exact, and shifted back before the warps' sums are added.
 #pragma unroll
-        for (int tl = 0; tl < 2; ++tl) {
-          // Column c's words of mma j: a0-like (k-slots 4 tq..) and a2-like (16 + 4 tq..).
-          auto word = [&](int c, int half) -> uint32_t {
-            if constexpr (kPlain) return word_at(cur[2 * c + j / 2], 2 * (j % 2) + half);
-            return word_at(cur[2 * j + half], c) ^ 0x80808080u;
-          };
-          const uint32_t a0 = word(2 * tl, 0), a1 = word(2 * tl + 1, 0), a2 = word(2 * tl, 1),
-                         a3 = word(2 * tl + 1, 1);
+          for (int tl = 0; tl < 2; ++tl) {
+            const uint32_t wa = kPlain ? word_at(cur[2 * tl], j) : word_at(cur[j], 2 * tl) ^ 0x88888888u;
+            const uint32_t wb =
+                kPlain ? word_at(cur[2 * tl + 1], j) : word_at(cur[j], 2 * tl + 1) ^ 0x88888888u;
+            const uint32_t a0 = (wa << 4) & 0xf0f0f0f0u, a1 = (wb << 4) & 0xf0f0f0f0u;
+            const uint32_t a2 = wa & 0xf0f0f0f0u, a3 = wb & 0xf0f0f0f0u;
 #pragma unroll
-          for (int mt = 0; mt < kMT; ++mt)
-            mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+            for (int mt = 0; mt < kMT; ++mt)
+              mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+          }
+        } else {
+#pragma unroll
+          for (int tl = 0; tl < 2; ++tl) {
+            // Column c's words of mma j: a0-like (k-slots 4 tq..) and a2-like (16 + 4 tq..).
+            auto word = [&](int c, int half) -> uint32_t {
+              if constexpr (kPlain) return word_at(cur[2 * c + j / 2], 2 * (j % 2) + half);
+              return word_at(cur[2 * j + half], c) ^ 0x80808080u;
+            };
+            const uint32_t a0 = word(2 * tl, 0), a1 = word(2 * tl + 1, 0), a2 = word(2 * tl, 1),
+                           a3 = word(2 * tl + 1, 1);
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt)
+              mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+          }
         }
       }
     } else {
@@ -4068,6 +4101,16 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
         multiply(acc);
       }
       if constexpr (kGrouped) add_group_scaled<kX, kMT>(acc, tmp, sb);  // scales in x's dtype: pair_takes
+    }
+  }
+  if constexpr (kW4A8) {
+#pragma unroll
+    for (int tl = 0; tl < 2; ++tl) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[tl][mt][e] >>= 4;
+      }
     }
   }
   // The warps' sums, added in warp order: value j = (tl kMT + mt) 4 + e of every lane.
@@ -5100,10 +5143,13 @@ bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   // Where it measured faster (H200, Nsight): W4A16 at one row (at four rows the ring was as fast or
   // faster on packed weights, whose bits plain weights must give); W8A8 on plain rows up to 16, and on
   // packed ones at one row (more packed rows: the ring).
-  const int64_t max_m = kKind == KIND_W4A16 || packed ? 1 : 16;
+  // W4A8 (no other path of its rows is as fast) up to 16 rows, plain and packed, k <= 131071 (its sums of
+  // 16 w x in int32).
+  const int64_t max_m = kKind == KIND_W4A8 ? 16 : kKind == KIND_W4A16 || packed ? 1 : 16;
   if (g.m < 1 || g.m > max_m || g.k <= 0 || g.k % kPairStepK != 0) return false;
+  if (kKind == KIND_W4A8 && (kGrouped || g.k > kW4sMaxK)) return false;
   if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
-  if (g.m * g.k * (kKind == KIND_W8A8 ? 1 : 2) > kPairMaxXBytes) return false;
+  if (g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1) > kPairMaxXBytes) return false;
   device_limits lim;
   if (!limits_of(dev, &lim).ok()) return false;
   const int64_t blocks = (g.n + kPairCols - 1) / kPairCols;
@@ -5115,7 +5161,7 @@ status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   // About five steps a warp (the probe's best at k = 2560 and 5120), at most kPairMaxWarps.
   const int64_t steps = g.k / kPairStepK;
   const int warps = static_cast<int>(std::min<int64_t>(kPairMaxWarps, std::max<int64_t>(1, (steps + 4) / 5)));
-  const int64_t x_bytes = g.m * g.k * (kKind == KIND_W8A8 ? 1 : 2);
+  const int64_t x_bytes = g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1);
   const int64_t red_bytes = static_cast<int64_t>(warps) * 2 * kMT * 4 * 32 * 4;
   const int smem = static_cast<int>(std::max(x_bytes, red_bytes));
   auto* kernel = gemm_pair_kernel<kKind, kX, kGrouped, kPlain, kMT>;
@@ -5126,13 +5172,14 @@ status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   return ok_status();
 }
 
-// Two m16 tiles of rows only where pair_takes lets more than 8 rows through: plain W8A8.
+// Two m16 tiles of rows only where pair_takes lets more than 8 rows through: plain W8A8, and W4A8.
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
 status launch_pair(const gemm_args& g, int dev, cudaStream_t stream) {
   if (g.m <= 8) return launch_pair_mt<kKind, kX, kGrouped, kPlain, 1>(g, dev, stream);
-  if constexpr (kKind == KIND_W8A8 && kPlain)
+  if constexpr ((kKind == KIND_W8A8 && kPlain) || kKind == KIND_W4A8)
     return launch_pair_mt<kKind, kX, kGrouped, kPlain, 2>(g, dev, stream);
-  return make_status(status_code::internal, "gemm: the pair path takes more than 8 rows of plain W8A8 only");
+  return make_status(status_code::internal,
+                     "gemm: the pair path takes more than 8 rows of plain W8A8 and W4A8 only");
 }
 
 // Stream path: whether it may take its rows (SSMKIT_CUDA_STREAM=0 leaves them to the pair path, for
@@ -5417,9 +5464,9 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         return launch_group<kX, kGrouped, true>(g, dev, stream);
       }
     }
-    // One row of W4A16 or W8A8, or plain W8A8 up to 16 rows, with whole 128-k steps: the pair path
+    // One row of W4A16 or W8A8, or plain W8A8 and W4A8 up to 16 rows, with whole 128-k steps: the pair path
     // (pair_takes), plain and packed weights alike.
-    if constexpr (kKind != KIND_W4A8 && !(kKind == KIND_W8A8 && kGrouped)) {
+    if constexpr (!(kKind != KIND_W4A16 && kGrouped)) {
       if (pair_takes<kKind, kX, kGrouped>(g, packed, bases16, dev)) {
         g.w = static_cast<const uint8_t*>(w.data);
         g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
