@@ -4,7 +4,8 @@
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have ten paths, chosen per call:
 // - pair (one row of W4A16 with 16-bit x, plain or packed weights; W8A8 plain rows up to 16 and packed
-//   at one row; k a multiple of 128 and groups of a multiple of 128 in x's dtype; x small enough to
+//   at one row; W4A8 without groups up to 16 rows, plain or packed, k <= 131071; k a multiple of 128 and
+//   groups of a multiple of 128 in x's dtype; x small enough to
 //   stage; at least a block for every other SM; not in a PDL chain, whose decode step keeps the ring and
 //   GEMV kernels it was measured with): a block of 32 columns and all of k,
 //   its warps splitting k and adding their sums in shared memory (design and measurements at the
@@ -3879,6 +3880,13 @@ __device__ __forceinline__ void finish_set_sums(const gemm_args& g, int m, const
 // - W8A8 (m16n8k32, exact int32 sums): a step's mma j takes k-slots 4 tq.. and 16 + 4 tq.. from plain
 //   bytes 64 (j / 2) + 16 tq + 8 (j % 2) (+ 4), or from the packed k-steps 8 j + tq and 8 j + 4 + tq
 //   (bytes w + 128); x is staged so that lane tq's 8 words of a step are contiguous.
+// - W4A8 (m16n8k32, exact int32 sums): the weights' vectors as W4A16's; mma j takes word j of each column
+//   (k 32 tq + 8 j .. + 7), each nibble widened into its byte's high half (16 w as s8, packed nibbles
+//   w + 8 flipped first): the low nibbles in k-slots 4 tq.., the high ones in 16 + 4 tq.., x staged in the
+//   same order (plain: even k, then odd; packed: k 0..3, then 4..7). The sums, 16 times the products',
+//   are shifted back by 4 before the warps' sums are added. Measured (H200, bench/quant-gpu.mjs --decode,
+//   device time, 2560 x 10240): 1 row plain 10.5 us (the GEMV 14.4), packed 9.9 (9.6); 16 rows plain 13.1
+//   (the decode kernel 46.0), packed 11.9 (45.1).
 // Measured (H200, Nsight, caches flushed; SSMKIT_CUDA_PAIR=0 for the kernels before it, same build): one
 // row at 2560 x 10240, W4A16 packed 10.0-10.3 us (ring 11.6-12.2), plain 9.9 (ring 13.0-13.2); W8A8
 // packed 11.2-12.0 (GEMV 13.1-13.2), plain 10.9 (GEMV 16.7-17.7), plain 16 rows 15.8-16.1 (skinny 30.5);
