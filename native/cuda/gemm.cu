@@ -5073,8 +5073,9 @@ status launch_wgmma(const gemm_args& g, int dev, cudaStream_t stream, bool* laun
   return ws.release();
 }
 
-// The longest k gemm_w4s_kernel takes: its sums of 16 w x stay in int32 (16 x 8 x 128 x 131071 < 2^31).
-constexpr int64_t kW4sMaxK = 131071;
+// The longest k of the W4A8 kernels that widen int4 to 16 w (gemm_w4s_kernel, the pair path): their int32
+// sums of 16 w x stay exact (16 x 8 x 128 x 131071 < 2^31).
+constexpr int64_t kW4x16MaxK = 131071;
 
 // Launches gemm_w4s_kernel (W4A8, plain int4 weights); *launched as launch_wgmma's.
 template <ssmkit_dtype kX>
@@ -5082,7 +5083,7 @@ status launch_w4s(const gemm_args& g, int dev, cudaStream_t stream, bool* launch
   using T = w4s_traits;
   *launched = false;
   // Its int32 sums are 16 times the products' (the weights widened to 16 w): at most 16 x 8 x 128 k.
-  if (g.k > kW4sMaxK) return ok_status();
+  if (g.k > kW4x16MaxK) return ok_status();
   const int64_t tiles_m = (g.m + T::kBM - 1) / T::kBM;
   const int64_t tiles_n = (g.n + T::kBN - 1) / T::kBN;
   const int64_t units = tiles_m * tiles_n;
@@ -5155,7 +5156,7 @@ bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   // 16 w x in int32).
   const int64_t max_m = kKind == KIND_W4A8 ? 16 : kKind == KIND_W4A16 || packed ? 1 : 16;
   if (g.m < 1 || g.m > max_m || g.k <= 0 || g.k % kPairStepK != 0) return false;
-  if (kKind == KIND_W4A8 && (kGrouped || g.k > kW4sMaxK)) return false;
+  if (kKind == KIND_W4A8 && (kGrouped || g.k > kW4x16MaxK)) return false;
   if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
   if (g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1) > kPairMaxXBytes) return false;
   device_limits lim;
