@@ -20,7 +20,8 @@
 // same card: pass its output with --peers FILE (JSON lines); without it the issue's numbers are shown.
 //
 // On sm_90 the W8A8 and W4A8 rows with M > 64 take the wgmma kernels (W4A8 the transposed one, its int4
-// weights widened in the consumers' registers as wgmma's A operand, one k-tile's wgmmas in flight behind
+// weights widened to 16 w in the consumers' registers as wgmma's A operand, one kernel a call, no x row
+// sums (k <= 131071), one k-tile's wgmmas in flight behind
 // the next, 16-bit outputs through the copy engine; SSMKIT_CUDA_W4S_MODE=1 (all wgmmas waited for each
 // k-tile) and SSMKIT_CUDA_W4S_BULK=0 (outputs stored by the threads) take the earlier forms (gemm.cu);
 // SSMKIT_CUDA_W4A8_SWAP=0 takes W8A8's kernel, whose producer
@@ -32,7 +33,8 @@
 // (the same as --only w8a8-decode,w4a16,w4a8 without W4A8's M > 64 row); the checks always run.
 // On sm_90 plain W8A8 rows of whole 128-k steps at 8 <= M <= 16 take the stream path (gemm.cu);
 // SSMKIT_CUDA_STREAM=0 leaves them to the pair path (the title line says so). Rows of whole 128-k steps take
-// the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1;
+// the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1,
+// W4A8 without groups up to M = 16 (plain and packed);
 // SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 W4A16 rows of
 // whole 128-k steps at 1 <= M <= 16 whose 64-column groups fill one wave (M = 16 at 8192^2) take the group
 // path first; SSMKIT_CUDA_GROUP=0 leaves them to the pair path and the ring (the title line says so). On sm_90 the other decode
