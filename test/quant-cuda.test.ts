@@ -836,9 +836,9 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
   }
 });
 
-// W8A8 on the given rows: exact int32 sums, and the CPU's bits with per-row and per-column scales, a
-// bias and every output dtype, for plain and packed weights.
-async function checkW8A8Rows(shapes: readonly (readonly [number, number, number])[], bits: 8 | 4 = 8): Promise<void> {
+// W8A8 (bits 8) or W4A8 (bits 4) on the given rows: exact int32 sums, and the CPU's bits with per-row and
+// per-column scales, a bias and every output dtype, for plain and packed weights.
+async function checkA8Rows(shapes: readonly (readonly [number, number, number])[], bits: 8 | 4 = 8): Promise<void> {
   const { op, run, lo, hi } = A8_GEMMS[bits === 8 ? 0 : 1];
   for (const [m, n, k] of shapes) {
     const rng = new Rng(m * 31 + n + k + bits);
@@ -924,11 +924,11 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
     [1, 10240, 5120],
   ];
 
-  it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () => checkW8A8Rows(SHAPES));
+  it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () => checkA8Rows(SHAPES));
 
   // W4A8's weights widen to 16 w there (sums shifted back by 4): the extremes of both operands too.
   it('gemmW4A8: exact int32 and the CPU bits, plain and packed weights', async () => {
-    await checkW8A8Rows(SHAPES, 4);
+    await checkA8Rows(SHAPES, 4);
     for (const [m, n, k] of [
       [1, 2088, 4096],
       [16, 2560, 4096],
@@ -961,7 +961,7 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
 // pair path or the ring: the same bits.
 describe.skipIf(!CUDA)(`the stream path of plain W8A8 rows${SKIP}`, () => {
   it('gemmW8A8: exact int32 and the CPU bits, plain and packed weights', () =>
-    checkW8A8Rows([
+    checkA8Rows([
       [8, 10240, 2560],
       [8, 530, 256],
       [9, 23, 128],

@@ -5146,19 +5146,25 @@ bool pair_allowed() {
 // steps (and groups of whole steps, their scales in x's dtype), x small enough to stage, outside a PDL
 // chain and its folds (the decode step keeps the ring and GEMV kernels it was measured with), and at least
 // a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
+// The bytes of x the pair kernel stages in shared memory: 16-bit x for W4A16, int8 for W8A8 and W4A8.
+template <int kKind>
+int64_t pair_x_bytes(const gemm_args& g) {
+  return g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1);
+}
+
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !pair_allowed()) return false;
   // Where it measured faster (H200, Nsight): W4A16 at one row (at four rows the ring was as fast or
   // faster on packed weights, whose bits plain weights must give); W8A8 on plain rows up to 16, and on
-  // packed ones at one row (more packed rows: the ring).
-  // W4A8 (no other path of its rows is as fast) up to 16 rows, plain and packed, k <= 131071 (its sums of
-  // 16 w x in int32).
-  const int64_t max_m = kKind == KIND_W4A8 ? 16 : kKind == KIND_W4A16 || packed ? 1 : 16;
+  // packed ones at one row (more packed rows: the ring). W4A8 without groups (no other path of its rows is
+  // as fast; run_gemm_w sends it no groups) up to 16 rows, plain and packed, k <= 131071 (its sums of 16 w x
+  // in int32).
+  const int64_t max_m = kKind == KIND_W4A16 || (kKind == KIND_W8A8 && packed) ? 1 : 16;
   if (g.m < 1 || g.m > max_m || g.k <= 0 || g.k % kPairStepK != 0) return false;
-  if (kKind == KIND_W4A8 && (kGrouped || g.k > kW4x16MaxK)) return false;
+  if (kKind == KIND_W4A8 && g.k > kW4x16MaxK) return false;
   if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
-  if (g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1) > kPairMaxXBytes) return false;
+  if (pair_x_bytes<kKind>(g) > kPairMaxXBytes) return false;
   device_limits lim;
   if (!limits_of(dev, &lim).ok()) return false;
   const int64_t blocks = (g.n + kPairCols - 1) / kPairCols;
@@ -5170,7 +5176,7 @@ status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   // About five steps a warp (the probe's best at k = 2560 and 5120), at most kPairMaxWarps.
   const int64_t steps = g.k / kPairStepK;
   const int warps = static_cast<int>(std::min<int64_t>(kPairMaxWarps, std::max<int64_t>(1, (steps + 4) / 5)));
-  const int64_t x_bytes = g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1);
+  const int64_t x_bytes = pair_x_bytes<kKind>(g);
   const int64_t red_bytes = static_cast<int64_t>(warps) * 2 * kMT * 4 * 32 * 4;
   const int smem = static_cast<int>(std::max(x_bytes, red_bytes));
   auto* kernel = gemm_pair_kernel<kKind, kX, kGrouped, kPlain, kMT>;
