@@ -1,7 +1,8 @@
 // GPU benchmark of the quantization family (native/cuda/gemm.cu, and hadamard from quant.cu) at the
 // rows of issue 8: W8A8 at 2048 x 2560 x 10240 and 8192^3, W8A8 decode (M = 1, 4, 16) at 2560 x 10240,
 // W4A16 bf16 at M = 1 and 4 (2560 x 10240), M = 16 (8192^2) and the decode step's out_proj (5120 ->
-// 2560) and x_proj (5120 -> 192), W4A8 at M = 2048 and 8192^3 (against our W8A8), 1 and 16, and
+// 2560) and x_proj (5120 -> 192), W4A8 at M = 2048 and 8192^3 (against our W8A8), 1 and 16 (without
+// groups, and with groups of 128 as the model runner's W4A8 layers), and
 // hadamard over 8 x 2048 tokens x 5120 against a device copy of the same bytes. --decode runs the
 // checks and the rows of M <= 16 only.
 //
@@ -34,7 +35,7 @@
 // On sm_90 plain W8A8 rows of whole 128-k steps at 8 <= M <= 16 take the stream path (gemm.cu);
 // SSMKIT_CUDA_STREAM=0 leaves them to the pair path (the title line says so). Rows of whole 128-k steps take
 // the pair path where it measured faster: W4A16 at M = 1, W8A8 plain up to M = 16 and packed at M = 1,
-// W4A8 without groups up to M = 16 (plain and packed);
+// W4A8 up to M = 16 (plain and packed, groups or none);
 // SSMKIT_CUDA_PAIR=0 leaves them to the paths below (the title line says so). On sm_90 W4A16 rows of
 // whole 128-k steps at 1 <= M <= 16 whose 64-column groups fill one wave (M = 16 at 8192^2) take the group
 // path first; SSMKIT_CUDA_GROUP=0 leaves them to the pair path and the ring (the title line says so). On sm_90 the other decode
@@ -395,22 +396,24 @@ function benchW8A8(M, K, N, outDtype = 'bfloat16') {
   return us;
 }
 
-function benchW4A8(M, K, N, w8a8Us) {
+function benchW4A8(M, K, N, w8a8Us, groupSize) {
   const a = int8Dev(M, K);
   const ws = copiesFor((N * K) / 2, () => int4Dev(N, K));
   const as = floatDev([M], 'float32', 0.001, 0.01);
-  const wsc = floatDev([N], 'float32', 0.001, 0.01);
-  const us = timeIt((i) => s.gemmW4A8Sync(a, ws[i % ws.length], as, wsc, { outDtype: 'bfloat16' })) * 1e6;
+  const wsc = floatDev(groupSize ? [N, K / groupSize] : [N], 'float32', 0.001, 0.01);
+  const opts = groupSize ? { outDtype: 'bfloat16', groupSize } : { outDtype: 'bfloat16' };
+  const groups = groupSize ? `, groups of ${groupSize}` : '';
+  const us = timeIt((i) => s.gemmW4A8Sync(a, ws[i % ws.length], as, wsc, opts)) * 1e6;
   const ops = 2 * M * N * K;
   const floor = Math.max(ops / INT8_PEAK, (M * K + (N * K) / 2 + M * N * 2) / BW) * 1e6;
   const what = M > 64 ? 'int8 tensor-core peak' : 'int4 weight bytes at 4.2 TB/s';
   const peer = w8a8Us === undefined ? ['our W8A8 (not run)', undefined] : [`our W8A8 ${w8a8Us.toFixed(1)} us`, w8a8Us];
-  report(`W4A8 bf16 out, M x K x N = ${M} x ${K} x ${N}`, us, floor, what, peer);
+  report(`W4A8 bf16 out, M x K x N = ${M} x ${K} x ${N}${groups}`, us, floor, what, peer);
   if (M <= 16) {
-    const call = (w) => (i) => s.gemmW4A8Sync(a, w[i % w.length], as, wsc, { outDtype: 'bfloat16' });
-    reportDevice(`W4A8 M x K x N = ${M} x ${K} x ${N}`, call(ws), floor);
-    const packed = ws.map((w) => s.packWeightsSync(w));
-    reportDevice(`W4A8 packed M x K x N = ${M} x ${K} x ${N}`, call(packed), floor);
+    const call = (w) => (i) => s.gemmW4A8Sync(a, w[i % w.length], as, wsc, opts);
+    reportDevice(`W4A8 M x K x N = ${M} x ${K} x ${N}${groups}`, call(ws), floor);
+    const packed = ws.map((w) => s.packWeightsSync(w, groupSize ? { groupSize } : undefined));
+    reportDevice(`W4A8 packed M x K x N = ${M} x ${K} x ${N}${groups}`, call(packed), floor);
     for (const p of packed) p.dispose();
   }
   for (const t of [a, as, wsc, ...ws]) t.dispose();
@@ -527,6 +530,9 @@ if (wanted('w4a8')) {
   }
   benchW4A8(1, 2560, 10240, w8a8Decode);
   benchW4A8(16, 2560, 10240, w8a8Decode16);
+  // The model runner's W4A8 layers: float32 scales a group of 128.
+  benchW4A8(1, 2560, 10240, w8a8Decode, 128);
+  benchW4A8(16, 2560, 10240, w8a8Decode16, 128);
 }
 if (wanted('hadamard')) benchHadamard();
 busyWork.dispose();

@@ -948,6 +948,46 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
     }
   });
 
+  // W4A8 with groups there: each warp's int32 sums of a group (exact) times the group's scale into float32
+  // totals, so against the reference and the CPU within tolerance; packed weights give the plain weights'
+  // bits and a second run the same bits. Groups of one step, two steps (a group split between two warps
+  // where a warp's range starts mid-group) and the whole row; scales in every float dtype.
+  it('gemmW4A8 with groups: against the reference and the CPU, plain and packed weights giving the same bits', async () => {
+    for (const [m, n, k] of SHAPES) {
+      for (const gs of [128, 256, k]) {
+        if (k % gs !== 0) continue;
+        for (const sdt of DTYPES_FLOAT) {
+          const rng = new Rng(m * 7 + n + k + gs);
+          const a = ints(m * k, -128, 127, rng);
+          const w = ints(n * k, -8, 7, rng);
+          const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
+          const ws = randTensor([n, k / gs], sdt, () => 0.01 + rng.uniform());
+          const bias = randTensor([n], 'bfloat16', () => rng.normal());
+          const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
+          const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+          const [wc, wg] = await both(int4Tensor(w, n, k));
+          const pg = await packWeights(wg, { groupSize: gs });
+          const [asc, asg] = await both(as.t);
+          const [wsc, wsg] = await both(ws.t);
+          const [bc, bg] = await both(bias.t);
+          const label = `gemmW4A8 [${m}, ${n}, ${k}] groupSize ${gs}, ${sdt} scales`;
+          const opts = { bias: bg, groupSize: gs, outDtype: 'float32' } as const;
+          poison(m * n * 4);
+          const gpu = toF64(await gemmW4A8(ag, wg, asg, wsg, opts));
+          const tol = scaled(TOL_INT.float32, maxAbs(ref));
+          assertClose(gpu, ref, tol, label);
+          const cpu = toF64(await gemmW4A8(ac, wc, asc, wsc, { bias: bc, groupSize: gs, outDtype: 'float32' }));
+          assertClose(gpu, cpu, tol, `${label} vs CPU`);
+          poison(m * n * 4);
+          assertEqual(toF64(await gemmW4A8(ag, pg, asg, wsg, opts)), gpu, `${label}, packed`);
+          poison(m * n * 4);
+          assertEqual(toF64(await gemmW4A8(ag, wg, asg, wsg, opts)), gpu, `${label}, second run`);
+          for (const t of [ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg]) t.dispose();
+        }
+      }
+    }
+  });
+
   it('gemmW4A16: float16 and bfloat16 x against the reference, plain and packed weights giving the same bits', () =>
     checkW4A16Rows(SHAPES));
 });

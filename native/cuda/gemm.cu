@@ -4,8 +4,8 @@
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have ten paths, chosen per call:
 // - pair (one row of W4A16 with 16-bit x, plain or packed weights; W8A8 plain rows up to 16 and packed
-//   at one row; W4A8 without groups up to 16 rows, plain or packed, k <= 131071; k a multiple of 128 and
-//   groups of a multiple of 128 in x's dtype; x small enough to
+//   at one row; W4A8 up to 16 rows, plain or packed, k <= 131071; k a multiple of 128 and groups of a
+//   multiple of 128, W4A16's scales in x's dtype; x small enough to
 //   stage; at least a block for every other SM; not in a PDL chain, whose decode step keeps the ring and
 //   GEMV kernels it was measured with): a block of 32 columns and all of k,
 //   its warps splitting k and adding their sums in shared memory (design and measurements at the
@@ -3884,9 +3884,11 @@ __device__ __forceinline__ void finish_set_sums(const gemm_args& g, int m, const
 //   (k 32 tq + 8 j .. + 7), each nibble widened into its byte's high half (16 w as s8, packed nibbles
 //   w + 8 flipped first): the low nibbles in k-slots 4 tq.., the high ones in 16 + 4 tq.., x staged in the
 //   same order (plain: even k, then odd; packed: k 0..3, then 4..7). The sums, 16 times the products',
-//   are shifted back by 4 before the warps' sums are added. Measured (H200, bench/quant-gpu.mjs --decode,
-//   device time, 2560 x 10240): 1 row plain 10.5 us (the GEMV 14.4), packed 9.9 (9.6); 16 rows plain 13.1
-//   (the decode kernel 46.0), packed 11.9 (45.1).
+//   are shifted back by 4 before the warps' sums are added. With groups (multiples of 128), a warp keeps
+//   the int32 sums of its current group and adds them, shifted back and times the column's group scale
+//   (any float dtype), into float32 totals at the group's last step or its range's. Measured (H200,
+//   bench/quant-gpu.mjs --decode, device time, 2560 x 10240): 1 row plain 10.5 us (the GEMV 14.4), packed 9.9
+//   (9.6); 16 rows plain 13.1 (the decode kernel 46.0), packed 11.9 (45.1).
 // Measured (H200, Nsight, caches flushed; SSMKIT_CUDA_PAIR=0 for the kernels before it, same build): one
 // row at 2560 x 10240, W4A16 packed 10.0-10.3 us (ring 11.6-12.2), plain 9.9 (ring 13.0-13.2); W8A8
 // packed 11.2-12.0 (GEMV 13.1-13.2), plain 10.9 (GEMV 16.7-17.7), plain 16 rows 15.8-16.1 (skinny 30.5);
@@ -3904,7 +3906,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   constexpr bool kInt8 = kKind == KIND_W8A8;
   constexpr bool kW4A8 = kKind == KIND_W4A8;
   constexpr bool kIntX = kInt8 || kW4A8;  // int8 x, exact int32 sums
-  static_assert(!(kW4A8 && kGrouped), "the pair path takes W4A8 without groups");
+  static_assert(!(kInt8 && kGrouped), "the pair path takes W8A8 without groups");
   constexpr int kVecs = kInt8 ? 8 : 4;  // 16-byte weight vectors a lane and step
   extern __shared__ __align__(16) uint4 pair_smem[];
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
@@ -3946,23 +3948,33 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       }
     }
   };
-  // Group scales (16-bit: x's dtype) are requested with the weights, volatile so that they are not
-  // sunk to their use.
+  // Group scales (W4A16: 16-bit, x's dtype; W4A8: their bits in g.w_scale_dt) are requested with the
+  // weights, volatile so that they are not sunk to their use.
   const unsigned short* srow[4] = {};
+  const unsigned* srow32[4] = {};
   if constexpr (kGrouped) {
 #pragma unroll
-    for (int c = 0; c < 4; ++c)
-      srow[c] = static_cast<const unsigned short*>(g.w_scale) + min64(col0 + c, g.n - 1) * g.groups;
+    for (int c = 0; c < 4; ++c) {
+      const int64_t first = min64(col0 + c, g.n - 1) * g.groups;
+      srow[c] = static_cast<const unsigned short*>(g.w_scale) + first;
+      if constexpr (kW4A8) srow32[c] = static_cast<const unsigned*>(g.w_scale) + first;
+    }
   }
   const int steps_per_group = static_cast<int>(g.group_size / kPairStepK);
   auto load_scales = [&](int s, uint32_t(&sb)[4]) {
     if constexpr (kGrouped) {
       const int gi = s / steps_per_group;
+      if (kW4A8 && g.w_scale_dt == SSMKIT_DTYPE_F32) {
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        unsigned short v;
-        asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(srow[c] + gi));
-        sb[c] = v;
+        for (int c = 0; c < 4; ++c)
+          asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(sb[c]) : "l"(srow32[c] + gi));
+      } else {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          unsigned short v;
+          asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(srow[c] + gi));
+          sb[c] = v;
+        }
       }
     }
   };
@@ -4011,8 +4023,11 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
     }
   }
   __syncthreads();
-  using Acc = std::conditional_t<kIntX, int, float>;
+  // Exact int32 totals for W8A8 and W4A8 without groups; float32 ones for W4A16, and for W4A8 with groups
+  // (gacc: the int32 sums of the warp's current group, 16 times the products').
+  using Acc = std::conditional_t<kIntX && !kGrouped, int, float>;
   Acc acc[2][kMT][4] = {};
+  int gacc[2][kMT][4] = {};
   for (int s = s0; s < s1; ++s) {
     uint4 cur[kVecs];
     uint32_t sb[4];
@@ -4061,8 +4076,13 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
             const uint32_t a0 = (wa << 4) & 0xf0f0f0f0u, a1 = (wb << 4) & 0xf0f0f0f0u;
             const uint32_t a2 = wa & 0xf0f0f0f0u, a3 = wb & 0xf0f0f0f0u;
 #pragma unroll
-            for (int mt = 0; mt < kMT; ++mt)
-              mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+            for (int mt = 0; mt < kMT; ++mt) {
+              if constexpr (kGrouped) {
+                mma_s8(gacc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+              } else {
+                mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+              }
+            }
           }
         } else {
 #pragma unroll
@@ -4077,6 +4097,26 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
 #pragma unroll
             for (int mt = 0; mt < kMT; ++mt)
               mma_s8(acc[tl][mt], a0, a1, a2, a3, xw[mt][2 * j], xw[mt][2 * j + 1]);
+          }
+        }
+      }
+      // W4A8 with groups: the group's sums (exact, so the shift is too) times its scales into the totals
+      // at its last step, or at the last of the warp's range (a group split between warps is added by each).
+      if constexpr (kW4A8 && kGrouped) {
+        if ((s + 1) % steps_per_group == 0 || s + 1 == s1) {
+#pragma unroll
+          for (int tl = 0; tl < 2; ++tl) {
+            const float sa = bits_value(g.w_scale_dt, sb[2 * tl]),
+                        sc = bits_value(g.w_scale_dt, sb[2 * tl + 1]);
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                acc[tl][mt][e] =
+                    fmaf(static_cast<float>(gacc[tl][mt][e] >> 4), e < 2 ? sa : sc, acc[tl][mt][e]);
+                gacc[tl][mt][e] = 0;
+              }
+            }
           }
         }
       }
@@ -4111,7 +4151,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       if constexpr (kGrouped) add_group_scaled<kX, kMT>(acc, tmp, sb);  // scales in x's dtype: pair_takes
     }
   }
-  if constexpr (kW4A8) {
+  if constexpr (kW4A8 && !kGrouped) {
 #pragma unroll
     for (int tl = 0; tl < 2; ++tl) {
 #pragma unroll
@@ -5142,28 +5182,28 @@ bool pair_allowed() {
   return allowed;
 }
 
-// Whether the pair path takes g (W8A8 without groups, or W4A16 with 16-bit x): the rows below, whole 128-k
-// steps (and groups of whole steps, their scales in x's dtype), x small enough to stage, outside a PDL
-// chain and its folds (the decode step keeps the ring and GEMV kernels it was measured with), and at least
-// a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
 // The bytes of x the pair kernel stages in shared memory: 16-bit x for W4A16, int8 for W8A8 and W4A8.
 template <int kKind>
 int64_t pair_x_bytes(const gemm_args& g) {
   return g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1);
 }
 
+// Whether the pair path takes g (W8A8 without groups, W4A8, or W4A16 with 16-bit x): the rows below, whole
+// 128-k steps (and groups of whole steps, W4A16's scales in x's dtype), x small enough to stage, outside a
+// PDL chain and its folds (the decode step keeps the ring and GEMV kernels it was measured with), and at
+// least a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !pair_allowed()) return false;
   // Where it measured faster (H200, Nsight): W4A16 at one row (at four rows the ring was as fast or
   // faster on packed weights, whose bits plain weights must give); W8A8 on plain rows up to 16, and on
-  // packed ones at one row (more packed rows: the ring). W4A8 without groups (no other path of its rows is
-  // as fast; run_gemm_w sends it no groups) up to 16 rows, plain and packed, k <= 131071 (its sums of 16 w x
-  // in int32).
+  // packed ones at one row (more packed rows: the ring). W4A8 (no other path of its rows is as fast) up to
+  // 16 rows, plain and packed, groups or none, k <= 131071 (its sums of 16 w x in int32).
   const int64_t max_m = kKind == KIND_W4A16 || (kKind == KIND_W8A8 && packed) ? 1 : 16;
   if (g.m < 1 || g.m > max_m || g.k <= 0 || g.k % kPairStepK != 0) return false;
   if (kKind == KIND_W4A8 && g.k > kW4x16MaxK) return false;
-  if (kGrouped && (g.group_size % kPairStepK != 0 || g.w_scale_dt != kX)) return false;
+  if (kGrouped && (g.group_size % kPairStepK != 0 || (kKind == KIND_W4A16 && g.w_scale_dt != kX)))
+    return false;
   if (pair_x_bytes<kKind>(g) > kPairMaxXBytes) return false;
   device_limits lim;
   if (!limits_of(dev, &lim).ok()) return false;
@@ -5481,7 +5521,7 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
     }
     // One row of W4A16 or W8A8, or plain W8A8 and W4A8 up to 16 rows, with whole 128-k steps: the pair path
     // (pair_takes), plain and packed weights alike.
-    if constexpr (!(kKind != KIND_W4A16 && kGrouped)) {
+    if constexpr (!(kKind == KIND_W8A8 && kGrouped)) {
       if (pair_takes<kKind, kX, kGrouped>(g, packed, bases16, dev)) {
         g.w = static_cast<const uint8_t*>(w.data);
         g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
