@@ -17,7 +17,7 @@
 // --layers N writes (or reuses, with --dir) a checkpoint of the shape's widths with N layers instead of
 // the shape's own count: a short model to profile one layer's kernels with.
 //
-// node bench/model-gpu.mjs [--shape mamba-2.8b] [--modes bfloat16,w4a16] [--prompt 2048] [--steps 50]
+// node bench/model-gpu.mjs [--shape mamba-2.8b] [--modes bfloat16,w4a16 (or w8a8, w4a8)] [--prompt 2048] [--steps 50]
 //                          [--repeats 5] [--dir <checkpoint folder: reused, or written and kept>]
 //                          [--layers <N: the checkpoint's layer count; default the shape's>]
 //                          [--peers <peers.jsonl>]
@@ -60,6 +60,8 @@ const { values: args } = parseArgs({
 const BW = 4.2e12; // bytes per second: the floor's bandwidth
 const DEV = 'cuda:0';
 const modes = args.modes.split(',');
+/** The quantize option of a mode ('w8a8', 'w4a8', 'w4a16'; activations of the 8-bit ones scaled per token), or undefined. */
+const quantOf = (mode) => (['w8a8', 'w4a8', 'w4a16'].includes(mode) ? mode : undefined);
 const promptLen = Number(args.prompt);
 const steps = Number(args.steps);
 const repeats = Number(args.repeats);
@@ -377,7 +379,7 @@ const smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-gpu-small-'));
   await benchLib.writeRandomCheckpoint(smallDir, { ...shapeCfg, num_hidden_layers: 2, vocab_size: 1000 }, { seed: 3 });
   const ids = [1, 17, 256, 999, 5];
   for (const mode of modes) {
-    const q = mode === 'w4a16' ? 'w4a16' : undefined;
+    const q = quantOf(mode);
     let dmC;
     let dmD;
     try {
@@ -408,7 +410,7 @@ const smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ssmkit-gpu-small-'));
   // paths the steps run (shorter prompts are covered by test/model-quant.test.ts).
   const longPrompt = [Array.from({ length: 80 }, (_, i) => (i * 31) % 1000)];
   for (const mode of modes) {
-    const q = mode === 'w4a16' ? { quantize: 'w4a16' } : {};
+    const q = quantOf(mode) ? { quantize: mode } : {};
     const mc = await MambaModel.load(smallDir, { dtype: 'bfloat16', ...q });
     const md = await MambaModel.load(smallDir, { dtype: 'bfloat16', device: DEV, ...q });
     const sc = (await mc.forward(longPrompt)).state;
@@ -455,7 +457,7 @@ const VARIANTS = [
 
 let decodeBf16Ms;
 for (const mode of modes) {
-  const q = mode === 'w4a16' ? 'w4a16' : undefined;
+  const q = quantOf(mode);
   const t0 = now();
   let dm;
   try {
@@ -476,6 +478,8 @@ for (const mode of modes) {
       a !== undefined && b !== undefined
         ? `${((c.numLayers * (a + b)) / 1e3).toFixed(3)} ms (${c.numLayers} x tinygemm in/out_proj)`
         : 'issue anchor: floor 0.4 ms, aim 1.5x';
+  } else if (q) {
+    peer = '- (no aim in the issue; the W4A16 and bfloat16 rows are its rows)';
   } else {
     const a = peerUs('mm_bf16_decode', 1, c.hiddenSize, 2 * c.intermediateSize);
     const b = peerUs('mm_bf16_decode', 1, c.intermediateSize, c.hiddenSize);
@@ -486,7 +490,7 @@ for (const mode of modes) {
   }
   const ids = new Tensor('int32', [42], [1]).toSync(DEV);
   const logits = Tensor.empty([1, c.vocabSize], 'float32', DEV);
-  const variants = mode === 'w4a16' ? VARIANTS.slice(0, 2) : VARIANTS;
+  const variants = q ? VARIANTS.slice(0, 2) : VARIANTS;
   for (const [name, env] of args['only-default'] ? variants.slice(0, 1) : variants) {
     const ms = decodeRow(`decode ${args.shape} ${mode} batch 1: ${name}`, floorMs, peer, () =>
       withEnv(env, () => {
@@ -497,7 +501,7 @@ for (const mode of modes) {
         return t;
       }),
     );
-    if (ms !== undefined && mode !== 'w4a16' && name.includes('default')) decodeBf16Ms = ms;
+    if (ms !== undefined && !q && name.includes('default')) decodeBf16Ms = ms;
   }
   // The default variant with the device sampler in the step (tokens and draws on the host, so each
   // step also waits for its token): against the default row, the sampler's cost and one round trip.
@@ -579,7 +583,7 @@ if (!args['no-prefill']) {
 // ---- decode through the runner: MambaModel.generate --------------------------------------------------
 
 for (const mode of modes) {
-  const q = mode === 'w4a16' ? 'w4a16' : undefined;
+  const q = quantOf(mode);
   let model;
   try {
     const t0 = now();
