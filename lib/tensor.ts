@@ -286,6 +286,25 @@ export class Tensor<D extends DType = DType> {
   }
 
   /**
+   * Internal: a float32 scalar (shape []) holding `value`, on the CPU (device < 0) or on cuda:device, where
+   * it is written by a kernel enqueued on the device's stream: nothing waits for the device (an upload
+   * through a host buffer would wait for every op queued before it).
+   */
+  static _scalar(op: string, value: number, device: number): Tensor<'float32'> {
+    if (device < 0) return new Tensor('float32', new Float32Array([value]), []);
+    const t = Tensor._alloc(op, 'float32', [], device);
+    const h = (t.#storage as Storage).handle;
+    const bits = new Uint32Array(new Float32Array([value]).buffer)[0] as number;
+    try {
+      native().fill32(h.device, h.ptr, bits, 1);
+    } catch (e) {
+      t.dispose();
+      throw fromNative(e, op);
+    }
+    return t;
+  }
+
+  /**
    * A zero-filled tensor.
    * @example
    * const z = Tensor.zeros([2, 3], 'float16');

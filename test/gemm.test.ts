@@ -14,6 +14,7 @@ import {
   gemmW4A16Sync,
   gemmW8A8,
   gemmW8A8Sync,
+  memory,
   PackedWeight,
   packWeights,
   packWeightsSync,
@@ -479,6 +480,38 @@ describe.each(testDevices())('quantized GEMMs on %s', (device) => {
     outs.forEach((o, i) => {
       assertEqual(toF64(o), toF64(want[i] as Tensor), `call ${i}`);
     });
+  });
+
+  // Scales given as numbers are the call's own scalars: the same results as scalar tensors, and nothing of
+  // them left alive after the call, whether it returns or throws (on CUDA they are written on the stream
+  // by a kernel, so the call does not wait for the device).
+  it('numeric scales: the results of scalar tensors, and no tensor left behind', async () => {
+    const rng = new Rng(91);
+    const [m, n, k] = [5, 40, 96];
+    const a = await dev(new Tensor('int8', ints(m * k, -127, 127, rng), [m, k]));
+    const w8 = await dev(new Tensor('int8', ints(n * k, -127, 127, rng), [n, k]));
+    const w4 = await dev(int4Tensor(ints(n * k, -8, 7, rng), n, k));
+    const sa = await dev(new Tensor('float32', new Float32Array([0.25]), []));
+    const sw = await dev(new Tensor('float32', new Float32Array([3]), []));
+    const badBias = await dev(new Tensor('float32', new Float32Array(n + 1), [n + 1]));
+    for (const [w, run, runSync] of [
+      [w8, gemmW8A8, gemmW8A8Sync],
+      [w4, gemmW4A8, gemmW4A8Sync],
+    ] as const) {
+      const want = toF64(await run(a, w, sa, sw));
+      const live = memory().liveTensors;
+      const got = await run(a, w, 0.25, 3);
+      const gotSync = runSync(a, w, 0.25, 3);
+      expect(memory().liveTensors).toBe(live + 2);
+      assertEqual(toF64(got), want, 'async, numeric scales');
+      assertEqual(toF64(gotSync), want, 'sync, numeric scales');
+      got.dispose();
+      gotSync.dispose();
+      await expect(run(a, w, 0.25, 3, { bias: badBias })).rejects.toThrow(RangeError);
+      expect(() => runSync(a, w, 0.25, 3, { bias: badBias })).toThrow(RangeError);
+      expect(memory().liveTensors).toBe(live);
+    }
+    for (const t of [a, w8, w4, sa, sw, badBias]) t.dispose();
   });
 
   it('packWeights: metadata, disposal and bad input', async () => {

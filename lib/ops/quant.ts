@@ -171,8 +171,7 @@ function prepareQuantize(op: string, x: unknown, opts: unknown) {
     }
     if (!Number.isFinite(o.scale) || o.scale <= 0)
       throw rangeError(op, 'options.scale', 'a positive finite number', `${o.scale}`);
-    scale = new Tensor('float32', new Float32Array([o.scale]), []);
-    if (t._deviceIndex >= 0) scale = scale.toSync(t.device);
+    scale = Tensor._scalar(op, o.scale, t._deviceIndex);
     isStatic = true;
   } else {
     scale = tensorArg(op, 'options.scale', o.scale, FLOAT_DTYPES);
@@ -265,8 +264,7 @@ function prepareDequantize(op: string, q: unknown, scale: unknown, opts: unknown
   let st: Tensor;
   if (typeof scale === 'number') {
     if (!Number.isFinite(scale)) throw rangeError(op, 'scale', 'a finite number', `${scale}`);
-    st = new Tensor('float32', new Float32Array([scale]), []);
-    if (qt._deviceIndex >= 0) st = st.toSync(qt.device);
+    st = Tensor._scalar(op, scale, qt._deviceIndex);
   } else {
     st = tensorArg(op, 'scale', scale, FLOAT_DTYPES);
   }
@@ -505,8 +503,7 @@ function weightArg(op: string, w: unknown, bits: 8 | 4, k: number): WeightArg {
 function scaleArg(op: string, arg: string, v: unknown, count: number, alt: readonly number[], device: number): Tensor {
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) throw rangeError(op, arg, 'a finite number', `${v}`);
-    const t = new Tensor('float32', new Float32Array([v]), []);
-    return device >= 0 ? t.toSync(`cuda:${device}`) : t;
+    return Tensor._scalar(op, v, device);
   }
   const t = tensorArg(op, arg, v, FLOAT_DTYPES);
   const one = t.size === 1 && t.shape.length <= 1;
@@ -552,57 +549,69 @@ function prepareIntGemm(
   const o = options<GemmW4A8Options>(op, opts, allowed);
   const outDtype = enumOption(op, 'options.outDtype', o.outDtype, OUT_DTYPES, 'float32');
   const dev = at._deviceIndex;
-  const as = scaleArg(op, 'aScale', aScale, m, at.shape.slice(0, -1), dev);
-  let ws: Tensor;
-  let groupSize = 0;
-  if (kind === 'gemmW4A8' && wScale instanceof Tensor && wScale.shape.length === 2 && (wScale.shape[1] as number) > 1) {
-    ws = tensorArg(op, 'wScale', wScale, FLOAT_DTYPES);
-    const groups = ws.shape[1] as number;
-    if (ws.shape[0] !== n) throw rangeError(op, 'wScale', `shape [${n}, K / groupSize]`, shapeStr(ws.shape));
-    groupSize = o.groupSize === undefined ? k / groups : checkGroupSize(op, o.groupSize, k);
-    if (!Number.isInteger(groupSize) || groups * groupSize !== k) {
-      throw rangeError(op, 'wScale', `shape [${n}, ${k} / groupSize]`, shapeStr(ws.shape));
-    }
-    checkGroupSize(op, groupSize, k);
-  } else {
-    ws = scaleArg(op, 'wScale', wScale, n, [n, 1], dev);
-    if (o.groupSize !== undefined && checkGroupSize(op, o.groupSize, k) !== k) {
-      throw rangeError(
-        op,
-        'wScale',
-        `shape [${n}, ${k / (o.groupSize as number)}] for options.groupSize ${o.groupSize}`,
-        shapeStr(ws.shape),
-      );
-    }
-  }
-  if (wa.groupSize !== undefined && groupSize !== 0 && groupSize !== wa.groupSize) {
-    throw rangeError(op, 'options.groupSize', `${wa.groupSize} (the PackedWeight's)`, `${groupSize || k}`);
-  }
-  const bias = optTensor(op, 'options.bias', o.bias, FLOAT_DTYPES);
-  if (bias !== undefined && !sameShape(bias.shape, [n]))
-    throw rangeError(op, 'options.bias', `shape [${n}]`, shapeStr(bias.shape));
-  const device = commonDevice(op, [
-    ['a', at],
-    ['w', wa.tensor],
-    ['aScale', as],
-    ['wScale', ws],
-    ['options.bias', bias],
-  ]);
-  const out = Tensor._alloc(op, outDtype, [...at.shape.slice(0, -1), n], device);
-  const args = {
-    a: at._native(op, 'a'),
-    w: wa.tensor._native(op, 'w'),
-    aScale: as._native(op, 'aScale'),
-    wScale: ws._native(op, 'wScale'),
-    bias: bias?._native(op, 'options.bias'),
-    out: out._native(op, 'out'),
-    m,
-    n,
-    k,
-    groupSize,
-    packed: wa.packed,
+  // Scales given as numbers become scalars of the call's own (temps: disposed after it, or on a throw).
+  const temps: Tensor[] = [];
+  const scalar = (arg: string, v: unknown, count: number, alt: readonly number[]): Tensor => {
+    const t = scaleArg(op, arg, v, count, alt, dev);
+    if (typeof v === 'number') temps.push(t);
+    return t;
   };
-  return { out, args };
+  try {
+    const as = scalar('aScale', aScale, m, at.shape.slice(0, -1));
+    let ws: Tensor;
+    let groupSize = 0;
+    if (kind === 'gemmW4A8' && wScale instanceof Tensor && wScale.shape.length === 2 && (wScale.shape[1] as number) > 1) {
+      ws = tensorArg(op, 'wScale', wScale, FLOAT_DTYPES);
+      const groups = ws.shape[1] as number;
+      if (ws.shape[0] !== n) throw rangeError(op, 'wScale', `shape [${n}, K / groupSize]`, shapeStr(ws.shape));
+      groupSize = o.groupSize === undefined ? k / groups : checkGroupSize(op, o.groupSize, k);
+      if (!Number.isInteger(groupSize) || groups * groupSize !== k) {
+        throw rangeError(op, 'wScale', `shape [${n}, ${k} / groupSize]`, shapeStr(ws.shape));
+      }
+      checkGroupSize(op, groupSize, k);
+    } else {
+      ws = scalar('wScale', wScale, n, [n, 1]);
+      if (o.groupSize !== undefined && checkGroupSize(op, o.groupSize, k) !== k) {
+        throw rangeError(
+          op,
+          'wScale',
+          `shape [${n}, ${k / (o.groupSize as number)}] for options.groupSize ${o.groupSize}`,
+          shapeStr(ws.shape),
+        );
+      }
+    }
+    if (wa.groupSize !== undefined && groupSize !== 0 && groupSize !== wa.groupSize) {
+      throw rangeError(op, 'options.groupSize', `${wa.groupSize} (the PackedWeight's)`, `${groupSize || k}`);
+    }
+    const bias = optTensor(op, 'options.bias', o.bias, FLOAT_DTYPES);
+    if (bias !== undefined && !sameShape(bias.shape, [n]))
+      throw rangeError(op, 'options.bias', `shape [${n}]`, shapeStr(bias.shape));
+    const device = commonDevice(op, [
+      ['a', at],
+      ['w', wa.tensor],
+      ['aScale', as],
+      ['wScale', ws],
+      ['options.bias', bias],
+    ]);
+    const out = Tensor._alloc(op, outDtype, [...at.shape.slice(0, -1), n], device);
+    const args = {
+      a: at._native(op, 'a'),
+      w: wa.tensor._native(op, 'w'),
+      aScale: as._native(op, 'aScale'),
+      wScale: ws._native(op, 'wScale'),
+      bias: bias?._native(op, 'options.bias'),
+      out: out._native(op, 'out'),
+      m,
+      n,
+      k,
+      groupSize,
+      packed: wa.packed,
+    };
+    return { out, args, temps };
+  } catch (e) {
+    for (const t of temps) t.dispose();
+    throw e;
+  }
 }
 
 /**
@@ -625,8 +634,12 @@ export async function gemmW8A8(
   opts: GemmW8A8Options = {},
 ): Promise<Tensor> {
   maxArgs('gemmW8A8', arguments.length, 5);
-  const { out, args } = prepareIntGemm('gemmW8A8', 'gemmW8A8', a, w, aScale, wScale, opts);
-  await callAsync('gemmW8A8', args, [out]);
+  const { out, args, temps } = prepareIntGemm('gemmW8A8', 'gemmW8A8', a, w, aScale, wScale, opts);
+  try {
+    await callAsync('gemmW8A8', args, [out]);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
   return out;
 }
 
@@ -643,8 +656,12 @@ export function gemmW8A8Sync(
   opts: GemmW8A8Options = {},
 ): Tensor {
   maxArgs('gemmW8A8Sync', arguments.length, 5);
-  const { out, args } = prepareIntGemm('gemmW8A8Sync', 'gemmW8A8', a, w, aScale, wScale, opts);
-  callSync('gemmW8A8', args, [out]);
+  const { out, args, temps } = prepareIntGemm('gemmW8A8Sync', 'gemmW8A8', a, w, aScale, wScale, opts);
+  try {
+    callSync('gemmW8A8', args, [out]);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
   return out;
 }
 
@@ -668,8 +685,12 @@ export async function gemmW4A8(
   opts: GemmW4A8Options = {},
 ): Promise<Tensor> {
   maxArgs('gemmW4A8', arguments.length, 5);
-  const { out, args } = prepareIntGemm('gemmW4A8', 'gemmW4A8', a, w, aScale, wScale, opts);
-  await callAsync('gemmW4A8', args, [out]);
+  const { out, args, temps } = prepareIntGemm('gemmW4A8', 'gemmW4A8', a, w, aScale, wScale, opts);
+  try {
+    await callAsync('gemmW4A8', args, [out]);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
   return out;
 }
 
@@ -686,8 +707,12 @@ export function gemmW4A8Sync(
   opts: GemmW4A8Options = {},
 ): Tensor {
   maxArgs('gemmW4A8Sync', arguments.length, 5);
-  const { out, args } = prepareIntGemm('gemmW4A8Sync', 'gemmW4A8', a, w, aScale, wScale, opts);
-  callSync('gemmW4A8', args, [out]);
+  const { out, args, temps } = prepareIntGemm('gemmW4A8Sync', 'gemmW4A8', a, w, aScale, wScale, opts);
+  try {
+    callSync('gemmW4A8', args, [out]);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
   return out;
 }
 

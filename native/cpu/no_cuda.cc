@@ -39,6 +39,9 @@ status copy_to_host(int, void*, const void*, size_t) {
 status copy_on_device(int, void*, const void*, size_t) {
   return not_compiled();
 }
+status fill32(int, void*, uint32_t, int64_t) {
+  return not_compiled();
+}
 status trim(int) {
   return not_compiled();
 }

@@ -78,6 +78,12 @@ __global__ void cast_any_kernel(const void* __restrict__ src, int src_dt, void* 
 
 // The fault tests' kernels. `target` is an address no allocation covers, passed in so that the compiler
 // cannot see the store is invalid.
+__global__ void fill32_kernel(uint32_t* __restrict__ dst, uint32_t bits, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = bits;
+}
+
 __global__ void debug_noop_kernel() {}
 __global__ void debug_trap_kernel() {
   __trap();
@@ -163,6 +169,18 @@ status copy_on_device(int dev, void* dst, const void* src, size_t bytes) {
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
   SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+  return ok_status();
+}
+
+status fill32(int dev, void* dst, uint32_t bits, int64_t count) {
+  if (count <= 0) return ok_status();
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  const int threads = 256;
+  const int64_t blocks = (count + threads - 1) / threads;
+  fill32_kernel<<<static_cast<unsigned>(blocks < 65535 * 16 ? blocks : 65535 * 16), threads, 0, s>>>(
+      static_cast<uint32_t*>(dst), bits, count);
+  SSMKIT_CUDA_CHECK(cudaGetLastError());
   return ok_status();
 }
 

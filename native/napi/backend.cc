@@ -141,6 +141,14 @@ Napi::Value copy_on_device(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// (device, dstAddress, bits, count): count 32-bit words set to bits, enqueued.
+Napi::Value fill32(const Napi::CallbackInfo& info) {
+  const uint32_t bits = info[2].As<Napi::Number>().Uint32Value();
+  const int64_t n = info[3].As<Napi::Number>().Int64Value();
+  throw_if(info.Env(), device::fill32(device_arg(info, 0), address_arg(info, 1), bits, n));
+  return info.Env().Undefined();
+}
+
 // (device, async)
 Napi::Value device_synchronize(const Napi::CallbackInfo& info) {
   const int dev = device_arg(info, 0);
@@ -284,6 +292,7 @@ void register_backend(Napi::Env env, Napi::Object exports) {
   exports.Set("copyToDevice", Napi::Function::New(env, copy_to_device));
   exports.Set("copyToHost", Napi::Function::New(env, copy_to_host));
   exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
+  exports.Set("fill32", Napi::Function::New(env, fill32));
   exports.Set("deviceSynchronize", Napi::Function::New(env, device_synchronize));
   exports.Set("deviceMemory", Napi::Function::New(env, device_memory));
   exports.Set("deviceTrim", Napi::Function::New(env, device_trim));

@@ -31,6 +31,9 @@ status copy_to_device(int device, void* dst, const void* src, size_t bytes);
 status copy_to_host(int device, void* dst, const void* src, size_t bytes);
 // Enqueued device -> device copy; returns at once.
 status copy_on_device(int device, void* dst, const void* src, size_t bytes);
+// Enqueued: count 32-bit words at dst set to bits (a kernel's argument, so nothing waits for the device or
+// for a host buffer); returns at once.
+status fill32(int device, void* dst, uint32_t bits, int64_t count);
 status synchronize(int device);
 // Waits for the device's stream, then hands the allocation pool's unused memory back to the driver.
 status trim(int device);
