@@ -199,32 +199,43 @@ function timeIt(call, targetMs = quick ? 20 : 60, reps = quick ? 5 : 9) {
 }
 
 /**
- * Device seconds per call, free of the host's enqueue cost: the stream is first given `busy()` (big
- * GEMMs, a few milliseconds), behind which the host enqueues `n` calls; the calls then run back to back
- * on the device, and (total - busy alone) / n is their device time. Also the time of one call alone
- * (synchronize, call, synchronize): the latency a decode step sees. Medians of several repeats.
+ * Device seconds per call, free of the host's enqueue cost: the stream is first given `busy(count)` (count
+ * big GEMMs, about 0.4 ms each), behind which the host enqueues `n` calls; the calls then run back to back
+ * on the device, and (total - busy alone) / n is their device time. The busy work starts at 4 GEMMs and
+ * doubles (up to 64) while the host's enqueue of the n calls takes more than 90% of it, so that the device
+ * never waits for the host (hidden: false if even 64 did not cover it; the time is then an upper bound).
+ * Also the time of one call alone (synchronize, call, synchronize): the latency a decode step sees.
+ * Medians of several repeats.
  */
 function deviceTime(call, busy, n = 200, reps = quick ? 3 : 7) {
-  const busyAlone = [];
-  const total = [];
-  let enqueueShare = 0;
-  for (let i = 0; i < 3; i++) call(i).dispose();
-  for (let r = 0; r < reps; r++) {
-    s.synchronizeSync(DEV);
-    let t0 = process.hrtime.bigint();
-    busy();
-    s.synchronizeSync(DEV);
-    busyAlone.push(Number(process.hrtime.bigint() - t0) / 1e9);
-    t0 = process.hrtime.bigint();
-    busy();
-    for (let i = 0; i < n; i++) call(i).dispose();
-    const enqueued = Number(process.hrtime.bigint() - t0) / 1e9;
-    s.synchronizeSync(DEV);
-    const t = Number(process.hrtime.bigint() - t0) / 1e9;
-    total.push(t);
-    enqueueShare = Math.max(enqueueShare, enqueued / busyAlone[r]);
-  }
   const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  for (let i = 0; i < 3; i++) call(i).dispose();
+  let count = 4;
+  let busyAlone;
+  let total;
+  let enqueueShare;
+  for (;;) {
+    busyAlone = [];
+    total = [];
+    enqueueShare = 0;
+    for (let r = 0; r < reps; r++) {
+      s.synchronizeSync(DEV);
+      let t0 = process.hrtime.bigint();
+      busy(count);
+      s.synchronizeSync(DEV);
+      busyAlone.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      t0 = process.hrtime.bigint();
+      busy(count);
+      for (let i = 0; i < n; i++) call(i).dispose();
+      const enqueued = Number(process.hrtime.bigint() - t0) / 1e9;
+      s.synchronizeSync(DEV);
+      const t = Number(process.hrtime.bigint() - t0) / 1e9;
+      total.push(t);
+      enqueueShare = Math.max(enqueueShare, enqueued / busyAlone[r]);
+    }
+    if (enqueueShare < 0.9 || count >= 64) break;
+    count *= 2;
+  }
   const alone = [];
   for (let r = 0; r < (quick ? 10 : 30); r++) {
     s.synchronizeSync(DEV);
@@ -236,12 +247,12 @@ function deviceTime(call, busy, n = 200, reps = quick ? 3 : 7) {
   return { device: (median(total) - median(busyAlone)) / n, alone: median(alone), hidden: enqueueShare < 0.9 };
 }
 
-/** A few milliseconds of device work to queue decode calls behind (W8A8 8192 x 4096 x 8192). */
+/** Device work to queue decode calls behind: `count` W8A8 8192 x 4096 x 8192 GEMMs (~0.4 ms each). */
 function makeBusy() {
   const a = int8Dev(8192, 4096);
   const w = int8Dev(8192, 4096);
-  const busy = () => {
-    for (let i = 0; i < 4; i++) s.gemmW8A8Sync(a, w, 1, 1, { outDtype: 'bfloat16' }).dispose();
+  const busy = (count) => {
+    for (let i = 0; i < count; i++) s.gemmW8A8Sync(a, w, 1, 1, { outDtype: 'bfloat16' }).dispose();
   };
   busy.dispose = () => {
     a.dispose();
