@@ -4,7 +4,7 @@
 // rotation, round half to even, the int4 packing, and bad input.
 import { describe, expect, it } from 'vitest';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../dist/cjs/dtype.js';
-import { dequantize, dequantizeSync, hadamardSync, quantize, quantizeSync, Tensor } from '../dist/cjs/index.js';
+import { dequantize, dequantizeSync, hadamardSync, memory, quantize, quantizeSync, Tensor } from '../dist/cjs/index.js';
 import { quantizeRef } from './ref/quant';
 import { assertClose, assertEqual, DTYPES_FLOAT, type FloatDType, Rng, randTensor, testDevices, toF64 } from './util';
 
@@ -118,6 +118,33 @@ describe.each(testDevices())('quantize on %s', (device) => {
     const g = await quantize(x, { granularity: 'group', groupSize: 4, scale: gs });
     const refG = quantizeRef(v, [6, 20], 8, 'group', 4, Math.fround, new Float64Array(30).fill(f16ToF32(f32ToF16(0.1))));
     assertEqual(toF64(g.q.toSync('cpu')), refG.q, 'static group');
+  });
+
+  // dequantize's numeric scale is the call's own scalar: the result of a scalar tensor, and nothing of it
+  // left alive after the call, whether it returns or throws.
+  it('dequantize with a numeric scale leaves no tensor behind', async () => {
+    const q = await new Tensor('int8', Int8Array.from([-127, -3, 0, 5, 127, 64]), [2, 3]).to(device);
+    const one = await new Tensor('float32', [0.5], []).to(device);
+    // Values on the host, the copy made for them disposed.
+    const host = (t: Tensor) => {
+      const c = t.toSync('cpu');
+      const v = toF64(c);
+      if (c !== t) c.dispose();
+      t.dispose();
+      return v;
+    };
+    const want = host(await dequantize(q, one));
+    const live = memory().liveTensors;
+    const a = await dequantize(q, 0.5);
+    const b = dequantizeSync(q, 0.5);
+    expect(memory().liveTensors).toBe(live + 2);
+    assertEqual(host(a), want, 'async');
+    assertEqual(host(b), want, 'sync');
+    await expect(dequantize(q, 0.5, { granularity: 'token' })).rejects.toThrow(RangeError);
+    expect(() => dequantizeSync(q, 0.5, { granularity: 'token' })).toThrow(RangeError);
+    expect(memory().liveTensors).toBe(live);
+    q.dispose();
+    one.dispose();
   });
 
   // The fused rotation equals hadamard(x, 1 / sqrt(n)) then quantize, bit for bit in float32.

@@ -262,57 +262,65 @@ function prepareDequantize(op: string, q: unknown, scale: unknown, opts: unknown
   const qt = tensorArg(op, 'q', q, ['int8', 'int4']);
   if (qt.shape.length === 0) throw rangeError(op, 'q', 'at least 1 dimension', 'a scalar');
   let st: Tensor;
+  // A number becomes a scalar of the call's own (temps: disposed after it, or on a throw).
+  const temps: Tensor[] = [];
   if (typeof scale === 'number') {
     if (!Number.isFinite(scale)) throw rangeError(op, 'scale', 'a finite number', `${scale}`);
     st = Tensor._scalar(op, scale, qt._deviceIndex);
+    temps.push(st);
   } else {
     st = tensorArg(op, 'scale', scale, FLOAT_DTYPES);
   }
-  const o = options<DequantizeOptions>(op, opts, ['granularity', 'groupSize', 'outDtype']);
-  const outDtype = enumOption(op, 'options.outDtype', o.outDtype, OUT_DTYPES, 'float32');
-  let granularity: QuantGranularity;
-  let groupSize = 0;
-  if (o.granularity === undefined) {
-    const inferred = inferGranularity(qt, st);
-    if (inferred === undefined) {
-      throw rangeError(op, 'scale', `a scale shape that fits q of shape ${shapeStr(qt.shape)}`, shapeStr(st.shape));
+  try {
+    const o = options<DequantizeOptions>(op, opts, ['granularity', 'groupSize', 'outDtype']);
+    const outDtype = enumOption(op, 'options.outDtype', o.outDtype, OUT_DTYPES, 'float32');
+    let granularity: QuantGranularity;
+    let groupSize = 0;
+    if (o.granularity === undefined) {
+      const inferred = inferGranularity(qt, st);
+      if (inferred === undefined) {
+        throw rangeError(op, 'scale', `a scale shape that fits q of shape ${shapeStr(qt.shape)}`, shapeStr(st.shape));
+      }
+      [granularity, groupSize] = inferred;
+      if (o.groupSize !== undefined && o.groupSize !== groupSize) {
+        throw rangeError(op, 'options.groupSize', `${groupSize || 'none'} (from the scale's shape)`, `${describe(o.groupSize)}`);
+      }
+    } else {
+      granularity = enumOption(op, 'options.granularity', o.granularity, GRANULARITIES, 'tensor');
+      const len = lastDim(qt);
+      if (granularity === 'group') {
+        const fromShape = st.shape.length > 0 ? len / (st.shape[st.shape.length - 1] as number) : 0;
+        groupSize = groupSizeOption(
+          op,
+          o.groupSize ?? (Number.isInteger(fromShape) && fromShape > 0 ? fromShape : undefined),
+          len,
+          128,
+        );
+      } else if (o.groupSize !== undefined) {
+        throw rangeError(op, 'options.groupSize', "no groupSize unless granularity is 'group'", `${describe(o.groupSize)}`);
+      }
+      const want = scaleShape(granularity, qt.shape, groupSize);
+      const ok = granularity === 'tensor' ? st.size === 1 : sameShape(st.shape, want);
+      if (!ok) throw rangeError(op, 'scale', `shape ${shapeStr(want)} for granularity '${granularity}'`, shapeStr(st.shape));
     }
-    [granularity, groupSize] = inferred;
-    if (o.groupSize !== undefined && o.groupSize !== groupSize) {
-      throw rangeError(op, 'options.groupSize', `${groupSize || 'none'} (from the scale's shape)`, `${describe(o.groupSize)}`);
-    }
-  } else {
-    granularity = enumOption(op, 'options.granularity', o.granularity, GRANULARITIES, 'tensor');
-    const len = lastDim(qt);
-    if (granularity === 'group') {
-      const fromShape = st.shape.length > 0 ? len / (st.shape[st.shape.length - 1] as number) : 0;
-      groupSize = groupSizeOption(
-        op,
-        o.groupSize ?? (Number.isInteger(fromShape) && fromShape > 0 ? fromShape : undefined),
-        len,
-        128,
-      );
-    } else if (o.groupSize !== undefined) {
-      throw rangeError(op, 'options.groupSize', "no groupSize unless granularity is 'group'", `${describe(o.groupSize)}`);
-    }
-    const want = scaleShape(granularity, qt.shape, groupSize);
-    const ok = granularity === 'tensor' ? st.size === 1 : sameShape(st.shape, want);
-    if (!ok) throw rangeError(op, 'scale', `shape ${shapeStr(want)} for granularity '${granularity}'`, shapeStr(st.shape));
+    if (granularity === 'channel' && qt.shape.length === 1) [granularity, groupSize] = ['group', 1];
+    const device = commonDevice(op, [
+      ['q', qt],
+      ['scale', st],
+    ]);
+    const out = Tensor._alloc(op, outDtype, qt.shape, device);
+    const args = {
+      q: qt._native(op, 'q'),
+      scale: st._native(op, 'scale'),
+      out: out._native(op, 'out'),
+      granularity: GRANULARITY_CODE[granularity],
+      groupSize,
+    };
+    return { out, args, temps };
+  } catch (e) {
+    for (const t of temps) t.dispose();
+    throw e;
   }
-  if (granularity === 'channel' && qt.shape.length === 1) [granularity, groupSize] = ['group', 1];
-  const device = commonDevice(op, [
-    ['q', qt],
-    ['scale', st],
-  ]);
-  const out = Tensor._alloc(op, outDtype, qt.shape, device);
-  const args = {
-    q: qt._native(op, 'q'),
-    scale: st._native(op, 'scale'),
-    out: out._native(op, 'out'),
-    granularity: GRANULARITY_CODE[granularity],
-    groupSize,
-  };
-  return { out, args };
 }
 
 /**
@@ -326,8 +334,12 @@ function prepareDequantize(op: string, q: unknown, scale: unknown, opts: unknown
  */
 export async function dequantize(q: Tensor, scale: Tensor | number, opts: DequantizeOptions = {}): Promise<Tensor> {
   maxArgs('dequantize', arguments.length, 3);
-  const { out, args } = prepareDequantize('dequantize', q, scale, opts);
-  await callAsync('dequantize', args, [out]);
+  const { out, args, temps } = prepareDequantize('dequantize', q, scale, opts);
+  try {
+    await callAsync('dequantize', args, [out]);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
   return out;
 }
 
@@ -338,8 +350,12 @@ export async function dequantize(q: Tensor, scale: Tensor | number, opts: Dequan
  */
 export function dequantizeSync(q: Tensor, scale: Tensor | number, opts: DequantizeOptions = {}): Tensor {
   maxArgs('dequantizeSync', arguments.length, 3);
-  const { out, args } = prepareDequantize('dequantizeSync', q, scale, opts);
-  callSync('dequantize', args, [out]);
+  const { out, args, temps } = prepareDequantize('dequantizeSync', q, scale, opts);
+  try {
+    callSync('dequantize', args, [out]);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
   return out;
 }
 
