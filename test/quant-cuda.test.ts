@@ -28,7 +28,18 @@ import {
   Tensor,
 } from '../dist/cjs/index.js';
 import { intGemmRef, intGemmScaledRef, w4a16Ref } from './ref/quant';
-import { assertClose, assertEqual, DTYPES_FLOAT, goldenCases, loadGolden, Rng, randTensor, toF64, withEnv } from './util';
+import {
+  assertClose,
+  assertEqual,
+  DTYPES_FLOAT,
+  type FloatDType,
+  goldenCases,
+  loadGolden,
+  Rng,
+  randTensor,
+  toF64,
+  withEnv,
+} from './util';
 
 const CUDA = backend().name === 'cuda';
 const SKIP = CUDA ? '' : ` (skipped: the CUDA backend did not load: ${backend().fallbackReason ?? 'no GPU'})`;
@@ -315,19 +326,13 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
       [64, 65, 320, 160],
       [5, 200, 1536, 384],
     ] as const) {
-      const rng = new Rng(m * n + k * 5 + gs);
-      const a = ints(m * k, -127, 127, rng);
-      const w = ints(n * k, -8, 7, rng);
-      const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
-      const ws = randTensor([n, k / gs], 'float16', () => 0.01 + rng.uniform());
-      const bias = randTensor([n], 'float32', () => rng.normal());
-      const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
-      const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
-      const [wc, wg] = await both(int4Tensor(w, n, k));
-      const pg = await packWeights(wg, { groupSize: gs });
-      const [asc, asg] = await both(as.t);
-      const [wsc, wsg] = await both(ws.t);
-      const [bc, bg] = await both(bias.t);
+      const { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg } = await w4a8GroupCase(
+        m * n + k * 5 + gs,
+        [m, n, k, gs],
+        -127,
+        'float16',
+        'float32',
+      );
       for (const outDtype of DTYPES_FLOAT) {
         const label = `gemmW4A8 packed [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
         poison(m * n * 4);
@@ -836,6 +841,31 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
   }
 });
 
+// A grouped W4A8 case of m x n x k with groups of gs: x in [aLo, 127], int4 weights, positive row and group
+// scales, a bias; the float64 reference, each operand on the CPU and on the device, and the packed weights.
+async function w4a8GroupCase(
+  seed: number,
+  [m, n, k, gs]: readonly [number, number, number, number],
+  aLo: number,
+  scaleDtype: FloatDType,
+  biasDtype: FloatDType,
+) {
+  const rng = new Rng(seed);
+  const a = ints(m * k, aLo, 127, rng);
+  const w = ints(n * k, -8, 7, rng);
+  const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
+  const ws = randTensor([n, k / gs], scaleDtype, () => 0.01 + rng.uniform());
+  const bias = randTensor([n], biasDtype, () => rng.normal());
+  const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
+  const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
+  const [wc, wg] = await both(int4Tensor(w, n, k));
+  const pg = await packWeights(wg, { groupSize: gs });
+  const [asc, asg] = await both(as.t);
+  const [wsc, wsg] = await both(ws.t);
+  const [bc, bg] = await both(bias.t);
+  return { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg };
+}
+
 // W8A8 (bits 8) or W4A8 (bits 4) on the given rows: exact int32 sums, and the CPU's bits with per-row and
 // per-column scales, a bias and every output dtype, for plain and packed weights.
 async function checkA8Rows(shapes: readonly (readonly [number, number, number])[], bits: 8 | 4 = 8): Promise<void> {
@@ -957,19 +987,13 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
       for (const gs of [128, 256, k]) {
         if (k % gs !== 0) continue;
         for (const sdt of DTYPES_FLOAT) {
-          const rng = new Rng(m * 7 + n + k + gs);
-          const a = ints(m * k, -128, 127, rng);
-          const w = ints(n * k, -8, 7, rng);
-          const as = randTensor([m], 'float32', () => 0.01 + rng.uniform());
-          const ws = randTensor([n, k / gs], sdt, () => 0.01 + rng.uniform());
-          const bias = randTensor([n], 'bfloat16', () => rng.normal());
-          const ref = intGemmScaledRef(a, w, m, n, k, as.v, ws.v, bias.v, gs);
-          const [ac, ag] = await both(new Tensor('int8', a, [m, k]));
-          const [wc, wg] = await both(int4Tensor(w, n, k));
-          const pg = await packWeights(wg, { groupSize: gs });
-          const [asc, asg] = await both(as.t);
-          const [wsc, wsg] = await both(ws.t);
-          const [bc, bg] = await both(bias.t);
+          const { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg } = await w4a8GroupCase(
+            m * 7 + n + k + gs,
+            [m, n, k, gs],
+            -128,
+            sdt,
+            'bfloat16',
+          );
           const label = `gemmW4A8 [${m}, ${n}, ${k}] groupSize ${gs}, ${sdt} scales`;
           const opts = { bias: bg, groupSize: gs, outDtype: 'float32' } as const;
           poison(m * n * 4);
