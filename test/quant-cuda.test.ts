@@ -326,13 +326,8 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
       [64, 65, 320, 160],
       [5, 200, 1536, 384],
     ] as const) {
-      const { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg } = await w4a8GroupCase(
-        m * n + k * 5 + gs,
-        [m, n, k, gs],
-        -127,
-        'float16',
-        'float32',
-      );
+      const c = await w4a8GroupCase(m * n + k * 5 + gs, [m, n, k, gs], -127, 'float16', 'float32');
+      const { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg } = c;
       for (const outDtype of DTYPES_FLOAT) {
         const label = `gemmW4A8 packed [${m}, ${n}, ${k}] groupSize ${gs} ${outDtype}`;
         poison(m * n * 4);
@@ -348,7 +343,7 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
           assertEqual(toF64(await gemmW4A8(ag, wg, asg, wsg, { bias: bg, groupSize: gs, outDtype })), gpu, `${label} vs plain`);
         }
       }
-      pg.dispose();
+      c.dispose();
     }
   });
 
@@ -842,7 +837,8 @@ describe.skipIf(!CUDA)(`the CUDA-core GEMV of the decode path (m <= 4, or 16)${S
 });
 
 // A grouped W4A8 case of m x n x k with groups of gs: x in [aLo, 127], int4 weights, positive row and group
-// scales, a bias; the float64 reference, each operand on the CPU and on the device, and the packed weights.
+// scales, a bias; the float64 reference, each operand on the CPU and on the device, the packed weights, and
+// dispose() for all of them.
 async function w4a8GroupCase(
   seed: number,
   [m, n, k, gs]: readonly [number, number, number, number],
@@ -863,7 +859,10 @@ async function w4a8GroupCase(
   const [asc, asg] = await both(as.t);
   const [wsc, wsg] = await both(ws.t);
   const [bc, bg] = await both(bias.t);
-  return { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg };
+  const dispose = () => {
+    for (const t of [ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg]) t.dispose();
+  };
+  return { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg, dispose };
 }
 
 // W8A8 (bits 8) or W4A8 (bits 4) on the given rows: exact int32 sums, and the CPU's bits with per-row and
@@ -935,7 +934,7 @@ async function checkW4A16Rows(shapes: readonly (readonly [number, number, number
   }
 }
 
-// The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 and W4A8 up to 16; k a
+// The pair path of the decode rows (W4A16 and packed W8A8 at one row, plain W8A8 and any W4A8 up to 16; k a
 // multiple of 128; at least a block of 32 columns for every other SM: n >= 2081 on the H200's 132; the
 // other rows of these shapes take the ring): W8A8 and W4A8 exact and the CPU's bits with their scales and
 // bias, W4A16 against the reference with plain and packed weights giving the same bits. Shapes: 2088 columns end in a
@@ -987,13 +986,8 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
       for (const gs of [128, 256, k]) {
         if (k % gs !== 0) continue;
         for (const sdt of DTYPES_FLOAT) {
-          const { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg } = await w4a8GroupCase(
-            m * 7 + n + k + gs,
-            [m, n, k, gs],
-            -128,
-            sdt,
-            'bfloat16',
-          );
+          const c = await w4a8GroupCase(m * 7 + n + k + gs, [m, n, k, gs], -128, sdt, 'bfloat16');
+          const { ref, ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg } = c;
           const label = `gemmW4A8 [${m}, ${n}, ${k}] groupSize ${gs}, ${sdt} scales`;
           const opts = { bias: bg, groupSize: gs, outDtype: 'float32' } as const;
           poison(m * n * 4);
@@ -1006,7 +1000,7 @@ describe.skipIf(!CUDA)(`the pair path of the quantized decode rows${SKIP}`, () =
           assertEqual(toF64(await gemmW4A8(ag, pg, asg, wsg, opts)), gpu, `${label}, packed`);
           poison(m * n * 4);
           assertEqual(toF64(await gemmW4A8(ag, wg, asg, wsg, opts)), gpu, `${label}, second run`);
-          for (const t of [ac, ag, wc, wg, pg, asc, asg, wsc, wsg, bc, bg]) t.dispose();
+          c.dispose();
         }
       }
     }

@@ -160,7 +160,8 @@
 //   x row's sum from a kernel of its own (4.5 us under Nsight) and its staging and subtraction in the
 //   epilogue: 143.2 k cycles (81.1 us) against 148.1 k (83.6 + 4.5 us) and W8A8's 147.2 k (84.5 us), one
 //   Nsight launch each in one machine session; k <= 131071 (16 x 8 x 128 k in int32), longer rows take
-//   the kernels above.
+//   the kernels above. At locked base clocks, five rounds alternating the two kernels: 139.8-141.1 k
+//   cycles against W8A8's 144.8-145.9 k (0.960-0.969 in every round): faster, no longer at parity.
 // - simt (everything else: float32 x for W4A16, k not a multiple of 16 (int8) or 32 (int4), group
 //   sizes the fast paths do not take): 64 x 64 tiles, 4 x 4 outputs per thread in float32 / int32, with
 //   element-wise, bounds-checked loads. Correct for every shape SPEC allows; not fast.
@@ -5522,8 +5523,8 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         return launch_group<kX, kGrouped, true>(g, dev, stream);
       }
     }
-    // One row of W4A16 or W8A8, or plain W8A8 and W4A8 up to 16 rows, with whole 128-k steps: the pair path
-    // (pair_takes), plain and packed weights alike.
+    // One row of W4A16 or packed W8A8, or plain W8A8 and W4A8 (groups or none) up to 16 rows, with whole
+    // 128-k steps: the pair path (pair_takes), plain and packed weights alike.
     if constexpr (!(kKind == KIND_W8A8 && kGrouped)) {
       if (pair_takes<kKind, kX, kGrouped>(g, packed, bases16, dev)) {
         g.w = static_cast<const uint8_t*>(w.data);
