@@ -534,8 +534,9 @@ describe.skipIf(!CUDA)(`quantized GEMMs on CUDA${SKIP}`, () => {
 
 describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bit${SKIP}`, () => {
   // Lengths for the rotation: 2^k, and 12, 20, 28, 40 times 2^k (40 and 20 with and without a power of
-  // two, 5120 = 40 * 128 as in Mamba).
-  const HADAMARD_LENGTHS = [1, 2, 64, 12, 48, 20, 40, 28, 112, 320, 5120];
+  // two; 2560, 5120 and 10240 = 40 * 64, 128 and 256 as in Mamba, where a block of 256 threads splits
+  // H_40's rows four ways, two ways and not at all; 10240 is also past the rows held in registers).
+  const HADAMARD_LENGTHS = [1, 2, 64, 12, 48, 20, 40, 28, 112, 320, 2560, 5120, 10240];
   const SHAPES: readonly (readonly number[])[] = [
     [1],
     [7],
@@ -546,6 +547,9 @@ describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bi
     [5, 1, 96],
     [1, 300],
     [33, 1000],
+    // The longest row a block of 256 threads holds in registers (one scale a row), and one value more.
+    [2, 8192],
+    [2, 8193],
   ];
 
   const compare = async (x: Tensor, opts: Parameters<typeof quantize>[1], label: string) => {

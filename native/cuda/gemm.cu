@@ -5603,6 +5603,8 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
 
 constexpr int kQuantThreads = 256;
 constexpr int kQuantMaxBlocks = 1 << 16;
+constexpr int kQuantBatch = 8;       // loads a thread keeps in flight on the general paths
+constexpr int kQuantHeldPairs = 16;  // pairs of values a thread holds: rows of one scale up to 8192 values
 
 struct quant_args {
   const void* x;  // (lines, len)
@@ -5620,6 +5622,30 @@ struct quant_args {
   uint64_t had_signs[40];  // row i of H_m: bit j set where the entry is -1
 };
 
+// Values x[base + i0 + j * stride] (j < kN) of a row of len > 0 values as float32, 0 past the row. Every
+// load is issued before any value is converted (indices past the row read its last value), so one
+// thread's kN loads cost one round trip, not kN: a decode row is one block, so its loads are its latency.
+template <ssmkit_dtype T, int kN>
+__device__ __forceinline__ void load_row_batch(const void* x, int64_t base, int64_t i0, int64_t stride,
+                                               int64_t len, float (&v)[kN]) {
+  using raw_t = std::conditional_t<T == SSMKIT_DTYPE_F32, uint32_t, uint16_t>;
+  raw_t raw[kN];
+#pragma unroll
+  for (int j = 0; j < kN; ++j) raw[j] = static_cast<const raw_t*>(x)[base + min64(i0 + j * stride, len - 1)];
+#pragma unroll
+  for (int j = 0; j < kN; ++j) {
+    float f;
+    if constexpr (T == SSMKIT_DTYPE_F32) {
+      f = __uint_as_float(raw[j]);
+    } else if constexpr (T == SSMKIT_DTYPE_F16) {
+      f = f16_to_f32(raw[j]);
+    } else {
+      f = bf16_to_f32(raw[j]);
+    }
+    v[j] = i0 + j * stride < len ? f : 0.0f;
+  }
+}
+
 // Rotates row r into buf (len floats) as the CPU does: Sylvester transform of each chunk of had_pow2,
 // then H_m across chunks (in place: each thread owns whole columns q), then times rot_scale.
 template <ssmkit_dtype T, int kM>
@@ -5628,26 +5654,80 @@ __device__ void rotate_row(const quant_args& a, int64_t r, float* buf) {
   const int n = static_cast<int>(a.len);
   const int p = static_cast<int>(a.had_pow2);
   const int log_p = __ffs(p) - 1;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = load_f32<T>(a.x, r * a.len + i);
+  for (int i0 = threadIdx.x; i0 < n; i0 += kQuantBatch * blockDim.x) {
+    float t[kQuantBatch];
+    load_row_batch<T>(a.x, r * a.len, i0, blockDim.x, n, t);
+#pragma unroll
+    for (int j = 0; j < kQuantBatch; ++j) {
+      const int i = i0 + j * blockDim.x;
+      if (i < n) buf[i] = t[j];
+    }
+  }
   __syncthreads();
   for (int log_h = 0; log_h < log_p; ++log_h) {
     const int h = 1 << log_h;
-    for (int i = threadIdx.x; i < n / 2; i += blockDim.x) {
-      // Butterfly i: chunk i / (p / 2), then pair (kk / h, kk % h) inside it.
-      const int c = i >> (log_p - 1);
-      const int kk = i & (p / 2 - 1);
-      const int j = (c << log_p) + ((kk >> log_h) << (log_h + 1)) + (kk & (h - 1));
-      const float u = buf[j];
-      const float v = buf[j + h];
-      buf[j] = u + v;
-      buf[j + h] = u - v;
+    // A stage's butterflies touch disjoint pairs: a thread reads kQuantBatch of them, then writes them.
+    for (int i0 = threadIdx.x; i0 < n / 2; i0 += kQuantBatch * blockDim.x) {
+      int at[kQuantBatch];
+      float u[kQuantBatch], v[kQuantBatch];
+#pragma unroll
+      for (int t = 0; t < kQuantBatch; ++t) {
+        // Butterfly i: chunk i / (p / 2), then pair (kk / h, kk % h) inside it.
+        const int i = i0 + t * blockDim.x;
+        const int c = i >> (log_p - 1);
+        const int kk = i & (p / 2 - 1);
+        at[t] = i < n / 2 ? (c << log_p) + ((kk >> log_h) << (log_h + 1)) + (kk & (h - 1)) : -1;
+        u[t] = at[t] >= 0 ? buf[at[t]] : 0.0f;
+        v[t] = at[t] >= 0 ? buf[at[t] + h] : 0.0f;
+      }
+#pragma unroll
+      for (int t = 0; t < kQuantBatch; ++t) {
+        if (at[t] < 0) continue;
+        buf[at[t]] = u[t] + v[t];
+        buf[at[t] + h] = u[t] - v[t];
+      }
     }
     __syncthreads();
   }
   if constexpr (kM == 40) {
     // H_40 = [[A, A], [B, -B]] (two 20 x 20 blocks), as the CPU computes it: a butterfly across the two
     // halves, then A on the sums and B on the differences.
-    for (int q = threadIdx.x; q < p; q += blockDim.x) {
+    const int split = static_cast<int>(blockDim.x) >= 4 * p   ? 4
+                      : static_cast<int>(blockDim.x) >= 2 * p ? 2
+                                                              : 1;
+    if (split > 1) {
+      // Where the block has 2 or 4 threads a column, each takes 20 or 10 of H_40's rows: one half's
+      // values in registers, the same operations in the same order for each row. Every column is read
+      // before any is written (the rows are rewritten in place).
+      const int q = threadIdx.x % p;
+      const int g = threadIdx.x / p;
+      const int per_half = split / 2;
+      const int half = g / per_half;
+      const bool active = g < split;
+      float v[kM / 2];
+      if (active) {
+#pragma unroll
+        for (int j = 0; j < kM / 2; ++j) {
+          const float x0 = buf[j * p + q];
+          const float x1 = buf[(j + kM / 2) * p + q];
+          v[j] = half == 0 ? x0 + x1 : x0 - x1;
+        }
+      }
+      __syncthreads();
+      if (active) {
+        const int rows = kM / 2 / per_half;
+        const int i0 = half * (kM / 2) + (g % per_half) * rows;
+#pragma unroll 1
+        for (int i = i0; i < i0 + rows; ++i) {
+          const uint64_t s = a.had_signs[i];
+          float acc = (s & 1) ? -v[0] : v[0];
+#pragma unroll
+          for (int j = 1; j < kM / 2; ++j) acc = ((s >> j) & 1) ? acc - v[j] : acc + v[j];
+          buf[i * p + q] = acc;
+        }
+      }
+    }
+    for (int q = threadIdx.x; split == 1 && q < p; q += blockDim.x) {
       float v[kM];
 #pragma unroll
       for (int j = 0; j < kM / 2; ++j) {
@@ -5759,8 +5839,63 @@ __global__ void quant_scale_from_amax_kernel(float* scale, int64_t count, int bi
   }
 }
 
+// Quantizes row r of one scale (token, channel or tensor; len <= 2 * kQuantHeldPairs * blockDim.x) from
+// registers: each thread loads its pairs at once (values 2b and 2b + 1 of pair b), so the row costs one
+// round of loads. The results are quant_rows_kernel's general path's, bit for bit: the scale computed
+// here is the value as stored, which is what that path reads back.
+template <ssmkit_dtype T>
+__device__ void quant_row_held(const quant_args& a, int64_t r, const float* rotated, float* red) {
+  // v[e][j] is value 2 (threadIdx.x + j blockDim.x) + e: two batches of stride 2 blockDim.x.
+  float v[2][kQuantHeldPairs];
+  const int64_t stride = 2 * static_cast<int64_t>(blockDim.x);
+  if (rotated != nullptr) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+#pragma unroll
+      for (int j = 0; j < kQuantHeldPairs; ++j) {
+        const int64_t i = 2 * static_cast<int64_t>(threadIdx.x) + e + j * stride;
+        const float f = rotated[min64(i, a.len - 1)];
+        v[e][j] = i < a.len ? f : 0.0f;
+      }
+    }
+  } else {
+    load_row_batch<T>(a.x, r * a.len, 2 * static_cast<int64_t>(threadIdx.x), stride, a.len, v[0]);
+    load_row_batch<T>(a.x, r * a.len, 2 * static_cast<int64_t>(threadIdx.x) + 1, stride, a.len, v[1]);
+  }
+  float s;
+  if (a.dynamic && a.granularity == QUANT_TOKEN) {
+    float m = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kQuantHeldPairs; ++j) m = fmaxf(m, fmaxf(fabsf(v[0][j]), fabsf(v[1][j])));
+    s = scale_as_stored(block_max(m, red), a.bits, a.scale_dt);
+    if (threadIdx.x == 0) store_float(a.scale, a.scale_dt, r, s);
+  } else {
+    const int64_t si = a.granularity == QUANT_TOKEN     ? r
+                       : a.granularity == QUANT_CHANNEL ? r / a.lines_per_channel
+                                                        : 0;
+    s = load_float(a.scale, a.scale_dt, si);
+  }
+#pragma unroll
+  for (int j = 0; j < kQuantHeldPairs; ++j) {
+    const int64_t b = threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
+    const int64_t i = 2 * b;
+    if (i >= a.len) break;
+    const int lo = quant_one(v[0][j], s, a.bits);
+    const int hi = i + 1 < a.len ? quant_one(v[1][j], s, a.bits) : 0;
+    if (a.bits == 8) {
+      int8_t* q = static_cast<int8_t*>(a.q) + r * a.len;
+      q[i] = static_cast<int8_t>(lo);
+      if (i + 1 < a.len) q[i + 1] = static_cast<int8_t>(hi);
+    } else {
+      static_cast<uint8_t*>(a.q)[r * ((a.len + 1) / 2) + b] =
+          static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
+    }
+  }
+}
+
 // Quantizes each row: dynamic token and group scales are computed and written first, then every value
-// is divided by its scale as stored (read back from the scale tensor, as the CPU kernels do).
+// is divided by its scale as stored (read back from the scale tensor, as the CPU kernels do). Rows of
+// one scale that fit in registers take quant_row_held.
 template <ssmkit_dtype T, int kM>
 __global__ void __launch_bounds__(kQuantThreads, 1) quant_rows_kernel(quant_args a) {
   extern __shared__ float row[];  // (len) when rotating
@@ -5768,8 +5903,15 @@ __global__ void __launch_bounds__(kQuantThreads, 1) quant_rows_kernel(quant_args
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
+  const bool held = a.granularity != QUANT_GROUP && a.len > 0 &&
+                    a.len <= 2 * kQuantHeldPairs * static_cast<int64_t>(blockDim.x);
   for (int64_t r = blockIdx.x; r < a.lines; r += gridDim.x) {
     if (a.had_m > 0) rotate_row<T, kM>(a, r, row);
+    if (held) {
+      quant_row_held<T>(a, r, a.had_m > 0 ? row : nullptr, red);
+      __syncthreads();  // row (and red) are reused by the next row
+      continue;
+    }
     auto value = [&](int64_t i) -> float { return a.had_m > 0 ? row[i] : load_f32<T>(a.x, r * a.len + i); };
 
     if (a.dynamic && a.granularity == QUANT_TOKEN) {
