@@ -606,6 +606,26 @@ describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bi
         }
       }
     });
+
+    // 40 p with p = 64, 128, 256 (one scale a row: dynamic token scales or static scales) take the H_40
+    // kernel with the quantizer in its epilogue: blocks of four row groups up to 16 rows, of one beyond.
+    it(`${dtype}: the fused Hadamard rotation at the Mamba widths, few and many rows, static scales`, async () => {
+      for (const len of [2560, 5120, 10240]) {
+        for (const rows of [1, 16, 17]) {
+          const rng = new Rng(len + rows);
+          const { t } = randTensor([rows, len], dtype, () => rng.normal() * 2);
+          for (const bits of [8, 4] as const) {
+            const label = `${dtype} int${bits} [${rows}, ${len}] hadamard`;
+            await compare(t, { bits, granularity: 'token', hadamard: true }, `${label} token`);
+            await compare(t, { bits, scale: 0.03, hadamard: true }, `${label} static tensor`);
+            const s = quantizeSync(t, { bits, granularity: 'token', hadamard: true }).scale;
+            const cpu = quantizeSync(t, { bits, granularity: 'token', scale: s, hadamard: true });
+            const gpu = await quantize(await t.to(DEV), { bits, granularity: 'token', scale: await s.to(DEV), hadamard: true });
+            assertEqual(toF64(gpu.q), toF64(cpu.q), `${label} static token q`);
+          }
+        }
+      }
+    });
   }
 
   it('round half to even, NaN, infinities and zeros', async () => {

@@ -1,5 +1,6 @@
 // CUDA kernels of the quantization family's GEMMs and quantizers: gemmW8A8, gemmW4A8, gemmW4A16,
-// quantize, dequantize and packWeights (hadamard's kernel is in quant.cu).
+// quantize, dequantize and packWeights (hadamard's kernel is in quant.cu, and with it quantize's rotated
+// rows of 40 p values with one scale a row).
 //
 // GEMMs (out = x @ w^T with w (n, k), K contiguous, int8 or int4 two per byte, low nibble first, or
 // w in pack_weights' layout) have ten paths, chosen per call:
@@ -213,6 +214,7 @@
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
+#include "quant_math.cuh"
 #include "rms.cuh"
 #include "ssmkit/quant.h"
 
@@ -239,22 +241,6 @@ __device__ __forceinline__ void static_for(F&& f) {
 
 // ---------------------------------------------------------------------------------------------------
 // Device helpers.
-
-__device__ __forceinline__ float load_float(const void* p, ssmkit_dtype dt, int64_t i) {
-  if (dt == SSMKIT_DTYPE_F16) return __half2float(static_cast<const __half*>(p)[i]);
-  if (dt == SSMKIT_DTYPE_BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-  return static_cast<const float*>(p)[i];
-}
-
-__device__ __forceinline__ void store_float(void* p, ssmkit_dtype dt, int64_t i, float v) {
-  if (dt == SSMKIT_DTYPE_F16) {
-    static_cast<__half*>(p)[i] = __float2half_rn(v);
-  } else if (dt == SSMKIT_DTYPE_BF16) {
-    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-  } else {
-    static_cast<float*>(p)[i] = v;
-  }
-}
 
 // Two consecutive outputs; i must be even and the buffer's base aligned (every dtype's pair is then
 // 4- or 8-byte aligned).
@@ -5782,24 +5768,6 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   return m;
 }
 
-// scale = amax / 7 or / 127 (1 where that is not positive), rounded to the scale's dtype; a scale that
-// rounds to 0 becomes 1. Returns the value as stored.
-__device__ __forceinline__ float scale_as_stored(float amax, int bits, ssmkit_dtype dt) {
-  float s = amax / (bits == 4 ? 7.0f : 127.0f);
-  if (!(s > 0.0f)) s = 1.0f;
-  if (dt == SSMKIT_DTYPE_F16) s = __half2float(__float2half_rn(s));
-  if (dt == SSMKIT_DTYPE_BF16) s = __bfloat162float(__float2bfloat16_rn(s));
-  return s == 0.0f ? 1.0f : s;
-}
-
-__device__ __forceinline__ int quant_one(float v, float s, int bits) {
-  float r = rintf(__fdiv_rn(v, s));
-  if (r != r) r = 0.0f;
-  const float lo = bits == 4 ? -8.0f : -127.0f;
-  const float hi = bits == 4 ? 7.0f : 127.0f;
-  return static_cast<int>(fminf(fmaxf(r, lo), hi));
-}
-
 // amax of each row (rotated when asked) into the float32 scale of its channel (lines_per_channel rows;
 // all rows for a tensor scale), as bit patterns through atomicMax. The scale was zeroed first.
 template <ssmkit_dtype T, int kM>
@@ -6259,6 +6227,12 @@ status quantize_cuda(const quantize_params& p, void* stream_ptr) {
   a.rot_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.len)));
   const int dev = p.x.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
+  if (a.had_m == 40) {
+    // Rows of 40 p values with one scale each: the rotation's own wide kernel, quantizing in its epilogue.
+    bool launched = false;
+    SSMKIT_RETURN_IF_ERROR(quantize_h40_cuda(p, a.rot_scale, stream, &launched));
+    if (launched) return ok_status();
+  }
   switch (p.x.dtype) {
     case SSMKIT_DTYPE_F32: return launch_quantize_m<SSMKIT_DTYPE_F32>(a, dev, stream);
     case SSMKIT_DTYPE_F16: return launch_quantize_m<SSMKIT_DTYPE_F16>(a, dev, stream);

@@ -3446,6 +3446,7 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);         // enqueue_dt_update's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
   f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);     // the quantized layers' rotation
+  f.push_back(env_flag("SSMKIT_CUDA_QUANT_H40", true) ? 1 : 0);         // and its quantizer
   f.push_back(pdl_trigger_late() ? 1 : 0);                              // the gemvs' and ring GEMMs' launches
   f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_CONV", true) ? 1 : 0);  // decode_linear's switch
   f.push_back(static_cast<uint64_t>(p.batch));

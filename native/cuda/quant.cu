@@ -1,4 +1,5 @@
-// CUDA kernels of the quantization family: hadamard (the GEMMs and quantizers are in gemm.cu).
+// CUDA kernels of the quantization family: hadamard, and quantize of rotated rows of 40 p values with one
+// scale a row (the GEMMs and the other quantizers are in gemm.cu).
 //
 // hadamard: one block per row (a grid-stride loop over rows), n = m * 2^k with m in {1, 12, 20, 28, 40},
 // computed with the same float32 operations in the same order as native/cpu/quant.cc, so results match
@@ -21,6 +22,8 @@
 // H_40 with 64 <= p <= 256 (n = 2560, 5120, 10240: the Mamba widths) has its own kernel, described
 // above it: the H_40 butterfly moves into registers before shared memory, each output position pair is
 // one thread's (8-byte shared loads, 4-byte global stores, immediate offsets: p is a template argument).
+// Its quantizing form is quantize's for such rows with one scale a row (quantize_h40_cuda): the quantized
+// model's rotated out_proj input.
 // Up to 16 rows (a decode step's one) its blocks are 4p threads instead of p: the one row's block of four
 // warps spent 7.5 us after its wait in the W4A16 decode step (H200 per-block trace), the step's longest
 // launch after in_proj; with sixteen warps the step went from 2.28 to 2.14 ms a token.
@@ -61,6 +64,7 @@
 #include "cuda_check.cuh"
 #include "env.cuh"
 #include "pdl.cuh"
+#include "quant_math.cuh"
 #include "ssmkit/quant.h"
 
 namespace ssmkit {
@@ -389,9 +393,9 @@ __device__ __forceinline__ void store2(void* out, int64_t off, float a, float b)
 }
 
 // Rows [kBase, kBase + kRows) of H_40 on the pairs y (columns 0..19: the sums for rows below 20, the
-// differences above), at positions q, q + 1 of out + off.
-template <ssmkit_dtype T, int kBase, int kRows, int kP>
-__device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t off, float scale) {
+// differences above), each row's pair handed to sink(row, a, b) times scale.
+template <int kBase, int kRows, class Sink>
+__device__ __forceinline__ void mix40_pair(const float2* y, float scale, Sink&& sink) {
   static_for<kRows>([&](auto ii) {
     constexpr int i = kBase + decltype(ii)::value;
     constexpr bool kNeg0 = had_neg<40>(i, 0);
@@ -407,17 +411,36 @@ __device__ __forceinline__ void mix40_pair(const float2* y, void* out, int64_t o
         b += y[j].y;
       }
     });
-    store2<T>(out, off + i * kP, a * scale, b * scale);
+    sink(ii, a * scale, b * scale);
   });
 }
+
+// quantize's rotated rows (hadamard40_kernel's quantizing form): q int8 (pairs of bytes) or int4 (a
+// byte a pair), one scale a row: computed from the row's amax (dynamic, token scales) and stored, or
+// read (static: token, channel or tensor scales).
+struct had_quant {
+  void* q;
+  void* scale;
+  ssmkit_dtype scale_dt;
+  int bits;
+  bool dynamic;
+  int64_t per_scale;  // rows a static scale covers (1: token; lines_per_channel; all rows: tensor)
+};
 
 // kGroups (1, 2 or 4) row groups of p threads: with more than one, phase 1 runs in one pass and phase 2
 // splits each part's 20 rows of H_40 over the groups (20 / kGroups a thread), for a few rows (the decode
 // step's one) where one block of p threads would run both phases on four warps, each a long chain. The
 // same operations on each value in the same order either way, so the same bits.
-template <ssmkit_dtype T, int kLogP, int kGroups>
-__global__ void __launch_bounds__((1 << kLogP) * kGroups, 1024 / ((1 << kLogP) * kGroups))
-    hadamard40_kernel(had_args a) {
+//
+// With kQuant, each thread keeps its rows' pairs in registers instead of storing them, and the row is
+// quantized as quant_rows_kernel (gemm.cu) quantizes a rotated row: the same float32 values (the same
+// operations in the CPU's order, times the same scale), the block's amax, the scale as stored, rint of the
+// quotient. So q and the scales are the CPU's bits.
+// (At one row group the 20 pairs a thread holds need 128 registers: half the blocks an SM.)
+template <ssmkit_dtype T, int kLogP, int kGroups, bool kQuant>
+__global__ void __launch_bounds__((1 << kLogP) * kGroups,
+                                  (kQuant && kGroups == 1 ? 512 : 1024) / ((1 << kLogP) * kGroups))
+    hadamard40_kernel(had_args a, had_quant hq) {
   SSMKIT_TRACE_SCOPE();
   pdl_wait();  // as hadamard_kernel
   pdl_trigger();
@@ -495,37 +518,78 @@ __global__ void __launch_bounds__((1 << kLogP) * kGroups, 1024 / ((1 << kLogP) *
     float2 y[20];
 #pragma unroll
     for (int c = 0; c < 20; ++c) y[c] = src[c * kHalf];
+    float2 o[kQuant ? kGroupRows : 1];  // kQuant: the thread's rows' pairs
     static_for<2 * kGroups>([&](auto sel) {
       constexpr int kSel = decltype(sel)::value;
       if (part * kGroups + group == kSel) {
-        mix40_pair<T, 20 * (kSel / kGroups) + kGroupRows*(kSel % kGroups), kGroupRows, kP>(y, a.out, row0 + q,
-                                                                                           a.scale);
+        constexpr int kBase = 20 * (kSel / kGroups) + kGroupRows * (kSel % kGroups);
+        mix40_pair<kBase, kGroupRows>(y, a.scale, [&](auto ii, float u0, float u1) {
+          constexpr int i = decltype(ii)::value;
+          if constexpr (kQuant) {
+            o[i] = make_float2(u0, u1);
+          } else {
+            store2<T>(a.out, row0 + q + (kBase + i) * kP, u0, u1);
+          }
+        });
       }
     });
-    __syncthreads();  // buf is rewritten by the next row
+    if constexpr (kQuant) {
+      float s;
+      if (hq.dynamic) {
+        __shared__ float red[kThreads / 32];
+        float m = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kGroupRows; ++i) m = fmaxf(m, fmaxf(fabsf(o[i].x), fabsf(o[i].y)));
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(kFull, m, off));
+        if ((tid & 31) == 0) red[tid >> 5] = m;
+        __syncthreads();
+        m = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, red[w]);
+        s = scale_as_stored(m, hq.bits, hq.scale_dt);
+        if (tid == 0) store_float(hq.scale, hq.scale_dt, r, s);
+      } else {
+        s = load_float(hq.scale, hq.scale_dt, r / hq.per_scale);
+      }
+      const int first = 20 * part + kGroupRows * group;  // the thread's first row of H_40
+#pragma unroll
+      for (int i = 0; i < kGroupRows; ++i) {
+        const int lo = quant_one(o[i].x, s, hq.bits);
+        const int hi = quant_one(o[i].y, s, hq.bits);
+        const int64_t at = row0 + q + static_cast<int64_t>(first + i) * kP;  // even
+        if (hq.bits == 8) {
+          const uint16_t pair = static_cast<uint16_t>((lo & 255) | ((hi & 255) << 8));
+          *reinterpret_cast<uint16_t*>(static_cast<int8_t*>(hq.q) + at) = pair;
+        } else {
+          static_cast<uint8_t*>(hq.q)[at / 2] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
+        }
+      }
+    }
+    __syncthreads();  // buf (and red) are rewritten by the next row
   }
 }
 
-template <ssmkit_dtype T, int kLogP, int kGroups>
-status launch_hadamard40_groups(const had_args& a, cudaStream_t stream) {
+template <ssmkit_dtype T, int kLogP, int kGroups, bool kQuant>
+status launch_hadamard40_groups(const had_args& a, const had_quant& hq, cudaStream_t stream) {
   constexpr int kP = 1 << kLogP;
   constexpr int smem = 40 * kP * static_cast<int>(sizeof(float));
-  auto* kernel = hadamard40_kernel<T, kLogP, kGroups>;
+  auto* kernel = hadamard40_kernel<T, kLogP, kGroups, kQuant>;
   if (smem > 48 * 1024)
     SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const unsigned blocks = static_cast<unsigned>(a.rows < kMax40Blocks ? a.rows : kMax40Blocks);
-  return launch_after_wait(kernel, dim3(blocks), dim3(kP * kGroups), smem, stream, a);
+  return launch_after_wait(kernel, dim3(blocks), dim3(kP * kGroups), smem, stream, a, hq);
 }
 
 // Up to kWide40Rows rows (a decode step's): blocks of four row groups (SSMKIT_CUDA_HADAMARD_WIDE=0: of one,
 // for comparison; part of the decode step's graph fingerprint). More rows fill the GPU with blocks of p.
 constexpr int64_t kWide40Rows = 16;
 
-template <ssmkit_dtype T, int kLogP>
-status launch_hadamard40(const had_args& a, cudaStream_t stream) {
+template <ssmkit_dtype T, int kLogP, bool kQuant = false>
+status launch_hadamard40(const had_args& a, cudaStream_t stream, const had_quant& hq = had_quant{}) {
   if (a.rows <= kWide40Rows && env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true))
-    return launch_hadamard40_groups<T, kLogP, 4>(a, stream);
-  return launch_hadamard40_groups<T, kLogP, 1>(a, stream);
+    return launch_hadamard40_groups<T, kLogP, 4, kQuant>(a, hq, stream);
+  return launch_hadamard40_groups<T, kLogP, 1, kQuant>(a, hq, stream);
 }
 
 template <int M>
@@ -639,6 +703,49 @@ status hadamard_cuda(const hadamard_params& p, void* stream) {
     return fast ? launch_hadamard_m<kDType, true>(m, a, threads, smem, s)
                 : launch_hadamard_m<kDType, false>(m, a, threads, smem, s);
   });
+}
+
+status quantize_h40_cuda(const quantize_params& p, float rot_scale, void* stream, bool* launched) {
+  *launched = false;
+  int m = 1;
+  int64_t pow2 = 1;
+  if (!p.hadamard || p.lines <= 0 || !hadamard_factor(p.len, &m, &pow2) || m != 40 || pow2 < 64 ||
+      pow2 > 256 || (p.bits != 8 && p.bits != 4) || p.granularity == QUANT_GROUP ||
+      (!p.static_scale && p.granularity != QUANT_TOKEN) || !env_flag("SSMKIT_CUDA_QUANT_H40", true))
+    return ok_status();
+  // The kernel's 16-byte loads of x and, for 8 bits, 2-byte stores of q pairs (rows of 40 p values keep
+  // every row start as aligned as the base).
+  if (reinterpret_cast<uintptr_t>(p.x.data) % 16 != 0 ||
+      (p.bits == 8 && reinterpret_cast<uintptr_t>(p.q.data) % 2 != 0))
+    return ok_status();
+  static const bool tables_ok = table_matches<40>();
+  if (!tables_ok)
+    return make_status(status_code::internal, "quantize: CUDA's H_40 table differs from the CPU's");
+  had_args a{};
+  a.x = p.x.data;
+  a.rows = p.lines;
+  a.n = static_cast<int>(p.len);
+  a.log_p = pow2 == 64 ? 6 : pow2 == 128 ? 7 : 8;
+  a.scale = rot_scale;
+  had_quant hq{};
+  hq.q = p.q.data;
+  hq.scale = p.scale.data;
+  hq.scale_dt = p.scale.dtype;
+  hq.bits = p.bits;
+  hq.dynamic = !p.static_scale;
+  hq.per_scale = p.granularity == QUANT_TENSOR    ? p.lines
+                 : p.granularity == QUANT_CHANNEL ? std::max<int64_t>(1, p.lines_per_channel)
+                                                  : 1;
+  const auto s = static_cast<cudaStream_t>(stream);
+  SSMKIT_RETURN_IF_ERROR(SSMKIT_FLOAT_SWITCH(p.x.dtype, "quantize", [&] {
+    switch (a.log_p) {
+      case 6: return launch_hadamard40<kDType, 6, true>(a, s, hq);
+      case 7: return launch_hadamard40<kDType, 7, true>(a, s, hq);
+      default: return launch_hadamard40<kDType, 8, true>(a, s, hq);
+    }
+  }));
+  *launched = true;
+  return ok_status();
 }
 
 }  // namespace ssmkit

@@ -73,6 +73,11 @@ struct quantize_params {
 
 status quantize_cpu(const quantize_params& p);
 status quantize_cuda(const quantize_params& p, void* stream);
+// quantize_cuda's rows with hadamard where len = 40 * p (p = 64, 128, 256: the Mamba widths) and one
+// scale a row (dynamic token scales, or static scales): hadamard's H_40 kernel with the quantizer in its
+// epilogue, rotated by rot_scale. *launched is false, with nothing enqueued, where it does not apply
+// (SSMKIT_CUDA_QUANT_H40=0: never).
+status quantize_h40_cuda(const quantize_params& p, float rot_scale, void* stream, bool* launched);
 
 struct dequantize_params {
   tensor_view q;      // (lines, len) int8 | int4
