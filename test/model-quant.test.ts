@@ -288,6 +288,53 @@ describe.each(testDevices())('quantized models on %s', (device) => {
     },
   );
 
+  it.each([
+    ['mamba', MAMBA_WIDE],
+    ['mamba2', MAMBA2_WIDE],
+  ] as const)(
+    'w8a8 and w4a8 decode at batch 1, %s: norm and quantizer folded into in_proj = their kernels, dynamic and calibrated',
+    async (name, config) => {
+      const dir = await writeModel(`wide-${name}-${device}`, config, false);
+      const p = prompts[0] as number[];
+      for (const mode of ['w8a8', 'w4a8'] as const) {
+        for (const calibration of [undefined, [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]]) {
+          const label = `${mode} ${calibration ? 'calibrated' : 'dynamic'}`;
+          const q = await MambaModel.load(dir, {
+            device,
+            dtype: 'bfloat16',
+            quantize: mode,
+            ...(calibration ? { calibration } : {}),
+          });
+          const prefill = toF64((await q.forward([p])).logits.toSync('cpu'));
+          const v = prefill.length / p.length;
+          // Five steps: uncaptured, captured, then replayed. On CUDA the fold takes in_proj's one bfloat16 row
+          // on the pair path; on the CPU both settings run the same code.
+          const steps = (fold: string) =>
+            withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold }, async () => {
+              const r = await q.forward([p.slice(0, 3)]);
+              const out: Float64Array[] = [];
+              for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
+              return out;
+            });
+          const [folded, apart] = [await steps('1'), await steps('0')];
+          for (let i = 0; i < folded.length; i++) {
+            const a = folded[i] as Float64Array;
+            expect(relL2(a, prefill.subarray((3 + i) * v, (4 + i) * v)), `${label} step ${i}: folded vs prefill`).toBeLessThan(
+              0.03,
+            );
+            // The norm's and the quantizer's arithmetic in their order: the same bits, but for the order of the
+            // squares' float64 sum, which moves the float32 mean of squares only where it sits within a few
+            // float64 ulps of a rounding boundary.
+            expect(Array.from(a), `${label} step ${i}: folded vs norm and quantize kernels`).toEqual(
+              Array.from(apart[i] as Float64Array),
+            );
+          }
+          q.dispose();
+        }
+      }
+    },
+  );
+
   it('a rotated layer computes the same product as an unrotated one', async () => {
     const rng = new Rng(17);
     const [n, k] = [48, 128];

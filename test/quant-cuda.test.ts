@@ -624,6 +624,15 @@ describe.skipIf(!CUDA)(`quantize and dequantize on CUDA match the CPU bit for bi
             assertEqual(toF64(gpu.q), toF64(cpu.q), `${label} static token q`);
           }
         }
+        // Static channel scales: one a group of 8 rows (dimension 0 of a 3-d tensor).
+        const rng = new Rng(len);
+        const { t } = randTensor([2, 8, len], dtype, () => rng.normal() * 2);
+        for (const bits of [8, 4] as const) {
+          const s = quantizeSync(t, { bits, granularity: 'channel', hadamard: true }).scale;
+          const cpu = quantizeSync(t, { bits, granularity: 'channel', scale: s, hadamard: true });
+          const gpu = await quantize(await t.to(DEV), { bits, granularity: 'channel', scale: await s.to(DEV), hadamard: true });
+          assertEqual(toF64(gpu.q), toF64(cpu.q), `${dtype} int${bits} [2, 8, ${len}] hadamard static channel q`);
+        }
       }
     });
   }

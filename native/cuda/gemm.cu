@@ -386,6 +386,9 @@ struct gemm_args {
   const void* pre_w;
   ssmkit_dtype pre_res_dt, pre_res_out_dt, pre_w_dt;
   float pre_eps;
+  // The pair path with one row of int8 x (W8A8, W4A8) also folds in the quantizer (pair_prenorm_quant):
+  // pre_x of dtype pre_x_dt (16-bit), a_scale a static scale or null (the row's per-token scale).
+  ssmkit_dtype pre_x_dt;
   // The ring path with one row, when conv_state is set (gemm_w4a16_params' conv_* fields): output
   // columns [conv_col0, conv_col0 + conv_dim) are also causal_conv1d_update's x for one token (silu),
   // finished in the epilogue: conv_out (conv_dim) gets the conv's output and conv_state (conv_dim, conv_sl)
@@ -3850,15 +3853,15 @@ __device__ __forceinline__ void finish_set_sums(const gemm_args& g, int m, const
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Pair path (m <= 16, k % 128 == 0, 16-byte aligned bases, outside a PDL chain): W8A8 and W4A16 with
-// 16-bit x, plain or packed weights. A block owns 32 columns (one panel pair of the packed layout) and
-// all of k; its warps split the 128-k steps in contiguous ranges and add their sums in shared memory in
-// warp order (no partials in global memory, no counter, no cluster). x is staged once a block in shared
-// memory, after the first step's weights are requested; every warp keeps its next step's weights in
-// flight while it multiplies the current one. Lane (gq, tq) holds the block's columns 4 gq .. 4 gq + 3
-// as rows gq and gq + 8 of two m16 tiles of the weights (the A operand: tile 0 columns 4 gq, 4 gq + 1,
-// tile 1 columns 4 gq + 2, 4 gq + 3) and x's rows as the B operand (m = 8 mt + column of the n8 tile),
-// so that one 16-byte vector of the packed layout (four columns at one k-step) feeds four tile rows.
+// Pair path (m <= 16, k % 128 == 0, 16-byte aligned bases; in a PDL chain W4A8 and the folded norm and
+// quantizer only): W8A8, W4A8, and W4A16 with 16-bit x, plain or packed weights. A block owns 32 columns (one
+// panel pair of the packed layout) and all of k; its warps split the 128-k steps in contiguous ranges and add
+// their sums in shared memory in warp order (no partials in global memory, no counter, no cluster). x is
+// staged once a block in shared memory, after the first step's weights are requested; every warp keeps its
+// next step's weights in flight while it multiplies the current one. Lane (gq, tq) holds the block's columns
+// 4 gq .. 4 gq + 3 as rows gq and gq + 8 of two m16 tiles of the weights (the A operand: tile 0 columns 4 gq,
+// 4 gq + 1, tile 1 columns 4 gq + 2, 4 gq + 3) and x's rows as the B operand (m = 8 mt + column of the n8
+// tile), so that one 16-byte vector of the packed layout (four columns at one k-step) feeds four tile rows.
 // - W4A16 (m16n8k16): a step of lane tq is k 32 tq .. 32 tq + 31 of each column: plain, 16 bytes of the
 //   column's row; packed, the vectors of k-steps 4 tq .. 4 tq + 3. int4_word_to_pairs_lop3 makes each
 //   word the pairs (k0, k2), (k4, k6) for one mma and (k1, k3), (k5, k7) for another, for both layouts
@@ -3890,6 +3893,109 @@ __device__ __forceinline__ void finish_set_sums(const gemm_args& g, int m, const
 constexpr int kPairCols = 32;
 constexpr int kPairStepK = 128;
 constexpr int kPairMaxWarps = 16;
+
+// The pair path's folded norm and quantizer (g.pre_x set; one row of int8 x, W8A8 or W4A8; the decode
+// step's norm in front of in_proj with in_proj's activation quantizer): x is made in every block as
+// rms_norm then quantize make it op by op. The sum pre_x + pre_res (float32; pre_res optional, float32 or
+// pre_x's dtype kH), its squares added in float64 in a fixed order (every block gets the same rstd), out =
+// sum * rstd * pre_w rounded to kH; then 8-bit q = quant_one(out, s) with s the static a_scale (one value)
+// or, without a_scale, the row's per-token scale (scale_as_stored of its amax, float32). A thread holds
+// the chunks of 8 values tid + j blockDim (j < kPairFoldChunks: k <= 8 kPairFoldChunks blockDim, which
+// int8_norm_folds checks), all of its loads issued at once; block 0 stores the sums to pre_res_out. Writes q
+// to nat (k bytes, shared) and returns s; all threads of the block call it, and nat is complete when it
+// returns.
+constexpr int kPairFoldChunks = 3;
+
+template <ssmkit_dtype kH>
+__device__ __forceinline__ float pair_prenorm_quant(const gemm_args& g, int8_t* nat) {
+  constexpr int kC = kPairFoldChunks;
+  __shared__ double red_d[kPairMaxWarps];
+  __shared__ float red_f[kPairMaxWarps];
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x), warps = nt >> 5;
+  const int chunks = static_cast<int>(g.k / 8);
+  const bool res32 = g.pre_res != nullptr && g.pre_res_dt == SSMKIT_DTYPE_F32;
+  const bool res16 = g.pre_res != nullptr && !res32;
+  const bool w32 = g.pre_w_dt == SSMKIT_DTYPE_F32;
+  const uint32_t s_bits = g.a_scale != nullptr ? ld_bits(g.a_scale, g.a_scale_dt, 0) : 0u;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 xr[kC], r0[kC], r1[kC], w0[kC], w1[kC];
+#pragma unroll
+  for (int j = 0; j < kC; ++j) {
+    const int c = tid + j * nt;
+    const bool ok = c < chunks;
+    xr[j] = ok ? reinterpret_cast<const uint4*>(g.pre_x)[c] : zero;
+    r0[j] = ok && res32   ? reinterpret_cast<const uint4*>(g.pre_res)[2 * c]
+            : ok && res16 ? reinterpret_cast<const uint4*>(g.pre_res)[c]
+                          : zero;
+    r1[j] = ok && res32 ? reinterpret_cast<const uint4*>(g.pre_res)[2 * c + 1] : zero;
+    w0[j] = ok ? reinterpret_cast<const uint4*>(g.pre_w)[w32 ? 2 * c : c] : zero;
+    w1[j] = ok && w32 ? reinterpret_cast<const uint4*>(g.pre_w)[2 * c + 1] : zero;
+  }
+  // The sums (absent chunks are zeros, whose squares add nothing), in the same order in every block.
+  float v[kC][8];
+  double ss = 0.0;
+#pragma unroll
+  for (int j = 0; j < kC; ++j) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      v[j][e] = half8_at<kH>(xr[j], e);
+      if (res32) {
+        v[j][e] += __uint_as_float(word_at(e < 4 ? r0[j] : r1[j], e & 3));
+      } else if (res16) {
+        v[j][e] += half8_at<kH>(r0[j], e);
+      }
+      ss += static_cast<double>(v[j][e]) * v[j][e];
+    }
+  }
+  if (blockIdx.x == 0) {
+#pragma unroll
+    for (int j = 0; j < kC; ++j) {
+      const int c = tid + j * nt;
+      if (c >= chunks) continue;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) store_float(g.pre_res_out, g.pre_res_out_dt, 8 * c + e, v[j][e]);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((tid & 31) == 0) red_d[tid >> 5] = ss;
+  __syncthreads();
+  double tot = 0.0;
+  for (int q = 0; q < warps; ++q) tot += red_d[q];
+  const float rstd = rms_rstd(tot, g.k, g.pre_eps);
+  float m = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kC; ++j) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float w = w32 ? __uint_as_float(word_at(e < 4 ? w0[j] : w1[j], e & 3)) : half8_at<kH>(w0[j], e);
+      const float o = v[j][e] * rstd * w;
+      v[j][e] = kH == SSMKIT_DTYPE_F16 ? __half2float(__float2half_rn(o))
+                                       : __bfloat162float(__float2bfloat16_rn(o));
+      m = fmaxf(m, fabsf(v[j][e]));
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((tid & 31) == 0) red_f[tid >> 5] = m;
+  __syncthreads();
+  float amax = 0.0f;
+  for (int q = 0; q < warps; ++q) amax = fmaxf(amax, red_f[q]);
+  const float s =
+      g.a_scale != nullptr ? bits_value(g.a_scale_dt, s_bits) : scale_as_stored(amax, 8, SSMKIT_DTYPE_F32);
+#pragma unroll
+  for (int j = 0; j < kC; ++j) {
+    const int c = tid + j * nt;
+    if (c >= chunks) continue;
+    uint32_t b[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) b[e] = static_cast<uint32_t>(quant_one(v[j][e], s, 8)) & 255u;
+    reinterpret_cast<uint2*>(nat)[c] =
+        make_uint2(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24, b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24);
+  }
+  __syncthreads();
+  return s;
+}
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gemm_args g) {
@@ -3974,14 +4080,31 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
     load(s0, next);
     load_scales(s0, next_sb);
   }
+  // Launched in a PDL chain (g.pdl): the weights above are constant; x is the kernel before's output, and
+  // out may still be read by it. The next kernel is scheduled once every block has waited (the decode
+  // step's late trigger). Without the attribute both return at once.
+  pdl_wait();
+  pdl_trigger();
   // x into shared memory: W4A16 as the weights' pairs, uint4 (row, 8-k group); W8A8 as words (row, step,
   // 32 words), lane tq's 8 words of a step at 8 tq; W4A8 as words in place, for plain weights each pair of
   // them (8 k) as its even k, then its odd k (the order in which a plain weight word widens, see below;
   // a packed word holds k 0..3 in its low nibbles and 4..7 in its high ones, x's own order).
   const int m = static_cast<int>(g.m), k = static_cast<int>(g.k);
+  // x's int8 row: g.a, or with the folded norm and quantizer (one row) made here into shared memory after
+  // the staged x (k bytes: pair_fold_bytes).
+  const uint4* xg = static_cast<const uint4*>(g.a);
+  __shared__ float fold_scale;
+  if constexpr (kIntX) {
+    if (g.pre_x != nullptr) {
+      int8_t* nat = reinterpret_cast<int8_t*>(pair_smem) + k;
+      const float fs = g.pre_x_dt == SSMKIT_DTYPE_F16 ? pair_prenorm_quant<SSMKIT_DTYPE_F16>(g, nat)
+                                                      : pair_prenorm_quant<SSMKIT_DTYPE_BF16>(g, nat);
+      if (threadIdx.x == 0) fold_scale = fs;
+      xg = reinterpret_cast<const uint4*>(nat);
+    }
+  }
   if constexpr (kW4A8) {
     uint4* xs = pair_smem;
-    const uint4* xg = static_cast<const uint4*>(g.a);
     for (int q = static_cast<int>(threadIdx.x); q < m * k / 16; q += static_cast<int>(blockDim.x)) {
       const uint4 v = xg[q];
       xs[q] = kPlain ? make_uint4(__byte_perm(v.x, v.y, 0x6420), __byte_perm(v.x, v.y, 0x7531),
@@ -3990,7 +4113,6 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
     }
   } else if constexpr (kInt8) {
     uint32_t* xs = reinterpret_cast<uint32_t*>(pair_smem);
-    const uint4* xg = static_cast<const uint4*>(g.a);
     for (int q = static_cast<int>(threadIdx.x); q < m * k / 16; q += static_cast<int>(blockDim.x)) {
       const uint4 v = xg[q];
       const uint32_t w4[4] = {v.x, v.y, v.z, v.w};
@@ -4005,7 +4127,6 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
       }
     }
   } else {
-    const uint4* xg = static_cast<const uint4*>(g.a);
     for (int q = static_cast<int>(threadIdx.x); q < m * k / 8; q += static_cast<int>(blockDim.x)) {
       const uint4 v = xg[q];
       pair_smem[q] = make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.z, v.w, 0x5410),
@@ -4157,6 +4278,16 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   Acc* red = reinterpret_cast<Acc*>(pair_smem);
   store_set_sums<kMT>(red + warp * kVals * 32 + lane, acc);
   __syncthreads();
+  if constexpr (kIntX) {
+    if (g.pre_x != nullptr && g.a_scale == nullptr) {  // the folded quantizer's per-token scale
+      gemm_args ge = g;
+      ge.a_scale = &fold_scale;
+      ge.a_scale_dt = SSMKIT_DTYPE_F32;
+      ge.a_scale_per_row = false;
+      finish_set_sums<kMT, 1, kGrouped>(ge, m, red, warps);
+      return;
+    }
+  }
   finish_set_sums<kMT, 1, kGrouped>(g, m, red, warps);  // kPairCols columns a block
 }
 
@@ -5178,13 +5309,32 @@ int64_t pair_x_bytes(const gemm_args& g) {
   return g.m * g.k * (kKind == KIND_W4A16 ? 2 : 1);
 }
 
+// Shared memory of the folded norm and quantizer beyond the staged x (gemm_pair_kernel): the int8 row.
+int64_t pair_fold_bytes(const gemm_args& g) {
+  return g.pre_x != nullptr ? g.k : 0;
+}
+
+// Warps of a pair block: about five 128-k steps a warp (the probe's best at k = 2560 and 5120), at most
+// kPairMaxWarps.
+int pair_warps(int64_t k) {
+  return static_cast<int>(std::min<int64_t>(kPairMaxWarps, std::max<int64_t>(1, (k / kPairStepK + 4) / 5)));
+}
+
 // Whether the pair path takes g (W8A8 without groups, W4A8, or W4A16 with 16-bit x): the rows below, whole
 // 128-k steps (and groups of whole steps, W4A16's scales in x's dtype), x small enough to stage, outside a
-// PDL chain and its folds (the decode step keeps the ring and GEMV kernels it was measured with), and at
-// least a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's wider split).
+// PDL chain and the W4A16 folds except as below (the decode step keeps the ring and GEMV kernels it was
+// measured with), and at least a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's
+// wider split).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
-  if (!bases16 || g.pdl || g.pre_x != nullptr || g.conv_state != nullptr || !pair_allowed()) return false;
+  // The folded norm and quantizer: int8 x, one row, at most kPairFoldChunks chunks of 8 values a thread.
+  const bool fold_ok = kKind != KIND_W4A16 && g.m == 1 && g.k <= 8 * kPairFoldChunks * 32 * pair_warps(g.k);
+  // In a PDL chain: W4A8, and the folded norm and quantizer (the step's other rows keep the kernels they
+  // were measured with).
+  const bool pdl_ok = kKind == KIND_W4A8 || g.pre_x != nullptr;
+  if (!bases16 || (g.pdl && !pdl_ok) || (g.pre_x != nullptr && !fold_ok) || g.conv_state != nullptr ||
+      !pair_allowed())
+    return false;
   // Where it measured faster (H200, Nsight): W4A16 at one row (at four rows the ring was as fast or
   // faster on packed weights, whose bits plain weights must give); W8A8 on plain rows up to 16, and on
   // packed ones at one row (more packed rows: the ring). W4A8 (no other path of its rows is as fast) up to
@@ -5194,7 +5344,7 @@ bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   if (kKind == KIND_W4A8 && g.k > kW4x16MaxK) return false;
   if (kGrouped && (g.group_size % kPairStepK != 0 || (kKind == KIND_W4A16 && g.w_scale_dt != kX)))
     return false;
-  if (pair_x_bytes<kKind>(g) > kPairMaxXBytes) return false;
+  if (pair_x_bytes<kKind>(g) + pair_fold_bytes(g) > kPairMaxXBytes) return false;
   device_limits lim;
   if (!limits_of(dev, &lim).ok()) return false;
   const int64_t blocks = (g.n + kPairCols - 1) / kPairCols;
@@ -5203,18 +5353,17 @@ bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
 
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
 status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
-  // About five steps a warp (the probe's best at k = 2560 and 5120), at most kPairMaxWarps.
-  const int64_t steps = g.k / kPairStepK;
-  const int warps = static_cast<int>(std::min<int64_t>(kPairMaxWarps, std::max<int64_t>(1, (steps + 4) / 5)));
-  const int64_t x_bytes = pair_x_bytes<kKind>(g);
+  const int warps = pair_warps(g.k);
+  const int64_t x_bytes = pair_x_bytes<kKind>(g) + pair_fold_bytes(g);
   const int64_t red_bytes = static_cast<int64_t>(warps) * 2 * kMT * 4 * 32 * 4;
   const int smem = static_cast<int>(std::max(x_bytes, red_bytes));
   auto* kernel = gemm_pair_kernel<kKind, kX, kGrouped, kPlain, kMT>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, static_cast<int>(kPairMaxXBytes), smem_done));
-  kernel<<<static_cast<unsigned>((g.n + kPairCols - 1) / kPairCols), 32 * warps, smem, stream>>>(g);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
-  return ok_status();
+  bool pdl = false;
+  if (g.pdl) SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &pdl));
+  return launch_pdl(kernel, dim3(static_cast<unsigned>((g.n + kPairCols - 1) / kPairCols)), dim3(32 * warps),
+                    static_cast<size_t>(smem), stream, pdl, g);
 }
 
 // Two m16 tiles of rows only where pair_takes lets more than 8 rows through: plain W8A8, and W4A8.
@@ -6005,6 +6154,62 @@ status launch_quantize_m(const quant_args& a, int dev, cudaStream_t stream) {
 // ---------------------------------------------------------------------------------------------------
 // Entry points.
 
+namespace {
+
+// Whether the pair path can fold p's norm and quantizer into its product (gemm_w8a8_norm_folds and
+// gemm_w4a8_norm_folds): one row; norm_x 16-bit, norm_w float32 or norm_x's dtype, norm_res (optional)
+// float32 or norm_x's dtype, all of k values in 16-byte aligned rows; norm_res_out of k floats; a_scale
+// absent (per-token) or one value; and the pair path taking the product as it stands.
+template <int kKind, class P>
+bool int8_norm_folds(const P& p, const char* what, int64_t group_size) {
+  const tensor_view& x = p.norm_x;
+  if (p.m != 1 || p.k % 8 != 0 || !x.present() ||
+      (x.dtype != SSMKIT_DTYPE_F16 && x.dtype != SSMKIT_DTYPE_BF16))
+    return false;
+  const auto a16 = [](const tensor_view& t) { return reinterpret_cast<uintptr_t>(t.data) % 16 == 0; };
+  const auto f32_or_x = [&](const tensor_view& t) {
+    return t.numel() == p.k && a16(t) && (t.dtype == SSMKIT_DTYPE_F32 || t.dtype == x.dtype);
+  };
+  if (x.numel() != p.k || !a16(x) || !p.norm_w.present() || !f32_or_x(p.norm_w)) return false;
+  if (p.norm_res.present() && !f32_or_x(p.norm_res)) return false;
+  const tensor_view& ro = p.norm_res_out;
+  if (!ro.present() || ro.numel() != p.k ||
+      (ro.dtype != SSMKIT_DTYPE_F32 && ro.dtype != SSMKIT_DTYPE_F16 && ro.dtype != SSMKIT_DTYPE_BF16))
+    return false;
+  if (p.a_scale.present() && p.a_scale.numel() != 1) return false;
+  gemm_args g{};
+  if (!fill_common(g, what, p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, group_size).ok())
+    return false;
+  g.pre_x = x.data;
+  const bool bases16 = a16(p.w) && a16(p.a);
+  return g.groups > 1 ? pair_takes<kKind, SSMKIT_DTYPE_I8, true>(g, p.w_packed, bases16, p.a.device)
+                      : pair_takes<kKind, SSMKIT_DTYPE_I8, false>(g, p.w_packed, bases16, p.a.device);
+}
+
+// g's fields of p's folded norm and quantizer (checked by int8_norm_folds).
+template <class P>
+void set_int8_fold(gemm_args& g, const P& p) {
+  g.pre_x = p.norm_x.data;
+  g.pre_x_dt = p.norm_x.dtype;
+  g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
+  g.pre_res_dt = p.norm_res.dtype;
+  g.pre_res_out = p.norm_res_out.data;
+  g.pre_res_out_dt = p.norm_res_out.dtype;
+  g.pre_w = p.norm_w.data;
+  g.pre_w_dt = p.norm_w.dtype;
+  g.pre_eps = p.norm_eps;
+}
+
+}  // namespace
+
+bool gemm_w8a8_norm_folds(const gemm_w8a8_params& p) {
+  return int8_norm_folds<KIND_W8A8>(p, "gemmW8A8", 0);
+}
+
+bool gemm_w4a8_norm_folds(const gemm_w4a8_params& p) {
+  return int8_norm_folds<KIND_W4A8>(p, "gemmW4A8", p.group_size);
+}
+
 status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   if (p.a.dtype != SSMKIT_DTYPE_I8) {
@@ -6015,6 +6220,11 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.a.data;
+  if (p.norm_x.present()) {
+    if (!gemm_w8a8_norm_folds(p))
+      return make_status(status_code::unsupported, "gemmW8A8: the folded norm does not fit this call");
+    set_int8_fold(g, p);
+  }
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   return run_gemm_w<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
@@ -6028,8 +6238,14 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
   gemm_args g{};
   SSMKIT_RETURN_IF_ERROR(
       fill_common(g, "gemmW4A8", p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, p.group_size));
+  g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.a.data;
+  if (p.norm_x.present()) {
+    if (!gemm_w4a8_norm_folds(p))
+      return make_status(status_code::unsupported, "gemmW4A8: the folded norm does not fit this call");
+    set_int8_fold(g, p);
+  }
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   return g.groups > 1 ? run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, p.w, p.w_packed, dev, stream)

@@ -2745,9 +2745,12 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
                      const causal_conv1d_update_params* conv = nullptr, int64_t conv_col0 = 0,
                      bool* conv_folded = nullptr) {
   const int dev = x.device;
-  bool fold = norm != nullptr && lw.kind == LINEAR_W4A16 && !lw.rotate && batch == 1 &&
-              env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true);
-  if (norm != nullptr && !fold) SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
+  const bool quantized = lw.kind == LINEAR_W8A8 || lw.kind == LINEAR_W4A8;
+  const bool may_fold =
+      norm != nullptr && !lw.rotate && batch == 1 && env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true);
+  bool fold = may_fold && lw.kind == LINEAR_W4A16;
+  // W8A8 and W4A8 run the norm (or fold it with the quantizer into the GEMM) below.
+  if (norm != nullptr && !fold && !quantized) SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
   if (lw.kind == LINEAR_FLOAT) {
     linear_params p;
     SSMKIT_RETURN_IF_ERROR(float_linear(lw, x, batch, outs, n_outs, &p));
@@ -2781,6 +2784,48 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
   // The GEMM's input: x (rotated for W4A16), or x quantized to int8 with its scale.
   tensor_view xin = x;
   quantize_params q;
+  // W8A8 and W4A8 at one row with the norm in front (unless SSMKIT_CUDA_DECODE_FOLD_NORM=0): the norm
+  // and the quantizer folded into the GEMM where it can (gemm_w8a8_norm_folds, gemm_w4a8_norm_folds).
+  gemm_w8a8_params g8;
+  gemm_w4a8_params g4;
+  bool qfold = false;
+  if (quantized) {
+    const tensor_view as =
+        lw.act_scale.present() ? lw.act_scale : view_of(qs.as, SSMKIT_DTYPE_F32, {batch}, dev);
+    auto fill = [&](auto& g) {
+      g.a = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k}, dev);
+      g.w = wq;
+      g.a_scale = as;
+      g.w_scale = lw.w_scale;
+      g.bias = lw.bias;
+      g.out = out;
+      g.m = batch;
+      g.n = lw.n;
+      g.k = lw.k;
+      g.w_packed = packed;
+      g.pdl = ctx.pdl;
+    };
+    fill(g8);
+    fill(g4);
+    g4.group_size = lw.group_size;
+    // The folded quantizer computes the row's per-token scale itself where there is no static one.
+    auto try_fold = [&](auto& g, auto folds) {
+      g.norm_x = norm->x;
+      g.norm_res = norm->residual;
+      g.norm_res_out = norm->residual_out;
+      g.norm_w = norm->weight;
+      g.norm_eps = norm->eps;
+      if (!lw.act_scale.present()) g.a_scale = tensor_view{};
+      if (folds(g)) return true;
+      g.norm_x = g.norm_res = g.norm_res_out = g.norm_w = tensor_view{};
+      g.a_scale = as;
+      return false;
+    };
+    if (may_fold)
+      qfold =
+          lw.kind == LINEAR_W8A8 ? try_fold(g8, gemm_w8a8_norm_folds) : try_fold(g4, gemm_w4a8_norm_folds);
+    if (norm != nullptr && !qfold) SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
+  }
   if (lw.kind == LINEAR_W4A16) {
     if (lw.rotate) {
       hadamard_params h;
@@ -2792,7 +2837,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       SSMKIT_RETURN_IF_ERROR(hadamard_cuda(h, stream));
       xin = h.out;
     }
-  } else {
+  } else if (!qfold) {
     q.x = x;
     q.q = view_of(qs.aq, SSMKIT_DTYPE_I8, {batch, lw.k}, dev);
     q.lines = batch;
@@ -2844,33 +2889,9 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     }
     SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else if (lw.kind == LINEAR_W8A8) {
-    gemm_w8a8_params g;
-    g.a = q.q;
-    g.w = wq;
-    g.a_scale = q.scale;
-    g.w_scale = lw.w_scale;
-    g.bias = lw.bias;
-    g.out = out;
-    g.m = batch;
-    g.n = lw.n;
-    g.k = lw.k;
-    g.w_packed = packed;
-    g.pdl = ctx.pdl;
-    SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g, stream));
+    SSMKIT_RETURN_IF_ERROR(gemm_w8a8_cuda(g8, stream));
   } else {
-    gemm_w4a8_params g;
-    g.a = q.q;
-    g.w = wq;
-    g.a_scale = q.scale;
-    g.w_scale = lw.w_scale;
-    g.bias = lw.bias;
-    g.out = out;
-    g.m = batch;
-    g.n = lw.n;
-    g.k = lw.k;
-    g.group_size = lw.group_size;
-    g.w_packed = packed;
-    SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g, stream));
+    SSMKIT_RETURN_IF_ERROR(gemm_w4a8_cuda(g4, stream));
   }
   if (direct) return ok_status();
   split_columns_params sp;

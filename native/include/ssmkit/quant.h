@@ -120,10 +120,21 @@ struct gemm_w8a8_params {
   int64_t k = 0;
   bool w_packed = false;
   bool pdl = false;  // as gemm_w4a16_params::pdl
+  // CUDA, one row, where gemm_w8a8_norm_folds says so (the decode step's norm and activation quantizer
+  // folded into the projection after it): a is not read (it still gives the alignment); the product's
+  // int8 input is quantize's 8-bit result, with the static scale a_scale (one value) or without a_scale
+  // the row's per-token scale, of rms_norm's output for x = norm_x (16-bit), residual = norm_res
+  // (optional), weight = norm_w, eps = norm_eps, rounded to norm_x's dtype; the sum norm_x + norm_res
+  // goes to norm_res_out, which must not overlap norm_x or norm_res (every block reads them).
+  tensor_view norm_x, norm_res, norm_res_out, norm_w;
+  float norm_eps = 0.0f;
 };
 
 status gemm_w8a8_cpu(const gemm_w8a8_params& p);
 status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream);
+// Whether gemm_w8a8_cuda can fold the norm and quantizer of p's norm_* fields into its product (one row,
+// 16-bit norm_x, a kernel that reads the whole row in every block: the pair path).
+bool gemm_w8a8_norm_folds(const gemm_w8a8_params& p);
 
 // out = sum over groups g of (a @ w^T)_g * w_scale[:, g], times a_scale, plus bias; each group's
 // product exact in int32. Per-channel weights are one group of k.
@@ -139,10 +150,15 @@ struct gemm_w4a8_params {
   int64_t k = 0;
   int64_t group_size = 0;  // a multiple of 8 that divides k, or k
   bool w_packed = false;
+  bool pdl = false;  // as gemm_w4a16_params::pdl
+  // As gemm_w8a8_params' (gemm_w4a8_norm_folds).
+  tensor_view norm_x, norm_res, norm_res_out, norm_w;
+  float norm_eps = 0.0f;
 };
 
 status gemm_w4a8_cpu(const gemm_w4a8_params& p);
 status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream);
+bool gemm_w4a8_norm_folds(const gemm_w4a8_params& p);
 
 // out = x @ (w * scales[:, group])^T + bias, in float32 arithmetic.
 struct gemm_w4a16_params {
