@@ -3880,8 +3880,8 @@ __device__ __forceinline__ void finish_set_sums(const gemm_args& g, int m, const
 //   bench/quant-gpu.mjs --decode, device time, 2560 x 10240): 1 row plain 10.5 us (the GEMV 14.4), packed 9.9
 //   (9.6); 16 rows plain 13.1 (the decode kernel 46.0), packed 11.9 (45.1); with groups of 128, 1 row plain
 //   10.5 (the GEMV 14.2), packed 10.6 (11.6); 16 rows plain 12.2 (the decode kernel 41.3), packed 12.9
-//   (40.5). The model runner's W4A8 step launches its GEMMs without PDL, so its in_proj and out_proj take
-//   this path (Mamba-2.8B shape: 4.19 against 4.43 ms a token).
+//   (40.5). The model runner's W4A8 step takes this path for in_proj and out_proj (Mamba-2.8B shape: 4.19
+//   against 4.43 ms a token, when the step launched them outside its PDL chain; in the chain since f95c57e).
 // Measured (H200, Nsight, caches flushed; SSMKIT_CUDA_PAIR=0 for the kernels before it, same build): one
 // row at 2560 x 10240, W4A16 packed 10.0-10.3 us (ring 11.6-12.2), plain 9.9 (ring 13.0-13.2); W8A8
 // packed 11.2-12.0 (GEMV 13.1-13.2), plain 10.9 (GEMV 16.7-17.7), plain 16 rows 15.8-16.1 (skinny 30.5);
