@@ -6186,9 +6186,9 @@ bool int8_norm_folds(const P& p, const char* what, int64_t group_size) {
                       : pair_takes<kKind, SSMKIT_DTYPE_I8, false>(g, p.w_packed, bases16, p.a.device);
 }
 
-// g's fields of p's folded norm and quantizer (checked by int8_norm_folds).
+// g's fields of p's folded norm (checked by int8_norm_folds or gemm_w4a16_norm_folds).
 template <class P>
-void set_int8_fold(gemm_args& g, const P& p) {
+void set_norm_fold(gemm_args& g, const P& p) {
   g.pre_x = p.norm_x.data;
   g.pre_x_dt = p.norm_x.dtype;
   g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
@@ -6223,7 +6223,7 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   if (p.norm_x.present()) {
     if (!gemm_w8a8_norm_folds(p))
       return make_status(status_code::unsupported, "gemmW8A8: the folded norm does not fit this call");
-    set_int8_fold(g, p);
+    set_norm_fold(g, p);
   }
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
@@ -6244,7 +6244,7 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
   if (p.norm_x.present()) {
     if (!gemm_w4a8_norm_folds(p))
       return make_status(status_code::unsupported, "gemmW4A8: the folded norm does not fit this call");
-    set_int8_fold(g, p);
+    set_norm_fold(g, p);
   }
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
@@ -6312,14 +6312,7 @@ status gemm_w4a16_cuda(const gemm_w4a16_params& p, void* stream_ptr) {
   if (p.norm_x.present()) {
     if (!gemm_w4a16_norm_folds(p))
       return make_status(status_code::unsupported, "gemmW4A16: the folded norm does not fit this call");
-    g.pre_x = p.norm_x.data;
-    g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
-    g.pre_res_dt = p.norm_res.dtype;
-    g.pre_res_out = p.norm_res_out.data;
-    g.pre_res_out_dt = p.norm_res_out.dtype;
-    g.pre_w = p.norm_w.data;
-    g.pre_w_dt = p.norm_w.dtype;
-    g.pre_eps = p.norm_eps;
+    set_norm_fold(g, p);
   }
   if (p.conv_state.present()) {
     if (!gemm_w4a16_conv_folds(p))

@@ -2805,9 +2805,12 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       g.w_packed = packed;
       g.pdl = ctx.pdl;
     };
-    fill(g8);
-    fill(g4);
-    g4.group_size = lw.group_size;
+    if (lw.kind == LINEAR_W8A8) {
+      fill(g8);
+    } else {
+      fill(g4);
+      g4.group_size = lw.group_size;
+    }
     // The folded quantizer computes the row's per-token scale itself where there is no static one.
     auto try_fold = [&](auto& g, auto folds) {
       g.norm_x = norm->x;
