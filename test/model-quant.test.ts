@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { native } from '../dist/cjs/backend.js';
 import { MambaModel, saveSafetensors, Tensor } from '../dist/cjs/index.js';
 import { QuantLinear } from '../dist/cjs/models/quantized.js';
 import { rmsNormSync } from '../dist/cjs/ops/nn.js';
@@ -23,6 +24,17 @@ function runnerGap(device: string): string | undefined {
     if ((e as { code?: string }).code === 'ERR_SSMKIT_NOT_COMPILED') return (e as Error).message;
     throw e;
   }
+}
+
+type Folds = { norm: number; quant: number; conv: number };
+
+/**
+ * The folds the CUDA decode step has taken since `before` (the addon's test hook `_decodeFolds`, not part of the
+ * API; the CPU step takes none): its projections enqueued with the norm, x_proj's quantizer or the conv folded.
+ */
+function foldsSince(before: Folds): Folds {
+  const now = native()._decodeFolds() as Folds;
+  return { norm: now.norm - before.norm, quant: now.quant - before.quant, conv: now.conv - before.conv };
 }
 
 let tmp = '';
@@ -265,7 +277,14 @@ describe.each(testDevices())('quantized models on %s', (device) => {
               return out;
             },
           );
-        const [folded, apart, convApart] = [await steps('1'), await steps('0'), await steps('1', '0')];
+        const before = native()._decodeFolds() as Folds;
+        const folded = await steps('1');
+        const taken = foldsSince(before);
+        const [apart, convApart] = [await steps('0'), await steps('1', '0')];
+        // The folds this test compares are taken where they apply (16-bit x on CUDA), and not elsewhere.
+        const applies = device !== 'cpu' && dtype === 'bfloat16';
+        expect(taken.norm > 0, `${dtype}: norm folded`).toBe(applies);
+        expect(taken.conv > 0, `${dtype}: conv folded`).toBe(applies);
         const early = await steps('1', '1', '0');
         for (let i = 0; i < folded.length; i++) {
           const a = folded[i] as Float64Array;
@@ -292,7 +311,7 @@ describe.each(testDevices())('quantized models on %s', (device) => {
     ['mamba', MAMBA_WIDE],
     ['mamba2', MAMBA2_WIDE],
   ] as const)(
-    'w8a8 and w4a8 decode at batch 1, %s: norm and quantizer folded into in_proj = their kernels, dynamic and calibrated',
+    'w8a8 and w4a8 decode at batch 1, %s: norm and quantizer folded into in_proj, quantizer into x_proj = their kernels, dynamic and calibrated',
     async (name, config) => {
       const dir = await writeModel(`wide-${name}-${device}`, config, false);
       const p = prompts[0] as number[];
@@ -307,16 +326,23 @@ describe.each(testDevices())('quantized models on %s', (device) => {
           });
           const prefill = toF64((await q.forward([p])).logits.toSync('cpu'));
           const v = prefill.length / p.length;
-          // Five steps: uncaptured, captured, then replayed. On CUDA the fold takes in_proj's one bfloat16 row
-          // on the pair path; on the CPU both settings run the same code.
-          const steps = (fold: string) =>
-            withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold }, async () => {
+          // Five steps: uncaptured, captured, then replayed. On CUDA the norm's fold takes in_proj's one bfloat16
+          // row on the pair path, the quantizer's (Mamba) x_proj's on the GEMV; on the CPU every setting runs the
+          // same code.
+          const steps = (fold: string, quant = fold) =>
+            withEnv({ SSMKIT_CUDA_DECODE_FOLD_NORM: fold, SSMKIT_CUDA_DECODE_FOLD_QUANT: quant }, async () => {
               const r = await q.forward([p.slice(0, 3)]);
               const out: Float64Array[] = [];
               for (const tok of p.slice(3)) out.push(toF64((await q.forward([[tok]], { state: r.state })).logits.toSync('cpu')));
               return out;
             });
-          const [folded, apart] = [await steps('1'), await steps('0')];
+          const before = native()._decodeFolds() as Folds;
+          const folded = await steps('1');
+          const taken = foldsSince(before);
+          const [apart, quantApart] = [await steps('0'), await steps('1', '0')];
+          // The folds compared below are taken on CUDA (x_proj's quantizer where the model has one), not elsewhere.
+          expect(taken.norm > 0, `${label}: norm and quantizer folded`).toBe(device !== 'cpu');
+          expect(taken.quant > 0, `${label}: x_proj's quantizer folded`).toBe(device !== 'cpu' && name === 'mamba');
           for (let i = 0; i < folded.length; i++) {
             const a = folded[i] as Float64Array;
             expect(relL2(a, prefill.subarray((3 + i) * v, (4 + i) * v)), `${label} step ${i}: folded vs prefill`).toBeLessThan(
@@ -327,6 +353,10 @@ describe.each(testDevices())('quantized models on %s', (device) => {
             // float64 ulps of a rounding boundary.
             expect(Array.from(a), `${label} step ${i}: folded vs norm and quantize kernels`).toEqual(
               Array.from(apart[i] as Float64Array),
+            );
+            // The amax of x_proj's row is a max, the same in any order: the same bits.
+            expect(Array.from(a), `${label} step ${i}: x_proj's quantizer folded vs its kernel`).toEqual(
+              Array.from(quantApart[i] as Float64Array),
             );
           }
           q.dispose();

@@ -1223,7 +1223,59 @@ struct gemv_traits {
   static constexpr int kRedBytes = kLanes * 64 * kM * 4;
 };
 
-template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
+// The GEMV's folded activation quantizer (g.pre_x set, g.pre_w null: one row of int8 x, W8A8 or W4A8; the
+// decode step's quantizer in front of x_proj): the block's staged int8 row, values [kb, kb + len) (zeros
+// from ke), is quantize's 8-bit result of the 16-bit row pre_x (dtype kH) with the static scale a_scale (one
+// value) or, without a_scale, the row's per-token scale: scale_as_stored of the whole row's amax, which
+// every block takes from the whole row (the max, so in any order the same value). k, kb, ke and len are
+// multiples of 8. Returns the scale; the staged row is complete after the block's next barrier.
+template <ssmkit_dtype kH>
+__device__ __forceinline__ float gemv_quant_x(const gemm_args& g, int64_t kb, int64_t ke, int len,
+                                              int8_t* xs) {
+  constexpr int kLoads = 4;  // 16-byte loads in flight a thread
+  __shared__ float red[32];
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
+  const uint4* x = static_cast<const uint4*>(g.pre_x);
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  float s;
+  if (g.a_scale != nullptr) {
+    s = load_float(g.a_scale, g.a_scale_dt, 0);
+  } else {
+    const int vecs = static_cast<int>(g.k / 8);
+    float m = 0.0f;
+    for (int i0 = tid; i0 < vecs; i0 += kLoads * nt) {
+      uint4 v[kLoads];
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) v[u] = i0 + u * nt < vecs ? __ldg(x + i0 + u * nt) : zero;
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(half8_at<kH>(v[u], e)));
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((tid & 31) == 0) red[tid >> 5] = m;
+    __syncthreads();
+    float amax = 0.0f;
+    for (int w = 0; w < (nt >> 5); ++w) amax = fmaxf(amax, red[w]);
+    s = scale_as_stored(amax, 8, SSMKIT_DTYPE_F32);
+  }
+  // The block's values, read again (the whole row's loads above left them in L1).
+  for (int i = tid; i < len / 8; i += nt) {
+    const int64_t kk = kb + 8 * static_cast<int64_t>(i);
+    const uint4 v = kk < ke ? __ldg(x + kk / 8) : zero;
+    uint32_t b[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) b[e] = static_cast<uint32_t>(quant_one(half8_at<kH>(v, e), s, 8)) & 255u;
+    reinterpret_cast<uint2*>(xs)[i] =
+        make_uint2(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24, b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24);
+  }
+  return s;
+}
+
+// kQuantX: the folded activation quantizer (gemv_quant_x), an instance of its own.
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM, bool kQuantX = false>
 __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_traits<kKind, kM>::kBlocksPerSm))
     gemm_gemv_kernel(gemm_args g, int64_t k_range, int splits, int64_t steps, int64_t panels,
                      int chunks_per_group, void* partials, int* counters) {
@@ -1311,7 +1363,15 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
   constexpr int kStageLoads = kPlain ? 2 : 4;  // with the plain rows' addresses live, 4 spilled
   constexpr int kXBytes = T::kFloatX ? 2 : 1;
   constexpr int kVec = 16 / kXBytes;  // x values of one 16-byte load
-  const bool x_vectors = reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && g.k % kVec == 0;
+  static_assert(!kQuantX || (kind_traits<kKind>::kIntAcc && kM == 1), "the fold takes one row of int8 x");
+  __shared__ float quant_scale;
+  if constexpr (kQuantX) {
+    const float qs = g.pre_x_dt == SSMKIT_DTYPE_F16
+                         ? gemv_quant_x<SSMKIT_DTYPE_F16>(g, kb, ke, len, reinterpret_cast<int8_t*>(smem))
+                         : gemv_quant_x<SSMKIT_DTYPE_BF16>(g, kb, ke, len, reinterpret_cast<int8_t*>(smem));
+    if (threadIdx.x == 0) quant_scale = qs;
+  }
+  const bool x_vectors = !kQuantX && reinterpret_cast<uintptr_t>(g.a) % 16 == 0 && g.k % kVec == 0;
   // kb, ke and len are then multiples of kVec too: a vector lies wholly inside k or wholly past it.
   const int row_vecs = len / kVec;
   for (int i0 = threadIdx.x; x_vectors && i0 < kM * row_vecs; i0 += kStageLoads * T::kThreads) {
@@ -1355,7 +1415,7 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
       }
     }
   }
-  for (int i0 = threadIdx.x; !x_vectors && i0 < kM * len; i0 += kStageLoads * T::kThreads) {
+  for (int i0 = threadIdx.x; !kQuantX && !x_vectors && i0 < kM * len; i0 += kStageLoads * T::kThreads) {
     stage_t xv[kStageLoads];
 #pragma unroll
     for (int u = 0; u < kStageLoads; ++u) {
@@ -1542,45 +1602,59 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
       for (int l = 1; l < T::kLanes; ++l) sum[u] += red[(l * 64 + cl) * kM + r];
     }
   }
-  if (splits == 1) {
+  // The epilogue, with g or (the folded quantizer's per-token scale) a copy whose a_scale is the block's.
+  auto epilogue = [&](const gemm_args& ge) {
+    if (splits == 1) {
+#pragma unroll
+      for (int u = 0; u < kOuts; ++u) {
+        int r;
+        int64_t col;
+        if (out_of(u, r, col)) {
+          store_float(g.out, g.out_dt, r * g.n + col,
+                      finish_value<kGrouped>(ge, static_cast<float>(sum[u]), r, col));
+        }
+      }
+      return;
+    }
+
+    // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
+    acc_t* part = static_cast<acc_t*>(partials);
 #pragma unroll
     for (int u = 0; u < kOuts; ++u) {
       int r;
       int64_t col;
-      if (out_of(u, r, col)) {
-        store_float(g.out, g.out_dt, r * g.n + col,
-                    finish_value<kGrouped>(g, static_cast<float>(sum[u]), r, col));
-      }
+      if (out_of(u, r, col)) part[(split * g.m + r) * g.n + col] = sum[u];
     }
-    return;
+    __syncthreads();
+    __shared__ bool last_block;
+    int* counter = counters + blockIdx.x;
+    if (threadIdx.x == 0) {
+      const int arrived = atomic_add_acq_rel(counter, 1);  // publishes the block's partials (see there)
+      last_block = arrived == splits - 1;
+      if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
+    }
+    __syncthreads();
+    if (!last_block) return;
+    // 16 rows: the epilogue's operands after the sums (loaded with them, W8A8's spilled 240 bytes at the 128
+    // registers of 2 blocks per SM).
+    sum_splits<kGrouped, T::kThreads, kOuts, 8, kM != 16>(ge, part, splits, 64 * kM,
+                                                          [&](int o, int64_t& row, int64_t& col) {
+                                                            row = o % kM;
+                                                            col = n_grp + o / kM;
+                                                            return row < rows && col < g.n;
+                                                          });
+  };
+  if constexpr (kQuantX) {
+    if (g.a_scale == nullptr) {
+      gemm_args ge = g;
+      ge.a_scale = &quant_scale;
+      ge.a_scale_dt = SSMKIT_DTYPE_F32;
+      ge.a_scale_per_row = false;
+      epilogue(ge);
+      return;
+    }
   }
-
-  // Split k: partials (split, m, n), 4 bytes each (int32 or float32 as acc_t).
-  acc_t* part = static_cast<acc_t*>(partials);
-#pragma unroll
-  for (int u = 0; u < kOuts; ++u) {
-    int r;
-    int64_t col;
-    if (out_of(u, r, col)) part[(split * g.m + r) * g.n + col] = sum[u];
-  }
-  __syncthreads();
-  __shared__ bool last_block;
-  int* counter = counters + blockIdx.x;
-  if (threadIdx.x == 0) {
-    const int arrived = atomic_add_acq_rel(counter, 1);  // publishes the block's partials (see there)
-    last_block = arrived == splits - 1;
-    if (last_block) *counter = 0;  // every split has arrived: ready for the next launch
-  }
-  __syncthreads();
-  if (!last_block) return;
-  // 16 rows: the epilogue's operands after the sums (loaded with them, W8A8's spilled 240 bytes at the 128
-  // registers of 2 blocks per SM).
-  sum_splits<kGrouped, T::kThreads, kOuts, 8, kM != 16>(g, part, splits, 64 * kM,
-                                                        [&](int o, int64_t& row, int64_t& col) {
-                                                          row = o % kM;
-                                                          col = n_grp + o / kM;
-                                                          return row < rows && col < g.n;
-                                                        });
+  epilogue(g);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -3997,7 +4071,9 @@ __device__ __forceinline__ float pair_prenorm_quant(const gemm_args& g, int8_t* 
   return s;
 }
 
-template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
+// kFold: the folded norm and quantizer (g.pre_x set; int8 x, one row), an instance of its own so that the
+// other instances keep their code and registers.
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT, bool kFold>
 __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gemm_args g) {
   constexpr bool kInt8 = kKind == KIND_W8A8;
   constexpr bool kW4A8 = kKind == KIND_W4A8;
@@ -4093,15 +4169,14 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   // x's int8 row: g.a, or with the folded norm and quantizer (one row) made here into shared memory after
   // the staged x (k bytes: pair_fold_bytes).
   const uint4* xg = static_cast<const uint4*>(g.a);
+  static_assert(!kFold || (kIntX && kMT == 1), "the fold takes one row of int8 x");
   __shared__ float fold_scale;
-  if constexpr (kIntX) {
-    if (g.pre_x != nullptr) {
-      int8_t* nat = reinterpret_cast<int8_t*>(pair_smem) + k;
-      const float fs = g.pre_x_dt == SSMKIT_DTYPE_F16 ? pair_prenorm_quant<SSMKIT_DTYPE_F16>(g, nat)
-                                                      : pair_prenorm_quant<SSMKIT_DTYPE_BF16>(g, nat);
-      if (threadIdx.x == 0) fold_scale = fs;
-      xg = reinterpret_cast<const uint4*>(nat);
-    }
+  if constexpr (kFold) {
+    int8_t* nat = reinterpret_cast<int8_t*>(pair_smem) + k;
+    const float fs = g.pre_x_dt == SSMKIT_DTYPE_F16 ? pair_prenorm_quant<SSMKIT_DTYPE_F16>(g, nat)
+                                                    : pair_prenorm_quant<SSMKIT_DTYPE_BF16>(g, nat);
+    if (threadIdx.x == 0) fold_scale = fs;
+    xg = reinterpret_cast<const uint4*>(nat);
   }
   if constexpr (kW4A8) {
     uint4* xs = pair_smem;
@@ -4278,8 +4353,8 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   Acc* red = reinterpret_cast<Acc*>(pair_smem);
   store_set_sums<kMT>(red + warp * kVals * 32 + lane, acc);
   __syncthreads();
-  if constexpr (kIntX) {
-    if (g.pre_x != nullptr && g.a_scale == nullptr) {  // the folded quantizer's per-token scale
+  if constexpr (kFold) {
+    if (g.a_scale == nullptr) {  // the folded quantizer's per-token scale
       gemm_args ge = g;
       ge.a_scale = &fold_scale;
       ge.a_scale_dt = SSMKIT_DTYPE_F32;
@@ -4972,7 +5047,7 @@ int64_t gemv_splits(int64_t groups, int64_t chunks, int64_t max_chunks, int64_t 
 }
 
 // GEMV path: one block per 64-column group and k range, split as gemv_splits says.
-template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM>
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kM, bool kQuantX = false>
 status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
   using T = gemv_traits<kKind, kM>;
   device_limits lim;
@@ -4995,7 +5070,7 @@ status launch_gemv(const gemm_args& g, int dev, cudaStream_t stream) {
     return make_status(status_code::unsupported, "gemm: the gemv kernel needs %lld bytes of shared memory",
                        static_cast<long long>(smem));
   }
-  auto* kernel = gemm_gemv_kernel<kKind, kX, kGrouped, kPlain, kM>;
+  auto* kernel = gemm_gemv_kernel<kKind, kX, kGrouped, kPlain, kM, kQuantX>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(
       kernel, dev, static_cast<int>(std::max<int64_t>(T::kMaxChunks * T::kXChunkBytes, T::kRedBytes)),
@@ -5321,19 +5396,23 @@ int pair_warps(int64_t k) {
 }
 
 // Whether the pair path takes g (W8A8 without groups, W4A8, or W4A16 with 16-bit x): the rows below, whole
-// 128-k steps (and groups of whole steps, W4A16's scales in x's dtype), x small enough to stage, outside a
-// PDL chain and the W4A16 folds except as below (the decode step keeps the ring and GEMV kernels it was
-// measured with), and at least a block for every other SM (the x_proj shape, 5120 -> 192, keeps the GEMV's
-// wider split).
+// 128-k steps (and groups of whole steps, W4A16's scales in x's dtype), x small enough to stage, W4A16
+// outside a PDL chain and its folds (the decode step keeps the ring and group kernels it was measured with),
+// not the GEMV's folded quantizer, and at least a block for every other SM (the x_proj shape, 5120 -> 192,
+// keeps the GEMV's wider split).
 template <int kKind, ssmkit_dtype kX, bool kGrouped>
 bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   // The folded norm and quantizer: int8 x, one row, at most kPairFoldChunks chunks of 8 values a thread.
   const bool fold_ok = kKind != KIND_W4A16 && g.m == 1 && g.k <= 8 * kPairFoldChunks * 32 * pair_warps(g.k);
-  // In a PDL chain: W4A8, and the folded norm and quantizer (the step's other rows keep the kernels they
-  // were measured with).
-  const bool pdl_ok = kKind == KIND_W4A8 || g.pre_x != nullptr;
-  if (!bases16 || (g.pdl && !pdl_ok) || (g.pre_x != nullptr && !fold_ok) || g.conv_state != nullptr ||
-      !pair_allowed())
+  // In a PDL chain: int8 x (W8A8, W4A8; SSMKIT_CUDA_PAIR_PDL=0 leaves W8A8's rows without the fold to the
+  // GEMV, for comparison: the W8A8 step's out_proj measured 10.4-10.6 us here against 11.8-12.1 there), not
+  // W4A16 (the step keeps the ring and group kernels it was measured with).
+  static const bool pdl_w8a8 = env_flag("SSMKIT_CUDA_PAIR_PDL", true);
+  const bool pdl_ok = kKind == KIND_W4A8 || g.pre_x != nullptr || (kKind == KIND_W8A8 && pdl_w8a8);
+  // The folded quantizer alone (pre_x without pre_w) is the GEMV's.
+  const bool quant_x = g.pre_x != nullptr && g.pre_w == nullptr;
+  if (!bases16 || (g.pdl && !pdl_ok) || (g.pre_x != nullptr && !fold_ok) || quant_x ||
+      g.conv_state != nullptr || !pair_allowed())
     return false;
   // Where it measured faster (H200, Nsight): W4A16 at one row (at four rows the ring was as fast or
   // faster on packed weights, whose bits plain weights must give); W8A8 on plain rows up to 16, and on
@@ -5351,13 +5430,13 @@ bool pair_takes(const gemm_args& g, bool packed, bool bases16, int dev) {
   return 2 * blocks >= lim.sms && blocks <= INT32_MAX;
 }
 
-template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT>
+template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain, int kMT, bool kFold = false>
 status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
   const int warps = pair_warps(g.k);
   const int64_t x_bytes = pair_x_bytes<kKind>(g) + pair_fold_bytes(g);
   const int64_t red_bytes = static_cast<int64_t>(warps) * 2 * kMT * 4 * 32 * 4;
   const int smem = static_cast<int>(std::max(x_bytes, red_bytes));
-  auto* kernel = gemm_pair_kernel<kKind, kX, kGrouped, kPlain, kMT>;
+  auto* kernel = gemm_pair_kernel<kKind, kX, kGrouped, kPlain, kMT, kFold>;
   static std::atomic<uint64_t> smem_done{0};
   SSMKIT_RETURN_IF_ERROR(allow_smem(kernel, dev, static_cast<int>(kPairMaxXBytes), smem_done));
   bool pdl = false;
@@ -5369,6 +5448,9 @@ status launch_pair_mt(const gemm_args& g, int dev, cudaStream_t stream) {
 // Two m16 tiles of rows only where pair_takes lets more than 8 rows through: plain W8A8, and W4A8.
 template <int kKind, ssmkit_dtype kX, bool kGrouped, bool kPlain>
 status launch_pair(const gemm_args& g, int dev, cudaStream_t stream) {
+  if constexpr (kKind != KIND_W4A16) {
+    if (g.pre_x != nullptr) return launch_pair_mt<kKind, kX, kGrouped, kPlain, 1, true>(g, dev, stream);
+  }
   if (g.m <= 8) return launch_pair_mt<kKind, kX, kGrouped, kPlain, 1>(g, dev, stream);
   if constexpr ((kKind == KIND_W8A8 && kPlain) || kKind == KIND_W4A8)
     return launch_pair_mt<kKind, kX, kGrouped, kPlain, 2>(g, dev, stream);
@@ -5483,6 +5565,19 @@ status launch_group(const gemm_args& g, int dev, cudaStream_t stream) {
 bool gemv_allowed() {
   static const bool allowed = env_flag("SSMKIT_CUDA_GEMV", true);
   return allowed;
+}
+
+// Whether m <= 4 (16 for W8A8) takes the CUDA-core GEMV (run_gemm_w, where no path before it takes g): packed
+// weights (w16: a 16-byte aligned base), and plain rows of whole chunks. Plain int8 rows of W8A8 take it up
+// to m = 4 only: at m = 16 the skinny kernel reads them faster (H200: 28.8 against 41.5 us at 16 x 2560 x
+// 10240).
+template <int kKind, bool kGrouped>
+bool gemv_takes(const gemm_args& g, bool packed, bool w16) {
+  constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
+  using V = gemv_traits<kKind, 1>;
+  return w16 && g.k > 0 && g.m <= kMaxM && gemv_allowed() && (!kGrouped || g.group_size % V::kChunkK == 0) &&
+         (packed || (g.k % V::kChunkK == 0 && g.m <= kGemvMaxM)) &&
+         (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535;
 }
 
 // Whether W4A16 and packed W8A8 at m <= 16 take the ring path: on sm_90 devices (its clusters), unless
@@ -5689,23 +5784,22 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
         return launch(std::false_type{});
       }
     }
-    if (g.pre_x != nullptr || g.conv_state != nullptr) {
+    // The GEMV's folded quantizer (pre_x without pre_w: int8 x, one row).
+    const bool quant_x = g.pre_x != nullptr && g.pre_w == nullptr;
+    if ((g.pre_x != nullptr && !quant_x) || g.conv_state != nullptr) {
       return make_status(status_code::unsupported,
                          "gemmW4A16: the folded norm or conv needs the ring path (one row, sm_90)");
     }
     // m <= 4 (16 for W8A8): the CUDA-core GEMV, for packed weights and plain rows of whole chunks.
     constexpr int kMaxM = kKind == KIND_W8A8 ? kGemvMaxMW8A8 : kGemvMaxM;
-    using V = gemv_traits<kKind, 1>;
-    const bool w16 = reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
-    // Plain int8 rows of W8A8 take it up to m = 4 only: at m = 16 the skinny kernel reads them faster
-    // (H200: 28.8 against 41.5 us at 16 x 2560 x 10240).
-    if (w16 && g.k > 0 && g.m <= kMaxM && gemv_allowed() && (!kGrouped || g.group_size % V::kChunkK == 0) &&
-        (packed || (g.k % V::kChunkK == 0 && g.m <= kGemvMaxM)) &&
-        (g.k + V::kChunkK - 1) / V::kChunkK / gemv_traits<kKind, kMaxM>::kMaxChunks < 65535) {
+    if (gemv_takes<kKind, kGrouped>(g, packed, reinterpret_cast<uintptr_t>(w.data) % 16 == 0)) {
       g.w = static_cast<const uint8_t*>(w.data);
       g.w_row_bytes = packed ? 0 : kKind == KIND_W8A8 ? g.k : g.k / 2;
       auto launch = [&](auto plain) {
         constexpr bool kPl = decltype(plain)::value;
+        if constexpr (kKind != KIND_W4A16) {
+          if (quant_x) return launch_gemv<kKind, kX, kGrouped, kPl, 1, true>(g, dev, stream);
+        }
         if (g.m == 1) return launch_gemv<kKind, kX, kGrouped, kPl, 1>(g, dev, stream);
         if (kMaxM == kGemvMaxM || g.m <= kGemvMaxM)
           return launch_gemv<kKind, kX, kGrouped, kPl, kGemvMaxM>(g, dev, stream);
@@ -5714,6 +5808,9 @@ status run_gemm_w(gemm_args& g, const tensor_view& w, bool packed, int dev, cuda
       if (!packed) return launch(std::true_type{});
       return launch(std::false_type{});
     }
+    if (quant_x)
+      return make_status(status_code::unsupported,
+                         "gemm: the folded quantizer needs the GEMV path (one row)");
     if (bases16 && g.k > 0 && g.m <= kSkinnyMaxM && (!kGrouped || g.group_size % kUnitK == 0)) {
       if (packed) {
         g.w = static_cast<const uint8_t*>(w.data);
@@ -6156,6 +6253,20 @@ status launch_quantize_m(const quant_args& a, int dev, cudaStream_t stream) {
 
 namespace {
 
+// g's fields of p's folded norm (checked by int8_norm_folds or gemm_w4a16_norm_folds).
+template <class P>
+void set_norm_fold(gemm_args& g, const P& p) {
+  g.pre_x = p.norm_x.data;
+  g.pre_x_dt = p.norm_x.dtype;
+  g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
+  g.pre_res_dt = p.norm_res.dtype;
+  g.pre_res_out = p.norm_res_out.data;
+  g.pre_res_out_dt = p.norm_res_out.dtype;
+  g.pre_w = p.norm_w.data;
+  g.pre_w_dt = p.norm_w.dtype;
+  g.pre_eps = p.norm_eps;
+}
+
 // Whether the pair path can fold p's norm and quantizer into its product (gemm_w8a8_norm_folds and
 // gemm_w4a8_norm_folds): one row; norm_x 16-bit, norm_w float32 or norm_x's dtype, norm_res (optional)
 // float32 or norm_x's dtype, all of k values in 16-byte aligned rows; norm_res_out of k floats; a_scale
@@ -6180,24 +6291,37 @@ bool int8_norm_folds(const P& p, const char* what, int64_t group_size) {
   gemm_args g{};
   if (!fill_common(g, what, p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, group_size).ok())
     return false;
-  g.pre_x = x.data;
+  set_norm_fold(g, p);
   const bool bases16 = a16(p.w) && a16(p.a);
   return g.groups > 1 ? pair_takes<kKind, SSMKIT_DTYPE_I8, true>(g, p.w_packed, bases16, p.a.device)
                       : pair_takes<kKind, SSMKIT_DTYPE_I8, false>(g, p.w_packed, bases16, p.a.device);
 }
 
-// g's fields of p's folded norm (checked by int8_norm_folds or gemm_w4a16_norm_folds).
-template <class P>
-void set_norm_fold(gemm_args& g, const P& p) {
-  g.pre_x = p.norm_x.data;
-  g.pre_x_dt = p.norm_x.dtype;
-  g.pre_res = p.norm_res.present() ? p.norm_res.data : nullptr;
-  g.pre_res_dt = p.norm_res.dtype;
-  g.pre_res_out = p.norm_res_out.data;
-  g.pre_res_out_dt = p.norm_res_out.dtype;
-  g.pre_w = p.norm_w.data;
-  g.pre_w_dt = p.norm_w.dtype;
-  g.pre_eps = p.norm_eps;
+// Whether the GEMV can fold p's activation quantizer into its product (gemm_w8a8_quant_folds and
+// gemm_w4a8_quant_folds): one row; quant_x 16-bit, k values in a 16-byte aligned row (k % 8 == 0); no norm
+// fold; a_scale absent (per-token) or one value; the pair path not taking the product without the fold (the
+// GEMV's row is then where it would go anyway); and the GEMV taking it (no path before it takes one row with
+// the fold).
+template <int kKind, class P>
+bool int8_quant_folds(const P& p, const char* what, int64_t group_size) {
+  const tensor_view& x = p.quant_x;
+  const auto a16 = [](const tensor_view& t) { return reinterpret_cast<uintptr_t>(t.data) % 16 == 0; };
+  if (p.m != 1 || p.k % 8 != 0 || !x.present() || p.norm_x.present() || x.numel() != p.k || !a16(x) ||
+      (x.dtype != SSMKIT_DTYPE_F16 && x.dtype != SSMKIT_DTYPE_BF16))
+    return false;
+  if (p.a_scale.present() && p.a_scale.numel() != 1) return false;
+  gemm_args g{};
+  if (!fill_common(g, what, p.a_scale, p.w_scale, p.bias, p.out, p.m, p.n, p.k, group_size).ok())
+    return false;
+  g.pdl = p.pdl;
+  // Where the pair path would take the product as it stands, it keeps it (it is the faster one there).
+  const bool bases16 = a16(p.w) && a16(p.a);
+  if (g.groups > 1 ? pair_takes<kKind, SSMKIT_DTYPE_I8, true>(g, p.w_packed, bases16, p.a.device)
+                   : pair_takes<kKind, SSMKIT_DTYPE_I8, false>(g, p.w_packed, bases16, p.a.device))
+    return false;
+  g.pre_x = x.data;
+  return g.groups > 1 ? gemv_takes<kKind, true>(g, p.w_packed, a16(p.w))
+                      : gemv_takes<kKind, false>(g, p.w_packed, a16(p.w));
 }
 
 }  // namespace
@@ -6208,6 +6332,14 @@ bool gemm_w8a8_norm_folds(const gemm_w8a8_params& p) {
 
 bool gemm_w4a8_norm_folds(const gemm_w4a8_params& p) {
   return int8_norm_folds<KIND_W4A8>(p, "gemmW4A8", p.group_size);
+}
+
+bool gemm_w8a8_quant_folds(const gemm_w8a8_params& p) {
+  return int8_quant_folds<KIND_W8A8>(p, "gemmW8A8", 0);
+}
+
+bool gemm_w4a8_quant_folds(const gemm_w4a8_params& p) {
+  return int8_quant_folds<KIND_W4A8>(p, "gemmW4A8", p.group_size);
 }
 
 status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
@@ -6224,6 +6356,12 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
     if (!gemm_w8a8_norm_folds(p))
       return make_status(status_code::unsupported, "gemmW8A8: the folded norm does not fit this call");
     set_norm_fold(g, p);
+  }
+  if (p.quant_x.present()) {
+    if (!gemm_w8a8_quant_folds(p))
+      return make_status(status_code::unsupported, "gemmW8A8: the folded quantizer does not fit this call");
+    g.pre_x = p.quant_x.data;
+    g.pre_x_dt = p.quant_x.dtype;
   }
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
@@ -6245,6 +6383,12 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
     if (!gemm_w4a8_norm_folds(p))
       return make_status(status_code::unsupported, "gemmW4A8: the folded norm does not fit this call");
     set_norm_fold(g, p);
+  }
+  if (p.quant_x.present()) {
+    if (!gemm_w4a8_quant_folds(p))
+      return make_status(status_code::unsupported, "gemmW4A8: the folded quantizer does not fit this call");
+    g.pre_x = p.quant_x.data;
+    g.pre_x_dt = p.quant_x.dtype;
   }
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));

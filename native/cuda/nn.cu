@@ -98,6 +98,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -2739,6 +2740,9 @@ status float_linear(const linear_weight& lw, const tensor_view& x, int64_t batch
 // `conv` (in_proj's causal conv, x = columns [conv_col0, ...) of the output), the same GEMM may also
 // finish the conv's update in its epilogue (unless SSMKIT_CUDA_DECODE_FOLD_CONV=0): *conv_folded says
 // whether it did, else the caller runs the conv.
+// decode_folds_cuda's counts.
+std::atomic<int64_t> folds_norm{0}, folds_quant{0}, folds_conv{0};
+
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
                      const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
                      const decode_buffers& buf, int sms, const rms_norm_params* norm = nullptr,
@@ -2827,6 +2831,20 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
     if (may_fold)
       qfold =
           lw.kind == LINEAR_W8A8 ? try_fold(g8, gemm_w8a8_norm_folds) : try_fold(g4, gemm_w4a8_norm_folds);
+    // With no norm in front (x_proj): the quantizer alone folded into the GEMV where it can
+    // (gemm_w8a8_quant_folds, gemm_w4a8_quant_folds), unless SSMKIT_CUDA_DECODE_FOLD_QUANT=0.
+    auto try_quant_fold = [&](auto& g, auto folds) {
+      g.quant_x = x;
+      if (!lw.act_scale.present()) g.a_scale = tensor_view{};
+      if (folds(g)) return true;
+      g.quant_x = tensor_view{};
+      g.a_scale = as;
+      return false;
+    };
+    if (norm == nullptr && !lw.rotate && batch == 1 && env_flag("SSMKIT_CUDA_DECODE_FOLD_QUANT", true))
+      qfold = lw.kind == LINEAR_W8A8 ? try_quant_fold(g8, gemm_w8a8_quant_folds)
+                                     : try_quant_fold(g4, gemm_w4a8_quant_folds);
+    if (qfold) (norm != nullptr ? folds_norm : folds_quant).fetch_add(1, std::memory_order_relaxed);
     if (norm != nullptr && !qfold) SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
   }
   if (lw.kind == LINEAR_W4A16) {
@@ -2876,7 +2894,9 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       g.norm_res_out = norm->residual_out;
       g.norm_w = norm->weight;
       g.norm_eps = norm->eps;
-      if (!gemm_w4a16_norm_folds(g)) {
+      if (gemm_w4a16_norm_folds(g)) {
+        folds_norm.fetch_add(1, std::memory_order_relaxed);
+      } else {
         g.norm_x = g.norm_res = g.norm_res_out = g.norm_w = tensor_view{};
         SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
       }
@@ -2889,6 +2909,7 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       g.conv_col0 = conv_col0;
       if (!gemm_w4a16_conv_folds(g)) g.conv_state = g.conv_weight = g.conv_bias = g.conv_out = tensor_view{};
       *conv_folded = g.conv_state.present();
+      if (*conv_folded) folds_conv.fetch_add(1, std::memory_order_relaxed);
     }
     SSMKIT_RETURN_IF_ERROR(gemm_w4a16_cuda(g, stream));
   } else if (lw.kind == LINEAR_W8A8) {
@@ -3466,8 +3487,9 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(reinterpret_cast<uint64_t>(stream));
   f.push_back(pdl ? 1 : 0);
   f.push_back(fused ? 1 : 0);
-  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true) ? 1 : 0);  // decode_linear's switch
-  f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);         // enqueue_dt_update's switch
+  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_NORM", true) ? 1 : 0);   // decode_linear's switch
+  f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_QUANT", true) ? 1 : 0);  // decode_linear's switch
+  f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);          // enqueue_dt_update's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
   f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);     // the quantized layers' rotation
   f.push_back(env_flag("SSMKIT_CUDA_QUANT_H40", true) ? 1 : 0);         // and its quantizer
@@ -3750,6 +3772,14 @@ status sample_cuda(const sample_params& p, void* stream) {
   return sample_enqueue(ctx, p.logits.ptr<const float>(),
                         p.temperature > 0.0f ? p.draws.ptr<const double>() : nullptr, p.tokens.ptr<int32_t>(),
                         p);
+}
+
+decode_fold_counts decode_folds_cuda() {
+  decode_fold_counts c;
+  c.norm = folds_norm.load(std::memory_order_relaxed);
+  c.quant = folds_quant.load(std::memory_order_relaxed);
+  c.conv = folds_conv.load(std::memory_order_relaxed);
+  return c;
 }
 
 status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream) {

@@ -341,6 +341,21 @@ Napi::Value decode_step(const Napi::CallbackInfo& info) {
                                      &mamba_decode_step_cpu, SSMKIT_CUDA_FN(mamba_decode_step_cuda));
 }
 
+// (): { norm, quant, conv }, the CUDA decode step's folds so far (decode_folds_cuda; zeros without CUDA). A
+// test hook, not part of the API.
+Napi::Value decode_folds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  decode_fold_counts c;
+#if defined(SSMKIT_WITH_CUDA)
+  c = decode_folds_cuda();
+#endif
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("norm", Napi::Number::New(env, static_cast<double>(c.norm)));
+  o.Set("quant", Napi::Number::New(env, static_cast<double>(c.quant)));
+  o.Set("conv", Napi::Number::New(env, static_cast<double>(c.conv)));
+  return o;
+}
+
 }  // namespace
 
 void register_nn(Napi::Env env, Napi::Object exports) {
@@ -356,6 +371,7 @@ void register_nn(Napi::Env env, Napi::Object exports) {
   exports.Set("decodePlan", Napi::Function::New(env, decode_plan_new));
   exports.Set("decodeStates", Napi::Function::New(env, decode_states_new));
   export_op(env, exports, "decodeStep", decode_step, kDecodeStepKeys);
+  exports.Set("_decodeFolds", Napi::Function::New(env, decode_folds));
 }
 
 }  // namespace ssmkit::napi

@@ -241,4 +241,14 @@ status dt_limit_cuda(const dt_limit_params& p, void* stream);
 status sample_cuda(const sample_params& p, void* stream);
 status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream);
 
+// How many projections the CUDA decode step has enqueued with each fold since the process started (the
+// addon's test hook `_decodeFolds`): norm, the norm in front of in_proj (with its quantizer for W8A8 and
+// W4A8); quant, x_proj's activation quantizer; conv, the conv update after in_proj (W4A16).
+struct decode_fold_counts {
+  int64_t norm = 0;
+  int64_t quant = 0;
+  int64_t conv = 0;
+};
+decode_fold_counts decode_folds_cuda();
+
 }  // namespace ssmkit

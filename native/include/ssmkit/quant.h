@@ -128,6 +128,11 @@ struct gemm_w8a8_params {
   // goes to norm_res_out, which must not overlap norm_x or norm_res (every block reads them).
   tensor_view norm_x, norm_res, norm_res_out, norm_w;
   float norm_eps = 0.0f;
+  // CUDA, one row, where gemm_w8a8_quant_folds says so (the decode step's activation quantizer folded into
+  // x_proj): a is not read (it still gives the alignment); the product's int8 input is quantize's 8-bit
+  // result of quant_x (16-bit), with the static scale a_scale (one value) or without a_scale the row's
+  // per-token scale. Not with norm_x.
+  tensor_view quant_x;
 };
 
 status gemm_w8a8_cpu(const gemm_w8a8_params& p);
@@ -135,6 +140,9 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream);
 // Whether gemm_w8a8_cuda can fold the norm and quantizer of p's norm_* fields into its product (one row,
 // 16-bit norm_x, a kernel that reads the whole row in every block: the pair path).
 bool gemm_w8a8_norm_folds(const gemm_w8a8_params& p);
+// Whether gemm_w8a8_cuda can fold the quantizer of p's quant_x into its product (one row, 16-bit quant_x,
+// the GEMV path, whose blocks each read the whole row).
+bool gemm_w8a8_quant_folds(const gemm_w8a8_params& p);
 
 // out = sum over groups g of (a @ w^T)_g * w_scale[:, g], times a_scale, plus bias; each group's
 // product exact in int32. Per-channel weights are one group of k.
@@ -151,14 +159,16 @@ struct gemm_w4a8_params {
   int64_t group_size = 0;  // a multiple of 8 that divides k, or k
   bool w_packed = false;
   bool pdl = false;  // as gemm_w4a16_params::pdl
-  // As gemm_w8a8_params' (gemm_w4a8_norm_folds).
+  // As gemm_w8a8_params' (gemm_w4a8_norm_folds, gemm_w4a8_quant_folds).
   tensor_view norm_x, norm_res, norm_res_out, norm_w;
   float norm_eps = 0.0f;
+  tensor_view quant_x;
 };
 
 status gemm_w4a8_cpu(const gemm_w4a8_params& p);
 status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream);
 bool gemm_w4a8_norm_folds(const gemm_w4a8_params& p);
+bool gemm_w4a8_quant_folds(const gemm_w4a8_params& p);
 
 // out = x @ (w * scales[:, group])^T + bias, in float32 arithmetic.
 struct gemm_w4a16_params {
