@@ -61,6 +61,21 @@ describe('backend', () => {
     }
   });
 
+  it('SSMKIT_CPU_SPIN_US changes only how idle pool threads wait: the same results, bad values ignored', () => {
+    // Two threads, so that the pool's helper and the caller both wait for each other between the ops.
+    const code = `const s = require(${JSON.stringify(INDEX)}); s.setNumThreads(2);
+      const x = new s.Tensor('float32', Float32Array.from({ length: 64 * 512 }, (_, i) => Math.sin(i)), [64, 512]);
+      let y = x; for (let i = 0; i < 20; i++) y = s.hadamardSync(y, { scale: 1 / Math.sqrt(512) });
+      console.log(JSON.stringify(Array.from(y.dataSync().slice(0, 64))));`;
+    const outs = ['', '0', '1000', 'abc', '-5'].map((v) => {
+      const r = runNode(code, { SSMKIT_CPU_SPIN_US: v });
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.trim();
+    });
+    expect(outs[0]).toMatch(/^\[/);
+    for (const o of outs) expect(o).toBe(outs[0]);
+  });
+
   it('setNumThreads/getNumThreads, validated; results do not depend on the thread count', () => {
     const n = getNumThreads();
     const rng = new Rng(3);

@@ -1,19 +1,65 @@
 // The CPU thread pool behind ssmkit::cpu::parallel_for. Workers are started lazily up to the thread
 // count in force and never stopped (idle ones sleep on a condition variable), so set_num_threads is safe
 // while ops are running: it only changes how later calls split their work.
+//
+// An idle worker, and a caller waiting for its helpers, first spin for up to SSMKIT_CPU_SPIN_US
+// microseconds (default 100; 0: sleep at once) before they sleep: a decode step runs a few hundred short
+// parallel_for calls back to back, and a sleeping thread takes tens of microseconds to wake (futex and
+// scheduler), often longer than the call's work.
 #include "ssmkit/parallel.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace ssmkit::cpu {
 namespace {
+
+// SSMKIT_CPU_SPIN_US, read once: a whole number of microseconds up to a second, else the default.
+std::chrono::microseconds spin_time() {
+  static const std::chrono::microseconds t = [] {
+    const char* v = std::getenv("SSMKIT_CPU_SPIN_US");
+    if (v == nullptr || *v == '\0') return std::chrono::microseconds{100};
+    char* end = nullptr;
+    const long us = std::strtol(v, &end, 10);
+    if (*end != '\0' || us < 0 || us > 1000000) return std::chrono::microseconds{100};
+    return std::chrono::microseconds{us};
+  }();
+  return t;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until ready() or spin_time() has passed (the clock read every 64 rounds); returns ready().
+template <class Ready>
+bool spin_until(Ready&& ready) {
+  if (spin_time().count() == 0) return ready();
+  const auto end = std::chrono::steady_clock::now() + spin_time();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= end) return ready();
+  }
+}
 
 struct job {
   const std::function<void(int64_t, int64_t)>* fn;
@@ -61,11 +107,14 @@ class pool {
         workers_.back().detach();
       }
       for (int i = 0; i < helpers; ++i) queue_.push_back(j);
+      queued_.fetch_add(helpers, std::memory_order_release);
     }
     cv_.notify_all();
     j->work();
+    const auto finished = [&] { return j->done.load(std::memory_order_acquire) == j->chunks; };
+    if (spin_until(finished)) return;
     std::unique_lock<std::mutex> lock(j->mu);
-    j->cv.wait(lock, [&] { return j->done.load(std::memory_order_acquire) == j->chunks; });
+    j->cv.wait(lock, finished);
   }
 
  private:
@@ -76,18 +125,21 @@ class pool {
 
   void loop() {
     for (;;) {
+      spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; });
       std::shared_ptr<job> j;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return !queue_.empty(); });
         j = std::move(queue_.front());
         queue_.pop_front();
+        queued_.fetch_sub(1, std::memory_order_relaxed);
       }
       j->work();
     }
   }
 
   std::atomic<int> threads_{1};
+  std::atomic<int> queued_{0};  // queue_.size(), read without the lock by spinning workers
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<job>> queue_;
