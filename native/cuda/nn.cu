@@ -2734,15 +2734,17 @@ status float_linear(const linear_weight& lw, const tensor_view& x, int64_t batch
   return nn_check::check_linear(*p);
 }
 
-// out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
-// With `norm`, x is that norm's output: the norm runs first, or (W4A16 at batch 1 where the GEMM can,
-// unless SSMKIT_CUDA_DECODE_FOLD_NORM=0) folds into the GEMM, whose blocks each normalize the row. With
-// `conv` (in_proj's causal conv, x = columns [conv_col0, ...) of the output), the same GEMM may also
-// finish the conv's update in its epilogue (unless SSMKIT_CUDA_DECODE_FOLD_CONV=0): *conv_folded says
-// whether it did, else the caller runs the conv.
 // decode_folds_cuda's counts.
 std::atomic<int64_t> folds_norm{0}, folds_quant{0}, folds_conv{0};
 
+// out[i] = columns [col0_i, col0_i + cols_i) of x @ W^T + b, for x (batch, k): the CPU's run_linear.
+// With `norm`, x is that norm's output: the norm runs first, or (batch 1 where the GEMM can, unless
+// SSMKIT_CUDA_DECODE_FOLD_NORM=0) folds into the GEMM, whose blocks each normalize the row (W8A8 and
+// W4A8: and quantize it). Without a norm, W8A8's and W4A8's activation quantizer folds the same way
+// into the GEMV (batch 1, unrotated x, unless SSMKIT_CUDA_DECODE_FOLD_QUANT=0). With
+// `conv` (in_proj's causal conv, x = columns [conv_col0, ...) of the output), the same GEMM may also
+// finish the conv's update in its epilogue (unless SSMKIT_CUDA_DECODE_FOLD_CONV=0): *conv_folded says
+// whether it did, else the caller runs the conv.
 status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tensor_view& x, int64_t batch,
                      const linear_output* outs, int n_outs, ssmkit_dtype act, const quant_ptrs& qs,
                      const decode_buffers& buf, int sms, const rms_norm_params* norm = nullptr,
