@@ -1223,6 +1223,37 @@ struct gemv_traits {
   static constexpr int kRedBytes = kLanes * 64 * kM * 4;
 };
 
+// The block's max of v (every thread's), through red (a float a warp); every thread gets it.
+__device__ __forceinline__ float block_max(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();  // red may still be read from a previous call
+  if ((threadIdx.x & 31) == 0) red[warp] = v;
+  __syncthreads();
+  float m = 0.0f;
+  for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) m = fmaxf(m, red[i]);
+  return m;
+}
+
+// Eight values quantized to 8 bits with scale s (quant_one), as the bytes of a little-endian pair of words.
+__device__ __forceinline__ uint2 quant8_bytes(const float (&v)[8], float s) {
+  uint32_t b[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) b[e] = static_cast<uint32_t>(quant_one(v[e], s, 8)) & 255u;
+  return make_uint2(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24, b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24);
+}
+
+// g for an epilogue whose activation scale is a folded quantizer's per-token scale, one float32 at s (the
+// block's shared memory).
+__device__ __forceinline__ gemm_args with_fold_scale(const gemm_args& g, const float* s) {
+  gemm_args ge = g;
+  ge.a_scale = s;
+  ge.a_scale_dt = SSMKIT_DTYPE_F32;
+  ge.a_scale_per_row = false;
+  return ge;
+}
+
 // The GEMV's folded activation quantizer (g.pre_x set, g.pre_w null: one row of int8 x, W8A8 or W4A8; the
 // decode step's quantizer in front of x_proj): the block's staged int8 row, values [kb, kb + len) (zeros
 // from ke), is quantize's 8-bit result of the 16-bit row pre_x (dtype kH) with the static scale a_scale (one
@@ -1253,23 +1284,16 @@ __device__ __forceinline__ float gemv_quant_x(const gemm_args& g, int64_t kb, in
         for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(half8_at<kH>(v[u], e)));
       }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if ((tid & 31) == 0) red[tid >> 5] = m;
-    __syncthreads();
-    float amax = 0.0f;
-    for (int w = 0; w < (nt >> 5); ++w) amax = fmaxf(amax, red[w]);
-    s = scale_as_stored(amax, 8, SSMKIT_DTYPE_F32);
+    s = scale_as_stored(block_max(m, red), 8, SSMKIT_DTYPE_F32);
   }
   // The block's values, read again (the whole row's loads above left them in L1).
   for (int i = tid; i < len / 8; i += nt) {
     const int64_t kk = kb + 8 * static_cast<int64_t>(i);
     const uint4 v = kk < ke ? __ldg(x + kk / 8) : zero;
-    uint32_t b[8];
+    float f[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) b[e] = static_cast<uint32_t>(quant_one(half8_at<kH>(v, e), s, 8)) & 255u;
-    reinterpret_cast<uint2*>(xs)[i] =
-        make_uint2(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24, b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24);
+    for (int e = 0; e < 8; ++e) f[e] = half8_at<kH>(v, e);
+    reinterpret_cast<uint2*>(xs)[i] = quant8_bytes(f, s);
   }
   return s;
 }
@@ -1646,11 +1670,7 @@ __global__ void __launch_bounds__((gemv_traits<kKind, kM>::kThreads), (gemv_trai
   };
   if constexpr (kQuantX) {
     if (g.a_scale == nullptr) {
-      gemm_args ge = g;
-      ge.a_scale = &quant_scale;
-      ge.a_scale_dt = SSMKIT_DTYPE_F32;
-      ge.a_scale_per_row = false;
-      epilogue(ge);
+      epilogue(with_fold_scale(g, &quant_scale));
       return;
     }
   }
@@ -4061,11 +4081,7 @@ __device__ __forceinline__ float pair_prenorm_quant(const gemm_args& g, int8_t* 
   for (int j = 0; j < kC; ++j) {
     const int c = tid + j * nt;
     if (c >= chunks) continue;
-    uint32_t b[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) b[e] = static_cast<uint32_t>(quant_one(v[j][e], s, 8)) & 255u;
-    reinterpret_cast<uint2*>(nat)[c] =
-        make_uint2(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24, b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24);
+    reinterpret_cast<uint2*>(nat)[c] = quant8_bytes(v[j], s);
   }
   __syncthreads();
   return s;
@@ -4355,11 +4371,7 @@ __global__ void __launch_bounds__(32 * kPairMaxWarps) gemm_pair_kernel(const gem
   __syncthreads();
   if constexpr (kFold) {
     if (g.a_scale == nullptr) {  // the folded quantizer's per-token scale
-      gemm_args ge = g;
-      ge.a_scale = &fold_scale;
-      ge.a_scale_dt = SSMKIT_DTYPE_F32;
-      ge.a_scale_per_row = false;
-      finish_set_sums<kMT, 1, kGrouped>(ge, m, red, warps);
+      finish_set_sums<kMT, 1, kGrouped>(with_fold_scale(g, &fold_scale), m, red, warps);
       return;
     }
   }
@@ -6002,18 +6014,6 @@ __device__ void rotate_row(const quant_args& a, int64_t r, float* buf) {
   __syncthreads();
 }
 
-__device__ __forceinline__ float block_max(float v, float* red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x >> 5;
-  __syncthreads();  // red may still be read from a previous call
-  if ((threadIdx.x & 31) == 0) red[warp] = v;
-  __syncthreads();
-  float m = 0.0f;
-  for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) m = fmaxf(m, red[i]);
-  return m;
-}
-
 // amax of each row (rotated when asked) into the float32 scale of its channel (lines_per_channel rows;
 // all rows for a tensor scale), as bit patterns through atomicMax. The scale was zeroed first.
 template <ssmkit_dtype T, int kM>
@@ -6324,6 +6324,24 @@ bool int8_quant_folds(const P& p, const char* what, int64_t group_size) {
                       : gemv_takes<kKind, false>(g, p.w_packed, a16(p.w));
 }
 
+// g's folded norm and quantizer (p.norm_x) or quantizer alone (p.quant_x), where p asks for one; an
+// unsupported status where the fold does not fit the call (int8_norm_folds, int8_quant_folds).
+template <int kKind, class P>
+status set_int8_folds(gemm_args& g, const P& p, const char* what, int64_t group_size) {
+  if (p.norm_x.present()) {
+    if (!int8_norm_folds<kKind>(p, what, group_size))
+      return make_status(status_code::unsupported, "%s: the folded norm does not fit this call", what);
+    set_norm_fold(g, p);
+  }
+  if (p.quant_x.present()) {
+    if (!int8_quant_folds<kKind>(p, what, group_size))
+      return make_status(status_code::unsupported, "%s: the folded quantizer does not fit this call", what);
+    g.pre_x = p.quant_x.data;
+    g.pre_x_dt = p.quant_x.dtype;
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 bool gemm_w8a8_norm_folds(const gemm_w8a8_params& p) {
@@ -6352,17 +6370,7 @@ status gemm_w8a8_cuda(const gemm_w8a8_params& p, void* stream_ptr) {
   g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.a.data;
-  if (p.norm_x.present()) {
-    if (!gemm_w8a8_norm_folds(p))
-      return make_status(status_code::unsupported, "gemmW8A8: the folded norm does not fit this call");
-    set_norm_fold(g, p);
-  }
-  if (p.quant_x.present()) {
-    if (!gemm_w8a8_quant_folds(p))
-      return make_status(status_code::unsupported, "gemmW8A8: the folded quantizer does not fit this call");
-    g.pre_x = p.quant_x.data;
-    g.pre_x_dt = p.quant_x.dtype;
-  }
+  SSMKIT_RETURN_IF_ERROR(set_int8_folds<KIND_W8A8>(g, p, "gemmW8A8", 0));
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   return run_gemm_w<KIND_W8A8, SSMKIT_DTYPE_I8, false>(g, p.w, p.w_packed, dev, stream);
@@ -6379,17 +6387,7 @@ status gemm_w4a8_cuda(const gemm_w4a8_params& p, void* stream_ptr) {
   g.pdl = p.pdl;
   if (p.m == 0 || p.n == 0) return ok_status();
   g.a = p.a.data;
-  if (p.norm_x.present()) {
-    if (!gemm_w4a8_norm_folds(p))
-      return make_status(status_code::unsupported, "gemmW4A8: the folded norm does not fit this call");
-    set_norm_fold(g, p);
-  }
-  if (p.quant_x.present()) {
-    if (!gemm_w4a8_quant_folds(p))
-      return make_status(status_code::unsupported, "gemmW4A8: the folded quantizer does not fit this call");
-    g.pre_x = p.quant_x.data;
-    g.pre_x_dt = p.quant_x.dtype;
-  }
+  SSMKIT_RETURN_IF_ERROR(set_int8_folds<KIND_W4A8>(g, p, "gemmW4A8", p.group_size));
   const int dev = p.a.device;
   SSMKIT_CUDA_CHECK(cudaSetDevice(dev));
   return g.groups > 1 ? run_gemm_w<KIND_W4A8, SSMKIT_DTYPE_I8, true>(g, p.w, p.w_packed, dev, stream)

@@ -2817,35 +2817,31 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
       fill(g4);
       g4.group_size = lw.group_size;
     }
-    // The folded quantizer computes the row's per-token scale itself where there is no static one.
+    // The norm and the quantizer folded into in_proj (may_fold), or with no norm in front (x_proj) the
+    // quantizer alone into the GEMV, unless SSMKIT_CUDA_DECODE_FOLD_QUANT=0 (gemm_w8a8_quant_folds,
+    // gemm_w4a8_quant_folds). The folded quantizer computes the row's per-token scale itself where there is
+    // no static one.
+    const bool quant_fold =
+        norm == nullptr && !lw.rotate && batch == 1 && env_flag("SSMKIT_CUDA_DECODE_FOLD_QUANT", true);
     auto try_fold = [&](auto& g, auto folds) {
-      g.norm_x = norm->x;
-      g.norm_res = norm->residual;
-      g.norm_res_out = norm->residual_out;
-      g.norm_w = norm->weight;
-      g.norm_eps = norm->eps;
+      if (norm != nullptr) {
+        g.norm_x = norm->x;
+        g.norm_res = norm->residual;
+        g.norm_res_out = norm->residual_out;
+        g.norm_w = norm->weight;
+        g.norm_eps = norm->eps;
+      } else {
+        g.quant_x = x;
+      }
       if (!lw.act_scale.present()) g.a_scale = tensor_view{};
       if (folds(g)) return true;
-      g.norm_x = g.norm_res = g.norm_res_out = g.norm_w = tensor_view{};
+      g.norm_x = g.norm_res = g.norm_res_out = g.norm_w = g.quant_x = tensor_view{};
       g.a_scale = as;
       return false;
     };
-    if (may_fold)
-      qfold =
-          lw.kind == LINEAR_W8A8 ? try_fold(g8, gemm_w8a8_norm_folds) : try_fold(g4, gemm_w4a8_norm_folds);
-    // With no norm in front (x_proj): the quantizer alone folded into the GEMV where it can
-    // (gemm_w8a8_quant_folds, gemm_w4a8_quant_folds), unless SSMKIT_CUDA_DECODE_FOLD_QUANT=0.
-    auto try_quant_fold = [&](auto& g, auto folds) {
-      g.quant_x = x;
-      if (!lw.act_scale.present()) g.a_scale = tensor_view{};
-      if (folds(g)) return true;
-      g.quant_x = tensor_view{};
-      g.a_scale = as;
-      return false;
-    };
-    if (norm == nullptr && !lw.rotate && batch == 1 && env_flag("SSMKIT_CUDA_DECODE_FOLD_QUANT", true))
-      qfold = lw.kind == LINEAR_W8A8 ? try_quant_fold(g8, gemm_w8a8_quant_folds)
-                                     : try_quant_fold(g4, gemm_w4a8_quant_folds);
+    if (may_fold || quant_fold)
+      qfold = lw.kind == LINEAR_W8A8 ? try_fold(g8, may_fold ? gemm_w8a8_norm_folds : gemm_w8a8_quant_folds)
+                                     : try_fold(g4, may_fold ? gemm_w4a8_norm_folds : gemm_w4a8_quant_folds);
     if (qfold) (norm != nullptr ? folds_norm : folds_quant).fetch_add(1, std::memory_order_relaxed);
     if (norm != nullptr && !qfold) SSMKIT_RETURN_IF_ERROR(rms_norm_enqueue(ctx, *norm));
   }
