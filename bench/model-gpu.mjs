@@ -9,7 +9,8 @@
 // The runner's own decode (MambaModel.generate, greedy, batch 1) is timed from its per-token callbacks, for
 // each mode: what a user of the package gets, host round trips and sampling included. The decode rows cover
 // the step's variants (SSMKIT_CUDA_GRAPH, SSMKIT_CUDA_DECODE_FUSED, SSMKIT_CUDA_PDL, SSMKIT_CUDA_GEMV_UNITS:
-// gemv blocks per SM, by default those resident at once; the first row is the default), then the default with
+// gemv blocks per SM, by default those resident at once; SSMKIT_CUDA_GEMV_ALIGN=0: split-K ranges that may
+// cross panel boundaries; the first row is the default), then the default with
 // the device sampler in the step (greedy, and sampled with top-p). The peer column is cuBLAS through PyTorch
 // when --peers names the JSON lines of shared/device/peers.py (the decode row's peer: 64 x cuBLAS GEMVs of
 // in_proj and out_proj, the step's two large layers alone), else the anchor.
@@ -453,6 +454,7 @@ const VARIANTS = [
   ['no graph, fused', { SSMKIT_CUDA_GRAPH: '0' }],
   ['graph, fused, PDL, 2 gemv blocks/SM', { SSMKIT_CUDA_GEMV_UNITS: '2' }],
   ['graph, fused, PDL, 8 gemv blocks/SM', { SSMKIT_CUDA_GEMV_UNITS: '8' }],
+  ['graph, fused, PDL, gemv ranges across panels', { SSMKIT_CUDA_GEMV_ALIGN: '0' }],
 ];
 
 let decodeBf16Ms;

@@ -284,6 +284,9 @@ describe('nn on CUDA', () => {
       const b = withEnvSync({ SSMKIT_CUDA_GEMV_UNITS: units }, () => host(linearSync(x, w, { outDtype: 'float32' }) as Tensor));
       assertClose(b, a, TOL.bfloat16, `SSMKIT_CUDA_GEMV_UNITS=${units}`);
     }
+    // Ranges that cross panel boundaries (80 panels here; by default the grid is a multiple of them).
+    const c = withEnvSync({ SSMKIT_CUDA_GEMV_ALIGN: '0' }, () => host(linearSync(x, w, { outDtype: 'float32' }) as Tensor));
+    assertClose(c, a, TOL.bfloat16, 'SSMKIT_CUDA_GEMV_ALIGN=0');
   });
 
   // ---- splitColumns --------------------------------------------------------------------------------

@@ -1249,7 +1249,9 @@ int gemv_units_per_sm() {
 
 // Whether a split-K grid is rounded down to a multiple of the panel count (SSMKIT_CUDA_GEMV_ALIGN, on
 // unless 0): see plan_gemv.
-bool gemv_align_panels() { return env_flag("SSMKIT_CUDA_GEMV_ALIGN", true); }
+bool gemv_align_panels() {
+  return env_flag("SSMKIT_CUDA_GEMV_ALIGN", true);
+}
 
 int gemv_resident_blocks(int mr) {
   switch (mr) {
@@ -1286,7 +1288,8 @@ gemv_plan plan_gemv(int64_t m, int64_t k, int64_t n, bool bf16, int sms) {
   // A whole fraction of a panel a block when a multiple of the panel count lies within 1/8 below: every
   // range then lies in one panel, one segment (x staged once, one reduction, one split-K bump), where a
   // range across a panel boundary pays each twice and its block ends last (out_proj of Mamba-2.8B, 80
-  // panels on 528 slots: 480 blocks, 6 a panel).
+  // panels on 528 slots: 480 blocks, 6 a panel; measured on the H200, Nsight 18.8-19.7 -> 15.0-15.4 us, the
+  // bf16 decode step -0.13 to -0.15 ms a token).
   if (gemv_align_panels() && blocks > g.panels) {
     const int64_t aligned = blocks / g.panels * g.panels;
     if (aligned * 8 >= blocks * 7) blocks = aligned;
@@ -3501,7 +3504,7 @@ std::vector<uint64_t> decode_fingerprint(const mamba_decode_params& p, cudaStrea
   f.push_back(env_flag("SSMKIT_CUDA_DECODE_FOLD_QUANT", true) ? 1 : 0);  // decode_linear's switch
   f.push_back(env_flag("SSMKIT_CUDA_SSU_BLOCK", true) ? 1 : 0);          // enqueue_dt_update's switch
   f.push_back(static_cast<uint64_t>(gemv_units_per_sm()));
-  f.push_back(gemv_align_panels() ? 1 : 0);  // plan_gemv's switch
+  f.push_back(gemv_align_panels() ? 1 : 0);                             // plan_gemv's switch
   f.push_back(env_flag("SSMKIT_CUDA_HADAMARD_WIDE", true) ? 1 : 0);     // the quantized layers' rotation
   f.push_back(env_flag("SSMKIT_CUDA_QUANT_H40", true) ? 1 : 0);         // and its quantizer
   f.push_back(pdl_trigger_late() ? 1 : 0);                              // the gemvs' and ring GEMMs' launches
