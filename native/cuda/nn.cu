@@ -1285,21 +1285,21 @@ gemv_plan plan_gemv(int64_t m, int64_t k, int64_t n, bool bf16, int sms) {
   const int64_t per_sm = knob > 0 ? knob : gemv_resident_blocks(g.mr);
   const int64_t slots = std::max<int64_t>(1, (per_sm * std::max(sms, 1) + g.chunks - 1) / g.chunks);
   int64_t blocks = std::min(slots, std::max(g.panels, (g.total + kGemvMinRows - 1) / kGemvMinRows));
-  // A whole fraction of a panel a block when a multiple of the panel count lies within 1/8 below: every
-  // range then lies in one panel, one segment (x staged once, one reduction, one split-K bump), where a
-  // range across a panel boundary pays each twice and its block ends last (out_proj of Mamba-2.8B, 80
-  // panels on 528 slots: 480 blocks, 6 a panel; measured on the H200, Nsight 18.8-19.7 -> 15.0-15.4 us, the
-  // bf16 decode step -0.13 to -0.15 ms a token).
-  if (gemv_align_panels() && blocks > g.panels) {
-    const int64_t aligned = blocks / g.panels * g.panels;
-    if (aligned * 8 >= blocks * 7) blocks = aligned;
-  }
-  // Whole panels a block when a divisor of the panel count lies within 1/8 below: no split-K at all (the
-  // head of Mamba-2.8B, 1572 panels on 528 slots: 524 blocks of 3 panels).
+  // Ranges that meet the panels' boundaries, where such a grid lies within 1/8 below: a divisor of the
+  // panel count (whole panels a block, no split-K: the head of Mamba-2.8B, 1572 panels on 528 slots, 524
+  // blocks of 3 panels), or, unless SSMKIT_CUDA_GEMV_ALIGN=0, a multiple of it (a whole fraction of a panel
+  // a block: every range in one panel, one segment, x staged once, one reduction and one split-K bump, where
+  // a range across a boundary pays each twice and its block ends last; out_proj of Mamba-2.8B, 80 panels on
+  // 528 slots: 480 blocks, 6 a panel; measured on the H200, Nsight 18.8-19.7 -> 15.0-15.4 us, the bf16
+  // decode step -0.13 to -0.15 ms a token).
+  int64_t aligned = 0;
   if (blocks < g.panels) {
     const int64_t per = (g.panels + blocks - 1) / blocks;
-    if (g.panels % per == 0 && (g.panels / per) * 8 >= blocks * 7) blocks = g.panels / per;
+    if (g.panels % per == 0) aligned = g.panels / per;
+  } else if (gemv_align_panels()) {
+    aligned = blocks / g.panels * g.panels;
   }
+  if (aligned * 8 >= blocks * 7) blocks = aligned;
   // x (mr, segment rows * per_row) float32 must fit the shared-memory budget.
   const int64_t max_rows = std::max<int64_t>(kGemvStep, kGemvXFloats / g.mr / per_row);
   // Past one wave, whole waves (batch 3: in_proj's 800 blocks on 396 slots would leave 8 for a third).
