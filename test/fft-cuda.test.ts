@@ -573,3 +573,32 @@ for (const wide of ['0', '1'] as const) {
     }
   });
 }
+
+// m = 32768 and 65536 (L + Lk - 1 in 32769..131072) have two paths, chosen at every call by
+// SSMKIT_CUDA_FFT_CLUSTER: a filter and its batch rows in a cluster of eight blocks on sm_90 (1, the
+// default where the device runs it), and the four-step path through device scratch (0). Both run here:
+// every dtype, both directions with D, the gates and gelu, odd lengths, batch > 1, and more filters than
+// clusters at once (each cluster then takes several).
+for (const cluster of ['0', '1'] as const) {
+  describe.skipIf(NO_CUDA)(`m = 32768 and 65536 with SSMKIT_CUDA_FFT_CLUSTER=${cluster} on CUDA`, () => {
+    let before: string | undefined;
+    beforeAll(() => {
+      before = process.env.SSMKIT_CUDA_FFT_CLUSTER;
+      process.env.SSMKIT_CUDA_FFT_CLUSTER = cluster;
+    });
+    afterAll(() => {
+      if (before === undefined) delete process.env.SSMKIT_CUDA_FFT_CLUSTER;
+      else process.env.SSMKIT_CUDA_FFT_CLUSTER = before;
+    });
+    const cases: ConvCase[] = [
+      { dtype: 'bfloat16', batch: 2, H: 3, L: 20000, Lk: 20000, D: true, gelu: true, pregate: true, postgate: true, seed: 700 },
+      { dtype: 'float32', batch: 2, H: 1, L: 16385, Lk: 16385, bidirectional: true, gelu: true, pregate: true, seed: 701 },
+      { dtype: 'float16', batch: 3, H: 2, L: 40000, Lk: 777, postgate: true, seed: 702 },
+      { dtype: 'float32', batch: 1, H: 5, L: 65536, Lk: 65536, bidirectional: true, D: true, seed: 703 },
+      { dtype: 'bfloat16', batch: 1, H: 9, L: 33001, Lk: 33001, D: true, seed: 704 },
+      { dtype: 'bfloat16', batch: 1, H: 70, L: 17000, Lk: 16000, D: true, postgate: true, seed: 705 },
+      { dtype: 'float16', batch: 2, H: 40, L: 40000, Lk: 30000, bidirectional: true, gelu: true, seed: 706 },
+    ];
+    for (const c of cases) it(convName(c), () => runConv(c));
+  });
+}

@@ -8,9 +8,11 @@
 // of four such warps and a radix-4 step); for m = 16384 (bfloat16 rows: fft_conv_tcr_kernel with sixteen
 // warps and a radix-16 step, where a block may hold its 154 KB of shared memory) the same transforms run as
 // two 8192-point halves (even and odd frequencies) in one block, for any L (on parts with less than 137 KB of
-// shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); a four-step FFT with
-// one trip through device scratch each way for m = 2^15..2^20 (rows up to 1M samples); radix-16 passes
-// through scratch beyond that. Every path takes float32, float16 and bfloat16 activations and applies
+// shared memory a block, sm_86 and sm_89, m = 16384 takes the radix-16 passes instead); on sm_90, m = 2^15
+// and 2^16 in clusters of eight blocks (fft_conv_cluster_kernel: a filter and its batch rows a cluster,
+// the 8-point step of the transforms between the blocks' shared memories); a four-step FFT with one trip
+// through device scratch each way for m = 2^15..2^20 (rows up to 1M samples) elsewhere and beyond; radix-16
+// passes through scratch beyond that. Every path takes float32, float16 and bfloat16 activations and applies
 // pregate, D, gelu (erf form) and postgate; bidirectional filters and D (the convolution with D at lag 0) are
 // folded into the filter's spectrum. ssmConv convolves blocks of blockSize samples (clamped to 32..16384; any
 // block size gives the same result) with the fused kernel and carries the S4D state between blocks on the GPU
@@ -187,6 +189,7 @@
 // 1024 and 2019 / 2018 against 1881 / 1872 at 65536); it is now the wide kernel's alone (gather and
 // scatter's kEvery), and every other kernel's SASS is again that of the previous kernels (compared with
 // cuobjdump).
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -202,6 +205,8 @@
 
 namespace ssmkit {
 namespace {
+
+namespace cg = cooperative_groups;
 
 // ---------------------------------------------------------------------------------------------------
 // Complex arithmetic on float2 (x = re, y = im) and the compile-time roots of unity W_32^k.
@@ -3190,6 +3195,256 @@ __global__ void __launch_bounds__(four_step_rows<kLogM2>::kThreads, four_step_ro
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The cluster path for m = 2^15 and 2^16 (rows of up to 64K samples with a full-length filter) on sm_90:
+// one filter and all its batch rows in a cluster of eight blocks, with nothing but u, k and y in device
+// memory. Write j = c + 8 jl (block c of the cluster holds the M = m / 8 points jl of its residue
+// class) and f = f2 + M f1: block c takes the M-point DFT of its points (the fused kernel's passes, 16
+// values a thread), and for each f2 the eight blocks' results, twiddled by W_m^(c f2), make the 8-point
+// DFT over c whose outputs are Z[f2 + M f1]. Thread t of block c takes p = c T + t (T threads a block, so
+// the M / 2 values of p cover the cluster) and the columns f2 = p and M - p (0 and M / 2 for p = 0),
+// reading them from the eight blocks' shared memory (distributed shared memory): frequency f2 + M f1
+// then mirrors onto (M - f2) + M (7 - f1), so every mirror pair of the real split sits in one thread.
+// The filter's spectrum is made the same way once per filter and kept in shared memory at the
+// frequencies each thread holds; its batch rows then run the forward transform, the product and the
+// inverse (the 8-point inverse DFT, conjugate twiddles and stores into block c's shared memory, then
+// block c's inverse M-point passes). Two row buffers a block: the forward transform's outputs (read by
+// the cluster) and the inverse's inputs (written by the cluster), so a row takes two cluster barriers.
+// Against the four-step path (five launches, two trips of 16 bytes a value through device scratch each
+// way and the spectra through device memory) this moves ~1.5 MB a row between the cluster's blocks
+// (filter, u and y at 512 KB each at m = 65536). Its first form read u and k with a stride of 16 samples
+// (each block its points): Nsight (H200, 1 x 768 x 65536 bf16, 1750 us) put 14% of the stall samples on the
+// filter's loads and ~10% on u's, where a warp's load touches 32 sectors for 128 bytes; now the cluster
+// stages each row (a block reads its share in 16-byte vectors and hands each of the eight points of a run
+// to the block that transforms it), one more cluster barrier a row. Measured (H200, medians of 5 batches
+// of 5 calls, the same process): 1 x 768 x 65536 bfloat16 1801-1820 us against the four-step path's
+// 1866-1872, float32 1809-1816 against 1801-1811; 2 x 768 x 32768 bfloat16 1266-1281 against 1491-1507,
+// float32 1308-1313 against 1446-1449. Where it ends: one block of 16 warps an SM at m = 65536 (128
+// registers, 144-192 bytes of spill), latency-bound between the barriers of the passes and the cluster, as
+// the four-step kernels are; at m = 32768 two blocks of 8 warps an SM overlap each other's barriers.
+constexpr int kClusterBlocks = 8;
+
+template <int kLogM>
+struct cluster_plan {
+  static constexpr int kM = 1 << kLogM;
+  static constexpr int kLocal = kM / kClusterBlocks;  // M: a block's points
+  using Plan = fused_plan<kLogM - 3, 16, kLocal / 16>;
+  static constexpr int kThreads = Plan::kThreadsPerRow;
+  using Roots = table_roots<kLogM + 1>;  // W_2m: the product's roots; the twiddles' W_m and the passes' too
+  static constexpr size_t kBuf = static_cast<size_t>(Plan::kRowStride) * sizeof(float2);
+  // The filter's spectrum at a thread's 16 frequencies, (16, kThreads), and S[m] for p = 0.
+  static constexpr size_t kSpectrum = static_cast<size_t>(16 * kThreads + 1) * sizeof(float2);
+  static constexpr size_t kSmem = 2 * kBuf + kSpectrum + Roots::kBytes;
+  static_assert(Plan::kRows == 1 && Plan::kE == 16 && 2 * kThreads * kClusterBlocks == kLocal,
+                "a thread a mirror pair of columns");
+};
+
+// The mirror pairs of a thread's 16 values v[0..8) = Z[f2a + M f1], v[8..16) = Z[f2b + M f1]:
+// fn(ia, ib, f, self) for Z[f] at v[ia] and Z[m - f] at v[ib]. self: f = 0 (with f = m) or m / 2, ia == ib.
+template <class Fn>
+__device__ __forceinline__ void cluster_pairs(int p, int M, Fn&& fn) {
+  if (p != 0) {
+#pragma unroll
+    for (int f1 = 0; f1 < 8; ++f1) fn(f1, 15 - f1, p + M * f1, false);
+  } else {
+    fn(0, 0, 0, true);
+    fn(4, 4, 4 * M, true);
+#pragma unroll
+    for (int f1 = 1; f1 < 4; ++f1) fn(f1, 8 - f1, M * f1, false);
+#pragma unroll
+    for (int f1 = 0; f1 < 4; ++f1) fn(8 + f1, 15 - f1, M / 2 + M * f1, false);
+  }
+}
+
+// 16 consecutive elements of T at p (16-byte aligned) as float.
+template <ssmkit_dtype T>
+__device__ __forceinline__ void load16(const void* p, float (&x)[16]) {
+  if constexpr (T == SSMKIT_DTYPE_F32) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 w = static_cast<const float4*>(p)[i];
+      x[4 * i] = w.x;
+      x[4 * i + 1] = w.y;
+      x[4 * i + 2] = w.z;
+      x[4 * i + 3] = w.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4 w = static_cast<const uint4*>(p)[i];
+      const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        x[8 * i + 2 * j] = to_float<T>(static_cast<uint16_t>(u[j] & 0xffffu));
+        x[8 * i + 2 * j + 1] = to_float<T>(static_cast<uint16_t>(u[j] >> 16));
+      }
+    }
+  }
+}
+
+template <ssmkit_dtype T, int kLogM, bool kBidir>
+__global__ void __launch_bounds__(cluster_plan<kLogM>::kThreads, cluster_plan<kLogM>::Plan::kMinBlocks)
+    fft_conv_cluster_kernel(const conv_args a, const filter_args fa, int64_t batch) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using CP = cluster_plan<kLogM>;
+  using Plan = typename CP::Plan;
+  constexpr int M = CP::kLocal;
+  constexpr int m = CP::kM;
+  constexpr int NT = CP::kThreads;
+  constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  extern __shared__ __align__(16) float2 smem[];
+  float2* const fwd = smem;                     // staged inputs, then the forward transform's outputs
+  float2* const inv = smem + Plan::kRowStride;  // the filter's transform, then the inverse's inputs
+  float2* const spec = inv + Plan::kRowStride;  // (16, NT) + 1
+  const auto roots = CP::Roots::fill(spec + 16 * NT + 1);
+  cg::cluster_group cluster = cg::this_cluster();
+  const int c = static_cast<int>(cluster.block_rank());
+  const int t = static_cast<int>(threadIdx.x);
+  const int p = c * NT + t;
+  const int f2a = p;
+  const int f2b = p == 0 ? M / 2 : M - p;
+  const last_groups last = make_last_groups<Plan::kLast>(t, M);
+  const float scale =
+      1.0f / (8.0f * m);  // as the fused filter kernel: the packing's 1/2 and the inverse's 1/n
+  // Whole 16-byte vectors of u, the pregate and k: rows that start on 16-byte boundaries.
+  constexpr int64_t es = T == SSMKIT_DTYPE_F32 ? 4 : 2;
+  const bool uvec = (a.L * es) % 16 == 0 &&
+                    ((reinterpret_cast<uintptr_t>(a.u) | reinterpret_cast<uintptr_t>(a.pregate)) & 15u) == 0;
+  const bool kvec = !kBidir && fa.Lk % 4 == 0 && (reinterpret_cast<uintptr_t>(fa.k) & 15u) == 0;
+  // Stages the packed values z[8 q + r] of this block's share of q (a 16-sample run of the row each) into
+  // block r's `dst` at q, so that each block then reads its points j = c + 8 jl from its own shared memory:
+  // the row is read from device memory in whole 16-byte vectors where it can be (load8(q, z) gives the
+  // eight).
+  auto stage = [&](float2* dst, auto load8) {
+    constexpr int kShare = M / kClusterBlocks;
+    for (int i = t; i < kShare; i += NT) {
+      const int q = c * kShare + i;
+      float2 z[8];
+      load8(q, z);
+#pragma unroll
+      for (int r = 0; r < kClusterBlocks; ++r) cluster.map_shared_rank(dst, r)[q] = z[r];
+    }
+  };
+  // Z at the thread's 16 frequencies from the cluster's forward outputs in `src`.
+  auto cross_forward = [&](float2(&v)[16], float2* src) {
+#pragma unroll
+    for (int q = 0; q < kClusterBlocks; ++q) {
+      const float2* r = cluster.map_shared_rank(src, q);
+      v[q] = r[f2a];
+      v[8 + q] = r[f2b];
+    }
+#pragma unroll
+    for (int q = 1; q < kClusterBlocks; ++q) {
+      v[q] = c_mul(v[q], roots.template get<false>(q * f2a, m));
+      v[8 + q] = c_mul(v[8 + q], roots.template get<false>(q * f2b, m));
+    }
+    dft<8, false>(v);
+    dft<8, false>(v + 8);
+  };
+  // The forward M-point passes of the staged points in `src` (read into registers first), through `buf`.
+  auto local_forward = [&](float2(&v)[16], const float2* src, float2* buf) {
+    fused_load<Plan>(v, t, [&](int base, int s, int st) { return src[base + s * st]; });
+    __syncthreads();  // `buf` may be `src`
+    fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, false);
+    __syncthreads();
+    scatter<Plan::kLast, true>(v, last, plast, M, flat_row{buf});
+  };
+  const int64_t clusters = gridDim.x / kClusterBlocks;
+  for (int64_t h = blockIdx.x / kClusterBlocks; h < a.H; h += clusters) {
+    float2 v[16];
+    // The filter: staged in `fwd` (every block is done reading it: the last row's second barrier), its
+    // transform in `inv` (every block is done with its last inverse: this first barrier).
+    stage(fwd, [&](int q, float2(&z)[8]) {
+      const int i0 = 16 * q;
+      if (kvec && i0 + 16 <= fa.Lk) {
+        float x[16];
+        load16<SSMKIT_DTYPE_F32>(fa.k + h * fa.Lk + i0, x);
+#pragma unroll
+        for (int r = 0; r < 8; ++r) z[r] = make_float2(x[2 * r], x[2 * r + 1]);
+      } else {
+#pragma unroll
+        for (int r = 0; r < 8; ++r) z[r] = load_filter_packed<kBidir>(fa, h, 8 * q + r);
+      }
+      if (q == 0) filter_add_d(fa, h, 0, z[0]);
+    });
+    cluster.sync();
+    local_forward(v, fwd, inv);
+    cluster.sync();
+    cross_forward(v, inv);
+    cluster_pairs(p, M, [&](int ia, int ib, int f, bool self) {
+      float2 xa, xbc;
+      if (self) {
+        mirror_spectrum(v[ia], v[ia], f == 0 ? make_float2(1.0f, 0.0f) : make_float2(0.0f, -1.0f), scale, xa,
+                        xbc);
+        spec[ia * NT + t] = xa;
+        if (f == 0) spec[16 * NT] = xbc;  // S[m]
+      } else {
+        mirror_spectrum(v[ia], v[ib], roots.template get<false>(f, 2 * m), scale, xa, xbc);
+        spec[ia * NT + t] = xa;
+        spec[ib * NT + t] = xbc;
+      }
+    });
+    for (int64_t b = 0; b < batch; ++b) {
+      const conv_row row(a, b * a.H + h);
+      // Staged in `fwd`: every block is done reading the filter's staged values (the filter's second
+      // barrier) or the last row's forward outputs (its second barrier).
+      stage(fwd, [&](int q, float2(&z)[8]) {
+        const int i0 = 16 * q;
+        if (uvec && i0 + 16 <= row.len) {
+          float x[16];
+          load16<T>(element_at<T>(a.u, row.base + i0), x);
+          if (a.pregate != nullptr) {
+            float g[16];
+            load16<T>(element_at<T>(a.pregate, row.base + i0), g);
+#pragma unroll
+            for (int e = 0; e < 16; ++e) x[e] *= g[e];
+          }
+#pragma unroll
+          for (int r = 0; r < 8; ++r) z[r] = make_float2(x[2 * r], x[2 * r + 1]);
+        } else {
+#pragma unroll
+          for (int r = 0; r < 8; ++r) z[r] = load_packed<T>(a, row, 8 * q + r);
+        }
+      });
+      cluster.sync();
+      local_forward(v, fwd, fwd);
+      // Every block's outputs written; every block done with the filter's transform and its last inverse.
+      cluster.sync();
+      cross_forward(v, fwd);
+      cluster_pairs(p, M, [&](int ia, int ib, int f, bool self) {
+        if (self) {
+          float2 za = v[ia], zb = v[ia];
+          mirror_product(za, zb, f == 0 ? make_float2(1.0f, 0.0f) : make_float2(0.0f, -1.0f),
+                         spec[ia * NT + t], f == 0 ? spec[16 * NT] : spec[ia * NT + t]);
+          v[ia] = za;
+        } else {
+          mirror_product(v[ia], v[ib], roots.template get<false>(f, 2 * m), spec[ia * NT + t],
+                         spec[ib * NT + t]);
+        }
+      });
+      dft<8, true>(v);
+      dft<8, true>(v + 8);
+#pragma unroll
+      for (int q = 0; q < kClusterBlocks; ++q) {
+        float2* r = cluster.map_shared_rank(inv, q);
+        r[f2a] = q == 0 ? v[q] : c_mul(v[q], roots.template get<true>(q * f2a, m));
+        r[f2b] = q == 0 ? v[8 + q] : c_mul(v[8 + q], roots.template get<true>(q * f2b, m));
+      }
+      // Every block's inverse inputs written; every block done reading this row's forward outputs.
+      cluster.sync();
+      gather<Plan::kLast, true>(v, last, plast, M, flat_row{inv});
+      __syncthreads();  // the inverse's first writes may use the padded layout
+      fused_inverse<Plan>(
+          v, inv, t,
+          [&](int base, int s, int st, float2 y) {
+            store_packed<T>(a, row, c + kClusterBlocks * (base + s * st), y);
+          },
+          roots, block_sync{}, false);
+    }
+  }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------
 // The multi-pass path for m > 16384: each pass is one launch over all rows, reading and writing
 // device scratch (rows, m) float2 with the same groups and arithmetic as the fused kernel. Pass 1 is
 // radix 16, the next pass takes the remainder (radix 2..16), the rest are radix 16.
@@ -3950,6 +4205,52 @@ status launch_tcr_filters(filter_args f, int64_t H, cudaStream_t stream, bool* m
   return ok_status();
 }
 
+// Whether rows of m = 2^15 and 2^16 take the cluster kernel (fft_conv_cluster_kernel) where the device
+// runs it: the default, SSMKIT_CUDA_FFT_CLUSTER=0 for the four-step path (read at every call, so that one
+// process can compare both).
+bool fft_cluster_wanted() {
+  const char* v = std::getenv("SSMKIT_CUDA_FFT_CLUSTER");
+  return !(v != nullptr && v[0] == '0' && v[1] == '\0');
+}
+
+// The cluster kernel for every row of `a` (one segment a row, row0 = 0) with its filters f, where its code
+// is sm_90's and the device holds its clusters (ran: whether it was launched). As many clusters as run at
+// once, each taking filters cluster-stride.
+template <ssmkit_dtype T, int kLogM, bool kBidir>
+status launch_conv_cluster(const conv_args& a, const filter_args& f, int64_t batch, cudaStream_t stream,
+                           bool* ran) {
+  using CP = cluster_plan<kLogM>;
+  auto* kernel = fft_conv_cluster_kernel<T, kLogM, kBidir>;
+  *ran = false;
+  bool sm90 = false;
+  SSMKIT_RETURN_IF_ERROR(pdl_capable(kernel, &sm90));
+  int dev = 0, smem = 0;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (!sm90 || static_cast<size_t>(smem) < CP::kSmem) return ok_status();
+  SSMKIT_RETURN_IF_ERROR(set_smem(kernel, CP::kSmem));
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kClusterBlocks;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(kClusterBlocks * (a.H < 1024 ? a.H : 1024)));
+  cfg.blockDim = dim3(CP::kThreads);
+  cfg.dynamicSmemBytes = CP::kSmem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+  if (clusters < 1) return ok_status();
+  const int64_t n = a.H < clusters ? a.H : clusters;
+  cfg.gridDim = dim3(static_cast<unsigned>(kClusterBlocks * n));
+  SSMKIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, f, batch));
+  *ran = true;
+  return ok_status();
+}
+
 // The filters of f (H of them, each row of `a` reading filter h), then y for every row of `a`: bfloat16
 // rows of m = 1024 on tensor cores (fft_tc_wanted) take their product's coefficients straight from the
 // filters (fft_conv_tc_filter_kernel, chained to the conv kernel by programmatic dependent launch);
@@ -3979,6 +4280,19 @@ status filters_then_convolve(conv_args a, filter_args f, int64_t H, cudaStream_t
       a.cmax = cmax;
       return convolve<T>(a, stream);
     }
+  }
+  if ((a.m == 32768 || a.m == 65536) && a.segments == 1 && a.row0 == 0 && a.rows % H == 0 &&
+      fft_cluster_wanted()) {
+    bool ran = false;
+    f.rows = H;
+    f.h0 = 0;
+    const int64_t batch = a.rows / H;
+    auto* launch =
+        a.m == 32768
+            ? (f.bidirectional ? launch_conv_cluster<T, 15, true> : launch_conv_cluster<T, 15, false>)
+            : (f.bidirectional ? launch_conv_cluster<T, 16, true> : launch_conv_cluster<T, 16, false>);
+    SSMKIT_RETURN_IF_ERROR(launch(a, f, batch, stream, &ran));
+    if (ran) return ok_status();
   }
   scratch spectrum(stream);
   SSMKIT_RETURN_IF_ERROR(spectrum.alloc(static_cast<size_t>(H * (f.m + 1)) * sizeof(float2)));
