@@ -3211,16 +3211,21 @@ __global__ void __launch_bounds__(four_step_rows<kLogM2>::kThreads, four_step_ro
 // the cluster) and the inverse's inputs (written by the cluster), so a row takes two cluster barriers.
 // Against the four-step path (five launches, two trips of 16 bytes a value through device scratch each
 // way and the spectra through device memory) this moves ~1.5 MB a row between the cluster's blocks
-// (filter, u and y at 512 KB each at m = 65536). Its first form read u and k with a stride of 16 samples
-// (each block its points): Nsight (H200, 1 x 768 x 65536 bf16, 1750 us) put 14% of the stall samples on the
-// filter's loads and ~10% on u's, where a warp's load touches 32 sectors for 128 bytes; now the cluster
-// stages each row (a block reads its share in 16-byte vectors and hands each of the eight points of a run
-// to the block that transforms it), one more cluster barrier a row. Measured (H200, medians of 5 batches
-// of 5 calls, the same process): 1 x 768 x 65536 bfloat16 1801-1820 us against the four-step path's
-// 1866-1872, float32 1809-1816 against 1801-1811; 2 x 768 x 32768 bfloat16 1266-1281 against 1491-1507,
-// float32 1308-1313 against 1446-1449. Where it ends: one block of 16 warps an SM at m = 65536 (128
-// registers, 144-192 bytes of spill), latency-bound between the barriers of the passes and the cluster, as
-// the four-step kernels are; at m = 32768 two blocks of 8 warps an SM overlap each other's barriers.
+// (filter, u and y at 512 KB each at m = 65536). Each block reading its own points has a stride of 16
+// samples: Nsight (H200, 1 x 768 x 65536 bf16, 1750 us) put 14% of the stall samples on the filter's loads
+// and ~10% on u's, where a warp's load touches 32 sectors for 128 bytes. So at m = 32768 the cluster stages
+// each row (a block reads its share in 16-byte vectors and hands each of the eight points of a run to the
+// block that transforms it), one more cluster barrier a row; at m = 65536 the same staging cost 144 bytes
+// of spill at the 128-register cap and measured slower (1801-1820 us against 1754-1773), so there each
+// block loads its points. Measured (H200, medians of 5 batches of 5 calls, the same process): 1 x 768 x
+// 65536 bfloat16 1754-1773 us against the four-step path's 1868-1872, float32 1834-1835 against 1822-1823;
+// 2 x 768 x 32768 bfloat16 1270 against 1490-1495, float32 1314-1318 against 1445-1453. Where it ends: one
+// block of 16 warps an SM at m = 65536, latency-bound between the barriers of the passes and the cluster,
+// as the four-step kernels are (the cluster barriers' own waits are ~2.5% of the samples); at m = 32768
+// two blocks of 8 warps an SM overlap each other's barriers. Sixteen blocks a cluster at m = 65536 (two
+// blocks an SM, two threads a mirror pair of columns) measured slower: 1901-1909 us, 14 clusters at once.
+// float32 rows of m = 65536 take this path too (within 1% of the four-step path's time) for its memory:
+// the four-step path allocates up to 512 MiB of scratch and the spectra (400 MB at H = 768).
 constexpr int kClusterBlocks = 8;
 
 template <int kLogM>
@@ -3291,6 +3296,8 @@ __global__ void __launch_bounds__(cluster_plan<kLogM>::kThreads, cluster_plan<kL
   constexpr int m = CP::kM;
   constexpr int NT = CP::kThreads;
   constexpr int plast = Plan::template rprev<Plan::kPasses>();
+  // Rows staged through the cluster at m = 32768 (two blocks an SM); at 65536 each block loads its points.
+  constexpr bool kStage = kLogM == 15;
   extern __shared__ __align__(16) float2 smem[];
   float2* const fwd = smem;                     // staged inputs, then the forward transform's outputs
   float2* const inv = smem + Plan::kRowStride;  // the filter's transform, then the inverse's inputs
@@ -3340,34 +3347,49 @@ __global__ void __launch_bounds__(cluster_plan<kLogM>::kThreads, cluster_plan<kL
     dft<8, false>(v);
     dft<8, false>(v + 8);
   };
-  // The forward M-point passes of the staged points in `src` (read into registers first), through `buf`.
-  auto local_forward = [&](float2(&v)[16], const float2* src, float2* buf) {
-    fused_load<Plan>(v, t, [&](int base, int s, int st) { return src[base + s * st]; });
-    __syncthreads();  // `buf` may be `src`
+  // The M-point forward passes of the points in `v`, through `buf`, into `buf` in natural order.
+  auto local_passes = [&](float2(&v)[16], float2* buf) {
     fused_forward_loaded<Plan>(v, buf, t, roots, block_sync{}, false);
     __syncthreads();
     scatter<Plan::kLast, true>(v, last, plast, M, flat_row{buf});
+  };
+  // The same for the staged points in `src` (read into registers first).
+  auto local_forward = [&](float2(&v)[16], const float2* src, float2* buf) {
+    fused_load<Plan>(v, t, [&](int base, int s, int st) { return src[base + s * st]; });
+    __syncthreads();  // `buf` may be `src`
+    local_passes(v, buf);
   };
   const int64_t clusters = gridDim.x / kClusterBlocks;
   for (int64_t h = blockIdx.x / kClusterBlocks; h < a.H; h += clusters) {
     float2 v[16];
     // The filter: staged in `fwd` (every block is done reading it: the last row's second barrier), its
-    // transform in `inv` (every block is done with its last inverse: this first barrier).
-    stage(fwd, [&](int q, float2(&z)[8]) {
-      const int i0 = 16 * q;
-      if (kvec && i0 + 16 <= fa.Lk) {
-        float x[16];
-        load16<SSMKIT_DTYPE_F32>(fa.k + h * fa.Lk + i0, x);
+    // transform in `inv` (every block is done with its last inverse: the staging barrier). At m = 65536
+    // each block loads its points and transforms them in `inv` at once: no block writes another's `inv`
+    // before the first row's forward barrier, and every block reads them only after the next barrier.
+    if constexpr (kStage) {
+      stage(fwd, [&](int q, float2(&z)[8]) {
+        const int i0 = 16 * q;
+        if (kvec && i0 + 16 <= fa.Lk) {
+          float x[16];
+          load16<SSMKIT_DTYPE_F32>(fa.k + h * fa.Lk + i0, x);
 #pragma unroll
-        for (int r = 0; r < 8; ++r) z[r] = make_float2(x[2 * r], x[2 * r + 1]);
-      } else {
+          for (int r = 0; r < 8; ++r) z[r] = make_float2(x[2 * r], x[2 * r + 1]);
+        } else {
 #pragma unroll
-        for (int r = 0; r < 8; ++r) z[r] = load_filter_packed<kBidir>(fa, h, 8 * q + r);
-      }
-      if (q == 0) filter_add_d(fa, h, 0, z[0]);
-    });
-    cluster.sync();
-    local_forward(v, fwd, inv);
+          for (int r = 0; r < 8; ++r) z[r] = load_filter_packed<kBidir>(fa, h, 8 * q + r);
+        }
+        if (q == 0) filter_add_d(fa, h, 0, z[0]);
+      });
+      cluster.sync();
+      local_forward(v, fwd, inv);
+    } else {
+      fused_load<Plan>(v, t, [&](int base, int s, int st) {
+        if (kBidir && s % 4 == 0 && s > 0) load_fence();  // the two-directional loads spilled otherwise
+        return load_filter_packed<kBidir>(fa, h, c + kClusterBlocks * (base + s * st));
+      });
+      if (c == 0) filter_add_d(fa, h, t, v[0]);
+      local_passes(v, inv);
+    }
     cluster.sync();
     cross_forward(v, inv);
     cluster_pairs(p, M, [&](int ia, int ib, int f, bool self) {
@@ -3385,28 +3407,36 @@ __global__ void __launch_bounds__(cluster_plan<kLogM>::kThreads, cluster_plan<kL
     });
     for (int64_t b = 0; b < batch; ++b) {
       const conv_row row(a, b * a.H + h);
-      // Staged in `fwd`: every block is done reading the filter's staged values (the filter's second
-      // barrier) or the last row's forward outputs (its second barrier).
-      stage(fwd, [&](int q, float2(&z)[8]) {
-        const int i0 = 16 * q;
-        if (uvec && i0 + 16 <= row.len) {
-          float x[16];
-          load16<T>(element_at<T>(a.u, row.base + i0), x);
-          if (a.pregate != nullptr) {
-            float g[16];
-            load16<T>(element_at<T>(a.pregate, row.base + i0), g);
+      // Staged in `fwd` (m = 32768; at 65536 each block loads its points): every block is done reading the
+      // filter's staged values (the filter's second barrier) or the last row's forward outputs (its second
+      // barrier).
+      if constexpr (kStage) {
+        stage(fwd, [&](int q, float2(&z)[8]) {
+          const int i0 = 16 * q;
+          if (uvec && i0 + 16 <= row.len) {
+            float x[16];
+            load16<T>(element_at<T>(a.u, row.base + i0), x);
+            if (a.pregate != nullptr) {
+              float g[16];
+              load16<T>(element_at<T>(a.pregate, row.base + i0), g);
 #pragma unroll
-            for (int e = 0; e < 16; ++e) x[e] *= g[e];
+              for (int e = 0; e < 16; ++e) x[e] *= g[e];
+            }
+#pragma unroll
+            for (int r = 0; r < 8; ++r) z[r] = make_float2(x[2 * r], x[2 * r + 1]);
+          } else {
+#pragma unroll
+            for (int r = 0; r < 8; ++r) z[r] = load_packed<T>(a, row, 8 * q + r);
           }
-#pragma unroll
-          for (int r = 0; r < 8; ++r) z[r] = make_float2(x[2 * r], x[2 * r + 1]);
-        } else {
-#pragma unroll
-          for (int r = 0; r < 8; ++r) z[r] = load_packed<T>(a, row, 8 * q + r);
-        }
-      });
-      cluster.sync();
-      local_forward(v, fwd, fwd);
+        });
+        cluster.sync();
+        local_forward(v, fwd, fwd);
+      } else {
+        fused_load<Plan>(v, t, [&](int base, int s, int st) {
+          return load_packed<T>(a, row, c + kClusterBlocks * (base + s * st));
+        });
+        local_passes(v, fwd);
+      }
       // Every block's outputs written; every block done with the filter's transform and its last inverse.
       cluster.sync();
       cross_forward(v, fwd);
