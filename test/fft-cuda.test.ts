@@ -64,6 +64,19 @@ function poison(shape: number[], dtype: FloatDType | 'float32', copies = 3): voi
   for (const t of held.reverse()) t.dispose();
 }
 
+/** Sets an environment variable for the enclosing describe's tests and restores it after them. */
+function envForSuite(name: string, value: string): void {
+  let before: string | undefined;
+  beforeAll(() => {
+    before = process.env[name];
+    process.env[name] = value;
+  });
+  afterAll(() => {
+    if (before === undefined) delete process.env[name];
+    else process.env[name] = before;
+  });
+}
+
 /** Asserts that no element is NaN where the reference is finite (an unwritten, poisoned output). */
 function assertWritten(got: ArrayLike<number>, ref: ArrayLike<number>, label: string): void {
   for (let i = 0; i < ref.length; i++) {
@@ -514,15 +527,7 @@ describe.skipIf(NO_CUDA)(`ssmConv on CUDA (${NO_CUDA ? SKIP_REASON : info.device
 // with short filters and short rows with long ones, many rows, and calls queued back to back.
 for (const wide of ['0', '1'] as const) {
   describe.skipIf(NO_CUDA)(`m = 1024 with SSMKIT_CUDA_FFT_WIDE=${wide} on CUDA`, () => {
-    let before: string | undefined;
-    beforeAll(() => {
-      before = process.env.SSMKIT_CUDA_FFT_WIDE;
-      process.env.SSMKIT_CUDA_FFT_WIDE = wide;
-    });
-    afterAll(() => {
-      if (before === undefined) delete process.env.SSMKIT_CUDA_FFT_WIDE;
-      else process.env.SSMKIT_CUDA_FFT_WIDE = before;
-    });
+    envForSuite('SSMKIT_CUDA_FFT_WIDE', wide);
     const flagSets: Omit<ConvCase, 'dtype' | 'batch' | 'H' | 'L' | 'Lk' | 'seed'>[] = [
       {},
       { D: true, gelu: true },
@@ -581,15 +586,7 @@ for (const wide of ['0', '1'] as const) {
 // clusters at once (each cluster then takes several).
 for (const cluster of ['0', '1'] as const) {
   describe.skipIf(NO_CUDA)(`m = 32768 and 65536 with SSMKIT_CUDA_FFT_CLUSTER=${cluster} on CUDA`, () => {
-    let before: string | undefined;
-    beforeAll(() => {
-      before = process.env.SSMKIT_CUDA_FFT_CLUSTER;
-      process.env.SSMKIT_CUDA_FFT_CLUSTER = cluster;
-    });
-    afterAll(() => {
-      if (before === undefined) delete process.env.SSMKIT_CUDA_FFT_CLUSTER;
-      else process.env.SSMKIT_CUDA_FFT_CLUSTER = before;
-    });
+    envForSuite('SSMKIT_CUDA_FFT_CLUSTER', cluster);
     const cases: ConvCase[] = [
       { dtype: 'bfloat16', batch: 2, H: 3, L: 20000, Lk: 20000, D: true, gelu: true, pregate: true, postgate: true, seed: 700 },
       { dtype: 'float32', batch: 2, H: 1, L: 16385, Lk: 16385, bidirectional: true, gelu: true, pregate: true, seed: 701 },
