@@ -200,6 +200,7 @@
 #include <type_traits>
 
 #include "cuda_check.cuh"
+#include "env.cuh"
 #include "pdl.cuh"
 #include "ssmkit/fft_conv.h"
 
@@ -3310,8 +3311,8 @@ __global__ void __launch_bounds__(cluster_plan<kLogM>::kThreads, cluster_plan<kL
   const int f2a = p;
   const int f2b = p == 0 ? M / 2 : M - p;
   const last_groups last = make_last_groups<Plan::kLast>(t, M);
-  const float scale =
-      1.0f / (8.0f * m);  // as the fused filter kernel: the packing's 1/2 and the inverse's 1/n
+  // As the fused filter kernel: the packing's 1/2 and the inverse's 1/n.
+  const float scale = 1.0f / (8.0f * m);
   // Whole 16-byte vectors of u, the pregate and k: rows that start on 16-byte boundaries.
   constexpr int64_t es = T == SSMKIT_DTYPE_F32 ? 4 : 2;
   const bool uvec = (a.L * es) % 16 == 0 &&
@@ -4239,8 +4240,7 @@ status launch_tcr_filters(filter_args f, int64_t H, cudaStream_t stream, bool* m
 // runs it: the default, SSMKIT_CUDA_FFT_CLUSTER=0 for the four-step path (read at every call, so that one
 // process can compare both).
 bool fft_cluster_wanted() {
-  const char* v = std::getenv("SSMKIT_CUDA_FFT_CLUSTER");
-  return !(v != nullptr && v[0] == '0' && v[1] == '\0');
+  return env_flag("SSMKIT_CUDA_FFT_CLUSTER", true);
 }
 
 // The cluster kernel for every row of `a` (one segment a row, row0 = 0) with its filters f, where its code
