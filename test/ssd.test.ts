@@ -401,7 +401,8 @@ describe.each(testDevices())('ssdScan on %s', (device) => {
 // sequential kernel (SSMKIT_CUDA_SSD=exact) runs the same case for comparison, and the tensor-core
 // kernel's earlier form (SSMKIT_CUDA_SSD=scalar), its lean form (SSMKIT_CUDA_SSD=lean) and its shared-M
 // form (SSMKIT_CUDA_SSD=shared, the default on sm_90) must give the default's outputs and final states bit
-// for bit: all compute the same operations in the same order.
+// for bit: all compute the same operations in the same order. So must the sequences cut into time
+// segments (SSMKIT_CUDA_SSD_SEGS).
 
 describe.each(testDevices())('ssdScan tensor-core path edges on %s', (device) => {
   const flags = (D: SsdCase['D'], bits: string) => ({
@@ -469,6 +470,14 @@ describe.each(testDevices())('ssdScan tensor-core path edges on %s', (device) =>
           expect(Array.from(toF64((r.finalStates as Tensor).toSync('cpu'))), `finalStates ${form} ${label(c)}`).toEqual(
             Array.from(fin),
           );
+        }
+        // Sequences cut into time segments, each from the state the one before it left: the same operations
+        // in the same order, so the same bits.
+        for (const env of [{ SSMKIT_CUDA_SSD_SEGS: '2' }, { SSMKIT_CUDA_SSD_SEGS: '3' }]) {
+          const r = await withEnv(env, () => ssdScan(...args, opts));
+          const what = `${JSON.stringify(env)} ${label(c)}`;
+          expect(Array.from(toF64(r.out.toSync('cpu'))), `out ${what}`).toEqual(Array.from(out));
+          expect(Array.from(toF64((r.finalStates as Tensor).toSync('cpu'))), `finalStates ${what}`).toEqual(Array.from(fin));
         }
       }
     });

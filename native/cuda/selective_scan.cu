@@ -16,7 +16,8 @@
 // knobs for tests and benchmarks: SSMKIT_CUDA_SCAN_{POLY,CHUNKS,LANES,TYPED} (scan1_kernel),
 // SSMKIT_CUDA_SCAN_STATES (forces the generic kernel), SSMKIT_CUDA_SSD=exact|scalar|lean (the sequential SSD
 // scan, the tensor-core SSD kernel's earlier form, its lean form; the default is its shared-M form on sm_90,
-// which SSMKIT_CUDA_SSD=shared asks for elsewhere),
+// which SSMKIT_CUDA_SSD=shared asks for elsewhere), SSMKIT_CUDA_SSD_SEGS=n (the time segments of its
+// sequences, 1 .. 8),
 // SSMKIT_CUDA_UPDATE_TILE=1|4|8 (the decode update's batch elements a thread), SSMKIT_CUDA_UPDATE_PDL=0 (the
 // update launched without programmatic dependent launch).
 //
@@ -1206,6 +1207,21 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // fifth block alone, ~14% of the time), is worth less than the extra bytes. CB once per (batch, group,
 // chunk) in a separate kernel: 4 MB of float32 CB, but each block would read its 16-40 KB a chunk back
 // from L2 (0.4 GB in all) to save 20 of its ~190 mma a warp, in a kernel not bound by the tensor pipe.
+//
+// Time segments (ssd_tc_args::segs, ssd_segments). The partial last wave costs more than the estimate
+// above: a block alone on an SM is still latency-bound and barely faster than one of a pair, so 640 units
+// on 264 slots take ~3 unit-times, not 2.42. Where the units fill at least one wave, each (batch, head)
+// sequence may be cut into segs runs of whole chunks: items unit x segs, segment s of a unit starting from
+// the float32 state segment s - 1 left in a scratch copy of (batch, H, P, N) (its accumulators stored and
+// read back as they are: the same bits as one block running on). Items come from a ticket counter, so every
+// segment's predecessor has been taken by a block that is running or done, and a segment waits (thread 0
+// spinning on the unit's flag, load-acquire) only if that block has not finished. 640 units in 2 segments
+// are 1280 half-length items: 4.85 waves of half a unit-time, ~2.5 unit-times. The cost is 32 KB written
+// and read a segment boundary (21 MB at this shape) and one ticket and flag a block. Measured (H200, this
+// shape, one process alternating the settings): 724-728 us against 767-780 with one segment and 766-773
+// for the kernel before segments (another process); batch 4 (320 units: 4 segments) 399-400 us against
+// 494-508 (-21%); batch 1, 2 and 16 (80, 160, 1280 units) keep one segment. Three or four segments at
+// batch 8 measured 763-767 and 777-780 us: each boundary costs a state's round trip and a chunk's start.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
@@ -1227,6 +1243,12 @@ struct ssd_tc_args {
   int dt_dt, z_dt;
   int64_t L, H, P, G, N;
   bool softplus, d_per_channel;
+  // Time segments (see ssd_segments): segs > 1 cuts each (batch, head) sequence into segs runs of whole
+  // chunks, taken in ticket order; segment s > 0 starts from the state segment s - 1 left in handoff.
+  int segs;
+  int64_t batch_heads;
+  int* sync;       // [0] the ticket counter, [1 + unit] the segments of the unit done (zeroed by the host)
+  float* handoff;  // (batch, H, P, N) float32
 };
 
 template <int kN>
@@ -1366,6 +1388,16 @@ __device__ __forceinline__ float ssd_m(float cb, float cum_i, float cum_j, float
   return __fmul_rn(__fmul_rn(cb, ex2_approx(__fmul_rn(__fsub_rn(cum_i, cum_j), kLog2e))), dt_j);
 }
 
+// A flag another block publishes: load-acquire and store-release at GPU scope.
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release_gpu(int* p, int v) {
+  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
 // kLean: the form with fewer instructions (see the design above), kShareM its shared-M variant (the
 // default where it fits); otherwise the earlier form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar).
 // All compute the same bits.
@@ -1402,8 +1434,21 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   // the same.
   const int half = warp / 4, quarter = half == 0 ? warp % 4 : 3 - warp % 4;
   const int r0 = quarter * 16, pw = half * (kSsdP / 2), n0 = half * kNH;
-  const int64_t b = blockIdx.x / a.H, h = blockIdx.x % a.H;
   const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
+  // The block's work item: a (batch, head) unit and its segment of whole chunks. With segments the items
+  // come from a ticket counter, so a segment's predecessor has always been taken by a running block.
+  int64_t item = blockIdx.x;
+  if (a.segs > 1) {
+    __shared__ int s_item;
+    if (tid == 0) s_item = atomicAdd(a.sync, 1);
+    __syncthreads();
+    item = s_item;
+  }
+  const int64_t units = a.batch_heads, unit = item % units, seg = item / units;
+  const int64_t b = unit / H, h = unit % H;
+  const int64_t chunks = (L + kSsdQ - 1) / kSsdQ;
+  const int64_t t_begin = seg * chunks / a.segs * kSsdQ;
+  const int64_t t_end = (seg + 1) * chunks / a.segs * kSsdQ;
   const int64_t grp = h / (H / G);
   const float Ah = a.A[h];
   const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
@@ -1411,18 +1456,29 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   // D per headdim element, read after the first chunk's barrier.
   if (a.D != nullptr && tid < P) sDv[tid] = a.D[a.d_per_channel ? h * P + tid : h];
 
-  // S rows r0 + g (+8), columns n0 + 8 nt + 2 tig (+1), as mma accumulator tiles.
+  // S rows r0 + g (+8), columns n0 + 8 nt + 2 tig (+1), as mma accumulator tiles: the initial state, or
+  // the one the segment before left (read through L2 once it is published).
+  if (seg > 0) {
+    if (tid == 0) {
+      while (ld_acquire_gpu(a.sync + 1 + unit) < seg) __nanosleep(256);
+    }
+    __syncthreads();
+  }
   float S[kNT][4];
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
-      S[nt][r] = a.h0 != nullptr && p < P && n < N ? a.h0[((b * H + h) * P + p) * N + n] : 0.0f;
+      const int64_t at = ((b * H + h) * P + p) * N + n;
+      S[nt][r] = p >= P || n >= N  ? 0.0f
+                 : seg > 0         ? __ldcg(a.handoff + at)
+                 : a.h0 != nullptr ? a.h0[at]
+                                   : 0.0f;
     }
   }
 
-  for (int64_t t0 = 0; t0 < L; t0 += kSsdQ) {
+  for (int64_t t0 = t_begin; t0 < t_end && t0 < L; t0 += kSsdQ) {
     // S (as it stands before the chunk) for the other warps' Y, in two bf16 parts.
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -1892,15 +1948,22 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     __syncthreads();
   }
 
-  if (a.hT != nullptr) {
+  // The state out: to the next segment (published once every thread's stores are visible), or hT.
+  float* s_out = seg + 1 < a.segs ? a.handoff : a.hT;
+  if (s_out != nullptr) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
-        if (p < P && n < N) a.hT[((b * H + h) * P + p) * N + n] = S[nt][r];
+        if (p < P && n < N) s_out[((b * H + h) * P + p) * N + n] = S[nt][r];
       }
     }
+  }
+  if (seg + 1 < a.segs) {
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) st_release_gpu(a.sync + 1 + unit, static_cast<int>(seg + 1));
   }
 }
 
@@ -2596,8 +2659,28 @@ status launch_scan(const char* op, scan_args a, int64_t batch, bool var_b, bool 
   }
 }
 
+// Segments a (batch, head) sequence is cut into (ssd_tc_args::segs): the blocks' waves run whole units of
+// equal length, so units a little over a whole number of waves leave most slots idle in the last one (640
+// units on 264 slots: 2.42 waves, the third a fifth full). segs time segments a unit make units x segs
+// items of 1 / segs the length; the count with the fewest item-lengths of waves wins, the smaller on a tie.
+// A segment cannot run before the one ahead of it, so fewer units than slots gain nothing (segs = 1).
+// SSMKIT_CUDA_SSD_SEGS forces a count (1 .. 8; at most one segment a chunk).
+int ssd_segments(int64_t units, int64_t chunks, int64_t slots) {
+  int segs = 1;
+  if (units >= slots) {
+    double best = static_cast<double>((units + slots - 1) / slots);
+    for (int s = 2; s <= 4; ++s) {
+      const double cost = static_cast<double>((units * s + slots - 1) / slots) / s;
+      if (cost < best - 1e-9) best = cost, segs = s;
+    }
+  }
+  const int forced = env_int("SSMKIT_CUDA_SSD_SEGS", 0);
+  if (forced > 0) segs = forced < 8 ? forced : 8;
+  return static_cast<int>(min64(segs, max64(1, chunks)));
+}
+
 template <int kN, bool kLean, bool kShareM = false>
-status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
+status run_ssd_tc(ssd_tc_args t, unsigned grid, cudaStream_t stream) {
   constexpr int smem = kShareM ? ssd_tc_layout<kN>::kSharedBytes : ssd_tc_layout<kN>::kBytes;
   // sm_86 and sm_89 give a block at most 99 KB of shared memory (sm_80 163 KB, sm_90 227 KB); the
   // shared-M form runs only where the device allows its size (checked by the caller).
@@ -2613,8 +2696,30 @@ status run_ssd_tc(const ssd_tc_args& t, unsigned grid, cudaStream_t stream) {
                                            cudaFuncAttributePreferredSharedMemoryCarveout,
                                            cudaSharedmemCarveoutMaxShared));
   }
+  int dev = 0, sms = 1, resident = 1;
+  SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
+  SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &resident, ssd_tc_kernel<kN, kLean, kShareM>, kSsdThreads, smem));
+  t.batch_heads = grid;
+  t.segs = ssd_segments(grid, (t.L + kSsdQ - 1) / kSsdQ, static_cast<int64_t>(sms) * max64(1, resident));
+  void* work = nullptr;
+  if (t.segs > 1) {
+    SSMKIT_RETURN_IF_ERROR(launch_blocks("ssdScan", t.batch_heads * t.segs, &grid));
+    const size_t flags = sizeof(int) * (1 + static_cast<size_t>(t.batch_heads));
+    const size_t at = (flags + 255) / 256 * 256;
+    const size_t state = sizeof(float) * static_cast<size_t>(t.batch_heads * t.P * t.N);
+    SSMKIT_CUDA_CHECK(cudaMallocAsync(&work, at + state, stream));
+    t.sync = static_cast<int*>(work);
+    t.handoff = reinterpret_cast<float*>(static_cast<char*>(work) + at);
+    const cudaError_t e = cudaMemsetAsync(work, 0, flags, stream);
+    if (e != cudaSuccess) cudaFreeAsync(work, stream);
+    SSMKIT_CUDA_CHECK(e);
+  }
   ssd_tc_kernel<kN, kLean, kShareM><<<grid, kSsdThreads, smem, stream>>>(t);
-  SSMKIT_CUDA_CHECK(cudaGetLastError());
+  const cudaError_t err = cudaGetLastError();
+  if (work != nullptr) cudaFreeAsync(work, stream);
+  SSMKIT_CUDA_CHECK(err);
   return ok_status();
 }
 
