@@ -1400,8 +1400,9 @@ __device__ __forceinline__ void st_release_gpu(int* p, int v) {
 
 // kLean: the form with fewer instructions (see the design above), kShareM its shared-M variant (the
 // default where it fits); otherwise the earlier form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar).
-// All compute the same bits.
-template <int kN, bool kLean, bool kShareM>
+// All compute the same bits. kSegs: the form for time segments (a.segs > 1); without it a block runs the
+// whole sequence of unit blockIdx.x, and none of the segments' code is compiled in.
+template <int kN, bool kLean, bool kShareM, bool kSegs>
 __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_args a) {
   static_assert(kLean || !kShareM, "the shared-M form is a lean form");
   using lay = ssd_tc_layout<kN>;
@@ -1437,18 +1438,17 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   const int64_t L = a.L, H = a.H, P = a.P, G = a.G, N = a.N;
   // The block's work item: a (batch, head) unit and its segment of whole chunks. With segments the items
   // come from a ticket counter, so a segment's predecessor has always been taken by a running block.
-  int64_t item = blockIdx.x;
-  if (a.segs > 1) {
+  int64_t unit = blockIdx.x, seg = 0, t_begin = 0, t_end = L;
+  if constexpr (kSegs) {
     __shared__ int s_item;
     if (tid == 0) s_item = atomicAdd(a.sync, 1);
     __syncthreads();
-    item = s_item;
+    const int64_t chunks = (L + kSsdQ - 1) / kSsdQ;
+    unit = s_item % a.batch_heads, seg = s_item / a.batch_heads;
+    t_begin = seg * chunks / a.segs * kSsdQ;
+    t_end = (seg + 1) * chunks / a.segs * kSsdQ;
   }
-  const int64_t units = a.batch_heads, unit = item % units, seg = item / units;
   const int64_t b = unit / H, h = unit % H;
-  const int64_t chunks = (L + kSsdQ - 1) / kSsdQ;
-  const int64_t t_begin = seg * chunks / a.segs * kSsdQ;
-  const int64_t t_end = (seg + 1) * chunks / a.segs * kSsdQ;
   const int64_t grp = h / (H / G);
   const float Ah = a.A[h];
   const float bias = a.dt_bias != nullptr ? a.dt_bias[h] : 0.0f;
@@ -1458,7 +1458,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
 
   // S rows r0 + g (+8), columns n0 + 8 nt + 2 tig (+1), as mma accumulator tiles: the initial state, or
   // the one the segment before left (read through L2 once it is published).
-  if (seg > 0) {
+  if (kSegs && seg > 0) {
     if (tid == 0) {
       while (ld_acquire_gpu(a.sync + 1 + unit) < seg) __nanosleep(256);
     }
@@ -1471,14 +1471,14 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     for (int r = 0; r < 4; ++r) {
       const int64_t p = r0 + g + (r >= 2 ? 8 : 0), n = n0 + 8 * nt + 2 * tig + (r & 1);
       const int64_t at = ((b * H + h) * P + p) * N + n;
-      S[nt][r] = p >= P || n >= N  ? 0.0f
-                 : seg > 0         ? __ldcg(a.handoff + at)
-                 : a.h0 != nullptr ? a.h0[at]
-                                   : 0.0f;
+      S[nt][r] = p >= P || n >= N   ? 0.0f
+                 : kSegs && seg > 0 ? __ldcg(a.handoff + at)
+                 : a.h0 != nullptr  ? a.h0[at]
+                                    : 0.0f;
     }
   }
 
-  for (int64_t t0 = t_begin; t0 < t_end && t0 < L; t0 += kSsdQ) {
+  for (int64_t t0 = t_begin; t0 < (kSegs ? min64(t_end, L) : L); t0 += kSsdQ) {
     // S (as it stands before the chunk) for the other warps' Y, in two bf16 parts.
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -1949,7 +1949,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
   }
 
   // The state out: to the next segment (published once every thread's stores are visible), or hT.
-  float* s_out = seg + 1 < a.segs ? a.handoff : a.hT;
+  float* s_out = kSegs && seg + 1 < a.segs ? a.handoff : a.hT;
   if (s_out != nullptr) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -1960,7 +1960,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       }
     }
   }
-  if (seg + 1 < a.segs) {
+  if (kSegs && seg + 1 < a.segs) {
     __threadfence();
     __syncthreads();
     if (tid == 0) st_release_gpu(a.sync + 1 + unit, static_cast<int>(seg + 1));
@@ -2686,39 +2686,43 @@ status run_ssd_tc(ssd_tc_args t, unsigned grid, cudaStream_t stream) {
   // shared-M form runs only where the device allows its size (checked by the caller).
   static_assert(kShareM || smem <= 99 * 1024,
                 "ssd_tc_kernel must fit every target's shared memory per block");
-  if (smem > 48 * 1024) {
-    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean, kShareM>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  }
-  if constexpr (kShareM) {
-    // Two blocks an SM need all of the SM's shared memory for the L1/shared split.
-    SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(ssd_tc_kernel<kN, kLean, kShareM>,
-                                           cudaFuncAttributePreferredSharedMemoryCarveout,
-                                           cudaSharedmemCarveoutMaxShared));
+  auto* const plain = ssd_tc_kernel<kN, kLean, kShareM, false>;
+  auto* const segmented = ssd_tc_kernel<kN, kLean, kShareM, true>;
+  for (auto* kernel : {plain, segmented}) {
+    if (smem > 48 * 1024) {
+      SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    }
+    if constexpr (kShareM) {
+      // Two blocks an SM need all of the SM's shared memory for the L1/shared split.
+      SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             cudaSharedmemCarveoutMaxShared));
+    }
   }
   int dev = 0, sms = 1, resident = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &resident, ssd_tc_kernel<kN, kLean, kShareM>, kSsdThreads, smem));
+  SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, plain, kSsdThreads, smem));
   t.batch_heads = grid;
   t.segs = ssd_segments(grid, (t.L + kSsdQ - 1) / kSsdQ, static_cast<int64_t>(sms) * max64(1, resident));
-  void* work = nullptr;
-  if (t.segs > 1) {
-    SSMKIT_RETURN_IF_ERROR(launch_blocks("ssdScan", t.batch_heads * t.segs, &grid));
-    const size_t flags = sizeof(int) * (1 + static_cast<size_t>(t.batch_heads));
-    const size_t at = (flags + 255) / 256 * 256;
-    const size_t state = sizeof(float) * static_cast<size_t>(t.batch_heads * t.P * t.N);
-    SSMKIT_CUDA_CHECK(cudaMallocAsync(&work, at + state, stream));
-    t.sync = static_cast<int*>(work);
-    t.handoff = reinterpret_cast<float*>(static_cast<char*>(work) + at);
-    const cudaError_t e = cudaMemsetAsync(work, 0, flags, stream);
-    if (e != cudaSuccess) cudaFreeAsync(work, stream);
-    SSMKIT_CUDA_CHECK(e);
+  if (t.segs == 1) {
+    plain<<<grid, kSsdThreads, smem, stream>>>(t);
+    SSMKIT_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
   }
-  ssd_tc_kernel<kN, kLean, kShareM><<<grid, kSsdThreads, smem, stream>>>(t);
-  const cudaError_t err = cudaGetLastError();
-  if (work != nullptr) cudaFreeAsync(work, stream);
+  SSMKIT_RETURN_IF_ERROR(launch_blocks("ssdScan", t.batch_heads * t.segs, &grid));
+  const size_t flags = sizeof(int) * (1 + static_cast<size_t>(t.batch_heads));
+  const size_t at = (flags + 255) / 256 * 256;
+  const size_t state = sizeof(float) * static_cast<size_t>(t.batch_heads * t.P * t.N);
+  void* work = nullptr;
+  SSMKIT_CUDA_CHECK(cudaMallocAsync(&work, at + state, stream));
+  t.sync = static_cast<int*>(work);
+  t.handoff = reinterpret_cast<float*>(static_cast<char*>(work) + at);
+  cudaError_t err = cudaMemsetAsync(work, 0, flags, stream);
+  if (err == cudaSuccess) {
+    segmented<<<grid, kSsdThreads, smem, stream>>>(t);
+    err = cudaGetLastError();
+  }
+  cudaFreeAsync(work, stream);
   SSMKIT_CUDA_CHECK(err);
   return ok_status();
 }
