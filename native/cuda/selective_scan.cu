@@ -1217,11 +1217,17 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // segment's predecessor has been taken by a block that is running or done, and a segment waits (thread 0
 // spinning on the unit's flag, load-acquire) only if that block has not finished. 640 units in 2 segments
 // are 1280 half-length items: 4.85 waves of half a unit-time, ~2.5 unit-times. The cost is 32 KB written
-// and read a segment boundary (21 MB at this shape) and one ticket and flag a block. Measured (H200, this
-// shape, one process alternating the settings): 724-728 us against 767-780 with one segment and 766-773
-// for the kernel before segments (another process); batch 4 (320 units: 4 segments) 399-400 us against
-// 494-508 (-21%); batch 1, 2 and 16 (80, 160, 1280 units) keep one segment. Three or four segments at
-// batch 8 measured 763-767 and 777-780 us: each boundary costs a state's round trip and a chunk's start.
+// and read a segment boundary (21 MB at this shape) and one ticket and flag a block; the segment code is
+// compiled only into its own instance of the kernel (kSegs), so one segment runs the kernel as before.
+// Measured (H200, builds alternated in one machine session): 725-750 us against 766-770 before segments;
+// batch 4 (320 units: 4 segments) 396-410 against 488-489 (-18%); batch 1, 2 and 16 (80, 160, 1280 units)
+// keep one segment (batch 16: 1322-1332 against 1336-1346). Three or four segments at batch 8 measured
+// 763-767 and 777-780 us against 724-728 for two: each boundary costs a state's round trip and a chunk's
+// start. Nsight at batch 8 (two segments): 16 warps an SM, 9.1 cycles between a warp's issues, 41% of issue
+// slots; 18% of the stall samples sit at the barrier after each chunk's copies (the copies' round trip),
+// ~13% in staging S and issuing the copies. Asking L2 for the next chunk's x, z and dt a chunk ahead did
+// not move batch 8 (736-747 against 739-760 us) and gave batch 1 x 8192 -1.7%: not kept. Overlapping the
+// copies with the previous chunk needs their buffers twice, which two blocks an SM leave no room for.
 
 constexpr int kSsdQ = 64;         // steps per chunk
 constexpr int kSsdP = 64;         // headdim, padded
