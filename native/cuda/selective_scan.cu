@@ -1484,8 +1484,76 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     }
   }
 
+  // The chunk's copies as row pointers: a thread's pieces sit at fixed (row, column) offsets from the
+  // chunk's first row, rows kXRows (x and 16-bit z), kBRows (B, C) or kZRows (float32 z) apart.
+  constexpr int kXPieces = kSsdP / 8, kBPieces = kN / 8;
+  constexpr int kXRows = kSsdThreads / kXPieces, kBRows = kSsdThreads / kBPieces, kZRows = kSsdThreads / 16;
+  static_assert(kSsdQ * kSsdP % (8 * kSsdThreads) == 0 && kSsdQ * kN % (8 * kSsdThreads) == 0,
+                "every thread stages the same number of 16-byte pieces");
+  const int xt = tid / kXPieces, xp = (tid % kXPieces) * 8;
+  const int bt = tid / kBPieces, bc = (tid % kBPieces) * 8;
+  const int64_t x_row = H * P, b_row = G * N;  // elements from one step to the next
   for (int64_t t0 = t_begin; t0 < (kSegs ? min64(t_end, L) : L); t0 += kSsdQ) {
-    // S (as it stands before the chunk) for the other warps' Y, in two bf16 parts.
+    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time,
+    // every copy in flight at once (the host has checked the 16-byte alignment of x, B and C), before
+    // anything else of the chunk: the buffers are free since the last chunk's final barrier.
+    {
+      const uint16_t* xs = a.x + ((b * L + t0) * H + h) * P;
+#pragma unroll
+      for (int k = 0; k < kSsdQ / kXRows; ++k) {
+        const int t = xt + k * kXRows;
+        const bool ok = t0 + t < L && xp < P;
+        cp_async16(sX + t * kXP + xp, ok ? xs + t * x_row + xp : a.x, ok);
+      }
+      const int64_t bo = (b * L + t0) * G * N + grp * N;
+      // Not unrolled: the copies are in flight either way, and unrolling costs registers.
+#pragma unroll 1
+      for (int k = 0; k < kSsdQ / kBRows; ++k) {
+        const int t = bt + k * kBRows;
+        const bool ok = t0 + t < L && bc < N;
+        const int64_t off = ok ? bo + t * b_row + bc : 0;
+        cp_async16(sB + t * kBP + bc, a.B + off, ok);
+        cp_async16(sC + t * kBP + bc, a.C + off, ok);
+      }
+    }
+    // z of the chunk, in its own dtype: pieces of 8 16-bit or 4 float32 elements.
+    if (a.z != nullptr) {
+      const char* zs = static_cast<const char*>(a.z);
+      if (a.z_dt == SSMKIT_DTYPE_F32) {
+        const int t1 = tid / 16, p0 = (tid % 16) * 4;
+#pragma unroll 1
+        for (int k = 0; k < kSsdQ / kZRows; ++k) {
+          const int t = t1 + k * kZRows;
+          const bool ok = t0 + t < L && p0 < P;
+          const int64_t off = ok ? ((b * L + t0 + t) * H + h) * P + p0 : 0;
+          cp_async16(static_cast<char*>(sZ) + (t * kXP + p0) * 4, zs + off * 4, ok);
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kSsdQ / kXRows; ++k) {
+          const int t = xt + k * kXRows;
+          const bool ok = t0 + t < L && xp < P;
+          const int64_t off = ok ? ((b * L + t0 + t) * H + h) * P + xp : 0;
+          cp_async16(static_cast<char*>(sZ) + (t * kXP + xp) * 2, zs + off * 2, ok);
+        }
+      }
+    }
+    // dt's bits and the sequence numbers of the chunk's steps (warp 0, two steps a lane): loaded before S is
+    // split, so that their round trip overlaps it.
+    uint32_t dt_bits[2] = {0, 0};
+    int32_t sq[2] = {0, 0}, sq_prev[2] = {0, 0};
+    if (warp == 0) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t tg = t0 + 2 * lane + e;
+        if (tg < L) {
+          dt_bits[e] = ld_bits(a.dt, a.dt_dt, (b * L + tg) * H + h);
+          if (seq != nullptr && tg > 0) sq[e] = seq[tg], sq_prev[e] = seq[tg - 1];
+        }
+      }
+    }
+    // S (as it stands before the chunk) for the other warps' Y, in two bf16 parts, while the copies and loads
+    // fly.
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       uint32_t hi, lo;
@@ -1497,46 +1565,8 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
       *reinterpret_cast<uint32_t*>(sSh + (r0 + g + 8) * kBP + col) = hi;
       *reinterpret_cast<uint32_t*>(sSl + (r0 + g + 8) * kBP + col) = lo;
     }
-    // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time,
-    // every copy in flight at once (the host has checked the 16-byte alignment of x, B and C).
-    static_assert(kSsdQ * kSsdP % (8 * kSsdThreads) == 0 && kSsdQ * kN % (8 * kSsdThreads) == 0,
-                  "every thread stages the same number of 16-byte pieces");
-    for (int k = 0; k < kSsdQ * kSsdP / (8 * kSsdThreads); ++k) {
-      const int v = tid + k * kSsdThreads;
-      const int t = v / (kSsdP / 8), p0 = (v % (kSsdP / 8)) * 8;
-      const int64_t tg = t0 + t;
-      const bool ok = tg < L && p0 < P;
-      cp_async16(sX + t * kXP + p0, ok ? a.x + ((b * L + tg) * H + h) * P + p0 : a.x, ok);
-    }
-    // Not unrolled: the copies are in flight either way, and unrolling costs registers.
-#pragma unroll 1
-    for (int k = 0; k < kSsdQ * kN / (8 * kSsdThreads); ++k) {
-      const int v = tid + k * kSsdThreads;
-      const int t = v / (kN / 8), c0 = (v % (kN / 8)) * 8;
-      const int64_t tg = t0 + t;
-      const bool ok = tg < L && c0 < N;
-      const int64_t off = ok ? ((b * L + tg) * G + grp) * N + c0 : 0;
-      cp_async16(sB + t * kBP + c0, a.B + off, ok);
-      cp_async16(sC + t * kBP + c0, a.C + off, ok);
-    }
-    // z of the chunk, in its own dtype: pieces of 8 16-bit or 4 float32 elements.
-    if (a.z != nullptr) {
-      // es bytes an element, epp elements a piece, 2^lg pieces a row (lean: shifts, no division).
-      const bool f32 = a.z_dt == SSMKIT_DTYPE_F32;
-      const int es = f32 ? 4 : 2, epp = 16 / es, lg = f32 ? 4 : 3;
-      static_assert(kSsdP / 4 == 16 && kSsdP / 8 == 8, "a row of z is 2^lg pieces");
-#pragma unroll 1
-      for (int v = tid; v < kSsdQ * (kSsdP / epp); v += kSsdThreads) {
-        const int t = kLean ? v >> lg : v / (kSsdP / epp);
-        const int p0 = (kLean ? v & ((1 << lg) - 1) : v % (kSsdP / epp)) * epp;
-        const int64_t tg = t0 + t;
-        const bool ok = tg < L && p0 < P;
-        const int64_t off = ok ? ((b * L + tg) * H + h) * P + p0 : 0;
-        cp_async16(static_cast<char*>(sZ) + (t * kXP + p0) * es, static_cast<const char*>(a.z) + off * es,
-                   ok);
-      }
-    }
-    // dt, the cumulative decay exponent and the sequence starts of the chunk: warp 0, two steps a lane.
+    // dt, the cumulative decay exponent and the sequence starts of the chunk: warp 0, two steps a lane, from
+    // the loads above.
     if (warp == 0) {
       float d[2], av[2];
       int rs[2];
@@ -1546,10 +1576,10 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         float x = 0.0f;
         rs[e] = 0;
         if (tg < L) {
-          x = __fadd_rn(load_any(a.dt, a.dt_dt, (b * L + tg) * H + h), bias);
+          x = __fadd_rn(bits_value(a.dt_dt, dt_bits[e]), bias);
           if (a.softplus) x = softplus(x);
           x = x < 0.0f ? 0.0f : x;
-          rs[e] = starts_sequence(seq, tg) ? 1 : 0;
+          rs[e] = seq != nullptr && tg > 0 && sq[e] != sq_prev[e] ? 1 : 0;
         }
         d[e] = x;
         av[e] = __fmul_rn(x, Ah);
