@@ -1119,6 +1119,13 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // of a thread's copies in flight at once, while warp 0 reads dt; D sits in shared memory for the whole
 // run. So a chunk waits for one memory round trip, and the output loop only stores. S goes to the other
 // warps through shared memory once a chunk, as its two bf16 parts (97 KB shared in all at dstate 128).
+// A chunk starts with its copies, each a fixed offset from a row pointer of the chunk's first step (the
+// copies' loops had been ~500 of a warp's ~1660 instructions a chunk, mostly 64-bit index arithmetic),
+// then warp 0's loads of dt and the sequence numbers, then S's split, which so overlaps the round trip
+// (it came first before), then warp 0's dt scan. Predicted -8 to -15% from the shorter path to the
+// chunk's first barrier (18% of the stall samples sat there); measured (H200, the same bits, builds
+// alternated in one machine session) batch 8 x 2048 687-693 us against 727-749, batch 4 381-393 against
+// 398-399, batch 16 1264-1293 against 1326-1359, batch 1 x 8192 756-779 against 836-851.
 //
 // Occupancy and instructions, measured and predicted (H200, batch 8 x 2048 x 80 heads x 64, dstate 128,
 // z, D). The 4-warp form (16 S rows x all of dstate a warp, 245 registers, 2 blocks = 8 warps an SM) took
