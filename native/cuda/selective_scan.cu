@@ -1504,8 +1504,9 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
     // Stage x, B and C of the chunk (zeros past the sequence and in the padding), 16 bytes at a time,
     // every copy in flight at once (the host has checked the 16-byte alignment of x, B and C), before
     // anything else of the chunk: the buffers are free since the last chunk's final barrier.
+    const int64_t xo = ((b * L + t0) * H + h) * P;  // x's and z's first row of the chunk, in elements
     {
-      const uint16_t* xs = a.x + ((b * L + t0) * H + h) * P;
+      const uint16_t* xs = a.x + xo;
 #pragma unroll
       for (int k = 0; k < kSsdQ / kXRows; ++k) {
         const int t = xt + k * kXRows;
@@ -1532,7 +1533,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         for (int k = 0; k < kSsdQ / kZRows; ++k) {
           const int t = t1 + k * kZRows;
           const bool ok = t0 + t < L && p0 < P;
-          const int64_t off = ok ? ((b * L + t0 + t) * H + h) * P + p0 : 0;
+          const int64_t off = ok ? xo + t * x_row + p0 : 0;
           cp_async16(static_cast<char*>(sZ) + (t * kXP + p0) * 4, zs + off * 4, ok);
         }
       } else {
@@ -1540,7 +1541,7 @@ __global__ void __launch_bounds__(kSsdThreads, 2) ssd_tc_kernel(const ssd_tc_arg
         for (int k = 0; k < kSsdQ / kXRows; ++k) {
           const int t = xt + k * kXRows;
           const bool ok = t0 + t < L && xp < P;
-          const int64_t off = ok ? ((b * L + t0 + t) * H + h) * P + xp : 0;
+          const int64_t off = ok ? xo + t * x_row + xp : 0;
           cp_async16(static_cast<char*>(sZ) + (t * kXP + xp) * 2, zs + off * 2, ok);
         }
       }
