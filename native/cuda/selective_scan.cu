@@ -1125,7 +1125,8 @@ __global__ void __launch_bounds__(scan1_threads(kP, kS), kP == 1 && kS == 8 ? 4 
 // (it came first before), then warp 0's dt scan. Predicted -8 to -15% from the shorter path to the
 // chunk's first barrier (18% of the stall samples sat there); measured (H200, the same bits, builds
 // alternated in one machine session) batch 8 x 2048 687-693 us against 727-749, batch 4 381-393 against
-// 398-399, batch 16 1264-1293 against 1326-1359, batch 1 x 8192 756-779 against 836-851.
+// 398-399, batch 16 1264-1293 against 1326-1359, batch 1 x 8192 756-779 against 836-851. z's copies then
+// took x's row offset too, which removed the segmented shared-M form's 12 bytes of spill: batch 8 676 us.
 //
 // Occupancy and instructions, measured and predicted (H200, batch 8 x 2048 x 80 heads x 64, dstate 128,
 // z, D). The 4-warp form (16 S rows x all of dstate a warp, 245 registers, 2 blocks = 8 warps an SM) took
