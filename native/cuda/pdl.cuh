@@ -64,6 +64,18 @@ __device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
   return old;
 }
 
+// A flag that another block of the running grid publishes: load-acquire and store-release at GPU scope.
+// As with atomic_add_acq_rel, a release after a block barrier covers the stores of every thread of the
+// block, and a block barrier after an acquire hands its view to every thread.
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release_gpu(int* p, int v) {
+  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
 // Whether the code of `kernel` that runs on the current device was compiled for sm_90 or later, machine
 // code and PTX alike (not the device's architecture: code compiled for an older one has no pdl_wait()
 // and must not overlap the kernel before it). A property of the image (every kernel of it has the same

@@ -1402,16 +1402,6 @@ __device__ __forceinline__ float ssd_m(float cb, float cum_i, float cum_j, float
   return __fmul_rn(__fmul_rn(cb, ex2_approx(__fmul_rn(__fsub_rn(cum_i, cum_j), kLog2e))), dt_j);
 }
 
-// A flag another block publishes: load-acquire and store-release at GPU scope.
-__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_release_gpu(int* p, int v) {
-  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
 // kLean: the form with fewer instructions (see the design above), kShareM its shared-M variant (the
 // default where it fits); otherwise the earlier form with scalar fragment loads (SSMKIT_CUDA_SSD=scalar).
 // All compute the same bits. kSegs: the form for time segments (a.segs > 1); without it a block runs the
@@ -2731,9 +2721,8 @@ status run_ssd_tc(ssd_tc_args t, unsigned grid, cudaStream_t stream) {
   // shared-M form runs only where the device allows its size (checked by the caller).
   static_assert(kShareM || smem <= 99 * 1024,
                 "ssd_tc_kernel must fit every target's shared memory per block");
-  auto* const plain = ssd_tc_kernel<kN, kLean, kShareM, false>;
-  auto* const segmented = ssd_tc_kernel<kN, kLean, kShareM, true>;
-  for (auto* kernel : {plain, segmented}) {
+  // A kernel's attributes, set before its launch.
+  auto prepare = [&](auto* kernel) -> status {
     if (smem > 48 * 1024) {
       SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     }
@@ -2742,11 +2731,19 @@ status run_ssd_tc(ssd_tc_args t, unsigned grid, cudaStream_t stream) {
       SSMKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                              cudaSharedmemCarveoutMaxShared));
     }
-  }
+    return ok_status();
+  };
+  auto* const plain = ssd_tc_kernel<kN, kLean, kShareM, false>;
+  auto* const segmented = ssd_tc_kernel<kN, kLean, kShareM, true>;
+  SSMKIT_RETURN_IF_ERROR(prepare(plain));
+  // The slots: fewer units than SMs are fewer than slots whatever an SM holds, so the occupancy is asked
+  // only where it can matter.
   int dev = 0, sms = 1, resident = 1;
   SSMKIT_CUDA_CHECK(cudaGetDevice(&dev));
   SSMKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, plain, kSsdThreads, smem));
+  if (grid >= static_cast<unsigned>(sms)) {
+    SSMKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, plain, kSsdThreads, smem));
+  }
   t.batch_heads = grid;
   t.segs = ssd_segments(grid, (t.L + kSsdQ - 1) / kSsdQ, static_cast<int64_t>(sms) * max64(1, resident));
   if (t.segs == 1) {
@@ -2754,6 +2751,7 @@ status run_ssd_tc(ssd_tc_args t, unsigned grid, cudaStream_t stream) {
     SSMKIT_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   }
+  SSMKIT_RETURN_IF_ERROR(prepare(segmented));
   SSMKIT_RETURN_IF_ERROR(launch_blocks("ssdScan", t.batch_heads * t.segs, &grid));
   const size_t flags = sizeof(int) * (1 + static_cast<size_t>(t.batch_heads));
   const size_t at = (flags + 255) / 256 * 256;
