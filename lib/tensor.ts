@@ -513,8 +513,10 @@ export class Tensor<D extends DType = DType> {
   }
 
   /**
-   * The contents on the host: a CPU tensor's own array (no copy), or a copy of a device tensor made off
-   * the event loop once the device's queued work is done.
+   * The contents on the host: a CPU tensor's own array (no copy), or a copy of a device tensor as the work
+   * queued before the call leaves it, awaited off the event loop. Up to 1 MiB the copy takes its place in
+   * the device's queue at the call, so ops queued after it neither change what it reads nor delay it
+   * (a decode loop can queue its next step, then await this one's tokens).
    * @example
    * const values = await out.data();
    */

@@ -2,7 +2,16 @@
 // allocation larger than the card. Runs where the CUDA backend loaded; elsewhere skipped (no GPU).
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/cjs/backend.js';
-import { backend, emptyCache, hadamardSync, memory, SsmkitError, synchronize, Tensor } from '../dist/cjs/index.js';
+import {
+  backend,
+  emptyCache,
+  hadamardSync,
+  memory,
+  SsmkitError,
+  selectiveStateUpdate,
+  synchronize,
+  Tensor,
+} from '../dist/cjs/index.js';
 import { Rng } from './util';
 
 const onCuda = backend().name === 'cuda';
@@ -39,10 +48,43 @@ describe.skipIf(!onCuda)('CUDA tensors (skipped: no CUDA backend on this machine
     for (const dt of ['float16', 'bfloat16', 'float64'] as const) {
       const c = g.cast(dt);
       expect(Array.from(c.dataSync() as ArrayLike<number>), dt).toEqual(Array.from(t.cast(dt).dataSync() as ArrayLike<number>));
-      expect(Array.from(c.cast('float32').dataSync()), `${dt} back`).toEqual(Array.from(t.cast(dt).cast('float32').dataSync()));
+      const back = c.cast('float32');
+      expect(Array.from(back.dataSync()), `${dt} back`).toEqual(Array.from(t.cast(dt).cast('float32').dataSync()));
+      back.dispose();
       c.dispose();
     }
     g.dispose();
+  });
+
+  it('data() reads a tensor as the work enqueued before the call left it: later in-place writes, a dispose and later work do not change it', async () => {
+    const rng = new Rng(11);
+    const [dim, N] = [64, 16];
+    const put = (shape: number[]) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      return new Tensor(
+        'float32',
+        Float32Array.from({ length: n }, () => rng.normal()),
+        shape,
+      ).toSync('cuda:0');
+    };
+    // selectiveStateUpdate writes its state in place: 20 steps enqueued after the read must not show in it.
+    const state = put([1, dim, N]);
+    const want = Array.from(state.toSync('cpu').dataSync());
+    const [x, dt, A, B, C] = [put([1, dim]), put([1, dim]), put([dim, N]), put([1, N]), put([1, N])];
+    const read = state.data();
+    for (let i = 0; i < 20; i++) (await selectiveStateUpdate(state, x, dt, A, B, C, { dtSoftplus: true })).dispose();
+    expect(Array.from(await read)).toEqual(want);
+    expect(Array.from(state.toSync('cpu').dataSync())).not.toEqual(want);
+    // Disposed right after the call: the copy was enqueued before the memory was freed.
+    const g = put([3, 1000]);
+    const host = Array.from(g.toSync('cpu').dataSync());
+    const early = g.data();
+    g.dispose();
+    expect(Array.from(await early)).toEqual(host);
+    // Past the staged size (1 MiB) the copy waits for the stream, as dataSync does.
+    const big = put([300_000]);
+    expect(Array.from(await big.data())).toEqual(Array.from(big.toSync('cpu').dataSync()));
+    for (const t of [state, x, dt, A, B, C, big]) t.dispose();
   });
 
   it('accounts device bytes and returns them on dispose', async () => {

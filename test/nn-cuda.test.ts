@@ -1045,7 +1045,7 @@ describe('the fused decode step on CUDA', () => {
         topP,
         draws: new Tensor('float64', draws, [batch]),
       }) as Tensor;
-      expect(picked.device).toBe('cpu');
+      expect(picked.device).toBe(DEV);
       const got = picked.dataSync() as Int32Array;
       const l = Float32Array.from(host(lg));
       for (let b = 0; b < batch; b++) {

@@ -563,32 +563,49 @@ export class MambaModel {
     let next = await sample(host, { ...sampling, ...drawsFor() });
     host.dispose();
     let buffer: Tensor | undefined;
+    // The fused step after this one's picks, enqueued before they are read back (see below).
+    let ahead: Promise<Tensor | undefined> | undefined;
+    const report = (picked: ArrayLike<number>, step: number) => {
+      for (let b = 0; b < B; b++) {
+        const tok = picked[b] as number;
+        (tokens[b] as number[]).push(tok);
+        onToken?.({ sequence: b, token: tok, step });
+      }
+    };
     try {
       for (let step = 0; step < maxNew; step++) {
         signal?.throwIfAborted();
-        const picked = Array.from(next.dataSync() as Int32Array);
-        next.dispose();
-        picked.forEach((tok, b) => {
-          (tokens[b] as number[]).push(tok);
-          onToken?.({ sequence: b, token: tok, step });
-        });
-        if (step + 1 === maxNew) break;
-        const plan = this.#decodePlan();
+        const plan = step + 1 < maxNew ? this.#decodePlan() : null;
         if (plan) {
-          // One native call: the step, then the pick from its logits (written to one reused buffer).
+          // One native call a token: the step, then the pick from its logits (written to one reused
+          // buffer). The picks stay on the model's device, where the next step takes its ids from: their
+          // copy to the host is enqueued first, then the next step, so the device runs that step while
+          // this one's tokens come back and onToken sees them.
+          const ids = next.device === this.device ? next : await this.#stepIds(Array.from(next.dataSync() as Int32Array));
+          const read = next.data();
           buffer ??= Tensor.empty([B, vocab], 'float32', this.device);
-          const idT = await this.#stepIds(picked);
-          next = (await decodeStep(plan, state._decodeStates(), idT, buffer, { ...sampling, ...drawsFor() })) as Tensor;
-          idT.dispose();
-        } else {
-          const logits = await this.#step(picked, state);
-          const onHost = logits.device === 'cpu' ? logits : await logits.to('cpu');
-          next = await sample(onHost, { ...sampling, ...drawsFor() });
-          if (onHost !== logits) onHost.dispose();
-          logits.dispose();
+          ahead = decodeStep(plan, state._decodeStates(), ids, buffer, { ...sampling, ...drawsFor() });
+          report((await read) as Int32Array, step);
+          const following = (await ahead) as Tensor;
+          ahead = undefined;
+          if (ids !== next) ids.dispose();
+          next.dispose();
+          next = following;
+          continue;
         }
+        const picked = Array.from((await next.data()) as Int32Array);
+        next.dispose();
+        report(picked, step);
+        if (step + 1 === maxNew) break;
+        const logits = await this.#step(picked, state);
+        const onHost = logits.device === 'cpu' ? logits : await logits.to('cpu');
+        next = await sample(onHost, { ...sampling, ...drawsFor() });
+        if (onHost !== logits) onHost.dispose();
+        logits.dispose();
       }
     } finally {
+      // A step still in flight (onToken threw, or a read failed) finishes before its states go.
+      if (ahead !== undefined) (await ahead.catch(() => undefined))?.dispose();
       state.dispose();
       buffer?.dispose();
       draws.dispose();

@@ -916,7 +916,9 @@ function prepareDecodeStep(op: string, plan: DecodePlan, states: DecodeStates, i
   let tokens: Tensor | undefined;
   if (opts !== undefined) {
     const s = sampleArgs(op, batch, vocab, opts);
-    tokens = Tensor._alloc(op, 'int32', [batch], -1);
+    // On the ids' device: a device step writes its picks without waiting for itself (whoever reads
+    // them waits: dataSync, or data() without holding the event loop).
+    tokens = Tensor._alloc(op, 'int32', [batch], it._deviceIndex);
     args.sample = { ...s.args, draws: s.draws?._native(op, 'options.draws'), tokens: tokens._native(op, 'tokens') };
   }
   return { args, tokens };
@@ -926,7 +928,7 @@ function prepareDecodeStep(op: string, plan: DecodePlan, states: DecodeStates, i
  * One decode step of every sequence (one new token each) through the whole model in one native call:
  * the states are updated in place and the next-token logits written to `logits` `[batch, vocab]`;
  * with sampling options it also picks each sequence's next token (as {@link sample}).
- * @returns the picked tokens `[batch]` int32 when sampling options were given.
+ * @returns the picked tokens `[batch]` int32 on the ids' device when sampling options were given.
  * @throws RangeError for ids that do not match the states' batch; errors of the kernels it runs.
  * @example
  * const next = await decodeStep(plan, states, ids, logits, { temperature: 0 });

@@ -7,7 +7,10 @@
 // own (an op allocates its outputs and frees them: each call's host time counts for small ops).
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "cuda_check.cuh"
 #include "ssmkit/device.h"
@@ -163,6 +166,98 @@ status copy_to_host(int dev, void* dst, const void* src, size_t bytes) {
   SSMKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
   SSMKIT_CUDA_CHECK(cudaStreamSynchronize(s));
   return ok_status();
+}
+
+// Staged copies: pinned buffers of at most kHostCopyStagedMax bytes and their events, kept for reuse up to
+// kStagedKept of each (at most 8 MiB of pinned memory held between copies); the rest are freed at finish.
+struct host_copy {
+  int dev = 0;
+  size_t bytes = 0;
+  void* pinned = nullptr;
+  size_t capacity = 0;
+  cudaEvent_t done = nullptr;
+};
+
+namespace {
+constexpr size_t kStagedKept = 8;
+std::mutex g_staged_mu;
+std::vector<std::pair<void*, size_t>> g_pinned;  // (buffer, capacity)
+std::vector<cudaEvent_t> g_events;
+
+void staged_release(host_copy* c) {
+  {
+    std::lock_guard<std::mutex> lock(g_staged_mu);
+    if (c->pinned != nullptr && g_pinned.size() < kStagedKept) {
+      g_pinned.emplace_back(c->pinned, c->capacity);
+      c->pinned = nullptr;
+    }
+    if (c->done != nullptr && g_events.size() < kStagedKept) {
+      g_events.push_back(c->done);
+      c->done = nullptr;
+    }
+  }
+  if (c->pinned != nullptr) cudaFreeHost(c->pinned);
+  if (c->done != nullptr) cudaEventDestroy(c->done);
+  delete c;
+}
+}  // namespace
+
+status copy_to_host_begin(int dev, const void* src, size_t bytes, host_copy** out) {
+  *out = nullptr;
+  if (bytes > kHostCopyStagedMax) return ok_status();
+  cudaStream_t s = nullptr;
+  SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
+  auto* c = new host_copy;
+  c->dev = dev;
+  c->bytes = bytes;
+  {
+    std::lock_guard<std::mutex> lock(g_staged_mu);
+    for (size_t i = 0; i < g_pinned.size(); ++i) {
+      if (g_pinned[i].second >= bytes) {
+        c->pinned = g_pinned[i].first, c->capacity = g_pinned[i].second;
+        g_pinned.erase(g_pinned.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    }
+    if (!g_events.empty()) {
+      c->done = g_events.back();
+      g_events.pop_back();
+    }
+  }
+  status st = ok_status();
+  auto fail = [&](cudaError_t e, const char* what) {
+    if (e == cudaSuccess) return false;
+    cudaGetLastError();
+    st = cuda_detail::failed(e, what, __FILE__, __LINE__);
+    return true;
+  };
+  if (c->pinned == nullptr) {
+    c->capacity = bytes < 4096 ? 4096 : bytes;
+    if (fail(cudaMallocHost(&c->pinned, c->capacity), "cudaMallocHost")) c->pinned = nullptr;
+  }
+  if (st.ok() && c->done == nullptr)
+    fail(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming), "cudaEventCreate");
+  if (st.ok()) fail(cudaMemcpyAsync(c->pinned, src, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
+  if (st.ok()) fail(cudaEventRecord(c->done, s), "cudaEventRecord");
+  if (!st.ok()) {
+    staged_release(c);
+    return st;
+  }
+  *out = c;
+  return ok_status();
+}
+
+status copy_to_host_finish(host_copy* c, void* dst) {
+  const cudaError_t e = cudaEventSynchronize(c->done);
+  status st = ok_status();
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    st = cuda_detail::failed(e, "cudaEventSynchronize", __FILE__, __LINE__);
+  } else if (c->bytes > 0) {
+    std::memcpy(dst, c->pinned, c->bytes);
+  }
+  staged_release(c);
+  return st;
 }
 
 status copy_on_device(int dev, void* dst, const void* src, size_t bytes) {

@@ -119,7 +119,10 @@ Napi::Value copy_to_device(const Napi::CallbackInfo& info) {
       env, info[3].ToBoolean(), [=]() { return device::copy_to_device(dev, dst, p, n); }, std::move(keep));
 }
 
-// (device, dstTypedArray, srcAddress, async)
+// (device, dstTypedArray, srcAddress, async). An async copy of up to kHostCopyStagedMax bytes is enqueued
+// here, on the calling thread, and only waited for on the thread pool: it reads the tensor as the work
+// enqueued before the call left it, a later dispose cannot free the memory under it, and its Promise does
+// not wait for work enqueued after it (a decode loop enqueues the next step, then awaits this token).
 Napi::Value copy_to_host(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int dev = device_arg(info, 0);
@@ -127,10 +130,20 @@ Napi::Value copy_to_host(const Napi::CallbackInfo& info) {
   void* p = static_cast<char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
   const size_t n = dst.ByteLength();
   const void* src = address_arg(info, 2);
+  const bool async = info[3].ToBoolean();
   keepalive keep;
   keep.emplace_back(Napi::Persistent(info[1]));
+  if (async) {
+    device::host_copy* staged = nullptr;
+    const status begun = device::copy_to_host_begin(dev, src, n, &staged);
+    if (!begun.ok()) return finish(env, begun, true);
+    if (staged != nullptr) {
+      return run_task(
+          env, true, [=]() { return device::copy_to_host_finish(staged, p); }, std::move(keep));
+    }
+  }
   return run_task(
-      env, info[3].ToBoolean(), [=]() { return device::copy_to_host(dev, p, src, n); }, std::move(keep));
+      env, async, [=]() { return device::copy_to_host(dev, p, src, n); }, std::move(keep));
 }
 
 // (device, dstAddress, srcAddress, bytes)

@@ -29,6 +29,16 @@ status release(int device, void* ptr);
 // Host <-> device copies ordered on the device's stream; they return when the copy has finished.
 status copy_to_device(int device, void* dst, const void* src, size_t bytes);
 status copy_to_host(int device, void* dst, const void* src, size_t bytes);
+// A device -> host copy in two halves, for callers that must not wait on the calling thread: begin
+// enqueues the copy on the device's stream now, into pinned staging memory (so it returns at once and the
+// copy holds its place in the stream's order), or returns *out = nullptr where bytes exceed
+// kHostCopyStagedMax (the caller then copies with copy_to_host); finish waits for that copy alone (not
+// for work enqueued after begin), moves the bytes to dst and releases the staging. Every begin that
+// returns a copy must be finished once.
+struct host_copy;
+constexpr size_t kHostCopyStagedMax = size_t{1} << 20;
+status copy_to_host_begin(int device, const void* src, size_t bytes, host_copy** out);
+status copy_to_host_finish(host_copy* copy, void* dst);
 // Enqueued device -> device copy; returns at once.
 status copy_on_device(int device, void* dst, const void* src, size_t bytes);
 // Enqueued: count 32-bit words at dst set to bits (a kernel's argument, so nothing waits for the device or
