@@ -509,6 +509,21 @@ describe('generate', () => {
     });
   });
 
+  it('rejects with the error onToken throws, with every tensor it made freed', async () => {
+    const live = memory().liveTensors;
+    const boom = new Error('boom');
+    let seen = 0;
+    const run = model.generate([[1, 2, 3]], {
+      maxNewTokens: 50,
+      onToken: () => {
+        if (++seen === 4) throw boom;
+      },
+    });
+    await expect(run).rejects.toBe(boom);
+    expect(seen).toBe(4);
+    expect(memory().liveTensors).toBe(live);
+  });
+
   it('keeps the event loop free while it generates (5 ms interval, p99 delay < 20 ms over the idle p99)', async () => {
     // A model big enough that prefill and each decode step take milliseconds of kernel time.
     const dir = await writeModel(
