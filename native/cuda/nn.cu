@@ -2613,12 +2613,11 @@ struct decode_buffers {
   void *qtmp, *rotated;
   int8_t* aq;
   float* as;
-  int32_t* ids;     // (batch,) staged ids
-  float* logits;    // (batch, vocab) staged logits
-  int32_t* tokens;  // (batch,) sampled tokens
-  double* draws;    // (batch,) staged draws
-  float* partial;   // gemv split-K partials
-  int* counters;    // gemv split-K counters, then the norm tail's (zero between launches)
+  int32_t* ids;    // (batch,) staged ids
+  float* logits;   // (batch, vocab) staged logits
+  double* draws;   // (batch,) staged draws
+  float* partial;  // gemv split-K partials
+  int* counters;   // gemv split-K counters, then the norm tail's (zero between launches)
   int* done;
   double* ssq;  // (batch, d_model panels) the residual's sums of squares per panel (out_proj -> norm)
   size_t counter_count;
@@ -2717,7 +2716,6 @@ size_t carve_decode(const mamba_decode_model& m, int64_t B, const decode_sizes& 
   b.as = static_cast<float*>(take(row * 4));
   b.ids = static_cast<int32_t*>(take(row * 4));
   b.logits = static_cast<float*>(take(row * std::max<int64_t>(m.vocab, 1) * 4));
-  b.tokens = static_cast<int32_t*>(take(row * 4));
   b.draws = static_cast<double*>(take(row * 8));
   b.ssq = static_cast<double*>(take(row * static_cast<size_t>((d + kPanel - 1) / kPanel) * 8));
   b.partial = static_cast<float*>(take(std::max<size_t>(z.partial_floats, 1) * 4));
@@ -2942,7 +2940,8 @@ status decode_linear(const launch_ctx& ctx, const linear_weight& lw, const tenso
 }
 
 // Checks a decode call as the CPU step does (nn_check::check_decode), then that every tensor but the
-// sampler's draws and tokens lives on the ids' device, before anything is enqueued.
+// sampler's draws lives on the ids' device (the picks too: the step never waits for itself), before
+// anything is enqueued.
 status check_decode_cuda(const mamba_decode_params& p) {
   SSMKIT_RETURN_IF_ERROR(nn_check::check_decode(p));
   const char* op = "decodeStep";
@@ -2960,6 +2959,7 @@ status check_decode_cuda(const mamba_decode_params& p) {
   };
   if (dev < 0) return make_status(status_code::value, "%s: ids: expected a device tensor", op);
   SSMKIT_RETURN_IF_ERROR(on_dev(p.logits, "logits"));
+  SSMKIT_RETURN_IF_ERROR(on_dev(p.sample.tokens, "tokens"));
   for (int l = 0; l < mm.num_layers; ++l) {
     const mamba_layer_weights& w = mm.layers[l];
     SSMKIT_RETURN_IF_ERROR(on_dev(p.conv_states[l], "states"));
@@ -3861,18 +3861,9 @@ status mamba_decode_step_cuda(const mamba_decode_params& p, void* stream) {
         draws = sp.draws.ptr<const double>();
       }
     }
-    int32_t* tokens = sp.tokens.device < 0 ? buf.tokens : sp.tokens.ptr<int32_t>();
     launch_ctx ctx;
     ctx.stream = s;
-    if (st.ok()) st = sample_enqueue(ctx, p.logits.ptr<const float>(), draws, tokens, sp);
-    if (st.ok() && sp.tokens.device < 0) {
-      // Host tokens: the picks come back before the call returns (the caller reads them next).
-      cudaError_t e =
-          cudaMemcpyAsync(sp.tokens.data, buf.tokens, static_cast<size_t>(B) * 4, cudaMemcpyDeviceToHost, s);
-      if (e == cudaSuccess) e = cudaStreamSynchronize(s);
-      if (e != cudaSuccess)
-        st = make_status(status_code::cuda, "decodeStep: tokens: %s", cudaGetErrorString(e));
-    }
+    if (st.ok()) st = sample_enqueue(ctx, p.logits.ptr<const float>(), draws, sp.tokens.ptr<int32_t>(), sp);
   }
   if (scratch != nullptr) SSMKIT_CUDA_CHECK(cudaFreeAsync(scratch, s));
   return st;
