@@ -565,7 +565,6 @@ export class MambaModel {
     let buffer: Tensor | undefined;
     // The fused step after this one's picks, enqueued before they are read back (see below).
     let ahead: Promise<Tensor | undefined> | undefined;
-    let uploaded: Tensor | undefined; // the ids of a step whose picks were on the host
     const report = (picked: ArrayLike<number>, step: number) => {
       for (let b = 0; b < B; b++) {
         const tok = picked[b] as number;
@@ -582,14 +581,18 @@ export class MambaModel {
           // buffer). The picks stay on the model's device, where the next step takes its ids from: their
           // copy to the host is enqueued first, then the next step, so the device runs that step while
           // this one's tokens come back and onToken sees them.
-          uploaded = next.device === this.device ? undefined : await this.#stepIds(Array.from(next.dataSync() as Int32Array));
+          if (next.device !== this.device) {
+            // The prompt's picks were sampled on the host: the steps after them take their ids on the device.
+            const moved = await next.to(this.device);
+            next.dispose();
+            next = moved;
+          }
           const read = next.data();
           buffer ??= Tensor.empty([B, vocab], 'float32', this.device);
-          ahead = decodeStep(plan, state._decodeStates(), uploaded ?? next, buffer, { ...sampling, ...drawsFor() });
+          ahead = decodeStep(plan, state._decodeStates(), next, buffer, { ...sampling, ...drawsFor() });
           report((await read) as Int32Array, step);
           const following = (await ahead) as Tensor;
           ahead = undefined;
-          uploaded?.dispose();
           next.dispose();
           next = following;
           continue;
@@ -607,7 +610,6 @@ export class MambaModel {
     } finally {
       // A step still in flight (onToken threw, or a read failed) finishes before its states go.
       if (ahead !== undefined) (await ahead.catch(() => undefined))?.dispose();
-      uploaded?.dispose();
       next.dispose();
       state.dispose();
       buffer?.dispose();

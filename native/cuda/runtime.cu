@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -171,7 +172,6 @@ status copy_to_host(int dev, void* dst, const void* src, size_t bytes) {
 // Staged copies: pinned buffers of at most kHostCopyStagedMax bytes and their events, kept for reuse up to
 // kStagedKept of each (at most 8 MiB of pinned memory held between copies); the rest are freed at finish.
 struct host_copy {
-  int dev = 0;
   size_t bytes = 0;
   void* pinned = nullptr;
   size_t capacity = 0;
@@ -207,8 +207,8 @@ status copy_to_host_begin(int dev, const void* src, size_t bytes, host_copy** ou
   if (bytes > kHostCopyStagedMax) return ok_status();
   cudaStream_t s = nullptr;
   SSMKIT_RETURN_IF_ERROR(get_stream(dev, &s));
-  auto* c = new host_copy;
-  c->dev = dev;
+  // Released (back to the pools) on every early return below.
+  std::unique_ptr<host_copy, void (*)(host_copy*)> c(new host_copy, staged_release);
   c->bytes = bytes;
   {
     std::lock_guard<std::mutex> lock(g_staged_mu);
@@ -224,26 +224,21 @@ status copy_to_host_begin(int dev, const void* src, size_t bytes, host_copy** ou
       g_events.pop_back();
     }
   }
-  status st = ok_status();
-  auto fail = [&](cudaError_t e, const char* what) {
-    if (e == cudaSuccess) return false;
-    cudaGetLastError();
-    st = cuda_detail::failed(e, what, __FILE__, __LINE__);
-    return true;
-  };
+  // Into locals first: a failed call leaves nothing for the release to pool.
   if (c->pinned == nullptr) {
-    c->capacity = bytes < 4096 ? 4096 : bytes;
-    if (fail(cudaMallocHost(&c->pinned, c->capacity), "cudaMallocHost")) c->pinned = nullptr;
+    const size_t capacity = bytes < 4096 ? 4096 : bytes;
+    void* pinned = nullptr;
+    SSMKIT_CUDA_CHECK(cudaMallocHost(&pinned, capacity));
+    c->pinned = pinned, c->capacity = capacity;
   }
-  if (st.ok() && c->done == nullptr)
-    fail(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming), "cudaEventCreate");
-  if (st.ok()) fail(cudaMemcpyAsync(c->pinned, src, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
-  if (st.ok()) fail(cudaEventRecord(c->done, s), "cudaEventRecord");
-  if (!st.ok()) {
-    staged_release(c);
-    return st;
+  if (c->done == nullptr) {
+    cudaEvent_t done = nullptr;
+    SSMKIT_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    c->done = done;
   }
-  *out = c;
+  SSMKIT_CUDA_CHECK(cudaMemcpyAsync(c->pinned, src, bytes, cudaMemcpyDeviceToHost, s));
+  SSMKIT_CUDA_CHECK(cudaEventRecord(c->done, s));
+  *out = c.release();
   return ok_status();
 }
 
