@@ -3904,21 +3904,18 @@ status launch_after_filters(Kernel* kernel, int64_t blocks, int threads, size_t 
                     pdl, a);
 }
 
-// Whether m = 1024 takes the 32 x 32 kernel (fft_conv_wide_kernel): SSMKIT_CUDA_FFT_WIDE=1 for every
-// dtype, =0 for none (the 16-value plan); otherwise (unset too) float32 only, where it measured faster.
-// Read at every call, so that one process can compare both.
+// Whether m = 1024 takes the 32 x 32 kernel (fft_conv_wide_kernel): SSMKIT_CUDA_FFT_WIDE=0 for no dtype (the
+// 16-value plan), any other value for every dtype; unset, float32 only, where it measured faster. Read at
+// every call, so that one process can compare both.
 bool fft_wide_wanted(ssmkit_dtype dtype) {
-  const char* v = std::getenv("SSMKIT_CUDA_FFT_WIDE");
-  if (v != nullptr && (v[0] == '0' || v[0] == '1') && v[1] == '\0') return v[0] == '1';
-  return dtype == SSMKIT_DTYPE_F32;
+  return env_flag("SSMKIT_CUDA_FFT_WIDE", dtype == SSMKIT_DTYPE_F32);
 }
 
 // Whether bfloat16 rows of m = 1024, 4096 and 16384 take the tensor-core kernels (fft_conv_tc_kernel,
 // fft_conv_tcr_kernel): the default, SSMKIT_CUDA_FFT_TC=0 for the float32 transforms (read at every call, so
 // that one process can compare both); their row arithmetic is 32-bit (tc_row).
 bool fft_tc_wanted(const conv_args& a) {
-  const char* v = std::getenv("SSMKIT_CUDA_FFT_TC");
-  return !(v != nullptr && v[0] == '0' && v[1] == '\0') && a.row0 + a.rows < (int64_t{1} << 31);
+  return env_flag("SSMKIT_CUDA_FFT_TC", true) && a.row0 + a.rows < (int64_t{1} << 31);
 }
 
 // m = 16384 takes the split kernel (two 8192-point halves), the shorter lengths the fused kernel.

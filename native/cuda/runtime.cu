@@ -237,7 +237,17 @@ status copy_to_host_begin(int dev, const void* src, size_t bytes, host_copy** ou
     c->done = done;
   }
   SSMKIT_CUDA_CHECK(cudaMemcpyAsync(c->pinned, src, bytes, cudaMemcpyDeviceToHost, s));
-  SSMKIT_CUDA_CHECK(cudaEventRecord(c->done, s));
+  const cudaError_t rec = cudaEventRecord(c->done, s);
+  if (rec != cudaSuccess) {
+    cudaGetLastError();
+    // The copy is enqueued: the release may pool or free its buffer only once the copy is done. Where the
+    // stream cannot say so (a broken context), the buffer is left alone.
+    if (cudaStreamSynchronize(s) != cudaSuccess) {
+      cudaGetLastError();
+      c->pinned = nullptr;
+    }
+    return cuda_detail::failed(rec, "cudaEventRecord", __FILE__, __LINE__);
+  }
   *out = c.release();
   return ok_status();
 }
